@@ -1,0 +1,118 @@
+//! [`ConnectionEvaluator`]: the queue behind deferred connections.
+
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+type Notify = Arc<dyn Fn() + Send + Sync>;
+
+struct Invocation {
+    /// Cleared when the connection is disconnected or its signal dropped: the call is then skipped.
+    alive: Arc<AtomicBool>,
+    call: Box<dyn FnOnce() + Send>,
+}
+
+/// A thread-safe queue of slot invocations made by [`Signal::connect_deferred`](super::Signal::connect_deferred)
+/// (KDBindings `ConnectionEvaluator`).
+///
+/// Emitting threads enqueue; one thread calls [`evaluate_deferred_connections`](Self::evaluate_deferred_connections)
+/// to run them in FIFO order. Each [`EventLoop`](crate::EventLoop) owns one, wakes itself when an
+/// invocation is added, and evaluates it every turn.
+///
+/// ```
+/// use kdnet::{ConnectionEvaluator, Signal};
+/// use std::sync::{Arc, mpsc, atomic::{AtomicI32, Ordering}};
+///
+/// let evaluator = ConnectionEvaluator::new();
+/// let total = Arc::new(AtomicI32::new(0));
+/// let (emitted_tx, emitted_rx) = mpsc::channel();
+/// let (done_tx, done_rx) = mpsc::channel::<()>();
+/// let worker = std::thread::spawn({
+///     let (evaluator, total) = (evaluator.clone(), total.clone());
+///     move || {
+///         let signal: Signal<i32> = Signal::new();
+///         signal
+///             .connect_deferred(&evaluator, move |v| { total.fetch_add(*v, Ordering::SeqCst); })
+///             .release();
+///         signal.emit(&5);
+///         signal.emit(&4);
+///         emitted_tx.send(()).unwrap();
+///         // Dropping the signal would cancel its queued calls, so wait until they ran.
+///         done_rx.recv().unwrap();
+///     }
+/// });
+/// emitted_rx.recv().unwrap();
+/// assert_eq!(total.load(Ordering::SeqCst), 0); // queued, not run
+/// assert_eq!(evaluator.evaluate_deferred_connections(), 2);
+/// assert_eq!(total.load(Ordering::SeqCst), 9);
+/// done_tx.send(()).unwrap();
+/// worker.join().unwrap();
+/// ```
+pub struct ConnectionEvaluator {
+    queue: Mutex<Vec<Invocation>>,
+    on_invocation_added: Mutex<Option<Notify>>,
+}
+
+impl ConnectionEvaluator {
+    /// Creates an empty evaluator.
+    pub fn new() -> Arc<Self> {
+        Arc::new(ConnectionEvaluator {
+            queue: Mutex::new(Vec::new()),
+            on_invocation_added: Mutex::new(None),
+        })
+    }
+
+    /// Runs every queued invocation whose connection is still alive, in the order they were queued;
+    /// returns how many ran.
+    ///
+    /// Invocations queued while this runs (for example by a deferred slot emitting another signal)
+    /// wait for the next call. No lock is held while a slot runs.
+    pub fn evaluate_deferred_connections(&self) -> usize {
+        let batch = std::mem::take(&mut *lock(&self.queue));
+        let mut ran = 0;
+        for invocation in batch {
+            if invocation.alive.load(Ordering::Acquire) {
+                (invocation.call)();
+                ran += 1;
+            }
+        }
+        ran
+    }
+
+    /// Whether any invocation is waiting.
+    pub fn has_pending(&self) -> bool {
+        !lock(&self.queue).is_empty()
+    }
+
+    /// Sets a callback run on the emitting thread each time an invocation is queued
+    /// (KDBindings `onInvocationAdded`; the event loop uses it to wake itself).
+    pub fn set_on_invocation_added<F>(&self, callback: F)
+    where
+        F: Fn() + Send + Sync + 'static,
+    {
+        *lock(&self.on_invocation_added) = Some(Arc::new(callback));
+    }
+
+    pub(crate) fn enqueue(&self, alive: Arc<AtomicBool>, call: Box<dyn FnOnce() + Send>) {
+        lock(&self.queue).push(Invocation { alive, call });
+        let notify = lock(&self.on_invocation_added).clone();
+        if let Some(notify) = notify {
+            notify();
+        }
+    }
+}
+
+impl fmt::Debug for ConnectionEvaluator {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ConnectionEvaluator")
+            .field("pending", &lock(&self.queue).len())
+            .finish()
+    }
+}
+
+/// A panicking slot must not make the queue unusable, so poisoning is ignored.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}

@@ -1,0 +1,505 @@
+//! [`EventLoop`]: the per-thread reactor (KDFoundation `EventLoop` + `LinuxPlatformEventLoop`).
+
+use std::cell::{Cell, RefCell};
+use std::collections::VecDeque;
+use std::fmt;
+use std::io;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use mio::{Events, Interest, Poll, Registry, Token};
+
+use super::LoopError;
+use super::handle::{LoopHandle, Shared};
+use super::notifier::FdWatchTable;
+use super::registry::{Readiness, ReadyHandler, SourceKey, SourceRegistry, WAKER_TOKEN};
+use super::sys;
+use super::timer_queue::{TimerHandler, TimerKey, TimerQueue, TimerTarget};
+use crate::bindings::ConnectionEvaluator;
+
+/// Readiness events taken from the kernel per poll; more wait for the next turn.
+const EVENTS_PER_POLL: usize = 256;
+
+thread_local! {
+    static CURRENT: RefCell<Weak<LoopCore>> = const { RefCell::new(Weak::new()) };
+}
+
+type Posted = Box<dyn FnOnce()>;
+
+/// The state shared by an [`EventLoop`] and every object bound to it on its thread.
+pub(crate) struct LoopCore {
+    poll: RefCell<Poll>,
+    registry: Registry,
+    events: RefCell<Events>,
+    sources: RefCell<SourceRegistry>,
+    timers: RefCell<TimerQueue>,
+    posted: RefCell<VecDeque<Posted>>,
+    shared: Arc<Shared>,
+    quit: Cell<Option<i32>>,
+    depth: Cell<u32>,
+    ready_scratch: RefCell<Vec<(Token, Readiness)>>,
+    timer_scratch: RefCell<Vec<(TimerKey, Rc<dyn TimerHandler>)>>,
+    /// One read buffer per loop, lent to sockets while they drain the kernel (not one per connection).
+    read_buffer: RefCell<Vec<u8>>,
+    fd_watches: FdWatchTable,
+}
+
+impl LoopCore {
+    /// The loop of the calling thread.
+    pub(crate) fn current() -> Result<Rc<LoopCore>, LoopError> {
+        CURRENT
+            .with(|c| c.borrow().upgrade())
+            .ok_or(LoopError::NoEventLoop)
+    }
+
+    pub(crate) fn handle(&self) -> LoopHandle {
+        LoopHandle::from_shared(Arc::clone(&self.shared))
+    }
+
+    pub(crate) fn evaluator(&self) -> &Arc<ConnectionEvaluator> {
+        self.shared.evaluator()
+    }
+
+    // ---- I/O sources -------------------------------------------------------------------------
+
+    pub(crate) fn register<S: mio::event::Source + ?Sized>(
+        &self,
+        source: &mut S,
+        interest: Interest,
+        handler: Weak<dyn ReadyHandler>,
+    ) -> io::Result<SourceKey> {
+        let key = self.sources.borrow_mut().insert(handler);
+        if let Err(e) = self.registry.register(source, key.token(), interest) {
+            self.sources.borrow_mut().remove(key);
+            return Err(e);
+        }
+        Ok(key)
+    }
+
+    pub(crate) fn reregister<S: mio::event::Source + ?Sized>(
+        &self,
+        source: &mut S,
+        key: SourceKey,
+        interest: Interest,
+    ) -> io::Result<()> {
+        self.registry.reregister(source, key.token(), interest)
+    }
+
+    /// Forgets the registration. A descriptor that was already closed (EBADF/ENOENT) counts as
+    /// deregistered, as in KDFoundation.
+    pub(crate) fn deregister<S: mio::event::Source + ?Sized>(
+        &self,
+        source: &mut S,
+        key: SourceKey,
+    ) {
+        self.sources.borrow_mut().remove(key);
+        if let Err(e) = self.registry.deregister(source) {
+            log::trace!("deregister of a closed descriptor: {e}");
+        }
+    }
+
+    /// Drops the registration entry only (for sources whose descriptor is already closed).
+    pub(crate) fn forget(&self, key: SourceKey) {
+        self.sources.borrow_mut().remove(key);
+    }
+
+    pub(crate) fn fd_watches(&self) -> &FdWatchTable {
+        &self.fd_watches
+    }
+
+    pub(crate) fn source_count(&self) -> usize {
+        self.sources.borrow().len()
+    }
+
+    /// Lends the loop's shared read buffer; `None` if it is already lent (nested use).
+    pub(crate) fn take_read_buffer(&self) -> Vec<u8> {
+        std::mem::take(&mut *self.read_buffer.borrow_mut())
+    }
+
+    pub(crate) fn return_read_buffer(&self, buffer: Vec<u8>) {
+        let mut slot = self.read_buffer.borrow_mut();
+        if slot.capacity() < buffer.capacity() {
+            *slot = buffer;
+        }
+    }
+
+    // ---- timers ------------------------------------------------------------------------------
+
+    pub(crate) fn timer_insert(&self, target: TimerTarget, managed: bool) -> TimerKey {
+        self.timers.borrow_mut().insert(target, managed)
+    }
+
+    pub(crate) fn timer_arm(&self, key: TimerKey, deadline: Instant) -> bool {
+        let armed = self.timers.borrow_mut().arm(key, deadline);
+        self.wake_host_if_idle();
+        armed
+    }
+
+    pub(crate) fn timer_disarm(&self, key: TimerKey) {
+        self.timers.borrow_mut().disarm(key);
+    }
+
+    pub(crate) fn timer_remove(&self, key: TimerKey) -> bool {
+        let target = self.timers.borrow_mut().remove(key);
+        let removed = target.is_some();
+        drop(target);
+        removed
+    }
+
+    pub(crate) fn timer_is_armed(&self, key: TimerKey) -> bool {
+        self.timers.borrow().is_armed(key)
+    }
+
+    pub(crate) fn timer_is_managed(&self, key: TimerKey) -> bool {
+        self.timers.borrow().is_managed(key)
+    }
+
+    pub(crate) fn timer_remove_managed(&self) -> usize {
+        let targets = self.timers.borrow_mut().remove_managed();
+        let n = targets.len();
+        drop(targets);
+        n
+    }
+
+    /// Runs `f` once after `delay` on this loop; returns a key for [`Self::timer_remove`].
+    pub(crate) fn call_after(&self, delay: Duration, f: impl FnOnce() + 'static) -> TimerKey {
+        let key = self.timer_insert(
+            TimerTarget::Owned(Rc::new(OnceTimer(Cell::new(Some(Box::new(f)))))),
+            false,
+        );
+        self.timer_arm(key, Instant::now() + delay);
+        key
+    }
+
+    // ---- posting -----------------------------------------------------------------------------
+
+    pub(crate) fn post(&self, f: Posted) {
+        let mut posted = self.posted.borrow_mut();
+        let was_empty = posted.is_empty();
+        posted.push_back(f);
+        drop(posted);
+        if was_empty {
+            self.wake_host_if_idle();
+        }
+    }
+
+    /// Outside a turn, new work must make the loop's descriptor readable so that a foreign main
+    /// loop embedding us notices it. Inside a turn the caller of `process_events` re-reads
+    /// `next_timeout()` anyway, so no syscall is spent.
+    fn wake_host_if_idle(&self) {
+        if self.depth.get() == 0 {
+            self.shared.wake();
+        }
+    }
+
+    // ---- running -----------------------------------------------------------------------------
+
+    fn has_immediate_work(&self) -> bool {
+        !self.posted.borrow().is_empty()
+            || self.shared.has_remote_work()
+            || self.evaluator().has_pending()
+            || self.quit.get().is_some()
+    }
+
+    fn next_timeout(&self) -> Option<Duration> {
+        if self.has_immediate_work() {
+            return Some(Duration::ZERO);
+        }
+        let deadline = self.timers.borrow_mut().next_deadline()?;
+        Some(deadline.saturating_duration_since(Instant::now()))
+    }
+
+    /// One turn: posted closures queued before the turn, a poll, fd readiness, due timers, deferred
+    /// slots. Each stage handles only work that existed when it began, so a busy descriptor or a
+    /// closure that re-posts itself cannot starve the rest.
+    fn turn(&self, timeout: Option<Duration>) -> Result<usize, LoopError> {
+        self.depth.set(self.depth.get() + 1);
+        let _depth = DepthGuard(&self.depth);
+        let mut dispatched = 0;
+
+        if let Some(code) = self.shared.take_quit() {
+            self.quit.set(Some(code));
+        }
+        self.shared
+            .drain_remote(|f| self.posted.borrow_mut().push_back(f));
+        dispatched += self.run_posted();
+
+        let timeout = match (timeout, self.next_timeout()) {
+            (Some(t), Some(n)) => Some(t.min(n)),
+            (t, n) => t.or(n),
+        };
+        dispatched += self.poll_and_dispatch(timeout)?;
+        dispatched += self.fire_timers();
+        dispatched += self.evaluator().evaluate_deferred_connections();
+        if let Some(code) = self.shared.take_quit() {
+            self.quit.set(Some(code));
+        }
+        Ok(dispatched)
+    }
+
+    fn run_posted(&self) -> usize {
+        let n = self.posted.borrow().len();
+        for _ in 0..n {
+            let Some(f) = self.posted.borrow_mut().pop_front() else {
+                break;
+            };
+            f();
+        }
+        n
+    }
+
+    fn poll_and_dispatch(&self, timeout: Option<Duration>) -> Result<usize, LoopError> {
+        let mut ready = std::mem::take(&mut *self.ready_scratch.borrow_mut());
+        ready.clear();
+        {
+            let mut poll = self.poll.borrow_mut();
+            let mut events = self.events.borrow_mut();
+            match poll.poll(&mut events, timeout) {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(LoopError::io("poll", e)),
+            }
+            ready.extend(events.iter().map(|e| (e.token(), Readiness::from_event(e))));
+        }
+        let mut dispatched = 0;
+        for &(token, readiness) in &ready {
+            if token == WAKER_TOKEN {
+                continue;
+            }
+            // Looked up per event: an earlier handler in this batch may have closed this source.
+            let handler = self.sources.borrow().handler(token);
+            if let Some(handler) = handler {
+                handler.on_ready(readiness);
+                dispatched += 1;
+            }
+        }
+        ready.clear();
+        *self.ready_scratch.borrow_mut() = ready;
+        Ok(dispatched)
+    }
+
+    fn fire_timers(&self) -> usize {
+        let mut due = std::mem::take(&mut *self.timer_scratch.borrow_mut());
+        self.timers
+            .borrow_mut()
+            .take_expired(Instant::now(), &mut due);
+        let n = due.len();
+        for (key, handler) in due.drain(..) {
+            handler.fire(key);
+        }
+        *self.timer_scratch.borrow_mut() = due;
+        n
+    }
+
+    fn shutdown(&self) {
+        self.shared.close();
+        // Break reference cycles through queued closures and closure timers.
+        let posted = std::mem::take(&mut *self.posted.borrow_mut());
+        drop(posted);
+        let timers = self.timers.borrow_mut().clear();
+        drop(timers);
+        self.sources.borrow_mut().clear();
+        self.shared.drain_remote(drop);
+    }
+}
+
+struct DepthGuard<'a>(&'a Cell<u32>);
+
+impl Drop for DepthGuard<'_> {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() - 1);
+    }
+}
+
+struct OnceTimer(Cell<Option<Box<dyn FnOnce()>>>);
+
+impl TimerHandler for OnceTimer {
+    fn fire(&self, key: TimerKey) {
+        if let Some(f) = self.0.take() {
+            // The slot is done; remove it once the closure ran (the queue holds our Rc).
+            if let Ok(core) = LoopCore::current() {
+                core.timer_remove(key);
+            }
+            f();
+        }
+    }
+}
+
+/// The event loop of one thread (KDFoundation `EventLoop`).
+///
+/// Creating an `EventLoop` makes it the thread's *current* loop: timers, notifiers, sockets and
+/// clients created afterwards on this thread attach to it without being handed the loop. One loop
+/// per thread; it is not `Send`. Use [`handle`](Self::handle) to reach it from other threads.
+///
+/// ```
+/// use kdnet::EventLoop;
+///
+/// let mut event_loop = EventLoop::new().unwrap();
+/// let handle = event_loop.handle();
+/// event_loop.post(|| println!("runs on a later turn"));
+/// std::thread::spawn(move || handle.exit(3));
+/// assert_eq!(event_loop.run(), 3);
+/// ```
+///
+/// # Embedding in another main loop
+///
+/// Watch [`as_raw_fd`](Self::as_raw_fd) for readability in the host loop (GLib `unix_fd_add`, Qt
+/// `QSocketNotifier`, a winit user event), wake at the latest after [`next_timeout`](Self::next_timeout),
+/// and then call `process_events(Some(Duration::ZERO))`. Re-read `next_timeout()` after every call.
+pub struct EventLoop {
+    core: Rc<LoopCore>,
+}
+
+impl EventLoop {
+    /// Creates the calling thread's event loop.
+    ///
+    /// Fails with [`LoopError::AlreadyExists`] if the thread already has one.
+    pub fn new() -> Result<EventLoop, LoopError> {
+        if LoopCore::current().is_ok() {
+            return Err(LoopError::AlreadyExists);
+        }
+        let poll = Poll::new().map_err(|e| LoopError::io("creating the poller", e))?;
+        let registry = poll
+            .registry()
+            .try_clone()
+            .map_err(|e| LoopError::io("cloning the poll registry", e))?;
+        let waker = mio::Waker::new(poll.registry(), WAKER_TOKEN)
+            .map_err(|e| LoopError::io("creating the waker", e))?;
+        let shared = Shared::new(waker);
+        let core = Rc::new(LoopCore {
+            poll: RefCell::new(poll),
+            registry,
+            events: RefCell::new(Events::with_capacity(EVENTS_PER_POLL)),
+            sources: RefCell::new(SourceRegistry::new()),
+            timers: RefCell::new(TimerQueue::new()),
+            posted: RefCell::new(VecDeque::new()),
+            shared,
+            quit: Cell::new(None),
+            depth: Cell::new(0),
+            ready_scratch: RefCell::new(Vec::with_capacity(EVENTS_PER_POLL)),
+            timer_scratch: RefCell::new(Vec::new()),
+            read_buffer: RefCell::new(Vec::new()),
+            fd_watches: FdWatchTable::default(),
+        });
+        let waker_shared = Arc::downgrade(&core.shared);
+        core.evaluator().set_on_invocation_added(move || {
+            if let Some(shared) = waker_shared.upgrade() {
+                shared.wake();
+            }
+        });
+        CURRENT.with(|c| *c.borrow_mut() = Rc::downgrade(&core));
+        Ok(EventLoop { core })
+    }
+
+    /// Runs until [`quit`](Self::quit) or [`exit`](Self::exit) (from here, a slot, or any thread
+    /// through a [`LoopHandle`]) and returns the exit code. A quit requested before `run` makes it
+    /// return at once. Returns `-1` if the poller itself fails (logged at error level).
+    pub fn run(&mut self) -> i32 {
+        loop {
+            if let Some(code) = self.take_quit() {
+                return code;
+            }
+            if let Err(e) = self.core.turn(None) {
+                log::error!("event loop stopped: {e}");
+                return -1;
+            }
+        }
+    }
+
+    /// Runs one turn, waiting at most `timeout` (`None`: until something happens,
+    /// `Some(Duration::ZERO)`: not at all). Returns how many callbacks ran.
+    pub fn process_events(&mut self, timeout: Option<Duration>) -> Result<usize, LoopError> {
+        self.core.turn(timeout)
+    }
+
+    /// Asks [`run`](Self::run) to return 0.
+    pub fn quit(&self) {
+        self.exit(0);
+    }
+
+    /// Asks [`run`](Self::run) to return `code`.
+    pub fn exit(&self, code: i32) {
+        self.core.quit.set(Some(code));
+    }
+
+    /// Queues `f` to run on a later turn of this loop; closures run in posting order, and one
+    /// posted while posted closures are running waits for the next turn.
+    pub fn post(&self, f: impl FnOnce() + 'static) {
+        self.core.post(Box::new(f));
+    }
+
+    /// A `Send + Sync` handle for posting, waking and quitting from any thread.
+    pub fn handle(&self) -> LoopHandle {
+        self.core.handle()
+    }
+
+    /// The evaluator this loop runs every turn; connect deferred slots to it to run them on this
+    /// loop's thread.
+    pub fn connection_evaluator(&self) -> Arc<ConnectionEvaluator> {
+        Arc::clone(self.core.evaluator())
+    }
+
+    /// How long a host loop may sleep before calling [`process_events`](Self::process_events):
+    /// zero when work is pending, the time to the next timer, or `None` when only I/O can wake us.
+    pub fn next_timeout(&self) -> Option<Duration> {
+        self.core.next_timeout()
+    }
+
+    /// The poller's descriptor: readable whenever this loop has something to dispatch.
+    pub fn as_raw_fd(&self) -> sys::RawFd {
+        sys::poll_fd(&self.core.poll.borrow())
+    }
+
+    /// How many `process_events`/`run` turns are on the stack (more than one when a slot runs a
+    /// nested loop, e.g. for a modal dialog).
+    pub fn dispatch_depth(&self) -> u32 {
+        self.core.depth.get()
+    }
+
+    /// Number of registered I/O sources (descriptors, sockets).
+    pub fn registered_sources(&self) -> usize {
+        self.core.source_count()
+    }
+
+    /// Number of existing timers (armed or not).
+    pub fn timer_count(&self) -> usize {
+        self.core.timers.borrow().len()
+    }
+
+    fn take_quit(&self) -> Option<i32> {
+        if let Some(code) = self.core.shared.take_quit() {
+            return Some(code);
+        }
+        self.core.quit.take()
+    }
+}
+
+impl Drop for EventLoop {
+    fn drop(&mut self) {
+        CURRENT.with(|c| {
+            let mut current = c.borrow_mut();
+            if Weak::ptr_eq(&current, &Rc::downgrade(&self.core)) {
+                *current = Weak::new();
+            }
+        });
+        self.core.shutdown();
+    }
+}
+
+impl fmt::Debug for EventLoop {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("EventLoop")
+            .field("sources", &self.core.source_count())
+            .field("timers", &self.core.timers.borrow().len())
+            .field("posted", &self.core.posted.borrow().len())
+            .field("depth", &self.core.depth.get())
+            .finish()
+    }
+}
+
+/// Queues `f` on the calling thread's loop (KDFoundation `postEvent` for closures).
+pub fn post(f: impl FnOnce() + 'static) -> Result<(), LoopError> {
+    LoopCore::current()?.post(Box::new(f));
+    Ok(())
+}

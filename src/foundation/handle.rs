@@ -1,0 +1,155 @@
+//! [`LoopHandle`]: reaching a loop from other threads (post, wake, quit).
+
+use std::collections::VecDeque;
+use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use super::LoopError;
+use crate::bindings::ConnectionEvaluator;
+
+type RemoteFn = Box<dyn FnOnce() + Send>;
+
+/// The part of a loop that other threads may touch.
+pub(crate) struct Shared {
+    remote: Mutex<VecDeque<RemoteFn>>,
+    /// Set by the first waker since the loop last looked; later posts skip the syscall.
+    wake_pending: AtomicBool,
+    waker: mio::Waker,
+    quit: Mutex<Option<i32>>,
+    closed: AtomicBool,
+    evaluator: Arc<ConnectionEvaluator>,
+}
+
+impl Shared {
+    pub(crate) fn new(waker: mio::Waker) -> Arc<Shared> {
+        Arc::new(Shared {
+            remote: Mutex::new(VecDeque::new()),
+            wake_pending: AtomicBool::new(false),
+            waker,
+            quit: Mutex::new(None),
+            closed: AtomicBool::new(false),
+            evaluator: ConnectionEvaluator::new(),
+        })
+    }
+
+    pub(crate) fn evaluator(&self) -> &Arc<ConnectionEvaluator> {
+        &self.evaluator
+    }
+
+    pub(crate) fn wake(&self) {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            if let Err(e) = self.waker.wake() {
+                log::warn!("waking the event loop failed: {e}");
+            }
+        }
+    }
+
+    /// Moves closures posted from other threads to `sink`, oldest first.
+    pub(crate) fn drain_remote(&self, mut sink: impl FnMut(RemoteFn)) {
+        // Cleared before draining: a post racing with us sets it again and wakes the next poll.
+        self.wake_pending.store(false, Ordering::Release);
+        let batch = std::mem::take(&mut *lock(&self.remote));
+        for f in batch {
+            sink(f);
+        }
+    }
+
+    pub(crate) fn has_remote_work(&self) -> bool {
+        !lock(&self.remote).is_empty() || lock(&self.quit).is_some()
+    }
+
+    pub(crate) fn take_quit(&self) -> Option<i32> {
+        lock(&self.quit).take()
+    }
+
+    pub(crate) fn close(&self) {
+        // Under the queue lock, so a concurrent post either lands before the final drain or fails.
+        let _queue = lock(&self.remote);
+        self.closed.store(true, Ordering::Release);
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// A thread-safe handle to an [`EventLoop`](super::EventLoop): post closures, wake it or make it
+/// quit from any thread. Cheap to clone.
+///
+/// ```
+/// use kdnet::EventLoop;
+/// use std::sync::mpsc;
+///
+/// let mut event_loop = EventLoop::new().unwrap();
+/// let handle = event_loop.handle();
+/// let (tx, rx) = mpsc::channel();
+/// std::thread::spawn(move || {
+///     handle.post(move || tx.send(std::thread::current().id()).unwrap()).unwrap();
+///     handle.quit();
+/// });
+/// assert_eq!(event_loop.run(), 0);
+/// assert_eq!(rx.recv().unwrap(), std::thread::current().id()); // ran on the loop's thread
+/// ```
+#[derive(Clone)]
+pub struct LoopHandle {
+    shared: Arc<Shared>,
+}
+
+impl LoopHandle {
+    pub(crate) fn from_shared(shared: Arc<Shared>) -> Self {
+        LoopHandle { shared }
+    }
+
+    /// Queues `f` to run on the loop's thread on a later turn, in posting order.
+    ///
+    /// Fails with [`LoopError::LoopGone`] (dropping `f`) when the loop no longer exists.
+    pub fn post(&self, f: impl FnOnce() + Send + 'static) -> Result<(), LoopError> {
+        let mut queue = lock(&self.shared.remote);
+        if self.shared.closed.load(Ordering::Acquire) {
+            return Err(LoopError::LoopGone);
+        }
+        queue.push_back(Box::new(f));
+        drop(queue);
+        self.shared.wake();
+        Ok(())
+    }
+
+    /// Makes the loop's `run()` return 0.
+    pub fn quit(&self) {
+        self.exit(0);
+    }
+
+    /// Makes the loop's `run()` return `code`.
+    pub fn exit(&self, code: i32) {
+        *lock(&self.shared.quit) = Some(code);
+        self.shared.wake();
+    }
+
+    /// Interrupts the loop's current wait without queuing anything.
+    pub fn wake_up(&self) {
+        // Always write: a wake-up must interrupt the wait even if a post is already pending.
+        self.shared.wake_pending.store(true, Ordering::Release);
+        if let Err(e) = self.shared.waker.wake() {
+            log::warn!("waking the event loop failed: {e}");
+        }
+    }
+
+    /// Whether the loop still exists.
+    pub fn is_alive(&self) -> bool {
+        !self.shared.closed.load(Ordering::Acquire)
+    }
+
+    /// The loop's connection evaluator (for [`Signal::connect_deferred`](crate::Signal::connect_deferred)).
+    pub fn connection_evaluator(&self) -> Arc<ConnectionEvaluator> {
+        Arc::clone(&self.shared.evaluator)
+    }
+}
+
+impl fmt::Debug for LoopHandle {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("LoopHandle")
+            .field("alive", &self.is_alive())
+            .finish()
+    }
+}

@@ -1,0 +1,281 @@
+//! [`FileDescriptorNotifier`]: level-triggered descriptor watching on top of edge-triggered mio.
+//!
+//! As in KDFoundation, a descriptor has one registration whose interest is the union of its
+//! enabled notifiers (at most one per [`NotificationType`]). mio only reports edges, so after
+//! every dispatch a still-enabled registration is re-armed (`EPOLL_CTL_MOD` re-evaluates current
+//! readiness): a slot that reads only part of the data is triggered again on the next turn.
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::fmt;
+use std::io;
+use std::rc::{Rc, Weak};
+
+use mio::Interest;
+
+use super::LoopError;
+use super::event_loop::LoopCore;
+use super::registry::{Readiness, ReadyHandler, SourceKey};
+use super::sys::{self, RawFd};
+use crate::bindings::Signal;
+
+/// What a [`FileDescriptorNotifier`] waits for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum NotificationType {
+    /// The descriptor is readable (or hung up, or in error).
+    Read,
+    /// The descriptor is writable (or hung up, or in error).
+    Write,
+    /// Priority / out-of-band data (Linux and Android only).
+    Exception,
+}
+
+impl NotificationType {
+    fn index(self) -> usize {
+        match self {
+            NotificationType::Read => 0,
+            NotificationType::Write => 1,
+            NotificationType::Exception => 2,
+        }
+    }
+
+    fn matches(self, r: Readiness) -> bool {
+        match self {
+            NotificationType::Read => r.readable || r.read_closed || r.error,
+            NotificationType::Write => r.writable || r.write_closed || r.error,
+            NotificationType::Exception => r.priority || r.error,
+        }
+    }
+}
+
+const KINDS: [NotificationType; 3] = [
+    NotificationType::Read,
+    NotificationType::Write,
+    NotificationType::Exception,
+];
+
+/// Watches a descriptor someone else owns and emits [`triggered`](Self::triggered) with it while
+/// the condition holds (KDFoundation `FileDescriptorNotifier`).
+///
+/// Enabled on creation; dropping it unregisters. Level-triggered: as long as the descriptor stays
+/// readable (say) and the notifier enabled, `triggered` fires once per loop turn.
+///
+/// ```
+/// use kdnet::{EventLoop, FileDescriptorNotifier, NotificationType};
+/// use std::io::{Read, Write};
+/// use std::os::fd::AsRawFd;
+/// use std::os::unix::net::UnixStream;
+///
+/// let mut event_loop = EventLoop::new().unwrap();
+/// let (mut a, b) = UnixStream::pair().unwrap();
+/// b.set_nonblocking(true).unwrap();
+/// let notifier = FileDescriptorNotifier::new(b.as_raw_fd(), NotificationType::Read).unwrap();
+/// let handle = event_loop.handle();
+/// notifier.triggered.connect(move |_fd| {
+///     let mut buf = [0u8; 16];
+///     let n = (&b).read(&mut buf).unwrap();
+///     assert_eq!(&buf[..n], b"ping");
+///     handle.quit();
+/// }).release();
+/// a.write_all(b"ping").unwrap();
+/// event_loop.run();
+/// ```
+pub struct FileDescriptorNotifier {
+    /// Emitted with the descriptor when the watched condition holds.
+    pub triggered: Signal<RawFd>,
+    fd: RawFd,
+    kind: NotificationType,
+    enabled: Cell<bool>,
+    watch: Rc<FdWatch>,
+}
+
+impl FileDescriptorNotifier {
+    /// Watches `fd` for `kind` on the current thread's loop.
+    ///
+    /// Fails without a loop, if a notifier of the same type already watches `fd`, or if the
+    /// descriptor cannot be registered (not a pollable descriptor, or closed).
+    pub fn new(fd: RawFd, kind: NotificationType) -> Result<Rc<Self>, LoopError> {
+        let core = LoopCore::current()?;
+        if sys::interest_for(kind).is_none() {
+            return Err(LoopError::io(
+                "watching for exceptions",
+                io::Error::from(io::ErrorKind::Unsupported),
+            ));
+        }
+        let watch = FdWatch::for_fd(&core, fd);
+        if watch.notifier(kind).is_some() {
+            return Err(LoopError::DuplicateNotifier { fd, kind });
+        }
+        let notifier = Rc::new(FileDescriptorNotifier {
+            triggered: Signal::new(),
+            fd,
+            kind,
+            enabled: Cell::new(true),
+            watch: Rc::clone(&watch),
+        });
+        watch.notifiers.borrow_mut()[kind.index()] = Rc::downgrade(&notifier);
+        if let Err(e) = watch.update_registration() {
+            watch.notifiers.borrow_mut()[kind.index()] = Weak::new();
+            return Err(LoopError::io("registering the descriptor", e));
+        }
+        Ok(notifier)
+    }
+
+    /// The watched descriptor.
+    pub fn fd(&self) -> RawFd {
+        self.fd
+    }
+
+    /// The watched condition.
+    pub fn kind(&self) -> NotificationType {
+        self.kind
+    }
+
+    /// Whether the notifier emits `triggered`.
+    pub fn is_enabled(&self) -> bool {
+        self.enabled.get()
+    }
+
+    /// Enables or disables the notifier (a disabled one is removed from the poller).
+    pub fn set_enabled(&self, enabled: bool) -> Result<(), LoopError> {
+        if self.enabled.replace(enabled) != enabled {
+            self.watch
+                .update_registration()
+                .map_err(|e| LoopError::io("updating the descriptor registration", e))?;
+        }
+        Ok(())
+    }
+}
+
+impl Drop for FileDescriptorNotifier {
+    fn drop(&mut self) {
+        self.watch.notifiers.borrow_mut()[self.kind.index()] = Weak::new();
+        if let Err(e) = self.watch.update_registration() {
+            log::trace!("unregistering descriptor {}: {e}", self.fd);
+        }
+    }
+}
+
+impl fmt::Debug for FileDescriptorNotifier {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("FileDescriptorNotifier")
+            .field("fd", &self.fd)
+            .field("kind", &self.kind)
+            .field("enabled", &self.enabled.get())
+            .finish()
+    }
+}
+
+/// The per-loop table of watched descriptors.
+pub(crate) type FdWatchTable = RefCell<HashMap<RawFd, Weak<FdWatch>>>;
+
+/// One descriptor's registration, shared by its notifiers.
+pub(crate) struct FdWatch {
+    fd: RawFd,
+    core: Rc<LoopCore>,
+    key: Cell<Option<SourceKey>>,
+    notifiers: RefCell<[Weak<FileDescriptorNotifier>; 3]>,
+    self_weak: Weak<FdWatch>,
+}
+
+impl FdWatch {
+    fn for_fd(core: &Rc<LoopCore>, fd: RawFd) -> Rc<FdWatch> {
+        let table = core.fd_watches();
+        if let Some(existing) = table.borrow().get(&fd).and_then(Weak::upgrade) {
+            return existing;
+        }
+        let watch = Rc::new_cyclic(|weak| FdWatch {
+            fd,
+            core: Rc::clone(core),
+            key: Cell::new(None),
+            notifiers: RefCell::new([Weak::new(), Weak::new(), Weak::new()]),
+            self_weak: weak.clone(),
+        });
+        table.borrow_mut().insert(fd, Rc::downgrade(&watch));
+        watch
+    }
+
+    fn notifier(&self, kind: NotificationType) -> Option<Rc<FileDescriptorNotifier>> {
+        self.notifiers.borrow()[kind.index()].upgrade()
+    }
+
+    fn interest(&self) -> Option<Interest> {
+        KINDS
+            .iter()
+            .filter(|k| self.notifier(**k).is_some_and(|n| n.enabled.get()))
+            .filter_map(|k| sys::interest_for(*k))
+            .reduce(|a, b| a | b)
+    }
+
+    /// Registers, re-arms, or removes the descriptor according to the enabled notifiers.
+    fn update_registration(&self) -> io::Result<()> {
+        let fd = self.fd;
+        match (self.interest(), self.key.get()) {
+            (None, None) => Ok(()),
+            (None, Some(key)) => {
+                self.core.deregister(&mut sys::raw_source(&fd), key);
+                self.key.set(None);
+                Ok(())
+            }
+            (Some(interest), Some(key)) => {
+                match self
+                    .core
+                    .reregister(&mut sys::raw_source(&fd), key, interest)
+                {
+                    Ok(()) => Ok(()),
+                    // The descriptor was closed (and maybe reused) behind our back: start afresh.
+                    Err(e) if sys::is_stale_registration(&e) => {
+                        self.core.forget(key);
+                        self.key.set(None);
+                        self.register(interest)
+                    }
+                    Err(e) => Err(e),
+                }
+            }
+            (Some(interest), None) => self.register(interest),
+        }
+    }
+
+    fn register(&self, interest: Interest) -> io::Result<()> {
+        let fd = self.fd;
+        let handler: Weak<dyn ReadyHandler> = self.self_weak.clone();
+        let key = self
+            .core
+            .register(&mut sys::raw_source(&fd), interest, handler)?;
+        self.key.set(Some(key));
+        Ok(())
+    }
+}
+
+impl ReadyHandler for FdWatch {
+    fn on_ready(&self, readiness: Readiness) {
+        for kind in KINDS {
+            if !kind.matches(readiness) {
+                continue;
+            }
+            // Looked up per delivery: the previous slot may have dropped or disabled this one.
+            if let Some(notifier) = self.notifier(kind).filter(|n| n.enabled.get()) {
+                notifier.triggered.emit(&self.fd);
+            }
+        }
+        // Level-triggered emulation: re-arming makes the kernel report the descriptor again on
+        // the next poll if the condition still holds.
+        if let Err(e) = self.update_registration() {
+            log::warn!("re-arming descriptor {}: {e}", self.fd);
+        }
+    }
+}
+
+impl Drop for FdWatch {
+    fn drop(&mut self) {
+        if let Some(key) = self.key.take() {
+            let fd = self.fd;
+            self.core.deregister(&mut sys::raw_source(&fd), key);
+        }
+        let table = self.core.fd_watches();
+        let mut table = table.borrow_mut();
+        if table.get(&self.fd).is_some_and(|w| w.strong_count() == 0) {
+            table.remove(&self.fd);
+        }
+    }
+}

@@ -1,0 +1,304 @@
+//! [`Timer`] (KDFoundation `Timer`) and the one-shot helpers.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use super::LoopError;
+use super::event_loop::LoopCore;
+use super::timer_queue::{TimerHandler, TimerKey, TimerTarget};
+use crate::bindings::{Property, Signal};
+
+/// A timer of the current thread's loop (KDFoundation `Timer`).
+///
+/// Set [`interval`](Self::interval) and [`single_shot`](Self::single_shot), then
+/// [`start`](Self::start) (or set [`running`](Self::running) to `true`). Every interval,
+/// [`timeout`](Self::timeout) is emitted on the loop's thread.
+///
+/// Differences from KDFoundation, on purpose:
+/// - timers live in the loop's deadline heap, not one kernel timer each;
+/// - an interval of zero fires on the next loop turn (KDFoundation's never fires);
+/// - a periodic timer that falls behind fires once and re-aligns, never a burst of missed ticks;
+/// - [`start`](Self::start) on a running timer restarts the countdown (as `QTimer::start`).
+///
+/// Changing `interval` of a running timer restarts it from now. A single-shot timer sets `running`
+/// to `false` before emitting `timeout`, so a slot may start it again.
+///
+/// ```
+/// use kdnet::{EventLoop, Timer};
+/// use std::{cell::Cell, rc::Rc, time::Duration};
+///
+/// let mut event_loop = EventLoop::new().unwrap();
+/// let ticks = Rc::new(Cell::new(0));
+/// let timer = Timer::new().unwrap();
+/// timer.interval.set(Duration::from_millis(1));
+/// let handle = event_loop.handle();
+/// let t = ticks.clone();
+/// timer.timeout.connect(move |_| {
+///     t.set(t.get() + 1);
+///     if t.get() == 3 {
+///         handle.quit();
+///     }
+/// }).release();
+/// timer.start();
+/// event_loop.run();
+/// assert_eq!(ticks.get(), 3);
+/// ```
+pub struct Timer {
+    /// Emitted when the interval elapses.
+    pub timeout: Signal<()>,
+    /// Time between timeouts (default zero: fires on the next loop turn).
+    pub interval: Property<Duration>,
+    /// Fire once, then stop (default `false`).
+    pub single_shot: Property<bool>,
+    /// Whether the timer is counting; setting it starts or stops the timer.
+    pub running: Property<bool>,
+    core: Rc<LoopCore>,
+    key: TimerKey,
+    /// When the current countdown ends (to re-arm periodic timers without drift).
+    deadline: Cell<Option<Instant>>,
+}
+
+impl Timer {
+    /// A stopped timer on the current thread's loop.
+    ///
+    /// Fails with [`LoopError::NoEventLoop`] on a thread without an [`EventLoop`](super::EventLoop).
+    pub fn new() -> Result<Rc<Timer>, LoopError> {
+        let core = LoopCore::current()?;
+        let timer = Rc::new_cyclic(|weak: &Weak<Timer>| {
+            let handler: Weak<dyn TimerHandler> = weak.clone();
+            let key = core.timer_insert(TimerTarget::Borrowed(handler), false);
+            Timer {
+                timeout: Signal::new(),
+                interval: Property::new(Duration::ZERO),
+                single_shot: Property::new(false),
+                running: Property::new(false),
+                core: Rc::clone(&core),
+                key,
+                deadline: Cell::new(None),
+            }
+        });
+        timer
+            .running
+            .value_changed
+            .connect_weak(&timer, |t, &running| {
+                if running {
+                    t.arm_from_now();
+                } else {
+                    t.disarm();
+                }
+            })
+            .release();
+        timer
+            .interval
+            .value_changed
+            .connect_weak(&timer, |t, _| {
+                if t.running.get() {
+                    t.arm_from_now();
+                }
+            })
+            .release();
+        Ok(timer)
+    }
+
+    /// A running single-shot timer that calls `f` after `delay` (KDFoundation `createTimeout`).
+    /// Dropping the returned timer cancels it.
+    pub fn create_timeout(
+        delay: Duration,
+        f: impl FnMut() + 'static,
+    ) -> Result<Rc<Timer>, LoopError> {
+        Self::create(delay, true, f)
+    }
+
+    /// A running periodic timer that calls `f` every `interval` (KDFoundation `createRecurring`).
+    /// Dropping the returned timer cancels it.
+    pub fn create_recurring(
+        interval: Duration,
+        f: impl FnMut() + 'static,
+    ) -> Result<Rc<Timer>, LoopError> {
+        Self::create(interval, false, f)
+    }
+
+    fn create(
+        interval: Duration,
+        single_shot: bool,
+        mut f: impl FnMut() + 'static,
+    ) -> Result<Rc<Timer>, LoopError> {
+        let timer = Timer::new()?;
+        timer.interval.set(interval);
+        timer.single_shot.set(single_shot);
+        timer.timeout.connect(move |_| f()).release();
+        timer.start();
+        Ok(timer)
+    }
+
+    /// Starts the countdown; restarts it if the timer is already running.
+    pub fn start(&self) {
+        if !self.running.set(true) {
+            self.arm_from_now();
+        }
+    }
+
+    /// Sets the interval, then starts (or restarts) the timer.
+    pub fn start_with(&self, interval: Duration) {
+        self.interval.set(interval);
+        self.start();
+    }
+
+    /// Stops the timer; no further `timeout` until started again.
+    pub fn stop(&self) {
+        self.running.set(false);
+    }
+
+    /// Time until the next timeout, if running.
+    pub fn remaining(&self) -> Option<Duration> {
+        self.deadline
+            .get()
+            .map(|d| d.saturating_duration_since(Instant::now()))
+    }
+
+    /// Runs `f` once after `delay` on the current thread's loop (KDFoundation `setTimeout`).
+    /// Returns an id for [`cancel_timer`](Self::cancel_timer).
+    pub fn set_timeout(delay: Duration, f: impl FnOnce() + 'static) -> Result<TimerId, LoopError> {
+        let mut f = Some(f);
+        Self::managed(delay, false, move || {
+            if let Some(f) = f.take() {
+                f();
+            }
+        })
+    }
+
+    /// Runs `f` every `interval` until cancelled (KDFoundation `setRecurring`).
+    pub fn set_recurring(
+        interval: Duration,
+        f: impl FnMut() + 'static,
+    ) -> Result<TimerId, LoopError> {
+        Self::managed(interval, true, f)
+    }
+
+    /// Cancels a timer made by [`set_timeout`](Self::set_timeout) or
+    /// [`set_recurring`](Self::set_recurring); false if it already fired or was cancelled.
+    pub fn cancel_timer(id: TimerId) -> bool {
+        LoopCore::current()
+            .is_ok_and(|core| core.timer_is_managed(id.key) && core.timer_remove(id.key))
+    }
+
+    /// Whether a managed timer is still pending.
+    pub fn is_timer_active(id: TimerId) -> bool {
+        LoopCore::current().is_ok_and(|core| core.timer_is_managed(id.key))
+    }
+
+    /// Cancels every managed timer of the current thread's loop; returns how many.
+    pub fn cancel_all_timers() -> usize {
+        LoopCore::current().map_or(0, |core| core.timer_remove_managed())
+    }
+
+    fn managed(
+        interval: Duration,
+        recurring: bool,
+        f: impl FnMut() + 'static,
+    ) -> Result<TimerId, LoopError> {
+        let core = LoopCore::current()?;
+        let handler = Rc::new(ManagedTimer {
+            f: RefCell::new(Box::new(f)),
+            interval,
+            recurring,
+            deadline: Cell::new(Instant::now() + interval),
+        });
+        let deadline = handler.deadline.get();
+        let key = core.timer_insert(TimerTarget::Owned(handler), true);
+        core.timer_arm(key, deadline);
+        Ok(TimerId { key })
+    }
+
+    fn arm_from_now(&self) {
+        let deadline = Instant::now() + self.interval.get();
+        self.deadline.set(Some(deadline));
+        self.core.timer_arm(self.key, deadline);
+    }
+
+    fn disarm(&self) {
+        self.deadline.set(None);
+        self.core.timer_disarm(self.key);
+    }
+}
+
+impl TimerHandler for Timer {
+    fn fire(&self, _key: TimerKey) {
+        if self.single_shot.get() {
+            self.deadline.set(None);
+            self.running.set(false);
+        } else {
+            let now = Instant::now();
+            let next = next_periodic_deadline(self.deadline.get(), self.interval.get(), now);
+            self.deadline.set(Some(next));
+            self.core.timer_arm(self.key, next);
+        }
+        self.timeout.emit(&());
+    }
+}
+
+impl Drop for Timer {
+    fn drop(&mut self) {
+        self.core.timer_remove(self.key);
+    }
+}
+
+impl fmt::Debug for Timer {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Timer")
+            .field("interval", &self.interval.get())
+            .field("single_shot", &self.single_shot.get())
+            .field("running", &self.running.get())
+            .finish()
+    }
+}
+
+/// Identifies a timer made by [`Timer::set_timeout`] or [`Timer::set_recurring`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TimerId {
+    key: TimerKey,
+}
+
+impl TimerId {
+    /// A number unique among this loop's timers (KDFoundation's ids are `u64` from 1).
+    pub fn as_u64(&self) -> u64 {
+        self.key.generation()
+    }
+}
+
+struct ManagedTimer {
+    f: RefCell<Box<dyn FnMut()>>,
+    interval: Duration,
+    recurring: bool,
+    deadline: Cell<Instant>,
+}
+
+impl TimerHandler for ManagedTimer {
+    fn fire(&self, key: TimerKey) {
+        let Ok(core) = LoopCore::current() else {
+            return;
+        };
+        if self.recurring {
+            let next =
+                next_periodic_deadline(Some(self.deadline.get()), self.interval, Instant::now());
+            self.deadline.set(next);
+            core.timer_arm(key, next);
+        } else {
+            // Removing the slot drops the queue's reference; `self` lives on through the caller's clone.
+            core.timer_remove(key);
+        }
+        // Not re-entered if a nested loop inside the callback reaches this timer again.
+        if let Ok(mut f) = self.f.try_borrow_mut() {
+            f();
+        }
+    }
+}
+
+/// The next deadline of a periodic timer: one interval after the last one, or — if that has
+/// passed already — one interval from now, so missed ticks coalesce into the one being fired.
+fn next_periodic_deadline(previous: Option<Instant>, interval: Duration, now: Instant) -> Instant {
+    let next = previous.map_or(now + interval, |d| d + interval);
+    if next <= now { now + interval } else { next }
+}

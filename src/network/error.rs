@@ -1,0 +1,221 @@
+//! [`SocketError`]: every failure of the transport layer (TCP, TLS, UDP, DNS).
+
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+
+/// The phase of a connection or exchange that ran out of time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum TimeoutPhase {
+    /// Name resolution.
+    Resolve,
+    /// TCP connect (all addresses, Happy Eyeballs included).
+    Connect,
+    /// TLS handshake.
+    TlsHandshake,
+    /// Writing the request.
+    SendRequest,
+    /// Waiting for the complete response head.
+    ResponseHead,
+    /// No body byte arrived for the idle (read) timeout.
+    BodyIdle,
+    /// The whole exchange took longer than its total timeout.
+    Total,
+}
+
+impl fmt::Display for TimeoutPhase {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            TimeoutPhase::Resolve => "name resolution",
+            TimeoutPhase::Connect => "connect",
+            TimeoutPhase::TlsHandshake => "TLS handshake",
+            TimeoutPhase::SendRequest => "sending the request",
+            TimeoutPhase::ResponseHead => "waiting for the response head",
+            TimeoutPhase::BodyIdle => "waiting for body data (idle)",
+            TimeoutPhase::Total => "the whole request",
+        })
+    }
+}
+
+/// What the socket was doing when an I/O error happened.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum SocketOperation {
+    /// Creating or configuring the socket.
+    Configure,
+    /// Binding to a local address.
+    Bind,
+    /// Listening.
+    Listen,
+    /// Accepting a connection.
+    Accept,
+    /// Connecting.
+    Connect,
+    /// Reading.
+    Read,
+    /// Writing.
+    Write,
+}
+
+impl fmt::Display for SocketOperation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            SocketOperation::Configure => "configure",
+            SocketOperation::Bind => "bind",
+            SocketOperation::Listen => "listen",
+            SocketOperation::Accept => "accept",
+            SocketOperation::Connect => "connect",
+            SocketOperation::Read => "read",
+            SocketOperation::Write => "write",
+        })
+    }
+}
+
+/// Why a TLS session failed, in the words a person needs.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum TlsFailure {
+    /// The peer's certificate chain does not lead to a trusted root.
+    UnknownIssuer,
+    /// The peer's certificate has expired.
+    Expired,
+    /// The peer's certificate is not valid yet.
+    NotValidYet,
+    /// The certificate is not valid for the name (or address) that was connected to.
+    NameMismatch {
+        /// The name that was expected.
+        expected: String,
+    },
+    /// The certificate was revoked.
+    Revoked,
+    /// Any other certificate problem.
+    BadCertificate(String),
+    /// The peer sent a TLS alert.
+    AlertReceived(String),
+    /// The peer broke the TLS protocol (garbage, wrong record types, …).
+    PeerMisbehaved(String),
+    /// The local TLS configuration is unusable (bad PEM, key mismatch, …).
+    Configuration(String),
+    /// Anything else rustls reported.
+    Other(String),
+}
+
+impl fmt::Display for TlsFailure {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            TlsFailure::UnknownIssuer => {
+                f.write_str("certificate is signed by an unknown issuer (not trusted)")
+            }
+            TlsFailure::Expired => f.write_str("certificate has expired"),
+            TlsFailure::NotValidYet => f.write_str("certificate is not valid yet"),
+            TlsFailure::NameMismatch { expected } => {
+                write!(f, "certificate is not valid for name {expected:?}")
+            }
+            TlsFailure::Revoked => f.write_str("certificate was revoked"),
+            TlsFailure::BadCertificate(reason) => write!(f, "bad certificate: {reason}"),
+            TlsFailure::AlertReceived(alert) => write!(f, "peer sent alert: {alert}"),
+            TlsFailure::PeerMisbehaved(reason) => write!(f, "peer misbehaved: {reason}"),
+            TlsFailure::Configuration(reason) => write!(f, "TLS configuration: {reason}"),
+            TlsFailure::Other(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// Every transport failure: TCP, TLS, UDP and name lookup (KDNetwork `SocketError`, with reasons).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SocketError {
+    /// An operating-system I/O error during `operation`.
+    Io {
+        /// What the socket was doing.
+        operation: SocketOperation,
+        /// The OS error (shared so the error can be cloned into several signals).
+        source: Arc<io::Error>,
+    },
+    /// The host name could not be resolved.
+    Lookup {
+        /// The name that was looked up.
+        host: String,
+        /// Why (the resolver's message, or "no addresses").
+        reason: String,
+    },
+    /// The TLS handshake or session failed.
+    Tls(TlsFailure),
+    /// A phase ran out of time.
+    Timeout(TimeoutPhase),
+    /// The peer closed the connection while more was expected.
+    ClosedByPeer,
+    /// The operation needs a state the socket is not in (caller misuse), e.g. writing while unconnected.
+    InvalidState(&'static str),
+    /// An address or host string could not be used.
+    InvalidAddress(String),
+    /// The operation was cancelled (abort, disconnect, or dropped owner).
+    Cancelled,
+}
+
+impl SocketError {
+    pub(crate) fn io(operation: SocketOperation, source: io::Error) -> Self {
+        SocketError::Io {
+            operation,
+            source: Arc::new(source),
+        }
+    }
+
+    /// The I/O error kind, for I/O failures.
+    pub fn io_kind(&self) -> Option<io::ErrorKind> {
+        match self {
+            SocketError::Io { source, .. } => Some(source.kind()),
+            _ => None,
+        }
+    }
+
+    /// Whether this is a timeout.
+    pub fn is_timeout(&self) -> bool {
+        matches!(self, SocketError::Timeout(_)) || self.io_kind() == Some(io::ErrorKind::TimedOut)
+    }
+
+    /// Whether retrying the same operation later could succeed (network trouble rather than a
+    /// certificate, configuration or usage problem).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            SocketError::Io { .. }
+            | SocketError::Lookup { .. }
+            | SocketError::Timeout(_)
+            | SocketError::ClosedByPeer => true,
+            SocketError::Tls(t) => matches!(
+                t,
+                TlsFailure::AlertReceived(_) | TlsFailure::PeerMisbehaved(_)
+            ),
+            SocketError::InvalidState(_)
+            | SocketError::InvalidAddress(_)
+            | SocketError::Cancelled => false,
+        }
+    }
+}
+
+impl fmt::Display for SocketError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SocketError::Io { operation, source } => write!(f, "{operation} failed: {source}"),
+            SocketError::Lookup { host, reason } => {
+                write!(f, "name lookup for {host:?} failed: {reason}")
+            }
+            SocketError::Tls(failure) => write!(f, "TLS failed: {failure}"),
+            SocketError::Timeout(phase) => write!(f, "timed out during {phase}"),
+            SocketError::ClosedByPeer => f.write_str("connection closed by peer"),
+            SocketError::InvalidState(what) => write!(f, "invalid socket state: {what}"),
+            SocketError::InvalidAddress(what) => write!(f, "invalid address: {what}"),
+            SocketError::Cancelled => f.write_str("operation cancelled"),
+        }
+    }
+}
+
+impl std::error::Error for SocketError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SocketError::Io { source, .. } => Some(&**source),
+            _ => None,
+        }
+    }
+}

@@ -1,0 +1,145 @@
+//! [`HttpError`]: why an HTTP exchange failed.
+
+use std::fmt;
+
+use crate::network::error::{SocketError, TimeoutPhase};
+
+/// Why an HTTP request failed. Responses with any status code are *not* errors.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum HttpError {
+    /// The connection failed (lookup, connect, TLS, reset, …).
+    Transport(SocketError),
+    /// The URL cannot be requested.
+    InvalidUrl {
+        /// The URL as given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The request itself is malformed (caller misuse), e.g. CR/LF/NUL in a header.
+    InvalidRequest(String),
+    /// The server broke HTTP/1.1 framing or syntax.
+    Protocol(String),
+    /// The response head exceeded the byte limit.
+    HeadTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The response head had more header fields than allowed.
+    TooManyHeaders {
+        /// The limit.
+        limit: usize,
+    },
+    /// A bounded part of the response (chunk extension, trailers, …) exceeded its limit.
+    LimitExceeded {
+        /// What overflowed.
+        what: &'static str,
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The connection ended before the body was complete.
+    IncompleteBody {
+        /// Body bytes received.
+        received: u64,
+        /// Body bytes announced, when known (`Content-Length`).
+        expected: Option<u64>,
+    },
+    /// The connection closed before any response byte arrived.
+    EmptyResponse,
+    /// More redirects than allowed.
+    TooManyRedirects {
+        /// The limit that was hit.
+        limit: u32,
+    },
+    /// A redirect could not be followed.
+    BadRedirect(String),
+    /// A phase ran out of time.
+    Timeout(TimeoutPhase),
+    /// The request was cancelled.
+    Cancelled,
+    /// The body's `Content-Encoding` could not be decoded.
+    Decode(String),
+}
+
+impl HttpError {
+    /// Whether this is a timeout of any phase.
+    pub fn is_timeout(&self) -> bool {
+        match self {
+            HttpError::Timeout(_) => true,
+            HttpError::Transport(e) => e.is_timeout(),
+            _ => false,
+        }
+    }
+
+    /// Whether the same request could succeed later (network trouble, not a usage or server
+    /// syntax problem).
+    pub fn is_retryable(&self) -> bool {
+        match self {
+            HttpError::Transport(e) => e.is_retryable(),
+            HttpError::Timeout(_) | HttpError::IncompleteBody { .. } | HttpError::EmptyResponse => {
+                true
+            }
+            _ => false,
+        }
+    }
+}
+
+impl fmt::Display for HttpError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            HttpError::Transport(e) => write!(f, "transport error: {e}"),
+            HttpError::InvalidUrl { url, reason } => write!(f, "invalid URL {url:?}: {reason}"),
+            HttpError::InvalidRequest(reason) => write!(f, "invalid request: {reason}"),
+            HttpError::Protocol(reason) => write!(f, "server broke HTTP/1.1: {reason}"),
+            HttpError::HeadTooLarge { limit } => {
+                write!(f, "response head larger than the limit of {limit} bytes")
+            }
+            HttpError::TooManyHeaders { limit } => {
+                write!(
+                    f,
+                    "response has more than the limit of {limit} header fields"
+                )
+            }
+            HttpError::LimitExceeded { what, limit } => {
+                write!(f, "{what} larger than the limit of {limit} bytes")
+            }
+            HttpError::IncompleteBody { received, expected } => match expected {
+                Some(n) => write!(f, "connection closed after {received} of {n} body bytes"),
+                None => write!(
+                    f,
+                    "connection closed in the middle of the body after {received} bytes"
+                ),
+            },
+            HttpError::EmptyResponse => {
+                f.write_str("connection closed before any response byte arrived")
+            }
+            HttpError::TooManyRedirects { limit } => {
+                write!(f, "more than the limit of {limit} redirects")
+            }
+            HttpError::BadRedirect(reason) => write!(f, "cannot follow redirect: {reason}"),
+            HttpError::Timeout(phase) => write!(f, "timed out during {phase}"),
+            HttpError::Cancelled => f.write_str("request cancelled"),
+            HttpError::Decode(reason) => write!(f, "cannot decode response body: {reason}"),
+        }
+    }
+}
+
+impl std::error::Error for HttpError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            HttpError::Transport(e) => Some(e),
+            _ => None,
+        }
+    }
+}
+
+impl From<SocketError> for HttpError {
+    fn from(e: SocketError) -> Self {
+        match e {
+            SocketError::Timeout(phase) => HttpError::Timeout(phase),
+            SocketError::Cancelled => HttpError::Cancelled,
+            other => HttpError::Transport(other),
+        }
+    }
+}
