@@ -1,0 +1,211 @@
+//! Happy Eyeballs (RFC 8305) connection racing for [`TcpSocket`](super::TcpSocket).
+//!
+//! Addresses are interleaved by family, IPv6 first when present. The first attempt starts at
+//! once; each further one starts when the previous one failed or after [`CONNECTION_ATTEMPT_DELAY`]
+//! without an answer. The first attempt to connect wins and the others are closed.
+
+use std::collections::VecDeque;
+use std::net::SocketAddr;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use mio::Interest;
+use mio::net::TcpStream;
+
+use crate::foundation::{LoopCore, Readiness, ReadyHandler, SourceKey};
+use crate::network::error::{SocketError, SocketOperation};
+
+/// RFC 8305's recommended delay between connection attempts.
+pub const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
+
+/// Orders addresses for racing: alternate families, starting with IPv6 when there is one.
+pub(crate) fn interleave(addrs: &[SocketAddr]) -> VecDeque<SocketAddr> {
+    let (mut v6, mut v4): (VecDeque<SocketAddr>, VecDeque<SocketAddr>) =
+        addrs.iter().partition(|a| a.is_ipv6());
+    let mut out = VecDeque::with_capacity(addrs.len());
+    loop {
+        match (v6.pop_front(), v4.pop_front()) {
+            (None, None) => break,
+            (a, b) => out.extend(a.into_iter().chain(b)),
+        }
+    }
+    out
+}
+
+/// Told when an attempt's descriptor is ready.
+pub(crate) trait AttemptOwner {
+    fn attempt_ready(&self, id: u64, readiness: Readiness);
+}
+
+struct AttemptHandler {
+    owner: Weak<dyn AttemptOwner>,
+    id: u64,
+}
+
+impl ReadyHandler for AttemptHandler {
+    fn on_ready(&self, readiness: Readiness) {
+        if let Some(owner) = self.owner.upgrade() {
+            owner.attempt_ready(self.id, readiness);
+        }
+    }
+}
+
+struct Attempt {
+    id: u64,
+    addr: SocketAddr,
+    stream: TcpStream,
+    key: SourceKey,
+    _handler: Rc<AttemptHandler>,
+}
+
+/// What an attempt's readiness meant.
+pub(crate) enum AttemptOutcome {
+    /// Still connecting (spurious wake-up).
+    Pending,
+    /// This attempt connected; the others were closed.
+    Connected(TcpStream, SocketAddr),
+    /// This attempt failed; start the next one if any (see [`ConnectRace::start_next`]).
+    Failed,
+}
+
+/// The in-flight attempts of one connect.
+pub(crate) struct ConnectRace {
+    queue: VecDeque<SocketAddr>,
+    attempts: Vec<Attempt>,
+    next_id: u64,
+    last_error: Option<SocketError>,
+}
+
+impl ConnectRace {
+    pub(crate) fn new(addrs: &[SocketAddr]) -> Self {
+        ConnectRace {
+            queue: interleave(addrs),
+            attempts: Vec::new(),
+            next_id: 1,
+            last_error: None,
+        }
+    }
+
+    pub(crate) fn has_queued(&self) -> bool {
+        !self.queue.is_empty()
+    }
+
+    pub(crate) fn in_flight(&self) -> usize {
+        self.attempts.len()
+    }
+
+    /// Starts attempts until one is in flight or the queue is empty (addresses that fail
+    /// synchronously, e.g. unreachable networks, are skipped at once).
+    pub(crate) fn start_next(&mut self, core: &LoopCore, owner: &Weak<dyn AttemptOwner>) {
+        while let Some(addr) = self.queue.pop_front() {
+            match self.open(core, owner, addr) {
+                Ok(attempt) => {
+                    log::debug!("connecting to {addr}");
+                    self.attempts.push(attempt);
+                    return;
+                }
+                Err(e) => {
+                    log::debug!("connect to {addr} failed at once: {e}");
+                    self.last_error = Some(e);
+                }
+            }
+        }
+    }
+
+    fn open(
+        &mut self,
+        core: &LoopCore,
+        owner: &Weak<dyn AttemptOwner>,
+        addr: SocketAddr,
+    ) -> Result<Attempt, SocketError> {
+        let mut stream =
+            TcpStream::connect(addr).map_err(|e| SocketError::io(SocketOperation::Connect, e))?;
+        let id = self.next_id;
+        self.next_id += 1;
+        let handler = Rc::new(AttemptHandler {
+            owner: owner.clone(),
+            id,
+        });
+        let weak: Weak<dyn ReadyHandler> = Rc::downgrade(&handler) as Weak<dyn ReadyHandler>;
+        let key = core
+            .register(&mut stream, Interest::READABLE | Interest::WRITABLE, weak)
+            .map_err(|e| SocketError::io(SocketOperation::Configure, e))?;
+        Ok(Attempt {
+            id,
+            addr,
+            stream,
+            key,
+            _handler: handler,
+        })
+    }
+
+    pub(crate) fn on_ready(&mut self, core: &LoopCore, id: u64, r: Readiness) -> AttemptOutcome {
+        let Some(pos) = self.attempts.iter().position(|a| a.id == id) else {
+            return AttemptOutcome::Pending;
+        };
+        let attempt = &self.attempts[pos];
+        let failure = match attempt.stream.take_error() {
+            Ok(Some(e)) => Some(e),
+            Err(e) => Some(e),
+            Ok(None) if r.error => Some(std::io::Error::other("connection failed")),
+            Ok(None) => None,
+        };
+        if let Some(e) = failure {
+            let mut attempt = self.attempts.swap_remove(pos);
+            core.deregister(&mut attempt.stream, attempt.key);
+            log::debug!("connect to {} failed: {e}", attempt.addr);
+            self.last_error = Some(SocketError::io(SocketOperation::Connect, e));
+            return AttemptOutcome::Failed;
+        }
+        if !(r.writable || r.read_closed || r.write_closed) {
+            return AttemptOutcome::Pending;
+        }
+        match attempt.stream.peer_addr() {
+            Ok(_) => {
+                let mut winner = self.attempts.swap_remove(pos);
+                core.deregister(&mut winner.stream, winner.key);
+                self.close_all(core);
+                AttemptOutcome::Connected(winner.stream, winner.addr)
+            }
+            Err(e) if e.kind() == std::io::ErrorKind::NotConnected => AttemptOutcome::Pending,
+            Err(e) => {
+                let mut attempt = self.attempts.swap_remove(pos);
+                core.deregister(&mut attempt.stream, attempt.key);
+                self.last_error = Some(SocketError::io(SocketOperation::Connect, e));
+                AttemptOutcome::Failed
+            }
+        }
+    }
+
+    /// The error to report when every address failed.
+    pub(crate) fn final_error(&mut self) -> SocketError {
+        self.last_error
+            .take()
+            .unwrap_or_else(|| SocketError::InvalidAddress("no address to connect to".to_string()))
+    }
+
+    pub(crate) fn close_all(&mut self, core: &LoopCore) {
+        for mut attempt in self.attempts.drain(..) {
+            core.deregister(&mut attempt.stream, attempt.key);
+        }
+        self.queue.clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn interleaves_families_ipv6_first() {
+        let addrs: Vec<SocketAddr> = ["1.1.1.1:1", "2.2.2.2:1", "[::1]:1", "[::2]:1", "3.3.3.3:1"]
+            .iter()
+            .map(|s| s.parse().unwrap())
+            .collect();
+        let order: Vec<String> = interleave(&addrs).iter().map(|a| a.to_string()).collect();
+        assert_eq!(
+            order,
+            ["[::1]:1", "1.1.1.1:1", "[::2]:1", "2.2.2.2:1", "3.3.3.3:1"]
+        );
+    }
+}

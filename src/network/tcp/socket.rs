@@ -1,0 +1,1088 @@
+//! [`TcpSocket`]: a non-blocking TCP (optionally TLS) stream on the event loop.
+//!
+//! ```text
+//!                connect_to_host            lookup done               first attempt connects
+//!  Unconnected ─────────────────▶ HostLookup ──────────▶ Connecting ─────────────────────────▶ Connected
+//!       ▲  ▲  connect_to_address ────────────────────────────▲  │ all attempts failed / timeout     │
+//!       │  └───────────────────────── error_occurred ◀────────────┘                                 │
+//!       │                 disconnect_from_host (pending writes)                                      │
+//!       └──────────── Closing ◀──────────────────────────────────────────────────────────────────────┘
+//!       ▲  flushed          (or: peer EOF, error, abort → Unconnected at once)
+//! ```
+//!
+//! # From the kernel to a slot
+//!
+//! mio reports an edge; the socket reads into the loop's shared buffer until `WouldBlock` (or a
+//! fairness budget, after which it re-arms itself), decrypts through rustls when TLS is on, and
+//! appends to its read buffer. Then it emits `bytes_received(n)` and `ready_read` once per drain.
+//! Internal users (the HTTP client) install a data sink instead and parse straight from the
+//! shared buffer, so a connection costs no read buffer of its own.
+
+use std::cell::RefCell;
+use std::fmt;
+use std::io::{self, Read, Write};
+use std::net::{IpAddr, Shutdown, SocketAddr};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::Duration;
+
+use bytes::{Buf, Bytes, BytesMut};
+use mio::Interest;
+use mio::net::TcpStream;
+
+use super::connect::{AttemptOutcome, AttemptOwner, CONNECTION_ATTEMPT_DELAY, ConnectRace};
+use crate::bindings::Signal;
+use crate::foundation::{LoopCore, LoopError, Readiness, ReadyHandler, SourceKey, TimerKey};
+use crate::network::dns::{DnsResolver, LookupId, resolve_literal};
+use crate::network::error::{SocketError, SocketOperation, TimeoutPhase};
+use crate::network::tls::session::TlsSession;
+
+/// Bytes read from the kernel per `read` call (the loop's shared buffer).
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes one socket may read per readiness event before yielding to other sources.
+const READ_BUDGET_PER_TURN: usize = 1024 * 1024;
+/// Default cap of a socket's own read buffer; reading pauses (flow control) when it is full.
+pub const DEFAULT_READ_BUFFER_LIMIT: usize = 4 * 1024 * 1024;
+/// Default time allowed for a TLS handshake.
+pub const DEFAULT_HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The lifecycle of a [`TcpSocket`] (KDNetwork `Socket::State`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum SocketState {
+    /// Not connected.
+    Unconnected,
+    /// Resolving the host name.
+    HostLookup,
+    /// TCP connection attempts are in flight.
+    Connecting,
+    /// Connected (for TLS sockets, the handshake may still be running).
+    Connected,
+    /// Flushing pending writes before closing.
+    Closing,
+}
+
+/// Receives the bytes of a socket directly (internal users such as the HTTP client).
+pub(crate) trait DataSink {
+    /// Plaintext as it arrives; the slice is only valid during the call.
+    fn on_data(&self, data: &[u8]);
+    /// The peer closed (`None`) or the connection failed. Not called for `abort()`.
+    fn on_closed(&self, error: Option<&SocketError>);
+}
+
+/// Told about the TLS handshake of a socket (the SslSocket wrapper).
+pub(crate) trait TlsObserver {
+    fn handshake_completed(&self);
+    fn handshake_failed(&self, error: &SocketError);
+}
+
+/// A TCP connection on the current thread's event loop (KDNetwork `TcpSocket`).
+///
+/// Writes may be queued from `connect_to_host` on and are flushed once connected.
+/// `ready_read` fires once per batch of newly arrived data: read what you need then (for example
+/// with [`read_all`](Self::read_all)); data left in the buffer stays there for later reads.
+///
+/// ```
+/// use kdnet::EventLoop;
+/// use kdnet::network::{TcpServer, TcpSocket};
+/// use std::rc::Rc;
+///
+/// let mut event_loop = EventLoop::new().unwrap();
+/// let server = TcpServer::new().unwrap();
+/// server.listen("127.0.0.1", 0).unwrap();
+/// let peers: Rc<std::cell::RefCell<Vec<Rc<TcpSocket>>>> = Default::default();
+/// let p = peers.clone();
+/// server.new_connection.connect(move |peer: &Rc<TcpSocket>| {
+///     let echo = Rc::downgrade(peer);
+///     peer.ready_read.connect(move |_| {
+///         if let Some(s) = echo.upgrade() { let data = s.read_all(); s.write(&data).unwrap(); }
+///     }).release();
+///     p.borrow_mut().push(peer.clone());
+/// }).release();
+///
+/// let client = TcpSocket::new().unwrap();
+/// let handle = event_loop.handle();
+/// let c = Rc::downgrade(&client);
+/// client.ready_read.connect(move |_| {
+///     let c = c.upgrade().unwrap();
+///     if c.bytes_available() == 5 {
+///         assert_eq!(&c.read_all()[..], b"hello");
+///         handle.quit();
+///     }
+/// }).release();
+/// client.connect_to_host("127.0.0.1", server.server_port().unwrap()).unwrap();
+/// client.write(b"hello").unwrap();
+/// event_loop.run();
+/// ```
+pub struct TcpSocket {
+    /// Emitted with the new state on every transition.
+    pub state_changed: Signal<SocketState>,
+    /// The TCP connection is established.
+    pub connected: Signal<()>,
+    /// A connection that had emitted `connected` is closed.
+    pub disconnected: Signal<()>,
+    /// New data can be read.
+    pub ready_read: Signal<()>,
+    /// This many bytes arrived (plaintext for TLS) in the last batch.
+    pub bytes_received: Signal<usize>,
+    /// This many bytes were handed to the kernel (plaintext for TLS, counted when its records left).
+    pub bytes_written: Signal<usize>,
+    /// The connection failed; the socket is closed afterwards.
+    pub error_occurred: Signal<SocketError>,
+    core: Rc<LoopCore>,
+    inner: RefCell<Inner>,
+    self_weak: Weak<TcpSocket>,
+}
+
+struct Inner {
+    state: SocketState,
+    stream: Option<TcpStream>,
+    key: Option<SourceKey>,
+    peer: Option<SocketAddr>,
+    local: Option<SocketAddr>,
+    read_buf: BytesMut,
+    write_buf: BytesMut,
+    read_limit: usize,
+    read_paused: bool,
+    close_when_flushed: bool,
+    announced: bool,
+    race: Option<ConnectRace>,
+    stagger_timer: Option<TimerKey>,
+    connect_timer: Option<TimerKey>,
+    handshake_timer: Option<TimerKey>,
+    lookup: Option<LookupId>,
+    lookup_host: String,
+    tls: Option<TlsSession>,
+    tls_pending: Option<(Arc<rustls::ClientConfig>, String)>,
+    tls_scratch: BytesMut,
+    sink: Option<Weak<dyn DataSink>>,
+    tls_observer: Option<Weak<dyn TlsObserver>>,
+    no_delay: bool,
+    keep_alive: bool,
+    connect_timeout: Option<Duration>,
+    handshake_timeout: Option<Duration>,
+    last_error: Option<SocketError>,
+}
+
+/// What one read step produced, so signals are emitted after the borrow is released.
+enum ReadStep {
+    Plain(usize),
+    Tls {
+        added: usize,
+        completed: bool,
+        peer_closed: bool,
+    },
+    Eof,
+    Failed(SocketError),
+    Paused,
+    Exhausted,
+    Done,
+}
+
+impl TcpSocket {
+    /// An unconnected socket on the current thread's loop.
+    pub fn new() -> Result<Rc<TcpSocket>, LoopError> {
+        let core = LoopCore::current()?;
+        Ok(Self::with_state(core, SocketState::Unconnected))
+    }
+
+    fn with_state(core: Rc<LoopCore>, state: SocketState) -> Rc<TcpSocket> {
+        Rc::new_cyclic(|weak| TcpSocket {
+            state_changed: Signal::new(),
+            connected: Signal::new(),
+            disconnected: Signal::new(),
+            ready_read: Signal::new(),
+            bytes_received: Signal::new(),
+            bytes_written: Signal::new(),
+            error_occurred: Signal::new(),
+            core,
+            inner: RefCell::new(Inner {
+                state,
+                stream: None,
+                key: None,
+                peer: None,
+                local: None,
+                read_buf: BytesMut::new(),
+                write_buf: BytesMut::new(),
+                read_limit: DEFAULT_READ_BUFFER_LIMIT,
+                read_paused: false,
+                close_when_flushed: false,
+                announced: false,
+                race: None,
+                stagger_timer: None,
+                connect_timer: None,
+                handshake_timer: None,
+                lookup: None,
+                lookup_host: String::new(),
+                tls: None,
+                tls_pending: None,
+                tls_scratch: BytesMut::new(),
+                sink: None,
+                tls_observer: None,
+                no_delay: true,
+                keep_alive: false,
+                connect_timeout: None,
+                handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
+                last_error: None,
+            }),
+            self_weak: weak.clone(),
+        })
+    }
+
+    /// Wraps a stream accepted by a [`TcpServer`](super::TcpServer) (server-side TLS when `tls` is set).
+    pub(crate) fn from_accepted(
+        core: Rc<LoopCore>,
+        mut stream: TcpStream,
+        peer: SocketAddr,
+        tls: Option<TlsSession>,
+    ) -> Result<Rc<TcpSocket>, SocketError> {
+        let socket = Self::with_state(core, SocketState::Connected);
+        let _ = stream.set_nodelay(true);
+        let handler: Weak<dyn ReadyHandler> = socket.self_weak.clone();
+        let key = socket
+            .core
+            .register(
+                &mut stream,
+                Interest::READABLE | Interest::WRITABLE,
+                handler,
+            )
+            .map_err(|e| SocketError::io(SocketOperation::Configure, e))?;
+        {
+            let mut inner = socket.inner.borrow_mut();
+            inner.local = stream.local_addr().ok();
+            inner.peer = Some(peer);
+            inner.stream = Some(stream);
+            inner.key = Some(key);
+            inner.announced = true;
+            inner.tls = tls;
+        }
+        if socket.inner.borrow().tls.is_some() {
+            socket.arm_handshake_timer();
+        }
+        Ok(socket)
+    }
+
+    /// The current state.
+    pub fn state(&self) -> SocketState {
+        self.inner.borrow().state
+    }
+
+    /// Resolves `host` (off the loop thread; IP literals skip the resolver) and connects to the
+    /// first address that answers, racing them (Happy Eyeballs, RFC 8305).
+    pub fn connect_to_host(&self, host: &str, port: u16) -> Result<(), SocketError> {
+        self.ensure_unconnected()?;
+        if let Some(ip) = resolve_literal(host) {
+            return self.connect_to_address(ip, port);
+        }
+        let resolver = DnsResolver::instance()
+            .map_err(|_| SocketError::InvalidState("no event loop on this thread"))?;
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.state = SocketState::HostLookup;
+            inner.lookup_host = host.to_string();
+        }
+        self.state_changed.emit(&SocketState::HostLookup);
+        self.arm_connect_timer();
+        let weak = self.self_weak.clone();
+        let id = resolver.lookup(host, move |result| {
+            if let Some(socket) = weak.upgrade() {
+                socket.on_lookup(result, port);
+            }
+        });
+        self.inner.borrow_mut().lookup = Some(id);
+        Ok(())
+    }
+
+    /// Connects to one address.
+    pub fn connect_to_address(&self, ip: IpAddr, port: u16) -> Result<(), SocketError> {
+        self.connect_to_addresses(&[SocketAddr::new(ip, port)])
+    }
+
+    /// Races connections to `addrs` (Happy Eyeballs: IPv6 first, families interleaved, next
+    /// attempt after 250 ms or as soon as one fails); the first to connect wins.
+    pub fn connect_to_addresses(&self, addrs: &[SocketAddr]) -> Result<(), SocketError> {
+        if self.state() != SocketState::HostLookup {
+            self.ensure_unconnected()?;
+        }
+        if addrs.is_empty() {
+            return Err(SocketError::InvalidAddress(
+                "no address to connect to".into(),
+            ));
+        }
+        let was = {
+            let mut inner = self.inner.borrow_mut();
+            inner.lookup = None;
+            inner.race = Some(ConnectRace::new(addrs));
+            std::mem::replace(&mut inner.state, SocketState::Connecting)
+        };
+        if was != SocketState::Connecting {
+            self.state_changed.emit(&SocketState::Connecting);
+        }
+        if was == SocketState::Unconnected {
+            self.arm_connect_timer();
+        }
+        self.advance_race(false);
+        Ok(())
+    }
+
+    /// Takes up to `max` buffered bytes.
+    pub fn read(&self, max: usize) -> Bytes {
+        let data = {
+            let mut inner = self.inner.borrow_mut();
+            let n = max.min(inner.read_buf.len());
+            inner.read_buf.split_to(n).freeze()
+        };
+        self.resume_reading_if_paused();
+        data
+    }
+
+    /// Takes every buffered byte.
+    pub fn read_all(&self) -> Bytes {
+        let data = self.inner.borrow_mut().read_buf.split().freeze();
+        self.resume_reading_if_paused();
+        data
+    }
+
+    /// Bytes buffered for reading.
+    pub fn bytes_available(&self) -> usize {
+        self.inner.borrow().read_buf.len()
+    }
+
+    /// Queues `data` for sending. Allowed from `connect_to_host` until `disconnect_from_host`;
+    /// while connected the kernel is offered the data at once and the rest is flushed on
+    /// writability. Returns the number of bytes accepted (all of them).
+    pub fn write(&self, data: &[u8]) -> Result<usize, SocketError> {
+        let connected = {
+            let mut inner = self.inner.borrow_mut();
+            match inner.state {
+                SocketState::Unconnected => {
+                    return Err(SocketError::InvalidState("write on an unconnected socket"));
+                }
+                SocketState::Closing => {
+                    return Err(SocketError::InvalidState("write on a closing socket"));
+                }
+                _ => {}
+            }
+            inner.write_buf.extend_from_slice(data);
+            inner.state == SocketState::Connected
+        };
+        if connected {
+            // Flush now, but report (bytes_written / errors) from the loop, never from inside write().
+            match self.flush_to_kernel() {
+                Ok((written, _)) if written > 0 && self.bytes_written.connection_count() > 0 => {
+                    let weak = self.self_weak.clone();
+                    self.core.post(Box::new(move || {
+                        if let Some(s) = weak.upgrade() {
+                            s.bytes_written.emit(&written);
+                        }
+                    }));
+                }
+                Ok(_) => {}
+                Err(e) => {
+                    let weak = self.self_weak.clone();
+                    self.core.post(Box::new(move || {
+                        if let Some(s) = weak.upgrade() {
+                            s.close_with(Some(e));
+                        }
+                    }));
+                }
+            }
+        }
+        Ok(data.len())
+    }
+
+    /// Bytes queued but not yet handed to the kernel.
+    pub fn bytes_to_write(&self) -> usize {
+        self.inner.borrow().write_buf.len()
+    }
+
+    /// Closes gracefully: pending writes (and TLS close_notify) are flushed first, then the
+    /// connection closes and `disconnected` is emitted. While still looking up or connecting,
+    /// the attempt is cancelled.
+    pub fn disconnect_from_host(&self) {
+        let state = self.state();
+        match state {
+            SocketState::Unconnected | SocketState::Closing => {}
+            SocketState::HostLookup | SocketState::Connecting => self.abort(),
+            SocketState::Connected => {
+                {
+                    let mut inner = self.inner.borrow_mut();
+                    inner.state = SocketState::Closing;
+                    inner.close_when_flushed = true;
+                    if let Some(tls) = inner.tls.as_mut() {
+                        tls.send_close_notify();
+                    }
+                }
+                self.state_changed.emit(&SocketState::Closing);
+                self.flush();
+            }
+        }
+    }
+
+    /// Closes at once, discarding pending writes.
+    pub fn abort(&self) {
+        self.inner.borrow_mut().sink = None;
+        self.close_with(None);
+    }
+
+    /// The connected peer's address.
+    pub fn peer_address(&self) -> Option<SocketAddr> {
+        self.inner.borrow().peer
+    }
+
+    /// The connected peer's port.
+    pub fn peer_port(&self) -> Option<u16> {
+        self.peer_address().map(|a| a.port())
+    }
+
+    /// The local address of the connection.
+    pub fn local_address(&self) -> Option<SocketAddr> {
+        self.inner.borrow().local
+    }
+
+    /// The local port of the connection.
+    pub fn local_port(&self) -> Option<u16> {
+        self.local_address().map(|a| a.port())
+    }
+
+    /// The last error reported through `error_occurred`.
+    pub fn last_error(&self) -> Option<SocketError> {
+        self.inner.borrow().last_error.clone()
+    }
+
+    /// Disables (true, the default) or enables Nagle's algorithm.
+    pub fn set_no_delay(&self, no_delay: bool) -> Result<(), SocketError> {
+        let mut inner = self.inner.borrow_mut();
+        inner.no_delay = no_delay;
+        if let Some(stream) = inner.stream.as_ref() {
+            stream
+                .set_nodelay(no_delay)
+                .map_err(|e| SocketError::io(SocketOperation::Configure, e))?;
+        }
+        Ok(())
+    }
+
+    /// Enables or disables TCP keep-alive probes (off by default).
+    pub fn set_keep_alive(&self, keep_alive: bool) -> Result<(), SocketError> {
+        let mut inner = self.inner.borrow_mut();
+        inner.keep_alive = keep_alive;
+        if let Some(stream) = inner.stream.as_ref() {
+            socket2::SockRef::from(stream)
+                .set_keepalive(keep_alive)
+                .map_err(|e| SocketError::io(SocketOperation::Configure, e))?;
+        }
+        Ok(())
+    }
+
+    /// Caps the read buffer (default [`DEFAULT_READ_BUFFER_LIMIT`]; 0 = unlimited). When it is
+    /// full the socket stops reading (TCP flow control slows the peer) until data is read.
+    pub fn set_read_buffer_limit(&self, limit: usize) {
+        self.inner.borrow_mut().read_limit = limit;
+        self.resume_reading_if_paused();
+    }
+
+    /// Fails the connect with a timeout after `timeout` (lookup and all attempts; default none).
+    pub fn set_connect_timeout(&self, timeout: Option<Duration>) {
+        self.inner.borrow_mut().connect_timeout = timeout;
+    }
+
+    // ---- crate-internal API ------------------------------------------------------------------
+
+    pub(crate) fn set_data_sink(&self, sink: Option<Weak<dyn DataSink>>) {
+        self.inner.borrow_mut().sink = sink;
+    }
+
+    pub(crate) fn set_tls_observer(&self, observer: Weak<dyn TlsObserver>) {
+        self.inner.borrow_mut().tls_observer = Some(observer);
+    }
+
+    /// Makes the next connect a TLS client connection to `host`.
+    pub(crate) fn enable_client_tls(&self, config: Arc<rustls::ClientConfig>, host: &str) {
+        self.inner.borrow_mut().tls_pending = Some((config, host.to_string()));
+    }
+
+    pub(crate) fn set_handshake_timeout(&self, timeout: Option<Duration>) {
+        self.inner.borrow_mut().handshake_timeout = timeout;
+    }
+
+    pub(crate) fn with_tls<R>(&self, f: impl FnOnce(&TlsSession) -> R) -> Option<R> {
+        self.inner.borrow().tls.as_ref().map(f)
+    }
+
+    pub(crate) fn is_encrypted(&self) -> bool {
+        self.inner
+            .borrow()
+            .tls
+            .as_ref()
+            .is_some_and(|t| !t.is_handshaking())
+    }
+
+    // ---- connecting --------------------------------------------------------------------------
+
+    fn ensure_unconnected(&self) -> Result<(), SocketError> {
+        match self.state() {
+            SocketState::Unconnected => Ok(()),
+            _ => Err(SocketError::InvalidState(
+                "socket is already connected or connecting",
+            )),
+        }
+    }
+
+    fn on_lookup(&self, result: Result<Vec<IpAddr>, SocketError>, port: u16) {
+        self.inner.borrow_mut().lookup = None;
+        if self.state() != SocketState::HostLookup {
+            return;
+        }
+        match result {
+            Ok(ips) => {
+                let addrs: Vec<SocketAddr> = ips
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect();
+                if let Err(e) = self.connect_to_addresses(&addrs) {
+                    self.close_with(Some(e));
+                }
+            }
+            Err(e) => self.close_with(Some(e)),
+        }
+    }
+
+    /// Starts the next attempt (if none is in flight or `parallel`), re-arms the stagger timer,
+    /// and fails the connect when nothing is left.
+    fn advance_race(&self, parallel: bool) {
+        let owner: Weak<dyn AttemptOwner> = self.self_weak.clone();
+        let failed = {
+            let mut inner = self.inner.borrow_mut();
+            let inner = &mut *inner;
+            let Some(race) = inner.race.as_mut() else {
+                return;
+            };
+            if parallel || race.in_flight() == 0 {
+                race.start_next(&self.core, &owner);
+            }
+            if let Some(key) = inner.stagger_timer.take() {
+                self.core.timer_remove(key);
+            }
+            if race.in_flight() == 0 {
+                let e = race.final_error();
+                inner.race = None;
+                Some(e)
+            } else {
+                if race.has_queued() {
+                    let weak = self.self_weak.clone();
+                    inner.stagger_timer =
+                        Some(self.core.call_after(CONNECTION_ATTEMPT_DELAY, move || {
+                            if let Some(s) = weak.upgrade() {
+                                s.inner.borrow_mut().stagger_timer = None;
+                                s.advance_race(true);
+                            }
+                        }));
+                }
+                None
+            }
+        };
+        if let Some(e) = failed {
+            self.close_with(Some(e));
+        }
+    }
+
+    fn arm_connect_timer(&self) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(timeout) = inner.connect_timeout else {
+            return;
+        };
+        let weak = self.self_weak.clone();
+        inner.connect_timer = Some(self.core.call_after(timeout, move || {
+            if let Some(s) = weak.upgrade() {
+                s.inner.borrow_mut().connect_timer = None;
+                let phase = if s.state() == SocketState::HostLookup {
+                    TimeoutPhase::Resolve
+                } else {
+                    TimeoutPhase::Connect
+                };
+                s.close_with(Some(SocketError::Timeout(phase)));
+            }
+        }));
+    }
+
+    fn arm_handshake_timer(&self) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(timeout) = inner.handshake_timeout else {
+            return;
+        };
+        let weak = self.self_weak.clone();
+        inner.handshake_timer = Some(self.core.call_after(timeout, move || {
+            if let Some(s) = weak.upgrade() {
+                s.inner.borrow_mut().handshake_timer = None;
+                s.close_with(Some(SocketError::Timeout(TimeoutPhase::TlsHandshake)));
+            }
+        }));
+    }
+
+    fn on_connected(&self, mut stream: TcpStream, peer: SocketAddr) {
+        {
+            let mut inner = self.inner.borrow_mut();
+            for key in [inner.stagger_timer.take(), inner.connect_timer.take()]
+                .into_iter()
+                .flatten()
+            {
+                self.core.timer_remove(key);
+            }
+            inner.race = None;
+        }
+        let handler: Weak<dyn ReadyHandler> = self.self_weak.clone();
+        let key = match self.core.register(
+            &mut stream,
+            Interest::READABLE | Interest::WRITABLE,
+            handler,
+        ) {
+            Ok(key) => key,
+            Err(e) => {
+                return self.close_with(Some(SocketError::io(SocketOperation::Configure, e)));
+            }
+        };
+        let tls_start = {
+            let mut inner = self.inner.borrow_mut();
+            let _ = stream.set_nodelay(inner.no_delay);
+            if inner.keep_alive {
+                let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+            }
+            inner.local = stream.local_addr().ok();
+            inner.peer = Some(peer);
+            inner.stream = Some(stream);
+            inner.key = Some(key);
+            inner.state = SocketState::Connected;
+            inner.announced = true;
+            inner.tls_pending.take()
+        };
+        log::debug!("connected to {peer}");
+        let tls_error =
+            tls_start.and_then(|(config, host)| match TlsSession::client(config, &host) {
+                Ok(session) => {
+                    self.inner.borrow_mut().tls = Some(session);
+                    self.arm_handshake_timer();
+                    None
+                }
+                Err(e) => Some(e),
+            });
+        self.state_changed.emit(&SocketState::Connected);
+        self.connected.emit(&());
+        match tls_error {
+            Some(e) => self.close_with(Some(e)),
+            None => self.flush(),
+        }
+    }
+
+    // ---- reading -----------------------------------------------------------------------------
+
+    fn drain_reads(&self) {
+        let mut buf = self.core.take_read_buffer();
+        if buf.len() < READ_CHUNK {
+            buf.resize(READ_CHUNK, 0);
+        }
+        let mut budget = READ_BUDGET_PER_TURN;
+        let mut received = 0usize;
+        let mut used_tls = false;
+        let mut end: Option<Result<(), SocketError>> = None;
+        let mut exhausted = false;
+        loop {
+            let step = self.read_step(&mut buf, &mut budget);
+            match step {
+                ReadStep::Plain(n) => {
+                    received += n;
+                    match self.sink() {
+                        Some(sink) => sink.on_data(&buf[..n]),
+                        None => self
+                            .inner
+                            .borrow_mut()
+                            .read_buf
+                            .extend_from_slice(&buf[..n]),
+                    }
+                }
+                ReadStep::Tls {
+                    added,
+                    completed,
+                    peer_closed,
+                } => {
+                    used_tls = true;
+                    received += added;
+                    if added > 0 {
+                        self.deliver_tls_plaintext();
+                    }
+                    if completed {
+                        self.on_handshake_completed();
+                    }
+                    if peer_closed {
+                        end = Some(Ok(()));
+                        break;
+                    }
+                }
+                ReadStep::Eof => {
+                    end = Some(Ok(()));
+                    break;
+                }
+                ReadStep::Failed(e) => {
+                    end = Some(Err(e));
+                    break;
+                }
+                ReadStep::Exhausted => {
+                    exhausted = true;
+                    break;
+                }
+                ReadStep::Paused | ReadStep::Done => break,
+            }
+        }
+        self.core.return_read_buffer(buf);
+        if received > 0 && self.inner.borrow().sink.is_none() {
+            self.bytes_received.emit(&received);
+            self.ready_read.emit(&());
+        }
+        if used_tls {
+            // The handshake (or a key update) may have produced records to send.
+            self.flush();
+        }
+        match end {
+            Some(Ok(())) => self.on_peer_closed(),
+            Some(Err(e)) => self.close_with(Some(e)),
+            None if exhausted => self.rearm(),
+            None => {}
+        }
+    }
+
+    /// One `read` from the kernel (plus TLS decryption), under a short borrow.
+    fn read_step(&self, buf: &mut [u8], budget: &mut usize) -> ReadStep {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        if inner.sink.is_none() && inner.read_limit > 0 && inner.read_buf.len() >= inner.read_limit
+        {
+            inner.read_paused = true;
+            return ReadStep::Paused;
+        }
+        if *budget == 0 {
+            return ReadStep::Exhausted;
+        }
+        let Some(stream) = inner.stream.as_mut() else {
+            return ReadStep::Done;
+        };
+        let n = loop {
+            match stream.read(buf) {
+                Ok(0) => return ReadStep::Eof,
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadStep::Done,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return ReadStep::Failed(SocketError::io(SocketOperation::Read, e)),
+            }
+        };
+        *budget = budget.saturating_sub(n);
+        let Some(tls) = inner.tls.as_mut() else {
+            return ReadStep::Plain(n);
+        };
+        let target = if inner.sink.is_some() {
+            &mut inner.tls_scratch
+        } else {
+            &mut inner.read_buf
+        };
+        let before = target.len();
+        match tls.receive(&buf[..n], target) {
+            Ok(r) => {
+                let added = if inner.sink.is_some() {
+                    inner.tls_scratch.len() - before
+                } else {
+                    inner.read_buf.len() - before
+                };
+                ReadStep::Tls {
+                    added,
+                    completed: r.handshake_completed,
+                    peer_closed: r.peer_closed,
+                }
+            }
+            Err(e) => {
+                // Best effort: let rustls send its alert before we close.
+                if let Some(stream) = inner.stream.as_mut() {
+                    let mut nothing = BytesMut::new();
+                    let _ = tls.flush(&mut nothing, stream);
+                }
+                ReadStep::Failed(e)
+            }
+        }
+    }
+
+    /// Hands plaintext decrypted into the scratch buffer to the sink (without a sink it went
+    /// straight into the read buffer).
+    fn deliver_tls_plaintext(&self) {
+        let Some(sink) = self.sink() else {
+            return;
+        };
+        let mut plain = std::mem::take(&mut self.inner.borrow_mut().tls_scratch);
+        sink.on_data(&plain);
+        plain.clear();
+        let mut inner = self.inner.borrow_mut();
+        if inner.tls_scratch.capacity() < plain.capacity() {
+            inner.tls_scratch = plain;
+        }
+    }
+
+    fn sink(&self) -> Option<Rc<dyn DataSink>> {
+        self.inner.borrow().sink.as_ref().and_then(Weak::upgrade)
+    }
+
+    fn resume_reading_if_paused(&self) {
+        let resume = {
+            let mut inner = self.inner.borrow_mut();
+            let below = inner.read_limit == 0 || inner.read_buf.len() < inner.read_limit;
+            if inner.read_paused && below {
+                inner.read_paused = false;
+                true
+            } else {
+                false
+            }
+        };
+        if resume {
+            // Edge-triggered: no new edge will come for data already waiting, so read on a later turn.
+            let weak = self.self_weak.clone();
+            self.core.post(Box::new(move || {
+                if let Some(s) = weak.upgrade() {
+                    s.drain_reads();
+                }
+            }));
+        }
+    }
+
+    /// Re-arms the registration so the kernel reports the socket again on the next poll.
+    fn rearm(&self) {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        if let (Some(stream), Some(key)) = (inner.stream.as_mut(), inner.key) {
+            if let Err(e) =
+                self.core
+                    .reregister(stream, key, Interest::READABLE | Interest::WRITABLE)
+            {
+                log::warn!("re-arming socket: {e}");
+            }
+        }
+    }
+
+    fn on_handshake_completed(&self) {
+        let observer = {
+            let mut inner = self.inner.borrow_mut();
+            if let Some(key) = inner.handshake_timer.take() {
+                self.core.timer_remove(key);
+            }
+            inner.tls_observer.as_ref().and_then(Weak::upgrade)
+        };
+        log::debug!("TLS handshake completed");
+        if let Some(observer) = observer {
+            observer.handshake_completed();
+        }
+    }
+
+    fn on_peer_closed(&self) {
+        log::debug!("peer closed the connection");
+        let handshaking = self
+            .inner
+            .borrow()
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.is_handshaking());
+        if handshaking {
+            self.close_with(Some(SocketError::ClosedByPeer));
+        } else {
+            self.close_with(None);
+        }
+    }
+
+    // ---- writing -----------------------------------------------------------------------------
+
+    /// Offers queued bytes to the kernel; returns `(plaintext written, blocked)`.
+    fn flush_to_kernel(&self) -> Result<(usize, bool), SocketError> {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        let Some(stream) = inner.stream.as_mut() else {
+            return Ok((0, false));
+        };
+        let result = match inner.tls.as_mut() {
+            Some(tls) => tls
+                .flush(&mut inner.write_buf, stream)
+                .map(|f| (f.plaintext_written, f.blocked)),
+            None => write_plain(&mut inner.write_buf, stream),
+        };
+        result.map_err(|e| SocketError::io(SocketOperation::Write, e))
+    }
+
+    fn flush(&self) {
+        match self.flush_to_kernel() {
+            Ok((written, blocked)) => {
+                if written > 0 {
+                    self.bytes_written.emit(&written);
+                }
+                let finish = {
+                    let inner = self.inner.borrow();
+                    !blocked
+                        && inner.close_when_flushed
+                        && inner.write_buf.is_empty()
+                        && inner.tls.as_ref().is_none_or(|t| !t.wants_write())
+                };
+                if finish {
+                    if let Some(stream) = self.inner.borrow().stream.as_ref() {
+                        let _ = stream.shutdown(Shutdown::Write);
+                    }
+                    self.close_with(None);
+                }
+            }
+            Err(e) => self.close_with(Some(e)),
+        }
+    }
+
+    // ---- closing -----------------------------------------------------------------------------
+
+    /// Closes the connection and reports: `error_occurred` (if `error`), `state_changed`,
+    /// `disconnected` (if `connected` was emitted), and the data sink.
+    fn close_with(&self, error: Option<SocketError>) {
+        let (stream, was_state, announced, sink, observer) = {
+            let mut inner = self.inner.borrow_mut();
+            let inner = &mut *inner;
+            if inner.state == SocketState::Unconnected && inner.stream.is_none() {
+                return;
+            }
+            if let (Some(stream), Some(key)) = (inner.stream.as_mut(), inner.key.take()) {
+                self.core.deregister(stream, key);
+            }
+            if let Some(mut race) = inner.race.take() {
+                race.close_all(&self.core);
+            }
+            for key in [
+                inner.stagger_timer.take(),
+                inner.connect_timer.take(),
+                inner.handshake_timer.take(),
+            ]
+            .into_iter()
+            .flatten()
+            {
+                self.core.timer_remove(key);
+            }
+            if let Some(id) = inner.lookup.take() {
+                if let Ok(resolver) = DnsResolver::instance() {
+                    resolver.cancel(id);
+                }
+            }
+            let handshaking = inner.tls.as_ref().is_some_and(|t| t.is_handshaking());
+            let observer = if handshaking && error.is_some() {
+                inner.tls_observer.as_ref().and_then(Weak::upgrade)
+            } else {
+                None
+            };
+            inner.write_buf.clear();
+            inner.close_when_flushed = false;
+            inner.read_paused = false;
+            if error.is_some() {
+                inner.last_error = error.clone();
+            }
+            (
+                inner.stream.take(),
+                std::mem::replace(&mut inner.state, SocketState::Unconnected),
+                std::mem::take(&mut inner.announced),
+                inner.sink.take().and_then(|w| w.upgrade()),
+                observer,
+            )
+        };
+        drop(stream);
+        if let Some(e) = &error {
+            log::debug!("socket error: {e}");
+            if let Some(observer) = observer {
+                observer.handshake_failed(e);
+            }
+            self.error_occurred.emit(e);
+        }
+        if was_state != SocketState::Unconnected {
+            self.state_changed.emit(&SocketState::Unconnected);
+        }
+        if announced {
+            self.disconnected.emit(&());
+        }
+        if let Some(sink) = sink {
+            sink.on_closed(error.as_ref());
+        }
+    }
+}
+
+fn write_plain(buf: &mut BytesMut, stream: &mut TcpStream) -> io::Result<(usize, bool)> {
+    let mut written = 0;
+    while !buf.is_empty() {
+        match stream.write(buf) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => {
+                buf.advance(n);
+                written += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((written, true)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((written, false))
+}
+
+impl ReadyHandler for TcpSocket {
+    fn on_ready(&self, r: Readiness) {
+        if r.writable || r.write_closed || r.error {
+            self.flush();
+        }
+        if r.readable || r.read_closed || r.error {
+            self.drain_reads();
+        }
+    }
+}
+
+impl AttemptOwner for TcpSocket {
+    fn attempt_ready(&self, id: u64, readiness: Readiness) {
+        let outcome = {
+            let mut inner = self.inner.borrow_mut();
+            match inner.race.as_mut() {
+                Some(race) => race.on_ready(&self.core, id, readiness),
+                None => return,
+            }
+        };
+        match outcome {
+            AttemptOutcome::Pending => {}
+            AttemptOutcome::Failed => self.advance_race(false),
+            AttemptOutcome::Connected(stream, addr) => self.on_connected(stream, addr),
+        }
+    }
+}
+
+impl Drop for TcpSocket {
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut();
+        if let (Some(stream), Some(key)) = (inner.stream.as_mut(), inner.key.take()) {
+            self.core.deregister(stream, key);
+        }
+        if let Some(mut race) = inner.race.take() {
+            race.close_all(&self.core);
+        }
+        for key in [
+            inner.stagger_timer.take(),
+            inner.connect_timer.take(),
+            inner.handshake_timer.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            self.core.timer_remove(key);
+        }
+    }
+}
+
+impl fmt::Debug for TcpSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.inner.try_borrow() {
+            Ok(inner) => f
+                .debug_struct("TcpSocket")
+                .field("state", &inner.state)
+                .field("peer", &inner.peer)
+                .field("tls", &inner.tls.is_some())
+                .field("bytes_available", &inner.read_buf.len())
+                .field("bytes_to_write", &inner.write_buf.len())
+                .finish(),
+            Err(_) => f.write_str("TcpSocket { <busy> }"),
+        }
+    }
+}

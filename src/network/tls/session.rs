@@ -1,0 +1,184 @@
+//! A rustls connection pumped by a non-blocking socket.
+//!
+//! ```text
+//!   kernel ──read──▶ ciphertext ──read_tls/process_new_packets──▶ rustls ──reader──▶ plaintext
+//!   plaintext ──writer──▶ rustls (records) ──write_tls──▶ kernel   (leftover records stay in rustls
+//!                                                                   until the next writable edge)
+//! ```
+//!
+//! Encrypted output is never dropped on a short write (KDNetwork defect T1): rustls keeps what the
+//! kernel did not take and `write_tls` resumes there.
+
+use std::io::{self, Read, Write};
+use std::sync::Arc;
+
+use bytes::{Buf, BytesMut};
+use rustls::pki_types::CertificateDer;
+
+use super::config::{server_name_for, tls_failure};
+use crate::network::error::{SocketError, TlsFailure};
+
+/// What receiving ciphertext produced besides plaintext.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Received {
+    /// The handshake finished during this call.
+    pub(crate) handshake_completed: bool,
+    /// The peer sent close_notify: no more plaintext will come.
+    pub(crate) peer_closed: bool,
+}
+
+/// What flushing achieved.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct Flushed {
+    /// Plaintext bytes whose records have now all reached the kernel.
+    pub(crate) plaintext_written: usize,
+    /// The kernel refused more (wait for the next writable edge).
+    pub(crate) blocked: bool,
+}
+
+pub(crate) struct TlsSession {
+    conn: rustls::Connection,
+    expected_name: String,
+    /// Plaintext handed to rustls whose records are not yet all written to the kernel.
+    unconfirmed: usize,
+}
+
+impl TlsSession {
+    pub(crate) fn client(
+        config: Arc<rustls::ClientConfig>,
+        host: &str,
+    ) -> Result<Self, SocketError> {
+        let name = server_name_for(host)?;
+        let conn = rustls::ClientConnection::new(config, name)
+            .map_err(|e| SocketError::Tls(TlsFailure::Configuration(e.to_string())))?;
+        Ok(TlsSession {
+            conn: conn.into(),
+            expected_name: host
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string(),
+            unconfirmed: 0,
+        })
+    }
+
+    pub(crate) fn server(config: Arc<rustls::ServerConfig>) -> Result<Self, SocketError> {
+        let conn = rustls::ServerConnection::new(config)
+            .map_err(|e| SocketError::Tls(TlsFailure::Configuration(e.to_string())))?;
+        Ok(TlsSession {
+            conn: conn.into(),
+            expected_name: String::new(),
+            unconfirmed: 0,
+        })
+    }
+
+    pub(crate) fn is_handshaking(&self) -> bool {
+        self.conn.is_handshaking()
+    }
+
+    pub(crate) fn wants_write(&self) -> bool {
+        self.conn.wants_write()
+    }
+
+    /// Decrypts `ciphertext`, appending plaintext to `plaintext`.
+    pub(crate) fn receive(
+        &mut self,
+        mut ciphertext: &[u8],
+        plaintext: &mut BytesMut,
+    ) -> Result<Received, SocketError> {
+        let was_handshaking = self.conn.is_handshaking();
+        let mut result = Received::default();
+        while !ciphertext.is_empty() {
+            self.conn
+                .read_tls(&mut ciphertext)
+                .map_err(|e| SocketError::Tls(TlsFailure::PeerMisbehaved(e.to_string())))?;
+            let state = self
+                .conn
+                .process_new_packets()
+                .map_err(|e| SocketError::Tls(tls_failure(&e, &self.expected_name)))?;
+            let available = state.plaintext_bytes_to_read();
+            if available > 0 {
+                let start = plaintext.len();
+                plaintext.resize(start + available, 0);
+                let n = read_plaintext(&mut self.conn, &mut plaintext[start..])?;
+                plaintext.truncate(start + n);
+            }
+            if state.peer_has_closed() {
+                result.peer_closed = true;
+            }
+        }
+        result.handshake_completed = was_handshaking && !self.conn.is_handshaking();
+        Ok(result)
+    }
+
+    /// Moves plaintext from `pending` into rustls and records to `stream` until one side blocks.
+    pub(crate) fn flush(
+        &mut self,
+        pending: &mut BytesMut,
+        stream: &mut impl Write,
+    ) -> Result<Flushed, io::Error> {
+        let mut out = Flushed::default();
+        loop {
+            if !pending.is_empty() && !self.conn.is_handshaking() {
+                let n = self.conn.writer().write(pending)?;
+                pending.advance(n);
+                self.unconfirmed += n;
+            }
+            let mut progressed = false;
+            while self.conn.wants_write() {
+                match self.conn.write_tls(stream) {
+                    Ok(0) => break,
+                    Ok(_) => progressed = true,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        out.blocked = true;
+                        return Ok(out);
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(e),
+                }
+            }
+            if !self.conn.wants_write() {
+                out.plaintext_written += std::mem::take(&mut self.unconfirmed);
+            }
+            if pending.is_empty() || self.conn.is_handshaking() || !progressed {
+                return Ok(out);
+            }
+        }
+    }
+
+    /// Queues close_notify (sent by the next flush).
+    pub(crate) fn send_close_notify(&mut self) {
+        self.conn.send_close_notify();
+    }
+
+    pub(crate) fn peer_certificates(&self) -> Vec<CertificateDer<'static>> {
+        self.conn
+            .peer_certificates()
+            .map(|c| c.iter().map(|c| c.clone().into_owned()).collect())
+            .unwrap_or_default()
+    }
+
+    pub(crate) fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.conn.protocol_version()
+    }
+
+    pub(crate) fn cipher_suite(&self) -> Option<rustls::SupportedCipherSuite> {
+        self.conn.negotiated_cipher_suite()
+    }
+
+    pub(crate) fn alpn_protocol(&self) -> Option<Vec<u8>> {
+        self.conn.alpn_protocol().map(<[u8]>::to_vec)
+    }
+}
+
+fn read_plaintext(conn: &mut rustls::Connection, buf: &mut [u8]) -> Result<usize, SocketError> {
+    let mut filled = 0;
+    while filled < buf.len() {
+        match conn.reader().read(&mut buf[filled..]) {
+            Ok(0) => break,
+            Ok(n) => filled += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) => return Err(SocketError::Tls(TlsFailure::PeerMisbehaved(e.to_string()))),
+        }
+    }
+    Ok(filled)
+}

@@ -1,0 +1,177 @@
+//! [`SslSocket`]: a TLS client connection (KDNetwork `SslSocket`, on rustls).
+
+use std::fmt;
+use std::ops::Deref;
+use std::rc::Rc;
+use std::time::Duration;
+
+use rustls::pki_types::CertificateDer;
+
+use super::config::TlsClientConfig;
+use crate::bindings::Signal;
+use crate::foundation::LoopError;
+use crate::network::error::SocketError;
+use crate::network::tcp::{TcpSocket, TlsObserver};
+
+/// A TLS client socket: everything a [`TcpSocket`] does (it derefs to one), encrypted.
+///
+/// `connected` fires when TCP connects (as in KDNetwork); [`handshake_completed`](Self::handshake_completed)
+/// when the TLS session is up. Writes made earlier are sent once the handshake completes.
+/// Certificate problems arrive as [`handshake_error`](Self::handshake_error) and `error_occurred`
+/// with a [`TlsFailure`](crate::network::TlsFailure) naming the reason.
+///
+/// Trust comes from the [`TlsClientConfig`]: by default the operating system's store (falling
+/// back to the Mozilla roots when it is empty); verification can only be turned off through its
+/// `dangerous_…` method. SNI is sent for host names; IP literals are verified against IP SANs.
+pub struct SslSocket {
+    socket: Rc<TcpSocket>,
+    /// The TLS handshake completed.
+    pub handshake_completed: Signal<()>,
+    /// The TLS handshake failed (also reported through `error_occurred`).
+    pub handshake_error: Signal<SocketError>,
+    config: std::cell::RefCell<TlsClientConfig>,
+    peer_verify_name: std::cell::RefCell<Option<String>>,
+}
+
+impl SslSocket {
+    /// An unconnected TLS socket with the default trust settings.
+    pub fn new() -> Result<Rc<SslSocket>, LoopError> {
+        Self::with_config(TlsClientConfig::new())
+    }
+
+    /// An unconnected TLS socket with `config`.
+    pub fn with_config(config: TlsClientConfig) -> Result<Rc<SslSocket>, LoopError> {
+        let socket = TcpSocket::new()?;
+        let ssl = Rc::new(SslSocket {
+            socket,
+            handshake_completed: Signal::new(),
+            handshake_error: Signal::new(),
+            config: std::cell::RefCell::new(config),
+            peer_verify_name: std::cell::RefCell::new(None),
+        });
+        let observer: std::rc::Weak<dyn TlsObserver> =
+            Rc::downgrade(&ssl) as std::rc::Weak<dyn TlsObserver>;
+        ssl.socket.set_tls_observer(observer);
+        Ok(ssl)
+    }
+
+    /// Connects to `host` and starts TLS with `host` as the name to verify (and SNI).
+    pub fn connect_to_host(&self, host: &str, port: u16) -> Result<(), SocketError> {
+        self.prepare_tls(host)?;
+        self.socket.connect_to_host(host, port)
+    }
+
+    /// Connects to an address; the name verified is the one set with
+    /// [`set_peer_verify_name`](Self::set_peer_verify_name), else the IP address itself.
+    pub fn connect_to_address(&self, ip: std::net::IpAddr, port: u16) -> Result<(), SocketError> {
+        self.prepare_tls(&ip.to_string())?;
+        self.socket.connect_to_address(ip, port)
+    }
+
+    /// The name to verify the certificate against (overrides the host passed to connect).
+    pub fn set_peer_verify_name(&self, name: &str) {
+        *self.peer_verify_name.borrow_mut() = Some(name.to_string());
+    }
+
+    /// Adds a trusted CA certificate (PEM) for the next connection.
+    pub fn add_ca_certificate(&self, pem: &[u8]) -> Result<(), SocketError> {
+        self.config.borrow_mut().add_ca_certificate(pem)
+    }
+
+    /// Presents a client certificate chain and key (PEM) on the next connection.
+    pub fn set_client_certificate(
+        &self,
+        cert_chain_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<(), SocketError> {
+        self.config
+            .borrow_mut()
+            .set_client_certificate(cert_chain_pem, key_pem)
+    }
+
+    /// Accepts any certificate on the next connection. Only for tests against throw-away
+    /// servers: this removes all protection against impostors.
+    pub fn dangerous_disable_certificate_verification(&self) {
+        self.config
+            .borrow_mut()
+            .dangerous_disable_certificate_verification();
+    }
+
+    /// Limits the TLS handshake (default 30 s; `None` = no limit).
+    pub fn set_handshake_timeout(&self, timeout: Option<Duration>) {
+        self.socket.set_handshake_timeout(timeout);
+    }
+
+    /// Whether the handshake has completed.
+    pub fn is_encrypted(&self) -> bool {
+        self.socket.is_encrypted()
+    }
+
+    /// The peer's certificate chain (DER), leaf first.
+    pub fn peer_certificate_chain(&self) -> Vec<CertificateDer<'static>> {
+        self.socket
+            .with_tls(|t| t.peer_certificates())
+            .unwrap_or_default()
+    }
+
+    /// The negotiated protocol version, once encrypted.
+    pub fn protocol_version(&self) -> Option<rustls::ProtocolVersion> {
+        self.socket.with_tls(|t| t.protocol_version()).flatten()
+    }
+
+    /// The negotiated cipher suite, once encrypted.
+    pub fn cipher_suite(&self) -> Option<rustls::CipherSuite> {
+        self.socket
+            .with_tls(|t| t.cipher_suite())
+            .flatten()
+            .map(|s| s.suite())
+    }
+
+    /// The negotiated ALPN protocol, if any.
+    pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
+        self.socket.with_tls(|t| t.alpn_protocol()).flatten()
+    }
+
+    /// The underlying socket (for `connect_weak` and friends).
+    pub fn tcp_socket(&self) -> &Rc<TcpSocket> {
+        &self.socket
+    }
+
+    fn prepare_tls(&self, host: &str) -> Result<(), SocketError> {
+        let config = self.config.borrow().build()?;
+        let name = self
+            .peer_verify_name
+            .borrow()
+            .clone()
+            .unwrap_or_else(|| host.to_string());
+        self.socket.enable_client_tls(config, &name);
+        Ok(())
+    }
+}
+
+impl Deref for SslSocket {
+    type Target = TcpSocket;
+
+    fn deref(&self) -> &TcpSocket {
+        &self.socket
+    }
+}
+
+impl TlsObserver for SslSocket {
+    fn handshake_completed(&self) {
+        self.handshake_completed.emit(&());
+    }
+
+    fn handshake_failed(&self, error: &SocketError) {
+        self.handshake_error.emit(error);
+    }
+}
+
+impl fmt::Debug for SslSocket {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SslSocket")
+            .field("socket", &self.socket)
+            .field("encrypted", &self.is_encrypted())
+            .finish()
+    }
+}

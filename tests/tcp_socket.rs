@@ -1,0 +1,303 @@
+//! TcpSocket / TcpServer over real loopback TCP.
+
+mod support;
+
+use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use kdnet::EventLoop;
+use kdnet::network::{SocketError, SocketState, TcpServer, TcpSocket};
+use support::{pattern, run_until};
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// A server that echoes everything back, keeping its connections alive.
+fn echo_server() -> (Rc<TcpServer>, Rc<RefCell<Vec<Rc<TcpSocket>>>>) {
+    let server = TcpServer::new().unwrap();
+    server.listen("127.0.0.1", 0).unwrap();
+    let peers: Rc<RefCell<Vec<Rc<TcpSocket>>>> = Rc::default();
+    let keep = peers.clone();
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| {
+            let weak = Rc::downgrade(peer);
+            peer.ready_read
+                .connect(move |_| {
+                    if let Some(s) = weak.upgrade() {
+                        // Echo in small pieces: read 1000 bytes at a time until empty.
+                        while s.bytes_available() > 0 {
+                            let piece = s.read(1000);
+                            s.write(&piece).unwrap();
+                        }
+                    }
+                })
+                .release();
+            keep.borrow_mut().push(peer.clone());
+        })
+        .release();
+    (server, peers)
+}
+
+#[test]
+fn echo_16_mib_both_ways_byte_exact_with_small_reads() {
+    let mut ev = EventLoop::new().unwrap();
+    let (server, _peers) = echo_server();
+    let payload = pattern(16 * 1024 * 1024, 7);
+    let client = TcpSocket::new().unwrap();
+    let received = Rc::new(RefCell::new(Vec::with_capacity(payload.len())));
+    let r = received.clone();
+    let c = Rc::downgrade(&client);
+    client
+        .ready_read
+        .connect(move |_| {
+            let c = c.upgrade().unwrap();
+            while c.bytes_available() > 0 {
+                r.borrow_mut().extend_from_slice(&c.read(777));
+            }
+        })
+        .release();
+    let connected = Rc::new(Cell::new(false));
+    let flag = connected.clone();
+    client.connected.connect(move |_| flag.set(true)).release();
+    client
+        .connect_to_host("127.0.0.1", server.server_port().unwrap())
+        .unwrap();
+    assert_eq!(client.state(), SocketState::Connecting);
+    // Queued before the connection exists; flushed once connected.
+    client.write(&payload).unwrap();
+    let total = payload.len();
+    assert!(
+        run_until(&mut ev, Duration::from_secs(60), || received.borrow().len()
+            >= total),
+        "echo stalled at {} of {total} bytes",
+        received.borrow().len()
+    );
+    assert!(connected.get());
+    assert!(*received.borrow() == payload, "echoed bytes differ");
+}
+
+#[test]
+fn refused_port_reports_an_io_error() {
+    let mut ev = EventLoop::new().unwrap();
+    // Bind and drop to find a port nobody listens on.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let client = TcpSocket::new().unwrap();
+    let error: Rc<RefCell<Option<SocketError>>> = Rc::default();
+    let e = error.clone();
+    client
+        .error_occurred
+        .connect(move |err| *e.borrow_mut() = Some(err.clone()))
+        .release();
+    client.connect_to_address(LOCALHOST, port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || error
+        .borrow()
+        .is_some()));
+    let err = error.borrow().clone().unwrap();
+    assert_eq!(
+        err.io_kind(),
+        Some(std::io::ErrorKind::ConnectionRefused),
+        "{err}"
+    );
+    assert_eq!(client.state(), SocketState::Unconnected);
+}
+
+#[test]
+fn localhost_resolves_and_connects() {
+    let mut ev = EventLoop::new().unwrap();
+    let (server, _peers) = echo_server();
+    let client = TcpSocket::new().unwrap();
+    let states = Rc::new(RefCell::new(Vec::new()));
+    let s = states.clone();
+    client
+        .state_changed
+        .connect(move |st| s.borrow_mut().push(*st))
+        .release();
+    client
+        .connect_to_host("localhost", server.server_port().unwrap())
+        .unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || client
+        .state()
+        == SocketState::Connected));
+    assert_eq!(
+        *states.borrow(),
+        [
+            SocketState::HostLookup,
+            SocketState::Connecting,
+            SocketState::Connected
+        ]
+    );
+    assert!(client.peer_address().unwrap().ip().is_loopback());
+}
+
+#[test]
+fn unknown_name_fails_with_a_lookup_error() {
+    let mut ev = EventLoop::new().unwrap();
+    let client = TcpSocket::new().unwrap();
+    let error: Rc<RefCell<Option<SocketError>>> = Rc::default();
+    let e = error.clone();
+    client
+        .error_occurred
+        .connect(move |err| *e.borrow_mut() = Some(err.clone()))
+        .release();
+    client.connect_to_host("no-such-host.invalid", 80).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(20), || error
+        .borrow()
+        .is_some()));
+    assert!(
+        matches!(error.borrow().as_ref(), Some(SocketError::Lookup { host, .. }) if host == "no-such-host.invalid"),
+        "{:?}",
+        error.borrow()
+    );
+}
+
+#[test]
+fn happy_eyeballs_skips_a_stalled_address_after_the_stagger_delay() {
+    let mut ev = EventLoop::new().unwrap();
+    // A listener with a tiny backlog that never accepts: fill its queue so new connects stall.
+    let stalled = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    stalled.bind(&SocketAddr::new(LOCALHOST, 0).into()).unwrap();
+    stalled.listen(0).unwrap();
+    let stalled_addr = stalled.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&stalled_addr.into());
+        fillers.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let (server, _peers) = echo_server();
+    let good = SocketAddr::new(LOCALHOST, server.server_port().unwrap());
+
+    let client = TcpSocket::new().unwrap();
+    let start = Instant::now();
+    client.connect_to_addresses(&[stalled_addr, good]).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || client
+        .state()
+        == SocketState::Connected));
+    let took = start.elapsed();
+    assert_eq!(client.peer_address(), Some(good));
+    assert!(
+        took >= Duration::from_millis(200),
+        "connected too early ({took:?}): the stalled address was not stalled"
+    );
+    assert!(
+        took < Duration::from_millis(2000),
+        "took {took:?}, expected about the 250 ms stagger"
+    );
+}
+
+#[test]
+fn a_thousand_simultaneous_connections_on_one_loop() {
+    let mut ev = EventLoop::new().unwrap();
+    let (server, peers) = echo_server();
+    let port = server.server_port().unwrap();
+    let echoed = Rc::new(Cell::new(0usize));
+    let mut clients = Vec::new();
+    for i in 0..1000u32 {
+        let client = TcpSocket::new().unwrap();
+        let c = Rc::downgrade(&client);
+        let count = echoed.clone();
+        let expected = i.to_be_bytes();
+        client
+            .ready_read
+            .connect(move |_| {
+                let c = c.upgrade().unwrap();
+                if c.bytes_available() >= 4 {
+                    assert_eq!(&c.read_all()[..], &expected);
+                    count.set(count.get() + 1);
+                }
+            })
+            .release();
+        client.connect_to_address(LOCALHOST, port).unwrap();
+        client.write(&i.to_be_bytes()).unwrap();
+        clients.push(client);
+    }
+    assert!(
+        run_until(&mut ev, Duration::from_secs(60), || echoed.get() == 1000),
+        "only {} of 1000 echoed",
+        echoed.get()
+    );
+    assert_eq!(peers.borrow().len(), 1000);
+}
+
+#[test]
+fn disconnect_from_host_flushes_then_closes() {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = listener.accept().unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        all
+    });
+    let client = TcpSocket::new().unwrap();
+    let disconnected = Rc::new(Cell::new(false));
+    let d = disconnected.clone();
+    client.disconnected.connect(move |_| d.set(true)).release();
+    client.connect_to_address(LOCALHOST, port).unwrap();
+    let payload = pattern(4 * 1024 * 1024, 3);
+    client.write(&payload).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || client
+        .state()
+        == SocketState::Connected));
+    client.disconnect_from_host();
+    assert!(run_until(&mut ev, Duration::from_secs(20), || disconnected.get()));
+    assert_eq!(client.state(), SocketState::Unconnected);
+    assert!(
+        reader.join().unwrap() == payload,
+        "peer did not receive every byte before the close"
+    );
+}
+
+#[test]
+fn write_on_unconnected_socket_is_a_typed_error() {
+    let _ev = EventLoop::new().unwrap();
+    let client = TcpSocket::new().unwrap();
+    assert!(matches!(
+        client.write(b"x"),
+        Err(SocketError::InvalidState(_))
+    ));
+}
+
+#[test]
+fn peer_close_emits_disconnected_after_the_last_data() {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(b"last words").unwrap();
+    });
+    let client = TcpSocket::new().unwrap();
+    let events = Rc::new(RefCell::new(Vec::<String>::new()));
+    let (e1, e2) = (events.clone(), events.clone());
+    let c = Rc::downgrade(&client);
+    client
+        .ready_read
+        .connect(move |_| {
+            let data = c.upgrade().unwrap().read_all();
+            e1.borrow_mut()
+                .push(String::from_utf8_lossy(&data).into_owned());
+        })
+        .release();
+    client
+        .disconnected
+        .connect(move |_| e2.borrow_mut().push("disconnected".into()))
+        .release();
+    client.connect_to_address(LOCALHOST, port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || events
+        .borrow()
+        .last()
+        .is_some_and(|e| e == "disconnected")));
+    assert_eq!(events.borrow().concat(), "last wordsdisconnected");
+}
