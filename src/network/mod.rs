@@ -3,6 +3,7 @@
 pub mod dns;
 pub mod error;
 pub mod http;
+pub mod sse;
 pub mod tcp;
 pub mod tls;
 

@@ -1,0 +1,175 @@
+//! [`SseEvent`]: one dispatched server-sent event (type, data, last event ID, retry).
+
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The event type a block without an `event` field (or with an empty one) dispatches as.
+const DEFAULT_EVENT_TYPE: &str = "message";
+
+/// One server-sent event, as the WHATWG "dispatch the event" steps produce it.
+///
+/// The event type and the last event ID are reference-counted strings: the parser hands the same
+/// allocation to every event while they stay unchanged, so a stream whose events all carry
+/// `event: delta` costs no allocation per event for the type. Cloning an event copies its data.
+///
+/// Equality compares what the accessors return: an event built with type `""` equals one built
+/// with type `"message"`, because both dispatch as `message`.
+///
+/// # Example
+///
+/// ```
+/// use kdnet::network::sse::SseEvent;
+/// use std::time::Duration;
+///
+/// let event = SseEvent::new("update", "{\"n\":1}")
+///     .with_id("42")
+///     .with_retry(Duration::from_secs(3));
+/// assert_eq!(event.event_type(), "update");
+/// assert_eq!(event.data(), "{\"n\":1}");
+/// assert_eq!(event.last_event_id(), "42");
+/// assert_eq!(event.retry(), Some(Duration::from_secs(3)));
+///
+/// let plain = SseEvent::new("", "hello");
+/// assert_eq!(plain.event(), "message");
+/// assert_eq!(plain.id(), "");
+/// assert_eq!(plain.retry(), None);
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct SseEvent {
+    /// `None` stands for `message`; never `Some("")` or `Some("message")`, so derived equality
+    /// compares the dispatched type.
+    event_type: Option<Arc<str>>,
+    data: String,
+    /// `None` stands for the empty ID; never `Some("")`.
+    last_event_id: Option<Arc<str>>,
+    retry: Option<Duration>,
+}
+
+impl SseEvent {
+    /// An event of type `event_type` (an empty type means `message`) carrying `data`, with no
+    /// last event ID and no retry.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use kdnet::network::sse::SseEvent;
+    ///
+    /// let event = SseEvent::new("message", String::from("line 1\nline 2"));
+    /// assert_eq!(event, SseEvent::new("", "line 1\nline 2"));
+    /// ```
+    pub fn new(event_type: &str, data: impl Into<String>) -> Self {
+        SseEvent {
+            event_type: shared_event_type(event_type),
+            data: data.into(),
+            last_event_id: None,
+            retry: None,
+        }
+    }
+
+    /// The same event with `id` as its last event ID (`""` means none).
+    pub fn with_id(mut self, id: &str) -> Self {
+        self.last_event_id = shared_id(id);
+        self
+    }
+
+    /// The same event carrying a `retry` (reconnection time) value.
+    pub fn with_retry(mut self, retry: Duration) -> Self {
+        self.retry = Some(retry);
+        self
+    }
+
+    /// The event type: the block's `event` field, or `message` when it had none or an empty one.
+    pub fn event_type(&self) -> &str {
+        self.event_type.as_deref().unwrap_or(DEFAULT_EVENT_TYPE)
+    }
+
+    /// KDNetwork's name for [`event_type`](Self::event_type).
+    pub fn event(&self) -> &str {
+        self.event_type()
+    }
+
+    /// The data: the block's `data` values joined by LF (no trailing LF).
+    pub fn data(&self) -> &str {
+        &self.data
+    }
+
+    /// The last event ID in effect when the event was dispatched (it sticks across events until
+    /// the server sends another `id`), or `""` if there is none.
+    pub fn last_event_id(&self) -> &str {
+        self.last_event_id.as_deref().unwrap_or("")
+    }
+
+    /// KDNetwork's name for [`last_event_id`](Self::last_event_id).
+    pub fn id(&self) -> &str {
+        self.last_event_id()
+    }
+
+    /// The reconnection time from a valid `retry` field in this event's own block, if it had one.
+    pub fn retry(&self) -> Option<Duration> {
+        self.retry
+    }
+
+    /// Takes the data out of the event without copying it.
+    pub fn into_data(self) -> String {
+        self.data
+    }
+
+    /// Assembles a dispatched event from parser state that is already normalised.
+    pub(crate) fn from_parts(
+        event_type: Option<Arc<str>>,
+        data: String,
+        last_event_id: Option<Arc<str>>,
+        retry: Option<Duration>,
+    ) -> Self {
+        debug_assert!(event_type.as_deref().is_none_or(is_custom_event_type));
+        debug_assert!(last_event_id.as_deref().is_none_or(|id| !id.is_empty()));
+        SseEvent {
+            event_type,
+            data,
+            last_event_id,
+            retry,
+        }
+    }
+}
+
+/// Whether `event_type` must be stored, i.e. it does not dispatch as the default `message`.
+pub(crate) fn is_custom_event_type(event_type: &str) -> bool {
+    !event_type.is_empty() && event_type != DEFAULT_EVENT_TYPE
+}
+
+fn shared_event_type(event_type: &str) -> Option<Arc<str>> {
+    is_custom_event_type(event_type).then(|| Arc::from(event_type))
+}
+
+fn shared_id(id: &str) -> Option<Arc<str>> {
+    (!id.is_empty()).then(|| Arc::from(id))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn default_type_and_empty_id_compare_equal_however_built() {
+        let a = SseEvent::new("", "x").with_id("");
+        let b = SseEvent::new("message", "x");
+        assert_eq!(a, b);
+        assert_eq!(a.event_type(), "message");
+        assert_eq!(a.last_event_id(), "");
+        assert_ne!(a, SseEvent::new("Message", "x"));
+    }
+
+    #[test]
+    fn into_data_returns_the_data() {
+        let event = SseEvent::new("t", "payload").with_id("7");
+        assert_eq!(event.id(), "7");
+        assert_eq!(event.event(), "t");
+        assert_eq!(event.into_data(), "payload");
+    }
+
+    #[test]
+    fn event_is_send_and_sync() {
+        fn assert_send_sync<T: Send + Sync>() {}
+        assert_send_sync::<SseEvent>();
+    }
+}

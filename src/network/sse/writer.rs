@@ -1,0 +1,424 @@
+//! [`SseWriter`]: serialises events, comments and `retry` blocks to `text/event-stream` bytes.
+//!
+//! What the format cannot carry is either normalised or refused:
+//!
+//! * Data may contain any text. Its line ends (CRLF, lone CR, LF) become separate `data:` lines,
+//!   so a client parses them back as LF: **data line ends are normalised to LF**.
+//! * An event type or ID containing CR or LF would end its line early and inject fields; an ID
+//!   containing NUL is ignored by clients. Both are refused with an [`SseWriteError`] before
+//!   anything is written.
+//!
+//! Every value is written after `: ` (colon and one space), so values that start with a space
+//! keep it: the parser removes exactly one.
+
+use std::fmt;
+use std::time::Duration;
+
+use bytes::BytesMut;
+use memchr::{memchr, memchr2};
+
+use super::event::{SseEvent, is_custom_event_type};
+
+/// A growable buffer the writer appends UTF-8 text to.
+///
+/// Implemented for `Vec<u8>`, [`bytes::BytesMut`] and `String`; appending never allocates once
+/// the caller's buffer has enough capacity.
+///
+/// # Example
+///
+/// ```
+/// use kdnet::network::sse::{SseOutput, SseWriter};
+///
+/// /// Counts bytes instead of storing them.
+/// struct Counter(usize);
+///
+/// impl SseOutput for Counter {
+///     fn append_str(&mut self, text: &str) {
+///         self.0 += text.len();
+///     }
+/// }
+///
+/// let mut counter = Counter(0);
+/// SseWriter::new().write_comment(&mut counter, "keep-alive");
+/// assert_eq!(counter.0, ": keep-alive\n".len());
+/// ```
+pub trait SseOutput {
+    /// Appends `text`.
+    fn append_str(&mut self, text: &str);
+}
+
+impl SseOutput for Vec<u8> {
+    fn append_str(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+}
+
+impl SseOutput for BytesMut {
+    fn append_str(&mut self, text: &str) {
+        self.extend_from_slice(text.as_bytes());
+    }
+}
+
+impl SseOutput for String {
+    fn append_str(&mut self, text: &str) {
+        self.push_str(text);
+    }
+}
+
+/// Why an event could not be serialised. Nothing was written when this is returned.
+///
+/// # Example
+///
+/// ```
+/// use kdnet::network::sse::{SseEvent, SseWriteError, SseWriter};
+///
+/// let mut out = Vec::new();
+/// let event = SseEvent::new("a\nb", "data");
+/// let error = SseWriter::new().write_event(&mut out, &event).unwrap_err();
+/// assert_eq!(error, SseWriteError::LineBreakInEventType { position: 1 });
+/// assert!(out.is_empty());
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SseWriteError {
+    /// The event type contains CR or LF, which would end the `event:` line early.
+    LineBreakInEventType {
+        /// Byte offset of the first CR or LF in the event type.
+        position: usize,
+    },
+    /// The event ID contains CR or LF, which would end the `id:` line early.
+    LineBreakInId {
+        /// Byte offset of the first CR or LF in the ID.
+        position: usize,
+    },
+    /// The event ID contains NUL; clients ignore an `id` field holding NUL.
+    NulInId {
+        /// Byte offset of the first NUL in the ID.
+        position: usize,
+    },
+}
+
+impl fmt::Display for SseWriteError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SseWriteError::LineBreakInEventType { position } => write!(
+                f,
+                "event type contains a line break (CR or LF) at byte {position}, which an event stream cannot carry"
+            ),
+            SseWriteError::LineBreakInId { position } => write!(
+                f,
+                "event id contains a line break (CR or LF) at byte {position}, which an event stream cannot carry"
+            ),
+            SseWriteError::NulInId { position } => write!(
+                f,
+                "event id contains NUL at byte {position}, which clients ignore"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for SseWriteError {}
+
+/// Serialises events for one connection (servers, mock servers, tests).
+///
+/// A client's last event ID sticks until the stream changes it, so the writer remembers the ID
+/// the client already has and writes an `id` field only when an event's
+/// [`last_event_id`](SseEvent::last_event_id) differs from it (including a change back to `""`).
+/// Parsing the output with a fresh [`SseParser`](crate::network::sse::SseParser) therefore gives
+/// back the same events, with data line ends normalised to LF. Use one writer per connection.
+///
+/// # Example
+///
+/// ```
+/// use kdnet::network::sse::{SseEvent, SseParser, SseWriter};
+/// use std::time::Duration;
+///
+/// let mut writer = SseWriter::new();
+/// let mut out = Vec::new();
+/// writer.write_comment(&mut out, "keep-alive");
+/// writer.write_event(&mut out, &SseEvent::new("delta", " two\r\nlines").with_id("1")).unwrap();
+/// writer.write_event(&mut out, &SseEvent::new("message", "again").with_id("1")).unwrap();
+/// writer.write_retry(&mut out, Duration::from_secs(5));
+/// assert_eq!(
+///     String::from_utf8(out.clone()).unwrap(),
+///     ": keep-alive\n\
+///      event: delta\nid: 1\ndata:  two\ndata: lines\n\n\
+///      data: again\n\n\
+///      retry: 5000\n\n"
+/// );
+///
+/// let events = SseParser::new().parse_all(&out).unwrap();
+/// assert_eq!(events[0], SseEvent::new("delta", " two\nlines").with_id("1"));
+/// assert_eq!(events[1], SseEvent::new("message", "again").with_id("1"));
+/// ```
+#[derive(Debug, Clone, Default)]
+pub struct SseWriter {
+    /// The last event ID the client holds after everything written so far.
+    client_last_event_id: String,
+}
+
+impl SseWriter {
+    /// A writer for a fresh connection whose client has no last event ID.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use kdnet::network::sse::SseWriter;
+    ///
+    /// assert_eq!(SseWriter::new().client_last_event_id(), "");
+    /// ```
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// A writer for a client that reconnected with `Last-Event-ID: last_event_id`; events carrying
+    /// that same ID are written without an `id` field.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use kdnet::network::sse::{SseEvent, SseWriter};
+    ///
+    /// let mut out = String::new();
+    /// let mut writer = SseWriter::resuming("41");
+    /// writer.write_event(&mut out, &SseEvent::new("", "x").with_id("42")).unwrap();
+    /// assert_eq!(out, "id: 42\ndata: x\n\n");
+    /// assert_eq!(writer.client_last_event_id(), "42");
+    /// ```
+    pub fn resuming(last_event_id: &str) -> Self {
+        SseWriter {
+            client_last_event_id: last_event_id.to_owned(),
+        }
+    }
+
+    /// The last event ID the client holds once it has parsed everything written so far.
+    pub fn client_last_event_id(&self) -> &str {
+        &self.client_last_event_id
+    }
+
+    /// Appends one event block: `event` (omitted for `message`), `id` (when it changes), `retry`
+    /// (when the event carries one), one `data` line per data line, then the blank line.
+    ///
+    /// Fails without writing anything if the event type or ID cannot be carried.
+    pub fn write_event(
+        &mut self,
+        out: &mut impl SseOutput,
+        event: &SseEvent,
+    ) -> Result<(), SseWriteError> {
+        let event_type = event.event_type();
+        if let Some(position) = memchr2(b'\r', b'\n', event_type.as_bytes()) {
+            return Err(SseWriteError::LineBreakInEventType { position });
+        }
+        let id = event.last_event_id();
+        if let Some(position) = memchr2(b'\r', b'\n', id.as_bytes()) {
+            return Err(SseWriteError::LineBreakInId { position });
+        }
+        if let Some(position) = memchr(0, id.as_bytes()) {
+            return Err(SseWriteError::NulInId { position });
+        }
+
+        if is_custom_event_type(event_type) {
+            write_field(out, "event", event_type);
+        }
+        if id != self.client_last_event_id {
+            write_field(out, "id", id);
+            self.client_last_event_id.clear();
+            self.client_last_event_id.push_str(id);
+        }
+        if let Some(retry) = event.retry() {
+            write_retry_field(out, retry);
+        }
+        for line in DataLines::new(event.data()) {
+            write_field(out, "data", line);
+        }
+        out.append_str("\n");
+        Ok(())
+    }
+
+    /// Appends a comment (`: keep-alive`). Clients ignore comments, so they are the usual way to
+    /// keep idle connections open; a comment with line breaks becomes several comment lines.
+    pub fn write_comment(&self, out: &mut impl SseOutput, comment: &str) {
+        for line in DataLines::new(comment) {
+            write_field(out, "", line);
+        }
+    }
+
+    /// Appends a block holding only `retry` (whole milliseconds), which sets the client's
+    /// reconnection time without dispatching an event.
+    pub fn write_retry(&self, out: &mut impl SseOutput, retry: Duration) {
+        write_retry_field(out, retry);
+        out.append_str("\n");
+    }
+}
+
+/// Writes `name: value`, or `name:` when the value is empty (a comment has an empty name).
+fn write_field(out: &mut impl SseOutput, name: &str, value: &str) {
+    out.append_str(name);
+    if value.is_empty() {
+        out.append_str(":\n");
+        return;
+    }
+    out.append_str(": ");
+    out.append_str(value);
+    out.append_str("\n");
+}
+
+fn write_retry_field(out: &mut impl SseOutput, retry: Duration) {
+    // u128::MAX has 39 decimal digits.
+    let mut digits = [0u8; 39];
+    let mut start = digits.len();
+    let mut millis = retry.as_millis();
+    loop {
+        start -= 1;
+        if let Some(slot) = digits.get_mut(start) {
+            // `millis % 10` is below 10, so the cast cannot truncate.
+            *slot = b'0' + (millis % 10) as u8;
+        }
+        millis /= 10;
+        if millis == 0 || start == 0 {
+            break;
+        }
+    }
+    let text = std::str::from_utf8(digits.get(start..).unwrap_or_default()).unwrap_or("0");
+    write_field(out, "retry", text);
+}
+
+/// The lines of a text split at CRLF, lone CR and LF; `n` line ends give `n + 1` lines.
+struct DataLines<'a> {
+    rest: Option<&'a str>,
+}
+
+impl<'a> DataLines<'a> {
+    fn new(text: &'a str) -> Self {
+        DataLines { rest: Some(text) }
+    }
+}
+
+impl<'a> Iterator for DataLines<'a> {
+    type Item = &'a str;
+
+    fn next(&mut self) -> Option<&'a str> {
+        let rest = self.rest?;
+        let Some(end) = memchr2(b'\r', b'\n', rest.as_bytes()) else {
+            self.rest = None;
+            return Some(rest);
+        };
+        // CR and LF are ASCII, so these offsets are char boundaries.
+        let line = rest.get(..end).unwrap_or_default();
+        let terminator_len = if rest.as_bytes().get(end..end + 2) == Some(b"\r\n") {
+            2
+        } else {
+            1
+        };
+        self.rest = Some(rest.get(end + terminator_len..).unwrap_or_default());
+        Some(line)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn lines(text: &str) -> Vec<&str> {
+        DataLines::new(text).collect()
+    }
+
+    #[test]
+    fn data_lines_split_at_every_kind_of_line_end() {
+        assert_eq!(lines(""), [""]);
+        assert_eq!(lines("a"), ["a"]);
+        assert_eq!(lines("a\nb\rc\r\nd"), ["a", "b", "c", "d"]);
+        assert_eq!(lines("\r\n"), ["", ""]);
+        assert_eq!(lines("\n\r"), ["", "", ""]);
+        assert_eq!(lines("é\r"), ["é", ""]);
+    }
+
+    #[test]
+    fn retry_is_written_in_whole_milliseconds() {
+        let writer = SseWriter::new();
+        let mut out = String::new();
+        writer.write_retry(&mut out, Duration::from_micros(1_999));
+        writer.write_retry(&mut out, Duration::ZERO);
+        writer.write_retry(&mut out, Duration::MAX);
+        assert_eq!(
+            out,
+            format!(
+                "retry: 1\n\nretry: 0\n\nretry: {}\n\n",
+                Duration::MAX.as_millis()
+            )
+        );
+    }
+
+    #[test]
+    fn every_output_type_gets_the_same_bytes() {
+        let event = SseEvent::new("t", "d").with_id("i");
+        let mut vec = Vec::new();
+        let mut bytes = BytesMut::new();
+        let mut string = String::new();
+        SseWriter::new().write_event(&mut vec, &event).unwrap();
+        SseWriter::new().write_event(&mut bytes, &event).unwrap();
+        SseWriter::new().write_event(&mut string, &event).unwrap();
+        assert_eq!(string, "event: t\nid: i\ndata: d\n\n");
+        assert_eq!(vec, string.as_bytes());
+        assert_eq!(&bytes[..], string.as_bytes());
+    }
+
+    #[test]
+    fn errors_name_the_field_and_position() {
+        let mut out = Vec::new();
+        let mut writer = SseWriter::new();
+        let cases = [
+            (
+                SseEvent::new("ok", "").with_id("a\rb"),
+                SseWriteError::LineBreakInId { position: 1 },
+            ),
+            (
+                SseEvent::new("ok", "").with_id("ab\0"),
+                SseWriteError::NulInId { position: 2 },
+            ),
+            (
+                SseEvent::new("x\r", ""),
+                SseWriteError::LineBreakInEventType { position: 1 },
+            ),
+        ];
+        for (event, expected) in cases {
+            assert_eq!(writer.write_event(&mut out, &event), Err(expected));
+        }
+        assert!(out.is_empty());
+        assert_eq!(writer.client_last_event_id(), "");
+        assert_eq!(
+            SseWriteError::NulInId { position: 2 }.to_string(),
+            "event id contains NUL at byte 2, which clients ignore"
+        );
+        assert_eq!(
+            SseWriteError::LineBreakInId { position: 1 }.to_string(),
+            "event id contains a line break (CR or LF) at byte 1, which an event stream cannot carry"
+        );
+        assert_eq!(
+            SseWriteError::LineBreakInEventType { position: 0 }.to_string(),
+            "event type contains a line break (CR or LF) at byte 0, which an event stream cannot carry"
+        );
+    }
+
+    #[test]
+    fn id_is_written_only_when_it_changes_and_reset_is_explicit() {
+        let mut out = String::new();
+        let mut writer = SseWriter::new();
+        for id in ["", "1", "1", ""] {
+            writer
+                .write_event(&mut out, &SseEvent::new("", "x").with_id(id))
+                .unwrap();
+        }
+        assert_eq!(
+            out,
+            "data: x\n\nid: 1\ndata: x\n\ndata: x\n\nid:\ndata: x\n\n"
+        );
+    }
+
+    #[test]
+    fn comments_with_line_breaks_become_several_comment_lines() {
+        let mut out = String::new();
+        SseWriter::new().write_comment(&mut out, "a\r\n\nb");
+        assert_eq!(out, ": a\n:\n: b\n");
+    }
+}

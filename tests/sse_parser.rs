@@ -1,0 +1,1078 @@
+//! WHATWG event-stream parsing rules, each checked with the input fed whole, byte at a time and
+//! split in two at every position; property tests against a naive reference parser; writer round
+//! trips.
+
+use std::time::Duration;
+
+use kdnet::network::sse::{
+    DEFAULT_MAX_EVENT_SIZE, SseEvent, SseParseError, SseParser, SseSink, SseWriter,
+};
+use proptest::prelude::*;
+
+// ----- harness -----
+
+/// Everything a sink saw, in order.
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Seen {
+    Event(SseEvent),
+    Comment(String),
+    Retry(Duration),
+}
+
+#[derive(Default)]
+struct Recorder(Vec<Seen>);
+
+impl SseSink for Recorder {
+    fn on_event(&mut self, event: SseEvent) {
+        self.0.push(Seen::Event(event));
+    }
+    fn on_comment(&mut self, comment: &str) {
+        self.0.push(Seen::Comment(comment.to_owned()));
+    }
+    fn on_retry(&mut self, retry: Duration) {
+        self.0.push(Seen::Retry(retry));
+    }
+}
+
+/// The full observable result of parsing one stream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Outcome {
+    seen: Vec<Seen>,
+    error: Option<SseParseError>,
+    last_event_id: String,
+    reconnection_time: Option<Duration>,
+}
+
+impl Outcome {
+    fn events(&self) -> Vec<SseEvent> {
+        self.seen
+            .iter()
+            .filter_map(|seen| match seen {
+                Seen::Event(event) => Some(event.clone()),
+                _ => None,
+            })
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, Copy, Default)]
+struct Options {
+    flush: bool,
+    comments: bool,
+    max_event_size: Option<usize>,
+}
+
+impl Options {
+    fn parser(self) -> SseParser {
+        let mut parser = match self.max_event_size {
+            Some(max) => SseParser::with_max_event_size(max),
+            None => SseParser::new(),
+        };
+        parser.set_flush_unterminated_at_eof(self.flush);
+        parser.set_report_comments(self.comments);
+        parser
+    }
+}
+
+const DEFAULTS: Options = Options {
+    flush: false,
+    comments: false,
+    max_event_size: None,
+};
+const FLUSH: Options = Options {
+    flush: true,
+    comments: false,
+    max_event_size: None,
+};
+const COMMENTS: Options = Options {
+    flush: false,
+    comments: true,
+    max_event_size: None,
+};
+
+/// Feeds `chunks` then finishes; stops at the first error.
+fn run_chunks(options: Options, chunks: &[&[u8]]) -> Outcome {
+    let mut parser = options.parser();
+    let mut recorder = Recorder::default();
+    let mut error = None;
+    for chunk in chunks {
+        if let Err(e) = parser.feed(chunk, &mut recorder) {
+            error = Some(e);
+            break;
+        }
+    }
+    if error.is_none() {
+        error = parser.finish(&mut recorder).err();
+    }
+    Outcome {
+        seen: recorder.0,
+        error,
+        last_event_id: parser.last_event_id().to_owned(),
+        reconnection_time: parser.reconnection_time(),
+    }
+}
+
+/// Parses `input` whole, byte at a time, and split in two at every position; asserts all agree.
+fn parse_every_way(options: Options, input: &[u8]) -> Outcome {
+    let whole = run_chunks(options, &[input]);
+    let bytes: Vec<&[u8]> = input.chunks(1).collect();
+    assert_eq!(run_chunks(options, &bytes), whole, "byte at a time");
+    for split in 0..=input.len() {
+        let (head, tail) = input.split_at(split);
+        assert_eq!(
+            run_chunks(options, &[head, tail]),
+            whole,
+            "split at {split}"
+        );
+    }
+    whole
+}
+
+/// Events of `input` with default options; no error allowed.
+fn events(input: &[u8]) -> Vec<SseEvent> {
+    let outcome = parse_every_way(DEFAULTS, input);
+    assert_eq!(outcome.error, None);
+    outcome.events()
+}
+
+fn message(data: &str) -> SseEvent {
+    SseEvent::new("message", data)
+}
+
+// ----- spec worked examples (§9.2.6) -----
+
+#[test]
+fn data_lines_join_with_lf() {
+    assert_eq!(
+        events(b"data: YHOO\ndata: +2\ndata: 10\n\n"),
+        [message("YHOO\n+2\n10")]
+    );
+}
+
+#[test]
+fn one_space_after_colon_is_optional() {
+    assert_eq!(
+        events(b"data:test\n\ndata: test\n\n"),
+        [message("test"), message("test")]
+    );
+}
+
+#[test]
+fn bare_data_line_dispatches_empty_event() {
+    assert_eq!(events(b"data\n\n"), [message("")]);
+    assert_eq!(events(b"data:\n\n"), [message("")]);
+}
+
+#[test]
+fn two_bare_data_lines_give_one_lf() {
+    assert_eq!(events(b"data\ndata\n\n"), [message("\n")]);
+    assert_eq!(events(b"data:\ndata:x\n\n"), [message("\nx")]);
+}
+
+#[test]
+fn spec_example_with_ids_and_comments() {
+    let input = b": test stream\n\ndata: first event\nid: 1\n\ndata:second event\nid\n\ndata:  third event\n\n";
+    let outcome = parse_every_way(DEFAULTS, input);
+    assert_eq!(
+        outcome.events(),
+        [
+            message("first event").with_id("1"),
+            message("second event"),
+            message(" third event"),
+        ]
+    );
+    assert_eq!(outcome.last_event_id, "");
+}
+
+// ----- end of stream -----
+
+#[test]
+fn unterminated_final_block_is_discarded() {
+    for input in [
+        &b"data: a\n\ndata: b"[..],
+        b"data: a\n\ndata: b\n",
+        b"data: a\n\ndata: b\r",
+        b"data: a\n\ndata: b\r\n",
+    ] {
+        assert_eq!(events(input), [message("a")], "{input:?}");
+    }
+}
+
+#[test]
+fn unterminated_final_block_is_flushed_when_asked() {
+    for input in [
+        &b"data: a\n\ndata: b"[..],
+        b"data: a\n\ndata: b\n",
+        b"data: a\n\ndata: b\r",
+        b"data: a\n\ndata: b\r\n",
+    ] {
+        let outcome = parse_every_way(FLUSH, input);
+        assert_eq!(outcome.events(), [message("a"), message("b")], "{input:?}");
+    }
+    // Nothing pending: flushing adds nothing.
+    assert_eq!(
+        parse_every_way(FLUSH, b"data: a\n\n").events(),
+        [message("a")]
+    );
+    // A pending block without data still fires nothing, but its ID is committed.
+    let outcome = parse_every_way(FLUSH, b"event: x\nid: 9");
+    assert_eq!(outcome.events(), []);
+    assert_eq!(outcome.last_event_id, "9");
+}
+
+#[test]
+fn unterminated_block_id_is_not_committed() {
+    let outcome = parse_every_way(DEFAULTS, b"id: 1\n\nid: 2\ndata: x\n");
+    assert_eq!(outcome.events(), []);
+    assert_eq!(outcome.last_event_id, "1");
+}
+
+#[test]
+fn finish_starts_a_fresh_body() {
+    let mut parser = SseParser::new();
+    let mut events = Vec::new();
+    parser.feed(b"data: lost", &mut events).unwrap();
+    parser.finish(&mut events).unwrap();
+    parser
+        .feed(b"\xEF\xBB\xBFdata: next\n\n", &mut events)
+        .unwrap();
+    assert_eq!(events, [message("next")]);
+}
+
+// ----- BOM -----
+
+#[test]
+fn one_leading_bom_is_stripped() {
+    assert_eq!(events(b"\xEF\xBB\xBFdata: x\n\n"), [message("x")]);
+}
+
+#[test]
+fn bom_split_over_chunks_is_stripped() {
+    let outcome = run_chunks(DEFAULTS, &[b"\xEF", b"\xBB", b"\xBFdata: x\n\n"]);
+    assert_eq!(outcome.events(), [message("x")]);
+    let outcome = run_chunks(DEFAULTS, &[b"\xEF\xBB", b"", b"\xBF", b"data: x\n\n"]);
+    assert_eq!(outcome.events(), [message("x")]);
+}
+
+#[test]
+fn second_bom_is_text() {
+    // The second BOM becomes part of the field name, so the line is an unknown field.
+    assert_eq!(events(b"\xEF\xBB\xBF\xEF\xBB\xBFdata: x\n\n"), []);
+    assert_eq!(
+        events(b"\xEF\xBB\xBFdata: \xEF\xBB\xBFx\n\n"),
+        [message("\u{FEFF}x")]
+    );
+}
+
+#[test]
+fn bom_not_at_start_is_text() {
+    assert_eq!(
+        events(b"data: a\n\n\xEF\xBB\xBFdata: b\n\ndata: c\n\n"),
+        [message("a"), message("c")]
+    );
+    assert_eq!(events(b"data: \xEF\xBB\xBF\n\n"), [message("\u{FEFF}")]);
+}
+
+#[test]
+fn incomplete_bom_is_text() {
+    // EF BB without BF: one invalid sequence, so U+FFFD starts the field name.
+    assert_eq!(events(b"\xEF\xBBdata: x\n\n"), []);
+    assert_eq!(events(b"\xEF\xBB\ndata: x\n\n"), [message("x")]);
+    assert_eq!(events(b"\xEFdata: x\n\ndata: y\n\n"), [message("y")]);
+    let outcome = parse_every_way(FLUSH, b"\xEF\xBB");
+    assert_eq!(outcome.seen, []);
+}
+
+#[test]
+fn reset_expects_a_new_bom() {
+    let mut parser = SseParser::new();
+    let mut events = Vec::new();
+    parser
+        .feed(b"\xEF\xBB\xBFdata: a\n\n", &mut events)
+        .unwrap();
+    parser.reset();
+    parser
+        .feed(b"\xEF\xBB\xBFdata: b\n\n", &mut events)
+        .unwrap();
+    assert_eq!(events, [message("a"), message("b")]);
+}
+
+// ----- line ends -----
+
+#[test]
+fn lf_crlf_and_lone_cr_all_end_lines() {
+    for input in [
+        &b"data: a\ndata: b\n\n"[..],
+        b"data: a\r\ndata: b\r\n\r\n",
+        b"data: a\rdata: b\r\r",
+        b"data: a\r\ndata: b\n\r\n",
+        b"data: a\rdata: b\n\r",
+        b"data: a\ndata: b\r\r\n",
+    ] {
+        assert_eq!(events(input), [message("a\nb")], "{input:?}");
+    }
+}
+
+#[test]
+fn lf_then_cr_is_two_line_ends() {
+    assert_eq!(
+        events(b"data: a\n\rdata: b\n\n"),
+        [message("a"), message("b")]
+    );
+}
+
+#[test]
+fn cr_at_chunk_end_then_lf_is_one_line_end() {
+    let outcome = run_chunks(
+        DEFAULTS,
+        &[b"data: a\r", b"\ndata: b\r", b"\n", b"\r", b"\n"],
+    );
+    assert_eq!(outcome.events(), [message("a\nb")]);
+    // The swallowed LF may arrive after empty chunks.
+    let outcome = run_chunks(DEFAULTS, &[b"data: a\r", b"", b"", b"\n\n"]);
+    assert_eq!(outcome.events(), [message("a")]);
+    // A CR at a chunk end followed by something else is a lone CR.
+    let outcome = run_chunks(DEFAULTS, &[b"data: a\r", b"\r"]);
+    assert_eq!(outcome.events(), [message("a")]);
+}
+
+// ----- field parsing -----
+
+#[test]
+fn field_name_ends_at_first_colon() {
+    assert_eq!(
+        events(b"data: a: b\nevent:x:y\n\n"),
+        [SseEvent::new("x:y", "a: b")]
+    );
+}
+
+#[test]
+fn only_one_leading_space_is_removed() {
+    assert_eq!(
+        events(b"data:  two\ndata:\tt\ndata: \n\n"),
+        [message(" two\n\tt\n")]
+    );
+}
+
+#[test]
+fn field_names_are_case_sensitive() {
+    assert_eq!(events(b"Data: x\nDATA: y\n\n"), []);
+    assert_eq!(events(b"Event: e\nID: 1\ndata: x\n\n"), [message("x")]);
+}
+
+#[test]
+fn line_without_colon_is_a_name_with_empty_value() {
+    // `event` alone sets an empty type (message); `id` alone resets the ID.
+    assert_eq!(
+        events(b"id: 5\nevent: t\nevent\ndata\n\nid\ndata\n\n"),
+        [message("").with_id("5"), message("")]
+    );
+    // `data ` (trailing space, no colon) is an unknown field named "data ".
+    assert_eq!(events(b"data \n\n"), []);
+}
+
+#[test]
+fn unknown_fields_are_ignored() {
+    assert_eq!(
+        events(b"foo: bar\ndata: x\nbaz\nevent : t\n\n"),
+        [message("x")]
+    );
+}
+
+#[test]
+fn event_field_sets_type_until_dispatch() {
+    assert_eq!(
+        events(b"event: a\nevent: b\ndata: 1\n\ndata: 2\n\nevent:\ndata: 3\n\nevent: message\ndata: 4\n\n"),
+        [
+            SseEvent::new("b", "1"),
+            message("2"),
+            message("3"),
+            message("4"),
+        ]
+    );
+}
+
+#[test]
+fn block_without_data_fires_nothing_and_clears_type() {
+    assert_eq!(events(b"event: lonely\n\ndata: x\n\n"), [message("x")]);
+    assert_eq!(events(b"\n\n\n"), []);
+}
+
+#[test]
+fn repeated_event_types_compare_equal() {
+    let events = events(b"event: delta\ndata: 1\n\nevent: delta\ndata: 2\n\nevent: other\ndata: 3\n\nevent: delta\ndata: 4\n\n");
+    let types: Vec<&str> = events.iter().map(SseEvent::event_type).collect();
+    assert_eq!(types, ["delta", "delta", "other", "delta"]);
+}
+
+// ----- id -----
+
+#[test]
+fn id_sticks_until_changed() {
+    let outcome = parse_every_way(DEFAULTS, b"id: 1\ndata: a\n\ndata: b\n\nid: 2\ndata: c\n\n");
+    assert_eq!(
+        outcome.events(),
+        [
+            message("a").with_id("1"),
+            message("b").with_id("1"),
+            message("c").with_id("2"),
+        ]
+    );
+    assert_eq!(outcome.last_event_id, "2");
+}
+
+#[test]
+fn id_with_nul_is_ignored() {
+    let outcome = parse_every_way(DEFAULTS, b"id: 1\n\nid: a\0b\ndata: x\n\n");
+    assert_eq!(outcome.events(), [message("x").with_id("1")]);
+    assert_eq!(outcome.last_event_id, "1");
+}
+
+#[test]
+fn empty_id_resets() {
+    for input in [
+        &b"id: 1\n\nid\ndata: x\n\n"[..],
+        b"id: 1\n\nid:\ndata: x\n\n",
+        b"id: 1\n\nid: \ndata: x\n\n",
+    ] {
+        let outcome = parse_every_way(DEFAULTS, input);
+        assert_eq!(outcome.events(), [message("x")], "{input:?}");
+        assert_eq!(outcome.last_event_id, "");
+    }
+}
+
+#[test]
+fn id_only_block_commits_without_event() {
+    let outcome = parse_every_way(DEFAULTS, b"id: 7\n\n");
+    assert_eq!(outcome.seen, []);
+    assert_eq!(outcome.last_event_id, "7");
+    // The committed ID reaches the next event even though that block has no id.
+    assert_eq!(events(b"id: 7\n\ndata: x\n\n"), [message("x").with_id("7")]);
+}
+
+#[test]
+fn id_keeps_leading_space_beyond_the_first_and_decodes_lossily() {
+    let outcome = parse_every_way(DEFAULTS, b"id:  a\xFF\n\n");
+    assert_eq!(outcome.last_event_id, " a\u{FFFD}");
+}
+
+#[test]
+fn initial_last_event_id_applies_until_changed() {
+    let mut parser = SseParser::new();
+    parser.set_last_event_id("resume-9");
+    assert_eq!(parser.last_event_id(), "resume-9");
+    let events = parser.parse_all(b"data: a\n\nid: 10\n\n").unwrap();
+    assert_eq!(events, [message("a").with_id("resume-9")]);
+    assert_eq!(parser.last_event_id(), "10");
+}
+
+// ----- retry -----
+
+#[test]
+fn valid_retry_sets_reconnection_time_and_fires_at_once() {
+    let outcome = parse_every_way(COMMENTS, b"retry: 1500\ndata: x\n\n");
+    assert_eq!(
+        outcome.seen,
+        [
+            Seen::Retry(Duration::from_millis(1500)),
+            Seen::Event(message("x").with_retry(Duration::from_millis(1500))),
+        ]
+    );
+    assert_eq!(outcome.reconnection_time, Some(Duration::from_millis(1500)));
+}
+
+#[test]
+fn retry_in_undispatched_block_still_counts() {
+    let outcome = parse_every_way(DEFAULTS, b"retry: 10\n\nretry: 20\n");
+    assert_eq!(
+        outcome.seen,
+        [
+            Seen::Retry(Duration::from_millis(10)),
+            Seen::Retry(Duration::from_millis(20))
+        ]
+    );
+    assert_eq!(outcome.reconnection_time, Some(Duration::from_millis(20)));
+}
+
+#[test]
+fn event_retry_is_only_its_own_blocks() {
+    assert_eq!(
+        events(b"retry: 5\n\ndata: a\n\nretry: 6\nretry: 7\ndata: b\n\ndata: c\n\n"),
+        [
+            message("a"),
+            message("b").with_retry(Duration::from_millis(7)),
+            message("c"),
+        ]
+    );
+}
+
+#[test]
+fn retry_accepts_digits_and_leading_zeros() {
+    for (input, millis) in [
+        (&b"retry: 0\n"[..], 0),
+        (b"retry:03000\n", 3000),
+        (b"retry: 0000000000000000000000042\n", 42),
+    ] {
+        let outcome = parse_every_way(DEFAULTS, input);
+        assert_eq!(
+            outcome.reconnection_time,
+            Some(Duration::from_millis(millis)),
+            "{input:?}"
+        );
+    }
+}
+
+#[test]
+fn retry_ignores_anything_but_digits() {
+    for value in [
+        &b""[..],
+        b" ",
+        b"  5",
+        b"+5",
+        b"-1",
+        b"5ms",
+        b"1e3",
+        b"1.5",
+        b"5 ",
+        b"\t5",
+        b"\xd9\xa3",
+    ] {
+        let mut input = b"retry: 100\n\nretry:".to_vec();
+        input.extend_from_slice(if value.is_empty() { b"" } else { b" " });
+        input.extend_from_slice(value);
+        input.extend_from_slice(b"\ndata: x\n\n");
+        let outcome = parse_every_way(DEFAULTS, &input);
+        assert_eq!(outcome.events(), [message("x")], "{value:?}");
+        assert_eq!(
+            outcome.reconnection_time,
+            Some(Duration::from_millis(100)),
+            "{value:?}"
+        );
+    }
+    // `retry` without a colon has an empty value: ignored too.
+    assert_eq!(
+        parse_every_way(DEFAULTS, b"retry\n\n").reconnection_time,
+        None
+    );
+}
+
+#[test]
+fn retry_too_large_for_u64_saturates() {
+    let outcome = parse_every_way(DEFAULTS, b"retry: 18446744073709551616\n\n");
+    assert_eq!(
+        outcome.reconnection_time,
+        Some(Duration::from_millis(u64::MAX))
+    );
+    let outcome = parse_every_way(DEFAULTS, b"retry: 18446744073709551615\n\n");
+    assert_eq!(
+        outcome.reconnection_time,
+        Some(Duration::from_millis(u64::MAX))
+    );
+}
+
+// ----- comments -----
+
+#[test]
+fn comments_are_ignored_by_default() {
+    let outcome = parse_every_way(DEFAULTS, b": hi\ndata: a\n:\n: more\ndata: b\n\n");
+    assert_eq!(outcome.seen, [Seen::Event(message("a\nb"))]);
+}
+
+#[test]
+fn comments_are_reported_when_asked() {
+    let outcome = parse_every_way(
+        COMMENTS,
+        b": keep-alive\n:raw\n:  two\n:\n:\xFF\ndata: a\n\n",
+    );
+    assert_eq!(
+        outcome.seen,
+        [
+            Seen::Comment("keep-alive".into()),
+            Seen::Comment("raw".into()),
+            Seen::Comment(" two".into()),
+            Seen::Comment(String::new()),
+            Seen::Comment("\u{FFFD}".into()),
+            Seen::Event(message("a")),
+        ]
+    );
+}
+
+#[test]
+fn comment_does_not_end_a_block() {
+    assert_eq!(events(b"data: a\n: note\ndata: b\n\n"), [message("a\nb")]);
+}
+
+// ----- UTF-8 -----
+
+#[test]
+fn invalid_utf8_becomes_replacement_characters() {
+    assert_eq!(
+        events(b"data: a\xFFb\xC0\xAFc\xED\xA0\x80\n\n"),
+        [message(
+            "a\u{FFFD}b\u{FFFD}\u{FFFD}c\u{FFFD}\u{FFFD}\u{FFFD}"
+        )]
+    );
+    assert_eq!(
+        events(b"event: t\xFE\ndata: x\n\n"),
+        [SseEvent::new("t\u{FFFD}", "x")]
+    );
+}
+
+#[test]
+fn truncated_sequence_before_line_end_is_one_replacement() {
+    assert_eq!(
+        events(b"data: \xE2\x82\ndata: \xF0\x9F\x98\r\n\n"),
+        [message("\u{FFFD}\n\u{FFFD}")]
+    );
+}
+
+#[test]
+fn multibyte_characters_survive_any_split() {
+    // parse_every_way splits inside each of these sequences.
+    assert_eq!(
+        events("data: é€😀\nevent: ünï\n\n".as_bytes()),
+        [SseEvent::new("ünï", "é€😀")]
+    );
+}
+
+#[test]
+fn nul_in_data_is_kept() {
+    assert_eq!(events(b"data: a\0b\n\n"), [message("a\0b")]);
+}
+
+#[test]
+fn invalid_bytes_in_field_name_make_it_unknown() {
+    assert_eq!(events(b"dat\xE1: x\n\ndata\xFF: y\n\n"), []);
+}
+
+// ----- size limit -----
+
+#[test]
+fn event_at_the_limit_is_accepted() {
+    // Line "data:" + 10 bytes = 15 bytes.
+    let options = Options {
+        max_event_size: Some(15),
+        ..DEFAULTS
+    };
+    let outcome = parse_every_way(options, b"data:0123456789\n\n");
+    assert_eq!(outcome.error, None);
+    assert_eq!(outcome.events(), [message("0123456789")]);
+}
+
+#[test]
+fn line_over_the_limit_is_rejected() {
+    let options = Options {
+        max_event_size: Some(14),
+        ..DEFAULTS
+    };
+    let outcome = parse_every_way(options, b"data: a\n\ndata:0123456789\n\n");
+    assert_eq!(
+        outcome.error,
+        Some(SseParseError::EventTooLarge { limit: 14 })
+    );
+    assert_eq!(outcome.events(), [message("a")]);
+    // Non-data lines count too: the limit bounds what the parser must buffer.
+    let outcome = parse_every_way(options, b": 0123456789abcdef\n");
+    assert_eq!(
+        outcome.error,
+        Some(SseParseError::EventTooLarge { limit: 14 })
+    );
+}
+
+#[test]
+fn data_accumulated_over_lines_counts() {
+    let options = Options {
+        max_event_size: Some(30),
+        ..DEFAULTS
+    };
+    let two = parse_every_way(options, b"data:0123456789\ndata:0123456789\n\n");
+    assert_eq!(two.error, None);
+    // A third line: 21 bytes of data + a 15-byte line > 30.
+    let three = parse_every_way(
+        options,
+        b"data:0123456789\ndata:0123456789\ndata:0123456789\n\n",
+    );
+    assert_eq!(
+        three.error,
+        Some(SseParseError::EventTooLarge { limit: 30 })
+    );
+    // The count starts over after each dispatch.
+    let separate = parse_every_way(
+        options,
+        b"data:0123456789\n\ndata:0123456789\n\ndata:0123456789\n\n",
+    );
+    assert_eq!(separate.error, None);
+    assert_eq!(separate.events().len(), 3);
+}
+
+#[test]
+fn replacement_characters_count_at_decoded_size() {
+    // The 9-byte line fits, but four invalid bytes decode to 12 bytes of U+FFFD.
+    let options = Options {
+        max_event_size: Some(10),
+        ..DEFAULTS
+    };
+    let outcome = parse_every_way(options, b"data:\xFF\xFF\xFF\xFF\n\n");
+    assert_eq!(
+        outcome.error,
+        Some(SseParseError::EventTooLarge { limit: 10 })
+    );
+    let fits = parse_every_way(options, b"data:\xFF\xFF\xFF\n\n");
+    assert_eq!(fits.error, None);
+}
+
+#[test]
+fn never_ending_line_is_rejected_once_the_limit_is_hit() {
+    let limit = 64 * 1024;
+    let mut parser = SseParser::with_max_event_size(limit);
+    let chunk = [b'x'; 1024];
+    let mut sink = |_: SseEvent| panic!("no event expected");
+    let mut accepted = 0usize;
+    let error = loop {
+        match parser.feed(&chunk, &mut sink) {
+            Ok(()) => accepted += chunk.len(),
+            Err(e) => break e,
+        }
+        assert!(accepted <= limit, "accepted {accepted} bytes of one line");
+    };
+    assert_eq!(accepted, limit);
+    assert_eq!(error, SseParseError::EventTooLarge { limit });
+    // The partial line was dropped, and the parser keeps refusing input until reset.
+    assert!(format!("{parser:?}").contains("partial_line_len: 0"));
+    assert_eq!(
+        parser.feed(b"\n\ndata: x\n\n", &mut sink),
+        Err(error.clone())
+    );
+    assert_eq!(parser.finish(&mut sink), Err(error));
+    parser.reset();
+    assert_eq!(parser.parse_all(b"data: x\n\n").unwrap(), [message("x")]);
+}
+
+#[test]
+fn default_limit_applies() {
+    assert_eq!(DEFAULT_MAX_EVENT_SIZE, 16 * 1024 * 1024);
+    let mut at_limit = b"data:".to_vec();
+    at_limit.resize(DEFAULT_MAX_EVENT_SIZE, b'x');
+    at_limit.extend_from_slice(b"\n\n");
+    let events = SseParser::new().parse_all(&at_limit).unwrap();
+    assert_eq!(events[0].data().len(), DEFAULT_MAX_EVENT_SIZE - 5);
+
+    let mut over = at_limit.clone();
+    over.insert(10, b'x');
+    assert_eq!(
+        SseParser::new().parse_all(&over),
+        Err(SseParseError::EventTooLarge {
+            limit: DEFAULT_MAX_EVENT_SIZE
+        })
+    );
+    let mut parser = SseParser::new();
+    let result = over
+        .chunks(4096)
+        .try_for_each(|chunk| parser.feed(chunk, &mut |_| {}));
+    assert_eq!(
+        result,
+        Err(SseParseError::EventTooLarge {
+            limit: DEFAULT_MAX_EVENT_SIZE
+        })
+    );
+}
+
+// ----- reset and sinks -----
+
+#[test]
+fn reset_keeps_id_and_reconnection_time_but_drops_the_partial_block() {
+    let mut parser = SseParser::new();
+    let mut events = Vec::new();
+    parser
+        .feed(
+            b"id: 1\nretry: 2500\n\nid: 2\nevent: t\ndata: partial\nda",
+            &mut events,
+        )
+        .unwrap();
+    parser.reset();
+    assert_eq!(parser.last_event_id(), "1");
+    assert_eq!(
+        parser.reconnection_time(),
+        Some(Duration::from_millis(2500))
+    );
+    parser.feed(b"ta: fresh\n\n", &mut events).unwrap();
+    parser.feed(b"data: b\r", &mut events).unwrap();
+    parser.reset();
+    // The CR of the old body must not swallow this body's first LF.
+    parser.feed(b"\ndata: c\n\n", &mut events).unwrap();
+    assert_eq!(events, [message("c").with_id("1")]);
+}
+
+#[test]
+fn closures_and_vectors_are_sinks() {
+    let mut parser = SseParser::new();
+    let mut collected = Vec::new();
+    parser
+        .feed(b"data: 1\n\n", &mut |event: SseEvent| {
+            collected.push(event.into_data())
+        })
+        .unwrap();
+    let mut vector: Vec<SseEvent> = Vec::new();
+    parser.feed(b"data: 2\n\n", &mut vector).unwrap();
+    assert_eq!(collected, ["1"]);
+    assert_eq!(vector, [message("2")]);
+}
+
+#[test]
+fn parse_error_is_an_error_with_lower_case_display() {
+    let error: Box<dyn std::error::Error> = Box::new(SseParseError::EventTooLarge { limit: 3 });
+    assert_eq!(
+        error.to_string(),
+        "server-sent event exceeds the size limit of 3 bytes"
+    );
+}
+
+// ----- property tests -----
+
+/// The naive oracle: strip one BOM, decode the whole stream with replacement, split into lines,
+/// and apply WHATWG §9.2.6 literally (data buffer with trailing LF and all).
+fn reference_parse(input: &[u8], flush: bool) -> Outcome {
+    let body = input.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(input);
+    let mut text = String::from_utf8_lossy(body).into_owned();
+    if flush {
+        text.push_str("\n\n");
+    }
+    let mut lines = Vec::new();
+    let mut current = String::new();
+    let mut chars = text.chars().peekable();
+    while let Some(c) = chars.next() {
+        match c {
+            '\r' => {
+                if chars.peek() == Some(&'\n') {
+                    chars.next();
+                }
+                lines.push(std::mem::take(&mut current));
+            }
+            '\n' => lines.push(std::mem::take(&mut current)),
+            other => current.push(other),
+        }
+    }
+
+    let mut seen = Vec::new();
+    let (mut data, mut event_type, mut id_buffer, mut last_event_id) =
+        (String::new(), String::new(), String::new(), String::new());
+    let (mut block_retry, mut reconnection_time) = (None, None);
+    for line in lines {
+        if line.is_empty() {
+            last_event_id = id_buffer.clone();
+            let retry = block_retry.take();
+            if data.is_empty() {
+                event_type.clear();
+                continue;
+            }
+            if data.ends_with('\n') {
+                data.pop();
+            }
+            let mut event =
+                SseEvent::new(&event_type, std::mem::take(&mut data)).with_id(&last_event_id);
+            if let Some(retry) = retry {
+                event = event.with_retry(retry);
+            }
+            seen.push(Seen::Event(event));
+            event_type.clear();
+            continue;
+        }
+        if let Some(comment) = line.strip_prefix(':') {
+            seen.push(Seen::Comment(
+                comment.strip_prefix(' ').unwrap_or(comment).to_owned(),
+            ));
+            continue;
+        }
+        let (name, value) = match line.split_once(':') {
+            Some((name, value)) => (name, value.strip_prefix(' ').unwrap_or(value)),
+            None => (line.as_str(), ""),
+        };
+        match name {
+            "event" => event_type = value.to_owned(),
+            "data" => {
+                data.push_str(value);
+                data.push('\n');
+            }
+            "id" if !value.contains('\0') => id_buffer = value.to_owned(),
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                let millis = value.parse::<u64>().unwrap_or(u64::MAX);
+                let retry = Duration::from_millis(millis);
+                block_retry = Some(retry);
+                reconnection_time = Some(retry);
+                seen.push(Seen::Retry(retry));
+            }
+            _ => {}
+        }
+    }
+    Outcome {
+        seen,
+        error: None,
+        last_event_id,
+        reconnection_time,
+    }
+}
+
+/// Streams built from pieces that exercise every rule (and their boundaries).
+fn stream() -> impl Strategy<Value = Vec<u8>> {
+    const PIECES: &[&[u8]] = &[
+        b"data",
+        b"data:",
+        b"data: ",
+        b"event:",
+        b"event: ",
+        b"id",
+        b"id:",
+        b"id: ",
+        b"retry:",
+        b"retry: ",
+        b":",
+        b" ",
+        b"x",
+        b"yz",
+        b"msg",
+        b"\r",
+        b"\n",
+        b"\r\n",
+        b"\n\n",
+        b"\0",
+        b"\t",
+        b"123",
+        b"007",
+        b"+5",
+        b"Data",
+        "é€".as_bytes(),
+        "😀".as_bytes(),
+        b"\xFF",
+        b"\xE2\x82",
+        b"\xEF\xBB\xBF",
+        b"\xEF",
+        b"\xEF\xBB",
+        b"99999999999999999999",
+    ];
+    prop::collection::vec(prop::sample::select(PIECES), 0..48).prop_map(|pieces| pieces.concat())
+}
+
+/// Splits `input` at the given (arbitrary) positions.
+fn split_at_indices<'a>(input: &'a [u8], cuts: &[prop::sample::Index]) -> Vec<&'a [u8]> {
+    let mut positions: Vec<usize> = cuts.iter().map(|cut| cut.index(input.len() + 1)).collect();
+    positions.sort_unstable();
+    let mut chunks = Vec::new();
+    let mut start = 0;
+    for position in positions {
+        chunks.push(&input[start..position]);
+        start = position;
+    }
+    chunks.push(&input[start..]);
+    chunks
+}
+
+/// Replaces CRLF and lone CR by LF, as the writer does to data.
+fn normalize_line_ends(text: &str) -> String {
+    text.replace("\r\n", "\n").replace('\r', "\n")
+}
+
+fn text_from(pieces: &'static [&'static str]) -> impl Strategy<Value = String> {
+    prop::collection::vec(prop::sample::select(pieces), 0..8).prop_map(|pieces| pieces.concat())
+}
+
+#[derive(Debug, Clone)]
+enum Item {
+    Event(SseEvent),
+    Comment(String),
+}
+
+fn writer_item() -> impl Strategy<Value = Item> {
+    const DATA: &[&str] = &[
+        "a", "é", "😀", "\r", "\n", "\r\n", "\0", " ", ":", "data: ", "\u{FEFF}", "id",
+    ];
+    const NAME: &[&str] = &["a", "é", " ", ":", "\0", "message", "id", "\u{FEFF}"];
+    const ID: &[&str] = &["1", "a", "é", " ", ":", "\u{FEFF}"];
+    let event = (
+        text_from(NAME),
+        text_from(DATA),
+        text_from(ID),
+        prop::option::of(0u64..10_000_000),
+    )
+        .prop_map(|(event_type, data, id, retry)| {
+            let event = SseEvent::new(&event_type, data).with_id(&id);
+            Item::Event(match retry {
+                Some(millis) => event.with_retry(Duration::from_millis(millis)),
+                None => event,
+            })
+        });
+    prop_oneof![4 => event, 1 => text_from(DATA).prop_map(Item::Comment)]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(512))]
+
+    #[test]
+    fn matches_the_reference_parser_however_split(
+        input in stream(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        flush in any::<bool>(),
+    ) {
+        let options = Options { flush, comments: true, max_event_size: None };
+        let expected = reference_parse(&input, flush);
+        let chunks = split_at_indices(&input, &cuts);
+        prop_assert_eq!(&run_chunks(options, &chunks), &expected);
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        prop_assert_eq!(&run_chunks(options, &bytes), &expected);
+    }
+
+    #[test]
+    fn random_bytes_never_panic_and_split_does_not_matter(
+        input in prop::collection::vec(any::<u8>(), 0..400),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..8),
+        flush in any::<bool>(),
+        comments in any::<bool>(),
+        max_event_size in prop::option::of(0usize..64),
+    ) {
+        let options = Options { flush, comments, max_event_size };
+        let whole = run_chunks(options, &[&input]);
+        let chunks = split_at_indices(&input, &cuts);
+        prop_assert_eq!(&run_chunks(options, &chunks), &whole);
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        prop_assert_eq!(&run_chunks(options, &bytes), &whole);
+    }
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn writer_output_parses_back_to_the_same_events(
+        items in prop::collection::vec(writer_item(), 0..8),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+    ) {
+        let mut writer = SseWriter::new();
+        let mut out = Vec::new();
+        let mut expected = Vec::new();
+        for item in &items {
+            match item {
+                Item::Event(event) => {
+                    writer.write_event(&mut out, event).unwrap();
+                    if let Some(retry) = event.retry() {
+                        expected.push(Seen::Retry(retry));
+                    }
+                    let mut parsed = SseEvent::new(event.event_type(), normalize_line_ends(event.data()))
+                        .with_id(event.last_event_id());
+                    if let Some(retry) = event.retry() {
+                        parsed = parsed.with_retry(retry);
+                    }
+                    expected.push(Seen::Event(parsed));
+                }
+                Item::Comment(comment) => {
+                    writer.write_comment(&mut out, comment);
+                    for line in normalize_line_ends(comment).split('\n') {
+                        expected.push(Seen::Comment(line.to_owned()));
+                    }
+                }
+            }
+        }
+        let outcome = run_chunks(COMMENTS, &split_at_indices(&out, &cuts));
+        prop_assert_eq!(outcome.error, None);
+        prop_assert_eq!(outcome.seen, expected);
+        prop_assert_eq!(outcome.last_event_id, writer.client_last_event_id());
+    }
+}
