@@ -213,7 +213,7 @@ impl LoopCore {
     /// One turn: posted closures queued before the turn, a poll, fd readiness, due timers, deferred
     /// slots. Each stage handles only work that existed when it began, so a busy descriptor or a
     /// closure that re-posts itself cannot starve the rest.
-    fn turn(&self, timeout: Option<Duration>) -> Result<usize, LoopError> {
+    pub(crate) fn turn(&self, timeout: Option<Duration>) -> Result<usize, LoopError> {
         self.depth.set(self.depth.get() + 1);
         let _depth = DepthGuard(&self.depth);
         let mut dispatched = 0;

@@ -1,0 +1,1469 @@
+//! [`HttpClient`]: HTTP/1.1 requests on the event loop (KDNetwork `HttpClient`).
+//!
+//! ```text
+//!  send ─▶ Queued ──(host has a free slot)──▶ Sending ─▶ RecvHead ─▶ RecvBody ─▶ Done
+//!            ▲                                   │           │ 1xx: stay     │
+//!            └───────── redirect hop ◀──────────────────────────────────────┘
+//! ```
+//!
+//! Each request has a [`RequestState`]; each connection a `Conn` in a per-host pool (at most
+//! `max_connections_per_host` active, further requests queue). Socket bytes reach the request's
+//! parsers straight from the loop's read buffer through a data sink: the head is accumulated until
+//! complete, body bytes are decoded in place (chunked, then gzip/deflate) and either appended to
+//! the body, handed to a streaming callback, or — with `sse_mode` — fed to the request's SSE parser.
+//! No `RefCell` borrow is held while user code runs: work is collected under the borrow and
+//! delivered after it.
+
+use std::cell::RefCell;
+use std::collections::{HashMap, VecDeque};
+use std::fmt;
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::body::BodyDecoder;
+use super::content::ContentDecoder;
+use super::encode::{encode_request_head, host_header_value};
+use super::framing::{BodyFraming, body_framing};
+use super::head::{HeadLimits, HeadParser, HeadStatus, ResponseHead};
+use super::redirect::{RedirectAction, redirect_action};
+use super::{HeaderMap, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession};
+use crate::bindings::Signal;
+use crate::foundation::{LoopCore, LoopError, TimerKey};
+use crate::network::error::{SocketError, TimeoutPhase, TlsFailure};
+use crate::network::sse::{SseEvent, SseParser, SseSink};
+use crate::network::tcp::{DataSink, TcpSocket};
+use crate::network::tls::TlsClientConfig;
+
+/// How much of a non-event-stream body an SSE request keeps for its error message.
+const SSE_ERROR_BODY_LIMIT: usize = 1024;
+
+/// Identifies one request of an [`HttpClient`] (it keeps its id across redirects and retries).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct RequestId(u64);
+
+impl fmt::Display for RequestId {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "#{}", self.0)
+    }
+}
+
+/// What a streaming request reports as it goes.
+#[derive(Debug)]
+pub enum StreamEvent<'a> {
+    /// The final response head arrived (the response's body is empty).
+    Head(&'a HttpResponse),
+    /// Decoded body bytes, valid only during the call.
+    Data(&'a [u8]),
+}
+
+type Callback = Box<dyn FnOnce(Result<HttpResponse, HttpError>)>;
+type StreamFn = Rc<RefCell<dyn FnMut(StreamEvent<'_>)>>;
+
+/// Receives an SSE request's stream (implemented by the SSE client).
+pub(crate) trait SseTarget {
+    /// The response head; `true` when it opens an event stream (status 200, `text/event-stream`).
+    fn on_head(&self, id: RequestId, response: &HttpResponse) -> bool;
+    fn on_events(&self, id: RequestId, events: &mut Vec<SseEvent>);
+    fn on_retry(&self, id: RequestId, retry: Duration);
+    /// The stream ended: `Ok(response)` for a clean end of an opened stream or for a rejected
+    /// response (with the start of its body), `Err` for failures.
+    fn on_end(&self, id: RequestId, result: Result<HttpResponse, HttpError>);
+}
+
+enum Delivery {
+    Buffered(Option<Callback>),
+    Streaming {
+        on_event: StreamFn,
+        on_done: Option<Callback>,
+    },
+    Sse {
+        target: Weak<dyn SseTarget>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Phase {
+    Queued,
+    Sending,
+    RecvHead,
+    RecvBody,
+}
+
+/// Everything one request needs while in flight (the seed design's `RequestState`).
+struct RequestState {
+    request: HttpRequest,
+    phase: Phase,
+    delivery: Delivery,
+    conn: Option<u64>,
+    host: HostKey,
+    head_buf: BytesMut,
+    head_parser: HeadParser,
+    head: Option<ResponseHead>,
+    response_head: Option<HttpResponse>,
+    decoder: Option<BodyDecoder>,
+    content: Option<ContentDecoder>,
+    body: BytesMut,
+    body_limit: Option<usize>,
+    reusable: bool,
+    redirect_next: Option<HttpRequest>,
+    redirects: u32,
+    started: Instant,
+    got_bytes: bool,
+    retried: bool,
+    total_timer: Option<TimerKey>,
+    idle_timer: Option<TimerKey>,
+    upload_total: u64,
+    uploaded: u64,
+    /// Set once the head opened an event stream: body bytes go to `sse_parser`.
+    sse_mode: bool,
+    sse_parser: Option<SseParser>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+struct HostKey {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+struct Conn {
+    host: HostKey,
+    socket: Rc<TcpSocket>,
+    request: Option<u64>,
+    served: u32,
+    idle_timer: Option<TimerKey>,
+    _sink: Rc<ConnSink>,
+}
+
+#[derive(Default)]
+struct HostState {
+    active: usize,
+    idle: Vec<u64>,
+    queue: VecDeque<u64>,
+}
+
+struct ClientInner {
+    session: HttpSession,
+    requests: HashMap<u64, RequestState>,
+    conns: HashMap<u64, Conn>,
+    hosts: HashMap<HostKey, HostState>,
+    next_id: u64,
+    tls: Option<Arc<rustls::ClientConfig>>,
+}
+
+/// Work found under the borrow and done after it (user code, socket closes).
+enum Action {
+    Finish(u64, Delivery, Result<HttpResponse, HttpError>),
+    StreamHead(StreamFn, HttpResponse),
+    StreamData(StreamFn, Bytes),
+    SseHead(u64, Weak<dyn SseTarget>, HttpResponse),
+    SseEvents(u64, Weak<dyn SseTarget>, Vec<SseEvent>),
+    SseRetry(u64, Weak<dyn SseTarget>, Duration),
+    Progress(u64, u64, Option<u64>),
+    Upload(u64, u64, u64),
+    Close(Rc<TcpSocket>),
+    ResponseReceived(HttpResponse),
+    Failed(u64, HttpError),
+}
+
+/// An HTTP/1.1 client on the current thread's loop (KDNetwork `HttpClient`).
+///
+/// Results arrive through the callback given to [`send`](Self::send) (or its `get`/`post`/…
+/// shortcuts) on the loop's thread — never from inside `send`. The client keeps connections alive
+/// per (scheme, host, port), follows redirects, stores and sends cookies, decodes gzip/deflate,
+/// and applies the [`HttpSession`]'s defaults.
+///
+/// ```no_run
+/// use kdnet::EventLoop;
+/// use kdnet::network::http::HttpClient;
+///
+/// let mut event_loop = EventLoop::new().unwrap();
+/// let client = HttpClient::new().unwrap();
+/// let handle = event_loop.handle();
+/// client.get("http://127.0.0.1:8080/", move |result| {
+///     match result {
+///         Ok(response) => println!("{} {}", response.status(), response.text()),
+///         Err(e) => eprintln!("failed: {e}"),
+///     }
+///     handle.quit();
+/// });
+/// event_loop.run();
+/// ```
+pub struct HttpClient {
+    /// Emitted with each request (after session defaults, before any byte is sent).
+    pub about_to_send_request: Signal<(RequestId, HttpRequest)>,
+    /// Emitted with every final response (after its callback ran).
+    pub response_received: Signal<HttpResponse>,
+    /// Emitted with every failed request (after its callback ran).
+    pub error: Signal<(RequestId, HttpError)>,
+    /// `(request, body bytes received, total if known)` as the body arrives.
+    pub download_progress: Signal<(RequestId, u64, Option<u64>)>,
+    /// `(request, body bytes sent, total)` as the request body leaves.
+    pub upload_progress: Signal<(RequestId, u64, u64)>,
+    core: Rc<LoopCore>,
+    inner: RefCell<ClientInner>,
+    self_weak: Weak<HttpClient>,
+}
+
+impl HttpClient {
+    /// A client with a default [`HttpSession`].
+    pub fn new() -> Result<Rc<HttpClient>, LoopError> {
+        Self::with_session(HttpSession::new())
+    }
+
+    /// A client with `session`'s defaults, cookie jar and limits.
+    pub fn with_session(session: HttpSession) -> Result<Rc<HttpClient>, LoopError> {
+        let core = LoopCore::current()?;
+        Ok(Rc::new_cyclic(|weak| HttpClient {
+            about_to_send_request: Signal::new(),
+            response_received: Signal::new(),
+            error: Signal::new(),
+            download_progress: Signal::new(),
+            upload_progress: Signal::new(),
+            core,
+            inner: RefCell::new(ClientInner {
+                session,
+                requests: HashMap::new(),
+                conns: HashMap::new(),
+                hosts: HashMap::new(),
+                next_id: 1,
+                tls: None,
+            }),
+            self_weak: weak.clone(),
+        }))
+    }
+
+    /// A copy of the session settings.
+    pub fn session(&self) -> HttpSession {
+        self.inner.borrow().session.clone()
+    }
+
+    /// Replaces the session settings (for requests sent afterwards).
+    pub fn set_session(&self, session: HttpSession) {
+        let mut inner = self.inner.borrow_mut();
+        inner.session = session;
+        inner.tls = None;
+    }
+
+    /// Changes the session settings in place.
+    pub fn update_session(&self, f: impl FnOnce(&mut HttpSession)) {
+        let mut session = self.session();
+        f(&mut session);
+        self.set_session(session);
+    }
+
+    /// Sends `request`; `callback` receives the final response or the error.
+    pub fn send(
+        &self,
+        request: HttpRequest,
+        callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
+    ) -> RequestId {
+        self.submit(request, Delivery::Buffered(Some(Box::new(callback))))
+    }
+
+    /// Sends `request` and delivers the body as it arrives instead of buffering it: `on_event`
+    /// gets the head, then each piece of decoded body; `on_done` gets the response (with an empty
+    /// body) or the error. Streaming requests have no total timeout.
+    pub fn send_streaming(
+        &self,
+        mut request: HttpRequest,
+        on_event: impl FnMut(StreamEvent<'_>) + 'static,
+        on_done: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
+    ) -> RequestId {
+        request.set_streaming(true);
+        self.submit(
+            request,
+            Delivery::Streaming {
+                on_event: Rc::new(RefCell::new(on_event)),
+                on_done: Some(Box::new(on_done)),
+            },
+        )
+    }
+
+    /// `GET url`.
+    pub fn get(
+        &self,
+        url: &str,
+        callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
+    ) -> RequestId {
+        self.send_method(HttpMethod::Get, url, None, callback)
+    }
+
+    /// `HEAD url`.
+    pub fn head(
+        &self,
+        url: &str,
+        callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
+    ) -> RequestId {
+        self.send_method(HttpMethod::Head, url, None, callback)
+    }
+
+    /// `POST url` with `body` of `content_type`.
+    pub fn post(
+        &self,
+        url: &str,
+        body: impl Into<Bytes>,
+        content_type: &str,
+        callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
+    ) -> RequestId {
+        self.send_method(HttpMethod::Post, url, Some((body.into(), content_type)), callback)
+    }
+
+    /// `PUT url` with `body` of `content_type`.
+    pub fn put(
+        &self,
+        url: &str,
+        body: impl Into<Bytes>,
+        content_type: &str,
+        callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
+    ) -> RequestId {
+        self.send_method(HttpMethod::Put, url, Some((body.into(), content_type)), callback)
+    }
+
+    /// `PATCH url` with `body` of `content_type`.
+    pub fn patch(
+        &self,
+        url: &str,
+        body: impl Into<Bytes>,
+        content_type: &str,
+        callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
+    ) -> RequestId {
+        self.send_method(HttpMethod::Patch, url, Some((body.into(), content_type)), callback)
+    }
+
+    /// `DELETE url` (KDNetwork `deleteResource`).
+    pub fn delete(
+        &self,
+        url: &str,
+        callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
+    ) -> RequestId {
+        self.send_method(HttpMethod::Delete, url, None, callback)
+    }
+
+    /// `OPTIONS url`.
+    pub fn options(
+        &self,
+        url: &str,
+        callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
+    ) -> RequestId {
+        self.send_method(HttpMethod::Options, url, None, callback)
+    }
+
+    /// Sends `request` and runs the current thread's loop until it completes (for scripts and
+    /// tests). Other work on the loop keeps running meanwhile.
+    pub fn send_and_wait(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
+        let result: Rc<RefCell<Option<Result<HttpResponse, HttpError>>>> = Rc::default();
+        let slot = result.clone();
+        self.send(request, move |r| *slot.borrow_mut() = Some(r));
+        loop {
+            if let Some(r) = result.borrow_mut().take() {
+                return r;
+            }
+            if let Err(e) = self.core.turn(None) {
+                return Err(HttpError::Transport(SocketError::io(
+                    crate::network::error::SocketOperation::Configure,
+                    std::io::Error::other(e.to_string()),
+                )));
+            }
+        }
+    }
+
+    /// Cancels one request: its callback receives [`HttpError::Cancelled`] (on a later turn).
+    /// Returns false if it already finished.
+    pub fn cancel(&self, id: RequestId) -> bool {
+        let mut actions = Vec::new();
+        let found = {
+            let mut inner = self.inner.borrow_mut();
+            let found = inner.requests.contains_key(&id.0);
+            if found {
+                self.fail(&mut inner, id.0, HttpError::Cancelled, false, &mut actions);
+            }
+            found
+        };
+        self.post_actions(actions);
+        found
+    }
+
+    /// Cancels every request of this client (and only of this client).
+    pub fn cancel_all(&self) {
+        let ids: Vec<u64> = self.inner.borrow().requests.keys().copied().collect();
+        for id in ids {
+            self.cancel(RequestId(id));
+        }
+    }
+
+    /// Requests in flight or queued.
+    pub fn pending_requests(&self) -> usize {
+        self.inner.borrow().requests.len()
+    }
+
+    /// Open connections (active and idle) to all hosts.
+    pub fn open_connections(&self) -> usize {
+        self.inner.borrow().conns.len()
+    }
+
+    /// Sends an SSE request: the response head is offered to `target`, and an event stream's
+    /// body goes straight from the socket into the request's parser.
+    pub(crate) fn send_sse(
+        &self,
+        mut request: HttpRequest,
+        parser: SseParser,
+        target: Weak<dyn SseTarget>,
+    ) -> RequestId {
+        request.set_streaming(true);
+        let id = self.submit(request, Delivery::Sse { target });
+        if let Some(state) = self.inner.borrow_mut().requests.get_mut(&id.0) {
+            state.sse_parser = Some(parser);
+        }
+        id
+    }
+
+    /// Takes the parser back from an SSE request (to keep its last event ID and retry).
+    pub(crate) fn sse_parser(&self, id: RequestId) -> Option<SseParser> {
+        self.inner
+            .borrow_mut()
+            .requests
+            .get_mut(&id.0)
+            .and_then(|s| s.sse_parser.take())
+    }
+
+    /// Ends one request silently (no callback): for owners that stop a stream themselves.
+    pub(crate) fn abandon(&self, id: RequestId) {
+        let mut actions = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            if let Some(mut state) = self.take_request(&mut inner, id.0) {
+                self.release_conn(&mut inner, &mut state, false, &mut actions);
+            }
+        }
+        self.run_actions(actions);
+    }
+
+    // ---- submitting --------------------------------------------------------------------------
+
+    fn send_method(
+        &self,
+        method: HttpMethod,
+        url: &str,
+        body: Option<(Bytes, &str)>,
+        callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
+    ) -> RequestId {
+        match HttpRequest::new(url) {
+            Ok(mut request) => {
+                request.set_method(method);
+                if let Some((body, content_type)) = body {
+                    request.set_body(body);
+                    request.set_header("Content-Type", content_type);
+                }
+                self.send(request, callback)
+            }
+            Err(e) => {
+                let id = self.next_id();
+                self.core.post(Box::new(move || callback(Err(e))));
+                id
+            }
+        }
+    }
+
+    fn next_id(&self) -> RequestId {
+        let mut inner = self.inner.borrow_mut();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        RequestId(id)
+    }
+
+    fn submit(&self, mut request: HttpRequest, delivery: Delivery) -> RequestId {
+        let id = self.next_id();
+        {
+            let inner = self.inner.borrow();
+            inner.session.prepare_request(&mut request);
+        }
+        request.take_url_credentials();
+        if let Err(e) = request.validate() {
+            let mut actions = vec![Action::Finish(id.0, delivery, Err(e))];
+            self.post_actions(std::mem::take(&mut actions));
+            return id;
+        }
+        self.about_to_send_request.emit(&(id, request.clone()));
+        let mut actions = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            let limits = HeadLimits {
+                max_head_bytes: inner.session.max_response_head_bytes(),
+                max_headers: inner.session.max_response_headers(),
+            };
+            let host = host_key(request.url());
+            let state = RequestState {
+                request,
+                phase: Phase::Queued,
+                delivery,
+                conn: None,
+                host,
+                head_buf: BytesMut::new(),
+                head_parser: HeadParser::new(limits),
+                head: None,
+                response_head: None,
+                decoder: None,
+                content: None,
+                body: BytesMut::new(),
+                body_limit: None,
+                reusable: false,
+                redirect_next: None,
+                redirects: 0,
+                started: Instant::now(),
+                got_bytes: false,
+                retried: false,
+                total_timer: None,
+                idle_timer: None,
+                upload_total: 0,
+                uploaded: 0,
+                sse_mode: false,
+                sse_parser: None,
+            };
+            inner.requests.insert(id.0, state);
+            self.arm_total_timer(&mut inner, id.0);
+            self.schedule(&mut inner, id.0, &mut actions);
+        }
+        // Failures found while scheduling are reported from the loop, never from inside send().
+        self.post_actions(actions);
+        id
+    }
+
+    fn arm_total_timer(&self, inner: &mut ClientInner, id: u64) {
+        let Some(state) = inner.requests.get_mut(&id) else {
+            return;
+        };
+        if state.request.is_streaming() {
+            return;
+        }
+        if let Some(timeout) = state.request.timeout() {
+            let weak = self.self_weak.clone();
+            state.total_timer = Some(self.core.call_after(timeout, move || {
+                if let Some(client) = weak.upgrade() {
+                    client.on_timeout(id, TimeoutPhase::Total);
+                }
+            }));
+        }
+    }
+
+    fn arm_idle_timer(&self, inner: &mut ClientInner, id: u64) {
+        let Some(timeout) = inner.session.read_timeout() else {
+            return;
+        };
+        let Some(state) = inner.requests.get_mut(&id) else {
+            return;
+        };
+        if let Some(key) = state.idle_timer.take() {
+            self.core.timer_remove(key);
+        }
+        let phase = if state.phase == Phase::RecvBody {
+            TimeoutPhase::BodyIdle
+        } else {
+            TimeoutPhase::ResponseHead
+        };
+        let weak = self.self_weak.clone();
+        state.idle_timer = Some(self.core.call_after(timeout, move || {
+            if let Some(client) = weak.upgrade() {
+                client.on_timeout(id, phase);
+            }
+        }));
+    }
+
+    /// Puts the request on a connection of its host, or queues it.
+    fn schedule(&self, inner: &mut ClientInner, id: u64, actions: &mut Vec<Action>) {
+        let Some(host) = inner.requests.get(&id).map(|s| s.host.clone()) else {
+            return;
+        };
+        let max = inner.session.max_connections_per_host().max(1);
+        let host_state = inner.hosts.entry(host.clone()).or_default();
+        // Most recently used idle connection first (warmest).
+        while let Some(conn_id) = host_state.idle.pop() {
+            if inner.conns.contains_key(&conn_id) {
+                return self.assign(inner, conn_id, id, actions);
+            }
+        }
+        if host_state.active >= max {
+            host_state.queue.push_back(id);
+            return;
+        }
+        match self.open_conn(inner, &host) {
+            Ok(conn_id) => self.assign(inner, conn_id, id, actions),
+            Err(e) => self.fail(inner, id, e, true, actions),
+        }
+    }
+
+    fn open_conn(&self, inner: &mut ClientInner, host: &HostKey) -> Result<u64, HttpError> {
+        let socket = TcpSocket::new().map_err(|e| {
+            HttpError::Transport(SocketError::InvalidState(if matches!(e, LoopError::NoEventLoop) {
+                "no event loop on this thread"
+            } else {
+                "event loop unavailable"
+            }))
+        })?;
+        let connect_timeout = inner.session.connect_timeout();
+        socket.set_connect_timeout(Some(connect_timeout));
+        if host.https {
+            let config = self.tls_config(inner)?;
+            socket.enable_client_tls(config, &host.host);
+            socket.set_handshake_timeout(Some(connect_timeout));
+        }
+        let conn_id = inner.next_id;
+        inner.next_id += 1;
+        let sink = Rc::new(ConnSink {
+            client: self.self_weak.clone(),
+            conn: conn_id,
+        });
+        let weak_sink: Weak<dyn DataSink> = Rc::downgrade(&sink) as Weak<dyn DataSink>;
+        socket.set_data_sink(Some(weak_sink));
+        let weak = self.self_weak.clone();
+        socket
+            .bytes_written
+            .connect(move |n| {
+                if let Some(client) = weak.upgrade() {
+                    client.on_bytes_written(conn_id, *n);
+                }
+            })
+            .release();
+        socket.connect_to_host(&host.host, host.port)?;
+        inner.conns.insert(
+            conn_id,
+            Conn {
+                host: host.clone(),
+                socket,
+                request: None,
+                served: 0,
+                idle_timer: None,
+                _sink: sink,
+            },
+        );
+        inner.hosts.entry(host.clone()).or_default().active += 1;
+        log::debug!("opened connection {conn_id} to {}:{}", host.host, host.port);
+        Ok(conn_id)
+    }
+
+    fn tls_config(&self, inner: &mut ClientInner) -> Result<Arc<rustls::ClientConfig>, HttpError> {
+        if let Some(config) = &inner.tls {
+            return Ok(Arc::clone(config));
+        }
+        let session = &inner.session;
+        let mut config = TlsClientConfig::new();
+        for pem in session.extra_ca_certificates() {
+            config.add_ca_certificate(pem)?;
+        }
+        if let Some((cert, key)) = session.client_certificate() {
+            config.set_client_certificate(cert, key)?;
+        }
+        if !session.verifies_certificates() {
+            config.dangerous_disable_certificate_verification();
+        }
+        let built = config.build()?;
+        inner.tls = Some(Arc::clone(&built));
+        Ok(built)
+    }
+
+    /// Writes the request on the connection (queued by the socket until it connects).
+    fn assign(&self, inner: &mut ClientInner, conn_id: u64, id: u64, actions: &mut Vec<Action>) {
+        let cookie = inner
+            .requests
+            .get(&id)
+            .and_then(|s| inner.session.cookie_header_for_url(s.request.url()));
+        let (Some(conn), Some(state)) = (inner.conns.get_mut(&conn_id), inner.requests.get_mut(&id))
+        else {
+            return;
+        };
+        if let Some(key) = conn.idle_timer.take() {
+            self.core.timer_remove(key);
+        }
+        conn.request = Some(id);
+        state.conn = Some(conn_id);
+        state.phase = Phase::Sending;
+        let mut wire = Vec::with_capacity(256 + state.request.body().len());
+        if let Err(e) = encode_request(&state.request, cookie, &mut wire) {
+            return self.fail(inner, id, e, true, actions);
+        }
+        state.upload_total = state.request.body().len() as u64;
+        state.uploaded = 0;
+        let head_len = wire.len() - state.request.body().len();
+        let socket = Rc::clone(&conn.socket);
+        state.phase = Phase::RecvHead;
+        // The body counts toward upload progress; the head does not.
+        state.uploaded = 0;
+        let _ = head_len;
+        if let Err(e) = socket.write(&wire) {
+            return self.fail(inner, id, e.into(), true, actions);
+        }
+        self.arm_idle_timer(inner, id);
+    }
+
+    // ---- receiving ---------------------------------------------------------------------------
+
+    fn on_data(&self, conn_id: u64, data: &[u8]) {
+        let mut actions = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            self.process_data(&mut inner, conn_id, data, &mut actions);
+        }
+        self.run_actions(actions);
+    }
+
+    fn process_data(
+        &self,
+        inner: &mut ClientInner,
+        conn_id: u64,
+        data: &[u8],
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(conn) = inner.conns.get(&conn_id) else {
+            return;
+        };
+        let Some(id) = conn.request else {
+            // Bytes nobody asked for on an idle connection: it cannot be trusted any more.
+            log::debug!("unexpected bytes on idle connection {conn_id}; closing it");
+            self.drop_conn(inner, conn_id, actions);
+            return;
+        };
+        self.arm_idle_timer(inner, id);
+        let Some(state) = inner.requests.get_mut(&id) else {
+            return;
+        };
+        state.got_bytes = true;
+        let mut input = data;
+        let mut leftover: Option<BytesMut> = None;
+        if state.phase == Phase::RecvHead {
+            state.head_buf.extend_from_slice(input);
+            loop {
+                match state.head_parser.parse(&state.head_buf) {
+                    Ok(HeadStatus::Partial) => return,
+                    Ok(HeadStatus::Complete { head, consumed }) => {
+                        let rest = state.head_buf.split_off(consumed);
+                        if head.is_informational() {
+                            // 1xx: skip it and parse the next head from what follows.
+                            state.head_buf = rest;
+                            state.head_parser = HeadParser::new(state.head_parser_limits());
+                            continue;
+                        }
+                        state.head_buf = BytesMut::new();
+                        if let Err(e) = self.on_head(inner, id, head, actions) {
+                            return self.fail(inner, id, e, true, actions);
+                        }
+                        leftover = Some(rest);
+                        break;
+                    }
+                    Err(e) => return self.fail(inner, id, e, true, actions),
+                }
+            }
+        }
+        let rest_holder;
+        if let Some(rest) = leftover {
+            rest_holder = rest;
+            input = &rest_holder;
+        }
+        if !input.is_empty() || self.body_done(inner, id) {
+            self.feed_body(inner, id, input, actions);
+        }
+    }
+
+    fn body_done(&self, inner: &ClientInner, id: u64) -> bool {
+        inner
+            .requests
+            .get(&id)
+            .and_then(|s| s.decoder.as_ref())
+            .is_some_and(|d| d.is_complete())
+    }
+
+    /// The final head arrived: framing, cookies, redirect decision, streaming hand-off.
+    fn on_head(
+        &self,
+        inner: &mut ClientInner,
+        id: u64,
+        head: ResponseHead,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), HttpError> {
+        let ClientInner {
+            session, requests, ..
+        } = inner;
+        let Some(state) = requests.get_mut(&id) else {
+            return Ok(());
+        };
+        let is_head = state.request.method() == &HttpMethod::Head;
+        let framing = body_framing(is_head, &head)?;
+        state.reusable = framing.reusable;
+        state.decoder = Some(BodyDecoder::new(framing.body));
+        state.content = if framing.body == BodyFraming::NoBody {
+            None
+        } else {
+            ContentDecoder::for_headers(&head.headers)
+        };
+        if let BodyFraming::Length(n) = framing.body {
+            // Reserve the announced size up front (bounded: a lying header must not allocate).
+            state.body.reserve(n.min(16 * 1024 * 1024) as usize);
+        }
+        session
+            .cookie_jar()
+            .lock()
+            .store_response_cookies(state.request.url(), head.headers.get_all("set-cookie"));
+        match redirect_action(
+            &state.request,
+            head.status,
+            head.headers.get("location"),
+            state.redirects,
+        ) {
+            RedirectAction::Follow(next) => {
+                // Read (and discard) this body so the connection can be reused.
+                state.redirect_next = Some(next);
+                state.body_limit = Some(0);
+            }
+            RedirectAction::Error(e) => return Err(e),
+            RedirectAction::Return => {}
+        }
+        state.phase = Phase::RecvBody;
+        let response = HttpResponse::new(
+            state.request.url().clone(),
+            head.status,
+            head.reason.clone(),
+            head.version,
+            head.headers.clone(),
+            Bytes::new(),
+        )
+        .with_redirect_count(state.redirects)
+        .with_elapsed(state.started.elapsed());
+        state.head = Some(head);
+        if state.redirect_next.is_none() {
+            match &state.delivery {
+                Delivery::Streaming { on_event, .. } => {
+                    actions.push(Action::StreamHead(Rc::clone(on_event), response.clone()));
+                }
+                Delivery::Sse { target } => {
+                    let opens = response.status() == 200
+                        && response
+                            .content_type()
+                            .is_some_and(is_event_stream_mime);
+                    if opens {
+                        state.sse_mode = true;
+                    } else {
+                        state.body_limit = Some(SSE_ERROR_BODY_LIMIT);
+                    }
+                    actions.push(Action::SseHead(id, target.clone(), response.clone()));
+                }
+                Delivery::Buffered(_) => {}
+            }
+        }
+        state.response_head = Some(response);
+        Ok(())
+    }
+
+    fn feed_body(&self, inner: &mut ClientInner, id: u64, input: &[u8], actions: &mut Vec<Action>) {
+        let Some(state) = inner.requests.get_mut(&id) else {
+            return;
+        };
+        let RequestState {
+            decoder,
+            content,
+            body,
+            body_limit,
+            delivery,
+            sse_mode,
+            sse_parser,
+            ..
+        } = state;
+        let Some(decoder) = decoder.as_mut() else {
+            return;
+        };
+        let mut collected = SseCollect::default();
+        let mut stream_chunk = BytesMut::new();
+        let mut failure: Option<HttpError> = None;
+        let mut parse_failure: Option<HttpError> = None;
+        let is_stream = matches!(delivery, Delivery::Streaming { .. });
+        let mut sink = |plain: &[u8]| {
+            if parse_failure.is_some() {
+                return;
+            }
+            if *sse_mode {
+                if let Some(parser) = sse_parser.as_mut() {
+                    if let Err(e) = parser.feed(plain, &mut collected) {
+                        parse_failure = Some(HttpError::LimitExceeded {
+                            what: "server-sent event",
+                            limit: match e {
+                                crate::network::sse::SseParseError::EventTooLarge { limit } => limit,
+                                _ => 0,
+                            },
+                        });
+                    }
+                }
+            } else if is_stream {
+                stream_chunk.extend_from_slice(plain);
+            } else {
+                let room = body_limit.map_or(usize::MAX, |l| l.saturating_sub(body.len()));
+                body.extend_from_slice(&plain[..plain.len().min(room)]);
+            }
+        };
+        let progress = decoder.decode(input, &mut |raw: &[u8]| match content.as_mut() {
+            Some(c) => {
+                if let Err(e) = c.decode(raw, &mut sink) {
+                    failure = failure.take().or(Some(e));
+                }
+            }
+            None => sink(raw),
+        });
+        drop(sink);
+        if let Some(e) = parse_failure {
+            failure = Some(e);
+        }
+        let complete = match progress {
+            Ok(p) => {
+                if p.complete && p.consumed < input.len() {
+                    // Bytes beyond the response (pipelining garbage): never reuse this connection.
+                    state.reusable = false;
+                }
+                p.complete
+            }
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        };
+        if complete && failure.is_none() {
+            if let Some(c) = state.content.as_mut() {
+                let mut tail = BytesMut::new();
+                if let Err(e) = c.finish(&mut |p: &[u8]| tail.extend_from_slice(p)) {
+                    failure = Some(e);
+                } else if !tail.is_empty() {
+                    // Rare: the decoder held back output until the end.
+                    if state.sse_mode {
+                        if let Some(parser) = state.sse_parser.as_mut() {
+                            let _ = parser.feed(&tail, &mut collected);
+                        }
+                    } else if is_stream {
+                        stream_chunk.extend_from_slice(&tail);
+                    } else {
+                        state.body.extend_from_slice(&tail);
+                    }
+                }
+            }
+        }
+        let received = state.decoder.as_ref().map_or(0, |d| d.received());
+        let total = state.response_head.as_ref().and_then(|r| r.content_length());
+        if let Some(e) = failure {
+            self.flush_stream_outputs(inner, id, collected, stream_chunk, actions);
+            return self.fail(inner, id, e, true, actions);
+        }
+        self.flush_stream_outputs(inner, id, collected, stream_chunk, actions);
+        actions.push(Action::Progress(id, received, total));
+        if complete {
+            self.complete(inner, id, actions);
+        }
+    }
+
+    fn flush_stream_outputs(
+        &self,
+        inner: &mut ClientInner,
+        id: u64,
+        collected: SseCollect,
+        chunk: BytesMut,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(state) = inner.requests.get(&id) else {
+            return;
+        };
+        match &state.delivery {
+            Delivery::Sse { target } => {
+                if let Some(retry) = collected.retry {
+                    actions.push(Action::SseRetry(id, target.clone(), retry));
+                }
+                if !collected.events.is_empty() {
+                    actions.push(Action::SseEvents(id, target.clone(), collected.events));
+                }
+            }
+            Delivery::Streaming { on_event, .. } if !chunk.is_empty() => {
+                actions.push(Action::StreamData(Rc::clone(on_event), chunk.freeze()));
+            }
+            _ => {}
+        }
+    }
+
+    /// The body is complete: follow a redirect, or finish the request.
+    fn complete(&self, inner: &mut ClientInner, id: u64, actions: &mut Vec<Action>) {
+        let Some(mut state) = self.take_request(inner, id) else {
+            return;
+        };
+        let reusable = state.reusable;
+        self.release_conn(inner, &mut state, reusable, actions);
+        if let Some(next) = state.redirect_next.take() {
+            log::debug!("request {id}: redirect to {}", next.url());
+            state.redirects += 1;
+            state.request = next;
+            state.host = host_key(state.request.url());
+            state.reset_for_hop();
+            inner.requests.insert(id, state);
+            return self.schedule(inner, id, actions);
+        }
+        if let Some(key) = state.total_timer.take() {
+            self.core.timer_remove(key);
+        }
+        let Some(response) = state.response_head.take() else {
+            return;
+        };
+        let response = response
+            .with_body(state.body.split().freeze())
+            .with_elapsed(state.started.elapsed());
+        actions.push(Action::Finish(id, state.delivery, Ok(response)));
+    }
+
+    /// Removes the request and its timers.
+    fn take_request(&self, inner: &mut ClientInner, id: u64) -> Option<RequestState> {
+        let mut state = inner.requests.remove(&id)?;
+        if let Some(key) = state.idle_timer.take() {
+            self.core.timer_remove(key);
+        }
+        if let Some(host) = inner.hosts.get_mut(&state.host) {
+            host.queue.retain(|q| *q != id);
+        }
+        Some(state)
+    }
+
+    /// Frees the request's connection: back to the pool (or to the next queued request) when
+    /// `reusable`, else closed.
+    fn release_conn(
+        &self,
+        inner: &mut ClientInner,
+        state: &mut RequestState,
+        reusable: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(conn_id) = state.conn.take() else {
+            return;
+        };
+        if !reusable {
+            return self.drop_conn(inner, conn_id, actions);
+        }
+        let Some(conn) = inner.conns.get_mut(&conn_id) else {
+            return;
+        };
+        conn.request = None;
+        conn.served += 1;
+        let host = conn.host.clone();
+        let next = inner.hosts.get_mut(&host).and_then(|h| h.queue.pop_front());
+        if let Some(next) = next {
+            return self.assign(inner, conn_id, next, actions);
+        }
+        let idle = inner.session.idle_connection_timeout();
+        let weak = self.self_weak.clone();
+        if let Some(conn) = inner.conns.get_mut(&conn_id) {
+            conn.idle_timer = Some(self.core.call_after(idle, move || {
+                if let Some(client) = weak.upgrade() {
+                    client.on_idle_expired(conn_id);
+                }
+            }));
+        }
+        let host_state = inner.hosts.entry(host).or_default();
+        host_state.idle.push(conn_id);
+    }
+
+    /// Closes a connection (after the borrow) and lets a queued request of its host start.
+    fn drop_conn(&self, inner: &mut ClientInner, conn_id: u64, actions: &mut Vec<Action>) {
+        let Some(mut conn) = inner.conns.remove(&conn_id) else {
+            return;
+        };
+        if let Some(key) = conn.idle_timer.take() {
+            self.core.timer_remove(key);
+        }
+        if let Some(host) = inner.hosts.get_mut(&conn.host) {
+            host.active = host.active.saturating_sub(1);
+            host.idle.retain(|c| *c != conn_id);
+        }
+        actions.push(Action::Close(conn.socket));
+        let next = inner.hosts.get_mut(&conn.host).and_then(|h| h.queue.pop_front());
+        if let Some(next) = next {
+            self.schedule(inner, next, actions);
+        }
+    }
+
+    fn on_idle_expired(&self, conn_id: u64) {
+        let mut actions = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            if inner.conns.get(&conn_id).is_some_and(|c| c.request.is_none()) {
+                if let Some(conn) = inner.conns.get_mut(&conn_id) {
+                    conn.idle_timer = None;
+                }
+                log::debug!("closing idle connection {conn_id}");
+                self.drop_conn(&mut inner, conn_id, &mut actions);
+            }
+        }
+        self.run_actions(actions);
+    }
+
+    /// The connection closed (peer EOF, reset, TLS failure, …).
+    fn on_conn_closed(&self, conn_id: u64, error: Option<SocketError>) {
+        let mut actions = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            let Some(conn) = inner.conns.get(&conn_id) else {
+                return;
+            };
+            let request = conn.request;
+            let served = conn.served;
+            // Already closed by the peer: drop it without another close.
+            if let Some(mut conn) = inner.conns.remove(&conn_id) {
+                if let Some(key) = conn.idle_timer.take() {
+                    self.core.timer_remove(key);
+                }
+                if let Some(host) = inner.hosts.get_mut(&conn.host) {
+                    host.active = host.active.saturating_sub(1);
+                    host.idle.retain(|c| *c != conn_id);
+                }
+            }
+            if let Some(id) = request {
+                self.on_request_conn_closed(&mut inner, id, served, error, &mut actions);
+            }
+            let host = inner
+                .requests
+                .get(&request.unwrap_or(0))
+                .map(|s| s.host.clone());
+            if let Some(host) = host {
+                let next = inner.hosts.get_mut(&host).and_then(|h| h.queue.pop_front());
+                if let Some(next) = next {
+                    self.schedule(&mut inner, next, &mut actions);
+                }
+            }
+        }
+        self.run_actions(actions);
+    }
+
+    fn on_request_conn_closed(
+        &self,
+        inner: &mut ClientInner,
+        id: u64,
+        served: u32,
+        error: Option<SocketError>,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(state) = inner.requests.get_mut(&id) else {
+            return;
+        };
+        state.conn = None;
+        // A reused keep-alive connection the server had already closed: replay once on a fresh one.
+        if !state.got_bytes && served > 0 && !state.retried {
+            log::debug!("request {id}: pooled connection was closed by the server; retrying");
+            state.retried = true;
+            state.reset_for_hop();
+            return self.schedule(inner, id, actions);
+        }
+        if let Some(e) = error {
+            return self.fail(inner, id, e.into(), false, actions);
+        }
+        match state.phase {
+            Phase::RecvBody => {
+                let finished = state.decoder.as_mut().map(|d| d.finish_at_eof());
+                match finished {
+                    Some(Ok(())) => {
+                        state.reusable = false;
+                        self.feed_body(inner, id, &[], actions);
+                    }
+                    Some(Err(e)) => self.fail(inner, id, e, false, actions),
+                    None => self.fail(inner, id, HttpError::EmptyResponse, false, actions),
+                }
+            }
+            Phase::RecvHead if state.got_bytes => self.fail(
+                inner,
+                id,
+                HttpError::Protocol("connection closed in the middle of the response head".into()),
+                false,
+                actions,
+            ),
+            _ => self.fail(inner, id, HttpError::EmptyResponse, false, actions),
+        }
+    }
+
+    fn on_timeout(&self, id: u64, phase: TimeoutPhase) {
+        let mut actions = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            if let Some(state) = inner.requests.get_mut(&id) {
+                match phase {
+                    TimeoutPhase::Total => state.total_timer = None,
+                    _ => state.idle_timer = None,
+                }
+                self.fail(&mut inner, id, HttpError::Timeout(phase), true, &mut actions);
+            }
+        }
+        self.run_actions(actions);
+    }
+
+    fn on_bytes_written(&self, conn_id: u64, n: usize) {
+        let update = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(id) = inner.conns.get(&conn_id).and_then(|c| c.request) else {
+                return;
+            };
+            let Some(state) = inner.requests.get_mut(&id) else {
+                return;
+            };
+            if state.upload_total == 0 {
+                return;
+            }
+            // Head bytes are counted too; cap at the body size so progress ends exactly at total.
+            state.uploaded = (state.uploaded + n as u64).min(state.upload_total);
+            (id, state.uploaded, state.upload_total)
+        };
+        self.upload_progress
+            .emit(&(RequestId(update.0), update.1, update.2));
+    }
+
+    /// Ends a request with `error`; `close_conn` when its connection is now unusable.
+    fn fail(
+        &self,
+        inner: &mut ClientInner,
+        id: u64,
+        error: HttpError,
+        close_conn: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(mut state) = self.take_request(inner, id) else {
+            return;
+        };
+        if let Some(key) = state.total_timer.take() {
+            self.core.timer_remove(key);
+        }
+        if close_conn {
+            self.release_conn(inner, &mut state, false, actions);
+        } else {
+            state.conn = None;
+        }
+        log::debug!("request {id} failed: {error}");
+        actions.push(Action::Finish(id, state.delivery, Err(error)));
+    }
+
+    // ---- delivering --------------------------------------------------------------------------
+
+    fn post_actions(&self, actions: Vec<Action>) {
+        if actions.is_empty() {
+            return;
+        }
+        let weak = self.self_weak.clone();
+        self.core.post(Box::new(move || {
+            if let Some(client) = weak.upgrade() {
+                client.run_actions(actions);
+            }
+        }));
+    }
+
+    /// Runs collected work with no borrow held.
+    fn run_actions(&self, actions: Vec<Action>) {
+        for action in actions {
+            match action {
+                Action::Close(socket) => socket.abort(),
+                Action::StreamHead(f, response) => (f.borrow_mut())(StreamEvent::Head(&response)),
+                Action::StreamData(f, data) => (f.borrow_mut())(StreamEvent::Data(&data)),
+                Action::SseHead(id, target, response) => {
+                    if let Some(t) = target.upgrade() {
+                        t.on_head(RequestId(id), &response);
+                    }
+                }
+                Action::SseEvents(id, target, mut events) => {
+                    if let Some(t) = target.upgrade() {
+                        t.on_events(RequestId(id), &mut events);
+                    }
+                }
+                Action::SseRetry(id, target, retry) => {
+                    if let Some(t) = target.upgrade() {
+                        t.on_retry(RequestId(id), retry);
+                    }
+                }
+                Action::Progress(id, received, total) => {
+                    if self.download_progress.connection_count() > 0 {
+                        self.download_progress.emit(&(RequestId(id), received, total));
+                    }
+                }
+                Action::Upload(id, sent, total) => {
+                    self.upload_progress.emit(&(RequestId(id), sent, total));
+                }
+                Action::ResponseReceived(response) => self.response_received.emit(&response),
+                Action::Failed(id, e) => self.error.emit(&(RequestId(id), e)),
+                Action::Finish(id, delivery, result) => self.finish(id, delivery, result),
+            }
+        }
+    }
+
+    fn finish(&self, id: u64, delivery: Delivery, result: Result<HttpResponse, HttpError>) {
+        let signal_copy = match &result {
+            Ok(response) if self.response_received.connection_count() > 0 => {
+                Some(Action::ResponseReceived(response.clone()))
+            }
+            Err(e) if self.error.connection_count() > 0 => Some(Action::Failed(id, e.clone())),
+            _ => None,
+        };
+        match delivery {
+            Delivery::Buffered(Some(callback)) => callback(result),
+            Delivery::Buffered(None) => {}
+            Delivery::Streaming { on_done, .. } => {
+                if let Some(done) = on_done {
+                    done(result);
+                }
+            }
+            Delivery::Sse { target } => {
+                if let Some(t) = target.upgrade() {
+                    t.on_end(RequestId(id), result);
+                }
+            }
+        }
+        if let Some(action) = signal_copy {
+            self.run_actions(vec![action]);
+        }
+    }
+}
+
+impl RequestState {
+    fn head_parser_limits(&self) -> HeadLimits {
+        self.head_parser.limits()
+    }
+
+    /// Clears everything a response wrote, for a redirect hop or a retry.
+    fn reset_for_hop(&mut self) {
+        self.phase = Phase::Queued;
+        self.conn = None;
+        self.head_buf = BytesMut::new();
+        self.head_parser = HeadParser::new(self.head_parser.limits());
+        self.head = None;
+        self.response_head = None;
+        self.decoder = None;
+        self.content = None;
+        self.body = BytesMut::new();
+        self.body_limit = None;
+        self.reusable = false;
+        self.got_bytes = false;
+        self.sse_mode = false;
+    }
+}
+
+impl Drop for HttpClient {
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut();
+        for (_, state) in inner.requests.drain() {
+            for key in [state.total_timer, state.idle_timer].into_iter().flatten() {
+                self.core.timer_remove(key);
+            }
+        }
+        for (_, conn) in inner.conns.drain() {
+            if let Some(key) = conn.idle_timer {
+                self.core.timer_remove(key);
+            }
+            conn.socket.abort();
+        }
+    }
+}
+
+impl fmt::Debug for HttpClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.inner.try_borrow() {
+            Ok(inner) => f
+                .debug_struct("HttpClient")
+                .field("requests", &inner.requests.len())
+                .field("connections", &inner.conns.len())
+                .finish(),
+            Err(_) => f.write_str("HttpClient { <busy> }"),
+        }
+    }
+}
+
+/// Connects one pooled socket's bytes to the client.
+struct ConnSink {
+    client: Weak<HttpClient>,
+    conn: u64,
+}
+
+impl DataSink for ConnSink {
+    fn on_data(&self, data: &[u8]) {
+        if let Some(client) = self.client.upgrade() {
+            client.on_data(self.conn, data);
+        }
+    }
+
+    fn on_closed(&self, error: Option<&SocketError>) {
+        // Deferred: a socket can close while the client is busy (e.g. a connect that fails at once).
+        let client = self.client.clone();
+        let conn = self.conn;
+        let error = error.cloned();
+        if let Some(c) = self.client.upgrade() {
+            c.core.post(Box::new(move || {
+                if let Some(client) = client.upgrade() {
+                    client.on_conn_closed(conn, error);
+                }
+            }));
+        }
+    }
+}
+
+#[derive(Default)]
+struct SseCollect {
+    events: Vec<SseEvent>,
+    retry: Option<Duration>,
+}
+
+impl SseSink for SseCollect {
+    fn on_event(&mut self, event: SseEvent) {
+        self.events.push(event);
+    }
+
+    fn on_retry(&mut self, retry: Duration) {
+        self.retry = Some(retry);
+    }
+}
+
+fn host_key(url: &url::Url) -> HostKey {
+    HostKey {
+        https: url.scheme() == "https",
+        host: url.host_str().unwrap_or_default().to_string(),
+        port: url.port_or_known_default().unwrap_or(80),
+    }
+}
+
+/// Whether a `Content-Type` value's essence is `text/event-stream` (parameters and case ignored).
+pub(crate) fn is_event_stream_mime(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("text/event-stream")
+}
+
+/// Serialises the request head with the automatic headers, then the body.
+fn encode_request(
+    request: &HttpRequest,
+    cookie: Option<String>,
+    out: &mut Vec<u8>,
+) -> Result<(), HttpError> {
+    let mut headers: HeaderMap = request.headers().clone();
+    if request.auto_add_common_headers() {
+        headers.set_if_absent("Host", host_header_value(request.url()));
+        headers.set_if_absent("Accept-Encoding", accepted_encodings());
+        let body_len = request.body().len();
+        let method_has_body = matches!(
+            request.method(),
+            HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch
+        );
+        if (body_len > 0 || method_has_body) && !headers.contains("Transfer-Encoding") {
+            headers.set_if_absent("Content-Length", body_len.to_string());
+        }
+    }
+    if let Some(cookie) = cookie {
+        headers.set_if_absent("Cookie", cookie);
+    }
+    encode_request_head(request.method().as_str(), request.url(), &headers, out)?;
+    out.extend_from_slice(request.body());
+    Ok(())
+}
+
+fn accepted_encodings() -> &'static str {
+    if cfg!(feature = "brotli") {
+        "gzip, deflate, br"
+    } else {
+        "gzip, deflate"
+    }
+}
+
+impl From<TlsFailure> for HttpError {
+    fn from(f: TlsFailure) -> Self {
+        HttpError::Transport(SocketError::Tls(f))
+    }
+}

@@ -1,0 +1,416 @@
+//! Transparent `Content-Encoding` decoding: gzip, deflate, identity (and brotli with the
+//! `brotli` feature), streaming, bytes in and decoded pieces out.
+//!
+//! Output is produced in pieces of at most one internal buffer (32 KiB) per step and handed to
+//! the callback at once, so a small compressed input never turns into one huge allocation; the
+//! total size (decompression bombs) is for the caller to bound.
+
+use std::fmt;
+use std::io::{self, Write};
+
+use flate2::write::{DeflateDecoder, MultiGzDecoder, ZlibDecoder};
+
+use crate::network::http::error::HttpError;
+use crate::network::http::headers::HeaderMap;
+
+/// Streaming decoder for one response body's content coding.
+pub(crate) struct ContentDecoder {
+    coding: Coding,
+    saw_input: bool,
+}
+
+impl ContentDecoder {
+    /// A decoder for a `Content-Encoding` value (a comma-separated list of codings, matched
+    /// case-insensitively): `gzip`/`x-gzip`, `deflate`, `identity` (or nothing), and `br` with
+    /// the `brotli` feature. `None` when the coding is unknown or several codings are stacked;
+    /// the caller then delivers the body as received.
+    pub(crate) fn for_encoding(content_encoding: &str) -> Option<Self> {
+        Self::for_codings(content_encoding.split(','))
+    }
+
+    /// [`ContentDecoder::for_encoding`] over every `Content-Encoding` field of `headers`.
+    pub(crate) fn for_headers(headers: &HeaderMap) -> Option<Self> {
+        Self::for_codings(
+            headers
+                .get_all("content-encoding")
+                .flat_map(|value| value.split(',')),
+        )
+    }
+
+    /// Decodes `input`, passing decoded pieces (never empty) to `out`.
+    /// [`HttpError::Decode`] for corrupt data, data after the end of the compressed stream, or a
+    /// call after [`ContentDecoder::finish`] or after an error.
+    pub(crate) fn decode(
+        &mut self,
+        input: &[u8],
+        out: &mut impl FnMut(&[u8]),
+    ) -> Result<(), HttpError> {
+        if input.is_empty() {
+            return Ok(());
+        }
+        self.saw_input = true;
+        let result = self.coding.decode(input, out);
+        if result.is_err() {
+            self.coding = Coding::Closed;
+        }
+        result
+    }
+
+    /// Ends the stream at the end of the body: flushes what is left to `out`, and fails with
+    /// [`HttpError::Decode`] when the compressed stream is truncated or its checksum is wrong.
+    /// An empty body is accepted whatever the coding.
+    pub(crate) fn finish(&mut self, out: &mut impl FnMut(&[u8])) -> Result<(), HttpError> {
+        let coding = std::mem::replace(&mut self.coding, Coding::Closed);
+        if !self.saw_input {
+            return Ok(());
+        }
+        coding.finish(out)
+    }
+
+    fn for_codings<'a>(elements: impl Iterator<Item = &'a str>) -> Option<Self> {
+        let mut codings = elements
+            .map(|e| e.trim_matches([' ', '\t']))
+            .filter(|e| !e.is_empty() && !e.eq_ignore_ascii_case("identity"));
+        let coding = match codings.next() {
+            None => Coding::Identity,
+            Some(name) if codings.next().is_none() => Coding::named(name)?,
+            // Stacked codings are rare enough not to chain decoders for.
+            Some(_) => return None,
+        };
+        Some(ContentDecoder {
+            coding,
+            saw_input: false,
+        })
+    }
+}
+
+impl fmt::Debug for ContentDecoder {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ContentDecoder")
+            .field("coding", &self.coding.name())
+            .field("saw_input", &self.saw_input)
+            .finish()
+    }
+}
+
+enum Coding {
+    Identity,
+    Gzip(MultiGzDecoder<Vec<u8>>),
+    /// `deflate` is meant to be zlib-wrapped, but some servers send raw deflate; the first two
+    /// bytes tell which.
+    DeflateUndecided {
+        first: Option<u8>,
+    },
+    Zlib(ZlibDecoder<Vec<u8>>),
+    RawDeflate(DeflateDecoder<Vec<u8>>),
+    #[cfg(feature = "brotli")]
+    Brotli(Box<brotli::BrotliStream>),
+    /// Finished or failed; flate2's writers must not be written to after finishing.
+    Closed,
+}
+
+impl Coding {
+    fn named(name: &str) -> Option<Coding> {
+        if name.eq_ignore_ascii_case("gzip") || name.eq_ignore_ascii_case("x-gzip") {
+            Some(Coding::Gzip(MultiGzDecoder::new(Vec::new())))
+        } else if name.eq_ignore_ascii_case("deflate") {
+            Some(Coding::DeflateUndecided { first: None })
+        } else {
+            #[cfg(feature = "brotli")]
+            if name.eq_ignore_ascii_case("br") {
+                return Some(Coding::Brotli(Box::new(brotli::BrotliStream::new())));
+            }
+            None
+        }
+    }
+
+    fn name(&self) -> &'static str {
+        match self {
+            Coding::Identity => "identity",
+            Coding::Gzip(_) => "gzip",
+            Coding::DeflateUndecided { .. } => "deflate",
+            Coding::Zlib(_) => "deflate (zlib)",
+            Coding::RawDeflate(_) => "deflate (raw)",
+            #[cfg(feature = "brotli")]
+            Coding::Brotli(_) => "br",
+            Coding::Closed => "closed",
+        }
+    }
+
+    fn decode(&mut self, input: &[u8], out: &mut impl FnMut(&[u8])) -> Result<(), HttpError> {
+        match self {
+            Coding::Identity => {
+                out(input);
+                Ok(())
+            }
+            Coding::Gzip(decoder) => pump(decoder, input, out),
+            Coding::Zlib(decoder) => pump(decoder, input, out),
+            Coding::RawDeflate(decoder) => pump(decoder, input, out),
+            #[cfg(feature = "brotli")]
+            Coding::Brotli(stream) => stream.decode(input, out),
+            Coding::DeflateUndecided { first: None } => match input {
+                [only] => {
+                    *self = Coding::DeflateUndecided { first: Some(*only) };
+                    Ok(())
+                }
+                [a, b, ..] => {
+                    *self = Coding::deflate_for_header(*a, *b);
+                    self.decode(input, out)
+                }
+                [] => Ok(()),
+            },
+            Coding::DeflateUndecided { first: Some(a) } => match input.first() {
+                Some(&b) => {
+                    let a = *a;
+                    *self = Coding::deflate_for_header(a, b);
+                    self.decode(&[a], out)?;
+                    self.decode(input, out)
+                }
+                None => Ok(()),
+            },
+            Coding::Closed => Err(HttpError::Decode(
+                "content decoder used after it finished or failed".into(),
+            )),
+        }
+    }
+
+    fn finish(self, out: &mut impl FnMut(&[u8])) -> Result<(), HttpError> {
+        match self {
+            Coding::Identity => Ok(()),
+            Coding::Gzip(mut decoder) => finish_writer(&mut decoder, out),
+            Coding::Zlib(mut decoder) => finish_writer(&mut decoder, out),
+            Coding::RawDeflate(mut decoder) => finish_writer(&mut decoder, out),
+            #[cfg(feature = "brotli")]
+            Coding::Brotli(stream) => stream.finish(),
+            Coding::DeflateUndecided { .. } => Err(truncated()),
+            Coding::Closed => Err(HttpError::Decode(
+                "content decoder finished twice or after an error".into(),
+            )),
+        }
+    }
+
+    /// zlib (RFC 1950) when the first two bytes form a valid zlib header with the deflate method
+    /// and no preset dictionary; raw deflate (RFC 1951) otherwise.
+    fn deflate_for_header(cmf: u8, flg: u8) -> Coding {
+        let deflate_method = cmf & 0x0f == 8 && cmf >> 4 <= 7;
+        let check_ok = (u16::from(cmf) << 8 | u16::from(flg)) % 31 == 0;
+        let preset_dictionary = flg & 0x20 != 0;
+        if deflate_method && check_ok && !preset_dictionary {
+            Coding::Zlib(ZlibDecoder::new(Vec::new()))
+        } else {
+            Coding::RawDeflate(DeflateDecoder::new(Vec::new()))
+        }
+    }
+}
+
+/// flate2's write-side decoders, all writing into a `Vec<u8>` that is drained after each step.
+trait WriteDecoder: Write {
+    fn output(&mut self) -> &mut Vec<u8>;
+    fn try_finish(&mut self) -> io::Result<()>;
+}
+
+impl WriteDecoder for MultiGzDecoder<Vec<u8>> {
+    fn output(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn try_finish(&mut self) -> io::Result<()> {
+        MultiGzDecoder::try_finish(self)
+    }
+}
+
+impl WriteDecoder for ZlibDecoder<Vec<u8>> {
+    fn output(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn try_finish(&mut self) -> io::Result<()> {
+        ZlibDecoder::try_finish(self)
+    }
+}
+
+impl WriteDecoder for DeflateDecoder<Vec<u8>> {
+    fn output(&mut self) -> &mut Vec<u8> {
+        self.get_mut()
+    }
+    fn try_finish(&mut self) -> io::Result<()> {
+        DeflateDecoder::try_finish(self)
+    }
+}
+
+/// Feeds `input` through `decoder` one step at a time (each step yields at most one internal
+/// buffer of output), handing the output on after every step so it never accumulates.
+fn pump(
+    decoder: &mut impl WriteDecoder,
+    mut input: &[u8],
+    out: &mut impl FnMut(&[u8]),
+) -> Result<(), HttpError> {
+    while !input.is_empty() {
+        let used = decoder.write(input).map_err(corrupt);
+        hand_on(decoder.output(), out);
+        match used? {
+            // The compressed stream has ended and the rest cannot start a new one.
+            0 => {
+                return Err(HttpError::Decode(format!(
+                    "{} bytes after the end of the compressed stream",
+                    input.len()
+                )));
+            }
+            used => input = input.get(used..).unwrap_or_default(),
+        }
+    }
+    Ok(())
+}
+
+fn finish_writer(
+    decoder: &mut impl WriteDecoder,
+    out: &mut impl FnMut(&[u8]),
+) -> Result<(), HttpError> {
+    let result = decoder.try_finish();
+    hand_on(decoder.output(), out);
+    result.map_err(|e| match e.kind() {
+        io::ErrorKind::UnexpectedEof => truncated(),
+        _ => corrupt(e),
+    })
+}
+
+fn hand_on(buffer: &mut Vec<u8>, out: &mut impl FnMut(&[u8])) {
+    if !buffer.is_empty() {
+        out(buffer);
+        buffer.clear();
+    }
+}
+
+fn corrupt(e: io::Error) -> HttpError {
+    HttpError::Decode(format!("corrupt compressed data: {e}"))
+}
+
+fn truncated() -> HttpError {
+    HttpError::Decode("compressed data ends before the end of its stream".into())
+}
+
+#[cfg(feature = "brotli")]
+mod brotli {
+    //! Brotli through the decoder's streaming core, writing into one fixed buffer that is
+    //! handed on whenever it fills.
+
+    use brotli_decompressor::{BrotliDecompressStream, BrotliResult, BrotliState, StandardAlloc};
+
+    use crate::network::http::error::HttpError;
+
+    const OUTPUT_BUFFER_BYTES: usize = 32 * 1024;
+
+    pub(super) struct BrotliStream {
+        state: BrotliState<StandardAlloc, StandardAlloc, StandardAlloc>,
+        buffer: Box<[u8]>,
+        total_out: usize,
+        ended: bool,
+    }
+
+    impl BrotliStream {
+        pub(super) fn new() -> Self {
+            BrotliStream {
+                state: BrotliState::new(
+                    StandardAlloc::default(),
+                    StandardAlloc::default(),
+                    StandardAlloc::default(),
+                ),
+                buffer: vec![0; OUTPUT_BUFFER_BYTES].into_boxed_slice(),
+                total_out: 0,
+                ended: false,
+            }
+        }
+
+        pub(super) fn decode(
+            &mut self,
+            input: &[u8],
+            out: &mut impl FnMut(&[u8]),
+        ) -> Result<(), HttpError> {
+            if self.ended {
+                return Err(trailing(input.len()));
+            }
+            let mut available_in = input.len();
+            let mut input_offset = 0;
+            loop {
+                let mut available_out = self.buffer.len();
+                let mut output_offset = 0;
+                let result = BrotliDecompressStream(
+                    &mut available_in,
+                    &mut input_offset,
+                    input,
+                    &mut available_out,
+                    &mut output_offset,
+                    &mut self.buffer,
+                    &mut self.total_out,
+                    &mut self.state,
+                );
+                if let Some(piece) = self.buffer.get(..output_offset).filter(|p| !p.is_empty()) {
+                    out(piece);
+                }
+                match result {
+                    BrotliResult::NeedsMoreOutput => {}
+                    BrotliResult::NeedsMoreInput => return Ok(()),
+                    BrotliResult::ResultSuccess => {
+                        self.ended = true;
+                        return match input.len().saturating_sub(input_offset) {
+                            0 => Ok(()),
+                            extra => Err(trailing(extra)),
+                        };
+                    }
+                    BrotliResult::ResultFailure => {
+                        return Err(HttpError::Decode("corrupt brotli data".into()));
+                    }
+                }
+            }
+        }
+
+        pub(super) fn finish(&self) -> Result<(), HttpError> {
+            if self.ended {
+                Ok(())
+            } else {
+                Err(HttpError::Decode(
+                    "brotli data ends before the end of its stream".into(),
+                ))
+            }
+        }
+    }
+
+    fn trailing(extra: usize) -> HttpError {
+        HttpError::Decode(format!(
+            "{extra} bytes after the end of the compressed stream"
+        ))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn zlib_header_detection() {
+        assert!(matches!(
+            Coding::deflate_for_header(0x78, 0x9c),
+            Coding::Zlib(_)
+        ));
+        assert!(matches!(
+            Coding::deflate_for_header(0x78, 0x01),
+            Coding::Zlib(_)
+        ));
+        // A raw deflate stream starting with a fixed-Huffman final block.
+        assert!(matches!(
+            Coding::deflate_for_header(0xcb, 0x48),
+            Coding::RawDeflate(_)
+        ));
+        // Preset dictionary flag: not something HTTP can use.
+        assert!(matches!(
+            Coding::deflate_for_header(0x78, 0xbb),
+            Coding::RawDeflate(_)
+        ));
+    }
+
+    #[test]
+    fn coding_names() {
+        assert!(ContentDecoder::for_encoding("X-GZIP").is_some());
+        assert!(ContentDecoder::for_encoding(" identity , ").is_some());
+        assert!(ContentDecoder::for_encoding("compress").is_none());
+        assert!(ContentDecoder::for_encoding("gzip, deflate").is_none());
+    }
+}

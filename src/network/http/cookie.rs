@@ -1,0 +1,465 @@
+//! [`HttpCookie`]: one cookie (KDNetwork `HttpCookie`), and the conversions between it, the
+//! `Set-Cookie` syntax and `cookie_store`'s form that the cookie jar relies on.
+
+use std::borrow::Cow;
+use std::fmt;
+use std::time::{Duration, SystemTime};
+
+use cookie_store::{Cookie as StoreCookie, CookieDomain, CookieExpiration, RawCookie};
+use url::{Host, Url};
+
+/// Longest `Set-Cookie` value (name, value and attributes) that is stored: 8192 bytes. RFC 6265
+/// §6.1 asks for at least 4096 bytes per cookie; the rest leaves room for attributes. Longer
+/// values are ignored.
+pub const DEFAULT_MAX_SET_COOKIE_BYTES: usize = 8192;
+
+/// The `SameSite` attribute of a cookie. An HTTP client has no "site" to protect, so the value
+/// is only stored and reported, as in KDNetwork.
+///
+/// ```
+/// use kdnet::network::http::SameSitePolicy;
+///
+/// assert_eq!(SameSitePolicy::from_attribute("lax"), SameSitePolicy::Lax);
+/// assert_eq!(SameSitePolicy::from_attribute("bogus"), SameSitePolicy::None);
+/// assert_eq!(SameSitePolicy::Strict.to_string(), "Strict");
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum SameSitePolicy {
+    /// `SameSite=None`, also used when the attribute is absent or has an unknown value (as
+    /// KDNetwork did).
+    #[default]
+    None,
+    /// `SameSite=Lax`.
+    Lax,
+    /// `SameSite=Strict`.
+    Strict,
+}
+
+impl SameSitePolicy {
+    /// The attribute value: `"None"`, `"Lax"` or `"Strict"`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SameSitePolicy::None => "None",
+            SameSitePolicy::Lax => "Lax",
+            SameSitePolicy::Strict => "Strict",
+        }
+    }
+
+    /// Reads an attribute value case-insensitively; unknown values give
+    /// [`SameSitePolicy::None`] (KDNetwork's `sameSitePolicyFromString`).
+    pub fn from_attribute(value: &str) -> Self {
+        let value = value.trim();
+        if value.eq_ignore_ascii_case("lax") {
+            SameSitePolicy::Lax
+        } else if value.eq_ignore_ascii_case("strict") {
+            SameSitePolicy::Strict
+        } else {
+            SameSitePolicy::None
+        }
+    }
+}
+
+impl fmt::Display for SameSitePolicy {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// One cookie, as stored in or taken from a cookie jar (KDNetwork `HttpCookie`).
+///
+/// A plain value: changing it does not change any jar. `domain` is stored without a leading
+/// dot. A cookie with `host_only` set matches only `domain` itself; otherwise it also matches
+/// its subdomains.
+///
+/// ```
+/// use kdnet::network::http::{HttpCookie, SameSitePolicy};
+/// use url::Url;
+///
+/// let url = Url::parse("https://example.com/account/login").unwrap();
+/// let cookie = HttpCookie::from_set_cookie_header(
+///     "id=a3fWa; Domain=.example.com; Path=/; Secure; HttpOnly; SameSite=Strict; Max-Age=3600",
+///     &url,
+/// )
+/// .unwrap();
+/// assert_eq!((cookie.name.as_str(), cookie.domain.as_str()), ("id", "example.com"));
+/// assert!(cookie.secure && cookie.http_only && !cookie.host_only);
+/// assert_eq!(cookie.same_site, SameSitePolicy::Strict);
+/// assert!(!cookie.is_session_cookie());
+/// assert_eq!(cookie.to_cookie_header(), "id=a3fWa");
+/// assert!(cookie.matches_url(&Url::parse("https://www.example.com/").unwrap()));
+/// assert!(!cookie.matches_url(&Url::parse("http://example.com/").unwrap()));
+///
+/// let mut manual = HttpCookie::new("theme", "dark");
+/// manual.domain = "example.com".into();
+/// assert_eq!(manual.path, "/");
+/// assert!(manual.is_session_cookie());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub struct HttpCookie {
+    /// The cookie name (never empty in a jar).
+    pub name: String,
+    /// The cookie value, exactly as the server sent it (quotes included).
+    pub value: String,
+    /// The domain, lower-case, without a leading dot; empty means "the host of the URL it is
+    /// inserted for".
+    pub domain: String,
+    /// Whether only `domain` itself matches (no `Domain` attribute was given), not its
+    /// subdomains.
+    pub host_only: bool,
+    /// The path prefix the cookie applies to (default `/`).
+    pub path: String,
+    /// When the cookie expires; `None` for a session cookie.
+    pub expiration: Option<SystemTime>,
+    /// Whether the cookie is only sent over `https`.
+    pub secure: bool,
+    /// Whether scripts may not read the cookie (stored and reported only).
+    pub http_only: bool,
+    /// The `SameSite` attribute (stored and reported only).
+    pub same_site: SameSitePolicy,
+}
+
+impl Default for HttpCookie {
+    fn default() -> Self {
+        HttpCookie {
+            name: String::new(),
+            value: String::new(),
+            domain: String::new(),
+            host_only: false,
+            path: "/".to_string(),
+            expiration: None,
+            secure: false,
+            http_only: false,
+            same_site: SameSitePolicy::None,
+        }
+    }
+}
+
+impl HttpCookie {
+    /// A session cookie with path `/` and no domain yet.
+    pub fn new(name: impl Into<String>, value: impl Into<String>) -> Self {
+        HttpCookie {
+            name: name.into(),
+            value: value.into(),
+            ..HttpCookie::default()
+        }
+    }
+
+    /// Parses one `Set-Cookie` header value received from `url`, with the rules
+    /// [`HttpCookieJar`](crate::network::http::HttpCookieJar) applies to a single cookie.
+    /// `None` when the cookie would be ignored: no `=`, an empty name, a `Domain` the URL is not
+    /// in, a Secure cookie from plain `http`, …
+    pub fn from_set_cookie_header(value: &str, url: &Url) -> Option<HttpCookie> {
+        let cookie = prepare_set_cookie(value, url, DEFAULT_MAX_SET_COOKIE_BYTES)?;
+        Some(from_store_cookie(&cookie))
+    }
+
+    /// The `name=value` pair for a `Cookie` request header.
+    pub fn to_cookie_header(&self) -> String {
+        format!("{}={}", self.name, self.value)
+    }
+
+    /// Whether the cookie lasts only for the session (no expiry time).
+    pub fn is_session_cookie(&self) -> bool {
+        self.expiration.is_none()
+    }
+
+    /// Whether the expiry time has passed.
+    pub fn is_expired(&self) -> bool {
+        self.expiration.is_some_and(|at| at <= SystemTime::now())
+    }
+
+    /// Whether the cookie would be sent to `url`: an `http`/`https` URL whose host
+    /// domain-matches (exactly, for host-only cookies), whose path path-matches (RFC 6265
+    /// §5.1.4), over `https` for Secure cookies. Expiry is not considered.
+    pub fn matches_url(&self, url: &Url) -> bool {
+        let domain = self.domain.strip_prefix('.').unwrap_or(&self.domain);
+        let path = if self.path.is_empty() {
+            "/"
+        } else {
+            &self.path
+        };
+        let Some(host) = url.host_str() else {
+            return false;
+        };
+        let domain_ok = if self.host_only {
+            host.eq_ignore_ascii_case(domain)
+        } else {
+            domain_matches(url, domain)
+        };
+        matches!(url.scheme(), "http" | "https")
+            && (!self.secure || url.scheme() == "https")
+            && !domain.is_empty()
+            && domain_ok
+            && path_matches(url.path(), path)
+    }
+}
+
+/// Parses a `Set-Cookie` value from `url` and applies every acceptance rule that does not need
+/// the jar's contents.
+pub(super) fn prepare_set_cookie(
+    value: &str,
+    url: &Url,
+    max_bytes: usize,
+) -> Option<StoreCookie<'static>> {
+    if value.len() > max_bytes || !matches!(url.scheme(), "http" | "https") {
+        return None;
+    }
+    let mut cookie = StoreCookie::parse(value, url).ok()?.into_owned();
+    if !is_sendable(cookie.name()) || !is_sendable(cookie.value()) {
+        return None;
+    }
+    apply_single_label_rule(&mut cookie, url)?;
+    let secure = cookie.secure() == Some(true);
+    if secure && url.scheme() != "https" {
+        return None;
+    }
+    if has_prefix(cookie.name(), "__Secure-") && !secure {
+        return None;
+    }
+    if has_prefix(cookie.name(), "__Host-")
+        && !(secure
+            && matches!(cookie.domain, CookieDomain::HostOnly(_))
+            && cookie.path.is_from_path_attr()
+            && path_of(&cookie) == "/")
+    {
+        return None;
+    }
+    Some(cookie)
+}
+
+/// Builds the store's form of a cookie given through the API.
+pub(super) fn to_store_cookie(cookie: &HttpCookie, url: &Url) -> Option<StoreCookie<'static>> {
+    if cookie.name.is_empty()
+        || !is_sendable(&cookie.name)
+        || !is_sendable(&cookie.value)
+        || cookie.name.contains('=')
+        || cookie.name.contains(';')
+        || cookie.value.contains(';')
+        || !matches!(url.scheme(), "http" | "https")
+    {
+        return None;
+    }
+    let domain = cookie.domain.strip_prefix('.').unwrap_or(&cookie.domain);
+    let mut raw = RawCookie::new(cookie.name.clone(), cookie.value.clone());
+    if !domain.is_empty() {
+        if cookie.host_only {
+            // Host-only cookies take their domain from the URL, which must be that host.
+            if domain_key(domain) != CookieDomain::host_only(url).ok()?.as_cow()? {
+                return None;
+            }
+        } else {
+            raw.set_domain(domain.to_string());
+        }
+    }
+    if cookie.path.starts_with('/') {
+        raw.set_path(cookie.path.clone());
+    }
+    if cookie.secure {
+        raw.set_secure(true);
+    }
+    if cookie.http_only {
+        raw.set_http_only(true);
+    }
+    set_same_site(&mut raw, cookie.same_site);
+    let mut stored = StoreCookie::try_from_raw_cookie(&raw, url).ok()?;
+    stored.expires = match cookie.expiration {
+        Some(at) => CookieExpiration::AtUtc(clamp_to_cookie_range(at).into()),
+        None => CookieExpiration::SessionEnd,
+    };
+    apply_single_label_rule(&mut stored, url)?;
+    Some(stored.into_owned())
+}
+
+pub(super) fn from_store_cookie(cookie: &StoreCookie<'_>) -> HttpCookie {
+    let same_site = match cookie.same_site() {
+        Some(s) if s.is_lax() => SameSitePolicy::Lax,
+        Some(s) if s.is_strict() => SameSitePolicy::Strict,
+        _ => SameSitePolicy::None,
+    };
+    HttpCookie {
+        name: cookie.name().to_string(),
+        value: cookie.value().to_string(),
+        domain: cookie
+            .domain
+            .as_cow()
+            .map(Cow::into_owned)
+            .unwrap_or_default(),
+        host_only: matches!(cookie.domain, CookieDomain::HostOnly(_)),
+        path: path_of(cookie).to_string(),
+        expiration: match &cookie.expires {
+            CookieExpiration::AtUtc(at) => Some(system_time_from_unix(at.unix_timestamp())),
+            CookieExpiration::SessionEnd => None,
+        },
+        secure: cookie.secure() == Some(true),
+        http_only: cookie.http_only() == Some(true),
+        same_site,
+    }
+}
+
+/// Refuses a single-label `Domain` (`com`, `localhost`) unless it is the request host, which
+/// makes the cookie host-only (RFC 6265 §5.3 step 5, without a suffix list).
+fn apply_single_label_rule(cookie: &mut StoreCookie<'_>, url: &Url) -> Option<()> {
+    if let CookieDomain::Suffix(domain) = &cookie.domain {
+        if !domain.contains('.') {
+            if url.host_str() != Some(domain.as_str()) {
+                return None;
+            }
+            cookie.domain = CookieDomain::host_only(url).ok()?;
+        }
+    }
+    Some(())
+}
+
+/// The store's key of a cookie, owned.
+pub(super) fn owned_key(cookie: &StoreCookie<'_>) -> Option<(String, String, String)> {
+    let domain = cookie.domain.as_cow()?.into_owned();
+    Some((
+        domain,
+        path_of(cookie).to_string(),
+        cookie.name().to_string(),
+    ))
+}
+
+pub(super) fn path_of<'c>(cookie: &'c StoreCookie<'_>) -> &'c str {
+    cookie.path.as_ref()
+}
+
+/// The store's domain key for a user-given domain: no leading dot, lower-case, IDNA to ASCII,
+/// IPv6 in brackets.
+pub(super) fn domain_key(domain: &str) -> String {
+    let domain = domain.trim();
+    let domain = domain.strip_prefix('.').unwrap_or(domain);
+    match Host::parse(domain) {
+        Ok(Host::Domain(d)) => d,
+        Ok(Host::Ipv4(ip)) => ip.to_string(),
+        Ok(Host::Ipv6(ip)) => format!("[{ip}]"),
+        Err(_) => domain.to_ascii_lowercase(),
+    }
+}
+
+/// Whether `url`'s host domain-matches `domain` (RFC 6265 §5.1.3): identical, or a subdomain of
+/// it when the host is a name rather than an IP address.
+fn domain_matches(url: &Url, domain: &str) -> bool {
+    match url.host() {
+        Some(Host::Domain(host)) => labels_match(host, domain),
+        Some(_) => url
+            .host_str()
+            .is_some_and(|h| h.eq_ignore_ascii_case(domain)),
+        None => false,
+    }
+}
+
+/// Whether host name `host` equals `domain` or ends with `.domain` (ASCII case-insensitive).
+pub(super) fn labels_match(host: &str, domain: &str) -> bool {
+    if host.eq_ignore_ascii_case(domain) {
+        return true;
+    }
+    let Some(split) = host.len().checked_sub(domain.len()) else {
+        return false;
+    };
+    split > 0
+        && host.is_char_boundary(split)
+        && host.as_bytes().get(split - 1) == Some(&b'.')
+        && host[split..].eq_ignore_ascii_case(domain)
+}
+
+/// RFC 6265 §5.1.4 path-match.
+pub(super) fn path_matches(request_path: &str, cookie_path: &str) -> bool {
+    match request_path.strip_prefix(cookie_path) {
+        Some(rest) => rest.is_empty() || cookie_path.ends_with('/') || rest.starts_with('/'),
+        None => false,
+    }
+}
+
+/// Whether a cookie name or value can be sent back in a `Cookie` header: no control characters
+/// other than tab (RFC 6265bis §5.6 step 3).
+fn is_sendable(text: &str) -> bool {
+    !text.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
+/// RFC 6265bis compares cookie name prefixes case-insensitively.
+fn has_prefix(name: &str, prefix: &str) -> bool {
+    name.get(..prefix.len())
+        .is_some_and(|start| start.eq_ignore_ascii_case(prefix))
+}
+
+fn set_same_site(raw: &mut RawCookie<'_>, policy: SameSitePolicy) {
+    // cookie_store does not re-export `cookie::SameSite`; take the value from a parsed cookie.
+    let template = match policy {
+        SameSitePolicy::None => return,
+        SameSitePolicy::Lax => "x=; SameSite=Lax",
+        SameSitePolicy::Strict => "x=; SameSite=Strict",
+    };
+    if let Ok(parsed) = RawCookie::parse(template) {
+        raw.set_same_site(parsed.same_site());
+    }
+}
+
+/// The latest instant a cookie expiry can hold: 9999-12-31T23:59:59Z (the `time` crate's range,
+/// which `cookie_store` uses; converting later instants would panic).
+const LATEST_COOKIE_EXPIRY_SECS: u64 = 253_402_300_799;
+
+/// Clamps a caller's `SystemTime` into the range the `time` crate can represent. Times before
+/// 1970 become 1970: they are all equally expired.
+fn clamp_to_cookie_range(at: SystemTime) -> SystemTime {
+    let latest = SystemTime::UNIX_EPOCH + Duration::from_secs(LATEST_COOKIE_EXPIRY_SECS);
+    if at < SystemTime::UNIX_EPOCH {
+        SystemTime::UNIX_EPOCH
+    } else if at > latest {
+        latest
+    } else {
+        at
+    }
+}
+
+fn system_time_from_unix(seconds: i64) -> SystemTime {
+    let magnitude = Duration::from_secs(seconds.unsigned_abs());
+    let at = if seconds >= 0 {
+        SystemTime::UNIX_EPOCH.checked_add(magnitude)
+    } else {
+        SystemTime::UNIX_EPOCH.checked_sub(magnitude)
+    };
+    at.unwrap_or(SystemTime::UNIX_EPOCH)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn path_match_follows_rfc_6265() {
+        assert!(path_matches("/test", "/test"));
+        assert!(path_matches("/test/sub", "/test"));
+        assert!(path_matches("/test/sub", "/test/"));
+        assert!(path_matches("/anything", "/"));
+        assert!(!path_matches("/testing", "/test"));
+        assert!(!path_matches("/", "/test"));
+        assert!(!path_matches("/other", "/test"));
+    }
+
+    #[test]
+    fn label_match_needs_a_dot_boundary() {
+        assert!(labels_match("example.com", "example.com"));
+        assert!(labels_match("a.b.EXAMPLE.com", "example.com"));
+        assert!(!labels_match("badexample.com", "example.com"));
+        assert!(!labels_match("com", "example.com"));
+        assert!(!labels_match("é.example.com", "xample.com"));
+    }
+
+    #[test]
+    fn expiry_conversion_never_panics_at_the_extremes() {
+        let far = SystemTime::UNIX_EPOCH + Duration::from_secs(u64::from(u32::MAX) * 1000);
+        assert!(clamp_to_cookie_range(far) < far);
+        let stored: SystemTime = system_time_from_unix(i64::MAX);
+        assert!(stored >= SystemTime::UNIX_EPOCH);
+        let _ = system_time_from_unix(i64::MIN);
+    }
+
+    #[test]
+    fn domain_keys_are_normalised_like_the_store() {
+        assert_eq!(domain_key(".Example.COM"), "example.com");
+        assert_eq!(domain_key("bücher.de"), "xn--bcher-kva.de");
+        assert_eq!(domain_key("[::1]"), "[::1]");
+    }
+}

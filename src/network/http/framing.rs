@@ -1,0 +1,213 @@
+//! How long a response body is, and whether the connection survives it (RFC 9112 §6.3, §9.3).
+//!
+//! This is where request smuggling and hangs are decided, so the rules are strict where the
+//! peer is ambiguous: differing or non-numeric `Content-Length` is an error; a `Transfer-Encoding`
+//! that does not end in `chunked` means read-to-close; and a response that carried both
+//! `Transfer-Encoding` and `Content-Length` never leaves its connection for reuse.
+
+use crate::network::http::error::HttpError;
+use crate::network::http::head::ResponseHead;
+use crate::network::http::version::HttpVersion;
+use crate::network::http::headers::HeaderMap;
+
+/// Where the body of a response ends.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyFraming {
+    /// No body, whatever the headers say (HEAD request, 1xx, 204, 304).
+    NoBody,
+    /// Exactly this many bytes (`Content-Length`).
+    Length(u64),
+    /// Chunked transfer coding, ended by the zero-size chunk and trailers.
+    Chunked,
+    /// Everything until the server closes the connection.
+    UntilClose,
+}
+
+/// The framing decision for one response.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Framing {
+    /// Where the body ends.
+    pub(crate) body: BodyFraming,
+    /// Whether the connection may carry another request once this body is complete (the caller
+    /// must still close it if bytes beyond the body arrive).
+    pub(crate) reusable: bool,
+}
+
+/// Decides the body framing of `head`, a final response to a request whose method was `HEAD`
+/// when `request_method_is_head` (RFC 9112 §6.3, in order):
+///
+/// 1. HEAD request, 1xx, 204 and 304 have no body, whatever the headers say;
+/// 2. `Transfer-Encoding` ending in `chunked` is chunked (HTTP/1.0: read to close); with
+///    `Content-Length` as well the connection is not reused;
+/// 3. any other `Transfer-Encoding` is read to close;
+/// 4. `Content-Length` (all values equal, digits only) gives the length;
+/// 5. otherwise read to close.
+///
+/// A read-to-close body never leaves the connection reusable. Otherwise HTTP/1.1 keeps the
+/// connection unless `Connection: close`; HTTP/1.0 only with `Connection: keep-alive`.
+pub(crate) fn body_framing(
+    request_method_is_head: bool,
+    head: &ResponseHead,
+) -> Result<Framing, HttpError> {
+    let headers = &head.headers;
+    let keep_alive = connection_persists(head.version, headers);
+    let no_body = request_method_is_head
+        || (100..200).contains(&head.status)
+        || matches!(head.status, 204 | 304);
+    if no_body {
+        // 101 hands the connection to another protocol; it is never back in the pool.
+        let reusable = keep_alive && head.status != 101;
+        return Ok(Framing {
+            body: BodyFraming::NoBody,
+            reusable,
+        });
+    }
+
+    if headers.contains("transfer-encoding") {
+        let chunked = final_coding_is_chunked(headers)?;
+        let body = if chunked && head.version == HttpVersion::Http11 {
+            BodyFraming::Chunked
+        } else {
+            // HTTP/1.0 has no chunked coding, and an unknown final coding has no end marker
+            // we could recognise: either way only the close ends the body.
+            BodyFraming::UntilClose
+        };
+        // Content-Length beside Transfer-Encoding is the classic smuggling shape: obey TE for
+        // this response, but never trust the rest of this connection.
+        let reusable =
+            keep_alive && body == BodyFraming::Chunked && !headers.contains("content-length");
+        return Ok(Framing { body, reusable });
+    }
+
+    match content_length(headers)? {
+        Some(length) => Ok(Framing {
+            body: BodyFraming::Length(length),
+            reusable: keep_alive,
+        }),
+        None => Ok(Framing {
+            body: BodyFraming::UntilClose,
+            reusable: false,
+        }),
+    }
+}
+
+/// Whether the connection persists after this response as far as versions and `Connection`
+/// go (RFC 9112 §9.3).
+fn connection_persists(version: HttpVersion, headers: &HeaderMap) -> bool {
+    let has_option = |option: &str| {
+        headers
+            .get_all("connection")
+            .flat_map(list_elements)
+            .any(|token| token.eq_ignore_ascii_case(option))
+    };
+    match version {
+        HttpVersion::Http11 => !has_option("close"),
+        HttpVersion::Http10 => has_option("keep-alive") && !has_option("close"),
+    }
+}
+
+/// Whether the last transfer coding over all `Transfer-Encoding` fields is `chunked`.
+/// `chunked` anywhere else is an error: RFC 9112 §6.1 forbids applying it twice, and before
+/// another coding it would hide where the body ends.
+fn final_coding_is_chunked(headers: &HeaderMap) -> Result<bool, HttpError> {
+    let mut codings = headers
+        .get_all("transfer-encoding")
+        .flat_map(list_elements)
+        .map(coding_name)
+        .peekable();
+    let mut chunked_seen = false;
+    while let Some(coding) = codings.next() {
+        let is_chunked = coding.eq_ignore_ascii_case("chunked");
+        if is_chunked && chunked_seen {
+            return Err(HttpError::Protocol(
+                "transfer-encoding applies chunked more than once".into(),
+            ));
+        }
+        chunked_seen |= is_chunked;
+        if codings.peek().is_none() {
+            return Ok(is_chunked);
+        }
+    }
+    // Present but empty: no coding we can recognise the end of.
+    Ok(false)
+}
+
+/// The agreed `Content-Length`, if any. Every element of every field must be digits only (after
+/// trimming whitespace) and all must be equal (RFC 9110 §8.6).
+fn content_length(headers: &HeaderMap) -> Result<Option<u64>, HttpError> {
+    let mut agreed: Option<u64> = None;
+    for value in headers.get_all("content-length") {
+        for element in value.split(',') {
+            let length = parse_decimal(trim_ows(element))
+                .ok_or_else(|| HttpError::Protocol(format!("invalid content-length {value:?}")))?;
+            match agreed {
+                Some(previous) if previous != length => {
+                    return Err(HttpError::Protocol(format!(
+                        "conflicting content-length values {previous} and {length}"
+                    )));
+                }
+                _ => agreed = Some(length),
+            }
+        }
+    }
+    Ok(agreed)
+}
+
+/// Digits only (no sign, no spaces, not empty); `None` on anything else or on u64 overflow.
+fn parse_decimal(digits: &str) -> Option<u64> {
+    if digits.is_empty() {
+        return None;
+    }
+    digits.bytes().try_fold(0u64, |acc, b| {
+        let digit = b.is_ascii_digit().then(|| u64::from(b - b'0'))?;
+        acc.checked_mul(10)?.checked_add(digit)
+    })
+}
+
+/// The non-empty elements of a comma-separated field value, trimmed (RFC 9110 §5.6.1).
+fn list_elements(value: &str) -> impl Iterator<Item = &str> {
+    value.split(',').map(trim_ows).filter(|e| !e.is_empty())
+}
+
+/// A transfer coding without its parameters (`chunked;x=y` → `chunked`).
+fn coding_name(element: &str) -> &str {
+    trim_ows(element.split(';').next().unwrap_or_default())
+}
+
+fn trim_ows(s: &str) -> &str {
+    s.trim_matches([' ', '\t'])
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn decimal_parsing_is_digits_only() {
+        assert_eq!(parse_decimal("0"), Some(0));
+        assert_eq!(parse_decimal("0018"), Some(18));
+        assert_eq!(parse_decimal("18446744073709551615"), Some(u64::MAX));
+        for bad in [
+            "",
+            "+8",
+            "-6",
+            "6badness",
+            "6 7",
+            "18446744073709551616",
+            "0x10",
+        ] {
+            assert_eq!(parse_decimal(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn list_elements_skip_empty_entries_and_whitespace() {
+        let got: Vec<_> = list_elements(" close ,, \tUpgrade,").collect();
+        assert_eq!(got, ["close", "Upgrade"]);
+    }
+
+    #[test]
+    fn coding_parameters_are_ignored_for_the_name() {
+        assert_eq!(coding_name(" chunked ; foo=bar"), "chunked");
+    }
+}

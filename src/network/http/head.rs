@@ -1,0 +1,396 @@
+//! Sans-IO parser for the response head: status line and header fields (RFC 9112 §4–5).
+//!
+//! httparse tokenizes; this module adds what httparse leaves to its caller: the byte and count
+//! limits (KDNetwork H18), the status range, empty values kept as empty values (H14), and a
+//! search for the blank line that ends the head, so that a head arriving one byte per read is
+//! tokenized once instead of once per read.
+//!
+//! The caller keeps every byte it received since the head began in one buffer and passes the
+//! whole buffer on each call. [`HeadStatus::Complete`] says how many bytes the head took; the
+//! rest of the buffer is body (or the next response).
+
+use memchr::{memchr, memchr_iter, memmem};
+
+use crate::network::http::error::HttpError;
+use crate::network::http::headers::HeaderMap;
+use crate::network::http::version::HttpVersion;
+
+/// Default for [`HeadLimits::max_head_bytes`]: 64 KiB (65 536 bytes), from the status line up to
+/// and including the blank line.
+///
+/// ```
+/// assert_eq!(kdnet::network::http::DEFAULT_MAX_HEAD_BYTES, 65_536);
+/// ```
+pub const DEFAULT_MAX_HEAD_BYTES: usize = 64 * 1024;
+
+/// Default for [`HeadLimits::max_headers`]: 100 header fields.
+///
+/// ```
+/// assert_eq!(kdnet::network::http::DEFAULT_MAX_HEADERS, 100);
+/// ```
+pub const DEFAULT_MAX_HEADERS: usize = 100;
+
+/// Bounds on one response head; exceeding them fails the response instead of buffering without
+/// end.
+///
+/// ```
+/// use kdnet::network::http::{HeadLimits, DEFAULT_MAX_HEADERS};
+///
+/// let limits = HeadLimits { max_head_bytes: 16 * 1024, ..HeadLimits::default() };
+/// assert_eq!(limits.max_headers, DEFAULT_MAX_HEADERS);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HeadLimits {
+    /// Largest head in bytes, status line and final blank line included
+    /// ([`HttpError::HeadTooLarge`] beyond it).
+    pub max_head_bytes: usize,
+    /// Most header fields; a repeated name counts once per field line
+    /// ([`HttpError::TooManyHeaders`] beyond it).
+    pub max_headers: usize,
+}
+
+impl Default for HeadLimits {
+    fn default() -> Self {
+        HeadLimits {
+            max_head_bytes: DEFAULT_MAX_HEAD_BYTES,
+            max_headers: DEFAULT_MAX_HEADERS,
+        }
+    }
+}
+
+/// A parsed response head: status line and header fields, in the order received.
+///
+/// ```
+/// use kdnet::network::http::{HeaderMap, HttpVersion, ResponseHead};
+///
+/// let head = ResponseHead {
+///     version: HttpVersion::Http11,
+///     status: 103,
+///     reason: "Early Hints".into(),
+///     headers: HeaderMap::new(),
+/// };
+/// assert!(head.is_informational());
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ResponseHead {
+    /// Protocol version of the status line.
+    pub version: HttpVersion,
+    /// Status code, always in `100..=999`.
+    pub status: u16,
+    /// Reason phrase; empty when absent, or when it held non-ASCII bytes (they carry no meaning).
+    pub reason: String,
+    /// Header fields; names keep the server's spelling, empty values are kept. Values that are not
+    /// UTF-8 have the offending bytes replaced by U+FFFD.
+    pub headers: HeaderMap,
+}
+
+impl ResponseHead {
+    /// Whether this is an interim `1xx` response that the client skips before the final one
+    /// (`100 Continue`, `103 Early Hints`, …). `101 Switching Protocols` is not: after it the
+    /// connection speaks another protocol, so it ends the HTTP exchange.
+    pub fn is_informational(&self) -> bool {
+        (100..200).contains(&self.status) && self.status != 101
+    }
+}
+
+/// What [`parse_response_head`] / [`HeadParser::parse`] found in the buffer so far.
+#[derive(Debug)]
+pub(crate) enum HeadStatus {
+    /// No complete head yet; call again with more bytes appended.
+    Partial,
+    /// The head is complete and took the first `consumed` bytes of the buffer.
+    Complete {
+        /// The parsed head.
+        head: ResponseHead,
+        /// Bytes of the buffer that belong to the head.
+        consumed: usize,
+    },
+}
+
+/// Parses the head at the start of `buf`, the whole of what was received for this response so
+/// far. Stateless: each call looks at the whole buffer again, so a caller that reads in many small
+/// pieces should keep a [`HeadParser`] instead (same results, linear total work).
+pub(crate) fn parse_response_head(
+    buf: &[u8],
+    limits: &HeadLimits,
+) -> Result<HeadStatus, HttpError> {
+    HeadParser::new(*limits).parse(buf)
+}
+
+/// Incremental form of [`parse_response_head`]: remembers how far it has searched, so re-calling
+/// with a growing buffer costs only the new bytes. One parser per head; every call must pass the
+/// same buffer, possibly longer than last time.
+#[derive(Debug, Clone)]
+pub(crate) struct HeadParser {
+    limits: HeadLimits,
+    /// Length of the CR/LF run before the status line (httparse skips such empty lines), once a
+    /// byte that is neither has arrived.
+    leading_blank: Option<usize>,
+    /// Whether the start of the status line has been checked, so garbage (a non-HTTP server,
+    /// HTTP/0.9) fails at once rather than at the head limit.
+    status_line_checked: bool,
+    /// Offset from which the search for the end of the head resumes.
+    searched: usize,
+}
+
+impl HeadParser {
+    /// A parser for one head under `limits`.
+    pub(crate) fn new(limits: HeadLimits) -> Self {
+        HeadParser {
+            limits,
+            leading_blank: None,
+            status_line_checked: false,
+            searched: 0,
+        }
+    }
+
+    /// The limits this parser enforces.
+    pub(crate) fn limits(&self) -> HeadLimits {
+        self.limits
+    }
+
+    /// Looks for a complete head at the start of `buf`.
+    ///
+    /// Errors: [`HttpError::HeadTooLarge`] as soon as `buf` holds more than the byte limit without
+    /// a complete head, [`HttpError::TooManyHeaders`], and [`HttpError::Protocol`] for a malformed
+    /// status line or field (obs-fold, bare CR, status outside `100..=999`, …).
+    pub(crate) fn parse(&mut self, buf: &[u8]) -> Result<HeadStatus, HttpError> {
+        // A head must end within the limit, so nothing past it is ever examined.
+        let window = &buf[..buf.len().min(self.limits.max_head_bytes)];
+        if let Some(lead) = self.leading_blank(window) {
+            if !self.status_line_checked {
+                self.check_status_line_start(window, lead)?;
+            }
+            let mut from = self.searched.max(lead);
+            loop {
+                match find_blank_line(window, from) {
+                    BlankLine::EndsAt(end) => match self.tokenize(&window[..end])? {
+                        Some(head) => {
+                            return Ok(HeadStatus::Complete {
+                                head,
+                                consumed: end,
+                            });
+                        }
+                        // Not reachable for input past the leading empty lines; move on
+                        // rather than trust that.
+                        None => from = end - 1,
+                    },
+                    BlankLine::NotYet { resume_at } => {
+                        self.searched = resume_at;
+                        break;
+                    }
+                }
+            }
+        }
+        if buf.len() > self.limits.max_head_bytes {
+            return Err(HttpError::HeadTooLarge {
+                limit: self.limits.max_head_bytes,
+            });
+        }
+        Ok(HeadStatus::Partial)
+    }
+
+    fn leading_blank(&mut self, window: &[u8]) -> Option<usize> {
+        if self.leading_blank.is_none() {
+            self.leading_blank = window.iter().position(|&b| b != b'\r' && b != b'\n');
+        }
+        self.leading_blank
+    }
+
+    fn check_status_line_start(&mut self, window: &[u8], lead: usize) -> Result<(), HttpError> {
+        let rest = window.get(lead..).unwrap_or_default();
+        let (probe_len, line_complete) = match memchr(b'\n', rest) {
+            Some(i) => (i + 1, true),
+            None => (rest.len(), false),
+        };
+        let probe_len = probe_len.min(STATUS_PROBE_BYTES);
+        let probe = window.get(..lead + probe_len).unwrap_or_default();
+        let mut no_headers: [httparse::Header<'_>; 0] = [];
+        match httparse::Response::new(&mut no_headers).parse(probe) {
+            Ok(_) => {}
+            Err(e) => return Err(malformed(e, probe)),
+        }
+        self.status_line_checked = line_complete || probe_len == STATUS_PROBE_BYTES;
+        Ok(())
+    }
+
+    /// Runs httparse over a candidate head (ending in a blank line). `None` if httparse still
+    /// wants more, which only leading empty lines can cause.
+    fn tokenize(&self, head_bytes: &[u8]) -> Result<Option<ResponseHead>, HttpError> {
+        // A field line takes at least three bytes (`a:` LF), so more slots than that could never
+        // fill: this keeps a huge configured limit from turning into a huge allocation.
+        let slots = self.limits.max_headers.min(head_bytes.len() / 3 + 1);
+        let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADER_SLOTS];
+        let mut heap = Vec::new();
+        let headers: &mut [httparse::Header<'_>] = if slots <= INLINE_HEADER_SLOTS {
+            &mut inline[..slots]
+        } else {
+            heap.resize(slots, httparse::EMPTY_HEADER);
+            &mut heap
+        };
+        let mut response = httparse::Response::new(headers);
+        match response.parse(head_bytes) {
+            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Partial) => return Ok(None),
+            Err(httparse::Error::TooManyHeaders) => {
+                return Err(HttpError::TooManyHeaders {
+                    limit: self.limits.max_headers,
+                });
+            }
+            Err(e) => return Err(malformed(e, head_bytes)),
+        }
+        let version = match response.version {
+            Some(0) => HttpVersion::Http10,
+            Some(1) => HttpVersion::Http11,
+            other => {
+                return Err(HttpError::Protocol(format!(
+                    "unsupported HTTP version 1.{}",
+                    other.unwrap_or_default()
+                )));
+            }
+        };
+        let status = response.code.unwrap_or_default();
+        if !(100..=999).contains(&status) {
+            return Err(HttpError::Protocol(format!(
+                "status code {status:03} outside 100..=999"
+            )));
+        }
+        let headers = response
+            .headers
+            .iter()
+            .map(|h| (h.name, String::from_utf8_lossy(h.value).into_owned()))
+            .collect();
+        Ok(Some(ResponseHead {
+            version,
+            status,
+            reason: response.reason.unwrap_or_default().to_owned(),
+            headers,
+        }))
+    }
+}
+
+/// Header slots kept on the stack; larger limits use one heap array per head.
+const INLINE_HEADER_SLOTS: usize = 128;
+
+/// How much of the status line is checked before the head is complete: enough for the version,
+/// the code and the start of the reason, little enough to stay cheap when re-checked per read.
+const STATUS_PROBE_BYTES: usize = 32;
+
+enum BlankLine {
+    /// The head ends just before this offset.
+    EndsAt(usize),
+    /// No end yet; later bytes may complete a candidate starting at `resume_at`.
+    NotYet { resume_at: usize },
+}
+
+/// Finds the first empty line (LF LF or LF CR LF) whose LF is at or after `from`.
+fn find_blank_line(window: &[u8], from: usize) -> BlankLine {
+    let rest = window.get(from..).unwrap_or_default();
+    for i in memchr_iter(b'\n', rest) {
+        let lf = from + i;
+        match (window.get(lf + 1), window.get(lf + 2)) {
+            (Some(b'\n'), _) => return BlankLine::EndsAt(lf + 2),
+            (Some(b'\r'), Some(b'\n')) => return BlankLine::EndsAt(lf + 3),
+            (None, _) | (Some(b'\r'), None) => return BlankLine::NotYet { resume_at: lf },
+            _ => {}
+        }
+    }
+    BlankLine::NotYet {
+        resume_at: window.len(),
+    }
+}
+
+fn malformed(error: httparse::Error, head_bytes: &[u8]) -> HttpError {
+    // httparse reports a folded line as a bad header name; say what it really is.
+    let folded = matches!(error, httparse::Error::HeaderName)
+        && (memmem::find(head_bytes, b"\n ").is_some()
+            || memmem::find(head_bytes, b"\n\t").is_some());
+    if folded {
+        HttpError::Protocol("obsolete line folding (obs-fold) in a response header".into())
+    } else {
+        HttpError::Protocol(format!("malformed response head: {error}"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn complete(buf: &[u8]) -> (ResponseHead, usize) {
+        match parse_response_head(buf, &HeadLimits::default()) {
+            Ok(HeadStatus::Complete { head, consumed }) => (head, consumed),
+            other => panic!("expected a complete head, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn parses_status_line_headers_and_reports_consumed() {
+        let (head, consumed) = complete(b"HTTP/1.1 404 Not Found\r\nA: 1\r\nb:\r\n\r\nbody");
+        assert_eq!(consumed, 36);
+        assert_eq!(head.version, HttpVersion::Http11);
+        assert_eq!(head.status, 404);
+        assert_eq!(head.reason, "Not Found");
+        assert_eq!(head.headers.get("a"), Some("1"));
+        assert_eq!(head.headers.get("B"), Some(""));
+    }
+
+    #[test]
+    fn leading_empty_lines_are_skipped() {
+        let (head, consumed) = complete(b"\r\n\nHTTP/1.0 200 OK\n\n");
+        assert_eq!(head.version, HttpVersion::Http10);
+        assert_eq!(consumed, 20);
+    }
+
+    #[test]
+    fn incremental_parser_resumes_across_a_split_terminator() {
+        let full = b"HTTP/1.1 200 OK\r\nX: y\r\n\r\n";
+        let mut parser = HeadParser::new(HeadLimits::default());
+        for end in 0..full.len() {
+            assert!(matches!(
+                parser.parse(&full[..end]),
+                Ok(HeadStatus::Partial)
+            ));
+        }
+        assert!(matches!(
+            parser.parse(full),
+            Ok(HeadStatus::Complete { consumed: 25, .. })
+        ));
+    }
+
+    #[test]
+    fn garbage_fails_before_the_head_ends() {
+        let err = parse_response_head(b"SSH-2.0-OpenSSH", &HeadLimits::default()).unwrap_err();
+        assert!(matches!(err, HttpError::Protocol(_)), "{err:?}");
+    }
+
+    #[test]
+    fn huge_header_limit_does_not_allocate_per_limit() {
+        let limits = HeadLimits {
+            max_headers: usize::MAX,
+            ..HeadLimits::default()
+        };
+        let status = parse_response_head(b"HTTP/1.1 200 OK\r\nA: b\r\n\r\n", &limits);
+        assert!(matches!(status, Ok(HeadStatus::Complete { .. })));
+    }
+
+    #[test]
+    fn a_head_of_exactly_the_limit_is_accepted() {
+        let head = b"HTTP/1.1 200 OK\r\n\r\n";
+        let limits = HeadLimits {
+            max_head_bytes: head.len(),
+            ..HeadLimits::default()
+        };
+        assert!(matches!(
+            parse_response_head(head, &limits),
+            Ok(HeadStatus::Complete { .. })
+        ));
+        let limits = HeadLimits {
+            max_head_bytes: head.len() - 1,
+            ..limits
+        };
+        assert!(matches!(
+            parse_response_head(head, &limits),
+            Err(HttpError::HeadTooLarge { limit: 18 })
+        ));
+    }
+}

@@ -1,0 +1,382 @@
+//! [`HttpResponse`]: a complete response as delivered to the caller (KDNetwork `HttpResponse`).
+
+use std::borrow::Cow;
+use std::str::Utf8Error;
+use std::time::Duration;
+
+use bytes::Bytes;
+use url::Url;
+
+use crate::network::http::{HeaderMap, HttpVersion, REDIRECT_STATUSES};
+
+/// A response: status, headers, body, and where and how it was obtained.
+///
+/// Any status code is a response, not an error; transport failures are reported as
+/// [`HttpError`](crate::network::http::HttpError) instead (KDNetwork mixed both into
+/// `isError()`). Responses are made by the HTTP client; `url()` is the URL after redirects.
+///
+/// ```
+/// use kdnet::network::http::HttpResponse;
+///
+/// /// What a response callback might log.
+/// fn describe(response: &HttpResponse) -> String {
+///     if response.is_success() {
+///         format!("{} bytes of {:?}", response.body().len(), response.content_type())
+///     } else if let Some(next) = response.redirect_url() {
+///         format!("{} points to {next}", response.status())
+///     } else {
+///         format!("{} {}", response.status(), response.reason())
+///     }
+/// }
+/// # let _ = describe;
+/// ```
+#[derive(Debug, Clone)]
+pub struct HttpResponse {
+    url: Url,
+    status: u16,
+    reason: String,
+    version: HttpVersion,
+    headers: HeaderMap,
+    body: Bytes,
+    redirect_count: u32,
+    elapsed: Duration,
+}
+
+impl HttpResponse {
+    /// The status code, e.g. 200.
+    pub fn status(&self) -> u16 {
+        self.status
+    }
+
+    /// The reason phrase as the server sent it (may be empty; never use it for decisions).
+    pub fn reason(&self) -> &str {
+        &self.reason
+    }
+
+    /// The server's HTTP version.
+    pub fn version(&self) -> HttpVersion {
+        self.version
+    }
+
+    /// All header fields, in the order received.
+    pub fn headers(&self) -> &HeaderMap {
+        &self.headers
+    }
+
+    /// The first value of header `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name)
+    }
+
+    /// Every value of header `name`, in order (e.g. all `Set-Cookie` fields).
+    pub fn header_values<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
+        self.headers.get_all(name)
+    }
+
+    /// Whether header `name` is present.
+    pub fn has_header(&self, name: &str) -> bool {
+        self.headers.contains(name)
+    }
+
+    /// The decoded body (empty for streaming requests, whose bytes were delivered as they came).
+    pub fn body(&self) -> &Bytes {
+        &self.body
+    }
+
+    /// Takes the body out without copying it.
+    pub fn into_body(self) -> Bytes {
+        self.body
+    }
+
+    /// The body as UTF-8, or why it is not.
+    pub fn body_as_str(&self) -> Result<&str, Utf8Error> {
+        std::str::from_utf8(&self.body)
+    }
+
+    /// The body as text, with invalid UTF-8 replaced by U+FFFD (borrows when it is valid).
+    pub fn text(&self) -> Cow<'_, str> {
+        String::from_utf8_lossy(&self.body)
+    }
+
+    /// The URL this response came from, after any redirects.
+    pub fn url(&self) -> &Url {
+        &self.url
+    }
+
+    /// How many redirects were followed to get here.
+    pub fn redirect_count(&self) -> u32 {
+        self.redirect_count
+    }
+
+    /// Time from starting the request to the complete response.
+    pub fn elapsed(&self) -> Duration {
+        self.elapsed
+    }
+
+    /// Whether the status is 2xx.
+    pub fn is_success(&self) -> bool {
+        (200..300).contains(&self.status)
+    }
+
+    /// KDNetwork's name for [`HttpResponse::is_success`].
+    pub fn is_successful(&self) -> bool {
+        self.is_success()
+    }
+
+    /// Whether the status is one of [`REDIRECT_STATUSES`] (301, 302, 303, 307, 308).
+    pub fn is_redirect(&self) -> bool {
+        REDIRECT_STATUSES.contains(&self.status)
+    }
+
+    /// Whether the status is 4xx.
+    pub fn is_client_error(&self) -> bool {
+        (400..500).contains(&self.status)
+    }
+
+    /// Whether the status is 5xx.
+    pub fn is_server_error(&self) -> bool {
+        (500..600).contains(&self.status)
+    }
+
+    /// The `Content-Type` header, parameters included (e.g. `text/html; charset=utf-8`).
+    pub fn content_type(&self) -> Option<&str> {
+        self.headers.get("content-type")
+    }
+
+    /// The `Content-Length` header as a number: ASCII digits only (surrounding spaces allowed;
+    /// `+8`, `-1`, `8x`, overflow are `None`). Several fields or a comma list must all agree.
+    pub fn content_length(&self) -> Option<u64> {
+        let mut agreed = None;
+        for field in self.headers.get_all("content-length") {
+            for item in field.split(',') {
+                let value = parse_content_length(item)?;
+                if agreed.is_some_and(|previous| previous != value) {
+                    return None;
+                }
+                agreed = Some(value);
+            }
+        }
+        agreed
+    }
+
+    /// Whether the body was sent with chunked transfer coding (the last `Transfer-Encoding`
+    /// coding is `chunked`).
+    pub fn is_chunked(&self) -> bool {
+        self.headers
+            .get_all("transfer-encoding")
+            .flat_map(|field| field.split(','))
+            .map(str::trim)
+            .filter(|coding| !coding.is_empty())
+            .last()
+            .is_some_and(|coding| coding.eq_ignore_ascii_case("chunked"))
+    }
+
+    /// Whether the server lets the connection stay open: HTTP/1.1 unless a `Connection: close`
+    /// token is present; HTTP/1.0 only with a `Connection: keep-alive` token and no `close`.
+    pub fn is_keep_alive(&self) -> bool {
+        let mut close = false;
+        let mut keep_alive = false;
+        for token in self
+            .headers
+            .get_all("connection")
+            .flat_map(|field| field.split(','))
+            .map(str::trim)
+        {
+            close |= token.eq_ignore_ascii_case("close");
+            keep_alive |= token.eq_ignore_ascii_case("keep-alive");
+        }
+        match self.version {
+            HttpVersion::Http11 => !close,
+            HttpVersion::Http10 => keep_alive && !close,
+        }
+    }
+
+    /// The `Location` header resolved against [`HttpResponse::url`], when present and valid.
+    pub fn redirect_url(&self) -> Option<Url> {
+        let location = self.headers.get("location")?.trim();
+        if location.is_empty() {
+            return None;
+        }
+        self.url.join(location).ok()
+    }
+}
+
+// Only the HTTP client makes responses; crates built without it would warn about these.
+#[allow(dead_code)]
+impl HttpResponse {
+    /// A response from its parts; redirect count and elapsed time start at zero.
+    pub(crate) fn new(
+        url: Url,
+        status: u16,
+        reason: String,
+        version: HttpVersion,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Self {
+        HttpResponse {
+            url,
+            status,
+            reason,
+            version,
+            headers,
+            body,
+            redirect_count: 0,
+            elapsed: Duration::ZERO,
+        }
+    }
+
+    /// Sets how many redirects led to this response.
+    pub(crate) fn with_redirect_count(mut self, redirect_count: u32) -> Self {
+        self.redirect_count = redirect_count;
+        self
+    }
+
+    /// Replaces the body.
+    pub(crate) fn with_body(mut self, body: Bytes) -> Self {
+        self.body = body;
+        self
+    }
+
+    /// Sets the time the whole exchange took.
+    pub(crate) fn with_elapsed(mut self, elapsed: Duration) -> Self {
+        self.elapsed = elapsed;
+        self
+    }
+}
+
+/// Parses one `Content-Length` value: optional surrounding spaces/tabs, then ASCII digits only;
+/// `None` for anything else or a value that does not fit in `u64`.
+pub(crate) fn parse_content_length(value: &str) -> Option<u64> {
+    let digits = value.trim_matches([' ', '\t']);
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    digits.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn response(version: HttpVersion, status: u16, headers: &[(&str, &str)]) -> HttpResponse {
+        HttpResponse::new(
+            Url::parse("http://example.com/a/b?q#frag").unwrap(),
+            status,
+            "Reason".to_string(),
+            version,
+            headers.iter().copied().collect(),
+            Bytes::from_static(b"hello"),
+        )
+    }
+
+    #[test]
+    fn keep_alive_rules_for_http_1_1() {
+        let r = |h: &[(&str, &str)]| response(HttpVersion::Http11, 200, h).is_keep_alive();
+        assert!(r(&[]));
+        assert!(r(&[("Connection", "keep-alive")]));
+        assert!(!r(&[("Connection", "close")]));
+        assert!(!r(&[("connection", "Upgrade, CLOSE")]));
+        assert!(!r(&[("Connection", "foo"), ("Connection", " close ")]));
+    }
+
+    #[test]
+    fn keep_alive_rules_for_http_1_0() {
+        let r = |h: &[(&str, &str)]| response(HttpVersion::Http10, 200, h).is_keep_alive();
+        assert!(!r(&[]));
+        assert!(r(&[("Connection", "Keep-Alive")]));
+        assert!(r(&[("Connection", "foo, keep-alive")]));
+        assert!(!r(&[("Connection", "keep-alive, close")]));
+        assert!(!r(&[("Connection", "keep-alive-ish")]));
+    }
+
+    #[test]
+    fn content_length_accepts_digits_only() {
+        let cl = |h: &[(&str, &str)]| response(HttpVersion::Http11, 200, h).content_length();
+        assert_eq!(cl(&[]), None);
+        assert_eq!(cl(&[("Content-Length", "42")]), Some(42));
+        assert_eq!(cl(&[("Content-Length", " 42\t")]), Some(42));
+        assert_eq!(cl(&[("Content-Length", "0")]), Some(0));
+        assert_eq!(cl(&[("Content-Length", "007")]), Some(7));
+        for bad in ["+8", "-6", "6badness", "", " ", "0x10", "1 2", "٣"] {
+            assert_eq!(cl(&[("Content-Length", bad)]), None, "{bad:?}");
+        }
+        assert_eq!(
+            cl(&[("Content-Length", "18446744073709551615")]),
+            Some(u64::MAX)
+        );
+        assert_eq!(cl(&[("Content-Length", "18446744073709551616")]), None);
+        assert_eq!(
+            cl(&[("Content-Length", "6, 6"), ("content-length", "6")]),
+            Some(6)
+        );
+        assert_eq!(
+            cl(&[("Content-Length", "6"), ("Content-Length", "7")]),
+            None
+        );
+        assert_eq!(cl(&[("Content-Length", "6,")]), None);
+    }
+
+    #[test]
+    fn status_classes() {
+        let at = |status| response(HttpVersion::Http11, status, &[]);
+        assert!(at(200).is_success() && at(299).is_successful());
+        assert!(!at(199).is_success() && !at(300).is_success());
+        for status in [301, 302, 303, 307, 308] {
+            assert!(at(status).is_redirect(), "{status}");
+        }
+        for status in [300, 304, 305, 306, 200] {
+            assert!(!at(status).is_redirect(), "{status}");
+        }
+        assert!(at(404).is_client_error() && !at(404).is_server_error());
+        assert!(at(503).is_server_error() && !at(503).is_client_error());
+    }
+
+    #[test]
+    fn redirect_url_resolves_against_the_final_url() {
+        let r = |loc| {
+            response(HttpVersion::Http11, 302, &[("Location", loc)])
+                .redirect_url()
+                .map(|u| u.to_string())
+        };
+        assert_eq!(r("c").as_deref(), Some("http://example.com/a/c"));
+        assert_eq!(r("/x").as_deref(), Some("http://example.com/x"));
+        assert_eq!(r("//other.org/y").as_deref(), Some("http://other.org/y"));
+        assert_eq!(r("?z=1").as_deref(), Some("http://example.com/a/b?z=1"));
+        assert_eq!(r("  ").as_deref(), None);
+        assert_eq!(r("http://[::1").as_deref(), None);
+        assert_eq!(response(HttpVersion::Http11, 302, &[]).redirect_url(), None);
+    }
+
+    #[test]
+    fn body_and_header_helpers() {
+        let mut r = response(
+            HttpVersion::Http11,
+            200,
+            &[
+                ("Content-Type", "text/plain; charset=utf-8"),
+                ("Transfer-Encoding", "gzip, chunked"),
+            ],
+        )
+        .with_redirect_count(2)
+        .with_elapsed(Duration::from_millis(7));
+        assert_eq!(r.content_type(), Some("text/plain; charset=utf-8"));
+        assert_eq!(r.header("CONTENT-TYPE"), r.content_type());
+        assert!(r.is_chunked());
+        assert_eq!(r.body_as_str(), Ok("hello"));
+        assert_eq!(r.text(), "hello");
+        assert_eq!(r.redirect_count(), 2);
+        assert_eq!(r.elapsed(), Duration::from_millis(7));
+        assert_eq!(r.reason(), "Reason");
+        r.body = Bytes::from_static(b"caf\xc3");
+        assert!(r.body_as_str().is_err());
+        assert_eq!(r.text(), "caf\u{fffd}");
+        assert_eq!(r.into_body().len(), 4);
+
+        let not_chunked = response(
+            HttpVersion::Http11,
+            200,
+            &[("Transfer-Encoding", "chunked, gzip")],
+        );
+        assert!(!not_chunked.is_chunked());
+    }
+}

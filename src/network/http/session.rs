@@ -1,0 +1,416 @@
+//! [`HttpSession`]: settings shared by every request of a client (KDNetwork `HttpSession`), and
+//! [`SharedCookieJar`], the handle through which the session and client share cookies.
+
+use std::fmt;
+use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use url::Url;
+
+use crate::network::http::request::RedactedHeaders;
+use crate::network::http::{HeaderMap, HttpCookieJar, HttpRequest, RedirectPolicy};
+
+/// The default `User-Agent`: `kdnet/<crate version>` (KDNetwork sent `KDNetwork HttpClient/1.0`).
+pub const DEFAULT_USER_AGENT: &str = concat!("kdnet/", env!("CARGO_PKG_VERSION"));
+
+/// Time allowed to establish a connection (TCP connect over all addresses, plus the TLS
+/// handshake): 30 s (KDNetwork stored this value but never used it).
+pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How long an unused pooled connection is kept: 60 s.
+pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Most connections open at once to one host (scheme, host, port): 6. Requests beyond it wait in
+/// a queue (KDNetwork only capped idle connections, H7).
+pub const DEFAULT_MAX_CONNECTIONS_PER_HOST: usize = 6;
+
+/// Largest response head (status line and header fields) accepted: 65 536 bytes (64 KiB, as
+/// ureq). Larger heads fail with `HttpError::HeadTooLarge`.
+pub const DEFAULT_MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
+
+/// Most header fields accepted in a response head: 100 (as hyper). More fail with
+/// `HttpError::TooManyHeaders`.
+pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 100;
+
+/// A cookie jar shared between a session, its clones and the client using it. Cloning the handle
+/// shares the jar; it is `Send` and `Sync`.
+///
+/// ```
+/// use kdnet::network::http::{HttpCookieJar, SharedCookieJar};
+/// use url::Url;
+///
+/// let jar = SharedCookieJar::new(HttpCookieJar::new());
+/// let same_jar = jar.clone();
+/// let url = Url::parse("https://example.com/").unwrap();
+/// jar.lock().store_response_cookies(&url, ["a=1"]);
+/// assert_eq!(same_jar.lock().cookie_header_for_url(&url).as_deref(), Some("a=1"));
+/// ```
+#[derive(Clone, Default)]
+pub struct SharedCookieJar(Arc<Mutex<HttpCookieJar>>);
+
+impl SharedCookieJar {
+    /// Wraps `jar` for sharing.
+    pub fn new(jar: HttpCookieJar) -> Self {
+        SharedCookieJar(Arc::new(Mutex::new(jar)))
+    }
+
+    /// Access to the jar. Keep the guard short-lived (never across a callback). A panic while
+    /// it was held elsewhere does not poison it: the jar is still consistent between calls.
+    pub fn lock(&self) -> MutexGuard<'_, HttpCookieJar> {
+        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Whether both handles share one jar.
+    pub fn ptr_eq(&self, other: &SharedCookieJar) -> bool {
+        Arc::ptr_eq(&self.0, &other.0)
+    }
+}
+
+impl From<HttpCookieJar> for SharedCookieJar {
+    fn from(jar: HttpCookieJar) -> Self {
+        SharedCookieJar::new(jar)
+    }
+}
+
+impl fmt::Debug for SharedCookieJar {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.try_lock() {
+            Ok(jar) => f.debug_tuple("SharedCookieJar").field(&*jar).finish(),
+            Err(_) => f.write_str("SharedCookieJar(<locked>)"),
+        }
+    }
+}
+
+/// Settings every request of a client shares: default headers, cookies, timeouts, connection
+/// limits, redirects and TLS.
+///
+/// Defaults (KDNetwork's where it had one): `User-Agent: kdnet/<version>`, `Accept: */*`,
+/// connect timeout 30 s, idle pooled connections kept 60 s, 6 connections per host,
+/// redirects followed up to 5 hops, no read (idle) timeout, response heads up to 64 KiB and 100
+/// fields, certificates verified against the system roots.
+///
+/// **Redirects, one source of truth:** before a request is sent the client calls
+/// [`HttpSession::prepare_request`], which applies [`HttpSession::apply_redirect_settings`]:
+/// with `follow_redirects` off the request's policy becomes [`RedirectPolicy::DontFollow`]
+/// whatever it was; otherwise the request's policy stands. A request's
+/// `max_redirects` wins when it was set explicitly on the request; else the session's applies.
+///
+/// Cloning a session copies the settings but shares the cookie jar.
+///
+/// ```
+/// use kdnet::network::http::{HttpRequest, HttpSession, RedirectPolicy};
+/// use std::time::Duration;
+///
+/// let mut session = HttpSession::new();
+/// session.set_default_header("Authorization", "Bearer abc");
+/// session.set_connect_timeout(Duration::from_secs(5));
+/// session.set_follow_redirects(false);
+///
+/// let mut request = HttpRequest::new("https://api.example.com/v1").unwrap();
+/// request.set_header("Accept", "application/json");
+/// session.prepare_request(&mut request);
+/// assert_eq!(request.header("accept"), Some("application/json"));
+/// assert_eq!(request.header("authorization"), Some("Bearer abc"));
+/// assert!(request.header("user-agent").unwrap().starts_with("kdnet/"));
+/// assert_eq!(request.redirect_policy(), RedirectPolicy::DontFollow);
+/// ```
+#[derive(Clone)]
+pub struct HttpSession {
+    default_headers: HeaderMap,
+    cookie_jar: SharedCookieJar,
+    connect_timeout: Duration,
+    idle_connection_timeout: Duration,
+    read_timeout: Option<Duration>,
+    max_connections_per_host: usize,
+    follow_redirects: bool,
+    max_redirects: u32,
+    max_response_head_bytes: usize,
+    max_response_headers: usize,
+    extra_ca_certificates: Vec<Vec<u8>>,
+    client_certificate: Option<(Vec<u8>, Vec<u8>)>,
+    verify_certificates: bool,
+}
+
+impl Default for HttpSession {
+    fn default() -> Self {
+        HttpSession::new()
+    }
+}
+
+impl HttpSession {
+    /// A session with the defaults listed above and an empty cookie jar.
+    pub fn new() -> Self {
+        let mut default_headers = HeaderMap::new();
+        default_headers.append("User-Agent", DEFAULT_USER_AGENT);
+        default_headers.append("Accept", "*/*");
+        HttpSession {
+            default_headers,
+            cookie_jar: SharedCookieJar::default(),
+            connect_timeout: DEFAULT_CONNECT_TIMEOUT,
+            idle_connection_timeout: DEFAULT_IDLE_CONNECTION_TIMEOUT,
+            read_timeout: None,
+            max_connections_per_host: DEFAULT_MAX_CONNECTIONS_PER_HOST,
+            follow_redirects: true,
+            max_redirects: crate::network::http::DEFAULT_MAX_REDIRECTS,
+            max_response_head_bytes: DEFAULT_MAX_RESPONSE_HEAD_BYTES,
+            max_response_headers: DEFAULT_MAX_RESPONSE_HEADERS,
+            extra_ca_certificates: Vec::new(),
+            client_certificate: None,
+            verify_certificates: true,
+        }
+    }
+
+    // ---- default headers -------------------------------------------------------------------
+
+    /// The headers added to every request that lacks them.
+    pub fn default_headers(&self) -> &HeaderMap {
+        &self.default_headers
+    }
+
+    /// The default headers, for editing (e.g. to add a second value of a name).
+    pub fn default_headers_mut(&mut self) -> &mut HeaderMap {
+        &mut self.default_headers
+    }
+
+    /// The first default value of header `name`.
+    pub fn default_header(&self, name: &str) -> Option<&str> {
+        self.default_headers.get(name)
+    }
+
+    /// Sets default header `name` to `value`, replacing earlier values.
+    pub fn set_default_header(&mut self, name: impl Into<String>, value: impl Into<String>) {
+        self.default_headers.set(name, value);
+    }
+
+    /// Removes default header `name`; returns whether it was there.
+    pub fn remove_default_header(&mut self, name: &str) -> bool {
+        self.default_headers.remove(name)
+    }
+
+    /// The default `User-Agent` ([`DEFAULT_USER_AGENT`] unless changed or removed).
+    pub fn user_agent(&self) -> Option<&str> {
+        self.default_headers.get("user-agent")
+    }
+
+    /// Sets the default `User-Agent`.
+    pub fn set_user_agent(&mut self, user_agent: impl Into<String>) {
+        self.default_headers.set("User-Agent", user_agent);
+    }
+
+    /// Adds each default header the request does not have (all its values); headers the request
+    /// has are left alone.
+    pub fn apply_default_headers(&self, request: &mut HttpRequest) {
+        let mut added: Vec<&str> = Vec::new();
+        for (name, value) in self.default_headers.iter() {
+            let added_here = added.iter().any(|n| n.eq_ignore_ascii_case(name));
+            if added_here || !request.has_header(name) {
+                request.add_header(name, value);
+                if !added_here {
+                    added.push(name);
+                }
+            }
+        }
+    }
+
+    /// Applies the redirect settings to the request (see the type docs): `follow_redirects` off
+    /// forces [`RedirectPolicy::DontFollow`]; the session's `max_redirects` replaces a limit the
+    /// request did not set explicitly.
+    pub fn apply_redirect_settings(&self, request: &mut HttpRequest) {
+        if !self.follow_redirects {
+            request.set_redirect_policy(RedirectPolicy::DontFollow);
+        }
+        if !request.has_explicit_max_redirects() {
+            request.set_max_redirects(self.max_redirects);
+        }
+    }
+
+    /// Everything the session contributes before a request is sent: default headers and
+    /// redirect settings. (The `Cookie` header is added per hop from the jar by the client.)
+    pub fn prepare_request(&self, request: &mut HttpRequest) {
+        self.apply_default_headers(request);
+        self.apply_redirect_settings(request);
+    }
+
+    // ---- cookies ---------------------------------------------------------------------------
+
+    /// The session's cookie jar (a shared handle).
+    pub fn cookie_jar(&self) -> &SharedCookieJar {
+        &self.cookie_jar
+    }
+
+    /// Replaces the cookie jar; accepts a [`HttpCookieJar`] or a handle shared with others.
+    pub fn set_cookie_jar(&mut self, jar: impl Into<SharedCookieJar>) {
+        self.cookie_jar = jar.into();
+    }
+
+    /// The `Cookie` header value for `url` from the jar.
+    pub fn cookie_header_for_url(&self, url: &Url) -> Option<String> {
+        self.cookie_jar.lock().cookie_header_for_url(url)
+    }
+
+    // ---- timeouts and limits ---------------------------------------------------------------
+
+    /// Time allowed to connect (TCP over all addresses, plus TLS); default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] (30 s).
+    pub fn connect_timeout(&self) -> Duration {
+        self.connect_timeout
+    }
+
+    /// Sets the connect timeout.
+    pub fn set_connect_timeout(&mut self, timeout: Duration) {
+        self.connect_timeout = timeout;
+    }
+
+    /// How long idle pooled connections are kept; default [`DEFAULT_IDLE_CONNECTION_TIMEOUT`]
+    /// (60 s).
+    pub fn idle_connection_timeout(&self) -> Duration {
+        self.idle_connection_timeout
+    }
+
+    /// Sets the idle connection timeout.
+    pub fn set_idle_connection_timeout(&mut self, timeout: Duration) {
+        self.idle_connection_timeout = timeout;
+    }
+
+    /// Longest silence allowed while waiting for response bytes (head or body), also for
+    /// streaming requests; default `None` (no limit beyond the request's total timeout).
+    pub fn read_timeout(&self) -> Option<Duration> {
+        self.read_timeout
+    }
+
+    /// Sets the read (idle) timeout; accepts a `Duration` or `None`.
+    pub fn set_read_timeout(&mut self, timeout: impl Into<Option<Duration>>) {
+        self.read_timeout = timeout.into();
+    }
+
+    /// Most connections open at once per host, active and idle together; default
+    /// [`DEFAULT_MAX_CONNECTIONS_PER_HOST`] (6). Further requests wait for a free connection.
+    pub fn max_connections_per_host(&self) -> usize {
+        self.max_connections_per_host
+    }
+
+    /// Sets the per-host connection limit; 0 is treated as 1 (a request always needs one).
+    pub fn set_max_connections_per_host(&mut self, max: usize) {
+        self.max_connections_per_host = max.max(1);
+    }
+
+    /// Whether redirects are followed at all (default true). When false, no request follows
+    /// redirects, whatever its own policy.
+    pub fn follow_redirects(&self) -> bool {
+        self.follow_redirects
+    }
+
+    /// Turns following redirects on or off for every request.
+    pub fn set_follow_redirects(&mut self, follow: bool) {
+        self.follow_redirects = follow;
+    }
+
+    /// The redirect limit for requests that do not set their own; default 5.
+    pub fn max_redirects(&self) -> u32 {
+        self.max_redirects
+    }
+
+    /// Sets the session's redirect limit.
+    pub fn set_max_redirects(&mut self, max: u32) {
+        self.max_redirects = max;
+    }
+
+    /// Largest response head accepted; default [`DEFAULT_MAX_RESPONSE_HEAD_BYTES`] (64 KiB).
+    pub fn max_response_head_bytes(&self) -> usize {
+        self.max_response_head_bytes
+    }
+
+    /// Sets the response head size limit.
+    pub fn set_max_response_head_bytes(&mut self, max: usize) {
+        self.max_response_head_bytes = max;
+    }
+
+    /// Most header fields accepted per response; default [`DEFAULT_MAX_RESPONSE_HEADERS`] (100).
+    pub fn max_response_headers(&self) -> usize {
+        self.max_response_headers
+    }
+
+    /// Sets the header count limit.
+    pub fn set_max_response_headers(&mut self, max: usize) {
+        self.max_response_headers = max;
+    }
+
+    // ---- TLS -------------------------------------------------------------------------------
+
+    /// PEM certificates trusted in addition to the system roots.
+    pub fn extra_ca_certificates(&self) -> &[Vec<u8>] {
+        &self.extra_ca_certificates
+    }
+
+    /// Trusts the CA certificate(s) in `pem` in addition to the system roots (checked when the
+    /// TLS configuration is built).
+    pub fn add_ca_certificate(&mut self, pem: impl Into<Vec<u8>>) {
+        self.extra_ca_certificates.push(pem.into());
+    }
+
+    /// Forgets every added CA certificate.
+    pub fn clear_ca_certificates(&mut self) {
+        self.extra_ca_certificates.clear();
+    }
+
+    /// The client certificate chain and private key (both PEM), if set.
+    pub fn client_certificate(&self) -> Option<(&[u8], &[u8])> {
+        self.client_certificate
+            .as_ref()
+            .map(|(cert, key)| (cert.as_slice(), key.as_slice()))
+    }
+
+    /// Presents this certificate chain and key (PEM) when a server asks for client
+    /// authentication.
+    pub fn set_client_certificate(
+        &mut self,
+        cert_pem: impl Into<Vec<u8>>,
+        key_pem: impl Into<Vec<u8>>,
+    ) {
+        self.client_certificate = Some((cert_pem.into(), key_pem.into()));
+    }
+
+    /// Stops presenting a client certificate.
+    pub fn clear_client_certificate(&mut self) {
+        self.client_certificate = None;
+    }
+
+    /// Whether server certificates are verified (default true).
+    pub fn verifies_certificates(&self) -> bool {
+        self.verify_certificates
+    }
+
+    /// Accepts any server certificate for any name: anyone on the network path can then read and
+    /// change the traffic. For tests against self-signed servers only; prefer
+    /// [`HttpSession::add_ca_certificate`].
+    pub fn dangerous_disable_certificate_verification(&mut self) {
+        log::warn!("TLS certificate verification disabled for an HTTP session");
+        self.verify_certificates = false;
+    }
+
+    /// Turns certificate verification back on.
+    pub fn enable_certificate_verification(&mut self) {
+        self.verify_certificates = true;
+    }
+}
+
+impl fmt::Debug for HttpSession {
+    /// Hides credential headers and the client key.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpSession")
+            .field("default_headers", &RedactedHeaders(&self.default_headers))
+            .field("cookie_jar", &self.cookie_jar)
+            .field("connect_timeout", &self.connect_timeout)
+            .field("idle_connection_timeout", &self.idle_connection_timeout)
+            .field("read_timeout", &self.read_timeout)
+            .field("max_connections_per_host", &self.max_connections_per_host)
+            .field("follow_redirects", &self.follow_redirects)
+            .field("max_redirects", &self.max_redirects)
+            .field("max_response_head_bytes", &self.max_response_head_bytes)
+            .field("max_response_headers", &self.max_response_headers)
+            .field("extra_ca_certificates", &self.extra_ca_certificates.len())
+            .field("client_certificate", &self.client_certificate.is_some())
+            .field("verify_certificates", &self.verify_certificates)
+            .finish()
+    }
+}

@@ -1,0 +1,1532 @@
+//! The HTTP value types: KDNetwork's own HttpCookie / HttpCookieJar / HttpRequest / HttpSession
+//! tests ported, plus the redirect rules and the cookie-jar rules kdnet adds.
+//! (Response helpers are tested in `response.rs`: responses can only be made by the client.)
+
+use std::time::{Duration, SystemTime};
+
+use bytes::Bytes;
+use kdnet::network::http::{
+    AuthType, DEFAULT_MAX_COOKIES, DEFAULT_MAX_COOKIES_PER_DOMAIN, DEFAULT_MAX_REDIRECTS,
+    DEFAULT_MAX_SET_COOKIE_BYTES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, HttpCookie,
+    HttpCookieJar, HttpError, HttpMethod, HttpRequest, HttpSession, RedirectAction, RedirectPolicy,
+    SameSitePolicy, redirect_action,
+};
+use url::Url;
+
+fn url(s: &str) -> Url {
+    Url::parse(s).unwrap()
+}
+
+fn cookie_at(name: &str, value: &str, domain: &str) -> HttpCookie {
+    let mut cookie = HttpCookie::new(name, value);
+    cookie.domain = domain.to_string();
+    cookie
+}
+
+fn header_for(jar: &HttpCookieJar, u: &str) -> Option<String> {
+    jar.cookie_header_for_url(&url(u))
+}
+
+fn names(cookies: &[HttpCookie]) -> Vec<&str> {
+    cookies.iter().map(|c| c.name.as_str()).collect()
+}
+
+// ==== HttpCookie (KDNetwork tests/http_cookie) =============================================
+
+#[test]
+fn cookie_default_is_empty_with_root_path() {
+    let cookie = HttpCookie::default();
+    assert!(cookie.name.is_empty() && cookie.value.is_empty() && cookie.domain.is_empty());
+    assert_eq!(cookie.path, "/");
+    assert_eq!(cookie.expiration, None);
+    assert!(!cookie.secure && !cookie.http_only && !cookie.host_only);
+    assert_eq!(cookie.same_site, SameSitePolicy::None);
+    assert!(cookie.is_session_cookie());
+    assert!(!cookie.is_expired());
+}
+
+#[test]
+fn cookie_fields_can_be_set() {
+    let mut cookie = HttpCookie::new("name", "value");
+    cookie.domain = "example.com".into();
+    cookie.path = "/test".into();
+    let later = SystemTime::now() + Duration::from_secs(3600);
+    cookie.expiration = Some(later);
+    cookie.secure = true;
+    cookie.http_only = true;
+    cookie.same_site = SameSitePolicy::Lax;
+    assert_eq!(
+        (cookie.name.as_str(), cookie.value.as_str()),
+        ("name", "value")
+    );
+    assert_eq!(
+        (cookie.domain.as_str(), cookie.path.as_str()),
+        ("example.com", "/test")
+    );
+    assert_eq!(cookie.expiration, Some(later));
+    assert!(!cookie.is_session_cookie());
+    assert!(cookie.secure && cookie.http_only);
+    assert_eq!(cookie.same_site, SameSitePolicy::Lax);
+}
+
+#[test]
+fn parse_simple_set_cookie_takes_domain_and_default_path_from_the_url() {
+    let cookie =
+        HttpCookie::from_set_cookie_header("name=value", &url("https://example.com/path")).unwrap();
+    assert_eq!(cookie.name, "name");
+    assert_eq!(cookie.value, "value");
+    assert_eq!(cookie.domain, "example.com");
+    assert!(cookie.host_only);
+    assert_eq!(cookie.path, "/");
+    assert!(cookie.is_session_cookie());
+    assert!(!cookie.secure && !cookie.http_only);
+}
+
+#[test]
+fn parse_set_cookie_with_every_attribute() {
+    let cookie = HttpCookie::from_set_cookie_header(
+        "name=value; Domain=.example.com; Path=/test; Secure; HttpOnly; SameSite=Strict",
+        &url("https://example.com/test"),
+    )
+    .unwrap();
+    assert_eq!(cookie.domain, "example.com", "leading dot stripped");
+    assert!(!cookie.host_only);
+    assert_eq!(cookie.path, "/test");
+    assert!(cookie.secure && cookie.http_only);
+    assert_eq!(cookie.same_site, SameSitePolicy::Strict);
+}
+
+#[test]
+fn parse_rejects_a_missing_equals_sign_and_an_empty_name() {
+    let u = url("https://example.com/");
+    assert_eq!(
+        HttpCookie::from_set_cookie_header("invalid_cookie", &u),
+        None
+    );
+    assert_eq!(HttpCookie::from_set_cookie_header("=value", &u), None);
+    assert_eq!(HttpCookie::from_set_cookie_header("", &u), None);
+    assert!(HttpCookie::from_set_cookie_header("empty=", &u).is_some());
+}
+
+#[test]
+fn parse_max_age_sets_an_expiry_time() {
+    let before = SystemTime::now();
+    let cookie = HttpCookie::from_set_cookie_header(
+        "name=value; Max-Age=3600",
+        &url("https://example.com/"),
+    )
+    .unwrap();
+    let expiry = cookie.expiration.expect("Max-Age gives an expiry");
+    let lifetime = expiry.duration_since(before).unwrap();
+    assert!((3595..=3605).contains(&lifetime.as_secs()), "{lifetime:?}");
+    assert!(!cookie.is_session_cookie() && !cookie.is_expired());
+}
+
+#[test]
+fn parse_expires_and_max_age_precedence() {
+    let u = url("https://example.com/");
+    let by_date =
+        HttpCookie::from_set_cookie_header("a=1; Expires=Wed, 21 Oct 2099 07:28:00 GMT", &u)
+            .unwrap();
+    let year_2099 = SystemTime::UNIX_EPOCH + Duration::from_secs(4_096_250_880);
+    assert_eq!(by_date.expiration, Some(year_2099));
+    let both = HttpCookie::from_set_cookie_header(
+        "a=1; Expires=Wed, 21 Oct 2099 07:28:00 GMT; Max-Age=60",
+        &u,
+    )
+    .unwrap();
+    let remaining = both
+        .expiration
+        .unwrap()
+        .duration_since(SystemTime::now())
+        .unwrap();
+    assert!(
+        remaining <= Duration::from_secs(60),
+        "Max-Age wins over Expires"
+    );
+}
+
+#[test]
+fn parse_same_site_values() {
+    let u = url("https://example.com/");
+    let same_site = |attr: &str| {
+        HttpCookie::from_set_cookie_header(&format!("a=b; SameSite={attr}"), &u)
+            .unwrap()
+            .same_site
+    };
+    assert_eq!(same_site("Lax"), SameSitePolicy::Lax);
+    assert_eq!(same_site("strict"), SameSitePolicy::Strict);
+    assert_eq!(same_site("None"), SameSitePolicy::None);
+    assert_eq!(same_site("invalid"), SameSitePolicy::None);
+    assert_eq!(
+        SameSitePolicy::from_attribute("STRICT"),
+        SameSitePolicy::Strict
+    );
+    assert_eq!(SameSitePolicy::Lax.as_str(), "Lax");
+}
+
+#[test]
+fn cookie_domain_matching() {
+    let cookie = cookie_at("a", "b", "example.com");
+    assert!(cookie.matches_url(&url("http://example.com/")));
+    assert!(cookie.matches_url(&url("http://sub.example.com/")));
+    assert!(cookie.matches_url(&url("http://deep.sub.example.com/x")));
+    assert!(!cookie.matches_url(&url("http://other.com/")));
+    assert!(!cookie.matches_url(&url("http://badexample.com/")));
+    assert!(!cookie.matches_url(&url("http://example.com.evil.org/")));
+
+    let mut host_only = cookie_at("a", "b", "example.com");
+    host_only.host_only = true;
+    assert!(host_only.matches_url(&url("http://example.com/")));
+    assert!(!host_only.matches_url(&url("http://sub.example.com/")));
+
+    assert!(!HttpCookie::new("no", "domain").matches_url(&url("http://example.com/")));
+}
+
+#[test]
+fn cookie_path_matching() {
+    let mut cookie = cookie_at("a", "b", "example.com");
+    cookie.path = "/test".into();
+    assert!(cookie.matches_url(&url("http://example.com/test")));
+    assert!(cookie.matches_url(&url("http://example.com/test/subpath")));
+    assert!(!cookie.matches_url(&url("http://example.com/other")));
+    assert!(!cookie.matches_url(&url("http://example.com/")));
+    assert!(!cookie.matches_url(&url("http://example.com/testing")));
+}
+
+#[test]
+fn secure_cookie_matches_only_https() {
+    let mut cookie = cookie_at("a", "b", "example.com");
+    cookie.secure = true;
+    assert!(cookie.matches_url(&url("https://example.com/")));
+    assert!(!cookie.matches_url(&url("http://example.com/")));
+    assert!(!cookie.matches_url(&url("ws://example.com/")));
+}
+
+#[test]
+fn cookie_header_is_name_equals_value() {
+    assert_eq!(
+        HttpCookie::new("name", "value").to_cookie_header(),
+        "name=value"
+    );
+    assert_eq!(
+        HttpCookie::new("q", "\"x y\"").to_cookie_header(),
+        "q=\"x y\""
+    );
+}
+
+#[test]
+fn expired_and_future_cookies() {
+    let mut cookie = HttpCookie::new("a", "b");
+    cookie.expiration = Some(SystemTime::now() - Duration::from_secs(1));
+    assert!(cookie.is_expired());
+    cookie.expiration = Some(SystemTime::now() + Duration::from_secs(3600));
+    assert!(!cookie.is_expired());
+}
+
+// ==== HttpCookieJar (KDNetwork tests/http_cookie_jar) ======================================
+
+#[test]
+fn new_jar_is_empty() {
+    let jar = HttpCookieJar::new();
+    assert!(jar.is_empty());
+    assert_eq!(jar.len(), 0);
+    assert!(jar.all_cookies().is_empty());
+    assert_eq!(header_for(&jar, "https://example.com/"), None);
+}
+
+#[test]
+fn insert_and_retrieve() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    assert!(jar.insert_cookie(cookie_at("name", "value", "example.com"), &u));
+    assert_eq!(jar.len(), 1);
+    let all = jar.all_cookies();
+    assert_eq!(all[0].name, "name");
+    assert_eq!(all[0].value, "value");
+    assert_eq!(all[0].domain, "example.com");
+    assert_eq!(all[0].path, "/");
+    assert_eq!(jar.cookies_for_url(&u), all);
+}
+
+#[test]
+fn duplicate_insert_is_rejected_and_changes_nothing() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    assert!(jar.insert_cookie(cookie_at("name", "first", "example.com"), &u));
+    assert!(!jar.insert_cookie(cookie_at("name", "second", "example.com"), &u));
+    assert!(!jar.insert_cookie(cookie_at("name", "third", ".EXAMPLE.com"), &u));
+    assert_eq!(jar.len(), 1);
+    assert_eq!(jar.all_cookies()[0].value, "first");
+    let mut other_path = cookie_at("name", "other", "example.com");
+    other_path.path = "/sub".into();
+    assert!(
+        jar.insert_cookie(other_path, &u),
+        "another path is another cookie"
+    );
+}
+
+#[test]
+fn update_replaces_or_inserts() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    assert!(jar.update_cookie(cookie_at("name", "one", "example.com"), &u));
+    assert!(jar.update_cookie(cookie_at("name", "two", "example.com"), &u));
+    assert_eq!(jar.len(), 1);
+    assert_eq!(jar.all_cookies()[0].value, "two");
+}
+
+#[test]
+fn update_with_an_expired_cookie_deletes() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    jar.update_cookie(cookie_at("name", "one", "example.com"), &u);
+    let mut expired = cookie_at("name", "", "example.com");
+    expired.expiration = Some(SystemTime::UNIX_EPOCH);
+    assert!(jar.update_cookie(expired.clone(), &u));
+    assert!(jar.is_empty());
+    assert!(
+        !jar.insert_cookie(expired, &u),
+        "expired cookies are not stored"
+    );
+}
+
+#[test]
+fn remove_and_remove_missing() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    let cookie = cookie_at("name", "value", "example.com");
+    jar.insert_cookie(cookie.clone(), &u);
+    assert!(jar.remove_cookie(&cookie));
+    assert!(jar.is_empty());
+    assert!(!jar.remove_cookie(&cookie));
+    assert!(!jar.remove_cookie(&cookie_at("nope", "", "example.com")));
+}
+
+#[test]
+fn remove_cookies_by_name_and_domain() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/a/b");
+    jar.store_response_cookies(&u, ["n=1; Path=/", "n=2; Path=/a", "m=3; Path=/"]);
+    jar.store_response_cookies(&url("https://other.com/"), ["n=4"]);
+    assert_eq!(jar.remove_cookies("n", "example.com"), 2);
+    assert_eq!(names(&jar.all_cookies()), ["m", "n"]);
+    assert_eq!(jar.all_cookies()[1].domain, "other.com");
+}
+
+#[test]
+fn clear_removes_everything() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    jar.store_response_cookies(&u, ["a=1", "b=2"]);
+    assert_eq!(jar.len(), 2);
+    jar.clear();
+    assert!(jar.is_empty());
+    assert_eq!(header_for(&jar, "https://example.com/"), None);
+    assert!(jar.insert_cookie(cookie_at("a", "1", "example.com"), &u));
+}
+
+#[test]
+fn domain_cookie_matches_subdomains() {
+    let mut jar = HttpCookieJar::new();
+    assert!(jar.insert_cookie(
+        cookie_at("a", "1", "example.com"),
+        &url("https://example.com/")
+    ));
+    assert_eq!(
+        header_for(&jar, "https://subdomain.example.com/").as_deref(),
+        Some("a=1")
+    );
+    assert_eq!(
+        header_for(&jar, "https://example.com/").as_deref(),
+        Some("a=1")
+    );
+    assert_eq!(header_for(&jar, "https://example.org/"), None);
+}
+
+#[test]
+fn leading_dot_domain_matches_two_levels_down() {
+    let mut jar = HttpCookieJar::new();
+    assert!(jar.insert_cookie(
+        cookie_at("a", "1", ".example.org"),
+        &url("https://www.example.org/")
+    ));
+    assert_eq!(
+        header_for(&jar, "https://a.b.example.org/").as_deref(),
+        Some("a=1")
+    );
+    assert_eq!(
+        header_for(&jar, "https://example.org/").as_deref(),
+        Some("a=1")
+    );
+}
+
+#[test]
+fn jar_path_matching() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    let mut at = |name: &str, path: &str| {
+        let mut cookie = cookie_at(name, "v", "example.com");
+        cookie.path = path.into();
+        assert!(jar.insert_cookie(cookie, &u));
+    };
+    at("root", "/");
+    at("docs", "/docs");
+    at("deep", "/docs/api/");
+    let sent = |path: &str| {
+        names(&jar.cookies_for_url(&url(&format!("https://example.com{path}")))).join(",")
+    };
+    assert_eq!(sent("/"), "root");
+    assert_eq!(sent("/docs"), "docs,root");
+    assert_eq!(sent("/docs/api/v1"), "deep,docs,root");
+    assert_eq!(sent("/docs/api"), "docs,root");
+    assert_eq!(sent("/documents"), "root");
+    assert_eq!(sent("/other"), "root");
+}
+
+#[test]
+fn https_gets_secure_and_plain_cookies_http_only_plain() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    jar.store_response_cookies(&u, ["plain=1", "safe=2; Secure"]);
+    assert_eq!(
+        header_for(&jar, "https://example.com/").as_deref(),
+        Some("plain=1; safe=2")
+    );
+    assert_eq!(
+        header_for(&jar, "http://example.com/").as_deref(),
+        Some("plain=1")
+    );
+}
+
+#[test]
+fn expired_cookies_are_filtered_and_purged() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    jar.store_response_cookies(&u, ["live=1; Max-Age=3600", "soon=2; Max-Age=1"]);
+    assert_eq!(jar.len(), 2);
+    std::thread::sleep(Duration::from_millis(1100));
+    assert_eq!(jar.len(), 1);
+    assert_eq!(
+        header_for(&jar, "https://example.com/").as_deref(),
+        Some("live=1")
+    );
+    assert_eq!(names(&jar.all_cookies()), ["live"]);
+    assert_eq!(jar.remove_expired_cookies(), 1);
+    assert_eq!(jar.remove_expired_cookies(), 0);
+    assert_eq!(jar.len(), 1);
+}
+
+#[test]
+fn parse_single_multiple_update_and_invalid_set_cookie_values() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    assert_eq!(jar.store_response_cookies(&u, ["single=1"]), 1);
+    assert_eq!(jar.store_response_cookies(&u, ["a=1", "b=2; Path=/"]), 2);
+    assert_eq!(jar.store_response_cookies(&u, ["a=updated"]), 1);
+    assert_eq!(
+        jar.store_response_cookies(&u, ["invalid_cookie", "=novalue", "ok=1"]),
+        1
+    );
+    assert_eq!(jar.len(), 4);
+    assert_eq!(
+        header_for(&jar, "https://example.com/").as_deref(),
+        Some("single=1; a=updated; b=2; ok=1")
+    );
+}
+
+#[test]
+fn cookie_header_for_matching_other_and_non_matching_domains() {
+    let mut jar = HttpCookieJar::new();
+    jar.store_response_cookies(&url("https://example.com/"), ["a=1; Domain=example.com"]);
+    jar.store_response_cookies(&url("https://other.org/"), ["b=2"]);
+    assert_eq!(
+        header_for(&jar, "https://www.example.com/").as_deref(),
+        Some("a=1")
+    );
+    assert_eq!(
+        header_for(&jar, "https://other.org/").as_deref(),
+        Some("b=2")
+    );
+    assert_eq!(header_for(&jar, "https://nothing.net/"), None);
+}
+
+// ==== cookie jar rules kdnet adds ==========================================================
+
+#[test]
+fn host_only_cookie_is_not_sent_to_subdomains() {
+    let mut jar = HttpCookieJar::new();
+    jar.store_response_cookies(
+        &url("https://example.com/"),
+        ["host=1", "wide=2; Domain=example.com"],
+    );
+    assert_eq!(
+        header_for(&jar, "https://example.com/").as_deref(),
+        Some("host=1; wide=2")
+    );
+    assert_eq!(
+        header_for(&jar, "https://www.example.com/").as_deref(),
+        Some("wide=2")
+    );
+    let host = jar
+        .all_cookies()
+        .into_iter()
+        .find(|c| c.name == "host")
+        .unwrap();
+    assert!(host.host_only);
+}
+
+#[test]
+fn domain_attribute_must_cover_the_request_host() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://www.example.com/");
+    assert_eq!(jar.store_response_cookies(&u, ["a=1; Domain=other.com"]), 0);
+    assert_eq!(
+        jar.store_response_cookies(&u, ["a=1; Domain=sub.www.example.com"]),
+        0
+    );
+    assert_eq!(
+        jar.store_response_cookies(&u, ["a=1; Domain=example.com"]),
+        1
+    );
+}
+
+#[test]
+fn default_path_is_the_directory_of_the_request_path() {
+    let mut jar = HttpCookieJar::new();
+    jar.store_response_cookies(&url("https://example.com/a/b/page"), ["d=1"]);
+    assert_eq!(jar.all_cookies()[0].path, "/a/b");
+    assert_eq!(
+        header_for(&jar, "https://example.com/a/b/other").as_deref(),
+        Some("d=1")
+    );
+    assert_eq!(header_for(&jar, "https://example.com/a/"), None);
+}
+
+#[test]
+fn secure_cookie_from_plain_http_is_refused() {
+    let mut jar = HttpCookieJar::new();
+    assert_eq!(
+        jar.store_response_cookies(&url("http://example.com/"), ["s=1; Secure"]),
+        0
+    );
+    assert!(
+        HttpCookie::from_set_cookie_header("s=1; Secure", &url("http://example.com/")).is_none()
+    );
+    assert!(jar.is_empty());
+}
+
+#[test]
+fn loopback_http_is_not_treated_as_secure() {
+    let mut jar = HttpCookieJar::new();
+    jar.store_response_cookies(&url("https://localhost/"), ["s=1; Secure", "p=2"]);
+    jar.store_response_cookies(&url("https://127.0.0.1/"), ["s=1; Secure"]);
+    assert_eq!(
+        header_for(&jar, "http://localhost/").as_deref(),
+        Some("p=2")
+    );
+    assert_eq!(header_for(&jar, "http://127.0.0.1/"), None);
+    assert_eq!(
+        header_for(&jar, "https://127.0.0.1/").as_deref(),
+        Some("s=1")
+    );
+}
+
+#[test]
+fn plain_http_cannot_overwrite_a_secure_cookie() {
+    let mut jar = HttpCookieJar::new();
+    jar.store_response_cookies(
+        &url("https://example.com/"),
+        ["id=good; Secure; Domain=example.com"],
+    );
+    let http = url("http://www.example.com/");
+    assert_eq!(
+        jar.store_response_cookies(&http, ["id=evil; Domain=example.com"]),
+        0
+    );
+    assert_eq!(
+        jar.store_response_cookies(&http, ["id=evil"]),
+        0,
+        "shadowing refused too"
+    );
+    assert_eq!(jar.store_response_cookies(&http, ["other=fine"]), 1);
+    assert_eq!(
+        header_for(&jar, "https://www.example.com/").as_deref(),
+        Some("id=good; other=fine")
+    );
+}
+
+#[test]
+fn max_age_zero_and_past_expires_delete_the_cookie() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    jar.store_response_cookies(&u, ["a=1", "b=2"]);
+    assert_eq!(jar.store_response_cookies(&u, ["a=; Max-Age=0"]), 1);
+    assert_eq!(
+        jar.store_response_cookies(&u, ["b=; Expires=Thu, 01 Jan 1970 00:00:01 GMT"]),
+        1
+    );
+    assert!(jar.is_empty());
+    assert_eq!(
+        jar.remove_expired_cookies(),
+        0,
+        "deleted at once, nothing left to purge"
+    );
+    assert_eq!(jar.store_response_cookies(&u, ["c=1; Max-Age=-5"]), 0);
+}
+
+#[test]
+fn single_label_domains_are_refused_unless_they_are_the_host() {
+    let mut jar = HttpCookieJar::new();
+    assert_eq!(
+        jar.store_response_cookies(&url("https://example.com/"), ["a=1; Domain=com"]),
+        0
+    );
+    assert_eq!(
+        jar.store_response_cookies(&url("https://example.com/"), ["a=1; Domain=.com"]),
+        0
+    );
+    assert_eq!(
+        jar.store_response_cookies(&url("http://localhost/"), ["l=1; Domain=localhost"]),
+        1
+    );
+    let local = &jar.all_cookies()[0];
+    assert!(
+        local.host_only,
+        "a single-label Domain equal to the host becomes host-only"
+    );
+    assert!(!jar.insert_cookie(cookie_at("x", "1", "com"), &url("https://example.com/")));
+}
+
+#[test]
+fn public_suffix_list_refuses_listed_suffixes() {
+    let list = "// ===BEGIN ICANN DOMAINS===\nuk\nco.uk\n// ===END ICANN DOMAINS===\n\
+                // ===BEGIN PRIVATE DOMAINS===\ngithub.io\n// ===END PRIVATE DOMAINS===\n";
+    let mut jar = HttpCookieJar::new().with_public_suffix_list(list).unwrap();
+    let shop = url("https://shop.example.co.uk/");
+    assert_eq!(jar.store_response_cookies(&shop, ["a=1; Domain=co.uk"]), 0);
+    assert_eq!(
+        jar.store_response_cookies(&shop, ["b=1; Domain=example.co.uk"]),
+        1
+    );
+    let pages = url("https://me.github.io/");
+    assert_eq!(
+        jar.store_response_cookies(&pages, ["c=1; Domain=github.io"]),
+        0
+    );
+    assert_eq!(jar.store_response_cookies(&pages, ["d=1"]), 1);
+    let err = HttpCookieJar::new()
+        .with_public_suffix_list("!bad")
+        .unwrap_err();
+    assert!(
+        err.to_string().starts_with("invalid public suffix list"),
+        "{err}"
+    );
+}
+
+#[test]
+fn header_lists_longer_paths_first_then_older_cookies() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/a/b");
+    jar.store_response_cookies(&u, ["z=1; Path=/", "y=2; Path=/a", "x=3; Path=/"]);
+    jar.store_response_cookies(&u, ["w=4; Path=/a/b"]);
+    jar.store_response_cookies(&u, ["z=updated; Path=/"]);
+    assert_eq!(
+        header_for(&jar, "https://example.com/a/b/c").as_deref(),
+        Some("w=4; y=2; z=updated; x=3")
+    );
+}
+
+#[test]
+fn secure_and_host_prefixes_are_enforced() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    assert_eq!(jar.store_response_cookies(&u, ["__Secure-a=1"]), 0);
+    assert_eq!(jar.store_response_cookies(&u, ["__Secure-a=1; Secure"]), 1);
+    assert_eq!(
+        jar.store_response_cookies(&u, ["__Host-b=1; Secure"]),
+        0,
+        "needs Path=/"
+    );
+    assert_eq!(
+        jar.store_response_cookies(&u, ["__Host-b=1; Secure; Path=/; Domain=example.com"]),
+        0
+    );
+    assert_eq!(jar.store_response_cookies(&u, ["__host-b=1; Path=/"]), 0);
+    assert_eq!(
+        jar.store_response_cookies(&u, ["__Host-b=1; Secure; Path=/"]),
+        1
+    );
+}
+
+#[test]
+fn control_characters_in_cookies_are_refused() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    assert_eq!(
+        jar.store_response_cookies(&u, ["a=b\u{0}c", "d\u{1}=e", "f=g\u{7f}"]),
+        0
+    );
+    assert_eq!(jar.store_response_cookies(&u, ["tab=a\tb"]), 1);
+    assert!(!jar.insert_cookie(cookie_at("x", "a;b", "example.com"), &u));
+    assert!(!jar.insert_cookie(cookie_at("", "v", "example.com"), &u));
+    assert!(!jar.insert_cookie(cookie_at("x", "line\nbreak", "example.com"), &u));
+}
+
+#[test]
+fn oversized_set_cookie_is_ignored() {
+    let mut jar = HttpCookieJar::new();
+    assert_eq!(jar.max_set_cookie_bytes(), DEFAULT_MAX_SET_COOKIE_BYTES);
+    let u = url("https://example.com/");
+    let fits = format!("a={}", "x".repeat(DEFAULT_MAX_SET_COOKIE_BYTES - 2));
+    let too_long = format!("b={}", "x".repeat(DEFAULT_MAX_SET_COOKIE_BYTES - 1));
+    assert_eq!(jar.store_response_cookies(&u, [fits.as_str()]), 1);
+    assert_eq!(jar.store_response_cookies(&u, [too_long.as_str()]), 0);
+    jar.set_max_set_cookie_bytes(10);
+    assert_eq!(jar.store_response_cookies(&u, ["c=123456789"]), 0);
+    assert_eq!(
+        jar.store_response_cookies(&u, ["d=12345678"]),
+        1,
+        "exactly at the limit"
+    );
+}
+
+#[test]
+fn per_domain_limit_evicts_the_oldest_cookie() {
+    let mut jar = HttpCookieJar::new();
+    assert_eq!(jar.max_cookies_per_domain(), DEFAULT_MAX_COOKIES_PER_DOMAIN);
+    let u = url("https://example.com/");
+    let values: Vec<String> = (0..=DEFAULT_MAX_COOKIES_PER_DOMAIN)
+        .map(|i| format!("c{i}=v"))
+        .collect();
+    jar.store_response_cookies(&u, values.iter().map(String::as_str));
+    assert_eq!(jar.len(), DEFAULT_MAX_COOKIES_PER_DOMAIN);
+    let all = jar.all_cookies();
+    assert_eq!(all[0].name, "c1", "c0 was the oldest");
+    jar.store_response_cookies(&url("https://other.com/"), ["o=1"]);
+    assert_eq!(
+        jar.len(),
+        DEFAULT_MAX_COOKIES_PER_DOMAIN + 1,
+        "other domains unaffected"
+    );
+}
+
+#[test]
+fn per_domain_limit_evicts_expired_cookies_first() {
+    let mut jar = HttpCookieJar::new();
+    jar.set_max_cookies_per_domain(2);
+    let u = url("https://example.com/");
+    jar.store_response_cookies(&u, ["old=1", "brief=2; Max-Age=1"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    jar.store_response_cookies(&u, ["new=3"]);
+    assert_eq!(names(&jar.all_cookies()), ["old", "new"]);
+}
+
+#[test]
+fn total_limit_evicts_the_oldest_cookie() {
+    let mut jar = HttpCookieJar::new();
+    assert_eq!(jar.max_cookies(), DEFAULT_MAX_COOKIES);
+    for i in 0..=DEFAULT_MAX_COOKIES {
+        let u = url(&format!("https://host{i}.example/"));
+        assert_eq!(jar.store_response_cookies(&u, ["c=1"]), 1);
+    }
+    assert_eq!(jar.len(), DEFAULT_MAX_COOKIES);
+    assert_eq!(header_for(&jar, "https://host0.example/"), None);
+    assert!(header_for(&jar, "https://host1.example/").is_some());
+    jar.set_max_cookies(2);
+    assert_eq!(jar.len(), 2);
+    assert_eq!(
+        names(&jar.all_cookies()).len(),
+        2,
+        "lowering the limit evicts at once"
+    );
+    assert!(header_for(&jar, &format!("https://host{DEFAULT_MAX_COOKIES}.example/")).is_some());
+}
+
+#[test]
+fn jar_is_send() {
+    fn assert_send<T: Send>() {}
+    assert_send::<HttpCookieJar>();
+    assert_send::<HttpSession>();
+}
+
+#[test]
+fn jar_debug_hides_values() {
+    let mut jar = HttpCookieJar::new();
+    jar.store_response_cookies(&url("https://example.com/"), ["token=very-secret"]);
+    let debug = format!("{jar:?}");
+    assert!(debug.contains("token@example.com/"), "{debug}");
+    assert!(!debug.contains("very-secret"), "{debug}");
+}
+
+// ==== HttpRequest (KDNetwork tests/http_request) ===========================================
+
+#[test]
+fn request_defaults() {
+    let request = HttpRequest::new("https://example.com/").unwrap();
+    assert_eq!(request.method(), &HttpMethod::Get);
+    assert_eq!(request.timeout(), Some(Duration::from_secs(30)));
+    assert_eq!(request.timeout(), Some(DEFAULT_REQUEST_TIMEOUT));
+    assert_eq!(request.redirect_policy(), RedirectPolicy::FollowAll);
+    assert_eq!(request.max_redirects(), 5);
+    assert_eq!(request.max_redirects(), DEFAULT_MAX_REDIRECTS);
+    assert!(request.auto_add_common_headers());
+    assert!(!request.is_streaming());
+    assert!(request.body().is_empty());
+    assert!(request.headers().is_empty());
+    assert_eq!(request.auth_type(), AuthType::None);
+}
+
+#[test]
+fn request_headers_are_case_insensitive_and_multi_valued() {
+    let mut request = HttpRequest::new("https://example.com/").unwrap();
+    request.set_header("Content-Type", "text/plain");
+    assert!(request.has_header("content-type"));
+    assert_eq!(request.header("CONTENT-TYPE"), Some("text/plain"));
+    request.set_header("content-type", "application/json");
+    assert_eq!(request.header("Content-Type"), Some("application/json"));
+    assert_eq!(request.headers().len(), 1, "set replaces");
+    request.add_header("Accept", "text/html");
+    request.add_header("accept", "application/xml");
+    assert_eq!(
+        request.header_values("ACCEPT").collect::<Vec<_>>(),
+        ["text/html", "application/xml"]
+    );
+    assert!(request.remove_header("Accept"));
+    assert!(!request.has_header("accept"));
+    assert!(!request.remove_header("accept"));
+    assert_eq!(
+        request.headers().iter().collect::<Vec<_>>(),
+        [("content-type", "application/json")]
+    );
+}
+
+#[test]
+fn request_body_from_bytes_string_and_vec() {
+    let mut request = HttpRequest::new("https://example.com/").unwrap();
+    request.set_body(vec![1u8, 2, 3]);
+    assert_eq!(request.body().as_ref(), [1, 2, 3]);
+    request.set_body(String::from("text body"));
+    assert_eq!(request.body().as_ref(), b"text body");
+    request.set_body("static");
+    assert_eq!(request.body().as_ref(), b"static");
+    let shared = Bytes::from_static(b"shared");
+    request.set_body(shared.clone());
+    assert_eq!(request.body(), &shared);
+}
+
+#[test]
+fn basic_auth_is_padded_base64() {
+    // KDNetwork's hand-written encoder dropped the padding (H5) and its test only checked the
+    // "Basic " prefix.
+    let mut request = HttpRequest::new("https://example.com/").unwrap();
+    request.set_basic_auth("username", "password");
+    assert_eq!(
+        request.header("Authorization"),
+        Some("Basic dXNlcm5hbWU6cGFzc3dvcmQ=")
+    );
+    assert_eq!(request.auth_type(), AuthType::Basic);
+    request.set_basic_auth("Aladdin", "open sesame");
+    assert_eq!(
+        request.header("authorization"),
+        Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+    );
+    request.set_basic_auth("a", "");
+    assert_eq!(request.header("authorization"), Some("Basic YTo="));
+    assert_eq!(request.header_values("authorization").count(), 1);
+}
+
+#[test]
+fn bearer_auth_header_is_exact() {
+    let mut request = HttpRequest::new("https://example.com/").unwrap();
+    request.set_bearer_auth("abc.def.ghi");
+    assert_eq!(request.header("Authorization"), Some("Bearer abc.def.ghi"));
+    assert_eq!(request.auth_type(), AuthType::Bearer);
+    request.remove_header("authorization");
+    assert_eq!(
+        request.auth_type(),
+        AuthType::None,
+        "derived from the header"
+    );
+    request.set_header("Authorization", "Digest x");
+    assert_eq!(request.auth_type(), AuthType::None);
+}
+
+#[test]
+fn url_credentials_become_basic_auth_and_leave_the_url() {
+    let request = HttpRequest::new("http://Aladdin:open%20sesame@example.com:8080/p?q=1").unwrap();
+    assert_eq!(request.url().as_str(), "http://example.com:8080/p?q=1");
+    assert_eq!(
+        request.header("authorization"),
+        Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+    );
+
+    let user_only = HttpRequest::new("https://bob@example.com/").unwrap();
+    assert_eq!(user_only.url().as_str(), "https://example.com/");
+    assert_eq!(user_only.header("authorization"), Some("Basic Ym9iOg=="));
+
+    let mut plain = HttpRequest::new("https://example.com/").unwrap();
+    assert!(!plain.take_url_credentials());
+    plain
+        .set_url(url("https://u%3Ax:p%40ss@example.com/"))
+        .unwrap();
+    assert_eq!(plain.url().as_str(), "https://example.com/");
+    // "u:x" is not a valid RFC 7617 user name, but the bytes are passed on as given.
+    assert_eq!(plain.header("authorization"), Some("Basic dTp4OnBAc3M="));
+}
+
+#[test]
+fn invalid_urls_and_schemes_are_refused() {
+    for bad in [
+        "not a url",
+        "ftp://example.com/",
+        "file:///etc/passwd",
+        "http://[::1",
+        "ws://x/",
+    ] {
+        match HttpRequest::new(bad) {
+            Err(HttpError::InvalidUrl { url, reason }) => {
+                assert_eq!(url, bad);
+                assert!(!reason.is_empty());
+            }
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    let mut request = HttpRequest::new("https://example.com/").unwrap();
+    assert!(request.set_url(url("mailto:a@example.com")).is_err());
+    assert_eq!(
+        request.url().as_str(),
+        "https://example.com/",
+        "unchanged on error"
+    );
+}
+
+#[test]
+fn query_without_path_and_ipv6_hosts_are_kept_apart() {
+    // KDNetwork lost the query when the URL had no path and kept IPv6 brackets (H9).
+    let request = HttpRequest::new("http://example.com?x=1#frag").unwrap();
+    assert_eq!(request.url().path(), "/");
+    assert_eq!(request.url().query(), Some("x=1"));
+    let v6 = HttpRequest::new("http://[::1]:8080/").unwrap();
+    assert_eq!(
+        v6.url().host(),
+        Some(url::Host::Ipv6(std::net::Ipv6Addr::LOCALHOST))
+    );
+}
+
+#[test]
+fn request_builders() {
+    let request = HttpRequest::post("https://example.com/form", "a=1")
+        .unwrap()
+        .with_header("Content-Type", "application/x-www-form-urlencoded")
+        .with_timeout(Duration::from_secs(3))
+        .with_redirect_policy(RedirectPolicy::FollowSameHost)
+        .with_max_redirects(2)
+        .with_streaming(true);
+    assert_eq!(request.method(), &HttpMethod::Post);
+    assert_eq!(request.body().as_ref(), b"a=1");
+    assert_eq!(request.timeout(), Some(Duration::from_secs(3)));
+    assert_eq!(request.redirect_policy(), RedirectPolicy::FollowSameHost);
+    assert_eq!(request.max_redirects(), 2);
+    assert!(request.is_streaming());
+
+    let request = HttpRequest::get("https://example.com/")
+        .unwrap()
+        .with_method(HttpMethod::Delete)
+        .with_body(vec![0u8; 4])
+        .with_timeout(None);
+    assert_eq!(request.method(), &HttpMethod::Delete);
+    assert_eq!(request.body().len(), 4);
+    assert_eq!(request.timeout(), None);
+
+    let mut request = request;
+    request.set_auto_add_common_headers(false);
+    request.set_streaming(false);
+    request.set_timeout(Duration::from_millis(1));
+    request.set_method("PROPFIND".parse().unwrap());
+    assert!(!request.auto_add_common_headers() && !request.is_streaming());
+    assert_eq!(request.method().as_str(), "PROPFIND");
+}
+
+#[test]
+fn validate_catches_what_would_corrupt_the_wire() {
+    let ok = HttpRequest::post("https://example.com/", "12345")
+        .unwrap()
+        .with_header("Content-Length", "5")
+        .with_header("X-Tab", "a\tb");
+    assert!(ok.validate().is_ok());
+    let cases = [
+        ok.clone().with_header("X-Evil", "a\r\nInjected: yes"),
+        ok.clone().with_header("X-Nul", "a\0b"),
+        ok.clone().with_header("Bad Name", "v"),
+        ok.clone().with_header("", "v"),
+        ok.clone().with_header("Content-Length", "6"),
+        ok.clone().with_header("Content-Length", "+5"),
+    ];
+    for request in cases {
+        assert!(
+            matches!(request.validate(), Err(HttpError::InvalidRequest(_))),
+            "{request:?}"
+        );
+    }
+}
+
+// ==== HttpSession (KDNetwork tests/http_session) ===========================================
+
+#[test]
+fn session_defaults() {
+    let session = HttpSession::new();
+    assert_eq!(session.user_agent(), Some(DEFAULT_USER_AGENT));
+    assert_eq!(
+        DEFAULT_USER_AGENT,
+        concat!("kdnet/", env!("CARGO_PKG_VERSION"))
+    );
+    assert_eq!(session.default_header("accept"), Some("*/*"));
+    assert_eq!(session.default_headers().len(), 2);
+    assert_eq!(session.connect_timeout(), Duration::from_secs(30));
+    assert_eq!(session.idle_connection_timeout(), Duration::from_secs(60));
+    assert_eq!(session.max_connections_per_host(), 6);
+    assert!(session.follow_redirects());
+    assert_eq!(session.max_redirects(), 5);
+    assert_eq!(session.read_timeout(), None);
+    assert_eq!(session.max_response_head_bytes(), 64 * 1024);
+    assert_eq!(session.max_response_headers(), 100);
+    assert!(session.verifies_certificates());
+    assert!(session.extra_ca_certificates().is_empty());
+    assert_eq!(session.client_certificate(), None);
+    assert!(session.cookie_jar().lock().is_empty());
+}
+
+#[test]
+fn session_default_headers_add_replace_remove() {
+    let mut session = HttpSession::new();
+    session.set_default_header("X-Custom", "one");
+    assert_eq!(session.default_header("x-custom"), Some("one"));
+    session.set_default_header("x-CUSTOM", "two");
+    assert_eq!(session.default_header("X-Custom"), Some("two"));
+    assert_eq!(session.default_headers().get_all("x-custom").count(), 1);
+    assert!(session.remove_default_header("X-CUSTOM"));
+    assert_eq!(session.default_header("x-custom"), None);
+    assert!(!session.remove_default_header("x-custom"));
+    session.set_user_agent("MyApp/2");
+    assert_eq!(session.user_agent(), Some("MyApp/2"));
+    assert_eq!(session.default_header("User-Agent"), Some("MyApp/2"));
+}
+
+#[test]
+fn apply_default_headers_never_overrides_the_request() {
+    let mut session = HttpSession::new();
+    session.set_default_header("X-Session", "s");
+    let mut request = HttpRequest::new("https://example.com/")
+        .unwrap()
+        .with_header("user-agent", "Custom/1");
+    session.apply_default_headers(&mut request);
+    assert_eq!(request.header("User-Agent"), Some("Custom/1"));
+    assert_eq!(request.header_values("user-agent").count(), 1);
+    assert_eq!(request.header("accept"), Some("*/*"));
+    assert_eq!(request.header("x-session"), Some("s"));
+    session.apply_default_headers(&mut request);
+    assert_eq!(request.headers().len(), 3, "applying twice adds nothing");
+}
+
+#[test]
+fn multi_valued_default_headers_are_applied_whole() {
+    let mut session = HttpSession::new();
+    session.default_headers_mut().append("X-Multi", "a");
+    session.default_headers_mut().append("x-multi", "b");
+    let mut request = HttpRequest::new("https://example.com/").unwrap();
+    session.apply_default_headers(&mut request);
+    assert_eq!(
+        request.header_values("x-multi").collect::<Vec<_>>(),
+        ["a", "b"]
+    );
+
+    let mut has_one = HttpRequest::new("https://example.com/")
+        .unwrap()
+        .with_header("X-Multi", "mine");
+    session.apply_default_headers(&mut has_one);
+    assert_eq!(
+        has_one.header_values("x-multi").collect::<Vec<_>>(),
+        ["mine"]
+    );
+}
+
+#[test]
+fn cookie_jar_replace_and_sharing() {
+    let mut session = HttpSession::new();
+    let u = url("https://example.com/");
+    let mut jar = HttpCookieJar::new();
+    jar.store_response_cookies(&u, ["a=1"]);
+    session.set_cookie_jar(jar);
+    assert_eq!(session.cookie_header_for_url(&u).as_deref(), Some("a=1"));
+
+    let clone = session.clone();
+    assert!(clone.cookie_jar().ptr_eq(session.cookie_jar()));
+    clone
+        .cookie_jar()
+        .lock()
+        .store_response_cookies(&u, ["b=2"]);
+    assert_eq!(
+        session.cookie_header_for_url(&u).as_deref(),
+        Some("a=1; b=2")
+    );
+
+    let mut other = HttpSession::new();
+    other.set_cookie_jar(session.cookie_jar().clone());
+    assert_eq!(other.cookie_header_for_url(&u).as_deref(), Some("a=1; b=2"));
+    other.set_cookie_jar(HttpCookieJar::new());
+    assert!(!other.cookie_jar().ptr_eq(session.cookie_jar()));
+    assert_eq!(other.cookie_header_for_url(&u), None);
+}
+
+#[test]
+fn follow_redirects_off_wins_over_the_request_policy() {
+    let mut session = HttpSession::new();
+    session.set_follow_redirects(false);
+    let mut request = HttpRequest::new("https://example.com/").unwrap();
+    session.prepare_request(&mut request);
+    assert_eq!(request.redirect_policy(), RedirectPolicy::DontFollow);
+    assert!(matches!(
+        redirect_action(&request, 302, Some("/next"), 0),
+        RedirectAction::Return
+    ));
+
+    session.set_follow_redirects(true);
+    let mut same_host = HttpRequest::new("https://example.com/")
+        .unwrap()
+        .with_redirect_policy(RedirectPolicy::FollowSameHost);
+    session.prepare_request(&mut same_host);
+    assert_eq!(same_host.redirect_policy(), RedirectPolicy::FollowSameHost);
+}
+
+#[test]
+fn explicit_request_redirect_limit_wins_over_the_session() {
+    let mut session = HttpSession::new();
+    session.set_max_redirects(1);
+    let mut implicit = HttpRequest::new("https://example.com/").unwrap();
+    session.apply_redirect_settings(&mut implicit);
+    assert_eq!(implicit.max_redirects(), 1);
+    let mut explicit = HttpRequest::new("https://example.com/")
+        .unwrap()
+        .with_max_redirects(8);
+    session.apply_redirect_settings(&mut explicit);
+    assert_eq!(explicit.max_redirects(), 8);
+    let mut explicit_default = HttpRequest::new("https://example.com/")
+        .unwrap()
+        .with_max_redirects(DEFAULT_MAX_REDIRECTS);
+    session.apply_redirect_settings(&mut explicit_default);
+    assert_eq!(explicit_default.max_redirects(), DEFAULT_MAX_REDIRECTS);
+}
+
+#[test]
+fn session_timeouts_limits_and_tls_settings() {
+    let mut session = HttpSession::new();
+    session.set_connect_timeout(Duration::from_secs(2));
+    session.set_idle_connection_timeout(Duration::from_secs(9));
+    session.set_read_timeout(Duration::from_secs(4));
+    session.set_max_connections_per_host(0);
+    session.set_max_redirects(7);
+    session.set_max_response_head_bytes(1024);
+    session.set_max_response_headers(10);
+    session.add_ca_certificate(b"-----BEGIN CERTIFICATE-----".to_vec());
+    session.set_client_certificate(b"cert".to_vec(), b"key".to_vec());
+    session.dangerous_disable_certificate_verification();
+    assert_eq!(session.connect_timeout(), Duration::from_secs(2));
+    assert_eq!(session.idle_connection_timeout(), Duration::from_secs(9));
+    assert_eq!(session.read_timeout(), Some(Duration::from_secs(4)));
+    assert_eq!(session.max_connections_per_host(), 1, "0 is treated as 1");
+    assert_eq!(session.max_redirects(), 7);
+    assert_eq!(session.max_response_head_bytes(), 1024);
+    assert_eq!(session.max_response_headers(), 10);
+    assert_eq!(session.extra_ca_certificates().len(), 1);
+    assert_eq!(
+        session.client_certificate(),
+        Some((&b"cert"[..], &b"key"[..]))
+    );
+    assert!(!session.verifies_certificates());
+    session.enable_certificate_verification();
+    session.clear_ca_certificates();
+    session.clear_client_certificate();
+    session.set_read_timeout(None);
+    assert!(session.verifies_certificates());
+    assert!(session.extra_ca_certificates().is_empty());
+    assert_eq!(session.client_certificate(), None);
+    assert_eq!(session.read_timeout(), None);
+}
+
+#[test]
+fn session_debug_hides_credentials_and_keys() {
+    let mut session = HttpSession::new();
+    session.set_default_header("Authorization", "Bearer top-secret");
+    session.set_client_certificate(b"cert".to_vec(), b"PRIVATE-KEY-BYTES".to_vec());
+    let debug = format!("{session:?}");
+    assert!(
+        !debug.contains("top-secret") && !debug.contains("PRIVATE"),
+        "{debug}"
+    );
+    assert!(debug.contains("User-Agent"), "{debug}");
+}
+
+// ==== redirect rules =======================================================================
+
+fn follow(action: RedirectAction) -> HttpRequest {
+    match action {
+        RedirectAction::Follow(next) => next,
+        other => panic!("expected Follow, got {other:?}"),
+    }
+}
+
+fn post_with_body(u: &str) -> HttpRequest {
+    HttpRequest::post(u, "payload")
+        .unwrap()
+        .with_header("Content-Type", "text/plain")
+        .with_header("Content-Length", "7")
+        .with_header("X-Keep", "yes")
+}
+
+#[test]
+fn status_301_and_302_turn_post_into_get_and_drop_the_body() {
+    for status in [301, 302] {
+        let next = follow(redirect_action(
+            &post_with_body("https://example.com/a"),
+            status,
+            Some("/b"),
+            0,
+        ));
+        assert_eq!(next.method(), &HttpMethod::Get, "{status}");
+        assert!(next.body().is_empty());
+        assert!(!next.has_header("content-type") && !next.has_header("content-length"));
+        assert_eq!(next.header("x-keep"), Some("yes"));
+        assert_eq!(next.url().as_str(), "https://example.com/b");
+    }
+}
+
+#[test]
+fn status_301_and_302_keep_other_methods_and_their_bodies() {
+    for status in [301, 302] {
+        let put = post_with_body("https://example.com/a").with_method(HttpMethod::Put);
+        let next = follow(redirect_action(&put, status, Some("/b"), 0));
+        assert_eq!(next.method(), &HttpMethod::Put);
+        assert_eq!(next.body().as_ref(), b"payload");
+        assert_eq!(next.header("content-type"), Some("text/plain"));
+    }
+}
+
+#[test]
+fn status_303_turns_everything_but_head_into_get() {
+    for method in [
+        HttpMethod::Post,
+        HttpMethod::Put,
+        HttpMethod::Delete,
+        HttpMethod::Get,
+    ] {
+        let request = post_with_body("https://example.com/a").with_method(method.clone());
+        let next = follow(redirect_action(&request, 303, Some("/see"), 0));
+        assert_eq!(next.method(), &HttpMethod::Get, "{method}");
+        assert!(next.body().is_empty(), "{method}");
+        assert!(!next.has_header("content-length"), "{method}");
+    }
+    let head = HttpRequest::new("https://example.com/a")
+        .unwrap()
+        .with_method(HttpMethod::Head);
+    let next = follow(redirect_action(&head, 303, Some("/see"), 0));
+    assert_eq!(next.method(), &HttpMethod::Head);
+}
+
+#[test]
+fn status_307_and_308_keep_method_and_body() {
+    for status in [307, 308] {
+        let next = follow(redirect_action(
+            &post_with_body("https://example.com/a"),
+            status,
+            Some("/b"),
+            0,
+        ));
+        assert_eq!(next.method(), &HttpMethod::Post, "{status}");
+        assert_eq!(next.body().as_ref(), b"payload");
+        assert_eq!(next.header("content-type"), Some("text/plain"));
+        assert_eq!(next.header("content-length"), Some("7"));
+    }
+}
+
+#[test]
+fn locations_resolve_like_a_browser() {
+    let request = HttpRequest::new("https://example.com/dir/page?old=1").unwrap();
+    let target = |location: &str| {
+        follow(redirect_action(&request, 302, Some(location), 0))
+            .url()
+            .to_string()
+    };
+    assert_eq!(target("next"), "https://example.com/dir/next");
+    assert_eq!(target("../up"), "https://example.com/up");
+    assert_eq!(target("/abs"), "https://example.com/abs");
+    assert_eq!(target("//cdn.example.net/x"), "https://cdn.example.net/x");
+    assert_eq!(target("?q=2"), "https://example.com/dir/page?q=2");
+    assert_eq!(target("http://other.org:8080/y"), "http://other.org:8080/y");
+    assert_eq!(target("  /trimmed  "), "https://example.com/trimmed");
+    assert_eq!(target("/caf\u{e9}"), "https://example.com/caf%C3%A9");
+}
+
+#[test]
+fn fragments_are_never_carried_onto_the_request() {
+    let request = HttpRequest::new("https://example.com/start#section").unwrap();
+    let next = follow(redirect_action(&request, 301, Some("/next#frag"), 0));
+    assert_eq!(next.url().as_str(), "https://example.com/next");
+    let next = follow(redirect_action(&request, 301, Some("/plain"), 0));
+    assert_eq!(next.url().fragment(), None);
+}
+
+#[test]
+fn redirect_without_location_or_non_redirect_status_is_returned() {
+    let request = HttpRequest::new("https://example.com/").unwrap();
+    assert!(matches!(
+        redirect_action(&request, 302, None, 0),
+        RedirectAction::Return
+    ));
+    assert!(matches!(
+        redirect_action(&request, 302, Some("   "), 0),
+        RedirectAction::Return
+    ));
+    for status in [200, 204, 300, 304, 305, 306, 404] {
+        assert!(
+            matches!(
+                redirect_action(&request, status, Some("/x"), 0),
+                RedirectAction::Return
+            ),
+            "{status}"
+        );
+    }
+}
+
+#[test]
+fn unusable_locations_are_bad_redirects() {
+    let request = HttpRequest::new("https://example.com/").unwrap();
+    for location in [
+        "ftp://example.com/file",
+        "mailto:a@b.c",
+        "http://[::1",
+        "javascript:alert(1)",
+    ] {
+        match redirect_action(&request, 302, Some(location), 0) {
+            RedirectAction::Error(HttpError::BadRedirect(reason)) => {
+                assert!(reason.contains("Location"), "{reason}");
+            }
+            other => panic!("{location:?}: {other:?}"),
+        }
+    }
+}
+
+#[test]
+fn too_many_redirects_is_an_error() {
+    let request = HttpRequest::new("https://example.com/").unwrap();
+    let _ = follow(redirect_action(&request, 302, Some("/x"), 4));
+    match redirect_action(&request, 302, Some("/x"), 5) {
+        RedirectAction::Error(HttpError::TooManyRedirects { limit }) => assert_eq!(limit, 5),
+        other => panic!("{other:?}"),
+    }
+    let none_allowed = request.clone().with_max_redirects(0);
+    assert!(matches!(
+        redirect_action(&none_allowed, 301, Some("/x"), 0),
+        RedirectAction::Error(HttpError::TooManyRedirects { limit: 0 })
+    ));
+    assert!(
+        matches!(
+            redirect_action(&none_allowed, 200, None, 0),
+            RedirectAction::Return
+        ),
+        "the limit only matters for redirects"
+    );
+}
+
+#[test]
+fn dont_follow_policy_returns_every_redirect() {
+    let request = HttpRequest::new("https://example.com/")
+        .unwrap()
+        .with_redirect_policy(RedirectPolicy::DontFollow);
+    assert!(matches!(
+        redirect_action(&request, 302, Some("/x"), 0),
+        RedirectAction::Return
+    ));
+    assert!(
+        matches!(
+            redirect_action(&request, 302, Some("ftp://x/"), 99),
+            RedirectAction::Return
+        ),
+        "no error for a redirect that is not followed"
+    );
+}
+
+#[test]
+fn follow_same_host_policy() {
+    let request = HttpRequest::new("http://example.com/")
+        .unwrap()
+        .with_redirect_policy(RedirectPolicy::FollowSameHost);
+    let _ = follow(redirect_action(&request, 302, Some("/x"), 0));
+    let _ = follow(redirect_action(
+        &request,
+        302,
+        Some("https://example.com:8443/"),
+        0,
+    ));
+    assert!(matches!(
+        redirect_action(&request, 302, Some("http://www.example.com/"), 0),
+        RedirectAction::Return
+    ));
+}
+
+#[test]
+fn follow_same_host_and_protocol_policy() {
+    let request = HttpRequest::new("https://example.com/")
+        .unwrap()
+        .with_redirect_policy(RedirectPolicy::FollowSameHostAndProtocol);
+    let _ = follow(redirect_action(&request, 307, Some("/x"), 0));
+    assert!(matches!(
+        redirect_action(&request, 307, Some("http://example.com/x"), 0),
+        RedirectAction::Return
+    ));
+    assert!(matches!(
+        redirect_action(&request, 307, Some("https://other.com/x"), 0),
+        RedirectAction::Return
+    ));
+}
+
+#[test]
+fn follow_all_policy_follows_other_hosts() {
+    let request = HttpRequest::new("https://example.com/").unwrap();
+    let next = follow(redirect_action(
+        &request,
+        302,
+        Some("http://elsewhere.org/"),
+        0,
+    ));
+    assert_eq!(next.url().host_str(), Some("elsewhere.org"));
+}
+
+fn with_credentials(u: &str) -> HttpRequest {
+    let mut request = HttpRequest::new(u)
+        .unwrap()
+        .with_header("Cookie", "session=1")
+        .with_header("Proxy-Authorization", "Basic cHJveHk6cHc=")
+        .with_header("WWW-Authenticate", "Basic")
+        .with_header("Host", "example.com")
+        .with_header("X-Custom", "kept");
+    request.set_bearer_auth("token");
+    request
+}
+
+#[test]
+fn cross_origin_hops_drop_credentials() {
+    for location in [
+        "https://other.com/",        // host change
+        "https://example.com:8443/", // port change
+        "http://example.com/",       // scheme change
+    ] {
+        let next = follow(redirect_action(
+            &with_credentials("https://example.com/"),
+            302,
+            Some(location),
+            0,
+        ));
+        for header in [
+            "authorization",
+            "cookie",
+            "proxy-authorization",
+            "www-authenticate",
+            "host",
+        ] {
+            assert!(!next.has_header(header), "{location}: {header} kept");
+        }
+        assert_eq!(next.auth_type(), AuthType::None);
+        assert_eq!(next.header("x-custom"), Some("kept"), "{location}");
+    }
+}
+
+#[test]
+fn same_origin_hops_keep_authorization_but_drop_cookie() {
+    let next = follow(redirect_action(
+        &with_credentials("https://example.com/a"),
+        302,
+        Some("https://EXAMPLE.com:443/b"),
+        0,
+    ));
+    assert_eq!(next.header("authorization"), Some("Bearer token"));
+    assert_eq!(
+        next.header("proxy-authorization"),
+        Some("Basic cHJveHk6cHc=")
+    );
+    assert_eq!(next.header("host"), Some("example.com"));
+    assert!(
+        !next.has_header("cookie"),
+        "recomputed from the jar per hop"
+    );
+}
+
+#[test]
+fn credentials_in_a_location_become_basic_auth() {
+    let request = HttpRequest::new("https://example.com/").unwrap();
+    let next = follow(redirect_action(
+        &request,
+        302,
+        Some("https://u:p@other.com/x"),
+        0,
+    ));
+    assert_eq!(next.url().as_str(), "https://other.com/x");
+    assert_eq!(next.header("authorization"), Some("Basic dTpw"));
+}
+
+#[test]
+fn following_keeps_the_other_request_options() {
+    let request = HttpRequest::new("https://example.com/")
+        .unwrap()
+        .with_timeout(Duration::from_secs(2))
+        .with_max_redirects(3)
+        .with_streaming(true);
+    let next = follow(redirect_action(&request, 308, Some("/n"), 1));
+    assert_eq!(next.timeout(), Some(Duration::from_secs(2)));
+    assert_eq!(next.max_redirects(), 3);
+    assert!(next.is_streaming());
+    assert_eq!(next.redirect_policy(), RedirectPolicy::FollowAll);
+}
+
+// ==== peer input never panics ==============================================================
+
+mod arbitrary_peer_input {
+    use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn set_cookie_values_never_panic_and_stay_sendable(
+            value in concat!(
+                "[ -~\\x00-\\x1f\u{80}-\u{10ffff}]{0,12}=[ -~\u{e9}\\x00\\t]{0,12}",
+                "(; ?(Domain|Path|Max-Age|Expires|Secure|HttpOnly|SameSite)(=[ -~]{0,16})?){0,4}",
+            ),
+            path in "(/[a-z%.]{0,4}){0,3}",
+        ) {
+            let u = url(&format!("https://www.example.com{path}"));
+            let mut jar = HttpCookieJar::new();
+            jar.store_response_cookies(&u, [value.as_str()]);
+            let _ = HttpCookie::from_set_cookie_header(&value, &u);
+            if let Some(header) = jar.cookie_header_for_url(&u) {
+                prop_assert!(header.bytes().all(|b| (b >= 0x20 || b == b'\t') && b != 0x7f));
+            }
+            let _ = jar.all_cookies();
+            prop_assert!(jar.len() <= 1);
+        }
+
+        #[test]
+        fn locations_never_panic_and_never_leave_http(
+            location in "(?s).{0,60}",
+            status in 300u16..310,
+        ) {
+            let request = with_credentials("https://example.com/a/b?c#d");
+            let action = redirect_action(&request, status, Some(&location), 0);
+            if let RedirectAction::Follow(next) = action {
+                prop_assert!(matches!(next.url().scheme(), "http" | "https"));
+                prop_assert!(next.url().fragment().is_none());
+                prop_assert!(next.url().password().is_none());
+                prop_assert!(!next.has_header("cookie"));
+            }
+        }
+    }
+}
