@@ -36,3 +36,162 @@ pub fn pattern(len: usize, seed: u64) -> Vec<u8> {
         })
         .collect()
 }
+
+/// One request as a scripted server saw it.
+#[derive(Debug, Clone)]
+pub struct SeenRequest {
+    /// The request line, e.g. `GET /x HTTP/1.1`.
+    pub line: String,
+    /// Header fields, names as sent.
+    pub headers: Vec<(String, String)>,
+    /// The body (by Content-Length).
+    pub body: Vec<u8>,
+    /// Index of the connection it came on (0-based, in accept order).
+    pub connection: usize,
+}
+
+impl SeenRequest {
+    /// The first value of a header (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// What a scripted server does with one request.
+pub enum Reply {
+    /// Write these bytes, keep the connection open for the next request.
+    Bytes(Vec<u8>),
+    /// Write these bytes, then close the connection.
+    BytesThenClose(Vec<u8>),
+    /// Write these pieces with a pause between them, then keep the connection.
+    Pieces(Vec<Vec<u8>>, Duration),
+    /// Close without answering.
+    Close,
+    /// Say nothing for this long, then close.
+    Stall(Duration),
+}
+
+/// A loopback HTTP/1.1 server on a thread: answers each request with `handler(request, n)`,
+/// where `n` counts requests across all connections. Records every request.
+pub struct ScriptServer {
+    /// Where it listens.
+    pub addr: std::net::SocketAddr,
+    /// Every request seen, in order.
+    pub seen: std::sync::Arc<std::sync::Mutex<Vec<SeenRequest>>>,
+}
+
+impl ScriptServer {
+    /// Starts the server (accepts until the test process ends).
+    pub fn start<F>(handler: F) -> ScriptServer
+    where
+        F: Fn(&SeenRequest, usize) -> Reply + Send + Sync + 'static,
+    {
+        use std::io::Write;
+        use std::sync::{
+            Arc, Mutex,
+            atomic::{AtomicUsize, Ordering},
+        };
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let seen: Arc<Mutex<Vec<SeenRequest>>> = Arc::default();
+        let handler = Arc::new(handler);
+        let count = Arc::new(AtomicUsize::new(0));
+        let seen2 = seen.clone();
+        std::thread::spawn(move || {
+            for (connection, stream) in listener.incoming().enumerate() {
+                let Ok(mut stream) = stream else { continue };
+                let (handler, seen, count) = (handler.clone(), seen2.clone(), count.clone());
+                std::thread::spawn(move || {
+                    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                    while let Some(mut req) = read_request(&mut reader) {
+                        req.connection = connection;
+                        seen.lock().unwrap().push(req.clone());
+                        let n = count.fetch_add(1, Ordering::SeqCst);
+                        match handler(&req, n) {
+                            Reply::Bytes(b) => {
+                                if stream.write_all(&b).is_err() {
+                                    return;
+                                }
+                            }
+                            Reply::BytesThenClose(b) => {
+                                let _ = stream.write_all(&b);
+                                return;
+                            }
+                            Reply::Pieces(pieces, pause) => {
+                                for p in pieces {
+                                    if stream.write_all(&p).is_err() {
+                                        return;
+                                    }
+                                    let _ = stream.flush();
+                                    std::thread::sleep(pause);
+                                }
+                            }
+                            Reply::Close => return,
+                            Reply::Stall(d) => {
+                                std::thread::sleep(d);
+                                return;
+                            }
+                        }
+                    }
+                });
+            }
+        });
+        ScriptServer { addr, seen }
+    }
+
+    /// `http://127.0.0.1:port` + `path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{}", self.addr, path)
+    }
+
+    /// Requests seen so far.
+    pub fn requests(&self) -> Vec<SeenRequest> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+fn read_request(reader: &mut impl std::io::BufRead) -> Option<SeenRequest> {
+    let mut line = String::new();
+    if reader.read_line(&mut line).ok()? == 0 {
+        return None;
+    }
+    let line = line.trim_end().to_string();
+    let mut headers = Vec::new();
+    loop {
+        let mut h = String::new();
+        if reader.read_line(&mut h).ok()? == 0 {
+            return None;
+        }
+        let h = h.trim_end();
+        if h.is_empty() {
+            break;
+        }
+        let (n, v) = h.split_once(':')?;
+        headers.push((n.trim().to_string(), v.trim().to_string()));
+    }
+    let len = headers
+        .iter()
+        .find(|(n, _)| n.eq_ignore_ascii_case("content-length"))
+        .and_then(|(_, v)| v.parse::<usize>().ok())
+        .unwrap_or(0);
+    let mut body = vec![0; len];
+    reader.read_exact(&mut body).ok()?;
+    Some(SeenRequest {
+        line,
+        headers,
+        body,
+        connection: 0,
+    })
+}
+
+/// A complete `200 OK` response with `body` and extra header lines (each ending in CRLF).
+pub fn ok_response(body: &str, extra_headers: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n{extra_headers}\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}

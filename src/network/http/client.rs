@@ -309,7 +309,12 @@ impl HttpClient {
         content_type: &str,
         callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
     ) -> RequestId {
-        self.send_method(HttpMethod::Post, url, Some((body.into(), content_type)), callback)
+        self.send_method(
+            HttpMethod::Post,
+            url,
+            Some((body.into(), content_type)),
+            callback,
+        )
     }
 
     /// `PUT url` with `body` of `content_type`.
@@ -320,7 +325,12 @@ impl HttpClient {
         content_type: &str,
         callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
     ) -> RequestId {
-        self.send_method(HttpMethod::Put, url, Some((body.into(), content_type)), callback)
+        self.send_method(
+            HttpMethod::Put,
+            url,
+            Some((body.into(), content_type)),
+            callback,
+        )
     }
 
     /// `PATCH url` with `body` of `content_type`.
@@ -331,7 +341,12 @@ impl HttpClient {
         content_type: &str,
         callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
     ) -> RequestId {
-        self.send_method(HttpMethod::Patch, url, Some((body.into(), content_type)), callback)
+        self.send_method(
+            HttpMethod::Patch,
+            url,
+            Some((body.into(), content_type)),
+            callback,
+        )
     }
 
     /// `DELETE url` (KDNetwork `deleteResource`).
@@ -578,13 +593,18 @@ impl HttpClient {
             return;
         };
         let max = inner.session.max_connections_per_host().max(1);
-        let host_state = inner.hosts.entry(host.clone()).or_default();
-        // Most recently used idle connection first (warmest).
-        while let Some(conn_id) = host_state.idle.pop() {
-            if inner.conns.contains_key(&conn_id) {
-                return self.assign(inner, conn_id, id, actions);
+        // Most recently used idle connection first (warmest); skip ones the server already closed
+        // (their close notice may still be queued).
+        while let Some(conn_id) = inner.hosts.entry(host.clone()).or_default().idle.pop() {
+            match inner.conns.get(&conn_id).map(|c| c.socket.state()) {
+                Some(crate::network::tcp::SocketState::Connected) => {
+                    return self.assign(inner, conn_id, id, actions);
+                }
+                Some(_) => self.forget_conn(inner, conn_id),
+                None => {}
             }
         }
+        let host_state = inner.hosts.entry(host.clone()).or_default();
         if host_state.active >= max {
             host_state.queue.push_back(id);
             return;
@@ -597,11 +617,13 @@ impl HttpClient {
 
     fn open_conn(&self, inner: &mut ClientInner, host: &HostKey) -> Result<u64, HttpError> {
         let socket = TcpSocket::new().map_err(|e| {
-            HttpError::Transport(SocketError::InvalidState(if matches!(e, LoopError::NoEventLoop) {
-                "no event loop on this thread"
-            } else {
-                "event loop unavailable"
-            }))
+            HttpError::Transport(SocketError::InvalidState(
+                if matches!(e, LoopError::NoEventLoop) {
+                    "no event loop on this thread"
+                } else {
+                    "event loop unavailable"
+                },
+            ))
         })?;
         let connect_timeout = inner.session.connect_timeout();
         socket.set_connect_timeout(Some(connect_timeout));
@@ -670,7 +692,8 @@ impl HttpClient {
             .requests
             .get(&id)
             .and_then(|s| inner.session.cookie_header_for_url(s.request.url()));
-        let (Some(conn), Some(state)) = (inner.conns.get_mut(&conn_id), inner.requests.get_mut(&id))
+        let (Some(conn), Some(state)) =
+            (inner.conns.get_mut(&conn_id), inner.requests.get_mut(&id))
         else {
             return;
         };
@@ -838,9 +861,7 @@ impl HttpClient {
                 }
                 Delivery::Sse { target } => {
                     let opens = response.status() == 200
-                        && response
-                            .content_type()
-                            .is_some_and(is_event_stream_mime);
+                        && response.content_type().is_some_and(is_event_stream_mime);
                     if opens {
                         state.sse_mode = true;
                     } else {
@@ -887,7 +908,9 @@ impl HttpClient {
                         parse_failure = Some(HttpError::LimitExceeded {
                             what: "server-sent event",
                             limit: match e {
-                                crate::network::sse::SseParseError::EventTooLarge { limit } => limit,
+                                crate::network::sse::SseParseError::EventTooLarge { limit } => {
+                                    limit
+                                }
                                 _ => 0,
                             },
                         });
@@ -945,7 +968,10 @@ impl HttpClient {
             }
         }
         let received = state.decoder.as_ref().map_or(0, |d| d.received());
-        let total = state.response_head.as_ref().and_then(|r| r.content_length());
+        let total = state
+            .response_head
+            .as_ref()
+            .and_then(|r| r.content_length());
         if let Some(e) = failure {
             self.flush_stream_outputs(inner, id, collected, stream_chunk, actions);
             return self.fail(inner, id, e, true, actions);
@@ -1075,9 +1101,25 @@ impl HttpClient {
             host.idle.retain(|c| *c != conn_id);
         }
         actions.push(Action::Close(conn.socket));
-        let next = inner.hosts.get_mut(&conn.host).and_then(|h| h.queue.pop_front());
+        let next = inner
+            .hosts
+            .get_mut(&conn.host)
+            .and_then(|h| h.queue.pop_front());
         if let Some(next) = next {
             self.schedule(inner, next, actions);
+        }
+    }
+
+    /// Removes a connection that is already closed from the pool's books.
+    fn forget_conn(&self, inner: &mut ClientInner, conn_id: u64) {
+        if let Some(mut conn) = inner.conns.remove(&conn_id) {
+            if let Some(key) = conn.idle_timer.take() {
+                self.core.timer_remove(key);
+            }
+            if let Some(host) = inner.hosts.get_mut(&conn.host) {
+                host.active = host.active.saturating_sub(1);
+                host.idle.retain(|c| *c != conn_id);
+            }
         }
     }
 
@@ -1085,7 +1127,11 @@ impl HttpClient {
         let mut actions = Vec::new();
         {
             let mut inner = self.inner.borrow_mut();
-            if inner.conns.get(&conn_id).is_some_and(|c| c.request.is_none()) {
+            if inner
+                .conns
+                .get(&conn_id)
+                .is_some_and(|c| c.request.is_none())
+            {
                 if let Some(conn) = inner.conns.get_mut(&conn_id) {
                     conn.idle_timer = None;
                 }
@@ -1106,28 +1152,16 @@ impl HttpClient {
             };
             let request = conn.request;
             let served = conn.served;
+            let host = conn.host.clone();
             // Already closed by the peer: drop it without another close.
-            if let Some(mut conn) = inner.conns.remove(&conn_id) {
-                if let Some(key) = conn.idle_timer.take() {
-                    self.core.timer_remove(key);
-                }
-                if let Some(host) = inner.hosts.get_mut(&conn.host) {
-                    host.active = host.active.saturating_sub(1);
-                    host.idle.retain(|c| *c != conn_id);
-                }
-            }
+            self.forget_conn(&mut inner, conn_id);
             if let Some(id) = request {
                 self.on_request_conn_closed(&mut inner, id, served, error, &mut actions);
             }
-            let host = inner
-                .requests
-                .get(&request.unwrap_or(0))
-                .map(|s| s.host.clone());
-            if let Some(host) = host {
-                let next = inner.hosts.get_mut(&host).and_then(|h| h.queue.pop_front());
-                if let Some(next) = next {
-                    self.schedule(&mut inner, next, &mut actions);
-                }
+            // A slot of this host was freed: start a queued request on a new connection.
+            let next = inner.hosts.get_mut(&host).and_then(|h| h.queue.pop_front());
+            if let Some(next) = next {
+                self.schedule(&mut inner, next, &mut actions);
             }
         }
         self.run_actions(actions);
@@ -1187,7 +1221,13 @@ impl HttpClient {
                     TimeoutPhase::Total => state.total_timer = None,
                     _ => state.idle_timer = None,
                 }
-                self.fail(&mut inner, id, HttpError::Timeout(phase), true, &mut actions);
+                self.fail(
+                    &mut inner,
+                    id,
+                    HttpError::Timeout(phase),
+                    true,
+                    &mut actions,
+                );
             }
         }
         self.run_actions(actions);
@@ -1275,7 +1315,8 @@ impl HttpClient {
                 }
                 Action::Progress(id, received, total) => {
                     if self.download_progress.connection_count() > 0 {
-                        self.download_progress.emit(&(RequestId(id), received, total));
+                        self.download_progress
+                            .emit(&(RequestId(id), received, total));
                     }
                 }
                 Action::Upload(id, sent, total) => {

@@ -7,8 +7,8 @@
 
 use crate::network::http::error::HttpError;
 use crate::network::http::head::ResponseHead;
-use crate::network::http::version::HttpVersion;
 use crate::network::http::headers::HeaderMap;
+use crate::network::http::version::HttpVersion;
 
 /// Where the body of a response ends.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,0 +1,488 @@
+//! HttpClient against scripted loopback servers: the rules and KDNetwork's regressions.
+
+mod support;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use kdnet::EventLoop;
+use kdnet::network::http::{
+    HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse, StreamEvent,
+};
+use support::{Reply, ScriptServer, ok_response, run_until};
+
+type Outcome = Rc<RefCell<Option<Result<HttpResponse, HttpError>>>>;
+
+fn send(client: &HttpClient, request: HttpRequest) -> Outcome {
+    let out: Outcome = Rc::default();
+    let o = out.clone();
+    client.send(request, move |r| *o.borrow_mut() = Some(r));
+    out
+}
+
+fn wait(ev: &mut EventLoop, out: &Outcome) -> Result<HttpResponse, HttpError> {
+    assert!(
+        run_until(ev, Duration::from_secs(20), || out.borrow().is_some()),
+        "request hung"
+    );
+    out.borrow_mut().take().unwrap()
+}
+
+fn get(ev: &mut EventLoop, client: &HttpClient, url: &str) -> Result<HttpResponse, HttpError> {
+    let out = send(client, HttpRequest::get(url).unwrap());
+    wait(ev, &out)
+}
+
+#[test]
+fn set_cookie_response_completes_and_the_cookie_is_sent_next_time() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /login") {
+            Reply::Bytes(ok_response("in", "Set-Cookie: session=abc; Path=/\r\n"))
+        } else {
+            Reply::Bytes(ok_response(req.header("cookie").unwrap_or("none"), ""))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let started = Instant::now();
+    let first = get(&mut ev, &client, &server.url("/login")).unwrap();
+    assert_eq!(first.text(), "in");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "KDNetwork H1: Set-Cookie responses never completed"
+    );
+    let second = get(&mut ev, &client, &server.url("/me")).unwrap();
+    assert_eq!(second.text(), "session=abc");
+}
+
+#[test]
+fn head_with_content_length_completes_and_the_connection_is_reused() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("HEAD") {
+            Reply::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 12345\r\n\r\n".to_vec())
+        } else {
+            Reply::Bytes(ok_response("after head", ""))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let head = wait(
+        &mut ev,
+        &send(
+            &client,
+            HttpRequest::get(&server.url("/"))
+                .unwrap()
+                .with_method(HttpMethod::Head),
+        ),
+    )
+    .unwrap();
+    assert_eq!(head.status(), 200);
+    assert!(head.body().is_empty());
+    let next = get(&mut ev, &client, &server.url("/next")).unwrap();
+    assert_eq!(next.text(), "after head");
+    let seen = server.requests();
+    assert_eq!(seen.len(), 2);
+    assert_eq!(
+        seen[0].connection, seen[1].connection,
+        "second request should reuse the connection"
+    );
+}
+
+#[test]
+fn sequential_requests_on_one_connection_each_get_their_own_response_once() {
+    let mut ev = EventLoop::new().unwrap();
+    let server =
+        ScriptServer::start(|_, n| Reply::Bytes(ok_response(&format!("response {n}"), "")));
+    let client = HttpClient::new().unwrap();
+    let calls = Rc::new(RefCell::new(Vec::new()));
+    for i in 0..3 {
+        let c = calls.clone();
+        let out: Outcome = Rc::default();
+        let o = out.clone();
+        client.get(&server.url(&format!("/{i}")), move |r| {
+            c.borrow_mut().push(
+                r.as_ref()
+                    .map(|r| r.text().into_owned())
+                    .unwrap_or_default(),
+            );
+            *o.borrow_mut() = Some(r);
+        });
+        wait(&mut ev, &out).unwrap();
+    }
+    // Let any stray second callback surface.
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    assert_eq!(*calls.borrow(), ["response 0", "response 1", "response 2"]);
+    let conns: Vec<usize> = server.requests().iter().map(|r| r.connection).collect();
+    assert!(
+        conns.iter().all(|c| *c == conns[0]),
+        "connections: {conns:?}"
+    );
+}
+
+#[test]
+fn a_seventh_concurrent_request_waits_for_a_free_connection() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Pieces(vec![ok_response("slow", "")], Duration::from_millis(300))
+    });
+    let client = HttpClient::new().unwrap();
+    let outs: Vec<Outcome> = (0..7)
+        .map(|i| {
+            send(
+                &client,
+                HttpRequest::get(&server.url(&format!("/{i}"))).unwrap(),
+            )
+        })
+        .collect();
+    // While the first six are being answered, only six connections exist.
+    assert!(run_until(&mut ev, Duration::from_secs(5), || server
+        .requests()
+        .len()
+        >= 6));
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    assert_eq!(server.requests().len(), 6, "the seventh request must wait");
+    assert!(client.open_connections() <= 6);
+    for out in &outs {
+        assert_eq!(wait(&mut ev, out).unwrap().text(), "slow");
+    }
+    let seen = server.requests();
+    assert_eq!(seen.len(), 7);
+    let distinct: std::collections::HashSet<usize> = seen.iter().map(|r| r.connection).collect();
+    assert_eq!(
+        distinct.len(),
+        6,
+        "the seventh request reused a freed connection"
+    );
+}
+
+#[test]
+fn query_is_sent_and_fragment_never() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("", "")));
+    let client = HttpClient::new().unwrap();
+    get(
+        &mut ev,
+        &client,
+        &format!("http://{}?x=1&y=2#frag", server.addr),
+    )
+    .unwrap();
+    get(&mut ev, &client, &server.url("/p/q?z=3#other")).unwrap();
+    let lines: Vec<String> = server.requests().iter().map(|r| r.line.clone()).collect();
+    assert_eq!(lines, ["GET /?x=1&y=2 HTTP/1.1", "GET /p/q?z=3 HTTP/1.1"]);
+}
+
+#[test]
+fn ipv6_literal_urls_work() {
+    let Ok(listener) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("no IPv6 loopback here; skipping");
+        return;
+    };
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 1024];
+        let n = s.read(&mut buf).unwrap();
+        let req = String::from_utf8_lossy(&buf[..n]).into_owned();
+        let host = req
+            .lines()
+            .find(|l| l.to_ascii_lowercase().starts_with("host:"))
+            .unwrap_or("")
+            .to_string();
+        s.write_all(&ok_response(&host, "")).unwrap();
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let r = get(&mut ev, &client, &format!("http://[::1]:{port}/")).unwrap();
+    assert_eq!(r.text(), format!("Host: [::1]:{port}"));
+}
+
+#[test]
+fn url_user_info_becomes_padded_basic_auth() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        Reply::Bytes(ok_response(req.header("authorization").unwrap_or(""), ""))
+    });
+    let client = HttpClient::new().unwrap();
+    let r = get(
+        &mut ev,
+        &client,
+        &format!("http://Aladdin:open%20sesame@{}/", server.addr),
+    )
+    .unwrap();
+    assert_eq!(r.text(), "Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==");
+}
+
+#[test]
+fn redirect_post_to_get_and_cross_origin_drops_authorization() {
+    let mut ev = EventLoop::new().unwrap();
+    let other = ScriptServer::start(|req, _| {
+        Reply::Bytes(ok_response(
+            &format!(
+                "{} auth={}",
+                req.line,
+                req.header("authorization").unwrap_or("-")
+            ),
+            "",
+        ))
+    });
+    let target = other.url("/final");
+    let server = ScriptServer::start(move |req, _| {
+        if req.line.starts_with("POST /start") {
+            Reply::Bytes(
+                b"HTTP/1.1 302 Found\r\nLocation: /same\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            )
+        } else {
+            Reply::Bytes(
+                format!(
+                    "HTTP/1.1 307 Temporary\r\nLocation: {target}\r\nContent-Length: 3\r\n\r\nxyz"
+                )
+                .into_bytes(),
+            )
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let mut req = HttpRequest::post(&server.url("/start"), "data").unwrap();
+    req.set_bearer_auth("secret");
+    let r = wait(&mut ev, &send(&client, req)).unwrap();
+    assert_eq!(r.text(), "GET /final HTTP/1.1 auth=-");
+    assert_eq!(r.redirect_count(), 2);
+    assert_eq!(r.url().as_str(), other.url("/final"));
+    let first_hop = &server.requests()[1];
+    assert_eq!(
+        first_hop.line, "GET /same HTTP/1.1",
+        "302 turns POST into GET"
+    );
+    assert_eq!(
+        first_hop.header("authorization"),
+        Some("Bearer secret"),
+        "same origin keeps credentials"
+    );
+}
+
+#[test]
+fn too_many_redirects_is_an_error() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Bytes(
+            b"HTTP/1.1 302 Found\r\nLocation: /again\r\nContent-Length: 0\r\n\r\n".to_vec(),
+        )
+    });
+    let client = HttpClient::new().unwrap();
+    let err = get(&mut ev, &client, &server.url("/")).unwrap_err();
+    assert!(
+        matches!(err, HttpError::TooManyRedirects { limit: 5 }),
+        "{err}"
+    );
+}
+
+#[test]
+fn stale_pooled_connection_is_retried_once_on_a_fresh_one() {
+    let mut ev = EventLoop::new().unwrap();
+    // The first connection answers once and then closes without saying so.
+    let server = ScriptServer::start(|_, n| {
+        if n == 0 {
+            Reply::BytesThenClose(ok_response("first", ""))
+        } else {
+            Reply::Bytes(ok_response("second", ""))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/a")).unwrap().text(),
+        "first"
+    );
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/b")).unwrap().text(),
+        "second"
+    );
+}
+
+#[test]
+fn close_delimited_body_completes_at_eof() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::BytesThenClose(b"HTTP/1.1 200 OK\r\n\r\nuntil the end".to_vec())
+    });
+    let client = HttpClient::new().unwrap();
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/")).unwrap().text(),
+        "until the end"
+    );
+}
+
+#[test]
+fn eof_in_the_middle_of_a_body_is_an_error_not_a_hang() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("chunked") {
+            Reply::BytesThenClose(
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhel".to_vec(),
+            )
+        } else {
+            Reply::BytesThenClose(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf".to_vec())
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let e = get(&mut ev, &client, &server.url("/length")).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            HttpError::IncompleteBody {
+                received: 4,
+                expected: Some(10)
+            }
+        ),
+        "{e}"
+    );
+    let e = get(&mut ev, &client, &server.url("/chunked")).unwrap_err();
+    assert!(matches!(e, HttpError::IncompleteBody { .. }), "{e}");
+}
+
+#[test]
+fn closed_without_a_response_is_empty_response() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Close);
+    let client = HttpClient::new().unwrap();
+    let e = get(&mut ev, &client, &server.url("/")).unwrap_err();
+    assert!(matches!(e, HttpError::EmptyResponse), "{e}");
+}
+
+#[test]
+fn total_timeout_fires() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Stall(Duration::from_secs(5)));
+    let client = HttpClient::new().unwrap();
+    let started = Instant::now();
+    let out = send(
+        &client,
+        HttpRequest::get(&server.url("/"))
+            .unwrap()
+            .with_timeout(Duration::from_millis(300)),
+    );
+    let e = wait(&mut ev, &out).unwrap_err();
+    assert!(e.is_timeout(), "{e}");
+    assert!(started.elapsed() < Duration::from_secs(3));
+}
+
+#[test]
+fn gzip_body_is_decoded_transparently() {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(b"compressed hello").unwrap();
+    let body = gz.finish().unwrap();
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(&body);
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(move |req, _| {
+        assert!(req.header("accept-encoding").unwrap_or("").contains("gzip"));
+        Reply::Bytes(response.clone())
+    });
+    let client = HttpClient::new().unwrap();
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/")).unwrap().text(),
+        "compressed hello"
+    );
+}
+
+#[test]
+fn streaming_delivers_body_pieces_as_they_arrive() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Pieces(
+            vec![
+                b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+                b"5\r\nfirst\r\n".to_vec(),
+                b"6\r\nsecond\r\n0\r\n\r\n".to_vec(),
+            ],
+            Duration::from_millis(50),
+        )
+    });
+    let client = HttpClient::new().unwrap();
+    let pieces = Rc::new(RefCell::new(Vec::<String>::new()));
+    let done = Rc::new(Cell::new(false));
+    let (p, d) = (pieces.clone(), done.clone());
+    client.send_streaming(
+        HttpRequest::get(&server.url("/")).unwrap(),
+        move |ev| match ev {
+            StreamEvent::Head(r) => p.borrow_mut().push(format!("head {}", r.status())),
+            StreamEvent::Data(b) => p.borrow_mut().push(String::from_utf8_lossy(b).into_owned()),
+        },
+        move |r| {
+            assert!(r.unwrap().body().is_empty());
+            d.set(true);
+        },
+    );
+    assert!(run_until(&mut ev, Duration::from_secs(10), || done.get()));
+    assert_eq!(*pieces.borrow(), ["head 200", "first", "second"]);
+}
+
+#[test]
+fn malformed_and_hostile_heads_are_typed_errors() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        let raw: Vec<u8> = if req.line.contains("/huge-length") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: 1180591620717411303424\r\n\r\n".to_vec()
+        } else if req.line.contains("/plus") {
+            b"HTTP/1.1 200 OK\r\nContent-Length: +5\r\n\r\nhello".to_vec()
+        } else {
+            let mut h = b"HTTP/1.1 200 OK\r\n".to_vec();
+            for i in 0..10_000 {
+                h.extend_from_slice(format!("X-{i}: v\r\n").as_bytes());
+            }
+            h.extend_from_slice(b"\r\n");
+            h
+        };
+        Reply::BytesThenClose(raw)
+    });
+    let client = HttpClient::new().unwrap();
+    assert!(matches!(
+        get(&mut ev, &client, &server.url("/huge-length")),
+        Err(HttpError::Protocol(_))
+    ));
+    assert!(matches!(
+        get(&mut ev, &client, &server.url("/plus")),
+        Err(HttpError::Protocol(_))
+    ));
+    assert!(matches!(
+        get(&mut ev, &client, &server.url("/many")),
+        Err(HttpError::TooManyHeaders { .. } | HttpError::HeadTooLarge { .. })
+    ));
+}
+
+#[test]
+fn cancel_reports_cancelled_and_leaves_other_requests_alone() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/slow") {
+            Reply::Stall(Duration::from_secs(3))
+        } else {
+            Reply::Bytes(ok_response("fast", ""))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let slow: Outcome = Rc::default();
+    let s = slow.clone();
+    let id = client.get(&server.url("/slow"), move |r| *s.borrow_mut() = Some(r));
+    let fast = send(&client, HttpRequest::get(&server.url("/fast")).unwrap());
+    assert!(client.cancel(id));
+    assert!(matches!(wait(&mut ev, &slow), Err(HttpError::Cancelled)));
+    assert_eq!(wait(&mut ev, &fast).unwrap().text(), "fast");
+}
+
+#[test]
+fn send_and_wait_runs_the_loop_until_done() {
+    let _ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("waited", "")));
+    let client = HttpClient::new().unwrap();
+    let r = client
+        .send_and_wait(HttpRequest::get(&server.url("/")).unwrap())
+        .unwrap();
+    assert_eq!(r.text(), "waited");
+}
