@@ -69,8 +69,14 @@ pub(crate) trait SseTarget {
     fn on_events(&self, id: RequestId, events: &mut Vec<SseEvent>);
     fn on_retry(&self, id: RequestId, retry: Duration);
     /// The stream ended: `Ok(response)` for a clean end of an opened stream or for a rejected
-    /// response (with the start of its body), `Err` for failures.
-    fn on_end(&self, id: RequestId, result: Result<HttpResponse, HttpError>);
+    /// response (with the start of its body), `Err` for failures. The request's parser comes back
+    /// with it (it holds the last event ID and reconnection time).
+    fn on_end(
+        &self,
+        id: RequestId,
+        result: Result<HttpResponse, HttpError>,
+        parser: Option<SseParser>,
+    );
 }
 
 enum Delivery {
@@ -81,6 +87,7 @@ enum Delivery {
     },
     Sse {
         target: Weak<dyn SseTarget>,
+        parser: Option<SseParser>,
     },
 }
 
@@ -117,6 +124,8 @@ struct RequestState {
     idle_timer: Option<TimerKey>,
     upload_total: u64,
     uploaded: u64,
+    /// Longest silence allowed while waiting for response bytes (idle/read timeout).
+    read_timeout: Option<Duration>,
     /// Set once the head opened an event stream: body bytes go to `sse_parser`.
     sse_mode: bool,
     sse_parser: Option<SseParser>,
@@ -410,6 +419,10 @@ impl HttpClient {
         }
     }
 
+    pub(crate) fn core(&self) -> &Rc<LoopCore> {
+        &self.core
+    }
+
     /// Requests in flight or queued.
     pub fn pending_requests(&self) -> usize {
         self.inner.borrow().requests.len()
@@ -426,23 +439,25 @@ impl HttpClient {
         &self,
         mut request: HttpRequest,
         parser: SseParser,
+        read_timeout: Option<Duration>,
         target: Weak<dyn SseTarget>,
     ) -> RequestId {
         request.set_streaming(true);
-        let id = self.submit(request, Delivery::Sse { target });
-        if let Some(state) = self.inner.borrow_mut().requests.get_mut(&id.0) {
+        let id = self.submit(
+            request,
+            Delivery::Sse {
+                target,
+                parser: None,
+            },
+        );
+        let mut inner = self.inner.borrow_mut();
+        if let Some(state) = inner.requests.get_mut(&id.0) {
             state.sse_parser = Some(parser);
+            state.read_timeout = read_timeout;
         }
+        drop(inner);
+        self.arm_idle_timer(&mut self.inner.borrow_mut(), id.0);
         id
-    }
-
-    /// Takes the parser back from an SSE request (to keep its last event ID and retry).
-    pub(crate) fn sse_parser(&self, id: RequestId) -> Option<SseParser> {
-        self.inner
-            .borrow_mut()
-            .requests
-            .get_mut(&id.0)
-            .and_then(|s| s.sse_parser.take())
     }
 
     /// Ends one request silently (no callback): for owners that stop a stream themselves.
@@ -535,6 +550,7 @@ impl HttpClient {
                 idle_timer: None,
                 upload_total: 0,
                 uploaded: 0,
+                read_timeout: inner.session.read_timeout(),
                 sse_mode: false,
                 sse_parser: None,
             };
@@ -565,10 +581,10 @@ impl HttpClient {
     }
 
     fn arm_idle_timer(&self, inner: &mut ClientInner, id: u64) {
-        let Some(timeout) = inner.session.read_timeout() else {
+        let Some(state) = inner.requests.get_mut(&id) else {
             return;
         };
-        let Some(state) = inner.requests.get_mut(&id) else {
+        let Some(timeout) = state.read_timeout else {
             return;
         };
         if let Some(key) = state.idle_timer.take() {
@@ -859,7 +875,7 @@ impl HttpClient {
                 Delivery::Streaming { on_event, .. } => {
                     actions.push(Action::StreamHead(Rc::clone(on_event), response.clone()));
                 }
-                Delivery::Sse { target } => {
+                Delivery::Sse { target, .. } => {
                     let opens = response.status() == 200
                         && response.content_type().is_some_and(is_event_stream_mime);
                     if opens {
@@ -967,6 +983,16 @@ impl HttpClient {
                 }
             }
         }
+        // A rejected SSE response only needs the start of its body for the error message: stop
+        // reading there (the body may never end) and give up the connection.
+        let complete = complete
+            || (matches!(state.delivery, Delivery::Sse { .. })
+                && !state.sse_mode
+                && state.body_limit.is_some_and(|l| state.body.len() >= l)
+                && {
+                    state.reusable = false;
+                    true
+                });
         let received = state.decoder.as_ref().map_or(0, |d| d.received());
         let total = state
             .response_head
@@ -995,7 +1021,7 @@ impl HttpClient {
             return;
         };
         match &state.delivery {
-            Delivery::Sse { target } => {
+            Delivery::Sse { target, .. } => {
                 if let Some(retry) = collected.retry {
                     actions.push(Action::SseRetry(id, target.clone(), retry));
                 }
@@ -1035,7 +1061,7 @@ impl HttpClient {
         let response = response
             .with_body(state.body.split().freeze())
             .with_elapsed(state.started.elapsed());
-        actions.push(Action::Finish(id, state.delivery, Ok(response)));
+        actions.push(Action::Finish(id, state.into_delivery(), Ok(response)));
     }
 
     /// Removes the request and its timers.
@@ -1274,7 +1300,7 @@ impl HttpClient {
             state.conn = None;
         }
         log::debug!("request {id} failed: {error}");
-        actions.push(Action::Finish(id, state.delivery, Err(error)));
+        actions.push(Action::Finish(id, state.into_delivery(), Err(error)));
     }
 
     // ---- delivering --------------------------------------------------------------------------
@@ -1345,9 +1371,9 @@ impl HttpClient {
                     done(result);
                 }
             }
-            Delivery::Sse { target } => {
+            Delivery::Sse { target, parser } => {
                 if let Some(t) = target.upgrade() {
-                    t.on_end(RequestId(id), result);
+                    t.on_end(RequestId(id), result, parser);
                 }
             }
         }
@@ -1358,6 +1384,14 @@ impl HttpClient {
 }
 
 impl RequestState {
+    /// The delivery, with an SSE request's parser handed back to its owner.
+    fn into_delivery(mut self) -> Delivery {
+        if let Delivery::Sse { parser, .. } = &mut self.delivery {
+            *parser = self.sse_parser.take();
+        }
+        self.delivery
+    }
+
     fn head_parser_limits(&self) -> HeadLimits {
         self.head_parser.limits()
     }

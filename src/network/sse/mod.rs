@@ -1,10 +1,16 @@
-//! Server-Sent Events (WHATWG HTML "Server-sent events"): a sans-IO parser, the event type and a
-//! serializer.
+//! Server-Sent Events (WHATWG HTML "Server-sent events"): a sans-IO [`SseParser`], the
+//! [`SseEvent`] type, an [`SseWriter`] for servers and tests, and the reconnecting [`SseClient`].
 
+mod client;
+mod error;
 mod event;
 mod parser;
 mod writer;
 
+pub use client::{
+    DEFAULT_MAX_RECONNECTION_DELAY, DEFAULT_RECONNECTION_TIME, ReadyState, SseClient,
+};
+pub use error::SseError;
 pub use event::SseEvent;
 pub use parser::{DEFAULT_MAX_EVENT_SIZE, SseParseError, SseParser, SseSink};
 pub use writer::{SseOutput, SseWriteError, SseWriter};

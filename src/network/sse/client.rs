@@ -1,0 +1,568 @@
+//! [`SseClient`]: a reconnecting event-stream client (KDNetwork `SseClient`, WHATWG `EventSource`).
+//!
+//! ```text
+//!            connect()                 200 + text/event-stream
+//!  Closed ─────────────▶ Connecting ───────────────────────────▶ Open ──▶ message_received …
+//!    ▲                    ▲   │ other status / type,                │
+//!    │  fail (error,      │   │ 204, redirect trouble               │ end of stream, network
+//!    │  disconnected)     │   ▼                                     │ error, idle timeout
+//!    └────────────────────┼─ fail ◀───────────────────────────────  │
+//!                         └──── wait reconnection time (+ backoff) ◀┘   (error, disconnected)
+//!  disconnect(): from any state to Closed; cancels the stream or the pending reconnect.
+//! ```
+//!
+//! The stream's bytes never pass through a buffer of the whole body: the HTTP client's
+//! `RequestState` for the stream runs in `sse_mode` and owns this client's [`SseParser`], so bytes
+//! go from the socket straight into the parser. When a connection ends the parser comes back with
+//! its last event ID and reconnection time, and is reset so that a half-received block never leaks
+//! into the next connection.
+
+use std::cell::{Cell, RefCell};
+use std::fmt;
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use super::{SseError, SseEvent, SseParser};
+use crate::bindings::{ConnectionHandle, Signal};
+use crate::foundation::{LoopCore, LoopError, TimerKey};
+use crate::network::http::{
+    HttpClient, HttpError, HttpRequest, HttpResponse, RequestId, SseTarget, is_event_stream_mime,
+};
+
+/// The reconnection time before a server sets one with `retry:` (as Chrome and undici).
+pub const DEFAULT_RECONNECTION_TIME: Duration = Duration::from_secs(3);
+/// The longest wait between reconnection attempts after repeated failures.
+pub const DEFAULT_MAX_RECONNECTION_DELAY: Duration = Duration::from_secs(60);
+
+/// The connection state (WHATWG `EventSource.readyState`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ReadyState {
+    /// Connecting, or waiting to reconnect.
+    Connecting,
+    /// Connected; events are being dispatched.
+    Open,
+    /// Not connected and not reconnecting.
+    Closed,
+}
+
+/// A Server-Sent Events client that follows the WHATWG rules and reconnects on its own.
+///
+/// Any method, headers and body may be used (OpenAI needs `POST` with JSON and `Authorization`);
+/// they are sent again on every reconnect, with `Last-Event-ID` when an ID is known.
+/// `Accept: text/event-stream` and `Cache-Control: no-cache` are added unless set.
+///
+/// Only a `200` response of type `text/event-stream` opens the stream; any other status (204
+/// included, the usual "stop") or type fails for good. A clean end of stream or a network error
+/// reconnects after the reconnection time (3 s unless the server's `retry:` says otherwise), with
+/// exponential backoff and jitter while attempts keep failing.
+///
+/// ```no_run
+/// use kdnet::EventLoop;
+/// use kdnet::network::http::HttpRequest;
+/// use kdnet::network::sse::SseClient;
+///
+/// let mut event_loop = EventLoop::new().unwrap();
+/// let sse = SseClient::new().unwrap();
+/// sse.add_event_listener("response.output_text.delta", |event| print!("{}", event.data())).release();
+/// let handle = event_loop.handle();
+/// sse.add_event_listener("response.completed", move |_| handle.quit()).release();
+/// let request = HttpRequest::post("http://127.0.0.1:8080/v1/responses", r#"{"stream":true}"#)
+///     .unwrap()
+///     .with_header("Content-Type", "application/json");
+/// sse.connect(request);
+/// event_loop.run();
+/// ```
+pub struct SseClient {
+    /// The stream opened (WHATWG `open`).
+    pub connected: Signal<()>,
+    /// An event arrived.
+    pub message_received: Signal<SseEvent>,
+    /// An open stream ended, or the client stopped.
+    pub disconnected: Signal<()>,
+    /// Something went wrong; see [`SseError::is_fatal`] for whether a reconnect follows.
+    pub error: Signal<SseError>,
+    /// The ready state changed.
+    pub state_changed: Signal<ReadyState>,
+    http: Rc<HttpClient>,
+    core: Rc<LoopCore>,
+    inner: RefCell<Inner>,
+    self_weak: Weak<SseClient>,
+}
+
+struct Inner {
+    state: ReadyState,
+    request: Option<HttpRequest>,
+    current: Option<RequestId>,
+    /// Ours while no request is in flight; lent to the HTTP request while one is.
+    parser: Option<SseParser>,
+    last_event_id: String,
+    reconnection_time: Duration,
+    max_delay: Duration,
+    failures: u32,
+    reconnect_timer: Option<TimerKey>,
+    read_timeout: Option<Duration>,
+    retry_throttled: bool,
+    opened: bool,
+    jitter_seed: Cell<u64>,
+}
+
+impl SseClient {
+    /// A client with its own [`HttpClient`] on the current thread's loop.
+    pub fn new() -> Result<Rc<SseClient>, LoopError> {
+        Ok(Self::with_http_client(HttpClient::new()?))
+    }
+
+    /// A client whose requests go through `http` (sharing its session, cookies and pool).
+    /// [`HttpClient::create_sse_client`] is the KDNetwork spelling.
+    pub fn with_http_client(http: Rc<HttpClient>) -> Rc<SseClient> {
+        let core = Rc::clone(http.core());
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_nanos() as u64);
+        let seed = now ^ (Rc::as_ptr(&http) as u64);
+        Rc::new_cyclic(|weak| SseClient {
+            connected: Signal::new(),
+            message_received: Signal::new(),
+            disconnected: Signal::new(),
+            error: Signal::new(),
+            state_changed: Signal::new(),
+            http,
+            core,
+            inner: RefCell::new(Inner {
+                state: ReadyState::Closed,
+                request: None,
+                current: None,
+                parser: Some(SseParser::new()),
+                last_event_id: String::new(),
+                reconnection_time: DEFAULT_RECONNECTION_TIME,
+                max_delay: DEFAULT_MAX_RECONNECTION_DELAY,
+                failures: 0,
+                reconnect_timer: None,
+                read_timeout: None,
+                retry_throttled: false,
+                opened: false,
+                jitter_seed: Cell::new(seed | 1),
+            }),
+            self_weak: weak.clone(),
+        })
+    }
+
+    /// Opens the stream described by `request` (any method, headers and body), replacing any
+    /// stream this client had.
+    pub fn connect(&self, mut request: HttpRequest) {
+        self.stop(false);
+        if !request.has_header("Accept") {
+            request.set_header("Accept", "text/event-stream");
+        }
+        if !request.has_header("Cache-Control") {
+            request.set_header("Cache-Control", "no-cache");
+        }
+        // The stream has no total timeout; its liveness is the read timeout's job.
+        request.set_timeout(None);
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.request = Some(request);
+            inner.failures = 0;
+        }
+        self.set_state(ReadyState::Connecting);
+        self.open();
+    }
+
+    /// Stops the stream and any pending reconnect; no other request of the shared
+    /// [`HttpClient`] is touched. Emits `disconnected` if the client was not closed already.
+    pub fn disconnect(&self) {
+        self.stop(true);
+    }
+
+    /// Whether the stream is open.
+    pub fn is_connected(&self) -> bool {
+        self.ready_state() == ReadyState::Open
+    }
+
+    /// The ready state.
+    pub fn ready_state(&self) -> ReadyState {
+        self.inner.borrow().state
+    }
+
+    /// The last event ID received (sent as `Last-Event-ID` when reconnecting).
+    pub fn last_event_id(&self) -> String {
+        self.inner.borrow().last_event_id.clone()
+    }
+
+    /// Sets the event ID to resume from (sent with the next connection when non-empty).
+    pub fn set_last_event_id(&self, id: &str) {
+        let mut inner = self.inner.borrow_mut();
+        inner.last_event_id = id.to_string();
+        if let Some(parser) = inner.parser.as_mut() {
+            parser.set_last_event_id(id);
+        }
+    }
+
+    /// The current reconnection time (the server's last `retry:` value, else the initial one).
+    pub fn reconnection_time(&self) -> Duration {
+        self.inner.borrow().reconnection_time
+    }
+
+    /// Sets the reconnection time used until the server sends `retry:` (default 3 s).
+    pub fn set_reconnection_time(&self, time: Duration) {
+        self.inner.borrow_mut().reconnection_time = time;
+    }
+
+    /// Caps the backoff delay between failing attempts (default 60 s).
+    pub fn set_max_reconnection_delay(&self, max: Duration) {
+        self.inner.borrow_mut().max_delay = max;
+    }
+
+    /// Treats a stream that sends nothing (not even a comment) for `timeout` as broken, and
+    /// reconnects (default: no read timeout). There is never a total timeout on a stream.
+    pub fn set_read_timeout(&self, timeout: Option<Duration>) {
+        self.inner.borrow_mut().read_timeout = timeout;
+    }
+
+    /// Retry (instead of failing) on 429 and 503 responses, waiting as long as `Retry-After`
+    /// says (off by default).
+    pub fn set_retry_on_throttle(&self, enabled: bool) {
+        self.inner.borrow_mut().retry_throttled = enabled;
+    }
+
+    /// Sets the parser's limit on one event's size (default 16 MiB); bigger events fail the stream.
+    pub fn set_max_event_size(&self, bytes: usize) {
+        let mut inner = self.inner.borrow_mut();
+        let last = inner.last_event_id.clone();
+        let mut parser = SseParser::with_max_event_size(bytes);
+        parser.set_last_event_id(&last);
+        inner.parser = Some(parser);
+    }
+
+    /// Delivers a final event whose terminating blank line never arrived before the stream ended
+    /// (some gateways drop it). Off by default, as the WHATWG rules discard such an event.
+    pub fn set_flush_unterminated_event(&self, enabled: bool) {
+        if let Some(parser) = self.inner.borrow_mut().parser.as_mut() {
+            parser.set_flush_unterminated_at_eof(enabled);
+        }
+    }
+
+    /// Calls `slot` for events of one type only (like `addEventListener(type, …)`).
+    pub fn add_event_listener(
+        &self,
+        event_type: &str,
+        mut slot: impl FnMut(&SseEvent) + 'static,
+    ) -> ConnectionHandle {
+        let wanted = event_type.to_string();
+        self.message_received.connect(move |event| {
+            if event.event_type() == wanted {
+                slot(event);
+            }
+        })
+    }
+
+    /// The HTTP client the stream's requests go through.
+    pub fn http_client(&self) -> &Rc<HttpClient> {
+        &self.http
+    }
+
+    // ---- lifecycle ---------------------------------------------------------------------------
+
+    fn set_state(&self, state: ReadyState) {
+        let changed = {
+            let mut inner = self.inner.borrow_mut();
+            std::mem::replace(&mut inner.state, state) != state
+        };
+        if changed {
+            self.state_changed.emit(&state);
+        }
+    }
+
+    fn open(&self) {
+        let (request, parser, read_timeout) = {
+            let mut inner = self.inner.borrow_mut();
+            if inner.state == ReadyState::Closed {
+                return;
+            }
+            let Some(mut request) = inner.request.clone() else {
+                return;
+            };
+            if inner.last_event_id.is_empty() {
+                request.remove_header("Last-Event-ID");
+            } else {
+                request.set_header("Last-Event-ID", inner.last_event_id.clone());
+            }
+            let parser = inner.parser.take().unwrap_or_default();
+            (request, parser, inner.read_timeout)
+        };
+        log::debug!("opening event stream {}", request.url());
+        let target: Weak<dyn SseTarget> = self.self_weak.clone();
+        let id = self.http.send_sse(request, parser, read_timeout, target);
+        self.inner.borrow_mut().current = Some(id);
+    }
+
+    fn stop(&self, notify: bool) {
+        let (current, timer, was) = {
+            let mut inner = self.inner.borrow_mut();
+            inner.opened = false;
+            (
+                inner.current.take(),
+                inner.reconnect_timer.take(),
+                inner.state,
+            )
+        };
+        if let Some(key) = timer {
+            self.core.timer_remove(key);
+        }
+        if let Some(id) = current {
+            self.http.abandon(id);
+        }
+        {
+            let mut inner = self.inner.borrow_mut();
+            if inner.parser.is_none() {
+                // The abandoned request took the parser with it; keep what it knew.
+                let mut parser = SseParser::new();
+                parser.set_last_event_id(&inner.last_event_id);
+                inner.parser = Some(parser);
+            }
+        }
+        if was != ReadyState::Closed {
+            self.set_state(ReadyState::Closed);
+            if notify {
+                self.disconnected.emit(&());
+            }
+        }
+    }
+
+    /// The WHATWG "fail the connection": closed for good.
+    fn fail(&self, error: SseError) {
+        log::debug!("event stream failed: {error}");
+        self.inner.borrow_mut().opened = false;
+        self.set_state(ReadyState::Closed);
+        self.error.emit(&error);
+        self.disconnected.emit(&());
+    }
+
+    /// The WHATWG "reestablish the connection": wait, then connect again.
+    fn reestablish(&self, cause: Option<SseError>, delay_override: Option<Duration>) {
+        if self.ready_state() == ReadyState::Closed {
+            return;
+        }
+        let was_open = std::mem::take(&mut self.inner.borrow_mut().opened);
+        self.set_state(ReadyState::Connecting);
+        if let Some(e) = &cause {
+            self.error.emit(e);
+        }
+        if was_open {
+            self.disconnected.emit(&());
+        }
+        // A slot may have disconnected or reconnected meanwhile.
+        if self.ready_state() != ReadyState::Connecting || self.inner.borrow().current.is_some() {
+            return;
+        }
+        let delay = delay_override.unwrap_or_else(|| self.next_delay());
+        log::debug!("event stream reconnecting in {delay:?}");
+        let weak = self.self_weak.clone();
+        let key = self.core.call_after(delay, move || {
+            if let Some(client) = weak.upgrade() {
+                client.inner.borrow_mut().reconnect_timer = None;
+                client.open();
+            }
+        });
+        self.inner.borrow_mut().reconnect_timer = Some(key);
+    }
+
+    /// Reconnection time, doubled per consecutive failure (capped), plus up to 25 % jitter.
+    fn next_delay(&self) -> Duration {
+        let inner = self.inner.borrow();
+        let base = inner.reconnection_time;
+        let factor = 1u32 << inner.failures.min(16);
+        let backoff = if inner.failures == 0 {
+            base
+        } else {
+            base.saturating_mul(factor).min(inner.max_delay.max(base))
+        };
+        // xorshift: enough to spread many clients' reconnects apart; no crypto needed.
+        let mut x = inner.jitter_seed.get();
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        inner.jitter_seed.set(x);
+        let jitter_range = backoff.as_millis() as u64 / 4;
+        let jitter = if jitter_range == 0 {
+            0
+        } else {
+            x % (jitter_range + 1)
+        };
+        backoff + Duration::from_millis(jitter)
+    }
+
+    fn take_back_parser(&self, parser: Option<SseParser>) {
+        let mut inner = self.inner.borrow_mut();
+        let mut parser = parser.unwrap_or_else(|| {
+            let mut p = SseParser::new();
+            p.set_last_event_id(&inner.last_event_id);
+            p
+        });
+        // Whatever a broken block held must not leak into the next connection.
+        parser.reset();
+        inner.last_event_id = parser.last_event_id().to_string();
+        if let Some(retry) = parser.reconnection_time() {
+            inner.reconnection_time = retry;
+        }
+        inner.parser = Some(parser);
+    }
+}
+
+impl SseTarget for SseClient {
+    fn on_head(&self, id: RequestId, response: &HttpResponse) -> bool {
+        if self.inner.borrow().current != Some(id) {
+            return false;
+        }
+        let opens =
+            response.status() == 200 && response.content_type().is_some_and(is_event_stream_mime);
+        if opens {
+            {
+                let mut inner = self.inner.borrow_mut();
+                inner.opened = true;
+                inner.failures = 0;
+            }
+            log::debug!("event stream open");
+            self.set_state(ReadyState::Open);
+            self.connected.emit(&());
+        }
+        opens
+    }
+
+    fn on_events(&self, id: RequestId, events: &mut Vec<SseEvent>) {
+        for event in events.drain(..) {
+            {
+                let mut inner = self.inner.borrow_mut();
+                if inner.current != Some(id) || inner.state != ReadyState::Open {
+                    // A slot disconnected (or reconnected): the rest of this batch is dropped.
+                    return;
+                }
+                if inner.last_event_id != event.last_event_id() {
+                    inner.last_event_id = event.last_event_id().to_string();
+                }
+            }
+            self.message_received.emit(&event);
+        }
+    }
+
+    fn on_retry(&self, id: RequestId, retry: Duration) {
+        let mut inner = self.inner.borrow_mut();
+        if inner.current == Some(id) {
+            inner.reconnection_time = retry;
+        }
+    }
+
+    fn on_end(
+        &self,
+        id: RequestId,
+        result: Result<HttpResponse, HttpError>,
+        parser: Option<SseParser>,
+    ) {
+        if self.inner.borrow().current != Some(id) {
+            return;
+        }
+        self.inner.borrow_mut().current = None;
+        let opened = self.inner.borrow().opened;
+        // Flush an unterminated final block if asked to, before the parser is reset.
+        let mut parser = parser;
+        if opened && result.is_ok() {
+            if let Some(p) = parser.as_mut() {
+                let mut tail = Vec::new();
+                if p.finish(&mut tail).is_ok() && !tail.is_empty() {
+                    self.inner.borrow_mut().current = Some(id);
+                    self.on_events(id, &mut tail);
+                    self.inner.borrow_mut().current = None;
+                }
+            }
+        }
+        self.take_back_parser(parser);
+        match result {
+            Ok(_) if opened => {
+                log::debug!("event stream ended; reconnecting");
+                self.reestablish(None, None);
+            }
+            Ok(response) => self.on_rejected(response),
+            Err(HttpError::Cancelled) => {}
+            Err(e @ (HttpError::TooManyRedirects { .. } | HttpError::BadRedirect(_))) => {
+                self.fail(SseError::Redirect(e))
+            }
+            Err(HttpError::LimitExceeded {
+                what: "server-sent event",
+                limit,
+            }) => self.fail(SseError::EventTooLarge { limit }),
+            Err(e) => {
+                if !opened {
+                    self.inner.borrow_mut().failures += 1;
+                }
+                self.reestablish(Some(SseError::Http(e)), None);
+            }
+        }
+    }
+}
+
+impl SseClient {
+    fn on_rejected(&self, response: HttpResponse) {
+        let body = String::from_utf8_lossy(response.body()).into_owned();
+        let status = response.status();
+        if self.inner.borrow().retry_throttled && matches!(status, 429 | 503) {
+            let retry_after = response.header("retry-after").and_then(parse_retry_after);
+            self.inner.borrow_mut().failures += 1;
+            return self.reestablish(
+                Some(SseError::Throttled {
+                    status,
+                    retry_after,
+                }),
+                retry_after,
+            );
+        }
+        if status != 200 {
+            return self.fail(SseError::BadStatus { status, body });
+        }
+        self.fail(SseError::BadContentType {
+            content_type: response.content_type().map(str::to_string),
+            body,
+        });
+    }
+}
+
+/// `Retry-After` in seconds (the HTTP-date form is not used by the servers we target).
+fn parse_retry_after(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    (!value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()))
+        .then(|| value.parse::<u64>().ok())
+        .flatten()
+        .map(Duration::from_secs)
+}
+
+impl Drop for SseClient {
+    fn drop(&mut self) {
+        let inner = self.inner.get_mut();
+        if let Some(key) = inner.reconnect_timer.take() {
+            self.core.timer_remove(key);
+        }
+        if let Some(id) = inner.current.take() {
+            self.http.abandon(id);
+        }
+    }
+}
+
+impl fmt::Debug for SseClient {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.inner.try_borrow() {
+            Ok(inner) => f
+                .debug_struct("SseClient")
+                .field("state", &inner.state)
+                .field("last_event_id", &inner.last_event_id)
+                .field("reconnection_time", &inner.reconnection_time)
+                .finish(),
+            Err(_) => f.write_str("SseClient { <busy> }"),
+        }
+    }
+}
+
+impl HttpClient {
+    /// A new [`SseClient`] whose streams go through this client (KDNetwork `createSseClient`).
+    pub fn create_sse_client(self: &Rc<Self>) -> Rc<SseClient> {
+        SseClient::with_http_client(Rc::clone(self))
+    }
+}

@@ -1,0 +1,98 @@
+//! [`SseError`]: why an event stream failed or had to be re-established.
+
+use std::fmt;
+
+use crate::network::http::HttpError;
+
+/// Why an [`SseClient`](super::SseClient) reported an error.
+///
+/// [`is_fatal`](Self::is_fatal) tells whether the client gave up (state `Closed`) or will
+/// reconnect after the reconnection time (state `Connecting`).
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub enum SseError {
+    /// The connection failed or broke (network error, timeout, truncated response).
+    /// The client reconnects.
+    Http(HttpError),
+    /// The server answered with a status other than 200 (204 is the usual "stop" signal).
+    /// Fatal.
+    BadStatus {
+        /// The status code.
+        status: u16,
+        /// The start of the response body (at most 1 KiB, lossily decoded), for diagnosis.
+        body: String,
+    },
+    /// The response was not `text/event-stream`. Fatal.
+    BadContentType {
+        /// The `Content-Type` received, if any.
+        content_type: Option<String>,
+        /// The start of the response body.
+        body: String,
+    },
+    /// Redirects could not be followed (too many, or a bad `Location`). Fatal.
+    Redirect(HttpError),
+    /// One event exceeded the parser's size limit. Fatal.
+    EventTooLarge {
+        /// The limit in bytes.
+        limit: usize,
+    },
+    /// The server is overloaded or rate-limits us (429/503) and retrying on it is enabled:
+    /// the client waits as long as `Retry-After` asks.
+    Throttled {
+        /// The status code.
+        status: u16,
+        /// The wait the server asked for, if it said.
+        retry_after: Option<std::time::Duration>,
+    },
+}
+
+impl SseError {
+    /// Whether the client gave up for good (no reconnect follows).
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, SseError::Http(_) | SseError::Throttled { .. })
+    }
+}
+
+impl fmt::Display for SseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SseError::Http(e) => write!(f, "event stream connection failed: {e}"),
+            SseError::BadStatus { status, body } if body.is_empty() => {
+                write!(f, "server answered with status {status} instead of 200")
+            }
+            SseError::BadStatus { status, body } => {
+                write!(
+                    f,
+                    "server answered with status {status} instead of 200: {body}"
+                )
+            }
+            SseError::BadContentType { content_type, .. } => match content_type {
+                Some(ct) => write!(f, "response is {ct:?}, not text/event-stream"),
+                None => f.write_str("response has no Content-Type, expected text/event-stream"),
+            },
+            SseError::Redirect(e) => write!(f, "cannot follow the event stream's redirect: {e}"),
+            SseError::EventTooLarge { limit } => {
+                write!(f, "an event exceeded the limit of {limit} bytes")
+            }
+            SseError::Throttled {
+                status,
+                retry_after,
+            } => match retry_after {
+                Some(d) => write!(
+                    f,
+                    "server throttled us (status {status}); retrying in {d:?}"
+                ),
+                None => write!(f, "server throttled us (status {status})"),
+            },
+        }
+    }
+}
+
+impl std::error::Error for SseError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            SseError::Http(e) | SseError::Redirect(e) => Some(e),
+            _ => None,
+        }
+    }
+}

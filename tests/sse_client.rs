@@ -1,0 +1,442 @@
+//! SseClient against loopback SSE servers: reconnection, Last-Event-ID, retry, fatal responses.
+
+mod support;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use kdnet::EventLoop;
+use kdnet::network::http::{HttpClient, HttpRequest};
+use kdnet::network::sse::{ReadyState, SseClient, SseError};
+use support::{Reply, ScriptServer, ok_response, run_until};
+
+fn stream(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream; charset=utf-8\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+struct Recorder {
+    events: Rc<RefCell<Vec<String>>>,
+    errors: Rc<RefCell<Vec<SseError>>>,
+}
+
+fn record(sse: &SseClient) -> Recorder {
+    let events: Rc<RefCell<Vec<String>>> = Rc::default();
+    let errors: Rc<RefCell<Vec<SseError>>> = Rc::default();
+    let e = events.clone();
+    sse.message_received
+        .connect(move |ev| {
+            e.borrow_mut().push(format!(
+                "{}:{}:{}",
+                ev.event_type(),
+                ev.data(),
+                ev.last_event_id()
+            ))
+        })
+        .release();
+    let r = errors.clone();
+    sse.error
+        .connect(move |err| r.borrow_mut().push(err.clone()))
+        .release();
+    Recorder { events, errors }
+}
+
+#[test]
+fn reconnects_after_the_stream_ends_sending_last_event_id_and_honouring_retry() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, n| match n {
+        0 => {
+            assert_eq!(req.header("last-event-id"), None);
+            Reply::BytesThenClose(stream("retry: 50\n\nid: 1\ndata: first\n\n"))
+        }
+        1 => Reply::BytesThenClose(stream("event: update\ndata: second\n\n")),
+        _ => Reply::Bytes(stream("id: 3\ndata: third\n\n")),
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    let started = Instant::now();
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert_eq!(sse.ready_state(), ReadyState::Connecting);
+    assert!(run_until(&mut ev, Duration::from_secs(10), || rec
+        .events
+        .borrow()
+        .len()
+        >= 3));
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "retry: 50 was not honoured (default is 3 s)"
+    );
+    assert_eq!(
+        *rec.events.borrow(),
+        ["message:first:1", "update:second:1", "message:third:3"]
+    );
+    let seen = server.requests();
+    assert_eq!(seen[1].header("last-event-id"), Some("1"));
+    assert_eq!(
+        seen[2].header("last-event-id"),
+        Some("1"),
+        "the ID persists across connections without id fields"
+    );
+    assert_eq!(seen[0].header("accept"), Some("text/event-stream"));
+    assert_eq!(seen[0].header("cache-control"), Some("no-cache"));
+    assert!(
+        rec.errors.borrow().is_empty(),
+        "a clean end is not an error"
+    );
+    assert_eq!(sse.last_event_id(), "3");
+}
+
+#[test]
+fn no_last_event_id_header_when_no_id_was_seen() {
+    let mut ev = EventLoop::new().unwrap();
+    let server =
+        ScriptServer::start(|_, _| Reply::BytesThenClose(stream("retry: 20\ndata: x\n\n")));
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || server
+        .requests()
+        .len()
+        >= 2));
+    sse.disconnect();
+    assert!(
+        server
+            .requests()
+            .iter()
+            .all(|r| r.header("last-event-id").is_none())
+    );
+    assert!(!rec.events.borrow().is_empty());
+}
+
+#[test]
+fn initial_last_event_id_is_sent() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(stream("data: resumed\n\n")));
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.set_last_event_id("41");
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    assert_eq!(server.requests()[0].header("last-event-id"), Some("41"));
+    assert_eq!(rec.events.borrow()[0], "message:resumed:41");
+}
+
+#[test]
+fn status_204_stops_for_good() {
+    let mut ev = EventLoop::new().unwrap();
+    let server =
+        ScriptServer::start(|_, _| Reply::Bytes(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec()));
+    let sse = SseClient::new().unwrap();
+    sse.set_reconnection_time(Duration::from_millis(10));
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || sse
+        .ready_state()
+        == ReadyState::Closed));
+    run_until(&mut ev, Duration::from_millis(200), || false);
+    assert_eq!(server.requests().len(), 1, "no reconnect after 204");
+    let errors = rec.errors.borrow();
+    assert!(
+        matches!(&errors[..], [SseError::BadStatus { status: 204, .. }]),
+        "{errors:?}"
+    );
+    assert!(errors[0].is_fatal());
+}
+
+#[test]
+fn non_200_fails_with_status_and_start_of_body_and_wrong_type_fails() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/json") {
+            Reply::Bytes(ok_response("{}", "Content-Type: application/json\r\n"))
+        } else {
+            let body = r#"{"error":{"message":"bad key"}}"#;
+            Reply::Bytes(
+                format!(
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes(),
+            )
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/auth")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .errors
+        .borrow()
+        .is_empty()));
+    let err = rec.errors.borrow()[0].clone();
+    assert!(
+        matches!(&err, SseError::BadStatus { status: 401, body } if body.contains("bad key")),
+        "{err:?}"
+    );
+    assert!(err.to_string().contains("401"));
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+
+    rec.errors.borrow_mut().clear();
+    sse.connect(HttpRequest::get(&server.url("/json")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .errors
+        .borrow()
+        .is_empty()));
+    assert!(
+        matches!(&rec.errors.borrow()[0], SseError::BadContentType { content_type: Some(ct), .. } if ct == "application/json")
+    );
+}
+
+#[test]
+fn post_body_and_headers_are_resent_on_every_reconnect() {
+    let mut ev = EventLoop::new().unwrap();
+    let server =
+        ScriptServer::start(|_, _| Reply::BytesThenClose(stream("retry: 10\nid: 7\ndata: x\n\n")));
+    let sse = SseClient::new().unwrap();
+    let _rec = record(&sse);
+    let req = HttpRequest::post(&server.url("/v1/responses"), r#"{"stream":true}"#)
+        .unwrap()
+        .with_header("Content-Type", "application/json")
+        .with_header("Authorization", "Bearer sk-test");
+    sse.connect(req);
+    assert!(run_until(&mut ev, Duration::from_secs(10), || server
+        .requests()
+        .len()
+        >= 3));
+    sse.disconnect();
+    for r in server.requests() {
+        assert_eq!(r.line, "POST /v1/responses HTTP/1.1");
+        assert_eq!(r.body, br#"{"stream":true}"#);
+        assert_eq!(r.header("authorization"), Some("Bearer sk-test"));
+    }
+}
+
+#[test]
+fn partial_block_of_a_broken_connection_never_leaks_into_the_next() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| {
+        if n == 0 {
+            // Close-delimited body that stops in the middle of a block.
+            Reply::BytesThenClose(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nretry: 10\n\nevent: leak\ndata: partial".to_vec())
+        } else {
+            Reply::Bytes(stream("data: clean\n\n"))
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    assert_eq!(*rec.events.borrow(), ["message:clean:"]);
+}
+
+#[test]
+fn idle_timeout_treats_a_silent_stream_as_broken() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| {
+        if n == 0 {
+            Reply::Pieces(
+                vec![b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n13\r\nretry: 10\ndata: a\n\n\r\n".to_vec()],
+                Duration::from_secs(5),
+            )
+        } else {
+            Reply::Bytes(stream("data: b\n\n"))
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_read_timeout(Some(Duration::from_millis(200)));
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || rec
+        .events
+        .borrow()
+        .len()
+        >= 2));
+    assert_eq!(rec.events.borrow()[..2], ["message:a:", "message:b:"]);
+    let errors = rec.errors.borrow();
+    assert!(
+        matches!(&errors[0], SseError::Http(e) if e.is_timeout()),
+        "{errors:?}"
+    );
+    assert!(!errors[0].is_fatal());
+}
+
+#[test]
+fn disconnect_during_the_reconnect_wait_cancels_the_reconnect() {
+    let mut ev = EventLoop::new().unwrap();
+    let server =
+        ScriptServer::start(|_, _| Reply::BytesThenClose(stream("retry: 300\ndata: once\n\n")));
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    let disconnected = Rc::new(std::cell::Cell::new(0));
+    let d = disconnected.clone();
+    sse.disconnected
+        .connect(move |_| d.set(d.get() + 1))
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || sse
+        .ready_state()
+        == ReadyState::Connecting
+        && !rec.events.borrow().is_empty()));
+    sse.disconnect();
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+    run_until(&mut ev, Duration::from_millis(700), || false);
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "a reconnect happened after disconnect()"
+    );
+    assert!(disconnected.get() >= 1);
+}
+
+#[test]
+fn disconnect_from_a_slot_stops_delivery_and_touches_no_other_request() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/slow") {
+            Reply::Pieces(
+                vec![ok_response("other request survived", "")],
+                Duration::from_millis(300),
+            )
+        } else {
+            Reply::Bytes(stream("data: 1\n\ndata: 2\n\ndata: 3\n\n"))
+        }
+    });
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    let weak = Rc::downgrade(&sse);
+    sse.message_received
+        .connect(move |ev| {
+            s.borrow_mut().push(ev.data().to_string());
+            weak.upgrade().unwrap().disconnect();
+        })
+        .release();
+    let other = Rc::new(RefCell::new(None));
+    let o = other.clone();
+    http.get(&server.url("/slow"), move |r| *o.borrow_mut() = Some(r));
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || other
+        .borrow()
+        .is_some()));
+    assert_eq!(
+        *seen.borrow(),
+        ["1"],
+        "events after disconnect() were delivered"
+    );
+    assert_eq!(
+        other.borrow_mut().take().unwrap().unwrap().text(),
+        "other request survived"
+    );
+}
+
+#[test]
+fn add_event_listener_sees_one_type_only() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Bytes(stream(
+            "event: a\ndata: 1\n\nevent: b\ndata: 2\n\nevent: a\ndata: 3\n\n",
+        ))
+    });
+    let sse = SseClient::new().unwrap();
+    let only_a = Rc::new(RefCell::new(Vec::new()));
+    let a = only_a.clone();
+    sse.add_event_listener("a", move |ev| a.borrow_mut().push(ev.data().to_string()))
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || only_a
+        .borrow()
+        .len()
+        == 2));
+    assert_eq!(*only_a.borrow(), ["1", "3"]);
+}
+
+#[test]
+fn redirects_are_followed_to_the_stream() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/old") {
+            Reply::Bytes(
+                b"HTTP/1.1 307 Moved\r\nLocation: /new\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            )
+        } else {
+            Reply::Bytes(stream("data: moved\n\n"))
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/old")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    assert_eq!(rec.events.borrow()[0], "message:moved:");
+}
+
+#[test]
+fn consecutive_failures_back_off_exponentially() {
+    let mut ev = EventLoop::new().unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let sse = SseClient::new().unwrap();
+    sse.set_reconnection_time(Duration::from_millis(40));
+    let times = Rc::new(RefCell::new(Vec::new()));
+    let t = times.clone();
+    sse.error
+        .connect(move |_| t.borrow_mut().push(Instant::now()))
+        .release();
+    sse.connect(HttpRequest::get(&format!("http://127.0.0.1:{port}/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || times
+        .borrow()
+        .len()
+        >= 4));
+    sse.disconnect();
+    let t = times.borrow();
+    let gaps: Vec<Duration> = t.windows(2).map(|w| w[1] - w[0]).collect();
+    assert!(gaps[2] > gaps[0] * 2, "no backoff: {gaps:?}");
+    assert!(gaps[0] >= Duration::from_millis(40), "{gaps:?}");
+}
+
+#[test]
+fn retry_on_throttle_honours_retry_after_when_enabled() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| {
+        if n == 0 {
+            Reply::Bytes(
+                b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 1\r\nContent-Length: 0\r\n\r\n"
+                    .to_vec(),
+            )
+        } else {
+            Reply::Bytes(stream("data: finally\n\n"))
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_retry_on_throttle(true);
+    let rec = record(&sse);
+    let started = Instant::now();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    assert!(
+        started.elapsed() >= Duration::from_millis(900),
+        "Retry-After: 1 not honoured"
+    );
+    assert!(matches!(
+        rec.errors.borrow()[0],
+        SseError::Throttled { status: 429, .. }
+    ));
+}
