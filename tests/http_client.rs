@@ -367,6 +367,35 @@ fn total_timeout_fires() {
 }
 
 #[test]
+fn read_timeout_names_the_phase_it_fired_in() {
+    use kdnet::network::TimeoutPhase;
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /silent-head ") {
+            Reply::Stall(Duration::from_secs(5))
+        } else {
+            // The head and part of the body arrive together, then nothing more.
+            Reply::Pieces(
+                vec![b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nhalf".to_vec()],
+                Duration::from_secs(5),
+            )
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.set_read_timeout(Duration::from_millis(200)));
+    let head = get(&mut ev, &client, &server.url("/silent-head")).unwrap_err();
+    assert!(
+        matches!(head, HttpError::Timeout(TimeoutPhase::ResponseHead)),
+        "{head:?}"
+    );
+    let body = get(&mut ev, &client, &server.url("/silent-body")).unwrap_err();
+    assert!(
+        matches!(body, HttpError::Timeout(TimeoutPhase::BodyIdle)),
+        "the head had arrived, yet: {body:?}"
+    );
+}
+
+#[test]
 fn gzip_body_is_decoded_transparently() {
     use flate2::{Compression, write::GzEncoder};
     use std::io::Write;

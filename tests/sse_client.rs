@@ -325,14 +325,16 @@ fn disconnect_from_a_slot_stops_delivery_and_touches_no_other_request() {
     let o = other.clone();
     http.get(&server.url("/slow"), move |r| *o.borrow_mut() = Some(r));
     sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
-    assert!(run_until(&mut ev, Duration::from_secs(10), || other
-        .borrow()
-        .is_some()));
+    assert!(run_until(&mut ev, Duration::from_secs(10), || {
+        other.borrow().is_some() && !seen.borrow().is_empty()
+    }));
+    run_until(&mut ev, Duration::from_millis(100), || false);
     assert_eq!(
         *seen.borrow(),
         ["1"],
         "events after disconnect() were delivered"
     );
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
     assert_eq!(
         other.borrow_mut().take().unwrap().unwrap().text(),
         "other request survived"

@@ -13,11 +13,13 @@ use support::{pattern, run_until};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
+type Peers = Rc<RefCell<Vec<Rc<TcpSocket>>>>;
+
 /// A server that echoes everything back, keeping its connections alive.
-fn echo_server() -> (Rc<TcpServer>, Rc<RefCell<Vec<Rc<TcpSocket>>>>) {
+fn echo_server() -> (Rc<TcpServer>, Peers) {
     let server = TcpServer::new().unwrap();
     server.listen("127.0.0.1", 0).unwrap();
-    let peers: Rc<RefCell<Vec<Rc<TcpSocket>>>> = Rc::default();
+    let peers: Peers = Rc::default();
     let keep = peers.clone();
     server
         .new_connection

@@ -48,8 +48,12 @@ pub(crate) struct LoopCore {
 impl LoopCore {
     /// The loop of the calling thread.
     pub(crate) fn current() -> Result<Rc<LoopCore>, LoopError> {
+        // try_with: during thread-local teardown (a thread exiting with objects alive) this is
+        // "no loop", not a panic.
         CURRENT
-            .with(|c| c.borrow().upgrade())
+            .try_with(|c| c.borrow().upgrade())
+            .ok()
+            .flatten()
             .ok_or(LoopError::NoEventLoop)
     }
 
@@ -147,10 +151,6 @@ impl LoopCore {
         removed
     }
 
-    pub(crate) fn timer_is_armed(&self, key: TimerKey) -> bool {
-        self.timers.borrow().is_armed(key)
-    }
-
     pub(crate) fn timer_is_managed(&self, key: TimerKey) -> bool {
         self.timers.borrow().is_managed(key)
     }
@@ -196,10 +196,12 @@ impl LoopCore {
     // ---- running -----------------------------------------------------------------------------
 
     fn has_immediate_work(&self) -> bool {
+        // A pending quit is not "work": run() checks it between turns, and a quit from another
+        // thread wakes the poller itself. Counting it would make a host that never calls run()
+        // (or a nested send_and_wait) spin with a zero timeout.
         !self.posted.borrow().is_empty()
             || self.shared.has_remote_work()
             || self.evaluator().has_pending()
-            || self.quit.get().is_some()
     }
 
     fn next_timeout(&self) -> Option<Duration> {
@@ -225,6 +227,12 @@ impl LoopCore {
             .drain_remote(|f| self.posted.borrow_mut().push_back(f));
         dispatched += self.run_posted();
 
+        // run() must see a quit taken above without waiting for an unrelated event.
+        let timeout = if self.quit.get().is_some() {
+            Some(Duration::ZERO)
+        } else {
+            timeout
+        };
         let timeout = match (timeout, self.next_timeout()) {
             (Some(t), Some(n)) => Some(t.min(n)),
             (t, n) => t.or(n),
@@ -232,9 +240,6 @@ impl LoopCore {
         dispatched += self.poll_and_dispatch(timeout)?;
         dispatched += self.fire_timers();
         dispatched += self.evaluator().evaluate_deferred_connections();
-        if let Some(code) = self.shared.take_quit() {
-            self.quit.set(Some(code));
-        }
         Ok(dispatched)
     }
 
@@ -394,7 +399,9 @@ impl EventLoop {
 
     /// Runs until [`quit`](Self::quit) or [`exit`](Self::exit) (from here, a slot, or any thread
     /// through a [`LoopHandle`]) and returns the exit code. A quit requested before `run` makes it
-    /// return at once. Returns `-1` if the poller itself fails (logged at error level).
+    /// return at once (after one non-blocking turn if it came through a [`LoopHandle`], so that
+    /// closures posted before it still run). Returns `-1` if the poller itself fails (logged at
+    /// error level).
     pub fn run(&mut self) -> i32 {
         loop {
             if let Some(code) = self.take_quit() {
@@ -468,9 +475,8 @@ impl EventLoop {
     }
 
     fn take_quit(&self) -> Option<i32> {
-        if let Some(code) = self.core.shared.take_quit() {
-            return Some(code);
-        }
+        // A quit from another thread is only taken at the start of a turn, just before that turn
+        // drains the closures posted from other threads: everything posted before `quit()` runs.
         self.core.quit.take()
     }
 }

@@ -56,7 +56,7 @@ impl Shared {
     }
 
     pub(crate) fn has_remote_work(&self) -> bool {
-        !lock(&self.remote).is_empty() || lock(&self.quit).is_some()
+        !lock(&self.remote).is_empty()
     }
 
     pub(crate) fn take_quit(&self) -> Option<i32> {

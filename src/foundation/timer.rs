@@ -262,7 +262,7 @@ pub struct TimerId {
 }
 
 impl TimerId {
-    /// A number unique among this loop's timers (KDFoundation's ids are `u64` from 1).
+    /// A number unique among all loops' timers (KDFoundation's ids are `u64` from 1).
     pub fn as_u64(&self) -> u64 {
         self.key.generation()
     }

@@ -8,9 +8,14 @@
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
 use std::rc::{Rc, Weak};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
 
 use slab::Slab;
+
+/// Generations come from one process-wide counter, so a key (and so a `TimerId`) of one loop
+/// never matches a timer of another thread's loop.
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
 
 /// Something a timer slot calls when its deadline passes.
 pub(crate) trait TimerHandler {
@@ -57,7 +62,6 @@ pub(crate) struct TimerQueue {
     slots: Slab<TimerSlot>,
     heap: BinaryHeap<Reverse<HeapItem>>,
     next_seq: u64,
-    next_generation: u64,
     armed: usize,
 }
 
@@ -67,14 +71,12 @@ impl TimerQueue {
             slots: Slab::new(),
             heap: BinaryHeap::new(),
             next_seq: 0,
-            next_generation: 1,
             armed: 0,
         }
     }
 
     pub(crate) fn insert(&mut self, target: TimerTarget, managed: bool) -> TimerKey {
-        let generation = self.next_generation;
-        self.next_generation += 1;
+        let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
         let index = self.slots.insert(TimerSlot {
             generation,
             armed_seq: None,
@@ -91,12 +93,14 @@ impl TimerQueue {
             .filter(|s| s.generation == key.generation)
     }
 
+    #[cfg(test)]
     pub(crate) fn contains(&self, key: TimerKey) -> bool {
         self.slots
             .get(key.index)
             .is_some_and(|s| s.generation == key.generation)
     }
 
+    #[cfg(test)]
     pub(crate) fn is_armed(&self, key: TimerKey) -> bool {
         self.slots
             .get(key.index)
@@ -210,6 +214,7 @@ impl TimerQueue {
         self.slots.len()
     }
 
+    #[cfg(test)]
     pub(crate) fn armed_len(&self) -> usize {
         self.armed
     }

@@ -1,94 +1,642 @@
-//! TEMPORARY stand-in for the DnsResolver (being written separately); same API subset.
+//! [`DnsResolver`]: host-name lookups off the loop thread, answers on it (KDNetwork `DnsResolver`).
+//!
+//! ```text
+//!  lookup(host, cb) on the loop thread ── cb stays here, in a table keyed by LookupId
+//!    ├─ IP literal ("127.0.0.1", "::1", "[::1]") ──┐
+//!    ├─ cached (positive answers, 60 s, 256 names) ─┴─ post ─► cb on a later turn
+//!    └─ otherwise ─► worker pool (process-wide, ≤ 4 threads, started on demand)
+//!                     getaddrinfo via std's ToSocketAddrs
+//!                     LoopHandle::post(id + addresses) ─► loop thread ─► table ─► cb
+//!       timeout timer (10 s) ─► cb(Timeout(Resolve)); the late answer is only cached
+//! ```
+//!
+//! Callbacks never cross threads: only the lookup id and the plain result do. A callback always
+//! runs on a later loop turn, never inside [`DnsResolver::lookup`], so the caller's state is
+//! consistent when it runs. Each lookup ends in exactly one call of its callback, unless it is
+//! cancelled (then it never runs).
+//!
+//! Fixes over KDNetwork: lookups time out (T8: c-ares timeouts were never processed), single
+//! lookups can be cancelled, IP literals never reach the resolver, and the order of addresses is
+//! the system resolver's (RFC 6724, as configured in `/etc/gai.conf`), not "IPv4 first".
+//!
+//! The pool is shared by every loop of the process, so one slow name server cannot start more
+//! than [`MAX_RESOLVER_THREADS`] threads however many loops there are; a thread that had nothing
+//! to do for 30 s leaves. getaddrinfo cannot be interrupted: a lookup that timed out or was
+//! cancelled keeps its thread until the system resolver gives up, but a lookup cancelled while
+//! still queued never runs. IPv6 scope ids (`fe80::1%eth0`) are not kept, since answers are
+//! [`IpAddr`]s.
 
-use std::cell::RefCell;
+mod cache;
+mod pool;
+
+use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
-use std::net::{IpAddr, ToSocketAddrs};
-use std::rc::Rc;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::{Duration, Instant};
 
-use crate::foundation::{LoopCore, LoopError};
-use crate::network::error::SocketError;
+use self::cache::AddressCache;
+use self::pool::WorkerPool;
+use super::{SocketError, TimeoutPhase};
+use crate::foundation::{LoopCore, LoopError, LoopHandle, TimerKey};
 
-type Callback = Box<dyn FnOnce(Result<Vec<IpAddr>, SocketError>)>;
+/// How long a lookup may take before its callback gets
+/// [`SocketError::Timeout`]`(`[`TimeoutPhase::Resolve`]`)`: 10 s.
+pub const DEFAULT_LOOKUP_TIMEOUT: Duration = Duration::from_secs(10);
 
-/// Identifies a pending lookup.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
-pub struct LookupId(u64);
+/// How long a successful answer is reused: 60 s (as curl's DNS cache).
+pub const DEFAULT_CACHE_TTL: Duration = Duration::from_secs(60);
 
-/// Resolves host names off the loop thread.
-pub struct DnsResolver {
-    pending: RefCell<HashMap<u64, Callback>>,
-    next: std::cell::Cell<u64>,
-}
+/// Names the cache of one resolver holds at most: 256. When it is full, expired answers are
+/// dropped first, then the one closest to expiry.
+pub const MAX_CACHED_NAMES: usize = 256;
 
-impl std::fmt::Debug for DnsResolver {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str("DnsResolver")
-    }
-}
+/// Threads the process-wide resolver pool runs at most: 4. More lookups wait in a queue.
+pub const MAX_RESOLVER_THREADS: usize = 4;
+
+/// Longest host name accepted, in bytes, not counting one trailing dot: 253 (RFC 1035).
+/// Longer names fail with [`SocketError::InvalidAddress`] without reaching the resolver.
+pub const MAX_HOST_NAME_LEN: usize = 253;
+
+/// A pool thread with nothing to do for this long leaves.
+const IDLE_THREAD_EXIT: Duration = Duration::from_secs(30);
+
+static POOL: WorkerPool = WorkerPool::new("kdnet-dns", MAX_RESOLVER_THREADS, IDLE_THREAD_EXIT);
+
+/// Tells the answers of one resolver from those of a replaced one (the loop was re-created).
+static NEXT_RESOLVER_SERIAL: AtomicU64 = AtomicU64::new(1);
 
 thread_local! {
     static INSTANCE: RefCell<Option<Rc<DnsResolver>>> = const { RefCell::new(None) };
 }
 
+/// Which addresses a lookup should return (KDNetwork `DnsResolver::AddressFamily`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub enum AddressFamily {
+    /// IPv4 and IPv6, in the system resolver's order.
+    #[default]
+    Any,
+    /// IPv4 only.
+    IPv4,
+    /// IPv6 only.
+    IPv6,
+}
+
+/// Identifies one lookup, for [`DnsResolver::cancel`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LookupId(u64);
+
+/// The answer a lookup callback receives.
+pub type LookupResult = Result<Vec<IpAddr>, SocketError>;
+
+type LookupCallback = Box<dyn FnOnce(LookupResult)>;
+
+/// Resolves host names without blocking the event loop (KDNetwork `DnsResolver`).
+///
+/// One resolver per loop thread: [`instance`](Self::instance). Callbacks run on the loop thread,
+/// always on a later turn than the [`lookup`](Self::lookup) call.
+///
+/// ```
+/// use kdnet::EventLoop;
+/// use kdnet::network::dns::DnsResolver;
+///
+/// let mut event_loop = EventLoop::new().unwrap();
+/// let handle = event_loop.handle();
+/// let resolver = DnsResolver::instance().unwrap();
+/// resolver.lookup("127.0.0.1", move |result| {
+///     assert_eq!(result.unwrap(), vec!["127.0.0.1".parse::<std::net::IpAddr>().unwrap()]);
+///     handle.quit();
+/// });
+/// assert_eq!(event_loop.run(), 0);
+/// ```
+pub struct DnsResolver {
+    core: Weak<LoopCore>,
+    handle: LoopHandle,
+    serial: u64,
+    self_weak: Weak<DnsResolver>,
+    timeout: Cell<Duration>,
+    pool_lookups: Cell<u64>,
+    next_id: Cell<u64>,
+    pending: RefCell<HashMap<u64, PendingLookup>>,
+    cache: RefCell<AddressCache>,
+}
+
+struct PendingLookup {
+    host: String,
+    family: AddressFamily,
+    callback: LookupCallback,
+    /// Only lookups that went to the pool have a timer, a deadline and a cancel flag.
+    timer: Option<TimerKey>,
+    deadline: Option<Instant>,
+    cancelled: Option<Arc<AtomicBool>>,
+}
+
+/// What the pool sends back: addresses in resolver order (deduplicated), or its message.
+type PoolAnswer = Result<Vec<IpAddr>, String>;
+
+/// How a lookup is answered.
+enum Route {
+    Now(LookupResult),
+    Pool,
+}
+
 impl DnsResolver {
-    /// The resolver of the current thread's loop.
+    /// The resolver of the calling thread's event loop (created on first use).
+    ///
+    /// Fails with [`LoopError::NoEventLoop`] without a loop. If the thread's loop was dropped and
+    /// a new one created, the old resolver (and its unfinished lookups) is dropped and a new one
+    /// returned.
     pub fn instance() -> Result<Rc<DnsResolver>, LoopError> {
-        LoopCore::current()?;
-        Ok(INSTANCE.with(|i| {
-            i.borrow_mut()
-                .get_or_insert_with(|| {
-                    Rc::new(DnsResolver {
-                        pending: RefCell::new(HashMap::new()),
-                        next: std::cell::Cell::new(1),
-                    })
-                })
-                .clone()
-        }))
+        let core = LoopCore::current()?;
+        INSTANCE.with(|slot| {
+            let mut slot = slot.borrow_mut();
+            if let Some(existing) = slot.as_ref() {
+                if Weak::ptr_eq(&existing.core, &Rc::downgrade(&core)) {
+                    return Ok(Rc::clone(existing));
+                }
+            }
+            let resolver = DnsResolver::for_loop(&core);
+            let replaced = slot.replace(Rc::clone(&resolver));
+            drop(slot);
+            // Dropped without the slot borrowed: its callbacks' captures may call `instance()`.
+            drop(replaced);
+            Ok(resolver)
+        })
     }
 
-    /// Looks up `host`.
-    pub fn lookup(
+    /// Looks up `host` (a name or an IP literal, IPv6 optionally in brackets) and calls
+    /// `callback` with its addresses on a later loop turn.
+    ///
+    /// Errors: [`SocketError::Lookup`] with the resolver's message (reason `"no addresses"` when
+    /// it found none), [`SocketError::Timeout`]`(`[`TimeoutPhase::Resolve`]`)`, or
+    /// [`SocketError::InvalidAddress`] for an empty, too long or malformed host. If the loop
+    /// this resolver belongs to is gone, the callback is dropped without running.
+    pub fn lookup(&self, host: &str, callback: impl FnOnce(LookupResult) + 'static) -> LookupId {
+        self.lookup_family(host, AddressFamily::Any, callback)
+    }
+
+    /// Like [`lookup`](Self::lookup), keeping only addresses of `family` (reason
+    /// `"no addresses (IPv6 requested)"` when none is left).
+    ///
+    /// ```
+    /// use kdnet::EventLoop;
+    /// use kdnet::network::dns::{AddressFamily, DnsResolver};
+    ///
+    /// let mut event_loop = EventLoop::new().unwrap();
+    /// let handle = event_loop.handle();
+    /// DnsResolver::instance().unwrap().lookup_family("[::1]", AddressFamily::IPv4, move |result| {
+    ///     assert!(result.is_err()); // ::1 is not an IPv4 address
+    ///     handle.quit();
+    /// });
+    /// event_loop.run();
+    /// ```
+    pub fn lookup_family(
         &self,
         host: &str,
-        callback: impl FnOnce(Result<Vec<IpAddr>, SocketError>) + 'static,
+        family: AddressFamily,
+        callback: impl FnOnce(LookupResult) + 'static,
     ) -> LookupId {
-        let id = self.next.get();
-        self.next.set(id + 1);
-        self.pending.borrow_mut().insert(id, Box::new(callback));
-        let handle = LoopCore::current().map(|c| c.handle());
-        let host = host.to_string();
-        std::thread::spawn(move || {
-            let result = (host.as_str(), 0)
-                .to_socket_addrs()
-                .map(|it| it.map(|a| a.ip()).collect::<Vec<_>>())
-                .map_err(|e| SocketError::Lookup {
-                    host: host.clone(),
-                    reason: e.to_string(),
-                });
-            if let Ok(handle) = handle {
-                let _ = handle.post(move || {
-                    if let Ok(r) = DnsResolver::instance() {
-                        let cb = r.pending.borrow_mut().remove(&id);
-                        if let Some(cb) = cb {
-                            cb(result);
-                        }
+        let id = self.next_id.get();
+        self.next_id.set(id.wrapping_add(1));
+        let Some(core) = self.core.upgrade() else {
+            log::warn!("DNS lookup of {host:?} dropped: the event loop is gone");
+            return LookupId(id);
+        };
+        let mut pending = PendingLookup {
+            host: host.to_owned(),
+            family,
+            callback: Box::new(callback),
+            timer: None,
+            deadline: None,
+            cancelled: None,
+        };
+        match self.route(host) {
+            Route::Now(result) => {
+                self.pending.borrow_mut().insert(id, pending);
+                let resolver = self.self_weak.clone();
+                core.post(Box::new(move || {
+                    if let Some(resolver) = resolver.upgrade() {
+                        resolver.finish(id, result);
                     }
-                });
+                }));
             }
-        });
+            Route::Pool => {
+                let cancelled = Arc::new(AtomicBool::new(false));
+                pending.cancelled = Some(Arc::clone(&cancelled));
+                let timeout = self.timeout.get();
+                // A timeout too large for Instant arithmetic means "no timeout".
+                pending.deadline = Instant::now().checked_add(timeout);
+                if pending.deadline.is_some() {
+                    let resolver = self.self_weak.clone();
+                    pending.timer = Some(core.call_after(timeout, move || {
+                        if let Some(resolver) = resolver.upgrade() {
+                            resolver.expire(id);
+                        }
+                    }));
+                }
+                self.pending.borrow_mut().insert(id, pending);
+                self.start_pool_lookup(&core, id, host, cancelled);
+            }
+        }
         LookupId(id)
     }
 
-    /// Cancels a lookup.
+    /// Cancels one lookup: its callback will not run. Returns `false` if it already finished
+    /// (or was cancelled).
     pub fn cancel(&self, id: LookupId) -> bool {
-        self.pending.borrow_mut().remove(&id.0).is_some()
+        let removed = self.pending.borrow_mut().remove(&id.0);
+        match removed {
+            Some(lookup) => {
+                self.discard(lookup);
+                true
+            }
+            None => false,
+        }
+    }
+
+    /// Cancels every unfinished lookup of this resolver (KDNetwork `cancelLookups`).
+    pub fn cancel_lookups(&self) {
+        let all: Vec<PendingLookup> = self.pending.borrow_mut().drain().map(|(_, l)| l).collect();
+        for lookup in all {
+            self.discard(lookup);
+        }
+    }
+
+    /// Sets the timeout of lookups started from now on ([`DEFAULT_LOOKUP_TIMEOUT`] by default).
+    /// `Duration::MAX` waits as long as the system resolver does. Answers from literals and the
+    /// cache never time out.
+    pub fn set_timeout(&self, timeout: Duration) {
+        self.timeout.set(timeout);
+    }
+
+    /// The timeout of new lookups.
+    pub fn timeout(&self) -> Duration {
+        self.timeout.get()
+    }
+
+    /// Sets how long answers are reused ([`DEFAULT_CACHE_TTL`] by default); zero disables the
+    /// cache and empties it.
+    pub fn set_cache_ttl(&self, ttl: Duration) {
+        self.cache.borrow_mut().set_ttl(ttl);
+    }
+
+    /// Forgets every cached answer.
+    pub fn clear_cache(&self) {
+        self.cache.borrow_mut().clear();
+    }
+
+    /// Lookups started and not yet finished or cancelled.
+    pub fn pending_lookups(&self) -> usize {
+        self.pending.borrow().len()
+    }
+
+    /// Lookups this resolver handed to the worker pool (literals and cache hits do not count).
+    #[doc(hidden)]
+    pub fn pool_lookups(&self) -> u64 {
+        self.pool_lookups.get()
+    }
+
+    /// Threads the process-wide resolver pool runs right now.
+    #[doc(hidden)]
+    pub fn pool_threads() -> usize {
+        POOL.thread_count()
+    }
+
+    fn for_loop(core: &Rc<LoopCore>) -> Rc<DnsResolver> {
+        Rc::new_cyclic(|self_weak| DnsResolver {
+            core: Rc::downgrade(core),
+            handle: core.handle(),
+            serial: NEXT_RESOLVER_SERIAL.fetch_add(1, Ordering::Relaxed),
+            self_weak: self_weak.clone(),
+            timeout: Cell::new(DEFAULT_LOOKUP_TIMEOUT),
+            pool_lookups: Cell::new(0),
+            next_id: Cell::new(1),
+            pending: RefCell::new(HashMap::new()),
+            cache: RefCell::new(AddressCache::new(DEFAULT_CACHE_TTL, MAX_CACHED_NAMES)),
+        })
+    }
+
+    fn route(&self, host: &str) -> Route {
+        if let Some(ip) = resolve_literal(host) {
+            return Route::Now(Ok(vec![ip]));
+        }
+        if let Err(e) = check_host_name(host) {
+            return Route::Now(Err(e));
+        }
+        let mut cache = self.cache.borrow_mut();
+        if cache.is_enabled() {
+            if let Some(addresses) = cache.get(&cache_key(host), Instant::now()) {
+                return Route::Now(Ok(addresses));
+            }
+        }
+        Route::Pool
+    }
+
+    fn start_pool_lookup(&self, core: &LoopCore, id: u64, host: &str, cancelled: Arc<AtomicBool>) {
+        self.pool_lookups.set(self.pool_lookups.get() + 1);
+        let host = host.to_owned();
+        let handle = self.handle.clone();
+        let serial = self.serial;
+        let task = Box::new(move || {
+            if cancelled.load(Ordering::Acquire) {
+                return;
+            }
+            let answer = resolve_blocking(&host);
+            // Fails only when the loop is gone, and then nobody is waiting.
+            let _ = handle.post(move || deliver_pool_answer(serial, id, host, answer));
+        });
+        if let Err(e) = POOL.submit(task) {
+            let result = Err(SocketError::Lookup {
+                host: self.pending_host(id),
+                reason: format!("could not start a resolver thread: {e}"),
+            });
+            let resolver = self.self_weak.clone();
+            core.post(Box::new(move || {
+                if let Some(resolver) = resolver.upgrade() {
+                    resolver.finish(id, result);
+                }
+            }));
+        }
+    }
+
+    fn pending_host(&self, id: u64) -> String {
+        self.pending
+            .borrow()
+            .get(&id)
+            .map(|l| l.host.clone())
+            .unwrap_or_default()
+    }
+
+    /// A pool answer arrived: cache it, then answer the lookup unless it was cancelled.
+    fn pool_answered(&self, id: u64, host: String, answer: PoolAnswer) {
+        let now = Instant::now();
+        if let Ok(addresses) = &answer {
+            self.cache
+                .borrow_mut()
+                .insert(cache_key(&host), addresses.clone(), now);
+        }
+        let late = self
+            .pending
+            .borrow()
+            .get(&id)
+            .and_then(|l| l.deadline)
+            .is_some_and(|deadline| now >= deadline);
+        // Past the deadline the answer counts as late even if the timer has not fired yet
+        // (both can become due in the same turn), so a short timeout is reliably a timeout.
+        let result = if late {
+            Err(SocketError::Timeout(TimeoutPhase::Resolve))
+        } else {
+            answer.map_err(|reason| SocketError::Lookup { host, reason })
+        };
+        self.finish(id, result);
+    }
+
+    fn expire(&self, id: u64) {
+        let Some(lookup) = self.pending.borrow_mut().remove(&id) else {
+            return;
+        };
+        if let Some(flag) = &lookup.cancelled {
+            flag.store(true, Ordering::Release);
+        }
+        log::debug!("DNS lookup of {:?} timed out", lookup.host);
+        // The timer that called us has already removed itself.
+        (lookup.callback)(Err(SocketError::Timeout(TimeoutPhase::Resolve)));
+    }
+
+    /// Ends lookup `id` with `result` (filtered by its family) unless it was cancelled.
+    fn finish(&self, id: u64, result: LookupResult) {
+        let Some(lookup) = self.pending.borrow_mut().remove(&id) else {
+            return;
+        };
+        if let (Some(timer), Some(core)) = (lookup.timer, self.core.upgrade()) {
+            core.timer_remove(timer);
+        }
+        let result =
+            result.and_then(|addresses| keep_family(&lookup.host, lookup.family, addresses));
+        (lookup.callback)(result);
+    }
+
+    /// Forgets a lookup without calling it. Must be called without `pending` borrowed: dropping
+    /// the callback drops its captures.
+    fn discard(&self, lookup: PendingLookup) {
+        if let Some(flag) = &lookup.cancelled {
+            flag.store(true, Ordering::Release);
+        }
+        if let (Some(timer), Some(core)) = (lookup.timer, self.core.upgrade()) {
+            core.timer_remove(timer);
+        }
+        drop(lookup);
     }
 }
 
-/// An IP literal (brackets allowed).
+impl Drop for DnsResolver {
+    fn drop(&mut self) {
+        let all: Vec<PendingLookup> = self.pending.get_mut().drain().map(|(_, l)| l).collect();
+        for lookup in all {
+            self.discard(lookup);
+        }
+    }
+}
+
+impl fmt::Debug for DnsResolver {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("DnsResolver")
+            .field("pending", &self.pending.borrow().len())
+            .field("cached", &self.cache.borrow().len())
+            .field("timeout", &self.timeout.get())
+            .finish()
+    }
+}
+
+/// Parses `host` as an IP address literal: `127.0.0.1`, `::1`, or `[::1]` (brackets only around
+/// IPv6, as in URLs). Returns `None` for anything else, names included.
+///
+/// ```
+/// use kdnet::network::dns::resolve_literal;
+/// use std::net::{IpAddr, Ipv6Addr};
+///
+/// assert_eq!(resolve_literal("[::1]"), Some(IpAddr::V6(Ipv6Addr::LOCALHOST)));
+/// assert_eq!(resolve_literal("localhost"), None);
+/// assert_eq!(resolve_literal("[127.0.0.1]"), None);
+/// ```
 pub fn resolve_literal(host: &str) -> Option<IpAddr> {
-    host.trim_start_matches('[')
-        .trim_end_matches(']')
-        .parse()
-        .ok()
+    match host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        Some(inner) => inner.parse().ok().filter(IpAddr::is_ipv6),
+        None => host.parse().ok(),
+    }
+}
+
+/// Runs on the loop thread: hands a pool answer to the resolver that asked, if it still exists.
+fn deliver_pool_answer(serial: u64, id: u64, host: String, answer: PoolAnswer) {
+    let resolver = INSTANCE.with(|slot| {
+        slot.borrow()
+            .as_ref()
+            .filter(|r| r.serial == serial)
+            .cloned()
+    });
+    if let Some(resolver) = resolver {
+        resolver.pool_answered(id, host, answer);
+    }
+}
+
+/// The blocking part, on a pool thread.
+fn resolve_blocking(host: &str) -> PoolAnswer {
+    let found = (host, 0u16).to_socket_addrs().map_err(|e| e.to_string())?;
+    Ok(unique_ips(found))
+}
+
+/// The addresses in their order, each once (getaddrinfo may list an address per socket type).
+fn unique_ips(found: impl Iterator<Item = SocketAddr>) -> Vec<IpAddr> {
+    let mut addresses: Vec<IpAddr> = Vec::new();
+    for address in found {
+        if !addresses.contains(&address.ip()) {
+            addresses.push(address.ip());
+        }
+    }
+    addresses
+}
+
+fn check_host_name(host: &str) -> Result<(), SocketError> {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.is_empty() {
+        return Err(SocketError::InvalidAddress(format!(
+            "empty host name {host:?}"
+        )));
+    }
+    if name.len() > MAX_HOST_NAME_LEN {
+        return Err(SocketError::InvalidAddress(format!(
+            "host name is {} bytes long, the limit is {MAX_HOST_NAME_LEN}",
+            name.len()
+        )));
+    }
+    if host.starts_with('[') || host.ends_with(']') {
+        return Err(SocketError::InvalidAddress(format!(
+            "{host:?}: brackets are only allowed around an IPv6 address"
+        )));
+    }
+    if host.contains('\0') {
+        return Err(SocketError::InvalidAddress(format!(
+            "{host:?}: host name contains a NUL byte"
+        )));
+    }
+    Ok(())
+}
+
+/// Host names are case-insensitive, and a trailing dot names the same host.
+fn cache_key(host: &str) -> String {
+    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+}
+
+fn keep_family(host: &str, family: AddressFamily, addresses: Vec<IpAddr>) -> LookupResult {
+    let (addresses, reason) = match family {
+        AddressFamily::Any => (addresses, "no addresses"),
+        AddressFamily::IPv4 => (
+            addresses.into_iter().filter(IpAddr::is_ipv4).collect(),
+            "no addresses (IPv4 requested)",
+        ),
+        AddressFamily::IPv6 => (
+            addresses.into_iter().filter(IpAddr::is_ipv6).collect(),
+            "no addresses (IPv6 requested)",
+        ),
+    };
+    if addresses.is_empty() {
+        return Err(SocketError::Lookup {
+            host: host.to_owned(),
+            reason: reason.to_owned(),
+        });
+    }
+    Ok(addresses)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    #[test]
+    fn literals_parse_with_and_without_brackets() {
+        assert_eq!(
+            resolve_literal("127.0.0.1"),
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        );
+        assert_eq!(
+            resolve_literal("::1"),
+            Some(IpAddr::V6(Ipv6Addr::LOCALHOST))
+        );
+        assert_eq!(
+            resolve_literal("[::1]"),
+            Some(IpAddr::V6(Ipv6Addr::LOCALHOST))
+        );
+        assert_eq!(resolve_literal("[127.0.0.1]"), None);
+        assert_eq!(resolve_literal("[::1"), None);
+        assert_eq!(resolve_literal("localhost"), None);
+        assert_eq!(resolve_literal(""), None);
+    }
+
+    #[test]
+    fn host_name_checks() {
+        assert!(check_host_name("example.com").is_ok());
+        assert!(check_host_name("example.com.").is_ok());
+        assert!(check_host_name("").is_err());
+        assert!(check_host_name(".").is_err());
+        assert!(check_host_name("[example.com]").is_err());
+        assert!(check_host_name("a\0b").is_err());
+        assert!(check_host_name(&"a".repeat(MAX_HOST_NAME_LEN)).is_ok());
+        let long = "a".repeat(MAX_HOST_NAME_LEN + 1);
+        let err = check_host_name(&long).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid address: host name is 254 bytes long, the limit is 253"
+        );
+        assert!(check_host_name(&format!("{}.", "a".repeat(MAX_HOST_NAME_LEN))).is_ok());
+    }
+
+    #[test]
+    fn cache_keys_ignore_case_and_trailing_dot() {
+        assert_eq!(cache_key("LocalHost."), "localhost");
+        assert_eq!(cache_key("example.COM"), "example.com");
+    }
+
+    #[test]
+    fn family_filter_keeps_order_and_reports_empty() {
+        let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+        assert_eq!(
+            keep_family("h", AddressFamily::Any, vec![v6, v4]).unwrap(),
+            vec![v6, v4]
+        );
+        assert_eq!(
+            keep_family("h", AddressFamily::IPv4, vec![v6, v4]).unwrap(),
+            vec![v4]
+        );
+        match keep_family("h", AddressFamily::IPv6, vec![v4]) {
+            Err(SocketError::Lookup { host, reason }) => {
+                assert_eq!(host, "h");
+                assert_eq!(reason, "no addresses (IPv6 requested)");
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+        match keep_family("h", AddressFamily::Any, vec![]) {
+            Err(SocketError::Lookup { reason, .. }) => assert_eq!(reason, "no addresses"),
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn answers_keep_resolver_order_without_duplicates() {
+        let a: SocketAddr = "[::1]:0".parse().unwrap();
+        let b: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let b_other_port: SocketAddr = "127.0.0.1:80".parse().unwrap();
+        assert_eq!(
+            unique_ips([a, b, a, b_other_port].into_iter()),
+            vec![a.ip(), b.ip()]
+        );
+        assert_eq!(
+            resolve_blocking("127.0.0.1").unwrap(),
+            vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]
+        );
+    }
 }

@@ -1,6 +1,8 @@
 //! Shared helpers for kdnet's integration tests: loop driving and logging.
 #![allow(dead_code)]
 
+pub mod certs;
+
 use std::time::{Duration, Instant};
 
 use kdnet::EventLoop;

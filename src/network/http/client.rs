@@ -172,7 +172,6 @@ enum Action {
     SseEvents(u64, Weak<dyn SseTarget>, Vec<SseEvent>),
     SseRetry(u64, Weak<dyn SseTarget>, Duration),
     Progress(u64, u64, Option<u64>),
-    Upload(u64, u64, u64),
     Close(Rc<TcpSocket>),
     ResponseReceived(HttpResponse),
     Failed(u64, HttpError),
@@ -590,17 +589,23 @@ impl HttpClient {
         if let Some(key) = state.idle_timer.take() {
             self.core.timer_remove(key);
         }
-        let phase = if state.phase == Phase::RecvBody {
-            TimeoutPhase::BodyIdle
-        } else {
-            TimeoutPhase::ResponseHead
-        };
         let weak = self.self_weak.clone();
         state.idle_timer = Some(self.core.call_after(timeout, move || {
             if let Some(client) = weak.upgrade() {
-                client.on_timeout(id, phase);
+                client.on_idle_timeout(id);
             }
         }));
+    }
+
+    /// The read timeout fired. Its phase is the request's phase now, not when the timer was
+    /// armed: the head may have completed in the same read that armed it.
+    fn on_idle_timeout(&self, id: u64) {
+        let phase = match self.inner.borrow().requests.get(&id).map(|s| s.phase) {
+            Some(Phase::RecvBody) => TimeoutPhase::BodyIdle,
+            Some(_) => TimeoutPhase::ResponseHead,
+            None => return,
+        };
+        self.on_timeout(id, phase);
     }
 
     /// Puts the request on a connection of its host, or queues it.
@@ -927,7 +932,6 @@ impl HttpClient {
                                 crate::network::sse::SseParseError::EventTooLarge { limit } => {
                                     limit
                                 }
-                                _ => 0,
                             },
                         });
                     }
@@ -947,7 +951,6 @@ impl HttpClient {
             }
             None => sink(raw),
         });
-        drop(sink);
         if let Some(e) = parse_failure {
             failure = Some(e);
         }
@@ -1344,9 +1347,6 @@ impl HttpClient {
                         self.download_progress
                             .emit(&(RequestId(id), received, total));
                     }
-                }
-                Action::Upload(id, sent, total) => {
-                    self.upload_progress.emit(&(RequestId(id), sent, total));
                 }
                 Action::ResponseReceived(response) => self.response_received.emit(&response),
                 Action::Failed(id, e) => self.error.emit(&(RequestId(id), e)),

@@ -5,6 +5,6 @@ mod server;
 mod socket;
 
 pub use connect::CONNECTION_ATTEMPT_DELAY;
-pub use server::{ServerState, TcpServer};
+pub use server::{DEFAULT_BACKLOG, ServerState, TcpServer};
 pub use socket::{DEFAULT_HANDSHAKE_TIMEOUT, DEFAULT_READ_BUFFER_LIMIT, SocketState, TcpSocket};
 pub(crate) use socket::{DataSink, TlsObserver};

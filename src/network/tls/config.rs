@@ -1,56 +1,596 @@
-//! TEMPORARY stand-in for the TLS configuration module (being written separately).
+//! TLS configuration: which roots to trust, client certificates, ALPN (rustls with *ring*).
+//!
+//! A [`TlsClientConfig`] describes what a person chooses (trust the system store, add a private
+//! CA, present a client certificate, …) and builds the `rustls::ClientConfig` once; sockets share
+//! the built `Arc`, so disconnecting never loses settings (KDNetwork T2). IP-literal hosts are
+//! verified against IP-address SANs and sent no SNI (T4). Verification can only be switched off
+//! through [`TlsClientConfig::dangerous_disable_certificate_verification`].
+//!
+//! Default trust: the operating system's store (rustls-native-certs, honouring `SSL_CERT_FILE` and
+//! `SSL_CERT_DIR`), loaded once per process; Mozilla's roots (webpki-roots) when the system store
+//! yields no usable certificate, e.g. in a container without a CA bundle.
 
-use rustls::pki_types::ServerName;
+use std::fmt;
+use std::net::IpAddr;
+use std::sync::{Arc, OnceLock};
 
-use crate::network::error::{SocketError, TlsFailure};
+use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
+use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::sign::{CertifiedKey, SingleCertAndKey};
+use rustls::{
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
+    SignatureScheme,
+};
 
-pub(crate) fn server_name_for(host: &str) -> Result<ServerName<'static>, SocketError> {
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    ServerName::try_from(host.to_string()).map_err(|e| SocketError::InvalidAddress(e.to_string()))
-}
+use crate::network::{SocketError, TlsFailure};
 
-pub(crate) fn tls_failure(err: &rustls::Error, _expected: &str) -> TlsFailure {
-    TlsFailure::Other(err.to_string())
-}
-
-/// TEMPORARY stub.
-#[derive(Debug, Clone, Default)]
+/// Settings for TLS client connections; [`build`](Self::build) turns them into a shareable
+/// `rustls::ClientConfig`.
+///
+/// ```
+/// use kdnet::network::tls::TlsClientConfig;
+///
+/// let mut config = TlsClientConfig::new();
+/// config.set_alpn_protocols(vec![b"http/1.1".to_vec()]);
+/// let rustls_config = config.build().unwrap();
+/// assert_eq!(rustls_config.alpn_protocols, vec![b"http/1.1".to_vec()]);
+/// assert!(std::sync::Arc::ptr_eq(&rustls_config, &config.build().unwrap())); // cached
+/// ```
+#[derive(Clone)]
 pub struct TlsClientConfig {
-    extra: Vec<Vec<u8>>,
+    trust: Trust,
+    /// Added with `add_ca_certificate` (on top of `trust`).
+    extra_roots: RootCertStore,
+    client_certificate: Option<Arc<CertifiedKey>>,
+    verify: bool,
+    alpn: Vec<Vec<u8>>,
+    built: OnceLock<Arc<ClientConfig>>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Trust {
+    /// The process-wide default store (system roots, or Mozilla's).
+    Default,
+    /// Only `extra_roots`.
+    OnlyExtra,
 }
 
 impl TlsClientConfig {
-    /// Stub.
+    /// Verifies servers against the default roots (system store, falling back to Mozilla's),
+    /// presents no client certificate, offers no ALPN protocol.
     pub fn new() -> Self {
-        TlsClientConfig::default()
+        TlsClientConfig {
+            trust: Trust::Default,
+            extra_roots: RootCertStore::empty(),
+            client_certificate: None,
+            verify: true,
+            alpn: Vec::new(),
+            built: OnceLock::new(),
+        }
     }
-    /// Stub.
+
+    /// Trusts exactly the CA certificates in `pem` (one or more `CERTIFICATE` sections) and no
+    /// default root: for private PKIs and tests.
+    ///
+    /// ```
+    /// use kdnet::network::tls::TlsClientConfig;
+    ///
+    /// let err = TlsClientConfig::with_only_ca_certificates(b"not a certificate").unwrap_err();
+    /// assert_eq!(
+    ///     err.to_string(),
+    ///     "TLS failed: TLS configuration: no CERTIFICATE section found in the CA certificate PEM"
+    /// );
+    /// ```
+    pub fn with_only_ca_certificates(pem: &[u8]) -> Result<Self, SocketError> {
+        let mut config = TlsClientConfig::new();
+        config.trust = Trust::OnlyExtra;
+        config.add_ca_certificate(pem)?;
+        Ok(config)
+    }
+
+    /// Also trusts the CA certificates in `pem` (one or more `CERTIFICATE` sections), in
+    /// addition to the roots already trusted (KDNetwork `addCaCertificate`).
     pub fn add_ca_certificate(&mut self, pem: &[u8]) -> Result<(), SocketError> {
-        self.extra.push(pem.to_vec());
+        let certificates = parse_certificates(pem, "CA certificate")?;
+        let mut added = self.extra_roots.clone();
+        for (index, certificate) in certificates.into_iter().enumerate() {
+            added.add(certificate).map_err(|e| {
+                configuration(format!(
+                    "CA certificate {} is not usable as a trust anchor: {e}",
+                    index + 1
+                ))
+            })?;
+        }
+        self.extra_roots = added;
+        self.changed();
         Ok(())
     }
-    /// Stub.
-    pub fn set_client_certificate(&mut self, _c: &[u8], _k: &[u8]) -> Result<(), SocketError> {
+
+    /// Presents `cert_chain_pem` (end-entity certificate first) with `key_pem` (PKCS#8, PKCS#1 or
+    /// SEC1) when a server asks for a client certificate (KDNetwork `setClientCertificate`).
+    ///
+    /// Fails if either PEM is unusable or the key does not belong to the certificate.
+    pub fn set_client_certificate(
+        &mut self,
+        cert_chain_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<(), SocketError> {
+        let certified = certified_key(cert_chain_pem, key_pem, "client")?;
+        self.client_certificate = Some(Arc::new(certified));
+        self.changed();
         Ok(())
     }
-    /// Stub.
-    pub fn dangerous_disable_certificate_verification(&mut self) {}
-    /// Stub.
-    pub fn build(&self) -> Result<std::sync::Arc<rustls::ClientConfig>, SocketError> {
-        use rustls::pki_types::{CertificateDer, pem::PemObject};
-        let mut roots = rustls::RootCertStore::empty();
-        for pem in &self.extra {
-            for c in CertificateDer::pem_slice_iter(pem).flatten() {
-                let _ = roots.add(c);
+
+    /// Accepts any server certificate, for any name, from anyone. **Only for tests and
+    /// debugging**: the connection is encrypted but not authenticated, so anyone in the path can
+    /// read and change it. The handshake signatures are still checked, so the peer must at
+    /// least own the key of the certificate it presents.
+    pub fn dangerous_disable_certificate_verification(&mut self) {
+        log::warn!("TLS certificate verification disabled: connections are not authenticated");
+        self.verify = false;
+        self.changed();
+    }
+
+    /// Whether server certificates are verified (`false` only after
+    /// [`dangerous_disable_certificate_verification`](Self::dangerous_disable_certificate_verification)).
+    pub fn verifies_certificates(&self) -> bool {
+        self.verify
+    }
+
+    /// The protocols to offer with ALPN, most preferred first (e.g. `b"http/1.1"`); none by
+    /// default.
+    pub fn set_alpn_protocols(&mut self, protocols: Vec<Vec<u8>>) {
+        self.alpn = protocols;
+        self.changed();
+    }
+
+    /// The `rustls::ClientConfig` for these settings: TLS 1.2 and 1.3, *ring* cryptography.
+    /// Built on the first call and shared afterwards (until a setter changes something).
+    ///
+    /// Fails with [`TlsFailure::Configuration`] when no root is trusted.
+    pub fn build(&self) -> Result<Arc<ClientConfig>, SocketError> {
+        if let Some(built) = self.built.get() {
+            return Ok(Arc::clone(built));
+        }
+        let config = Arc::new(self.build_uncached()?);
+        Ok(Arc::clone(self.built.get_or_init(|| config)))
+    }
+
+    fn build_uncached(&self) -> Result<ClientConfig, SocketError> {
+        let provider = provider();
+        let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
+            .with_safe_default_protocol_versions()
+            .map_err(|e| configuration(format!("protocol versions: {e}")))?;
+        let builder = if self.verify {
+            let mut roots = match self.trust {
+                Trust::Default => RootCertStore::clone(default_roots()),
+                Trust::OnlyExtra => RootCertStore::empty(),
+            };
+            roots.roots.extend(self.extra_roots.roots.iter().cloned());
+            if roots.is_empty() {
+                return Err(configuration("no trusted root certificate"));
+            }
+            builder.with_root_certificates(roots)
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(AcceptAnyServerCertificate {
+                    algorithms: provider.signature_verification_algorithms,
+                }))
+        };
+        let mut config = match &self.client_certificate {
+            Some(certified) => builder
+                .with_client_cert_resolver(Arc::new(SingleCertAndKey::from(Arc::clone(certified)))),
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = self.alpn.clone();
+        Ok(config)
+    }
+
+    fn changed(&mut self) {
+        self.built = OnceLock::new();
+    }
+}
+
+impl Default for TlsClientConfig {
+    fn default() -> Self {
+        TlsClientConfig::new()
+    }
+}
+
+impl fmt::Debug for TlsClientConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never prints key material.
+        f.debug_struct("TlsClientConfig")
+            .field("trust", &self.trust)
+            .field("extra_roots", &self.extra_roots.len())
+            .field("client_certificate", &self.client_certificate.is_some())
+            .field("verify", &self.verify)
+            .field("alpn", &self.alpn)
+            .finish()
+    }
+}
+
+/// Builds `rustls::ServerConfig`s from PEM (for server-side TLS and loopback tests). Not
+/// instantiable: it only groups the constructors.
+///
+/// ```
+/// use kdnet::network::tls::TlsServerConfig;
+///
+/// let err = TlsServerConfig::from_pem(b"", b"").unwrap_err();
+/// assert!(err.to_string().contains("no CERTIFICATE section"));
+/// ```
+#[derive(Debug)]
+pub enum TlsServerConfig {}
+
+impl TlsServerConfig {
+    /// A server presenting `cert_chain_pem` (end-entity first) with `key_pem`; no client
+    /// authentication, TLS 1.2 and 1.3.
+    pub fn from_pem(
+        cert_chain_pem: &[u8],
+        key_pem: &[u8],
+    ) -> Result<Arc<ServerConfig>, SocketError> {
+        TlsServerConfig::with_alpn(cert_chain_pem, key_pem, Vec::new())
+    }
+
+    /// Like [`from_pem`](Self::from_pem), selecting among `protocols` (most preferred first)
+    /// when the client offers ALPN.
+    pub fn with_alpn(
+        cert_chain_pem: &[u8],
+        key_pem: &[u8],
+        protocols: Vec<Vec<u8>>,
+    ) -> Result<Arc<ServerConfig>, SocketError> {
+        let certified = certified_key(cert_chain_pem, key_pem, "server")?;
+        let mut config = ServerConfig::builder_with_provider(provider())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| configuration(format!("protocol versions: {e}")))?
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+        config.alpn_protocols = protocols;
+        Ok(Arc::new(config))
+    }
+}
+
+/// The name to verify the server certificate against: IP literals (`127.0.0.1`, `::1`, `[::1]`)
+/// become IP addresses (checked against IP SANs; rustls sends no SNI for them), anything else a
+/// DNS name. Fails with [`SocketError::InvalidAddress`] for strings that are neither.
+pub(crate) fn server_name_for(host: &str) -> Result<ServerName<'static>, SocketError> {
+    let unbracketed = host
+        .strip_prefix('[')
+        .and_then(|h| h.strip_suffix(']'))
+        .filter(|h| h.parse::<std::net::Ipv6Addr>().is_ok());
+    if let Ok(ip) = unbracketed.unwrap_or(host).parse::<IpAddr>() {
+        return Ok(ServerName::from(ip));
+    }
+    ServerName::try_from(host.to_owned()).map_err(|e| {
+        SocketError::InvalidAddress(format!("{host:?} is not a valid TLS server name: {e}"))
+    })
+}
+
+/// Translates a rustls error into the reason a person needs; `expected_name` is the host the
+/// certificate was checked against.
+pub(crate) fn tls_failure(err: &rustls::Error, expected_name: &str) -> TlsFailure {
+    use rustls::Error as E;
+    match err {
+        E::InvalidCertificate(certificate) => match certificate {
+            CertificateError::UnknownIssuer => TlsFailure::UnknownIssuer,
+            CertificateError::Expired | CertificateError::ExpiredContext { .. } => {
+                TlsFailure::Expired
+            }
+            CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
+                TlsFailure::NotValidYet
+            }
+            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+                TlsFailure::NameMismatch {
+                    expected: expected_name.to_owned(),
+                }
+            }
+            CertificateError::Revoked => TlsFailure::Revoked,
+            other => TlsFailure::BadCertificate(certificate_text(other)),
+        },
+        E::NoCertificatesPresented => {
+            TlsFailure::BadCertificate("the peer presented no certificate".to_owned())
+        }
+        E::AlertReceived(alert) => TlsFailure::AlertReceived(format!("{alert:?}")),
+        E::InvalidMessage(_)
+        | E::PeerMisbehaved(_)
+        | E::InappropriateMessage { .. }
+        | E::InappropriateHandshakeMessage { .. }
+        | E::PeerIncompatible(_)
+        | E::PeerSentOversizedRecord => TlsFailure::PeerMisbehaved(err.to_string()),
+        other => TlsFailure::Other(other.to_string()),
+    }
+}
+
+/// Accepts every server certificate but checks the handshake signatures with the provider's
+/// algorithms (behind `dangerous_disable_certificate_verification` only).
+#[derive(Debug)]
+struct AcceptAnyServerCertificate {
+    algorithms: WebPkiSupportedAlgorithms,
+}
+
+impl ServerCertVerifier for AcceptAnyServerCertificate {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        Ok(ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(message, cert, dss, &self.algorithms)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.algorithms.supported_schemes()
+    }
+}
+
+/// The *ring* provider, made once per process.
+fn provider() -> Arc<CryptoProvider> {
+    static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
+    Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
+}
+
+/// The system roots, or Mozilla's when the system offers none; loaded once per process.
+fn default_roots() -> &'static RootCertStore {
+    static ROOTS: OnceLock<RootCertStore> = OnceLock::new();
+    ROOTS.get_or_init(|| {
+        let native = rustls_native_certs::load_native_certs();
+        for error in &native.errors {
+            log::debug!("loading system root certificates: {error}");
+        }
+        let mut roots = RootCertStore::empty();
+        let (added, ignored) = roots.add_parsable_certificates(native.certs);
+        if ignored > 0 {
+            log::debug!("ignored {ignored} unparsable system root certificates");
+        }
+        if added == 0 {
+            log::debug!("no system root certificates found: using the Mozilla root list");
+            roots
+                .roots
+                .extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned());
+        }
+        roots
+    })
+}
+
+fn parse_certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, SocketError> {
+    let certificates = CertificateDer::pem_slice_iter(pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| configuration(format!("{what} PEM: {e}")))?;
+    if certificates.is_empty() {
+        return Err(configuration(format!(
+            "no CERTIFICATE section found in the {what} PEM"
+        )));
+    }
+    Ok(certificates)
+}
+
+/// Parses a chain and its key and checks that they belong together.
+fn certified_key(
+    cert_chain_pem: &[u8],
+    key_pem: &[u8],
+    role: &str,
+) -> Result<CertifiedKey, SocketError> {
+    let chain = parse_certificates(cert_chain_pem, &format!("{role} certificate"))?;
+    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
+        rustls::pki_types::pem::Error::NoItemsFound => configuration(format!(
+            "no PRIVATE KEY section found in the {role} key PEM"
+        )),
+        e => configuration(format!("{role} key PEM: {e}")),
+    })?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| match e {
+        rustls::Error::InconsistentKeys(_) => configuration(format!(
+            "the {role} key does not belong to the {role} certificate"
+        )),
+        e => configuration(format!("{role} certificate or key unusable: {e}")),
+    })
+}
+
+fn configuration(reason: impl Into<String>) -> SocketError {
+    SocketError::Tls(TlsFailure::Configuration(reason.into()))
+}
+
+/// rustls' text for a certificate error ("invalid peer certificate: …") without the prefix.
+fn certificate_text(error: &CertificateError) -> String {
+    let text = rustls::Error::InvalidCertificate(error.clone()).to_string();
+    match text.strip_prefix("invalid peer certificate: ") {
+        Some(rest) => rest.to_owned(),
+        None => text,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rustls::pki_types::DnsName;
+    use rustls::{AlertDescription, InvalidMessage, PeerIncompatible, PeerMisbehaved};
+    use std::net::{Ipv4Addr, Ipv6Addr};
+
+    fn as_configuration(err: SocketError) -> String {
+        match err {
+            SocketError::Tls(TlsFailure::Configuration(reason)) => reason,
+            other => panic!("expected a configuration error, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn server_names_for_hosts() {
+        assert_eq!(
+            server_name_for("example.com").unwrap(),
+            ServerName::DnsName(DnsName::try_from("example.com").unwrap())
+        );
+        assert_eq!(
+            server_name_for("127.0.0.1").unwrap(),
+            ServerName::from(IpAddr::V4(Ipv4Addr::LOCALHOST))
+        );
+        assert_eq!(
+            server_name_for("::1").unwrap(),
+            ServerName::from(IpAddr::V6(Ipv6Addr::LOCALHOST))
+        );
+        assert_eq!(
+            server_name_for("[::1]").unwrap(),
+            ServerName::from(IpAddr::V6(Ipv6Addr::LOCALHOST))
+        );
+        for bad in ["", "[127.0.0.1]", "exa mple.com", "[::1", "a..b"] {
+            match server_name_for(bad) {
+                Err(SocketError::InvalidAddress(reason)) => {
+                    assert!(reason.contains("not a valid TLS server name"), "{reason}")
+                }
+                other => panic!("{bad:?}: expected InvalidAddress, got {other:?}"),
             }
         }
-        let cfg = rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_safe_default_protocol_versions()
-        .map_err(|e| SocketError::Tls(TlsFailure::Configuration(e.to_string())))?
-        .with_root_certificates(roots)
-        .with_no_client_auth();
-        Ok(std::sync::Arc::new(cfg))
+    }
+
+    #[test]
+    fn certificate_errors_map_to_reasons() {
+        let cert = |e: CertificateError| tls_failure(&rustls::Error::InvalidCertificate(e), "h");
+        assert_eq!(
+            cert(CertificateError::UnknownIssuer),
+            TlsFailure::UnknownIssuer
+        );
+        assert_eq!(cert(CertificateError::Expired), TlsFailure::Expired);
+        let now = UnixTime::since_unix_epoch(std::time::Duration::from_secs(2_000_000));
+        let before = UnixTime::since_unix_epoch(std::time::Duration::from_secs(1_000_000));
+        assert_eq!(
+            cert(CertificateError::ExpiredContext {
+                time: now,
+                not_after: before
+            }),
+            TlsFailure::Expired
+        );
+        assert_eq!(cert(CertificateError::NotValidYet), TlsFailure::NotValidYet);
+        assert_eq!(
+            cert(CertificateError::NotValidYetContext {
+                time: before,
+                not_before: now
+            }),
+            TlsFailure::NotValidYet
+        );
+        let mismatch = TlsFailure::NameMismatch {
+            expected: "h".to_owned(),
+        };
+        assert_eq!(cert(CertificateError::NotValidForName), mismatch);
+        assert_eq!(
+            cert(CertificateError::NotValidForNameContext {
+                expected: ServerName::try_from("h").unwrap(),
+                presented: vec!["other".to_owned()],
+            }),
+            mismatch
+        );
+        assert_eq!(cert(CertificateError::Revoked), TlsFailure::Revoked);
+        match cert(CertificateError::BadSignature) {
+            TlsFailure::BadCertificate(text) => assert_eq!(text, "BadSignature"),
+            other => panic!("unexpected {other:?}"),
+        }
+        assert!(matches!(
+            cert(CertificateError::InvalidPurpose),
+            TlsFailure::BadCertificate(_)
+        ));
+    }
+
+    #[test]
+    fn protocol_errors_map_to_reasons() {
+        assert_eq!(
+            tls_failure(
+                &rustls::Error::AlertReceived(AlertDescription::HandshakeFailure),
+                "h"
+            ),
+            TlsFailure::AlertReceived("HandshakeFailure".to_owned())
+        );
+        for err in [
+            rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType),
+            rustls::Error::PeerMisbehaved(PeerMisbehaved::IllegalMiddleboxChangeCipherSpec),
+            rustls::Error::PeerIncompatible(PeerIncompatible::NoCipherSuitesInCommon),
+            rustls::Error::InappropriateMessage {
+                expect_types: vec![],
+                got_type: rustls::ContentType::Heartbeat,
+            },
+            rustls::Error::InappropriateHandshakeMessage {
+                expect_types: vec![],
+                got_type: rustls::HandshakeType::HelloRequest,
+            },
+        ] {
+            match tls_failure(&err, "h") {
+                TlsFailure::PeerMisbehaved(text) => assert_eq!(text, err.to_string()),
+                other => panic!("{err:?}: unexpected {other:?}"),
+            }
+        }
+        assert_eq!(
+            tls_failure(&rustls::Error::General("boom".into()), "h"),
+            TlsFailure::Other("unexpected error: boom".to_owned())
+        );
+        assert!(matches!(
+            tls_failure(&rustls::Error::NoCertificatesPresented, "h"),
+            TlsFailure::BadCertificate(_)
+        ));
+    }
+
+    #[test]
+    fn bad_pem_names_the_problem() {
+        let reason = as_configuration(TlsClientConfig::with_only_ca_certificates(b"").unwrap_err());
+        assert_eq!(
+            reason,
+            "no CERTIFICATE section found in the CA certificate PEM"
+        );
+
+        let truncated = b"-----BEGIN CERTIFICATE-----\nMIIB\n";
+        let reason =
+            as_configuration(TlsClientConfig::with_only_ca_certificates(truncated).unwrap_err());
+        assert!(
+            reason.starts_with("CA certificate PEM: missing section end"),
+            "{reason}"
+        );
+
+        let bad_base64 = b"-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+        let reason =
+            as_configuration(TlsClientConfig::with_only_ca_certificates(bad_base64).unwrap_err());
+        assert!(
+            reason.starts_with("CA certificate PEM: base64 decode error"),
+            "{reason}"
+        );
+
+        let not_der = b"-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+        let reason =
+            as_configuration(TlsClientConfig::with_only_ca_certificates(not_der).unwrap_err());
+        assert!(
+            reason.starts_with("CA certificate 1 is not usable as a trust anchor"),
+            "{reason}"
+        );
+    }
+
+    #[test]
+    fn failed_additions_leave_the_config_unchanged() {
+        let mut config = TlsClientConfig::new();
+        assert!(config.add_ca_certificate(b"garbage").is_err());
+        assert_eq!(config.extra_roots.len(), 0);
+        assert!(config.set_client_certificate(b"", b"").is_err());
+        assert!(config.client_certificate.is_none());
+    }
+
+    #[test]
+    fn default_roots_are_never_empty() {
+        assert!(!default_roots().is_empty());
     }
 }

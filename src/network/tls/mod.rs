@@ -1,8 +1,15 @@
-//! TLS on top of [`TcpSocket`](crate::network::TcpSocket) with rustls (ring provider).
+//! TLS on top of [`TcpSocket`](crate::network::TcpSocket) with rustls (ring provider):
+//! [`SslSocket`] for clients, [`TlsServerConfig`] for [`TcpServer`](crate::network::TcpServer).
+//!
+//! ```text
+//!  TCP connected ─▶ handshaking ─▶ handshake_completed ─▶ plaintext flows both ways
+//!                       │ certificate / alert / garbage / timeout
+//!                       └─▶ handshake_error + error_occurred(TlsFailure) ─▶ closed
+//! ```
 
 pub(crate) mod config;
 pub(crate) mod session;
 mod socket;
 
-pub use config::TlsClientConfig;
+pub use config::{TlsClientConfig, TlsServerConfig};
 pub use socket::SslSocket;

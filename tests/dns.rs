@@ -1,0 +1,358 @@
+//! DnsResolver against the machine's own resolver (loopback names and literals only).
+
+use std::cell::{Cell, RefCell};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use kdnet::network::dns::{
+    AddressFamily, DnsResolver, LookupResult, MAX_HOST_NAME_LEN, MAX_RESOLVER_THREADS,
+};
+use kdnet::network::{SocketError, TimeoutPhase};
+use kdnet::{EventLoop, LoopError};
+
+/// Every wait in these tests gives up after this long, so nothing can hang.
+const SAFETY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Turns the loop until `done` holds; panics after [`SAFETY_TIMEOUT`].
+fn run_until(event_loop: &mut EventLoop, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SAFETY_TIMEOUT;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "not done within {SAFETY_TIMEOUT:?}"
+        );
+        event_loop
+            .process_events(Some(Duration::from_millis(10)))
+            .unwrap();
+    }
+}
+
+/// Collects a lookup's result.
+fn slot() -> (
+    Rc<RefCell<Option<LookupResult>>>,
+    impl FnOnce(LookupResult) + 'static,
+) {
+    let result = Rc::new(RefCell::new(None));
+    let sink = Rc::clone(&result);
+    (result, move |r| *sink.borrow_mut() = Some(r))
+}
+
+fn lookup_and_wait(
+    event_loop: &mut EventLoop,
+    resolver: &DnsResolver,
+    host: &str,
+    family: AddressFamily,
+) -> LookupResult {
+    let (result, callback) = slot();
+    resolver.lookup_family(host, family, callback);
+    run_until(event_loop, || result.borrow().is_some());
+    result.take().unwrap()
+}
+
+#[test]
+fn localhost_resolves_to_loopback_addresses() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    let addresses = lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any)
+        .expect("localhost resolves");
+    assert!(!addresses.is_empty());
+    assert!(addresses.iter().all(IpAddr::is_loopback), "{addresses:?}");
+    let mut unique = addresses.clone();
+    unique.dedup();
+    assert_eq!(
+        unique.len(),
+        addresses.len(),
+        "no duplicates: {addresses:?}"
+    );
+    assert_eq!(resolver.pool_lookups(), 1);
+    assert_eq!(resolver.pending_lookups(), 0);
+}
+
+#[test]
+fn family_filter_applies_to_names() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    let v4 = lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::IPv4)
+        .expect("localhost has an IPv4 address");
+    assert!(v4.iter().all(IpAddr::is_ipv4), "{v4:?}");
+    // The IPv6 answer depends on /etc/hosts; whatever it is, it holds only IPv6 addresses.
+    match lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::IPv6) {
+        Ok(v6) => assert!(v6.iter().all(IpAddr::is_ipv6), "{v6:?}"),
+        Err(SocketError::Lookup { reason, .. }) => assert!(reason.starts_with("no addresses")),
+        Err(other) => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn ip_literals_answer_on_a_later_turn_without_the_pool() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    let cases = [
+        ("127.0.0.1", IpAddr::V4(Ipv4Addr::LOCALHOST)),
+        ("::1", IpAddr::V6(Ipv6Addr::LOCALHOST)),
+        ("[::1]", IpAddr::V6(Ipv6Addr::LOCALHOST)),
+    ];
+    for (host, expected) in cases {
+        let (result, callback) = slot();
+        resolver.lookup(host, callback);
+        assert!(result.borrow().is_none(), "{host}: answered synchronously");
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+        assert_eq!(result.take().unwrap().unwrap(), vec![expected], "{host}");
+    }
+    assert_eq!(resolver.pool_lookups(), 0);
+}
+
+#[test]
+fn literal_of_the_wrong_family_fails() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    match lookup_and_wait(&mut event_loop, &resolver, "127.0.0.1", AddressFamily::IPv6) {
+        Err(SocketError::Lookup { host, reason }) => {
+            assert_eq!(host, "127.0.0.1");
+            assert_eq!(reason, "no addresses (IPv6 requested)");
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn unknown_name_fails_with_the_resolver_message() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    resolver.set_timeout(SAFETY_TIMEOUT);
+    match lookup_and_wait(
+        &mut event_loop,
+        &resolver,
+        "no-such-host.invalid",
+        AddressFamily::Any,
+    ) {
+        Err(err @ SocketError::Lookup { .. }) => {
+            let SocketError::Lookup { host, reason } = &err else {
+                unreachable!()
+            };
+            assert_eq!(host, "no-such-host.invalid");
+            assert!(!reason.is_empty());
+            assert!(err.is_retryable());
+            assert!(
+                err.to_string()
+                    .starts_with("name lookup for \"no-such-host.invalid\" failed: "),
+                "{err}"
+            );
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+}
+
+#[test]
+fn malformed_hosts_fail_without_the_pool() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    let too_long = "a".repeat(MAX_HOST_NAME_LEN + 1);
+    for host in ["", "[example.com]", "[127.0.0.1]", too_long.as_str()] {
+        match lookup_and_wait(&mut event_loop, &resolver, host, AddressFamily::Any) {
+            Err(SocketError::InvalidAddress(_)) => {}
+            other => panic!("{host:?}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(resolver.pool_lookups(), 0);
+}
+
+#[test]
+fn cancelled_lookup_never_calls_back() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    resolver.set_cache_ttl(Duration::ZERO);
+    let called = Rc::new(Cell::new(false));
+    let c = called.clone();
+    let id = resolver.lookup("localhost", move |_| c.set(true));
+    assert!(resolver.cancel(id));
+    assert!(!resolver.cancel(id), "second cancel finds nothing");
+    assert_eq!(
+        Rc::strong_count(&called),
+        1,
+        "the callback was dropped at once"
+    );
+    // A lookup started afterwards completes; by then the cancelled one has had time to finish.
+    let later = lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any);
+    assert!(later.is_ok());
+    for _ in 0..10 {
+        event_loop
+            .process_events(Some(Duration::from_millis(5)))
+            .unwrap();
+    }
+    assert!(!called.get());
+    assert_eq!(resolver.pending_lookups(), 0);
+}
+
+#[test]
+fn cancelled_literal_never_calls_back() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    let called = Rc::new(Cell::new(false));
+    let c = called.clone();
+    let id = resolver.lookup("127.0.0.1", move |_| c.set(true));
+    assert!(resolver.cancel(id));
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert!(!called.get());
+}
+
+#[test]
+fn cancel_lookups_cancels_everything() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    let calls = Rc::new(Cell::new(0));
+    let mut ids = Vec::new();
+    for host in ["localhost", "127.0.0.1", "::1", ""] {
+        let c = calls.clone();
+        ids.push(resolver.lookup(host, move |_| c.set(c.get() + 1)));
+    }
+    assert_eq!(resolver.pending_lookups(), 4);
+    resolver.cancel_lookups();
+    assert_eq!(resolver.pending_lookups(), 0);
+    assert!(ids.into_iter().all(|id| !resolver.cancel(id)));
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < deadline {
+        event_loop
+            .process_events(Some(Duration::from_millis(10)))
+            .unwrap();
+    }
+    assert_eq!(calls.get(), 0);
+}
+
+#[test]
+fn lookup_that_cannot_finish_in_time_times_out() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    resolver.set_cache_ttl(Duration::ZERO);
+    for timeout in [Duration::ZERO, Duration::from_nanos(1)] {
+        resolver.set_timeout(timeout);
+        let result = lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any);
+        match result {
+            Err(SocketError::Timeout(TimeoutPhase::Resolve)) => {}
+            other => panic!("{timeout:?}: expected a resolve timeout, got {other:?}"),
+        }
+    }
+    assert_eq!(resolver.pool_lookups(), 2);
+    // A timed-out lookup is over: its late answer must not call back a second time.
+    let deadline = Instant::now() + Duration::from_millis(200);
+    while Instant::now() < deadline {
+        event_loop
+            .process_events(Some(Duration::from_millis(10)))
+            .unwrap();
+    }
+    assert_eq!(resolver.pending_lookups(), 0);
+}
+
+#[test]
+fn timeout_does_not_apply_to_literals() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    resolver.set_timeout(Duration::ZERO);
+    let result = lookup_and_wait(&mut event_loop, &resolver, "::1", AddressFamily::Any);
+    assert_eq!(result.unwrap(), vec![IpAddr::V6(Ipv6Addr::LOCALHOST)]);
+}
+
+#[test]
+fn repeated_lookup_is_answered_from_the_cache() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    let first =
+        lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+    assert_eq!(resolver.pool_lookups(), 1);
+
+    let (result, callback) = slot();
+    resolver.lookup("LocalHost.", callback);
+    assert!(result.borrow().is_none(), "cache hits are not synchronous");
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(result.take().unwrap().unwrap(), first);
+    assert_eq!(resolver.pool_lookups(), 1, "answered without the pool");
+
+    resolver.clear_cache();
+    lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+    assert_eq!(resolver.pool_lookups(), 2, "cleared cache goes to the pool");
+}
+
+#[test]
+fn zero_ttl_disables_the_cache() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    resolver.set_cache_ttl(Duration::ZERO);
+    for expected in 1..=3 {
+        lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+        assert_eq!(resolver.pool_lookups(), expected);
+    }
+}
+
+#[test]
+fn expired_cache_entries_are_not_used() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    resolver.set_cache_ttl(Duration::from_millis(30));
+    lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+    std::thread::sleep(Duration::from_millis(40));
+    lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+    assert_eq!(resolver.pool_lookups(), 2);
+}
+
+#[test]
+fn many_concurrent_lookups_all_finish_on_a_bounded_pool() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    resolver.set_cache_ttl(Duration::ZERO);
+    let done = Rc::new(Cell::new(0));
+    let peak_threads = Rc::new(Cell::new(0));
+    for _ in 0..16 {
+        let d = done.clone();
+        resolver.lookup("localhost", move |r| {
+            assert!(r.is_ok(), "{r:?}");
+            d.set(d.get() + 1);
+        });
+    }
+    run_until(&mut event_loop, || {
+        peak_threads.set(peak_threads.get().max(DnsResolver::pool_threads()));
+        done.get() == 16
+    });
+    assert!(peak_threads.get() <= MAX_RESOLVER_THREADS);
+    assert_eq!(resolver.pool_lookups(), 16);
+}
+
+#[test]
+fn callbacks_may_start_new_lookups() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    let second: Rc<RefCell<Option<LookupResult>>> = Rc::new(RefCell::new(None));
+    let sink = second.clone();
+    let r = resolver.clone();
+    resolver.lookup("127.0.0.1", move |first| {
+        assert!(first.is_ok());
+        r.lookup("localhost", move |result| *sink.borrow_mut() = Some(result));
+    });
+    run_until(&mut event_loop, || second.borrow().is_some());
+    assert!(second.take().unwrap().is_ok());
+}
+
+#[test]
+fn one_resolver_per_loop() {
+    assert!(matches!(
+        DnsResolver::instance(),
+        Err(LoopError::NoEventLoop)
+    ));
+    let event_loop = EventLoop::new().unwrap();
+    let a = DnsResolver::instance().unwrap();
+    let b = DnsResolver::instance().unwrap();
+    assert!(Rc::ptr_eq(&a, &b));
+
+    // A lookup still pending when the loop goes is dropped with the old resolver.
+    let dropped = Rc::new(());
+    let held = dropped.clone();
+    a.lookup("localhost", move |_| drop(held));
+    drop(event_loop);
+    let _new_loop = EventLoop::new().unwrap();
+    let c = DnsResolver::instance().unwrap();
+    assert!(!Rc::ptr_eq(&a, &c), "a new loop gets a new resolver");
+    drop(a);
+    drop(b);
+    assert_eq!(Rc::strong_count(&dropped), 1, "old callbacks were released");
+}

@@ -1,0 +1,538 @@
+//! EventLoop and LoopHandle: posting, quitting, waking, deferred slots and the embedding API
+//! (KDFoundation A2-A5, A8, A10, L5, L7 and kdnet's additions).
+//!
+//! Every `run()` is guarded by a safety timer that exits with [`SAFETY_EXIT`] after a few seconds,
+//! so a broken loop fails the test instead of hanging it.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kdnet::foundation::post;
+use kdnet::{EventLoop, LoopError, Signal, Timer};
+
+const SAFETY_EXIT: i32 = 99;
+
+/// A timer that makes `run()` return [`SAFETY_EXIT`] if the test has not finished after `secs`.
+fn safety_timer(event_loop: &EventLoop, secs: u64) -> Rc<Timer> {
+    let handle = event_loop.handle();
+    Timer::create_timeout(Duration::from_secs(secs), move || handle.exit(SAFETY_EXIT)).unwrap()
+}
+
+/// Whether `fd` (the loop's poller descriptor) is readable right now, asked through a second,
+/// independent poller: registering evaluates the current readiness.
+fn is_readable(fd: std::os::fd::RawFd) -> bool {
+    let mut poll = mio::Poll::new().unwrap();
+    poll.registry()
+        .register(
+            &mut mio::unix::SourceFd(&fd),
+            mio::Token(0),
+            mio::Interest::READABLE,
+        )
+        .unwrap();
+    let mut events = mio::Events::with_capacity(4);
+    poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+    !events.is_empty()
+}
+
+/// Sets a flag when dropped (to see whether a closure was dropped rather than leaked).
+struct DropFlag(Arc<AtomicBool>);
+
+impl Drop for DropFlag {
+    fn drop(&mut self) {
+        self.0.store(true, Ordering::SeqCst);
+    }
+}
+
+// ---- posting ------------------------------------------------------------------------------------
+
+#[test]
+fn a2_a3_posted_closures_run_in_posting_order_on_the_next_turn() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let order = Rc::new(RefCell::new(Vec::new()));
+    for i in 0..5 {
+        let o = order.clone();
+        event_loop.post(move || o.borrow_mut().push(i));
+    }
+    assert!(order.borrow().is_empty(), "post never runs synchronously");
+    assert_eq!(event_loop.process_events(Some(Duration::ZERO)).unwrap(), 5);
+    assert_eq!(*order.borrow(), [0, 1, 2, 3, 4]);
+    assert_eq!(event_loop.process_events(Some(Duration::ZERO)).unwrap(), 0);
+}
+
+fn repost_forever(count: Rc<Cell<u32>>) {
+    count.set(count.get() + 1);
+    post(move || repost_forever(count)).unwrap();
+}
+
+#[test]
+fn a5_a_closure_posted_while_processing_waits_for_the_next_turn() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let count = Rc::new(Cell::new(0));
+    let c = count.clone();
+    post(move || repost_forever(c)).unwrap();
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(count.get(), 1);
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(count.get(), 2);
+    for _ in 0..10 {
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    }
+    assert_eq!(count.get(), 12);
+}
+
+#[test]
+fn post_without_a_loop_fails() {
+    thread::spawn(|| {
+        assert!(matches!(post(|| {}), Err(LoopError::NoEventLoop)));
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn handle_post_from_another_thread_runs_on_the_loop_thread_in_order() {
+    const POSTS: usize = 1_000;
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 10);
+    let handle = event_loop.handle();
+    let ran: Arc<Mutex<Vec<(usize, thread::ThreadId)>>> = Arc::default();
+    let r = ran.clone();
+    let poster = thread::spawn(move || {
+        for i in 0..POSTS {
+            let r = r.clone();
+            handle
+                .post(move || r.lock().unwrap().push((i, thread::current().id())))
+                .unwrap();
+        }
+        handle.quit();
+    });
+    assert_eq!(event_loop.run(), 0);
+    poster.join().unwrap();
+    let ran = ran.lock().unwrap();
+    let me = thread::current().id();
+    assert_eq!(ran.len(), POSTS, "everything posted before quit() ran");
+    assert!(ran.iter().enumerate().all(|(i, &(n, t))| n == i && t == me));
+}
+
+#[test]
+fn closures_posted_before_a_cross_thread_quit_always_run() {
+    // The poster's post and quit race with the loop's turn; whatever the interleaving, a closure
+    // posted before quit() must run before run() returns.
+    for round in 0..200 {
+        let mut event_loop = EventLoop::new().unwrap();
+        let _safety = safety_timer(&event_loop, 5);
+        let handle = event_loop.handle();
+        let ran = Arc::new(AtomicBool::new(false));
+        let r = ran.clone();
+        let poster = thread::spawn(move || {
+            handle
+                .post(move || r.store(true, Ordering::SeqCst))
+                .unwrap();
+            handle.quit();
+        });
+        let code = event_loop.run();
+        poster.join().unwrap();
+        assert_eq!(code, 0, "round {round}");
+        assert!(
+            ran.load(Ordering::SeqCst),
+            "round {round}: posted closure lost"
+        );
+    }
+}
+
+#[test]
+fn post_after_the_loop_is_dropped_fails_with_loop_gone() {
+    let event_loop = EventLoop::new().unwrap();
+    let handle = event_loop.handle();
+    assert!(handle.is_alive());
+    drop(event_loop);
+    assert!(!handle.is_alive());
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(dropped.clone());
+    let result = thread::spawn(move || {
+        handle.post(move || {
+            let _keep = &flag;
+        })
+    })
+    .join()
+    .unwrap();
+    assert!(matches!(result, Err(LoopError::LoopGone)));
+    assert!(
+        dropped.load(Ordering::SeqCst),
+        "the refused closure is dropped"
+    );
+}
+
+#[test]
+fn dropping_the_loop_drops_queued_closures_without_running_them() {
+    let event_loop = EventLoop::new().unwrap();
+    let local_dropped = Arc::new(AtomicBool::new(false));
+    let remote_dropped = Arc::new(AtomicBool::new(false));
+    let ran = Arc::new(AtomicBool::new(false));
+    let (flag, r) = (DropFlag(local_dropped.clone()), ran.clone());
+    event_loop.post(move || {
+        let _keep = &flag;
+        r.store(true, Ordering::SeqCst);
+    });
+    let (flag, r) = (DropFlag(remote_dropped.clone()), ran.clone());
+    event_loop
+        .handle()
+        .post(move || {
+            let _keep = &flag;
+            r.store(true, Ordering::SeqCst);
+        })
+        .unwrap();
+    drop(event_loop);
+    assert!(local_dropped.load(Ordering::SeqCst));
+    assert!(remote_dropped.load(Ordering::SeqCst));
+    assert!(!ran.load(Ordering::SeqCst));
+}
+
+// ---- one loop per thread ------------------------------------------------------------------------
+
+#[test]
+fn one_loop_per_thread() {
+    let first = EventLoop::new().unwrap();
+    assert!(matches!(EventLoop::new(), Err(LoopError::AlreadyExists)));
+    drop(first);
+    let second = EventLoop::new().unwrap();
+    assert_eq!(second.timer_count(), 0);
+}
+
+#[test]
+fn a10_a11_loops_on_two_threads_are_independent() {
+    let mut main_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&main_loop, 10);
+    let (handle_tx, handle_rx) = mpsc::channel();
+    let worker = thread::spawn(move || {
+        let mut worker_loop = EventLoop::new().unwrap();
+        let _safety = safety_timer(&worker_loop, 10);
+        handle_tx.send(worker_loop.handle()).unwrap();
+        worker_loop.run()
+    });
+    let worker_handle = handle_rx.recv().unwrap();
+    let worker_thread = worker.thread().id();
+    let on_worker = Arc::new(AtomicUsize::new(0));
+    for _ in 0..16 {
+        let n = on_worker.clone();
+        worker_handle
+            .post(move || {
+                assert_eq!(thread::current().id(), worker_thread);
+                n.fetch_add(1, Ordering::SeqCst);
+            })
+            .unwrap();
+    }
+    let on_main = Rc::new(Cell::new(0));
+    for _ in 0..5 {
+        let n = on_main.clone();
+        main_loop.post(move || n.set(n.get() + 1));
+    }
+    let wh = worker_handle.clone();
+    let main_handle = main_loop.handle();
+    main_loop.post(move || {
+        wh.quit();
+        main_handle.quit();
+    });
+    assert_eq!(main_loop.run(), 0);
+    assert_eq!(worker.join().unwrap(), 0);
+    assert_eq!(on_main.get(), 5);
+    assert_eq!(on_worker.load(Ordering::SeqCst), 16);
+}
+
+// ---- quitting -----------------------------------------------------------------------------------
+
+#[test]
+fn a8_quit_from_another_thread_ends_run_promptly() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 10);
+    let handle = event_loop.handle();
+    let quit_at = Arc::new(Mutex::new(None));
+    let q = quit_at.clone();
+    let quitter = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(100));
+        *q.lock().unwrap() = Some(Instant::now());
+        handle.quit();
+    });
+    assert_eq!(event_loop.run(), 0);
+    let returned_at = Instant::now();
+    quitter.join().unwrap();
+    let quit_at = quit_at.lock().unwrap().expect("quit was called");
+    assert!(
+        returned_at.duration_since(quit_at) < Duration::from_secs(1),
+        "run() took {:?} to notice quit()",
+        returned_at.duration_since(quit_at)
+    );
+}
+
+#[test]
+fn a10_quit_before_run_returns_at_once() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    event_loop.exit(3);
+    let started = Instant::now();
+    assert_eq!(event_loop.run(), 3);
+
+    // Through a handle (e.g. from another thread before the loop started).
+    let handle = event_loop.handle();
+    thread::spawn(move || handle.exit(4)).join().unwrap();
+    assert_eq!(event_loop.run(), 4);
+
+    event_loop.quit();
+    assert_eq!(event_loop.run(), 0);
+    assert!(started.elapsed() < Duration::from_secs(2));
+}
+
+#[test]
+fn quit_is_consumed_by_run() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 1);
+    event_loop.exit(5);
+    assert_eq!(event_loop.run(), 5);
+    // Nothing asks it to quit now: only the safety timer ends this run.
+    assert_eq!(event_loop.run(), SAFETY_EXIT);
+}
+
+#[test]
+fn exit_code_from_a_slot() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let handle = event_loop.handle();
+    let signal: Signal<i32> = Signal::new();
+    signal.connect(move |code| handle.exit(*code)).release();
+    event_loop.post(move || signal.emit(&42));
+    assert_eq!(event_loop.run(), 42);
+}
+
+// ---- waiting ------------------------------------------------------------------------------------
+
+#[test]
+fn l5_process_events_honours_its_timeout() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let started = Instant::now();
+    assert_eq!(event_loop.process_events(Some(Duration::ZERO)).unwrap(), 0);
+    assert!(started.elapsed() < Duration::from_secs(1));
+
+    let started = Instant::now();
+    assert_eq!(
+        event_loop
+            .process_events(Some(Duration::from_millis(100)))
+            .unwrap(),
+        0
+    );
+    let waited = started.elapsed();
+    assert!(
+        waited >= Duration::from_millis(50) && waited < Duration::from_secs(5),
+        "waited {waited:?}"
+    );
+}
+
+#[test]
+fn l7_wake_up_from_another_thread_ends_the_wait() {
+    let mut event_loop = EventLoop::new().unwrap();
+    // Bounds the wait if wake_up were broken.
+    let _safety = safety_timer(&event_loop, 10);
+    let handle = event_loop.handle();
+    let waker = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(100));
+        handle.wake_up();
+    });
+    let started = Instant::now();
+    event_loop.process_events(None).unwrap();
+    let waited = started.elapsed();
+    waker.join().unwrap();
+    assert!(waited < Duration::from_secs(5), "waited {waited:?}");
+}
+
+// ---- deferred connections -----------------------------------------------------------------------
+
+#[test]
+fn deferred_slots_emitted_on_two_threads_run_on_the_loop_thread() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 10);
+    let evaluator = event_loop.connection_evaluator();
+    let ran: Arc<Mutex<Vec<(u32, thread::ThreadId)>>> = Arc::default();
+    let mut releases = Vec::new();
+    let mut workers = Vec::new();
+    for id in 0..2u32 {
+        let (release_tx, release_rx) = mpsc::channel::<()>();
+        releases.push(release_tx);
+        let (evaluator, ran, handle) = (evaluator.clone(), ran.clone(), event_loop.handle());
+        workers.push(thread::spawn(move || {
+            let signal: Signal<u32> = Signal::new();
+            signal
+                .connect_deferred(&evaluator, move |v| {
+                    let mut ran = ran.lock().unwrap();
+                    ran.push((*v, thread::current().id()));
+                    if ran.len() == 2 {
+                        handle.quit();
+                    }
+                })
+                .release();
+            signal.emit(&id);
+            // Keep the signal (and so its queued call) alive until the loop ran it.
+            release_rx.recv().unwrap();
+        }));
+    }
+    assert_eq!(event_loop.run(), 0, "the emits woke the loop");
+    for tx in releases {
+        tx.send(()).unwrap();
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    let mut ran = ran.lock().unwrap().clone();
+    ran.sort_by_key(|(v, _)| *v);
+    let me = thread::current().id();
+    assert_eq!(ran, [(0, me), (1, me)]);
+}
+
+// ---- fairness -----------------------------------------------------------------------------------
+
+#[test]
+fn a_self_reposting_closure_cannot_starve_timers() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let count = Rc::new(Cell::new(0));
+    let c = count.clone();
+    post(move || repost_forever(c)).unwrap();
+    let handle = event_loop.handle();
+    let _timer = Timer::create_timeout(Duration::from_millis(20), move || handle.exit(1)).unwrap();
+    assert_eq!(
+        event_loop.run(),
+        1,
+        "the timer fired despite the busy poster"
+    );
+    assert!(count.get() > 1);
+}
+
+// ---- embedding ----------------------------------------------------------------------------------
+
+#[test]
+fn embedding_descriptor_is_readable_exactly_while_work_is_pending() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let fd = event_loop.as_raw_fd();
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert!(!is_readable(fd), "idle loop must not look busy");
+    assert_eq!(event_loop.next_timeout(), None);
+
+    // A closure posted on the loop's thread.
+    let ran = Rc::new(Cell::new(0));
+    let r = ran.clone();
+    event_loop.post(move || r.set(r.get() + 1));
+    assert!(is_readable(fd));
+    assert_eq!(event_loop.next_timeout(), Some(Duration::ZERO));
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(ran.get(), 1);
+    assert!(!is_readable(fd));
+    assert_eq!(event_loop.next_timeout(), None);
+
+    // A closure posted from another thread.
+    let handle = event_loop.handle();
+    let remote_ran = Arc::new(AtomicBool::new(false));
+    let r = remote_ran.clone();
+    thread::spawn(move || {
+        handle
+            .post(move || r.store(true, Ordering::SeqCst))
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    assert!(is_readable(fd));
+    assert_eq!(event_loop.next_timeout(), Some(Duration::ZERO));
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert!(remote_ran.load(Ordering::SeqCst));
+    assert!(!is_readable(fd));
+
+    // A deferred invocation queued from another thread.
+    let evaluator = event_loop.connection_evaluator();
+    let deferred_ran = Arc::new(AtomicBool::new(false));
+    let d = deferred_ran.clone();
+    let (queued_tx, queued_rx) = mpsc::channel();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let emitter = thread::spawn(move || {
+        let signal: Signal<()> = Signal::new();
+        signal
+            .connect_deferred(&evaluator, move |_| d.store(true, Ordering::SeqCst))
+            .release();
+        signal.emit(&());
+        queued_tx.send(()).unwrap();
+        release_rx.recv().unwrap();
+    });
+    queued_rx.recv().unwrap();
+    assert!(is_readable(fd));
+    assert_eq!(event_loop.next_timeout(), Some(Duration::ZERO));
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert!(deferred_ran.load(Ordering::SeqCst));
+    release_tx.send(()).unwrap();
+    emitter.join().unwrap();
+}
+
+#[test]
+fn embedding_next_timeout_follows_timers_and_process_events_zero_never_blocks() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let fd = event_loop.as_raw_fd();
+    let fired = Rc::new(Cell::new(0));
+    let f = fired.clone();
+    let timer = Timer::create_timeout(Duration::from_secs(10), move || f.set(f.get() + 1)).unwrap();
+    assert!(
+        is_readable(fd),
+        "arming a timer wakes the host to re-read next_timeout"
+    );
+    let next = event_loop.next_timeout().expect("a timer is armed");
+    assert!(
+        next > Duration::from_secs(5) && next <= Duration::from_secs(10),
+        "{next:?}"
+    );
+
+    let started = Instant::now();
+    assert_eq!(event_loop.process_events(Some(Duration::ZERO)).unwrap(), 0);
+    assert!(started.elapsed() < Duration::from_secs(1));
+    assert!(!is_readable(fd));
+    assert_eq!(fired.get(), 0);
+
+    timer.start_with(Duration::ZERO);
+    assert_eq!(event_loop.next_timeout(), Some(Duration::ZERO));
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(fired.get(), 1);
+    assert_eq!(event_loop.next_timeout(), None, "single-shot: nothing left");
+}
+
+#[test]
+fn debug_output_names_the_state() {
+    let event_loop = EventLoop::new().unwrap();
+    let text = format!("{event_loop:?} {:?}", event_loop.handle());
+    assert!(
+        text.contains("EventLoop") && text.contains("alive: true"),
+        "{text}"
+    );
+}
+
+#[test]
+fn loop_error_messages() {
+    let errors = [
+        LoopError::NoEventLoop,
+        LoopError::AlreadyExists,
+        LoopError::LoopGone,
+        LoopError::DuplicateNotifier {
+            fd: 7,
+            kind: kdnet::NotificationType::Read,
+        },
+    ];
+    for e in errors {
+        let text = e.to_string();
+        assert!(text.starts_with(|c: char| c.is_lowercase()), "{text:?}");
+        assert!(!text.ends_with('.'), "{text:?}");
+    }
+    assert!(
+        LoopError::DuplicateNotifier {
+            fd: 7,
+            kind: kdnet::NotificationType::Read
+        }
+        .to_string()
+        .contains('7')
+    );
+}

@@ -1,0 +1,537 @@
+//! FileDescriptorNotifier (KDFoundation L1-L4, L6 and kdnet's additions: level triggering,
+//! generational tokens, fairness).
+//!
+//! Descriptors are Unix socket pairs; the "remote" end is written from the test or another thread.
+
+use std::cell::{Cell, RefCell};
+use std::io::{Read, Write};
+use std::os::fd::{AsRawFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::rc::Rc;
+use std::thread;
+use std::time::Duration;
+
+use kdnet::{EventLoop, FileDescriptorNotifier, LoopError, NotificationType, Timer};
+
+const SAFETY_EXIT: i32 = 99;
+
+/// A timer that makes `run()` return [`SAFETY_EXIT`] if the test has not finished after `secs`.
+fn safety_timer(event_loop: &EventLoop, secs: u64) -> Rc<Timer> {
+    let handle = event_loop.handle();
+    Timer::create_timeout(Duration::from_secs(secs), move || handle.exit(SAFETY_EXIT)).unwrap()
+}
+
+/// A connected pair whose `local` end is non-blocking (the one we watch).
+fn socket_pair() -> (UnixStream, UnixStream) {
+    let (local, remote) = UnixStream::pair().unwrap();
+    local.set_nonblocking(true).unwrap();
+    (local, remote)
+}
+
+fn watch(fd: RawFd, kind: NotificationType) -> (Rc<FileDescriptorNotifier>, Rc<Cell<u32>>) {
+    let notifier = FileDescriptorNotifier::new(fd, kind).unwrap();
+    let count = Rc::new(Cell::new(0));
+    let c = count.clone();
+    notifier
+        .triggered
+        .connect(move |_| c.set(c.get() + 1))
+        .release();
+    (notifier, count)
+}
+
+fn turn(event_loop: &mut EventLoop) {
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+}
+
+/// Closes `old` and opens socket pairs until one end gets the same descriptor number. Other tests
+/// open descriptors concurrently, so this may fail; callers retry their whole scenario.
+fn reopen_with_same_number(old: UnixStream) -> Option<(UnixStream, UnixStream)> {
+    let number = old.as_raw_fd();
+    drop(old);
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        let (a, b) = socket_pair();
+        if a.as_raw_fd() == number {
+            return Some((a, b));
+        }
+        if b.as_raw_fd() == number {
+            b.set_nonblocking(true).unwrap();
+            return Some((b, a));
+        }
+        // Both took lower free numbers: keep them open so the next pair moves up.
+        let lowest = a.as_raw_fd().min(b.as_raw_fd());
+        fillers.push((a, b));
+        if lowest > number {
+            return None;
+        }
+    }
+    None
+}
+
+// ---- registration (KDFoundation L1-L4) ----------------------------------------------------------
+
+#[test]
+fn l1_register_unregister_reregister_for_each_type() {
+    let event_loop = EventLoop::new().unwrap();
+    let (local, _remote) = socket_pair();
+    for kind in [
+        NotificationType::Read,
+        NotificationType::Write,
+        NotificationType::Exception,
+    ] {
+        let notifier = FileDescriptorNotifier::new(local.as_raw_fd(), kind).unwrap();
+        assert_eq!(notifier.kind(), kind);
+        assert_eq!(notifier.fd(), local.as_raw_fd());
+        assert!(notifier.is_enabled());
+        assert_eq!(event_loop.registered_sources(), 1, "{kind:?}");
+        notifier.set_enabled(false).unwrap();
+        assert!(!notifier.is_enabled());
+        assert_eq!(event_loop.registered_sources(), 0, "{kind:?}");
+        notifier.set_enabled(false).unwrap(); // no-op
+        notifier.set_enabled(true).unwrap();
+        assert_eq!(event_loop.registered_sources(), 1, "{kind:?}");
+        drop(notifier);
+        assert_eq!(event_loop.registered_sources(), 0, "{kind:?}");
+    }
+}
+
+#[test]
+fn l3_three_descriptors_three_registrations() {
+    let event_loop = EventLoop::new().unwrap();
+    let pairs: Vec<_> = (0..3).map(|_| socket_pair()).collect();
+    let notifiers: Vec<_> = pairs
+        .iter()
+        .map(|(l, _)| FileDescriptorNotifier::new(l.as_raw_fd(), NotificationType::Read).unwrap())
+        .collect();
+    assert_eq!(event_loop.registered_sources(), 3);
+    drop(notifiers);
+    assert_eq!(event_loop.registered_sources(), 0);
+}
+
+#[test]
+fn l4_read_and_write_on_one_descriptor_share_one_registration() {
+    let event_loop = EventLoop::new().unwrap();
+    let (local, _remote) = socket_pair();
+    let read = FileDescriptorNotifier::new(local.as_raw_fd(), NotificationType::Read).unwrap();
+    let write = FileDescriptorNotifier::new(local.as_raw_fd(), NotificationType::Write).unwrap();
+    assert_eq!(event_loop.registered_sources(), 1);
+    drop(read);
+    assert_eq!(event_loop.registered_sources(), 1);
+    drop(write);
+    assert_eq!(event_loop.registered_sources(), 0);
+}
+
+#[test]
+fn a_second_notifier_of_the_same_type_is_refused() {
+    let _event_loop = EventLoop::new().unwrap();
+    let (local, _remote) = socket_pair();
+    let fd = local.as_raw_fd();
+    let first = FileDescriptorNotifier::new(fd, NotificationType::Read).unwrap();
+    match FileDescriptorNotifier::new(fd, NotificationType::Read) {
+        Err(LoopError::DuplicateNotifier { fd: f, kind }) => {
+            assert_eq!((f, kind), (fd, NotificationType::Read));
+        }
+        other => panic!("expected DuplicateNotifier, got {other:?}"),
+    }
+    drop(first);
+    assert!(FileDescriptorNotifier::new(fd, NotificationType::Read).is_ok());
+}
+
+#[test]
+fn a_descriptor_the_poller_cannot_watch_is_an_io_error() {
+    let _event_loop = EventLoop::new().unwrap();
+    let path = std::env::temp_dir().join(format!("kdnet-notifier-{}", std::process::id()));
+    let file = std::fs::File::create(&path).unwrap();
+    let result = FileDescriptorNotifier::new(file.as_raw_fd(), NotificationType::Read);
+    drop(file);
+    std::fs::remove_file(&path).unwrap();
+    match result {
+        Err(e @ LoopError::Io { .. }) => {
+            assert!(std::error::Error::source(&e).is_some());
+            assert!(
+                e.to_string()
+                    .starts_with("registering the descriptor failed")
+            );
+        }
+        other => panic!("regular files cannot be polled, got {other:?}"),
+    }
+}
+
+#[test]
+fn notifiers_need_a_loop_on_the_current_thread() {
+    let (local, _remote) = socket_pair();
+    let fd = local.as_raw_fd();
+    thread::spawn(move || {
+        assert!(matches!(
+            FileDescriptorNotifier::new(fd, NotificationType::Read),
+            Err(LoopError::NoEventLoop)
+        ));
+    })
+    .join()
+    .unwrap();
+}
+
+// ---- delivery -----------------------------------------------------------------------------------
+
+#[test]
+fn l6_a_write_from_another_thread_wakes_run_and_triggers_the_notifier() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 10);
+    let (local, mut remote) = socket_pair();
+    let fd = local.as_raw_fd();
+    let notifier = FileDescriptorNotifier::new(fd, NotificationType::Read).unwrap();
+    let received = Rc::new(RefCell::new(Vec::new()));
+    let (r, handle) = (received.clone(), event_loop.handle());
+    notifier
+        .triggered
+        .connect(move |&triggered_fd| {
+            assert_eq!(triggered_fd, fd);
+            let mut buf = [0u8; 64];
+            let n = (&local).read(&mut buf).unwrap();
+            r.borrow_mut().extend_from_slice(&buf[..n]);
+            handle.quit();
+        })
+        .release();
+    let writer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        remote.write_all(b"hello").unwrap();
+        remote
+    });
+    assert_eq!(event_loop.run(), 0);
+    let _remote = writer.join().unwrap();
+    assert_eq!(*received.borrow(), b"hello");
+}
+
+#[test]
+fn level_triggered_a_partial_read_triggers_again_on_the_next_turn() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let (local, mut remote) = socket_pair();
+    let notifier = FileDescriptorNotifier::new(local.as_raw_fd(), NotificationType::Read).unwrap();
+    let bytes = Rc::new(RefCell::new(Vec::new()));
+    let b = bytes.clone();
+    notifier
+        .triggered
+        .connect(move |_| {
+            let mut one = [0u8; 1];
+            if let Ok(1) = (&local).read(&mut one) {
+                b.borrow_mut().push(one[0]);
+            }
+        })
+        .release();
+    remote.write_all(b"abc").unwrap();
+    for expected in [&b"a"[..], b"ab", b"abc"] {
+        event_loop
+            .process_events(Some(Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!(*bytes.borrow(), expected, "one read per turn");
+    }
+    // Drained: nothing more to report.
+    assert_eq!(
+        event_loop
+            .process_events(Some(Duration::from_millis(50)))
+            .unwrap(),
+        0
+    );
+    assert_eq!(*bytes.borrow(), b"abc");
+}
+
+#[test]
+fn a_write_notifier_fires_every_turn_while_enabled() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let (local, _remote) = socket_pair();
+    let (notifier, count) = watch(local.as_raw_fd(), NotificationType::Write);
+    turn(&mut event_loop);
+    turn(&mut event_loop);
+    assert_eq!(count.get(), 2, "a writable socket stays writable");
+    notifier.set_enabled(false).unwrap();
+    turn(&mut event_loop);
+    assert_eq!(count.get(), 2);
+}
+
+#[test]
+fn a_disabled_notifier_keeps_quiet_until_re_enabled() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let (local, mut remote) = socket_pair();
+    let (notifier, count) = watch(local.as_raw_fd(), NotificationType::Read);
+    notifier.set_enabled(false).unwrap();
+    remote.write_all(b"x").unwrap();
+    event_loop
+        .process_events(Some(Duration::from_millis(30)))
+        .unwrap();
+    assert_eq!(count.get(), 0);
+    notifier.set_enabled(true).unwrap();
+    event_loop
+        .process_events(Some(Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(count.get(), 1, "data that arrived meanwhile is reported");
+}
+
+#[test]
+fn hang_up_triggers_the_read_notifier() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let (local, remote) = socket_pair();
+    let notifier = FileDescriptorNotifier::new(local.as_raw_fd(), NotificationType::Read).unwrap();
+    let saw_eof = Rc::new(Cell::new(false));
+    let (eof, handle) = (saw_eof.clone(), event_loop.handle());
+    notifier
+        .triggered
+        .connect(move |_| {
+            let mut buf = [0u8; 8];
+            if let Ok(0) = (&local).read(&mut buf) {
+                eof.set(true);
+                handle.quit();
+            }
+        })
+        .release();
+    drop(remote);
+    assert_eq!(event_loop.run(), 0);
+    assert!(saw_eof.get());
+}
+
+#[test]
+fn a_read_slot_disabling_the_write_notifier_stops_it_in_the_same_dispatch() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let (local, mut remote) = socket_pair();
+    let fd = local.as_raw_fd();
+    let (write, write_count) = watch(fd, NotificationType::Write);
+    let read = FileDescriptorNotifier::new(fd, NotificationType::Read).unwrap();
+    let w = Rc::downgrade(&write);
+    read.triggered
+        .connect(move |_| w.upgrade().unwrap().set_enabled(false).unwrap())
+        .release();
+    remote.write_all(b"x").unwrap(); // readable and writable in the same event
+    event_loop
+        .process_events(Some(Duration::from_secs(1)))
+        .unwrap();
+    assert!(!write.is_enabled());
+    assert_eq!(write_count.get(), 0);
+}
+
+#[test]
+fn a_slot_may_drop_its_own_notifier() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let (local, mut remote) = socket_pair();
+    let holder: Rc<RefCell<Option<Rc<FileDescriptorNotifier>>>> = Rc::default();
+    let notifier = FileDescriptorNotifier::new(local.as_raw_fd(), NotificationType::Read).unwrap();
+    let count = Rc::new(Cell::new(0));
+    let (h, c) = (holder.clone(), count.clone());
+    notifier
+        .triggered
+        .connect(move |_| {
+            c.set(c.get() + 1);
+            h.borrow_mut().take();
+        })
+        .release();
+    let weak = Rc::downgrade(&notifier);
+    *holder.borrow_mut() = Some(notifier);
+    remote.write_all(b"unread").unwrap();
+    event_loop
+        .process_events(Some(Duration::from_secs(1)))
+        .unwrap();
+    assert!(weak.upgrade().is_none());
+    assert_eq!(event_loop.registered_sources(), 0);
+    turn(&mut event_loop);
+    assert_eq!(count.get(), 1, "data still unread, but nobody watches");
+}
+
+// ---- descriptors closed and reused ----------------------------------------------------------------
+
+#[test]
+fn l2_a_new_notifier_on_a_reused_descriptor_number_works() {
+    let mut event_loop = EventLoop::new().unwrap();
+    for _attempt in 0..20 {
+        let (local, _remote) = socket_pair();
+        let number = local.as_raw_fd();
+        let old = FileDescriptorNotifier::new(number, NotificationType::Read).unwrap();
+        drop(old);
+        let Some((reused, mut remote)) = reopen_with_same_number(local) else {
+            continue;
+        };
+        let (_new, count) = watch(reused.as_raw_fd(), NotificationType::Read);
+        remote.write_all(b"x").unwrap();
+        event_loop
+            .process_events(Some(Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!(count.get(), 1);
+        return;
+    }
+    panic!("could not get a descriptor number reused");
+}
+
+#[test]
+fn re_enabling_after_the_descriptor_was_closed_and_its_number_reused() {
+    let mut event_loop = EventLoop::new().unwrap();
+    for _attempt in 0..20 {
+        let (local, _remote) = socket_pair();
+        let (notifier, count) = watch(local.as_raw_fd(), NotificationType::Read);
+        // Closed while still registered: the kernel forgets the registration on its own.
+        let Some((reused, mut remote)) = reopen_with_same_number(local) else {
+            continue;
+        };
+        remote.write_all(b"x").unwrap();
+        notifier.set_enabled(false).unwrap(); // deregistering a forgotten fd is fine
+        notifier.set_enabled(true).unwrap(); // and registering the new one works
+        event_loop
+            .process_events(Some(Duration::from_secs(1)))
+            .unwrap();
+        assert_eq!(
+            count.get(),
+            1,
+            "the notifier now watches the new descriptor"
+        );
+        drop(reused);
+        return;
+    }
+    panic!("could not get a descriptor number reused");
+}
+
+#[test]
+fn readiness_for_a_closed_descriptor_never_reaches_a_notifier_that_reused_its_number() {
+    // Two readable descriptors in one poll batch. Whichever slot runs first closes the other
+    // descriptor, opens a new one with the same number and watches it. The batch still holds the
+    // old descriptor's event; it must be recognised as stale (generational token) and dropped.
+    struct Watched {
+        notifier: Rc<FileDescriptorNotifier>,
+        local: UnixStream,
+        _remote: UnixStream,
+    }
+    #[derive(Default)]
+    struct Scenario {
+        watched: [Option<Watched>; 2],
+        replacement: Option<Watched>,
+        reused: bool,
+    }
+
+    let mut event_loop = EventLoop::new().unwrap();
+    let mut reuse_seen = 0;
+    for _attempt in 0..20 {
+        let scenario: Rc<RefCell<Scenario>> = Rc::default();
+        let stale_hits = Rc::new(Cell::new(0));
+        for i in 0..2 {
+            let (local, mut remote) = socket_pair();
+            remote.write_all(b"ready").unwrap();
+            let notifier =
+                FileDescriptorNotifier::new(local.as_raw_fd(), NotificationType::Read).unwrap();
+            let (s, hits) = (Rc::downgrade(&scenario), stale_hits.clone());
+            notifier
+                .triggered
+                .connect(move |_| {
+                    let Some(s) = s.upgrade() else { return };
+                    let mut s = s.borrow_mut();
+                    if s.replacement.is_some() || s.reused {
+                        return;
+                    }
+                    let Some(other) = s.watched[1 - i].take() else {
+                        return;
+                    };
+                    drop(other.notifier);
+                    let Some((local, remote)) = reopen_with_same_number(other.local) else {
+                        s.reused = false;
+                        return;
+                    };
+                    s.reused = true;
+                    let notifier =
+                        FileDescriptorNotifier::new(local.as_raw_fd(), NotificationType::Read)
+                            .unwrap();
+                    let hits = hits.clone();
+                    notifier
+                        .triggered
+                        .connect(move |_| hits.set(hits.get() + 1))
+                        .release();
+                    s.replacement = Some(Watched {
+                        notifier,
+                        local,
+                        _remote: remote,
+                    });
+                })
+                .release();
+            scenario.borrow_mut().watched[i] = Some(Watched {
+                notifier,
+                local,
+                _remote: remote,
+            });
+        }
+        event_loop
+            .process_events(Some(Duration::from_secs(1)))
+            .unwrap();
+        turn(&mut event_loop);
+        assert_eq!(
+            stale_hits.get(),
+            0,
+            "stale readiness reached the new notifier"
+        );
+        if scenario.borrow().reused {
+            reuse_seen += 1;
+        }
+        if reuse_seen >= 3 {
+            return;
+        }
+    }
+    assert!(reuse_seen > 0, "could not get a descriptor number reused");
+}
+
+// ---- fairness -----------------------------------------------------------------------------------
+
+#[test]
+fn a_busy_descriptor_cannot_starve_timers() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let (local, mut remote) = socket_pair();
+    remote.write_all(b"never read").unwrap();
+    let (_busy, busy_count) = watch(local.as_raw_fd(), NotificationType::Read);
+    let handle = event_loop.handle();
+    let _timer = Timer::create_timeout(Duration::from_millis(20), move || handle.exit(1)).unwrap();
+    assert_eq!(
+        event_loop.run(),
+        1,
+        "the timer fired despite the busy descriptor"
+    );
+    assert!(busy_count.get() > 1);
+}
+
+#[test]
+fn a_busy_descriptor_cannot_starve_other_descriptors() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let (busy_local, mut busy_remote) = socket_pair();
+    busy_remote.write_all(b"never read").unwrap();
+    let (_busy, busy_count) = watch(busy_local.as_raw_fd(), NotificationType::Read);
+    let (quiet_local, mut quiet_remote) = socket_pair();
+    let quiet =
+        FileDescriptorNotifier::new(quiet_local.as_raw_fd(), NotificationType::Read).unwrap();
+    let handle = event_loop.handle();
+    quiet.triggered.connect(move |_| handle.exit(2)).release();
+    let writer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(30));
+        quiet_remote.write_all(b"x").unwrap();
+        quiet_remote
+    });
+    assert_eq!(event_loop.run(), 2);
+    let _quiet_remote = writer.join().unwrap();
+    assert!(busy_count.get() > 1);
+}
+
+#[test]
+fn a_zero_interval_timer_cannot_starve_descriptors() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let ticks = Rc::new(Cell::new(0u32));
+    let t = ticks.clone();
+    let _spinner = Timer::create_recurring(Duration::ZERO, move || t.set(t.get() + 1)).unwrap();
+    let (local, mut remote) = socket_pair();
+    let notifier = FileDescriptorNotifier::new(local.as_raw_fd(), NotificationType::Read).unwrap();
+    let handle = event_loop.handle();
+    notifier
+        .triggered
+        .connect(move |_| handle.exit(3))
+        .release();
+    let writer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(30));
+        remote.write_all(b"x").unwrap();
+        remote
+    });
+    assert_eq!(event_loop.run(), 3);
+    let _remote = writer.join().unwrap();
+    assert!(ticks.get() > 1);
+}

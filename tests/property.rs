@@ -1,0 +1,233 @@
+//! Property: KDBindings' property tests (P1, P3-P6, P11, P12) and the self-set case (R13).
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+
+use kdnet::{Property, ScopedConnection};
+
+type Seen<T> = Rc<RefCell<Vec<T>>>;
+
+/// Records every `value_about_to_change` and `value_changed` emission of `property`.
+fn record<T: Clone + PartialEq + 'static>(property: &Property<T>) -> (Seen<(T, T)>, Seen<T>) {
+    let about: Seen<(T, T)> = Rc::default();
+    let changed: Seen<T> = Rc::default();
+    let a = about.clone();
+    property
+        .value_about_to_change
+        .connect(move |pair| a.borrow_mut().push(pair.clone()))
+        .release();
+    let c = changed.clone();
+    property
+        .value_changed
+        .connect(move |v| c.borrow_mut().push(v.clone()))
+        .release();
+    (about, changed)
+}
+
+#[test]
+fn p1_builtin_and_custom_values_round_trip() {
+    let number = Property::new(1i64);
+    assert!(number.set(42));
+    assert_eq!(number.get(), 42);
+
+    #[derive(Clone, Debug, PartialEq)]
+    struct Point {
+        x: f64,
+        y: f64,
+    }
+    let point = Property::new(Point { x: 0.0, y: 0.0 });
+    point.set(Point { x: 1.5, y: -2.0 });
+    assert_eq!(point.get(), Point { x: 1.5, y: -2.0 });
+    assert_eq!(format!("{point:?}"), "Property(Point { x: 1.5, y: -2.0 })");
+
+    let text: Property<String> = Property::default();
+    assert_eq!(text.get(), "");
+}
+
+#[test]
+fn p3_setting_an_equal_value_emits_nothing() {
+    let property = Property::new(String::from("same"));
+    let (about, changed) = record(&property);
+    assert!(!property.set(String::from("same")));
+    assert!(about.borrow().is_empty());
+    assert!(changed.borrow().is_empty());
+}
+
+#[test]
+fn p4_a_change_emits_both_signals_in_order() {
+    let property = Property::new(1u32);
+    let order: Rc<RefCell<Vec<String>>> = Rc::default();
+    let prop = Rc::new(property);
+
+    let (o, p) = (order.clone(), Rc::downgrade(&prop));
+    prop.value_about_to_change
+        .connect(move |(old, new)| {
+            let now = p.upgrade().unwrap().get();
+            o.borrow_mut()
+                .push(format!("about {old}->{new}, holds {now}"));
+        })
+        .release();
+    let (o, p) = (order.clone(), Rc::downgrade(&prop));
+    prop.value_changed
+        .connect(move |new| {
+            let now = p.upgrade().unwrap().get();
+            o.borrow_mut().push(format!("changed {new}, holds {now}"));
+        })
+        .release();
+
+    assert!(prop.set(2));
+    assert!(prop.set(3));
+    assert_eq!(
+        *order.borrow(),
+        [
+            "about 1->2, holds 1",
+            "changed 2, holds 2",
+            "about 2->3, holds 2",
+            "changed 3, holds 3",
+        ]
+    );
+}
+
+#[test]
+fn p5_dropping_a_property_emits_destroyed() {
+    let destroyed = Rc::new(Cell::new(0));
+    let property = Property::new(0u8);
+    let d = destroyed.clone();
+    property
+        .destroyed
+        .connect(move |_| d.set(d.get() + 1))
+        .release();
+    assert_eq!(destroyed.get(), 0);
+    drop(property);
+    assert_eq!(destroyed.get(), 1);
+}
+
+#[test]
+fn p6_equality_is_the_value_types_partial_eq() {
+    /// Two readings are "equal" when they differ only in when they were taken.
+    #[derive(Clone, Debug)]
+    struct Reading {
+        celsius: i32,
+        taken_at: u64,
+    }
+    impl PartialEq for Reading {
+        fn eq(&self, other: &Self) -> bool {
+            self.celsius == other.celsius
+        }
+    }
+    let property = Property::new(Reading {
+        celsius: 20,
+        taken_at: 1,
+    });
+    let (_about, changed) = record(&property);
+    assert!(!property.set(Reading {
+        celsius: 20,
+        taken_at: 2,
+    }));
+    assert_eq!(property.get().taken_at, 1, "an equal value is not stored");
+    assert!(property.set(Reading {
+        celsius: 21,
+        taken_at: 3,
+    }));
+    assert_eq!(changed.borrow().len(), 1);
+    assert_eq!(property.get().taken_at, 3);
+}
+
+#[test]
+fn p11_p12_moving_a_property_keeps_value_and_connections() {
+    let property = Property::new(vec![1u8]);
+    let (_about, changed) = record(&property);
+    let plain_calls = Rc::new(Cell::new(0));
+    let p = plain_calls.clone();
+    let _scoped: ScopedConnection = property
+        .value_changed
+        .connect(move |_| p.set(p.get() + 1))
+        .into();
+
+    let moved = Box::new(property); // move-construct
+    assert_eq!(moved.get(), [1]);
+    moved.set(vec![2]);
+
+    let mut target = Property::new(Vec::new());
+    let stale_calls = Rc::new(Cell::new(0));
+    let s = stale_calls.clone();
+    target
+        .value_changed
+        .connect(move |_| s.set(s.get() + 1))
+        .release();
+    target = *moved; // move-assign
+    target.set(vec![3]);
+
+    assert_eq!(target.get(), [3]);
+    assert_eq!(*changed.borrow(), [vec![2], vec![3]]);
+    assert_eq!(plain_calls.get(), 2);
+    assert_eq!(
+        stale_calls.get(),
+        0,
+        "the overwritten property's slots are gone"
+    );
+}
+
+#[test]
+fn no_about_to_change_listener_still_emits_value_changed() {
+    let property = Property::new(0i32);
+    let changed = Rc::new(Cell::new(0));
+    let c = changed.clone();
+    property.value_changed.connect(move |v| c.set(*v)).release();
+    property.set(9);
+    assert_eq!(changed.get(), 9);
+}
+
+#[test]
+fn r13_a_slot_may_set_the_property_it_observes() {
+    // An observer first, then a clamp: the clamp's nested set re-emits to the observer.
+    let property = Rc::new(Property::new(0i32));
+    let seen: Seen<i32> = Rc::default();
+    let s = seen.clone();
+    property
+        .value_changed
+        .connect(move |v| s.borrow_mut().push(*v))
+        .release();
+    let clamp_runs = Rc::new(Cell::new(0));
+    let (p, runs) = (Rc::downgrade(&property), clamp_runs.clone());
+    property
+        .value_changed
+        .connect(move |v| {
+            runs.set(runs.get() + 1);
+            if *v > 10 {
+                p.upgrade().unwrap().set(10);
+            }
+        })
+        .release();
+
+    property.set(15);
+    assert_eq!(property.get(), 10);
+    assert_eq!(*seen.borrow(), [15, 10]);
+    assert_eq!(
+        clamp_runs.get(),
+        1,
+        "the running clamp is skipped by the nested emit"
+    );
+
+    property.set(3);
+    assert_eq!(*seen.borrow(), [15, 10, 3]);
+    assert_eq!(clamp_runs.get(), 2);
+}
+
+#[test]
+fn a_panicking_observer_leaves_the_property_consistent() {
+    let property = Property::new(1u32);
+    property
+        .value_changed
+        .connect(|v| assert_ne!(*v, 13, "deliberate panic on 13"))
+        .release();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| property.set(13)));
+    assert!(result.is_err());
+    assert_eq!(
+        property.get(),
+        13,
+        "the value was stored before the slot ran"
+    );
+    assert!(property.set(14));
+    assert_eq!(property.get(), 14);
+}

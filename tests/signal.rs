@@ -1,0 +1,1112 @@
+//! Signal, ConnectionHandle, ScopedConnection, ConnectionBlocker and ConnectionEvaluator.
+//!
+//! The first part ports KDBindings' own signal tests (ids S, H, B, C, M, E from the reference
+//! notes); the second part pins down kdnet's answers to the cases KDBindings leaves undefined
+//! (see the module docs of `kdnet::bindings::signal`).
+
+use std::cell::{Cell, RefCell};
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, mpsc};
+use std::thread;
+
+use kdnet::{
+    ConnectionBlocker, ConnectionError, ConnectionEvaluator, ConnectionHandle, ScopedConnection,
+    Signal,
+};
+
+/// A shared, ordered record of which slot ran with which value.
+#[derive(Clone, Default)]
+struct Log(Rc<RefCell<Vec<String>>>);
+
+impl Log {
+    fn push(&self, entry: impl Into<String>) {
+        self.0.borrow_mut().push(entry.into());
+    }
+
+    fn take(&self) -> Vec<String> {
+        std::mem::take(&mut *self.0.borrow_mut())
+    }
+
+    /// A slot that records `name`.
+    fn slot<A>(&self, name: &'static str) -> impl FnMut(&A) + 'static {
+        let log = self.clone();
+        move |_| log.push(name)
+    }
+}
+
+fn counter() -> (Rc<Cell<u32>>, impl FnMut(&()) + 'static) {
+    let count = Rc::new(Cell::new(0));
+    let c = count.clone();
+    (count, move |_: &()| c.set(c.get() + 1))
+}
+
+/// Counts how often the value it is captured in gets dropped.
+struct DropTracker(Rc<Cell<u32>>);
+
+impl Drop for DropTracker {
+    fn drop(&mut self) {
+        self.0.set(self.0.get() + 1);
+    }
+}
+
+// ---- KDBindings: connect and emit ---------------------------------------------------------------
+
+#[test]
+fn s1_connect_and_emit_passes_the_arguments() {
+    let signal: Signal<(String, i32)> = Signal::new();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    let handle = signal.connect(move |(name, n)| s.borrow_mut().push(format!("{name}={n}")));
+    assert!(handle.is_active());
+    assert!(handle.belongs_to(&signal));
+
+    let args = ("a".to_string(), 1);
+    signal.emit(&args);
+    signal.emit(&("b".to_string(), 2));
+    assert_eq!(*seen.borrow(), ["a=1", "b=2"]);
+    assert_eq!(args.0, "a", "emit only borrows the arguments");
+}
+
+#[test]
+fn emit_without_connections_is_a_no_op() {
+    let signal: Signal<i32> = Signal::default();
+    signal.emit(&1);
+    assert_eq!(signal.connection_count(), 0);
+}
+
+#[test]
+fn s5_method_and_plain_closure_on_one_signal() {
+    struct Collector {
+        values: RefCell<Vec<i32>>,
+    }
+    impl Collector {
+        fn push(&self, v: i32) {
+            self.values.borrow_mut().push(v);
+        }
+    }
+    let signal: Signal<i32> = Signal::new();
+    let collector = Rc::new(Collector {
+        values: RefCell::new(Vec::new()),
+    });
+    let flag = Rc::new(Cell::new(false));
+    let c = collector.clone();
+    let _a = signal.connect(move |v| c.push(*v));
+    let f = flag.clone();
+    let _b = signal.connect(move |_| f.set(true));
+    signal.emit(&4);
+    assert_eq!(*collector.values.borrow(), [4]);
+    assert!(flag.get());
+}
+
+#[test]
+fn s9_connecting_from_a_constructor() {
+    struct Button {
+        clicked: Signal<()>,
+        clicks: Rc<Cell<u32>>,
+        _conn: ScopedConnection,
+    }
+    impl Button {
+        fn new() -> Self {
+            let clicked = Signal::new();
+            let clicks = Rc::new(Cell::new(0));
+            let c = clicks.clone();
+            let conn = clicked.connect(move |_| c.set(c.get() + 1)).into();
+            Button {
+                clicked,
+                clicks,
+                _conn: conn,
+            }
+        }
+    }
+    let button = Button::new();
+    for _ in 0..3 {
+        button.clicked.emit(&());
+    }
+    assert_eq!(button.clicks.get(), 3);
+}
+
+// ---- KDBindings: disconnecting ------------------------------------------------------------------
+
+#[test]
+fn s6_h2_disconnect_via_handle_stops_only_that_slot() {
+    let signal: Signal<()> = Signal::new();
+    let log = Log::default();
+    let a = signal.connect(log.slot("a"));
+    let _b = signal.connect(log.slot("b"));
+    signal.emit(&());
+    a.disconnect();
+    signal.emit(&());
+    assert_eq!(log.take(), ["a", "b", "b"]);
+    assert_eq!(signal.connection_count(), 1);
+}
+
+#[test]
+fn h3_disconnect_through_any_copy_deactivates_all_copies() {
+    let signal: Signal<()> = Signal::new();
+    let (count, slot) = counter();
+    let handle = signal.connect(slot);
+    let copy = handle.clone();
+    assert_eq!(copy, handle);
+    copy.disconnect();
+    assert!(!handle.is_active());
+    assert!(!copy.is_active());
+    signal.emit(&());
+    assert_eq!(count.get(), 0);
+
+    let other = signal.connect(|_| {});
+    assert_eq!(signal.disconnect(&other), Ok(()));
+    assert!(!other.is_active());
+    assert_eq!(signal.disconnect(&other), Err(ConnectionError::Inactive));
+}
+
+#[test]
+fn h6_double_disconnect_is_harmless() {
+    let signal: Signal<()> = Signal::new();
+    let handle = signal.connect(|_| {});
+    handle.disconnect();
+    handle.disconnect();
+    ConnectionHandle::default().disconnect();
+    assert_eq!(signal.connection_count(), 0);
+}
+
+#[test]
+fn s7_disconnect_from_inside_the_slot_via_a_stored_handle() {
+    let signal: Signal<()> = Signal::new();
+    let log = Log::default();
+    let own: Rc<RefCell<ConnectionHandle>> = Rc::default();
+    let (l, o) = (log.clone(), own.clone());
+    *own.borrow_mut() = signal.connect(move |_| {
+        l.push("self");
+        o.borrow().disconnect();
+    });
+    let _other = signal.connect(log.slot("other"));
+    signal.emit(&());
+    signal.emit(&());
+    assert_eq!(log.take(), ["self", "other", "other"]);
+    assert!(!own.borrow().is_active());
+}
+
+#[test]
+fn s8_disconnect_all_from_outside() {
+    let signal: Signal<()> = Signal::new();
+    let (count, slot) = counter();
+    let a = signal.connect(slot);
+    let b = signal.connect(move |_| panic!("disconnected slot ran"));
+    signal.disconnect_all();
+    signal.emit(&());
+    assert_eq!(count.get(), 0);
+    assert!(!a.is_active() && !b.is_active());
+    assert_eq!(signal.connection_count(), 0);
+
+    // The signal is usable afterwards and old handles never come back.
+    let (count, slot) = counter();
+    let c = signal.connect(slot);
+    signal.emit(&());
+    assert_eq!(count.get(), 1);
+    assert!(c.is_active() && !a.is_active());
+}
+
+#[test]
+fn s10_single_shot_runs_once_and_its_handle_goes_inactive() {
+    let signal: Signal<i32> = Signal::new();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    let handle = signal.connect_single_shot(move |v| s.borrow_mut().push(*v));
+    assert!(handle.is_active());
+    signal.emit(&1);
+    assert!(!handle.is_active());
+    signal.emit(&2);
+    assert_eq!(*seen.borrow(), [1]);
+    assert_eq!(signal.connection_count(), 0);
+}
+
+#[test]
+fn single_shot_slot_may_emit_the_same_signal_without_running_twice() {
+    let signal = Rc::new(Signal::<u32>::new());
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let (s, sig) = (seen.clone(), Rc::downgrade(&signal));
+    signal
+        .connect_single_shot(move |v| {
+            s.borrow_mut().push(*v);
+            if let Some(sig) = sig.upgrade() {
+                sig.emit(&(v + 1));
+            }
+        })
+        .release();
+    signal.emit(&1);
+    signal.emit(&10);
+    assert_eq!(*seen.borrow(), [1]);
+}
+
+#[test]
+fn s11_reflective_slot_blocks_itself() {
+    let signal: Signal<()> = Signal::new();
+    let count = Rc::new(Cell::new(0));
+    let c = count.clone();
+    let handle = signal.connect_reflective(move |own, _| {
+        c.set(c.get() + 1);
+        assert_eq!(own.block(true), Ok(false));
+    });
+    signal.emit(&());
+    assert_eq!(handle.is_blocked(), Ok(true));
+    signal.emit(&());
+    assert_eq!(count.get(), 1, "blocked slot must not run");
+    assert_eq!(handle.block(false), Ok(true));
+    signal.emit(&());
+    assert_eq!(count.get(), 2);
+}
+
+#[test]
+fn s12_reflective_self_disconnect_keeps_the_closure_alive_while_it_runs() {
+    let signal: Signal<()> = Signal::new();
+    let drops = Rc::new(Cell::new(0));
+    let tracker = DropTracker(drops.clone());
+    let outer: Rc<RefCell<ConnectionHandle>> = Rc::default();
+    let (d, o) = (drops.clone(), outer.clone());
+    let handle = signal.connect_reflective(move |own, _| {
+        let _keep = &tracker;
+        own.disconnect();
+        assert!(
+            !own.is_active(),
+            "the slot's own handle is inactive at once"
+        );
+        assert!(!o.borrow().is_active(), "copies are inactive at once too");
+        assert_eq!(d.get(), 0, "closure destroyed while running");
+    });
+    *outer.borrow_mut() = handle.clone();
+    signal.emit(&());
+    assert_eq!(drops.get(), 1, "closure dropped once the emit finished");
+    assert!(!handle.is_active());
+    assert_eq!(signal.connection_count(), 0);
+}
+
+// ---- KDBindings: blocking -----------------------------------------------------------------------
+
+#[test]
+fn b1_h4_block_connection_returns_the_previous_state() {
+    let signal: Signal<()> = Signal::new();
+    let (count, slot) = counter();
+    let handle = signal.connect(slot);
+    assert_eq!(signal.block_connection(&handle, true), Ok(false));
+    assert_eq!(signal.is_connection_blocked(&handle), Ok(true));
+    assert_eq!(handle.is_blocked(), Ok(true));
+    signal.emit(&());
+    assert_eq!(count.get(), 0);
+    assert_eq!(handle.block(true), Ok(true));
+    assert_eq!(handle.block(false), Ok(true));
+    assert_eq!(signal.is_connection_blocked(&handle), Ok(false));
+    signal.emit(&());
+    assert_eq!(count.get(), 1);
+    assert_eq!(signal.connection_count(), 1, "blocked slots still count");
+}
+
+#[test]
+fn b2_blocking_a_disconnected_handle_fails() {
+    let signal: Signal<()> = Signal::new();
+    let handle = signal.connect(|_| {});
+    handle.disconnect();
+    assert_eq!(
+        signal.block_connection(&handle, true),
+        Err(ConnectionError::Inactive)
+    );
+    assert_eq!(
+        signal.is_connection_blocked(&handle),
+        Err(ConnectionError::Inactive)
+    );
+    assert_eq!(handle.block(true), Err(ConnectionError::Inactive));
+    assert_eq!(handle.is_blocked(), Err(ConnectionError::Inactive));
+}
+
+#[test]
+fn handle_of_another_signal_is_refused() {
+    let a: Signal<()> = Signal::new();
+    let b: Signal<()> = Signal::new();
+    let handle = a.connect(|_| {});
+    assert_eq!(b.disconnect(&handle), Err(ConnectionError::ForeignHandle));
+    assert_eq!(
+        b.block_connection(&handle, true),
+        Err(ConnectionError::ForeignHandle)
+    );
+    assert_eq!(
+        b.is_connection_blocked(&handle),
+        Err(ConnectionError::ForeignHandle)
+    );
+    assert!(
+        handle.is_active(),
+        "a refused disconnect leaves it connected"
+    );
+    assert_eq!(
+        b.disconnect(&ConnectionHandle::default()),
+        Err(ConnectionError::Inactive)
+    );
+}
+
+#[test]
+fn connection_error_messages() {
+    for e in [ConnectionError::Inactive, ConnectionError::ForeignHandle] {
+        let text = e.to_string();
+        assert!(!text.is_empty() && !text.ends_with('.'), "{text:?}");
+        assert_eq!(text, text.to_lowercase(), "{text:?}");
+    }
+    let boxed: Box<dyn std::error::Error> = Box::new(ConnectionError::Inactive);
+    assert!(boxed.to_string().contains("not active"));
+}
+
+#[test]
+fn b3_blocker_on_a_disconnected_handle_fails() {
+    let signal: Signal<()> = Signal::new();
+    let handle = signal.connect(|_| {});
+    handle.disconnect();
+    assert_eq!(
+        ConnectionBlocker::new(&handle).err(),
+        Some(ConnectionError::Inactive)
+    );
+    assert!(ConnectionBlocker::new(&ConnectionHandle::default()).is_err());
+}
+
+#[test]
+fn b4_blocker_blocks_inside_its_scope_only() {
+    let signal: Signal<()> = Signal::new();
+    let (count, slot) = counter();
+    let handle = signal.connect(slot);
+    {
+        let _blocker = ConnectionBlocker::new(&handle).unwrap();
+        assert_eq!(handle.is_blocked(), Ok(true));
+        signal.emit(&());
+        assert_eq!(count.get(), 0);
+    }
+    assert_eq!(handle.is_blocked(), Ok(false));
+    signal.emit(&());
+    assert_eq!(count.get(), 1);
+}
+
+#[test]
+fn b5_blocker_leaves_an_already_blocked_connection_blocked() {
+    let signal: Signal<()> = Signal::new();
+    let handle = signal.connect(|_| {});
+    handle.block(true).unwrap();
+    drop(ConnectionBlocker::new(&handle).unwrap());
+    assert_eq!(handle.is_blocked(), Ok(true));
+}
+
+#[test]
+fn blocker_outliving_its_connection_is_harmless() {
+    let signal: Signal<()> = Signal::new();
+    let handle = signal.connect(|_| {});
+    let blocker = ConnectionBlocker::new(&handle).unwrap();
+    handle.disconnect();
+    drop(blocker);
+    assert!(
+        !handle.is_active(),
+        "restoring must not revive the connection"
+    );
+    assert_eq!(signal.connection_count(), 0);
+}
+
+// ---- KDBindings: handles ------------------------------------------------------------------------
+
+#[test]
+fn h1_default_handle_is_inactive_and_belongs_to_nothing() {
+    let handle = ConnectionHandle::default();
+    let empty: Signal<()> = Signal::new();
+    assert!(!handle.is_active());
+    assert!(!handle.belongs_to(&empty));
+    assert_eq!(handle, ConnectionHandle::default());
+    assert_eq!(handle.block(true), Err(ConnectionError::Inactive));
+    assert!(format!("{handle:?}").contains("active: false"));
+}
+
+#[test]
+fn handles_compare_by_connection() {
+    let signal: Signal<()> = Signal::new();
+    let a = signal.connect(|_| {});
+    let b = signal.connect(|_| {});
+    assert_ne!(a, b);
+    assert_eq!(a, a.clone());
+    assert_ne!(a, ConnectionHandle::default());
+}
+
+#[test]
+fn h5_handles_go_inactive_when_the_signal_is_dropped() {
+    let signal: Signal<()> = Signal::new();
+    let drops = Rc::new(Cell::new(0));
+    let tracker = DropTracker(drops.clone());
+    let handle = signal.connect(move |_| {
+        let _keep = &tracker;
+    });
+    drop(signal);
+    assert_eq!(drops.get(), 1, "dropping the signal drops its slots");
+    assert!(!handle.is_active());
+    assert_eq!(handle.block(true), Err(ConnectionError::Inactive));
+    assert_eq!(handle.is_blocked(), Err(ConnectionError::Inactive));
+    handle.disconnect();
+    let mut scoped = ScopedConnection::new(handle);
+    scoped.set(ConnectionHandle::default());
+}
+
+#[test]
+fn m1_m2_h7_moving_a_signal_keeps_connections_and_handles() {
+    let (count, slot) = counter();
+    let signal: Signal<()> = Signal::new();
+    let handle = signal.connect(slot);
+
+    let boxed = Box::new(signal); // move-construct
+    boxed.emit(&());
+    assert!(handle.belongs_to(&boxed));
+
+    let mut other: Signal<()> = Signal::new();
+    let stale = other.connect(|_| panic!("replaced signal's slot ran"));
+    other = *boxed; // move-assign: the old `other` is dropped
+    assert!(!stale.is_active());
+    other.emit(&());
+    assert_eq!(count.get(), 2);
+    assert!(handle.belongs_to(&other));
+    assert_eq!(other.block_connection(&handle, true), Ok(false));
+
+    let mut third: Signal<()> = Signal::new();
+    std::mem::swap(&mut other, &mut third);
+    assert!(handle.belongs_to(&third) && !handle.belongs_to(&other));
+}
+
+#[test]
+fn h8_release_keeps_the_connection() {
+    let signal: Signal<()> = Signal::new();
+    let (count, slot) = counter();
+    signal.connect(slot).release();
+    signal.emit(&());
+    assert_eq!(count.get(), 1);
+    assert_eq!(signal.connection_count(), 1);
+}
+
+// ---- KDBindings: ScopedConnection ---------------------------------------------------------------
+
+#[test]
+fn c1_default_scoped_connection_is_inactive() {
+    let scoped = ScopedConnection::default();
+    assert!(!scoped.is_active());
+    assert!(!scoped.handle().is_active());
+}
+
+#[test]
+fn c2_scoped_connection_disconnects_at_end_of_scope() {
+    let signal: Signal<()> = Signal::new();
+    let (count, slot) = counter();
+    {
+        let scoped: ScopedConnection = signal.connect(slot).into();
+        assert!(scoped.is_active());
+        signal.emit(&());
+    }
+    signal.emit(&());
+    assert_eq!(count.get(), 1);
+    assert_eq!(signal.connection_count(), 0);
+}
+
+#[test]
+fn c3_assigning_a_new_handle_disconnects_the_old_one() {
+    let signal: Signal<()> = Signal::new();
+    let (count, slot) = counter();
+    let first = signal.connect(slot);
+    let mut scoped = ScopedConnection::new(first.clone());
+    signal.emit(&());
+    assert_eq!(count.get(), 1);
+
+    let c = count.clone();
+    scoped.set(signal.connect(move |_| c.set(c.get() + 1)));
+    assert!(!first.is_active());
+    signal.emit(&());
+    assert_eq!(count.get(), 2);
+    assert_eq!(signal.connection_count(), 1);
+}
+
+#[test]
+fn c4_move_assign_drops_the_destinations_connection() {
+    let signal: Signal<()> = Signal::new();
+    let log = Log::default();
+    let mut a: ScopedConnection = signal.connect(log.slot("a")).into();
+    let b: ScopedConnection = signal.connect(log.slot("b")).into();
+    let a_handle = a.handle().clone();
+    let b_handle = b.handle().clone();
+    a = b;
+    assert!(!a_handle.is_active());
+    assert!(b_handle.is_active() && a.is_active());
+    signal.emit(&());
+    assert_eq!(log.take(), ["b"]);
+    drop(a);
+    assert!(!b_handle.is_active());
+    assert_eq!(signal.connection_count(), 0);
+}
+
+#[test]
+fn c5_moving_into_an_outer_scoped_connection_keeps_it_active() {
+    let signal: Signal<()> = Signal::new();
+    let (count, slot) = counter();
+    let outer: ScopedConnection;
+    {
+        let inner: ScopedConnection = signal.connect(slot).into();
+        outer = inner;
+    }
+    assert!(outer.is_active());
+    signal.emit(&());
+    assert_eq!(count.get(), 1);
+}
+
+#[test]
+fn scoped_connection_release_gives_up_ownership() {
+    let signal: Signal<()> = Signal::new();
+    let scoped: ScopedConnection = signal.connect(|_| {}).into();
+    let handle = scoped.release();
+    assert!(handle.is_active());
+    assert_eq!(signal.connection_count(), 1);
+}
+
+// ---- KDBindings: deferred connections -----------------------------------------------------------
+
+#[test]
+fn e1_deferred_slots_run_on_evaluation_and_disconnect_drops_queued_calls() {
+    let evaluator = ConnectionEvaluator::new();
+    let total = Arc::new(AtomicUsize::new(0));
+    let signal: Signal<usize> = Signal::new();
+    let t = total.clone();
+    let kept = signal.connect_deferred(&evaluator, move |v| {
+        t.fetch_add(*v, Ordering::SeqCst);
+    });
+    let t = total.clone();
+    let dropped = signal.connect_deferred(&evaluator, move |v| {
+        t.fetch_add(100 * v, Ordering::SeqCst);
+    });
+    signal.emit(&4);
+    signal.emit(&5);
+    assert_eq!(total.load(Ordering::SeqCst), 0, "emit only queues");
+    assert!(evaluator.has_pending());
+    dropped.disconnect();
+    assert_eq!(evaluator.evaluate_deferred_connections(), 2);
+    assert_eq!(total.load(Ordering::SeqCst), 9);
+    assert!(kept.is_active());
+    assert!(!evaluator.has_pending());
+}
+
+#[test]
+fn e2_e3_deferred_emits_from_two_threads_are_evaluated_on_one() {
+    let evaluator = ConnectionEvaluator::new();
+    let ran_on = Arc::new(Mutex::new(Vec::new()));
+    let (emitted_tx, emitted_rx) = mpsc::channel();
+    let mut done = Vec::new();
+    let mut workers = Vec::new();
+    for id in 0..2u32 {
+        let (done_tx, done_rx) = mpsc::channel::<()>();
+        done.push(done_tx);
+        let (evaluator, ran_on, emitted_tx) =
+            (evaluator.clone(), ran_on.clone(), emitted_tx.clone());
+        workers.push(thread::spawn(move || {
+            let signal: Signal<u32> = Signal::new();
+            signal
+                .connect_deferred(&evaluator, move |v| {
+                    ran_on.lock().unwrap().push((*v, thread::current().id()));
+                })
+                .release();
+            signal.emit(&id);
+            emitted_tx.send(()).unwrap();
+            // The signal must outlive the evaluation: dropping it cancels its queued call.
+            done_rx.recv().unwrap();
+        }));
+    }
+    for _ in 0..2 {
+        emitted_rx.recv().unwrap();
+    }
+    assert_eq!(evaluator.evaluate_deferred_connections(), 2);
+    for tx in done {
+        tx.send(()).unwrap();
+    }
+    for w in workers {
+        w.join().unwrap();
+    }
+    let mut ran = ran_on.lock().unwrap().clone();
+    ran.sort_by_key(|(v, _)| *v);
+    let me = thread::current().id();
+    assert_eq!(ran, [(0, me), (1, me)]);
+}
+
+#[test]
+fn e4_connect_emit_disconnect_evaluate_runs_nothing() {
+    let evaluator = ConnectionEvaluator::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let signal: Signal<()> = Signal::new();
+    let r = ran.clone();
+    let handle = signal.connect_deferred(&evaluator, move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    signal.emit(&());
+    handle.disconnect();
+    assert_eq!(evaluator.evaluate_deferred_connections(), 0);
+    assert_eq!(ran.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn e5_evaluating_twice_runs_once() {
+    let evaluator = ConnectionEvaluator::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let signal: Signal<()> = Signal::new();
+    let r = ran.clone();
+    signal
+        .connect_deferred(&evaluator, move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .release();
+    signal.emit(&());
+    assert_eq!(evaluator.evaluate_deferred_connections(), 1);
+    assert_eq!(evaluator.evaluate_deferred_connections(), 0);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    signal.emit(&());
+    evaluator.evaluate_deferred_connections();
+    assert_eq!(ran.load(Ordering::SeqCst), 2);
+}
+
+#[test]
+fn e6_dropping_a_signal_removes_only_its_queued_calls() {
+    let evaluator = ConnectionEvaluator::new();
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let gone: Signal<()> = Signal::new();
+    let kept: Signal<()> = Signal::new();
+    let r = ran.clone();
+    gone.connect_deferred(&evaluator, move |_| r.lock().unwrap().push("gone"))
+        .release();
+    let r = ran.clone();
+    kept.connect_deferred(&evaluator, move |_| r.lock().unwrap().push("kept"))
+        .release();
+    gone.emit(&());
+    kept.emit(&());
+    drop(gone);
+    evaluator.evaluate_deferred_connections();
+    assert_eq!(*ran.lock().unwrap(), ["kept"]);
+}
+
+#[test]
+fn e7_on_invocation_added_fires_once_per_enqueue() {
+    let evaluator = ConnectionEvaluator::new();
+    let added = Arc::new(AtomicUsize::new(0));
+    let a = added.clone();
+    evaluator.set_on_invocation_added(move || {
+        a.fetch_add(1, Ordering::SeqCst);
+    });
+    let signal: Signal<()> = Signal::new();
+    signal.connect_deferred(&evaluator, |_| {}).release();
+    signal.connect_deferred(&evaluator, |_| {}).release();
+    signal.emit(&());
+    assert_eq!(added.load(Ordering::SeqCst), 2);
+    evaluator.evaluate_deferred_connections();
+    assert_eq!(added.load(Ordering::SeqCst), 2, "evaluation adds nothing");
+}
+
+#[test]
+fn deferred_blocking_is_checked_at_emit_time() {
+    let evaluator = ConnectionEvaluator::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let signal: Signal<()> = Signal::new();
+    let r = ran.clone();
+    let handle = signal.connect_deferred(&evaluator, move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+    });
+    handle.block(true).unwrap();
+    signal.emit(&()); // blocked: not queued
+    handle.block(false).unwrap();
+    signal.emit(&()); // queued ...
+    handle.block(true).unwrap(); // ... and blocking now does not cancel it
+    assert_eq!(evaluator.evaluate_deferred_connections(), 1);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
+
+#[test]
+fn r12_deferred_emit_after_the_evaluator_is_gone_leaves_the_signal_usable() {
+    let evaluator = ConnectionEvaluator::new();
+    let signal: Signal<()> = Signal::new();
+    signal
+        .connect_deferred(&evaluator, |_| panic!("must not run"))
+        .release();
+    let (count, slot) = counter();
+    signal.connect(slot).release();
+    drop(evaluator);
+    signal.emit(&());
+    signal.emit(&());
+    assert_eq!(count.get(), 2);
+}
+
+#[test]
+fn deferred_slot_that_panics_does_not_poison_the_evaluator() {
+    let evaluator = ConnectionEvaluator::new();
+    let signal: Signal<bool> = Signal::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    signal
+        .connect_deferred(&evaluator, move |&fail| {
+            assert!(!fail, "deliberate panic in a deferred slot");
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .release();
+    signal.emit(&true);
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        evaluator.evaluate_deferred_connections()
+    }));
+    assert!(result.is_err());
+    signal.emit(&false);
+    assert_eq!(evaluator.evaluate_deferred_connections(), 1);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
+
+// ---- kdnet: order -------------------------------------------------------------------------------
+
+#[test]
+fn slots_run_in_connection_order_also_after_disconnect_and_reconnect() {
+    let signal: Signal<()> = Signal::new();
+    let log = Log::default();
+    let one = signal.connect(log.slot("1"));
+    let _two = signal.connect(log.slot("2"));
+    one.disconnect();
+    let _three = signal.connect(log.slot("3"));
+    signal.emit(&());
+    assert_eq!(log.take(), ["2", "3"], "KDBindings would give 3, 2");
+
+    let mut handles = Vec::new();
+    for name in ["a", "b", "c", "d", "e"] {
+        handles.push(signal.connect(log.slot(name)));
+    }
+    handles[1].disconnect();
+    handles[3].disconnect();
+    let _f = signal.connect(log.slot("f"));
+    signal.emit(&());
+    assert_eq!(log.take(), ["2", "3", "a", "c", "e", "f"]);
+}
+
+// ---- kdnet: the cases KDBindings leaves undefined -----------------------------------------------
+
+#[test]
+fn r6_slot_disconnecting_a_later_slot_stops_it_in_this_emit() {
+    let signal: Signal<()> = Signal::new();
+    let log = Log::default();
+    let later: Rc<RefCell<ConnectionHandle>> = Rc::default();
+    let (l, h) = (log.clone(), later.clone());
+    let _first = signal.connect(move |_| {
+        l.push("first");
+        h.borrow().disconnect();
+    });
+    *later.borrow_mut() = signal.connect(log.slot("later"));
+    let _last = signal.connect(log.slot("last"));
+    signal.emit(&());
+    signal.emit(&());
+    assert_eq!(log.take(), ["first", "last", "first", "last"]);
+    assert_eq!(signal.connection_count(), 2);
+}
+
+#[test]
+fn slot_disconnecting_an_earlier_slot_takes_effect_from_the_next_emit() {
+    let signal: Signal<()> = Signal::new();
+    let log = Log::default();
+    let earlier = signal.connect(log.slot("earlier"));
+    let l = log.clone();
+    let _second = signal.connect(move |_| {
+        l.push("second");
+        earlier.disconnect();
+    });
+    signal.emit(&());
+    signal.emit(&());
+    assert_eq!(log.take(), ["earlier", "second", "second"]);
+}
+
+#[test]
+fn r7_slot_blocking_and_unblocking_other_slots() {
+    let signal: Signal<()> = Signal::new();
+    let log = Log::default();
+    let target: Rc<RefCell<ConnectionHandle>> = Rc::default();
+    let round = Rc::new(Cell::new(0));
+    let (l, t, r) = (log.clone(), target.clone(), round.clone());
+    let _controller = signal.connect(move |_| {
+        l.push("controller");
+        // Round 0: block the later slot; round 1: unblock it again.
+        t.borrow().block(r.get() == 0).unwrap();
+        r.set(r.get() + 1);
+    });
+    *target.borrow_mut() = signal.connect(log.slot("target"));
+    signal.emit(&());
+    signal.emit(&());
+    assert_eq!(log.take(), ["controller", "controller", "target"]);
+}
+
+#[test]
+fn r9_slot_connected_during_emit_runs_from_the_next_emit() {
+    let signal = Rc::new(Signal::<u32>::new());
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let (sig, s) = (Rc::downgrade(&signal), seen.clone());
+    signal
+        .connect(move |v| {
+            s.borrow_mut().push(format!("connector {v}"));
+            let s2 = s.clone();
+            if let Some(sig) = sig.upgrade() {
+                sig.connect(move |v| s2.borrow_mut().push(format!("new {v}")))
+                    .release();
+            }
+        })
+        .release();
+    signal.emit(&1);
+    assert_eq!(*seen.borrow(), ["connector 1"]);
+    assert_eq!(signal.connection_count(), 2);
+    signal.emit(&2);
+    assert_eq!(*seen.borrow(), ["connector 1", "connector 2", "new 2"]);
+}
+
+#[test]
+fn r10_slot_calling_disconnect_all_stops_the_emit() {
+    let signal = Rc::new(Signal::<()>::new());
+    let log = Log::default();
+    let _before = signal.connect(log.slot("before"));
+    let (sig, l) = (Rc::downgrade(&signal), log.clone());
+    let clearer = signal.connect(move |_| {
+        l.push("clearer");
+        sig.upgrade().unwrap().disconnect_all();
+    });
+    let after = signal.connect(log.slot("after"));
+    signal.emit(&());
+    assert_eq!(log.take(), ["before", "clearer"]);
+    assert!(!clearer.is_active() && !after.is_active());
+    assert_eq!(signal.connection_count(), 0);
+
+    // Still usable: a slot connected now runs, and a slot may disconnect_all then connect.
+    let (sig, l) = (Rc::downgrade(&signal), log.clone());
+    signal
+        .connect(move |_| {
+            l.push("resetter");
+            let sig = sig.upgrade().unwrap();
+            sig.disconnect_all();
+            let l2 = l.clone();
+            sig.connect(move |_| l2.push("fresh")).release();
+        })
+        .release();
+    signal.emit(&());
+    signal.emit(&());
+    assert_eq!(log.take(), ["resetter", "fresh"]);
+}
+
+#[test]
+fn r10_slot_dropping_the_object_that_owns_the_signal() {
+    struct Owner {
+        changed: Signal<()>,
+        dropped: Rc<Cell<bool>>,
+    }
+    impl Drop for Owner {
+        fn drop(&mut self) {
+            self.dropped.set(true);
+        }
+    }
+    let dropped = Rc::new(Cell::new(false));
+    let holder: Rc<RefCell<Option<Rc<Owner>>>> = Rc::new(RefCell::new(Some(Rc::new(Owner {
+        changed: Signal::new(),
+        dropped: dropped.clone(),
+    }))));
+    let log = Log::default();
+    let owner = holder.borrow().clone().unwrap();
+    let (h, l, d) = (holder.clone(), log.clone(), dropped.clone());
+    let dropper = owner.changed.connect(move |_| {
+        l.push("dropper");
+        h.borrow_mut().take(); // the last reference besides the emitter's
+        assert!(!d.get(), "the emitter's reference keeps the owner alive");
+    });
+    let after = owner.changed.connect(log.slot("after"));
+
+    // Emit through a temporary reference, as an event source would.
+    owner.changed.emit(&());
+    drop(owner);
+    assert!(dropped.get(), "owner dropped once nobody refers to it");
+    assert_eq!(log.take(), ["dropper", "after"]);
+    assert!(!dropper.is_active() && !after.is_active());
+}
+
+#[test]
+fn r4_nested_emit_skips_only_the_slots_already_running() {
+    let signal = Rc::new(Signal::<u32>::new());
+    let log = Log::default();
+    let (sig, l) = (Rc::downgrade(&signal), log.clone());
+    signal
+        .connect(move |depth| {
+            l.push(format!("a{depth}"));
+            if *depth == 0 {
+                sig.upgrade().unwrap().emit(&1);
+            }
+        })
+        .release();
+    let l = log.clone();
+    signal
+        .connect(move |depth| l.push(format!("b{depth}")))
+        .release();
+    let (sig, l) = (Rc::downgrade(&signal), log.clone());
+    signal
+        .connect(move |depth| {
+            l.push(format!("c{depth}"));
+            if *depth == 0 {
+                // Nested from a later slot: `a` is not running now, `c` is.
+                sig.upgrade().unwrap().emit(&2);
+            }
+        })
+        .release();
+    signal.emit(&0);
+    assert_eq!(
+        log.take(),
+        ["a0", "b1", "c1", "b0", "c0", "a2", "b2"],
+        "nested emits run every slot except the running ones"
+    );
+    signal.emit(&5);
+    assert_eq!(log.take(), ["a5", "b5", "c5"]);
+}
+
+#[test]
+fn r11_panicking_slot_leaves_the_signal_usable() {
+    let signal: Signal<bool> = Signal::new();
+    let log = Log::default();
+    let _before = signal.connect(log.slot("before"));
+    let l = log.clone();
+    let panicker = signal.connect(move |&fail| {
+        l.push("panicker");
+        assert!(!fail, "deliberate panic in a slot");
+    });
+    let _after = signal.connect(log.slot("after"));
+
+    let result = catch_unwind(AssertUnwindSafe(|| signal.emit(&true)));
+    assert!(result.is_err(), "the panic reaches the caller of emit");
+    assert_eq!(log.take(), ["before", "panicker"]);
+    assert!(panicker.is_active(), "the panicking slot stays connected");
+    assert!(format!("{signal:?}").contains("emitting: false"));
+
+    signal.emit(&false);
+    assert_eq!(log.take(), ["before", "panicker", "after"]);
+    let _late = signal.connect(log.slot("late"));
+    panicker.disconnect();
+    signal.emit(&false);
+    assert_eq!(log.take(), ["before", "after", "late"]);
+}
+
+#[test]
+fn panic_in_a_nested_emit_leaves_the_signal_usable() {
+    let signal = Rc::new(Signal::<u32>::new());
+    let log = Log::default();
+    let (sig, l) = (Rc::downgrade(&signal), log.clone());
+    signal
+        .connect(move |v| {
+            l.push(format!("outer{v}"));
+            if *v == 0 {
+                let sig = sig.upgrade().unwrap();
+                let nested = catch_unwind(AssertUnwindSafe(|| sig.emit(&1)));
+                assert!(nested.is_err());
+            }
+        })
+        .release();
+    let l = log.clone();
+    signal
+        .connect(move |v| {
+            l.push(format!("inner{v}"));
+            assert_ne!(*v, 1, "deliberate panic in a nested emit");
+        })
+        .release();
+    signal.emit(&0);
+    assert_eq!(log.take(), ["outer0", "inner1", "inner0"]);
+    signal.emit(&2);
+    assert_eq!(log.take(), ["outer2", "inner2"]);
+}
+
+#[test]
+fn r8_copies_of_a_handle_see_a_disconnect_at_once_during_emit() {
+    let signal: Signal<()> = Signal::new();
+    let copy: Rc<RefCell<ConnectionHandle>> = Rc::default();
+    let c = copy.clone();
+    let checked = Rc::new(Cell::new(false));
+    let ch = checked.clone();
+    let handle = signal.connect_reflective(move |own, _| {
+        assert!(c.borrow().is_active());
+        own.disconnect();
+        assert!(!c.borrow().is_active());
+        ch.set(true);
+    });
+    *copy.borrow_mut() = handle.clone();
+    signal.emit(&());
+    assert!(checked.get());
+    assert_eq!(signal.connection_count(), 0);
+}
+
+#[test]
+fn slot_can_drop_other_slots_captures_while_running() {
+    // Disconnecting another slot from inside a slot drops that slot's closure right away
+    // (outside any internal borrow), even if dropping it touches the signal again.
+    let signal = Rc::new(Signal::<()>::new());
+    struct TouchesSignalOnDrop(std::rc::Weak<Signal<()>>, Rc<Cell<u32>>);
+    impl Drop for TouchesSignalOnDrop {
+        fn drop(&mut self) {
+            if let Some(sig) = self.0.upgrade() {
+                self.1.set(sig.connection_count() as u32);
+            }
+        }
+    }
+    let seen_count = Rc::new(Cell::new(99));
+    let guard = TouchesSignalOnDrop(Rc::downgrade(&signal), seen_count.clone());
+    let victim = signal.connect(move |_| {
+        let _keep = &guard;
+    });
+    signal.connect(move |_| victim.disconnect()).release();
+    signal.emit(&());
+    assert_eq!(
+        seen_count.get(),
+        1,
+        "victim's closure dropped, one slot left"
+    );
+}
+
+// ---- kdnet: connect_weak ------------------------------------------------------------------------
+
+#[test]
+fn connect_weak_calls_through_the_owner_and_disconnects_once_it_is_gone() {
+    struct Label {
+        text: RefCell<String>,
+    }
+    let signal: Signal<String> = Signal::new();
+    let label = Rc::new(Label {
+        text: RefCell::new(String::new()),
+    });
+    let handle = signal.connect_weak(&label, |l, text| *l.text.borrow_mut() = text.clone());
+    assert_eq!(Rc::strong_count(&label), 1, "the slot holds no strong ref");
+    signal.emit(&"hello".to_string());
+    assert_eq!(*label.text.borrow(), "hello");
+
+    let observer = Rc::downgrade(&label);
+    drop(label);
+    assert!(observer.upgrade().is_none());
+    signal.emit(&"ignored".to_string());
+    assert!(!handle.is_active());
+    assert_eq!(signal.connection_count(), 0);
+}
+
+#[test]
+fn connect_weak_on_an_owner_that_holds_the_signal_leaks_nothing() {
+    struct Model {
+        changed: Signal<u32>,
+        last: Cell<u32>,
+        drops: Rc<Cell<u32>>,
+    }
+    impl Drop for Model {
+        fn drop(&mut self) {
+            self.drops.set(self.drops.get() + 1);
+        }
+    }
+    let drops = Rc::new(Cell::new(0));
+    let model = Rc::new(Model {
+        changed: Signal::new(),
+        last: Cell::new(0),
+        drops: drops.clone(),
+    });
+    let handle = model.changed.connect_weak(&model, |m, v| m.last.set(*v));
+    model.changed.emit(&7);
+    assert_eq!(model.last.get(), 7);
+    drop(model);
+    assert_eq!(
+        drops.get(),
+        1,
+        "no owner -> signal -> closure -> owner cycle"
+    );
+    assert!(!handle.is_active());
+}

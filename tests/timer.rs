@@ -1,0 +1,519 @@
+//! Timer and the managed timer helpers (KDFoundation T1-T11, A6, A7, A13 and kdnet's additions).
+//!
+//! Timing assertions only use bounds the implementation guarantees (a timer never fires before its
+//! deadline) or generous upper bounds: the machine running the tests may be slow and noisy.
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use kdnet::{EventLoop, LoopError, Timer};
+
+const SAFETY_EXIT: i32 = 99;
+
+fn ms(n: u64) -> Duration {
+    Duration::from_millis(n)
+}
+
+/// A timer that makes `run()` return [`SAFETY_EXIT`] if the test has not finished after `secs`.
+fn safety_timer(event_loop: &EventLoop, secs: u64) -> Rc<Timer> {
+    let handle = event_loop.handle();
+    Timer::create_timeout(Duration::from_secs(secs), move || handle.exit(SAFETY_EXIT)).unwrap()
+}
+
+/// Turns the loop for about `duration` (the loop is otherwise idle).
+fn spin_for(event_loop: &mut EventLoop, duration: Duration) {
+    let end = Instant::now() + duration;
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        event_loop.process_events(Some(left)).unwrap();
+    }
+}
+
+fn counting_slot(timer: &Timer) -> Rc<Cell<u32>> {
+    let count = Rc::new(Cell::new(0));
+    let c = count.clone();
+    timer.timeout.connect(move |_| c.set(c.get() + 1)).release();
+    count
+}
+
+#[test]
+fn t1_new_timer_is_stopped_periodic_with_zero_interval() {
+    let event_loop = EventLoop::new().unwrap();
+    let timer = Timer::new().unwrap();
+    assert!(!timer.running.get());
+    assert_eq!(timer.interval.get(), Duration::ZERO);
+    assert!(!timer.single_shot.get());
+    assert_eq!(timer.remaining(), None);
+    assert_eq!(event_loop.timer_count(), 1);
+    drop(timer);
+    assert_eq!(event_loop.timer_count(), 0);
+}
+
+#[test]
+fn t2_properties_round_trip_and_running_starts_and_stops() {
+    let _event_loop = EventLoop::new().unwrap();
+    let timer = Timer::new().unwrap();
+    timer.interval.set(ms(1500));
+    timer.single_shot.set(true);
+    assert_eq!(timer.interval.get(), ms(1500));
+    assert!(timer.single_shot.get());
+
+    timer.running.set(true);
+    let left = timer.remaining().expect("running");
+    assert!(left > ms(1000) && left <= ms(1500), "{left:?}");
+    timer.running.set(false);
+    assert_eq!(timer.remaining(), None);
+    assert!(format!("{timer:?}").contains("running: false"));
+}
+
+#[test]
+fn t3_t4_single_shot_fires_once_and_stops() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let timer = Timer::new().unwrap();
+    timer.single_shot.set(true);
+    timer.interval.set(ms(20));
+    let running_in_slot = Rc::new(Cell::new(true));
+    let (t, r) = (Rc::downgrade(&timer), running_in_slot.clone());
+    let handle = event_loop.handle();
+    timer
+        .timeout
+        .connect(move |_| {
+            r.set(t.upgrade().unwrap().running.get());
+            handle.quit();
+        })
+        .release();
+    let count = counting_slot(&timer);
+    let started = Instant::now();
+    timer.start();
+    assert!(timer.running.get());
+    assert_eq!(event_loop.run(), 0);
+    assert!(started.elapsed() >= ms(20), "fired early");
+    assert!(
+        !running_in_slot.get(),
+        "running is false before timeout is emitted"
+    );
+    assert!(!timer.running.get());
+
+    spin_for(&mut event_loop, ms(100));
+    assert_eq!(count.get(), 1, "a single-shot timer fires once");
+}
+
+#[test]
+fn t5_periodic_timer_fires_repeatedly_and_never_early() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 10);
+    let timer = Timer::new().unwrap();
+    timer.interval.set(ms(15));
+    let fired_at = Rc::new(RefCell::new(Vec::new()));
+    let (f, handle) = (fired_at.clone(), event_loop.handle());
+    timer
+        .timeout
+        .connect(move |_| {
+            f.borrow_mut().push(Instant::now());
+            if f.borrow().len() == 5 {
+                handle.quit();
+            }
+        })
+        .release();
+    let started = Instant::now();
+    timer.start();
+    assert_eq!(event_loop.run(), 0);
+    assert!(timer.running.get(), "a periodic timer keeps running");
+    for (n, at) in fired_at.borrow().iter().enumerate() {
+        let earliest = started + ms(15) * (n as u32 + 1);
+        assert!(*at >= earliest, "fire {n} came early");
+    }
+}
+
+#[test]
+fn t6_create_timeout_is_a_running_single_shot_timer() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let handle = event_loop.handle();
+    let count = Rc::new(Cell::new(0));
+    let c = count.clone();
+    let timer = Timer::create_timeout(ms(50), move || {
+        c.set(c.get() + 1);
+        handle.quit();
+    })
+    .unwrap();
+    assert!(timer.running.get());
+    assert!(timer.single_shot.get());
+    assert_eq!(timer.interval.get(), ms(50));
+    assert_eq!(event_loop.run(), 0);
+    assert!(!timer.running.get());
+    spin_for(&mut event_loop, ms(80));
+    assert_eq!(count.get(), 1);
+}
+
+#[test]
+fn t7_create_recurring_fires_until_stopped() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let count = Rc::new(Cell::new(0));
+    let (c, handle) = (count.clone(), event_loop.handle());
+    let timer = Timer::create_recurring(ms(5), move || {
+        c.set(c.get() + 1);
+        if c.get() == 3 {
+            handle.quit();
+        }
+    })
+    .unwrap();
+    assert!(!timer.single_shot.get());
+    assert_eq!(event_loop.run(), 0);
+    timer.running.set(false);
+    let at_stop = count.get();
+    spin_for(&mut event_loop, ms(50));
+    assert_eq!(count.get(), at_stop, "no timeout after running = false");
+    assert!(at_stop >= 3);
+}
+
+#[test]
+fn t8_set_timeout_is_active_until_it_fires() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let handle = event_loop.handle();
+    let fired = Rc::new(Cell::new(0));
+    let f = fired.clone();
+    let id = Timer::set_timeout(ms(20), move || {
+        f.set(f.get() + 1);
+        handle.quit();
+    })
+    .unwrap();
+    assert!(id.as_u64() > 0);
+    assert!(Timer::is_timer_active(id));
+    assert_eq!(event_loop.run(), 0);
+    assert_eq!(fired.get(), 1);
+    assert!(!Timer::is_timer_active(id));
+    assert!(!Timer::cancel_timer(id), "already fired");
+}
+
+#[test]
+fn t9_set_recurring_runs_until_cancelled() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let count = Rc::new(Cell::new(0));
+    let (c, handle) = (count.clone(), event_loop.handle());
+    let id = Timer::set_recurring(ms(5), move || {
+        c.set(c.get() + 1);
+        if c.get() == 3 {
+            handle.quit();
+        }
+    })
+    .unwrap();
+    assert!(Timer::is_timer_active(id));
+    assert_eq!(event_loop.run(), 0);
+    assert!(Timer::is_timer_active(id), "still recurring");
+    assert!(Timer::cancel_timer(id));
+    assert!(!Timer::is_timer_active(id));
+    let at_cancel = count.get();
+    spin_for(&mut event_loop, ms(40));
+    assert_eq!(count.get(), at_cancel);
+}
+
+#[test]
+fn t10_cancel_timer_before_it_fires() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let id = Timer::set_timeout(ms(10), || panic!("cancelled timer fired")).unwrap();
+    let other = Timer::set_timeout(ms(10), || {}).unwrap();
+    assert_ne!(id, other);
+    assert!(Timer::cancel_timer(id));
+    assert!(!Timer::cancel_timer(id), "second cancel");
+    assert!(!Timer::is_timer_active(id));
+    spin_for(&mut event_loop, ms(40));
+    assert!(!Timer::is_timer_active(other), "the other one fired");
+}
+
+#[test]
+fn a_recurring_callback_may_cancel_itself() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let count = Rc::new(Cell::new(0));
+    let own_id = Rc::new(Cell::new(None));
+    let (c, own) = (count.clone(), own_id.clone());
+    let id = Timer::set_recurring(ms(1), move || {
+        c.set(c.get() + 1);
+        if c.get() == 2 {
+            assert!(Timer::cancel_timer(own.get().unwrap()));
+        }
+    })
+    .unwrap();
+    own_id.set(Some(id));
+    spin_for(&mut event_loop, ms(60));
+    assert_eq!(count.get(), 2);
+    assert!(!Timer::is_timer_active(id));
+}
+
+#[test]
+fn cancel_all_timers_cancels_only_managed_timers() {
+    let mut event_loop = EventLoop::new().unwrap();
+    Timer::set_timeout(ms(5), || panic!("cancelled")).unwrap();
+    Timer::set_recurring(ms(5), || panic!("cancelled")).unwrap();
+    let object_timer = Timer::new().unwrap();
+    object_timer.interval.set(ms(5));
+    let count = counting_slot(&object_timer);
+    object_timer.start();
+    assert_eq!(event_loop.timer_count(), 3);
+    assert_eq!(Timer::cancel_all_timers(), 2);
+    assert_eq!(Timer::cancel_all_timers(), 0);
+    assert_eq!(event_loop.timer_count(), 1);
+    spin_for(&mut event_loop, ms(40));
+    assert!(count.get() >= 1, "Timer objects are not managed timers");
+}
+
+#[test]
+fn t11_timers_fire_in_deadline_order() {
+    // Started in an order that differs from their deadlines, with wide gaps so a slow machine
+    // cannot reorder them; then all become due before one turn handles them together.
+    let mut event_loop = EventLoop::new().unwrap();
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let mut timers = Vec::new();
+    for delay in [300, 100, 200] {
+        let o = order.clone();
+        timers.push(Timer::create_timeout(ms(delay), move || o.borrow_mut().push(delay)).unwrap());
+    }
+    for delay in [250, 50, 150] {
+        let o = order.clone();
+        Timer::set_timeout(ms(delay), move || o.borrow_mut().push(delay)).unwrap();
+    }
+    thread::sleep(ms(350));
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(*order.borrow(), [50, 100, 150, 200, 250, 300]);
+}
+
+#[test]
+fn a7_changing_the_interval_restarts_the_countdown() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let timer = Timer::new().unwrap();
+    timer.single_shot.set(true);
+    timer.interval.set(ms(300));
+    let fired_at = Rc::new(Cell::new(None));
+    let (f, handle) = (fired_at.clone(), event_loop.handle());
+    timer
+        .timeout
+        .connect(move |_| {
+            f.set(Some(Instant::now()));
+            handle.quit();
+        })
+        .release();
+    let started = Instant::now();
+    timer.start();
+    let changed_at = Rc::new(Cell::new(None));
+    let (t, c) = (Rc::downgrade(&timer), changed_at.clone());
+    Timer::set_timeout(ms(200), move || {
+        c.set(Some(Instant::now()));
+        t.upgrade().unwrap().interval.set(ms(250));
+    })
+    .unwrap();
+    assert_eq!(event_loop.run(), 0);
+    let fired = fired_at.get().unwrap();
+    let changed = changed_at
+        .get()
+        .expect("the interval changed before the timer fired");
+    assert!(
+        fired >= changed + ms(250),
+        "countdown restarted at the change"
+    );
+    assert!(fired >= started + ms(300));
+}
+
+#[test]
+fn start_restarts_a_running_timer_but_setting_running_again_does_not() {
+    let _event_loop = EventLoop::new().unwrap();
+    let timer = Timer::new().unwrap();
+    timer.interval.set(ms(1000));
+    timer.start();
+    thread::sleep(ms(30));
+    let before = timer.remaining().unwrap();
+    timer.running.set(true); // equal value: the property ignores it
+    let after = timer.remaining().unwrap();
+    assert!(
+        after <= before,
+        "running = true on a running timer must not restart it"
+    );
+
+    timer.start(); // QTimer::start semantics
+    let restarted = timer.remaining().unwrap();
+    assert!(restarted > before, "start() restarts the countdown");
+}
+
+#[test]
+fn stop_cancels_a_pending_timeout() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let timer = Timer::new().unwrap();
+    timer.interval.set(ms(10));
+    let count = counting_slot(&timer);
+    timer.start();
+    timer.stop();
+    spin_for(&mut event_loop, ms(50));
+    assert_eq!(count.get(), 0);
+    assert!(!timer.running.get());
+}
+
+#[test]
+fn a_single_shot_slot_may_restart_its_timer() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let timer = Timer::new().unwrap();
+    timer.single_shot.set(true);
+    timer.interval.set(ms(5));
+    let count = Rc::new(Cell::new(0));
+    let (c, t, handle) = (count.clone(), Rc::downgrade(&timer), event_loop.handle());
+    timer
+        .timeout
+        .connect(move |_| {
+            c.set(c.get() + 1);
+            if c.get() < 3 {
+                t.upgrade().unwrap().start();
+            } else {
+                handle.quit();
+            }
+        })
+        .release();
+    timer.start();
+    assert_eq!(event_loop.run(), 0);
+    assert_eq!(count.get(), 3);
+    assert!(!timer.running.get());
+}
+
+#[test]
+fn zero_interval_timer_fires_on_the_next_turn_once_per_turn() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let timer = Timer::new().unwrap();
+    let count = counting_slot(&timer);
+    timer.start(); // interval zero, periodic
+    assert_eq!(count.get(), 0, "never synchronously");
+    assert_eq!(event_loop.next_timeout(), Some(Duration::ZERO));
+    let started = Instant::now();
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(count.get(), 1);
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(
+        count.get(),
+        2,
+        "once per turn, not in a loop within one turn"
+    );
+    // A blocking process_events must not block either: the timer is due.
+    event_loop.process_events(None).unwrap();
+    assert_eq!(count.get(), 3);
+    assert!(started.elapsed() < Duration::from_secs(1));
+}
+
+#[test]
+fn a_periodic_timer_that_falls_behind_does_not_fire_a_burst() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let timer = Timer::new().unwrap();
+    timer.interval.set(ms(50));
+    let count = counting_slot(&timer);
+    timer.start();
+    thread::sleep(ms(400)); // about 8 periods missed
+    let started = Instant::now();
+    for _ in 0..3 {
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    }
+    let elapsed = started.elapsed();
+    // At most the one coalesced tick plus the periods that really passed meanwhile.
+    let allowed = 1 + (elapsed.as_millis() / 50) as u32;
+    assert!(count.get() >= 1);
+    assert!(
+        count.get() <= allowed,
+        "{} timeouts in {elapsed:?} after falling behind",
+        count.get()
+    );
+    // Re-aligned to now: the next tick is about one interval away, not overdue.
+    let next = timer.remaining().unwrap();
+    assert!(next > Duration::ZERO || elapsed >= ms(50), "{next:?}");
+}
+
+#[test]
+fn a_slot_may_drop_its_own_timer() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let holder: Rc<RefCell<Option<Rc<Timer>>>> = Rc::default();
+    let count = Rc::new(Cell::new(0));
+    let (h, c, handle) = (holder.clone(), count.clone(), event_loop.handle());
+    let timer = Timer::create_recurring(ms(5), move || {
+        c.set(c.get() + 1);
+        h.borrow_mut().take();
+        handle.quit();
+    })
+    .unwrap();
+    let weak = Rc::downgrade(&timer);
+    *holder.borrow_mut() = Some(timer);
+    let timers_before = event_loop.timer_count();
+    assert_eq!(event_loop.run(), 0);
+    assert!(weak.upgrade().is_none(), "the timer is gone after its emit");
+    assert_eq!(event_loop.timer_count(), timers_before - 1);
+    spin_for(&mut event_loop, ms(30));
+    assert_eq!(count.get(), 1);
+}
+
+#[test]
+fn a13_a_timer_fires_on_the_thread_that_created_it() {
+    let worker = thread::spawn(|| {
+        let mut event_loop = EventLoop::new().unwrap();
+        let _safety = safety_timer(&event_loop, 5);
+        let fired_on = Rc::new(Cell::new(None));
+        let (f, handle) = (fired_on.clone(), event_loop.handle());
+        let _timer = Timer::create_timeout(ms(5), move || {
+            f.set(Some(thread::current().id()));
+            handle.quit();
+        })
+        .unwrap();
+        assert_eq!(event_loop.run(), 0);
+        (fired_on.get(), thread::current().id())
+    });
+    let (fired_on, worker_id) = worker.join().unwrap();
+    assert_eq!(fired_on, Some(worker_id));
+}
+
+#[test]
+fn timers_need_a_loop_on_the_current_thread() {
+    thread::spawn(|| {
+        assert!(matches!(Timer::new(), Err(LoopError::NoEventLoop)));
+        assert!(matches!(
+            Timer::create_timeout(ms(1), || {}),
+            Err(LoopError::NoEventLoop)
+        ));
+        assert!(matches!(
+            Timer::create_recurring(ms(1), || {}),
+            Err(LoopError::NoEventLoop)
+        ));
+        assert!(matches!(
+            Timer::set_timeout(ms(1), || {}),
+            Err(LoopError::NoEventLoop)
+        ));
+        assert!(matches!(
+            Timer::set_recurring(ms(1), || {}),
+            Err(LoopError::NoEventLoop)
+        ));
+        assert_eq!(Timer::cancel_all_timers(), 0);
+    })
+    .join()
+    .unwrap();
+}
+
+#[test]
+fn managed_timer_ids_belong_to_their_loop() {
+    // Both loops make their first managed timer; an id from one loop must never name (or cancel)
+    // the other loop's timer.
+    let _event_loop = EventLoop::new().unwrap();
+    let id = Timer::set_timeout(Duration::from_secs(60), || {}).unwrap();
+    let (same_id, seen_elsewhere, own_still_active) = thread::spawn(move || {
+        let _other = EventLoop::new().unwrap();
+        let own = Timer::set_timeout(Duration::from_secs(60), || {}).unwrap();
+        let seen = (Timer::is_timer_active(id), Timer::cancel_timer(id));
+        (own == id, seen, Timer::is_timer_active(own))
+    })
+    .join()
+    .unwrap();
+    assert!(!same_id, "ids of different loops compare equal");
+    assert_eq!(seen_elsewhere, (false, false));
+    assert!(
+        own_still_active,
+        "another loop's id cancelled this loop's timer"
+    );
+    assert!(Timer::is_timer_active(id));
+}

@@ -1,0 +1,401 @@
+//! TLS configuration: PEM handling, root choice, client certificates, ALPN, and in-memory rustls
+//! handshakes proving the built configs verify (or deliberately don't).
+
+#[path = "support/certs.rs"]
+mod certs;
+
+use std::sync::Arc;
+
+use certs::test_pki;
+use kdnet::network::tls::{TlsClientConfig, TlsServerConfig};
+use kdnet::network::{SocketError, TlsFailure};
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName};
+use rustls::server::WebPkiClientVerifier;
+use rustls::{
+    CertificateError, ClientConfig, ClientConnection, RootCertStore, ServerConfig, ServerConnection,
+};
+
+#[derive(Debug)]
+enum Failed {
+    Client(rustls::Error),
+    Server(rustls::Error),
+}
+
+/// Runs a client/server handshake by handing bytes between two rustls connections in memory.
+fn handshake(
+    client: Arc<ClientConfig>,
+    server: Arc<ServerConfig>,
+    name: &str,
+) -> Result<ClientConnection, Failed> {
+    let name = ServerName::try_from(name.to_owned()).expect("server name");
+    let mut client = ClientConnection::new(client, name).map_err(Failed::Client)?;
+    let mut server = ServerConnection::new(server).map_err(Failed::Server)?;
+    for _ in 0..20 {
+        let to_server = drain_tls(&mut client);
+        feed(&mut server, &to_server).map_err(Failed::Server)?;
+        let to_client = drain_tls(&mut server);
+        feed(&mut client, &to_client).map_err(Failed::Client)?;
+        if !client.is_handshaking() && !server.is_handshaking() {
+            // The server may still judge the client's last flight (client certificates).
+            let to_server = drain_tls(&mut client);
+            feed(&mut server, &to_server).map_err(Failed::Server)?;
+            return Ok(client);
+        }
+    }
+    panic!("handshake did not finish in 20 rounds");
+}
+
+fn drain_tls<D>(conn: &mut rustls::ConnectionCommon<D>) -> Vec<u8> {
+    let mut out = Vec::new();
+    while conn.wants_write() {
+        conn.write_tls(&mut out).expect("write_tls to a Vec");
+    }
+    out
+}
+
+fn feed<D>(conn: &mut rustls::ConnectionCommon<D>, mut bytes: &[u8]) -> Result<(), rustls::Error> {
+    while !bytes.is_empty() {
+        conn.read_tls(&mut bytes).expect("read_tls from a slice");
+        conn.process_new_packets()?;
+    }
+    Ok(())
+}
+
+fn trusting_test_ca() -> TlsClientConfig {
+    TlsClientConfig::with_only_ca_certificates(test_pki().ca_pem.as_bytes()).unwrap()
+}
+
+fn server(cert: &str, key: &str) -> Arc<ServerConfig> {
+    TlsServerConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap()
+}
+
+fn good_server() -> Arc<ServerConfig> {
+    let pki = test_pki();
+    server(&pki.server_cert_pem, &pki.server_key_pem)
+}
+
+fn client_error(result: Result<ClientConnection, Failed>) -> rustls::Error {
+    match result {
+        Err(Failed::Client(e)) => e,
+        other => panic!("expected the client to reject the server, got {other:?}"),
+    }
+}
+
+fn configuration_reason(err: SocketError) -> String {
+    match err {
+        SocketError::Tls(TlsFailure::Configuration(reason)) => reason,
+        other => panic!("expected a configuration error, got {other:?}"),
+    }
+}
+
+#[test]
+fn trusted_server_verifies_by_name_and_by_ip() {
+    let client = trusting_test_ca().build().unwrap();
+    for name in ["localhost", "127.0.0.1", "::1"] {
+        let conn = handshake(client.clone(), good_server(), name)
+            .unwrap_or_else(|e| panic!("{name}: {e:?}"));
+        assert!(!conn.is_handshaking());
+    }
+}
+
+#[test]
+fn untrusted_issuer_is_rejected() {
+    let pki = test_pki();
+    let client = trusting_test_ca().build().unwrap();
+    let untrusted = server(&pki.untrusted_cert_pem, &pki.untrusted_key_pem);
+    let err = client_error(handshake(client, untrusted, "localhost"));
+    assert_eq!(
+        err,
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+    );
+}
+
+#[test]
+fn server_trusted_only_by_another_ca_is_rejected() {
+    let pki = test_pki();
+    let client = TlsClientConfig::with_only_ca_certificates(pki.other_ca_pem.as_bytes())
+        .unwrap()
+        .build()
+        .unwrap();
+    let err = client_error(handshake(client, good_server(), "localhost"));
+    assert_eq!(
+        err,
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+    );
+}
+
+#[test]
+fn expired_certificate_is_rejected() {
+    let pki = test_pki();
+    let client = trusting_test_ca().build().unwrap();
+    let expired = server(&pki.expired_cert_pem, &pki.expired_key_pem);
+    let err = client_error(handshake(client, expired, "localhost"));
+    assert!(
+        matches!(
+            err,
+            rustls::Error::InvalidCertificate(
+                CertificateError::Expired | CertificateError::ExpiredContext { .. }
+            )
+        ),
+        "{err:?}"
+    );
+}
+
+#[test]
+fn wrong_name_is_rejected() {
+    let pki = test_pki();
+    let client = trusting_test_ca().build().unwrap();
+    let wrong = server(&pki.wrong_name_cert_pem, &pki.wrong_name_key_pem);
+    let err = client_error(handshake(client.clone(), wrong, "localhost"));
+    assert!(
+        matches!(
+            err,
+            rustls::Error::InvalidCertificate(
+                CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. }
+            )
+        ),
+        "{err:?}"
+    );
+    // The same certificate is fine for the name it was made for.
+    let wrong = server(&pki.wrong_name_cert_pem, &pki.wrong_name_key_pem);
+    handshake(client, wrong, "wrong.example").unwrap();
+}
+
+#[test]
+fn extra_ca_is_trusted_alongside_the_default_roots() {
+    let mut config = TlsClientConfig::new();
+    config
+        .add_ca_certificate(test_pki().ca_pem.as_bytes())
+        .unwrap();
+    handshake(config.build().unwrap(), good_server(), "localhost").unwrap();
+    // Without it the default roots do not know the test CA.
+    let err = client_error(handshake(
+        TlsClientConfig::new().build().unwrap(),
+        good_server(),
+        "localhost",
+    ));
+    assert_eq!(
+        err,
+        rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+    );
+}
+
+#[test]
+fn dangerous_mode_accepts_any_certificate() {
+    let pki = test_pki();
+    let mut config = TlsClientConfig::new();
+    assert!(config.verifies_certificates());
+    config.dangerous_disable_certificate_verification();
+    assert!(!config.verifies_certificates());
+    let client = config.build().unwrap();
+    for (cert, key, name) in [
+        (&pki.untrusted_cert_pem, &pki.untrusted_key_pem, "localhost"),
+        (&pki.expired_cert_pem, &pki.expired_key_pem, "localhost"),
+        (
+            &pki.wrong_name_cert_pem,
+            &pki.wrong_name_key_pem,
+            "localhost",
+        ),
+    ] {
+        handshake(client.clone(), server(cert, key), name).unwrap();
+    }
+}
+
+#[test]
+fn alpn_is_negotiated() {
+    let pki = test_pki();
+    let mut config = trusting_test_ca();
+    config.set_alpn_protocols(vec![b"h2".to_vec(), b"http/1.1".to_vec()]);
+    let server = TlsServerConfig::with_alpn(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+        vec![b"http/1.1".to_vec()],
+    )
+    .unwrap();
+    let conn = handshake(config.build().unwrap(), server, "localhost").unwrap();
+    assert_eq!(conn.alpn_protocol(), Some(&b"http/1.1"[..]));
+}
+
+fn server_requiring_client_certificates() -> Arc<ServerConfig> {
+    let pki = test_pki();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = RootCertStore::empty();
+    for ca in CertificateDer::pem_slice_iter(pki.ca_pem.as_bytes()) {
+        roots.add(ca.unwrap()).unwrap();
+    }
+    let verifier = WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider.clone())
+        .build()
+        .unwrap();
+    let chain = CertificateDer::pem_slice_iter(pki.server_cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key = PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).unwrap();
+    Arc::new(
+        ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_client_cert_verifier(verifier)
+            .with_single_cert(chain, key)
+            .unwrap(),
+    )
+}
+
+#[test]
+fn client_certificate_is_presented() {
+    let pki = test_pki();
+    let mut config = trusting_test_ca();
+    config
+        .set_client_certificate(
+            pki.client_cert_pem.as_bytes(),
+            pki.client_key_pem.as_bytes(),
+        )
+        .unwrap();
+    handshake(
+        config.build().unwrap(),
+        server_requiring_client_certificates(),
+        "localhost",
+    )
+    .unwrap();
+
+    let without = trusting_test_ca().build().unwrap();
+    match handshake(without, server_requiring_client_certificates(), "localhost") {
+        Err(Failed::Server(rustls::Error::NoCertificatesPresented)) => {}
+        other => panic!("expected the server to miss the client certificate, got {other:?}"),
+    }
+}
+
+#[test]
+fn mismatched_key_is_a_configuration_error() {
+    let pki = test_pki();
+    let mut config = TlsClientConfig::new();
+    let reason = configuration_reason(
+        config
+            .set_client_certificate(
+                pki.client_cert_pem.as_bytes(),
+                pki.server_key_pem.as_bytes(),
+            )
+            .unwrap_err(),
+    );
+    assert_eq!(
+        reason,
+        "the client key does not belong to the client certificate"
+    );
+
+    let reason = configuration_reason(
+        TlsServerConfig::from_pem(
+            pki.server_cert_pem.as_bytes(),
+            pki.wrong_name_key_pem.as_bytes(),
+        )
+        .unwrap_err(),
+    );
+    assert_eq!(
+        reason,
+        "the server key does not belong to the server certificate"
+    );
+}
+
+#[test]
+fn bad_pem_is_a_configuration_error_naming_the_problem() {
+    let pki = test_pki();
+    let mut config = TlsClientConfig::new();
+
+    let reason = configuration_reason(
+        config
+            .set_client_certificate(
+                pki.client_cert_pem.as_bytes(),
+                pki.client_cert_pem.as_bytes(),
+            )
+            .unwrap_err(),
+    );
+    assert_eq!(reason, "no PRIVATE KEY section found in the client key PEM");
+
+    let reason = configuration_reason(
+        config
+            .set_client_certificate(pki.client_key_pem.as_bytes(), pki.client_key_pem.as_bytes())
+            .unwrap_err(),
+    );
+    assert_eq!(
+        reason,
+        "no CERTIFICATE section found in the client certificate PEM"
+    );
+
+    let reason = configuration_reason(config.add_ca_certificate(b"hello").unwrap_err());
+    assert_eq!(
+        reason,
+        "no CERTIFICATE section found in the CA certificate PEM"
+    );
+
+    let truncated = &pki.ca_pem[..pki.ca_pem.len() / 2];
+    let reason = configuration_reason(config.add_ca_certificate(truncated.as_bytes()).unwrap_err());
+    assert!(
+        reason.starts_with("CA certificate PEM: missing section end"),
+        "{reason}"
+    );
+
+    let reason = configuration_reason(
+        TlsServerConfig::from_pem(pki.server_cert_pem.as_bytes(), b"").unwrap_err(),
+    );
+    assert_eq!(reason, "no PRIVATE KEY section found in the server key PEM");
+
+    let display = SocketError::Tls(TlsFailure::Configuration(reason)).to_string();
+    assert_eq!(
+        display,
+        "TLS failed: TLS configuration: no PRIVATE KEY section found in the server key PEM"
+    );
+}
+
+#[test]
+fn several_cas_in_one_pem_are_all_trusted() {
+    let pki = test_pki();
+    let both = format!("{}{}", pki.other_ca_pem, pki.ca_pem);
+    let client = TlsClientConfig::with_only_ca_certificates(both.as_bytes())
+        .unwrap()
+        .build()
+        .unwrap();
+    handshake(client.clone(), good_server(), "localhost").unwrap();
+    let untrusted = server(&pki.untrusted_cert_pem, &pki.untrusted_key_pem);
+    handshake(client, untrusted, "localhost").unwrap();
+}
+
+#[test]
+fn built_config_is_cached_until_a_setting_changes() {
+    let mut config = trusting_test_ca();
+    let first = config.build().unwrap();
+    assert!(Arc::ptr_eq(&first, &config.build().unwrap()));
+    let copy = config.clone();
+    assert!(
+        Arc::ptr_eq(&first, &copy.build().unwrap()),
+        "clones share the built config"
+    );
+    config.set_alpn_protocols(vec![b"http/1.1".to_vec()]);
+    let second = config.build().unwrap();
+    assert!(!Arc::ptr_eq(&first, &second));
+    assert_eq!(second.alpn_protocols, vec![b"http/1.1".to_vec()]);
+    assert!(
+        copy.build().unwrap().alpn_protocols.is_empty(),
+        "the clone is independent"
+    );
+}
+
+#[test]
+fn debug_output_hides_key_material() {
+    let pki = test_pki();
+    let mut config = trusting_test_ca();
+    config
+        .set_client_certificate(
+            pki.client_cert_pem.as_bytes(),
+            pki.client_key_pem.as_bytes(),
+        )
+        .unwrap();
+    let debug = format!("{config:?}");
+    assert!(debug.contains("client_certificate: true"), "{debug}");
+    assert!(debug.contains("extra_roots: 1"), "{debug}");
+    assert!(!debug.contains("PRIVATE"), "{debug}");
+}
+
+#[test]
+fn default_roots_build() {
+    let config = TlsClientConfig::default().build().unwrap();
+    assert!(config.alpn_protocols.is_empty());
+}

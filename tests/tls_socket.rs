@@ -1,0 +1,310 @@
+//! SslSocket and TLS TcpServer over real loopback TLS, certificates made with rcgen at test time.
+
+mod support;
+
+use std::cell::{Cell, RefCell};
+use std::rc::Rc;
+use std::time::Duration;
+
+use kdnet::EventLoop;
+use kdnet::network::http::{HttpClient, HttpRequest, HttpSession};
+use kdnet::network::{
+    SocketError, SslSocket, TcpServer, TcpSocket, TlsClientConfig, TlsFailure, TlsServerConfig,
+};
+use support::certs::test_pki;
+use support::{pattern, run_until};
+
+type Peers = Rc<RefCell<Vec<Rc<TcpSocket>>>>;
+
+/// A TLS server whose connections echo (or collect) what they read.
+fn tls_server(cert: &str, key: &str, echo: bool) -> (Rc<TcpServer>, Peers, Rc<RefCell<Vec<u8>>>) {
+    let server = TcpServer::new().unwrap();
+    server.set_tls_config(TlsServerConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap());
+    server.listen("127.0.0.1", 0).unwrap();
+    let peers: Peers = Rc::default();
+    let collected: Rc<RefCell<Vec<u8>>> = Rc::default();
+    let (keep, sink) = (peers.clone(), collected.clone());
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| {
+            let weak = Rc::downgrade(peer);
+            let sink = sink.clone();
+            peer.ready_read
+                .connect(move |_| {
+                    let s = weak.upgrade().unwrap();
+                    let data = s.read_all();
+                    if echo {
+                        s.write(&data).unwrap();
+                    } else {
+                        sink.borrow_mut().extend_from_slice(&data);
+                    }
+                })
+                .release();
+            keep.borrow_mut().push(peer.clone());
+        })
+        .release();
+    (server, peers, collected)
+}
+
+fn client_trusting_test_ca() -> Rc<SslSocket> {
+    SslSocket::with_config(
+        TlsClientConfig::with_only_ca_certificates(test_pki().ca_pem.as_bytes()).unwrap(),
+    )
+    .unwrap()
+}
+
+fn handshake_error_for(cert: &str, key: &str, host: &str) -> SocketError {
+    let mut ev = EventLoop::new().unwrap();
+    let (server, _peers, _) = tls_server(cert, key, true);
+    let client = client_trusting_test_ca();
+    let error: Rc<RefCell<Option<SocketError>>> = Rc::default();
+    let e = error.clone();
+    client
+        .handshake_error
+        .connect(move |err| *e.borrow_mut() = Some(err.clone()))
+        .release();
+    let completed = Rc::new(Cell::new(false));
+    let c = completed.clone();
+    client
+        .handshake_completed
+        .connect(move |_| c.set(true))
+        .release();
+    client
+        .connect_to_host(host, server.server_port().unwrap())
+        .unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || error
+        .borrow()
+        .is_some()));
+    assert!(!completed.get());
+    error.borrow().clone().unwrap()
+}
+
+#[test]
+fn trusted_certificate_data_flows_both_ways() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, _peers, _) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, true);
+    let client = client_trusting_test_ca();
+    let completed = Rc::new(Cell::new(false));
+    let c = completed.clone();
+    client
+        .handshake_completed
+        .connect(move |_| c.set(true))
+        .release();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = got.clone();
+    let weak = Rc::downgrade(client.tcp_socket());
+    client
+        .ready_read
+        .connect(move |_| {
+            g.borrow_mut()
+                .extend_from_slice(&weak.upgrade().unwrap().read_all())
+        })
+        .release();
+    client
+        .connect_to_host("localhost", server.server_port().unwrap())
+        .unwrap();
+    client.write(b"hello over TLS").unwrap(); // queued until the handshake completes
+    assert!(run_until(&mut ev, Duration::from_secs(10), || got
+        .borrow()
+        .len()
+        >= 14));
+    assert_eq!(&got.borrow()[..], b"hello over TLS");
+    assert!(completed.get() && client.is_encrypted());
+    assert!(client.protocol_version().is_some());
+    assert!(client.cipher_suite().is_some());
+    assert!(!client.peer_certificate_chain().is_empty());
+}
+
+#[test]
+fn ip_address_connection_verifies_against_ip_san() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, _peers, _) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, true);
+    let client = client_trusting_test_ca();
+    client
+        .connect_to_host("127.0.0.1", server.server_port().unwrap())
+        .unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || client.is_encrypted()));
+}
+
+#[test]
+fn untrusted_issuer_is_named() {
+    let pki = test_pki();
+    let err = handshake_error_for(&pki.untrusted_cert_pem, &pki.untrusted_key_pem, "localhost");
+    assert!(
+        matches!(err, SocketError::Tls(TlsFailure::UnknownIssuer)),
+        "{err}"
+    );
+}
+
+#[test]
+fn wrong_host_name_is_named() {
+    let pki = test_pki();
+    let err = handshake_error_for(
+        &pki.wrong_name_cert_pem,
+        &pki.wrong_name_key_pem,
+        "localhost",
+    );
+    assert!(
+        matches!(&err, SocketError::Tls(TlsFailure::NameMismatch { expected }) if expected == "localhost"),
+        "{err}"
+    );
+}
+
+#[test]
+fn expired_certificate_is_named() {
+    let pki = test_pki();
+    let err = handshake_error_for(&pki.expired_cert_pem, &pki.expired_key_pem, "localhost");
+    assert!(
+        matches!(err, SocketError::Tls(TlsFailure::Expired)),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_peer_sending_garbage_is_a_typed_error() {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut s, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 512];
+        let _ = s.read(&mut buf);
+        let _ = s.write_all(b"HTTP/1.1 200 OK\r\nthis is not TLS at all\r\n\r\n");
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let client = client_trusting_test_ca();
+    let error: Rc<RefCell<Option<SocketError>>> = Rc::default();
+    let e = error.clone();
+    client
+        .error_occurred
+        .connect(move |err| *e.borrow_mut() = Some(err.clone()))
+        .release();
+    client.connect_to_host("localhost", port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || error
+        .borrow()
+        .is_some()));
+    assert!(
+        matches!(error.borrow().as_ref(), Some(SocketError::Tls(_))),
+        "{:?}",
+        error.borrow()
+    );
+}
+
+#[test]
+fn eight_mib_upload_to_a_slow_reader_arrives_byte_exact() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let server = TcpServer::new().unwrap();
+    server.set_tls_config(
+        TlsServerConfig::from_pem(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+        )
+        .unwrap(),
+    );
+    server.listen("127.0.0.1", 0).unwrap();
+    let collected: Rc<RefCell<Vec<u8>>> = Rc::default();
+    let peers: Peers = Rc::default();
+    let (sink, keep) = (collected.clone(), peers.clone());
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| {
+            // A slow reader: a small read buffer limit, drained by a timer in small pieces.
+            peer.set_read_buffer_limit(64 * 1024);
+            let weak = Rc::downgrade(peer);
+            let sink = sink.clone();
+            kdnet::Timer::set_recurring(Duration::from_millis(1), move || {
+                if let Some(s) = weak.upgrade() {
+                    sink.borrow_mut().extend_from_slice(&s.read(32 * 1024));
+                }
+            })
+            .unwrap();
+            keep.borrow_mut().push(peer.clone());
+        })
+        .release();
+    let payload = pattern(8 * 1024 * 1024, 11);
+    let client = client_trusting_test_ca();
+    client
+        .connect_to_host("localhost", server.server_port().unwrap())
+        .unwrap();
+    client.write(&payload).unwrap();
+    assert!(
+        run_until(&mut ev, Duration::from_secs(60), || collected
+            .borrow()
+            .len()
+            >= payload.len()),
+        "stalled at {} bytes",
+        collected.borrow().len()
+    );
+    assert!(*collected.borrow() == payload, "upload corrupted");
+}
+
+#[test]
+fn https_through_the_http_client() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let server = TcpServer::new().unwrap();
+    server.set_tls_config(
+        TlsServerConfig::from_pem(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+        )
+        .unwrap(),
+    );
+    server.listen("127.0.0.1", 0).unwrap();
+    let peers: Peers = Rc::default();
+    let keep = peers.clone();
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| {
+            let weak = Rc::downgrade(peer);
+            let request = Rc::new(RefCell::new(Vec::new()));
+            peer.ready_read
+                .connect(move |_| {
+                    let s = weak.upgrade().unwrap();
+                    request.borrow_mut().extend_from_slice(&s.read_all());
+                    if request.borrow().windows(4).any(|w| w == b"\r\n\r\n") {
+                        request.borrow_mut().clear();
+                        s.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure")
+                            .unwrap();
+                    }
+                })
+                .release();
+            keep.borrow_mut().push(peer.clone());
+        })
+        .release();
+    let mut session = HttpSession::new();
+    session.add_ca_certificate(pki.ca_pem.as_bytes().to_vec());
+    let client = HttpClient::with_session(session).unwrap();
+    let out = Rc::new(RefCell::new(None));
+    let o = out.clone();
+    client.send(
+        HttpRequest::get(&format!(
+            "https://localhost:{}/",
+            server.server_port().unwrap()
+        ))
+        .unwrap(),
+        move |r| *o.borrow_mut() = Some(r),
+    );
+    assert!(run_until(&mut ev, Duration::from_secs(10), || out
+        .borrow()
+        .is_some()));
+    assert_eq!(out.borrow_mut().take().unwrap().unwrap().text(), "secure");
+
+    // Without the CA the same server is refused with the reason.
+    let strict = HttpClient::new().unwrap();
+    let out2 = Rc::new(RefCell::new(None));
+    let o2 = out2.clone();
+    strict.get(
+        &format!("https://localhost:{}/", server.server_port().unwrap()),
+        move |r| *o2.borrow_mut() = Some(r),
+    );
+    assert!(run_until(&mut ev, Duration::from_secs(10), || out2
+        .borrow()
+        .is_some()));
+    let err = out2.borrow_mut().take().unwrap().unwrap_err();
+    assert!(err.to_string().contains("unknown issuer"), "{err}");
+}

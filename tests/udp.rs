@@ -1,0 +1,308 @@
+//! UdpSocket over loopback.
+
+use std::cell::Cell;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use kdnet::network::udp::{DEFAULT_MAX_PENDING_DATAGRAMS, UdpSocket};
+use kdnet::network::{SocketError, SocketOperation};
+use kdnet::{EventLoop, LoopError};
+
+/// Every wait in these tests gives up after this long, so nothing can hang.
+const SAFETY_TIMEOUT: Duration = Duration::from_secs(20);
+
+fn run_until(event_loop: &mut EventLoop, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + SAFETY_TIMEOUT;
+    while !done() {
+        assert!(
+            Instant::now() < deadline,
+            "not done within {SAFETY_TIMEOUT:?}"
+        );
+        event_loop
+            .process_events(Some(Duration::from_millis(10)))
+            .unwrap();
+    }
+}
+
+fn bound(address: &str) -> Rc<UdpSocket> {
+    let socket = UdpSocket::new().unwrap();
+    socket.bind(address.parse().unwrap()).unwrap();
+    socket
+}
+
+fn port_of(socket: &UdpSocket) -> u16 {
+    socket.local_address().unwrap().port()
+}
+
+fn count_ready_reads(socket: &UdpSocket) -> Rc<Cell<usize>> {
+    let count = Rc::new(Cell::new(0));
+    let c = count.clone();
+    socket
+        .ready_read
+        .connect(move |_| c.set(c.get() + 1))
+        .release();
+    count
+}
+
+fn has_ipv6_loopback() -> bool {
+    std::net::UdpSocket::bind("[::1]:0").is_ok()
+}
+
+#[test]
+fn creating_a_socket_needs_a_loop() {
+    assert!(matches!(UdpSocket::new(), Err(LoopError::NoEventLoop)));
+}
+
+#[test]
+fn datagrams_travel_both_ways() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let a = bound("127.0.0.1:0");
+    let b = bound("127.0.0.1:0");
+    let a_reads = count_ready_reads(&a);
+    let b_reads = count_ready_reads(&b);
+    let localhost = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+    assert_eq!(
+        a.write_datagram(b"ping", localhost, port_of(&b)).unwrap(),
+        4
+    );
+    run_until(&mut event_loop, || b.has_pending_datagrams());
+    assert_eq!(b_reads.get(), 1);
+    let (data, from) = b.read_datagram().unwrap();
+    assert_eq!(data, b"ping");
+    assert_eq!(from, a.local_address().unwrap());
+    assert!(b.read_datagram().is_none());
+
+    assert_eq!(
+        b.write_datagram(b"pong", from.ip(), from.port()).unwrap(),
+        4
+    );
+    run_until(&mut event_loop, || a.has_pending_datagrams());
+    assert_eq!(a_reads.get(), 1);
+    let (data, from) = a.read_datagram().unwrap();
+    assert_eq!(data, b"pong");
+    assert_eq!(from, b.local_address().unwrap());
+}
+
+#[test]
+fn a_burst_is_drained_in_one_event() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let receiver = bound("127.0.0.1:0");
+    let ready_reads = count_ready_reads(&receiver);
+    let sender = UdpSocket::new().unwrap();
+    let port = port_of(&receiver);
+    // Small enough for the default kernel receive buffer, big enough that one read per
+    // readiness edge would strand most of them.
+    const BURST: usize = 100;
+    for i in 0..BURST {
+        let payload = format!("datagram {i}");
+        sender
+            .write_datagram(payload.as_bytes(), IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+            .unwrap();
+    }
+    assert!(sender.is_bound(), "the first write bound the sender");
+    run_until(&mut event_loop, || {
+        receiver.pending_datagram_count() == BURST
+    });
+    assert_eq!(ready_reads.get(), 1, "one drain, one signal");
+    for i in 0..BURST {
+        let (data, _) = receiver.read_datagram().unwrap();
+        assert_eq!(data, format!("datagram {i}").as_bytes());
+    }
+    assert!(!receiver.has_pending_datagrams());
+}
+
+#[test]
+fn over_the_queue_limit_new_datagrams_are_dropped() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let receiver = bound("127.0.0.1:0");
+    assert_eq!(
+        receiver.max_pending_datagrams(),
+        DEFAULT_MAX_PENDING_DATAGRAMS
+    );
+    receiver.set_max_pending_datagrams(10);
+    let sender = bound("127.0.0.1:0");
+    let port = port_of(&receiver);
+    for i in 0..50u8 {
+        sender
+            .write_datagram(&[i], IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+            .unwrap();
+    }
+    run_until(&mut event_loop, || receiver.dropped_datagram_count() == 40);
+    assert_eq!(receiver.pending_datagram_count(), 10);
+    let kept: Vec<u8> =
+        std::iter::from_fn(|| receiver.read_datagram().map(|(d, _)| d[0])).collect();
+    assert_eq!(kept, (0..10).collect::<Vec<u8>>(), "the oldest are kept");
+
+    // With room again, new datagrams are queued.
+    sender
+        .write_datagram(b"after", IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+        .unwrap();
+    run_until(&mut event_loop, || receiver.has_pending_datagrams());
+    assert_eq!(receiver.read_datagram().unwrap().0, b"after");
+}
+
+#[test]
+fn the_default_queue_holds_1024_datagrams() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let receiver = bound("127.0.0.1:0");
+    let sender = bound("127.0.0.1:0");
+    let port = port_of(&receiver);
+    // Sent in batches the kernel buffer can hold; nobody reads, so the queue fills up.
+    let total = DEFAULT_MAX_PENDING_DATAGRAMS + 76;
+    let mut sent = 0;
+    while sent < total {
+        let batch = (total - sent).min(100);
+        for _ in 0..batch {
+            sender
+                .write_datagram(b"d", IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+                .unwrap();
+        }
+        sent += batch;
+        run_until(&mut event_loop, || {
+            receiver.pending_datagram_count() as u64 + receiver.dropped_datagram_count()
+                == sent as u64
+        });
+    }
+    assert_eq!(
+        receiver.pending_datagram_count(),
+        DEFAULT_MAX_PENDING_DATAGRAMS
+    );
+    assert_eq!(receiver.dropped_datagram_count(), 76);
+}
+
+#[test]
+fn ipv6_loopback_works() {
+    if !has_ipv6_loopback() {
+        eprintln!("skipped: no IPv6 loopback on this machine");
+        return;
+    }
+    let mut event_loop = EventLoop::new().unwrap();
+    let receiver = bound("[::1]:0");
+    let sender = UdpSocket::new().unwrap();
+    sender
+        .write_datagram(b"six", IpAddr::V6(Ipv6Addr::LOCALHOST), port_of(&receiver))
+        .unwrap();
+    assert!(
+        sender.local_address().unwrap().is_ipv6(),
+        "bound to the destination's family"
+    );
+    run_until(&mut event_loop, || receiver.has_pending_datagrams());
+    let (data, from) = receiver.read_datagram().unwrap();
+    assert_eq!(data, b"six");
+    assert_eq!(from.ip(), IpAddr::V6(Ipv6Addr::LOCALHOST));
+    assert_eq!(from.port(), sender.local_address().unwrap().port());
+}
+
+#[test]
+fn dual_stack_socket_reaches_ipv4_and_reports_ipv4_senders() {
+    if !has_ipv6_loopback() {
+        eprintln!("skipped: no IPv6 on this machine");
+        return;
+    }
+    let mut event_loop = EventLoop::new().unwrap();
+    let v4 = bound("127.0.0.1:0");
+    let v6 = UdpSocket::new().unwrap();
+    if v6.bind("[::]:0".parse().unwrap()).is_err() {
+        eprintln!("skipped: cannot bind [::]");
+        return;
+    }
+    match v6.write_datagram(b"mapped", IpAddr::V4(Ipv4Addr::LOCALHOST), port_of(&v4)) {
+        Ok(_) => {}
+        Err(e) => {
+            eprintln!("skipped: IPv6-only sockets on this machine ({e})");
+            return;
+        }
+    }
+    run_until(&mut event_loop, || v4.has_pending_datagrams());
+    let (_, from) = v4.read_datagram().unwrap();
+    v4.write_datagram(b"back", from.ip(), from.port()).unwrap();
+    run_until(&mut event_loop, || v6.has_pending_datagrams());
+    let (data, from) = v6.read_datagram().unwrap();
+    assert_eq!(data, b"back");
+    assert_eq!(from, v4.local_address().unwrap(), "unmapped to IPv4");
+}
+
+#[test]
+fn binding_twice_or_to_a_taken_port_fails() {
+    let _event_loop = EventLoop::new().unwrap();
+    let a = bound("127.0.0.1:0");
+    assert!(matches!(
+        a.bind("127.0.0.1:0".parse().unwrap()),
+        Err(SocketError::InvalidState(_))
+    ));
+    let b = UdpSocket::new().unwrap();
+    let taken: SocketAddr = a.local_address().unwrap();
+    match b.bind(taken) {
+        Err(err @ SocketError::Io { .. }) => {
+            assert_eq!(err.io_kind(), Some(std::io::ErrorKind::AddrInUse));
+            assert!(matches!(
+                err,
+                SocketError::Io {
+                    operation: SocketOperation::Bind,
+                    ..
+                }
+            ));
+        }
+        other => panic!("unexpected {other:?}"),
+    }
+    assert!(!b.is_bound());
+}
+
+#[test]
+fn close_releases_the_port_and_drops_the_queue() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let receiver = bound("127.0.0.1:0");
+    let address = receiver.local_address().unwrap();
+    let sender = bound("127.0.0.1:0");
+    sender
+        .write_datagram(b"x", address.ip(), address.port())
+        .unwrap();
+    run_until(&mut event_loop, || receiver.has_pending_datagrams());
+    let sources = event_loop.registered_sources();
+    receiver.close();
+    assert!(!receiver.is_bound());
+    assert_eq!(receiver.local_address(), None);
+    assert_eq!(receiver.pending_datagram_count(), 0);
+    assert_eq!(event_loop.registered_sources(), sources - 1);
+    // The port is free again, and the closed socket can be bound anew.
+    receiver.bind(address).unwrap();
+    assert_eq!(receiver.local_address(), Some(address));
+}
+
+#[test]
+fn slots_may_close_the_socket_while_it_is_reporting() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let receiver = bound("127.0.0.1:0");
+    let address = receiver.local_address().unwrap();
+    let weak = Rc::downgrade(&receiver);
+    let fired = Rc::new(Cell::new(false));
+    let f = fired.clone();
+    receiver
+        .ready_read
+        .connect(move |_| {
+            f.set(true);
+            if let Some(socket) = weak.upgrade() {
+                let _ = socket.read_datagram();
+                socket.close();
+            }
+        })
+        .release();
+    let sender = UdpSocket::new().unwrap();
+    sender
+        .write_datagram(b"bye", address.ip(), address.port())
+        .unwrap();
+    run_until(&mut event_loop, || fired.get());
+    assert!(!receiver.is_bound());
+}
+
+#[test]
+fn dropping_the_socket_unregisters_it() {
+    let event_loop = EventLoop::new().unwrap();
+    let before = event_loop.registered_sources();
+    let socket = bound("127.0.0.1:0");
+    assert_eq!(event_loop.registered_sources(), before + 1);
+    drop(socket);
+    assert_eq!(event_loop.registered_sources(), before);
+}
