@@ -151,20 +151,23 @@ impl DnsResolver {
     /// returned.
     pub fn instance() -> Result<Rc<DnsResolver>, LoopError> {
         let core = LoopCore::current()?;
-        INSTANCE.with(|slot| {
-            let mut slot = slot.borrow_mut();
-            if let Some(existing) = slot.as_ref() {
-                if Weak::ptr_eq(&existing.core, &Rc::downgrade(&core)) {
-                    return Ok(Rc::clone(existing));
+        // try_with: during thread teardown (a socket dropped late) this is "no loop", not a panic.
+        INSTANCE
+            .try_with(|slot| {
+                let mut slot = slot.borrow_mut();
+                if let Some(existing) = slot.as_ref() {
+                    if Weak::ptr_eq(&existing.core, &Rc::downgrade(&core)) {
+                        return Ok(Rc::clone(existing));
+                    }
                 }
-            }
-            let resolver = DnsResolver::for_loop(&core);
-            let replaced = slot.replace(Rc::clone(&resolver));
-            drop(slot);
-            // Dropped without the slot borrowed: its callbacks' captures may call `instance()`.
-            drop(replaced);
-            Ok(resolver)
-        })
+                let resolver = DnsResolver::for_loop(&core);
+                let replaced = slot.replace(Rc::clone(&resolver));
+                drop(slot);
+                // Dropped without the slot borrowed: its callbacks' captures may call `instance()`.
+                drop(replaced);
+                Ok(resolver)
+            })
+            .unwrap_or(Err(LoopError::NoEventLoop))
     }
 
     /// Looks up `host` (a name or an IP literal, IPv6 optionally in brackets) and calls

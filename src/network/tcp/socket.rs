@@ -943,27 +943,7 @@ impl TcpSocket {
             if inner.state == SocketState::Unconnected && inner.stream.is_none() {
                 return;
             }
-            if let (Some(stream), Some(key)) = (inner.stream.as_mut(), inner.key.take()) {
-                self.core.deregister(stream, key);
-            }
-            if let Some(mut race) = inner.race.take() {
-                race.close_all(&self.core);
-            }
-            for key in [
-                inner.stagger_timer.take(),
-                inner.connect_timer.take(),
-                inner.handshake_timer.take(),
-            ]
-            .into_iter()
-            .flatten()
-            {
-                self.core.timer_remove(key);
-            }
-            if let Some(id) = inner.lookup.take() {
-                if let Ok(resolver) = DnsResolver::instance() {
-                    resolver.cancel(id);
-                }
-            }
+            inner.release_loop_resources(&self.core);
             let handshaking = inner.tls.as_ref().is_some_and(|t| t.is_handshaking());
             let observer = if handshaking && error.is_some() {
                 inner.tls_observer.as_ref().and_then(Weak::upgrade)
@@ -1051,22 +1031,34 @@ impl AttemptOwner for TcpSocket {
 
 impl Drop for TcpSocket {
     fn drop(&mut self) {
-        let inner = self.inner.get_mut();
-        if let (Some(stream), Some(key)) = (inner.stream.as_mut(), inner.key.take()) {
-            self.core.deregister(stream, key);
+        self.inner.get_mut().release_loop_resources(&self.core);
+    }
+}
+
+impl Inner {
+    /// Gives back everything registered with the loop: the stream's registration, connection
+    /// attempts, timers and a pending name lookup. The stream itself stays (the caller drops it).
+    fn release_loop_resources(&mut self, core: &LoopCore) {
+        if let (Some(stream), Some(key)) = (self.stream.as_mut(), self.key.take()) {
+            core.deregister(stream, key);
         }
-        if let Some(mut race) = inner.race.take() {
-            race.close_all(&self.core);
+        if let Some(mut race) = self.race.take() {
+            race.close_all(core);
         }
         for key in [
-            inner.stagger_timer.take(),
-            inner.connect_timer.take(),
-            inner.handshake_timer.take(),
+            self.stagger_timer.take(),
+            self.connect_timer.take(),
+            self.handshake_timer.take(),
         ]
         .into_iter()
         .flatten()
         {
-            self.core.timer_remove(key);
+            core.timer_remove(key);
+        }
+        if let Some(id) = self.lookup.take() {
+            if let Ok(resolver) = DnsResolver::instance() {
+                resolver.cancel(id);
+            }
         }
     }
 }
