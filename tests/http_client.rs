@@ -515,3 +515,43 @@ fn send_and_wait_runs_the_loop_until_done() {
         .unwrap();
     assert_eq!(r.text(), "waited");
 }
+
+#[test]
+fn upload_progress_counts_body_bytes_only_and_ends_at_the_total() {
+    let mut ev = EventLoop::new().unwrap();
+    let server =
+        ScriptServer::start(|req, _| Reply::Bytes(ok_response(&req.body.len().to_string(), "")));
+    let client = HttpClient::new().unwrap();
+    let progress = Rc::new(RefCell::new(Vec::new()));
+    let p = progress.clone();
+    client
+        .upload_progress
+        .connect(move |&(_, sent, total)| p.borrow_mut().push((sent, total)))
+        .release();
+    let body = vec![b'u'; 4 * 1024 * 1024];
+    let r = wait(
+        &mut ev,
+        &send(
+            &client,
+            HttpRequest::post(&server.url("/up"), body).unwrap(),
+        ),
+    )
+    .unwrap();
+    assert_eq!(r.text(), (4 * 1024 * 1024).to_string());
+    let progress = progress.borrow();
+    assert!(!progress.is_empty());
+    assert!(
+        progress.windows(2).all(|w| w[0].0 <= w[1].0),
+        "not monotonic: {progress:?}"
+    );
+    assert!(
+        progress
+            .iter()
+            .all(|&(s, t)| t == 4 * 1024 * 1024 && s <= t)
+    );
+    assert_eq!(progress.last().unwrap().0, 4 * 1024 * 1024);
+    if progress.len() > 1 {
+        // The first report covers the head plus some body: it must not count the head.
+        assert!(progress[0].0 < progress[0].1);
+    }
+}

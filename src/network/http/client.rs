@@ -1,7 +1,7 @@
 //! [`HttpClient`]: HTTP/1.1 requests on the event loop (KDNetwork `HttpClient`).
 //!
 //! ```text
-//!  send ─▶ Queued ──(host has a free slot)──▶ Sending ─▶ RecvHead ─▶ RecvBody ─▶ Done
+//!  send ─▶ Queued ──(free slot: request written)──▶ RecvHead ─▶ RecvBody ─▶ Done
 //!            ▲                                   │           │ 1xx: stay     │
 //!            └───────── redirect hop ◀──────────────────────────────────────┘
 //! ```
@@ -94,7 +94,6 @@ enum Delivery {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Phase {
     Queued,
-    Sending,
     RecvHead,
     RecvBody,
 }
@@ -108,7 +107,6 @@ struct RequestState {
     host: HostKey,
     head_buf: BytesMut,
     head_parser: HeadParser,
-    head: Option<ResponseHead>,
     response_head: Option<HttpResponse>,
     decoder: Option<BodyDecoder>,
     content: Option<ContentDecoder>,
@@ -123,7 +121,10 @@ struct RequestState {
     total_timer: Option<TimerKey>,
     idle_timer: Option<TimerKey>,
     upload_total: u64,
-    uploaded: u64,
+    /// Bytes of the request head, which `wire_written` counts but upload progress does not.
+    upload_head_len: u64,
+    /// Bytes of this request the socket reported written.
+    wire_written: u64,
     /// Longest silence allowed while waiting for response bytes (idle/read timeout).
     read_timeout: Option<Duration>,
     /// Set once the head opened an event stream: body bytes go to `sse_parser`.
@@ -386,9 +387,9 @@ impl HttpClient {
                 return r;
             }
             if let Err(e) = self.core.turn(None) {
-                return Err(HttpError::Transport(SocketError::io(
-                    crate::network::error::SocketOperation::Configure,
-                    std::io::Error::other(e.to_string()),
+                log::error!("event loop failed while waiting for a response: {e}");
+                return Err(HttpError::Transport(SocketError::InvalidState(
+                    "the event loop's poller failed while waiting for the response",
                 )));
             }
         }
@@ -512,8 +513,7 @@ impl HttpClient {
         }
         request.take_url_credentials();
         if let Err(e) = request.validate() {
-            let mut actions = vec![Action::Finish(id.0, delivery, Err(e))];
-            self.post_actions(std::mem::take(&mut actions));
+            self.post_actions(vec![Action::Finish(id.0, delivery, Err(e))]);
             return id;
         }
         self.about_to_send_request.emit(&(id, request.clone()));
@@ -533,7 +533,6 @@ impl HttpClient {
                 host,
                 head_buf: BytesMut::new(),
                 head_parser: HeadParser::new(limits),
-                head: None,
                 response_head: None,
                 decoder: None,
                 content: None,
@@ -548,7 +547,8 @@ impl HttpClient {
                 total_timer: None,
                 idle_timer: None,
                 upload_total: 0,
-                uploaded: 0,
+                upload_head_len: 0,
+                wire_written: 0,
                 read_timeout: inner.session.read_timeout(),
                 sse_mode: false,
                 sse_parser: None,
@@ -723,19 +723,15 @@ impl HttpClient {
         }
         conn.request = Some(id);
         state.conn = Some(conn_id);
-        state.phase = Phase::Sending;
         let mut wire = Vec::with_capacity(256 + state.request.body().len());
         if let Err(e) = encode_request(&state.request, cookie, &mut wire) {
             return self.fail(inner, id, e, true, actions);
         }
         state.upload_total = state.request.body().len() as u64;
-        state.uploaded = 0;
-        let head_len = wire.len() - state.request.body().len();
+        state.upload_head_len = (wire.len() - state.request.body().len()) as u64;
+        state.wire_written = 0;
         let socket = Rc::clone(&conn.socket);
         state.phase = Phase::RecvHead;
-        // The body counts toward upload progress; the head does not.
-        state.uploaded = 0;
-        let _ = head_len;
         if let Err(e) = socket.write(&wire) {
             return self.fail(inner, id, e.into(), true, actions);
         }
@@ -867,14 +863,13 @@ impl HttpClient {
         let response = HttpResponse::new(
             state.request.url().clone(),
             head.status,
-            head.reason.clone(),
+            head.reason,
             head.version,
-            head.headers.clone(),
+            head.headers,
             Bytes::new(),
         )
         .with_redirect_count(state.redirects)
         .with_elapsed(state.started.elapsed());
-        state.head = Some(head);
         if state.redirect_next.is_none() {
             match &state.delivery {
                 Delivery::Streaming { on_event, .. } => {
@@ -1274,9 +1269,12 @@ impl HttpClient {
             if state.upload_total == 0 {
                 return;
             }
-            // Head bytes are counted too; cap at the body size so progress ends exactly at total.
-            state.uploaded = (state.uploaded + n as u64).min(state.upload_total);
-            (id, state.uploaded, state.upload_total)
+            state.wire_written += n as u64;
+            let sent = state
+                .wire_written
+                .saturating_sub(state.upload_head_len)
+                .min(state.upload_total);
+            (id, sent, state.upload_total)
         };
         self.upload_progress
             .emit(&(RequestId(update.0), update.1, update.2));
@@ -1402,7 +1400,6 @@ impl RequestState {
         self.conn = None;
         self.head_buf = BytesMut::new();
         self.head_parser = HeadParser::new(self.head_parser.limits());
-        self.head = None;
         self.response_head = None;
         self.decoder = None;
         self.content = None;
