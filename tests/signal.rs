@@ -1110,3 +1110,78 @@ fn connect_weak_on_an_owner_that_holds_the_signal_leaks_nothing() {
     );
     assert!(!handle.is_active());
 }
+
+#[test]
+fn slot_connected_during_an_emit_can_be_blocked_and_disconnected_in_the_same_emit() {
+    let signal = Rc::new(Signal::<u32>::new());
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let drops = Rc::new(Cell::new(0));
+    let (sig, s, d) = (Rc::downgrade(&signal), seen.clone(), drops.clone());
+    let handles: Rc<RefCell<Vec<ConnectionHandle>>> = Rc::default();
+    let h = handles.clone();
+    signal
+        .connect_single_shot(move |_| {
+            let sig = sig.upgrade().expect("signal alive during its emit");
+            let (s1, s2) = (s.clone(), s.clone());
+            let blocked = sig.connect(move |v| s1.borrow_mut().push(format!("blocked {v}")));
+            let tracker = DropTracker(d.clone());
+            let gone = sig.connect(move |v| {
+                let _keep = &tracker;
+                s2.borrow_mut().push(format!("gone {v}"));
+            });
+            assert_eq!(blocked.block(true), Ok(false));
+            assert_eq!(sig.is_connection_blocked(&blocked), Ok(true));
+            assert!(gone.is_active());
+            gone.disconnect();
+            assert!(!gone.is_active());
+            assert_eq!(
+                d.get(),
+                1,
+                "a slot disconnected before it ever ran is dropped at once"
+            );
+            h.borrow_mut().push(blocked);
+        })
+        .release();
+    signal.emit(&1);
+    assert_eq!(
+        signal.connection_count(),
+        1,
+        "only the blocked slot is left"
+    );
+    signal.emit(&2);
+    assert!(
+        seen.borrow().is_empty(),
+        "still blocked: {:?}",
+        seen.borrow()
+    );
+    handles.borrow()[0].block(false).unwrap();
+    signal.emit(&3);
+    assert_eq!(*seen.borrow(), ["blocked 3"]);
+    assert_eq!(drops.get(), 1);
+}
+
+#[test]
+fn closure_of_a_slot_that_disconnects_itself_is_dropped_before_the_emit_returns() {
+    // Even when the signal is never touched again, a finished slot's captures must not linger.
+    let signal: Signal<()> = Signal::new();
+    let drops = Rc::new(Cell::new(0));
+    let tracker = DropTracker(drops.clone());
+    let (d1, d2) = (drops.clone(), drops.clone());
+    let after = Rc::new(Cell::new(0));
+    let a = after.clone();
+    signal
+        .connect_reflective(move |own, _| {
+            let _keep = &tracker;
+            own.disconnect();
+            assert_eq!(d1.get(), 0, "not dropped while it runs");
+        })
+        .release();
+    signal.connect(move |_| a.set(d2.get())).release();
+    signal.emit(&());
+    assert_eq!(
+        after.get(),
+        1,
+        "dropped right after it returned, before the next slot ran"
+    );
+    assert_eq!(drops.get(), 1);
+}

@@ -17,8 +17,10 @@
 //! Slots always run in the order they were connected (KDBindings reuses freed entries
 //! last-in-first-out, so its order changes after a disconnect; kdnet's does not).
 //!
-//! No `RefCell` borrow is held while a slot runs: each slot's closure is taken out of the slot
-//! list, called, and put back, so a steady-state emit allocates nothing.
+//! An emit walks the slot list under a shared borrow and calls each closure through its own
+//! `RefCell`: nothing a slot can do to the signal needs a mutable borrow of the list (connections
+//! made during an emit wait in a side list; disconnects and blocks only flip per-entry cells), a
+//! nested emit sees a running slot as busy, and a steady-state emit allocates nothing.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -55,21 +57,33 @@ pub struct Signal<A: 'static> {
     inner: Rc<SignalInner<A>>,
 }
 
+/// One connection. Its state and closure sit behind cells so that an emit can walk the list with
+/// a shared borrow held, while slots block, unblock and disconnect entries (which only touch
+/// these cells). The list itself is never resized during an emit (see [`SignalInner`]).
 struct SlotEntry<A> {
     id: u64,
-    blocked: bool,
-    removed: bool,
-    /// `None` while the slot is running (taken out by an emit) or after removal.
-    func: Option<SlotFn<A>>,
+    /// [`BLOCKED`] and [`REMOVED`] bits; an emit runs the slot only when this is zero.
+    state: Cell<u8>,
+    /// Mutably borrowed while the slot runs, so a nested emit sees it busy and skips it. Replaced
+    /// by a no-op on removal, dropping the user's closure (and its captures) right away.
+    func: RefCell<SlotFn<A>>,
 }
 
+const BLOCKED: u8 = 1;
+const REMOVED: u8 = 2;
+
 pub(crate) struct SignalInner<A> {
-    /// Sorted by `id` (ids only grow), so lookups are binary searches and order is connection order.
+    /// Sorted by `id` (ids only grow), so lookups are binary searches and order is connection
+    /// order. Structurally changed only while no emit runs: an emit holds a shared borrow of it
+    /// across the slot calls.
     slots: RefCell<Vec<SlotEntry<A>>>,
+    /// Connections made during an emit; moved to the end of `slots` when the outermost emit ends.
+    pending: RefCell<Vec<SlotEntry<A>>>,
     next_id: Cell<u64>,
-    emit_depth: Cell<u32>,
-    /// Entries marked `removed` but not yet compacted away.
+    /// Entries of `slots` marked removed but not yet compacted away.
     removed: Cell<usize>,
+    /// `removed > 0` or `pending` is not empty: the list needs settling once no emit runs.
+    unsettled: Cell<bool>,
 }
 
 impl<A: 'static> Signal<A> {
@@ -78,9 +92,10 @@ impl<A: 'static> Signal<A> {
         Signal {
             inner: Rc::new(SignalInner {
                 slots: RefCell::new(Vec::new()),
+                pending: RefCell::new(Vec::new()),
                 next_id: Cell::new(1),
-                emit_depth: Cell::new(0),
                 removed: Cell::new(0),
+                unsettled: Cell::new(false),
             }),
         }
     }
@@ -217,7 +232,7 @@ impl<A: 'static> Signal<A> {
 
     /// Calls every connected, unblocked slot with `args`, in connection order.
     pub fn emit(&self, args: &A) {
-        SignalInner::emit(&self.inner, args);
+        self.inner.emit(args);
     }
 
     /// Disconnects the connection behind `handle`.
@@ -261,6 +276,7 @@ impl<A: 'static> Signal<A> {
     /// Number of live connections (blocked ones included).
     pub fn connection_count(&self) -> usize {
         self.inner.slots.borrow().len() - self.inner.removed.get()
+            + self.inner.pending.borrow().len()
     }
 
     pub(crate) fn target_ptr(&self) -> *const () {
@@ -299,7 +315,7 @@ impl<A: 'static> fmt::Debug for Signal<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Signal")
             .field("connections", &self.connection_count())
-            .field("emitting", &(self.inner.emit_depth.get() > 0))
+            .field("emitting", &self.inner.slots.try_borrow_mut().is_err())
             .finish()
     }
 }
@@ -327,143 +343,154 @@ impl<A> SignalInner<A> {
     }
 
     fn push_with_id(&self, id: u64, func: SlotFn<A>) {
-        self.slots.borrow_mut().push(SlotEntry {
+        let entry = SlotEntry {
             id,
-            blocked: false,
-            removed: false,
-            func: Some(func),
-        });
+            state: Cell::new(0),
+            func: RefCell::new(func),
+        };
+        // Borrowed means an emit is walking the list: the new slot waits for the next emit.
+        match self.slots.try_borrow_mut() {
+            Ok(mut slots) => slots.push(entry),
+            Err(_) => {
+                self.pending.borrow_mut().push(entry);
+                self.unsettled.set(true);
+            }
+        }
     }
 
-    fn position(slots: &[SlotEntry<A>], id: u64) -> Option<usize> {
-        let pos = slots.binary_search_by_key(&id, |e| e.id).ok()?;
-        (!slots[pos].removed).then_some(pos)
+    /// Runs `f` on the live entry with `id`, wherever it is.
+    fn with_entry<R>(&self, id: u64, f: impl FnOnce(&SlotEntry<A>) -> R) -> Option<R> {
+        if let Some(entry) = find_live(&self.slots.borrow(), id) {
+            return Some(f(entry));
+        }
+        find_live(&self.pending.borrow(), id).map(f)
     }
 
     fn remove(&self, id: u64) -> bool {
-        let func = {
-            let mut slots = self.slots.borrow_mut();
-            let Some(pos) = Self::position(&slots, id) else {
-                return false;
-            };
-            let entry = &mut slots[pos];
-            entry.removed = true;
-            self.removed.set(self.removed.get() + 1);
-            entry.func.take()
+        let taken = find_live(&self.slots.borrow(), id).map(|entry| {
+            entry.state.set(entry.state.get() | REMOVED);
+            // A running slot keeps its closure until it returns; the emit drops it then.
+            entry
+                .func
+                .try_borrow_mut()
+                .ok()
+                .map(|mut f| std::mem::replace(&mut *f, noop()))
+        });
+        let func = match taken {
+            Some(func) => {
+                self.removed.set(self.removed.get() + 1);
+                self.unsettled.set(true);
+                func
+            }
+            None => {
+                let mut pending = self.pending.borrow_mut();
+                let Ok(pos) = pending.binary_search_by_key(&id, |e| e.id) else {
+                    return false;
+                };
+                Some(pending.remove(pos).func.into_inner())
+            }
         };
-        self.compact_if_idle();
-        // Dropped outside the borrow: a closure's captures may touch this signal when dropped.
+        self.settle_if_idle();
+        // Dropped outside every borrow: a closure's captures may touch this signal when dropped.
         drop(func);
         true
     }
 
     fn remove_all(&self) {
-        let funcs: Vec<SlotFn<A>> = {
-            let mut slots = self.slots.borrow_mut();
-            let mut funcs = Vec::new();
+        let mut funcs: Vec<SlotFn<A>> = Vec::new();
+        {
+            let slots = self.slots.borrow();
             let mut removed = self.removed.get();
-            for entry in slots.iter_mut().filter(|e| !e.removed) {
-                entry.removed = true;
+            for entry in slots.iter().filter(|e| e.state.get() & REMOVED == 0) {
+                entry.state.set(entry.state.get() | REMOVED);
                 removed += 1;
-                funcs.extend(entry.func.take());
+                if let Ok(mut f) = entry.func.try_borrow_mut() {
+                    funcs.push(std::mem::replace(&mut *f, noop()));
+                }
             }
             self.removed.set(removed);
-            funcs
-        };
-        self.compact_if_idle();
+            self.unsettled.set(removed > 0);
+        }
+        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        funcs.extend(pending.into_iter().map(|e| e.func.into_inner()));
+        self.settle_if_idle();
         drop(funcs);
     }
 
-    fn compact_if_idle(&self) {
-        if self.emit_depth.get() == 0 && self.removed.get() > 0 {
-            self.slots.borrow_mut().retain(|e| !e.removed);
+    /// Once no emit runs: drops removed entries and appends connections made during an emit.
+    #[inline]
+    fn settle_if_idle(&self) {
+        if self.unsettled.get() {
+            self.settle();
+        }
+    }
+
+    #[cold]
+    #[inline(never)]
+    fn settle(&self) {
+        // Borrowed: an emit is still walking the list; the next operation after it settles.
+        let Ok(mut slots) = self.slots.try_borrow_mut() else {
+            return;
+        };
+        self.unsettled.set(false);
+        if self.removed.get() > 0 {
+            slots.retain(|e| e.state.get() & REMOVED == 0);
             self.removed.set(0);
         }
+        slots.append(&mut self.pending.borrow_mut());
     }
 
     fn set_blocked(&self, id: u64, blocked: bool) -> Option<bool> {
-        let mut slots = self.slots.borrow_mut();
-        let pos = Self::position(&slots, id)?;
-        Some(std::mem::replace(&mut slots[pos].blocked, blocked))
+        self.with_entry(id, |entry| {
+            let state = entry.state.get();
+            entry.state.set(if blocked {
+                state | BLOCKED
+            } else {
+                state & !BLOCKED
+            });
+            state & BLOCKED != 0
+        })
     }
 
     fn is_blocked(&self, id: u64) -> Option<bool> {
+        self.with_entry(id, |entry| entry.state.get() & BLOCKED != 0)
+    }
+
+    fn emit(&self, args: &A) {
+        self.settle_if_idle();
+        // Held across the slot calls. It doubles as the "emit running" mark: while it exists,
+        // connects go to `pending` and removals only mark entries (see `push_with_id`, `settle`).
         let slots = self.slots.borrow();
-        Self::position(&slots, id).map(|pos| slots[pos].blocked)
-    }
-
-    fn emit(this: &Rc<Self>, args: &A) {
-        let len = this.slots.borrow().len();
-        if len == 0 {
-            return;
-        }
-        // Keeps the internals alive even if a slot drops the owning Signal.
-        let guard = EmitGuard::enter(Rc::clone(this));
-        for index in 0..len {
-            // Indices are stable: compaction waits for the outermost emit to finish.
-            let func = {
-                let mut slots = guard.inner.slots.borrow_mut();
-                let entry = &mut slots[index];
-                if entry.removed || entry.blocked {
-                    continue;
-                }
-                entry.func.take()
+        for entry in slots.iter() {
+            if entry.state.get() != 0 {
+                continue;
+            }
+            // Busy: the slot is running further up the stack (nested emit); skip it.
+            let Ok(mut func) = entry.func.try_borrow_mut() else {
+                continue;
             };
-            // `None`: the slot is running further up the stack (nested emit); skip it.
-            let Some(func) = func else { continue };
-            let mut running = RunningSlot {
-                inner: &guard.inner,
-                index,
-                func: Some(func),
-            };
-            if let Some(f) = running.func.as_mut() {
-                f(args);
+            func(args);
+            if entry.state.get() & REMOVED != 0 {
+                // Disconnected while running: drop its closure now, outside its own borrow.
+                let finished = std::mem::replace(&mut *func, noop());
+                drop(func);
+                drop(finished);
             }
         }
+        // Entries removed or connected during this emit are settled by the next operation on
+        // the signal; their closures are already dropped (or queued in `pending`).
     }
 }
 
-/// Counts emit depth; restores it (and compacts) even when a slot panics.
-struct EmitGuard<A> {
-    inner: Rc<SignalInner<A>>,
+/// The entry with `id` in a list sorted by id, unless it was removed.
+fn find_live<A>(list: &[SlotEntry<A>], id: u64) -> Option<&SlotEntry<A>> {
+    let pos = list.binary_search_by_key(&id, |e| e.id).ok()?;
+    Some(&list[pos]).filter(|e| e.state.get() & REMOVED == 0)
 }
 
-impl<A> EmitGuard<A> {
-    fn enter(inner: Rc<SignalInner<A>>) -> Self {
-        inner.emit_depth.set(inner.emit_depth.get() + 1);
-        EmitGuard { inner }
-    }
-}
-
-impl<A> Drop for EmitGuard<A> {
-    fn drop(&mut self) {
-        self.inner.emit_depth.set(self.inner.emit_depth.get() - 1);
-        self.inner.compact_if_idle();
-    }
-}
-
-/// Holds a slot's closure while it runs and puts it back afterwards (also on panic).
-struct RunningSlot<'a, A> {
-    inner: &'a SignalInner<A>,
-    index: usize,
-    func: Option<SlotFn<A>>,
-}
-
-impl<A> Drop for RunningSlot<'_, A> {
-    fn drop(&mut self) {
-        let Some(func) = self.func.take() else { return };
-        let leftover = {
-            let mut slots = self.inner.slots.borrow_mut();
-            let entry = &mut slots[self.index];
-            if entry.removed {
-                Some(func)
-            } else {
-                entry.func = Some(func);
-                None
-            }
-        };
-        drop(leftover);
-    }
+/// The closure a removed entry holds: zero-sized, so boxing it does not allocate.
+fn noop<A>() -> SlotFn<A> {
+    Box::new(|_: &A| {})
 }
 
 impl<A> ConnectionTarget for SignalInner<A> {
@@ -472,7 +499,7 @@ impl<A> ConnectionTarget for SignalInner<A> {
     }
 
     fn contains(&self, id: u64) -> bool {
-        Self::position(&self.slots.borrow(), id).is_some()
+        self.with_entry(id, |_| ()).is_some()
     }
 
     fn set_blocked(&self, id: u64, blocked: bool) -> Option<bool> {
