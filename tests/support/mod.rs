@@ -2,6 +2,7 @@
 #![allow(dead_code)]
 
 pub mod certs;
+pub mod chaos;
 
 use std::time::{Duration, Instant};
 
@@ -196,4 +197,18 @@ pub fn ok_response(body: &str, extra_headers: &str) -> Vec<u8> {
         body.len()
     )
     .into_bytes()
+}
+
+/// The process's resident set size in bytes (`VmRSS` of `/proc/self/status`), where Linux has it.
+pub fn rss_bytes() -> Option<u64> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    let kib: u64 = line
+        .trim_start_matches("VmRSS:")
+        .trim()
+        .trim_end_matches("kB")
+        .trim()
+        .parse()
+        .ok()?;
+    Some(kib * 1024)
 }

@@ -119,6 +119,23 @@ impl BodyDecoder {
         }
     }
 
+    /// Tells the decoder the connection ended without proof that the peer meant to end it (a TLS
+    /// session closed without close_notify, RFC 9112 §9.8): only a body whose own framing has
+    /// ended is complete; a read-to-close body is [`HttpError::IncompleteBody`], since the end of
+    /// stream may be a truncation.
+    pub(crate) fn finish_at_unauthenticated_eof(&self) -> Result<(), HttpError> {
+        if self.is_complete() {
+            return Ok(());
+        }
+        Err(HttpError::IncompleteBody {
+            received: self.received,
+            expected: match self.kind {
+                Kind::Length { expected } => Some(expected),
+                _ => None,
+            },
+        })
+    }
+
     /// Whether the whole body has been decoded.
     pub(crate) fn is_complete(&self) -> bool {
         match &self.kind {
@@ -457,6 +474,21 @@ mod tests {
         decoder.finish_at_eof().unwrap();
         assert!(decoder.is_complete());
         assert_eq!(decoder.decode(b"more", &mut |_| {}).unwrap().consumed, 0);
+
+        let mut decoder = BodyDecoder::new(BodyFraming::UntilClose);
+        decoder.decode(b"abc", &mut |_| {}).unwrap();
+        assert!(matches!(
+            decoder.finish_at_unauthenticated_eof(),
+            Err(HttpError::IncompleteBody {
+                received: 3,
+                expected: None
+            })
+        ));
+        assert!(!decoder.is_complete());
+
+        let mut decoder = BodyDecoder::new(BodyFraming::Length(3));
+        decoder.decode(b"abc", &mut |_| {}).unwrap();
+        assert!(decoder.finish_at_unauthenticated_eof().is_ok());
 
         let mut decoder = BodyDecoder::new(BodyFraming::Length(5));
         decoder.decode(b"abc", &mut |_| {}).unwrap();

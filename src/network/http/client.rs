@@ -765,7 +765,15 @@ impl HttpClient {
             self.drop_conn(inner, conn_id, actions);
             return;
         };
-        self.arm_idle_timer(inner, id);
+        // The head wait is a deadline from the request write (a peer dripping bytes cannot stretch
+        // it); only body waits restart on each arrival.
+        let in_head = inner
+            .requests
+            .get(&id)
+            .is_some_and(|s| s.phase == Phase::RecvHead);
+        if !in_head {
+            self.arm_idle_timer(inner, id);
+        }
         let Some(state) = inner.requests.get_mut(&id) else {
             return;
         };
@@ -798,6 +806,7 @@ impl HttpClient {
         }
         let rest_holder;
         if let Some(rest) = leftover {
+            self.arm_idle_timer(inner, id);
             rest_holder = rest;
             input = &rest_holder;
         }
@@ -1177,10 +1186,16 @@ impl HttpClient {
             let request = conn.request;
             let served = conn.served;
             let host = conn.host.clone();
+            let unauthenticated_eof = error.is_none() && conn.socket.closed_without_close_notify();
             // Already closed by the peer: drop it without another close.
             self.forget_conn(&mut inner, conn_id);
             if let Some(id) = request {
-                self.on_request_conn_closed(&mut inner, id, served, error, &mut actions);
+                let end = ConnEnd {
+                    served,
+                    error,
+                    unauthenticated_eof,
+                };
+                self.on_request_conn_closed(&mut inner, id, end, &mut actions);
             }
             // A slot of this host was freed: start a queued request on a new connection.
             let next = inner.hosts.get_mut(&host).and_then(|h| h.queue.pop_front());
@@ -1195,10 +1210,14 @@ impl HttpClient {
         &self,
         inner: &mut ClientInner,
         id: u64,
-        served: u32,
-        error: Option<SocketError>,
+        end: ConnEnd,
         actions: &mut Vec<Action>,
     ) {
+        let ConnEnd {
+            served,
+            error,
+            unauthenticated_eof,
+        } = end;
         let Some(state) = inner.requests.get_mut(&id) else {
             return;
         };
@@ -1215,7 +1234,13 @@ impl HttpClient {
         }
         match state.phase {
             Phase::RecvBody => {
-                let finished = state.decoder.as_mut().map(|d| d.finish_at_eof());
+                let finished = state.decoder.as_mut().map(|d| {
+                    if unauthenticated_eof {
+                        d.finish_at_unauthenticated_eof()
+                    } else {
+                        d.finish_at_eof()
+                    }
+                });
                 match finished {
                     Some(Ok(())) => {
                         state.reusable = false;
@@ -1439,6 +1464,16 @@ impl fmt::Debug for HttpClient {
             Err(_) => f.write_str("HttpClient { <busy> }"),
         }
     }
+}
+
+/// How a request's connection ended.
+struct ConnEnd {
+    /// Requests the connection completed before this one.
+    served: u32,
+    /// The failure, or `None` for the peer's end of stream.
+    error: Option<SocketError>,
+    /// A TLS end of stream without close_notify: it cannot end a read-to-close body.
+    unauthenticated_eof: bool,
 }
 
 /// Connects one pooled socket's bytes to the client.

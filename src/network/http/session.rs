@@ -272,8 +272,10 @@ impl HttpSession {
         self.idle_connection_timeout = timeout;
     }
 
-    /// Longest silence allowed while waiting for response bytes (head or body), also for
-    /// streaming requests; default `None` (no limit beyond the request's total timeout).
+    /// How long the response head may take from the moment the request is written (a deadline:
+    /// a peer dripping head bytes cannot extend it), and the longest silence allowed between body
+    /// bytes afterwards; also for streaming requests. Default `None` (no limit beyond the request's
+    /// total timeout).
     pub fn read_timeout(&self) -> Option<Duration> {
         self.read_timeout
     }

@@ -418,6 +418,16 @@ impl TcpSocket {
         }
     }
 
+    /// Whether this is a TLS connection whose peer closed without sending close_notify (so the
+    /// end of its data is not authenticated). False for plain TCP.
+    pub(crate) fn closed_without_close_notify(&self) -> bool {
+        self.inner
+            .borrow()
+            .tls
+            .as_ref()
+            .is_some_and(|t| !t.close_notify_received())
+    }
+
     /// Closes at once, discarding pending writes.
     pub fn abort(&self) {
         self.inner.borrow_mut().sink = None;

@@ -41,6 +41,8 @@ pub(crate) struct TlsSession {
     expected_name: String,
     /// Plaintext handed to rustls whose records are not yet all written to the kernel.
     unconfirmed: usize,
+    /// The peer sent close_notify: its end of the stream is authenticated.
+    close_notify_received: bool,
 }
 
 impl TlsSession {
@@ -58,6 +60,7 @@ impl TlsSession {
                 .trim_end_matches(']')
                 .to_string(),
             unconfirmed: 0,
+            close_notify_received: false,
         })
     }
 
@@ -68,11 +71,18 @@ impl TlsSession {
             conn: conn.into(),
             expected_name: String::new(),
             unconfirmed: 0,
+            close_notify_received: false,
         })
     }
 
     pub(crate) fn is_handshaking(&self) -> bool {
         self.conn.is_handshaking()
+    }
+
+    /// Whether the peer ended the session with close_notify. A TCP end of stream without it may
+    /// be a truncation by an attacker or a broken path, not the peer's end of data.
+    pub(crate) fn close_notify_received(&self) -> bool {
+        self.close_notify_received
     }
 
     pub(crate) fn wants_write(&self) -> bool {
@@ -104,6 +114,7 @@ impl TlsSession {
             }
             if state.peer_has_closed() {
                 result.peer_closed = true;
+                self.close_notify_received = true;
             }
         }
         result.handshake_completed = was_handshaking && !self.conn.is_handshaking();
