@@ -245,6 +245,120 @@ fn never_ending_header_section_fails_with_head_too_large() {
         .load(Ordering::SeqCst)));
 }
 
+/// A client whose buffered responses may hold at most 1 MiB.
+fn client_with_one_mib_bodies() -> Rc<HttpClient> {
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.set_max_response_body_bytes(MIB as usize));
+    client
+}
+
+fn assert_body_limit(error: &HttpError, what: &str) {
+    assert!(
+        matches!(error, HttpError::LimitExceeded { what: w, limit } if *w == what && *limit == MIB as usize),
+        "{error:?}"
+    );
+}
+
+#[test]
+fn never_ending_chunked_body_fails_at_the_body_limit_and_memory_stays_bounded() {
+    const CAP: u64 = 256 * MIB;
+    let state = Arc::new(Flood::default());
+    let s = state.clone();
+    let (addr, _) = raw_server(move |stream, _| {
+        // 2,048-byte chunks forever ("7f9\r\n" + 0x7f9 bytes + "\r\n"; flood repeats whole units).
+        let mut unit = b"7f9\r\n".to_vec();
+        unit.extend(std::iter::repeat_n(b'z', 0x7f9));
+        unit.extend_from_slice(b"\r\n");
+        flood(
+            stream,
+            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+            &unit,
+            CAP,
+            &s,
+        )
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = client_with_one_mib_bodies();
+    let before = rss_bytes();
+    let error = get_error(&mut ev, &client, &format!("http://{addr}/endless"));
+    assert_body_limit(&error, "response body");
+    assert!(run_until(&mut ev, Duration::from_secs(10), || state
+        .refused
+        .load(Ordering::SeqCst)));
+    assert!(state.written.load(Ordering::SeqCst) < CAP);
+    if let (Some(before), Some(after)) = (before, rss_bytes()) {
+        assert!(
+            after.saturating_sub(before) < 32 * MIB,
+            "RSS grew by {} bytes",
+            after.saturating_sub(before)
+        );
+    }
+}
+
+#[test]
+fn announced_content_length_beyond_the_body_limit_fails_at_the_head() {
+    let error = {
+        let server = ScriptServer::start(|_, _| {
+            Reply::BytesThenClose(
+                b"HTTP/1.1 200 OK\r\nContent-Length: 2147483648\r\n\r\nxx".to_vec(),
+            )
+        });
+        let mut ev = EventLoop::new().unwrap();
+        let client = client_with_one_mib_bodies();
+        get_error(&mut ev, &client, &server.url("/"))
+    };
+    assert_body_limit(&error, "announced response body");
+}
+
+#[test]
+fn gzip_bomb_fails_at_the_body_limit() {
+    use flate2::{Compression, write::GzEncoder};
+    // 64 MiB of zeros compress to about 64 KiB.
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    let zeros = vec![0u8; MIB as usize];
+    for _ in 0..64 {
+        encoder.write_all(&zeros).unwrap();
+    }
+    let bomb = encoder.finish().unwrap();
+    assert!(bomb.len() < MIB as usize / 4, "{} bytes", bomb.len());
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+        bomb.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(&bomb);
+    let server = ScriptServer::start(move |_, _| Reply::BytesThenClose(response.clone()));
+    let mut ev = EventLoop::new().unwrap();
+    let client = client_with_one_mib_bodies();
+    let before = rss_bytes();
+    let error = get_error(&mut ev, &client, &server.url("/"));
+    assert_body_limit(&error, "response body");
+    if let (Some(before), Some(after)) = (before, rss_bytes()) {
+        assert!(
+            after.saturating_sub(before) < 32 * MIB,
+            "RSS grew by {} bytes",
+            after - before
+        );
+    }
+}
+
+#[test]
+fn body_exactly_at_the_limit_is_accepted() {
+    let mut response = format!("HTTP/1.1 200 OK\r\nContent-Length: {MIB}\r\n\r\n").into_bytes();
+    response.extend(std::iter::repeat_n(b'a', MIB as usize));
+    let server = ScriptServer::start(move |_, _| Reply::BytesThenClose(response.clone()));
+    let mut ev = EventLoop::new().unwrap();
+    let client = client_with_one_mib_bodies();
+    let response = fetch(
+        &mut ev,
+        &client,
+        HttpRequest::get(&server.url("/")).unwrap(),
+        Duration::from_secs(20),
+    )
+    .unwrap();
+    assert_eq!(response.body().len(), MIB as usize);
+}
+
 // ---- slow loris ------------------------------------------------------------------------------
 
 /// A server that sends `response` one byte per `pause`.

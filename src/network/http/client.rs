@@ -111,7 +111,10 @@ struct RequestState {
     decoder: Option<BodyDecoder>,
     content: Option<ContentDecoder>,
     body: BytesMut,
+    /// Keep only this much of the body (the start of a rejected SSE response, for its message).
     body_limit: Option<usize>,
+    /// A buffered body beyond this is an error (the session's `max_response_body_bytes`).
+    max_body: usize,
     reusable: bool,
     redirect_next: Option<HttpRequest>,
     redirects: u32,
@@ -538,6 +541,7 @@ impl HttpClient {
                 content: None,
                 body: BytesMut::new(),
                 body_limit: None,
+                max_body: inner.session.max_response_body_bytes(),
                 reusable: false,
                 redirect_next: None,
                 redirects: 0,
@@ -847,6 +851,13 @@ impl HttpClient {
             ContentDecoder::for_headers(&head.headers)
         };
         if let BodyFraming::Length(n) = framing.body {
+            let buffered = matches!(state.delivery, Delivery::Buffered(_));
+            if buffered && n > state.max_body as u64 {
+                return Err(HttpError::LimitExceeded {
+                    what: "announced response body",
+                    limit: state.max_body,
+                });
+            }
             // Reserve the announced size up front (bounded: a lying header must not allocate).
             state.body.reserve(n.min(16 * 1024 * 1024) as usize);
         }
@@ -910,6 +921,7 @@ impl HttpClient {
             content,
             body,
             body_limit,
+            max_body,
             delivery,
             sse_mode,
             sse_parser,
@@ -942,6 +954,11 @@ impl HttpClient {
                 }
             } else if is_stream {
                 stream_chunk.extend_from_slice(plain);
+            } else if body_limit.is_none() && body.len().saturating_add(plain.len()) > *max_body {
+                parse_failure = Some(HttpError::LimitExceeded {
+                    what: "response body",
+                    limit: *max_body,
+                });
             } else {
                 let room = body_limit.map_or(usize::MAX, |l| l.saturating_sub(body.len()));
                 body.extend_from_slice(&plain[..plain.len().min(room)]);

@@ -32,6 +32,14 @@ pub const DEFAULT_MAX_RESPONSE_HEAD_BYTES: usize = 64 * 1024;
 /// `HttpError::TooManyHeaders`.
 pub const DEFAULT_MAX_RESPONSE_HEADERS: usize = 100;
 
+/// Default largest body (after content decoding) a buffered response may collect in memory: 1 GiB.
+/// Streaming and SSE requests hand their body out as it arrives and are not limited by it.
+///
+/// ```
+/// assert_eq!(kdnet::network::http::DEFAULT_MAX_RESPONSE_BODY_BYTES, 1 << 30);
+/// ```
+pub const DEFAULT_MAX_RESPONSE_BODY_BYTES: usize = 1 << 30;
+
 /// A cookie jar shared between a session, its clones and the client using it. Cloning the handle
 /// shares the jar; it is `Send` and `Sync`.
 ///
@@ -126,6 +134,7 @@ pub struct HttpSession {
     max_redirects: u32,
     max_response_head_bytes: usize,
     max_response_headers: usize,
+    max_response_body_bytes: usize,
     extra_ca_certificates: Vec<Vec<u8>>,
     client_certificate: Option<(Vec<u8>, Vec<u8>)>,
     verify_certificates: bool,
@@ -154,6 +163,7 @@ impl HttpSession {
             max_redirects: crate::network::http::DEFAULT_MAX_REDIRECTS,
             max_response_head_bytes: DEFAULT_MAX_RESPONSE_HEAD_BYTES,
             max_response_headers: DEFAULT_MAX_RESPONSE_HEADERS,
+            max_response_body_bytes: DEFAULT_MAX_RESPONSE_BODY_BYTES,
             extra_ca_certificates: Vec::new(),
             client_certificate: None,
             verify_certificates: true,
@@ -337,6 +347,19 @@ impl HttpSession {
         self.max_response_headers = max;
     }
 
+    /// Largest body (after content decoding, so also a decompression bomb's) a buffered response
+    /// may collect; default [`DEFAULT_MAX_RESPONSE_BODY_BYTES`] (1 GiB). Beyond it the request
+    /// fails with [`HttpError::LimitExceeded`](super::HttpError::LimitExceeded); a larger announced
+    /// `Content-Length` fails as soon as the head arrives. Streaming requests are not limited.
+    pub fn max_response_body_bytes(&self) -> usize {
+        self.max_response_body_bytes
+    }
+
+    /// Sets the buffered response body limit.
+    pub fn set_max_response_body_bytes(&mut self, max: usize) {
+        self.max_response_body_bytes = max;
+    }
+
     // ---- TLS -------------------------------------------------------------------------------
 
     /// PEM certificates trusted in addition to the system roots.
@@ -410,6 +433,7 @@ impl fmt::Debug for HttpSession {
             .field("max_redirects", &self.max_redirects)
             .field("max_response_head_bytes", &self.max_response_head_bytes)
             .field("max_response_headers", &self.max_response_headers)
+            .field("max_response_body_bytes", &self.max_response_body_bytes)
             .field("extra_ca_certificates", &self.extra_ca_certificates.len())
             .field("client_certificate", &self.client_certificate.is_some())
             .field("verify_certificates", &self.verify_certificates)
