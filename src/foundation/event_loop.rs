@@ -223,8 +223,7 @@ impl LoopCore {
         if let Some(code) = self.shared.take_quit() {
             self.quit.set(Some(code));
         }
-        self.shared
-            .drain_remote(|f| self.posted.borrow_mut().push_back(f));
+        self.shared.move_remote_into(&mut self.posted.borrow_mut());
         dispatched += self.run_posted();
 
         // run() must see a quit taken above without waiting for an unrelated event.

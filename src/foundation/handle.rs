@@ -13,10 +13,14 @@ type RemoteFn = Box<dyn FnOnce() + Send>;
 /// The part of a loop that other threads may touch.
 pub(crate) struct Shared {
     remote: Mutex<VecDeque<RemoteFn>>,
+    /// `remote` may be non-empty: lets every turn skip the lock when nothing was posted.
+    remote_queued: AtomicBool,
     /// Set by the first waker since the loop last looked; later posts skip the syscall.
     wake_pending: AtomicBool,
     waker: mio::Waker,
     quit: Mutex<Option<i32>>,
+    /// `quit` holds a code: lets every turn skip the lock when nobody asked to quit.
+    quit_requested: AtomicBool,
     closed: AtomicBool,
     evaluator: Arc<ConnectionEvaluator>,
 }
@@ -25,9 +29,11 @@ impl Shared {
     pub(crate) fn new(waker: mio::Waker) -> Arc<Shared> {
         Arc::new(Shared {
             remote: Mutex::new(VecDeque::new()),
+            remote_queued: AtomicBool::new(false),
             wake_pending: AtomicBool::new(false),
             waker,
             quit: Mutex::new(None),
+            quit_requested: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             evaluator: ConnectionEvaluator::new(),
         })
@@ -55,11 +61,39 @@ impl Shared {
         }
     }
 
+    /// Moves closures posted from other threads to the end of `dst`, oldest first, keeping the
+    /// queue's buffer: the next post does not allocate, and this thread does not free memory the
+    /// posting thread allocated. Only boxes move under the lock; no closure runs or drops there.
+    pub(crate) fn move_remote_into(&self, dst: &mut VecDeque<Box<dyn FnOnce()>>) {
+        // Cleared before draining: a post racing with us sets it again and wakes the next poll.
+        self.wake_pending.store(false, Ordering::Release);
+        if !self.remote_queued.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        dst.extend(
+            lock(&self.remote)
+                .drain(..)
+                .map(|f| -> Box<dyn FnOnce()> { f }),
+        );
+    }
+
+    /// Whether something was posted since the loop last drained. Lock-free (asked every turn): a
+    /// post sets the flag after pushing, and one racing with this check writes the waker, so the
+    /// next poll returns at once either way.
     pub(crate) fn has_remote_work(&self) -> bool {
-        !lock(&self.remote).is_empty()
+        self.remote_queued.load(Ordering::Acquire)
+    }
+
+    pub(crate) fn request_quit(&self, code: i32) {
+        *lock(&self.quit) = Some(code);
+        self.quit_requested.store(true, Ordering::Release);
+        self.wake();
     }
 
     pub(crate) fn take_quit(&self) -> Option<i32> {
+        if !self.quit_requested.swap(false, Ordering::AcqRel) {
+            return None;
+        }
         lock(&self.quit).take()
     }
 
@@ -110,6 +144,7 @@ impl LoopHandle {
             return Err(LoopError::LoopGone);
         }
         queue.push_back(Box::new(f));
+        self.shared.remote_queued.store(true, Ordering::Release);
         drop(queue);
         self.shared.wake();
         Ok(())
@@ -122,8 +157,7 @@ impl LoopHandle {
 
     /// Makes the loop's `run()` return `code`.
     pub fn exit(&self, code: i32) {
-        *lock(&self.shared.quit) = Some(code);
-        self.shared.wake();
+        self.shared.request_quit(code);
     }
 
     /// Interrupts the loop's current wait without queuing anything.
