@@ -442,3 +442,76 @@ fn retry_on_throttle_honours_retry_after_when_enabled() {
         SseError::Throttled { status: 429, .. }
     ));
 }
+
+#[test]
+fn max_event_size_set_while_connected_applies_from_the_next_connection_and_keeps_the_id() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| match n {
+        0 => Reply::BytesThenClose(stream("retry: 20\nid: 7\ndata: short\n\n")),
+        _ => Reply::BytesThenClose(stream(&format!("data: {}\n\n", "x".repeat(100)))),
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    let limit_set = Rc::new(std::cell::Cell::new(false));
+    let (client, flag) = (Rc::downgrade(&sse), limit_set.clone());
+    // Changed from a slot, while the first stream is open and its parser lent to the request.
+    sse.message_received
+        .connect(move |_| {
+            if let Some(sse) = client.upgrade() {
+                sse.set_max_event_size(16);
+                flag.set(true);
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .errors
+        .borrow()
+        .is_empty()));
+    assert!(limit_set.get());
+    assert_eq!(*rec.events.borrow(), ["message:short:7"]);
+    assert!(
+        matches!(
+            rec.errors.borrow()[0],
+            SseError::EventTooLarge { limit: 16 }
+        ),
+        "{:?}",
+        rec.errors.borrow()
+    );
+    assert_eq!(server.requests()[1].header("last-event-id"), Some("7"));
+    sse.disconnect();
+}
+
+#[test]
+fn max_event_size_survives_a_disconnect_in_the_middle_of_a_request() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| match n {
+        0 => Reply::Stall(Duration::from_secs(5)),
+        _ => Reply::BytesThenClose(stream(&format!("data: {}\n\n", "x".repeat(100)))),
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_max_event_size(16);
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || server
+        .requests()
+        .len()
+        == 1));
+    // The in-flight request (and the parser lent to it) is abandoned.
+    sse.disconnect();
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .errors
+        .borrow()
+        .is_empty()));
+    assert!(
+        matches!(
+            rec.errors.borrow()[0],
+            SseError::EventTooLarge { limit: 16 }
+        ),
+        "{:?}",
+        rec.errors.borrow()
+    );
+    assert!(rec.events.borrow().is_empty());
+    sse.disconnect();
+}

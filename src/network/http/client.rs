@@ -75,7 +75,7 @@ pub(crate) trait SseTarget {
         &self,
         id: RequestId,
         result: Result<HttpResponse, HttpError>,
-        parser: Option<SseParser>,
+        parser: Option<Box<SseParser>>,
     );
 }
 
@@ -87,7 +87,7 @@ enum Delivery {
     },
     Sse {
         target: Weak<dyn SseTarget>,
-        parser: Option<SseParser>,
+        parser: Option<Box<SseParser>>,
     },
 }
 
@@ -132,7 +132,7 @@ struct RequestState {
     read_timeout: Option<Duration>,
     /// Set once the head opened an event stream: body bytes go to `sse_parser`.
     sse_mode: bool,
-    sse_parser: Option<SseParser>,
+    sse_parser: Option<Box<SseParser>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
@@ -441,7 +441,7 @@ impl HttpClient {
     pub(crate) fn send_sse(
         &self,
         mut request: HttpRequest,
-        parser: SseParser,
+        parser: Box<SseParser>,
         read_timeout: Option<Duration>,
         target: Weak<dyn SseTarget>,
     ) -> RequestId {

@@ -22,7 +22,7 @@ use std::fmt;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
-use super::{SseError, SseEvent, SseParser};
+use super::{DEFAULT_MAX_EVENT_SIZE, SseError, SseEvent, SseParser};
 use crate::bindings::{ConnectionHandle, Signal};
 use crate::foundation::{LoopCore, LoopError, TimerKey};
 use crate::network::http::{
@@ -93,8 +93,13 @@ struct Inner {
     state: ReadyState,
     request: Option<HttpRequest>,
     current: Option<RequestId>,
-    /// Ours while no request is in flight; lent to the HTTP request while one is.
-    parser: Option<SseParser>,
+    /// Ours while no request is in flight; lent to the HTTP request while one is. Boxed: it is
+    /// moved in and out of the request on every connection.
+    parser: Option<Box<SseParser>>,
+    /// Parser settings, kept here so they survive a parser lost with an abandoned request and
+    /// apply to one lent out when they were changed.
+    max_event_size: usize,
+    flush_unterminated: bool,
     last_event_id: String,
     reconnection_time: Duration,
     max_delay: Duration,
@@ -132,7 +137,9 @@ impl SseClient {
                 state: ReadyState::Closed,
                 request: None,
                 current: None,
-                parser: Some(SseParser::new()),
+                parser: Some(Box::new(SseParser::new())),
+                max_event_size: DEFAULT_MAX_EVENT_SIZE,
+                flush_unterminated: false,
                 last_event_id: String::new(),
                 reconnection_time: DEFAULT_RECONNECTION_TIME,
                 max_delay: DEFAULT_MAX_RECONNECTION_DELAY,
@@ -228,16 +235,18 @@ impl SseClient {
     /// Sets the parser's limit on one event's size (default 16 MiB); bigger events fail the stream.
     pub fn set_max_event_size(&self, bytes: usize) {
         let mut inner = self.inner.borrow_mut();
-        let last = inner.last_event_id.clone();
-        let mut parser = SseParser::with_max_event_size(bytes);
-        parser.set_last_event_id(&last);
-        inner.parser = Some(parser);
+        inner.max_event_size = bytes;
+        if inner.parser.is_some() {
+            inner.parser = Some(inner.fresh_parser());
+        }
     }
 
     /// Delivers a final event whose terminating blank line never arrived before the stream ended
     /// (some gateways drop it). Off by default, as the WHATWG rules discard such an event.
     pub fn set_flush_unterminated_event(&self, enabled: bool) {
-        if let Some(parser) = self.inner.borrow_mut().parser.as_mut() {
+        let mut inner = self.inner.borrow_mut();
+        inner.flush_unterminated = enabled;
+        if let Some(parser) = inner.parser.as_mut() {
             parser.set_flush_unterminated_at_eof(enabled);
         }
     }
@@ -287,7 +296,10 @@ impl SseClient {
             } else {
                 request.set_header("Last-Event-ID", inner.last_event_id.clone());
             }
-            let parser = inner.parser.take().unwrap_or_default();
+            let parser = match inner.parser.take() {
+                Some(parser) => parser,
+                None => inner.fresh_parser(),
+            };
             (request, parser, inner.read_timeout)
         };
         log::debug!("opening event stream {}", request.url());
@@ -316,9 +328,7 @@ impl SseClient {
             let mut inner = self.inner.borrow_mut();
             if inner.parser.is_none() {
                 // The abandoned request took the parser with it; keep what it knew.
-                let mut parser = SseParser::new();
-                parser.set_last_event_id(&inner.last_event_id);
-                inner.parser = Some(parser);
+                inner.parser = Some(inner.fresh_parser());
             }
         }
         if was != ReadyState::Closed {
@@ -392,20 +402,34 @@ impl SseClient {
         backoff + Duration::from_millis(jitter)
     }
 
-    fn take_back_parser(&self, parser: Option<SseParser>) {
+    fn take_back_parser(&self, parser: Option<Box<SseParser>>) {
         let mut inner = self.inner.borrow_mut();
-        let mut parser = parser.unwrap_or_else(|| {
-            let mut p = SseParser::new();
-            p.set_last_event_id(&inner.last_event_id);
-            p
-        });
+        let Some(mut parser) = parser else {
+            inner.parser = Some(inner.fresh_parser());
+            return;
+        };
         // Whatever a broken block held must not leak into the next connection.
         parser.reset();
         inner.last_event_id = parser.last_event_id().to_string();
         if let Some(retry) = parser.reconnection_time() {
             inner.reconnection_time = retry;
         }
+        // The limit may have changed while the parser was lent out.
+        if parser.max_event_size() != inner.max_event_size {
+            parser = inner.fresh_parser();
+        }
+        parser.set_flush_unterminated_at_eof(inner.flush_unterminated);
         inner.parser = Some(parser);
+    }
+}
+
+impl Inner {
+    /// A parser with this client's settings that continues from its last event ID.
+    fn fresh_parser(&self) -> Box<SseParser> {
+        let mut parser = SseParser::with_max_event_size(self.max_event_size);
+        parser.set_flush_unterminated_at_eof(self.flush_unterminated);
+        parser.set_last_event_id(&self.last_event_id);
+        Box::new(parser)
     }
 }
 
@@ -456,7 +480,7 @@ impl SseTarget for SseClient {
         &self,
         id: RequestId,
         result: Result<HttpResponse, HttpError>,
-        parser: Option<SseParser>,
+        parser: Option<Box<SseParser>>,
     ) {
         if self.inner.borrow().current != Some(id) {
             return;

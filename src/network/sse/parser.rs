@@ -165,12 +165,23 @@ pub struct SseParser {
     bom: BomState,
     /// The previous chunk ended in CR: an LF starting the next chunk belongs to that line end.
     swallow_lf: bool,
-    /// The unfinished line at the end of the last chunk (raw bytes, not yet decoded).
+    /// Where the unfinished line at the end of the last chunk is kept.
+    partial: Partial,
+    /// The unfinished line when it is [`Partial::Buffered`] (raw bytes, not yet decoded).
     line: Vec<u8>,
-    /// The block's data values joined by LF; the spec's trailing LF is never stored.
-    data: String,
+    /// The block's data values joined by LF, raw: decoded once, at dispatch. The spec's trailing
+    /// LF is never stored. Decoding the joined bytes gives the same text as joining the decoded
+    /// values, because LF always ends an invalid sequence.
+    data: Vec<u8>,
     /// Whether the block had a `data` field; the spec's data buffer is non-empty exactly then.
     has_data: bool,
+    /// A prefix of `data` ending at a value boundary whose decoded size is known: its raw length
+    /// and its decoded length. Lets the size limit count decoded bytes without decoding twice.
+    measured_raw: usize,
+    measured_decoded: usize,
+    /// The size of the last event's data (capped): the first allocation for the next block's
+    /// data, so a multi-line event is built in one allocation of the right size.
+    data_capacity_hint: usize,
     /// `None` means the default type (`message`).
     event_type: Option<Arc<str>>,
     /// The last event ID buffer; `None` means "".
@@ -224,9 +235,13 @@ impl SseParser {
             failed: false,
             bom: BomState::Expecting { matched: 0 },
             swallow_lf: false,
+            partial: Partial::Buffered,
             line: Vec::new(),
-            data: String::new(),
+            data: Vec::new(),
             has_data: false,
+            measured_raw: 0,
+            measured_decoded: 0,
+            data_capacity_hint: 0,
             event_type: None,
             id_buffer: None,
             block_retry: None,
@@ -336,18 +351,33 @@ impl SseParser {
             }
             self.swallow_lf = false;
         }
-        while let Some((line, terminator, tail)) = split_line(rest) {
-            self.complete_line(line, sink)?;
-            rest = tail;
-            if terminator == b'\r' {
-                match rest.split_first() {
-                    Some((b'\n', tail)) => rest = tail,
-                    Some(_) => {}
-                    None => self.swallow_lf = true,
-                }
+        if let Partial::DataValue(streamed) = self.partial {
+            rest = self.continue_data_line(streamed, rest)?;
+            if rest.is_empty() {
+                return Ok(());
             }
         }
+        while let Some((line, terminator, tail)) = split_line(rest) {
+            self.complete_line(line, sink)?;
+            rest = self.skip_line_end(terminator, tail);
+        }
         self.buffer_partial(rest)
+    }
+
+    /// The bytes after a line terminator, minus the LF of a CRLF pair (remembered when the chunk
+    /// ends between the two).
+    fn skip_line_end<'a>(&mut self, terminator: u8, tail: &'a [u8]) -> &'a [u8] {
+        if terminator != b'\r' {
+            return tail;
+        }
+        match tail.split_first() {
+            Some((b'\n', after_lf)) => after_lf,
+            Some(_) => tail,
+            None => {
+                self.swallow_lf = true;
+                tail
+            }
+        }
     }
 
     /// Consumes the leading BOM bytes of a stream, remembering a partial match across chunks.
@@ -395,28 +425,223 @@ impl SseParser {
         let mut line = std::mem::take(&mut self.line);
         line.extend_from_slice(tail_of_line);
         let result = self.process_line(&line, sink);
-        // Keep a small buffer for the next partial line; give a huge one back to the allocator.
+        self.recycle_line_buffer(line);
+        result
+    }
+
+    /// Keeps a small buffer for the next partial line; gives a huge one back to the allocator.
+    fn recycle_line_buffer(&mut self, mut line: Vec<u8>) {
         if line.capacity() <= RETAINED_BUFFER_CAPACITY {
             line.clear();
             self.line = line;
         }
-        result
     }
 
+    /// Keeps the unfinished line at the end of a chunk.
     fn buffer_partial(&mut self, bytes: &[u8]) -> Result<(), SseParseError> {
         if bytes.is_empty() {
             return Ok(());
+        }
+        if self.line.len() < DATA_PREFIX_LEN {
+            return self.buffer_line_start(bytes);
         }
         self.check_line_size(self.line.len().saturating_add(bytes.len()))?;
         self.line.extend_from_slice(bytes);
         Ok(())
     }
 
-    fn check_line_size(&self, line_len: usize) -> Result<(), SseParseError> {
-        if self.data.len().saturating_add(line_len) > self.max_event_size {
+    /// Buffers the start of a line. A `data` line whose value has begun goes straight into the
+    /// data buffer instead, so a long data line is copied once, not twice.
+    #[inline(never)]
+    fn buffer_line_start(&mut self, bytes: &[u8]) -> Result<(), SseParseError> {
+        if self.line.is_empty()
+            && let Some(value) = started_data_value(bytes)
+        {
+            return self.start_data_line(bytes.len(), value);
+        }
+        self.check_line_size(self.line.len().saturating_add(bytes.len()))?;
+        self.line.extend_from_slice(bytes);
+        // A line fed in pieces smaller than `data: ` is recognised once enough has arrived.
+        let line = std::mem::take(&mut self.line);
+        let result = match started_data_value(&line) {
+            Some(value) => self.start_data_line(line.len(), value),
+            None => {
+                self.line = line;
+                return Ok(());
+            }
+        };
+        self.recycle_line_buffer(line);
+        result
+    }
+
+    /// Begins streaming an unfinished `data` line of `line_len` raw bytes whose value so far is
+    /// `value`.
+    fn start_data_line(&mut self, line_len: usize, value: &[u8]) -> Result<(), SseParseError> {
+        self.check_line_size(line_len)?;
+        let block_len = self.data.len();
+        let skipped = line_len.saturating_sub(value.len());
+        let (_, block_at_most) = self.decoded_bounds(block_len);
+        self.push_data_value(value);
+        let value_start = self.data.len().saturating_sub(value.len());
+        let value_room = self
+            .max_event_size
+            .saturating_sub(block_at_most)
+            .saturating_sub(skipped);
+        self.partial = Partial::DataValue(StreamedLine {
+            block_len,
+            value_start,
+            skipped,
+            data_room: value_start.saturating_add(value_room),
+        });
+        Ok(())
+    }
+
+    /// Appends the start of `rest` to the streamed `data` line; returns what follows the line, or
+    /// nothing when the line goes on in the next chunk.
+    #[inline(always)]
+    fn continue_data_line<'a>(
+        &mut self,
+        streamed: StreamedLine,
+        rest: &'a [u8],
+    ) -> Result<&'a [u8], SseParseError> {
+        let Some((more_value, terminator, tail)) = split_line(rest) else {
+            self.stream_value(&streamed, rest)?;
+            return Ok(&[]);
+        };
+        self.stream_value(&streamed, more_value)?;
+        self.partial = Partial::Buffered;
+        self.check_streamed_value(streamed)?;
+        Ok(self.skip_line_end(terminator, tail))
+    }
+
+    /// Appends more of a streamed value; the limit needs a look only once the line outgrows the
+    /// room it surely has.
+    #[inline(always)]
+    fn stream_value(&mut self, streamed: &StreamedLine, bytes: &[u8]) -> Result<(), SseParseError> {
+        if bytes.len() > streamed.data_room.saturating_sub(self.data.len()) {
+            self.check_streamed_line(streamed, bytes.len())?;
+        }
+        self.data.extend_from_slice(bytes);
+        Ok(())
+    }
+
+    /// The limit for a streamed line about to grow by `more` bytes: decoded block plus raw line.
+    #[cold]
+    fn check_streamed_line(
+        &mut self,
+        streamed: &StreamedLine,
+        more: usize,
+    ) -> Result<(), SseParseError> {
+        let line_len = self
+            .data
+            .len()
+            .saturating_sub(streamed.value_start)
+            .saturating_add(streamed.skipped)
+            .saturating_add(more);
+        self.check_size(streamed.block_len, line_len)
+    }
+
+    /// The size rule for a finished streamed value; see [`check_value`](Self::check_value).
+    #[inline(never)]
+    fn check_streamed_value(&mut self, streamed: StreamedLine) -> Result<(), SseParseError> {
+        let separator = streamed.value_start.saturating_sub(streamed.block_len);
+        let value_len = self.data.len().saturating_sub(streamed.value_start);
+        if self.value_surely_fits(streamed.block_len, separator, value_len) {
+            return Ok(());
+        }
+        let block = self.measure(streamed.block_len);
+        let value = self.data.get(streamed.value_start..).unwrap_or_default();
+        self.check_decoded(block, separator, value)
+    }
+
+    /// The limit while a line is being read: the decoded data so far plus the raw line.
+    fn check_line_size(&mut self, line_len: usize) -> Result<(), SseParseError> {
+        self.check_size(self.data.len(), line_len)
+    }
+
+    /// Checks that the first `block_len` bytes of data, decoded, plus `line_len` raw bytes fit in
+    /// the limit. Decoded data is at least its raw size and at most three times it (an invalid
+    /// byte becomes a 3-byte U+FFFD), so it is only decoded when those bounds disagree: near the
+    /// limit, and then each byte once.
+    fn check_size(&mut self, block_len: usize, line_len: usize) -> Result<(), SseParseError> {
+        let (_, at_most) = self.decoded_bounds(block_len);
+        if at_most.saturating_add(line_len) <= self.max_event_size {
+            return Ok(());
+        }
+        self.check_size_closely(block_len, line_len)
+    }
+
+    /// [`check_size`](Self::check_size) when the upper bound does not settle it.
+    #[cold]
+    fn check_size_closely(
+        &mut self,
+        block_len: usize,
+        line_len: usize,
+    ) -> Result<(), SseParseError> {
+        let (at_least, _) = self.decoded_bounds(block_len);
+        if at_least.saturating_add(line_len) > self.max_event_size
+            || self.measure(block_len).saturating_add(line_len) > self.max_event_size
+        {
             return Err(self.too_large());
         }
         Ok(())
+    }
+
+    /// Lower and upper bound of the decoded size of `data[..block_len]`.
+    fn decoded_bounds(&self, block_len: usize) -> (usize, usize) {
+        let unmeasured = block_len.saturating_sub(self.measured_raw);
+        (
+            self.measured_decoded.saturating_add(unmeasured),
+            self.measured_decoded
+                .saturating_add(unmeasured.saturating_mul(MAX_DECODED_GROWTH)),
+        )
+    }
+
+    /// The decoded size of `data[..block_len]` (which must end at a value boundary), remembered.
+    fn measure(&mut self, block_len: usize) -> usize {
+        if let Some(unmeasured) = self.data.get(self.measured_raw..block_len) {
+            self.measured_decoded = self.measured_decoded.saturating_add(lossy_len(unmeasured));
+            self.measured_raw = block_len;
+        }
+        self.measured_decoded
+    }
+
+    /// Whether data grown by a separator and a value of `value_len` raw bytes surely stays within
+    /// the limit, whatever the bytes decode to.
+    fn value_surely_fits(&self, block_len: usize, separator: usize, value_len: usize) -> bool {
+        let (_, at_most) = self.decoded_bounds(block_len);
+        at_most
+            .saturating_add(separator)
+            .saturating_add(value_len.saturating_mul(MAX_DECODED_GROWTH))
+            <= self.max_event_size
+    }
+
+    /// The exact rule for a value: decoded block, separator and decoded value within the limit.
+    fn check_decoded(
+        &self,
+        block: usize,
+        separator: usize,
+        value: &[u8],
+    ) -> Result<(), SseParseError> {
+        let decoded = block
+            .saturating_add(separator)
+            .saturating_add(lossy_len(value));
+        if decoded > self.max_event_size {
+            return Err(self.too_large());
+        }
+        Ok(())
+    }
+
+    /// Checks that the data grown by `value` (decoded, with its separator) stays within the limit.
+    /// Only matters for invalid UTF-8: a valid value is never longer than its line.
+    fn check_value(&mut self, value: &[u8]) -> Result<(), SseParseError> {
+        let block_len = self.data.len();
+        let separator = usize::from(self.has_data);
+        if self.value_surely_fits(block_len, separator, value.len()) {
+            return Ok(());
+        }
+        let block = self.measure(block_len);
+        self.check_decoded(block, separator, value)
     }
 
     /// Interprets one complete line (without its terminator), WHATWG §9.2.6.
@@ -425,52 +650,48 @@ impl SseParser {
             self.dispatch(sink);
             return Ok(());
         }
-        let (name, value) = split_field(line);
-        match name {
-            b"" if self.report_comments => sink.on_comment(&String::from_utf8_lossy(value)),
-            b"data" => self.append_data(value)?,
-            b"event" => self.set_event_type(value),
-            b"id" => self.set_id(value),
-            b"retry" => self.set_retry(value, sink),
+        match parse_field(line) {
+            (Field::Data, value) => {
+                self.check_value(value)?;
+                self.push_data_value(value);
+            }
+            (Field::Event, value) => self.set_event_type(value),
+            (Field::Id, value) => self.set_id(value),
+            (Field::Retry, value) => self.set_retry(value, sink),
+            (Field::Comment, value) if self.report_comments => {
+                sink.on_comment(&String::from_utf8_lossy(value));
+            }
             // Comments when not reported, and unknown fields.
             _ => {}
         }
         Ok(())
     }
 
-    fn append_data(&mut self, value: &[u8]) -> Result<(), SseParseError> {
+    /// Appends a value (limit already checked), preceded by LF unless it is the block's first.
+    fn push_data_value(&mut self, value: &[u8]) {
         let separator = usize::from(self.has_data);
-        match std::str::from_utf8(value) {
-            Ok(text) => {
-                self.reserve_data(separator.saturating_add(text.len()))?;
-                if self.has_data {
-                    self.data.push('\n');
-                }
-                self.data.push_str(text);
-            }
-            Err(_) => {
-                self.reserve_data(separator.saturating_add(lossy_len(value)))?;
-                if self.has_data {
-                    self.data.push('\n');
-                }
-                push_lossy(&mut self.data, value);
-            }
+        let additional = separator.saturating_add(value.len());
+        if self.has_data {
+            self.data.reserve(additional);
+            self.data.push(b'\n');
+        } else {
+            // The block's first allocation, sized like the last event: usually the final size.
+            self.data
+                .reserve_exact(additional.max(self.data_capacity_hint));
         }
+        self.data.extend_from_slice(value);
         self.has_data = true;
-        Ok(())
-    }
-
-    /// Checks the limit before the data buffer grows by `additional` bytes, and reserves them in one
-    /// step (so a value plus its separator never reallocates twice).
-    fn reserve_data(&mut self, additional: usize) -> Result<(), SseParseError> {
-        if self.data.len().saturating_add(additional) > self.max_event_size {
-            return Err(self.too_large());
-        }
-        self.data.reserve(additional);
-        Ok(())
     }
 
     fn set_event_type(&mut self, value: &[u8]) {
+        // Streams repeat one type: compare the raw bytes before decoding (the recent type is valid
+        // UTF-8, so equal bytes decode to the same text).
+        if let Some(recent) = &self.recent_event_type
+            && recent.as_bytes() == value
+        {
+            self.event_type = Some(Arc::clone(recent));
+            return;
+        }
         let value = String::from_utf8_lossy(value);
         if !is_custom_event_type(&value) {
             self.event_type = None;
@@ -527,18 +748,28 @@ impl SseParser {
         sink.on_event(SseEvent::from_parts(event_type, data, id, retry));
     }
 
-    /// Moves the data out when its allocation fits it exactly (one-line events, huge events);
-    /// otherwise copies it into an exact allocation and keeps the buffer, so multi-line events
-    /// do not regrow the buffer line by line every time.
+    /// Hands the data buffer itself to the event (no copy), decoded. The next block starts a new
+    /// buffer sized like this one.
     fn take_data(&mut self) -> String {
-        if self.data.capacity() == self.data.len()
-            || self.data.capacity() > RETAINED_BUFFER_CAPACITY
-        {
-            return std::mem::take(&mut self.data);
+        let raw = std::mem::take(&mut self.data);
+        self.measured_raw = 0;
+        self.measured_decoded = 0;
+        self.data_capacity_hint = raw.len().min(RETAINED_BUFFER_CAPACITY);
+        match String::from_utf8(raw) {
+            Ok(mut text) => {
+                // Events may be kept for long: bound the slack from growth or a stale hint.
+                if text.capacity() - text.len() > text.len() / MAX_SLACK_DIVISOR {
+                    text.shrink_to_fit();
+                }
+                text
+            }
+            Err(invalid) => {
+                let raw = invalid.as_bytes();
+                let mut text = String::with_capacity(lossy_len(raw));
+                push_lossy(&mut text, raw);
+                text
+            }
         }
-        let data = String::from(self.data.as_str());
-        self.data.clear();
-        data
     }
 
     fn end_of_stream(&mut self, sink: &mut impl SseSink) -> Result<(), SseParseError> {
@@ -546,7 +777,10 @@ impl SseParser {
         if !self.flush_unterminated_at_eof {
             return Ok(());
         }
-        if !self.line.is_empty() {
+        if let Partial::DataValue(streamed) = self.partial {
+            self.partial = Partial::Buffered;
+            self.check_streamed_value(streamed)?;
+        } else if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
             self.process_line(&line, sink)?;
         }
@@ -563,18 +797,42 @@ impl SseParser {
     fn discard_partial(&mut self) {
         self.bom = BomState::Expecting { matched: 0 };
         self.swallow_lf = false;
+        self.partial = Partial::Buffered;
         if self.line.capacity() > RETAINED_BUFFER_CAPACITY {
             self.line = Vec::new();
         }
         self.line.clear();
         if self.data.capacity() > RETAINED_BUFFER_CAPACITY {
-            self.data = String::new();
+            self.data = Vec::new();
         }
         self.data.clear();
         self.has_data = false;
+        self.measured_raw = 0;
+        self.measured_decoded = 0;
         self.event_type = None;
         self.id_buffer = self.last_event_id.clone();
         self.block_retry = None;
+    }
+
+    /// The raw length of the unfinished line, wherever it is kept.
+    fn partial_line_len(&self) -> usize {
+        match self.partial {
+            Partial::Buffered => self.line.len(),
+            Partial::DataValue(streamed) => self
+                .data
+                .len()
+                .saturating_sub(streamed.value_start)
+                .saturating_add(streamed.skipped),
+        }
+    }
+
+    /// The decoded size of the block's complete data values (for `Debug`).
+    fn complete_data_len(&self) -> usize {
+        let complete = match self.partial {
+            Partial::Buffered => self.data.len(),
+            Partial::DataValue(streamed) => streamed.block_len,
+        };
+        lossy_len(self.data.get(..complete).unwrap_or_default())
     }
 
     fn too_large(&self) -> SseParseError {
@@ -598,8 +856,8 @@ impl fmt::Debug for SseParser {
             .field("flush_unterminated_at_eof", &self.flush_unterminated_at_eof)
             .field("report_comments", &self.report_comments)
             .field("failed", &self.failed)
-            .field("partial_line_len", &self.line.len())
-            .field("data_len", &self.data.len())
+            .field("partial_line_len", &self.partial_line_len())
+            .field("data_len", &self.complete_data_len())
             .field("last_event_id", &self.last_event_id())
             .field("reconnection_time", &self.reconnection_time)
             .finish_non_exhaustive()
@@ -607,8 +865,15 @@ impl fmt::Debug for SseParser {
 }
 
 /// The largest line or data buffer kept for reuse (64 KiB); bigger ones are released after use, so
-/// one huge event does not pin its memory for the rest of the connection.
+/// one huge event does not pin its memory for the rest of the connection. Also caps the size of
+/// the first allocation for a block's data.
 const RETAINED_BUFFER_CAPACITY: usize = 64 * 1024;
+
+/// An event's data may carry at most 1/4 of its length as unused capacity.
+const MAX_SLACK_DIVISOR: usize = 4;
+
+/// Decoding with replacement at most triples the size: one invalid byte becomes 3-byte U+FFFD.
+const MAX_DECODED_GROWTH: usize = 3;
 
 /// Inputs shorter than this are scanned for line ends with a plain loop: for the tiny chunks some
 /// servers and proxies produce, memchr's setup costs more than it saves (measured: 25–40 % faster
@@ -616,6 +881,10 @@ const RETAINED_BUFFER_CAPACITY: usize = 64 * 1024;
 const SCALAR_SCAN_BELOW: usize = 16;
 
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+
+/// `data:` plus the byte that tells whether a space follows: the shortest unfinished line known to
+/// be a data line with its value begun.
+const DATA_PREFIX_LEN: usize = 6;
 
 /// Progress through the optional leading byte order mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -626,9 +895,46 @@ enum BomState {
     Done,
 }
 
+/// Where the unfinished line at the end of the last chunk is kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Partial {
+    /// In `line` (empty when the chunk ended with a line).
+    Buffered,
+    /// A `data` line whose value has begun: the value is appended to `data` as it arrives.
+    DataValue(StreamedLine),
+}
+
+/// A `data` line being streamed into the data buffer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct StreamedLine {
+    /// The data length before this line (the block's complete values).
+    block_len: usize,
+    /// Where this line's value starts in `data`, after its LF separator, if any.
+    value_start: usize,
+    /// The line's raw bytes that are not in `data` (`data:` and the optional space); they still
+    /// count towards the limit.
+    skipped: usize,
+    /// How long `data` may grow before the limit needs a closer look.
+    data_room: usize,
+}
+
+/// The fields the parser acts on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Field {
+    Data,
+    Event,
+    Id,
+    Retry,
+    Comment,
+    Unknown,
+}
+
 /// Splits off the first terminated line: (line, its terminator byte, the bytes after it).
 fn split_line(bytes: &[u8]) -> Option<(&[u8], u8, &[u8])> {
-    let end = if bytes.len() < SCALAR_SCAN_BELOW {
+    // A blank line (every event ends with one) needs no search at all.
+    let end = if let Some(b'\r' | b'\n') = bytes.first() {
+        Some(0)
+    } else if bytes.len() < SCALAR_SCAN_BELOW {
         bytes.iter().position(|&b| b == b'\r' || b == b'\n')
     } else {
         memchr2(b'\r', b'\n', bytes)
@@ -636,6 +942,51 @@ fn split_line(bytes: &[u8]) -> Option<(&[u8], u8, &[u8])> {
     let (line, from_terminator) = bytes.split_at_checked(end)?;
     let (&terminator, tail) = from_terminator.split_first()?;
     Some((line, terminator, tail))
+}
+
+/// The field of a line and its value. The four field names are matched as prefixes first: that
+/// skips the colon search on nearly every line.
+/// (Slice patterns, not `strip_prefix`: they compile to a few byte compares instead of a
+/// `memcmp` call.)
+fn parse_field(line: &[u8]) -> (Field, &[u8]) {
+    let known = match line {
+        [b'd', b'a', b't', b'a', b':', value @ ..] => Some((Field::Data, value)),
+        [b'e', b'v', b'e', b'n', b't', b':', value @ ..] => Some((Field::Event, value)),
+        [b'i', b'd', b':', value @ ..] => Some((Field::Id, value)),
+        [b'r', b'e', b't', b'r', b'y', b':', value @ ..] => Some((Field::Retry, value)),
+        _ => None,
+    };
+    if let Some((field, value)) = known {
+        return (field, strip_one_space(value));
+    }
+    let (name, value) = split_field(line);
+    let field = match name {
+        b"" => Field::Comment,
+        b"data" => Field::Data,
+        b"event" => Field::Event,
+        b"id" => Field::Id,
+        b"retry" => Field::Retry,
+        _ => Field::Unknown,
+    };
+    (field, value)
+}
+
+/// The value so far of an unfinished `data` line, once it is known: after `data:` and the byte
+/// that decides whether there is a space to drop.
+fn started_data_value(partial_line: &[u8]) -> Option<&[u8]> {
+    match partial_line {
+        [b'd', b'a', b't', b'a', b':', value @ ..] if !value.is_empty() => {
+            Some(strip_one_space(value))
+        }
+        _ => None,
+    }
+}
+
+fn strip_one_space(value: &[u8]) -> &[u8] {
+    match value {
+        [b' ', rest @ ..] => rest,
+        _ => value,
+    }
 }
 
 /// Field name (before the first colon) and value (after it, minus one leading space). A line
