@@ -22,7 +22,7 @@
 //! made during an emit wait in a side list; disconnects and blocks only flip per-entry cells), a
 //! nested emit sees a running slot as busy, and a steady-state emit allocates nothing.
 
-use std::cell::{Cell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::fmt;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -54,7 +54,8 @@ type SlotFn<A> = Box<dyn FnMut(&A)>;
 /// assert_eq!(sum.get(), 5);
 /// ```
 pub struct Signal<A: 'static> {
-    inner: Rc<SignalInner<A>>,
+    /// Allocated on the first connect: objects carry many signals nobody connects to.
+    inner: OnceCell<Rc<SignalInner<A>>>,
 }
 
 /// One connection. Its state and closure sit behind cells so that an emit can walk the list with
@@ -88,16 +89,23 @@ pub(crate) struct SignalInner<A> {
 
 impl<A: 'static> Signal<A> {
     /// Creates a signal with no connections.
-    pub fn new() -> Self {
+    pub const fn new() -> Self {
         Signal {
-            inner: Rc::new(SignalInner {
+            inner: OnceCell::new(),
+        }
+    }
+
+    /// The slot list, created on first use.
+    fn core(&self) -> &Rc<SignalInner<A>> {
+        self.inner.get_or_init(|| {
+            Rc::new(SignalInner {
                 slots: RefCell::new(Vec::new()),
                 pending: RefCell::new(Vec::new()),
                 next_id: Cell::new(1),
                 removed: Cell::new(0),
                 unsettled: Cell::new(false),
-            }),
-        }
+            })
+        })
     }
 
     /// Connects `slot`; it runs on every [`emit`](Self::emit) until disconnected.
@@ -108,7 +116,7 @@ impl<A: 'static> Signal<A> {
     where
         F: FnMut(&A) + 'static,
     {
-        let id = self.inner.push(Box::new(slot));
+        let id = self.core().push(Box::new(slot));
         self.handle_for(id)
     }
 
@@ -137,9 +145,9 @@ impl<A: 'static> Signal<A> {
     where
         F: FnMut(&ConnectionHandle, &A) + 'static,
     {
-        let id = self.inner.reserve_id();
+        let id = self.core().reserve_id();
         let own = self.handle_for(id);
-        self.inner
+        self.core()
             .push_with_id(id, Box::new(move |args: &A| slot(&own, args)));
         self.handle_for(id)
     }
@@ -232,15 +240,17 @@ impl<A: 'static> Signal<A> {
 
     /// Calls every connected, unblocked slot with `args`, in connection order.
     pub fn emit(&self, args: &A) {
-        self.inner.emit(args);
+        if let Some(inner) = self.inner.get() {
+            inner.emit(args);
+        }
     }
 
     /// Disconnects the connection behind `handle`.
     ///
     /// Fails when the handle is inactive or belongs to another signal.
     pub fn disconnect(&self, handle: &ConnectionHandle) -> Result<(), ConnectionError> {
-        let id = self.own_id(handle)?;
-        if self.inner.remove(id) {
+        let (inner, id) = self.own_id(handle)?;
+        if inner.remove(id) {
             Ok(())
         } else {
             Err(ConnectionError::Inactive)
@@ -249,7 +259,9 @@ impl<A: 'static> Signal<A> {
 
     /// Disconnects every slot. Handles of these connections become inactive for good.
     pub fn disconnect_all(&self) {
-        self.inner.remove_all();
+        if let Some(inner) = self.inner.get() {
+            inner.remove_all();
+        }
     }
 
     /// Blocks (`true`) or unblocks (`false`) one connection; returns whether it was blocked before.
@@ -258,8 +270,8 @@ impl<A: 'static> Signal<A> {
         handle: &ConnectionHandle,
         blocked: bool,
     ) -> Result<bool, ConnectionError> {
-        let id = self.own_id(handle)?;
-        self.inner
+        let (inner, id) = self.own_id(handle)?;
+        inner
             .set_blocked(id, blocked)
             .ok_or(ConnectionError::Inactive)
     }
@@ -269,28 +281,41 @@ impl<A: 'static> Signal<A> {
         &self,
         handle: &ConnectionHandle,
     ) -> Result<bool, ConnectionError> {
-        let id = self.own_id(handle)?;
-        self.inner.is_blocked(id).ok_or(ConnectionError::Inactive)
+        let (inner, id) = self.own_id(handle)?;
+        inner.is_blocked(id).ok_or(ConnectionError::Inactive)
     }
 
     /// Number of live connections (blocked ones included).
     pub fn connection_count(&self) -> usize {
-        self.inner.slots.borrow().len() - self.inner.removed.get()
-            + self.inner.pending.borrow().len()
+        self.inner.get().map_or(0, |inner| {
+            inner.slots.borrow().len() - inner.removed.get() + inner.pending.borrow().len()
+        })
     }
 
+    /// Identifies this signal's slot list for handles; null (matching no handle) before the
+    /// first connect.
     pub(crate) fn target_ptr(&self) -> *const () {
-        Rc::as_ptr(&self.inner) as *const ()
+        self.inner
+            .get()
+            .map_or(std::ptr::null(), |inner| Rc::as_ptr(inner) as *const ())
     }
 
     fn handle_for(&self, id: u64) -> ConnectionHandle {
-        let strong: Rc<dyn ConnectionTarget> = self.inner.clone();
+        let strong: Rc<dyn ConnectionTarget> = self.core().clone();
         ConnectionHandle::new(Rc::downgrade(&strong), id)
     }
 
-    fn own_id(&self, handle: &ConnectionHandle) -> Result<u64, ConnectionError> {
-        match handle.id_for(self.target_ptr()) {
-            Some(id) => Ok(id),
+    /// The slot list and connection id `handle` refers to, if it is one of this signal's.
+    fn own_id(
+        &self,
+        handle: &ConnectionHandle,
+    ) -> Result<(&Rc<SignalInner<A>>, u64), ConnectionError> {
+        let found = self
+            .inner
+            .get()
+            .and_then(|inner| Some((inner, handle.id_for(self.target_ptr())?)));
+        match found {
+            Some(found) => Ok(found),
             None if handle.is_active() => Err(ConnectionError::ForeignHandle),
             None => Err(ConnectionError::Inactive),
         }
@@ -307,7 +332,7 @@ impl<A: 'static> Drop for Signal<A> {
     /// Dropping a signal disconnects everything (KDBindings: the destructor calls `disconnectAll`).
     /// An emit in progress keeps the internals alive and stops calling slots.
     fn drop(&mut self) {
-        self.inner.remove_all();
+        self.disconnect_all();
     }
 }
 
@@ -315,7 +340,13 @@ impl<A: 'static> fmt::Debug for Signal<A> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Signal")
             .field("connections", &self.connection_count())
-            .field("emitting", &self.inner.slots.try_borrow_mut().is_err())
+            .field(
+                "emitting",
+                &self
+                    .inner
+                    .get()
+                    .is_some_and(|inner| inner.slots.try_borrow_mut().is_err()),
+            )
             .finish()
     }
 }
@@ -350,7 +381,13 @@ impl<A> SignalInner<A> {
         };
         // Borrowed means an emit is walking the list: the new slot waits for the next emit.
         match self.slots.try_borrow_mut() {
-            Ok(mut slots) => slots.push(entry),
+            Ok(mut slots) => {
+                // Most signals get one slot: skip Vec's default first capacity of four.
+                if slots.capacity() == 0 {
+                    slots.reserve_exact(1);
+                }
+                slots.push(entry)
+            }
             Err(_) => {
                 self.pending.borrow_mut().push(entry);
                 self.unsettled.set(true);

@@ -160,7 +160,7 @@ struct HostState {
 
 struct ClientInner {
     session: HttpSession,
-    requests: HashMap<u64, RequestState>,
+    requests: HashMap<u64, Box<RequestState>>,
     conns: HashMap<u64, Conn>,
     hosts: HashMap<HostKey, HostState>,
     next_id: u64,
@@ -519,7 +519,10 @@ impl HttpClient {
             self.post_actions(vec![Action::Finish(id.0, delivery, Err(e))]);
             return id;
         }
-        self.about_to_send_request.emit(&(id, request.clone()));
+        // Clone the request for the signal only when someone listens.
+        if self.about_to_send_request.connection_count() > 0 {
+            self.about_to_send_request.emit(&(id, request.clone()));
+        }
         let mut actions = Vec::new();
         {
             let mut inner = self.inner.borrow_mut();
@@ -557,7 +560,7 @@ impl HttpClient {
                 sse_mode: false,
                 sse_parser: None,
             };
-            inner.requests.insert(id.0, state);
+            inner.requests.insert(id.0, Box::new(state));
             self.arm_total_timer(&mut inner, id.0);
             self.schedule(&mut inner, id.0, &mut actions);
         }
@@ -620,7 +623,7 @@ impl HttpClient {
         let max = inner.session.max_connections_per_host().max(1);
         // Most recently used idle connection first (warmest); skip ones the server already closed
         // (their close notice may still be queued).
-        while let Some(conn_id) = inner.hosts.entry(host.clone()).or_default().idle.pop() {
+        while let Some(conn_id) = inner.hosts.get_mut(&host).and_then(|h| h.idle.pop()) {
             match inner.conns.get(&conn_id).map(|c| c.socket.state()) {
                 Some(crate::network::tcp::SocketState::Connected) => {
                     return self.assign(inner, conn_id, id, actions);
@@ -926,7 +929,7 @@ impl HttpClient {
             sse_mode,
             sse_parser,
             ..
-        } = state;
+        } = &mut **state;
         let Some(decoder) = decoder.as_mut() else {
             return;
         };
@@ -1073,7 +1076,7 @@ impl HttpClient {
             state.request = next;
             state.host = host_key(state.request.url());
             state.reset_for_hop();
-            inner.requests.insert(id, state);
+            inner.requests.insert(id, Box::new(state));
             return self.schedule(inner, id, actions);
         }
         if let Some(key) = state.total_timer.take() {
@@ -1090,7 +1093,7 @@ impl HttpClient {
 
     /// Removes the request and its timers.
     fn take_request(&self, inner: &mut ClientInner, id: u64) -> Option<RequestState> {
-        let mut state = inner.requests.remove(&id)?;
+        let mut state = *inner.requests.remove(&id)?;
         if let Some(key) = state.idle_timer.take() {
             self.core.timer_remove(key);
         }

@@ -462,7 +462,9 @@ impl SseTarget for SseClient {
                     return;
                 }
                 if inner.last_event_id != event.last_event_id() {
-                    inner.last_event_id = event.last_event_id().to_string();
+                    // Reuse the buffer: a stream with ids changes it on every event.
+                    inner.last_event_id.clear();
+                    inner.last_event_id.push_str(event.last_event_id());
                 }
             }
             self.message_received.emit(&event);

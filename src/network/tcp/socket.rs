@@ -151,7 +151,7 @@ struct Inner {
     handshake_timer: Option<TimerKey>,
     lookup: Option<LookupId>,
     lookup_host: String,
-    tls: Option<TlsSession>,
+    tls: Option<Box<TlsSession>>,
     tls_pending: Option<(Arc<rustls::ClientConfig>, String)>,
     tls_scratch: BytesMut,
     sink: Option<Weak<dyn DataSink>>,
@@ -253,7 +253,7 @@ impl TcpSocket {
             inner.stream = Some(stream);
             inner.key = Some(key);
             inner.announced = true;
-            inner.tls = tls;
+            inner.tls = tls.map(Box::new);
         }
         if socket.inner.borrow().tls.is_some() {
             socket.arm_handshake_timer();
@@ -515,7 +515,7 @@ impl TcpSocket {
     }
 
     pub(crate) fn with_tls<R>(&self, f: impl FnOnce(&TlsSession) -> R) -> Option<R> {
-        self.inner.borrow().tls.as_ref().map(f)
+        self.inner.borrow().tls.as_deref().map(f)
     }
 
     pub(crate) fn is_encrypted(&self) -> bool {
@@ -668,7 +668,7 @@ impl TcpSocket {
         let tls_error =
             tls_start.and_then(|(config, host)| match TlsSession::client(config, &host) {
                 Ok(session) => {
-                    self.inner.borrow_mut().tls = Some(session);
+                    self.inner.borrow_mut().tls = Some(Box::new(session));
                     self.arm_handshake_timer();
                     None
                 }
@@ -685,6 +685,12 @@ impl TcpSocket {
     // ---- reading -----------------------------------------------------------------------------
 
     fn drain_reads(&self) {
+        self.drain_reads_until(true);
+    }
+
+    /// `until_would_block == false`: a short plain read (fewer bytes than the buffer) is taken as
+    /// "drained" (edge-triggered: more data raises a new edge), saving the `EAGAIN` read.
+    fn drain_reads_until(&self, until_would_block: bool) {
         let mut buf = self.core.take_read_buffer();
         if buf.len() < READ_CHUNK {
             buf.resize(READ_CHUNK, 0);
@@ -706,6 +712,9 @@ impl TcpSocket {
                             .borrow_mut()
                             .read_buf
                             .extend_from_slice(&buf[..n]),
+                    }
+                    if !until_would_block && n < buf.len() {
+                        break;
                     }
                 }
                 ReadStep::Tls {
@@ -1017,7 +1026,7 @@ impl ReadyHandler for TcpSocket {
             self.flush();
         }
         if r.readable || r.read_closed || r.error {
-            self.drain_reads();
+            self.drain_reads_until(r.read_closed || r.error);
         }
     }
 }
