@@ -205,6 +205,14 @@ pub(super) fn prepare_set_cookie(
     if value.len() > max_bytes || !matches!(url.scheme(), "http" | "https") {
         return None;
     }
+    // WHATWG URLs allow hosts with empty labels (`..x`); no DNS name has one, and domain
+    // matching (which strips one leading dot) cannot treat them consistently: refuse them.
+    if url
+        .host_str()
+        .is_some_and(|h| h.starts_with('.') || h.contains(".."))
+    {
+        return None;
+    }
     let mut cookie = StoreCookie::parse(value, url).ok()?.into_owned();
     if !is_sendable(cookie.name()) || !is_sendable(cookie.value()) {
         return None;

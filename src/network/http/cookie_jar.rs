@@ -306,7 +306,12 @@ impl HttpCookieJar {
     }
 
     /// Unexpired cookies for `url` in `Cookie` header order: longer paths first, then older.
+    /// None for a scheme other than `http`/`https`: `cookie_store` alone would match any scheme
+    /// for cookies without `HttpOnly`, unlike [`HttpCookie::matches_url`].
     fn matching(&self, url: &Url) -> Vec<&StoreCookie<'static>> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Vec::new();
+        }
         let secure_ok = url.scheme() == "https";
         let mut cookies: Vec<_> = self
             .store

@@ -2,8 +2,9 @@
 //!
 //! This is where request smuggling and hangs are decided, so the rules are strict where the
 //! peer is ambiguous: differing or non-numeric `Content-Length` is an error; a `Transfer-Encoding`
-//! that does not end in `chunked` means read-to-close; and a response that carried both
-//! `Transfer-Encoding` and `Content-Length` never leaves its connection for reuse.
+//! that does not end in `chunked` means read-to-close; and a response with a body that carried
+//! both `Transfer-Encoding` and `Content-Length` never leaves its connection for reuse (HEAD,
+//! 204 and 304 responses have no body whatever their headers say, RFC 9112 §6.3 rule 1).
 
 use crate::network::http::error::HttpError;
 use crate::network::http::head::ResponseHead;

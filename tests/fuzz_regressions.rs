@@ -1,0 +1,144 @@
+//! Inputs found by the fuzz targets in `fuzz/`, replayed inline so that `cargo test` keeps them
+//! covered without cargo-fuzz. Each test names its target and artifact, replays the artifact's
+//! bytes (minimised by hand to the part that matters) and asserts the behaviour the fuzz oracle
+//! now expects: a crate bug that was fixed, a harness assumption that was corrected (the test
+//! then pins the crate's documented behaviour), or a known mismatch (`#[ignore]`d).
+
+use kdnet::network::http::__fuzz::{Framing, framing, read_response};
+use kdnet::network::http::{
+    HttpCookie, HttpCookieJar, HttpRequest, RedirectAction, redirect_action,
+};
+use url::Url;
+
+/// `http_response`, crash-4cdbd4e0e70b30684ac54e324b3a14a32f03a088: the oracle assumed that
+/// `Content-Length` beside `Transfer-Encoding` always makes the connection unusable. For a
+/// response to HEAD (and for 204 and 304) RFC 9112 §6.3 rule 1 decides first: there is no body,
+/// so the two fields cannot disagree about where it ends, and the connection stays reusable.
+/// The oracle was corrected; this pins the decided behaviour.
+#[test]
+fn head_response_with_both_length_fields_has_no_body_and_stays_reusable() {
+    // Artifact bytes after the two header bytes of the target (0x3b: HEAD request, EOF; 0x06).
+    let raw = b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nTransfer-Encoding: chunked\r\n\r\n\
+                :\r\nok\r\n0\r\n\r\n";
+    for read_size in [raw.len(), 7, 1] {
+        let response = read_response("HEAD", raw, read_size, true).unwrap();
+        assert_eq!(response.framing, Framing::NoBody);
+        assert!(response.reusable);
+        assert!(response.complete && response.body.is_empty());
+        // The bytes after the head are not a body; the caller must close on seeing them.
+        assert_eq!(response.leftover, 12);
+        assert_eq!(
+            framing(true, &response.head).unwrap(),
+            (Framing::NoBody, true)
+        );
+    }
+    // The same head answering GET carries a chunked body and gives the connection up.
+    let response = read_response("GET", raw, raw.len(), true);
+    assert!(response.is_err(), "':' is not a chunk size: {response:?}");
+    let (framing, reusable) = framing(false, &response_head(raw)).unwrap();
+    assert_eq!((framing, reusable), (Framing::Chunked, false));
+}
+
+fn response_head(raw: &[u8]) -> kdnet::network::http::ResponseHead {
+    let limits = kdnet::network::http::HeadLimits::default();
+    kdnet::network::http::__fuzz::parse_head(raw, &limits)
+        .unwrap()
+        .expect("complete head")
+        .0
+}
+
+/// `cookie_header`, crash-6101fe8336b23ee8d19c0dd13d971f02fcff93e5: the jar returned cookies for
+/// a `hytps://` URL, because `cookie_store` matches any scheme for cookies without `HttpOnly`,
+/// while `HttpCookie::matches_url` (and the Set-Cookie side of the jar) only accept http and
+/// https. Minimised: one cookie from `https://www.example.com/a/b`, queried with other schemes.
+#[test]
+fn jar_sends_no_cookies_to_non_http_schemes() {
+    let mut jar = HttpCookieJar::new();
+    let from = Url::parse("https://www.example.com/a/b").unwrap();
+    assert_eq!(
+        jar.store_response_cookies(&from, ["ab=2", "h=1; HttpOnly"]),
+        2
+    );
+    let https = Url::parse("https://www.example.com/a/b/c").unwrap();
+    assert_eq!(
+        jar.cookie_header_for_url(&https).as_deref(),
+        Some("ab=2; h=1")
+    );
+    for other in [
+        "hytps://www.example.com/a/b/c",
+        "ftp://www.example.com/a/",
+        "ws://www.example.com/a",
+        "httpx://www.example.com/a",
+    ] {
+        let url = Url::parse(other).unwrap();
+        assert_eq!(jar.cookie_header_for_url(&url), None, "{other}");
+        assert!(jar.cookies_for_url(&url).is_empty(), "{other}");
+        for cookie in jar.all_cookies() {
+            assert!(!cookie.matches_url(&url), "{cookie:?} matches {other}");
+        }
+    }
+    // The stored cookies themselves are untouched.
+    let names: Vec<String> = jar
+        .all_cookies()
+        .into_iter()
+        .map(|c: HttpCookie| c.name)
+        .collect();
+    assert_eq!(names, ["ab", "h"]);
+}
+
+/// `cookie_header`, crash-e13d5da6d41df29010939c96d39e7faea4d81e4b: WHATWG URLs allow a host
+/// that starts with a dot (`https://..x/`). A host-only cookie from such a host used to be stored
+/// and sent back, while `HttpCookie::matches_url` (which strips one leading dot from `domain`)
+/// said it did not match its own host, and `update_cookie` refused it. No DNS name has an empty
+/// label, so the jar now refuses cookies from such hosts outright.
+///
+/// crash-d55afb92ceca1cd1fff7c78fac923f6fd2990e09 is the same mismatch for a `Domain` made of
+/// dots (`Domain=....` from a host ending in dots).
+#[test]
+fn cookies_from_hosts_with_empty_labels_are_refused() {
+    for host in [
+        "https://..x/",
+        "https://.x/",
+        "https://a..x/",
+        "https://xn--bcher-kva.de......../",
+    ] {
+        let url = Url::parse(host).unwrap();
+        let mut jar = HttpCookieJar::new();
+        assert_eq!(
+            jar.store_response_cookies(&url, ["d=w", "c=1; Domain=...."]),
+            0,
+            "{host}"
+        );
+        assert_eq!(jar.cookie_header_for_url(&url), None, "{host}");
+        assert!(jar.all_cookies().is_empty(), "{host}");
+    }
+    // A well-formed neighbour is unaffected.
+    let url = Url::parse("https://x/").unwrap();
+    let mut jar = HttpCookieJar::new();
+    assert_eq!(jar.store_response_cookies(&url, ["d=w"]), 1);
+    assert_eq!(jar.cookie_header_for_url(&url).as_deref(), Some("d=w"));
+}
+
+/// `location`, found in the first smoke run (artifact not kept; its `Location` was a
+/// protocol-relative URL with userinfo, `//…@\n~//…`): the oracle assumed that a hop to another
+/// origin never carries `Authorization`. Credentials written into the `Location` itself are
+/// meant for the new host and become Basic auth (`HttpRequest::set_url`); only the old
+/// request's credentials must be dropped. The oracle was corrected; this pins both halves.
+#[test]
+fn credentials_in_a_cross_origin_location_become_basic_auth_for_the_new_host() {
+    let mut request = HttpRequest::new("https://example.com/a").unwrap();
+    request.set_bearer_auth("old-token");
+    let RedirectAction::Follow(next) =
+        redirect_action(&request, 302, Some("//user:pw@other.example/x#f"), 0)
+    else {
+        panic!("expected to follow");
+    };
+    assert_eq!(next.url().as_str(), "https://other.example/x");
+    assert_eq!(next.header("authorization"), Some("Basic dXNlcjpwdw=="));
+
+    let RedirectAction::Follow(next) = redirect_action(&request, 302, Some("//other.example/x"), 0)
+    else {
+        panic!("expected to follow");
+    };
+    assert_eq!(next.header("authorization"), None);
+}
