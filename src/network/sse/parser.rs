@@ -712,15 +712,22 @@ impl SseParser {
         if memchr(0, value).is_some() {
             return;
         }
-        let value = String::from_utf8_lossy(value);
         if value.is_empty() {
             self.id_buffer = None;
-        } else if self.id_buffer.as_deref() == Some(&*value) {
+            return;
+        }
+        // Compare raw bytes before decoding: equal bytes decode to equal text, and most streams
+        // either repeat an ID or send a new one that needs exactly one allocation.
+        let same_as = |id: &Option<Arc<str>>| id.as_deref().map(str::as_bytes) == Some(value);
+        if same_as(&self.id_buffer) {
             // Unchanged: keep sharing the allocation.
-        } else if self.last_event_id.as_deref() == Some(&*value) {
+        } else if same_as(&self.last_event_id) {
             self.id_buffer = self.last_event_id.clone();
         } else {
-            self.id_buffer = Some(Arc::from(&*value));
+            self.id_buffer = Some(match std::str::from_utf8(value) {
+                Ok(text) => Arc::from(text),
+                Err(_) => Arc::from(&*String::from_utf8_lossy(value)),
+            });
         }
     }
 
