@@ -7,7 +7,7 @@
 mod support;
 
 use std::cell::{Cell, RefCell};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -21,7 +21,7 @@ use kdnet::network::http::{
 use kdnet::network::sse::{ReadyState, SseClient, SseError};
 use kdnet::network::{SocketError, SslSocket, TimeoutPhase, TlsClientConfig, TlsFailure};
 use support::certs::test_pki;
-use support::{Reply, ScriptServer, rss_bytes, run_until};
+use support::{Reply, ScriptServer, read_request_head, rss_bytes, run_until};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -43,14 +43,8 @@ where
             let respond = respond.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line.trim().is_empty() {
-                        break;
-                    }
+                if read_request_head(&mut reader).is_none() {
+                    return;
                 }
                 respond(stream, n);
             });
@@ -397,33 +391,36 @@ fn head_sent_one_byte_per_second_hits_the_read_timeout() {
     );
 }
 
-/// A head dripping in faster than the read timeout must not stretch the wait: the head timeout is
-/// a deadline from the request write. Streaming requests (SSE) have no total timeout, so this is
-/// their only guard against a slow-loris head.
-fn head_dripping_faster_than_the_read_timeout(streaming: bool) {
+/// Fetches from a server that drips a ~90-byte head at one byte per 100 ms (about 9 s in all),
+/// with the given read timeout and request tweak; the error and how long it took.
+fn dripping_head_error(
+    read_timeout: Option<Duration>,
+    tweak: impl FnOnce(HttpRequest) -> HttpRequest,
+) -> (HttpError, Duration) {
     let server = dripping_server(
         b"HTTP/1.1 200 OK\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\nContent-Length: 2\r\n\r\nok",
         Duration::from_millis(100),
     );
     let mut ev = EventLoop::new().unwrap();
     let client = HttpClient::new().unwrap();
-    client.update_session(|s| s.set_read_timeout(Duration::from_millis(500)));
+    client.update_session(|s| s.set_read_timeout(read_timeout));
     let started = Instant::now();
-    let error = fetch(
-        &mut ev,
-        &client,
-        HttpRequest::get(&server.url("/"))
-            .unwrap()
-            .with_streaming(streaming),
-        Duration::from_secs(10),
-    )
-    .unwrap_err();
-    let took = started.elapsed();
+    let request = tweak(HttpRequest::get(&server.url("/")).unwrap());
+    let error = fetch(&mut ev, &client, request, Duration::from_secs(10)).unwrap_err();
+    (error, started.elapsed())
+}
+
+/// A head dripping in faster than the read timeout must not stretch the wait: the head timeout is
+/// a deadline from the request write. Streaming requests (SSE) have no total timeout, so this is
+/// their only guard against a slow-loris head.
+fn head_dripping_faster_than_the_read_timeout(streaming: bool) {
+    let (error, took) = dripping_head_error(Some(Duration::from_millis(500)), |r| {
+        r.with_streaming(streaming)
+    });
     assert!(
         matches!(error, HttpError::Timeout(TimeoutPhase::ResponseHead)),
         "{error:?}"
     );
-    // The whole head would take about 9 s at this pace.
     assert!(
         took >= Duration::from_millis(450) && took < Duration::from_secs(3),
         "{took:?}"
@@ -442,23 +439,7 @@ fn streaming_request_head_dripping_faster_than_the_read_timeout_hits_the_head_de
 
 #[test]
 fn head_dripping_is_also_ended_by_the_total_timeout() {
-    let server = dripping_server(
-        b"HTTP/1.1 200 OK\r\nX-Padding: aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa\r\nContent-Length: 2\r\n\r\nok",
-        Duration::from_millis(100),
-    );
-    let mut ev = EventLoop::new().unwrap();
-    let client = HttpClient::new().unwrap();
-    let started = Instant::now();
-    let error = fetch(
-        &mut ev,
-        &client,
-        HttpRequest::get(&server.url("/"))
-            .unwrap()
-            .with_timeout(Duration::from_secs(1)),
-        Duration::from_secs(10),
-    )
-    .unwrap_err();
-    let took = started.elapsed();
+    let (error, took) = dripping_head_error(None, |r| r.with_timeout(Duration::from_secs(1)));
     assert!(
         matches!(error, HttpError::Timeout(TimeoutPhase::Total)),
         "{error:?}"

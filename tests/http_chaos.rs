@@ -323,7 +323,7 @@ fn every_request_through_cuts_is_byte_exact_or_a_typed_error_within_its_timeout(
 /// An HTTPS server (rustls on threads) answering `/close/{size}/{seed}` with that close-delimited
 /// body, ended by close_notify.
 fn tls_body_server() -> std::net::SocketAddr {
-    use std::io::{BufRead, BufReader, Write};
+    use std::io::{BufReader, Write};
     let pki = support::certs::test_pki();
     let config = kdnet::network::TlsServerConfig::from_pem(
         pki.server_cert_pem.as_bytes(),
@@ -339,22 +339,13 @@ fn tls_body_server() -> std::net::SocketAddr {
             std::thread::spawn(move || {
                 let conn = rustls::ServerConnection::new(config).unwrap();
                 let mut tls = rustls::StreamOwned::new(conn, tcp);
-                let mut target = String::new();
-                {
+                let target = {
                     let mut reader = BufReader::new(&mut tls);
-                    loop {
-                        let mut line = String::new();
-                        if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                            return;
-                        }
-                        if line.trim().is_empty() {
-                            break;
-                        }
-                        if target.is_empty() {
-                            target = line.split(' ').nth(1).unwrap_or("").to_string();
-                        }
-                    }
-                }
+                    let Some(head) = support::read_request_head(&mut reader) else {
+                        return;
+                    };
+                    head.target().to_string()
+                };
                 let parts: Vec<&str> = target.trim_start_matches('/').split('/').collect();
                 let (size, seed): (usize, u64) =
                     (parts[1].parse().unwrap(), parts[2].parse().unwrap());

@@ -5,7 +5,7 @@
 mod support;
 
 use std::cell::RefCell;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpListener};
 use std::rc::Rc;
 use std::sync::atomic::Ordering;
@@ -16,7 +16,7 @@ use kdnet::network::http::HttpError;
 use kdnet::network::http::HttpRequest;
 use kdnet::network::sse::{SseClient, SseError};
 use support::chaos::{ChaosPlan, ChaosProxy};
-use support::run_until;
+use support::{read_request_head, run_until};
 
 const EVENTS: u64 = 10_000;
 
@@ -29,19 +29,12 @@ fn resuming_server() -> std::net::SocketAddr {
             let Ok(mut stream) = stream else { continue };
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut last = 0u64;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line.trim().is_empty() {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("last-event-id:") {
-                        last = v.trim().parse().unwrap_or(0);
-                    }
-                }
+                let Some(head) = read_request_head(&mut reader) else {
+                    return;
+                };
+                let last: u64 = head
+                    .header("last-event-id")
+                    .map_or(0, |v| v.parse().unwrap_or(0));
                 let mut out =
                     b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nretry: 5\n\n"
                         .to_vec();

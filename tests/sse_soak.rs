@@ -11,7 +11,7 @@
 mod support;
 
 use std::cell::{Cell, RefCell};
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufReader, Write};
 use std::net::{Shutdown, SocketAddr, TcpListener};
 use std::rc::Rc;
 use std::sync::{Arc, Mutex};
@@ -20,7 +20,7 @@ use std::time::{Duration, Instant};
 use kdnet::EventLoop;
 use kdnet::network::http::HttpRequest;
 use kdnet::network::sse::SseClient;
-use support::{rss_bytes, run_until};
+use support::{read_request_head, rss_bytes, run_until};
 
 const EVENTS: u64 = 1_000_000;
 /// The server ends the first connection after this event.
@@ -41,19 +41,10 @@ fn server(seen: Arc<Mutex<Vec<Option<String>>>>) -> SocketAddr {
             let seen = seen.clone();
             std::thread::spawn(move || {
                 let mut reader = BufReader::new(stream.try_clone().unwrap());
-                let mut last: Option<String> = None;
-                loop {
-                    let mut line = String::new();
-                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    if line.trim().is_empty() {
-                        break;
-                    }
-                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("last-event-id:") {
-                        last = Some(v.trim().to_string());
-                    }
-                }
+                let Some(head) = read_request_head(&mut reader) else {
+                    return;
+                };
+                let last: Option<String> = head.header("last-event-id").map(str::to_string);
                 seen.lock().unwrap().push(last.clone());
                 let from = last.as_deref().map_or(0, |v| v.parse::<u64>().unwrap()) + 1;
                 let to = if last.is_none() { HALF_WAY } else { EVENTS };

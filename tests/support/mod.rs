@@ -8,6 +8,53 @@ use std::time::{Duration, Instant};
 
 use kdnet::EventLoop;
 
+/// A request head read by a blocking test server: the request line and the header lines.
+pub struct RawHead {
+    /// `GET /path HTTP/1.1`.
+    pub request_line: String,
+    /// `name: value` lines, as sent.
+    pub header_lines: Vec<String>,
+}
+
+impl RawHead {
+    /// The request target (`/path`).
+    pub fn target(&self) -> &str {
+        self.request_line.split(' ').nth(1).unwrap_or("")
+    }
+
+    /// The trimmed value of the first header called `name` (case-insensitive).
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.header_lines.iter().find_map(|line| {
+            let (n, v) = line.split_once(':')?;
+            n.trim().eq_ignore_ascii_case(name).then(|| v.trim())
+        })
+    }
+}
+
+/// Reads one request head line by line up to its blank line; `None` when the peer closes first.
+pub fn read_request_head(reader: &mut impl std::io::BufRead) -> Option<RawHead> {
+    let mut lines = Vec::new();
+    loop {
+        let mut line = String::new();
+        if reader.read_line(&mut line).unwrap_or(0) == 0 {
+            return None;
+        }
+        if line.trim().is_empty() {
+            break;
+        }
+        lines.push(line.trim_end().to_string());
+    }
+    let request_line = if lines.is_empty() {
+        String::new()
+    } else {
+        lines.remove(0)
+    };
+    Some(RawHead {
+        request_line,
+        header_lines: lines,
+    })
+}
+
 /// Runs `event_loop` until `done()` holds or `timeout` passes; returns whether `done()` held.
 pub fn run_until(
     event_loop: &mut EventLoop,
