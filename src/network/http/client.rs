@@ -14,7 +14,7 @@
 //! No `RefCell` borrow is held while user code runs: work is collected under the borrow and
 //! delivered after it.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::fmt;
 use std::rc::{Rc, Weak};
@@ -109,20 +109,26 @@ struct RequestState {
     head_parser: HeadParser,
     response_head: Option<HttpResponse>,
     decoder: Option<BodyDecoder>,
-    content: Option<ContentDecoder>,
+    /// Boxed (like `redirect_next`): rarely present, and every request would carry its size.
+    content: Option<Box<ContentDecoder>>,
     body: BytesMut,
     /// Keep only this much of the body (the start of a rejected SSE response, for its message).
     body_limit: Option<usize>,
     /// A buffered body beyond this is an error (the session's `max_response_body_bytes`).
     max_body: usize,
     reusable: bool,
-    redirect_next: Option<HttpRequest>,
+    redirect_next: Option<Box<HttpRequest>>,
     redirects: u32,
     started: Instant,
     got_bytes: bool,
     retried: bool,
     total_timer: Option<TimerKey>,
     idle_timer: Option<TimerKey>,
+    /// The read timeout expires here; arrivals move it without touching the timer, which re-arms
+    /// itself for the rest when it fires early (no timer churn per arrival).
+    idle_deadline: Instant,
+    /// When the armed `idle_timer` fires.
+    idle_fires_at: Instant,
     upload_total: u64,
     /// Bytes of the request head, which `wire_written` counts but upload progress does not.
     upload_head_len: u64,
@@ -217,6 +223,8 @@ pub struct HttpClient {
     pub upload_progress: Signal<(RequestId, u64, u64)>,
     core: Rc<LoopCore>,
     inner: RefCell<ClientInner>,
+    /// The action list of the last data arrival, kept (empty) for the next: no allocation per read.
+    spare_actions: Cell<Vec<Action>>,
     self_weak: Weak<HttpClient>,
 }
 
@@ -244,6 +252,7 @@ impl HttpClient {
                 next_id: 1,
                 tls: None,
             }),
+            spare_actions: Cell::new(Vec::new()),
             self_weak: weak.clone(),
         }))
     }
@@ -531,6 +540,7 @@ impl HttpClient {
                 max_headers: inner.session.max_response_headers(),
             };
             let host = host_key(request.url());
+            let now = Instant::now();
             let state = RequestState {
                 request,
                 phase: Phase::Queued,
@@ -548,11 +558,13 @@ impl HttpClient {
                 reusable: false,
                 redirect_next: None,
                 redirects: 0,
-                started: Instant::now(),
+                started: now,
                 got_bytes: false,
                 retried: false,
                 total_timer: None,
                 idle_timer: None,
+                idle_deadline: now,
+                idle_fires_at: now,
                 upload_total: 0,
                 upload_head_len: 0,
                 wire_written: 0,
@@ -593,24 +605,48 @@ impl HttpClient {
         let Some(timeout) = state.read_timeout else {
             return;
         };
+        let deadline = Instant::now() + timeout;
+        state.idle_deadline = deadline;
+        if state.idle_timer.is_some() && state.idle_fires_at <= deadline {
+            // The armed timer fires first and then waits out the rest (see `on_idle_timeout`).
+            return;
+        }
         if let Some(key) = state.idle_timer.take() {
             self.core.timer_remove(key);
         }
+        self.start_idle_timer(state, id, timeout, deadline);
+    }
+
+    fn start_idle_timer(&self, state: &mut RequestState, id: u64, delay: Duration, at: Instant) {
         let weak = self.self_weak.clone();
-        state.idle_timer = Some(self.core.call_after(timeout, move || {
+        state.idle_fires_at = at;
+        state.idle_timer = Some(self.core.call_after(delay, move || {
             if let Some(client) = weak.upgrade() {
                 client.on_idle_timeout(id);
             }
         }));
     }
 
-    /// The read timeout fired. Its phase is the request's phase now, not when the timer was
-    /// armed: the head may have completed in the same read that armed it.
+    /// The read timer fired: re-armed for the rest when bytes moved the deadline since, else the
+    /// read timeout. Its phase is the request's phase now, not when the timer was armed: the head
+    /// may have completed in the same read that armed it.
     fn on_idle_timeout(&self, id: u64) {
-        let phase = match self.inner.borrow().requests.get(&id).map(|s| s.phase) {
-            Some(Phase::RecvBody) => TimeoutPhase::BodyIdle,
-            Some(_) => TimeoutPhase::ResponseHead,
-            None => return,
+        let phase = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(state) = inner.requests.get_mut(&id) else {
+                return;
+            };
+            state.idle_timer = None;
+            let now = Instant::now();
+            if now < state.idle_deadline {
+                let deadline = state.idle_deadline;
+                self.start_idle_timer(state, id, deadline - now, deadline);
+                return;
+            }
+            match state.phase {
+                Phase::RecvBody => TimeoutPhase::BodyIdle,
+                _ => TimeoutPhase::ResponseHead,
+            }
         };
         self.on_timeout(id, phase);
     }
@@ -748,12 +784,14 @@ impl HttpClient {
     // ---- receiving ---------------------------------------------------------------------------
 
     fn on_data(&self, conn_id: u64, data: &[u8]) {
-        let mut actions = Vec::new();
+        // Taken, not borrowed: a nested arrival (from user code) simply starts an empty list.
+        let mut actions = self.spare_actions.take();
         {
             let mut inner = self.inner.borrow_mut();
             self.process_data(&mut inner, conn_id, data, &mut actions);
         }
-        self.run_actions(actions);
+        self.run_action_list(&mut actions);
+        self.spare_actions.set(actions);
     }
 
     fn process_data(
@@ -851,7 +889,7 @@ impl HttpClient {
         state.content = if framing.body == BodyFraming::NoBody {
             None
         } else {
-            ContentDecoder::for_headers(&head.headers)
+            ContentDecoder::for_headers(&head.headers).map(Box::new)
         };
         if let BodyFraming::Length(n) = framing.body {
             let buffered = matches!(state.delivery, Delivery::Buffered(_));
@@ -876,7 +914,7 @@ impl HttpClient {
         ) {
             RedirectAction::Follow(next) => {
                 // Read (and discard) this body so the connection can be reused.
-                state.redirect_next = Some(next);
+                state.redirect_next = Some(Box::new(next));
                 state.body_limit = Some(0);
             }
             RedirectAction::Error(e) => return Err(e),
@@ -1030,7 +1068,10 @@ impl HttpClient {
             return self.fail(inner, id, e, true, actions);
         }
         self.flush_stream_outputs(inner, id, collected, stream_chunk, actions);
-        actions.push(Action::Progress(id, received, total));
+        // Checked here, not when run: no action (and no list allocation) per chunk otherwise.
+        if self.download_progress.connection_count() > 0 {
+            actions.push(Action::Progress(id, received, total));
+        }
         if complete {
             self.complete(inner, id, actions);
         }
@@ -1073,7 +1114,7 @@ impl HttpClient {
         if let Some(next) = state.redirect_next.take() {
             log::debug!("request {id}: redirect to {}", next.url());
             state.redirects += 1;
-            state.request = next;
+            state.request = *next;
             state.host = host_key(state.request.url());
             state.reset_for_hop();
             inner.requests.insert(id, Box::new(state));
@@ -1364,8 +1405,13 @@ impl HttpClient {
     }
 
     /// Runs collected work with no borrow held.
-    fn run_actions(&self, actions: Vec<Action>) {
-        for action in actions {
+    fn run_actions(&self, mut actions: Vec<Action>) {
+        self.run_action_list(&mut actions);
+    }
+
+    /// Runs and empties `actions` (keeping its capacity).
+    fn run_action_list(&self, actions: &mut Vec<Action>) {
+        for action in actions.drain(..) {
             match action {
                 Action::Close(socket) => socket.abort(),
                 Action::StreamHead(f, response) => (f.borrow_mut())(StreamEvent::Head(&response)),

@@ -150,7 +150,6 @@ struct Inner {
     connect_timer: Option<TimerKey>,
     handshake_timer: Option<TimerKey>,
     lookup: Option<LookupId>,
-    lookup_host: String,
     tls: Option<Box<TlsSession>>,
     tls_pending: Option<(Arc<rustls::ClientConfig>, String)>,
     tls_scratch: BytesMut,
@@ -212,7 +211,6 @@ impl TcpSocket {
                 connect_timer: None,
                 handshake_timer: None,
                 lookup: None,
-                lookup_host: String::new(),
                 tls: None,
                 tls_pending: None,
                 tls_scratch: BytesMut::new(),
@@ -278,7 +276,6 @@ impl TcpSocket {
         {
             let mut inner = self.inner.borrow_mut();
             inner.state = SocketState::HostLookup;
-            inner.lookup_host = host.to_string();
         }
         self.state_changed.emit(&SocketState::HostLookup);
         self.arm_connect_timer();
@@ -924,6 +921,10 @@ impl TcpSocket {
                 .map(|f| (f.plaintext_written, f.blocked)),
             None => write_plain(&mut inner.write_buf, stream),
         };
+        if inner.write_buf.is_empty() && inner.write_buf.capacity() > 0 {
+            // All sent: an idle connection (a long stream after its request) keeps no buffer.
+            inner.write_buf = BytesMut::new();
+        }
         result.map_err(|e| SocketError::io(SocketOperation::Write, e))
     }
 
