@@ -145,7 +145,8 @@ struct Inner {
     read_paused: bool,
     close_when_flushed: bool,
     announced: bool,
-    race: Option<ConnectRace>,
+    /// Boxed: only needed while connecting, and every connected socket would carry its size.
+    race: Option<Box<ConnectRace>>,
     stagger_timer: Option<TimerKey>,
     connect_timer: Option<TimerKey>,
     handshake_timer: Option<TimerKey>,
@@ -308,7 +309,7 @@ impl TcpSocket {
         let was = {
             let mut inner = self.inner.borrow_mut();
             inner.lookup = None;
-            inner.race = Some(ConnectRace::new(addrs));
+            inner.race = Some(Box::new(ConnectRace::new(addrs)));
             std::mem::replace(&mut inner.state, SocketState::Connecting)
         };
         if was != SocketState::Connecting {
