@@ -15,7 +15,7 @@ use crate::network::tcp::{TcpSocket, TlsObserver};
 
 /// A TLS client socket: everything a [`TcpSocket`] does (it derefs to one), encrypted.
 ///
-/// `connected` fires when TCP connects (as in KDNetwork); [`handshake_completed`](Self::handshake_completed)
+/// `connected` fires when TCP connects (as in KDNetwork); [`handshake_completed`](#structfield.handshake_completed)
 /// when the TLS session is up. Writes made earlier are sent once the handshake completes.
 /// Certificate problems arrive as [`handshake_error`](Self::handshake_error) and `error_occurred`
 /// with a [`TlsFailure`](crate::network::TlsFailure) naming the reason.
