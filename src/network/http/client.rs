@@ -941,6 +941,9 @@ impl HttpClient {
                         && response.content_type().is_some_and(is_event_stream_mime);
                     if opens {
                         state.sse_mode = true;
+                        // Nothing reads the request again (no retry after bytes, no redirect
+                        // from a 200); its owner keeps the copy it reconnects with.
+                        state.request.shed_headers_and_body();
                     } else {
                         state.body_limit = Some(SSE_ERROR_BODY_LIMIT);
                     }

@@ -398,6 +398,14 @@ impl HttpRequest {
         Ok(())
     }
 
+    /// Drops the header fields and body once they can no longer be needed (an event stream is
+    /// open: no retry, no redirect), so a long-lived stream does not keep a second copy of them
+    /// (its `SseClient` keeps the request it reconnects with).
+    pub(crate) fn shed_headers_and_body(&mut self) {
+        self.headers = HeaderMap::new();
+        self.body = Bytes::new();
+    }
+
     /// Whether the value was set explicitly (the session fills in its own limit otherwise).
     pub(crate) fn has_explicit_max_redirects(&self) -> bool {
         self.max_redirects.is_some()
