@@ -1185,3 +1185,27 @@ fn closure_of_a_slot_that_disconnects_itself_is_dropped_before_the_emit_returns(
     );
     assert_eq!(drops.get(), 1);
 }
+
+#[test]
+fn slot_connected_during_an_emit_keeps_its_place_before_slots_connected_after_it() {
+    let signal = Rc::new(Signal::<()>::new());
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let (sig, s) = (Rc::downgrade(&signal), seen.clone());
+    signal
+        .connect_single_shot(move |_| {
+            let s2 = s.clone();
+            let sig = sig.upgrade().expect("signal alive during its emit");
+            sig.connect(move |_| s2.borrow_mut().push("during"))
+                .release();
+        })
+        .release();
+    signal.emit(&());
+    let s3 = seen.clone();
+    let after = signal.connect(move |_| s3.borrow_mut().push("after"));
+    signal.emit(&());
+    assert_eq!(*seen.borrow(), ["during", "after"]);
+    // Lookups still find both (the list stays sorted by connection order).
+    assert_eq!(after.block(true), Ok(false));
+    signal.emit(&());
+    assert_eq!(*seen.borrow(), ["during", "after", "during"]);
+}

@@ -379,6 +379,8 @@ impl<A> SignalInner<A> {
             state: Cell::new(0),
             func: RefCell::new(func),
         };
+        // Slots connected during an earlier emit go first: the list stays in connection order.
+        self.settle_if_idle();
         // Borrowed means an emit is walking the list: the new slot waits for the next emit.
         match self.slots.try_borrow_mut() {
             Ok(mut slots) => {
