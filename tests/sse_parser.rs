@@ -1,11 +1,13 @@
 //! WHATWG event-stream parsing rules, each checked with the input fed whole, byte at a time and
-//! split in two at every position; property tests against a naive reference parser; writer round
-//! trips.
+//! split in two at every position, through both `feed` (owned events) and `feed_borrowed`
+//! (borrowed events), which must agree; property tests against a naive reference parser; writer
+//! round trips.
 
 use std::time::Duration;
 
 use kdnet::network::sse::{
-    DEFAULT_MAX_EVENT_SIZE, SseEvent, SseParseError, SseParser, SseSink, SseWriter,
+    DEFAULT_MAX_EVENT_SIZE, SseBorrowedSink, SseEvent, SseEventRef, SseParseError, SseParser,
+    SseSink, SseWriter,
 };
 use proptest::prelude::*;
 
@@ -25,6 +27,24 @@ struct Recorder(Vec<Seen>);
 impl SseSink for Recorder {
     fn on_event(&mut self, event: SseEvent) {
         self.0.push(Seen::Event(event));
+    }
+    fn on_comment(&mut self, comment: &str) {
+        self.0.push(Seen::Comment(comment.to_owned()));
+    }
+    fn on_retry(&mut self, retry: Duration) {
+        self.0.push(Seen::Retry(retry));
+    }
+}
+
+/// Records borrowed events as owned copies, to compare with [`Recorder`].
+#[derive(Default)]
+struct BorrowedRecorder(Vec<Seen>);
+
+impl SseBorrowedSink for BorrowedRecorder {
+    fn on_event(&mut self, event: SseEventRef<'_>) {
+        let owned = event.to_event();
+        assert_eq!(event, owned, "a borrowed event equals its owned copy");
+        self.0.push(Seen::Event(owned));
     }
     fn on_comment(&mut self, comment: &str) {
         self.0.push(Seen::Comment(comment.to_owned()));
@@ -90,8 +110,19 @@ const COMMENTS: Options = Options {
     max_event_size: None,
 };
 
-/// Feeds `chunks` then finishes; stops at the first error.
+/// Feeds `chunks` then finishes, once with owned and once with borrowed events; asserts both
+/// give the same outcome. Stops at the first error.
 fn run_chunks(options: Options, chunks: &[&[u8]]) -> Outcome {
+    let owned = run_chunks_owned(options, chunks);
+    assert_eq!(
+        run_chunks_borrowed(options, chunks),
+        owned,
+        "feed_borrowed disagrees with feed"
+    );
+    owned
+}
+
+fn run_chunks_owned(options: Options, chunks: &[&[u8]]) -> Outcome {
     let mut parser = options.parser();
     let mut recorder = Recorder::default();
     let mut error = None;
@@ -103,6 +134,27 @@ fn run_chunks(options: Options, chunks: &[&[u8]]) -> Outcome {
     }
     if error.is_none() {
         error = parser.finish(&mut recorder).err();
+    }
+    Outcome {
+        seen: recorder.0,
+        error,
+        last_event_id: parser.last_event_id().to_owned(),
+        reconnection_time: parser.reconnection_time(),
+    }
+}
+
+fn run_chunks_borrowed(options: Options, chunks: &[&[u8]]) -> Outcome {
+    let mut parser = options.parser();
+    let mut recorder = BorrowedRecorder::default();
+    let mut error = None;
+    for chunk in chunks {
+        if let Err(e) = parser.feed_borrowed(chunk, &mut recorder) {
+            error = Some(e);
+            break;
+        }
+    }
+    if error.is_none() {
+        error = parser.finish_borrowed(&mut recorder).err();
     }
     Outcome {
         seen: recorder.0,

@@ -14,11 +14,16 @@
 //! 3. Limits: no event's data is longer than the parser's limit, and an error is only ever
 //!    `EventTooLarge` with the configured limit.
 //! 4. An error is sticky: `finish` after a failed `feed` fails with the same error.
+//! 5. Borrowed events: `feed_borrowed`/`finish_borrowed` (split feeding) report exactly what
+//!    `feed`/`finish` do, and each borrowed event equals its owned copy.
 #![no_main]
 
 use std::time::Duration;
 
-use kdnet::network::sse::{DEFAULT_MAX_EVENT_SIZE, SseEvent, SseParseError, SseParser, SseSink};
+use kdnet::network::sse::{
+    DEFAULT_MAX_EVENT_SIZE, SseBorrowedSink, SseEvent, SseEventRef, SseParseError, SseParser,
+    SseSink,
+};
 use libfuzzer_sys::fuzz_target;
 
 const FLUSH_AT_EOF: u8 = 1;
@@ -50,6 +55,27 @@ impl SseSink for Log {
     }
 }
 
+impl SseBorrowedSink for Log {
+    fn on_event(&mut self, event: SseEventRef<'_>) {
+        let owned = event.to_event();
+        assert_eq!(event, owned, "borrowed event vs its owned copy");
+        self.0.push(Item::Event(owned));
+    }
+    fn on_comment(&mut self, comment: &str) {
+        self.0.push(Item::Comment(comment.to_owned()));
+    }
+    fn on_retry(&mut self, retry: Duration) {
+        self.0.push(Item::Retry(retry));
+    }
+}
+
+/// Which parser entry points a run uses.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Events {
+    Owned,
+    Borrowed,
+}
+
 #[derive(Debug, PartialEq, Eq)]
 struct Outcome {
     items: Vec<Item>,
@@ -73,6 +99,10 @@ fn parser(options: Options) -> SseParser {
 
 /// Feeds `stream` in pieces of the given sizes (cycled), then finishes.
 fn run(options: Options, stream: &[u8], sizes: &[usize]) -> Outcome {
+    run_with(options, stream, sizes, Events::Owned)
+}
+
+fn run_with(options: Options, stream: &[u8], sizes: &[usize], events: Events) -> Outcome {
     let mut parser = parser(options);
     let mut log = Log::default();
     let mut rest = stream;
@@ -83,12 +113,19 @@ fn run(options: Options, stream: &[u8], sizes: &[usize]) -> Outcome {
         }
         let (chunk, tail) = rest.split_at(size.clamp(1, rest.len()));
         rest = tail;
-        if let Err(e) = parser.feed(chunk, &mut log) {
+        let fed = match events {
+            Events::Owned => parser.feed(chunk, &mut log),
+            Events::Borrowed => parser.feed_borrowed(chunk, &mut log),
+        };
+        if let Err(e) = fed {
             failed = Some(e);
             break;
         }
     }
-    let finished = parser.finish(&mut log);
+    let finished = match events {
+        Events::Owned => parser.finish(&mut log),
+        Events::Borrowed => parser.finish_borrowed(&mut log),
+    };
     match failed {
         Some(e) => {
             // The error is sticky until reset.
@@ -251,6 +288,8 @@ fuzz_target!(|input: &[u8]| {
     check_limits(options, &whole);
     let split = run(options, stream, &sizes);
     assert_eq!(whole, split, "whole vs chunks of {sizes:?}");
+    let borrowed = run_with(options, stream, &sizes, Events::Borrowed);
+    assert_eq!(whole, borrowed, "owned vs borrowed events, chunks of {sizes:?}");
     // Byte-at-a-time hits every split point at once; bounded to keep executions fast.
     if stream.len() <= 4096 {
         let bytes = run(options, stream, &[1]);

@@ -1,16 +1,21 @@
-//! [`SseEvent`]: one dispatched server-sent event (type, data, last event ID, retry).
+//! [`SseEvent`]: one dispatched server-sent event (type, data, last event ID, retry), and
+//! [`SseEventRef`], the same event borrowed from the parser for allocation-free reading.
 
 use std::sync::Arc;
 use std::time::Duration;
+
+use smol_str::SmolStr;
 
 /// The event type a block without an `event` field (or with an empty one) dispatches as.
 const DEFAULT_EVENT_TYPE: &str = "message";
 
 /// One server-sent event, as the WHATWG "dispatch the event" steps produce it.
 ///
-/// The event type and the last event ID are reference-counted strings: the parser hands the same
-/// allocation to every event while they stay unchanged, so a stream whose events all carry
-/// `event: delta` costs no allocation per event for the type. Cloning an event copies its data.
+/// The event type is a reference-counted string: the parser hands the same allocation to every
+/// event while it stays unchanged, so a stream whose events all carry `event: delta` costs no
+/// allocation per event for the type. The last event ID is kept inline when it is short (up to
+/// 23 bytes, e.g. a sequence number or a UUID without dashes) and shared otherwise, so an ID
+/// that changes with every event costs no allocation either. Cloning an event copies its data.
 ///
 /// Equality compares what the accessors return: an event built with type `""` equals one built
 /// with type `"message"`, because both dispatch as `message`.
@@ -41,7 +46,7 @@ pub struct SseEvent {
     event_type: Option<Arc<str>>,
     data: String,
     /// `None` stands for the empty ID; never `Some("")`.
-    last_event_id: Option<Arc<str>>,
+    last_event_id: Option<SmolStr>,
     retry: Option<Duration>,
 }
 
@@ -118,7 +123,7 @@ impl SseEvent {
     pub(crate) fn from_parts(
         event_type: Option<Arc<str>>,
         data: String,
-        last_event_id: Option<Arc<str>>,
+        last_event_id: Option<SmolStr>,
         retry: Option<Duration>,
     ) -> Self {
         debug_assert!(event_type.as_deref().is_none_or(is_custom_event_type));
@@ -132,6 +137,101 @@ impl SseEvent {
     }
 }
 
+/// A dispatched event borrowed from the parser: what [`SseParser::feed_borrowed`] hands its sink.
+///
+/// It reads like an [`SseEvent`] but owns nothing: its data usually points straight into the
+/// chunk being parsed (or into the parser's reused buffer when the data spans lines or chunks),
+/// so reading a stream this way allocates nothing per event. It lives only for the sink call;
+/// [`to_event`](Self::to_event) makes an owned copy of the events worth keeping.
+///
+/// [`SseParser::feed_borrowed`]: super::SseParser::feed_borrowed
+///
+/// # Example
+///
+/// ```
+/// use kdnet::network::sse::{SseEvent, SseEventRef, SseParser};
+///
+/// let mut parser = SseParser::new();
+/// let mut total = 0;
+/// let mut kept = Vec::new();
+/// let stream = b"id: 1\nevent: delta\ndata: Hel\n\ndata: lo\n\nevent: done\ndata: !\n\n";
+/// parser
+///     .feed_borrowed(stream, &mut |event: SseEventRef<'_>| {
+///         total += event.data().len();
+///         if event.event_type() == "done" {
+///             kept.push(event.to_event());
+///         }
+///     })
+///     .unwrap();
+/// assert_eq!(total, 6);
+/// assert_eq!(kept, [SseEvent::new("done", "!").with_id("1")]);
+/// ```
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct SseEventRef<'a> {
+    /// As in [`SseEvent`]: `None` stands for `message`.
+    event_type: Option<&'a Arc<str>>,
+    data: &'a str,
+    /// `None` stands for the empty ID.
+    last_event_id: Option<&'a SmolStr>,
+    retry: Option<Duration>,
+}
+
+impl<'a> SseEventRef<'a> {
+    /// The event type: the block's `event` field, or `message` when it had none or an empty one.
+    pub fn event_type(&self) -> &'a str {
+        self.event_type.map_or(DEFAULT_EVENT_TYPE, |shared| shared)
+    }
+
+    /// The data: the block's `data` values joined by LF (no trailing LF).
+    pub fn data(&self) -> &'a str {
+        self.data
+    }
+
+    /// The last event ID in effect when the event was dispatched, or `""` if there is none.
+    pub fn last_event_id(&self) -> &'a str {
+        self.last_event_id.map_or("", SmolStr::as_str)
+    }
+
+    /// The reconnection time from a valid `retry` field in this event's own block, if it had one.
+    pub fn retry(&self) -> Option<Duration> {
+        self.retry
+    }
+
+    /// An owned copy: the data is copied, the event type and ID are shared, not copied.
+    pub fn to_event(&self) -> SseEvent {
+        SseEvent::from_parts(
+            self.event_type.cloned(),
+            self.data.to_owned(),
+            self.last_event_id.cloned(),
+            self.retry,
+        )
+    }
+
+    /// Assembles a borrowed event from parser state that is already normalised.
+    pub(crate) fn from_parts(
+        event_type: Option<&'a Arc<str>>,
+        data: &'a str,
+        last_event_id: Option<&'a SmolStr>,
+        retry: Option<Duration>,
+    ) -> Self {
+        SseEventRef {
+            event_type,
+            data,
+            last_event_id,
+            retry,
+        }
+    }
+}
+
+impl PartialEq<SseEvent> for SseEventRef<'_> {
+    fn eq(&self, other: &SseEvent) -> bool {
+        self.event_type() == other.event_type()
+            && self.data == other.data()
+            && self.last_event_id() == other.last_event_id()
+            && self.retry == other.retry()
+    }
+}
+
 /// Whether `event_type` must be stored, i.e. it does not dispatch as the default `message`.
 pub(crate) fn is_custom_event_type(event_type: &str) -> bool {
     !event_type.is_empty() && event_type != DEFAULT_EVENT_TYPE
@@ -141,8 +241,8 @@ fn shared_event_type(event_type: &str) -> Option<Arc<str>> {
     is_custom_event_type(event_type).then(|| Arc::from(event_type))
 }
 
-fn shared_id(id: &str) -> Option<Arc<str>> {
-    (!id.is_empty()).then(|| Arc::from(id))
+fn shared_id(id: &str) -> Option<SmolStr> {
+    (!id.is_empty()).then(|| SmolStr::new(id))
 }
 
 #[cfg(test)]
@@ -165,6 +265,35 @@ mod tests {
         assert_eq!(event.id(), "7");
         assert_eq!(event.event(), "t");
         assert_eq!(event.into_data(), "payload");
+    }
+
+    #[test]
+    fn borrowed_event_reads_and_copies_like_the_owned_one() {
+        let event_type: Arc<str> = Arc::from("delta");
+        let id = SmolStr::new("a-rather-long-event-id-that-is-shared");
+        let borrowed = SseEventRef::from_parts(
+            Some(&event_type),
+            "x\ny",
+            Some(&id),
+            Some(Duration::from_millis(5)),
+        );
+        let owned = borrowed.to_event();
+        assert_eq!(borrowed, owned);
+        assert_eq!(owned.event_type(), "delta");
+        assert_eq!(owned.data(), "x\ny");
+        assert_eq!(owned.id(), "a-rather-long-event-id-that-is-shared");
+        assert_eq!(owned.retry(), Some(Duration::from_millis(5)));
+        assert_eq!(
+            Arc::strong_count(&event_type),
+            2,
+            "the type is shared, not copied"
+        );
+
+        let plain = SseEventRef::from_parts(None, "d", None, None);
+        assert_eq!(plain.event_type(), "message");
+        assert_eq!(plain.last_event_id(), "");
+        assert_eq!(plain, SseEvent::new("", "d"));
+        assert_ne!(plain, SseEvent::new("", "d").with_id("1"));
     }
 
     #[test]

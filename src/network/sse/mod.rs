@@ -11,6 +11,6 @@ pub use client::{
     DEFAULT_MAX_RECONNECTION_DELAY, DEFAULT_RECONNECTION_TIME, ReadyState, SseClient,
 };
 pub use error::SseError;
-pub use event::SseEvent;
-pub use parser::{DEFAULT_MAX_EVENT_SIZE, SseParseError, SseParser, SseSink};
+pub use event::{SseEvent, SseEventRef};
+pub use parser::{DEFAULT_MAX_EVENT_SIZE, SseBorrowedSink, SseParseError, SseParser, SseSink};
 pub use writer::{SseOutput, SseWriteError, SseWriter};

@@ -2,7 +2,9 @@
 //!
 //! Bytes go in through [`SseParser::feed`] in chunks of any size; every dispatched event, and
 //! optionally every comment and `retry` value, comes out through an [`SseSink`] while the chunk is
-//! being parsed, never later. The result does not depend on how the stream is split: a chunk may
+//! being parsed, never later. [`SseParser::feed_borrowed`] does the same with borrowed
+//! [`SseEventRef`]s for an [`SseBorrowedSink`]: no allocation per event, and the data of a
+//! single-line event is not even copied. The result does not depend on how the stream is split: a chunk may
 //! end inside a line, inside a CRLF pair, inside a UTF-8 sequence or inside the leading BOM.
 //!
 //! How the bytes are treated (WHATWG HTML §9.2.5–9.2.6):
@@ -26,8 +28,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use memchr::{memchr, memchr2};
+use smol_str::SmolStr;
 
-use super::event::{SseEvent, is_custom_event_type};
+use super::event::{SseEvent, SseEventRef, is_custom_event_type};
 
 /// The default limit, in bytes, on one event: 16 MiB (16 777 216 bytes) for the decoded data of
 /// a block plus the raw bytes of the line being parsed.
@@ -91,6 +94,56 @@ impl<F: FnMut(SseEvent)> SseSink for F {
 impl SseSink for Vec<SseEvent> {
     fn on_event(&mut self, event: SseEvent) {
         self.push(event);
+    }
+}
+
+/// Receives borrowed events from [`SseParser::feed_borrowed`]; like [`SseSink`] otherwise.
+///
+/// Any `FnMut(SseEventRef<'_>)` closure is one (annotate the parameter's type so the closure
+/// accepts every lifetime: `|event: SseEventRef<'_>| ...`).
+///
+/// # Example
+///
+/// ```
+/// use kdnet::network::sse::{SseBorrowedSink, SseEventRef, SseParser};
+///
+/// /// Sums the data sizes per event type without keeping any event.
+/// #[derive(Default)]
+/// struct Sizes {
+///     deltas: usize,
+///     others: usize,
+/// }
+///
+/// impl SseBorrowedSink for Sizes {
+///     fn on_event(&mut self, event: SseEventRef<'_>) {
+///         match event.event_type() {
+///             "delta" => self.deltas += event.data().len(),
+///             _ => self.others += event.data().len(),
+///         }
+///     }
+/// }
+///
+/// let mut sizes = Sizes::default();
+/// let mut parser = SseParser::new();
+/// parser.feed_borrowed(b"event: delta\ndata: abc\n\ndata: xy\n\n", &mut sizes).unwrap();
+/// parser.finish_borrowed(&mut sizes).unwrap();
+/// assert_eq!((sizes.deltas, sizes.others), (3, 2));
+/// ```
+pub trait SseBorrowedSink {
+    /// A block ended with a blank line and carried data. The event borrows the parser and the
+    /// chunk: keep [`SseEventRef::to_event`] of it to hold on to it.
+    fn on_event(&mut self, event: SseEventRef<'_>);
+
+    /// As [`SseSink::on_comment`].
+    fn on_comment(&mut self, _comment: &str) {}
+
+    /// As [`SseSink::on_retry`].
+    fn on_retry(&mut self, _retry: Duration) {}
+}
+
+impl<F: FnMut(SseEventRef<'_>)> SseBorrowedSink for F {
+    fn on_event(&mut self, event: SseEventRef<'_>) {
+        self(event);
     }
 }
 
@@ -185,11 +238,11 @@ pub struct SseParser {
     /// `None` means the default type (`message`).
     event_type: Option<Arc<str>>,
     /// The last event ID buffer; `None` means "".
-    id_buffer: Option<Arc<str>>,
+    id_buffer: Option<SmolStr>,
     /// The `retry` of the current block, reported in its event.
     block_retry: Option<Duration>,
     /// The committed last event ID; survives `reset`.
-    last_event_id: Option<Arc<str>>,
+    last_event_id: Option<SmolStr>,
     /// The last valid `retry`; survives `reset`.
     reconnection_time: Option<Duration>,
     /// The most recent custom event type, shared by consecutive events that repeat it.
@@ -276,7 +329,7 @@ impl SseParser {
     /// Sets the last event ID, e.g. one persisted from an earlier session. Meant to be called
     /// before feeding or between connections: it replaces both the committed ID and the buffer.
     pub fn set_last_event_id(&mut self, id: &str) {
-        self.last_event_id = (!id.is_empty()).then(|| Arc::from(id));
+        self.last_event_id = (!id.is_empty()).then(|| SmolStr::new(id));
         self.id_buffer = self.last_event_id.clone();
     }
 
@@ -291,27 +344,46 @@ impl SseParser {
     /// error is [`SseParseError::EventTooLarge`], after which every call fails until
     /// [`reset`](Self::reset).
     pub fn feed(&mut self, chunk: &[u8], sink: &mut impl SseSink) -> Result<(), SseParseError> {
-        if self.failed {
-            return Err(self.too_large());
-        }
-        let result = self.parse_chunk(chunk, sink);
-        if result.is_err() {
-            self.fail();
-        }
-        result
+        self.feed_to(chunk, &mut Owned(sink))
+    }
+
+    /// [`feed`](Self::feed) for a sink of borrowed events: the same parse, without an allocation
+    /// per event. A single-line event whose line lies whole in `chunk` is handed over without
+    /// copying its data; otherwise the data is assembled in a buffer the parser reuses.
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use kdnet::network::sse::{SseEventRef, SseParser};
+    ///
+    /// let mut parser = SseParser::new();
+    /// let mut seen = Vec::new();
+    /// let mut sink = |event: SseEventRef<'_>| seen.push(event.data().to_uppercase());
+    /// parser.feed_borrowed(b"data: one\n\ndata: t", &mut sink).unwrap();
+    /// parser.feed_borrowed(b"wo\n\n", &mut sink).unwrap();
+    /// assert_eq!(seen, ["ONE", "TWO"]);
+    /// ```
+    pub fn feed_borrowed(
+        &mut self,
+        chunk: &[u8],
+        sink: &mut impl SseBorrowedSink,
+    ) -> Result<(), SseParseError> {
+        self.feed_to(chunk, &mut Borrowed(sink))
     }
 
     /// Ends the body: discards the unterminated final block (or dispatches it when
     /// [`set_flush_unterminated_at_eof`](Self::set_flush_unterminated_at_eof) is on), then
     /// prepares for a new body exactly like [`reset`](Self::reset).
     pub fn finish(&mut self, sink: &mut impl SseSink) -> Result<(), SseParseError> {
-        if self.failed {
-            return Err(self.too_large());
-        }
-        let result = self.end_of_stream(sink);
-        self.discard_partial();
-        self.failed = result.is_err();
-        result
+        self.finish_to(&mut Owned(sink))
+    }
+
+    /// [`finish`](Self::finish) for a sink of borrowed events.
+    pub fn finish_borrowed(
+        &mut self,
+        sink: &mut impl SseBorrowedSink,
+    ) -> Result<(), SseParseError> {
+        self.finish_to(&mut Borrowed(sink))
     }
 
     /// Prepares for a new connection: drops the partial line, data, event type and any error,
@@ -341,7 +413,28 @@ impl SseParser {
 
     // ----- private helpers -----
 
-    fn parse_chunk(&mut self, chunk: &[u8], sink: &mut impl SseSink) -> Result<(), SseParseError> {
+    fn feed_to(&mut self, chunk: &[u8], out: &mut impl Emit) -> Result<(), SseParseError> {
+        if self.failed {
+            return Err(self.too_large());
+        }
+        let result = self.parse_chunk(chunk, out);
+        if result.is_err() {
+            self.fail();
+        }
+        result
+    }
+
+    fn finish_to(&mut self, out: &mut impl Emit) -> Result<(), SseParseError> {
+        if self.failed {
+            return Err(self.too_large());
+        }
+        let result = self.end_of_stream(out);
+        self.discard_partial();
+        self.failed = result.is_err();
+        result
+    }
+
+    fn parse_chunk(&mut self, chunk: &[u8], out: &mut impl Emit) -> Result<(), SseParseError> {
         let mut rest = self.skip_bom(chunk)?;
         if self.swallow_lf {
             match rest.split_first() {
@@ -357,11 +450,57 @@ impl SseParser {
                 return Ok(());
             }
         }
+        // The block's only data value so far, while it is a whole line of this chunk: when the
+        // blank line follows at once (the usual single-line event) it is dispatched from here,
+        // uncopied; anything else moves it into the data buffer first.
+        let mut in_chunk: Option<&[u8]> = None;
         while let Some((line, terminator, tail)) = split_line(rest) {
-            self.complete_line(line, sink)?;
             rest = self.skip_line_end(terminator, tail);
+            if let Some(value) = in_chunk.take() {
+                if line.is_empty() {
+                    self.dispatch(Some(value), out);
+                    continue;
+                }
+                self.push_data_value(value);
+            }
+            if self.line.is_empty()
+                && let [b'd', b'a', b't', b'a', b':', value @ ..] = line
+            {
+                // Data lines are most lines: handled here, without the general field dispatch.
+                let value = strip_one_space(value);
+                self.check_data_line(line.len(), value)?;
+                if self.has_data {
+                    self.push_data_value(value);
+                } else {
+                    in_chunk = Some(value);
+                }
+                continue;
+            }
+            self.complete_line(line, out)?;
+        }
+        if let Some(value) = in_chunk {
+            self.push_data_value(value);
         }
         self.buffer_partial(rest)
+    }
+
+    /// The size rules for a whole `data` line of `line_len` raw bytes with `value`: the line
+    /// against the limit, then the data grown by the value. Decoding at most triples a size, so
+    /// one multiplication settles both for all but events near the limit.
+    #[inline(always)]
+    fn check_data_line(&mut self, line_len: usize, value: &[u8]) -> Result<(), SseParseError> {
+        let surely_fits = self
+            .data
+            .len()
+            .saturating_add(line_len)
+            .saturating_mul(MAX_DECODED_GROWTH)
+            .saturating_add(1)
+            <= self.max_event_size;
+        if surely_fits {
+            return Ok(());
+        }
+        self.check_line_size(line_len)?;
+        self.check_value(value)
     }
 
     /// The bytes after a line terminator, minus the LF of a CRLF pair (remembered when the chunk
@@ -415,16 +554,16 @@ impl SseParser {
     fn complete_line(
         &mut self,
         tail_of_line: &[u8],
-        sink: &mut impl SseSink,
+        out: &mut impl Emit,
     ) -> Result<(), SseParseError> {
         if self.line.is_empty() {
             self.check_line_size(tail_of_line.len())?;
-            return self.process_line(tail_of_line, sink);
+            return self.process_line(tail_of_line, out);
         }
         self.check_line_size(self.line.len().saturating_add(tail_of_line.len()))?;
         let mut line = std::mem::take(&mut self.line);
         line.extend_from_slice(tail_of_line);
-        let result = self.process_line(&line, sink);
+        let result = self.process_line(&line, out);
         self.recycle_line_buffer(line);
         result
     }
@@ -645,9 +784,9 @@ impl SseParser {
     }
 
     /// Interprets one complete line (without its terminator), WHATWG §9.2.6.
-    fn process_line(&mut self, line: &[u8], sink: &mut impl SseSink) -> Result<(), SseParseError> {
+    fn process_line(&mut self, line: &[u8], out: &mut impl Emit) -> Result<(), SseParseError> {
         if line.is_empty() {
-            self.dispatch(sink);
+            self.dispatch(None, out);
             return Ok(());
         }
         match parse_field(line) {
@@ -657,9 +796,9 @@ impl SseParser {
             }
             (Field::Event, value) => self.set_event_type(value),
             (Field::Id, value) => self.set_id(value),
-            (Field::Retry, value) => self.set_retry(value, sink),
+            (Field::Retry, value) => self.set_retry(value, out),
             (Field::Comment, value) if self.report_comments => {
-                sink.on_comment(&String::from_utf8_lossy(value));
+                out.comment(&String::from_utf8_lossy(value));
             }
             // Comments when not reported, and unknown fields.
             _ => {}
@@ -718,68 +857,61 @@ impl SseParser {
         }
         // Compare raw bytes before decoding: equal bytes decode to equal text, and most streams
         // either repeat an ID or send a new one that needs exactly one allocation.
-        let same_as = |id: &Option<Arc<str>>| id.as_deref().map(str::as_bytes) == Some(value);
+        let same_as = |id: &Option<SmolStr>| id.as_deref().map(str::as_bytes) == Some(value);
         if same_as(&self.id_buffer) {
             // Unchanged: keep sharing the allocation.
         } else if same_as(&self.last_event_id) {
             self.id_buffer = self.last_event_id.clone();
         } else {
             self.id_buffer = Some(match std::str::from_utf8(value) {
-                Ok(text) => Arc::from(text),
-                Err(_) => Arc::from(&*String::from_utf8_lossy(value)),
+                Ok(text) => SmolStr::new(text),
+                Err(_) => SmolStr::new(String::from_utf8_lossy(value)),
             });
         }
     }
 
-    fn set_retry(&mut self, value: &[u8], sink: &mut impl SseSink) {
+    fn set_retry(&mut self, value: &[u8], out: &mut impl Emit) {
         let Some(millis) = parse_retry_millis(value) else {
             return;
         };
         let retry = Duration::from_millis(millis);
         self.reconnection_time = Some(retry);
         self.block_retry = Some(retry);
-        sink.on_retry(retry);
+        out.retry(retry);
     }
 
-    /// WHATWG "dispatch the event", steps 1–7.
-    fn dispatch(&mut self, sink: &mut impl SseSink) {
+    /// WHATWG "dispatch the event", steps 1–7. The data is `in_chunk` when the block's only value
+    /// is still in the chunk, else the data buffer.
+    fn dispatch(&mut self, in_chunk: Option<&[u8]>, out: &mut impl Emit) {
         self.last_event_id = self.id_buffer.clone();
         let retry = self.block_retry.take();
         let event_type = self.event_type.take();
-        if !self.has_data {
+        if !self.has_data && in_chunk.is_none() {
             return;
         }
         self.has_data = false;
-        let data = self.take_data();
-        let id = self.last_event_id.clone();
-        sink.on_event(SseEvent::from_parts(event_type, data, id, retry));
-    }
-
-    /// Hands the data buffer itself to the event (no copy), decoded. The next block starts a new
-    /// buffer sized like this one.
-    fn take_data(&mut self) -> String {
-        let raw = std::mem::take(&mut self.data);
         self.measured_raw = 0;
         self.measured_decoded = 0;
-        self.data_capacity_hint = raw.len().min(RETAINED_BUFFER_CAPACITY);
-        match String::from_utf8(raw) {
-            Ok(mut text) => {
-                // Events may be kept for long: bound the slack from growth or a stale hint.
-                if text.capacity() - text.len() > text.len() / MAX_SLACK_DIVISOR {
-                    text.shrink_to_fit();
-                }
-                text
-            }
-            Err(invalid) => {
-                let raw = invalid.as_bytes();
-                let mut text = String::with_capacity(lossy_len(raw));
-                push_lossy(&mut text, raw);
-                text
-            }
+        let data = match in_chunk {
+            Some(raw) => DispatchedData::InChunk(raw),
+            None => DispatchedData::Buffer(&mut self.data),
+        };
+        // The next block's first allocation is sized like this one.
+        self.data_capacity_hint = data.raw().len().min(RETAINED_BUFFER_CAPACITY);
+        out.event(Dispatched {
+            data,
+            event_type,
+            last_event_id: self.last_event_id.as_ref(),
+            retry,
+        });
+        // An owned sink took the buffer; a borrowed one left it for reuse, unless it is huge.
+        if self.data.capacity() > RETAINED_BUFFER_CAPACITY {
+            self.data = Vec::new();
         }
+        self.data.clear();
     }
 
-    fn end_of_stream(&mut self, sink: &mut impl SseSink) -> Result<(), SseParseError> {
+    fn end_of_stream(&mut self, out: &mut impl Emit) -> Result<(), SseParseError> {
         self.release_held_bom_bytes()?;
         if !self.flush_unterminated_at_eof {
             return Ok(());
@@ -789,9 +921,9 @@ impl SseParser {
             self.check_streamed_value(streamed)?;
         } else if !self.line.is_empty() {
             let line = std::mem::take(&mut self.line);
-            self.process_line(&line, sink)?;
+            self.process_line(&line, out)?;
         }
-        self.dispatch(sink);
+        self.dispatch(None, out);
         Ok(())
     }
 
@@ -871,10 +1003,134 @@ impl fmt::Debug for SseParser {
     }
 }
 
+/// Where a parse delivers: owned events to an [`SseSink`], or borrowed ones to an
+/// [`SseBorrowedSink`]. One parser body serves both.
+trait Emit {
+    fn event(&mut self, event: Dispatched<'_>);
+    fn comment(&mut self, comment: &str);
+    fn retry(&mut self, retry: Duration);
+}
+
+/// An event at dispatch, its data still raw.
+struct Dispatched<'a> {
+    data: DispatchedData<'a>,
+    event_type: Option<Arc<str>>,
+    last_event_id: Option<&'a SmolStr>,
+    retry: Option<Duration>,
+}
+
+/// Where a dispatched event's raw data is.
+enum DispatchedData<'a> {
+    /// The block's only value, still in the chunk being parsed.
+    InChunk(&'a [u8]),
+    /// The parser's data buffer: an owned sink takes it, a borrowed one reads it in place.
+    Buffer(&'a mut Vec<u8>),
+}
+
+impl DispatchedData<'_> {
+    fn raw(&self) -> &[u8] {
+        match self {
+            DispatchedData::InChunk(raw) => raw,
+            DispatchedData::Buffer(buffer) => buffer,
+        }
+    }
+}
+
+struct Owned<'s, S: ?Sized>(&'s mut S);
+
+impl<S: SseSink + ?Sized> Emit for Owned<'_, S> {
+    fn event(&mut self, event: Dispatched<'_>) {
+        let data = match event.data {
+            DispatchedData::InChunk(raw) => decode_to_string(raw),
+            // A small event is copied out in one exact allocation and the buffer is reused; a
+            // large one takes the buffer itself rather than copying it.
+            DispatchedData::Buffer(buffer) if buffer.len() <= COPY_OUT_UP_TO => {
+                decode_to_string(buffer)
+            }
+            DispatchedData::Buffer(buffer) => decode_in_place(std::mem::take(buffer)),
+        };
+        self.0.on_event(SseEvent::from_parts(
+            event.event_type,
+            data,
+            event.last_event_id.cloned(),
+            event.retry,
+        ));
+    }
+
+    fn comment(&mut self, comment: &str) {
+        self.0.on_comment(comment);
+    }
+
+    fn retry(&mut self, retry: Duration) {
+        self.0.on_retry(retry);
+    }
+}
+
+struct Borrowed<'s, S: ?Sized>(&'s mut S);
+
+impl<S: SseBorrowedSink + ?Sized> Emit for Borrowed<'_, S> {
+    fn event(&mut self, event: Dispatched<'_>) {
+        let raw = event.data.raw();
+        // Invalid UTF-8 is rare: only then is there a decoded copy.
+        let replaced;
+        let data = match std::str::from_utf8(raw) {
+            Ok(text) => text,
+            Err(_) => {
+                replaced = decode_to_string(raw);
+                &replaced
+            }
+        };
+        self.0.on_event(SseEventRef::from_parts(
+            event.event_type.as_ref(),
+            data,
+            event.last_event_id,
+            event.retry,
+        ));
+    }
+
+    fn comment(&mut self, comment: &str) {
+        self.0.on_comment(comment);
+    }
+
+    fn retry(&mut self, retry: Duration) {
+        self.0.on_retry(retry);
+    }
+}
+
+/// `raw` decoded with replacement into a new string of exactly its size.
+fn decode_to_string(raw: &[u8]) -> String {
+    match std::str::from_utf8(raw) {
+        Ok(text) => text.to_owned(),
+        Err(_) => {
+            let mut text = String::with_capacity(lossy_len(raw));
+            push_lossy(&mut text, raw);
+            text
+        }
+    }
+}
+
+/// The buffer itself as the event's string (no copy) when it is valid UTF-8.
+fn decode_in_place(raw: Vec<u8>) -> String {
+    match String::from_utf8(raw) {
+        Ok(mut text) => {
+            // Events may be kept for long: bound the slack from growth or a stale hint.
+            if text.capacity() - text.len() > text.len() / MAX_SLACK_DIVISOR {
+                text.shrink_to_fit();
+            }
+            text
+        }
+        Err(invalid) => decode_to_string(invalid.as_bytes()),
+    }
+}
+
 /// The largest line or data buffer kept for reuse (64 KiB); bigger ones are released after use, so
 /// one huge event does not pin its memory for the rest of the connection. Also caps the size of
 /// the first allocation for a block's data.
 const RETAINED_BUFFER_CAPACITY: usize = 64 * 1024;
+
+/// Owned events with up to this much data (16 KiB) get an exact copy of the reused data buffer;
+/// bigger ones take the buffer itself.
+const COPY_OUT_UP_TO: usize = 16 * 1024;
 
 /// An event's data may carry at most 1/4 of its length as unused capacity.
 const MAX_SLACK_DIVISOR: usize = 4;
@@ -1086,6 +1342,26 @@ mod tests {
             assert_eq!(pushed, expected);
             assert_eq!(lossy_len(bytes), expected.len());
         }
+    }
+
+    #[test]
+    fn borrowed_single_line_data_is_not_copied() {
+        let chunk = b"event: x\ndata: hello\n\ndata: a\ndata: b\n\nid: 1\ndata: c\nid: 2\n\n";
+        let inside = chunk.as_ptr_range();
+        let mut seen = Vec::new();
+        let mut parser = SseParser::new();
+        parser
+            .feed_borrowed(chunk, &mut |event: SseEventRef<'_>| {
+                let uncopied = inside.contains(&event.data().as_ptr());
+                seen.push((event.data().to_owned(), uncopied));
+            })
+            .unwrap();
+        let expected = [("hello", true), ("a\nb", false), ("c", false)];
+        assert_eq!(
+            seen,
+            expected.map(|(data, uncopied)| (data.to_owned(), uncopied))
+        );
+        assert_eq!(parser.last_event_id(), "2");
     }
 
     #[test]

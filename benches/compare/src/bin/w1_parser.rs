@@ -2,7 +2,8 @@
 //!
 //! Three stream shapes — (a) OpenAI-like ~170-byte `event:`+`data:` blocks, (b) events whose data
 //! is one 1 MiB line, (c) events of ten 40-byte `data:` lines — each fed whole and in 4 KiB,
-//! 7-byte and 1-byte chunks to kdnet's `SseParser` and to every peer parser, plus a memchr-only
+//! 7-byte and 1-byte chunks to kdnet's `SseParser` (borrowed events, and owned `SseEvent`s as a
+//! second row) and to every peer parser, plus a memchr-only
 //! line scan of the same chunks as the ceiling. Every subject must produce the same number of
 //! events and the same total data length (checked, panics otherwise). Figures are MB/s
 //! (10^6 bytes of input per second), median of `COMPARE_REPS` runs; each run builds a fresh
@@ -22,7 +23,7 @@ use std::time::Instant;
 
 use eventsource_stream::Eventsource;
 use futures_util::Stream;
-use kdnet::network::sse::{SseEvent, SseParser};
+use kdnet::network::sse::{SseEvent, SseEventRef, SseParser};
 use kdnet_compare::{Better, Row, median, median_of, reps};
 
 const MIB: usize = 1024 * 1024;
@@ -130,7 +131,22 @@ fn multi_line_stream(target_len: usize) -> Input {
 
 // ----- subjects: each parses `input` fed in `chunk`-byte pieces and tallies the events -----
 
+/// kdnet's fastest public path: borrowed events (`feed_borrowed`), as a peer's zero-copy events.
 fn kdnet(input: &'static [u8], chunk: usize) -> Tally {
+    let mut parser = SseParser::new();
+    let mut tally = Tally::default();
+    let mut sink = |event: SseEventRef<'_>| tally.add(event.data().len());
+    for piece in input.chunks(chunk) {
+        parser
+            .feed_borrowed(piece, &mut sink)
+            .expect("kdnet: within the size limit");
+    }
+    parser.finish_borrowed(&mut sink).expect("kdnet: finish");
+    tally
+}
+
+/// kdnet with an owned `SseEvent` per event (`feed`), what `SseClient` delivers.
+fn kdnet_owned(input: &'static [u8], chunk: usize) -> Tally {
     let mut parser = SseParser::new();
     let mut tally = Tally::default();
     let mut sink = |event: SseEvent| tally.add(event.data().len());
@@ -340,6 +356,9 @@ impl Subject<'_> {
     }
 }
 
+/// The row of kdnet's owned-event path.
+const KDNET_OWNED: &str = "kdnet owned SseEvent";
+
 /// The memchr ceiling as a subject: its "events" are line terminators, its data length 0.
 fn ceiling(input: &'static [u8], chunk: usize) -> Tally {
     Tally {
@@ -366,12 +385,15 @@ fn run_shape(shape: Shape) {
             samples: Vec::new(),
         };
         // Every subject is checked against the generator's count, kdnet included.
-        let mut subjects = vec![subject(
-            "kdnet".into(),
-            &input,
-            kdnet as Parse,
-            input.expected,
-        )];
+        let mut subjects = vec![
+            subject("kdnet".into(), &input, kdnet as Parse, input.expected),
+            subject(
+                KDNET_OWNED.into(),
+                &input,
+                kdnet_owned as Parse,
+                input.expected,
+            ),
+        ];
         for (&(peer, parse), capped) in PEERS.iter().zip(&capped) {
             subjects.push(match capped {
                 None => subject(peer.into(), &input, parse, input.expected),
@@ -491,6 +513,7 @@ fn profile(args: &[String]) {
     let input = shape.input();
     let parse = match subject {
         "kdnet" => kdnet as Parse,
+        KDNET_OWNED => kdnet_owned as Parse,
         peer => {
             PEERS
                 .iter()
