@@ -235,8 +235,10 @@ pub struct SseParser {
     /// The size of the last event's data (capped): the first allocation for the next block's
     /// data, so a multi-line event is built in one allocation of the right size.
     data_capacity_hint: usize,
-    /// `None` means the default type (`message`).
-    event_type: Option<Arc<str>>,
+    /// Whether the block's type is `recent_event_type` (a custom type is always made the recent
+    /// one); otherwise it is the default, `message`. A flag, not a second `Arc`: no reference
+    /// count traffic per block.
+    custom_type: bool,
     /// The last event ID buffer; `None` means "".
     id_buffer: Option<SmolStr>,
     /// The `retry` of the current block, reported in its event.
@@ -295,7 +297,7 @@ impl SseParser {
             measured_raw: 0,
             measured_decoded: 0,
             data_capacity_hint: 0,
-            event_type: None,
+            custom_type: false,
             id_buffer: None,
             block_retry: None,
             last_event_id: None,
@@ -828,23 +830,17 @@ impl SseParser {
         if let Some(recent) = &self.recent_event_type
             && recent.as_bytes() == value
         {
-            self.event_type = Some(Arc::clone(recent));
+            self.custom_type = true;
             return;
         }
         let value = String::from_utf8_lossy(value);
-        if !is_custom_event_type(&value) {
-            self.event_type = None;
+        self.custom_type = is_custom_event_type(&value);
+        if !self.custom_type {
             return;
         }
-        let shared = match &self.recent_event_type {
-            Some(recent) if **recent == *value => Arc::clone(recent),
-            _ => {
-                let fresh: Arc<str> = Arc::from(&*value);
-                self.recent_event_type = Some(Arc::clone(&fresh));
-                fresh
-            }
-        };
-        self.event_type = Some(shared);
+        if self.recent_event_type.as_deref() != Some(&*value) {
+            self.recent_event_type = Some(Arc::from(&*value));
+        }
     }
 
     fn set_id(&mut self, value: &[u8]) {
@@ -885,7 +881,7 @@ impl SseParser {
     fn dispatch(&mut self, in_chunk: Option<&[u8]>, out: &mut impl Emit) {
         self.last_event_id = self.id_buffer.clone();
         let retry = self.block_retry.take();
-        let event_type = self.event_type.take();
+        let custom_type = std::mem::take(&mut self.custom_type);
         if !self.has_data && in_chunk.is_none() {
             return;
         }
@@ -900,7 +896,7 @@ impl SseParser {
         self.data_capacity_hint = data.raw().len().min(RETAINED_BUFFER_CAPACITY);
         out.event(Dispatched {
             data,
-            event_type,
+            event_type: self.recent_event_type.as_ref().filter(|_| custom_type),
             last_event_id: self.last_event_id.as_ref(),
             retry,
         });
@@ -948,7 +944,7 @@ impl SseParser {
         self.has_data = false;
         self.measured_raw = 0;
         self.measured_decoded = 0;
-        self.event_type = None;
+        self.custom_type = false;
         self.id_buffer = self.last_event_id.clone();
         self.block_retry = None;
     }
@@ -1014,7 +1010,7 @@ trait Emit {
 /// An event at dispatch, its data still raw.
 struct Dispatched<'a> {
     data: DispatchedData<'a>,
-    event_type: Option<Arc<str>>,
+    event_type: Option<&'a Arc<str>>,
     last_event_id: Option<&'a SmolStr>,
     retry: Option<Duration>,
 }
@@ -1050,7 +1046,7 @@ impl<S: SseSink + ?Sized> Emit for Owned<'_, S> {
             DispatchedData::Buffer(buffer) => decode_in_place(std::mem::take(buffer)),
         };
         self.0.on_event(SseEvent::from_parts(
-            event.event_type,
+            event.event_type.cloned(),
             data,
             event.last_event_id.cloned(),
             event.retry,
@@ -1081,7 +1077,7 @@ impl<S: SseBorrowedSink + ?Sized> Emit for Borrowed<'_, S> {
             }
         };
         self.0.on_event(SseEventRef::from_parts(
-            event.event_type.as_ref(),
+            event.event_type,
             data,
             event.last_event_id,
             event.retry,
