@@ -465,18 +465,27 @@ impl SseParser {
                 }
                 self.push_data_value(value);
             }
-            if self.line.is_empty()
-                && let [b'd', b'a', b't', b'a', b':', value @ ..] = line
-            {
-                // Data lines are most lines: handled here, without the general field dispatch.
-                let value = strip_one_space(value);
-                self.check_data_line(line.len(), value)?;
-                if self.has_data {
-                    self.push_data_value(value);
-                } else {
-                    in_chunk = Some(value);
+            // Data and event lines are most lines: handled here, without the general field
+            // dispatch, when they lie whole in the chunk.
+            if self.line.is_empty() {
+                match line {
+                    [b'd', b'a', b't', b'a', b':', value @ ..] => {
+                        let value = strip_one_space(value);
+                        self.check_data_line(line.len(), value)?;
+                        if self.has_data {
+                            self.push_data_value(value);
+                        } else {
+                            in_chunk = Some(value);
+                        }
+                        continue;
+                    }
+                    [b'e', b'v', b'e', b'n', b't', b':', value @ ..] => {
+                        self.check_line_size(line.len())?;
+                        self.set_event_type(strip_one_space(value));
+                        continue;
+                    }
+                    _ => {}
                 }
-                continue;
             }
             self.complete_line(line, out)?;
         }
