@@ -853,21 +853,16 @@ impl SseParser {
     }
 
     fn set_id(&mut self, value: &[u8]) {
-        if memchr(0, value).is_some() {
+        if contains_nul(value) {
             return;
         }
         if value.is_empty() {
             self.id_buffer = None;
             return;
         }
-        // Compare raw bytes before decoding: equal bytes decode to equal text, and most streams
-        // either repeat an ID or send a new one that needs exactly one allocation.
-        let same_as = |id: &Option<SmolStr>| id.as_deref().map(str::as_bytes) == Some(value);
-        if same_as(&self.id_buffer) {
-            // Unchanged: keep sharing the allocation.
-        } else if same_as(&self.last_event_id) {
-            self.id_buffer = self.last_event_id.clone();
-        } else {
+        // Compare raw bytes before decoding: equal bytes decode to equal text. A new ID is stored
+        // inline when short, so it costs no allocation either.
+        if self.id_buffer.as_deref().map(str::as_bytes) != Some(value) {
             self.id_buffer = Some(match utf8(value) {
                 Some(text) => SmolStr::new(text),
                 None => SmolStr::new(String::from_utf8_lossy(value)),
@@ -1301,6 +1296,15 @@ fn lossy_len(bytes: &[u8]) -> usize {
             chunk.valid().len().saturating_add(replacement)
         })
         .fold(0, usize::saturating_add)
+}
+
+/// Whether `bytes` holds a NUL byte. IDs are short: a plain loop beats memchr's setup there.
+fn contains_nul(bytes: &[u8]) -> bool {
+    if bytes.len() < SCALAR_SCAN_BELOW * 2 {
+        bytes.contains(&0)
+    } else {
+        memchr(0, bytes).is_some()
+    }
 }
 
 /// Appends `bytes` decoded with replacement, without the temporary `String::from_utf8_lossy` makes.
