@@ -457,6 +457,61 @@ fn repeated_event_types_compare_equal() {
     assert_eq!(types, ["delta", "delta", "other", "delta"]);
 }
 
+#[test]
+fn lines_that_only_start_like_the_repeated_type_are_their_own_types() {
+    // After `delta` is the recent type: a longer type, a second space, a trailing space, no
+    // space, CRLF, a lone CR, and the type at the very end of the stream.
+    let input = b"event: delta\ndata: 0\n\n\
+        event: deltas\ndata: 1\n\n\
+        event:  delta\ndata: 2\n\n\
+        event: delta \ndata: 3\n\n\
+        event:delta\ndata: 4\n\n\
+        event: delta\r\ndata: 5\n\n\
+        event: delt\ndata: 6\n\n\
+        event: delta\rdata: 7\n\n\
+        data: 8\nevent: delta\n\n\
+        event: delta";
+    let events = events(input);
+    let got: Vec<(&str, &str)> = events
+        .iter()
+        .map(|event| (event.event_type(), event.data()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("delta", "0"),
+            ("deltas", "1"),
+            (" delta", "2"),
+            ("delta ", "3"),
+            ("delta", "4"),
+            ("delta", "5"),
+            ("delt", "6"),
+            ("delta", "7"),
+            ("delta", "8"),
+        ]
+    );
+}
+
+#[test]
+fn repeated_type_line_counts_towards_the_size_limit() {
+    // 10 bytes of data plus the 13-byte `event: delta` line exceed a 20-byte limit, also when
+    // the type is the recent one.
+    // Split everywhere: where a chunk starts at the second `event:` line, that line takes the
+    // repeated-type path with the data already buffered.
+    let outcome = parse_every_way(
+        Options {
+            max_event_size: Some(20),
+            ..DEFAULTS
+        },
+        b"event: delta\ndata: 1\n\ndata: 0123456789\nevent: delta\n\n",
+    );
+    assert_eq!(outcome.events(), [SseEvent::new("delta", "1")]);
+    assert_eq!(
+        outcome.error,
+        Some(SseParseError::EventTooLarge { limit: 20 })
+    );
+}
+
 // ----- id -----
 
 #[test]

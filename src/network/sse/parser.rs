@@ -456,7 +456,17 @@ impl SseParser {
         // blank line follows at once (the usual single-line event) it is dispatched from here,
         // uncopied; anything else moves it into the data buffer first.
         let mut in_chunk: Option<&[u8]> = None;
-        while let Some((line, terminator, tail)) = split_line(rest) {
+        loop {
+            if in_chunk.is_none()
+                && self.line.is_empty()
+                && let Some(after) = self.repeated_event_line(rest)?
+            {
+                rest = after;
+                continue;
+            }
+            let Some((line, terminator, tail)) = split_line(rest) else {
+                break;
+            };
             rest = self.skip_line_end(terminator, tail);
             if let Some(value) = in_chunk.take() {
                 if line.is_empty() {
@@ -493,6 +503,32 @@ impl SseParser {
             self.push_data_value(value);
         }
         self.buffer_partial(rest)
+    }
+
+    /// Recognises an `event: <recent type>` line at the start of `rest` by comparing it with the
+    /// recent type, which also says where the line ends: no line-end search, no decoding. Streams
+    /// such as OpenAI's repeat one type on most events. Returns what follows the line.
+    #[inline(always)]
+    fn repeated_event_line<'a>(
+        &mut self,
+        rest: &'a [u8],
+    ) -> Result<Option<&'a [u8]>, SseParseError> {
+        let Some(recent) = self.recent_event_type.as_deref() else {
+            return Ok(None);
+        };
+        let Some(after_name) = rest.strip_prefix(b"event: ") else {
+            return Ok(None);
+        };
+        let Some(after_value) = after_name.strip_prefix(recent.as_bytes()) else {
+            return Ok(None);
+        };
+        let Some((&terminator @ (b'\r' | b'\n'), tail)) = after_value.split_first() else {
+            return Ok(None);
+        };
+        let line_len = rest.len() - after_value.len();
+        self.check_line_size(line_len)?;
+        self.custom_type = true;
+        Ok(Some(self.skip_line_end(terminator, tail)))
     }
 
     /// The size rules for a whole `data` line of `line_len` raw bytes with `value`: the line
