@@ -704,15 +704,6 @@ impl HttpClient {
         });
         let weak_sink: Weak<dyn DataSink> = Rc::downgrade(&sink) as Weak<dyn DataSink>;
         socket.set_data_sink(Some(weak_sink));
-        let weak = self.self_weak.clone();
-        socket
-            .bytes_written
-            .connect(move |n| {
-                if let Some(client) = weak.upgrade() {
-                    client.on_bytes_written(conn_id, *n);
-                }
-            })
-            .release();
         socket.connect_to_host(&host.host, host.port)?;
         inner.conns.insert(
             conn_id,
@@ -886,10 +877,14 @@ impl HttpClient {
         let framing = body_framing(is_head, &head)?;
         state.reusable = framing.reusable;
         state.decoder = Some(BodyDecoder::new(framing.body));
+        // An identity "decoder" would only copy: bytes then go to the body as received, and no
+        // stream carries a boxed decoder for nothing.
         state.content = if framing.body == BodyFraming::NoBody {
             None
         } else {
-            ContentDecoder::for_headers(&head.headers).map(Box::new)
+            ContentDecoder::for_headers(&head.headers)
+                .filter(|d| !d.is_identity())
+                .map(Box::new)
         };
         if let BodyFraming::Length(n) = framing.body {
             let buffered = matches!(state.delivery, Delivery::Buffered(_));
@@ -1555,6 +1550,12 @@ impl DataSink for ConnSink {
     fn on_data(&self, data: &[u8]) {
         if let Some(client) = self.client.upgrade() {
             client.on_data(self.conn, data);
+        }
+    }
+
+    fn on_written(&self, n: usize) {
+        if let Some(client) = self.client.upgrade() {
+            client.on_bytes_written(self.conn, n);
         }
     }
 

@@ -37,6 +37,11 @@ impl ContentDecoder {
         )
     }
 
+    /// Whether this decoder passes bytes through unchanged (no coding, or only `identity`).
+    pub(crate) fn is_identity(&self) -> bool {
+        matches!(self.coding, Coding::Identity)
+    }
+
     /// Decodes `input`, passing decoded pieces (never empty) to `out`.
     /// [`HttpError::Decode`] for corrupt data, data after the end of the compressed stream, or a
     /// call after [`ContentDecoder::finish`] or after an error.

@@ -65,6 +65,10 @@ pub enum SocketState {
 pub(crate) trait DataSink {
     /// Plaintext as it arrives; the slice is only valid during the call.
     fn on_data(&self, data: &[u8]);
+    /// This many bytes were handed to the kernel (as `bytes_written` reports them). A method
+    /// rather than a `bytes_written` connection: a signal with a slot costs every connection
+    /// three allocations.
+    fn on_written(&self, n: usize);
     /// The peer closed (`None`) or the connection failed. Not called for `abort()`.
     fn on_closed(&self, error: Option<&SocketError>);
 }
@@ -366,11 +370,11 @@ impl TcpSocket {
         if connected {
             // Flush now, but report (bytes_written / errors) from the loop, never from inside write().
             match self.flush_to_kernel() {
-                Ok((written, _)) if written > 0 && self.bytes_written.connection_count() > 0 => {
+                Ok((written, _)) if written > 0 && self.reports_written() => {
                     let weak = self.self_weak.clone();
                     self.core.post(Box::new(move || {
                         if let Some(s) = weak.upgrade() {
-                            s.bytes_written.emit(&written);
+                            s.report_written(written);
                         }
                     }));
                 }
@@ -838,6 +842,18 @@ impl TcpSocket {
         }
     }
 
+    /// Whether anyone hears about written bytes (the signal or the data sink).
+    fn reports_written(&self) -> bool {
+        self.bytes_written.connection_count() > 0 || self.inner.borrow().sink.is_some()
+    }
+
+    fn report_written(&self, n: usize) {
+        self.bytes_written.emit(&n);
+        if let Some(sink) = self.sink() {
+            sink.on_written(n);
+        }
+    }
+
     fn sink(&self) -> Option<Rc<dyn DataSink>> {
         self.inner.borrow().sink.as_ref().and_then(Weak::upgrade)
     }
@@ -922,8 +938,9 @@ impl TcpSocket {
                 .map(|f| (f.plaintext_written, f.blocked)),
             None => write_plain(&mut inner.write_buf, stream),
         };
-        if inner.write_buf.is_empty() && inner.write_buf.capacity() > 0 {
+        if inner.write_buf.is_empty() {
             // All sent: an idle connection (a long stream after its request) keeps no buffer.
+            // (Not `capacity() > 0`: a buffer advanced to its end reports 0 yet holds its block.)
             inner.write_buf = BytesMut::new();
         }
         result.map_err(|e| SocketError::io(SocketOperation::Write, e))
@@ -933,7 +950,7 @@ impl TcpSocket {
         match self.flush_to_kernel() {
             Ok((written, blocked)) => {
                 if written > 0 {
-                    self.bytes_written.emit(&written);
+                    self.report_written(written);
                 }
                 let finish = {
                     let inner = self.inner.borrow();
