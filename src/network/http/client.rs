@@ -29,6 +29,7 @@ use super::encode::{encode_request_head, host_header_value};
 use super::framing::{BodyFraming, body_framing};
 use super::head::{HeadLimits, HeadParser, HeadStatus, ResponseHead};
 use super::redirect::{RedirectAction, redirect_action};
+use super::response::content_length;
 use super::{HeaderMap, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession};
 use crate::bindings::Signal;
 use crate::foundation::{LoopCore, LoopError, TimerKey};
@@ -107,7 +108,9 @@ struct RequestState {
     host: HostKey,
     head_buf: BytesMut,
     head_parser: HeadParser,
-    response_head: Option<HttpResponse>,
+    /// The final head, kept until the response is complete. Not an `HttpResponse`: that would
+    /// carry a second copy of the URL for as long as a stream lasts.
+    response_head: Option<ResponseHead>,
     decoder: Option<BodyDecoder>,
     /// Boxed (like `redirect_next`): rarely present, and every request would carry its size.
     content: Option<Box<ContentDecoder>>,
@@ -916,22 +919,14 @@ impl HttpClient {
             RedirectAction::Return => {}
         }
         state.phase = Phase::RecvBody;
-        let response = HttpResponse::new(
-            state.request.url().clone(),
-            head.status,
-            head.reason,
-            head.version,
-            head.headers,
-            Bytes::new(),
-        )
-        .with_redirect_count(state.redirects)
-        .with_elapsed(state.started.elapsed());
         if state.redirect_next.is_none() {
             match &state.delivery {
                 Delivery::Streaming { on_event, .. } => {
-                    actions.push(Action::StreamHead(Rc::clone(on_event), response.clone()));
+                    let response = state.response_from(head.clone(), Bytes::new());
+                    actions.push(Action::StreamHead(Rc::clone(on_event), response));
                 }
                 Delivery::Sse { target, .. } => {
+                    let response = state.response_from(head.clone(), Bytes::new());
                     let opens = response.status() == 200
                         && response.content_type().is_some_and(is_event_stream_mime);
                     if opens {
@@ -942,12 +937,12 @@ impl HttpClient {
                     } else {
                         state.body_limit = Some(SSE_ERROR_BODY_LIMIT);
                     }
-                    actions.push(Action::SseHead(id, target.clone(), response.clone()));
+                    actions.push(Action::SseHead(id, target.clone(), response));
                 }
                 Delivery::Buffered(_) => {}
             }
         }
-        state.response_head = Some(response);
+        state.response_head = Some(head);
         Ok(())
     }
 
@@ -1060,7 +1055,7 @@ impl HttpClient {
         let total = state
             .response_head
             .as_ref()
-            .and_then(|r| r.content_length());
+            .and_then(|head| content_length(&head.headers));
         if let Some(e) = failure {
             self.flush_stream_outputs(inner, id, collected, stream_chunk, actions);
             return self.fail(inner, id, e, true, actions);
@@ -1121,12 +1116,11 @@ impl HttpClient {
         if let Some(key) = state.total_timer.take() {
             self.core.timer_remove(key);
         }
-        let Some(response) = state.response_head.take() else {
+        let Some(head) = state.response_head.take() else {
             return;
         };
-        let response = response
-            .with_body(state.body.split().freeze())
-            .with_elapsed(state.started.elapsed());
+        let body = state.body.split().freeze();
+        let response = state.response_from(head, body);
         actions.push(Action::Finish(id, state.into_delivery(), Ok(response)));
     }
 
@@ -1477,6 +1471,20 @@ impl RequestState {
             *parser = self.sse_parser.take();
         }
         self.delivery
+    }
+
+    /// The response made of `head` and `body`, for this request's URL as it stands.
+    fn response_from(&self, head: ResponseHead, body: Bytes) -> HttpResponse {
+        HttpResponse::new(
+            self.request.url().clone(),
+            head.status,
+            head.reason,
+            head.version,
+            head.headers,
+            body,
+        )
+        .with_redirect_count(self.redirects)
+        .with_elapsed(self.started.elapsed())
     }
 
     fn head_parser_limits(&self) -> HeadLimits {

@@ -146,17 +146,7 @@ impl HttpResponse {
     /// The `Content-Length` header as a number: ASCII digits only (surrounding spaces allowed;
     /// `+8`, `-1`, `8x`, overflow are `None`). Several fields or a comma list must all agree.
     pub fn content_length(&self) -> Option<u64> {
-        let mut agreed = None;
-        for field in self.headers.get_all("content-length") {
-            for item in field.split(',') {
-                let value = parse_content_length(item)?;
-                if agreed.is_some_and(|previous| previous != value) {
-                    return None;
-                }
-                agreed = Some(value);
-            }
-        }
-        agreed
+        content_length(&self.headers)
     }
 
     /// Whether the body was sent with chunked transfer coding (the last `Transfer-Encoding`
@@ -242,6 +232,21 @@ impl HttpResponse {
         self.elapsed = elapsed;
         self
     }
+}
+
+/// [`HttpResponse::content_length`] of a response with these `headers`.
+pub(crate) fn content_length(headers: &HeaderMap) -> Option<u64> {
+    let mut agreed = None;
+    for field in headers.get_all("content-length") {
+        for item in field.split(',') {
+            let value = parse_content_length(item)?;
+            if agreed.is_some_and(|previous| previous != value) {
+                return None;
+            }
+            agreed = Some(value);
+        }
+    }
+    agreed
 }
 
 /// Parses one `Content-Length` value: optional surrounding spaces/tabs, then ASCII digits only;
