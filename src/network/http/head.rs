@@ -217,6 +217,13 @@ impl HeadParser {
     /// Runs httparse over a candidate head (ending in a blank line). `None` if httparse still
     /// wants more, which only leading empty lines can cause.
     fn tokenize(&self, head_bytes: &[u8]) -> Result<Option<ResponseHead>, HttpError> {
+        // A HeaderMap addresses its text with 32-bit offsets, and lossy decoding can triple a
+        // byte: refuse heads that could not fit, whatever limit was configured.
+        if head_bytes.len() > MAX_HEAD_BYTES_ANY_LIMIT {
+            return Err(HttpError::HeadTooLarge {
+                limit: MAX_HEAD_BYTES_ANY_LIMIT,
+            });
+        }
         // A field line takes at least three bytes (`a:` LF), so more slots than that could never
         // fill: this keeps a huge configured limit from turning into a huge allocation.
         let slots = self.limits.max_headers.min(head_bytes.len() / 3 + 1);
@@ -255,11 +262,16 @@ impl HeadParser {
                 "status code {status:03} outside 100..=999"
             )));
         }
-        let headers = response
+        // One exact-size allocation for the whole map (it may live as long as a stream).
+        let text_bytes = response
             .headers
             .iter()
-            .map(|h| (h.name, String::from_utf8_lossy(h.value).into_owned()))
-            .collect();
+            .map(|h| h.name.len() + h.value.len())
+            .sum();
+        let mut headers = HeaderMap::with_capacity(response.headers.len(), text_bytes);
+        for h in response.headers.iter() {
+            headers.push(h.name, &String::from_utf8_lossy(h.value));
+        }
         Ok(Some(ResponseHead {
             version,
             status,
@@ -268,6 +280,9 @@ impl HeadParser {
         }))
     }
 }
+
+/// The largest head accepted even under a larger configured limit (about 1.4 GiB).
+const MAX_HEAD_BYTES_ANY_LIMIT: usize = (u32::MAX / 3) as usize;
 
 /// Header slots kept on the stack; larger limits use one heap array per head.
 const INLINE_HEADER_SLOTS: usize = 128;

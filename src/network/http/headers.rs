@@ -17,7 +17,18 @@ use std::fmt;
 /// ```
 #[derive(Clone, Default, PartialEq, Eq)]
 pub struct HeaderMap {
-    entries: Vec<(String, String)>,
+    /// Every name and value back to back, in order: one allocation for the whole map rather
+    /// than two per field (a long-lived stream keeps its request's and its response's headers).
+    text: String,
+    /// Where each field's name and value end in `text`; a field starts where the previous one
+    /// ends. Two equal maps have equal `text` and `fields`, so the derived equality holds.
+    fields: Vec<FieldEnds>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct FieldEnds {
+    name: u32,
+    value: u32,
 }
 
 impl HeaderMap {
@@ -26,20 +37,26 @@ impl HeaderMap {
         HeaderMap::default()
     }
 
+    /// An empty map with room for `fields` fields of `text_bytes` bytes of names and values.
+    pub(crate) fn with_capacity(fields: usize, text_bytes: usize) -> Self {
+        HeaderMap {
+            text: String::with_capacity(text_bytes),
+            fields: Vec::with_capacity(fields),
+        }
+    }
+
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.entries
-            .iter()
+        self.iter()
             .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.entries
-            .iter()
+        self.iter()
             .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v.as_str())
+            .map(|(_, v)| v)
     }
 
     /// Whether `name` is present.
@@ -48,15 +65,19 @@ impl HeaderMap {
     }
 
     /// Adds a value, keeping existing values of the same name.
+    ///
+    /// # Panics
+    ///
+    /// If the map's names and values together would exceed 4 GiB.
     pub fn append(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.entries.push((name.into(), value.into()));
+        self.push(&name.into(), &value.into());
     }
 
     /// Replaces every value of `name` with `value`.
     pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
         let name = name.into();
         self.remove(&name);
-        self.entries.push((name, value.into()));
+        self.push(&name, &value.into());
     }
 
     /// Sets `name` only when it is absent; returns whether it was set.
@@ -64,35 +85,74 @@ impl HeaderMap {
         if self.contains(name) {
             return false;
         }
-        self.entries.push((name.to_string(), value.into()));
+        self.push(name, &value.into());
         true
     }
 
     /// Removes every value of `name`; returns whether anything was removed.
     pub fn remove(&mut self, name: &str) -> bool {
-        let before = self.entries.len();
-        self.entries.retain(|(n, _)| !n.eq_ignore_ascii_case(name));
-        self.entries.len() != before
+        let HeaderMap { text, fields } = self;
+        let before = fields.len();
+        // `start` walks the original layout; `cut` is how much text was removed before it.
+        let mut start = 0usize;
+        let mut cut = 0usize;
+        fields.retain_mut(|field| {
+            let (name_end, value_end) = (field.name as usize, field.value as usize);
+            let (name_len, field_len) = (name_end - start, value_end - start);
+            let at = start - cut;
+            start = value_end;
+            if text[at..at + name_len].eq_ignore_ascii_case(name) {
+                text.drain(at..at + field_len);
+                cut += field_len;
+                false
+            } else {
+                // Offsets only shrink here, so they still fit in `u32`.
+                field.name -= cut as u32;
+                field.value -= cut as u32;
+                true
+            }
+        });
+        fields.len() != before
     }
 
     /// All `(name, value)` pairs in order.
     pub fn iter(&self) -> impl Iterator<Item = (&str, &str)> {
-        self.entries.iter().map(|(n, v)| (n.as_str(), v.as_str()))
+        let mut start = 0usize;
+        self.fields.iter().map(move |field| {
+            let (name_end, value_end) = (field.name as usize, field.value as usize);
+            let pair = (&self.text[start..name_end], &self.text[name_end..value_end]);
+            start = value_end;
+            pair
+        })
     }
 
     /// Number of fields (a name with two values counts twice).
     pub fn len(&self) -> usize {
-        self.entries.len()
+        self.fields.len()
     }
 
     /// Whether there are no fields.
     pub fn is_empty(&self) -> bool {
-        self.entries.is_empty()
+        self.fields.is_empty()
     }
 
     /// Removes everything.
     pub fn clear(&mut self) {
-        self.entries.clear();
+        self.text.clear();
+        self.fields.clear();
+    }
+
+    /// Adds one field without taking ownership of its text (the parser's and encoder's path).
+    pub(crate) fn push(&mut self, name: &str, value: &str) {
+        self.text.push_str(name);
+        let name_end = self.text.len();
+        self.text.push_str(value);
+        let value_end = self.text.len();
+        let offset = |end: usize| u32::try_from(end).expect("header map text exceeds 4 GiB");
+        self.fields.push(FieldEnds {
+            name: offset(name_end),
+            value: offset(value_end),
+        });
     }
 }
 
@@ -104,11 +164,78 @@ impl fmt::Debug for HeaderMap {
 
 impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for HeaderMap {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
-        HeaderMap {
-            entries: iter
-                .into_iter()
-                .map(|(n, v)| (n.into(), v.into()))
-                .collect(),
+        let iter = iter.into_iter();
+        let mut map = HeaderMap::with_capacity(iter.size_hint().0, 0);
+        for (name, value) in iter {
+            map.append(name, value);
         }
+        map
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pairs(map: &HeaderMap) -> Vec<(&str, &str)> {
+        map.iter().collect()
+    }
+
+    #[test]
+    fn remove_keeps_the_other_fields_in_order() {
+        let mut map: HeaderMap = [
+            ("A", "1"),
+            ("Set-Cookie", "x=1"),
+            ("b", ""),
+            ("SET-COOKIE", "y=2"),
+            ("Ü-name", "välue"),
+        ]
+        .into_iter()
+        .collect();
+        assert!(map.remove("set-cookie"));
+        assert_eq!(pairs(&map), [("A", "1"), ("b", ""), ("Ü-name", "välue")]);
+        assert!(!map.remove("set-cookie"));
+        assert!(map.remove("A"));
+        assert!(map.remove("Ü-NAME"));
+        assert_eq!(pairs(&map), [("b", "")]);
+        assert_eq!(map.get("B"), Some(""));
+        assert!(map.remove("b"));
+        assert!(map.is_empty());
+        assert_eq!(map, HeaderMap::new());
+    }
+
+    #[test]
+    fn maps_with_the_same_fields_are_equal_however_built() {
+        let mut built = HeaderMap::new();
+        built.append("X", "drop");
+        built.append("Accept", "text/event-stream");
+        built.append("x", "drop too");
+        built.set("Cache-Control", "no-cache");
+        built.remove("X");
+        let collected: HeaderMap = [
+            ("Accept", "text/event-stream"),
+            ("Cache-Control", "no-cache"),
+        ]
+        .into_iter()
+        .collect();
+        assert_eq!(built, collected);
+        assert_eq!(built.clone(), collected);
+        assert_eq!(built.len(), 2);
+    }
+
+    #[test]
+    fn set_replaces_every_value_and_keeps_the_new_spelling() {
+        let mut map = HeaderMap::new();
+        map.append("accept", "a");
+        map.append("Other", "o");
+        map.append("ACCEPT", "b");
+        map.set("Accept", "c");
+        assert_eq!(pairs(&map), [("Other", "o"), ("Accept", "c")]);
+        assert!(!map.set_if_absent("accept", "d"));
+        assert!(map.set_if_absent("New", "n"));
+        assert_eq!(map.get_all("accept").collect::<Vec<_>>(), ["c"]);
+        map.clear();
+        assert!(map.is_empty() && map.get("new").is_none());
+        assert_eq!(format!("{map:?}"), "{}");
     }
 }
