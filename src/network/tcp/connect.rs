@@ -101,6 +101,9 @@ impl ConnectRace {
             match self.open(core, owner, addr) {
                 Ok(attempt) => {
                     log::debug!("connecting to {addr}");
+                    // Exact growth: most connects make one attempt, and a first `push` would
+                    // reserve four (every connecting socket would carry three unused slots).
+                    self.attempts.reserve_exact(1);
                     self.attempts.push(attempt);
                     return;
                 }
