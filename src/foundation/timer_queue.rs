@@ -7,6 +7,7 @@
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
+use std::num::NonZeroU64;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::Instant;
@@ -15,7 +16,7 @@ use slab::Slab;
 
 /// Generations come from one process-wide counter, so a key (and so a `TimerId`) of one loop
 /// never matches a timer of another thread's loop.
-static NEXT_GENERATION: AtomicU64 = AtomicU64::new(1);
+static NEXT_GENERATION: AtomicU64 = AtomicU64::new(0);
 
 /// Something a timer slot calls when its deadline passes.
 pub(crate) trait TimerHandler {
@@ -29,20 +30,23 @@ pub(crate) enum TimerTarget {
 }
 
 /// Identifies one timer slot of one loop.
+///
+/// The generation is never zero, so `Option<TimerKey>` (held by every socket, request and
+/// connection for its timers) is no bigger than the key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub(crate) struct TimerKey {
     index: usize,
-    generation: u64,
+    generation: NonZeroU64,
 }
 
 impl TimerKey {
     pub(crate) fn generation(&self) -> u64 {
-        self.generation
+        self.generation.get()
     }
 }
 
 struct TimerSlot {
-    generation: u64,
+    generation: NonZeroU64,
     /// The heap item that is current for this slot, if armed.
     armed_seq: Option<u64>,
     deadline: Option<Instant>,
@@ -76,7 +80,8 @@ impl TimerQueue {
     }
 
     pub(crate) fn insert(&mut self, target: TimerTarget, managed: bool) -> TimerKey {
-        let generation = NEXT_GENERATION.fetch_add(1, Ordering::Relaxed);
+        let generation =
+            NonZeroU64::MIN.saturating_add(NEXT_GENERATION.fetch_add(1, Ordering::Relaxed));
         let index = self.slots.insert(TimerSlot {
             generation,
             armed_seq: None,
