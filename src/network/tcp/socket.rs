@@ -149,22 +149,48 @@ struct Inner {
     read_paused: bool,
     close_when_flushed: bool,
     announced: bool,
-    /// Boxed: only needed while connecting, and every connected socket would carry its size.
-    race: Option<Box<ConnectRace>>,
-    stagger_timer: Option<TimerKey>,
-    connect_timer: Option<TimerKey>,
-    handshake_timer: Option<TimerKey>,
-    lookup: Option<LookupId>,
-    tls: Option<Box<TlsSession>>,
-    tls_pending: Option<(Arc<rustls::ClientConfig>, String)>,
-    tls_scratch: BytesMut,
+    /// Boxed: only needed until connected, and every connected socket would carry its size.
+    connecting: Option<Box<Connecting>>,
+    /// Boxed with its buffers: a plain connection carries none of it.
+    tls: Option<Box<TlsState>>,
     sink: Option<Weak<dyn DataSink>>,
     tls_observer: Option<Weak<dyn TlsObserver>>,
     no_delay: bool,
     keep_alive: bool,
     connect_timeout: Option<Duration>,
     handshake_timeout: Option<Duration>,
-    last_error: Option<SocketError>,
+    /// Boxed: rarely set, and an error is large.
+    last_error: Option<Box<SocketError>>,
+}
+
+/// What a socket needs only on its way to being connected. Made on demand; dropped once
+/// connected, and on close unless a TLS request still waits for the next connect.
+#[derive(Default)]
+struct Connecting {
+    race: Option<ConnectRace>,
+    stagger_timer: Option<TimerKey>,
+    connect_timer: Option<TimerKey>,
+    lookup: Option<LookupId>,
+    /// Set by `enable_client_tls`; the session is made when the TCP connection is up.
+    tls_pending: Option<(Arc<rustls::ClientConfig>, String)>,
+}
+
+/// A TLS connection's session and what only it needs.
+struct TlsState {
+    session: TlsSession,
+    /// Plaintext decrypted for a data sink, reused across reads.
+    scratch: BytesMut,
+    handshake_timer: Option<TimerKey>,
+}
+
+impl TlsState {
+    fn new(session: TlsSession) -> Box<TlsState> {
+        Box::new(TlsState {
+            session,
+            scratch: BytesMut::new(),
+            handshake_timer: None,
+        })
+    }
 }
 
 /// What one read step produced, so signals are emitted after the borrow is released.
@@ -211,14 +237,8 @@ impl TcpSocket {
                 read_paused: false,
                 close_when_flushed: false,
                 announced: false,
-                race: None,
-                stagger_timer: None,
-                connect_timer: None,
-                handshake_timer: None,
-                lookup: None,
+                connecting: None,
                 tls: None,
-                tls_pending: None,
-                tls_scratch: BytesMut::new(),
                 sink: None,
                 tls_observer: None,
                 no_delay: true,
@@ -256,7 +276,7 @@ impl TcpSocket {
             inner.stream = Some(stream);
             inner.key = Some(key);
             inner.announced = true;
-            inner.tls = tls.map(Box::new);
+            inner.tls = tls.map(TlsState::new);
         }
         if socket.inner.borrow().tls.is_some() {
             socket.arm_handshake_timer();
@@ -290,7 +310,7 @@ impl TcpSocket {
                 socket.on_lookup(result, port);
             }
         });
-        self.inner.borrow_mut().lookup = Some(id);
+        self.inner.borrow_mut().connecting().lookup = Some(id);
         Ok(())
     }
 
@@ -312,8 +332,9 @@ impl TcpSocket {
         }
         let was = {
             let mut inner = self.inner.borrow_mut();
-            inner.lookup = None;
-            inner.race = Some(Box::new(ConnectRace::new(addrs)));
+            let connecting = inner.connecting();
+            connecting.lookup = None;
+            connecting.race = Some(ConnectRace::new(addrs));
             std::mem::replace(&mut inner.state, SocketState::Connecting)
         };
         if was != SocketState::Connecting {
@@ -411,7 +432,7 @@ impl TcpSocket {
                     inner.state = SocketState::Closing;
                     inner.close_when_flushed = true;
                     if let Some(tls) = inner.tls.as_mut() {
-                        tls.send_close_notify();
+                        tls.session.send_close_notify();
                     }
                 }
                 self.state_changed.emit(&SocketState::Closing);
@@ -427,7 +448,7 @@ impl TcpSocket {
             .borrow()
             .tls
             .as_ref()
-            .is_some_and(|t| !t.close_notify_received())
+            .is_some_and(|t| !t.session.close_notify_received())
     }
 
     /// Closes at once, discarding pending writes.
@@ -458,7 +479,7 @@ impl TcpSocket {
 
     /// The last error reported through `error_occurred`.
     pub fn last_error(&self) -> Option<SocketError> {
-        self.inner.borrow().last_error.clone()
+        self.inner.borrow().last_error.as_deref().cloned()
     }
 
     /// Disables (true, the default) or enables Nagle's algorithm.
@@ -509,7 +530,7 @@ impl TcpSocket {
 
     /// Makes the next connect a TLS client connection to `host`.
     pub(crate) fn enable_client_tls(&self, config: Arc<rustls::ClientConfig>, host: &str) {
-        self.inner.borrow_mut().tls_pending = Some((config, host.to_string()));
+        self.inner.borrow_mut().connecting().tls_pending = Some((config, host.to_string()));
     }
 
     pub(crate) fn set_handshake_timeout(&self, timeout: Option<Duration>) {
@@ -517,7 +538,7 @@ impl TcpSocket {
     }
 
     pub(crate) fn with_tls<R>(&self, f: impl FnOnce(&TlsSession) -> R) -> Option<R> {
-        self.inner.borrow().tls.as_deref().map(f)
+        self.inner.borrow().tls.as_deref().map(|t| f(&t.session))
     }
 
     pub(crate) fn is_encrypted(&self) -> bool {
@@ -525,7 +546,7 @@ impl TcpSocket {
             .borrow()
             .tls
             .as_ref()
-            .is_some_and(|t| !t.is_handshaking())
+            .is_some_and(|t| !t.session.is_handshaking())
     }
 
     // ---- connecting --------------------------------------------------------------------------
@@ -540,7 +561,9 @@ impl TcpSocket {
     }
 
     fn on_lookup(&self, result: Result<Vec<IpAddr>, SocketError>, port: u16) {
-        self.inner.borrow_mut().lookup = None;
+        if let Some(connecting) = self.inner.borrow_mut().connecting.as_mut() {
+            connecting.lookup = None;
+        }
         if self.state() != SocketState::HostLookup {
             return;
         }
@@ -564,27 +587,31 @@ impl TcpSocket {
         let owner: Weak<dyn AttemptOwner> = self.self_weak.clone();
         let failed = {
             let mut inner = self.inner.borrow_mut();
-            let inner = &mut *inner;
-            let Some(race) = inner.race.as_mut() else {
+            let Some(connecting) = inner.connecting.as_deref_mut() else {
+                return;
+            };
+            let Some(race) = connecting.race.as_mut() else {
                 return;
             };
             if parallel || race.in_flight() == 0 {
                 race.start_next(&self.core, &owner);
             }
-            if let Some(key) = inner.stagger_timer.take() {
+            if let Some(key) = connecting.stagger_timer.take() {
                 self.core.timer_remove(key);
             }
             if race.in_flight() == 0 {
                 let e = race.final_error();
-                inner.race = None;
+                connecting.race = None;
                 Some(e)
             } else {
                 if race.has_queued() {
                     let weak = self.self_weak.clone();
-                    inner.stagger_timer =
+                    connecting.stagger_timer =
                         Some(self.core.call_after(CONNECTION_ATTEMPT_DELAY, move || {
                             if let Some(s) = weak.upgrade() {
-                                s.inner.borrow_mut().stagger_timer = None;
+                                if let Some(c) = s.inner.borrow_mut().connecting.as_mut() {
+                                    c.stagger_timer = None;
+                                }
                                 s.advance_race(true);
                             }
                         }));
@@ -603,9 +630,11 @@ impl TcpSocket {
             return;
         };
         let weak = self.self_weak.clone();
-        inner.connect_timer = Some(self.core.call_after(timeout, move || {
+        let key = self.core.call_after(timeout, move || {
             if let Some(s) = weak.upgrade() {
-                s.inner.borrow_mut().connect_timer = None;
+                if let Some(c) = s.inner.borrow_mut().connecting.as_mut() {
+                    c.connect_timer = None;
+                }
                 let phase = if s.state() == SocketState::HostLookup {
                     TimeoutPhase::Resolve
                 } else {
@@ -613,7 +642,8 @@ impl TcpSocket {
                 };
                 s.close_with(Some(SocketError::Timeout(phase)));
             }
-        }));
+        });
+        inner.connecting().connect_timer = Some(key);
     }
 
     fn arm_handshake_timer(&self) {
@@ -621,10 +651,15 @@ impl TcpSocket {
         let Some(timeout) = inner.handshake_timeout else {
             return;
         };
+        let Some(tls) = inner.tls.as_mut() else {
+            return;
+        };
         let weak = self.self_weak.clone();
-        inner.handshake_timer = Some(self.core.call_after(timeout, move || {
+        tls.handshake_timer = Some(self.core.call_after(timeout, move || {
             if let Some(s) = weak.upgrade() {
-                s.inner.borrow_mut().handshake_timer = None;
+                if let Some(tls) = s.inner.borrow_mut().tls.as_mut() {
+                    tls.handshake_timer = None;
+                }
                 s.close_with(Some(SocketError::Timeout(TimeoutPhase::TlsHandshake)));
             }
         }));
@@ -633,13 +668,18 @@ impl TcpSocket {
     fn on_connected(&self, mut stream: TcpStream, peer: SocketAddr) {
         {
             let mut inner = self.inner.borrow_mut();
-            for key in [inner.stagger_timer.take(), inner.connect_timer.take()]
+            if let Some(connecting) = inner.connecting.as_deref_mut() {
+                for key in [
+                    connecting.stagger_timer.take(),
+                    connecting.connect_timer.take(),
+                ]
                 .into_iter()
                 .flatten()
-            {
-                self.core.timer_remove(key);
+                {
+                    self.core.timer_remove(key);
+                }
+                connecting.race = None;
             }
-            inner.race = None;
         }
         let handler: Weak<dyn ReadyHandler> = self.self_weak.clone();
         let key = match self.core.register(
@@ -664,13 +704,14 @@ impl TcpSocket {
             inner.key = Some(key);
             inner.state = SocketState::Connected;
             inner.announced = true;
-            inner.tls_pending.take()
+            // Connected: nothing of the way here is needed any more.
+            inner.connecting.take().and_then(|c| c.tls_pending)
         };
         log::debug!("connected to {peer}");
         let tls_error =
             tls_start.and_then(|(config, host)| match TlsSession::client(config, &host) {
                 Ok(session) => {
-                    self.inner.borrow_mut().tls = Some(Box::new(session));
+                    self.inner.borrow_mut().tls = Some(TlsState::new(session));
                     self.arm_handshake_timer();
                     None
                 }
@@ -794,22 +835,23 @@ impl TcpSocket {
             }
         };
         *budget = budget.saturating_sub(n);
-        let Some(tls) = inner.tls.as_mut() else {
+        let Some(tls) = inner.tls.as_deref_mut() else {
             return ReadStep::Plain(n);
         };
         let target = if inner.sink.is_some() {
-            &mut inner.tls_scratch
+            &mut tls.scratch
         } else {
             &mut inner.read_buf
         };
         let before = target.len();
-        match tls.receive(&buf[..n], target) {
+        match tls.session.receive(&buf[..n], target) {
             Ok(r) => {
-                let added = if inner.sink.is_some() {
-                    inner.tls_scratch.len() - before
+                let after = if inner.sink.is_some() {
+                    tls.scratch.len()
                 } else {
-                    inner.read_buf.len() - before
+                    inner.read_buf.len()
                 };
+                let added = after - before;
                 ReadStep::Tls {
                     added,
                     completed: r.handshake_completed,
@@ -820,7 +862,7 @@ impl TcpSocket {
                 // Best effort: let rustls send its alert before we close.
                 if let Some(stream) = inner.stream.as_mut() {
                     let mut nothing = BytesMut::new();
-                    let _ = tls.flush(&mut nothing, stream);
+                    let _ = tls.session.flush(&mut nothing, stream);
                 }
                 ReadStep::Failed(e)
             }
@@ -833,12 +875,16 @@ impl TcpSocket {
         let Some(sink) = self.sink() else {
             return;
         };
-        let mut plain = std::mem::take(&mut self.inner.borrow_mut().tls_scratch);
+        let mut plain = match self.inner.borrow_mut().tls.as_mut() {
+            Some(tls) => std::mem::take(&mut tls.scratch),
+            None => return,
+        };
         sink.on_data(&plain);
         plain.clear();
-        let mut inner = self.inner.borrow_mut();
-        if inner.tls_scratch.capacity() < plain.capacity() {
-            inner.tls_scratch = plain;
+        if let Some(tls) = self.inner.borrow_mut().tls.as_mut() {
+            if tls.scratch.capacity() < plain.capacity() {
+                tls.scratch = plain;
+            }
         }
     }
 
@@ -897,7 +943,7 @@ impl TcpSocket {
     fn on_handshake_completed(&self) {
         let observer = {
             let mut inner = self.inner.borrow_mut();
-            if let Some(key) = inner.handshake_timer.take() {
+            if let Some(key) = inner.tls.as_mut().and_then(|t| t.handshake_timer.take()) {
                 self.core.timer_remove(key);
             }
             inner.tls_observer.as_ref().and_then(Weak::upgrade)
@@ -915,7 +961,7 @@ impl TcpSocket {
             .borrow()
             .tls
             .as_ref()
-            .is_some_and(|t| t.is_handshaking());
+            .is_some_and(|t| t.session.is_handshaking());
         if handshaking {
             self.close_with(Some(SocketError::ClosedByPeer));
         } else {
@@ -934,6 +980,7 @@ impl TcpSocket {
         };
         let result = match inner.tls.as_mut() {
             Some(tls) => tls
+                .session
                 .flush(&mut inner.write_buf, stream)
                 .map(|f| (f.plaintext_written, f.blocked)),
             None => write_plain(&mut inner.write_buf, stream),
@@ -957,7 +1004,7 @@ impl TcpSocket {
                     !blocked
                         && inner.close_when_flushed
                         && inner.write_buf.is_empty()
-                        && inner.tls.as_ref().is_none_or(|t| !t.wants_write())
+                        && inner.tls.as_ref().is_none_or(|t| !t.session.wants_write())
                 };
                 if finish {
                     if let Some(stream) = self.inner.borrow().stream.as_ref() {
@@ -982,7 +1029,10 @@ impl TcpSocket {
                 return;
             }
             inner.release_loop_resources(&self.core);
-            let handshaking = inner.tls.as_ref().is_some_and(|t| t.is_handshaking());
+            let handshaking = inner
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.session.is_handshaking());
             let observer = if handshaking && error.is_some() {
                 inner.tls_observer.as_ref().and_then(Weak::upgrade)
             } else {
@@ -992,7 +1042,7 @@ impl TcpSocket {
             inner.close_when_flushed = false;
             inner.read_paused = false;
             if error.is_some() {
-                inner.last_error = error.clone();
+                inner.last_error = error.clone().map(Box::new);
             }
             (
                 inner.stream.take(),
@@ -1054,7 +1104,7 @@ impl AttemptOwner for TcpSocket {
     fn attempt_ready(&self, id: u64, readiness: Readiness) {
         let outcome = {
             let mut inner = self.inner.borrow_mut();
-            match inner.race.as_mut() {
+            match inner.connecting.as_mut().and_then(|c| c.race.as_mut()) {
                 Some(race) => race.on_ready(&self.core, id, readiness),
                 None => return,
             }
@@ -1074,29 +1124,43 @@ impl Drop for TcpSocket {
 }
 
 impl Inner {
+    /// The connect-only state, made on first use.
+    fn connecting(&mut self) -> &mut Connecting {
+        self.connecting.get_or_insert_with(Box::default)
+    }
+
     /// Gives back everything registered with the loop: the stream's registration, connection
     /// attempts, timers and a pending name lookup. The stream itself stays (the caller drops it).
     fn release_loop_resources(&mut self, core: &LoopCore) {
         if let (Some(stream), Some(key)) = (self.stream.as_mut(), self.key.take()) {
             core.deregister(stream, key);
         }
-        if let Some(mut race) = self.race.take() {
+        if let Some(key) = self.tls.as_mut().and_then(|t| t.handshake_timer.take()) {
+            core.timer_remove(key);
+        }
+        let Some(connecting) = self.connecting.as_deref_mut() else {
+            return;
+        };
+        if let Some(mut race) = connecting.race.take() {
             race.close_all(core);
         }
         for key in [
-            self.stagger_timer.take(),
-            self.connect_timer.take(),
-            self.handshake_timer.take(),
+            connecting.stagger_timer.take(),
+            connecting.connect_timer.take(),
         ]
         .into_iter()
         .flatten()
         {
             core.timer_remove(key);
         }
-        if let Some(id) = self.lookup.take() {
+        if let Some(id) = connecting.lookup.take() {
             if let Ok(resolver) = DnsResolver::instance() {
                 resolver.cancel(id);
             }
+        }
+        // A TLS request made before connecting still holds for the next connect.
+        if connecting.tls_pending.is_none() {
+            self.connecting = None;
         }
     }
 }
