@@ -555,3 +555,40 @@ fn upload_progress_counts_body_bytes_only_and_ends_at_the_total() {
         assert!(progress[0].0 < progress[0].1);
     }
 }
+
+#[test]
+fn heads_split_across_reads_are_reassembled_with_and_without_interim_responses() {
+    // Each piece is a separate write with a pause, so the client sees separate reads: a 1xx
+    // plus the start of the final head, the rest of the head plus part of the body, then the
+    // rest of the body; a 1xx split so that it completes in a read that ends inside the final
+    // head; and a head split in the middle of a field.
+    let splits: [&[&[u8]]; 3] = [
+        &[
+            b"HTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\nHTTP/1.1 200 OK\r\nConte",
+            b"nt-Length: 5\r\nX-Final: 1\r\n\r\nhel",
+            b"lo",
+        ],
+        &[
+            b"HTTP/1.1 100 Cont",
+            b"inue\r\n\r\nHTTP/1.1 200 OK\r\nX-Final: 1\r\n",
+            b"Content-Length: 5\r\n\r\nhello",
+        ],
+        &[
+            b"HTTP/1.1 200 OK\r\nX-Fin",
+            b"al: 1\r\nContent-Length: 5\r\n",
+            b"\r\nhello",
+        ],
+    ];
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    for pieces in splits {
+        let pieces: Vec<Vec<u8>> = pieces.iter().map(|p| p.to_vec()).collect();
+        let server = ScriptServer::start(move |_, _| {
+            Reply::Pieces(pieces.clone(), Duration::from_millis(50))
+        });
+        let response = get(&mut ev, &client, &server.url("/")).unwrap();
+        assert_eq!(response.status(), 200);
+        assert_eq!(response.header("x-final"), Some("1"));
+        assert_eq!(response.text(), "hello");
+    }
+}

@@ -105,9 +105,11 @@ struct RequestState {
     phase: Phase,
     delivery: Delivery,
     conn: Option<u64>,
-    host: HostKey,
-    head_buf: BytesMut,
-    head_parser: HeadParser,
+    host: Rc<HostKey>,
+    head_limits: HeadLimits,
+    /// A head that arrived in pieces: its bytes so far and the parser's progress. Boxed and
+    /// only made then; a head that arrives in one read is parsed where it lies.
+    partial_head: Option<Box<PartialHead>>,
     /// The final head, kept until the response is complete. Not an `HttpResponse`: that would
     /// carry a second copy of the URL for as long as a stream lasts.
     response_head: Option<ResponseHead>,
@@ -144,6 +146,14 @@ struct RequestState {
     sse_parser: Option<Box<SseParser>>,
 }
 
+/// The bytes of a response head received so far, and how far the parser got in them.
+struct PartialHead {
+    buf: BytesMut,
+    parser: HeadParser,
+}
+
+/// One pool's (scheme, host, port). Shared through an `Rc` by the pool map, its connections
+/// and its requests: one copy of the host name per host, not one per connection and request.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 struct HostKey {
     https: bool,
@@ -152,7 +162,7 @@ struct HostKey {
 }
 
 struct Conn {
-    host: HostKey,
+    host: Rc<HostKey>,
     socket: Rc<TcpSocket>,
     request: Option<u64>,
     served: u32,
@@ -170,8 +180,10 @@ struct HostState {
 struct ClientInner {
     session: HttpSession,
     requests: HashMap<u64, Box<RequestState>>,
-    conns: HashMap<u64, Conn>,
-    hosts: HashMap<HostKey, HostState>,
+    /// Boxed: a table sized for thousands of connections would otherwise hold up to twice as
+    /// many empty `Conn`-sized buckets.
+    conns: HashMap<u64, Box<Conn>>,
+    hosts: HashMap<Rc<HostKey>, HostState>,
     next_id: u64,
     tls: Option<Arc<rustls::ClientConfig>>,
 }
@@ -542,7 +554,7 @@ impl HttpClient {
                 max_head_bytes: inner.session.max_response_head_bytes(),
                 max_headers: inner.session.max_response_headers(),
             };
-            let host = host_key(request.url());
+            let host = intern_host(&mut inner.hosts, host_key(request.url()));
             let now = Instant::now();
             let state = RequestState {
                 request,
@@ -550,8 +562,8 @@ impl HttpClient {
                 delivery,
                 conn: None,
                 host,
-                head_buf: BytesMut::new(),
-                head_parser: HeadParser::new(limits),
+                head_limits: limits,
+                partial_head: None,
                 response_head: None,
                 decoder: None,
                 content: None,
@@ -682,7 +694,7 @@ impl HttpClient {
         }
     }
 
-    fn open_conn(&self, inner: &mut ClientInner, host: &HostKey) -> Result<u64, HttpError> {
+    fn open_conn(&self, inner: &mut ClientInner, host: &Rc<HostKey>) -> Result<u64, HttpError> {
         let socket = TcpSocket::new().map_err(|e| {
             HttpError::Transport(SocketError::InvalidState(
                 if matches!(e, LoopError::NoEventLoop) {
@@ -710,14 +722,14 @@ impl HttpClient {
         socket.connect_to_host(&host.host, host.port)?;
         inner.conns.insert(
             conn_id,
-            Conn {
-                host: host.clone(),
+            Box::new(Conn {
+                host: Rc::clone(host),
                 socket,
                 request: None,
                 served: 0,
                 idle_timer: None,
                 _sink: sink,
-            },
+            }),
         );
         inner.hosts.entry(host.clone()).or_default().active += 1;
         log::debug!("opened connection {conn_id} to {}:{}", host.host, host.port);
@@ -818,36 +830,68 @@ impl HttpClient {
         };
         state.got_bytes = true;
         let mut input = data;
-        let mut leftover: Option<BytesMut> = None;
+        // Holds the bytes `input` points into when the head came in pieces.
+        let partial_holder: Box<PartialHead>;
         if state.phase == Phase::RecvHead {
-            state.head_buf.extend_from_slice(input);
-            loop {
-                match state.head_parser.parse(&state.head_buf) {
-                    Ok(HeadStatus::Partial) => return,
+            let limits = state.head_limits;
+            let mut partial = state.partial_head.take();
+            let mut parser = match partial.as_deref_mut() {
+                Some(p) => {
+                    p.buf.extend_from_slice(input);
+                    p.parser.clone()
+                }
+                None => HeadParser::new(limits),
+            };
+            let bytes: &[u8] = partial.as_deref().map_or(input, |p| &p.buf[..]);
+            // Where the current head starts in `bytes` (after any 1xx heads).
+            let mut start = 0;
+            let outcome = loop {
+                match parser.parse(&bytes[start..]) {
+                    Ok(HeadStatus::Partial) => break Ok(None),
                     Ok(HeadStatus::Complete { head, consumed }) => {
-                        let rest = state.head_buf.split_off(consumed);
+                        start += consumed;
                         if head.is_informational() {
                             // 1xx: skip it and parse the next head from what follows.
-                            state.head_buf = rest;
-                            state.head_parser = HeadParser::new(state.head_parser_limits());
+                            parser = HeadParser::new(limits);
                             continue;
                         }
-                        state.head_buf = BytesMut::new();
-                        if let Err(e) = self.on_head(inner, id, head, actions) {
-                            return self.fail(inner, id, e, true, actions);
-                        }
-                        leftover = Some(rest);
-                        break;
+                        break Ok(Some(head));
                     }
-                    Err(e) => return self.fail(inner, id, e, true, actions),
+                    Err(e) => break Err(e),
                 }
+            };
+            match outcome {
+                Ok(None) => {
+                    // Keep the unfinished head (without any 1xx before it) for the next read.
+                    let p = match partial {
+                        Some(mut p) => {
+                            let _ = p.buf.split_to(start);
+                            p.parser = parser;
+                            p
+                        }
+                        None => Box::new(PartialHead {
+                            buf: BytesMut::from(&input[start..]),
+                            parser,
+                        }),
+                    };
+                    state.partial_head = Some(p);
+                    return;
+                }
+                Ok(Some(head)) => {
+                    if let Err(e) = self.on_head(inner, id, head, actions) {
+                        return self.fail(inner, id, e, true, actions);
+                    }
+                    self.arm_idle_timer(inner, id);
+                    match partial {
+                        Some(p) => {
+                            partial_holder = p;
+                            input = &partial_holder.buf[start..];
+                        }
+                        None => input = &input[start..],
+                    }
+                }
+                Err(e) => return self.fail(inner, id, e, true, actions),
             }
-        }
-        let rest_holder;
-        if let Some(rest) = leftover {
-            self.arm_idle_timer(inner, id);
-            rest_holder = rest;
-            input = &rest_holder;
         }
         if !input.is_empty() || self.body_done(inner, id) {
             self.feed_body(inner, id, input, actions);
@@ -1108,7 +1152,7 @@ impl HttpClient {
             log::debug!("request {id}: redirect to {}", next.url());
             state.redirects += 1;
             state.request = *next;
-            state.host = host_key(state.request.url());
+            state.host = intern_host(&mut inner.hosts, host_key(state.request.url()));
             state.reset_for_hop();
             inner.requests.insert(id, Box::new(state));
             return self.schedule(inner, id, actions);
@@ -1487,16 +1531,11 @@ impl RequestState {
         .with_elapsed(self.started.elapsed())
     }
 
-    fn head_parser_limits(&self) -> HeadLimits {
-        self.head_parser.limits()
-    }
-
     /// Clears everything a response wrote, for a redirect hop or a retry.
     fn reset_for_hop(&mut self) {
         self.phase = Phase::Queued;
         self.conn = None;
-        self.head_buf = BytesMut::new();
-        self.head_parser = HeadParser::new(self.head_parser.limits());
+        self.partial_head = None;
         self.response_head = None;
         self.decoder = None;
         self.content = None;
@@ -1596,6 +1635,16 @@ impl SseSink for SseCollect {
     fn on_retry(&mut self, retry: Duration) {
         self.retry = Some(retry);
     }
+}
+
+/// The pool map's shared copy of `key` (added, with an empty pool, if new).
+fn intern_host(hosts: &mut HashMap<Rc<HostKey>, HostState>, key: HostKey) -> Rc<HostKey> {
+    if let Some((shared, _)) = hosts.get_key_value(&key) {
+        return Rc::clone(shared);
+    }
+    let shared = Rc::new(key);
+    hosts.insert(Rc::clone(&shared), HostState::default());
+    shared
 }
 
 fn host_key(url: &url::Url) -> HostKey {

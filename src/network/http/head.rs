@@ -144,11 +144,6 @@ impl HeadParser {
         }
     }
 
-    /// The limits this parser enforces.
-    pub(crate) fn limits(&self) -> HeadLimits {
-        self.limits
-    }
-
     /// Looks for a complete head at the start of `buf`.
     ///
     /// Errors: [`HttpError::HeadTooLarge`] as soon as `buf` holds more than the byte limit without
