@@ -73,7 +73,8 @@ pub(crate) struct ConnectRace {
     queue: VecDeque<SocketAddr>,
     attempts: Vec<Attempt>,
     next_id: u64,
-    last_error: Option<SocketError>,
+    /// Boxed: kept by every connecting socket, set only when an attempt fails.
+    last_error: Option<Box<SocketError>>,
 }
 
 impl ConnectRace {
@@ -97,7 +98,7 @@ impl ConnectRace {
     /// Starts attempts until one is in flight or the queue is empty (addresses that fail
     /// synchronously, e.g. unreachable networks, are skipped at once).
     pub(crate) fn start_next(&mut self, core: &LoopCore, owner: &Weak<dyn AttemptOwner>) {
-        while let Some(addr) = self.queue.pop_front() {
+        while let Some(addr) = self.pop_queued() {
             match self.open(core, owner, addr) {
                 Ok(attempt) => {
                     log::debug!("connecting to {addr}");
@@ -109,10 +110,20 @@ impl ConnectRace {
                 }
                 Err(e) => {
                     log::debug!("connect to {addr} failed at once: {e}");
-                    self.last_error = Some(e);
+                    self.last_error = Some(Box::new(e));
                 }
             }
         }
+    }
+
+    /// The next address to try; the queue's block is freed with its last address (usually the
+    /// only one), rather than kept by the socket until it connects.
+    fn pop_queued(&mut self) -> Option<SocketAddr> {
+        let addr = self.queue.pop_front();
+        if self.queue.is_empty() {
+            self.queue = VecDeque::new();
+        }
+        addr
     }
 
     fn open(
@@ -157,7 +168,7 @@ impl ConnectRace {
             let mut attempt = self.attempts.swap_remove(pos);
             core.deregister(&mut attempt.stream, attempt.key);
             log::debug!("connect to {} failed: {e}", attempt.addr);
-            self.last_error = Some(SocketError::io(SocketOperation::Connect, e));
+            self.last_error = Some(Box::new(SocketError::io(SocketOperation::Connect, e)));
             return AttemptOutcome::Failed;
         }
         if !(r.writable || r.read_closed || r.write_closed) {
@@ -174,7 +185,7 @@ impl ConnectRace {
             Err(e) => {
                 let mut attempt = self.attempts.swap_remove(pos);
                 core.deregister(&mut attempt.stream, attempt.key);
-                self.last_error = Some(SocketError::io(SocketOperation::Connect, e));
+                self.last_error = Some(Box::new(SocketError::io(SocketOperation::Connect, e)));
                 AttemptOutcome::Failed
             }
         }
@@ -184,6 +195,7 @@ impl ConnectRace {
     pub(crate) fn final_error(&mut self) -> SocketError {
         self.last_error
             .take()
+            .map(|e| *e)
             .unwrap_or_else(|| SocketError::InvalidAddress("no address to connect to".to_string()))
     }
 

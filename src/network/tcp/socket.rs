@@ -171,8 +171,9 @@ struct Connecting {
     stagger_timer: Option<TimerKey>,
     connect_timer: Option<TimerKey>,
     lookup: Option<LookupId>,
-    /// Set by `enable_client_tls`; the session is made when the TCP connection is up.
-    tls_pending: Option<(Arc<rustls::ClientConfig>, String)>,
+    /// Set by `enable_client_tls`; the session is made when the TCP connection is up. Boxed: a
+    /// plain connection never sets it.
+    tls_pending: Option<Box<(Arc<rustls::ClientConfig>, String)>>,
 }
 
 /// A TLS connection's session and what only it needs.
@@ -530,7 +531,8 @@ impl TcpSocket {
 
     /// Makes the next connect a TLS client connection to `host`.
     pub(crate) fn enable_client_tls(&self, config: Arc<rustls::ClientConfig>, host: &str) {
-        self.inner.borrow_mut().connecting().tls_pending = Some((config, host.to_string()));
+        self.inner.borrow_mut().connecting().tls_pending =
+            Some(Box::new((config, host.to_string())));
     }
 
     pub(crate) fn set_handshake_timeout(&self, timeout: Option<Duration>) {
@@ -705,7 +707,11 @@ impl TcpSocket {
             inner.state = SocketState::Connected;
             inner.announced = true;
             // Connected: nothing of the way here is needed any more.
-            inner.connecting.take().and_then(|c| c.tls_pending)
+            inner
+                .connecting
+                .take()
+                .and_then(|c| c.tls_pending)
+                .map(|t| *t)
         };
         log::debug!("connected to {peer}");
         let tls_error =
@@ -736,7 +742,9 @@ impl TcpSocket {
     fn drain_reads_until(&self, until_would_block: bool) {
         let mut buf = self.core.take_read_buffer();
         if buf.len() < READ_CHUNK {
-            buf.resize(READ_CHUNK, 0);
+            // Zeroed allocation rather than `resize`: fresh zero pages need not be written, so
+            // the loop's one buffer costs resident memory only for what reads actually fill.
+            buf = vec![0; READ_CHUNK];
         }
         let mut budget = READ_BUDGET_PER_TURN;
         let mut received = 0usize;
