@@ -303,3 +303,44 @@ fn peer_close_emits_disconnected_after_the_last_data() {
         .is_some_and(|e| e == "disconnected")));
     assert_eq!(events.borrow().concat(), "last wordsdisconnected");
 }
+
+#[test]
+fn a_stalled_connect_fails_with_the_connect_timeout() {
+    let mut ev = EventLoop::new().unwrap();
+    // A listener with a full backlog that never accepts: new connects stall.
+    let stalled = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    stalled.bind(&SocketAddr::new(LOCALHOST, 0).into()).unwrap();
+    stalled.listen(0).unwrap();
+    let stalled_addr = stalled.local_addr().unwrap().as_socket().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        s.set_nonblocking(true).unwrap();
+        let _ = s.connect(&stalled_addr.into());
+        fillers.push(s);
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let client = TcpSocket::new().unwrap();
+    client.set_connect_timeout(Some(Duration::from_millis(300)));
+    let error: Rc<RefCell<Option<SocketError>>> = Rc::default();
+    let e = error.clone();
+    client
+        .error_occurred
+        .connect(move |err| *e.borrow_mut() = Some(err.clone()))
+        .release();
+    let start = Instant::now();
+    client.connect_to_addresses(&[stalled_addr]).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || error
+        .borrow()
+        .is_some()));
+    assert!(
+        matches!(
+            error.borrow().as_ref(),
+            Some(SocketError::Timeout(kdnet::network::TimeoutPhase::Connect))
+        ),
+        "{:?}",
+        error.borrow()
+    );
+    assert!(start.elapsed() >= Duration::from_millis(250));
+    assert_eq!(client.state(), SocketState::Unconnected);
+}

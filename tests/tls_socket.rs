@@ -308,3 +308,36 @@ fn https_through_the_http_client() {
     let err = out2.borrow_mut().take().unwrap().unwrap_err();
     assert!(err.to_string().contains("unknown issuer"), "{err}");
 }
+
+#[test]
+fn a_silent_server_fails_the_handshake_with_a_timeout() {
+    let mut ev = EventLoop::new().unwrap();
+    // Accepts (the kernel does) but never says anything.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let client = client_trusting_test_ca();
+    client.set_handshake_timeout(Some(Duration::from_millis(200)));
+    let error: Rc<RefCell<Option<SocketError>>> = Rc::default();
+    let e = error.clone();
+    client
+        .handshake_error
+        .connect(move |err| *e.borrow_mut() = Some(err.clone()))
+        .release();
+    let started = std::time::Instant::now();
+    client.connect_to_host("localhost", port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || error
+        .borrow()
+        .is_some()));
+    assert!(
+        matches!(
+            error.borrow().as_ref(),
+            Some(SocketError::Timeout(
+                kdnet::network::TimeoutPhase::TlsHandshake
+            ))
+        ),
+        "{:?}",
+        error.borrow()
+    );
+    assert!(started.elapsed() < Duration::from_secs(5));
+    drop(silent);
+}

@@ -39,4 +39,4 @@ pub use timer::{Timer, TimerId};
 
 pub(crate) use event_loop::LoopCore;
 pub(crate) use registry::{Readiness, ReadyHandler, SourceKey};
-pub(crate) use timer_queue::TimerKey;
+pub(crate) use timer_queue::{TimerHandler, TimerKey, TimerTarget};

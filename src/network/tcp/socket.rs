@@ -24,7 +24,7 @@ use std::io::{self, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Buf, Bytes, BytesMut};
 use mio::Interest;
@@ -32,7 +32,9 @@ use mio::net::TcpStream;
 
 use super::connect::{AttemptOutcome, AttemptOwner, CONNECTION_ATTEMPT_DELAY, ConnectRace};
 use crate::bindings::Signal;
-use crate::foundation::{LoopCore, LoopError, Readiness, ReadyHandler, SourceKey, TimerKey};
+use crate::foundation::{
+    LoopCore, LoopError, Readiness, ReadyHandler, SourceKey, TimerHandler, TimerKey, TimerTarget,
+};
 use crate::network::dns::{DnsResolver, LookupId, resolve_literal};
 use crate::network::error::{SocketError, SocketOperation, TimeoutPhase};
 use crate::network::tls::session::TlsSession;
@@ -607,16 +609,7 @@ impl TcpSocket {
                 Some(e)
             } else {
                 if race.has_queued() {
-                    let weak = self.self_weak.clone();
-                    connecting.stagger_timer =
-                        Some(self.core.call_after(CONNECTION_ATTEMPT_DELAY, move || {
-                            if let Some(s) = weak.upgrade() {
-                                if let Some(c) = s.inner.borrow_mut().connecting.as_mut() {
-                                    c.stagger_timer = None;
-                                }
-                                s.advance_race(true);
-                            }
-                        }));
+                    connecting.stagger_timer = Some(self.start_timer(CONNECTION_ATTEMPT_DELAY));
                 }
                 None
             }
@@ -631,20 +624,7 @@ impl TcpSocket {
         let Some(timeout) = inner.connect_timeout else {
             return;
         };
-        let weak = self.self_weak.clone();
-        let key = self.core.call_after(timeout, move || {
-            if let Some(s) = weak.upgrade() {
-                if let Some(c) = s.inner.borrow_mut().connecting.as_mut() {
-                    c.connect_timer = None;
-                }
-                let phase = if s.state() == SocketState::HostLookup {
-                    TimeoutPhase::Resolve
-                } else {
-                    TimeoutPhase::Connect
-                };
-                s.close_with(Some(SocketError::Timeout(phase)));
-            }
-        });
+        let key = self.start_timer(timeout);
         inner.connecting().connect_timer = Some(key);
     }
 
@@ -656,15 +636,19 @@ impl TcpSocket {
         let Some(tls) = inner.tls.as_mut() else {
             return;
         };
-        let weak = self.self_weak.clone();
-        tls.handshake_timer = Some(self.core.call_after(timeout, move || {
-            if let Some(s) = weak.upgrade() {
-                if let Some(tls) = s.inner.borrow_mut().tls.as_mut() {
-                    tls.handshake_timer = None;
-                }
-                s.close_with(Some(SocketError::Timeout(TimeoutPhase::TlsHandshake)));
-            }
-        }));
+        tls.handshake_timer = Some(self.start_timer(timeout));
+    }
+
+    /// A one-shot timer that calls back this socket's [`TimerHandler::fire`], which tells the
+    /// socket's timers apart by key. Not `call_after`: that costs every connecting socket a
+    /// closure and a handler allocation besides the timer slot.
+    fn start_timer(&self, delay: Duration) -> TimerKey {
+        let handler: Weak<dyn TimerHandler> = self.self_weak.clone();
+        let key = self
+            .core
+            .timer_insert(TimerTarget::Borrowed(handler), false);
+        self.core.timer_arm(key, Instant::now() + delay);
+        key
     }
 
     fn on_connected(&self, mut stream: TcpStream, peer: SocketAddr) {
@@ -1104,6 +1088,55 @@ impl ReadyHandler for TcpSocket {
         }
         if r.readable || r.read_closed || r.error {
             self.drain_reads_until(r.read_closed || r.error);
+        }
+    }
+}
+
+/// Which of a socket's timers fired.
+enum SocketTimer {
+    Stagger,
+    Connect,
+    Handshake,
+}
+
+impl TimerHandler for TcpSocket {
+    fn fire(&self, key: TimerKey) {
+        // One-shot: the slot is done whichever timer it was.
+        self.core.timer_remove(key);
+        let fired = {
+            let mut inner = self.inner.borrow_mut();
+            let inner = &mut *inner;
+            // Takes the slot's key if it is the one that fired.
+            let fired = |slot: &mut Option<TimerKey>| slot.take_if(|k| *k == key).is_some();
+            let mut which = None;
+            if let Some(c) = inner.connecting.as_deref_mut() {
+                if fired(&mut c.stagger_timer) {
+                    which = Some(SocketTimer::Stagger);
+                } else if fired(&mut c.connect_timer) {
+                    which = Some(SocketTimer::Connect);
+                }
+            }
+            if let Some(t) = inner.tls.as_deref_mut() {
+                if which.is_none() && fired(&mut t.handshake_timer) {
+                    which = Some(SocketTimer::Handshake);
+                }
+            }
+            which
+        };
+        match fired {
+            Some(SocketTimer::Stagger) => self.advance_race(true),
+            Some(SocketTimer::Connect) => {
+                let phase = if self.state() == SocketState::HostLookup {
+                    TimeoutPhase::Resolve
+                } else {
+                    TimeoutPhase::Connect
+                };
+                self.close_with(Some(SocketError::Timeout(phase)));
+            }
+            Some(SocketTimer::Handshake) => {
+                self.close_with(Some(SocketError::Timeout(TimeoutPhase::TlsHandshake)));
+            }
+            None => {}
         }
     }
 }
