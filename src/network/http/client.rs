@@ -35,7 +35,7 @@ use crate::bindings::Signal;
 use crate::foundation::{LoopCore, LoopError, TimerKey};
 use crate::network::error::{SocketError, TimeoutPhase, TlsFailure};
 use crate::network::sse::{SseEvent, SseParser, SseSink};
-use crate::network::tcp::{DataSink, TcpSocket};
+use crate::network::tcp::{DataSink, SocketState, TcpSocket};
 use crate::network::tls::TlsClientConfig;
 
 /// How much of a non-event-stream body an SSE request keeps for its error message.
@@ -141,6 +141,8 @@ struct RequestState {
     wire_written: u64,
     /// Longest silence allowed while waiting for response bytes (idle/read timeout).
     read_timeout: Option<Duration>,
+    /// Assigned to a connection still on its way up: the request is written when it connects.
+    write_when_connected: bool,
     /// Set once the head opened an event stream: body bytes go to `sse_parser`.
     sse_mode: bool,
     sse_parser: Option<Box<SseParser>>,
@@ -584,6 +586,7 @@ impl HttpClient {
                 upload_head_len: 0,
                 wire_written: 0,
                 read_timeout: inner.session.read_timeout(),
+                write_when_connected: false,
                 sse_mode: false,
                 sse_parser: None,
             };
@@ -676,7 +679,7 @@ impl HttpClient {
         // (their close notice may still be queued).
         while let Some(conn_id) = inner.hosts.get_mut(&host).and_then(|h| h.idle.pop()) {
             match inner.conns.get(&conn_id).map(|c| c.socket.state()) {
-                Some(crate::network::tcp::SocketState::Connected) => {
+                Some(SocketState::Connected) => {
                     return self.assign(inner, conn_id, id, actions);
                 }
                 Some(_) => self.forget_conn(inner, conn_id),
@@ -757,11 +760,11 @@ impl HttpClient {
     }
 
     /// Writes the request on the connection (queued by the socket until it connects).
+    ///
+    /// On a connection still on its way up the request is only checked (so it fails as early
+    /// as before) and written once connected: thousands of connecting sockets then don't each
+    /// hold a copy of their request's bytes.
     fn assign(&self, inner: &mut ClientInner, conn_id: u64, id: u64, actions: &mut Vec<Action>) {
-        let cookie = inner
-            .requests
-            .get(&id)
-            .and_then(|s| inner.session.cookie_header_for_url(s.request.url()));
         let (Some(conn), Some(state)) =
             (inner.conns.get_mut(&conn_id), inner.requests.get_mut(&id))
         else {
@@ -772,19 +775,68 @@ impl HttpClient {
         }
         conn.request = Some(id);
         state.conn = Some(conn_id);
-        let mut wire = Vec::with_capacity(256 + state.request.body().len());
-        if let Err(e) = encode_request(&state.request, cookie, &mut wire) {
+        state.phase = Phase::RecvHead;
+        let connecting = matches!(
+            conn.socket.state(),
+            SocketState::HostLookup | SocketState::Connecting
+        );
+        state.write_when_connected = connecting;
+        if let Err(e) = self.write_request(inner, conn_id, id, connecting) {
             return self.fail(inner, id, e, true, actions);
         }
-        state.upload_total = state.request.body().len() as u64;
-        state.upload_head_len = (wire.len() - state.request.body().len()) as u64;
-        state.wire_written = 0;
-        let socket = Rc::clone(&conn.socket);
-        state.phase = Phase::RecvHead;
-        if let Err(e) = socket.write(&wire) {
-            return self.fail(inner, id, e.into(), true, actions);
-        }
         self.arm_idle_timer(inner, id);
+    }
+
+    /// Encodes request `id` and writes it to connection `conn_id`; with `check_only`, encodes
+    /// just its head, to report what would fail.
+    fn write_request(
+        &self,
+        inner: &mut ClientInner,
+        conn_id: u64,
+        id: u64,
+        check_only: bool,
+    ) -> Result<(), HttpError> {
+        let cookie = inner
+            .requests
+            .get(&id)
+            .and_then(|s| inner.session.cookie_header_for_url(s.request.url()));
+        let (Some(conn), Some(state)) = (inner.conns.get(&conn_id), inner.requests.get_mut(&id))
+        else {
+            return Ok(());
+        };
+        let body = state.request.body();
+        let mut wire = Vec::with_capacity(256 + if check_only { 0 } else { body.len() });
+        encode_request_head_for(&state.request, cookie, &mut wire)?;
+        if check_only {
+            return Ok(());
+        }
+        state.upload_total = body.len() as u64;
+        state.upload_head_len = wire.len() as u64;
+        state.wire_written = 0;
+        wire.extend_from_slice(body);
+        conn.socket.write(&wire)?;
+        Ok(())
+    }
+
+    /// A new connection is up: write the request that was waiting for it.
+    fn on_conn_connected(&self, conn_id: u64) {
+        let mut actions = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            let Some(id) = inner.conns.get(&conn_id).and_then(|c| c.request) else {
+                return;
+            };
+            let Some(state) = inner.requests.get_mut(&id) else {
+                return;
+            };
+            if !std::mem::take(&mut state.write_when_connected) {
+                return;
+            }
+            if let Err(e) = self.write_request(&mut inner, conn_id, id, false) {
+                self.fail(&mut inner, id, e, true, &mut actions);
+            }
+        }
+        self.run_actions(actions);
     }
 
     // ---- receiving ---------------------------------------------------------------------------
@@ -1543,6 +1595,7 @@ impl RequestState {
         self.body_limit = None;
         self.reusable = false;
         self.got_bytes = false;
+        self.write_when_connected = false;
         self.sse_mode = false;
     }
 }
@@ -1606,6 +1659,12 @@ impl DataSink for ConnSink {
         }
     }
 
+    fn on_connected(&self) {
+        if let Some(client) = self.client.upgrade() {
+            client.on_conn_connected(self.conn);
+        }
+    }
+
     fn on_closed(&self, error: Option<&SocketError>) {
         // Deferred: a socket can close while the client is busy (e.g. a connect that fails at once).
         let client = self.client.clone();
@@ -1661,8 +1720,8 @@ pub(crate) fn is_event_stream_mime(content_type: &str) -> bool {
     essence.eq_ignore_ascii_case("text/event-stream")
 }
 
-/// Serialises the request head with the automatic headers, then the body.
-fn encode_request(
+/// Serialises the request head with the automatic headers (the body goes after it).
+fn encode_request_head_for(
     request: &HttpRequest,
     cookie: Option<String>,
     out: &mut Vec<u8>,
@@ -1683,9 +1742,7 @@ fn encode_request(
     if let Some(cookie) = cookie {
         headers.set_if_absent("Cookie", cookie);
     }
-    encode_request_head(request.method().as_str(), request.url(), &headers, out)?;
-    out.extend_from_slice(request.body());
-    Ok(())
+    encode_request_head(request.method().as_str(), request.url(), &headers, out)
 }
 
 fn accepted_encodings() -> &'static str {

@@ -71,6 +71,9 @@ pub(crate) trait DataSink {
     /// rather than a `bytes_written` connection: a signal with a slot costs every connection
     /// three allocations.
     fn on_written(&self, n: usize);
+    /// The connection is up (a TLS handshake may still be running); called before the first
+    /// flush, so what the sink writes now goes out with it.
+    fn on_connected(&self);
     /// The peer closed (`None`) or the connection failed. Not called for `abort()`.
     fn on_closed(&self, error: Option<&SocketError>);
 }
@@ -711,7 +714,15 @@ impl TcpSocket {
         self.connected.emit(&());
         match tls_error {
             Some(e) => self.close_with(Some(e)),
-            None => self.flush(),
+            None => {
+                // A `connected` slot may have closed the socket already.
+                if self.state() == SocketState::Connected {
+                    if let Some(sink) = self.sink() {
+                        sink.on_connected();
+                    }
+                }
+                self.flush();
+            }
         }
     }
 
