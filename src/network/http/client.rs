@@ -112,8 +112,10 @@ struct RequestState {
     partial_head: Option<Box<PartialHead>>,
     /// The final head, kept until the response is complete. Not an `HttpResponse`: that would
     /// carry a second copy of the URL for as long as a stream lasts.
-    response_head: Option<ResponseHead>,
-    decoder: Option<BodyDecoder>,
+    /// Boxed, like `decoder`: made when the head arrives, and a request waiting for its
+    /// connection (thousands may at once) would otherwise carry their size.
+    response_head: Option<Box<ResponseHead>>,
+    decoder: Option<Box<BodyDecoder>>,
     /// Boxed (like `redirect_next`): rarely present, and every request would carry its size.
     content: Option<Box<ContentDecoder>>,
     body: BytesMut,
@@ -128,12 +130,8 @@ struct RequestState {
     got_bytes: bool,
     retried: bool,
     total_timer: Option<TimerKey>,
-    idle_timer: Option<TimerKey>,
-    /// The read timeout expires here; arrivals move it without touching the timer, which re-arms
-    /// itself for the rest when it fires early (no timer churn per arrival).
-    idle_deadline: Instant,
-    /// When the armed `idle_timer` fires.
-    idle_fires_at: Instant,
+    /// The read timeout's timer; made on first use, so a request without one carries none of it.
+    idle: Option<Box<IdleWatch>>,
     upload_total: u64,
     /// Bytes of the request head, which `wire_written` counts but upload progress does not.
     upload_head_len: u64,
@@ -146,6 +144,16 @@ struct RequestState {
     /// Set once the head opened an event stream: body bytes go to `sse_parser`.
     sse_mode: bool,
     sse_parser: Option<Box<SseParser>>,
+}
+
+/// A request's read (idle) timeout.
+struct IdleWatch {
+    timer: Option<TimerKey>,
+    /// The read timeout expires here; arrivals move it without touching the timer, which re-arms
+    /// itself for the rest when it fires early (no timer churn per arrival).
+    deadline: Instant,
+    /// When the armed `timer` fires.
+    fires_at: Instant,
 }
 
 /// The bytes of a response head received so far, and how far the parser got in them.
@@ -579,9 +587,7 @@ impl HttpClient {
                 got_bytes: false,
                 retried: false,
                 total_timer: None,
-                idle_timer: None,
-                idle_deadline: now,
-                idle_fires_at: now,
+                idle: None,
                 upload_total: 0,
                 upload_head_len: 0,
                 wire_written: 0,
@@ -624,21 +630,28 @@ impl HttpClient {
             return;
         };
         let deadline = Instant::now() + timeout;
-        state.idle_deadline = deadline;
-        if state.idle_timer.is_some() && state.idle_fires_at <= deadline {
+        let watch = state.idle.get_or_insert_with(|| {
+            Box::new(IdleWatch {
+                timer: None,
+                deadline,
+                fires_at: deadline,
+            })
+        });
+        watch.deadline = deadline;
+        if watch.timer.is_some() && watch.fires_at <= deadline {
             // The armed timer fires first and then waits out the rest (see `on_idle_timeout`).
             return;
         }
-        if let Some(key) = state.idle_timer.take() {
+        if let Some(key) = watch.timer.take() {
             self.core.timer_remove(key);
         }
-        self.start_idle_timer(state, id, timeout, deadline);
+        self.start_idle_timer(watch, id, timeout, deadline);
     }
 
-    fn start_idle_timer(&self, state: &mut RequestState, id: u64, delay: Duration, at: Instant) {
+    fn start_idle_timer(&self, watch: &mut IdleWatch, id: u64, delay: Duration, at: Instant) {
         let weak = self.self_weak.clone();
-        state.idle_fires_at = at;
-        state.idle_timer = Some(self.core.call_after(delay, move || {
+        watch.fires_at = at;
+        watch.timer = Some(self.core.call_after(delay, move || {
             if let Some(client) = weak.upgrade() {
                 client.on_idle_timeout(id);
             }
@@ -654,11 +667,14 @@ impl HttpClient {
             let Some(state) = inner.requests.get_mut(&id) else {
                 return;
             };
-            state.idle_timer = None;
+            let Some(watch) = state.idle.as_deref_mut() else {
+                return;
+            };
+            watch.timer = None;
             let now = Instant::now();
-            if now < state.idle_deadline {
-                let deadline = state.idle_deadline;
-                self.start_idle_timer(state, id, deadline - now, deadline);
+            if now < watch.deadline {
+                let deadline = watch.deadline;
+                self.start_idle_timer(watch, id, deadline - now, deadline);
                 return;
             }
             match state.phase {
@@ -975,7 +991,7 @@ impl HttpClient {
         let is_head = state.request.method() == &HttpMethod::Head;
         let framing = body_framing(is_head, &head)?;
         state.reusable = framing.reusable;
-        state.decoder = Some(BodyDecoder::new(framing.body));
+        state.decoder = Some(Box::new(BodyDecoder::new(framing.body)));
         // An identity "decoder" would only copy: bytes then go to the body as received, and no
         // stream carries a boxed decoder for nothing.
         state.content = if framing.body == BodyFraming::NoBody {
@@ -1038,7 +1054,7 @@ impl HttpClient {
                 Delivery::Buffered(_) => {}
             }
         }
-        state.response_head = Some(head);
+        state.response_head = Some(Box::new(head));
         Ok(())
     }
 
@@ -1212,7 +1228,7 @@ impl HttpClient {
         if let Some(key) = state.total_timer.take() {
             self.core.timer_remove(key);
         }
-        let Some(head) = state.response_head.take() else {
+        let Some(head) = state.response_head.take().map(|h| *h) else {
             return;
         };
         let body = state.body.split().freeze();
@@ -1223,7 +1239,7 @@ impl HttpClient {
     /// Removes the request and its timers.
     fn take_request(&self, inner: &mut ClientInner, id: u64) -> Option<RequestState> {
         let mut state = *inner.requests.remove(&id)?;
-        if let Some(key) = state.idle_timer.take() {
+        if let Some(key) = state.idle.as_deref_mut().and_then(|w| w.timer.take()) {
             self.core.timer_remove(key);
         }
         if let Some(host) = inner.hosts.get_mut(&state.host) {
@@ -1417,7 +1433,11 @@ impl HttpClient {
             if let Some(state) = inner.requests.get_mut(&id) {
                 match phase {
                     TimeoutPhase::Total => state.total_timer = None,
-                    _ => state.idle_timer = None,
+                    _ => {
+                        if let Some(watch) = state.idle.as_deref_mut() {
+                            watch.timer = None;
+                        }
+                    }
                 }
                 self.fail(
                     &mut inner,
@@ -1604,7 +1624,8 @@ impl Drop for HttpClient {
     fn drop(&mut self) {
         let inner = self.inner.get_mut();
         for (_, state) in inner.requests.drain() {
-            for key in [state.total_timer, state.idle_timer].into_iter().flatten() {
+            let idle_timer = state.idle.as_ref().and_then(|w| w.timer);
+            for key in [state.total_timer, idle_timer].into_iter().flatten() {
                 self.core.timer_remove(key);
             }
         }
