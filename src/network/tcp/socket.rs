@@ -146,8 +146,8 @@ struct Inner {
     state: SocketState,
     stream: Option<TcpStream>,
     key: Option<SourceKey>,
-    peer: Option<SocketAddr>,
-    local: Option<SocketAddr>,
+    /// Boxed: set once connected, and every socket on its way there would carry 64 B of it.
+    addresses: Option<Box<Addresses>>,
     read_buf: BytesMut,
     write_buf: BytesMut,
     read_limit: usize,
@@ -179,6 +179,21 @@ struct Connecting {
     /// Set by `enable_client_tls`; the session is made when the TCP connection is up. Boxed: a
     /// plain connection never sets it.
     tls_pending: Option<Box<(Arc<rustls::ClientConfig>, String)>>,
+}
+
+/// The two ends of a connection, kept after it closes.
+struct Addresses {
+    peer: SocketAddr,
+    local: Option<SocketAddr>,
+}
+
+impl Addresses {
+    fn of(stream: &TcpStream, peer: SocketAddr) -> Box<Addresses> {
+        Box::new(Addresses {
+            peer,
+            local: stream.local_addr().ok(),
+        })
+    }
 }
 
 /// A TLS connection's session and what only it needs.
@@ -235,8 +250,7 @@ impl TcpSocket {
                 state,
                 stream: None,
                 key: None,
-                peer: None,
-                local: None,
+                addresses: None,
                 read_buf: BytesMut::new(),
                 write_buf: BytesMut::new(),
                 read_limit: DEFAULT_READ_BUFFER_LIMIT,
@@ -277,8 +291,7 @@ impl TcpSocket {
             .map_err(|e| SocketError::io(SocketOperation::Configure, e))?;
         {
             let mut inner = socket.inner.borrow_mut();
-            inner.local = stream.local_addr().ok();
-            inner.peer = Some(peer);
+            inner.addresses = Some(Addresses::of(&stream, peer));
             inner.stream = Some(stream);
             inner.key = Some(key);
             inner.announced = true;
@@ -465,7 +478,7 @@ impl TcpSocket {
 
     /// The connected peer's address.
     pub fn peer_address(&self) -> Option<SocketAddr> {
-        self.inner.borrow().peer
+        self.inner.borrow().addresses.as_ref().map(|a| a.peer)
     }
 
     /// The connected peer's port.
@@ -475,7 +488,7 @@ impl TcpSocket {
 
     /// The local address of the connection.
     pub fn local_address(&self) -> Option<SocketAddr> {
-        self.inner.borrow().local
+        self.inner.borrow().addresses.as_ref().and_then(|a| a.local)
     }
 
     /// The local port of the connection.
@@ -687,8 +700,7 @@ impl TcpSocket {
             if inner.keep_alive {
                 let _ = socket2::SockRef::from(&stream).set_keepalive(true);
             }
-            inner.local = stream.local_addr().ok();
-            inner.peer = Some(peer);
+            inner.addresses = Some(Addresses::of(&stream, peer));
             inner.stream = Some(stream);
             inner.key = Some(key);
             inner.state = SocketState::Connected;
@@ -1223,7 +1235,7 @@ impl fmt::Debug for TcpSocket {
             Ok(inner) => f
                 .debug_struct("TcpSocket")
                 .field("state", &inner.state)
-                .field("peer", &inner.peer)
+                .field("peer", &inner.addresses.as_ref().map(|a| a.peer))
                 .field("tls", &inner.tls.is_some())
                 .field("bytes_available", &inner.read_buf.len())
                 .field("bytes_to_write", &inner.write_buf.len())
