@@ -7,7 +7,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use kdnet::EventLoop;
-use kdnet::network::http::{HttpClient, HttpRequest};
+use kdnet::network::http::{HttpClient, HttpRequest, HttpSession};
 use kdnet::network::sse::{ReadyState, SseClient, SseError};
 use support::{Reply, ScriptServer, ok_response, run_until};
 
@@ -507,5 +507,61 @@ fn assert_first_error_is_event_too_large(rec: &Recorder, limit: usize) {
     assert!(
         matches!(errors.first(), Some(SseError::EventTooLarge { limit: l }) if *l == limit),
         "{errors:?}"
+    );
+}
+
+#[test]
+fn a_session_read_timeout_does_not_cut_a_flowing_stream_on_a_reused_connection() {
+    // The session has a 300 ms read timeout, the SseClient none. The stream goes out on a
+    // kept-alive connection (a GET ran first), where the request is written at once; events then
+    // flow every 100 ms for 1.5 s. Nothing may time out: the SseClient's setting (none) governs
+    // the stream, also on that path.
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| {
+        if n == 0 {
+            return Reply::Bytes(ok_response("warm", ""));
+        }
+        let mut pieces = vec![
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+        ];
+        for i in 0..15 {
+            let event = format!("data: {i}\n\n");
+            pieces.push(format!("{:x}\r\n{event}\r\n", event.len()).into_bytes());
+        }
+        pieces.push(b"0\r\n\r\n".to_vec());
+        Reply::Pieces(pieces, Duration::from_millis(100))
+    });
+    let mut session = HttpSession::new();
+    session.set_read_timeout(Duration::from_millis(300));
+    let http = HttpClient::with_session(session).unwrap();
+    let warmed = Rc::new(RefCell::new(None));
+    let w = warmed.clone();
+    http.get(&server.url("/warm"), move |result| {
+        *w.borrow_mut() = Some(result.map(|response| response.body().to_vec()));
+    });
+    assert!(run_until(&mut ev, Duration::from_secs(5), || warmed
+        .borrow()
+        .is_some()));
+    assert_eq!(warmed.borrow_mut().take().unwrap().unwrap(), b"warm");
+
+    let sse = http.create_sse_client();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/stream")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || rec
+        .events
+        .borrow()
+        .len()
+        >= 15
+        || !rec.errors.borrow().is_empty()));
+    let errors = rec.errors.borrow();
+    assert!(errors.is_empty(), "no error while events flow: {errors:?}");
+    let expected: Vec<String> = (0..15).map(|i| format!("message:{i}:")).collect();
+    assert_eq!(*rec.events.borrow(), expected);
+    let requests = server.requests();
+    assert_eq!(requests.len(), 2, "no reconnect");
+    assert_eq!(
+        requests[1].connection, 0,
+        "the stream reused the warm connection"
     );
 }

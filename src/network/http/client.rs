@@ -491,9 +491,17 @@ impl HttpClient {
         if let Some(state) = inner.requests.get_mut(&id.0) {
             state.sse_parser = Some(parser);
             state.read_timeout = read_timeout;
+            // `submit` may already have written the request on an idle connection and armed the
+            // session's read timer; the stream's own setting replaces it, and "none" must not
+            // leave that timer behind (nothing would move its deadline).
+            if read_timeout.is_none()
+                && let Some(key) = state.idle.take().and_then(|watch| watch.timer)
+            {
+                self.core.timer_remove(key);
+            }
         }
+        self.arm_idle_timer(&mut inner, id.0);
         drop(inner);
-        self.arm_idle_timer(&mut self.inner.borrow_mut(), id.0);
         id
     }
 
