@@ -250,6 +250,9 @@ pub struct HttpClient {
     inner: RefCell<ClientInner>,
     /// The action list of the last data arrival, kept (empty) for the next: no allocation per read.
     spare_actions: Cell<Vec<Action>>,
+    /// The SSE event batch of the last delivery, kept (empty) for the next, so a busy stream does
+    /// not regrow a vector on every read.
+    spare_events: Cell<Vec<SseEvent>>,
     self_weak: Weak<HttpClient>,
 }
 
@@ -278,6 +281,7 @@ impl HttpClient {
                 tls: None,
             }),
             spare_actions: Cell::new(Vec::new()),
+            spare_events: Cell::new(Vec::new()),
             self_weak: weak.clone(),
         }))
     }
@@ -1084,7 +1088,10 @@ impl HttpClient {
         let Some(decoder) = decoder.as_mut() else {
             return;
         };
-        let mut collected = SseCollect::default();
+        let mut collected = SseCollect {
+            events: self.spare_events.take(),
+            retry: None,
+        };
         let mut stream_chunk = BytesMut::new();
         let mut failure: Option<HttpError> = None;
         let mut parse_failure: Option<HttpError> = None;
@@ -1206,7 +1213,9 @@ impl HttpClient {
                 if let Some(retry) = collected.retry {
                     actions.push(Action::SseRetry(id, target.clone(), retry));
                 }
-                if !collected.events.is_empty() {
+                if collected.events.is_empty() {
+                    self.recycle_events(collected.events);
+                } else {
                     actions.push(Action::SseEvents(id, target.clone(), collected.events));
                 }
             }
@@ -1525,6 +1534,14 @@ impl HttpClient {
         self.run_action_list(&mut actions);
     }
 
+    /// Keeps an SSE batch vector (emptied) for the next delivery, unless a burst made it large.
+    fn recycle_events(&self, mut events: Vec<SseEvent>) {
+        events.clear();
+        if events.capacity() <= MAX_SPARE_EVENTS {
+            self.spare_events.set(events);
+        }
+    }
+
     /// Runs and empties `actions` (keeping its capacity).
     fn run_action_list(&self, actions: &mut Vec<Action>) {
         for action in actions.drain(..) {
@@ -1541,6 +1558,7 @@ impl HttpClient {
                     if let Some(t) = target.upgrade() {
                         t.on_events(RequestId(id), &mut events);
                     }
+                    self.recycle_events(events);
                 }
                 Action::SseRetry(id, target, retry) => {
                     if let Some(t) = target.upgrade() {
@@ -1709,7 +1727,9 @@ impl DataSink for ConnSink {
     }
 }
 
-#[derive(Default)]
+/// The largest SSE batch vector kept between deliveries (80 KiB of `SseEvent`s).
+const MAX_SPARE_EVENTS: usize = 1024;
+
 struct SseCollect {
     events: Vec<SseEvent>,
     retry: Option<Duration>,
