@@ -22,6 +22,8 @@ use std::fmt;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
+use smol_str::SmolStr;
+
 use super::{DEFAULT_MAX_EVENT_SIZE, SseError, SseEvent, SseParser};
 use crate::bindings::{ConnectionHandle, Signal};
 use crate::foundation::{LoopCore, LoopError, TimerKey};
@@ -100,7 +102,9 @@ struct Inner {
     /// apply to one lent out when they were changed.
     max_event_size: usize,
     flush_unterminated: bool,
-    last_event_id: String,
+    /// The last event ID seen (`""` for none); a short ID is inline, so following it per event
+    /// costs no allocation.
+    last_event_id: SmolStr,
     reconnection_time: Duration,
     max_delay: Duration,
     failures: u32,
@@ -140,7 +144,7 @@ impl SseClient {
                 parser: Some(Box::new(SseParser::new())),
                 max_event_size: DEFAULT_MAX_EVENT_SIZE,
                 flush_unterminated: false,
-                last_event_id: String::new(),
+                last_event_id: SmolStr::default(),
                 reconnection_time: DEFAULT_RECONNECTION_TIME,
                 max_delay: DEFAULT_MAX_RECONNECTION_DELAY,
                 failures: 0,
@@ -193,13 +197,13 @@ impl SseClient {
 
     /// The last event ID received (sent as `Last-Event-ID` when reconnecting).
     pub fn last_event_id(&self) -> String {
-        self.inner.borrow().last_event_id.clone()
+        self.inner.borrow().last_event_id.to_string()
     }
 
     /// Sets the event ID to resume from (sent with the next connection when non-empty).
     pub fn set_last_event_id(&self, id: &str) {
         let mut inner = self.inner.borrow_mut();
-        inner.last_event_id = id.to_string();
+        inner.last_event_id = SmolStr::new(id);
         if let Some(parser) = inner.parser.as_mut() {
             parser.set_last_event_id(id);
         }
@@ -294,7 +298,7 @@ impl SseClient {
             if inner.last_event_id.is_empty() {
                 request.remove_header("Last-Event-ID");
             } else {
-                request.set_header("Last-Event-ID", inner.last_event_id.clone());
+                request.set_header("Last-Event-ID", inner.last_event_id.as_str());
             }
             let parser = match inner.parser.take() {
                 Some(parser) => parser,
@@ -410,7 +414,7 @@ impl SseClient {
         };
         // Whatever a broken block held must not leak into the next connection.
         parser.reset();
-        inner.last_event_id = parser.last_event_id().to_string();
+        inner.last_event_id = SmolStr::new(parser.last_event_id());
         if let Some(retry) = parser.reconnection_time() {
             inner.reconnection_time = retry;
         }
@@ -461,11 +465,8 @@ impl SseTarget for SseClient {
                     // A slot disconnected (or reconnected): the rest of this batch is dropped.
                     return;
                 }
-                if inner.last_event_id != event.last_event_id() {
-                    // Reuse the buffer: a stream with ids changes it on every event.
-                    inner.last_event_id.clear();
-                    inner.last_event_id.push_str(event.last_event_id());
-                }
+                // The event's own (shared or inline) ID: a copy of at most 24 bytes, no compare.
+                inner.last_event_id = event.shared_last_event_id();
             }
             self.message_received.emit(&event);
         }

@@ -114,6 +114,11 @@ impl SseEvent {
         self.retry
     }
 
+    /// The last event ID as the parser shares it (cheap to clone; empty for none).
+    pub(crate) fn shared_last_event_id(&self) -> SmolStr {
+        self.last_event_id.clone().unwrap_or_default()
+    }
+
     /// Takes the data out of the event without copying it.
     pub fn into_data(self) -> String {
         self.data
