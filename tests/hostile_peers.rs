@@ -21,7 +21,7 @@ use kdnet::network::http::{
 use kdnet::network::sse::{ReadyState, SseClient, SseError};
 use kdnet::network::{SocketError, SslSocket, TimeoutPhase, TlsClientConfig, TlsFailure};
 use support::certs::test_pki;
-use support::{Reply, ScriptServer, read_request_head, rss_bytes, run_until};
+use support::{Reply, ScriptServer, latest, read_request_head, rss_bytes, run_until};
 
 const MIB: u64 = 1024 * 1024;
 
@@ -628,12 +628,7 @@ fn tls_peer_sending_garbage_instead_of_a_server_hello_fails_the_handshake() {
         TlsClientConfig::with_only_ca_certificates(test_pki().ca_pem.as_bytes()).unwrap(),
     )
     .unwrap();
-    let error: Rc<RefCell<Option<SocketError>>> = Rc::default();
-    let e = error.clone();
-    client
-        .handshake_error
-        .connect(move |err| *e.borrow_mut() = Some(err.clone()))
-        .release();
+    let error = latest(&client.handshake_error);
     let completed = Rc::new(Cell::new(false));
     let c = completed.clone();
     client

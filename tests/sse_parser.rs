@@ -21,6 +21,7 @@ enum Seen {
     Retry(Duration),
 }
 
+/// Records what either kind of sink hears; borrowed events as owned copies.
 #[derive(Default)]
 struct Recorder(Vec<Seen>);
 
@@ -36,22 +37,27 @@ impl SseSink for Recorder {
     }
 }
 
-/// Records borrowed events as owned copies, to compare with [`Recorder`].
-#[derive(Default)]
-struct BorrowedRecorder(Vec<Seen>);
-
-impl SseBorrowedSink for BorrowedRecorder {
+impl SseBorrowedSink for Recorder {
     fn on_event(&mut self, event: SseEventRef<'_>) {
         let owned = event.to_event();
         assert_eq!(event, owned, "a borrowed event equals its owned copy");
         self.0.push(Seen::Event(owned));
     }
     fn on_comment(&mut self, comment: &str) {
-        self.0.push(Seen::Comment(comment.to_owned()));
+        SseSink::on_comment(self, comment);
     }
     fn on_retry(&mut self, retry: Duration) {
-        self.0.push(Seen::Retry(retry));
+        SseSink::on_retry(self, retry);
     }
+}
+
+/// Which parser entry points a run uses.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Events {
+    /// `feed` / `finish`.
+    Owned,
+    /// `feed_borrowed` / `finish_borrowed`.
+    Borrowed,
 }
 
 /// The full observable result of parsing one stream.
@@ -113,48 +119,35 @@ const COMMENTS: Options = Options {
 /// Feeds `chunks` then finishes, once with owned and once with borrowed events; asserts both
 /// give the same outcome. Stops at the first error.
 fn run_chunks(options: Options, chunks: &[&[u8]]) -> Outcome {
-    let owned = run_chunks_owned(options, chunks);
+    let owned = run_chunks_with(options, chunks, Events::Owned);
     assert_eq!(
-        run_chunks_borrowed(options, chunks),
+        run_chunks_with(options, chunks, Events::Borrowed),
         owned,
         "feed_borrowed disagrees with feed"
     );
     owned
 }
 
-fn run_chunks_owned(options: Options, chunks: &[&[u8]]) -> Outcome {
+fn run_chunks_with(options: Options, chunks: &[&[u8]], events: Events) -> Outcome {
     let mut parser = options.parser();
     let mut recorder = Recorder::default();
     let mut error = None;
     for chunk in chunks {
-        if let Err(e) = parser.feed(chunk, &mut recorder) {
+        let fed = match events {
+            Events::Owned => parser.feed(chunk, &mut recorder),
+            Events::Borrowed => parser.feed_borrowed(chunk, &mut recorder),
+        };
+        if let Err(e) = fed {
             error = Some(e);
             break;
         }
     }
     if error.is_none() {
-        error = parser.finish(&mut recorder).err();
-    }
-    Outcome {
-        seen: recorder.0,
-        error,
-        last_event_id: parser.last_event_id().to_owned(),
-        reconnection_time: parser.reconnection_time(),
-    }
-}
-
-fn run_chunks_borrowed(options: Options, chunks: &[&[u8]]) -> Outcome {
-    let mut parser = options.parser();
-    let mut recorder = BorrowedRecorder::default();
-    let mut error = None;
-    for chunk in chunks {
-        if let Err(e) = parser.feed_borrowed(chunk, &mut recorder) {
-            error = Some(e);
-            break;
-        }
-    }
-    if error.is_none() {
-        error = parser.finish_borrowed(&mut recorder).err();
+        let finished = match events {
+            Events::Owned => parser.finish(&mut recorder),
+            Events::Borrowed => parser.finish_borrowed(&mut recorder),
+        };
+        error = finished.err();
     }
     Outcome {
         seen: recorder.0,

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use kdnet::EventLoop;
 use kdnet::network::{SocketError, SocketState, TcpServer, TcpSocket};
-use support::{pattern, run_until};
+use support::{latest, pattern, run_until};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -90,12 +90,7 @@ fn refused_port_reports_an_io_error() {
         .unwrap()
         .port();
     let client = TcpSocket::new().unwrap();
-    let error: Rc<RefCell<Option<SocketError>>> = Rc::default();
-    let e = error.clone();
-    client
-        .error_occurred
-        .connect(move |err| *e.borrow_mut() = Some(err.clone()))
-        .release();
+    let error = latest(&client.error_occurred);
     client.connect_to_address(LOCALHOST, port).unwrap();
     assert!(run_until(&mut ev, Duration::from_secs(5), || error
         .borrow()
@@ -141,12 +136,7 @@ fn localhost_resolves_and_connects() {
 fn unknown_name_fails_with_a_lookup_error() {
     let mut ev = EventLoop::new().unwrap();
     let client = TcpSocket::new().unwrap();
-    let error: Rc<RefCell<Option<SocketError>>> = Rc::default();
-    let e = error.clone();
-    client
-        .error_occurred
-        .connect(move |err| *e.borrow_mut() = Some(err.clone()))
-        .release();
+    let error = latest(&client.error_occurred);
     client.connect_to_host("no-such-host.invalid", 80).unwrap();
     assert!(run_until(&mut ev, Duration::from_secs(20), || error
         .borrow()
@@ -161,19 +151,8 @@ fn unknown_name_fails_with_a_lookup_error() {
 #[test]
 fn happy_eyeballs_skips_a_stalled_address_after_the_stagger_delay() {
     let mut ev = EventLoop::new().unwrap();
-    // A listener with a tiny backlog that never accepts: fill its queue so new connects stall.
-    let stalled = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    stalled.bind(&SocketAddr::new(LOCALHOST, 0).into()).unwrap();
-    stalled.listen(0).unwrap();
-    let stalled_addr = stalled.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..8 {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let _ = s.connect(&stalled_addr.into());
-        fillers.push(s);
-    }
-    std::thread::sleep(Duration::from_millis(100));
+    let stalled = StalledListener::new();
+    let stalled_addr = stalled.addr;
     let (server, _peers) = echo_server();
     let good = SocketAddr::new(LOCALHOST, server.server_port().unwrap());
 
@@ -307,27 +286,11 @@ fn peer_close_emits_disconnected_after_the_last_data() {
 #[test]
 fn a_stalled_connect_fails_with_the_connect_timeout() {
     let mut ev = EventLoop::new().unwrap();
-    // A listener with a full backlog that never accepts: new connects stall.
-    let stalled = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    stalled.bind(&SocketAddr::new(LOCALHOST, 0).into()).unwrap();
-    stalled.listen(0).unwrap();
-    let stalled_addr = stalled.local_addr().unwrap().as_socket().unwrap();
-    let mut fillers = Vec::new();
-    for _ in 0..8 {
-        let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-        s.set_nonblocking(true).unwrap();
-        let _ = s.connect(&stalled_addr.into());
-        fillers.push(s);
-    }
-    std::thread::sleep(Duration::from_millis(100));
+    let stalled = StalledListener::new();
+    let stalled_addr = stalled.addr;
     let client = TcpSocket::new().unwrap();
     client.set_connect_timeout(Some(Duration::from_millis(300)));
-    let error: Rc<RefCell<Option<SocketError>>> = Rc::default();
-    let e = error.clone();
-    client
-        .error_occurred
-        .connect(move |err| *e.borrow_mut() = Some(err.clone()))
-        .release();
+    let error = latest(&client.error_occurred);
     let start = Instant::now();
     client.connect_to_addresses(&[stalled_addr]).unwrap();
     assert!(run_until(&mut ev, Duration::from_secs(5), || error
@@ -343,4 +306,39 @@ fn a_stalled_connect_fails_with_the_connect_timeout() {
     );
     assert!(start.elapsed() >= Duration::from_millis(250));
     assert_eq!(client.state(), SocketState::Unconnected);
+}
+
+/// A listener with a tiny backlog that never accepts, its queue filled so that new connects stall
+/// (the kernel answers no SYN). Kept alive as long as the value.
+struct StalledListener {
+    addr: SocketAddr,
+    _listener: socket2::Socket,
+    _fillers: Vec<socket2::Socket>,
+}
+
+impl StalledListener {
+    fn new() -> StalledListener {
+        let listener =
+            socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+        listener
+            .bind(&SocketAddr::new(LOCALHOST, 0).into())
+            .unwrap();
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let fillers = (0..8)
+            .map(|_| {
+                let s = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+                    .unwrap();
+                s.set_nonblocking(true).unwrap();
+                let _ = s.connect(&addr.into());
+                s
+            })
+            .collect();
+        std::thread::sleep(Duration::from_millis(100));
+        StalledListener {
+            addr,
+            _listener: listener,
+            _fillers: fillers,
+        }
+    }
 }

@@ -12,7 +12,7 @@ use kdnet::network::{
     SocketError, SslSocket, TcpServer, TcpSocket, TlsClientConfig, TlsFailure, TlsServerConfig,
 };
 use support::certs::test_pki;
-use support::{pattern, run_until};
+use support::{latest, pattern, run_until};
 
 type Peers = Rc<RefCell<Vec<Rc<TcpSocket>>>>;
 
@@ -57,12 +57,7 @@ fn handshake_error_for(cert: &str, key: &str, host: &str) -> SocketError {
     let mut ev = EventLoop::new().unwrap();
     let (server, _peers, _) = tls_server(cert, key, true);
     let client = client_trusting_test_ca();
-    let error: Rc<RefCell<Option<SocketError>>> = Rc::default();
-    let e = error.clone();
-    client
-        .handshake_error
-        .connect(move |err| *e.borrow_mut() = Some(err.clone()))
-        .release();
+    let error = latest(&client.handshake_error);
     let completed = Rc::new(Cell::new(false));
     let c = completed.clone();
     client
@@ -176,12 +171,7 @@ fn a_peer_sending_garbage_is_a_typed_error() {
         std::thread::sleep(Duration::from_millis(500));
     });
     let client = client_trusting_test_ca();
-    let error: Rc<RefCell<Option<SocketError>>> = Rc::default();
-    let e = error.clone();
-    client
-        .error_occurred
-        .connect(move |err| *e.borrow_mut() = Some(err.clone()))
-        .release();
+    let error = latest(&client.error_occurred);
     client.connect_to_host("localhost", port).unwrap();
     assert!(run_until(&mut ev, Duration::from_secs(10), || error
         .borrow()
@@ -317,12 +307,7 @@ fn a_silent_server_fails_the_handshake_with_a_timeout() {
     let port = silent.local_addr().unwrap().port();
     let client = client_trusting_test_ca();
     client.set_handshake_timeout(Some(Duration::from_millis(200)));
-    let error: Rc<RefCell<Option<SocketError>>> = Rc::default();
-    let e = error.clone();
-    client
-        .handshake_error
-        .connect(move |err| *e.borrow_mut() = Some(err.clone()))
-        .release();
+    let error = latest(&client.handshake_error);
     let started = std::time::Instant::now();
     client.connect_to_host("localhost", port).unwrap();
     assert!(run_until(&mut ev, Duration::from_secs(10), || error

@@ -4,9 +4,22 @@
 pub mod certs;
 pub mod chaos;
 
+use std::cell::RefCell;
+use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use kdnet::EventLoop;
+use kdnet::bindings::Signal;
+
+/// The latest value `signal` emits, recorded by a slot that stays connected for the signal's life.
+pub fn latest<T: Clone + 'static>(signal: &Signal<T>) -> Rc<RefCell<Option<T>>> {
+    let latest: Rc<RefCell<Option<T>>> = Rc::default();
+    let slot = latest.clone();
+    signal
+        .connect(move |value| *slot.borrow_mut() = Some(value.clone()))
+        .release();
+    latest
+}
 
 /// A request head read by a blocking test server: the request line and the header lines.
 pub struct RawHead {
