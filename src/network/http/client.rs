@@ -34,7 +34,7 @@ use super::{HeaderMap, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSes
 use crate::bindings::Signal;
 use crate::foundation::{LoopCore, LoopError, TimerKey};
 use crate::network::error::{SocketError, TimeoutPhase, TlsFailure};
-use crate::network::sse::{SseEvent, SseParser, SseSink};
+use crate::network::sse::{SseBatch, SseEvent, SseParser};
 use crate::network::tcp::{DataSink, SocketState, TcpSocket};
 use crate::network::tls::TlsClientConfig;
 
@@ -67,7 +67,9 @@ type StreamFn = Rc<RefCell<dyn FnMut(StreamEvent<'_>)>>;
 pub(crate) trait SseTarget {
     /// The response head; `true` when it opens an event stream (status 200, `text/event-stream`).
     fn on_head(&self, id: RequestId, response: &HttpResponse) -> bool;
-    fn on_events(&self, id: RequestId, events: &mut Vec<SseEvent>);
+    /// The events of one delivery; `scratch` is the reused event each one is written into
+    /// before it is emitted.
+    fn on_events(&self, id: RequestId, events: &SseBatch, scratch: &mut SseEvent);
     fn on_retry(&self, id: RequestId, retry: Duration);
     /// The stream ended: `Ok(response)` for a clean end of an opened stream or for a rejected
     /// response (with the start of its body), `Err` for failures. The request's parser comes back
@@ -204,7 +206,7 @@ enum Action {
     StreamHead(StreamFn, HttpResponse),
     StreamData(StreamFn, Bytes),
     SseHead(u64, Weak<dyn SseTarget>, HttpResponse),
-    SseEvents(u64, Weak<dyn SseTarget>, Vec<SseEvent>),
+    SseEvents(u64, Weak<dyn SseTarget>, SseBatch),
     SseRetry(u64, Weak<dyn SseTarget>, Duration),
     Progress(u64, u64, Option<u64>),
     Close(Rc<TcpSocket>),
@@ -251,8 +253,11 @@ pub struct HttpClient {
     /// The action list of the last data arrival, kept (empty) for the next: no allocation per read.
     spare_actions: Cell<Vec<Action>>,
     /// The SSE event batch of the last delivery, kept (empty) for the next, so a busy stream does
-    /// not regrow a vector on every read.
-    spare_events: Cell<Vec<SseEvent>>,
+    /// not regrow it on every read.
+    spare_batch: Cell<SseBatch>,
+    /// The event each batched event is written into before it is emitted (one per client, so
+    /// events cost no allocation); `None` while in use or before the first delivery.
+    sse_scratch: Cell<Option<SseEvent>>,
     self_weak: Weak<HttpClient>,
 }
 
@@ -281,7 +286,8 @@ impl HttpClient {
                 tls: None,
             }),
             spare_actions: Cell::new(Vec::new()),
-            spare_events: Cell::new(Vec::new()),
+            spare_batch: Cell::default(),
+            sse_scratch: Cell::new(None),
             self_weak: weak.clone(),
         }))
     }
@@ -1088,10 +1094,7 @@ impl HttpClient {
         let Some(decoder) = decoder.as_mut() else {
             return;
         };
-        let mut collected = SseCollect {
-            events: self.spare_events.take(),
-            retry: None,
-        };
+        let mut collected = self.spare_batch.take();
         let mut stream_chunk = BytesMut::new();
         let mut failure: Option<HttpError> = None;
         let mut parse_failure: Option<HttpError> = None;
@@ -1102,7 +1105,7 @@ impl HttpClient {
             }
             if *sse_mode {
                 if let Some(parser) = sse_parser.as_mut() {
-                    if let Err(e) = parser.feed(plain, &mut collected) {
+                    if let Err(e) = parser.feed_borrowed(plain, &mut collected) {
                         parse_failure = Some(HttpError::LimitExceeded {
                             what: "server-sent event",
                             limit: match e {
@@ -1158,7 +1161,7 @@ impl HttpClient {
                     // Rare: the decoder held back output until the end.
                     if state.sse_mode {
                         if let Some(parser) = state.sse_parser.as_mut() {
-                            let _ = parser.feed(&tail, &mut collected);
+                            let _ = parser.feed_borrowed(&tail, &mut collected);
                         }
                     } else if is_stream {
                         stream_chunk.extend_from_slice(&tail);
@@ -1201,7 +1204,7 @@ impl HttpClient {
         &self,
         inner: &mut ClientInner,
         id: u64,
-        collected: SseCollect,
+        collected: SseBatch,
         chunk: BytesMut,
         actions: &mut Vec<Action>,
     ) {
@@ -1210,13 +1213,13 @@ impl HttpClient {
         };
         match &state.delivery {
             Delivery::Sse { target, .. } => {
-                if let Some(retry) = collected.retry {
+                if let Some(retry) = collected.retry() {
                     actions.push(Action::SseRetry(id, target.clone(), retry));
                 }
-                if collected.events.is_empty() {
-                    self.recycle_events(collected.events);
+                if collected.is_empty() {
+                    self.recycle_batch(collected);
                 } else {
-                    actions.push(Action::SseEvents(id, target.clone(), collected.events));
+                    actions.push(Action::SseEvents(id, target.clone(), collected));
                 }
             }
             Delivery::Streaming { on_event, .. } if !chunk.is_empty() => {
@@ -1534,11 +1537,10 @@ impl HttpClient {
         self.run_action_list(&mut actions);
     }
 
-    /// Keeps an SSE batch vector (emptied) for the next delivery, unless a burst made it large.
-    fn recycle_events(&self, mut events: Vec<SseEvent>) {
-        events.clear();
-        if events.capacity() <= MAX_SPARE_EVENTS {
-            self.spare_events.set(events);
+    /// Keeps an SSE batch (emptied) for the next delivery, unless a burst made it large.
+    fn recycle_batch(&self, mut batch: SseBatch) {
+        if batch.clear() {
+            self.spare_batch.set(batch);
         }
     }
 
@@ -1554,11 +1556,17 @@ impl HttpClient {
                         t.on_head(RequestId(id), &response);
                     }
                 }
-                Action::SseEvents(id, target, mut events) => {
+                Action::SseEvents(id, target, batch) => {
                     if let Some(t) = target.upgrade() {
-                        t.on_events(RequestId(id), &mut events);
+                        // Taken, not borrowed: a delivery nested in a slot gets a fresh one.
+                        let mut scratch = self
+                            .sse_scratch
+                            .take()
+                            .unwrap_or_else(|| SseEvent::new("", String::new()));
+                        t.on_events(RequestId(id), &batch, &mut scratch);
+                        self.sse_scratch.set(Some(scratch));
                     }
-                    self.recycle_events(events);
+                    self.recycle_batch(batch);
                 }
                 Action::SseRetry(id, target, retry) => {
                     if let Some(t) = target.upgrade() {
@@ -1724,24 +1732,6 @@ impl DataSink for ConnSink {
                 }
             }));
         }
-    }
-}
-
-/// The largest SSE batch vector kept between deliveries (80 KiB of `SseEvent`s).
-const MAX_SPARE_EVENTS: usize = 1024;
-
-struct SseCollect {
-    events: Vec<SseEvent>,
-    retry: Option<Duration>,
-}
-
-impl SseSink for SseCollect {
-    fn on_event(&mut self, event: SseEvent) {
-        self.events.push(event);
-    }
-
-    fn on_retry(&mut self, retry: Duration) {
-        self.retry = Some(retry);
     }
 }
 

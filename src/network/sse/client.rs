@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use smol_str::SmolStr;
 
-use super::{DEFAULT_MAX_EVENT_SIZE, SseError, SseEvent, SseParser};
+use super::{DEFAULT_MAX_EVENT_SIZE, SseBatch, SseError, SseEvent, SseParser};
 use crate::bindings::{ConnectionHandle, Signal};
 use crate::foundation::{LoopCore, LoopError, TimerKey};
 use crate::network::http::{
@@ -457,8 +457,9 @@ impl SseTarget for SseClient {
         opens
     }
 
-    fn on_events(&self, id: RequestId, events: &mut Vec<SseEvent>) {
-        for event in events.drain(..) {
+    fn on_events(&self, id: RequestId, events: &SseBatch, scratch: &mut SseEvent) {
+        for index in 0..events.len() {
+            events.fill(index, scratch);
             {
                 let mut inner = self.inner.borrow_mut();
                 if inner.current != Some(id) || inner.state != ReadyState::Open {
@@ -466,9 +467,9 @@ impl SseTarget for SseClient {
                     return;
                 }
                 // The event's own (shared or inline) ID: a copy of at most 24 bytes, no compare.
-                inner.last_event_id = event.shared_last_event_id();
+                inner.last_event_id = scratch.shared_last_event_id();
             }
-            self.message_received.emit(&event);
+            self.message_received.emit(scratch);
         }
     }
 
@@ -494,10 +495,11 @@ impl SseTarget for SseClient {
         let mut parser = parser;
         if opened && result.is_ok() {
             if let Some(p) = parser.as_mut() {
-                let mut tail = Vec::new();
-                if p.finish(&mut tail).is_ok() && !tail.is_empty() {
+                let mut tail = SseBatch::default();
+                if p.finish_borrowed(&mut tail).is_ok() && !tail.is_empty() {
                     self.inner.borrow_mut().current = Some(id);
-                    self.on_events(id, &mut tail);
+                    let mut scratch = SseEvent::new("", String::new());
+                    self.on_events(id, &tail, &mut scratch);
                     self.inner.borrow_mut().current = None;
                 }
             }

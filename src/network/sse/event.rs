@@ -114,6 +114,33 @@ impl SseEvent {
         self.retry
     }
 
+    /// Overwrites this event with the given parts, reusing its data buffer (unless a huge event
+    /// left it large) and keeping its shared type when it is the same allocation.
+    pub(crate) fn assign(
+        &mut self,
+        event_type: Option<&Arc<str>>,
+        data: &str,
+        last_event_id: Option<&SmolStr>,
+        retry: Option<Duration>,
+    ) {
+        let same_type = match (&self.event_type, event_type) {
+            (Some(mine), Some(theirs)) => Arc::ptr_eq(mine, theirs),
+            (None, None) => true,
+            _ => false,
+        };
+        if !same_type {
+            self.event_type = event_type.cloned();
+        }
+        if self.data.capacity() > MAX_REUSED_DATA_CAPACITY && data.len() <= MAX_REUSED_DATA_CAPACITY
+        {
+            self.data = String::new();
+        }
+        self.data.clear();
+        self.data.push_str(data);
+        self.last_event_id = last_event_id.cloned();
+        self.retry = retry;
+    }
+
     /// The last event ID as the parser shares it (cheap to clone; empty for none).
     pub(crate) fn shared_last_event_id(&self) -> SmolStr {
         self.last_event_id.clone().unwrap_or_default()
@@ -212,6 +239,11 @@ impl<'a> SseEventRef<'a> {
         )
     }
 
+    /// The shared event type and ID behind this event (for owned copies that share them).
+    pub(crate) fn shared_parts(&self) -> (Option<&'a Arc<str>>, Option<&'a SmolStr>) {
+        (self.event_type, self.last_event_id)
+    }
+
     /// Assembles a borrowed event from parser state that is already normalised.
     pub(crate) fn from_parts(
         event_type: Option<&'a Arc<str>>,
@@ -236,6 +268,9 @@ impl PartialEq<SseEvent> for SseEventRef<'_> {
             && self.retry == other.retry()
     }
 }
+
+/// The largest data buffer [`SseEvent::assign`] keeps for reuse (64 KiB).
+const MAX_REUSED_DATA_CAPACITY: usize = 64 * 1024;
 
 /// Whether `event_type` must be stored, i.e. it does not dispatch as the default `message`.
 pub(crate) fn is_custom_event_type(event_type: &str) -> bool {

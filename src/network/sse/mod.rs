@@ -1,12 +1,14 @@
 //! Server-Sent Events (WHATWG HTML "Server-sent events"): a sans-IO [`SseParser`], the
 //! [`SseEvent`] type, an [`SseWriter`] for servers and tests, and the reconnecting [`SseClient`].
 
+mod batch;
 mod client;
 mod error;
 mod event;
 mod parser;
 mod writer;
 
+pub(crate) use batch::SseBatch;
 pub use client::{
     DEFAULT_MAX_RECONNECTION_DELAY, DEFAULT_RECONNECTION_TIME, ReadyState, SseClient,
 };
