@@ -28,6 +28,7 @@ use super::content::ContentDecoder;
 use super::encode::{encode_request_head, host_header_value};
 use super::framing::{BodyFraming, body_framing};
 use super::head::{HeadLimits, HeadParser, HeadStatus, ResponseHead};
+use super::id_map::IdMap;
 use super::redirect::{RedirectAction, redirect_action};
 use super::response::content_length;
 use super::{HeaderMap, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession};
@@ -191,10 +192,10 @@ struct HostState {
 
 struct ClientInner {
     session: HttpSession,
-    requests: HashMap<u64, Box<RequestState>>,
+    requests: IdMap<Box<RequestState>>,
     /// Boxed: a table sized for thousands of connections would otherwise hold up to twice as
     /// many empty `Conn`-sized buckets.
-    conns: HashMap<u64, Box<Conn>>,
+    conns: IdMap<Box<Conn>>,
     hosts: HashMap<Rc<HostKey>, HostState>,
     next_id: u64,
     tls: Option<Arc<rustls::ClientConfig>>,
@@ -279,8 +280,8 @@ impl HttpClient {
             core,
             inner: RefCell::new(ClientInner {
                 session,
-                requests: HashMap::new(),
-                conns: HashMap::new(),
+                requests: IdMap::default(),
+                conns: IdMap::default(),
                 hosts: HashMap::new(),
                 next_id: 1,
                 tls: None,

@@ -45,6 +45,18 @@ impl HeaderMap {
         }
     }
 
+    /// Makes room for `fields` more fields of `text_bytes` more bytes of names and values, so
+    /// adding a known set of fields grows the map once.
+    pub(crate) fn reserve(&mut self, fields: usize, text_bytes: usize) {
+        self.fields.reserve(fields);
+        self.text.reserve(text_bytes);
+    }
+
+    /// The text bytes (names plus values) the map holds.
+    pub(crate) fn text_len(&self) -> usize {
+        self.text.len()
+    }
+
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
         self.iter()

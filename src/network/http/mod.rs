@@ -15,6 +15,7 @@ mod error;
 mod framing;
 mod head;
 mod headers;
+mod id_map;
 mod method;
 mod redirect;
 mod request;

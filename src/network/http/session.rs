@@ -210,6 +210,10 @@ impl HttpSession {
     /// Adds each default header the request does not have (all its values); headers the request
     /// has are left alone.
     pub fn apply_default_headers(&self, request: &mut HttpRequest) {
+        // One allocation for all of them rather than regrowing per field.
+        request
+            .headers_mut()
+            .reserve(self.default_headers.len(), self.default_headers.text_len());
         let mut added: Vec<&str> = Vec::new();
         for (name, value) in self.default_headers.iter() {
             let added_here = added.iter().any(|n| n.eq_ignore_ascii_case(name));

@@ -1,10 +1,20 @@
-//! `SseParser::feed_borrowed` allocates nothing per event once warmed up, counted by a global
-//! allocator wrapper per thread (tests run in parallel threads).
+//! Allocations per SSE event, counted by a global allocator wrapper per thread (tests run in
+//! parallel threads): `SseParser::feed_borrowed` and a whole `SseClient` (read, parse, emit)
+//! allocate nothing per event once warmed up; `feed` allocates each owned event's data.
+
+mod support;
 
 use std::alloc::{GlobalAlloc, Layout, System};
-use std::cell::Cell;
+use std::cell::{Cell, RefCell};
+use std::io::Write;
+use std::net::TcpListener;
+use std::rc::Rc;
+use std::time::Duration;
 
-use kdnet::network::sse::{SseEventRef, SseParser};
+use kdnet::EventLoop;
+use kdnet::network::http::HttpRequest;
+use kdnet::network::sse::{SseClient, SseEventRef, SseParser};
+use support::{read_request_head, run_until};
 
 struct CountingAllocator;
 
@@ -109,5 +119,74 @@ fn owned_parsing_allocates_only_the_event_data() {
     assert!(
         (2_000..=2_000 + 16).contains(&allocations),
         "{allocations} allocations for 2,000 owned events"
+    );
+}
+
+#[test]
+fn a_streaming_sse_client_allocates_nothing_per_event() {
+    // 40,000 OpenAI-like events with changing IDs from a loopback server, in writes of 100
+    // events. Allocations on this (the loop's) thread are counted from the 5,000th event to the
+    // last: reads, parsing, batching and the emit to a slot must not allocate per event (the
+    // server thread's allocations are not counted).
+    const EVENTS: usize = 40_000;
+    const WARM: usize = 5_000;
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        read_request_head(&mut reader).unwrap();
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+            .unwrap();
+        let mut burst = String::new();
+        for n in 0..EVENTS {
+            burst.push_str(&format!(
+                "id: {n}\nevent: response.output_text.delta\ndata: {{\"sequence_number\":{n},\"delta\":\"Hel\"}}\n\n"
+            ));
+            if (n + 1) % 100 == 0 {
+                stream.write_all(burst.as_bytes()).unwrap();
+                burst.clear();
+            }
+        }
+        // Keep the stream open until the client is done (it disconnects).
+        std::thread::sleep(Duration::from_secs(30));
+    });
+
+    let mut event_loop = EventLoop::new().unwrap();
+    let sse = SseClient::new().unwrap();
+    let seen = Rc::new(Cell::new(0usize));
+    let at_warm: Rc<Cell<usize>> = Rc::default();
+    let bytes = Rc::new(Cell::new(0usize));
+    let (s, w, b) = (seen.clone(), at_warm.clone(), bytes.clone());
+    sse.message_received
+        .connect(move |event| {
+            b.set(b.get() + event.data().len() + event.last_event_id().len());
+            s.set(s.get() + 1);
+            if s.get() == WARM {
+                w.set(allocations());
+            }
+        })
+        .release();
+    let errors = Rc::new(RefCell::new(Vec::new()));
+    let e = errors.clone();
+    sse.error
+        .connect(move |err| e.borrow_mut().push(err.to_string()))
+        .release();
+    sse.connect(HttpRequest::get(&format!("http://{addr}/stream")).unwrap());
+    assert!(run_until(&mut event_loop, Duration::from_secs(30), || seen
+        .get()
+        >= EVENTS
+        || !errors.borrow().is_empty()));
+    let allocated = allocations() - at_warm.get();
+    sse.disconnect();
+    assert!(errors.borrow().is_empty(), "{:?}", errors.borrow());
+    assert_eq!(seen.get(), EVENTS);
+    assert!(bytes.get() > 0);
+    // Loop turns and timers may allocate now and then; per event would be 35,000 or more.
+    assert!(
+        allocated < (EVENTS - WARM) / 100,
+        "{allocated} allocations for {} events",
+        EVENTS - WARM
     );
 }
