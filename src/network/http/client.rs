@@ -1565,7 +1565,11 @@ impl HttpClient {
                             .take()
                             .unwrap_or_else(|| SseEvent::new("", String::new()));
                         t.on_events(RequestId(id), &batch, &mut scratch);
-                        self.sse_scratch.set(Some(scratch));
+                        // Not kept after a huge event: its buffer would stay allocated for good
+                        // (`SseEvent::assign` only drops it when a small event replaces it).
+                        if scratch.data().len() <= MAX_KEPT_SCRATCH_DATA {
+                            self.sse_scratch.set(Some(scratch));
+                        }
                     }
                     self.recycle_batch(batch);
                 }
@@ -1735,6 +1739,9 @@ impl DataSink for ConnSink {
         }
     }
 }
+
+/// The largest event data whose buffer the reused SSE event keeps (64 KiB).
+const MAX_KEPT_SCRATCH_DATA: usize = 64 * 1024;
 
 /// The pool map's shared copy of `key` (added, with an empty pool, if new).
 fn intern_host(hosts: &mut HashMap<Rc<HostKey>, HostState>, key: HostKey) -> Rc<HostKey> {
