@@ -17,6 +17,8 @@
 //! Exit status: 0 when every URL produced a response (whatever its status), 1 when any failed
 //! (one line `http_get: <url>: <error>` on stderr per failure), 2 for bad arguments.
 
+mod common;
+
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, Write};
@@ -24,6 +26,7 @@ use std::rc::Rc;
 use std::str::FromStr;
 use std::time::Duration;
 
+use common::parse_header;
 use kdnet::network::http::{
     HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession, RedirectPolicy,
 };
@@ -111,12 +114,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
             }
             "-H" => {
                 let header = value("-H")?;
-                match header.split_once(':') {
-                    Some((name, value)) if !name.trim().is_empty() => options
-                        .headers
-                        .push((name.trim().to_string(), value.trim().to_string())),
-                    _ => return Err(format!("bad -H {header:?}: expected 'Name: value'")),
-                }
+                options.headers.push(parse_header(&header)?);
             }
             "-d" => options.body = Some(value("-d")?),
             "-i" => options.include_head = true,

@@ -25,12 +25,15 @@
 //! Answer text goes to stdout; hints and errors go to stderr. Exit status: 0, or 1 if an answer
 //! failed (HTTP error, `response.failed`, `error` event, broken stream), 2 for bad arguments.
 
+mod common;
+
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
 use std::io::{self, BufRead, IsTerminal, Write};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use common::json_quote;
 use kdnet::network::http::HttpRequest;
 use kdnet::network::sse::{SseClient, SseError, SseEvent, SseWriter};
 use kdnet::network::{TcpServer, TcpSocket};
@@ -915,28 +918,6 @@ fn mock_answer_events(prompt: &str, model: &str, number: u64) -> Vec<(Duration, 
 }
 
 // ---- just enough JSON --------------------------------------------------------------------------
-
-/// `text` as a JSON string literal, quotes included (RFC 8259 §7: `"` and `\` and the control
-/// characters U+0000–U+001F must be escaped; everything else may appear as is).
-fn json_quote(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0C}' => out.push_str("\\f"),
-            c if c < '\u{20}' => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
-}
 
 /// The string at `path` in a JSON document: `&["delta"]` is the top-level member `delta`,
 /// `&["response", "error", "message"]` is `.response.error.message`. `None` if there is no such

@@ -21,12 +21,15 @@
 //! 200, a type other than `text/event-stream`, redirect trouble, an oversized event) or for bad
 //! arguments; 3 on a network error with `--no-reconnect`; 1 if stdout cannot be written.
 
+mod common;
+
 use std::cell::Cell;
 use std::io::{self, Read, Write};
 use std::rc::Rc;
 use std::str::FromStr;
 use std::time::Duration;
 
+use common::{json_quote, parse_header};
 use kdnet::EventLoop;
 use kdnet::network::http::{HttpMethod, HttpRequest};
 use kdnet::network::sse::{ReadyState, SseClient, SseEvent, SseParser};
@@ -132,15 +135,6 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
         ));
     }
     Ok(Some(options))
-}
-
-fn parse_header(header: &str) -> Result<(String, String), String> {
-    match header.split_once(':') {
-        Some((name, value)) if !name.trim().is_empty() => {
-            Ok((name.trim().to_string(), value.trim().to_string()))
-        }
-        _ => Err(format!("bad -H {header:?}: expected 'Name: value'")),
-    }
 }
 
 fn parse_count(text: &str) -> Result<u64, String> {
@@ -378,28 +372,4 @@ fn cat_url(options: Options) -> i32 {
 
     sse.connect(request);
     event_loop.run()
-}
-
-// ---- JSON --------------------------------------------------------------------------------------
-
-/// `text` as a JSON string literal, quotes included (RFC 8259 §7: `"` and `\` and the control
-/// characters U+0000–U+001F must be escaped; everything else may appear as is).
-fn json_quote(text: &str) -> String {
-    let mut out = String::with_capacity(text.len() + 2);
-    out.push('"');
-    for c in text.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            '\u{08}' => out.push_str("\\b"),
-            '\u{0C}' => out.push_str("\\f"),
-            c if c < '\u{20}' => out.push_str(&format!("\\u{:04x}", c as u32)),
-            c => out.push(c),
-        }
-    }
-    out.push('"');
-    out
 }

@@ -1,0 +1,35 @@
+//! Helpers shared by the examples (not an example itself: Cargo only builds `examples/*.rs`
+//! and `examples/*/main.rs`).
+#![allow(dead_code)]
+
+/// `text` as a JSON string literal, quotes included (RFC 8259 §7: `"` and `\` and the control
+/// characters U+0000–U+001F must be escaped; everything else may appear as is).
+pub fn json_quote(text: &str) -> String {
+    let mut out = String::with_capacity(text.len() + 2);
+    out.push('"');
+    for c in text.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            '\u{08}' => out.push_str("\\b"),
+            '\u{0C}' => out.push_str("\\f"),
+            c if c < '\u{20}' => out.push_str(&format!("\\u{:04x}", c as u32)),
+            c => out.push(c),
+        }
+    }
+    out.push('"');
+    out
+}
+
+/// A `-H 'Name: value'` argument as a trimmed (name, value) pair.
+pub fn parse_header(header: &str) -> Result<(String, String), String> {
+    match header.split_once(':') {
+        Some((name, value)) if !name.trim().is_empty() => {
+            Ok((name.trim().to_string(), value.trim().to_string()))
+        }
+        _ => Err(format!("bad -H {header:?}: expected 'Name: value'")),
+    }
+}
