@@ -1,5 +1,7 @@
 //! DnsResolver against the machine's own resolver (loopback names and literals only).
 
+mod support;
+
 use std::cell::{Cell, RefCell};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 use std::rc::Rc;
@@ -10,23 +12,7 @@ use kdnet::network::dns::{
 };
 use kdnet::network::{SocketError, TimeoutPhase};
 use kdnet::{EventLoop, LoopError};
-
-/// Every wait in these tests gives up after this long, so nothing can hang.
-const SAFETY_TIMEOUT: Duration = Duration::from_secs(20);
-
-/// Turns the loop until `done` holds; panics after [`SAFETY_TIMEOUT`].
-fn run_until(event_loop: &mut EventLoop, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + SAFETY_TIMEOUT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "not done within {SAFETY_TIMEOUT:?}"
-        );
-        event_loop
-            .process_events(Some(Duration::from_millis(10)))
-            .unwrap();
-    }
-}
+use support::{SAFETY_TIMEOUT, wait_until};
 
 /// Collects a lookup's result.
 fn slot() -> (
@@ -46,7 +32,7 @@ fn lookup_and_wait(
 ) -> LookupResult {
     let (result, callback) = slot();
     resolver.lookup_family(host, family, callback);
-    run_until(event_loop, || result.borrow().is_some());
+    wait_until(event_loop, || result.borrow().is_some());
     result.take().unwrap()
 }
 
@@ -310,7 +296,7 @@ fn many_concurrent_lookups_all_finish_on_a_bounded_pool() {
             d.set(d.get() + 1);
         });
     }
-    run_until(&mut event_loop, || {
+    wait_until(&mut event_loop, || {
         peak_threads.set(peak_threads.get().max(DnsResolver::pool_threads()));
         done.get() == 16
     });
@@ -329,7 +315,7 @@ fn callbacks_may_start_new_lookups() {
         assert!(first.is_ok());
         r.lookup("localhost", move |result| *sink.borrow_mut() = Some(result));
     });
-    run_until(&mut event_loop, || second.borrow().is_some());
+    wait_until(&mut event_loop, || second.borrow().is_some());
     assert!(second.take().unwrap().is_ok());
 }
 

@@ -1,29 +1,15 @@
 //! UdpSocket over loopback.
 
+mod support;
+
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
-use std::time::{Duration, Instant};
 
 use kdnet::network::udp::{DEFAULT_MAX_PENDING_DATAGRAMS, UdpSocket};
 use kdnet::network::{SocketError, SocketOperation};
 use kdnet::{EventLoop, LoopError};
-
-/// Every wait in these tests gives up after this long, so nothing can hang.
-const SAFETY_TIMEOUT: Duration = Duration::from_secs(20);
-
-fn run_until(event_loop: &mut EventLoop, mut done: impl FnMut() -> bool) {
-    let deadline = Instant::now() + SAFETY_TIMEOUT;
-    while !done() {
-        assert!(
-            Instant::now() < deadline,
-            "not done within {SAFETY_TIMEOUT:?}"
-        );
-        event_loop
-            .process_events(Some(Duration::from_millis(10)))
-            .unwrap();
-    }
-}
+use support::wait_until;
 
 fn bound(address: &str) -> Rc<UdpSocket> {
     let socket = UdpSocket::new().unwrap();
@@ -67,7 +53,7 @@ fn datagrams_travel_both_ways() {
         a.write_datagram(b"ping", localhost, port_of(&b)).unwrap(),
         4
     );
-    run_until(&mut event_loop, || b.has_pending_datagrams());
+    wait_until(&mut event_loop, || b.has_pending_datagrams());
     assert_eq!(b_reads.get(), 1);
     let (data, from) = b.read_datagram().unwrap();
     assert_eq!(data, b"ping");
@@ -78,7 +64,7 @@ fn datagrams_travel_both_ways() {
         b.write_datagram(b"pong", from.ip(), from.port()).unwrap(),
         4
     );
-    run_until(&mut event_loop, || a.has_pending_datagrams());
+    wait_until(&mut event_loop, || a.has_pending_datagrams());
     assert_eq!(a_reads.get(), 1);
     let (data, from) = a.read_datagram().unwrap();
     assert_eq!(data, b"pong");
@@ -102,7 +88,7 @@ fn a_burst_is_drained_in_one_event() {
             .unwrap();
     }
     assert!(sender.is_bound(), "the first write bound the sender");
-    run_until(&mut event_loop, || {
+    wait_until(&mut event_loop, || {
         receiver.pending_datagram_count() == BURST
     });
     assert_eq!(ready_reads.get(), 1, "one drain, one signal");
@@ -129,7 +115,7 @@ fn over_the_queue_limit_new_datagrams_are_dropped() {
             .write_datagram(&[i], IpAddr::V4(Ipv4Addr::LOCALHOST), port)
             .unwrap();
     }
-    run_until(&mut event_loop, || receiver.dropped_datagram_count() == 40);
+    wait_until(&mut event_loop, || receiver.dropped_datagram_count() == 40);
     assert_eq!(receiver.pending_datagram_count(), 10);
     let kept: Vec<u8> =
         std::iter::from_fn(|| receiver.read_datagram().map(|(d, _)| d[0])).collect();
@@ -139,7 +125,7 @@ fn over_the_queue_limit_new_datagrams_are_dropped() {
     sender
         .write_datagram(b"after", IpAddr::V4(Ipv4Addr::LOCALHOST), port)
         .unwrap();
-    run_until(&mut event_loop, || receiver.has_pending_datagrams());
+    wait_until(&mut event_loop, || receiver.has_pending_datagrams());
     assert_eq!(receiver.read_datagram().unwrap().0, b"after");
 }
 
@@ -160,7 +146,7 @@ fn the_default_queue_holds_1024_datagrams() {
                 .unwrap();
         }
         sent += batch;
-        run_until(&mut event_loop, || {
+        wait_until(&mut event_loop, || {
             receiver.pending_datagram_count() as u64 + receiver.dropped_datagram_count()
                 == sent as u64
         });
@@ -188,7 +174,7 @@ fn ipv6_loopback_works() {
         sender.local_address().unwrap().is_ipv6(),
         "bound to the destination's family"
     );
-    run_until(&mut event_loop, || receiver.has_pending_datagrams());
+    wait_until(&mut event_loop, || receiver.has_pending_datagrams());
     let (data, from) = receiver.read_datagram().unwrap();
     assert_eq!(data, b"six");
     assert_eq!(from.ip(), IpAddr::V6(Ipv6Addr::LOCALHOST));
@@ -215,10 +201,10 @@ fn dual_stack_socket_reaches_ipv4_and_reports_ipv4_senders() {
             return;
         }
     }
-    run_until(&mut event_loop, || v4.has_pending_datagrams());
+    wait_until(&mut event_loop, || v4.has_pending_datagrams());
     let (_, from) = v4.read_datagram().unwrap();
     v4.write_datagram(b"back", from.ip(), from.port()).unwrap();
-    run_until(&mut event_loop, || v6.has_pending_datagrams());
+    wait_until(&mut event_loop, || v6.has_pending_datagrams());
     let (data, from) = v6.read_datagram().unwrap();
     assert_eq!(data, b"back");
     assert_eq!(from, v4.local_address().unwrap(), "unmapped to IPv4");
@@ -259,7 +245,7 @@ fn close_releases_the_port_and_drops_the_queue() {
     sender
         .write_datagram(b"x", address.ip(), address.port())
         .unwrap();
-    run_until(&mut event_loop, || receiver.has_pending_datagrams());
+    wait_until(&mut event_loop, || receiver.has_pending_datagrams());
     let sources = event_loop.registered_sources();
     receiver.close();
     assert!(!receiver.is_bound());
@@ -293,7 +279,7 @@ fn slots_may_close_the_socket_while_it_is_reporting() {
     sender
         .write_datagram(b"bye", address.ip(), address.port())
         .unwrap();
-    run_until(&mut event_loop, || fired.get());
+    wait_until(&mut event_loop, || fired.get());
     assert!(!receiver.is_bound());
 }
 

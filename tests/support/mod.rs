@@ -11,6 +11,17 @@ use std::time::{Duration, Instant};
 use kdnet::EventLoop;
 use kdnet::bindings::Signal;
 
+/// How long [`wait_until`] waits before it fails the test.
+pub const SAFETY_TIMEOUT: Duration = Duration::from_secs(20);
+
+/// Turns the loop until `done` holds; fails the test after [`SAFETY_TIMEOUT`], so nothing hangs.
+pub fn wait_until(event_loop: &mut EventLoop, done: impl FnMut() -> bool) {
+    assert!(
+        run_until(event_loop, SAFETY_TIMEOUT, done),
+        "not done within {SAFETY_TIMEOUT:?}"
+    );
+}
+
 /// The latest value `signal` emits, recorded by a slot that stays connected for the signal's life.
 pub fn latest<T: Clone + 'static>(signal: &Signal<T>) -> Rc<RefCell<Option<T>>> {
     let latest: Rc<RefCell<Option<T>>> = Rc::default();
