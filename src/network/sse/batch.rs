@@ -19,6 +19,9 @@ use super::parser::SseBorrowedSink;
 #[derive(Debug, Default)]
 pub(crate) struct SseBatch {
     text: String,
+    /// The distinct custom event types of this batch, in order of first use; a run of events of
+    /// one type shares one entry (no reference counting per event).
+    types: Vec<Arc<str>>,
     events: Vec<BatchedEvent>,
     /// The last valid `retry` value parsed in this delivery, if any.
     retry: Option<Duration>,
@@ -26,7 +29,8 @@ pub(crate) struct SseBatch {
 
 #[derive(Debug)]
 struct BatchedEvent {
-    event_type: Option<Arc<str>>,
+    /// Index into `types`; `None` for the default type.
+    event_type: Option<usize>,
     last_event_id: Option<SmolStr>,
     retry: Option<Duration>,
     /// Where this event's data ends in `text` (it starts where the previous one ends).
@@ -59,20 +63,31 @@ impl SseBatch {
             None => 0,
         };
         let data = self.text.get(start..event.data_end).unwrap_or_default();
-        out.assign(
-            event.event_type.as_ref(),
-            data,
-            event.last_event_id.as_ref(),
-            event.retry,
-        );
+        let event_type = event.event_type.and_then(|index| self.types.get(index));
+        out.assign(event_type, data, event.last_event_id.as_ref(), event.retry);
     }
 
     /// Empties the batch for reuse; returns `false` when it grew too large to be worth keeping.
     pub(crate) fn clear(&mut self) -> bool {
         self.text.clear();
+        self.types.clear();
         self.events.clear();
         self.retry = None;
         self.text.capacity() <= MAX_KEPT_TEXT && self.events.capacity() <= MAX_KEPT_EVENTS
+    }
+}
+
+impl SseBatch {
+    /// The index of `event_type` in `types`, added if it is not the most recent entry.
+    fn type_index(&mut self, event_type: &Arc<str>) -> usize {
+        if !self
+            .types
+            .last()
+            .is_some_and(|last| Arc::ptr_eq(last, event_type))
+        {
+            self.types.push(Arc::clone(event_type));
+        }
+        self.types.len() - 1
     }
 }
 
@@ -80,8 +95,9 @@ impl SseBorrowedSink for SseBatch {
     fn on_event(&mut self, event: SseEventRef<'_>) {
         self.text.push_str(event.data());
         let (event_type, last_event_id) = event.shared_parts();
+        let event_type = event_type.map(|shared| self.type_index(shared));
         self.events.push(BatchedEvent {
-            event_type: event_type.cloned(),
+            event_type,
             last_event_id: last_event_id.cloned(),
             retry: event.retry(),
             data_end: self.text.len(),
@@ -134,6 +150,26 @@ mod tests {
         assert!(batch.clear());
         assert!(batch.is_empty());
         assert_eq!(batch.retry(), None);
+    }
+
+    #[test]
+    fn alternating_types_keep_their_own_names() {
+        let mut batch = SseBatch::default();
+        let mut parser = SseParser::new();
+        parser
+            .feed_borrowed(
+                b"event: a\ndata: 1\n\nevent: b\ndata: 2\n\nevent: a\ndata: 3\n\ndata: 4\n\n",
+                &mut batch,
+            )
+            .unwrap();
+        let mut out = SseEvent::new("", String::new());
+        let types: Vec<String> = (0..batch.len())
+            .map(|index| {
+                batch.fill(index, &mut out);
+                format!("{}:{}", out.event_type(), out.data())
+            })
+            .collect();
+        assert_eq!(types, ["a:1", "b:2", "a:3", "message:4"]);
     }
 
     #[test]
