@@ -2,6 +2,7 @@
 //! [`SseEvent`] type, an [`SseWriter`] for servers and tests, and the reconnecting [`SseClient`].
 
 mod batch;
+mod chunk_text;
 mod client;
 mod error;
 mod event;

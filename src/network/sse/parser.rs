@@ -30,6 +30,7 @@ use std::time::Duration;
 use memchr::{memchr, memchr2};
 use smol_str::SmolStr;
 
+use super::chunk_text::ChunkText;
 use super::event::{SseEvent, SseEventRef, is_custom_event_type};
 
 /// The default limit, in bytes, on one event: 16 MiB (16 777 216 bytes) for the decoded data of
@@ -452,6 +453,7 @@ impl SseParser {
                 return Ok(());
             }
         }
+        let mut text = ChunkText::new(rest);
         // The block's only data value so far, while it is a whole line of this chunk: when the
         // blank line follows at once (the usual single-line event) it is dispatched from here,
         // uncopied; anything else moves it into the data buffer first.
@@ -470,12 +472,16 @@ impl SseParser {
             rest = self.skip_line_end(terminator, tail);
             if let Some(value) = in_chunk.take() {
                 if line.is_empty() {
-                    self.dispatch(Some(value), out);
+                    let data = InChunkData {
+                        raw: value,
+                        text: text.text_of(value),
+                    };
+                    self.dispatch(Some(data), out);
                     continue;
                 }
                 self.push_data_value(value);
             }
-            // Data and event lines are most lines: handled here, without the general field
+            // Data, event and id lines are most lines: handled here, without the general field
             // dispatch, when they lie whole in the chunk.
             if self.line.is_empty() {
                 match line {
@@ -492,6 +498,12 @@ impl SseParser {
                     [b'e', b'v', b'e', b'n', b't', b':', value @ ..] => {
                         self.check_line_size(line.len())?;
                         self.set_event_type(strip_one_space(value));
+                        continue;
+                    }
+                    [b'i', b'd', b':', value @ ..] => {
+                        self.check_line_size(line.len())?;
+                        let value = strip_one_space(value);
+                        self.set_id(value, text.text_of(value));
                         continue;
                     }
                     _ => {}
@@ -842,7 +854,7 @@ impl SseParser {
                 self.push_data_value(value);
             }
             (Field::Event, value) => self.set_event_type(value),
-            (Field::Id, value) => self.set_id(value),
+            (Field::Id, value) => self.set_id(value, None),
             (Field::Retry, value) => self.set_retry(value, out),
             (Field::Comment, value) if self.report_comments => {
                 out.comment(&String::from_utf8_lossy(value));
@@ -888,22 +900,23 @@ impl SseParser {
         }
     }
 
-    fn set_id(&mut self, value: &[u8]) {
-        if contains_nul(value) {
-            return;
-        }
+    /// Sets the ID buffer to `value`, whose `text` may be known already (valid UTF-8).
+    fn set_id(&mut self, value: &[u8], text: Option<&str>) {
         if value.is_empty() {
             self.id_buffer = None;
             return;
         }
-        // Compare raw bytes before decoding: equal bytes decode to equal text. A new ID is stored
-        // inline when short, so it costs no allocation either.
-        if self.id_buffer.as_deref().map(str::as_bytes) != Some(value) {
-            self.id_buffer = Some(match utf8(value) {
-                Some(text) => SmolStr::new(text),
-                None => SmolStr::new(String::from_utf8_lossy(value)),
-            });
+        // Compare raw bytes before decoding: equal bytes decode to equal text, and a stored ID
+        // never holds NUL, so a repeat needs no other check.
+        if self.id_buffer.as_deref().map(str::as_bytes) == Some(value) || contains_nul(value) {
+            return;
         }
+        // A short ID is stored inline: no allocation.
+        self.id_buffer = Some(match text.or_else(|| utf8(value)) {
+            Some(text) if text.len() <= INLINE_ID_LEN => SmolStr::new_inline(text),
+            Some(text) => SmolStr::new(text),
+            None => SmolStr::new(String::from_utf8_lossy(value)),
+        });
     }
 
     fn set_retry(&mut self, value: &[u8], out: &mut impl Emit) {
@@ -918,7 +931,7 @@ impl SseParser {
 
     /// WHATWG "dispatch the event", steps 1–7. The data is `in_chunk` when the block's only value
     /// is still in the chunk, else the data buffer.
-    fn dispatch(&mut self, in_chunk: Option<&[u8]>, out: &mut impl Emit) {
+    fn dispatch(&mut self, in_chunk: Option<InChunkData<'_>>, out: &mut impl Emit) {
         self.last_event_id = self.id_buffer.clone();
         let retry = self.block_retry.take();
         let custom_type = std::mem::take(&mut self.custom_type);
@@ -929,7 +942,7 @@ impl SseParser {
         self.measured_raw = 0;
         self.measured_decoded = 0;
         let data = match in_chunk {
-            Some(raw) => DispatchedData::InChunk(raw),
+            Some(in_chunk) => DispatchedData::InChunk(in_chunk),
             None => DispatchedData::Buffer(&mut self.data),
         };
         // The next block's first allocation is sized like this one.
@@ -1058,7 +1071,7 @@ struct Dispatched<'a> {
 /// Where a dispatched event's raw data is.
 enum DispatchedData<'a> {
     /// The block's only value, still in the chunk being parsed.
-    InChunk(&'a [u8]),
+    InChunk(InChunkData<'a>),
     /// The parser's data buffer: an owned sink takes it, a borrowed one reads it in place.
     Buffer(&'a mut Vec<u8>),
 }
@@ -1066,10 +1079,25 @@ enum DispatchedData<'a> {
 impl DispatchedData<'_> {
     fn raw(&self) -> &[u8] {
         match self {
-            DispatchedData::InChunk(raw) => raw,
+            DispatchedData::InChunk(in_chunk) => in_chunk.raw,
             DispatchedData::Buffer(buffer) => buffer,
         }
     }
+
+    /// The data as text, when it is already known to be valid UTF-8.
+    fn known_text(&self) -> Option<&str> {
+        match self {
+            DispatchedData::InChunk(in_chunk) => in_chunk.text,
+            DispatchedData::Buffer(_) => None,
+        }
+    }
+}
+
+/// An event's data that is the block's only value, still in the chunk.
+struct InChunkData<'a> {
+    raw: &'a [u8],
+    /// `raw` as text, if the chunk's check already found it valid.
+    text: Option<&'a str>,
 }
 
 struct Owned<'s, S: ?Sized>(&'s mut S);
@@ -1077,7 +1105,10 @@ struct Owned<'s, S: ?Sized>(&'s mut S);
 impl<S: SseSink + ?Sized> Emit for Owned<'_, S> {
     fn event(&mut self, event: Dispatched<'_>) {
         let data = match event.data {
-            DispatchedData::InChunk(raw) => decode_to_string(raw),
+            DispatchedData::InChunk(InChunkData {
+                text: Some(text), ..
+            }) => text.to_owned(),
+            DispatchedData::InChunk(InChunkData { raw, .. }) => decode_to_string(raw),
             // A small event is copied out in one exact allocation and the buffer is reused; a
             // large one takes the buffer itself rather than copying it.
             DispatchedData::Buffer(buffer) if buffer.len() <= COPY_OUT_UP_TO => {
@@ -1109,7 +1140,7 @@ impl<S: SseBorrowedSink + ?Sized> Emit for Borrowed<'_, S> {
         let raw = event.data.raw();
         // Invalid UTF-8 is rare: only then is there a decoded copy.
         let replaced;
-        let data = match utf8(raw) {
+        let data = match event.data.known_text().or_else(|| utf8(raw)) {
             Some(text) => text,
             None => {
                 replaced = decode_to_string(raw);
@@ -1187,6 +1218,10 @@ const MAX_DECODED_GROWTH: usize = 3;
 const SCALAR_SCAN_BELOW: usize = 16;
 
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
+
+/// The longest ID a `SmolStr` holds inline (its `INLINE_CAP`, public only in later versions than
+/// our minimum Rust allows). `SmolStr::new` would also scan the text for its whitespace form.
+const INLINE_ID_LEN: usize = 23;
 
 /// `data:` plus the byte that tells whether a space follows: the shortest unfinished line known to
 /// be a data line with its value begun.
@@ -1337,7 +1372,8 @@ fn lossy_len(bytes: &[u8]) -> usize {
 /// Whether `bytes` holds a NUL byte. IDs are short: a plain loop beats memchr's setup there.
 fn contains_nul(bytes: &[u8]) -> bool {
     if bytes.len() < SCALAR_SCAN_BELOW * 2 {
-        bytes.contains(&0)
+        // Not `contains`: that calls a generic memchr; this compiles to a branch-free loop.
+        bytes.iter().fold(false, |found, &byte| found | (byte == 0))
     } else {
         memchr(0, bytes).is_some()
     }
