@@ -906,9 +906,14 @@ impl SseParser {
             self.id_buffer = None;
             return;
         }
-        // Compare raw bytes before decoding: equal bytes decode to equal text, and a stored ID
+        // A short ID whose text is known costs less to store again than to compare. Otherwise
+        // compare raw bytes before decoding: equal bytes decode to equal text, and a stored ID
         // never holds NUL, so a repeat needs no other check.
-        if self.id_buffer.as_deref().map(str::as_bytes) == Some(value) || contains_nul(value) {
+        let cheap_to_store = text.is_some() && value.len() <= INLINE_ID_LEN;
+        if !cheap_to_store && self.id_buffer.as_deref().map(str::as_bytes) == Some(value) {
+            return;
+        }
+        if contains_nul(value) {
             return;
         }
         // A short ID is stored inline: no allocation.
