@@ -35,7 +35,7 @@ use super::{HeaderMap, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSes
 use crate::bindings::Signal;
 use crate::foundation::{LoopCore, LoopError, TimerKey};
 use crate::network::error::{SocketError, TimeoutPhase, TlsFailure};
-use crate::network::sse::{SseBatch, SseEvent, SseParser};
+use crate::network::sse::{SseBatch, SseParser};
 use crate::network::tcp::{DataSink, SocketState, TcpSocket};
 use crate::network::tls::TlsClientConfig;
 
@@ -70,7 +70,7 @@ pub(crate) trait SseTarget {
     fn on_head(&self, id: RequestId, response: &HttpResponse) -> bool;
     /// The events of one delivery; `scratch` is the reused event each one is written into
     /// before it is emitted.
-    fn on_events(&self, id: RequestId, events: &SseBatch, scratch: &mut SseEvent);
+    fn on_events(&self, id: RequestId, events: &SseBatch);
     fn on_retry(&self, id: RequestId, retry: Duration);
     /// The stream ended: `Ok(response)` for a clean end of an opened stream or for a rejected
     /// response (with the start of its body), `Err` for failures. The request's parser comes back
@@ -253,12 +253,9 @@ pub struct HttpClient {
     inner: RefCell<ClientInner>,
     /// The action list of the last data arrival, kept (empty) for the next: no allocation per read.
     spare_actions: Cell<Vec<Action>>,
-    /// The SSE event batch of the last delivery, kept (empty) for the next, so a busy stream does
-    /// not regrow it on every read.
+    /// The SSE event batch of the last delivery, kept (emptied, its events' buffers kept) for the
+    /// next, so a busy stream allocates nothing per event.
     spare_batch: Cell<SseBatch>,
-    /// The event each batched event is written into before it is emitted (one per client, so
-    /// events cost no allocation); `None` while in use or before the first delivery.
-    sse_scratch: Cell<Option<SseEvent>>,
     self_weak: Weak<HttpClient>,
 }
 
@@ -288,7 +285,6 @@ impl HttpClient {
             }),
             spare_actions: Cell::new(Vec::new()),
             spare_batch: Cell::default(),
-            sse_scratch: Cell::new(None),
             self_weak: weak.clone(),
         }))
     }
@@ -1559,17 +1555,7 @@ impl HttpClient {
                 }
                 Action::SseEvents(id, target, batch) => {
                     if let Some(t) = target.upgrade() {
-                        // Taken, not borrowed: a delivery nested in a slot gets a fresh one.
-                        let mut scratch = self
-                            .sse_scratch
-                            .take()
-                            .unwrap_or_else(|| SseEvent::new("", String::new()));
-                        t.on_events(RequestId(id), &batch, &mut scratch);
-                        // Not kept after a huge event: its buffer would stay allocated for good
-                        // (`SseEvent::assign` only drops it when a small event replaces it).
-                        if scratch.data().len() <= MAX_KEPT_SCRATCH_DATA {
-                            self.sse_scratch.set(Some(scratch));
-                        }
+                        t.on_events(RequestId(id), &batch);
                     }
                     self.recycle_batch(batch);
                 }
@@ -1739,9 +1725,6 @@ impl DataSink for ConnSink {
         }
     }
 }
-
-/// The largest event data whose buffer the reused SSE event keeps (64 KiB).
-const MAX_KEPT_SCRATCH_DATA: usize = 64 * 1024;
 
 /// The pool map's shared copy of `key` (added, with an empty pool, if new).
 fn intern_host(hosts: &mut HashMap<Rc<HostKey>, HostState>, key: HostKey) -> Rc<HostKey> {

@@ -1,50 +1,36 @@
-//! [`SseBatch`]: the events one read of a stream produced, held compactly until the SSE client
-//! emits them.
+//! [`SseBatch`]: the events one read of a stream produced, held until the SSE client emits them.
 //!
 //! The HTTP client parses a read while it holds its own state borrowed, so events cannot reach
-//! user slots until that borrow ends; they wait in a batch. Keeping them as owned `SseEvent`s
-//! cost an allocation and a free per event; the batch instead appends every event's data to one
-//! reused string, and the SSE client hands each event to its slots through one reused
-//! `SseEvent` (see [`SseBatch::fill`]). A busy stream then allocates nothing per event.
+//! user slots until that borrow ends; they wait in a batch. The batch is a pool of `SseEvent`s
+//! kept from one read to the next: each parsed event is written into a pooled event, reusing its
+//! data buffer (see [`SseEvent::assign`]), and the SSE client hands that same event to its slots.
+//! A busy stream then allocates nothing per event, and each event's data is copied once, from
+//! the read into the event its slots see.
 
-use std::sync::Arc;
 use std::time::Duration;
-
-use smol_str::SmolStr;
 
 use super::event::{SseEvent, SseEventRef};
 use super::parser::SseBorrowedSink;
 
-/// Events of one delivery: their data back to back in `text`, the rest per event.
+/// Events of one delivery, written into reused events.
 #[derive(Debug, Default)]
 pub(crate) struct SseBatch {
-    text: String,
-    /// The distinct custom event types of this batch, in order of first use; a run of events of
-    /// one type shares one entry (no reference counting per event).
-    types: Vec<Arc<str>>,
-    events: Vec<BatchedEvent>,
+    /// The pool: the first `len` events are this delivery's; the rest keep their buffers for
+    /// the next one.
+    events: Vec<SseEvent>,
+    len: usize,
     /// The last valid `retry` value parsed in this delivery, if any.
     retry: Option<Duration>,
-}
-
-#[derive(Debug)]
-struct BatchedEvent {
-    /// Index into `types`; `None` for the default type.
-    event_type: Option<usize>,
-    last_event_id: Option<SmolStr>,
-    retry: Option<Duration>,
-    /// Where this event's data ends in `text` (it starts where the previous one ends).
-    data_end: usize,
 }
 
 impl SseBatch {
     /// Number of events held.
     pub(crate) fn len(&self) -> usize {
-        self.events.len()
+        self.len
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.events.is_empty()
+        self.len == 0
     }
 
     /// The `retry` value of this delivery, if one was parsed.
@@ -52,56 +38,31 @@ impl SseBatch {
         self.retry
     }
 
-    /// Writes event `index` into `out`, reusing `out`'s data buffer. Does nothing when `index` is
-    /// out of range.
-    pub(crate) fn fill(&self, index: usize, out: &mut SseEvent) {
-        let Some(event) = self.events.get(index) else {
-            return;
-        };
-        let start = match index.checked_sub(1) {
-            Some(previous) => self.events.get(previous).map_or(0, |e| e.data_end),
-            None => 0,
-        };
-        let data = self.text.get(start..event.data_end).unwrap_or_default();
-        let event_type = event.event_type.and_then(|index| self.types.get(index));
-        out.assign(event_type, data, event.last_event_id.as_ref(), event.retry);
+    /// Event `index` of this delivery.
+    pub(crate) fn get(&self, index: usize) -> Option<&SseEvent> {
+        self.events.get(..self.len)?.get(index)
     }
 
     /// Empties the batch for reuse; returns `false` when it grew too large to be worth keeping.
     pub(crate) fn clear(&mut self) -> bool {
-        self.text.clear();
-        self.types.clear();
-        self.events.clear();
+        self.len = 0;
         self.retry = None;
-        self.text.capacity() <= MAX_KEPT_TEXT && self.events.capacity() <= MAX_KEPT_EVENTS
-    }
-}
-
-impl SseBatch {
-    /// The index of `event_type` in `types`, added if it is not the most recent entry.
-    fn type_index(&mut self, event_type: &Arc<str>) -> usize {
-        if !self
-            .types
-            .last()
-            .is_some_and(|last| Arc::ptr_eq(last, event_type))
-        {
-            self.types.push(Arc::clone(event_type));
+        if self.events.len() > MAX_KEPT_EVENTS {
+            return false;
         }
-        self.types.len() - 1
+        let kept_data: usize = self.events.iter().map(SseEvent::data_capacity).sum();
+        kept_data <= MAX_KEPT_DATA
     }
 }
 
 impl SseBorrowedSink for SseBatch {
     fn on_event(&mut self, event: SseEventRef<'_>) {
-        self.text.push_str(event.data());
         let (event_type, last_event_id) = event.shared_parts();
-        let event_type = event_type.map(|shared| self.type_index(shared));
-        self.events.push(BatchedEvent {
-            event_type,
-            last_event_id: last_event_id.cloned(),
-            retry: event.retry(),
-            data_end: self.text.len(),
-        });
+        match self.events.get_mut(self.len) {
+            Some(pooled) => pooled.assign(event_type, event.data(), last_event_id, event.retry()),
+            None => self.events.push(event.to_event()),
+        }
+        self.len += 1;
     }
 
     fn on_retry(&mut self, retry: Duration) {
@@ -109,9 +70,9 @@ impl SseBorrowedSink for SseBatch {
     }
 }
 
-/// The largest batch kept between deliveries: 256 KiB of data, 1,024 events (a 64 KiB read of
-/// the smallest events holds about 9,000; such a burst is not kept).
-const MAX_KEPT_TEXT: usize = 256 * 1024;
+/// The largest batch kept between deliveries: 256 KiB of data buffers, 1,024 events (a 64 KiB
+/// read of the smallest events holds about 9,000; such a burst is not kept).
+const MAX_KEPT_DATA: usize = 256 * 1024;
 const MAX_KEPT_EVENTS: usize = 1024;
 
 #[cfg(test)]
@@ -119,17 +80,19 @@ mod tests {
     use super::*;
     use crate::network::sse::SseParser;
 
+    fn events_of(batch: &SseBatch) -> Vec<SseEvent> {
+        (0..batch.len())
+            .filter_map(|index| batch.get(index).cloned())
+            .collect()
+    }
+
     #[test]
-    fn fill_reproduces_each_event_and_reuses_the_buffer() {
+    fn holds_each_event_and_reuses_the_buffers() {
         let mut batch = SseBatch::default();
         let mut parser = SseParser::new();
-        parser
-            .feed_borrowed(
-                b"retry: 50\nid: 1\nevent: a\ndata: first\n\ndata: x\ndata: y\n\nevent: a\ndata:\n\n",
-                &mut batch,
-            )
-            .unwrap();
-        assert_eq!(batch.len(), 3);
+        let stream =
+            b"retry: 50\nid: 1\nevent: a\ndata: first\n\ndata: x\ndata: y\n\nevent: a\ndata:\n\n";
+        parser.feed_borrowed(stream, &mut batch).unwrap();
         assert_eq!(batch.retry(), Some(Duration::from_millis(50)));
         let expected = [
             SseEvent::new("a", "first")
@@ -138,18 +101,24 @@ mod tests {
             SseEvent::new("", "x\ny").with_id("1"),
             SseEvent::new("a", "").with_id("1"),
         ];
-        let mut out = SseEvent::new("", String::with_capacity(64));
-        let buffer = out.data().as_ptr();
-        for (index, want) in expected.iter().enumerate() {
-            batch.fill(index, &mut out);
-            assert_eq!(&out, want);
-        }
-        assert_eq!(out.data().as_ptr(), buffer, "the data buffer was reused");
-        batch.fill(3, &mut out);
-        assert_eq!(out, expected[2], "out of range leaves the event alone");
+        assert_eq!(events_of(&batch), expected);
+        assert!(batch.get(3).is_none(), "out of range");
+        let buffer = batch.get(0).map(|e| e.data().as_ptr());
+
         assert!(batch.clear());
         assert!(batch.is_empty());
+        assert!(batch.get(0).is_none(), "a cleared batch holds no events");
         assert_eq!(batch.retry(), None);
+
+        parser
+            .feed_borrowed(b"data: again\n\n", &mut batch)
+            .unwrap();
+        assert_eq!(events_of(&batch), [SseEvent::new("", "again").with_id("1")]);
+        assert_eq!(
+            batch.get(0).map(|e| e.data().as_ptr()),
+            buffer,
+            "the first event's data buffer was reused"
+        );
     }
 
     #[test]
@@ -162,12 +131,9 @@ mod tests {
                 &mut batch,
             )
             .unwrap();
-        let mut out = SseEvent::new("", String::new());
-        let types: Vec<String> = (0..batch.len())
-            .map(|index| {
-                batch.fill(index, &mut out);
-                format!("{}:{}", out.event_type(), out.data())
-            })
+        let types: Vec<String> = events_of(&batch)
+            .iter()
+            .map(|event| format!("{}:{}", event.event_type(), event.data()))
             .collect();
         assert_eq!(types, ["a:1", "b:2", "a:3", "message:4"]);
     }
@@ -176,9 +142,15 @@ mod tests {
     fn a_huge_batch_is_not_kept() {
         let mut batch = SseBatch::default();
         let mut parser = SseParser::new();
-        let big = format!("data: {}\n\n", "x".repeat(MAX_KEPT_TEXT + 1));
+        let big = format!("data: {}\n\n", "x".repeat(MAX_KEPT_DATA + 1));
         parser.feed_borrowed(big.as_bytes(), &mut batch).unwrap();
         assert_eq!(batch.len(), 1);
+        assert!(!batch.clear());
+
+        let mut batch = SseBatch::default();
+        let many = "data: x\n\n".repeat(MAX_KEPT_EVENTS + 1);
+        parser.feed_borrowed(many.as_bytes(), &mut batch).unwrap();
+        assert_eq!(batch.len(), MAX_KEPT_EVENTS + 1);
         assert!(!batch.clear());
     }
 }

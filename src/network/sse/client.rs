@@ -457,9 +457,11 @@ impl SseTarget for SseClient {
         opens
     }
 
-    fn on_events(&self, id: RequestId, events: &SseBatch, scratch: &mut SseEvent) {
+    fn on_events(&self, id: RequestId, events: &SseBatch) {
         for index in 0..events.len() {
-            events.fill(index, scratch);
+            let Some(event) = events.get(index) else {
+                return;
+            };
             {
                 let mut inner = self.inner.borrow_mut();
                 if inner.current != Some(id) || inner.state != ReadyState::Open {
@@ -467,9 +469,9 @@ impl SseTarget for SseClient {
                     return;
                 }
                 // The event's own (shared or inline) ID: a copy of at most 24 bytes, no compare.
-                inner.last_event_id = scratch.shared_last_event_id();
+                inner.last_event_id = event.shared_last_event_id();
             }
-            self.message_received.emit(scratch);
+            self.message_received.emit(event);
         }
     }
 
@@ -498,8 +500,7 @@ impl SseTarget for SseClient {
                 let mut tail = SseBatch::default();
                 if p.finish_borrowed(&mut tail).is_ok() && !tail.is_empty() {
                     self.inner.borrow_mut().current = Some(id);
-                    let mut scratch = SseEvent::new("", String::new());
-                    self.on_events(id, &tail, &mut scratch);
+                    self.on_events(id, &tail);
                     self.inner.borrow_mut().current = None;
                 }
             }

@@ -141,6 +141,11 @@ impl SseEvent {
         self.retry = retry;
     }
 
+    /// The capacity of the data buffer (what a reused event keeps allocated).
+    pub(crate) fn data_capacity(&self) -> usize {
+        self.data.capacity()
+    }
+
     /// The last event ID as the parser shares it (cheap to clone; empty for none).
     pub(crate) fn shared_last_event_id(&self) -> SmolStr {
         self.last_event_id.clone().unwrap_or_default()
