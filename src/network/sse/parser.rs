@@ -236,6 +236,8 @@ pub struct SseParser {
     /// The size of the last event's data (capped): the first allocation for the next block's
     /// data, so a multi-line event is built in one allocation of the right size.
     data_capacity_hint: usize,
+    /// Whether the last event's data was over [`RETAINED_BUFFER_CAPACITY`].
+    last_event_large: bool,
     /// Whether the block's type is `recent_event_type` (a custom type is always made the recent
     /// one); otherwise it is the default, `message`. A flag, not a second `Arc`: no reference
     /// count traffic per block.
@@ -298,6 +300,7 @@ impl SseParser {
             measured_raw: 0,
             measured_decoded: 0,
             data_capacity_hint: 0,
+            last_event_large: false,
             custom_type: false,
             id_buffer: None,
             block_retry: None,
@@ -950,16 +953,23 @@ impl SseParser {
             Some(in_chunk) => DispatchedData::InChunk(in_chunk),
             None => DispatchedData::Buffer(&mut self.data),
         };
+        let data_len = data.raw().len();
         // The next block's first allocation is sized like this one.
-        self.data_capacity_hint = data.raw().len().min(RETAINED_BUFFER_CAPACITY);
+        self.data_capacity_hint = data_len.min(RETAINED_BUFFER_CAPACITY);
+        // A data buffer over the retained size is kept through a run of large events, so that
+        // each is not allocated, grown and faulted in anew; the first large event after smaller
+        // ones, and the first smaller one after a run, give it back.
+        let large = data_len > RETAINED_BUFFER_CAPACITY;
+        let keep_large_buffer = large && self.last_event_large;
+        self.last_event_large = large;
         out.event(Dispatched {
             data,
             event_type: self.recent_event_type.as_ref().filter(|_| custom_type),
             last_event_id: self.last_event_id.as_ref(),
             retry,
         });
-        // An owned sink took the buffer; a borrowed one left it for reuse, unless it is huge.
-        if self.data.capacity() > RETAINED_BUFFER_CAPACITY {
+        // An owned sink took the buffer; a borrowed one left it for reuse.
+        if self.data.capacity() > RETAINED_BUFFER_CAPACITY && !keep_large_buffer {
             self.data = Vec::new();
         }
         self.data.clear();
@@ -999,6 +1009,7 @@ impl SseParser {
             self.data = Vec::new();
         }
         self.data.clear();
+        self.last_event_large = false;
         self.has_data = false;
         self.measured_raw = 0;
         self.measured_decoded = 0;
@@ -1455,6 +1466,40 @@ mod tests {
             expected.map(|(data, uncopied)| (data.to_owned(), uncopied))
         );
         assert_eq!(parser.last_event_id(), "2");
+    }
+
+    #[test]
+    fn a_large_data_buffer_is_kept_only_through_a_run_of_large_events() {
+        let large = format!("data: {}\n\n", "x".repeat(RETAINED_BUFFER_CAPACITY + 1));
+        let mut parser = SseParser::new();
+        let mut feed = |parser: &mut SseParser, event: &str| {
+            let mut count = 0;
+            for chunk in event.as_bytes().chunks(4096) {
+                parser
+                    .feed_borrowed(chunk, &mut |_: SseEventRef<'_>| count += 1)
+                    .unwrap();
+            }
+            assert_eq!(count, 1);
+            parser.data.capacity()
+        };
+        assert!(feed(&mut parser, "data: small\n\n") <= RETAINED_BUFFER_CAPACITY);
+        assert!(
+            feed(&mut parser, &large) <= RETAINED_BUFFER_CAPACITY,
+            "a lone large event"
+        );
+        let kept = feed(&mut parser, &large);
+        assert!(
+            kept > RETAINED_BUFFER_CAPACITY,
+            "the second of a run keeps it"
+        );
+        let buffer = parser.data.as_ptr();
+        assert_eq!(feed(&mut parser, &large), kept);
+        assert_eq!(parser.data.as_ptr(), buffer, "reused, not reallocated");
+        assert!(feed(&mut parser, "data: small\n\n") <= RETAINED_BUFFER_CAPACITY);
+        // A run broken by a reset starts over.
+        feed(&mut parser, &large);
+        parser.reset();
+        assert!(feed(&mut parser, &large) <= RETAINED_BUFFER_CAPACITY);
     }
 
     #[test]
