@@ -1472,7 +1472,7 @@ mod tests {
     fn a_large_data_buffer_is_kept_only_through_a_run_of_large_events() {
         let large = format!("data: {}\n\n", "x".repeat(RETAINED_BUFFER_CAPACITY + 1));
         let mut parser = SseParser::new();
-        let mut feed = |parser: &mut SseParser, event: &str| {
+        let feed = |parser: &mut SseParser, event: &str| {
             let mut count = 0;
             for chunk in event.as_bytes().chunks(4096) {
                 parser
