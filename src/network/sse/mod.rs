@@ -6,6 +6,7 @@ mod chunk_text;
 mod client;
 mod error;
 mod event;
+mod line_end;
 mod parser;
 mod writer;
 

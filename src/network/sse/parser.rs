@@ -27,11 +27,12 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
-use memchr::{memchr, memchr2};
+use memchr::memchr;
 use smol_str::SmolStr;
 
 use super::chunk_text::ChunkText;
 use super::event::{SseEvent, SseEventRef, is_custom_event_type};
+use super::line_end::{SHORT_LINE, find_line_end, find_long_line_end};
 
 /// The default limit, in bytes, on one event: 16 MiB (16 777 216 bytes) for the decoded data of
 /// a block plus the raw bytes of the line being parsed.
@@ -236,6 +237,9 @@ pub struct SseParser {
     /// The size of the last event's data (capped): the first allocation for the next block's
     /// data, so a multi-line event is built in one allocation of the right size.
     data_capacity_hint: usize,
+    /// Whether the last whole `data` line was longer than [`SHORT_LINE`]: the next is looked
+    /// for with the search for long lines.
+    long_data_lines: bool,
     /// Whether the last event's data was over [`RETAINED_BUFFER_CAPACITY`].
     last_event_large: bool,
     /// Whether the block's type is `recent_event_type` (a custom type is always made the recent
@@ -300,6 +304,7 @@ impl SseParser {
             measured_raw: 0,
             measured_decoded: 0,
             data_capacity_hint: 0,
+            long_data_lines: false,
             last_event_large: false,
             custom_type: false,
             id_buffer: None,
@@ -469,7 +474,7 @@ impl SseParser {
                 rest = after;
                 continue;
             }
-            let Some((line, terminator, tail)) = split_line(rest) else {
+            let Some((line, terminator, tail)) = split_line(rest, self.long_data_lines) else {
                 break;
             };
             rest = self.skip_line_end(terminator, tail);
@@ -489,6 +494,7 @@ impl SseParser {
             if self.line.is_empty() {
                 match line {
                     [b'd', b'a', b't', b'a', b':', value @ ..] => {
+                        self.long_data_lines = line.len() > SHORT_LINE;
                         let value = strip_one_space(value);
                         self.check_data_line(line.len(), value)?;
                         if self.has_data {
@@ -705,7 +711,7 @@ impl SseParser {
         streamed: StreamedLine,
         rest: &'a [u8],
     ) -> Result<&'a [u8], SseParseError> {
-        let Some((more_value, terminator, tail)) = split_line(rest) else {
+        let Some((more_value, terminator, tail)) = split_line(rest, true) else {
             self.stream_value(&streamed, rest)?;
             return Ok(&[]);
         };
@@ -1228,10 +1234,8 @@ const MAX_SLACK_DIVISOR: usize = 4;
 /// Decoding with replacement at most triples the size: one invalid byte becomes 3-byte U+FFFD.
 const MAX_DECODED_GROWTH: usize = 3;
 
-/// Inputs shorter than this are scanned for line ends with a plain loop: for the tiny chunks some
-/// servers and proxies produce, memchr's setup costs more than it saves (measured: 25–40 % faster
-/// on 1- and 7-byte chunks).
-const SCALAR_SCAN_BELOW: usize = 16;
+/// IDs shorter than this are checked for NUL with a plain loop: memchr's setup costs more there.
+const SCALAR_NUL_SCAN_BELOW: usize = 32;
 
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 
@@ -1287,14 +1291,16 @@ enum Field {
 }
 
 /// Splits off the first terminated line: (line, its terminator byte, the bytes after it).
-fn split_line(bytes: &[u8]) -> Option<(&[u8], u8, &[u8])> {
-    // A blank line (every event ends with one) needs no search at all.
-    let end = if let Some(b'\r' | b'\n') = bytes.first() {
-        Some(0)
-    } else if bytes.len() < SCALAR_SCAN_BELOW {
-        bytes.iter().position(|&b| b == b'\r' || b == b'\n')
-    } else {
-        memchr2(b'\r', b'\n', bytes)
+/// `long_data_lines`: whether a `data` line is expected to be long (the stream's last one was).
+/// Inlined: as a call it cost more than finding a short line's end.
+#[inline(always)]
+fn split_line(bytes: &[u8], long_data_lines: bool) -> Option<(&[u8], u8, &[u8])> {
+    let end = match bytes.first() {
+        // A blank line (every event ends with one) needs no search at all.
+        Some(b'\r' | b'\n') => Some(0),
+        // Data lines are as long as the stream's data; other lines (IDs, types) are short.
+        Some(b'd') if long_data_lines => find_long_line_end(bytes),
+        _ => find_line_end(bytes),
     }?;
     let (line, from_terminator) = bytes.split_at_checked(end)?;
     let (&terminator, tail) = from_terminator.split_first()?;
@@ -1387,7 +1393,7 @@ fn lossy_len(bytes: &[u8]) -> usize {
 
 /// Whether `bytes` holds a NUL byte. IDs are short: a plain loop beats memchr's setup there.
 fn contains_nul(bytes: &[u8]) -> bool {
-    if bytes.len() < SCALAR_SCAN_BELOW * 2 {
+    if bytes.len() < SCALAR_NUL_SCAN_BELOW {
         // Not `contains`: that calls a generic memchr; this compiles to a branch-free loop.
         bytes.iter().fold(false, |found, &byte| found | (byte == 0))
     } else {
