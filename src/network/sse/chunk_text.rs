@@ -1,51 +1,93 @@
-//! [`ChunkText`]: a chunk's complete lines checked as UTF-8 once, so that the values parsed from
-//! them become text without a check of their own.
+//! [`ChunkText`]: a chunk's complete lines checked as UTF-8 a window at a time, so that the
+//! values parsed from them become text without a check of their own.
 //!
 //! Checking each value separately costs a call per value, and a short value (an event ID, most
-//! events' data) is too short for the SIMD validator: it falls back to a byte loop. One check of
-//! the chunk's complete lines is a single SIMD pass (measured: ~150 fewer instructions per
-//! OpenAI-like event with an ID). The check runs on first use, so a chunk from which no value
-//! is taken as text (the middle of a long data line) costs nothing.
+//! events' data) is too short for the SIMD validator: it falls back to a byte loop. One SIMD
+//! check of the lines ahead covers many values (measured: ~150 fewer instructions per
+//! OpenAI-like event with an ID). The check runs when a value is first asked for, over the
+//! complete lines of the next 16 KiB (or of the whole value, if longer): a chunk from which no
+//! value is taken as text (the middle of a long data line) costs nothing, and a huge chunk is
+//! not read twice from memory, as a check of all of it up front would.
 
-/// A chunk, and once asked for, the valid UTF-8 text of its complete lines.
+/// A chunk, and the checked text of the window of its lines that values were last taken from.
 pub(super) struct ChunkText<'a> {
     chunk: &'a [u8],
-    /// `None` until the first request; then the chunk up to and including its last line
-    /// terminator if that is valid UTF-8, else empty.
-    lines: Option<&'a str>,
+    /// Checked lines of the chunk: valid UTF-8 ending with a line terminator, or "" when not
+    /// checked yet or found invalid.
+    window: &'a str,
+    /// Values starting before this offset in the chunk were already covered by a check, valid
+    /// or not.
+    checked_to: usize,
 }
 
 impl<'a> ChunkText<'a> {
-    /// Chunks shorter than this are not checked as a whole: their few values are checked alone.
-    const CHECK_WHOLE_FROM: usize = 64;
+    /// Chunks shorter than this are never checked here: their few values are checked alone.
+    const CHECK_FROM: usize = 64;
+
+    /// How much of the chunk one check covers, at least: small enough to stay in cache until
+    /// the parser reaches it, large enough that one check serves many events.
+    const WINDOW: usize = 16 * 1024;
 
     pub(super) fn new(chunk: &'a [u8]) -> Self {
-        let lines = (chunk.len() < Self::CHECK_WHOLE_FROM).then_some("");
-        Self { chunk, lines }
+        Self {
+            chunk,
+            window: "",
+            checked_to: 0,
+        }
     }
 
-    /// `part` as text, when it lies within the chunk's complete lines and those are valid UTF-8.
-    /// `part` should be a sub-slice of the chunk; any other slice gets `None` (or, were it to
-    /// share the chunk's memory, its own correct text).
+    /// `part` as text, when it is a value of the chunk's complete lines and those are valid
+    /// UTF-8. Values must be asked for in the order they appear. `part` should be a sub-slice of
+    /// the chunk; any other slice gets `None` (or, were it to share the chunk's memory, its own
+    /// correct text).
+    #[inline]
     pub(super) fn text_of(&mut self, part: &'a [u8]) -> Option<&'a str> {
-        let lines = *self.lines.get_or_insert_with(|| complete_lines(self.chunk));
-        let offset = (part.as_ptr() as usize).wrapping_sub(lines.as_ptr() as usize);
-        let end = offset.checked_add(part.len())?;
-        // `get` also checks both ends are character boundaries; values parsed from lines start
-        // and end next to ASCII delimiters, so they always are.
-        lines.get(offset..end)
+        self.in_window(part).or_else(|| self.check_for(part))
     }
-}
 
-/// The chunk up to and including its last CR or LF, if that prefix is valid UTF-8. A line
-/// terminator never lies inside a multi-byte sequence, so a chunk cut inside a character still
-/// has its complete lines checked here; only a chunk with invalid bytes in them gets "".
-fn complete_lines(chunk: &[u8]) -> &str {
-    let Some(last_terminator) = memchr::memrchr2(b'\n', b'\r', chunk) else {
-        return "";
-    };
-    let lines = chunk.get(..=last_terminator).unwrap_or_default();
-    simdutf8::basic::from_utf8(lines).unwrap_or_default()
+    /// `part` from the checked window, if it lies inside.
+    #[inline(always)]
+    fn in_window(&self, part: &[u8]) -> Option<&'a str> {
+        let start = (part.as_ptr() as usize).wrapping_sub(self.window.as_ptr() as usize);
+        // `get` refuses a start past the end (also when the subtraction wrapped), an end past
+        // the window, and either end inside a character; values parsed from lines start and end
+        // next to ASCII delimiters, so they never are.
+        self.window.get(start..start.checked_add(part.len())?)
+    }
+
+    /// Checks the next window if `part` starts beyond the last one, then looks again.
+    #[cold]
+    #[inline(never)]
+    fn check_for(&mut self, part: &'a [u8]) -> Option<&'a str> {
+        if self.chunk.len() < Self::CHECK_FROM {
+            return None;
+        }
+        let offset = (part.as_ptr() as usize).wrapping_sub(self.chunk.as_ptr() as usize);
+        let end = offset.checked_add(part.len())?;
+        if end > self.chunk.len() || offset < self.checked_to {
+            return None;
+        }
+        self.check_lines_from(offset, end);
+        self.in_window(part)
+    }
+
+    /// Checks the complete lines of the next window, which starts at `offset` and reaches at
+    /// least past `end` (the terminator after the value being asked for).
+    fn check_lines_from(&mut self, offset: usize, end: usize) {
+        let window_end = offset
+            .saturating_add(Self::WINDOW)
+            .max(end.saturating_add(1))
+            .min(self.chunk.len());
+        let span = self.chunk.get(offset..window_end).unwrap_or_default();
+        // A line terminator never lies inside a multi-byte sequence: cutting after the last one
+        // never splits a character, even when the chunk itself ends inside one.
+        let lines = match memchr::memrchr2(b'\n', b'\r', span) {
+            Some(last_terminator) => span.get(..=last_terminator).unwrap_or_default(),
+            None => &[],
+        };
+        self.window = simdutf8::basic::from_utf8(lines).unwrap_or_default();
+        self.checked_to = offset.saturating_add(lines.len().max(1));
+    }
 }
 
 #[cfg(test)]
@@ -86,10 +128,50 @@ mod tests {
         let mut text = ChunkText::new(&chunk);
         let id_start = FILLER.len() + 4;
         assert_eq!(text.text_of(&chunk[id_start..id_start + 1]), None);
+        assert_eq!(text.text_of(&chunk[..4]), None, "nothing before it either");
+    }
+
+    #[test]
+    fn windows_cover_a_long_chunk_and_resume_after_invalid_lines() {
+        let mut chunk = FILLER.to_vec();
+        let mut values = Vec::new();
+        for i in 0..5_000 {
+            let line = if i == 1_700 {
+                b"id: \xff\n".to_vec()
+            } else {
+                format!("id: {i}\u{e9}\n").into_bytes()
+            };
+            values.push((chunk.len() + 4, line.len() - 5));
+            chunk.extend_from_slice(&line);
+        }
+        assert!(chunk.len() > 2 * ChunkText::WINDOW);
+        let mut text = ChunkText::new(&chunk);
+        let mut known = 0;
+        for (i, &(start, len)) in values.iter().enumerate() {
+            let got = text.text_of(&chunk[start..start + len]);
+            if i == 1_700 {
+                assert_eq!(got, None);
+            } else if let Some(got) = got {
+                assert_eq!(got, format!("{i}\u{e9}"));
+                known += 1;
+            }
+        }
+        // Only the window holding the invalid line loses the shortcut.
+        assert!(known > 3_000, "{known} of 5,000 values known");
+    }
+
+    #[test]
+    fn a_value_longer_than_a_window_is_checked_whole() {
+        let mut chunk = FILLER.to_vec();
+        chunk.extend_from_slice(b"data: ");
+        let start = chunk.len();
+        chunk.extend(std::iter::repeat_n(b'x', 3 * ChunkText::WINDOW));
+        let end = chunk.len();
+        chunk.extend_from_slice(b"\n\n");
+        let mut text = ChunkText::new(&chunk);
         assert_eq!(
-            text.text_of(&chunk[..4]),
-            None,
-            "nothing of the chunk is text"
+            text.text_of(&chunk[start..end]).map(str::len),
+            Some(end - start)
         );
     }
 

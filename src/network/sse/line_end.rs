@@ -59,7 +59,8 @@ mod sse2 {
     /// How far the inline blocks look before `memchr2` takes over.
     const INLINE_SCAN: usize = super::SHORT_LINE;
 
-    #[inline]
+    /// Out of line: it would bloat the parser's loop, where most lines take the other paths.
+    #[inline(never)]
     pub(super) fn find_line_end(bytes: &[u8]) -> Option<usize> {
         if bytes.len() < BLOCK {
             return super::find_line_end_scalar(bytes);

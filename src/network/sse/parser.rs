@@ -955,12 +955,27 @@ impl SseParser {
         self.has_data = false;
         self.measured_raw = 0;
         self.measured_decoded = 0;
-        let data = match in_chunk {
-            Some(in_chunk) => DispatchedData::InChunk(in_chunk),
-            None => DispatchedData::Buffer(&mut self.data),
+        let Some(in_chunk) = in_chunk else {
+            return self.dispatch_buffer(custom_type, retry, out);
         };
-        let data_len = data.raw().len();
         // The next block's first allocation is sized like this one.
+        self.data_capacity_hint = in_chunk.raw.len().min(RETAINED_BUFFER_CAPACITY);
+        if self.last_event_large {
+            // A smaller event ends a run of large ones: their buffer goes.
+            self.last_event_large = false;
+            self.data = Vec::new();
+        }
+        out.event(Dispatched {
+            data: DispatchedData::InChunk(in_chunk),
+            event_type: self.recent_event_type.as_ref().filter(|_| custom_type),
+            last_event_id: self.last_event_id.as_ref(),
+            retry,
+        });
+    }
+
+    /// [`dispatch`](Self::dispatch) of data collected in the data buffer.
+    fn dispatch_buffer(&mut self, custom_type: bool, retry: Option<Duration>, out: &mut impl Emit) {
+        let data_len = self.data.len();
         self.data_capacity_hint = data_len.min(RETAINED_BUFFER_CAPACITY);
         // A data buffer over the retained size is kept through a run of large events, so that
         // each is not allocated, grown and faulted in anew; the first large event after smaller
@@ -969,7 +984,7 @@ impl SseParser {
         let keep_large_buffer = large && self.last_event_large;
         self.last_event_large = large;
         out.event(Dispatched {
-            data,
+            data: DispatchedData::Buffer(&mut self.data),
             event_type: self.recent_event_type.as_ref().filter(|_| custom_type),
             last_event_id: self.last_event_id.as_ref(),
             retry,
@@ -1292,8 +1307,6 @@ enum Field {
 
 /// Splits off the first terminated line: (line, its terminator byte, the bytes after it).
 /// `long_data_lines`: whether a `data` line is expected to be long (the stream's last one was).
-/// Inlined: as a call it cost more than finding a short line's end.
-#[inline(always)]
 fn split_line(bytes: &[u8], long_data_lines: bool) -> Option<(&[u8], u8, &[u8])> {
     let end = match bytes.first() {
         // A blank line (every event ends with one) needs no search at all.
