@@ -529,6 +529,16 @@ fn id_with_nul_is_ignored() {
 }
 
 #[test]
+fn id_with_nul_is_ignored_in_a_long_chunk() {
+    // Long enough that the parser checks the chunk's lines as a whole (not value by value).
+    let mut input = b": padding to make the chunk long enough to be checked as a whole\n".to_vec();
+    input.extend_from_slice(b"id: 1\n\nid: a\0b\ndata: x\n\nid: c\0\n\n");
+    let outcome = parse_every_way(DEFAULTS, &input);
+    assert_eq!(outcome.events(), [message("x").with_id("1")]);
+    assert_eq!(outcome.last_event_id, "1");
+}
+
+#[test]
 fn empty_id_resets() {
     for input in [
         &b"id: 1\n\nid\ndata: x\n\n"[..],

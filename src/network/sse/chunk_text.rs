@@ -18,6 +18,9 @@ pub(super) struct ChunkText<'a> {
     /// Values starting before this offset in the chunk were already covered by a check, valid
     /// or not.
     checked_to: usize,
+    /// Whether `window` holds no NUL byte (IDs with one are ignored, so each would need a look);
+    /// found out when first asked.
+    window_nul_free: Option<bool>,
 }
 
 impl<'a> ChunkText<'a> {
@@ -33,6 +36,7 @@ impl<'a> ChunkText<'a> {
             chunk,
             window: "",
             checked_to: 0,
+            window_nul_free: None,
         }
     }
 
@@ -43,6 +47,18 @@ impl<'a> ChunkText<'a> {
     #[inline]
     pub(super) fn text_of(&mut self, part: &'a [u8]) -> Option<&'a str> {
         self.in_window(part).or_else(|| self.check_for(part))
+    }
+
+    /// [`text_of`](Self::text_of), but only for a `part` known to hold no NUL byte either (an
+    /// event ID, which is ignored when it holds one).
+    #[inline]
+    pub(super) fn nul_free_text_of(&mut self, part: &'a [u8]) -> Option<&'a str> {
+        let text = self.text_of(part)?;
+        let window = self.window.as_bytes();
+        let nul_free = *self
+            .window_nul_free
+            .get_or_insert_with(|| memchr::memchr(0, window).is_none());
+        nul_free.then_some(text)
     }
 
     /// `part` from the checked window, if it lies inside.
@@ -86,6 +102,7 @@ impl<'a> ChunkText<'a> {
             None => &[],
         };
         self.window = simdutf8::basic::from_utf8(lines).unwrap_or_default();
+        self.window_nul_free = None;
         self.checked_to = offset.saturating_add(lines.len().max(1));
     }
 }
@@ -173,6 +190,21 @@ mod tests {
             text.text_of(&chunk[start..end]).map(str::len),
             Some(end - start)
         );
+    }
+
+    #[test]
+    fn only_a_window_without_nul_vouches_for_nul_free_values() {
+        let chunk = chunk_with(b"id: 1\n", b"");
+        let id_start = FILLER.len() + 4;
+        let mut text = ChunkText::new(&chunk);
+        assert_eq!(
+            text.nul_free_text_of(&chunk[id_start..id_start + 1]),
+            Some("1")
+        );
+        let chunk = chunk_with(b"id: 1\n: \0\n", b"");
+        let mut text = ChunkText::new(&chunk);
+        assert_eq!(text.nul_free_text_of(&chunk[id_start..id_start + 1]), None);
+        assert_eq!(text.text_of(&chunk[id_start..id_start + 1]), Some("1"));
     }
 
     #[test]

@@ -512,7 +512,7 @@ impl SseParser {
                     [b'i', b'd', b':', value @ ..] => {
                         self.check_line_size(line.len())?;
                         let value = strip_one_space(value);
-                        self.set_id(value, text.text_of(value));
+                        self.set_id(value, text.nul_free_text_of(value));
                         continue;
                     }
                     _ => {}
@@ -909,24 +909,27 @@ impl SseParser {
         }
     }
 
-    /// Sets the ID buffer to `value`, whose `text` may be known already (valid UTF-8).
-    fn set_id(&mut self, value: &[u8], text: Option<&str>) {
+    /// Sets the ID buffer to `value`; `known` is `value` as text when it is already known to be
+    /// valid UTF-8 without NUL.
+    fn set_id(&mut self, value: &[u8], known: Option<&str>) {
         if value.is_empty() {
             self.id_buffer = None;
             return;
         }
-        // A short ID whose text is known costs less to store again than to compare. Otherwise
-        // compare raw bytes before decoding: equal bytes decode to equal text, and a stored ID
+        // A short ID known valid is stored inline (no allocation) at once: cheaper than any
+        // comparison with the stored one.
+        if let Some(text) = known
+            && text.len() <= INLINE_ID_LEN
+        {
+            self.id_buffer = Some(SmolStr::new_inline(text));
+            return;
+        }
+        // Compare raw bytes before decoding: equal bytes decode to equal text, and a stored ID
         // never holds NUL, so a repeat needs no other check.
-        let cheap_to_store = text.is_some() && value.len() <= INLINE_ID_LEN;
-        if !cheap_to_store && self.id_buffer.as_deref().map(str::as_bytes) == Some(value) {
+        if self.id_buffer.as_deref().map(str::as_bytes) == Some(value) || contains_nul(value) {
             return;
         }
-        if contains_nul(value) {
-            return;
-        }
-        // A short ID is stored inline: no allocation.
-        self.id_buffer = Some(match text.or_else(|| utf8(value)) {
+        self.id_buffer = Some(match known.or_else(|| utf8(value)) {
             Some(text) if text.len() <= INLINE_ID_LEN => SmolStr::new_inline(text),
             Some(text) => SmolStr::new(text),
             None => SmolStr::new(String::from_utf8_lossy(value)),
