@@ -4,11 +4,16 @@
 //! hundred bytes (an OpenAI delta is ~150). For them the call into `memchr2` costs more than
 //! the search: it picks its implementation through a function pointer and sets up for long
 //! inputs (measured: ~60 instructions on a 47-byte line, ~100 on a 150-byte one). So on x86_64
-//! [`find_line_end`] checks the first 256 bytes itself, 32 at a time with SSE2 (part of the
-//! x86_64 baseline, so always present), and only hands a longer line to `memchr2`, whose wider
-//! loop wins there. For a line expected to be longer than that, the inline look is wasted, so
-//! [`find_long_line_end`] goes to `memchr2` directly; the parser picks by what the stream's
-//! previous data lines were like. Elsewhere than x86_64 both are `memchr2`.
+//! [`find_line_end`] checks the first 256 bytes itself, 32 bytes per step with AVX2 where the
+//! CPU has it (detected at run time), else with SSE2 (in every x86_64 CPU), and only hands a
+//! longer line to `memchr2`, whose unrolled loop wins there. For a line expected to be longer
+//! than that, the inline look is wasted, so [`find_long_line_end`] goes to `memchr2` directly;
+//! the parser picks by what the stream's previous data lines were like. Elsewhere than x86_64
+//! both are `memchr2`.
+//!
+//! The SIMD code is the crate's only `unsafe`: unaligned loads from references to fixed-size
+//! arrays, and AVX2 code run only after the CPU was seen to support it. Tests compare every
+//! path with the plain loop at every position and length.
 
 /// Inputs shorter than this are scanned with a plain loop: for the tiny chunks some servers and
 /// proxies produce, any setup costs more than it saves.
@@ -32,7 +37,7 @@ pub(super) fn find_long_line_end(bytes: &[u8]) -> Option<usize> {
 pub(super) fn find_line_end(bytes: &[u8]) -> Option<usize> {
     #[cfg(target_arch = "x86_64")]
     {
-        sse2::find_line_end(bytes)
+        avx2::find_line_end_checked(bytes)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -46,6 +51,124 @@ fn find_line_end_scalar(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\r' || b == b'\n')
 }
 
+/// 32 bytes per step with AVX2, where the CPU has it (detected at run time).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use std::arch::x86_64::{
+        _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
+        _mm256_set1_epi8,
+    };
+
+    /// Bytes per AVX2 block.
+    const BLOCK: usize = 32;
+
+    /// How far the inline blocks look before `memchr2` takes over.
+    const INLINE_SCAN: usize = super::SHORT_LINE;
+
+    /// Whether this CPU has AVX2 (std caches the answer after the first call).
+    #[inline(always)]
+    pub(super) fn available() -> bool {
+        std::is_x86_feature_detected!("avx2")
+    }
+
+    /// [`find_line_end`] where the CPU has AVX2, else the SSE2 scan.
+    #[inline(always)]
+    pub(super) fn find_line_end_checked(bytes: &[u8]) -> Option<usize> {
+        if !available() {
+            return super::sse2::find_line_end(bytes);
+        }
+        // SAFETY: `available()` just confirmed the CPU supports AVX2, the only requirement of
+        // `find_line_end`.
+        unsafe { find_line_end(bytes) }
+    }
+
+    /// The first CR or LF in `bytes`.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 ([`available`] returned `true`).
+    #[target_feature(enable = "avx2")]
+    #[inline(never)]
+    unsafe fn find_line_end(bytes: &[u8]) -> Option<usize> {
+        let mut offset = 0;
+        while offset < INLINE_SCAN {
+            let Some(block) = block_at(bytes, offset) else {
+                // Fewer than 32 bytes left: the SSE2 scan handles short inputs.
+                let rest = bytes.get(offset..)?;
+                return super::sse2::find_line_end(rest).map(|found| offset + found);
+            };
+            // SAFETY: this function's caller guarantees AVX2.
+            let mask = unsafe { line_end_mask(block) };
+            if mask != 0 {
+                return Some(offset + mask.trailing_zeros() as usize);
+            }
+            offset += BLOCK;
+        }
+        let rest = bytes.get(offset..)?;
+        memchr::memchr2(b'\r', b'\n', rest).map(|found| offset + found)
+    }
+
+    /// The 32 bytes at `offset`, if there are that many.
+    #[inline(always)]
+    fn block_at(bytes: &[u8], offset: usize) -> Option<&[u8; BLOCK]> {
+        bytes
+            .get(offset..offset.checked_add(BLOCK)?)?
+            .try_into()
+            .ok()
+    }
+
+    /// Bit `i` set when byte `i` of `block` is CR or LF.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn line_end_mask(block: &[u8; BLOCK]) -> u32 {
+        // SAFETY: `block` is a reference to 32 initialised bytes, so the 32-byte read from its
+        // start stays inside it, and `_mm256_loadu_si256` accepts any alignment. The caller
+        // guarantees AVX2, the only feature these intrinsics need.
+        unsafe {
+            let bytes = _mm256_loadu_si256(block.as_ptr().cast());
+            let cr = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi8(b'\r' as i8));
+            let lf = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi8(b'\n' as i8));
+            // All 32 bits are used: reinterpret, do not sign-extend.
+            _mm256_movemask_epi8(_mm256_or_si256(cr, lf)) as u32
+        }
+    }
+
+    #[cfg(test)]
+    mod tests {
+        use super::*;
+
+        #[test]
+        fn matches_the_plain_loop_when_the_cpu_has_avx2() {
+            if !available() {
+                return;
+            }
+            let mut bytes = vec![b'x'; 600];
+            for at in (0..600).step_by(7) {
+                bytes[at] = if at % 2 == 0 { b'\r' } else { b'\n' };
+                for start in [0, 1, 15, 31, 33] {
+                    let hay = &bytes[start.min(at)..];
+                    assert_eq!(
+                        find_line_end_checked(hay),
+                        super::super::find_line_end_scalar(hay),
+                        "terminator at {at}, start {start}"
+                    );
+                }
+                bytes[at] = b'x';
+            }
+            let mut block = [0x8Du8; BLOCK];
+            block[31] = b'\n';
+            // SAFETY: AVX2 was detected above.
+            assert_eq!(unsafe { line_end_mask(&block) }, 1 << 31);
+        }
+    }
+}
+
+/// 16 bytes per step with SSE2, which every x86_64 CPU has.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod sse2 {
@@ -125,6 +248,19 @@ mod sse2 {
     #[cfg(test)]
     mod tests {
         use super::*;
+
+        #[test]
+        fn matches_the_plain_loop_at_every_position_and_length() {
+            for len in 0..300 {
+                let mut bytes = vec![b'a'; len];
+                assert_eq!(find_line_end(&bytes), None, "len {len}");
+                for at in 0..len {
+                    bytes[at] = b'\r';
+                    assert_eq!(find_line_end(&bytes), Some(at), "len {len}, at {at}");
+                    bytes[at] = b'a';
+                }
+            }
+        }
 
         #[test]
         fn the_mask_marks_exactly_the_line_ends() {
