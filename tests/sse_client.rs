@@ -341,6 +341,63 @@ fn disconnect_from_a_slot_stops_delivery_and_touches_no_other_request() {
     );
 }
 
+/// 3,000 events, ~50 KiB: written at once, they arrive in reads far larger than the slices the
+/// client delivers events from.
+fn many_events() -> Vec<u8> {
+    let body: String = (0..3_000)
+        .map(|i| format!("id: {i}\ndata: event number {i}\n\n"))
+        .collect();
+    stream(&body)
+}
+
+#[test]
+fn a_large_read_delivers_every_event_once_in_order() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(many_events()));
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || {
+        rec.events.borrow().len() >= 3_000
+    }));
+    sse.disconnect();
+    let expected: Vec<String> = (0..3_000)
+        .map(|i| format!("message:event number {i}:{i}"))
+        .collect();
+    assert_eq!(*rec.events.borrow(), expected);
+    assert!(rec.errors.borrow().is_empty(), "{:?}", rec.errors.borrow());
+}
+
+#[test]
+fn disconnect_deep_inside_a_large_read_stops_delivery_there() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(many_events()));
+    let sse = SseClient::new().unwrap();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    let weak = Rc::downgrade(&sse);
+    sse.message_received
+        .connect(move |ev| {
+            s.borrow_mut().push(ev.last_event_id().to_owned());
+            if ev.last_event_id() == "2000" {
+                weak.upgrade().unwrap().disconnect();
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || {
+        seen.borrow().len() > 2_000
+    }));
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    let expected: Vec<String> = (0..=2_000).map(|i| i.to_string()).collect();
+    assert_eq!(
+        *seen.borrow(),
+        expected,
+        "events after disconnect() were delivered"
+    );
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+}
+
 #[test]
 fn add_event_listener_sees_one_type_only() {
     let mut ev = EventLoop::new().unwrap();

@@ -875,11 +875,15 @@ impl HttpClient {
     fn on_data(&self, conn_id: u64, data: &[u8]) {
         // Taken, not borrowed: a nested arrival (from user code) simply starts an empty list.
         let mut actions = self.spare_actions.take();
-        {
-            let mut inner = self.inner.borrow_mut();
-            self.process_data(&mut inner, conn_id, data, &mut actions);
+        // A large read is handled a slice at a time, as if it had arrived in smaller reads: each
+        // slice's SSE events reach the slots while they (and the slice) are still in cache.
+        for slice in data.chunks(DELIVERY_SLICE) {
+            {
+                let mut inner = self.inner.borrow_mut();
+                self.process_data(&mut inner, conn_id, slice, &mut actions);
+            }
+            self.run_action_list(&mut actions);
         }
-        self.run_action_list(&mut actions);
         self.spare_actions.set(actions);
     }
 
@@ -1725,6 +1729,9 @@ impl DataSink for ConnSink {
         }
     }
 }
+
+/// The most bytes of one read processed before the events they carry are delivered (16 KiB).
+const DELIVERY_SLICE: usize = 16 * 1024;
 
 /// The pool map's shared copy of `key` (added, with an empty pool, if new).
 fn intern_host(hosts: &mut HashMap<Rc<HostKey>, HostState>, key: HostKey) -> Rc<HostKey> {
