@@ -35,6 +35,9 @@ pub(super) fn find_long_line_end(bytes: &[u8]) -> Option<usize> {
 /// The index of the first CR or LF in `bytes`, for a line expected to be short.
 #[inline]
 pub(super) fn find_line_end(bytes: &[u8]) -> Option<usize> {
+    if bytes.len() < SCALAR_SCAN_BELOW {
+        return find_line_end_scalar(bytes);
+    }
     #[cfg(target_arch = "x86_64")]
     {
         avx2::find_line_end_checked(bytes)

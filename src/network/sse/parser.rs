@@ -428,7 +428,12 @@ impl SseParser {
         if self.failed {
             return Err(self.too_large());
         }
-        let result = self.parse_chunk(chunk, out);
+        let result = match chunk {
+            [_] => self
+                .continue_line(chunk)
+                .unwrap_or_else(|| self.parse_chunk(chunk, out)),
+            _ => self.parse_chunk(chunk, out),
+        };
         if result.is_err() {
             self.fail();
         }
@@ -524,6 +529,25 @@ impl SseParser {
             self.push_data_value(value);
         }
         self.buffer_partial(rest)
+    }
+
+    /// A one-byte chunk that is not a line end only continues the current line: it is appended
+    /// at once, without the general setup (what the loop below would do with it too). Some
+    /// proxies forward a stream a byte at a time; for them the setup was a tenth of the cost.
+    /// (Not for longer chunks: at 7 bytes the extra branch cost more than it saved.) Out of line,
+    /// so that it does not weigh on the general path.
+    #[inline(never)]
+    fn continue_line(&mut self, chunk: &[u8]) -> Option<Result<(), SseParseError>> {
+        let &[byte] = chunk else {
+            return None;
+        };
+        if byte == b'\r' || byte == b'\n' || self.swallow_lf || self.bom != BomState::Done {
+            return None;
+        }
+        Some(match self.partial {
+            Partial::DataValue(streamed) => self.stream_value(&streamed, chunk),
+            Partial::Buffered => self.buffer_partial(chunk),
+        })
     }
 
     /// Recognises an `event: <recent type>` line at the start of `rest` by comparing it with the
