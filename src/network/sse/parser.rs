@@ -1395,23 +1395,26 @@ fn started_data_value(partial_line: &[u8]) -> Option<&[u8]> {
 fn strip_prefix_short<'a>(bytes: &'a [u8], prefix: &[u8]) -> Option<&'a [u8]> {
     let (head, rest) = bytes.split_at_checked(prefix.len())?;
     let equal = match prefix.len() {
-        len @ 8..=16 => {
-            let word = |b: &[u8], at: usize| b.get(at..at + 8).and_then(|w| w.try_into().ok());
-            let (first, last) = (word(head, 0), word(prefix, 0));
-            let (tail, prefix_tail) = (word(head, len - 8), word(prefix, len - 8));
-            first.map(u64::from_ne_bytes) == last.map(u64::from_ne_bytes)
-                && tail.map(u64::from_ne_bytes) == prefix_tail.map(u64::from_ne_bytes)
-        }
-        len @ 17..=32 => {
-            let word = |b: &[u8], at: usize| b.get(at..at + 16).and_then(|w| w.try_into().ok());
-            let (first, last) = (word(head, 0), word(prefix, 0));
-            let (tail, prefix_tail) = (word(head, len - 16), word(prefix, len - 16));
-            first.map(u128::from_ne_bytes) == last.map(u128::from_ne_bytes)
-                && tail.map(u128::from_ne_bytes) == prefix_tail.map(u128::from_ne_bytes)
-        }
+        8..=16 => equal_by_ends::<8>(head, prefix),
+        17..=32 => equal_by_ends::<16>(head, prefix),
         _ => head == prefix,
     };
     equal.then_some(rest)
+}
+
+/// Whether `a` and `b`, of one length from `N` to `2 * N`, are equal: compared as their first
+/// and their last `N` bytes (overlapping in the middle), a fixed-size compare each.
+#[inline(always)]
+fn equal_by_ends<const N: usize>(a: &[u8], b: &[u8]) -> bool {
+    fn ends<const N: usize>(bytes: &[u8]) -> Option<([u8; N], [u8; N])> {
+        let first = bytes.get(..N)?.try_into().ok()?;
+        let last = bytes.get(bytes.len().checked_sub(N)?..)?.try_into().ok()?;
+        Some((first, last))
+    }
+    match (ends::<N>(a), ends::<N>(b)) {
+        (Some(a), Some(b)) => a == b,
+        _ => a == b,
+    }
 }
 
 fn strip_one_space(value: &[u8]) -> &[u8] {
