@@ -11,7 +11,7 @@
 //! the parser picks by what the stream's previous data lines were like. Elsewhere than x86_64
 //! both are `memchr2`.
 //!
-//! The SIMD code is the crate's only `unsafe`: unaligned loads from references to fixed-size
+//! The SIMD code is the library's only `unsafe`: unaligned loads from references to fixed-size
 //! arrays, and AVX2 code run only after the CPU was seen to support it. Tests compare every
 //! path with the plain loop at every position and length.
 

@@ -735,7 +735,7 @@ impl SseParser {
         streamed: StreamedLine,
         rest: &'a [u8],
     ) -> Result<&'a [u8], SseParseError> {
-        let Some((more_value, terminator, tail)) = split_line(rest, true) else {
+        let Some((more_value, terminator, tail)) = split_long_line(rest) else {
             self.stream_value(&streamed, rest)?;
             return Ok(&[]);
         };
@@ -1345,6 +1345,15 @@ fn split_line(bytes: &[u8], long_data_lines: bool) -> Option<(&[u8], u8, &[u8])>
         Some(b'd') if long_data_lines => find_long_line_end(bytes),
         _ => find_line_end(bytes),
     }?;
+    let (line, from_terminator) = bytes.split_at_checked(end)?;
+    let (&terminator, tail) = from_terminator.split_first()?;
+    Some((line, terminator, tail))
+}
+
+/// [`split_line`] for the rest of a `data` line that began in an earlier chunk (likely long).
+#[inline(always)]
+fn split_long_line(bytes: &[u8]) -> Option<(&[u8], u8, &[u8])> {
+    let end = find_long_line_end(bytes)?;
     let (line, from_terminator) = bytes.split_at_checked(end)?;
     let (&terminator, tail) = from_terminator.split_first()?;
     Some((line, terminator, tail))
