@@ -68,8 +68,7 @@ type StreamFn = Rc<RefCell<dyn FnMut(StreamEvent<'_>)>>;
 pub(crate) trait SseTarget {
     /// The response head; `true` when it opens an event stream (status 200, `text/event-stream`).
     fn on_head(&self, id: RequestId, response: &HttpResponse) -> bool;
-    /// The events of one delivery; `scratch` is the reused event each one is written into
-    /// before it is emitted.
+    /// The events of one delivery, held in the client's reused event pool; emitted from there.
     fn on_events(&self, id: RequestId, events: &SseBatch);
     fn on_retry(&self, id: RequestId, retry: Duration);
     /// The stream ended: `Ok(response)` for a clean end of an opened stream or for a rejected
