@@ -24,9 +24,9 @@ pub(crate) struct SseBatch {
 }
 
 impl SseBatch {
-    /// Number of events held.
-    pub(crate) fn len(&self) -> usize {
-        self.len
+    /// This delivery's events, in order.
+    pub(crate) fn events(&self) -> &[SseEvent] {
+        self.events.get(..self.len).unwrap_or_default()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
@@ -36,11 +36,6 @@ impl SseBatch {
     /// The `retry` value of this delivery, if one was parsed.
     pub(crate) fn retry(&self) -> Option<Duration> {
         self.retry
-    }
-
-    /// Event `index` of this delivery.
-    pub(crate) fn get(&self, index: usize) -> Option<&SseEvent> {
-        self.events.get(..self.len)?.get(index)
     }
 
     /// Empties the batch for reuse; returns `false` when it grew too large to be worth keeping.
@@ -80,12 +75,6 @@ mod tests {
     use super::*;
     use crate::network::sse::SseParser;
 
-    fn events_of(batch: &SseBatch) -> Vec<SseEvent> {
-        (0..batch.len())
-            .filter_map(|index| batch.get(index).cloned())
-            .collect()
-    }
-
     #[test]
     fn holds_each_event_and_reuses_the_buffers() {
         let mut batch = SseBatch::default();
@@ -101,21 +90,21 @@ mod tests {
             SseEvent::new("", "x\ny").with_id("1"),
             SseEvent::new("a", "").with_id("1"),
         ];
-        assert_eq!(events_of(&batch), expected);
-        assert!(batch.get(3).is_none(), "out of range");
-        let buffer = batch.get(0).map(|e| e.data().as_ptr());
+        assert_eq!(batch.events(), expected);
+        let buffer = batch.events().first().map(|e| e.data().as_ptr());
 
         assert!(batch.clear());
         assert!(batch.is_empty());
-        assert!(batch.get(0).is_none(), "a cleared batch holds no events");
+        assert!(batch.events().is_empty(), "a cleared batch holds no events");
         assert_eq!(batch.retry(), None);
 
         parser
             .feed_borrowed(b"data: again\n\n", &mut batch)
             .unwrap();
-        assert_eq!(events_of(&batch), [SseEvent::new("", "again").with_id("1")]);
+        // One event now, though the pool holds three: the stale ones stay hidden.
+        assert_eq!(batch.events(), [SseEvent::new("", "again").with_id("1")]);
         assert_eq!(
-            batch.get(0).map(|e| e.data().as_ptr()),
+            batch.events().first().map(|e| e.data().as_ptr()),
             buffer,
             "the first event's data buffer was reused"
         );
@@ -131,7 +120,8 @@ mod tests {
                 &mut batch,
             )
             .unwrap();
-        let types: Vec<String> = events_of(&batch)
+        let types: Vec<String> = batch
+            .events()
             .iter()
             .map(|event| format!("{}:{}", event.event_type(), event.data()))
             .collect();
@@ -144,13 +134,13 @@ mod tests {
         let mut parser = SseParser::new();
         let big = format!("data: {}\n\n", "x".repeat(MAX_KEPT_DATA + 1));
         parser.feed_borrowed(big.as_bytes(), &mut batch).unwrap();
-        assert_eq!(batch.len(), 1);
+        assert_eq!(batch.events().len(), 1);
         assert!(!batch.clear());
 
         let mut batch = SseBatch::default();
         let many = "data: x\n\n".repeat(MAX_KEPT_EVENTS + 1);
         parser.feed_borrowed(many.as_bytes(), &mut batch).unwrap();
-        assert_eq!(batch.len(), MAX_KEPT_EVENTS + 1);
+        assert_eq!(batch.events().len(), MAX_KEPT_EVENTS + 1);
         assert!(!batch.clear());
     }
 }

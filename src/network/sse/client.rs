@@ -458,10 +458,7 @@ impl SseTarget for SseClient {
     }
 
     fn on_events(&self, id: RequestId, events: &SseBatch) {
-        for index in 0..events.len() {
-            let Some(event) = events.get(index) else {
-                return;
-            };
+        for event in events.events() {
             {
                 let mut inner = self.inner.borrow_mut();
                 if inner.current != Some(id) || inner.state != ReadyState::Open {

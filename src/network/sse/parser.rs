@@ -1345,15 +1345,18 @@ fn split_line(bytes: &[u8], long_data_lines: bool) -> Option<(&[u8], u8, &[u8])>
         Some(b'd') if long_data_lines => find_long_line_end(bytes),
         _ => find_line_end(bytes),
     }?;
-    let (line, from_terminator) = bytes.split_at_checked(end)?;
-    let (&terminator, tail) = from_terminator.split_first()?;
-    Some((line, terminator, tail))
+    split_at_terminator(bytes, end)
 }
 
 /// [`split_line`] for the rest of a `data` line that began in an earlier chunk (likely long).
 #[inline(always)]
 fn split_long_line(bytes: &[u8]) -> Option<(&[u8], u8, &[u8])> {
-    let end = find_long_line_end(bytes)?;
+    split_at_terminator(bytes, find_long_line_end(bytes)?)
+}
+
+/// (line, terminator, the bytes after it) for the terminator at `end`.
+#[inline(always)]
+fn split_at_terminator(bytes: &[u8], end: usize) -> Option<(&[u8], u8, &[u8])> {
     let (line, from_terminator) = bytes.split_at_checked(end)?;
     let (&terminator, tail) = from_terminator.split_first()?;
     Some((line, terminator, tail))
