@@ -9,15 +9,16 @@
 //! longer line to `memchr2`, whose unrolled loop wins there. For a line expected to be longer
 //! than that, the inline look is wasted, so [`find_long_line_end`] goes to `memchr2` directly;
 //! the parser picks by what the stream's previous data lines were like. Elsewhere than x86_64
-//! both are `memchr2`.
+//! both are `memchr2`. Inputs under 16 bytes (tiny chunks, the end of a chunk) are searched two
+//! words at a time instead (see `swar`): a 7-byte piece was ~50 instructions in a byte loop.
 //!
 //! The SIMD code is the library's only `unsafe`: unaligned loads from references to fixed-size
 //! arrays, and AVX2 code run only after the CPU was seen to support it. Tests compare every
 //! path with the plain loop at every position and length.
 
-/// Inputs shorter than this are scanned with a plain loop: for the tiny chunks some servers and
-/// proxies produce, any setup costs more than it saves.
-const SCALAR_SCAN_BELOW: usize = 16;
+/// Inputs shorter than this are scanned a word at a time, without SIMD: for the tiny chunks some
+/// servers and proxies produce, any setup costs more than it saves.
+const SCALAR_SCAN_BELOW: usize = super::swar::SHORT;
 
 /// Lines up to this long (256 bytes) count as short: [`find_line_end`] finds their ends without
 /// calling `memchr2`.
@@ -27,7 +28,18 @@ pub(super) const SHORT_LINE: usize = 256;
 #[inline]
 pub(super) fn find_long_line_end(bytes: &[u8]) -> Option<usize> {
     if bytes.len() < SCALAR_SCAN_BELOW {
-        return find_line_end_scalar(bytes);
+        return find_line_end_in_words(bytes);
+    }
+    memchr::memchr2(b'\r', b'\n', bytes)
+}
+
+/// [`find_long_line_end`] for the next piece of a line already being streamed: a small piece is
+/// searched inline, as that search is most of the work for a stream fed in tiny pieces (and it
+/// happens outside the parser's main loop, which it would enlarge).
+#[inline(always)]
+pub(super) fn find_piece_line_end(bytes: &[u8]) -> Option<usize> {
+    if bytes.len() < SCALAR_SCAN_BELOW {
+        return super::swar::find_in_short(bytes, super::swar::line_end_marks);
     }
     memchr::memchr2(b'\r', b'\n', bytes)
 }
@@ -36,7 +48,7 @@ pub(super) fn find_long_line_end(bytes: &[u8]) -> Option<usize> {
 #[inline]
 pub(super) fn find_line_end(bytes: &[u8]) -> Option<usize> {
     if bytes.len() < SCALAR_SCAN_BELOW {
-        return find_line_end_scalar(bytes);
+        return find_line_end_in_words(bytes);
     }
     #[cfg(target_arch = "x86_64")]
     {
@@ -48,9 +60,17 @@ pub(super) fn find_line_end(bytes: &[u8]) -> Option<usize> {
     }
 }
 
-/// The plain loop: for inputs shorter than one SIMD block, and the reference in tests.
-#[inline]
-fn find_line_end_scalar(bytes: &[u8]) -> Option<usize> {
+/// Inputs shorter than one SIMD block (tiny chunks, short ID lines): a word at a time, so a
+/// 7- or 15-byte piece costs two word checks instead of a compare per byte. Out of line: inlined
+/// at every search it enlarged the parser's main loop, which then ran slower on long chunks.
+#[inline(never)]
+fn find_line_end_in_words(bytes: &[u8]) -> Option<usize> {
+    super::swar::find_in_short(bytes, super::swar::line_end_marks)
+}
+
+/// The plain loop: the reference in tests.
+#[cfg(test)]
+fn find_line_end_plain(bytes: &[u8]) -> Option<usize> {
     bytes.iter().position(|&b| b == b'\r' || b == b'\n')
 }
 
@@ -157,7 +177,7 @@ mod avx2 {
                     let hay = &bytes[start.min(at)..];
                     assert_eq!(
                         find_line_end_checked(hay),
-                        super::super::find_line_end_scalar(hay),
+                        super::super::find_line_end_plain(hay),
                         "terminator at {at}, start {start}"
                     );
                 }
@@ -189,7 +209,7 @@ mod sse2 {
     #[inline(never)]
     pub(super) fn find_line_end(bytes: &[u8]) -> Option<usize> {
         if bytes.len() < BLOCK {
-            return super::find_line_end_scalar(bytes);
+            return super::find_line_end_in_words(bytes);
         }
         let mut offset = 0;
         // Two blocks per step: one branch per 32 bytes.
@@ -295,10 +315,12 @@ mod tests {
                     }
                     assert_eq!(find_line_end(&bytes), Some(at), "len {len}, at {at}");
                     assert_eq!(find_long_line_end(&bytes), Some(at), "len {len}, at {at}");
+                    assert_eq!(find_piece_line_end(&bytes), Some(at), "len {len}, at {at}");
                 }
             }
             assert_eq!(find_line_end(&vec![b'a'; len]), None, "len {len}");
             assert_eq!(find_long_line_end(&vec![b'a'; len]), None, "len {len}");
+            assert_eq!(find_piece_line_end(&vec![b'a'; len]), None, "len {len}");
         }
     }
 
@@ -315,13 +337,24 @@ mod tests {
     proptest! {
         #[test]
         fn agrees_with_the_plain_loop(bytes in proptest::collection::vec(
-            prop_oneof![60 => any::<u8>(), 1 => Just(b'\r'), 1 => Just(b'\n')], 0..600
+            prop_oneof![
+                60 => any::<u8>(),
+                1 => Just(b'\r'),
+                1 => Just(b'\n'),
+                2 => Just(0x0B),
+                2 => Just(0x0C),
+            ], 0..600
         )) {
-            prop_assert_eq!(find_line_end(&bytes), find_line_end_scalar(&bytes));
-            prop_assert_eq!(find_long_line_end(&bytes), find_line_end_scalar(&bytes));
+            prop_assert_eq!(find_line_end(&bytes), find_line_end_plain(&bytes));
+            for end in 0..bytes.len().min(16) {
+                let short = &bytes[..end];
+                prop_assert_eq!(find_line_end_in_words(short), find_line_end_plain(short));
+            }
+            prop_assert_eq!(find_long_line_end(&bytes), find_line_end_plain(&bytes));
+            prop_assert_eq!(find_piece_line_end(&bytes), find_line_end_plain(&bytes));
             for start in [1usize, 7, 16, 33] {
                 if let Some(tail) = bytes.get(start..) {
-                    prop_assert_eq!(find_line_end(tail), find_line_end_scalar(tail));
+                    prop_assert_eq!(find_line_end(tail), find_line_end_plain(tail));
                 }
             }
         }

@@ -8,6 +8,7 @@ mod error;
 mod event;
 mod line_end;
 mod parser;
+mod swar;
 mod writer;
 
 pub(crate) use batch::SseBatch;

@@ -32,7 +32,8 @@ use smol_str::SmolStr;
 
 use super::chunk_text::ChunkText;
 use super::event::{SseEvent, SseEventRef, is_custom_event_type};
-use super::line_end::{SHORT_LINE, find_line_end, find_long_line_end};
+use super::line_end::{SHORT_LINE, find_line_end, find_long_line_end, find_piece_line_end};
+use super::swar;
 
 /// The default limit, in bytes, on one event: 16 MiB (16 777 216 bytes) for the decoded data of
 /// a block plus the raw bytes of the line being parsed.
@@ -1276,9 +1277,6 @@ const MAX_SLACK_DIVISOR: usize = 4;
 /// Decoding with replacement at most triples the size: one invalid byte becomes 3-byte U+FFFD.
 const MAX_DECODED_GROWTH: usize = 3;
 
-/// IDs shorter than this are checked for NUL with a plain loop: memchr's setup costs more there.
-const SCALAR_NUL_SCAN_BELOW: usize = 32;
-
 const BOM: [u8; 3] = [0xEF, 0xBB, 0xBF];
 
 /// The longest ID a `SmolStr` holds inline (its `INLINE_CAP`, public only in later versions than
@@ -1351,7 +1349,7 @@ fn split_line(bytes: &[u8], long_data_lines: bool) -> Option<(&[u8], u8, &[u8])>
 /// [`split_line`] for the rest of a `data` line that began in an earlier chunk (likely long).
 #[inline(always)]
 fn split_long_line(bytes: &[u8]) -> Option<(&[u8], u8, &[u8])> {
-    split_at_terminator(bytes, find_long_line_end(bytes)?)
+    split_at_terminator(bytes, find_piece_line_end(bytes)?)
 }
 
 /// (line, terminator, the bytes after it) for the terminator at `end`.
@@ -1475,11 +1473,10 @@ fn lossy_len(bytes: &[u8]) -> usize {
         .fold(0, usize::saturating_add)
 }
 
-/// Whether `bytes` holds a NUL byte. IDs are short: a plain loop beats memchr's setup there.
+/// Whether `bytes` holds a NUL byte. IDs are short: a word-at-a-time look beats memchr's setup.
 fn contains_nul(bytes: &[u8]) -> bool {
-    if bytes.len() < SCALAR_NUL_SCAN_BELOW {
-        // Not `contains`: that calls a generic memchr; this compiles to a branch-free loop.
-        bytes.iter().fold(false, |found, &byte| found | (byte == 0))
+    if bytes.len() < swar::SHORT {
+        swar::find_in_short(bytes, swar::nul_marks).is_some()
     } else {
         memchr(0, bytes).is_some()
     }
