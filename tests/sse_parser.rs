@@ -162,6 +162,11 @@ fn parse_every_way(options: Options, input: &[u8]) -> Outcome {
     let whole = run_chunks(options, &[input]);
     let bytes: Vec<&[u8]> = input.chunks(1).collect();
     assert_eq!(run_chunks(options, &bytes), whole, "byte at a time");
+    // Pieces shorter than a line take the parser's small-chunk paths.
+    for size in 2..=17 {
+        let pieces: Vec<&[u8]> = input.chunks(size).collect();
+        assert_eq!(run_chunks(options, &pieces), whole, "{size}-byte pieces");
+    }
     for split in 0..=input.len() {
         let (head, tail) = input.split_at(split);
         assert_eq!(
@@ -856,6 +861,29 @@ fn never_ending_line_is_rejected_once_the_limit_is_hit() {
     assert_eq!(parser.finish(&mut sink), Err(error));
     parser.reset();
     assert_eq!(parser.parse_all(b"data: x\n\n").unwrap(), [message("x")]);
+}
+
+#[test]
+fn never_ending_data_line_in_small_pieces_is_rejected_at_the_limit() {
+    // Tiny pieces of a data value are appended without the general path; the limit still holds
+    // there: memory for one line never grows past it, whatever the piece size.
+    let limit = 256;
+    for size in 1..=17 {
+        let mut parser = SseParser::with_max_event_size(limit);
+        let mut sink = |_: SseEventRef<'_>| panic!("no event expected");
+        parser.feed_borrowed(b"data: ", &mut sink).unwrap();
+        let piece = vec![b'x'; size];
+        let mut accepted = "data: ".len();
+        let error = loop {
+            match parser.feed_borrowed(&piece, &mut sink) {
+                Ok(()) => accepted += size,
+                Err(e) => break e,
+            }
+            assert!(accepted <= limit, "{size}-byte pieces: accepted {accepted}");
+        };
+        assert_eq!(error, SseParseError::EventTooLarge { limit });
+        assert!(accepted + size > limit, "{size}-byte pieces: refused early");
+    }
 }
 
 #[test]

@@ -4,7 +4,7 @@
 //! Short inputs are common in event streams: the 7-byte pieces some proxies forward, ID lines,
 //! IDs. For them a SIMD search's setup or a `memchr` call costs more than the search, and a byte
 //! loop costs a compare and a branch per byte. Two overlapping words cover any input of 8 to 15
-//! bytes (two 4-byte words cover 4 to 7), so such an input takes two word checks.
+//! bytes, and a shorter input fits in one word, so such an input takes one or two word checks.
 
 /// Inputs shorter than this are what [`find_in_short`] serves.
 pub(super) const SHORT: usize = 16;
@@ -51,20 +51,20 @@ pub(super) fn find_in_short(bytes: &[u8], marks_of: impl Fn(u64) -> u64) -> Opti
         let tail = marks_of(bytes.last_chunk::<8>().map(|w| u64::from_le_bytes(*w))?);
         return (tail != 0).then(|| len - 8 + first(tail));
     }
-    if len >= 4 {
-        let word = |w: &[u8; 4]| u64::from(u32::from_le_bytes(*w));
-        let head = marks_of(bytes.first_chunk::<4>().map(word)?);
-        // The upper four bytes of these words are zero: only the low four count.
-        let low = u64::from(u32::MAX);
-        if head & low != 0 {
-            return Some(first(head & low));
-        }
-        let tail = marks_of(bytes.last_chunk::<4>().map(word)?) & low;
-        return (tail != 0).then(|| len - 4 + first(tail));
-    }
-    bytes
-        .iter()
-        .position(|&byte| marks_of(u64::from(byte)) & 0x80 != 0)
+    // Fewer than eight bytes: all of them in one word, zeros above. Two overlapping 4-byte
+    // reads (or the first, middle and last byte of a shorter input) put every byte at its own
+    // place; where they overlap a byte is ORed with itself.
+    let word = if len >= 4 {
+        let low = u64::from(u32::from_le_bytes(*bytes.first_chunk::<4>()?));
+        let high = u64::from(u32::from_le_bytes(*bytes.last_chunk::<4>()?));
+        low | high << ((len - 4) * 8)
+    } else {
+        let byte_at = |i: usize| bytes.get(i).map(|&b| u64::from(b) << (i * 8));
+        byte_at(0)? | byte_at(len / 2)? | byte_at(len - 1)?
+    };
+    // Only the input's own bytes count (the zeros above would match NUL).
+    let found = marks_of(word) & (u64::MAX >> ((8 - len) * 8));
+    (found != 0).then(|| first(found))
 }
 
 #[cfg(test)]
