@@ -157,6 +157,34 @@ fn a_seventh_concurrent_request_waits_for_a_free_connection() {
 }
 
 #[test]
+fn repeated_and_alternating_urls_each_reach_their_own_path() {
+    // The client reuses its last URL parse for the same text: every request must still go to
+    // the URL it was given, and a bad URL must fail every time, not only the first.
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("", "")));
+    let client = HttpClient::new().unwrap();
+    let paths = ["/a", "/a", "/b", "/a?q=1", "/a", "/b"];
+    for path in paths {
+        let out: Outcome = Rc::default();
+        let o = out.clone();
+        client.get(&server.url(path), move |r| *o.borrow_mut() = Some(r));
+        wait(&mut ev, &out).unwrap();
+    }
+    let lines: Vec<String> = server.requests().iter().map(|r| r.line.clone()).collect();
+    let expected: Vec<String> = paths.iter().map(|p| format!("GET {p} HTTP/1.1")).collect();
+    assert_eq!(lines, expected);
+    for _ in 0..2 {
+        let out: Outcome = Rc::default();
+        let o = out.clone();
+        client.get("http://[::1", move |r| *o.borrow_mut() = Some(r));
+        match wait(&mut ev, &out) {
+            Err(HttpError::InvalidUrl { url, .. }) => assert_eq!(url, "http://[::1"),
+            other => panic!("expected InvalidUrl, got {other:?}"),
+        }
+    }
+}
+
+#[test]
 fn query_is_sent_and_fragment_never() {
     let mut ev = EventLoop::new().unwrap();
     let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("", "")));

@@ -84,11 +84,7 @@ impl HttpRequest {
     /// Fails with [`HttpError::InvalidUrl`] when `url` does not parse or its scheme is not `http`
     /// or `https`.
     pub fn new(url: &str) -> Result<Self, HttpError> {
-        let parsed = Url::parse(url).map_err(|e| HttpError::InvalidUrl {
-            url: url.to_string(),
-            reason: e.to_string(),
-        })?;
-        Self::from_url(parsed)
+        Self::from_url(parse_url(url)?)
     }
 
     /// A GET request for an already parsed URL (same rules as [`HttpRequest::new`]).
@@ -508,6 +504,14 @@ fn hex_value(digit: u8) -> Option<u8> {
     char::from(digit)
         .to_digit(16)
         .and_then(|d| u8::try_from(d).ok())
+}
+
+/// `url` parsed, or the error [`HttpRequest::new`] reports for it.
+pub(crate) fn parse_url(url: &str) -> Result<Url, HttpError> {
+    Url::parse(url).map_err(|e| HttpError::InvalidUrl {
+        url: url.to_string(),
+        reason: e.to_string(),
+    })
 }
 
 #[cfg(test)]
