@@ -9,8 +9,9 @@
 //! longer line to `memchr2`, whose unrolled loop wins there. For a line expected to be longer
 //! than that, the inline look is wasted, so [`find_long_line_end`] goes to `memchr2` directly;
 //! the parser picks by what the stream's previous data lines were like. Elsewhere than x86_64
-//! both are `memchr2`. Inputs under 16 bytes (tiny chunks, the end of a chunk) are searched two
-//! words at a time instead (see `swar`): a 7-byte piece was ~50 instructions in a byte loop.
+//! both are `memchr2`. Inputs under 16 bytes (tiny chunks, the end of a chunk) are searched a
+//! 64-bit word or two at a time instead (see `swar`): a 7-byte piece was ~50 instructions in a
+//! byte loop.
 //!
 //! The SIMD code is the library's only `unsafe`: unaligned loads from references to fixed-size
 //! arrays, and AVX2 code run only after the CPU was seen to support it. Tests compare every
@@ -61,8 +62,9 @@ pub(super) fn find_line_end(bytes: &[u8]) -> Option<usize> {
 }
 
 /// Inputs shorter than one SIMD block (tiny chunks, short ID lines): a word at a time, so a
-/// 7- or 15-byte piece costs two word checks instead of a compare per byte. Out of line: inlined
-/// at every search it enlarged the parser's main loop, which then ran slower on long chunks.
+/// 7-byte piece costs one word check and a 15-byte one two, not a compare per byte. Out of
+/// line: inlined at every search it enlarged the parser's main loop, which then ran slower on
+/// long chunks.
 #[inline(never)]
 fn find_line_end_in_words(bytes: &[u8]) -> Option<usize> {
     super::swar::find_in_short(bytes, super::swar::line_end_marks)
