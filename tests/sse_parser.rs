@@ -1175,8 +1175,74 @@ proptest! {
     }
 }
 
+/// Long data lines (over 256 bytes, so the parser expects them after the first): bytes that end a
+/// line, that stop an ASCII proof, and that are ASCII controls without ending one.
+fn long_line_stream() -> impl Strategy<Value = Vec<u8>> {
+    let byte = prop_oneof![
+        300 => b'a'..=b'z',
+        2 => Just(b'\t'),
+        1 => Just(0x0Bu8),
+        1 => Just(0x80u8),
+        1 => Just(0xFFu8),
+        1 => Just(0xC3u8),
+        1 => Just(0xA9u8),
+        1 => Just(b'\r'),
+        1 => Just(b'\n'),
+    ];
+    let line = prop::collection::vec(byte, 200..1500);
+    prop::collection::vec(line, 1..5).prop_map(|lines| {
+        let mut out = Vec::new();
+        for line in lines {
+            out.extend_from_slice(b"data: ");
+            out.extend_from_slice(&line);
+            out.extend_from_slice(b"\n\n");
+        }
+        out
+    })
+}
+
+#[test]
+fn long_lines_of_every_kind_are_delivered_exactly() {
+    let ascii = "x".repeat(1_000);
+    let tabs = "\tcol".repeat(300);
+    let multi_byte = "caf\u{e9} \u{4e2d}\u{6587} ".repeat(100);
+    let input = format!("data: {ascii}\n\ndata: {tabs}\n\ndata: {multi_byte}\n\ndata: {ascii}\n\n");
+    let mut raw = input.into_bytes();
+    // An invalid byte late in a long line that looks ASCII up to there.
+    raw.extend_from_slice(b"data: ");
+    raw.extend_from_slice(ascii.as_bytes());
+    raw.extend_from_slice(b"\xFF!\n\n");
+    let whole = run_chunks(DEFAULTS, &[&raw]);
+    assert_eq!(whole.error, None);
+    assert_eq!(
+        whole.events(),
+        [
+            message(&ascii),
+            message(&tabs),
+            message(&multi_byte),
+            message(&ascii),
+            message(&format!("{ascii}\u{FFFD}!")),
+        ]
+    );
+    for size in [7, 100, 333, 4096] {
+        let pieces: Vec<&[u8]> = raw.chunks(size).collect();
+        assert_eq!(run_chunks(DEFAULTS, &pieces), whole, "{size}-byte pieces");
+    }
+}
+
 proptest! {
     #![proptest_config(ProptestConfig::with_cases(256))]
+
+    #[test]
+    fn long_lines_match_the_reference_parser_however_split(
+        input in long_line_stream(),
+        cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..4),
+    ) {
+        let expected = reference_parse(&input, false);
+        prop_assert_eq!(&run_chunks(DEFAULTS, &[&input]), &expected);
+        let chunks = split_at_indices(&input, &cuts);
+        prop_assert_eq!(&run_chunks(DEFAULTS, &chunks), &expected);
+    }
 
     #[test]
     fn writer_output_parses_back_to_the_same_events(

@@ -61,6 +61,23 @@ impl<'a> ChunkText<'a> {
         nul_free.then_some(text)
     }
 
+    /// Takes `line`, a complete line of the chunk that the search for its end already proved
+    /// ASCII (see `long_line`), as the checked window, so that its values need no check of their
+    /// own. A line an earlier window covered, or one from elsewhere, is left to the usual check.
+    pub(super) fn add_checked_line(&mut self, line: &'a str) {
+        let offset = (line.as_ptr() as usize).wrapping_sub(self.chunk.as_ptr() as usize);
+        let Some(end) = offset.checked_add(line.len()) else {
+            return;
+        };
+        if offset < self.checked_to || end > self.chunk.len() {
+            return;
+        }
+        self.window = line;
+        self.window_nul_free = None;
+        // Past the line's terminator, as after a check of lines.
+        self.checked_to = end.saturating_add(1);
+    }
+
     /// `part` from the checked window, if it lies inside.
     #[inline(always)]
     fn in_window(&self, part: &[u8]) -> Option<&'a str> {
@@ -205,6 +222,44 @@ mod tests {
         let mut text = ChunkText::new(&chunk);
         assert_eq!(text.nul_free_text_of(&chunk[id_start..id_start + 1]), None);
         assert_eq!(text.text_of(&chunk[id_start..id_start + 1]), Some("1"));
+    }
+
+    #[test]
+    fn a_line_proven_ascii_is_text_and_the_lines_after_it_are_checked_as_usual() {
+        let chunk = chunk_with(b"data: 0123456789\nid: \xff\nid: 9\n", b"");
+        let line_start = FILLER.len();
+        let line = std::str::from_utf8(&chunk[line_start..line_start + 16]).unwrap();
+        let mut text = ChunkText::new(&chunk);
+        text.add_checked_line(line);
+        let value = &chunk[line_start + 6..line_start + 16];
+        assert_eq!(text.text_of(value), Some("0123456789"));
+        let bad_id = line_start + 21;
+        assert_eq!(text.text_of(&chunk[bad_id..bad_id + 1]), None);
+        // The window with the invalid ID covers the next line too (not checked on its own).
+        assert_eq!(text.text_of(&chunk[bad_id + 6..bad_id + 7]), None);
+
+        let chunk = chunk_with(b"data: 0123456789\nid: 9\n", b"");
+        let mut text = ChunkText::new(&chunk);
+        text.add_checked_line(std::str::from_utf8(&chunk[line_start..line_start + 16]).unwrap());
+        let id = line_start + 21;
+        assert_eq!(text.text_of(&chunk[id..id + 1]), Some("9"));
+    }
+
+    #[test]
+    fn a_proven_line_inside_an_earlier_window_or_elsewhere_changes_nothing() {
+        let chunk = chunk_with(b"id: 1\ndata: abc\n", b"");
+        let id = FILLER.len() + 4;
+        let mut text = ChunkText::new(&chunk);
+        assert_eq!(text.text_of(&chunk[id..id + 1]), Some("1"));
+        // Already covered by the window just checked: that window stays.
+        let data_line = FILLER.len() + 6;
+        text.add_checked_line(std::str::from_utf8(&chunk[data_line..data_line + 9]).unwrap());
+        assert_eq!(text.text_of(&chunk[id..id + 1]), Some("1"));
+        let elsewhere = String::from("data: abc");
+        let mut text = ChunkText::new(&chunk);
+        text.add_checked_line(&elsewhere);
+        assert_eq!(text.text_of(&elsewhere.as_bytes()[6..]), None);
+        assert_eq!(text.text_of(&chunk[id..id + 1]), Some("1"));
     }
 
     #[test]

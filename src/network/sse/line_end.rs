@@ -1,4 +1,4 @@
-//! [`find_line_end`] and [`find_long_line_end`]: where the next line of an event stream ends.
+//! [`find_line_end`] and [`find_piece_line_end`]: where the next line of an event stream ends.
 //!
 //! Most lines of real streams are short: IDs, event types, data lines of tens to a couple of
 //! hundred bytes (an OpenAI delta is ~150). For them the call into `memchr2` costs more than
@@ -6,15 +6,16 @@
 //! inputs (measured: ~60 instructions on a 47-byte line, ~100 on a 150-byte one). So on x86_64
 //! [`find_line_end`] checks the first 256 bytes itself, 32 bytes per step with AVX2 where the
 //! CPU has it (detected at run time), else with SSE2 (in every x86_64 CPU), and only hands a
-//! longer line to `memchr2`, whose unrolled loop wins there. For a line expected to be longer
-//! than that, the inline look is wasted, so [`find_long_line_end`] goes to `memchr2` directly;
-//! the parser picks by what the stream's previous data lines were like. Elsewhere than x86_64
-//! both are `memchr2`. Inputs under 16 bytes (tiny chunks, the end of a chunk) are searched a
+//! longer line to `memchr2`, whose unrolled loop wins there. For a data line expected to be
+//! longer than that, the inline look is wasted: the parser (which picks by what the stream's
+//! previous data lines were like) uses `long_line`'s search instead, which also proves the line
+//! ASCII. Elsewhere than x86_64 the search is `memchr2`. Inputs under 16 bytes (tiny chunks, the end of a chunk) are searched a
 //! 64-bit word or two at a time instead (see `swar`): a 7-byte piece was ~50 instructions in a
 //! byte loop.
 //!
-//! The SIMD code is the library's only `unsafe`: unaligned loads from references to fixed-size
-//! arrays, and AVX2 code run only after the CPU was seen to support it. Tests compare every
+//! The SIMD code is `unsafe` (with `long_line`, the library's only `unsafe`): unaligned loads
+//! from references to fixed-size arrays, and AVX2 code run only after the CPU was seen to
+//! support it. Tests compare every
 //! path with the plain loop at every position and length.
 
 /// Inputs shorter than this are scanned a word at a time, without SIMD: for the tiny chunks some
@@ -25,17 +26,8 @@ const SCALAR_SCAN_BELOW: usize = super::swar::SHORT;
 /// calling `memchr2`.
 pub(super) const SHORT_LINE: usize = 256;
 
-/// The index of the first CR or LF in `bytes`, for a line expected to be long.
-#[inline]
-pub(super) fn find_long_line_end(bytes: &[u8]) -> Option<usize> {
-    if bytes.len() < SCALAR_SCAN_BELOW {
-        return find_line_end_in_words(bytes);
-    }
-    memchr::memchr2(b'\r', b'\n', bytes)
-}
-
-/// [`find_long_line_end`] for the next piece of a line already being streamed: a small piece is
-/// searched inline, as that search is most of the work for a stream fed in tiny pieces (and it
+/// The index of the first CR or LF in `bytes`, the next piece of a line already being streamed
+/// (likely long: `memchr2`). A small piece is searched inline, as that search is most of the work for a stream fed in tiny pieces (and it
 /// happens outside the parser's main loop, which it would enlarge).
 #[inline(always)]
 pub(super) fn find_piece_line_end(bytes: &[u8]) -> Option<usize> {
@@ -57,7 +49,7 @@ pub(super) fn find_line_end(bytes: &[u8]) -> Option<usize> {
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
-        find_long_line_end(bytes)
+        memchr::memchr2(b'\r', b'\n', bytes)
     }
 }
 
@@ -316,12 +308,10 @@ mod tests {
                         bytes[at + 3] = b'\n';
                     }
                     assert_eq!(find_line_end(&bytes), Some(at), "len {len}, at {at}");
-                    assert_eq!(find_long_line_end(&bytes), Some(at), "len {len}, at {at}");
                     assert_eq!(find_piece_line_end(&bytes), Some(at), "len {len}, at {at}");
                 }
             }
             assert_eq!(find_line_end(&vec![b'a'; len]), None, "len {len}");
-            assert_eq!(find_long_line_end(&vec![b'a'; len]), None, "len {len}");
             assert_eq!(find_piece_line_end(&vec![b'a'; len]), None, "len {len}");
         }
     }
@@ -352,7 +342,6 @@ mod tests {
                 let short = &bytes[..end];
                 prop_assert_eq!(find_line_end_in_words(short), find_line_end_plain(short));
             }
-            prop_assert_eq!(find_long_line_end(&bytes), find_line_end_plain(&bytes));
             prop_assert_eq!(find_piece_line_end(&bytes), find_line_end_plain(&bytes));
             for start in [1usize, 7, 16, 33] {
                 if let Some(tail) = bytes.get(start..) {

@@ -7,6 +7,7 @@ mod client;
 mod error;
 mod event;
 mod line_end;
+mod long_line;
 mod parser;
 mod swar;
 mod writer;

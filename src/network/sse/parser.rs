@@ -32,7 +32,8 @@ use smol_str::SmolStr;
 
 use super::chunk_text::ChunkText;
 use super::event::{SseEvent, SseEventRef, is_custom_event_type};
-use super::line_end::{SHORT_LINE, find_line_end, find_long_line_end, find_piece_line_end};
+use super::line_end::{SHORT_LINE, find_line_end, find_piece_line_end};
+use super::long_line::find_long_line_end;
 use super::swar;
 
 /// The default limit, in bytes, on one event: 16 MiB (16 777 216 bytes) for the decoded data of
@@ -483,7 +484,8 @@ impl SseParser {
                 rest = after;
                 continue;
             }
-            let Some((line, terminator, tail)) = split_line(rest, self.long_data_lines) else {
+            let Some((line, terminator, tail)) = split_line(rest, self.long_data_lines, &mut text)
+            else {
                 break;
             };
             rest = self.skip_line_end(terminator, tail);
@@ -1373,15 +1375,31 @@ enum Field {
 /// Always inlined: as a call (returning three values through memory) it costs more than a short
 /// line's search.
 #[inline(always)]
-fn split_line(bytes: &[u8], long_data_lines: bool) -> Option<(&[u8], u8, &[u8])> {
+fn split_line<'a>(
+    bytes: &'a [u8],
+    long_data_lines: bool,
+    text: &mut ChunkText<'a>,
+) -> Option<(&'a [u8], u8, &'a [u8])> {
     let end = match bytes.first() {
         // A blank line (every event ends with one) needs no search at all.
         Some(b'\r' | b'\n') => Some(0),
         // Data lines are as long as the stream's data; other lines (IDs, types) are short.
-        Some(b'd') if long_data_lines => find_long_line_end(bytes),
+        Some(b'd') if long_data_lines => find_long_data_line_end(bytes, text),
         _ => find_line_end(bytes),
     }?;
     split_at_terminator(bytes, end)
+}
+
+/// The end of a data line expected to be long; a line the search proved ASCII becomes the
+/// chunk's checked text, so that its value is not checked again at dispatch (one pass over a
+/// long line instead of two).
+#[inline(never)]
+fn find_long_data_line_end<'a>(bytes: &'a [u8], text: &mut ChunkText<'a>) -> Option<usize> {
+    let found = find_long_line_end(bytes)?;
+    if let Some(line) = found.ascii_text {
+        text.add_checked_line(line);
+    }
+    Some(found.end)
 }
 
 /// [`split_line`] for the rest of a `data` line that began in an earlier chunk (likely long).

@@ -1,0 +1,325 @@
+//! [`find_long_line_end`]: where a long line ends and, in the same pass, whether it is ASCII.
+//!
+//! A data line of hundreds of kilobytes that lies whole in a chunk was read twice: once by
+//! `memchr2` for its end, once more by the UTF-8 check when its event was dispatched. Both facts
+//! come out of one pass: a byte below 14 as a *signed* byte is either a control character
+//! (CR, LF, tab, …) or part of a multi-byte character (every byte ≥ 0x80 is negative), so one
+//! compare per 32 bytes flags every byte that can end the line or stop it from being ASCII, and
+//! a run of unflagged blocks is ASCII text with no line end. Only a flagged block is looked at
+//! closely. That is fewer instructions per byte than `memchr2`'s two compares, and it spares the
+//! second pass: a line proven ASCII is valid UTF-8, so its text is handed on without a check
+//! (see [`ChunkText::add_checked_line`](super::chunk_text::ChunkText::add_checked_line)).
+//!
+//! Once a byte ≥ 0x80 shows up no proof is possible any more, and the rest of the search is
+//! `memchr2`'s; the dispatch then checks the text as before. Without AVX2 (or off x86_64) the
+//! search is `memchr2` alone, with no proof.
+//!
+//! `unsafe` here: the AVX2 loads (as in `line_end`) and the conversion of a line proven ASCII
+//! into `&str` in [`ascii_text`], the only place a `&str` is made without a check.
+
+/// A line end found by [`find_long_line_end`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) struct LongLineEnd<'a> {
+    /// Index of the first CR or LF.
+    pub(super) end: usize,
+    /// The bytes before `end` as text, when the search proved them ASCII.
+    pub(super) ascii_text: Option<&'a str>,
+}
+
+/// The index of the first CR or LF in `bytes` (a line expected to be long), and the line before
+/// it as text when it is all ASCII.
+#[inline]
+pub(super) fn find_long_line_end(bytes: &[u8]) -> Option<LongLineEnd<'_>> {
+    #[cfg(target_arch = "x86_64")]
+    {
+        avx2::find_checked(bytes)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        without_proof(bytes)
+    }
+}
+
+/// The search without an ASCII proof: `memchr2`.
+fn without_proof(bytes: &[u8]) -> Option<LongLineEnd<'_>> {
+    memchr::memchr2(b'\r', b'\n', bytes).map(|end| LongLineEnd {
+        end,
+        ascii_text: None,
+    })
+}
+
+/// The end of the line in `rest`, the part of a line after `checked` bytes found ASCII with no
+/// line end; for short remainders, so plain code does.
+fn find_in_rest(bytes: &[u8], checked: usize) -> Option<LongLineEnd<'_>> {
+    let rest = bytes.get(checked..)?;
+    let found = rest.iter().position(|&b| b == b'\r' || b == b'\n')?;
+    let end = checked + found;
+    let line = bytes.get(..end)?;
+    Some(LongLineEnd {
+        end,
+        ascii_text: rest.get(..found)?.is_ascii().then(|| ascii_text(line)),
+    })
+}
+
+/// `line` as text.
+///
+/// Callers must have seen every byte of `line` below 0x80; that is checked in debug builds (and
+/// so in every test and fuzz run).
+#[allow(unsafe_code)]
+fn ascii_text(line: &[u8]) -> &str {
+    debug_assert!(line.is_ascii(), "a line taken for ASCII is not");
+    // SAFETY: every caller proved each byte of `line` below 0x80 (see the call sites), and a
+    // sequence of such bytes is valid UTF-8: each is a complete one-byte character.
+    unsafe { std::str::from_utf8_unchecked(line) }
+}
+
+/// 32 bytes per compare, four blocks per step.
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod avx2 {
+    use std::arch::x86_64::{
+        __m256i, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
+        _mm256_or_si256, _mm256_set1_epi8,
+    };
+
+    use super::{LongLineEnd, ascii_text, find_in_rest};
+
+    /// Bytes per AVX2 block.
+    const BLOCK: usize = 32;
+    /// Bytes per step of the fast loop: one branch for four blocks.
+    const GROUP: usize = 4 * BLOCK;
+    /// Signed bytes below this are flagged: controls up to CR, and every byte ≥ 0x80.
+    const FLAG_BELOW: i8 = 0x0E;
+
+    /// Whether this CPU has AVX2 (std caches the answer after the first call).
+    #[inline(always)]
+    fn available() -> bool {
+        std::is_x86_feature_detected!("avx2")
+    }
+
+    /// [`find`] where the CPU has AVX2, else the search without proof.
+    #[inline(always)]
+    pub(super) fn find_checked(bytes: &[u8]) -> Option<LongLineEnd<'_>> {
+        if !available() {
+            return super::without_proof(bytes);
+        }
+        // SAFETY: `available()` just confirmed the CPU supports AVX2, the only requirement of
+        // `find`.
+        unsafe { find(bytes) }
+    }
+
+    /// [`find_long_line_end`](super::find_long_line_end) with AVX2.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 ([`available`] returned `true`).
+    #[target_feature(enable = "avx2")]
+    unsafe fn find(bytes: &[u8]) -> Option<LongLineEnd<'_>> {
+        // Invariant: `bytes[..offset]` is ASCII and holds no CR or LF.
+        let mut offset = 0;
+        while let Some(group) = group_at(bytes, offset) {
+            // SAFETY: this function's caller guarantees AVX2.
+            if !unsafe { any_flagged(group) } {
+                offset += GROUP;
+                continue;
+            }
+            for block in group.chunks_exact(BLOCK) {
+                let Ok(block) = <&[u8; BLOCK]>::try_from(block) else {
+                    break;
+                };
+                // SAFETY: this function's caller guarantees AVX2.
+                let (line_ends, non_ascii) = unsafe { masks(block) };
+                if line_ends != 0 {
+                    let at = line_ends.trailing_zeros();
+                    let end = offset + at as usize;
+                    // The bytes of this block before the line end: ASCII if none has its top bit.
+                    let before = (1u32 << at) - 1;
+                    let ascii = non_ascii & before == 0;
+                    return Some(LongLineEnd {
+                        end,
+                        // Proven: `bytes[..offset]` by the invariant, the rest of the block
+                        // before `at` just now.
+                        ascii_text: ascii.then(|| ascii_text(bytes.get(..end).unwrap_or_default())),
+                    });
+                }
+                offset += BLOCK;
+                if non_ascii != 0 {
+                    // No proof possible any more: find the end only.
+                    let rest = bytes.get(offset..)?;
+                    return super::without_proof(rest).map(|found| LongLineEnd {
+                        end: offset + found.end,
+                        ascii_text: None,
+                    });
+                }
+                // Only other control bytes (a tab): ASCII all the same; go on.
+            }
+        }
+        // Fewer than 128 bytes left (`bytes[..offset]` still ASCII without a line end).
+        find_in_rest(bytes, offset)
+    }
+
+    /// The 128 bytes at `offset`, if there are that many.
+    #[inline(always)]
+    fn group_at(bytes: &[u8], offset: usize) -> Option<&[u8; GROUP]> {
+        bytes
+            .get(offset..offset.checked_add(GROUP)?)?
+            .try_into()
+            .ok()
+    }
+
+    /// The 32 bytes at `at` of `group`, loaded.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2, and `at + 32 <= 128`.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn load(group: &[u8; GROUP], at: usize) -> __m256i {
+        debug_assert!(at + BLOCK <= GROUP);
+        // SAFETY: `group` is a reference to 128 initialised bytes and the caller keeps
+        // `at + 32` within them, so the 32-byte read stays inside; `_mm256_loadu_si256` accepts
+        // any alignment.
+        unsafe { _mm256_loadu_si256(group.as_ptr().add(at).cast()) }
+    }
+
+    /// Whether any byte of `group` is flagged (a control up to CR, or ≥ 0x80).
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn any_flagged(group: &[u8; GROUP]) -> bool {
+        // SAFETY: the caller guarantees AVX2; every `at` is a multiple of 32 below 128.
+        unsafe {
+            let limit = _mm256_set1_epi8(FLAG_BELOW);
+            let a = _mm256_cmpgt_epi8(limit, load(group, 0));
+            let b = _mm256_cmpgt_epi8(limit, load(group, BLOCK));
+            let c = _mm256_cmpgt_epi8(limit, load(group, 2 * BLOCK));
+            let d = _mm256_cmpgt_epi8(limit, load(group, 3 * BLOCK));
+            let any = _mm256_or_si256(_mm256_or_si256(a, b), _mm256_or_si256(c, d));
+            _mm256_movemask_epi8(any) != 0
+        }
+    }
+
+    /// Bit `i` of the first mask set when byte `i` of `block` is CR or LF; of the second when
+    /// it is ≥ 0x80.
+    ///
+    /// # Safety
+    ///
+    /// The CPU must support AVX2.
+    #[target_feature(enable = "avx2")]
+    #[inline]
+    unsafe fn masks(block: &[u8; BLOCK]) -> (u32, u32) {
+        // SAFETY: `block` is a reference to 32 initialised bytes, so the 32-byte read from its
+        // start stays inside it, and `_mm256_loadu_si256` accepts any alignment. The caller
+        // guarantees AVX2, the only feature these intrinsics need.
+        unsafe {
+            let bytes = _mm256_loadu_si256(block.as_ptr().cast());
+            let cr = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi8(b'\r' as i8));
+            let lf = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi8(b'\n' as i8));
+            // All 32 bits are used: reinterpret, do not sign-extend.
+            let line_ends = _mm256_movemask_epi8(_mm256_or_si256(cr, lf)) as u32;
+            let non_ascii = _mm256_movemask_epi8(bytes) as u32;
+            (line_ends, non_ascii)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    /// What the search must say: the first CR or LF, and the line as text if it is ASCII.
+    fn expected(bytes: &[u8]) -> Option<(usize, Option<&str>)> {
+        let end = bytes.iter().position(|&b| b == b'\r' || b == b'\n')?;
+        let line = &bytes[..end];
+        Some((
+            end,
+            line.is_ascii().then(|| std::str::from_utf8(line).unwrap()),
+        ))
+    }
+
+    fn found(bytes: &[u8]) -> Option<(usize, Option<&str>)> {
+        find_long_line_end(bytes).map(|f| (f.end, f.ascii_text))
+    }
+
+    #[test]
+    fn every_flagged_byte_at_every_position_of_every_length() {
+        // Flagged bytes that end a line, that stop the proof, and that do neither (tab, NUL,
+        // the control just past CR, DEL).
+        let specials = [b'\r', b'\n', 0x80, 0xFF, 0xC3, b'\t', 0, 0x0E, 0x7F, 0x0B];
+        for len in 0..300 {
+            let mut bytes = vec![b'a'; len];
+            bytes.push(b'\n');
+            assert_eq!(found(&bytes), expected(&bytes), "len {len}");
+            assert_eq!(found(&bytes[..len]), None, "len {len}, no line end");
+            for at in 0..len {
+                for special in specials {
+                    bytes[at] = special;
+                    assert_eq!(
+                        found(&bytes),
+                        expected(&bytes),
+                        "len {len}, {special:#x} at {at}"
+                    );
+                    bytes[at] = b'a';
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn a_non_ascii_byte_after_the_line_end_does_not_matter() {
+        let mut bytes = vec![b'x'; 1000];
+        bytes[500] = b'\n';
+        bytes[501] = 0xE9;
+        bytes[999] = 0x80;
+        let found = find_long_line_end(&bytes).unwrap();
+        assert_eq!(found.end, 500);
+        assert_eq!(found.ascii_text.map(str::len), Some(500));
+    }
+
+    #[test]
+    fn a_long_multi_byte_line_still_has_its_end_found() {
+        let line = "caf\u{e9} \u{4e2d}\u{6587} ".repeat(200);
+        let bytes = format!("{line}\r\nnext").into_bytes();
+        let found = find_long_line_end(&bytes).unwrap();
+        assert_eq!(found.end, line.len());
+        assert_eq!(found.ascii_text, None);
+    }
+
+    #[test]
+    fn the_fallback_finds_ends_without_proof() {
+        let bytes = b"data: plain ascii\nrest";
+        assert_eq!(
+            without_proof(bytes),
+            Some(LongLineEnd {
+                end: 17,
+                ascii_text: None
+            })
+        );
+        assert_eq!(without_proof(b"no end"), None);
+    }
+
+    proptest! {
+        #[test]
+        fn agrees_with_the_plain_definition(
+            bytes in proptest::collection::vec(
+                prop_oneof![
+                    200 => b'a'..=b'z',
+                    2 => any::<u8>(),
+                    1 => Just(b'\r'),
+                    1 => Just(b'\n'),
+                    1 => Just(b'\t'),
+                    1 => Just(0x80u8),
+                ],
+                0..1200,
+            ),
+            start in 0usize..64,
+        ) {
+            let bytes = bytes.get(start..).unwrap_or_default();
+            prop_assert_eq!(found(bytes), expected(bytes));
+        }
+    }
+}
