@@ -1208,10 +1208,15 @@ fn long_lines_of_every_kind_are_delivered_exactly() {
     let multi_byte = "caf\u{e9} \u{4e2d}\u{6587} ".repeat(100);
     let input = format!("data: {ascii}\n\ndata: {tabs}\n\ndata: {multi_byte}\n\ndata: {ascii}\n\n");
     let mut raw = input.into_bytes();
-    // An invalid byte late in a long line that looks ASCII up to there.
+    // An invalid byte late in a long line that looks ASCII up to there, then one early in a
+    // line that is ASCII after it.
     raw.extend_from_slice(b"data: ");
     raw.extend_from_slice(ascii.as_bytes());
-    raw.extend_from_slice(b"\xFF!\n\n");
+    raw.extend_from_slice(b"\xFF!\n\ndata: \xC3");
+    raw.extend_from_slice(ascii.as_bytes());
+    raw.extend_from_slice(b"\n\n");
+    // A character at the start of a line that goes on in ASCII pieces.
+    raw.extend_from_slice(format!("data: \u{e9}{ascii}\n\n").as_bytes());
     let whole = run_chunks(DEFAULTS, &[&raw]);
     assert_eq!(whole.error, None);
     assert_eq!(
@@ -1222,6 +1227,8 @@ fn long_lines_of_every_kind_are_delivered_exactly() {
             message(&multi_byte),
             message(&ascii),
             message(&format!("{ascii}\u{FFFD}!")),
+            message(&format!("\u{FFFD}{ascii}")),
+            message(&format!("\u{e9}{ascii}")),
         ]
     );
     for size in [7, 100, 333, 4096] {

@@ -1,4 +1,4 @@
-//! [`find_line_end`] and [`find_piece_line_end`]: where the next line of an event stream ends.
+//! [`find_line_end`]: where the next line of an event stream ends.
 //!
 //! Most lines of real streams are short: IDs, event types, data lines of tens to a couple of
 //! hundred bytes (an OpenAI delta is ~150). For them the call into `memchr2` costs more than
@@ -9,7 +9,7 @@
 //! longer line to `memchr2`, whose unrolled loop wins there. For a data line expected to be
 //! longer than that, the inline look is wasted: the parser (which picks by what the stream's
 //! previous data lines were like) uses `long_line`'s search instead, which also proves the line
-//! ASCII. Elsewhere than x86_64 the search is `memchr2`. Inputs under 16 bytes (tiny chunks, the end of a chunk) are searched a
+//! ASCII; so do the pieces of a line being streamed across chunks. Elsewhere than x86_64 the search is `memchr2`. Inputs under 16 bytes (tiny chunks, the end of a chunk) are searched a
 //! 64-bit word or two at a time instead (see `swar`): a 7-byte piece was ~50 instructions in a
 //! byte loop.
 //!
@@ -25,17 +25,6 @@ const SCALAR_SCAN_BELOW: usize = super::swar::SHORT;
 /// Lines up to this long (256 bytes) count as short: [`find_line_end`] finds their ends without
 /// calling `memchr2`.
 pub(super) const SHORT_LINE: usize = 256;
-
-/// The index of the first CR or LF in `bytes`, the next piece of a line already being streamed
-/// (likely long: `memchr2`). A small piece is searched inline, as that search is most of the work for a stream fed in tiny pieces (and it
-/// happens outside the parser's main loop, which it would enlarge).
-#[inline(always)]
-pub(super) fn find_piece_line_end(bytes: &[u8]) -> Option<usize> {
-    if bytes.len() < SCALAR_SCAN_BELOW {
-        return super::swar::find_in_short(bytes, super::swar::line_end_marks);
-    }
-    memchr::memchr2(b'\r', b'\n', bytes)
-}
 
 /// The index of the first CR or LF in `bytes`, for a line expected to be short.
 #[inline]
@@ -308,11 +297,9 @@ mod tests {
                         bytes[at + 3] = b'\n';
                     }
                     assert_eq!(find_line_end(&bytes), Some(at), "len {len}, at {at}");
-                    assert_eq!(find_piece_line_end(&bytes), Some(at), "len {len}, at {at}");
                 }
             }
             assert_eq!(find_line_end(&vec![b'a'; len]), None, "len {len}");
-            assert_eq!(find_piece_line_end(&vec![b'a'; len]), None, "len {len}");
         }
     }
 
@@ -342,7 +329,6 @@ mod tests {
                 let short = &bytes[..end];
                 prop_assert_eq!(find_line_end_in_words(short), find_line_end_plain(short));
             }
-            prop_assert_eq!(find_piece_line_end(&bytes), find_line_end_plain(&bytes));
             for start in [1usize, 7, 16, 33] {
                 if let Some(tail) = bytes.get(start..) {
                     prop_assert_eq!(find_line_end(tail), find_line_end_plain(tail));

@@ -1,4 +1,4 @@
-//! [`find_long_line_end`]: where a long line ends and, in the same pass, whether it is ASCII.
+//! [`scan_long_line`]: where a long line ends and, in the same pass, whether it is ASCII.
 //!
 //! A data line of hundreds of kilobytes that lies whole in a chunk was read twice: once by
 //! `memchr2` for its end, once more by the UTF-8 check when its event was dispatched. Both facts
@@ -8,7 +8,8 @@
 //! a run of unflagged blocks is ASCII text with no line end. Only a flagged block is looked at
 //! closely. That is fewer instructions per byte than `memchr2`'s two compares, and it spares the
 //! second pass: a line proven ASCII is valid UTF-8, so its text is handed on without a check
-//! (see [`ChunkText::add_checked_line`](super::chunk_text::ChunkText::add_checked_line)).
+//! (see [`ChunkText::add_checked_line`](super::chunk_text::ChunkText::add_checked_line) for a line
+//! that lies whole in a chunk, `DataBuffer` for the pieces of a line that spans chunks).
 //!
 //! Once a byte ≥ 0x80 shows up no proof is possible any more, and the rest of the search is
 //! `memchr2`'s; the dispatch then checks the text as before. Without AVX2 (or off x86_64) the
@@ -17,22 +18,23 @@
 //! `unsafe` here: the AVX2 loads (as in `line_end`) and the conversion of a line proven ASCII
 //! into `&str` in [`ascii_text`], the only place a `&str` is made without a check.
 
-/// A line end found by [`find_long_line_end`].
+/// What [`scan_long_line`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(super) struct LongLineEnd<'a> {
-    /// Index of the first CR or LF.
-    pub(super) end: usize,
-    /// The bytes before `end` as text, when the search proved them ASCII.
+pub(super) struct LineScan<'a> {
+    /// Index of the first CR or LF, if there is one.
+    pub(super) end: Option<usize>,
+    /// The bytes before `end` (all of them when there is no end) as text, when the search proved
+    /// them ASCII.
     pub(super) ascii_text: Option<&'a str>,
 }
 
-/// The index of the first CR or LF in `bytes` (a line expected to be long), and the line before
-/// it as text when it is all ASCII.
+/// The first CR or LF in `bytes` (a line expected to be long), and the line before it (all of
+/// `bytes` when there is none) as text when it is ASCII.
 #[inline]
-pub(super) fn find_long_line_end(bytes: &[u8]) -> Option<LongLineEnd<'_>> {
+pub(super) fn scan_long_line(bytes: &[u8]) -> LineScan<'_> {
     #[cfg(target_arch = "x86_64")]
     {
-        avx2::find_checked(bytes)
+        avx2::scan_checked(bytes)
     }
     #[cfg(not(target_arch = "x86_64"))]
     {
@@ -40,25 +42,42 @@ pub(super) fn find_long_line_end(bytes: &[u8]) -> Option<LongLineEnd<'_>> {
     }
 }
 
-/// The search without an ASCII proof: `memchr2`.
-fn without_proof(bytes: &[u8]) -> Option<LongLineEnd<'_>> {
-    memchr::memchr2(b'\r', b'\n', bytes).map(|end| LongLineEnd {
-        end,
-        ascii_text: None,
-    })
+/// [`scan_long_line`] for the next piece of a line already being streamed. Pieces under 16 bytes
+/// (tiny chunks) get a word-at-a-time search and no proof: for them the set-up would cost more
+/// than the check the proof spares.
+#[inline(always)]
+pub(super) fn scan_line_piece(bytes: &[u8]) -> LineScan<'_> {
+    if bytes.len() < super::swar::SHORT {
+        return LineScan {
+            end: super::swar::find_in_short(bytes, super::swar::line_end_marks),
+            ascii_text: None,
+        };
+    }
+    scan_long_line(bytes)
 }
 
-/// The end of the line in `rest`, the part of a line after `checked` bytes found ASCII with no
-/// line end; for short remainders, so plain code does.
-fn find_in_rest(bytes: &[u8], checked: usize) -> Option<LongLineEnd<'_>> {
-    let rest = bytes.get(checked..)?;
-    let found = rest.iter().position(|&b| b == b'\r' || b == b'\n')?;
-    let end = checked + found;
-    let line = bytes.get(..end)?;
-    Some(LongLineEnd {
-        end,
-        ascii_text: rest.get(..found)?.is_ascii().then(|| ascii_text(line)),
-    })
+/// The search without an ASCII proof: `memchr2`.
+fn without_proof(bytes: &[u8]) -> LineScan<'_> {
+    LineScan {
+        end: memchr::memchr2(b'\r', b'\n', bytes),
+        ascii_text: None,
+    }
+}
+
+/// The scan of `bytes` whose first `checked` bytes are known ASCII without a line end; for short
+/// remainders.
+fn scan_rest(bytes: &[u8], checked: usize) -> LineScan<'_> {
+    let rest = bytes.get(checked..).unwrap_or_default();
+    let found = memchr::memchr2(b'\r', b'\n', rest);
+    let rest_of_line = rest.get(..found.unwrap_or(rest.len())).unwrap_or_default();
+    let line = bytes
+        .get(..checked + rest_of_line.len())
+        .unwrap_or_default();
+    LineScan {
+        end: found.map(|found| checked + found),
+        // Proven: the first `checked` bytes by the caller, the rest of the line just now.
+        ascii_text: rest_of_line.is_ascii().then(|| ascii_text(line)),
+    }
 }
 
 /// `line` as text.
@@ -82,7 +101,7 @@ mod avx2 {
         _mm256_or_si256, _mm256_set1_epi8,
     };
 
-    use super::{LongLineEnd, ascii_text, find_in_rest};
+    use super::{LineScan, ascii_text, scan_rest};
 
     /// Bytes per AVX2 block.
     const BLOCK: usize = 32;
@@ -97,24 +116,24 @@ mod avx2 {
         std::is_x86_feature_detected!("avx2")
     }
 
-    /// [`find`] where the CPU has AVX2, else the search without proof.
+    /// [`scan`] where the CPU has AVX2, else the search without proof.
     #[inline(always)]
-    pub(super) fn find_checked(bytes: &[u8]) -> Option<LongLineEnd<'_>> {
+    pub(super) fn scan_checked(bytes: &[u8]) -> LineScan<'_> {
         if !available() {
             return super::without_proof(bytes);
         }
         // SAFETY: `available()` just confirmed the CPU supports AVX2, the only requirement of
-        // `find`.
-        unsafe { find(bytes) }
+        // `scan`.
+        unsafe { scan(bytes) }
     }
 
-    /// [`find_long_line_end`](super::find_long_line_end) with AVX2.
+    /// [`scan_long_line`](super::scan_long_line) with AVX2.
     ///
     /// # Safety
     ///
     /// The CPU must support AVX2 ([`available`] returned `true`).
     #[target_feature(enable = "avx2")]
-    unsafe fn find(bytes: &[u8]) -> Option<LongLineEnd<'_>> {
+    unsafe fn scan(bytes: &[u8]) -> LineScan<'_> {
         // Invariant: `bytes[..offset]` is ASCII and holds no CR or LF.
         let mut offset = 0;
         while let Some(group) = group_at(bytes, offset) {
@@ -135,27 +154,27 @@ mod avx2 {
                     // The bytes of this block before the line end: ASCII if none has its top bit.
                     let before = (1u32 << at) - 1;
                     let ascii = non_ascii & before == 0;
-                    return Some(LongLineEnd {
-                        end,
+                    return LineScan {
+                        end: Some(end),
                         // Proven: `bytes[..offset]` by the invariant, the rest of the block
                         // before `at` just now.
                         ascii_text: ascii.then(|| ascii_text(bytes.get(..end).unwrap_or_default())),
-                    });
+                    };
                 }
                 offset += BLOCK;
                 if non_ascii != 0 {
                     // No proof possible any more: find the end only.
-                    let rest = bytes.get(offset..)?;
-                    return super::without_proof(rest).map(|found| LongLineEnd {
-                        end: offset + found.end,
+                    let rest = bytes.get(offset..).unwrap_or_default();
+                    return LineScan {
+                        end: super::without_proof(rest).end.map(|found| offset + found),
                         ascii_text: None,
-                    });
+                    };
                 }
                 // Only other control bytes (a tab): ASCII all the same; go on.
             }
         }
         // Fewer than 128 bytes left (`bytes[..offset]` still ASCII without a line end).
-        find_in_rest(bytes, offset)
+        scan_rest(bytes, offset)
     }
 
     /// The 128 bytes at `offset`, if there are that many.
@@ -231,18 +250,25 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
-    /// What the search must say: the first CR or LF, and the line as text if it is ASCII.
-    fn expected(bytes: &[u8]) -> Option<(usize, Option<&str>)> {
-        let end = bytes.iter().position(|&b| b == b'\r' || b == b'\n')?;
-        let line = &bytes[..end];
-        Some((
+    /// What the search must say: the first CR or LF, and the line (all of it without an end) as
+    /// text if it is ASCII.
+    fn expected(bytes: &[u8]) -> (Option<usize>, Option<&str>) {
+        let end = bytes.iter().position(|&b| b == b'\r' || b == b'\n');
+        let line = &bytes[..end.unwrap_or(bytes.len())];
+        (
             end,
             line.is_ascii().then(|| std::str::from_utf8(line).unwrap()),
-        ))
+        )
     }
 
-    fn found(bytes: &[u8]) -> Option<(usize, Option<&str>)> {
-        find_long_line_end(bytes).map(|f| (f.end, f.ascii_text))
+    fn found(bytes: &[u8]) -> (Option<usize>, Option<&str>) {
+        let scan = scan_long_line(bytes);
+        let piece = scan_line_piece(bytes);
+        assert_eq!(piece.end, scan.end, "the piece search finds the same end");
+        if bytes.len() >= crate::network::sse::swar::SHORT {
+            assert_eq!(piece.ascii_text, scan.ascii_text);
+        }
+        (scan.end, scan.ascii_text)
     }
 
     #[test]
@@ -254,7 +280,11 @@ mod tests {
             let mut bytes = vec![b'a'; len];
             bytes.push(b'\n');
             assert_eq!(found(&bytes), expected(&bytes), "len {len}");
-            assert_eq!(found(&bytes[..len]), None, "len {len}, no line end");
+            assert_eq!(
+                found(&bytes[..len]),
+                expected(&bytes[..len]),
+                "len {len}, no line end"
+            );
             for at in 0..len {
                 for special in specials {
                     bytes[at] = special;
@@ -275,8 +305,8 @@ mod tests {
         bytes[500] = b'\n';
         bytes[501] = 0xE9;
         bytes[999] = 0x80;
-        let found = find_long_line_end(&bytes).unwrap();
-        assert_eq!(found.end, 500);
+        let found = scan_long_line(&bytes);
+        assert_eq!(found.end, Some(500));
         assert_eq!(found.ascii_text.map(str::len), Some(500));
     }
 
@@ -284,8 +314,8 @@ mod tests {
     fn a_long_multi_byte_line_still_has_its_end_found() {
         let line = "caf\u{e9} \u{4e2d}\u{6587} ".repeat(200);
         let bytes = format!("{line}\r\nnext").into_bytes();
-        let found = find_long_line_end(&bytes).unwrap();
-        assert_eq!(found.end, line.len());
+        let found = scan_long_line(&bytes);
+        assert_eq!(found.end, Some(line.len()));
         assert_eq!(found.ascii_text, None);
     }
 
@@ -294,12 +324,12 @@ mod tests {
         let bytes = b"data: plain ascii\nrest";
         assert_eq!(
             without_proof(bytes),
-            Some(LongLineEnd {
-                end: 17,
+            LineScan {
+                end: Some(17),
                 ascii_text: None
-            })
+            }
         );
-        assert_eq!(without_proof(b"no end"), None);
+        assert_eq!(without_proof(b"no end").end, None);
     }
 
     proptest! {

@@ -4,6 +4,7 @@
 mod batch;
 mod chunk_text;
 mod client;
+mod data_buffer;
 mod error;
 mod event;
 mod line_end;
