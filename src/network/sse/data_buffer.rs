@@ -56,7 +56,10 @@ impl DataBuffer {
         if self.tail_invalid {
             return false;
         }
-        let tail = self.bytes.get(self.text_len..).unwrap_or_default();
+        // Fails closed: were the prefix ever longer than the bytes, nothing would be proven.
+        let Some(tail) = self.bytes.get(self.text_len..) else {
+            return false;
+        };
         if simdutf8::basic::from_utf8(tail).is_err() {
             self.tail_invalid = true;
             return false;
@@ -93,7 +96,8 @@ impl DataBuffer {
     /// checked.
     #[inline]
     pub(super) fn text(&self) -> Option<&str> {
-        let tail = self.bytes.get(self.text_len..).unwrap_or_default();
+        // Fails closed: were the prefix ever longer than the bytes, nothing would be text.
+        let tail = self.bytes.get(self.text_len..)?;
         simdutf8::basic::from_utf8(tail).ok()?;
         Some(self.as_text_unchecked())
     }

@@ -13,10 +13,9 @@
 //! 64-bit word or two at a time instead (see `swar`): a 7-byte piece was ~50 instructions in a
 //! byte loop.
 //!
-//! The SIMD code is `unsafe` (with `long_line`, the library's only `unsafe`): unaligned loads
-//! from references to fixed-size arrays, and AVX2 code run only after the CPU was seen to
-//! support it. Tests compare every
-//! path with the plain loop at every position and length.
+//! The SIMD code is `unsafe` (as are `long_line` and `data_buffer`; nothing else is): unaligned
+//! loads from references to fixed-size arrays, and AVX2 code run only after the CPU was seen to
+//! support it. Tests compare every path with the plain loop at every position and length.
 
 /// Inputs shorter than this are scanned a word at a time, without SIMD: for the tiny chunks some
 /// servers and proxies produce, any setup costs more than it saves.

@@ -144,7 +144,8 @@ mod avx2 {
             }
             for block in group.chunks_exact(BLOCK) {
                 let Ok(block) = <&[u8; BLOCK]>::try_from(block) else {
-                    break;
+                    // Never (the blocks are exact); the plain scan would still be right.
+                    return scan_rest(bytes, offset);
                 };
                 // SAFETY: this function's caller guarantees AVX2.
                 let (line_ends, non_ascii) = unsafe { masks(block) };
