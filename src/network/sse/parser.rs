@@ -989,13 +989,28 @@ impl SseParser {
 
     /// Sets the ID buffer to `value`; `known` is `value` as text when it is already known to be
     /// valid UTF-8 without NUL.
+    #[inline(always)]
     fn set_id(&mut self, value: &[u8], known: Option<&str>) {
+        // A short ID known valid is stored inline (no allocation) at once: cheaper than any
+        // comparison with the stored one. Inlined (the rest is not): the usual case, every event
+        // of many streams.
+        if let Some(text) = known
+            && !text.is_empty()
+            && text.len() <= INLINE_ID_LEN
+        {
+            self.id_buffer = Some(SmolStr::new_inline(text));
+            return;
+        }
+        self.set_other_id(value, known);
+    }
+
+    /// [`set_id`](Self::set_id) for an empty, long, unchecked or invalid ID.
+    #[inline(never)]
+    fn set_other_id(&mut self, value: &[u8], known: Option<&str>) {
         if value.is_empty() {
             self.id_buffer = None;
             return;
         }
-        // A short ID known valid is stored inline (no allocation) at once: cheaper than any
-        // comparison with the stored one.
         if let Some(text) = known
             && text.len() <= INLINE_ID_LEN
         {
@@ -1026,6 +1041,7 @@ impl SseParser {
 
     /// WHATWG "dispatch the event", steps 1–7. The data is `in_chunk` when the block's only value
     /// is still in the chunk, else the data buffer.
+    #[inline(always)]
     fn dispatch(&mut self, in_chunk: Option<InChunkData<'_>>, out: &mut impl Emit) {
         self.last_event_id = self.id_buffer.clone();
         let retry = self.block_retry.take();
