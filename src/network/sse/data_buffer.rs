@@ -9,9 +9,10 @@
 //! prefix is checked — nothing, for a long ASCII line fed in network-sized chunks.
 //!
 //! The invariant — `bytes[..text_len]` is valid UTF-8 — is kept by this type alone: the bytes
-//! can only be appended to or cleared, and `text_len` only grows by the length of a `&str`
-//! appended right at its end. Joining two valid UTF-8 sequences gives a valid one (each ends
-//! with a complete character), so a text prefix followed by a checked tail is text.
+//! can only be appended to, cleared or taken (which resets `text_len`), and `text_len` only
+//! grows over a `&str` appended right at its end or over bytes just checked. Joining two valid
+//! UTF-8 sequences gives a valid one (each ends with a complete character), so a text prefix
+//! followed by a checked tail is text.
 
 use std::ops::Deref;
 

@@ -782,7 +782,9 @@ impl SseParser {
         let Some((more_value, terminator, tail)) =
             scan.end.and_then(|end| split_at_terminator(rest, end))
         else {
-            self.stream_value(&streamed, rest, scan.ascii_text)?;
+            // No line end: the proof, if any, covers all of `rest`.
+            let text = scan.ascii_text.filter(|text| text.len() == rest.len());
+            self.stream_value(&streamed, rest, text)?;
             return Ok(&[]);
         };
         self.stream_value(&streamed, more_value, scan.ascii_text)?;
