@@ -50,6 +50,14 @@ fn find_line_end_in_words(bytes: &[u8]) -> Option<usize> {
     super::swar::find_in_short(bytes, super::swar::line_end_marks)
 }
 
+/// The `N` bytes at `offset` of `bytes`, if there are that many: a fixed-size block the SIMD
+/// loads may read whole.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+pub(super) fn array_at<const N: usize>(bytes: &[u8], offset: usize) -> Option<&[u8; N]> {
+    bytes.get(offset..offset.checked_add(N)?)?.try_into().ok()
+}
+
 /// The plain loop: the reference in tests.
 #[cfg(test)]
 fn find_line_end_plain(bytes: &[u8]) -> Option<usize> {
@@ -59,21 +67,22 @@ fn find_line_end_plain(bytes: &[u8]) -> Option<usize> {
 /// 32 bytes per step with AVX2, where the CPU has it (detected at run time).
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod avx2 {
+pub(super) mod avx2 {
+    use super::array_at;
     use std::arch::x86_64::{
         _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
         _mm256_set1_epi8,
     };
 
     /// Bytes per AVX2 block.
-    const BLOCK: usize = 32;
+    pub(in crate::network::sse) const BLOCK: usize = 32;
 
     /// How far the inline blocks look before `memchr2` takes over.
     const INLINE_SCAN: usize = super::SHORT_LINE;
 
     /// Whether this CPU has AVX2 (std caches the answer after the first call).
     #[inline(always)]
-    pub(super) fn available() -> bool {
+    pub(in crate::network::sse) fn available() -> bool {
         std::is_x86_feature_detected!("avx2")
     }
 
@@ -98,7 +107,7 @@ mod avx2 {
     unsafe fn find_line_end(bytes: &[u8]) -> Option<usize> {
         let mut offset = 0;
         while offset < INLINE_SCAN {
-            let Some(block) = block_at(bytes, offset) else {
+            let Some(block) = array_at::<BLOCK>(bytes, offset) else {
                 // Fewer than 32 bytes left: the SSE2 scan handles short inputs.
                 let rest = bytes.get(offset..)?;
                 return super::sse2::find_line_end(rest).map(|found| offset + found);
@@ -114,15 +123,6 @@ mod avx2 {
         memchr::memchr2(b'\r', b'\n', rest).map(|found| offset + found)
     }
 
-    /// The 32 bytes at `offset`, if there are that many.
-    #[inline(always)]
-    fn block_at(bytes: &[u8], offset: usize) -> Option<&[u8; BLOCK]> {
-        bytes
-            .get(offset..offset.checked_add(BLOCK)?)?
-            .try_into()
-            .ok()
-    }
-
     /// Bit `i` set when byte `i` of `block` is CR or LF.
     ///
     /// # Safety
@@ -130,7 +130,7 @@ mod avx2 {
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn line_end_mask(block: &[u8; BLOCK]) -> u32 {
+    pub(in crate::network::sse) unsafe fn line_end_mask(block: &[u8; BLOCK]) -> u32 {
         // SAFETY: `block` is a reference to 32 initialised bytes, so the 32-byte read from its
         // start stays inside it, and `_mm256_loadu_si256` accepts any alignment. The caller
         // guarantees AVX2, the only feature these intrinsics need.
@@ -177,6 +177,7 @@ mod avx2 {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 mod sse2 {
+    use super::array_at;
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
@@ -197,7 +198,7 @@ mod sse2 {
         // Two blocks per step: one branch per 32 bytes.
         while offset < INLINE_SCAN {
             let Some((first, second)) =
-                block_at(bytes, offset).zip(block_at(bytes, offset + BLOCK))
+                array_at::<BLOCK>(bytes, offset).zip(array_at::<BLOCK>(bytes, offset + BLOCK))
             else {
                 break;
             };
@@ -213,7 +214,7 @@ mod sse2 {
         }
         // Fewer than 32 bytes left: a block if there is one, then the last 16 bytes, minus those
         // already checked.
-        if let Some(block) = block_at(bytes, offset) {
+        if let Some(block) = array_at::<BLOCK>(bytes, offset) {
             let mask = line_end_mask(block);
             if mask != 0 {
                 return Some(offset + mask.trailing_zeros() as usize);
@@ -221,17 +222,9 @@ mod sse2 {
             offset += BLOCK;
         }
         let last_start = bytes.len().checked_sub(BLOCK)?;
-        let unchecked = line_end_mask(block_at(bytes, last_start)?) >> (offset - last_start);
+        let unchecked =
+            line_end_mask(array_at::<BLOCK>(bytes, last_start)?) >> (offset - last_start);
         (unchecked != 0).then(|| offset + unchecked.trailing_zeros() as usize)
-    }
-
-    /// The 16 bytes at `offset`, if there are that many.
-    #[inline(always)]
-    fn block_at(bytes: &[u8], offset: usize) -> Option<&[u8; BLOCK]> {
-        bytes
-            .get(offset..offset.checked_add(BLOCK)?)?
-            .try_into()
-            .ok()
     }
 
     /// Bit `i` set when byte `i` of `block` is CR or LF.

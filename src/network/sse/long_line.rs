@@ -97,24 +97,17 @@ fn ascii_text(line: &[u8]) -> &str {
 #[allow(unsafe_code)]
 mod avx2 {
     use std::arch::x86_64::{
-        __m256i, _mm256_cmpeq_epi8, _mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8,
-        _mm256_or_si256, _mm256_set1_epi8,
+        __m256i, _mm256_cmpgt_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
+        _mm256_set1_epi8,
     };
 
+    use super::super::line_end::array_at;
+    use super::super::line_end::avx2::{BLOCK, available, line_end_mask};
     use super::{LineScan, ascii_text, scan_rest};
-
-    /// Bytes per AVX2 block.
-    const BLOCK: usize = 32;
     /// Bytes per step of the fast loop: one branch for four blocks.
     const GROUP: usize = 4 * BLOCK;
     /// Signed bytes below this are flagged: controls up to CR, and every byte ≥ 0x80.
     const FLAG_BELOW: i8 = 0x0E;
-
-    /// Whether this CPU has AVX2 (std caches the answer after the first call).
-    #[inline(always)]
-    fn available() -> bool {
-        std::is_x86_feature_detected!("avx2")
-    }
 
     /// [`scan`] where the CPU has AVX2, else the search without proof.
     #[inline(always)]
@@ -136,7 +129,7 @@ mod avx2 {
     unsafe fn scan(bytes: &[u8]) -> LineScan<'_> {
         // Invariant: `bytes[..offset]` is ASCII and holds no CR or LF.
         let mut offset = 0;
-        while let Some(group) = group_at(bytes, offset) {
+        while let Some(group) = array_at::<GROUP>(bytes, offset) {
             // SAFETY: this function's caller guarantees AVX2.
             if !unsafe { any_flagged(group) } {
                 offset += GROUP;
@@ -148,7 +141,9 @@ mod avx2 {
                     return scan_rest(bytes, offset);
                 };
                 // SAFETY: this function's caller guarantees AVX2.
-                let (line_ends, non_ascii) = unsafe { masks(block) };
+                let line_ends = unsafe { line_end_mask(block) };
+                // SAFETY: as above.
+                let non_ascii = unsafe { non_ascii_mask(block) };
                 if line_ends != 0 {
                     let at = line_ends.trailing_zeros();
                     let end = offset + at as usize;
@@ -176,15 +171,6 @@ mod avx2 {
         }
         // Fewer than 128 bytes left (`bytes[..offset]` still ASCII without a line end).
         scan_rest(bytes, offset)
-    }
-
-    /// The 128 bytes at `offset`, if there are that many.
-    #[inline(always)]
-    fn group_at(bytes: &[u8], offset: usize) -> Option<&[u8; GROUP]> {
-        bytes
-            .get(offset..offset.checked_add(GROUP)?)?
-            .try_into()
-            .ok()
     }
 
     /// The 32 bytes at `at` of `group`, loaded.
@@ -222,26 +208,20 @@ mod avx2 {
         }
     }
 
-    /// Bit `i` of the first mask set when byte `i` of `block` is CR or LF; of the second when
-    /// it is ≥ 0x80.
+    /// Bit `i` set when byte `i` of `block` is ≥ 0x80 (its top bit, which `movemask` gathers).
     ///
     /// # Safety
     ///
     /// The CPU must support AVX2.
     #[target_feature(enable = "avx2")]
     #[inline]
-    unsafe fn masks(block: &[u8; BLOCK]) -> (u32, u32) {
+    unsafe fn non_ascii_mask(block: &[u8; BLOCK]) -> u32 {
         // SAFETY: `block` is a reference to 32 initialised bytes, so the 32-byte read from its
         // start stays inside it, and `_mm256_loadu_si256` accepts any alignment. The caller
         // guarantees AVX2, the only feature these intrinsics need.
         unsafe {
-            let bytes = _mm256_loadu_si256(block.as_ptr().cast());
-            let cr = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi8(b'\r' as i8));
-            let lf = _mm256_cmpeq_epi8(bytes, _mm256_set1_epi8(b'\n' as i8));
             // All 32 bits are used: reinterpret, do not sign-extend.
-            let line_ends = _mm256_movemask_epi8(_mm256_or_si256(cr, lf)) as u32;
-            let non_ascii = _mm256_movemask_epi8(bytes) as u32;
-            (line_ends, non_ascii)
+            _mm256_movemask_epi8(_mm256_loadu_si256(block.as_ptr().cast())) as u32
         }
     }
 }
