@@ -44,9 +44,12 @@ impl<'a> ChunkText<'a> {
     /// UTF-8. Values must be asked for in the order they appear. `part` should be a sub-slice of
     /// the chunk; any other slice gets `None` (or, were it to share the chunk's memory, its own
     /// correct text).
-    #[inline]
+    #[inline(always)]
     pub(super) fn text_of(&mut self, part: &'a [u8]) -> Option<&'a str> {
-        self.in_window(part).or_else(|| self.check_for(part))
+        match self.in_window(part) {
+            Some(text) => Some(text),
+            None => self.check_for(part),
+        }
     }
 
     /// [`text_of`](Self::text_of), but only for a `part` known to hold no NUL byte either (an

@@ -6,14 +6,19 @@
 //! the cache. But the pieces of a long line are searched for the line end anyway, and that search
 //! proves a piece ASCII on the way (see `long_line`): such a piece is appended as `&str`, and the
 //! buffer keeps the length of its prefix made only of text. At dispatch only what follows that
-//! prefix is checked — nothing, for a long ASCII line fed in network-sized chunks.
+//! prefix is checked — nothing, for a long ASCII line fed in network-sized chunks. The values of
+//! short lines (up to 64 bytes) are copied with a few fixed-size moves whose bytes are also
+//! OR-ed together: an ASCII value grows the prefix too, so an event made of short ASCII lines
+//! needs no check at dispatch either.
 //!
 //! The invariant — `bytes[..text_len]` is valid UTF-8 — is kept by this type alone: the bytes
 //! can only be appended to, cleared or taken (which resets `text_len`), and `text_len` only
-//! grows over a `&str` appended right at its end or over bytes just checked. Joining two valid
+//! grows over a `&str` appended right at its end, over bytes just checked, or over bytes just
+//! copied and seen to be ASCII (each valid UTF-8 on its own). Joining two valid
 //! UTF-8 sequences gives a valid one (each ends with a complete character), so a text prefix
 //! followed by a checked tail is text.
 
+use std::mem::MaybeUninit;
 use std::ops::Deref;
 
 /// An event's data buffer (see the module docs). Reads go through `Deref` to the bytes; every
@@ -39,6 +44,52 @@ impl DataBuffer {
     #[inline(always)]
     pub(super) fn push(&mut self, byte: u8) {
         self.bytes.push(byte);
+    }
+
+    /// Appends LF and then `value`: the join of a block's data lines.
+    #[inline(always)]
+    pub(super) fn push_lf_and(&mut self, value: &[u8]) {
+        // A slice is at most `isize::MAX` bytes, so this does not overflow.
+        self.bytes.reserve(value.len() + 1);
+        self.append_reserved(true, value);
+    }
+
+    /// Appends a block's first data value, into an allocation of at least `capacity` bytes
+    /// (usually the block's final size, from the last event).
+    #[inline]
+    pub(super) fn push_first_value(&mut self, value: &[u8], capacity: usize) {
+        self.bytes.reserve_exact(value.len().max(capacity));
+        self.append_reserved(false, value);
+    }
+
+    /// Appends `value`, after an LF when `lf` is set, into capacity already reserved, with one
+    /// capacity check and, for values up to 64 bytes (most data lines), no `memcpy` call. A copy
+    /// that saw only ASCII bytes grows the text prefix when everything before it is text, so
+    /// that events made of short ASCII lines need no UTF-8 check at dispatch.
+    #[inline(always)]
+    fn append_reserved(&mut self, lf: bool, value: &[u8]) {
+        let len = self.bytes.len();
+        let start = usize::from(lf);
+        let additional = start + value.len();
+        let spare = &mut self.bytes.spare_capacity_mut()[..additional];
+        if let Some(first) = spare.first_mut()
+            && lf
+        {
+            first.write(b'\n');
+        }
+        let ascii = copy_to_uninit(value, &mut spare[start..]);
+        // SAFETY: `spare` is `additional` bytes of the capacity right after `len` (the slicing
+        // above would have panicked otherwise), and all of them were just written: the LF when
+        // `start` is 1, then `value.len()` bytes (`copy_to_uninit` writes every byte of its
+        // destination, which is exactly as long as `value`).
+        #[allow(unsafe_code)]
+        unsafe {
+            self.bytes.set_len(len + additional)
+        };
+        // Text before, and only ASCII (LF included) appended: still text.
+        if ascii && self.text_len == len {
+            self.text_len = self.bytes.len();
+        }
     }
 
     /// Appends `text`. The text prefix grows over it when everything before it is text — after
@@ -67,16 +118,6 @@ impl DataBuffer {
         }
         self.text_len = self.bytes.len();
         true
-    }
-
-    /// Reserves room for `additional` more bytes.
-    pub(super) fn reserve(&mut self, additional: usize) {
-        self.bytes.reserve(additional);
-    }
-
-    /// Reserves room for exactly `additional` more bytes.
-    pub(super) fn reserve_exact(&mut self, additional: usize) {
-        self.bytes.reserve_exact(additional);
     }
 
     /// Empties the buffer, keeping its allocation.
@@ -126,6 +167,84 @@ impl DataBuffer {
         // invariant (module docs); and a valid sequence followed by a valid one is valid.
         unsafe { std::str::from_utf8_unchecked(&self.bytes) }
     }
+}
+
+/// Copies `src` into `dst`, which must be exactly as long (panics otherwise), writing every
+/// byte of it; returns whether the bytes are all ASCII, as far as it looked (it does not for
+/// more than 64 bytes: `false` then). Lengths from 16 to 64 take two overlapping fixed-size
+/// copies (a couple of loads and stores each) instead of a `memcpy` call, whose dispatch costs
+/// more than such a copy, and the ASCII check is an OR of the same registers.
+#[inline(always)]
+fn copy_to_uninit(src: &[u8], dst: &mut [MaybeUninit<u8>]) -> bool {
+    assert_eq!(src.len(), dst.len(), "copy_to_uninit: lengths differ");
+    match src.len() {
+        0..16 => copy_small(src, dst),
+        16..=32 => copy_ends::<16>(src, dst),
+        33..=64 => copy_ends::<32>(src, dst),
+        _ => {
+            copy_large(src, dst);
+            false
+        }
+    }
+}
+
+/// A short `src` into `dst` (same length), byte by byte; whether it was all ASCII.
+#[inline(always)]
+fn copy_small(src: &[u8], dst: &mut [MaybeUninit<u8>]) -> bool {
+    let mut seen = 0;
+    for (to, &from) in dst.iter_mut().zip(src) {
+        to.write(from);
+        seen |= from;
+    }
+    seen.is_ascii()
+}
+
+/// A long `src` into `dst` (same length): `memcpy`.
+#[inline(always)]
+fn copy_large(src: &[u8], dst: &mut [MaybeUninit<u8>]) {
+    let len = src.len().min(dst.len());
+    // SAFETY: both regions are `len` bytes inside their slices (`MaybeUninit<u8>` has the
+    // layout of `u8`), valid for reads and writes respectively, and they do not overlap (one
+    // is borrowed shared, the other mutably).
+    #[allow(unsafe_code)]
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), len)
+    };
+}
+
+/// `src` into `dst` (same length, `N..=2N` bytes) as the first `N` and the last `N` bytes: the
+/// two copies overlap in the middle, and together write every byte. Whether it was all ASCII.
+#[inline(always)]
+fn copy_ends<const N: usize>(src: &[u8], dst: &mut [MaybeUninit<u8>]) -> bool {
+    let (Some(src_head), Some(src_tail)) = (src.first_chunk::<N>(), src.last_chunk::<N>()) else {
+        return copy_small(src, dst);
+    };
+    let Some(dst_head) = dst.first_chunk_mut::<N>() else {
+        return copy_small(src, dst);
+    };
+    copy_array(src_head, dst_head);
+    if let Some(dst_tail) = dst.last_chunk_mut::<N>() {
+        copy_array(src_tail, dst_tail);
+    }
+    // Written so that it compiles to a vector OR and one mask test, not an OR reduction.
+    let mut seen = *src_head;
+    for (seen, &tail) in seen.iter_mut().zip(src_tail) {
+        *seen |= tail;
+    }
+    seen.iter()
+        .fold(true, |ascii, &byte| ascii & byte.is_ascii())
+}
+
+/// One fixed-size copy: a load and a store (or two) instead of a byte loop.
+#[inline(always)]
+fn copy_array<const N: usize>(src: &[u8; N], dst: &mut [MaybeUninit<u8>; N]) {
+    // SAFETY: both are arrays of `N` bytes (`MaybeUninit<u8>` has the layout of `u8`), valid
+    // for reads and writes respectively, and they do not overlap (one is borrowed shared, the
+    // other mutably).
+    #[allow(unsafe_code)]
+    unsafe {
+        std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), N)
+    };
 }
 
 /// `bytes` as a `String`; only for bytes [`DataBuffer::take`] just found valid.
@@ -182,6 +301,85 @@ mod tests {
         assert_eq!(data.text(), Some(""));
         data.push_str("fresh");
         assert_eq!(data.take(), Ok("fresh".to_owned()));
+    }
+
+    /// The bytes of a destination the test initialised before the copy (with zeros).
+    #[allow(unsafe_code)]
+    fn initialised(bytes: &[MaybeUninit<u8>]) -> Vec<u8> {
+        // SAFETY: the callers create every element with `MaybeUninit::new`.
+        bytes.iter().map(|b| unsafe { b.assume_init() }).collect()
+    }
+
+    #[test]
+    fn values_of_every_length_are_copied_whole_and_proven_only_when_ascii() {
+        for len in 0..140 {
+            let ascii: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
+            let mut copied = vec![MaybeUninit::new(0u8); len];
+            assert_eq!(copy_to_uninit(&ascii, &mut copied), len <= 64, "len {len}");
+            assert_eq!(initialised(&copied), ascii, "len {len}");
+            for at in 0..len {
+                for byte in [0x80, 0xC3, 0xFF] {
+                    let mut value = ascii.clone();
+                    value[at] = byte;
+                    let mut copied = vec![MaybeUninit::new(0u8); len];
+                    assert!(!copy_to_uninit(&value, &mut copied), "len {len}, at {at}");
+                    assert_eq!(initialised(&copied), value, "len {len}, at {at}");
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn joined_values_are_text_exactly_when_their_bytes_are() {
+        let pieces: [&[u8]; 9] = [
+            b"",
+            b"short",
+            b"0123456789abcdef",
+            b"0123456789abcdef0123456789abcdef0",
+            b"caf\xC3\xA9 and more text to pass sixteen",
+            b"ends inside a character \xC3",
+            b"\xA9 starts with a continuation byte",
+            b"\xFF invalid",
+            &[b'L'; 100],
+        ];
+        for first in pieces {
+            for second in pieces {
+                for third in pieces {
+                    let mut data = DataBuffer::default();
+                    data.push_first_value(first, 8);
+                    data.push_lf_and(second);
+                    data.push_lf_and(third);
+                    let joined = [first, second, third].join(&b'\n');
+                    assert_eq!(&data[..], &joined[..]);
+                    assert!(data.text_len <= data.len());
+                    assert!(std::str::from_utf8(&data[..data.text_len]).is_ok());
+                    assert_eq!(data.text(), std::str::from_utf8(&joined).ok());
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn short_ascii_values_need_no_check_at_dispatch() {
+        let mut data = DataBuffer::default();
+        data.push_first_value(b"first line, ASCII", 0);
+        data.push_lf_and(b"second line, ASCII as well");
+        assert_eq!(data.text_len, data.len());
+        data.push_lf_and(b"caf\xC3\xA9");
+        assert_eq!(
+            data.text_len,
+            data.len() - 6,
+            "non-ASCII is left to the check"
+        );
+        data.push_lf_and(b"ASCII after it");
+        assert!(
+            data.text_len < data.len(),
+            "the prefix does not jump a raw part"
+        );
+        assert_eq!(
+            data.text(),
+            Some("first line, ASCII\nsecond line, ASCII as well\ncaf\u{e9}\nASCII after it")
+        );
     }
 
     #[test]

@@ -13,6 +13,12 @@
 //! 64-bit word or two at a time instead (see `swar`): a 7-byte piece was ~50 instructions in a
 //! byte loop.
 //!
+//! Checking the CPU's features and calling the AVX2 search for every line cost more than the
+//! search itself (~40 instructions around ~15 on a 47-byte line). So the parser's line loop is
+//! compiled twice, generic over a [`LineEndSearch`]: once inside a function compiled for AVX2
+//! (picked once per chunk by [`with_best_search`]), where the AVX2 search is inlined into it,
+//! and once with [`Portable`], which is the search above.
+//!
 //! The SIMD code is `unsafe` (as are `long_line` and `data_buffer`; nothing else is): unaligned
 //! loads from references to fixed-size arrays, and AVX2 code run only after the CPU was seen to
 //! support it. Tests compare every path with the plain loop at every position and length.
@@ -38,6 +44,71 @@ pub(super) fn find_line_end(bytes: &[u8]) -> Option<usize> {
     #[cfg(not(target_arch = "x86_64"))]
     {
         memchr::memchr2(b'\r', b'\n', bytes)
+    }
+}
+
+/// A way to find a short line's end, picked once per chunk rather than per line (see
+/// [`with_best_search`]).
+pub(super) trait LineEndSearch: Copy {
+    /// The index of the first CR or LF in `bytes`, for a line expected to be short.
+    fn find_line_end(self, bytes: &[u8]) -> Option<usize>;
+}
+
+/// [`find_line_end`] as is: it checks the CPU's features on every call.
+#[derive(Clone, Copy)]
+pub(super) struct Portable;
+
+impl LineEndSearch for Portable {
+    #[inline(always)]
+    fn find_line_end(self, bytes: &[u8]) -> Option<usize> {
+        find_line_end(bytes)
+    }
+}
+
+/// Code that finds line ends and is worth compiling once per [`LineEndSearch`].
+pub(super) trait WithLineEndSearch {
+    /// What [`run`](Self::run) returns.
+    type Output;
+
+    /// Does the work with `search`. Implementations should be `#[inline(always)]`: that is what
+    /// compiles them into [`with_best_search`]'s AVX2 function, where the AVX2 search is inlined.
+    fn run<S: LineEndSearch>(self, search: S) -> Self::Output;
+}
+
+/// Runs `work`, which searches `len` bytes, with the best line-end search this CPU has. With
+/// AVX2, `work` runs inside a function compiled for AVX2, so that the search is inlined into it:
+/// no call and no feature check per line (the parser's loop spent ~40 instructions per line on
+/// those around a ~15-instruction search). Under one SIMD block (tiny chunks) every search is
+/// a word at a time anyway, and entering that function would cost more than it saves.
+#[inline(always)]
+pub(super) fn with_best_search<W: WithLineEndSearch>(len: usize, work: W) -> W::Output {
+    #[cfg(target_arch = "x86_64")]
+    if len >= SCALAR_SCAN_BELOW
+        && !tests_force_portable()
+        && let Some(search) = avx2::Avx2Search::detect()
+    {
+        return avx2::run_with(search, work);
+    }
+    let _ = len;
+    work.run(Portable)
+}
+
+#[cfg(test)]
+thread_local! {
+    /// Set by tests that run the parser on the portable search, as on a CPU without AVX2.
+    pub(super) static FORCE_PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// Whether a test asked for the portable search on this thread (never outside tests).
+#[inline(always)]
+fn tests_force_portable() -> bool {
+    #[cfg(test)]
+    {
+        FORCE_PORTABLE.with(std::cell::Cell::get)
+    }
+    #[cfg(not(test))]
+    {
+        false
     }
 }
 
@@ -86,6 +157,50 @@ pub(super) mod avx2 {
         std::is_x86_feature_detected!("avx2")
     }
 
+    /// The AVX2 line-end search; it exists only where the CPU has AVX2 ([`Self::detect`] is
+    /// its only constructor), so its safe methods may run AVX2 code.
+    #[derive(Clone, Copy)]
+    pub(in crate::network::sse) struct Avx2Search {
+        _detected: (),
+    }
+
+    impl Avx2Search {
+        /// The search, if this CPU has AVX2.
+        #[inline(always)]
+        pub(in crate::network::sse) fn detect() -> Option<Self> {
+            available().then_some(Avx2Search { _detected: () })
+        }
+    }
+
+    impl super::LineEndSearch for Avx2Search {
+        #[inline(always)]
+        fn find_line_end(self, bytes: &[u8]) -> Option<usize> {
+            if bytes.len() < super::SCALAR_SCAN_BELOW {
+                return super::find_line_end_in_words(bytes);
+            }
+            // SAFETY: an `Avx2Search` exists only after `available()` returned true.
+            unsafe { find_line_end(bytes) }
+        }
+    }
+
+    /// `work.run(search)` compiled for AVX2.
+    #[inline(always)]
+    pub(super) fn run_with<W: super::WithLineEndSearch>(search: Avx2Search, work: W) -> W::Output {
+        // SAFETY: `search` exists, so the CPU has AVX2 (see `Avx2Search::detect`).
+        unsafe { run_compiled_for_avx2(search, work) }
+    }
+
+    /// # Safety
+    ///
+    /// The CPU must support AVX2 (the `Avx2Search` argument proves it).
+    #[target_feature(enable = "avx2")]
+    unsafe fn run_compiled_for_avx2<W: super::WithLineEndSearch>(
+        search: Avx2Search,
+        work: W,
+    ) -> W::Output {
+        work.run(search)
+    }
+
     /// [`find_line_end`] where the CPU has AVX2, else the SSE2 scan.
     #[inline(always)]
     pub(super) fn find_line_end_checked(bytes: &[u8]) -> Option<usize> {
@@ -102,8 +217,9 @@ pub(super) mod avx2 {
     /// # Safety
     ///
     /// The CPU must support AVX2 ([`available`] returned `true`).
+    /// Inlined only into code compiled for AVX2 (see [`run_with`]); a call elsewhere.
     #[target_feature(enable = "avx2")]
-    #[inline(never)]
+    #[inline]
     unsafe fn find_line_end(bytes: &[u8]) -> Option<usize> {
         let mut offset = 0;
         while offset < INLINE_SCAN {
@@ -302,6 +418,48 @@ mod tests {
             for end in start..bytes.len() - 1 {
                 assert_eq!(find_line_end(&bytes[start..end]), None);
             }
+        }
+    }
+
+    /// Every line end of `bytes`, found with whichever search `with_best_search` picks.
+    struct AllLineEnds<'a>(&'a [u8]);
+
+    impl WithLineEndSearch for AllLineEnds<'_> {
+        type Output = Vec<usize>;
+
+        fn run<S: LineEndSearch>(self, search: S) -> Vec<usize> {
+            let mut ends = Vec::new();
+            let mut from = 0;
+            while let Some(found) = self
+                .0
+                .get(from..)
+                .and_then(|rest| search.find_line_end(rest))
+            {
+                ends.push(from + found);
+                from += found + 1;
+            }
+            ends
+        }
+    }
+
+    #[test]
+    fn the_chosen_search_and_the_portable_one_find_every_line_end() {
+        let mut bytes = Vec::new();
+        for len in 0..300 {
+            bytes.extend(std::iter::repeat_n(b'x', len));
+            bytes.push(if len % 3 == 0 { b'\r' } else { b'\n' });
+        }
+        let plain: Vec<usize> = (0..bytes.len())
+            .filter(|&i| matches!(bytes[i], b'\r' | b'\n'))
+            .collect();
+        for start in [0, 1, 7, 40] {
+            let hay = &bytes[start..];
+            let expected: Vec<usize> = plain.iter().filter_map(|&i| i.checked_sub(start)).collect();
+            assert_eq!(with_best_search(hay.len(), AllLineEnds(hay)), expected);
+            FORCE_PORTABLE.with(|force| force.set(true));
+            assert_eq!(with_best_search(hay.len(), AllLineEnds(hay)), expected);
+            FORCE_PORTABLE.with(|force| force.set(false));
+            assert_eq!(AllLineEnds(hay).run(Portable), expected);
         }
     }
 

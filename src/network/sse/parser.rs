@@ -33,7 +33,7 @@ use smol_str::SmolStr;
 use super::chunk_text::ChunkText;
 use super::data_buffer::DataBuffer;
 use super::event::{SseEvent, SseEventRef, is_custom_event_type};
-use super::line_end::{SHORT_LINE, find_line_end};
+use super::line_end::{LineEndSearch, SHORT_LINE, WithLineEndSearch, with_best_search};
 use super::long_line::{scan_line_piece, scan_long_line};
 use super::swar;
 
@@ -216,6 +216,9 @@ impl std::error::Error for SseParseError {}
 /// ```
 pub struct SseParser {
     max_event_size: usize,
+    /// The most raw bytes (data so far plus a new line) that surely fit the limit however they
+    /// decode: `(max_event_size - 1) / MAX_DECODED_GROWTH`. Computed once; checked per data line.
+    surely_fitting_raw: usize,
     flush_unterminated_at_eof: bool,
     report_comments: bool,
     /// After an error every call fails until `reset`.
@@ -296,6 +299,7 @@ impl SseParser {
     pub fn with_max_event_size(max_event_size: usize) -> Self {
         SseParser {
             max_event_size,
+            surely_fitting_raw: max_event_size.saturating_sub(1) / MAX_DECODED_GROWTH,
             flush_unterminated_at_eof: false,
             report_comments: false,
             failed: false,
@@ -473,20 +477,42 @@ impl SseParser {
                 return Ok(());
             }
         }
+        with_best_search(
+            rest.len(),
+            ChunkLines {
+                parser: self,
+                rest,
+                out,
+            },
+        )
+    }
+
+    /// The whole lines of `rest`, the chunk after what continues the previous one; keeps what
+    /// is left of an unfinished line. Generic over the line-end search so that it is compiled
+    /// once per search (see [`with_best_search`]).
+    #[inline(always)]
+    fn parse_lines(
+        &mut self,
+        mut rest: &[u8],
+        out: &mut impl Emit,
+        search: impl LineEndSearch,
+    ) -> Result<(), SseParseError> {
         let mut text = ChunkText::new(rest);
         // The block's only data value so far, while it is a whole line of this chunk: when the
         // blank line follows at once (the usual single-line event) it is dispatched from here,
         // uncopied; anything else moves it into the data buffer first.
         let mut in_chunk: Option<&[u8]> = None;
         loop {
-            if in_chunk.is_none()
+            if rest.first() == Some(&b'e')
+                && in_chunk.is_none()
                 && self.line.is_empty()
                 && let Some(after) = self.repeated_event_line(rest)?
             {
                 rest = after;
                 continue;
             }
-            let Some((line, terminator, tail)) = split_line(rest, self.long_data_lines, &mut text)
+            let Some((line, terminator, tail)) =
+                split_line(rest, self.long_data_lines, &mut text, search)
             else {
                 break;
             };
@@ -506,12 +532,18 @@ impl SseParser {
             // dispatch, when they lie whole in the chunk.
             if self.line.is_empty() {
                 match line {
+                    // The blank line ending a block whose data is in the buffer (the data lines
+                    // were checked against the limit as they came, so no check is due here).
+                    [] => {
+                        self.dispatch(None, out);
+                        continue;
+                    }
                     [b'd', b'a', b't', b'a', b':', value @ ..] => {
                         self.long_data_lines = line.len() > SHORT_LINE;
                         let value = strip_one_space(value);
                         self.check_data_line(line.len(), value)?;
                         if self.has_data {
-                            self.push_data_value(value);
+                            self.data.push_lf_and(value);
                         } else {
                             in_chunk = Some(value);
                         }
@@ -621,16 +653,11 @@ impl SseParser {
 
     /// The size rules for a whole `data` line of `line_len` raw bytes with `value`: the line
     /// against the limit, then the data grown by the value. Decoding at most triples a size, so
-    /// one multiplication settles both for all but events near the limit.
+    /// one comparison with a precomputed bound settles both for all but events near the limit.
     #[inline(always)]
     fn check_data_line(&mut self, line_len: usize, value: &[u8]) -> Result<(), SseParseError> {
-        let surely_fits = self
-            .data
-            .len()
-            .saturating_add(line_len)
-            .saturating_mul(MAX_DECODED_GROWTH)
-            .saturating_add(1)
-            <= self.max_event_size;
+        // 3 × (data + line) + 1 (the LF) ≤ limit, with the division done once, at construction.
+        let surely_fits = self.data.len().saturating_add(line_len) <= self.surely_fitting_raw;
         if surely_fits {
             return Ok(());
         }
@@ -686,6 +713,8 @@ impl SseParser {
     }
 
     /// Handles a line whose terminator was found; `tail_of_line` is its part in the current chunk.
+    /// Inlined into both compilations of the line loop (as it was when there was one).
+    #[inline(always)]
     fn complete_line(
         &mut self,
         tail_of_line: &[u8],
@@ -842,6 +871,7 @@ impl SseParser {
     }
 
     /// The limit while a line is being read: the decoded data so far plus the raw line.
+    #[inline(always)]
     fn check_line_size(&mut self, line_len: usize) -> Result<(), SseParseError> {
         self.check_size(self.data.len(), line_len)
     }
@@ -850,6 +880,7 @@ impl SseParser {
     /// the limit. Decoded data is at least its raw size and at most three times it (an invalid
     /// byte becomes a 3-byte U+FFFD), so it is only decoded when those bounds disagree: near the
     /// limit, and then each byte once.
+    #[inline(always)]
     fn check_size(&mut self, block_len: usize, line_len: usize) -> Result<(), SseParseError> {
         let (_, at_most) = self.decoded_bounds(block_len);
         if at_most.saturating_add(line_len) <= self.max_event_size {
@@ -956,17 +987,12 @@ impl SseParser {
 
     /// Appends a value (limit already checked), preceded by LF unless it is the block's first.
     fn push_data_value(&mut self, value: &[u8]) {
-        let separator = usize::from(self.has_data);
-        let additional = separator.saturating_add(value.len());
         if self.has_data {
-            self.data.reserve(additional);
-            self.data.push(b'\n');
+            self.data.push_lf_and(value);
         } else {
             // The block's first allocation, sized like the last event: usually the final size.
-            self.data
-                .reserve_exact(additional.max(self.data_capacity_hint));
+            self.data.push_first_value(value, self.data_capacity_hint);
         }
-        self.data.extend_from_slice(value);
         self.has_data = true;
     }
 
@@ -1416,13 +1442,14 @@ fn split_line<'a>(
     bytes: &'a [u8],
     long_data_lines: bool,
     text: &mut ChunkText<'a>,
+    search: impl LineEndSearch,
 ) -> Option<(&'a [u8], u8, &'a [u8])> {
     let end = match bytes.first() {
         // A blank line (every event ends with one) needs no search at all.
         Some(b'\r' | b'\n') => Some(0),
         // Data lines are as long as the stream's data; other lines (IDs, types) are short.
         Some(b'd') if long_data_lines => find_long_data_line_end(bytes, text),
-        _ => find_line_end(bytes),
+        _ => search.find_line_end(bytes),
     }?;
     split_at_terminator(bytes, end)
 }
@@ -1438,6 +1465,22 @@ fn find_long_data_line_end<'a>(bytes: &'a [u8], text: &mut ChunkText<'a>) -> Opt
         text.add_checked_line(line);
     }
     Some(end)
+}
+
+/// [`SseParser::parse_lines`] waiting for its line-end search.
+struct ChunkLines<'p, 'a, E> {
+    parser: &'p mut SseParser,
+    rest: &'a [u8],
+    out: &'p mut E,
+}
+
+impl<E: Emit> WithLineEndSearch for ChunkLines<'_, '_, E> {
+    type Output = Result<(), SseParseError>;
+
+    #[inline(always)]
+    fn run<S: LineEndSearch>(self, search: S) -> Self::Output {
+        self.parser.parse_lines(self.rest, self.out, search)
+    }
 }
 
 /// (line, terminator, the bytes after it) for the terminator at `end`.
@@ -1583,6 +1626,44 @@ fn push_lossy(out: &mut String, bytes: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The events of `stream` fed in `chunk`-byte pieces.
+    fn events_in_chunks(stream: &[u8], chunk: usize) -> Vec<SseEvent> {
+        let mut parser = SseParser::new();
+        let mut events = Vec::new();
+        for piece in stream.chunks(chunk) {
+            parser.feed(piece, &mut events).expect("within the limit");
+        }
+        parser.finish(&mut events).expect("finish");
+        events
+    }
+
+    #[test]
+    fn the_portable_line_loop_parses_like_the_avx2_one() {
+        let long = "y".repeat(700);
+        let stream = format!(
+            "\u{feff}event: delta\r\nid: 1\r\ndata: {long}\r\ndata: caf\u{e9}\r\n\r\n\
+             : comment\nretry: 250\ndata: a\ndata:b\ndata:  c\n\n\
+             event: delta\ndata: {}\ndata: \u{1F600} {long}\rdata: x\r\r\
+             data: 0123456789012345678901234567890123456789\ndata\nid: 2\n\n",
+            "z".repeat(40),
+        );
+        let mut bytes = stream.into_bytes();
+        bytes.extend_from_slice(b"data: in\xFFvalid\ndata: 0123456789abcdef\xC3\n\n");
+        for chunk in [1, 7, 15, 16, 17, 33, 100, 4096, usize::MAX] {
+            let expected = events_in_chunks(&bytes, chunk);
+            assert_eq!(expected.len(), 5, "chunk {chunk}");
+            super::super::line_end::FORCE_PORTABLE.with(|force| force.set(true));
+            let portable = events_in_chunks(&bytes, chunk);
+            super::super::line_end::FORCE_PORTABLE.with(|force| force.set(false));
+            assert_eq!(portable, expected, "chunk {chunk}");
+            assert_eq!(
+                expected,
+                events_in_chunks(&bytes, usize::MAX),
+                "chunk {chunk}"
+            );
+        }
+    }
 
     #[test]
     fn split_field_takes_the_first_colon_and_one_space() {
