@@ -72,10 +72,8 @@ impl DataBuffer {
         let start = usize::from(lf);
         let additional = start + value.len();
         let spare = &mut self.bytes.spare_capacity_mut()[..additional];
-        if let Some(first) = spare.first_mut()
-            && lf
-        {
-            first.write(b'\n');
+        if lf {
+            spare[0].write(b'\n');
         }
         let ascii = copy_to_uninit(value, &mut spare[start..]);
         // SAFETY: `spare` is `additional` bytes of the capacity right after `len` (the slicing
@@ -182,7 +180,7 @@ fn copy_to_uninit(src: &[u8], dst: &mut [MaybeUninit<u8>]) -> bool {
         16..=32 => copy_ends::<16>(src, dst),
         33..=64 => copy_ends::<32>(src, dst),
         _ => {
-            copy_large(src, dst);
+            copy_exact(src, dst);
             false
         }
     }
@@ -199,9 +197,10 @@ fn copy_small(src: &[u8], dst: &mut [MaybeUninit<u8>]) -> bool {
     seen.is_ascii()
 }
 
-/// A long `src` into `dst` (same length): `memcpy`.
+/// `src` into `dst` (same length): a `memcpy` call, or a load and a store or two where the length
+/// is a constant (the arrays of [`copy_ends`]).
 #[inline(always)]
-fn copy_large(src: &[u8], dst: &mut [MaybeUninit<u8>]) {
+fn copy_exact(src: &[u8], dst: &mut [MaybeUninit<u8>]) {
     let len = src.len().min(dst.len());
     // SAFETY: both regions are `len` bytes inside their slices (`MaybeUninit<u8>` has the
     // layout of `u8`), valid for reads and writes respectively, and they do not overlap (one
@@ -222,9 +221,9 @@ fn copy_ends<const N: usize>(src: &[u8], dst: &mut [MaybeUninit<u8>]) -> bool {
     let Some(dst_head) = dst.first_chunk_mut::<N>() else {
         return copy_small(src, dst);
     };
-    copy_array(src_head, dst_head);
+    copy_exact(src_head, dst_head);
     if let Some(dst_tail) = dst.last_chunk_mut::<N>() {
-        copy_array(src_tail, dst_tail);
+        copy_exact(src_tail, dst_tail);
     }
     // Written so that it compiles to a vector OR and one mask test, not an OR reduction.
     let mut seen = *src_head;
@@ -233,18 +232,6 @@ fn copy_ends<const N: usize>(src: &[u8], dst: &mut [MaybeUninit<u8>]) -> bool {
     }
     seen.iter()
         .fold(true, |ascii, &byte| ascii & byte.is_ascii())
-}
-
-/// One fixed-size copy: a load and a store (or two) instead of a byte loop.
-#[inline(always)]
-fn copy_array<const N: usize>(src: &[u8; N], dst: &mut [MaybeUninit<u8>; N]) {
-    // SAFETY: both are arrays of `N` bytes (`MaybeUninit<u8>` has the layout of `u8`), valid
-    // for reads and writes respectively, and they do not overlap (one is borrowed shared, the
-    // other mutably).
-    #[allow(unsafe_code)]
-    unsafe {
-        std::ptr::copy_nonoverlapping(src.as_ptr(), dst.as_mut_ptr().cast::<u8>(), N)
-    };
 }
 
 /// `bytes` as a `String`; only for bytes [`DataBuffer::take`] just found valid.

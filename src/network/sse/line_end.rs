@@ -139,7 +139,7 @@ fn find_line_end_plain(bytes: &[u8]) -> Option<usize> {
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
 pub(super) mod avx2 {
-    use super::array_at;
+    use super::{LineEndSearch, array_at};
     use std::arch::x86_64::{
         _mm256_cmpeq_epi8, _mm256_loadu_si256, _mm256_movemask_epi8, _mm256_or_si256,
         _mm256_set1_epi8,
@@ -172,7 +172,7 @@ pub(super) mod avx2 {
         }
     }
 
-    impl super::LineEndSearch for Avx2Search {
+    impl LineEndSearch for Avx2Search {
         #[inline(always)]
         fn find_line_end(self, bytes: &[u8]) -> Option<usize> {
             if bytes.len() < super::SCALAR_SCAN_BELOW {
@@ -204,20 +204,19 @@ pub(super) mod avx2 {
     /// [`find_line_end`] where the CPU has AVX2, else the SSE2 scan.
     #[inline(always)]
     pub(super) fn find_line_end_checked(bytes: &[u8]) -> Option<usize> {
-        if !available() {
-            return super::sse2::find_line_end(bytes);
+        match Avx2Search::detect() {
+            Some(search) => search.find_line_end(bytes),
+            None => super::sse2::find_line_end(bytes),
         }
-        // SAFETY: `available()` just confirmed the CPU supports AVX2, the only requirement of
-        // `find_line_end`.
-        unsafe { find_line_end(bytes) }
     }
 
     /// The first CR or LF in `bytes`.
     ///
+    /// Inlined only into code compiled for AVX2 (see [`run_with`]); a call elsewhere.
+    ///
     /// # Safety
     ///
     /// The CPU must support AVX2 ([`available`] returned `true`).
-    /// Inlined only into code compiled for AVX2 (see [`run_with`]); a call elsewhere.
     #[target_feature(enable = "avx2")]
     #[inline]
     unsafe fn find_line_end(bytes: &[u8]) -> Option<usize> {
