@@ -50,6 +50,11 @@ pub(super) fn find_line_end(bytes: &[u8]) -> Option<usize> {
 /// A way to find a short line's end, picked once per chunk rather than per line (see
 /// [`with_best_search`]).
 pub(super) trait LineEndSearch: Copy {
+    /// Whether this search serves chunks of a few bytes (where nearly every line began in an
+    /// earlier chunk), so that code compiled with it inlines what those chunks need; the search
+    /// for large chunks keeps that code out of its loop.
+    const SERVES_TINY_CHUNKS: bool;
+
     /// The index of the first CR or LF in `bytes`, for a line expected to be short.
     fn find_line_end(self, bytes: &[u8]) -> Option<usize>;
 }
@@ -59,6 +64,9 @@ pub(super) trait LineEndSearch: Copy {
 pub(super) struct Portable;
 
 impl LineEndSearch for Portable {
+    // Every chunk under one SIMD block is parsed with it (and on CPUs without AVX2, all chunks).
+    const SERVES_TINY_CHUNKS: bool = true;
+
     #[inline(always)]
     fn find_line_end(self, bytes: &[u8]) -> Option<usize> {
         find_line_end(bytes)
@@ -173,6 +181,9 @@ pub(super) mod avx2 {
     }
 
     impl LineEndSearch for Avx2Search {
+        // Picked only for chunks of at least one block (see `with_best_search`).
+        const SERVES_TINY_CHUNKS: bool = false;
+
         #[inline(always)]
         fn find_line_end(self, bytes: &[u8]) -> Option<usize> {
             if bytes.len() < super::SCALAR_SCAN_BELOW {
