@@ -491,6 +491,121 @@ fn lines_that_only_start_like_the_repeated_type_are_their_own_types() {
 }
 
 #[test]
+fn a_repeated_type_arriving_in_pieces_is_told_from_types_that_start_like_it() {
+    // Fed in pieces (every split, every size up to 17 bytes, a byte at a time), an `event` line
+    // that so far repeats the recent type is only compared with it: these lines part from it
+    // at every point, before and after its end, and across every piece boundary.
+    const RECENT: &str = "response.output_text.delta";
+    let others = [
+        "response.output_text.done",
+        "response.output_text.deltas",
+        "response.output_text.delt",
+        "response.output_text.delta ",
+        " response.output_text.delta",
+        "response",
+        "r",
+        "Response.output_text.delta",
+    ];
+    let mut input = Vec::new();
+    let mut expected = Vec::new();
+    for (n, other) in others.iter().enumerate() {
+        for event_type in [RECENT, other, RECENT] {
+            input.extend_from_slice(
+                format!(
+                    "event: {event_type}
+data: {n}
+
+"
+                )
+                .as_bytes(),
+            );
+            expected.push((event_type.to_owned(), n.to_string()));
+        }
+    }
+    // No space after the colon, CRLF and lone CR line ends, and the type ending a block.
+    input.extend_from_slice(
+        b"event:response.output_text.delta
+data: x
+
+",
+    );
+    expected.push((RECENT.to_owned(), "x".to_owned()));
+    input.extend_from_slice(
+        b"data: y
+event: response.output_text.delta
+
+",
+    );
+    expected.push((RECENT.to_owned(), "y".to_owned()));
+    let got: Vec<(String, String)> = events(&input)
+        .iter()
+        .map(|event| (event.event_type().to_owned(), event.data().to_owned()))
+        .collect();
+    assert_eq!(got, expected);
+}
+
+#[test]
+fn an_unterminated_repeated_type_line_is_flushed_as_far_as_it_came() {
+    // At the end of the stream the line that so far repeated the recent type is parsed as it
+    // stands (a shorter type), when the unterminated block is flushed.
+    let outcome = parse_every_way(
+        FLUSH,
+        b"event: delta
+data: 1
+
+data: 2
+event: del",
+    );
+    assert_eq!(
+        outcome.events(),
+        [SseEvent::new("delta", "1"), SseEvent::new("del", "2")]
+    );
+}
+
+#[test]
+fn a_repeated_type_that_would_not_fit_is_parsed_like_any_line() {
+    // 10 bytes of data: `event: delta` (12) would exceed 21 bytes, `event: de` (9) does not.
+    // The first is rejected wherever the stream is split, the second accepted.
+    let options = Options {
+        max_event_size: Some(21),
+        ..DEFAULTS
+    };
+    let fits = parse_every_way(
+        options,
+        b"event: delta
+data: 1
+
+data: 0123456789
+event: de
+
+",
+    );
+    assert_eq!(fits.error, None);
+    assert_eq!(
+        fits.events(),
+        [
+            SseEvent::new("delta", "1"),
+            SseEvent::new("de", "0123456789")
+        ]
+    );
+    let too_large = parse_every_way(
+        options,
+        b"event: delta
+data: 1
+
+data: 0123456789
+event: delta
+
+",
+    );
+    assert_eq!(too_large.events(), [SseEvent::new("delta", "1")]);
+    assert_eq!(
+        too_large.error,
+        Some(SseParseError::EventTooLarge { limit: 21 })
+    );
+}
+
+#[test]
 fn repeated_type_line_counts_towards_the_size_limit() {
     // 10 bytes of data plus the 13-byte `event: delta` line exceed a 20-byte limit, also when
     // the type is the recent one.

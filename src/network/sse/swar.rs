@@ -62,8 +62,15 @@ pub(super) fn find_in_short(bytes: &[u8], marks_of: impl Fn(u64) -> u64) -> Opti
         let byte_at = |i: usize| bytes.get(i).map(|&b| u64::from(b) << (i * 8));
         byte_at(0)? | byte_at(len / 2)? | byte_at(len - 1)?
     };
-    // Only the input's own bytes count (the zeros above would match NUL).
-    let found = marks_of(word) & (u64::MAX >> ((8 - len) * 8));
+    // Only the input's own bytes count. The zeros above can only be marked by a search that
+    // marks a zero byte (NUL): with no borrow coming from a real match below, a byte's mark
+    // depends on that byte alone. Only such a search pays for the mask (`marks_of(0)` is a
+    // constant once inlined); a line-end search does not.
+    let found = if marks_of(0) == 0 {
+        marks_of(word)
+    } else {
+        marks_of(word) & (u64::MAX >> ((8 - len) * 8))
+    };
     (found != 0).then(|| first(found))
 }
 
