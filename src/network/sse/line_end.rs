@@ -9,7 +9,8 @@
 //! longer line to `memchr2`, whose unrolled loop wins there. For a data line expected to be
 //! longer than that, the inline look is wasted: the parser (which picks by what the stream's
 //! previous data lines were like) uses `long_line`'s search instead, which also proves the line
-//! ASCII; so do the pieces of a line being streamed across chunks. Elsewhere than x86_64 the search is `memchr2`. Inputs under 16 bytes (tiny chunks, the end of a chunk) are searched a
+//! ASCII; so do the pieces of a line being streamed across chunks. Elsewhere than x86_64 the
+//! search is `memchr2`. Inputs under 16 bytes (tiny chunks, the end of a chunk) are searched a
 //! 64-bit word or two at a time instead (see `swar`): a 7-byte piece was ~50 instructions in a
 //! byte loop.
 //!

@@ -816,11 +816,11 @@ impl SseParser {
             self.partial = Partial::RecentType(line);
             return Ok(());
         }
-        if started_data_value(&self.line).is_none() {
+        let Some(value_len) = started_data_value(&self.line).map(<[u8]>::len) else {
             return Ok(());
-        }
+        };
         let line = std::mem::take(&mut self.line);
-        let value = started_data_value(&line).unwrap_or_default();
+        let value = line.get(line.len() - value_len..).unwrap_or_default();
         let result = self.start_data_line(line.len(), value);
         self.recycle_line_buffer(line);
         result
@@ -1516,6 +1516,7 @@ const INLINE_ID_LEN: usize = 23;
 /// line (seven).
 const FIELD_PREFIX_LEN: usize = 7;
 
+/// The field name of an `event` line and its colon.
 const EVENT_PREFIX: &[u8] = b"event:";
 
 /// Progress through the optional leading byte order mark.

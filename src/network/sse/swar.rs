@@ -35,7 +35,8 @@ pub(super) fn nul_marks(word: u64) -> u64 {
 
 /// The index of the first byte of `bytes` that `marks_of` marks. `bytes` must be shorter than
 /// [`SHORT`] (of a longer input only the first and last eight bytes would be searched), and
-/// `marks_of` must keep [`marks`]' promise: its lowest mark exact.
+/// `marks_of` must keep [`marks`]' promise: its lowest mark exact, and a byte marked only by
+/// itself or by a real match below it (as [`marks`] and an OR of them are).
 #[inline(always)]
 pub(super) fn find_in_short(bytes: &[u8], marks_of: impl Fn(u64) -> u64) -> Option<usize> {
     debug_assert!(bytes.len() < SHORT);
