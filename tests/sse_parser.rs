@@ -189,6 +189,14 @@ fn message(data: &str) -> SseEvent {
     SseEvent::new("message", data)
 }
 
+/// Each event's type and data, for comparing many events at a glance.
+fn types_and_data(events: &[SseEvent]) -> Vec<(&str, &str)> {
+    events
+        .iter()
+        .map(|event| (event.event_type(), event.data()))
+        .collect()
+}
+
 // ----- spec worked examples (§9.2.6) -----
 
 #[test]
@@ -470,10 +478,7 @@ fn lines_that_only_start_like_the_repeated_type_are_their_own_types() {
         data: 8\nevent: delta\n\n\
         event: delta";
     let events = events(input);
-    let got: Vec<(&str, &str)> = events
-        .iter()
-        .map(|event| (event.event_type(), event.data()))
-        .collect();
+    let got = types_and_data(&events);
     assert_eq!(
         got,
         [
@@ -603,6 +608,90 @@ event: delta
         too_large.error,
         Some(SseParseError::EventTooLarge { limit: 21 })
     );
+}
+
+#[test]
+fn lines_that_start_like_data_or_event_part_from_the_name_at_every_point() {
+    // Fed in pieces, a line that so far is the start of `data:` or `event:` is compared with the
+    // name, not buffered. These lines part from the names before, at and after the colon, end
+    // right after the name (a field with an empty value), and use every line end.
+    let input = b"event: delta\ndata: 0\n\n\
+        data\n\n\
+        data:\ndata\n\n\
+        dat: x\ndatum: y\nd\nDATA: z\ndata:x\n\n\
+        data:  two\n\n\
+        event\ndata: 6\n\n\
+        even: x\neventful: y\ne\nevent: delta\ndata: 7\n\n\
+        event:\ndata: 8\n\n\
+        event:delta\ndata: 9\n\n\
+        data\r\ndata:\rdata:\r\ndata: 10\r\n\r\n\
+        event\r\nevent:\rdata: 11\n\n\
+        d";
+    let events = events(input);
+    let got = types_and_data(&events);
+    assert_eq!(
+        got,
+        [
+            ("delta", "0"),
+            ("message", ""),
+            ("message", "\n"),
+            ("message", "x"),
+            ("message", " two"),
+            ("message", "6"),
+            ("delta", "7"),
+            ("message", "8"),
+            ("delta", "9"),
+            ("message", "\n\n\n10"),
+            ("message", "11"),
+        ]
+    );
+}
+
+#[test]
+fn an_unterminated_line_starting_like_a_name_is_flushed_as_far_as_it_came() {
+    // At the end of the stream a line cut inside `data:` or `event:` is parsed as it stands:
+    // `dat` and `ev` are unknown fields, `data` and `data:` add an empty value, `event:` sets
+    // the default type.
+    let cases: [(&str, Option<&str>); 5] = [
+        ("dat", None),
+        ("data", Some("")),
+        ("data:", Some("")),
+        ("data: 2\nev", Some("2")),
+        ("data: 2\nevent:", Some("2")),
+    ];
+    for (last_block, flushed) in cases {
+        let input = format!("event: delta\ndata: 1\n\n{last_block}");
+        let events = parse_every_way(FLUSH, input.as_bytes()).events();
+        let mut expected = vec![SseEvent::new("delta", "1")];
+        expected.extend(flushed.map(message));
+        assert_eq!(events, expected, "{input:?}");
+    }
+}
+
+#[test]
+fn a_line_starting_like_a_name_counts_towards_the_size_limit() {
+    // Wherever the stream is split (also inside or right after the name): after 5 bytes of data
+    // a 7-byte `data: 5` line fits a 12-byte limit and an 8-byte `data: 56` does not; as a
+    // block's first line, the space after the colon counts too.
+    let cases: [(usize, &[u8], Option<&str>); 5] = [
+        (12, b"data: 01234\ndata: 5\n\n", Some("01234\n5")),
+        (12, b"data: 01234\ndata: 56\n\n", None),
+        (8, b"data: 12\n\n", Some("12")),
+        (8, b"data: 123\n\n", None),
+        (8, b"data:1234\n\n", None),
+    ];
+    for (limit, input, data) in cases {
+        let options = Options {
+            max_event_size: Some(limit),
+            ..DEFAULTS
+        };
+        let outcome = parse_every_way(options, input);
+        let expected_error = data
+            .is_none()
+            .then_some(SseParseError::EventTooLarge { limit });
+        assert_eq!(outcome.error, expected_error);
+        assert_eq!(outcome.events(), Vec::from_iter(data.map(message)));
+    }
 }
 
 #[test]

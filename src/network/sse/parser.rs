@@ -471,6 +471,14 @@ impl SseParser {
             }
             self.swallow_lf = false;
         }
+        if let Partial::FieldName(start) = self.partial
+            && let Some(tail) = self.continue_field_name(start, rest)?
+        {
+            if tail.is_empty() {
+                return Ok(());
+            }
+            rest = tail;
+        }
         if let Partial::RecentType(line) = self.partial
             && let Some(tail) = self.continue_recent_type(line, rest)
         {
@@ -634,6 +642,8 @@ impl SseParser {
                 None => self.buffer_partial(chunk),
             },
             Partial::Buffered => self.buffer_partial(chunk),
+            // A byte of `data:` or `event:`: compared on the general path (a few bytes per line).
+            Partial::FieldName(_) => return None,
         })
     }
 
@@ -778,9 +788,17 @@ impl SseParser {
         }
     }
 
-    /// Keeps the unfinished line at the end of a chunk.
+    /// Keeps the unfinished line at the end of a chunk. A line that so far is the start of
+    /// `data:` or `event:` is only compared with the name (see [`Partial::FieldName`]); this test
+    /// is inlined here, the rest of a line's start is out of line.
     fn buffer_partial(&mut self, bytes: &[u8]) -> Result<(), SseParseError> {
         if bytes.is_empty() {
+            return Ok(());
+        }
+        if self.line.is_empty()
+            && let Some(start) = self.field_name_start(bytes)
+        {
+            self.partial = Partial::FieldName(start);
             return Ok(());
         }
         if self.line.len() < FIELD_PREFIX_LEN {
@@ -824,6 +842,78 @@ impl SseParser {
         let result = self.start_data_line(line.len(), value);
         self.recycle_line_buffer(line);
         result
+    }
+
+    /// How to follow a line that so far is the start of `data:` or `event:`
+    /// ([`Partial::FieldName`]): `event` only when a recent type can follow it, and either only
+    /// when what it leads to surely fits the limit (so no piece of the name needs a size check).
+    fn field_name_start(&self, line: &[u8]) -> Option<NameStart> {
+        let (field, longest_held) = match line.first()? {
+            b'd' => (FollowedField::Data, DATA_PREFIX.len()),
+            // Followed into `RecentType`, which needs the whole repeated line to fit.
+            b'e' => (
+                FollowedField::Event,
+                EVENT_PREFIX.len() + 1 + self.recent_event_type.as_deref()?.len(),
+            ),
+            _ => return None,
+        };
+        let name = field.name();
+        let (_, data_at_most) = self.decoded_bounds(self.data.len());
+        let fits = data_at_most.saturating_add(longest_held) <= self.max_event_size;
+        (fits && line.len() <= name.len() && starts_with_tiny(name, line)).then_some(NameStart {
+            field,
+            matched: line.len(),
+        })
+    }
+
+    /// Continues a line that so far is the start of a followed field name with the start of
+    /// `rest`. Returns what follows the name and its optional space (empty when the next chunk
+    /// has to say more), the line now being a streamed value or a [`Partial::RecentType`]; `None`
+    /// when the line turned out to be something else: it is then in the line buffer, as if it had
+    /// been buffered all along, and `rest` still has to be parsed.
+    #[inline(always)]
+    fn continue_field_name<'a>(
+        &mut self,
+        start: NameStart,
+        rest: &'a [u8],
+    ) -> Result<Option<&'a [u8]>, SseParseError> {
+        let name = start.field.name();
+        let remaining = name.get(start.matched..).unwrap_or_default();
+        let common = remaining.len().min(rest.len());
+        let (more_name, after_name) = rest.split_at(common);
+        if !starts_with_tiny(remaining, more_name) {
+            self.buffer_field_name(start);
+            return Ok(None);
+        }
+        // Whether the space that is dropped follows the colon is known with the next byte.
+        let Some((&first, after_space)) = after_name.split_first() else {
+            self.partial = Partial::FieldName(NameStart {
+                matched: start.matched + common,
+                ..start
+            });
+            return Ok(Some(&[]));
+        };
+        let spaced = first == b' ';
+        let value = if spaced { after_space } else { after_name };
+        match start.field {
+            FollowedField::Data => self.start_data_line(name.len() + usize::from(spaced), &[])?,
+            // The size rule for the whole line was settled when it began (`field_name_start`),
+            // and the recent type cannot have changed since: no line was processed.
+            FollowedField::Event => {
+                self.partial = Partial::RecentType(TypeLine { spaced, matched: 0 });
+            }
+        }
+        Ok(Some(value))
+    }
+
+    /// Puts the bytes of a [`Partial::FieldName`] line into the line buffer.
+    #[cold]
+    #[inline(never)]
+    fn buffer_field_name(&mut self, start: NameStart) {
+        self.partial = Partial::Buffered;
+        self.line.clear();
+        let held = start.field.name().get(..start.matched).unwrap_or_default();
+        self.line.extend_from_slice(held);
     }
 
     /// How to follow an unfinished `event` line by comparison ([`Partial::RecentType`]), if its
@@ -1245,6 +1335,9 @@ impl SseParser {
         if !self.flush_unterminated_at_eof {
             return Ok(());
         }
+        if let Partial::FieldName(start) = self.partial {
+            self.buffer_field_name(start);
+        }
         if let Partial::RecentType(line) = self.partial {
             self.buffer_recent_type(line);
         }
@@ -1290,6 +1383,7 @@ impl SseParser {
     fn partial_line_len(&self) -> usize {
         match self.partial {
             Partial::Buffered => self.line.len(),
+            Partial::FieldName(start) => start.matched,
             Partial::RecentType(line) => {
                 EVENT_PREFIX.len() + usize::from(line.spaced) + line.matched
             }
@@ -1304,7 +1398,7 @@ impl SseParser {
     /// The decoded size of the block's complete data values (for `Debug`).
     fn complete_data_len(&self) -> usize {
         let complete = match self.partial {
-            Partial::Buffered | Partial::RecentType(_) => self.data.len(),
+            Partial::Buffered | Partial::FieldName(_) | Partial::RecentType(_) => self.data.len(),
             Partial::DataValue(streamed) => streamed.block_len,
         };
         lossy_len(self.data.get(..complete).unwrap_or_default())
@@ -1519,6 +1613,9 @@ const FIELD_PREFIX_LEN: usize = 7;
 /// The field name of an `event` line and its colon.
 const EVENT_PREFIX: &[u8] = b"event:";
 
+/// The field name of a `data` line and its colon.
+const DATA_PREFIX: &[u8] = b"data:";
+
 /// Progress through the optional leading byte order mark.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum BomState {
@@ -1533,12 +1630,42 @@ enum BomState {
 enum Partial {
     /// In `line` (empty when the chunk ended with a line).
     Buffered,
+    /// A line that so far is the start of `data:` or `event:` (the name of most lines; tiny
+    /// chunks often end inside it): compared with the name piece by piece, not buffered, then
+    /// followed as [`DataValue`](Self::DataValue) or [`RecentType`](Self::RecentType). Anything
+    /// else puts it in `line`.
+    FieldName(NameStart),
     /// A `data` line whose value has begun: the value is appended to `data` as it arrives.
     DataValue(StreamedLine),
     /// An `event` line whose value so far is the start of the recent type (streams such as
     /// OpenAI's repeat one type on most events): it is compared piece by piece, not buffered,
     /// and its end needs no field parsing. Anything else puts it in `line`.
     RecentType(TypeLine),
+}
+
+/// A line followed by comparison with a field name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct NameStart {
+    field: FollowedField,
+    /// How many bytes of the name and its colon the line has matched so far (at least one).
+    matched: usize,
+}
+
+/// The fields whose lines are followed from their first byte.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum FollowedField {
+    Data,
+    Event,
+}
+
+impl FollowedField {
+    /// The field's name and colon.
+    fn name(self) -> &'static [u8] {
+        match self {
+            FollowedField::Data => DATA_PREFIX,
+            FollowedField::Event => EVENT_PREFIX,
+        }
+    }
 }
 
 /// An `event` line followed by comparison with the recent type.
@@ -1699,6 +1826,13 @@ fn equal_by_ends<const N: usize>(a: &[u8], b: &[u8]) -> bool {
         (Some(a), Some(b)) => a == b,
         _ => a == b,
     }
+}
+
+/// Whether `bytes` starts with `prefix`, for the few bytes of a field name: a byte loop, not
+/// a `memcmp` call.
+#[inline(always)]
+fn starts_with_tiny(bytes: &[u8], prefix: &[u8]) -> bool {
+    bytes.len() >= prefix.len() && bytes.iter().zip(prefix).all(|(a, b)| a == b)
 }
 
 fn strip_one_space(value: &[u8]) -> &[u8] {
@@ -1970,5 +2104,72 @@ data: 2
             )
             .unwrap();
         assert_eq!(events, [SseEvent::new("deltx", "2")]);
+    }
+
+    #[test]
+    fn a_line_starting_like_a_field_name_is_compared_not_buffered() {
+        let mut parser = SseParser::new();
+        let mut events = Vec::new();
+        parser.feed(b"data: 1\n\nda", &mut events).unwrap();
+        let data_start = NameStart {
+            field: FollowedField::Data,
+            matched: 2,
+        };
+        assert_eq!(parser.partial, Partial::FieldName(data_start));
+        assert!(parser.line.is_empty());
+        assert!(format!("{parser:?}").contains("partial_line_len: 2"));
+        // The name and its colon, then the space: the value streams from the next byte.
+        parser.feed(b"ta:", &mut events).unwrap();
+        assert_eq!(
+            parser.partial,
+            Partial::FieldName(NameStart {
+                matched: 5,
+                ..data_start
+            })
+        );
+        parser.feed(b" 2", &mut events).unwrap();
+        assert!(matches!(parser.partial, Partial::DataValue(_)));
+        assert!(parser.line.is_empty());
+        // Parting from the name puts the line into the buffer, as if it had been there all along.
+        parser.feed(b"\n\ndat", &mut events).unwrap();
+        parser.feed(b"e: 3\n", &mut events).unwrap();
+        assert_eq!(parser.partial, Partial::Buffered);
+        parser.feed(b"dat", &mut events).unwrap();
+        parser.feed(b"e", &mut events).unwrap();
+        assert_eq!(parser.partial, Partial::Buffered);
+        assert_eq!(parser.line, b"date");
+        // An `event` name is followed only once there is a recent type to compare the value with.
+        parser
+            .feed(b"\n\nevent: delta\ndata: 4\n\nev", &mut events)
+            .unwrap();
+        assert_eq!(
+            parser.partial,
+            Partial::FieldName(NameStart {
+                field: FollowedField::Event,
+                matched: 2
+            })
+        );
+        parser.feed(b"ent:d", &mut events).unwrap();
+        assert_eq!(
+            parser.partial,
+            Partial::RecentType(TypeLine {
+                spaced: false,
+                matched: 1
+            })
+        );
+        parser.feed(b"elta\ndata: 5\n\n", &mut events).unwrap();
+        assert_eq!(
+            events,
+            [
+                SseEvent::new("message", "1"),
+                SseEvent::new("message", "2"),
+                SseEvent::new("delta", "4"),
+                SseEvent::new("delta", "5"),
+            ]
+        );
+        let mut fresh = SseParser::new();
+        fresh.feed(b"ev", &mut events).unwrap();
+        assert_eq!(fresh.partial, Partial::Buffered);
+        assert_eq!(fresh.line, b"ev");
     }
 }
