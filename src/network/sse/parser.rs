@@ -493,6 +493,15 @@ impl SseParser {
                 return Ok(());
             }
         }
+        // A tiny chunk's rest with no line end is the start of the next line (the usual end of
+        // a piece that ended a line): kept without the setup of the line loop. A blank line
+        // (an event's end) is told by its first byte, without the search.
+        if rest.len() < swar::SHORT
+            && !matches!(rest.first(), Some(b'\r' | b'\n'))
+            && swar::find_in_short(rest, swar::line_end_marks).is_none()
+        {
+            return self.buffer_partial(rest);
+        }
         with_best_search(
             rest.len(),
             ChunkLines {
@@ -617,7 +626,8 @@ impl SseParser {
     #[inline(always)]
     fn continue_data_value(&mut self, chunk: &[u8]) -> Option<Result<(), SseParseError>> {
         if let Partial::DataValue(streamed) = &self.partial
-            && chunk.len() <= streamed.data_room.saturating_sub(self.data.len())
+            // No overflow: the data is at most `isize::MAX` bytes, the chunk under 16.
+            && self.data.len() + chunk.len() <= streamed.data_room
             && swar::find_in_short(chunk, swar::line_end_marks).is_none()
         {
             // As in `continue_line`: a streamed value implies neither state needs a look.
@@ -858,8 +868,12 @@ impl SseParser {
             _ => return None,
         };
         let name = field.name();
-        let (_, data_at_most) = self.decoded_bounds(self.data.len());
-        let fits = data_at_most.saturating_add(longest_held) <= self.max_event_size;
+        // As in `check_data_line`: three times the raw data, plus the held bytes, within the
+        // limit settles it without the closer bound.
+        let fits = self.data.len().saturating_add(longest_held) <= self.surely_fitting_raw || {
+            let (_, data_at_most) = self.decoded_bounds(self.data.len());
+            data_at_most.saturating_add(longest_held) <= self.max_event_size
+        };
         (fits && line.len() <= name.len() && starts_with_tiny(name, line)).then_some(NameStart {
             field,
             matched: line.len(),
@@ -989,10 +1003,13 @@ impl SseParser {
     /// Begins streaming an unfinished `data` line of `line_len` raw bytes whose value so far is
     /// `value`.
     fn start_data_line(&mut self, line_len: usize, value: &[u8]) -> Result<(), SseParseError> {
-        self.check_line_size(line_len)?;
         let block_len = self.data.len();
-        let skipped = line_len.saturating_sub(value.len());
         let (_, block_at_most) = self.decoded_bounds(block_len);
+        // `check_line_size`, with the bound it would compute again.
+        if block_at_most.saturating_add(line_len) > self.max_event_size {
+            self.check_size_closely(block_len, line_len)?;
+        }
+        let skipped = line_len.saturating_sub(value.len());
         self.push_data_value(value);
         let value_start = self.data.len().saturating_sub(value.len());
         let value_room = self
@@ -1027,7 +1044,11 @@ impl SseParser {
         };
         self.stream_value(&streamed, more_value, scan.ascii_text)?;
         self.partial = Partial::Buffered;
-        self.check_streamed_value(streamed)?;
+        // All the data decoded, at most three times its raw size plus the trailing LF, within
+        // the limit settles the rule at once (as for a whole data line, `check_data_line`).
+        if self.data.len() > self.surely_fitting_raw {
+            self.check_streamed_value(streamed)?;
+        }
         Ok(self.skip_line_end(terminator, tail))
     }
 
@@ -1040,7 +1061,8 @@ impl SseParser {
         bytes: &[u8],
         text: Option<&str>,
     ) -> Result<(), SseParseError> {
-        if bytes.len() > streamed.data_room.saturating_sub(self.data.len()) {
+        // No overflow: both lengths are at most `isize::MAX`.
+        if self.data.len() + bytes.len() > streamed.data_room {
             self.check_streamed_line(streamed, bytes.len())?;
         }
         match text {
