@@ -874,7 +874,7 @@ impl SseParser {
             let (_, data_at_most) = self.decoded_bounds(self.data.len());
             data_at_most.saturating_add(longest_held) <= self.max_event_size
         };
-        (fits && line.len() <= name.len() && starts_with_tiny(name, line)).then_some(NameStart {
+        (fits && starts_with_tiny(name, line)).then_some(NameStart {
             field,
             matched: line.len(),
         })
@@ -1005,10 +1005,8 @@ impl SseParser {
     fn start_data_line(&mut self, line_len: usize, value: &[u8]) -> Result<(), SseParseError> {
         let block_len = self.data.len();
         let (_, block_at_most) = self.decoded_bounds(block_len);
-        // `check_line_size`, with the bound it would compute again.
-        if block_at_most.saturating_add(line_len) > self.max_event_size {
-            self.check_size_closely(block_len, line_len)?;
-        }
+        // `check_line_size`, with the bound just computed.
+        self.check_size_within(block_len, block_at_most, line_len)?;
         let skipped = line_len.saturating_sub(value.len());
         self.push_data_value(value);
         let value_start = self.data.len().saturating_sub(value.len());
@@ -1114,6 +1112,18 @@ impl SseParser {
     #[inline(always)]
     fn check_size(&mut self, block_len: usize, line_len: usize) -> Result<(), SseParseError> {
         let (_, at_most) = self.decoded_bounds(block_len);
+        self.check_size_within(block_len, at_most, line_len)
+    }
+
+    /// [`check_size`](Self::check_size) with the upper bound of the block's decoded size
+    /// (`at_most`) already at hand.
+    #[inline(always)]
+    fn check_size_within(
+        &mut self,
+        block_len: usize,
+        at_most: usize,
+        line_len: usize,
+    ) -> Result<(), SseParseError> {
         if at_most.saturating_add(line_len) <= self.max_event_size {
             return Ok(());
         }
