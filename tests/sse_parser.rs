@@ -1491,3 +1491,63 @@ proptest! {
         prop_assert_eq!(outcome.last_event_id, writer.client_last_event_id());
     }
 }
+
+/// Feeds `input` in pieces of `size` bytes after a first piece of `first` bytes.
+fn pieces_after(input: &[u8], first: usize, size: usize) -> Vec<&[u8]> {
+    let (head, tail) = input.split_at(first.min(input.len()));
+    std::iter::once(head).chain(tail.chunks(size)).collect()
+}
+
+#[test]
+fn tiny_pieces_at_every_offset_parse_like_the_whole_stream() {
+    // The pieces around a line end (a data value's end and the next line's start, a blank
+    // line, the rest of `data:`, the repeated type) have their own path for chunks under 16
+    // bytes: every piece size from 2 to 15, starting at every offset, must agree with the
+    // whole stream — with LF, CR and CRLF line ends, a leading BOM, `data:` without its space,
+    // lines that part from `data`, and an `event` line that stops repeating the type.
+    let input: &[u8] = b"\xEF\xBB\xBFdata: first\n\ndata:x\ndata: 0123456789abcdef\r\n\r\n\
+        event: delta\ndata: {\"a\":1}\n\nevent: delta\ndata: {\"b\":22}\r\rdate: no\ndat\n\
+        data\ndata:\ndata: \n\nevent: deltb\ndata: y\n\nid: 7\ndata: z\r\n\n:c\ndata: end\n\n";
+    let whole = run_chunks(COMMENTS, &[input]);
+    assert_eq!(whole.events().len(), 8, "{whole:?}");
+    for size in 2..16 {
+        for first in 1..=size {
+            let pieces = pieces_after(input, first, size);
+            assert_eq!(
+                run_chunks(COMMENTS, &pieces),
+                whole,
+                "{size}-byte pieces after {first}"
+            );
+        }
+    }
+}
+
+#[test]
+fn tiny_pieces_keep_the_size_limit_at_every_offset() {
+    // Near the limit a line that starts a data value in a tiny piece must be refused exactly
+    // where the whole stream refuses it: the name and its space count, as does the data
+    // before it — decoded, so an invalid byte counts three times.
+    let inputs: [&[u8]; 2] = [
+        b"data: 0123\ndata: 45\ndata:\ndata: \n\ndata: 6789\n\n",
+        b"data:\xFF\ndata: \n\ndata:\xFF\xFF\ndata:\n\n",
+    ];
+    for input in inputs {
+        for limit in 1..input.len() {
+            let options = Options {
+                max_event_size: Some(limit),
+                ..DEFAULTS
+            };
+            let whole = run_chunks(options, &[input]);
+            for size in 2..16 {
+                for first in 1..=size {
+                    let pieces = pieces_after(input, first, size);
+                    assert_eq!(
+                        run_chunks(options, &pieces),
+                        whole,
+                        "limit {limit}, {size}-byte pieces after {first}"
+                    );
+                }
+            }
+        }
+    }
+}

@@ -46,6 +46,17 @@ impl DataBuffer {
         self.bytes.push(byte);
     }
 
+    /// Appends LF (the separator before a data line's value that is still to come).
+    #[inline(always)]
+    pub(super) fn push_lf(&mut self) {
+        // LF is ASCII: text before it stays text with it.
+        let all_text = self.text_len == self.bytes.len();
+        self.bytes.push(b'\n');
+        if all_text {
+            self.text_len = self.bytes.len();
+        }
+    }
+
     /// Appends LF and then `value`: the join of a block's data lines.
     #[inline(always)]
     pub(super) fn push_lf_and(&mut self, value: &[u8]) {

@@ -437,12 +437,14 @@ impl SseParser {
             return Err(self.too_large());
         }
         let result = match chunk {
-            [_] => self
-                .continue_line(chunk)
-                .unwrap_or_else(|| self.parse_chunk(chunk, out)),
-            _ if chunk.len() < swar::SHORT => self
-                .continue_data_value(chunk)
-                .unwrap_or_else(|| self.parse_chunk(chunk, out)),
+            [_] => self.continue_line(chunk).unwrap_or_else(|| {
+                let piece = self.continue_data_value(chunk);
+                self.feed_tiny_piece(piece, chunk, out)
+            }),
+            _ if chunk.len() < swar::SHORT => match self.continue_data_value(chunk) {
+                TinyPiece::Appended => Ok(()),
+                piece => self.feed_tiny_piece(piece, chunk, out),
+            },
             _ => self.parse_chunk(chunk, out),
         };
         if result.is_err() {
@@ -472,7 +474,7 @@ impl SseParser {
             self.swallow_lf = false;
         }
         if let Partial::FieldName(start) = self.partial
-            && let Some(tail) = self.continue_field_name(start, rest)?
+            && let Some(tail) = self.continue_field_name(start, rest)
         {
             if tail.is_empty() {
                 return Ok(());
@@ -622,20 +624,173 @@ impl SseParser {
 
     /// A chunk of a few bytes inside a streamed data value (no line end, room left): appended at
     /// once, without the general setup. Tiny chunks mostly fall inside data values, the longest
-    /// lines of most streams. (The same shortcut for pieces of other lines measured no gain.)
+    /// lines of most streams. Otherwise says where the value ends in the chunk, if it does with
+    /// room for all of it, for [`feed_tiny_piece`](Self::feed_tiny_piece).
     #[inline(always)]
-    fn continue_data_value(&mut self, chunk: &[u8]) -> Option<Result<(), SseParseError>> {
-        if let Partial::DataValue(streamed) = &self.partial
-            // No overflow: the data is at most `isize::MAX` bytes, the chunk under 16.
-            && self.data.len() + chunk.len() <= streamed.data_room
-            && swar::find_in_short(chunk, swar::line_end_marks).is_none()
-        {
-            // As in `continue_line`: a streamed value implies neither state needs a look.
-            debug_assert!(!self.swallow_lf && self.bom == BomState::Done);
-            self.data.extend_from_slice(chunk);
-            return Some(Ok(()));
+    fn continue_data_value(&mut self, chunk: &[u8]) -> TinyPiece {
+        let Partial::DataValue(streamed) = self.partial else {
+            return TinyPiece::Other;
+        };
+        // No overflow: the data is at most `isize::MAX` bytes, the chunk under 16.
+        if self.data.len() + chunk.len() > streamed.data_room {
+            return TinyPiece::Other;
         }
-        None
+        // As in `continue_line`: a streamed value implies neither state needs a look.
+        debug_assert!(!self.swallow_lf && self.bom == BomState::Done);
+        match swar::find_in_short(chunk, swar::line_end_marks) {
+            None => {
+                self.data.extend_from_slice(chunk);
+                TinyPiece::Appended
+            }
+            Some(end) => TinyPiece::EndsValueAt(streamed, end),
+        }
+    }
+
+    /// A tiny chunk that is not simply more of a data value. A line of a stream fed a few bytes
+    /// at a time starts in one piece and goes on in the next: the piece that ends a data value
+    /// and starts the next line (often after the blank line that ends an event), the piece that
+    /// completes the field name, the pieces of a repeated `event:` type. They are handled here,
+    /// by comparison, without the general setup; what they leave, and every other piece, goes
+    /// to the general path. Out of line, so that the loop appending data pieces stays small.
+    #[inline(never)]
+    fn feed_tiny_piece(
+        &mut self,
+        piece: TinyPiece,
+        chunk: &[u8],
+        out: &mut impl Emit,
+    ) -> Result<(), SseParseError> {
+        let rest = match piece {
+            TinyPiece::Appended => return Ok(()),
+            TinyPiece::EndsValueAt(streamed, end) => {
+                let rest = self.end_tiny_data_line(streamed, chunk, end)?;
+                self.start_tiny_line(rest, out)?
+            }
+            _ => self.continue_tiny_line(chunk, out)?,
+        };
+        if rest.is_empty() {
+            return Ok(());
+        }
+        self.parse_chunk(rest, out)
+    }
+
+    /// Ends a streamed data value at `end` of a tiny chunk (room for all of it checked).
+    /// Returns what follows the line end.
+    #[inline(always)]
+    fn end_tiny_data_line<'a>(
+        &mut self,
+        streamed: StreamedLine,
+        chunk: &'a [u8],
+        end: usize,
+    ) -> Result<&'a [u8], SseParseError> {
+        let (value, after) = chunk.split_at(end);
+        self.data.extend_from_slice(value);
+        self.partial = Partial::Buffered;
+        // As in `continue_data_line`.
+        if self.data.len() > self.surely_fitting_raw {
+            self.check_streamed_value(streamed)?;
+        }
+        let Some((&terminator, tail)) = after.split_first() else {
+            return Ok(&[]);
+        };
+        Ok(self.skip_line_end(terminator, tail))
+    }
+
+    /// A tiny chunk that continues the current line: one that completes a field name begun in
+    /// the last chunk or goes on with a repeated type, or one that begins a line (the last
+    /// ended with its chunk). Returns what the general path has to parse.
+    #[inline(always)]
+    fn continue_tiny_line<'a>(
+        &mut self,
+        chunk: &'a [u8],
+        out: &mut impl Emit,
+    ) -> Result<&'a [u8], SseParseError> {
+        match self.partial {
+            Partial::FieldName(start) => {
+                let Some(value) = self.continue_field_name(start, chunk) else {
+                    return Ok(chunk);
+                };
+                match self.partial {
+                    Partial::DataValue(_) => Ok(self.append_tiny_value(value)),
+                    Partial::RecentType(line) if !value.is_empty() => {
+                        self.continue_tiny_type(line, value, out)
+                    }
+                    _ => Ok(value),
+                }
+            }
+            Partial::RecentType(line) => self.continue_tiny_type(line, chunk, out),
+            // Not at the start of the body (a BOM may follow) or after a CR (an LF may follow).
+            Partial::Buffered
+                if self.line.is_empty() && !self.swallow_lf && self.bom == BomState::Done =>
+            {
+                self.start_tiny_line(chunk, out)
+            }
+            _ => Ok(chunk),
+        }
+    }
+
+    /// Goes on with a repeated `event:` type ([`Partial::RecentType`]) and, when it ends in
+    /// `rest`, with the line after it. Returns what the general path has to parse.
+    #[inline(always)]
+    fn continue_tiny_type<'a>(
+        &mut self,
+        line: TypeLine,
+        rest: &'a [u8],
+        out: &mut impl Emit,
+    ) -> Result<&'a [u8], SseParseError> {
+        match self.continue_recent_type(line, rest) {
+            Some(after) => self.start_tiny_line(after, out),
+            // Now in the line buffer: `rest` goes on with it.
+            None => Ok(rest),
+        }
+    }
+
+    /// The start of a line in a tiny chunk, the line buffer empty: a blank line (LF) dispatches
+    /// the event, a line that so far spells the start of `data:` is compared with the name
+    /// ([`Partial::FieldName`]), `data:` with the byte after it starts the data value here.
+    /// Returns what the general path has to parse: any other line, or what follows a further
+    /// line end.
+    #[inline(always)]
+    fn start_tiny_line<'a>(
+        &mut self,
+        mut start: &'a [u8],
+        out: &mut impl Emit,
+    ) -> Result<&'a [u8], SseParseError> {
+        if let [b'\n', after @ ..] = start {
+            self.dispatch(None, out);
+            start = after;
+        }
+        // `field_name_start`'s rule for `data`, in its quick form: what the line leads to surely
+        // fits, so neither the name nor the start of the value needs a size check.
+        if start.first() != Some(&b'd')
+            || self.data.len() + DATA_PREFIX.len() + 1 > self.surely_fitting_raw
+        {
+            return Ok(start);
+        }
+        if let Some(after_colon) = start.strip_prefix(DATA_PREFIX)
+            && let Some((&first, after_first)) = after_colon.split_first()
+        {
+            let spaced = first == b' ';
+            self.start_fitting_data_line(DATA_PREFIX.len() + usize::from(spaced));
+            return Ok(self.append_tiny_value(if spaced { after_first } else { after_colon }));
+        }
+        if starts_with_tiny(DATA_PREFIX, start) {
+            self.partial = Partial::FieldName(NameStart {
+                field: FollowedField::Data,
+                matched: start.len(),
+            });
+            return Ok(&[]);
+        }
+        Ok(start)
+    }
+
+    /// Appends the start of a streamed value that a tiny chunk holds, when it holds no line end
+    /// and fits the room. Returns what the general path has to parse.
+    #[inline(always)]
+    fn append_tiny_value<'a>(&mut self, value: &'a [u8]) -> &'a [u8] {
+        match self.continue_data_value(value) {
+            TinyPiece::Appended => &[],
+            _ => value,
+        }
     }
 
     /// [`continue_line`](Self::continue_line) for a byte that is not simply more of a data value.
@@ -652,8 +807,13 @@ impl SseParser {
                 None => self.buffer_partial(chunk),
             },
             Partial::Buffered => self.buffer_partial(chunk),
-            // A byte of `data:` or `event:`: compared on the general path (a few bytes per line).
-            Partial::FieldName(_) => return None,
+            // A byte of `data:` or `event:`. The byte after the colon, unless it is the space
+            // that is dropped, begins the value: the general path goes on with it, as with a
+            // byte that parts from the name (now in the line buffer).
+            Partial::FieldName(start) => match self.continue_field_name(start, chunk) {
+                Some([]) => Ok(()),
+                _ => return None,
+            },
         })
     }
 
@@ -859,7 +1019,8 @@ impl SseParser {
     /// when what it leads to surely fits the limit (so no piece of the name needs a size check).
     fn field_name_start(&self, line: &[u8]) -> Option<NameStart> {
         let (field, longest_held) = match line.first()? {
-            b'd' => (FollowedField::Data, DATA_PREFIX.len()),
+            // `data:` and the space: the line's size when its value begins.
+            b'd' => (FollowedField::Data, DATA_PREFIX.len() + 1),
             // Followed into `RecentType`, which needs the whole repeated line to fit.
             b'e' => (
                 FollowedField::Event,
@@ -886,18 +1047,14 @@ impl SseParser {
     /// when the line turned out to be something else: it is then in the line buffer, as if it had
     /// been buffered all along, and `rest` still has to be parsed.
     #[inline(always)]
-    fn continue_field_name<'a>(
-        &mut self,
-        start: NameStart,
-        rest: &'a [u8],
-    ) -> Result<Option<&'a [u8]>, SseParseError> {
+    fn continue_field_name<'a>(&mut self, start: NameStart, rest: &'a [u8]) -> Option<&'a [u8]> {
         let name = start.field.name();
         let remaining = name.get(start.matched..).unwrap_or_default();
         let common = remaining.len().min(rest.len());
         let (more_name, after_name) = rest.split_at(common);
         if !starts_with_tiny(remaining, more_name) {
             self.buffer_field_name(start);
-            return Ok(None);
+            return None;
         }
         // Whether the space that is dropped follows the colon is known with the next byte.
         let Some((&first, after_space)) = after_name.split_first() else {
@@ -905,19 +1062,20 @@ impl SseParser {
                 matched: start.matched + common,
                 ..start
             });
-            return Ok(Some(&[]));
+            return Some(&[]);
         };
         let spaced = first == b' ';
         let value = if spaced { after_space } else { after_name };
         match start.field {
-            FollowedField::Data => self.start_data_line(name.len() + usize::from(spaced), &[])?,
+            // The size rule was settled when the line began (`field_name_start`).
+            FollowedField::Data => self.start_fitting_data_line(name.len() + usize::from(spaced)),
             // The size rule for the whole line was settled when it began (`field_name_start`),
             // and the recent type cannot have changed since: no line was processed.
             FollowedField::Event => {
                 self.partial = Partial::RecentType(TypeLine { spaced, matched: 0 });
             }
         }
-        Ok(Some(value))
+        Some(value)
     }
 
     /// Puts the bytes of a [`Partial::FieldName`] line into the line buffer.
@@ -1007,9 +1165,39 @@ impl SseParser {
         let (_, block_at_most) = self.decoded_bounds(block_len);
         // `check_line_size`, with the bound just computed.
         self.check_size_within(block_len, block_at_most, line_len)?;
-        let skipped = line_len.saturating_sub(value.len());
         self.push_data_value(value);
-        let value_start = self.data.len().saturating_sub(value.len());
+        let skipped = line_len.saturating_sub(value.len());
+        self.follow_data_value(block_len, block_at_most, skipped, value.len());
+        Ok(())
+    }
+
+    /// [`start_data_line`](Self::start_data_line) for a line of `skipped` bytes (`data:` and
+    /// its space) whose value has not begun, known to fit the limit (the rule of
+    /// [`Partial::FieldName`]): only the separator is appended, inline.
+    #[inline(always)]
+    fn start_fitting_data_line(&mut self, skipped: usize) {
+        let block_len = self.data.len();
+        let (_, block_at_most) = self.decoded_bounds(block_len);
+        if self.has_data {
+            self.data.push_lf();
+        } else {
+            self.push_data_value(&[]);
+        }
+        self.follow_data_value(block_len, block_at_most, skipped, 0);
+    }
+
+    /// Follows the `data` line whose value (`value_len` bytes so far) ends the data buffer as
+    /// [`Partial::DataValue`]: `block_len` bytes of data before it, whose decoded size is at
+    /// most `block_at_most`, and `skipped` bytes of the line not in the data.
+    #[inline(always)]
+    fn follow_data_value(
+        &mut self,
+        block_len: usize,
+        block_at_most: usize,
+        skipped: usize,
+        value_len: usize,
+    ) {
+        let value_start = self.data.len().saturating_sub(value_len);
         let value_room = self
             .max_event_size
             .saturating_sub(block_at_most)
@@ -1020,7 +1208,6 @@ impl SseParser {
             skipped,
             data_room: value_start.saturating_add(value_room),
         });
-        Ok(())
     }
 
     /// Appends the start of `rest` to the streamed `data` line; returns what follows the line, or
@@ -1673,6 +1860,16 @@ enum Partial {
     /// OpenAI's repeat one type on most events): it is compared piece by piece, not buffered,
     /// and its end needs no field parsing. Anything else puts it in `line`.
     RecentType(TypeLine),
+}
+
+/// What [`SseParser::continue_data_value`] made of a tiny chunk.
+enum TinyPiece {
+    /// More of the streamed value, appended.
+    Appended,
+    /// The streamed value (room checked for the whole chunk) ends at this index of the chunk.
+    EndsValueAt(StreamedLine, usize),
+    /// Anything else: the state is not a streamed value, or it has not room for the chunk.
+    Other,
 }
 
 /// A line followed by comparison with a field name.
