@@ -446,6 +446,19 @@ mod tests {
     }
 
     #[test]
+    fn a_lone_separator_extends_only_a_prefix_that_reaches_it() {
+        let mut data = DataBuffer::default();
+        data.push_str("text");
+        data.push_lf();
+        assert_eq!(data.text_len, data.len(), "LF after text is text");
+        data.extend_from_slice(b"\xFF");
+        data.push_lf();
+        assert_eq!(data.text_len, 5, "the prefix does not jump a raw part");
+        assert_eq!(&data[..], b"text\n\xFF\n");
+        assert_eq!(data.text(), None);
+    }
+
+    #[test]
     fn clearing_forgets_the_prefix() {
         let mut data = DataBuffer::default();
         data.push_str("0123456789");
