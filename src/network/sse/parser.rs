@@ -682,7 +682,10 @@ impl SseParser {
         chunk: &'a [u8],
         end: usize,
     ) -> Result<&'a [u8], SseParseError> {
-        let (value, after) = chunk.split_at(end);
+        // `end` is a line end the search found in `chunk`; were it not, the general path decides.
+        let Some((value, after)) = chunk.split_at_checked(end) else {
+            return Ok(chunk);
+        };
         self.data.extend_from_slice(value);
         self.partial = Partial::Buffered;
         // As in `continue_data_line`.
