@@ -811,8 +811,8 @@ impl SseParser {
             },
             Partial::Buffered => self.buffer_partial(chunk),
             // A byte of `data:` or `event:`. The byte after the colon, unless it is the space
-            // that is dropped, begins the value: the general path goes on with it, as with a
-            // byte that parts from the name (now in the line buffer).
+            // that is dropped, begins the value: the caller goes on with it in the new state, as
+            // with a byte that parts from the name (now in the line buffer).
             Partial::FieldName(start) => match self.continue_field_name(start, chunk) {
                 Some([]) => Ok(()),
                 _ => return None,
