@@ -769,21 +769,19 @@ impl SseParser {
         {
             return Ok(start);
         }
-        if let Some(after_colon) = start.strip_prefix(DATA_PREFIX)
-            && let Some((&first, after_first)) = after_colon.split_first()
-        {
-            let spaced = first == b' ';
-            self.start_fitting_data_line(DATA_PREFIX.len() + usize::from(spaced));
-            return Ok(self.append_tiny_value(if spaced { after_first } else { after_colon }));
+        // Compared as the continuation of a name nothing of which has been matched yet.
+        let name = NameStart {
+            field: FollowedField::Data,
+            matched: 0,
+        };
+        match self.continue_field_name(name, start) {
+            Some(value) if matches!(self.partial, Partial::DataValue(_)) => {
+                Ok(self.append_tiny_value(value))
+            }
+            // The name so far: followed (`Partial::FieldName`).
+            Some(rest) => Ok(rest),
+            None => Ok(start),
         }
-        if starts_with_tiny(DATA_PREFIX, start) {
-            self.partial = Partial::FieldName(NameStart {
-                field: FollowedField::Data,
-                matched: start.len(),
-            });
-            return Ok(&[]);
-        }
-        Ok(start)
     }
 
     /// Appends the start of a streamed value that a tiny chunk holds, when it holds no line end
@@ -1879,7 +1877,8 @@ enum TinyPiece {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 struct NameStart {
     field: FollowedField,
-    /// How many bytes of the name and its colon the line has matched so far (at least one).
+    /// How many bytes of the name and its colon the line has matched so far (at least one in a
+    /// stored state; zero when a line's first piece is compared).
     matched: usize,
 }
 
