@@ -1,0 +1,118 @@
+//! The deferred action list: work found while the client's state is borrowed (user callbacks,
+//! signals, socket closes) and run once the borrow is released.
+
+use std::rc::{Rc, Weak};
+use std::time::Duration;
+
+use bytes::Bytes;
+
+use super::state::{Delivery, StreamFn};
+use super::{HttpClient, RequestId, SseTarget, StreamEvent};
+use crate::network::http::{HttpError, HttpResponse};
+use crate::network::sse::SseBatch;
+use crate::network::tcp::TcpSocket;
+
+/// Work found under the borrow and done after it (user code, socket closes).
+pub(super) enum Action {
+    Finish(u64, Delivery, Result<HttpResponse, HttpError>),
+    StreamHead(StreamFn, HttpResponse),
+    StreamData(StreamFn, Bytes),
+    SseHead(u64, Weak<dyn SseTarget>, HttpResponse),
+    SseEvents(u64, Weak<dyn SseTarget>, SseBatch),
+    SseRetry(u64, Weak<dyn SseTarget>, Duration),
+    Progress(u64, u64, Option<u64>),
+    Close(Rc<TcpSocket>),
+    ResponseReceived(HttpResponse),
+    Failed(u64, HttpError),
+}
+
+impl HttpClient {
+    // ---- delivering --------------------------------------------------------------------------
+
+    pub(super) fn post_actions(&self, actions: Vec<Action>) {
+        if actions.is_empty() {
+            return;
+        }
+        let weak = self.self_weak.clone();
+        self.core.post(Box::new(move || {
+            if let Some(client) = weak.upgrade() {
+                client.run_actions(actions);
+            }
+        }));
+    }
+
+    /// Runs collected work with no borrow held.
+    pub(super) fn run_actions(&self, mut actions: Vec<Action>) {
+        self.run_action_list(&mut actions);
+    }
+
+    /// Keeps an SSE batch (emptied) for the next delivery, unless a burst made it large.
+    pub(super) fn recycle_batch(&self, mut batch: SseBatch) {
+        if batch.clear() {
+            self.spare_batch.set(batch);
+        }
+    }
+
+    /// Runs and empties `actions` (keeping its capacity).
+    pub(super) fn run_action_list(&self, actions: &mut Vec<Action>) {
+        for action in actions.drain(..) {
+            match action {
+                Action::Close(socket) => socket.abort(),
+                Action::StreamHead(f, response) => (f.borrow_mut())(StreamEvent::Head(&response)),
+                Action::StreamData(f, data) => (f.borrow_mut())(StreamEvent::Data(&data)),
+                Action::SseHead(id, target, response) => {
+                    if let Some(t) = target.upgrade() {
+                        t.on_head(RequestId(id), &response);
+                    }
+                }
+                Action::SseEvents(id, target, batch) => {
+                    if let Some(t) = target.upgrade() {
+                        t.on_events(RequestId(id), &batch);
+                    }
+                    self.recycle_batch(batch);
+                }
+                Action::SseRetry(id, target, retry) => {
+                    if let Some(t) = target.upgrade() {
+                        t.on_retry(RequestId(id), retry);
+                    }
+                }
+                Action::Progress(id, received, total) => {
+                    if self.download_progress.connection_count() > 0 {
+                        self.download_progress
+                            .emit(&(RequestId(id), received, total));
+                    }
+                }
+                Action::ResponseReceived(response) => self.response_received.emit(&response),
+                Action::Failed(id, e) => self.error.emit(&(RequestId(id), e)),
+                Action::Finish(id, delivery, result) => self.finish(id, delivery, result),
+            }
+        }
+    }
+
+    fn finish(&self, id: u64, delivery: Delivery, result: Result<HttpResponse, HttpError>) {
+        let signal_copy = match &result {
+            Ok(response) if self.response_received.connection_count() > 0 => {
+                Some(Action::ResponseReceived(response.clone()))
+            }
+            Err(e) if self.error.connection_count() > 0 => Some(Action::Failed(id, e.clone())),
+            _ => None,
+        };
+        match delivery {
+            Delivery::Buffered(Some(callback)) => callback(result),
+            Delivery::Buffered(None) => {}
+            Delivery::Streaming { on_done, .. } => {
+                if let Some(done) = on_done {
+                    done(result);
+                }
+            }
+            Delivery::Sse { target, parser } => {
+                if let Some(t) = target.upgrade() {
+                    t.on_end(RequestId(id), result, parser);
+                }
+            }
+        }
+        if let Some(action) = signal_copy {
+            self.run_actions(vec![action]);
+        }
+    }
+}

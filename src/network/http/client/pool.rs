@@ -1,0 +1,421 @@
+//! The per-host connection pool: requests are dispatched to a connection of their host (an idle
+//! one, a new one, or a queue when the host is at its limit), and connections are released,
+//! reused, expired and closed.
+
+use std::collections::{HashMap, VecDeque};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+
+use super::actions::Action;
+use super::state::{Phase, RequestState};
+use super::{ClientInner, HttpClient};
+use crate::foundation::{LoopError, TimerKey};
+use crate::network::error::{SocketError, TlsFailure};
+use crate::network::http::HttpError;
+use crate::network::tcp::{DataSink, SocketState, TcpSocket};
+use crate::network::tls::TlsClientConfig;
+
+/// One pool's (scheme, host, port). Shared through an `Rc` by the pool map, its connections
+/// and its requests: one copy of the host name per host, not one per connection and request.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub(super) struct HostKey {
+    https: bool,
+    host: String,
+    port: u16,
+}
+
+pub(super) struct Conn {
+    host: Rc<HostKey>,
+    pub(super) socket: Rc<TcpSocket>,
+    pub(super) request: Option<u64>,
+    served: u32,
+    pub(super) idle_timer: Option<TimerKey>,
+    _sink: Rc<ConnSink>,
+}
+
+#[derive(Default)]
+pub(super) struct HostState {
+    active: usize,
+    idle: Vec<u64>,
+    pub(super) queue: VecDeque<u64>,
+}
+
+impl HttpClient {
+    /// Puts the request on a connection of its host, or queues it.
+    pub(super) fn schedule(&self, inner: &mut ClientInner, id: u64, actions: &mut Vec<Action>) {
+        let Some(host) = inner.requests.get(&id).map(|s| s.host.clone()) else {
+            return;
+        };
+        let max = inner.session.max_connections_per_host().max(1);
+        // Most recently used idle connection first (warmest); skip ones the server already closed
+        // (their close notice may still be queued).
+        while let Some(conn_id) = inner.hosts.get_mut(&host).and_then(|h| h.idle.pop()) {
+            match inner.conns.get(&conn_id).map(|c| c.socket.state()) {
+                Some(SocketState::Connected) => {
+                    return self.assign(inner, conn_id, id, actions);
+                }
+                Some(_) => self.forget_conn(inner, conn_id),
+                None => {}
+            }
+        }
+        let host_state = inner.hosts.entry(host.clone()).or_default();
+        if host_state.active >= max {
+            host_state.queue.push_back(id);
+            return;
+        }
+        match self.open_conn(inner, &host) {
+            Ok(conn_id) => self.assign(inner, conn_id, id, actions),
+            Err(e) => self.fail(inner, id, e, true, actions),
+        }
+    }
+
+    fn open_conn(&self, inner: &mut ClientInner, host: &Rc<HostKey>) -> Result<u64, HttpError> {
+        let socket = TcpSocket::new().map_err(|e| {
+            HttpError::Transport(SocketError::InvalidState(
+                if matches!(e, LoopError::NoEventLoop) {
+                    "no event loop on this thread"
+                } else {
+                    "event loop unavailable"
+                },
+            ))
+        })?;
+        let connect_timeout = inner.session.connect_timeout();
+        socket.set_connect_timeout(Some(connect_timeout));
+        if host.https {
+            let config = self.tls_config(inner)?;
+            socket.enable_client_tls(config, &host.host);
+            socket.set_handshake_timeout(Some(connect_timeout));
+        }
+        let conn_id = inner.next_id;
+        inner.next_id += 1;
+        let sink = Rc::new(ConnSink {
+            client: self.self_weak.clone(),
+            conn: conn_id,
+        });
+        let weak_sink: Weak<dyn DataSink> = Rc::downgrade(&sink) as Weak<dyn DataSink>;
+        socket.set_data_sink(Some(weak_sink));
+        socket.connect_to_host(&host.host, host.port)?;
+        inner.conns.insert(
+            conn_id,
+            Box::new(Conn {
+                host: Rc::clone(host),
+                socket,
+                request: None,
+                served: 0,
+                idle_timer: None,
+                _sink: sink,
+            }),
+        );
+        inner.hosts.entry(host.clone()).or_default().active += 1;
+        log::debug!("opened connection {conn_id} to {}:{}", host.host, host.port);
+        Ok(conn_id)
+    }
+
+    fn tls_config(&self, inner: &mut ClientInner) -> Result<Arc<rustls::ClientConfig>, HttpError> {
+        if let Some(config) = &inner.tls {
+            return Ok(Arc::clone(config));
+        }
+        let session = &inner.session;
+        let mut config = TlsClientConfig::new();
+        for pem in session.extra_ca_certificates() {
+            config.add_ca_certificate(pem)?;
+        }
+        if let Some((cert, key)) = session.client_certificate() {
+            config.set_client_certificate(cert, key)?;
+        }
+        if !session.verifies_certificates() {
+            config.dangerous_disable_certificate_verification();
+        }
+        let built = config.build()?;
+        inner.tls = Some(Arc::clone(&built));
+        Ok(built)
+    }
+
+    /// Writes the request on the connection (queued by the socket until it connects).
+    ///
+    /// On a connection still on its way up the request is only checked (so it fails as early
+    /// as before) and written once connected: thousands of connecting sockets then don't each
+    /// hold a copy of their request's bytes.
+    fn assign(&self, inner: &mut ClientInner, conn_id: u64, id: u64, actions: &mut Vec<Action>) {
+        let (Some(conn), Some(state)) =
+            (inner.conns.get_mut(&conn_id), inner.requests.get_mut(&id))
+        else {
+            return;
+        };
+        if let Some(key) = conn.idle_timer.take() {
+            self.core.timer_remove(key);
+        }
+        conn.request = Some(id);
+        state.conn = Some(conn_id);
+        state.phase = Phase::RecvHead;
+        let connecting = matches!(
+            conn.socket.state(),
+            SocketState::HostLookup | SocketState::Connecting
+        );
+        state.write_when_connected = connecting;
+        if let Err(e) = self.write_request(inner, conn_id, id, connecting) {
+            return self.fail(inner, id, e, true, actions);
+        }
+        self.arm_idle_timer(inner, id);
+    }
+
+    /// Frees the request's connection: back to the pool (or to the next queued request) when
+    /// `reusable`, else closed.
+    pub(super) fn release_conn(
+        &self,
+        inner: &mut ClientInner,
+        state: &mut RequestState,
+        reusable: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(conn_id) = state.conn.take() else {
+            return;
+        };
+        if !reusable {
+            return self.drop_conn(inner, conn_id, actions);
+        }
+        let Some(conn) = inner.conns.get_mut(&conn_id) else {
+            return;
+        };
+        conn.request = None;
+        conn.served += 1;
+        let host = conn.host.clone();
+        let next = inner.hosts.get_mut(&host).and_then(|h| h.queue.pop_front());
+        if let Some(next) = next {
+            return self.assign(inner, conn_id, next, actions);
+        }
+        let idle = inner.session.idle_connection_timeout();
+        let weak = self.self_weak.clone();
+        if let Some(conn) = inner.conns.get_mut(&conn_id) {
+            conn.idle_timer = Some(self.core.call_after(idle, move || {
+                if let Some(client) = weak.upgrade() {
+                    client.on_idle_expired(conn_id);
+                }
+            }));
+        }
+        let host_state = inner.hosts.entry(host).or_default();
+        host_state.idle.push(conn_id);
+    }
+
+    /// Closes a connection (after the borrow) and lets a queued request of its host start.
+    pub(super) fn drop_conn(
+        &self,
+        inner: &mut ClientInner,
+        conn_id: u64,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(mut conn) = inner.conns.remove(&conn_id) else {
+            return;
+        };
+        if let Some(key) = conn.idle_timer.take() {
+            self.core.timer_remove(key);
+        }
+        if let Some(host) = inner.hosts.get_mut(&conn.host) {
+            host.active = host.active.saturating_sub(1);
+            host.idle.retain(|c| *c != conn_id);
+        }
+        actions.push(Action::Close(conn.socket));
+        let next = inner
+            .hosts
+            .get_mut(&conn.host)
+            .and_then(|h| h.queue.pop_front());
+        if let Some(next) = next {
+            self.schedule(inner, next, actions);
+        }
+    }
+
+    /// Removes a connection that is already closed from the pool's books.
+    fn forget_conn(&self, inner: &mut ClientInner, conn_id: u64) {
+        if let Some(mut conn) = inner.conns.remove(&conn_id) {
+            if let Some(key) = conn.idle_timer.take() {
+                self.core.timer_remove(key);
+            }
+            if let Some(host) = inner.hosts.get_mut(&conn.host) {
+                host.active = host.active.saturating_sub(1);
+                host.idle.retain(|c| *c != conn_id);
+            }
+        }
+    }
+
+    fn on_idle_expired(&self, conn_id: u64) {
+        let mut actions = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            if inner
+                .conns
+                .get(&conn_id)
+                .is_some_and(|c| c.request.is_none())
+            {
+                if let Some(conn) = inner.conns.get_mut(&conn_id) {
+                    conn.idle_timer = None;
+                }
+                log::debug!("closing idle connection {conn_id}");
+                self.drop_conn(&mut inner, conn_id, &mut actions);
+            }
+        }
+        self.run_actions(actions);
+    }
+
+    /// The connection closed (peer EOF, reset, TLS failure, …).
+    fn on_conn_closed(&self, conn_id: u64, error: Option<SocketError>) {
+        let mut actions = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            let Some(conn) = inner.conns.get(&conn_id) else {
+                return;
+            };
+            let request = conn.request;
+            let served = conn.served;
+            let host = conn.host.clone();
+            let unauthenticated_eof = error.is_none() && conn.socket.closed_without_close_notify();
+            // Already closed by the peer: drop it without another close.
+            self.forget_conn(&mut inner, conn_id);
+            if let Some(id) = request {
+                let end = ConnEnd {
+                    served,
+                    error,
+                    unauthenticated_eof,
+                };
+                self.on_request_conn_closed(&mut inner, id, end, &mut actions);
+            }
+            // A slot of this host was freed: start a queued request on a new connection.
+            let next = inner.hosts.get_mut(&host).and_then(|h| h.queue.pop_front());
+            if let Some(next) = next {
+                self.schedule(&mut inner, next, &mut actions);
+            }
+        }
+        self.run_actions(actions);
+    }
+
+    fn on_request_conn_closed(
+        &self,
+        inner: &mut ClientInner,
+        id: u64,
+        end: ConnEnd,
+        actions: &mut Vec<Action>,
+    ) {
+        let ConnEnd {
+            served,
+            error,
+            unauthenticated_eof,
+        } = end;
+        let Some(state) = inner.requests.get_mut(&id) else {
+            return;
+        };
+        state.conn = None;
+        // A reused keep-alive connection the server had already closed: replay once on a fresh one.
+        if !state.got_bytes && served > 0 && !state.retried {
+            log::debug!("request {id}: pooled connection was closed by the server; retrying");
+            state.retried = true;
+            state.reset_for_hop();
+            return self.schedule(inner, id, actions);
+        }
+        if let Some(e) = error {
+            return self.fail(inner, id, e.into(), false, actions);
+        }
+        match state.phase {
+            Phase::RecvBody => {
+                let finished = state.decoder.as_mut().map(|d| {
+                    if unauthenticated_eof {
+                        d.finish_at_unauthenticated_eof()
+                    } else {
+                        d.finish_at_eof()
+                    }
+                });
+                match finished {
+                    Some(Ok(())) => {
+                        state.reusable = false;
+                        self.feed_body(inner, id, &[], actions);
+                    }
+                    Some(Err(e)) => self.fail(inner, id, e, false, actions),
+                    None => self.fail(inner, id, HttpError::EmptyResponse, false, actions),
+                }
+            }
+            Phase::RecvHead if state.got_bytes => self.fail(
+                inner,
+                id,
+                HttpError::Protocol("connection closed in the middle of the response head".into()),
+                false,
+                actions,
+            ),
+            _ => self.fail(inner, id, HttpError::EmptyResponse, false, actions),
+        }
+    }
+}
+
+/// How a request's connection ended.
+struct ConnEnd {
+    /// Requests the connection completed before this one.
+    served: u32,
+    /// The failure, or `None` for the peer's end of stream.
+    error: Option<SocketError>,
+    /// A TLS end of stream without close_notify: it cannot end a read-to-close body.
+    unauthenticated_eof: bool,
+}
+
+/// Connects one pooled socket's bytes to the client.
+struct ConnSink {
+    client: Weak<HttpClient>,
+    conn: u64,
+}
+
+impl DataSink for ConnSink {
+    fn on_data(&self, data: &[u8]) {
+        if let Some(client) = self.client.upgrade() {
+            client.on_data(self.conn, data);
+        }
+    }
+
+    fn on_written(&self, n: usize) {
+        if let Some(client) = self.client.upgrade() {
+            client.on_bytes_written(self.conn, n);
+        }
+    }
+
+    fn on_connected(&self) {
+        if let Some(client) = self.client.upgrade() {
+            client.on_conn_connected(self.conn);
+        }
+    }
+
+    fn on_closed(&self, error: Option<&SocketError>) {
+        // Deferred: a socket can close while the client is busy (e.g. a connect that fails at once).
+        let client = self.client.clone();
+        let conn = self.conn;
+        let error = error.cloned();
+        if let Some(c) = self.client.upgrade() {
+            c.core.post(Box::new(move || {
+                if let Some(client) = client.upgrade() {
+                    client.on_conn_closed(conn, error);
+                }
+            }));
+        }
+    }
+}
+
+/// The pool map's shared copy of `key` (added, with an empty pool, if new).
+pub(super) fn intern_host(
+    hosts: &mut HashMap<Rc<HostKey>, HostState>,
+    key: HostKey,
+) -> Rc<HostKey> {
+    if let Some((shared, _)) = hosts.get_key_value(&key) {
+        return Rc::clone(shared);
+    }
+    let shared = Rc::new(key);
+    hosts.insert(Rc::clone(&shared), HostState::default());
+    shared
+}
+
+pub(super) fn host_key(url: &url::Url) -> HostKey {
+    HostKey {
+        https: url.scheme() == "https",
+        host: url.host_str().unwrap_or_default().to_string(),
+        port: url.port_or_known_default().unwrap_or(80),
+    }
+}
+
+impl From<TlsFailure> for HttpError {
+    fn from(f: TlsFailure) -> Self {
+        HttpError::Transport(SocketError::Tls(f))
+    }
+}

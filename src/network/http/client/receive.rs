@@ -1,0 +1,433 @@
+//! Receiving a response: socket bytes go through the head parser, then the body decoders, into
+//! the body, a streaming callback or the request's SSE parser; a complete body finishes the
+//! request or follows its redirect.
+
+use std::rc::Rc;
+
+use bytes::{Bytes, BytesMut};
+
+use super::actions::Action;
+use super::pool::{host_key, intern_host};
+use super::state::{Delivery, Phase, RequestState};
+use super::{ClientInner, HttpClient};
+use crate::network::http::body::BodyDecoder;
+use crate::network::http::content::ContentDecoder;
+use crate::network::http::framing::{BodyFraming, body_framing};
+use crate::network::http::head::{HeadParser, HeadStatus, ResponseHead};
+use crate::network::http::redirect::{RedirectAction, redirect_action};
+use crate::network::http::response::content_length;
+use crate::network::http::{HttpError, HttpMethod};
+use crate::network::sse::SseBatch;
+
+/// How much of a non-event-stream body an SSE request keeps for its error message.
+const SSE_ERROR_BODY_LIMIT: usize = 1024;
+
+/// The bytes of a response head received so far, and how far the parser got in them.
+pub(super) struct PartialHead {
+    buf: BytesMut,
+    parser: HeadParser,
+}
+
+impl HttpClient {
+    // ---- receiving ---------------------------------------------------------------------------
+
+    pub(super) fn on_data(&self, conn_id: u64, data: &[u8]) {
+        // Taken, not borrowed: a nested arrival (from user code) simply starts an empty list.
+        let mut actions = self.spare_actions.take();
+        // A large read is handled a slice at a time, as if it had arrived in smaller reads: each
+        // slice's SSE events reach the slots while they (and the slice) are still in cache.
+        for slice in data.chunks(DELIVERY_SLICE) {
+            {
+                let mut inner = self.inner.borrow_mut();
+                self.process_data(&mut inner, conn_id, slice, &mut actions);
+            }
+            self.run_action_list(&mut actions);
+        }
+        self.spare_actions.set(actions);
+    }
+
+    fn process_data(
+        &self,
+        inner: &mut ClientInner,
+        conn_id: u64,
+        data: &[u8],
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(conn) = inner.conns.get(&conn_id) else {
+            return;
+        };
+        let Some(id) = conn.request else {
+            // Bytes nobody asked for on an idle connection: it cannot be trusted any more.
+            log::debug!("unexpected bytes on idle connection {conn_id}; closing it");
+            self.drop_conn(inner, conn_id, actions);
+            return;
+        };
+        // The head wait is a deadline from the request write (a peer dripping bytes cannot stretch
+        // it); only body waits restart on each arrival.
+        let in_head = inner
+            .requests
+            .get(&id)
+            .is_some_and(|s| s.phase == Phase::RecvHead);
+        if !in_head {
+            self.arm_idle_timer(inner, id);
+        }
+        let Some(state) = inner.requests.get_mut(&id) else {
+            return;
+        };
+        state.got_bytes = true;
+        let mut input = data;
+        // Holds the bytes `input` points into when the head came in pieces.
+        let partial_holder: Box<PartialHead>;
+        if state.phase == Phase::RecvHead {
+            let limits = state.head_limits;
+            let mut partial = state.partial_head.take();
+            let mut parser = match partial.as_deref_mut() {
+                Some(p) => {
+                    p.buf.extend_from_slice(input);
+                    p.parser.clone()
+                }
+                None => HeadParser::new(limits),
+            };
+            let bytes: &[u8] = partial.as_deref().map_or(input, |p| &p.buf[..]);
+            // Where the current head starts in `bytes` (after any 1xx heads).
+            let mut start = 0;
+            let outcome = loop {
+                match parser.parse(&bytes[start..]) {
+                    Ok(HeadStatus::Partial) => break Ok(None),
+                    Ok(HeadStatus::Complete { head, consumed }) => {
+                        start += consumed;
+                        if head.is_informational() {
+                            // 1xx: skip it and parse the next head from what follows.
+                            parser = HeadParser::new(limits);
+                            continue;
+                        }
+                        break Ok(Some(head));
+                    }
+                    Err(e) => break Err(e),
+                }
+            };
+            match outcome {
+                Ok(None) => {
+                    // Keep the unfinished head (without any 1xx before it) for the next read.
+                    let p = match partial {
+                        Some(mut p) => {
+                            let _ = p.buf.split_to(start);
+                            p.parser = parser;
+                            p
+                        }
+                        None => Box::new(PartialHead {
+                            buf: BytesMut::from(&input[start..]),
+                            parser,
+                        }),
+                    };
+                    state.partial_head = Some(p);
+                    return;
+                }
+                Ok(Some(head)) => {
+                    if let Err(e) = self.on_head(inner, id, head, actions) {
+                        return self.fail(inner, id, e, true, actions);
+                    }
+                    self.arm_idle_timer(inner, id);
+                    match partial {
+                        Some(p) => {
+                            partial_holder = p;
+                            input = &partial_holder.buf[start..];
+                        }
+                        None => input = &input[start..],
+                    }
+                }
+                Err(e) => return self.fail(inner, id, e, true, actions),
+            }
+        }
+        if !input.is_empty() || self.body_done(inner, id) {
+            self.feed_body(inner, id, input, actions);
+        }
+    }
+
+    fn body_done(&self, inner: &ClientInner, id: u64) -> bool {
+        inner
+            .requests
+            .get(&id)
+            .and_then(|s| s.decoder.as_ref())
+            .is_some_and(|d| d.is_complete())
+    }
+
+    /// The final head arrived: framing, cookies, redirect decision, streaming hand-off.
+    fn on_head(
+        &self,
+        inner: &mut ClientInner,
+        id: u64,
+        head: ResponseHead,
+        actions: &mut Vec<Action>,
+    ) -> Result<(), HttpError> {
+        let ClientInner {
+            session, requests, ..
+        } = inner;
+        let Some(state) = requests.get_mut(&id) else {
+            return Ok(());
+        };
+        let is_head = state.request.method() == &HttpMethod::Head;
+        let framing = body_framing(is_head, &head)?;
+        state.reusable = framing.reusable;
+        state.decoder = Some(Box::new(BodyDecoder::new(framing.body)));
+        // An identity "decoder" would only copy: bytes then go to the body as received, and no
+        // stream carries a boxed decoder for nothing.
+        state.content = if framing.body == BodyFraming::NoBody {
+            None
+        } else {
+            ContentDecoder::for_headers(&head.headers)
+                .filter(|d| !d.is_identity())
+                .map(Box::new)
+        };
+        if let BodyFraming::Length(n) = framing.body {
+            let buffered = matches!(state.delivery, Delivery::Buffered(_));
+            if buffered && n > state.max_body as u64 {
+                return Err(HttpError::LimitExceeded {
+                    what: "announced response body",
+                    limit: state.max_body,
+                });
+            }
+            // Reserve the announced size up front (bounded: a lying header must not allocate).
+            state.body.reserve(n.min(16 * 1024 * 1024) as usize);
+        }
+        session
+            .cookie_jar()
+            .lock()
+            .store_response_cookies(state.request.url(), head.headers.get_all("set-cookie"));
+        match redirect_action(
+            &state.request,
+            head.status,
+            head.headers.get("location"),
+            state.redirects,
+        ) {
+            RedirectAction::Follow(next) => {
+                // Read (and discard) this body so the connection can be reused.
+                state.redirect_next = Some(Box::new(next));
+                state.body_limit = Some(0);
+            }
+            RedirectAction::Error(e) => return Err(e),
+            RedirectAction::Return => {}
+        }
+        state.phase = Phase::RecvBody;
+        if state.redirect_next.is_none() {
+            match &state.delivery {
+                Delivery::Streaming { on_event, .. } => {
+                    let response = state.response_from(head.clone(), Bytes::new());
+                    actions.push(Action::StreamHead(Rc::clone(on_event), response));
+                }
+                Delivery::Sse { target, .. } => {
+                    let response = state.response_from(head.clone(), Bytes::new());
+                    let opens = response.status() == 200
+                        && response.content_type().is_some_and(is_event_stream_mime);
+                    if opens {
+                        state.sse_mode = true;
+                        // Nothing reads the request again (no retry after bytes, no redirect
+                        // from a 200); its owner keeps the copy it reconnects with.
+                        state.request.shed_headers_and_body();
+                    } else {
+                        state.body_limit = Some(SSE_ERROR_BODY_LIMIT);
+                    }
+                    actions.push(Action::SseHead(id, target.clone(), response));
+                }
+                Delivery::Buffered(_) => {}
+            }
+        }
+        state.response_head = Some(Box::new(head));
+        Ok(())
+    }
+
+    pub(super) fn feed_body(
+        &self,
+        inner: &mut ClientInner,
+        id: u64,
+        input: &[u8],
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(state) = inner.requests.get_mut(&id) else {
+            return;
+        };
+        let RequestState {
+            decoder,
+            content,
+            body,
+            body_limit,
+            max_body,
+            delivery,
+            sse_mode,
+            sse_parser,
+            ..
+        } = &mut **state;
+        let Some(decoder) = decoder.as_mut() else {
+            return;
+        };
+        let mut collected = self.spare_batch.take();
+        let mut stream_chunk = BytesMut::new();
+        let mut failure: Option<HttpError> = None;
+        let mut parse_failure: Option<HttpError> = None;
+        let is_stream = matches!(delivery, Delivery::Streaming { .. });
+        let mut sink = |plain: &[u8]| {
+            if parse_failure.is_some() {
+                return;
+            }
+            if *sse_mode {
+                if let Some(parser) = sse_parser.as_mut() {
+                    if let Err(e) = parser.feed_borrowed(plain, &mut collected) {
+                        parse_failure = Some(HttpError::LimitExceeded {
+                            what: "server-sent event",
+                            limit: match e {
+                                crate::network::sse::SseParseError::EventTooLarge { limit } => {
+                                    limit
+                                }
+                            },
+                        });
+                    }
+                }
+            } else if is_stream {
+                stream_chunk.extend_from_slice(plain);
+            } else if body_limit.is_none() && body.len().saturating_add(plain.len()) > *max_body {
+                parse_failure = Some(HttpError::LimitExceeded {
+                    what: "response body",
+                    limit: *max_body,
+                });
+            } else {
+                let room = body_limit.map_or(usize::MAX, |l| l.saturating_sub(body.len()));
+                body.extend_from_slice(&plain[..plain.len().min(room)]);
+            }
+        };
+        let progress = decoder.decode(input, &mut |raw: &[u8]| match content.as_mut() {
+            Some(c) => {
+                if let Err(e) = c.decode(raw, &mut sink) {
+                    failure = failure.take().or(Some(e));
+                }
+            }
+            None => sink(raw),
+        });
+        if let Some(e) = parse_failure {
+            failure = Some(e);
+        }
+        let complete = match progress {
+            Ok(p) => {
+                if p.complete && p.consumed < input.len() {
+                    // Bytes beyond the response (pipelining garbage): never reuse this connection.
+                    state.reusable = false;
+                }
+                p.complete
+            }
+            Err(e) => {
+                failure = Some(e);
+                false
+            }
+        };
+        if complete && failure.is_none() {
+            if let Some(c) = state.content.as_mut() {
+                let mut tail = BytesMut::new();
+                if let Err(e) = c.finish(&mut |p: &[u8]| tail.extend_from_slice(p)) {
+                    failure = Some(e);
+                } else if !tail.is_empty() {
+                    // Rare: the decoder held back output until the end.
+                    if state.sse_mode {
+                        if let Some(parser) = state.sse_parser.as_mut() {
+                            let _ = parser.feed_borrowed(&tail, &mut collected);
+                        }
+                    } else if is_stream {
+                        stream_chunk.extend_from_slice(&tail);
+                    } else {
+                        state.body.extend_from_slice(&tail);
+                    }
+                }
+            }
+        }
+        // A rejected SSE response only needs the start of its body for the error message: stop
+        // reading there (the body may never end) and give up the connection.
+        let complete = complete
+            || (matches!(state.delivery, Delivery::Sse { .. })
+                && !state.sse_mode
+                && state.body_limit.is_some_and(|l| state.body.len() >= l)
+                && {
+                    state.reusable = false;
+                    true
+                });
+        let received = state.decoder.as_ref().map_or(0, |d| d.received());
+        let total = state
+            .response_head
+            .as_ref()
+            .and_then(|head| content_length(&head.headers));
+        if let Some(e) = failure {
+            self.flush_stream_outputs(inner, id, collected, stream_chunk, actions);
+            return self.fail(inner, id, e, true, actions);
+        }
+        self.flush_stream_outputs(inner, id, collected, stream_chunk, actions);
+        // Checked here, not when run: no action (and no list allocation) per chunk otherwise.
+        if self.download_progress.connection_count() > 0 {
+            actions.push(Action::Progress(id, received, total));
+        }
+        if complete {
+            self.complete(inner, id, actions);
+        }
+    }
+
+    fn flush_stream_outputs(
+        &self,
+        inner: &mut ClientInner,
+        id: u64,
+        collected: SseBatch,
+        chunk: BytesMut,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(state) = inner.requests.get(&id) else {
+            return;
+        };
+        match &state.delivery {
+            Delivery::Sse { target, .. } => {
+                if let Some(retry) = collected.retry() {
+                    actions.push(Action::SseRetry(id, target.clone(), retry));
+                }
+                if collected.is_empty() {
+                    self.recycle_batch(collected);
+                } else {
+                    actions.push(Action::SseEvents(id, target.clone(), collected));
+                }
+            }
+            Delivery::Streaming { on_event, .. } if !chunk.is_empty() => {
+                actions.push(Action::StreamData(Rc::clone(on_event), chunk.freeze()));
+            }
+            _ => {}
+        }
+    }
+
+    /// The body is complete: follow a redirect, or finish the request.
+    fn complete(&self, inner: &mut ClientInner, id: u64, actions: &mut Vec<Action>) {
+        let Some(mut state) = self.take_request(inner, id) else {
+            return;
+        };
+        let reusable = state.reusable;
+        self.release_conn(inner, &mut state, reusable, actions);
+        if let Some(next) = state.redirect_next.take() {
+            log::debug!("request {id}: redirect to {}", next.url());
+            state.redirects += 1;
+            state.request = *next;
+            state.host = intern_host(&mut inner.hosts, host_key(state.request.url()));
+            state.reset_for_hop();
+            inner.requests.insert(id, Box::new(state));
+            return self.schedule(inner, id, actions);
+        }
+        if let Some(key) = state.total_timer.take() {
+            self.core.timer_remove(key);
+        }
+        let Some(head) = state.response_head.take().map(|h| *h) else {
+            return;
+        };
+        let body = state.body.split().freeze();
+        let response = state.response_from(head, body);
+        actions.push(Action::Finish(id, state.into_delivery(), Ok(response)));
+    }
+}
+
+/// The most bytes of one read processed before the events they carry are delivered (16 KiB).
+const DELIVERY_SLICE: usize = 16 * 1024;
+
+/// Whether a `Content-Type` value's essence is `text/event-stream` (parameters and case ignored).
+pub(crate) fn is_event_stream_mime(content_type: &str) -> bool {
+    let essence = content_type.split(';').next().unwrap_or_default().trim();
+    essence.eq_ignore_ascii_case("text/event-stream")
+}

@@ -1,0 +1,234 @@
+//! The sending side: a request is submitted (id, session defaults, its [`RequestState`]), encoded
+//! and written on its connection, and reports its upload progress.
+
+use std::time::Instant;
+
+use bytes::{Bytes, BytesMut};
+use url::Url;
+
+use super::actions::Action;
+use super::pool::{host_key, intern_host};
+use super::state::{Delivery, Phase, RequestState};
+use super::{ClientInner, HttpClient, RequestId};
+use crate::network::http::encode::{encode_request_head, host_header_value};
+use crate::network::http::head::HeadLimits;
+use crate::network::http::request::parse_url;
+use crate::network::http::{HeaderMap, HttpError, HttpMethod, HttpRequest, HttpResponse};
+
+impl HttpClient {
+    // ---- submitting --------------------------------------------------------------------------
+
+    pub(super) fn send_method(
+        &self,
+        method: HttpMethod,
+        url: &str,
+        body: Option<(Bytes, &str)>,
+        callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
+    ) -> RequestId {
+        match self.parse_url(url).and_then(HttpRequest::from_url) {
+            Ok(mut request) => {
+                request.set_method(method);
+                if let Some((body, content_type)) = body {
+                    request.set_body(body);
+                    request.set_header("Content-Type", content_type);
+                }
+                self.send(request, callback)
+            }
+            Err(e) => {
+                let id = self.next_id();
+                self.core.post(Box::new(move || callback(Err(e))));
+                id
+            }
+        }
+    }
+
+    /// `url` parsed, reusing the last parse when the text is the same.
+    fn parse_url(&self, url: &str) -> Result<Url, HttpError> {
+        if let Some((text, parsed)) = &*self.last_url.borrow()
+            && **text == *url
+        {
+            return Ok(parsed.clone());
+        }
+        let parsed = parse_url(url)?;
+        *self.last_url.borrow_mut() = Some((url.into(), parsed.clone()));
+        Ok(parsed)
+    }
+
+    fn next_id(&self) -> RequestId {
+        let mut inner = self.inner.borrow_mut();
+        let id = inner.next_id;
+        inner.next_id += 1;
+        RequestId(id)
+    }
+
+    pub(super) fn submit(&self, mut request: HttpRequest, delivery: Delivery) -> RequestId {
+        let id = self.next_id();
+        {
+            let inner = self.inner.borrow();
+            inner.session.prepare_request(&mut request);
+        }
+        request.take_url_credentials();
+        if let Err(e) = request.validate() {
+            self.post_actions(vec![Action::Finish(id.0, delivery, Err(e))]);
+            return id;
+        }
+        // Clone the request for the signal only when someone listens.
+        if self.about_to_send_request.connection_count() > 0 {
+            self.about_to_send_request.emit(&(id, request.clone()));
+        }
+        let mut actions = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            let limits = HeadLimits {
+                max_head_bytes: inner.session.max_response_head_bytes(),
+                max_headers: inner.session.max_response_headers(),
+            };
+            let host = intern_host(&mut inner.hosts, host_key(request.url()));
+            let now = Instant::now();
+            let state = RequestState {
+                request,
+                phase: Phase::Queued,
+                delivery,
+                conn: None,
+                host,
+                head_limits: limits,
+                partial_head: None,
+                response_head: None,
+                decoder: None,
+                content: None,
+                body: BytesMut::new(),
+                body_limit: None,
+                max_body: inner.session.max_response_body_bytes(),
+                reusable: false,
+                redirect_next: None,
+                redirects: 0,
+                started: now,
+                got_bytes: false,
+                retried: false,
+                total_timer: None,
+                idle: None,
+                upload_total: 0,
+                upload_head_len: 0,
+                wire_written: 0,
+                read_timeout: inner.session.read_timeout(),
+                write_when_connected: false,
+                sse_mode: false,
+                sse_parser: None,
+            };
+            inner.requests.insert(id.0, Box::new(state));
+            self.arm_total_timer(&mut inner, id.0);
+            self.schedule(&mut inner, id.0, &mut actions);
+        }
+        // Failures found while scheduling are reported from the loop, never from inside send().
+        self.post_actions(actions);
+        id
+    }
+
+    /// Encodes request `id` and writes it to connection `conn_id`; with `check_only`, encodes
+    /// just its head, to report what would fail.
+    pub(super) fn write_request(
+        &self,
+        inner: &mut ClientInner,
+        conn_id: u64,
+        id: u64,
+        check_only: bool,
+    ) -> Result<(), HttpError> {
+        let cookie = inner
+            .requests
+            .get(&id)
+            .and_then(|s| inner.session.cookie_header_for_url(s.request.url()));
+        let (Some(conn), Some(state)) = (inner.conns.get(&conn_id), inner.requests.get_mut(&id))
+        else {
+            return Ok(());
+        };
+        let body = state.request.body();
+        let mut wire = Vec::with_capacity(256 + if check_only { 0 } else { body.len() });
+        encode_request_head_for(&state.request, cookie, &mut wire)?;
+        if check_only {
+            return Ok(());
+        }
+        state.upload_total = body.len() as u64;
+        state.upload_head_len = wire.len() as u64;
+        state.wire_written = 0;
+        wire.extend_from_slice(body);
+        conn.socket.write(&wire)?;
+        Ok(())
+    }
+
+    /// A new connection is up: write the request that was waiting for it.
+    pub(super) fn on_conn_connected(&self, conn_id: u64) {
+        let mut actions = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            let Some(id) = inner.conns.get(&conn_id).and_then(|c| c.request) else {
+                return;
+            };
+            let Some(state) = inner.requests.get_mut(&id) else {
+                return;
+            };
+            if !std::mem::take(&mut state.write_when_connected) {
+                return;
+            }
+            if let Err(e) = self.write_request(&mut inner, conn_id, id, false) {
+                self.fail(&mut inner, id, e, true, &mut actions);
+            }
+        }
+        self.run_actions(actions);
+    }
+
+    pub(super) fn on_bytes_written(&self, conn_id: u64, n: usize) {
+        let update = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(id) = inner.conns.get(&conn_id).and_then(|c| c.request) else {
+                return;
+            };
+            let Some(state) = inner.requests.get_mut(&id) else {
+                return;
+            };
+            if state.upload_total == 0 {
+                return;
+            }
+            state.wire_written += n as u64;
+            let sent = state
+                .wire_written
+                .saturating_sub(state.upload_head_len)
+                .min(state.upload_total);
+            (id, sent, state.upload_total)
+        };
+        self.upload_progress
+            .emit(&(RequestId(update.0), update.1, update.2));
+    }
+}
+
+/// Serialises the request head with the automatic headers (the body goes after it).
+fn encode_request_head_for(
+    request: &HttpRequest,
+    cookie: Option<String>,
+    out: &mut Vec<u8>,
+) -> Result<(), HttpError> {
+    let mut headers: HeaderMap = request.headers().clone();
+    if request.auto_add_common_headers() {
+        headers.set_if_absent("Host", host_header_value(request.url()));
+        headers.set_if_absent("Accept-Encoding", accepted_encodings());
+        let body_len = request.body().len();
+        let method_has_body = matches!(
+            request.method(),
+            HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch
+        );
+        if (body_len > 0 || method_has_body) && !headers.contains("Transfer-Encoding") {
+            headers.set_if_absent("Content-Length", body_len.to_string());
+        }
+    }
+    if let Some(cookie) = cookie {
+        headers.set_if_absent("Cookie", cookie);
+    }
+    encode_request_head(request.method().as_str(), request.url(), &headers, out)
+}
+
+fn accepted_encodings() -> &'static str {
+    if cfg!(feature = "brotli") {
+        "gzip, deflate, br"
+    } else {
+        "gzip, deflate"
+    }
+}

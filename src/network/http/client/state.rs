@@ -1,0 +1,167 @@
+//! The state of one request in flight ([`RequestState`]): its phase, how its result is
+//! delivered, and how it leaves the client (removed, or failed).
+
+use std::cell::RefCell;
+use std::rc::{Rc, Weak};
+use std::time::{Duration, Instant};
+
+use bytes::{Bytes, BytesMut};
+
+use super::actions::Action;
+use super::pool::HostKey;
+use super::receive::PartialHead;
+use super::timers::IdleWatch;
+use super::{ClientInner, HttpClient, SseTarget, StreamEvent};
+use crate::foundation::TimerKey;
+use crate::network::http::body::BodyDecoder;
+use crate::network::http::content::ContentDecoder;
+use crate::network::http::head::{HeadLimits, ResponseHead};
+use crate::network::http::{HttpError, HttpRequest, HttpResponse};
+use crate::network::sse::SseParser;
+
+type Callback = Box<dyn FnOnce(Result<HttpResponse, HttpError>)>;
+pub(super) type StreamFn = Rc<RefCell<dyn FnMut(StreamEvent<'_>)>>;
+
+pub(super) enum Delivery {
+    Buffered(Option<Callback>),
+    Streaming {
+        on_event: StreamFn,
+        on_done: Option<Callback>,
+    },
+    Sse {
+        target: Weak<dyn SseTarget>,
+        parser: Option<Box<SseParser>>,
+    },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Phase {
+    Queued,
+    RecvHead,
+    RecvBody,
+}
+
+/// Everything one request needs while in flight (the seed design's `RequestState`).
+pub(super) struct RequestState {
+    pub(super) request: HttpRequest,
+    pub(super) phase: Phase,
+    pub(super) delivery: Delivery,
+    pub(super) conn: Option<u64>,
+    pub(super) host: Rc<HostKey>,
+    pub(super) head_limits: HeadLimits,
+    /// A head that arrived in pieces: its bytes so far and the parser's progress. Boxed and
+    /// only made then; a head that arrives in one read is parsed where it lies.
+    pub(super) partial_head: Option<Box<PartialHead>>,
+    /// The final head, kept until the response is complete. Not an `HttpResponse`: that would
+    /// carry a second copy of the URL for as long as a stream lasts.
+    /// Boxed, like `decoder`: made when the head arrives, and a request waiting for its
+    /// connection (thousands may at once) would otherwise carry their size.
+    pub(super) response_head: Option<Box<ResponseHead>>,
+    pub(super) decoder: Option<Box<BodyDecoder>>,
+    /// Boxed (like `redirect_next`): rarely present, and every request would carry its size.
+    pub(super) content: Option<Box<ContentDecoder>>,
+    pub(super) body: BytesMut,
+    /// Keep only this much of the body (the start of a rejected SSE response, for its message).
+    pub(super) body_limit: Option<usize>,
+    /// A buffered body beyond this is an error (the session's `max_response_body_bytes`).
+    pub(super) max_body: usize,
+    pub(super) reusable: bool,
+    pub(super) redirect_next: Option<Box<HttpRequest>>,
+    pub(super) redirects: u32,
+    pub(super) started: Instant,
+    pub(super) got_bytes: bool,
+    pub(super) retried: bool,
+    pub(super) total_timer: Option<TimerKey>,
+    /// The read timeout's timer; made on first use, so a request without one carries none of it.
+    pub(super) idle: Option<Box<IdleWatch>>,
+    pub(super) upload_total: u64,
+    /// Bytes of the request head, which `wire_written` counts but upload progress does not.
+    pub(super) upload_head_len: u64,
+    /// Bytes of this request the socket reported written.
+    pub(super) wire_written: u64,
+    /// Longest silence allowed while waiting for response bytes (idle/read timeout).
+    pub(super) read_timeout: Option<Duration>,
+    /// Assigned to a connection still on its way up: the request is written when it connects.
+    pub(super) write_when_connected: bool,
+    /// Set once the head opened an event stream: body bytes go to `sse_parser`.
+    pub(super) sse_mode: bool,
+    pub(super) sse_parser: Option<Box<SseParser>>,
+}
+
+impl HttpClient {
+    /// Removes the request and its timers.
+    pub(super) fn take_request(&self, inner: &mut ClientInner, id: u64) -> Option<RequestState> {
+        let mut state = *inner.requests.remove(&id)?;
+        if let Some(key) = state.idle.as_deref_mut().and_then(|w| w.timer.take()) {
+            self.core.timer_remove(key);
+        }
+        if let Some(host) = inner.hosts.get_mut(&state.host) {
+            host.queue.retain(|q| *q != id);
+        }
+        Some(state)
+    }
+
+    /// Ends a request with `error`; `close_conn` when its connection is now unusable.
+    pub(super) fn fail(
+        &self,
+        inner: &mut ClientInner,
+        id: u64,
+        error: HttpError,
+        close_conn: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(mut state) = self.take_request(inner, id) else {
+            return;
+        };
+        if let Some(key) = state.total_timer.take() {
+            self.core.timer_remove(key);
+        }
+        if close_conn {
+            self.release_conn(inner, &mut state, false, actions);
+        } else {
+            state.conn = None;
+        }
+        log::debug!("request {id} failed: {error}");
+        actions.push(Action::Finish(id, state.into_delivery(), Err(error)));
+    }
+}
+
+impl RequestState {
+    /// The delivery, with an SSE request's parser handed back to its owner.
+    pub(super) fn into_delivery(mut self) -> Delivery {
+        if let Delivery::Sse { parser, .. } = &mut self.delivery {
+            *parser = self.sse_parser.take();
+        }
+        self.delivery
+    }
+
+    /// The response made of `head` and `body`, for this request's URL as it stands.
+    pub(super) fn response_from(&self, head: ResponseHead, body: Bytes) -> HttpResponse {
+        HttpResponse::new(
+            self.request.url().clone(),
+            head.status,
+            head.reason,
+            head.version,
+            head.headers,
+            body,
+        )
+        .with_redirect_count(self.redirects)
+        .with_elapsed(self.started.elapsed())
+    }
+
+    /// Clears everything a response wrote, for a redirect hop or a retry.
+    pub(super) fn reset_for_hop(&mut self) {
+        self.phase = Phase::Queued;
+        self.conn = None;
+        self.partial_head = None;
+        self.response_head = None;
+        self.decoder = None;
+        self.content = None;
+        self.body = BytesMut::new();
+        self.body_limit = None;
+        self.reusable = false;
+        self.got_bytes = false;
+        self.write_when_connected = false;
+        self.sse_mode = false;
+    }
+}

@@ -1,0 +1,127 @@
+//! A request's timers: the total timeout and the read (idle) timeout, which arrivals move
+//! without re-arming its timer.
+
+use std::time::{Duration, Instant};
+
+use super::state::Phase;
+use super::{ClientInner, HttpClient};
+use crate::foundation::TimerKey;
+use crate::network::error::TimeoutPhase;
+use crate::network::http::HttpError;
+
+/// A request's read (idle) timeout.
+pub(super) struct IdleWatch {
+    pub(super) timer: Option<TimerKey>,
+    /// The read timeout expires here; arrivals move it without touching the timer, which re-arms
+    /// itself for the rest when it fires early (no timer churn per arrival).
+    deadline: Instant,
+    /// When the armed `timer` fires.
+    fires_at: Instant,
+}
+
+impl HttpClient {
+    pub(super) fn arm_total_timer(&self, inner: &mut ClientInner, id: u64) {
+        let Some(state) = inner.requests.get_mut(&id) else {
+            return;
+        };
+        if state.request.is_streaming() {
+            return;
+        }
+        if let Some(timeout) = state.request.timeout() {
+            let weak = self.self_weak.clone();
+            state.total_timer = Some(self.core.call_after(timeout, move || {
+                if let Some(client) = weak.upgrade() {
+                    client.on_timeout(id, TimeoutPhase::Total);
+                }
+            }));
+        }
+    }
+
+    pub(super) fn arm_idle_timer(&self, inner: &mut ClientInner, id: u64) {
+        let Some(state) = inner.requests.get_mut(&id) else {
+            return;
+        };
+        let Some(timeout) = state.read_timeout else {
+            return;
+        };
+        let deadline = Instant::now() + timeout;
+        let watch = state.idle.get_or_insert_with(|| {
+            Box::new(IdleWatch {
+                timer: None,
+                deadline,
+                fires_at: deadline,
+            })
+        });
+        watch.deadline = deadline;
+        if watch.timer.is_some() && watch.fires_at <= deadline {
+            // The armed timer fires first and then waits out the rest (see `on_idle_timeout`).
+            return;
+        }
+        if let Some(key) = watch.timer.take() {
+            self.core.timer_remove(key);
+        }
+        self.start_idle_timer(watch, id, timeout, deadline);
+    }
+
+    fn start_idle_timer(&self, watch: &mut IdleWatch, id: u64, delay: Duration, at: Instant) {
+        let weak = self.self_weak.clone();
+        watch.fires_at = at;
+        watch.timer = Some(self.core.call_after(delay, move || {
+            if let Some(client) = weak.upgrade() {
+                client.on_idle_timeout(id);
+            }
+        }));
+    }
+
+    /// The read timer fired: re-armed for the rest when bytes moved the deadline since, else the
+    /// read timeout. Its phase is the request's phase now, not when the timer was armed: the head
+    /// may have completed in the same read that armed it.
+    fn on_idle_timeout(&self, id: u64) {
+        let phase = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(state) = inner.requests.get_mut(&id) else {
+                return;
+            };
+            let Some(watch) = state.idle.as_deref_mut() else {
+                return;
+            };
+            watch.timer = None;
+            let now = Instant::now();
+            if now < watch.deadline {
+                let deadline = watch.deadline;
+                self.start_idle_timer(watch, id, deadline - now, deadline);
+                return;
+            }
+            match state.phase {
+                Phase::RecvBody => TimeoutPhase::BodyIdle,
+                _ => TimeoutPhase::ResponseHead,
+            }
+        };
+        self.on_timeout(id, phase);
+    }
+
+    fn on_timeout(&self, id: u64, phase: TimeoutPhase) {
+        let mut actions = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            if let Some(state) = inner.requests.get_mut(&id) {
+                match phase {
+                    TimeoutPhase::Total => state.total_timer = None,
+                    _ => {
+                        if let Some(watch) = state.idle.as_deref_mut() {
+                            watch.timer = None;
+                        }
+                    }
+                }
+                self.fail(
+                    &mut inner,
+                    id,
+                    HttpError::Timeout(phase),
+                    true,
+                    &mut actions,
+                );
+            }
+        }
+        self.run_actions(actions);
+    }
+}
