@@ -1,0 +1,100 @@
+//! Closing a [`TcpSocket`]: giving back what it holds on the loop and reporting the close to
+//! signals, the data sink and the TLS observer.
+
+use std::rc::Weak;
+
+use super::{Inner, SocketState, TcpSocket};
+use crate::foundation::LoopCore;
+use crate::network::dns::DnsResolver;
+use crate::network::error::SocketError;
+
+impl TcpSocket {
+    /// Closes the connection and reports: `error_occurred` (if `error`), `state_changed`,
+    /// `disconnected` (if `connected` was emitted), and the data sink.
+    pub(super) fn close_with(&self, error: Option<SocketError>) {
+        let (stream, was_state, announced, sink, observer) = {
+            let mut inner = self.inner.borrow_mut();
+            let inner = &mut *inner;
+            if inner.state == SocketState::Unconnected && inner.stream.is_none() {
+                return;
+            }
+            inner.release_loop_resources(&self.core);
+            let handshaking = inner
+                .tls
+                .as_ref()
+                .is_some_and(|t| t.session.is_handshaking());
+            let observer = if handshaking && error.is_some() {
+                inner.tls_observer.as_ref().and_then(Weak::upgrade)
+            } else {
+                None
+            };
+            inner.write_buf.clear();
+            inner.close_when_flushed = false;
+            inner.read_paused = false;
+            if error.is_some() {
+                inner.last_error = error.clone().map(Box::new);
+            }
+            (
+                inner.stream.take(),
+                std::mem::replace(&mut inner.state, SocketState::Unconnected),
+                std::mem::take(&mut inner.announced),
+                inner.sink.take().and_then(|w| w.upgrade()),
+                observer,
+            )
+        };
+        drop(stream);
+        if let Some(e) = &error {
+            log::debug!("socket error: {e}");
+            if let Some(observer) = observer {
+                observer.handshake_failed(e);
+            }
+            self.error_occurred.emit(e);
+        }
+        if was_state != SocketState::Unconnected {
+            self.state_changed.emit(&SocketState::Unconnected);
+        }
+        if announced {
+            self.disconnected.emit(&());
+        }
+        if let Some(sink) = sink {
+            sink.on_closed(error.as_ref());
+        }
+    }
+}
+
+impl Inner {
+    /// Gives back everything registered with the loop: the stream's registration, connection
+    /// attempts, timers and a pending name lookup. The stream itself stays (the caller drops it).
+    pub(super) fn release_loop_resources(&mut self, core: &LoopCore) {
+        if let (Some(stream), Some(key)) = (self.stream.as_mut(), self.key.take()) {
+            core.deregister(stream, key);
+        }
+        if let Some(key) = self.tls.as_mut().and_then(|t| t.handshake_timer.take()) {
+            core.timer_remove(key);
+        }
+        let Some(connecting) = self.connecting.as_deref_mut() else {
+            return;
+        };
+        if let Some(mut race) = connecting.race.take() {
+            race.close_all(core);
+        }
+        for key in [
+            connecting.stagger_timer.take(),
+            connecting.connect_timer.take(),
+        ]
+        .into_iter()
+        .flatten()
+        {
+            core.timer_remove(key);
+        }
+        if let Some(id) = connecting.lookup.take() {
+            if let Ok(resolver) = DnsResolver::instance() {
+                resolver.cancel(id);
+            }
+        }
+        // A TLS request made before connecting still holds for the next connect.
+        if connecting.tls_pending.is_none() {
+            self.connecting = None;
+        }
+    }
+}

@@ -1,0 +1,217 @@
+//! Getting a [`TcpSocket`] connected: the connect-only state, the name lookup, the Happy Eyeballs
+//! race of connection attempts and the connect timeout, up to the connected stream.
+
+use std::net::{IpAddr, SocketAddr};
+use std::rc::Weak;
+use std::sync::Arc;
+
+use mio::Interest;
+use mio::net::TcpStream;
+
+use super::tls::TlsState;
+use super::{Inner, SocketState, TcpSocket};
+use crate::foundation::{Readiness, ReadyHandler, TimerKey};
+use crate::network::dns::LookupId;
+use crate::network::error::{SocketError, SocketOperation};
+use crate::network::tcp::connect::{
+    AttemptOutcome, AttemptOwner, CONNECTION_ATTEMPT_DELAY, ConnectRace,
+};
+use crate::network::tls::session::TlsSession;
+
+/// What a socket needs only on its way to being connected. Made on demand; dropped once
+/// connected, and on close unless a TLS request still waits for the next connect.
+#[derive(Default)]
+pub(super) struct Connecting {
+    pub(super) race: Option<ConnectRace>,
+    pub(super) stagger_timer: Option<TimerKey>,
+    pub(super) connect_timer: Option<TimerKey>,
+    pub(super) lookup: Option<LookupId>,
+    /// Set by `enable_client_tls`; the session is made when the TCP connection is up. Boxed: a
+    /// plain connection never sets it.
+    pub(super) tls_pending: Option<Box<(Arc<rustls::ClientConfig>, String)>>,
+}
+
+/// The two ends of a connection, kept after it closes.
+pub(super) struct Addresses {
+    pub(super) peer: SocketAddr,
+    pub(super) local: Option<SocketAddr>,
+}
+
+impl Addresses {
+    pub(super) fn of(stream: &TcpStream, peer: SocketAddr) -> Box<Addresses> {
+        Box::new(Addresses {
+            peer,
+            local: stream.local_addr().ok(),
+        })
+    }
+}
+
+impl TcpSocket {
+    pub(super) fn ensure_unconnected(&self) -> Result<(), SocketError> {
+        match self.state() {
+            SocketState::Unconnected => Ok(()),
+            _ => Err(SocketError::InvalidState(
+                "socket is already connected or connecting",
+            )),
+        }
+    }
+
+    pub(super) fn on_lookup(&self, result: Result<Vec<IpAddr>, SocketError>, port: u16) {
+        if let Some(connecting) = self.inner.borrow_mut().connecting.as_mut() {
+            connecting.lookup = None;
+        }
+        if self.state() != SocketState::HostLookup {
+            return;
+        }
+        match result {
+            Ok(ips) => {
+                let addrs: Vec<SocketAddr> = ips
+                    .into_iter()
+                    .map(|ip| SocketAddr::new(ip, port))
+                    .collect();
+                if let Err(e) = self.connect_to_addresses(&addrs) {
+                    self.close_with(Some(e));
+                }
+            }
+            Err(e) => self.close_with(Some(e)),
+        }
+    }
+
+    /// Starts the next attempt (if none is in flight or `parallel`), re-arms the stagger timer,
+    /// and fails the connect when nothing is left.
+    pub(super) fn advance_race(&self, parallel: bool) {
+        let owner: Weak<dyn AttemptOwner> = self.self_weak.clone();
+        let failed = {
+            let mut inner = self.inner.borrow_mut();
+            let Some(connecting) = inner.connecting.as_deref_mut() else {
+                return;
+            };
+            let Some(race) = connecting.race.as_mut() else {
+                return;
+            };
+            if parallel || race.in_flight() == 0 {
+                race.start_next(&self.core, &owner);
+            }
+            if let Some(key) = connecting.stagger_timer.take() {
+                self.core.timer_remove(key);
+            }
+            if race.in_flight() == 0 {
+                let e = race.final_error();
+                connecting.race = None;
+                Some(e)
+            } else {
+                if race.has_queued() {
+                    connecting.stagger_timer = Some(self.start_timer(CONNECTION_ATTEMPT_DELAY));
+                }
+                None
+            }
+        };
+        if let Some(e) = failed {
+            self.close_with(Some(e));
+        }
+    }
+
+    pub(super) fn arm_connect_timer(&self) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(timeout) = inner.connect_timeout else {
+            return;
+        };
+        let key = self.start_timer(timeout);
+        inner.connecting().connect_timer = Some(key);
+    }
+
+    fn on_connected(&self, mut stream: TcpStream, peer: SocketAddr) {
+        {
+            let mut inner = self.inner.borrow_mut();
+            if let Some(connecting) = inner.connecting.as_deref_mut() {
+                for key in [
+                    connecting.stagger_timer.take(),
+                    connecting.connect_timer.take(),
+                ]
+                .into_iter()
+                .flatten()
+                {
+                    self.core.timer_remove(key);
+                }
+                connecting.race = None;
+            }
+        }
+        let handler: Weak<dyn ReadyHandler> = self.self_weak.clone();
+        let key = match self.core.register(
+            &mut stream,
+            Interest::READABLE | Interest::WRITABLE,
+            handler,
+        ) {
+            Ok(key) => key,
+            Err(e) => {
+                return self.close_with(Some(SocketError::io(SocketOperation::Configure, e)));
+            }
+        };
+        let tls_start = {
+            let mut inner = self.inner.borrow_mut();
+            let _ = stream.set_nodelay(inner.no_delay);
+            if inner.keep_alive {
+                let _ = socket2::SockRef::from(&stream).set_keepalive(true);
+            }
+            inner.addresses = Some(Addresses::of(&stream, peer));
+            inner.stream = Some(stream);
+            inner.key = Some(key);
+            inner.state = SocketState::Connected;
+            inner.announced = true;
+            // Connected: nothing of the way here is needed any more.
+            inner
+                .connecting
+                .take()
+                .and_then(|c| c.tls_pending)
+                .map(|t| *t)
+        };
+        log::debug!("connected to {peer}");
+        let tls_error =
+            tls_start.and_then(|(config, host)| match TlsSession::client(config, &host) {
+                Ok(session) => {
+                    self.inner.borrow_mut().tls = Some(TlsState::new(session));
+                    self.arm_handshake_timer();
+                    None
+                }
+                Err(e) => Some(e),
+            });
+        self.state_changed.emit(&SocketState::Connected);
+        self.connected.emit(&());
+        match tls_error {
+            Some(e) => self.close_with(Some(e)),
+            None => {
+                // A `connected` slot may have closed the socket already.
+                if self.state() == SocketState::Connected {
+                    if let Some(sink) = self.sink() {
+                        sink.on_connected();
+                    }
+                }
+                self.flush();
+            }
+        }
+    }
+}
+
+impl AttemptOwner for TcpSocket {
+    fn attempt_ready(&self, id: u64, readiness: Readiness) {
+        let outcome = {
+            let mut inner = self.inner.borrow_mut();
+            match inner.connecting.as_mut().and_then(|c| c.race.as_mut()) {
+                Some(race) => race.on_ready(&self.core, id, readiness),
+                None => return,
+            }
+        };
+        match outcome {
+            AttemptOutcome::Pending => {}
+            AttemptOutcome::Failed => self.advance_race(false),
+            AttemptOutcome::Connected(stream, addr) => self.on_connected(stream, addr),
+        }
+    }
+}
+
+impl Inner {
+    /// The connect-only state, made on first use.
+    pub(super) fn connecting(&mut self) -> &mut Connecting {
+        self.connecting.get_or_insert_with(Box::default)
+    }
+}

@@ -1,0 +1,83 @@
+//! What the loop calls a [`TcpSocket`] back with: readiness of its stream, and its one-shot
+//! timers (connection attempt stagger, connect timeout, TLS handshake timeout).
+
+use std::rc::Weak;
+use std::time::{Duration, Instant};
+
+use super::{SocketState, TcpSocket};
+use crate::foundation::{Readiness, ReadyHandler, TimerHandler, TimerKey, TimerTarget};
+use crate::network::error::{SocketError, TimeoutPhase};
+
+impl TcpSocket {
+    /// A one-shot timer that calls back this socket's [`TimerHandler::fire`], which tells the
+    /// socket's timers apart by key. Not `call_after`: that costs every connecting socket a
+    /// closure and a handler allocation besides the timer slot.
+    pub(super) fn start_timer(&self, delay: Duration) -> TimerKey {
+        let handler: Weak<dyn TimerHandler> = self.self_weak.clone();
+        let key = self
+            .core
+            .timer_insert(TimerTarget::Borrowed(handler), false);
+        self.core.timer_arm(key, Instant::now() + delay);
+        key
+    }
+}
+
+impl ReadyHandler for TcpSocket {
+    fn on_ready(&self, r: Readiness) {
+        if r.writable || r.write_closed || r.error {
+            self.flush();
+        }
+        if r.readable || r.read_closed || r.error {
+            self.drain_reads_until(r.read_closed || r.error);
+        }
+    }
+}
+
+/// Which of a socket's timers fired.
+enum SocketTimer {
+    Stagger,
+    Connect,
+    Handshake,
+}
+
+impl TimerHandler for TcpSocket {
+    fn fire(&self, key: TimerKey) {
+        // One-shot: the slot is done whichever timer it was.
+        self.core.timer_remove(key);
+        let fired = {
+            let mut inner = self.inner.borrow_mut();
+            let inner = &mut *inner;
+            // Takes the slot's key if it is the one that fired.
+            let fired = |slot: &mut Option<TimerKey>| slot.take_if(|k| *k == key).is_some();
+            let mut which = None;
+            if let Some(c) = inner.connecting.as_deref_mut() {
+                if fired(&mut c.stagger_timer) {
+                    which = Some(SocketTimer::Stagger);
+                } else if fired(&mut c.connect_timer) {
+                    which = Some(SocketTimer::Connect);
+                }
+            }
+            if let Some(t) = inner.tls.as_deref_mut() {
+                if which.is_none() && fired(&mut t.handshake_timer) {
+                    which = Some(SocketTimer::Handshake);
+                }
+            }
+            which
+        };
+        match fired {
+            Some(SocketTimer::Stagger) => self.advance_race(true),
+            Some(SocketTimer::Connect) => {
+                let phase = if self.state() == SocketState::HostLookup {
+                    TimeoutPhase::Resolve
+                } else {
+                    TimeoutPhase::Connect
+                };
+                self.close_with(Some(SocketError::Timeout(phase)));
+            }
+            Some(SocketTimer::Handshake) => {
+                self.close_with(Some(SocketError::Timeout(TimeoutPhase::TlsHandshake)));
+            }
+            None => {}
+        }
+    }
+}

@@ -1,0 +1,247 @@
+//! The read path of a [`TcpSocket`]: draining the kernel into the read buffer or a data sink,
+//! the read budget per turn, and pausing at the read buffer limit (flow control).
+
+use std::io::{self, Read};
+use std::rc::{Rc, Weak};
+
+use bytes::BytesMut;
+use mio::Interest;
+
+use super::TcpSocket;
+use crate::network::error::{SocketError, SocketOperation};
+
+/// Bytes read from the kernel per `read` call (the loop's shared buffer).
+const READ_CHUNK: usize = 64 * 1024;
+/// Bytes one socket may read per readiness event before yielding to other sources.
+const READ_BUDGET_PER_TURN: usize = 1024 * 1024;
+
+/// Receives the bytes of a socket directly (internal users such as the HTTP client).
+pub(crate) trait DataSink {
+    /// Plaintext as it arrives; the slice is only valid during the call.
+    fn on_data(&self, data: &[u8]);
+    /// This many bytes were handed to the kernel (as `bytes_written` reports them). A method
+    /// rather than a `bytes_written` connection: a signal with a slot costs every connection
+    /// three allocations.
+    fn on_written(&self, n: usize);
+    /// The connection is up (a TLS handshake may still be running); called before the first
+    /// flush, so what the sink writes now goes out with it.
+    fn on_connected(&self);
+    /// The peer closed (`None`) or the connection failed. Not called for `abort()`.
+    fn on_closed(&self, error: Option<&SocketError>);
+}
+
+/// What one read step produced, so signals are emitted after the borrow is released.
+enum ReadStep {
+    Plain(usize),
+    Tls {
+        added: usize,
+        completed: bool,
+        peer_closed: bool,
+    },
+    Eof,
+    Failed(SocketError),
+    Paused,
+    Exhausted,
+    Done,
+}
+
+impl TcpSocket {
+    fn drain_reads(&self) {
+        self.drain_reads_until(true);
+    }
+
+    /// `until_would_block == false`: a short plain read (fewer bytes than the buffer) is taken as
+    /// "drained" (edge-triggered: more data raises a new edge), saving the `EAGAIN` read.
+    pub(super) fn drain_reads_until(&self, until_would_block: bool) {
+        let mut buf = self.core.take_read_buffer();
+        if buf.len() < READ_CHUNK {
+            // Zeroed allocation rather than `resize`: fresh zero pages need not be written, so
+            // the loop's one buffer costs resident memory only for what reads actually fill.
+            buf = vec![0; READ_CHUNK];
+        }
+        let mut budget = READ_BUDGET_PER_TURN;
+        let mut received = 0usize;
+        let mut used_tls = false;
+        let mut end: Option<Result<(), SocketError>> = None;
+        let mut exhausted = false;
+        loop {
+            let step = self.read_step(&mut buf, &mut budget);
+            match step {
+                ReadStep::Plain(n) => {
+                    received += n;
+                    match self.sink() {
+                        Some(sink) => sink.on_data(&buf[..n]),
+                        None => self
+                            .inner
+                            .borrow_mut()
+                            .read_buf
+                            .extend_from_slice(&buf[..n]),
+                    }
+                    if !until_would_block && n < buf.len() {
+                        break;
+                    }
+                }
+                ReadStep::Tls {
+                    added,
+                    completed,
+                    peer_closed,
+                } => {
+                    used_tls = true;
+                    received += added;
+                    if added > 0 {
+                        self.deliver_tls_plaintext();
+                    }
+                    if completed {
+                        self.on_handshake_completed();
+                    }
+                    if peer_closed {
+                        end = Some(Ok(()));
+                        break;
+                    }
+                }
+                ReadStep::Eof => {
+                    end = Some(Ok(()));
+                    break;
+                }
+                ReadStep::Failed(e) => {
+                    end = Some(Err(e));
+                    break;
+                }
+                ReadStep::Exhausted => {
+                    exhausted = true;
+                    break;
+                }
+                ReadStep::Paused | ReadStep::Done => break,
+            }
+        }
+        self.core.return_read_buffer(buf);
+        if received > 0 && self.inner.borrow().sink.is_none() {
+            self.bytes_received.emit(&received);
+            self.ready_read.emit(&());
+        }
+        if used_tls {
+            // The handshake (or a key update) may have produced records to send.
+            self.flush();
+        }
+        match end {
+            Some(Ok(())) => self.on_peer_closed(),
+            Some(Err(e)) => self.close_with(Some(e)),
+            None if exhausted => self.rearm(),
+            None => {}
+        }
+    }
+
+    /// One `read` from the kernel (plus TLS decryption), under a short borrow.
+    fn read_step(&self, buf: &mut [u8], budget: &mut usize) -> ReadStep {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        if inner.sink.is_none() && inner.read_limit > 0 && inner.read_buf.len() >= inner.read_limit
+        {
+            inner.read_paused = true;
+            return ReadStep::Paused;
+        }
+        if *budget == 0 {
+            return ReadStep::Exhausted;
+        }
+        let Some(stream) = inner.stream.as_mut() else {
+            return ReadStep::Done;
+        };
+        let n = loop {
+            match stream.read(buf) {
+                Ok(0) => return ReadStep::Eof,
+                Ok(n) => break n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return ReadStep::Done,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return ReadStep::Failed(SocketError::io(SocketOperation::Read, e)),
+            }
+        };
+        *budget = budget.saturating_sub(n);
+        let Some(tls) = inner.tls.as_deref_mut() else {
+            return ReadStep::Plain(n);
+        };
+        let target = if inner.sink.is_some() {
+            &mut tls.scratch
+        } else {
+            &mut inner.read_buf
+        };
+        let before = target.len();
+        match tls.session.receive(&buf[..n], target) {
+            Ok(r) => {
+                let after = if inner.sink.is_some() {
+                    tls.scratch.len()
+                } else {
+                    inner.read_buf.len()
+                };
+                let added = after - before;
+                ReadStep::Tls {
+                    added,
+                    completed: r.handshake_completed,
+                    peer_closed: r.peer_closed,
+                }
+            }
+            Err(e) => {
+                // Best effort: let rustls send its alert before we close.
+                if let Some(stream) = inner.stream.as_mut() {
+                    let mut nothing = BytesMut::new();
+                    let _ = tls.session.flush(&mut nothing, stream);
+                }
+                ReadStep::Failed(e)
+            }
+        }
+    }
+
+    pub(super) fn sink(&self) -> Option<Rc<dyn DataSink>> {
+        self.inner.borrow().sink.as_ref().and_then(Weak::upgrade)
+    }
+
+    pub(super) fn resume_reading_if_paused(&self) {
+        let resume = {
+            let mut inner = self.inner.borrow_mut();
+            let below = inner.read_limit == 0 || inner.read_buf.len() < inner.read_limit;
+            if inner.read_paused && below {
+                inner.read_paused = false;
+                true
+            } else {
+                false
+            }
+        };
+        if resume {
+            // Edge-triggered: no new edge will come for data already waiting, so read on a later turn.
+            let weak = self.self_weak.clone();
+            self.core.post(Box::new(move || {
+                if let Some(s) = weak.upgrade() {
+                    s.drain_reads();
+                }
+            }));
+        }
+    }
+
+    /// Re-arms the registration so the kernel reports the socket again on the next poll.
+    fn rearm(&self) {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        if let (Some(stream), Some(key)) = (inner.stream.as_mut(), inner.key) {
+            if let Err(e) =
+                self.core
+                    .reregister(stream, key, Interest::READABLE | Interest::WRITABLE)
+            {
+                log::warn!("re-arming socket: {e}");
+            }
+        }
+    }
+
+    fn on_peer_closed(&self) {
+        log::debug!("peer closed the connection");
+        let handshaking = self
+            .inner
+            .borrow()
+            .tls
+            .as_ref()
+            .is_some_and(|t| t.session.is_handshaking());
+        if handshaking {
+            self.close_with(Some(SocketError::ClosedByPeer));
+        } else {
+            self.close_with(None);
+        }
+    }
+}

@@ -1,0 +1,88 @@
+//! The write path of a [`TcpSocket`]: flushing queued bytes to the kernel (through TLS when on),
+//! reporting written bytes, and closing once a graceful disconnect has flushed.
+
+use std::io::{self, Write};
+use std::net::Shutdown;
+
+use bytes::{Buf, BytesMut};
+use mio::net::TcpStream;
+
+use super::TcpSocket;
+use crate::network::error::{SocketError, SocketOperation};
+
+impl TcpSocket {
+    /// Whether anyone hears about written bytes (the signal or the data sink).
+    pub(super) fn reports_written(&self) -> bool {
+        self.bytes_written.connection_count() > 0 || self.inner.borrow().sink.is_some()
+    }
+
+    pub(super) fn report_written(&self, n: usize) {
+        self.bytes_written.emit(&n);
+        if let Some(sink) = self.sink() {
+            sink.on_written(n);
+        }
+    }
+
+    /// Offers queued bytes to the kernel; returns `(plaintext written, blocked)`.
+    pub(super) fn flush_to_kernel(&self) -> Result<(usize, bool), SocketError> {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        let Some(stream) = inner.stream.as_mut() else {
+            return Ok((0, false));
+        };
+        let result = match inner.tls.as_mut() {
+            Some(tls) => tls
+                .session
+                .flush(&mut inner.write_buf, stream)
+                .map(|f| (f.plaintext_written, f.blocked)),
+            None => write_plain(&mut inner.write_buf, stream),
+        };
+        if inner.write_buf.is_empty() {
+            // All sent: an idle connection (a long stream after its request) keeps no buffer.
+            // (Not `capacity() > 0`: a buffer advanced to its end reports 0 yet holds its block.)
+            inner.write_buf = BytesMut::new();
+        }
+        result.map_err(|e| SocketError::io(SocketOperation::Write, e))
+    }
+
+    pub(super) fn flush(&self) {
+        match self.flush_to_kernel() {
+            Ok((written, blocked)) => {
+                if written > 0 {
+                    self.report_written(written);
+                }
+                let finish = {
+                    let inner = self.inner.borrow();
+                    !blocked
+                        && inner.close_when_flushed
+                        && inner.write_buf.is_empty()
+                        && inner.tls.as_ref().is_none_or(|t| !t.session.wants_write())
+                };
+                if finish {
+                    if let Some(stream) = self.inner.borrow().stream.as_ref() {
+                        let _ = stream.shutdown(Shutdown::Write);
+                    }
+                    self.close_with(None);
+                }
+            }
+            Err(e) => self.close_with(Some(e)),
+        }
+    }
+}
+
+fn write_plain(buf: &mut BytesMut, stream: &mut TcpStream) -> io::Result<(usize, bool)> {
+    let mut written = 0;
+    while !buf.is_empty() {
+        match stream.write(buf) {
+            Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
+            Ok(n) => {
+                buf.advance(n);
+                written += n;
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((written, true)),
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok((written, false))
+}
