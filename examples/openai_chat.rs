@@ -14,8 +14,9 @@
 //!   given to [`LoopHandle::exit`] (or 0 after [`LoopHandle::quit`]).
 //! * [`SseClient`]: `POST {base}/v1/responses` with `"stream": true`, one
 //!   [`SseClient::add_event_listener`] per event type, the `error` / `disconnected` signals for
-//!   failures. OpenAI streams cannot be resumed, so the client is disconnected at the end of every
-//!   answer instead of letting it reconnect.
+//!   failures. OpenAI streams cannot be resumed (a reconnect would send the prompt again), so
+//!   auto reconnect is off: the client closes when a stream ends or breaks, and is disconnected
+//!   at the end of every answer.
 //! * [`LoopHandle::post`]: stdin is read on a plain thread (a blocking read must not stall the
 //!   loop) and each line is posted to the loop's thread.
 //! * [`TcpServer`], [`TcpSocket`], [`Timer`], [`SseWriter`]: without `OPENAI_API_KEY` (or with
@@ -244,6 +245,8 @@ impl Chat {
     ) -> Rc<Chat> {
         let sse = SseClient::new().expect("the event loop exists");
         sse.set_read_timeout(Some(STREAM_READ_TIMEOUT));
+        // A generation cannot be resumed: reconnecting would only ask the same question again.
+        sse.set_auto_reconnect(false);
         let chat = Rc::new_cyclic(|self_weak| Chat {
             sse,
             endpoint,
@@ -379,7 +382,7 @@ impl Chat {
                 }
             }
             _ if error.is_fatal() => error.to_string(),
-            // The client would reconnect, but a generation cannot be resumed: give up the answer.
+            // A network error or read timeout (auto reconnect is off, so the client has closed).
             _ => format!("cannot stream the answer: {error}"),
         };
         self.end_answer(Err(message));
@@ -401,8 +404,7 @@ impl Chat {
         let Some(printed) = self.state.borrow_mut().answering.take() else {
             return;
         };
-        // Stop the stream: otherwise the client would reconnect when the server closes it, and
-        // send the same prompt again.
+        // Stop the stream now: a server may keep it open after the final event.
         self.sse.disconnect();
         if printed {
             println!();

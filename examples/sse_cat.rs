@@ -280,6 +280,7 @@ fn cat_url(options: Options) -> i32 {
         sse.set_reconnection_time(retry);
     }
     sse.set_read_timeout(options.read_timeout);
+    sse.set_auto_reconnect(options.reconnect);
     if let Some(id) = &options.last_event_id {
         sse.set_last_event_id(id);
     }
@@ -300,8 +301,6 @@ fn cat_url(options: Options) -> i32 {
     let opened = Rc::new(Cell::new(false));
     sse.state_changed
         .connect(move |state| match state {
-            // With --no-reconnect the client still schedules a reconnect; we cancel it below.
-            ReadyState::Connecting if opened.get() && !reconnect => {}
             ReadyState::Connecting if opened.get() => eprintln!("sse_cat: reconnecting to {url}"),
             ReadyState::Connecting => eprintln!("sse_cat: connecting to {url}"),
             ReadyState::Open => {
@@ -332,7 +331,6 @@ fn cat_url(options: Options) -> i32 {
         })
         .release();
 
-    let weak = Rc::downgrade(&sse);
     let on_error_finish = finish.clone();
     sse.error
         .connect(move |error| {
@@ -343,29 +341,20 @@ fn cat_url(options: Options) -> i32 {
                 eprintln!("sse_cat: {error}; will reconnect");
             } else {
                 eprintln!("sse_cat: {error}");
-                // Decide first (disconnecting emits `disconnected` at once), then stop the
-                // reconnect the client has scheduled.
                 on_error_finish(EXIT_NETWORK_ERROR);
-                if let Some(sse) = weak.upgrade() {
-                    sse.disconnect();
-                }
             }
         })
         .release();
 
     if !reconnect {
-        // `disconnected` without an `error` before it: the server ended the stream cleanly.
-        let weak = Rc::downgrade(&sse);
+        // With auto reconnect off the client closes when the stream ends. Undecided by then (no
+        // error, not `-n`): the server ended the stream cleanly.
         sse.disconnected
             .connect(move |_| {
-                finish(EXIT_OK);
-                if let Some(sse) = weak.upgrade() {
-                    // Still `Connecting`: a reconnect is scheduled after the clean end; cancel it.
-                    if sse.ready_state() != ReadyState::Closed {
-                        eprintln!("sse_cat: the server ended the stream");
-                        sse.disconnect();
-                    }
+                if !decided.get() {
+                    eprintln!("sse_cat: the server ended the stream");
                 }
+                finish(EXIT_OK);
             })
             .release();
     }

@@ -622,3 +622,114 @@ fn a_session_read_timeout_does_not_cut_a_flowing_stream_on_a_reused_connection()
         "the stream reused the warm connection"
     );
 }
+
+/// The client's lifecycle in order: state changes, `connected`, `error` (with the state it was
+/// emitted in) and `disconnected`.
+fn lifecycle(sse: &Rc<SseClient>) -> Rc<RefCell<Vec<String>>> {
+    let log: Rc<RefCell<Vec<String>>> = Rc::default();
+    let l = log.clone();
+    sse.state_changed
+        .connect(move |state| l.borrow_mut().push(format!("state {state:?}")))
+        .release();
+    let l = log.clone();
+    sse.connected
+        .connect(move |_| l.borrow_mut().push("connected".into()))
+        .release();
+    let (l, weak) = (log.clone(), Rc::downgrade(sse));
+    sse.error
+        .connect(move |_| {
+            let state = weak.upgrade().map(|sse| sse.ready_state());
+            l.borrow_mut().push(format!("error in {state:?}"));
+        })
+        .release();
+    let l = log.clone();
+    sse.disconnected
+        .connect(move |_| l.borrow_mut().push("disconnected".into()))
+        .release();
+    log
+}
+
+/// A client with auto reconnect off (and a 10 ms reconnection time, so that a reconnect would
+/// come at once) run against `server` until it closes, and 300 ms beyond: the server must have
+/// seen exactly one request.
+fn run_until_closed_without_auto_reconnect(
+    ev: &mut EventLoop,
+    server: &ScriptServer,
+) -> (Rc<SseClient>, Recorder, Rc<RefCell<Vec<String>>>) {
+    let sse = SseClient::new().unwrap();
+    assert!(sse.auto_reconnect(), "on by default, as in EventSource");
+    sse.set_reconnection_time(Duration::from_millis(10));
+    sse.set_auto_reconnect(false);
+    let rec = record(&sse);
+    let log = lifecycle(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(ev, Duration::from_secs(10), || sse.ready_state()
+        == ReadyState::Closed));
+    run_until(ev, Duration::from_millis(300), || false);
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "reconnected with auto reconnect off"
+    );
+    (sse, rec, log)
+}
+
+#[test]
+fn without_auto_reconnect_a_clean_end_closes_the_client_and_connect_starts_again() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| {
+        Reply::BytesThenClose(stream(&format!("retry: 10\ndata: {n}\n\n")))
+    });
+    let (sse, rec, log) = run_until_closed_without_auto_reconnect(&mut ev, &server);
+    assert_eq!(*rec.events.borrow(), ["message:0:"]);
+    assert!(
+        rec.errors.borrow().is_empty(),
+        "a clean end is not an error"
+    );
+    assert_eq!(
+        *log.borrow(),
+        [
+            "state Connecting",
+            "state Open",
+            "connected",
+            "state Closed",
+            "disconnected"
+        ]
+    );
+
+    // connect() starts a new stream; with auto reconnect back on, its end brings a reconnect.
+    sse.set_auto_reconnect(true);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || rec
+        .events
+        .borrow()
+        .len()
+        >= 3));
+    sse.disconnect();
+    assert_eq!(
+        *rec.events.borrow(),
+        ["message:0:", "message:1:", "message:2:"]
+    );
+}
+
+#[test]
+fn without_auto_reconnect_a_broken_connection_reports_the_error_in_the_closed_state() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Close);
+    let (_sse, rec, log) = run_until_closed_without_auto_reconnect(&mut ev, &server);
+    let errors = rec.errors.borrow();
+    assert!(matches!(&errors[..], [SseError::Http(_)]), "{errors:?}");
+    assert!(
+        !errors[0].is_fatal(),
+        "the error itself would allow a reconnect"
+    );
+    assert_eq!(
+        *log.borrow(),
+        [
+            "state Connecting",
+            "state Closed",
+            "error in Some(Closed)",
+            "disconnected"
+        ]
+    );
+}

@@ -111,6 +111,7 @@ struct Inner {
     reconnect_timer: Option<TimerKey>,
     read_timeout: Option<Duration>,
     retry_throttled: bool,
+    auto_reconnect: bool,
     opened: bool,
     jitter_seed: Cell<u64>,
 }
@@ -151,6 +152,7 @@ impl SseClient {
                 reconnect_timer: None,
                 read_timeout: None,
                 retry_throttled: false,
+                auto_reconnect: true,
                 opened: false,
                 jitter_seed: Cell::new(seed | 1),
             }),
@@ -234,6 +236,34 @@ impl SseClient {
     /// says (off by default).
     pub fn set_retry_on_throttle(&self, enabled: bool) {
         self.inner.borrow_mut().retry_throttled = enabled;
+    }
+
+    /// Whether the client reconnects on its own after the stream ends or breaks (default: on,
+    /// as WHATWG `EventSource` does).
+    ///
+    /// Off, a clean end of the stream, a network error, a read timeout or (with
+    /// [`set_retry_on_throttle`](Self::set_retry_on_throttle)) a 429/503 closes the client
+    /// instead: state `Closed`, then `error` if there was one, then `disconnected`. A
+    /// one-shot stream such as an LLM response usually wants this off: its request is sent
+    /// again on every reconnect. [`connect`](Self::connect) starts a new stream either way.
+    ///
+    /// ```
+    /// use kdnet::EventLoop;
+    /// use kdnet::network::sse::SseClient;
+    ///
+    /// let _event_loop = EventLoop::new().unwrap();
+    /// let sse = SseClient::new().unwrap();
+    /// assert!(sse.auto_reconnect());
+    /// sse.set_auto_reconnect(false);
+    /// assert!(!sse.auto_reconnect());
+    /// ```
+    pub fn set_auto_reconnect(&self, enabled: bool) {
+        self.inner.borrow_mut().auto_reconnect = enabled;
+    }
+
+    /// Whether the client reconnects on its own (see [`set_auto_reconnect`](Self::set_auto_reconnect)).
+    pub fn auto_reconnect(&self) -> bool {
+        self.inner.borrow().auto_reconnect
     }
 
     /// Sets the parser's limit on one event's size (default 16 MiB); bigger events fail the stream.
@@ -346,16 +376,29 @@ impl SseClient {
     /// The WHATWG "fail the connection": closed for good.
     fn fail(&self, error: SseError) {
         log::debug!("event stream failed: {error}");
+        self.close_for_good(Some(error));
+    }
+
+    /// State `Closed` first, so that an `error` slot sees that no reconnect follows; then the
+    /// error, if any, and `disconnected`.
+    fn close_for_good(&self, error: Option<SseError>) {
         self.inner.borrow_mut().opened = false;
         self.set_state(ReadyState::Closed);
-        self.error.emit(&error);
+        if let Some(error) = &error {
+            self.error.emit(error);
+        }
         self.disconnected.emit(&());
     }
 
-    /// The WHATWG "reestablish the connection": wait, then connect again.
+    /// The WHATWG "reestablish the connection": wait, then connect again (or, with auto
+    /// reconnect off, close).
     fn reestablish(&self, cause: Option<SseError>, delay_override: Option<Duration>) {
         if self.ready_state() == ReadyState::Closed {
             return;
+        }
+        if !self.inner.borrow().auto_reconnect {
+            log::debug!("event stream ended; auto reconnect is off");
+            return self.close_for_good(cause);
         }
         let was_open = std::mem::take(&mut self.inner.borrow_mut().opened);
         self.set_state(ReadyState::Connecting);

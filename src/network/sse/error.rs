@@ -7,7 +7,9 @@ use crate::network::http::HttpError;
 /// Why an [`SseClient`](super::SseClient) reported an error.
 ///
 /// [`is_fatal`](Self::is_fatal) tells whether the client gave up (state `Closed`) or will
-/// reconnect after the reconnection time (state `Connecting`).
+/// reconnect after the reconnection time (state `Connecting`). With
+/// [`SseClient::set_auto_reconnect`](super::SseClient::set_auto_reconnect) off no error is followed
+/// by a reconnect; the state is `Closed` when `error` is emitted.
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum SseError {
@@ -47,7 +49,8 @@ pub enum SseError {
 }
 
 impl SseError {
-    /// Whether the client gave up for good (no reconnect follows).
+    /// Whether this error makes the client give up for good. A non-fatal one is followed by a
+    /// reconnect unless auto reconnect is off.
     pub fn is_fatal(&self) -> bool {
         !matches!(self, SseError::Http(_) | SseError::Throttled { .. })
     }
