@@ -47,7 +47,9 @@ pub enum ReadyState {
     Closed,
 }
 
-/// A Server-Sent Events client that follows the WHATWG rules and reconnects on its own.
+/// A Server-Sent Events client that follows the WHATWG rules and reconnects on its own (unless
+/// [`set_auto_reconnect`](Self::set_auto_reconnect) turns that off, as one-shot streams such as
+/// LLM answers want).
 ///
 /// Any method, headers and body may be used (OpenAI needs `POST` with JSON and `Authorization`);
 /// they are sent again on every reconnect, with `Last-Event-ID` when an ID is known.
@@ -65,6 +67,7 @@ pub enum ReadyState {
 ///
 /// let mut event_loop = EventLoop::new().unwrap();
 /// let sse = SseClient::new().unwrap();
+/// sse.set_auto_reconnect(false); // a reconnect would ask for a second answer
 /// sse.add_event_listener("response.output_text.delta", |event| print!("{}", event.data())).release();
 /// let handle = event_loop.handle();
 /// sse.add_event_listener("response.completed", move |_| handle.quit()).release();
