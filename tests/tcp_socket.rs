@@ -342,3 +342,66 @@ impl StalledListener {
         }
     }
 }
+
+#[test]
+fn writes_while_connected_reach_the_peer_in_order_whether_taken_at_once_or_queued() {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = listener.accept().unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).unwrap();
+        all
+    });
+    let client = TcpSocket::new().unwrap();
+    client.connect_to_address(LOCALHOST, port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || client
+        .state()
+        == SocketState::Connected));
+    let written = Rc::new(Cell::new(0));
+    let w = written.clone();
+    client
+        .bytes_written
+        .connect(move |&n| w.set(w.get() + n))
+        .release();
+
+    // Nothing queued: the kernel takes what fits straight from the caller's buffer, the rest
+    // is queued (32 MiB is more than loopback takes in one call)...
+    let mut expected = pattern(32 * 1024 * 1024, 5);
+    client.write(&expected).unwrap();
+    assert!(
+        client.bytes_to_write() > 0,
+        "the kernel took 32 MiB at once"
+    );
+    // ...and what is written meanwhile waits behind it.
+    for i in 0..16 {
+        let piece = pattern(1000 + i, i as u64);
+        client.write(&piece).unwrap();
+        expected.extend_from_slice(&piece);
+    }
+    let queued_total = expected.len();
+    assert!(
+        run_until(&mut ev, Duration::from_secs(60), || written.get()
+            == queued_total),
+        "{} of {queued_total} bytes reported written",
+        written.get()
+    );
+    assert_eq!(client.bytes_to_write(), 0);
+    // The queue has drained: the next write goes straight to the kernel again.
+    let tail = pattern(4096, 99);
+    client.write(&tail).unwrap();
+    expected.extend_from_slice(&tail);
+    assert!(run_until(&mut ev, Duration::from_secs(10), || written
+        .get()
+        == expected.len()));
+    client.disconnect_from_host();
+    assert!(run_until(&mut ev, Duration::from_secs(20), || client
+        .state()
+        == SocketState::Unconnected));
+    assert!(
+        reader.join().unwrap() == expected,
+        "the peer did not receive every byte in order"
+    );
+}

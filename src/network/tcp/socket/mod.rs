@@ -316,7 +316,7 @@ impl TcpSocket {
     /// while connected the kernel is offered the data at once and the rest is flushed on
     /// writability. Returns the number of bytes accepted (all of them).
     pub fn write(&self, data: &[u8]) -> Result<usize, SocketError> {
-        let connected = {
+        let (connected, direct) = {
             let mut inner = self.inner.borrow_mut();
             match inner.state {
                 SocketState::Unconnected => {
@@ -327,12 +327,23 @@ impl TcpSocket {
                 }
                 _ => {}
             }
-            inner.write_buf.extend_from_slice(data);
-            inner.state == SocketState::Connected
+            // Plain TCP with nothing queued: the kernel takes the data straight from `data`
+            // (usually all of it: no copy, no buffer). Otherwise it queues behind what waits.
+            let connected = inner.state == SocketState::Connected;
+            let direct = connected && inner.tls.is_none() && inner.write_buf.is_empty();
+            if !direct {
+                inner.write_buf.extend_from_slice(data);
+            }
+            (connected, direct)
         };
         if connected {
+            let flushed = if direct {
+                self.write_to_kernel(data)
+            } else {
+                self.flush_to_kernel()
+            };
             // Flush now, but report (bytes_written / errors) from the loop, never from inside write().
-            match self.flush_to_kernel() {
+            match flushed {
                 Ok((written, _)) if written > 0 && self.reports_written() => {
                     let weak = self.self_weak.clone();
                     self.core.post(Box::new(move || {

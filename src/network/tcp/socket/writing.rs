@@ -23,6 +23,23 @@ impl TcpSocket {
         }
     }
 
+    /// Offers `data` to the kernel straight from the caller's buffer (plain TCP, nothing queued)
+    /// and queues what it does not take; returns `(written, blocked)`.
+    pub(super) fn write_to_kernel(&self, data: &[u8]) -> Result<(usize, bool), SocketError> {
+        let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        debug_assert!(inner.tls.is_none() && inner.write_buf.is_empty());
+        let Some(stream) = inner.stream.as_mut() else {
+            inner.write_buf.extend_from_slice(data);
+            return Ok((0, false));
+        };
+        let result = write_slice(data, stream);
+        if let Ok((written, _)) = result {
+            inner.write_buf.extend_from_slice(&data[written..]);
+        }
+        result.map_err(|e| SocketError::io(SocketOperation::Write, e))
+    }
+
     /// Offers queued bytes to the kernel; returns `(plaintext written, blocked)`.
     pub(super) fn flush_to_kernel(&self) -> Result<(usize, bool), SocketError> {
         let mut inner = self.inner.borrow_mut();
@@ -71,14 +88,20 @@ impl TcpSocket {
 }
 
 fn write_plain(buf: &mut BytesMut, stream: &mut TcpStream) -> io::Result<(usize, bool)> {
+    let result = write_slice(buf, stream);
+    if let Ok((written, _)) = result {
+        buf.advance(written);
+    }
+    result
+}
+
+/// Writes as much of `data` as the kernel takes: `(bytes written, blocked)`.
+fn write_slice(data: &[u8], stream: &mut TcpStream) -> io::Result<(usize, bool)> {
     let mut written = 0;
-    while !buf.is_empty() {
-        match stream.write(buf) {
+    while written < data.len() {
+        match stream.write(&data[written..]) {
             Ok(0) => return Err(io::Error::from(io::ErrorKind::WriteZero)),
-            Ok(n) => {
-                buf.advance(n);
-                written += n;
-            }
+            Ok(n) => written += n,
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok((written, true)),
             Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
             Err(e) => return Err(e),
