@@ -620,3 +620,49 @@ fn heads_split_across_reads_are_reassembled_with_and_without_interim_responses()
         assert_eq!(response.text(), "hello");
     }
 }
+
+#[test]
+fn fields_the_request_sets_itself_are_sent_once_and_win_over_the_added_ones() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /login") {
+            Reply::Bytes(ok_response("in", "Set-Cookie: session=abc; Path=/\r\n"))
+        } else {
+            Reply::Bytes(ok_response("ok", ""))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    get(&mut ev, &client, &server.url("/login")).unwrap();
+
+    // Added by the client: Host (with the port), Accept-Encoding, Content-Length, the jar's cookie.
+    let post = HttpRequest::post(&server.url("/auto"), "12345").unwrap();
+    wait(&mut ev, &send(&client, post)).unwrap();
+    // Set by the request: each is sent once, as given.
+    let own = HttpRequest::post(&server.url("/own"), "12345")
+        .unwrap()
+        .with_header("Host", "example.test")
+        .with_header("Accept-Encoding", "identity")
+        .with_header("Content-Length", "5")
+        .with_header("Cookie", "mine=1");
+    wait(&mut ev, &send(&client, own)).unwrap();
+
+    let seen = server.requests();
+    let fields = |n: usize, name: &str| -> Vec<String> {
+        seen[n]
+            .headers
+            .iter()
+            .filter(|(field, _)| field.eq_ignore_ascii_case(name))
+            .map(|(_, value)| value.clone())
+            .collect()
+    };
+    let port = server.addr.port();
+    assert_eq!(fields(1, "host"), [format!("127.0.0.1:{port}")]);
+    assert_eq!(fields(1, "content-length"), ["5"]);
+    assert_eq!(fields(1, "cookie"), ["session=abc"]);
+    assert_eq!(fields(1, "accept-encoding").len(), 1);
+    assert_eq!(fields(2, "host"), ["example.test"]);
+    assert_eq!(fields(2, "accept-encoding"), ["identity"]);
+    assert_eq!(fields(2, "content-length"), ["5"]);
+    assert_eq!(fields(2, "cookie"), ["mine=1"]);
+    assert_eq!(seen[2].body, b"12345");
+}

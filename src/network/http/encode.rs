@@ -5,14 +5,17 @@
 //! half-written head behind, and no caller-supplied CR/LF can split the request (response
 //! splitting through our own headers).
 
-use std::fmt::Write as _;
-
 use crate::network::http::error::HttpError;
 use crate::network::http::headers::HeaderMap;
 
-/// Appends the request head for `method` on `url` with `headers` to `out`: request line with the
-/// origin-form target (path and query, never the fragment), each field as `name: value`, and the
-/// blank line. The caller has already put `Host`, `Content-Length` and friends into `headers`.
+/// A field written after the request's own: its name and its value in pieces (so that a value
+/// such as `host:port` needs no allocation of its own).
+pub(crate) type AddedField<'a> = (&'a str, &'a [&'a str]);
+
+/// Appends the request head for `method` on `url` with `headers`, then `added`, to `out`: request
+/// line with the origin-form target (path and query, never the fragment), each field as
+/// `name: value`, and the blank line. The caller chose `Host`, `Content-Length` and friends for
+/// `added` (only those `headers` lacks), so the request's own map is never copied.
 ///
 /// [`HttpError::InvalidRequest`] when the method or a header name is not a token, a value holds
 /// a control character other than HTAB (CR, LF and NUL above all), the target is not an absolute
@@ -22,6 +25,7 @@ pub(crate) fn encode_request_head(
     method: &str,
     url: &url::Url,
     headers: &HeaderMap,
+    added: &[AddedField<'_>],
     out: &mut Vec<u8>,
 ) -> Result<(), HttpError> {
     if !is_token(method) {
@@ -52,7 +56,21 @@ pub(crate) fn encode_request_head(
         validate_field(name, value)?;
         head_len += name.len() + value.len() + 4;
     }
-    if headers.contains("content-length") && headers.contains("transfer-encoding") {
+    for &(name, value) in added {
+        validate_name(name)?;
+        for part in value {
+            validate_value(name, part)?;
+            head_len += part.len();
+        }
+        head_len += name.len() + 4;
+    }
+    let named = |field: &str| {
+        headers.contains(field)
+            || added
+                .iter()
+                .any(|(name, _)| name.eq_ignore_ascii_case(field))
+    };
+    if named("content-length") && named("transfer-encoding") {
         return Err(HttpError::InvalidRequest(
             "both content-length and transfer-encoding are set".into(),
         ));
@@ -73,6 +91,14 @@ pub(crate) fn encode_request_head(
         out.extend_from_slice(value.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
+    for &(name, value) in added {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        for part in value {
+            out.extend_from_slice(part.as_bytes());
+        }
+        out.extend_from_slice(b"\r\n");
+    }
     out.extend_from_slice(b"\r\n");
     Ok(())
 }
@@ -81,21 +107,57 @@ pub(crate) fn encode_request_head(
 /// plus `:port` only when the URL names a port other than its scheme's default. Userinfo never
 /// appears. Empty for a URL without a host (http and https URLs always have one).
 pub(crate) fn host_header_value(url: &url::Url) -> String {
+    let mut digits = [0; MAX_DECIMAL_LEN];
+    host_header_parts(url, &mut digits).concat()
+}
+
+/// [`host_header_value`] in pieces (host, then `:` and the port if any), without allocating;
+/// the port's digits are written into `digits`.
+pub(crate) fn host_header_parts<'a>(
+    url: &'a url::Url,
+    digits: &'a mut [u8; MAX_DECIMAL_LEN],
+) -> [&'a str; 3] {
     // `host_str` keeps IPv6 brackets; `port` is `None` for the scheme's default port.
-    let mut value = url.host_str().unwrap_or_default().to_owned();
-    if let Some(port) = url.port() {
-        // Writing to a String cannot fail.
-        let _ = write!(value, ":{port}");
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(port) => [host, ":", decimal(u64::from(port), digits)],
+        None => [host, "", ""],
     }
-    value
+}
+
+/// The most digits a `u64` has in decimal.
+pub(crate) const MAX_DECIMAL_LEN: usize = 20;
+
+/// `n` in decimal, written into the end of `digits`.
+pub(crate) fn decimal(mut n: u64, digits: &mut [u8; MAX_DECIMAL_LEN]) -> &str {
+    let mut start = digits.len();
+    loop {
+        start -= 1;
+        digits[start] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    // Only ASCII digits were written.
+    std::str::from_utf8(&digits[start..]).unwrap_or_default()
 }
 
 fn validate_field(name: &str, value: &str) -> Result<(), HttpError> {
+    validate_name(name)?;
+    validate_value(name, value)
+}
+
+fn validate_name(name: &str) -> Result<(), HttpError> {
     if !is_token(name) {
         return Err(HttpError::InvalidRequest(format!(
             "header name {name:?} is not an HTTP token"
         )));
     }
+    Ok(())
+}
+
+fn validate_value(name: &str, value: &str) -> Result<(), HttpError> {
     // field-value is VCHAR / obs-text / SP / HTAB (RFC 9110 §5.5); CR and LF would end the
     // field early and let the value inject fields of its own.
     if let Some(bad) = value
@@ -134,14 +196,75 @@ mod tests {
         let url = url::Url::parse("http://h/").unwrap();
         let headers: HeaderMap = [("A", "ok"), ("B", "bad\r\nX: y")].into_iter().collect();
         let mut out = b"keep".to_vec();
-        assert!(encode_request_head("GET", &url, &headers, &mut out).is_err());
+        assert!(encode_request_head("GET", &url, &headers, &[], &mut out).is_err());
         assert_eq!(out, b"keep");
+    }
+
+    #[test]
+    fn decimal_digits() {
+        let mut digits = [0; MAX_DECIMAL_LEN];
+        for n in [0, 7, 10, 99, 100, 65_535, 1 << 40, u64::MAX] {
+            assert_eq!(decimal(n, &mut digits), n.to_string());
+        }
+    }
+
+    #[test]
+    fn added_fields_follow_the_requests_own_and_are_checked_alike() {
+        let url = url::Url::parse("http://h:8080/p?q").unwrap();
+        let headers: HeaderMap = [("A", "1")].into_iter().collect();
+        let mut digits = [0; MAX_DECIMAL_LEN];
+        let host = host_header_parts(&url, &mut digits);
+        let mut out = Vec::new();
+        encode_request_head(
+            "GET",
+            &url,
+            &headers,
+            &[("Host", &host), ("B", &["2"])],
+            &mut out,
+        )
+        .unwrap();
+        assert_eq!(
+            out,
+            b"GET /p?q HTTP/1.1\r\nA: 1\r\nHost: h:8080\r\nB: 2\r\n\r\n"
+        );
+
+        let mut out = b"keep".to_vec();
+        let split = encode_request_head(
+            "GET",
+            &url,
+            &headers,
+            &[("B", &["x", "\r\nC: y"])],
+            &mut out,
+        );
+        assert!(
+            matches!(split, Err(HttpError::InvalidRequest(_))),
+            "{split:?}"
+        );
+        let bad_name = encode_request_head("GET", &url, &headers, &[("B C", &["x"])], &mut out);
+        assert!(
+            matches!(bad_name, Err(HttpError::InvalidRequest(_))),
+            "{bad_name:?}"
+        );
+        assert_eq!(out, b"keep");
+
+        let chunked: HeaderMap = [("Transfer-Encoding", "chunked")].into_iter().collect();
+        let both = encode_request_head(
+            "GET",
+            &url,
+            &chunked,
+            &[("Content-Length", &["0"])],
+            &mut out,
+        );
+        assert!(
+            matches!(both, Err(HttpError::InvalidRequest(_))),
+            "{both:?}"
+        );
     }
 
     #[test]
     fn urls_without_an_absolute_path_are_refused() {
         let url = url::Url::parse("mailto:someone@example.com").unwrap();
-        let result = encode_request_head("GET", &url, &HeaderMap::new(), &mut Vec::new());
+        let result = encode_request_head("GET", &url, &HeaderMap::new(), &[], &mut Vec::new());
         assert!(
             matches!(result, Err(HttpError::InvalidRequest(_))),
             "{result:?}"

@@ -224,7 +224,7 @@ pub fn encode_request(
     headers: &HeaderMap,
 ) -> Result<Vec<u8>, HttpError> {
     let mut out = Vec::new();
-    encode_request_head(method, url, headers, &mut out)?;
+    encode_request_head(method, url, headers, &[], &mut out)?;
     Ok(out)
 }
 

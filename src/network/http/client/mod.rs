@@ -89,6 +89,9 @@ struct ClientInner {
     hosts: HashMap<Rc<HostKey>, HostState>,
     next_id: u64,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// Where a request is encoded before it is written; reused, so that a request costs no
+    /// allocation for its head (the socket queues only what the kernel does not take at once).
+    wire: Vec<u8>,
 }
 
 /// An HTTP/1.1 client on the current thread's loop (KDNetwork `HttpClient`).
@@ -163,6 +166,7 @@ impl HttpClient {
                 hosts: HashMap::new(),
                 next_id: 1,
                 tls: None,
+                wire: Vec::new(),
             }),
             spare_actions: Cell::new(Vec::new()),
             spare_batch: Cell::default(),

@@ -10,10 +10,12 @@ use super::actions::Action;
 use super::pool::{host_key, intern_host};
 use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient, RequestId};
-use crate::network::http::encode::{encode_request_head, host_header_value};
+use crate::network::http::encode::{
+    AddedField, MAX_DECIMAL_LEN, decimal, encode_request_head, host_header_parts,
+};
 use crate::network::http::head::HeadLimits;
 use crate::network::http::request::parse_url;
-use crate::network::http::{HeaderMap, HttpError, HttpMethod, HttpRequest, HttpResponse};
+use crate::network::http::{HttpError, HttpMethod, HttpRequest, HttpResponse};
 
 impl HttpClient {
     // ---- submitting --------------------------------------------------------------------------
@@ -142,8 +144,10 @@ impl HttpClient {
             return Ok(());
         };
         let body = state.request.body();
-        let mut wire = Vec::with_capacity(256 + if check_only { 0 } else { body.len() });
-        encode_request_head_for(&state.request, cookie, &mut wire)?;
+        let wire = &mut inner.wire;
+        wire.clear();
+        wire.reserve(256 + if check_only { 0 } else { body.len() });
+        encode_request_head_for(&state.request, cookie.as_deref(), wire)?;
         if check_only {
             return Ok(());
         }
@@ -151,7 +155,12 @@ impl HttpClient {
         state.upload_head_len = wire.len() as u64;
         state.wire_written = 0;
         wire.extend_from_slice(body);
-        conn.socket.write(&wire)?;
+        let written = conn.socket.write(wire);
+        // A large body is not kept for the next request.
+        if wire.capacity() > MAX_RETAINED_WIRE {
+            *wire = Vec::new();
+        }
+        written?;
         Ok(())
     }
 
@@ -203,27 +212,58 @@ impl HttpClient {
 /// Serialises the request head with the automatic headers (the body goes after it).
 fn encode_request_head_for(
     request: &HttpRequest,
-    cookie: Option<String>,
+    cookie: Option<&str>,
     out: &mut Vec<u8>,
 ) -> Result<(), HttpError> {
-    let mut headers: HeaderMap = request.headers().clone();
+    let headers = request.headers();
+    let mut port_digits = [0; MAX_DECIMAL_LEN];
+    let mut length_digits = [0; MAX_DECIMAL_LEN];
+    // The fields the client adds when the request lacks them, written after its own (the
+    // request's map is not copied to add them).
+    let mut added: [AddedField<'_>; 4] = [("", &[]); 4];
+    let mut count = 0;
+    let mut add = |name, value| {
+        added[count] = (name, value);
+        count += 1;
+    };
+    let host = host_header_parts(request.url(), &mut port_digits);
+    let length = [decimal(request.body().len() as u64, &mut length_digits)];
+    let encodings = [accepted_encodings()];
+    let cookie = cookie.map(|cookie| [cookie]);
     if request.auto_add_common_headers() {
-        headers.set_if_absent("Host", host_header_value(request.url()));
-        headers.set_if_absent("Accept-Encoding", accepted_encodings());
-        let body_len = request.body().len();
+        if !headers.contains("Host") {
+            add("Host", &host);
+        }
+        if !headers.contains("Accept-Encoding") {
+            add("Accept-Encoding", &encodings);
+        }
         let method_has_body = matches!(
             request.method(),
             HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch
         );
-        if (body_len > 0 || method_has_body) && !headers.contains("Transfer-Encoding") {
-            headers.set_if_absent("Content-Length", body_len.to_string());
+        if (!request.body().is_empty() || method_has_body)
+            && !headers.contains("Transfer-Encoding")
+            && !headers.contains("Content-Length")
+        {
+            add("Content-Length", &length);
         }
     }
-    if let Some(cookie) = cookie {
-        headers.set_if_absent("Cookie", cookie);
+    if let Some(cookie) = &cookie
+        && !headers.contains("Cookie")
+    {
+        add("Cookie", cookie);
     }
-    encode_request_head(request.method().as_str(), request.url(), &headers, out)
+    encode_request_head(
+        request.method().as_str(),
+        request.url(),
+        headers,
+        &added[..count],
+        out,
+    )
 }
+
+/// The largest encoded request (head and body) whose buffer is kept for the next one.
+const MAX_RETAINED_WIRE: usize = 64 * 1024;
 
 fn accepted_encodings() -> &'static str {
     if cfg!(feature = "brotli") {
