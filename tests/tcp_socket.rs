@@ -208,9 +208,9 @@ fn a_thousand_simultaneous_connections_on_one_loop() {
     assert_eq!(peers.borrow().len(), 1000);
 }
 
-#[test]
-fn disconnect_from_host_flushes_then_closes() {
-    let mut ev = EventLoop::new().unwrap();
+/// A std peer on a thread that accepts one connection and returns everything it reads until
+/// the client closes.
+fn peer_reading_to_end() -> (u16, std::thread::JoinHandle<Vec<u8>>) {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let reader = std::thread::spawn(move || {
@@ -220,6 +220,13 @@ fn disconnect_from_host_flushes_then_closes() {
         s.read_to_end(&mut all).unwrap();
         all
     });
+    (port, reader)
+}
+
+#[test]
+fn disconnect_from_host_flushes_then_closes() {
+    let mut ev = EventLoop::new().unwrap();
+    let (port, reader) = peer_reading_to_end();
     let client = TcpSocket::new().unwrap();
     let disconnected = Rc::new(Cell::new(false));
     let d = disconnected.clone();
@@ -346,15 +353,7 @@ impl StalledListener {
 #[test]
 fn writes_while_connected_reach_the_peer_in_order_whether_taken_at_once_or_queued() {
     let mut ev = EventLoop::new().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let reader = std::thread::spawn(move || {
-        use std::io::Read;
-        let (mut s, _) = listener.accept().unwrap();
-        let mut all = Vec::new();
-        s.read_to_end(&mut all).unwrap();
-        all
-    });
+    let (port, reader) = peer_reading_to_end();
     let client = TcpSocket::new().unwrap();
     client.connect_to_address(LOCALHOST, port).unwrap();
     assert!(run_until(&mut ev, Duration::from_secs(10), || client
