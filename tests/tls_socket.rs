@@ -326,3 +326,60 @@ fn a_silent_server_fails_the_handshake_with_a_timeout() {
     assert!(started.elapsed() < Duration::from_secs(5));
     drop(silent);
 }
+
+#[test]
+fn a_tls_session_that_cannot_start_never_announces_the_connection_nor_sends_in_plain_text() {
+    let mut ev = EventLoop::new().unwrap();
+    // A plain TCP peer that records every byte it receives until the client goes away.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let peer = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = listener.accept().unwrap();
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        all
+    });
+    let client = client_trusting_test_ca();
+    // Not a name a certificate can be checked against: the TLS session fails to start once
+    // the TCP connection is up.
+    client.set_peer_verify_name("not a host name!");
+    let connected = Rc::new(Cell::new(false));
+    let c = connected.clone();
+    let weak = Rc::downgrade(&client);
+    client
+        .connected
+        .connect(move |_| {
+            c.set(true);
+            // What a protocol would send first; it must never reach the wire unencrypted.
+            if let Some(client) = weak.upgrade() {
+                let _ = client.write(b"Authorization: Bearer secret\r\n");
+            }
+        })
+        .release();
+    let error = latest(&client.error_occurred);
+    client
+        .connect_to_address(std::net::Ipv4Addr::LOCALHOST.into(), port)
+        .unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || error
+        .borrow()
+        .is_some()));
+    assert!(
+        matches!(
+            error.borrow().as_ref(),
+            Some(SocketError::InvalidAddress(_))
+        ),
+        "{:?}",
+        error.borrow()
+    );
+    assert!(
+        !connected.get(),
+        "connected was emitted for a TLS session that never started"
+    );
+    drop(client);
+    assert_eq!(
+        peer.join().unwrap(),
+        b"",
+        "bytes reached the peer unencrypted"
+    );
+}

@@ -157,7 +157,6 @@ impl TcpSocket {
             inner.stream = Some(stream);
             inner.key = Some(key);
             inner.state = SocketState::Connected;
-            inner.announced = true;
             // Connected: nothing of the way here is needed any more.
             inner
                 .connecting
@@ -166,29 +165,27 @@ impl TcpSocket {
                 .map(|t| *t)
         };
         log::debug!("connected to {peer}");
-        let tls_error =
-            tls_start.and_then(|(config, host)| match TlsSession::client(config, &host) {
+        if let Some((config, host)) = tls_start {
+            match TlsSession::client(config, &host) {
                 Ok(session) => {
                     self.inner.borrow_mut().tls = Some(TlsState::new(session));
                     self.arm_handshake_timer();
-                    None
                 }
-                Err(e) => Some(e),
-            });
-        self.state_changed.emit(&SocketState::Connected);
-        self.connected.emit(&());
-        match tls_error {
-            Some(e) => self.close_with(Some(e)),
-            None => {
-                // A `connected` slot may have closed the socket already.
-                if self.state() == SocketState::Connected {
-                    if let Some(sink) = self.sink() {
-                        sink.on_connected();
-                    }
-                }
-                self.flush();
+                // Closed before `connected` is announced: no slot can write to a stream that
+                // was to be encrypted and carry its bytes in plain text.
+                Err(e) => return self.close_with(Some(e)),
             }
         }
+        self.inner.borrow_mut().announced = true;
+        self.state_changed.emit(&SocketState::Connected);
+        self.connected.emit(&());
+        // A `connected` slot may have closed the socket already.
+        if self.state() == SocketState::Connected {
+            if let Some(sink) = self.sink() {
+                sink.on_connected();
+            }
+        }
+        self.flush();
     }
 }
 
