@@ -236,7 +236,8 @@ impl SseClient {
     }
 
     /// Retry (instead of failing) on 429 and 503 responses, waiting as long as `Retry-After`
-    /// says (off by default).
+    /// says (off by default; a retry is a reconnect, so with auto reconnect off such a response
+    /// closes the client with [`SseError::Throttled`]).
     pub fn set_retry_on_throttle(&self, enabled: bool) {
         self.inner.borrow_mut().retry_throttled = enabled;
     }
