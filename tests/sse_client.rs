@@ -650,16 +650,18 @@ fn lifecycle(sse: &Rc<SseClient>) -> Rc<RefCell<Vec<String>>> {
 }
 
 /// A client with auto reconnect off (and a 10 ms reconnection time, so that a reconnect would
-/// come at once) run against `server` until it closes, and 300 ms beyond: the server must have
-/// seen exactly one request.
+/// come at once), further set up by `configure`, run against `server` until it closes, and
+/// 300 ms beyond: the server must have seen exactly one request.
 fn run_until_closed_without_auto_reconnect(
     ev: &mut EventLoop,
     server: &ScriptServer,
+    configure: impl FnOnce(&SseClient),
 ) -> (Rc<SseClient>, Recorder, Rc<RefCell<Vec<String>>>) {
     let sse = SseClient::new().unwrap();
     assert!(sse.auto_reconnect(), "on by default, as in EventSource");
     sse.set_reconnection_time(Duration::from_millis(10));
     sse.set_auto_reconnect(false);
+    configure(&sse);
     let rec = record(&sse);
     let log = lifecycle(&sse);
     sse.connect(HttpRequest::get(&server.url("/")).unwrap());
@@ -680,7 +682,7 @@ fn without_auto_reconnect_a_clean_end_closes_the_client_and_connect_starts_again
     let server = ScriptServer::start(|_, n| {
         Reply::BytesThenClose(stream(&format!("retry: 10\ndata: {n}\n\n")))
     });
-    let (sse, rec, log) = run_until_closed_without_auto_reconnect(&mut ev, &server);
+    let (sse, rec, log) = run_until_closed_without_auto_reconnect(&mut ev, &server, |_| {});
     assert_eq!(*rec.events.borrow(), ["message:0:"]);
     assert!(
         rec.errors.borrow().is_empty(),
@@ -716,12 +718,43 @@ fn without_auto_reconnect_a_clean_end_closes_the_client_and_connect_starts_again
 fn without_auto_reconnect_a_broken_connection_reports_the_error_in_the_closed_state() {
     let mut ev = EventLoop::new().unwrap();
     let server = ScriptServer::start(|_, _| Reply::Close);
-    let (_sse, rec, log) = run_until_closed_without_auto_reconnect(&mut ev, &server);
+    let (_sse, rec, log) = run_until_closed_without_auto_reconnect(&mut ev, &server, |_| {});
     let errors = rec.errors.borrow();
     assert!(matches!(&errors[..], [SseError::Http(_)]), "{errors:?}");
     assert!(
         !errors[0].is_fatal(),
         "the error itself would allow a reconnect"
+    );
+    assert_eq!(
+        *log.borrow(),
+        [
+            "state Connecting",
+            "state Closed",
+            "error in Some(Closed)",
+            "disconnected"
+        ]
+    );
+}
+
+#[test]
+fn without_auto_reconnect_a_throttled_answer_closes_even_with_retry_on_throttle() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Bytes(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n"
+                .to_vec(),
+        )
+    });
+    let (_sse, rec, log) = run_until_closed_without_auto_reconnect(&mut ev, &server, |sse| {
+        sse.set_retry_on_throttle(true)
+    });
+    assert!(
+        matches!(
+            &rec.errors.borrow()[..],
+            [SseError::Throttled { status: 503, .. }]
+        ),
+        "{:?}",
+        rec.errors.borrow()
     );
     assert_eq!(
         *log.borrow(),
