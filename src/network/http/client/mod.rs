@@ -89,6 +89,10 @@ struct ClientInner {
     hosts: HashMap<Rc<HostKey>, HostState>,
     next_id: u64,
     tls: Option<Arc<rustls::ClientConfig>>,
+    /// The connection whose read is being handled a slice at a time while more of that read
+    /// follows the current slice: a response completing now has bytes after it, so its
+    /// connection is not reused (they are not the next request's).
+    read_continues: Option<u64>,
     /// Where a request is encoded before it is written; reused, so that a request costs no
     /// allocation for its head (the socket queues only what the kernel does not take at once).
     wire: Vec<u8>,
@@ -166,6 +170,7 @@ impl HttpClient {
                 hosts: HashMap::new(),
                 next_id: 1,
                 tls: None,
+                read_continues: None,
                 wire: Vec::new(),
             }),
             spare_actions: Cell::new(Vec::new()),
@@ -333,7 +338,9 @@ impl HttpClient {
             let mut inner = self.inner.borrow_mut();
             let found = inner.requests.contains_key(&id.0);
             if found {
-                self.fail(&mut inner, id.0, HttpError::Cancelled, false, &mut actions);
+                // Its response may be on the way: the connection cannot serve another request
+                // (closing it also lets a request queued for its host start).
+                self.fail(&mut inner, id.0, HttpError::Cancelled, true, &mut actions);
             }
             found
         };

@@ -303,8 +303,14 @@ impl HttpClient {
             return;
         };
         state.conn = None;
-        // A reused keep-alive connection the server had already closed: replay once on a fresh one.
-        if !state.got_bytes && served > 0 && !state.retried {
+        // A reused keep-alive connection the server had already closed: replay once on a fresh one
+        // — an idempotent request only: the server may have carried out a POST before closing
+        // (RFC 9112 §9.3.1: never retried automatically).
+        if !state.got_bytes
+            && served > 0
+            && !state.retried
+            && state.request.method().is_idempotent()
+        {
             log::debug!("request {id}: pooled connection was closed by the server; retrying");
             state.retried = true;
             state.reset_for_hop();

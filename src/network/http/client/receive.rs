@@ -36,10 +36,14 @@ impl HttpClient {
         let mut actions = self.spare_actions.take();
         // A large read is handled a slice at a time, as if it had arrived in smaller reads: each
         // slice's SSE events reach the slots while they (and the slice) are still in cache.
+        let mut rest = data.len();
         for slice in data.chunks(DELIVERY_SLICE) {
+            rest -= slice.len();
             {
                 let mut inner = self.inner.borrow_mut();
+                inner.read_continues = (rest > 0).then_some(conn_id);
                 self.process_data(&mut inner, conn_id, slice, &mut actions);
+                inner.read_continues = None;
             }
             self.run_action_list(&mut actions);
         }
@@ -400,7 +404,10 @@ impl HttpClient {
         let Some(mut state) = self.take_request(inner, id) else {
             return;
         };
-        let reusable = state.reusable;
+        // Bytes of this read after the response (in a later slice) are garbage as much as bytes
+        // after it in the same slice (`feed_body`).
+        let reusable =
+            state.reusable && (state.conn.is_none() || state.conn != inner.read_continues);
         self.release_conn(inner, &mut state, reusable, actions);
         if let Some(next) = state.redirect_next.take() {
             log::debug!("request {id}: redirect to {}", next.url());
