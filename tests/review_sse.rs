@@ -1,0 +1,204 @@
+//! Review of the SSE client: each test shows one defect found in review (loopback servers only).
+
+mod support;
+
+use std::cell::RefCell;
+use std::rc::Rc;
+use std::time::Duration;
+
+use kdnet::EventLoop;
+use kdnet::network::http::HttpRequest;
+use kdnet::network::sse::{ReadyState, SseClient, SseError};
+use support::{Reply, ScriptServer, run_until};
+
+fn stream(body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+struct Recorder {
+    events: Rc<RefCell<Vec<String>>>,
+    errors: Rc<RefCell<Vec<SseError>>>,
+}
+
+fn record(sse: &SseClient) -> Recorder {
+    let events: Rc<RefCell<Vec<String>>> = Rc::default();
+    let errors: Rc<RefCell<Vec<SseError>>> = Rc::default();
+    let e = events.clone();
+    sse.message_received
+        .connect(move |ev| {
+            e.borrow_mut().push(format!(
+                "{}:{}:{}",
+                ev.event_type(),
+                ev.data(),
+                ev.last_event_id()
+            ))
+        })
+        .release();
+    let r = errors.clone();
+    sse.error
+        .connect(move |err| r.borrow_mut().push(err.clone()))
+        .release();
+    Recorder { events, errors }
+}
+
+/// Issue: "Any other status ... fails for good: error (with the status ...), state Closed, no
+/// reconnect." A 404 whose error body is cut short by the server (a very common way for a proxy
+/// to answer) is treated as a network error instead: the client reconnects again and again.
+#[test]
+fn non_200_status_with_a_truncated_error_body_still_fails_for_good() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::BytesThenClose(
+            b"HTTP/1.1 404 Not Found\r\nContent-Type: text/plain\r\nContent-Length: 100\r\n\r\nno such stream"
+                .to_vec(),
+        )
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_reconnection_time(Duration::from_millis(10));
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/gone")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .errors
+        .borrow()
+        .is_empty()));
+    run_until(&mut ev, Duration::from_millis(500), || false);
+    let errors = rec.errors.borrow();
+    assert!(
+        matches!(&errors[0], SseError::BadStatus { status: 404, .. }),
+        "a 404 must fail with BadStatus, got {:?}",
+        errors[0]
+    );
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+    assert_eq!(server.requests().len(), 1, "no reconnect after a 404");
+}
+
+/// The same root cause, other face: a 503 whose (chunked) error body never ends leaves the client
+/// in `Connecting` with no error at all, although the status was known at once.
+#[test]
+fn non_200_status_whose_error_body_never_ends_is_reported() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Pieces(
+            vec![
+                b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nbusy.\r\n"
+                    .to_vec(),
+            ],
+            Duration::from_secs(20),
+        )
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/busy")).unwrap());
+    run_until(&mut ev, Duration::from_secs(2), || {
+        !rec.errors.borrow().is_empty()
+    });
+    let errors = rec.errors.borrow();
+    assert!(
+        matches!(&errors[..], [SseError::BadStatus { status: 503, .. }]),
+        "the 503 was never reported (state {:?}): {errors:?}",
+        sse.ready_state()
+    );
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+}
+
+/// `set_last_event_id` documents "Sets the event ID to resume from (sent with the next connection
+/// when non-empty)". Called while a request is in flight (e.g. right after `connect`), it is lost:
+/// the parser lent to the request hands back its own (empty) ID when the connection ends.
+#[test]
+fn set_last_event_id_while_a_request_is_in_flight_is_sent_with_the_next_connection() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| match n {
+        0 => Reply::BytesThenClose(stream("retry: 10\n\n")),
+        _ => Reply::Bytes(stream("data: resumed\n\n")),
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    sse.set_last_event_id("resume-42");
+    assert_eq!(sse.last_event_id(), "resume-42");
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    let seen = server.requests();
+    assert_eq!(
+        seen[1].header("last-event-id"),
+        Some("resume-42"),
+        "the ID set with set_last_event_id was not sent on the next connection"
+    );
+}
+
+/// A valid event ID (the spec allows anything but NUL, CR and LF) holding another control
+/// character cannot be sent back: the request encoder refuses the `Last-Event-ID` value, and the
+/// client fails every reconnect, forever, never reaching the server again.
+#[test]
+fn an_event_id_with_a_control_character_does_not_break_every_reconnect() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| match n {
+        0 => Reply::BytesThenClose(stream("retry: 10\nid: a\u{1}b\ndata: first\n\n")),
+        _ => Reply::Bytes(stream("data: second\n\n")),
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    let reconnected = run_until(&mut ev, Duration::from_secs(3), || {
+        rec.events.borrow().len() >= 2
+    });
+    assert!(
+        reconnected,
+        "no reconnect reached the server ({} request(s)); events {:?}, errors {:?}",
+        server.requests().len(),
+        rec.events.borrow(),
+        rec.errors.borrow()
+    );
+}
+
+/// With `set_flush_unterminated_event(true)`, a slot that calls `connect()` from inside the
+/// flushed final event gets its new connection orphaned: `on_end` clears `current` after the
+/// flush, so the new request's head and events are ignored and a reconnect timer starts a
+/// third request later.
+#[test]
+fn connect_from_a_slot_of_the_flushed_final_event_starts_the_new_stream() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/second") {
+            Reply::Bytes(stream("data: from second\n\n"))
+        } else {
+            Reply::BytesThenClose(stream("data: tail"))
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_flush_unterminated_event(true);
+    let rec = record(&sse);
+    let second = HttpRequest::get(&server.url("/second")).unwrap();
+    let weak = Rc::downgrade(&sse);
+    sse.message_received
+        .connect(move |event| {
+            if event.data() == "tail"
+                && let Some(sse) = weak.upgrade()
+            {
+                sse.connect(second.clone());
+            }
+        })
+        .release();
+    let connected = Rc::new(RefCell::new(0));
+    let c = connected.clone();
+    sse.connected
+        .connect(move |_| *c.borrow_mut() += 1)
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/first")).unwrap());
+    run_until(&mut ev, Duration::from_secs(2), || {
+        rec.events.borrow().len() >= 2
+    });
+    assert_eq!(
+        *rec.events.borrow(),
+        ["message:tail:", "message:from second:"],
+        "the stream opened from the slot delivered nothing (connected {} time(s), {} request(s))",
+        connected.borrow(),
+        server.requests().len()
+    );
+}
