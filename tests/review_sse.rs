@@ -202,3 +202,41 @@ fn connect_from_a_slot_of_the_flushed_final_event_starts_the_new_stream() {
         server.requests().len()
     );
 }
+
+/// The other side of `set_last_event_id` during a request: an ID the stream sends after the call
+/// is newer than the user's, and is the one sent when reconnecting.
+#[test]
+fn an_id_the_stream_sends_after_set_last_event_id_wins() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| match n {
+        0 => Reply::BytesThenClose(stream("retry: 10\nid: 7\ndata: x\n\n")),
+        _ => Reply::Bytes(stream("data: resumed\n\n")),
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    let seen_in_slot = Rc::new(RefCell::new(String::new()));
+    let (seen, weak) = (seen_in_slot.clone(), Rc::downgrade(&sse));
+    sse.message_received
+        .connect(move |event| {
+            if event.data() == "x"
+                && let Some(sse) = weak.upgrade()
+            {
+                *seen.borrow_mut() = sse.last_event_id();
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    sse.set_last_event_id("user-set");
+    assert!(run_until(&mut ev, Duration::from_secs(10), || rec
+        .events
+        .borrow()
+        .len()
+        >= 2));
+    assert_eq!(
+        *seen_in_slot.borrow(),
+        "7",
+        "the client's ID while the event is delivered"
+    );
+    assert_eq!(server.requests()[1].header("last-event-id"), Some("7"));
+    assert_eq!(sse.last_event_id(), "7");
+}

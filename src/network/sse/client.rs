@@ -108,6 +108,10 @@ struct Inner {
     /// The last event ID seen (`""` for none); a short ID is inline, so following it per event
     /// costs no allocation.
     last_event_id: SmolStr,
+    /// An ID set with `set_last_event_id` while the parser was lent to a request, and the
+    /// stream's ID at that moment: it replaces the parser's ID when the parser comes back,
+    /// unless the stream has moved to another ID since.
+    user_last_event_id: Option<(SmolStr, SmolStr)>,
     reconnection_time: Duration,
     max_delay: Duration,
     failures: u32,
@@ -149,6 +153,7 @@ impl SseClient {
                 max_event_size: DEFAULT_MAX_EVENT_SIZE,
                 flush_unterminated: false,
                 last_event_id: SmolStr::default(),
+                user_last_event_id: None,
                 reconnection_time: DEFAULT_RECONNECTION_TIME,
                 max_delay: DEFAULT_MAX_RECONNECTION_DELAY,
                 failures: 0,
@@ -208,9 +213,12 @@ impl SseClient {
     /// Sets the event ID to resume from (sent with the next connection when non-empty).
     pub fn set_last_event_id(&self, id: &str) {
         let mut inner = self.inner.borrow_mut();
-        inner.last_event_id = SmolStr::new(id);
-        if let Some(parser) = inner.parser.as_mut() {
-            parser.set_last_event_id(id);
+        let id = SmolStr::new(id);
+        let stream_id = std::mem::replace(&mut inner.last_event_id, id.clone());
+        match inner.parser.as_mut() {
+            Some(parser) => parser.set_last_event_id(&id),
+            // Lent to the request in flight: applied when it comes back.
+            None => inner.user_last_event_id = Some((id, stream_id)),
         }
     }
 
@@ -330,6 +338,18 @@ impl SseClient {
                 return;
             };
             if inner.last_event_id.is_empty() {
+                request.remove_header("Last-Event-ID");
+            } else if inner
+                .last_event_id
+                .bytes()
+                .any(|b| b.is_ascii_control() && b != b'\t')
+            {
+                // A valid event ID, but no valid header value (control characters): sending it
+                // would fail every reconnect. The server is asked without it.
+                log::warn!(
+                    "event stream reconnecting without Last-Event-ID: the ID {:?} holds a control character",
+                    inner.last_event_id
+                );
                 request.remove_header("Last-Event-ID");
             } else {
                 request.set_header("Last-Event-ID", inner.last_event_id.as_str());
@@ -461,6 +481,12 @@ impl SseClient {
         };
         // Whatever a broken block held must not leak into the next connection.
         parser.reset();
+        match inner.user_last_event_id.take() {
+            Some((user, before)) if before == parser.last_event_id() => {
+                parser.set_last_event_id(&user);
+            }
+            _ => {}
+        }
         inner.last_event_id = SmolStr::new(parser.last_event_id());
         if let Some(retry) = parser.reconnection_time() {
             inner.reconnection_time = retry;
@@ -513,7 +539,16 @@ impl SseTarget for SseClient {
                     return;
                 }
                 // The event's own (shared or inline) ID: a copy of at most 24 bytes, no compare.
-                inner.last_event_id = event.shared_last_event_id();
+                let stream_id = event.shared_last_event_id();
+                match &inner.user_last_event_id {
+                    None => inner.last_event_id = stream_id,
+                    // The stream sent an ID of its own since the user set one: it wins.
+                    Some((_, before)) if *before != stream_id => {
+                        inner.user_last_event_id = None;
+                        inner.last_event_id = stream_id;
+                    }
+                    Some(_) => {}
+                }
             }
             self.message_received.emit(event);
         }
@@ -545,7 +580,13 @@ impl SseTarget for SseClient {
                 if p.finish_borrowed(&mut tail).is_ok() && !tail.is_empty() {
                     self.inner.borrow_mut().current = Some(id);
                     self.on_events(id, &tail);
-                    self.inner.borrow_mut().current = None;
+                    let mut inner = self.inner.borrow_mut();
+                    if inner.current != Some(id) && inner.current.is_some() {
+                        // A slot started a new stream: this one's end is settled; the new
+                        // request made its own parser from the ID the events left.
+                        return;
+                    }
+                    inner.current = None;
                 }
             }
         }

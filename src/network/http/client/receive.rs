@@ -3,6 +3,7 @@
 //! request or follows its redirect.
 
 use std::rc::Rc;
+use std::time::Duration;
 
 use bytes::{Bytes, BytesMut};
 
@@ -21,6 +22,10 @@ use crate::network::sse::SseBatch;
 
 /// How much of a non-event-stream body an SSE request keeps for its error message.
 const SSE_ERROR_BODY_LIMIT: usize = 1024;
+
+/// The longest silence while reading a refused event stream's error body: after it the error is
+/// reported with what arrived.
+const SSE_ERROR_BODY_WAIT: Duration = Duration::from_secs(1);
 
 /// The bytes of a response head received so far, and how far the parser got in them.
 pub(super) struct PartialHead {
@@ -230,6 +235,13 @@ impl HttpClient {
                         state.request.shed_headers_and_body();
                     } else {
                         state.body_limit = Some(SSE_ERROR_BODY_LIMIT);
+                        // ...and waits for it only briefly: it may never end, and nothing else
+                        // would time it out (a stream has no total timeout).
+                        state.read_timeout = Some(
+                            state
+                                .read_timeout
+                                .map_or(SSE_ERROR_BODY_WAIT, |t| t.min(SSE_ERROR_BODY_WAIT)),
+                        );
                     }
                     actions.push(Action::SseHead(id, target.clone(), response));
                 }
@@ -400,7 +412,7 @@ impl HttpClient {
     }
 
     /// The body is complete: follow a redirect, or finish the request.
-    fn complete(&self, inner: &mut ClientInner, id: u64, actions: &mut Vec<Action>) {
+    pub(super) fn complete(&self, inner: &mut ClientInner, id: u64, actions: &mut Vec<Action>) {
         let Some(mut state) = self.take_request(inner, id) else {
             return;
         };

@@ -110,6 +110,17 @@ impl HttpClient {
         close_conn: bool,
         actions: &mut Vec<Action>,
     ) {
+        if !matches!(error, HttpError::Cancelled)
+            && let Some(state) = inner.requests.get_mut(&id)
+            && state.refused_event_stream()
+        {
+            // The stream was refused at its head; its error body only serves the message, and
+            // what arrived of it is enough however the transfer ended (the owner reports the
+            // refusal: no reconnect).
+            log::debug!("request {id}: refused event stream's body ended early: {error}");
+            state.reusable = false;
+            return self.complete(inner, id, actions);
+        }
         let Some(mut state) = self.take_request(inner, id) else {
             return;
         };
@@ -127,6 +138,16 @@ impl HttpClient {
 }
 
 impl RequestState {
+    /// An event-stream request whose response head refused the stream (not a 200
+    /// `text/event-stream`, not a redirect being followed): its body is being read for the
+    /// error message only.
+    pub(super) fn refused_event_stream(&self) -> bool {
+        matches!(self.delivery, Delivery::Sse { .. })
+            && !self.sse_mode
+            && self.response_head.is_some()
+            && self.redirect_next.is_none()
+    }
+
     /// The delivery, with an SSE request's parser handed back to its owner.
     pub(super) fn into_delivery(mut self) -> Delivery {
         if let Delivery::Sse { parser, .. } = &mut self.delivery {
