@@ -240,3 +240,86 @@ fn an_id_the_stream_sends_after_set_last_event_id_wins() {
     assert_eq!(server.requests()[1].header("last-event-id"), Some("7"));
     assert_eq!(sse.last_event_id(), "7");
 }
+
+/// `disconnect()` from an `error` slot while an open stream is being re-established: one
+/// `disconnected`, not two.
+#[test]
+fn disconnect_from_an_error_slot_after_an_open_stream_broke_reports_one_disconnect() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Pieces(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n9\r\ndata: a\n\n\r\n".to_vec()],
+            Duration::from_secs(20),
+        )
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_read_timeout(Some(Duration::from_millis(200)));
+    let disconnects = Rc::new(RefCell::new(0));
+    let d = disconnects.clone();
+    sse.disconnected
+        .connect(move |_| *d.borrow_mut() += 1)
+        .release();
+    let weak = Rc::downgrade(&sse);
+    sse.error
+        .connect(move |_| {
+            if let Some(sse) = weak.upgrade() {
+                sse.disconnect();
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || sse
+        .ready_state()
+        == ReadyState::Closed));
+    run_until(&mut ev, Duration::from_millis(200), || false);
+    assert_eq!(*disconnects.borrow(), 1);
+}
+
+/// `connect()` from the `error` slot of a refused stream starts a new stream: the client did not
+/// stop, so no `disconnected` follows the error, and the new stream opens.
+#[test]
+fn connect_from_the_error_slot_of_a_refused_stream_is_not_followed_by_disconnected() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/ok") {
+            // An open stream that stays open.
+            Reply::Pieces(
+                vec![b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\nc\r\ndata: fine\n\n\r\n".to_vec()],
+                Duration::from_secs(20),
+            )
+        } else {
+            Reply::Bytes(b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec())
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    let log: Rc<RefCell<Vec<&str>>> = Rc::default();
+    let l = log.clone();
+    sse.disconnected
+        .connect(move |_| l.borrow_mut().push("disconnected"))
+        .release();
+    let l = log.clone();
+    sse.connected
+        .connect(move |_| l.borrow_mut().push("connected"))
+        .release();
+    let (weak, ok) = (
+        Rc::downgrade(&sse),
+        HttpRequest::get(&server.url("/ok")).unwrap(),
+    );
+    let l = log.clone();
+    sse.error
+        .connect(move |_| {
+            l.borrow_mut().push("error");
+            if let Some(sse) = weak.upgrade() {
+                sse.connect(ok.clone());
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/gone")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    assert_eq!(*log.borrow(), ["error", "connected"]);
+    assert_eq!(sse.ready_state(), ReadyState::Open);
+}

@@ -410,6 +410,11 @@ impl SseClient {
         self.set_state(ReadyState::Closed);
         if let Some(error) = &error {
             self.error.emit(error);
+            // An `error` slot that connected again has started a new stream: this client did
+            // not stop after all.
+            if self.ready_state() != ReadyState::Closed {
+                return;
+            }
         }
         self.disconnected.emit(&());
     }
@@ -429,7 +434,8 @@ impl SseClient {
         if let Some(e) = &cause {
             self.error.emit(e);
         }
-        if was_open {
+        // A slot that called disconnect() meanwhile has reported the end already.
+        if was_open && self.ready_state() != ReadyState::Closed {
             self.disconnected.emit(&());
         }
         // A slot may have disconnected or reconnected meanwhile.
