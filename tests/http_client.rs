@@ -666,3 +666,22 @@ fn fields_the_request_sets_itself_are_sent_once_and_win_over_the_added_ones() {
     assert_eq!(fields(2, "cookie"), ["mine=1"]);
     assert_eq!(seen[2].body, b"12345");
 }
+
+#[test]
+fn a_redirect_whose_body_is_not_valid_gzip_is_still_followed() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /old") {
+            Reply::Bytes(
+                b"HTTP/1.1 302 Found\r\nLocation: /new\r\nContent-Encoding: gzip\r\nContent-Length: 9\r\n\r\nnot gzip!"
+                    .to_vec(),
+            )
+        } else {
+            Reply::Bytes(ok_response("arrived", ""))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let response = get(&mut ev, &client, &server.url("/old")).unwrap();
+    assert_eq!(response.text(), "arrived");
+    assert_eq!(server.requests().len(), 2);
+}

@@ -210,9 +210,13 @@ impl HttpClient {
             state.redirects,
         ) {
             RedirectAction::Follow(next) => {
-                // Read (and discard) this body so the connection can be reused.
+                // Read (and discard) this body so the connection can be reused: its framing is
+                // followed, but it is neither decoded (a bad gzip body must not stop the
+                // redirect) nor kept.
                 state.redirect_next = Some(Box::new(next));
                 state.body_limit = Some(0);
+                state.content = None;
+                state.body = BytesMut::new();
             }
             RedirectAction::Error(e) => return Err(e),
             RedirectAction::Return => {}
