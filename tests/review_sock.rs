@@ -217,3 +217,77 @@ fn a_periodic_timer_stopped_by_a_timer_due_in_the_same_turn_stays_stopped() {
         periodic.running.get()
     );
 }
+
+/// Reports `write` posts for the loop (bytes written, a write error) belong to the connection
+/// written to: after `abort()` and a new connect in the same turn they must not reach the new
+/// connection (an old error closing it, old bytes counted as its own).
+#[test]
+fn reports_posted_by_write_do_not_reach_a_connection_made_after_abort() {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (closed_tx, closed_rx) = mpsc::channel::<()>();
+    let server = std::thread::spawn(move || {
+        let (first, _) = listener.accept().unwrap();
+        drop(first); // the client's next write is answered with a reset
+        closed_tx.send(()).unwrap();
+        let (second, _) = listener.accept().unwrap();
+        let _ = go_rx.recv_timeout(Duration::from_secs(10));
+        drop(second);
+    });
+
+    let client = TcpSocket::new().unwrap();
+    let connects = Rc::new(Cell::new(0u32));
+    let c = connects.clone();
+    client
+        .connected
+        .connect(move |_| c.set(c.get() + 1))
+        .release();
+    let written = Rc::new(Cell::new(0usize));
+    let w = written.clone();
+    client
+        .bytes_written
+        .connect(move |n| w.set(w.get() + n))
+        .release();
+    let errors: Rc<RefCell<Vec<String>>> = Rc::default();
+    let e = errors.clone();
+    client
+        .error_occurred
+        .connect(move |err| e.borrow_mut().push(err.to_string()))
+        .release();
+
+    client.connect_to_address(LOCALHOST, port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || connects
+        .get()
+        == 1));
+    closed_rx.recv().unwrap();
+    // Not turning the loop: the peer's FIN, then its reset, reach only the kernel.
+    std::thread::sleep(Duration::from_millis(100));
+    client.write(b"x").unwrap(); // taken by the kernel: a bytes_written report is posted
+    assert_eq!(written.get(), 0, "reported from inside write()");
+    std::thread::sleep(Duration::from_millis(100));
+    client.write(b"y").unwrap(); // fails on the reset: a close with the error is posted
+    client.abort();
+    client.connect_to_address(LOCALHOST, port).unwrap();
+
+    let reconnected = run_until(&mut ev, Duration::from_secs(5), || connects.get() == 2);
+    spin_for(&mut ev, Duration::from_millis(50));
+    let final_state = client.state();
+    let _ = go_tx.send(());
+    server.join().unwrap();
+    assert!(
+        errors.borrow().is_empty(),
+        "the old connection's write error reached the new one: {:?}",
+        errors.borrow()
+    );
+    assert_eq!(
+        written.get(),
+        0,
+        "bytes written on the old connection were reported on the new one"
+    );
+    assert!(
+        reconnected && final_state == SocketState::Connected,
+        "the new connection did not stay connected: {final_state:?}"
+    );
+}
