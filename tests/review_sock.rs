@@ -92,7 +92,8 @@ fn reconnect_from_ready_read_is_not_killed_by_the_old_connections_eof() {
 }
 
 /// A `state_changed(Connected)` slot that aborts the socket: `connected` must not be emitted
-/// afterwards (after `disconnected`, on an Unconnected socket).
+/// afterwards (it was, after `disconnected`, on an Unconnected socket). The connection is never
+/// announced, so its close emits no `disconnected` either.
 #[test]
 fn connected_is_not_emitted_after_a_state_changed_slot_aborted_the_socket() {
     let mut ev = EventLoop::new().unwrap();
@@ -127,17 +128,18 @@ fn connected_is_not_emitted_after_a_state_changed_slot_aborted_the_socket() {
         .connect(move |_| l.borrow_mut().push("disconnected".into()))
         .release();
     client.connect_to_address(LOCALHOST, port).unwrap();
+    // (The slot's own nested `state_changed(Unconnected)` does not reach it: read the state.)
     let done = run_until(&mut ev, Duration::from_secs(5), || {
-        log.borrow().iter().any(|e| e == "disconnected")
+        log.borrow().iter().any(|e| e == "state_changed(Connected)")
+            && client.state() == SocketState::Unconnected
     });
     spin_for(&mut ev, Duration::from_millis(50));
     server.join().unwrap();
-    assert!(done, "never disconnected: {:?}", log.borrow());
+    assert!(done, "never aborted: {:?}", log.borrow());
     let log = log.borrow();
-    let disc = log.iter().position(|e| e == "disconnected").unwrap();
     assert!(
-        !log[disc..].iter().any(|e| e == "connected"),
-        "`connected` emitted after `disconnected` on a socket in state {:?}: {log:?}",
+        !log.iter().any(|e| e == "connected" || e == "disconnected"),
+        "the aborted connection was announced (socket in state {:?}): {log:?}",
         client.state()
     );
 }
