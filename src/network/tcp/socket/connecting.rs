@@ -176,11 +176,19 @@ impl TcpSocket {
                 Err(e) => return self.close_with(Some(e)),
             }
         }
-        self.inner.borrow_mut().announced = true;
+        let connection = self.connection();
+        let still_connected =
+            || self.state() == SocketState::Connected && self.connection() == connection;
         self.state_changed.emit(&SocketState::Connected);
+        // A `state_changed` slot may have closed the socket (or connected it anew): then this
+        // connection is never announced, so its close emitted no `disconnected` either.
+        if !still_connected() {
+            return;
+        }
+        self.inner.borrow_mut().announced = true;
         self.connected.emit(&());
         // A `connected` slot may have closed the socket already.
-        if self.state() == SocketState::Connected {
+        if still_connected() {
             if let Some(sink) = self.sink() {
                 sink.on_connected();
             }

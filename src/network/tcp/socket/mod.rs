@@ -138,6 +138,10 @@ struct Inner {
     read_paused: bool,
     close_when_flushed: bool,
     announced: bool,
+    /// Counts the connections started (connects from Unconnected). A slot may abort and connect
+    /// again while the socket still acts on the old connection (a read's end of stream, a posted
+    /// write report): that outcome is dropped when the count has moved on.
+    connection: u64,
     /// Boxed: only needed until connected, and every connected socket would carry its size.
     connecting: Option<Box<Connecting>>,
     /// Boxed with its buffers: a plain connection carries none of it.
@@ -180,6 +184,7 @@ impl TcpSocket {
                 read_paused: false,
                 close_when_flushed: false,
                 announced: false,
+                connection: 0,
                 connecting: None,
                 tls: None,
                 sink: None,
@@ -243,6 +248,7 @@ impl TcpSocket {
         {
             let mut inner = self.inner.borrow_mut();
             inner.state = SocketState::HostLookup;
+            inner.connection += 1;
         }
         self.state_changed.emit(&SocketState::HostLookup);
         self.arm_connect_timer();
@@ -277,7 +283,11 @@ impl TcpSocket {
             let connecting = inner.connecting();
             connecting.lookup = None;
             connecting.race = Some(ConnectRace::new(addrs));
-            std::mem::replace(&mut inner.state, SocketState::Connecting)
+            let was = std::mem::replace(&mut inner.state, SocketState::Connecting);
+            if was == SocketState::Unconnected {
+                inner.connection += 1;
+            }
+            was
         };
         if was != SocketState::Connecting {
             self.state_changed.emit(&SocketState::Connecting);
@@ -316,7 +326,7 @@ impl TcpSocket {
     /// while connected the kernel is offered the data at once and the rest is flushed on
     /// writability. Returns the number of bytes accepted (all of them).
     pub fn write(&self, data: &[u8]) -> Result<usize, SocketError> {
-        let (connected, direct) = {
+        let (connected, direct, connection) = {
             let mut inner = self.inner.borrow_mut();
             match inner.state {
                 SocketState::Unconnected => {
@@ -334,7 +344,7 @@ impl TcpSocket {
             if !direct {
                 inner.write_buf.extend_from_slice(data);
             }
-            (connected, direct)
+            (connected, direct, inner.connection)
         };
         if connected {
             let flushed = if direct {
@@ -343,12 +353,15 @@ impl TcpSocket {
                 self.flush_to_kernel()
             };
             // Flush now, but report (bytes_written / errors) from the loop, never from inside write().
+            // Only to this connection: by then the socket may have been aborted and connected anew.
             match flushed {
                 Ok((written, _)) if written > 0 && self.reports_written() => {
                     let weak = self.self_weak.clone();
                     self.core.post(Box::new(move || {
                         if let Some(s) = weak.upgrade() {
-                            s.report_written(written);
+                            if s.connection() == connection {
+                                s.report_written(written);
+                            }
                         }
                     }));
                 }
@@ -357,7 +370,9 @@ impl TcpSocket {
                     let weak = self.self_weak.clone();
                     self.core.post(Box::new(move || {
                         if let Some(s) = weak.upgrade() {
-                            s.close_with(Some(e));
+                            if s.connection() == connection {
+                                s.close_with(Some(e));
+                            }
                         }
                     }));
                 }
@@ -472,6 +487,11 @@ impl TcpSocket {
     }
 
     // ---- crate-internal API ------------------------------------------------------------------
+
+    /// Which connection the socket is on (see `Inner::connection`).
+    pub(super) fn connection(&self) -> u64 {
+        self.inner.borrow().connection
+    }
 
     pub(crate) fn set_data_sink(&self, sink: Option<Weak<dyn DataSink>>) {
         self.inner.borrow_mut().sink = sink;

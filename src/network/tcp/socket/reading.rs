@@ -64,6 +64,7 @@ impl TcpSocket {
         let mut used_tls = false;
         let mut end: Option<Result<(), SocketError>> = None;
         let mut exhausted = false;
+        let connection = self.connection();
         loop {
             let step = self.read_step(&mut buf, &mut budget);
             match step {
@@ -118,6 +119,11 @@ impl TcpSocket {
         if received > 0 && self.inner.borrow().sink.is_none() {
             self.bytes_received.emit(&received);
             self.ready_read.emit(&());
+        }
+        // A slot may have aborted and connected again: what was read belongs to the old connection
+        // (its end of stream must not close the new one).
+        if self.connection() != connection {
+            return;
         }
         if used_tls {
             // The handshake (or a key update) may have produced records to send.
