@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use kdnet::EventLoop;
 use kdnet::network::http::{
-    HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse, StreamEvent,
+    HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession, StreamEvent,
 };
 use support::{Reply, ScriptServer, ok_response, run_until};
 
@@ -22,11 +22,7 @@ fn send(client: &HttpClient, request: HttpRequest) -> Outcome {
 }
 
 fn wait(ev: &mut EventLoop, out: &Outcome) -> Result<HttpResponse, HttpError> {
-    assert!(
-        run_until(ev, Duration::from_secs(20), || out.borrow().is_some()),
-        "request hung"
-    );
-    out.borrow_mut().take().unwrap()
+    wait_at_most(ev, out, Duration::from_secs(20))
 }
 
 fn get(ev: &mut EventLoop, client: &HttpClient, url: &str) -> Result<HttpResponse, HttpError> {
@@ -684,4 +680,167 @@ fn a_redirect_whose_body_is_not_valid_gzip_is_still_followed() {
     let response = get(&mut ev, &client, &server.url("/old")).unwrap();
     assert_eq!(response.text(), "arrived");
     assert_eq!(server.requests().len(), 2);
+}
+
+fn wait_at_most(
+    ev: &mut EventLoop,
+    out: &Outcome,
+    limit: Duration,
+) -> Result<HttpResponse, HttpError> {
+    assert!(
+        run_until(ev, limit, || out.borrow().is_some()),
+        "request did not finish within {limit:?}"
+    );
+    out.borrow_mut().take().unwrap()
+}
+
+fn client_with_one_connection_per_host() -> Rc<HttpClient> {
+    let mut session = HttpSession::new();
+    session.set_max_connections_per_host(1);
+    HttpClient::with_session(session).unwrap()
+}
+
+/// A keep-alive server answering "done" (after 300 ms for `/slow`), and a `/slow` request to it
+/// from `client` cancelled once the server has it; the request has reported `Cancelled`.
+fn cancel_a_request_the_server_is_working_on(
+    ev: &mut EventLoop,
+    client: &HttpClient,
+) -> ScriptServer {
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/slow") {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Reply::Bytes(ok_response("done", ""))
+    });
+    let slow: Outcome = Rc::default();
+    let s = slow.clone();
+    let id = client.get(&server.url("/slow"), move |r| *s.borrow_mut() = Some(r));
+    assert!(run_until(ev, Duration::from_secs(5), || !server
+        .requests()
+        .is_empty()));
+    assert!(client.cancel(id));
+    assert!(matches!(
+        wait_at_most(ev, &slow, Duration::from_secs(5)),
+        Err(HttpError::Cancelled)
+    ));
+    server
+}
+
+/// `cancel()` of a request on a connection closes that connection (its answer may be on the way),
+/// which frees the host's slot: the next request to the host does not wait behind it (it once
+/// waited for as long as the server kept the connection open).
+#[test]
+fn cancelling_an_in_flight_request_frees_its_connection_for_the_next_one() {
+    let mut ev = EventLoop::new().unwrap();
+    let client = client_with_one_connection_per_host();
+    let server = cancel_a_request_the_server_is_working_on(&mut ev, &client);
+    // The user moves on: the next request to the same host.
+    let next = send(&client, HttpRequest::get(&server.url("/next")).unwrap());
+    let result = wait_at_most(&mut ev, &next, Duration::from_secs(5));
+    assert_eq!(result.unwrap().text(), "done");
+}
+
+/// Without a per-host limit: a cancelled request's connection is not left open and counted as
+/// active; sequential requests afterwards use one connection.
+#[test]
+fn a_connection_whose_request_was_cancelled_is_not_leaked() {
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let server = cancel_a_request_the_server_is_working_on(&mut ev, &client);
+    // Let the cancelled request's response arrive and be dealt with.
+    run_until(&mut ev, Duration::from_millis(600), || false);
+    assert_eq!(client.pending_requests(), 0);
+    for i in 0..3 {
+        let out = send(&client, HttpRequest::get(&server.url("/x")).unwrap());
+        assert_eq!(
+            wait_at_most(&mut ev, &out, Duration::from_secs(5))
+                .unwrap()
+                .text(),
+            "done"
+        );
+        assert!(
+            client.open_connections() <= 1,
+            "request {i}: {} connections open to one host for sequential requests",
+            client.open_connections()
+        );
+    }
+}
+
+/// A POST written in full on a reused keep-alive connection that the server closes without
+/// answering is not sent again (RFC 9112 §9.3.1: no automatic retry of a non-idempotent method —
+/// the server may have applied it); it fails instead.
+#[test]
+fn a_post_is_never_replayed_after_the_connection_drops_without_a_response() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("POST") {
+            // Reads the whole request (it may have charged the card), then the connection dies.
+            // The replay, if any, is answered.
+            static POSTS: std::sync::atomic::AtomicUsize = std::sync::atomic::AtomicUsize::new(0);
+            if POSTS.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+                return Reply::Close;
+            }
+            return Reply::Bytes(ok_response("charged again", ""));
+        }
+        Reply::Bytes(ok_response("warm", ""))
+    });
+    let client = HttpClient::new().unwrap();
+    // Warm a keep-alive connection.
+    let warm = send(&client, HttpRequest::get(&server.url("/warm")).unwrap());
+    assert_eq!(
+        wait_at_most(&mut ev, &warm, Duration::from_secs(5))
+            .unwrap()
+            .text(),
+        "warm"
+    );
+    let pay = send(
+        &client,
+        HttpRequest::post(&server.url("/pay"), "amount=100").unwrap(),
+    );
+    let result = wait_at_most(&mut ev, &pay, Duration::from_secs(5));
+    let posts = server
+        .requests()
+        .iter()
+        .filter(|r| r.line.starts_with("POST"))
+        .count();
+    assert_eq!(
+        posts,
+        1,
+        "the POST reached the server {posts} times; the client reported {:?}",
+        result.map(|r| r.text().into_owned())
+    );
+}
+
+/// Bytes after a response in the same read make its connection unusable also when the response
+/// ends exactly at a 16 KiB delivery slice: they never become the next queued request's response
+/// (they were sent before that request was written).
+#[test]
+fn bytes_after_a_response_never_become_the_next_requests_response() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/a") {
+            let head_for = |len: usize| format!("HTTP/1.1 200 OK\r\nContent-Length: {len}\r\n\r\n");
+            // head + body = exactly 16 KiB
+            let mut len = 16 * 1024 - head_for(16_000).len();
+            len = 16 * 1024 - head_for(len).len();
+            let mut bytes = head_for(len).into_bytes();
+            bytes.extend(std::iter::repeat_n(b'a', len));
+            assert_eq!(bytes.len(), 16 * 1024);
+            bytes.extend_from_slice(b"HTTP/1.1 200 OK\r\nContent-Length: 5\r\n\r\nEVIL!");
+            Reply::Bytes(bytes)
+        } else {
+            Reply::Bytes(ok_response("real-b", ""))
+        }
+    });
+    let client = client_with_one_connection_per_host();
+    let a = send(&client, HttpRequest::get(&server.url("/a")).unwrap());
+    let b = send(&client, HttpRequest::get(&server.url("/b")).unwrap());
+    let a = wait_at_most(&mut ev, &a, Duration::from_secs(5)).unwrap();
+    assert_eq!(a.body().len(), 16 * 1024 - 42);
+    let b = wait_at_most(&mut ev, &b, Duration::from_secs(5));
+    assert_eq!(
+        b.map(|r| r.text().into_owned()).unwrap(),
+        "real-b",
+        "the second request got bytes the server sent before it was written"
+    );
 }
