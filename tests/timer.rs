@@ -451,6 +451,56 @@ fn a_slot_may_drop_its_own_timer() {
 }
 
 #[test]
+fn a_timer_dropped_by_a_timer_due_in_the_same_turn_does_not_fire() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let count = Rc::new(Cell::new(0));
+    let c = count.clone();
+    let victim = Timer::create_recurring(ms(20), move || c.set(c.get() + 1)).unwrap();
+    let weak = Rc::downgrade(&victim);
+    let holder = Rc::new(RefCell::new(Some(victim)));
+    let h = holder.clone();
+    Timer::set_timeout(ms(1), move || drop(h.borrow_mut().take())).unwrap();
+    let timers_before = event_loop.timer_count();
+    // Both deadlines pass before the loop looks: they are due in the same turn.
+    thread::sleep(ms(60));
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert!(weak.upgrade().is_none(), "the dropped timer is gone");
+    assert_eq!(event_loop.timer_count(), timers_before - 2);
+    spin_for(&mut event_loop, ms(60));
+    assert_eq!(count.get(), 0, "the dropped timer fired");
+}
+
+#[test]
+fn a_timer_re_armed_by_a_timer_due_in_the_same_turn_fires_at_its_new_deadline() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let victim = Timer::new().unwrap();
+    victim.single_shot.set(true);
+    let fired_at = Rc::new(RefCell::new(Vec::new()));
+    let f = fired_at.clone();
+    victim
+        .timeout
+        .connect(move |_| f.borrow_mut().push(Instant::now()))
+        .release();
+    victim.start_with(ms(20));
+    let rearmed_at = Rc::new(Cell::new(None));
+    let (v, r) = (victim.clone(), rearmed_at.clone());
+    Timer::set_timeout(ms(1), move || {
+        r.set(Some(Instant::now()));
+        v.start_with(ms(100));
+    })
+    .unwrap();
+    thread::sleep(ms(60));
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    let rearmed_at = rearmed_at.get().expect("the re-arming timer ran");
+    assert!(fired_at.borrow().is_empty(), "fired at its old deadline");
+    assert!(victim.running.get());
+    spin_for(&mut event_loop, ms(300));
+    let fired_at = fired_at.borrow();
+    assert_eq!(fired_at.len(), 1, "fires once, at its new deadline");
+    assert!(fired_at[0] >= rearmed_at + ms(100), "fired early");
+}
+
+#[test]
 fn a13_a_timer_fires_on_the_thread_that_created_it() {
     let worker = thread::spawn(|| {
         let mut event_loop = EventLoop::new().unwrap();

@@ -39,7 +39,7 @@ pub(crate) struct LoopCore {
     quit: Cell<Option<i32>>,
     depth: Cell<u32>,
     ready_scratch: RefCell<Vec<(Token, Readiness)>>,
-    timer_scratch: RefCell<Vec<(TimerKey, Rc<dyn TimerHandler>)>>,
+    timer_scratch: RefCell<Vec<(TimerKey, u64)>>,
     /// One read buffer per loop, lent to sockets while they drain the kernel (not one per connection).
     read_buffer: RefCell<Vec<u8>>,
     fd_watches: FdWatchTable,
@@ -288,9 +288,15 @@ impl LoopCore {
         self.timers
             .borrow_mut()
             .take_expired(Instant::now(), &mut due);
-        let n = due.len();
-        for (key, handler) in due.drain(..) {
-            handler.fire(key);
+        let mut n = 0;
+        for (key, seq) in due.drain(..) {
+            // Claimed one at a time: an earlier handler of this batch may have cancelled, stopped,
+            // dropped or re-armed this timer, and then it must not fire now.
+            let handler = self.timers.borrow_mut().claim(key, seq);
+            if let Some(handler) = handler {
+                handler.fire(key);
+                n += 1;
+            }
         }
         *self.timer_scratch.borrow_mut() = due;
         n

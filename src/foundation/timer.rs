@@ -226,6 +226,11 @@ impl Timer {
 
 impl TimerHandler for Timer {
     fn fire(&self, _key: TimerKey) {
+        // A stopped timer neither emits nor re-arms (the queue skips it already; this keeps a
+        // stale call from reviving a periodic timer).
+        if !self.running.get() {
+            return;
+        }
         if self.single_shot.get() {
             self.deadline.set(None);
             self.running.set(false);
@@ -280,14 +285,18 @@ impl TimerHandler for ManagedTimer {
         let Ok(core) = LoopCore::current() else {
             return;
         };
-        if self.recurring {
+        let pending = if self.recurring {
             let next =
                 next_periodic_deadline(Some(self.deadline.get()), self.interval, Instant::now());
             self.deadline.set(next);
-            core.timer_arm(key, next);
+            core.timer_arm(key, next)
         } else {
             // Removing the slot drops the queue's reference; `self` lives on through the caller's clone.
-            core.timer_remove(key);
+            core.timer_remove(key)
+        };
+        // The slot is gone: the timer was cancelled, so `f` must not run.
+        if !pending {
+            return;
         }
         // Not re-entered if a nested loop inside the callback reaches this timer again.
         if let Ok(mut f) = self.f.try_borrow_mut() {

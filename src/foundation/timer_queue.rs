@@ -4,6 +4,11 @@
 //! a reused slot). Arming pushes `(deadline, seq)` onto the heap; disarming or re-arming only bumps
 //! the slot's `armed_seq`, leaving the old heap item to be discarded lazily when it surfaces. When
 //! stale items outnumber live ones the heap is rebuilt, so cancel-heavy use stays bounded.
+//!
+//! Expiry is two steps: [`TimerQueue::take_expired`] takes the due items off the heap, and the
+//! loop [`claim`](TimerQueue::claim)s each one just before calling its handler. A timer stays
+//! armed until claimed, so one that an earlier handler of the same batch removed, disarmed or
+//! re-armed is not called with it.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -180,12 +185,9 @@ impl TimerQueue {
         self.heap.peek().map(|Reverse(item)| item.deadline)
     }
 
-    /// Disarms every timer due at `now` and returns `(key, handler)` pairs in deadline order.
-    pub(crate) fn take_expired(
-        &mut self,
-        now: Instant,
-        out: &mut Vec<(TimerKey, Rc<dyn TimerHandler>)>,
-    ) {
+    /// Takes every timer due at `now` off the heap, in deadline order, as `(key, seq)` of the
+    /// arming that expired. The timers stay armed until [`claim`](Self::claim)ed.
+    pub(crate) fn take_expired(&mut self, now: Instant, out: &mut Vec<(TimerKey, u64)>) {
         loop {
             self.discard_stale_top();
             let Some(Reverse(top)) = self.heap.peek() else {
@@ -197,22 +199,30 @@ impl TimerQueue {
             let Some(Reverse(item)) = self.heap.pop() else {
                 break;
             };
-            let slot = &mut self.slots[item.index];
-            slot.armed_seq = None;
-            slot.deadline = None;
-            self.armed -= 1;
             let key = TimerKey {
                 index: item.index,
-                generation: slot.generation,
+                generation: self.slots[item.index].generation,
             };
-            let handler = match &slot.target {
-                TimerTarget::Owned(rc) => Some(Rc::clone(rc)),
-                TimerTarget::Borrowed(weak) => weak.upgrade(),
-            };
-            if let Some(handler) = handler {
-                out.push((key, handler));
-            }
+            out.push((key, item.seq));
         }
+    }
+
+    /// Disarms a timer taken by [`take_expired`](Self::take_expired) and returns its handler,
+    /// unless since then the timer was removed, disarmed or re-armed (the arming `seq` is no
+    /// longer current) or its owner is gone.
+    pub(crate) fn claim(&mut self, key: TimerKey, seq: u64) -> Option<Rc<dyn TimerHandler>> {
+        let slot = self.slot_mut(key)?;
+        if slot.armed_seq != Some(seq) {
+            return None;
+        }
+        slot.armed_seq = None;
+        slot.deadline = None;
+        let handler = match &slot.target {
+            TimerTarget::Owned(rc) => Some(Rc::clone(rc)),
+            TimerTarget::Borrowed(weak) => weak.upgrade(),
+        };
+        self.armed -= 1;
+        handler
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -287,7 +297,38 @@ mod tests {
         q.take_expired(now + Duration::from_millis(100), &mut out);
         let gens: Vec<u64> = out.iter().map(|(k, _)| k.generation()).collect();
         assert_eq!(gens, vec![keys[1].generation(), keys[0].generation()]);
+        for &(key, seq) in &out {
+            assert!(q.claim(key, seq).is_some());
+        }
         assert_eq!(q.armed_len(), 0);
+    }
+
+    #[test]
+    fn an_expired_timer_changed_before_its_claim_is_not_handed_out() {
+        let rec = Rc::new(Record(RefCell::new(Vec::new())));
+        let mut q = TimerQueue::new();
+        let now = Instant::now();
+        let keys: Vec<TimerKey> = (0..4)
+            .map(|_| {
+                let k = q.insert(TimerTarget::Owned(rec.clone()), false);
+                q.arm(k, now);
+                k
+            })
+            .collect();
+        let mut out = Vec::new();
+        q.take_expired(now, &mut out);
+        assert_eq!(out.len(), 4);
+        // What earlier handlers of the batch may do to later ones.
+        q.disarm(keys[1]);
+        q.remove(keys[2]);
+        q.arm(keys[3], now + Duration::from_secs(1));
+        let claimed: Vec<bool> = out.iter().map(|&(k, s)| q.claim(k, s).is_some()).collect();
+        assert_eq!(claimed, [true, false, false, false]);
+        // A claim is good once; the re-armed timer waits for its new deadline.
+        assert!(q.claim(out[0].0, out[0].1).is_none());
+        assert!(q.is_armed(keys[3]));
+        assert_eq!(q.armed_len(), 1);
+        assert_eq!(q.next_deadline(), Some(now + Duration::from_secs(1)));
     }
 
     #[test]
