@@ -567,3 +567,79 @@ fn managed_timer_ids_belong_to_their_loop() {
     );
     assert!(Timer::is_timer_active(id));
 }
+
+/// A `set_timeout` callback that cancels another managed timer due in the same turn: the
+/// cancelled callback does not run (`cancel_timer` returned true).
+#[test]
+fn a_timer_cancelled_by_a_timer_due_in_the_same_turn_does_not_fire() {
+    let mut ev = EventLoop::new().unwrap();
+    let b_ran = Rc::new(Cell::new(false));
+    let b = b_ran.clone();
+    let b_id = Rc::new(Cell::new(None));
+    let cancelled = Rc::new(Cell::new(None::<bool>));
+    let (id_slot, cancel_result) = (b_id.clone(), cancelled.clone());
+    Timer::set_timeout(Duration::from_millis(1), move || {
+        cancel_result.set(Some(Timer::cancel_timer(id_slot.get().unwrap())));
+    })
+    .unwrap();
+    b_id.set(Some(
+        Timer::set_timeout(Duration::from_millis(20), move || b.set(true)).unwrap(),
+    ));
+    // Both deadlines pass before the loop looks: they are due in the same turn.
+    std::thread::sleep(Duration::from_millis(60));
+    spin_for(&mut ev, Duration::from_millis(100));
+    assert_eq!(
+        cancelled.get(),
+        Some(true),
+        "cancel_timer said it cancelled"
+    );
+    assert!(
+        !b_ran.get(),
+        "the timer ran although cancel_timer returned true before its turn"
+    );
+}
+
+/// A periodic `Timer` stopped by another timer's slot in the same turn does not fire, and does not
+/// re-arm itself (it once kept firing with `running == false`).
+#[test]
+fn a_periodic_timer_stopped_by_a_timer_due_in_the_same_turn_stays_stopped() {
+    let mut ev = EventLoop::new().unwrap();
+    let periodic = Timer::new().unwrap();
+    periodic.interval.set(Duration::from_millis(20));
+    let fired_after_stop = Rc::new(Cell::new(0u32));
+    let stopped = Rc::new(Cell::new(false));
+    let (f, s) = (fired_after_stop.clone(), stopped.clone());
+    periodic
+        .timeout
+        .connect(move |_| {
+            if s.get() {
+                f.set(f.get() + 1);
+            }
+        })
+        .release();
+    let stopper = Timer::new().unwrap();
+    stopper.interval.set(Duration::from_millis(1));
+    stopper.single_shot.set(true);
+    let p = Rc::downgrade(&periodic);
+    let s = stopped.clone();
+    stopper
+        .timeout
+        .connect(move |_| {
+            p.upgrade().unwrap().stop();
+            s.set(true);
+        })
+        .release();
+    stopper.start();
+    periodic.start();
+    std::thread::sleep(Duration::from_millis(60));
+    spin_for(&mut ev, Duration::from_millis(200));
+    assert!(stopped.get());
+    assert!(!periodic.running.get());
+    assert_eq!(
+        fired_after_stop.get(),
+        0,
+        "the stopped periodic timer fired {} times after stop() (running = {})",
+        fired_after_stop.get(),
+        periodic.running.get()
+    );
+}
