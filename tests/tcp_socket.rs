@@ -604,3 +604,53 @@ fn reports_posted_by_write_do_not_reach_a_connection_made_after_abort() {
         "the new connection did not stay connected: {final_state:?}"
     );
 }
+
+/// A port nobody listens on (bound, then released).
+fn closed_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// An `error_occurred` slot that connects again (the usual retry): the failed connection's close
+/// must not report `state_changed(Unconnected)` after the retry's `state_changed(Connecting)`, so
+/// observers following the signal end in the socket's real state.
+#[test]
+fn reconnect_from_error_occurred_is_not_followed_by_a_stale_unconnected() {
+    let mut ev = EventLoop::new().unwrap();
+    let (server, _peers) = echo_server();
+    let good = server.server_port().unwrap();
+    let client = TcpSocket::new().unwrap();
+    let states: Rc<RefCell<Vec<SocketState>>> = Rc::default();
+    let s = states.clone();
+    client
+        .state_changed
+        .connect(move |st| s.borrow_mut().push(*st))
+        .release();
+    let weak = Rc::downgrade(&client);
+    client
+        .error_occurred
+        .connect(move |_| {
+            weak.upgrade()
+                .unwrap()
+                .connect_to_address(LOCALHOST, good)
+                .unwrap();
+        })
+        .release();
+    client.connect_to_address(LOCALHOST, closed_port()).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || client
+        .state()
+        == SocketState::Connected));
+    run_until(&mut ev, Duration::from_millis(50), || false);
+    assert_eq!(
+        *states.borrow(),
+        [
+            SocketState::Connecting,
+            SocketState::Connecting,
+            SocketState::Connected
+        ],
+        "state_changed does not follow the socket's state"
+    );
+}

@@ -9,8 +9,9 @@ use crate::network::dns::DnsResolver;
 use crate::network::error::SocketError;
 
 impl TcpSocket {
-    /// Closes the connection and reports: `error_occurred` (if `error`), `state_changed`,
-    /// `disconnected` (if `connected` was emitted), and the data sink.
+    /// Closes the connection and reports: `error_occurred` (if `error`), `state_changed` (unless
+    /// an `error_occurred` slot connected again), `disconnected` (if `connected` was emitted),
+    /// and the data sink.
     pub(super) fn close_with(&self, error: Option<SocketError>) {
         let (stream, was_state, announced, sink, observer) = {
             let mut inner = self.inner.borrow_mut();
@@ -43,6 +44,7 @@ impl TcpSocket {
             )
         };
         drop(stream);
+        let connection = self.connection();
         if let Some(e) = &error {
             log::debug!("socket error: {e}");
             if let Some(observer) = observer {
@@ -50,7 +52,9 @@ impl TcpSocket {
             }
             self.error_occurred.emit(e);
         }
-        if was_state != SocketState::Unconnected {
+        // An `error_occurred` slot may have connected again (a retry): the socket is no longer
+        // Unconnected, and observers already heard of the new state, so this one is not reported.
+        if was_state != SocketState::Unconnected && self.connection() == connection {
             self.state_changed.emit(&SocketState::Unconnected);
         }
         if announced {
