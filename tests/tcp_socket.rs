@@ -654,3 +654,34 @@ fn reconnect_from_error_occurred_is_not_followed_by_a_stale_unconnected() {
         "state_changed does not follow the socket's state"
     );
 }
+
+/// Happy Eyeballs: when the latest attempt fails while an earlier one still hangs, the next
+/// address is tried at once, not after another 250 ms delay.
+#[test]
+fn happy_eyeballs_starts_the_next_attempt_as_soon_as_one_fails() {
+    let mut ev = EventLoop::new().unwrap();
+    let stalled = StalledListener::new();
+    let (server, _peers) = echo_server();
+    let good = SocketAddr::new(LOCALHOST, server.server_port().unwrap());
+    let refused: Vec<SocketAddr> = (0..3)
+        .map(|_| SocketAddr::new(LOCALHOST, closed_port()))
+        .collect();
+    let mut addrs = vec![stalled.addr];
+    addrs.extend(&refused);
+    addrs.push(good);
+
+    let client = TcpSocket::new().unwrap();
+    let start = Instant::now();
+    client.connect_to_addresses(&addrs).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || client
+        .state()
+        == SocketState::Connected));
+    let took = start.elapsed();
+    assert_eq!(client.peer_address(), Some(good));
+    // One stagger (the stalled address), then each refusal starts the next at once: about
+    // 250 ms. Waiting a stagger after each refusal takes 1 s.
+    assert!(
+        took < Duration::from_millis(700),
+        "took {took:?}: refused attempts each waited for the stagger delay"
+    );
+}

@@ -208,7 +208,9 @@ impl AttemptOwner for TcpSocket {
         };
         match outcome {
             AttemptOutcome::Pending => {}
-            AttemptOutcome::Failed => self.advance_race(false),
+            // The next address starts at once, even while an earlier attempt still hangs
+            // (RFC 8305: after the delay or as soon as an attempt fails).
+            AttemptOutcome::Failed => self.advance_race(true),
             AttemptOutcome::Connected(stream, addr) => self.on_connected(stream, addr),
         }
     }
