@@ -685,3 +685,37 @@ fn happy_eyeballs_starts_the_next_attempt_as_soon_as_one_fails() {
         "took {took:?}: refused attempts each waited for the stagger delay"
     );
 }
+
+/// Every address failing at once (here: TCP to a multicast address fails inside `connect()`,
+/// nothing is sent) is reported from the loop, not from inside `connect_to_address`.
+#[test]
+fn a_connect_failing_at_once_is_reported_from_the_loop() {
+    let mut ev = EventLoop::new().unwrap();
+    let client = TcpSocket::new().unwrap();
+    let events: Rc<RefCell<Vec<String>>> = Rc::default();
+    let e = events.clone();
+    client
+        .error_occurred
+        .connect(move |err| e.borrow_mut().push(format!("error: {err}")))
+        .release();
+    let e = events.clone();
+    client
+        .state_changed
+        .connect(move |st| e.borrow_mut().push(format!("{st:?}")))
+        .release();
+    let multicast = IpAddr::V4(Ipv4Addr::new(224, 0, 0, 1));
+    assert!(client.connect_to_address(multicast, 80).is_ok());
+    assert_eq!(
+        *events.borrow(),
+        ["Connecting"],
+        "reported from inside connect_to_address"
+    );
+    assert_eq!(client.state(), SocketState::Connecting);
+    assert!(run_until(&mut ev, Duration::from_secs(5), || client
+        .state()
+        == SocketState::Unconnected));
+    let events = events.borrow();
+    assert_eq!(events.len(), 3, "{events:?}");
+    assert!(events[1].starts_with("error: "), "{events:?}");
+    assert_eq!(events[2], "Unconnected");
+}

@@ -80,34 +80,50 @@ impl TcpSocket {
     /// Starts the next attempt (if none is in flight or `parallel`), re-arms the stagger timer,
     /// and fails the connect when nothing is left.
     pub(super) fn advance_race(&self, parallel: bool) {
-        let owner: Weak<dyn AttemptOwner> = self.self_weak.clone();
-        let failed = {
-            let mut inner = self.inner.borrow_mut();
-            let Some(connecting) = inner.connecting.as_deref_mut() else {
-                return;
-            };
-            let Some(race) = connecting.race.as_mut() else {
-                return;
-            };
-            if parallel || race.in_flight() == 0 {
-                race.start_next(&self.core, &owner);
-            }
-            if let Some(key) = connecting.stagger_timer.take() {
-                self.core.timer_remove(key);
-            }
-            if race.in_flight() == 0 {
-                let e = race.final_error();
-                connecting.race = None;
-                Some(e)
-            } else {
-                if race.has_queued() {
-                    connecting.stagger_timer = Some(self.start_timer(CONNECTION_ATTEMPT_DELAY));
-                }
-                None
-            }
-        };
-        if let Some(e) = failed {
+        if let Some(e) = self.step_race(parallel) {
             self.close_with(Some(e));
+        }
+    }
+
+    /// Starts the first attempt from `connect_to_addresses`. If every address failed at once,
+    /// the failure is reported from the loop: never from inside the caller's call.
+    pub(super) fn start_race(&self) {
+        let Some(e) = self.step_race(false) else {
+            return;
+        };
+        let connection = self.connection();
+        let weak = self.self_weak.clone();
+        self.core.post(Box::new(move || {
+            if let Some(s) = weak.upgrade() {
+                // Unless aborted (and maybe connected anew) or timed out meanwhile.
+                if s.connection() == connection && s.state() == SocketState::Connecting {
+                    s.close_with(Some(e));
+                }
+            }
+        }));
+    }
+
+    /// [`advance_race`](Self::advance_race) without the close: returns the error to fail with.
+    fn step_race(&self, parallel: bool) -> Option<SocketError> {
+        let owner: Weak<dyn AttemptOwner> = self.self_weak.clone();
+        let mut inner = self.inner.borrow_mut();
+        let connecting = inner.connecting.as_deref_mut()?;
+        let race = connecting.race.as_mut()?;
+        if parallel || race.in_flight() == 0 {
+            race.start_next(&self.core, &owner);
+        }
+        if let Some(key) = connecting.stagger_timer.take() {
+            self.core.timer_remove(key);
+        }
+        if race.in_flight() == 0 {
+            let e = race.final_error();
+            connecting.race = None;
+            Some(e)
+        } else {
+            if race.has_queued() {
+                connecting.stagger_timer = Some(self.start_timer(CONNECTION_ATTEMPT_DELAY));
+            }
+            None
         }
     }
 

@@ -295,7 +295,7 @@ impl TcpSocket {
         if was == SocketState::Unconnected {
             self.arm_connect_timer();
         }
-        self.advance_race(false);
+        self.start_race();
         Ok(())
     }
 
