@@ -719,3 +719,45 @@ fn a_connect_failing_at_once_is_reported_from_the_loop() {
     assert!(events[1].starts_with("error: "), "{events:?}");
     assert_eq!(events[2], "Unconnected");
 }
+
+/// `disconnect_from_host` with writes still queued, then the peer shuts down its sending side
+/// (a half-close): the queued bytes are still delivered before the socket closes.
+#[test]
+fn a_peer_half_close_while_closing_does_not_drop_queued_writes() {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = listener.accept().unwrap();
+        go_rx.recv().unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        // Let the client see the end of stream while its writes still wait.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        all
+    });
+    let client = TcpSocket::new().unwrap();
+    client.connect_to_address(LOCALHOST, port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || client
+        .state()
+        == SocketState::Connected));
+    let payload = pattern(8 * 1024 * 1024, 11);
+    client.write(&payload).unwrap();
+    client.disconnect_from_host();
+    assert_eq!(client.state(), SocketState::Closing);
+    assert!(client.bytes_to_write() > 0, "the kernel took everything");
+    go_tx.send(()).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(20), || client
+        .state()
+        == SocketState::Unconnected));
+    let received = peer.join().unwrap();
+    assert!(
+        received == payload,
+        "the peer received {} of {} bytes",
+        received.len(),
+        payload.len()
+    );
+}

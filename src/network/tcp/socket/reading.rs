@@ -246,7 +246,17 @@ impl TcpSocket {
             .is_some_and(|t| t.session.is_handshaking());
         if handshaking {
             self.close_with(Some(SocketError::ClosedByPeer));
-        } else {
+            return;
+        }
+        // A peer that shut down only its sending side still reads: a graceful disconnect with
+        // bytes still queued goes on flushing, and closes when flushed (or on a write error).
+        let flushing = {
+            let inner = self.inner.borrow();
+            inner.close_when_flushed
+                && (!inner.write_buf.is_empty()
+                    || inner.tls.as_ref().is_some_and(|t| t.session.wants_write()))
+        };
+        if !flushing {
             self.close_with(None);
         }
     }
