@@ -1209,3 +1209,33 @@ fn slot_connected_during_an_emit_keeps_its_place_before_slots_connected_after_it
     signal.emit(&());
     assert_eq!(*seen.borrow(), ["during", "after", "during"]);
 }
+
+#[test]
+fn slot_that_disconnects_itself_and_then_panics_leaves_the_signal_usable() {
+    // The closure of a slot disconnected while running is dropped after it returns. When it
+    // panics instead, that drop must still happen outside any borrow of the slot list: here the
+    // closure owns a ScopedConnection to the same signal, whose drop disconnects `other`.
+    let signal: Signal<()> = Signal::new();
+    let log = Log::default();
+    let other = signal.connect(log.slot("other"));
+    let scoped: ScopedConnection = other.clone().into();
+    let panicker = signal.connect_reflective(move |handle, _| {
+        let _keep = &scoped;
+        handle.disconnect();
+        panic!("deliberate panic after disconnecting itself");
+    });
+    let result = catch_unwind(AssertUnwindSafe(|| signal.emit(&())));
+    assert!(result.is_err());
+    assert_eq!(log.take(), ["other"]);
+    assert!(!panicker.is_active());
+    assert!(
+        !other.is_active(),
+        "the panicking closure (and its ScopedConnection) is dropped"
+    );
+    signal.emit(&());
+    assert!(log.take().is_empty());
+    assert_eq!(signal.connection_count(), 0);
+    let _late = signal.connect(log.slot("late"));
+    signal.emit(&());
+    assert_eq!(log.take(), ["late"]);
+}
