@@ -1209,3 +1209,224 @@ fn slot_connected_during_an_emit_keeps_its_place_before_slots_connected_after_it
     signal.emit(&());
     assert_eq!(*seen.borrow(), ["during", "after", "during"]);
 }
+
+// ---- review: remaining rows and lifetimes -------------------------------------------------------
+
+#[test]
+fn slot_blocking_itself_during_emit_is_skipped_from_the_next_emit_and_unblocks_from_outside() {
+    let signal: Signal<()> = Signal::new();
+    let log = Log::default();
+    let l = log.clone();
+    let handle = signal.connect_reflective(move |handle, _| {
+        l.push("self");
+        handle.block(true).unwrap();
+    });
+    let _after = signal.connect(log.slot("after"));
+    signal.emit(&());
+    signal.emit(&());
+    assert_eq!(log.take(), ["self", "after", "after"]);
+    assert_eq!(handle.block(false), Ok(true));
+    signal.emit(&());
+    assert_eq!(log.take(), ["self", "after"]);
+}
+
+#[test]
+fn disconnect_all_in_a_nested_emit_also_stops_the_outer_emit() {
+    let signal = Rc::new(Signal::<u32>::new());
+    let log = Log::default();
+    let (sig, l) = (Rc::downgrade(&signal), log.clone());
+    signal
+        .connect(move |depth| {
+            l.push(format!("outer{depth}"));
+            if *depth == 0 {
+                sig.upgrade().unwrap().emit(&1);
+            }
+        })
+        .release();
+    let (sig, l) = (Rc::downgrade(&signal), log.clone());
+    signal
+        .connect(move |depth| {
+            l.push(format!("clearer{depth}"));
+            if *depth == 1 {
+                sig.upgrade().unwrap().disconnect_all();
+            }
+        })
+        .release();
+    let _after = signal.connect(log.slot("after"));
+    signal.emit(&0);
+    assert_eq!(log.take(), ["outer0", "clearer1"]);
+    assert_eq!(signal.connection_count(), 0);
+    signal.emit(&0);
+    assert!(log.take().is_empty());
+}
+
+#[test]
+fn scoped_connection_outliving_its_signal_drops_harmlessly() {
+    let signal: Signal<()> = Signal::new();
+    let (count, slot) = counter();
+    let scoped: ScopedConnection = signal.connect(slot).into();
+    signal.emit(&());
+    drop(signal);
+    assert!(!scoped.is_active());
+    assert!(!scoped.handle().is_active());
+    drop(scoped);
+    assert_eq!(count.get(), 1);
+}
+
+#[test]
+fn scoped_connection_may_be_dropped_by_its_own_slot() {
+    let signal: Signal<()> = Signal::new();
+    let log = Log::default();
+    let holder: Rc<RefCell<Option<ScopedConnection>>> = Rc::default();
+    let (h, l) = (holder.clone(), log.clone());
+    *holder.borrow_mut() = Some(
+        signal
+            .connect(move |_| {
+                l.push("owned");
+                h.borrow_mut().take();
+            })
+            .into(),
+    );
+    let _after = signal.connect(log.slot("after"));
+    signal.emit(&());
+    signal.emit(&());
+    assert_eq!(log.take(), ["owned", "after", "after"]);
+    assert_eq!(signal.connection_count(), 1);
+}
+
+#[test]
+fn nested_blockers_restore_in_reverse_order() {
+    let signal: Signal<()> = Signal::new();
+    let (count, slot) = counter();
+    let handle = signal.connect(slot);
+    {
+        let _outer = ConnectionBlocker::new(&handle).unwrap();
+        {
+            let _inner = ConnectionBlocker::new(&handle).unwrap();
+            signal.emit(&());
+        }
+        assert_eq!(
+            handle.is_blocked(),
+            Ok(true),
+            "the outer blocker still holds"
+        );
+        signal.emit(&());
+    }
+    assert_eq!(handle.is_blocked(), Ok(false));
+    signal.emit(&());
+    assert_eq!(count.get(), 1);
+}
+
+#[test]
+fn blockers_dropped_out_of_order_restore_what_each_saw() {
+    // Each blocker restores the state it found (KDBindings): dropping the outer one first
+    // unblocks, and the inner one then restores "blocked". Documented on ConnectionBlocker.
+    let signal: Signal<()> = Signal::new();
+    let handle = signal.connect(|_| {});
+    let outer = ConnectionBlocker::new(&handle).unwrap();
+    let inner = ConnectionBlocker::new(&handle).unwrap();
+    drop(outer);
+    assert_eq!(handle.is_blocked(), Ok(false));
+    drop(inner);
+    assert_eq!(handle.is_blocked(), Ok(true));
+}
+
+#[test]
+fn blocker_dropped_inside_a_slot_unblocks_a_later_slot_for_this_emit() {
+    let signal: Signal<()> = Signal::new();
+    let log = Log::default();
+    let blocker: Rc<RefCell<Option<ConnectionBlocker>>> = Rc::default();
+    let (b, l) = (blocker.clone(), log.clone());
+    let _first = signal.connect(move |_| {
+        l.push("first");
+        b.borrow_mut().take();
+    });
+    let later = signal.connect(log.slot("later"));
+    *blocker.borrow_mut() = Some(ConnectionBlocker::new(&later).unwrap());
+    signal.emit(&());
+    assert_eq!(log.take(), ["first", "later"]);
+}
+
+thread_local! {
+    /// A handle a deferred slot disconnects: handles are `!Send`, but the evaluation runs on the
+    /// thread that owns the signal, so the slot reaches it through a thread-local.
+    static VICTIM: RefCell<Option<ConnectionHandle>> = const { RefCell::new(None) };
+}
+
+#[test]
+fn deferred_slot_disconnecting_another_cancels_its_invocation_in_the_same_evaluation() {
+    let evaluator = ConnectionEvaluator::new();
+    let ran = Arc::new(Mutex::new(Vec::new()));
+    let a: Signal<()> = Signal::new();
+    let b: Signal<()> = Signal::new();
+    let r = ran.clone();
+    a.connect_deferred(&evaluator, move |_| {
+        r.lock().unwrap().push("a");
+        if let Some(victim) = VICTIM.with(|v| v.borrow_mut().take()) {
+            victim.disconnect();
+        }
+    })
+    .release();
+    let r = ran.clone();
+    let hb = b.connect_deferred(&evaluator, move |_| r.lock().unwrap().push("b"));
+    VICTIM.with(|v| *v.borrow_mut() = Some(hb.clone()));
+    a.emit(&());
+    b.emit(&());
+    assert_eq!(evaluator.evaluate_deferred_connections(), 1);
+    assert_eq!(*ran.lock().unwrap(), ["a"]);
+    assert!(!hb.is_active());
+}
+
+#[test]
+fn queued_invocations_die_with_their_evaluator() {
+    let evaluator = ConnectionEvaluator::new();
+    let signal: Signal<()> = Signal::new();
+    let token = Arc::new(());
+    let t = token.clone();
+    let handle = signal.connect_deferred(&evaluator, move |_| {
+        let _keep = &t;
+    });
+    signal.emit(&());
+    signal.emit(&());
+    drop(evaluator);
+    // The slot itself still holds one reference; the queued calls held none of their own.
+    assert_eq!(Arc::strong_count(&token), 2);
+    signal.emit(&()); // dropped with a warning, the signal stays usable
+    assert!(handle.is_active());
+    handle.disconnect();
+    assert_eq!(
+        Arc::strong_count(&token),
+        1,
+        "the slot is dropped on disconnect"
+    );
+}
+
+#[test]
+fn slot_that_disconnects_itself_and_then_panics_leaves_the_signal_usable() {
+    // The closure of a slot disconnected while running is dropped after it returns. When it
+    // panics instead, that drop must still happen outside any borrow of the slot list: here the
+    // closure owns a ScopedConnection to the same signal, whose drop disconnects `other`.
+    let signal: Signal<()> = Signal::new();
+    let log = Log::default();
+    let other = signal.connect(log.slot("other"));
+    let scoped: ScopedConnection = other.clone().into();
+    let panicker = signal.connect_reflective(move |handle, _| {
+        let _keep = &scoped;
+        handle.disconnect();
+        panic!("deliberate panic after disconnecting itself");
+    });
+    let result = catch_unwind(AssertUnwindSafe(|| signal.emit(&())));
+    assert!(result.is_err());
+    assert_eq!(log.take(), ["other"]);
+    assert!(!panicker.is_active());
+    assert!(
+        !other.is_active(),
+        "the panicking closure (and its ScopedConnection) is dropped"
+    );
+    signal.emit(&());
+    assert!(log.take().is_empty());
+    assert_eq!(signal.connection_count(), 0);
+    let _late = signal.connect(log.slot("late"));
+    signal.emit(&());
+    assert_eq!(log.take(), ["late"]);
+}

@@ -1042,3 +1042,72 @@ fn connect_from_the_error_slot_of_a_refused_stream_is_not_followed_by_disconnect
     assert_eq!(*log.borrow(), ["error", "connected"]);
     assert_eq!(sse.ready_state(), ReadyState::Open);
 }
+
+/// `set_reconnection_time` holds until the server sends `retry:` again: a `retry:` from an
+/// earlier connection must not come back when a later connection (without `retry:`) ends.
+#[test]
+fn set_reconnection_time_is_not_undone_by_an_earlier_retry_at_the_next_connection_end() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| match n {
+        0 => Reply::BytesThenClose(stream("retry: 20\ndata: first\n\n")),
+        _ => Reply::BytesThenClose(stream("data: second\n\n")),
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    let weak = Rc::downgrade(&sse);
+    sse.add_event_listener("message", move |event| {
+        if event.data() == "second" {
+            // The server's 20 ms applied so far; from now on the user's value does.
+            weak.upgrade()
+                .unwrap()
+                .set_reconnection_time(Duration::from_secs(30));
+        }
+    })
+    .release();
+    let ends = Rc::new(RefCell::new(0));
+    let e = ends.clone();
+    sse.disconnected
+        .connect(move |_| *e.borrow_mut() += 1)
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || *ends
+        .borrow()
+        >= 2));
+    assert_eq!(*rec.events.borrow(), ["message:first:", "message:second:"]);
+    assert_eq!(
+        sse.reconnection_time(),
+        Duration::from_secs(30),
+        "the stale retry: 20 came back"
+    );
+    run_until(&mut ev, Duration::from_millis(300), || false);
+    assert_eq!(
+        server.requests().len(),
+        2,
+        "reconnected after the stale 20 ms"
+    );
+    sse.disconnect();
+}
+
+/// A `retry:` on the unterminated last line counts when the client flushes that line at the end
+/// of the stream.
+#[test]
+fn retry_on_a_flushed_unterminated_last_line_sets_the_reconnection_time() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| match n {
+        0 => Reply::BytesThenClose(stream("data: first\n\nretry: 25")),
+        _ => Reply::Stall(Duration::from_secs(5)),
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_flush_unterminated_event(true);
+    let ends = Rc::new(RefCell::new(0));
+    let e = ends.clone();
+    sse.disconnected
+        .connect(move |_| *e.borrow_mut() += 1)
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || *ends
+        .borrow()
+        >= 1));
+    assert_eq!(sse.reconnection_time(), Duration::from_millis(25));
+    sse.disconnect();
+}

@@ -1313,6 +1313,30 @@ fn normalize_line_ends(text: &str) -> String {
     text.replace("\r\n", "\n").replace('\r', "\n")
 }
 
+/// Whole milliseconds, at most `u64::MAX` of them, as the writer writes a retry time.
+fn normalize_retry(retry: Duration) -> Duration {
+    Duration::from_millis(u64::try_from(retry.as_millis()).unwrap_or(u64::MAX))
+}
+
+/// The writer's retry line is what any client can read: digits only, within u64 milliseconds.
+#[test]
+fn writer_caps_retry_at_u64_milliseconds_and_truncates_to_whole_ones() {
+    let mut out = String::new();
+    let mut writer = SseWriter::new();
+    for retry in [Duration::MAX, Duration::from_micros(2_999)] {
+        writer
+            .write_event(&mut out, &SseEvent::new("", "x").with_retry(retry))
+            .unwrap();
+    }
+    assert_eq!(
+        out,
+        format!("retry: {}\ndata: x\n\nretry: 2\ndata: x\n\n", u64::MAX)
+    );
+    let events = SseParser::new().parse_all(out.as_bytes()).unwrap();
+    assert_eq!(events[0].retry(), Some(normalize_retry(Duration::MAX)));
+    assert_eq!(events[1].retry(), Some(Duration::from_millis(2)));
+}
+
 fn text_from(pieces: &'static [&'static str]) -> impl Strategy<Value = String> {
     prop::collection::vec(prop::sample::select(pieces), 0..8).prop_map(|pieces| pieces.concat())
 }
@@ -1333,12 +1357,18 @@ fn writer_item() -> impl Strategy<Value = Item> {
         text_from(NAME),
         text_from(DATA),
         text_from(ID),
-        prop::option::of(0u64..10_000_000),
+        prop::option::of(prop_oneof![
+            (0u64..10_000_000).prop_map(Duration::from_millis),
+            // Sub-millisecond parts and times beyond u64::MAX ms: the writer normalises these.
+            (0u64..10_000_000).prop_map(Duration::from_micros),
+            (any::<u64>(), 0u32..1_000_000_000).prop_map(|(s, n)| Duration::new(s, n)),
+            Just(Duration::MAX),
+        ]),
     )
         .prop_map(|(event_type, data, id, retry)| {
             let event = SseEvent::new(&event_type, data).with_id(&id);
             Item::Event(match retry {
-                Some(millis) => event.with_retry(Duration::from_millis(millis)),
+                Some(retry) => event.with_retry(retry),
                 None => event,
             })
         });
@@ -1467,12 +1497,13 @@ proptest! {
             match item {
                 Item::Event(event) => {
                     writer.write_event(&mut out, event).unwrap();
-                    if let Some(retry) = event.retry() {
+                    let retry = event.retry().map(normalize_retry);
+                    if let Some(retry) = retry {
                         expected.push(Seen::Retry(retry));
                     }
                     let mut parsed = SseEvent::new(event.event_type(), normalize_line_ends(event.data()))
                         .with_id(event.last_event_id());
-                    if let Some(retry) = event.retry() {
+                    if let Some(retry) = retry {
                         parsed = parsed.with_retry(retry);
                     }
                     expected.push(Seen::Event(parsed));

@@ -187,6 +187,10 @@ impl Drop for ScopedConnection {
 /// Blocks a connection for its lifetime and then restores the previous blocked state
 /// (KDBindings `ConnectionBlocker`), so an already-blocked connection stays blocked.
 ///
+/// Nested blockers on one connection must be dropped in reverse order (as scopes do): each
+/// restores the state it found, so dropping the outer one first unblocks the connection while
+/// the inner one lives, and the inner one then leaves it blocked.
+///
 /// ```
 /// use kdnet::{ConnectionBlocker, Signal};
 ///

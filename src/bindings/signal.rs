@@ -22,7 +22,7 @@
 //! made during an emit wait in a side list; disconnects and blocks only flip per-entry cells), a
 //! nested emit sees a running slot as busy, and a steady-state emit allocates nothing.
 
-use std::cell::{Cell, OnceCell, RefCell};
+use std::cell::{Cell, OnceCell, RefCell, RefMut};
 use std::fmt;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -505,19 +505,31 @@ impl<A> SignalInner<A> {
                 continue;
             }
             // Busy: the slot is running further up the stack (nested emit); skip it.
-            let Ok(mut func) = entry.func.try_borrow_mut() else {
+            let Ok(func) = entry.func.try_borrow_mut() else {
                 continue;
             };
-            func(args);
-            if entry.state.get() & REMOVED != 0 {
-                // Disconnected while running: drop its closure now, outside its own borrow.
-                let finished = std::mem::replace(&mut *func, noop());
-                drop(func);
-                drop(finished);
-            }
+            let mut running = Running { entry, func };
+            (running.func)(args);
         }
         // Entries removed or connected during this emit are settled by the next operation on
         // the signal; their closures are already dropped (or queued in `pending`).
+    }
+}
+
+/// A slot being called. Dropped when the call returns or panics: a slot disconnected while it
+/// ran loses its closure here either way, so a closure never survives into `settle`, whose
+/// mutable borrow of the list its captures' destructors could run into.
+struct Running<'a, A> {
+    entry: &'a SlotEntry<A>,
+    func: RefMut<'a, SlotFn<A>>,
+}
+
+impl<A> Drop for Running<'_, A> {
+    fn drop(&mut self) {
+        if self.entry.state.get() & REMOVED != 0 {
+            // The entry is marked removed, so nothing a destructor does reaches this cell again.
+            drop(std::mem::replace(&mut *self.func, noop()));
+        }
     }
 }
 

@@ -494,9 +494,10 @@ impl SseClient {
             _ => {}
         }
         inner.last_event_id = SmolStr::new(parser.last_event_id());
-        if let Some(retry) = parser.reconnection_time() {
-            inner.reconnection_time = retry;
-        }
+        // The parser's reconnection time is not copied back: it keeps the last `retry:` of any
+        // earlier connection and would undo a later `set_reconnection_time`. Each `retry:`
+        // already reached `reconnection_time` when it was parsed (`on_retry`, and `on_end` for
+        // a flushed last line).
         // The limit may have changed while the parser was lent out.
         if parser.max_event_size() != inner.max_event_size {
             parser = inner.fresh_parser();
@@ -583,7 +584,12 @@ impl SseTarget for SseClient {
         if opened && result.is_ok() {
             if let Some(p) = parser.as_mut() {
                 let mut tail = SseBatch::default();
-                if p.finish_borrowed(&mut tail).is_ok() && !tail.is_empty() {
+                let flushed = p.finish_borrowed(&mut tail).is_ok();
+                // A `retry:` on the flushed last line counts like any other.
+                if let Some(retry) = tail.retry() {
+                    self.inner.borrow_mut().reconnection_time = retry;
+                }
+                if flushed && !tail.is_empty() {
                     self.inner.borrow_mut().current = Some(id);
                     self.on_events(id, &tail);
                     let mut inner = self.inner.borrow_mut();

@@ -8,6 +8,10 @@
 //!   containing NUL is ignored by clients. Both are refused with an [`SseWriteError`] before
 //!   anything is written.
 //!
+//! * A `retry` time is written in whole milliseconds, as the format carries it: **retry times are
+//!   truncated to milliseconds and capped at `u64::MAX` ms** (the most a client parses; kdnet's
+//!   parser saturates there too).
+//!
 //! Every value is written after `: ` (colon and one space), so values that start with a space
 //! keep it: the parser removes exactly one.
 
@@ -125,7 +129,8 @@ impl std::error::Error for SseWriteError {}
 /// the client already has and writes an `id` field only when an event's
 /// [`last_event_id`](SseEvent::last_event_id) differs from it (including a change back to `""`).
 /// Parsing the output with a fresh [`SseParser`](crate::network::sse::SseParser) therefore gives
-/// back the same events, with data line ends normalised to LF. Use one writer per connection.
+/// back the same events, with data line ends normalised to LF and retry times to whole
+/// milliseconds (truncated, at most `u64::MAX` ms). Use one writer per connection.
 ///
 /// # Example
 ///
@@ -243,8 +248,8 @@ impl SseWriter {
         }
     }
 
-    /// Appends a block holding only `retry` (whole milliseconds), which sets the client's
-    /// reconnection time without dispatching an event.
+    /// Appends a block holding only `retry` (whole milliseconds, truncated and capped at
+    /// `u64::MAX` ms), which sets the client's reconnection time without dispatching an event.
     pub fn write_retry(&self, out: &mut impl SseOutput, retry: Duration) {
         write_retry_field(out, retry);
         out.append_str("\n");
@@ -264,10 +269,11 @@ fn write_field(out: &mut impl SseOutput, name: &str, value: &str) {
 }
 
 fn write_retry_field(out: &mut impl SseOutput, retry: Duration) {
-    // u128::MAX has 39 decimal digits.
-    let mut digits = [0u8; 39];
+    // Capped: a client parses at most u64 milliseconds (one parsing into u64 would drop a longer
+    // value instead of saturating). u64::MAX has 20 decimal digits.
+    let mut digits = [0u8; 20];
     let mut start = digits.len();
-    let mut millis = retry.as_millis();
+    let mut millis = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX);
     loop {
         start -= 1;
         if let Some(slot) = digits.get_mut(start) {
@@ -342,10 +348,7 @@ mod tests {
         writer.write_retry(&mut out, Duration::MAX);
         assert_eq!(
             out,
-            format!(
-                "retry: 1\n\nretry: 0\n\nretry: {}\n\n",
-                Duration::MAX.as_millis()
-            )
+            format!("retry: 1\n\nretry: 0\n\nretry: {}\n\n", u64::MAX)
         );
     }
 
