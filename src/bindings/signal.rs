@@ -22,7 +22,7 @@
 //! made during an emit wait in a side list; disconnects and blocks only flip per-entry cells), a
 //! nested emit sees a running slot as busy, and a steady-state emit allocates nothing.
 
-use std::cell::{Cell, OnceCell, RefCell, RefMut};
+use std::cell::{Cell, OnceCell, RefCell};
 use std::fmt;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -500,35 +500,49 @@ impl<A> SignalInner<A> {
         // Held across the slot calls. It doubles as the "emit running" mark: while it exists,
         // connects go to `pending` and removals only mark entries (see `push_with_id`, `settle`).
         let slots = self.slots.borrow();
+        let unwinding = DropClosuresOnUnwind(self);
         for entry in slots.iter() {
             if entry.state.get() != 0 {
                 continue;
             }
             // Busy: the slot is running further up the stack (nested emit); skip it.
-            let Ok(func) = entry.func.try_borrow_mut() else {
+            let Ok(mut func) = entry.func.try_borrow_mut() else {
                 continue;
             };
-            let mut running = Running { entry, func };
-            (running.func)(args);
+            func(args);
+            if entry.state.get() & REMOVED != 0 {
+                // Disconnected while running: drop its closure now, outside its own borrow.
+                let finished = std::mem::replace(&mut *func, noop());
+                drop(func);
+                drop(finished);
+            }
         }
+        // Not dropped on this path: no slot panicked.
+        std::mem::forget(unwinding);
         // Entries removed or connected during this emit are settled by the next operation on
         // the signal; their closures are already dropped (or queued in `pending`).
     }
 }
 
-/// A slot being called. Dropped when the call returns or panics: a slot disconnected while it
-/// ran loses its closure here either way, so a closure never survives into `settle`, whose
-/// mutable borrow of the list its captures' destructors could run into.
-struct Running<'a, A> {
-    entry: &'a SlotEntry<A>,
-    func: RefMut<'a, SlotFn<A>>,
-}
+/// Dropped only when a slot panics out of an emit (the emit forgets it otherwise, so the
+/// steady path pays nothing): a slot that disconnected itself and then panicked never reached
+/// the drop of its closure after the call, so its closure is dropped here — as it would have
+/// been had it returned — rather than later by `settle`, under the list's mutable borrow that
+/// its captures' destructors could run into.
+struct DropClosuresOnUnwind<'a, A>(&'a SignalInner<A>);
 
-impl<A> Drop for Running<'_, A> {
+impl<A> Drop for DropClosuresOnUnwind<'_, A> {
     fn drop(&mut self) {
-        if self.entry.state.get() & REMOVED != 0 {
-            // The entry is marked removed, so nothing a destructor does reaches this cell again.
-            drop(std::mem::replace(&mut *self.func, noop()));
+        let Ok(slots) = self.0.slots.try_borrow() else {
+            return;
+        };
+        for entry in slots.iter().filter(|e| e.state.get() & REMOVED != 0) {
+            // Busy: still running further up the stack; that frame drops it.
+            if let Ok(mut func) = entry.func.try_borrow_mut() {
+                let finished = std::mem::replace(&mut *func, noop());
+                drop(func);
+                drop(finished);
+            }
         }
     }
 }
