@@ -671,3 +671,24 @@ fn https_request_to_a_peer_sending_garbage_is_a_tls_error() {
         "{error:?}"
     );
 }
+
+#[test]
+fn gzip_body_just_over_the_limit_fails_even_when_it_arrives_in_one_piece() {
+    use flate2::{Compression, write::GzEncoder};
+    // A small compressed body comes out of the decoder in one step; the last of it must still be
+    // counted against the limit (it once slipped through when released only at the end).
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    encoder.write_all(&vec![b'a'; MIB as usize + 100]).unwrap();
+    let body = encoder.finish().unwrap();
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(&body);
+    let server = ScriptServer::start(move |_, _| Reply::BytesThenClose(response.clone()));
+    let mut ev = EventLoop::new().unwrap();
+    let client = client_with_one_mib_bodies();
+    let error = get_error(&mut ev, &client, &server.url("/"));
+    assert_body_limit(&error, "response body");
+}
