@@ -900,3 +900,46 @@ fn bytes_after_a_response_never_become_the_next_requests_response() {
         "the second request got bytes the server sent before it was written"
     );
 }
+
+/// A server that answers before reading the request body (a 413, say) and keeps the connection:
+/// the unsent rest of that body must not go out ahead of the next request on the same connection
+/// (the server would take it for the next request; here it never reads it, so the next request
+/// would never be answered).
+#[test]
+fn a_connection_still_sending_its_request_body_is_not_reused() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                if support::read_request_head(&mut reader).is_none() {
+                    return;
+                }
+                let reply = if n == 0 {
+                    b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n".to_vec()
+                } else {
+                    ok_response("second", "")
+                };
+                let _ = stream.write_all(&reply);
+                // Keeps the connection open without reading another byte.
+                std::thread::sleep(Duration::from_secs(15));
+            });
+        }
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = client_with_one_connection_per_host();
+    // Far more than the kernel buffers take: most of it is still queued when the 413 arrives.
+    let upload = HttpRequest::post(&format!("http://{addr}/upload"), vec![b'x'; 64 << 20]).unwrap();
+    let first = send(&client, upload);
+    let second = send(
+        &client,
+        HttpRequest::get(&format!("http://{addr}/next")).unwrap(),
+    );
+    assert_eq!(wait(&mut ev, &first).unwrap().status(), 413);
+    let second = wait_at_most(&mut ev, &second, Duration::from_secs(5))
+        .expect("the next request is answered on a connection of its own");
+    assert_eq!(second.text(), "second");
+}

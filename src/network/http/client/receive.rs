@@ -412,6 +412,14 @@ impl HttpClient {
         // after it in the same slice (`feed_body`).
         let reusable =
             state.reusable && (state.conn.is_none() || state.conn != inner.read_continues);
+        // A response that came before its request was all sent (a 413, say): the rest would still
+        // go out ahead of the next request, which the server may take for its start (or never
+        // read), and be counted in the next request's upload progress.
+        let unsent = state
+            .conn
+            .and_then(|c| inner.conns.get(&c))
+            .is_some_and(|c| c.socket.bytes_to_write() > 0);
+        let reusable = reusable && !unsent;
         self.release_conn(inner, &mut state, reusable, actions);
         if let Some(next) = state.redirect_next.take() {
             log::debug!("request {id}: redirect to {}", next.url());
