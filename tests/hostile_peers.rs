@@ -671,3 +671,70 @@ fn https_request_to_a_peer_sending_garbage_is_a_tls_error() {
         "{error:?}"
     );
 }
+
+#[test]
+fn gzip_body_just_over_the_limit_fails_even_when_it_arrives_in_one_piece() {
+    use flate2::{Compression, write::GzEncoder};
+    // A small compressed body comes out of the decoder in one step; the last of it must still be
+    // counted against the limit (it once slipped through when released only at the end).
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::best());
+    encoder.write_all(&vec![b'a'; MIB as usize + 100]).unwrap();
+    let body = encoder.finish().unwrap();
+    let mut response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+        body.len()
+    )
+    .into_bytes();
+    response.extend_from_slice(&body);
+    let server = ScriptServer::start(move |_, _| Reply::BytesThenClose(response.clone()));
+    let mut ev = EventLoop::new().unwrap();
+    let client = client_with_one_mib_bodies();
+    let error = get_error(&mut ev, &client, &server.url("/"));
+    assert_body_limit(&error, "response body");
+}
+
+/// The response-head deadline runs from the request write: a TLS handshake that takes longer
+/// than the read timeout (its own limit is the connect timeout) does not use it up.
+#[test]
+fn a_slow_tls_handshake_does_not_count_against_the_head_deadline() {
+    let pki = test_pki();
+    let config = kdnet::network::TlsServerConfig::from_pem(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                // Accepted at once; the handshake starts 1.5 s later.
+                std::thread::sleep(Duration::from_millis(1500));
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                if read_request_head(&mut BufReader::new(&mut tls)).is_none() {
+                    return;
+                }
+                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                let _ = tls.flush();
+                std::thread::sleep(Duration::from_secs(2));
+            });
+        }
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| {
+        s.add_ca_certificate(pki.ca_pem.as_bytes());
+        s.set_read_timeout(Duration::from_secs(1));
+    });
+    let response = fetch(
+        &mut ev,
+        &client,
+        HttpRequest::get(&format!("https://127.0.0.1:{port}/")).unwrap(),
+        Duration::from_secs(10),
+    )
+    .expect("answered at once after the handshake");
+    assert_eq!(response.text(), "ok");
+}

@@ -476,6 +476,62 @@ fn streaming_delivers_body_pieces_as_they_arrive() {
     assert_eq!(*pieces.borrow(), ["head 200", "first", "second"]);
 }
 
+/// A gzip body flushed by the server reaches a streaming callback at once, not when the next
+/// compressed bytes arrive (the decoder used to keep its last output until then).
+#[test]
+fn streaming_gzip_body_is_delivered_when_its_flushed_piece_arrives() {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let mut gz = GzEncoder::new(Vec::new(), Compression::default());
+    gz.write_all(b"first").unwrap();
+    gz.flush().unwrap();
+    let first = std::mem::take(gz.get_mut());
+    gz.write_all(b" second").unwrap();
+    let rest = gz.finish().unwrap();
+    let chunk = |data: &[u8]| {
+        let mut c = format!("{:x}\r\n", data.len()).into_bytes();
+        c.extend_from_slice(data);
+        c.extend_from_slice(b"\r\n");
+        c
+    };
+    let mut head =
+        b"HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+    head.extend_from_slice(&chunk(&first));
+    let mut tail = chunk(&rest);
+    tail.extend_from_slice(b"0\r\n\r\n");
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(move |_, _| {
+        Reply::Pieces(vec![head.clone(), tail.clone()], Duration::from_secs(3))
+    });
+    let client = HttpClient::new().unwrap();
+    let data = Rc::new(RefCell::new(Vec::<u8>::new()));
+    let done = Rc::new(Cell::new(false));
+    let (d, f) = (data.clone(), done.clone());
+    client.send_streaming(
+        HttpRequest::get(&server.url("/")).unwrap(),
+        move |ev| {
+            if let StreamEvent::Data(b) = ev {
+                d.borrow_mut().extend_from_slice(b);
+            }
+        },
+        move |r| {
+            r.unwrap();
+            f.set(true);
+        },
+    );
+    // The second piece comes 3 s after the first.
+    assert!(
+        run_until(&mut ev, Duration::from_millis(1500), || data
+            .borrow()
+            .as_slice()
+            == b"first"),
+        "got {:?} before the next piece",
+        String::from_utf8_lossy(&data.borrow())
+    );
+    assert!(run_until(&mut ev, Duration::from_secs(10), || done.get()));
+    assert_eq!(data.borrow().as_slice(), b"first second");
+}
+
 #[test]
 fn malformed_and_hostile_heads_are_typed_errors() {
     let mut ev = EventLoop::new().unwrap();
@@ -843,4 +899,47 @@ fn bytes_after_a_response_never_become_the_next_requests_response() {
         "real-b",
         "the second request got bytes the server sent before it was written"
     );
+}
+
+/// A server that answers before reading the request body (a 413, say) and keeps the connection:
+/// the unsent rest of that body must not go out ahead of the next request on the same connection
+/// (the server would take it for the next request; here it never reads it, so the next request
+/// would never be answered).
+#[test]
+fn a_connection_still_sending_its_request_body_is_not_reused() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for (n, stream) in listener.incoming().enumerate() {
+            let Ok(mut stream) = stream else { continue };
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+                if support::read_request_head(&mut reader).is_none() {
+                    return;
+                }
+                let reply = if n == 0 {
+                    b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 0\r\n\r\n".to_vec()
+                } else {
+                    ok_response("second", "")
+                };
+                let _ = stream.write_all(&reply);
+                // Keeps the connection open without reading another byte.
+                std::thread::sleep(Duration::from_secs(15));
+            });
+        }
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = client_with_one_connection_per_host();
+    // Far more than the kernel buffers take: most of it is still queued when the 413 arrives.
+    let upload = HttpRequest::post(&format!("http://{addr}/upload"), vec![b'x'; 64 << 20]).unwrap();
+    let first = send(&client, upload);
+    let second = send(
+        &client,
+        HttpRequest::get(&format!("http://{addr}/next")).unwrap(),
+    );
+    assert_eq!(wait(&mut ev, &first).unwrap().status(), 413);
+    let second = wait_at_most(&mut ev, &second, Duration::from_secs(5))
+        .expect("the next request is answered on a connection of its own");
+    assert_eq!(second.text(), "second");
 }

@@ -847,8 +847,8 @@ fn decoded_output_is_handed_on_in_bounded_pieces() {
     })
     .expect("supported coding")
     .unwrap();
-    // One 32 KiB decoder buffer per step.
-    assert!(largest <= 32 * 1024, "largest piece {largest}");
+    // A step's 32 KiB decoder buffer plus what its flush drains from the 32 KiB window.
+    assert!(largest <= 96 * 1024, "largest piece {largest}");
 }
 
 #[cfg(feature = "brotli")]

@@ -1,9 +1,9 @@
 //! Transparent `Content-Encoding` decoding: gzip, deflate, identity (and brotli with the
 //! `brotli` feature), streaming, bytes in and decoded pieces out.
 //!
-//! Output is produced in pieces of at most one internal buffer (32 KiB) per step and handed to
-//! the callback at once, so a small compressed input never turns into one huge allocation; the
-//! total size (decompression bombs) is for the caller to bound.
+//! Output is produced in pieces of about two internal buffers (2 × 32 KiB) at most per step and
+//! handed to the callback at once, so a small compressed input never turns into one huge
+//! allocation; the total size (decompression bombs) is for the caller to bound.
 
 use std::fmt;
 use std::io::{self, Write};
@@ -241,8 +241,9 @@ impl WriteDecoder for DeflateDecoder<Vec<u8>> {
     }
 }
 
-/// Feeds `input` through `decoder` one step at a time (each step yields at most one internal
-/// buffer of output), handing the output on after every step so it never accumulates.
+/// Feeds `input` through `decoder` one step at a time (each step and its flush yield a couple of
+/// internal buffers of output at most), handing the output on after every step so it never
+/// accumulates.
 fn pump(
     decoder: &mut impl WriteDecoder,
     mut input: &[u8],
@@ -250,6 +251,10 @@ fn pump(
 ) -> Result<(), HttpError> {
     while !input.is_empty() {
         let used = decoder.write(input).map_err(corrupt);
+        // flate2 keeps a step's output in its own buffer until the next write; flushed, it
+        // reaches the caller now (a streamed or SSE body is not held back until more bytes come,
+        // and the body limit sees every byte before the end).
+        let used = used.and_then(|used| decoder.flush().map(|()| used).map_err(corrupt));
         hand_on(decoder.output(), out);
         match used? {
             // The compressed stream has ended and the rest cannot start a new one.

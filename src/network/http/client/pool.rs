@@ -12,7 +12,7 @@ use super::{ClientInner, HttpClient};
 use crate::foundation::{LoopError, TimerKey};
 use crate::network::error::{SocketError, TlsFailure};
 use crate::network::http::HttpError;
-use crate::network::tcp::{DataSink, SocketState, TcpSocket};
+use crate::network::tcp::{DataSink, SocketState, TcpSocket, TlsObserver};
 use crate::network::tls::TlsClientConfig;
 
 /// One pool's (scheme, host, port). Shared through an `Rc` by the pool map, its connections
@@ -91,9 +91,14 @@ impl HttpClient {
         let sink = Rc::new(ConnSink {
             client: self.self_weak.clone(),
             conn: conn_id,
+            tls: host.https,
         });
         let weak_sink: Weak<dyn DataSink> = Rc::downgrade(&sink) as Weak<dyn DataSink>;
         socket.set_data_sink(Some(weak_sink));
+        if host.https {
+            let observer: Weak<dyn TlsObserver> = Rc::downgrade(&sink) as Weak<dyn TlsObserver>;
+            socket.set_tls_observer(observer);
+        }
         socket.connect_to_host(&host.host, host.port)?;
         inner.conns.insert(
             conn_id,
@@ -156,7 +161,30 @@ impl HttpClient {
         if let Err(e) = self.write_request(inner, conn_id, id, connecting) {
             return self.fail(inner, id, e, true, actions);
         }
-        self.arm_idle_timer(inner, id);
+        // The head deadline runs from the request write: on a connection still on its way up it
+        // starts once connected (after the TLS handshake for https, see `ConnSink`), so a slow
+        // connect does not eat into it (that has its own timeout).
+        if connecting {
+            self.disarm_idle_timer(inner, id);
+        } else {
+            self.arm_idle_timer(inner, id);
+        }
+    }
+
+    /// Connection `conn_id` can carry its request now (connected, and past the TLS handshake):
+    /// the request's head deadline starts.
+    fn on_conn_ready(&self, conn_id: u64) {
+        let mut inner = self.inner.borrow_mut();
+        let Some(id) = inner.conns.get(&conn_id).and_then(|c| c.request) else {
+            return;
+        };
+        if inner
+            .requests
+            .get(&id)
+            .is_some_and(|s| s.phase == Phase::RecvHead && s.idle.is_none())
+        {
+            self.arm_idle_timer(&mut inner, id);
+        }
     }
 
     /// Frees the request's connection: back to the pool (or to the next queued request) when
@@ -363,6 +391,8 @@ struct ConnEnd {
 struct ConnSink {
     client: Weak<HttpClient>,
     conn: u64,
+    /// An https connection: ready for its request only after the TLS handshake.
+    tls: bool,
 }
 
 impl DataSink for ConnSink {
@@ -381,6 +411,9 @@ impl DataSink for ConnSink {
     fn on_connected(&self) {
         if let Some(client) = self.client.upgrade() {
             client.on_conn_connected(self.conn);
+            if !self.tls {
+                client.on_conn_ready(self.conn);
+            }
         }
     }
 
@@ -397,6 +430,17 @@ impl DataSink for ConnSink {
             }));
         }
     }
+}
+
+impl TlsObserver for ConnSink {
+    fn handshake_completed(&self) {
+        if let Some(client) = self.client.upgrade() {
+            client.on_conn_ready(self.conn);
+        }
+    }
+
+    // The socket closes after a failed handshake; `on_closed` reports it.
+    fn handshake_failed(&self, _error: &SocketError) {}
 }
 
 /// The pool map's shared copy of `key` (added, with an empty pool, if new).

@@ -322,40 +322,28 @@ impl HttpClient {
             }
             None => sink(raw),
         });
-        if let Some(e) = parse_failure {
-            failure = Some(e);
-        }
-        let complete = match progress {
-            Ok(p) => {
-                if p.complete && p.consumed < input.len() {
-                    // Bytes beyond the response (pipelining garbage): never reuse this connection.
-                    state.reusable = false;
-                }
-                p.complete
-            }
+        let (complete, bytes_beyond) = match progress {
+            Ok(p) => (p.complete, p.complete && p.consumed < input.len()),
             Err(e) => {
                 failure = Some(e);
-                false
+                (false, false)
             }
         };
         if complete && failure.is_none() {
-            if let Some(c) = state.content.as_mut() {
-                let mut tail = BytesMut::new();
-                if let Err(e) = c.finish(&mut |p: &[u8]| tail.extend_from_slice(p)) {
+            // What the content decoder releases only at the end goes through the same sink: the
+            // body limit and the SSE event limit apply to it too.
+            if let Some(c) = content.as_mut() {
+                if let Err(e) = c.finish(&mut sink) {
                     failure = Some(e);
-                } else if !tail.is_empty() {
-                    // Rare: the decoder held back output until the end.
-                    if state.sse_mode {
-                        if let Some(parser) = state.sse_parser.as_mut() {
-                            let _ = parser.feed_borrowed(&tail, &mut collected);
-                        }
-                    } else if is_stream {
-                        stream_chunk.extend_from_slice(&tail);
-                    } else {
-                        state.body.extend_from_slice(&tail);
-                    }
                 }
             }
+        }
+        if let Some(e) = parse_failure {
+            failure = Some(e);
+        }
+        if bytes_beyond {
+            // Bytes beyond the response (pipelining garbage): never reuse this connection.
+            state.reusable = false;
         }
         // A rejected SSE response only needs the start of its body for the error message: stop
         // reading there (the body may never end) and give up the connection.
@@ -424,6 +412,14 @@ impl HttpClient {
         // after it in the same slice (`feed_body`).
         let reusable =
             state.reusable && (state.conn.is_none() || state.conn != inner.read_continues);
+        // A response that came before its request was all sent (a 413, say): the rest would still
+        // go out ahead of the next request, which the server may take for its start (or never
+        // read), and be counted in the next request's upload progress.
+        let unsent = state
+            .conn
+            .and_then(|c| inner.conns.get(&c))
+            .is_some_and(|c| c.socket.bytes_to_write() > 0);
+        let reusable = reusable && !unsent;
         self.release_conn(inner, &mut state, reusable, actions);
         if let Some(next) = state.redirect_next.take() {
             log::debug!("request {id}: redirect to {}", next.url());

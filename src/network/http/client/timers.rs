@@ -63,6 +63,16 @@ impl HttpClient {
         self.start_idle_timer(watch, id, timeout, deadline);
     }
 
+    /// Stops the read timeout until [`HttpClient::arm_idle_timer`] starts it again.
+    pub(super) fn disarm_idle_timer(&self, inner: &mut ClientInner, id: u64) {
+        let Some(state) = inner.requests.get_mut(&id) else {
+            return;
+        };
+        if let Some(key) = state.idle.take().and_then(|watch| watch.timer) {
+            self.core.timer_remove(key);
+        }
+    }
+
     fn start_idle_timer(&self, watch: &mut IdleWatch, id: u64, delay: Duration, at: Instant) {
         let weak = self.self_weak.clone();
         watch.fires_at = at;
