@@ -649,6 +649,15 @@ fn lifecycle(sse: &Rc<SseClient>) -> Rc<RefCell<Vec<String>>> {
     log
 }
 
+/// The lifecycle of a client with auto reconnect off whose only connection fails: closed first,
+/// so that the `error` slot sees that no reconnect follows.
+const CLOSED_WITH_AN_ERROR: [&str; 4] = [
+    "state Connecting",
+    "state Closed",
+    "error in Some(Closed)",
+    "disconnected",
+];
+
 /// A client with auto reconnect off (and a 10 ms reconnection time, so that a reconnect would
 /// come at once), further set up by `configure`, run against `server` until it closes, and
 /// 300 ms beyond: the server must have seen exactly one request.
@@ -725,15 +734,7 @@ fn without_auto_reconnect_a_broken_connection_reports_the_error_in_the_closed_st
         !errors[0].is_fatal(),
         "the error itself would allow a reconnect"
     );
-    assert_eq!(
-        *log.borrow(),
-        [
-            "state Connecting",
-            "state Closed",
-            "error in Some(Closed)",
-            "disconnected"
-        ]
-    );
+    assert_eq!(*log.borrow(), CLOSED_WITH_AN_ERROR);
 }
 
 #[test]
@@ -756,15 +757,7 @@ fn without_auto_reconnect_a_throttled_answer_closes_even_with_retry_on_throttle(
         "{:?}",
         rec.errors.borrow()
     );
-    assert_eq!(
-        *log.borrow(),
-        [
-            "state Connecting",
-            "state Closed",
-            "error in Some(Closed)",
-            "disconnected"
-        ]
-    );
+    assert_eq!(*log.borrow(), CLOSED_WITH_AN_ERROR);
 }
 
 /// A refused stream fails for good ("any other status … fails for good: error with the status,
