@@ -435,3 +435,25 @@ fn bytes_after_close_notify_in_the_same_read_do_not_hang_the_loop() {
     assert!(done, "the connection never ended");
     assert_eq!(data, b"bye");
 }
+
+#[test]
+fn a_refused_second_connect_does_not_change_the_name_the_first_verifies() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, _peers, _) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, true);
+    let port = server.server_port().unwrap();
+    let client = client_trusting_test_ca();
+    let completed = Rc::new(Cell::new(false));
+    let c = completed.clone();
+    client
+        .handshake_completed
+        .connect(move |_| c.set(true))
+        .release();
+    let error = latest(&client.error_occurred);
+    client.connect_to_host("localhost", port).unwrap();
+    assert!(client.connect_to_host("wrong.example", port).is_err());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || completed
+        .get()
+        || error.borrow().is_some()));
+    assert!(completed.get(), "{:?}", error.borrow());
+}
