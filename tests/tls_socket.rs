@@ -383,3 +383,77 @@ fn a_tls_session_that_cannot_start_never_announces_the_connection_nor_sends_in_p
         "bytes reached the peer unencrypted"
     );
 }
+
+#[test]
+fn bytes_after_close_notify_in_the_same_read_do_not_hang_the_loop() {
+    // rustls takes ciphertext 4 KiB at a time and refuses more after close_notify; the rest of
+    // the kernel read must be dropped, not offered again and again.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pki = test_pki();
+    let config = TlsServerConfig::from_pem(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut conn = rustls::ServerConnection::new(config).unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp).unwrap();
+        }
+        conn.writer().write_all(b"bye").unwrap();
+        conn.send_close_notify();
+        let mut wire = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut wire).unwrap();
+        }
+        wire.extend_from_slice(&[0x17; 16 * 1024]);
+        tcp.write_all(&wire).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut ev = EventLoop::new().unwrap();
+        let client = client_trusting_test_ca();
+        let ended = Rc::new(Cell::new(false));
+        let e = ended.clone();
+        client.disconnected.connect(move |_| e.set(true)).release();
+        let e = ended.clone();
+        client
+            .error_occurred
+            .connect(move |_| e.set(true))
+            .release();
+        client.connect_to_host("localhost", port).unwrap();
+        let done = run_until(&mut ev, Duration::from_secs(10), || ended.get());
+        let _ = tx.send((done, client.read_all().to_vec()));
+    });
+    let (done, data) = rx
+        .recv_timeout(Duration::from_secs(15))
+        .expect("the event loop hung on bytes after close_notify");
+    assert!(done, "the connection never ended");
+    assert_eq!(data, b"bye");
+}
+
+#[test]
+fn a_refused_second_connect_does_not_change_the_name_the_first_verifies() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, _peers, _) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, true);
+    let port = server.server_port().unwrap();
+    let client = client_trusting_test_ca();
+    let completed = Rc::new(Cell::new(false));
+    let c = completed.clone();
+    client
+        .handshake_completed
+        .connect(move |_| c.set(true))
+        .release();
+    let error = latest(&client.error_occurred);
+    client.connect_to_host("localhost", port).unwrap();
+    assert!(client.connect_to_host("wrong.example", port).is_err());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || completed
+        .get()
+        || error.borrow().is_some()));
+    assert!(completed.get(), "{:?}", error.borrow());
+}

@@ -6,18 +6,22 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::time::Duration;
 
 use mio::Interest;
 use mio::net::TcpListener;
 
 use super::TcpSocket;
 use crate::bindings::Signal;
-use crate::foundation::{LoopCore, LoopError, Readiness, ReadyHandler, SourceKey};
+use crate::foundation::{LoopCore, LoopError, Readiness, ReadyHandler, SourceKey, TimerKey};
 use crate::network::error::{SocketError, SocketOperation};
 use crate::network::tls::session::TlsSession;
 
 /// Connections accepted per readiness event before yielding to other sources.
 const ACCEPT_BUDGET_PER_TURN: usize = 256;
+/// Pause after an accept error such as EMFILE before trying again: the pending connection stays
+/// readable, so retrying at once would spin the loop at 100% CPU.
+const ACCEPT_RETRY_DELAY: Duration = Duration::from_millis(100);
 /// Default listen backlog (KDNetwork's).
 pub const DEFAULT_BACKLOG: i32 = 128;
 
@@ -56,6 +60,8 @@ struct ServerInner {
     address: Option<SocketAddr>,
     tls: Option<Arc<rustls::ServerConfig>>,
     backlog: i32,
+    /// Set while accepting is paused after an accept error.
+    retry: Option<TimerKey>,
 }
 
 impl TcpServer {
@@ -74,6 +80,7 @@ impl TcpServer {
                 address: None,
                 tls: None,
                 backlog: DEFAULT_BACKLOG,
+                retry: None,
             }),
             self_weak: weak.clone(),
         }))
@@ -134,6 +141,9 @@ impl TcpServer {
             let inner = &mut *inner;
             if let (Some(listener), Some(key)) = (inner.listener.as_mut(), inner.key.take()) {
                 self.core.deregister(listener, key);
+            }
+            if let Some(retry) = inner.retry.take() {
+                self.core.timer_remove(retry);
             }
             inner.listener.take().is_some()
         };
@@ -199,14 +209,23 @@ impl TcpServer {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => {
-                    // E.g. out of descriptors: report, and try again next turn.
+                    // E.g. out of descriptors: report, and try again after a pause (the next
+                    // readiness events are ignored until then).
+                    let weak = self.self_weak.clone();
+                    let retry = self.core.call_after(ACCEPT_RETRY_DELAY, move || {
+                        if let Some(server) = weak.upgrade() {
+                            server.inner.borrow_mut().retry = None;
+                            server.accept_pending();
+                        }
+                    });
+                    self.inner.borrow_mut().retry = Some(retry);
                     self.error_occurred
                         .emit(&SocketError::io(SocketOperation::Accept, e));
-                    break;
+                    return;
                 }
             }
         }
-        // Budget used up (or a transient error): re-arm so the rest is accepted next turn.
+        // Budget used up: re-arm so the rest is accepted next turn.
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
         if let (Some(listener), Some(key)) = (inner.listener.as_mut(), inner.key) {
@@ -237,7 +256,9 @@ fn bind_listener(addr: SocketAddr, backlog: i32) -> Result<TcpListener, SocketEr
 
 impl ReadyHandler for TcpServer {
     fn on_ready(&self, _readiness: Readiness) {
-        self.accept_pending();
+        if self.inner.borrow().retry.is_none() {
+            self.accept_pending();
+        }
     }
 }
 
@@ -246,6 +267,9 @@ impl Drop for TcpServer {
         let inner = self.inner.get_mut();
         if let (Some(listener), Some(key)) = (inner.listener.as_mut(), inner.key.take()) {
             self.core.deregister(listener, key);
+        }
+        if let Some(retry) = inner.retry.take() {
+            self.core.timer_remove(retry);
         }
     }
 }

@@ -98,9 +98,15 @@ impl TlsSession {
         let was_handshaking = self.conn.is_handshaking();
         let mut result = Received::default();
         while !ciphertext.is_empty() {
-            self.conn
+            let taken = self
+                .conn
                 .read_tls(&mut ciphertext)
                 .map_err(|e| SocketError::Tls(TlsFailure::PeerMisbehaved(e.to_string())))?;
+            if taken == 0 {
+                // rustls takes nothing after close_notify: what follows it means nothing, and
+                // offering it again would spin forever.
+                break;
+            }
             let state = self
                 .conn
                 .process_new_packets()

@@ -11,7 +11,7 @@ use super::config::TlsClientConfig;
 use crate::bindings::Signal;
 use crate::foundation::LoopError;
 use crate::network::error::SocketError;
-use crate::network::tcp::{TcpSocket, TlsObserver};
+use crate::network::tcp::{SocketState, TcpSocket, TlsObserver};
 
 /// A TLS client socket: everything a [`TcpSocket`] does (it derefs to one), encrypted.
 ///
@@ -138,6 +138,13 @@ impl SslSocket {
     }
 
     fn prepare_tls(&self, host: &str) -> Result<(), SocketError> {
+        // Checked here, before the TLS settings are replaced: a connect that is refused must not
+        // change the name (or trust) the connection already under way verifies against.
+        if self.socket.state() != SocketState::Unconnected {
+            return Err(SocketError::InvalidState(
+                "socket is already connected or connecting",
+            ));
+        }
         let config = self.config.borrow().build()?;
         let name = self
             .peer_verify_name
