@@ -207,7 +207,13 @@ impl TcpServer {
                     }
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                // A peer that connected and reset before it was accepted (some systems report
+                // it here): nothing to hand over and nothing wrong with the listener.
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::Interrupted | io::ErrorKind::ConnectionAborted
+                    ) => {}
                 Err(e) => {
                     // E.g. out of descriptors: report, and try again after a pause (the next
                     // readiness events are ignored until then).
