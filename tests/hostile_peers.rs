@@ -738,3 +738,40 @@ fn a_slow_tls_handshake_does_not_count_against_the_head_deadline() {
     .expect("answered at once after the handshake");
     assert_eq!(response.text(), "ok");
 }
+
+/// A server sending interim (1xx) heads forever: each is skipped and its bytes let go, so memory
+/// stays bounded however many arrive, and they do not stretch the head deadline (the read timeout
+/// while waiting for the final head).
+#[test]
+fn endless_interim_heads_keep_memory_bounded() {
+    const CAP: u64 = 1024 * MIB;
+    let state = Arc::new(Flood::default());
+    let s = state.clone();
+    let (addr, _) = raw_server(move |stream, _| {
+        // 64 bytes per head, so the flood's 64 KiB blocks hold whole heads.
+        let mut unit = b"HTTP/1.1 100 Continue\r\nX: ".to_vec();
+        unit.extend(std::iter::repeat_n(b'a', 34));
+        unit.extend_from_slice(b"\r\n\r\n");
+        assert_eq!(unit.len(), 64);
+        flood(stream, b"", &unit, CAP, &s)
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let before = rss_bytes();
+    client.update_session(|s| s.set_read_timeout(Duration::from_secs(3)));
+    let request = HttpRequest::get(&format!("http://{addr}/")).unwrap();
+    let error = fetch(&mut ev, &client, request, Duration::from_secs(20)).unwrap_err();
+    assert!(
+        matches!(error, HttpError::Timeout(TimeoutPhase::ResponseHead)),
+        "{error}"
+    );
+    // Tens of MiB of heads at least, even in a debug build.
+    assert!(state.written.load(Ordering::SeqCst) > 16 * MIB);
+    if let (Some(before), Some(after)) = (before, rss_bytes()) {
+        assert!(
+            after.saturating_sub(before) < 32 * MIB,
+            "RSS grew by {} bytes",
+            after.saturating_sub(before)
+        );
+    }
+}

@@ -943,3 +943,50 @@ fn a_connection_still_sending_its_request_body_is_not_reused() {
         .expect("the next request is answered on a connection of its own");
     assert_eq!(second.text(), "second");
 }
+
+/// A redirect hop that has to wait for its host's only connection (another request got it
+/// first) is not timed out by the read timeout while it waits: the head deadline runs from the
+/// request write.
+#[test]
+fn a_redirect_hop_waiting_for_a_busy_connection_is_not_timed_out_while_queued() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /from ") {
+            Reply::Bytes(
+                b"HTTP/1.1 302 Found\r\nLocation: /to\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            )
+        } else if req.line.starts_with("GET /slow ") {
+            // The head at once, then the body in pieces, each well inside the read timeout,
+            // for far longer than it.
+            let mut pieces = vec![b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n".to_vec()];
+            pieces.extend((0..8).map(|_| b"x".to_vec()));
+            Reply::Pieces(pieces, Duration::from_millis(150))
+        } else {
+            Reply::Bytes(ok_response("arrived", ""))
+        }
+    });
+    let client = client_with_one_connection_per_host();
+    client.update_session(|s| s.set_read_timeout(Duration::from_millis(400)));
+    let redirected = send(&client, HttpRequest::get(&server.url("/from")).unwrap());
+    // Queued behind /from; gets the connection before /from's second hop does.
+    let slow = send(&client, HttpRequest::get(&server.url("/slow")).unwrap());
+    assert_eq!(
+        wait_at_most(&mut ev, &slow, Duration::from_secs(5))
+            .unwrap()
+            .text(),
+        "xxxxxxxx"
+    );
+    let redirected = wait_at_most(&mut ev, &redirected, Duration::from_secs(5))
+        .expect("the second hop is answered once it has a connection");
+    assert_eq!(redirected.text(), "arrived");
+    let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /from HTTP/1.1",
+            "GET /slow HTTP/1.1",
+            "GET /to HTTP/1.1"
+        ],
+        "the second hop did not wait for /slow"
+    );
+}

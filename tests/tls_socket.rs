@@ -457,3 +457,73 @@ fn a_refused_second_connect_does_not_change_the_name_the_first_verifies() {
         || error.borrow().is_some()));
     assert!(completed.get(), "{:?}", error.borrow());
 }
+
+/// A pooled https connection made under one session's TLS settings is not reused once they
+/// change: turning certificate verification back on must verify the next request's server.
+#[test]
+fn an_https_connection_is_not_reused_after_the_tls_settings_change() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let server = TcpServer::new().unwrap();
+    server.set_tls_config(
+        TlsServerConfig::from_pem(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+        )
+        .unwrap(),
+    );
+    server.listen("127.0.0.1", 0).unwrap();
+    let peers: Peers = Rc::default();
+    let keep = peers.clone();
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| {
+            let weak = Rc::downgrade(peer);
+            let request = Rc::new(RefCell::new(Vec::new()));
+            peer.ready_read
+                .connect(move |_| {
+                    let s = weak.upgrade().unwrap();
+                    request.borrow_mut().extend_from_slice(&s.read_all());
+                    if request.borrow().windows(4).any(|w| w == b"\r\n\r\n") {
+                        request.borrow_mut().clear();
+                        s.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+                            .unwrap();
+                    }
+                })
+                .release();
+            keep.borrow_mut().push(peer.clone());
+        })
+        .release();
+    let url = format!("https://localhost:{}/", server.server_port().unwrap());
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.dangerous_disable_certificate_verification());
+    let fetch = |ev: &mut EventLoop| {
+        let out = Rc::new(RefCell::new(None));
+        let o = out.clone();
+        client.send(HttpRequest::get(&url).unwrap(), move |r| {
+            *o.borrow_mut() = Some(r)
+        });
+        assert!(run_until(ev, Duration::from_secs(10), || out
+            .borrow()
+            .is_some()));
+        out.borrow_mut().take().unwrap()
+    };
+    assert_eq!(fetch(&mut ev).unwrap().text(), "ok");
+    assert_eq!(client.open_connections(), 1);
+    // The test CA is not trusted: with verification on, this server must be refused.
+    client.update_session(|s| s.enable_certificate_verification());
+    let err = fetch(&mut ev).expect_err("an unverified connection was reused");
+    assert!(err.to_string().contains("unknown issuer"), "{err}");
+    // Trusting the CA: a new, verified connection; unrelated session changes keep it.
+    client.update_session(|s| {
+        s.add_ca_certificate(pki.ca_pem.as_bytes().to_vec());
+    });
+    assert_eq!(fetch(&mut ev).unwrap().text(), "ok");
+    client.update_session(|s| s.set_user_agent("changed"));
+    assert_eq!(fetch(&mut ev).unwrap().text(), "ok");
+    assert_eq!(
+        peers.borrow().len(),
+        3,
+        "a user-agent change dropped the pool"
+    );
+}

@@ -188,8 +188,16 @@ impl HttpClient {
     /// Replaces the session settings (for requests sent afterwards).
     pub fn set_session(&self, session: HttpSession) {
         let mut inner = self.inner.borrow_mut();
+        // New TLS settings need a new config; https connections made with the old one are then
+        // not reused (see `Conn::tls`): trust or identity changes apply to the next request.
+        let old = &inner.session;
+        if old.extra_ca_certificates() != session.extra_ca_certificates()
+            || old.client_certificate() != session.client_certificate()
+            || old.verifies_certificates() != session.verifies_certificates()
+        {
+            inner.tls = None;
+        }
         inner.session = session;
-        inner.tls = None;
     }
 
     /// Changes the session settings in place.

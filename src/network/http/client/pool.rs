@@ -30,7 +30,18 @@ pub(super) struct Conn {
     pub(super) request: Option<u64>,
     served: u32,
     pub(super) idle_timer: Option<TimerKey>,
+    /// The TLS settings an https connection was made with: it is reused only while they are
+    /// the client's (a session change may have dropped a trusted CA or the verification).
+    tls: Option<Arc<rustls::ClientConfig>>,
     _sink: Rc<ConnSink>,
+}
+
+impl Conn {
+    fn tls_current(&self, current: Option<&Arc<rustls::ClientConfig>>) -> bool {
+        self.tls
+            .as_ref()
+            .is_none_or(|mine| current.is_some_and(|c| Arc::ptr_eq(mine, c)))
+    }
 }
 
 #[derive(Default)]
@@ -50,9 +61,21 @@ impl HttpClient {
         // Most recently used idle connection first (warmest); skip ones the server already closed
         // (their close notice may still be queued).
         while let Some(conn_id) = inner.hosts.get_mut(&host).and_then(|h| h.idle.pop()) {
-            match inner.conns.get(&conn_id).map(|c| c.socket.state()) {
-                Some(SocketState::Connected) => {
+            let current = inner.tls.as_ref();
+            match inner
+                .conns
+                .get(&conn_id)
+                .map(|c| (c.socket.state(), c.tls_current(current)))
+            {
+                Some((SocketState::Connected, true)) => {
                     return self.assign(inner, conn_id, id, actions);
+                }
+                Some((SocketState::Connected, false)) => {
+                    // Made with TLS settings since replaced: closed, its slot used below.
+                    if let Some(conn) = inner.conns.get(&conn_id) {
+                        actions.push(Action::Close(Rc::clone(&conn.socket)));
+                    }
+                    self.forget_conn(inner, conn_id);
                 }
                 Some(_) => self.forget_conn(inner, conn_id),
                 None => {}
@@ -81,10 +104,12 @@ impl HttpClient {
         })?;
         let connect_timeout = inner.session.connect_timeout();
         socket.set_connect_timeout(Some(connect_timeout));
+        let mut tls = None;
         if host.https {
             let config = self.tls_config(inner)?;
-            socket.enable_client_tls(config, &host.host);
+            socket.enable_client_tls(Arc::clone(&config), &host.host);
             socket.set_handshake_timeout(Some(connect_timeout));
+            tls = Some(config);
         }
         let conn_id = inner.next_id;
         inner.next_id += 1;
@@ -108,6 +133,7 @@ impl HttpClient {
                 request: None,
                 served: 0,
                 idle_timer: None,
+                tls,
                 _sink: sink,
             }),
         );
@@ -199,7 +225,13 @@ impl HttpClient {
         let Some(conn_id) = state.conn.take() else {
             return;
         };
-        if !reusable {
+        let current = inner.tls.as_ref();
+        if !reusable
+            || inner
+                .conns
+                .get(&conn_id)
+                .is_some_and(|c| !c.tls_current(current))
+        {
             return self.drop_conn(inner, conn_id, actions);
         }
         let Some(conn) = inner.conns.get_mut(&conn_id) else {

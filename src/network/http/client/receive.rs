@@ -414,11 +414,12 @@ impl HttpClient {
             state.reusable && (state.conn.is_none() || state.conn != inner.read_continues);
         // A response that came before its request was all sent (a 413, say): the rest would still
         // go out ahead of the next request, which the server may take for its start (or never
-        // read), and be counted in the next request's upload progress.
+        // read), and be counted in the next request's upload progress. Over https the rest may
+        // sit in the TLS session after the socket's queue is empty: that counts too.
         let unsent = state
             .conn
             .and_then(|c| inner.conns.get(&c))
-            .is_some_and(|c| c.socket.bytes_to_write() > 0);
+            .is_some_and(|c| c.socket.has_unsent_output());
         let reusable = reusable && !unsent;
         self.release_conn(inner, &mut state, reusable, actions);
         if let Some(next) = state.redirect_next.take() {

@@ -381,9 +381,18 @@ impl TcpSocket {
         Ok(data.len())
     }
 
-    /// Bytes queued but not yet handed to the kernel.
+    /// Bytes queued but not yet handed to the kernel (over TLS: not yet handed to the session,
+    /// which may hold up to 64 KiB of encrypted records more).
     pub fn bytes_to_write(&self) -> usize {
         self.inner.borrow().write_buf.len()
+    }
+
+    /// Whether any of the bytes written so far still waits to reach the kernel: in the queue
+    /// [`TcpSocket::bytes_to_write`] counts, or as TLS records inside the session (which take up
+    /// to 64 KiB more once that queue is empty).
+    pub(crate) fn has_unsent_output(&self) -> bool {
+        let inner = self.inner.borrow();
+        !inner.write_buf.is_empty() || inner.tls.as_ref().is_some_and(|t| t.session.wants_write())
     }
 
     /// Closes gracefully: pending writes (and TLS close_notify) are flushed first, then the
