@@ -643,3 +643,23 @@ fn a_periodic_timer_stopped_by_a_timer_due_in_the_same_turn_stays_stopped() {
         periodic.running.get()
     );
 }
+
+/// A timer callback that panics out of the loop does not take the other timers due in the same
+/// turn with it: run on, the loop fires them (they do not stay armed without ever firing).
+#[test]
+fn timers_due_with_one_that_panicked_still_fire_when_the_loop_runs_on() {
+    let mut ev = EventLoop::new().unwrap();
+    let fired = Rc::new(Cell::new(false));
+    let f = fired.clone();
+    Timer::set_timeout(Duration::from_millis(1), || panic!("deliberate")).unwrap();
+    let later = Timer::set_timeout(Duration::from_millis(20), move || f.set(true)).unwrap();
+    std::thread::sleep(Duration::from_millis(60));
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        spin_for(&mut ev, Duration::from_millis(50))
+    }));
+    assert!(result.is_err(), "the callback's panic reaches the caller");
+    assert!(!fired.get());
+    spin_for(&mut ev, Duration::from_millis(100));
+    assert!(fired.get(), "the other due timer never fired");
+    assert!(!Timer::is_timer_active(later));
+}

@@ -45,6 +45,29 @@ pub(crate) struct LoopCore {
     fd_watches: FdWatchTable,
 }
 
+/// The timers of one firing batch not claimed yet. Dropped with some left only when a handler
+/// panicked out of the batch: those go back on the heap (see `TimerQueue::restore`) so that they
+/// fire later, should the loop run on.
+struct UnclaimedTimers<'a> {
+    core: &'a LoopCore,
+    due: Vec<(TimerKey, u64)>,
+    next: usize,
+}
+
+impl Drop for UnclaimedTimers<'_> {
+    fn drop(&mut self) {
+        let rest = self.due.get(self.next..).unwrap_or_default();
+        if rest.is_empty() {
+            return;
+        }
+        if let Ok(mut timers) = self.core.timers.try_borrow_mut() {
+            for &(key, seq) in rest {
+                timers.restore(key, seq);
+            }
+        }
+    }
+}
+
 impl LoopCore {
     /// The loop of the calling thread.
     pub(crate) fn current() -> Result<Rc<LoopCore>, LoopError> {
@@ -288,8 +311,14 @@ impl LoopCore {
         self.timers
             .borrow_mut()
             .take_expired(Instant::now(), &mut due);
+        let mut batch = UnclaimedTimers {
+            core: self,
+            due,
+            next: 0,
+        };
         let mut n = 0;
-        for (key, seq) in due.drain(..) {
+        while let Some(&(key, seq)) = batch.due.get(batch.next) {
+            batch.next += 1;
             // Claimed one at a time: an earlier handler of this batch may have cancelled, stopped,
             // dropped or re-armed this timer, and then it must not fire now.
             let handler = self.timers.borrow_mut().claim(key, seq);
@@ -298,6 +327,8 @@ impl LoopCore {
                 n += 1;
             }
         }
+        let mut due = std::mem::take(&mut batch.due);
+        due.clear();
         *self.timer_scratch.borrow_mut() = due;
         n
     }

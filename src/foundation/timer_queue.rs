@@ -225,6 +225,25 @@ impl TimerQueue {
         handler
     }
 
+    /// Puts a timer taken by [`take_expired`](Self::take_expired) but never claimed (a handler
+    /// earlier in the batch panicked) back on the heap: it fires later, instead of staying armed
+    /// without a heap item, never to fire.
+    pub(crate) fn restore(&mut self, key: TimerKey, seq: u64) {
+        let Some(slot) = self.slot_mut(key) else {
+            return;
+        };
+        if slot.armed_seq != Some(seq) {
+            return;
+        }
+        if let Some(deadline) = slot.deadline {
+            self.heap.push(Reverse(HeapItem {
+                deadline,
+                seq,
+                index: key.index,
+            }));
+        }
+    }
+
     pub(crate) fn len(&self) -> usize {
         self.slots.len()
     }
