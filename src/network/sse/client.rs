@@ -111,7 +111,8 @@ struct Inner {
     /// An ID set with `set_last_event_id` while the parser was lent to a request, and the
     /// stream's ID at that moment: it replaces the parser's ID when the parser comes back,
     /// unless the stream has moved to another ID since.
-    user_last_event_id: Option<(SmolStr, SmolStr)>,
+    /// Boxed: rarely set, and every stream of a client carrying thousands pays for the field.
+    user_last_event_id: Option<Box<(SmolStr, SmolStr)>>,
     reconnection_time: Duration,
     max_delay: Duration,
     failures: u32,
@@ -218,7 +219,7 @@ impl SseClient {
         match inner.parser.as_mut() {
             Some(parser) => parser.set_last_event_id(&id),
             // Lent to the request in flight: applied when it comes back.
-            None => inner.user_last_event_id = Some((id, stream_id)),
+            None => inner.user_last_event_id = Some(Box::new((id, stream_id))),
         }
     }
 
@@ -487,7 +488,7 @@ impl SseClient {
         };
         // Whatever a broken block held must not leak into the next connection.
         parser.reset();
-        match inner.user_last_event_id.take() {
+        match inner.user_last_event_id.take().map(|ids| *ids) {
             Some((user, before)) if before == parser.last_event_id() => {
                 parser.set_last_event_id(&user);
             }
@@ -550,7 +551,7 @@ impl SseTarget for SseClient {
                 match &inner.user_last_event_id {
                     None => inner.last_event_id = stream_id,
                     // The stream sent an ID of its own since the user set one: it wins.
-                    Some((_, before)) if *before != stream_id => {
+                    Some(ids) if ids.1 != stream_id => {
                         inner.user_last_event_id = None;
                         inner.last_event_id = stream_id;
                     }
