@@ -180,7 +180,8 @@ fn no_about_to_change_listener_still_emits_value_changed() {
 
 #[test]
 fn r13_a_slot_may_set_the_property_it_observes() {
-    // An observer first, then a clamp: the clamp's nested set re-emits to the observer.
+    // An observer first, then a clamp: the clamp's value is announced to every slot after the
+    // running announcement (the clamp hears it too, and leaves it be).
     let property = Rc::new(Property::new(0i32));
     let seen: Seen<i32> = Rc::default();
     let s = seen.clone();
@@ -203,15 +204,61 @@ fn r13_a_slot_may_set_the_property_it_observes() {
     property.set(15);
     assert_eq!(property.get(), 10);
     assert_eq!(*seen.borrow(), [15, 10]);
-    assert_eq!(
-        clamp_runs.get(),
-        1,
-        "the running clamp is skipped by the nested emit"
-    );
+    assert_eq!(clamp_runs.get(), 2, "the clamp heard 15, then 10");
 
     property.set(3);
     assert_eq!(*seen.borrow(), [15, 10, 3]);
-    assert_eq!(clamp_runs.get(), 2);
+    assert_eq!(clamp_runs.get(), 3);
+}
+
+#[test]
+fn every_observer_sees_the_newest_value_last_when_a_slot_sets_the_property() {
+    // A clamp first, then an observer: the observer hears 15 (the running announcement) and then
+    // 10, never 15 last while the property holds 10 (KDBindings throws on such a set).
+    let property = Rc::new(Property::new(0i32));
+    let p = Rc::downgrade(&property);
+    property
+        .value_changed
+        .connect(move |v| {
+            if *v > 10 {
+                p.upgrade().unwrap().set(10);
+            }
+        })
+        .release();
+    let seen: Seen<i32> = Rc::default();
+    let s = seen.clone();
+    property
+        .value_changed
+        .connect(move |v| s.borrow_mut().push(*v))
+        .release();
+    assert!(property.set(15));
+    assert_eq!(property.get(), 10);
+    assert_eq!(*seen.borrow(), [15, 10]);
+}
+
+#[test]
+fn a_value_set_from_value_about_to_change_stands() {
+    // A clamp on the way in: its value is stored and announced, and the set it interrupted is
+    // dropped (it used to overwrite the clamp's value with its own).
+    let property = Rc::new(Property::new(0i32));
+    let p = Rc::downgrade(&property);
+    property
+        .value_about_to_change
+        .connect(move |(_, new)| {
+            if *new > 10 {
+                p.upgrade().unwrap().set(10);
+            }
+        })
+        .release();
+    let seen: Seen<i32> = Rc::default();
+    let s = seen.clone();
+    property
+        .value_changed
+        .connect(move |v| s.borrow_mut().push(*v))
+        .release();
+    assert!(property.set(15));
+    assert_eq!(property.get(), 10);
+    assert_eq!(*seen.borrow(), [10]);
 }
 
 #[test]
@@ -228,6 +275,17 @@ fn a_panicking_observer_leaves_the_property_consistent() {
         13,
         "the value was stored before the slot ran"
     );
+    let seen: Seen<u32> = Rc::default();
+    let s = seen.clone();
+    property
+        .value_changed
+        .connect(move |v| s.borrow_mut().push(*v))
+        .release();
     assert!(property.set(14));
     assert_eq!(property.get(), 14);
+    assert_eq!(
+        *seen.borrow(),
+        [14],
+        "the property announces again after a panic"
+    );
 }

@@ -1,6 +1,6 @@
 //! [`Property`]: a value that announces its changes (KDBindings `Property<T>`).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 
 use super::Signal;
@@ -10,8 +10,13 @@ use super::Signal;
 /// [`set`](Self::set) with a value equal to the current one does nothing; otherwise it emits
 /// [`value_about_to_change`](Self::value_about_to_change) with `(old, new)`, stores the value, and
 /// emits [`value_changed`](Self::value_changed) with the new value. Dropping the property emits
-/// [`destroyed`](Self::destroyed). A slot may set the property it observes: the nested set emits again,
-/// skipping the slot that is running.
+/// [`destroyed`](Self::destroyed).
+///
+/// A slot may set the property it observes (KDBindings throws here). From a `value_changed` slot
+/// the new value is stored at once, and announced to every slot when the current announcement
+/// ends, so every observer sees the newest value last. From a `value_about_to_change` slot (a
+/// clamp, say) the slot's value is announced and stands: the set that was about to happen is
+/// dropped.
 ///
 /// ```
 /// use kdnet::Property;
@@ -28,6 +33,12 @@ use super::Signal;
 /// ```
 pub struct Property<T: 'static> {
     value: RefCell<T>,
+    /// Counts the values stored: a set whose signals ran while it moved knows a slot stored a
+    /// newer value.
+    stores: Cell<u64>,
+    /// A `value_changed` announcement is running: a set from one of its slots stores its value
+    /// and leaves announcing it to that announcement.
+    announcing: Cell<bool>,
     /// Emitted before a change with `(old, new)`.
     pub value_about_to_change: Signal<(T, T)>,
     /// Emitted after a change with the new value.
@@ -41,6 +52,8 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
     pub fn new(value: T) -> Self {
         Property {
             value: RefCell::new(value),
+            stores: Cell::new(0),
+            announcing: Cell::new(false),
             value_about_to_change: Signal::new(),
             value_changed: Signal::new(),
             destroyed: Signal::new(),
@@ -63,13 +76,51 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
             // Only pay for the (old, new) copies when somebody listens.
             (self.value_about_to_change.connection_count() > 0).then(|| current.clone())
         };
+        let stores = self.stores.get();
         if let Some(old) = old {
             self.value_about_to_change.emit(&(old, value.clone()));
+            if self.stores.get() != stores {
+                // A slot set a value of its own (announced by that set): it stands.
+                return true;
+            }
         }
         let previous = self.value.replace(value.clone());
         drop(previous);
-        self.value_changed.emit(&value);
-        true
+        self.stores.set(stores + 1);
+        if self.announcing.get() {
+            // Set from a `value_changed` slot: the running announcement ends with this value.
+            return true;
+        }
+        let _announcing = Announcing::start(&self.announcing);
+        let mut announced = self.stores.get();
+        let mut value = value;
+        loop {
+            self.value_changed.emit(&value);
+            if self.stores.get() == announced {
+                return true;
+            }
+            // A slot stored a newer value meanwhile: every slot hears it, so the last value each
+            // observer saw is the property's.
+            announced = self.stores.get();
+            value = self.get();
+        }
+    }
+}
+
+/// Marks a `value_changed` announcement as running until dropped (also when a slot panics, so
+/// that the property announces again afterwards).
+struct Announcing<'a>(&'a Cell<bool>);
+
+impl<'a> Announcing<'a> {
+    fn start(flag: &'a Cell<bool>) -> Self {
+        flag.set(true);
+        Announcing(flag)
+    }
+}
+
+impl Drop for Announcing<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
     }
 }
 
