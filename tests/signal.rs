@@ -1430,3 +1430,72 @@ fn slot_that_disconnects_itself_and_then_panics_leaves_the_signal_usable() {
     signal.emit(&());
     assert_eq!(log.take(), ["late"]);
 }
+
+#[test]
+fn a_nested_evaluation_returns_at_once_and_the_order_stays_first_in_first_out() {
+    let evaluator = ConnectionEvaluator::new();
+    let order: Arc<Mutex<Vec<String>>> = Arc::default();
+    // A worker owns `c` (signals are not Send) and emits it on request, during the batch.
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (emitted_tx, emitted_rx) = mpsc::channel::<()>();
+    let worker = std::thread::spawn({
+        let (evaluator, order) = (evaluator.clone(), order.clone());
+        move || {
+            let c: Signal<()> = Signal::new();
+            c.connect_deferred(&evaluator, move |_| order.lock().unwrap().push("c".into()))
+                .release();
+            go_rx.recv().unwrap();
+            c.emit(&());
+            emitted_tx.send(()).unwrap();
+            // Dropping `c` would cancel its queued call: wait until it ran.
+            go_rx.recv().unwrap();
+        }
+    });
+    let a: Signal<()> = Signal::new();
+    let b: Signal<()> = Signal::new();
+    let (o, nested_evaluator, go) = (order.clone(), evaluator.clone(), go_tx.clone());
+    a.connect_deferred(&evaluator, move |_| {
+        o.lock().unwrap().push("a".into());
+        go.send(()).unwrap();
+        emitted_rx.recv().unwrap();
+        // E.g. a slot turning a nested event loop.
+        let ran = nested_evaluator.evaluate_deferred_connections();
+        o.lock().unwrap().push(format!("nested ran {ran}"));
+    })
+    .release();
+    let o = order.clone();
+    b.connect_deferred(&evaluator, move |_| o.lock().unwrap().push("b".into()))
+        .release();
+    a.emit(&());
+    b.emit(&());
+    assert_eq!(evaluator.evaluate_deferred_connections(), 2);
+    assert_eq!(evaluator.evaluate_deferred_connections(), 1);
+    go_tx.send(()).unwrap();
+    worker.join().unwrap();
+    assert_eq!(*order.lock().unwrap(), ["a", "nested ran 0", "b", "c"]);
+}
+
+#[test]
+fn a_panicking_deferred_slot_leaves_the_rest_of_its_batch_queued() {
+    use std::sync::atomic::AtomicU32;
+    let evaluator = ConnectionEvaluator::new();
+    let b_ran = Arc::new(AtomicU32::new(0));
+    let a: Signal<()> = Signal::new();
+    let b: Signal<()> = Signal::new();
+    a.connect_deferred(&evaluator, |_| panic!("deliberate"))
+        .release();
+    let r = b_ran.clone();
+    b.connect_deferred(&evaluator, move |_| {
+        r.fetch_add(1, Ordering::SeqCst);
+    })
+    .release();
+    a.emit(&());
+    b.emit(&());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        evaluator.evaluate_deferred_connections()
+    }));
+    assert!(result.is_err());
+    assert!(evaluator.has_pending(), "b is still queued");
+    assert_eq!(evaluator.evaluate_deferred_connections(), 1);
+    assert_eq!(b_ran.load(Ordering::SeqCst), 1);
+}

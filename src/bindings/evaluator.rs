@@ -53,6 +53,8 @@ pub struct ConnectionEvaluator {
     /// Set after each enqueue, cleared before each evaluation: an idle evaluator costs a loop
     /// turn one atomic load instead of a lock.
     queued: AtomicBool,
+    /// An evaluation is running (see `evaluate_deferred_connections`).
+    evaluating: AtomicBool,
     on_invocation_added: Mutex<Option<Notify>>,
 }
 
@@ -62,6 +64,7 @@ impl ConnectionEvaluator {
         Arc::new(ConnectionEvaluator {
             queue: Mutex::new(Vec::new()),
             queued: AtomicBool::new(false),
+            evaluating: AtomicBool::new(false),
             on_invocation_added: Mutex::new(None),
         })
     }
@@ -70,16 +73,27 @@ impl ConnectionEvaluator {
     /// returns how many ran.
     ///
     /// Invocations queued while this runs (for example by a deferred slot emitting another signal)
-    /// wait for the next call. No lock is held while a slot runs.
+    /// wait for the next call. No lock is held while a slot runs. A call made while an evaluation
+    /// runs (a deferred slot turning a nested event loop, say) returns 0 at once, as KDBindings'
+    /// does: it would run later invocations before the rest of the running batch. If a slot
+    /// panics, the invocations after it stay queued, ahead of newer ones.
     pub fn evaluate_deferred_connections(&self) -> usize {
         // Cleared before taking: an enqueue racing with us sets it again after pushing, so its
         // invocation runs in this call or the next one.
         if !self.queued.swap(false, Ordering::AcqRel) {
             return 0;
         }
-        let batch = std::mem::take(&mut *lock(&self.queue));
+        if self.evaluating.swap(true, Ordering::AcqRel) {
+            // Nested (or concurrent): what is queued waits for the next call.
+            self.queued.store(true, Ordering::Release);
+            return 0;
+        }
+        let mut batch = Batch {
+            evaluator: self,
+            rest: std::mem::take(&mut *lock(&self.queue)).into_iter(),
+        };
         let mut ran = 0;
-        for invocation in batch {
+        for invocation in batch.rest.by_ref() {
             if invocation.alive.load(Ordering::Acquire) {
                 (invocation.call)();
                 ran += 1;
@@ -110,6 +124,25 @@ impl ConnectionEvaluator {
         if let Some(notify) = notify {
             notify();
         }
+    }
+}
+
+/// The invocations of a running evaluation not yet run. Dropped with some left only when a slot
+/// panicked: they go back to the front of the queue (before anything queued since). Either way
+/// the evaluation ends.
+struct Batch<'a> {
+    evaluator: &'a ConnectionEvaluator,
+    rest: std::vec::IntoIter<Invocation>,
+}
+
+impl Drop for Batch<'_> {
+    fn drop(&mut self) {
+        if self.rest.len() > 0 {
+            let mut queue = lock(&self.evaluator.queue);
+            queue.splice(0..0, self.rest.by_ref());
+            self.evaluator.queued.store(true, Ordering::Release);
+        }
+        self.evaluator.evaluating.store(false, Ordering::Release);
     }
 }
 
