@@ -775,3 +775,64 @@ fn endless_interim_heads_keep_memory_bounded() {
         );
     }
 }
+
+/// The same for an event stream with its own read timeout: the head deadline of an `SseClient`
+/// request on a new connection also starts once the request can go out.
+#[test]
+fn a_slow_tls_handshake_does_not_count_against_an_event_streams_head_deadline() {
+    let pki = test_pki();
+    let config = kdnet::network::TlsServerConfig::from_pem(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        for tcp in listener.incoming() {
+            let Ok(tcp) = tcp else { continue };
+            let config = config.clone();
+            std::thread::spawn(move || {
+                // Accepted at once; the handshake starts 1.5 s later.
+                std::thread::sleep(Duration::from_millis(1500));
+                let conn = rustls::ServerConnection::new(config).unwrap();
+                let mut tls = rustls::StreamOwned::new(conn, tcp);
+                if read_request_head(&mut BufReader::new(&mut tls)).is_none() {
+                    return;
+                }
+                let _ = tls.write_all(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: hello\n\n",
+                );
+                let _ = tls.flush();
+                std::thread::sleep(Duration::from_secs(3));
+            });
+        }
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| {
+        s.add_ca_certificate(pki.ca_pem.as_bytes());
+    });
+    let sse = client.create_sse_client();
+    sse.set_read_timeout(Some(Duration::from_secs(1)));
+    let events: Rc<RefCell<Vec<String>>> = Rc::default();
+    let e = events.clone();
+    sse.message_received
+        .connect(move |event| e.borrow_mut().push(event.data().to_string()))
+        .release();
+    let errors: Rc<RefCell<Vec<String>>> = Rc::default();
+    let r = errors.clone();
+    sse.error
+        .connect(move |error| r.borrow_mut().push(error.to_string()))
+        .release();
+    sse.connect(HttpRequest::get(&format!("https://127.0.0.1:{port}/")).unwrap());
+    assert!(
+        run_until(&mut ev, Duration::from_secs(10), || !events
+            .borrow()
+            .is_empty()),
+        "no event; errors {:?}",
+        errors.borrow()
+    );
+    assert_eq!(*events.borrow(), ["hello"]);
+    assert!(errors.borrow().is_empty(), "{:?}", errors.borrow());
+}

@@ -40,6 +40,7 @@ use crate::bindings::Signal;
 use crate::foundation::{LoopCore, LoopError};
 use crate::network::error::SocketError;
 use crate::network::sse::{SseBatch, SseParser};
+use crate::network::tcp::SocketState;
 
 pub(crate) use self::receive::is_event_stream_mime;
 
@@ -396,6 +397,8 @@ impl HttpClient {
             },
         );
         let mut inner = self.inner.borrow_mut();
+        let inner = &mut *inner;
+        let mut written = false;
         if let Some(state) = inner.requests.get_mut(&id.0) {
             state.sse_parser = Some(parser);
             state.read_timeout = read_timeout;
@@ -407,9 +410,16 @@ impl HttpClient {
             {
                 self.core.timer_remove(key);
             }
+            written = state
+                .conn
+                .and_then(|c| inner.conns.get(&c))
+                .is_some_and(|c| c.socket.state() == SocketState::Connected);
         }
-        self.arm_idle_timer(&mut inner, id.0);
-        drop(inner);
+        // The head deadline runs from the request write: a request queued or on a connection
+        // still on its way up gets it once it can go out (`assign`, `on_conn_ready`).
+        if written {
+            self.arm_idle_timer(inner, id.0);
+        }
         id
     }
 
