@@ -32,7 +32,9 @@
 //!
 //! kdnet logs through the [`log`] facade. Targets are module paths (`kdnet::foundation::event_loop`,
 //! …). `WARN` is for problems the caller may not see otherwise, `DEBUG` for lifecycle (connect,
-//! reconnect, pool reuse), `TRACE` for per-event detail; wire bytes are only ever logged at `TRACE`.
+//! reconnect, pool reuse), `TRACE` for per-event detail; wire bytes are logged only at `TRACE`,
+//! except the start of a refused event stream's body (inside the `SseError` logged at `DEBUG`) and
+//! an event ID that cannot be sent back (`WARN`).
 #![deny(
     missing_docs,
     missing_debug_implementations,

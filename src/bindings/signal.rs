@@ -11,7 +11,7 @@
 //! | connects a new slot | the new slot does **not** run in this emit | runs from the next emit |
 //! | calls [`Signal::disconnect_all`] | no further slot runs | all handles inactive |
 //! | drops its last `Rc` to the object owning the signal | the emitter (a loop callback) holds its own reference, so the emit finishes normally | the object is dropped right after the emit, and with it every connection |
-//! | emits the same signal again (nested emit) | the nested emit runs every slot except the ones already running further up the stack | — |
+//! | emits the same signal again (nested emit) | the nested emit runs every slot except the ones already running further up the stack and those connected during the outer emit | — |
 //! | panics | the panic propagates to the caller of `emit` | the signal is fully usable; the panicking slot stays connected |
 //!
 //! Slots always run in the order they were connected (KDBindings reuses freed entries

@@ -2,8 +2,8 @@
 //! `HttpCookie`, `HttpCookieJar`).
 //!
 //! The wire codec (`head`, `framing`, `body`, `encode`, `content`) is sans-IO: it takes bytes
-//! and returns results, and knows nothing of sockets or the loop. [`HttpClient`] drives it:
-//! see its module documentation for the request lifecycle and how bytes travel.
+//! and returns results, and knows nothing of sockets or the loop. [`HttpClient`] drives it (the
+//! request lifecycle and how bytes travel are described in `src/network/http/client/mod.rs`).
 
 mod body;
 mod client;

@@ -14,8 +14,8 @@
 //! The stream's bytes never pass through a buffer of the whole body: the HTTP client's
 //! `RequestState` for the stream runs in `sse_mode` and owns this client's [`SseParser`], so bytes
 //! go from the socket straight into the parser. When a connection ends the parser comes back with
-//! its last event ID and reconnection time, and is reset so that a half-received block never leaks
-//! into the next connection.
+//! its last event ID (each `retry:` already reached the client when it was parsed), and is reset so
+//! that a half-received block never leaks into the next connection.
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
@@ -56,9 +56,10 @@ pub enum ReadyState {
 /// `Accept: text/event-stream` and `Cache-Control: no-cache` are added unless set.
 ///
 /// Only a `200` response of type `text/event-stream` opens the stream; any other status (204
-/// included, the usual "stop") or type fails for good. A clean end of stream or a network error
-/// reconnects after the reconnection time (3 s unless the server's `retry:` says otherwise), with
-/// exponential backoff and jitter while attempts keep failing.
+/// included, the usual "stop") or type fails for good, except 429 and 503 when
+/// [`set_retry_on_throttle`](Self::set_retry_on_throttle) is on. A clean end of stream or a network
+/// error reconnects after the reconnection time (3 s unless the server's `retry:` says otherwise)
+/// plus up to 25 % jitter, doubled per consecutive failed attempt up to the maximum delay.
 ///
 /// ```no_run
 /// use kdnet::EventLoop;
@@ -206,12 +207,15 @@ impl SseClient {
         self.inner.borrow().state
     }
 
-    /// The last event ID received (sent as `Last-Event-ID` when reconnecting).
+    /// The last event ID received (sent as `Last-Event-ID` when reconnecting, unless it holds a
+    /// control character, which no header value can carry).
     pub fn last_event_id(&self) -> String {
         self.inner.borrow().last_event_id.to_string()
     }
 
-    /// Sets the event ID to resume from (sent with the next connection when non-empty).
+    /// Sets the event ID to resume from: sent as `Last-Event-ID` with the next connection when
+    /// non-empty, unless the stream in flight sends an ID of its own after this call, or the ID
+    /// holds a control character.
     pub fn set_last_event_id(&self, id: &str) {
         let mut inner = self.inner.borrow_mut();
         let id = SmolStr::new(id);
@@ -223,7 +227,8 @@ impl SseClient {
         }
     }
 
-    /// The current reconnection time (the server's last `retry:` value, else the initial one).
+    /// The current reconnection time: the last value set by a `retry:` field or by
+    /// [`set_reconnection_time`](Self::set_reconnection_time), whichever came last (default 3 s).
     pub fn reconnection_time(&self) -> Duration {
         self.inner.borrow().reconnection_time
     }

@@ -12,8 +12,9 @@
 //!
 //! # From the kernel to a slot
 //!
-//! mio reports an edge; the socket reads into the loop's shared buffer until `WouldBlock` (or a
-//! fairness budget, after which it re-arms itself), decrypts through rustls when TLS is on, and
+//! mio reports an edge; the socket reads into the loop's shared buffer until `WouldBlock`, or for
+//! plain TCP until a read returns less than the buffer (or a fairness budget of 1 MiB, after which
+//! it re-arms itself), decrypts through rustls when TLS is on, and
 //! appends to its read buffer. Then it emits `bytes_received(n)` and `ready_read` once per drain.
 //! Internal users (the HTTP client) install a data sink instead and parse straight from the
 //! shared buffer, so a connection costs no read buffer of its own.
@@ -119,7 +120,8 @@ pub struct TcpSocket {
     pub bytes_received: Signal<usize>,
     /// This many bytes were handed to the kernel (plaintext for TLS, counted when its records left).
     pub bytes_written: Signal<usize>,
-    /// The connection failed; the socket is closed afterwards.
+    /// The connection failed; the socket is already closed (`Unconnected`) when this is emitted,
+    /// so a slot may connect again.
     pub error_occurred: Signal<SocketError>,
     core: Rc<LoopCore>,
     inner: RefCell<Inner>,
