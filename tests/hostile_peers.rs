@@ -693,10 +693,9 @@ fn gzip_body_just_over_the_limit_fails_even_when_it_arrives_in_one_piece() {
     assert_body_limit(&error, "response body");
 }
 
-/// The response-head deadline runs from the request write: a TLS handshake that takes longer
-/// than the read timeout (its own limit is the connect timeout) does not use it up.
-#[test]
-fn a_slow_tls_handshake_does_not_count_against_the_head_deadline() {
+/// A TLS server (the test PKI's certificate) that accepts at once but starts each handshake
+/// 1.5 s later, then answers the request head with `response` and keeps the connection a while.
+fn tls_server_with_a_slow_handshake(response: &'static [u8]) -> u16 {
     let pki = test_pki();
     let config = kdnet::network::TlsServerConfig::from_pem(
         pki.server_cert_pem.as_bytes(),
@@ -710,19 +709,27 @@ fn a_slow_tls_handshake_does_not_count_against_the_head_deadline() {
             let Ok(tcp) = tcp else { continue };
             let config = config.clone();
             std::thread::spawn(move || {
-                // Accepted at once; the handshake starts 1.5 s later.
                 std::thread::sleep(Duration::from_millis(1500));
                 let conn = rustls::ServerConnection::new(config).unwrap();
                 let mut tls = rustls::StreamOwned::new(conn, tcp);
                 if read_request_head(&mut BufReader::new(&mut tls)).is_none() {
                     return;
                 }
-                let _ = tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+                let _ = tls.write_all(response);
                 let _ = tls.flush();
-                std::thread::sleep(Duration::from_secs(2));
+                std::thread::sleep(Duration::from_secs(3));
             });
         }
     });
+    port
+}
+
+/// The response-head deadline runs from the request write: a TLS handshake that takes longer
+/// than the read timeout (its own limit is the connect timeout) does not use it up.
+#[test]
+fn a_slow_tls_handshake_does_not_count_against_the_head_deadline() {
+    let pki = test_pki();
+    let port = tls_server_with_a_slow_handshake(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     let mut ev = EventLoop::new().unwrap();
     let client = HttpClient::new().unwrap();
     client.update_session(|s| {
@@ -781,33 +788,9 @@ fn endless_interim_heads_keep_memory_bounded() {
 #[test]
 fn a_slow_tls_handshake_does_not_count_against_an_event_streams_head_deadline() {
     let pki = test_pki();
-    let config = kdnet::network::TlsServerConfig::from_pem(
-        pki.server_cert_pem.as_bytes(),
-        pki.server_key_pem.as_bytes(),
-    )
-    .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    std::thread::spawn(move || {
-        for tcp in listener.incoming() {
-            let Ok(tcp) = tcp else { continue };
-            let config = config.clone();
-            std::thread::spawn(move || {
-                // Accepted at once; the handshake starts 1.5 s later.
-                std::thread::sleep(Duration::from_millis(1500));
-                let conn = rustls::ServerConnection::new(config).unwrap();
-                let mut tls = rustls::StreamOwned::new(conn, tcp);
-                if read_request_head(&mut BufReader::new(&mut tls)).is_none() {
-                    return;
-                }
-                let _ = tls.write_all(
-                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: hello\n\n",
-                );
-                let _ = tls.flush();
-                std::thread::sleep(Duration::from_secs(3));
-            });
-        }
-    });
+    let port = tls_server_with_a_slow_handshake(
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: hello\n\n",
+    );
     let mut ev = EventLoop::new().unwrap();
     let client = HttpClient::new().unwrap();
     client.update_session(|s| {

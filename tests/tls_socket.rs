@@ -232,9 +232,9 @@ fn eight_mib_upload_to_a_slow_reader_arrives_byte_exact() {
     assert!(*collected.borrow() == payload, "upload corrupted");
 }
 
-#[test]
-fn https_through_the_http_client() {
-    let mut ev = EventLoop::new().unwrap();
+/// A TLS server (the test PKI's certificate) whose connections answer each request head with
+/// `response`; the accepted connections are kept in the returned list.
+fn https_server(response: &'static [u8]) -> (Rc<TcpServer>, Peers) {
     let pki = test_pki();
     let server = TcpServer::new().unwrap();
     server.set_tls_config(
@@ -258,14 +258,21 @@ fn https_through_the_http_client() {
                     request.borrow_mut().extend_from_slice(&s.read_all());
                     if request.borrow().windows(4).any(|w| w == b"\r\n\r\n") {
                         request.borrow_mut().clear();
-                        s.write(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure")
-                            .unwrap();
+                        s.write(response).unwrap();
                     }
                 })
                 .release();
             keep.borrow_mut().push(peer.clone());
         })
         .release();
+    (server, peers)
+}
+
+#[test]
+fn https_through_the_http_client() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, _peers) = https_server(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure");
     let mut session = HttpSession::new();
     session.add_ca_certificate(pki.ca_pem.as_bytes().to_vec());
     let client = HttpClient::with_session(session).unwrap();
@@ -464,36 +471,7 @@ fn a_refused_second_connect_does_not_change_the_name_the_first_verifies() {
 fn an_https_connection_is_not_reused_after_the_tls_settings_change() {
     let mut ev = EventLoop::new().unwrap();
     let pki = test_pki();
-    let server = TcpServer::new().unwrap();
-    server.set_tls_config(
-        TlsServerConfig::from_pem(
-            pki.server_cert_pem.as_bytes(),
-            pki.server_key_pem.as_bytes(),
-        )
-        .unwrap(),
-    );
-    server.listen("127.0.0.1", 0).unwrap();
-    let peers: Peers = Rc::default();
-    let keep = peers.clone();
-    server
-        .new_connection
-        .connect(move |peer: &Rc<TcpSocket>| {
-            let weak = Rc::downgrade(peer);
-            let request = Rc::new(RefCell::new(Vec::new()));
-            peer.ready_read
-                .connect(move |_| {
-                    let s = weak.upgrade().unwrap();
-                    request.borrow_mut().extend_from_slice(&s.read_all());
-                    if request.borrow().windows(4).any(|w| w == b"\r\n\r\n") {
-                        request.borrow_mut().clear();
-                        s.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-                            .unwrap();
-                    }
-                })
-                .release();
-            keep.borrow_mut().push(peer.clone());
-        })
-        .release();
+    let (server, peers) = https_server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
     let url = format!("https://localhost:{}/", server.server_port().unwrap());
     let client = HttpClient::new().unwrap();
     client.update_session(|s| s.dangerous_disable_certificate_verification());
