@@ -12,6 +12,7 @@
 //! 4. Complete events are collected, every borrow is released, and only then are user slots
 //!    (`message_received`, callbacks) called.
 
+mod decimal;
 pub mod dns;
 pub mod error;
 pub mod http;

@@ -5,6 +5,7 @@
 //! half-written head behind, and no caller-supplied CR/LF can split the request (response
 //! splitting through our own headers).
 
+use crate::network::decimal::{MAX_DECIMAL_LEN, decimal};
 use crate::network::http::error::HttpError;
 use crate::network::http::headers::HeaderMap;
 
@@ -125,24 +126,6 @@ pub(crate) fn host_header_parts<'a>(
     }
 }
 
-/// The most digits a `u64` has in decimal.
-pub(crate) const MAX_DECIMAL_LEN: usize = 20;
-
-/// `n` in decimal, written into the end of `digits`.
-pub(crate) fn decimal(mut n: u64, digits: &mut [u8; MAX_DECIMAL_LEN]) -> &str {
-    let mut start = digits.len();
-    loop {
-        start -= 1;
-        digits[start] = b'0' + (n % 10) as u8;
-        n /= 10;
-        if n == 0 {
-            break;
-        }
-    }
-    // Only ASCII digits were written.
-    std::str::from_utf8(&digits[start..]).unwrap_or_default()
-}
-
 fn validate_field(name: &str, value: &str) -> Result<(), HttpError> {
     validate_name(name)?;
     validate_value(name, value)
@@ -198,14 +181,6 @@ mod tests {
         let mut out = b"keep".to_vec();
         assert!(encode_request_head("GET", &url, &headers, &[], &mut out).is_err());
         assert_eq!(out, b"keep");
-    }
-
-    #[test]
-    fn decimal_digits() {
-        let mut digits = [0; MAX_DECIMAL_LEN];
-        for n in [0, 7, 10, 99, 100, 65_535, 1 << 40, u64::MAX] {
-            assert_eq!(decimal(n, &mut digits), n.to_string());
-        }
     }
 
     #[test]

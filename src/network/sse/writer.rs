@@ -22,6 +22,7 @@ use bytes::BytesMut;
 use memchr::{memchr, memchr2};
 
 use super::event::{SseEvent, is_custom_event_type};
+use crate::network::decimal::{MAX_DECIMAL_LEN, decimal};
 
 /// A growable buffer the writer appends UTF-8 text to.
 ///
@@ -270,23 +271,9 @@ fn write_field(out: &mut impl SseOutput, name: &str, value: &str) {
 
 fn write_retry_field(out: &mut impl SseOutput, retry: Duration) {
     // Capped: a client parses at most u64 milliseconds (one parsing into u64 would drop a longer
-    // value instead of saturating). u64::MAX has 20 decimal digits.
-    let mut digits = [0u8; 20];
-    let mut start = digits.len();
-    let mut millis = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX);
-    loop {
-        start -= 1;
-        if let Some(slot) = digits.get_mut(start) {
-            // `millis % 10` is below 10, so the cast cannot truncate.
-            *slot = b'0' + (millis % 10) as u8;
-        }
-        millis /= 10;
-        if millis == 0 || start == 0 {
-            break;
-        }
-    }
-    let text = std::str::from_utf8(digits.get(start..).unwrap_or_default()).unwrap_or("0");
-    write_field(out, "retry", text);
+    // value instead of saturating).
+    let millis = u64::try_from(retry.as_millis()).unwrap_or(u64::MAX);
+    write_field(out, "retry", decimal(millis, &mut [0; MAX_DECIMAL_LEN]));
 }
 
 /// The lines of a text split at CRLF, lone CR and LF; `n` line ends give `n + 1` lines.

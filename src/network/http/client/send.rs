@@ -10,9 +10,8 @@ use super::actions::Action;
 use super::pool::{host_key, intern_host};
 use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient, RequestId};
-use crate::network::http::encode::{
-    AddedField, MAX_DECIMAL_LEN, decimal, encode_request_head, host_header_parts,
-};
+use crate::network::decimal::{MAX_DECIMAL_LEN, decimal};
+use crate::network::http::encode::{AddedField, encode_request_head, host_header_parts};
 use crate::network::http::head::HeadLimits;
 use crate::network::http::request::parse_url;
 use crate::network::http::{HttpError, HttpMethod, HttpRequest, HttpResponse};
