@@ -761,3 +761,72 @@ fn a_peer_half_close_while_closing_does_not_drop_queued_writes() {
         payload.len()
     );
 }
+
+/// A peer that shuts down only its sending side (a request followed by a half-close, as
+/// `nc -N` or a `shutdown(SHUT_WR)` client does) still waits for the answer: bytes the socket had
+/// queued when the end of stream arrived are delivered, then the socket closes (Qt's
+/// `QAbstractSocket` flushes in the same way). Closing at once lost everything the kernel had not
+/// yet taken.
+#[test]
+fn a_peer_half_close_while_connected_delivers_queued_writes() {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let peer = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = listener.accept().unwrap();
+        go_rx.recv().unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        // Let the client see the end of stream while its writes still wait.
+        std::thread::sleep(Duration::from_millis(200));
+        let mut all = Vec::new();
+        let _ = s.read_to_end(&mut all);
+        all
+    });
+    let client = TcpSocket::new().unwrap();
+    let states = Rc::new(RefCell::new(Vec::new()));
+    let s = states.clone();
+    client
+        .state_changed
+        .connect(move |st| s.borrow_mut().push(*st))
+        .release();
+    let errors = Rc::new(Cell::new(0));
+    let e = errors.clone();
+    client
+        .error_occurred
+        .connect(move |_| e.set(e.get() + 1))
+        .release();
+    let disconnected = Rc::new(Cell::new(0));
+    let d = disconnected.clone();
+    client
+        .disconnected
+        .connect(move |_| d.set(d.get() + 1))
+        .release();
+    client.connect_to_address(LOCALHOST, port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || client
+        .state()
+        == SocketState::Connected));
+    let payload = pattern(8 * 1024 * 1024, 13);
+    client.write(&payload).unwrap();
+    assert!(client.bytes_to_write() > 0, "the kernel took everything");
+    go_tx.send(()).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(20), || client
+        .state()
+        == SocketState::Unconnected));
+    let received = peer.join().unwrap();
+    assert!(
+        received == payload,
+        "the peer received {} of {} bytes",
+        received.len(),
+        payload.len()
+    );
+    assert_eq!(errors.get(), 0);
+    assert_eq!(disconnected.get(), 1);
+    let states = states.borrow();
+    assert_eq!(
+        &states[states.len() - 2..],
+        &[SocketState::Closing, SocketState::Unconnected],
+        "{states:?}"
+    );
+}

@@ -5,10 +5,14 @@
 //!  Unconnected ─────────────────▶ HostLookup ──────────▶ Connecting ─────────────────────────▶ Connected
 //!       ▲  ▲  connect_to_address ────────────────────────────▲  │ all attempts failed / timeout     │
 //!       │  └───────────────────────── error_occurred ◀────────────┘                                 │
-//!       │                 disconnect_from_host (pending writes)                                      │
+//!       │      disconnect_from_host, or the peer's end of stream with writes still queued            │
 //!       └──────────── Closing ◀──────────────────────────────────────────────────────────────────────┘
-//!       ▲  flushed          (or: peer EOF, error, abort → Unconnected at once)
+//!       ▲  flushed          (or: error, abort, peer EOF with nothing queued → Unconnected at once)
 //! ```
+//!
+//! A peer's end of stream only means it sends no more: a half-closed peer still reads, so what
+//! is queued for it is flushed before the socket closes (as Qt's `QAbstractSocket` does; KDNetwork
+//! dropped it). If the peer closed entirely, the flush fails and `error_occurred` says so.
 //!
 //! # From the kernel to a slot
 //!
@@ -405,19 +409,23 @@ impl TcpSocket {
         match state {
             SocketState::Unconnected | SocketState::Closing => {}
             SocketState::HostLookup | SocketState::Connecting => self.abort(),
-            SocketState::Connected => {
-                {
-                    let mut inner = self.inner.borrow_mut();
-                    inner.state = SocketState::Closing;
-                    inner.close_when_flushed = true;
-                    if let Some(tls) = inner.tls.as_mut() {
-                        tls.session.send_close_notify();
-                    }
-                }
-                self.state_changed.emit(&SocketState::Closing);
-                self.flush();
+            SocketState::Connected => self.close_gracefully(),
+        }
+    }
+
+    /// Connected → Closing: queued writes (and TLS close_notify) are flushed, then the socket
+    /// closes (`flush` finishes the close).
+    pub(super) fn close_gracefully(&self) {
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.state = SocketState::Closing;
+            inner.close_when_flushed = true;
+            if let Some(tls) = inner.tls.as_mut() {
+                tls.session.send_close_notify();
             }
         }
+        self.state_changed.emit(&SocketState::Closing);
+        self.flush();
     }
 
     /// Whether this is a TLS connection whose peer closed without sending close_notify (so the

@@ -7,7 +7,7 @@ use std::rc::{Rc, Weak};
 use bytes::BytesMut;
 use mio::Interest;
 
-use super::TcpSocket;
+use super::{SocketState, TcpSocket};
 use crate::network::error::{SocketError, SocketOperation};
 
 /// Bytes read from the kernel per `read` call (the loop's shared buffer).
@@ -248,16 +248,22 @@ impl TcpSocket {
             self.close_with(Some(SocketError::ClosedByPeer));
             return;
         }
-        // A peer that shut down only its sending side still reads: a graceful disconnect with
-        // bytes still queued goes on flushing, and closes when flushed (or on a write error).
-        let flushing = {
+        // A peer that shut down only its sending side still reads (a request followed by a
+        // half-close waits for its answer): bytes still queued are flushed, then the socket
+        // closes; a peer that closed entirely makes the flush fail, which reports the loss.
+        // The HTTP client (a data sink) is done with a connection its server closed.
+        let (queued, closing, has_sink) = {
             let inner = self.inner.borrow();
-            inner.close_when_flushed
-                && (!inner.write_buf.is_empty()
-                    || inner.tls.as_ref().is_some_and(|t| t.session.wants_write()))
+            let queued = !inner.write_buf.is_empty()
+                || inner.tls.as_ref().is_some_and(|t| t.session.wants_write());
+            (queued, inner.close_when_flushed, inner.sink.is_some())
         };
-        if !flushing {
-            self.close_with(None);
+        match (queued, closing) {
+            (true, true) => {}
+            (true, false) if !has_sink && self.state() == SocketState::Connected => {
+                self.close_gracefully();
+            }
+            _ => self.close_with(None),
         }
     }
 }
