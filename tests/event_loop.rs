@@ -192,6 +192,43 @@ fn dropping_the_loop_drops_queued_closures_without_running_them() {
     assert!(!ran.load(Ordering::SeqCst));
 }
 
+/// Work queued while the loop drops its queue (a closure's captured value whose `Drop` sends a
+/// request that fails at once, so its callback is posted) is dropped too. The callback holds the
+/// client, which holds the loop: left queued it kept the loop, the client and the callback alive
+/// for ever (a reference cycle).
+#[test]
+fn work_queued_while_the_loop_drops_its_queue_is_dropped_too() {
+    struct SendOnDrop {
+        client: Option<Rc<kdnet::network::http::HttpClient>>,
+        callback_dropped: Arc<AtomicBool>,
+    }
+    impl Drop for SendOnDrop {
+        fn drop(&mut self) {
+            let client = self.client.take().unwrap();
+            let keep = client.clone();
+            let flag = DropFlag(self.callback_dropped.clone());
+            client.get("not a url", move |_| {
+                let _keep = (&keep, &flag);
+            });
+        }
+    }
+    let event_loop = EventLoop::new().unwrap();
+    let client = kdnet::network::http::HttpClient::new().unwrap();
+    let weak_client = Rc::downgrade(&client);
+    let callback_dropped = Arc::new(AtomicBool::new(false));
+    let guard = SendOnDrop {
+        client: Some(client),
+        callback_dropped: callback_dropped.clone(),
+    };
+    event_loop.post(move || drop(guard));
+    drop(event_loop);
+    assert!(
+        callback_dropped.load(Ordering::SeqCst),
+        "the callback posted during the drop is still queued"
+    );
+    assert!(weak_client.upgrade().is_none(), "the client leaked");
+}
+
 // ---- one loop per thread ------------------------------------------------------------------------
 
 #[test]

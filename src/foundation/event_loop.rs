@@ -335,15 +335,26 @@ impl LoopCore {
 
     fn shutdown(&self) {
         self.shared.close();
-        // Break reference cycles through queued closures and closure timers.
-        let posted = std::mem::take(&mut *self.posted.borrow_mut());
-        drop(posted);
-        let timers = self.timers.borrow_mut().clear();
-        drop(timers);
+        // Break reference cycles through queued closures and closure timers. Dropping them runs
+        // user `Drop` code, which may queue more (a request that fails at once posts its
+        // callback, which may hold the client and so this core): drop until nothing is left.
+        // A `Drop` that always queues again would never end; after many rounds the rest leaks.
+        for _ in 0..SHUTDOWN_ROUNDS {
+            let posted = std::mem::take(&mut *self.posted.borrow_mut());
+            let timers = self.timers.borrow_mut().clear();
+            if posted.is_empty() && timers.is_empty() {
+                break;
+            }
+            drop((posted, timers));
+        }
+        // Sources hold only weak references to their handlers.
         self.sources.borrow_mut().clear();
         self.shared.drain_remote(drop);
     }
 }
+
+/// Rounds of dropping queued work at shutdown before giving up on work that keeps queueing more.
+const SHUTDOWN_ROUNDS: usize = 64;
 
 struct DepthGuard<'a>(&'a Cell<u32>);
 
