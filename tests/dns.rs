@@ -342,3 +342,54 @@ fn one_resolver_per_loop() {
     drop(b);
     assert_eq!(Rc::strong_count(&dropped), 1, "old callbacks were released");
 }
+
+/// Names no resolver can answer (a label over 63 bytes, an empty label, a port or path glued on,
+/// whitespace or control characters, an IPv6 zone id) fail with `InvalidAddress` from the loop,
+/// without a getaddrinfo call that may send the name to the network's DNS servers.
+#[test]
+fn names_no_resolver_can_answer_fail_without_the_pool() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    let long_label = format!("{}.example", "a".repeat(64));
+    let hosts = [
+        long_label.as_str(),
+        "a..example",
+        ".example",
+        "localhost..",
+        "localhost:8080",
+        "localhost/path",
+        "user@localhost",
+        " localhost",
+        "local\thost",
+        "localhost\n",
+        "fe80::1%lo",
+        "::1%1",
+        "1::2::3",
+    ];
+    for host in hosts {
+        let (result, callback) = slot();
+        resolver.lookup(host, callback);
+        assert!(
+            result.borrow().is_none(),
+            "{host:?}: answered synchronously"
+        );
+        wait_until(&mut event_loop, || result.borrow().is_some());
+        match result.take().unwrap() {
+            Err(err @ SocketError::InvalidAddress(_)) => assert!(!err.is_retryable()),
+            other => panic!("{host:?}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        resolver.pool_lookups(),
+        0,
+        "a malformed name reached the resolver"
+    );
+    // Still handed to the resolver: a 63-byte label, underscores (container names), a trailing
+    // dot. Cancelled at once: only the route matters here.
+    let label63 = format!("{}.invalid", "a".repeat(63));
+    for host in [label63.as_str(), "my_service.invalid", "localhost."] {
+        resolver.lookup(host, |_| {});
+    }
+    assert_eq!(resolver.pool_lookups(), 3, "a valid name was refused");
+    resolver.cancel_lookups();
+}

@@ -23,8 +23,8 @@
 //! than [`MAX_RESOLVER_THREADS`] threads however many loops there are; a thread that had nothing
 //! to do for 30 s leaves. getaddrinfo cannot be interrupted: a lookup that timed out or was
 //! cancelled keeps its thread until the system resolver gives up, but a lookup cancelled while
-//! still queued never runs. IPv6 scope ids (`fe80::1%eth0`) are not kept, since answers are
-//! [`IpAddr`]s.
+//! still queued never runs. Hosts with an IPv6 zone id (`fe80::1%eth0`) fail with
+//! [`SocketError::InvalidAddress`], since answers are [`IpAddr`]s, which cannot carry one.
 
 mod cache;
 mod pool;
@@ -60,6 +60,9 @@ pub const MAX_RESOLVER_THREADS: usize = 4;
 /// Longest host name accepted, in bytes, not counting one trailing dot: 253 (RFC 1035).
 /// Longer names fail with [`SocketError::InvalidAddress`] without reaching the resolver.
 pub const MAX_HOST_NAME_LEN: usize = 253;
+
+/// Longest label (the part between two dots) of a host name, in bytes: 63 (RFC 1035).
+const MAX_LABEL_LEN: usize = 63;
 
 /// A pool thread with nothing to do for this long leaves.
 const IDLE_THREAD_EXIT: Duration = Duration::from_secs(30);
@@ -175,7 +178,9 @@ impl DnsResolver {
     ///
     /// Errors: [`SocketError::Lookup`] with the resolver's message (reason `"no addresses"` when
     /// it found none), [`SocketError::Timeout`]`(`[`TimeoutPhase::Resolve`]`)`, or
-    /// [`SocketError::InvalidAddress`] for an empty, too long or malformed host. If the loop
+    /// [`SocketError::InvalidAddress`] for an empty, too long or malformed host (a label over 63
+    /// bytes or empty, a character no URL host may hold such as a space, `:`, `/` or `%`, an IPv6
+    /// zone id); those never reach the system resolver. If the loop
     /// this resolver belongs to is gone, the callback is dropped without running.
     pub fn lookup(&self, host: &str, callback: impl FnOnce(LookupResult) + 'static) -> LookupId {
         self.lookup_family(host, AddressFamily::Any, callback)
@@ -525,7 +530,46 @@ fn check_host_name(host: &str) -> Result<(), SocketError> {
             "{host:?}: host name contains a NUL byte"
         )));
     }
+    if host.contains('%') && host.contains(':') {
+        return Err(SocketError::InvalidAddress(format!(
+            "{host:?}: IPv6 zone ids are not supported"
+        )));
+    }
+    if host.contains(':') {
+        return Err(SocketError::InvalidAddress(format!(
+            "{host:?} is neither an IP address nor a host name (a port goes in its own argument)"
+        )));
+    }
+    if let Some(c) = host.chars().find(|&c| is_forbidden_in_host(c)) {
+        return Err(SocketError::InvalidAddress(format!(
+            "{host:?}: {c:?} cannot appear in a host name"
+        )));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(SocketError::InvalidAddress(format!(
+                "{host:?}: empty label (two dots in a row, or a leading dot)"
+            )));
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err(SocketError::InvalidAddress(format!(
+                "{host:?}: a label is {} bytes long, the limit is {MAX_LABEL_LEN}",
+                label.len()
+            )));
+        }
+    }
     Ok(())
+}
+
+/// The WHATWG URL standard's forbidden domain code points (control characters, space, `#`, `%`,
+/// `/`, `:`, `<`, `>`, `?`, `@`, `[`, `\`, `]`, `^`, `|`, DEL): no URL can carry a host with
+/// one, and no resolver answers for it.
+fn is_forbidden_in_host(c: char) -> bool {
+    c.is_ascii_control()
+        || matches!(
+            c,
+            ' ' | '#' | '%' | '/' | ':' | '<' | '>' | '?' | '@' | '[' | '\\' | ']' | '^' | '|'
+        )
 }
 
 /// Host names are case-insensitive, and a trailing dot names the same host.
@@ -587,14 +631,39 @@ mod tests {
         assert!(check_host_name(".").is_err());
         assert!(check_host_name("[example.com]").is_err());
         assert!(check_host_name("a\0b").is_err());
-        assert!(check_host_name(&"a".repeat(MAX_HOST_NAME_LEN)).is_ok());
         let long = "a".repeat(MAX_HOST_NAME_LEN + 1);
         let err = check_host_name(&long).unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid address: host name is 254 bytes long, the limit is 253"
         );
-        assert!(check_host_name(&format!("{}.", "a".repeat(MAX_HOST_NAME_LEN))).is_ok());
+        let labels = vec!["a".repeat(63); 4].join(".");
+        assert_eq!(labels.len(), 255);
+        assert!(check_host_name(&labels[..MAX_HOST_NAME_LEN]).is_ok());
+        assert!(check_host_name(&labels[..MAX_HOST_NAME_LEN + 1]).is_err());
+        assert!(check_host_name(&format!("{}.", &labels[..MAX_HOST_NAME_LEN])).is_ok());
+        assert!(check_host_name(&format!("{}.x", "a".repeat(64))).is_err());
+        assert!(check_host_name(&format!("{}.x", "a".repeat(63))).is_ok());
+        for bad in [
+            "a..b",
+            ".a",
+            "a:80",
+            "fe80::1%lo",
+            "a b",
+            "a/b",
+            "a\x7fb",
+            "a%b",
+        ] {
+            assert!(check_host_name(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "my_service",
+            "xn--bcher-kva.example",
+            "b\u{fc}cher.example",
+            "a-b.c",
+        ] {
+            assert!(check_host_name(good).is_ok(), "{good:?}");
+        }
     }
 
     #[test]
