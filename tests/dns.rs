@@ -393,3 +393,27 @@ fn names_no_resolver_can_answer_fail_without_the_pool() {
     assert_eq!(resolver.pool_lookups(), 3, "a valid name was refused");
     resolver.cancel_lookups();
 }
+
+/// `clear_cache` while a lookup is in flight: that lookup's answer (read before the clear, e.g.
+/// from an /etc/hosts since edited) is delivered, but not cached for the lookups after the clear.
+#[test]
+fn an_answer_in_flight_when_the_cache_is_cleared_is_not_cached() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    let (result, callback) = slot();
+    resolver.lookup("localhost", callback);
+    resolver.clear_cache();
+    wait_until(&mut event_loop, || result.borrow().is_some());
+    assert!(result.take().unwrap().is_ok());
+    assert_eq!(resolver.pool_lookups(), 1);
+
+    lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+    assert_eq!(
+        resolver.pool_lookups(),
+        2,
+        "answered from a cache entry made after clear_cache"
+    );
+    // That answer is cached as usual.
+    lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+    assert_eq!(resolver.pool_lookups(), 2);
+}

@@ -122,6 +122,8 @@ pub struct DnsResolver {
     self_weak: Weak<DnsResolver>,
     timeout: Cell<Duration>,
     pool_lookups: Cell<u64>,
+    /// Bumped by `clear_cache`: answers of lookups started before are not cached.
+    cache_epoch: Cell<u64>,
     next_id: Cell<u64>,
     pending: RefCell<HashMap<u64, PendingLookup>>,
     cache: RefCell<AddressCache>,
@@ -291,8 +293,10 @@ impl DnsResolver {
         self.cache.borrow_mut().set_ttl(ttl);
     }
 
-    /// Forgets every cached answer.
+    /// Forgets every cached answer. Answers of lookups still in flight are delivered but not
+    /// cached: they may have been read before whatever change the clearing is for.
     pub fn clear_cache(&self) {
+        self.cache_epoch.set(self.cache_epoch.get().wrapping_add(1));
         self.cache.borrow_mut().clear();
     }
 
@@ -321,6 +325,7 @@ impl DnsResolver {
             self_weak: self_weak.clone(),
             timeout: Cell::new(DEFAULT_LOOKUP_TIMEOUT),
             pool_lookups: Cell::new(0),
+            cache_epoch: Cell::new(0),
             next_id: Cell::new(1),
             pending: RefCell::new(HashMap::new()),
             cache: RefCell::new(AddressCache::new(DEFAULT_CACHE_TTL, MAX_CACHED_NAMES)),
@@ -348,13 +353,14 @@ impl DnsResolver {
         let host = host.to_owned();
         let handle = self.handle.clone();
         let serial = self.serial;
+        let epoch = self.cache_epoch.get();
         let task = Box::new(move || {
             if cancelled.load(Ordering::Acquire) {
                 return;
             }
             let answer = resolve_blocking(&host);
             // Fails only when the loop is gone, and then nobody is waiting.
-            let _ = handle.post(move || deliver_pool_answer(serial, id, host, answer));
+            let _ = handle.post(move || deliver_pool_answer(serial, id, host, answer, epoch));
         });
         if let Err(e) = POOL.submit(task) {
             let result = Err(SocketError::Lookup {
@@ -378,10 +384,11 @@ impl DnsResolver {
             .unwrap_or_default()
     }
 
-    /// A pool answer arrived: cache it, then answer the lookup unless it was cancelled.
-    fn pool_answered(&self, id: u64, host: String, answer: PoolAnswer) {
+    /// A pool answer arrived: cache it (unless the cache was cleared since the lookup started),
+    /// then answer the lookup unless it was cancelled.
+    fn pool_answered(&self, id: u64, host: String, answer: PoolAnswer, epoch: u64) {
         let now = Instant::now();
-        if let Ok(addresses) = &answer {
+        if let (Ok(addresses), true) = (&answer, epoch == self.cache_epoch.get()) {
             self.cache
                 .borrow_mut()
                 .insert(cache_key(&host), addresses.clone(), now);
@@ -478,7 +485,7 @@ pub fn resolve_literal(host: &str) -> Option<IpAddr> {
 }
 
 /// Runs on the loop thread: hands a pool answer to the resolver that asked, if it still exists.
-fn deliver_pool_answer(serial: u64, id: u64, host: String, answer: PoolAnswer) {
+fn deliver_pool_answer(serial: u64, id: u64, host: String, answer: PoolAnswer, epoch: u64) {
     let resolver = INSTANCE.with(|slot| {
         slot.borrow()
             .as_ref()
@@ -486,7 +493,7 @@ fn deliver_pool_answer(serial: u64, id: u64, host: String, answer: PoolAnswer) {
             .cloned()
     });
     if let Some(resolver) = resolver {
-        resolver.pool_answered(id, host, answer);
+        resolver.pool_answered(id, host, answer, epoch);
     }
 }
 
