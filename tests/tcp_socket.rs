@@ -830,3 +830,44 @@ fn a_peer_half_close_while_connected_delivers_queued_writes() {
         "{states:?}"
     );
 }
+
+/// `connect_to_addresses` while a host lookup runs supersedes the lookup. If the socket is then
+/// aborted and connected to another port, the superseded lookup's answer must not be taken for
+/// the new connect's (it would connect to the old port, and the new lookup's answer be ignored).
+#[test]
+fn a_superseded_lookup_does_not_connect_a_later_connect() {
+    let mut ev = EventLoop::new().unwrap();
+    let resolver = kdnet::network::dns::DnsResolver::instance().unwrap();
+    // Warm the cache, so both lookups below are answered in the order they were made.
+    let warmed = Rc::new(Cell::new(false));
+    let w = warmed.clone();
+    resolver.lookup("localhost", move |r| {
+        assert!(r.is_ok(), "{r:?}");
+        w.set(true);
+    });
+    assert!(run_until(&mut ev, Duration::from_secs(5), || warmed.get()));
+
+    let stalled = StalledListener::new();
+    let (server, _peers) = echo_server();
+    let good = server.server_port().unwrap();
+    let client = TcpSocket::new().unwrap();
+    let error = latest(&client.error_occurred);
+    client.connect_to_host("localhost", closed_port()).unwrap();
+    assert_eq!(client.state(), SocketState::HostLookup);
+    client.connect_to_addresses(&[stalled.addr]).unwrap();
+    client.abort();
+    client.connect_to_host("localhost", good).unwrap();
+    assert!(
+        run_until(&mut ev, Duration::from_secs(5), || client.state()
+            == SocketState::Connected
+            || error.borrow().is_some()),
+        "state {:?}",
+        client.state()
+    );
+    assert_eq!(
+        client.peer_port(),
+        Some(good),
+        "connected with the superseded lookup's port: {:?}",
+        error.borrow()
+    );
+}

@@ -251,17 +251,21 @@ impl TcpSocket {
         }
         let resolver = DnsResolver::instance()
             .map_err(|_| SocketError::InvalidState("no event loop on this thread"))?;
-        {
+        let connection = {
             let mut inner = self.inner.borrow_mut();
             inner.state = SocketState::HostLookup;
             inner.connection += 1;
-        }
+            inner.connection
+        };
         self.state_changed.emit(&SocketState::HostLookup);
         self.arm_connect_timer();
         let weak = self.self_weak.clone();
         let id = resolver.lookup(host, move |result| {
             if let Some(socket) = weak.upgrade() {
-                socket.on_lookup(result, port);
+                // Only for this connect: the socket may have been aborted and connected anew.
+                if socket.connection() == connection {
+                    socket.on_lookup(result, port);
+                }
             }
         });
         self.inner.borrow_mut().connecting().lookup = Some(id);
@@ -284,17 +288,21 @@ impl TcpSocket {
                 "no address to connect to".into(),
             ));
         }
-        let was = {
+        let (was, superseded) = {
             let mut inner = self.inner.borrow_mut();
             let connecting = inner.connecting();
-            connecting.lookup = None;
+            let superseded = connecting.lookup.take();
             connecting.race = Some(ConnectRace::new(addrs));
             let was = std::mem::replace(&mut inner.state, SocketState::Connecting);
             if was == SocketState::Unconnected {
                 inner.connection += 1;
             }
-            was
+            (was, superseded)
         };
+        // Called during a host lookup: these addresses replace its answer.
+        if let (Some(id), Ok(resolver)) = (superseded, DnsResolver::instance()) {
+            resolver.cancel(id);
+        }
         if was != SocketState::Connecting {
             self.state_changed.emit(&SocketState::Connecting);
         }
