@@ -871,3 +871,23 @@ fn a_superseded_lookup_does_not_connect_a_later_connect() {
         error.borrow()
     );
 }
+
+/// `Duration::MAX` as the connect timeout means "no timeout" (as for the resolver), not a panic
+/// in `Instant` arithmetic, whether the connect starts with a lookup or with an address.
+#[test]
+fn a_connect_timeout_of_duration_max_waits_without_overflowing() {
+    let mut ev = EventLoop::new().unwrap();
+    let (server, _peers) = echo_server();
+    let port = server.server_port().unwrap();
+    for host in ["127.0.0.1", "localhost"] {
+        let client = TcpSocket::new().unwrap();
+        client.set_connect_timeout(Some(Duration::MAX));
+        client.connect_to_host(host, port).unwrap();
+        assert!(
+            run_until(&mut ev, Duration::from_secs(5), || client.state()
+                == SocketState::Connected),
+            "{host}: {:?}",
+            client.state()
+        );
+    }
+}

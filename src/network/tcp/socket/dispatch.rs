@@ -17,7 +17,11 @@ impl TcpSocket {
         let key = self
             .core
             .timer_insert(TimerTarget::Borrowed(handler), false);
-        self.core.timer_arm(key, Instant::now() + delay);
+        // A delay too large for `Instant` arithmetic (`Duration::MAX`: "no timeout") never comes:
+        // the timer stays unarmed.
+        if let Some(deadline) = Instant::now().checked_add(delay) {
+            self.core.timer_arm(key, deadline);
+        }
         key
     }
 }

@@ -509,6 +509,7 @@ impl TcpSocket {
     }
 
     /// Fails the connect with a timeout after `timeout` (lookup and all attempts; default none).
+    /// A timeout too large to be a point in time, such as `Duration::MAX`, means none.
     pub fn set_connect_timeout(&self, timeout: Option<Duration>) {
         self.inner.borrow_mut().connect_timeout = timeout;
     }
