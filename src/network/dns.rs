@@ -527,6 +527,12 @@ fn check_host_name(host: &str) -> Result<(), SocketError> {
             name.len()
         )));
     }
+    // Also in brackets (`[fe80::1%25eth0]` in a URL): the brackets are not the problem.
+    if host.contains('%') && host.contains(':') {
+        return Err(SocketError::InvalidAddress(format!(
+            "{host:?}: IPv6 zone ids are not supported"
+        )));
+    }
     if host.starts_with('[') || host.ends_with(']') {
         return Err(SocketError::InvalidAddress(format!(
             "{host:?}: brackets are only allowed around an IPv6 address"
@@ -535,11 +541,6 @@ fn check_host_name(host: &str) -> Result<(), SocketError> {
     if host.contains('\0') {
         return Err(SocketError::InvalidAddress(format!(
             "{host:?}: host name contains a NUL byte"
-        )));
-    }
-    if host.contains('%') && host.contains(':') {
-        return Err(SocketError::InvalidAddress(format!(
-            "{host:?}: IPv6 zone ids are not supported"
         )));
     }
     if host.contains(':') {
