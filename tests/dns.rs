@@ -249,7 +249,7 @@ fn repeated_lookup_is_answered_from_the_cache() {
     assert_eq!(resolver.pool_lookups(), 1);
 
     let (result, callback) = slot();
-    resolver.lookup("LocalHost.", callback);
+    resolver.lookup("LocalHost", callback);
     assert!(result.borrow().is_none(), "cache hits are not synchronous");
     event_loop.process_events(Some(Duration::ZERO)).unwrap();
     assert_eq!(result.take().unwrap().unwrap(), first);
@@ -416,4 +416,24 @@ fn an_answer_in_flight_when_the_cache_is_cleared_is_not_cached() {
     // That answer is cached as usual.
     lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
     assert_eq!(resolver.pool_lookups(), 2);
+}
+
+/// `name.` (absolute: no search domains, and /etc/hosts entries do not match it with glibc) and
+/// `name` (relative) can resolve differently, so the cache must not answer one with the other's
+/// addresses: whether `localhost.` resolves must not depend on what was looked up before.
+#[test]
+fn a_trailing_dot_name_is_not_answered_from_the_relative_names_cache_entry() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    resolver.set_timeout(SAFETY_TIMEOUT);
+    let fresh = lookup_and_wait(&mut event_loop, &resolver, "localhost.", AddressFamily::Any);
+    resolver.clear_cache();
+    lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+    let after = lookup_and_wait(&mut event_loop, &resolver, "localhost.", AddressFamily::Any);
+    assert_eq!(
+        resolver.pool_lookups(),
+        3,
+        "localhost. was answered with localhost's cache entry"
+    );
+    assert_eq!(fresh.is_ok(), after.is_ok(), "{fresh:?} then {after:?}");
 }

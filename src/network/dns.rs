@@ -580,9 +580,11 @@ fn is_forbidden_in_host(c: char) -> bool {
         )
 }
 
-/// Host names are case-insensitive, and a trailing dot names the same host.
+/// Host names are case-insensitive. A trailing dot is kept: `name.` is absolute (no search
+/// domains, and glibc's /etc/hosts lookup does not match it), `name` is not, so the two can
+/// resolve differently.
 fn cache_key(host: &str) -> String {
-    host.strip_suffix('.').unwrap_or(host).to_ascii_lowercase()
+    host.to_ascii_lowercase()
 }
 
 fn keep_family(host: &str, family: AddressFamily, addresses: Vec<IpAddr>) -> LookupResult {
@@ -675,8 +677,9 @@ mod tests {
     }
 
     #[test]
-    fn cache_keys_ignore_case_and_trailing_dot() {
-        assert_eq!(cache_key("LocalHost."), "localhost");
+    fn cache_keys_ignore_case_but_keep_a_trailing_dot() {
+        assert_eq!(cache_key("LocalHost"), "localhost");
+        assert_eq!(cache_key("LocalHost."), "localhost.");
         assert_eq!(cache_key("example.COM"), "example.com");
     }
 
