@@ -990,3 +990,25 @@ fn a_redirect_hop_waiting_for_a_busy_connection_is_not_timed_out_while_queued() 
         "the second hop did not wait for /slow"
     );
 }
+
+#[test]
+fn a_body_is_always_framed_even_with_common_headers_turned_off() {
+    // Without Content-Length a server reads a request as having no body (RFC 9112 §6.3), so the
+    // body's bytes would be taken for the next request on the connection.
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("ok", "")));
+    let client = HttpClient::new().unwrap();
+    let smuggled = "GET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n";
+    let mut post = HttpRequest::post(&server.url("/upload"), smuggled)
+        .unwrap()
+        .with_header("Host", "example.test");
+    post.set_auto_add_common_headers(false);
+    wait(&mut ev, &send(&client, post)).unwrap();
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    let seen = server.requests();
+    let lines: Vec<&str> = seen.iter().map(|r| r.line.as_str()).collect();
+    assert_eq!(lines, ["POST /upload HTTP/1.1"]);
+    assert_eq!(seen[0].body, smuggled.as_bytes());
+    assert_eq!(seen[0].header("host"), Some("example.test"));
+    assert!(seen[0].header("accept-encoding").is_none());
+}

@@ -330,8 +330,10 @@ impl HttpRequest {
         self
     }
 
-    /// Whether the client adds `Host`, `User-Agent`, `Accept-Encoding` and `Content-Length` when
-    /// they are missing (default true).
+    /// Whether the client adds `Host`, `Accept-Encoding`, and `Content-Length: 0` for an empty
+    /// POST, PUT or PATCH, when they are missing (default true). A non-empty body always gets its
+    /// `Content-Length` (the server could not tell where it ends otherwise), and the session's
+    /// default headers (`User-Agent`, `Accept`, …) are added either way.
     pub fn auto_add_common_headers(&self) -> bool {
         self.auto_add_common_headers
     }

@@ -236,16 +236,19 @@ fn encode_request_head_for(
         if !headers.contains("Accept-Encoding") {
             add("Accept-Encoding", &encodings);
         }
-        let method_has_body = matches!(
-            request.method(),
-            HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch
-        );
-        if (!request.body().is_empty() || method_has_body)
-            && !headers.contains("Transfer-Encoding")
-            && !headers.contains("Content-Length")
-        {
-            add("Content-Length", &length);
-        }
+    }
+    // A body is framed whatever the setting: without `Content-Length` the server would read the
+    // request as bodiless and the body's bytes as the next request (RFC 9112 §6.3). An empty
+    // POST/PUT/PATCH announces its zero length only with the common headers on.
+    let method_has_body = matches!(
+        request.method(),
+        HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch
+    );
+    if (!request.body().is_empty() || (method_has_body && request.auto_add_common_headers()))
+        && !headers.contains("Transfer-Encoding")
+        && !headers.contains("Content-Length")
+    {
+        add("Content-Length", &length);
     }
     if let Some(cookie) = &cookie
         && !headers.contains("Cookie")
