@@ -1012,3 +1012,25 @@ fn a_body_is_always_framed_even_with_common_headers_turned_off() {
     assert_eq!(seen[0].header("host"), Some("example.test"));
     assert!(seen[0].header("accept-encoding").is_none());
 }
+
+#[test]
+fn a_request_transfer_encoding_the_body_does_not_follow_is_refused() {
+    // The client writes the body as it is: announcing `Transfer-Encoding: chunked` over it would
+    // let the body's bytes pass for chunk framing and further requests.
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("ok", "")));
+    let client = HttpClient::new().unwrap();
+    let post = HttpRequest::post(
+        &server.url("/upload"),
+        "0\r\n\r\nGET /smuggled HTTP/1.1\r\nHost: x\r\n\r\n",
+    )
+    .unwrap()
+    .with_header("Transfer-Encoding", "chunked");
+    let result = wait(&mut ev, &send(&client, post));
+    assert!(
+        matches!(result, Err(HttpError::InvalidRequest(_))),
+        "{result:?}"
+    );
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    assert!(server.requests().is_empty(), "{:?}", server.requests());
+}

@@ -363,7 +363,10 @@ impl HttpRequest {
 
     /// Checks what would corrupt the request on the wire (called by the client before sending):
     /// header names must be tokens, header values must not contain CR, LF, NUL or other control
-    /// characters except tab, and a `Content-Length` header must match the body length.
+    /// characters except tab, a `Content-Length` header must match the body length, and there
+    /// must be no `Transfer-Encoding` header (the client writes the body as it is, framed by
+    /// `Content-Length`; a body announced as chunked but not encoded so would let its bytes pass
+    /// for chunk framing and further requests).
     ///
     /// ```
     /// use kdnet::network::http::HttpRequest;
@@ -384,6 +387,13 @@ impl HttpRequest {
                     "value of header {name:?} contains a control character"
                 )));
             }
+        }
+        if self.headers.contains("transfer-encoding") {
+            return Err(HttpError::InvalidRequest(
+                "Transfer-Encoding is not supported in requests: the body is sent as it is, \
+                 framed by Content-Length"
+                    .into(),
+            ));
         }
         for value in self.headers.get_all("content-length") {
             if parse_content_length(value) != u64::try_from(self.body.len()).ok() {
