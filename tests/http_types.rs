@@ -1530,3 +1530,24 @@ mod arbitrary_peer_input {
         }
     }
 }
+
+#[test]
+fn a_top_level_domain_with_a_trailing_dot_is_not_a_cookie_domain() {
+    // `com.` is the single label `com` written as a fully qualified name: a cookie for it would
+    // go to every `*.com.` host.
+    let mut jar = HttpCookieJar::new();
+    let u = url("http://example.com./");
+    assert_eq!(jar.store_response_cookies(&u, ["tld=1; Domain=com."]), 0);
+    assert_eq!(jar.store_response_cookies(&u, ["tld=2; Domain=.com."]), 0);
+    assert_eq!(header_for(&jar, "http://bank.com./"), None);
+    assert!(HttpCookie::from_set_cookie_header("tld=1; Domain=com.", &u).is_none());
+    // The request host's own fully qualified name stays usable.
+    assert_eq!(
+        jar.store_response_cookies(&u, ["own=1; Domain=example.com."]),
+        1
+    );
+    assert_eq!(
+        header_for(&jar, "http://example.com./").as_deref(),
+        Some("own=1")
+    );
+}

@@ -305,11 +305,13 @@ pub(super) fn from_store_cookie(cookie: &StoreCookie<'_>) -> HttpCookie {
     }
 }
 
-/// Refuses a single-label `Domain` (`com`, `localhost`) unless it is the request host, which
-/// makes the cookie host-only (RFC 6265 §5.3 step 5, without a suffix list).
+/// Refuses a single-label `Domain` (`com`, `localhost`, and `com.`, the same label written as a
+/// fully qualified name) unless it is the request host, which makes the cookie host-only
+/// (RFC 6265 §5.3 step 5, without a suffix list).
 fn apply_single_label_rule(cookie: &mut StoreCookie<'_>, url: &Url) -> Option<()> {
     if let CookieDomain::Suffix(domain) = &cookie.domain {
-        if !domain.contains('.') {
+        let labels = domain.strip_suffix('.').unwrap_or(domain);
+        if !labels.contains('.') {
             if url.host_str() != Some(domain.as_str()) {
                 return None;
             }
