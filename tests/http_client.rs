@@ -1034,3 +1034,23 @@ fn a_request_transfer_encoding_the_body_does_not_follow_is_refused() {
     run_until(&mut ev, Duration::from_millis(100), || false);
     assert!(server.requests().is_empty(), "{:?}", server.requests());
 }
+
+#[test]
+fn a_request_that_sent_connection_close_is_the_last_on_its_connection() {
+    // RFC 9112 §9.6: a client that sends `Connection: close` must not send further requests on
+    // that connection, even when the response does not say close.
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("ok", "")));
+    let client = HttpClient::new().unwrap();
+    let last = HttpRequest::get(&server.url("/last"))
+        .unwrap()
+        .with_header("Connection", "Close");
+    wait(&mut ev, &send(&client, last)).unwrap();
+    get(&mut ev, &client, &server.url("/next")).unwrap();
+    let seen = server.requests();
+    assert_eq!(seen.len(), 2);
+    assert_ne!(
+        seen[0].connection, seen[1].connection,
+        "the connection of a request that sent close was reused"
+    );
+}

@@ -95,16 +95,21 @@ pub(crate) fn body_framing(
 /// Whether the connection persists after this response as far as versions and `Connection`
 /// go (RFC 9112 §9.3).
 fn connection_persists(version: HttpVersion, headers: &HeaderMap) -> bool {
-    let has_option = |option: &str| {
-        headers
-            .get_all("connection")
-            .flat_map(list_elements)
-            .any(|token| token.eq_ignore_ascii_case(option))
-    };
+    let has_option = |option: &str| has_connection_option(headers, option);
     match version {
         HttpVersion::Http11 => !has_option("close"),
         HttpVersion::Http10 => has_option("keep-alive") && !has_option("close"),
     }
+}
+
+/// Whether the `Connection` fields of `headers` list `option` (case-insensitive). A request
+/// listing `close` must be the last on its connection (RFC 9112 §9.6), whatever the response
+/// says.
+pub(crate) fn has_connection_option(headers: &HeaderMap, option: &str) -> bool {
+    headers
+        .get_all("connection")
+        .flat_map(list_elements)
+        .any(|token| token.eq_ignore_ascii_case(option))
 }
 
 /// Whether the last transfer coding over all `Transfer-Encoding` fields is `chunked`.

@@ -13,7 +13,7 @@ use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient};
 use crate::network::http::body::BodyDecoder;
 use crate::network::http::content::ContentDecoder;
-use crate::network::http::framing::{BodyFraming, body_framing};
+use crate::network::http::framing::{BodyFraming, body_framing, has_connection_option};
 use crate::network::http::head::{HeadParser, HeadStatus, ResponseHead};
 use crate::network::http::redirect::{RedirectAction, redirect_action};
 use crate::network::http::response::content_length;
@@ -177,7 +177,9 @@ impl HttpClient {
         };
         let is_head = state.request.method() == &HttpMethod::Head;
         let framing = body_framing(is_head, &head)?;
-        state.reusable = framing.reusable;
+        // A request that sent `Connection: close` is the last on its connection (RFC 9112 §9.6).
+        state.reusable =
+            framing.reusable && !has_connection_option(state.request.headers(), "close");
         state.decoder = Some(Box::new(BodyDecoder::new(framing.body)));
         // An identity "decoder" would only copy: bytes then go to the body as received, and no
         // stream carries a boxed decoder for nothing.
