@@ -1054,3 +1054,30 @@ fn a_request_that_sent_connection_close_is_the_last_on_its_connection() {
         "the connection of a request that sent close was reused"
     );
 }
+
+#[test]
+fn a_redirect_body_larger_than_the_body_limit_does_not_stop_the_redirect() {
+    // The body of a redirect that is followed is read and thrown away, never collected: the
+    // limit on collected bodies has nothing to guard there (a chunked one was never counted).
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /old") {
+            let page = "<a href=\"/new\">moved</a>".repeat(10);
+            Reply::Bytes(
+                format!(
+                    "HTTP/1.1 302 Found\r\nLocation: /new\r\nContent-Length: {}\r\n\r\n{page}",
+                    page.len()
+                )
+                .into_bytes(),
+            )
+        } else {
+            Reply::Bytes(ok_response("arrived", ""))
+        }
+    });
+    let mut session = HttpSession::new();
+    session.set_max_response_body_bytes(64);
+    let client = HttpClient::with_session(session).unwrap();
+    let response = get(&mut ev, &client, &server.url("/old")).unwrap();
+    assert_eq!(response.text(), "arrived");
+    assert_eq!(response.redirect_count(), 1);
+}

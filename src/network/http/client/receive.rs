@@ -190,17 +190,6 @@ impl HttpClient {
                 .filter(|d| !d.is_identity())
                 .map(Box::new)
         };
-        if let BodyFraming::Length(n) = framing.body {
-            let buffered = matches!(state.delivery, Delivery::Buffered(_));
-            if buffered && n > state.max_body as u64 {
-                return Err(HttpError::LimitExceeded {
-                    what: "announced response body",
-                    limit: state.max_body,
-                });
-            }
-            // Reserve the announced size up front (bounded: a lying header must not allocate).
-            state.body.reserve(n.min(16 * 1024 * 1024) as usize);
-        }
         session
             .cookie_jar()
             .lock()
@@ -222,6 +211,18 @@ impl HttpClient {
             }
             RedirectAction::Error(e) => return Err(e),
             RedirectAction::Return => {}
+        }
+        // Only a body that is kept is held to the limit: a followed redirect's is thrown away.
+        if let (BodyFraming::Length(n), None) = (framing.body, &state.redirect_next) {
+            let buffered = matches!(state.delivery, Delivery::Buffered(_));
+            if buffered && n > state.max_body as u64 {
+                return Err(HttpError::LimitExceeded {
+                    what: "announced response body",
+                    limit: state.max_body,
+                });
+            }
+            // Reserve the announced size up front (bounded: a lying header must not allocate).
+            state.body.reserve(n.min(16 * 1024 * 1024) as usize);
         }
         state.phase = Phase::RecvBody;
         if state.redirect_next.is_none() {
