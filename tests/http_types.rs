@@ -1551,3 +1551,17 @@ fn a_top_level_domain_with_a_trailing_dot_is_not_a_cookie_domain() {
         Some("own=1")
     );
 }
+
+#[test]
+fn validate_refuses_a_second_host_field() {
+    // RFC 9112 §3.2: a server must answer 400 to more than one Host, and intermediaries that
+    // pick different ones route the request to different hosts.
+    let mut request = HttpRequest::new("http://example.com/").unwrap();
+    request.add_header("Host", "example.com");
+    assert!(request.validate().is_ok());
+    request.add_header("host", "internal.example");
+    assert!(
+        matches!(request.validate(), Err(HttpError::InvalidRequest(_))),
+        "{request:?}"
+    );
+}

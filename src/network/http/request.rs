@@ -366,7 +366,7 @@ impl HttpRequest {
     /// characters except tab, a `Content-Length` header must match the body length, and there
     /// must be no `Transfer-Encoding` header (the client writes the body as it is, framed by
     /// `Content-Length`; a body announced as chunked but not encoded so would let its bytes pass
-    /// for chunk framing and further requests).
+    /// for chunk framing and further requests), and at most one `Host` field (RFC 9112 §3.2).
     ///
     /// ```
     /// use kdnet::network::http::HttpRequest;
@@ -387,6 +387,11 @@ impl HttpRequest {
                     "value of header {name:?} contains a control character"
                 )));
             }
+        }
+        if self.headers.get_all("host").nth(1).is_some() {
+            return Err(HttpError::InvalidRequest(
+                "more than one Host header field".into(),
+            ));
         }
         if self.headers.contains("transfer-encoding") {
             return Err(HttpError::InvalidRequest(
