@@ -1081,3 +1081,23 @@ fn a_redirect_body_larger_than_the_body_limit_does_not_stop_the_redirect() {
     assert_eq!(response.text(), "arrived");
     assert_eq!(response.redirect_count(), 1);
 }
+
+#[test]
+fn a_location_in_latin_1_is_followed_to_its_percent_encoded_bytes() {
+    // Old servers send raw ISO-8859-1 in Location; browsers request the bytes percent-encoded
+    // (`é` = 0xE9 → `%E9`), where replacing them with U+FFFD requested `%EF%BF%BD`.
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /old ") {
+            Reply::Bytes(
+                b"HTTP/1.1 302 Found\r\nLocation: /caf\xe9?q=\xfc\r\nContent-Length: 0\r\n\r\n"
+                    .to_vec(),
+            )
+        } else {
+            Reply::Bytes(ok_response(&req.line, ""))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let response = get(&mut ev, &client, &server.url("/old")).unwrap();
+    assert_eq!(response.text(), "GET /caf%E9?q=%FC HTTP/1.1");
+}

@@ -80,7 +80,8 @@ pub struct ResponseHead {
     /// Reason phrase; empty when absent, or when it held non-ASCII bytes (they carry no meaning).
     pub reason: String,
     /// Header fields; names keep the server's spelling, empty values are kept. Values that are not
-    /// UTF-8 have the offending bytes replaced by U+FFFD.
+    /// UTF-8 have the offending bytes replaced by U+FFFD, except `Location`, whose bytes above
+    /// 0x7F are then percent-encoded (`%E9`), as browsers request them.
     pub headers: HeaderMap,
 }
 
@@ -265,7 +266,15 @@ impl HeadParser {
             .sum();
         let mut headers = HeaderMap::with_capacity(response.headers.len(), text_bytes);
         for h in response.headers.iter() {
-            headers.push(h.name, &String::from_utf8_lossy(h.value));
+            match std::str::from_utf8(h.value) {
+                Ok(value) => headers.push(h.name, value),
+                // A URL in a legacy charset: its bytes, percent-encoded, are what a browser
+                // requests; U+FFFD would point somewhere else.
+                Err(_) if h.name.eq_ignore_ascii_case("location") => {
+                    headers.push(h.name, &percent_encode_non_ascii(h.value));
+                }
+                Err(_) => headers.push(h.name, &String::from_utf8_lossy(h.value)),
+            }
         }
         Ok(Some(ResponseHead {
             version,
@@ -308,6 +317,22 @@ fn find_blank_line(window: &[u8], from: usize) -> BlankLine {
     BlankLine::NotYet {
         resume_at: window.len(),
     }
+}
+
+/// `bytes` with every byte above 0x7F written as `%XX` (the rest is ASCII, kept as is).
+fn percent_encode_non_ascii(bytes: &[u8]) -> String {
+    const HEX: &[u8; 16] = b"0123456789ABCDEF";
+    let mut out = String::with_capacity(bytes.len() * 3);
+    for &b in bytes {
+        if b.is_ascii() {
+            out.push(char::from(b));
+        } else {
+            out.push('%');
+            out.push(char::from(HEX[usize::from(b >> 4)]));
+            out.push(char::from(HEX[usize::from(b & 0x0f)]));
+        }
+    }
+    out
 }
 
 fn malformed(error: httparse::Error, head_bytes: &[u8]) -> HttpError {
