@@ -1101,3 +1101,24 @@ fn a_location_in_latin_1_is_followed_to_its_percent_encoded_bytes() {
     let response = get(&mut ev, &client, &server.url("/old")).unwrap();
     assert_eq!(response.text(), "GET /caf%E9?q=%FC HTTP/1.1");
 }
+
+/// `Duration::MAX` as a request's total timeout, the session's read timeout or its idle-connection
+/// timeout means "none": the request completes and the connection is pooled, where `Instant`
+/// arithmetic used to panic.
+#[test]
+fn timeouts_of_duration_max_mean_none() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("fine", "")));
+    let mut session = HttpSession::new();
+    session.set_read_timeout(Duration::MAX);
+    session.set_idle_connection_timeout(Duration::MAX);
+    let client = HttpClient::with_session(session).unwrap();
+    for _ in 0..2 {
+        let mut request = HttpRequest::get(&server.url("/")).unwrap();
+        request.set_timeout(Duration::MAX);
+        let out = send(&client, request);
+        assert_eq!(wait(&mut ev, &out).unwrap().text(), "fine");
+    }
+    let connections: Vec<usize> = server.requests().iter().map(|r| r.connection).collect();
+    assert_eq!(connections, [0, 0], "the connection was pooled and reused");
+}

@@ -1104,3 +1104,31 @@ fn retry_on_a_flushed_unterminated_last_line_sets_the_reconnection_time() {
     assert_eq!(sse.reconnection_time(), Duration::from_millis(25));
     sse.disconnect();
 }
+
+/// `Duration::MAX` as the reconnection time or the read timeout means "wait for ever": the
+/// client waits in `Connecting` after the stream ends, where adding the jitter (or the deadline
+/// arithmetic) used to panic.
+#[test]
+fn a_reconnection_time_of_duration_max_waits_without_panicking() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::BytesThenClose(stream("data: once\n\n")));
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.set_reconnection_time(Duration::MAX);
+    sse.set_max_reconnection_delay(Duration::MAX);
+    sse.set_read_timeout(Some(Duration::MAX));
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || !rec
+        .events
+        .borrow()
+        .is_empty()
+        && sse.ready_state() == ReadyState::Connecting));
+    let deadline = Instant::now() + Duration::from_millis(200);
+    assert!(!run_until(&mut ev, Duration::from_millis(200), || server
+        .requests()
+        .len()
+        > 1));
+    assert!(Instant::now() >= deadline);
+    assert_eq!(server.requests().len(), 1);
+    sse.disconnect();
+}

@@ -663,3 +663,49 @@ fn timers_due_with_one_that_panicked_still_fire_when_the_loop_runs_on() {
     assert!(fired.get(), "the other due timer never fired");
     assert!(!Timer::is_timer_active(later));
 }
+
+/// `Duration::MAX` is how a caller says "never" (the resolver and socket timeouts read it so):
+/// a timer of that length is running and never fires, instead of panicking on `Instant`
+/// arithmetic in `start`, `create_*`, `set_timeout`/`set_recurring` or a periodic re-arm.
+#[test]
+fn a_timer_of_duration_max_runs_and_never_fires() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let fired = Rc::new(Cell::new(0));
+    let f = fired.clone();
+    let single = Timer::create_timeout(Duration::MAX, move || f.set(f.get() + 1)).unwrap();
+    let f = fired.clone();
+    let recurring = Timer::create_recurring(Duration::MAX, move || f.set(f.get() + 1)).unwrap();
+    let f = fired.clone();
+    let managed = Timer::set_timeout(Duration::MAX, move || f.set(f.get() + 1)).unwrap();
+    let f = fired.clone();
+    let managed_recurring =
+        Timer::set_recurring(Duration::MAX, move || f.set(f.get() + 1)).unwrap();
+    // A running periodic timer given the longest interval from its own slot (a periodic re-arm).
+    let periodic = Timer::new().unwrap();
+    let weak = Rc::downgrade(&periodic);
+    let f = fired.clone();
+    periodic
+        .timeout
+        .connect(move |_| {
+            f.set(f.get() + 1);
+            if let Some(t) = weak.upgrade() {
+                t.interval.set(Duration::MAX);
+            }
+        })
+        .release();
+    periodic.start_with(Duration::ZERO);
+    spin_for(&mut event_loop, Duration::from_millis(50));
+    assert_eq!(
+        fired.get(),
+        1,
+        "only the periodic timer's first, zero-length tick"
+    );
+    for timer in [&single, &recurring] {
+        assert!(timer.running.get());
+        assert!(timer.remaining().unwrap() > Duration::from_secs(365 * 24 * 3600));
+    }
+    assert!(Timer::is_timer_active(managed));
+    assert!(Timer::cancel_timer(managed));
+    assert!(Timer::cancel_timer(managed_recurring));
+    assert!(periodic.running.get());
+}

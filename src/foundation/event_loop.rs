@@ -15,7 +15,7 @@ use super::handle::{LoopHandle, Shared};
 use super::notifier::FdWatchTable;
 use super::registry::{Readiness, ReadyHandler, SourceKey, SourceRegistry, WAKER_TOKEN};
 use super::sys;
-use super::timer_queue::{TimerHandler, TimerKey, TimerQueue, TimerTarget};
+use super::timer_queue::{TimerHandler, TimerKey, TimerQueue, TimerTarget, deadline_after};
 use crate::bindings::ConnectionEvaluator;
 
 /// Readiness events taken from the kernel per poll; more wait for the next turn.
@@ -191,7 +191,7 @@ impl LoopCore {
             TimerTarget::Owned(Rc::new(OnceTimer(Cell::new(Some(Box::new(f)))))),
             false,
         );
-        self.timer_arm(key, Instant::now() + delay);
+        self.timer_arm(key, deadline_after(Instant::now(), delay));
         key
     }
 

@@ -39,4 +39,4 @@ pub use timer::{Timer, TimerId};
 
 pub(crate) use event_loop::LoopCore;
 pub(crate) use registry::{Readiness, ReadyHandler, SourceKey};
-pub(crate) use timer_queue::{TimerHandler, TimerKey, TimerTarget};
+pub(crate) use timer_queue::{TimerHandler, TimerKey, TimerTarget, deadline_after};

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::LoopError;
 use super::event_loop::LoopCore;
-use super::timer_queue::{TimerHandler, TimerKey, TimerTarget};
+use super::timer_queue::{TimerHandler, TimerKey, TimerTarget, deadline_after};
 use crate::bindings::{Property, Signal};
 
 /// A timer of the current thread's loop (KDFoundation `Timer`).
@@ -204,7 +204,7 @@ impl Timer {
             f: RefCell::new(Box::new(f)),
             interval,
             recurring,
-            deadline: Cell::new(Instant::now() + interval),
+            deadline: Cell::new(deadline_after(Instant::now(), interval)),
         });
         let deadline = handler.deadline.get();
         let key = core.timer_insert(TimerTarget::Owned(handler), true);
@@ -213,7 +213,7 @@ impl Timer {
     }
 
     fn arm_from_now(&self) {
-        let deadline = Instant::now() + self.interval.get();
+        let deadline = deadline_after(Instant::now(), self.interval.get());
         self.deadline.set(Some(deadline));
         self.core.timer_arm(self.key, deadline);
     }
@@ -308,6 +308,10 @@ impl TimerHandler for ManagedTimer {
 /// The next deadline of a periodic timer: one interval after the last one, or — if that has
 /// passed already — one interval from now, so missed ticks coalesce into the one being fired.
 fn next_periodic_deadline(previous: Option<Instant>, interval: Duration, now: Instant) -> Instant {
-    let next = previous.map_or(now + interval, |d| d + interval);
-    if next <= now { now + interval } else { next }
+    let next = deadline_after(previous.unwrap_or(now), interval);
+    if next <= now {
+        deadline_after(now, interval)
+    } else {
+        next
+    }
 }

@@ -15,9 +15,19 @@ use std::collections::BinaryHeap;
 use std::num::NonZeroU64;
 use std::rc::{Rc, Weak};
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use slab::Slab;
+
+/// The furthest a deadline is set: a century, "never" in practice. `Instant` cannot hold
+/// `Duration::MAX` (how callers spell "no timeout") added to now.
+const FURTHEST_DELAY: Duration = Duration::from_secs(100 * 365 * 24 * 60 * 60);
+
+/// `from + delay`, with a delay too long for `Instant` arithmetic clamped to a century.
+pub(crate) fn deadline_after(from: Instant, delay: Duration) -> Instant {
+    from.checked_add(delay)
+        .unwrap_or_else(|| from + FURTHEST_DELAY)
+}
 
 /// Generations come from one process-wide counter, so a key (and so a `TimerId`) of one loop
 /// never matches a timer of another thread's loop.

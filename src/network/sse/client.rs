@@ -482,7 +482,7 @@ impl SseClient {
         } else {
             x % (jitter_range + 1)
         };
-        backoff + Duration::from_millis(jitter)
+        backoff.saturating_add(Duration::from_millis(jitter))
     }
 
     fn take_back_parser(&self, parser: Option<Box<SseParser>>) {

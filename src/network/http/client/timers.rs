@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use super::state::Phase;
 use super::{ClientInner, HttpClient};
-use crate::foundation::TimerKey;
+use crate::foundation::{TimerKey, deadline_after};
 use crate::network::error::TimeoutPhase;
 use crate::network::http::HttpError;
 
@@ -44,7 +44,7 @@ impl HttpClient {
         let Some(timeout) = state.read_timeout else {
             return;
         };
-        let deadline = Instant::now() + timeout;
+        let deadline = deadline_after(Instant::now(), timeout);
         let watch = state.idle.get_or_insert_with(|| {
             Box::new(IdleWatch {
                 timer: None,

@@ -5,7 +5,9 @@ use std::rc::Weak;
 use std::time::{Duration, Instant};
 
 use super::{SocketState, TcpSocket};
-use crate::foundation::{Readiness, ReadyHandler, TimerHandler, TimerKey, TimerTarget};
+use crate::foundation::{
+    Readiness, ReadyHandler, TimerHandler, TimerKey, TimerTarget, deadline_after,
+};
 use crate::network::error::{SocketError, TimeoutPhase};
 
 impl TcpSocket {
@@ -17,11 +19,8 @@ impl TcpSocket {
         let key = self
             .core
             .timer_insert(TimerTarget::Borrowed(handler), false);
-        // A delay too large for `Instant` arithmetic (`Duration::MAX`: "no timeout") never comes:
-        // the timer stays unarmed.
-        if let Some(deadline) = Instant::now().checked_add(delay) {
-            self.core.timer_arm(key, deadline);
-        }
+        self.core
+            .timer_arm(key, deadline_after(Instant::now(), delay));
         key
     }
 }
