@@ -58,7 +58,9 @@ impl HttpResponse {
         self.version
     }
 
-    /// All header fields, in the order received.
+    /// All header fields, in the order received. When the client decoded the body (gzip,
+    /// deflate), `Content-Encoding` and `Content-Length` are removed: they described the encoded
+    /// body, not the one delivered.
     pub fn headers(&self) -> &HeaderMap {
         &self.headers
     }

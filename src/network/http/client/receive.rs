@@ -166,7 +166,7 @@ impl HttpClient {
         &self,
         inner: &mut ClientInner,
         id: u64,
-        head: ResponseHead,
+        mut head: ResponseHead,
         actions: &mut Vec<Action>,
     ) -> Result<(), HttpError> {
         let ClientInner {
@@ -190,6 +190,12 @@ impl HttpClient {
                 .filter(|d| !d.is_identity())
                 .map(Box::new)
         };
+        if state.content.is_some() {
+            // The body the user gets is decoded: fields describing the encoded one would be
+            // wrong about it (a proxy forwarding both would send a broken message).
+            head.headers.remove("content-encoding");
+            head.headers.remove("content-length");
+        }
         session
             .cookie_jar()
             .lock()
