@@ -282,26 +282,77 @@ fn expired_cache_entries_are_not_used() {
     assert_eq!(resolver.pool_lookups(), 2);
 }
 
+/// Lookups of one name made while it is being resolved share one pool task (one getaddrinfo):
+/// N connections opened at once to one host do not take the pool's threads N times over.
 #[test]
-fn many_concurrent_lookups_all_finish_on_a_bounded_pool() {
+fn concurrent_lookups_of_one_name_share_one_pool_task() {
     let mut event_loop = EventLoop::new().unwrap();
     let resolver = DnsResolver::instance().unwrap();
     resolver.set_cache_ttl(Duration::ZERO);
-    let done = Rc::new(Cell::new(0));
+    let answers: Rc<RefCell<Vec<LookupResult>>> = Rc::default();
     let peak_threads = Rc::new(Cell::new(0));
-    for _ in 0..16 {
-        let d = done.clone();
-        resolver.lookup("localhost", move |r| {
-            assert!(r.is_ok(), "{r:?}");
-            d.set(d.get() + 1);
-        });
+    for i in 0..16 {
+        let a = answers.clone();
+        // Case differs, the name does not.
+        let host = if i % 2 == 0 { "localhost" } else { "LocalHost" };
+        resolver.lookup(host, move |r| a.borrow_mut().push(r));
     }
     wait_until(&mut event_loop, || {
         peak_threads.set(peak_threads.get().max(DnsResolver::pool_threads()));
-        done.get() == 16
+        answers.borrow().len() == 16
     });
     assert!(peak_threads.get() <= MAX_RESOLVER_THREADS);
-    assert_eq!(resolver.pool_lookups(), 16);
+    assert_eq!(resolver.pool_lookups(), 1);
+    let answers = answers.borrow();
+    let first = answers[0].as_ref().unwrap();
+    assert!(answers.iter().all(|a| a.as_ref().ok() == Some(first)));
+}
+
+/// Waiters of a shared task leave it independently: cancelling some (the one that started the
+/// task included) still answers the rest; when all left, a lookup joining before the task ran is
+/// answered all the same; a lookup after `clear_cache` does not join a task started before it.
+#[test]
+fn waiters_of_a_shared_lookup_come_and_go_independently() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    resolver.set_cache_ttl(Duration::ZERO);
+    let (first, callback) = slot();
+    let starter = resolver.lookup("localhost", callback);
+    let (second, callback) = slot();
+    resolver.lookup("localhost", callback);
+    assert!(resolver.cancel(starter));
+    wait_until(&mut event_loop, || second.borrow().is_some());
+    assert!(second.take().unwrap().is_ok());
+    assert!(
+        first.borrow().is_none(),
+        "a cancelled lookup is never answered"
+    );
+    assert_eq!(resolver.pool_lookups(), 1);
+
+    let (gone, callback) = slot();
+    let only = resolver.lookup("localhost", callback);
+    assert!(resolver.cancel(only));
+    let (late, callback) = slot();
+    resolver.lookup("localhost", callback);
+    wait_until(&mut event_loop, || late.borrow().is_some());
+    assert!(late.take().unwrap().is_ok());
+    assert!(gone.borrow().is_none());
+
+    let before = resolver.pool_lookups();
+    let (a, callback) = slot();
+    resolver.lookup("localhost", callback);
+    resolver.clear_cache();
+    let (b, callback) = slot();
+    resolver.lookup("localhost", callback);
+    wait_until(&mut event_loop, || {
+        a.borrow().is_some() && b.borrow().is_some()
+    });
+    assert_eq!(
+        resolver.pool_lookups() - before,
+        2,
+        "the clear started a task of its own"
+    );
+    assert_eq!(resolver.pending_lookups(), 0);
 }
 
 #[test]

@@ -4,11 +4,16 @@
 //!  lookup(host, cb) on the loop thread ── cb stays here, in a table keyed by LookupId
 //!    ├─ IP literal ("127.0.0.1", "::1", "[::1]") ──┐
 //!    ├─ cached (positive answers, 60 s, 256 names) ─┴─ post ─► cb on a later turn
+//!    ├─ the name is being resolved already ─► waits for that task's answer
 //!    └─ otherwise ─► worker pool (process-wide, ≤ 4 threads, started on demand)
 //!                     getaddrinfo via std's ToSocketAddrs
-//!                     LoopHandle::post(id + addresses) ─► loop thread ─► table ─► cb
+//!                     LoopHandle::post(name + addresses) ─► loop thread ─► every waiting cb
 //!       timeout timer (10 s) ─► cb(Timeout(Resolve)); the late answer is only cached
 //! ```
+//!
+//! One name is resolved by one task at a time: lookups made while it runs wait for its answer,
+//! each with its own timeout, so connections opened together to one host cost one getaddrinfo,
+//! and retries of a slow name do not take the pool's other threads.
 //!
 //! Callbacks never cross threads: only the lookup id and the plain result do. A callback always
 //! runs on a later loop turn, never inside [`DnsResolver::lookup`], so the caller's state is
@@ -27,6 +32,7 @@
 //! [`SocketError::InvalidAddress`], since answers are [`IpAddr`]s, which cannot carry one.
 
 mod cache;
+mod in_flight;
 mod pool;
 
 use std::cell::{Cell, RefCell};
@@ -39,6 +45,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use self::cache::AddressCache;
+use self::in_flight::{InFlight, TaskKey};
 use self::pool::WorkerPool;
 use super::{SocketError, TimeoutPhase};
 use crate::foundation::{LoopCore, LoopError, LoopHandle, TimerKey};
@@ -126,6 +133,8 @@ pub struct DnsResolver {
     cache_epoch: Cell<u64>,
     next_id: Cell<u64>,
     pending: RefCell<HashMap<u64, PendingLookup>>,
+    /// Pool tasks in flight, each with the lookups waiting for it (one task per name).
+    in_flight: RefCell<InFlight>,
     cache: RefCell<AddressCache>,
 }
 
@@ -133,10 +142,10 @@ struct PendingLookup {
     host: String,
     family: AddressFamily,
     callback: LookupCallback,
-    /// Only lookups that went to the pool have a timer, a deadline and a cancel flag.
+    /// Only lookups that went to the pool have a timer, a deadline and a task they wait for.
     timer: Option<TimerKey>,
     deadline: Option<Instant>,
-    cancelled: Option<Arc<AtomicBool>>,
+    task: Option<TaskKey>,
 }
 
 /// What the pool sends back: addresses in resolver order (deduplicated), or its message.
@@ -221,7 +230,7 @@ impl DnsResolver {
             callback: Box::new(callback),
             timer: None,
             deadline: None,
-            cancelled: None,
+            task: None,
         };
         match self.route(host) {
             Route::Now(result) => {
@@ -234,8 +243,8 @@ impl DnsResolver {
                 }));
             }
             Route::Pool => {
-                let cancelled = Arc::new(AtomicBool::new(false));
-                pending.cancelled = Some(Arc::clone(&cancelled));
+                let key: TaskKey = (cache_key(host), self.cache_epoch.get());
+                pending.task = Some(key.clone());
                 let timeout = self.timeout.get();
                 // A timeout too large for Instant arithmetic means "no timeout".
                 pending.deadline = Instant::now().checked_add(timeout);
@@ -248,7 +257,10 @@ impl DnsResolver {
                     }));
                 }
                 self.pending.borrow_mut().insert(id, pending);
-                self.start_pool_lookup(&core, id, host, cancelled);
+                let new_task = self.in_flight.borrow_mut().join(key.clone(), id);
+                if let Some(nobody_waits) = new_task {
+                    self.start_pool_lookup(&core, key, host, nobody_waits);
+                }
             }
         }
         LookupId(id)
@@ -260,7 +272,7 @@ impl DnsResolver {
         let removed = self.pending.borrow_mut().remove(&id.0);
         match removed {
             Some(lookup) => {
-                self.discard(lookup);
+                self.discard(id.0, lookup);
                 true
             }
             None => false,
@@ -269,9 +281,9 @@ impl DnsResolver {
 
     /// Cancels every unfinished lookup of this resolver (KDNetwork `cancelLookups`).
     pub fn cancel_lookups(&self) {
-        let all: Vec<PendingLookup> = self.pending.borrow_mut().drain().map(|(_, l)| l).collect();
-        for lookup in all {
-            self.discard(lookup);
+        let all: Vec<(u64, PendingLookup)> = self.pending.borrow_mut().drain().collect();
+        for (id, lookup) in all {
+            self.discard(id, lookup);
         }
     }
 
@@ -328,6 +340,7 @@ impl DnsResolver {
             cache_epoch: Cell::new(0),
             next_id: Cell::new(1),
             pending: RefCell::new(HashMap::new()),
+            in_flight: RefCell::new(InFlight::default()),
             cache: RefCell::new(AddressCache::new(DEFAULT_CACHE_TTL, MAX_CACHED_NAMES)),
         })
     }
@@ -348,29 +361,37 @@ impl DnsResolver {
         Route::Pool
     }
 
-    fn start_pool_lookup(&self, core: &LoopCore, id: u64, host: &str, cancelled: Arc<AtomicBool>) {
+    /// Starts the pool task of `key`; `nobody_waits` tells it to skip getaddrinfo.
+    fn start_pool_lookup(
+        &self,
+        core: &LoopCore,
+        key: TaskKey,
+        host: &str,
+        nobody_waits: Arc<AtomicBool>,
+    ) {
         self.pool_lookups.set(self.pool_lookups.get() + 1);
         let host = host.to_owned();
         let handle = self.handle.clone();
         let serial = self.serial;
-        let epoch = self.cache_epoch.get();
+        let task_key = key.clone();
         let task = Box::new(move || {
-            if cancelled.load(Ordering::Acquire) {
-                return;
-            }
-            let answer = resolve_blocking(&host);
+            // Everyone waiting left while this was queued: say so rather than resolve.
+            let answer = (!nobody_waits.load(Ordering::Acquire)).then(|| resolve_blocking(&host));
             // Fails only when the loop is gone, and then nobody is waiting.
-            let _ = handle.post(move || deliver_pool_answer(serial, id, host, answer, epoch));
+            let _ = handle.post(move || deliver_pool_answer(serial, task_key, answer));
         });
         if let Err(e) = POOL.submit(task) {
-            let result = Err(SocketError::Lookup {
-                host: self.pending_host(id),
-                reason: format!("could not start a resolver thread: {e}"),
-            });
+            // The task never runs: the lookups waiting for it fail (on a later turn).
+            let waiters = self.in_flight.borrow_mut().finish(&key);
+            let reason = format!("could not start a resolver thread: {e}");
             let resolver = self.self_weak.clone();
             core.post(Box::new(move || {
                 if let Some(resolver) = resolver.upgrade() {
-                    resolver.finish(id, result);
+                    for id in waiters {
+                        let host = resolver.pending_host(id);
+                        let reason = reason.clone();
+                        resolver.finish(id, Err(SocketError::Lookup { host, reason }));
+                    }
                 }
             }));
         }
@@ -384,37 +405,66 @@ impl DnsResolver {
             .unwrap_or_default()
     }
 
-    /// A pool answer arrived: cache it (unless the cache was cleared since the lookup started),
-    /// then answer the lookup unless it was cancelled.
-    fn pool_answered(&self, id: u64, host: String, answer: PoolAnswer, epoch: u64) {
+    /// The pool task of `key` ended: cache its answer (unless the cache was cleared since it
+    /// started), then answer every lookup waiting for it. `None`: it skipped getaddrinfo because
+    /// nobody waited; lookups that joined since then start it again.
+    fn pool_answered(&self, key: TaskKey, answer: Option<PoolAnswer>) {
+        let waiters = self.in_flight.borrow_mut().finish(&key);
+        let Some(answer) = answer else {
+            return self.restart(key, waiters);
+        };
         let now = Instant::now();
-        if let (Ok(addresses), true) = (&answer, epoch == self.cache_epoch.get()) {
+        if let (Ok(addresses), true) = (&answer, key.1 == self.cache_epoch.get()) {
             self.cache
                 .borrow_mut()
-                .insert(cache_key(&host), addresses.clone(), now);
+                .insert(key.0, addresses.clone(), now);
         }
-        let late = self
-            .pending
-            .borrow()
-            .get(&id)
-            .and_then(|l| l.deadline)
-            .is_some_and(|deadline| now >= deadline);
-        // Past the deadline the answer counts as late even if the timer has not fired yet
-        // (both can become due in the same turn), so a short timeout is reliably a timeout.
-        let result = if late {
-            Err(SocketError::Timeout(TimeoutPhase::Resolve))
-        } else {
-            answer.map_err(|reason| SocketError::Lookup { host, reason })
+        for id in waiters {
+            // Each callback may have cancelled the lookups after it.
+            let Some((host, deadline)) = self
+                .pending
+                .borrow()
+                .get(&id)
+                .map(|l| (l.host.clone(), l.deadline))
+            else {
+                continue;
+            };
+            // Past the deadline the answer counts as late even if the timer has not fired yet
+            // (both can become due in the same turn), so a short timeout is reliably a timeout.
+            let result = if deadline.is_some_and(|deadline| now >= deadline) {
+                Err(SocketError::Timeout(TimeoutPhase::Resolve))
+            } else {
+                answer
+                    .clone()
+                    .map_err(|reason| SocketError::Lookup { host, reason })
+            };
+            self.finish(id, result);
+        }
+    }
+
+    /// Starts the task of `key` again for `waiters` (it skipped, but they joined meanwhile).
+    fn restart(&self, key: TaskKey, waiters: Vec<u64>) {
+        let Some(core) = self.core.upgrade() else {
+            return;
         };
-        self.finish(id, result);
+        for id in waiters {
+            if !self.pending.borrow().contains_key(&id) {
+                continue;
+            }
+            let new_task = self.in_flight.borrow_mut().join(key.clone(), id);
+            if let Some(nobody_waits) = new_task {
+                let host = self.pending_host(id);
+                self.start_pool_lookup(&core, key.clone(), &host, nobody_waits);
+            }
+        }
     }
 
     fn expire(&self, id: u64) {
         let Some(lookup) = self.pending.borrow_mut().remove(&id) else {
             return;
         };
-        if let Some(flag) = &lookup.cancelled {
-            flag.store(true, Ordering::Release);
+        if let Some(task) = &lookup.task {
+            self.in_flight.borrow_mut().leave(task, id);
         }
         log::debug!("DNS lookup of {:?} timed out", lookup.host);
         // The timer that called us has already removed itself.
@@ -436,9 +486,9 @@ impl DnsResolver {
 
     /// Forgets a lookup without calling it. Must be called without `pending` borrowed: dropping
     /// the callback drops its captures.
-    fn discard(&self, lookup: PendingLookup) {
-        if let Some(flag) = &lookup.cancelled {
-            flag.store(true, Ordering::Release);
+    fn discard(&self, id: u64, lookup: PendingLookup) {
+        if let Some(task) = &lookup.task {
+            self.in_flight.borrow_mut().leave(task, id);
         }
         if let (Some(timer), Some(core)) = (lookup.timer, self.core.upgrade()) {
             core.timer_remove(timer);
@@ -449,9 +499,9 @@ impl DnsResolver {
 
 impl Drop for DnsResolver {
     fn drop(&mut self) {
-        let all: Vec<PendingLookup> = self.pending.get_mut().drain().map(|(_, l)| l).collect();
-        for lookup in all {
-            self.discard(lookup);
+        let all: Vec<(u64, PendingLookup)> = self.pending.get_mut().drain().collect();
+        for (id, lookup) in all {
+            self.discard(id, lookup);
         }
     }
 }
@@ -460,6 +510,7 @@ impl fmt::Debug for DnsResolver {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("DnsResolver")
             .field("pending", &self.pending.borrow().len())
+            .field("in_flight", &self.in_flight.borrow().len())
             .field("cached", &self.cache.borrow().len())
             .field("timeout", &self.timeout.get())
             .finish()
@@ -485,7 +536,7 @@ pub fn resolve_literal(host: &str) -> Option<IpAddr> {
 }
 
 /// Runs on the loop thread: hands a pool answer to the resolver that asked, if it still exists.
-fn deliver_pool_answer(serial: u64, id: u64, host: String, answer: PoolAnswer, epoch: u64) {
+fn deliver_pool_answer(serial: u64, key: TaskKey, answer: Option<PoolAnswer>) {
     let resolver = INSTANCE.with(|slot| {
         slot.borrow()
             .as_ref()
@@ -493,7 +544,7 @@ fn deliver_pool_answer(serial: u64, id: u64, host: String, answer: PoolAnswer, e
             .cloned()
     });
     if let Some(resolver) = resolver {
-        resolver.pool_answered(id, host, answer, epoch);
+        resolver.pool_answered(key, answer);
     }
 }
 
