@@ -33,6 +33,7 @@
 
 mod cache;
 mod in_flight;
+mod names;
 mod pool;
 
 use std::cell::{Cell, RefCell};
@@ -46,6 +47,7 @@ use std::time::{Duration, Instant};
 
 use self::cache::AddressCache;
 use self::in_flight::{InFlight, TaskKey};
+use self::names::{cache_key, check_host_name};
 use self::pool::WorkerPool;
 use super::{SocketError, TimeoutPhase};
 use crate::foundation::{LoopCore, LoopError, LoopHandle, TimerKey};
@@ -67,9 +69,6 @@ pub const MAX_RESOLVER_THREADS: usize = 4;
 /// Longest host name accepted, in bytes, not counting one trailing dot: 253 (RFC 1035).
 /// Longer names fail with [`SocketError::InvalidAddress`] without reaching the resolver.
 pub const MAX_HOST_NAME_LEN: usize = 253;
-
-/// Longest label (the part between two dots) of a host name, in bytes: 63 (RFC 1035).
-const MAX_LABEL_LEN: usize = 63;
 
 /// A pool thread with nothing to do for this long leaves.
 const IDLE_THREAD_EXIT: Duration = Duration::from_secs(30);
@@ -565,79 +564,6 @@ fn unique_ips(found: impl Iterator<Item = SocketAddr>) -> Vec<IpAddr> {
     addresses
 }
 
-fn check_host_name(host: &str) -> Result<(), SocketError> {
-    let name = host.strip_suffix('.').unwrap_or(host);
-    if name.is_empty() {
-        return Err(SocketError::InvalidAddress(format!(
-            "empty host name {host:?}"
-        )));
-    }
-    if name.len() > MAX_HOST_NAME_LEN {
-        return Err(SocketError::InvalidAddress(format!(
-            "host name is {} bytes long, the limit is {MAX_HOST_NAME_LEN}",
-            name.len()
-        )));
-    }
-    // Also in brackets (`[fe80::1%25eth0]` in a URL): the brackets are not the problem.
-    if host.contains('%') && host.contains(':') {
-        return Err(SocketError::InvalidAddress(format!(
-            "{host:?}: IPv6 zone ids are not supported"
-        )));
-    }
-    if host.starts_with('[') || host.ends_with(']') {
-        return Err(SocketError::InvalidAddress(format!(
-            "{host:?}: brackets are only allowed around an IPv6 address"
-        )));
-    }
-    if host.contains('\0') {
-        return Err(SocketError::InvalidAddress(format!(
-            "{host:?}: host name contains a NUL byte"
-        )));
-    }
-    if host.contains(':') {
-        return Err(SocketError::InvalidAddress(format!(
-            "{host:?} is neither an IP address nor a host name (a port goes in its own argument)"
-        )));
-    }
-    if let Some(c) = host.chars().find(|&c| is_forbidden_in_host(c)) {
-        return Err(SocketError::InvalidAddress(format!(
-            "{host:?}: {c:?} cannot appear in a host name"
-        )));
-    }
-    for label in name.split('.') {
-        if label.is_empty() {
-            return Err(SocketError::InvalidAddress(format!(
-                "{host:?}: empty label (two dots in a row, or a leading dot)"
-            )));
-        }
-        if label.len() > MAX_LABEL_LEN {
-            return Err(SocketError::InvalidAddress(format!(
-                "{host:?}: a label is {} bytes long, the limit is {MAX_LABEL_LEN}",
-                label.len()
-            )));
-        }
-    }
-    Ok(())
-}
-
-/// The WHATWG URL standard's forbidden domain code points (control characters, space, `#`, `%`,
-/// `/`, `:`, `<`, `>`, `?`, `@`, `[`, `\`, `]`, `^`, `|`, DEL): no URL can carry a host with
-/// one, and no resolver answers for it.
-fn is_forbidden_in_host(c: char) -> bool {
-    c.is_ascii_control()
-        || matches!(
-            c,
-            ' ' | '#' | '%' | '/' | ':' | '<' | '>' | '?' | '@' | '[' | '\\' | ']' | '^' | '|'
-        )
-}
-
-/// Host names are case-insensitive. A trailing dot is kept: `name.` is absolute (no search
-/// domains, and glibc's /etc/hosts lookup does not match it), `name` is not, so the two can
-/// resolve differently.
-fn cache_key(host: &str) -> String {
-    host.to_ascii_lowercase()
-}
-
 fn keep_family(host: &str, family: AddressFamily, addresses: Vec<IpAddr>) -> LookupResult {
     let (addresses, reason) = match family {
         AddressFamily::Any => (addresses, "no addresses"),
@@ -682,56 +608,6 @@ mod tests {
         assert_eq!(resolve_literal("[::1"), None);
         assert_eq!(resolve_literal("localhost"), None);
         assert_eq!(resolve_literal(""), None);
-    }
-
-    #[test]
-    fn host_name_checks() {
-        assert!(check_host_name("example.com").is_ok());
-        assert!(check_host_name("example.com.").is_ok());
-        assert!(check_host_name("").is_err());
-        assert!(check_host_name(".").is_err());
-        assert!(check_host_name("[example.com]").is_err());
-        assert!(check_host_name("a\0b").is_err());
-        let long = "a".repeat(MAX_HOST_NAME_LEN + 1);
-        let err = check_host_name(&long).unwrap_err();
-        assert_eq!(
-            err.to_string(),
-            "invalid address: host name is 254 bytes long, the limit is 253"
-        );
-        let labels = vec!["a".repeat(63); 4].join(".");
-        assert_eq!(labels.len(), 255);
-        assert!(check_host_name(&labels[..MAX_HOST_NAME_LEN]).is_ok());
-        assert!(check_host_name(&labels[..MAX_HOST_NAME_LEN + 1]).is_err());
-        assert!(check_host_name(&format!("{}.", &labels[..MAX_HOST_NAME_LEN])).is_ok());
-        assert!(check_host_name(&format!("{}.x", "a".repeat(64))).is_err());
-        assert!(check_host_name(&format!("{}.x", "a".repeat(63))).is_ok());
-        for bad in [
-            "a..b",
-            ".a",
-            "a:80",
-            "fe80::1%lo",
-            "a b",
-            "a/b",
-            "a\x7fb",
-            "a%b",
-        ] {
-            assert!(check_host_name(bad).is_err(), "{bad:?}");
-        }
-        for good in [
-            "my_service",
-            "xn--bcher-kva.example",
-            "b\u{fc}cher.example",
-            "a-b.c",
-        ] {
-            assert!(check_host_name(good).is_ok(), "{good:?}");
-        }
-    }
-
-    #[test]
-    fn cache_keys_ignore_case_but_keep_a_trailing_dot() {
-        assert_eq!(cache_key("LocalHost"), "localhost");
-        assert_eq!(cache_key("LocalHost."), "localhost.");
-        assert_eq!(cache_key("example.COM"), "example.com");
     }
 
     #[test]

@@ -1,0 +1,139 @@
+//! Host names: what may be handed to the system resolver, and the key a name is cached (and
+//! resolved once at a time) under.
+
+use super::MAX_HOST_NAME_LEN;
+use crate::network::SocketError;
+
+/// Longest label (the part between two dots) of a host name, in bytes: 63 (RFC 1035).
+const MAX_LABEL_LEN: usize = 63;
+
+/// Refuses, with the reason, a host no resolver can answer: empty, too long, a label empty or
+/// over 63 bytes, brackets around a non-IPv6 name, NUL, a port, an IPv6 zone id, or a character
+/// no URL host may hold.
+pub(super) fn check_host_name(host: &str) -> Result<(), SocketError> {
+    let name = host.strip_suffix('.').unwrap_or(host);
+    if name.is_empty() {
+        return Err(SocketError::InvalidAddress(format!(
+            "empty host name {host:?}"
+        )));
+    }
+    if name.len() > MAX_HOST_NAME_LEN {
+        return Err(SocketError::InvalidAddress(format!(
+            "host name is {} bytes long, the limit is {MAX_HOST_NAME_LEN}",
+            name.len()
+        )));
+    }
+    // Also in brackets (`[fe80::1%25eth0]` in a URL): the brackets are not the problem.
+    if host.contains('%') && host.contains(':') {
+        return Err(SocketError::InvalidAddress(format!(
+            "{host:?}: IPv6 zone ids are not supported"
+        )));
+    }
+    if host.starts_with('[') || host.ends_with(']') {
+        return Err(SocketError::InvalidAddress(format!(
+            "{host:?}: brackets are only allowed around an IPv6 address"
+        )));
+    }
+    if host.contains('\0') {
+        return Err(SocketError::InvalidAddress(format!(
+            "{host:?}: host name contains a NUL byte"
+        )));
+    }
+    if host.contains(':') {
+        return Err(SocketError::InvalidAddress(format!(
+            "{host:?} is neither an IP address nor a host name (a port goes in its own argument)"
+        )));
+    }
+    if let Some(c) = host.chars().find(|&c| is_forbidden_in_host(c)) {
+        return Err(SocketError::InvalidAddress(format!(
+            "{host:?}: {c:?} cannot appear in a host name"
+        )));
+    }
+    for label in name.split('.') {
+        if label.is_empty() {
+            return Err(SocketError::InvalidAddress(format!(
+                "{host:?}: empty label (two dots in a row, or a leading dot)"
+            )));
+        }
+        if label.len() > MAX_LABEL_LEN {
+            return Err(SocketError::InvalidAddress(format!(
+                "{host:?}: a label is {} bytes long, the limit is {MAX_LABEL_LEN}",
+                label.len()
+            )));
+        }
+    }
+    Ok(())
+}
+
+/// The WHATWG URL standard's forbidden domain code points (control characters, space, `#`, `%`,
+/// `/`, `:`, `<`, `>`, `?`, `@`, `[`, `\`, `]`, `^`, `|`, DEL): no URL can carry a host with
+/// one, and no resolver answers for it.
+fn is_forbidden_in_host(c: char) -> bool {
+    c.is_ascii_control()
+        || matches!(
+            c,
+            ' ' | '#' | '%' | '/' | ':' | '<' | '>' | '?' | '@' | '[' | '\\' | ']' | '^' | '|'
+        )
+}
+
+/// Host names are case-insensitive. A trailing dot is kept: `name.` is absolute (no search
+/// domains, and glibc's /etc/hosts lookup does not match it), `name` is not, so the two can
+/// resolve differently.
+pub(super) fn cache_key(host: &str) -> String {
+    host.to_ascii_lowercase()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn host_name_checks() {
+        assert!(check_host_name("example.com").is_ok());
+        assert!(check_host_name("example.com.").is_ok());
+        assert!(check_host_name("").is_err());
+        assert!(check_host_name(".").is_err());
+        assert!(check_host_name("[example.com]").is_err());
+        assert!(check_host_name("a\0b").is_err());
+        let long = "a".repeat(MAX_HOST_NAME_LEN + 1);
+        let err = check_host_name(&long).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid address: host name is 254 bytes long, the limit is 253"
+        );
+        let labels = vec!["a".repeat(63); 4].join(".");
+        assert_eq!(labels.len(), 255);
+        assert!(check_host_name(&labels[..MAX_HOST_NAME_LEN]).is_ok());
+        assert!(check_host_name(&labels[..MAX_HOST_NAME_LEN + 1]).is_err());
+        assert!(check_host_name(&format!("{}.", &labels[..MAX_HOST_NAME_LEN])).is_ok());
+        assert!(check_host_name(&format!("{}.x", "a".repeat(64))).is_err());
+        assert!(check_host_name(&format!("{}.x", "a".repeat(63))).is_ok());
+        for bad in [
+            "a..b",
+            ".a",
+            "a:80",
+            "fe80::1%lo",
+            "a b",
+            "a/b",
+            "a\x7fb",
+            "a%b",
+        ] {
+            assert!(check_host_name(bad).is_err(), "{bad:?}");
+        }
+        for good in [
+            "my_service",
+            "xn--bcher-kva.example",
+            "b\u{fc}cher.example",
+            "a-b.c",
+        ] {
+            assert!(check_host_name(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn cache_keys_ignore_case_but_keep_a_trailing_dot() {
+        assert_eq!(cache_key("LocalHost"), "localhost");
+        assert_eq!(cache_key("LocalHost."), "localhost.");
+        assert_eq!(cache_key("example.COM"), "example.com");
+    }
+}
