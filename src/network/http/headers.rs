@@ -81,23 +81,23 @@ impl HeaderMap {
     /// # Panics
     ///
     /// If the map's names and values together would exceed 4 GiB.
-    pub fn append(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        self.push(&name.into(), &value.into());
+    pub fn append(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) {
+        self.push(name.as_ref(), value.as_ref());
     }
 
     /// Replaces every value of `name` with `value`.
-    pub fn set(&mut self, name: impl Into<String>, value: impl Into<String>) {
-        let name = name.into();
-        self.remove(&name);
-        self.push(&name, &value.into());
+    pub fn set(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) {
+        let name = name.as_ref();
+        self.remove(name);
+        self.push(name, value.as_ref());
     }
 
     /// Sets `name` only when it is absent; returns whether it was set.
-    pub fn set_if_absent(&mut self, name: &str, value: impl Into<String>) -> bool {
+    pub fn set_if_absent(&mut self, name: &str, value: impl AsRef<str>) -> bool {
         if self.contains(name) {
             return false;
         }
-        self.push(name, &value.into());
+        self.push(name, value.as_ref());
         true
     }
 
@@ -174,7 +174,7 @@ impl fmt::Debug for HeaderMap {
     }
 }
 
-impl<N: Into<String>, V: Into<String>> FromIterator<(N, V)> for HeaderMap {
+impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, V)> for HeaderMap {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         let iter = iter.into_iter();
         let mut map = HeaderMap::with_capacity(iter.size_hint().0, 0);

@@ -225,12 +225,12 @@ impl HttpRequest {
     }
 
     /// Sets header `name` to `value`, replacing every earlier value.
-    pub fn set_header(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn set_header(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) {
         self.headers.set(name, value);
     }
 
     /// Adds a value for header `name`, keeping earlier values.
-    pub fn add_header(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn add_header(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) {
         self.headers.append(name, value);
     }
 
@@ -240,7 +240,7 @@ impl HttpRequest {
     }
 
     /// Builder form of [`HttpRequest::set_header`].
-    pub fn with_header(mut self, name: impl Into<String>, value: impl Into<String>) -> Self {
+    pub fn with_header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
         self.headers.set(name, value);
         self
     }
@@ -376,6 +376,8 @@ impl HttpRequest {
     /// assert!(request.with_header("X-Evil", "a\r\nInjected: 1").validate().is_err());
     /// ```
     pub fn validate(&self) -> Result<(), HttpError> {
+        // One pass over the fields: this runs for every request sent.
+        let mut hosts = 0;
         for (name, value) in self.headers.iter() {
             if !is_token(name) {
                 return Err(HttpError::InvalidRequest(format!(
@@ -387,21 +389,22 @@ impl HttpRequest {
                     "value of header {name:?} contains a control character"
                 )));
             }
-        }
-        if self.headers.get_all("host").nth(1).is_some() {
-            return Err(HttpError::InvalidRequest(
-                "more than one Host header field".into(),
-            ));
-        }
-        if self.headers.contains("transfer-encoding") {
-            return Err(HttpError::InvalidRequest(
-                "Transfer-Encoding is not supported in requests: the body is sent as it is, \
-                 framed by Content-Length"
-                    .into(),
-            ));
-        }
-        for value in self.headers.get_all("content-length") {
-            if parse_content_length(value) != u64::try_from(self.body.len()).ok() {
+            if name.eq_ignore_ascii_case("host") {
+                hosts += 1;
+                if hosts > 1 {
+                    return Err(HttpError::InvalidRequest(
+                        "more than one Host header field".into(),
+                    ));
+                }
+            } else if name.eq_ignore_ascii_case("transfer-encoding") {
+                return Err(HttpError::InvalidRequest(
+                    "Transfer-Encoding is not supported in requests: the body is sent as it is, \
+                     framed by Content-Length"
+                        .into(),
+                ));
+            } else if name.eq_ignore_ascii_case("content-length")
+                && parse_content_length(value) != u64::try_from(self.body.len()).ok()
+            {
                 return Err(HttpError::InvalidRequest(format!(
                     "Content-Length {value:?} does not match the body length of {} bytes",
                     self.body.len()

@@ -188,7 +188,7 @@ impl HttpSession {
     }
 
     /// Sets default header `name` to `value`, replacing earlier values.
-    pub fn set_default_header(&mut self, name: impl Into<String>, value: impl Into<String>) {
+    pub fn set_default_header(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) {
         self.default_headers.set(name, value);
     }
 
@@ -203,25 +203,25 @@ impl HttpSession {
     }
 
     /// Sets the default `User-Agent`.
-    pub fn set_user_agent(&mut self, user_agent: impl Into<String>) {
+    pub fn set_user_agent(&mut self, user_agent: impl AsRef<str>) {
         self.default_headers.set("User-Agent", user_agent);
     }
 
     /// Adds each default header the request does not have (all its values); headers the request
     /// has are left alone.
     pub fn apply_default_headers(&self, request: &mut HttpRequest) {
+        let headers = request.headers_mut();
+        // The request's own fields come first; a default is added unless one of them has its name.
+        let own = headers.len();
         // One allocation for all of them rather than regrowing per field.
-        request
-            .headers_mut()
-            .reserve(self.default_headers.len(), self.default_headers.text_len());
-        let mut added: Vec<&str> = Vec::new();
+        headers.reserve(self.default_headers.len(), self.default_headers.text_len());
         for (name, value) in self.default_headers.iter() {
-            let added_here = added.iter().any(|n| n.eq_ignore_ascii_case(name));
-            if added_here || !request.has_header(name) {
-                request.add_header(name, value);
-                if !added_here {
-                    added.push(name);
-                }
+            let request_has_it = headers
+                .iter()
+                .take(own)
+                .any(|(n, _)| n.eq_ignore_ascii_case(name));
+            if !request_has_it {
+                headers.push(name, value);
             }
         }
     }
