@@ -309,7 +309,9 @@ impl HttpCookieJar {
     /// None for a scheme other than `http`/`https`: `cookie_store` alone would match any scheme
     /// for cookies without `HttpOnly`, unlike [`HttpCookie::matches_url`].
     fn matching(&self, url: &Url) -> Vec<&StoreCookie<'static>> {
-        if !matches!(url.scheme(), "http" | "https") {
+        // The common case is a jar with nothing in it: the store's matching would still hash
+        // the URL's domain a dozen times per request.
+        if !matches!(url.scheme(), "http" | "https") || self.store.iter_any().next().is_none() {
             return Vec::new();
         }
         let secure_ok = url.scheme() == "https";
