@@ -1123,3 +1123,26 @@ fn timeouts_of_duration_max_mean_none() {
     let connections: Vec<usize> = server.requests().iter().map(|r| r.connection).collect();
     assert_eq!(connections, [0, 0], "the connection was pooled and reused");
 }
+
+/// The pool's per-host books go once a host has no connection and nothing queued: a long-running
+/// client talking to ever new hosts (or following redirects a server points at ever new names)
+/// kept an entry per host it had ever seen.
+#[test]
+fn the_pool_forgets_hosts_it_no_longer_talks_to() {
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    // A host is (scheme, name, port): twenty servers are twenty hosts.
+    for _ in 0..20 {
+        let server = ScriptServer::start(|_, _| {
+            Reply::BytesThenClose(ok_response("bye", "Connection: close\r\n"))
+        });
+        assert_eq!(
+            get(&mut ev, &client, &server.url("/")).unwrap().text(),
+            "bye"
+        );
+    }
+    assert!(run_until(&mut ev, Duration::from_secs(5), || client
+        .open_connections()
+        == 0));
+    assert_eq!(client.tracked_hosts(), 0);
+}

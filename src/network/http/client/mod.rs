@@ -22,7 +22,6 @@ mod state;
 mod timers;
 
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::fmt;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -32,7 +31,7 @@ use bytes::Bytes;
 use url::Url;
 
 use self::actions::Action;
-use self::pool::{Conn, HostKey, HostState};
+use self::pool::{Conn, HostMap};
 use self::state::{Delivery, RequestState};
 use super::id_map::IdMap;
 use super::{HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession};
@@ -87,7 +86,7 @@ struct ClientInner {
     /// Boxed: a table sized for thousands of connections would otherwise hold up to twice as
     /// many empty `Conn`-sized buckets.
     conns: IdMap<Box<Conn>>,
-    hosts: HashMap<Rc<HostKey>, HostState>,
+    hosts: HostMap,
     next_id: u64,
     tls: Option<Arc<rustls::ClientConfig>>,
     /// The connection whose read is being handled a slice at a time while more of that read
@@ -168,7 +167,7 @@ impl HttpClient {
                 session,
                 requests: IdMap::default(),
                 conns: IdMap::default(),
-                hosts: HashMap::new(),
+                hosts: HostMap::default(),
                 next_id: 1,
                 tls: None,
                 read_continues: None,
@@ -377,6 +376,12 @@ impl HttpClient {
     /// Open connections (active and idle) to all hosts.
     pub fn open_connections(&self) -> usize {
         self.inner.borrow().conns.len()
+    }
+
+    /// Hosts the pool keeps books for (those with connections or queued requests).
+    #[doc(hidden)]
+    pub fn tracked_hosts(&self) -> usize {
+        self.inner.borrow().hosts.len()
     }
 
     /// Sends an SSE request: the response head is offered to `target`, and an event stream's

@@ -3,6 +3,7 @@
 //! reused, expired and closed.
 
 use std::collections::{HashMap, VecDeque};
+use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 
@@ -12,17 +13,30 @@ use super::{ClientInner, HttpClient};
 use crate::foundation::{LoopError, TimerKey};
 use crate::network::error::{SocketError, TlsFailure};
 use crate::network::http::HttpError;
+use crate::network::http::id_map::IdHasher;
 use crate::network::tcp::{DataSink, SocketState, TcpSocket, TlsObserver};
 use crate::network::tls::TlsClientConfig;
 
 /// One pool's (scheme, host, port). Shared through an `Rc` by the pool map, its connections
 /// and its requests: one copy of the host name per host, not one per connection and request.
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct HostKey {
     https: bool,
     host: String,
     port: u16,
+    /// Computed once when the key is made: the pool map is consulted several times per
+    /// request, and SipHash over the name each time cost about a thousand instructions.
+    digest: u64,
 }
+
+impl Hash for HostKey {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.digest);
+    }
+}
+
+/// The pool's books, by host (keys hash by their digest).
+pub(super) type HostMap = HashMap<Rc<HostKey>, HostState, BuildHasherDefault<IdHasher>>;
 
 pub(super) struct Conn {
     host: Rc<HostKey>,
@@ -282,6 +296,7 @@ impl HttpClient {
         if let Some(next) = next {
             self.schedule(inner, next, actions);
         }
+        forget_host_if_unused(&mut inner.hosts, &conn.host);
     }
 
     /// Removes a connection that is already closed from the pool's books.
@@ -294,6 +309,7 @@ impl HttpClient {
                 host.active = host.active.saturating_sub(1);
                 host.idle.retain(|c| *c != conn_id);
             }
+            forget_host_if_unused(&mut inner.hosts, &conn.host);
         }
     }
 
@@ -476,10 +492,19 @@ impl TlsObserver for ConnSink {
 }
 
 /// The pool map's shared copy of `key` (added, with an empty pool, if new).
-pub(super) fn intern_host(
-    hosts: &mut HashMap<Rc<HostKey>, HostState>,
-    key: HostKey,
-) -> Rc<HostKey> {
+/// Drops the books of a host with no connection and nothing queued: a client meeting ever new
+/// hosts (or redirects to ever new names) keeps only those it still talks to. Its requests keep
+/// their `Rc<HostKey>`; a later one interns the name anew.
+pub(super) fn forget_host_if_unused(hosts: &mut HostMap, host: &HostKey) {
+    if hosts
+        .get(host)
+        .is_some_and(|h| h.active == 0 && h.idle.is_empty() && h.queue.is_empty())
+    {
+        hosts.remove(host);
+    }
+}
+
+pub(super) fn intern_host(hosts: &mut HostMap, key: HostKey) -> Rc<HostKey> {
     if let Some((shared, _)) = hosts.get_key_value(&key) {
         return Rc::clone(shared);
     }
@@ -489,11 +514,28 @@ pub(super) fn intern_host(
 }
 
 pub(super) fn host_key(url: &url::Url) -> HostKey {
+    let https = url.scheme() == "https";
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(80);
     HostKey {
-        https: url.scheme() == "https",
-        host: url.host_str().unwrap_or_default().to_string(),
-        port: url.port_or_known_default().unwrap_or(80),
+        https,
+        host: host.to_string(),
+        port,
+        digest: host_digest(https, host, port),
     }
+}
+
+/// FNV-1a over the key's parts. Not flood-resistant, and need not be: hosts come from the
+/// application's URLs and a few redirect hops per request, and the books of a host go when
+/// its connections do.
+fn host_digest(https: bool, host: &str, port: u16) -> u64 {
+    const OFFSET: u64 = 0xcbf2_9ce4_8422_2325;
+    const PRIME: u64 = 0x0100_0000_01b3;
+    [u8::from(https)]
+        .iter()
+        .chain(host.as_bytes())
+        .chain(&port.to_le_bytes())
+        .fold(OFFSET, |h, &b| (h ^ u64::from(b)).wrapping_mul(PRIME))
 }
 
 impl From<TlsFailure> for HttpError {
