@@ -10,7 +10,9 @@
 //!   `HttpClient` on one `EventLoop`; peers: N tasks on one current-thread tokio runtime), waits
 //!   until every stream has received at least 2 events, then reports
 //!   (RSS after − RSS before opening the streams) / N, and the process CPU time
-//!   (`getrusage`) over a 5 s window divided by the events received in it.
+//!   (`getrusage`) over a 5 s window divided by the events received in it. A second memory row
+//!   counts only anonymous memory (`RssAnon`): the code and libraries that opening streams
+//!   pages in from their files for the first time are a one-off cost, not a per-stream one.
 //!
 //! Reps: `W3_REPS`, else min(`COMPARE_REPS`, 3) (each run takes ~8 s).
 
@@ -22,7 +24,7 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use common_net::{SelfChild, cpu_time, median_of_samples};
-use kdnet_compare::{Better, Row, reps, rss_kib};
+use kdnet_compare::{Better, Row, reps, rss_anon_kib, rss_kib};
 
 const STREAM_COUNTS: [usize; 2] = [1_000, 5_000];
 const MIN_EVENTS_PER_STREAM: u32 = 2;
@@ -70,22 +72,36 @@ fn main() {
     for &n in &counts {
         // Subjects take turns in every repetition (load from other processes hits all alike).
         let mut kib = vec![Vec::new(); subjects.len()];
+        let mut anon_kib = vec![Vec::new(); subjects.len()];
         let mut cpu_us = vec![Vec::new(); subjects.len()];
         for _ in 0..w3_reps {
             for (i, subject) in subjects.iter().enumerate() {
-                let (k, c) = run_once(subject, n);
+                let (k, a, c) = run_once(subject, n);
                 kib[i].push(k);
+                anon_kib[i].push(a);
                 cpu_us[i].push(c);
             }
         }
         for (i, subject) in subjects.iter().enumerate() {
             let (kib, cpu_us) = (median_of_samples(&kib[i]), median_of_samples(&cpu_us[i]));
-            eprintln!("w3: {subject} N={n}: {kib:.2} KiB/stream, {cpu_us:.2} µs CPU/event");
+            let anon_kib = median_of_samples(&anon_kib[i]);
+            eprintln!(
+                "w3: {subject} N={n}: {kib:.2} KiB/stream ({anon_kib:.2} anonymous), \
+                 {cpu_us:.2} µs CPU/event"
+            );
             let workload = format!("3 many streams N={n}");
             Row::new(
                 &format!("{workload}: RSS/stream"),
                 subject,
                 kib,
+                "KiB",
+                Better::Lower,
+            )
+            .emit();
+            Row::new(
+                &format!("{workload}: anonymous RSS/stream"),
+                subject,
+                anon_kib,
                 "KiB",
                 Better::Lower,
             )
@@ -102,8 +118,9 @@ fn main() {
     }
 }
 
-/// One client run against a fresh server: (KiB per stream, µs CPU per event).
-fn run_once(subject: &str, n: usize) -> (f64, f64) {
+/// One client run against a fresh server: (KiB per stream, anonymous KiB per stream, µs CPU per
+/// event).
+fn run_once(subject: &str, n: usize) -> (f64, f64, f64) {
     let mut server = SelfChild::spawn(&["server"]);
     let port = server.read_line();
     let mut client = SelfChild::spawn(&["client", subject, &n.to_string(), &port]);
@@ -120,7 +137,16 @@ fn run_once(subject: &str, n: usize) -> (f64, f64) {
         .skip(1)
         .map(|f| f.parse().expect("RESULT field"))
         .collect();
-    let [rss_before, rss_after, events, cpu_ns, wall_ns] = fields[..] else {
+    let [
+        rss_before,
+        rss_after,
+        events,
+        cpu_ns,
+        wall_ns,
+        anon_before,
+        anon_after,
+    ] = fields[..]
+    else {
         panic!("w3: bad RESULT line {line:?}");
     };
     // Every stream gets one event per second: the window must have seen (nearly) all of them.
@@ -130,12 +156,14 @@ fn run_once(subject: &str, n: usize) -> (f64, f64) {
         "w3: {subject} N={n}: {events} events in the window, expected about {expected:.0}"
     );
     let kib = (rss_after - rss_before) / n as f64;
+    let anon_kib = (anon_after - anon_before) / n as f64;
     let cpu_us = cpu_ns / events / 1e3;
     eprintln!(
-        "w3:   {subject} N={n}: RSS {rss_before} -> {rss_after} KiB, {events} events, {:.1} ms CPU",
+        "w3:   {subject} N={n}: RSS {rss_before} -> {rss_after} KiB (anonymous {anon_before} -> \
+         {anon_after}), {events} events, {:.1} ms CPU",
         cpu_ns / 1e6
     );
-    (kib, cpu_us)
+    (kib, anon_kib, cpu_us)
 }
 
 // ---- server (child process) --------------------------------------------------------------------
@@ -292,11 +320,31 @@ fn total(counts: &Counts) -> u64 {
     counts.iter().map(|c| u64::from(c.get())).sum()
 }
 
-fn report(rss_before: u64, rss_after: u64, events: u64, cpu: Duration, wall: Duration) {
+/// Resident memory in KiB: all of it (`VmRSS`, the headline figure) and its anonymous part
+/// (`RssAnon`: without the program's code and libraries, paged in from their files once
+/// whatever the number of streams).
+#[derive(Clone, Copy, Default)]
+struct Rss {
+    total: u64,
+    anon: u64,
+}
+
+fn rss_sample() -> Rss {
+    Rss {
+        total: rss_kib(),
+        anon: rss_anon_kib(),
+    }
+}
+
+fn report(rss_before: Rss, rss_after: Rss, events: u64, cpu: Duration, wall: Duration) {
     println!(
-        "RESULT {rss_before} {rss_after} {events} {} {}",
+        "RESULT {} {} {events} {} {} {} {}",
+        rss_before.total,
+        rss_after.total,
         cpu.as_nanos(),
-        wall.as_nanos()
+        wall.as_nanos(),
+        rss_before.anon,
+        rss_after.anon,
     );
     std::io::stdout().flush().expect("flush");
     // Skip tearing N streams down: the parent has what it needs.
@@ -324,7 +372,7 @@ fn client_kdnet(url: &str, n: usize) {
     // All N streams go to one host: allow N connections to it (the default pool allows a few).
     http.update_session(|s| s.set_max_connections_per_host(n));
     let counts: Counts = Rc::new((0..n).map(|_| Cell::new(0)).collect());
-    let rss_before = rss_kib();
+    let rss_before = rss_sample();
 
     let mut streams = Vec::with_capacity(n);
     for i in 0..n {
@@ -354,7 +402,7 @@ fn client_kdnet(url: &str, n: usize) {
     .expect("timer");
     event_loop.run();
     drop(checker);
-    let rss_after = rss_kib();
+    let rss_after = rss_sample();
 
     let handle = event_loop.handle();
     let (events0, cpu0, t0) = (total(&counts), cpu_time(), Instant::now());
@@ -370,7 +418,7 @@ async fn tokio_phases<F>(n: usize, counts: Counts, name: &'static str, open: imp
 where
     F: std::future::Future<Output = ()> + 'static,
 {
-    let rss_before = rss_kib();
+    let rss_before = rss_sample();
     for i in 0..n {
         tokio::task::spawn_local(open(i));
     }
@@ -382,7 +430,7 @@ where
             "w3: {name} streams not all warm in time"
         );
     }
-    let rss_after = rss_kib();
+    let rss_after = rss_sample();
     let (events0, cpu0, t0) = (total(&counts), cpu_time(), Instant::now());
     tokio::time::sleep(WINDOW).await;
     let (events, cpu, wall) = (total(&counts) - events0, cpu_time() - cpu0, t0.elapsed());
@@ -469,7 +517,7 @@ fn client_mio(port: u16, n: usize) {
 
     let mut poll = Poll::new().expect("poll");
     let counts: Counts = Rc::new((0..n).map(|_| Cell::new(0)).collect());
-    let rss_before = rss_kib();
+    let rss_before = rss_sample();
     let addr = std::net::SocketAddr::from(([127, 0, 0, 1], port));
     let mut streams: Vec<Stream> = (0..n)
         .map(|i| {
@@ -495,7 +543,7 @@ fn client_mio(port: u16, n: usize) {
     let mut phase_end: Option<Instant> = None;
     let started = Instant::now();
     let mut measure: Option<(u64, Duration, Instant)> = None;
-    let mut rss_after = 0;
+    let mut rss_after = Rss::default();
     loop {
         let timeout = phase_end.map_or(Duration::from_millis(100), |end| {
             end.saturating_duration_since(Instant::now())
@@ -545,7 +593,7 @@ fn client_mio(port: u16, n: usize) {
         match (measure, phase_end) {
             (None, None) => {
                 if all_streams_warm(&counts) {
-                    rss_after = rss_kib();
+                    rss_after = rss_sample();
                     measure = Some((total(&counts), cpu_time(), Instant::now()));
                     phase_end = Some(Instant::now() + WINDOW);
                 }
