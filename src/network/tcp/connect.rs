@@ -1,6 +1,8 @@
 //! Happy Eyeballs (RFC 8305) connection racing for [`TcpSocket`](super::TcpSocket).
 //!
-//! Addresses are interleaved by family, IPv6 first when present. The first attempt starts at
+//! Addresses are interleaved by family, starting with the family of the first address (the
+//! system resolver sorts by RFC 6724 and `/etc/gai.conf`, so a host set to prefer IPv4 is not
+//! made to wait on a broken IPv6 route first; RFC 8305 §4). The first attempt starts at
 //! once; each further one starts when the previous one failed or after [`CONNECTION_ATTEMPT_DELAY`]
 //! without an answer. The first attempt to connect wins and the others are closed.
 
@@ -18,15 +20,17 @@ use crate::network::error::{SocketError, SocketOperation};
 /// RFC 8305's recommended delay between connection attempts.
 pub const CONNECTION_ATTEMPT_DELAY: Duration = Duration::from_millis(250);
 
-/// Orders addresses for racing: alternate families, starting with IPv6 when there is one.
+/// Orders addresses for racing: alternate families, starting with the first address's, each
+/// family in the given order.
 pub(crate) fn interleave(addrs: &[SocketAddr]) -> VecDeque<SocketAddr> {
-    let (mut v6, mut v4): (VecDeque<SocketAddr>, VecDeque<SocketAddr>) =
-        addrs.iter().partition(|a| a.is_ipv6());
+    let first_is_v6 = addrs.first().is_some_and(SocketAddr::is_ipv6);
+    let mut preferred = addrs.iter().filter(|a| a.is_ipv6() == first_is_v6);
+    let mut other = addrs.iter().filter(|a| a.is_ipv6() != first_is_v6);
     let mut out = VecDeque::with_capacity(addrs.len());
     loop {
-        match (v6.pop_front(), v4.pop_front()) {
+        match (preferred.next(), other.next()) {
             (None, None) => break,
-            (a, b) => out.extend(a.into_iter().chain(b)),
+            (a, b) => out.extend(a.into_iter().chain(b).copied()),
         }
     }
     out
@@ -211,16 +215,23 @@ impl ConnectRace {
 mod tests {
     use super::*;
 
+    fn order(addrs: &[&str]) -> Vec<String> {
+        let addrs: Vec<SocketAddr> = addrs.iter().map(|s| s.parse().unwrap()).collect();
+        interleave(&addrs).iter().map(|a| a.to_string()).collect()
+    }
+
     #[test]
-    fn interleaves_families_ipv6_first() {
-        let addrs: Vec<SocketAddr> = ["1.1.1.1:1", "2.2.2.2:1", "[::1]:1", "[::2]:1", "3.3.3.3:1"]
-            .iter()
-            .map(|s| s.parse().unwrap())
-            .collect();
-        let order: Vec<String> = interleave(&addrs).iter().map(|a| a.to_string()).collect();
+    fn interleaves_families_starting_with_the_resolvers_first() {
         assert_eq!(
-            order,
+            order(&["[::1]:1", "1.1.1.1:1", "2.2.2.2:1", "[::2]:1", "3.3.3.3:1"]),
             ["[::1]:1", "1.1.1.1:1", "[::2]:1", "2.2.2.2:1", "3.3.3.3:1"]
         );
+        // A resolver told to prefer IPv4 (gai.conf) lists it first: IPv4 is tried first.
+        assert_eq!(
+            order(&["1.1.1.1:1", "2.2.2.2:1", "[::1]:1", "[::2]:1", "3.3.3.3:1"]),
+            ["1.1.1.1:1", "[::1]:1", "2.2.2.2:1", "[::2]:1", "3.3.3.3:1"]
+        );
+        assert_eq!(order(&["[::1]:1"]), ["[::1]:1"]);
+        assert!(order(&[]).is_empty());
     }
 }

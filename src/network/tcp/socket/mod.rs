@@ -277,8 +277,9 @@ impl TcpSocket {
         self.connect_to_addresses(&[SocketAddr::new(ip, port)])
     }
 
-    /// Races connections to `addrs` (Happy Eyeballs: IPv6 first, families interleaved, next
-    /// attempt after 250 ms or as soon as one fails); the first to connect wins.
+    /// Races connections to `addrs` (Happy Eyeballs: families interleaved starting with the
+    /// first address's, next attempt after 250 ms or as soon as one fails); the first to
+    /// connect wins.
     pub fn connect_to_addresses(&self, addrs: &[SocketAddr]) -> Result<(), SocketError> {
         if self.state() != SocketState::HostLookup {
             self.ensure_unconnected()?;
