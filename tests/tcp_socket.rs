@@ -720,11 +720,10 @@ fn a_connect_failing_at_once_is_reported_from_the_loop() {
     assert_eq!(events[2], "Unconnected");
 }
 
-/// `disconnect_from_host` with writes still queued, then the peer shuts down its sending side
-/// (a half-close): the queued bytes are still delivered before the socket closes.
-#[test]
-fn a_peer_half_close_while_closing_does_not_drop_queued_writes() {
-    let mut ev = EventLoop::new().unwrap();
+/// A peer that accepts one connection and, when told, shuts down its sending side, waits
+/// 200 ms (the client sees the end of stream while its writes still wait), then reads
+/// everything: (port, the signal to half-close, what it read).
+fn half_closing_peer() -> (u16, mpsc::Sender<()>, std::thread::JoinHandle<Vec<u8>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let (go_tx, go_rx) = mpsc::channel::<()>();
@@ -733,12 +732,20 @@ fn a_peer_half_close_while_closing_does_not_drop_queued_writes() {
         let (mut s, _) = listener.accept().unwrap();
         go_rx.recv().unwrap();
         s.shutdown(std::net::Shutdown::Write).unwrap();
-        // Let the client see the end of stream while its writes still wait.
         std::thread::sleep(Duration::from_millis(200));
         let mut all = Vec::new();
         let _ = s.read_to_end(&mut all);
         all
     });
+    (port, go_tx, peer)
+}
+
+/// `disconnect_from_host` with writes still queued, then the peer shuts down its sending side
+/// (a half-close): the queued bytes are still delivered before the socket closes.
+#[test]
+fn a_peer_half_close_while_closing_does_not_drop_queued_writes() {
+    let mut ev = EventLoop::new().unwrap();
+    let (port, go_tx, peer) = half_closing_peer();
     let client = TcpSocket::new().unwrap();
     client.connect_to_address(LOCALHOST, port).unwrap();
     assert!(run_until(&mut ev, Duration::from_secs(5), || client
@@ -770,20 +777,7 @@ fn a_peer_half_close_while_closing_does_not_drop_queued_writes() {
 #[test]
 fn a_peer_half_close_while_connected_delivers_queued_writes() {
     let mut ev = EventLoop::new().unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let (go_tx, go_rx) = mpsc::channel::<()>();
-    let peer = std::thread::spawn(move || {
-        use std::io::Read;
-        let (mut s, _) = listener.accept().unwrap();
-        go_rx.recv().unwrap();
-        s.shutdown(std::net::Shutdown::Write).unwrap();
-        // Let the client see the end of stream while its writes still wait.
-        std::thread::sleep(Duration::from_millis(200));
-        let mut all = Vec::new();
-        let _ = s.read_to_end(&mut all);
-        all
-    });
+    let (port, go_tx, peer) = half_closing_peer();
     let client = TcpSocket::new().unwrap();
     let states = Rc::new(RefCell::new(Vec::new()));
     let s = states.clone();

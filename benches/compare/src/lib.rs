@@ -136,21 +136,21 @@ pub fn thread_cpu_time() -> Duration {
 
 /// Resident set size of this process in KiB (`VmRSS` of `/proc/self/status`).
 pub fn rss_kib() -> u64 {
-    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
-    status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))
-        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
-        .unwrap_or(0)
+    status_kib("VmRSS:")
 }
 
 /// The anonymous part of this process's resident memory in KiB (`RssAnon`: heap, stacks and
 /// other private memory, not code and libraries paged in from their files), or 0 if unknown.
 pub fn rss_anon_kib() -> u64 {
+    status_kib("RssAnon:")
+}
+
+/// A `kB` field of `/proc/self/status`, or 0 if unknown.
+fn status_kib(field: &str) -> u64 {
     let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
     status
         .lines()
-        .find_map(|l| l.strip_prefix("RssAnon:"))
+        .find_map(|l| l.strip_prefix(field))
         .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
         .unwrap_or(0)
 }
