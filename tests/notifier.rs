@@ -535,3 +535,28 @@ fn a_zero_interval_timer_cannot_starve_descriptors() {
     let _remote = writer.join().unwrap();
     assert!(ticks.get() > 1);
 }
+
+// ---- conditions no enabled notifier matches ---------------------------------------------------
+
+/// An exception notifier alone on a socket whose peer hangs up: epoll reports the hang-up whatever
+/// the interest, the exception notifier does not match it, and re-arming after that unmatched
+/// event made the kernel report it again at once: the loop spun at full CPU and a bounded
+/// `process_events` never waited.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+fn a_hang_up_no_enabled_notifier_matches_does_not_spin_the_loop() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let (local, remote) = socket_pair();
+    let (_notifier, count) = watch(local.as_raw_fd(), NotificationType::Exception);
+    drop(remote);
+    let started = std::time::Instant::now();
+    let mut turns = 0;
+    while started.elapsed() < Duration::from_millis(300) {
+        event_loop
+            .process_events(Some(Duration::from_millis(100)))
+            .unwrap();
+        turns += 1;
+    }
+    assert_eq!(count.get(), 0, "a hang-up is not priority data");
+    assert!(turns <= 5, "{turns} turns in 300 ms: the loop spins");
+}

@@ -2,8 +2,9 @@
 //!
 //! As in KDFoundation, a descriptor has one registration whose interest is the union of its
 //! enabled notifiers (at most one per [`NotificationType`]). mio only reports edges, so after
-//! every dispatch a still-enabled registration is re-armed (`EPOLL_CTL_MOD` re-evaluates current
-//! readiness): a slot that reads only part of the data is triggered again on the next turn.
+//! every dispatch that reached a notifier a still-enabled registration is re-armed
+//! (`EPOLL_CTL_MOD` re-evaluates current readiness): a slot that reads only part of the data is
+//! triggered again on the next turn. Readiness no enabled notifier matches is not re-armed.
 
 use std::cell::{Cell, RefCell};
 use std::collections::HashMap;
@@ -249,17 +250,25 @@ impl FdWatch {
 
 impl ReadyHandler for FdWatch {
     fn on_ready(&self, readiness: Readiness) {
+        let mut delivered = false;
         for kind in KINDS {
             if !kind.matches(readiness) {
                 continue;
             }
             // Looked up per delivery: the previous slot may have dropped or disabled this one.
             if let Some(notifier) = self.notifier(kind).filter(|n| n.enabled.get()) {
+                delivered = true;
                 notifier.triggered.emit(&self.fd);
             }
         }
         // Level-triggered emulation: re-arming makes the kernel report the descriptor again on
-        // the next poll if the condition still holds.
+        // the next poll if the condition still holds. Only after a delivery: a condition no
+        // enabled notifier matches (a hang-up, which epoll reports whatever the interest, under
+        // an exception notifier alone) would otherwise be reported again at once, every turn,
+        // and the loop would spin. Left alone, the next change of state is reported as usual.
+        if !delivered {
+            return;
+        }
         if let Err(e) = self.update_registration() {
             log::warn!("re-arming descriptor {}: {e}", self.fd);
         }
