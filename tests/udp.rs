@@ -292,3 +292,74 @@ fn dropping_the_socket_unregisters_it() {
     drop(socket);
     assert_eq!(event_loop.registered_sources(), before);
 }
+
+/// A `ready_read` slot that takes one datagram per signal (as QUdpSocket users often do) gets
+/// them all: `ready_read` comes again on a later turn while datagrams are left. It came once per
+/// drain, so the rest of a burst waited for the next arrival, and with a full queue every later
+/// arrival was dropped without a signal: the socket went deaf for good.
+#[test]
+fn a_slot_reading_one_datagram_per_signal_gets_a_whole_burst() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let receiver = bound("127.0.0.1:0");
+    let address = receiver.local_address().unwrap();
+    let received = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let (weak, r) = (Rc::downgrade(&receiver), received.clone());
+    receiver
+        .ready_read
+        .connect(move |_| {
+            let socket = weak.upgrade().unwrap();
+            r.borrow_mut().push(socket.read_datagram().unwrap().0);
+        })
+        .release();
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..3u8 {
+        sender.send_to(&[i], address).unwrap();
+    }
+    // Loopback delivers at once: the three wait in the kernel before the first turn.
+    support::run_until(&mut event_loop, std::time::Duration::from_secs(1), || {
+        received.borrow().len() == 3
+    });
+    assert_eq!(*received.borrow(), [[0u8], [1], [2]]);
+    assert!(!receiver.has_pending_datagrams());
+    // Nothing left: no further signal.
+    event_loop
+        .process_events(Some(std::time::Duration::from_millis(20)))
+        .unwrap();
+    assert_eq!(received.borrow().len(), 3);
+}
+
+/// The same slot on a full queue: once it has read one, new arrivals are queued and announced.
+#[test]
+fn a_full_queue_read_one_per_signal_does_not_go_deaf() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let receiver = bound("127.0.0.1:0");
+    receiver.set_max_pending_datagrams(2);
+    let address = receiver.local_address().unwrap();
+    let received = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let (weak, r) = (Rc::downgrade(&receiver), received.clone());
+    receiver
+        .ready_read
+        .connect(move |_| {
+            let socket = weak.upgrade().unwrap();
+            r.borrow_mut().push(socket.read_datagram().unwrap().0);
+        })
+        .release();
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    for i in 0..4u8 {
+        sender.send_to(&[i], address).unwrap();
+    }
+    support::run_until(&mut event_loop, std::time::Duration::from_secs(1), || {
+        received.borrow().len() == 2
+    });
+    assert_eq!(
+        *received.borrow(),
+        [[0u8], [1]],
+        "2 and 3 found the queue full"
+    );
+    assert_eq!(receiver.dropped_datagram_count(), 2);
+    sender.send_to(&[4], address).unwrap();
+    support::run_until(&mut event_loop, std::time::Duration::from_secs(1), || {
+        received.borrow().len() == 3
+    });
+    assert_eq!(*received.borrow(), [[0u8], [1], [4]]);
+}

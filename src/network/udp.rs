@@ -60,7 +60,10 @@ const READS_PER_EVENT: usize = 1024;
 /// event_loop.run();
 /// ```
 pub struct UdpSocket {
-    /// Emitted once per drain of the kernel buffer that queued at least one datagram.
+    /// Emitted once per drain of the kernel buffer that queued at least one datagram, and again
+    /// on a later turn while datagrams are left after slots that read some of them (so a slot may
+    /// read one datagram per signal, as with QUdpSocket). Slots that read none are not asked
+    /// again until the next datagram arrives.
     pub ready_read: Signal<()>,
     /// Emitted when receiving fails (sending errors are returned by
     /// [`write_datagram`](Self::write_datagram) instead).
@@ -71,6 +74,10 @@ pub struct UdpSocket {
     queue: RefCell<VecDeque<(Vec<u8>, SocketAddr)>>,
     max_pending: Cell<usize>,
     dropped: Cell<u64>,
+    /// Datagrams taken by `read_datagram` since the socket was created.
+    reads: Cell<u64>,
+    /// A repeated `ready_read` is posted for a later turn.
+    reannounce_posted: Cell<bool>,
 }
 
 struct BoundSocket {
@@ -103,6 +110,8 @@ impl UdpSocket {
             queue: RefCell::new(VecDeque::new()),
             max_pending: Cell::new(DEFAULT_MAX_PENDING_DATAGRAMS),
             dropped: Cell::new(0),
+            reads: Cell::new(0),
+            reannounce_posted: Cell::new(false),
         }))
     }
 
@@ -176,7 +185,11 @@ impl UdpSocket {
     ///
     /// Senders reaching an IPv6 socket over IPv4 are reported with their IPv4 address.
     pub fn read_datagram(&self) -> Option<(Vec<u8>, SocketAddr)> {
-        self.queue.borrow_mut().pop_front()
+        let datagram = self.queue.borrow_mut().pop_front();
+        if datagram.is_some() {
+            self.reads.set(self.reads.get().wrapping_add(1));
+        }
+        datagram
     }
 
     /// Whether [`read_datagram`](Self::read_datagram) would return a datagram.
@@ -273,6 +286,25 @@ impl UdpSocket {
         drain
     }
 
+    /// Emits `ready_read`; if its slots read some datagrams but left others, emits it again on a
+    /// later turn (level-like, as QUdpSocket re-arms its notifier on each read).
+    fn announce(&self) {
+        let reads_before = self.reads.get();
+        self.ready_read.emit(&());
+        let read_some = self.reads.get() != reads_before;
+        if read_some && self.has_pending_datagrams() && !self.reannounce_posted.replace(true) {
+            let weak = self.self_weak.clone();
+            self.core.post(Box::new(move || {
+                if let Some(socket) = weak.upgrade() {
+                    socket.reannounce_posted.set(false);
+                    if socket.has_pending_datagrams() {
+                        socket.announce();
+                    }
+                }
+            }));
+        }
+    }
+
     fn rearm(&self) {
         let mut bound = self.bound.borrow_mut();
         if let Some(bound) = bound.as_mut() {
@@ -304,7 +336,7 @@ impl ReadyHandler for UdpSocket {
         }
         // No borrow is held from here on: slots may read, write, close or drop the socket.
         if drain.queued > 0 {
-            self.ready_read.emit(&());
+            self.announce();
         }
         if let Some(error) = drain.error {
             self.error_occurred.emit(&error);
