@@ -305,6 +305,98 @@ fn a8_quit_from_another_thread_ends_run_promptly() {
     );
 }
 
+/// This thread's CPU time so far (user + system), from `/proc/thread-self/stat`, in clock ticks.
+#[cfg(target_os = "linux")]
+fn thread_cpu_ticks() -> u64 {
+    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+    let after_name = &stat[stat.rfind(')').unwrap() + 2..];
+    let fields: Vec<&str> = after_name.split(' ').collect();
+    // Fields 14 and 15 of proc(5), counted from the state (field 3) here.
+    fields[11].parse::<u64>().unwrap() + fields[12].parse::<u64>().unwrap()
+}
+
+/// A quit from another thread taken by one turn makes that turn's wait zero (so `run()` sees it
+/// at once), but not every later turn's: a loop driven by `process_events` alone (an embedding
+/// host, a test) returned at once from every call while the quit stayed unconsumed by `run()`.
+#[test]
+fn a_taken_quit_does_not_make_later_process_events_calls_return_at_once() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let handle = event_loop.handle();
+    thread::spawn(move || handle.quit()).join().unwrap();
+    event_loop
+        .process_events(Some(Duration::from_secs(1)))
+        .unwrap();
+    let started = Instant::now();
+    event_loop
+        .process_events(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(
+        started.elapsed() >= Duration::from_millis(150),
+        "process_events returned after {:?} with nothing to do",
+        started.elapsed()
+    );
+    // The quit is still there for run().
+    let _safety = safety_timer(&event_loop, 5);
+    assert_eq!(event_loop.run(), 0);
+}
+
+/// A quit from another thread while `HttpClient::send_and_wait` turns the loop (a nested wait)
+/// ends `run()` once the response is in, and the wait meanwhile sleeps in the poller: it spun at
+/// full CPU, every nested turn polling with a zero timeout because a quit was pending.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_quit_during_a_nested_wait_does_not_spin_it() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        thread::sleep(Duration::from_millis(600));
+        (&stream)
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .unwrap();
+        stream
+    });
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 10);
+    let handle = event_loop.handle();
+    let cpu = Rc::new(Cell::new(0));
+    let c = cpu.clone();
+    event_loop.post(move || {
+        let client = kdnet::network::http::HttpClient::new().unwrap();
+        let quitter = thread::spawn(move || {
+            thread::sleep(Duration::from_millis(100));
+            handle.exit(7);
+        });
+        let before = thread_cpu_ticks();
+        let url = format!("http://127.0.0.1:{port}/");
+        let response = client
+            .send_and_wait(kdnet::network::http::HttpRequest::get(&url).unwrap())
+            .unwrap();
+        c.set(thread_cpu_ticks() - before);
+        assert_eq!(response.text(), "ok");
+        quitter.join().unwrap();
+    });
+    let started = Instant::now();
+    assert_eq!(event_loop.run(), 7);
+    assert!(
+        started.elapsed() < Duration::from_secs(3),
+        "run() took {:?} to return after the nested wait",
+        started.elapsed()
+    );
+    let _stream = server.join().unwrap();
+    assert!(
+        cpu.get() < 15,
+        "the nested wait used {} ticks of CPU in ~600 ms",
+        cpu.get()
+    );
+}
+
 #[test]
 fn a10_quit_before_run_returns_at_once() {
     let mut event_loop = EventLoop::new().unwrap();

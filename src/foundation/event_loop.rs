@@ -243,14 +243,20 @@ impl LoopCore {
         let _depth = DepthGuard(&self.depth);
         let mut dispatched = 0;
 
+        let quit_was_pending = self.quit.get().is_some();
         if let Some(code) = self.shared.take_quit() {
             self.quit.set(Some(code));
         }
         self.shared.move_remote_into(&mut self.posted.borrow_mut());
         dispatched += self.run_posted();
 
-        // run() must see a quit taken above without waiting for an unrelated event.
-        let timeout = if self.quit.get().is_some() {
+        // run() must see a quit that came during this turn (taken above, asked for by a posted
+        // closure, or taken by a nested turn one of them ran) without waiting for an unrelated
+        // event. A quit already pending when the turn began does not cut it short: it waits for
+        // an outer run() that cannot look before a nested wait (send_and_wait) ends, or for a
+        // host that drives the loop with process_events alone, and every turn meanwhile would
+        // poll without waiting (a busy loop at full CPU).
+        let timeout = if self.quit.get().is_some() && !quit_was_pending {
             Some(Duration::ZERO)
         } else {
             timeout
