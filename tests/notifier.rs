@@ -560,3 +560,102 @@ fn a_hang_up_no_enabled_notifier_matches_does_not_spin_the_loop() {
     assert_eq!(count.get(), 0, "a hang-up is not priority data");
     assert!(turns <= 5, "{turns} turns in 300 ms: the loop spins");
 }
+
+// ---- a descriptor closed while watched, its number taken by one of kdnet's sockets -------------
+
+/// The inode of the UDP socket bound to `port` on this machine, from `/proc/net/udp`.
+fn udp_socket_inode(port: u16) -> Option<u64> {
+    let table = std::fs::read_to_string("/proc/net/udp").ok()?;
+    table.lines().skip(1).find_map(|line| {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        let local_port = fields.get(1)?.rsplit(':').next()?;
+        (u16::from_str_radix(local_port, 16).ok()? == port).then(|| fields.get(9)?.parse().ok())?
+    })
+}
+
+fn inode_of_fd(fd: RawFd) -> Option<u64> {
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata(format!("/proc/self/fd/{fd}"))
+        .ok()
+        .map(|m| m.ino())
+}
+
+/// Closes `local` (still watched by `notifier`) and binds kdnet UDP sockets until one gets its
+/// descriptor number; `None` if another thread took the number first.
+fn udp_socket_on_the_same_number(local: UnixStream) -> Option<Rc<kdnet::network::udp::UdpSocket>> {
+    let number = local.as_raw_fd();
+    drop(local);
+    let socket = kdnet::network::udp::UdpSocket::new().unwrap();
+    socket.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let port = socket.local_address().unwrap().port();
+    let ours = udp_socket_inode(port)?;
+    (inode_of_fd(number) == Some(ours)).then_some(socket)
+}
+
+fn receives_a_datagram(
+    event_loop: &mut EventLoop,
+    socket: &kdnet::network::udp::UdpSocket,
+) -> bool {
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender
+        .send_to(b"x", socket.local_address().unwrap())
+        .unwrap();
+    let deadline = std::time::Instant::now() + Duration::from_secs(1);
+    while !socket.has_pending_datagrams() && std::time::Instant::now() < deadline {
+        event_loop
+            .process_events(Some(Duration::from_millis(20)))
+            .unwrap();
+    }
+    socket.read_datagram().is_some()
+}
+
+/// A notifier dropped after its descriptor was closed (a struct whose file field drops before its
+/// notifier field) must not touch the registration of whatever file now has that number. Its
+/// `EPOLL_CTL_DEL` by number removed a kdnet socket's registration: the socket went deaf.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+fn dropping_a_notifier_whose_descriptor_was_closed_leaves_a_socket_on_the_reused_number_alone() {
+    let mut event_loop = EventLoop::new().unwrap();
+    for _attempt in 0..20 {
+        let (local, _remote) = socket_pair();
+        let notifier =
+            FileDescriptorNotifier::new(local.as_raw_fd(), NotificationType::Read).unwrap();
+        let Some(socket) = udp_socket_on_the_same_number(local) else {
+            continue;
+        };
+        drop(notifier);
+        assert!(
+            receives_a_datagram(&mut event_loop, &socket),
+            "the socket lost its registration"
+        );
+        return;
+    }
+    panic!("could not get a descriptor number reused");
+}
+
+/// Disabling and enabling such a notifier must not take over that registration either (its
+/// `EPOLL_CTL_MOD` by number gave the socket's registration the notifier's token: the socket's
+/// readiness went to the notifier).
+#[cfg(any(target_os = "linux", target_os = "android"))]
+#[test]
+fn toggling_a_notifier_whose_descriptor_was_closed_leaves_a_socket_on_the_reused_number_alone() {
+    let mut event_loop = EventLoop::new().unwrap();
+    for _attempt in 0..20 {
+        let (local, _remote) = socket_pair();
+        let (read, _reads) = watch(local.as_raw_fd(), NotificationType::Read);
+        let (write, _writes) = watch(local.as_raw_fd(), NotificationType::Write);
+        let Some(socket) = udp_socket_on_the_same_number(local) else {
+            continue;
+        };
+        // One of the two goes: the other's interest is written to the registration (MOD).
+        let _ = write.set_enabled(false);
+        assert!(
+            receives_a_datagram(&mut event_loop, &socket),
+            "the socket lost its registration"
+        );
+        drop((read, write));
+        assert!(receives_a_datagram(&mut event_loop, &socket));
+        return;
+    }
+    panic!("could not get a descriptor number reused");
+}

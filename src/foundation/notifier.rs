@@ -61,6 +61,12 @@ const KINDS: [NotificationType; 3] = [
 /// Enabled on creation; dropping it unregisters. Level-triggered: as long as the descriptor stays
 /// readable (say) and the notifier enabled, `triggered` fires once per loop turn.
 ///
+/// Drop (or disable) the notifier before closing the descriptor. One whose descriptor was closed
+/// goes quiet; should another file take the number meanwhile (a socket of kdnet's own, say), the
+/// notifier leaves that file's registration alone when dropped or disabled, and watches the new
+/// file only when enabled again. (The file is recognised by device and inode; eventfds, timerfds
+/// and other anonymous-inode descriptors cannot be told apart that way.)
+///
 /// ```
 /// use kdnet::{EventLoop, FileDescriptorNotifier, NotificationType};
 /// use std::io::{Read, Write};
@@ -175,6 +181,8 @@ pub(crate) struct FdWatch {
     fd: RawFd,
     core: Rc<LoopCore>,
     key: Cell<Option<SourceKey>>,
+    /// The open file registered under `key` (see [`sys::file_identity`]); `None` if unknown.
+    file: Cell<Option<(u64, u64)>>,
     notifiers: RefCell<[Weak<FileDescriptorNotifier>; 3]>,
     self_weak: Weak<FdWatch>,
 }
@@ -189,6 +197,7 @@ impl FdWatch {
             fd,
             core: Rc::clone(core),
             key: Cell::new(None),
+            file: Cell::new(None),
             notifiers: RefCell::new([Weak::new(), Weak::new(), Weak::new()]),
             self_weak: weak.clone(),
         });
@@ -208,15 +217,43 @@ impl FdWatch {
             .reduce(|a, b| a | b)
     }
 
+    /// Whether the descriptor number still stands for the file that was registered. When the
+    /// owner closed it behind our back and another file (one of kdnet's own sockets, say) took
+    /// the number, `EPOLL_CTL_DEL`/`MOD` by number would remove or take over that file's
+    /// registration; the kernel already forgot ours when the file was closed.
+    fn still_the_registered_file(&self) -> bool {
+        match self.file.get() {
+            Some(file) => sys::file_identity(self.fd) == Some(file),
+            None => true,
+        }
+    }
+
+    /// Removes the registration, without touching a file that took the descriptor's number.
+    fn unregister(&self, key: SourceKey) {
+        if self.still_the_registered_file() {
+            let fd = self.fd;
+            self.core.deregister(&mut sys::raw_source(&fd), key);
+        } else {
+            self.core.forget(key);
+        }
+        self.key.set(None);
+        self.file.set(None);
+    }
+
     /// Registers, re-arms, or removes the descriptor according to the enabled notifiers.
     fn update_registration(&self) -> io::Result<()> {
         let fd = self.fd;
         match (self.interest(), self.key.get()) {
             (None, None) => Ok(()),
             (None, Some(key)) => {
-                self.core.deregister(&mut sys::raw_source(&fd), key);
-                self.key.set(None);
+                self.unregister(key);
                 Ok(())
+            }
+            (Some(interest), Some(key)) if !self.still_the_registered_file() => {
+                // Our file is gone; register whatever has the number now, as a new descriptor
+                // (refused if it is already registered, e.g. by a kdnet socket).
+                self.unregister(key);
+                self.register(interest)
             }
             (Some(interest), Some(key)) => {
                 match self
@@ -228,6 +265,7 @@ impl FdWatch {
                     Err(e) if sys::is_stale_registration(&e) => {
                         self.core.forget(key);
                         self.key.set(None);
+                        self.file.set(None);
                         self.register(interest)
                     }
                     Err(e) => Err(e),
@@ -244,6 +282,7 @@ impl FdWatch {
             .core
             .register(&mut sys::raw_source(&fd), interest, handler)?;
         self.key.set(Some(key));
+        self.file.set(sys::file_identity(fd));
         Ok(())
     }
 }
@@ -277,9 +316,8 @@ impl ReadyHandler for FdWatch {
 
 impl Drop for FdWatch {
     fn drop(&mut self) {
-        if let Some(key) = self.key.take() {
-            let fd = self.fd;
-            self.core.deregister(&mut sys::raw_source(&fd), key);
+        if let Some(key) = self.key.get() {
+            self.unregister(key);
         }
         let table = self.core.fd_watches();
         let mut table = table.borrow_mut();

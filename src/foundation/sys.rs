@@ -2,8 +2,9 @@
 //!
 //! Supplies: [`RawFd`] (the descriptor type of the public API), [`raw_source`] (a mio source for a
 //! descriptor kdnet does not own), [`interest_for`] (our notification types as mio interests,
-//! including the Linux-only priority interest), and [`poll_fd`] (the loop's own descriptor for
-//! embedding in a foreign main loop). kdnet supports Unix-like systems.
+//! including the Linux-only priority interest), [`poll_fd`] (the loop's own descriptor for
+//! embedding in a foreign main loop) and [`file_identity`] (which open file a descriptor number
+//! stands for). kdnet supports Unix-like systems.
 
 use mio::Interest;
 use mio::unix::SourceFd;
@@ -43,4 +44,22 @@ pub(crate) fn is_stale_registration(error: &std::io::Error) -> bool {
     const ENOENT: i32 = 2;
     const EBADF: i32 = 9;
     matches!(error.raw_os_error(), Some(ENOENT | EBADF))
+}
+
+/// The device and inode of the open file `fd` refers to, or `None` if it is not open (or the
+/// system has no `/proc/self/fd` or `/dev/fd` to ask). Tells a watched descriptor from another
+/// file that took its number after it was closed. Sockets and pipes have inodes of their own;
+/// eventfds, timerfds and other anonymous-inode descriptors all share one, so they cannot be told
+/// apart this way.
+pub(crate) fn file_identity(fd: RawFd) -> Option<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    if fd < 0 {
+        return None;
+    }
+    #[cfg(any(target_os = "linux", target_os = "android"))]
+    let path = format!("/proc/self/fd/{fd}");
+    #[cfg(not(any(target_os = "linux", target_os = "android")))]
+    let path = format!("/dev/fd/{fd}");
+    // metadata follows the descriptor's link to the open file itself.
+    std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
