@@ -5,6 +5,7 @@ mod support;
 use std::cell::Cell;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::rc::Rc;
+use std::time::Duration;
 
 use kdnet::network::udp::{DEFAULT_MAX_PENDING_DATAGRAMS, UdpSocket};
 use kdnet::network::{SocketError, SocketOperation};
@@ -362,4 +363,65 @@ fn a_full_queue_read_one_per_signal_does_not_go_deaf() {
         received.borrow().len() == 3
     });
     assert_eq!(*received.borrow(), [[0u8], [1], [4]]);
+}
+
+/// A flood of large datagrams the application does not read takes at most the byte limit of
+/// memory. With only the datagram limit, 1024 datagrams of up to 64 KiB, a peer could make every
+/// socket hold 64 MiB.
+#[test]
+fn queued_datagrams_are_bounded_in_bytes_too() {
+    use kdnet::network::udp::DEFAULT_MAX_PENDING_BYTES;
+    let mut event_loop = EventLoop::new().unwrap();
+    let receiver = bound("127.0.0.1:0");
+    let address = receiver.local_address().unwrap();
+    assert_eq!(receiver.max_pending_bytes(), DEFAULT_MAX_PENDING_BYTES);
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let big = vec![7u8; 60_000];
+    let mut sent = 0;
+    for _ in 0..120 {
+        if sender.send_to(&big, address).is_ok() {
+            sent += 1;
+        }
+        // One at a time: the kernel's own buffer holds only a few of these.
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    }
+    let fit = DEFAULT_MAX_PENDING_BYTES / big.len();
+    assert!(receiver.pending_datagram_bytes() <= DEFAULT_MAX_PENDING_BYTES);
+    assert!(receiver.pending_datagram_count() <= fit);
+    assert!(
+        receiver.pending_datagram_count() > fit / 2,
+        "loopback lost most datagrams"
+    );
+    assert!(receiver.dropped_datagram_count() > 0);
+    assert!(receiver.pending_datagram_count() as u64 + receiver.dropped_datagram_count() <= sent);
+
+    // Reading frees room; the byte count follows the queue.
+    let (data, _) = receiver.read_datagram().unwrap();
+    assert_eq!(data.len(), big.len());
+    assert_eq!(
+        receiver.pending_datagram_bytes(),
+        receiver.pending_datagram_count() * big.len()
+    );
+    receiver.close();
+    assert_eq!(receiver.pending_datagram_bytes(), 0);
+}
+
+/// A datagram larger than the byte limit still gets through an empty queue.
+#[test]
+fn a_datagram_over_the_byte_limit_reaches_an_empty_queue() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let receiver = bound("127.0.0.1:0");
+    receiver.set_max_pending_bytes(100);
+    let address = receiver.local_address().unwrap();
+    let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    sender.send_to(&[1u8; 500], address).unwrap();
+    sender.send_to(&[2u8; 10], address).unwrap();
+    wait_until(&mut event_loop, || receiver.has_pending_datagrams());
+    assert_eq!(
+        receiver.pending_datagram_count(),
+        1,
+        "the second did not fit"
+    );
+    assert_eq!(receiver.read_datagram().unwrap().0, [1u8; 500]);
+    assert_eq!(receiver.dropped_datagram_count(), 1);
 }

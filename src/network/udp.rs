@@ -1,7 +1,7 @@
 //! [`UdpSocket`]: datagrams on the event loop (KDNetwork's `UdpSocket` was an empty stub).
 //!
 //! ```text
-//!  kernel ──readable edge──► drain: recv_from until WouldBlock ──► queue (≤ 1024) ──► ready_read
+//!  kernel ──readable edge──► drain: recv_from until WouldBlock ──► queue (≤ 1024, ≤ 4 MiB) ──► ready_read
 //!                                   (1024 reads per turn at most; then re-armed for the next turn)
 //!  read_datagram() ◄── queue
 //!  write_datagram() ──► send_to (binds an ephemeral port of the destination's family first)
@@ -9,7 +9,7 @@
 //!
 //! mio reports readiness as edges, so every readable event empties the kernel buffer into the
 //! socket's queue; waiting datagrams would otherwise never be reported again. When the queue is
-//! full, newly arriving datagrams are dropped (as the kernel does when its buffer is full), counted
+//! full (in datagrams or in payload bytes), newly arriving datagrams are dropped (as the kernel does when its buffer is full), counted
 //! in [`UdpSocket::dropped_datagram_count`] and logged at `WARN` once per drain.
 
 use std::cell::{Cell, RefCell};
@@ -28,6 +28,10 @@ use crate::foundation::{LoopCore, LoopError, Readiness, ReadyHandler, SourceKey}
 /// Datagrams a [`UdpSocket`] queues before it drops new arrivals: 1024.
 /// Change it per socket with [`UdpSocket::set_max_pending_datagrams`].
 pub const DEFAULT_MAX_PENDING_DATAGRAMS: usize = 1024;
+
+/// Payload bytes a [`UdpSocket`] queues before it drops new arrivals: 4 MiB (1024 datagrams of
+/// up to 4 KiB fit). Change it per socket with [`UdpSocket::set_max_pending_bytes`].
+pub const DEFAULT_MAX_PENDING_BYTES: usize = 4 * 1024 * 1024;
 
 /// Room for the largest UDP payload (65 507 bytes over IPv4, 65 527 over IPv6).
 const RECEIVE_BUFFER_LEN: usize = 65_536;
@@ -73,6 +77,9 @@ pub struct UdpSocket {
     bound: RefCell<Option<BoundSocket>>,
     queue: RefCell<VecDeque<(Vec<u8>, SocketAddr)>>,
     max_pending: Cell<usize>,
+    max_pending_bytes: Cell<usize>,
+    /// Payload bytes in `queue`.
+    pending_bytes: Cell<usize>,
     dropped: Cell<u64>,
     /// Datagrams taken by `read_datagram` since the socket was created.
     reads: Cell<u64>,
@@ -109,6 +116,8 @@ impl UdpSocket {
             bound: RefCell::new(None),
             queue: RefCell::new(VecDeque::new()),
             max_pending: Cell::new(DEFAULT_MAX_PENDING_DATAGRAMS),
+            max_pending_bytes: Cell::new(DEFAULT_MAX_PENDING_BYTES),
+            pending_bytes: Cell::new(0),
             dropped: Cell::new(0),
             reads: Cell::new(0),
             reannounce_posted: Cell::new(false),
@@ -186,8 +195,10 @@ impl UdpSocket {
     /// Senders reaching an IPv6 socket over IPv4 are reported with their IPv4 address.
     pub fn read_datagram(&self) -> Option<(Vec<u8>, SocketAddr)> {
         let datagram = self.queue.borrow_mut().pop_front();
-        if datagram.is_some() {
+        if let Some((data, _)) = &datagram {
             self.reads.set(self.reads.get().wrapping_add(1));
+            self.pending_bytes
+                .set(self.pending_bytes.get().saturating_sub(data.len()));
         }
         datagram
     }
@@ -202,6 +213,24 @@ impl UdpSocket {
         self.queue.borrow().len()
     }
 
+    /// Payload bytes of the datagrams queued for [`read_datagram`](Self::read_datagram).
+    pub fn pending_datagram_bytes(&self) -> usize {
+        self.pending_bytes.get()
+    }
+
+    /// Sets how many payload bytes received datagrams may take in the queue before new ones are
+    /// dropped ([`DEFAULT_MAX_PENDING_BYTES`] by default). A datagram arriving at an empty queue
+    /// is always queued (if the datagram limit is not zero), so one larger than the limit is not
+    /// lost for ever. Datagrams already queued stay.
+    pub fn set_max_pending_bytes(&self, max: usize) {
+        self.max_pending_bytes.set(max);
+    }
+
+    /// The queue's byte limit.
+    pub fn max_pending_bytes(&self) -> usize {
+        self.max_pending_bytes.get()
+    }
+
     /// Sets how many received datagrams are queued before new ones are dropped
     /// ([`DEFAULT_MAX_PENDING_DATAGRAMS`] by default). Datagrams already queued stay.
     pub fn set_max_pending_datagrams(&self, max: usize) {
@@ -213,7 +242,8 @@ impl UdpSocket {
         self.max_pending.get()
     }
 
-    /// Datagrams dropped because the queue was full, since the socket was created.
+    /// Datagrams dropped because the queue was full (in datagrams or bytes), since the socket was
+    /// created.
     pub fn dropped_datagram_count(&self) -> u64 {
         self.dropped.get()
     }
@@ -226,6 +256,7 @@ impl UdpSocket {
             self.core.deregister(&mut bound.socket, bound.key);
         }
         let queued = std::mem::take(&mut *self.queue.borrow_mut());
+        self.pending_bytes.set(0);
         drop(queued);
     }
 
@@ -245,13 +276,17 @@ impl UdpSocket {
         buffer.resize(RECEIVE_BUFFER_LEN, 0);
         let mut queue = self.queue.borrow_mut();
         let max_pending = self.max_pending.get();
+        let max_bytes = self.max_pending_bytes.get();
         drain.needs_rearm = true;
         for _ in 0..READS_PER_EVENT {
             match bound.socket.recv_from(&mut buffer) {
                 Ok((len, from)) => {
-                    if queue.len() < max_pending {
+                    let bytes = self.pending_bytes.get();
+                    let fits = queue.is_empty() || bytes.saturating_add(len) <= max_bytes;
+                    if queue.len() < max_pending && fits {
                         let data = buffer.get(..len).unwrap_or_default().to_vec();
                         queue.push_back((data, unmapped(from)));
+                        self.pending_bytes.set(bytes + len);
                         drain.queued += 1;
                     } else {
                         drain.dropped += 1;
@@ -325,9 +360,10 @@ impl ReadyHandler for UdpSocket {
             self.dropped
                 .set(self.dropped.get().saturating_add(drain.dropped as u64));
             log::warn!(
-                "UDP socket {:?}: queue full ({} datagrams), dropped {} new datagrams",
+                "UDP socket {:?}: queue full ({} datagrams or {} bytes), dropped {} new datagrams",
                 self.local_address(),
                 self.max_pending.get(),
+                self.max_pending_bytes.get(),
                 drain.dropped
             );
         }
