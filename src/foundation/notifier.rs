@@ -242,6 +242,14 @@ impl FdWatch {
 
     /// Registers, re-arms, or removes the descriptor according to the enabled notifiers.
     fn update_registration(&self) -> io::Result<()> {
+        self.update_registration_checked(true)
+    }
+
+    /// `check_file`: make sure the number still stands for the registered file first (a `stat`).
+    /// The re-arm after a dispatch skips it: the kernel just reported our registration, so the
+    /// file is the one registered (a slot that closes the descriptor must drop or disable its
+    /// notifier, which checks), and a syscall per event would double the cost of a dispatch.
+    fn update_registration_checked(&self, check_file: bool) -> io::Result<()> {
         let fd = self.fd;
         match (self.interest(), self.key.get()) {
             (None, None) => Ok(()),
@@ -249,7 +257,7 @@ impl FdWatch {
                 self.unregister(key);
                 Ok(())
             }
-            (Some(interest), Some(key)) if !self.still_the_registered_file() => {
+            (Some(interest), Some(key)) if check_file && !self.still_the_registered_file() => {
                 // Our file is gone; register whatever has the number now, as a new descriptor
                 // (refused if it is already registered, e.g. by a kdnet socket).
                 self.unregister(key);
@@ -308,7 +316,7 @@ impl ReadyHandler for FdWatch {
         if !delivered {
             return;
         }
-        if let Err(e) = self.update_registration() {
+        if let Err(e) = self.update_registration_checked(false) {
             log::warn!("re-arming descriptor {}: {e}", self.fd);
         }
     }
