@@ -24,7 +24,9 @@
 //!   a realistic event sequence, one event per HTTP chunk, one text delta every 35 ms.
 //!
 //! Answer text goes to stdout; hints and errors go to stderr. Exit status: 0, or 1 if an answer
-//! failed (HTTP error, `response.failed`, `error` event, broken stream), 2 for bad arguments.
+//! failed (HTTP error, `response.failed`, `error` event, broken stream) or stdout cannot be
+//! written, 2 for bad arguments. A reader that closes stdout early (`| head`) ends the session
+//! at once, with 0.
 
 mod common;
 
@@ -52,7 +54,8 @@ fn main() {
     let options = match parse_args(std::env::args().skip(1)) {
         Ok(Some(options)) => options,
         Ok(None) => {
-            println!("{USAGE}");
+            // A closed stdout (`--help | head -c 0`) must not panic.
+            let _ = writeln!(io::stdout(), "{USAGE}");
             return;
         }
         Err(message) => {
@@ -393,10 +396,40 @@ impl Chat {
             Some(printed) => *printed = true,
             None => return,
         }
-        let mut stdout = io::stdout().lock();
-        // Errors (say, a closed pipe) only lose output; the session itself still ends normally.
-        let _ = stdout.write_all(text.as_bytes());
-        let _ = stdout.flush();
+        self.write_stdout(text);
+    }
+
+    /// Writes `text` to stdout at once. If stdout is gone (`openai_chat | head -c 100`: the
+    /// reader closed the pipe) or broken, nobody will see the rest: the stream stops and the
+    /// session ends, with 0 for a closed pipe (the reader's choice, as with `sse_cat`) and 1
+    /// for any other failure. Returns whether the text was written.
+    fn write_stdout(&self, text: &str) -> bool {
+        let written = {
+            let mut stdout = io::stdout().lock();
+            stdout
+                .write_all(text.as_bytes())
+                .and_then(|()| stdout.flush())
+        };
+        let Err(error) = written else {
+            return true;
+        };
+        let code = if error.kind() == io::ErrorKind::BrokenPipe {
+            0
+        } else {
+            eprintln!("openai_chat: cannot write to stdout: {error}");
+            1
+        };
+        {
+            let mut state = self.state.borrow_mut();
+            if state.finished {
+                return false;
+            }
+            state.finished = true;
+            state.answering = None;
+        }
+        self.sse.disconnect();
+        self.handle.exit(code);
+        false
     }
 
     /// Ends the current answer (the first call wins; later ones are ignored).
@@ -406,8 +439,8 @@ impl Chat {
         };
         // Stop the stream now: a server may keep it open after the final event.
         self.sse.disconnect();
-        if printed {
-            println!();
+        if printed && !self.write_stdout("\n") {
+            return;
         }
         if let Err(message) = outcome {
             eprintln!("openai_chat: {message}");
@@ -483,15 +516,16 @@ impl Chat {
 
     fn show_prompt(&self) {
         if self.mode == Mode::Terminal {
-            print!("> ");
-            let _ = io::stdout().flush();
+            self.write_stdout("> ");
         }
     }
 
     fn finish(&self) {
         let failed = {
             let mut state = self.state.borrow_mut();
-            state.finished = true;
+            if std::mem::replace(&mut state.finished, true) {
+                return; // already ended (stdout went away)
+            }
             state.failed_answers
         };
         // `run()` returns 0 after `quit`, or the code given to `exit`.

@@ -45,7 +45,8 @@ fn main() {
     let options = match parse_args(std::env::args().skip(1)) {
         Ok(Some(options)) => options,
         Ok(None) => {
-            println!("{USAGE}");
+            // A closed stdout (`--help | head -c 0`) must not panic.
+            let _ = writeln!(io::stdout(), "{USAGE}");
             return;
         }
         Err(message) => {

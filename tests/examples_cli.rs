@@ -425,6 +425,36 @@ fn openai_chat_reports_response_failed() {
     );
 }
 
+#[test]
+fn openai_chat_stops_quietly_when_nobody_reads_its_output() {
+    // `openai_chat --prompt hi | head -c 0`: the first answer text meets a closed pipe.
+    let out = run_child(
+        "openai_chat",
+        &["--prompt", "hi"],
+        Stdin::Null,
+        None,
+        StdoutReader::GoneAway,
+    );
+    let stderr = out.stderr_text();
+    assert!(!stderr.contains("panicked"), "{out:?}");
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    // The whole answer takes about 2 s to stream; the closed pipe is met at its first word.
+    assert!(
+        out.elapsed < Duration::from_millis(1_500),
+        "kept streaming into a closed pipe: {out:?}"
+    );
+    for example in ["openai_chat", "sse_cat", "http_get"] {
+        let help = run_child(
+            example,
+            &["--help"],
+            Stdin::Null,
+            None,
+            StdoutReader::GoneAway,
+        );
+        assert_eq!(help.code(), Some(0), "{help:?}");
+    }
+}
+
 // ---- every example -----------------------------------------------------------------------------
 
 #[test]
@@ -492,6 +522,24 @@ fn run(example: &str, args: &[&str], stdin: Stdin) -> Output {
 /// Runs `example` with `args`, `OPENAI_API_KEY` set to `api_key` (or removed), and kills it if
 /// it outlives [`CHILD_DEADLINE`].
 fn run_with_env(example: &str, args: &[&str], stdin: Stdin, api_key: Option<&str>) -> Output {
+    run_child(example, args, stdin, api_key, StdoutReader::Reads)
+}
+
+/// Whether anyone reads the child's stdout.
+#[derive(PartialEq)]
+enum StdoutReader {
+    Reads,
+    /// The read end is closed at once (`example | head -c 0`): every write gets EPIPE.
+    GoneAway,
+}
+
+fn run_child(
+    example: &str,
+    args: &[&str],
+    stdin: Stdin,
+    api_key: Option<&str>,
+    reader: StdoutReader,
+) -> Output {
     let mut command = Command::new(example_path(example));
     command
         .args(args)
@@ -515,7 +563,13 @@ fn run_with_env(example: &str, args: &[&str], stdin: Stdin, api_key: Option<&str
             let _ = pipe.write_all(&bytes);
         });
     }
-    let stdout = drain(child.stdout.take().expect("piped stdout"));
+    let stdout_pipe = child.stdout.take().expect("piped stdout");
+    let stdout = if reader == StdoutReader::GoneAway {
+        drop(stdout_pipe);
+        std::thread::spawn(Vec::new)
+    } else {
+        drain(stdout_pipe)
+    };
     let stderr = drain(child.stderr.take().expect("piped stderr"));
     let status = loop {
         if let Some(status) = child.try_wait().expect("waiting for the example") {
