@@ -6,7 +6,12 @@
 //! cargo run --example openai_chat -- --prompt "Hi there"   # one question, then exit
 //! echo "What is SSE?" | cargo run --example openai_chat    # piped prompts, exit at end of input
 //! OPENAI_API_KEY=sk-... cargo run --example openai_chat -- --model gpt-4o-mini
+//! cargo run --example openai_chat -- --base-url http://127.0.0.1:8080   # a local compatible server
 //! ```
+//!
+//! The backend: `--mock` picks the mock; otherwise `OPENAI_API_KEY` or `--base-url` picks a real
+//! server (`--base-url`, default `https://api.openai.com`), sent the key as a bearer token when
+//! there is one (local OpenAI-compatible servers need none); with neither, the mock answers.
 //!
 //! What it shows, top to bottom:
 //!
@@ -19,9 +24,10 @@
 //!   at the end of every answer.
 //! * [`LoopHandle::post`]: stdin is read on a plain thread (a blocking read must not stall the
 //!   loop) and each line is posted to the loop's thread.
-//! * [`TcpServer`], [`TcpSocket`], [`Timer`], [`SseWriter`]: without `OPENAI_API_KEY` (or with
-//!   `--mock`) a small mock of the Responses API listens on 127.0.0.1 in the same loop and streams
-//!   a realistic event sequence, one event per HTTP chunk, one text delta every 35 ms.
+//! * [`TcpServer`], [`TcpSocket`], [`Timer`], [`SseWriter`]: without `OPENAI_API_KEY` and
+//!   `--base-url` (or with `--mock`) a small mock of the Responses API listens on 127.0.0.1 in
+//!   the same loop and streams a realistic event sequence, one event per HTTP chunk, one text
+//!   delta every 35 ms.
 //!
 //! Answer text goes to stdout; hints and errors go to stderr. Exit status: 0, or 1 if an answer
 //! failed (HTTP error, `response.failed`, `error` event, broken stream) or stdout cannot be
@@ -42,7 +48,7 @@ use kdnet::network::sse::{SseClient, SseError, SseEvent, SseWriter};
 use kdnet::network::{TcpServer, TcpSocket};
 use kdnet::{EventLoop, LoopHandle, Timer};
 
-const USAGE: &str = "usage: openai_chat [--prompt TEXT] [--model NAME] [--base-url URL] [--mock] [--help]  (env OPENAI_API_KEY selects the real API)";
+const USAGE: &str = "usage: openai_chat [--prompt TEXT] [--model NAME] [--base-url URL | --mock] [--help]  (env OPENAI_API_KEY or --base-url selects a real server; neither, the offline mock)";
 const DEFAULT_BASE_URL: &str = "https://api.openai.com";
 const DEFAULT_MODEL: &str = "gpt-4o-mini";
 /// Asked when stdin is empty, so that a bare `cargo run --example openai_chat` visibly works.
@@ -67,18 +73,20 @@ fn main() {
     // The loop must exist before anything that attaches to it (servers, clients, timers).
     let mut event_loop = EventLoop::new().expect("cannot create the event loop");
 
-    // A key selects the real API (unless --mock); without one, the mock answers.
+    // A key or an explicit --base-url selects a real server (unless --mock); with neither, the
+    // mock answers.
     let api_key = std::env::var("OPENAI_API_KEY")
         .ok()
         .filter(|key| !key.trim().is_empty() && !options.mock);
+    let use_mock = options.mock || (api_key.is_none() && options.base_url.is_none());
     // Runs in this very loop; kept alive for all of `main` (dropping it stops it listening).
-    let mock = match api_key {
-        Some(_) => None,
-        None => Some(MockServer::start().expect("cannot start the mock server")),
-    };
+    let mock = use_mock.then(|| MockServer::start().expect("cannot start the mock server"));
     let base_url = match &mock {
         Some(mock) => format!("http://{}", mock.address()),
-        None => options.base_url.clone(),
+        None => options
+            .base_url
+            .clone()
+            .unwrap_or_else(|| DEFAULT_BASE_URL.to_string()),
     };
     let endpoint = responses_endpoint(&base_url);
     if let Err(e) = HttpRequest::new(&endpoint) {
@@ -90,7 +98,15 @@ fn main() {
             "openai_chat: backend: kdnet's offline mock of the Responses API on {base_url} \
              (set OPENAI_API_KEY to use the real API)"
         ),
-        None => eprintln!("openai_chat: backend: {base_url} (model {})", options.model),
+        None => eprintln!(
+            "openai_chat: backend: {base_url} (model {}{})",
+            options.model,
+            if api_key.is_some() {
+                ", key from OPENAI_API_KEY"
+            } else {
+                ", no API key"
+            }
+        ),
     }
 
     let mode = match &options.prompt {
@@ -136,7 +152,8 @@ fn responses_endpoint(base_url: &str) -> String {
 struct Options {
     prompt: Option<String>,
     model: String,
-    base_url: String,
+    /// `None`: the default (`DEFAULT_BASE_URL`), used only when `OPENAI_API_KEY` is set.
+    base_url: Option<String>,
     mock: bool,
 }
 
@@ -145,7 +162,7 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
     let mut options = Options {
         prompt: None,
         model: DEFAULT_MODEL.to_string(),
-        base_url: DEFAULT_BASE_URL.to_string(),
+        base_url: None,
         mock: false,
     };
     while let Some(arg) = args.next() {
@@ -154,10 +171,13 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
             "-h" | "--help" => return Ok(None),
             "--prompt" => options.prompt = Some(value("--prompt")?),
             "--model" => options.model = value("--model")?,
-            "--base-url" => options.base_url = value("--base-url")?,
+            "--base-url" => options.base_url = Some(value("--base-url")?),
             "--mock" => options.mock = true,
             other => return Err(format!("unexpected argument {other:?}")),
         }
+    }
+    if options.mock && options.base_url.is_some() {
+        return Err("--mock and --base-url exclude each other".to_string());
     }
     Ok(Some(options))
 }

@@ -369,6 +369,42 @@ fn openai_chat_reads_a_compatible_server_without_event_lines_and_with_done() {
 }
 
 #[test]
+fn openai_chat_base_url_without_a_key_talks_to_that_server_without_authorization() {
+    // A local OpenAI-compatible server (llama.cpp, vLLM, Ollama) needs no key.
+    let server = ScriptServer::start(|_, _| {
+        let body = "event: response.output_text.delta\n\
+                    data: {\"type\":\"response.output_text.delta\",\"delta\":\"local answer\",\"sequence_number\":0}\n\n\
+                    event: response.completed\n\
+                    data: {\"type\":\"response.completed\",\"response\":{},\"sequence_number\":1}\n\n";
+        Reply::Bytes(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let out = run(
+        "openai_chat",
+        &["--base-url", &server.url(""), "--prompt", "hi"],
+        Stdin::Null,
+    );
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout_text(), "local answer\n");
+    let seen = server.requests();
+    assert_eq!(seen.len(), 1, "{out:?}");
+    assert_eq!(seen[0].header("authorization"), None);
+
+    let both = run(
+        "openai_chat",
+        &["--mock", "--base-url", &server.url("")],
+        Stdin::Null,
+    );
+    assert_eq!(both.code(), Some(2), "{both:?}");
+    assert!(both.stderr_text().contains("--mock"), "{both:?}");
+}
+
+#[test]
 fn openai_chat_reports_the_api_error_message_of_a_non_200_answer() {
     let server = ScriptServer::start(|_, _| {
         let body = r#"{"error": {"message": "Incorrect API key provided", "type": "invalid_request_error", "param": null, "code": "invalid_api_key"}}"#;
