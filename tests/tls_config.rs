@@ -399,3 +399,58 @@ fn default_roots_build() {
     let config = TlsClientConfig::default().build().unwrap();
     assert!(config.alpn_protocols.is_empty());
 }
+
+/// An EC P-256 key encrypted with the password `secret` (PKCS#8, `openssl pkcs8 -topk8`).
+const ENCRYPTED_PKCS8_KEY: &str = "-----BEGIN ENCRYPTED PRIVATE KEY-----
+MIHsMFcGCSqGSIb3DQEFDTBKMCkGCSqGSIb3DQEFDDAcBAjM7etfsIuKZwICCAAw
+DAYIKoZIhvcNAgkFADAdBglghkgBZQMEASoEEOAZ4C7HJB5q4yMhS2Oox9YEgZD8
+49YiGUZBVGHBBQgDBtRjQs83qjUBQlFEhJX6CAwZpr1+/K0JXK16NBLPWYCRay6z
+WHQfJJjewz/qtvBDrPEk5dY/WzMjOAxZ4KqNN9dwTIzRceCpJxM1UlgmBdFIAXMN
+hEyYzVoe1Z40N5XyI6tr5xDZbT+jNd87Xq+bpziHVBpRSnKF4+s1OO54GSvxCSc=
+-----END ENCRYPTED PRIVATE KEY-----
+";
+
+/// The same kind of key in OpenSSL's legacy encrypted form (`openssl ec -aes128`).
+const ENCRYPTED_LEGACY_KEY: &str = "-----BEGIN EC PRIVATE KEY-----
+Proc-Type: 4,ENCRYPTED
+DEK-Info: AES-128-CBC,8FB658AFEDA408F366BFF22CBF351166
+
+BMsVh9hOfKVAFupLMm2UGx5pqflXiGJQp6/EkGSlbfJVEw93Mzsu/1ZPKp5lQ/fT
+5dFg/SSXyi8RTQq2Qvy33HgNqQDE53y269gmqR+/Boi74bUa/q9qpkobUjRxaPkp
+vutYBk3V8fK1qzcAy0dVSPB5MeipFCZaAVK5P1BDocA=
+-----END EC PRIVATE KEY-----
+";
+
+#[test]
+fn encrypted_keys_are_named_as_encrypted() {
+    let pki = test_pki();
+    for (key, form) in [
+        (ENCRYPTED_PKCS8_KEY, "ENCRYPTED PRIVATE KEY"),
+        (
+            ENCRYPTED_LEGACY_KEY,
+            "EC PRIVATE KEY, Proc-Type: 4,ENCRYPTED",
+        ),
+    ] {
+        let mut config = TlsClientConfig::new();
+        let reason = configuration_reason(
+            config
+                .set_client_certificate(pki.client_cert_pem.as_bytes(), key.as_bytes())
+                .unwrap_err(),
+        );
+        assert_eq!(
+            reason,
+            format!(
+                "the client key PEM holds an encrypted private key ({form}), which cannot be \
+                 used without its password: decrypt it first, e.g. with \
+                 `openssl pkey -in key.pem -out plain-key.pem`"
+            )
+        );
+        let reason = configuration_reason(
+            TlsServerConfig::from_pem(pki.server_cert_pem.as_bytes(), key.as_bytes()).unwrap_err(),
+        );
+        assert!(
+            reason.starts_with("the server key PEM holds an encrypted private key"),
+            "{reason}"
+        );
+    }
+}

@@ -111,7 +111,9 @@ impl TlsClientConfig {
     /// Presents `cert_chain_pem` (end-entity certificate first) with `key_pem` (PKCS#8, PKCS#1 or
     /// SEC1) when a server asks for a client certificate (KDNetwork `setClientCertificate`).
     ///
-    /// Fails if either PEM is unusable or the key does not belong to the certificate.
+    /// Fails if either PEM is unusable or the key does not belong to the certificate. An
+    /// encrypted key (PKCS#8 `ENCRYPTED PRIVATE KEY`, or OpenSSL's legacy `Proc-Type:
+    /// 4,ENCRYPTED` form) is refused as such: decrypt it first.
     pub fn set_client_certificate(
         &mut self,
         cert_chain_pem: &[u8],
@@ -394,6 +396,13 @@ fn certified_key(
     role: &str,
 ) -> Result<CertifiedKey, SocketError> {
     let chain = parse_certificates(cert_chain_pem, &format!("{role} certificate"))?;
+    if let Some(form) = encrypted_key_form(key_pem) {
+        return Err(configuration(format!(
+            "the {role} key PEM holds an encrypted private key ({form}), which cannot be used \
+             without its password: decrypt it first, e.g. with \
+             `openssl pkey -in key.pem -out plain-key.pem`"
+        )));
+    }
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => configuration(format!(
             "no PRIVATE KEY section found in the {role} key PEM"
@@ -406,6 +415,41 @@ fn certified_key(
         )),
         e => configuration(format!("{role} certificate or key unusable: {e}")),
     })
+}
+
+/// How an encrypted private key in `pem` is written, if there is one: PKCS#8's
+/// `ENCRYPTED PRIVATE KEY` section, or OpenSSL's legacy form (a `… PRIVATE KEY` section with a
+/// `Proc-Type: 4,ENCRYPTED` header, which the PEM decoder would only call bad base64).
+fn encrypted_key_form(pem: &[u8]) -> Option<String> {
+    let mut section: Option<&str> = None;
+    for line in pem_lines(pem) {
+        if let Some(label) = pem_label(line, "-----BEGIN ") {
+            if label == "ENCRYPTED PRIVATE KEY" {
+                return Some(label.to_owned());
+            }
+            section = Some(label);
+        } else if pem_label(line, "-----END ").is_some() {
+            section = None;
+        } else if let Some(label) = section {
+            let header = line.strip_prefix("Proc-Type:").map(str::trim);
+            if label.ends_with("PRIVATE KEY") && header.is_some_and(|h| h.ends_with("ENCRYPTED")) {
+                return Some(format!("{label}, Proc-Type: 4,ENCRYPTED"));
+            }
+        }
+    }
+    None
+}
+
+/// The trimmed text lines of `pem` (lines that are not UTF-8 are skipped).
+fn pem_lines(pem: &[u8]) -> impl Iterator<Item = &str> {
+    pem.split(|&b| b == b'\n')
+        .filter_map(|line| std::str::from_utf8(line).ok())
+        .map(str::trim)
+}
+
+/// The label of a `-----BEGIN LABEL-----` (or END) line.
+fn pem_label<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
+    line.strip_prefix(prefix)?.strip_suffix("-----")
 }
 
 fn configuration(reason: impl Into<String>) -> SocketError {
