@@ -308,7 +308,10 @@ fn bad_pem_is_a_configuration_error_naming_the_problem() {
             )
             .unwrap_err(),
     );
-    assert_eq!(reason, "no PRIVATE KEY section found in the client key PEM");
+    assert_eq!(
+        reason,
+        "no PRIVATE KEY section found in the client key PEM (it holds: CERTIFICATE)"
+    );
 
     let reason = configuration_reason(
         config
@@ -317,7 +320,7 @@ fn bad_pem_is_a_configuration_error_naming_the_problem() {
     );
     assert_eq!(
         reason,
-        "no CERTIFICATE section found in the client certificate PEM"
+        "no CERTIFICATE section found in the client certificate PEM (it holds: PRIVATE KEY)"
     );
 
     let reason = configuration_reason(config.add_ca_certificate(b"hello").unwrap_err());
@@ -453,4 +456,49 @@ fn encrypted_keys_are_named_as_encrypted() {
             "{reason}"
         );
     }
+}
+
+#[test]
+fn pem_of_the_wrong_kind_or_der_says_what_it_holds() {
+    let pki = test_pki();
+    let mut config = TlsClientConfig::new();
+    // A key, and OpenSSL's TRUSTED CERTIFICATE form, where CA certificates were expected.
+    let reason = configuration_reason(
+        config
+            .add_ca_certificate(pki.server_key_pem.as_bytes())
+            .unwrap_err(),
+    );
+    assert_eq!(
+        reason,
+        "no CERTIFICATE section found in the CA certificate PEM (it holds: PRIVATE KEY)"
+    );
+    let trusted = pki.ca_pem.replace("CERTIFICATE", "TRUSTED CERTIFICATE");
+    let both = format!("{trusted}{trusted}{}", pki.server_key_pem);
+    let reason = configuration_reason(config.add_ca_certificate(both.as_bytes()).unwrap_err());
+    assert_eq!(
+        reason,
+        "no CERTIFICATE section found in the CA certificate PEM \
+         (it holds: TRUSTED CERTIFICATE, PRIVATE KEY)"
+    );
+
+    // DER (binary) where PEM (text) was expected.
+    let ca_der = CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap();
+    let reason = configuration_reason(config.add_ca_certificate(ca_der.as_ref()).unwrap_err());
+    assert_eq!(
+        reason,
+        "no CERTIFICATE section found in the CA certificate PEM (it looks like binary DER, \
+         not PEM text: convert it with `openssl x509 -inform der -in cert.der -out cert.pem`)"
+    );
+    let key_der = PrivateKeyDer::from_pem_slice(pki.client_key_pem.as_bytes()).unwrap();
+    let reason = configuration_reason(
+        config
+            .set_client_certificate(pki.client_cert_pem.as_bytes(), key_der.secret_der())
+            .unwrap_err(),
+    );
+    assert_eq!(
+        reason,
+        "no PRIVATE KEY section found in the client key PEM (it looks like binary DER, \
+         not PEM text: convert it with `openssl pkey -inform der -in key.der -out key.pem`)"
+    );
+    assert!(format!("{config:?}").contains("extra_roots: 0"));
 }

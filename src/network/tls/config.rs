@@ -383,7 +383,8 @@ fn parse_certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'stat
         .map_err(|e| configuration(format!("{what} PEM: {e}")))?;
     if certificates.is_empty() {
         return Err(configuration(format!(
-            "no CERTIFICATE section found in the {what} PEM"
+            "no CERTIFICATE section found in the {what} PEM{}",
+            pem_contents_hint(pem, "openssl x509 -inform der -in cert.der -out cert.pem")
         )));
     }
     Ok(certificates)
@@ -405,7 +406,8 @@ fn certified_key(
     }
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => configuration(format!(
-            "no PRIVATE KEY section found in the {role} key PEM"
+            "no PRIVATE KEY section found in the {role} key PEM{}",
+            pem_contents_hint(key_pem, "openssl pkey -inform der -in key.der -out key.pem")
         )),
         e => configuration(format!("{role} key PEM: {e}")),
     })?;
@@ -438,6 +440,26 @@ fn encrypted_key_form(pem: &[u8]) -> Option<String> {
         }
     }
     None
+}
+
+/// What `pem` holds instead of the section that was looked for, as a suffix for the error:
+/// the distinct labels of its sections (` (it holds: PRIVATE KEY)`), or a note that it looks like DER,
+/// with `convert`, the command that turns it into PEM. Empty if there is nothing to say.
+fn pem_contents_hint(pem: &[u8], convert: &str) -> String {
+    let mut labels: Vec<&str> = Vec::new();
+    for label in pem_lines(pem).filter_map(|line| pem_label(line, "-----BEGIN ")) {
+        if !labels.contains(&label) {
+            labels.push(label); // each kind once: a bundle may hold hundreds of sections
+        }
+    }
+    if !labels.is_empty() {
+        return format!(" (it holds: {})", labels.join(", "));
+    }
+    // Every DER certificate and key is an ASN.1 SEQUENCE: tag 0x30.
+    if pem.first() == Some(&0x30) && std::str::from_utf8(pem).is_err() {
+        return format!(" (it looks like binary DER, not PEM text: convert it with `{convert}`)");
+    }
+    String::new()
 }
 
 /// The trimmed text lines of `pem` (lines that are not UTF-8 are skipped).
