@@ -502,3 +502,56 @@ fn pem_of_the_wrong_kind_or_der_says_what_it_holds() {
     );
     assert!(format!("{config:?}").contains("extra_roots: 0"));
 }
+
+/// An Ed448 key (`openssl genpkey -algorithm ed448`): valid PKCS#8, but not a kind *ring* signs
+/// with.
+const ED448_KEY: &str = "-----BEGIN PRIVATE KEY-----
+MEcCAQAwBQYDK2VxBDsEOTYsVrHvaLT9vs3pXhIWMj/NFE0nrSlH5bt9zi/js96L
+7GVDD4+iCbdhf/ZnfS6BREtgGffHkKpaJg==
+-----END PRIVATE KEY-----
+";
+
+#[test]
+fn unusable_keys_and_certificates_are_named_without_rustls_jargon() {
+    let pki = test_pki();
+    let mut config = TlsClientConfig::new();
+
+    let reason = configuration_reason(
+        config
+            .set_client_certificate(pki.client_cert_pem.as_bytes(), ED448_KEY.as_bytes())
+            .unwrap_err(),
+    );
+    assert_eq!(
+        reason,
+        "the client key is of a kind that cannot be used (supported: RSA of 2048 bits or more, \
+         ECDSA on P-256 or P-384, Ed25519)"
+    );
+
+    // A CERTIFICATE section whose content is no certificate: it is our file, not a peer's.
+    let broken = "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n";
+    let reason = configuration_reason(
+        config
+            .set_client_certificate(broken.as_bytes(), pki.client_key_pem.as_bytes())
+            .unwrap_err(),
+    );
+    assert_eq!(reason, "client certificate 1 cannot be parsed: BadEncoding");
+    let bundle = format!("{}{broken}", pki.ca_pem);
+    let reason = configuration_reason(config.add_ca_certificate(bundle.as_bytes()).unwrap_err());
+    assert_eq!(
+        reason,
+        "CA certificate 2 is not usable as a trust anchor: BadEncoding"
+    );
+    assert!(
+        !format!("{config:?}").contains("extra_roots: 1"),
+        "nothing added"
+    );
+}
+
+#[test]
+fn duplicate_ca_certificates_are_harmless() {
+    let pki = test_pki();
+    let twice = format!("{}{}", pki.ca_pem, pki.ca_pem);
+    let mut config = TlsClientConfig::with_only_ca_certificates(twice.as_bytes()).unwrap();
+    config.add_ca_certificate(pki.ca_pem.as_bytes()).unwrap();
+    handshake(config.build().unwrap(), good_server(), "localhost").unwrap();
+}

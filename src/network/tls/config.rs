@@ -20,8 +20,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
-    SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, InconsistentKeys, RootCertStore,
+    ServerConfig, SignatureScheme,
 };
 
 use crate::network::{SocketError, TlsFailure};
@@ -98,8 +98,9 @@ impl TlsClientConfig {
         for (index, certificate) in certificates.into_iter().enumerate() {
             added.add(certificate).map_err(|e| {
                 configuration(format!(
-                    "CA certificate {} is not usable as a trust anchor: {e}",
-                    index + 1
+                    "CA certificate {} is not usable as a trust anchor: {}",
+                    index + 1,
+                    local_certificate_text(&e)
                 ))
             })?;
         }
@@ -411,12 +412,33 @@ fn certified_key(
         )),
         e => configuration(format!("{role} key PEM: {e}")),
     })?;
-    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| match e {
-        rustls::Error::InconsistentKeys(_) => configuration(format!(
+    // What `CertifiedKey::from_der` does, in steps, so that each failure can be named.
+    let key = provider().key_provider.load_private_key(key).map_err(|_| {
+        configuration(format!(
+            "the {role} key is of a kind that cannot be used (supported: RSA of 2048 bits or \
+             more, ECDSA on P-256 or P-384, Ed25519)"
+        ))
+    })?;
+    let certified = CertifiedKey::new(chain, key);
+    match certified.keys_match() {
+        Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(certified),
+        Err(rustls::Error::InconsistentKeys(_)) => Err(configuration(format!(
             "the {role} key does not belong to the {role} certificate"
-        )),
-        e => configuration(format!("{role} certificate or key unusable: {e}")),
-    })
+        ))),
+        Err(e) => Err(configuration(format!(
+            "{role} certificate 1 cannot be parsed: {}",
+            local_certificate_text(&e)
+        ))),
+    }
+}
+
+/// rustls' text for a problem with a certificate from a local file, without the "invalid peer
+/// certificate" prefix (there is no peer yet).
+fn local_certificate_text(error: &rustls::Error) -> String {
+    match error {
+        rustls::Error::InvalidCertificate(certificate) => certificate_text(certificate),
+        other => other.to_string(),
+    }
 }
 
 /// How an encrypted private key in `pem` is written, if there is one: PKCS#8's
