@@ -555,3 +555,24 @@ fn duplicate_ca_certificates_are_harmless() {
     config.add_ca_certificate(pki.ca_pem.as_bytes()).unwrap();
     handshake(config.build().unwrap(), good_server(), "localhost").unwrap();
 }
+#[test]
+fn a_chain_that_does_not_start_with_its_end_entity_certificate_says_so() {
+    let pki = test_pki();
+    let mut config = TlsClientConfig::new();
+    let ca_first = format!("{}{}", pki.ca_pem, pki.client_cert_pem);
+    let reason = configuration_reason(
+        config
+            .set_client_certificate(ca_first.as_bytes(), pki.client_key_pem.as_bytes())
+            .unwrap_err(),
+    );
+    assert_eq!(
+        reason,
+        "the client key belongs to certificate 2 of the client certificate PEM, but the chain \
+         must start with the end-entity certificate (the one the key belongs to)"
+    );
+    // The right order works.
+    let leaf_first = format!("{}{}", pki.client_cert_pem, pki.ca_pem);
+    config
+        .set_client_certificate(leaf_first.as_bytes(), pki.client_key_pem.as_bytes())
+        .unwrap();
+}

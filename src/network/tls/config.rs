@@ -422,9 +422,23 @@ fn certified_key(
     let certified = CertifiedKey::new(chain, key);
     match certified.keys_match() {
         Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(certified),
-        Err(rustls::Error::InconsistentKeys(_)) => Err(configuration(format!(
-            "the {role} key does not belong to the {role} certificate"
-        ))),
+        Err(rustls::Error::InconsistentKeys(_)) => {
+            // A chain in the wrong order (CA first) is a common mistake: name it.
+            let owner = certified.cert.iter().skip(1).position(|certificate| {
+                CertifiedKey::new(vec![certificate.clone()], Arc::clone(&certified.key))
+                    .keys_match()
+                    .is_ok()
+            });
+            Err(configuration(match owner {
+                Some(index) => format!(
+                    "the {role} key belongs to certificate {} of the {role} certificate PEM, but \
+                     the chain must start with the end-entity certificate (the one the key \
+                     belongs to)",
+                    index + 2
+                ),
+                None => format!("the {role} key does not belong to the {role} certificate"),
+            }))
+        }
         Err(e) => Err(configuration(format!(
             "{role} certificate 1 cannot be parsed: {}",
             local_certificate_text(&e)
