@@ -11,7 +11,7 @@
 //!
 //! Options: `-X METHOD`, `-H 'Name: value'` (repeatable), `-d BODY` (POST unless `-X`), `-n N`
 //! (stop after N events), `--no-reconnect`, `--last-event-id ID`, `--retry MS` (initial
-//! reconnection time), `--read-timeout MS`.
+//! reconnection time), `--read-timeout MS` (at least 1).
 //!
 //! Without `--no-reconnect` the [`SseClient`] reconnects for ever, following the WHATWG rules
 //! (the server's `retry:`, `Last-Event-ID`, backoff while attempts fail), until `-n` is reached.
@@ -119,7 +119,14 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
             "--retry" => options.retry = Some(parse_millis("--retry", &value("--retry")?)?),
             "--read-timeout" => {
                 let millis = value("--read-timeout")?;
-                options.read_timeout = Some(parse_millis("--read-timeout", &millis)?);
+                let timeout = parse_millis("--read-timeout", &millis)?;
+                if timeout.is_zero() {
+                    // Every connection would time out at once, and be retried for ever.
+                    return Err(format!(
+                        "bad --read-timeout {millis:?}: expected at least 1 millisecond"
+                    ));
+                }
+                options.read_timeout = Some(timeout);
             }
             "-" if url.is_some() => return Err("more than one URL: \"-\"".to_string()),
             "-" => url = Some(arg),

@@ -144,6 +144,22 @@ fn sse_cat_exits_2_on_204_even_when_reconnecting() {
     assert_eq!(server.requests().len(), 1, "a 204 must not be retried");
 }
 
+#[test]
+fn sse_cat_refuses_a_zero_read_timeout() {
+    // 0 ms would fail every connection at once ("timed out during waiting for the response
+    // head"), reconnecting for ever.
+    let out = run(
+        "sse_cat",
+        &["--read-timeout", "0", "http://127.0.0.1:9/"],
+        Stdin::Null,
+    );
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    assert!(
+        out.stderr_text().contains("bad --read-timeout \"0\""),
+        "{out:?}"
+    );
+}
+
 // ---- http_get ----------------------------------------------------------------------------------
 
 #[test]
