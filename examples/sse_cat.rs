@@ -115,7 +115,17 @@ fn parse_args(mut args: impl Iterator<Item = String>) -> Result<Option<Options>,
             "-d" => options.body = Some(value("-d")?),
             "-n" => options.max_events = Some(parse_count(&value("-n")?)?),
             "--no-reconnect" => options.reconnect = false,
-            "--last-event-id" => options.last_event_id = Some(value("--last-event-id")?),
+            "--last-event-id" => {
+                let id = value("--last-event-id")?;
+                // The client would silently not send it: no header value can carry these.
+                if id.bytes().any(|b| b.is_ascii_control() && b != b'\t') {
+                    return Err(format!(
+                        "bad --last-event-id {id:?}: a Last-Event-ID cannot hold control \
+                         characters (line breaks, NUL, …)"
+                    ));
+                }
+                options.last_event_id = Some(id);
+            }
             "--retry" => options.retry = Some(parse_millis("--retry", &value("--retry")?)?),
             "--read-timeout" => {
                 let millis = value("--read-timeout")?;

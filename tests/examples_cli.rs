@@ -160,6 +160,21 @@ fn sse_cat_refuses_a_zero_read_timeout() {
     );
 }
 
+#[test]
+fn sse_cat_refuses_a_last_event_id_no_header_can_carry() {
+    // A Last-Event-ID with a line break or other control character could never be sent.
+    for id in ["a\nb", "a\rb", "a\u{1b}b"] {
+        let out = run(
+            "sse_cat",
+            &["--last-event-id", id, "-"],
+            Stdin::Bytes(b"data: x\n\n".to_vec()),
+        );
+        assert_eq!(out.code(), Some(2), "{id:?}: {out:?}");
+        assert!(out.stderr_text().contains("bad --last-event-id"), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+    }
+}
+
 // ---- http_get ----------------------------------------------------------------------------------
 
 #[test]
