@@ -15,7 +15,8 @@
 //! to stdout byte for byte (after gzip/deflate decoding).
 //!
 //! Exit status: 0 when every URL produced a response (whatever its status), 1 when any failed
-//! (one line `http_get: <url>: <error>` on stderr per failure), 2 for bad arguments.
+//! (one line `http_get: <url>: <error>` on stderr per failure, a password in the URL shown as
+//! `***`), 2 for bad arguments.
 
 mod common;
 
@@ -26,7 +27,7 @@ use std::rc::Rc;
 use std::str::FromStr;
 use std::time::Duration;
 
-use common::parse_header;
+use common::{parse_header, redact_url};
 use kdnet::network::http::{
     HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession, RedirectPolicy,
 };
@@ -239,7 +240,7 @@ impl Fetcher {
     }
 
     fn report_failure(&self, url: &str, error: &HttpError) {
-        eprintln!("http_get: {url}: {error}");
+        eprintln!("http_get: {}: {error}", redact_url(url));
         *self.failures.borrow_mut() += 1;
     }
 }

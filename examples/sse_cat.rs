@@ -29,7 +29,7 @@ use std::rc::Rc;
 use std::str::FromStr;
 use std::time::Duration;
 
-use common::{json_quote, parse_header};
+use common::{json_quote, parse_header, redact_url};
 use kdnet::EventLoop;
 use kdnet::network::http::{HttpMethod, HttpRequest};
 use kdnet::network::sse::{ReadyState, SseClient, SseEvent, SseParser};
@@ -314,7 +314,8 @@ fn cat_url(options: Options) -> i32 {
         }
     };
 
-    let url = options.url.clone();
+    // For messages only: no password on stderr.
+    let url = redact_url(&options.url);
     let reconnect = options.reconnect;
     let opened = Rc::new(Cell::new(false));
     sse.state_changed

@@ -209,6 +209,28 @@ fn http_get_exits_1_with_a_one_line_reason_when_the_connection_is_refused() {
 }
 
 #[test]
+fn passwords_in_urls_are_not_echoed_to_stderr() {
+    let addr = refused_address();
+    let url = format!("http://alice:s3cret@{addr}/x?q=1");
+    for (example, args) in [
+        ("http_get", vec![url.as_str()]),
+        ("sse_cat", vec!["--no-reconnect", url.as_str()]),
+    ] {
+        let out = run(example, &args, Stdin::Null);
+        assert_ne!(out.code(), Some(0), "{out:?}");
+        let stderr = out.stderr_text();
+        assert!(
+            !stderr.contains("s3cret"),
+            "{example} showed the password: {stderr}"
+        );
+        assert!(
+            stderr.contains(&format!("http://alice:***@{addr}/x?q=1")),
+            "{example}: {stderr}"
+        );
+    }
+}
+
+#[test]
 fn http_get_fetches_several_urls_on_one_connection_and_writes_raw_bytes() {
     let server = ScriptServer::start(|req, _| {
         let mut reply = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\n".to_vec();

@@ -33,3 +33,25 @@ pub fn parse_header(header: &str) -> Result<(String, String), String> {
         _ => Err(format!("bad -H {header:?}: expected 'Name: value'")),
     }
 }
+
+/// `url` for messages: a password in its user info (`http://user:secret@host/`) becomes `***`,
+/// so that error lines and logs do not show it. Anything else is kept as written.
+pub fn redact_url(url: &str) -> String {
+    let Some(scheme_end) = url.find("://").map(|at| at + 3) else {
+        return url.to_string();
+    };
+    let rest = &url[scheme_end..];
+    let authority_end = rest.find(['/', '?', '#']).unwrap_or(rest.len());
+    let authority = &rest[..authority_end];
+    let Some(at) = authority.rfind('@') else {
+        return url.to_string();
+    };
+    match authority[..at].split_once(':') {
+        Some((user, _password)) => format!(
+            "{}{user}:***{}",
+            &url[..scheme_end],
+            &url[scheme_end + at..]
+        ),
+        None => url.to_string(),
+    }
+}
