@@ -290,6 +290,7 @@ impl Chat {
         // One listener per event type we act on (EventSource's `addEventListener`).
         for event_type in [
             "response.output_text.delta",
+            "response.refusal.delta",
             "response.completed",
             "response.incomplete",
             "response.failed",
@@ -363,7 +364,8 @@ impl Chat {
     /// One event of the Responses API stream, by type.
     fn on_response_event(&self, event_type: &str, data: &str) {
         match event_type {
-            "response.output_text.delta" => {
+            // A refusal is the answer too: it streams instead of output text.
+            "response.output_text.delta" | "response.refusal.delta" => {
                 if let Some(delta) = json_string(data, &["delta"]) {
                     self.print_answer_text(&delta);
                 }

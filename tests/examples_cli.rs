@@ -457,6 +457,71 @@ fn openai_chat_base_url_without_a_key_talks_to_that_server_without_authorization
     assert!(both.stderr_text().contains("--mock"), "{both:?}");
 }
 
+/// A server answering every request with `events` (a `text/event-stream` body, chunked) cut
+/// into pieces of `piece` bytes, with a short pause between them.
+fn openai_stream_server(events: &'static str, piece: usize) -> ScriptServer {
+    ScriptServer::start(move |_, _| {
+        let head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                     Transfer-Encoding: chunked\r\nConnection: close\r\n\r\n";
+        let body = format!("{:x}\r\n{events}\r\n0\r\n\r\n", events.len());
+        let mut pieces = vec![head.to_vec()];
+        pieces.extend(body.as_bytes().chunks(piece).map(<[u8]>::to_vec));
+        Reply::Pieces(pieces, Duration::from_millis(2))
+    })
+}
+
+#[test]
+fn openai_chat_prints_deltas_split_inside_characters_and_line_ends_once_in_order() {
+    // Raw UTF-8 deltas, CRLF line ends, a keep-alive comment and an event with broken JSON,
+    // delivered 3 bytes at a time so that characters and CRLFs straddle reads.
+    let server = openai_stream_server(
+        ": keep-alive\r\n\r\n\
+         event: response.output_text.delta\r\n\
+         data: {\"type\":\"response.output_text.delta\",\"delta\":\"caf\u{e9} \",\"sequence_number\":0}\r\n\r\n\
+         event: response.output_text.delta\r\n\
+         data: {\"type\":\"response.output_text.delta\",\"delta\":\"\u{65e5}\u{672c}\u{1F600}\",\"sequence_number\":1}\r\n\r\n\
+         event: response.output_text.delta\r\n\
+         data: {\"type\":\"response.output_text.delta\",\"delta\":\"broken\r\n\r\n\
+         event: response.output_text.delta\r\n\
+         data: {\"type\":\"response.output_text.delta\",\"delta\":\"!\",\"sequence_number\":3}\r\n\r\n\
+         event: response.completed\r\n\
+         data: {\"type\":\"response.completed\",\"response\":{},\"sequence_number\":4}\r\n\r\n",
+        3,
+    );
+    let out = run_with_env(
+        "openai_chat",
+        &["--base-url", &server.url(""), "--prompt", "hi"],
+        Stdin::Null,
+        Some("sk-test"),
+    );
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout_text(), "caf\u{e9} \u{65e5}\u{672c}\u{1F600}!\n");
+}
+
+#[test]
+fn openai_chat_prints_a_refusal() {
+    // A refusal streams as response.refusal.delta instead of output_text: it is the answer.
+    let server = openai_stream_server(
+        "event: response.refusal.delta\n\
+         data: {\"type\":\"response.refusal.delta\",\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"I can't \",\"sequence_number\":0}\n\n\
+         event: response.refusal.delta\n\
+         data: {\"type\":\"response.refusal.delta\",\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"delta\":\"help with that.\",\"sequence_number\":1}\n\n\
+         event: response.refusal.done\n\
+         data: {\"type\":\"response.refusal.done\",\"item_id\":\"msg_1\",\"output_index\":0,\"content_index\":0,\"refusal\":\"I can't help with that.\",\"sequence_number\":2}\n\n\
+         event: response.completed\n\
+         data: {\"type\":\"response.completed\",\"response\":{},\"sequence_number\":3}\n\n",
+        64,
+    );
+    let out = run_with_env(
+        "openai_chat",
+        &["--base-url", &server.url(""), "--prompt", "hi"],
+        Stdin::Null,
+        Some("sk-test"),
+    );
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert_eq!(out.stdout_text(), "I can't help with that.\n");
+}
+
 #[test]
 fn openai_chat_reports_the_api_error_message_of_a_non_200_answer() {
     let server = ScriptServer::start(|_, _| {
