@@ -16,7 +16,7 @@
 //!
 //! Exit status: 0 when every URL produced a response (whatever its status), 1 when any failed
 //! (one line `http_get: <url>: <error>` on stderr per failure, a password in the URL shown as
-//! `***`), 2 for bad arguments.
+//! `***`), 2 for bad arguments (including a `--cacert` file without a usable certificate).
 
 mod common;
 
@@ -31,6 +31,7 @@ use common::{parse_header, redact_url};
 use kdnet::network::http::{
     HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession, RedirectPolicy,
 };
+use kdnet::network::tls::TlsClientConfig;
 use kdnet::{EventLoop, LoopHandle};
 
 const USAGE: &str = "usage: http_get [-X METHOD] [-H 'Name: value']... [-d BODY] [-i] [--max-redirects N] [--cacert FILE.pem] [--insecure] [--timeout SECS] URL...";
@@ -52,7 +53,15 @@ fn main() {
     let mut session = HttpSession::new();
     if let Some(path) = &options.cacert {
         match std::fs::read(path) {
-            Ok(pem) => session.add_ca_certificate(pem),
+            Ok(pem) => {
+                // The session checks it only when it first needs TLS (and never for http://
+                // URLs): check it now, so that a wrong file is a usage error up front.
+                if let Err(e) = TlsClientConfig::new().add_ca_certificate(&pem) {
+                    eprintln!("http_get: bad --cacert {path}: {e}");
+                    std::process::exit(2);
+                }
+                session.add_ca_certificate(pem);
+            }
             Err(e) => {
                 eprintln!("http_get: cannot read --cacert {path}: {e}");
                 std::process::exit(2);

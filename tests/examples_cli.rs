@@ -303,6 +303,35 @@ fn http_get_max_redirects_0_returns_the_redirect_itself() {
 }
 
 #[test]
+fn http_get_refuses_a_cacert_file_that_holds_no_certificate() {
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("plain", "")));
+    let not_a_ca = std::env::temp_dir().join(format!(
+        "kdnet-examples-cli-{}-not-a-ca.pem",
+        std::process::id()
+    ));
+    std::fs::write(&not_a_ca, "this is not a certificate\n").expect("write the file");
+    let path = not_a_ca.to_str().expect("UTF-8 temp path");
+    // Checked before anything is fetched, even for a plain-HTTP URL.
+    let out = run(
+        "http_get",
+        &["--cacert", path, &server.url("/")],
+        Stdin::Null,
+    );
+    let _ = std::fs::remove_file(&not_a_ca);
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    let stderr = out.stderr_text();
+    assert!(
+        stderr.contains(&format!("bad --cacert {path}: ")) && stderr.contains("no CERTIFICATE"),
+        "{stderr}"
+    );
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(
+        server.requests().is_empty(),
+        "fetched despite the bad --cacert"
+    );
+}
+
+#[test]
 fn http_get_trusts_the_ca_given_with_cacert_and_only_then() {
     let server = TlsServer::start(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure");
     let ca_file = std::env::temp_dir().join(format!(
