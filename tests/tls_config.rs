@@ -576,3 +576,22 @@ fn a_chain_that_does_not_start_with_its_end_entity_certificate_says_so() {
         .set_client_certificate(leaf_first.as_bytes(), pki.client_key_pem.as_bytes())
         .unwrap();
 }
+
+#[test]
+fn the_key_kinds_named_as_supported_work() {
+    for algorithm in [
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+        &rcgen::PKCS_ED25519,
+    ] {
+        let key = rcgen::KeyPair::generate_for(algorithm).unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["kinds.example".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let mut config = TlsClientConfig::new();
+        config
+            .set_client_certificate(cert.pem().as_bytes(), key.serialize_pem().as_bytes())
+            .unwrap_or_else(|e| panic!("{algorithm:?}: {e}"));
+    }
+}
