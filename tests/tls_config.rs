@@ -595,3 +595,39 @@ fn the_key_kinds_named_as_supported_work() {
             .unwrap_or_else(|e| panic!("{algorithm:?}: {e}"));
     }
 }
+
+#[test]
+fn pem_syntax_errors_quote_the_line_instead_of_listing_bytes() {
+    let pki = test_pki();
+    let mut config = TlsClientConfig::new();
+    let truncated = &pki.ca_pem[..pki.ca_pem.len() / 2];
+    let reason = configuration_reason(config.add_ca_certificate(truncated.as_bytes()).unwrap_err());
+    assert_eq!(
+        reason,
+        "CA certificate PEM: missing section end \"-----END CERTIFICATE-----\" \
+         (is the file cut short?)"
+    );
+
+    let tab_after_begin = pki.ca_pem.replacen("-----\n", "-----\t\n", 1);
+    let reason = configuration_reason(
+        config
+            .add_ca_certificate(tab_after_begin.as_bytes())
+            .unwrap_err(),
+    );
+    assert_eq!(
+        reason,
+        "CA certificate PEM: malformed section start \"-----BEGIN CERTIFICATE-----\\t\""
+    );
+
+    let truncated_key = &pki.client_key_pem[..pki.client_key_pem.len() - 10];
+    let reason = configuration_reason(
+        config
+            .set_client_certificate(pki.client_cert_pem.as_bytes(), truncated_key.as_bytes())
+            .unwrap_err(),
+    );
+    assert_eq!(
+        reason,
+        "client key PEM: missing section end \"-----END PRIVATE KEY-----\" \
+         (is the file cut short?)"
+    );
+}

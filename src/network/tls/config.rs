@@ -381,7 +381,7 @@ fn default_roots() -> &'static RootCertStore {
 fn parse_certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, SocketError> {
     let certificates = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| configuration(format!("{what} PEM: {e}")))?;
+        .map_err(|e| configuration(format!("{what} PEM: {}", pem_error_text(&e))))?;
     if certificates.is_empty() {
         return Err(configuration(format!(
             "no CERTIFICATE section found in the {what} PEM{}",
@@ -410,7 +410,7 @@ fn certified_key(
             "no PRIVATE KEY section found in the {role} key PEM{}",
             pem_contents_hint(key_pem, "openssl pkey -inform der -in key.der -out key.pem")
         )),
-        e => configuration(format!("{role} key PEM: {e}")),
+        e => configuration(format!("{role} key PEM: {}", pem_error_text(&e))),
     })?;
     // What `CertifiedKey::from_der` does, in steps, so that each failure can be named.
     let key = provider().key_provider.load_private_key(key).map_err(|_| {
@@ -496,6 +496,23 @@ fn pem_contents_hint(pem: &[u8], convert: &str) -> String {
         return format!(" (it looks like binary DER, not PEM text: convert it with `{convert}`)");
     }
     String::new()
+}
+
+/// A PEM syntax error in words: the PEM decoder's own text lists the offending line as a byte
+/// array (`missing section end marker: [67, 69, 82, …]`).
+fn pem_error_text(error: &rustls::pki_types::pem::Error) -> String {
+    use rustls::pki_types::pem::Error as E;
+    match error {
+        E::MissingSectionEnd { end_marker } => format!(
+            "missing section end \"-----END {}-----\" (is the file cut short?)",
+            String::from_utf8_lossy(end_marker)
+        ),
+        E::IllegalSectionStart { line } => format!(
+            "malformed section start {:?}",
+            String::from_utf8_lossy(line)
+        ),
+        other => other.to_string(),
+    }
 }
 
 /// The trimmed text lines of `pem` (lines that are not UTF-8 are skipped).
