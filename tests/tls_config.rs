@@ -631,3 +631,29 @@ fn pem_syntax_errors_quote_the_line_instead_of_listing_bytes() {
          (is the file cut short?)"
     );
 }
+
+#[test]
+fn pem_files_saved_with_a_byte_order_mark_are_read() {
+    // Windows editors like to start UTF-8 text files with EF BB BF.
+    let pki = test_pki();
+    let bom = |pem: &str| format!("\u{feff}{pem}");
+    let mut config = TlsClientConfig::with_only_ca_certificates(bom(&pki.ca_pem).as_bytes())
+        .unwrap_or_else(|e| panic!("CA with a BOM: {e}"));
+    config
+        .set_client_certificate(
+            bom(&pki.client_cert_pem).as_bytes(),
+            bom(&pki.client_key_pem).as_bytes(),
+        )
+        .unwrap_or_else(|e| panic!("client certificate and key with a BOM: {e}"));
+    handshake(
+        config.build().unwrap(),
+        server_requiring_client_certificates(),
+        "localhost",
+    )
+    .unwrap();
+    TlsServerConfig::from_pem(
+        bom(&pki.server_cert_pem).as_bytes(),
+        bom(&pki.server_key_pem).as_bytes(),
+    )
+    .unwrap();
+}

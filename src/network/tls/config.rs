@@ -379,6 +379,7 @@ fn default_roots() -> &'static RootCertStore {
 }
 
 fn parse_certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, SocketError> {
+    let pem = without_bom(pem);
     let certificates = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| configuration(format!("{what} PEM: {}", pem_error_text(&e))))?;
@@ -398,6 +399,7 @@ fn certified_key(
     role: &str,
 ) -> Result<CertifiedKey, SocketError> {
     let chain = parse_certificates(cert_chain_pem, &format!("{role} certificate"))?;
+    let key_pem = without_bom(key_pem);
     if let Some(form) = encrypted_key_form(key_pem) {
         return Err(configuration(format!(
             "the {role} key PEM holds an encrypted private key ({form}), which cannot be used \
@@ -496,6 +498,12 @@ fn pem_contents_hint(pem: &[u8], convert: &str) -> String {
         return format!(" (it looks like binary DER, not PEM text: convert it with `{convert}`)");
     }
     String::new()
+}
+
+/// `pem` without a leading UTF-8 byte order mark (Windows editors write one; the PEM decoder
+/// would take the first `-----BEGIN` line for text outside any section and skip the section).
+fn without_bom(pem: &[u8]) -> &[u8] {
+    pem.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(pem)
 }
 
 /// A PEM syntax error in words: the PEM decoder's own text lists the offending line as a byte
