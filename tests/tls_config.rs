@@ -657,3 +657,36 @@ fn pem_files_saved_with_a_byte_order_mark_are_read() {
     )
     .unwrap();
 }
+
+#[test]
+fn pem_that_cannot_be_read_as_written_says_why() {
+    let pki = test_pki();
+    let mut config = TlsClientConfig::new();
+    // Indented sections are not PEM (the BEGIN line must start the line): the hint must not
+    // claim the PEM holds a CERTIFICATE.
+    let indented: String = pki.ca_pem.lines().map(|l| format!("    {l}\n")).collect();
+    let reason = configuration_reason(config.add_ca_certificate(indented.as_bytes()).unwrap_err());
+    assert_eq!(
+        reason,
+        "no CERTIFICATE section found in the CA certificate PEM (its -----BEGIN lines are \
+         indented: they must start at the beginning of a line)"
+    );
+    // UTF-16 text, as PowerShell's `>` writes it.
+    for bom in [[0xFF, 0xFE], [0xFE, 0xFF]] {
+        let mut utf16 = bom.to_vec();
+        for unit in pki.ca_pem.encode_utf16() {
+            let bytes = if bom[0] == 0xFF {
+                unit.to_le_bytes()
+            } else {
+                unit.to_be_bytes()
+            };
+            utf16.extend_from_slice(&bytes);
+        }
+        let reason = configuration_reason(config.add_ca_certificate(&utf16).unwrap_err());
+        assert_eq!(
+            reason,
+            "no CERTIFICATE section found in the CA certificate PEM (it is UTF-16 text: save \
+             it as ASCII or UTF-8)"
+        );
+    }
+}

@@ -493,6 +493,13 @@ fn pem_contents_hint(pem: &[u8], convert: &str) -> String {
     if !labels.is_empty() {
         return format!(" (it holds: {})", labels.join(", "));
     }
+    if pem.starts_with(&[0xFF, 0xFE]) || pem.starts_with(&[0xFE, 0xFF]) {
+        return " (it is UTF-16 text: save it as ASCII or UTF-8)".to_owned();
+    }
+    if pem_lines(pem).any(|line| line.trim_start().starts_with("-----BEGIN ")) {
+        return " (its -----BEGIN lines are indented: they must start at the beginning of a line)"
+            .to_owned();
+    }
     // Every DER certificate and key is an ASN.1 SEQUENCE: tag 0x30.
     if pem.first() == Some(&0x30) && std::str::from_utf8(pem).is_err() {
         return format!(" (it looks like binary DER, not PEM text: convert it with `{convert}`)");
@@ -523,11 +530,13 @@ fn pem_error_text(error: &rustls::pki_types::pem::Error) -> String {
     }
 }
 
-/// The trimmed text lines of `pem` (lines that are not UTF-8 are skipped).
+/// The text lines of `pem` without trailing white space (lines that are not UTF-8 are
+/// skipped). Leading white space is kept: the PEM decoder reads a `-----BEGIN` line only at
+/// the start of a line.
 fn pem_lines(pem: &[u8]) -> impl Iterator<Item = &str> {
     pem.split(|&b| b == b'\n')
         .filter_map(|line| std::str::from_utf8(line).ok())
-        .map(str::trim)
+        .map(str::trim_end)
 }
 
 /// The label of a `-----BEGIN LABEL-----` (or END) line.
