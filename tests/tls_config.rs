@@ -332,7 +332,7 @@ fn bad_pem_is_a_configuration_error_naming_the_problem() {
     let truncated = &pki.ca_pem[..pki.ca_pem.len() / 2];
     let reason = configuration_reason(config.add_ca_certificate(truncated.as_bytes()).unwrap_err());
     assert!(
-        reason.starts_with("CA certificate PEM: missing section end"),
+        reason.starts_with("CA certificate PEM, section 1: missing section end"),
         "{reason}"
     );
 
@@ -604,7 +604,7 @@ fn pem_syntax_errors_quote_the_line_instead_of_listing_bytes() {
     let reason = configuration_reason(config.add_ca_certificate(truncated.as_bytes()).unwrap_err());
     assert_eq!(
         reason,
-        "CA certificate PEM: missing section end \"-----END CERTIFICATE-----\" \
+        "CA certificate PEM, section 1: missing section end \"-----END CERTIFICATE-----\" \
          (is the file cut short?)"
     );
 
@@ -616,7 +616,7 @@ fn pem_syntax_errors_quote_the_line_instead_of_listing_bytes() {
     );
     assert_eq!(
         reason,
-        "CA certificate PEM: malformed section start \"-----BEGIN CERTIFICATE-----\\t\""
+        "CA certificate PEM, section 1: malformed section start \"-----BEGIN CERTIFICATE-----\\t\""
     );
 
     let truncated_key = &pki.client_key_pem[..pki.client_key_pem.len() - 10];
@@ -689,4 +689,19 @@ fn pem_that_cannot_be_read_as_written_says_why() {
              it as ASCII or UTF-8)"
         );
     }
+}
+
+#[test]
+fn a_broken_entry_in_a_ca_bundle_is_located() {
+    let pki = test_pki();
+    let mut config = TlsClientConfig::new();
+    let corrupt = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+    let bundle = format!("{}{}{corrupt}{}", pki.ca_pem, pki.other_ca_pem, pki.ca_pem);
+    let reason = configuration_reason(config.add_ca_certificate(bundle.as_bytes()).unwrap_err());
+    assert!(
+        reason.starts_with("CA certificate PEM, section 3: base64 decode error"),
+        "{reason}"
+    );
+    // Nothing of a bundle that fails is trusted.
+    assert!(format!("{config:?}").contains("extra_roots: 0"));
 }

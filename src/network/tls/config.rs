@@ -382,7 +382,13 @@ fn parse_certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'stat
     let pem = without_bom(pem);
     let certificates = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| configuration(format!("{what} PEM: {}", pem_error_text(&e))))?;
+        .map_err(|e| {
+            configuration(format!(
+                "{what} PEM, section {}: {}",
+                failing_section(pem),
+                pem_error_text(&e)
+            ))
+        })?;
     if certificates.is_empty() {
         return Err(configuration(format!(
             "no CERTIFICATE section found in the {what} PEM{}",
@@ -505,6 +511,17 @@ fn pem_contents_hint(pem: &[u8], convert: &str) -> String {
         return format!(" (it looks like binary DER, not PEM text: convert it with `{convert}`)");
     }
     String::new()
+}
+
+/// The number (from 1) of the first PEM section in `pem` that fails to decode, counting the
+/// sections the decoder reads (those of the kinds it knows), so that a broken entry of a
+/// bundle of hundreds can be found.
+fn failing_section(pem: &[u8]) -> usize {
+    use rustls::pki_types::pem::SectionKind;
+    <(SectionKind, Vec<u8>)>::pem_slice_iter(pem)
+        .take_while(Result::is_ok)
+        .count()
+        + 1
 }
 
 /// `pem` without a leading UTF-8 byte order mark (Windows editors write one; the PEM decoder
@@ -695,7 +712,7 @@ mod tests {
         let reason =
             as_configuration(TlsClientConfig::with_only_ca_certificates(truncated).unwrap_err());
         assert!(
-            reason.starts_with("CA certificate PEM: missing section end"),
+            reason.starts_with("CA certificate PEM, section 1: missing section end"),
             "{reason}"
         );
 
@@ -703,7 +720,7 @@ mod tests {
         let reason =
             as_configuration(TlsClientConfig::with_only_ca_certificates(bad_base64).unwrap_err());
         assert!(
-            reason.starts_with("CA certificate PEM: base64 decode error"),
+            reason.starts_with("CA certificate PEM, section 1: base64 decode error"),
             "{reason}"
         );
 
