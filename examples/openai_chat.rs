@@ -75,9 +75,12 @@ fn main() {
 
     // A key or an explicit --base-url selects a real server (unless --mock); with neither, the
     // mock answers.
+    // White space around a key (a line end from `$(cat key.txt)` on Windows, a space pasted
+    // with it) is never part of it.
     let api_key = std::env::var("OPENAI_API_KEY")
         .ok()
-        .filter(|key| !key.trim().is_empty() && !options.mock);
+        .map(|key| key.trim().to_string())
+        .filter(|key| !key.is_empty() && !options.mock);
     let use_mock = options.mock || (api_key.is_none() && options.base_url.is_none());
     // Runs in this very loop; kept alive for all of `main` (dropping it stops it listening).
     let mock = use_mock.then(|| MockServer::start().expect("cannot start the mock server"));

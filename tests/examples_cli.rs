@@ -433,7 +433,7 @@ fn openai_chat_reads_a_compatible_server_without_event_lines_and_with_done() {
             "say \"x\"",
         ],
         Stdin::Null,
-        Some("sk-test"),
+        Some(" sk-test\r\n"),
     );
     assert_eq!(out.code(), Some(0), "{out:?}");
     assert_eq!(
@@ -442,6 +442,7 @@ fn openai_chat_reads_a_compatible_server_without_event_lines_and_with_done() {
     );
     let seen = &server.requests()[0];
     assert_eq!(seen.line, "POST /v1/responses HTTP/1.1");
+    // The key as written in a .env file or pasted with its line end is still the key.
     assert_eq!(seen.header("authorization"), Some("Bearer sk-test"));
     assert_eq!(seen.header("content-type"), Some("application/json"));
     assert_eq!(
