@@ -705,3 +705,34 @@ fn a_broken_entry_in_a_ca_bundle_is_located() {
     // Nothing of a bundle that fails is trusted.
     assert!(format!("{config:?}").contains("extra_roots: 0"));
 }
+
+#[test]
+fn alpn_names_a_handshake_cannot_carry_are_a_configuration_error_not_a_panic() {
+    // rustls asserts on these when it builds the ClientHello: the connection would panic.
+    let mut config = trusting_test_ca();
+    config.set_alpn_protocols(vec![b"http/1.1".to_vec(), Vec::new()]);
+    assert_eq!(
+        configuration_reason(config.build().unwrap_err()),
+        "ALPN protocol 2 is empty: protocol names are 1 to 255 bytes"
+    );
+    config.set_alpn_protocols(vec![vec![b'a'; 256]]);
+    assert_eq!(
+        configuration_reason(config.build().unwrap_err()),
+        "ALPN protocol 1 is 256 bytes long: protocol names are 1 to 255 bytes"
+    );
+    let reason = configuration_reason(
+        TlsServerConfig::with_alpn(
+            test_pki().server_cert_pem.as_bytes(),
+            test_pki().server_key_pem.as_bytes(),
+            vec![Vec::new()],
+        )
+        .unwrap_err(),
+    );
+    assert_eq!(
+        reason,
+        "ALPN protocol 1 is empty: protocol names are 1 to 255 bytes"
+    );
+    // The longest name a handshake carries is fine.
+    config.set_alpn_protocols(vec![vec![b'a'; 255]]);
+    handshake(config.build().unwrap(), good_server(), "localhost").unwrap();
+}

@@ -143,7 +143,7 @@ impl TlsClientConfig {
     }
 
     /// The protocols to offer with ALPN, most preferred first (e.g. `b"http/1.1"`); none by
-    /// default.
+    /// default. Each name must be 1 to 255 bytes long, or [`build`](Self::build) fails.
     pub fn set_alpn_protocols(&mut self, protocols: Vec<Vec<u8>>) {
         self.alpn = protocols;
         self.changed();
@@ -162,6 +162,7 @@ impl TlsClientConfig {
     }
 
     fn build_uncached(&self) -> Result<ClientConfig, SocketError> {
+        check_alpn_protocols(&self.alpn)?;
         let provider = provider();
         let builder = ClientConfig::builder_with_provider(Arc::clone(&provider))
             .with_safe_default_protocol_versions()
@@ -239,12 +240,13 @@ impl TlsServerConfig {
     }
 
     /// Like [`from_pem`](Self::from_pem), selecting among `protocols` (most preferred first)
-    /// when the client offers ALPN.
+    /// when the client offers ALPN. Each name must be 1 to 255 bytes long.
     pub fn with_alpn(
         cert_chain_pem: &[u8],
         key_pem: &[u8],
         protocols: Vec<Vec<u8>>,
     ) -> Result<Arc<ServerConfig>, SocketError> {
+        check_alpn_protocols(&protocols)?;
         let certified = certified_key(cert_chain_pem, key_pem, "server")?;
         let mut config = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
@@ -347,6 +349,31 @@ impl ServerCertVerifier for AcceptAnyServerCertificate {
     fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
         self.algorithms.supported_schemes()
     }
+}
+
+/// Checks that a handshake can carry every ALPN protocol name: 1 to 255 bytes each (rustls
+/// asserts this while encoding a hello, so a bad name would panic in the middle of a connect),
+/// and not more names than the extension's 16-bit length holds.
+fn check_alpn_protocols(protocols: &[Vec<u8>]) -> Result<(), SocketError> {
+    for (index, protocol) in protocols.iter().enumerate() {
+        let problem = match protocol.len() {
+            0 => "is empty".to_owned(),
+            1..=255 => continue,
+            len => format!("is {len} bytes long"),
+        };
+        return Err(configuration(format!(
+            "ALPN protocol {} {problem}: protocol names are 1 to 255 bytes",
+            index + 1
+        )));
+    }
+    let encoded: usize = protocols.iter().map(|p| 1 + p.len()).sum();
+    if encoded > usize::from(u16::MAX) {
+        return Err(configuration(format!(
+            "{} ALPN protocols take {encoded} bytes, more than a handshake carries (65535)",
+            protocols.len()
+        )));
+    }
+    Ok(())
 }
 
 /// The *ring* provider, made once per process.
