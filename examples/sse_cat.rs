@@ -290,6 +290,12 @@ fn cat_url(options: Options) -> i32 {
     for (name, value) in options.headers {
         request.add_header(name, value);
     }
+    // A request that can never be sent (a header with a line break, a name with a space) would
+    // otherwise fail on every reconnect, for ever.
+    if let Err(e) = request.validate() {
+        eprintln!("sse_cat: {e}\n{USAGE}");
+        return EXIT_FATAL;
+    }
 
     let mut event_loop = EventLoop::new().expect("cannot create the event loop");
     let handle = event_loop.handle();

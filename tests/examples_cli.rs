@@ -175,6 +175,17 @@ fn sse_cat_refuses_a_last_event_id_no_header_can_carry() {
     }
 }
 
+#[test]
+fn sse_cat_refuses_a_request_that_can_never_be_sent_instead_of_retrying_it() {
+    let server = ScriptServer::start(|_, _| Reply::Close);
+    for header in ["X-A: a\rb", "Bad Name: x"] {
+        let out = run("sse_cat", &["-H", header, &server.url("/")], Stdin::Null);
+        assert_eq!(out.code(), Some(2), "{header:?}: {out:?}");
+        assert!(out.stderr_text().contains("invalid request"), "{out:?}");
+    }
+    assert!(server.requests().is_empty());
+}
+
 // ---- http_get ----------------------------------------------------------------------------------
 
 #[test]
