@@ -1132,3 +1132,52 @@ fn a_reconnection_time_of_duration_max_waits_without_panicking() {
     assert_eq!(server.requests().len(), 1);
     sse.disconnect();
 }
+
+/// A request that can never be sent as it is (a header value with a line break) fails for good,
+/// once, with the reason: reconnecting could only fail the same way, for ever.
+#[test]
+fn a_request_that_can_never_be_sent_fails_for_good() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(stream("data: x\n\n")));
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.set_reconnection_time(Duration::from_millis(10));
+    let mut request = HttpRequest::get(&server.url("/")).unwrap();
+    request.set_header("X-Token", "abc\r\nInjected: yes");
+    sse.connect(request);
+    assert!(run_until(&mut ev, Duration::from_secs(5), || sse
+        .ready_state()
+        == ReadyState::Closed));
+    // Long enough for several 10 ms reconnects, had it gone on.
+    run_until(&mut ev, Duration::from_millis(200), || false);
+    let errors = rec.errors.borrow();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].is_fatal(), "{:?}", errors[0]);
+    assert!(
+        errors[0].to_string().contains("control character"),
+        "{}",
+        errors[0]
+    );
+    assert!(server.requests().is_empty());
+}
+
+/// A reconnection time of zero (`retry: 0`) still backs off after failed attempts: a server that
+/// is down is not hammered in a tight loop.
+#[test]
+fn a_zero_reconnection_time_still_backs_off_after_failures() {
+    let mut ev = EventLoop::new().unwrap();
+    // A port nothing listens on: every attempt is refused at once.
+    let port = {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap().port()
+    };
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.set_reconnection_time(Duration::ZERO);
+    sse.connect(HttpRequest::get(&format!("http://127.0.0.1:{port}/")).unwrap());
+    run_until(&mut ev, Duration::from_millis(500), || false);
+    let attempts = rec.errors.borrow().len();
+    assert!(attempts >= 2, "it does retry: {attempts}");
+    assert!(attempts <= 10, "{attempts} attempts in 500 ms");
+    sse.disconnect();
+}

@@ -24,6 +24,7 @@ use std::time::Duration;
 
 use smol_str::SmolStr;
 
+use super::error::is_permanent;
 use super::{DEFAULT_MAX_EVENT_SIZE, SseBatch, SseError, SseEvent, SseParser};
 use crate::bindings::{ConnectionHandle, Signal};
 use crate::foundation::{LoopCore, LoopError, TimerKey};
@@ -33,6 +34,9 @@ use crate::network::http::{
 
 /// The reconnection time before a server sets one with `retry:` (as Chrome and undici).
 pub const DEFAULT_RECONNECTION_TIME: Duration = Duration::from_secs(3);
+/// The least a reconnection time counts for once an attempt failed (doubled per failure, like
+/// any reconnection time), so that `retry: 0` does not retry a failing server in a tight loop.
+const MIN_FAILURE_BACKOFF: Duration = Duration::from_millis(100);
 /// The longest wait between reconnection attempts after repeated failures.
 pub const DEFAULT_MAX_RECONNECTION_DELAY: Duration = Duration::from_secs(60);
 
@@ -59,7 +63,10 @@ pub enum ReadyState {
 /// included, the usual "stop") or type fails for good, except 429 and 503 when
 /// [`set_retry_on_throttle`](Self::set_retry_on_throttle) is on. A clean end of stream or a network
 /// error reconnects after the reconnection time (3 s unless the server's `retry:` says otherwise)
-/// plus up to 25 % jitter, doubled per consecutive failed attempt up to the maximum delay.
+/// plus up to 25 % jitter, doubled per consecutive failed attempt (counting at least 100 ms, so
+/// `retry: 0` does not hammer a server that is down) up to the maximum delay. A request that can
+/// never be sent (an invalid header, URL or host name, an unusable TLS configuration) fails for
+/// good with [`SseError::Request`].
 ///
 /// ```no_run
 /// use kdnet::EventLoop;
@@ -468,7 +475,11 @@ impl SseClient {
         let backoff = if inner.failures == 0 {
             base
         } else {
-            base.saturating_mul(factor).min(inner.max_delay.max(base))
+            // A short reconnection time (`retry: 0`) must not turn failures into a tight loop
+            // against a server that is down.
+            base.max(MIN_FAILURE_BACKOFF)
+                .saturating_mul(factor)
+                .min(inner.max_delay.max(base))
         };
         // xorshift: enough to spread many clients' reconnects apart; no crypto needed.
         let mut x = inner.jitter_seed.get();
@@ -623,6 +634,7 @@ impl SseTarget for SseClient {
                 what: "server-sent event",
                 limit,
             }) => self.fail(SseError::EventTooLarge { limit }),
+            Err(e) if is_permanent(&e) => self.fail(SseError::Request(e)),
             Err(e) => {
                 if !opened {
                     self.inner.borrow_mut().failures += 1;

@@ -3,6 +3,19 @@
 use std::fmt;
 
 use crate::network::http::HttpError;
+use crate::network::{SocketError, TlsFailure};
+
+/// Whether `error` comes from the request itself and so would come back on every attempt.
+pub(super) fn is_permanent(error: &HttpError) -> bool {
+    matches!(
+        error,
+        HttpError::InvalidUrl { .. }
+            | HttpError::InvalidRequest(_)
+            | HttpError::Transport(
+                SocketError::InvalidAddress(_) | SocketError::Tls(TlsFailure::Configuration(_))
+            )
+    )
+}
 
 /// Why an [`SseClient`](super::SseClient) reported an error.
 ///
@@ -33,6 +46,9 @@ pub enum SseError {
     },
     /// Redirects could not be followed (too many, or a bad `Location`). Fatal.
     Redirect(HttpError),
+    /// The request can never be sent as it is: an invalid URL, header or host name, or an unusable
+    /// TLS configuration. Reconnecting would fail the same way. Fatal.
+    Request(HttpError),
     /// One event exceeded the parser's size limit. Fatal.
     EventTooLarge {
         /// The limit in bytes.
@@ -74,6 +90,7 @@ impl fmt::Display for SseError {
                 None => f.write_str("response has no Content-Type, expected text/event-stream"),
             },
             SseError::Redirect(e) => write!(f, "cannot follow the event stream's redirect: {e}"),
+            SseError::Request(e) => write!(f, "the event stream's request cannot be sent: {e}"),
             SseError::EventTooLarge { limit } => {
                 write!(f, "an event exceeded the limit of {limit} bytes")
             }
@@ -94,7 +111,7 @@ impl fmt::Display for SseError {
 impl std::error::Error for SseError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
-            SseError::Http(e) | SseError::Redirect(e) => Some(e),
+            SseError::Http(e) | SseError::Redirect(e) | SseError::Request(e) => Some(e),
             _ => None,
         }
     }
