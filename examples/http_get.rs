@@ -31,7 +31,6 @@ use common::{parse_header, redact_url};
 use kdnet::network::http::{
     HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession, RedirectPolicy,
 };
-use kdnet::network::tls::TlsClientConfig;
 use kdnet::{EventLoop, LoopHandle};
 
 const USAGE: &str = "usage: http_get [-X METHOD] [-H 'Name: value']... [-d BODY] [-i] [--max-redirects N] [--cacert FILE.pem] [--insecure] [--timeout SECS] URL...";
@@ -54,13 +53,10 @@ fn main() {
     if let Some(path) = &options.cacert {
         match std::fs::read(path) {
             Ok(pem) => {
-                // The session checks it only when it first needs TLS (and never for http://
-                // URLs): check it now, so that a wrong file is a usage error up front.
-                if let Err(e) = TlsClientConfig::new().add_ca_certificate(&pem) {
+                if let Err(e) = session.add_ca_certificate(pem) {
                     eprintln!("http_get: bad --cacert {path}: {e}");
                     std::process::exit(2);
                 }
-                session.add_ca_certificate(pem);
             }
             Err(e) => {
                 eprintln!("http_get: cannot read --cacert {path}: {e}");

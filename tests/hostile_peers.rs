@@ -661,7 +661,7 @@ fn https_request_to_a_peer_sending_garbage_is_a_tls_error() {
     let port = garbage_tls_peer();
     let mut ev = EventLoop::new().unwrap();
     let client = HttpClient::new().unwrap();
-    client.update_session(|s| s.add_ca_certificate(test_pki().ca_pem.as_bytes()));
+    client.update_session(|s| s.add_ca_certificate(test_pki().ca_pem.as_bytes()).unwrap());
     let error = get_error(&mut ev, &client, &format!("https://127.0.0.1:{port}/"));
     assert!(
         matches!(
@@ -733,7 +733,7 @@ fn a_slow_tls_handshake_does_not_count_against_the_head_deadline() {
     let mut ev = EventLoop::new().unwrap();
     let client = HttpClient::new().unwrap();
     client.update_session(|s| {
-        s.add_ca_certificate(pki.ca_pem.as_bytes());
+        s.add_ca_certificate(pki.ca_pem.as_bytes()).unwrap();
         s.set_read_timeout(Duration::from_secs(1));
     });
     let response = fetch(
@@ -794,7 +794,7 @@ fn a_slow_tls_handshake_does_not_count_against_an_event_streams_head_deadline() 
     let mut ev = EventLoop::new().unwrap();
     let client = HttpClient::new().unwrap();
     client.update_session(|s| {
-        s.add_ca_certificate(pki.ca_pem.as_bytes());
+        s.add_ca_certificate(pki.ca_pem.as_bytes()).unwrap();
     });
     let sse = client.create_sse_client();
     sse.set_read_timeout(Some(Duration::from_secs(1)));

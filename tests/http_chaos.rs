@@ -380,7 +380,10 @@ fn https_close_delimited_bodies_cut_by_clean_closes_fail_instead_of_ending_short
         },
     );
     let client = HttpClient::new().unwrap();
-    client.update_session(|s| s.add_ca_certificate(support::certs::test_pki().ca_pem.as_bytes()));
+    client.update_session(|s| {
+        s.add_ca_certificate(support::certs::test_pki().ca_pem.as_bytes())
+            .unwrap()
+    });
     let (mut complete, mut incomplete, mut in_handshake) = (0, 0, 0);
     for i in 0..60u64 {
         let size = SIZES[(i as usize) % SIZES.len()];

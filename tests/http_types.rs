@@ -2,6 +2,8 @@
 //! tests ported, plus the redirect rules and the cookie-jar rules kdnet adds.
 //! (Response helpers are tested in `response.rs`: responses can only be made by the client.)
 
+mod support;
+
 use std::time::{Duration, SystemTime};
 
 use bytes::Bytes;
@@ -1128,8 +1130,26 @@ fn session_timeouts_limits_and_tls_settings() {
     session.set_max_redirects(7);
     session.set_max_response_head_bytes(1024);
     session.set_max_response_headers(10);
-    session.add_ca_certificate(b"-----BEGIN CERTIFICATE-----".to_vec());
-    session.set_client_certificate(b"cert".to_vec(), b"key".to_vec());
+    let pki = support::certs::test_pki();
+    // Checked when set: what cannot be used is refused, saying why, and changes nothing.
+    let refused = session
+        .add_ca_certificate(b"-----BEGIN CERTIFICATE-----".to_vec())
+        .unwrap_err();
+    assert!(refused.to_string().contains("CERTIFICATE"), "{refused}");
+    assert!(
+        session
+            .set_client_certificate(b"cert".to_vec(), b"key".to_vec())
+            .is_err()
+    );
+    assert!(session.extra_ca_certificates().is_empty());
+    assert_eq!(session.client_certificate(), None);
+    session.add_ca_certificate(pki.ca_pem.as_bytes()).unwrap();
+    session
+        .set_client_certificate(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+        )
+        .unwrap();
     session.dangerous_disable_certificate_verification();
     assert_eq!(session.connect_timeout(), Duration::from_secs(2));
     assert_eq!(session.idle_connection_timeout(), Duration::from_secs(9));
@@ -1141,7 +1161,10 @@ fn session_timeouts_limits_and_tls_settings() {
     assert_eq!(session.extra_ca_certificates().len(), 1);
     assert_eq!(
         session.client_certificate(),
-        Some((&b"cert"[..], &b"key"[..]))
+        Some((
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes()
+        ))
     );
     assert!(!session.verifies_certificates());
     session.enable_certificate_verification();
@@ -1158,10 +1181,17 @@ fn session_timeouts_limits_and_tls_settings() {
 fn session_debug_hides_credentials_and_keys() {
     let mut session = HttpSession::new();
     session.set_default_header("Authorization", "Bearer top-secret");
-    session.set_client_certificate(b"cert".to_vec(), b"PRIVATE-KEY-BYTES".to_vec());
+    let pki = support::certs::test_pki();
+    session
+        .set_client_certificate(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+        )
+        .unwrap();
+    let key_body = pki.server_key_pem.lines().nth(1).unwrap();
     let debug = format!("{session:?}");
     assert!(
-        !debug.contains("top-secret") && !debug.contains("PRIVATE"),
+        !debug.contains("top-secret") && !debug.contains(key_body),
         "{debug}"
     );
     assert!(debug.contains("User-Agent"), "{debug}");

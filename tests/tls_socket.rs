@@ -274,7 +274,9 @@ fn https_through_the_http_client() {
     let pki = test_pki();
     let (server, _peers) = https_server(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure");
     let mut session = HttpSession::new();
-    session.add_ca_certificate(pki.ca_pem.as_bytes().to_vec());
+    session
+        .add_ca_certificate(pki.ca_pem.as_bytes().to_vec())
+        .unwrap();
     let client = HttpClient::with_session(session).unwrap();
     let out = Rc::new(RefCell::new(None));
     let o = out.clone();
@@ -494,7 +496,8 @@ fn an_https_connection_is_not_reused_after_the_tls_settings_change() {
     assert!(err.to_string().contains("unknown issuer"), "{err}");
     // Trusting the CA: a new, verified connection; unrelated session changes keep it.
     client.update_session(|s| {
-        s.add_ca_certificate(pki.ca_pem.as_bytes().to_vec());
+        s.add_ca_certificate(pki.ca_pem.as_bytes().to_vec())
+            .unwrap();
     });
     assert_eq!(fetch(&mut ev).unwrap().text(), "ok");
     client.update_session(|s| s.set_user_agent("changed"));

@@ -9,6 +9,7 @@ use url::Url;
 
 use crate::network::http::request::RedactedHeaders;
 use crate::network::http::{HeaderMap, HttpCookieJar, HttpRequest, RedirectPolicy};
+use crate::network::{SocketError, TlsClientConfig};
 
 /// The default `User-Agent`: `kdnet/<crate version>` (KDNetwork sent `KDNetwork HttpClient/1.0`).
 pub const DEFAULT_USER_AGENT: &str = concat!("kdnet/", env!("CARGO_PKG_VERSION"));
@@ -371,10 +372,15 @@ impl HttpSession {
         &self.extra_ca_certificates
     }
 
-    /// Trusts the CA certificate(s) in `pem` in addition to the system roots (checked when the
-    /// TLS configuration is built).
-    pub fn add_ca_certificate(&mut self, pem: impl Into<Vec<u8>>) {
-        self.extra_ca_certificates.push(pem.into());
+    /// Trusts the CA certificate(s) in `pem` in addition to the system roots. Fails, saying why
+    /// (no `CERTIFICATE` section, a broken one, a key given instead, …), when `pem` holds no
+    /// usable certificate; nothing is added then.
+    pub fn add_ca_certificate(&mut self, pem: impl Into<Vec<u8>>) -> Result<(), SocketError> {
+        let pem = pem.into();
+        // Checked now, not when the first https request builds the TLS configuration.
+        TlsClientConfig::new().add_ca_certificate(&pem)?;
+        self.extra_ca_certificates.push(pem);
+        Ok(())
     }
 
     /// Forgets every added CA certificate.
@@ -390,13 +396,18 @@ impl HttpSession {
     }
 
     /// Presents this certificate chain and key (PEM) when a server asks for client
-    /// authentication.
+    /// authentication. Fails, saying why, when they are unusable (no certificate, an encrypted
+    /// or unsupported key, a key that does not belong to the first certificate); the previous
+    /// setting stays then.
     pub fn set_client_certificate(
         &mut self,
         cert_pem: impl Into<Vec<u8>>,
         key_pem: impl Into<Vec<u8>>,
-    ) {
-        self.client_certificate = Some((cert_pem.into(), key_pem.into()));
+    ) -> Result<(), SocketError> {
+        let (cert_pem, key_pem) = (cert_pem.into(), key_pem.into());
+        TlsClientConfig::new().set_client_certificate(&cert_pem, &key_pem)?;
+        self.client_certificate = Some((cert_pem, key_pem));
+        Ok(())
     }
 
     /// Stops presenting a client certificate.
