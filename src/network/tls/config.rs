@@ -16,14 +16,14 @@ use std::sync::{Arc, OnceLock};
 
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer, ServerName, UnixTime};
+use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, InconsistentKeys, RootCertStore,
-    ServerConfig, SignatureScheme,
+    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
+    SignatureScheme,
 };
 
+use super::pem::{certified_key, local_certificate_text, parse_certificates};
 use crate::network::{SocketError, TlsFailure};
 
 /// Settings for TLS client connections; [`build`](Self::build) turns them into a shareable
@@ -377,7 +377,7 @@ fn check_alpn_protocols(protocols: &[Vec<u8>]) -> Result<(), SocketError> {
 }
 
 /// The *ring* provider, made once per process.
-fn provider() -> Arc<CryptoProvider> {
+pub(super) fn provider() -> Arc<CryptoProvider> {
     static PROVIDER: OnceLock<Arc<CryptoProvider>> = OnceLock::new();
     Arc::clone(PROVIDER.get_or_init(|| Arc::new(rustls::crypto::ring::default_provider())))
 }
@@ -405,195 +405,12 @@ fn default_roots() -> &'static RootCertStore {
     })
 }
 
-fn parse_certificates(pem: &[u8], what: &str) -> Result<Vec<CertificateDer<'static>>, SocketError> {
-    let pem = without_bom(pem);
-    let certificates = CertificateDer::pem_slice_iter(pem)
-        .collect::<Result<Vec<_>, _>>()
-        .map_err(|e| {
-            configuration(format!(
-                "{what} PEM, section {}: {}",
-                failing_section(pem),
-                pem_error_text(&e)
-            ))
-        })?;
-    if certificates.is_empty() {
-        return Err(configuration(format!(
-            "no CERTIFICATE section found in the {what} PEM{}",
-            pem_contents_hint(pem, "openssl x509 -inform der -in cert.der -out cert.pem")
-        )));
-    }
-    Ok(certificates)
-}
-
-/// Parses a chain and its key and checks that they belong together.
-fn certified_key(
-    cert_chain_pem: &[u8],
-    key_pem: &[u8],
-    role: &str,
-) -> Result<CertifiedKey, SocketError> {
-    let chain = parse_certificates(cert_chain_pem, &format!("{role} certificate"))?;
-    let key_pem = without_bom(key_pem);
-    if let Some(form) = encrypted_key_form(key_pem) {
-        return Err(configuration(format!(
-            "the {role} key PEM holds an encrypted private key ({form}), which cannot be used \
-             without its password: decrypt it first, e.g. with \
-             `openssl pkey -in key.pem -out plain-key.pem`"
-        )));
-    }
-    let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
-        rustls::pki_types::pem::Error::NoItemsFound => configuration(format!(
-            "no PRIVATE KEY section found in the {role} key PEM{}",
-            pem_contents_hint(key_pem, "openssl pkey -inform der -in key.der -out key.pem")
-        )),
-        e => configuration(format!("{role} key PEM: {}", pem_error_text(&e))),
-    })?;
-    // What `CertifiedKey::from_der` does, in steps, so that each failure can be named.
-    let key = provider().key_provider.load_private_key(key).map_err(|_| {
-        configuration(format!(
-            "the {role} key is of a kind that cannot be used (supported: RSA of 2048 bits or \
-             more, ECDSA on P-256 or P-384, Ed25519)"
-        ))
-    })?;
-    let certified = CertifiedKey::new(chain, key);
-    match certified.keys_match() {
-        Ok(()) | Err(rustls::Error::InconsistentKeys(InconsistentKeys::Unknown)) => Ok(certified),
-        Err(rustls::Error::InconsistentKeys(_)) => {
-            // A chain in the wrong order (CA first) is a common mistake: name it.
-            let owner = certified.cert.iter().skip(1).position(|certificate| {
-                CertifiedKey::new(vec![certificate.clone()], Arc::clone(&certified.key))
-                    .keys_match()
-                    .is_ok()
-            });
-            Err(configuration(match owner {
-                Some(index) => format!(
-                    "the {role} key belongs to certificate {} of the {role} certificate PEM, but \
-                     the chain must start with the end-entity certificate (the one the key \
-                     belongs to)",
-                    index + 2
-                ),
-                None => format!("the {role} key does not belong to the {role} certificate"),
-            }))
-        }
-        Err(e) => Err(configuration(format!(
-            "{role} certificate 1 cannot be parsed: {}",
-            local_certificate_text(&e)
-        ))),
-    }
-}
-
-/// rustls' text for a problem with a certificate from a local file, without the "invalid peer
-/// certificate" prefix (there is no peer yet).
-fn local_certificate_text(error: &rustls::Error) -> String {
-    match error {
-        rustls::Error::InvalidCertificate(certificate) => certificate_text(certificate),
-        other => other.to_string(),
-    }
-}
-
-/// How an encrypted private key in `pem` is written, if there is one: PKCS#8's
-/// `ENCRYPTED PRIVATE KEY` section, or OpenSSL's legacy form (a `… PRIVATE KEY` section with a
-/// `Proc-Type: 4,ENCRYPTED` header, which the PEM decoder would only call bad base64).
-fn encrypted_key_form(pem: &[u8]) -> Option<String> {
-    let mut section: Option<&str> = None;
-    for line in pem_lines(pem) {
-        if let Some(label) = pem_label(line, "-----BEGIN ") {
-            if label == "ENCRYPTED PRIVATE KEY" {
-                return Some(label.to_owned());
-            }
-            section = Some(label);
-        } else if pem_label(line, "-----END ").is_some() {
-            section = None;
-        } else if let Some(label) = section {
-            let header = line.strip_prefix("Proc-Type:").map(str::trim);
-            if label.ends_with("PRIVATE KEY") && header.is_some_and(|h| h.ends_with("ENCRYPTED")) {
-                return Some(format!("{label}, Proc-Type: 4,ENCRYPTED"));
-            }
-        }
-    }
-    None
-}
-
-/// What `pem` holds instead of the section that was looked for, as a suffix for the error:
-/// the distinct labels of its sections (` (it holds: PRIVATE KEY)`), or a note that it looks like DER,
-/// with `convert`, the command that turns it into PEM. Empty if there is nothing to say.
-fn pem_contents_hint(pem: &[u8], convert: &str) -> String {
-    let mut labels: Vec<&str> = Vec::new();
-    for label in pem_lines(pem).filter_map(|line| pem_label(line, "-----BEGIN ")) {
-        if !labels.contains(&label) {
-            labels.push(label); // each kind once: a bundle may hold hundreds of sections
-        }
-    }
-    if !labels.is_empty() {
-        return format!(" (it holds: {})", labels.join(", "));
-    }
-    if pem.starts_with(&[0xFF, 0xFE]) || pem.starts_with(&[0xFE, 0xFF]) {
-        return " (it is UTF-16 text: save it as ASCII or UTF-8)".to_owned();
-    }
-    if pem_lines(pem).any(|line| line.trim_start().starts_with("-----BEGIN ")) {
-        return " (its -----BEGIN lines are indented: they must start at the beginning of a line)"
-            .to_owned();
-    }
-    // Every DER certificate and key is an ASN.1 SEQUENCE: tag 0x30.
-    if pem.first() == Some(&0x30) && std::str::from_utf8(pem).is_err() {
-        return format!(" (it looks like binary DER, not PEM text: convert it with `{convert}`)");
-    }
-    String::new()
-}
-
-/// The number (from 1) of the first PEM section in `pem` that fails to decode, counting the
-/// sections the decoder reads (those of the kinds it knows), so that a broken entry of a
-/// bundle of hundreds can be found.
-fn failing_section(pem: &[u8]) -> usize {
-    use rustls::pki_types::pem::SectionKind;
-    <(SectionKind, Vec<u8>)>::pem_slice_iter(pem)
-        .take_while(Result::is_ok)
-        .count()
-        + 1
-}
-
-/// `pem` without a leading UTF-8 byte order mark (Windows editors write one; the PEM decoder
-/// would take the first `-----BEGIN` line for text outside any section and skip the section).
-fn without_bom(pem: &[u8]) -> &[u8] {
-    pem.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(pem)
-}
-
-/// A PEM syntax error in words: the PEM decoder's own text lists the offending line as a byte
-/// array (`missing section end marker: [67, 69, 82, …]`).
-fn pem_error_text(error: &rustls::pki_types::pem::Error) -> String {
-    use rustls::pki_types::pem::Error as E;
-    match error {
-        E::MissingSectionEnd { end_marker } => format!(
-            "missing section end \"-----END {}-----\" (is the file cut short?)",
-            String::from_utf8_lossy(end_marker)
-        ),
-        E::IllegalSectionStart { line } => format!(
-            "malformed section start {:?}",
-            String::from_utf8_lossy(line)
-        ),
-        other => other.to_string(),
-    }
-}
-
-/// The text lines of `pem` without trailing white space (lines that are not UTF-8 are
-/// skipped). Leading white space is kept: the PEM decoder reads a `-----BEGIN` line only at
-/// the start of a line.
-fn pem_lines(pem: &[u8]) -> impl Iterator<Item = &str> {
-    pem.split(|&b| b == b'\n')
-        .filter_map(|line| std::str::from_utf8(line).ok())
-        .map(str::trim_end)
-}
-
-/// The label of a `-----BEGIN LABEL-----` (or END) line.
-fn pem_label<'a>(line: &'a str, prefix: &str) -> Option<&'a str> {
-    line.strip_prefix(prefix)?.strip_suffix("-----")
-}
-
-fn configuration(reason: impl Into<String>) -> SocketError {
+pub(super) fn configuration(reason: impl Into<String>) -> SocketError {
     SocketError::Tls(TlsFailure::Configuration(reason.into()))
 }
 
 /// rustls' text for a certificate error ("invalid peer certificate: …") without the prefix.
-fn certificate_text(error: &CertificateError) -> String {
+pub(super) fn certificate_text(error: &CertificateError) -> String {
     let text = rustls::Error::InvalidCertificate(error.clone()).to_string();
     match text.strip_prefix("invalid peer certificate: ") {
         Some(rest) => rest.to_owned(),

@@ -8,6 +8,7 @@
 //! ```
 
 pub(crate) mod config;
+mod pem;
 pub(crate) mod session;
 mod socket;
 
