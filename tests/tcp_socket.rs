@@ -103,7 +103,34 @@ fn refused_port_reports_an_io_error() {
         Some(std::io::ErrorKind::ConnectionRefused),
         "{err}"
     );
+    // The message names the address that refused (a host name may stand for several).
+    assert!(
+        err.to_string().contains(&format!("127.0.0.1:{port}")),
+        "{err}"
+    );
     assert_eq!(client.state(), SocketState::Unconnected);
+}
+
+/// When every address of a host fails, the error says how many were tried and which failed last.
+#[test]
+fn a_connect_failing_on_every_address_names_the_last_and_the_count() {
+    let mut ev = EventLoop::new().unwrap();
+    let port = closed_port();
+    let client = TcpSocket::new().unwrap();
+    let error = latest(&client.error_occurred);
+    let addrs: Vec<SocketAddr> = [Ipv4Addr::LOCALHOST, Ipv4Addr::new(127, 0, 0, 2)]
+        .into_iter()
+        .map(|ip| SocketAddr::new(IpAddr::V4(ip), port))
+        .collect();
+    client.connect_to_addresses(&addrs).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || error
+        .borrow()
+        .is_some()));
+    let err = error.borrow().clone().unwrap();
+    assert_eq!(err.io_kind(), Some(std::io::ErrorKind::ConnectionRefused));
+    let text = err.to_string();
+    assert!(text.contains("2 addresses"), "{text}");
+    assert!(text.contains(&format!(":{port}")), "{text}");
 }
 
 #[test]

@@ -36,6 +36,35 @@ pub(crate) fn interleave(addrs: &[SocketAddr]) -> VecDeque<SocketAddr> {
     out
 }
 
+/// An attempt's I/O error with the address it happened at, for the error a failed connect
+/// reports (a host name may stand for several addresses).
+#[derive(Debug)]
+struct ConnectFailure {
+    addr: SocketAddr,
+    tried: usize,
+    error: std::sync::Arc<std::io::Error>,
+}
+
+impl std::fmt::Display for ConnectFailure {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.tried > 1 {
+            write!(
+                f,
+                "all {} addresses failed, the last {}: {}",
+                self.tried, self.addr, self.error
+            )
+        } else {
+            write!(f, "{}: {}", self.addr, self.error)
+        }
+    }
+}
+
+impl std::error::Error for ConnectFailure {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        Some(&*self.error)
+    }
+}
+
 /// Told when an attempt's descriptor is ready.
 pub(crate) trait AttemptOwner {
     fn attempt_ready(&self, id: u64, readiness: Readiness);
@@ -79,6 +108,9 @@ pub(crate) struct ConnectRace {
     next_id: u64,
     /// Boxed: kept by every connecting socket, set only when an attempt fails.
     last_error: Option<Box<SocketError>>,
+    /// Where the last failure happened, and how many addresses have been tried.
+    last_failed: Option<SocketAddr>,
+    tried: usize,
 }
 
 impl ConnectRace {
@@ -88,6 +120,8 @@ impl ConnectRace {
             attempts: Vec::new(),
             next_id: 1,
             last_error: None,
+            last_failed: None,
+            tried: 0,
         }
     }
 
@@ -115,6 +149,7 @@ impl ConnectRace {
                 Err(e) => {
                     log::debug!("connect to {addr} failed at once: {e}");
                     self.last_error = Some(Box::new(e));
+                    self.last_failed = Some(addr);
                 }
             }
         }
@@ -124,6 +159,7 @@ impl ConnectRace {
     /// only one), rather than kept by the socket until it connects.
     fn pop_queued(&mut self) -> Option<SocketAddr> {
         let addr = self.queue.pop_front();
+        self.tried += usize::from(addr.is_some());
         if self.queue.is_empty() {
             self.queue = VecDeque::new();
         }
@@ -173,6 +209,7 @@ impl ConnectRace {
             core.deregister(&mut attempt.stream, attempt.key);
             log::debug!("connect to {} failed: {e}", attempt.addr);
             self.last_error = Some(Box::new(SocketError::io(SocketOperation::Connect, e)));
+            self.last_failed = Some(attempt.addr);
             return AttemptOutcome::Failed;
         }
         if !(r.writable || r.read_closed || r.write_closed) {
@@ -190,19 +227,31 @@ impl ConnectRace {
                 let mut attempt = self.attempts.swap_remove(pos);
                 core.deregister(&mut attempt.stream, attempt.key);
                 self.last_error = Some(Box::new(SocketError::io(SocketOperation::Connect, e)));
+                self.last_failed = Some(attempt.addr);
                 AttemptOutcome::Failed
             }
         }
     }
 
-    /// The error to report when every address failed.
+    /// The error to report when every address failed: the last failure, its message naming the
+    /// address (and how many were tried when there were several); the I/O error kind is kept.
     pub(crate) fn final_error(&mut self) -> SocketError {
-        self.last_error
-            .take()
-            .map(|e| *e)
-            .unwrap_or_else(|| SocketError::InvalidAddress("no address to connect to".to_string()))
+        let Some(error) = self.last_error.take() else {
+            return SocketError::InvalidAddress("no address to connect to".to_string());
+        };
+        match (*error, self.last_failed) {
+            (SocketError::Io { operation, source }, Some(addr)) => {
+                let kind = source.kind();
+                let failure = ConnectFailure {
+                    addr,
+                    tried: self.tried,
+                    error: source,
+                };
+                SocketError::io(operation, std::io::Error::new(kind, failure))
+            }
+            (error, _) => error,
+        }
     }
-
     pub(crate) fn close_all(&mut self, core: &LoopCore) {
         for mut attempt in self.attempts.drain(..) {
             core.deregister(&mut attempt.stream, attempt.key);
