@@ -665,3 +665,69 @@ fn loop_error_messages() {
         .contains('7')
     );
 }
+
+/// A deferred slot queued during a turn (here by a posted closure on the loop's thread) wakes the
+/// poller, and that turn's own poll consumes the wake-up. Afterwards, work that host code adds
+/// between turns — a timer started, a closure posted from another thread — must still make the
+/// descriptor readable: the loop remembered a wake-up as pending and skipped the write, so a host
+/// sleeping on the descriptor (with `next_timeout()` read before the work came) hung.
+#[test]
+fn embedding_work_added_after_a_turn_that_consumed_a_wake_up_makes_the_descriptor_readable() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let fd = event_loop.as_raw_fd();
+    let evaluator = event_loop.connection_evaluator();
+    let deferred_ran = Arc::new(AtomicUsize::new(0));
+    let signal: Rc<Signal<()>> = Rc::new(Signal::new());
+    let d = deferred_ran.clone();
+    signal
+        .connect_deferred(&evaluator, move |_| {
+            d.fetch_add(1, Ordering::SeqCst);
+        })
+        .release();
+
+    // Host code posts a closure; the host dispatches it. The closure emits the deferred signal.
+    let s = signal.clone();
+    event_loop.post(move || s.emit(&()));
+    assert!(is_readable(fd));
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(deferred_ran.load(Ordering::SeqCst), 1);
+    assert!(!is_readable(fd), "nothing is left to do");
+    assert_eq!(
+        event_loop.next_timeout(),
+        None,
+        "the host may sleep on the fd"
+    );
+
+    // A timer started by host code between turns.
+    let fired = Rc::new(Cell::new(false));
+    let f = fired.clone();
+    let _timer = Timer::create_timeout(Duration::from_millis(1), move || f.set(true)).unwrap();
+    assert!(
+        is_readable(fd),
+        "a timer started between turns must wake a host sleeping on the descriptor"
+    );
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+
+    // The same with a deferred emit in the turn, then a post from another thread.
+    let s = signal.clone();
+    event_loop.post(move || s.emit(&()));
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(deferred_ran.load(Ordering::SeqCst), 2);
+    assert!(!is_readable(fd));
+    let handle = event_loop.handle();
+    let remote_ran = Arc::new(AtomicBool::new(false));
+    let r = remote_ran.clone();
+    thread::spawn(move || {
+        handle
+            .post(move || r.store(true, Ordering::SeqCst))
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    assert!(
+        is_readable(fd),
+        "a cross-thread post between turns must wake a host sleeping on the descriptor"
+    );
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert!(remote_ran.load(Ordering::SeqCst));
+}

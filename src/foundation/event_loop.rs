@@ -288,7 +288,10 @@ impl LoopCore {
         {
             let mut poll = self.poll.borrow_mut();
             let mut events = self.events.borrow_mut();
-            match poll.poll(&mut events, timeout) {
+            let polled = poll.poll(&mut events, timeout);
+            // Whatever the result: a wake-up written before this point is spent.
+            self.shared.wake_consumed();
+            match polled {
                 Ok(()) => {}
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(LoopError::io("poll", e)),

@@ -15,7 +15,8 @@ pub(crate) struct Shared {
     remote: Mutex<VecDeque<RemoteFn>>,
     /// `remote` may be non-empty: lets every turn skip the lock when nothing was posted.
     remote_queued: AtomicBool,
-    /// Set by the first waker since the loop last looked; later posts skip the syscall.
+    /// Set by the first waker since the loop's last poll returned; later wakers skip the syscall.
+    /// True only while that wake-up is unconsumed (see [`Shared::wake_consumed`]).
     wake_pending: AtomicBool,
     waker: mio::Waker,
     quit: Mutex<Option<i32>>,
@@ -51,10 +52,20 @@ impl Shared {
         }
     }
 
+    /// The loop's poll returned: any wake-up written so far is consumed (the waker is
+    /// edge-triggered), so the next waker must write again.
+    ///
+    /// Cleared here, not when the loop drains its queues: a wake-up written between the drain and
+    /// the poll (a deferred slot queued by a posted closure, a post from another thread) is
+    /// consumed by that poll, and a flag still set afterwards made every later waker skip its
+    /// write, so a host sleeping on the loop's descriptor never woke. A waker that sets the flag
+    /// after this store writes after the poll returned: its wake-up stays pending for the next poll.
+    pub(crate) fn wake_consumed(&self) {
+        self.wake_pending.store(false, Ordering::Release);
+    }
+
     /// Moves closures posted from other threads to `sink`, oldest first.
     pub(crate) fn drain_remote(&self, mut sink: impl FnMut(RemoteFn)) {
-        // Cleared before draining: a post racing with us sets it again and wakes the next poll.
-        self.wake_pending.store(false, Ordering::Release);
         let batch = std::mem::take(&mut *lock(&self.remote));
         for f in batch {
             sink(f);
@@ -65,8 +76,8 @@ impl Shared {
     /// queue's buffer: the next post does not allocate, and this thread does not free memory the
     /// posting thread allocated. Only boxes move under the lock; no closure runs or drops there.
     pub(crate) fn move_remote_into(&self, dst: &mut VecDeque<Box<dyn FnOnce()>>) {
-        // Cleared before draining: a post racing with us sets it again and wakes the next poll.
-        self.wake_pending.store(false, Ordering::Release);
+        // A post racing with us sets `remote_queued` after pushing, so its closure moves now or
+        // on the next turn, and its wake-up (if written) keeps the next poll from waiting.
         if !self.remote_queued.swap(false, Ordering::AcqRel) {
             return;
         }
