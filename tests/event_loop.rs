@@ -731,3 +731,74 @@ fn embedding_work_added_after_a_turn_that_consumed_a_wake_up_makes_the_descripto
     event_loop.process_events(Some(Duration::ZERO)).unwrap();
     assert!(remote_ran.load(Ordering::SeqCst));
 }
+
+/// A deferred slot that waits in a nested loop (`send_and_wait`) while another deferred slot is
+/// queued: the nested turns cannot run it (the evaluation is busy; it runs after the slot
+/// returns), so they must sleep in the poller. Each nested turn counted it as immediate work and
+/// polled with a zero timeout: a busy loop at full CPU for the whole wait.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_deferred_slot_queued_during_a_nested_wait_in_a_deferred_slot_does_not_spin_it() {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        thread::sleep(Duration::from_millis(600));
+        (&stream)
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .unwrap();
+        stream
+    });
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 10);
+    let evaluator = event_loop.connection_evaluator();
+    let handle = event_loop.handle();
+    let cpu = Arc::new(AtomicUsize::new(usize::MAX));
+    let order = Arc::new(Mutex::new(Vec::new()));
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let worker = {
+        let (cpu, order) = (cpu.clone(), order.clone());
+        thread::spawn(move || {
+            let signal: Signal<u32> = Signal::new();
+            signal
+                .connect_deferred(&evaluator, move |&n| {
+                    order.lock().unwrap().push(n);
+                    if n == 1 {
+                        let client = kdnet::network::http::HttpClient::new().unwrap();
+                        let before = thread_cpu_ticks();
+                        let url = format!("http://127.0.0.1:{port}/");
+                        let response = client
+                            .send_and_wait(kdnet::network::http::HttpRequest::get(&url).unwrap())
+                            .unwrap();
+                        cpu.store((thread_cpu_ticks() - before) as usize, Ordering::SeqCst);
+                        assert_eq!(response.text(), "ok");
+                    } else {
+                        handle.quit();
+                    }
+                })
+                .release();
+            signal.emit(&1);
+            thread::sleep(Duration::from_millis(100));
+            signal.emit(&2);
+            release_rx.recv().unwrap();
+        })
+    };
+    let started = Instant::now();
+    assert_eq!(event_loop.run(), 0);
+    assert!(started.elapsed() < Duration::from_secs(3));
+    release_tx.send(()).unwrap();
+    worker.join().unwrap();
+    let _stream = server.join().unwrap();
+    assert_eq!(*order.lock().unwrap(), [1, 2]);
+    let cpu = cpu.load(Ordering::SeqCst);
+    assert!(
+        cpu < 15,
+        "the nested wait used {cpu} ticks of CPU in ~500 ms"
+    );
+}

@@ -1499,3 +1499,49 @@ fn a_panicking_deferred_slot_leaves_the_rest_of_its_batch_queued() {
     assert_eq!(evaluator.evaluate_deferred_connections(), 1);
     assert_eq!(b_ran.load(Ordering::SeqCst), 1);
 }
+
+/// A call turned away because an evaluation was running leaves its invocations for later; the
+/// owner learns of them through `on_invocation_added` once that evaluation ends (an event loop
+/// wakes itself then). The wake-up that led to the refused call was spent on it: an owner that
+/// evaluates on its own thread while another thread's evaluation runs was not told again.
+#[test]
+fn an_evaluation_that_turned_a_call_away_notifies_the_owner_when_it_ends() {
+    let evaluator = ConnectionEvaluator::new();
+    let notified = Arc::new(AtomicUsize::new(0));
+    let n = notified.clone();
+    evaluator.set_on_invocation_added(move || {
+        n.fetch_add(1, Ordering::SeqCst);
+    });
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (emitted_tx, emitted_rx) = mpsc::channel::<()>();
+    let worker = std::thread::spawn({
+        let evaluator = evaluator.clone();
+        move || {
+            let c: Signal<()> = Signal::new();
+            c.connect_deferred(&evaluator, |_| {}).release();
+            go_rx.recv().unwrap();
+            c.emit(&());
+            emitted_tx.send(()).unwrap();
+            go_rx.recv().unwrap();
+        }
+    });
+    let a: Signal<()> = Signal::new();
+    let (nested_evaluator, go) = (evaluator.clone(), go_tx.clone());
+    a.connect_deferred(&evaluator, move |_| {
+        go.send(()).unwrap();
+        emitted_rx.recv().unwrap();
+        assert_eq!(nested_evaluator.evaluate_deferred_connections(), 0);
+    })
+    .release();
+    a.emit(&());
+    assert_eq!(notified.load(Ordering::SeqCst), 1);
+    assert_eq!(evaluator.evaluate_deferred_connections(), 1);
+    assert_eq!(
+        notified.load(Ordering::SeqCst),
+        3,
+        "queued once by the worker, once more when the evaluation that refused a call ended"
+    );
+    assert_eq!(evaluator.evaluate_deferred_connections(), 1);
+    go_tx.send(()).unwrap();
+    worker.join().unwrap();
+}

@@ -55,6 +55,9 @@ pub struct ConnectionEvaluator {
     queued: AtomicBool,
     /// An evaluation is running (see `evaluate_deferred_connections`).
     evaluating: AtomicBool,
+    /// A call was turned away while an evaluation ran: when it ends, the owner is notified again
+    /// (the wake-up that led to the refused call was spent on it).
+    refused: AtomicBool,
     on_invocation_added: Mutex<Option<Notify>>,
 }
 
@@ -65,6 +68,7 @@ impl ConnectionEvaluator {
             queue: Mutex::new(Vec::new()),
             queued: AtomicBool::new(false),
             evaluating: AtomicBool::new(false),
+            refused: AtomicBool::new(false),
             on_invocation_added: Mutex::new(None),
         })
     }
@@ -75,7 +79,9 @@ impl ConnectionEvaluator {
     /// Invocations queued while this runs (for example by a deferred slot emitting another signal)
     /// wait for the next call. No lock is held while a slot runs. A call made while an evaluation
     /// runs (a deferred slot turning a nested event loop, say) returns 0 at once, as KDBindings'
-    /// does: it would run later invocations before the rest of the running batch. If a slot
+    /// does: it would run later invocations before the rest of the running batch; when the running
+    /// evaluation ends, the [`set_on_invocation_added`](Self::set_on_invocation_added) callback is
+    /// called again, so that the owner comes back for what is left. If a slot
     /// panics, the invocations after it stay queued, ahead of newer ones.
     pub fn evaluate_deferred_connections(&self) -> usize {
         // Cleared before taking: an enqueue racing with us sets it again after pushing, so its
@@ -86,6 +92,7 @@ impl ConnectionEvaluator {
         if self.evaluating.swap(true, Ordering::AcqRel) {
             // Nested (or concurrent): what is queued waits for the next call.
             self.queued.store(true, Ordering::Release);
+            self.refused.store(true, Ordering::Release);
             return 0;
         }
         let mut batch = Batch {
@@ -117,9 +124,22 @@ impl ConnectionEvaluator {
         *lock(&self.on_invocation_added) = Some(Arc::new(callback));
     }
 
+    /// Whether a call to [`evaluate_deferred_connections`](Self::evaluate_deferred_connections)
+    /// would run something now: invocations are waiting and no evaluation is running. While one
+    /// runs (a deferred slot turning a nested loop), the nested turns cannot run what is queued,
+    /// so they must not count it as work to do at once: they would poll without waiting, a busy
+    /// loop for as long as the slot waits.
+    pub(crate) fn has_runnable(&self) -> bool {
+        self.queued.load(Ordering::Acquire) && !self.evaluating.load(Ordering::Acquire)
+    }
+
     pub(crate) fn enqueue(&self, alive: Arc<AtomicBool>, call: Box<dyn FnOnce() + Send>) {
         lock(&self.queue).push(Invocation { alive, call });
         self.queued.store(true, Ordering::Release);
+        self.notify();
+    }
+
+    fn notify(&self) {
         let notify = lock(&self.on_invocation_added).clone();
         if let Some(notify) = notify {
             notify();
@@ -143,6 +163,12 @@ impl Drop for Batch<'_> {
             self.evaluator.queued.store(true, Ordering::Release);
         }
         self.evaluator.evaluating.store(false, Ordering::Release);
+        // A call refused meanwhile (on another thread, say) left work for a later call: tell the
+        // owner, whose wake-up was spent on the refused call. Not while unwinding: a panicking
+        // callback would abort the process.
+        if self.evaluator.refused.swap(false, Ordering::AcqRel) && !std::thread::panicking() {
+            self.evaluator.notify();
+        }
     }
 }
 

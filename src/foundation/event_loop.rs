@@ -224,7 +224,7 @@ impl LoopCore {
         // (or a nested send_and_wait) spin with a zero timeout.
         !self.posted.borrow().is_empty()
             || self.shared.has_remote_work()
-            || self.evaluator().has_pending()
+            || self.evaluator().has_runnable()
     }
 
     fn next_timeout(&self) -> Option<Duration> {
