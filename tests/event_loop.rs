@@ -902,3 +902,57 @@ fn embedding_a_socket_with_more_than_one_turn_of_data_keeps_the_host_awake() {
     assert!(turns > 1, "read in {turns} turn(s)");
     let _stream = server.join().unwrap();
 }
+
+/// A worker thread that keeps a deferred connection to a loop's evaluator (and a `LoopHandle`,
+/// which keeps the evaluator alive) goes on emitting after the loop is gone: nothing will ever
+/// evaluate those calls. They are dropped (with what they captured) as `LoopHandle::post` drops
+/// its closure; they piled up in the queue without bound.
+#[test]
+fn deferred_calls_queued_after_the_loop_is_gone_are_dropped() {
+    let event_loop = EventLoop::new().unwrap();
+    let handle = event_loop.handle();
+    let evaluator = event_loop.connection_evaluator();
+    let queued_before = Arc::new(AtomicBool::new(false));
+    let (emit_tx, emit_rx) = mpsc::channel::<()>();
+    let (emitted_tx, emitted_rx) = mpsc::channel::<()>();
+    let worker = {
+        let (evaluator, queued_before) = (evaluator.clone(), queued_before.clone());
+        thread::spawn(move || {
+            let signal: Signal<Arc<DropFlag>> = Signal::new();
+            signal.connect_deferred(&evaluator, |_| {}).release();
+            // Queued while the loop lives, never evaluated: dropped with the loop.
+            signal.emit(&Arc::new(DropFlag(queued_before)));
+            emitted_tx.send(()).unwrap();
+            emit_rx.recv().unwrap();
+            let mut flags = Vec::new();
+            for _ in 0..100 {
+                let flag = Arc::new(AtomicBool::new(false));
+                signal.emit(&Arc::new(DropFlag(flag.clone())));
+                flags.push(flag);
+            }
+            // The signal still lives (it would cancel its queued calls when dropped).
+            let dropped = flags.iter().filter(|f| f.load(Ordering::SeqCst)).count();
+            emitted_tx.send(()).unwrap();
+            emit_rx.recv().unwrap();
+            drop(signal);
+            dropped
+        })
+    };
+    emitted_rx.recv().unwrap();
+    drop(event_loop);
+    assert!(!handle.is_alive());
+    assert!(
+        queued_before.load(Ordering::SeqCst),
+        "a call queued before the loop was dropped is dropped with it"
+    );
+    emit_tx.send(()).unwrap();
+    emitted_rx.recv().unwrap();
+    assert!(!evaluator.has_pending(), "{evaluator:?}");
+    assert_eq!(evaluator.evaluate_deferred_connections(), 0);
+    emit_tx.send(()).unwrap();
+    assert_eq!(
+        worker.join().unwrap(),
+        100,
+        "calls queued after the loop is gone are dropped at once"
+    );
+}

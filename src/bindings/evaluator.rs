@@ -17,7 +17,8 @@ struct Invocation {
 ///
 /// Emitting threads enqueue; one thread calls [`evaluate_deferred_connections`](Self::evaluate_deferred_connections)
 /// to run them in FIFO order. Each [`EventLoop`](crate::EventLoop) owns one, wakes itself when an
-/// invocation is added, and evaluates it every turn.
+/// invocation is added, and evaluates it every turn; once that loop is dropped, invocations queued
+/// on its evaluator are dropped without running.
 ///
 /// ```
 /// use kdnet::{ConnectionEvaluator, Signal};
@@ -58,6 +59,9 @@ pub struct ConnectionEvaluator {
     /// A call was turned away while an evaluation ran: when it ends, the owner is notified again
     /// (the wake-up that led to the refused call was spent on it).
     refused: AtomicBool,
+    /// Closed by its owner (an event loop that is gone): nothing will evaluate it again, so what
+    /// is queued is dropped (see `close`).
+    closed: AtomicBool,
     on_invocation_added: Mutex<Option<Notify>>,
 }
 
@@ -69,6 +73,7 @@ impl ConnectionEvaluator {
             queued: AtomicBool::new(false),
             evaluating: AtomicBool::new(false),
             refused: AtomicBool::new(false),
+            closed: AtomicBool::new(false),
             on_invocation_added: Mutex::new(None),
         })
     }
@@ -134,9 +139,31 @@ impl ConnectionEvaluator {
     }
 
     pub(crate) fn enqueue(&self, alive: Arc<AtomicBool>, call: Box<dyn FnOnce() + Send>) {
-        lock(&self.queue).push(Invocation { alive, call });
+        let mut queue = lock(&self.queue);
+        if self.closed.load(Ordering::Acquire) {
+            drop(queue);
+            // Dropped outside the lock: its captures' `Drop` may emit again.
+            drop(call);
+            return;
+        }
+        queue.push(Invocation { alive, call });
+        drop(queue);
         self.queued.store(true, Ordering::Release);
         self.notify();
+    }
+
+    /// Called by the owning event loop when it is dropped: nothing will evaluate this evaluator
+    /// again, so the queued invocations are dropped now and later ones as they are queued (as
+    /// `LoopHandle::post` refuses closures once the loop is gone), instead of piling up for as
+    /// long as an emitting thread keeps the evaluator alive.
+    pub(crate) fn close(&self) {
+        let dropped = {
+            let mut queue = lock(&self.queue);
+            self.closed.store(true, Ordering::Release);
+            std::mem::take(&mut *queue)
+        };
+        self.queued.store(false, Ordering::Release);
+        drop(dropped);
     }
 
     fn notify(&self) {
@@ -159,8 +186,10 @@ impl Drop for Batch<'_> {
     fn drop(&mut self) {
         if self.rest.len() > 0 {
             let mut queue = lock(&self.evaluator.queue);
-            queue.splice(0..0, self.rest.by_ref());
-            self.evaluator.queued.store(true, Ordering::Release);
+            if !self.evaluator.closed.load(Ordering::Acquire) {
+                queue.splice(0..0, self.rest.by_ref());
+                self.evaluator.queued.store(true, Ordering::Release);
+            }
         }
         self.evaluator.evaluating.store(false, Ordering::Release);
         // A call refused meanwhile (on another thread, say) left work for a later call: tell the

@@ -344,6 +344,8 @@ impl LoopCore {
 
     fn shutdown(&self) {
         self.shared.close();
+        // Nothing evaluates the deferred slots queued for this loop any more.
+        self.evaluator().close();
         // Break reference cycles through queued closures and closure timers. Dropping them runs
         // user `Drop` code, which may queue more (a request that fails at once posts its
         // callback, which may hold the client and so this core): drop until nothing is left.
@@ -498,7 +500,8 @@ impl EventLoop {
     }
 
     /// The evaluator this loop runs every turn; connect deferred slots to it to run them on this
-    /// loop's thread.
+    /// loop's thread. When the loop is dropped, the calls still queued are dropped without
+    /// running, and so is every call queued afterwards.
     pub fn connection_evaluator(&self) -> Arc<ConnectionEvaluator> {
         Arc::clone(self.core.evaluator())
     }

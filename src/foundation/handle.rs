@@ -186,6 +186,7 @@ impl LoopHandle {
     }
 
     /// The loop's connection evaluator (for [`Signal::connect_deferred`](crate::Signal::connect_deferred)).
+    /// Once the loop is gone, calls queued on it are dropped without running.
     pub fn connection_evaluator(&self) -> Arc<ConnectionEvaluator> {
         Arc::clone(&self.shared.evaluator)
     }
