@@ -956,3 +956,40 @@ fn deferred_calls_queued_after_the_loop_is_gone_are_dropped() {
         "calls queued after the loop is gone are dropped at once"
     );
 }
+
+/// `set_on_invocation_added` on a loop's evaluator (KDBindings' hook, e.g. to log or count) adds
+/// to what happens on each queued call: the loop still wakes for it. It replaced the loop's own
+/// wake-up, and a deferred slot emitted from another thread then waited for an unrelated event.
+#[test]
+fn a_user_callback_on_the_loops_evaluator_does_not_stop_the_loop_waking() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 3);
+    let evaluator = event_loop.connection_evaluator();
+    let added = Arc::new(AtomicUsize::new(0));
+    let a = added.clone();
+    evaluator.set_on_invocation_added(move || {
+        a.fetch_add(1, Ordering::SeqCst);
+    });
+    let handle = event_loop.handle();
+    let (release_tx, release_rx) = mpsc::channel::<()>();
+    let worker = thread::spawn(move || {
+        let signal: Signal<()> = Signal::new();
+        let h = handle.clone();
+        signal
+            .connect_deferred(&evaluator, move |_| h.exit(5))
+            .release();
+        thread::sleep(Duration::from_millis(100));
+        signal.emit(&());
+        release_rx.recv().unwrap();
+    });
+    let started = Instant::now();
+    assert_eq!(event_loop.run(), 5, "the deferred slot woke the loop");
+    assert!(started.elapsed() < Duration::from_secs(2));
+    assert_eq!(
+        added.load(Ordering::SeqCst),
+        1,
+        "the user's callback ran too"
+    );
+    release_tx.send(()).unwrap();
+    worker.join().unwrap();
+}

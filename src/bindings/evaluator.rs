@@ -2,7 +2,7 @@
 
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
 
 type Notify = Arc<dyn Fn() + Send + Sync>;
 
@@ -63,6 +63,9 @@ pub struct ConnectionEvaluator {
     /// is queued is dropped (see `close`).
     closed: AtomicBool,
     on_invocation_added: Mutex<Option<Notify>>,
+    /// How the owning event loop wakes itself; kept apart from `on_invocation_added`, which users
+    /// may set too (KDBindings' hook) without silencing the loop.
+    wake_owner: OnceLock<Notify>,
 }
 
 impl ConnectionEvaluator {
@@ -75,6 +78,7 @@ impl ConnectionEvaluator {
             refused: AtomicBool::new(false),
             closed: AtomicBool::new(false),
             on_invocation_added: Mutex::new(None),
+            wake_owner: OnceLock::new(),
         })
     }
 
@@ -121,7 +125,8 @@ impl ConnectionEvaluator {
     }
 
     /// Sets a callback run on the emitting thread each time an invocation is queued
-    /// (KDBindings `onInvocationAdded`; the event loop uses it to wake itself).
+    /// (KDBindings `onInvocationAdded`), replacing the one set before. On an event loop's
+    /// evaluator it runs in addition to the loop's own wake-up.
     pub fn set_on_invocation_added<F>(&self, callback: F)
     where
         F: Fn() + Send + Sync + 'static,
@@ -166,7 +171,17 @@ impl ConnectionEvaluator {
         drop(dropped);
     }
 
+    /// Sets how the owning event loop wakes itself when an invocation is queued (once).
+    pub(crate) fn set_wake_owner(&self, wake: impl Fn() + Send + Sync + 'static) {
+        if self.wake_owner.set(Arc::new(wake)).is_err() {
+            log::warn!("a ConnectionEvaluator has one owning event loop");
+        }
+    }
+
     fn notify(&self) {
+        if let Some(wake) = self.wake_owner.get() {
+            wake();
+        }
         let notify = lock(&self.on_invocation_added).clone();
         if let Some(notify) = notify {
             notify();

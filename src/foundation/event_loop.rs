@@ -446,7 +446,7 @@ impl EventLoop {
             fd_watches: FdWatchTable::default(),
         });
         let waker_shared = Arc::downgrade(&core.shared);
-        core.evaluator().set_on_invocation_added(move || {
+        core.evaluator().set_wake_owner(move || {
             if let Some(shared) = waker_shared.upgrade() {
                 shared.wake();
             }
