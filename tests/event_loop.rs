@@ -993,3 +993,27 @@ fn a_user_callback_on_the_loops_evaluator_does_not_stop_the_loop_waking() {
     release_tx.send(()).unwrap();
     worker.join().unwrap();
 }
+
+/// An embedding host driving a periodic timer sleeps between ticks: it wakes about once per tick,
+/// never spins on a descriptor left readable or a timeout that stays zero.
+#[test]
+fn embedding_a_periodic_timer_wakes_the_host_about_once_per_tick() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let mut host = Host::new(&event_loop);
+    let ticks = Rc::new(Cell::new(0u32));
+    let t = ticks.clone();
+    let _timer =
+        Timer::create_recurring(Duration::from_millis(10), move || t.set(t.get() + 1)).unwrap();
+    let started = Instant::now();
+    let mut iterations = 0u32;
+    while started.elapsed() < Duration::from_millis(300) {
+        assert!(host.iterate(&mut event_loop, Duration::from_secs(1)));
+        iterations += 1;
+    }
+    assert!(ticks.get() >= 5, "{} ticks", ticks.get());
+    assert!(
+        iterations <= 3 * ticks.get() + 10,
+        "{iterations} host iterations for {} ticks",
+        ticks.get()
+    );
+}

@@ -512,7 +512,11 @@ impl EventLoop {
         self.core.next_timeout()
     }
 
-    /// The poller's descriptor: readable whenever this loop has something to dispatch.
+    /// The poller's descriptor, for a host loop to watch for readability. It becomes readable when
+    /// work arrives between turns: I/O, a closure posted (from any thread), a timer started, a
+    /// deferred slot queued. Work left by a turn (a closure posted while it ran, a timer due
+    /// meanwhile) need not make it readable: [`next_timeout`](Self::next_timeout), read after
+    /// every [`process_events`](Self::process_events), is zero then.
     pub fn as_raw_fd(&self) -> sys::RawFd {
         sys::poll_fd(&self.core.poll.borrow())
     }
