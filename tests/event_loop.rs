@@ -340,12 +340,10 @@ fn a_taken_quit_does_not_make_later_process_events_calls_return_at_once() {
     assert_eq!(event_loop.run(), 0);
 }
 
-/// A quit from another thread while `HttpClient::send_and_wait` turns the loop (a nested wait)
-/// ends `run()` once the response is in, and the wait meanwhile sleeps in the poller: it spun at
-/// full CPU, every nested turn polling with a zero timeout because a quit was pending.
 #[cfg(target_os = "linux")]
-#[test]
-fn a_quit_during_a_nested_wait_does_not_spin_it() {
+/// A loopback HTTP server that answers one request with `200 ok` after 600 ms: (its port, the
+/// thread, which returns the connection so that it stays open until joined).
+fn slow_http_server() -> (u16, thread::JoinHandle<std::net::TcpStream>) {
     use std::io::{BufRead, BufReader, Write};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
@@ -362,6 +360,16 @@ fn a_quit_during_a_nested_wait_does_not_spin_it() {
             .unwrap();
         stream
     });
+    (port, server)
+}
+
+/// A quit from another thread while `HttpClient::send_and_wait` turns the loop (a nested wait)
+/// ends `run()` once the response is in, and the wait meanwhile sleeps in the poller: it spun at
+/// full CPU, every nested turn polling with a zero timeout because a quit was pending.
+#[cfg(target_os = "linux")]
+#[test]
+fn a_quit_during_a_nested_wait_does_not_spin_it() {
+    let (port, server) = slow_http_server();
     let mut event_loop = EventLoop::new().unwrap();
     let _safety = safety_timer(&event_loop, 10);
     let handle = event_loop.handle();
@@ -739,22 +747,7 @@ fn embedding_work_added_after_a_turn_that_consumed_a_wake_up_makes_the_descripto
 #[cfg(target_os = "linux")]
 #[test]
 fn a_deferred_slot_queued_during_a_nested_wait_in_a_deferred_slot_does_not_spin_it() {
-    use std::io::{BufRead, BufReader, Write};
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = thread::spawn(move || {
-        let (stream, _) = listener.accept().unwrap();
-        let mut reader = BufReader::new(stream.try_clone().unwrap());
-        let mut line = String::new();
-        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
-            line.clear();
-        }
-        thread::sleep(Duration::from_millis(600));
-        (&stream)
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
-            .unwrap();
-        stream
-    });
+    let (port, server) = slow_http_server();
     let mut event_loop = EventLoop::new().unwrap();
     let _safety = safety_timer(&event_loop, 10);
     let evaluator = event_loop.connection_evaluator();

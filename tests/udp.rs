@@ -294,6 +294,21 @@ fn dropping_the_socket_unregisters_it() {
     assert_eq!(event_loop.registered_sources(), before);
 }
 
+/// A `ready_read` slot that reads one datagram per signal (the common QUdpSocket pattern),
+/// collecting their payloads.
+fn read_one_per_signal(receiver: &Rc<UdpSocket>) -> Rc<std::cell::RefCell<Vec<Vec<u8>>>> {
+    let received = Rc::new(std::cell::RefCell::new(Vec::new()));
+    let (weak, r) = (Rc::downgrade(receiver), received.clone());
+    receiver
+        .ready_read
+        .connect(move |_| {
+            let socket = weak.upgrade().unwrap();
+            r.borrow_mut().push(socket.read_datagram().unwrap().0);
+        })
+        .release();
+    received
+}
+
 /// A `ready_read` slot that takes one datagram per signal (as QUdpSocket users often do) gets
 /// them all: `ready_read` comes again on a later turn while datagrams are left. It came once per
 /// drain, so the rest of a burst waited for the next arrival, and with a full queue every later
@@ -303,15 +318,7 @@ fn a_slot_reading_one_datagram_per_signal_gets_a_whole_burst() {
     let mut event_loop = EventLoop::new().unwrap();
     let receiver = bound("127.0.0.1:0");
     let address = receiver.local_address().unwrap();
-    let received = Rc::new(std::cell::RefCell::new(Vec::new()));
-    let (weak, r) = (Rc::downgrade(&receiver), received.clone());
-    receiver
-        .ready_read
-        .connect(move |_| {
-            let socket = weak.upgrade().unwrap();
-            r.borrow_mut().push(socket.read_datagram().unwrap().0);
-        })
-        .release();
+    let received = read_one_per_signal(&receiver);
     let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..3u8 {
         sender.send_to(&[i], address).unwrap();
@@ -336,15 +343,7 @@ fn a_full_queue_read_one_per_signal_does_not_go_deaf() {
     let receiver = bound("127.0.0.1:0");
     receiver.set_max_pending_datagrams(2);
     let address = receiver.local_address().unwrap();
-    let received = Rc::new(std::cell::RefCell::new(Vec::new()));
-    let (weak, r) = (Rc::downgrade(&receiver), received.clone());
-    receiver
-        .ready_read
-        .connect(move |_| {
-            let socket = weak.upgrade().unwrap();
-            r.borrow_mut().push(socket.read_datagram().unwrap().0);
-        })
-        .release();
+    let received = read_one_per_signal(&receiver);
     let sender = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
     for i in 0..4u8 {
         sender.send_to(&[i], address).unwrap();
