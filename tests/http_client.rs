@@ -1146,3 +1146,59 @@ fn the_pool_forgets_hosts_it_no_longer_talks_to() {
         == 0));
     assert_eq!(client.tracked_hosts(), 0);
 }
+
+/// One chunk of a chunked body.
+fn chunk(data: &str) -> Vec<u8> {
+    format!("{:x}\r\n{data}\r\n", data.len()).into_bytes()
+}
+
+/// A streaming callback that waits for another request (a nested loop) while its own stream
+/// goes on: the rest of the stream arrives after the callback returns, in order, and the
+/// callback is never re-entered (it used to panic with "already borrowed").
+#[test]
+fn a_nested_wait_in_a_streaming_callback_gets_the_rest_of_its_stream_afterwards() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/slow") {
+            Reply::Pieces(
+                vec![Vec::new(), ok_response("slow", "")],
+                Duration::from_millis(300),
+            )
+        } else {
+            let mut first = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+            first.extend(chunk("one"));
+            let mut second = chunk("two");
+            second.extend(b"0\r\n\r\n");
+            Reply::Pieces(vec![first, second], Duration::from_millis(50))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let log = Rc::new(RefCell::new(Vec::<String>::new()));
+    let done = Rc::new(Cell::new(false));
+    let (l, l2, d) = (log.clone(), log.clone(), done.clone());
+    let c = client.clone();
+    let slow = server.url("/slow");
+    client.send_streaming(
+        HttpRequest::get(&server.url("/stream")).unwrap(),
+        move |event| match event {
+            StreamEvent::Head(_) => l.borrow_mut().push("head".into()),
+            StreamEvent::Data(b) => {
+                let text = String::from_utf8_lossy(b).into_owned();
+                l.borrow_mut().push(text.clone());
+                if text == "one" {
+                    // The stream's last piece and its end arrive during this wait.
+                    let r = c.send_and_wait(HttpRequest::get(&slow).unwrap()).unwrap();
+                    l.borrow_mut().push(r.text().to_string());
+                }
+            }
+        },
+        move |r| {
+            r.unwrap();
+            l2.borrow_mut().push("done".into());
+            d.set(true);
+        },
+    );
+    assert!(run_until(&mut ev, Duration::from_secs(5), || done.get()));
+    assert_eq!(*log.borrow(), ["head", "one", "slow", "two", "done"]);
+    assert_eq!(client.pending_requests(), 0);
+}

@@ -1181,3 +1181,63 @@ fn a_zero_reconnection_time_still_backs_off_after_failures() {
     assert!(attempts <= 10, "{attempts} attempts in 500 ms");
     sse.disconnect();
 }
+
+/// A message slot that waits for another request (a nested loop) while the stream goes on and
+/// ends: the events after it and the end come after the slot returns, in order. The events
+/// arriving during the wait used to be lost (the busy slot skipped them), then the end was
+/// handled and the rest of the running batch dropped; the last event ID stayed behind.
+#[test]
+fn a_nested_wait_in_a_message_slot_loses_no_event_and_keeps_their_order() {
+    let mut ev = EventLoop::new().unwrap();
+    let first = "id: 1\ndata: 1\n\nid: 2\ndata: 2\n\n";
+    let second = "id: 3\ndata: 3\n\n";
+    let server = ScriptServer::start(move |req, _| {
+        if req.line.contains("/slow") {
+            Reply::Pieces(
+                vec![Vec::new(), ok_response("slow", "")],
+                Duration::from_millis(300),
+            )
+        } else {
+            let mut head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n",
+                first.len() + second.len()
+            )
+            .into_bytes();
+            head.extend_from_slice(first.as_bytes());
+            Reply::Pieces(
+                vec![head, second.as_bytes().to_vec()],
+                Duration::from_millis(50),
+            )
+        }
+    });
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    sse.set_auto_reconnect(false);
+    let seen = Rc::new(RefCell::new(Vec::<String>::new()));
+    let s = seen.clone();
+    let h = http.clone();
+    let slow = server.url("/slow");
+    sse.message_received
+        .connect(move |ev| {
+            s.borrow_mut().push(ev.data().to_string());
+            if ev.data() == "1" {
+                let r = h.send_and_wait(HttpRequest::get(&slow).unwrap()).unwrap();
+                s.borrow_mut().push(r.text().to_string());
+            }
+        })
+        .release();
+    let disconnected = Rc::new(std::cell::Cell::new(0));
+    let d = disconnected.clone();
+    sse.disconnected
+        .connect(move |_| d.set(d.get() + 1))
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || disconnected
+        .get()
+        > 0));
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    assert_eq!(*seen.borrow(), ["1", "slow", "2", "3"]);
+    assert_eq!(sse.last_event_id(), "3");
+    assert_eq!(disconnected.get(), 1);
+    assert_eq!(http.pending_requests(), 0);
+}

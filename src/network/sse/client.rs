@@ -88,7 +88,8 @@ pub enum ReadyState {
 pub struct SseClient {
     /// The stream opened (WHATWG `open`).
     pub connected: Signal<()>,
-    /// An event arrived.
+    /// An event arrived. A slot may run a nested loop: the stream's later events (and its end)
+    /// wait until the slot returns, then arrive in order.
     pub message_received: Signal<SseEvent>,
     /// An open stream ended, or the client stopped.
     pub disconnected: Signal<()>,

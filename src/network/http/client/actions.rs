@@ -1,6 +1,7 @@
 //! The deferred action list: work found while the client's state is borrowed (user callbacks,
 //! signals, socket closes) and run once the borrow is released.
 
+use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
 use std::time::Duration;
 
@@ -15,8 +16,8 @@ use crate::network::tcp::TcpSocket;
 /// Work found under the borrow and done after it (user code, socket closes).
 pub(super) enum Action {
     Finish(u64, Delivery, Result<HttpResponse, HttpError>),
-    StreamHead(StreamFn, HttpResponse),
-    StreamData(StreamFn, Bytes),
+    StreamHead(u64, StreamFn, HttpResponse),
+    StreamData(u64, StreamFn, Bytes),
     SseHead(u64, Weak<dyn SseTarget>, HttpResponse),
     SseEvents(u64, Weak<dyn SseTarget>, SseBatch),
     SseRetry(u64, Weak<dyn SseTarget>, Duration),
@@ -24,6 +25,47 @@ pub(super) enum Action {
     Close(Rc<TcpSocket>),
     ResponseReceived(HttpResponse),
     Failed(u64, HttpError),
+}
+
+impl Action {
+    /// The request whose user code this action runs (its callbacks, its SSE owner, its
+    /// progress): such actions of one request are delivered one at a time, in order.
+    fn request(&self) -> Option<u64> {
+        match self {
+            Action::Finish(id, ..)
+            | Action::StreamHead(id, ..)
+            | Action::StreamData(id, ..)
+            | Action::SseHead(id, ..)
+            | Action::SseEvents(id, ..)
+            | Action::SseRetry(id, ..)
+            | Action::Progress(id, ..) => Some(*id),
+            Action::Close(_) | Action::ResponseReceived(_) | Action::Failed(..) => None,
+        }
+    }
+}
+
+/// The requests whose user code is running (further up the stack), each with what arrived for
+/// it meanwhile (from a nested loop run by that code): delivered after that code returns, so a
+/// request's events never overtake one another and a streaming callback is never re-entered.
+#[derive(Default)]
+pub(super) struct Delivering(Vec<(u64, VecDeque<Action>)>);
+
+/// Ends a request's turn in [`Delivering`], also when its user code panics.
+struct DeliveryTurn<'a> {
+    client: &'a HttpClient,
+    id: u64,
+}
+
+impl Drop for DeliveryTurn<'_> {
+    fn drop(&mut self) {
+        let ended = {
+            let mut delivering = self.client.delivering.borrow_mut();
+            let at = delivering.0.iter().position(|(id, _)| *id == self.id);
+            at.map(|at| delivering.0.swap_remove(at))
+        };
+        // Anything still queued (only after a panic) is dropped outside the borrow.
+        drop(ended);
+    }
 }
 
 impl HttpClient {
@@ -56,36 +98,69 @@ impl HttpClient {
     /// Runs and empties `actions` (keeping its capacity).
     pub(super) fn run_action_list(&self, actions: &mut Vec<Action>) {
         for action in actions.drain(..) {
-            match action {
-                Action::Close(socket) => socket.abort(),
-                Action::StreamHead(f, response) => (f.borrow_mut())(StreamEvent::Head(&response)),
-                Action::StreamData(f, data) => (f.borrow_mut())(StreamEvent::Data(&data)),
-                Action::SseHead(id, target, response) => {
-                    if let Some(t) = target.upgrade() {
-                        t.on_head(RequestId(id), &response);
-                    }
-                }
-                Action::SseEvents(id, target, batch) => {
-                    if let Some(t) = target.upgrade() {
-                        t.on_events(RequestId(id), &batch);
-                    }
-                    self.recycle_batch(batch);
-                }
-                Action::SseRetry(id, target, retry) => {
-                    if let Some(t) = target.upgrade() {
-                        t.on_retry(RequestId(id), retry);
-                    }
-                }
-                Action::Progress(id, received, total) => {
-                    if self.download_progress.connection_count() > 0 {
-                        self.download_progress
-                            .emit(&(RequestId(id), received, total));
-                    }
-                }
-                Action::ResponseReceived(response) => self.response_received.emit(&response),
-                Action::Failed(id, e) => self.error.emit(&(RequestId(id), e)),
-                Action::Finish(id, delivery, result) => self.finish(id, delivery, result),
+            match action.request() {
+                Some(id) => self.deliver(id, action),
+                None => self.run_action(action),
             }
+        }
+    }
+
+    /// Runs an action of request `id`, unless user code of that request is running further up
+    /// the stack (a nested loop in its callback or slot): then the action waits for that code
+    /// to return, and is run by it, in order.
+    fn deliver(&self, id: u64, action: Action) {
+        {
+            let mut delivering = self.delivering.borrow_mut();
+            if let Some((_, queue)) = delivering.0.iter_mut().find(|(i, _)| *i == id) {
+                queue.push_back(action);
+                return;
+            }
+            delivering.0.push((id, VecDeque::new()));
+        }
+        let _turn = DeliveryTurn { client: self, id };
+        let mut next = Some(action);
+        while let Some(action) = next {
+            self.run_action(action);
+            next = self
+                .delivering
+                .borrow_mut()
+                .0
+                .iter_mut()
+                .find(|(i, _)| *i == id)
+                .and_then(|(_, queue)| queue.pop_front());
+        }
+    }
+
+    fn run_action(&self, action: Action) {
+        match action {
+            Action::Close(socket) => socket.abort(),
+            Action::StreamHead(_, f, response) => (f.borrow_mut())(StreamEvent::Head(&response)),
+            Action::StreamData(_, f, data) => (f.borrow_mut())(StreamEvent::Data(&data)),
+            Action::SseHead(id, target, response) => {
+                if let Some(t) = target.upgrade() {
+                    t.on_head(RequestId(id), &response);
+                }
+            }
+            Action::SseEvents(id, target, batch) => {
+                if let Some(t) = target.upgrade() {
+                    t.on_events(RequestId(id), &batch);
+                }
+                self.recycle_batch(batch);
+            }
+            Action::SseRetry(id, target, retry) => {
+                if let Some(t) = target.upgrade() {
+                    t.on_retry(RequestId(id), retry);
+                }
+            }
+            Action::Progress(id, received, total) => {
+                if self.download_progress.connection_count() > 0 {
+                    self.download_progress
+                        .emit(&(RequestId(id), received, total));
+                }
+            }
+            Action::ResponseReceived(response) => self.response_received.emit(&response),
+            Action::Failed(id, e) => self.error.emit(&(RequestId(id), e)),
+            Action::Finish(id, delivery, result) => self.finish(id, delivery, result),
         }
     }
 

@@ -134,6 +134,8 @@ pub struct HttpClient {
     pub upload_progress: Signal<(RequestId, u64, u64)>,
     core: Rc<LoopCore>,
     inner: RefCell<ClientInner>,
+    /// Requests whose callbacks are running, with their actions that arrived meanwhile.
+    delivering: RefCell<actions::Delivering>,
     /// The action list of the last data arrival, kept (empty) for the next: no allocation per read.
     spare_actions: Cell<Vec<Action>>,
     /// The SSE event batch of the last delivery, kept (emptied, its events' buffers kept) for the
@@ -173,6 +175,7 @@ impl HttpClient {
                 read_continues: None,
                 wire: Vec::new(),
             }),
+            delivering: RefCell::default(),
             spare_actions: Cell::new(Vec::new()),
             spare_batch: Cell::default(),
             last_url: RefCell::new(None),
@@ -219,6 +222,11 @@ impl HttpClient {
     /// Sends `request` and delivers the body as it arrives instead of buffering it: `on_event`
     /// gets the head, then each piece of decoded body; `on_done` gets the response (with an empty
     /// body) or the error. Streaming requests have no total timeout.
+    ///
+    /// A callback may run a nested loop (e.g. [`send_and_wait`](Self::send_and_wait)): what
+    /// arrives for this request meanwhile — more data, its end — is delivered after the
+    /// callback returns, in order (`on_event` is never re-entered). So a callback must not wait
+    /// in a nested loop for this request's own later events or `on_done`.
     pub fn send_streaming(
         &self,
         mut request: HttpRequest,

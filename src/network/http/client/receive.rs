@@ -235,7 +235,7 @@ impl HttpClient {
             match &state.delivery {
                 Delivery::Streaming { on_event, .. } => {
                     let response = state.response_from(head.clone(), Bytes::new());
-                    actions.push(Action::StreamHead(Rc::clone(on_event), response));
+                    actions.push(Action::StreamHead(id, Rc::clone(on_event), response));
                 }
                 Delivery::Sse { target, .. } => {
                     let response = state.response_from(head.clone(), Bytes::new());
@@ -406,7 +406,7 @@ impl HttpClient {
                 }
             }
             Delivery::Streaming { on_event, .. } if !chunk.is_empty() => {
-                actions.push(Action::StreamData(Rc::clone(on_event), chunk.freeze()));
+                actions.push(Action::StreamData(id, Rc::clone(on_event), chunk.freeze()));
             }
             _ => {}
         }
