@@ -1202,3 +1202,49 @@ fn a_nested_wait_in_a_streaming_callback_gets_the_rest_of_its_stream_afterwards(
     assert_eq!(*log.borrow(), ["head", "one", "slow", "two", "done"]);
     assert_eq!(client.pending_requests(), 0);
 }
+
+/// A streaming request cancelled from its head callback gets no data after the cancel, even
+/// data that came in the same read as the head (it used to get that piece, then `Cancelled`).
+#[test]
+fn a_stream_cancelled_from_its_head_callback_gets_no_data_afterwards() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        let mut first = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        first.extend(chunk("one"));
+        Reply::Pieces(vec![first, chunk("two")], Duration::from_millis(500))
+    });
+    let client = HttpClient::new().unwrap();
+    let log = Rc::new(RefCell::new(Vec::<String>::new()));
+    let done = Rc::new(Cell::new(false));
+    let (l, l2, d) = (log.clone(), log.clone(), done.clone());
+    let c = client.clone();
+    let id = Rc::new(Cell::new(None));
+    let own_id = id.clone();
+    let sent = client.send_streaming(
+        HttpRequest::get(&server.url("/stream")).unwrap(),
+        move |event| match event {
+            StreamEvent::Head(_) => {
+                let cancelled = c.cancel(own_id.get().unwrap());
+                l.borrow_mut().push(format!("head, cancel: {cancelled}"));
+            }
+            StreamEvent::Data(b) => l.borrow_mut().push(String::from_utf8_lossy(b).into_owned()),
+        },
+        move |r| {
+            let cancelled = matches!(r, Err(HttpError::Cancelled));
+            l2.borrow_mut()
+                .push(format!("done, cancelled: {cancelled}"));
+            d.set(true);
+        },
+    );
+    id.set(Some(sent));
+    assert!(run_until(&mut ev, Duration::from_secs(5), || done.get()));
+    run_until(&mut ev, Duration::from_millis(50), || false);
+    assert_eq!(
+        *log.borrow(),
+        ["head, cancel: true", "done, cancelled: true"]
+    );
+    assert!(run_until(&mut ev, Duration::from_secs(2), || client
+        .open_connections()
+        == 0));
+    assert_eq!(client.pending_requests(), 0);
+}

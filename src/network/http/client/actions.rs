@@ -134,8 +134,16 @@ impl HttpClient {
     fn run_action(&self, action: Action) {
         match action {
             Action::Close(socket) => socket.abort(),
-            Action::StreamHead(_, f, response) => (f.borrow_mut())(StreamEvent::Head(&response)),
-            Action::StreamData(_, f, data) => (f.borrow_mut())(StreamEvent::Data(&data)),
+            Action::StreamHead(_, f, response) => {
+                if !f.cancelled.get() {
+                    (f.f.borrow_mut())(StreamEvent::Head(&response));
+                }
+            }
+            Action::StreamData(_, f, data) => {
+                if !f.cancelled.get() {
+                    (f.f.borrow_mut())(StreamEvent::Data(&data));
+                }
+            }
             Action::SseHead(id, target, response) => {
                 if let Some(t) = target.upgrade() {
                     t.on_head(RequestId(id), &response);

@@ -32,7 +32,7 @@ use url::Url;
 
 use self::actions::Action;
 use self::pool::{Conn, HostMap};
-use self::state::{Delivery, RequestState};
+use self::state::{Delivery, RequestState, StreamCallback};
 use super::id_map::IdMap;
 use super::{HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession};
 use crate::bindings::Signal;
@@ -237,7 +237,10 @@ impl HttpClient {
         self.submit(
             request,
             Delivery::Streaming {
-                on_event: Rc::new(RefCell::new(on_event)),
+                on_event: Rc::new(StreamCallback {
+                    cancelled: Cell::new(false),
+                    f: RefCell::new(on_event),
+                }),
                 on_done: Some(Box::new(on_done)),
             },
         )
@@ -347,12 +350,17 @@ impl HttpClient {
     }
 
     /// Cancels one request: its callback receives [`HttpError::Cancelled`] (on a later turn).
-    /// Returns false if it already finished.
+    /// Returns false if it already finished. After a cancel that returned true, a streaming
+    /// request's `on_event` is not called again, even for data read before the cancel.
     pub fn cancel(&self, id: RequestId) -> bool {
         let mut actions = Vec::new();
         let found = {
             let mut inner = self.inner.borrow_mut();
-            let found = inner.requests.contains_key(&id.0);
+            let state = inner.requests.get(&id.0);
+            if let Some(Delivery::Streaming { on_event, .. }) = state.map(|s| &s.delivery) {
+                on_event.cancelled.set(true);
+            }
+            let found = state.is_some();
             if found {
                 // Its response may be on the way: the connection cannot serve another request
                 // (closing it also lets a request queued for its host start).

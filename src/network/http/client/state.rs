@@ -1,7 +1,7 @@
 //! The state of one request in flight ([`RequestState`]): its phase, how its result is
 //! delivered, and how it leaves the client (removed, or failed).
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, Instant};
 
@@ -20,7 +20,15 @@ use crate::network::http::{HttpError, HttpRequest, HttpResponse};
 use crate::network::sse::SseParser;
 
 type Callback = Box<dyn FnOnce(Result<HttpResponse, HttpError>)>;
-pub(super) type StreamFn = Rc<RefCell<dyn FnMut(StreamEvent<'_>)>>;
+pub(super) type StreamFn = Rc<StreamCallback<dyn FnMut(StreamEvent<'_>)>>;
+
+/// A streaming request's `on_event`, shared with the actions that call it.
+pub(super) struct StreamCallback<F: ?Sized> {
+    /// Set when the request is cancelled: pieces already read (queued for delivery in the same
+    /// turn, or waiting for a running callback) are not delivered after it.
+    pub(super) cancelled: Cell<bool>,
+    pub(super) f: RefCell<F>,
+}
 
 pub(super) enum Delivery {
     Buffered(Option<Callback>),
