@@ -1241,3 +1241,80 @@ fn a_nested_wait_in_a_message_slot_loses_no_event_and_keeps_their_order() {
     assert_eq!(disconnected.get(), 1);
     assert_eq!(http.pending_requests(), 0);
 }
+
+/// A `state_changed` slot that connects elsewhere when `connect` reports `Connecting`: the
+/// slot's stream is the only one. `connect` used to send its own request after the slot's too,
+/// and that second stream ran on unseen (a request and a connection held until the client died).
+#[test]
+fn connect_from_a_state_changed_slot_inside_connect_leaves_one_stream() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        let mut head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n".to_vec();
+        head.extend_from_slice(format!("data: {}\n\n", req.line).as_bytes());
+        Reply::Pieces(vec![head], Duration::from_secs(3))
+    });
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    let rec = record(&sse);
+    let weak = Rc::downgrade(&sse);
+    let url_b = server.url("/b");
+    let once = Rc::new(std::cell::Cell::new(true));
+    sse.state_changed
+        .connect(move |s| {
+            if *s == ReadyState::Connecting && once.replace(false) {
+                weak.upgrade()
+                    .unwrap()
+                    .connect(HttpRequest::get(&url_b).unwrap());
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/a")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(2), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    run_until(&mut ev, Duration::from_millis(200), || false);
+    assert_eq!(*rec.events.borrow(), ["message:GET /b HTTP/1.1:"]);
+    let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
+    assert_eq!(lines, ["GET /b HTTP/1.1"]);
+    assert_eq!(http.pending_requests(), 1);
+    sse.disconnect();
+    assert_eq!(http.pending_requests(), 0);
+}
+
+/// `disconnect` from an `about_to_send_request` slot of the HTTP client while the SSE client
+/// reconnects: the client stays closed. The reconnect used to go ahead and open the stream again
+/// (state `Open`, events delivered) after `disconnect`.
+#[test]
+fn disconnect_from_an_about_to_send_slot_during_a_reconnect_stays_disconnected() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| {
+        if n == 0 {
+            Reply::BytesThenClose(stream("data: first\n\nretry: 10\n\n"))
+        } else {
+            let mut head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n".to_vec();
+            head.extend_from_slice(b"data: second\n\n");
+            Reply::Pieces(vec![head], Duration::from_secs(3))
+        }
+    });
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    let rec = record(&sse);
+    let weak = Rc::downgrade(&sse);
+    let count = Rc::new(std::cell::Cell::new(0));
+    let c = count.clone();
+    http.about_to_send_request
+        .connect(move |_| {
+            c.set(c.get() + 1);
+            if c.get() == 2 {
+                weak.upgrade().unwrap().disconnect();
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/a")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(2), || count.get() >= 2));
+    run_until(&mut ev, Duration::from_millis(300), || false);
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+    assert_eq!(*rec.events.borrow(), ["message:first:"]);
+    assert_eq!(http.pending_requests(), 0);
+}

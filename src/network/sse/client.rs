@@ -130,6 +130,10 @@ struct Inner {
     retry_throttled: bool,
     auto_reconnect: bool,
     opened: bool,
+    /// Counts `stop`s: a `connect` or `open` that ran user code (a `state_changed` slot, an
+    /// `about_to_send_request` slot of the HTTP client) sees from it whether that code
+    /// connected or disconnected meanwhile, and then leaves the stream to it.
+    epoch: u64,
     jitter_seed: Cell<u64>,
 }
 
@@ -172,6 +176,7 @@ impl SseClient {
                 retry_throttled: false,
                 auto_reconnect: true,
                 opened: false,
+                epoch: 0,
                 jitter_seed: Cell::new(seed | 1),
             }),
             self_weak: weak.clone(),
@@ -190,13 +195,17 @@ impl SseClient {
         }
         // The stream has no total timeout; its liveness is the read timeout's job.
         request.set_timeout(None);
-        {
+        let epoch = {
             let mut inner = self.inner.borrow_mut();
             inner.request = Some(request);
             inner.failures = 0;
-        }
+            inner.epoch
+        };
         self.set_state(ReadyState::Connecting);
-        self.open();
+        // A `state_changed` slot that connected or disconnected has settled the stream.
+        if self.inner.borrow().epoch == epoch {
+            self.open();
+        }
     }
 
     /// Stops the stream and any pending reconnect; no other request of the shared
@@ -343,9 +352,9 @@ impl SseClient {
     }
 
     fn open(&self) {
-        let (request, parser, read_timeout) = {
+        let (request, parser, read_timeout, epoch) = {
             let mut inner = self.inner.borrow_mut();
-            if inner.state == ReadyState::Closed {
+            if inner.state == ReadyState::Closed || inner.current.is_some() {
                 return;
             }
             let Some(mut request) = inner.request.clone() else {
@@ -372,18 +381,32 @@ impl SseClient {
                 Some(parser) => parser,
                 None => inner.fresh_parser(),
             };
-            (request, parser, inner.read_timeout)
+            (request, parser, inner.read_timeout, inner.epoch)
         };
         log::debug!("opening event stream {}", request.url());
         let target: Weak<dyn SseTarget> = self.self_weak.clone();
+        // Runs the HTTP client's `about_to_send_request` slots, which may use this client.
         let id = self.http.send_sse(request, parser, read_timeout, target);
-        self.inner.borrow_mut().current = Some(id);
+        let superseded = {
+            let mut inner = self.inner.borrow_mut();
+            let superseded = inner.epoch != epoch || inner.current.is_some();
+            if !superseded {
+                inner.current = Some(id);
+            }
+            superseded
+        };
+        if superseded {
+            // A slot disconnected, or connected again (its stream is `current`): this request
+            // is not the client's.
+            self.http.abandon(id);
+        }
     }
 
     fn stop(&self, notify: bool) {
         let (current, timer, was) = {
             let mut inner = self.inner.borrow_mut();
             inner.opened = false;
+            inner.epoch += 1;
             (
                 inner.current.take(),
                 inner.reconnect_timer.take(),
