@@ -573,7 +573,14 @@ impl SseTarget for SseClient {
             }
             log::debug!("event stream open");
             self.set_state(ReadyState::Open);
-            self.connected.emit(&());
+            // A `state_changed` slot may have disconnected or connected elsewhere.
+            let still_open = {
+                let inner = self.inner.borrow();
+                inner.current == Some(id) && inner.state == ReadyState::Open
+            };
+            if still_open {
+                self.connected.emit(&());
+            }
         }
         opens
     }
