@@ -1248,3 +1248,38 @@ fn a_stream_cancelled_from_its_head_callback_gets_no_data_afterwards() {
         == 0));
     assert_eq!(client.pending_requests(), 0);
 }
+
+/// An `about_to_send_request` slot that cancels the request: it is cancelled (the callback gets
+/// `Cancelled`, nothing is sent). The cancel used to return false and the request went out.
+#[test]
+fn cancel_from_an_about_to_send_slot_cancels_the_request() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("sent", "")));
+    let client = HttpClient::new().unwrap();
+    let c = client.clone();
+    let cancelled = Rc::new(Cell::new(None));
+    let cc = cancelled.clone();
+    client
+        .about_to_send_request
+        .connect(move |(id, request)| {
+            if request.url().path() == "/blocked" {
+                cc.set(Some(c.cancel(*id)));
+            }
+        })
+        .release();
+    let out = send(&client, HttpRequest::get(&server.url("/blocked")).unwrap());
+    assert_eq!(cancelled.get(), Some(true));
+    assert!(matches!(
+        wait_at_most(&mut ev, &out, Duration::from_secs(5)),
+        Err(HttpError::Cancelled)
+    ));
+    assert_eq!(client.pending_requests(), 0);
+    assert_eq!(client.tracked_hosts(), 0);
+    // Others pass, and the blocked one never reached the server.
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/ok")).unwrap().text(),
+        "sent"
+    );
+    let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
+    assert_eq!(lines, ["GET /ok HTTP/1.1"]);
+}

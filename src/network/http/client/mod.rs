@@ -122,7 +122,9 @@ struct ClientInner {
 /// event_loop.run();
 /// ```
 pub struct HttpClient {
-    /// Emitted with each request (after session defaults, before any byte is sent).
+    /// Emitted with each request (after session defaults, before any byte is sent). A slot may
+    /// cancel it: [`cancel`](Self::cancel) with its id (or [`cancel_all`](Self::cancel_all))
+    /// stops it before it is sent.
     pub about_to_send_request: Signal<(RequestId, HttpRequest)>,
     /// Emitted with every final response (after its callback ran).
     pub response_received: Signal<HttpResponse>,

@@ -1,13 +1,14 @@
 //! The sending side: a request is submitted (id, session defaults, its [`RequestState`]), encoded
 //! and written on its connection, and reports its upload progress.
 
+use std::rc::Rc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
 use url::Url;
 
 use super::actions::Action;
-use super::pool::{host_key, intern_host};
+use super::pool::{forget_host_if_unused, host_key, intern_host};
 use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient, RequestId};
 use crate::network::decimal::{MAX_DECIMAL_LEN, decimal};
@@ -74,17 +75,14 @@ impl HttpClient {
             return id;
         }
         // Clone the request for the signal only when someone listens.
-        if self.about_to_send_request.connection_count() > 0 {
-            self.about_to_send_request.emit(&(id, request.clone()));
-        }
+        let announce = (self.about_to_send_request.connection_count() > 0).then(|| request.clone());
         let mut actions = Vec::new();
-        {
+        let host = {
             let mut inner = self.inner.borrow_mut();
-            let limits = HeadLimits {
-                max_head_bytes: inner.session.max_response_head_bytes(),
-                max_headers: inner.session.max_response_headers(),
-            };
+            let limits = head_limits(&inner);
             let host = intern_host(&mut inner.hosts, host_key(request.url()));
+            // Kept to forget the host if a slot cancels the request before it is scheduled.
+            let announced_host = announce.as_ref().map(|_| Rc::clone(&host));
             let now = Instant::now();
             let state = RequestState {
                 request,
@@ -117,8 +115,30 @@ impl HttpClient {
                 sse_parser: None,
             };
             inner.requests.insert(id.0, Box::new(state));
-            self.arm_total_timer(&mut inner, id.0);
-            self.schedule(&mut inner, id.0, &mut actions);
+            if announce.is_none() {
+                self.arm_total_timer(&mut inner, id.0);
+                self.schedule(&mut inner, id.0, &mut actions);
+            }
+            announced_host
+        };
+        if let (Some(copy), Some(host)) = (announce, host) {
+            // The request is in the books while the slots run: one may cancel it (or all).
+            self.about_to_send_request.emit(&(id, copy));
+            let mut inner = self.inner.borrow_mut();
+            let inner = &mut *inner;
+            let limits = head_limits(inner);
+            match inner.requests.get_mut(&id.0) {
+                Some(state) => {
+                    // A slot may have changed the session: its limits apply, as they did when
+                    // the signal came before the request was made.
+                    state.head_limits = limits;
+                    state.max_body = inner.session.max_response_body_bytes();
+                    state.read_timeout = inner.session.read_timeout();
+                    self.arm_total_timer(inner, id.0);
+                    self.schedule(inner, id.0, &mut actions);
+                }
+                None => forget_host_if_unused(&mut inner.hosts, &host),
+            }
         }
         // Failures found while scheduling are reported from the loop, never from inside send().
         self.post_actions(actions);
@@ -205,6 +225,14 @@ impl HttpClient {
         };
         self.upload_progress
             .emit(&(RequestId(update.0), update.1, update.2));
+    }
+}
+
+/// The session's limits on a response head.
+fn head_limits(inner: &ClientInner) -> HeadLimits {
+    HeadLimits {
+        max_head_bytes: inner.session.max_response_head_bytes(),
+        max_headers: inner.session.max_response_headers(),
     }
 }
 
