@@ -1359,3 +1359,38 @@ fn disconnect_from_the_open_state_slot_is_not_followed_by_connected() {
     assert_eq!(*log.borrow(), ["Connecting", "Open", "disconnected"]);
     assert_eq!(sse.http_client().pending_requests(), 0);
 }
+
+/// `cancel_all` on the shared HTTP client (here from a message slot) cancels the stream's
+/// request too: the SSE client closes and says so. It used to stay `Open` for good, with no
+/// request, no reconnect and no `disconnected`.
+#[test]
+fn cancel_all_on_the_shared_http_client_closes_the_event_stream() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        let mut head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n".to_vec();
+        head.extend_from_slice(b"data: 1\n\n");
+        Reply::Pieces(vec![head, b"data: 2\n\n".to_vec()], Duration::from_secs(3))
+    });
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    let rec = record(&sse);
+    let disconnected = Rc::new(std::cell::Cell::new(0));
+    let d = disconnected.clone();
+    sse.disconnected
+        .connect(move |_| d.set(d.get() + 1))
+        .release();
+    let h = http.clone();
+    sse.message_received
+        .connect(move |_| h.cancel_all())
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(2), || disconnected
+        .get()
+        > 0));
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    assert_eq!(*rec.events.borrow(), ["message:1:"]);
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+    assert_eq!(disconnected.get(), 1);
+    assert_eq!(http.pending_requests(), 0);
+    assert_eq!(http.open_connections(), 0);
+}

@@ -657,7 +657,9 @@ impl SseTarget for SseClient {
                 self.reestablish(None, None);
             }
             Ok(response) => self.on_rejected(response),
-            Err(HttpError::Cancelled) => {}
+            // Only a user's cancel of the stream's request gets here (this client abandons its
+            // requests silently): stopped from outside, it closes, as with `disconnect`.
+            Err(HttpError::Cancelled) => self.close_for_good(None),
             Err(e @ (HttpError::TooManyRedirects { .. } | HttpError::BadRedirect(_))) => {
                 self.fail(SseError::Redirect(e))
             }

@@ -374,7 +374,9 @@ impl HttpClient {
         found
     }
 
-    /// Cancels every request of this client (and only of this client).
+    /// Cancels every request of this client (and only of this client), the streams of the
+    /// [`SseClient`](crate::network::sse::SseClient)s sharing it included: those close (state
+    /// `Closed`, `disconnected`) and do not reconnect.
     pub fn cancel_all(&self) {
         let ids: Vec<u64> = self.inner.borrow().requests.keys().copied().collect();
         for id in ids {
