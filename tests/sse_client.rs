@@ -1394,3 +1394,51 @@ fn cancel_all_on_the_shared_http_client_closes_the_event_stream() {
     assert_eq!(http.pending_requests(), 0);
     assert_eq!(http.open_connections(), 0);
 }
+
+/// `connect(A)` while a stream is open: a `state_changed` slot that connects to B when the old
+/// stream closes has the last word, on this connection and on every reconnect. `connect(A)` used
+/// to carry on over it: the stream stayed on B but reconnects went to A.
+#[test]
+fn connect_from_a_slot_of_the_close_inside_connect_has_the_last_word() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/first") {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\n";
+            Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(3))
+        } else {
+            Reply::BytesThenClose(stream(&format!("data: {}\nretry: 10\n\n", req.line)))
+        }
+    });
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/first")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(2), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    let weak = Rc::downgrade(&sse);
+    let url_b = server.url("/b");
+    let once = Rc::new(std::cell::Cell::new(true));
+    sse.state_changed
+        .connect(move |s| {
+            if *s == ReadyState::Closed && once.replace(false) {
+                weak.upgrade()
+                    .unwrap()
+                    .connect(HttpRequest::get(&url_b).unwrap());
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/a")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(2), || server
+        .requests()
+        .len()
+        >= 4));
+    sse.disconnect();
+    let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
+    assert_eq!(lines[0], "GET /first HTTP/1.1");
+    assert!(
+        lines[1..].iter().all(|l| l == "GET /b HTTP/1.1"),
+        "{lines:?}"
+    );
+}

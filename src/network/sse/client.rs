@@ -186,7 +186,12 @@ impl SseClient {
     /// Opens the stream described by `request` (any method, headers and body), replacing any
     /// stream this client had.
     pub fn connect(&self, mut request: HttpRequest) {
-        self.stop(false);
+        let stopped = self.stop(false);
+        // A `state_changed` slot of the old stream's close that connected or disconnected has
+        // the last word.
+        if self.inner.borrow().epoch != stopped {
+            return;
+        }
         if !request.has_header("Accept") {
             request.set_header("Accept", "text/event-stream");
         }
@@ -402,8 +407,9 @@ impl SseClient {
         }
     }
 
-    fn stop(&self, notify: bool) {
-        let (current, timer, was) = {
+    /// Stops the stream; returns the stop count it set (before any slot ran).
+    fn stop(&self, notify: bool) -> u64 {
+        let (current, timer, was, epoch) = {
             let mut inner = self.inner.borrow_mut();
             inner.opened = false;
             inner.epoch += 1;
@@ -411,6 +417,7 @@ impl SseClient {
                 inner.current.take(),
                 inner.reconnect_timer.take(),
                 inner.state,
+                inner.epoch,
             )
         };
         if let Some(key) = timer {
@@ -432,6 +439,7 @@ impl SseClient {
                 self.disconnected.emit(&());
             }
         }
+        epoch
     }
 
     /// The WHATWG "fail the connection": closed for good.
