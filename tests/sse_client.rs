@@ -1442,3 +1442,48 @@ fn connect_from_a_slot_of_the_close_inside_connect_has_the_last_word() {
         "{lines:?}"
     );
 }
+
+/// Without auto reconnect, a `state_changed` slot that connects again when an ended stream
+/// closes the client is not followed by `disconnected` (as an `error` slot that connects again
+/// is not): the client did not stop after all.
+#[test]
+fn connect_from_the_closed_state_slot_of_an_ended_stream_is_not_followed_by_disconnected() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/b") {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: b\n\n";
+            Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(3))
+        } else {
+            Reply::BytesThenClose(stream("data: a\n\n"))
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_auto_reconnect(false);
+    let rec = record(&sse);
+    let disconnected = Rc::new(std::cell::Cell::new(0));
+    let d = disconnected.clone();
+    sse.disconnected
+        .connect(move |_| d.set(d.get() + 1))
+        .release();
+    let weak = Rc::downgrade(&sse);
+    let url_b = server.url("/b");
+    sse.state_changed
+        .connect(move |s| {
+            let sse = weak.upgrade().unwrap();
+            if *s == ReadyState::Closed && sse.last_event_id().is_empty() {
+                sse.set_last_event_id("x");
+                sse.connect(HttpRequest::get(&url_b).unwrap());
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/a")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(2), || rec
+        .events
+        .borrow()
+        .len()
+        >= 2));
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    assert_eq!(*rec.events.borrow(), ["message:a:", "message:b:x"]);
+    assert_eq!(sse.ready_state(), ReadyState::Open);
+    assert_eq!(disconnected.get(), 0);
+}

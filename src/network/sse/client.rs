@@ -455,11 +455,11 @@ impl SseClient {
         self.set_state(ReadyState::Closed);
         if let Some(error) = &error {
             self.error.emit(error);
-            // An `error` slot that connected again has started a new stream: this client did
-            // not stop after all.
-            if self.ready_state() != ReadyState::Closed {
-                return;
-            }
+        }
+        // A `state_changed` or `error` slot that connected again has started a new stream: this
+        // client did not stop after all.
+        if self.ready_state() != ReadyState::Closed {
+            return;
         }
         self.disconnected.emit(&());
     }
