@@ -1283,3 +1283,54 @@ fn cancel_from_an_about_to_send_slot_cancels_the_request() {
     let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
     assert_eq!(lines, ["GET /ok HTTP/1.1"]);
 }
+
+/// A callback that waits in a nested loop while a large read is delivered a slice at a time:
+/// what the nested loop reads on that connection comes after the read's remaining slices. It
+/// used to be parsed before them, so the body arrived with its pieces swapped.
+#[test]
+fn a_nested_wait_in_the_middle_of_a_large_read_keeps_the_body_in_order() {
+    let mut ev = EventLoop::new().unwrap();
+    let body = support::pattern(200_000, 7);
+    let expected = body.clone();
+    let server = ScriptServer::start(move |req, _| {
+        if req.line.contains("/slow") {
+            Reply::Pieces(
+                vec![Vec::new(), ok_response("slow", "")],
+                Duration::from_millis(200),
+            )
+        } else {
+            let mut first =
+                format!("HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n", body.len()).into_bytes();
+            first.extend_from_slice(&body[..50_000]);
+            Reply::Pieces(
+                vec![first, body[50_000..].to_vec()],
+                Duration::from_millis(50),
+            )
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let got = Rc::new(RefCell::new(Vec::<u8>::new()));
+    let done = Rc::new(Cell::new(false));
+    let (g, d) = (got.clone(), done.clone());
+    let c = client.clone();
+    let slow = server.url("/slow");
+    let waited = Rc::new(Cell::new(false));
+    client.send_streaming(
+        HttpRequest::get(&server.url("/big")).unwrap(),
+        move |event| {
+            if let StreamEvent::Data(b) = event {
+                g.borrow_mut().extend_from_slice(b);
+                if !waited.replace(true) {
+                    c.send_and_wait(HttpRequest::get(&slow).unwrap()).unwrap();
+                }
+            }
+        },
+        move |r| {
+            r.unwrap();
+            d.set(true);
+        },
+    );
+    assert!(run_until(&mut ev, Duration::from_secs(5), || done.get()));
+    assert_eq!(got.borrow().len(), expected.len());
+    assert!(*got.borrow() == expected, "body bytes out of order");
+}

@@ -136,6 +136,10 @@ pub struct HttpClient {
     pub upload_progress: Signal<(RequestId, u64, u64)>,
     core: Rc<LoopCore>,
     inner: RefCell<ClientInner>,
+    /// Connections whose read is being delivered a slice at a time, with the bytes a nested loop
+    /// (run by user code between the slices) read for them meanwhile: they are processed after
+    /// the read's remaining slices, in stream order.
+    continuing: RefCell<Vec<(u64, Vec<u8>)>>,
     /// Requests whose callbacks are running, with their actions that arrived meanwhile.
     delivering: RefCell<actions::Delivering>,
     /// The action list of the last data arrival, kept (empty) for the next: no allocation per read.
@@ -177,6 +181,7 @@ impl HttpClient {
                 read_continues: None,
                 wire: Vec::new(),
             }),
+            continuing: RefCell::default(),
             delivering: RefCell::default(),
             spare_actions: Cell::new(Vec::new()),
             spare_batch: Cell::default(),

@@ -37,22 +37,72 @@ impl HttpClient {
     // ---- receiving ---------------------------------------------------------------------------
 
     pub(super) fn on_data(&self, conn_id: u64, data: &[u8]) {
+        // A read of this connection is being delivered a slice at a time further up the stack,
+        // and user code run between its slices turned the loop (a nested wait), which read more:
+        // these bytes follow that read's remaining slices, and wait for them.
+        if let Some((_, later)) = self
+            .continuing
+            .borrow_mut()
+            .iter_mut()
+            .find(|(c, _)| *c == conn_id)
+        {
+            later.extend_from_slice(data);
+            return;
+        }
         // Taken, not borrowed: a nested arrival (from user code) simply starts an empty list.
         let mut actions = self.spare_actions.take();
         // A large read is handled a slice at a time, as if it had arrived in smaller reads: each
         // slice's SSE events reach the slots while they (and the slice) are still in cache.
+        let sliced = data.len() > DELIVERY_SLICE;
+        let _turn = sliced.then(|| {
+            self.continuing.borrow_mut().push((conn_id, Vec::new()));
+            ContinuingRead {
+                client: self,
+                conn: conn_id,
+            }
+        });
+        let mut later = Vec::new();
         let mut rest = data.len();
         for slice in data.chunks(DELIVERY_SLICE) {
             rest -= slice.len();
+            if rest == 0 && sliced {
+                // The last slice: bytes read meanwhile come after it. With none, bytes read while
+                // its user code runs are the connection's next ones and are handled as they come
+                // (they may be the response to a request that code sent on this connection).
+                later = self.continuing_take(conn_id, false);
+                if later.is_empty() {
+                    self.continuing_take(conn_id, true);
+                }
+            }
             {
                 let mut inner = self.inner.borrow_mut();
-                inner.read_continues = (rest > 0).then_some(conn_id);
+                inner.read_continues = (rest > 0 || !later.is_empty()).then_some(conn_id);
                 self.process_data(&mut inner, conn_id, slice, &mut actions);
                 inner.read_continues = None;
             }
             self.run_action_list(&mut actions);
         }
+        if sliced {
+            later.extend_from_slice(&self.continuing_take(conn_id, true));
+        }
         self.spare_actions.set(actions);
+        if !later.is_empty() {
+            self.on_data(conn_id, &later);
+        }
+    }
+
+    /// The bytes a nested loop read for `conn_id` while its read was being delivered; with
+    /// `end`, the connection's entry goes too.
+    fn continuing_take(&self, conn_id: u64, end: bool) -> Vec<u8> {
+        let mut continuing = self.continuing.borrow_mut();
+        let Some(at) = continuing.iter().position(|(c, _)| *c == conn_id) else {
+            return Vec::new();
+        };
+        if end {
+            continuing.swap_remove(at).1
+        } else {
+            std::mem::take(&mut continuing[at].1)
+        }
     }
 
     fn process_data(
@@ -449,6 +499,18 @@ impl HttpClient {
         let body = state.body.split().freeze();
         let response = state.response_from(head, body);
         actions.push(Action::Finish(id, state.into_delivery(), Ok(response)));
+    }
+}
+
+/// Ends a read's entry in `HttpClient::continuing`, also when user code panics.
+struct ContinuingRead<'a> {
+    client: &'a HttpClient,
+    conn: u64,
+}
+
+impl Drop for ContinuingRead<'_> {
+    fn drop(&mut self) {
+        let _ = self.client.continuing_take(self.conn, true);
     }
 }
 
