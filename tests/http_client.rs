@@ -1334,3 +1334,35 @@ fn a_nested_wait_in_the_middle_of_a_large_read_keeps_the_body_in_order() {
     assert_eq!(got.borrow().len(), expected.len());
     assert!(*got.borrow() == expected, "body bytes out of order");
 }
+
+/// Raising the per-host connection limit starts the requests queued behind the old one at once;
+/// they waited for a connection to free up, while requests sent afterwards overtook them.
+#[test]
+fn raising_the_connection_limit_starts_queued_requests() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        std::thread::sleep(Duration::from_millis(300));
+        Reply::Bytes(ok_response("slow", ""))
+    });
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.set_max_connections_per_host(1));
+    let outs: Vec<_> = (0..3)
+        .map(|_| send(&client, HttpRequest::get(&server.url("/")).unwrap()))
+        .collect();
+    run_until(&mut ev, Duration::from_millis(50), || false);
+    assert_eq!(server.requests().len(), 1, "one connection, two queued");
+    let raised = Instant::now();
+    client.update_session(|s| s.set_max_connections_per_host(3));
+    assert!(run_until(&mut ev, Duration::from_secs(5), || outs
+        .iter()
+        .all(|o| o.borrow().is_some())));
+    assert!(
+        raised.elapsed() < Duration::from_millis(700),
+        "the queued requests waited their turn: {:?}",
+        raised.elapsed()
+    );
+    let mut connections: Vec<usize> = server.requests().iter().map(|r| r.connection).collect();
+    connections.sort_unstable();
+    connections.dedup();
+    assert_eq!(connections.len(), 3);
+}

@@ -195,19 +195,30 @@ impl HttpClient {
         self.inner.borrow().session.clone()
     }
 
-    /// Replaces the session settings (for requests sent afterwards).
+    /// Replaces the session settings (for requests sent afterwards). A higher
+    /// `max_connections_per_host` also starts, at once, the requests queued behind the old limit.
     pub fn set_session(&self, session: HttpSession) {
-        let mut inner = self.inner.borrow_mut();
-        // New TLS settings need a new config; https connections made with the old one are then
-        // not reused (see `Conn::tls`): trust or identity changes apply to the next request.
-        let old = &inner.session;
-        if old.extra_ca_certificates() != session.extra_ca_certificates()
-            || old.client_certificate() != session.client_certificate()
-            || old.verifies_certificates() != session.verifies_certificates()
+        let mut actions = Vec::new();
         {
-            inner.tls = None;
+            let mut inner = self.inner.borrow_mut();
+            // New TLS settings need a new config; https connections made with the old one are
+            // then not reused (see `Conn::tls`): trust or identity changes apply to the next
+            // request.
+            let old = &inner.session;
+            let raised = session.max_connections_per_host() > old.max_connections_per_host();
+            if old.extra_ca_certificates() != session.extra_ca_certificates()
+                || old.client_certificate() != session.client_certificate()
+                || old.verifies_certificates() != session.verifies_certificates()
+            {
+                inner.tls = None;
+            }
+            inner.session = session;
+            if raised {
+                self.start_queued_within_limit(&mut inner, &mut actions);
+            }
         }
-        inner.session = session;
+        // Failures found while scheduling are reported from the loop, as from `send`.
+        self.post_actions(actions);
     }
 
     /// Changes the session settings in place.

@@ -106,6 +106,33 @@ impl HttpClient {
         }
     }
 
+    /// Starts queued requests of every host while it is under the connection limit (after the
+    /// limit was raised), oldest first.
+    pub(super) fn start_queued_within_limit(
+        &self,
+        inner: &mut ClientInner,
+        actions: &mut Vec<Action>,
+    ) {
+        let max = inner.session.max_connections_per_host().max(1);
+        let waiting: Vec<Rc<HostKey>> = inner
+            .hosts
+            .iter()
+            .filter(|(_, h)| !h.queue.is_empty() && h.active < max)
+            .map(|(key, _)| Rc::clone(key))
+            .collect();
+        for host in waiting {
+            loop {
+                let next = inner
+                    .hosts
+                    .get_mut(&host)
+                    .filter(|h| h.active < max)
+                    .and_then(|h| h.queue.pop_front());
+                let Some(id) = next else { break };
+                self.schedule(inner, id, actions);
+            }
+        }
+    }
+
     fn open_conn(&self, inner: &mut ClientInner, host: &Rc<HostKey>) -> Result<u64, HttpError> {
         let socket = TcpSocket::new().map_err(|e| {
             HttpError::Transport(SocketError::InvalidState(
