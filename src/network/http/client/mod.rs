@@ -105,6 +105,10 @@ struct ClientInner {
 /// per (scheme, host, port), follows redirects, stores and sends cookies, decodes gzip/deflate,
 /// and applies the [`HttpSession`]'s defaults.
 ///
+/// Dropping the last `Rc<HttpClient>` closes its connections and drops the callbacks of its
+/// unfinished requests without calling them (no user code runs inside a drop); keep the client
+/// for as long as its answers are wanted.
+///
 /// ```no_run
 /// use kdnet::EventLoop;
 /// use kdnet::network::http::HttpClient;
