@@ -130,7 +130,9 @@ pub enum SocketError {
     Io {
         /// What the socket was doing.
         operation: SocketOperation,
-        /// The OS error (shared so the error can be cloned into several signals).
+        /// The OS error (shared so the error can be cloned into several signals). For a failed
+        /// connect it is an error of the same kind that names the address (and how many were
+        /// tried), with the OS error as its `source()`: `raw_os_error()` is `None` on it.
         source: Arc<io::Error>,
     },
     /// The host name could not be resolved.
