@@ -147,6 +147,7 @@ impl HttpResponse {
 
     /// The `Content-Length` header as a number: ASCII digits only (surrounding spaces allowed;
     /// `+8`, `-1`, `8x`, overflow are `None`). Several fields or a comma list must all agree.
+    /// `None` when the client decoded the body (the field described the encoded one).
     pub fn content_length(&self) -> Option<u64> {
         content_length(&self.headers)
     }

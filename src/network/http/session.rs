@@ -355,7 +355,8 @@ impl HttpSession {
     /// Largest body (after content decoding, so also a decompression bomb's) a buffered response
     /// may collect; default [`DEFAULT_MAX_RESPONSE_BODY_BYTES`] (1 GiB). Beyond it the request
     /// fails with [`HttpError::LimitExceeded`](super::HttpError::LimitExceeded); a larger announced
-    /// `Content-Length` fails as soon as the head arrives. Streaming requests are not limited.
+    /// `Content-Length` fails as soon as the head arrives. Streaming requests are not limited, nor
+    /// is the body of a redirect that is followed (it is read and discarded, never collected).
     pub fn max_response_body_bytes(&self) -> usize {
         self.max_response_body_bytes
     }
