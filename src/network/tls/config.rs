@@ -152,7 +152,8 @@ impl TlsClientConfig {
     /// The `rustls::ClientConfig` for these settings: TLS 1.2 and 1.3, *ring* cryptography.
     /// Built on the first call and shared afterwards (until a setter changes something).
     ///
-    /// Fails with [`TlsFailure::Configuration`] when no root is trusted.
+    /// Fails with [`TlsFailure::Configuration`] when no root is trusted, or when an ALPN protocol
+    /// name is empty or over 255 bytes (or the list is too long for the extension).
     pub fn build(&self) -> Result<Arc<ClientConfig>, SocketError> {
         if let Some(built) = self.built.get() {
             return Ok(Arc::clone(built));
