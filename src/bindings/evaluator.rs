@@ -125,8 +125,10 @@ impl ConnectionEvaluator {
     }
 
     /// Sets a callback run on the emitting thread each time an invocation is queued
-    /// (KDBindings `onInvocationAdded`), replacing the one set before. On an event loop's
-    /// evaluator it runs in addition to the loop's own wake-up.
+    /// (KDBindings `onInvocationAdded`), replacing the one set before. It also runs, on the
+    /// evaluating thread, when an evaluation that turned a call away ends, so that the owner
+    /// comes back for what is left: it may run more often than invocations are queued. On an
+    /// event loop's evaluator it runs in addition to the loop's own wake-up.
     pub fn set_on_invocation_added<F>(&self, callback: F)
     where
         F: Fn() + Send + Sync + 'static,
