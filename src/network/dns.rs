@@ -316,7 +316,8 @@ impl DnsResolver {
         self.pending.borrow().len()
     }
 
-    /// Lookups this resolver handed to the worker pool (literals and cache hits do not count).
+    /// Pool tasks this resolver started (literals, cache hits and lookups that joined a task in
+    /// flight for their name do not count).
     #[doc(hidden)]
     pub fn pool_lookups(&self) -> u64 {
         self.pool_lookups.get()
