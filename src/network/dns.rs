@@ -26,9 +26,9 @@
 //!
 //! The pool is shared by every loop of the process, so one slow name server cannot start more
 //! than [`MAX_RESOLVER_THREADS`] threads however many loops there are; a thread that had nothing
-//! to do for 30 s leaves. getaddrinfo cannot be interrupted: a lookup that timed out or was
-//! cancelled keeps its thread until the system resolver gives up, but a lookup cancelled while
-//! still queued never runs. Hosts with an IPv6 zone id (`fe80::1%eth0`) fail with
+//! to do for 30 s leaves. getaddrinfo cannot be interrupted: a task whose lookups all timed
+//! out or were cancelled keeps its thread until the system resolver gives up, but one still
+//! queued by then never calls it (while another lookup of the name waits, the task runs). Hosts with an IPv6 zone id (`fe80::1%eth0`) fail with
 //! [`SocketError::InvalidAddress`], since answers are [`IpAddr`]s, which cannot carry one.
 
 mod cache;
