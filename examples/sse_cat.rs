@@ -19,7 +19,8 @@
 //! Exit status: 0 after N events, at the end of stdin, or (with `--no-reconnect`) when the server
 //! ends the stream; 2 when the stream fails for good ([`SseError::is_fatal`]: a status other than
 //! 200, a type other than `text/event-stream`, redirect trouble, an oversized event, a request
-//! that can never be sent such as a host name no resolver answers) or for bad arguments; 3 on a network error with `--no-reconnect`; 1 if stdout cannot be written.
+//! that can never be sent such as a host name no resolver answers) or for bad arguments; 3 on a
+//! network error with `--no-reconnect`, or when stdin cannot be read; 1 if stdout cannot be written.
 
 mod common;
 
