@@ -421,12 +421,7 @@ impl DnsResolver {
         }
         for id in waiters {
             // Each callback may have cancelled the lookups after it.
-            let Some((host, deadline)) = self
-                .pending
-                .borrow()
-                .get(&id)
-                .map(|l| (l.host.clone(), l.deadline))
-            else {
+            let Some(deadline) = self.pending.borrow().get(&id).map(|l| l.deadline) else {
                 continue;
             };
             // Past the deadline the answer counts as late even if the timer has not fired yet
@@ -434,9 +429,10 @@ impl DnsResolver {
             let result = if deadline.is_some_and(|deadline| now >= deadline) {
                 Err(SocketError::Timeout(TimeoutPhase::Resolve))
             } else {
-                answer
-                    .clone()
-                    .map_err(|reason| SocketError::Lookup { host, reason })
+                answer.clone().map_err(|reason| SocketError::Lookup {
+                    host: self.pending_host(id),
+                    reason,
+                })
             };
             self.finish(id, result);
         }
