@@ -182,8 +182,7 @@ fn serve() {
     common_net::exit_when_stdin_closes();
     common_net::raise_nofile_limit();
     let mut poll = Poll::new().expect("poll");
-    let mut listener =
-        mio::net::TcpListener::bind("127.0.0.1:0".parse().expect("addr")).expect("bind");
+    let mut listener = common_net::deep_backlog_listener(8192);
     poll.registry()
         .register(&mut listener, Token(0), Interest::READABLE)
         .expect("register");
