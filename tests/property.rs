@@ -289,3 +289,34 @@ fn a_panicking_observer_leaves_the_property_consistent() {
         "the property announces again after a panic"
     );
 }
+
+/// A `value_about_to_change` slot that rejects a change by setting the current value: its value
+/// stands, as for any other value it sets. Setting the current value does nothing by itself, so
+/// the interrupted set used to go ahead: a clamp to 10 let 15 through whenever the property
+/// already held 10.
+#[test]
+fn a_value_about_to_change_slot_setting_the_current_value_vetoes_the_change() {
+    let property = Rc::new(Property::new(10i32));
+    let p = Rc::downgrade(&property);
+    property
+        .value_about_to_change
+        .connect(move |(_, new)| {
+            if *new > 10 {
+                p.upgrade().unwrap().set(10);
+            }
+        })
+        .release();
+    let seen: Seen<i32> = Rc::default();
+    let s = seen.clone();
+    property
+        .value_changed
+        .connect(move |v| s.borrow_mut().push(*v))
+        .release();
+    assert!(!property.set(15), "vetoed: the value did not change");
+    assert_eq!(property.get(), 10);
+    assert!(seen.borrow().is_empty());
+    assert!(property.set(7));
+    assert!(property.set(12));
+    assert_eq!(property.get(), 10, "clamped from 7");
+    assert_eq!(*seen.borrow(), [7, 10]);
+}

@@ -16,7 +16,8 @@ use super::Signal;
 /// the new value is stored at once, and announced to every slot when the current announcement
 /// ends, so every observer sees the newest value last. From a `value_about_to_change` slot (a
 /// clamp, say) the slot's value is announced and stands: the set that was about to happen is
-/// dropped.
+/// dropped. Setting the current value from there is how such a slot rejects a change: the
+/// property keeps its value, and the interrupted `set` returns `false`.
 ///
 /// ```
 /// use kdnet::Property;
@@ -36,6 +37,9 @@ pub struct Property<T: 'static> {
     /// Counts the values stored: a set whose signals ran while it moved knows a slot stored a
     /// newer value.
     stores: Cell<u64>,
+    /// Counts the calls to `set`, equal values included: a set whose `value_about_to_change`
+    /// slots set the property (even to its current value, a veto) leaves the value to them.
+    sets: Cell<u64>,
     /// A `value_changed` announcement is running: a set from one of its slots stores its value
     /// and leaves announcing it to that announcement.
     announcing: Cell<bool>,
@@ -53,6 +57,7 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
         Property {
             value: RefCell::new(value),
             stores: Cell::new(0),
+            sets: Cell::new(0),
             announcing: Cell::new(false),
             value_about_to_change: Signal::new(),
             value_changed: Signal::new(),
@@ -68,6 +73,8 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
     /// Stores `value` and emits the change signals, unless it equals the current value.
     /// Returns whether the value changed.
     pub fn set(&self, value: T) -> bool {
+        let sets = self.sets.get().wrapping_add(1);
+        self.sets.set(sets);
         let old = {
             let current = self.value.borrow();
             if *current == value {
@@ -79,9 +86,10 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
         let stores = self.stores.get();
         if let Some(old) = old {
             self.value_about_to_change.emit(&(old, value.clone()));
-            if self.stores.get() != stores {
-                // A slot set a value of its own (announced by that set): it stands.
-                return true;
+            if self.sets.get() != sets {
+                // A slot set a value of its own (announced by that set), or the current one to
+                // reject this change: it stands.
+                return self.stores.get() != stores;
             }
         }
         let previous = self.value.replace(value.clone());
