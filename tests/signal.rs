@@ -1545,3 +1545,19 @@ fn an_evaluation_that_turned_a_call_away_notifies_the_owner_when_it_ends() {
     go_tx.send(()).unwrap();
     worker.join().unwrap();
 }
+
+/// Handing a `ScopedConnection` the connection it already owns keeps that connection (it used
+/// to disconnect it first, and then own a dead handle).
+#[test]
+fn scoped_connection_set_to_its_own_connection_keeps_it() {
+    let signal: Signal<()> = Signal::new();
+    let (count, slot) = counter();
+    let handle = signal.connect(slot);
+    let mut scoped = ScopedConnection::new(handle.clone());
+    scoped.set(handle.clone());
+    assert!(scoped.is_active());
+    signal.emit(&());
+    assert_eq!(count.get(), 1);
+    drop(scoped);
+    assert!(!handle.is_active());
+}

@@ -150,10 +150,13 @@ impl ScopedConnection {
         ScopedConnection { handle }
     }
 
-    /// Replaces the owned connection, disconnecting the previous one first.
+    /// Replaces the owned connection, disconnecting the previous one first (unless `handle`
+    /// refers to that same connection, which then stays connected).
     pub fn set(&mut self, handle: ConnectionHandle) {
         let old = std::mem::replace(&mut self.handle, handle);
-        old.disconnect();
+        if old != self.handle {
+            old.disconnect();
+        }
     }
 
     /// The owned handle.
