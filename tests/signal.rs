@@ -1546,6 +1546,72 @@ fn an_evaluation_that_turned_a_call_away_notifies_the_owner_when_it_ends() {
     worker.join().unwrap();
 }
 
+/// KDBindings removes a deferred connection's queued invocations when it is disconnected or its
+/// signal is destroyed. Skipping them at evaluation instead kept their copied arguments (and the
+/// slot's captures) alive until the evaluator next ran, and a connect-emit-disconnect cycle
+/// against an evaluator that runs rarely piled dead invocations up without bound.
+#[test]
+fn disconnecting_a_deferred_connection_drops_its_queued_calls_at_once() {
+    let evaluator = ConnectionEvaluator::new();
+    let signal: Signal<Arc<()>> = Signal::new();
+    let argument = Arc::new(());
+    let captured = Arc::new(());
+    let c = captured.clone();
+    let handle = signal.connect_deferred(&evaluator, move |_| {
+        let _keep = &c;
+    });
+    signal.emit(&argument);
+    signal.emit(&argument);
+    assert_eq!(Arc::strong_count(&argument), 3, "two queued copies");
+    handle.disconnect();
+    assert_eq!(
+        Arc::strong_count(&argument),
+        1,
+        "the queued copies of the argument are dropped with the connection"
+    );
+    assert_eq!(
+        Arc::strong_count(&captured),
+        1,
+        "the slot's captures are dropped with the connection"
+    );
+    assert!(!evaluator.has_pending());
+    assert_eq!(evaluator.evaluate_deferred_connections(), 0);
+
+    // Dropping the signal cancels the same way; another signal's queued call stays.
+    let other: Signal<Arc<()>> = Signal::new();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    other
+        .connect_deferred(&evaluator, move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .release();
+    signal
+        .connect_deferred(&evaluator, |_| panic!("must not run"))
+        .release();
+    signal.emit(&argument);
+    other.emit(&argument);
+    drop(signal);
+    assert_eq!(
+        Arc::strong_count(&argument),
+        2,
+        "only `other`'s copy is left"
+    );
+    assert_eq!(evaluator.evaluate_deferred_connections(), 1);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    assert_eq!(Arc::strong_count(&argument), 1);
+
+    // Connect, emit, disconnect many times without evaluating: nothing accumulates.
+    let signal: Signal<Arc<()>> = Signal::new();
+    for _ in 0..10_000 {
+        let handle = signal.connect_deferred(&evaluator, |_| {});
+        signal.emit(&argument);
+        handle.disconnect();
+    }
+    assert_eq!(Arc::strong_count(&argument), 1);
+    assert!(!evaluator.has_pending());
+}
+
 /// Handing a `ScopedConnection` the connection it already owns keeps that connection (it used
 /// to disconnect it first, and then own a dead handle).
 #[test]

@@ -159,6 +159,27 @@ impl ConnectionEvaluator {
         self.notify();
     }
 
+    /// Removes the invocations of the connection whose flag is `alive` (it was disconnected),
+    /// dropping them outside the lock: their captures' `Drop` may emit again.
+    pub(crate) fn cancel(&self, alive: &Arc<AtomicBool>) {
+        let cancelled: Vec<Invocation> = {
+            let mut queue = lock(&self.queue);
+            if !queue.iter().any(|i| Arc::ptr_eq(&i.alive, alive)) {
+                return;
+            }
+            let (cancelled, kept): (Vec<_>, Vec<_>) = std::mem::take(&mut *queue)
+                .into_iter()
+                .partition(|i| Arc::ptr_eq(&i.alive, alive));
+            *queue = kept;
+            if queue.is_empty() {
+                // Under the lock: an enqueue pushes under it and sets the flag after.
+                self.queued.store(false, Ordering::Release);
+            }
+            cancelled
+        };
+        drop(cancelled);
+    }
+
     /// Called by the owning event loop when it is dropped: nothing will evaluate this evaluator
     /// again, so the queued invocations are dropped now and later ones as they are queued (as
     /// `LoopHandle::post` refuses closures once the loop is gone), instead of piling up for as

@@ -203,7 +203,9 @@ impl<A: 'static> Signal<A> {
     /// [`ConnectionEvaluator::evaluate_deferred_connections`] (KDBindings `connectDeferred`).
     ///
     /// Each emit copies the arguments into a queued invocation. Blocking is checked at emit time;
-    /// disconnecting (or dropping the signal) cancels invocations still queued. Every
+    /// disconnecting (or dropping the signal) cancels invocations still queued: they are removed
+    /// from the evaluator's queue at once, with their copies of the arguments (one taken by an
+    /// evaluation already under way on another thread is skipped when its turn comes). Every
     /// [`EventLoop`](crate::EventLoop) owns an evaluator and runs it each turn, so
     /// `connect_deferred(&event_loop.connection_evaluator(), …)` runs the slot on the loop's thread.
     ///
@@ -218,18 +220,20 @@ impl<A: 'static> Signal<A> {
         A: Clone + Send,
         F: FnMut(&A) + Send + 'static,
     {
-        let alive = AliveFlag(Arc::new(AtomicBool::new(true)));
-        let evaluator = Arc::downgrade(evaluator);
+        let alive = AliveFlag {
+            alive: Arc::new(AtomicBool::new(true)),
+            evaluator: Arc::downgrade(evaluator),
+        };
         let slot = Arc::new(std::sync::Mutex::new(slot));
         self.connect(move |args: &A| {
-            let Some(evaluator) = evaluator.upgrade() else {
+            let Some(evaluator) = alive.evaluator.upgrade() else {
                 log::warn!("deferred slot not queued: its ConnectionEvaluator is gone");
                 return;
             };
             let slot = Arc::clone(&slot);
             let args = args.clone();
             evaluator.enqueue(
-                Arc::clone(&alive.0),
+                Arc::clone(&alive.alive),
                 Box::new(move || {
                     let mut f = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
                     f(&args);
@@ -351,12 +355,21 @@ impl<A: 'static> fmt::Debug for Signal<A> {
     }
 }
 
-/// Clears the shared "still connected" flag of a deferred connection when its slot is dropped.
-struct AliveFlag(Arc<AtomicBool>);
+/// The "still connected" flag of a deferred connection, shared with its queued invocations.
+/// Dropped with the connection's slot (on disconnect, or with the signal): it clears the flag,
+/// so that an evaluation already under way skips them, and removes them from the evaluator's
+/// queue, dropping their copied arguments (KDBindings dequeues them too).
+struct AliveFlag {
+    alive: Arc<AtomicBool>,
+    evaluator: std::sync::Weak<ConnectionEvaluator>,
+}
 
 impl Drop for AliveFlag {
     fn drop(&mut self) {
-        self.0.store(false, Ordering::Release);
+        self.alive.store(false, Ordering::Release);
+        if let Some(evaluator) = self.evaluator.upgrade() {
+            evaluator.cancel(&self.alive);
+        }
     }
 }
 
