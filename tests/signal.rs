@@ -1627,3 +1627,48 @@ fn scoped_connection_set_to_its_own_connection_keeps_it() {
     drop(scoped);
     assert!(!handle.is_active());
 }
+
+/// A long-lived signal that is rarely emitted, and short-lived owners connecting to it with
+/// `connect_weak`: the connections of owners that are gone used to stay until the next emit,
+/// one per owner, without bound (each keeping its closure and the owner's allocation). A later
+/// `connect_weak` on the signal now sweeps them, so their number stays proportional to the
+/// live ones; the live owners' connections are kept, in order.
+#[test]
+fn connect_weak_connections_of_dropped_owners_do_not_pile_up_between_emits() {
+    let signal: Signal<()> = Signal::new();
+    let drops = Rc::new(Cell::new(0));
+    let keep: Vec<Rc<Cell<u32>>> = (0..20).map(|_| Rc::new(Cell::new(0))).collect();
+    let mut kept_handles = Vec::new();
+    for round in 0..10_000usize {
+        if round % 500 == 0 {
+            let owner = &keep[round / 500];
+            kept_handles.push(signal.connect_weak(owner, |o, _| o.set(o.get() + 1)));
+        }
+        let owner = Rc::new(Cell::new(0u32));
+        let tracker = DropTracker(drops.clone());
+        signal
+            .connect_weak(&owner, move |o, _| {
+                let _keep = &tracker;
+                o.set(o.get() + 1);
+            })
+            .release();
+        drop(owner);
+        assert!(
+            signal.connection_count() <= 64,
+            "round {round}: {} connections for 20 live owners",
+            signal.connection_count()
+        );
+    }
+    assert!(
+        drops.get() >= 10_000 - 64,
+        "the swept closures were dropped"
+    );
+    assert!(kept_handles.iter().all(ConnectionHandle::is_active));
+    signal.emit(&());
+    assert!(
+        keep.iter().all(|o| o.get() == 1),
+        "every live owner's slot ran once"
+    );
+    assert_eq!(signal.connection_count(), 20);
+    assert_eq!(drops.get(), 10_000);
+}

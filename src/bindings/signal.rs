@@ -22,6 +22,7 @@
 //! made during an emit wait in a side list; disconnects and blocks only flip per-entry cells), a
 //! nested emit sees a running slot as busy, and a steady-state emit allocates nothing.
 
+use std::any::Any;
 use std::cell::{Cell, OnceCell, RefCell};
 use std::fmt;
 use std::rc::{Rc, Weak};
@@ -85,7 +86,15 @@ pub(crate) struct SignalInner<A> {
     removed: Cell<usize>,
     /// `removed > 0` or `pending` is not empty: the list needs settling once no emit runs.
     unsettled: Cell<bool>,
+    /// The owners of [`Signal::connect_weak`] connections, by connection id: a later
+    /// `connect_weak` sweeps the connections whose owner is gone (see `sweep_weak_owners`).
+    weak_owners: RefCell<Vec<(u64, Weak<dyn Any>)>>,
+    /// `weak_owners` is swept when it grows to this length.
+    sweep_at: Cell<usize>,
 }
+
+/// The fewest `connect_weak` owners a signal remembers before it sweeps the gone ones.
+const MIN_SWEEP: usize = 8;
 
 impl<A: 'static> Signal<A> {
     /// Creates a signal with no connections.
@@ -104,6 +113,8 @@ impl<A: 'static> Signal<A> {
                 next_id: Cell::new(1),
                 removed: Cell::new(0),
                 unsettled: Cell::new(false),
+                weak_owners: RefCell::new(Vec::new()),
+                sweep_at: Cell::new(MIN_SWEEP),
             })
         })
     }
@@ -141,7 +152,15 @@ impl<A: 'static> Signal<A> {
     /// }
     /// assert_eq!(count.get(), 2);
     /// ```
-    pub fn connect_reflective<F>(&self, mut slot: F) -> ConnectionHandle
+    pub fn connect_reflective<F>(&self, slot: F) -> ConnectionHandle
+    where
+        F: FnMut(&ConnectionHandle, &A) + 'static,
+    {
+        let id = self.connect_reflective_id(slot);
+        self.handle_for(id)
+    }
+
+    fn connect_reflective_id<F>(&self, mut slot: F) -> u64
     where
         F: FnMut(&ConnectionHandle, &A) + 'static,
     {
@@ -149,7 +168,7 @@ impl<A: 'static> Signal<A> {
         let own = self.handle_for(id);
         self.core()
             .push_with_id(id, Box::new(move |args: &A| slot(&own, args)));
-        self.handle_for(id)
+        id
     }
 
     /// Connects a slot that runs at most once: it is disconnected just before it is called.
@@ -169,8 +188,9 @@ impl<A: 'static> Signal<A> {
     /// Connects a method-like slot on an `Rc` owner without keeping the owner alive.
     ///
     /// The slot holds only a `Weak` to `owner`; once the owner is dropped the connection
-    /// disconnects itself (at the next emit). This breaks the usual
-    /// owner → signal → closure → owner reference cycle.
+    /// disconnects itself: at the next emit, or when a later `connect_weak` on this signal finds
+    /// the owner gone (so connections of short-lived owners to a rarely emitted signal do not
+    /// pile up). This breaks the usual owner → signal → closure → owner reference cycle.
     ///
     /// ```
     /// use kdnet::Signal;
@@ -193,10 +213,13 @@ impl<A: 'static> Signal<A> {
         F: FnMut(&T, &A) + 'static,
     {
         let weak: Weak<T> = Rc::downgrade(owner);
-        self.connect_reflective(move |handle, args| match weak.upgrade() {
+        let probe: Weak<dyn Any> = weak.clone();
+        let id = self.connect_reflective_id(move |handle, args| match weak.upgrade() {
             Some(owner) => slot(&owner, args),
             None => handle.disconnect(),
-        })
+        });
+        self.core().add_weak_owner(id, probe);
+        self.handle_for(id)
     }
 
     /// Connects a slot that runs later, on whichever thread calls
@@ -418,6 +441,38 @@ impl<A> SignalInner<A> {
         find_live(&self.pending.borrow(), id).map(f)
     }
 
+    /// Remembers the owner of `connect_weak` connection `id`. When the list has doubled since
+    /// the last sweep, first disconnects the connections whose owner is gone (and forgets the
+    /// ones disconnected otherwise): amortised constant work per call, and a list (and slot
+    /// count) bounded by twice the live `connect_weak` connections.
+    fn add_weak_owner(&self, id: u64, owner: Weak<dyn Any>) {
+        let mut owners = self.weak_owners.borrow_mut();
+        let mut gone = Vec::new();
+        if owners.len() >= self.sweep_at.get() {
+            owners.retain(|(id, owner)| {
+                if !self.contains(*id) {
+                    false
+                } else if owner.strong_count() == 0 {
+                    gone.push(*id);
+                    false
+                } else {
+                    true
+                }
+            });
+            self.sweep_at.set((owners.len() * 2).max(MIN_SWEEP));
+        }
+        owners.push((id, owner));
+        drop(owners);
+        // Outside the borrow: dropping a closure may connect to this signal again.
+        for id in gone {
+            self.remove(id);
+        }
+    }
+
+    fn contains(&self, id: u64) -> bool {
+        self.with_entry(id, |_| ()).is_some()
+    }
+
     fn remove(&self, id: u64) -> bool {
         let taken = find_live(&self.slots.borrow(), id).map(|entry| {
             entry.state.set(entry.state.get() | REMOVED);
@@ -464,6 +519,7 @@ impl<A> SignalInner<A> {
             self.unsettled.set(removed > 0);
         }
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        drop(std::mem::take(&mut *self.weak_owners.borrow_mut()));
         funcs.extend(pending.into_iter().map(|e| e.func.into_inner()));
         self.settle_if_idle();
         drop(funcs);
@@ -577,7 +633,7 @@ impl<A> ConnectionTarget for SignalInner<A> {
     }
 
     fn contains(&self, id: u64) -> bool {
-        self.with_entry(id, |_| ()).is_some()
+        SignalInner::contains(self, id)
     }
 
     fn set_blocked(&self, id: u64, blocked: bool) -> Option<bool> {
