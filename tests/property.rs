@@ -320,3 +320,46 @@ fn a_value_about_to_change_slot_setting_the_current_value_vetoes_the_change() {
     assert_eq!(property.get(), 10, "clamped from 7");
     assert_eq!(*seen.borrow(), [7, 10]);
 }
+
+/// When a `value_about_to_change` slot sets the property (a clamp, or a veto with the current
+/// value), the slots after it in that emit no longer hear the interrupted `(old, new)` pair: it
+/// announced a change that never happens, and reached them after the change that did (a
+/// recorder heard `(0, 10)`, `value_changed(10)`, then `(0, 15)`).
+#[test]
+fn value_about_to_change_slots_after_one_that_set_the_property_do_not_hear_the_interrupted_pair() {
+    let property = Rc::new(Property::new(0i32));
+    let p = Rc::downgrade(&property);
+    property
+        .value_about_to_change
+        .connect(move |&(_, new)| {
+            let property = p.upgrade().unwrap();
+            if new == 100 {
+                // Two sets from one slot: both are announced to every slot.
+                property.set(10);
+                property.set(9);
+            } else if new > 10 {
+                property.set(10);
+            }
+        })
+        .release();
+    let (about, changed) = record(&property);
+
+    assert!(property.set(15));
+    assert_eq!(property.get(), 10);
+    assert_eq!(*about.borrow(), [(0, 10)]);
+    assert_eq!(*changed.borrow(), [10]);
+
+    // A veto (the current value) is not announced either.
+    assert!(!property.set(15));
+    assert_eq!(*about.borrow(), [(0, 10)]);
+
+    assert!(property.set(100));
+    assert_eq!(property.get(), 9);
+    assert_eq!(*about.borrow(), [(0, 10), (10, 9)]);
+    assert_eq!(*changed.borrow(), [10, 9]);
+
+    // Later sets reach every slot again.
+    assert!(property.set(3));
+    assert_eq!(*about.borrow(), [(0, 10), (10, 9), (9, 3)]);
+    assert_eq!(*changed.borrow(), [10, 9, 3]);
+}

@@ -17,7 +17,9 @@ use super::Signal;
 /// ends, so every observer sees the newest value last. From a `value_about_to_change` slot (a
 /// clamp, say) the slot's value is announced and stands: the set that was about to happen is
 /// dropped. Setting the current value from there is how such a slot rejects a change: the
-/// property keeps its value, and the interrupted `set` returns `false`.
+/// property keeps its value, and the interrupted `set` returns `false`. Either way the
+/// `value_about_to_change` slots after that slot do not hear the interrupted `(old, new)` pair
+/// (a change that does not happen); they heard the slot's own change, if any.
 ///
 /// ```
 /// use kdnet::Property;
@@ -43,6 +45,12 @@ pub struct Property<T: 'static> {
     /// A `value_changed` announcement is running: a set from one of its slots stores its value
     /// and leaves announcing it to that announcement.
     announcing: Cell<bool>,
+    /// How many `value_about_to_change` emits of this property are running: a set made from
+    /// one of their slots supersedes their change, so they stop announcing it.
+    about_depth: Cell<u32>,
+    /// `value_about_to_change`'s slots are marked to sit out the running emits (see
+    /// `Signal::skip_running_emits`); cleared when the outermost of them ends.
+    about_skipped: Cell<bool>,
     /// Emitted before a change with `(old, new)`.
     pub value_about_to_change: Signal<(T, T)>,
     /// Emitted after a change with the new value.
@@ -59,6 +67,8 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
             stores: Cell::new(0),
             sets: Cell::new(0),
             announcing: Cell::new(false),
+            about_depth: Cell::new(0),
+            about_skipped: Cell::new(false),
             value_about_to_change: Signal::new(),
             value_changed: Signal::new(),
             destroyed: Signal::new(),
@@ -73,6 +83,17 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
     /// Stores `value` and emits the change signals, unless it equals the current value.
     /// Returns whether the value changed.
     pub fn set(&self, value: T) -> bool {
+        let changed = self.store_and_announce(value);
+        if self.about_depth.get() > 0 {
+            // Set from a `value_about_to_change` slot (or further down): the change being
+            // announced there does not happen, so its remaining slots must not hear of it.
+            self.value_about_to_change.skip_running_emits();
+            self.about_skipped.set(true);
+        }
+        changed
+    }
+
+    fn store_and_announce(&self, value: T) -> bool {
         let sets = self.sets.get().wrapping_add(1);
         self.sets.set(sets);
         let old = {
@@ -85,7 +106,13 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
         };
         let stores = self.stores.get();
         if let Some(old) = old {
+            if self.about_skipped.replace(false) {
+                // This change is announced to every slot (those after an earlier set's slot too).
+                self.value_about_to_change.clear_skipped();
+            }
+            let about = AboutToChange::start(self);
             self.value_about_to_change.emit(&(old, value.clone()));
+            drop(about);
             if self.sets.get() != sets {
                 // A slot set a value of its own (announced by that set), or the current one to
                 // reject this change: it stands.
@@ -111,6 +138,27 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
             // observer saw is the property's.
             announced = self.stores.get();
             value = self.get();
+        }
+    }
+}
+
+/// Counts a `value_about_to_change` emit as running until dropped (also when a slot panics);
+/// the outermost one lets every slot hear later changes again.
+struct AboutToChange<'a, T: 'static>(&'a Property<T>);
+
+impl<'a, T: 'static> AboutToChange<'a, T> {
+    fn start(property: &'a Property<T>) -> Self {
+        property.about_depth.set(property.about_depth.get() + 1);
+        AboutToChange(property)
+    }
+}
+
+impl<T: 'static> Drop for AboutToChange<'_, T> {
+    fn drop(&mut self) {
+        let property = self.0;
+        property.about_depth.set(property.about_depth.get() - 1);
+        if property.about_depth.get() == 0 && property.about_skipped.replace(false) {
+            property.value_about_to_change.clear_skipped();
         }
     }
 }

@@ -64,7 +64,8 @@ pub struct Signal<A: 'static> {
 /// these cells). The list itself is never resized during an emit (see [`SignalInner`]).
 struct SlotEntry<A> {
     id: u64,
-    /// [`BLOCKED`] and [`REMOVED`] bits; an emit runs the slot only when this is zero.
+    /// [`BLOCKED`], [`REMOVED`] and [`SKIPPED`] bits; an emit runs the slot only when this is
+    /// zero.
     state: Cell<u8>,
     /// Mutably borrowed while the slot runs, so a nested emit sees it busy and skips it. Replaced
     /// by a no-op on removal, dropping the user's closure (and its captures) right away.
@@ -73,6 +74,8 @@ struct SlotEntry<A> {
 
 const BLOCKED: u8 = 1;
 const REMOVED: u8 = 2;
+/// Set by [`Signal::skip_running_emits`] until [`Signal::clear_skipped`].
+const SKIPPED: u8 = 4;
 
 pub(crate) struct SignalInner<A> {
     /// Sorted by `id` (ids only grow), so lookups are binary searches and order is connection
@@ -317,6 +320,26 @@ impl<A: 'static> Signal<A> {
         self.inner.get().map_or(0, |inner| {
             inner.slots.borrow().len() - inner.removed.get() + inner.pending.borrow().len()
         })
+    }
+
+    /// Makes the emits running now (further up the stack) call no further slot, until
+    /// [`clear_skipped`](Self::clear_skipped): `Property` stops announcing a change a slot has
+    /// superseded. Costs the emit nothing: skipped slots carry a state bit it checks anyway.
+    pub(crate) fn skip_running_emits(&self) {
+        if let Some(inner) = self.inner.get() {
+            for entry in inner.slots.borrow().iter() {
+                entry.state.set(entry.state.get() | SKIPPED);
+            }
+        }
+    }
+
+    /// Undoes [`skip_running_emits`](Self::skip_running_emits).
+    pub(crate) fn clear_skipped(&self) {
+        if let Some(inner) = self.inner.get() {
+            for entry in inner.slots.borrow().iter() {
+                entry.state.set(entry.state.get() & !SKIPPED);
+            }
+        }
     }
 
     /// Identifies this signal's slot list for handles; null (matching no handle) before the
