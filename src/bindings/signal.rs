@@ -89,11 +89,17 @@ pub(crate) struct SignalInner<A> {
     removed: Cell<usize>,
     /// `removed > 0` or `pending` is not empty: the list needs settling once no emit runs.
     unsettled: Cell<bool>,
-    /// The owners of [`Signal::connect_weak`] connections, by connection id: a later
-    /// `connect_weak` sweeps the connections whose owner is gone (see `sweep_weak_owners`).
-    weak_owners: RefCell<Vec<(u64, Weak<dyn Any>)>>,
-    /// `weak_owners` is swept when it grows to this length.
-    sweep_at: Cell<usize>,
+    /// The owners of [`Signal::connect_weak`] connections (see [`WeakOwners`]); allocated by
+    /// the first `connect_weak`, so other signals pay one word for it.
+    weak_owners: OnceCell<Box<RefCell<WeakOwners>>>,
+}
+
+/// The owners of a signal's [`Signal::connect_weak`] connections, by connection id: a later
+/// `connect_weak` sweeps the connections whose owner is gone (see `add_weak_owner`).
+struct WeakOwners {
+    owners: Vec<(u64, Weak<dyn Any>)>,
+    /// `owners` is swept when it grows to this length.
+    sweep_at: usize,
 }
 
 /// The fewest `connect_weak` owners a signal remembers before it sweeps the gone ones.
@@ -116,8 +122,7 @@ impl<A: 'static> Signal<A> {
                 next_id: Cell::new(1),
                 removed: Cell::new(0),
                 unsettled: Cell::new(false),
-                weak_owners: RefCell::new(Vec::new()),
-                sweep_at: Cell::new(MIN_SWEEP),
+                weak_owners: OnceCell::new(),
             })
         })
     }
@@ -469,9 +474,16 @@ impl<A> SignalInner<A> {
     /// ones disconnected otherwise): amortised constant work per call, and a list (and slot
     /// count) bounded by twice the live `connect_weak` connections.
     fn add_weak_owner(&self, id: u64, owner: Weak<dyn Any>) {
-        let mut owners = self.weak_owners.borrow_mut();
+        let weak_owners = self.weak_owners.get_or_init(|| {
+            Box::new(RefCell::new(WeakOwners {
+                owners: Vec::new(),
+                sweep_at: MIN_SWEEP,
+            }))
+        });
+        let mut weak_owners = weak_owners.borrow_mut();
+        let WeakOwners { owners, sweep_at } = &mut *weak_owners;
         let mut gone = Vec::new();
-        if owners.len() >= self.sweep_at.get() {
+        if owners.len() >= *sweep_at {
             owners.retain(|(id, owner)| {
                 if !self.contains(*id) {
                     false
@@ -482,10 +494,10 @@ impl<A> SignalInner<A> {
                     true
                 }
             });
-            self.sweep_at.set((owners.len() * 2).max(MIN_SWEEP));
+            *sweep_at = (owners.len() * 2).max(MIN_SWEEP);
         }
         owners.push((id, owner));
-        drop(owners);
+        drop(weak_owners);
         // Outside the borrow: dropping a closure may connect to this signal again.
         for id in gone {
             self.remove(id);
@@ -542,7 +554,9 @@ impl<A> SignalInner<A> {
             self.unsettled.set(removed > 0);
         }
         let pending = std::mem::take(&mut *self.pending.borrow_mut());
-        drop(std::mem::take(&mut *self.weak_owners.borrow_mut()));
+        if let Some(weak_owners) = self.weak_owners.get() {
+            drop(std::mem::take(&mut weak_owners.borrow_mut().owners));
+        }
         funcs.extend(pending.into_iter().map(|e| e.func.into_inner()));
         self.settle_if_idle();
         drop(funcs);
