@@ -42,7 +42,7 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::json_quote;
+use common::{json_quote, redact_url};
 use kdnet::network::http::HttpRequest;
 use kdnet::network::sse::{SseClient, SseError, SseEvent, SseWriter};
 use kdnet::network::{TcpServer, TcpSocket};
@@ -91,11 +91,13 @@ fn main() {
             .clone()
             .unwrap_or_else(|| DEFAULT_BASE_URL.to_string()),
     };
-    let endpoint = responses_endpoint(&base_url);
-    if let Err(e) = HttpRequest::new(&endpoint) {
-        eprintln!("openai_chat: bad --base-url: {e}\n{USAGE}");
-        std::process::exit(2);
-    }
+    let endpoint = match responses_endpoint(&base_url) {
+        Ok(endpoint) => endpoint,
+        Err(message) => {
+            eprintln!("openai_chat: bad --base-url: {message}\n{USAGE}");
+            std::process::exit(2);
+        }
+    };
     match &mock {
         Some(_) => eprintln!(
             "openai_chat: backend: kdnet's offline mock of the Responses API on {base_url} \
@@ -146,9 +148,21 @@ fn main() {
 
 // ---- command line ------------------------------------------------------------------------------
 
-/// `POST` goes here: `{base}/v1/responses`.
-fn responses_endpoint(base_url: &str) -> String {
-    format!("{}/v1/responses", base_url.trim_end_matches('/'))
+/// `POST` goes here: `{base}/v1/responses`. The base must be an `http`/`https` URL with a host
+/// and no query or fragment: appended to `http://` the path would become the host
+/// (`http:///v1/responses` names a host called `v1`), and after a query or fragment it would be
+/// part of those instead of the path.
+fn responses_endpoint(base_url: &str) -> Result<String, String> {
+    let base = HttpRequest::new(base_url).map_err(|e| e.to_string())?;
+    if base.url().query().is_some() || base.url().fragment().is_some() {
+        return Err(format!(
+            "{:?} has a query or fragment; give the server's base URL only",
+            redact_url(base_url)
+        ));
+    }
+    let endpoint = format!("{}/v1/responses", base_url.trim_end_matches('/'));
+    HttpRequest::new(&endpoint).map_err(|e| e.to_string())?;
+    Ok(endpoint)
 }
 
 #[derive(Debug)]

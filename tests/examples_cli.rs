@@ -650,6 +650,42 @@ fn openai_chat_stops_quietly_when_nobody_reads_its_output() {
     }
 }
 
+// ---- bad URLs and unreachable hosts ------------------------------------------------------------
+
+/// URLs no request can be made of: not a URL, another scheme, no host, a broken IPv6 literal, a
+/// port out of range.
+const BAD_URLS: [&str; 5] = [
+    "not a url",
+    "ftp://127.0.0.1/",
+    "http://",
+    "http://[::1/",
+    "http://127.0.0.1:99999/",
+];
+
+#[test]
+fn openai_chat_refuses_a_base_url_it_cannot_put_the_endpoint_under() {
+    // Appending "/v1/responses" to these would not name the endpoint: "http://" would become
+    // "http:///v1/responses" (a request to a host called "v1"), and a query or fragment would
+    // swallow the path.
+    let addr = refused_address();
+    let with_query = format!("http://{addr}/?key=1");
+    let with_fragment = format!("http://{addr}/#top");
+    let mut bases: Vec<&str> = BAD_URLS.to_vec();
+    bases.push(&with_query);
+    bases.push(&with_fragment);
+    for base in bases {
+        let out = run(
+            "openai_chat",
+            &["--base-url", base, "--prompt", "hi"],
+            Stdin::Null,
+        );
+        assert_eq!(out.code(), Some(2), "{base:?}: {out:?}");
+        assert!(out.stderr_text().contains("bad --base-url"), "{out:?}");
+        assert!(out.stderr_text().contains("usage: "), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+    }
+}
+
 // ---- every example -----------------------------------------------------------------------------
 
 #[test]
