@@ -662,6 +662,50 @@ const BAD_URLS: [&str; 5] = [
     "http://127.0.0.1:99999/",
 ];
 
+/// A host name no resolver can answer (a 64-byte label): refused before any lookup.
+fn unresolvable_url() -> String {
+    format!("http://{}.example/", "a".repeat(64))
+}
+
+#[test]
+fn http_get_exits_1_with_one_line_per_bad_url_and_fetches_the_rest() {
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("fine", "")));
+    let good = server.url("/");
+    let unresolvable = unresolvable_url();
+    let mut args: Vec<&str> = BAD_URLS.to_vec();
+    args.push(&unresolvable);
+    args.push(&good);
+    let out = run("http_get", &args, Stdin::Null);
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    assert_eq!(out.stdout_text(), "fine", "{out:?}");
+    let stderr = out.stderr_text();
+    assert_eq!(stderr.lines().count(), BAD_URLS.len() + 1, "{stderr}");
+    for (line, url) in stderr.lines().zip(BAD_URLS) {
+        assert!(
+            line.starts_with(&format!("http_get: {url}: invalid URL")),
+            "{line:?}"
+        );
+    }
+    assert!(
+        stderr.lines().last().unwrap().contains("invalid address"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
+fn sse_cat_exits_2_on_a_bad_url_or_a_host_no_resolver_can_answer_even_when_reconnecting() {
+    for url in BAD_URLS {
+        let out = run("sse_cat", &[url], Stdin::Null);
+        assert_eq!(out.code(), Some(2), "{url:?}: {out:?}");
+        assert!(out.stderr_text().contains("invalid URL"), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+    }
+    let out = run("sse_cat", &[&unresolvable_url()], Stdin::Null);
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    assert!(out.stderr_text().contains("invalid address"), "{out:?}");
+}
+
 #[test]
 fn openai_chat_refuses_a_base_url_it_cannot_put_the_endpoint_under() {
     // Appending "/v1/responses" to these would not name the endpoint: "http://" would become
@@ -682,6 +726,27 @@ fn openai_chat_refuses_a_base_url_it_cannot_put_the_endpoint_under() {
         assert_eq!(out.code(), Some(2), "{base:?}: {out:?}");
         assert!(out.stderr_text().contains("bad --base-url"), "{out:?}");
         assert!(out.stderr_text().contains("usage: "), "{out:?}");
+        assert!(out.stdout.is_empty(), "{out:?}");
+    }
+}
+
+#[test]
+fn openai_chat_exits_1_with_the_reason_when_the_server_is_unreachable() {
+    let refused = format!("http://{}", refused_address());
+    let unresolvable = unresolvable_url();
+    for (base, reason) in [
+        (refused.as_str(), "refused"),
+        (unresolvable.as_str(), "invalid address"),
+    ] {
+        let out = run(
+            "openai_chat",
+            &["--base-url", base, "--prompt", "hi"],
+            Stdin::Null,
+        );
+        assert_eq!(out.code(), Some(1), "{base:?}: {out:?}");
+        let stderr = out.stderr_text();
+        assert!(stderr.contains(reason), "{stderr}");
+        assert!(!stderr.contains("panicked"), "{stderr}");
         assert!(out.stdout.is_empty(), "{out:?}");
     }
 }
