@@ -751,6 +751,57 @@ fn openai_chat_exits_1_with_the_reason_when_the_server_is_unreachable() {
     }
 }
 
+// ---- signals_and_timers ------------------------------------------------------------------------
+
+#[test]
+fn signals_and_timers_ticks_announces_only_changes_and_quits_after_a_second() {
+    let out = run("signals_and_timers", &[], Stdin::Null);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(out.stderr.is_empty(), "{out:?}");
+    assert!(
+        out.elapsed >= Duration::from_millis(1_000),
+        "quit after {:?}",
+        out.elapsed
+    );
+    let stdout = out.stdout_text();
+    // Each line but the last starts with "[   n ms] ".
+    let events: Vec<&str> = stdout
+        .lines()
+        .filter_map(|line| line.split_once("] ").map(|(_, event)| event))
+        .collect();
+    let ticks: Vec<&str> = events
+        .iter()
+        .copied()
+        .filter(|e| e.starts_with("tick "))
+        .collect();
+    // Five ticks of 200 ms fit before the 1,050 ms stop; a stalled machine may coalesce some.
+    assert!((3..=5).contains(&ticks.len()), "{stdout}");
+    let expected_ticks: Vec<String> = (1..=ticks.len()).map(|n| format!("tick {n}")).collect();
+    assert_eq!(ticks, expected_ticks, "{stdout}");
+    // The temperature (20 + n/2) changes on even ticks only, and only changes are announced,
+    // each right after the tick that caused it.
+    let mut expected = Vec::new();
+    for n in 1..=ticks.len() {
+        expected.push(format!("tick {n}"));
+        if n % 2 == 0 {
+            expected.push(format!("temperature is now {} °C", 20 + n / 2));
+        }
+    }
+    expected.push("time is up, quitting".to_string());
+    assert_eq!(events, expected, "{stdout}");
+    assert_eq!(
+        stdout.lines().last(),
+        Some(
+            format!(
+                "loop finished with code 0; final temperature {} °C",
+                20 + ticks.len() / 2
+            )
+            .as_str()
+        ),
+        "{stdout}"
+    );
+}
+
 // ---- every example -----------------------------------------------------------------------------
 
 #[test]
