@@ -89,11 +89,20 @@
 //!
 //! ## Logging
 //!
-//! kdnet logs through the [`log`] facade. Targets are module paths (`kdnet::foundation::event_loop`,
-//! …). `WARN` is for problems the caller may not see otherwise, `DEBUG` for lifecycle (connect,
-//! reconnect, pool reuse), `TRACE` for per-event detail; wire bytes are logged only at `TRACE`,
-//! except the start of a refused event stream's body (inside the `SseError` logged at `DEBUG`) and
-//! an event ID that cannot be sent back (`WARN`).
+//! kdnet logs through the [`log`] facade; targets are module paths (`kdnet::network::sse::client`,
+//! …).
+//!
+//! - `WARN`: problems the caller may not see otherwise — certificate verification turned off, a
+//!   descriptor that could not be re-armed, a loop that could not be woken, an event ID that
+//!   cannot be sent back as `Last-Event-ID` (the ID is quoted).
+//! - `DEBUG`: lifecycle — connects and their failures, connections opened and closed, a retry on
+//!   a pooled connection the server had closed, redirects (with the new URL), event streams
+//!   opening, ending and reconnecting, cookies refused (by name) — and every failed request with
+//!   its error. URLs appear with their query; an error may quote a few bytes of a malformed
+//!   response (a bad `Content-Length` value, the start of a refused event stream's body).
+//! - `TRACE`: descriptor clean-up only.
+//!
+//! Bodies and event data are never logged, nor are request header values (credentials).
 #![deny(
     missing_docs,
     missing_debug_implementations,
