@@ -12,6 +12,8 @@
 //! The backend: `--mock` picks the mock; otherwise `OPENAI_API_KEY` or `--base-url` picks a real
 //! server (`--base-url`, default `https://api.openai.com`), sent the key as a bearer token when
 //! there is one (local OpenAI-compatible servers need none); with neither, the mock answers.
+//! Requests go to `{base}/v1/responses`, so the base is an `http`/`https` URL with a host, perhaps
+//! a path, and no query or fragment.
 //!
 //! What it shows, top to bottom:
 //!
