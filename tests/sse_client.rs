@@ -1487,3 +1487,36 @@ fn connect_from_the_closed_state_slot_of_an_ended_stream_is_not_followed_by_disc
     assert_eq!(sse.ready_state(), ReadyState::Open);
     assert_eq!(disconnected.get(), 0);
 }
+
+/// `Retry-After: 0` on a throttled answer is no licence to ask again at once: with retry on
+/// throttle on, a server that keeps answering `503` with it is asked with the failure backoff.
+/// It was asked again immediately, over 10,000 times in half a second.
+#[test]
+fn retry_after_zero_backs_off_like_any_failed_attempt() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Bytes(
+            b"HTTP/1.1 503 Service Unavailable\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n"
+                .to_vec(),
+        )
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_retry_on_throttle(true);
+    sse.set_reconnection_time(Duration::from_millis(10));
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    run_until(&mut ev, Duration::from_millis(600), || false);
+    sse.disconnect();
+    let asked = server.requests().len();
+    assert!(
+        (2..=10).contains(&asked),
+        "{asked} requests in 600 ms (backoff from 100 ms would make about 3)"
+    );
+    assert!(matches!(
+        rec.errors.borrow()[0],
+        SseError::Throttled {
+            status: 503,
+            retry_after: Some(Duration::ZERO)
+        }
+    ));
+}

@@ -272,8 +272,9 @@ impl SseClient {
     }
 
     /// Retry (instead of failing) on 429 and 503 responses, waiting as long as `Retry-After`
-    /// says (off by default; a retry is a reconnect, so with auto reconnect off such a response
-    /// closes the client with [`SseError::Throttled`]).
+    /// says, or, when it says nothing or `0`, the backoff of any failed attempt (off by default;
+    /// a retry is a reconnect, so with auto reconnect off such a response closes the client with
+    /// [`SseError::Throttled`]).
     pub fn set_retry_on_throttle(&self, enabled: bool) {
         self.inner.borrow_mut().retry_throttled = enabled;
     }
@@ -693,12 +694,15 @@ impl SseClient {
         if self.inner.borrow().retry_throttled && matches!(status, 429 | 503) {
             let retry_after = response.header("retry-after").and_then(parse_retry_after);
             self.inner.borrow_mut().failures += 1;
+            // `Retry-After: 0` asks for no wait at all: a server that keeps answering so would
+            // be asked again in a tight loop. It gets the backoff of any failed attempt instead.
+            let wait = retry_after.filter(|wait| !wait.is_zero());
             return self.reestablish(
                 Some(SseError::Throttled {
                     status,
                     retry_after,
                 }),
-                retry_after,
+                wait,
             );
         }
         if status != 200 {

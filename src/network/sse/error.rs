@@ -55,7 +55,8 @@ pub enum SseError {
         limit: usize,
     },
     /// The server is overloaded or rate-limits us (429/503) and retrying on it is enabled:
-    /// the client waits as long as `Retry-After` asks.
+    /// the client waits as long as `Retry-After` asks, or backs off as after any failed attempt
+    /// when it asks for no wait (or does not say).
     Throttled {
         /// The status code.
         status: u16,
