@@ -1520,3 +1520,24 @@ fn retry_after_zero_backs_off_like_any_failed_attempt() {
         }
     ));
 }
+
+/// The message of a throttled answer says what the server asked, not what the client does next:
+/// with auto reconnect off the client closes, and it said "retrying in 5s".
+#[test]
+fn a_throttled_answer_message_promises_no_retry() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Bytes(
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 5\r\nContent-Length: 0\r\n\r\n"
+                .to_vec(),
+        )
+    });
+    let (_sse, rec, _log) = run_until_closed_without_auto_reconnect(&mut ev, &server, |sse| {
+        sse.set_retry_on_throttle(true)
+    });
+    let messages: Vec<String> = rec.errors.borrow().iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        messages,
+        ["server throttled us (status 429, retry-after 5s)"]
+    );
+}

@@ -99,9 +99,11 @@ impl fmt::Display for SseError {
                 status,
                 retry_after,
             } => match retry_after {
+                // What the server asked: the client may close instead (auto reconnect off), or
+                // wait longer (a `Retry-After` of 0 gets the failure backoff).
                 Some(d) => write!(
                     f,
-                    "server throttled us (status {status}); retrying in {d:?}"
+                    "server throttled us (status {status}, retry-after {d:?})"
                 ),
                 None => write!(f, "server throttled us (status {status})"),
             },
