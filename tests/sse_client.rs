@@ -1541,3 +1541,38 @@ fn a_throttled_answer_message_promises_no_retry() {
         ["server throttled us (status 429, retry-after 5s)"]
     );
 }
+
+/// A `Last-Event-ID` header in the request given to `connect` is the ID to resume from: sent
+/// (KDNetwork sends a caller's header as it is), carried by the events until the stream sends
+/// its own, and sent again on reconnects. The client dropped it and asked from the start.
+#[test]
+fn a_last_event_id_header_in_the_request_is_the_id_to_resume_from() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| match n {
+        0 => Reply::BytesThenClose(stream("retry: 10\ndata: resumed\n\n")),
+        _ => Reply::Bytes(stream("id: 43\ndata: next\n\n")),
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(
+        HttpRequest::get(&server.url("/"))
+            .unwrap()
+            .with_header("Last-Event-ID", "42"),
+    );
+    assert!(run_until(&mut ev, Duration::from_secs(5), || rec
+        .events
+        .borrow()
+        .len()
+        >= 2));
+    let sent: Vec<Option<String>> = server
+        .requests()
+        .iter()
+        .map(|r| r.header("last-event-id").map(str::to_string))
+        .collect();
+    assert_eq!(sent, [Some("42".to_string()), Some("42".to_string())]);
+    assert_eq!(
+        *rec.events.borrow(),
+        ["message:resumed:42", "message:next:43"]
+    );
+    assert_eq!(sse.last_event_id(), "43");
+}

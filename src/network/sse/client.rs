@@ -184,13 +184,20 @@ impl SseClient {
     }
 
     /// Opens the stream described by `request` (any method, headers and body), replacing any
-    /// stream this client had.
+    /// stream this client had. A `Last-Event-ID` header in `request` sets the ID to resume from,
+    /// as [`set_last_event_id`](Self::set_last_event_id) does.
     pub fn connect(&self, mut request: HttpRequest) {
         let stopped = self.stop(false);
         // A `state_changed` slot of the old stream's close that connected or disconnected has
         // the last word.
         if self.inner.borrow().epoch != stopped {
             return;
+        }
+        // The header is written from the client's ID on every connection: one the caller put in
+        // the request is the ID to resume from.
+        if let Some(id) = request.header("Last-Event-ID") {
+            let id = id.to_owned();
+            self.set_last_event_id(&id);
         }
         if !request.has_header("Accept") {
             request.set_header("Accept", "text/event-stream");
