@@ -1576,3 +1576,49 @@ fn a_last_event_id_header_in_the_request_is_the_id_to_resume_from() {
     );
     assert_eq!(sse.last_event_id(), "43");
 }
+
+/// `disconnect()` from the `state_changed(Connecting)` slot of a broken open stream is the end:
+/// no `error` follows `disconnected` (like `EventSource.close()`, after which no event fires).
+/// The stream's error came after the disconnect, in the `Closed` state, as a non-fatal error.
+#[test]
+fn disconnect_from_the_connecting_slot_of_a_broken_stream_is_followed_by_nothing() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Pieces(
+            vec![b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n9\r\ndata: a\n\n\r\n".to_vec()],
+            Duration::from_secs(5),
+        )
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_read_timeout(Some(Duration::from_millis(200)));
+    let log = lifecycle(&sse);
+    let weak = Rc::downgrade(&sse);
+    let opened = Rc::new(std::cell::Cell::new(false));
+    let o = opened.clone();
+    sse.connected.connect(move |_| o.set(true)).release();
+    sse.state_changed
+        .connect(move |state| {
+            // Only the reconnect's `Connecting` (the stream opened before it).
+            if *state == ReadyState::Connecting && opened.get() {
+                weak.upgrade().unwrap().disconnect();
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || sse
+        .ready_state()
+        == ReadyState::Closed));
+    run_until(&mut ev, Duration::from_millis(200), || false);
+    assert_eq!(
+        *log.borrow(),
+        [
+            "state Connecting",
+            "state Open",
+            "connected",
+            "state Connecting",
+            "state Closed",
+            "disconnected"
+        ]
+    );
+    assert_eq!(server.requests().len(), 1);
+}

@@ -484,6 +484,11 @@ impl SseClient {
         }
         let was_open = std::mem::take(&mut self.inner.borrow_mut().opened);
         self.set_state(ReadyState::Connecting);
+        // A `state_changed` slot that called disconnect() has ended it all: nothing follows its
+        // `disconnected` (as no event follows `EventSource.close()`).
+        if self.ready_state() == ReadyState::Closed {
+            return;
+        }
         if let Some(e) = &cause {
             self.error.emit(e);
         }
