@@ -1622,3 +1622,44 @@ fn disconnect_from_the_connecting_slot_of_a_broken_stream_is_followed_by_nothing
     );
     assert_eq!(server.requests().len(), 1);
 }
+
+/// `set_last_event_id` while a request is in flight, then `disconnect()` and `connect()`: the
+/// user's ID is sent, and from then on the stream's IDs count as any stream's. The pending
+/// user ID outlived the disconnect: when the new stream sent the ID the old one had at the
+/// call, the client took it for the old stream's and kept reporting (and sending) the user's.
+#[test]
+fn an_id_set_before_a_disconnect_does_not_override_the_next_stream() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| match n {
+        0 => {
+            let head =
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nid: A\ndata: a\n\n";
+            Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(3))
+        }
+        1 => Reply::BytesThenClose(stream("retry: 10\nid: A\ndata: b\n\n")),
+        _ => Reply::Stall(Duration::from_secs(3)),
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    sse.set_last_event_id("U");
+    sse.disconnect();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || server
+        .requests()
+        .len()
+        >= 3));
+    sse.disconnect();
+    let sent: Vec<Option<String>> = server
+        .requests()
+        .iter()
+        .map(|r| r.header("last-event-id").map(str::to_string))
+        .collect();
+    assert_eq!(sent, [None, Some("U".to_string()), Some("A".to_string())]);
+    assert_eq!(*rec.events.borrow(), ["message:a:A", "message:b:A"]);
+    assert_eq!(sse.last_event_id(), "A");
+}

@@ -440,6 +440,9 @@ impl SseClient {
                 // The abandoned request took the parser with it; keep what it knew.
                 inner.parser = Some(inner.fresh_parser());
             }
+            // An ID set while that request was in flight is `last_event_id` now (and so the new
+            // parser's): no stream is left for it to be weighed against.
+            inner.user_last_event_id = None;
         }
         if was != ReadyState::Closed {
             self.set_state(ReadyState::Closed);
