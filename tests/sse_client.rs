@@ -1663,3 +1663,42 @@ fn an_id_set_before_a_disconnect_does_not_override_the_next_stream() {
     assert_eq!(*rec.events.borrow(), ["message:a:A", "message:b:A"]);
     assert_eq!(sse.last_event_id(), "A");
 }
+
+/// `connect()` while a stream is open ends that stream as `disconnect()` would (KDNetwork's
+/// `connect` disconnects first): `disconnected` pairs the old stream's `connected` before the new
+/// stream opens. The open stream was dropped silently: `connected` came twice in a row.
+#[test]
+fn connect_while_open_reports_the_end_of_the_open_stream() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: a\n\n";
+        Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(3))
+    });
+    let sse = SseClient::new().unwrap();
+    let log = lifecycle(&sse);
+    let connected =
+        |log: &Rc<RefCell<Vec<String>>>| log.borrow().iter().filter(|l| *l == "connected").count();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || connected(
+        &log
+    ) == 1));
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || connected(
+        &log
+    ) == 2));
+    assert_eq!(
+        *log.borrow(),
+        [
+            "state Connecting",
+            "state Open",
+            "connected",
+            "state Closed",
+            "disconnected",
+            "state Connecting",
+            "state Open",
+            "connected"
+        ]
+    );
+    sse.disconnect();
+    assert_eq!(sse.http_client().pending_requests(), 0);
+}

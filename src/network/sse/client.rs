@@ -184,7 +184,8 @@ impl SseClient {
     }
 
     /// Opens the stream described by `request` (any method, headers and body), replacing any
-    /// stream this client had. A `Last-Event-ID` header in `request` sets the ID to resume from,
+    /// stream this client had (an open one ends with `disconnected`, as with
+    /// [`disconnect`](Self::disconnect)). A `Last-Event-ID` header in `request` sets the ID to resume from,
     /// as [`set_last_event_id`](Self::set_last_event_id) does.
     pub fn connect(&self, mut request: HttpRequest) {
         let stopped = self.stop(false);
@@ -415,7 +416,8 @@ impl SseClient {
         }
     }
 
-    /// Stops the stream; returns the stop count it set (before any slot ran).
+    /// Stops the stream, with `disconnected` if it was open or if `notify` (and it was not
+    /// closed already); returns the stop count it set (before any slot ran).
     fn stop(&self, notify: bool) -> u64 {
         let (current, timer, was, epoch) = {
             let mut inner = self.inner.borrow_mut();
@@ -446,7 +448,9 @@ impl SseClient {
         }
         if was != ReadyState::Closed {
             self.set_state(ReadyState::Closed);
-            if notify {
+            // An open stream's end is always reported (`connect` replacing it, too, as
+            // KDNetwork's `connect` disconnects first).
+            if notify || was == ReadyState::Open {
                 self.disconnected.emit(&());
             }
         }
