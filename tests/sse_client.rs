@@ -1702,3 +1702,45 @@ fn connect_while_open_reports_the_end_of_the_open_stream() {
     sse.disconnect();
     assert_eq!(sse.http_client().pending_requests(), 0);
 }
+
+/// As documented: a reconnect after a redirect starts from the request's own URL, and the
+/// redirect carries `Last-Event-ID` along.
+#[test]
+fn a_reconnect_after_a_redirect_starts_from_the_original_url_with_the_id() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/old") {
+            Reply::Bytes(
+                b"HTTP/1.1 301 Moved Permanently\r\nLocation: /new\r\nContent-Length: 0\r\n\r\n"
+                    .to_vec(),
+            )
+        } else {
+            Reply::BytesThenClose(stream("retry: 10\nid: 5\ndata: moved\n\n"))
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/old")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || rec
+        .events
+        .borrow()
+        .len()
+        >= 2));
+    sse.disconnect();
+    let seen: Vec<String> = server
+        .requests()
+        .iter()
+        .take(4)
+        .map(|r| format!("{} {:?}", r.line, r.header("last-event-id")))
+        .collect();
+    assert_eq!(
+        seen,
+        [
+            "GET /old HTTP/1.1 None",
+            "GET /new HTTP/1.1 None",
+            "GET /old HTTP/1.1 Some(\"5\")",
+            "GET /new HTTP/1.1 Some(\"5\")"
+        ]
+    );
+    assert!(rec.errors.borrow().is_empty());
+}

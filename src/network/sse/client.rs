@@ -57,7 +57,9 @@ pub enum ReadyState {
 ///
 /// Any method, headers and body may be used (OpenAI needs `POST` with JSON and `Authorization`);
 /// they are sent again on every reconnect, with `Last-Event-ID` when an ID is known.
-/// `Accept: text/event-stream` and `Cache-Control: no-cache` are added unless set.
+/// `Accept: text/event-stream` and `Cache-Control: no-cache` are added unless set. Redirects are
+/// followed (`Last-Event-ID` goes along), but each reconnect starts again from the request's own
+/// URL, as the WHATWG rules reuse the request (npm `eventsource` does the same).
 ///
 /// Only a `200` response of type `text/event-stream` opens the stream; any other status (204
 /// included, the usual "stop") or type fails for good, except 429 and 503 when
