@@ -1744,3 +1744,39 @@ fn a_reconnect_after_a_redirect_starts_from_the_original_url_with_the_id() {
     );
     assert!(rec.errors.borrow().is_empty());
 }
+
+/// The WHATWG last-event-ID rules end to end, as the reconnects' `Last-Event-ID` shows them: an
+/// `id` in a block without data still counts (from the reconnect on, as documented), an `id`
+/// holding NUL is ignored, an empty `id` resets the ID and the header is no longer sent, and a
+/// final event without its blank line is not delivered (nor is its ID taken).
+#[test]
+fn last_event_id_rules_across_reconnects() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| match n {
+        0 => Reply::BytesThenClose(stream("retry: 10\nid: 1\ndata: a\n\nid: 2\n\n")),
+        1 => Reply::BytesThenClose(stream("id: x\0y\ndata: b\n\n")),
+        2 => Reply::BytesThenClose(stream("id\ndata: c\n\n")),
+        3 => Reply::BytesThenClose(stream("id: 9\ndata: d\n\nid: 10\ndata: cut")),
+        _ => Reply::Stall(Duration::from_secs(3)),
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || server
+        .requests()
+        .len()
+        >= 5));
+    sse.disconnect();
+    let sent: Vec<Option<String>> = server
+        .requests()
+        .iter()
+        .map(|r| r.header("last-event-id").map(str::to_string))
+        .collect();
+    let some = |id: &str| Some(id.to_string());
+    assert_eq!(sent, [None, some("2"), some("2"), None, some("9")]);
+    assert_eq!(
+        *rec.events.borrow(),
+        ["message:a:1", "message:b:2", "message:c:", "message:d:9"]
+    );
+    assert!(rec.errors.borrow().is_empty());
+}

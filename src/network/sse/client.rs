@@ -241,6 +241,11 @@ impl SseClient {
 
     /// The last event ID received (sent as `Last-Event-ID` when reconnecting, unless it holds a
     /// control character, which no header value can carry).
+    ///
+    /// It follows the events as they are delivered. An `id` in a block without data (which
+    /// dispatches no event) counts once its connection ends and the client reconnects; until
+    /// then this, and a [`connect`](Self::connect) after [`disconnect`](Self::disconnect), still
+    /// use the ID before it.
     pub fn last_event_id(&self) -> String {
         self.inner.borrow().last_event_id.to_string()
     }
