@@ -1780,3 +1780,51 @@ fn last_event_id_rules_across_reconnects() {
     );
     assert!(rec.errors.borrow().is_empty());
 }
+
+/// Auto reconnect turned off while the client waits to reconnect (from the `disconnected` slot
+/// of the ended stream, or later from outside) cancels that reconnect and closes the client.
+/// The reconnect went ahead anyway, with the request sent again.
+#[test]
+fn turning_auto_reconnect_off_while_waiting_to_reconnect_closes_the_client() {
+    for from_slot in [true, false] {
+        let mut ev = EventLoop::new().unwrap();
+        let server =
+            ScriptServer::start(|_, _| Reply::BytesThenClose(stream("retry: 200\ndata: a\n\n")));
+        let sse = SseClient::new().unwrap();
+        let log = lifecycle(&sse);
+        if from_slot {
+            let weak = Rc::downgrade(&sse);
+            sse.disconnected
+                .connect(move |_| weak.upgrade().unwrap().set_auto_reconnect(false))
+                .release();
+        }
+        sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+        assert!(run_until(&mut ev, Duration::from_secs(5), || log
+            .borrow()
+            .iter()
+            .any(|l| l == "disconnected")));
+        if !from_slot {
+            sse.set_auto_reconnect(false);
+        }
+        run_until(&mut ev, Duration::from_millis(600), || false);
+        assert_eq!(server.requests().len(), 1, "from slot: {from_slot}");
+        assert_eq!(
+            sse.ready_state(),
+            ReadyState::Closed,
+            "from slot: {from_slot}"
+        );
+        assert_eq!(
+            *log.borrow(),
+            [
+                "state Connecting",
+                "state Open",
+                "connected",
+                "state Connecting",
+                "disconnected",
+                "state Closed",
+                "disconnected"
+            ],
+            "from slot: {from_slot}"
+        );
+    }
+}

@@ -302,6 +302,8 @@ impl SseClient {
     /// instead: state `Closed`, then `error` if there was one, then `disconnected`. A
     /// one-shot stream such as an LLM response usually wants this off: its request is sent
     /// again on every reconnect. [`connect`](Self::connect) starts a new stream either way.
+    /// Turned off while the client waits to reconnect (in an `error` or `disconnected` slot, say),
+    /// the reconnect is cancelled and the client closes (state `Closed`, then `disconnected`).
     ///
     /// ```
     /// use kdnet::EventLoop;
@@ -314,7 +316,20 @@ impl SseClient {
     /// assert!(!sse.auto_reconnect());
     /// ```
     pub fn set_auto_reconnect(&self, enabled: bool) {
-        self.inner.borrow_mut().auto_reconnect = enabled;
+        let waiting = {
+            let mut inner = self.inner.borrow_mut();
+            inner.auto_reconnect = enabled;
+            if enabled {
+                None
+            } else {
+                inner.reconnect_timer.take()
+            }
+        };
+        // Off while waiting to reconnect: the reconnect is cancelled and the client closes.
+        if let Some(key) = waiting {
+            self.core.timer_remove(key);
+            self.close_for_good(None);
+        }
     }
 
     /// Whether the client reconnects on its own (see [`set_auto_reconnect`](Self::set_auto_reconnect)).
@@ -513,6 +528,10 @@ impl SseClient {
         // A slot may have disconnected or reconnected meanwhile.
         if self.ready_state() != ReadyState::Connecting || self.inner.borrow().current.is_some() {
             return;
+        }
+        // ...or turned auto reconnect off.
+        if !self.inner.borrow().auto_reconnect {
+            return self.close_for_good(None);
         }
         let delay = delay_override.unwrap_or_else(|| self.next_delay());
         log::debug!("event stream reconnecting in {delay:?}");
