@@ -1828,3 +1828,33 @@ fn turning_auto_reconnect_off_while_waiting_to_reconnect_closes_the_client() {
         );
     }
 }
+
+/// `set_flush_unterminated_event(true)` while a stream is open applies to that stream's end, as
+/// it does before `connect`. The setting reached only the next connection's parser, so the
+/// open stream's unterminated final event was dropped.
+#[test]
+fn flush_unterminated_set_while_open_applies_to_the_open_stream() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n";
+        Reply::Pieces(
+            vec![
+                format!("{head}d\r\ndata: first\n\n\r\n").into_bytes(),
+                b"a\r\ndata: tail\r\n0\r\n\r\n".to_vec(),
+            ],
+            Duration::from_millis(200),
+        )
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_auto_reconnect(false);
+    let rec = record(&sse);
+    let weak = Rc::downgrade(&sse);
+    sse.message_received
+        .connect(move |_| weak.upgrade().unwrap().set_flush_unterminated_event(true))
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || sse
+        .ready_state()
+        == ReadyState::Closed));
+    assert_eq!(*rec.events.borrow(), ["message:first:", "message:tail:"]);
+}

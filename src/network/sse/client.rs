@@ -348,6 +348,7 @@ impl SseClient {
 
     /// Delivers a final event whose terminating blank line never arrived before the stream ended
     /// (some gateways drop it). Off by default, as the WHATWG rules discard such an event.
+    /// Changed while a stream is open, it applies to that stream's end too.
     pub fn set_flush_unterminated_event(&self, enabled: bool) {
         let mut inner = self.inner.borrow_mut();
         inner.flush_unterminated = enabled;
@@ -685,6 +686,8 @@ impl SseTarget for SseClient {
         let mut parser = parser;
         if opened && result.is_ok() {
             if let Some(p) = parser.as_mut() {
+                // The setting may have changed while the parser was lent out.
+                p.set_flush_unterminated_at_eof(self.inner.borrow().flush_unterminated);
                 let mut tail = SseBatch::default();
                 let flushed = p.finish_borrowed(&mut tail).is_ok();
                 // A `retry:` on the flushed last line counts like any other.
