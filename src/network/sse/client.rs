@@ -282,6 +282,8 @@ impl SseClient {
 
     /// Treats a stream that sends nothing (not even a comment) for `timeout` as broken, and
     /// reconnects (default: no read timeout). There is never a total timeout on a stream.
+    /// Applies from the next connection on: call it before [`connect`](Self::connect) for the
+    /// first one.
     pub fn set_read_timeout(&self, timeout: Option<Duration>) {
         self.inner.borrow_mut().read_timeout = timeout;
     }
@@ -338,6 +340,7 @@ impl SseClient {
     }
 
     /// Sets the parser's limit on one event's size (default 16 MiB); bigger events fail the stream.
+    /// A connection already under way keeps its limit; the next one gets the new limit.
     pub fn set_max_event_size(&self, bytes: usize) {
         let mut inner = self.inner.borrow_mut();
         inner.max_event_size = bytes;
