@@ -187,8 +187,8 @@ impl SseClient {
 
     /// Opens the stream described by `request` (any method, headers and body), replacing any
     /// stream this client had (an open one ends with `disconnected`, as with
-    /// [`disconnect`](Self::disconnect)). A `Last-Event-ID` header in `request` sets the ID to resume from,
-    /// as [`set_last_event_id`](Self::set_last_event_id) does.
+    /// [`disconnect`](Self::disconnect)). A `Last-Event-ID` header in `request` sets the ID to
+    /// resume from, as [`set_last_event_id`](Self::set_last_event_id) does.
     pub fn connect(&self, mut request: HttpRequest) {
         let stopped = self.stop(false);
         // A `state_changed` slot of the old stream's close that connected or disconnected has
