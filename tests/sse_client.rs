@@ -1858,3 +1858,48 @@ fn flush_unterminated_set_while_open_applies_to_the_open_stream() {
         == ReadyState::Closed));
     assert_eq!(*rec.events.borrow(), ["message:first:", "message:tail:"]);
 }
+
+/// `set_last_event_id` called twice while a request is in flight: the second ID is sent with
+/// the next connection, as the first alone would be. The first call's ID was taken for the
+/// stream's, so the stream's next event (still carrying its old ID) looked like a new stream ID
+/// and replaced the user's.
+#[test]
+fn set_last_event_id_twice_during_a_request_keeps_the_second() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| {
+        if n == 0 {
+            let a = "retry: 10\nid: A\ndata: a\n\n";
+            let head = format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{a}\r\n",
+                a.len()
+            );
+            Reply::Pieces(
+                vec![head.into_bytes(), b"9\r\ndata: b\n\n\r\n0\r\n\r\n".to_vec()],
+                Duration::from_millis(200),
+            )
+        } else {
+            Reply::Stall(Duration::from_secs(3))
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    let weak = Rc::downgrade(&sse);
+    sse.message_received
+        .connect(move |event| {
+            if event.data() == "a" {
+                let sse = weak.upgrade().unwrap();
+                sse.set_last_event_id("U1");
+                sse.set_last_event_id("U2");
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || server
+        .requests()
+        .len()
+        >= 2));
+    sse.disconnect();
+    assert_eq!(*rec.events.borrow(), ["message:a:A", "message:b:A"]);
+    assert_eq!(server.requests()[1].header("last-event-id"), Some("U2"));
+    assert_eq!(sse.last_event_id(), "U2");
+}

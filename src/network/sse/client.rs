@@ -259,8 +259,15 @@ impl SseClient {
         let stream_id = std::mem::replace(&mut inner.last_event_id, id.clone());
         match inner.parser.as_mut() {
             Some(parser) => parser.set_last_event_id(&id),
-            // Lent to the request in flight: applied when it comes back.
-            None => inner.user_last_event_id = Some(Box::new((id, stream_id))),
+            // Lent to the request in flight: applied when it comes back. The stream's ID is the
+            // one an earlier call saw, if there was one: `last_event_id` is that call's ID now.
+            None => {
+                let stream_id = match inner.user_last_event_id.take() {
+                    Some(earlier) => earlier.1,
+                    None => stream_id,
+                };
+                inner.user_last_event_id = Some(Box::new((id, stream_id)));
+            }
         }
     }
 
