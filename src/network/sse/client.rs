@@ -79,8 +79,11 @@ pub enum ReadyState {
 /// let sse = SseClient::new().unwrap();
 /// sse.set_auto_reconnect(false); // a reconnect would ask for a second answer
 /// sse.add_event_listener("response.output_text.delta", |event| print!("{}", event.data())).release();
+/// sse.error.connect(|error| eprintln!("{error}")).release();
+/// // With auto reconnect off, `disconnected` ends every outcome: the server closing the stream
+/// // after `response.completed`, a refused request (401, 429, ...) or a broken connection.
 /// let handle = event_loop.handle();
-/// sse.add_event_listener("response.completed", move |_| handle.quit()).release();
+/// sse.disconnected.connect(move |_| handle.quit()).release();
 /// let request = HttpRequest::post("http://127.0.0.1:8080/v1/responses", r#"{"stream":true}"#)
 ///     .unwrap()
 ///     .with_header("Content-Type", "application/json");
