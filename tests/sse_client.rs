@@ -1904,3 +1904,31 @@ fn set_last_event_id_twice_during_a_request_keeps_the_second() {
     assert_eq!(server.requests()[1].header("last-event-id"), Some("U2"));
     assert_eq!(sse.last_event_id(), "U2");
 }
+
+/// As documented: open streams count against the per-host connection cap of their shared
+/// `HttpClient`; a stream beyond it waits in `Connecting` and opens when another ends.
+#[test]
+fn streams_beyond_the_per_host_cap_wait_until_one_ends() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: a\n\n";
+        Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(5))
+    });
+    let http = HttpClient::new().unwrap();
+    let cap = http.session().max_connections_per_host();
+    let clients: Vec<_> = (0..=cap).map(|_| http.create_sse_client()).collect();
+    for client in &clients {
+        client.connect(HttpRequest::get(&server.url("/")).unwrap());
+    }
+    let open = || clients.iter().filter(|c| c.is_connected()).count();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || open() == cap));
+    run_until(&mut ev, Duration::from_millis(200), || false);
+    assert_eq!(open(), cap);
+    assert_eq!(clients[cap].ready_state(), ReadyState::Connecting);
+    clients[0].disconnect();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || clients[cap]
+        .is_connected()));
+    for client in &clients {
+        client.disconnect();
+    }
+}

@@ -28,6 +28,8 @@ use super::error::is_permanent;
 use super::{DEFAULT_MAX_EVENT_SIZE, SseBatch, SseError, SseEvent, SseParser};
 use crate::bindings::{ConnectionHandle, Signal};
 use crate::foundation::{LoopCore, LoopError, TimerKey};
+#[cfg(doc)]
+use crate::network::http::HttpSession;
 use crate::network::http::{
     HttpClient, HttpError, HttpRequest, HttpResponse, RequestId, SseTarget, is_event_stream_mime,
 };
@@ -60,6 +62,11 @@ pub enum ReadyState {
 /// `Accept: text/event-stream` and `Cache-Control: no-cache` are added unless set. Redirects are
 /// followed (`Last-Event-ID` goes along), but each reconnect starts again from the request's own
 /// URL, as the WHATWG rules reuse the request (npm `eventsource` does the same).
+///
+/// An open stream holds one of its [`HttpClient`]'s connections for as long as it lasts, and
+/// the per-host cap ([`HttpSession::set_max_connections_per_host`], 6 by default) counts it:
+/// a seventh stream to one host through the same `HttpClient` waits in `Connecting` until one
+/// of the others ends. Raise the cap, or give such streams their own `HttpClient`.
 ///
 /// Only a `200` response of type `text/event-stream` opens the stream; any other status (204
 /// included, the usual "stop") or type fails for good, except 429 and 503 when
