@@ -1932,3 +1932,56 @@ fn streams_beyond_the_per_host_cap_wait_until_one_ends() {
         client.disconnect();
     }
 }
+
+/// Which answers open the stream (status 200 and a `Content-Type` whose essence is
+/// `text/event-stream`: case, parameters and whitespace around them ignored, as WPT's
+/// `format-mime-*` tests ask) and which fail it for good (any other type or status, other 2xx
+/// included).
+#[test]
+fn only_200_with_the_event_stream_essence_opens_the_stream() {
+    let cases = [
+        ("200 OK", "text/event-stream", true),
+        ("200 OK", "TEXT/Event-Stream", true),
+        ("200 OK", "text/event-stream;", true),
+        ("200 OK", "text/event-stream ; charset=windows-1252", true),
+        ("200 OK", "text/event-stream;charset=\"utf-8\"", true),
+        ("200 OK", "text/x-bogus", false),
+        ("200 OK", "x bogus", false),
+        ("200 OK", "text/event-streams", false),
+        ("201 Created", "text/event-stream", false),
+        ("205 Reset Content", "text/event-stream", false),
+        ("206 Partial Content", "text/event-stream", false),
+    ];
+    for (status, content_type, opens) in cases {
+        let mut ev = EventLoop::new().unwrap();
+        let response = format!(
+            "HTTP/1.1 {status}\r\nContent-Type: {content_type}\r\nContent-Length: 9\r\n\r\ndata: x\n\n"
+        );
+        let server = ScriptServer::start(move |_, _| Reply::Bytes(response.clone().into_bytes()));
+        let sse = SseClient::new().unwrap();
+        let rec = record(&sse);
+        sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+        assert!(
+            run_until(&mut ev, Duration::from_secs(5), || sse.ready_state()
+                == ReadyState::Closed
+                || !rec.events.borrow().is_empty()),
+            "{status} {content_type:?}"
+        );
+        let case = format!("{status} {content_type:?}");
+        if opens {
+            assert_eq!(*rec.events.borrow(), ["message:x:"], "{case}");
+            assert!(rec.errors.borrow().is_empty(), "{case}");
+        } else {
+            assert!(rec.events.borrow().is_empty(), "{case}");
+            let errors = rec.errors.borrow();
+            let expected = if status.starts_with("200") {
+                matches!(errors[..], [SseError::BadContentType { .. }])
+            } else {
+                matches!(errors[..], [SseError::BadStatus { .. }])
+            };
+            assert!(expected, "{case}: {errors:?}");
+            assert_eq!(sse.ready_state(), ReadyState::Closed, "{case}");
+        }
+        sse.disconnect();
+    }
+}
