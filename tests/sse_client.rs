@@ -1985,3 +1985,77 @@ fn only_200_with_the_event_stream_essence_opens_the_stream() {
         sse.disconnect();
     }
 }
+
+/// Dropping the client's last handle from one of its own slots, or while it connects, stops it:
+/// no panic, its request is abandoned, and nothing reconnects afterwards.
+#[test]
+fn dropping_the_client_from_its_own_slots_or_while_connecting_stops_it() {
+    for slot in [
+        "connecting",
+        "connected",
+        "message",
+        "disconnected",
+        "error",
+        "state",
+    ] {
+        let mut ev = EventLoop::new().unwrap();
+        let server = ScriptServer::start(|_, n| match n {
+            0 => Reply::BytesThenClose(stream("retry: 10\ndata: a\n\ndata: b\n\n")),
+            _ => Reply::Close,
+        });
+        let http = HttpClient::new().unwrap();
+        let sse = http.create_sse_client();
+        let holder: Rc<RefCell<Option<Rc<SseClient>>>> = Rc::new(RefCell::new(Some(sse.clone())));
+        let dropped = Rc::new(std::cell::Cell::new(false));
+        let (h, d) = (holder.clone(), dropped.clone());
+        let drop_it = move || {
+            h.borrow_mut().take();
+            d.set(true);
+        };
+        match slot {
+            "connected" => sse.connected.connect(move |_| drop_it()).release(),
+            "message" => sse.message_received.connect(move |_| drop_it()).release(),
+            "disconnected" => sse.disconnected.connect(move |_| drop_it()).release(),
+            "error" => sse.error.connect(move |_| drop_it()).release(),
+            // The reconnect after the first stream's clean end.
+            "state" => {
+                let connecting = std::cell::Cell::new(0);
+                sse.state_changed
+                    .connect(move |state| {
+                        if *state == ReadyState::Connecting {
+                            connecting.set(connecting.get() + 1);
+                            if connecting.get() == 2 {
+                                drop_it();
+                            }
+                        }
+                    })
+                    .release()
+            }
+            _ => {}
+        }
+        let events = record(&sse).events;
+        sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+        drop(sse);
+        if slot == "connecting" {
+            holder.borrow_mut().take();
+            dropped.set(true);
+        }
+        assert!(
+            run_until(&mut ev, Duration::from_secs(5), || dropped.get()),
+            "{slot}"
+        );
+        run_until(&mut ev, Duration::from_millis(200), || false);
+        assert!(holder.borrow().is_none(), "{slot}");
+        assert_eq!(http.pending_requests(), 0, "{slot}");
+        let asked = server.requests().len();
+        run_until(&mut ev, Duration::from_millis(200), || false);
+        assert_eq!(
+            server.requests().len(),
+            asked,
+            "{slot}: reconnected after the drop"
+        );
+        if slot == "message" {
+            assert_eq!(*events.borrow(), ["message:a:"], "no event after the drop");
+        }
+    }
+}

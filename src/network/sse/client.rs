@@ -63,6 +63,9 @@ pub enum ReadyState {
 /// followed (`Last-Event-ID` goes along), but each reconnect starts again from the request's own
 /// URL, as the WHATWG rules reuse the request (npm `eventsource` does the same).
 ///
+/// Dropping the last handle to the client stops its stream and any pending reconnect; dropped
+/// from a `message_received` slot, it delivers no later event.
+///
 /// An open stream holds one of its [`HttpClient`]'s connections for as long as it lasts, and
 /// the per-host cap ([`HttpSession::set_max_connections_per_host`], 6 by default) counts it:
 /// a seventh stream to one host through the same `HttpClient` waits in `Connecting` until one
@@ -664,8 +667,13 @@ impl SseTarget for SseClient {
         for event in events.events() {
             {
                 let mut inner = self.inner.borrow_mut();
-                if inner.current != Some(id) || inner.state != ReadyState::Open {
-                    // A slot disconnected (or reconnected): the rest of this batch is dropped.
+                // Only this delivery holds the client when a slot dropped its last handle.
+                if inner.current != Some(id)
+                    || inner.state != ReadyState::Open
+                    || self.self_weak.strong_count() <= 1
+                {
+                    // A slot disconnected (or reconnected, or dropped the client): the rest of
+                    // this batch is dropped.
                     return;
                 }
                 // The event's own (shared or inline) ID: a copy of at most 24 bytes, no compare.
