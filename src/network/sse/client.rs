@@ -108,7 +108,8 @@ pub struct SseClient {
     pub message_received: Signal<SseEvent>,
     /// An open stream ended, or the client stopped.
     pub disconnected: Signal<()>,
-    /// Something went wrong; see [`SseError::is_fatal`] for whether a reconnect follows.
+    /// Something went wrong; see [`SseError::is_fatal`] for whether a reconnect follows (with
+    /// auto reconnect off none does: the state is already `Closed` when this is emitted).
     pub error: Signal<SseError>,
     /// The ready state changed.
     pub state_changed: Signal<ReadyState>,
