@@ -43,6 +43,8 @@ pub(crate) struct TlsSession {
     unconfirmed: usize,
     /// The peer sent close_notify: its end of the stream is authenticated.
     close_notify_received: bool,
+    /// We queued close_notify: nothing written after it reaches the peer's reader.
+    close_notify_sent: bool,
 }
 
 impl TlsSession {
@@ -61,6 +63,7 @@ impl TlsSession {
                 .to_string(),
             unconfirmed: 0,
             close_notify_received: false,
+            close_notify_sent: false,
         })
     }
 
@@ -72,6 +75,7 @@ impl TlsSession {
             expected_name: String::new(),
             unconfirmed: 0,
             close_notify_received: false,
+            close_notify_sent: false,
         })
     }
 
@@ -162,9 +166,16 @@ impl TlsSession {
         }
     }
 
-    /// Queues close_notify (sent by the next flush).
+    /// Queues close_notify (sent by the next flush). The peer ignores whatever is written
+    /// after it, so queue it only after the last plaintext.
     pub(crate) fn send_close_notify(&mut self) {
+        self.close_notify_sent = true;
         self.conn.send_close_notify();
+    }
+
+    /// Whether close_notify has been queued.
+    pub(crate) fn close_notify_sent(&self) -> bool {
+        self.close_notify_sent
     }
 
     pub(crate) fn peer_certificates(&self) -> Vec<CertificateDer<'static>> {

@@ -422,16 +422,14 @@ impl TcpSocket {
         }
     }
 
-    /// Connected → Closing: queued writes (and TLS close_notify) are flushed, then the socket
-    /// closes (`flush` finishes the close).
+    /// Connected → Closing: queued writes, then TLS close_notify, are flushed, then the socket
+    /// closes (`flush` finishes the close; it queues close_notify once every queued byte is in
+    /// the session, since the peer discards whatever follows close_notify).
     pub(super) fn close_gracefully(&self) {
         {
             let mut inner = self.inner.borrow_mut();
             inner.state = SocketState::Closing;
             inner.close_when_flushed = true;
-            if let Some(tls) = inner.tls.as_mut() {
-                tls.session.send_close_notify();
-            }
         }
         self.state_changed.emit(&SocketState::Closing);
         self.flush();

@@ -9,6 +9,7 @@ use mio::net::TcpStream;
 
 use super::TcpSocket;
 use crate::network::error::{SocketError, SocketOperation};
+use crate::network::tls::session::Flushed;
 
 impl TcpSocket {
     /// Whether anyone hears about written bytes (the signal or the data sink).
@@ -48,10 +49,28 @@ impl TcpSocket {
             return Ok((0, false));
         };
         let result = match inner.tls.as_mut() {
-            Some(tls) => tls
-                .session
-                .flush(&mut inner.write_buf, stream)
-                .map(|f| (f.plaintext_written, f.blocked)),
+            Some(tls) => {
+                let mut result = tls.session.flush(&mut inner.write_buf, stream);
+                // Closing: close_notify goes after the last queued byte (the peer ignores
+                // anything after it), so only once the queue is all in the session.
+                if inner.close_when_flushed
+                    && inner.write_buf.is_empty()
+                    && !tls.session.close_notify_sent()
+                {
+                    if let Ok(first) = result {
+                        tls.session.send_close_notify();
+                        result =
+                            tls.session
+                                .flush(&mut inner.write_buf, stream)
+                                .map(|then| Flushed {
+                                    plaintext_written: first.plaintext_written
+                                        + then.plaintext_written,
+                                    blocked: then.blocked,
+                                });
+                    }
+                }
+                result.map(|f| (f.plaintext_written, f.blocked))
+            }
             None => write_plain(&mut inner.write_buf, stream),
         };
         if inner.write_buf.is_empty() {
