@@ -599,3 +599,84 @@ fn graceful_disconnect_delivers_everything(during_handshake: bool) {
         .state()
         == kdnet::network::SocketState::Unconnected));
 }
+
+#[test]
+fn a_stream_cut_without_close_notify_is_told_apart_from_a_clean_end() {
+    // Both ended in a plain `disconnected`: a client could not tell an attacker's (or a broken
+    // path's) cut from the server's real end of data.
+    for clean in [true, false] {
+        let mut ev = EventLoop::new().unwrap();
+        let (server, peers, _collected, _closed, _error) = collecting_tls_server();
+        let client = client_trusting_test_ca();
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let events = Rc::new(RefCell::new(Vec::<String>::new()));
+        let (g, weak, ev1) = (
+            got.clone(),
+            Rc::downgrade(client.tcp_socket()),
+            events.clone(),
+        );
+        client
+            .ready_read
+            .connect(move |_| {
+                g.borrow_mut()
+                    .extend_from_slice(&weak.upgrade().unwrap().read_all());
+                ev1.borrow_mut().push("ready_read".into());
+            })
+            .release();
+        let ev2 = events.clone();
+        client
+            .error_occurred
+            .connect(move |e| ev2.borrow_mut().push(format!("error: {e}")))
+            .release();
+        let ev3 = events.clone();
+        client
+            .disconnected
+            .connect(move |_| ev3.borrow_mut().push("disconnected".into()))
+            .release();
+        client
+            .connect_to_host("localhost", server.server_port().unwrap())
+            .unwrap();
+        assert!(run_until(&mut ev, Duration::from_secs(10), || {
+            client.is_encrypted() && peers.borrow().len() == 1
+        }));
+        let peer = peers.borrow()[0].clone();
+        peer.write(b"the whole answer").unwrap();
+        if clean {
+            peer.disconnect_from_host();
+        } else {
+            // Let the data go out, then cut the TCP connection with no close_notify.
+            assert!(run_until(&mut ev, Duration::from_secs(10), || !got
+                .borrow()
+                .is_empty()));
+            peer.abort();
+        }
+        assert!(
+            run_until(&mut ev, Duration::from_secs(10), || events
+                .borrow()
+                .iter()
+                .any(|e| e == "disconnected")),
+            "{:?}",
+            events.borrow()
+        );
+        assert_eq!(&got.borrow()[..], b"the whole answer");
+        let events = events.borrow().clone();
+        if clean {
+            assert_eq!(events, ["ready_read", "disconnected"]);
+            assert!(client.last_error().is_none());
+        } else {
+            assert_eq!(
+                events,
+                [
+                    "ready_read",
+                    "error: TLS failed: the peer closed the connection without close_notify \
+                     (the data may be truncated)",
+                    "disconnected"
+                ]
+            );
+            assert!(matches!(
+                client.last_error(),
+                Some(SocketError::Tls(TlsFailure::Truncated))
+            ));
+        }
+    }
+}

@@ -97,6 +97,11 @@ pub enum TlsFailure {
     PeerMisbehaved(String),
     /// The local TLS configuration is unusable (bad PEM, key mismatch, …).
     Configuration(String),
+    /// The peer closed the TCP connection without sending close_notify first, so the end of its
+    /// data is not authenticated: what arrived may be cut short (by an attacker or a broken
+    /// path). Reported by a TLS [`TcpSocket`](crate::network::TcpSocket) whose peer ends the
+    /// stream this way while it is connected, after the data that did arrive.
+    Truncated,
     /// Anything else rustls reported.
     Other(String),
 }
@@ -117,6 +122,9 @@ impl fmt::Display for TlsFailure {
             TlsFailure::AlertReceived(alert) => write!(f, "peer sent alert: {alert}"),
             TlsFailure::PeerMisbehaved(reason) => write!(f, "peer misbehaved: {reason}"),
             TlsFailure::Configuration(reason) => write!(f, "TLS configuration: {reason}"),
+            TlsFailure::Truncated => f.write_str(
+                "the peer closed the connection without close_notify (the data may be truncated)",
+            ),
             TlsFailure::Other(reason) => f.write_str(reason),
         }
     }
@@ -187,7 +195,9 @@ impl SocketError {
             | SocketError::ClosedByPeer => true,
             SocketError::Tls(t) => matches!(
                 t,
-                TlsFailure::AlertReceived(_) | TlsFailure::PeerMisbehaved(_)
+                TlsFailure::AlertReceived(_)
+                    | TlsFailure::PeerMisbehaved(_)
+                    | TlsFailure::Truncated
             ),
             SocketError::InvalidState(_)
             | SocketError::InvalidAddress(_)

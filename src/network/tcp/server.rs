@@ -39,7 +39,8 @@ pub enum ServerState {
 /// Each accepted connection is handed over through [`new_connection`](Self::new_connection) as a
 /// connected [`TcpSocket`]; keep the `Rc` to keep the connection (a connection nobody keeps is
 /// closed). With [`set_tls_config`](Self::set_tls_config) the sockets speak TLS (their reads and
-/// writes are plaintext; handshake failures arrive as `error_occurred` on the socket).
+/// writes are plaintext; handshake failures, and a client ending the stream without
+/// close_notify, arrive as `error_occurred` on the socket).
 pub struct TcpServer {
     /// A connection was accepted.
     pub new_connection: Signal<Rc<TcpSocket>>,

@@ -18,7 +18,10 @@ use crate::network::tcp::{SocketState, TcpSocket, TlsObserver};
 /// `connected` fires when TCP connects (as in KDNetwork); [`handshake_completed`](#structfield.handshake_completed)
 /// when the TLS session is up. Writes made earlier are sent once the handshake completes.
 /// Certificate problems arrive as [`handshake_error`](Self::handshake_error) and `error_occurred`
-/// with a [`TlsFailure`](crate::network::TlsFailure) naming the reason.
+/// with a [`TlsFailure`](crate::network::TlsFailure) naming the reason. A peer that ends the
+/// stream without close_notify is reported after its last data as `error_occurred` with
+/// [`TlsFailure::Truncated`](crate::network::TlsFailure::Truncated) (then `disconnected`): only a
+/// close_notify proves that nothing was cut off.
 ///
 /// Trust comes from the [`TlsClientConfig`]: by default the operating system's store (falling
 /// back to the Mozilla roots when it is empty); verification can only be turned off through its

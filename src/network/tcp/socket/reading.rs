@@ -8,7 +8,7 @@ use bytes::BytesMut;
 use mio::Interest;
 
 use super::{SocketState, TcpSocket};
-use crate::network::error::{SocketError, SocketOperation};
+use crate::network::error::{SocketError, SocketOperation, TlsFailure};
 
 /// Bytes read from the kernel per `read` call (the loop's shared buffer).
 const READ_CHUNK: usize = 64 * 1024;
@@ -238,14 +238,27 @@ impl TcpSocket {
 
     fn on_peer_closed(&self) {
         log::debug!("peer closed the connection");
-        let handshaking = self
-            .inner
-            .borrow()
-            .tls
-            .as_ref()
-            .is_some_and(|t| t.session.is_handshaking());
+        let (handshaking, truncated) = {
+            let inner = self.inner.borrow();
+            match inner.tls.as_ref() {
+                Some(t) => (
+                    t.session.is_handshaking(),
+                    // The end of a TLS stream is close_notify; a bare TCP end may be a cut. Not
+                    // while closing (we ended the session), and not for a data sink (the HTTP
+                    // client judges by its message framing, see `closed_without_close_notify`).
+                    !t.session.close_notify_received()
+                        && !inner.close_when_flushed
+                        && inner.sink.is_none(),
+                ),
+                None => (false, false),
+            }
+        };
         if handshaking {
             self.close_with(Some(SocketError::ClosedByPeer));
+            return;
+        }
+        if truncated {
+            self.close_with(Some(SocketError::Tls(TlsFailure::Truncated)));
             return;
         }
         // A peer that shut down only its sending side still reads (a request followed by a
