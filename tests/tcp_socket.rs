@@ -912,3 +912,75 @@ fn a_connect_timeout_of_duration_max_waits_without_overflowing() {
         );
     }
 }
+
+#[test]
+fn an_answer_that_arrived_before_the_peer_reset_is_delivered_while_writes_are_queued() {
+    // A server that answers early (a 413 to a large upload, say) and closes with the upload
+    // unread resets the connection. The answer and the reset came in one readiness report, and
+    // the socket flushed its queued writes first: the write failed with the reset and the socket
+    // closed without reading the answer waiting in the kernel.
+    let mut ev = EventLoop::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (go, wait) = mpsc::channel::<()>();
+    let (done, finished) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = listener.accept().unwrap();
+        let mut first = [0u8; 1];
+        s.read_exact(&mut first).unwrap();
+        wait.recv().unwrap();
+        s.write_all(b"413 too large").unwrap();
+        // Closing with the upload unread sends a reset after the answer.
+        drop(s);
+        done.send(()).unwrap();
+    });
+    let client = TcpSocket::new().unwrap();
+    let events = Rc::new(RefCell::new(Vec::<String>::new()));
+    let (e1, e2, e3) = (events.clone(), events.clone(), events.clone());
+    let c = Rc::downgrade(&client);
+    client
+        .ready_read
+        .connect(move |_| {
+            let data = c.upgrade().unwrap().read_all();
+            e1.borrow_mut()
+                .push(String::from_utf8_lossy(&data).into_owned());
+        })
+        .release();
+    client
+        .error_occurred
+        .connect(move |e| e2.borrow_mut().push(format!("error {:?}", e.io_kind())))
+        .release();
+    client
+        .disconnected
+        .connect(move |_| e3.borrow_mut().push("disconnected".into()))
+        .release();
+    client.connect_to_address(LOCALHOST, port).unwrap();
+    // Far more than the kernel buffers hold: most of it stays queued.
+    client.write(&vec![b'x'; 64 << 20]).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || client
+        .state()
+        == SocketState::Connected));
+    // Let the kernel buffers fill, then have the answer and the reset arrive while the loop
+    // does not look, so that it hears of both at once.
+    run_until(&mut ev, Duration::from_millis(200), || false);
+    assert!(client.bytes_to_write() > 0);
+    go.send(()).unwrap();
+    finished.recv_timeout(Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    assert!(
+        run_until(&mut ev, Duration::from_secs(10), || events
+            .borrow()
+            .last()
+            .is_some_and(|e| e == "disconnected")),
+        "{:?}",
+        events.borrow()
+    );
+    let events = events.borrow();
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("413 too large"),
+        "{events:?}"
+    );
+    assert!(events[1].starts_with("error"), "{events:?}");
+}

@@ -27,11 +27,14 @@ impl TcpSocket {
 
 impl ReadyHandler for TcpSocket {
     fn on_ready(&self, r: Readiness) {
-        if r.writable || r.write_closed || r.error {
-            self.flush();
-        }
+        // Reads first: when the peer answered and then reset the connection (an early answer
+        // to an upload it does not want), a flush of queued writes fails with the reset, and
+        // closing then would drop the answer still waiting in the kernel.
         if r.readable || r.read_closed || r.error {
             self.drain_reads_until(r.read_closed || r.error);
+        }
+        if r.writable || r.write_closed || r.error {
+            self.flush();
         }
     }
 }
