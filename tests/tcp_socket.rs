@@ -984,3 +984,69 @@ fn an_answer_that_arrived_before_the_peer_reset_is_delivered_while_writes_are_qu
     );
     assert!(events[1].starts_with("error"), "{events:?}");
 }
+
+#[test]
+fn an_answer_that_arrived_before_the_peer_reset_is_delivered_when_a_write_fails() {
+    // The same answer-then-reset, seen first by a `write` call: its failure closed the socket on
+    // the next turn, before the loop read the answer waiting in the kernel.
+    let mut ev = EventLoop::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (done, finished) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = listener.accept().unwrap();
+        let mut first = [0u8; 1];
+        s.read_exact(&mut first).unwrap();
+        // More of the request waits unread: closing now resets the connection.
+        std::thread::sleep(Duration::from_millis(100));
+        s.write_all(b"answer").unwrap();
+        drop(s);
+        done.send(()).unwrap();
+    });
+    let client = TcpSocket::new().unwrap();
+    let events = Rc::new(RefCell::new(Vec::<String>::new()));
+    let (e1, e2, e3) = (events.clone(), events.clone(), events.clone());
+    let c = Rc::downgrade(&client);
+    client
+        .ready_read
+        .connect(move |_| {
+            let data = c.upgrade().unwrap().read_all();
+            e1.borrow_mut()
+                .push(String::from_utf8_lossy(&data).into_owned());
+        })
+        .release();
+    client
+        .error_occurred
+        .connect(move |e| e2.borrow_mut().push(format!("error {:?}", e.io_kind())))
+        .release();
+    client
+        .disconnected
+        .connect(move |_| e3.borrow_mut().push("disconnected".into()))
+        .release();
+    client.connect_to_address(LOCALHOST, port).unwrap();
+    client.write(b"request").unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || client
+        .state()
+        == SocketState::Connected
+        && client.bytes_to_write() == 0));
+    // The answer and the reset arrive while the loop does not look.
+    finished.recv_timeout(Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    client.write(b"more").unwrap();
+    assert!(
+        run_until(&mut ev, Duration::from_secs(10), || events
+            .borrow()
+            .last()
+            .is_some_and(|e| e == "disconnected")),
+        "{:?}",
+        events.borrow()
+    );
+    let events = events.borrow();
+    assert_eq!(
+        events.first().map(String::as_str),
+        Some("answer"),
+        "{events:?}"
+    );
+    assert!(events[1].starts_with("error"), "{events:?}");
+}

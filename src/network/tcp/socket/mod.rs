@@ -386,7 +386,7 @@ impl TcpSocket {
                     self.core.post(Box::new(move || {
                         if let Some(s) = weak.upgrade() {
                             if s.connection() == connection {
-                                s.close_with(Some(e));
+                                s.fail_write(e);
                             }
                         }
                     }));

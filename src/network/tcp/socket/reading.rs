@@ -30,6 +30,16 @@ pub(crate) trait DataSink {
     fn on_closed(&self, error: Option<&SocketError>);
 }
 
+/// How a [`TcpSocket::read_available`] ended.
+pub(super) struct Drained {
+    /// The connection is TLS (records may wait to be sent).
+    used_tls: bool,
+    /// The read budget ran out with data left (re-arm).
+    exhausted: bool,
+    /// The peer's end of stream (`Ok`) or a read error; `None` while the connection is open.
+    end: Option<Result<(), SocketError>>,
+}
+
 /// What one read step produced, so signals are emitted after the borrow is released.
 enum ReadStep {
     Plain(usize),
@@ -53,6 +63,28 @@ impl TcpSocket {
     /// `until_would_block == false`: a short plain read (fewer bytes than the buffer) is taken as
     /// "drained" (edge-triggered: more data raises a new edge), saving the `EAGAIN` read.
     pub(super) fn drain_reads_until(&self, until_would_block: bool) {
+        let connection = self.connection();
+        let drained = self.read_available(until_would_block);
+        // A slot may have aborted and connected again: what was read belongs to the old connection
+        // (its end of stream must not close the new one).
+        if self.connection() != connection {
+            return;
+        }
+        if drained.used_tls {
+            // The handshake (or a key update) may have produced records to send.
+            self.flush();
+        }
+        match drained.end {
+            Some(Ok(())) => self.on_peer_closed(),
+            Some(Err(e)) => self.close_with(Some(e)),
+            None if drained.exhausted => self.rearm(),
+            None => {}
+        }
+    }
+
+    /// Reads what the kernel holds (up to the budget) and delivers it: the sink, or the read
+    /// buffer and `bytes_received` + `ready_read`. How the reading ended is left to the caller.
+    pub(super) fn read_available(&self, until_would_block: bool) -> Drained {
         let mut buf = self.core.take_read_buffer();
         if buf.len() < READ_CHUNK {
             // Zeroed allocation rather than `resize`: fresh zero pages need not be written, so
@@ -64,7 +96,6 @@ impl TcpSocket {
         let mut used_tls = false;
         let mut end: Option<Result<(), SocketError>> = None;
         let mut exhausted = false;
-        let connection = self.connection();
         loop {
             let step = self.read_step(&mut buf, &mut budget);
             match step {
@@ -120,20 +151,10 @@ impl TcpSocket {
             self.bytes_received.emit(&received);
             self.ready_read.emit(&());
         }
-        // A slot may have aborted and connected again: what was read belongs to the old connection
-        // (its end of stream must not close the new one).
-        if self.connection() != connection {
-            return;
-        }
-        if used_tls {
-            // The handshake (or a key update) may have produced records to send.
-            self.flush();
-        }
-        match end {
-            Some(Ok(())) => self.on_peer_closed(),
-            Some(Err(e)) => self.close_with(Some(e)),
-            None if exhausted => self.rearm(),
-            None => {}
+        Drained {
+            used_tls,
+            exhausted,
+            end,
         }
     }
 

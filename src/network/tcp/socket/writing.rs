@@ -7,7 +7,7 @@ use std::net::Shutdown;
 use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
 
-use super::TcpSocket;
+use super::{SocketState, TcpSocket};
 use crate::network::error::{SocketError, SocketOperation};
 use crate::network::tls::session::Flushed;
 
@@ -101,7 +101,20 @@ impl TcpSocket {
                     self.close_with(None);
                 }
             }
-            Err(e) => self.close_with(Some(e)),
+            Err(e) => self.fail_write(e),
+        }
+    }
+
+    /// A write failed (typically: the peer reset the connection). What the peer sent before
+    /// that (an early answer, then the reset) is still read and delivered first; then the socket
+    /// closes with `error` (the read after it may see only an end of stream: the reset was
+    /// reported to the write).
+    pub(super) fn fail_write(&self, error: SocketError) {
+        let connection = self.connection();
+        self.read_available(true);
+        // A slot may have closed the socket, or connected it anew, meanwhile.
+        if self.connection() == connection && self.state() != SocketState::Unconnected {
+            self.close_with(Some(error));
         }
     }
 }
