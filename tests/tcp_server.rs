@@ -86,3 +86,40 @@ fn emfile_child() {
         "the pending connection was never accepted once descriptors were free"
     );
 }
+
+/// A server whose `new_connection` slot stops it — by `close()` or by dropping the last `Rc` —
+/// hands out no further connection, even with more waiting in the backlog.
+#[test]
+fn a_server_stopped_from_its_new_connection_slot_hands_out_no_more_connections() {
+    for drop_it in [false, true] {
+        let mut ev = EventLoop::new().unwrap();
+        let server = TcpServer::new().unwrap();
+        server.listen("127.0.0.1", 0).unwrap();
+        let port = server.server_port().unwrap();
+        let holder: Rc<RefCell<Option<Rc<TcpServer>>>> = Rc::new(RefCell::new(Some(server)));
+        let handed_out = Rc::new(Cell::new(0usize));
+        let (count, owner) = (handed_out.clone(), holder.clone());
+        holder
+            .borrow()
+            .as_ref()
+            .unwrap()
+            .new_connection
+            .connect(move |_: &Rc<TcpSocket>| {
+                count.set(count.get() + 1);
+                if drop_it {
+                    // The accept loop was still running on the server it was dropped from.
+                    owner.borrow_mut().take();
+                } else if let Some(server) = owner.borrow().as_ref() {
+                    server.close();
+                }
+            })
+            .release();
+        // All five wait in the backlog before the loop turns, so one readiness report covers them.
+        let clients: Vec<std::net::TcpStream> = (0..5)
+            .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+            .collect();
+        run_until(&mut ev, Duration::from_millis(300), || false);
+        assert_eq!(handed_out.get(), 1, "drop_it {drop_it}");
+        drop(clients);
+    }
+}

@@ -40,7 +40,9 @@ pub enum ServerState {
 /// connected [`TcpSocket`]; keep the `Rc` to keep the connection (a connection nobody keeps is
 /// closed). With [`set_tls_config`](Self::set_tls_config) the sockets speak TLS (their reads and
 /// writes are plaintext; handshake failures, and a client ending the stream without
-/// close_notify, arrive as `error_occurred` on the socket).
+/// close_notify, arrive as `error_occurred` on the socket). [`close`](Self::close), or dropping
+/// the server, stops accepting at once, also from a `new_connection` slot; connections waiting in
+/// the backlog are then refused.
 pub struct TcpServer {
     /// A connection was accepted.
     pub new_connection: Signal<Rc<TcpSocket>>,
@@ -187,8 +189,18 @@ impl TcpServer {
         self.inner.borrow_mut().backlog = backlog.max(0);
     }
 
+    /// Whether someone besides the caller that is running this server's callback (the loop's
+    /// dispatch, or the retry timer) still holds the server: a `new_connection` slot may have
+    /// dropped the last `Rc`, and then no further connection is handed out.
+    fn still_owned(&self) -> bool {
+        self.self_weak.strong_count() > 1
+    }
+
     fn accept_pending(&self) {
         for _ in 0..ACCEPT_BUDGET_PER_TURN {
+            if !self.still_owned() {
+                return;
+            }
             let accepted = {
                 let inner = self.inner.borrow();
                 let Some(listener) = inner.listener.as_ref() else {
