@@ -680,3 +680,46 @@ fn a_stream_cut_without_close_notify_is_told_apart_from_a_clean_end() {
         }
     }
 }
+
+#[test]
+fn connecting_an_ssl_socket_to_addresses_speaks_tls_with_a_fresh_session() {
+    // `connect_to_addresses` reached the TcpSocket underneath through Deref: the connection was
+    // plain TCP, the bytes written went out unencrypted, and a session of an earlier connection
+    // stayed in place (`is_encrypted()` still said true after the disconnect).
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, _peers, collected) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, false);
+    let addr = std::net::SocketAddr::from(([127, 0, 0, 1], server.server_port().unwrap()));
+    let client = client_trusting_test_ca();
+    let handshakes = Rc::new(Cell::new(0usize));
+    let h = handshakes.clone();
+    client
+        .handshake_completed
+        .connect(move |_| h.set(h.get() + 1))
+        .release();
+    let errors = latest(&client.error_occurred);
+    for round in 1..=2usize {
+        client.connect_to_addresses(&[addr]).unwrap();
+        client.write(b"secret").unwrap();
+        assert!(
+            run_until(&mut ev, Duration::from_secs(10), || handshakes.get()
+                == round
+                && collected.borrow().len() == 6 * round),
+            "round {round}: handshakes {}, server read {:?}, client error {:?}",
+            handshakes.get(),
+            String::from_utf8_lossy(&collected.borrow()),
+            errors.borrow()
+        );
+        assert!(client.is_encrypted());
+        client.disconnect_from_host();
+        assert!(run_until(&mut ev, Duration::from_secs(10), || client
+            .state()
+            == kdnet::network::SocketState::Unconnected));
+        assert!(
+            !client.is_encrypted(),
+            "round {round}: encrypted once disconnected"
+        );
+    }
+    assert_eq!(&collected.borrow()[..], b"secretsecret");
+    assert!(errors.borrow().is_none(), "{:?}", errors.borrow());
+}

@@ -71,6 +71,19 @@ impl SslSocket {
         self.socket.connect_to_address(ip, port)
     }
 
+    /// Races connections to `addrs` like [`TcpSocket::connect_to_addresses`] (Happy Eyeballs),
+    /// then starts TLS on the winner; the name verified is the one set with
+    /// [`set_peer_verify_name`](Self::set_peer_verify_name), else the first address's IP.
+    pub fn connect_to_addresses(&self, addrs: &[std::net::SocketAddr]) -> Result<(), SocketError> {
+        let Some(first) = addrs.first() else {
+            return Err(SocketError::InvalidAddress(
+                "no address to connect to".into(),
+            ));
+        };
+        self.prepare_tls(&first.ip().to_string())?;
+        self.socket.connect_to_addresses(addrs)
+    }
+
     /// The name to verify the certificate against (overrides the host passed to connect).
     pub fn set_peer_verify_name(&self, name: &str) {
         *self.peer_verify_name.borrow_mut() = Some(name.to_string());
@@ -105,7 +118,8 @@ impl SslSocket {
         self.socket.set_handshake_timeout(timeout);
     }
 
-    /// Whether the handshake has completed.
+    /// Whether the connection is up and its handshake has completed (false again once it
+    /// closes).
     pub fn is_encrypted(&self) -> bool {
         self.socket.is_encrypted()
     }

@@ -255,6 +255,8 @@ impl TcpSocket {
             let mut inner = self.inner.borrow_mut();
             inner.state = SocketState::HostLookup;
             inner.connection += 1;
+            // The TLS session of an earlier connection is over (a new one is made once connected).
+            inner.tls = None;
             inner.connection
         };
         self.state_changed.emit(&SocketState::HostLookup);
@@ -297,6 +299,7 @@ impl TcpSocket {
             let was = std::mem::replace(&mut inner.state, SocketState::Connecting);
             if was == SocketState::Unconnected {
                 inner.connection += 1;
+                inner.tls = None;
             }
             (was, superseded)
         };
@@ -542,12 +545,14 @@ impl TcpSocket {
         self.inner.borrow().tls.as_deref().map(|t| f(&t.session))
     }
 
+    /// Whether the connection is up and its TLS handshake has completed (false once closed).
     pub(crate) fn is_encrypted(&self) -> bool {
-        self.inner
-            .borrow()
-            .tls
-            .as_ref()
-            .is_some_and(|t| !t.session.is_handshaking())
+        let inner = self.inner.borrow();
+        matches!(inner.state, SocketState::Connected | SocketState::Closing)
+            && inner
+                .tls
+                .as_ref()
+                .is_some_and(|t| !t.session.is_handshaking())
     }
 }
 
