@@ -424,3 +424,32 @@ fn a_datagram_over_the_byte_limit_reaches_an_empty_queue() {
     assert_eq!(receiver.read_datagram().unwrap().0, [1u8; 500]);
     assert_eq!(receiver.dropped_datagram_count(), 1);
 }
+
+#[test]
+fn a_broadcast_datagram_is_sent_as_with_qudpsocket() {
+    // Sockets lacked SO_BROADCAST (QUdpSocket and Go set it on every UDP socket), so any
+    // datagram to a broadcast address failed with "permission denied" and nothing could enable it.
+    let mut event_loop = EventLoop::new().unwrap();
+    let receiver = bound("0.0.0.0:0");
+    let sender = UdpSocket::new().unwrap();
+    // 127.255.255.255: the broadcast address of the loopback network.
+    let broadcast = IpAddr::V4(Ipv4Addr::new(127, 255, 255, 255));
+    assert_eq!(
+        sender
+            .write_datagram(b"anyone?", broadcast, port_of(&receiver))
+            .unwrap(),
+        7
+    );
+    wait_until(&mut event_loop, || receiver.has_pending_datagrams());
+    assert_eq!(receiver.read_datagram().unwrap().0, b"anyone?");
+    // Explicitly bound sockets too.
+    let bound_sender = bound("0.0.0.0:0");
+    assert_eq!(
+        bound_sender
+            .write_datagram(b"again", broadcast, port_of(&receiver))
+            .unwrap(),
+        5
+    );
+    wait_until(&mut event_loop, || receiver.has_pending_datagrams());
+    assert_eq!(receiver.read_datagram().unwrap().0, b"again");
+}

@@ -134,6 +134,10 @@ impl UdpSocket {
         }
         let mut socket = mio::net::UdpSocket::bind(address)
             .map_err(|e| SocketError::io(SocketOperation::Bind, e))?;
+        // As QUdpSocket (and Go) do: datagrams to broadcast addresses are allowed.
+        socket
+            .set_broadcast(true)
+            .map_err(|e| SocketError::io(SocketOperation::Configure, e))?;
         let handler: Weak<dyn ReadyHandler> = self.self_weak.clone();
         let key = self
             .core
@@ -159,7 +163,8 @@ impl UdpSocket {
     /// Sends `data` as one datagram to `address`:`port`; returns the bytes sent.
     ///
     /// An unbound socket is first bound to an ephemeral port on the unspecified address of
-    /// `address`'s family. On a socket bound to IPv6, IPv4 destinations are sent to as
+    /// `address`'s family. Broadcast addresses are allowed (`SO_BROADCAST` is set on every
+    /// socket, as QUdpSocket does). On a socket bound to IPv6, IPv4 destinations are sent to as
     /// IPv4-mapped addresses (works unless the socket is IPv6-only).
     pub fn write_datagram(
         &self,
