@@ -723,3 +723,36 @@ fn connecting_an_ssl_socket_to_addresses_speaks_tls_with_a_fresh_session() {
     assert_eq!(&collected.borrow()[..], b"secretsecret");
     assert!(errors.borrow().is_none(), "{:?}", errors.borrow());
 }
+
+#[test]
+fn a_tls_server_limits_the_handshake_of_accepted_connections() {
+    // Accepted connections always had 30 s to finish their handshake: a server could not
+    // shorten that for clients that connect and say nothing.
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, peers, _) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, true);
+    server.set_handshake_timeout(Some(Duration::from_millis(300)));
+    let _silent =
+        std::net::TcpStream::connect(("127.0.0.1", server.server_port().unwrap())).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || peers
+        .borrow()
+        .len()
+        == 1));
+    let peer = peers.borrow()[0].clone();
+    let error = latest(&peer.error_occurred);
+    let start = std::time::Instant::now();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || error
+        .borrow()
+        .is_some()));
+    assert!(
+        start.elapsed() < Duration::from_secs(5),
+        "took {:?}",
+        start.elapsed()
+    );
+    assert!(matches!(
+        *error.borrow(),
+        Some(SocketError::Timeout(
+            kdnet::network::TimeoutPhase::TlsHandshake
+        ))
+    ));
+}

@@ -11,7 +11,7 @@ use std::time::Duration;
 use mio::Interest;
 use mio::net::TcpListener;
 
-use super::TcpSocket;
+use super::{DEFAULT_HANDSHAKE_TIMEOUT, TcpSocket};
 use crate::bindings::Signal;
 use crate::foundation::{LoopCore, LoopError, Readiness, ReadyHandler, SourceKey, TimerKey};
 use crate::network::error::{SocketError, SocketOperation};
@@ -65,6 +65,8 @@ struct ServerInner {
     backlog: i32,
     /// Set while accepting is paused after an accept error.
     retry: Option<TimerKey>,
+    /// For the TLS handshake of each accepted connection.
+    handshake_timeout: Option<Duration>,
 }
 
 impl TcpServer {
@@ -84,6 +86,7 @@ impl TcpServer {
                 tls: None,
                 backlog: DEFAULT_BACKLOG,
                 retry: None,
+                handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
             }),
             self_weak: weak.clone(),
         }))
@@ -184,6 +187,15 @@ impl TcpServer {
         self.inner.borrow_mut().tls = Some(config);
     }
 
+    /// Limits the TLS handshake of connections accepted from now on (default
+    /// [`DEFAULT_HANDSHAKE_TIMEOUT`], 30 s; `None` = no limit): a client that has not completed
+    /// it by then gets its socket closed with `error_occurred`
+    /// ([`SocketError::Timeout`]`(`[`TimeoutPhase::TlsHandshake`](crate::network::TimeoutPhase::TlsHandshake)`)`).
+    /// Without [`set_tls_config`](Self::set_tls_config) it has no effect.
+    pub fn set_handshake_timeout(&self, timeout: Option<Duration>) {
+        self.inner.borrow_mut().handshake_timeout = timeout;
+    }
+
     /// The listen backlog for the next `listen` (default [`DEFAULT_BACKLOG`]).
     pub fn set_backlog(&self, backlog: i32) {
         self.inner.borrow_mut().backlog = backlog.max(0);
@@ -210,9 +222,18 @@ impl TcpServer {
             };
             match accepted {
                 Ok((stream, peer)) => {
-                    let tls = self.inner.borrow().tls.clone();
+                    let (tls, handshake_timeout) = {
+                        let inner = self.inner.borrow();
+                        (inner.tls.clone(), inner.handshake_timeout)
+                    };
                     let socket = tls.map(TlsSession::server).transpose().and_then(|tls| {
-                        TcpSocket::from_accepted(Rc::clone(&self.core), stream, peer, tls)
+                        TcpSocket::from_accepted(
+                            Rc::clone(&self.core),
+                            stream,
+                            peer,
+                            tls,
+                            handshake_timeout,
+                        )
                     });
                     match socket {
                         Ok(socket) => self.new_connection.emit(&socket),

@@ -211,8 +211,10 @@ impl TcpSocket {
         mut stream: TcpStream,
         peer: SocketAddr,
         tls: Option<TlsSession>,
+        handshake_timeout: Option<Duration>,
     ) -> Result<Rc<TcpSocket>, SocketError> {
         let socket = Self::with_state(core, SocketState::Connected);
+        socket.inner.borrow_mut().handshake_timeout = handshake_timeout;
         let _ = stream.set_nodelay(true);
         let handler: Weak<dyn ReadyHandler> = socket.self_weak.clone();
         let key = socket
