@@ -724,6 +724,142 @@ fn connecting_an_ssl_socket_to_addresses_speaks_tls_with_a_fresh_session() {
     assert!(errors.borrow().is_none(), "{:?}", errors.borrow());
 }
 
+/// The DER of the first certificate in `pem`.
+fn first_certificate_der(pem: &str) -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes())
+        .next()
+        .unwrap()
+        .unwrap()
+        .to_vec()
+}
+
+#[test]
+fn a_tls_server_can_require_client_certificates_and_see_who_connected() {
+    // A server could not ask for client certificates (TlsServerConfig had no such constructor)
+    // and, given a rustls config that did, could not see the certificate, the negotiated ALPN
+    // protocol or even whether the handshake was done: those were SslSocket-only.
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let server = TcpServer::new().unwrap();
+    server.set_tls_config(
+        TlsServerConfig::with_client_certificates(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+            pki.ca_pem.as_bytes(),
+            vec![b"kdnet-test".to_vec()],
+        )
+        .unwrap(),
+    );
+    server.listen("127.0.0.1", 0).unwrap();
+    let port = server.server_port().unwrap();
+    // Per accepted connection: what it read, and its error.
+    type Seen = Rc<
+        RefCell<
+            Vec<(
+                Rc<TcpSocket>,
+                Rc<RefCell<Vec<u8>>>,
+                Rc<RefCell<Option<SocketError>>>,
+            )>,
+        >,
+    >;
+    let seen: Seen = Rc::default();
+    let s = seen.clone();
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| {
+            assert!(!peer.is_encrypted(), "encrypted before the handshake");
+            let data: Rc<RefCell<Vec<u8>>> = Rc::default();
+            let (d, weak) = (data.clone(), Rc::downgrade(peer));
+            peer.ready_read
+                .connect(move |_| {
+                    d.borrow_mut()
+                        .extend_from_slice(&weak.upgrade().unwrap().read_all())
+                })
+                .release();
+            let error = latest(&peer.error_occurred);
+            s.borrow_mut().push((peer.clone(), data, error));
+        })
+        .release();
+    let client_with_certificate = || {
+        let mut config = TlsClientConfig::with_only_ca_certificates(pki.ca_pem.as_bytes()).unwrap();
+        config
+            .set_client_certificate(
+                pki.client_cert_pem.as_bytes(),
+                pki.client_key_pem.as_bytes(),
+            )
+            .unwrap();
+        config.set_alpn_protocols(vec![b"kdnet-test".to_vec()]);
+        SslSocket::with_config(config).unwrap()
+    };
+
+    // With a certificate: the server sees it, and the protocol chosen.
+    let client = client_with_certificate();
+    client.connect_to_host("localhost", port).unwrap();
+    client.write(b"hello").unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || seen
+        .borrow()
+        .first()
+        .is_some_and(|(_, data, _)| data.borrow().len() == 5)));
+    {
+        let seen = seen.borrow();
+        let (peer, _, error) = &seen[0];
+        assert!(peer.is_encrypted());
+        let chain = peer.peer_certificate_chain();
+        assert_eq!(chain.len(), 1);
+        assert_eq!(
+            chain[0].to_vec(),
+            first_certificate_der(&pki.client_cert_pem)
+        );
+        assert_eq!(peer.alpn_protocol().as_deref(), Some(&b"kdnet-test"[..]));
+        assert!(error.borrow().is_none());
+    }
+
+    // Without one: refused on both sides with a typed reason.
+    let anonymous = client_trusting_test_ca();
+    let anonymous_error = latest(&anonymous.error_occurred);
+    anonymous.connect_to_host("localhost", port).unwrap();
+    anonymous.write(b"let me in").unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || {
+        anonymous_error.borrow().is_some()
+            && seen
+                .borrow()
+                .get(1)
+                .is_some_and(|(_, _, error)| error.borrow().is_some())
+    }));
+    {
+        let seen = seen.borrow();
+        let (peer, data, error) = &seen[1];
+        assert!(
+            data.borrow().is_empty(),
+            "read from an unauthenticated client"
+        );
+        assert!(!peer.is_encrypted());
+        assert!(
+            matches!(&*error.borrow(), Some(SocketError::Tls(TlsFailure::BadCertificate(r))) if r.contains("no certificate")),
+            "{:?}",
+            error.borrow()
+        );
+    }
+    assert!(
+        matches!(
+            &*anonymous_error.borrow(),
+            Some(SocketError::Tls(TlsFailure::AlertReceived(_)))
+        ),
+        "{:?}",
+        anonymous_error.borrow()
+    );
+
+    // And it goes on serving.
+    let again = client_with_certificate();
+    again.connect_to_host("localhost", port).unwrap();
+    again.write(b"again").unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || seen
+        .borrow()
+        .get(2)
+        .is_some_and(|(_, data, _)| data.borrow().len() == 5)));
+}
+
 #[test]
 fn a_tls_server_limits_the_handshake_of_accepted_connections() {
     // Accepted connections always had 30 s to finish their handshake: a server could not

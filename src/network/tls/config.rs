@@ -17,6 +17,7 @@ use std::sync::{Arc, OnceLock};
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
+use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
     CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
@@ -247,13 +248,56 @@ impl TlsServerConfig {
         key_pem: &[u8],
         protocols: Vec<Vec<u8>>,
     ) -> Result<Arc<ServerConfig>, SocketError> {
+        TlsServerConfig::build(cert_chain_pem, key_pem, None, protocols)
+    }
+
+    /// Like [`with_alpn`](Self::with_alpn), and every client must present a certificate that
+    /// leads to one of the CA certificates in `client_ca_pem` (one or more `CERTIFICATE`
+    /// sections). A client without one, or with another, fails its handshake: the accepted
+    /// socket reports a [`TlsFailure`] and is closed. The certificate of an accepted connection
+    /// is [`TcpSocket::peer_certificate_chain`](crate::network::TcpSocket::peer_certificate_chain).
+    pub fn with_client_certificates(
+        cert_chain_pem: &[u8],
+        key_pem: &[u8],
+        client_ca_pem: &[u8],
+        protocols: Vec<Vec<u8>>,
+    ) -> Result<Arc<ServerConfig>, SocketError> {
+        let mut roots = RootCertStore::empty();
+        let certificates = parse_certificates(client_ca_pem, "client CA certificate")?;
+        for (index, certificate) in certificates.into_iter().enumerate() {
+            roots.add(certificate).map_err(|e| {
+                configuration(format!(
+                    "client CA certificate {} is not usable as a trust anchor: {}",
+                    index + 1,
+                    local_certificate_text(&e)
+                ))
+            })?;
+        }
+        TlsServerConfig::build(cert_chain_pem, key_pem, Some(roots), protocols)
+    }
+
+    fn build(
+        cert_chain_pem: &[u8],
+        key_pem: &[u8],
+        client_roots: Option<RootCertStore>,
+        protocols: Vec<Vec<u8>>,
+    ) -> Result<Arc<ServerConfig>, SocketError> {
         check_alpn_protocols(&protocols)?;
         let certified = certified_key(cert_chain_pem, key_pem, "server")?;
-        let mut config = ServerConfig::builder_with_provider(provider())
+        let builder = ServerConfig::builder_with_provider(provider())
             .with_safe_default_protocol_versions()
-            .map_err(|e| configuration(format!("protocol versions: {e}")))?
-            .with_no_client_auth()
-            .with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
+            .map_err(|e| configuration(format!("protocol versions: {e}")))?;
+        let builder = match client_roots {
+            Some(roots) => {
+                let verifier =
+                    WebPkiClientVerifier::builder_with_provider(Arc::new(roots), provider())
+                        .build()
+                        .map_err(|e| configuration(format!("client certificate verifier: {e}")))?;
+                builder.with_client_cert_verifier(verifier)
+            }
+            None => builder.with_no_client_auth(),
+        };
+        let mut config = builder.with_cert_resolver(Arc::new(SingleCertAndKey::from(certified)));
         config.alpn_protocols = protocols;
         Ok(Arc::new(config))
     }

@@ -126,9 +126,7 @@ impl SslSocket {
 
     /// The peer's certificate chain (DER), leaf first.
     pub fn peer_certificate_chain(&self) -> Vec<CertificateDer<'static>> {
-        self.socket
-            .with_tls(|t| t.peer_certificates())
-            .unwrap_or_default()
+        self.socket.peer_certificate_chain()
     }
 
     /// The negotiated protocol version, once encrypted.
@@ -146,7 +144,7 @@ impl SslSocket {
 
     /// The negotiated ALPN protocol, if any.
     pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
-        self.socket.with_tls(|t| t.alpn_protocol()).flatten()
+        self.socket.alpn_protocol()
     }
 
     /// The underlying socket (for `connect_weak` and friends).

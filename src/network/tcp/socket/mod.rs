@@ -543,12 +543,28 @@ impl TcpSocket {
         self.inner.borrow_mut().handshake_timeout = timeout;
     }
 
+    /// The TLS peer's certificate chain (DER), leaf first: the server's for a client, the
+    /// client's for a connection accepted by a server that asks for client certificates
+    /// ([`TlsServerConfig::with_client_certificates`](crate::network::TlsServerConfig::with_client_certificates)).
+    /// Empty for plain TCP and before the peer presented one; kept after the connection closes,
+    /// until the next connect.
+    pub fn peer_certificate_chain(&self) -> Vec<rustls::pki_types::CertificateDer<'static>> {
+        self.with_tls(|t| t.peer_certificates()).unwrap_or_default()
+    }
+
+    /// The ALPN protocol the TLS handshake agreed on, if any (`None` for plain TCP).
+    pub fn alpn_protocol(&self) -> Option<Vec<u8>> {
+        self.with_tls(|t| t.alpn_protocol()).flatten()
+    }
+
     pub(crate) fn with_tls<R>(&self, f: impl FnOnce(&TlsSession) -> R) -> Option<R> {
         self.inner.borrow().tls.as_deref().map(|t| f(&t.session))
     }
 
-    /// Whether the connection is up and its TLS handshake has completed (false once closed).
-    pub(crate) fn is_encrypted(&self) -> bool {
+    /// Whether this is a TLS connection (an [`SslSocket`](crate::network::SslSocket)'s, or one
+    /// accepted by a TLS [`TcpServer`](super::TcpServer)) that is up with its handshake
+    /// completed. False for plain TCP, during the handshake and once closed.
+    pub fn is_encrypted(&self) -> bool {
         let inner = self.inner.borrow();
         matches!(inner.state, SocketState::Connected | SocketState::Closing)
             && inner
