@@ -116,7 +116,9 @@ impl TcpServer {
         self.listen_on(addr)
     }
 
-    /// Listens on `addr`.
+    /// Listens on `addr`. An IPv6 address listens for IPv6 only (`IPV6_V6ONLY`, as Qt's
+    /// `AnyIPv6`): to accept both families, listen on `0.0.0.0` and `::` with two servers.
+    /// Fails with [`SocketError::InvalidState`] while already listening (close first).
     pub fn listen_on(&self, addr: SocketAddr) -> Result<(), SocketError> {
         if self.is_listening() {
             return Err(SocketError::InvalidState("server is already listening"));
