@@ -1050,3 +1050,55 @@ fn an_answer_that_arrived_before_the_peer_reset_is_delivered_when_a_write_fails(
     );
     assert!(events[1].starts_with("error"), "{events:?}");
 }
+
+#[test]
+fn bytes_written_by_a_write_is_reported_before_the_close_that_follows_it() {
+    // A write the kernel took at once reported its bytes_written from a posted task: a
+    // disconnect_from_host (or an error) right after it closed the socket first, so the report
+    // came after `disconnected`, from a socket already Unconnected.
+    let mut ev = EventLoop::new().unwrap();
+    let (port, reader) = peer_reading_to_end();
+    let client = TcpSocket::new().unwrap();
+    let events = Rc::new(RefCell::new(Vec::<String>::new()));
+    let (e1, e2, e3) = (events.clone(), events.clone(), events.clone());
+    client
+        .bytes_written
+        .connect(move |n| e1.borrow_mut().push(format!("written {n}")))
+        .release();
+    client
+        .state_changed
+        .connect(move |s| e2.borrow_mut().push(format!("{s:?}")))
+        .release();
+    client
+        .disconnected
+        .connect(move |_| e3.borrow_mut().push("disconnected".into()))
+        .release();
+    let weak = Rc::downgrade(&client);
+    client
+        .connected
+        .connect(move |_| {
+            let client = weak.upgrade().unwrap();
+            client.write(b"hello").unwrap();
+            client.write(b" world").unwrap();
+            client.disconnect_from_host();
+        })
+        .release();
+    client.connect_to_address(LOCALHOST, port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || events
+        .borrow()
+        .iter()
+        .any(|e| e == "disconnected")));
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    assert_eq!(reader.join().unwrap(), b"hello world");
+    assert_eq!(
+        *events.borrow(),
+        [
+            "Connecting",
+            "Connected",
+            "Closing",
+            "written 11",
+            "Unconnected",
+            "disconnected"
+        ]
+    );
+}

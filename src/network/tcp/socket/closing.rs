@@ -9,10 +9,20 @@ use crate::network::dns::DnsResolver;
 use crate::network::error::SocketError;
 
 impl TcpSocket {
-    /// Closes the connection and reports: `error_occurred` (if `error`), `state_changed` (unless
+    /// Closes the connection and reports: `bytes_written` still due from `write`,
+    /// `error_occurred` (if `error`), `state_changed` (unless
     /// an `error_occurred` slot connected again), `disconnected` (if `connected` was emitted),
     /// and the data sink.
     pub(super) fn close_with(&self, error: Option<SocketError>) {
+        // Bytes `write` handed to the kernel are reported before the close, not after it.
+        if self.inner.borrow().unreported_written > 0 {
+            let connection = self.connection();
+            self.report_unreported_written();
+            // A slot connected again: the close was for the connection before.
+            if self.connection() != connection {
+                return;
+            }
+        }
         let (stream, was_state, announced, sink, observer) = {
             let mut inner = self.inner.borrow_mut();
             let inner = &mut *inner;

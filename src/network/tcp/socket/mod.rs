@@ -123,6 +123,8 @@ pub struct TcpSocket {
     /// This many bytes arrived (plaintext for TLS) in the last batch.
     pub bytes_received: Signal<usize>,
     /// This many bytes were handed to the kernel (plaintext for TLS, counted when its records left).
+    /// Never emitted from inside [`write`](Self::write): bytes it hands over are reported on a
+    /// later turn (several writes in one report), or before the close if one comes first.
     pub bytes_written: Signal<usize>,
     /// The connection failed; the socket is already closed (`Unconnected`) when this is emitted,
     /// so a slot may connect again.
@@ -144,6 +146,9 @@ struct Inner {
     read_paused: bool,
     close_when_flushed: bool,
     announced: bool,
+    /// Bytes `write` handed to the kernel whose `bytes_written` report is posted (one report for
+    /// all of them; a close reports them first).
+    unreported_written: usize,
     /// Counts the connections started (connects from Unconnected). A slot may abort and connect
     /// again while the socket still acts on the old connection (a read's end of stream, a posted
     /// write report): that outcome is dropped when the count has moved on.
@@ -190,6 +195,7 @@ impl TcpSocket {
                 read_paused: false,
                 close_when_flushed: false,
                 announced: false,
+                unreported_written: 0,
                 connection: 0,
                 connecting: None,
                 tls: None,
@@ -376,14 +382,7 @@ impl TcpSocket {
             // Only to this connection: by then the socket may have been aborted and connected anew.
             match flushed {
                 Ok((written, _)) if written > 0 && self.reports_written() => {
-                    let weak = self.self_weak.clone();
-                    self.core.post(Box::new(move || {
-                        if let Some(s) = weak.upgrade() {
-                            if s.connection() == connection {
-                                s.report_written(written);
-                            }
-                        }
-                    }));
+                    self.report_written_later(written);
                 }
                 Ok(_) => {}
                 Err(e) => {
@@ -450,9 +449,14 @@ impl TcpSocket {
             .is_some_and(|t| !t.session.close_notify_received())
     }
 
-    /// Closes at once, discarding pending writes.
+    /// Closes at once, discarding pending writes (and the `bytes_written` report still due for
+    /// bytes the kernel took).
     pub fn abort(&self) {
-        self.inner.borrow_mut().sink = None;
+        {
+            let mut inner = self.inner.borrow_mut();
+            inner.sink = None;
+            inner.unreported_written = 0;
+        }
         self.close_with(None);
     }
 

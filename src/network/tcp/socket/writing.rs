@@ -17,6 +17,33 @@ impl TcpSocket {
         self.bytes_written.connection_count() > 0 || self.inner.borrow().sink.is_some()
     }
 
+    /// Reports `n` bytes taken by the kernel inside `write` from a later turn (never from inside
+    /// the call), adding them to a report already due; a close before then reports them first.
+    pub(super) fn report_written_later(&self, n: usize) {
+        let first = {
+            let mut inner = self.inner.borrow_mut();
+            let first = inner.unreported_written == 0;
+            inner.unreported_written += n;
+            first
+        };
+        if first {
+            let weak = self.self_weak.clone();
+            self.core.post(Box::new(move || {
+                if let Some(s) = weak.upgrade() {
+                    s.report_unreported_written();
+                }
+            }));
+        }
+    }
+
+    /// Emits the report [`report_written_later`](Self::report_written_later) left due, if any.
+    pub(super) fn report_unreported_written(&self) {
+        let n = std::mem::take(&mut self.inner.borrow_mut().unreported_written);
+        if n > 0 {
+            self.report_written(n);
+        }
+    }
+
     pub(super) fn report_written(&self, n: usize) {
         self.bytes_written.emit(&n);
         if let Some(sink) = self.sink() {
