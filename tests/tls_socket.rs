@@ -509,19 +509,19 @@ fn an_https_connection_is_not_reused_after_the_tls_settings_change() {
     );
 }
 
-/// A TLS server whose connections collect what they read; also returns, per connection, whether
-/// it was disconnected and the error it reported.
-fn collecting_tls_server() -> (
-    Rc<TcpServer>,
-    Peers,
-    Rc<RefCell<Vec<u8>>>,
-    Rc<Cell<bool>>,
-    Rc<RefCell<Option<SocketError>>>,
-) {
+/// The last error a signal reported.
+type LastError = Rc<RefCell<Option<SocketError>>>;
+
+/// What a [`collecting_tls_server`] saw: the bytes its connections read, whether one was
+/// disconnected, and the last error one reported.
+type Collected = (Rc<RefCell<Vec<u8>>>, Rc<Cell<bool>>, LastError);
+
+/// A TLS server whose connections collect what they read.
+fn collecting_tls_server() -> (Rc<TcpServer>, Peers, Collected) {
     let pki = test_pki();
     let (server, peers, collected) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, false);
     let closed = Rc::new(Cell::new(false));
-    let error: Rc<RefCell<Option<SocketError>>> = Rc::default();
+    let error: LastError = Rc::default();
     let (c, e) = (closed.clone(), error.clone());
     server
         .new_connection
@@ -534,7 +534,7 @@ fn collecting_tls_server() -> (
                 .release();
         })
         .release();
-    (server, peers, collected, closed, error)
+    (server, peers, (collected, closed, error))
 }
 
 #[test]
@@ -550,7 +550,7 @@ fn a_graceful_disconnect_sends_every_queued_byte_before_close_notify() {
 
 fn graceful_disconnect_delivers_everything(during_handshake: bool) {
     let mut ev = EventLoop::new().unwrap();
-    let (server, _peers, collected, closed, server_error) = collecting_tls_server();
+    let (server, _peers, (collected, closed, server_error)) = collecting_tls_server();
     let payload = Rc::new(pattern(8 * 1024 * 1024, 5));
     let client = client_trusting_test_ca();
     let weak = Rc::downgrade(&client);
@@ -606,7 +606,7 @@ fn a_stream_cut_without_close_notify_is_told_apart_from_a_clean_end() {
     // path's) cut from the server's real end of data.
     for clean in [true, false] {
         let mut ev = EventLoop::new().unwrap();
-        let (server, peers, _collected, _closed, _error) = collecting_tls_server();
+        let (server, peers, _) = collecting_tls_server();
         let client = client_trusting_test_ca();
         let got = Rc::new(RefCell::new(Vec::new()));
         let events = Rc::new(RefCell::new(Vec::<String>::new()));
