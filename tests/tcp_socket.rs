@@ -1102,3 +1102,30 @@ fn bytes_written_by_a_write_is_reported_before_the_close_that_follows_it() {
         ]
     );
 }
+
+#[test]
+fn a_new_connect_forgets_the_previous_connections_addresses() {
+    // peer_address() and local_address() went on naming the previous connection's ends while
+    // the socket connected somewhere else (and for ever if that connect failed).
+    let mut ev = EventLoop::new().unwrap();
+    let (server, _peers) = echo_server();
+    let port = server.server_port().unwrap();
+    let client = TcpSocket::new().unwrap();
+    client.connect_to_address(LOCALHOST, port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || client
+        .state()
+        == SocketState::Connected));
+    assert_eq!(client.peer_port(), Some(port));
+    client.disconnect_from_host();
+    assert_eq!(client.state(), SocketState::Unconnected);
+    // Still known once closed, until the next connect.
+    assert_eq!(client.peer_port(), Some(port));
+    let refused = closed_port();
+    client.connect_to_address(LOCALHOST, refused).unwrap();
+    assert_eq!(client.peer_address(), None, "while connecting elsewhere");
+    assert_eq!(client.local_address(), None);
+    assert!(run_until(&mut ev, Duration::from_secs(10), || client
+        .state()
+        == SocketState::Unconnected));
+    assert_eq!(client.peer_address(), None, "after the connect failed");
+}

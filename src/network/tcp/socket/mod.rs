@@ -263,8 +263,7 @@ impl TcpSocket {
             let mut inner = self.inner.borrow_mut();
             inner.state = SocketState::HostLookup;
             inner.connection += 1;
-            // The TLS session of an earlier connection is over (a new one is made once connected).
-            inner.tls = None;
+            inner.forget_previous_connection();
             inner.connection
         };
         self.state_changed.emit(&SocketState::HostLookup);
@@ -307,7 +306,7 @@ impl TcpSocket {
             let was = std::mem::replace(&mut inner.state, SocketState::Connecting);
             if was == SocketState::Unconnected {
                 inner.connection += 1;
-                inner.tls = None;
+                inner.forget_previous_connection();
             }
             (was, superseded)
         };
@@ -460,7 +459,7 @@ impl TcpSocket {
         self.close_with(None);
     }
 
-    /// The connected peer's address.
+    /// The connected peer's address (still known once closed, until the next connect).
     pub fn peer_address(&self) -> Option<SocketAddr> {
         self.inner.borrow().addresses.as_ref().map(|a| a.peer)
     }
@@ -575,6 +574,15 @@ impl TcpSocket {
                 .tls
                 .as_ref()
                 .is_some_and(|t| !t.session.is_handshaking())
+    }
+}
+
+impl Inner {
+    /// A new connect starts: the ends and the TLS session of the connection before are over
+    /// (they stay readable after a close until then).
+    fn forget_previous_connection(&mut self) {
+        self.addresses = None;
+        self.tls = None;
     }
 }
 
