@@ -1061,9 +1061,18 @@ fn bytes_written_by_a_write_is_reported_before_the_close_that_follows_it() {
     let client = TcpSocket::new().unwrap();
     let events = Rc::new(RefCell::new(Vec::<String>::new()));
     let (e1, e2, e3) = (events.clone(), events.clone(), events.clone());
+    let weak = Rc::downgrade(&client);
     client
         .bytes_written
-        .connect(move |n| e1.borrow_mut().push(format!("written {n}")))
+        .connect(move |n| {
+            e1.borrow_mut().push(format!("written {n}"));
+            // Reported while closing: a write is refused (and finds the socket not borrowed).
+            let late = weak.upgrade().unwrap().write(b"late");
+            assert!(
+                matches!(late, Err(SocketError::InvalidState(_))),
+                "{late:?}"
+            );
+        })
         .release();
     client
         .state_changed

@@ -15,7 +15,8 @@ impl TcpSocket {
     /// and the data sink.
     pub(super) fn close_with(&self, error: Option<SocketError>) {
         // Bytes `write` handed to the kernel are reported before the close, not after it.
-        if self.inner.borrow().unreported_written > 0 {
+        let unreported = self.inner.borrow().unreported_written > 0;
+        if unreported {
             let connection = self.connection();
             self.report_unreported_written();
             // A slot connected again: the close was for the connection before.
