@@ -892,3 +892,49 @@ fn a_tls_server_limits_the_handshake_of_accepted_connections() {
         ))
     ));
 }
+
+#[test]
+fn a_plain_client_at_a_tls_server_fails_typed_and_the_server_serves_the_next() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, peers, _) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, true);
+    let port = server.server_port().unwrap();
+    let plain = TcpSocket::new().unwrap();
+    let plain_closed = Rc::new(Cell::new(false));
+    let p = plain_closed.clone();
+    plain.disconnected.connect(move |_| p.set(true)).release();
+    plain.connect_to_host("127.0.0.1", port).unwrap();
+    plain.write(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || peers
+        .borrow()
+        .len()
+        == 1));
+    let peer_error = latest(&peers.borrow()[0].error_occurred);
+    assert!(run_until(&mut ev, Duration::from_secs(10), || plain_closed
+        .get()
+        && peer_error.borrow().is_some()));
+    assert!(
+        matches!(
+            &*peer_error.borrow(),
+            Some(SocketError::Tls(TlsFailure::PeerMisbehaved(_)))
+        ),
+        "{:?}",
+        peer_error.borrow()
+    );
+    let client = client_trusting_test_ca();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let (g, weak) = (got.clone(), Rc::downgrade(client.tcp_socket()));
+    client
+        .ready_read
+        .connect(move |_| {
+            g.borrow_mut()
+                .extend_from_slice(&weak.upgrade().unwrap().read_all())
+        })
+        .release();
+    client.connect_to_host("localhost", port).unwrap();
+    client.write(b"still here").unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || got
+        .borrow()
+        .len()
+        == 10));
+}
