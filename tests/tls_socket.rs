@@ -938,3 +938,68 @@ fn a_plain_client_at_a_tls_server_fails_typed_and_the_server_serves_the_next() {
         .len()
         == 10));
 }
+
+#[test]
+fn data_decrypted_before_a_bad_record_is_delivered_before_the_error() {
+    // Records that arrived in one read with a corrupt one after them: the session decrypted the
+    // good ones, the error was returned first, and their plaintext was never handed out.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pki = test_pki();
+    let config = TlsServerConfig::from_pem(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+    )
+    .unwrap();
+    std::thread::spawn(move || {
+        use std::io::Write;
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut conn = rustls::ServerConnection::new(config).unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp).unwrap();
+        }
+        conn.writer().write_all(b"the last words").unwrap();
+        let mut wire = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut wire).unwrap();
+        }
+        // An application-data record whose contents do not decrypt.
+        wire.extend_from_slice(&[0x17, 0x03, 0x03, 0x00, 0x20]);
+        wire.extend_from_slice(&[0xAB; 0x20]);
+        tcp.write_all(&wire).unwrap();
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = client_trusting_test_ca();
+    let events = Rc::new(RefCell::new(Vec::<String>::new()));
+    let (e1, e2, weak) = (
+        events.clone(),
+        events.clone(),
+        Rc::downgrade(client.tcp_socket()),
+    );
+    client
+        .ready_read
+        .connect(move |_| {
+            let data = weak.upgrade().unwrap().read_all();
+            e1.borrow_mut()
+                .push(String::from_utf8_lossy(&data).into_owned());
+        })
+        .release();
+    client
+        .error_occurred
+        .connect(move |e| e2.borrow_mut().push(format!("error: {e}")))
+        .release();
+    client.connect_to_host("localhost", port).unwrap();
+    assert!(
+        run_until(&mut ev, Duration::from_secs(10), || events
+            .borrow()
+            .iter()
+            .any(|e| e.starts_with("error"))),
+        "{:?}",
+        events.borrow()
+    );
+    let events = events.borrow();
+    assert_eq!(events.len(), 2, "{events:?}");
+    assert_eq!(events[0], "the last words");
+    assert!(events[1].starts_with("error: TLS failed"), "{events:?}");
+}

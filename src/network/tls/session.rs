@@ -93,7 +93,8 @@ impl TlsSession {
         self.conn.wants_write()
     }
 
-    /// Decrypts `ciphertext`, appending plaintext to `plaintext`.
+    /// Decrypts `ciphertext`, appending plaintext to `plaintext` (on an error too: what the
+    /// records before the failing one held).
     pub(crate) fn receive(
         &mut self,
         mut ciphertext: &[u8],
@@ -111,10 +112,15 @@ impl TlsSession {
                 // offering it again would spin forever.
                 break;
             }
-            let state = self
-                .conn
-                .process_new_packets()
-                .map_err(|e| SocketError::Tls(tls_failure(&e, &self.expected_name)))?;
+            let state = match self.conn.process_new_packets() {
+                Ok(state) => state,
+                Err(e) => {
+                    // The records before the bad one were decrypted: their plaintext is the
+                    // peer's data all the same, handed out before the error.
+                    drain_plaintext(&mut self.conn, plaintext);
+                    return Err(SocketError::Tls(tls_failure(&e, &self.expected_name)));
+                }
+            };
             let available = state.plaintext_bytes_to_read();
             if available > 0 {
                 let start = plaintext.len();
@@ -195,6 +201,21 @@ impl TlsSession {
 
     pub(crate) fn alpn_protocol(&self) -> Option<Vec<u8>> {
         self.conn.alpn_protocol().map(<[u8]>::to_vec)
+    }
+}
+
+/// Appends every plaintext byte the session holds to `plaintext` (after an error: what the
+/// records decrypted before it held).
+fn drain_plaintext(conn: &mut rustls::Connection, plaintext: &mut BytesMut) {
+    const STEP: usize = 16 * 1024;
+    loop {
+        let start = plaintext.len();
+        plaintext.resize(start + STEP, 0);
+        let n = read_plaintext(conn, &mut plaintext[start..]).unwrap_or(0);
+        plaintext.truncate(start + n);
+        if n < STEP {
+            break;
+        }
     }
 }
 

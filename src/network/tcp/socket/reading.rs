@@ -47,6 +47,8 @@ enum ReadStep {
         added: usize,
         completed: bool,
         peer_closed: bool,
+        /// The session failed after decrypting `added` bytes.
+        failed: Option<SocketError>,
     },
     Eof,
     Failed(SocketError),
@@ -117,6 +119,7 @@ impl TcpSocket {
                     added,
                     completed,
                     peer_closed,
+                    failed,
                 } => {
                     used_tls = true;
                     received += added;
@@ -125,6 +128,10 @@ impl TcpSocket {
                     }
                     if completed {
                         self.on_handshake_completed();
+                    }
+                    if let Some(e) = failed {
+                        end = Some(Err(e));
+                        break;
                     }
                     if peer_closed {
                         end = Some(Ok(()));
@@ -192,27 +199,34 @@ impl TcpSocket {
             &mut inner.read_buf
         };
         let before = target.len();
-        match tls.session.receive(&buf[..n], target) {
-            Ok(r) => {
-                let after = if inner.sink.is_some() {
-                    tls.scratch.len()
-                } else {
-                    inner.read_buf.len()
-                };
-                let added = after - before;
-                ReadStep::Tls {
-                    added,
-                    completed: r.handshake_completed,
-                    peer_closed: r.peer_closed,
-                }
-            }
+        let was_handshaking = tls.session.is_handshaking();
+        let received = tls.session.receive(&buf[..n], target);
+        let after = if inner.sink.is_some() {
+            tls.scratch.len()
+        } else {
+            inner.read_buf.len()
+        };
+        let added = after - before;
+        match received {
+            Ok(r) => ReadStep::Tls {
+                added,
+                completed: r.handshake_completed,
+                peer_closed: r.peer_closed,
+                failed: None,
+            },
             Err(e) => {
                 // Best effort: let rustls send its alert before we close.
                 if let Some(stream) = inner.stream.as_mut() {
                     let mut nothing = BytesMut::new();
                     let _ = tls.session.flush(&mut nothing, stream);
                 }
-                ReadStep::Failed(e)
+                // What the records before the failing one held is delivered, then the error.
+                ReadStep::Tls {
+                    added,
+                    completed: was_handshaking && !tls.session.is_handshaking(),
+                    peer_closed: false,
+                    failed: Some(e),
+                }
             }
         }
     }
