@@ -114,9 +114,11 @@ pub enum SocketState {
 pub struct TcpSocket {
     /// Emitted with the new state on every transition.
     pub state_changed: Signal<SocketState>,
-    /// The TCP connection is established.
+    /// The TCP connection is established (not emitted by sockets a
+    /// [`TcpServer`](super::TcpServer) accepted: they are connected from the start).
     pub connected: Signal<()>,
-    /// A connection that had emitted `connected` is closed.
+    /// A connection that had emitted `connected`, or was accepted by a
+    /// [`TcpServer`](super::TcpServer), is closed.
     pub disconnected: Signal<()>,
     /// New data can be read.
     pub ready_read: Signal<()>,
