@@ -736,3 +736,53 @@ fn alpn_names_a_handshake_cannot_carry_are_a_configuration_error_not_a_panic() {
     config.set_alpn_protocols(vec![vec![b'a'; 255]]);
     handshake(config.build().unwrap(), good_server(), "localhost").unwrap();
 }
+
+#[test]
+fn a_server_requiring_client_certificates_checks_them_against_its_client_cas() {
+    let pki = test_pki();
+    let server = |client_ca: &str| {
+        TlsServerConfig::with_client_certificates(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+            client_ca.as_bytes(),
+            Vec::new(),
+        )
+    };
+    let mut with_certificate = trusting_test_ca();
+    with_certificate
+        .set_client_certificate(
+            pki.client_cert_pem.as_bytes(),
+            pki.client_key_pem.as_bytes(),
+        )
+        .unwrap();
+    let with_certificate = with_certificate.build().unwrap();
+    handshake(
+        with_certificate.clone(),
+        server(&pki.ca_pem).unwrap(),
+        "localhost",
+    )
+    .unwrap();
+    match handshake(
+        trusting_test_ca().build().unwrap(),
+        server(&pki.ca_pem).unwrap(),
+        "localhost",
+    ) {
+        Err(Failed::Server(rustls::Error::NoCertificatesPresented)) => {}
+        other => panic!("expected the server to miss the client certificate, got {other:?}"),
+    }
+    // A certificate from a CA the server does not trust for clients.
+    match handshake(
+        with_certificate,
+        server(&pki.other_ca_pem).unwrap(),
+        "localhost",
+    ) {
+        Err(Failed::Server(rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer))) => {
+        }
+        other => panic!("expected an unknown issuer, got {other:?}"),
+    }
+    let reason = configuration_reason(server("not a certificate").unwrap_err());
+    assert_eq!(
+        reason,
+        "no CERTIFICATE section found in the client CA certificate PEM"
+    );
+}
