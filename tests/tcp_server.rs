@@ -123,3 +123,23 @@ fn a_server_stopped_from_its_new_connection_slot_hands_out_no_more_connections()
         drop(clients);
     }
 }
+
+/// `listen` reads hosts as connects do: brackets only around an IPv6 address, and whole.
+#[test]
+fn listen_takes_brackets_only_around_a_whole_ipv6_address() {
+    let _ev = EventLoop::new().unwrap();
+    for bad in ["[127.0.0.1]", "[::1", "::1]", "[[::1]]"] {
+        let server = TcpServer::new().unwrap();
+        let result = server.listen(bad, 0);
+        assert!(
+            matches!(result, Err(kdnet::network::SocketError::InvalidAddress(_))),
+            "{bad:?}: {result:?}"
+        );
+        assert!(!server.is_listening());
+    }
+    if std::net::TcpListener::bind("[::1]:0").is_ok() {
+        let server = TcpServer::new().unwrap();
+        server.listen("[::1]", 0).unwrap();
+        assert!(server.server_address().unwrap().is_ipv6());
+    }
+}

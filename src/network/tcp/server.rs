@@ -14,6 +14,7 @@ use mio::net::TcpListener;
 use super::{DEFAULT_HANDSHAKE_TIMEOUT, TcpSocket};
 use crate::bindings::Signal;
 use crate::foundation::{LoopCore, LoopError, Readiness, ReadyHandler, SourceKey, TimerKey};
+use crate::network::dns::resolve_literal;
 use crate::network::error::{SocketError, SocketOperation};
 use crate::network::tls::session::TlsSession;
 
@@ -92,12 +93,17 @@ impl TcpServer {
         }))
     }
 
-    /// Listens on `host_or_ip` (an IP literal, `localhost`, or a name resolved synchronously)
+    /// Listens on `host_or_ip` (an IP literal, IPv6 optionally in brackets, `localhost`, or a
+    /// name resolved synchronously)
     /// and `port` (0 picks a free port; see [`server_port`](Self::server_port)).
     pub fn listen(&self, host_or_ip: &str, port: u16) -> Result<(), SocketError> {
-        let host = host_or_ip.trim_start_matches('[').trim_end_matches(']');
-        let addr = if let Ok(ip) = host.parse::<IpAddr>() {
+        let host = host_or_ip;
+        let addr = if let Some(ip) = resolve_literal(host) {
             SocketAddr::new(ip, port)
+        } else if host.starts_with('[') || host.ends_with(']') {
+            return Err(SocketError::InvalidAddress(format!(
+                "{host:?}: brackets are only allowed around a whole IPv6 address"
+            )));
         } else if host.eq_ignore_ascii_case("localhost") {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
         } else {
