@@ -13,6 +13,9 @@
 //! A peer's end of stream only means it sends no more: a half-closed peer still reads, so what
 //! is queued for it is flushed before the socket closes (as Qt's `QAbstractSocket` does; KDNetwork
 //! dropped it). If the peer closed entirely, the flush fails and `error_occurred` says so.
+//! Over TLS the peer's end of data is its close_notify: a bare end of stream (while connected,
+//! not while closing) is reported after the last data as `error_occurred` with
+//! [`TlsFailure::Truncated`](crate::network::TlsFailure::Truncated), queued writes dropped.
 //!
 //! # From the kernel to a slot
 //!
