@@ -1372,3 +1372,63 @@ fn raising_the_connection_limit_starts_queued_requests() {
     connections.dedup();
     assert_eq!(connections.len(), 3);
 }
+
+/// The read timeout bounds the wait for the response head once the request is out: a large
+/// upload that the server reads slowly but steadily (every read well inside the timeout) is not
+/// cut off by it while it is still being sent (it failed with `Timeout(ResponseHead)` one read
+/// timeout after the request was handed to the socket).
+#[test]
+fn a_slow_but_steady_upload_is_not_timed_out_by_the_read_timeout() {
+    use std::io::{Read, Write};
+    const BODY: usize = 16 << 20;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    // A small receive buffer (inherited by the accepted socket, and no autotuning): what the
+    // kernels hold once the last byte is written drains well inside the read timeout.
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(8).unwrap();
+    let listener: std::net::TcpListener = socket.into();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        if support::read_request_head(&mut reader).is_none() {
+            return;
+        }
+        // About 8 MB/s: the upload takes ~2 s, twice the read timeout.
+        let mut buf = vec![0; 128 * 1024];
+        let mut got = 0;
+        while got < BODY {
+            let want = buf.len().min(BODY - got);
+            match reader.read(&mut buf[..want]) {
+                Ok(0) | Err(_) => return,
+                Ok(n) => got += n,
+            }
+            std::thread::sleep(Duration::from_millis(15));
+        }
+        let _ = (&stream).write_all(&ok_response(&got.to_string(), ""));
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.set_read_timeout(Duration::from_secs(1)));
+    let upload = HttpRequest::post(&format!("http://{addr}/upload"), vec![b'u'; BODY]).unwrap();
+    let started = Instant::now();
+    let response = wait(&mut ev, &send(&client, upload))
+        .unwrap_or_else(|e| panic!("upload failed after {:?}: {e:?}", started.elapsed()));
+    assert_eq!(response.text(), BODY.to_string());
+    assert!(
+        started.elapsed() > Duration::from_millis(1500),
+        "the upload was not slower than the read timeout: {:?}",
+        started.elapsed()
+    );
+}

@@ -221,7 +221,15 @@ impl HttpClient {
                 .wire_written
                 .saturating_sub(state.upload_head_len)
                 .min(state.upload_total);
-            (id, sent, state.upload_total)
+            // The body is still going out: the wait for the response head (the read timeout)
+            // runs from the last byte written, not from the first. Only bytes we send move it,
+            // so a peer dripping its head still cannot.
+            let sending = state.phase == Phase::RecvHead && state.idle.is_some();
+            let update = (id, sent, state.upload_total);
+            if sending {
+                self.arm_idle_timer(&mut inner, id);
+            }
+            update
         };
         self.upload_progress
             .emit(&(RequestId(update.0), update.1, update.2));
