@@ -1432,3 +1432,42 @@ fn a_slow_but_steady_upload_is_not_timed_out_by_the_read_timeout() {
         started.elapsed()
     );
 }
+/// A server that refuses an upload at once and closes without reading the body (the close then
+/// resets the connection): its response is delivered, not the reset the next write meets (the
+/// client failed with `Transport(… ConnectionReset …)` on writing and never read the response).
+/// A read-to-close response cut by such a reset is still never `Ok`.
+#[test]
+fn an_upload_refused_early_gets_its_response() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let Some(head) = support::read_request_head(&mut reader) else {
+                continue;
+            };
+            let reply: &[u8] = if head.target() == "/framed" {
+                b"HTTP/1.1 413 Content Too Large\r\nContent-Length: 8\r\nConnection: close\r\n\r\ntoo big!"
+            } else {
+                b"HTTP/1.1 413 Content Too Large\r\nConnection: close\r\n\r\nuntil close"
+            };
+            let _ = stream.write_all(reply);
+            // Unread bytes in the receive queue: the close becomes a reset.
+            drop(reader);
+            drop(stream);
+        }
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let body = bytes::Bytes::from(vec![b'x'; 64 << 20]);
+    let upload =
+        |path: &str| HttpRequest::post(&format!("http://{addr}{path}"), body.clone()).unwrap();
+    let response = wait(&mut ev, &send(&client, upload("/framed"))).unwrap();
+    assert_eq!(response.status(), 413);
+    assert_eq!(response.text(), "too big!");
+    // No framing: the reset may have cut the body, so it is not a complete response.
+    let cut = wait(&mut ev, &send(&client, upload("/until-close")));
+    assert!(cut.is_err(), "{cut:?}");
+}
