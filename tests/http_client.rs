@@ -1471,3 +1471,48 @@ fn an_upload_refused_early_gets_its_response() {
     let cut = wait(&mut ev, &send(&client, upload("/until-close")));
     assert!(cut.is_err(), "{cut:?}");
 }
+
+/// `text()` decodes the body by the `charset` of its `Content-Type` (WHATWG labels: the Latin-1
+/// family as windows-1252, UTF-16 either way) and by a byte order mark, which wins over the label;
+/// without either the body is UTF-8. It read every body as UTF-8, so a Latin-1 page lost each
+/// accented letter to U+FFFD.
+#[test]
+fn text_decodes_the_body_by_its_charset() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        let (content_type, body): (&str, &[u8]) = match req.line.split(' ').nth(1).unwrap() {
+            "/latin1" => (
+                "text/html; Charset=\"ISO-8859-1\"",
+                b"caf\xe9 \x93\x80\x94\x81",
+            ),
+            "/utf16le" => (
+                "text/plain; charset=utf-16le",
+                b"c\0a\0f\0\xe9\0=\0\x3d\xd8\x00\xde",
+            ),
+            "/utf16be-bom" => ("text/plain; charset=latin1", b"\xfe\xff\0c\0\xe9"),
+            "/utf8-bom" => ("text/plain", b"\xef\xbb\xbfcaf\xc3\xa9"),
+            "/unknown" => ("text/plain; charset=x-unheard-of", b"caf\xc3\xa9 \xff"),
+            _ => ("application/json", b"{\"a\":\"\xc3\xa9\"}"),
+        };
+        let mut reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes();
+        reply.extend_from_slice(body);
+        Reply::Bytes(reply)
+    });
+    let client = HttpClient::new().unwrap();
+    let text = |ev: &mut EventLoop, path: &str| {
+        get(ev, &client, &server.url(path))
+            .unwrap()
+            .text()
+            .into_owned()
+    };
+    assert_eq!(text(&mut ev, "/latin1"), "café \u{201c}€\u{201d}\u{81}");
+    assert_eq!(text(&mut ev, "/utf16le"), "café=😀");
+    assert_eq!(text(&mut ev, "/utf16be-bom"), "cé");
+    assert_eq!(text(&mut ev, "/utf8-bom"), "café");
+    assert_eq!(text(&mut ev, "/unknown"), "café \u{fffd}");
+    assert_eq!(text(&mut ev, "/json"), "{\"a\":\"é\"}");
+}

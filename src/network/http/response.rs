@@ -95,9 +95,34 @@ impl HttpResponse {
         std::str::from_utf8(&self.body)
     }
 
-    /// The body as text, with invalid UTF-8 replaced by U+FFFD (borrows when it is valid).
+    /// The body as text, decoded as a browser would (the WHATWG *decode* algorithm): a byte
+    /// order mark (UTF-8, UTF-16BE, UTF-16LE) decides and is dropped; otherwise the `charset` of
+    /// `Content-Type` does, for UTF-8, UTF-16 (`utf-16`/`utf-16le`, `utf-16be`) and the Latin-1
+    /// family (`iso-8859-1`, `latin1`, `us-ascii`, `windows-1252`, … — all decoded as
+    /// windows-1252, as WHATWG specifies); any other or no charset means UTF-8. Malformed
+    /// sequences become U+FFFD. Borrows when the body is UTF-8 (or ASCII) and valid.
+    ///
+    /// [`HttpResponse::body_as_str`] is the strict UTF-8 view, [`HttpResponse::body`] the bytes.
     pub fn text(&self) -> Cow<'_, str> {
-        String::from_utf8_lossy(&self.body)
+        let body = &self.body[..];
+        let (charset, body) = match body {
+            [0xef, 0xbb, 0xbf, rest @ ..] => (Charset::Utf8, rest),
+            [0xfe, 0xff, rest @ ..] => (Charset::Utf16Be, rest),
+            [0xff, 0xfe, rest @ ..] => (Charset::Utf16Le, rest),
+            _ => (
+                self.content_type()
+                    .and_then(charset_parameter)
+                    .map_or(Charset::Utf8, Charset::from_label),
+                body,
+            ),
+        };
+        match charset {
+            Charset::Utf8 => String::from_utf8_lossy(body),
+            Charset::Windows1252 if body.is_ascii() => String::from_utf8_lossy(body),
+            Charset::Windows1252 => Cow::Owned(body.iter().map(|&b| windows_1252(b)).collect()),
+            Charset::Utf16Le => Cow::Owned(decode_utf16(body, u16::from_le_bytes)),
+            Charset::Utf16Be => Cow::Owned(decode_utf16(body, u16::from_be_bytes)),
+        }
     }
 
     /// The URL this response came from, after any redirects.
@@ -235,6 +260,98 @@ impl HttpResponse {
         self.elapsed = elapsed;
         self
     }
+}
+
+/// The character encodings [`HttpResponse::text`] decodes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Charset {
+    Utf8,
+    Windows1252,
+    Utf16Le,
+    Utf16Be,
+}
+
+impl Charset {
+    /// The encoding of a WHATWG label (case-insensitive); UTF-8 for labels of other encodings.
+    fn from_label(label: &str) -> Charset {
+        const WINDOWS_1252: [&str; 17] = [
+            "ansi_x3.4-1968",
+            "ascii",
+            "cp1252",
+            "cp819",
+            "csisolatin1",
+            "ibm819",
+            "iso-8859-1",
+            "iso-ir-100",
+            "iso8859-1",
+            "iso88591",
+            "iso_8859-1",
+            "iso_8859-1:1987",
+            "l1",
+            "latin1",
+            "us-ascii",
+            "windows-1252",
+            "x-cp1252",
+        ];
+        const UTF_16LE: [&str; 7] = [
+            "csunicode",
+            "iso-10646-ucs-2",
+            "ucs-2",
+            "unicode",
+            "unicodefeff",
+            "utf-16",
+            "utf-16le",
+        ];
+        const UTF_16BE: [&str; 2] = ["unicodefffe", "utf-16be"];
+        let is_in = |labels: &[&str]| labels.iter().any(|l| l.eq_ignore_ascii_case(label));
+        if is_in(&WINDOWS_1252) {
+            Charset::Windows1252
+        } else if is_in(&UTF_16LE) {
+            Charset::Utf16Le
+        } else if is_in(&UTF_16BE) {
+            Charset::Utf16Be
+        } else {
+            Charset::Utf8
+        }
+    }
+}
+
+/// The `charset` parameter of a media type (`text/html; charset="ISO-8859-1"` →
+/// `ISO-8859-1`), unquoted and trimmed.
+fn charset_parameter(content_type: &str) -> Option<&str> {
+    content_type.split(';').skip(1).find_map(|parameter| {
+        let (name, value) = parameter.split_once('=')?;
+        name.trim_matches([' ', '\t'])
+            .eq_ignore_ascii_case("charset")
+            .then(|| value.trim_matches([' ', '\t']).trim_matches('"'))
+    })
+}
+
+/// One windows-1252 byte as a character (WHATWG index: 0x80–0x9F differ from ISO-8859-1).
+fn windows_1252(byte: u8) -> char {
+    const HIGH: [char; 32] = [
+        '\u{20ac}', '\u{81}', '\u{201a}', '\u{192}', '\u{201e}', '\u{2026}', '\u{2020}',
+        '\u{2021}', '\u{2c6}', '\u{2030}', '\u{160}', '\u{2039}', '\u{152}', '\u{8d}', '\u{17d}',
+        '\u{8f}', '\u{90}', '\u{2018}', '\u{2019}', '\u{201c}', '\u{201d}', '\u{2022}', '\u{2013}',
+        '\u{2014}', '\u{2dc}', '\u{2122}', '\u{161}', '\u{203a}', '\u{153}', '\u{9d}', '\u{17e}',
+        '\u{178}',
+    ];
+    match byte {
+        0x80..=0x9f => HIGH[usize::from(byte - 0x80)],
+        _ => char::from(byte),
+    }
+}
+
+/// UTF-16 in the given byte order; unpaired surrogates and an odd last byte become U+FFFD.
+fn decode_utf16(body: &[u8], unit: fn([u8; 2]) -> u16) -> String {
+    let units = body.chunks_exact(2).map(|pair| unit([pair[0], pair[1]]));
+    let mut text: String = char::decode_utf16(units)
+        .map(|c| c.unwrap_or(char::REPLACEMENT_CHARACTER))
+        .collect();
+    if body.len() % 2 == 1 {
+        text.push(char::REPLACEMENT_CHARACTER);
+    }
+    text
 }
 
 /// [`HttpResponse::content_length`] of a response with these `headers`.
