@@ -269,7 +269,9 @@ fn encode_request_head_for(
         if !headers.contains("Host") {
             add("Host", &host);
         }
-        if !headers.contains("Accept-Encoding") {
+        // A range of a compressed representation cannot be decoded on its own: ask for the
+        // identity one (as reqwest does).
+        if !headers.contains("Accept-Encoding") && !headers.contains("Range") {
             add("Accept-Encoding", &encodings);
         }
     }
