@@ -1562,3 +1562,61 @@ fn a_range_request_does_not_offer_compressed_codings() {
     assert_eq!(response.body().as_ref(), &expected[100..200]);
     assert_eq!(server.requests()[0].header("accept-encoding"), None);
 }
+
+/// The session's connect timeout bounds the TCP connect (`Timeout(Connect)`: a listener whose
+/// accept queue is full drops the SYN) and, again, an https connection's TLS handshake
+/// (`Timeout(TlsHandshake)`: a server that accepts and never answers the ClientHello).
+#[test]
+fn connect_and_handshake_timeouts_fire_and_name_their_phase() {
+    use kdnet::network::TimeoutPhase;
+    let full = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    full.bind(
+        &"127.0.0.1:0"
+            .parse::<std::net::SocketAddr>()
+            .unwrap()
+            .into(),
+    )
+    .unwrap();
+    full.listen(0).unwrap();
+    let full_addr = full.local_addr().unwrap().as_socket().unwrap();
+    let fillers: Vec<_> = (0..4)
+        .map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let _ = s.connect(&full_addr.into());
+            s
+        })
+        .collect();
+    std::thread::sleep(Duration::from_millis(100));
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let _held: Vec<_> = silent.incoming().take(2).collect();
+        std::thread::sleep(Duration::from_secs(10));
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let mut session = HttpSession::new();
+    session.set_connect_timeout(Duration::from_millis(300));
+    let client = HttpClient::with_session(session).unwrap();
+    for (url, phase) in [
+        (format!("http://{full_addr}/"), TimeoutPhase::Connect),
+        (
+            format!("https://{silent_addr}/"),
+            TimeoutPhase::TlsHandshake,
+        ),
+    ] {
+        let started = Instant::now();
+        let e = get(&mut ev, &client, &url).unwrap_err();
+        let took = started.elapsed();
+        assert!(
+            matches!(e, HttpError::Timeout(p) if p == phase),
+            "{url}: {e:?}"
+        );
+        assert!(
+            took >= Duration::from_millis(250) && took < Duration::from_secs(3),
+            "{url}: {took:?}"
+        );
+    }
+    drop(fillers);
+}

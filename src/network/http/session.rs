@@ -14,8 +14,10 @@ use crate::network::{SocketError, TlsClientConfig};
 /// The default `User-Agent`: `kdnet/<crate version>` (KDNetwork sent `KDNetwork HttpClient/1.0`).
 pub const DEFAULT_USER_AGENT: &str = concat!("kdnet/", env!("CARGO_PKG_VERSION"));
 
-/// Time allowed to establish a connection (TCP connect over all addresses, plus the TLS
-/// handshake): 30 s (KDNetwork stored this value but never used it).
+/// Time allowed to establish a connection: 30 s (KDNetwork stored this value but never used it).
+/// The name lookup and the TCP connect over all addresses must end within it
+/// (`Timeout(Resolve)` / `Timeout(Connect)`), and an https connection's TLS handshake then gets
+/// as long again (`Timeout(TlsHandshake)`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How long an unused pooled connection is kept: 60 s.
@@ -265,8 +267,8 @@ impl HttpSession {
 
     // ---- timeouts and limits ---------------------------------------------------------------
 
-    /// Time allowed to connect (TCP over all addresses, plus TLS); default
-    /// [`DEFAULT_CONNECT_TIMEOUT`] (30 s).
+    /// Time allowed for the name lookup and the TCP connect over all addresses, and again for
+    /// the TLS handshake of an https connection; default [`DEFAULT_CONNECT_TIMEOUT`] (30 s).
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
     }
