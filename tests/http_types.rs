@@ -577,6 +577,36 @@ fn max_age_zero_and_past_expires_delete_the_cookie() {
     assert_eq!(jar.store_response_cookies(&u, ["c=1; Max-Age=-5"]), 0);
 }
 
+/// RFC 6265 §5.2.2 ignores a `Max-Age` without digits. An empty one (`Max-Age=`) was read as the
+/// largest age: a deletion with a past `Expires` kept the cookie (emptied) until the year 9999,
+/// and a session cookie became persistent.
+#[test]
+fn an_empty_max_age_is_ignored() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    jar.store_response_cookies(&u, ["a=1"]);
+    assert_eq!(
+        jar.store_response_cookies(&u, ["a=; Expires=Thu, 01 Jan 1970 00:00:00 GMT; Max-Age="]),
+        1
+    );
+    assert_eq!(header_for(&jar, "https://example.com/"), None, "deleted");
+    let session = HttpCookie::from_set_cookie_header("s=1; Max-Age=", &u).unwrap();
+    assert!(session.is_session_cookie(), "{:?}", session.expiration);
+    // The last valid Max-Age stands.
+    let hour = HttpCookie::from_set_cookie_header("h=1; Max-Age=3600; Max-Age= ", &u).unwrap();
+    let left = hour
+        .expiration
+        .unwrap()
+        .duration_since(SystemTime::now())
+        .unwrap();
+    assert!(
+        left > Duration::from_secs(3500) && left <= Duration::from_secs(3600),
+        "{left:?}"
+    );
+    let past = HttpCookie::from_set_cookie_header("p=1; Max-Age=-1; Max-Age=", &u).unwrap();
+    assert!(past.is_expired());
+}
+
 #[test]
 fn single_label_domains_are_refused_unless_they_are_the_host() {
     let mut jar = HttpCookieJar::new();

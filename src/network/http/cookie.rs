@@ -217,6 +217,7 @@ pub(super) fn prepare_set_cookie(
     if !is_sendable(cookie.name()) || !is_sendable(cookie.value()) {
         return None;
     }
+    ignore_empty_max_age(&mut cookie, value);
     apply_single_label_rule(&mut cookie, url)?;
     let secure = cookie.secure() == Some(true);
     if secure && url.scheme() != "https" {
@@ -303,6 +304,45 @@ pub(super) fn from_store_cookie(cookie: &StoreCookie<'_>) -> HttpCookie {
         http_only: cookie.http_only() == Some(true),
         same_site,
     }
+}
+
+/// RFC 6265 §5.2.2 ignores a `Max-Age` attribute without digits, so the last one *with* digits
+/// (or `Expires`, or nothing) decides. The `cookie` crate reads an empty one (`Max-Age=`) as the
+/// largest age instead, which kept a cookie its server was deleting (`Expires` in the past) until
+/// the year 9999: the expiry is worked out again when the value has such an attribute.
+fn ignore_empty_max_age(cookie: &mut StoreCookie<'_>, set_cookie: &str) {
+    let max_ages = set_cookie.split(';').skip(1).filter_map(|attribute| {
+        let (name, value) = attribute.split_once('=')?;
+        name.trim()
+            .eq_ignore_ascii_case("max-age")
+            .then(|| value.trim())
+    });
+    let mut empty_seen = false;
+    // The last valid value: `Some(None)` for a negative one.
+    let mut valid: Option<Option<u64>> = None;
+    for age in max_ages {
+        let digits = age.strip_prefix('-').unwrap_or(age);
+        if age.is_empty() {
+            empty_seen = true;
+        } else if digits.bytes().all(|b| b.is_ascii_digit()) {
+            valid = Some(if age.starts_with('-') {
+                None
+            } else {
+                // Too many digits for a u64 is still "a very long time".
+                Some(digits.parse().unwrap_or(u64::MAX))
+            });
+        }
+    }
+    if !empty_seen {
+        return;
+    }
+    cookie.expires = match valid {
+        Some(Some(seconds)) => CookieExpiration::from(seconds),
+        Some(None) => CookieExpiration::from(0u64),
+        None => cookie
+            .expires()
+            .map_or(CookieExpiration::SessionEnd, CookieExpiration::from),
+    };
 }
 
 /// Refuses a single-label `Domain` (`com`, `localhost`, and `com.`, the same label written as a
