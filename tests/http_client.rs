@@ -1620,3 +1620,42 @@ fn connect_and_handshake_timeouts_fire_and_name_their_phase() {
     }
     drop(fillers);
 }
+
+/// A server that times out an idle keep-alive connection just as the next request reaches it
+/// answers `408 Request Timeout` and closes: the request never got to it, so the client repeats
+/// it once on another connection (RFC 9110 §15.5.9, as browsers do) instead of handing the 408 to
+/// the caller. A 408 on a fresh connection is a real answer and is returned.
+#[test]
+fn a_408_on_a_reused_connection_is_repeated_on_a_fresh_one() {
+    let server = ScriptServer::start(|req, _| {
+        let path = req.line.split(' ').nth(1).unwrap_or_default();
+        if req.connection == 0 && path != "/first" || path == "/always-408" {
+            Reply::BytesThenClose(
+                b"HTTP/1.1 408 Request Timeout\r\nConnection: close\r\nContent-Length: 0\r\n\r\n"
+                    .to_vec(),
+            )
+        } else {
+            Reply::Bytes(ok_response(&format!("{path} on {}", req.connection), ""))
+        }
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/first")).unwrap().text(),
+        "/first on 0"
+    );
+    let post = HttpRequest::post(&server.url("/post"), "data").unwrap();
+    let response = wait(&mut ev, &send(&client, post)).unwrap();
+    assert_eq!(response.text(), "/post on 1");
+    let seen = server.requests();
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[2].body, b"data");
+    let other_client = HttpClient::new().unwrap();
+    let fresh = get(&mut ev, &other_client, &server.url("/always-408")).unwrap();
+    assert_eq!(
+        fresh.status(),
+        408,
+        "a fresh connection's 408 is the answer"
+    );
+    assert_eq!(server.requests().len(), 4, "and is not repeated");
+}

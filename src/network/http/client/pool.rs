@@ -42,7 +42,8 @@ pub(super) struct Conn {
     host: Rc<HostKey>,
     pub(super) socket: Rc<TcpSocket>,
     pub(super) request: Option<u64>,
-    served: u32,
+    /// Requests this connection completed.
+    pub(super) served: u32,
     pub(super) idle_timer: Option<TimerKey>,
     /// The TLS settings an https connection was made with: it is reused only while they are
     /// the client's (a session change may have dropped a trusted CA or the verification).

@@ -183,6 +183,9 @@ impl HttpClient {
                     return;
                 }
                 Ok(Some(head)) => {
+                    if head.status == 408 && self.repeat_after_408(inner, id, conn_id, actions) {
+                        return;
+                    }
                     if let Err(e) = self.on_head(inner, id, head, actions) {
                         return self.fail(inner, id, e, true, actions);
                     }
@@ -201,6 +204,34 @@ impl HttpClient {
         if !input.is_empty() || self.body_done(inner, id) {
             self.feed_body(inner, id, input, actions);
         }
+    }
+
+    /// A `408 Request Timeout` on a reused connection: the server gave up on the idle connection
+    /// just as the request reached it, so the request was not received (RFC 9110 §15.5.9: the
+    /// client may repeat it). It is sent again once, on another connection, whatever its method;
+    /// returns whether it was. A 408 on a fresh connection is the server's answer.
+    fn repeat_after_408(
+        &self,
+        inner: &mut ClientInner,
+        id: u64,
+        conn_id: u64,
+        actions: &mut Vec<Action>,
+    ) -> bool {
+        let reused = inner.conns.get(&conn_id).is_some_and(|c| c.served > 0);
+        let Some(state) = inner.requests.get_mut(&id) else {
+            return false;
+        };
+        if !reused || state.retried {
+            return false;
+        }
+        log::debug!("request {id}: 408 on a reused connection; sending it again");
+        state.retried = true;
+        state.reset_for_hop();
+        let host = Rc::clone(&state.host);
+        // First in its host's queue: the slot the closed connection frees goes to it.
+        inner.hosts.entry(host).or_default().queue.push_front(id);
+        self.drop_conn(inner, conn_id, actions);
+        true
     }
 
     fn body_done(&self, inner: &ClientInner, id: u64) -> bool {
