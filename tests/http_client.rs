@@ -1659,3 +1659,48 @@ fn a_408_on_a_reused_connection_is_repeated_on_a_fresh_one() {
     );
     assert_eq!(server.requests().len(), 4, "and is not repeated");
 }
+
+/// A server that stops reading the request body stalls the upload: the read timeout then names
+/// the phase it fired in, `SendRequest` (it said `ResponseHead`, and `SendRequest` was never
+/// reported).
+#[test]
+fn a_stalled_upload_times_out_as_send_request() {
+    use kdnet::network::TimeoutPhase;
+    let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    socket.set_recv_buffer_size(64 * 1024).unwrap();
+    socket
+        .bind(
+            &"127.0.0.1:0"
+                .parse::<std::net::SocketAddr>()
+                .unwrap()
+                .into(),
+        )
+        .unwrap();
+    socket.listen(8).unwrap();
+    let listener: std::net::TcpListener = socket.into();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let Ok((stream, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = std::io::BufReader::new(stream);
+        let _ = support::read_request_head(&mut reader);
+        // Reads nothing more: the body stalls in the kernels' buffers.
+        std::thread::sleep(Duration::from_secs(10));
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.set_read_timeout(Duration::from_millis(300)));
+    let upload = HttpRequest::post(&format!("http://{addr}/upload"), vec![b'u'; 32 << 20]).unwrap();
+    let started = Instant::now();
+    let e = wait(&mut ev, &send(&client, upload)).unwrap_err();
+    assert!(
+        matches!(e, HttpError::Timeout(TimeoutPhase::SendRequest)),
+        "{e:?}"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(250) && took < Duration::from_secs(5),
+        "{took:?}"
+    );
+}

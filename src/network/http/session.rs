@@ -292,8 +292,10 @@ impl HttpSession {
     /// How long the response head may take from the moment the request is written (a deadline:
     /// a peer dripping head bytes cannot extend it; while a request body is still going out, it
     /// runs from the last body bytes the kernel took), and the longest silence allowed between
-    /// body bytes afterwards; also for streaming requests. Default `None` (no limit beyond the
-    /// request's total timeout).
+    /// body bytes afterwards; also for streaming requests. It fails the request with
+    /// `Timeout(SendRequest)` when the body stopped going out, `Timeout(ResponseHead)` when the
+    /// head did not come, `Timeout(BodyIdle)` when the body paused. Default `None` (no limit
+    /// beyond the request's total timeout).
     pub fn read_timeout(&self) -> Option<Duration> {
         self.read_timeout
     }

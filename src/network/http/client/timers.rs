@@ -85,7 +85,8 @@ impl HttpClient {
 
     /// The read timer fired: re-armed for the rest when bytes moved the deadline since, else the
     /// read timeout. Its phase is the request's phase now, not when the timer was armed: the head
-    /// may have completed in the same read that armed it.
+    /// may have completed in the same read that armed it; before the head, a request body the
+    /// kernel has not all taken yet means the send stalled.
     fn on_idle_timeout(&self, id: u64) {
         let phase = {
             let mut inner = self.inner.borrow_mut();
@@ -102,8 +103,13 @@ impl HttpClient {
                 self.start_idle_timer(watch, id, deadline - now, deadline);
                 return;
             }
+            let unsent = state.upload_head_len + state.upload_total;
             match state.phase {
                 Phase::RecvBody => TimeoutPhase::BodyIdle,
+                // The kernel stopped taking the request body: the server is not reading it.
+                _ if state.upload_total > 0 && state.wire_written < unsent => {
+                    TimeoutPhase::SendRequest
+                }
                 _ => TimeoutPhase::ResponseHead,
             }
         };
