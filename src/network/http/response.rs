@@ -473,6 +473,36 @@ mod tests {
     }
 
     #[test]
+    fn text_decodes_charsets_and_boms() {
+        let text = |content_type: &str, body: &'static [u8]| {
+            response(HttpVersion::Http11, 200, &[("Content-Type", content_type)])
+                .with_body(Bytes::from_static(body))
+                .text()
+                .into_owned()
+        };
+        assert_eq!(
+            text("text/plain; charset=windows-1252", b"\x80\x9f\xa0\xff"),
+            "\u{20ac}\u{178}\u{a0}\u{ff}"
+        );
+        assert_eq!(text("text/plain;charset=US-ASCII", b"plain"), "plain");
+        assert_eq!(
+            text("text/plain; charset=utf-16be", b"\xd8\x3d\0a\0"),
+            "\u{fffd}a\u{fffd}"
+        );
+        assert_eq!(text("text/plain; charset=utf-16", b"\xff\xfe"), "");
+        assert_eq!(
+            text("text/plain; format=flowed", b"\xef\xbb\xbf\xef\xbb\xbfx"),
+            "\u{feff}x"
+        );
+        let ascii = response(
+            HttpVersion::Http11,
+            200,
+            &[("Content-Type", "text/plain; charset=latin1")],
+        );
+        assert!(matches!(ascii.text(), Cow::Borrowed("hello")));
+    }
+
+    #[test]
     fn body_and_header_helpers() {
         let mut r = response(
             HttpVersion::Http11,
