@@ -1704,3 +1704,29 @@ fn a_stalled_upload_times_out_as_send_request() {
         "{took:?}"
     );
 }
+
+/// `101 Switching Protocols` is only an answer to a request that asked to upgrade (RFC 9110
+/// §15.2.2): to any other request it is a protocol error, not a bodiless success (the real
+/// response, in the other protocol, was silently dropped).
+#[test]
+fn switching_protocols_without_an_upgrade_request_is_an_error() {
+    let server = ScriptServer::start(|_, _| {
+        Reply::BytesThenClose(
+            b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: h2c\r\nConnection: Upgrade\r\n\r\n\0\0\x12\x04"
+                .to_vec(),
+        )
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let e = get(&mut ev, &client, &server.url("/plain")).unwrap_err();
+    assert!(
+        matches!(&e, HttpError::Protocol(m) if m.contains("101")),
+        "{e:?}"
+    );
+    let asked = HttpRequest::get(&server.url("/upgrade"))
+        .unwrap()
+        .with_header("Connection", "Upgrade")
+        .with_header("Upgrade", "h2c");
+    let response = wait(&mut ev, &send(&client, asked)).unwrap();
+    assert_eq!(response.status(), 101);
+}

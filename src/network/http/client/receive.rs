@@ -256,6 +256,13 @@ impl HttpClient {
         let Some(state) = requests.get_mut(&id) else {
             return Ok(());
         };
+        if head.status == 101 && !state.request.headers().contains("upgrade") {
+            // Only an answer to a request that asked to upgrade (RFC 9110 §15.2.2): the real
+            // response follows in another protocol.
+            return Err(HttpError::Protocol(
+                "101 Switching Protocols to a request that asked for no upgrade".into(),
+            ));
+        }
         let is_head = state.request.method() == &HttpMethod::Head;
         let framing = body_framing(is_head, &head)?;
         // A request that sent `Connection: close` is the last on its connection (RFC 9112 §9.6).
