@@ -607,6 +607,65 @@ fn an_empty_max_age_is_ignored() {
     assert!(past.is_expired());
 }
 
+/// `Expires` is read with the lenient cookie-date algorithm of RFC 6265 §5.1.1, as browsers do:
+/// a one-digit day or hour (Java's RFC_1123_DATE_TIME writes `Tue, 3 Jun 2099 …`), `UTC` or an
+/// offset instead of `GMT`, any letter case. Such dates were ignored: the cookie became a session
+/// cookie, and a deletion (`Expires=Thu, 01 Jan 1970 00:00:00 UTC`) kept the cookie.
+#[test]
+fn expires_dates_are_read_as_rfc_6265_cookie_dates() {
+    let u = url("https://example.com/");
+    let at = |date: &str| {
+        HttpCookie::from_set_cookie_header(&format!("a=1; Expires={date}"), &u)
+            .unwrap()
+            .expiration
+            .map(|t| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs())
+    };
+    // 2099-06-03T11:05:30Z
+    let expected = Some(4_084_167_930);
+    for date in [
+        "Tue, 03 Jun 2099 11:05:30 GMT",
+        "Tue, 3 Jun 2099 11:05:30 GMT",
+        "Tue, 03 Jun 2099 11:05:30 UTC",
+        "Tue, 03 Jun 2099 11:05:30 +0000",
+        "tue, 03 jun 2099 11:05:30 gmt",
+        "Tuesday, 03-June-2099 11:05:30",
+        "Tue Jun  3 11:05:30 2099",
+        "3 Jun 2099 11:5:30",
+    ] {
+        assert_eq!(at(date), expected, "{date:?}");
+    }
+    assert_eq!(at("Thu, 01-Jan-70 00:00:01 GMT"), Some(1));
+    assert_eq!(at("Sat, 01 Jan 2000 00:00:00 GMT"), Some(946_684_800));
+    assert_eq!(at("Tue, 29 Feb 2028 12:00:00 GMT"), Some(1_835_438_400));
+    // Not dates: ignored, so a session cookie.
+    for date in [
+        "Fri, 30 Feb 2099 11:05:30 GMT",
+        "Tue, 03 Jun 2099 24:00:00 GMT",
+        "Tue, 03 Jun 1600 11:05:30 GMT",
+        "Tue, 32 Jun 2099 11:05:30 GMT",
+        "Tue, 03 2099 11:05:30 GMT",
+        "Tue, 03 Jun 2099",
+        "tomorrow",
+    ] {
+        assert_eq!(at(date), None, "{date:?}");
+    }
+    // A deletion in a date format the strict parsers did not know deletes.
+    let mut jar = HttpCookieJar::new();
+    jar.store_response_cookies(&u, ["gone=1"]);
+    assert_eq!(
+        jar.store_response_cookies(&u, ["gone=; Expires=Thu, 01 Jan 1970 00:00:00 UTC"]),
+        1
+    );
+    assert!(jar.is_empty());
+    // Max-Age still wins over Expires.
+    let both = HttpCookie::from_set_cookie_header(
+        "b=1; Max-Age=0; Expires=Tue, 3 Jun 2099 11:05:30 GMT",
+        &u,
+    )
+    .unwrap();
+    assert!(both.is_expired());
+}
+
 #[test]
 fn single_label_domains_are_refused_unless_they_are_the_host() {
     let mut jar = HttpCookieJar::new();

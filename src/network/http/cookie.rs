@@ -217,7 +217,7 @@ pub(super) fn prepare_set_cookie(
     if !is_sendable(cookie.name()) || !is_sendable(cookie.value()) {
         return None;
     }
-    ignore_empty_max_age(&mut cookie, value);
+    apply_rfc_6265_expiry(&mut cookie, value);
     apply_single_label_rule(&mut cookie, url)?;
     let secure = cookie.secure() == Some(true);
     if secure && url.scheme() != "https" {
@@ -306,43 +306,152 @@ pub(super) fn from_store_cookie(cookie: &StoreCookie<'_>) -> HttpCookie {
     }
 }
 
-/// RFC 6265 §5.2.2 ignores a `Max-Age` attribute without digits, so the last one *with* digits
-/// (or `Expires`, or nothing) decides. The `cookie` crate reads an empty one (`Max-Age=`) as the
-/// largest age instead, which kept a cookie its server was deleting (`Expires` in the past) until
-/// the year 9999: the expiry is worked out again when the value has such an attribute.
-fn ignore_empty_max_age(cookie: &mut StoreCookie<'_>, set_cookie: &str) {
-    let max_ages = set_cookie.split(';').skip(1).filter_map(|attribute| {
-        let (name, value) = attribute.split_once('=')?;
-        name.trim()
-            .eq_ignore_ascii_case("max-age")
-            .then(|| value.trim())
-    });
-    let mut empty_seen = false;
-    // The last valid value: `Some(None)` for a negative one.
-    let mut valid: Option<Option<u64>> = None;
-    for age in max_ages {
-        let digits = age.strip_prefix('-').unwrap_or(age);
-        if age.is_empty() {
-            empty_seen = true;
-        } else if digits.bytes().all(|b| b.is_ascii_digit()) {
-            valid = Some(if age.starts_with('-') {
-                None
-            } else {
-                // Too many digits for a u64 is still "a very long time".
-                Some(digits.parse().unwrap_or(u64::MAX))
-            });
+/// Works the expiry out again by RFC 6265 where the `cookie` crate reads the attributes
+/// differently, so the cookie expires when a browser's would:
+///
+/// - §5.2.2 ignores a `Max-Age` without digits, so the last one *with* digits (or `Expires`, or
+///   nothing) decides. The crate reads an empty one (`Max-Age=`) as the largest age, which kept
+///   a cookie its server was deleting (`Expires` in the past) until the year 9999.
+/// - §5.2.1 reads `Expires` with the lenient cookie-date algorithm of §5.1.1. The crate knows
+///   three exact formats ending in `GMT`: a one-digit day (`Tue, 3 Jun 2099 …`, as Java writes
+///   it), `UTC` or lower case made the date unreadable, the cookie a session cookie, and a
+///   deletion in such a format kept the cookie.
+///
+/// Only values with such an attribute are looked at again.
+fn apply_rfc_6265_expiry(cookie: &mut StoreCookie<'_>, set_cookie: &str) {
+    let mut empty_max_age = false;
+    // The last valid Max-Age: `Some(None)` for a negative one.
+    let mut max_age: Option<Option<u64>> = None;
+    let mut has_expires = false;
+    let mut expires: Option<SystemTime> = None;
+    for attribute in set_cookie.split(';').skip(1) {
+        let Some((name, value)) = attribute.split_once('=') else {
+            continue;
+        };
+        let (name, value) = (name.trim(), value.trim());
+        if name.eq_ignore_ascii_case("max-age") {
+            let digits = value.strip_prefix('-').unwrap_or(value);
+            if value.is_empty() {
+                empty_max_age = true;
+            } else if digits.bytes().all(|b| b.is_ascii_digit()) {
+                max_age = Some(if value.starts_with('-') {
+                    None
+                } else {
+                    // Too many digits for a u64 is still "a very long time".
+                    Some(digits.parse().unwrap_or(u64::MAX))
+                });
+            }
+        } else if name.eq_ignore_ascii_case("expires") {
+            has_expires = true;
+            if let Some(at) = cookie_date(value) {
+                expires = Some(at);
+            }
         }
     }
-    if !empty_seen {
+    if !empty_max_age && !has_expires {
         return;
     }
-    cookie.expires = match valid {
-        Some(Some(seconds)) => CookieExpiration::from(seconds),
-        Some(None) => CookieExpiration::from(0u64),
-        None => cookie
-            .expires()
-            .map_or(CookieExpiration::SessionEnd, CookieExpiration::from),
+    cookie.expires = match (max_age, expires) {
+        (Some(Some(seconds)), _) => CookieExpiration::from(seconds),
+        (Some(None), _) => CookieExpiration::from(0u64),
+        (None, Some(at)) => CookieExpiration::AtUtc(clamp_to_cookie_range(at).into()),
+        (None, None) => CookieExpiration::SessionEnd,
     };
+}
+
+/// Parses a cookie date with the algorithm of RFC 6265 §5.1.1: the first tokens that look like
+/// a time (`h:m:s`, one or two digits each), a day of the month (one or two digits), a month
+/// (its first three letters, any case) and a year (two to four digits) are taken, whatever their
+/// order and whatever else is there (weekday, `GMT`, `UTC`, offsets). `None` when one is
+/// missing or out of range, or the date does not exist.
+fn cookie_date(text: &str) -> Option<SystemTime> {
+    const MONTHS: [&[u8; 3]; 12] = [
+        b"jan", b"feb", b"mar", b"apr", b"may", b"jun", b"jul", b"aug", b"sep", b"oct", b"nov",
+        b"dec",
+    ];
+    let is_delimiter =
+        |b: u8| matches!(b, 0x09 | 0x20..=0x2f | 0x3b..=0x40 | 0x5b..=0x60 | 0x7b..=0x7e);
+    let (mut time, mut day, mut month, mut year) = (None, None, None, None);
+    for token in text.as_bytes().split(|&b| is_delimiter(b)) {
+        if token.is_empty() {
+            continue;
+        }
+        if time.is_none()
+            && let Some(hms) = time_of_day(token)
+        {
+            time = Some(hms);
+        } else if day.is_none()
+            && let Some((d, _)) = leading_number(token, 1, 2)
+        {
+            day = Some(d);
+        } else if month.is_none()
+            && let Some(m) = token.get(..3).and_then(|start| {
+                MONTHS
+                    .iter()
+                    .position(|name| start.eq_ignore_ascii_case(*name))
+            })
+        {
+            month = Some(m as u32 + 1);
+        } else if year.is_none()
+            && let Some((y, _)) = leading_number(token, 2, 4)
+        {
+            year = Some(y);
+        }
+    }
+    let ((hour, minute, second), day, month, year) = (time?, day?, month?, year?);
+    let year = match year {
+        70..=99 => year + 1900,
+        0..=69 => year + 2000,
+        _ => year,
+    };
+    if !(1..=31).contains(&day) || year < 1601 || hour > 23 || minute > 59 || second > 59 {
+        return None;
+    }
+    let leap = year % 4 == 0 && (year % 100 != 0 || year % 400 == 0);
+    let month_days = match month {
+        2 if leap => 29,
+        2 => 28,
+        4 | 6 | 9 | 11 => 30,
+        _ => 31,
+    };
+    if day > month_days {
+        return None;
+    }
+    let days = days_from_civil(i64::from(year), month, day);
+    let seconds = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    Some(system_time_from_unix(seconds))
+}
+
+/// `h:m:s` at the start of a token (one or two digits each), then the end or a non-digit.
+fn time_of_day(token: &[u8]) -> Option<(u32, u32, u32)> {
+    let (hour, rest) = leading_number(token, 1, 2)?;
+    let (minute, rest) = leading_number(rest.strip_prefix(b":")?, 1, 2)?;
+    let (second, _) = leading_number(rest.strip_prefix(b":")?, 1, 2)?;
+    Some((hour, minute, second))
+}
+
+/// The number written by the `min..=max` digits that start `token` (then the end or a
+/// non-digit), and what follows them.
+fn leading_number(token: &[u8], min: usize, max: usize) -> Option<(u32, &[u8])> {
+    let digits = token.iter().take_while(|b| b.is_ascii_digit()).count();
+    if !(min..=max).contains(&digits) {
+        return None;
+    }
+    let value = token[..digits]
+        .iter()
+        .fold(0, |n, &b| n * 10 + u32::from(b - b'0'));
+    Some((value, &token[digits..]))
+}
+
+/// Days from 1970-01-01 to the given proleptic Gregorian date (H. Hinnant's algorithm).
+fn days_from_civil(year: i64, month: u32, day: u32) -> i64 {
+    let year = if month <= 2 { year - 1 } else { year };
+    let era = year.div_euclid(400);
+    let year_of_era = year - era * 400;
+    let month_from_march = i64::from((month + 9) % 12);
+    let day_of_year = (153 * month_from_march + 2) / 5 + i64::from(day) - 1;
+    let day_of_era = year_of_era * 365 + year_of_era / 4 - year_of_era / 100 + day_of_year;
+    era * 146_097 + day_of_era - 719_468
 }
 
 /// Refuses a single-label `Domain` (`com`, `localhost`, and `com.`, the same label written as a
