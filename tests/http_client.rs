@@ -10,7 +10,7 @@ use kdnet::EventLoop;
 use kdnet::network::http::{
     HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession, StreamEvent,
 };
-use support::{Reply, ScriptServer, ok_response, run_until};
+use support::{Reply, ScriptServer, ok_response, run_until, wait_until};
 
 type Outcome = Rc<RefCell<Option<Result<HttpResponse, HttpError>>>>;
 
@@ -1729,4 +1729,38 @@ fn switching_protocols_without_an_upgrade_request_is_an_error() {
         .with_header("Upgrade", "h2c");
     let response = wait(&mut ev, &send(&client, asked)).unwrap();
     assert_eq!(response.status(), 101);
+}
+
+/// `get`/`post`/… with a URL that does not parse fail like any other request: the callback gets
+/// the error, then the `error` signal carries it (it was posted to the callback alone, so a
+/// program logging failures through the signal never heard of it).
+#[test]
+fn a_url_that_does_not_parse_is_reported_on_the_error_signal_too() {
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let o = order.clone();
+    client
+        .error
+        .connect(move |(id, e)| o.borrow_mut().push(format!("signal {id} {e}")))
+        .release();
+    let o = order.clone();
+    let id = client.get("not a url", move |result| {
+        o.borrow_mut()
+            .push(format!("callback {}", result.unwrap_err()))
+    });
+    let o = order.clone();
+    let post_id = client.post("http://", b"x".to_vec(), "text/plain", move |result| {
+        o.borrow_mut().push(format!("callback {}", result.is_err()))
+    });
+    assert!(order.borrow().is_empty(), "nothing runs inside the call");
+    wait_until(&mut ev, || order.borrow().len() == 4);
+    let order = order.borrow();
+    assert!(order[0].starts_with("callback "), "{order:?}");
+    assert!(order[1].starts_with(&format!("signal {id} ")), "{order:?}");
+    assert_eq!(order[2], "callback true");
+    assert!(
+        order[3].starts_with(&format!("signal {post_id} ")),
+        "{order:?}"
+    );
 }

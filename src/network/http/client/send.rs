@@ -37,8 +37,10 @@ impl HttpClient {
                 self.send(request, callback)
             }
             Err(e) => {
+                // Delivered like any failed request: the callback, then the `error` signal.
                 let id = self.next_id();
-                self.core.post(Box::new(move || callback(Err(e))));
+                let delivery = Delivery::Buffered(Some(Box::new(callback)));
+                self.post_actions(vec![Action::Finish(id.0, delivery, Err(e))]);
                 id
             }
         }
