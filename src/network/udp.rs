@@ -52,8 +52,8 @@ const READS_PER_EVENT: usize = 1024;
 /// let port = receiver.local_address().unwrap().port();
 ///
 /// let handle = event_loop.handle();
-/// let r = receiver.clone();
-/// receiver.ready_read.connect(move |_| {
+/// // `connect_weak`: a slot holding its own socket strongly would keep it alive for ever.
+/// receiver.ready_read.connect_weak(&receiver, move |r, _| {
 ///     let (data, _from) = r.read_datagram().unwrap();
 ///     assert_eq!(data, b"ping");
 ///     handle.quit();

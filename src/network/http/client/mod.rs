@@ -7,7 +7,7 @@
 //! ```
 //!
 //! Each request has a [`RequestState`]; each connection a `Conn` in a per-host pool (at most
-//! `max_connections_per_host` active, further requests queue). Socket bytes reach the request's
+//! `max_connections_per_host` open, busy and idle ones alike; further requests queue). Socket bytes reach the request's
 //! parsers straight from the loop's read buffer through a data sink: the head is accumulated until
 //! complete, body bytes are decoded in place (chunked, then gzip/deflate) and either appended to
 //! the body, handed to a streaming callback, or — with `sse_mode` — fed to the request's SSE parser.
