@@ -22,10 +22,17 @@ thread_local! {
     /// Allocations (and reallocations) made by this thread; const-initialised, so reading it never
     /// allocates.
     static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
+    /// The largest block this thread asked for (allocation or reallocation), in bytes.
+    static LARGEST: Cell<usize> = const { Cell::new(0) };
 }
 
-fn count_one() {
+fn count_one(size: usize) {
     ALLOCATIONS.with(|count| count.set(count.get() + 1));
+    LARGEST.with(|largest| largest.set(largest.get().max(size)));
+}
+
+fn largest_allocation() -> usize {
+    LARGEST.with(Cell::get)
 }
 
 fn allocations() -> usize {
@@ -33,11 +40,11 @@ fn allocations() -> usize {
 }
 
 // SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
-// `GlobalAlloc` contract; the wrapper only increments a thread-local counter,
-// which never allocates.
+// `GlobalAlloc` contract; the wrapper only updates thread-local counters, which never
+// allocate.
 unsafe impl GlobalAlloc for CountingAllocator {
     unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_one();
+        count_one(layout.size());
         // SAFETY: same layout, as the caller guaranteed for this call.
         unsafe { System.alloc(layout) }
     }
@@ -48,7 +55,7 @@ unsafe impl GlobalAlloc for CountingAllocator {
     }
 
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_one();
+        count_one(new_size);
         // SAFETY: forwarded with the caller's guarantees for `ptr`, `layout` and `new_size`.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -188,5 +195,47 @@ fn a_streaming_sse_client_allocates_nothing_per_event() {
         allocated < (EVENTS - WARM) / 100,
         "{allocated} allocations for {} events",
         EVENTS - WARM
+    );
+}
+
+/// An event stream whose response announces a (large) `Content-Length`: the body goes to the
+/// parser as it arrives, so nothing is reserved for it. The client reserved the announced size
+/// (up to 16 MiB) in a body buffer that a streamed response never fills.
+#[test]
+fn a_stream_announcing_its_length_reserves_no_body_buffer() {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        read_request_head(&mut reader).unwrap();
+        stream
+            .write_all(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                  Content-Length: 100000000\r\n\r\ndata: one\n\ndata: two\n\n",
+            )
+            .unwrap();
+        std::thread::sleep(Duration::from_secs(30));
+    });
+
+    let mut event_loop = EventLoop::new().unwrap();
+    let sse = SseClient::new().unwrap();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    sse.message_received
+        .connect(move |event| s.borrow_mut().push(event.data().to_owned()))
+        .release();
+    let largest_before = largest_allocation();
+    sse.connect(HttpRequest::get(&format!("http://{addr}/stream")).unwrap());
+    assert!(run_until(&mut event_loop, Duration::from_secs(20), || seen
+        .borrow()
+        .len()
+        == 2));
+    sse.disconnect();
+    assert_eq!(*seen.borrow(), ["one", "two"]);
+    let largest = largest_allocation();
+    assert!(
+        largest <= largest_before.max(1 << 20),
+        "a {largest}-byte block for a stream of two events"
     );
 }

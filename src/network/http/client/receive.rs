@@ -315,8 +315,11 @@ impl HttpClient {
                     limit: state.max_body,
                 });
             }
-            // Reserve the announced size up front (bounded: a lying header must not allocate).
-            state.body.reserve(n.min(16 * 1024 * 1024) as usize);
+            // A buffered body reserves the announced size up front (bounded: a lying header
+            // must not allocate much); a streamed one goes to its consumer and is never held.
+            if buffered {
+                state.body.reserve(n.min(16 * 1024 * 1024) as usize);
+            }
         }
         state.phase = Phase::RecvBody;
         if state.redirect_next.is_none() {
