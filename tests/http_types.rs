@@ -1062,6 +1062,24 @@ fn validate_catches_what_would_corrupt_the_wire() {
     }
 }
 
+/// `CONNECT` asks a proxy for a tunnel: its target is `host:port` and a 2xx answer turns the
+/// connection into raw bytes. kdnet sends origin-form targets and reads a response body, so such
+/// a request is refused before anything is sent (it went out as `CONNECT / HTTP/1.1`).
+#[test]
+fn connect_requests_are_refused_with_the_reason() {
+    let request = HttpRequest::get("http://proxy.example:3128/")
+        .unwrap()
+        .with_method(HttpMethod::Connect);
+    match request.validate() {
+        Err(HttpError::InvalidRequest(reason)) => assert!(reason.contains("CONNECT"), "{reason}"),
+        other => panic!("{other:?}"),
+    }
+    let trace = HttpRequest::get("http://example.com/")
+        .unwrap()
+        .with_method(HttpMethod::Trace);
+    assert!(trace.validate().is_ok());
+}
+
 // ==== HttpSession (KDNetwork tests/http_session) ===========================================
 
 #[test]

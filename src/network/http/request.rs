@@ -368,6 +368,7 @@ impl HttpRequest {
     /// must be no `Transfer-Encoding` header (the client writes the body as it is, framed by
     /// `Content-Length`; a body announced as chunked but not encoded so would let its bytes pass
     /// for chunk framing and further requests), and at most one `Host` field (RFC 9112 §3.2).
+    /// `CONNECT` is refused: kdnet does not open proxy tunnels.
     ///
     /// ```
     /// use kdnet::network::http::HttpRequest;
@@ -377,6 +378,14 @@ impl HttpRequest {
     /// assert!(request.with_header("X-Evil", "a\r\nInjected: 1").validate().is_err());
     /// ```
     pub fn validate(&self) -> Result<(), HttpError> {
+        if self.method == HttpMethod::Connect {
+            // A tunnel: an authority-form target, and a 2xx turns the connection into raw bytes.
+            return Err(HttpError::InvalidRequest(
+                "CONNECT (a proxy tunnel) is not supported: requests are sent with a path target \
+                 and read a response body"
+                    .into(),
+            ));
+        }
         // One pass over the fields: this runs for every request sent.
         let mut hosts = 0;
         for (name, value) in self.headers.iter() {
