@@ -2059,3 +2059,60 @@ fn dropping_the_client_from_its_own_slots_or_while_connecting_stops_it() {
         }
     }
 }
+
+/// The MIME type is extracted as WHATWG Fetch does (what a browser's `EventSource` checks): every
+/// `Content-Type` field, split on commas outside quoted strings, and the last value that parses as
+/// `type/subtype` (and is not `*/*`) counts. `text/plain, text/event-stream` was refused.
+#[test]
+fn the_content_type_is_the_last_valid_mime_type_of_all_fields() {
+    let cases = [
+        ("Content-Type: text/plain, text/event-stream", true),
+        ("Content-Type: text/event-stream, */*", true),
+        ("Content-Type: text/event-stream, bogus", true),
+        (
+            "Content-Type: text/html\r\nContent-Type: text/event-stream",
+            true,
+        ),
+        ("Content-Type: text/event-stream;x=\"a,b\"", true),
+        ("Content-Type: text/event-stream, text/plain", false),
+        (
+            "Content-Type: text/event-stream\r\nContent-Type: text/html",
+            false,
+        ),
+        (
+            "Content-Type: text/plain; x=\"a, text/event-stream\"",
+            false,
+        ),
+        (
+            "Content-Type: text/plain; x=\"a\\\", text/event-stream\"",
+            false,
+        ),
+        ("Content-Type: */*", false),
+    ];
+    for (fields, opens) in cases {
+        let mut ev = EventLoop::new().unwrap();
+        let response =
+            format!("HTTP/1.1 200 OK\r\n{fields}\r\nContent-Length: 9\r\n\r\ndata: x\n\n");
+        let server = ScriptServer::start(move |_, _| Reply::Bytes(response.clone().into_bytes()));
+        let sse = SseClient::new().unwrap();
+        let rec = record(&sse);
+        sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+        assert!(
+            run_until(&mut ev, Duration::from_secs(5), || sse.ready_state()
+                == ReadyState::Closed
+                || !rec.events.borrow().is_empty()),
+            "{fields:?}"
+        );
+        if opens {
+            assert_eq!(*rec.events.borrow(), ["message:x:"], "{fields:?}");
+        } else {
+            assert!(rec.events.borrow().is_empty(), "{fields:?}");
+            let errors = rec.errors.borrow();
+            assert!(
+                matches!(errors[..], [SseError::BadContentType { .. }]),
+                "{fields:?}: {errors:?}"
+            );
+        }
+        sse.disconnect();
+    }
+}

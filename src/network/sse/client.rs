@@ -31,7 +31,8 @@ use crate::foundation::{LoopCore, LoopError, TimerKey};
 #[cfg(doc)]
 use crate::network::http::HttpSession;
 use crate::network::http::{
-    HttpClient, HttpError, HttpRequest, HttpResponse, RequestId, SseTarget, is_event_stream_mime,
+    HttpClient, HttpError, HttpRequest, HttpResponse, RequestId, SseTarget,
+    is_event_stream_response,
 };
 
 /// The reconnection time before a server sets one with `retry:` (as Chrome and undici).
@@ -642,8 +643,7 @@ impl SseTarget for SseClient {
         if self.inner.borrow().current != Some(id) {
             return false;
         }
-        let opens =
-            response.status() == 200 && response.content_type().is_some_and(is_event_stream_mime);
+        let opens = response.status() == 200 && is_event_stream_response(response.headers());
         if opens {
             {
                 let mut inner = self.inner.borrow_mut();

@@ -41,7 +41,7 @@ use crate::network::error::SocketError;
 use crate::network::sse::{SseBatch, SseParser};
 use crate::network::tcp::SocketState;
 
-pub(crate) use self::receive::is_event_stream_mime;
+pub(crate) use self::receive::is_event_stream_response;
 
 /// Identifies one request of an [`HttpClient`] (it keeps its id across redirects and retries).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]

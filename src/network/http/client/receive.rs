@@ -15,6 +15,8 @@ use crate::network::http::body::BodyDecoder;
 use crate::network::http::content::ContentDecoder;
 use crate::network::http::framing::{BodyFraming, body_framing, has_connection_option};
 use crate::network::http::head::{HeadParser, HeadStatus, ResponseHead};
+use crate::network::http::headers::HeaderMap;
+use crate::network::http::method::is_token;
 use crate::network::http::redirect::{RedirectAction, redirect_action};
 use crate::network::http::response::content_length;
 use crate::network::http::{HttpError, HttpMethod};
@@ -330,8 +332,8 @@ impl HttpClient {
                 }
                 Delivery::Sse { target, .. } => {
                     let response = state.response_from(head.clone(), Bytes::new());
-                    let opens = response.status() == 200
-                        && response.content_type().is_some_and(is_event_stream_mime);
+                    let opens =
+                        response.status() == 200 && is_event_stream_response(response.headers());
                     if opens {
                         state.sse_mode = true;
                         // Nothing reads the request again (no retry after bytes, no redirect
@@ -558,8 +560,60 @@ impl Drop for ContinuingRead<'_> {
 /// The most bytes of one read processed before the events they carry are delivered (16 KiB).
 const DELIVERY_SLICE: usize = 16 * 1024;
 
-/// Whether a `Content-Type` value's essence is `text/event-stream` (parameters and case ignored).
-pub(crate) fn is_event_stream_mime(content_type: &str) -> bool {
-    let essence = content_type.split(';').next().unwrap_or_default().trim();
-    essence.eq_ignore_ascii_case("text/event-stream")
+/// Whether a response's MIME type is `text/event-stream` (parameters and case ignored), the type
+/// extracted as WHATWG Fetch does for `EventSource`: the values of every `Content-Type` field,
+/// split on commas outside quoted strings, and the last one that parses as `type/subtype` and is
+/// not `*/*` counts.
+pub(crate) fn is_event_stream_response(headers: &HeaderMap) -> bool {
+    let mut last = None;
+    for field in headers.get_all("content-type") {
+        for value in split_outside_quotes(field) {
+            if let Some((kind, subtype)) = mime_essence(value)
+                && !(kind == "*" && subtype == "*")
+            {
+                last = Some(
+                    kind.eq_ignore_ascii_case("text")
+                        && subtype.eq_ignore_ascii_case("event-stream"),
+                );
+            }
+        }
+    }
+    last == Some(true)
+}
+
+/// The comma-separated values of a header field, commas inside `"…"` (with `\` escapes) kept.
+fn split_outside_quotes(field: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(field);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let bytes = text.as_bytes();
+        let (mut i, mut quoted) = (0, false);
+        while i < bytes.len() {
+            match bytes[i] {
+                b'"' => quoted = !quoted,
+                b'\\' if quoted => i += 1,
+                b',' if !quoted => {
+                    rest = Some(&text[i + 1..]);
+                    return Some(&text[..i]);
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        rest = None;
+        Some(text)
+    })
+}
+
+/// `type` and `subtype` of a MIME type (WHATWG "parse a MIME type", parameters ignored), or `None`
+/// when either is missing or not a token.
+fn mime_essence(value: &str) -> Option<(&str, &str)> {
+    let value = value.trim_matches(is_http_whitespace);
+    let (kind, rest) = value.split_once('/')?;
+    let subtype = rest.split(';').next()?.trim_end_matches(is_http_whitespace);
+    (is_token(kind) && is_token(subtype)).then_some((kind, subtype))
+}
+
+fn is_http_whitespace(c: char) -> bool {
+    matches!(c, ' ' | '\t' | '\r' | '\n')
 }
