@@ -709,3 +709,50 @@ fn a_timer_of_duration_max_runs_and_never_fires() {
     assert!(Timer::cancel_timer(managed_recurring));
     assert!(periodic.running.get());
 }
+
+/// A `Timer` belongs to the loop that was current when it was made. Once that loop is dropped the
+/// timer can never fire again, so it must not report `running` (it kept saying `true`, and
+/// `start()` or `running = true` on it claimed to start a timer that could never fire). The stop
+/// is announced on `running`, and a loop made later on the same thread does not adopt the timer.
+#[test]
+fn a_timer_whose_loop_was_dropped_is_not_running() {
+    let event_loop = EventLoop::new().unwrap();
+    let timer = Timer::new().unwrap();
+    timer.interval.set(ms(5));
+    let count = counting_slot(&timer);
+    let announced = Rc::new(RefCell::new(Vec::new()));
+    let a = announced.clone();
+    timer
+        .running
+        .value_changed
+        .connect(move |r| a.borrow_mut().push(*r))
+        .release();
+    timer.start();
+    let helper = Timer::create_recurring(ms(5), || {}).unwrap();
+    assert!(timer.running.get() && helper.running.get());
+    drop(event_loop);
+    assert!(!timer.running.get(), "running after its loop was dropped");
+    assert!(!helper.running.get(), "running after its loop was dropped");
+    assert_eq!(timer.remaining(), None);
+    assert_eq!(*announced.borrow(), [true, false], "the stop is announced");
+
+    timer.start();
+    assert!(!timer.running.get(), "start() on a timer without a loop");
+    timer.running.set(true);
+    assert!(
+        !timer.running.get(),
+        "running = true on a timer without a loop"
+    );
+    timer.start_with(ms(1));
+    assert!(!timer.running.get());
+    assert_eq!(timer.remaining(), None);
+
+    let mut event_loop = EventLoop::new().unwrap();
+    timer.start();
+    assert!(!timer.running.get(), "a later loop adopted the timer");
+    spin_for(&mut event_loop, ms(30));
+    assert_eq!(count.get(), 0);
+    drop(timer);
+    drop(helper);
+    assert_eq!(event_loop.timer_count(), 0);
+}

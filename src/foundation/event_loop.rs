@@ -163,6 +163,11 @@ impl LoopCore {
         armed
     }
 
+    /// Whether the loop was dropped (its timers can no longer be armed).
+    pub(crate) fn is_closed(&self) -> bool {
+        self.shared.is_closed()
+    }
+
     pub(crate) fn timer_disarm(&self, key: TimerKey) {
         self.timers.borrow_mut().disarm(key);
     }
@@ -355,6 +360,14 @@ impl LoopCore {
             let timers = self.timers.borrow_mut().clear();
             if posted.is_empty() && timers.is_empty() {
                 break;
+            }
+            // Timer objects outlive their slots: tell them they stopped for good.
+            for target in &timers {
+                if let TimerTarget::Borrowed(weak) = target {
+                    if let Some(handler) = weak.upgrade() {
+                        handler.loop_gone();
+                    }
+                }
             }
             drop((posted, timers));
         }

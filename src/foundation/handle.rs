@@ -108,6 +108,10 @@ impl Shared {
         lock(&self.quit).take()
     }
 
+    pub(crate) fn is_closed(&self) -> bool {
+        self.closed.load(Ordering::Acquire)
+    }
+
     pub(crate) fn close(&self) {
         // Under the queue lock, so a concurrent post either lands before the final drain or fails.
         let _queue = lock(&self.remote);
@@ -182,7 +186,7 @@ impl LoopHandle {
 
     /// Whether the loop still exists.
     pub fn is_alive(&self) -> bool {
-        !self.shared.closed.load(Ordering::Acquire)
+        !self.shared.is_closed()
     }
 
     /// The loop's connection evaluator (for [`Signal::connect_deferred`](crate::Signal::connect_deferred)).

@@ -63,6 +63,11 @@ pub struct Timer {
 impl Timer {
     /// A stopped timer on the current thread's loop.
     ///
+    /// The timer belongs to that loop for good. When the loop is dropped the timer stops
+    /// (`running` becomes `false`, announced on [`running`](Self::running)'s `value_changed`) and
+    /// cannot be started again: `start()` and `running = true` leave it stopped, also once the
+    /// thread has a new loop.
+    ///
     /// Fails with [`LoopError::NoEventLoop`] on a thread without an [`EventLoop`](super::EventLoop).
     pub fn new() -> Result<Rc<Timer>, LoopError> {
         let core = LoopCore::current()?;
@@ -83,10 +88,11 @@ impl Timer {
             .running
             .value_changed
             .connect_weak(&timer, |t, &running| {
-                if running {
-                    t.arm_from_now();
-                } else {
+                if !running {
                     t.disarm();
+                } else if !t.arm_from_now() {
+                    // Its loop is gone: it can never fire, so it does not run.
+                    t.running.set(false);
                 }
             })
             .release();
@@ -134,7 +140,12 @@ impl Timer {
     }
 
     /// Starts the countdown; restarts it if the timer is already running.
+    ///
+    /// Does nothing once the timer's loop was dropped (see [`Timer::new`]).
     pub fn start(&self) {
+        if self.core.is_closed() {
+            return;
+        }
         if !self.running.set(true) {
             self.arm_from_now();
         }
@@ -212,10 +223,16 @@ impl Timer {
         Ok(TimerId { key })
     }
 
-    fn arm_from_now(&self) {
+    /// Starts the countdown from now; false if the loop is gone (the timer stays disarmed).
+    fn arm_from_now(&self) -> bool {
         let deadline = deadline_after(Instant::now(), self.interval.get());
-        self.deadline.set(Some(deadline));
-        self.core.timer_arm(self.key, deadline);
+        if self.core.timer_arm(self.key, deadline) {
+            self.deadline.set(Some(deadline));
+            true
+        } else {
+            self.deadline.set(None);
+            false
+        }
     }
 
     fn disarm(&self) {
@@ -241,6 +258,11 @@ impl TimerHandler for Timer {
             self.core.timer_arm(self.key, next);
         }
         self.timeout.emit(&());
+    }
+
+    fn loop_gone(&self) {
+        self.deadline.set(None);
+        self.running.set(false);
     }
 }
 

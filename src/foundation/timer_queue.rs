@@ -36,6 +36,9 @@ static NEXT_GENERATION: AtomicU64 = AtomicU64::new(0);
 /// Something a timer slot calls when its deadline passes.
 pub(crate) trait TimerHandler {
     fn fire(&self, key: TimerKey);
+
+    /// The loop was dropped: this timer will never fire again.
+    fn loop_gone(&self) {}
 }
 
 /// Who keeps a timer's handler alive: the queue (closure timers) or its owner (`Timer` objects, sockets).
