@@ -240,6 +240,55 @@ fn one_loop_per_thread() {
     assert_eq!(second.timer_count(), 0);
 }
 
+/// A loop kept in a `thread_local!` is dropped when its thread exits, possibly after kdnet's own
+/// thread-local state is gone. Dropping it then must not panic (the thread's exit aborted the
+/// process: "cannot access a Thread Local Storage value during or after destruction").
+#[test]
+fn a_loop_kept_in_a_thread_local_is_dropped_cleanly_when_its_thread_exits() {
+    thread_local! {
+        static LOOP: RefCell<Option<EventLoop>> = const { RefCell::new(None) };
+        static TIMER: RefCell<Option<Rc<Timer>>> = const { RefCell::new(None) };
+    }
+    let dropped = Arc::new(AtomicBool::new(false));
+    let flag = DropFlag(dropped.clone());
+    // Run in a child process: a panic in a thread-local destructor aborts the whole process.
+    if std::env::var_os("KDNET_TLS_LOOP_CHILD").is_some() {
+        let worker = thread::spawn(move || {
+            // Touched first, so it is destroyed after kdnet's thread-locals.
+            LOOP.with(|l| {
+                let event_loop = EventLoop::new().unwrap();
+                event_loop.post(move || {
+                    let _keep = &flag;
+                });
+                *l.borrow_mut() = Some(event_loop);
+            });
+            TIMER.with(|t| {
+                let timer = Timer::create_recurring(Duration::from_millis(5), || {}).unwrap();
+                *t.borrow_mut() = Some(timer);
+            });
+        });
+        worker.join().unwrap();
+        assert!(dropped.load(Ordering::SeqCst), "the loop was not dropped");
+        return;
+    }
+    let output = std::process::Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "a_loop_kept_in_a_thread_local_is_dropped_cleanly_when_its_thread_exits",
+            "--nocapture",
+        ])
+        .env("KDNET_TLS_LOOP_CHILD", "1")
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "the child failed: {}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(String::from_utf8_lossy(&output.stdout).contains("1 passed"));
+}
+
 #[test]
 fn a10_a11_loops_on_two_threads_are_independent() {
     let mut main_loop = EventLoop::new().unwrap();

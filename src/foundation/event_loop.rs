@@ -559,7 +559,9 @@ impl EventLoop {
 
 impl Drop for EventLoop {
     fn drop(&mut self) {
-        CURRENT.with(|c| {
+        // try_with: a loop kept in a thread-local may be dropped after CURRENT at thread exit
+        // (nothing to unset then; a panic there aborts the process).
+        let _ = CURRENT.try_with(|c| {
             let mut current = c.borrow_mut();
             if Weak::ptr_eq(&current, &Rc::downgrade(&self.core)) {
                 *current = Weak::new();
