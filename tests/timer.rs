@@ -756,3 +756,115 @@ fn a_timer_whose_loop_was_dropped_is_not_running() {
     drop(helper);
     assert_eq!(event_loop.timer_count(), 0);
 }
+
+/// A loopback HTTP server that answers one request after `delay` (for a nested wait in a slot:
+/// `HttpClient::send_and_wait` turns the loop until the response is in).
+fn slow_http_server(delay: Duration) -> (String, thread::JoinHandle<()>) {
+    use std::io::{BufRead, BufReader, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/",
+        listener.local_addr().unwrap().port()
+    );
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        thread::sleep(delay);
+        (&stream)
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            .unwrap();
+    });
+    (url, server)
+}
+
+fn wait_nested(url: &str) {
+    let client = kdnet::network::http::HttpClient::new().unwrap();
+    let response = client
+        .send_and_wait(kdnet::network::http::HttpRequest::get(url).unwrap())
+        .unwrap();
+    assert_eq!(response.text(), "ok");
+}
+
+/// A single-shot timer restarted by its own slot, which then waits in a nested loop longer than
+/// the interval: the restarted countdown ends during the nested wait, while the slot is still
+/// running. The timeout is delivered once the slot returns; it was lost (the nested turn stopped
+/// the timer and skipped the busy slot, so the timer stood stopped and the slot never ran again).
+#[test]
+fn a_single_shot_timer_restarted_by_its_slot_that_then_waits_in_a_nested_loop_fires_again() {
+    let (url, server) = slow_http_server(ms(300));
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let timer = Timer::new().unwrap();
+    timer.single_shot.set(true);
+    timer.interval.set(ms(20));
+    let count = Rc::new(Cell::new(0));
+    let returned_at = Rc::new(Cell::new(None));
+    let (c, r, t, handle) = (
+        count.clone(),
+        returned_at.clone(),
+        Rc::downgrade(&timer),
+        event_loop.handle(),
+    );
+    timer
+        .timeout
+        .connect(move |_| {
+            c.set(c.get() + 1);
+            if c.get() == 1 {
+                t.upgrade().unwrap().start();
+                wait_nested(&url);
+                r.set(Some(Instant::now()));
+            } else {
+                handle.quit();
+            }
+        })
+        .release();
+    timer.start();
+    assert_eq!(event_loop.run(), 0, "the restarted timer never fired again");
+    assert_eq!(count.get(), 2);
+    assert!(!timer.running.get());
+    server.join().unwrap();
+}
+
+/// A periodic timer whose slot waits in a nested loop for several intervals: the ticks that come
+/// due meanwhile do not reach the timer's other slots while the first one still runs (each slot
+/// sees the same ticks, as Qt skips a timer whose activation is on the stack), and the timer
+/// keeps its period afterwards.
+#[test]
+fn a_periodic_timer_whose_slot_waits_in_a_nested_loop_is_not_fired_inside_it() {
+    let (url, server) = slow_http_server(ms(200));
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let timer = Timer::new().unwrap();
+    timer.interval.set(ms(20));
+    let first = Rc::new(Cell::new(0));
+    let second = Rc::new(Cell::new(0));
+    let (f, handle) = (first.clone(), event_loop.handle());
+    let mut url = Some(url);
+    timer
+        .timeout
+        .connect(move |_| {
+            f.set(f.get() + 1);
+            if let Some(url) = url.take() {
+                wait_nested(&url);
+            } else if f.get() == 4 {
+                handle.quit();
+            }
+        })
+        .release();
+    let s = second.clone();
+    timer.timeout.connect(move |_| s.set(s.get() + 1)).release();
+    timer.start();
+    assert_eq!(event_loop.run(), 0);
+    assert_eq!(first.get(), 4);
+    assert_eq!(
+        second.get(),
+        first.get(),
+        "the second slot was called inside the first one's nested wait"
+    );
+    assert!(timer.running.get());
+    server.join().unwrap();
+}

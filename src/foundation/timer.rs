@@ -25,6 +25,11 @@ use crate::bindings::{Property, Signal};
 /// Changing `interval` of a running timer restarts it from now. A single-shot timer sets `running`
 /// to `false` before emitting `timeout`, so a slot may start it again.
 ///
+/// A timer is not fired inside its own `timeout` emission (a slot that waits in a nested loop,
+/// such as [`HttpClient::send_and_wait`](crate::network::http::HttpClient::send_and_wait)): a
+/// periodic tick due meanwhile is skipped, and a single-shot countdown the slot restarted that
+/// ends meanwhile fires on the first turn after the slot returns.
+///
 /// ```
 /// use kdnet::{EventLoop, Timer};
 /// use std::{cell::Cell, rc::Rc, time::Duration};
@@ -58,6 +63,10 @@ pub struct Timer {
     key: TimerKey,
     /// When the current countdown ends (to re-arm periodic timers without drift).
     deadline: Cell<Option<Instant>>,
+    /// `timeout` is being emitted (a slot may wait in a nested loop meanwhile).
+    emitting: Cell<bool>,
+    /// A single-shot countdown ended while `timeout` was being emitted: fire once it ends.
+    overdue: Cell<bool>,
 }
 
 impl Timer {
@@ -82,6 +91,8 @@ impl Timer {
                 core: Rc::clone(&core),
                 key,
                 deadline: Cell::new(None),
+                emitting: Cell::new(false),
+                overdue: Cell::new(false),
             }
         });
         timer
@@ -225,6 +236,7 @@ impl Timer {
 
     /// Starts the countdown from now; false if the loop is gone (the timer stays disarmed).
     fn arm_from_now(&self) -> bool {
+        self.overdue.set(false);
         let deadline = deadline_after(Instant::now(), self.interval.get());
         if self.core.timer_arm(self.key, deadline) {
             self.deadline.set(Some(deadline));
@@ -236,6 +248,7 @@ impl Timer {
     }
 
     fn disarm(&self) {
+        self.overdue.set(false);
         self.deadline.set(None);
         self.core.timer_disarm(self.key);
     }
@@ -248,21 +261,63 @@ impl TimerHandler for Timer {
         if !self.running.get() {
             return;
         }
+        if self.emitting.get() {
+            // Due again while a slot of this timer still runs (it waits in a nested loop): a
+            // busy slot would be skipped and the others called inside it. A periodic tick is
+            // skipped whole (as Qt skips a timer whose activation is on the stack); a single-shot
+            // countdown (restarted by the slot) is delivered when the emission ends.
+            if self.single_shot.get() {
+                self.overdue.set(true);
+            } else {
+                self.rearm_periodic();
+            }
+            return;
+        }
         if self.single_shot.get() {
             self.deadline.set(None);
             self.running.set(false);
         } else {
-            let now = Instant::now();
-            let next = next_periodic_deadline(self.deadline.get(), self.interval.get(), now);
-            self.deadline.set(Some(next));
-            self.core.timer_arm(self.key, next);
+            self.rearm_periodic();
         }
+        let _emitting = Emitting::start(self);
         self.timeout.emit(&());
     }
 
     fn loop_gone(&self) {
+        self.overdue.set(false);
         self.deadline.set(None);
         self.running.set(false);
+    }
+}
+
+impl Timer {
+    fn rearm_periodic(&self) {
+        let next = next_periodic_deadline(self.deadline.get(), self.interval.get(), Instant::now());
+        self.deadline.set(Some(next));
+        self.core.timer_arm(self.key, next);
+    }
+}
+
+/// Marks a timer's `timeout` emission as running until dropped (also when a slot panics): then
+/// a single-shot countdown that ended meanwhile is re-armed to fire on the next turn.
+struct Emitting<'a>(&'a Timer);
+
+impl<'a> Emitting<'a> {
+    fn start(timer: &'a Timer) -> Self {
+        timer.emitting.set(true);
+        Emitting(timer)
+    }
+}
+
+impl Drop for Emitting<'_> {
+    fn drop(&mut self) {
+        let timer = self.0;
+        timer.emitting.set(false);
+        if timer.overdue.take() && timer.running.get() {
+            let deadline = timer.deadline.get().unwrap_or_else(Instant::now);
+            timer.deadline.set(Some(deadline));
+            timer.core.timer_arm(timer.key, deadline);
+        }
     }
 }
 
