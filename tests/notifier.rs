@@ -659,3 +659,74 @@ fn toggling_a_notifier_whose_descriptor_was_closed_leaves_a_socket_on_the_reused
     }
     panic!("could not get a descriptor number reused");
 }
+
+// ---- nested loops -------------------------------------------------------------------------------
+
+/// A slot that waits in a nested loop (`HttpClient::send_and_wait`) before reading its descriptor,
+/// while more data arrives: the nested turns do not deliver the notifier whose emission is on the
+/// stack. They did: the busy slot was skipped, the notifier's other slots were called inside it,
+/// and the re-arm after each such delivery reported the unread descriptor again at once, so the
+/// nested wait spun, calling the other slots thousands of times.
+#[test]
+fn a_notifier_whose_slot_waits_in_a_nested_loop_is_not_delivered_inside_it() {
+    use std::io::BufRead;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/",
+        listener.local_addr().unwrap().port()
+    );
+    let (local, mut remote) = socket_pair();
+    remote.write_all(b"first").unwrap();
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        // More data for the watched descriptor while the slot waits, then the response.
+        thread::sleep(Duration::from_millis(50));
+        remote.write_all(b"more").unwrap();
+        thread::sleep(Duration::from_millis(150));
+        (&stream)
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            .unwrap();
+        remote
+    });
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let notifier = FileDescriptorNotifier::new(local.as_raw_fd(), NotificationType::Read).unwrap();
+    let first = Rc::new(Cell::new(0));
+    let (f, handle) = (first.clone(), event_loop.handle());
+    notifier
+        .triggered
+        .connect(move |_| {
+            f.set(f.get() + 1);
+            if f.get() == 1 {
+                let client = kdnet::network::http::HttpClient::new().unwrap();
+                let response = client
+                    .send_and_wait(kdnet::network::http::HttpRequest::get(&url).unwrap())
+                    .unwrap();
+                assert_eq!(response.text(), "ok");
+            } else {
+                let mut buf = [0u8; 64];
+                while (&local).read(&mut buf).is_ok_and(|n| n > 0) {}
+                handle.quit();
+            }
+        })
+        .release();
+    let second = Rc::new(Cell::new(0));
+    let s = second.clone();
+    notifier
+        .triggered
+        .connect(move |_| s.set(s.get() + 1))
+        .release();
+    assert_eq!(event_loop.run(), 0);
+    let _remote = server.join().unwrap();
+    assert_eq!(first.get(), 2);
+    assert_eq!(
+        second.get(),
+        first.get(),
+        "the other slot was called inside the first one's nested wait"
+    );
+}

@@ -59,7 +59,10 @@ const KINDS: [NotificationType; 3] = [
 /// the condition holds (KDFoundation `FileDescriptorNotifier`).
 ///
 /// Enabled on creation; dropping it unregisters. Level-triggered: as long as the descriptor stays
-/// readable (say) and the notifier enabled, `triggered` fires once per loop turn.
+/// readable (say) and the notifier enabled, `triggered` fires once per loop turn. Not while its
+/// own `triggered` is being emitted, though: a slot that waits in a nested loop (such as
+/// [`HttpClient::send_and_wait`](crate::network::http::HttpClient::send_and_wait)) is triggered
+/// again after it returns, if the condition still holds.
 ///
 /// Drop (or disable) the notifier before closing the descriptor. One whose descriptor was closed
 /// goes quiet; should another file take the number meanwhile (a socket of kdnet's own, say), the
@@ -93,6 +96,8 @@ pub struct FileDescriptorNotifier {
     fd: RawFd,
     kind: NotificationType,
     enabled: Cell<bool>,
+    /// `triggered` is being emitted (a slot may wait in a nested loop meanwhile).
+    emitting: Cell<bool>,
     watch: Rc<FdWatch>,
 }
 
@@ -118,6 +123,7 @@ impl FileDescriptorNotifier {
             fd,
             kind,
             enabled: Cell::new(true),
+            emitting: Cell::new(false),
             watch: Rc::clone(&watch),
         });
         watch.notifiers.borrow_mut()[kind.index()] = Rc::downgrade(&notifier);
@@ -303,8 +309,17 @@ impl ReadyHandler for FdWatch {
                 continue;
             }
             // Looked up per delivery: the previous slot may have dropped or disabled this one.
-            if let Some(notifier) = self.notifier(kind).filter(|n| n.enabled.get()) {
+            // Not delivered inside its own emission (a slot waiting in a nested loop): its busy
+            // slot would be skipped and the others called inside it, and the re-arm would report
+            // the descriptor again at once, every nested turn. The emission's own re-arm, once
+            // it ends, reports a condition that still holds.
+            if let Some(notifier) = self
+                .notifier(kind)
+                .filter(|n| n.enabled.get() && !n.emitting.get())
+            {
                 delivered = true;
+                notifier.emitting.set(true);
+                let _emitting = Emitting(&notifier.emitting);
                 notifier.triggered.emit(&self.fd);
             }
         }
@@ -319,6 +334,15 @@ impl ReadyHandler for FdWatch {
         if let Err(e) = self.update_registration_checked(false) {
             log::warn!("re-arming descriptor {}: {e}", self.fd);
         }
+    }
+}
+
+/// Clears a notifier's "emitting" mark when its emission ends (also when a slot panics).
+struct Emitting<'a>(&'a Cell<bool>);
+
+impl Drop for Emitting<'_> {
+    fn drop(&mut self) {
+        self.0.set(false);
     }
 }
 
