@@ -730,3 +730,42 @@ fn a_notifier_whose_slot_waits_in_a_nested_loop_is_not_delivered_inside_it() {
         "the other slot was called inside the first one's nested wait"
     );
 }
+
+/// Enabling a notifier whose descriptor now stands for a file the poller refuses (`/dev/null`
+/// took the number of the closed socket) fails, and the notifier says it is disabled: it said
+/// `is_enabled() == true` while nothing was registered.
+#[test]
+fn a_failed_enable_leaves_the_notifier_disabled() {
+    let _event_loop = EventLoop::new().unwrap();
+    for _attempt in 0..20 {
+        let (local, _remote) = socket_pair();
+        let number = local.as_raw_fd();
+        let (notifier, _count) = watch(number, NotificationType::Read);
+        notifier.set_enabled(false).unwrap();
+        drop(local);
+        let mut files = Vec::new();
+        let reused = loop {
+            let file = std::fs::File::open("/dev/null").unwrap();
+            let fd = file.as_raw_fd();
+            files.push(file);
+            if fd == number {
+                break true;
+            }
+            if fd > number || files.len() > 8 {
+                break false;
+            }
+        };
+        if !reused {
+            continue;
+        }
+        assert!(notifier.set_enabled(true).is_err());
+        assert!(
+            !notifier.is_enabled(),
+            "the enable failed, yet the notifier says it is enabled"
+        );
+        // Disabling again is a no-op that succeeds.
+        notifier.set_enabled(false).unwrap();
+        return;
+    }
+    panic!("could not get a descriptor number reused");
+}

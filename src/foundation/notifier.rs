@@ -150,11 +150,18 @@ impl FileDescriptorNotifier {
     }
 
     /// Enables or disables the notifier (a disabled one is removed from the poller).
+    ///
+    /// When enabling fails (the descriptor was closed, or its number now stands for a file the
+    /// poller refuses) the notifier stays disabled. A disabled notifier is never triggered, even
+    /// if updating the registration failed.
     pub fn set_enabled(&self, enabled: bool) -> Result<(), LoopError> {
         if self.enabled.replace(enabled) != enabled {
-            self.watch
-                .update_registration()
-                .map_err(|e| LoopError::io("updating the descriptor registration", e))?;
+            if let Err(e) = self.watch.update_registration() {
+                if enabled {
+                    self.enabled.set(false);
+                }
+                return Err(LoopError::io("updating the descriptor registration", e));
+            }
         }
         Ok(())
     }
