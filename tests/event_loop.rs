@@ -229,6 +229,28 @@ fn work_queued_while_the_loop_drops_its_queue_is_dropped_too() {
     assert!(weak_client.upgrade().is_none(), "the client leaked");
 }
 
+/// Work queued by an object that outlived its loop (a request that fails at once posts its
+/// callback) is dropped at once: nothing will ever run it, and kept queued it held the callback,
+/// its captures (here the client itself) and the dead loop alive for ever.
+#[test]
+fn work_queued_after_the_loop_is_dropped_is_dropped_at_once() {
+    let event_loop = EventLoop::new().unwrap();
+    let client = kdnet::network::http::HttpClient::new().unwrap();
+    drop(event_loop);
+    let weak_client = Rc::downgrade(&client);
+    let callback_dropped = Arc::new(AtomicBool::new(false));
+    let (keep, flag) = (client.clone(), DropFlag(callback_dropped.clone()));
+    client.get("not a url", move |_| {
+        let _keep = (&keep, &flag);
+    });
+    assert!(
+        callback_dropped.load(Ordering::SeqCst),
+        "the callback stays queued on the dropped loop"
+    );
+    drop(client);
+    assert!(weak_client.upgrade().is_none(), "the client leaked");
+}
+
 // ---- one loop per thread ------------------------------------------------------------------------
 
 #[test]

@@ -207,8 +207,18 @@ impl LoopCore {
         let was_empty = posted.is_empty();
         posted.push_back(f);
         drop(posted);
-        if was_empty {
-            self.wake_host_if_idle();
+        // Checked only outside a turn with the queue empty: once the loop is gone every post is
+        // made so (and inside a turn the loop is alive).
+        if was_empty && self.depth.get() == 0 {
+            if self.shared.is_closed() {
+                // Nothing will run it (an object outliving its loop queued it). Kept, it would
+                // hold its captures, and so often this core, alive for ever: drop it now, outside
+                // the borrow (its `Drop` may post again).
+                let dead = std::mem::take(&mut *self.posted.borrow_mut());
+                drop(dead);
+                return;
+            }
+            self.shared.wake();
         }
     }
 
