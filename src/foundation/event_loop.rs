@@ -139,7 +139,7 @@ impl LoopCore {
         self.sources.borrow().len()
     }
 
-    /// Lends the loop's shared read buffer; `None` if it is already lent (nested use).
+    /// Lends the loop's shared read buffer; an empty one if it is already lent (nested use).
     pub(crate) fn take_read_buffer(&self) -> Vec<u8> {
         std::mem::take(&mut *self.read_buffer.borrow_mut())
     }
