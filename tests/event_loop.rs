@@ -476,6 +476,38 @@ fn a_quit_during_a_nested_wait_does_not_spin_it() {
     );
 }
 
+/// A nested wait (`HttpClient::send_and_wait` from a timer's callback) whose request is finished by
+/// a closure the wait itself runs (a request refused before it is sent reports from the loop)
+/// returns as soon as that closure ran. The turn that ran it went on to block in the poller with
+/// nothing to wake it (a post inside a turn writes no wake-up): the wait lasted until an unrelated
+/// event, here a timer 3 s later.
+#[test]
+fn a_nested_wait_finished_by_a_posted_closure_returns_without_waiting_for_another_event() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 10);
+    let handle = event_loop.handle();
+    let _unrelated = Timer::create_timeout(Duration::from_secs(3), || {}).unwrap();
+    let outcome = Rc::new(RefCell::new(None));
+    let o = outcome.clone();
+    Timer::set_timeout(Duration::from_millis(1), move || {
+        let client = kdnet::network::http::HttpClient::new().unwrap();
+        let mut request = kdnet::network::http::HttpRequest::get("http://127.0.0.1:9/").unwrap();
+        request.set_header("X-Bad", "a\nb");
+        let started = Instant::now();
+        let result = client.send_and_wait(request);
+        *o.borrow_mut() = Some((result.is_err(), started.elapsed()));
+        handle.quit();
+    })
+    .unwrap();
+    assert_eq!(event_loop.run(), 0);
+    let (failed, elapsed) = outcome.borrow_mut().take().unwrap();
+    assert!(failed, "the invalid request was sent");
+    assert!(
+        elapsed < Duration::from_secs(1),
+        "the nested wait took {elapsed:?} to see its result"
+    );
+}
+
 #[test]
 fn a10_quit_before_run_returns_at_once() {
     let mut event_loop = EventLoop::new().unwrap();

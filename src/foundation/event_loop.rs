@@ -262,6 +262,9 @@ impl LoopCore {
         if let Some(code) = self.shared.take_quit() {
             self.quit.set(Some(code));
         }
+        // Closures queued on this thread before the turn: posted inside an earlier turn (which
+        // writes no wake-up), or between turns (whose wake-up is pending anyway).
+        let local_posted = !self.posted.borrow().is_empty();
         self.shared.move_remote_into(&mut self.posted.borrow_mut());
         dispatched += self.run_posted();
 
@@ -271,7 +274,15 @@ impl LoopCore {
         // an outer run() that cannot look before a nested wait (send_and_wait) ends, or for a
         // host that drives the loop with process_events alone, and every turn meanwhile would
         // poll without waiting (a busy loop at full CPU).
-        let timeout = if self.quit.get().is_some() && !quit_was_pending {
+        //
+        // Likewise a turn that ran closures queued on this thread does not wait for another
+        // event: one of them may have done what its caller waits for (finished the request a
+        // nested `send_and_wait` waits on, set a flag a `process_events` loop checks). A post
+        // inside a turn saves the wake-up write that would end this wait (KDFoundation's
+        // `postEvent` always writes one), so without this the wait lasted until unrelated I/O
+        // or a timer. A post between turns left a wake-up pending: that poll returns at once
+        // anyway.
+        let timeout = if local_posted || (self.quit.get().is_some() && !quit_was_pending) {
             Some(Duration::ZERO)
         } else {
             timeout
