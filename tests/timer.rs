@@ -868,3 +868,37 @@ fn a_periodic_timer_whose_slot_waits_in_a_nested_loop_is_not_fired_inside_it() {
     assert!(timer.running.get());
     server.join().unwrap();
 }
+
+/// Two timers due in the same turn; the first one's slot waits in a nested loop for a request
+/// that only the second one ends (a watchdog cancelling it). The nested loop fires the second
+/// timer: it was held in the outer turn's batch of due timers until the first slot returned, so
+/// the nested wait hung until the server answered by itself (here after 2 s).
+#[test]
+fn a_timer_due_with_one_whose_slot_waits_in_a_nested_loop_fires_inside_that_wait() {
+    let (url, server) = slow_http_server(Duration::from_secs(2));
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let client = kdnet::network::http::HttpClient::new().unwrap();
+    let outcome = Rc::new(RefCell::new(None));
+    let (c, o, handle) = (client.clone(), outcome.clone(), event_loop.handle());
+    let started = Instant::now();
+    Timer::set_timeout(ms(1), move || {
+        let result = c.send_and_wait(kdnet::network::http::HttpRequest::get(&url).unwrap());
+        *o.borrow_mut() = Some((result.map(|r| r.text().to_string()), started.elapsed()));
+        handle.quit();
+    })
+    .unwrap();
+    let c = client.clone();
+    let watchdog = Timer::create_timeout(ms(20), move || c.cancel_all()).unwrap();
+    // Both deadlines pass before the loop looks: they are due in the same turn.
+    thread::sleep(ms(60));
+    assert_eq!(event_loop.run(), 0);
+    let (result, elapsed) = outcome.borrow_mut().take().unwrap();
+    assert!(
+        matches!(result, Err(kdnet::network::http::HttpError::Cancelled)),
+        "the watchdog did not cancel the request inside the wait: {result:?} after {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    assert!(!watchdog.running.get());
+    server.join().unwrap();
+}

@@ -39,33 +39,9 @@ pub(crate) struct LoopCore {
     quit: Cell<Option<i32>>,
     depth: Cell<u32>,
     ready_scratch: RefCell<Vec<(Token, Readiness)>>,
-    timer_scratch: RefCell<Vec<(TimerKey, u64)>>,
     /// One read buffer per loop, lent to sockets while they drain the kernel (not one per connection).
     read_buffer: RefCell<Vec<u8>>,
     fd_watches: FdWatchTable,
-}
-
-/// The timers of one firing batch not claimed yet. Dropped with some left only when a handler
-/// panicked out of the batch: those go back on the heap (see `TimerQueue::restore`) so that they
-/// fire later, should the loop run on.
-struct UnclaimedTimers<'a> {
-    core: &'a LoopCore,
-    due: Vec<(TimerKey, u64)>,
-    next: usize,
-}
-
-impl Drop for UnclaimedTimers<'_> {
-    fn drop(&mut self) {
-        let rest = self.due.get(self.next..).unwrap_or_default();
-        if rest.is_empty() {
-            return;
-        }
-        if let Ok(mut timers) = self.core.timers.try_borrow_mut() {
-            for &(key, seq) in rest {
-                timers.restore(key, seq);
-            }
-        }
-    }
 }
 
 impl LoopCore {
@@ -342,29 +318,21 @@ impl LoopCore {
     }
 
     fn fire_timers(&self) -> usize {
-        let mut due = std::mem::take(&mut *self.timer_scratch.borrow_mut());
-        self.timers
-            .borrow_mut()
-            .take_expired(Instant::now(), &mut due);
-        let mut batch = UnclaimedTimers {
-            core: self,
-            due,
-            next: 0,
-        };
+        // The timers due now and armed before this point, earliest first, taken off the heap one
+        // at a time (see `TimerQueue::pop_due`): what an earlier handler did to a later timer
+        // counts, and a loop nested in a handler (a slot waiting in `send_and_wait`) fires the
+        // rest instead of leaving them to wait for the handler's return.
+        let now = Instant::now();
+        let limit = self.timers.borrow().seq_limit();
         let mut n = 0;
-        while let Some(&(key, seq)) = batch.due.get(batch.next) {
-            batch.next += 1;
-            // Claimed one at a time: an earlier handler of this batch may have cancelled, stopped,
-            // dropped or re-armed this timer, and then it must not fire now.
-            let handler = self.timers.borrow_mut().claim(key, seq);
-            if let Some(handler) = handler {
-                handler.fire(key);
-                n += 1;
-            }
+        loop {
+            let next = self.timers.borrow_mut().pop_due(now, limit);
+            let Some((key, handler)) = next else {
+                break;
+            };
+            handler.fire(key);
+            n += 1;
         }
-        let mut due = std::mem::take(&mut batch.due);
-        due.clear();
-        *self.timer_scratch.borrow_mut() = due;
         n
     }
 
@@ -475,7 +443,6 @@ impl EventLoop {
             quit: Cell::new(None),
             depth: Cell::new(0),
             ready_scratch: RefCell::new(Vec::with_capacity(EVENTS_PER_POLL)),
-            timer_scratch: RefCell::new(Vec::new()),
             read_buffer: RefCell::new(Vec::new()),
             fd_watches: FdWatchTable::default(),
         });

@@ -5,10 +5,10 @@
 //! the slot's `armed_seq`, leaving the old heap item to be discarded lazily when it surfaces. When
 //! stale items outnumber live ones the heap is rebuilt, so cancel-heavy use stays bounded.
 //!
-//! Expiry is two steps: [`TimerQueue::take_expired`] takes the due items off the heap, and the
-//! loop [`claim`](TimerQueue::claim)s each one just before calling its handler. A timer stays
-//! armed until claimed, so one that an earlier handler of the same batch removed, disarmed or
-//! re-armed is not called with it.
+//! Expiry takes one timer at a time off the heap ([`TimerQueue::pop_due`]), just before the loop
+//! calls its handler. A timer that an earlier handler of the same batch removed, disarmed or
+//! re-armed is therefore not called for its old deadline, and the due timers not taken yet stay on
+//! the heap, where a loop nested in a handler finds them.
 
 use std::cmp::Reverse;
 use std::collections::BinaryHeap;
@@ -198,62 +198,49 @@ impl TimerQueue {
         self.heap.peek().map(|Reverse(item)| item.deadline)
     }
 
-    /// Takes every timer due at `now` off the heap, in deadline order, as `(key, seq)` of the
-    /// arming that expired. The timers stay armed until [`claim`](Self::claim)ed.
-    pub(crate) fn take_expired(&mut self, now: Instant, out: &mut Vec<(TimerKey, u64)>) {
+    /// The sequence number the next arming gets: every timer armed from now on has one at least
+    /// this high (see [`pop_due`](Self::pop_due)).
+    pub(crate) fn seq_limit(&self) -> u64 {
+        self.next_seq
+    }
+
+    /// Disarms the earliest timer due at `now` that was armed before `limit` (from
+    /// [`seq_limit`](Self::seq_limit)) and returns it with its handler; `None` when there is none
+    /// left. Timers whose owner is gone are disarmed and skipped.
+    ///
+    /// One at a time, so the heap is the only record of what is due: a handler sees the effect of
+    /// an earlier one (a timer cancelled, stopped, dropped or re-armed is not handed out for its
+    /// old deadline), a turn nested in a handler fires the rest, and a handler that panics leaves
+    /// them armed. Armings made while the batch runs (a zero-interval timer re-armed by its own
+    /// firing) wait for a later batch.
+    pub(crate) fn pop_due(
+        &mut self,
+        now: Instant,
+        limit: u64,
+    ) -> Option<(TimerKey, Rc<dyn TimerHandler>)> {
         loop {
             self.discard_stale_top();
-            let Some(Reverse(top)) = self.heap.peek() else {
-                break;
-            };
-            if top.deadline > now {
-                break;
+            let Reverse(top) = self.heap.peek()?;
+            if top.deadline > now || top.seq >= limit {
+                return None;
             }
-            let Some(Reverse(item)) = self.heap.pop() else {
-                break;
-            };
+            let Reverse(item) = self.heap.pop()?;
+            // Live: `discard_stale_top` checked that the slot's current arming is this item.
+            let slot = self.slots.get_mut(item.index)?;
+            slot.armed_seq = None;
+            slot.deadline = None;
+            self.armed -= 1;
             let key = TimerKey {
                 index: item.index,
-                generation: self.slots[item.index].generation,
+                generation: slot.generation,
             };
-            out.push((key, item.seq));
-        }
-    }
-
-    /// Disarms a timer taken by [`take_expired`](Self::take_expired) and returns its handler,
-    /// unless since then the timer was removed, disarmed or re-armed (the arming `seq` is no
-    /// longer current) or its owner is gone.
-    pub(crate) fn claim(&mut self, key: TimerKey, seq: u64) -> Option<Rc<dyn TimerHandler>> {
-        let slot = self.slot_mut(key)?;
-        if slot.armed_seq != Some(seq) {
-            return None;
-        }
-        slot.armed_seq = None;
-        slot.deadline = None;
-        let handler = match &slot.target {
-            TimerTarget::Owned(rc) => Some(Rc::clone(rc)),
-            TimerTarget::Borrowed(weak) => weak.upgrade(),
-        };
-        self.armed -= 1;
-        handler
-    }
-
-    /// Puts a timer taken by [`take_expired`](Self::take_expired) but never claimed (a handler
-    /// earlier in the batch panicked) back on the heap: it fires later, instead of staying armed
-    /// without a heap item, never to fire.
-    pub(crate) fn restore(&mut self, key: TimerKey, seq: u64) {
-        let Some(slot) = self.slot_mut(key) else {
-            return;
-        };
-        if slot.armed_seq != Some(seq) {
-            return;
-        }
-        if let Some(deadline) = slot.deadline {
-            self.heap.push(Reverse(HeapItem {
-                deadline,
-                seq,
-                index: key.index,
-            }));
+            let handler = match &slot.target {
+                TimerTarget::Owned(rc) => Some(Rc::clone(rc)),
+                TimerTarget::Borrowed(weak) => weak.upgrade(),
+            };
+            if let Some(handler) = handler {
+                return Some((key, handler));
+            }
         }
     }
 
@@ -313,6 +300,11 @@ mod tests {
         }
     }
 
+    /// Every timer `pop_due` hands out for `now` and `limit`, as generations.
+    fn drain_due(q: &mut TimerQueue, now: Instant, limit: u64) -> Vec<u64> {
+        std::iter::from_fn(|| q.pop_due(now, limit).map(|(k, _)| k.generation())).collect()
+    }
+
     #[test]
     fn fires_in_deadline_order_and_skips_cancelled() {
         let rec = Rc::new(Record(RefCell::new(Vec::new())));
@@ -325,42 +317,55 @@ mod tests {
             keys.push(k);
         }
         q.disarm(keys[2]);
-        let mut out = Vec::new();
-        q.take_expired(now + Duration::from_millis(100), &mut out);
-        let gens: Vec<u64> = out.iter().map(|(k, _)| k.generation()).collect();
+        let limit = q.seq_limit();
+        let gens = drain_due(&mut q, now + Duration::from_millis(100), limit);
         assert_eq!(gens, vec![keys[1].generation(), keys[0].generation()]);
-        for &(key, seq) in &out {
-            assert!(q.claim(key, seq).is_some());
-        }
         assert_eq!(q.armed_len(), 0);
     }
 
     #[test]
-    fn an_expired_timer_changed_before_its_claim_is_not_handed_out() {
+    fn a_due_timer_changed_by_an_earlier_handler_is_not_handed_out() {
         let rec = Rc::new(Record(RefCell::new(Vec::new())));
         let mut q = TimerQueue::new();
         let now = Instant::now();
-        let keys: Vec<TimerKey> = (0..4)
+        let keys: Vec<TimerKey> = (0..5)
             .map(|_| {
                 let k = q.insert(TimerTarget::Owned(rec.clone()), false);
                 q.arm(k, now);
                 k
             })
             .collect();
-        let mut out = Vec::new();
-        q.take_expired(now, &mut out);
-        assert_eq!(out.len(), 4);
-        // What earlier handlers of the batch may do to later ones.
+        let limit = q.seq_limit();
+        let (first, _) = q.pop_due(now, limit).unwrap();
+        assert_eq!(first, keys[0]);
+        // What the first handler may do to the others.
         q.disarm(keys[1]);
         q.remove(keys[2]);
         q.arm(keys[3], now + Duration::from_secs(1));
-        let claimed: Vec<bool> = out.iter().map(|&(k, s)| q.claim(k, s).is_some()).collect();
-        assert_eq!(claimed, [true, false, false, false]);
-        // A claim is good once; the re-armed timer waits for its new deadline.
-        assert!(q.claim(out[0].0, out[0].1).is_none());
-        assert!(q.is_armed(keys[3]));
-        assert_eq!(q.armed_len(), 1);
+        q.arm(keys[4], now); // re-armed, still due: waits for the next batch
+        assert!(q.pop_due(now, limit).is_none());
+        assert!(q.is_armed(keys[3]) && q.is_armed(keys[4]));
+        assert_eq!(q.armed_len(), 2);
+        let limit = q.seq_limit();
+        assert_eq!(drain_due(&mut q, now, limit), [keys[4].generation()]);
         assert_eq!(q.next_deadline(), Some(now + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn a_timer_whose_owner_is_gone_is_skipped_and_disarmed() {
+        let rec: Rc<dyn TimerHandler> = Rc::new(Record(RefCell::new(Vec::new())));
+        let gone: Rc<dyn TimerHandler> = Rc::new(Record(RefCell::new(Vec::new())));
+        let mut q = TimerQueue::new();
+        let now = Instant::now();
+        let dead = q.insert(TimerTarget::Borrowed(Rc::downgrade(&gone)), false);
+        let live = q.insert(TimerTarget::Borrowed(Rc::downgrade(&rec)), false);
+        q.arm(dead, now);
+        q.arm(live, now);
+        drop(gone);
+        let limit = q.seq_limit();
+        assert_eq!(drain_due(&mut q, now, limit), [live.generation()]);
+        assert!(!q.is_armed(dead));
+        assert_eq!(q.armed_len(), 0);
     }
 
     #[test]
