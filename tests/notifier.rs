@@ -769,3 +769,119 @@ fn a_failed_enable_leaves_the_notifier_disabled() {
     }
     panic!("could not get a descriptor number reused");
 }
+
+/// Two descriptors readable in the same poll; the first slot to run waits in a nested loop for a
+/// request that only the other slot ends (it cancels it). The nested loop delivers the other
+/// descriptor: its readiness was held in the outer turn's batch (the kernel reports an edge once)
+/// until the first slot returned, so the nested wait lasted until the server answered by itself
+/// (here after 2 s).
+#[test]
+fn a_descriptor_ready_with_one_whose_slot_waits_in_a_nested_loop_is_delivered_inside_that_wait() {
+    use std::io::BufRead;
+    use std::time::Instant;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!(
+        "http://127.0.0.1:{}/",
+        listener.local_addr().unwrap().port()
+    );
+    let server = thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let mut line = String::new();
+        while reader.read_line(&mut line).unwrap() > 0 && line != "\r\n" {
+            line.clear();
+        }
+        thread::sleep(Duration::from_secs(2));
+        let _ = (&stream)
+            .write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok");
+    });
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let client = kdnet::network::http::HttpClient::new().unwrap();
+    let waiting = Rc::new(Cell::new(false));
+    let outcome = Rc::new(RefCell::new(None));
+    let mut pairs = Vec::new();
+    let mut notifiers = Vec::new();
+    for _ in 0..2 {
+        let (local, mut remote) = socket_pair();
+        remote.write_all(b"x").unwrap();
+        let notifier =
+            FileDescriptorNotifier::new(local.as_raw_fd(), NotificationType::Read).unwrap();
+        let (c, w, o, handle, url) = (
+            client.clone(),
+            waiting.clone(),
+            outcome.clone(),
+            event_loop.handle(),
+            url.clone(),
+        );
+        let local = Rc::new(local);
+        let reader = local.clone();
+        notifier
+            .triggered
+            .connect(move |_| {
+                let mut buf = [0u8; 8];
+                let _ = (&*reader).read(&mut buf);
+                if w.replace(true) {
+                    c.cancel_all();
+                    return;
+                }
+                let started = Instant::now();
+                let result = c.send_and_wait(kdnet::network::http::HttpRequest::get(&url).unwrap());
+                *o.borrow_mut() = Some((result.map(|r| r.text().to_string()), started.elapsed()));
+                handle.quit();
+            })
+            .release();
+        pairs.push((local, remote));
+        notifiers.push(notifier);
+    }
+    assert_eq!(event_loop.run(), 0);
+    let (result, elapsed) = outcome.borrow_mut().take().unwrap();
+    assert!(
+        matches!(result, Err(kdnet::network::http::HttpError::Cancelled)),
+        "the other slot did not run inside the wait: {result:?} after {elapsed:?}"
+    );
+    assert!(elapsed < Duration::from_secs(1), "{elapsed:?}");
+    server.join().unwrap();
+}
+
+/// A slot that panics out of the loop does not take the readiness of other descriptors polled in
+/// the same batch with it: run on, the loop delivers them. It lost them (the kernel reports an
+/// edge once, and they were not re-armed), so the other notifier stayed quiet with data unread.
+#[test]
+fn descriptors_ready_with_one_whose_slot_panicked_are_delivered_when_the_loop_runs_on() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let panicked = Rc::new(Cell::new(false));
+    let delivered = Rc::new(Cell::new(0));
+    let mut keep = Vec::new();
+    for _ in 0..2 {
+        let (local, mut remote) = socket_pair();
+        remote.write_all(b"x").unwrap();
+        let notifier =
+            FileDescriptorNotifier::new(local.as_raw_fd(), NotificationType::Read).unwrap();
+        let (p, d) = (panicked.clone(), delivered.clone());
+        notifier
+            .triggered
+            .connect(move |_| {
+                if !p.replace(true) {
+                    panic!("deliberate");
+                }
+                d.set(d.get() + 1);
+            })
+            .release();
+        keep.push((local, remote, notifier));
+    }
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        event_loop
+            .process_events(Some(Duration::from_secs(1)))
+            .unwrap();
+    }));
+    assert!(result.is_err(), "the slot's panic reaches the caller");
+    assert_eq!(delivered.get(), 0);
+    event_loop
+        .process_events(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert!(
+        delivered.get() >= 1,
+        "the other descriptor's readiness was lost with the panic"
+    );
+}

@@ -38,7 +38,11 @@ pub(crate) struct LoopCore {
     shared: Arc<Shared>,
     quit: Cell<Option<i32>>,
     depth: Cell<u32>,
-    ready_scratch: RefCell<Vec<(Token, Readiness)>>,
+    /// Readiness polled and not dispatched yet, from `ready_next` on. Kept here, not in the
+    /// polling turn's frame: a loop nested in a handler (a slot waiting in `send_and_wait`)
+    /// dispatches the rest of the batch, whose edges the kernel will not report again.
+    ready: RefCell<Vec<(Token, Readiness)>>,
+    ready_next: Cell<usize>,
     /// One read buffer per loop, lent to sockets while they drain the kernel (not one per connection).
     read_buffer: RefCell<Vec<u8>>,
     fd_watches: FdWatchTable,
@@ -212,9 +216,12 @@ impl LoopCore {
     fn has_immediate_work(&self) -> bool {
         // A pending quit is not "work": run() checks it between turns, and a quit from another
         // thread wakes the poller itself. Counting it would make a host that never calls run()
-        // (or a nested send_and_wait) spin with a zero timeout.
+        // (or a nested send_and_wait) spin with a zero timeout. Readiness polled and not yet
+        // dispatched (by the turn whose handler runs this nested one, or left by a handler that
+        // panicked) is work.
         !self.posted.borrow().is_empty()
             || self.shared.has_remote_work()
+            || self.ready_next.get() < self.ready.borrow().len()
             || self.evaluator().has_runnable()
     }
 
@@ -285,8 +292,6 @@ impl LoopCore {
     }
 
     fn poll_and_dispatch(&self, timeout: Option<Duration>) -> Result<usize, LoopError> {
-        let mut ready = std::mem::take(&mut *self.ready_scratch.borrow_mut());
-        ready.clear();
         {
             let mut poll = self.poll.borrow_mut();
             let mut events = self.events.borrow_mut();
@@ -298,10 +303,21 @@ impl LoopCore {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                 Err(e) => return Err(LoopError::io("poll", e)),
             }
-            ready.extend(events.iter().map(|e| (e.token(), Readiness::from_event(e))));
+            // Appended: readiness an outer turn polled and has not dispatched yet goes first.
+            self.ready
+                .borrow_mut()
+                .extend(events.iter().map(|e| (e.token(), Readiness::from_event(e))));
         }
         let mut dispatched = 0;
-        for &(token, readiness) in &ready {
+        loop {
+            let next = self.ready_next.get();
+            let entry = self.ready.borrow().get(next).copied();
+            let Some((token, readiness)) = entry else {
+                break;
+            };
+            // Taken before the handler runs: a nested turn continues after it, and a handler
+            // that panics leaves the rest for the next turn.
+            self.ready_next.set(next + 1);
             if token == WAKER_TOKEN {
                 continue;
             }
@@ -312,8 +328,9 @@ impl LoopCore {
                 dispatched += 1;
             }
         }
-        ready.clear();
-        *self.ready_scratch.borrow_mut() = ready;
+        // Everything polled so far is dispatched (here or by a turn nested in a handler).
+        self.ready.borrow_mut().clear();
+        self.ready_next.set(0);
         Ok(dispatched)
     }
 
@@ -442,7 +459,8 @@ impl EventLoop {
             shared,
             quit: Cell::new(None),
             depth: Cell::new(0),
-            ready_scratch: RefCell::new(Vec::with_capacity(EVENTS_PER_POLL)),
+            ready: RefCell::new(Vec::with_capacity(EVENTS_PER_POLL)),
+            ready_next: Cell::new(0),
             read_buffer: RefCell::new(Vec::new()),
             fd_watches: FdWatchTable::default(),
         });
