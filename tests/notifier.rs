@@ -885,3 +885,36 @@ fn descriptors_ready_with_one_whose_slot_panicked_are_delivered_when_the_loop_ru
         "the other descriptor's readiness was lost with the panic"
     );
 }
+
+/// A notifier whose slot panicked out of the loop stays level-triggered: run on, with its data
+/// still unread, it is triggered again. The re-arm after the delivery was skipped by the panic,
+/// so the kernel never reported the descriptor again and the notifier went quiet for good.
+#[test]
+fn a_notifier_whose_slot_panicked_is_triggered_again_while_its_condition_holds() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let (local, mut remote) = socket_pair();
+    let notifier = FileDescriptorNotifier::new(local.as_raw_fd(), NotificationType::Read).unwrap();
+    let calls = Rc::new(Cell::new(0));
+    let c = calls.clone();
+    notifier
+        .triggered
+        .connect(move |_| {
+            c.set(c.get() + 1);
+            if c.get() == 1 {
+                panic!("deliberate");
+            }
+        })
+        .release();
+    remote.write_all(b"unread").unwrap();
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        event_loop
+            .process_events(Some(Duration::from_secs(1)))
+            .unwrap();
+    }));
+    assert!(result.is_err(), "the slot's panic reaches the caller");
+    event_loop
+        .process_events(Some(Duration::from_millis(500)))
+        .unwrap();
+    assert_eq!(calls.get(), 2, "the notifier went quiet after the panic");
+    drop(local);
+}

@@ -310,7 +310,11 @@ impl FdWatch {
 
 impl ReadyHandler for FdWatch {
     fn on_ready(&self, readiness: Readiness) {
-        let mut delivered = false;
+        // Re-arms when dropped, also when a slot panics (or the notifier would go quiet).
+        let mut rearm = Rearm {
+            watch: self,
+            delivered: false,
+        };
         for kind in KINDS {
             if !kind.matches(readiness) {
                 continue;
@@ -324,22 +328,33 @@ impl ReadyHandler for FdWatch {
                 .notifier(kind)
                 .filter(|n| n.enabled.get() && !n.emitting.get())
             {
-                delivered = true;
+                rearm.delivered = true;
                 notifier.emitting.set(true);
                 let _emitting = Emitting(&notifier.emitting);
                 notifier.triggered.emit(&self.fd);
             }
         }
+    }
+}
+
+/// Re-arms a descriptor's registration after a dispatch that reached a notifier.
+struct Rearm<'a> {
+    watch: &'a FdWatch,
+    delivered: bool,
+}
+
+impl Drop for Rearm<'_> {
+    fn drop(&mut self) {
         // Level-triggered emulation: re-arming makes the kernel report the descriptor again on
         // the next poll if the condition still holds. Only after a delivery: a condition no
         // enabled notifier matches (a hang-up, which epoll reports whatever the interest, under
         // an exception notifier alone) would otherwise be reported again at once, every turn,
         // and the loop would spin. Left alone, the next change of state is reported as usual.
-        if !delivered {
+        if !self.delivered {
             return;
         }
-        if let Err(e) = self.update_registration_checked(false) {
-            log::warn!("re-arming descriptor {}: {e}", self.fd);
+        if let Err(e) = self.watch.update_registration_checked(false) {
+            log::warn!("re-arming descriptor {}: {e}", self.watch.fd);
         }
     }
 }
