@@ -508,6 +508,31 @@ fn a_nested_wait_finished_by_a_posted_closure_returns_without_waiting_for_anothe
     );
 }
 
+/// A host that turns the loop until a flag is set (`while !done { process_events(None) }`), the
+/// flag set by a closure a timer's callback posted: the turn that runs the closure returns
+/// without waiting for another event. It blocked until unrelated work came (a timer 3 s later).
+#[test]
+fn process_events_returns_after_running_a_closure_posted_inside_an_earlier_turn() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _unrelated = Timer::create_timeout(Duration::from_secs(3), || {}).unwrap();
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    Timer::set_timeout(Duration::from_millis(1), move || {
+        let d = d.clone();
+        post(move || d.set(true)).unwrap();
+    })
+    .unwrap();
+    let started = Instant::now();
+    while !done.get() {
+        event_loop.process_events(None).unwrap();
+    }
+    assert!(
+        started.elapsed() < Duration::from_secs(1),
+        "the flag was seen after {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn a10_quit_before_run_returns_at_once() {
     let mut event_loop = EventLoop::new().unwrap();

@@ -236,7 +236,20 @@ impl LoopCore {
     /// One turn: posted closures queued before the turn, a poll, fd readiness, due timers, deferred
     /// slots. Each stage handles only work that existed when it began, so a busy descriptor or a
     /// closure that re-posts itself cannot starve the rest.
+    ///
+    /// For callers that wait for a condition between turns (`process_events` loops, nested waits
+    /// such as `send_and_wait`): a turn that ran closures queued on this thread does not wait.
     pub(crate) fn turn(&self, timeout: Option<Duration>) -> Result<usize, LoopError> {
+        self.turn_inner(timeout, true)
+    }
+
+    /// `return_after_posted`: false for `run()`, which checks only for a quit between turns (a quit
+    /// ends the wait by itself), so the non-blocking poll is not needed.
+    fn turn_inner(
+        &self,
+        timeout: Option<Duration>,
+        return_after_posted: bool,
+    ) -> Result<usize, LoopError> {
         self.depth.set(self.depth.get() + 1);
         let _depth = DepthGuard(&self.depth);
         let mut dispatched = 0;
@@ -247,7 +260,7 @@ impl LoopCore {
         }
         // Closures queued on this thread before the turn: posted inside an earlier turn (which
         // writes no wake-up), or between turns (whose wake-up is pending anyway).
-        let local_posted = !self.posted.borrow().is_empty();
+        let local_posted = return_after_posted && !self.posted.borrow().is_empty();
         self.shared.move_remote_into(&mut self.posted.borrow_mut());
         dispatched += self.run_posted();
 
@@ -484,7 +497,7 @@ impl EventLoop {
             if let Some(code) = self.take_quit() {
                 return code;
             }
-            if let Err(e) = self.core.turn(None) {
+            if let Err(e) = self.core.turn_inner(None, false) {
                 log::error!("event loop stopped: {e}");
                 return -1;
             }
@@ -493,6 +506,10 @@ impl EventLoop {
 
     /// Runs one turn, waiting at most `timeout` (`None`: until something happens,
     /// `Some(Duration::ZERO)`: not at all). Returns how many callbacks ran.
+    ///
+    /// It does not wait when work is already there: closures queued (a turn that runs closures
+    /// posted earlier returns without waiting, since one may have done what the caller waits
+    /// for), timers due, deferred slots queued.
     pub fn process_events(&mut self, timeout: Option<Duration>) -> Result<usize, LoopError> {
         self.core.turn(timeout)
     }
