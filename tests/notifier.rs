@@ -918,3 +918,23 @@ fn a_notifier_whose_slot_panicked_is_triggered_again_while_its_condition_holds()
     assert_eq!(calls.get(), 2, "the notifier went quiet after the panic");
     drop(local);
 }
+
+/// A notifier whose loop was dropped can never be triggered again: it says it is disabled, and
+/// enabling it fails with `LoopError::LoopGone` (it said it was enabled, and enabling it
+/// succeeded, registering the descriptor with the dead loop's poller).
+#[test]
+fn a_notifier_whose_loop_was_dropped_is_disabled_and_cannot_be_enabled() {
+    let event_loop = EventLoop::new().unwrap();
+    let (local, _remote) = socket_pair();
+    let (notifier, _count) = watch(local.as_raw_fd(), NotificationType::Read);
+    assert!(notifier.is_enabled());
+    drop(event_loop);
+    assert!(!notifier.is_enabled(), "enabled after its loop was dropped");
+    assert!(matches!(
+        notifier.set_enabled(true),
+        Err(LoopError::LoopGone)
+    ));
+    assert!(!notifier.is_enabled());
+    notifier.set_enabled(false).unwrap();
+    drop(notifier);
+}

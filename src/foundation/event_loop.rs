@@ -390,6 +390,17 @@ impl LoopCore {
             }
             drop((posted, timers));
         }
+        // Notifiers can never be triggered again: they say so (disabled), and their
+        // descriptors leave the poller.
+        let watches: Vec<_> = self
+            .fd_watches
+            .borrow()
+            .values()
+            .filter_map(Weak::upgrade)
+            .collect();
+        for watch in watches {
+            watch.loop_gone();
+        }
         // Sources hold only weak references to their handlers.
         self.sources.borrow_mut().clear();
         self.shared.drain_remote(drop);

@@ -58,7 +58,7 @@ const KINDS: [NotificationType; 3] = [
 /// Watches a descriptor someone else owns and emits [`triggered`](Self::triggered) with it while
 /// the condition holds (KDFoundation `FileDescriptorNotifier`).
 ///
-/// Enabled on creation; dropping it unregisters. Level-triggered: as long as the descriptor stays
+/// Enabled on creation; dropping it unregisters. Dropping its loop disables it for good. Level-triggered: as long as the descriptor stays
 /// readable (say) and the notifier enabled, `triggered` fires once per loop turn. Not while its
 /// own `triggered` is being emitted, though: a slot that waits in a nested loop (such as
 /// [`HttpClient::send_and_wait`](crate::network::http::HttpClient::send_and_wait)) is triggered
@@ -153,8 +153,12 @@ impl FileDescriptorNotifier {
     ///
     /// When enabling fails (the descriptor was closed, or its number now stands for a file the
     /// poller refuses) the notifier stays disabled. A disabled notifier is never triggered, even
-    /// if updating the registration failed.
+    /// if updating the registration failed. A notifier whose loop was dropped is disabled for
+    /// good: enabling it fails with [`LoopError::LoopGone`].
     pub fn set_enabled(&self, enabled: bool) -> Result<(), LoopError> {
+        if enabled && !self.enabled.get() && self.watch.core.is_closed() {
+            return Err(LoopError::LoopGone);
+        }
         if self.enabled.replace(enabled) != enabled {
             if let Err(e) = self.watch.update_registration() {
                 if enabled {
@@ -216,6 +220,18 @@ impl FdWatch {
         });
         table.borrow_mut().insert(fd, Rc::downgrade(&watch));
         watch
+    }
+
+    /// The loop is being dropped: disable every notifier of this descriptor and unregister it.
+    pub(crate) fn loop_gone(&self) {
+        for kind in KINDS {
+            if let Some(notifier) = self.notifier(kind) {
+                notifier.enabled.set(false);
+            }
+        }
+        if let Some(key) = self.key.get() {
+            self.unregister(key);
+        }
     }
 
     fn notifier(&self, kind: NotificationType) -> Option<Rc<FileDescriptorNotifier>> {
