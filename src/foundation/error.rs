@@ -15,7 +15,8 @@ pub enum LoopError {
     NoEventLoop,
     /// [`EventLoop::new`](super::EventLoop::new) was called on a thread that already has a loop.
     AlreadyExists,
-    /// The loop a [`LoopHandle`](super::LoopHandle) points to has been dropped.
+    /// The loop a [`LoopHandle`](super::LoopHandle) points to, or a
+    /// [`FileDescriptorNotifier`](super::FileDescriptorNotifier) belongs to, has been dropped.
     LoopGone,
     /// The operating system refused a loop operation.
     Io {
