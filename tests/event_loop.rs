@@ -533,6 +533,37 @@ fn process_events_returns_after_running_a_closure_posted_inside_an_earlier_turn(
     );
 }
 
+/// The same for a closure posted from another thread: the post's wake-up ends the wait of one
+/// turn, which returns before the closure runs (closures run at the start of a turn); the next
+/// turn runs it and must not then wait, or a host turning the loop until the closure's effect
+/// shows waited for unrelated work (here 3 s; with `process_events(None)`, for ever).
+#[test]
+fn process_events_returns_after_running_a_closure_posted_from_another_thread() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let handle = event_loop.handle();
+    let done = Arc::new(AtomicBool::new(false));
+    let d = done.clone();
+    let poster = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(100));
+        handle
+            .post(move || d.store(true, Ordering::SeqCst))
+            .unwrap();
+    });
+    let started = Instant::now();
+    while !done.load(Ordering::SeqCst) {
+        event_loop
+            .process_events(Some(Duration::from_secs(3)))
+            .unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    poster.join().unwrap();
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "the closure's effect was seen after {:?}",
+        started.elapsed()
+    );
+}
+
 #[test]
 fn a10_quit_before_run_returns_at_once() {
     let mut event_loop = EventLoop::new().unwrap();

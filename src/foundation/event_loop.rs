@@ -238,7 +238,7 @@ impl LoopCore {
     /// closure that re-posts itself cannot starve the rest.
     ///
     /// For callers that wait for a condition between turns (`process_events` loops, nested waits
-    /// such as `send_and_wait`): a turn that ran closures queued on this thread does not wait.
+    /// such as `send_and_wait`): a turn that ran posted closures does not wait.
     pub(crate) fn turn(&self, timeout: Option<Duration>) -> Result<usize, LoopError> {
         self.turn_inner(timeout, true)
     }
@@ -258,11 +258,9 @@ impl LoopCore {
         if let Some(code) = self.shared.take_quit() {
             self.quit.set(Some(code));
         }
-        // Closures queued on this thread before the turn: posted inside an earlier turn (which
-        // writes no wake-up), or between turns (whose wake-up is pending anyway).
-        let local_posted = return_after_posted && !self.posted.borrow().is_empty();
         self.shared.move_remote_into(&mut self.posted.borrow_mut());
-        dispatched += self.run_posted();
+        let ran_posted = self.run_posted();
+        dispatched += ran_posted;
 
         // run() must see a quit that came during this turn (taken above, asked for by a posted
         // closure, or taken by a nested turn one of them ran) without waiting for an unrelated
@@ -271,14 +269,15 @@ impl LoopCore {
         // host that drives the loop with process_events alone, and every turn meanwhile would
         // poll without waiting (a busy loop at full CPU).
         //
-        // Likewise a turn that ran closures queued on this thread does not wait for another
-        // event: one of them may have done what its caller waits for (finished the request a
-        // nested `send_and_wait` waits on, set a flag a `process_events` loop checks). A post
-        // inside a turn saves the wake-up write that would end this wait (KDFoundation's
-        // `postEvent` always writes one), so without this the wait lasted until unrelated I/O
-        // or a timer. A post between turns left a wake-up pending: that poll returns at once
-        // anyway.
-        let timeout = if local_posted || (self.quit.get().is_some() && !quit_was_pending) {
+        // Likewise a turn that ran posted closures does not wait for another event (unless
+        // run() drives it): one of them may have done what its caller waits for (finished the
+        // request a nested `send_and_wait` waits on, set a flag a `process_events` loop checks).
+        // Nothing else would end this wait: a post inside a turn writes no wake-up, and the
+        // wake-up of a post from another thread was spent by the poll it interrupted, which
+        // returned before the closure ran (closures run here, at the start of the next turn).
+        // KDFoundation runs posted events before its wait, which a post's wake-up then ends.
+        let ran_posted = return_after_posted && ran_posted > 0;
+        let timeout = if ran_posted || (self.quit.get().is_some() && !quit_was_pending) {
             Some(Duration::ZERO)
         } else {
             timeout
