@@ -323,6 +323,13 @@ impl DnsResolver {
         self.pool_lookups.get()
     }
 
+    /// Names whose pool task is under way (a lookup of one of them joins that task instead of
+    /// starting one; an abandoned task stays until its answer comes).
+    #[doc(hidden)]
+    pub fn pool_tasks_in_flight(&self) -> usize {
+        self.in_flight.borrow().len()
+    }
+
     /// Threads the process-wide resolver pool runs right now.
     #[doc(hidden)]
     pub fn pool_threads() -> usize {
