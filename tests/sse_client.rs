@@ -2116,3 +2116,124 @@ fn the_content_type_is_the_last_valid_mime_type_of_all_fields() {
         sse.disconnect();
     }
 }
+
+/// A stream head without a length: the body lasts until the server closes.
+fn open_ended_head(first: &str) -> Vec<u8> {
+    format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n{first}").into_bytes()
+}
+
+/// WHATWG "dispatch the event" step 1 sets the last event ID string at every blank line, before
+/// the step that drops a block without data: an `id` in such a block counts as soon as the read
+/// carrying the blank line is delivered (an empty `id` resets it, one holding NUL is ignored,
+/// an unterminated block counts for nothing), for `last_event_id()` and for a `connect()` after
+/// `disconnect()`.
+#[test]
+fn an_id_in_a_block_without_data_counts_at_its_blank_line() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| match n {
+        0 => Reply::Pieces(
+            vec![
+                open_ended_head("id: 1\ndata: a\n\n"),
+                b"id: 2\n\n".to_vec(),
+                b"id\n\n".to_vec(),
+                b"id: 4\nid: x\0y\n\n".to_vec(),
+                b"id: 5\ndata: cut".to_vec(),
+            ],
+            Duration::from_millis(300),
+        ),
+        _ => Reply::Stall(Duration::from_secs(5)),
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    let request = HttpRequest::get(&server.url("/")).unwrap();
+    sse.connect(request.clone());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || rec
+        .events
+        .borrow()
+        .len()
+        == 1));
+    assert_eq!(sse.last_event_id(), "1");
+    for expected in ["2", "", "4"] {
+        assert!(
+            run_until(&mut ev, Duration::from_secs(5), || sse.last_event_id()
+                == expected),
+            "the id-only block setting {expected:?} did not count (the client has {:?})",
+            sse.last_event_id()
+        );
+    }
+    // The unterminated block's `id: 5` was never dispatched.
+    run_until(&mut ev, Duration::from_millis(600), || false);
+    assert_eq!(sse.last_event_id(), "4");
+    sse.disconnect();
+    assert_eq!(sse.last_event_id(), "4");
+    sse.connect(request);
+    assert!(run_until(&mut ev, Duration::from_secs(10), || server
+        .requests()
+        .len()
+        >= 2));
+    assert_eq!(server.requests()[1].header("last-event-id"), Some("4"));
+    assert_eq!(*rec.events.borrow(), ["message:a:1"]);
+    sse.disconnect();
+}
+
+/// An id-only block in the same read as events counts after them, never ahead: a slot sees its
+/// event's ID, and a slot that disconnects leaves the ID of the last event delivered (the rest
+/// of the read, and the IDs in it, never count).
+#[test]
+fn an_id_only_block_counts_in_order_and_not_after_a_disconnect_from_a_slot() {
+    for disconnect_in_slot in [false, true] {
+        let mut ev = EventLoop::new().unwrap();
+        let server = ScriptServer::start(|_, n| match n {
+            0 => Reply::Bytes(open_ended_head(
+                "id: 1\ndata: a\n\nid: 7\n\ndata: b\n\nid: 8\n\n",
+            )),
+            _ => Reply::Stall(Duration::from_secs(5)),
+        });
+        let sse = SseClient::new().unwrap();
+        let rec = record(&sse);
+        let in_slot = Rc::new(RefCell::new(Vec::new()));
+        let (seen, weak) = (in_slot.clone(), Rc::downgrade(&sse));
+        sse.message_received
+            .connect(move |_| {
+                let sse = weak.upgrade().unwrap();
+                seen.borrow_mut().push(sse.last_event_id());
+                if disconnect_in_slot {
+                    sse.disconnect();
+                }
+            })
+            .release();
+        let request = HttpRequest::get(&server.url("/")).unwrap();
+        sse.connect(request.clone());
+        let expected_events: &[&str] = if disconnect_in_slot {
+            &["message:a:1"]
+        } else {
+            &["message:a:1", "message:b:7"]
+        };
+        assert!(run_until(&mut ev, Duration::from_secs(10), || rec
+            .events
+            .borrow()
+            .len()
+            == expected_events.len()));
+        run_until(&mut ev, Duration::from_millis(200), || false);
+        assert_eq!(*rec.events.borrow(), expected_events);
+        let (in_slots, after): (&[&str], &str) = if disconnect_in_slot {
+            (&["1"], "1")
+        } else {
+            (&["1", "7"], "8")
+        };
+        assert_eq!(*in_slot.borrow(), in_slots, "the ID seen by the slots");
+        assert_eq!(
+            sse.last_event_id(),
+            after,
+            "disconnect in slot: {disconnect_in_slot}"
+        );
+        sse.disconnect();
+        sse.connect(request);
+        assert!(run_until(&mut ev, Duration::from_secs(10), || server
+            .requests()
+            .len()
+            >= 2));
+        assert_eq!(server.requests()[1].header("last-event-id"), Some(after));
+        sse.disconnect();
+    }
+}

@@ -9,6 +9,8 @@
 
 use std::time::Duration;
 
+use smol_str::SmolStr;
+
 use super::event::{SseEvent, SseEventRef};
 use super::parser::SseBorrowedSink;
 
@@ -21,6 +23,13 @@ pub(crate) struct SseBatch {
     len: usize,
     /// The last valid `retry` value parsed in this delivery, if any.
     retry: Option<Duration>,
+    /// The stream's last event ID string (WHATWG) at the end of this delivery's bytes, `None`
+    /// when not recorded. It differs from the last event's ID when a block without data set it
+    /// (dispatching no event), which is why it is carried: one copy per delivery.
+    end_id: Option<SmolStr>,
+    /// Whether `end_id` differs from the ID before this delivery's bytes: a delivery without
+    /// events or `retry` is worth handing over only then.
+    id_moved: bool,
 }
 
 impl SseBatch {
@@ -38,10 +47,30 @@ impl SseBatch {
         self.retry
     }
 
+    /// Records the stream's last event ID before and after this delivery's bytes.
+    pub(crate) fn set_ids(&mut self, before: &SmolStr, end: SmolStr) {
+        self.id_moved = *before != end;
+        self.end_id = Some(end);
+    }
+
+    /// The stream's last event ID at the end of this delivery, if recorded: it counts once
+    /// every event before it was delivered.
+    pub(crate) fn end_id(&self) -> Option<&SmolStr> {
+        self.end_id.as_ref()
+    }
+
+    /// Whether the delivery carries anything for the client: an event, a `retry` value, or a
+    /// new last event ID.
+    pub(crate) fn has_news(&self) -> bool {
+        self.len != 0 || self.retry.is_some() || self.id_moved
+    }
+
     /// Empties the batch for reuse; returns `false` when it grew too large to be worth keeping.
     pub(crate) fn clear(&mut self) -> bool {
         self.len = 0;
         self.retry = None;
+        self.end_id = None;
+        self.id_moved = false;
         if self.events.len() > MAX_KEPT_EVENTS {
             return false;
         }

@@ -257,10 +257,12 @@ impl SseClient {
     /// The last event ID received (sent as `Last-Event-ID` when reconnecting, unless it holds a
     /// control character, which no header value can carry).
     ///
-    /// It follows the events as they are delivered. An `id` in a block without data (which
-    /// dispatches no event) counts once its connection ends and the client reconnects; until
-    /// then this, and a [`connect`](Self::connect) after [`disconnect`](Self::disconnect), still
-    /// use the ID before it.
+    /// It follows the stream as its events are delivered: a slot sees its event's ID. An `id` in
+    /// a block without data (which dispatches no event) counts at that block's blank line, as the
+    /// WHATWG rules say, once the events before it were delivered (an empty `id` resets it to
+    /// `""`; one holding NUL is ignored; a block cut off by the end of the stream counts for
+    /// nothing). When a slot disconnects, the rest of what was received, IDs included, does
+    /// not count.
     pub fn last_event_id(&self) -> String {
         self.inner.borrow().last_event_id.to_string()
     }
@@ -600,6 +602,16 @@ impl SseClient {
         backoff.saturating_add(Duration::from_millis(jitter))
     }
 
+    /// Whether request `id`'s stream still delivers to this client: it is the current one, open,
+    /// and the client is held by more than the delivery (a slot may have dropped the last
+    /// handle).
+    #[inline(always)]
+    fn delivers(&self, inner: &Inner, id: RequestId) -> bool {
+        inner.current == Some(id)
+            && inner.state == ReadyState::Open
+            && self.self_weak.strong_count() > 1
+    }
+
     fn take_back_parser(&self, parser: Option<Box<SseParser>>) {
         let mut inner = self.inner.borrow_mut();
         let Some(mut parser) = parser else {
@@ -629,6 +641,21 @@ impl SseClient {
 }
 
 impl Inner {
+    /// Makes `stream_id`, the stream's last event ID as of what was just delivered, the
+    /// client's, unless the user set one that the stream has not moved past.
+    #[inline(always)]
+    fn follow_stream_id(&mut self, stream_id: SmolStr) {
+        match &self.user_last_event_id {
+            None => self.last_event_id = stream_id,
+            // The stream sent an ID of its own since the user set one: it wins.
+            Some(ids) if ids.1 != stream_id => {
+                self.user_last_event_id = None;
+                self.last_event_id = stream_id;
+            }
+            Some(_) => {}
+        }
+    }
+
     /// A parser with this client's settings that continues from its last event ID.
     fn fresh_parser(&self) -> Box<SseParser> {
         let mut parser = SseParser::with_max_event_size(self.max_event_size);
@@ -668,28 +695,23 @@ impl SseTarget for SseClient {
         for event in events.events() {
             {
                 let mut inner = self.inner.borrow_mut();
-                // Only this delivery holds the client when a slot dropped its last handle.
-                if inner.current != Some(id)
-                    || inner.state != ReadyState::Open
-                    || self.self_weak.strong_count() <= 1
-                {
+                if !self.delivers(&inner, id) {
                     // A slot disconnected (or reconnected, or dropped the client): the rest of
                     // this batch is dropped.
                     return;
                 }
                 // The event's own (shared or inline) ID: a copy of at most 24 bytes, no compare.
-                let stream_id = event.shared_last_event_id();
-                match &inner.user_last_event_id {
-                    None => inner.last_event_id = stream_id,
-                    // The stream sent an ID of its own since the user set one: it wins.
-                    Some(ids) if ids.1 != stream_id => {
-                        inner.user_last_event_id = None;
-                        inner.last_event_id = stream_id;
-                    }
-                    Some(_) => {}
-                }
+                inner.follow_stream_id(event.shared_last_event_id());
             }
             self.message_received.emit(event);
+        }
+        // The ID after the last event (an `id` in a block without data) counts now that every
+        // event before it was delivered, not before: one copy and check per batch.
+        if let Some(end_id) = events.end_id() {
+            let mut inner = self.inner.borrow_mut();
+            if self.delivers(&inner, id) {
+                inner.follow_stream_id(end_id.clone());
+            }
         }
     }
 

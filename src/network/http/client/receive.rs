@@ -383,6 +383,11 @@ impl HttpClient {
             return;
         };
         let mut collected = self.spare_batch.take();
+        // The stream's last event ID before this read: one copy per read (see below).
+        let id_before = match (*sse_mode, sse_parser.as_ref()) {
+            (true, Some(parser)) => Some(parser.shared_last_event_id()),
+            _ => None,
+        };
         let mut stream_chunk = BytesMut::new();
         let mut failure: Option<HttpError> = None;
         let mut parse_failure: Option<HttpError> = None;
@@ -443,6 +448,12 @@ impl HttpClient {
         if let Some(e) = parse_failure {
             failure = Some(e);
         }
+        // The ID after this read's last blank line goes along: a block without data sets it
+        // without an event (WHATWG "dispatch the event" step 1), and the client takes it once
+        // the batch's events were all delivered.
+        if let (Some(before), Some(parser)) = (id_before, sse_parser.as_ref()) {
+            collected.set_ids(&before, parser.shared_last_event_id());
+        }
         if bytes_beyond {
             // Bytes beyond the response (pipelining garbage): never reuse this connection.
             state.reusable = false;
@@ -492,7 +503,7 @@ impl HttpClient {
                 if let Some(retry) = collected.retry() {
                     actions.push(Action::SseRetry(id, target.clone(), retry));
                 }
-                if collected.is_empty() {
+                if !collected.has_news() {
                     self.recycle_batch(collected);
                 } else {
                     actions.push(Action::SseEvents(id, target.clone(), collected));

@@ -253,6 +253,12 @@ impl SseParser {
         self.last_event_id.as_deref().unwrap_or("")
     }
 
+    /// [`last_event_id`](Self::last_event_id) as a shared string: a copy of at most 24 bytes or
+    /// a reference count, no allocation.
+    pub(crate) fn shared_last_event_id(&self) -> SmolStr {
+        self.last_event_id.clone().unwrap_or_default()
+    }
+
     /// Sets the last event ID, e.g. one persisted from an earlier session. Meant to be called
     /// before feeding or between connections: it replaces both the committed ID and the buffer.
     pub fn set_last_event_id(&mut self, id: &str) {
