@@ -2237,3 +2237,50 @@ fn an_id_only_block_counts_in_order_and_not_after_a_disconnect_from_a_slot() {
         sse.disconnect();
     }
 }
+
+/// A `retry:` takes effect in stream order relative to the events around it: a slot sees the
+/// reconnection time of the `retry:` fields before its event only, and its own
+/// `set_reconnection_time` stands until a `retry:` after its event overrides it.
+#[test]
+fn retry_takes_effect_in_stream_order_relative_to_events() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| match n {
+        0 => Reply::Bytes(open_ended_head(
+            "data: a\n\nretry: 40000\ndata: b\n\nretry: 45000\n\ndata: c\n\n",
+        )),
+        _ => Reply::Stall(Duration::from_secs(5)),
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    let in_slot = Rc::new(RefCell::new(Vec::new()));
+    let (seen, weak) = (in_slot.clone(), Rc::downgrade(&sse));
+    sse.message_received
+        .connect(move |event| {
+            let sse = weak.upgrade().unwrap();
+            seen.borrow_mut()
+                .push(sse.reconnection_time().as_millis() as u64);
+            let mine = match event.data() {
+                "a" => 100,
+                "b" => 200,
+                _ => 300,
+            };
+            sse.set_reconnection_time(Duration::from_millis(mine));
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || rec
+        .events
+        .borrow()
+        .len()
+        == 3));
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    // a: the default 3 s (the retry after it not yet); b: its own block's retry (after the
+    // slot of a set 100 ms); c: the retry after b (overriding the slot of b's 200 ms).
+    assert_eq!(*in_slot.borrow(), [3000, 40000, 45000]);
+    assert_eq!(
+        sse.reconnection_time(),
+        Duration::from_millis(300),
+        "the slot of c set it after every retry"
+    );
+    sse.disconnect();
+}

@@ -21,8 +21,11 @@ pub(crate) struct SseBatch {
     /// the next one.
     events: Vec<SseEvent>,
     len: usize,
-    /// The last valid `retry` value parsed in this delivery, if any.
-    retry: Option<Duration>,
+    /// The valid `retry` values parsed in this delivery, each with the number of events before
+    /// it (so the client applies it in stream order); of several between the same two events
+    /// only the last is kept, so this holds at most one more entry than there are events.
+    /// Reused: no allocation per delivery once a stream sent a `retry`.
+    retries: Vec<(usize, Duration)>,
     /// The stream's last event ID string (WHATWG) at the end of this delivery's bytes, `None`
     /// when not recorded. It differs from the last event's ID when a block without data set it
     /// (dispatching no event), which is why it is carried: one copy per delivery.
@@ -38,13 +41,9 @@ impl SseBatch {
         self.events.get(..self.len).unwrap_or_default()
     }
 
-    pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-
-    /// The `retry` value of this delivery, if one was parsed.
-    pub(crate) fn retry(&self) -> Option<Duration> {
-        self.retry
+    /// The `retry` values of this delivery, each after the number of events it follows.
+    pub(crate) fn retries(&self) -> &[(usize, Duration)] {
+        &self.retries
     }
 
     /// Records the stream's last event ID before and after this delivery's bytes.
@@ -62,16 +61,16 @@ impl SseBatch {
     /// Whether the delivery carries anything for the client: an event, a `retry` value, or a
     /// new last event ID.
     pub(crate) fn has_news(&self) -> bool {
-        self.len != 0 || self.retry.is_some() || self.id_moved
+        self.len != 0 || !self.retries.is_empty() || self.id_moved
     }
 
     /// Empties the batch for reuse; returns `false` when it grew too large to be worth keeping.
     pub(crate) fn clear(&mut self) -> bool {
         self.len = 0;
-        self.retry = None;
+        self.retries.clear();
         self.end_id = None;
         self.id_moved = false;
-        if self.events.len() > MAX_KEPT_EVENTS {
+        if self.events.len() > MAX_KEPT_EVENTS || self.retries.capacity() > MAX_KEPT_EVENTS {
             return false;
         }
         let kept_data: usize = self.events.iter().map(SseEvent::data_capacity).sum();
@@ -90,7 +89,11 @@ impl SseBorrowedSink for SseBatch {
     }
 
     fn on_retry(&mut self, retry: Duration) {
-        self.retry = Some(retry);
+        match self.retries.last_mut() {
+            // A later `retry` with no event in between replaces the earlier one.
+            Some((at, value)) if *at == self.len => *value = retry,
+            _ => self.retries.push((self.len, retry)),
+        }
     }
 }
 
@@ -111,7 +114,7 @@ mod tests {
         let stream =
             b"retry: 50\nid: 1\nevent: a\ndata: first\n\ndata: x\ndata: y\n\nevent: a\ndata:\n\n";
         parser.feed_borrowed(stream, &mut batch).unwrap();
-        assert_eq!(batch.retry(), Some(Duration::from_millis(50)));
+        assert_eq!(batch.retries(), [(0, Duration::from_millis(50))]);
         let expected = [
             SseEvent::new("a", "first")
                 .with_id("1")
@@ -123,9 +126,8 @@ mod tests {
         let buffer = batch.events().first().map(|e| e.data().as_ptr());
 
         assert!(batch.clear());
-        assert!(batch.is_empty());
         assert!(batch.events().is_empty(), "a cleared batch holds no events");
-        assert_eq!(batch.retry(), None);
+        assert!(batch.retries().is_empty());
 
         parser
             .feed_borrowed(b"data: again\n\n", &mut batch)
@@ -137,6 +139,27 @@ mod tests {
             buffer,
             "the first event's data buffer was reused"
         );
+    }
+
+    #[test]
+    fn retries_keep_their_place_among_the_events() {
+        let mut batch = SseBatch::default();
+        let mut parser = SseParser::new();
+        let ms = Duration::from_millis;
+        parser
+            .feed_borrowed(
+                b"data: a\n\nretry: 1\nretry: 2\ndata: b\n\nretry: 3\n\nretry: x\ndata: c\n\nretry: 4\n",
+                &mut batch,
+            )
+            .unwrap();
+        assert_eq!(batch.events().len(), 3);
+        // Between a and b the later of two; an invalid value is no entry.
+        assert_eq!(batch.retries(), [(1, ms(2)), (2, ms(3)), (3, ms(4))]);
+        assert!(batch.clear());
+        assert!(!batch.has_news());
+        parser.feed_borrowed(b"retry: 5\n", &mut batch).unwrap();
+        assert_eq!(batch.retries(), [(0, ms(5))]);
+        assert!(batch.has_news(), "a retry alone is delivered");
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! The stream's bytes never pass through a buffer of the whole body: the HTTP client's
 //! `RequestState` for the stream runs in `sse_mode` and owns this client's [`SseParser`], so bytes
 //! go from the socket straight into the parser. When a connection ends the parser comes back with
-//! its last event ID (each `retry:` already reached the client when it was parsed), and is reset so
+//! its last event ID (each `retry:` already reached the client with the events around it), and is reset so
 //! that a half-received block never leaks into the next connection.
 
 use std::cell::{Cell, RefCell};
@@ -290,11 +290,14 @@ impl SseClient {
 
     /// The current reconnection time: the last value set by a `retry:` field or by
     /// [`set_reconnection_time`](Self::set_reconnection_time), whichever came last (default 3 s).
+    /// A `retry:` counts in its place in the stream: a `message_received` slot sees the values
+    /// sent before its event, not those after it.
     pub fn reconnection_time(&self) -> Duration {
         self.inner.borrow().reconnection_time
     }
 
-    /// Sets the reconnection time used until the server sends `retry:` (default 3 s).
+    /// Sets the reconnection time used until the server sends `retry:` (default 3 s); called
+    /// from a `message_received` slot, until a `retry:` after that slot's event.
     pub fn set_reconnection_time(&self, time: Duration) {
         self.inner.borrow_mut().reconnection_time = time;
     }
@@ -612,6 +615,24 @@ impl SseClient {
             && self.self_weak.strong_count() > 1
     }
 
+    /// Emits `events` of request `id`'s stream in order; `false` when a slot stopped the
+    /// delivery (disconnected, reconnected or dropped the client): the rest of the batch is
+    /// dropped.
+    fn emit_events(&self, id: RequestId, events: &[SseEvent]) -> bool {
+        for event in events {
+            {
+                let mut inner = self.inner.borrow_mut();
+                if !self.delivers(&inner, id) {
+                    return false;
+                }
+                // The event's own (shared or inline) ID: a copy of at most 24 bytes, no compare.
+                inner.follow_stream_id(event.shared_last_event_id());
+            }
+            self.message_received.emit(event);
+        }
+        true
+    }
+
     fn take_back_parser(&self, parser: Option<Box<SseParser>>) {
         let mut inner = self.inner.borrow_mut();
         let Some(mut parser) = parser else {
@@ -629,8 +650,8 @@ impl SseClient {
         inner.last_event_id = SmolStr::new(parser.last_event_id());
         // The parser's reconnection time is not copied back: it keeps the last `retry:` of any
         // earlier connection and would undo a later `set_reconnection_time`. Each `retry:`
-        // already reached `reconnection_time` when it was parsed (`on_retry`, and `on_end` for
-        // a flushed last line).
+        // already reached `reconnection_time` in its place among the events (`on_events`, and
+        // `on_end` for a flushed last line).
         // The limit may have changed while the parser was lent out.
         if parser.max_event_size() != inner.max_event_size {
             parser = inner.fresh_parser();
@@ -691,34 +712,33 @@ impl SseTarget for SseClient {
         opens
     }
 
-    fn on_events(&self, id: RequestId, events: &SseBatch) {
-        for event in events.events() {
-            {
-                let mut inner = self.inner.borrow_mut();
-                if !self.delivers(&inner, id) {
-                    // A slot disconnected (or reconnected, or dropped the client): the rest of
-                    // this batch is dropped.
-                    return;
-                }
-                // The event's own (shared or inline) ID: a copy of at most 24 bytes, no compare.
-                inner.follow_stream_id(event.shared_last_event_id());
+    fn on_events(&self, id: RequestId, batch: &SseBatch) {
+        let events = batch.events();
+        // Each `retry` takes effect between the events around it, as in the stream: a slot sees
+        // only the values before its event, and its own `set_reconnection_time` stands until a
+        // later one. Work per `retry`, none per event.
+        let mut from = 0;
+        for &(at, retry) in batch.retries() {
+            if !self.emit_events(id, events.get(from..at).unwrap_or_default()) {
+                return;
             }
-            self.message_received.emit(event);
+            let mut inner = self.inner.borrow_mut();
+            if !self.delivers(&inner, id) {
+                return;
+            }
+            inner.reconnection_time = retry;
+            from = at;
+        }
+        if !self.emit_events(id, events.get(from..).unwrap_or_default()) {
+            return;
         }
         // The ID after the last event (an `id` in a block without data) counts now that every
         // event before it was delivered, not before: one copy and check per batch.
-        if let Some(end_id) = events.end_id() {
+        if let Some(end_id) = batch.end_id() {
             let mut inner = self.inner.borrow_mut();
             if self.delivers(&inner, id) {
                 inner.follow_stream_id(end_id.clone());
             }
-        }
-    }
-
-    fn on_retry(&self, id: RequestId, retry: Duration) {
-        let mut inner = self.inner.borrow_mut();
-        if inner.current == Some(id) {
-            inner.reconnection_time = retry;
         }
     }
 
@@ -740,12 +760,10 @@ impl SseTarget for SseClient {
                 // The setting may have changed while the parser was lent out.
                 p.set_flush_unterminated_at_eof(self.inner.borrow().flush_unterminated);
                 let mut tail = SseBatch::default();
-                let flushed = p.finish_borrowed(&mut tail).is_ok();
-                // A `retry:` on the flushed last line counts like any other.
-                if let Some(retry) = tail.retry() {
-                    self.inner.borrow_mut().reconnection_time = retry;
-                }
-                if flushed && !tail.is_empty() {
+                // A failed flush (the last line too large) dispatches nothing.
+                let _ = p.finish_borrowed(&mut tail);
+                // A `retry:` on the flushed last line counts like any other, in its place.
+                if tail.has_news() {
                     self.inner.borrow_mut().current = Some(id);
                     self.on_events(id, &tail);
                     let mut inner = self.inner.borrow_mut();

@@ -3,7 +3,6 @@
 
 use std::collections::VecDeque;
 use std::rc::{Rc, Weak};
-use std::time::Duration;
 
 use bytes::Bytes;
 
@@ -20,7 +19,6 @@ pub(super) enum Action {
     StreamData(u64, StreamFn, Bytes),
     SseHead(u64, Weak<dyn SseTarget>, HttpResponse),
     SseEvents(u64, Weak<dyn SseTarget>, SseBatch),
-    SseRetry(u64, Weak<dyn SseTarget>, Duration),
     Progress(u64, u64, Option<u64>),
     Close(Rc<TcpSocket>),
     ResponseReceived(HttpResponse),
@@ -37,7 +35,6 @@ impl Action {
             | Action::StreamData(id, ..)
             | Action::SseHead(id, ..)
             | Action::SseEvents(id, ..)
-            | Action::SseRetry(id, ..)
             | Action::Progress(id, ..) => Some(*id),
             Action::Close(_) | Action::ResponseReceived(_) | Action::Failed(..) => None,
         }
@@ -154,11 +151,6 @@ impl HttpClient {
                     t.on_events(RequestId(id), &batch);
                 }
                 self.recycle_batch(batch);
-            }
-            Action::SseRetry(id, target, retry) => {
-                if let Some(t) = target.upgrade() {
-                    t.on_retry(RequestId(id), retry);
-                }
             }
             Action::Progress(id, received, total) => {
                 if self.download_progress.connection_count() > 0 {

@@ -66,9 +66,9 @@ pub enum StreamEvent<'a> {
 pub(crate) trait SseTarget {
     /// The response head; `true` when it opens an event stream (status 200, `text/event-stream`).
     fn on_head(&self, id: RequestId, response: &HttpResponse) -> bool;
-    /// The events of one delivery, held in the client's reused event pool; emitted from there.
+    /// The events of one delivery, held in the client's reused event pool, with the `retry`
+    /// values among them and the stream's last event ID after them; emitted from there.
     fn on_events(&self, id: RequestId, events: &SseBatch);
-    fn on_retry(&self, id: RequestId, retry: Duration);
     /// The stream ended: `Ok(response)` for a clean end of an opened stream or for a rejected
     /// response (with the start of its body), `Err` for failures. The request's parser comes back
     /// with it (it holds the last event ID and reconnection time).

@@ -500,9 +500,6 @@ impl HttpClient {
         };
         match &state.delivery {
             Delivery::Sse { target, .. } => {
-                if let Some(retry) = collected.retry() {
-                    actions.push(Action::SseRetry(id, target.clone(), retry));
-                }
                 if !collected.has_news() {
                     self.recycle_batch(collected);
                 } else {
