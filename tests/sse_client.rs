@@ -2284,3 +2284,27 @@ fn retry_takes_effect_in_stream_order_relative_to_events() {
     );
     sse.disconnect();
 }
+
+/// A `retry:` after the event whose slot disconnects is never processed, like the rest of that
+/// read: the reconnection time stays what it was (it used to be applied before the read's first
+/// event).
+#[test]
+fn a_retry_after_the_event_whose_slot_disconnects_does_not_count() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Bytes(open_ended_head("data: a\n\nretry: 40000\n\ndata: b\n\n"))
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    let weak = Rc::downgrade(&sse);
+    sse.message_received
+        .connect(move |_| weak.upgrade().unwrap().disconnect())
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || sse
+        .ready_state()
+        == ReadyState::Closed));
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    assert_eq!(*rec.events.borrow(), ["message:a:"]);
+    assert_eq!(sse.reconnection_time(), Duration::from_secs(3));
+}
