@@ -8,7 +8,8 @@
 use std::fmt;
 use std::io::{self, Write};
 
-use flate2::write::{DeflateDecoder, MultiGzDecoder, ZlibDecoder};
+use flate2::write::MultiGzDecoder;
+use flate2::{Decompress, FlushDecompress, Status};
 
 use crate::network::http::error::HttpError;
 use crate::network::http::headers::HeaderMap;
@@ -106,8 +107,8 @@ enum Coding {
     DeflateUndecided {
         first: Option<u8>,
     },
-    Zlib(ZlibDecoder<Vec<u8>>),
-    RawDeflate(DeflateDecoder<Vec<u8>>),
+    Zlib(Inflate),
+    RawDeflate(Inflate),
     #[cfg(feature = "brotli")]
     Brotli(Box<brotli::BrotliStream>),
     /// Finished or failed; flate2's writers must not be written to after finishing.
@@ -149,8 +150,7 @@ impl Coding {
                 Ok(())
             }
             Coding::Gzip(decoder) => pump(decoder, input, out),
-            Coding::Zlib(decoder) => pump(decoder, input, out),
-            Coding::RawDeflate(decoder) => pump(decoder, input, out),
+            Coding::Zlib(inflate) | Coding::RawDeflate(inflate) => inflate.decode(input, out),
             #[cfg(feature = "brotli")]
             Coding::Brotli(stream) => stream.decode(input, out),
             Coding::DeflateUndecided { first: None } => match input {
@@ -183,8 +183,7 @@ impl Coding {
         match self {
             Coding::Identity => Ok(()),
             Coding::Gzip(mut decoder) => finish_writer(&mut decoder, out),
-            Coding::Zlib(mut decoder) => finish_writer(&mut decoder, out),
-            Coding::RawDeflate(mut decoder) => finish_writer(&mut decoder, out),
+            Coding::Zlib(inflate) | Coding::RawDeflate(inflate) => inflate.finish(),
             #[cfg(feature = "brotli")]
             Coding::Brotli(stream) => stream.finish(),
             Coding::DeflateUndecided { .. } => Err(truncated()),
@@ -201,14 +200,14 @@ impl Coding {
         let check_ok = (u16::from(cmf) << 8 | u16::from(flg)) % 31 == 0;
         let preset_dictionary = flg & 0x20 != 0;
         if deflate_method && check_ok && !preset_dictionary {
-            Coding::Zlib(ZlibDecoder::new(Vec::new()))
+            Coding::Zlib(Inflate::new(true))
         } else {
-            Coding::RawDeflate(DeflateDecoder::new(Vec::new()))
+            Coding::RawDeflate(Inflate::new(false))
         }
     }
 }
 
-/// flate2's write-side decoders, all writing into a `Vec<u8>` that is drained after each step.
+/// flate2's write-side gzip decoder, writing into a `Vec<u8>` that is drained after each step.
 trait WriteDecoder: Write {
     fn output(&mut self) -> &mut Vec<u8>;
     fn try_finish(&mut self) -> io::Result<()>;
@@ -223,21 +222,63 @@ impl WriteDecoder for MultiGzDecoder<Vec<u8>> {
     }
 }
 
-impl WriteDecoder for ZlibDecoder<Vec<u8>> {
-    fn output(&mut self) -> &mut Vec<u8> {
-        self.get_mut()
-    }
-    fn try_finish(&mut self) -> io::Result<()> {
-        ZlibDecoder::try_finish(self)
-    }
+/// Output of one inflate step: 32 KiB.
+const INFLATE_BUFFER_BYTES: usize = 32 * 1024;
+
+/// A zlib or raw deflate stream through flate2's low-level inflater, which says when the stream
+/// has ended: a body that stops before that is truncated, whatever flate2's version (its write
+/// decoders finished such a stream without an error before 1.1.11).
+struct Inflate {
+    state: Decompress,
+    buffer: Box<[u8]>,
+    ended: bool,
 }
 
-impl WriteDecoder for DeflateDecoder<Vec<u8>> {
-    fn output(&mut self) -> &mut Vec<u8> {
-        self.get_mut()
+impl Inflate {
+    fn new(zlib_header: bool) -> Self {
+        Inflate {
+            state: Decompress::new(zlib_header),
+            buffer: vec![0; INFLATE_BUFFER_BYTES].into_boxed_slice(),
+            ended: false,
+        }
     }
-    fn try_finish(&mut self) -> io::Result<()> {
-        DeflateDecoder::try_finish(self)
+
+    fn decode(&mut self, mut input: &[u8], out: &mut impl FnMut(&[u8])) -> Result<(), HttpError> {
+        loop {
+            if self.ended {
+                return match input.len() {
+                    0 => Ok(()),
+                    extra => Err(trailing(extra)),
+                };
+            }
+            let (in_before, out_before) = (self.state.total_in(), self.state.total_out());
+            let status = self
+                .state
+                .decompress(input, &mut self.buffer, FlushDecompress::None)
+                .map_err(|e| HttpError::Decode(format!("corrupt compressed data: {e}")))?;
+            let used = (self.state.total_in() - in_before) as usize;
+            let made = (self.state.total_out() - out_before) as usize;
+            if let Some(piece) = self.buffer.get(..made).filter(|p| !p.is_empty()) {
+                out(piece);
+            }
+            input = input.get(used..).unwrap_or_default();
+            self.ended = status == Status::StreamEnd;
+            // A full buffer may leave decoded bytes behind: step again, even without input.
+            if !self.ended && made < self.buffer.len() {
+                if input.is_empty() {
+                    return Ok(());
+                }
+                if used == 0 && made == 0 {
+                    return Err(HttpError::Decode(
+                        "compressed data the decoder cannot make progress with".into(),
+                    ));
+                }
+            }
+        }
+    }
+
+    fn finish(&self) -> Result<(), HttpError> {
+        if self.ended { Ok(()) } else { Err(truncated()) }
     }
 }
 
@@ -258,12 +299,7 @@ fn pump(
         hand_on(decoder.output(), out);
         match used? {
             // The compressed stream has ended and the rest cannot start a new one.
-            0 => {
-                return Err(HttpError::Decode(format!(
-                    "{} bytes after the end of the compressed stream",
-                    input.len()
-                )));
-            }
+            0 => return Err(trailing(input.len())),
             used => input = input.get(used..).unwrap_or_default(),
         }
     }
@@ -293,6 +329,12 @@ fn corrupt(e: io::Error) -> HttpError {
     HttpError::Decode(format!("corrupt compressed data: {e}"))
 }
 
+fn trailing(extra: usize) -> HttpError {
+    HttpError::Decode(format!(
+        "{extra} bytes after the end of the compressed stream"
+    ))
+}
+
 fn truncated() -> HttpError {
     HttpError::Decode("compressed data ends before the end of its stream".into())
 }
@@ -304,6 +346,7 @@ mod brotli {
 
     use brotli_decompressor::{BrotliDecompressStream, BrotliResult, BrotliState, StandardAlloc};
 
+    use super::trailing;
     use crate::network::http::error::HttpError;
 
     const OUTPUT_BUFFER_BYTES: usize = 32 * 1024;
@@ -381,12 +424,6 @@ mod brotli {
                 ))
             }
         }
-    }
-
-    fn trailing(extra: usize) -> HttpError {
-        HttpError::Decode(format!(
-            "{extra} bytes after the end of the compressed stream"
-        ))
     }
 }
 

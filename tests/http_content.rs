@@ -1,0 +1,234 @@
+//! Content-Encoding end to end through HttpClient against real loopback servers: every shape a
+//! server sends a compressed body in (gzip with several members, zlib-wrapped and raw deflate,
+//! stacked and unknown codings, codings on bodiless responses, chunked bodies with extensions and
+//! trailers), and every way it can be broken (cut short under each framing, trailing garbage,
+//! bad checksums): a broken body is a `HttpError::Decode`, never a silently shorter `Ok` body.
+
+mod support;
+
+use std::cell::RefCell;
+use std::io::Write;
+use std::rc::Rc;
+use std::time::Duration;
+
+use flate2::Compression;
+use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
+use kdnet::EventLoop;
+use kdnet::network::http::{HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse};
+use support::{Reply, ScriptServer, run_until};
+
+fn gzip(data: &[u8]) -> Vec<u8> {
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn zlib(data: &[u8]) -> Vec<u8> {
+    let mut encoder = ZlibEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn raw_deflate(data: &[u8]) -> Vec<u8> {
+    let mut encoder = DeflateEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(data).unwrap();
+    encoder.finish().unwrap()
+}
+
+fn sample_text() -> Vec<u8> {
+    (0..3000u32)
+        .flat_map(|i| format!("line {i} of the sample body\n").into_bytes())
+        .collect()
+}
+
+/// How the body of a test response is framed.
+#[derive(Debug, Clone, Copy)]
+enum Frame {
+    Length,
+    Chunked,
+    UntilClose,
+}
+
+const FRAMES: [Frame; 3] = [Frame::Length, Frame::Chunked, Frame::UntilClose];
+
+/// A 200 response with `Content-Encoding: encoding` carrying `body` framed as `frame`.
+fn encoded(encoding: &str, body: &[u8], frame: Frame) -> Vec<u8> {
+    let mut raw = format!("HTTP/1.1 200 OK\r\nContent-Encoding: {encoding}\r\n").into_bytes();
+    match frame {
+        Frame::Length => {
+            raw.extend_from_slice(format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes());
+            raw.extend_from_slice(body);
+        }
+        Frame::Chunked => {
+            raw.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+            for piece in body.chunks(1000) {
+                raw.extend_from_slice(format!("{:x};ext=1\r\n", piece.len()).as_bytes());
+                raw.extend_from_slice(piece);
+                raw.extend_from_slice(b"\r\n");
+            }
+            raw.extend_from_slice(b"0\r\nX-Trailer: yes\r\n\r\n");
+        }
+        Frame::UntilClose => {
+            raw.extend_from_slice(b"Connection: close\r\n\r\n");
+            raw.extend_from_slice(body);
+        }
+    }
+    raw
+}
+
+/// `method /` against a server that answers with `raw`, then closes.
+fn fetch_raw(method: HttpMethod, raw: Vec<u8>) -> Result<HttpResponse, HttpError> {
+    let server = ScriptServer::start(move |_, _| Reply::BytesThenClose(raw.clone()));
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let out: Rc<RefCell<Option<Result<HttpResponse, HttpError>>>> = Rc::default();
+    let o = out.clone();
+    let request = HttpRequest::get(&server.url("/"))
+        .unwrap()
+        .with_method(method);
+    client.send(request, move |r| *o.borrow_mut() = Some(r));
+    assert!(
+        run_until(&mut ev, Duration::from_secs(20), || out.borrow().is_some()),
+        "no result"
+    );
+    out.borrow_mut().take().unwrap()
+}
+
+fn fetch(raw: Vec<u8>) -> Result<HttpResponse, HttpError> {
+    fetch_raw(HttpMethod::Get, raw)
+}
+
+fn assert_decode_error(result: &Result<HttpResponse, HttpError>, what: &str) {
+    assert!(
+        matches!(result, Err(HttpError::Decode(_))),
+        "{what}: {:?}",
+        result.as_ref().map(|r| r.body().len())
+    );
+}
+
+#[test]
+fn concatenated_gzip_members_are_one_body_under_every_framing() {
+    let text = sample_text();
+    let (first, second) = text.split_at(text.len() / 3);
+    let mut body = gzip(first);
+    body.extend_from_slice(&gzip(second));
+    for frame in FRAMES {
+        let response = fetch(encoded("gzip", &body, frame)).unwrap();
+        assert!(response.body().as_ref() == text, "{frame:?}");
+    }
+}
+
+#[test]
+fn compressed_bodies_cut_short_are_decode_errors_under_every_framing() {
+    let text = sample_text();
+    let gz = gzip(&text);
+    let mut two_members = gzip(b"first member");
+    two_members.extend_from_slice(&gzip(&text));
+    let cases = [
+        ("gzip", gz.clone()),
+        ("deflate", zlib(&text)),
+        ("deflate", raw_deflate(&text)),
+        ("gzip", two_members),
+    ];
+    for (encoding, full) in &cases {
+        for cut in [1, 2, 4, 8, 9, full.len() / 2, full.len() - 10] {
+            let body = &full[..full.len() - cut];
+            for frame in FRAMES {
+                let result = fetch(encoded(encoding, body, frame));
+                assert_decode_error(&result, &format!("{encoding} less {cut} bytes, {frame:?}"));
+            }
+        }
+    }
+}
+
+#[test]
+fn broken_compressed_bodies_are_decode_errors_under_every_framing() {
+    let text = sample_text();
+    let gz = gzip(&text);
+    let flip = |data: &[u8], from_end: usize| {
+        let mut data = data.to_vec();
+        let at = data.len() - from_end;
+        data[at] ^= 0x01;
+        data
+    };
+    let with = |data: &[u8], extra: &[u8]| [data, extra].concat();
+    let cases = [
+        ("gzip crc", "gzip", flip(&gz, 8)),
+        ("gzip isize", "gzip", flip(&gz, 4)),
+        ("zlib adler-32", "deflate", flip(&zlib(&text), 1)),
+        ("gzip + garbage", "gzip", with(&gz, b"garbage")),
+        ("zlib + garbage", "deflate", with(&zlib(&text), b"garbage")),
+        (
+            "raw deflate + garbage",
+            "deflate",
+            with(&raw_deflate(&text), b"garbage"),
+        ),
+        ("not compressed", "gzip", text.clone()),
+    ];
+    for (what, encoding, body) in &cases {
+        for frame in FRAMES {
+            let result = fetch(encoded(encoding, body, frame));
+            assert_decode_error(&result, &format!("{what}, {frame:?}"));
+        }
+    }
+}
+
+#[test]
+fn coding_names_are_matched_case_insensitively_around_whitespace_and_identity() {
+    let text = sample_text();
+    let cases = [
+        ("GZip", gzip(&text)),
+        ("x-gzip", gzip(&text)),
+        ("identity, gzip", gzip(&text)),
+        (" gzip ,identity", gzip(&text)),
+        ("Deflate", zlib(&text)),
+        ("deflate", raw_deflate(&text)),
+        ("identity", text.clone()),
+        ("IDENTITY", text.clone()),
+    ];
+    for (encoding, body) in &cases {
+        let response = fetch(encoded(encoding, body, Frame::Length)).unwrap();
+        assert!(response.body().as_ref() == text, "{encoding:?}");
+        // Nothing to undo for `identity` alone: the field may stay.
+        if !encoding.eq_ignore_ascii_case("identity") {
+            assert_eq!(response.header("content-encoding"), None, "{encoding:?}");
+        }
+    }
+}
+
+#[test]
+fn unknown_codings_leave_the_body_and_its_headers_as_received() {
+    for encoding in ["compress", "x-unknown, gzip", "gzip, zstd", "gzip;q=1"] {
+        let body = b"opaque bytes".to_vec();
+        let response = fetch(encoded(encoding, &body, Frame::Length)).unwrap();
+        assert_eq!(response.body().as_ref(), body, "{encoding:?}");
+        assert_eq!(response.header("content-encoding"), Some(encoding));
+        assert_eq!(response.header("content-length"), Some("12"));
+    }
+}
+
+#[test]
+fn codings_on_responses_without_a_body_are_left_alone() {
+    let head = |status: &str| {
+        format!("HTTP/1.1 {status}\r\nContent-Encoding: gzip\r\nContent-Length: 30\r\n\r\n")
+            .into_bytes()
+    };
+    let response = fetch_raw(HttpMethod::Head, head("200 OK")).unwrap();
+    assert!(response.body().is_empty());
+    assert_eq!(response.header("content-encoding"), Some("gzip"));
+    assert_eq!(response.header("content-length"), Some("30"));
+    for status in ["204 No Content", "304 Not Modified"] {
+        let response = fetch(head(status)).unwrap();
+        assert!(response.body().is_empty(), "{status}");
+        assert_eq!(
+            response.header("content-encoding"),
+            Some("gzip"),
+            "{status}"
+        );
+    }
+    // An empty body with a coding is an empty body (servers send it for empty files).
+    for frame in FRAMES {
+        let response = fetch(encoded("gzip", b"", frame)).unwrap();
+        assert!(response.body().is_empty(), "{frame:?}");
+    }
+}
