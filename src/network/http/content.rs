@@ -461,4 +461,74 @@ mod tests {
         assert!(ContentDecoder::for_encoding("compress").is_none());
         assert!(ContentDecoder::for_encoding("gzip, deflate").is_none());
     }
+
+    fn decode_pieces(encoding: &str, pieces: &[&[u8]]) -> Result<Vec<u8>, HttpError> {
+        let mut decoder = ContentDecoder::for_encoding(encoding).unwrap();
+        let mut body = Vec::new();
+        let mut out = |piece: &[u8]| {
+            assert!(!piece.is_empty());
+            body.extend_from_slice(piece);
+        };
+        for piece in pieces {
+            decoder.decode(piece, &mut out)?;
+        }
+        decoder.finish(&mut out)?;
+        Ok(body)
+    }
+
+    /// A coding, an encoded body, its decoded form, and where a cut body is still a whole gzip file.
+    type Sample = (&'static str, Vec<u8>, Vec<u8>, Vec<usize>);
+
+    fn encoded_samples(text: &[u8]) -> Vec<Sample> {
+        use flate2::Compression;
+        use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
+        fn encode<W: Write>(mut encoder: W, data: &[u8]) -> W {
+            encoder.write_all(data).unwrap();
+            encoder
+        }
+        let level = Compression::default();
+        let gzip = |data: &[u8]| encode(GzEncoder::new(Vec::new(), level), data);
+        let gz = gzip(text).finish().unwrap();
+        let first = gzip(&text[..7]).finish().unwrap();
+        let two = [first.as_slice(), &gz].concat();
+        let zlib = encode(ZlibEncoder::new(Vec::new(), level), text);
+        let raw = encode(DeflateEncoder::new(Vec::new(), level), text);
+        let text = text.to_vec();
+        vec![
+            ("gzip", gz, text.clone(), vec![]),
+            // Cut at the end of the first member, it is a whole gzip file of its own.
+            ("gzip", two, [&text[..7], &text].concat(), vec![first.len()]),
+            ("deflate", zlib.finish().unwrap(), text.clone(), vec![]),
+            ("deflate", raw.finish().unwrap(), text, vec![]),
+        ]
+    }
+
+    /// Every split into two pieces and byte by byte decode as the whole does; every cut short
+    /// body is a decode error (gzip only decodes when cut at the end of a member).
+    #[test]
+    fn every_split_agrees_and_every_cut_fails() {
+        let text: Vec<u8> = (0..40u32)
+            .flat_map(|i| format!("line {i} of the body\n").into_bytes())
+            .collect();
+        for (encoding, encoded, text, member_ends) in encoded_samples(&text) {
+            assert_eq!(decode_pieces(encoding, &[&encoded]).unwrap(), text);
+            let bytes: Vec<&[u8]> = encoded.chunks(1).collect();
+            assert_eq!(decode_pieces(encoding, &bytes).unwrap(), text);
+            for at in 1..encoded.len() {
+                let (a, b) = encoded.split_at(at);
+                let split = decode_pieces(encoding, &[a, b]);
+                assert_eq!(split.unwrap(), text, "{encoding} split at {at}");
+                let cut = decode_pieces(encoding, &[a]);
+                if member_ends.contains(&at) {
+                    assert!(text.starts_with(&cut.unwrap()), "{encoding} cut at {at}");
+                } else {
+                    assert!(
+                        matches!(cut, Err(HttpError::Decode(_))),
+                        "{encoding} cut at {at} of {}: {cut:?}",
+                        encoded.len()
+                    );
+                }
+            }
+        }
+    }
 }
