@@ -54,8 +54,11 @@ impl HttpClient {
         // Taken, not borrowed: a nested arrival (from user code) simply starts an empty list.
         let mut actions = self.spare_actions.take();
         // A large read is handled a slice at a time, as if it had arrived in smaller reads: each
-        // slice's SSE events reach the slots while they (and the slice) are still in cache.
-        let sliced = data.len() > DELIVERY_SLICE;
+        // slice's SSE events reach the slots while they (and the slice) are still in cache. A
+        // compressed body handed out as it comes is cut finer (`DECODED_SLICE`), so that what
+        // one slice decodes to stays small whatever the compression ratio.
+        let sliced = data.len() > DELIVERY_SLICE
+            || (data.len() > DECODED_SLICE && self.slice_len(conn_id) == DECODED_SLICE);
         let _turn = sliced.then(|| {
             self.continuing.borrow_mut().push((conn_id, Vec::new()));
             ContinuingRead {
@@ -65,7 +68,14 @@ impl HttpClient {
         });
         let mut later = Vec::new();
         let mut rest = data.len();
-        for slice in data.chunks(DELIVERY_SLICE) {
+        while rest > 0 {
+            let start = data.len() - rest;
+            let len = if sliced {
+                self.slice_len(conn_id)
+            } else {
+                rest
+            };
+            let slice = &data[start..start + len.min(rest)];
             rest -= slice.len();
             if rest == 0 && sliced {
                 // The last slice: bytes read meanwhile come after it. With none, bytes read while
@@ -90,6 +100,27 @@ impl HttpClient {
         self.spare_actions.set(actions);
         if !later.is_empty() {
             self.on_data(conn_id, &later);
+        }
+    }
+
+    /// How many bytes of `conn_id`'s read to handle before delivering what they gave: fewer for
+    /// a compressed body that is handed out as it comes (or a streamed response whose head, and so
+    /// its coding, is not known yet).
+    fn slice_len(&self, conn_id: u64) -> usize {
+        let inner = self.inner.borrow();
+        let state = inner
+            .conns
+            .get(&conn_id)
+            .and_then(|conn| conn.request)
+            .and_then(|id| inner.requests.get(&id));
+        match state {
+            Some(state)
+                if !matches!(state.delivery, Delivery::Buffered(_))
+                    && (state.content.is_some() || state.phase == Phase::RecvHead) =>
+            {
+                DECODED_SLICE
+            }
+            _ => DELIVERY_SLICE,
         }
     }
 
@@ -567,6 +598,10 @@ impl Drop for ContinuingRead<'_> {
 
 /// The most bytes of one read processed before the events they carry are delivered (16 KiB).
 const DELIVERY_SLICE: usize = 16 * 1024;
+
+/// The most bytes of a compressed body handed out as it comes that are decoded before what they
+/// gave is delivered (1 KiB: at deflate's ~1,000:1 ratio at most about 1 MiB).
+const DECODED_SLICE: usize = 1024;
 
 /// Whether a response's MIME type is `text/event-stream` (parameters and case ignored), the type
 /// extracted as WHATWG Fetch does for `EventSource`: the values of every `Content-Type` field,
