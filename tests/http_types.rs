@@ -1702,3 +1702,94 @@ fn validate_refuses_a_second_host_field() {
         "{request:?}"
     );
 }
+
+// Mutation audit (round 5): each test below fails when the check it names is removed.
+
+#[test]
+fn a_cookie_without_a_domain_matches_no_url_even_a_fully_qualified_one() {
+    // An empty domain "domain-matches" any host ending in a dot as a suffix; matches_url
+    // refuses it before looking.
+    let cookie = HttpCookie::new("no", "domain");
+    assert!(!cookie.matches_url(&url("http://example.com./")));
+    assert!(!cookie.matches_url(&url("https://example.com./x")));
+}
+
+#[test]
+fn set_cookie_from_a_host_with_a_leading_empty_label_is_refused() {
+    let mut jar = HttpCookieJar::new();
+    let leading_dot = url("http://.example.com/");
+    assert_eq!(leading_dot.host_str(), Some(".example.com"));
+    assert_eq!(jar.store_response_cookies(&leading_dot, ["a=b"]), 0);
+    assert_eq!(
+        jar.store_response_cookies(&leading_dot, ["a=b; Domain=example.com"]),
+        0
+    );
+    assert!(HttpCookie::from_set_cookie_header("a=b", &leading_dot).is_none());
+    assert!(jar.is_empty());
+}
+
+#[test]
+fn plain_http_may_set_a_cookie_beside_a_secure_one_on_a_path_it_does_not_cover() {
+    let mut jar = HttpCookieJar::new();
+    jar.store_response_cookies(
+        &url("https://example.com/admin/"),
+        ["id=good; Secure; Path=/admin"],
+    );
+    let http = url("http://example.com/");
+    // "/" does not path-match "/admin": no shadowing (RFC 6265bis §5.7 step 14).
+    assert_eq!(jar.store_response_cookies(&http, ["id=plain; Path=/"]), 1);
+    // "/admin/x" path-matches "/admin": refused.
+    assert_eq!(
+        jar.store_response_cookies(&http, ["id=evil; Path=/admin/x"]),
+        0
+    );
+    assert_eq!(
+        header_for(&jar, "https://example.com/admin/x").as_deref(),
+        Some("id=good; id=plain")
+    );
+}
+
+#[test]
+fn plain_http_cannot_shadow_a_secure_cookie_of_a_subdomain_with_a_parent_domain_cookie() {
+    let mut jar = HttpCookieJar::new();
+    // Host-only Secure cookie of www.example.com.
+    jar.store_response_cookies(&url("https://www.example.com/"), ["id=good; Secure"]);
+    let http = url("http://www.example.com/");
+    // The new cookie's domain (example.com) does not domain-match the old one's, but the old
+    // one's domain-matches the new one's: still shadowing.
+    assert_eq!(
+        jar.store_response_cookies(&http, ["id=evil; Domain=example.com"]),
+        0
+    );
+    assert_eq!(
+        header_for(&jar, "https://www.example.com/").as_deref(),
+        Some("id=good")
+    );
+}
+
+#[test]
+fn remove_cookie_treats_an_empty_path_as_the_root() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    let cookie = cookie_at("name", "value", "example.com");
+    assert!(jar.insert_cookie(cookie.clone(), &u));
+    let mut no_path = cookie;
+    no_path.path = String::new();
+    assert!(jar.remove_cookie(&no_path));
+    assert!(jar.is_empty());
+}
+
+#[test]
+fn total_limit_evicts_expired_cookies_first() {
+    let mut jar = HttpCookieJar::new();
+    jar.set_max_cookies(2);
+    jar.store_response_cookies(&url("https://a.example/"), ["old=1"]);
+    jar.store_response_cookies(&url("https://b.example/"), ["brief=2; Max-Age=1"]);
+    std::thread::sleep(Duration::from_millis(1100));
+    jar.store_response_cookies(&url("https://c.example/"), ["new=3"]);
+    assert_eq!(
+        names(&jar.all_cookies()),
+        ["old", "new"],
+        "a live cookie was evicted while an expired one was kept"
+    );
+}
