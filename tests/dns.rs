@@ -501,3 +501,35 @@ fn a_trailing_dot_name_is_not_answered_from_the_relative_names_cache_entry() {
     );
     assert_eq!(fresh.is_ok(), after.is_ok(), "{fresh:?} then {after:?}");
 }
+
+/// The refusal names the actual problem (a zone id, a stray bracket, a port, a NUL), not just
+/// the first forbidden character.
+#[test]
+fn malformed_hosts_are_refused_with_the_specific_reason() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    for (host, reason) in [
+        ("fe80::1%lo", "IPv6 zone ids are not supported"),
+        ("[fe80::1%25lo]", "IPv6 zone ids are not supported"),
+        (
+            "localhost]",
+            "brackets are only allowed around an IPv6 address",
+        ),
+        (
+            "[localhost",
+            "brackets are only allowed around an IPv6 address",
+        ),
+        ("local\0host", "host name contains a NUL byte"),
+        ("localhost:8080", "a port goes in its own argument"),
+        ("a..example", "empty label"),
+    ] {
+        match lookup_and_wait(&mut event_loop, &resolver, host, AddressFamily::Any) {
+            Err(err @ SocketError::InvalidAddress(_)) => {
+                let message = err.to_string();
+                assert!(message.contains(reason), "{host:?}: {message}");
+            }
+            other => panic!("{host:?}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(resolver.pool_lookups(), 0);
+}

@@ -165,6 +165,30 @@ mod tests {
     }
 
     #[test]
+    fn empty_answers_and_a_zero_capacity_cache_store_nothing() {
+        let now = Instant::now();
+        let mut cache = AddressCache::new(Duration::from_secs(60), 8);
+        cache.insert("a".into(), Vec::new(), now);
+        assert_eq!(cache.len(), 0);
+        assert_eq!(cache.get("a", now), None);
+        let mut none = AddressCache::new(Duration::from_secs(60), 0);
+        none.insert("a".into(), ip(1), now);
+        assert_eq!(none.len(), 0);
+    }
+
+    #[test]
+    fn refreshing_a_cached_name_in_a_full_cache_evicts_nothing() {
+        let now = Instant::now();
+        let mut cache = AddressCache::new(Duration::from_secs(60), 2);
+        cache.insert("a".into(), ip(1), now);
+        cache.insert("b".into(), ip(2), now + Duration::from_secs(1));
+        cache.insert("a".into(), ip(3), now + Duration::from_secs(2));
+        let later = now + Duration::from_secs(3);
+        assert_eq!(cache.get("a", later), Some(ip(3)));
+        assert_eq!(cache.get("b", later), Some(ip(2)), "b was evicted");
+    }
+
+    #[test]
     fn huge_ttl_does_not_overflow() {
         let now = Instant::now();
         let mut cache = AddressCache::new(Duration::MAX, 8);
