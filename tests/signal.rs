@@ -1672,3 +1672,78 @@ fn connect_weak_connections_of_dropped_owners_do_not_pile_up_between_emits() {
     assert_eq!(signal.connection_count(), 20);
     assert_eq!(drops.get(), 10_000);
 }
+
+// Mutation audit (round 5): each test below fails when the check it names is removed.
+
+#[test]
+fn a_disconnected_handle_no_longer_belongs_to_its_signal() {
+    let signal: Signal<i32> = Signal::new();
+    let handle = signal.connect(|_| {});
+    assert!(handle.belongs_to(&signal));
+    handle.disconnect();
+    assert!(
+        !handle.belongs_to(&signal),
+        "belongs_to is about active connections"
+    );
+}
+
+#[test]
+fn handles_of_two_signals_are_never_equal_even_with_the_same_id() {
+    // Both signals hand out their first id; the handles still differ.
+    let a: Signal<i32> = Signal::new();
+    let b: Signal<i32> = Signal::new();
+    let ha = a.connect(|_| {});
+    let hb = b.connect(|_| {});
+    assert_ne!(ha, hb);
+    // So ScopedConnection::set with b's handle disconnects a's connection.
+    let mut scoped = ScopedConnection::new(ha.clone());
+    scoped.set(hb.clone());
+    assert!(!ha.is_active(), "the replaced connection was kept");
+    assert!(hb.is_active());
+}
+
+#[test]
+fn disconnect_all_after_disconnecting_a_slot_in_the_same_emit_counts_each_slot_once() {
+    let signal: Rc<Signal<()>> = Rc::new(Signal::new());
+    let victim: Rc<RefCell<Option<ConnectionHandle>>> = Rc::default();
+    let counts: Rc<RefCell<Vec<usize>>> = Rc::default();
+    {
+        let weak = Rc::downgrade(&signal);
+        let victim = Rc::clone(&victim);
+        let counts = Rc::clone(&counts);
+        signal
+            .connect(move |_| {
+                let signal = weak.upgrade().unwrap();
+                let handle = victim.borrow_mut().take();
+                if let Some(handle) = handle {
+                    handle.disconnect();
+                }
+                signal.disconnect_all();
+                counts.borrow_mut().push(signal.connection_count());
+            })
+            .release();
+    }
+    *victim.borrow_mut() = Some(signal.connect(|_| {}));
+    signal.connect(|_| {}).release();
+    signal.emit(&());
+    assert_eq!(*counts.borrow(), [0]);
+    assert_eq!(signal.connection_count(), 0);
+    signal.emit(&());
+    assert_eq!(*counts.borrow(), [0], "nothing ran after disconnect_all");
+}
+
+#[test]
+fn disconnect_all_releases_every_weak_reference_to_connect_weak_owners() {
+    let signal: Signal<i32> = Signal::new();
+    let owner = Rc::new(Cell::new(0));
+    signal.connect_weak(&owner, |o, v| o.set(*v)).release();
+    signal.emit(&3);
+    assert_eq!(owner.get(), 3);
+    assert!(Rc::weak_count(&owner) > 0);
+    signal.disconnect_all();
+    assert_eq!(
+        Rc::weak_count(&owner),
+        0,
+        "the signal still holds a Weak to the owner's allocation"
+    );
+}

@@ -163,3 +163,34 @@ fn setting_a_copy_property_allocates_nothing() {
     assert_eq!(property.get(), 1_001);
     assert!(total.get() > 0);
 }
+
+/// Disconnected slots leave the slot list (at once when no emit runs): connecting and
+/// disconnecting in a loop reuses the list's capacity instead of growing it without bound.
+#[test]
+fn connect_disconnect_cycles_do_not_grow_the_slot_list() {
+    let signal: Signal<u32> = Signal::new();
+    for _ in 0..4 {
+        signal.connect(|_| {}).release();
+    }
+    signal.disconnect_all();
+    let mut connect_allocations = 0;
+    for _ in 0..2_000 {
+        connect_allocations += allocations_during(|| {
+            for _ in 0..4 {
+                signal.connect(|_| {}).release();
+            }
+        });
+        signal.disconnect_all();
+    }
+    assert_eq!(
+        connect_allocations, 0,
+        "disconnect_all left its slots in the list"
+    );
+    let n = allocations_during(|| {
+        for _ in 0..2_000 {
+            signal.connect(|_| {}).disconnect();
+        }
+    });
+    assert_eq!(n, 0, "disconnect left its slot in the list");
+    assert_eq!(signal.connection_count(), 0);
+}
