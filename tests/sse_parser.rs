@@ -1579,3 +1579,18 @@ fn tiny_pieces_keep_the_size_limit_at_every_offset() {
         assert!(refused && accepted);
     }
 }
+
+#[test]
+fn a_resuming_writer_omits_the_id_the_client_already_has() {
+    let mut writer = SseWriter::resuming("7");
+    assert_eq!(writer.client_last_event_id(), "7");
+    let mut out = String::new();
+    writer
+        .write_event(&mut out, &SseEvent::new("", "x").with_id("7"))
+        .unwrap();
+    writer
+        .write_event(&mut out, &SseEvent::new("", "y").with_id("8"))
+        .unwrap();
+    assert_eq!(out, "data: x\n\nid: 8\ndata: y\n\n");
+    assert_eq!(writer.client_last_event_id(), "8");
+}

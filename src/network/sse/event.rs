@@ -342,6 +342,37 @@ mod tests {
     }
 
     #[test]
+    fn assign_replaces_every_part_of_a_reused_event() {
+        // The SSE client's batch reuses events from one read to the next.
+        let mut event = SseEvent::new("a", "old")
+            .with_id("1")
+            .with_retry(Duration::from_millis(5));
+        let other_type: Arc<str> = Arc::from("b");
+        event.assign(Some(&other_type), "new", None, None);
+        assert_eq!(event, SseEvent::new("b", "new"));
+        let id = SmolStr::new("2");
+        event.assign(None, "x", Some(&id), None);
+        assert_eq!(event, SseEvent::new("", "x").with_id("2"));
+    }
+
+    #[test]
+    fn assign_gives_back_a_huge_data_buffer_for_a_small_event() {
+        let mut event = SseEvent::new("", "x".repeat(4 * MAX_REUSED_DATA_CAPACITY));
+        event.assign(None, "small", None, None);
+        assert_eq!(event.data(), "small");
+        assert!(
+            event.data_capacity() <= MAX_REUSED_DATA_CAPACITY,
+            "kept {} bytes",
+            event.data_capacity()
+        );
+        // A buffer within the bound is reused.
+        let mut event = SseEvent::new("", "y".repeat(1024));
+        let buffer = event.data().as_ptr();
+        event.assign(None, "z", None, None);
+        assert_eq!(event.data().as_ptr(), buffer);
+    }
+
+    #[test]
     fn event_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<SseEvent>();
