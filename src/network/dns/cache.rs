@@ -182,10 +182,11 @@ mod tests {
         let mut cache = AddressCache::new(Duration::from_secs(60), 2);
         cache.insert("a".into(), ip(1), now);
         cache.insert("b".into(), ip(2), now + Duration::from_secs(1));
-        cache.insert("a".into(), ip(3), now + Duration::from_secs(2));
+        // b is refreshed; a, the entry closest to expiry, must stay.
+        cache.insert("b".into(), ip(3), now + Duration::from_secs(2));
         let later = now + Duration::from_secs(3);
-        assert_eq!(cache.get("a", later), Some(ip(3)));
-        assert_eq!(cache.get("b", later), Some(ip(2)), "b was evicted");
+        assert_eq!(cache.get("b", later), Some(ip(3)));
+        assert_eq!(cache.get("a", later), Some(ip(1)), "a was evicted");
     }
 
     #[test]
