@@ -1793,3 +1793,134 @@ fn total_limit_evicts_expired_cookies_first() {
         "a live cookie was evicted while an expired one was kept"
     );
 }
+
+#[test]
+fn cookie_date_edge_cases_follow_rfc_6265() {
+    let u = url("https://example.com/");
+    let at = |date: &str| {
+        HttpCookie::from_set_cookie_header(&format!("a=1; Expires={date}"), &u)
+            .unwrap()
+            .expiration
+            .map(|t| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs())
+    };
+    // Two-digit years 0-69 are 20xx: 2030-01-01T00:00:00Z.
+    assert_eq!(at("Tue, 01 Jan 30 00:00:00 GMT"), Some(1_893_456_000));
+    // '@' is a delimiter; a one-digit hour is a time (2099-06-03T01:05:30Z).
+    assert_eq!(at("Tue,@03@Jun@2099 11:05:30 GMT"), Some(4_084_167_930));
+    assert_eq!(at("Tue, 03 Jun 2099 1:05:30 GMT"), Some(4_084_131_930));
+    // Not dates (RFC 6265 §5.1.1 step 5): a session cookie.
+    for date in [
+        "Tue, 03 Jun 2099 11:60:30 GMT",
+        "Tue, 03 Jun 2099 11:05:60 GMT",
+        "Tue, 31 Nov 2099 11:05:30 GMT",
+        "Mon, 29 Feb 2100 11:05:30 GMT",
+    ] {
+        assert_eq!(at(date), None, "{date:?}");
+    }
+}
+
+#[test]
+fn max_age_without_only_digits_is_ignored_and_a_huge_one_saturates() {
+    let u = url("https://example.com/");
+    let past = "Expires=Thu, 01 Jan 1970 00:00:01 GMT";
+    // §5.2.2: a Max-Age with a non-digit is ignored, so the past Expires decides.
+    let ignored = HttpCookie::from_set_cookie_header(&format!("a=1; Max-Age=5x; {past}"), &u);
+    assert!(ignored.unwrap().is_expired());
+    // Too many digits for a u64 is still a very long time, and it wins over Expires.
+    let huge = HttpCookie::from_set_cookie_header(
+        &format!("a=1; Max-Age=99999999999999999999999; {past}"),
+        &u,
+    )
+    .unwrap();
+    assert!(!huge.is_expired());
+    assert!(huge.expiration.is_some());
+}
+
+#[test]
+fn insert_cookie_refuses_names_that_would_break_the_cookie_header() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    assert!(!jar.insert_cookie(cookie_at("a=b", "v", "example.com"), &u));
+    assert!(!jar.insert_cookie(cookie_at("a;b", "v", "example.com"), &u));
+    assert!(jar.is_empty());
+}
+
+#[test]
+fn insert_cookie_keeps_host_only_http_only_and_same_site() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    // A host-only cookie must be for the URL's host.
+    let mut elsewhere = cookie_at("h", "1", "other.example");
+    elsewhere.host_only = true;
+    assert!(!jar.insert_cookie(elsewhere, &u));
+    let mut cookie = cookie_at("a", "1", "example.com");
+    cookie.http_only = true;
+    cookie.same_site = SameSitePolicy::Lax;
+    assert!(jar.insert_cookie(cookie, &u));
+    let stored = jar.all_cookies();
+    assert_eq!(stored.len(), 1);
+    assert!(stored[0].http_only);
+    assert_eq!(stored[0].same_site, SameSitePolicy::Lax);
+}
+
+#[test]
+fn matches_url_compares_host_only_domains_and_ip_addresses_case_insensitively() {
+    let mut cookie = cookie_at("a", "b", "EXAMPLE.com");
+    cookie.host_only = true;
+    assert!(cookie.matches_url(&url("http://example.com/")));
+    let ip = cookie_at("a", "b", "127.0.0.1");
+    assert!(ip.matches_url(&url("http://127.0.0.1/")));
+    assert!(!ip.matches_url(&url("http://127.0.0.2/")));
+}
+
+#[test]
+fn cookies_are_never_sent_to_other_schemes() {
+    let mut jar = HttpCookieJar::new();
+    jar.store_response_cookies(&url("http://example.com/"), ["a=1"]);
+    assert!(header_for(&jar, "http://example.com/").is_some());
+    for other in ["ws://example.com/", "ftp://example.com/", "file:///"] {
+        assert_eq!(header_for(&jar, other), None, "{other}");
+        assert!(jar.cookies_for_url(&url(other)).is_empty(), "{other}");
+    }
+}
+
+#[test]
+fn remove_by_domain_normalises_the_domain_like_the_store() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    jar.store_response_cookies(&u, ["a=1", "b=2", "b=3; Path=/x"]);
+    assert!(jar.remove_cookie(&cookie_at("a", "", ".Example.COM")));
+    assert_eq!(jar.remove_cookies("b", ".EXAMPLE.com"), 2);
+    assert!(jar.is_empty());
+}
+
+#[test]
+fn a_jar_holding_only_expired_cookies_is_empty() {
+    let mut jar = HttpCookieJar::new();
+    jar.store_response_cookies(&url("https://example.com/"), ["brief=1; Max-Age=1"]);
+    assert!(!jar.is_empty());
+    std::thread::sleep(Duration::from_millis(1100));
+    assert!(jar.is_empty());
+    assert_eq!(jar.len(), 0);
+}
+
+#[test]
+fn lowering_the_per_domain_limit_evicts_at_once() {
+    let mut jar = HttpCookieJar::new();
+    let u = url("https://example.com/");
+    jar.store_response_cookies(&u, ["a=1", "b=2", "c=3"]);
+    jar.set_max_cookies_per_domain(1);
+    assert_eq!(names(&jar.all_cookies()), ["c"]);
+}
+
+#[test]
+fn plain_http_may_update_its_own_non_secure_cookie() {
+    let mut jar = HttpCookieJar::new();
+    let http = url("http://example.com/");
+    assert_eq!(jar.store_response_cookies(&http, ["id=1"]), 1);
+    assert_eq!(jar.store_response_cookies(&http, ["id=2"]), 1);
+    assert_eq!(
+        header_for(&jar, "http://example.com/").as_deref(),
+        Some("id=2")
+    );
+}
