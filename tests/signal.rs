@@ -1747,3 +1747,80 @@ fn disconnect_all_releases_every_weak_reference_to_connect_weak_owners() {
         "the signal still holds a Weak to the owner's allocation"
     );
 }
+
+#[test]
+fn disconnect_all_drops_the_closures_outside_every_borrow_and_before_it_returns() {
+    // A closure owning a ScopedConnection to the same signal disconnects when dropped.
+    let signal: Signal<()> = Signal::new();
+    let other = signal.connect(|_| {});
+    let scoped: ScopedConnection = other.clone().into();
+    signal
+        .connect(move |_| {
+            let _keep = &scoped;
+        })
+        .release();
+    signal.disconnect_all();
+    assert!(!other.is_active());
+    assert_eq!(signal.connection_count(), 0);
+
+    // From inside an emit: the other slots' closures are gone when disconnect_all returns.
+    let signal: Rc<Signal<()>> = Rc::new(Signal::new());
+    let marker = Rc::new(());
+    let seen: Rc<Cell<usize>> = Rc::default();
+    {
+        let weak = Rc::downgrade(&signal);
+        let marker = Rc::clone(&marker);
+        let seen = Rc::clone(&seen);
+        signal
+            .connect(move |_| {
+                weak.upgrade().unwrap().disconnect_all();
+                seen.set(Rc::strong_count(&marker));
+            })
+            .release();
+    }
+    let m = Rc::clone(&marker);
+    signal
+        .connect(move |_| {
+            let _keep = &m;
+        })
+        .release();
+    signal.emit(&());
+    // The running slot's own closure holds one count, the test another.
+    assert_eq!(seen.get(), 2, "the later slot's closure was kept");
+    assert_eq!(Rc::strong_count(&marker), 1);
+}
+
+#[test]
+fn debug_shows_whether_an_emit_is_running() {
+    let signal: Rc<Signal<()>> = Rc::new(Signal::new());
+    let inside: Rc<RefCell<String>> = Rc::default();
+    {
+        let weak = Rc::downgrade(&signal);
+        let inside = Rc::clone(&inside);
+        signal
+            .connect(move |_| *inside.borrow_mut() = format!("{:?}", weak.upgrade().unwrap()))
+            .release();
+    }
+    assert!(format!("{signal:?}").contains("emitting: false"));
+    signal.emit(&());
+    assert!(
+        inside.borrow().contains("emitting: true"),
+        "{}",
+        inside.borrow()
+    );
+}
+
+#[test]
+fn connect_weak_then_disconnect_in_a_loop_does_not_pile_up_owner_references() {
+    let signal: Signal<i32> = Signal::new();
+    let owner = Rc::new(Cell::new(0));
+    for _ in 0..1_000 {
+        signal.connect_weak(&owner, |o, v| o.set(*v)).disconnect();
+    }
+    assert_eq!(signal.connection_count(), 0);
+    assert!(
+        Rc::weak_count(&owner) <= 16,
+        "{} weak references kept",
+        Rc::weak_count(&owner)
+    );
+}
