@@ -509,6 +509,8 @@ fn malformed_hosts_are_refused_with_the_specific_reason() {
     let mut event_loop = EventLoop::new().unwrap();
     let resolver = DnsResolver::instance().unwrap();
     for (host, reason) in [
+        ("", "empty host name"),
+        (".", "empty host name"),
         ("fe80::1%lo", "IPv6 zone ids are not supported"),
         ("[fe80::1%25lo]", "IPv6 zone ids are not supported"),
         (
