@@ -1594,3 +1594,25 @@ fn a_resuming_writer_omits_the_id_the_client_already_has() {
     assert_eq!(out, "data: x\n\nid: 8\ndata: y\n\n");
     assert_eq!(writer.client_last_event_id(), "8");
 }
+
+#[test]
+fn a_borrowed_event_equals_an_owned_one_only_when_every_part_matches() {
+    struct Compare(Vec<[bool; 5]>);
+    impl SseBorrowedSink for Compare {
+        fn on_event(&mut self, event: SseEventRef<'_>) {
+            let retry = Duration::from_millis(5);
+            self.0.push([
+                event == SseEvent::new("t", "d").with_id("1").with_retry(retry),
+                event == SseEvent::new("u", "d").with_id("1").with_retry(retry),
+                event == SseEvent::new("t", "e").with_id("1").with_retry(retry),
+                event == SseEvent::new("t", "d").with_id("2").with_retry(retry),
+                event == SseEvent::new("t", "d").with_id("1"),
+            ]);
+        }
+    }
+    let mut sink = Compare(Vec::new());
+    SseParser::new()
+        .feed_borrowed(b"retry: 5\nevent: t\nid: 1\ndata: d\n\n", &mut sink)
+        .unwrap();
+    assert_eq!(sink.0, [[true, false, false, false, false]]);
+}

@@ -373,6 +373,15 @@ mod tests {
     }
 
     #[test]
+    fn shared_last_event_id_is_the_events_id() {
+        assert_eq!(
+            SseEvent::new("", "x").with_id("7").shared_last_event_id(),
+            "7"
+        );
+        assert_eq!(SseEvent::new("", "x").shared_last_event_id(), "");
+    }
+
+    #[test]
     fn event_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<SseEvent>();
