@@ -1924,3 +1924,24 @@ fn plain_http_may_update_its_own_non_secure_cookie() {
         Some("id=2")
     );
 }
+
+#[test]
+fn a_dropped_body_takes_every_header_describing_it() {
+    let request = post_with_body("https://example.com/a")
+        .with_header("Content-Encoding", "gzip")
+        .with_header("Content-Language", "en")
+        .with_header("Content-Location", "/a/1");
+    for status in [302, 303] {
+        let next = follow(redirect_action(&request, status, Some("/b"), 0));
+        for name in [
+            "content-type",
+            "content-length",
+            "content-encoding",
+            "content-language",
+            "content-location",
+        ] {
+            assert!(!next.has_header(name), "{status}: {name} kept");
+        }
+        assert!(next.has_header("x-keep"), "{status}");
+    }
+}
