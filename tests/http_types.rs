@@ -9,9 +9,9 @@ use std::time::{Duration, SystemTime};
 use bytes::Bytes;
 use kdnet::network::http::{
     AuthType, DEFAULT_MAX_COOKIES, DEFAULT_MAX_COOKIES_PER_DOMAIN, DEFAULT_MAX_REDIRECTS,
-    DEFAULT_MAX_SET_COOKIE_BYTES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, HttpCookie,
-    HttpCookieJar, HttpError, HttpMethod, HttpRequest, HttpSession, RedirectAction, RedirectPolicy,
-    SameSitePolicy, redirect_action,
+    DEFAULT_MAX_SET_COOKIE_BYTES, DEFAULT_REQUEST_TIMEOUT, DEFAULT_USER_AGENT, HeaderMap,
+    HttpCookie, HttpCookieJar, HttpError, HttpMethod, HttpRequest, HttpSession, RedirectAction,
+    RedirectPolicy, SameSitePolicy, redirect_action,
 };
 use url::Url;
 
@@ -1944,4 +1944,31 @@ fn a_dropped_body_takes_every_header_describing_it() {
         }
         assert!(next.has_header("x-keep"), "{status}");
     }
+}
+
+// ==== public API: no secrets in Debug or Display; errors are std errors ====================
+
+#[test]
+fn every_public_error_is_a_thread_safe_std_error() {
+    fn assert_error<T: std::error::Error + Send + Sync + 'static>() {}
+    assert_error::<HttpError>();
+    assert_error::<kdnet::network::SocketError>();
+    assert_error::<kdnet::network::TlsFailure>();
+    assert_error::<kdnet::network::sse::SseError>();
+    assert_error::<kdnet::network::sse::SseParseError>();
+    assert_error::<kdnet::network::sse::SseWriteError>();
+    assert_error::<kdnet::foundation::LoopError>();
+    assert_error::<kdnet::network::http::PublicSuffixListError>();
+}
+
+#[test]
+fn a_tls_failure_is_the_source_of_its_socket_error() {
+    use kdnet::network::{SocketError, TlsFailure};
+    use std::error::Error as _;
+    let error = HttpError::from(SocketError::Tls(TlsFailure::Expired));
+    let socket = error.source().expect("transport error has a source");
+    let tls = socket
+        .source()
+        .expect("TLS failure is the socket error's source");
+    assert_eq!(tls.to_string(), "certificate has expired");
 }

@@ -130,6 +130,8 @@ impl fmt::Display for TlsFailure {
     }
 }
 
+impl std::error::Error for TlsFailure {}
+
 /// Every transport failure: TCP, TLS, UDP and name lookup (KDNetwork `SocketError`, with reasons).
 #[derive(Debug, Clone)]
 #[non_exhaustive]
@@ -227,6 +229,7 @@ impl std::error::Error for SocketError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
         match self {
             SocketError::Io { source, .. } => Some(&**source),
+            SocketError::Tls(failure) => Some(failure),
             _ => None,
         }
     }
