@@ -1949,6 +1949,44 @@ fn a_dropped_body_takes_every_header_describing_it() {
 // ==== public API: no secrets in Debug or Display; errors are std errors ====================
 
 #[test]
+fn header_map_debug_hides_every_credential_header() {
+    let headers: HeaderMap = [
+        ("Authorization", "Bearer secret-1"),
+        ("proxy-authorization", "Basic secret-2"),
+        ("COOKIE", "sid=secret-3"),
+        ("Set-Cookie", "sid=secret-4; HttpOnly"),
+        ("set-cookie", "other=secret-5"),
+        ("Accept", "text/plain"),
+    ]
+    .into_iter()
+    .collect();
+    let debug = format!("{headers:?}");
+    assert!(!debug.contains("secret"), "{debug}");
+    for name in [
+        "Authorization",
+        "proxy-authorization",
+        "COOKIE",
+        "Set-Cookie",
+    ] {
+        assert!(debug.contains(name), "{name} missing from {debug}");
+    }
+    assert!(debug.contains("text/plain"), "{debug}");
+}
+
+#[test]
+fn request_debug_hides_set_cookie_and_basic_auth() {
+    let mut request = HttpRequest::new("http://alice:secret-pw@example.com/").unwrap();
+    request.add_header("Set-Cookie", "sid=secret-cookie");
+    let debug = format!("{request:?}");
+    assert!(!debug.contains("secret"), "{debug}");
+    // Base64 of "alice:secret-pw" would not contain "secret": look for the header value too.
+    assert!(
+        !debug.contains(request.header("authorization").unwrap()),
+        "{debug}"
+    );
+}
+
+#[test]
 fn every_public_error_is_a_thread_safe_std_error() {
     fn assert_error<T: std::error::Error + Send + Sync + 'static>() {}
     assert_error::<HttpError>();

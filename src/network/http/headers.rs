@@ -168,9 +168,51 @@ impl HeaderMap {
     }
 }
 
+/// Header fields whose values are credentials: [`HeaderMap`]'s `Debug` prints `<redacted>`
+/// instead of their values.
+const SENSITIVE_HEADERS: [&str; 4] = [
+    "authorization",
+    "proxy-authorization",
+    "cookie",
+    "set-cookie",
+];
+
+/// Whether the values of header `name` are credentials, never to be logged.
+pub(crate) fn is_sensitive(name: &str) -> bool {
+    SENSITIVE_HEADERS
+        .iter()
+        .any(|sensitive| sensitive.eq_ignore_ascii_case(name))
+}
+
+/// Lists the fields in order, with the values of `Authorization`, `Proxy-Authorization`,
+/// `Cookie` and `Set-Cookie` shown as `<redacted>`, so requests, responses and sessions can be
+/// logged without leaking credentials.
+///
+/// ```
+/// use kdnet::network::http::HeaderMap;
+///
+/// let headers: HeaderMap = [("Authorization", "Bearer s3cr3t"), ("Accept", "*/*")]
+///     .into_iter()
+///     .collect();
+/// assert_eq!(
+///     format!("{headers:?}"),
+///     r#"{"Authorization": "<redacted>", "Accept": "*/*"}"#
+/// );
+/// ```
 impl fmt::Debug for HeaderMap {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_map().entries(self.iter()).finish()
+        f.debug_map()
+            .entries(self.iter().map(|(name, value)| {
+                (
+                    name,
+                    if is_sensitive(name) {
+                        "<redacted>"
+                    } else {
+                        value
+                    },
+                )
+            }))
+            .finish()
     }
 }
 

