@@ -1987,6 +1987,18 @@ fn request_debug_hides_set_cookie_and_basic_auth() {
 }
 
 #[test]
+fn cookie_debug_hides_the_value() {
+    let mut cookie = HttpCookie::new("session", "very-secret-value");
+    cookie.domain = "example.com".into();
+    let debug = format!("{cookie:?}");
+    assert!(!debug.contains("very-secret-value"), "{debug}");
+    assert!(
+        debug.contains("session") && debug.contains("example.com"),
+        "{debug}"
+    );
+}
+
+#[test]
 fn every_public_error_is_a_thread_safe_std_error() {
     fn assert_error<T: std::error::Error + Send + Sync + 'static>() {}
     assert_error::<HttpError>();

@@ -94,7 +94,10 @@ impl fmt::Display for SameSitePolicy {
 /// assert_eq!(manual.path, "/");
 /// assert!(manual.is_session_cookie());
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// `Debug` shows every field but the value (often a session credential), which it prints as
+/// `<redacted>`.
+#[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HttpCookie {
     /// The cookie name (never empty in a jar).
@@ -132,6 +135,38 @@ impl Default for HttpCookie {
             http_only: false,
             same_site: SameSitePolicy::None,
         }
+    }
+}
+
+impl fmt::Debug for HttpCookie {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let HttpCookie {
+            name,
+            value,
+            domain,
+            host_only,
+            path,
+            expiration,
+            secure,
+            http_only,
+            same_site,
+        } = self;
+        let value: &dyn fmt::Debug = if value.is_empty() {
+            &""
+        } else {
+            &format_args!("<redacted>")
+        };
+        f.debug_struct("HttpCookie")
+            .field("name", name)
+            .field("value", value)
+            .field("domain", domain)
+            .field("host_only", host_only)
+            .field("path", path)
+            .field("expiration", expiration)
+            .field("secure", secure)
+            .field("http_only", http_only)
+            .field("same_site", same_site)
+            .finish()
     }
 }
 
