@@ -1999,6 +1999,40 @@ fn cookie_debug_hides_the_value() {
 }
 
 #[test]
+fn invalid_url_errors_hide_the_user_information() {
+    for bad in [
+        "ftp://alice:secret-pw@example.com/",
+        "http://alice:secret-pw@exa mple.com/",
+        "https://alice:secret-pw@[::1/",
+        "http://secret-token@exa mple.com/",
+        "http:\\\\alice:secret-pw@exa mple.com/",
+        " http://alice:secret-pw@exa mple.com/",
+        "HTTP://a:b@c:secret-pw@exa mple.com/x@y",
+    ] {
+        let error = HttpRequest::new(bad).unwrap_err();
+        let (display, debug) = (error.to_string(), format!("{error:?}"));
+        assert!(!display.contains("secret"), "{bad:?}: {display}");
+        assert!(!debug.contains("secret"), "{bad:?}: {debug}");
+        assert!(display.contains("***@"), "{bad:?}: {display}");
+        match error {
+            HttpError::InvalidUrl { url, .. } => {
+                assert!(url.contains("mple.com") || url.contains("[::1"), "{url}")
+            }
+            other => panic!("{bad:?}: {other:?}"),
+        }
+    }
+    let mut request = HttpRequest::new("https://example.com/").unwrap();
+    let error = request
+        .set_url(url("ftp://alice:secret-pw@example.com/"))
+        .unwrap_err();
+    assert_eq!(error.to_string().matches("secret").count(), 0, "{error}");
+    assert!(
+        error.to_string().contains("ftp://***@example.com/"),
+        "{error}"
+    );
+}
+
+#[test]
 fn every_public_error_is_a_thread_safe_std_error() {
     fn assert_error<T: std::error::Error + Send + Sync + 'static>() {}
     assert_error::<HttpError>();

@@ -12,7 +12,8 @@ pub enum HttpError {
     Transport(SocketError),
     /// The URL cannot be requested.
     InvalidUrl {
-        /// The URL as given.
+        /// The URL as given, except that its user information (`user:password@`, often a
+        /// credential) is replaced by `***@`.
         url: String,
         /// What is wrong with it.
         reason: String,

@@ -1,6 +1,7 @@
 //! [`HttpRequest`]: what to send (KDNetwork `HttpRequest`, with a real URL type and padded Basic
 //! auth).
 
+use std::borrow::Cow;
 use std::fmt;
 use std::time::Duration;
 
@@ -479,17 +480,54 @@ impl fmt::Debug for RedactedHeaders<'_> {
 pub(crate) fn check_url_is_requestable(url: &Url) -> Result<(), HttpError> {
     if !matches!(url.scheme(), "http" | "https") {
         return Err(HttpError::InvalidUrl {
-            url: url.to_string(),
+            url: redact_userinfo(url.as_str()).into_owned(),
             reason: format!("scheme {:?} is not http or https", url.scheme()),
         });
     }
     if url.host().is_none() {
         return Err(HttpError::InvalidUrl {
-            url: url.to_string(),
+            url: redact_userinfo(url.as_str()).into_owned(),
             reason: "no host".to_string(),
         });
     }
     Ok(())
+}
+
+/// `url` (parsed or not) with its user information — `user:password@` — replaced by `***@`, so
+/// it can be shown in errors and logs. Finds the authority the way the WHATWG URL parser does
+/// (after the scheme's `:` and any slashes, up to the first `/`, `?` or `#`, or `\` for the
+/// special schemes; the user information ends at its last `@`), and errs on the side of
+/// hiding: anything looking like a scheme followed by slashes is treated as having an authority.
+pub(crate) fn redact_userinfo(url: &str) -> Cow<'_, str> {
+    const SPECIAL_SCHEMES: [&str; 6] = ["http", "https", "ws", "wss", "ftp", "file"];
+    let Some(colon) = url.find(':') else {
+        return Cow::Borrowed(url);
+    };
+    let scheme = &url[..colon];
+    if scheme.contains(['/', '\\', '?', '#', '@']) {
+        return Cow::Borrowed(url);
+    }
+    // The parser drops leading spaces and control characters, tabs and newlines anywhere.
+    let scheme_name: String = scheme.chars().filter(|c| *c > ' ').collect();
+    let special = SPECIAL_SCHEMES
+        .iter()
+        .any(|s| s.eq_ignore_ascii_case(&scheme_name));
+    let rest = &url[colon + 1..];
+    let authority = rest.trim_start_matches(['/', '\\']);
+    let start = colon + 1 + (rest.len() - authority.len());
+    if !special && start - colon - 1 < 2 {
+        return Cow::Borrowed(url);
+    }
+    let end = if special {
+        authority.find(['/', '\\', '?', '#'])
+    } else {
+        authority.find(['/', '?', '#'])
+    };
+    let authority = &authority[..end.unwrap_or(authority.len())];
+    let Some(at) = authority.rfind('@') else {
+        return Cow::Borrowed(url);
+    };
+    Cow::Owned(format!("{}***{}", &url[..start], &url[start + at..]))
 }
 
 /// Whether an `Authorization` value starts with `scheme` followed by a space (case-insensitive,
@@ -534,7 +572,7 @@ fn hex_value(digit: u8) -> Option<u8> {
 /// `url` parsed, or the error [`HttpRequest::new`] reports for it.
 pub(crate) fn parse_url(url: &str) -> Result<Url, HttpError> {
     Url::parse(url).map_err(|e| HttpError::InvalidUrl {
-        url: url.to_string(),
+        url: redact_userinfo(url).into_owned(),
         reason: e.to_string(),
     })
 }
@@ -548,6 +586,32 @@ mod tests {
         assert_eq!(percent_decode("a%20b%3A%zz%4"), b"a b:%zz%4");
         assert_eq!(percent_decode("%C3%A9"), "é".as_bytes());
         assert_eq!(percent_decode(""), b"");
+    }
+
+    #[test]
+    fn redact_userinfo_hides_user_and_password_only() {
+        let cases = [
+            ("http://u:p@host/a@b", "http://***@host/a@b"),
+            ("http://token@host", "http://***@host"),
+            ("http://host/path?x=a@b", "http://host/path?x=a@b"),
+            ("http://a:b@c:d@host:80/", "http://***@host:80/"),
+            ("http:u:p@host", "http:***@host"),
+            ("HTTPS:\\\\u:p@host\\x", "HTTPS:\\\\***@host\\x"),
+            (" \thttp://u:p@host", " \thttp://***@host"),
+            ("foo://u:p@host/", "foo://***@host/"),
+            ("mailto:someone@example.com", "mailto:someone@example.com"),
+            ("not a url", "not a url"),
+            ("", ""),
+            ("http://u:p@", "http://***@"),
+            ("http://é:ü@hôst/", "http://***@hôst/"),
+        ];
+        for (url, redacted) in cases {
+            assert_eq!(redact_userinfo(url), redacted, "{url:?}");
+        }
+        assert!(matches!(
+            redact_userinfo("https://example.com/"),
+            Cow::Borrowed(_)
+        ));
     }
 
     #[test]
