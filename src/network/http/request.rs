@@ -176,6 +176,7 @@ impl HttpRequest {
     }
 
     /// Builder form of [`HttpRequest::set_method`].
+    #[must_use = "the changed value is returned; the one this was called on is consumed"]
     pub fn with_method(mut self, method: HttpMethod) -> Self {
         self.method = method;
         self
@@ -193,6 +194,7 @@ impl HttpRequest {
     }
 
     /// Builder form of [`HttpRequest::set_body`].
+    #[must_use = "the changed value is returned; the one this was called on is consumed"]
     pub fn with_body(mut self, body: impl Into<Bytes>) -> Self {
         self.body = body.into();
         self
@@ -241,6 +243,7 @@ impl HttpRequest {
     }
 
     /// Builder form of [`HttpRequest::set_header`].
+    #[must_use = "the changed value is returned; the one this was called on is consumed"]
     pub fn with_header(mut self, name: impl AsRef<str>, value: impl AsRef<str>) -> Self {
         self.headers.set(name, value);
         self
@@ -291,6 +294,7 @@ impl HttpRequest {
     }
 
     /// Builder form of [`HttpRequest::set_timeout`].
+    #[must_use = "the changed value is returned; the one this was called on is consumed"]
     pub fn with_timeout(mut self, timeout: impl Into<Option<Duration>>) -> Self {
         self.timeout = timeout.into();
         self
@@ -308,6 +312,7 @@ impl HttpRequest {
     }
 
     /// Builder form of [`HttpRequest::set_redirect_policy`].
+    #[must_use = "the changed value is returned; the one this was called on is consumed"]
     pub fn with_redirect_policy(mut self, policy: RedirectPolicy) -> Self {
         self.redirect_policy = policy;
         self
@@ -326,6 +331,7 @@ impl HttpRequest {
     }
 
     /// Builder form of [`HttpRequest::set_max_redirects`].
+    #[must_use = "the changed value is returned; the one this was called on is consumed"]
     pub fn with_max_redirects(mut self, max: u32) -> Self {
         self.max_redirects = Some(max);
         self
@@ -358,6 +364,7 @@ impl HttpRequest {
     }
 
     /// Builder form of [`HttpRequest::set_streaming`].
+    #[must_use = "the changed value is returned; the one this was called on is consumed"]
     pub fn with_streaming(mut self, streaming: bool) -> Self {
         self.streaming = streaming;
         self

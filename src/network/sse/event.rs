@@ -72,12 +72,14 @@ impl SseEvent {
     }
 
     /// The same event with `id` as its last event ID (`""` means none).
+    #[must_use = "the changed value is returned; the one this was called on is consumed"]
     pub fn with_id(mut self, id: &str) -> Self {
         self.last_event_id = shared_id(id);
         self
     }
 
     /// The same event carrying a `retry` (reconnection time) value.
+    #[must_use = "the changed value is returned; the one this was called on is consumed"]
     pub fn with_retry(mut self, retry: Duration) -> Self {
         self.retry = Some(retry);
         self
