@@ -53,7 +53,12 @@ impl fmt::Display for LoopError {
             LoopError::LoopGone => f.write_str("the event loop has been dropped"),
             LoopError::Io { operation, source } => write!(f, "{operation} failed: {source}"),
             LoopError::DuplicateNotifier { fd, kind } => {
-                write!(f, "descriptor {fd} already has a {kind:?} notifier")
+                let kind = match kind {
+                    NotificationType::Read => "read",
+                    NotificationType::Write => "write",
+                    NotificationType::Exception => "exception",
+                };
+                write!(f, "descriptor {fd} already has a {kind} notifier")
             }
         }
     }
@@ -64,6 +69,27 @@ impl std::error::Error for LoopError {
         match self {
             LoopError::Io { source, .. } => Some(&**source),
             _ => None,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn duplicate_notifier_message_names_the_type_in_words() {
+        let cases = [
+            (NotificationType::Read, "read"),
+            (NotificationType::Write, "write"),
+            (NotificationType::Exception, "exception"),
+        ];
+        for (kind, word) in cases {
+            let error = LoopError::DuplicateNotifier { fd: 7, kind };
+            assert_eq!(
+                error.to_string(),
+                format!("descriptor 7 already has a {word} notifier")
+            );
         }
     }
 }
