@@ -22,8 +22,22 @@ pub const DEFAULT_REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// default, for both the request and the session).
 pub const DEFAULT_MAX_REDIRECTS: u32 = 5;
 
-/// Which kind of credentials the request's `Authorization` header carries.
+/// Which kind of credentials the request's `Authorization` header carries (see
+/// [`HttpRequest::auth_type`]). More schemes (Digest, …) may be told apart later, so matches
+/// need a wildcard arm.
+///
+/// ```
+/// use kdnet::network::http::{AuthType, HttpRequest};
+///
+/// let mut request = HttpRequest::new("https://example.com/").unwrap();
+/// assert_eq!(request.auth_type(), AuthType::None);
+/// request.set_bearer_auth("token");
+/// assert_eq!(request.auth_type(), AuthType::Bearer);
+/// request.set_header("Authorization", "Negotiate YII=");
+/// assert_eq!(request.auth_type(), AuthType::None);
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default)]
+#[non_exhaustive]
 pub enum AuthType {
     /// No `Authorization` header, or one with another scheme.
     #[default]
