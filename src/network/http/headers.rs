@@ -216,6 +216,27 @@ impl fmt::Debug for HeaderMap {
     }
 }
 
+/// Appends every `(name, value)` pair, keeping the values already there (like
+/// [`HeaderMap::append`]).
+///
+/// ```
+/// use kdnet::network::http::HeaderMap;
+///
+/// let mut h: HeaderMap = [("Accept", "text/html")].into_iter().collect();
+/// h.extend([("accept", "text/plain"), ("X-Trace", "1")]);
+/// assert_eq!(h.get_all("ACCEPT").collect::<Vec<_>>(), ["text/html", "text/plain"]);
+/// assert_eq!(h.len(), 3);
+/// ```
+impl<N: AsRef<str>, V: AsRef<str>> Extend<(N, V)> for HeaderMap {
+    fn extend<I: IntoIterator<Item = (N, V)>>(&mut self, iter: I) {
+        let iter = iter.into_iter();
+        self.fields.reserve(iter.size_hint().0);
+        for (name, value) in iter {
+            self.append(name, value);
+        }
+    }
+}
+
 impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, V)> for HeaderMap {
     fn from_iter<I: IntoIterator<Item = (N, V)>>(iter: I) -> Self {
         let iter = iter.into_iter();

@@ -57,6 +57,7 @@ pub enum HttpMethod {
 /// use kdnet::network::http::ExtensionMethod;
 ///
 /// assert_eq!(ExtensionMethod::new("MKCOL").unwrap().as_str(), "MKCOL");
+/// assert_eq!(ExtensionMethod::new("PURGE").unwrap().to_string(), "PURGE");
 /// assert!(ExtensionMethod::new("GET").is_err()); // use HttpMethod::Get
 /// assert!(ExtensionMethod::new("A\r\nB").is_err());
 /// ```
@@ -139,6 +140,12 @@ impl FromStr for HttpMethod {
             Some(standard) => Ok(standard.clone()),
             None => ExtensionMethod::new(name).map(HttpMethod::Other),
         }
+    }
+}
+
+impl fmt::Display for ExtensionMethod {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
     }
 }
 

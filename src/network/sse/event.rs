@@ -17,6 +17,8 @@ const DEFAULT_EVENT_TYPE: &str = "message";
 /// 23 bytes, e.g. a sequence number or a UUID without dashes) and shared otherwise, so an ID
 /// that changes with every event costs no allocation either. Cloning an event copies its data.
 ///
+/// The default event is a `message` with empty data, no last event ID and no retry.
+///
 /// Equality compares what the accessors return: an event built with type `""` equals one built
 /// with type `"message"`, because both dispatch as `message`.
 ///
@@ -38,8 +40,9 @@ const DEFAULT_EVENT_TYPE: &str = "message";
 /// assert_eq!(plain.event(), "message");
 /// assert_eq!(plain.id(), "");
 /// assert_eq!(plain.retry(), None);
+/// assert_eq!(SseEvent::default(), SseEvent::new("message", ""));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
 pub struct SseEvent {
     /// `None` stands for `message`; never `Some("")` or `Some("message")`, so derived equality
     /// compares the dispatched type.
