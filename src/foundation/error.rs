@@ -7,6 +7,18 @@ use std::sync::Arc;
 use super::NotificationType;
 
 /// Failures of the event loop layer.
+///
+/// ```
+/// use kdnet::foundation::{EventLoop, LoopError, Timer};
+///
+/// // Loop-bound objects need the thread's loop.
+/// assert!(matches!(Timer::new(), Err(LoopError::NoEventLoop)));
+///
+/// let _event_loop = EventLoop::new().unwrap();
+/// let second = EventLoop::new().unwrap_err();
+/// assert!(matches!(second, LoopError::AlreadyExists));
+/// assert_eq!(second.to_string(), "this thread already has an EventLoop");
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum LoopError {

@@ -5,6 +5,13 @@ use std::io;
 use std::sync::Arc;
 
 /// The phase of a connection or exchange that ran out of time.
+///
+/// ```
+/// use kdnet::network::TimeoutPhase;
+///
+/// assert_eq!(TimeoutPhase::TlsHandshake.to_string(), "TLS handshake");
+/// assert_eq!(TimeoutPhase::Total.to_string(), "the whole request");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum TimeoutPhase {
@@ -39,6 +46,12 @@ impl fmt::Display for TimeoutPhase {
 }
 
 /// What the socket was doing when an I/O error happened.
+///
+/// ```
+/// use kdnet::network::SocketOperation;
+///
+/// assert_eq!(SocketOperation::Connect.to_string(), "connect");
+/// ```
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 #[non_exhaustive]
 pub enum SocketOperation {
@@ -72,7 +85,15 @@ impl fmt::Display for SocketOperation {
     }
 }
 
-/// Why a TLS session failed, in the words a person needs.
+/// Why a TLS session failed, in the words a person needs. It is the
+/// [`source`](std::error::Error::source) of the [`SocketError::Tls`] that carries it.
+///
+/// ```
+/// use kdnet::network::TlsFailure;
+///
+/// let mismatch = TlsFailure::NameMismatch { expected: "example.com".into() };
+/// assert_eq!(mismatch.to_string(), r#"certificate is not valid for name "example.com""#);
+/// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum TlsFailure {
@@ -133,6 +154,25 @@ impl fmt::Display for TlsFailure {
 impl std::error::Error for TlsFailure {}
 
 /// Every transport failure: TCP, TLS, UDP and name lookup (KDNetwork `SocketError`, with reasons).
+///
+/// ```
+/// use kdnet::network::{SocketError, SocketOperation, TlsFailure};
+/// use std::error::Error as _;
+/// use std::{io, sync::Arc};
+///
+/// let refused = SocketError::Io {
+///     operation: SocketOperation::Connect,
+///     source: Arc::new(io::Error::from(io::ErrorKind::ConnectionRefused)),
+/// };
+/// assert_eq!(refused.io_kind(), Some(io::ErrorKind::ConnectionRefused));
+/// assert!(refused.is_retryable() && !refused.is_timeout());
+/// assert!(refused.to_string().starts_with("connect failed: "));
+///
+/// let expired = SocketError::Tls(TlsFailure::Expired);
+/// assert_eq!(expired.to_string(), "TLS failed: certificate has expired");
+/// assert!(!expired.is_retryable(), "a certificate problem does not go away by retrying");
+/// assert_eq!(expired.source().unwrap().to_string(), "certificate has expired");
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum SocketError {

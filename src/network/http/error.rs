@@ -5,6 +5,25 @@ use std::fmt;
 use crate::network::error::{SocketError, TimeoutPhase};
 
 /// Why an HTTP request failed. Responses with any status code are *not* errors.
+///
+/// ```
+/// use kdnet::network::http::{HttpError, HttpRequest};
+/// use kdnet::network::{SocketError, TimeoutPhase};
+///
+/// let refused = HttpRequest::new("ftp://example.com/").unwrap_err();
+/// assert!(matches!(refused, HttpError::InvalidUrl { .. }));
+/// assert_eq!(
+///     refused.to_string(),
+///     r#"invalid URL "ftp://example.com/": scheme "ftp" is not http or https"#
+/// );
+/// assert!(!refused.is_retryable());
+///
+/// // Transport timeouts and cancellations get their own variants.
+/// let timeout = HttpError::from(SocketError::Timeout(TimeoutPhase::Connect));
+/// assert!(matches!(timeout, HttpError::Timeout(TimeoutPhase::Connect)));
+/// assert!(timeout.is_timeout() && timeout.is_retryable());
+/// assert_eq!(timeout.to_string(), "timed out during connect");
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum HttpError {

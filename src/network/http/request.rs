@@ -130,6 +130,14 @@ impl HttpRequest {
     }
 
     /// A GET request (alias of [`HttpRequest::new`] that reads well in call chains).
+    ///
+    /// ```
+    /// use kdnet::network::http::{HttpMethod, HttpRequest};
+    ///
+    /// let request = HttpRequest::get("https://example.com/feed")?.with_header("Accept", "*/*");
+    /// assert_eq!(request.method(), &HttpMethod::Get);
+    /// # Ok::<(), kdnet::network::http::HttpError>(())
+    /// ```
     pub fn get(url: &str) -> Result<Self, HttpError> {
         Self::new(url)
     }

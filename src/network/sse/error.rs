@@ -23,6 +23,19 @@ pub(super) fn is_permanent(error: &HttpError) -> bool {
 /// reconnect after the reconnection time (state `Connecting`). With
 /// [`SseClient::set_auto_reconnect`](super::SseClient::set_auto_reconnect) off no error is followed
 /// by a reconnect; the state is `Closed` when `error` is emitted.
+///
+/// ```
+/// use kdnet::network::sse::SseError;
+/// use std::time::Duration;
+///
+/// let stop = SseError::BadStatus { status: 204, body: String::new() };
+/// assert!(stop.is_fatal());
+/// assert_eq!(stop.to_string(), "server answered with status 204 instead of 200");
+///
+/// let throttled = SseError::Throttled { status: 503, retry_after: Some(Duration::from_secs(5)) };
+/// assert!(!throttled.is_fatal());
+/// assert_eq!(throttled.to_string(), "server throttled us (status 503, retry-after 5s)");
+/// ```
 #[derive(Debug, Clone)]
 #[non_exhaustive]
 pub enum SseError {
