@@ -1,6 +1,7 @@
 //! [`HttpResponse`]: a complete response as delivered to the caller (KDNetwork `HttpResponse`).
 
 use std::borrow::Cow;
+use std::fmt;
 use std::str::Utf8Error;
 use std::time::Duration;
 
@@ -30,7 +31,10 @@ use crate::network::http::{HeaderMap, HttpVersion, REDIRECT_STATUSES};
 /// }
 /// # let _ = describe;
 /// ```
-#[derive(Debug, Clone)]
+///
+/// `Debug` shows the body's length, not the body (it may be large, or a credential such as a
+/// token endpoint's answer), and hides credential headers as [`HeaderMap`] does.
+#[derive(Clone)]
 pub struct HttpResponse {
     url: Url,
     status: u16,
@@ -216,6 +220,21 @@ impl HttpResponse {
             return None;
         }
         self.url.join(location).ok()
+    }
+}
+
+impl fmt::Debug for HttpResponse {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("HttpResponse")
+            .field("url", &self.url.as_str())
+            .field("status", &self.status)
+            .field("reason", &self.reason)
+            .field("version", &self.version)
+            .field("headers", &self.headers)
+            .field("body_len", &self.body.len())
+            .field("redirect_count", &self.redirect_count)
+            .field("elapsed", &self.elapsed)
+            .finish()
     }
 }
 
@@ -519,6 +538,17 @@ mod tests {
             debug.contains("Set-Cookie") && debug.contains("text/plain"),
             "{debug}"
         );
+    }
+
+    #[test]
+    fn debug_output_gives_the_body_length_not_the_body() {
+        // A token endpoint's answer is a credential, and a large body would flood a log.
+        let r = response(HttpVersion::Http11, 200, &[])
+            .with_body(Bytes::from_static(br#"{"access_token":"secret-token"}"#));
+        let debug = format!("{r:?}");
+        assert!(!debug.contains("secret"), "{debug}");
+        assert!(debug.contains("body_len: 31"), "{debug}");
+        assert!(debug.contains("status: 200"), "{debug}");
     }
 
     #[test]
