@@ -3,7 +3,9 @@
 use std::fmt;
 
 /// Header fields in the order they were added; names compare case-insensitively and keep the
-/// spelling they were given; a name may have several values.
+/// spelling they were given; a name may have several values. Two maps are equal when they hold
+/// the same fields in the same order, spelled the same way. `Debug` hides credential values
+/// (`Authorization`, `Proxy-Authorization`, `Cookie`, `Set-Cookie`).
 ///
 /// ```
 /// use kdnet::network::http::HeaderMap;
@@ -86,6 +88,10 @@ impl HeaderMap {
     }
 
     /// Replaces every value of `name` with `value`.
+    ///
+    /// # Panics
+    ///
+    /// As [`HeaderMap::append`]: if the map's names and values together would exceed 4 GiB.
     pub fn set(&mut self, name: impl AsRef<str>, value: impl AsRef<str>) {
         let name = name.as_ref();
         self.remove(name);
@@ -93,6 +99,10 @@ impl HeaderMap {
     }
 
     /// Sets `name` only when it is absent; returns whether it was set.
+    ///
+    /// # Panics
+    ///
+    /// As [`HeaderMap::append`]: if the map's names and values together would exceed 4 GiB.
     pub fn set_if_absent(&mut self, name: &str, value: impl AsRef<str>) -> bool {
         if self.contains(name) {
             return false;
