@@ -166,11 +166,20 @@ impl HttpRequest {
     }
 
     /// Moves `user:password` from the URL into an `Authorization: Basic` header (percent-decoded)
-    /// and removes it from the URL. Does nothing when the URL has no credentials. Called by the
-    /// constructors and [`HttpRequest::set_url`], so it only needs calling by hand after editing
-    /// [`HttpRequest::url`]'s value some other way.
+    /// and removes it from the URL. Does nothing when the URL has no credentials. The
+    /// constructors and [`HttpRequest::set_url`] (the only ways to give a request a URL) already
+    /// call it, so a request's URL never holds credentials and calling it again finds none.
     ///
     /// Returns whether credentials were found.
+    ///
+    /// ```
+    /// use kdnet::network::http::{AuthType, HttpRequest};
+    ///
+    /// let mut request = HttpRequest::new("https://user:pw@example.com/").unwrap();
+    /// assert_eq!(request.url().as_str(), "https://example.com/");
+    /// assert_eq!(request.auth_type(), AuthType::Basic);
+    /// assert!(!request.take_url_credentials());
+    /// ```
     pub fn take_url_credentials(&mut self) -> bool {
         let username = percent_decode(self.url.username());
         let password = self.url.password().map(percent_decode);
