@@ -1453,6 +1453,29 @@ fn unusable_locations_are_bad_redirects() {
     }
 }
 
+/// A refused `Location` is quoted in the error without its user information: a password in it
+/// reached `Display`, and so every log of the error.
+#[test]
+fn a_refused_location_is_quoted_without_its_password() {
+    let request = HttpRequest::new("https://example.com/").unwrap();
+    for location in [
+        "ftp://user:hunter2@example.com/file",
+        "http://user:hunter2@[::1/",
+    ] {
+        match redirect_action(&request, 302, Some(location), 0) {
+            RedirectAction::Error(e @ HttpError::BadRedirect(_)) => {
+                let shown = format!("{e} {e:?}");
+                assert!(!shown.contains("hunter2"), "{shown}");
+                assert!(
+                    shown.contains("example.com") || shown.contains("::1"),
+                    "{shown}"
+                );
+            }
+            other => panic!("{location:?}: {other:?}"),
+        }
+    }
+}
+
 #[test]
 fn too_many_redirects_is_an_error() {
     let request = HttpRequest::new("https://example.com/").unwrap();

@@ -19,7 +19,7 @@
 use bytes::Bytes;
 use url::Url;
 
-use crate::network::http::request::check_url_is_requestable;
+use crate::network::http::request::{check_url_is_requestable, redact_userinfo};
 use crate::network::http::{HttpError, HttpMethod, HttpRequest};
 
 /// Status codes that redirect: 301, 302, 303, 307 and 308. Other 3xx codes (300, 304, 305, …)
@@ -146,13 +146,13 @@ fn resolve_location(base: &Url, location: &str) -> Result<Url, HttpError> {
     let mut target = base.join(location).map_err(|e| {
         HttpError::BadRedirect(format!(
             "Location {:?} is not a valid URL: {e}",
-            shorten(location)
+            shorten(&redact_userinfo(location))
         ))
     })?;
     if check_url_is_requestable(&target).is_err() {
         return Err(HttpError::BadRedirect(format!(
             "Location {:?} is not an http or https URL",
-            shorten(location)
+            shorten(&redact_userinfo(location))
         )));
     }
     // Fragments are never sent; RFC 9110's fragment inheritance only matters for display.
