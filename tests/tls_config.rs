@@ -786,3 +786,39 @@ fn a_server_requiring_client_certificates_checks_them_against_its_client_cas() {
         "no CERTIFICATE section found in the client CA certificate PEM"
     );
 }
+
+/// `cat a.pem b.pem` where `a.pem` has no final line break glues an END line to the next BEGIN
+/// line (`-----END CERTIFICATE----------BEGIN CERTIFICATE-----`). The PEM decoder read the
+/// first section and silently dropped the next one: a CA bundle lost a CA, a chain its
+/// intermediate, a combined file its key.
+#[test]
+fn pem_sections_glued_without_a_line_break_are_all_read() {
+    let pki = test_pki();
+    let glue = |a: &str, b: &str| format!("{}{}", a.trim_end(), b);
+
+    let bundle = glue(&pki.ca_pem, &pki.other_ca_pem);
+    let client = TlsClientConfig::with_only_ca_certificates(bundle.as_bytes())
+        .unwrap()
+        .build()
+        .unwrap();
+    handshake(client.clone(), good_server(), "localhost").unwrap();
+    let untrusted = server(&pki.untrusted_cert_pem, &pki.untrusted_key_pem);
+    handshake(client, untrusted, "localhost").expect("the second CA of a glued bundle is trusted");
+
+    // A certificate and its key in one file, glued.
+    let combined = glue(&pki.client_cert_pem, &pki.client_key_pem);
+    TlsClientConfig::new()
+        .set_client_certificate(combined.as_bytes(), combined.as_bytes())
+        .expect("the key after a glued certificate is found");
+
+    // A server chain whose CA certificate is glued to the leaf is presented whole: a client
+    // trusting only the CA verifies it (the leaf alone would do too; the chain length says).
+    let chain = glue(&pki.server_cert_pem, &pki.ca_pem);
+    let config = server(&chain, &pki.server_key_pem);
+    let conn = handshake(trusting_test_ca().build().unwrap(), config, "localhost").unwrap();
+    assert_eq!(
+        conn.peer_certificates().map(|c| c.len()),
+        Some(2),
+        "the glued CA certificate was dropped from the chain"
+    );
+}

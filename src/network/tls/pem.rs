@@ -2,6 +2,7 @@
 //! what the file holds instead (wrong kind, DER, UTF-16, encrypted, cut short, a chain in the
 //! wrong order) rather than the decoder's words.
 
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use rustls::InconsistentKeys;
@@ -16,7 +17,8 @@ pub(super) fn parse_certificates(
     pem: &[u8],
     what: &str,
 ) -> Result<Vec<CertificateDer<'static>>, SocketError> {
-    let pem = without_bom(pem);
+    let pem = normalized(pem);
+    let pem = &pem[..];
     let certificates = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
@@ -42,7 +44,8 @@ pub(super) fn certified_key(
     role: &str,
 ) -> Result<CertifiedKey, SocketError> {
     let chain = parse_certificates(cert_chain_pem, &format!("{role} certificate"))?;
-    let key_pem = without_bom(key_pem);
+    let key_pem = normalized(key_pem);
+    let key_pem = &key_pem[..];
     if let Some(form) = encrypted_key_form(key_pem) {
         return Err(configuration(format!(
             "the {role} key PEM holds an encrypted private key ({form}), which cannot be used \
@@ -161,10 +164,29 @@ fn failing_section(pem: &[u8]) -> usize {
         + 1
 }
 
-/// `pem` without a leading UTF-8 byte order mark (Windows editors write one; the PEM decoder
-/// would take the first `-----BEGIN` line for text outside any section and skip the section).
-fn without_bom(pem: &[u8]) -> &[u8] {
-    pem.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(pem)
+/// `pem` as the PEM decoder can read all of it: without a leading UTF-8 byte order mark
+/// (Windows editors write one; the decoder would take the first `-----BEGIN` line for text
+/// outside any section and skip the section), and with a line break between an END line and a
+/// BEGIN line glued to it (`-----END CERTIFICATE----------BEGIN CERTIFICATE-----`, what
+/// `cat a.pem b.pem` makes when `a.pem` lacks its final line break; the decoder would read the
+/// END marker, ignore the rest of the line and so drop the next section without a word).
+/// Borrowed unless a break is inserted.
+fn normalized(pem: &[u8]) -> Cow<'_, [u8]> {
+    const GLUED: &[u8] = b"----------BEGIN ";
+    let pem = pem.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(pem);
+    if !pem.windows(GLUED.len()).any(|w| w == GLUED) {
+        return Cow::Borrowed(pem);
+    }
+    let mut separated = Vec::with_capacity(pem.len() + 16);
+    let mut rest = pem;
+    while let Some(at) = rest.windows(GLUED.len()).position(|w| w == GLUED) {
+        // The first five dashes end the END line, the next five start the BEGIN line.
+        separated.extend_from_slice(&rest[..at + 5]);
+        separated.push(b'\n');
+        rest = &rest[at + 5..];
+    }
+    separated.extend_from_slice(rest);
+    Cow::Owned(separated)
 }
 
 /// A PEM syntax error in words: the PEM decoder's own text lists the offending line as a byte
