@@ -1003,3 +1003,69 @@ fn data_decrypted_before_a_bad_record_is_delivered_before_the_error() {
     assert_eq!(events[0], "the last words");
     assert!(events[1].starts_with("error: TLS failed"), "{events:?}");
 }
+
+/// An https server selecting among `protocols` with ALPN; each accepted connection is kept.
+fn https_server_with_alpn(protocols: &[&[u8]]) -> (Rc<TcpServer>, Peers) {
+    let (server, peers) = https_server(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok");
+    let pki = test_pki();
+    server.set_tls_config(
+        TlsServerConfig::with_alpn(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+            protocols.iter().map(|p| p.to_vec()).collect(),
+        )
+        .unwrap(),
+    );
+    (server, peers)
+}
+
+/// The HTTP client offers `http/1.1` with ALPN, so a server speaking several protocols on one
+/// port knows what comes, and one that speaks only h2 refuses the handshake instead of
+/// receiving an HTTP/1.1 request it cannot read (it offered nothing, and the h2-only server
+/// was sent HTTP/1.1).
+#[test]
+fn the_http_client_offers_http_1_1_with_alpn_and_an_h2_only_server_refuses_it() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let mut session = HttpSession::new();
+    session
+        .add_ca_certificate(pki.ca_pem.as_bytes().to_vec())
+        .unwrap();
+    let client = HttpClient::with_session(session).unwrap();
+    let mut fetch = |server: &TcpServer| {
+        let out = Rc::new(RefCell::new(None));
+        let o = out.clone();
+        let url = format!("https://localhost:{}/", server.server_port().unwrap());
+        client.send(HttpRequest::get(&url).unwrap(), move |r| {
+            *o.borrow_mut() = Some(r)
+        });
+        assert!(run_until(&mut ev, Duration::from_secs(10), || out
+            .borrow()
+            .is_some()));
+        out.borrow_mut().take().unwrap()
+    };
+
+    let (both, peers) = https_server_with_alpn(&[b"h2", b"http/1.1"]);
+    assert_eq!(fetch(&both).unwrap().text(), "ok");
+    assert_eq!(
+        peers.borrow()[0].alpn_protocol().as_deref(),
+        Some(&b"http/1.1"[..]),
+        "the client offered no ALPN protocol"
+    );
+
+    let (h2_only, h2_peers) = https_server_with_alpn(&[b"h2"]);
+    let err = fetch(&h2_only).expect_err("HTTP/1.1 was spoken to an h2-only server");
+    match &err {
+        kdnet::network::http::HttpError::Transport(SocketError::Tls(
+            TlsFailure::AlertReceived(alert),
+        )) => assert_eq!(alert, "NoApplicationProtocol"),
+        other => panic!("expected the server's no_application_protocol alert, got {other:?}"),
+    }
+    assert!(
+        h2_peers
+            .borrow()
+            .iter()
+            .all(|p| p.alpn_protocol().is_none()),
+        "the h2-only server agreed on a protocol"
+    );
+}
