@@ -1069,3 +1069,49 @@ fn the_http_client_offers_http_1_1_with_alpn_and_an_h2_only_server_refuses_it() 
         "the h2-only server agreed on a protocol"
     );
 }
+
+/// A self-signed server certificate is named as such (OpenSSL's "self-signed certificate"),
+/// not as a certificate whose issuer is unknown: the remedy is to trust that certificate
+/// itself, which then works.
+#[test]
+fn a_self_signed_certificate_is_named_self_signed_and_works_once_trusted() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let cert = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .self_signed(&key)
+        .unwrap();
+    let (cert, key) = (cert.pem(), key.serialize_pem());
+    let err = handshake_error_for(&cert, &key, "localhost");
+    assert!(
+        matches!(err, SocketError::Tls(TlsFailure::SelfSigned)),
+        "{err:?}"
+    );
+    assert_eq!(
+        err.to_string(),
+        "TLS failed: certificate is self-signed (not trusted)"
+    );
+    // A certificate signed by an untrusted CA is still an unknown issuer.
+    let pki = test_pki();
+    let err = handshake_error_for(&pki.untrusted_cert_pem, &pki.untrusted_key_pem, "localhost");
+    assert!(
+        matches!(err, SocketError::Tls(TlsFailure::UnknownIssuer)),
+        "{err:?}"
+    );
+
+    let mut ev = EventLoop::new().unwrap();
+    let (server, _peers, _) = tls_server(&cert, &key, true);
+    let client = SslSocket::with_config(
+        TlsClientConfig::with_only_ca_certificates(cert.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let completed = Rc::new(Cell::new(false));
+    let c = completed.clone();
+    client
+        .handshake_completed
+        .connect(move |_| c.set(true))
+        .release();
+    client
+        .connect_to_host("localhost", server.server_port().unwrap())
+        .unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || completed.get()));
+}

@@ -99,6 +99,9 @@ impl fmt::Display for SocketOperation {
 pub enum TlsFailure {
     /// The peer's certificate chain does not lead to a trusted root.
     UnknownIssuer,
+    /// The peer's certificate is self-signed (it names itself as its issuer) and not trusted:
+    /// trust that certificate itself (e.g. `add_ca_certificate`) if it is the expected one.
+    SelfSigned,
     /// The peer's certificate has expired.
     Expired,
     /// The peer's certificate is not valid yet.
@@ -133,6 +136,7 @@ impl fmt::Display for TlsFailure {
             TlsFailure::UnknownIssuer => {
                 f.write_str("certificate is signed by an unknown issuer (not trusted)")
             }
+            TlsFailure::SelfSigned => f.write_str("certificate is self-signed (not trusted)"),
             TlsFailure::Expired => f.write_str("certificate has expired"),
             TlsFailure::NotValidYet => f.write_str("certificate is not valid yet"),
             TlsFailure::NameMismatch { expected } => {

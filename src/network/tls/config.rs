@@ -14,13 +14,14 @@ use std::fmt;
 use std::net::IpAddr;
 use std::sync::{Arc, OnceLock};
 
+use rustls::client::WebPkiServerVerifier;
 use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, ServerCertVerifier};
 use rustls::crypto::{CryptoProvider, WebPkiSupportedAlgorithms};
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::server::WebPkiClientVerifier;
 use rustls::sign::{CertifiedKey, SingleCertAndKey};
 use rustls::{
-    CertificateError, ClientConfig, DigitallySignedStruct, RootCertStore, ServerConfig,
+    CertificateError, ClientConfig, DigitallySignedStruct, OtherError, RootCertStore, ServerConfig,
     SignatureScheme,
 };
 
@@ -178,7 +179,13 @@ impl TlsClientConfig {
             if roots.is_empty() {
                 return Err(configuration("no trusted root certificate"));
             }
-            builder.with_root_certificates(roots)
+            let webpki =
+                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
+                    .build()
+                    .map_err(|e| configuration(format!("server certificate verifier: {e}")))?;
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NamingSelfSigned { webpki }))
         } else {
             builder
                 .dangerous()
@@ -338,6 +345,9 @@ pub(crate) fn tls_failure(err: &rustls::Error, expected_name: &str) -> TlsFailur
                 }
             }
             CertificateError::Revoked => TlsFailure::Revoked,
+            CertificateError::Other(OtherError(other)) if other.is::<SelfSigned>() => {
+                TlsFailure::SelfSigned
+            }
             other => TlsFailure::BadCertificate(certificate_text(other)),
         },
         E::NoCertificatesPresented => {
@@ -352,6 +362,121 @@ pub(crate) fn tls_failure(err: &rustls::Error, expected_name: &str) -> TlsFailur
         | E::PeerSentOversizedRecord => TlsFailure::PeerMisbehaved(err.to_string()),
         other => TlsFailure::Other(other.to_string()),
     }
+}
+
+/// rustls' verification (webpki, the trusted roots), telling a self-signed certificate apart
+/// from one whose issuer is merely unknown: the remedy differs (trust that very certificate, or
+/// its CA), and OpenSSL, KDNetwork's TLS library, names it too.
+#[derive(Debug)]
+struct NamingSelfSigned {
+    webpki: Arc<WebPkiServerVerifier>,
+}
+
+/// The certificate names itself as its issuer and is not trusted (carried through rustls as a
+/// `CertificateError::Other`, told apart in [`tls_failure`]).
+#[derive(Debug)]
+struct SelfSigned;
+
+impl fmt::Display for SelfSigned {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str("self-signed certificate")
+    }
+}
+
+impl std::error::Error for SelfSigned {}
+
+impl ServerCertVerifier for NamingSelfSigned {
+    fn verify_server_cert(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+        server_name: &ServerName<'_>,
+        ocsp_response: &[u8],
+        now: UnixTime,
+    ) -> Result<ServerCertVerified, rustls::Error> {
+        self.webpki
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+            .map_err(|e| match e {
+                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
+                    if is_self_issued(end_entity) =>
+                {
+                    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
+                        Arc::new(SelfSigned),
+                    )))
+                }
+                e => e,
+            })
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &DigitallySignedStruct,
+    ) -> Result<HandshakeSignatureValid, rustls::Error> {
+        self.webpki.verify_tls13_signature(message, cert, dss)
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.webpki.supported_verify_schemes()
+    }
+}
+
+/// Whether the DER certificate's issuer name is its subject name (byte for byte, as a
+/// self-signed certificate writes it). False for anything that does not parse.
+fn is_self_issued(certificate: &[u8]) -> bool {
+    fn names(certificate: &[u8]) -> Option<(&[u8], &[u8])> {
+        let (certificate, _) = der_contents(certificate)?;
+        let (mut tbs, _) = der_contents(certificate)?;
+        if tbs.first() == Some(&0xA0) {
+            tbs = der_element(tbs)?.1; // [0] version
+        }
+        let rest = der_element(tbs)?.1; // serialNumber
+        let rest = der_element(rest)?.1; // signature algorithm
+        let (issuer, rest) = der_element(rest)?;
+        let rest = der_element(rest)?.1; // validity
+        let (subject, _) = der_element(rest)?;
+        Some((issuer, subject))
+    }
+    names(certificate).is_some_and(|(issuer, subject)| issuer == subject)
+}
+
+/// The first DER element of `der` (tag, length and contents) and what follows it.
+fn der_element(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (header, length) = der_header(der)?;
+    let end = header.checked_add(length).filter(|&end| end <= der.len())?;
+    Some(der.split_at(end))
+}
+
+/// The contents of the first DER element of `der` (without tag and length), and what follows.
+fn der_contents(der: &[u8]) -> Option<(&[u8], &[u8])> {
+    let (element, rest) = der_element(der)?;
+    let (header, _) = der_header(element)?;
+    Some((&element[header..], rest))
+}
+
+/// The size of the tag and length bytes that start `der`, and the contents' length.
+fn der_header(der: &[u8]) -> Option<(usize, usize)> {
+    let length_byte = *der.get(1)?;
+    if length_byte < 0x80 {
+        return Some((2, usize::from(length_byte)));
+    }
+    let count = usize::from(length_byte & 0x7F);
+    if count == 0 || count > 4 {
+        return None;
+    }
+    let bytes = der.get(2..2 + count)?;
+    let length = bytes.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b));
+    Some((2 + count, length))
 }
 
 /// Accepts every server certificate but checks the handshake signatures with the provider's
@@ -629,6 +754,21 @@ mod tests {
         assert_eq!(config.extra_roots.len(), 0);
         assert!(config.set_client_certificate(b"", b"").is_err());
         assert!(config.client_certificate.is_none());
+    }
+
+    #[test]
+    fn self_issued_names_are_read_from_any_bytes_without_panicking() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let params = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
+        let der = params.self_signed(&key).unwrap().der().to_vec();
+        assert!(is_self_issued(&der));
+        for end in 0..der.len() {
+            assert!(!is_self_issued(&der[..end]), "a {end}-byte prefix");
+        }
+        let mut long_length = der.clone();
+        long_length[1] = 0x85; // a five-byte length
+        assert!(!is_self_issued(&long_length));
+        assert!(!is_self_issued(&[0x30, 0x84, 0xFF, 0xFF, 0xFF, 0xFF]));
     }
 
     #[test]
