@@ -1115,3 +1115,40 @@ fn a_self_signed_certificate_is_named_self_signed_and_works_once_trusted() {
         .unwrap();
     assert!(run_until(&mut ev, Duration::from_secs(10), || completed.get()));
 }
+
+/// A server presenting a CA certificate (CA:TRUE, as `openssl req -x509` makes self-signed
+/// certificates by default) as its own is refused, trusted or not, with words saying so; the
+/// reason read `bad certificate: Other(OtherError(CaUsedAsEndEntity))`.
+#[test]
+fn a_ca_certificate_presented_as_the_server_certificate_is_named_in_words() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let cert = params.self_signed(&key).unwrap();
+    let (cert, key) = (cert.pem(), key.serialize_pem());
+    let mut ev = EventLoop::new().unwrap();
+    let (server, _peers, _) = tls_server(&cert, &key, true);
+    let port = server.server_port().unwrap();
+    for trusted in [cert.as_str(), test_pki().ca_pem.as_str()] {
+        let client = SslSocket::with_config(
+            TlsClientConfig::with_only_ca_certificates(trusted.as_bytes()).unwrap(),
+        )
+        .unwrap();
+        let error = latest(&client.handshake_error);
+        client.connect_to_host("localhost", port).unwrap();
+        assert!(run_until(&mut ev, Duration::from_secs(10), || error
+            .borrow()
+            .is_some()));
+        let err = error.borrow().clone().unwrap();
+        match &err {
+            SocketError::Tls(TlsFailure::BadCertificate(reason)) => {
+                assert!(
+                    reason.starts_with("a CA certificate (basic constraints CA:TRUE) is presented"),
+                    "{reason}"
+                );
+                assert!(!err.to_string().contains("OtherError"), "{err}");
+            }
+            other => panic!("expected BadCertificate, got {other:?}"),
+        }
+    }
+}

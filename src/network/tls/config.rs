@@ -579,8 +579,35 @@ pub(super) fn configuration(reason: impl Into<String>) -> SocketError {
     SocketError::Tls(TlsFailure::Configuration(reason.into()))
 }
 
-/// rustls' text for a certificate error ("invalid peer certificate: …") without the prefix.
+/// rustls' text for a certificate error ("invalid peer certificate: …") without the prefix;
+/// for the verifier's (webpki's) errors that rustls passes on as `Other` and prints as
+/// `Other(OtherError(CaUsedAsEndEntity))`, words for the common ones and the bare name else.
 pub(super) fn certificate_text(error: &CertificateError) -> String {
+    if let CertificateError::Other(OtherError(inner)) = error {
+        let name = inner.to_string();
+        return match name.as_str() {
+            "CaUsedAsEndEntity" => "a CA certificate (basic constraints CA:TRUE) is presented as \
+                                   the peer's own certificate, as `openssl req -x509` makes by \
+                                   default: use a certificate without CA:TRUE (signed by that \
+                                   CA, or self-signed)"
+                .to_owned(),
+            "EndEntityUsedAsCa" => {
+                "a certificate that is not a CA signs another one in the chain".to_owned()
+            }
+            "PathLenConstraintViolated" => {
+                "the chain is longer than a CA's path length constraint allows".to_owned()
+            }
+            "NameConstraintViolation" => {
+                "the certificate's names are outside its CA's name constraints".to_owned()
+            }
+            "MaximumPathDepthExceeded" => "the certificate chain is too long".to_owned(),
+            "UnsupportedCertVersion" => "the certificate is not an X.509 v3 certificate".to_owned(),
+            "UnsupportedCriticalExtension" => {
+                "the certificate has a critical extension that is not understood".to_owned()
+            }
+            _ => name,
+        };
+    }
     let text = rustls::Error::InvalidCertificate(error.clone()).to_string();
     match text.strip_prefix("invalid peer certificate: ") {
         Some(rest) => rest.to_owned(),
