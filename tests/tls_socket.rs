@@ -1152,3 +1152,114 @@ fn a_ca_certificate_presented_as_the_server_certificate_is_named_in_words() {
         }
     }
 }
+
+/// A rustls server config with the test PKI's certificate speaking only `versions`.
+fn server_config_for_versions(
+    versions: &[&'static rustls::SupportedProtocolVersion],
+) -> std::sync::Arc<rustls::ServerConfig> {
+    use rustls::pki_types::pem::PemObject;
+    let pki = test_pki();
+    let cert =
+        rustls::pki_types::CertificateDer::from_pem_slice(pki.server_cert_pem.as_bytes()).unwrap();
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).unwrap();
+    let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(versions)
+    .unwrap()
+    .with_no_client_auth()
+    .with_single_cert(vec![cert], key)
+    .unwrap();
+    std::sync::Arc::new(config)
+}
+
+/// SNI carries host names only (RFC 6066: "literal IPv4 and IPv6 addresses are not
+/// permitted"), while the certificate is still checked against the IP address SAN; TLS 1.2
+/// and TLS 1.3 servers both work. The server is plain rustls on a thread, to see the SNI.
+#[test]
+fn sni_is_sent_for_names_only_and_tls_1_2_and_1_3_both_work() {
+    let mut ev = EventLoop::new().unwrap();
+    for (versions, expected) in [
+        (
+            &[&rustls::version::TLS12][..],
+            rustls::ProtocolVersion::TLSv1_2,
+        ),
+        (
+            &[&rustls::version::TLS13][..],
+            rustls::ProtocolVersion::TLSv1_3,
+        ),
+    ] {
+        for host in ["localhost", "127.0.0.1"] {
+            let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let port = listener.local_addr().unwrap().port();
+            let config = server_config_for_versions(versions);
+            let server = std::thread::spawn(move || {
+                use std::io::{Read, Write};
+                let (mut tcp, _) = listener.accept().unwrap();
+                let mut conn = rustls::ServerConnection::new(config).unwrap();
+                while conn.is_handshaking() {
+                    conn.complete_io(&mut tcp).unwrap();
+                }
+                let sni = conn.server_name().map(str::to_owned);
+                conn.writer().write_all(b"hi").unwrap();
+                conn.complete_io(&mut tcp).unwrap();
+                let _ = tcp.read(&mut [0u8; 1]); // until the client goes
+                sni
+            });
+            let client = client_trusting_test_ca();
+            let weak = Rc::downgrade(client.tcp_socket());
+            let got = Rc::new(RefCell::new(Vec::new()));
+            let g = got.clone();
+            client
+                .ready_read
+                .connect(move |_| {
+                    g.borrow_mut()
+                        .extend_from_slice(&weak.upgrade().unwrap().read_all())
+                })
+                .release();
+            let error = latest(&client.error_occurred);
+            client.connect_to_host(host, port).unwrap();
+            assert!(
+                run_until(&mut ev, Duration::from_secs(10), || got.borrow().len() >= 2),
+                "{host} {expected:?}: {:?}",
+                error.borrow()
+            );
+            assert_eq!(client.protocol_version(), Some(expected));
+            client.disconnect_from_host();
+            let sni = server.join().unwrap();
+            let want = (host == "localhost").then(|| host.to_owned());
+            assert_eq!(sni, want, "SNI sent connecting to {host} ({expected:?})");
+        }
+    }
+}
+
+/// A server that answers the ClientHello with close_notify and hangs up fails the handshake
+/// at once, typed, rather than waiting for the handshake timeout.
+#[test]
+fn close_notify_during_the_handshake_fails_it_typed() {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut tcp, _) = listener.accept().unwrap();
+        let _ = tcp.read(&mut [0u8; 4096]);
+        tcp.write_all(&[21, 3, 3, 0, 2, 1, 0]).unwrap(); // alert: warning, close_notify
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = client_trusting_test_ca();
+    let handshake_error = latest(&client.handshake_error);
+    let started = std::time::Instant::now();
+    client.connect_to_host("localhost", port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || {
+        handshake_error.borrow().is_some()
+    }));
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert!(
+        matches!(*handshake_error.borrow(), Some(SocketError::ClosedByPeer)),
+        "{:?}",
+        handshake_error.borrow()
+    );
+    assert!(!client.is_encrypted());
+    server.join().unwrap();
+}
