@@ -822,3 +822,51 @@ fn pem_sections_glued_without_a_line_break_are_all_read() {
         "the glued CA certificate was dropped from the chain"
     );
 }
+
+/// A PKCS#12 file (.p12/.pfx, how Windows and macOS export a certificate with its key) is
+/// named as such, with the command that converts it; it was called DER and the suggested
+/// `openssl x509 -inform der` cannot read it.
+#[test]
+fn a_pkcs12_file_is_named_with_the_command_that_converts_it() {
+    // The opening of every PKCS#12 file: SEQUENCE { INTEGER 3, SEQUENCE { OID pkcs7-data,
+    // [0] { OCTET STRING … } } … }, here around a certificate's bytes.
+    let payload = CertificateDer::from_pem_slice(test_pki().ca_pem.as_bytes())
+        .unwrap()
+        .to_vec();
+    let der = |tag: u8, contents: &[u8]| {
+        let mut out = vec![tag, 0x82];
+        out.extend_from_slice(&u16::try_from(contents.len()).unwrap().to_be_bytes());
+        out.extend_from_slice(contents);
+        out
+    };
+    let octets = der(0x04, &payload);
+    let explicit = der(0xA0, &octets);
+    let mut content_info = vec![
+        0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07, 0x01,
+    ];
+    content_info.extend_from_slice(&explicit);
+    let mut pfx = vec![0x02, 0x01, 0x03];
+    pfx.extend_from_slice(&der(0x30, &content_info));
+    let p12 = der(0x30, &pfx);
+
+    let hint = " (it looks like a PKCS#12 bundle (.p12/.pfx), not PEM text: convert it with \
+                `openssl pkcs12 -in bundle.p12 -out bundle.pem -nodes`: it holds \
+                the certificates and the key)";
+    let reason =
+        configuration_reason(TlsClientConfig::with_only_ca_certificates(&p12).unwrap_err());
+    assert_eq!(
+        reason,
+        format!("no CERTIFICATE section found in the CA certificate PEM{hint}")
+    );
+    let reason = configuration_reason(
+        TlsServerConfig::from_pem(test_pki().server_cert_pem.as_bytes(), &p12).unwrap_err(),
+    );
+    assert_eq!(
+        reason,
+        format!("no PRIVATE KEY section found in the server key PEM{hint}")
+    );
+    // Plain DER is still called DER.
+    let reason =
+        configuration_reason(TlsClientConfig::with_only_ca_certificates(&payload).unwrap_err());
+    assert!(reason.contains("it looks like binary DER"), "{reason}");
+}

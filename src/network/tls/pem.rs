@@ -1,6 +1,6 @@
 //! Reading certificates and keys from PEM for the TLS configurations, with errors that say
-//! what the file holds instead (wrong kind, DER, UTF-16, encrypted, cut short, a chain in the
-//! wrong order) rather than the decoder's words.
+//! what the file holds instead (wrong kind, DER, PKCS#12, UTF-16, encrypted, cut short, a chain
+//! in the wrong order) rather than the decoder's words.
 
 use std::borrow::Cow;
 use std::sync::Arc;
@@ -146,11 +146,42 @@ fn pem_contents_hint(pem: &[u8], convert: &str) -> String {
         return " (its -----BEGIN lines are indented: they must start at the beginning of a line)"
             .to_owned();
     }
+    if looks_like_pkcs12(pem) {
+        return " (it looks like a PKCS#12 bundle (.p12/.pfx), not PEM text: convert it with \
+                `openssl pkcs12 -in bundle.p12 -out bundle.pem -nodes`: it holds \
+                the certificates and the key)"
+            .to_owned();
+    }
     // Every DER certificate and key is an ASN.1 SEQUENCE: tag 0x30.
     if pem.first() == Some(&0x30) && std::str::from_utf8(pem).is_err() {
         return format!(" (it looks like binary DER, not PEM text: convert it with `{convert}`)");
     }
     String::new()
+}
+
+/// Whether `bytes` start like a PKCS#12 file (what Windows and macOS export certificates with
+/// keys as): a SEQUENCE holding version 3 and then a PKCS#7 ContentInfo (its OID starts
+/// 1.2.840.113549.1.7).
+fn looks_like_pkcs12(bytes: &[u8]) -> bool {
+    const VERSION_3_THEN_SEQUENCE: &[u8] = &[0x02, 0x01, 0x03, 0x30];
+    const PKCS7_OID: &[u8] = &[0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x07];
+    let header = match bytes {
+        [0x30, length, ..] if *length < 0x80 => 2,
+        [0x30, length, ..] => 2 + usize::from(length & 0x7F),
+        _ => return false,
+    };
+    let Some(rest) = bytes.get(header..) else {
+        return false;
+    };
+    // After the ContentInfo's SEQUENCE tag and its (up to 5-byte) length comes the OID.
+    rest.starts_with(VERSION_3_THEN_SEQUENCE)
+        && rest
+            .get(VERSION_3_THEN_SEQUENCE.len()..)
+            .is_some_and(|info| {
+                info.windows(PKCS7_OID.len())
+                    .take(6)
+                    .any(|w| w == PKCS7_OID)
+            })
 }
 
 /// The number (from 1) of the first PEM section in `pem` that fails to decode, counting the
