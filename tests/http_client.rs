@@ -1764,3 +1764,80 @@ fn a_url_that_does_not_parse_is_reported_on_the_error_signal_too() {
         "{order:?}"
     );
 }
+
+/// A request stays cancellable until its callback runs: a cancel from user code that runs
+/// before it — here a streaming request's own `on_event`, while the rest of the response (its
+/// end included) came in the same read — returns true, no further `on_event` follows, and
+/// `on_done` gets `Cancelled`. It returned false and then delivered the data and `Ok`.
+#[test]
+fn a_stream_cancelled_from_its_callback_after_its_whole_response_arrived_is_cancelled() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        let mut all = b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec();
+        all.extend(chunk("one"));
+        all.extend(b"0\r\n\r\n");
+        Reply::Bytes(all)
+    });
+    let client = HttpClient::new().unwrap();
+    let log = Rc::new(RefCell::new(Vec::<String>::new()));
+    let done = Rc::new(Cell::new(false));
+    let (l, l2, d) = (log.clone(), log.clone(), done.clone());
+    let c = client.clone();
+    let id = Rc::new(Cell::new(None));
+    let own_id = id.clone();
+    let sent = client.send_streaming(
+        HttpRequest::get(&server.url("/stream")).unwrap(),
+        move |event| match event {
+            StreamEvent::Head(_) => {
+                let cancelled = c.cancel(own_id.get().unwrap());
+                l.borrow_mut().push(format!("head, cancel: {cancelled}"));
+            }
+            StreamEvent::Data(b) => l.borrow_mut().push(String::from_utf8_lossy(b).into_owned()),
+        },
+        move |r| {
+            l2.borrow_mut().push(match r {
+                Ok(_) => "done: ok".to_string(),
+                Err(e) => format!("done: {e:?}"),
+            });
+            d.set(true);
+        },
+    );
+    id.set(Some(sent));
+    assert!(run_until(&mut ev, Duration::from_secs(5), || done.get()));
+    run_until(&mut ev, Duration::from_millis(50), || false);
+    assert_eq!(*log.borrow(), ["head, cancel: true", "done: Cancelled"]);
+    assert_eq!(client.pending_requests(), 0);
+    // Cancelling it again, or once its callback ran, changes nothing.
+    assert!(!client.cancel(sent));
+}
+
+/// The same for a buffered request cancelled (one by id, one by `cancel_all`) from a
+/// `download_progress` slot that runs after its whole body arrived but before its callback.
+#[test]
+fn a_request_cancelled_after_its_body_arrived_but_before_its_callback_is_cancelled() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("body", "")));
+    let client = HttpClient::new().unwrap();
+    for by_id in [true, false] {
+        let returned = Rc::new(Cell::new(None));
+        let (r2, c) = (returned.clone(), Rc::downgrade(&client));
+        let slot = client.download_progress.connect(move |(id, _, _)| {
+            let c = c.upgrade().unwrap();
+            if by_id {
+                r2.set(Some(c.cancel(*id)));
+            } else {
+                c.cancel_all();
+                r2.set(Some(true));
+            }
+        });
+        let out = send(&client, HttpRequest::get(&server.url("/")).unwrap());
+        let result = wait_at_most(&mut ev, &out, Duration::from_secs(5));
+        assert_eq!(returned.get(), Some(true), "by id: {by_id}");
+        assert!(
+            matches!(result, Err(HttpError::Cancelled)),
+            "by id: {by_id}: {result:?}"
+        );
+        slot.disconnect();
+        assert_eq!(client.pending_requests(), 0);
+    }
+}

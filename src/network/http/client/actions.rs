@@ -6,7 +6,7 @@ use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
 
-use super::state::{Delivery, StreamFn};
+use super::state::{Delivery, Fate, StreamFn};
 use super::{HttpClient, RequestId, SseTarget, StreamEvent};
 use crate::network::http::{HttpError, HttpResponse};
 use crate::network::sse::SseBatch;
@@ -164,7 +164,18 @@ impl HttpClient {
         }
     }
 
-    fn finish(&self, id: u64, delivery: Delivery, result: Result<HttpResponse, HttpError>) {
+    fn finish(&self, id: u64, delivery: Delivery, mut result: Result<HttpResponse, HttpError>) {
+        // Its callback runs now: from here on the request cannot be cancelled.
+        let fate = {
+            let mut inner = self.inner.borrow_mut();
+            let at = inner.finishing.iter().position(|f| f.id == id);
+            at.map_or(Fate::Deliver, |at| inner.finishing.swap_remove(at).fate)
+        };
+        match fate {
+            Fate::Deliver => {}
+            Fate::Cancelled => result = Err(HttpError::Cancelled),
+            Fate::Dropped => return,
+        }
         let signal_copy = match &result {
             Ok(response) if self.response_received.connection_count() > 0 => {
                 Some(Action::ResponseReceived(response.clone()))

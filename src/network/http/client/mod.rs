@@ -32,7 +32,7 @@ use url::Url;
 
 use self::actions::Action;
 use self::pool::{Conn, HostMap};
-use self::state::{Delivery, RequestState, StreamCallback};
+use self::state::{Delivery, Fate, Finishing, RequestState, StreamCallback};
 use super::id_map::IdMap;
 use super::{HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession};
 use crate::bindings::Signal;
@@ -96,6 +96,9 @@ struct ClientInner {
     /// Where a request is encoded before it is written; reused, so that a request costs no
     /// allocation for its head (the socket queues only what the kernel does not take at once).
     wire: Vec<u8>,
+    /// Requests whose outcome is decided but whose callback has not run yet (still cancellable).
+    /// Usually empty or one: an entry lives from the end of a response to its callback.
+    finishing: Vec<Finishing>,
 }
 
 /// An HTTP/1.1 client on the current thread's loop (KDNetwork `HttpClient`).
@@ -184,6 +187,7 @@ impl HttpClient {
                 tls: None,
                 read_continues: None,
                 wire: Vec::new(),
+                finishing: Vec::new(),
             }),
             continuing: RefCell::default(),
             delivering: RefCell::default(),
@@ -371,9 +375,17 @@ impl HttpClient {
         }
     }
 
-    /// Cancels one request: its callback receives [`HttpError::Cancelled`] (on a later turn).
-    /// Returns false if it already finished. After a cancel that returned true, a streaming
-    /// request's `on_event` is not called again, even for data read before the cancel.
+    /// Cancels one request whose callback has not run yet: the callback receives
+    /// [`HttpError::Cancelled`] instead of its outcome, and a streaming request's `on_event` is
+    /// not called again (not even for data read before the cancel). Returns false, changing
+    /// nothing, if the callback already ran (or is running) or the request was already cancelled.
+    ///
+    /// A request counts as finished only once its callback runs, as a `QNetworkReply` counts as
+    /// finished only once it emitted `finished`: a cancel from user code that runs before the
+    /// callback — the request's own `on_event`, a `download_progress` slot — cancels it even when
+    /// the whole response has already arrived (that connection stays reusable then: the response
+    /// was read to its end). A cancelled request's callback runs on a later turn (or, when its
+    /// response was complete, where its outcome would have been delivered), never inside `cancel`.
     pub fn cancel(&self, id: RequestId) -> bool {
         let mut actions = Vec::new();
         let found = {
@@ -382,23 +394,43 @@ impl HttpClient {
             if let Some(Delivery::Streaming { on_event, .. }) = state.map(|s| &s.delivery) {
                 on_event.cancelled.set(true);
             }
-            let found = state.is_some();
-            if found {
+            if state.is_some() {
                 // Its response may be on the way: the connection cannot serve another request
                 // (closing it also lets a request queued for its host start).
                 self.fail(&mut inner, id.0, HttpError::Cancelled, true, &mut actions);
+                true
+            } else if let Some(entry) = inner
+                .finishing
+                .iter_mut()
+                .find(|f| f.id == id.0 && f.fate == Fate::Deliver)
+            {
+                // Decided, with the callback still to come: it gets `Cancelled` instead.
+                entry.fate = Fate::Cancelled;
+                if let Some(on_event) = &entry.on_event {
+                    on_event.cancelled.set(true);
+                }
+                true
+            } else {
+                false
             }
-            found
         };
         self.post_actions(actions);
         found
     }
 
-    /// Cancels every request of this client (and only of this client), the streams of the
-    /// [`SseClient`](crate::network::sse::SseClient)s sharing it included: those close (state
-    /// `Closed`, `disconnected`) and do not reconnect.
+    /// Cancels every request of this client (and only of this client) whose callback has not
+    /// run yet, as [`cancel`](Self::cancel) does, in the order they were sent; the streams of
+    /// the [`SseClient`](crate::network::sse::SseClient)s sharing it included: those close
+    /// (state `Closed`, `disconnected`) and do not reconnect.
     pub fn cancel_all(&self) {
-        let ids: Vec<u64> = self.inner.borrow().requests.keys().copied().collect();
+        let mut ids: Vec<u64> = {
+            let inner = self.inner.borrow();
+            let finishing = inner.finishing.iter().filter(|f| f.fate == Fate::Deliver);
+            (inner.requests.keys().copied())
+                .chain(finishing.map(|f| f.id))
+                .collect()
+        };
+        ids.sort_unstable();
         for id in ids {
             self.cancel(RequestId(id));
         }
@@ -475,6 +507,9 @@ impl HttpClient {
             let mut inner = self.inner.borrow_mut();
             if let Some(mut state) = self.take_request(&mut inner, id.0) {
                 self.release_conn(&mut inner, &mut state, false, &mut actions);
+            } else if let Some(entry) = inner.finishing.iter_mut().find(|f| f.id == id.0) {
+                // Its outcome is on the way: it is dropped instead.
+                entry.fate = Fate::Dropped;
             }
         }
         self.run_actions(actions);

@@ -141,8 +141,52 @@ impl HttpClient {
             state.conn = None;
         }
         log::debug!("request {id} failed: {error}");
-        actions.push(Action::Finish(id, state.into_delivery(), Err(error)));
+        actions.push(finish_action(inner, id, state.into_delivery(), Err(error)));
     }
+}
+
+/// A request whose outcome is decided (it left `ClientInner::requests`) while its callback has
+/// not run yet: its `Finish` action waits behind user code (its own earlier events, a progress
+/// slot, a nested loop, the next turn). Until that callback runs the request can still be
+/// cancelled, as from user code it has not finished.
+pub(super) struct Finishing {
+    pub(super) id: u64,
+    pub(super) fate: Fate,
+    /// A streaming request's `on_event`, silenced by a cancel.
+    pub(super) on_event: Option<StreamFn>,
+}
+
+/// What becomes of a [`Finishing`] request's decided outcome.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Fate {
+    /// Delivered as decided.
+    Deliver,
+    /// Replaced by `Cancelled` (a `cancel` came first).
+    Cancelled,
+    /// Dropped without a call (its owner abandoned it).
+    Dropped,
+}
+
+/// The `Finish` action of request `id`, registered as [`Finishing`] until it runs (a cancelled
+/// one is final: a later cancel changes nothing).
+pub(super) fn finish_action(
+    inner: &mut ClientInner,
+    id: u64,
+    delivery: Delivery,
+    result: Result<HttpResponse, HttpError>,
+) -> Action {
+    if !matches!(result, Err(HttpError::Cancelled)) {
+        let on_event = match &delivery {
+            Delivery::Streaming { on_event, .. } => Some(Rc::clone(on_event)),
+            _ => None,
+        };
+        inner.finishing.push(Finishing {
+            id,
+            fate: Fate::Deliver,
+            on_event,
+        });
+    }
+    Action::Finish(id, delivery, result)
 }
 
 impl RequestState {
