@@ -1841,3 +1841,39 @@ fn a_request_cancelled_after_its_body_arrived_but_before_its_callback_is_cancell
         assert_eq!(client.pending_requests(), 0);
     }
 }
+
+/// A pooled connection idle for longer than the idle timeout is not reused, even when the loop
+/// did not run in between (its expiry timer had no chance to fire): the next request goes out
+/// on a new connection. It was reused, though the server may have dropped it meanwhile.
+/// An idle connection the loop does run for is closed by its timer.
+#[test]
+fn a_connection_idle_past_the_idle_timeout_is_not_reused_even_if_its_timer_did_not_run() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("ok", "")));
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.set_idle_connection_timeout(Duration::from_millis(100)));
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/1")).unwrap().text(),
+        "ok"
+    );
+    // Busy elsewhere: the loop does not turn for longer than the idle timeout.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/2")).unwrap().text(),
+        "ok"
+    );
+    // Within the idle timeout a connection is reused.
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/3")).unwrap().text(),
+        "ok"
+    );
+    let conns: Vec<usize> = server.requests().iter().map(|r| r.connection).collect();
+    assert_eq!(conns.len(), 3);
+    assert_ne!(conns[0], conns[1], "an expired connection was reused");
+    assert_eq!(conns[1], conns[2], "a fresh idle connection was not reused");
+    // With the loop running, the idle timer closes it (re-armed after each reuse).
+    assert_eq!(client.open_connections(), 1);
+    assert!(run_until(&mut ev, Duration::from_secs(3), || client
+        .open_connections()
+        == 0));
+}

@@ -6,11 +6,12 @@ use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
+use std::time::Instant;
 
 use super::actions::Action;
 use super::state::{Phase, RequestState};
 use super::{ClientInner, HttpClient};
-use crate::foundation::{LoopError, TimerKey};
+use crate::foundation::{LoopError, TimerHandler, TimerKey, TimerTarget, deadline_after};
 use crate::network::error::{SocketError, TlsFailure};
 use crate::network::http::HttpError;
 use crate::network::http::id_map::IdHasher;
@@ -44,11 +45,17 @@ pub(super) struct Conn {
     pub(super) request: Option<u64>,
     /// Requests this connection completed.
     pub(super) served: u32,
+    /// Closes the connection when it stayed idle for the idle timeout. One slot per connection,
+    /// made when it first goes idle, armed whenever it goes idle and disarmed when reused (no
+    /// timer made and dropped per request).
     pub(super) idle_timer: Option<TimerKey>,
+    /// While idle: when the idle timeout ends. A request sent later does not get the
+    /// connection even if its timer has not run yet (the loop did not turn meanwhile).
+    idle_until: Option<Instant>,
     /// The TLS settings an https connection was made with: it is reused only while they are
     /// the client's (a session change may have dropped a trusted CA or the verification).
     tls: Option<Arc<rustls::ClientConfig>>,
-    _sink: Rc<ConnSink>,
+    sink: Rc<ConnSink>,
 }
 
 impl Conn {
@@ -69,7 +76,8 @@ pub(super) struct HostState {
 impl HttpClient {
     /// Puts the request on a connection of its host, or queues it.
     pub(super) fn schedule(&self, inner: &mut ClientInner, id: u64, actions: &mut Vec<Action>) {
-        let Some(host) = inner.requests.get(&id).map(|s| s.host.clone()) else {
+        let Some((host, sent)) = inner.requests.get(&id).map(|s| (s.host.clone(), s.started))
+        else {
             return;
         };
         let max = inner.session.max_connections_per_host().max(1);
@@ -77,16 +85,21 @@ impl HttpClient {
         // (their close notice may still be queued).
         while let Some(conn_id) = inner.hosts.get_mut(&host).and_then(|h| h.idle.pop()) {
             let current = inner.tls.as_ref();
+            // Idle past the idle timeout (judged at the request's send time, which a new
+            // request's is; a redirect hop's or a retry's is earlier, and its timer stands in).
+            let usable =
+                |c: &Conn| c.tls_current(current) && c.idle_until.is_none_or(|until| sent < until);
             match inner
                 .conns
                 .get(&conn_id)
-                .map(|c| (c.socket.state(), c.tls_current(current)))
+                .map(|c| (c.socket.state(), usable(c)))
             {
                 Some((SocketState::Connected, true)) => {
                     return self.assign(inner, conn_id, id, actions);
                 }
                 Some((SocketState::Connected, false)) => {
-                    // Made with TLS settings since replaced: closed, its slot used below.
+                    // Made with TLS settings since replaced, or idle for longer than the idle
+                    // timeout (its timer did not get to run): closed, its slot used below.
                     if let Some(conn) = inner.conns.get(&conn_id) {
                         actions.push(Action::Close(Rc::clone(&conn.socket)));
                     }
@@ -175,8 +188,9 @@ impl HttpClient {
                 request: None,
                 served: 0,
                 idle_timer: None,
+                idle_until: None,
                 tls,
-                _sink: sink,
+                sink,
             }),
         );
         inner.hosts.entry(host.clone()).or_default().active += 1;
@@ -218,9 +232,10 @@ impl HttpClient {
         else {
             return;
         };
-        if let Some(key) = conn.idle_timer.take() {
-            self.core.timer_remove(key);
+        if let Some(key) = conn.idle_timer {
+            self.core.timer_disarm(key);
         }
+        conn.idle_until = None;
         conn.request = Some(id);
         state.conn = Some(conn_id);
         state.phase = Phase::RecvHead;
@@ -289,14 +304,15 @@ impl HttpClient {
         if let Some(next) = next {
             return self.assign(inner, conn_id, next, actions);
         }
-        let idle = inner.session.idle_connection_timeout();
-        let weak = self.self_weak.clone();
+        let until = deadline_after(Instant::now(), inner.session.idle_connection_timeout());
         if let Some(conn) = inner.conns.get_mut(&conn_id) {
-            conn.idle_timer = Some(self.core.call_after(idle, move || {
-                if let Some(client) = weak.upgrade() {
-                    client.on_idle_expired(conn_id);
-                }
-            }));
+            let key = *conn.idle_timer.get_or_insert_with(|| {
+                let handler: Weak<dyn TimerHandler> = Rc::downgrade(&conn.sink) as _;
+                self.core
+                    .timer_insert(TimerTarget::Borrowed(handler), false)
+            });
+            self.core.timer_arm(key, until);
+            conn.idle_until = Some(until);
         }
         let host_state = inner.hosts.entry(host).or_default();
         host_state.idle.push(conn_id);
@@ -353,9 +369,6 @@ impl HttpClient {
                 .get(&conn_id)
                 .is_some_and(|c| c.request.is_none())
             {
-                if let Some(conn) = inner.conns.get_mut(&conn_id) {
-                    conn.idle_timer = None;
-                }
                 log::debug!("closing idle connection {conn_id}");
                 self.drop_conn(&mut inner, conn_id, &mut actions);
             }
@@ -507,6 +520,15 @@ impl DataSink for ConnSink {
                     client.on_conn_closed(conn, error);
                 }
             }));
+        }
+    }
+}
+
+/// The idle timer of the connection.
+impl TimerHandler for ConnSink {
+    fn fire(&self, _key: TimerKey) {
+        if let Some(client) = self.client.upgrade() {
+            client.on_idle_expired(self.conn);
         }
     }
 }
