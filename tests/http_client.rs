@@ -1877,3 +1877,126 @@ fn a_connection_idle_past_the_idle_timeout_is_not_reused_even_if_its_timer_did_n
         .open_connections()
         == 0));
 }
+
+/// Lowering `max_connections_per_host` applies to connections already open: idle ones over the
+/// new limit close, busy ones close when their request ends, and from then on at most the new
+/// number of connections serve the host (the old ones went on serving requests side by side).
+#[test]
+fn lowering_the_connection_limit_applies_to_connections_already_open() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut ev = EventLoop::new().unwrap();
+    let (answering, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, m) = (answering.clone(), most.clone());
+    let server = ScriptServer::start(move |req, _| {
+        if req.line.contains("/slow") {
+            m.fetch_max(a.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(150));
+            a.fetch_sub(1, Ordering::SeqCst);
+        }
+        Reply::Bytes(ok_response("ok", ""))
+    });
+    let client = HttpClient::new().unwrap();
+    // Three connections open and idle.
+    let outs: Vec<_> = (0..3)
+        .map(|_| send(&client, HttpRequest::get(&server.url("/warm")).unwrap()))
+        .collect();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || outs
+        .iter()
+        .all(|o| o.borrow().is_some())));
+    assert_eq!(client.open_connections(), 3);
+    client.update_session(|s| s.set_max_connections_per_host(1));
+    assert!(
+        run_until(&mut ev, Duration::from_secs(2), || client
+            .open_connections()
+            <= 1),
+        "{} connections stay open over a limit of 1",
+        client.open_connections()
+    );
+    let outs: Vec<_> = (0..3)
+        .map(|i| {
+            send(
+                &client,
+                HttpRequest::get(&server.url(&format!("/slow{i}"))).unwrap(),
+            )
+        })
+        .collect();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || outs
+        .iter()
+        .all(|o| o.borrow().is_some())));
+    assert_eq!(most.load(Ordering::SeqCst), 1, "requests ran side by side");
+    assert!(client.open_connections() <= 1);
+    // Served one after the other, in the order sent.
+    let lines: Vec<String> = server
+        .requests()
+        .into_iter()
+        .skip(3)
+        .map(|r| r.line)
+        .collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /slow0 HTTP/1.1",
+            "GET /slow1 HTTP/1.1",
+            "GET /slow2 HTTP/1.1"
+        ]
+    );
+}
+
+/// Lowered while the connections are busy and requests wait behind them: the connections close
+/// as their requests end until the host is within the new limit, and the waiting requests are
+/// served within it, in the order sent (each freed connection took the next one, side by side).
+#[test]
+fn lowering_the_connection_limit_while_busy_serves_the_queue_within_it_in_order() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let mut ev = EventLoop::new().unwrap();
+    let (answering, most) = (Arc::new(AtomicUsize::new(0)), Arc::new(AtomicUsize::new(0)));
+    let (a, m) = (answering.clone(), most.clone());
+    let server = ScriptServer::start(move |req, _| {
+        if req.line.contains("/busy") {
+            std::thread::sleep(Duration::from_millis(200));
+        } else {
+            m.fetch_max(a.fetch_add(1, Ordering::SeqCst) + 1, Ordering::SeqCst);
+            std::thread::sleep(Duration::from_millis(100));
+            a.fetch_sub(1, Ordering::SeqCst);
+        }
+        Reply::Bytes(ok_response("ok", ""))
+    });
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.set_max_connections_per_host(3));
+    let mut outs: Vec<_> = (0..3)
+        .map(|_| send(&client, HttpRequest::get(&server.url("/busy")).unwrap()))
+        .collect();
+    outs.extend((0..3).map(|i| {
+        send(
+            &client,
+            HttpRequest::get(&server.url(&format!("/q{i}"))).unwrap(),
+        )
+    }));
+    assert!(run_until(&mut ev, Duration::from_secs(5), || server
+        .requests()
+        .len()
+        == 3));
+    client.update_session(|s| s.set_max_connections_per_host(1));
+    assert!(run_until(&mut ev, Duration::from_secs(5), || outs
+        .iter()
+        .all(|o| o.borrow().is_some())));
+    assert!(outs.iter().all(|o| o.borrow().as_ref().unwrap().is_ok()));
+    assert_eq!(
+        most.load(Ordering::SeqCst),
+        1,
+        "queued requests ran side by side"
+    );
+    let lines: Vec<String> = server
+        .requests()
+        .into_iter()
+        .skip(3)
+        .map(|r| r.line)
+        .collect();
+    assert_eq!(
+        lines,
+        ["GET /q0 HTTP/1.1", "GET /q1 HTTP/1.1", "GET /q2 HTTP/1.1"]
+    );
+    assert!(client.open_connections() <= 1);
+}

@@ -204,7 +204,9 @@ impl HttpClient {
     }
 
     /// Replaces the session settings (for requests sent afterwards). A higher
-    /// `max_connections_per_host` also starts, at once, the requests queued behind the old limit.
+    /// `max_connections_per_host` also starts, at once, the requests queued behind the old limit;
+    /// a lower one applies to the connections already open: idle ones over it close at once,
+    /// busy ones when their request ends (requests queued meanwhile keep their order).
     pub fn set_session(&self, session: HttpSession) {
         let mut actions = Vec::new();
         {
@@ -213,7 +215,10 @@ impl HttpClient {
             // then not reused (see `Conn::tls`): trust or identity changes apply to the next
             // request.
             let old = &inner.session;
-            let raised = session.max_connections_per_host() > old.max_connections_per_host();
+            let (new_max, old_max) = (
+                session.max_connections_per_host().max(1),
+                old.max_connections_per_host().max(1),
+            );
             if old.extra_ca_certificates() != session.extra_ca_certificates()
                 || old.client_certificate() != session.client_certificate()
                 || old.verifies_certificates() != session.verifies_certificates()
@@ -221,8 +226,10 @@ impl HttpClient {
                 inner.tls = None;
             }
             inner.session = session;
-            if raised {
+            if new_max > old_max {
                 self.start_queued_within_limit(&mut inner, &mut actions);
+            } else if new_max < old_max {
+                self.close_idle_over_limit(&mut inner, &mut actions);
             }
         }
         // Failures found while scheduling are reported from the loop, as from `send`.

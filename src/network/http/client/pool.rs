@@ -87,8 +87,13 @@ impl HttpClient {
             let current = inner.tls.as_ref();
             // Idle past the idle timeout (judged at the request's send time, which a new
             // request's is; a redirect hop's or a retry's is earlier, and its timer stands in).
-            let usable =
-                |c: &Conn| c.tls_current(current) && c.idle_until.is_none_or(|until| sent < until);
+            // Over a lowered connection limit: closed rather than reused.
+            let over_limit = inner.hosts.get(&host).is_some_and(|h| h.active > max);
+            let usable = |c: &Conn| {
+                c.tls_current(current)
+                    && c.idle_until.is_none_or(|until| sent < until)
+                    && !over_limit
+            };
             match inner
                 .conns
                 .get(&conn_id)
@@ -98,8 +103,9 @@ impl HttpClient {
                     return self.assign(inner, conn_id, id, actions);
                 }
                 Some((SocketState::Connected, false)) => {
-                    // Made with TLS settings since replaced, or idle for longer than the idle
-                    // timeout (its timer did not get to run): closed, its slot used below.
+                    // Made with TLS settings since replaced, idle for longer than the idle
+                    // timeout (its timer did not get to run), or over a lowered limit: closed,
+                    // its slot used below.
                     if let Some(conn) = inner.conns.get(&conn_id) {
                         actions.push(Action::Close(Rc::clone(&conn.socket)));
                     }
@@ -144,6 +150,40 @@ impl HttpClient {
                 let Some(id) = next else { break };
                 self.schedule(inner, id, actions);
             }
+        }
+    }
+
+    /// A connection of `host` closed: the oldest request queued for it starts if the host is
+    /// under its limit now (over a lowered limit it stays first in line).
+    fn start_next_queued(
+        &self,
+        inner: &mut ClientInner,
+        host: &HostKey,
+        actions: &mut Vec<Action>,
+    ) {
+        let max = inner.session.max_connections_per_host().max(1);
+        let next = inner
+            .hosts
+            .get_mut(host)
+            .filter(|h| h.active < max)
+            .and_then(|h| h.queue.pop_front());
+        if let Some(next) = next {
+            self.schedule(inner, next, actions);
+        }
+    }
+
+    /// Closes the idle connections of every host over the connection limit (after it was
+    /// lowered), the longest idle first; busy ones close when their request ends.
+    pub(super) fn close_idle_over_limit(&self, inner: &mut ClientInner, actions: &mut Vec<Action>) {
+        let max = inner.session.max_connections_per_host().max(1);
+        let over: Vec<u64> = inner
+            .hosts
+            .values()
+            .filter(|h| h.active > max)
+            .flat_map(|h| h.idle.iter().take(h.active - max).copied())
+            .collect();
+        for conn_id in over {
+            self.drop_conn(inner, conn_id, actions);
         }
     }
 
@@ -286,11 +326,12 @@ impl HttpClient {
             return;
         };
         let current = inner.tls.as_ref();
+        let max = inner.session.max_connections_per_host().max(1);
+        // A host over a lowered limit loses the connections its requests finish with.
         if !reusable
-            || inner
-                .conns
-                .get(&conn_id)
-                .is_some_and(|c| !c.tls_current(current))
+            || inner.conns.get(&conn_id).is_some_and(|c| {
+                !c.tls_current(current) || inner.hosts.get(&c.host).is_some_and(|h| h.active > max)
+            })
         {
             return self.drop_conn(inner, conn_id, actions);
         }
@@ -336,13 +377,7 @@ impl HttpClient {
             host.idle.retain(|c| *c != conn_id);
         }
         actions.push(Action::Close(conn.socket));
-        let next = inner
-            .hosts
-            .get_mut(&conn.host)
-            .and_then(|h| h.queue.pop_front());
-        if let Some(next) = next {
-            self.schedule(inner, next, actions);
-        }
+        self.start_next_queued(inner, &conn.host, actions);
         forget_host_if_unused(&mut inner.hosts, &conn.host);
     }
 
@@ -399,10 +434,7 @@ impl HttpClient {
                 self.on_request_conn_closed(&mut inner, id, end, &mut actions);
             }
             // A slot of this host was freed: start a queued request on a new connection.
-            let next = inner.hosts.get_mut(&host).and_then(|h| h.queue.pop_front());
-            if let Some(next) = next {
-                self.schedule(&mut inner, next, &mut actions);
-            }
+            self.start_next_queued(&mut inner, &host, &mut actions);
         }
         self.run_actions(actions);
     }
