@@ -2000,3 +2000,135 @@ fn lowering_the_connection_limit_while_busy_serves_the_queue_within_it_in_order(
     );
     assert!(client.open_connections() <= 1);
 }
+
+/// Dropping the last `Rc<HttpClient>` with a request in flight, one queued behind the host's
+/// only connection and one announced for the next turn: no callback runs (each is dropped, with
+/// what it captured: nothing leaks), nothing panics, and the connection is closed (the server
+/// reads its end).
+#[test]
+fn dropping_the_client_drops_unfinished_callbacks_and_closes_its_connections() {
+    use std::io::Read;
+    let mut ev = EventLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (eof_tx, eof_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut buf = [0u8; 4096];
+        // Reads the request, never answers, reports the client's close.
+        loop {
+            match stream.read(&mut buf) {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+        let _ = eof_tx.send(());
+    });
+    let client = client_with_one_connection_per_host();
+    struct Captured(Rc<Cell<usize>>);
+    impl Drop for Captured {
+        fn drop(&mut self) {
+            self.0.set(self.0.get() + 1);
+        }
+    }
+    let (called, dropped) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+    let url = format!("http://{addr}/");
+    for _ in 0..2 {
+        let (c, d) = (called.clone(), Captured(dropped.clone()));
+        client.get(&url, move |_| {
+            let _keep = &d;
+            c.set(c.get() + 1);
+        });
+    }
+    run_until(&mut ev, Duration::from_millis(200), || false);
+    assert_eq!(client.pending_requests(), 2);
+    // Fails at once: its callback is posted for the next turn.
+    let (c, d) = (called.clone(), Captured(dropped.clone()));
+    client.get("http://[::1", move |_| {
+        let _keep = &d;
+        c.set(c.get() + 1);
+    });
+    drop(client);
+    run_until(&mut ev, Duration::from_millis(200), || false);
+    assert_eq!(
+        called.get(),
+        0,
+        "a callback ran after the client was dropped"
+    );
+    assert_eq!(dropped.get(), 3, "callbacks were leaked");
+    eof_rx
+        .recv_timeout(Duration::from_secs(5))
+        .expect("the connection was closed");
+}
+
+/// A request queued behind the host's only connection has its total timeout counted from when
+/// it was sent: it fires while the request still waits (`Timeout(Total)`), and the request is
+/// then never written.
+#[test]
+fn a_total_timeout_fires_for_a_request_still_waiting_for_a_connection() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/slow") {
+            std::thread::sleep(Duration::from_millis(600));
+        }
+        Reply::Bytes(ok_response("ok", ""))
+    });
+    let client = client_with_one_connection_per_host();
+    let slow = send(&client, HttpRequest::get(&server.url("/slow")).unwrap());
+    let started = Instant::now();
+    let queued = send(
+        &client,
+        HttpRequest::get(&server.url("/queued"))
+            .unwrap()
+            .with_timeout(Some(Duration::from_millis(200))),
+    );
+    let result = wait_at_most(&mut ev, &queued, Duration::from_secs(5));
+    assert!(
+        matches!(
+            result,
+            Err(HttpError::Timeout(kdnet::network::TimeoutPhase::Total))
+        ),
+        "{result:?}"
+    );
+    assert!(started.elapsed() < Duration::from_millis(550));
+    assert_eq!(wait(&mut ev, &slow).unwrap().text(), "ok");
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
+    assert_eq!(lines, ["GET /slow HTTP/1.1"]);
+    assert_eq!(client.pending_requests(), 0);
+}
+
+/// `cancel_all` from a request's callback cancels the requests still waiting (the one already
+/// given the connection the finished one left, and one queued behind it), not the one whose
+/// callback runs; `send_and_wait` from that callback, on the same client with one connection per
+/// host, then gets a connection and its answer.
+#[test]
+fn send_and_wait_and_cancel_all_from_a_callback_of_the_same_client() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        Reply::Bytes(ok_response(req.line.split(' ').nth(1).unwrap(), ""))
+    });
+    let client = client_with_one_connection_per_host();
+    let log = Rc::new(RefCell::new(Vec::<String>::new()));
+    let (c, l) = (client.clone(), log.clone());
+    let nested_url = server.url("/nested");
+    client.get(&server.url("/outer"), move |r| {
+        l.borrow_mut().push(r.unwrap().text().into_owned());
+        // The first queued request already has the connection; the second waits for it.
+        c.cancel_all();
+        let nested = c.send_and_wait(HttpRequest::get(&nested_url).unwrap());
+        l.borrow_mut().push(nested.unwrap().text().into_owned());
+    });
+    let queued: Vec<_> = (0..2)
+        .map(|_| send(&client, HttpRequest::get(&server.url("/queued")).unwrap()))
+        .collect();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || queued
+        .iter()
+        .all(|o| o.borrow().is_some())));
+    assert_eq!(*log.borrow(), ["/outer", "/nested"]);
+    for out in &queued {
+        let result = out.borrow_mut().take().unwrap();
+        assert!(matches!(result, Err(HttpError::Cancelled)), "{result:?}");
+    }
+    assert_eq!(client.pending_requests(), 0);
+}

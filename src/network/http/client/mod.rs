@@ -244,6 +244,11 @@ impl HttpClient {
     }
 
     /// Sends `request`; `callback` receives the final response or the error.
+    ///
+    /// Requests to a host at its `max_connections_per_host` wait for a connection, and are
+    /// served in the order they were sent. The request's total timeout counts from this call
+    /// (time spent waiting for a connection and on redirect hops included), so it also ends a
+    /// request that is still waiting; the read timeout runs from when the request is written.
     pub fn send(
         &self,
         request: HttpRequest,
