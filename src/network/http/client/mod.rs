@@ -370,6 +370,10 @@ impl HttpClient {
 
     /// Sends `request` and runs the current thread's loop until it completes (for scripts and
     /// tests). Other work on the loop keeps running meanwhile.
+    ///
+    /// It may be called from a callback of this client. From a streaming request's `on_event`,
+    /// a request to the same host at its `max_connections_per_host` waits for a connection,
+    /// possibly that stream's own: it then returns only once that stream has ended.
     pub fn send_and_wait(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let result: Rc<RefCell<Option<Result<HttpResponse, HttpError>>>> = Rc::default();
         let slot = result.clone();
