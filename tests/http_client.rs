@@ -2132,3 +2132,53 @@ fn send_and_wait_and_cancel_all_from_a_callback_of_the_same_client() {
     }
     assert_eq!(client.pending_requests(), 0);
 }
+
+/// A request replayed because its reused connection turned out closed keeps its place: when the
+/// host has no free connection for it at once (its limit was lowered meanwhile), it goes first
+/// in line, before requests sent after it (it went to the back of the queue).
+#[test]
+fn a_request_replayed_after_a_stale_connection_keeps_its_place_in_the_queue() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let mut ev = EventLoop::new().unwrap();
+    let dropped = Arc::new(AtomicBool::new(false));
+    let d = dropped.clone();
+    let server = ScriptServer::start(move |req, _| {
+        if req.line.contains("/r1") && !d.swap(true, Ordering::SeqCst) {
+            return Reply::Close;
+        }
+        if req.line.contains("/r2") {
+            std::thread::sleep(Duration::from_millis(300));
+        }
+        Reply::Bytes(ok_response("ok", ""))
+    });
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.set_max_connections_per_host(2));
+    let warm: Vec<_> = (0..2)
+        .map(|_| send(&client, HttpRequest::get(&server.url("/warm")).unwrap()))
+        .collect();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || warm
+        .iter()
+        .all(|o| o.borrow().is_some())));
+    assert_eq!(client.open_connections(), 2);
+    // Both go out at once on the two idle connections; /r1's is closed without an answer.
+    let r1 = send(&client, HttpRequest::get(&server.url("/r1")).unwrap());
+    let r2 = send(&client, HttpRequest::get(&server.url("/r2")).unwrap());
+    client.update_session(|s| s.set_max_connections_per_host(1));
+    let r3 = send(&client, HttpRequest::get(&server.url("/r3")).unwrap());
+    for out in [&r1, &r2, &r3] {
+        assert_eq!(
+            wait_at_most(&mut ev, out, Duration::from_secs(5))
+                .unwrap()
+                .text(),
+            "ok"
+        );
+    }
+    let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
+    assert_eq!(lines.len(), 6, "{lines:?}");
+    assert_eq!(
+        lines[4..],
+        ["GET /r1 HTTP/1.1", "GET /r3 HTTP/1.1"],
+        "{lines:?}"
+    );
+}

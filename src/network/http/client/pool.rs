@@ -466,7 +466,15 @@ impl HttpClient {
             log::debug!("request {id}: pooled connection was closed by the server; retrying");
             state.retried = true;
             state.reset_for_hop();
-            return self.schedule(inner, id, actions);
+            // First in its host's line: it was sent before anything queued there.
+            let host = Rc::clone(&state.host);
+            inner
+                .hosts
+                .entry(Rc::clone(&host))
+                .or_default()
+                .queue
+                .push_front(id);
+            return self.start_next_queued(inner, &host, actions);
         }
         if let Some(e) = error {
             return self.fail(inner, id, e.into(), false, actions);
