@@ -2182,3 +2182,32 @@ fn a_request_replayed_after_a_stale_connection_keeps_its_place_in_the_queue() {
         "{lines:?}"
     );
 }
+
+/// A slot that panics out of the loop while a response is delivered drops the rest of that
+/// delivery (the request's callback among it); the request is then not left registered as
+/// still cancellable: `cancel` of it returns false (it returned true, for ever, and each such
+/// panic left an entry behind).
+#[test]
+fn a_delivery_dropped_by_a_panicking_slot_leaves_nothing_cancellable_behind() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("body", "")));
+    let client = HttpClient::new().unwrap();
+    let called = Rc::new(Cell::new(false));
+    let c = called.clone();
+    let id = client.get(&server.url("/"), move |_| c.set(true));
+    let slot = client
+        .download_progress
+        .connect(|_| panic!("a slot panics"));
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        run_until(&mut ev, Duration::from_secs(5), || false)
+    }));
+    assert!(unwound.is_err());
+    slot.disconnect();
+    assert!(!called.get());
+    assert!(!client.cancel(id), "a dropped delivery stayed cancellable");
+    // The client goes on working.
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/")).unwrap().text(),
+        "body"
+    );
+}

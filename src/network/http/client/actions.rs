@@ -6,7 +6,7 @@ use std::rc::{Rc, Weak};
 
 use bytes::Bytes;
 
-use super::state::{Delivery, Fate, StreamFn};
+use super::state::{Delivery, Fate, FinishGuard, StreamFn};
 use super::{HttpClient, RequestId, SseTarget, StreamEvent};
 use crate::network::http::{HttpError, HttpResponse};
 use crate::network::sse::SseBatch;
@@ -14,7 +14,13 @@ use crate::network::tcp::TcpSocket;
 
 /// Work found under the borrow and done after it (user code, socket closes).
 pub(super) enum Action {
-    Finish(u64, Delivery, Result<HttpResponse, HttpError>),
+    /// With the guard that unregisters a still-cancellable request if the action is dropped.
+    Finish(
+        u64,
+        Delivery,
+        Result<HttpResponse, HttpError>,
+        Option<FinishGuard>,
+    ),
     StreamHead(u64, StreamFn, HttpResponse),
     StreamData(u64, StreamFn, Bytes),
     SseHead(u64, Weak<dyn SseTarget>, HttpResponse),
@@ -160,7 +166,12 @@ impl HttpClient {
             }
             Action::ResponseReceived(response) => self.response_received.emit(&response),
             Action::Failed(id, e) => self.error.emit(&(RequestId(id), e)),
-            Action::Finish(id, delivery, result) => self.finish(id, delivery, result),
+            Action::Finish(id, delivery, result, guard) => {
+                if let Some(guard) = guard {
+                    guard.disarm();
+                }
+                self.finish(id, delivery, result)
+            }
         }
     }
 

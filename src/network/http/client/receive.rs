@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::actions::Action;
 use super::pool::{host_key, intern_host};
-use super::state::{Delivery, Phase, RequestState, finish_action};
+use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient};
 use crate::network::http::body::BodyDecoder;
 use crate::network::http::content::ContentDecoder;
@@ -580,12 +580,7 @@ impl HttpClient {
         };
         let body = state.body.split().freeze();
         let response = state.response_from(head, body);
-        actions.push(finish_action(
-            inner,
-            id,
-            state.into_delivery(),
-            Ok(response),
-        ));
+        actions.push(self.finish_action(inner, id, state.into_delivery(), Ok(response)));
     }
 }
 

@@ -8,7 +8,7 @@ use bytes::{Bytes, BytesMut};
 use url::Url;
 
 use super::pool::{forget_host_if_unused, host_key, intern_host};
-use super::state::{Delivery, Phase, RequestState, finish_action};
+use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient, RequestId};
 use crate::network::decimal::{MAX_DECIMAL_LEN, decimal};
 use crate::network::http::encode::{AddedField, encode_request_head, host_header_parts};
@@ -39,7 +39,8 @@ impl HttpClient {
                 // Delivered like any failed request: the callback, then the `error` signal.
                 let id = self.next_id();
                 let delivery = Delivery::Buffered(Some(Box::new(callback)));
-                let finish = finish_action(&mut self.inner.borrow_mut(), id.0, delivery, Err(e));
+                let finish =
+                    self.finish_action(&mut self.inner.borrow_mut(), id.0, delivery, Err(e));
                 self.post_actions(vec![finish]);
                 id
             }
@@ -73,7 +74,7 @@ impl HttpClient {
         }
         request.take_url_credentials();
         if let Err(e) = request.validate() {
-            let finish = finish_action(&mut self.inner.borrow_mut(), id.0, delivery, Err(e));
+            let finish = self.finish_action(&mut self.inner.borrow_mut(), id.0, delivery, Err(e));
             self.post_actions(vec![finish]);
             return id;
         }

@@ -141,7 +141,8 @@ impl HttpClient {
             state.conn = None;
         }
         log::debug!("request {id} failed: {error}");
-        actions.push(finish_action(inner, id, state.into_delivery(), Err(error)));
+        let finish = self.finish_action(inner, id, state.into_delivery(), Err(error));
+        actions.push(finish);
     }
 }
 
@@ -167,15 +168,47 @@ pub(super) enum Fate {
     Dropped,
 }
 
-/// The `Finish` action of request `id`, registered as [`Finishing`] until it runs (a cancelled
-/// one is final: a later cancel changes nothing).
-pub(super) fn finish_action(
-    inner: &mut ClientInner,
+/// Unregisters a [`Finishing`] request whose `Finish` action is dropped without running (a
+/// panic out of user code drops the rest of its delivery): nothing is left to cancel then.
+pub(super) struct FinishGuard {
+    client: Weak<HttpClient>,
     id: u64,
-    delivery: Delivery,
-    result: Result<HttpResponse, HttpError>,
-) -> Action {
-    if !matches!(result, Err(HttpError::Cancelled)) {
+    armed: bool,
+}
+
+impl FinishGuard {
+    /// The action runs: [`HttpClient::finish`] unregisters the request itself.
+    pub(super) fn disarm(mut self) {
+        self.armed = false;
+    }
+}
+
+impl Drop for FinishGuard {
+    fn drop(&mut self) {
+        if !self.armed {
+            return;
+        }
+        if let Some(client) = self.client.upgrade()
+            && let Ok(mut inner) = client.inner.try_borrow_mut()
+        {
+            inner.finishing.retain(|f| f.id != self.id);
+        }
+    }
+}
+
+impl HttpClient {
+    /// The `Finish` action of request `id`, registered as [`Finishing`] until it runs (a
+    /// cancelled one is final: a later cancel changes nothing).
+    pub(super) fn finish_action(
+        &self,
+        inner: &mut ClientInner,
+        id: u64,
+        delivery: Delivery,
+        result: Result<HttpResponse, HttpError>,
+    ) -> Action {
+        if matches!(result, Err(HttpError::Cancelled)) {
+            return Action::Finish(id, delivery, result, None);
+        }
         let on_event = match &delivery {
             Delivery::Streaming { on_event, .. } => Some(Rc::clone(on_event)),
             _ => None,
@@ -185,8 +218,13 @@ pub(super) fn finish_action(
             fate: Fate::Deliver,
             on_event,
         });
+        let guard = FinishGuard {
+            client: self.self_weak.clone(),
+            id,
+            armed: true,
+        };
+        Action::Finish(id, delivery, result, Some(guard))
     }
-    Action::Finish(id, delivery, result)
 }
 
 impl RequestState {
