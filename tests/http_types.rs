@@ -2079,3 +2079,15 @@ fn a_tls_failure_is_the_source_of_its_socket_error() {
         .expect("TLS failure is the socket error's source");
     assert_eq!(tls.to_string(), "certificate has expired");
 }
+
+/// A streamed piece's `Debug` gives its length, not its bytes (a body may carry a token), as
+/// `HttpResponse`'s does.
+#[test]
+fn stream_event_debug_gives_the_data_length_not_the_data() {
+    let shown = format!(
+        "{:?}",
+        kdnet::network::http::StreamEvent::Data(b"access_token=s3cr3t")
+    );
+    assert!(!shown.contains("s3cr3t"), "{shown}");
+    assert!(shown.contains("19"), "{shown}");
+}

@@ -54,12 +54,21 @@ impl fmt::Display for RequestId {
 }
 
 /// What a streaming request reports as it goes.
-#[derive(Debug)]
 pub enum StreamEvent<'a> {
     /// The final response head arrived (the response's body is empty).
     Head(&'a HttpResponse),
     /// Decoded body bytes, valid only during the call.
     Data(&'a [u8]),
+}
+
+/// Gives a piece's length, not its bytes (a body may carry a token), as `HttpResponse` does.
+impl fmt::Debug for StreamEvent<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            StreamEvent::Head(response) => f.debug_tuple("Head").field(response).finish(),
+            StreamEvent::Data(data) => f.debug_struct("Data").field("len", &data.len()).finish(),
+        }
+    }
 }
 
 /// Receives an SSE request's stream (implemented by the SSE client).
