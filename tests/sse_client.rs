@@ -2308,3 +2308,45 @@ fn a_retry_after_the_event_whose_slot_disconnects_does_not_count() {
     assert_eq!(*rec.events.borrow(), ["message:a:"]);
     assert_eq!(sse.reconnection_time(), Duration::from_secs(3));
 }
+
+/// `HttpClient::cancel_all` from a message slot, while the stream's whole body (framed by its
+/// `Content-Length`) came in the same read: the stream's end, not yet handed to the client, is
+/// cancelled too — the client closes instead of taking it as a clean end and reconnecting.
+#[test]
+fn cancel_all_from_a_slot_of_a_stream_whose_end_arrived_in_the_same_read_closes_it() {
+    let mut ev = EventLoop::new().unwrap();
+    let body = "retry: 10\ndata: a\n\ndata: b\n\n";
+    let response = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let server = ScriptServer::start(move |_, _| Reply::Bytes(response.clone().into_bytes()));
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    let rec = record(&sse);
+    let weak_http = Rc::downgrade(&http);
+    sse.message_received
+        .connect(move |_| {
+            if let Some(http) = weak_http.upgrade() {
+                http.cancel_all();
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    // Long enough for several reconnects at `retry: 10`.
+    run_until(&mut ev, Duration::from_millis(500), || false);
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "the cancelled stream reconnected"
+    );
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+    // (The rest of that read's batch, `b`, still reaches the slots: unlike `disconnect()`, a
+    // cancel through the HttpClient closes the SseClient only once the batch is delivered.)
+    assert_eq!(rec.events.borrow()[0], "message:a:");
+    assert!(rec.errors.borrow().is_empty(), "{:?}", rec.errors.borrow());
+}
