@@ -493,7 +493,7 @@ impl fmt::Debug for HttpRequest {
         f.debug_struct("HttpRequest")
             .field("url", &self.url.as_str())
             .field("method", &self.method)
-            .field("headers", &RedactedHeaders(&self.headers))
+            .field("headers", &self.headers) // `HeaderMap`'s Debug hides credentials
             .field("body_len", &self.body.len())
             .field("timeout", &self.timeout)
             .field("redirect_policy", &self.redirect_policy)
@@ -501,16 +501,6 @@ impl fmt::Debug for HttpRequest {
             .field("auto_add_common_headers", &self.auto_add_common_headers)
             .field("streaming", &self.streaming)
             .finish()
-    }
-}
-
-/// Debug view of headers that hides credentials, so requests and sessions can be logged (what
-/// [`HeaderMap`]'s own `Debug` does; kept so callers say what they rely on).
-pub(crate) struct RedactedHeaders<'a>(pub(crate) &'a HeaderMap);
-
-impl fmt::Debug for RedactedHeaders<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        fmt::Debug::fmt(self.0, f)
     }
 }
 

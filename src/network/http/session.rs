@@ -7,7 +7,6 @@ use std::time::Duration;
 
 use url::Url;
 
-use crate::network::http::request::RedactedHeaders;
 use crate::network::http::{HeaderMap, HttpCookieJar, HttpRequest, RedirectPolicy};
 use crate::network::{SocketError, TlsClientConfig};
 
@@ -444,7 +443,7 @@ impl fmt::Debug for HttpSession {
     /// Hides credential headers and the client key.
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("HttpSession")
-            .field("default_headers", &RedactedHeaders(&self.default_headers))
+            .field("default_headers", &self.default_headers)
             .field("cookie_jar", &self.cookie_jar)
             .field("connect_timeout", &self.connect_timeout)
             .field("idle_connection_timeout", &self.idle_connection_timeout)
