@@ -118,6 +118,56 @@ fn handle_post_from_another_thread_runs_on_the_loop_thread_in_order() {
     assert!(ran.iter().enumerate().all(|(i, &(n, t))| n == i && t == me));
 }
 
+/// A closure posted from another thread before (happens-before: the poster was joined, or told the
+/// loop's thread through a channel) a closure posted on the loop's thread runs first, as in
+/// KDFoundation's single queue. The loop kept two queues and appended the other threads' at the
+/// start of a turn, behind everything posted on its own thread meanwhile: a worker's "result"
+/// closure ran after the "use the result" closure the loop's thread posted once it knew the worker
+/// had finished.
+#[test]
+fn posts_from_other_threads_and_from_the_loops_thread_run_in_causal_order() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let order: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+
+    // Between turns: the worker posts, is joined, then host code posts.
+    let (handle, o) = (event_loop.handle(), order.clone());
+    thread::spawn(move || {
+        handle
+            .post(move || o.lock().unwrap().push("worker"))
+            .unwrap()
+    })
+    .join()
+    .unwrap();
+    let o = order.clone();
+    event_loop.post(move || o.lock().unwrap().push("after worker"));
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(*order.lock().unwrap(), ["worker", "after worker"]);
+    order.lock().unwrap().clear();
+
+    // Inside a turn: a slot learns through a channel that the worker posted, then posts.
+    let (posted_tx, posted_rx) = mpsc::channel::<()>();
+    let (handle, o) = (event_loop.handle(), order.clone());
+    let worker = thread::spawn(move || {
+        handle
+            .post(move || o.lock().unwrap().push("worker"))
+            .unwrap();
+        posted_tx.send(()).unwrap();
+    });
+    let (o, h) = (order.clone(), event_loop.handle());
+    event_loop.post(move || {
+        posted_rx.recv().unwrap();
+        post(move || {
+            o.lock().unwrap().push("after worker");
+            h.quit();
+        })
+        .unwrap();
+    });
+    assert_eq!(event_loop.run(), 0);
+    worker.join().unwrap();
+    assert_eq!(*order.lock().unwrap(), ["worker", "after worker"]);
+}
+
 #[test]
 fn closures_posted_before_a_cross_thread_quit_always_run() {
     // The poster's post and quit race with the loop's turn; whatever the interleaving, a closure

@@ -185,6 +185,12 @@ impl LoopCore {
     pub(crate) fn post(&self, f: Posted) {
         let mut posted = self.posted.borrow_mut();
         let was_empty = posted.is_empty();
+        // Closures other threads posted before this one go first (one queue in posting order, as
+        // KDFoundation's): a worker's closure must not run after one this thread posted once it
+        // knew the worker had posted. One atomic load when nothing came from other threads.
+        if self.shared.has_remote_work() {
+            self.shared.move_remote_into(&mut posted);
+        }
         posted.push_back(f);
         drop(posted);
         // Checked only outside a turn with the queue empty: once the loop is gone every post is
@@ -536,6 +542,9 @@ impl EventLoop {
 
     /// Queues `f` to run on a later turn of this loop; closures run in posting order, and one
     /// posted while posted closures are running waits for the next turn.
+    ///
+    /// Posting order spans threads: a closure another thread posted through a [`LoopHandle`]
+    /// before this call (that thread was joined, or said so through a channel) runs before `f`.
     pub fn post(&self, f: impl FnOnce() + 'static) {
         self.core.post(Box::new(f));
     }

@@ -150,7 +150,8 @@ impl LoopHandle {
         LoopHandle { shared }
     }
 
-    /// Queues `f` to run on the loop's thread on a later turn, in posting order.
+    /// Queues `f` to run on the loop's thread on a later turn, in posting order: after the
+    /// closures posted before it, from any thread (through a handle or on the loop's own thread).
     ///
     /// Fails with [`LoopError::LoopGone`] (dropping `f`) when the loop no longer exists.
     pub fn post(&self, f: impl FnOnce() + Send + 'static) -> Result<(), LoopError> {
