@@ -1033,6 +1033,16 @@ impl Host {
     }
 
     fn iterate(&mut self, event_loop: &mut EventLoop, limit: Duration) -> bool {
+        let wait = event_loop.next_timeout().map_or(limit, |t| t.min(limit));
+        let woken_by_timeout = event_loop.next_timeout().is_some_and(|t| t <= limit);
+        let readable = self.wait(event_loop, wait);
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+        readable || woken_by_timeout
+    }
+
+    /// Sleeps until the loop's descriptor is readable or `wait` passed (level-triggered, as
+    /// poll(2), GLib and Qt watch it); returns whether it is readable.
+    fn wait(&mut self, event_loop: &EventLoop, wait: Duration) -> bool {
         let fd = event_loop.as_raw_fd();
         self.poll
             .registry()
@@ -1042,12 +1052,8 @@ impl Host {
                 mio::Interest::READABLE,
             )
             .unwrap();
-        let wait = event_loop.next_timeout().map_or(limit, |t| t.min(limit));
-        let woken_by_timeout = event_loop.next_timeout().is_some_and(|t| t <= limit);
         self.poll.poll(&mut self.events, Some(wait)).unwrap();
-        let readable = !self.events.is_empty();
-        event_loop.process_events(Some(Duration::ZERO)).unwrap();
-        readable || woken_by_timeout
+        !self.events.is_empty()
     }
 }
 
@@ -1218,4 +1224,173 @@ fn embedding_a_periodic_timer_wakes_the_host_about_once_per_tick() {
         "{iterations} host iterations for {} ticks",
         ticks.get()
     );
+}
+
+/// `next_timeout()` as a millisecond host takes it (poll(2)'s timeout, GLib's `prepare`, a Qt
+/// timer): whole milliseconds, the fraction dropped as `as_millis()` does.
+fn whole_millis(timeout: Duration) -> Duration {
+    Duration::from_millis(timeout.as_millis() as u64)
+}
+
+/// A host that waits the timeout the loop advertises, in its own millisecond units, finds the timer
+/// due when it wakes: it never wakes early to a timeout of less than a millisecond, which it waits
+/// as zero, again and again, until the deadline (a busy loop before every tick). The advertised
+/// timeout was exact to the nanosecond, while the loop's own wait (and so `run()`) rounds up to
+/// whole milliseconds.
+#[test]
+fn embedding_a_millisecond_host_waiting_the_advertised_timeout_finds_the_timer_due() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let mut host = Host::new(&event_loop);
+    let ticks = Rc::new(Cell::new(0u32));
+    let t = ticks.clone();
+    let _timer =
+        Timer::create_recurring(Duration::from_micros(7_300), move || t.set(t.get() + 1)).unwrap();
+    let fired_at = Rc::new(RefCell::new(Vec::new()));
+    let (f, started) = (fired_at.clone(), Instant::now());
+    let _single = Timer::create_timeout(Duration::from_micros(23_700), move || {
+        f.borrow_mut().push(started.elapsed())
+    })
+    .unwrap();
+    let mut idle = Vec::new();
+    while ticks.get() < 20 {
+        assert!(started.elapsed() < Duration::from_secs(10), "{} ticks", ticks.get());
+        let timeout = event_loop.next_timeout().expect("a timer is armed");
+        let readable = host.wait(&event_loop, whole_millis(timeout));
+        let ran = event_loop.process_events(Some(Duration::ZERO)).unwrap();
+        if ran == 0 && !readable {
+            // Woken by the advertised timeout, with nothing due.
+            idle.push(timeout);
+        }
+    }
+    assert!(
+        idle.len() <= 2,
+        "{} host wake-ups found no timer due after waiting the advertised timeout (the first: {:?})",
+        idle.len(),
+        &idle[..idle.len().min(5)]
+    );
+    let fired_at = fired_at.borrow();
+    assert_eq!(fired_at.len(), 1);
+    assert!(
+        fired_at[0] >= Duration::from_micros(23_700) && fired_at[0] < Duration::from_millis(500),
+        "{fired_at:?}"
+    );
+}
+
+/// A host asleep on the loop's descriptor with no timeout (nothing armed) is woken by a closure
+/// another thread posts, runs it with one `process_events(ZERO)`, and then sleeps again: the
+/// descriptor is not left readable and no zero timeout is advertised. Several threads posting in
+/// bursts, many rounds: no wake-up is lost to a race.
+#[test]
+fn embedding_posts_from_other_threads_wake_a_sleeping_host_and_leave_nothing_behind() {
+    const ROUNDS: usize = 50;
+    const THREADS: usize = 3;
+    const POSTS: usize = 20;
+    let mut event_loop = EventLoop::new().unwrap();
+    let mut host = Host::new(&event_loop);
+    let ran = Arc::new(AtomicUsize::new(0));
+    for round in 0..ROUNDS {
+        assert_eq!(event_loop.next_timeout(), None, "round {round}");
+        let posters: Vec<_> = (0..THREADS)
+            .map(|i| {
+                let (handle, ran) = (event_loop.handle(), ran.clone());
+                thread::spawn(move || {
+                    thread::sleep(Duration::from_millis((i as u64 + round as u64) % 3));
+                    for _ in 0..POSTS {
+                        let ran = ran.clone();
+                        handle
+                            .post(move || {
+                                ran.fetch_add(1, Ordering::SeqCst);
+                            })
+                            .unwrap();
+                    }
+                })
+            })
+            .collect();
+        let target = (round + 1) * THREADS * POSTS;
+        let started = Instant::now();
+        while ran.load(Ordering::SeqCst) < target {
+            let wait = event_loop.next_timeout().unwrap_or(Duration::from_secs(5));
+            assert!(
+                host.wait(&event_loop, wait) || wait < Duration::from_secs(5),
+                "round {round}: the host slept 5 s with {} of {target} closures run",
+                ran.load(Ordering::SeqCst)
+            );
+            event_loop.process_events(Some(Duration::ZERO)).unwrap();
+            assert!(started.elapsed() < Duration::from_secs(10));
+        }
+        for poster in posters {
+            poster.join().unwrap();
+        }
+        // Everything ran: at most one stale wake-up may remain, and it goes with one more turn.
+        if is_readable(event_loop.as_raw_fd()) {
+            event_loop.process_events(Some(Duration::ZERO)).unwrap();
+        }
+        assert!(!is_readable(event_loop.as_raw_fd()), "round {round}");
+        assert_eq!(event_loop.next_timeout(), None, "round {round}");
+        assert_eq!(ran.load(Ordering::SeqCst), target);
+    }
+    assert!(
+        !host.wait(&event_loop, Duration::from_millis(100)),
+        "idle loop woke the host"
+    );
+}
+
+/// A notifier's readiness wakes a sleeping host; a slot that reads one byte per signal is
+/// triggered once per host wake-up while bytes are left (level-triggered), and once they are all
+/// read the host sleeps: the descriptor does not stay readable.
+#[test]
+fn embedding_a_notifier_wakes_the_host_once_per_turn_while_its_condition_holds() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    let mut event_loop = EventLoop::new().unwrap();
+    let mut host = Host::new(&event_loop);
+    let (local, mut remote) = std::os::unix::net::UnixStream::pair().unwrap();
+    local.set_nonblocking(true).unwrap();
+    let notifier =
+        kdnet::FileDescriptorNotifier::new(local.as_raw_fd(), kdnet::NotificationType::Read)
+            .unwrap();
+    let got = Rc::new(RefCell::new(Vec::new()));
+    let g = got.clone();
+    notifier
+        .triggered
+        .connect(move |_| {
+            let mut byte = [0u8; 1];
+            if let Ok(1) = (&local).read(&mut byte) {
+                g.borrow_mut().push(byte[0]);
+            }
+        })
+        .release();
+    // Settle the registration's own readiness reports, if any.
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert!(!host.wait(&event_loop, Duration::from_millis(50)), "idle");
+    let writer = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(50));
+        remote.write_all(b"abcde").unwrap();
+        remote
+    });
+    let started = Instant::now();
+    let mut wakeups = 0;
+    while got.borrow().len() < 5 {
+        assert_eq!(event_loop.next_timeout(), None, "nothing timed is pending");
+        assert!(
+            host.wait(&event_loop, Duration::from_secs(5)),
+            "the host slept 5 s with {} of 5 bytes read",
+            got.borrow().len()
+        );
+        wakeups += 1;
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+        assert!(started.elapsed() < Duration::from_secs(10));
+    }
+    assert_eq!(*got.borrow(), b"abcde");
+    assert!(wakeups <= 6, "{wakeups} wake-ups for 5 bytes");
+    // All read: at most one more turn reports the empty descriptor, then the host sleeps.
+    if host.wait(&event_loop, Duration::ZERO) {
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    }
+    assert!(
+        !host.wait(&event_loop, Duration::from_millis(100)),
+        "the descriptor stayed readable with nothing to read"
+    );
+    assert_eq!(got.borrow().len(), 5);
+    let _remote = writer.join().unwrap();
 }

@@ -236,7 +236,7 @@ impl LoopCore {
             return Some(Duration::ZERO);
         }
         let deadline = self.timers.borrow_mut().next_deadline()?;
-        Some(deadline.saturating_duration_since(Instant::now()))
+        Some(ceil_millis(deadline.saturating_duration_since(Instant::now())))
     }
 
     /// One turn: posted closures queued before the turn, a poll, fd readiness, due timers, deferred
@@ -412,6 +412,16 @@ impl LoopCore {
     }
 }
 
+/// `d` rounded up to whole milliseconds, the poller's unit. A host that waits in milliseconds
+/// (poll(2), GLib, Qt) and drops the fraction then never wakes before the deadline, to find a
+/// timeout under a millisecond that it would wait as zero, again and again, until the deadline.
+fn ceil_millis(d: Duration) -> Duration {
+    match d.subsec_nanos() % 1_000_000 {
+        0 => d,
+        part => d.saturating_add(Duration::from_nanos(u64::from(1_000_000 - part))),
+    }
+}
+
 /// Rounds of dropping queued work at shutdown before giving up on work that keeps queueing more.
 const SHUTDOWN_ROUNDS: usize = 64;
 
@@ -563,6 +573,11 @@ impl EventLoop {
 
     /// How long a host loop may sleep before calling [`process_events`](Self::process_events):
     /// zero when work is pending, the time to the next timer, or `None` when only I/O can wake us.
+    ///
+    /// The time to a timer is rounded up to whole milliseconds, as the loop's own wait in
+    /// [`run`](Self::run) is: a host that waits in milliseconds (poll(2), GLib, Qt) may drop the
+    /// fraction and still finds the timer due when it wakes. It is zero only when something can
+    /// be done at once.
     pub fn next_timeout(&self) -> Option<Duration> {
         self.core.next_timeout()
     }
