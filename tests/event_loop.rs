@@ -1394,3 +1394,162 @@ fn embedding_a_notifier_wakes_the_host_once_per_turn_while_its_condition_holds()
     assert_eq!(got.borrow().len(), 5);
     let _remote = writer.join().unwrap();
 }
+
+/// A slot that waits in a nested loop (`foundation::process_events`, KDFoundation's
+/// `EventLoop::instance()->processEvents()`) while a host drives the loop: the nested turns
+/// deliver a worker's post, a notifier's readiness and a timer, each once, whichever kind of
+/// callback (posted closure, timer slot, notifier slot) waits; when it returns, the host finds
+/// nothing left: the descriptor is not readable and no timeout is advertised.
+#[test]
+fn embedding_a_slot_waiting_in_a_nested_loop_leaves_nothing_for_the_host() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+
+    #[derive(Clone, Copy, Debug, PartialEq)]
+    enum Waiter {
+        Posted,
+        Timer,
+        Notifier,
+    }
+
+    /// What the nested wait waits for.
+    struct World {
+        got: RefCell<Vec<u8>>,
+        fired: Cell<u32>,
+        posted: Arc<AtomicUsize>,
+        remote: RefCell<Option<UnixStream>>,
+        handle: kdnet::LoopHandle,
+        nested_turns: Cell<u32>,
+        waited: Cell<u32>,
+    }
+
+    impl World {
+        fn arrived(&self) -> bool {
+            self.got.borrow().len() >= 3
+                && self.fired.get() > 0
+                && self.posted.load(Ordering::SeqCst) > 0
+        }
+
+        /// Starts a worker that writes to the watched socket and posts, then turns the loop
+        /// (nested) until the write, the post and the timer arrived.
+        fn wait(&self) {
+            let Some(mut remote) = self.remote.borrow_mut().take() else {
+                return;
+            };
+            self.waited.set(self.waited.get() + 1);
+            assert_eq!(kdnet::foundation::dispatch_depth(), 1);
+            let (handle, posted) = (self.handle.clone(), self.posted.clone());
+            let worker = thread::spawn(move || {
+                thread::sleep(Duration::from_millis(10));
+                remote.write_all(b"xyz").unwrap();
+                thread::sleep(Duration::from_millis(10));
+                handle
+                    .post(move || {
+                        assert_eq!(kdnet::foundation::dispatch_depth(), 2, "nested");
+                        posted.fetch_add(1, Ordering::SeqCst);
+                    })
+                    .unwrap();
+                remote
+            });
+            let started = Instant::now();
+            while !self.arrived() {
+                assert!(started.elapsed() < Duration::from_secs(5), "nested wait");
+                kdnet::foundation::process_events(Some(Duration::from_secs(1))).unwrap();
+                self.nested_turns.set(self.nested_turns.get() + 1);
+            }
+            // Kept open: a hang-up would make the watched end readable again.
+            *self.remote.borrow_mut() = Some(worker.join().unwrap());
+        }
+    }
+
+    for waiter in [Waiter::Posted, Waiter::Timer, Waiter::Notifier] {
+        let mut event_loop = EventLoop::new().unwrap();
+        let mut host = Host::new(&event_loop);
+        let (local, remote) = UnixStream::pair().unwrap();
+        local.set_nonblocking(true).unwrap();
+        let world = Rc::new(World {
+            got: RefCell::new(Vec::new()),
+            fired: Cell::new(0),
+            posted: Arc::new(AtomicUsize::new(0)),
+            remote: RefCell::new(Some(remote)),
+            handle: event_loop.handle(),
+            nested_turns: Cell::new(0),
+            waited: Cell::new(0),
+        });
+        let notifier =
+            kdnet::FileDescriptorNotifier::new(local.as_raw_fd(), kdnet::NotificationType::Read)
+                .unwrap();
+        let w = world.clone();
+        notifier
+            .triggered
+            .connect(move |_| {
+                let mut buf = [0u8; 16];
+                while let Ok(n @ 1..) = (&local).read(&mut buf) {
+                    w.got.borrow_mut().extend_from_slice(&buf[..n]);
+                }
+            })
+            .release();
+        let w = world.clone();
+        let _timer = Timer::create_timeout(Duration::from_millis(40), move || {
+            w.fired.set(w.fired.get() + 1);
+        })
+        .unwrap();
+
+        // What starts the wait.
+        let (_trigger, _trigger_remote, _waiting_timer);
+        match waiter {
+            Waiter::Posted => {
+                let w = world.clone();
+                event_loop.post(move || w.wait());
+            }
+            Waiter::Timer => {
+                let w = world.clone();
+                _waiting_timer = Timer::create_timeout(Duration::ZERO, move || w.wait()).unwrap();
+            }
+            Waiter::Notifier => {
+                let (a, mut b) = UnixStream::pair().unwrap();
+                a.set_nonblocking(true).unwrap();
+                b.write_all(b"!").unwrap();
+                let notifier = kdnet::FileDescriptorNotifier::new(
+                    a.as_raw_fd(),
+                    kdnet::NotificationType::Read,
+                )
+                .unwrap();
+                let w = world.clone();
+                notifier
+                    .triggered
+                    .connect(move |_| {
+                        let _ = (&a).read(&mut [0u8; 4]);
+                        w.wait();
+                    })
+                    .release();
+                _trigger = notifier;
+                _trigger_remote = b;
+            }
+        }
+
+        // The host: wake, dispatch, until the waiting callback has returned.
+        let started = Instant::now();
+        while !world.arrived() {
+            assert!(started.elapsed() < Duration::from_secs(10), "{waiter:?}");
+            host.iterate(&mut event_loop, Duration::from_secs(1));
+        }
+        assert_eq!(world.waited.get(), 1, "{waiter:?}");
+        assert!(world.nested_turns.get() >= 1, "{waiter:?}");
+        assert_eq!(*world.got.borrow(), b"xyz", "{waiter:?}");
+        assert_eq!(world.fired.get(), 1, "{waiter:?}");
+        assert_eq!(world.posted.load(Ordering::SeqCst), 1, "{waiter:?}");
+        assert_eq!(event_loop.next_timeout(), None, "{waiter:?}");
+        assert!(
+            !is_readable(event_loop.as_raw_fd()),
+            "{waiter:?}: the nested turns left work for the host"
+        );
+        assert!(
+            !host.wait(&event_loop, Duration::from_millis(100)),
+            "{waiter:?}: the idle loop woke the host"
+        );
+        assert_eq!(event_loop.process_events(Some(Duration::ZERO)).unwrap(), 0);
+        assert_eq!(kdnet::foundation::dispatch_depth(), 0);
+    }
+}

@@ -591,8 +591,9 @@ impl EventLoop {
         sys::poll_fd(&self.core.poll.borrow())
     }
 
-    /// How many `process_events`/`run` turns are on the stack (more than one when a slot runs a
-    /// nested loop, e.g. for a modal dialog).
+    /// How many `process_events`/`run` turns are on the stack. Zero whenever the caller holds
+    /// the `EventLoop` (no turn can be running then); code running inside a turn (slots, posted
+    /// closures) asks [`foundation::dispatch_depth`](dispatch_depth) instead.
     pub fn dispatch_depth(&self) -> u32 {
         self.core.depth.get()
     }
@@ -643,4 +644,51 @@ impl fmt::Debug for EventLoop {
 pub fn post(f: impl FnOnce() + 'static) -> Result<(), LoopError> {
     LoopCore::current()?.post(Box::new(f));
     Ok(())
+}
+
+/// Runs one turn of the calling thread's loop, as [`EventLoop::process_events`] does, from code
+/// that cannot reach the `EventLoop` itself: a slot, a posted closure or a timer callback waiting
+/// for something (KDFoundation's `EventLoop::instance()->processEvents()`, a modal dialog's
+/// nested loop). Fails with [`LoopError::NoEventLoop`] on a thread without a loop.
+///
+/// Inside a turn this nests one (see [`EventLoop::dispatch_depth`]). The nested turn dispatches
+/// everything but the emissions already on the stack: a notifier or timer whose own slot is
+/// waiting is not delivered inside it (it is once the slot returns, if its condition still
+/// holds), and deferred slots wait for the evaluation that runs them to end. What the nested
+/// turns handle is not handled again by the outer one, so an embedding host (see
+/// [`EventLoop::as_raw_fd`]) finds nothing left over when the slot returns.
+///
+/// ```
+/// use kdnet::{EventLoop, foundation};
+/// use std::{cell::Cell, rc::Rc, sync::mpsc, time::Duration};
+///
+/// let mut event_loop = EventLoop::new().unwrap();
+/// let handle = event_loop.handle();
+/// let answer = Rc::new(Cell::new(0));
+/// let a = answer.clone();
+/// event_loop.post(move || {
+///     // Ask a worker, and wait for its reply (posted to this loop) without returning.
+///     let (tx, rx) = mpsc::channel();
+///     std::thread::spawn(move || handle.post(move || tx.send(6 * 7).unwrap()).unwrap());
+///     let reply = loop {
+///         if let Ok(reply) = rx.try_recv() {
+///             break reply;
+///         }
+///         foundation::process_events(Some(Duration::from_secs(5))).unwrap();
+///     };
+///     a.set(reply);
+/// });
+/// event_loop.process_events(Some(Duration::ZERO)).unwrap();
+/// assert_eq!(answer.get(), 42);
+/// ```
+pub fn process_events(timeout: Option<Duration>) -> Result<usize, LoopError> {
+    LoopCore::current()?.turn(timeout)
+}
+
+/// How many turns of the calling thread's loop are on the stack: 0 outside any turn (or without
+/// a loop), 1 in a slot or closure the loop called, more when it runs inside a nested loop
+/// ([`process_events`] from a slot, or
+/// [`HttpClient::send_and_wait`](crate::network::http::HttpClient::send_and_wait)).
+pub fn dispatch_depth() -> u32 {
+    LoopCore::current().map_or(0, |core| core.depth.get())
 }

@@ -17,6 +17,7 @@
 //! | KDFoundation | kdnet |
 //! |---|---|
 //! | `EventLoop` (`processEvents`, `exec`, `quit`, `postEvent`, `wakeUp`) | [`EventLoop`] (`process_events`, `run`, `quit`/`exit`, `post`), [`LoopHandle`] (`post`, `quit`, `wake_up`) |
+//! | `EventLoop::instance()->processEvents()` / `->postEvent()` from a slot | [`process_events`] / [`post`] (the calling thread's loop) |
 //! | `FileDescriptorNotifier` (`triggered`, `setEnabled`) | [`FileDescriptorNotifier`] |
 //! | `Timer` (`timeout`, `interval`, `singleShot`, `running`) | [`Timer`] |
 //! | `Timer::setTimeout` / `setRecurring` / `cancelTimer` | [`Timer::set_timeout`] / [`Timer::set_recurring`] / [`Timer::cancel_timer`] |
@@ -31,7 +32,7 @@ mod timer;
 mod timer_queue;
 
 pub use error::LoopError;
-pub use event_loop::{EventLoop, post};
+pub use event_loop::{EventLoop, dispatch_depth, post, process_events};
 pub use handle::LoopHandle;
 pub use notifier::{FileDescriptorNotifier, NotificationType};
 pub use sys::RawFd;
