@@ -1553,3 +1553,50 @@ fn embedding_a_slot_waiting_in_a_nested_loop_leaves_nothing_for_the_host() {
         assert_eq!(kdnet::foundation::dispatch_depth(), 0);
     }
 }
+
+/// More descriptors ready at once than one turn takes (256): the descriptor stays readable for a
+/// level-triggered host until every one was dispatched, so none waits for unrelated work.
+#[test]
+fn embedding_readiness_beyond_one_turns_batch_keeps_the_descriptor_readable() {
+    use std::io::{Read, Write};
+    use std::os::fd::AsRawFd;
+    use std::os::unix::net::UnixStream;
+    const PAIRS: usize = 300;
+    let mut event_loop = EventLoop::new().unwrap();
+    let mut host = Host::new(&event_loop);
+    let delivered = Rc::new(Cell::new(0usize));
+    let mut keep = Vec::new();
+    for _ in 0..PAIRS {
+        let (local, mut remote) = UnixStream::pair().unwrap();
+        local.set_nonblocking(true).unwrap();
+        let notifier =
+            kdnet::FileDescriptorNotifier::new(local.as_raw_fd(), kdnet::NotificationType::Read)
+                .unwrap();
+        let d = delivered.clone();
+        notifier
+            .triggered
+            .connect(move |_| {
+                let mut buf = [0u8; 8];
+                while let Ok(1..) = (&local).read(&mut buf) {}
+                d.set(d.get() + 1);
+            })
+            .release();
+        remote.write_all(b"x").unwrap();
+        keep.push((notifier, remote));
+    }
+    let mut turns = 0;
+    while delivered.get() < PAIRS {
+        assert_eq!(event_loop.next_timeout(), None);
+        assert!(
+            host.wait(&event_loop, Duration::from_secs(2)),
+            "the host slept with {} of {PAIRS} descriptors dispatched",
+            delivered.get()
+        );
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+        turns += 1;
+        assert!(turns < 10);
+    }
+    assert_eq!(turns, 2, "256 per turn");
+    assert_eq!(delivered.get(), PAIRS);
+    assert!(!host.wait(&event_loop, Duration::from_millis(50)));
+}

@@ -465,9 +465,60 @@ impl TimerHandler for OnceTimer {
 ///
 /// # Embedding in another main loop
 ///
-/// Watch [`as_raw_fd`](Self::as_raw_fd) for readability in the host loop (GLib `unix_fd_add`, Qt
-/// `QSocketNotifier`, a winit user event), wake at the latest after [`next_timeout`](Self::next_timeout),
-/// and then call `process_events(Some(Duration::ZERO))`. Re-read `next_timeout()` after every call.
+/// A GUI toolkit's main loop (GLib/GTK, Qt, winit) can drive the loop instead of [`run`](Self::run).
+/// On the loop's thread, every iteration of the host:
+///
+/// 1. reads [`next_timeout`](Self::next_timeout): `Some(ZERO)` when work is waiting, the time
+///    to the next timer (whole milliseconds, rounded up), or `None` when only the descriptor can
+///    bring work. Read it again before every wait: work a turn left behind (a closure a slot
+///    posted, a timer a slot started) shows there, not on the descriptor;
+/// 2. sleeps until [`as_raw_fd`](Self::as_raw_fd) is readable or that timeout passed. Watch the
+///    descriptor level-triggered, as poll(2), GLib's `unix_fd_add` and Qt's `QSocketNotifier` do:
+///    it stays readable while readiness is waiting that a turn has not taken yet (a turn takes at
+///    most 256 events), which brings no new edge, so an edge-triggered watcher (`EPOLLET`, mio)
+///    must re-arm it before every wait. It also becomes readable when work arrives from outside
+///    a turn: a closure posted from any thread, a timer started, a deferred slot queued;
+/// 3. calls `process_events(Some(Duration::ZERO))`, which never blocks and runs the slots on
+///    the host's thread. A slot may turn the loop itself ([`foundation::process_events`](process_events)
+///    for a nested wait); what it handles is not left for the host.
+///
+/// With GLib, a custom `Source` fits: `prepare` returns `next_timeout()`, `check` looks at the
+/// descriptor (added with `add_unix_fd`), `dispatch` calls `process_events`. With winit, which
+/// watches no descriptors, a helper thread waits for the descriptor to be readable, wakes the
+/// event loop with an `EventLoopProxy` user event and waits until the main thread has called
+/// `process_events` before waiting again (the descriptor stays readable until then); the main
+/// thread sets `ControlFlow::WaitUntil(now + next_timeout)`.
+///
+/// [`quit`](Self::quit) and [`exit`](Self::exit) only end `run()`: a host decides itself when to
+/// stop driving the loop.
+///
+/// The host below is a second mio poller (edge-triggered, so it re-arms before every wait):
+///
+/// ```
+/// use kdnet::{EventLoop, Timer};
+/// use mio::{Events, Interest, Poll, Token, unix::SourceFd};
+/// use std::sync::{Arc, atomic::{AtomicBool, Ordering}};
+/// use std::{cell::Cell, rc::Rc, time::Duration};
+///
+/// let mut event_loop = EventLoop::new()?;
+/// let ticks = Rc::new(Cell::new(0));
+/// let t = ticks.clone();
+/// let _timer = Timer::create_recurring(Duration::from_millis(5), move || t.set(t.get() + 1))?;
+/// let (handle, posted) = (event_loop.handle(), Arc::new(AtomicBool::new(false)));
+/// let p = posted.clone();
+/// std::thread::spawn(move || handle.post(move || p.store(true, Ordering::SeqCst)));
+///
+/// let mut host = Poll::new()?;
+/// let fd = event_loop.as_raw_fd();
+/// host.registry().register(&mut SourceFd(&fd), Token(0), Interest::READABLE)?;
+/// let mut events = Events::with_capacity(4);
+/// while ticks.get() < 3 || !posted.load(Ordering::SeqCst) {
+///     host.registry().reregister(&mut SourceFd(&fd), Token(0), Interest::READABLE)?;
+///     host.poll(&mut events, event_loop.next_timeout())?;
+///     event_loop.process_events(Some(Duration::ZERO))?;
+/// }
+/// # Ok::<(), Box<dyn std::error::Error>>(())
+/// ```
 pub struct EventLoop {
     core: Rc<LoopCore>,
 }
@@ -582,11 +633,13 @@ impl EventLoop {
         self.core.next_timeout()
     }
 
-    /// The poller's descriptor, for a host loop to watch for readability. It becomes readable when
-    /// work arrives between turns: I/O, a closure posted (from any thread), a timer started, a
-    /// deferred slot queued. Work left by a turn (a closure posted while it ran, a timer due
-    /// meanwhile) need not make it readable: [`next_timeout`](Self::next_timeout), read after
-    /// every [`process_events`](Self::process_events), is zero then.
+    /// The poller's descriptor, for a host loop to watch for readability, level-triggered (see
+    /// [Embedding](Self#embedding-in-another-main-loop)). It becomes readable when work arrives
+    /// between turns: I/O, a closure posted (from any thread), a timer started, a deferred slot
+    /// queued; it stays readable while readiness waits that a turn has not taken. Work left by a
+    /// turn (a closure posted while it ran, a timer due meanwhile) need not make it readable:
+    /// [`next_timeout`](Self::next_timeout), read after every
+    /// [`process_events`](Self::process_events), is zero then.
     pub fn as_raw_fd(&self) -> sys::RawFd {
         sys::poll_fd(&self.core.poll.borrow())
     }
