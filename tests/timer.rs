@@ -902,3 +902,50 @@ fn a_timer_due_with_one_whose_slot_waits_in_a_nested_loop_fires_inside_that_wait
     assert!(!watchdog.running.get());
     server.join().unwrap();
 }
+
+/// `disconnect_all` on a timer's property signals (KDBindings' `disconnectAll`, to drop the
+/// observers one connected there) leaves the timer working: `running` and `interval` still start,
+/// stop and restart it. The timer's own wiring was an ordinary connection on those signals, so the
+/// timer then claimed to run and never fired, and interval changes no longer restarted it.
+#[test]
+fn disconnect_all_on_a_timers_property_signals_leaves_the_timer_working() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let timer = Timer::new().unwrap();
+    let count = counting_slot(&timer);
+    let observed = Rc::new(Cell::new(0));
+    let o = observed.clone();
+    timer
+        .running
+        .value_changed
+        .connect(move |_| o.set(o.get() + 1))
+        .release();
+    timer.running.value_changed.disconnect_all();
+    timer.interval.value_changed.disconnect_all();
+    timer.running.value_about_to_change.disconnect_all();
+    timer.single_shot.value_changed.disconnect_all();
+
+    timer.single_shot.set(true);
+    timer.interval.set(ms(5));
+    timer.running.set(true);
+    assert!(timer.remaining().is_some(), "running = true arms the timer");
+    spin_for(&mut event_loop, ms(60));
+    assert_eq!(count.get(), 1, "a single-shot started with running = true fires once");
+    assert!(!timer.running.get());
+    assert_eq!(observed.get(), 0, "the user's own observer is gone");
+
+    // interval changes restart a running timer; running = false stops it.
+    timer.single_shot.set(false);
+    timer.interval.set(Duration::from_secs(10));
+    timer.start();
+    timer.interval.set(ms(5));
+    spin_for(&mut event_loop, ms(60));
+    assert!(count.get() >= 3, "the shorter interval took effect: {}", count.get());
+    timer.running.set(false);
+    assert_eq!(timer.remaining(), None);
+    let stopped_at = count.get();
+    spin_for(&mut event_loop, ms(30));
+    assert_eq!(count.get(), stopped_at);
+
+    // The timer's own wiring is not counted as a connection the user can see or drop.
+    assert_eq!(timer.running.value_changed.connection_count(), 0);
+}

@@ -67,6 +67,9 @@ struct SlotEntry<A> {
     /// [`BLOCKED`], [`REMOVED`] and [`SKIPPED`] bits; an emit runs the slot only when this is
     /// zero.
     state: Cell<u8>,
+    /// The owner's own wiring (see [`Signal::pin`]): left alone by `disconnect_all` and not
+    /// counted by `connection_count`. Sits in what was padding, so the entry is no bigger.
+    pinned: Cell<bool>,
     /// Mutably borrowed while the slot runs, so a nested emit sees it busy and skips it. Replaced
     /// by a no-op on removal, dropping the user's closure (and its captures) right away.
     func: RefCell<SlotFn<A>>,
@@ -87,6 +90,8 @@ pub(crate) struct SignalInner<A> {
     next_id: Cell<u64>,
     /// Entries of `slots` marked removed but not yet compacted away.
     removed: Cell<usize>,
+    /// Live pinned entries (see [`Signal::pin`]).
+    pinned: Cell<usize>,
     /// `removed > 0` or `pending` is not empty: the list needs settling once no emit runs.
     unsettled: Cell<bool>,
     /// The owners of [`Signal::connect_weak`] connections (see [`WeakOwners`]); allocated by
@@ -121,6 +126,7 @@ impl<A: 'static> Signal<A> {
                 pending: RefCell::new(Vec::new()),
                 next_id: Cell::new(1),
                 removed: Cell::new(0),
+                pinned: Cell::new(0),
                 unsettled: Cell::new(false),
                 weak_owners: OnceCell::new(),
             })
@@ -293,9 +299,26 @@ impl<A: 'static> Signal<A> {
     }
 
     /// Disconnects every slot. Handles of these connections become inactive for good.
+    ///
+    /// The object owning the signal keeps its own wiring, if any: a [`Timer`](crate::Timer)
+    /// still starts, stops and restarts on its `running` and `interval` properties after
+    /// `disconnect_all` on their signals (it is not counted by
+    /// [`connection_count`](Self::connection_count) either). Dropping the signal drops it too.
     pub fn disconnect_all(&self) {
         if let Some(inner) = self.inner.get() {
-            inner.remove_all();
+            inner.remove_all(true);
+        }
+    }
+
+    /// Makes `handle`'s connection part of the owning object's wiring: `disconnect_all` leaves it
+    /// and `connection_count` does not count it (see [`disconnect_all`](Self::disconnect_all)).
+    pub(crate) fn pin(&self, handle: &ConnectionHandle) {
+        if let Ok((inner, id)) = self.own_id(handle) {
+            inner.with_entry(id, |entry| {
+                if !entry.pinned.replace(true) {
+                    inner.pinned.set(inner.pinned.get() + 1);
+                }
+            });
         }
     }
 
@@ -320,10 +343,12 @@ impl<A: 'static> Signal<A> {
         inner.is_blocked(id).ok_or(ConnectionError::Inactive)
     }
 
-    /// Number of live connections (blocked ones included).
+    /// Number of live connections (blocked ones included; the owning object's own wiring, see
+    /// [`disconnect_all`](Self::disconnect_all), excluded).
     pub fn connection_count(&self) -> usize {
         self.inner.get().map_or(0, |inner| {
             inner.slots.borrow().len() - inner.removed.get() + inner.pending.borrow().len()
+                - inner.pinned.get()
         })
     }
 
@@ -387,7 +412,9 @@ impl<A: 'static> Drop for Signal<A> {
     /// Dropping a signal disconnects everything (KDBindings: the destructor calls `disconnectAll`).
     /// An emit in progress keeps the internals alive and stops calling slots.
     fn drop(&mut self) {
-        self.disconnect_all();
+        if let Some(inner) = self.inner.get() {
+            inner.remove_all(false);
+        }
     }
 }
 
@@ -441,6 +468,7 @@ impl<A> SignalInner<A> {
         let entry = SlotEntry {
             id,
             state: Cell::new(0),
+            pinned: Cell::new(false),
             func: RefCell::new(func),
         };
         // Slots connected during an earlier emit go first: the list stays in connection order.
@@ -511,6 +539,7 @@ impl<A> SignalInner<A> {
     fn remove(&self, id: u64) -> bool {
         let taken = find_live(&self.slots.borrow(), id).map(|entry| {
             entry.state.set(entry.state.get() | REMOVED);
+            self.unpin(entry);
             // A running slot keeps its closure until it returns; the emit drops it then.
             entry
                 .func
@@ -529,7 +558,9 @@ impl<A> SignalInner<A> {
                 let Ok(pos) = pending.binary_search_by_key(&id, |e| e.id) else {
                     return false;
                 };
-                Some(pending.remove(pos).func.into_inner())
+                let entry = pending.remove(pos);
+                self.unpin(&entry);
+                Some(entry.func.into_inner())
             }
         };
         self.settle_if_idle();
@@ -538,28 +569,60 @@ impl<A> SignalInner<A> {
         true
     }
 
-    fn remove_all(&self) {
+    /// Removes every connection, or (`keep_pinned`) every one but the pinned ones.
+    fn remove_all(&self, keep_pinned: bool) {
         let mut funcs: Vec<SlotFn<A>> = Vec::new();
+        let gone = |e: &SlotEntry<A>| !(keep_pinned && e.pinned.get());
         {
             let slots = self.slots.borrow();
             let mut removed = self.removed.get();
-            for entry in slots.iter().filter(|e| e.state.get() & REMOVED == 0) {
+            for entry in slots
+                .iter()
+                .filter(|e| e.state.get() & REMOVED == 0 && gone(e))
+            {
                 entry.state.set(entry.state.get() | REMOVED);
+                self.unpin(entry);
                 removed += 1;
                 if let Ok(mut f) = entry.func.try_borrow_mut() {
                     funcs.push(std::mem::replace(&mut *f, noop()));
                 }
             }
             self.removed.set(removed);
-            self.unsettled.set(removed > 0);
+            self.unsettled.set(removed > 0 || !self.pending.borrow().is_empty());
         }
-        let pending = std::mem::take(&mut *self.pending.borrow_mut());
+        let pending: Vec<SlotEntry<A>> = {
+            let mut pending = self.pending.borrow_mut();
+            let (dropped, kept) = std::mem::take(&mut *pending).into_iter().partition(gone);
+            *pending = kept;
+            dropped
+        };
         if let Some(weak_owners) = self.weak_owners.get() {
-            drop(std::mem::take(&mut weak_owners.borrow_mut().owners));
+            let owners = if keep_pinned {
+                // The pinned ones stay (a later sweep still finds them); the rest go.
+                let mut weak_owners = weak_owners.borrow_mut();
+                let (kept, dropped) = std::mem::take(&mut weak_owners.owners)
+                    .into_iter()
+                    .partition(|(id, _)| self.contains(*id));
+                weak_owners.owners = kept;
+                dropped
+            } else {
+                std::mem::take(&mut weak_owners.borrow_mut().owners)
+            };
+            drop(owners);
         }
-        funcs.extend(pending.into_iter().map(|e| e.func.into_inner()));
+        for entry in pending {
+            self.unpin(&entry);
+            funcs.push(entry.func.into_inner());
+        }
         self.settle_if_idle();
         drop(funcs);
+    }
+
+    /// Forgets that a removed entry was pinned.
+    fn unpin(&self, entry: &SlotEntry<A>) {
+        if entry.pinned.replace(false) {
+            self.pinned.set(self.pinned.get() - 1);
+        }
     }
 
     /// Once no emit runs: drops removed entries and appends connections made during an emit.

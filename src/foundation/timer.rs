@@ -23,7 +23,9 @@ use crate::bindings::{Property, Signal};
 /// - [`start`](Self::start) on a running timer restarts the countdown (as `QTimer::start`).
 ///
 /// Changing `interval` of a running timer restarts it from now. A single-shot timer sets `running`
-/// to `false` before emitting `timeout`, so a slot may start it again.
+/// to `false` before emitting `timeout`, so a slot may start it again. The timer follows
+/// `running` and `interval` through connections of its own on their `value_changed`, which
+/// [`Signal::disconnect_all`] leaves in place and [`Signal::connection_count`] does not count.
 ///
 /// A timer is not fired inside its own `timeout` emission (a slot that waits in a nested loop,
 /// such as [`HttpClient::send_and_wait`](crate::network::http::HttpClient::send_and_wait)): a
@@ -95,27 +97,22 @@ impl Timer {
                 overdue: Cell::new(false),
             }
         });
-        timer
-            .running
-            .value_changed
-            .connect_weak(&timer, |t, &running| {
-                if !running {
-                    t.disarm();
-                } else if !t.arm_from_now() {
-                    // Its loop is gone: it can never fire, so it does not run.
-                    t.running.set(false);
-                }
-            })
-            .release();
-        timer
-            .interval
-            .value_changed
-            .connect_weak(&timer, |t, _| {
-                if t.running.get() {
-                    t.arm_from_now();
-                }
-            })
-            .release();
+        // Pinned: the timer's own wiring survives `disconnect_all` on these public signals.
+        let running = timer.running.value_changed.connect_weak(&timer, |t, &running| {
+            if !running {
+                t.disarm();
+            } else if !t.arm_from_now() {
+                // Its loop is gone: it can never fire, so it does not run.
+                t.running.set(false);
+            }
+        });
+        timer.running.value_changed.pin(&running);
+        let interval = timer.interval.value_changed.connect_weak(&timer, |t, _| {
+            if t.running.get() {
+                t.arm_from_now();
+            }
+        });
+        timer.interval.value_changed.pin(&interval);
         Ok(timer)
     }
 
