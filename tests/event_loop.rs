@@ -1253,7 +1253,11 @@ fn embedding_a_millisecond_host_waiting_the_advertised_timeout_finds_the_timer_d
     .unwrap();
     let mut idle = Vec::new();
     while ticks.get() < 20 {
-        assert!(started.elapsed() < Duration::from_secs(10), "{} ticks", ticks.get());
+        assert!(
+            started.elapsed() < Duration::from_secs(10),
+            "{} ticks",
+            ticks.get()
+        );
         let timeout = event_loop.next_timeout().expect("a timer is armed");
         let readable = host.wait(&event_loop, whole_millis(timeout));
         let ran = event_loop.process_events(Some(Duration::ZERO)).unwrap();

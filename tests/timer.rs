@@ -929,7 +929,11 @@ fn disconnect_all_on_a_timers_property_signals_leaves_the_timer_working() {
     timer.running.set(true);
     assert!(timer.remaining().is_some(), "running = true arms the timer");
     spin_for(&mut event_loop, ms(60));
-    assert_eq!(count.get(), 1, "a single-shot started with running = true fires once");
+    assert_eq!(
+        count.get(),
+        1,
+        "a single-shot started with running = true fires once"
+    );
     assert!(!timer.running.get());
     assert_eq!(observed.get(), 0, "the user's own observer is gone");
 
@@ -939,7 +943,11 @@ fn disconnect_all_on_a_timers_property_signals_leaves_the_timer_working() {
     timer.start();
     timer.interval.set(ms(5));
     spin_for(&mut event_loop, ms(60));
-    assert!(count.get() >= 3, "the shorter interval took effect: {}", count.get());
+    assert!(
+        count.get() >= 3,
+        "the shorter interval took effect: {}",
+        count.get()
+    );
     timer.running.set(false);
     assert_eq!(timer.remaining(), None);
     let stopped_at = count.get();

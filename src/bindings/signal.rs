@@ -588,7 +588,8 @@ impl<A> SignalInner<A> {
                 }
             }
             self.removed.set(removed);
-            self.unsettled.set(removed > 0 || !self.pending.borrow().is_empty());
+            self.unsettled
+                .set(removed > 0 || !self.pending.borrow().is_empty());
         }
         let pending: Vec<SlotEntry<A>> = {
             let mut pending = self.pending.borrow_mut();

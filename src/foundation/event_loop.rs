@@ -236,7 +236,9 @@ impl LoopCore {
             return Some(Duration::ZERO);
         }
         let deadline = self.timers.borrow_mut().next_deadline()?;
-        Some(ceil_millis(deadline.saturating_duration_since(Instant::now())))
+        Some(ceil_millis(
+            deadline.saturating_duration_since(Instant::now()),
+        ))
     }
 
     /// One turn: posted closures queued before the turn, a poll, fd readiness, due timers, deferred

@@ -98,14 +98,17 @@ impl Timer {
             }
         });
         // Pinned: the timer's own wiring survives `disconnect_all` on these public signals.
-        let running = timer.running.value_changed.connect_weak(&timer, |t, &running| {
-            if !running {
-                t.disarm();
-            } else if !t.arm_from_now() {
-                // Its loop is gone: it can never fire, so it does not run.
-                t.running.set(false);
-            }
-        });
+        let running = timer
+            .running
+            .value_changed
+            .connect_weak(&timer, |t, &running| {
+                if !running {
+                    t.disarm();
+                } else if !t.arm_from_now() {
+                    // Its loop is gone: it can never fire, so it does not run.
+                    t.running.set(false);
+                }
+            });
         timer.running.value_changed.pin(&running);
         let interval = timer.interval.value_changed.connect_weak(&timer, |t, _| {
             if t.running.get() {
