@@ -75,6 +75,9 @@ struct SlotEntry<A> {
     func: RefCell<SlotFn<A>>,
 }
 
+// Pinning did not make an entry bigger: the emit walks these.
+const _: () = assert!(std::mem::size_of::<SlotEntry<()>>() == 5 * std::mem::size_of::<usize>());
+
 const BLOCKED: u8 = 1;
 const REMOVED: u8 = 2;
 /// Set by [`Signal::skip_running_emits`] until [`Signal::clear_skipped`].
