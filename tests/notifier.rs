@@ -938,3 +938,96 @@ fn a_notifier_whose_loop_was_dropped_is_disabled_and_cannot_be_enabled() {
     notifier.set_enabled(false).unwrap();
     drop(notifier);
 }
+
+/// A slot that replaces its own notifier: it drops it and watches the descriptor (or a new file
+/// that took its number) with a new notifier of the same type, as a socket wrapper does when it
+/// switches handlers or reconnects. The old notifier is held by its running emission until the
+/// slot returns, and `new` refused the new one as a duplicate of a notifier its owner had dropped.
+#[test]
+fn a_slot_may_replace_its_own_notifier_with_one_of_the_same_type() {
+    type Holder = Rc<RefCell<Option<Rc<FileDescriptorNotifier>>>>;
+
+    /// Watches `fd` with a new read notifier that counts its triggers.
+    fn second_notifier(fd: RawFd, holder: &Holder, count: &Rc<Cell<u32>>) -> Result<(), LoopError> {
+        let notifier = FileDescriptorNotifier::new(fd, NotificationType::Read)?;
+        let c = count.clone();
+        notifier
+            .triggered
+            .connect(move |_| c.set(c.get() + 1))
+            .release();
+        *holder.borrow_mut() = Some(notifier);
+        Ok(())
+    }
+
+    for reopen in [false, true] {
+        let mut done = false;
+        for _attempt in 0..20 {
+            let mut event_loop = EventLoop::new().unwrap();
+            let (local, mut remote) = socket_pair();
+            let fd = local.as_raw_fd();
+            let holder: Holder = Rc::default();
+            let first = FileDescriptorNotifier::new(fd, NotificationType::Read).unwrap();
+            let second_count = Rc::new(Cell::new(0));
+            let outcome: Rc<RefCell<Option<Result<(), LoopError>>>> = Rc::default();
+            let files: Rc<RefCell<Vec<UnixStream>>> = Rc::new(RefCell::new(vec![local]));
+            let (h, c, o, f) = (
+                holder.clone(),
+                second_count.clone(),
+                outcome.clone(),
+                files.clone(),
+            );
+            first
+                .triggered
+                .connect(move |&fd| {
+                    if o.borrow().is_some() {
+                        return;
+                    }
+                    // Drop this notifier first, as the docs ask before closing a descriptor.
+                    h.borrow_mut().take();
+                    if reopen {
+                        let old = f.borrow_mut().pop().unwrap();
+                        let Some((new_local, mut new_remote)) = reopen_with_same_number(old) else {
+                            *o.borrow_mut() = Some(Ok(()));
+                            return;
+                        };
+                        assert_eq!(new_local.as_raw_fd(), fd);
+                        new_remote.write_all(b"new").unwrap();
+                        f.borrow_mut().extend([new_local, new_remote]);
+                    }
+                    *o.borrow_mut() = Some(second_notifier(fd, &h, &c));
+                })
+                .release();
+            let weak_first = Rc::downgrade(&first);
+            *holder.borrow_mut() = Some(first);
+            remote.write_all(b"x").unwrap();
+            event_loop
+                .process_events(Some(Duration::from_secs(1)))
+                .unwrap();
+            let result = outcome
+                .borrow_mut()
+                .take()
+                .expect("the first notifier fired");
+            if let Err(e) = result {
+                panic!("reopen {reopen}: replacing the notifier from its slot failed: {e}");
+            }
+            if holder.borrow().is_none() {
+                continue; // the number was not reused: retry
+            }
+            assert!(weak_first.upgrade().is_none(), "reopen {reopen}");
+            // The data is still unread: the new notifier is triggered (level-triggered).
+            event_loop
+                .process_events(Some(Duration::from_secs(1)))
+                .unwrap();
+            assert!(second_count.get() >= 1, "reopen {reopen}");
+            assert_eq!(event_loop.registered_sources(), 1, "reopen {reopen}");
+            holder.borrow_mut().take();
+            assert_eq!(event_loop.registered_sources(), 0, "reopen {reopen}");
+            done = true;
+            break;
+        }
+        assert!(
+            done,
+            "reopen {reopen}: never got the same descriptor number"
+        );
+    }
+}

@@ -106,6 +106,11 @@ impl FileDescriptorNotifier {
     ///
     /// Fails without a loop, if a notifier of the same type already watches `fd`, or if the
     /// descriptor cannot be registered (not a pollable descriptor, or closed).
+    ///
+    /// A slot may drop its own notifier and create its replacement at once (a handler switch, a
+    /// reconnect whose new socket took the number): the old notifier, kept alive by its running
+    /// emission until the slot returns, is not counted as the descriptor's notifier of that type
+    /// any more (it reports itself disabled).
     pub fn new(fd: RawFd, kind: NotificationType) -> Result<Rc<Self>, LoopError> {
         let core = LoopCore::current()?;
         if sys::interest_for(kind).is_none() {
@@ -115,8 +120,14 @@ impl FileDescriptorNotifier {
             ));
         }
         let watch = FdWatch::for_fd(&core, fd);
-        if watch.notifier(kind).is_some() {
-            return Err(LoopError::DuplicateNotifier { fd, kind });
+        if let Some(existing) = watch.notifier(kind) {
+            // Dropped by its owner from one of its own slots (a handler switch, a reconnect):
+            // only its running emission holds it (that emission's reference and `existing`), and
+            // it goes when the emission ends. The new notifier takes its place now.
+            if !(existing.emitting.get() && Rc::strong_count(&existing) == 2) {
+                return Err(LoopError::DuplicateNotifier { fd, kind });
+            }
+            existing.enabled.set(false);
         }
         let notifier = Rc::new(FileDescriptorNotifier {
             triggered: Signal::new(),
@@ -173,7 +184,14 @@ impl FileDescriptorNotifier {
 
 impl Drop for FileDescriptorNotifier {
     fn drop(&mut self) {
-        self.watch.notifiers.borrow_mut()[self.kind.index()] = Weak::new();
+        {
+            let mut notifiers = self.watch.notifiers.borrow_mut();
+            let slot = &mut notifiers[self.kind.index()];
+            // A notifier that replaced this one (see `new`) keeps its place.
+            if std::ptr::eq(slot.as_ptr(), self) {
+                *slot = Weak::new();
+            }
+        }
         if let Err(e) = self.watch.update_registration() {
             log::trace!("unregistering descriptor {}: {e}", self.fd);
         }
