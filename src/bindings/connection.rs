@@ -94,7 +94,9 @@ impl ConnectionHandle {
         self.id_for(signal.target_ptr()).is_some()
     }
 
-    /// Marks the handle as deliberately unused: the connection stays until the signal is dropped.
+    /// Marks the handle as deliberately unused: the connection stays until the signal is dropped
+    /// or [`disconnect_all`](super::Signal::disconnect_all)ed, or the slot disconnects itself
+    /// (a reflective, single-shot or `connect_weak` slot).
     pub fn release(self) {}
 
     /// The connection id if the handle is active and points at the signal at `target`.

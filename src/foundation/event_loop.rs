@@ -589,6 +589,9 @@ impl EventLoop {
     /// It does not wait when work is already there: closures queued (a turn that runs closures
     /// posted earlier returns without waiting, since one may have done what the caller waits
     /// for), timers due, deferred slots queued.
+    ///
+    /// Slots and closures the loop runs cannot reach the `EventLoop`; they turn it (a nested
+    /// loop) with [`foundation::process_events`](process_events).
     pub fn process_events(&mut self, timeout: Option<Duration>) -> Result<usize, LoopError> {
         self.core.turn(timeout)
     }
