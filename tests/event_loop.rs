@@ -145,6 +145,18 @@ fn posts_from_other_threads_and_from_the_loops_thread_run_in_causal_order() {
     assert_eq!(*order.lock().unwrap(), ["worker", "after worker"]);
     order.lock().unwrap().clear();
 
+    // A handle used on the loop's own thread, then a plain post.
+    let o = order.clone();
+    event_loop
+        .handle()
+        .post(move || o.lock().unwrap().push("handle"))
+        .unwrap();
+    let o = order.clone();
+    post(move || o.lock().unwrap().push("after handle")).unwrap();
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(*order.lock().unwrap(), ["handle", "after handle"]);
+    order.lock().unwrap().clear();
+
     // Inside a turn: a slot learns through a channel that the worker posted, then posts.
     let (posted_tx, posted_rx) = mpsc::channel::<()>();
     let (handle, o) = (event_loop.handle(), order.clone());

@@ -482,7 +482,9 @@ impl TimerHandler for OnceTimer {
 ///    a turn: a closure posted from any thread, a timer started, a deferred slot queued;
 /// 3. calls `process_events(Some(Duration::ZERO))`, which never blocks and runs the slots on
 ///    the host's thread. A slot may turn the loop itself ([`foundation::process_events`](process_events)
-///    for a nested wait); what it handles is not left for the host.
+///    for a nested wait); what it handles is not left for the host. If the host's dispatch can be
+///    re-entered (a slot opens a modal dialog that runs the toolkit's loop), the dispatch calls
+///    [`foundation::process_events`](process_events) too, which needs no `&mut EventLoop`.
 ///
 /// With GLib, a custom `Source` fits: `prepare` returns `next_timeout()`, `check` looks at the
 /// descriptor (added with `add_unix_fd`), `dispatch` calls `process_events`. With winit, which
