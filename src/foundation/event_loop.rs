@@ -711,7 +711,7 @@ pub fn post(f: impl FnOnce() + 'static) -> Result<(), LoopError> {
 /// for something (KDFoundation's `EventLoop::instance()->processEvents()`, a modal dialog's
 /// nested loop). Fails with [`LoopError::NoEventLoop`] on a thread without a loop.
 ///
-/// Inside a turn this nests one (see [`EventLoop::dispatch_depth`]). The nested turn dispatches
+/// Inside a turn this nests one (see [`dispatch_depth`]). The nested turn dispatches
 /// everything but the emissions already on the stack: a notifier or timer whose own slot is
 /// waiting is not delivered inside it (it is once the slot returns, if its condition still
 /// holds), and deferred slots wait for the evaluation that runs them to end. What the nested
