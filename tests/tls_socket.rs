@@ -1263,3 +1263,108 @@ fn close_notify_during_the_handshake_fails_it_typed() {
     assert!(!client.is_encrypted());
     server.join().unwrap();
 }
+
+/// Each accepted socket of a TLS server: (handshake_completed count, is_encrypted when it fired,
+/// handshake_error, error_occurred).
+type ServerSide = Rc<
+    RefCell<
+        Vec<(
+            Rc<Cell<u32>>,
+            Rc<Cell<bool>>,
+            Rc<RefCell<Option<SocketError>>>,
+        )>,
+    >,
+>;
+
+fn tls_server_watching_handshakes(cert: &str, key: &str) -> (Rc<TcpServer>, Peers, ServerSide) {
+    let server = TcpServer::new().unwrap();
+    server.set_tls_config(TlsServerConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap());
+    server.listen("127.0.0.1", 0).unwrap();
+    let peers: Peers = Rc::default();
+    let seen: ServerSide = Rc::default();
+    let (keep, s) = (peers.clone(), seen.clone());
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| {
+            let count = Rc::new(Cell::new(0u32));
+            let encrypted = Rc::new(Cell::new(false));
+            let (c, e, weak) = (count.clone(), encrypted.clone(), Rc::downgrade(peer));
+            assert!(!peer.is_encrypted(), "handed out before its handshake");
+            peer.handshake_completed
+                .connect(move |_| {
+                    c.set(c.get() + 1);
+                    e.set(weak.upgrade().unwrap().is_encrypted());
+                })
+                .release();
+            let error = latest(&peer.handshake_error);
+            s.borrow_mut().push((count, encrypted, error));
+            keep.borrow_mut().push(peer.clone());
+        })
+        .release();
+    (server, peers, seen)
+}
+
+#[test]
+fn sockets_accepted_by_a_tls_server_signal_their_handshake_like_a_client() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, _peers, seen) =
+        tls_server_watching_handshakes(&pki.server_cert_pem, &pki.server_key_pem);
+    let port = server.server_port().unwrap();
+
+    // A client that trusts the server: the accepted socket says when it is ready.
+    let good = client_trusting_test_ca();
+    good.connect_to_host("localhost", port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || seen
+        .borrow()
+        .first()
+        .is_some_and(|(count, _, _)| count.get() == 1)));
+    {
+        let seen = seen.borrow();
+        let (count, encrypted, error) = &seen[0];
+        assert!(
+            encrypted.get(),
+            "is_encrypted is true when handshake_completed fires"
+        );
+        assert!(error.borrow().is_none());
+        assert_eq!(count.get(), 1);
+    }
+
+    // A client that does not trust it: the accepted socket says why it failed, before
+    // error_occurred, and never that it completed.
+    let bad = SslSocket::new().unwrap(); // the system's roots: the test CA is unknown
+    bad.connect_to_host("localhost", port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || seen
+        .borrow()
+        .get(1)
+        .is_some_and(|(_, _, error)| error.borrow().is_some())));
+    let seen = seen.borrow();
+    let (count, _, error) = &seen[1];
+    assert_eq!(count.get(), 0);
+    let error = error.borrow().clone().unwrap();
+    assert!(matches!(error, SocketError::Tls(_)), "{error:?}");
+}
+
+#[test]
+fn an_accepted_tls_socket_that_times_out_in_its_handshake_signals_handshake_error() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, peers, seen) =
+        tls_server_watching_handshakes(&pki.server_cert_pem, &pki.server_key_pem);
+    server.set_handshake_timeout(Some(Duration::from_millis(200)));
+    // A plain TCP client that never speaks TLS.
+    let silent = TcpSocket::new().unwrap();
+    silent
+        .connect_to_host("127.0.0.1", server.server_port().unwrap())
+        .unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || seen
+        .borrow()
+        .first()
+        .is_some_and(|(_, _, error)| error.borrow().is_some())));
+    let error = seen.borrow()[0].2.borrow().clone().unwrap();
+    assert!(error.is_timeout(), "{error:?}");
+    assert_eq!(
+        peers.borrow()[0].last_error().map(|e| e.to_string()),
+        Some(error.to_string())
+    );
+}

@@ -40,8 +40,11 @@ pub enum ServerState {
 /// Each accepted connection is handed over through [`new_connection`](Self::new_connection) as a
 /// connected [`TcpSocket`]; keep the `Rc` to keep the connection (a connection nobody keeps is
 /// closed). With [`set_tls_config`](Self::set_tls_config) the sockets speak TLS (their reads and
-/// writes are plaintext; handshake failures, and a client ending the stream without
-/// close_notify, arrive as `error_occurred` on the socket). [`close`](Self::close), or dropping
+/// writes are plaintext). Such a socket is handed over before its handshake: it emits
+/// [`handshake_completed`](TcpSocket::handshake_completed) once the client is through (writes
+/// made earlier wait for it), or [`handshake_error`](TcpSocket::handshake_error) then
+/// `error_occurred` when the handshake fails; a client ending the stream without close_notify
+/// arrives as `error_occurred`. [`close`](Self::close), or dropping
 /// the server, stops accepting at once, also from a `new_connection` slot; connections waiting in
 /// the backlog are then refused.
 pub struct TcpServer {

@@ -8,16 +8,18 @@ use std::time::Duration;
 use rustls::pki_types::CertificateDer;
 
 use super::config::TlsClientConfig;
-use crate::bindings::Signal;
 use crate::foundation::LoopError;
 use crate::network::error::SocketError;
-use crate::network::tcp::{SocketState, TcpSocket, TlsObserver};
+use crate::network::tcp::{SocketState, TcpSocket};
 
 /// A TLS client socket: everything a [`TcpSocket`] does (it derefs to one), encrypted.
 ///
-/// `connected` fires when TCP connects (as in KDNetwork); [`handshake_completed`](#structfield.handshake_completed)
-/// when the TLS session is up. Writes made earlier are sent once the handshake completes.
-/// Certificate problems arrive as [`handshake_error`](Self::handshake_error) and `error_occurred`
+/// `connected` fires when TCP connects (as in KDNetwork);
+/// [`handshake_completed`](TcpSocket::handshake_completed) when the TLS session is up (both
+/// handshake signals are the [`TcpSocket`]'s, so sockets a TLS
+/// [`TcpServer`](crate::network::TcpServer) accepts have them too). Writes made earlier are sent
+/// once the handshake completes.
+/// Certificate problems arrive as [`handshake_error`](TcpSocket::handshake_error) and `error_occurred`
 /// with a [`TlsFailure`](crate::network::TlsFailure) naming the reason. A peer that ends the
 /// stream without close_notify is reported after its last data as `error_occurred` with
 /// [`TlsFailure::Truncated`](crate::network::TlsFailure::Truncated) (then `disconnected`): only a
@@ -28,10 +30,6 @@ use crate::network::tcp::{SocketState, TcpSocket, TlsObserver};
 /// `dangerous_…` method. SNI is sent for host names; IP literals are verified against IP SANs.
 pub struct SslSocket {
     socket: Rc<TcpSocket>,
-    /// The TLS handshake completed.
-    pub handshake_completed: Signal<()>,
-    /// The TLS handshake failed (also reported through `error_occurred`).
-    pub handshake_error: Signal<SocketError>,
     config: std::cell::RefCell<TlsClientConfig>,
     peer_verify_name: std::cell::RefCell<Option<String>>,
 }
@@ -45,17 +43,11 @@ impl SslSocket {
     /// An unconnected TLS socket with `config`.
     pub fn with_config(config: TlsClientConfig) -> Result<Rc<SslSocket>, LoopError> {
         let socket = TcpSocket::new()?;
-        let ssl = Rc::new(SslSocket {
+        Ok(Rc::new(SslSocket {
             socket,
-            handshake_completed: Signal::new(),
-            handshake_error: Signal::new(),
             config: std::cell::RefCell::new(config),
             peer_verify_name: std::cell::RefCell::new(None),
-        });
-        let observer: std::rc::Weak<dyn TlsObserver> =
-            Rc::downgrade(&ssl) as std::rc::Weak<dyn TlsObserver>;
-        ssl.socket.set_tls_observer(observer);
-        Ok(ssl)
+        }))
     }
 
     /// Connects to `host` and starts TLS with `host` as the name to verify (and SNI).
@@ -176,16 +168,6 @@ impl Deref for SslSocket {
 
     fn deref(&self) -> &TcpSocket {
         &self.socket
-    }
-}
-
-impl TlsObserver for SslSocket {
-    fn handshake_completed(&self) {
-        self.handshake_completed.emit(&());
-    }
-
-    fn handshake_failed(&self, error: &SocketError) {
-        self.handshake_error.emit(error);
     }
 }
 

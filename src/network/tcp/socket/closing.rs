@@ -10,7 +10,8 @@ use crate::network::error::SocketError;
 
 impl TcpSocket {
     /// Closes the connection and reports: `bytes_written` still due from `write`,
-    /// `error_occurred` (if `error`), `state_changed` (unless
+    /// `handshake_error` (if `error` ends a TLS handshake), `error_occurred` (if `error`),
+    /// `state_changed` (unless
     /// an `error_occurred` slot connected again), `disconnected` (if `connected` was emitted),
     /// and the data sink.
     pub(super) fn close_with(&self, error: Option<SocketError>) {
@@ -24,7 +25,7 @@ impl TcpSocket {
                 return;
             }
         }
-        let (stream, was_state, announced, sink, observer) = {
+        let (stream, was_state, announced, sink, handshaking) = {
             let mut inner = self.inner.borrow_mut();
             let inner = &mut *inner;
             if inner.state == SocketState::Unconnected && inner.stream.is_none() {
@@ -35,11 +36,7 @@ impl TcpSocket {
                 .tls
                 .as_ref()
                 .is_some_and(|t| t.session.is_handshaking());
-            let observer = if handshaking && error.is_some() {
-                inner.tls_observer.as_ref().and_then(Weak::upgrade)
-            } else {
-                None
-            };
+            let handshaking = handshaking && error.is_some();
             inner.write_buf.clear();
             inner.close_when_flushed = false;
             inner.read_paused = false;
@@ -51,15 +48,19 @@ impl TcpSocket {
                 std::mem::replace(&mut inner.state, SocketState::Unconnected),
                 std::mem::take(&mut inner.announced),
                 inner.sink.take().and_then(|w| w.upgrade()),
-                observer,
+                handshaking,
             )
         };
         drop(stream);
         let connection = self.connection();
         if let Some(e) = &error {
             log::debug!("socket error: {e}");
-            if let Some(observer) = observer {
-                observer.handshake_failed(e);
+            if handshaking {
+                let observer = self.inner.borrow().tls_observer.clone();
+                if let Some(observer) = observer.as_ref().and_then(Weak::upgrade) {
+                    observer.handshake_failed(e);
+                }
+                self.handshake_error.emit(e);
             }
             self.error_occurred.emit(e);
         }

@@ -134,6 +134,15 @@ pub struct TcpSocket {
     /// The connection failed; the socket is already closed (`Unconnected`) when this is emitted,
     /// so a slot may connect again.
     pub error_occurred: Signal<SocketError>,
+    /// The TLS handshake completed: [`is_encrypted`](Self::is_encrypted) is true from here on.
+    /// Emitted by TLS connections only, an [`SslSocket`](crate::network::SslSocket)'s or one a
+    /// TLS [`TcpServer`](super::TcpServer) accepted (whose `new_connection` hands the socket
+    /// over before its handshake, so a slot connected there sees this). Never for plain TCP.
+    pub handshake_completed: Signal<()>,
+    /// The TLS handshake failed (certificate, alert, garbage, the peer closing, or the handshake
+    /// timeout): emitted just before `error_occurred` with the same error, the socket already
+    /// closed. Not emitted for an [`abort`](Self::abort) or a failure after the handshake.
+    pub handshake_error: Signal<SocketError>,
     core: Rc<LoopCore>,
     inner: RefCell<Inner>,
     self_weak: Weak<TcpSocket>,
@@ -188,6 +197,8 @@ impl TcpSocket {
             bytes_received: Signal::new(),
             bytes_written: Signal::new(),
             error_occurred: Signal::new(),
+            handshake_completed: Signal::new(),
+            handshake_error: Signal::new(),
             core,
             inner: RefCell::new(Inner {
                 state,

@@ -10,7 +10,7 @@ use crate::foundation::TimerKey;
 use crate::network::error::SocketError;
 use crate::network::tls::session::TlsSession;
 
-/// Told about the TLS handshake of a socket (the SslSocket wrapper).
+/// Told about the TLS handshake of a socket, before its signals (the HTTP client's connections).
 pub(crate) trait TlsObserver {
     fn handshake_completed(&self);
     fn handshake_failed(&self, error: &SocketError);
@@ -77,5 +77,6 @@ impl TcpSocket {
         if let Some(observer) = observer {
             observer.handshake_completed();
         }
+        self.handshake_completed.emit(&());
     }
 }
