@@ -14,6 +14,14 @@ use kdnet::network::{SocketError, TimeoutPhase};
 use kdnet::{EventLoop, LoopError};
 use support::{SAFETY_TIMEOUT, wait_until};
 
+/// A name only the system resolver answers, without the network: getaddrinfo reads it as
+/// 127.0.0.1 (inet_aton's shorthand: hex, two parts), the resolver's own literal parser does not.
+/// `localhost` no longer reaches the system (RFC 6761), so the tests of the pool, the cache and
+/// the timeouts use this.
+const SYSTEM_NAME: &str = "0x7f.1";
+/// The same name in other letters.
+const SYSTEM_NAME_UPPER: &str = "0X7F.1";
+
 /// Collects a lookup's result.
 fn slot() -> (
     Rc<RefCell<Option<LookupResult>>>,
@@ -51,8 +59,37 @@ fn localhost_resolves_to_loopback_addresses() {
         addresses.len(),
         "no duplicates: {addresses:?}"
     );
-    assert_eq!(resolver.pool_lookups(), 1);
+    // Answered without the system resolver (RFC 6761 §6.3).
+    assert_eq!(resolver.pool_lookups(), 0);
     assert_eq!(resolver.pending_lookups(), 0);
+}
+
+/// RFC 6761 §6.3: `localhost` and every name under it are loopback, answered without asking the
+/// system (whose /etc/hosts here maps `localhost` to 127.0.0.1 only), in RFC 6724's order, on a
+/// later turn, filtered by family like any answer.
+#[test]
+fn localhost_and_names_under_it_are_loopback_without_asking_the_system() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    for host in ["localhost", "LocalHost.", "app.localhost", "a.b.LOCALHOST."] {
+        let (result, callback) = slot();
+        resolver.lookup(host, callback);
+        assert!(result.borrow().is_none(), "{host}: answered synchronously");
+        wait_until(&mut event_loop, || result.borrow().is_some());
+        assert_eq!(result.take().unwrap().unwrap(), vec![v6, v4], "{host}");
+        let only_v4 = lookup_and_wait(&mut event_loop, &resolver, host, AddressFamily::IPv4);
+        assert_eq!(only_v4.unwrap(), vec![v4], "{host}");
+        let only_v6 = lookup_and_wait(&mut event_loop, &resolver, host, AddressFamily::IPv6);
+        assert_eq!(only_v6.unwrap(), vec![v6], "{host}");
+    }
+    // Not localhost: a name that merely contains it still goes to the system.
+    let (result, callback) = slot();
+    resolver.lookup("localhost.invalid", callback);
+    assert_eq!(resolver.pool_lookups(), 1);
+    resolver.cancel_lookups();
+    assert!(result.borrow().is_none());
 }
 
 #[test]
@@ -151,7 +188,7 @@ fn cancelled_lookup_never_calls_back() {
     resolver.set_cache_ttl(Duration::ZERO);
     let called = Rc::new(Cell::new(false));
     let c = called.clone();
-    let id = resolver.lookup("localhost", move |_| c.set(true));
+    let id = resolver.lookup(SYSTEM_NAME, move |_| c.set(true));
     assert!(resolver.cancel(id));
     assert!(!resolver.cancel(id), "second cancel finds nothing");
     assert_eq!(
@@ -160,7 +197,7 @@ fn cancelled_lookup_never_calls_back() {
         "the callback was dropped at once"
     );
     // A lookup started afterwards completes; by then the cancelled one has had time to finish.
-    let later = lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any);
+    let later = lookup_and_wait(&mut event_loop, &resolver, SYSTEM_NAME, AddressFamily::Any);
     assert!(later.is_ok());
     for _ in 0..10 {
         event_loop
@@ -214,7 +251,7 @@ fn lookup_that_cannot_finish_in_time_times_out() {
     resolver.set_cache_ttl(Duration::ZERO);
     for timeout in [Duration::ZERO, Duration::from_nanos(1)] {
         resolver.set_timeout(timeout);
-        let result = lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any);
+        let result = lookup_and_wait(&mut event_loop, &resolver, SYSTEM_NAME, AddressFamily::Any);
         match result {
             Err(SocketError::Timeout(TimeoutPhase::Resolve)) => {}
             other => panic!("{timeout:?}: expected a resolve timeout, got {other:?}"),
@@ -258,18 +295,18 @@ fn repeated_lookup_is_answered_from_the_cache() {
     let mut event_loop = EventLoop::new().unwrap();
     let resolver = DnsResolver::instance().unwrap();
     let first =
-        lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+        lookup_and_wait(&mut event_loop, &resolver, SYSTEM_NAME, AddressFamily::Any).unwrap();
     assert_eq!(resolver.pool_lookups(), 1);
 
     let (result, callback) = slot();
-    resolver.lookup("LocalHost", callback);
+    resolver.lookup(SYSTEM_NAME_UPPER, callback);
     assert!(result.borrow().is_none(), "cache hits are not synchronous");
     event_loop.process_events(Some(Duration::ZERO)).unwrap();
     assert_eq!(result.take().unwrap().unwrap(), first);
     assert_eq!(resolver.pool_lookups(), 1, "answered without the pool");
 
     resolver.clear_cache();
-    lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+    lookup_and_wait(&mut event_loop, &resolver, SYSTEM_NAME, AddressFamily::Any).unwrap();
     assert_eq!(resolver.pool_lookups(), 2, "cleared cache goes to the pool");
 }
 
@@ -279,7 +316,7 @@ fn zero_ttl_disables_the_cache() {
     let resolver = DnsResolver::instance().unwrap();
     resolver.set_cache_ttl(Duration::ZERO);
     for expected in 1..=3 {
-        lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+        lookup_and_wait(&mut event_loop, &resolver, SYSTEM_NAME, AddressFamily::Any).unwrap();
         assert_eq!(resolver.pool_lookups(), expected);
     }
 }
@@ -289,9 +326,9 @@ fn expired_cache_entries_are_not_used() {
     let mut event_loop = EventLoop::new().unwrap();
     let resolver = DnsResolver::instance().unwrap();
     resolver.set_cache_ttl(Duration::from_millis(30));
-    lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+    lookup_and_wait(&mut event_loop, &resolver, SYSTEM_NAME, AddressFamily::Any).unwrap();
     std::thread::sleep(Duration::from_millis(40));
-    lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+    lookup_and_wait(&mut event_loop, &resolver, SYSTEM_NAME, AddressFamily::Any).unwrap();
     assert_eq!(resolver.pool_lookups(), 2);
 }
 
@@ -307,7 +344,11 @@ fn concurrent_lookups_of_one_name_share_one_pool_task() {
     for i in 0..16 {
         let a = answers.clone();
         // Case differs, the name does not.
-        let host = if i % 2 == 0 { "localhost" } else { "LocalHost" };
+        let host = if i % 2 == 0 {
+            SYSTEM_NAME
+        } else {
+            SYSTEM_NAME_UPPER
+        };
         resolver.lookup(host, move |r| a.borrow_mut().push(r));
     }
     wait_until(&mut event_loop, || {
@@ -330,9 +371,9 @@ fn waiters_of_a_shared_lookup_come_and_go_independently() {
     let resolver = DnsResolver::instance().unwrap();
     resolver.set_cache_ttl(Duration::ZERO);
     let (first, callback) = slot();
-    let starter = resolver.lookup("localhost", callback);
+    let starter = resolver.lookup(SYSTEM_NAME, callback);
     let (second, callback) = slot();
-    resolver.lookup("localhost", callback);
+    resolver.lookup(SYSTEM_NAME, callback);
     assert!(resolver.cancel(starter));
     wait_until(&mut event_loop, || second.borrow().is_some());
     assert!(second.take().unwrap().is_ok());
@@ -343,20 +384,20 @@ fn waiters_of_a_shared_lookup_come_and_go_independently() {
     assert_eq!(resolver.pool_lookups(), 1);
 
     let (gone, callback) = slot();
-    let only = resolver.lookup("localhost", callback);
+    let only = resolver.lookup(SYSTEM_NAME, callback);
     assert!(resolver.cancel(only));
     let (late, callback) = slot();
-    resolver.lookup("localhost", callback);
+    resolver.lookup(SYSTEM_NAME, callback);
     wait_until(&mut event_loop, || late.borrow().is_some());
     assert!(late.take().unwrap().is_ok());
     assert!(gone.borrow().is_none());
 
     let before = resolver.pool_lookups();
     let (a, callback) = slot();
-    resolver.lookup("localhost", callback);
+    resolver.lookup(SYSTEM_NAME, callback);
     resolver.clear_cache();
     let (b, callback) = slot();
-    resolver.lookup("localhost", callback);
+    resolver.lookup(SYSTEM_NAME, callback);
     wait_until(&mut event_loop, || {
         a.borrow().is_some() && b.borrow().is_some()
     });
@@ -451,7 +492,7 @@ fn names_no_resolver_can_answer_fail_without_the_pool() {
     // Still handed to the resolver: a 63-byte label, underscores (container names), a trailing
     // dot. Cancelled at once: only the route matters here.
     let label63 = format!("{}.invalid", "a".repeat(63));
-    for host in [label63.as_str(), "my_service.invalid", "localhost."] {
+    for host in [label63.as_str(), "my_service.invalid", "name.invalid."] {
         resolver.lookup(host, |_| {});
     }
     assert_eq!(resolver.pool_lookups(), 3, "a valid name was refused");
@@ -465,20 +506,20 @@ fn an_answer_in_flight_when_the_cache_is_cleared_is_not_cached() {
     let mut event_loop = EventLoop::new().unwrap();
     let resolver = DnsResolver::instance().unwrap();
     let (result, callback) = slot();
-    resolver.lookup("localhost", callback);
+    resolver.lookup(SYSTEM_NAME, callback);
     resolver.clear_cache();
     wait_until(&mut event_loop, || result.borrow().is_some());
     assert!(result.take().unwrap().is_ok());
     assert_eq!(resolver.pool_lookups(), 1);
 
-    lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+    lookup_and_wait(&mut event_loop, &resolver, SYSTEM_NAME, AddressFamily::Any).unwrap();
     assert_eq!(
         resolver.pool_lookups(),
         2,
         "answered from a cache entry made after clear_cache"
     );
     // That answer is cached as usual.
-    lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
+    lookup_and_wait(&mut event_loop, &resolver, SYSTEM_NAME, AddressFamily::Any).unwrap();
     assert_eq!(resolver.pool_lookups(), 2);
 }
 
@@ -490,14 +531,14 @@ fn a_trailing_dot_name_is_not_answered_from_the_relative_names_cache_entry() {
     let mut event_loop = EventLoop::new().unwrap();
     let resolver = DnsResolver::instance().unwrap();
     resolver.set_timeout(SAFETY_TIMEOUT);
-    let fresh = lookup_and_wait(&mut event_loop, &resolver, "localhost.", AddressFamily::Any);
+    let fresh = lookup_and_wait(&mut event_loop, &resolver, "0x7f.1.", AddressFamily::Any);
     resolver.clear_cache();
-    lookup_and_wait(&mut event_loop, &resolver, "localhost", AddressFamily::Any).unwrap();
-    let after = lookup_and_wait(&mut event_loop, &resolver, "localhost.", AddressFamily::Any);
+    lookup_and_wait(&mut event_loop, &resolver, SYSTEM_NAME, AddressFamily::Any).unwrap();
+    let after = lookup_and_wait(&mut event_loop, &resolver, "0x7f.1.", AddressFamily::Any);
     assert_eq!(
         resolver.pool_lookups(),
         3,
-        "localhost. was answered with localhost's cache entry"
+        "0x7f.1. was answered with 0x7f.1's cache entry"
     );
     assert_eq!(fresh.is_ok(), after.is_ok(), "{fresh:?} then {after:?}");
 }

@@ -3,6 +3,7 @@
 //! ```text
 //!  lookup(host, cb) on the loop thread ── cb stays here, in a table keyed by LookupId
 //!    ├─ IP literal ("127.0.0.1", "::1", "[::1]") ──┐
+//!    ├─ localhost, *.localhost: [::1, 127.0.0.1] ───┤
 //!    ├─ cached (positive answers, 60 s, 256 names) ─┴─ post ─► cb on a later turn
 //!    ├─ the name is being resolved already ─► waits for that task's answer
 //!    └─ otherwise ─► worker pool (process-wide, ≤ 4 threads, started on demand)
@@ -21,7 +22,8 @@
 //! cancelled (then it never runs).
 //!
 //! Fixes over KDNetwork: lookups time out (T8: c-ares timeouts were never processed), single
-//! lookups can be cancelled, IP literals never reach the resolver, and the order of addresses is
+//! lookups can be cancelled, IP literals never reach the resolver, `localhost` and the names
+//! under it are loopback whatever /etc/hosts says (RFC 6761 §6.3, as curl and browsers), and the order of addresses is
 //! the system resolver's (RFC 6724, as configured in `/etc/gai.conf`), not "IPv4 first".
 //!
 //! The pool is shared by every loop of the process, so one slow name server cannot start more
@@ -47,6 +49,7 @@ use std::time::{Duration, Instant};
 
 use self::cache::AddressCache;
 use self::in_flight::{InFlight, TaskKey};
+pub(crate) use self::names::is_localhost;
 use self::names::{cache_key, check_host_name};
 use self::pool::WorkerPool;
 use super::{SocketError, TimeoutPhase};
@@ -69,6 +72,12 @@ pub const MAX_RESOLVER_THREADS: usize = 4;
 /// Longest host name accepted, in bytes, not counting one trailing dot: 253 (RFC 1035).
 /// Longer names fail with [`SocketError::InvalidAddress`] without reaching the resolver.
 pub const MAX_HOST_NAME_LEN: usize = 253;
+
+/// What `localhost` and the names under it resolve to, in RFC 6724's order (`::1` first).
+const LOCALHOST_ADDRESSES: [IpAddr; 2] = [
+    IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+];
 
 /// A pool thread with nothing to do for this long leaves.
 const IDLE_THREAD_EXIT: Duration = Duration::from_secs(30);
@@ -185,6 +194,10 @@ impl DnsResolver {
 
     /// Looks up `host` (a name or an IP literal, IPv6 optionally in brackets) and calls
     /// `callback` with its addresses on a later loop turn.
+    ///
+    /// `localhost`, `localhost.` and names under it (`app.localhost`, any case) are answered
+    /// with `[::1, 127.0.0.1]` (the order RFC 6724 gives them) without asking the system, as
+    /// RFC 6761 §6.3 asks: an /etc/hosts or a name server mapping them elsewhere is ignored.
     ///
     /// Errors: [`SocketError::Lookup`] with the resolver's message (reason `"no addresses"` when
     /// it found none), [`SocketError::Timeout`]`(`[`TimeoutPhase::Resolve`]`)`, or
@@ -358,6 +371,9 @@ impl DnsResolver {
         }
         if let Err(e) = check_host_name(host) {
             return Route::Now(Err(e));
+        }
+        if is_localhost(host) {
+            return Route::Now(Ok(LOCALHOST_ADDRESSES.to_vec()));
         }
         let mut cache = self.cache.borrow_mut();
         if cache.is_enabled() {

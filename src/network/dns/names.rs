@@ -76,6 +76,19 @@ fn is_forbidden_in_host(c: char) -> bool {
         )
 }
 
+/// Whether `host` is `localhost` or a name under it (`app.localhost`), any case, with or
+/// without the trailing dot: RFC 6761 §6.3 reserves them for loopback, so they are answered
+/// without asking the system (as curl and browsers do): a broken /etc/hosts or a name server
+/// cannot send them elsewhere.
+pub(crate) fn is_localhost(host: &str) -> bool {
+    let name = host.strip_suffix('.').unwrap_or(host).as_bytes();
+    const LOCALHOST: &[u8] = b"localhost";
+    let Some(start) = name.len().checked_sub(LOCALHOST.len()) else {
+        return false;
+    };
+    name[start..].eq_ignore_ascii_case(LOCALHOST) && (start == 0 || name[start - 1] == b'.')
+}
+
 /// Host names are case-insensitive. A trailing dot is kept: `name.` is absolute (no search
 /// domains, and glibc's /etc/hosts lookup does not match it), `name` is not, so the two can
 /// resolve differently.
@@ -127,6 +140,24 @@ mod tests {
             "a-b.c",
         ] {
             assert!(check_host_name(good).is_ok(), "{good:?}");
+        }
+    }
+
+    #[test]
+    fn localhost_names_are_localhost_and_its_subdomains() {
+        for yes in ["localhost", "LOCALHOST.", "a.localhost", "b.A.LocalHost."] {
+            assert!(is_localhost(yes), "{yes:?}");
+        }
+        for no in [
+            "",
+            ".",
+            "xlocalhost",
+            "localhost.com",
+            "localhost..",
+            "localhos",
+            "host",
+        ] {
+            assert!(!is_localhost(no), "{no:?}");
         }
     }
 

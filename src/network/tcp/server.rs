@@ -14,7 +14,7 @@ use mio::net::TcpListener;
 use super::{DEFAULT_HANDSHAKE_TIMEOUT, TcpSocket};
 use crate::bindings::Signal;
 use crate::foundation::{LoopCore, LoopError, Readiness, ReadyHandler, SourceKey, TimerKey};
-use crate::network::dns::resolve_literal;
+use crate::network::dns::{is_localhost, resolve_literal};
 use crate::network::error::{SocketError, SocketOperation};
 use crate::network::tls::session::TlsSession;
 
@@ -107,7 +107,7 @@ impl TcpServer {
             return Err(SocketError::InvalidAddress(format!(
                 "{host:?}: brackets are only allowed around a whole IPv6 address"
             )));
-        } else if host.eq_ignore_ascii_case("localhost") {
+        } else if is_localhost(host) {
             SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
         } else {
             (host, port)
