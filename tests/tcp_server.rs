@@ -143,3 +143,121 @@ fn listen_takes_brackets_only_around_a_whole_ipv6_address() {
         assert!(server.server_address().unwrap().is_ipv6());
     }
 }
+
+fn ipv6_loopback_available() -> bool {
+    std::net::TcpListener::bind("[::1]:0").is_ok()
+}
+
+/// Accepts connections to `port` from a std client on each of `targets`; returns each accepted
+/// socket's (peer, local) address, in order.
+fn accept_from(
+    ev: &mut EventLoop,
+    server: &TcpServer,
+    targets: &[&str],
+) -> Vec<(std::net::SocketAddr, std::net::SocketAddr)> {
+    let port = server.server_port().unwrap();
+    let accepted: Rc<RefCell<Vec<Rc<TcpSocket>>>> = Rc::default();
+    let a = accepted.clone();
+    let connection = server
+        .new_connection
+        .connect(move |s: &Rc<TcpSocket>| a.borrow_mut().push(s.clone()));
+    let mut clients = Vec::new();
+    let mut seen = Vec::new();
+    for (i, target) in targets.iter().enumerate() {
+        let ip: std::net::IpAddr = target.parse().unwrap();
+        let client = std::net::TcpStream::connect((ip, port))
+            .unwrap_or_else(|e| panic!("connecting to {target} port {port}: {e}"));
+        assert!(
+            run_until(ev, Duration::from_secs(5), || accepted.borrow().len()
+                == i + 1),
+            "the connection to {target} was not accepted"
+        );
+        let socket = accepted.borrow()[i].clone();
+        assert_eq!(
+            socket.peer_address(),
+            Some(client.local_addr().unwrap()),
+            "{target}"
+        );
+        seen.push((
+            socket.peer_address().unwrap(),
+            socket.local_address().unwrap(),
+        ));
+        clients.push(client);
+    }
+    connection.disconnect();
+    seen
+}
+
+/// `::` listens on both families, as Qt's `QHostAddress::Any`, Go and Node do: an IPv4 client
+/// is accepted and reported with its IPv4 addresses (not `::ffff:127.0.0.1`).
+/// `set_ipv6_only(true)` listens for IPv6 only (Qt's `AnyIPv6`).
+#[test]
+fn listening_on_the_unspecified_ipv6_address_accepts_both_families() {
+    if !ipv6_loopback_available() {
+        return;
+    }
+    let mut ev = EventLoop::new().unwrap();
+    let server = TcpServer::new().unwrap();
+    server.listen("::", 0).unwrap();
+    let port = server.server_port().unwrap();
+    let seen = accept_from(&mut ev, &server, &["127.0.0.1", "::1"]);
+    assert_eq!(
+        seen[0].0.ip(),
+        "127.0.0.1".parse::<std::net::IpAddr>().unwrap()
+    );
+    assert_eq!(
+        seen[0].1,
+        std::net::SocketAddr::from(([127, 0, 0, 1], port))
+    );
+    assert_eq!(seen[1].0.ip(), "::1".parse::<std::net::IpAddr>().unwrap());
+    server.close();
+
+    let v6_only = TcpServer::new().unwrap();
+    v6_only.set_ipv6_only(true);
+    v6_only.listen("::", 0).unwrap();
+    let port = v6_only.server_port().unwrap();
+    accept_from(&mut ev, &v6_only, &["::1"]);
+    let refused = std::net::TcpStream::connect(("127.0.0.1", port));
+    assert!(
+        refused.is_err(),
+        "an IPv6-only server accepted IPv4: {refused:?}"
+    );
+}
+
+/// `localhost` is both loopbacks (the resolver answers `[::1, 127.0.0.1]`): a server listening
+/// on it accepts clients of either family on one port, so a client trying `::1` first and
+/// one trying `127.0.0.1` both reach it.
+#[test]
+fn listening_on_localhost_accepts_both_loopback_addresses_on_one_port() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = TcpServer::new().unwrap();
+    server.listen("localhost", 0).unwrap();
+    let port = server.server_port().unwrap();
+    let addresses = server.server_addresses();
+    assert!(
+        addresses
+            .iter()
+            .all(|a| a.port() == port && a.ip().is_loopback()),
+        "{addresses:?}"
+    );
+    assert!(addresses.iter().any(|a| a.is_ipv4()), "{addresses:?}");
+    if !ipv6_loopback_available() {
+        assert_eq!(addresses.len(), 1);
+        accept_from(&mut ev, &server, &["127.0.0.1"]);
+        return;
+    }
+    assert_eq!(addresses.len(), 2, "{addresses:?}");
+    assert_eq!(server.server_address(), Some(addresses[0]));
+    let seen = accept_from(&mut ev, &server, &["::1", "127.0.0.1", "::1"]);
+    assert_eq!(seen.len(), 3);
+    // Closing stops every listener.
+    server.close();
+    assert!(server.server_addresses().is_empty());
+    for target in ["127.0.0.1", "::1"] {
+        let ip: std::net::IpAddr = target.parse().unwrap();
+        assert!(
+            std::net::TcpStream::connect((ip, port)).is_err(),
+            "{target} still listens"
+        );
+    }
+}

@@ -3,7 +3,7 @@
 use std::cell::RefCell;
 use std::fmt;
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, ToSocketAddrs};
+use std::net::{IpAddr, SocketAddr, ToSocketAddrs};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
@@ -61,10 +61,17 @@ pub struct TcpServer {
     self_weak: Weak<TcpServer>,
 }
 
+/// One listening socket (a server listens on several when its host has several addresses).
+struct Listener {
+    listener: TcpListener,
+    key: SourceKey,
+    address: SocketAddr,
+}
+
 struct ServerInner {
-    listener: Option<TcpListener>,
-    key: Option<SourceKey>,
-    address: Option<SocketAddr>,
+    /// Empty while not listening.
+    listeners: Vec<Listener>,
+    ipv6_only: bool,
     tls: Option<Arc<rustls::ServerConfig>>,
     backlog: i32,
     /// Set while accepting is paused after an accept error.
@@ -84,9 +91,8 @@ impl TcpServer {
             state_changed: Signal::new(),
             core,
             inner: RefCell::new(ServerInner {
-                listener: None,
-                key: None,
-                address: None,
+                listeners: Vec::new(),
+                ipv6_only: false,
                 tls: None,
                 backlog: DEFAULT_BACKLOG,
                 retry: None,
@@ -96,56 +102,108 @@ impl TcpServer {
         }))
     }
 
-    /// Listens on `host_or_ip` (an IP literal, IPv6 optionally in brackets, `localhost`, or a
-    /// name resolved synchronously)
-    /// and `port` (0 picks a free port; see [`server_port`](Self::server_port)).
+    /// Listens on `host_or_ip` and `port` (0 picks a free port; see
+    /// [`server_port`](Self::server_port)).
+    ///
+    /// `host_or_ip` is an IP literal (IPv6 optionally in brackets), `localhost`, or a name
+    /// resolved synchronously. A name listens on every address it has, on one port:
+    /// `localhost` (and `*.localhost`) on `::1` and `127.0.0.1`, so clients of either family
+    /// reach the server; addresses whose family the machine lacks are skipped (at least one
+    /// must work). `::` listens on all interfaces for both families and `0.0.0.0` for IPv4
+    /// only (see [`listen_on`](Self::listen_on)).
     pub fn listen(&self, host_or_ip: &str, port: u16) -> Result<(), SocketError> {
         let host = host_or_ip;
-        let addr = if let Some(ip) = resolve_literal(host) {
-            SocketAddr::new(ip, port)
+        let ips: Vec<IpAddr> = if let Some(ip) = resolve_literal(host) {
+            vec![ip]
         } else if host.starts_with('[') || host.ends_with(']') {
             return Err(SocketError::InvalidAddress(format!(
                 "{host:?}: brackets are only allowed around a whole IPv6 address"
             )));
         } else if is_localhost(host) {
-            SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+            LOCALHOST_LISTEN.to_vec()
         } else {
-            (host, port)
+            let mut ips: Vec<IpAddr> = Vec::new();
+            let found = (host, port)
                 .to_socket_addrs()
                 .map_err(|e| SocketError::Lookup {
                     host: host.to_string(),
                     reason: e.to_string(),
-                })?
-                .next()
-                .ok_or_else(|| SocketError::Lookup {
+                })?;
+            for addr in found {
+                if !ips.contains(&addr.ip()) {
+                    ips.push(addr.ip());
+                }
+            }
+            if ips.is_empty() {
+                return Err(SocketError::Lookup {
                     host: host.to_string(),
                     reason: "no addresses".into(),
-                })?
+                });
+            }
+            ips
         };
-        self.listen_on(addr)
+        self.listen_on_all(&ips, port)
     }
 
-    /// Listens on `addr`. An IPv6 address listens for IPv6 only (`IPV6_V6ONLY`, as Qt's
-    /// `AnyIPv6`): to accept both families, listen on `0.0.0.0` and `::` with two servers.
-    /// Fails with [`SocketError::InvalidState`] while already listening (close first).
+    /// Listens on `addr`.
+    ///
+    /// The unspecified IPv6 address `::` listens for IPv6 and IPv4 (IPv4 clients are reported
+    /// with their IPv4 addresses), as Qt's `QHostAddress::Any`, Go and Node do, unless
+    /// [`set_ipv6_only`](Self::set_ipv6_only) asks for IPv6 only (Qt's `AnyIPv6`); `0.0.0.0`
+    /// listens for IPv4 only. Fails with [`SocketError::InvalidState`] while already listening
+    /// (close first).
     pub fn listen_on(&self, addr: SocketAddr) -> Result<(), SocketError> {
+        self.listen_on_all(&[addr.ip()], addr.port())
+    }
+
+    /// Listens on each of `ips` with one port; an address whose family the machine lacks is
+    /// skipped when there are others.
+    fn listen_on_all(&self, ips: &[IpAddr], port: u16) -> Result<(), SocketError> {
         if self.is_listening() {
             return Err(SocketError::InvalidState("server is already listening"));
         }
-        let backlog = self.inner.borrow().backlog;
-        let mut listener = bind_listener(addr, backlog)?;
-        let handler: Weak<dyn ReadyHandler> = self.self_weak.clone();
-        let key = self
-            .core
-            .register(&mut listener, Interest::READABLE, handler)
-            .map_err(|e| SocketError::io(SocketOperation::Listen, e))?;
-        {
-            let mut inner = self.inner.borrow_mut();
-            inner.address = listener.local_addr().ok();
-            inner.listener = Some(listener);
-            inner.key = Some(key);
+        let (backlog, ipv6_only) = {
+            let inner = self.inner.borrow();
+            (inner.backlog, inner.ipv6_only)
+        };
+        // With port 0 the first listener picks the port and the others take the same one; if
+        // it is taken on another address, pick again.
+        let mut attempts = if port == 0 && ips.len() > 1 { 8 } else { 1 };
+        let bound = loop {
+            attempts -= 1;
+            match bind_all(ips, port, backlog, ipv6_only) {
+                Err(e) if attempts > 0 && is_addr_in_use(&e) => continue,
+                result => break result?,
+            }
+        };
+        let mut listeners: Vec<Listener> = Vec::with_capacity(bound.len());
+        for mut listener in bound {
+            let handler: Weak<dyn ReadyHandler> = self.self_weak.clone();
+            let registered = listener
+                .local_addr()
+                .and_then(|address| {
+                    let key = self
+                        .core
+                        .register(&mut listener, Interest::READABLE, handler)?;
+                    Ok((key, address))
+                })
+                .map_err(|e| SocketError::io(SocketOperation::Listen, e));
+            match registered {
+                Ok((key, address)) => listeners.push(Listener {
+                    listener,
+                    key,
+                    address,
+                }),
+                Err(e) => {
+                    for mut l in listeners {
+                        self.core.deregister(&mut l.listener, l.key);
+                    }
+                    return Err(e);
+                }
+            }
         }
-        log::debug!("listening on {:?}", self.server_address());
+        self.inner.borrow_mut().listeners = listeners;
+        log::debug!("listening on {:?}", self.server_addresses());
         self.state_changed.emit(&ServerState::Listening);
         self.listening_started.emit(&());
         Ok(())
@@ -156,13 +214,15 @@ impl TcpServer {
         let closed = {
             let mut inner = self.inner.borrow_mut();
             let inner = &mut *inner;
-            if let (Some(listener), Some(key)) = (inner.listener.as_mut(), inner.key.take()) {
-                self.core.deregister(listener, key);
-            }
             if let Some(retry) = inner.retry.take() {
                 self.core.timer_remove(retry);
             }
-            inner.listener.take().is_some()
+            let listeners = std::mem::take(&mut inner.listeners);
+            let closed = !listeners.is_empty();
+            for mut l in listeners {
+                self.core.deregister(&mut l.listener, l.key);
+            }
+            closed
         };
         if closed {
             self.state_changed.emit(&ServerState::NotListening);
@@ -171,7 +231,7 @@ impl TcpServer {
 
     /// Whether the server listens.
     pub fn is_listening(&self) -> bool {
-        self.inner.borrow().listener.is_some()
+        !self.inner.borrow().listeners.is_empty()
     }
 
     /// The state.
@@ -183,9 +243,26 @@ impl TcpServer {
         }
     }
 
-    /// The address listened on.
+    /// The address listened on (the first one when [`listen`](Self::listen) listens on
+    /// several: see [`server_addresses`](Self::server_addresses)).
     pub fn server_address(&self) -> Option<SocketAddr> {
-        self.inner.borrow().address.filter(|_| self.is_listening())
+        self.inner.borrow().listeners.first().map(|l| l.address)
+    }
+
+    /// Every address listened on (all with one port); empty while not listening.
+    pub fn server_addresses(&self) -> Vec<SocketAddr> {
+        self.inner
+            .borrow()
+            .listeners
+            .iter()
+            .map(|l| l.address)
+            .collect()
+    }
+
+    /// Whether the next listen on `::` accepts IPv6 clients only (`IPV6_V6ONLY`, Qt's
+    /// `AnyIPv6`); by default (false) it accepts IPv4 clients too.
+    pub fn set_ipv6_only(&self, ipv6_only: bool) {
+        self.inner.borrow_mut().ipv6_only = ipv6_only;
     }
 
     /// The port listened on (the real one when 0 was asked for).
@@ -220,16 +297,21 @@ impl TcpServer {
     }
 
     fn accept_pending(&self) {
-        for _ in 0..ACCEPT_BUDGET_PER_TURN {
+        let mut budget = ACCEPT_BUDGET_PER_TURN;
+        let mut index = 0;
+        // Each listener in turn until it would block; a slot may close the server (the list
+        // empties) or close and listen again (the list is new: accepting from it is harmless).
+        while budget > 0 {
+            budget -= 1;
             if !self.still_owned() {
                 return;
             }
             let accepted = {
                 let inner = self.inner.borrow();
-                let Some(listener) = inner.listener.as_ref() else {
+                let Some(listener) = inner.listeners.get(index) else {
                     return;
                 };
-                listener.accept()
+                listener.listener.accept()
             };
             match accepted {
                 Ok((stream, peer)) => {
@@ -251,7 +333,7 @@ impl TcpServer {
                         Err(e) => self.error_occurred.emit(&e),
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => index += 1,
                 // A peer that connected and reset before it was accepted (some systems report
                 // it here): nothing to hand over and nothing wrong with the listener.
                 Err(e)
@@ -278,22 +360,98 @@ impl TcpServer {
         }
         // Budget used up: re-arm so the rest is accepted next turn.
         let mut inner = self.inner.borrow_mut();
-        let inner = &mut *inner;
-        if let (Some(listener), Some(key)) = (inner.listener.as_mut(), inner.key) {
-            if let Err(e) = self.core.reregister(listener, key, Interest::READABLE) {
+        for l in inner.listeners.iter_mut() {
+            if let Err(e) = self
+                .core
+                .reregister(&mut l.listener, l.key, Interest::READABLE)
+            {
                 log::warn!("re-arming listener: {e}");
             }
         }
     }
 }
 
-fn bind_listener(addr: SocketAddr, backlog: i32) -> Result<TcpListener, SocketError> {
+/// What `listen("localhost")` listens on: both loopbacks, in the resolver's order.
+const LOCALHOST_LISTEN: [IpAddr; 2] = [
+    IpAddr::V6(std::net::Ipv6Addr::LOCALHOST),
+    IpAddr::V4(std::net::Ipv4Addr::LOCALHOST),
+];
+
+/// An IPv4 address seen through a dual-stack IPv6 socket (`::ffff:a.b.c.d`), as IPv4.
+pub(super) fn unmapped(addr: SocketAddr) -> SocketAddr {
+    match addr {
+        SocketAddr::V6(v6) => match v6.ip().to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), v6.port()),
+            None => addr,
+        },
+        SocketAddr::V4(_) => addr,
+    }
+}
+
+fn is_addr_in_use(e: &SocketError) -> bool {
+    e.io_kind() == Some(io::ErrorKind::AddrInUse)
+}
+
+/// Whether binding failed because the machine lacks the address or its family: no socket of
+/// that family can be made (a kernel without IPv6), or the address is not configured (IPv6
+/// disabled on loopback).
+fn family_unavailable(e: &SocketError) -> bool {
+    match e {
+        SocketError::Io {
+            operation: SocketOperation::Configure,
+            ..
+        } => true,
+        _ => e.io_kind() == Some(io::ErrorKind::AddrNotAvailable),
+    }
+}
+
+/// Binds a listener on each of `ips`, all on one port (the first one's when `port` is 0),
+/// skipping addresses whose family is unavailable when there is more than one.
+fn bind_all(
+    ips: &[IpAddr],
+    port: u16,
+    backlog: i32,
+    ipv6_only: bool,
+) -> Result<Vec<TcpListener>, SocketError> {
+    let mut port = port;
+    let mut listeners: Vec<TcpListener> = Vec::with_capacity(ips.len());
+    let mut first_error = None;
+    for &ip in ips {
+        match bind_listener(SocketAddr::new(ip, port), backlog, ipv6_only) {
+            Ok(listener) => {
+                if port == 0 {
+                    port = listener
+                        .local_addr()
+                        .map_err(|e| SocketError::io(SocketOperation::Listen, e))?
+                        .port();
+                }
+                listeners.push(listener);
+            }
+            Err(e) if ips.len() > 1 && family_unavailable(&e) => {
+                log::debug!("not listening on {ip}: {e}");
+                first_error.get_or_insert(e);
+            }
+            Err(e) => return Err(e),
+        }
+    }
+    match first_error {
+        Some(e) if listeners.is_empty() => Err(e),
+        _ => Ok(listeners),
+    }
+}
+
+fn bind_listener(
+    addr: SocketAddr,
+    backlog: i32,
+    ipv6_only: bool,
+) -> Result<TcpListener, SocketError> {
     use socket2::{Domain, Socket, Type};
     let configure = |e| SocketError::io(SocketOperation::Configure, e);
     let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None).map_err(configure)?;
     socket.set_reuse_address(true).map_err(configure)?;
     if addr.is_ipv6() {
-        socket.set_only_v6(true).map_err(configure)?;
+        // Set either way: the system default (Linux's net.ipv6.bindv6only) must not decide.
+        socket.set_only_v6(ipv6_only).map_err(configure)?;
     }
     socket.set_nonblocking(true).map_err(configure)?;
     socket
@@ -316,8 +474,8 @@ impl ReadyHandler for TcpServer {
 impl Drop for TcpServer {
     fn drop(&mut self) {
         let inner = self.inner.get_mut();
-        if let (Some(listener), Some(key)) = (inner.listener.as_mut(), inner.key.take()) {
-            self.core.deregister(listener, key);
+        for l in inner.listeners.iter_mut() {
+            self.core.deregister(&mut l.listener, l.key);
         }
         if let Some(retry) = inner.retry.take() {
             self.core.timer_remove(retry);

@@ -38,6 +38,7 @@ use mio::Interest;
 use mio::net::TcpStream;
 
 use super::connect::ConnectRace;
+use super::server::unmapped;
 use crate::bindings::Signal;
 use crate::foundation::{LoopCore, LoopError, ReadyHandler, SourceKey};
 use crate::network::dns::{DnsResolver, resolve_literal};
@@ -249,7 +250,10 @@ impl TcpSocket {
             .map_err(|e| SocketError::io(SocketOperation::Configure, e))?;
         {
             let mut inner = socket.inner.borrow_mut();
-            inner.addresses = Some(Addresses::of(&stream, peer));
+            // A dual-stack listener sees IPv4 clients as `::ffff:a.b.c.d`: reported as IPv4.
+            let mut addresses = Addresses::of(&stream, unmapped(peer));
+            addresses.local = addresses.local.map(unmapped);
+            inner.addresses = Some(addresses);
             inner.stream = Some(stream);
             inner.key = Some(key);
             inner.announced = true;
