@@ -5,12 +5,21 @@
 //!                                   (1024 reads per turn at most; then re-armed for the next turn)
 //!  read_datagram() ◄── queue
 //!  write_datagram() ──► send_to (binds an ephemeral port of the destination's family first)
+//!                        no send queue: sent within the call, or the call fails
 //! ```
 //!
 //! mio reports readiness as edges, so every readable event empties the kernel buffer into the
 //! socket's queue; waiting datagrams would otherwise never be reported again. When the queue is
 //! full (in datagrams or in payload bytes), newly arriving datagrams are dropped (as the kernel does when its buffer is full), counted
 //! in [`UdpSocket::dropped_datagram_count`] and logged at `WARN` once per drain.
+//!
+//! Sending has no queue, so there is nothing to drain and no `bytes_written` signal (unlike
+//! [`TcpSocket`](crate::network::TcpSocket)): [`UdpSocket::write_datagram`] hands the datagram
+//! to the kernel before it returns, and its return value is the report. When the kernel cannot
+//! take it (its send buffer is full, which a fast sender can meet on a slow interface but never
+//! on loopback, where sending completes at once), the call fails with
+//! [`io_kind`](SocketError::io_kind) `Some(WouldBlock)` and the datagram is not sent, as
+//! QUdpSocket does: send it again on a later turn (a timer), or drop it, as UDP allows.
 
 use std::cell::{Cell, RefCell};
 use std::collections::VecDeque;
@@ -161,6 +170,10 @@ impl UdpSocket {
     }
 
     /// Sends `data` as one datagram to `address`:`port`; returns the bytes sent.
+    ///
+    /// Nothing is queued: the datagram has reached the kernel when this returns `Ok`. A full
+    /// kernel send buffer fails with an `Io` error whose [`io_kind`](SocketError::io_kind) is
+    /// `WouldBlock` (the datagram was not sent; see the [module docs](self)).
     ///
     /// An unbound socket is first bound to an ephemeral port on the unspecified address of
     /// `address`'s family. Broadcast addresses are allowed (`SO_BROADCAST` is set on every
