@@ -261,3 +261,37 @@ fn listening_on_localhost_accepts_both_loopback_addresses_on_one_port() {
         );
     }
 }
+
+/// A `state_changed` slot that closes the server as it starts listening: `listening_started`
+/// must not follow the `NotListening` it caused (a server that is not listening did not start).
+#[test]
+fn a_server_closed_from_its_state_changed_slot_does_not_announce_listening_started() {
+    use kdnet::network::ServerState;
+    let _ev = EventLoop::new().unwrap();
+    let server = TcpServer::new().unwrap();
+    let events: Rc<RefCell<Vec<String>>> = Rc::default();
+    let weak = Rc::downgrade(&server);
+    let e = events.clone();
+    // Connected first, so it also hears the nested NotListening (the closing slot, still
+    // running, is skipped by that nested emit).
+    server
+        .state_changed
+        .connect(move |state: &ServerState| e.borrow_mut().push(format!("{state:?}")))
+        .release();
+    server
+        .state_changed
+        .connect(move |state: &ServerState| {
+            if *state == ServerState::Listening {
+                weak.upgrade().unwrap().close();
+            }
+        })
+        .release();
+    let e = events.clone();
+    server
+        .listening_started
+        .connect(move |_| e.borrow_mut().push("started".into()))
+        .release();
+    server.listen("127.0.0.1", 0).unwrap();
+    assert!(!server.is_listening());
+    assert_eq!(*events.borrow(), ["Listening", "NotListening"]);
+}

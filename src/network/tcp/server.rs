@@ -52,7 +52,8 @@ pub struct TcpServer {
     pub new_connection: Signal<Rc<TcpSocket>>,
     /// Listening or accepting failed.
     pub error_occurred: Signal<SocketError>,
-    /// `listen` succeeded.
+    /// `listen` succeeded (after `state_changed(Listening)`; not emitted when a slot of that
+    /// closed the server again).
     pub listening_started: Signal<()>,
     /// The state changed.
     pub state_changed: Signal<ServerState>,
@@ -71,6 +72,9 @@ struct Listener {
 struct ServerInner {
     /// Empty while not listening.
     listeners: Vec<Listener>,
+    /// Counts the listens, so a listen can tell whether a slot closed (and maybe listened
+    /// again) while it announced itself.
+    listens: u64,
     ipv6_only: bool,
     tls: Option<Arc<rustls::ServerConfig>>,
     backlog: i32,
@@ -92,6 +96,7 @@ impl TcpServer {
             core,
             inner: RefCell::new(ServerInner {
                 listeners: Vec::new(),
+                listens: 0,
                 ipv6_only: false,
                 tls: None,
                 backlog: DEFAULT_BACKLOG,
@@ -202,10 +207,19 @@ impl TcpServer {
                 }
             }
         }
-        self.inner.borrow_mut().listeners = listeners;
+        let listen = {
+            let mut inner = self.inner.borrow_mut();
+            inner.listeners = listeners;
+            inner.listens += 1;
+            inner.listens
+        };
         log::debug!("listening on {:?}", self.server_addresses());
         self.state_changed.emit(&ServerState::Listening);
-        self.listening_started.emit(&());
+        // Unless a `state_changed` slot closed the server (and maybe listened anew) meanwhile.
+        let still = self.is_listening() && self.inner.borrow().listens == listen;
+        if still {
+            self.listening_started.emit(&());
+        }
         Ok(())
     }
 
