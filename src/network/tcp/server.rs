@@ -118,16 +118,19 @@ impl TcpServer {
     /// only (see [`listen_on`](Self::listen_on)).
     pub fn listen(&self, host_or_ip: &str, port: u16) -> Result<(), SocketError> {
         let host = host_or_ip;
-        let ips: Vec<IpAddr> = if let Some(ip) = resolve_literal(host) {
-            vec![ip]
+        let addrs: Vec<SocketAddr> = if let Some(ip) = resolve_literal(host) {
+            vec![SocketAddr::new(ip, port)]
         } else if host.starts_with('[') || host.ends_with(']') {
             return Err(SocketError::InvalidAddress(format!(
                 "{host:?}: brackets are only allowed around a whole IPv6 address"
             )));
         } else if is_localhost(host) {
-            LOCALHOST_LISTEN.to_vec()
+            LOCALHOST_LISTEN
+                .map(|ip| SocketAddr::new(ip, port))
+                .to_vec()
         } else {
-            let mut ips: Vec<IpAddr> = Vec::new();
+            // Whole socket addresses: a link-local answer keeps its scope id.
+            let mut addrs: Vec<SocketAddr> = Vec::new();
             let found = (host, port)
                 .to_socket_addrs()
                 .map_err(|e| SocketError::Lookup {
@@ -135,19 +138,19 @@ impl TcpServer {
                     reason: e.to_string(),
                 })?;
             for addr in found {
-                if !ips.contains(&addr.ip()) {
-                    ips.push(addr.ip());
+                if !addrs.contains(&addr) {
+                    addrs.push(addr);
                 }
             }
-            if ips.is_empty() {
+            if addrs.is_empty() {
                 return Err(SocketError::Lookup {
                     host: host.to_string(),
                     reason: "no addresses".into(),
                 });
             }
-            ips
+            addrs
         };
-        self.listen_on_all(&ips, port)
+        self.listen_on_all(&addrs)
     }
 
     /// Listens on `addr`.
@@ -158,12 +161,13 @@ impl TcpServer {
     /// listens for IPv4 only. Fails with [`SocketError::InvalidState`] while already listening
     /// (close first).
     pub fn listen_on(&self, addr: SocketAddr) -> Result<(), SocketError> {
-        self.listen_on_all(&[addr.ip()], addr.port())
+        self.listen_on_all(&[addr])
     }
 
-    /// Listens on each of `ips` with one port; an address whose family the machine lacks is
-    /// skipped when there are others.
-    fn listen_on_all(&self, ips: &[IpAddr], port: u16) -> Result<(), SocketError> {
+    /// Listens on each of `addrs` (all with one port); an address whose family the machine
+    /// lacks is skipped when there are others.
+    fn listen_on_all(&self, addrs: &[SocketAddr]) -> Result<(), SocketError> {
+        let port = addrs.first().map_or(0, SocketAddr::port);
         if self.is_listening() {
             return Err(SocketError::InvalidState("server is already listening"));
         }
@@ -173,10 +177,10 @@ impl TcpServer {
         };
         // With port 0 the first listener picks the port and the others take the same one; if
         // it is taken on another address, pick again.
-        let mut attempts = if port == 0 && ips.len() > 1 { 8 } else { 1 };
+        let mut attempts = if port == 0 && addrs.len() > 1 { 8 } else { 1 };
         let bound = loop {
             attempts -= 1;
-            match bind_all(ips, port, backlog, ipv6_only) {
+            match bind_all(addrs, backlog, ipv6_only) {
                 Err(e) if attempts > 0 && is_addr_in_use(&e) => continue,
                 result => break result?,
             }
@@ -419,19 +423,20 @@ fn family_unavailable(e: &SocketError) -> bool {
     }
 }
 
-/// Binds a listener on each of `ips`, all on one port (the first one's when `port` is 0),
-/// skipping addresses whose family is unavailable when there is more than one.
+/// Binds a listener on each of `addrs`, all on their (common) port, or the one the first gets
+/// when it is 0, skipping addresses whose family is unavailable when there is more than one.
 fn bind_all(
-    ips: &[IpAddr],
-    port: u16,
+    addrs: &[SocketAddr],
     backlog: i32,
     ipv6_only: bool,
 ) -> Result<Vec<TcpListener>, SocketError> {
-    let mut port = port;
-    let mut listeners: Vec<TcpListener> = Vec::with_capacity(ips.len());
+    let mut port = addrs.first().map_or(0, SocketAddr::port);
+    let mut listeners: Vec<TcpListener> = Vec::with_capacity(addrs.len());
     let mut first_error = None;
-    for &ip in ips {
-        match bind_listener(SocketAddr::new(ip, port), backlog, ipv6_only) {
+    for &addr in addrs {
+        let mut addr = addr;
+        addr.set_port(port);
+        match bind_listener(addr, backlog, ipv6_only) {
             Ok(listener) => {
                 if port == 0 {
                     port = listener
@@ -441,8 +446,8 @@ fn bind_all(
                 }
                 listeners.push(listener);
             }
-            Err(e) if ips.len() > 1 && family_unavailable(&e) => {
-                log::debug!("not listening on {ip}: {e}");
+            Err(e) if addrs.len() > 1 && family_unavailable(&e) => {
+                log::debug!("not listening on {addr}: {e}");
                 first_error.get_or_insert(e);
             }
             Err(e) => return Err(e),
