@@ -1368,3 +1368,62 @@ fn an_accepted_tls_socket_that_times_out_in_its_handshake_signals_handshake_erro
         Some(error.to_string())
     );
 }
+
+/// A server that rejects a client in `handshake_completed` (say, after looking at its
+/// certificate) by `abort()` must not then be handed that client's data: what arrived with the
+/// handshake's last flight (the client's early writes) is not announced by `ready_read` once
+/// the socket is aborted.
+#[test]
+fn a_socket_aborted_in_handshake_completed_announces_no_data_that_came_with_the_handshake() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let server = TcpServer::new().unwrap();
+    server.set_tls_config(
+        TlsServerConfig::from_pem(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+        )
+        .unwrap(),
+    );
+    server.listen("127.0.0.1", 0).unwrap();
+    let peers: Peers = Rc::default();
+    let rejected = Rc::new(Cell::new(0u32));
+    let announced = Rc::new(Cell::new(0u32));
+    let (keep, r, a) = (peers.clone(), rejected.clone(), announced.clone());
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| {
+            let weak = Rc::downgrade(peer);
+            let r = r.clone();
+            peer.handshake_completed
+                .connect(move |_| {
+                    r.set(r.get() + 1);
+                    weak.upgrade().unwrap().abort();
+                })
+                .release();
+            let a = a.clone();
+            peer.ready_read
+                .connect(move |_| a.set(a.get() + 1))
+                .release();
+            keep.borrow_mut().push(peer.clone());
+        })
+        .release();
+    let port = server.server_port().unwrap();
+    // Several clients, each writing before its handshake: the write leaves with its Finished.
+    let clients: Vec<Rc<SslSocket>> = (0..5)
+        .map(|_| {
+            let client = client_trusting_test_ca();
+            client.connect_to_host("127.0.0.1", port).unwrap();
+            client
+                .write(b"data of a client the server rejects")
+                .unwrap();
+            client
+        })
+        .collect();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || rejected
+        .get()
+        == 5));
+    run_until(&mut ev, Duration::from_millis(200), || false);
+    assert_eq!(announced.get(), 0, "ready_read fired on an aborted socket");
+    drop(clients);
+}

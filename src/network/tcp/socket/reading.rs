@@ -87,6 +87,7 @@ impl TcpSocket {
     /// Reads what the kernel holds (up to the budget) and delivers it: the sink, or the read
     /// buffer and `bytes_received` + `ready_read`. How the reading ended is left to the caller.
     pub(super) fn read_available(&self, until_would_block: bool) -> Drained {
+        let connection = self.connection();
         let mut buf = self.core.take_read_buffer();
         if buf.len() < READ_CHUNK {
             // Zeroed allocation rather than `resize`: fresh zero pages need not be written, so
@@ -154,7 +155,15 @@ impl TcpSocket {
             }
         }
         self.core.return_read_buffer(buf);
-        if received > 0 && self.inner.borrow().sink.is_none() {
+        // Not for a socket a `handshake_completed` slot aborted (or closed and connected anew)
+        // meanwhile: a server rejecting a client there is not handed the client's data.
+        let announce = received > 0 && {
+            let inner = self.inner.borrow();
+            inner.sink.is_none()
+                && inner.connection == connection
+                && inner.state != SocketState::Unconnected
+        };
+        if announce {
             self.bytes_received.emit(&received);
             self.ready_read.emit(&());
         }
