@@ -295,3 +295,26 @@ fn a_server_closed_from_its_state_changed_slot_does_not_announce_listening_start
     assert!(!server.is_listening());
     assert_eq!(*events.borrow(), ["Listening", "NotListening"]);
 }
+
+/// `listen` refuses what no resolver can answer as `connect_to_host` does (an invalid address
+/// naming the problem), without a blocking system lookup that may ask the network's name
+/// servers about `localhost:8080`.
+#[test]
+fn listen_refuses_malformed_host_names_as_invalid_addresses() {
+    let _ev = EventLoop::new().unwrap();
+    for (host, reason) in [
+        ("", "empty host name"),
+        ("localhost:8080", "a port goes in its own argument"),
+        ("a..example", "empty label"),
+        ("local host", "cannot appear in a host name"),
+    ] {
+        let server = TcpServer::new().unwrap();
+        match server.listen(host, 0) {
+            Err(err @ kdnet::network::SocketError::InvalidAddress(_)) => {
+                assert!(err.to_string().contains(reason), "{host:?}: {err}");
+            }
+            other => panic!("{host:?}: {other:?}"),
+        }
+        assert!(!server.is_listening());
+    }
+}

@@ -49,8 +49,8 @@ use std::time::{Duration, Instant};
 
 use self::cache::AddressCache;
 use self::in_flight::{InFlight, TaskKey};
-pub(crate) use self::names::is_localhost;
-use self::names::{cache_key, check_host_name};
+use self::names::cache_key;
+pub(crate) use self::names::{check_host_name, is_localhost};
 use self::pool::WorkerPool;
 use super::{SocketError, TimeoutPhase};
 use crate::foundation::{LoopCore, LoopError, LoopHandle, TimerKey};

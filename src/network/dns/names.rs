@@ -10,7 +10,7 @@ const MAX_LABEL_LEN: usize = 63;
 /// Refuses, with the reason, a host no resolver can answer: empty, too long, a label empty or
 /// over 63 bytes, brackets around a non-IPv6 name, NUL, a port, an IPv6 zone id, or a character
 /// no URL host may hold.
-pub(super) fn check_host_name(host: &str) -> Result<(), SocketError> {
+pub(crate) fn check_host_name(host: &str) -> Result<(), SocketError> {
     let name = host.strip_suffix('.').unwrap_or(host);
     if name.is_empty() {
         return Err(SocketError::InvalidAddress(format!(

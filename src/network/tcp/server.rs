@@ -14,7 +14,7 @@ use mio::net::TcpListener;
 use super::{DEFAULT_HANDSHAKE_TIMEOUT, TcpSocket};
 use crate::bindings::Signal;
 use crate::foundation::{LoopCore, LoopError, Readiness, ReadyHandler, SourceKey, TimerKey};
-use crate::network::dns::{is_localhost, resolve_literal};
+use crate::network::dns::{check_host_name, is_localhost, resolve_literal};
 use crate::network::error::{SocketError, SocketOperation};
 use crate::network::tls::session::TlsSession;
 
@@ -111,7 +111,8 @@ impl TcpServer {
     /// [`server_port`](Self::server_port)).
     ///
     /// `host_or_ip` is an IP literal (IPv6 optionally in brackets), `localhost`, or a name
-    /// resolved synchronously. A name listens on every address it has, on one port:
+    /// resolved synchronously (a malformed one, say empty or with a port glued on, fails with
+    /// [`SocketError::InvalidAddress`] as [`DnsResolver::lookup`](crate::network::dns::DnsResolver::lookup) says, without a lookup). A name listens on every address it has, on one port:
     /// `localhost` (and `*.localhost`) on `::1` and `127.0.0.1`, so clients of either family
     /// reach the server; addresses whose family the machine lacks are skipped (at least one
     /// must work). `::` listens on all interfaces for both families and `0.0.0.0` for IPv4
@@ -124,6 +125,15 @@ impl TcpServer {
             return Err(SocketError::InvalidAddress(format!(
                 "{host:?}: brackets are only allowed around a whole IPv6 address"
             )));
+        } else if let Err(e) = check_host_name(host).or_else(|e| {
+            // An IPv6 address with a zone id (`fe80::1%eth0`): getaddrinfo reads it.
+            if host.contains('%') && host.contains(':') {
+                Ok(())
+            } else {
+                Err(e)
+            }
+        }) {
+            return Err(e);
         } else if is_localhost(host) {
             LOCALHOST_LISTEN
                 .map(|ip| SocketAddr::new(ip, port))
