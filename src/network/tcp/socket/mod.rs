@@ -270,7 +270,9 @@ impl TcpSocket {
         self.inner.borrow().state
     }
 
-    /// Resolves `host` (off the loop thread; IP literals skip the resolver) and connects to the
+    /// Resolves `host` (off the loop thread; IP literals skip the resolver, and `localhost` is
+    /// `::1` and `127.0.0.1` without asking the system, see
+    /// [`DnsResolver::lookup`](crate::network::dns::DnsResolver::lookup)) and connects to the
     /// first address that answers, racing them (Happy Eyeballs, RFC 8305).
     pub fn connect_to_host(&self, host: &str, port: u16) -> Result<(), SocketError> {
         self.ensure_unconnected()?;
