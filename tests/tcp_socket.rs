@@ -1138,3 +1138,40 @@ fn a_new_connect_forgets_the_previous_connections_addresses() {
         == SocketState::Unconnected));
     assert_eq!(client.peer_address(), None, "after the connect failed");
 }
+
+/// `bytes_received` comes before `ready_read` for one batch: a `bytes_received` slot that
+/// aborts the socket (a limit reached, say) must not be followed by `ready_read` of the closed
+/// socket, nor by one of a connection made anew in that slot.
+#[test]
+fn a_socket_aborted_in_bytes_received_emits_no_ready_read_for_that_batch() {
+    for reconnect in [false, true] {
+        let mut ev = EventLoop::new().unwrap();
+        let (server, _peers) = echo_server();
+        let port = server.server_port().unwrap();
+        let client = TcpSocket::new().unwrap();
+        let batches = Rc::new(Cell::new(0u32));
+        let ready_reads = Rc::new(Cell::new(0u32));
+        let (b, weak) = (batches.clone(), Rc::downgrade(&client));
+        client
+            .bytes_received
+            .connect(move |_| {
+                b.set(b.get() + 1);
+                let s = weak.upgrade().unwrap();
+                s.abort();
+                if reconnect {
+                    s.connect_to_address(LOCALHOST, port).unwrap();
+                }
+            })
+            .release();
+        let r = ready_reads.clone();
+        client
+            .ready_read
+            .connect(move |_| r.set(r.get() + 1))
+            .release();
+        client.connect_to_address(LOCALHOST, port).unwrap();
+        client.write(b"echo me").unwrap();
+        assert!(run_until(&mut ev, Duration::from_secs(5), || batches.get() == 1));
+        run_until(&mut ev, Duration::from_millis(100), || false);
+        assert_eq!(ready_reads.get(), 0, "reconnect {reconnect}");
+    }
+}

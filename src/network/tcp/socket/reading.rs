@@ -165,7 +165,14 @@ impl TcpSocket {
         };
         if announce {
             self.bytes_received.emit(&received);
-            self.ready_read.emit(&());
+            // Unless a `bytes_received` slot closed the socket (or connected it anew).
+            let still_open = {
+                let inner = self.inner.borrow();
+                inner.connection == connection && inner.state != SocketState::Unconnected
+            };
+            if still_open {
+                self.ready_read.emit(&());
+            }
         }
         Drained {
             used_tls,
