@@ -300,8 +300,8 @@ impl DnsResolver {
     }
 
     /// Sets the timeout of lookups started from now on ([`DEFAULT_LOOKUP_TIMEOUT`] by default).
-    /// `Duration::MAX` waits as long as the system resolver does. Answers from literals and the
-    /// cache never time out.
+    /// `Duration::MAX` waits as long as the system resolver does. Answers from literals,
+    /// `localhost` and the cache never time out.
     pub fn set_timeout(&self, timeout: Duration) {
         self.timeout.set(timeout);
     }
@@ -329,8 +329,8 @@ impl DnsResolver {
         self.pending.borrow().len()
     }
 
-    /// Pool tasks this resolver started (literals, cache hits and lookups that joined a task in
-    /// flight for their name do not count).
+    /// Pool tasks this resolver started (literals, `localhost`, cache hits and lookups that
+    /// joined a task in flight for their name do not count).
     #[doc(hidden)]
     pub fn pool_lookups(&self) -> u64 {
         self.pool_lookups.get()
