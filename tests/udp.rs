@@ -453,3 +453,36 @@ fn a_broadcast_datagram_is_sent_as_with_qudpsocket() {
     wait_until(&mut event_loop, || receiver.has_pending_datagrams());
     assert_eq!(receiver.read_datagram().unwrap().0, b"again");
 }
+
+/// A destination the socket's family cannot reach is refused as an invalid address naming
+/// both sides, not reported as the kernel's misleading "network is unreachable" (a socket bound
+/// to `::1` sending to 127.0.0.1) or "address family not supported"; nothing is sent.
+#[test]
+fn a_destination_of_a_family_the_bound_socket_cannot_reach_is_an_invalid_address() {
+    let _event_loop = EventLoop::new().unwrap();
+    let v4 = bound("127.0.0.1:0");
+    match v4.write_datagram(b"x", IpAddr::V6(Ipv6Addr::LOCALHOST), 9) {
+        Err(err @ SocketError::InvalidAddress(_)) => {
+            let message = err.to_string();
+            assert!(
+                message.contains("::1") && message.contains("127.0.0.1"),
+                "{message}"
+            );
+        }
+        other => panic!("IPv4 socket to ::1: {other:?}"),
+    }
+    if !has_ipv6_loopback() {
+        return;
+    }
+    let v6 = bound("[::1]:0");
+    match v6.write_datagram(b"x", IpAddr::V4(Ipv4Addr::LOCALHOST), 9) {
+        Err(err @ SocketError::InvalidAddress(_)) => {
+            let message = err.to_string();
+            assert!(
+                message.contains("127.0.0.1") && message.contains("::1"),
+                "{message}"
+            );
+        }
+        other => panic!("socket bound to ::1 to 127.0.0.1: {other:?}"),
+    }
+}

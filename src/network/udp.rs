@@ -177,8 +177,10 @@ impl UdpSocket {
     ///
     /// An unbound socket is first bound to an ephemeral port on the unspecified address of
     /// `address`'s family. Broadcast addresses are allowed (`SO_BROADCAST` is set on every
-    /// socket, as QUdpSocket does). On a socket bound to IPv6, IPv4 destinations are sent to as
-    /// IPv4-mapped addresses (works unless the socket is IPv6-only).
+    /// socket, as QUdpSocket does). On a socket bound to `::`, IPv4 destinations are sent to as
+    /// IPv4-mapped addresses (works unless the socket is IPv6-only); a destination of a family
+    /// the bound address cannot reach (IPv6 from IPv4, IPv4 from `::1`) fails with
+    /// [`SocketError::InvalidAddress`] naming both.
     pub fn write_datagram(
         &self,
         data: &[u8],
@@ -196,9 +198,20 @@ impl UdpSocket {
         let Some(bound) = bound.as_ref() else {
             return Err(SocketError::InvalidState("the UDP socket is not bound"));
         };
-        let destination = match (bound.socket.local_addr(), address) {
-            (Ok(SocketAddr::V6(_)), IpAddr::V4(v4)) => {
+        let local = bound.socket.local_addr().ok();
+        let destination = match (local, address) {
+            // Only a socket bound to `::` (or to a mapped address) reaches IPv4 through mapping;
+            // the kernel's error for the others would say "network is unreachable".
+            (Some(SocketAddr::V6(local)), IpAddr::V4(v4))
+                if local.ip().is_unspecified() || local.ip().to_ipv4_mapped().is_some() =>
+            {
                 SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), port)
+            }
+            (Some(local), _) if local.is_ipv4() != address.is_ipv4() => {
+                return Err(SocketError::InvalidAddress(format!(
+                    "{address} cannot be reached from a socket bound to {local} (bind to :: to \
+                     reach both families)"
+                )));
             }
             _ => SocketAddr::new(address, port),
         };
