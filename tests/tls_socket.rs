@@ -1427,3 +1427,23 @@ fn a_socket_aborted_in_handshake_completed_announces_no_data_that_came_with_the_
     assert_eq!(announced.get(), 0, "ready_read fired on an aborted socket");
     drop(clients);
 }
+
+/// `name.` is the absolute form of `name`: a certificate for `localhost` is valid for
+/// `localhost.` (as curl and browsers treat it), and the connection is encrypted.
+#[test]
+fn a_trailing_dot_host_verifies_against_the_name_without_it() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, _peers, _) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, true);
+    let client = client_trusting_test_ca();
+    let error = latest(&client.error_occurred);
+    client
+        .connect_to_host("localhost.", server.server_port().unwrap())
+        .unwrap();
+    assert!(
+        run_until(&mut ev, Duration::from_secs(10), || client.is_encrypted()
+            || error.borrow().is_some()),
+        "neither encrypted nor failed"
+    );
+    assert!(client.is_encrypted(), "{:?}", error.borrow());
+}
