@@ -111,9 +111,10 @@ impl TcpServer {
     /// [`server_port`](Self::server_port)).
     ///
     /// `host_or_ip` is an IP literal (IPv6 optionally in brackets), `localhost`, or a name
-    /// resolved synchronously (a malformed one, say empty or with a port glued on, fails with
-    /// [`SocketError::InvalidAddress`] as [`DnsResolver::lookup`](crate::network::dns::DnsResolver::lookup) says, without a lookup). A name listens on every address it has, on one port:
-    /// `localhost` (and `*.localhost`) on `::1` and `127.0.0.1`, so clients of either family
+    /// resolved synchronously; a malformed one (empty, a port glued on, …) fails with
+    /// [`SocketError::InvalidAddress`] without a lookup, as
+    /// [`DnsResolver::lookup`](crate::network::dns::DnsResolver::lookup) does. A name listens
+    /// on every address it has, on one port: `localhost` (and `*.localhost`) on `::1` and `127.0.0.1`, so clients of either family
     /// reach the server; addresses whose family the machine lacks are skipped (at least one
     /// must work). `::` listens on all interfaces for both families and `0.0.0.0` for IPv4
     /// only (see [`listen_on`](Self::listen_on)).
