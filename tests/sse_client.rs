@@ -2345,8 +2345,52 @@ fn cancel_all_from_a_slot_of_a_stream_whose_end_arrived_in_the_same_read_closes_
         "the cancelled stream reconnected"
     );
     assert_eq!(sse.ready_state(), ReadyState::Closed);
-    // (The rest of that read's batch, `b`, still reaches the slots: unlike `disconnect()`, a
-    // cancel through the HttpClient closes the SseClient only once the batch is delivered.)
-    assert_eq!(rec.events.borrow()[0], "message:a:");
+    // As after `disconnect()`, the rest of that read's batch, `b`, does not reach the slots.
+    assert_eq!(*rec.events.borrow(), ["message:a:"]);
+    assert!(rec.errors.borrow().is_empty(), "{:?}", rec.errors.borrow());
+}
+
+#[test]
+fn cancelling_the_stream_request_from_a_slot_delivers_no_later_event_of_that_read() {
+    let mut ev = EventLoop::new().unwrap();
+    // A stream that stays open: the three events arrive in one read, the end never.
+    let server = ScriptServer::start(|_, _| {
+        Reply::Bytes(
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nid: 1\ndata: a\n\nid: 2\ndata: b\n\nretry: 7\nid: 3\n\n"
+                .to_vec(),
+        )
+    });
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    let rec = record(&sse);
+    let weak_http = Rc::downgrade(&http);
+    let ids = Rc::new(RefCell::new(Vec::new()));
+    let seen_ids = ids.clone();
+    // The stream's request ID, as the HttpClient's signal gives it.
+    http.about_to_send_request
+        .connect(move |(id, _)| seen_ids.borrow_mut().push(*id))
+        .release();
+    let ids2 = ids.clone();
+    sse.message_received
+        .connect(move |_| {
+            if let (Some(http), Some(id)) = (weak_http.upgrade(), ids2.borrow().last()) {
+                assert!(http.cancel(*id), "the stream's request was not cancellable");
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || sse
+        .ready_state()
+        == ReadyState::Closed));
+    run_until(&mut ev, Duration::from_millis(200), || false);
+    assert_eq!(*rec.events.borrow(), ["message:a:1"]);
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "the cancelled stream reconnected"
+    );
+    // What followed the event in that read counts for nothing, as after `disconnect()`.
+    assert_eq!(sse.last_event_id(), "1");
+    assert_eq!(sse.reconnection_time(), Duration::from_secs(3));
     assert!(rec.errors.borrow().is_empty(), "{:?}", rec.errors.borrow());
 }

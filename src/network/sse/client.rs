@@ -117,6 +117,10 @@ pub struct SseClient {
     http: Rc<HttpClient>,
     core: Rc<LoopCore>,
     inner: RefCell<Inner>,
+    /// The last request user code cancelled through the HTTP client (`cancel`, `cancel_all`):
+    /// none of its events reaches a slot after that, although its end comes later. Outside
+    /// `inner` so that the HTTP client can set it whatever is borrowed.
+    cancelled: Cell<Option<RequestId>>,
     self_weak: Weak<SseClient>,
 }
 
@@ -176,6 +180,7 @@ impl SseClient {
             state_changed: Signal::new(),
             http,
             core,
+            cancelled: Cell::new(None),
             inner: RefCell::new(Inner {
                 state: ReadyState::Closed,
                 request: None,
@@ -261,8 +266,8 @@ impl SseClient {
     /// a block without data (which dispatches no event) counts at that block's blank line, as the
     /// WHATWG rules say, once the events before it were delivered (an empty `id` resets it to
     /// `""`; one holding NUL is ignored; a block cut off by the end of the stream counts for
-    /// nothing). When a slot disconnects, the rest of what was received, IDs included, does
-    /// not count.
+    /// nothing). When a slot disconnects (or cancels the stream's request through the
+    /// [`HttpClient`]), the rest of what was received, IDs included, does not count.
     pub fn last_event_id(&self) -> String {
         self.inner.borrow().last_event_id.to_string()
     }
@@ -606,12 +611,13 @@ impl SseClient {
     }
 
     /// Whether request `id`'s stream still delivers to this client: it is the current one, open,
-    /// and the client is held by more than the delivery (a slot may have dropped the last
-    /// handle).
+    /// not cancelled through the HTTP client, and the client is held by more than the delivery
+    /// (a slot may have dropped the last handle).
     #[inline(always)]
     fn delivers(&self, inner: &Inner, id: RequestId) -> bool {
         inner.current == Some(id)
             && inner.state == ReadyState::Open
+            && self.cancelled.get() != Some(id)
             && self.self_weak.strong_count() > 1
     }
 
@@ -636,6 +642,9 @@ impl SseClient {
     fn take_back_parser(&self, parser: Option<Box<SseParser>>) {
         let mut inner = self.inner.borrow_mut();
         let Some(mut parser) = parser else {
+            // An ID set while the request was in flight is `last_event_id` now (and so the new
+            // parser's): no stream is left for it to be weighed against.
+            inner.user_last_event_id = None;
             inner.parser = Some(inner.fresh_parser());
             return;
         };
@@ -688,7 +697,7 @@ impl Inner {
 
 impl SseTarget for SseClient {
     fn on_head(&self, id: RequestId, response: &HttpResponse) -> bool {
-        if self.inner.borrow().current != Some(id) {
+        if self.inner.borrow().current != Some(id) || self.cancelled.get() == Some(id) {
             return false;
         }
         let opens = response.status() == 200 && is_event_stream_response(response.headers());
@@ -742,6 +751,10 @@ impl SseTarget for SseClient {
         }
     }
 
+    fn on_cancel(&self, id: RequestId) {
+        self.cancelled.set(Some(id));
+    }
+
     fn on_end(
         &self,
         id: RequestId,
@@ -753,8 +766,13 @@ impl SseTarget for SseClient {
         }
         self.inner.borrow_mut().current = None;
         let opened = self.inner.borrow().opened;
-        // Flush an unterminated final block if asked to, before the parser is reset.
         let mut parser = parser;
+        if self.cancelled.get() == Some(id) {
+            // Cancelled through the HTTP client: what the parser read after the cancel (its last
+            // event ID) counts for nothing, as after `disconnect`.
+            parser = None;
+        }
+        // Flush an unterminated final block if asked to, before the parser is reset.
         if opened && result.is_ok() {
             if let Some(p) = parser.as_mut() {
                 // The setting may have changed while the parser was lent out.

@@ -78,6 +78,10 @@ pub(crate) trait SseTarget {
     /// The events of one delivery, held in the client's reused event pool, with the `retry`
     /// values among them and the stream's last event ID after them; emitted from there.
     fn on_events(&self, id: RequestId, events: &SseBatch);
+    /// User code cancelled the request ([`HttpClient::cancel`], [`HttpClient::cancel_all`]):
+    /// nothing more of its stream may reach the user, not even events already read (its end
+    /// follows as `on_end` with `Cancelled`). Runs no user code.
+    fn on_cancel(&self, id: RequestId);
     /// The stream ended: `Ok(response)` for a clean end of an opened stream or for a rejected
     /// response (with the start of its body), `Err` for failures. The request's parser comes back
     /// with it (it holds the last event ID and reconnection time).
@@ -413,11 +417,15 @@ impl HttpClient {
     /// response was complete, where its outcome would have been delivered), never inside `cancel`.
     pub fn cancel(&self, id: RequestId) -> bool {
         let mut actions = Vec::new();
+        // An event stream's owner, told once the borrow is released.
+        let mut sse_owner = None;
         let found = {
             let mut inner = self.inner.borrow_mut();
             let state = inner.requests.get(&id.0);
-            if let Some(Delivery::Streaming { on_event, .. }) = state.map(|s| &s.delivery) {
-                on_event.cancelled.set(true);
+            match state.map(|s| &s.delivery) {
+                Some(Delivery::Streaming { on_event, .. }) => on_event.cancelled.set(true),
+                Some(Delivery::Sse { target, .. }) => sse_owner = Some(target.clone()),
+                _ => {}
             }
             if state.is_some() {
                 // Its response may be on the way: the connection cannot serve another request
@@ -434,19 +442,24 @@ impl HttpClient {
                 if let Some(on_event) = &entry.on_event {
                     on_event.cancelled.set(true);
                 }
+                sse_owner = entry.sse_owner.clone();
                 true
             } else {
                 false
             }
         };
+        if let Some(owner) = sse_owner.and_then(|owner| owner.upgrade()) {
+            owner.on_cancel(id);
+        }
         self.post_actions(actions);
         found
     }
 
     /// Cancels every request of this client (and only of this client) whose callback has not
     /// run yet, as [`cancel`](Self::cancel) does, in the order they were sent; the streams of
-    /// the [`SseClient`](crate::network::sse::SseClient)s sharing it included: those close
-    /// (state `Closed`, `disconnected`) and do not reconnect.
+    /// the [`SseClient`](crate::network::sse::SseClient)s sharing it included: those deliver
+    /// no further event (not even one read before the cancel), close (state `Closed`,
+    /// `disconnected`) and do not reconnect.
     pub fn cancel_all(&self) {
         let mut ids: Vec<u64> = {
             let inner = self.inner.borrow();

@@ -155,6 +155,8 @@ pub(super) struct Finishing {
     pub(super) fate: Fate,
     /// A streaming request's `on_event`, silenced by a cancel.
     pub(super) on_event: Option<StreamFn>,
+    /// An event stream's owner, told of a cancel (its events already read are not delivered).
+    pub(super) sse_owner: Option<Weak<dyn SseTarget>>,
 }
 
 /// What becomes of a [`Finishing`] request's decided outcome.
@@ -209,14 +211,16 @@ impl HttpClient {
         if matches!(result, Err(HttpError::Cancelled)) {
             return Action::Finish(id, delivery, result, None);
         }
-        let on_event = match &delivery {
-            Delivery::Streaming { on_event, .. } => Some(Rc::clone(on_event)),
-            _ => None,
+        let (on_event, sse_owner) = match &delivery {
+            Delivery::Streaming { on_event, .. } => (Some(Rc::clone(on_event)), None),
+            Delivery::Sse { target, .. } => (None, Some(target.clone())),
+            Delivery::Buffered(_) => (None, None),
         };
         inner.finishing.push(Finishing {
             id,
             fate: Fate::Deliver,
             on_event,
+            sse_owner,
         });
         let guard = FinishGuard {
             client: self.self_weak.clone(),
