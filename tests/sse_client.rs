@@ -2394,3 +2394,87 @@ fn cancelling_the_stream_request_from_a_slot_delivers_no_later_event_of_that_rea
     assert_eq!(sse.reconnection_time(), Duration::from_secs(3));
     assert!(rec.errors.borrow().is_empty(), "{:?}", rec.errors.borrow());
 }
+
+#[test]
+fn a_server_that_opens_streams_and_cuts_them_before_any_event_is_not_hammered_with_retry_0() {
+    let mut ev = EventLoop::new().unwrap();
+    // The first stream asks for `retry: 0` and delivers an event; every later one opens (200,
+    // `text/event-stream`) and ends at once, with nothing in it.
+    let server = ScriptServer::start(|_, n| {
+        if n == 0 {
+            Reply::BytesThenClose(stream("retry: 0\ndata: hello\n\n"))
+        } else {
+            Reply::BytesThenClose(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n".to_vec(),
+            )
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    let opened = Rc::new(RefCell::new(0usize));
+    let o = opened.clone();
+    sse.connected
+        .connect(move |_| *o.borrow_mut() += 1)
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    run_until(&mut ev, Duration::from_secs(1), || false);
+    let requests = server.requests().len();
+    sse.disconnect();
+    // Each empty stream counts as a failed attempt: 0 ms, then about 200, 400, 800 ms... A
+    // backoff reset by every open reconnected hundreds of times.
+    assert!(
+        (2..=8).contains(&requests),
+        "{requests} requests in about 1 s"
+    );
+    assert!(*opened.borrow() >= 2, "the empty streams did open");
+    assert_eq!(*rec.events.borrow(), ["message:hello:"]);
+}
+
+#[test]
+fn a_stream_that_delivers_an_event_again_resets_the_backoff_of_empty_streams() {
+    use std::sync::{Arc, Mutex};
+    let mut ev = EventLoop::new().unwrap();
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let a = arrivals.clone();
+    // Streams 1 to 3 open and end empty (failed attempts); stream 4 delivers an event again.
+    let server = ScriptServer::start(move |_, n| {
+        a.lock().unwrap().push(Instant::now());
+        match n {
+            0 => Reply::BytesThenClose(stream("retry: 0\ndata: first\n\n")),
+            4 => Reply::BytesThenClose(stream("data: back\n\n")),
+            _ => Reply::BytesThenClose(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n".to_vec(),
+            ),
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(20), || arrivals
+        .lock()
+        .unwrap()
+        .len()
+        >= 6));
+    sse.disconnect();
+    let at = arrivals.lock().unwrap().clone();
+    // Backed off between the empty streams...
+    assert!(
+        at[4] - at[1] >= Duration::from_millis(500),
+        "{:?}",
+        at[4] - at[1]
+    );
+    // ...and not after the stream that delivered (`retry: 0`; it was 1.6 s before the reset).
+    assert!(
+        at[5] - at[4] < Duration::from_millis(800),
+        "{:?}",
+        at[5] - at[4]
+    );
+    assert_eq!(
+        rec.events.borrow()[..2],
+        ["message:first:", "message:back:"]
+    );
+}

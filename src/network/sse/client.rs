@@ -40,6 +40,10 @@ pub const DEFAULT_RECONNECTION_TIME: Duration = Duration::from_secs(3);
 /// The least a reconnection time counts for once an attempt failed (doubled per failure, like
 /// any reconnection time), so that `retry: 0` does not retry a failing server in a tight loop.
 const MIN_FAILURE_BACKOFF: Duration = Duration::from_millis(100);
+/// How long a stream that delivers no event must stay open for its attempt to count as a
+/// success (LaunchDarkly's "backoff reset threshold"): one that opens and ends sooner is a
+/// failed attempt, so that a server cutting every stream at once is not asked again in a loop.
+const BACKOFF_RESET_THRESHOLD: Duration = Duration::from_secs(5);
 /// The longest wait between reconnection attempts after repeated failures.
 pub const DEFAULT_MAX_RECONNECTION_DELAY: Duration = Duration::from_secs(60);
 
@@ -77,7 +81,9 @@ pub enum ReadyState {
 /// [`set_retry_on_throttle`](Self::set_retry_on_throttle) is on. A clean end of stream or a network
 /// error reconnects after the reconnection time (3 s unless the server's `retry:` says otherwise)
 /// plus up to 25 % jitter, doubled per consecutive failed attempt (counting at least 100 ms, so
-/// `retry: 0` does not hammer a server that is down) up to the maximum delay. A request that can
+/// `retry: 0` does not hammer a server that is down) up to the maximum delay. An attempt fails
+/// unless its stream delivers an event or stays open for 5 s: a server that opens streams and
+/// cuts them at once is backed off from too. A request that can
 /// never be sent (an invalid header, URL or host name, an unusable TLS configuration) fails for
 /// good with [`SseError::Request`].
 ///
@@ -146,6 +152,10 @@ struct Inner {
     reconnection_time: Duration,
     max_delay: Duration,
     failures: u32,
+    /// When the current stream opened, and whether it delivered an event: an open stream's end
+    /// resets `failures` only if it did, or stayed open [`BACKOFF_RESET_THRESHOLD`].
+    opened_at: Option<std::time::Instant>,
+    delivered: bool,
     reconnect_timer: Option<TimerKey>,
     read_timeout: Option<Duration>,
     retry_throttled: bool,
@@ -193,6 +203,8 @@ impl SseClient {
                 reconnection_time: DEFAULT_RECONNECTION_TIME,
                 max_delay: DEFAULT_MAX_RECONNECTION_DELAY,
                 failures: 0,
+                opened_at: None,
+                delivered: false,
                 reconnect_timer: None,
                 read_timeout: None,
                 retry_throttled: false,
@@ -705,7 +717,9 @@ impl SseTarget for SseClient {
             {
                 let mut inner = self.inner.borrow_mut();
                 inner.opened = true;
-                inner.failures = 0;
+                // `failures` is reset only once the stream proves healthy (`on_end`).
+                inner.opened_at = Some(std::time::Instant::now());
+                inner.delivered = false;
             }
             log::debug!("event stream open");
             self.set_state(ReadyState::Open);
@@ -723,6 +737,10 @@ impl SseTarget for SseClient {
 
     fn on_events(&self, id: RequestId, batch: &SseBatch) {
         let events = batch.events();
+        // Once per batch: the stream delivers, so its attempt succeeded (see `on_end`).
+        if !events.is_empty() {
+            self.inner.borrow_mut().delivered = true;
+        }
         // Each `retry` takes effect between the events around it, as in the stream: a slot sees
         // only the values before its event, and its own `set_reconnection_time` stands until a
         // later one. Work per `retry`, none per event.
@@ -764,8 +782,11 @@ impl SseTarget for SseClient {
         if self.inner.borrow().current != Some(id) {
             return;
         }
-        self.inner.borrow_mut().current = None;
-        let opened = self.inner.borrow().opened;
+        let opened = {
+            let mut inner = self.inner.borrow_mut();
+            inner.current = None;
+            inner.opened
+        };
         let mut parser = parser;
         if self.cancelled.get() == Some(id) {
             // Cancelled through the HTTP client: what the parser read after the cancel (its last
@@ -795,6 +816,20 @@ impl SseTarget for SseClient {
             }
         }
         self.take_back_parser(parser);
+        if opened {
+            // An attempt whose stream delivered an event, or stayed open a while, succeeded;
+            // one that opened and ended at once failed like one that never opened.
+            let mut inner = self.inner.borrow_mut();
+            let lasted = inner
+                .opened_at
+                .take()
+                .is_some_and(|at| at.elapsed() >= BACKOFF_RESET_THRESHOLD);
+            if std::mem::take(&mut inner.delivered) || lasted {
+                inner.failures = 0;
+            } else {
+                inner.failures = inner.failures.saturating_add(1);
+            }
+        }
         match result {
             Ok(_) if opened => {
                 log::debug!("event stream ended; reconnecting");
@@ -814,7 +849,8 @@ impl SseTarget for SseClient {
             Err(e) if is_permanent(&e) => self.fail(SseError::Request(e)),
             Err(e) => {
                 if !opened {
-                    self.inner.borrow_mut().failures += 1;
+                    let mut inner = self.inner.borrow_mut();
+                    inner.failures = inner.failures.saturating_add(1);
                 }
                 self.reestablish(Some(SseError::Http(e)), None);
             }
@@ -828,7 +864,10 @@ impl SseClient {
         let status = response.status();
         if self.inner.borrow().retry_throttled && matches!(status, 429 | 503) {
             let retry_after = response.header("retry-after").and_then(parse_retry_after);
-            self.inner.borrow_mut().failures += 1;
+            {
+                let mut inner = self.inner.borrow_mut();
+                inner.failures = inner.failures.saturating_add(1);
+            }
             // `Retry-After: 0` asks for no wait at all: a server that keeps answering so would
             // be asked again in a tight loop. It gets the backoff of any failed attempt instead.
             let wait = retry_after.filter(|wait| !wait.is_zero());
