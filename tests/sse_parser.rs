@@ -297,6 +297,32 @@ fn finish_starts_a_fresh_body() {
     assert_eq!(events, [message("next")]);
 }
 
+#[test]
+fn finish_starts_a_fresh_body_even_when_its_flush_fails() {
+    // Three raw bytes that decode to nine: the limit is met only when the flush decodes them.
+    let mut parser = SseParser::with_max_event_size(8);
+    parser.set_flush_unterminated_at_eof(true);
+    let mut events = Vec::new();
+    parser.feed(b"data:\xFF\xFF\xFF", &mut events).unwrap();
+    assert_eq!(
+        parser.finish(&mut events),
+        Err(SseParseError::EventTooLarge { limit: 8 })
+    );
+    // The error was that body's: the next one is parsed, as after `reset`.
+    parser.feed(b"data:ok\n\n", &mut events).unwrap();
+    parser.finish(&mut events).unwrap();
+    assert_eq!(events, [message("ok")]);
+    // So does a body whose `feed` failed: `finish` reports that error again, then ends it.
+    let error = SseParseError::EventTooLarge { limit: 8 };
+    assert_eq!(
+        parser.feed(b"data: far too long", &mut events),
+        Err(error.clone())
+    );
+    assert_eq!(parser.finish(&mut events), Err(error));
+    parser.feed(b"data:ok\n\n", &mut events).unwrap();
+    assert_eq!(events, [message("ok"), message("ok")]);
+}
+
 // ----- BOM -----
 
 #[test]
@@ -1056,7 +1082,7 @@ fn never_ending_line_is_rejected_once_the_limit_is_hit() {
     };
     assert_eq!(accepted, limit);
     assert_eq!(error, SseParseError::EventTooLarge { limit });
-    // The partial line was dropped, and the parser keeps refusing input until reset.
+    // The partial line was dropped, and the parser keeps refusing input until the body ends.
     assert!(format!("{parser:?}").contains("partial_line_len: 0"));
     assert_eq!(
         parser.feed(b"\n\ndata: x\n\n", &mut sink),

@@ -128,7 +128,7 @@ fn run_with(options: Options, stream: &[u8], sizes: &[usize], events: Events) ->
     };
     match failed {
         Some(e) => {
-            // The error is sticky until reset.
+            // The error is sticky until the body ends: `finish` returns it too.
             assert_eq!(finished, Err(e.clone()), "finish after a failed feed");
             log.0.push(Item::Error(e));
         }

@@ -62,7 +62,8 @@ pub const DEFAULT_MAX_EVENT_SIZE: usize = 16 * 1024 * 1024;
 /// Why an [`SseParser`] rejected the stream.
 ///
 /// After an error the parser has discarded the partial line and block, and refuses further input
-/// (returning the same error) until [`SseParser::reset`] starts a new connection.
+/// (returning the same error) until the body ends: [`SseParser::finish`] (which returns the error
+/// too) or [`SseParser::reset`] starts a new one.
 ///
 /// # Example
 ///
@@ -128,7 +129,7 @@ pub struct SseParser {
     surely_fitting_raw: usize,
     flush_unterminated_at_eof: bool,
     report_comments: bool,
-    /// After an error every call fails until `reset`.
+    /// After an error every call fails until the body ends (`finish`, `reset`).
     failed: bool,
     bom: BomState,
     /// The previous chunk ended in CR: an LF starting the next chunk belongs to that line end.
@@ -274,8 +275,8 @@ impl SseParser {
     /// Parses the next chunk of the body, passing what it completes to `sink`.
     ///
     /// Never fails on malformed input (the spec defines a result for every byte sequence); the only
-    /// error is [`SseParseError::EventTooLarge`], after which every call fails until
-    /// [`reset`](Self::reset).
+    /// error is [`SseParseError::EventTooLarge`], after which every call fails until the body
+    /// ends ([`finish`](Self::finish), which returns the error too, or [`reset`](Self::reset)).
     pub fn feed(&mut self, chunk: &[u8], sink: &mut impl SseSink) -> Result<(), SseParseError> {
         self.feed_to(chunk, &mut Owned(sink))
     }
@@ -306,7 +307,8 @@ impl SseParser {
 
     /// Ends the body: discards the unterminated final block (or dispatches it when
     /// [`set_flush_unterminated_at_eof`](Self::set_flush_unterminated_at_eof) is on), then
-    /// prepares for a new body exactly like [`reset`](Self::reset).
+    /// prepares for a new body exactly like [`reset`](Self::reset), also when it fails (the
+    /// flushed block too large, or an earlier `feed` of this body failed: that error again).
     pub fn finish(&mut self, sink: &mut impl SseSink) -> Result<(), SseParseError> {
         self.finish_to(&mut Owned(sink))
     }
@@ -366,12 +368,14 @@ impl SseParser {
     }
 
     fn finish_to(&mut self, out: &mut impl Emit) -> Result<(), SseParseError> {
-        if self.failed {
-            return Err(self.too_large());
-        }
-        let result = self.end_of_stream(out);
+        let result = if self.failed {
+            Err(self.too_large())
+        } else {
+            self.end_of_stream(out)
+        };
+        // The body has ended, whatever its outcome: the next one starts afresh.
         self.discard_partial();
-        self.failed = result.is_err();
+        self.failed = false;
         result
     }
 
