@@ -739,7 +739,10 @@ impl SseTarget for SseClient {
         let events = batch.events();
         // Once per batch: the stream delivers, so its attempt succeeded (see `on_end`).
         if !events.is_empty() {
-            self.inner.borrow_mut().delivered = true;
+            let mut inner = self.inner.borrow_mut();
+            if self.delivers(&inner, id) {
+                inner.delivered = true;
+            }
         }
         // Each `retry` takes effect between the events around it, as in the stream: a slot sees
         // only the values before its event, and its own `set_reconnection_time` stands until a
