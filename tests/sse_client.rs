@@ -1395,6 +1395,33 @@ fn cancel_all_on_the_shared_http_client_closes_the_event_stream() {
     assert_eq!(http.open_connections(), 0);
 }
 
+/// `HttpClient::cancel_all` cancels requests: an SseClient waiting to reconnect has none, and
+/// reconnects when its wait ends, as its docs say (only `disconnect()` stops it).
+#[test]
+fn cancel_all_leaves_an_sse_client_waiting_to_reconnect_to_reconnect() {
+    let mut ev = EventLoop::new().unwrap();
+    let server =
+        ScriptServer::start(|_, _| Reply::BytesThenClose(stream("retry: 300\ndata: a\n\n")));
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .events
+        .borrow()
+        .is_empty()
+        && sse.ready_state() == ReadyState::Connecting));
+    http.cancel_all();
+    assert_eq!(sse.ready_state(), ReadyState::Connecting);
+    assert!(run_until(&mut ev, Duration::from_secs(10), || rec
+        .events
+        .borrow()
+        .len()
+        >= 2));
+    assert!(server.requests().len() >= 2);
+    sse.disconnect();
+}
+
 /// `connect(A)` while a stream is open: a `state_changed` slot that connects to B when the old
 /// stream closes has the last word, on this connection and on every reconnect. `connect(A)` used
 /// to carry on over it: the stream stayed on B but reconnects went to A.

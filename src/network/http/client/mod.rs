@@ -459,7 +459,8 @@ impl HttpClient {
     /// run yet, as [`cancel`](Self::cancel) does, in the order they were sent; the streams of
     /// the [`SseClient`](crate::network::sse::SseClient)s sharing it included: those deliver
     /// no further event (not even one read before the cancel), close (state `Closed`,
-    /// `disconnected`) and do not reconnect.
+    /// `disconnected`) and do not reconnect. An `SseClient` waiting to reconnect has no request
+    /// then, and reconnects when its wait ends: `disconnect()` is what stops it.
     pub fn cancel_all(&self) {
         let mut ids: Vec<u64> = {
             let inner = self.inner.borrow();
