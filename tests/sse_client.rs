@@ -2505,3 +2505,47 @@ fn a_stream_that_delivers_an_event_again_resets_the_backoff_of_empty_streams() {
         ["message:first:", "message:back:"]
     );
 }
+
+#[test]
+fn cancel_all_from_the_slot_of_a_flushed_final_event_closes_the_client() {
+    let mut ev = EventLoop::new().unwrap();
+    // The final event lacks its blank line; the client is asked to deliver it anyway.
+    let server =
+        ScriptServer::start(|_, _| Reply::BytesThenClose(stream("retry: 10\ndata: a\n\ndata: b")));
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    sse.set_flush_unterminated_event(true);
+    let rec = record(&sse);
+    let disconnected = Rc::new(std::cell::Cell::new(0));
+    let d = disconnected.clone();
+    sse.disconnected
+        .connect(move |_| d.set(d.get() + 1))
+        .release();
+    let weak_http = Rc::downgrade(&http);
+    sse.message_received
+        .connect(move |event| {
+            if event.data() == "b"
+                && let Some(http) = weak_http.upgrade()
+            {
+                http.cancel_all();
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || rec
+        .events
+        .borrow()
+        .len()
+        >= 2));
+    // Long enough for several reconnects at `retry: 10`.
+    run_until(&mut ev, Duration::from_millis(500), || false);
+    assert_eq!(
+        server.requests().len(),
+        1,
+        "the stream reconnected after cancel_all"
+    );
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+    assert_eq!(*rec.events.borrow(), ["message:a:", "message:b:"]);
+    assert_eq!(disconnected.get(), 1);
+    assert!(rec.errors.borrow().is_empty(), "{:?}", rec.errors.borrow());
+}

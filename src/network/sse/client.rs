@@ -796,6 +796,9 @@ impl SseTarget for SseClient {
             // event ID) counts for nothing, as after `disconnect`.
             parser = None;
         }
+        // Whether a slot of the flushed final event called `HttpClient::cancel_all`: the
+        // stream's request is past cancelling then, but it is stopped all the same.
+        let mut cancelled_in_flush = false;
         // Flush an unterminated final block if asked to, before the parser is reset.
         if opened && result.is_ok() {
             if let Some(p) = parser.as_mut() {
@@ -806,6 +809,7 @@ impl SseTarget for SseClient {
                 let _ = p.finish_borrowed(&mut tail);
                 // A `retry:` on the flushed last line counts like any other, in its place.
                 if tail.has_news() {
+                    let cancel_alls = self.http.cancel_all_calls();
                     self.inner.borrow_mut().current = Some(id);
                     self.on_events(id, &tail);
                     let mut inner = self.inner.borrow_mut();
@@ -815,6 +819,7 @@ impl SseTarget for SseClient {
                         return;
                     }
                     inner.current = None;
+                    cancelled_in_flush = self.http.cancel_all_calls() != cancel_alls;
                 }
             }
         }
@@ -834,6 +839,12 @@ impl SseTarget for SseClient {
             }
         }
         match result {
+            // (Unless a slot closed the client already.)
+            Ok(_) if cancelled_in_flush => {
+                if self.ready_state() != ReadyState::Closed {
+                    self.close_for_good(None);
+                }
+            }
             Ok(_) if opened => {
                 log::debug!("event stream ended; reconnecting");
                 self.reestablish(None, None);

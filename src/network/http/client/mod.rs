@@ -167,6 +167,10 @@ pub struct HttpClient {
     /// The SSE event batch of the last delivery, kept (emptied, its events' buffers kept) for the
     /// next, so a busy stream allocates nothing per event.
     spare_batch: Cell<SseBatch>,
+    /// How many times `cancel_all` was called: an SSE client delivering the final event of a
+    /// stream whose outcome is already being handled (no request left to cancel) sees from it
+    /// that a slot called `cancel_all`, and closes instead of reconnecting.
+    cancel_all_calls: Cell<u64>,
     /// The URL text of the last `get`/`post`/… call and its parse: a client that sends to one URL
     /// over and over (polling, keep-alive loops) parses it once (a parse was ~6,000 instructions,
     /// a fifth of a keep-alive request). Parsing is a pure function of the text, so the copy is
@@ -206,6 +210,7 @@ impl HttpClient {
             delivering: RefCell::default(),
             spare_actions: Cell::new(Vec::new()),
             spare_batch: Cell::default(),
+            cancel_all_calls: Cell::new(0),
             last_url: RefCell::new(None),
             self_weak: weak.clone(),
         }))
@@ -462,6 +467,8 @@ impl HttpClient {
     /// `disconnected`) and do not reconnect. An `SseClient` waiting to reconnect has no request
     /// then, and reconnects when its wait ends: `disconnect()` is what stops it.
     pub fn cancel_all(&self) {
+        self.cancel_all_calls
+            .set(self.cancel_all_calls.get().wrapping_add(1));
         let mut ids: Vec<u64> = {
             let inner = self.inner.borrow();
             let finishing = inner.finishing.iter().filter(|f| f.fate == Fate::Deliver);
@@ -473,6 +480,11 @@ impl HttpClient {
         for id in ids {
             self.cancel(RequestId(id));
         }
+    }
+
+    /// How many times [`cancel_all`](Self::cancel_all) was called.
+    pub(crate) fn cancel_all_calls(&self) -> u64 {
+        self.cancel_all_calls.get()
     }
 
     pub(crate) fn core(&self) -> &Rc<LoopCore> {
