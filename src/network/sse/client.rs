@@ -83,9 +83,9 @@ pub enum ReadyState {
 /// plus up to 25 % jitter, doubled per consecutive failed attempt (counting at least 100 ms, so
 /// `retry: 0` does not hammer a server that is down) up to the maximum delay. An attempt fails
 /// unless its stream delivers an event or stays open for 5 s: a server that opens streams and
-/// cuts them at once is backed off from too. A request that can
-/// never be sent (an invalid header, URL or host name, an unusable TLS configuration) fails for
-/// good with [`SseError::Request`].
+/// cuts them at once is backed off from too. A request that can never be sent (an invalid
+/// header, URL or host name, an unusable TLS configuration) fails for good with
+/// [`SseError::Request`].
 ///
 /// ```no_run
 /// use kdnet::EventLoop;
