@@ -2549,3 +2549,77 @@ fn cancel_all_from_the_slot_of_a_flushed_final_event_closes_the_client() {
     assert_eq!(disconnected.get(), 1);
     assert!(rec.errors.borrow().is_empty(), "{:?}", rec.errors.borrow());
 }
+
+/// Every log record of this test binary (its tests run in parallel: each looks for its own
+/// markers).
+struct CapturedLogs(std::sync::Mutex<Vec<String>>);
+
+impl log::Log for CapturedLogs {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+static LOGS: CapturedLogs = CapturedLogs(std::sync::Mutex::new(Vec::new()));
+
+fn captured_logs() -> &'static CapturedLogs {
+    if log::set_logger(&LOGS).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+    &LOGS
+}
+
+/// RELIABILITY promise 7: logs never show bodies. A refused stream's error body (which the
+/// `error` signal does carry) and an event ID (part of the stream's body) stay out of them.
+#[test]
+fn logs_show_neither_an_error_body_nor_an_event_id() {
+    let logs = captured_logs();
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/refused") {
+            let body = "body-marker-8c1f: token sk-secret";
+            return Reply::Bytes(
+                format!(
+                    "HTTP/1.1 401 Unauthorized\r\nContent-Type: text/plain\r\nContent-Length: {}\r\n\r\n{body}",
+                    body.len()
+                )
+                .into_bytes(),
+            );
+        }
+        Reply::BytesThenClose(stream("retry: 10\nid: id-marker-8c1f\u{1}\ndata: x\n\n"))
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/refused")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .errors
+        .borrow()
+        .is_empty()));
+    assert!(
+        matches!(&rec.errors.borrow()[0], SseError::BadStatus { status: 401, body } if body.contains("body-marker-8c1f")),
+        "{:?}",
+        rec.errors.borrow()
+    );
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || server
+        .requests()
+        .len()
+        >= 3));
+    sse.disconnect();
+    let logs = logs.0.lock().unwrap();
+    assert!(
+        logs.iter().any(|line| line.contains("Last-Event-ID")),
+        "the ID's trouble was not logged at all"
+    );
+    let leaks: Vec<&String> = logs
+        .iter()
+        .filter(|line| line.contains("marker-8c1f"))
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:?}");
+}

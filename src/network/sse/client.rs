@@ -453,9 +453,10 @@ impl SseClient {
             {
                 // A valid event ID, but no valid header value (control characters): sending it
                 // would fail every reconnect. The server is asked without it.
+                // The ID is not shown: it is part of the stream's body, which logs never show.
                 log::warn!(
-                    "event stream reconnecting without Last-Event-ID: the ID {:?} holds a control character",
-                    inner.last_event_id
+                    "event stream reconnecting without Last-Event-ID: the ID ({} bytes) holds a control character",
+                    inner.last_event_id.len()
                 );
                 request.remove_header("Last-Event-ID");
             } else {
@@ -529,7 +530,13 @@ impl SseClient {
 
     /// The WHATWG "fail the connection": closed for good.
     fn fail(&self, error: SseError) {
-        log::debug!("event stream failed: {error}");
+        match &error {
+            // Not the body: logs never show one (the `error` signal carries it).
+            SseError::BadStatus { status, .. } => {
+                log::debug!("event stream failed: server answered with status {status}")
+            }
+            _ => log::debug!("event stream failed: {error}"),
+        }
         self.close_for_good(Some(error));
     }
 
