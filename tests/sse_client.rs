@@ -2623,3 +2623,70 @@ fn logs_show_neither_an_error_body_nor_an_event_id() {
         .collect();
     assert!(leaks.is_empty(), "{leaks:?}");
 }
+
+/// A `state_changed(Connecting)` slot of an open stream's end that connects elsewhere has the
+/// last word, as one of `Closed` does: neither the old stream's error nor its `disconnected`
+/// follows the new stream's start.
+#[test]
+fn connect_from_the_connecting_slot_of_an_ended_stream_is_followed_by_nothing_of_it() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/b") {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: b\n\n";
+            Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(3))
+        } else {
+            // Announces more than it sends: the stream breaks (an error) after its event.
+            Reply::BytesThenClose(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 100\r\n\r\ndata: a\n\n"
+                    .to_vec(),
+            )
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    let log = Rc::new(RefCell::new(Vec::<String>::new()));
+    let l = log.clone();
+    sse.disconnected
+        .connect(move |_| l.borrow_mut().push("disconnected".into()))
+        .release();
+    let l = log.clone();
+    sse.error
+        .connect(move |_| l.borrow_mut().push("error".into()))
+        .release();
+    let l = log.clone();
+    sse.message_received
+        .connect(move |e| l.borrow_mut().push(format!("event {}", e.data())))
+        .release();
+    let l = log.clone();
+    let weak = Rc::downgrade(&sse);
+    let url_b = server.url("/b");
+    let once = std::cell::Cell::new(true);
+    sse.state_changed
+        .connect(move |s| {
+            l.borrow_mut().push(format!("{s:?}"));
+            let sse = weak.upgrade().unwrap();
+            if *s == ReadyState::Connecting && sse.last_event_id().is_empty() {
+                // Only the open stream's end: not the first `Connecting`.
+                if !l.borrow().iter().any(|e| e == "event a") || !once.replace(false) {
+                    return;
+                }
+                l.borrow_mut().push("connect b".into());
+                sse.connect(HttpRequest::get(&url_b).unwrap());
+                l.borrow_mut().push("connected b".into());
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/a")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || log
+        .borrow()
+        .iter()
+        .any(|e| e == "event b")));
+    sse.disconnect();
+    let log = log.borrow();
+    let at = log.iter().position(|e| e == "connected b").unwrap();
+    let after: Vec<&String> = log[at..]
+        .iter()
+        .filter(|e| *e == "error" || *e == "disconnected")
+        .collect();
+    // (The last `disconnected` is the final `disconnect()`'s.)
+    assert_eq!(after, ["disconnected"], "{log:?}");
+}

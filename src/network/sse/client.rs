@@ -566,18 +566,23 @@ impl SseClient {
             log::debug!("event stream ended; auto reconnect is off");
             return self.close_for_good(cause);
         }
-        let was_open = std::mem::take(&mut self.inner.borrow_mut().opened);
+        let (was_open, epoch) = {
+            let mut inner = self.inner.borrow_mut();
+            (std::mem::take(&mut inner.opened), inner.epoch)
+        };
         self.set_state(ReadyState::Connecting);
         // A `state_changed` slot that called disconnect() has ended it all: nothing follows its
-        // `disconnected` (as no event follows `EventSource.close()`).
-        if self.ready_state() == ReadyState::Closed {
+        // `disconnected` (as no event follows `EventSource.close()`). One that connected again
+        // has the last word too: nothing of the old stream follows the new one's start.
+        if self.inner.borrow().epoch != epoch {
             return;
         }
         if let Some(e) = &cause {
             self.error.emit(e);
         }
-        // A slot that called disconnect() meanwhile has reported the end already.
-        if was_open && self.ready_state() != ReadyState::Closed {
+        // A slot that called disconnect() meanwhile has reported the end already; one that
+        // connected again has started a new stream.
+        if was_open && self.inner.borrow().epoch == epoch {
             self.disconnected.emit(&());
         }
         // A slot may have disconnected or reconnected meanwhile.
