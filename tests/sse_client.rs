@@ -2690,3 +2690,55 @@ fn connect_from_the_connecting_slot_of_an_ended_stream_is_followed_by_nothing_of
     // (The last `disconnected` is the final `disconnect()`'s.)
     assert_eq!(after, ["disconnected"], "{log:?}");
 }
+
+/// As above, from the `error` slot of an open stream that broke: the new stream's start is not
+/// followed by the old stream's `disconnected`.
+#[test]
+fn connect_from_the_error_slot_of_a_broken_open_stream_is_not_followed_by_its_disconnected() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/b") {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: b\n\n";
+            Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(3))
+        } else {
+            Reply::BytesThenClose(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 100\r\n\r\ndata: a\n\n"
+                    .to_vec(),
+            )
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    let log = Rc::new(RefCell::new(Vec::<String>::new()));
+    let l = log.clone();
+    sse.disconnected
+        .connect(move |_| l.borrow_mut().push("disconnected".into()))
+        .release();
+    let l = log.clone();
+    sse.message_received
+        .connect(move |e| l.borrow_mut().push(format!("event {}", e.data())))
+        .release();
+    let l = log.clone();
+    let weak = Rc::downgrade(&sse);
+    let url_b = server.url("/b");
+    sse.error
+        .connect(move |_| {
+            l.borrow_mut().push("error".into());
+            weak.upgrade()
+                .unwrap()
+                .connect(HttpRequest::get(&url_b).unwrap());
+            l.borrow_mut().push("connected b".into());
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/a")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || log
+        .borrow()
+        .iter()
+        .any(|e| e == "event b")));
+    sse.disconnect();
+    let log = log.borrow();
+    assert_eq!(
+        *log,
+        ["event a", "error", "connected b", "event b", "disconnected"],
+        "{log:?}"
+    );
+}
