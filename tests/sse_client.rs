@@ -2742,3 +2742,53 @@ fn connect_from_the_error_slot_of_a_broken_open_stream_is_not_followed_by_its_di
         "{log:?}"
     );
 }
+
+#[test]
+fn a_stream_without_events_that_stays_open_5_s_resets_the_backoff() {
+    use std::sync::{Arc, Mutex};
+    let mut ev = EventLoop::new().unwrap();
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let a = arrivals.clone();
+    let empty = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n".to_vec();
+    // Stream 0 delivers (with `retry: 0`); 1 to 4 open and end empty (waits of about 0.2, 0.4,
+    // 0.8 and 1.6 s follow); 5 sends only comments for about 5.5 s.
+    let server = ScriptServer::start(move |_, n| {
+        a.lock().unwrap().push(Instant::now());
+        match n {
+            0 => Reply::BytesThenClose(stream("retry: 0\ndata: first\n\n")),
+            5 => {
+                let head = format!(
+                    "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n",
+                    12 * ": ping\n\n".len()
+                );
+                let mut pieces = vec![head.into_bytes()];
+                pieces.extend((0..12).map(|_| b": ping\n\n".to_vec()));
+                Reply::Pieces(pieces, Duration::from_millis(500))
+            }
+            _ => Reply::BytesThenClose(empty.clone()),
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(30), || arrivals
+        .lock()
+        .unwrap()
+        .len()
+        >= 7));
+    sse.disconnect();
+    let at = arrivals.lock().unwrap().clone();
+    assert!(
+        at[5] - at[4] >= Duration::from_millis(1200),
+        "the empty streams were not backed off: {:?}",
+        at[5] - at[4]
+    );
+    // The comment-only stream lasted about 6 s; had it counted as a failure, 3.2 s more would
+    // have followed it.
+    let long_stream = at[6] - at[5];
+    assert!(
+        long_stream < Duration::from_millis(6000 + 1500),
+        "{long_stream:?}"
+    );
+    assert_eq!(*rec.events.borrow(), ["message:first:"]);
+}
