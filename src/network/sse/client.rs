@@ -113,7 +113,8 @@ pub struct SseClient {
     /// An event arrived. A slot may run a nested loop: the stream's later events (and its end)
     /// wait until the slot returns, then arrive in order.
     pub message_received: Signal<SseEvent>,
-    /// An open stream ended, or the client stopped.
+    /// An open stream ended, or the client stopped. Not emitted for an end whose `state_changed`
+    /// or `error` slot already connected again: the new stream carries on from there.
     pub disconnected: Signal<()>,
     /// Something went wrong; see [`SseError::is_fatal`] for whether a reconnect follows (with
     /// auto reconnect off none does: the state is already `Closed` when this is emitted).
