@@ -239,3 +239,24 @@ fn a_stream_announcing_its_length_reserves_no_body_buffer() {
         "a {largest}-byte block for a stream of two events"
     );
 }
+
+/// `SseEvent`'s docs: an ID of up to 23 bytes is kept inline (no allocation even when it changes
+/// with every event); a longer one, such as a UUID without dashes (32 bytes), is allocated once
+/// per new ID.
+#[test]
+fn changing_ids_allocate_only_beyond_23_bytes() {
+    fn allocations_for(id_len: usize) -> usize {
+        let input: Vec<u8> = (0..1_000)
+            .flat_map(|n| format!("id: {n:0id_len$}\ndata: x\n\n").into_bytes())
+            .collect();
+        let mut parser = SseParser::new();
+        let mut sink = |_: SseEventRef<'_>| {};
+        // Warm up the parser's buffers first.
+        parser.feed_borrowed(&input, &mut sink).unwrap();
+        let before = allocations();
+        parser.feed_borrowed(&input, &mut sink).unwrap();
+        allocations() - before
+    }
+    assert_eq!(allocations_for(23), 0);
+    assert!(allocations_for(32) >= 1_000);
+}

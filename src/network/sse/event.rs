@@ -14,8 +14,9 @@ const DEFAULT_EVENT_TYPE: &str = "message";
 /// The event type is a reference-counted string: the parser hands the same allocation to every
 /// event while it stays unchanged, so a stream whose events all carry `event: delta` costs no
 /// allocation per event for the type. The last event ID is kept inline when it is short (up to
-/// 23 bytes, e.g. a sequence number or a UUID without dashes) and shared otherwise, so an ID
-/// that changes with every event costs no allocation either. Cloning an event copies its data.
+/// 23 bytes, e.g. a sequence number or a timestamp), so a short ID that changes with every event
+/// costs no allocation either; a longer one (a UUID, 32 bytes even without dashes) is allocated
+/// once per new ID and shared by the events that repeat it. Cloning an event copies its data.
 ///
 /// The default event is a `message` with empty data, no last event ID and no retry.
 ///
