@@ -2792,3 +2792,112 @@ fn a_stream_without_events_that_stays_open_5_s_resets_the_backoff() {
     );
     assert_eq!(*rec.events.borrow(), ["message:first:"]);
 }
+
+/// A server that answers with an endless event stream as fast as the socket takes it, counting
+/// the bytes the kernel accepted; stops when the client goes away.
+fn endless_stream_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/events", listener.local_addr().unwrap());
+    let written = std::sync::Arc::new(AtomicUsize::new(0));
+    let w = written.clone();
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+        support::read_request_head(&mut reader);
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n";
+        if conn.write_all(head.as_bytes()).is_err() {
+            return;
+        }
+        let block = "data: ".to_string() + &"x".repeat(4000) + "\n\n";
+        let chunk = block.repeat(16);
+        while conn.write_all(chunk.as_bytes()).is_ok() {
+            w.fetch_add(chunk.len(), Ordering::Relaxed);
+        }
+    });
+    (url, written)
+}
+
+/// A `message_received` slot that waits in a nested loop (a modal dialog, `send_and_wait`)
+/// while the server keeps streaming: the client stops reading that stream until the slot
+/// returns, so TCP flow control holds the server back, instead of queueing everything it sends
+/// in memory (it queued ~1.4 GB in 2 s). Every event still arrives, in order, afterwards.
+#[test]
+fn a_slot_waiting_in_a_nested_loop_holds_its_stream_back_instead_of_queueing_it() {
+    use std::sync::atomic::Ordering;
+    let mut ev = EventLoop::new().unwrap();
+    let (url, written) = endless_stream_server();
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    let count = Rc::new(std::cell::Cell::new(0usize));
+    let written_after_wait = Rc::new(std::cell::Cell::new(None));
+    let (c, w) = (count.clone(), written_after_wait.clone());
+    let (c2, written2) = (count.clone(), written.clone());
+    sse.message_received
+        .connect(move |_| {
+            c.set(c.get() + 1);
+            if c.get() == 1 {
+                let until = Instant::now() + Duration::from_millis(1500);
+                while Instant::now() < until {
+                    kdnet::foundation::process_events(Some(Duration::from_millis(10))).unwrap();
+                }
+                w.set(Some(written2.load(Ordering::Relaxed)));
+            }
+        })
+        .release();
+    let errors: Rc<RefCell<Vec<String>>> = Rc::default();
+    let e = errors.clone();
+    sse.error
+        .connect(move |err| e.borrow_mut().push(err.to_string()))
+        .release();
+    sse.connect(HttpRequest::get(&url).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(20), || {
+        written_after_wait.get().is_some() && c2.get() > 1000
+    }));
+    let during = written_after_wait.get().unwrap();
+    assert!(
+        during < 32 * 1024 * 1024,
+        "the server wrote {during} bytes while the slot waited: the client kept reading"
+    );
+    assert!(errors.borrow().is_empty(), "{:?}", errors.borrow());
+    assert_eq!(sse.ready_state(), ReadyState::Open);
+}
+
+/// While a slot's nested loop holds its stream back, the stream's read timeout does not run:
+/// the silence is the client's own. It runs again once the slot returns.
+#[test]
+fn a_stream_held_back_by_a_waiting_slot_does_not_time_out() {
+    let mut ev = EventLoop::new().unwrap();
+    let (url, _written) = endless_stream_server();
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    sse.set_read_timeout(Some(Duration::from_millis(200)));
+    let count = Rc::new(std::cell::Cell::new(0usize));
+    let c = count.clone();
+    sse.message_received
+        .connect(move |_| {
+            c.set(c.get() + 1);
+            if c.get() == 1 {
+                let until = Instant::now() + Duration::from_millis(800);
+                while Instant::now() < until {
+                    kdnet::foundation::process_events(Some(Duration::from_millis(10))).unwrap();
+                }
+            }
+        })
+        .release();
+    let errors: Rc<RefCell<Vec<String>>> = Rc::default();
+    let e = errors.clone();
+    sse.error
+        .connect(move |err| e.borrow_mut().push(err.to_string()))
+        .release();
+    sse.connect(HttpRequest::get(&url).unwrap());
+    run_until(&mut ev, Duration::from_secs(20), || {
+        count.get() > 1000 || !errors.borrow().is_empty()
+    });
+    assert!(errors.borrow().is_empty(), "{:?}", errors.borrow());
+    assert!(count.get() > 1000, "{} events", count.get());
+    assert_eq!(sse.ready_state(), ReadyState::Open);
+}

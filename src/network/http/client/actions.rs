@@ -51,7 +51,23 @@ impl Action {
 /// it meanwhile (from a nested loop run by that code): delivered after that code returns, so a
 /// request's events never overtake one another and a streaming callback is never re-entered.
 #[derive(Default)]
-pub(super) struct Delivering(Vec<(u64, VecDeque<Action>)>);
+pub(super) struct Delivering(Vec<DeliveryQueue>);
+
+impl Delivering {
+    /// Whether user code of request `id` is running.
+    pub(super) fn contains(&self, id: u64) -> bool {
+        self.0.iter().any(|q| q.id == id)
+    }
+}
+
+/// What waits for one request's running user code.
+pub(super) struct DeliveryQueue {
+    id: u64,
+    waiting: VecDeque<Action>,
+    /// The request's connection (id and socket), held back from reading while something waits
+    /// (see [`HttpClient::hold_conn`]); released when the queue is delivered.
+    held: Option<(u64, Rc<TcpSocket>)>,
+}
 
 /// Ends a request's turn in [`Delivering`], also when its user code panics.
 struct DeliveryTurn<'a> {
@@ -63,9 +79,12 @@ impl Drop for DeliveryTurn<'_> {
     fn drop(&mut self) {
         let ended = {
             let mut delivering = self.client.delivering.borrow_mut();
-            let at = delivering.0.iter().position(|(id, _)| *id == self.id);
+            let at = delivering.0.iter().position(|q| q.id == self.id);
             at.map(|at| delivering.0.swap_remove(at))
         };
+        if let Some((conn, socket)) = ended.as_ref().and_then(|q| q.held.as_ref()) {
+            self.client.unhold_conn(*conn, socket);
+        }
         // Anything still queued (only after a panic) is dropped outside the borrow.
         drop(ended);
     }
@@ -112,14 +131,22 @@ impl HttpClient {
     /// the stack (a nested loop in its callback or slot): then the action waits for that code
     /// to return, and is run by it, in order.
     fn deliver(&self, id: u64, action: Action) {
-        {
-            let mut delivering = self.delivering.borrow_mut();
-            if let Some((_, queue)) = delivering.0.iter_mut().find(|(i, _)| *i == id) {
-                queue.push_back(action);
-                return;
+        let mut delivering = self.delivering.borrow_mut();
+        if let Some(queue) = delivering.0.iter_mut().find(|q| q.id == id) {
+            queue.waiting.push_back(action);
+            let hold = queue.held.is_none();
+            drop(delivering);
+            if hold {
+                self.hold_connection(id);
             }
-            delivering.0.push((id, VecDeque::new()));
+            return;
         }
+        delivering.0.push(DeliveryQueue {
+            id,
+            waiting: VecDeque::new(),
+            held: None,
+        });
+        drop(delivering);
         let _turn = DeliveryTurn { client: self, id };
         let mut next = Some(action);
         while let Some(action) = next {
@@ -129,8 +156,31 @@ impl HttpClient {
                 .borrow_mut()
                 .0
                 .iter_mut()
-                .find(|(i, _)| *i == id)
-                .and_then(|(_, queue)| queue.pop_front());
+                .find(|q| q.id == id)
+                .and_then(|q| q.waiting.pop_front());
+        }
+    }
+
+    /// Holds request `id`'s connection back while its user code waits in a nested loop (see
+    /// [`HttpClient::hold_conn`]): what the loop read for the request could only pile up here.
+    fn hold_connection(&self, id: u64) {
+        let conn = self
+            .inner
+            .borrow()
+            .requests
+            .get(&id)
+            .and_then(|state| state.conn);
+        let Some((conn, socket)) = conn.and_then(|conn| Some((conn, self.hold_conn(conn)?))) else {
+            return;
+        };
+        if let Some(queue) = self
+            .delivering
+            .borrow_mut()
+            .0
+            .iter_mut()
+            .find(|q| q.id == id)
+        {
+            queue.held = Some((conn, socket));
         }
     }
 

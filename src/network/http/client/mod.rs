@@ -159,7 +159,7 @@ pub struct HttpClient {
     /// Connections whose read is being delivered a slice at a time, with the bytes a nested loop
     /// (run by user code between the slices) read for them meanwhile: they are processed after
     /// the read's remaining slices, in stream order.
-    continuing: RefCell<Vec<(u64, Vec<u8>)>>,
+    continuing: RefCell<Vec<receive::ContinuingEntry>>,
     /// Requests whose callbacks are running, with their actions that arrived meanwhile.
     delivering: RefCell<actions::Delivering>,
     /// The action list of the last data arrival, kept (empty) for the next: no allocation per read.

@@ -21,6 +21,7 @@ use crate::network::http::redirect::{RedirectAction, redirect_action};
 use crate::network::http::response::content_length;
 use crate::network::http::{HttpError, HttpMethod};
 use crate::network::sse::SseBatch;
+use crate::network::tcp::TcpSocket;
 
 /// How much of a non-event-stream body an SSE request keeps for its error message.
 const SSE_ERROR_BODY_LIMIT: usize = 1024;
@@ -42,13 +43,25 @@ impl HttpClient {
         // A read of this connection is being delivered a slice at a time further up the stack,
         // and user code run between its slices turned the loop (a nested wait), which read more:
         // these bytes follow that read's remaining slices, and wait for them.
-        if let Some((_, later)) = self
-            .continuing
-            .borrow_mut()
-            .iter_mut()
-            .find(|(c, _)| *c == conn_id)
-        {
-            later.extend_from_slice(data);
+        let hold = {
+            let mut continuing = self.continuing.borrow_mut();
+            match continuing.iter_mut().find(|e| e.conn == conn_id) {
+                Some(entry) => {
+                    entry.later.extend_from_slice(data);
+                    Some(entry.held.is_none())
+                }
+                None => None,
+            }
+        };
+        if let Some(not_held_yet) = hold {
+            // The user code waits: hold the connection back until its read is delivered.
+            if not_held_yet {
+                let socket = self.hold_conn(conn_id);
+                let mut continuing = self.continuing.borrow_mut();
+                if let Some(entry) = continuing.iter_mut().find(|e| e.conn == conn_id) {
+                    entry.held = socket.map(|socket| (conn_id, socket));
+                }
+            }
             return;
         }
         // Taken, not borrowed: a nested arrival (from user code) simply starts an empty list.
@@ -60,7 +73,11 @@ impl HttpClient {
         let sliced = data.len() > DELIVERY_SLICE
             || (data.len() > DECODED_SLICE && self.slice_len(conn_id) == DECODED_SLICE);
         let _turn = sliced.then(|| {
-            self.continuing.borrow_mut().push((conn_id, Vec::new()));
+            self.continuing.borrow_mut().push(ContinuingEntry {
+                conn: conn_id,
+                later: Vec::new(),
+                held: None,
+            });
             ContinuingRead {
                 client: self,
                 conn: conn_id,
@@ -128,14 +145,51 @@ impl HttpClient {
     /// `end`, the connection's entry goes too.
     fn continuing_take(&self, conn_id: u64, end: bool) -> Vec<u8> {
         let mut continuing = self.continuing.borrow_mut();
-        let Some(at) = continuing.iter().position(|(c, _)| *c == conn_id) else {
+        let Some(at) = continuing.iter().position(|e| e.conn == conn_id) else {
             return Vec::new();
         };
-        if end {
-            continuing.swap_remove(at).1
-        } else {
-            std::mem::take(&mut continuing[at].1)
+        if !end {
+            return std::mem::take(&mut continuing[at].later);
         }
+        let entry = continuing.swap_remove(at);
+        drop(continuing);
+        if let Some((conn, socket)) = &entry.held {
+            self.unhold_conn(*conn, socket);
+        }
+        entry.later
+    }
+
+    /// Stops reading connection `conn_id` while user code its bytes run waits in a nested loop
+    /// (a slot's modal dialog, `send_and_wait`): what that loop read for it could only wait in
+    /// memory until the code returns — without bound, against a fast stream. TCP flow control
+    /// holds the server back instead. Returns the socket to hand to
+    /// [`unhold_conn`](Self::unhold_conn).
+    pub(super) fn hold_conn(&self, conn_id: u64) -> Option<Rc<TcpSocket>> {
+        let socket = Rc::clone(&self.inner.borrow().conns.get(&conn_id)?.socket);
+        socket.hold_sink_reads(true);
+        Some(socket)
+    }
+
+    /// Undoes [`hold_conn`](Self::hold_conn): reading resumes on a later turn, and the read
+    /// timeout of the connection's request (if it still has one) starts afresh (the silence
+    /// was the client's own).
+    pub(super) fn unhold_conn(&self, conn_id: u64, socket: &TcpSocket) {
+        {
+            let mut inner = self.inner.borrow_mut();
+            let request = inner.conns.get(&conn_id).and_then(|conn| conn.request);
+            if let Some(id) = request {
+                self.arm_idle_timer(&mut inner, id);
+            }
+        }
+        socket.hold_sink_reads(false);
+    }
+
+    /// Whether user code of request `id` (on connection `conn`) is running further up the
+    /// stack: its callback or slot, or a read of its connection being delivered a slice at a
+    /// time. Its read timeout waits for it (see `on_idle_timeout`).
+    pub(super) fn user_code_running(&self, id: u64, conn: Option<u64>) -> bool {
+        self.delivering.borrow().contains(id)
+            || conn.is_some_and(|conn| self.continuing.borrow().iter().any(|e| e.conn == conn))
     }
 
     fn process_data(
@@ -582,6 +636,16 @@ impl HttpClient {
         let response = state.response_from(head, body);
         actions.push(self.finish_action(inner, id, state.into_delivery(), Ok(response)));
     }
+}
+
+/// A read of one connection delivered a slice at a time further up the stack (see
+/// `HttpClient::on_data`).
+pub(super) struct ContinuingEntry {
+    conn: u64,
+    /// Bytes a nested loop read meanwhile: they follow the read's remaining slices.
+    later: Vec<u8>,
+    /// The connection (id and socket), held back from reading while that user code waits.
+    held: Option<(u64, Rc<TcpSocket>)>,
 }
 
 /// Ends a read's entry in `HttpClient::continuing`, also when user code panics.

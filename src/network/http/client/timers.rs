@@ -98,6 +98,21 @@ impl HttpClient {
             };
             watch.timer = None;
             let now = Instant::now();
+            let conn = state.conn;
+            if self.user_code_running(id, conn) {
+                // The request's own callback or slot is running (waiting in a nested loop): the
+                // client is not reading for it, so the silence is not the server's.
+                if let Some(timeout) = state.read_timeout {
+                    let watch = state.idle.as_deref_mut().expect("checked above");
+                    let deadline = deadline_after(now, timeout);
+                    watch.deadline = deadline;
+                    self.start_idle_timer(watch, id, timeout, deadline);
+                }
+                return;
+            }
+            let Some(watch) = state.idle.as_deref_mut() else {
+                return;
+            };
             if now < watch.deadline {
                 let deadline = watch.deadline;
                 self.start_idle_timer(watch, id, deadline - now, deadline);

@@ -40,6 +40,7 @@ impl TcpSocket {
             inner.write_buf.clear();
             inner.close_when_flushed = false;
             inner.read_paused = false;
+            inner.sink_read_holds = 0;
             if error.is_some() {
                 inner.last_error = error.clone().map(Box::new);
             }

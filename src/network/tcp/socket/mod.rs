@@ -159,6 +159,10 @@ struct Inner {
     write_buf: BytesMut,
     read_limit: usize,
     read_paused: bool,
+    /// How many holders asked the data sink's reading to stop for now (user code waits in a
+    /// nested loop; see [`TcpSocket::hold_sink_reads`]): while any does, reading stops, so TCP
+    /// flow control holds the peer back.
+    sink_read_holds: u32,
     close_when_flushed: bool,
     announced: bool,
     /// Bytes `write` handed to the kernel whose `bytes_written` report is posted (one report for
@@ -210,6 +214,7 @@ impl TcpSocket {
                 write_buf: BytesMut::new(),
                 read_limit: DEFAULT_READ_BUFFER_LIMIT,
                 read_paused: false,
+                sink_read_holds: 0,
                 close_when_flushed: false,
                 announced: false,
                 unreported_written: 0,

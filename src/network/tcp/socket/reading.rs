@@ -185,8 +185,10 @@ impl TcpSocket {
     fn read_step(&self, buf: &mut [u8], budget: &mut usize) -> ReadStep {
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
-        if inner.sink.is_none() && inner.read_limit > 0 && inner.read_buf.len() >= inner.read_limit
-        {
+        let buffer_full = inner.sink.is_none()
+            && inner.read_limit > 0
+            && inner.read_buf.len() >= inner.read_limit;
+        if buffer_full || inner.sink_read_holds > 0 {
             inner.read_paused = true;
             return ReadStep::Paused;
         }
@@ -251,11 +253,32 @@ impl TcpSocket {
         self.inner.borrow().sink.as_ref().and_then(Weak::upgrade)
     }
 
+    /// Stops (`true`) or lets resume (`false`) reading for the data sink: the HTTP client holds
+    /// a connection back while user code its bytes run waits in a nested loop, since whatever
+    /// it read meanwhile would have to wait in memory for that code to return. Holds nest (each
+    /// `true` is undone by one `false`); reading resumes on a later turn once none is left (no
+    /// new edge comes for data already waiting).
+    pub(crate) fn hold_sink_reads(&self, held: bool) {
+        let released = {
+            let mut inner = self.inner.borrow_mut();
+            if held {
+                inner.sink_read_holds += 1;
+                false
+            } else {
+                inner.sink_read_holds = inner.sink_read_holds.saturating_sub(1);
+                inner.sink_read_holds == 0
+            }
+        };
+        if released {
+            self.resume_reading_if_paused();
+        }
+    }
+
     pub(super) fn resume_reading_if_paused(&self) {
         let resume = {
             let mut inner = self.inner.borrow_mut();
             let below = inner.read_limit == 0 || inner.read_buf.len() < inner.read_limit;
-            if inner.read_paused && below {
+            if inner.read_paused && below && inner.sink_read_holds == 0 {
                 inner.read_paused = false;
                 true
             } else {
