@@ -637,6 +637,88 @@ fn upload_progress_counts_body_bytes_only_and_ends_at_the_total() {
     }
 }
 
+/// KDNetwork H17 asks for download progress that reports the bytes actually received, once. The
+/// body of a redirect being followed is read and thrown away: it is not the response's and is
+/// not reported (it came as `(10, Some(10))` before the real body's `(0, …)`). The total is the
+/// announced length of the body as transferred, also when the client decodes it (it was `None`
+/// for a gzip body, whose `Content-Length` the response no longer carries); a HEAD response has
+/// no body whatever its `Content-Length` says (it was reported as `(0, Some(12345))`); and a
+/// read that brings no body bytes reports nothing new, except the end, which is reported with
+/// its total (`(n, Some(n))`, also for a chunked body).
+#[test]
+fn download_progress_reports_the_delivered_body_once_with_its_transfer_total() {
+    use flate2::{Compression, write::GzEncoder};
+    use std::io::Write;
+    let mut ev = EventLoop::new().unwrap();
+    let mut encoder = GzEncoder::new(Vec::new(), Compression::default());
+    encoder.write_all(&[b'a'; 50_000]).unwrap();
+    let gz = encoder.finish().unwrap();
+    let gz_len = gz.len() as u64;
+    let server = ScriptServer::start(move |req, _| {
+        if req.line.starts_with("HEAD") {
+            Reply::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 12345\r\n\r\n".to_vec())
+        } else if req.line.contains("/redirect") {
+            Reply::Bytes(
+                b"HTTP/1.1 302 Found\r\nLocation: /gz\r\nContent-Length: 10\r\n\r\n0123456789"
+                    .to_vec(),
+            )
+        } else if req.line.contains("/chunked") {
+            Reply::Pieces(
+                vec![
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5\r\nhello\r\n".to_vec(),
+                    b"6\r\n world\r\n".to_vec(),
+                    b"0\r\n\r\n".to_vec(),
+                ],
+                Duration::from_millis(50),
+            )
+        } else {
+            let mut r = format!(
+                "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+                gz.len()
+            )
+            .into_bytes();
+            r.extend_from_slice(&gz);
+            Reply::Bytes(r)
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let progress: Rc<RefCell<Vec<(u64, Option<u64>)>>> = Rc::default();
+    let p = progress.clone();
+    client
+        .download_progress
+        .connect(move |&(_, received, total)| p.borrow_mut().push((received, total)))
+        .release();
+
+    let r = get(&mut ev, &client, &server.url("/redirect")).unwrap();
+    assert_eq!(r.body().len(), 50_000);
+    assert_eq!(
+        progress.take(),
+        [(gz_len, Some(gz_len))],
+        "the redirect's body is not reported, the gzip body's total is its announced length"
+    );
+
+    let head = wait(
+        &mut ev,
+        &send(
+            &client,
+            HttpRequest::get(&server.url("/head"))
+                .unwrap()
+                .with_method(HttpMethod::Head),
+        ),
+    )
+    .unwrap();
+    assert_eq!(head.content_length(), Some(12345));
+    assert_eq!(progress.take(), [(0, Some(0))], "a HEAD response has no body");
+
+    let chunked = get(&mut ev, &client, &server.url("/chunked")).unwrap();
+    assert_eq!(chunked.text(), "hello world");
+    assert_eq!(
+        progress.take(),
+        [(5, None), (11, None), (11, Some(11))],
+        "each count once; the end with its total"
+    );
+}
+
 #[test]
 fn heads_split_across_reads_are_reassembled_with_and_without_interim_responses() {
     // Each piece is a separate write with a pause, so the client sees separate reads: a 1xx

@@ -149,6 +149,16 @@ impl BodyDecoder {
     pub(crate) fn received(&self) -> u64 {
         self.received
     }
+
+    /// How many body bytes there are in all, when the framing says so before the end (a length,
+    /// or no body) or once the body is complete.
+    pub(crate) fn total(&self) -> Option<u64> {
+        match self.kind {
+            Kind::Length { expected } => Some(expected),
+            _ if self.is_complete() => Some(self.received),
+            _ => None,
+        }
+    }
 }
 
 #[derive(Debug, Clone)]

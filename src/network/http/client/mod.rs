@@ -150,7 +150,11 @@ pub struct HttpClient {
     pub response_received: Signal<HttpResponse>,
     /// Emitted with every failed request (after its callback ran).
     pub error: Signal<(RequestId, HttpError)>,
-    /// `(request, body bytes received, total if known)` as the body arrives.
+    /// `(request, body bytes received, total if known)` as the final response's body arrives:
+    /// bytes as transferred (without chunk framing, before gzip/deflate decoding), each new count
+    /// once. The total is the announced `Content-Length` (0 for a response that has no body, such
+    /// as a HEAD's), or `None` until a body of unknown length ends; the last report of a complete
+    /// body has `received == total`. A followed redirect's body is not reported.
     pub download_progress: Signal<(RequestId, u64, Option<u64>)>,
     /// `(request, body bytes sent, total)` as the request body leaves.
     pub upload_progress: Signal<(RequestId, u64, u64)>,

@@ -18,7 +18,6 @@ use crate::network::http::head::{HeadParser, HeadStatus, ResponseHead};
 use crate::network::http::headers::HeaderMap;
 use crate::network::http::method::is_token;
 use crate::network::http::redirect::{RedirectAction, redirect_action};
-use crate::network::http::response::content_length;
 use crate::network::http::{HttpError, HttpMethod};
 use crate::network::sse::SseBatch;
 use crate::network::tcp::TcpSocket;
@@ -467,6 +466,7 @@ impl HttpClient {
         let Some(decoder) = decoder.as_mut() else {
             return;
         };
+        let received_before = decoder.received();
         let mut collected = self.spare_batch.take();
         // The stream's last event ID before this read: one copy per read (see below).
         let id_before = match (*sse_mode, sse_parser.as_ref()) {
@@ -553,20 +553,32 @@ impl HttpClient {
                     state.reusable = false;
                     true
                 });
-        let received = state.decoder.as_ref().map_or(0, |d| d.received());
-        let total = state
-            .response_head
-            .as_ref()
-            .and_then(|head| content_length(&head.headers));
         if let Some(e) = failure {
             self.flush_stream_outputs(inner, id, collected, stream_chunk, actions);
             return self.fail(inner, id, e, true, actions);
         }
+        // Progress is the delivered body's, as transferred (before content decoding): each new
+        // count once, and the end with its total. A followed redirect's body is thrown away and
+        // not reported. Checked here, not when run: no action (and no list allocation) per chunk
+        // otherwise.
+        let progress = match state.decoder.as_ref() {
+            Some(decoder)
+                if self.download_progress.connection_count() > 0
+                    && state.redirect_next.is_none()
+                    && (decoder.received() > received_before || complete) =>
+            {
+                let received = decoder.received();
+                let total = if complete {
+                    Some(received)
+                } else {
+                    decoder.total()
+                };
+                Some(Action::Progress(id, received, total))
+            }
+            _ => None,
+        };
         self.flush_stream_outputs(inner, id, collected, stream_chunk, actions);
-        // Checked here, not when run: no action (and no list allocation) per chunk otherwise.
-        if self.download_progress.connection_count() > 0 {
-            actions.push(Action::Progress(id, received, total));
-        }
+        actions.extend(progress);
         if complete {
             self.complete(inner, id, actions);
         }
