@@ -1096,6 +1096,44 @@ fn a_body_is_always_framed_even_with_common_headers_turned_off() {
     assert!(seen[0].header("accept-encoding").is_none());
 }
 
+/// Every HTTP/1.1 request carries `Host` (RFC 9112 §3.2: a client MUST send it; a server MUST
+/// answer 400 without it), as KDNetwork's did whatever `autoAddCommonHeaders` said: with the
+/// common headers off the client sent none, neither for the request nor for a redirect hop to
+/// another origin (which drops the request's own `Host`), so every such request was refused.
+/// The setting still governs `Accept-Encoding`.
+#[test]
+fn host_is_sent_even_with_common_headers_turned_off() {
+    let mut ev = EventLoop::new().unwrap();
+    let target = ScriptServer::start(|_, _| Reply::Bytes(ok_response("there", "")));
+    let location = target.url("/there");
+    let server = ScriptServer::start(move |req, _| {
+        if req.line.starts_with("GET /away ") {
+            Reply::Bytes(
+                format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n")
+                    .into_bytes(),
+            )
+        } else {
+            Reply::Bytes(ok_response("here", ""))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let mut plain = HttpRequest::get(&server.url("/here")).unwrap();
+    plain.set_auto_add_common_headers(false);
+    assert_eq!(wait(&mut ev, &send(&client, plain)).unwrap().text(), "here");
+    let mut away = HttpRequest::get(&server.url("/away"))
+        .unwrap()
+        .with_header("Host", "example.test");
+    away.set_auto_add_common_headers(false);
+    assert_eq!(wait(&mut ev, &send(&client, away)).unwrap().text(), "there");
+
+    let seen = server.requests();
+    assert_eq!(seen[0].header("host"), Some(&*server.addr.to_string()));
+    assert!(seen[0].header("accept-encoding").is_none());
+    assert_eq!(seen[1].header("host"), Some("example.test"));
+    let hop = target.requests();
+    assert_eq!(hop[0].header("host"), Some(&*target.addr.to_string()));
+}
+
 #[test]
 fn a_request_transfer_encoding_the_body_does_not_follow_is_refused() {
     // The client writes the body as it is: announcing `Transfer-Encoding: chunked` over it would

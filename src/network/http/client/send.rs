@@ -269,10 +269,12 @@ fn encode_request_head_for(
     let length = [decimal(request.body().len() as u64, &mut length_digits)];
     let encodings = [accepted_encodings()];
     let cookie = cookie.map(|cookie| [cookie]);
+    // Every HTTP/1.1 request names its host (RFC 9112 §3.2; servers answer 400 otherwise),
+    // whatever the setting, as KDNetwork's did.
+    if !headers.contains("Host") {
+        add("Host", &host);
+    }
     if request.auto_add_common_headers() {
-        if !headers.contains("Host") {
-            add("Host", &host);
-        }
         // A range of a compressed representation cannot be decoded on its own: ask for the
         // identity one (as reqwest does).
         if !headers.contains("Accept-Encoding") && !headers.contains("Range") {
