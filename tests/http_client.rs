@@ -285,6 +285,41 @@ fn redirect_post_to_get_and_cross_origin_drops_authorization() {
     );
 }
 
+/// A redirect that drops the body drops `Expect: 100-continue` with it: RFC 9110 §10.1.1 says a
+/// client MUST NOT send that expectation without content, and the bodiless GET after a 303 went
+/// out with it (a server may then wait for a body that never comes, or refuse with 417). A 307,
+/// which keeps the body, keeps it.
+#[test]
+fn a_redirect_that_drops_the_body_drops_its_expectation() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        let target = req.line.split(' ').nth(1).unwrap_or_default();
+        match target {
+            "/see" => Reply::Bytes(
+                b"HTTP/1.1 303 See Other\r\nLocation: /seen\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            ),
+            "/again" => Reply::Bytes(
+                b"HTTP/1.1 307 Temporary\r\nLocation: /kept\r\nContent-Length: 0\r\n\r\n"
+                    .to_vec(),
+            ),
+            _ => Reply::Bytes(ok_response(
+                &format!("{} expect={}", req.line, req.header("expect").unwrap_or("-")),
+                "",
+            )),
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let post = |path: &str| {
+        HttpRequest::post(&server.url(path), "data")
+            .unwrap()
+            .with_header("Expect", "100-continue")
+    };
+    let seen = wait(&mut ev, &send(&client, post("/see"))).unwrap();
+    assert_eq!(seen.text(), "GET /seen HTTP/1.1 expect=-");
+    let kept = wait(&mut ev, &send(&client, post("/again"))).unwrap();
+    assert_eq!(kept.text(), "POST /kept HTTP/1.1 expect=100-continue");
+}
+
 #[test]
 fn too_many_redirects_is_an_error() {
     let mut ev = EventLoop::new().unwrap();

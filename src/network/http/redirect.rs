@@ -14,7 +14,7 @@
 //! - A hop to another origin (scheme, host or port differ) drops `Authorization`,
 //!   `Proxy-Authorization`, `WWW-Authenticate` and `Host`; `Cookie` is dropped on every hop
 //!   because the client recomputes it from the cookie jar for the new URL.
-//! - Whenever the body is dropped, the headers describing it go too.
+//! - Whenever the body is dropped, the headers describing it go too, and so does `Expect`.
 
 use bytes::Bytes;
 use url::Url;
@@ -120,14 +120,16 @@ pub fn redirect_action(
     }
 }
 
-/// Headers that describe a request body; they go when the body goes.
-const BODY_HEADERS: [&str; 6] = [
+/// Headers that describe a request body, and `Expect` (a client must not send `100-continue`
+/// without content, RFC 9110 §10.1.1); they go when the body goes.
+const BODY_HEADERS: [&str; 7] = [
     "content-type",
     "content-length",
     "content-encoding",
     "content-language",
     "content-location",
     "transfer-encoding",
+    "expect",
 ];
 
 /// Headers that must not reach another origin (the reqwest/curl rule), plus `Host`, which would
