@@ -383,8 +383,11 @@ impl HttpRequest {
         self.auto_add_common_headers = enabled;
     }
 
-    /// Whether the response body is delivered piece by piece as it arrives instead of collected
-    /// (default false).
+    /// Whether this is a streaming request (default false): one with no total timeout.
+    /// [`HttpClient::send_streaming`](super::HttpClient::send_streaming) and the `SseClient` set
+    /// it, and they deliver the body piece by piece; a request given to
+    /// [`HttpClient::send`](super::HttpClient::send) has its body collected whatever the flag
+    /// says (with the flag, only without the total timeout).
     pub fn is_streaming(&self) -> bool {
         self.streaming
     }
