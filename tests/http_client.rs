@@ -358,6 +358,40 @@ fn stale_pooled_connection_is_retried_once_on_a_fresh_one() {
     );
 }
 
+/// The retry budget is per hop: a GET that was already sent again once (its pooled connection
+/// closed without answering) and is then redirected onto another pooled connection that also
+/// closes without answering is sent again for that hop too. It failed with `EmptyResponse` (or
+/// `ConnectionReset`), because the first hop's retry counted against the second.
+#[test]
+fn a_redirect_hop_on_a_stale_connection_is_retried_after_an_earlier_hop_was() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        let path = req.line.split(' ').nth(1).unwrap_or_default();
+        match (path, req.connection) {
+            // Each request that comes second on its connection finds it closed.
+            ("/start", 0) | ("/next", 1) => Reply::Close,
+            ("/start", _) => Reply::Bytes(
+                b"HTTP/1.1 302 Found\r\nLocation: /next\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            ),
+            _ => Reply::Bytes(ok_response(&format!("{path} on {}", req.connection), "")),
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/warm")).unwrap().text(),
+        "/warm on 0"
+    );
+    let response = get(&mut ev, &client, &server.url("/start")).unwrap();
+    assert_eq!(response.text(), "/next on 2");
+    assert_eq!(response.redirect_count(), 1);
+    let lines: Vec<(usize, String)> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.connection, r.line))
+        .collect();
+    assert_eq!(lines.len(), 5, "{lines:?}");
+}
+
 #[test]
 fn close_delimited_body_completes_at_eof() {
     let mut ev = EventLoop::new().unwrap();

@@ -632,6 +632,9 @@ impl HttpClient {
         if let Some(next) = state.redirect_next.take() {
             log::debug!("request {id}: redirect to {}", next.url());
             state.redirects += 1;
+            // A new request: it may be sent again once if its connection turns out stale (or
+            // answers 408), whatever happened to the previous hop (`max_redirects` bounds it).
+            state.retried = false;
             state.request = *next;
             state.host = intern_host(&mut inner.hosts, host_key(state.request.url()));
             state.reset_for_hop();
