@@ -1272,6 +1272,48 @@ fn a_redirect_body_larger_than_the_body_limit_does_not_stop_the_redirect() {
     assert_eq!(response.redirect_count(), 1);
 }
 
+/// The body of a redirect being followed is read (so that its connection can serve again) only
+/// while it is small: past 64 KiB the connection is given up and the redirect followed at
+/// once, as browsers follow a redirect without its body. A redirect whose body never ended
+/// (here an endless chunked stream) was read until the total timeout, and the request failed
+/// with `Timeout(Total)` although the next hop was ready; a streaming request, which has no
+/// total timeout, waited for ever.
+#[test]
+fn a_redirect_whose_body_does_not_end_is_followed_anyway() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /moved ") {
+            let mut pieces = vec![
+                b"HTTP/1.1 302 Found\r\nLocation: /target\r\nTransfer-Encoding: chunked\r\n\r\n"
+                    .to_vec(),
+            ];
+            let chunk = chunk(&"x".repeat(4096));
+            pieces.extend(std::iter::repeat_n(chunk, 2000));
+            Reply::Pieces(pieces, Duration::from_millis(5))
+        } else {
+            Reply::Bytes(ok_response("arrived", ""))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let started = Instant::now();
+    let request = HttpRequest::get(&server.url("/moved"))
+        .unwrap()
+        .with_timeout(Duration::from_secs(5));
+    let response = wait(&mut ev, &send(&client, request)).expect("the redirect is followed");
+    assert_eq!(response.text(), "arrived");
+    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+
+    let done: Outcome = Rc::default();
+    let d = done.clone();
+    client.send_streaming(
+        HttpRequest::get(&server.url("/moved")).unwrap(),
+        |_| {},
+        move |r| *d.borrow_mut() = Some(r),
+    );
+    let streamed = wait_at_most(&mut ev, &done, Duration::from_secs(5));
+    assert_eq!(streamed.unwrap().redirect_count(), 1);
+}
+
 #[test]
 fn a_location_in_latin_1_is_followed_to_its_percent_encoded_bytes() {
     // Old servers send raw ISO-8859-1 in Location; browsers request the bytes percent-encoded

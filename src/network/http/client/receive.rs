@@ -383,7 +383,7 @@ impl HttpClient {
             RedirectAction::Follow(next) => {
                 // Read (and discard) this body so the connection can be reused: its framing is
                 // followed, but it is neither decoded (a bad gzip body must not stop the
-                // redirect) nor kept.
+                // redirect) nor kept, and past `MAX_DISCARDED_REDIRECT_BODY` not waited for.
                 state.redirect_next = Some(Box::new(next));
                 state.body_limit = Some(0);
                 state.content = None;
@@ -543,6 +543,18 @@ impl HttpClient {
             // Bytes beyond the response (pipelining garbage): never reuse this connection.
             state.reusable = false;
         }
+        // A followed redirect's body is read only so that its connection can serve again; a large
+        // one (or one that never ends) is not worth waiting for: give the connection up and go.
+        let complete = complete
+            || (state.redirect_next.is_some()
+                && state
+                    .decoder
+                    .as_ref()
+                    .is_some_and(|d| d.received() > MAX_DISCARDED_REDIRECT_BODY)
+                && {
+                    state.reusable = false;
+                    true
+                });
         // A rejected SSE response only needs the start of its body for the error message: stop
         // reading there (the body may never end) and give up the connection.
         let complete = complete
@@ -674,6 +686,9 @@ impl Drop for ContinuingRead<'_> {
         let _ = self.client.continuing_take(self.conn, true);
     }
 }
+
+/// The most body bytes of a followed redirect read before its connection is given up (64 KiB).
+const MAX_DISCARDED_REDIRECT_BODY: u64 = 64 * 1024;
 
 /// The most bytes of one read processed before the events they carry are delivered (16 KiB).
 const DELIVERY_SLICE: usize = 16 * 1024;
