@@ -1314,6 +1314,41 @@ fn a_redirect_whose_body_does_not_end_is_followed_anyway() {
     assert_eq!(streamed.unwrap().redirect_count(), 1);
 }
 
+/// A streaming request's `on_event` sees the final response only: the head, then its body.
+/// The body of a redirect being followed went to it as `Data` (before any `Head`), so the
+/// consumer's body began with the 302's HTML.
+#[test]
+fn a_streaming_request_is_not_given_the_body_of_a_redirect_it_follows() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /old ") {
+            Reply::Bytes(
+                b"HTTP/1.1 302 Found\r\nLocation: /new\r\nContent-Length: 11\r\n\r\nmoved here!"
+                    .to_vec(),
+            )
+        } else {
+            Reply::Bytes(ok_response("arrived", ""))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let events: Rc<RefCell<Vec<String>>> = Rc::default();
+    let (e, done): (_, Outcome) = (events.clone(), Rc::default());
+    let d = done.clone();
+    client.send_streaming(
+        HttpRequest::get(&server.url("/old")).unwrap(),
+        move |event| {
+            e.borrow_mut().push(match event {
+                StreamEvent::Head(response) => format!("head {}", response.status()),
+                StreamEvent::Data(data) => String::from_utf8_lossy(data).into_owned(),
+            })
+        },
+        move |r| *d.borrow_mut() = Some(r),
+    );
+    let response = wait(&mut ev, &done).unwrap();
+    assert_eq!(response.redirect_count(), 1);
+    assert_eq!(events.take().concat(), "head 200arrived");
+}
+
 #[test]
 fn a_location_in_latin_1_is_followed_to_its_percent_encoded_bytes() {
     // Old servers send raw ISO-8859-1 in Location; browsers request the bytes percent-encoded

@@ -461,6 +461,7 @@ impl HttpClient {
             delivery,
             sse_mode,
             sse_parser,
+            redirect_next,
             ..
         } = &mut **state;
         let Some(decoder) = decoder.as_mut() else {
@@ -476,7 +477,8 @@ impl HttpClient {
         let mut stream_chunk = BytesMut::new();
         let mut failure: Option<HttpError> = None;
         let mut parse_failure: Option<HttpError> = None;
-        let is_stream = matches!(delivery, Delivery::Streaming { .. });
+        // A followed redirect's body is nobody's: it goes to the (empty) kept body, not the stream.
+        let is_stream = matches!(delivery, Delivery::Streaming { .. }) && redirect_next.is_none();
         let mut sink = |plain: &[u8]| {
             if parse_failure.is_some() {
                 return;
