@@ -299,11 +299,14 @@ fn a_redirect_that_drops_the_body_drops_its_expectation() {
                 b"HTTP/1.1 303 See Other\r\nLocation: /seen\r\nContent-Length: 0\r\n\r\n".to_vec(),
             ),
             "/again" => Reply::Bytes(
-                b"HTTP/1.1 307 Temporary\r\nLocation: /kept\r\nContent-Length: 0\r\n\r\n"
-                    .to_vec(),
+                b"HTTP/1.1 307 Temporary\r\nLocation: /kept\r\nContent-Length: 0\r\n\r\n".to_vec(),
             ),
             _ => Reply::Bytes(ok_response(
-                &format!("{} expect={}", req.line, req.header("expect").unwrap_or("-")),
+                &format!(
+                    "{} expect={}",
+                    req.line,
+                    req.header("expect").unwrap_or("-")
+                ),
                 "",
             )),
         }
@@ -751,7 +754,8 @@ fn download_progress_reports_the_delivered_body_once_with_its_transfer_total() {
         }
     });
     let client = HttpClient::new().unwrap();
-    let progress: Rc<RefCell<Vec<(u64, Option<u64>)>>> = Rc::default();
+    type Reports = Vec<(u64, Option<u64>)>;
+    let progress: Rc<RefCell<Reports>> = Rc::default();
     let p = progress.clone();
     client
         .download_progress
@@ -777,7 +781,11 @@ fn download_progress_reports_the_delivered_body_once_with_its_transfer_total() {
     )
     .unwrap();
     assert_eq!(head.content_length(), Some(12345));
-    assert_eq!(progress.take(), [(0, Some(0))], "a HEAD response has no body");
+    assert_eq!(
+        progress.take(),
+        [(0, Some(0))],
+        "a HEAD response has no body"
+    );
 
     let chunked = get(&mut ev, &client, &server.url("/chunked")).unwrap();
     assert_eq!(chunked.text(), "hello world");
@@ -1301,7 +1309,11 @@ fn a_redirect_whose_body_does_not_end_is_followed_anyway() {
         .with_timeout(Duration::from_secs(5));
     let response = wait(&mut ev, &send(&client, request)).expect("the redirect is followed");
     assert_eq!(response.text(), "arrived");
-    assert!(started.elapsed() < Duration::from_secs(4), "{:?}", started.elapsed());
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
 
     let done: Outcome = Rc::default();
     let d = done.clone();
