@@ -1326,6 +1326,30 @@ fn a_redirect_whose_body_does_not_end_is_followed_anyway() {
     assert_eq!(streamed.unwrap().redirect_count(), 1);
 }
 
+/// A redirect whose body runs to the end of the connection (no `Content-Length`, not chunked)
+/// is followed at once: its connection can never serve again, so there is nothing to wait for.
+/// The client waited for the server to close it, and a server that kept it open made the
+/// request fail with `Timeout(Total)` (a streaming request waited for ever).
+#[test]
+fn a_redirect_read_to_close_is_followed_without_waiting_for_the_close() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /moved ") {
+            // Keeps the connection open after it.
+            Reply::Bytes(b"HTTP/1.1 302 Found\r\nLocation: /target\r\n\r\nmoved".to_vec())
+        } else {
+            Reply::Bytes(ok_response("arrived", ""))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let request = HttpRequest::get(&server.url("/moved"))
+        .unwrap()
+        .with_timeout(Duration::from_secs(3));
+    let response = wait(&mut ev, &send(&client, request)).expect("the redirect is followed");
+    assert_eq!(response.text(), "arrived");
+    assert_eq!(response.redirect_count(), 1);
+}
+
 /// A streaming request's `on_event` sees the final response only: the head, then its body.
 /// The body of a redirect being followed went to it as `Data` (before any `Head`), so the
 /// consumer's body began with the 302's HTML.

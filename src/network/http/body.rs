@@ -150,6 +150,11 @@ impl BodyDecoder {
         self.received
     }
 
+    /// Whether only the end of the connection ends this body (read-to-close framing).
+    pub(crate) fn reads_to_close(&self) -> bool {
+        matches!(self.kind, Kind::UntilClose { .. })
+    }
+
     /// How many body bytes there are in all, when the framing says so before the end (a length,
     /// or no body) or once the body is complete.
     pub(crate) fn total(&self) -> Option<u64> {

@@ -361,7 +361,8 @@ impl HttpSession {
     /// fails with [`HttpError::LimitExceeded`](super::HttpError::LimitExceeded); a larger announced
     /// `Content-Length` fails as soon as the head arrives. Streaming requests are not limited, nor
     /// is the body of a redirect that is followed (it is read and discarded, never collected;
-    /// beyond 64 KiB its connection is closed and the redirect followed without the rest).
+    /// beyond 64 KiB, or when only the end of the connection would end it, its connection is
+    /// closed and the redirect followed without the rest).
     pub fn max_response_body_bytes(&self) -> usize {
         self.max_response_body_bytes
     }

@@ -320,12 +320,14 @@ impl HttpClient {
         true
     }
 
+    /// Whether the body needs no more bytes: complete, or a followed redirect's that is not
+    /// waited for (see [`gives_up_redirect_body`]).
     fn body_done(&self, inner: &ClientInner, id: u64) -> bool {
-        inner
-            .requests
-            .get(&id)
-            .and_then(|s| s.decoder.as_ref())
-            .is_some_and(|d| d.is_complete())
+        inner.requests.get(&id).is_some_and(|s| {
+            s.decoder
+                .as_ref()
+                .is_some_and(|d| d.is_complete() || gives_up_redirect_body(s, d))
+        })
     }
 
     /// The final head arrived: framing, cookies, redirect decision, streaming hand-off.
@@ -548,11 +550,10 @@ impl HttpClient {
         // A followed redirect's body is read only so that its connection can serve again; a large
         // one (or one that never ends) is not worth waiting for: give the connection up and go.
         let complete = complete
-            || (state.redirect_next.is_some()
-                && state
-                    .decoder
-                    .as_ref()
-                    .is_some_and(|d| d.received() > MAX_DISCARDED_REDIRECT_BODY)
+            || (state
+                .decoder
+                .as_deref()
+                .is_some_and(|d| gives_up_redirect_body(state, d))
                 && {
                     state.reusable = false;
                     true
@@ -691,6 +692,14 @@ impl Drop for ContinuingRead<'_> {
 
 /// The most body bytes of a followed redirect read before its connection is given up (64 KiB).
 const MAX_DISCARDED_REDIRECT_BODY: u64 = 64 * 1024;
+
+/// Whether the body of `state`'s redirect, being followed, is not worth waiting for: it runs to
+/// the end of the connection (which can then never serve again anyway), or it is past
+/// [`MAX_DISCARDED_REDIRECT_BODY`]. Its connection is given up and the redirect followed.
+fn gives_up_redirect_body(state: &RequestState, decoder: &BodyDecoder) -> bool {
+    state.redirect_next.is_some()
+        && (decoder.reads_to_close() || decoder.received() > MAX_DISCARDED_REDIRECT_BODY)
+}
 
 /// The most bytes of one read processed before the events they carry are delivered (16 KiB).
 const DELIVERY_SLICE: usize = 16 * 1024;
