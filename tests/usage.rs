@@ -1,0 +1,706 @@
+//! kdnet used from the outside, as three kinds of users would: a C++ KDUtils porter following
+//! PORTING.md row by row, a GUI developer wiring closures to signals (and embedding the loop in a
+//! host loop), and an LLM streaming user reading an OpenAI-style event stream. Real loopback
+//! servers only. Tests marked `#[ignore = "r6api: …"]` assert behaviour the library does not have
+//! yet (each names the fix in its reason).
+
+use std::cell::{Cell, RefCell};
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener};
+use std::rc::{Rc, Weak};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use kdnet::bindings::{
+    ConnectionBlocker, ConnectionError, ConnectionEvaluator, ConnectionHandle, Property,
+    ScopedConnection, Signal,
+};
+use kdnet::foundation::{EventLoop, FileDescriptorNotifier, LoopError, NotificationType, Timer};
+use kdnet::network::http::{
+    AuthType, DEFAULT_MAX_REDIRECTS, DEFAULT_REQUEST_TIMEOUT, HttpClient, HttpCookie,
+    HttpCookieJar, HttpError, HttpMethod, HttpRequest, HttpSession, RedirectPolicy, SameSitePolicy,
+    StreamEvent,
+};
+use kdnet::network::sse::{ReadyState, SseClient, SseError, SseEvent, SseParser, SseWriter};
+use kdnet::network::{
+    AddressFamily, DnsResolver, ServerState, SocketError, SocketState, SslSocket, TcpServer,
+    TcpSocket, TlsClientConfig, UdpSocket,
+};
+
+/// Turns `event_loop` until `done` holds; panics after 20 s so that nothing hangs.
+fn spin(event_loop: &mut EventLoop, mut done: impl FnMut() -> bool) {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while !done() {
+        assert!(Instant::now() < deadline, "not done within 20 s");
+        event_loop
+            .process_events(Some(Duration::from_millis(20)))
+            .unwrap();
+    }
+}
+
+/// A blocking one-connection-at-a-time HTTP server on a thread: for each request, reads the head
+/// and `Content-Length` body, then writes what `answer` returns (raw bytes) and closes.
+fn serve(answer: impl Fn(&str) -> Vec<Vec<u8>> + Send + 'static) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(stream) = stream else { return };
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut head = String::new();
+            let mut length = 0usize;
+            loop {
+                let mut line = String::new();
+                if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                    break;
+                }
+                if let Some(value) = line
+                    .to_ascii_lowercase()
+                    .strip_prefix("content-length:")
+                    .map(|v| v.trim().to_string())
+                {
+                    length = value.parse().unwrap_or(0);
+                }
+                let end = line == "\r\n";
+                head.push_str(&line);
+                if end {
+                    break;
+                }
+            }
+            let mut body = vec![0; length];
+            let _ = reader.read_exact(&mut body);
+            let mut stream = stream;
+            for piece in answer(&head) {
+                if piece.is_empty() {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+                if stream.write_all(&piece).is_err() {
+                    break;
+                }
+                let _ = stream.flush();
+            }
+        }
+    });
+    address
+}
+
+fn sse_head() -> Vec<u8> {
+    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\r\n"
+        .to_vec()
+}
+
+// ---- 1. the KDUtils porter, PORTING.md row by row -----------------------------------------------
+
+/// The KDBindings table: every name it gives exists and behaves as its row says.
+#[test]
+fn porting_kdbindings_rows() {
+    // Signal<Args...> → Signal<A>, several arguments as a tuple; emit(&args).
+    let signal: Signal<(i32, String)> = Signal::new();
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    let first = signal.connect(move |(n, text)| s.borrow_mut().push(format!("a{n}{text}")));
+    // connectReflective / connectSingleShot.
+    let s = seen.clone();
+    let reflective = signal.connect_reflective(move |handle, (n, _)| {
+        s.borrow_mut().push(format!("r{n}"));
+        handle.disconnect();
+    });
+    let s = seen.clone();
+    let single = signal.connect_single_shot(move |(n, _)| s.borrow_mut().push(format!("s{n}")));
+    signal.emit(&(1, "x".into()));
+    signal.emit(&(2, "y".into()));
+    assert_eq!(*seen.borrow(), ["a1x", "r1", "s1", "a2y"]);
+    assert!(!reflective.is_active() && !single.is_active());
+
+    // Order after disconnect + reconnect: connection order (KDB: LIFO reuse).
+    seen.borrow_mut().clear();
+    let s = seen.clone();
+    let second = signal.connect(move |_| s.borrow_mut().push("b".into()));
+    signal.disconnect(&first).unwrap();
+    let s = seen.clone();
+    let third = signal.connect(move |_| s.borrow_mut().push("c".into()));
+    signal.emit(&(3, String::new()));
+    assert_eq!(*seen.borrow(), ["b", "c"]);
+    // disconnect → Result; a second disconnect is an Err (KDB throws out_of_range).
+    assert_eq!(signal.disconnect(&first), Err(ConnectionError::Inactive));
+    // blockConnection / isConnectionBlocked, and the handle's block/is_blocked.
+    assert_eq!(signal.block_connection(&second, true), Ok(false));
+    assert_eq!(signal.is_connection_blocked(&second), Ok(true));
+    assert_eq!(second.block(false), Ok(true));
+    assert_eq!(second.is_blocked(), Ok(false));
+    assert!(second.belongs_to(&signal));
+    assert_eq!(second.clone(), second);
+    assert!(!ConnectionHandle::default().is_active());
+    assert!(!ConnectionHandle::default().belongs_to(&signal));
+    assert_eq!(signal.connection_count(), 2);
+    // ConnectionBlocker restores the previous state.
+    {
+        let _blocker = ConnectionBlocker::new(&third).unwrap();
+        assert_eq!(third.is_blocked(), Ok(true));
+    }
+    assert_eq!(third.is_blocked(), Ok(false));
+    assert!(ConnectionBlocker::new(&first).is_err());
+    // ScopedConnection: new, From, set, handle, is_active, release.
+    {
+        let mut scoped: ScopedConnection = signal.connect(|_| {}).into();
+        assert!(scoped.is_active());
+        let old = scoped.handle().clone();
+        scoped.set(signal.connect(|_| {}));
+        assert!(!old.is_active(), "set disconnects the previous connection");
+        let kept = ScopedConnection::new(signal.connect(|_| {})).release();
+        assert!(kept.is_active());
+        kept.disconnect();
+    }
+    assert_eq!(signal.connection_count(), 2);
+    // connect_weak: gone owner → disconnected at the next emit.
+    let owner = Rc::new(Cell::new(0));
+    let weak_handle = signal.connect_weak(&owner, |owner, (n, _)| owner.set(*n));
+    signal.emit(&(4, String::new()));
+    assert_eq!(owner.get(), 4);
+    drop(owner);
+    signal.emit(&(5, String::new()));
+    assert!(!weak_handle.is_active());
+    // disconnect_all inside a slot: later slots of that emit do not run.
+    signal.disconnect_all();
+    assert_eq!(signal.connection_count(), 0);
+    assert!(!second.is_active());
+
+    // connectDeferred + ConnectionEvaluator (evaluate_deferred_connections → usize, has_pending,
+    // set_on_invocation_added).
+    let evaluator = ConnectionEvaluator::new();
+    let added = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let a = added.clone();
+    evaluator.set_on_invocation_added(move || {
+        a.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+    });
+    let numbers: Signal<u32> = Signal::new();
+    let total = Arc::new(std::sync::atomic::AtomicU32::new(0));
+    let t = total.clone();
+    let deferred = numbers.connect_deferred(&evaluator, move |n| {
+        t.fetch_add(*n, std::sync::atomic::Ordering::SeqCst);
+    });
+    numbers.emit(&4);
+    numbers.emit(&5);
+    assert_eq!(total.load(std::sync::atomic::Ordering::SeqCst), 0);
+    assert!(evaluator.has_pending());
+    assert_eq!(added.load(std::sync::atomic::Ordering::SeqCst), 2);
+    assert_eq!(evaluator.evaluate_deferred_connections(), 2);
+    assert_eq!(total.load(std::sync::atomic::Ordering::SeqCst), 9);
+    // Disconnecting removes queued invocations at once.
+    numbers.emit(&100);
+    deferred.disconnect();
+    assert!(!evaluator.has_pending());
+    assert_eq!(evaluator.evaluate_deferred_connections(), 0);
+
+    // Property<T>: value_about_to_change (old, new), value_changed, destroyed, get, set → bool.
+    let property = Property::new(1);
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let l = log.clone();
+    property
+        .value_about_to_change
+        .connect(move |(old, new)| l.borrow_mut().push(format!("about {old}->{new}")))
+        .release();
+    let l = log.clone();
+    property
+        .value_changed
+        .connect(move |new| l.borrow_mut().push(format!("changed {new}")))
+        .release();
+    let l = log.clone();
+    property
+        .destroyed
+        .connect(move |_| l.borrow_mut().push("destroyed".into()))
+        .release();
+    assert!(property.set(2));
+    assert!(!property.set(2), "equal values emit nothing");
+    assert_eq!(property.get(), 2);
+    drop(property);
+    assert_eq!(*log.borrow(), ["about 1->2", "changed 2", "destroyed"]);
+}
+
+/// The KDFoundation table.
+#[test]
+fn porting_kdfoundation_rows() {
+    let mut event_loop = EventLoop::new().unwrap();
+    // A second loop on a thread → AlreadyExists.
+    assert!(matches!(EventLoop::new(), Err(LoopError::AlreadyExists)));
+    // A thread without a loop → NoEventLoop for loop-bound objects.
+    std::thread::spawn(|| {
+        assert!(matches!(Timer::new(), Err(LoopError::NoEventLoop)));
+        assert!(matches!(TcpSocket::new(), Err(LoopError::NoEventLoop)));
+        assert!(matches!(
+            kdnet::foundation::post(|| {}),
+            Err(LoopError::NoEventLoop)
+        ));
+    })
+    .join()
+    .unwrap();
+
+    // quit before run returns at once; run returns the exit code.
+    event_loop.quit();
+    assert_eq!(event_loop.run(), 0);
+    event_loop.exit(4);
+    assert_eq!(event_loop.run(), 4);
+
+    // processEvents(timeout): None, Some(ZERO); posted closures in order; N-at-entry.
+    let order = Rc::new(RefCell::new(Vec::new()));
+    for n in 0..3 {
+        let o = order.clone();
+        event_loop.post(move || {
+            o.borrow_mut().push(n);
+            if n == 0 {
+                let o = o.clone();
+                kdnet::foundation::post(move || o.borrow_mut().push(9)).unwrap();
+            }
+        });
+    }
+    let ran = event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(ran, 3);
+    assert_eq!(*order.borrow(), [0, 1, 2]);
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(*order.borrow(), [0, 1, 2, 9]);
+    assert_eq!(event_loop.dispatch_depth(), 0);
+
+    // LoopHandle: Send + Sync + Clone; post, wake_up, is_alive, quit from another thread.
+    let handle = event_loop.handle();
+    fn assert_send_sync<T: Send + Sync + Clone>(_: &T) {}
+    assert_send_sync(&handle);
+    assert!(handle.is_alive());
+    handle.wake_up();
+    let h = handle.clone();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(50));
+        h.post(|| {}).unwrap();
+        h.exit(6);
+    });
+    assert_eq!(event_loop.run(), 6);
+
+    // Timer: interval Property<Duration>, single_shot, running; start/start_with/stop/remaining.
+    let timer = Timer::new().unwrap();
+    assert_eq!(timer.interval.get(), Duration::ZERO);
+    assert!(!timer.single_shot.get() && !timer.running.get());
+    timer.single_shot.set(true);
+    let fired = Rc::new(Cell::new(0));
+    let f = fired.clone();
+    timer.timeout.connect(move |_| f.set(f.get() + 1)).release();
+    timer.start(); // zero interval fires on the next turn (KDU never fires, D4)
+    spin(&mut event_loop, || fired.get() == 1);
+    assert!(!timer.running.get());
+    timer.start_with(Duration::from_secs(60));
+    assert!(timer.remaining().unwrap() > Duration::from_secs(50));
+    timer.stop();
+    assert_eq!(timer.remaining(), None);
+    assert!(event_loop.timer_count() >= 1);
+
+    // createTimeout(f, ms) → create_timeout(delay, f); setTimeout/cancelTimer/isTimerActive.
+    let hit = Rc::new(Cell::new(false));
+    let h = hit.clone();
+    let once = Timer::create_timeout(Duration::from_millis(1), move || h.set(true)).unwrap();
+    assert!(once.running.get());
+    let recurring = Timer::create_recurring(Duration::from_secs(60), || {}).unwrap();
+    assert!(recurring.running.get());
+    spin(&mut event_loop, || hit.get());
+    let id = Timer::set_timeout(Duration::from_secs(60), || {}).unwrap();
+    assert!(id.as_u64() > 0);
+    assert!(Timer::is_timer_active(id));
+    assert!(Timer::cancel_timer(id));
+    assert!(!Timer::cancel_timer(id));
+    let _ = Timer::set_recurring(Duration::from_secs(60), || {}).unwrap();
+    assert_eq!(Timer::cancel_all_timers(), 1);
+
+    // FileDescriptorNotifier(fd, type): enabled on creation, triggered(fd), set_enabled,
+    // DuplicateNotifier for a second one of the same type.
+    let (mut writer, reader) = std::os::unix::net::UnixStream::pair().unwrap();
+    use std::os::fd::AsRawFd;
+    let notifier = FileDescriptorNotifier::new(reader.as_raw_fd(), NotificationType::Read).unwrap();
+    assert!(notifier.is_enabled());
+    assert_eq!(notifier.fd(), reader.as_raw_fd());
+    assert_eq!(notifier.kind(), NotificationType::Read);
+    assert!(matches!(
+        FileDescriptorNotifier::new(reader.as_raw_fd(), NotificationType::Read),
+        Err(LoopError::DuplicateNotifier { .. })
+    ));
+    let triggered = Rc::new(Cell::new(None));
+    let t = triggered.clone();
+    notifier
+        .triggered
+        .connect(move |fd| t.set(Some(*fd)))
+        .release();
+    writer.write_all(b"x").unwrap();
+    spin(&mut event_loop, || triggered.get().is_some());
+    assert_eq!(triggered.get(), Some(reader.as_raw_fd()));
+    assert_eq!(event_loop.registered_sources(), 1);
+    notifier.set_enabled(false).unwrap();
+    assert!(!notifier.is_enabled());
+    assert_eq!(
+        event_loop.registered_sources(),
+        0,
+        "disabling unregisters, as in KDU"
+    );
+    // The evaluator each loop owns.
+    let _evaluator: Arc<ConnectionEvaluator> = event_loop.connection_evaluator();
+}
+
+/// The KDNetwork socket, DNS and UDP rows.
+#[test]
+fn porting_socket_rows() {
+    let mut event_loop = EventLoop::new().unwrap();
+    // TcpServer: listen(host, port), state, server_port, listening_started, state_changed,
+    // new_connection (keep the Rc), a second listen → InvalidState.
+    let server = TcpServer::new().unwrap();
+    let states = Rc::new(RefCell::new(Vec::new()));
+    let s = states.clone();
+    server
+        .state_changed
+        .connect(move |state| s.borrow_mut().push(*state))
+        .release();
+    let started = Rc::new(Cell::new(false));
+    let st = started.clone();
+    server
+        .listening_started
+        .connect(move |_| st.set(true))
+        .release();
+    assert_eq!(server.state(), ServerState::NotListening);
+    server.listen("127.0.0.1", 0).unwrap();
+    assert!(server.is_listening() && started.get());
+    assert_eq!(*states.borrow(), [ServerState::Listening]);
+    assert!(matches!(
+        server.listen("127.0.0.1", 0),
+        Err(SocketError::InvalidState(_))
+    ));
+    let port = server.server_port().unwrap();
+    assert_eq!(server.server_address().unwrap().port(), port);
+    let accepted: Rc<RefCell<Vec<Rc<TcpSocket>>>> = Rc::default();
+    let a = accepted.clone();
+    server
+        .new_connection
+        .connect(move |peer| {
+            // An echo server: what arrives goes back.
+            let weak = Rc::downgrade(peer);
+            peer.ready_read
+                .connect(move |_| {
+                    if let Some(peer) = weak.upgrade() {
+                        let data = peer.read_all();
+                        peer.write(&data).unwrap();
+                    }
+                })
+                .release();
+            a.borrow_mut().push(peer.clone());
+        })
+        .release();
+
+    // TcpSocket: write before connected is queued (T6); state_changed HostLookup → Connecting →
+    // Connected; bytes_written; ready_read and bytes_received.
+    let socket = TcpSocket::new().unwrap();
+    assert_eq!(socket.state(), SocketState::Unconnected);
+    let socket_states = Rc::new(RefCell::new(Vec::new()));
+    let s = socket_states.clone();
+    socket
+        .state_changed
+        .connect(move |state| s.borrow_mut().push(*state))
+        .release();
+    let received = Rc::new(RefCell::new(Vec::new()));
+    let r = received.clone();
+    let weak = Rc::downgrade(&socket);
+    socket
+        .ready_read
+        .connect(move |_| {
+            if let Some(socket) = weak.upgrade() {
+                r.borrow_mut().extend_from_slice(&socket.read_all());
+            }
+        })
+        .release();
+    let counted = Rc::new(Cell::new(0usize));
+    let c = counted.clone();
+    socket
+        .bytes_received
+        .connect(move |n| c.set(c.get() + n))
+        .release();
+    let written = Rc::new(Cell::new(0usize));
+    let w = written.clone();
+    socket
+        .bytes_written
+        .connect(move |n| w.set(w.get() + n))
+        .release();
+    socket.connect_to_host("localhost", port).unwrap();
+    assert_eq!(socket.write(b"hello").unwrap(), 5);
+    spin(&mut event_loop, || received.borrow().len() == 5);
+    assert_eq!(&received.borrow()[..], b"hello");
+    assert_eq!(counted.get(), 5);
+    assert_eq!(written.get(), 5);
+    assert_eq!(socket.bytes_to_write(), 0);
+    assert_eq!(socket.bytes_available(), 0);
+    assert_eq!(socket.peer_port(), Some(port));
+    assert!(socket.local_port().is_some() && socket.peer_address().is_some());
+    assert_eq!(socket.state(), SocketState::Connected);
+    assert!(
+        socket_states
+            .borrow()
+            .ends_with(&[SocketState::Connecting, SocketState::Connected])
+    );
+    socket.set_no_delay(true).unwrap();
+    socket.set_keep_alive(true).unwrap();
+    assert!(socket.last_error().is_none());
+    // disconnect_from_host flushes queued writes first, state Closing meanwhile.
+    let disconnected = Rc::new(Cell::new(false));
+    let d = disconnected.clone();
+    socket.disconnected.connect(move |_| d.set(true)).release();
+    socket.write(b"bye").unwrap();
+    socket.disconnect_from_host();
+    spin(&mut event_loop, || disconnected.get());
+    assert_eq!(socket.state(), SocketState::Unconnected);
+
+    // error_occurred: the socket is already Unconnected when it is emitted, so a slot may connect
+    // again. A refused connect.
+    let closed_port = {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    };
+    let failing = TcpSocket::new().unwrap();
+    let error = Rc::new(RefCell::new(None));
+    let e = error.clone();
+    let weak = Rc::downgrade(&failing);
+    failing
+        .error_occurred
+        .connect(move |err| {
+            let state = weak.upgrade().map(|s| s.state());
+            *e.borrow_mut() = Some((err.clone(), state));
+        })
+        .release();
+    failing
+        .connect_to_address(IpAddr::V4(Ipv4Addr::LOCALHOST), closed_port)
+        .unwrap();
+    spin(&mut event_loop, || error.borrow().is_some());
+    let (err, state) = error.borrow().clone().unwrap();
+    assert_eq!(state, Some(SocketState::Unconnected));
+    assert!(err.io_kind().is_some(), "{err}");
+    assert_eq!(
+        failing.last_error().map(|e| e.to_string()),
+        Some(err.to_string())
+    );
+
+    // UdpSocket: bind, write_datagram(data, ip, port), read_datagram, ready_read.
+    let udp_a = UdpSocket::new().unwrap();
+    let udp_b = UdpSocket::new().unwrap();
+    udp_a.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    udp_b.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    assert!(udp_a.is_bound());
+    let got = Rc::new(RefCell::new(None));
+    let g = got.clone();
+    let weak = Rc::downgrade(&udp_b);
+    udp_b
+        .ready_read
+        .connect(move |_| {
+            if let Some(udp) = weak.upgrade() {
+                while let Some(datagram) = udp.read_datagram() {
+                    *g.borrow_mut() = Some(datagram);
+                }
+            }
+        })
+        .release();
+    let to = udp_b.local_address().unwrap();
+    udp_a.write_datagram(b"ping", to.ip(), to.port()).unwrap();
+    spin(&mut event_loop, || got.borrow().is_some());
+    let (data, from) = got.borrow().clone().unwrap();
+    assert_eq!(data, b"ping");
+    assert_eq!(from, udp_a.local_address().unwrap());
+    assert!(!udp_b.has_pending_datagrams());
+    assert_eq!(udp_b.dropped_datagram_count(), 0);
+    udp_a.close();
+
+    // DnsResolver::instance(), lookup: the callback runs on a later turn, never inside lookup.
+    let resolver = DnsResolver::instance().unwrap();
+    let answer = Rc::new(RefCell::new(None));
+    let an = answer.clone();
+    let _id = resolver.lookup("localhost", move |result| *an.borrow_mut() = Some(result));
+    assert!(answer.borrow().is_none());
+    spin(&mut event_loop, || answer.borrow().is_some());
+    let addresses = answer.borrow_mut().take().unwrap().unwrap();
+    assert!(addresses.iter().all(|ip| ip.is_loopback()), "{addresses:?}");
+    let an = answer.clone();
+    resolver.lookup_family("localhost", AddressFamily::IPv4, move |result| {
+        *an.borrow_mut() = Some(result)
+    });
+    spin(&mut event_loop, || answer.borrow().is_some());
+    assert!(
+        answer
+            .borrow_mut()
+            .take()
+            .unwrap()
+            .unwrap()
+            .iter()
+            .all(IpAddr::is_ipv4)
+    );
+    let id = resolver.lookup("localhost.", |_| {
+        panic!("cancelled lookups never call back")
+    });
+    assert!(resolver.cancel(id));
+    resolver.cancel_lookups();
+    assert_eq!(
+        kdnet::network::dns::DEFAULT_LOOKUP_TIMEOUT,
+        Duration::from_secs(10)
+    );
+
+    // SslSocket derefs to TcpSocket; TlsClientConfig; the TLS knobs PORTING names.
+    let mut config = TlsClientConfig::new();
+    config.set_alpn_protocols(vec![b"http/1.1".to_vec()]);
+    assert!(config.verifies_certificates());
+    let ssl = SslSocket::with_config(config).unwrap();
+    ssl.set_peer_verify_name("example.com");
+    ssl.set_handshake_timeout(Some(Duration::from_secs(5)));
+    let _: &Signal<()> = &ssl.connected; // through Deref
+    let _: &Signal<()> = &ssl.handshake_completed;
+    let _: &Signal<SocketError> = &ssl.handshake_error;
+    let _: &Rc<TcpSocket> = ssl.tcp_socket();
+    assert!(!ssl.is_encrypted());
+    assert!(ssl.peer_certificate_chain().is_empty());
+    assert_eq!(
+        kdnet::network::tcp::DEFAULT_HANDSHAKE_TIMEOUT,
+        Duration::from_secs(30)
+    );
+    assert_eq!(kdnet::network::tcp::DEFAULT_BACKLOG, 128);
+    assert_eq!(
+        kdnet::network::tcp::DEFAULT_READ_BUFFER_LIMIT,
+        4 * 1024 * 1024
+    );
+    assert_eq!(
+        kdnet::network::tcp::CONNECTION_ATTEMPT_DELAY,
+        Duration::from_millis(250)
+    );
+    assert_eq!(kdnet::network::udp::DEFAULT_MAX_PENDING_DATAGRAMS, 1024);
+    assert_eq!(
+        kdnet::network::udp::DEFAULT_MAX_PENDING_BYTES,
+        4 * 1024 * 1024
+    );
+    server.close();
+    assert_eq!(server.state(), ServerState::NotListening);
+}
+
+/// The KDNetwork HTTP rows: request, response, session, cookie and client names and defaults.
+#[test]
+fn porting_http_rows() {
+    let mut event_loop = EventLoop::new().unwrap();
+    // HttpRequest defaults as KDN: GET, 30 s, FollowAll, 5 redirects, common headers on.
+    let mut request = HttpRequest::new("http://user:pw@127.0.0.1:1/a?b=c#frag").unwrap();
+    assert_eq!(*request.method(), HttpMethod::Get);
+    assert_eq!(request.timeout(), Some(DEFAULT_REQUEST_TIMEOUT));
+    assert_eq!(DEFAULT_REQUEST_TIMEOUT, Duration::from_secs(30));
+    assert_eq!(request.redirect_policy(), RedirectPolicy::FollowAll);
+    assert_eq!(request.max_redirects(), DEFAULT_MAX_REDIRECTS);
+    assert_eq!(DEFAULT_MAX_REDIRECTS, 5);
+    assert!(request.auto_add_common_headers());
+    // URL user info → Basic auth, removed from the URL.
+    assert_eq!(request.auth_type(), AuthType::Basic);
+    assert_eq!(request.url().username(), "");
+    assert_eq!(request.header("authorization"), Some("Basic dXNlcjpwdw=="));
+    request.set_bearer_auth("tok");
+    assert_eq!(request.auth_type(), AuthType::Bearer);
+    request.add_header("X-A", "1");
+    request.add_header("x-a", "2");
+    assert_eq!(request.header_values("X-a").collect::<Vec<_>>(), ["1", "2"]);
+    request.set_header("X-A", "3");
+    assert_eq!(request.header_values("X-a").collect::<Vec<_>>(), ["3"]);
+    assert!(request.remove_header("x-A") && !request.has_header("X-A"));
+    request.set_method("PROPFIND".parse().unwrap());
+    assert_eq!(request.method().as_str(), "PROPFIND");
+    assert!(HttpMethod::Put.is_idempotent() && !HttpMethod::Post.is_safe());
+    assert!(HttpRequest::new("ftp://x/").is_err());
+    let connect = HttpRequest::get("http://127.0.0.1:1/")
+        .unwrap()
+        .with_method(HttpMethod::Connect);
+    assert!(matches!(
+        connect.validate(),
+        Err(HttpError::InvalidRequest(_))
+    ));
+
+    // HttpSession defaults.
+    let session = HttpSession::new();
+    assert_eq!(
+        session.user_agent(),
+        Some(kdnet::network::http::DEFAULT_USER_AGENT)
+    );
+    assert!(kdnet::network::http::DEFAULT_USER_AGENT.starts_with("kdnet/"));
+    assert_eq!(session.default_header("accept"), Some("*/*"));
+    assert_eq!(session.connect_timeout(), Duration::from_secs(30));
+    assert_eq!(session.idle_connection_timeout(), Duration::from_secs(60));
+    assert_eq!(session.max_connections_per_host(), 6);
+    assert!(session.follow_redirects());
+    assert_eq!(session.max_redirects(), 5);
+    assert_eq!(session.max_response_head_bytes(), 64 * 1024);
+    assert_eq!(session.max_response_headers(), 100);
+    assert_eq!(session.max_response_body_bytes(), 1 << 30);
+    assert!(session.verifies_certificates());
+
+    // Cookies.
+    let url = url::Url::parse("https://example.com/test/page").unwrap();
+    let cookie = HttpCookie::from_set_cookie_header(
+        "n=v; Domain=.example.com; Path=/test; Secure; HttpOnly; SameSite=Strict",
+        &url,
+    )
+    .unwrap();
+    assert_eq!(cookie.domain, "example.com");
+    assert_eq!(cookie.path, "/test");
+    assert!(cookie.secure && cookie.http_only && !cookie.host_only);
+    assert_eq!(cookie.same_site, SameSitePolicy::Strict);
+    assert_eq!(cookie.to_cookie_header(), "n=v");
+    assert!(cookie.is_session_cookie() && !cookie.is_expired());
+    assert!(cookie.matches_url(&url::Url::parse("https://a.example.com/test/x").unwrap()));
+    assert_eq!(SameSitePolicy::from_attribute("lax"), SameSitePolicy::Lax);
+    assert_eq!(SameSitePolicy::None.as_str(), "None");
+    let mut jar = HttpCookieJar::new();
+    assert!(jar.insert_cookie(cookie.clone(), &url));
+    assert!(
+        !jar.insert_cookie(cookie.clone(), &url),
+        "duplicate insert rejected"
+    );
+    let mut changed = cookie.clone();
+    changed.value = "w".into();
+    assert!(jar.update_cookie(changed, &url));
+    assert_eq!(jar.cookie_header_for_url(&url).as_deref(), Some("n=w"));
+    jar.store_response_cookies(&url, ["m=1"]);
+    assert_eq!(jar.len(), 2);
+    assert_eq!(jar.remove_cookies("m", "example.com"), 1);
+    assert_eq!(jar.remove_expired_cookies(), 0);
+    jar.clear();
+    assert!(jar.is_empty());
+
+    // HttpClient: callbacks never run inside send; a bad URL is Err(InvalidUrl) on a later turn.
+    let client = HttpClient::new().unwrap();
+    let result = Rc::new(RefCell::new(None));
+    let r = result.clone();
+    client.get("not a url", move |outcome| *r.borrow_mut() = Some(outcome));
+    assert!(result.borrow().is_none());
+    spin(&mut event_loop, || result.borrow().is_some());
+    assert!(matches!(
+        result.borrow_mut().take().unwrap(),
+        Err(HttpError::InvalidUrl { .. })
+    ));
+
+    // A real exchange: get, response_received after the callback, status()/reason()/body().
+    let address = serve(|_| {
+        vec![b"HTTP/1.1 200 OK\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi".to_vec()]
+    });
+    let order = Rc::new(RefCell::new(Vec::new()));
+    let o = order.clone();
+    client
+        .response_received
+        .connect(move |response| o.borrow_mut().push(format!("signal {}", response.status())))
+        .release();
+    let o = order.clone();
+    let id = client.get(&format!("http://{address}/x"), move |outcome| {
+        let response = outcome.unwrap();
+        assert_eq!(response.reason(), "OK");
+        assert_eq!(response.version().as_str(), "HTTP/1.1");
+        assert_eq!(response.text(), "hi");
+        assert_eq!(response.content_type(), Some("text/plain; charset=utf-8"));
+        assert_eq!(response.content_length(), Some(2));
+        assert!(response.is_success() && response.is_successful() && !response.is_keep_alive());
+        assert_eq!(response.redirect_count(), 0);
+        o.borrow_mut().push("callback".into());
+    });
+    assert_eq!(client.pending_requests(), 1);
+    let _ = id;
+    spin(&mut event_loop, || order.borrow().len() == 2);
+    assert_eq!(*order.borrow(), ["callback", "signal 200"]);
+    assert_eq!(client.pending_requests(), 0);
+}
