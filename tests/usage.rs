@@ -985,3 +985,396 @@ fn gui_embedding_edge_triggered_host_with_more_ready_sources_than_one_poll() {
     assert_eq!(received.get(), SOCKETS);
     assert_eq!(stalls, 0, "the host slept while datagrams were waiting");
 }
+
+// ---- 3. the LLM streaming user ------------------------------------------------------------------
+
+/// One Responses API event as a server sends it.
+fn responses_event(kind: &str, json: &str) -> Vec<u8> {
+    format!("event: {kind}\ndata: {json}\n\n").into_bytes()
+}
+
+/// A Responses API stream: created, three text deltas, completed; the server then keeps the
+/// connection open (as a proxy may).
+fn responses_stream() -> Vec<Vec<u8>> {
+    let mut pieces = vec![sse_head()];
+    pieces.push(responses_event(
+        "response.created",
+        r#"{"type":"response.created","sequence_number":0,"response":{"id":"resp_1","status":"in_progress"}}"#,
+    ));
+    for (n, delta) in ["Hel", "lo, ", "wörld"].iter().enumerate() {
+        pieces.push(responses_event(
+            "response.output_text.delta",
+            &format!(
+                r#"{{"type":"response.output_text.delta","sequence_number":{},"item_id":"msg_1","output_index":0,"content_index":0,"delta":"{delta}","logprobs":[]}}"#,
+                n + 1
+            ),
+        ));
+        pieces.push(Vec::new()); // a pause
+    }
+    pieces.push(responses_event(
+        "response.completed",
+        r#"{"type":"response.completed","sequence_number":9,"response":{"id":"resp_1","status":"completed"}}"#,
+    ));
+    for _ in 0..40 {
+        pieces.push(Vec::new()); // 2 s of silence before the server hangs up
+    }
+    pieces
+}
+
+/// What an LLM user records from one stream.
+#[derive(Default, Debug)]
+struct Transcript {
+    text: String,
+    events: Vec<String>,
+    errors: Vec<SseError>,
+    disconnected: usize,
+    states_at_error: Vec<ReadyState>,
+}
+
+/// Wires an `SseClient` as the README and `openai_chat` teach: auto reconnect off, one listener
+/// per event type, `error` and `disconnected` for the outcome.
+fn llm_client(transcript: &Rc<RefCell<Transcript>>) -> Rc<SseClient> {
+    let sse = SseClient::new().unwrap();
+    sse.set_auto_reconnect(false);
+    let t = transcript.clone();
+    sse.add_event_listener("response.output_text.delta", move |event| {
+        // The data is JSON; the text is its "delta" string (no JSON crate here: the test data has
+        // no escapes).
+        let data = event.data();
+        let start = data.find(r#""delta":""#).unwrap() + 9;
+        let end = start + data[start..].find('"').unwrap();
+        t.borrow_mut().text.push_str(&data[start..end]);
+    })
+    .release();
+    let t = transcript.clone();
+    sse.message_received
+        .connect(move |event| t.borrow_mut().events.push(event.event_type().to_string()))
+        .release();
+    let t = transcript.clone();
+    let me = Rc::downgrade(&sse);
+    sse.error
+        .connect(move |error| {
+            let state = me.upgrade().map_or(ReadyState::Closed, |s| s.ready_state());
+            let mut t = t.borrow_mut();
+            t.errors.push(error.clone());
+            t.states_at_error.push(state);
+        })
+        .release();
+    let t = transcript.clone();
+    sse.disconnected
+        .connect(move |_| t.borrow_mut().disconnected += 1)
+        .release();
+    sse
+}
+
+fn openai_request(address: SocketAddr) -> HttpRequest {
+    let mut request = HttpRequest::post(
+        &format!("http://{address}/v1/responses"),
+        r#"{"model":"gpt-4o-mini","input":"hi","stream":true}"#,
+    )
+    .unwrap()
+    .with_header("Content-Type", "application/json");
+    request.set_bearer_auth("sk-test");
+    request
+}
+
+/// The happy path: the text arrives delta by delta, `response.completed` ends the answer, the
+/// user disconnects from that slot, the server saw exactly one POST with the key and
+/// `Accept: text/event-stream`.
+#[test]
+fn llm_streams_a_responses_api_answer_and_stops_at_completed() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = heads.clone();
+    let address = serve(move |head| {
+        h.lock().unwrap().push(head.to_string());
+        responses_stream()
+    });
+    let transcript = Rc::new(RefCell::new(Transcript::default()));
+    let sse = llm_client(&transcript);
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    let me = Rc::downgrade(&sse);
+    sse.add_event_listener("response.completed", move |_| {
+        if let Some(sse) = me.upgrade() {
+            sse.disconnect();
+        }
+        d.set(true);
+    })
+    .release();
+    sse.connect(openai_request(address));
+    assert_eq!(sse.ready_state(), ReadyState::Connecting);
+    let started = Instant::now();
+    spin(&mut event_loop, || done.get());
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "stopped at completed, not at EOF"
+    );
+    let t = transcript.borrow();
+    assert_eq!(t.text, "Hello, wörld");
+    assert_eq!(
+        t.events,
+        [
+            "response.created",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.output_text.delta",
+            "response.completed"
+        ]
+    );
+    assert!(t.errors.is_empty());
+    assert_eq!(t.disconnected, 1);
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+    let heads = heads.lock().unwrap();
+    assert_eq!(heads.len(), 1);
+    let head = heads[0].to_ascii_lowercase();
+    assert!(
+        head.starts_with("post /v1/responses http/1.1\r\n"),
+        "{head}"
+    );
+    assert!(head.contains("authorization: bearer sk-test\r\n"));
+    assert!(head.contains("accept: text/event-stream\r\n"));
+    assert!(head.contains("content-type: application/json\r\n"));
+}
+
+/// 401, 429 and 500 with OpenAI's JSON error bodies: one fatal `BadStatus` each, carrying the
+/// body so that the API's own message can be shown; the client is `Closed` when `error` is
+/// emitted, no second request is sent (the prompt is not asked again), and — as `SseClient`'s
+/// doc example promises — `disconnected` follows, so a slot on it ends every outcome.
+#[test]
+fn llm_refused_requests_are_fatal_errors_with_the_api_message() {
+    let mut event_loop = EventLoop::new().unwrap();
+    for (status, reason, message) in [
+        (401, "Unauthorized", "Incorrect API key provided: sk-test."),
+        (
+            429,
+            "Too Many Requests",
+            "Rate limit reached for gpt-4o-mini",
+        ),
+        (500, "Internal Server Error", "The server had an error."),
+    ] {
+        let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let r = requests.clone();
+        let address = serve(move |_| {
+            r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            let body = format!(
+                r#"{{"error":{{"message":"{message}","type":"invalid_request_error","code":null}}}}"#
+            );
+            vec![format!(
+                "HTTP/1.1 {status} {reason}\r\nContent-Type: application/json\r\nRetry-After: 1\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()]
+        });
+        let transcript = Rc::new(RefCell::new(Transcript::default()));
+        let sse = llm_client(&transcript);
+        sse.connect(openai_request(address));
+        spin(&mut event_loop, || transcript.borrow().disconnected > 0);
+        event_loop
+            .process_events(Some(Duration::from_millis(1500)))
+            .unwrap();
+        let t = transcript.borrow();
+        assert_eq!(t.errors.len(), 1, "{status}: {:?}", t.errors);
+        match &t.errors[0] {
+            SseError::BadStatus { status: got, body } => {
+                assert_eq!(*got, status);
+                assert!(body.contains(message), "{body}");
+            }
+            other => panic!("{status}: {other:?}"),
+        }
+        assert!(t.errors[0].is_fatal());
+        assert!(t.errors[0].to_string().contains(&status.to_string()));
+        assert_eq!(t.states_at_error, [ReadyState::Closed]);
+        assert_eq!(t.disconnected, 1);
+        assert!(t.events.is_empty());
+        assert_eq!(
+            requests.load(std::sync::atomic::Ordering::SeqCst),
+            1,
+            "{status}"
+        );
+    }
+}
+
+/// No server at all, and a host that does not resolve: the same shape of outcome (one error,
+/// then `disconnected`), so that the doc example's "`disconnected` ends every outcome" holds.
+#[test]
+fn llm_unreachable_server_ends_with_error_then_disconnected() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let closed_port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let transcript = Rc::new(RefCell::new(Transcript::default()));
+    let sse = llm_client(&transcript);
+    sse.connect(openai_request(closed_port));
+    spin(&mut event_loop, || transcript.borrow().disconnected > 0);
+    let t = transcript.borrow();
+    assert_eq!(t.errors.len(), 1, "{:?}", t.errors);
+    assert!(!t.errors[0].to_string().is_empty());
+    assert_eq!(t.states_at_error, [ReadyState::Closed]);
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+}
+
+/// The stream breaks in the middle of an event (chunked body cut mid-chunk): the half event is
+/// never dispatched, one non-fatal error names the cut, the client closes (auto reconnect off)
+/// and no second request is sent.
+#[test]
+fn llm_stream_cut_mid_event_is_reported_and_not_retried() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let requests = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let r = requests.clone();
+    let address = serve(move |_| {
+        r.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let whole = responses_event(
+            "response.output_text.delta",
+            r#"{"type":"response.output_text.delta","delta":"Hi"}"#,
+        );
+        let half = b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\" wor";
+        let mut body = format!("{:x}\r\n", whole.len()).into_bytes();
+        body.extend_from_slice(&whole);
+        body.extend_from_slice(b"\r\n");
+        body.extend_from_slice(format!("{:x}\r\n", half.len() + 10).as_bytes());
+        body.extend_from_slice(half);
+        vec![
+            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+                .to_vec(),
+            body,
+            Vec::new(),
+        ]
+    });
+    let transcript = Rc::new(RefCell::new(Transcript::default()));
+    let sse = llm_client(&transcript);
+    sse.connect(openai_request(address));
+    spin(&mut event_loop, || transcript.borrow().disconnected > 0);
+    event_loop
+        .process_events(Some(Duration::from_millis(300)))
+        .unwrap();
+    let t = transcript.borrow();
+    assert_eq!(t.text, "Hi");
+    assert_eq!(t.errors.len(), 1, "{:?}", t.errors);
+    assert!(!t.errors[0].is_fatal());
+    assert_eq!(t.states_at_error, [ReadyState::Closed]);
+    assert_eq!(t.disconnected, 1);
+    assert_eq!(requests.load(std::sync::atomic::Ordering::SeqCst), 1);
+}
+
+/// An `error` *event* in the stream (the Responses API's in-band failure) arrives as an event of
+/// type "error" through `add_event_listener("error", …)` — not through the `error` signal,
+/// which is about the connection.
+#[test]
+fn llm_in_band_error_event_is_an_event_not_a_connection_error() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let address = serve(|_| {
+        vec![
+            sse_head(),
+            responses_event(
+                "error",
+                r#"{"type":"error","code":"server_error","message":"Something broke","param":null}"#,
+            ),
+        ]
+    });
+    let transcript = Rc::new(RefCell::new(Transcript::default()));
+    let sse = llm_client(&transcript);
+    let in_band = Rc::new(RefCell::new(None));
+    let i = in_band.clone();
+    sse.add_event_listener("error", move |event| {
+        *i.borrow_mut() = Some(event.data().to_string())
+    })
+    .release();
+    sse.connect(openai_request(address));
+    spin(&mut event_loop, || transcript.borrow().disconnected > 0);
+    assert!(
+        in_band
+            .borrow()
+            .as_deref()
+            .unwrap()
+            .contains("Something broke")
+    );
+    assert!(
+        transcript.borrow().errors.is_empty(),
+        "{:?}",
+        transcript.borrow().errors
+    );
+}
+
+/// Chat Completions style: events without `event:` lines, ended by `data: [DONE]` — they arrive
+/// as `message` events, `[DONE]` included, and a slot can stop there.
+#[test]
+fn llm_chat_completions_done_marker_arrives_as_a_message() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let address = serve(|_| {
+        let mut pieces = vec![sse_head()];
+        for word in ["Hel", "lo"] {
+            pieces.push(
+                format!("data: {{\"choices\":[{{\"delta\":{{\"content\":\"{word}\"}}}}]}}\n\n")
+                    .into_bytes(),
+            );
+        }
+        pieces.push(b"data: [DONE]\n\n".to_vec());
+        pieces.extend(std::iter::repeat_n(Vec::new(), 40));
+        pieces
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_auto_reconnect(false);
+    let seen = Rc::new(RefCell::new(Vec::new()));
+    let s = seen.clone();
+    let me = Rc::downgrade(&sse);
+    sse.add_event_listener("message", move |event| {
+        s.borrow_mut().push(event.data().to_string());
+        if event.data() == "[DONE]" {
+            if let Some(sse) = me.upgrade() {
+                sse.disconnect();
+            }
+        }
+    })
+    .release();
+    sse.connect(HttpRequest::post(&format!("http://{address}/v1/chat/completions"), "{}").unwrap());
+    let started = Instant::now();
+    spin(&mut event_loop, || sse.ready_state() == ReadyState::Closed);
+    assert!(started.elapsed() < Duration::from_millis(1500));
+    assert_eq!(seen.borrow().len(), 3);
+    assert_eq!(seen.borrow()[2], "[DONE]");
+}
+
+/// `SseClient`'s doc example (an OpenAI stream) prints `event.data()` of every
+/// `response.output_text.delta` event — that is the event's JSON, not the answer's text.
+#[test]
+#[ignore = "r6api: src/network/sse/client.rs SseClient doc example prints event.data() of response.output_text.delta, which is the JSON payload, not the text; extract the \"delta\" string (or say that data is JSON)"]
+fn llm_sse_client_doc_example_prints_the_answer_text() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let address = serve(|_| responses_stream());
+    let printed = Rc::new(RefCell::new(String::new()));
+    let sse = SseClient::new().unwrap();
+    sse.set_auto_reconnect(false);
+    // As the doc example: `print!("{}", event.data())`.
+    let p = printed.clone();
+    sse.add_event_listener("response.output_text.delta", move |event| {
+        p.borrow_mut().push_str(event.data())
+    })
+    .release();
+    let handle = event_loop.handle();
+    sse.disconnected.connect(move |_| handle.quit()).release();
+    sse.connect(openai_request(address));
+    event_loop.run();
+    assert_eq!(*printed.borrow(), "Hello, wörld");
+}
+
+/// Parsing a saved stream with the sans-IO parser, and writing one with `SseWriter`, as a test
+/// server would: what the writer writes, the parser reads back.
+#[test]
+fn llm_writer_and_parser_round_trip() {
+    let mut writer = SseWriter::new();
+    let mut out = Vec::new();
+    writer
+        .write_event(
+            &mut out,
+            &SseEvent::new("response.output_text.delta", "line one\nline two").with_id("7"),
+        )
+        .unwrap();
+    writer.write_comment(&mut out, "keep-alive");
+    let events = SseParser::new().parse_all(&out).unwrap();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].event_type(), "response.output_text.delta");
+    assert_eq!(events[0].data(), "line one\nline two");
+    assert_eq!(events[0].id(), "7");
+}
