@@ -1378,3 +1378,64 @@ fn llm_writer_and_parser_round_trip() {
     assert_eq!(events[0].data(), "line one\nline two");
     assert_eq!(events[0].id(), "7");
 }
+
+/// A chat that asks its next question from the `error` slot of the previous one (a refused
+/// request): the new stream must not hear the old failure's `disconnected`, and its own events
+/// arrive.
+#[test]
+fn llm_next_question_from_the_error_slot() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    let address = serve(move |_| {
+        if c.fetch_add(1, std::sync::atomic::Ordering::SeqCst) == 0 {
+            let body = r#"{"error":{"message":"busy"}}"#;
+            vec![format!(
+                "HTTP/1.1 500 Oops\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes()]
+        } else {
+            responses_stream()
+        }
+    });
+    let transcript = Rc::new(RefCell::new(Transcript::default()));
+    let sse = llm_client(&transcript);
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let l = log.clone();
+    let me = Rc::downgrade(&sse);
+    sse.error
+        .connect(move |_| {
+            l.borrow_mut().push("error".to_string());
+            if let Some(sse) = me.upgrade() {
+                sse.connect(openai_request(address)); // ask again at once
+            }
+        })
+        .release();
+    let l = log.clone();
+    let me = Rc::downgrade(&sse);
+    sse.disconnected
+        .connect(move |_| {
+            let state = me.upgrade().map(|s| s.ready_state());
+            l.borrow_mut().push(format!("disconnected {state:?}"));
+        })
+        .release();
+    let l = log.clone();
+    sse.add_event_listener("response.completed", move |_| {
+        l.borrow_mut().push("completed".to_string())
+    })
+    .release();
+    sse.connect(openai_request(address));
+    spin(&mut event_loop, || {
+        log.borrow().iter().any(|e| e == "completed")
+    });
+    assert_eq!(transcript.borrow().text, "Hello, wörld");
+    let log = log.borrow();
+    // Whatever the old failure emits after `error`, nothing may say the new stream ended while
+    // it is connecting or open.
+    assert!(
+        !log.iter()
+            .any(|e| e == "disconnected Some(Connecting)" || e == "disconnected Some(Open)"),
+        "{log:?}"
+    );
+}
