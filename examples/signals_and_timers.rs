@@ -1,14 +1,27 @@
 //! A tour of kdnet's foundation in one second: a signal with two slots, a property that announces
 //! its changes, a periodic timer that drives both, and a single-shot timer that ends the loop.
 //!
-//! Run: `cargo run --example signals_and_timers`
+//! Run: `cargo run --example signals_and_timers` (it takes no arguments; `--help` prints a usage
+//! line, anything else exits with 2).
 
+use std::io::Write;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 use kdnet::{EventLoop, Property, ScopedConnection, Signal, Timer};
 
+const USAGE: &str = "usage: signals_and_timers  (a one-second tour of signals, properties and timers; no arguments)";
+
 fn main() -> Result<(), kdnet::LoopError> {
+    if let Some(arg) = std::env::args().nth(1) {
+        if arg == "-h" || arg == "--help" {
+            // A closed stdout (`--help | head -c 0`) must not panic.
+            let _ = writeln!(std::io::stdout(), "{USAGE}");
+            return Ok(());
+        }
+        eprintln!("signals_and_timers: unexpected argument {arg:?}\n{USAGE}");
+        std::process::exit(2);
+    }
     let mut event_loop = EventLoop::new()?;
     let started = Instant::now();
     let elapsed = move || format!("[{:>4} ms]", started.elapsed().as_millis());

@@ -754,6 +754,24 @@ fn openai_chat_exits_1_with_the_reason_when_the_server_is_unreachable() {
 // ---- signals_and_timers ------------------------------------------------------------------------
 
 #[test]
+fn signals_and_timers_help_prints_usage_and_bad_arguments_exit_2() {
+    let out = run("signals_and_timers", &["--help"], Stdin::Null);
+    assert_eq!(out.code(), Some(0), "{out:?}");
+    assert!(
+        out.stdout_text().starts_with("usage: signals_and_timers"),
+        "{out:?}"
+    );
+    assert!(
+        out.elapsed < Duration::from_millis(900),
+        "--help ran the tour: {out:?}"
+    );
+    let out = run("signals_and_timers", &["--bogus"], Stdin::Null);
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    assert!(out.stdout.is_empty(), "{out:?}");
+    assert!(out.stderr_text().contains("--bogus"), "{out:?}");
+}
+
+#[test]
 fn signals_and_timers_ticks_announces_only_changes_and_quits_after_a_second() {
     let out = run("signals_and_timers", &[], Stdin::Null);
     assert_eq!(out.code(), Some(0), "{out:?}");
