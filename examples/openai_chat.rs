@@ -44,7 +44,7 @@ use std::io::{self, BufRead, IsTerminal, Write};
 use std::rc::{Rc, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use common::{json_quote, redact_url};
+use common::{json_quote, one_line, redact_url};
 use kdnet::network::http::HttpRequest;
 use kdnet::network::sse::{SseClient, SseError, SseEvent, SseWriter};
 use kdnet::network::{TcpServer, TcpSocket};
@@ -55,6 +55,8 @@ const DEFAULT_BASE_URL: &str = "https://api.openai.com";
 const DEFAULT_MODEL: &str = "gpt-4o-mini";
 /// Asked when stdin is empty, so that a bare `cargo run --example openai_chat` visibly works.
 const DEMO_PROMPT: &str = "Say hello from kdnet";
+/// The longest error line printed for a failed answer (a refused request quotes its body).
+const ERROR_LINE_CHARS: usize = 300;
 /// A stream that says nothing (not even an event) for this long is treated as broken.
 const STREAM_READ_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -429,6 +431,8 @@ impl Chat {
             // A network error or read timeout (auto reconnect is off, so the client has closed).
             _ => format!("cannot stream the answer: {error}"),
         };
+        // A refused request's body (a proxy's HTML page) may span many lines: show one.
+        let message = one_line(&message, ERROR_LINE_CHARS);
         self.end_answer(Err(message));
     }
 

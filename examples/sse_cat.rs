@@ -30,13 +30,15 @@ use std::rc::Rc;
 use std::str::FromStr;
 use std::time::Duration;
 
-use common::{json_quote, parse_header, redact_url};
+use common::{json_quote, one_line, parse_header, redact_url};
 use kdnet::EventLoop;
 use kdnet::network::http::{HttpMethod, HttpRequest};
 use kdnet::network::sse::{ReadyState, SseClient, SseEvent, SseParser};
 
 const USAGE: &str = "usage: sse_cat [-X METHOD] [-H 'Name: value']... [-d BODY] [-n N] [--no-reconnect] [--last-event-id ID] [--retry MS] [--read-timeout MS] (URL | -)";
 
+/// The longest error line printed (a refused request quotes its body).
+const ERROR_LINE_CHARS: usize = 300;
 const EXIT_OK: i32 = 0;
 const EXIT_STDOUT_FAILED: i32 = 1;
 const EXIT_FATAL: i32 = 2;
@@ -360,7 +362,10 @@ fn cat_url(options: Options) -> i32 {
     let on_error_finish = finish.clone();
     sse.error
         .connect(move |error| {
-            if error.is_fatal() {
+            let error_is_fatal = error.is_fatal();
+            // A refused request quotes its body (a proxy's HTML page, many lines): one line.
+            let error = one_line(&error.to_string(), ERROR_LINE_CHARS);
+            if error_is_fatal {
                 eprintln!("sse_cat: {error}");
                 on_error_finish(EXIT_FATAL);
             } else if reconnect {

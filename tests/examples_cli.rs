@@ -590,6 +590,53 @@ fn openai_chat_reports_the_api_error_message_of_a_non_200_answer() {
     );
 }
 
+/// A proxy's HTML error page (nginx's 502): one stderr line per failure, not the page's lines.
+fn html_502_server() -> ScriptServer {
+    ScriptServer::start(|_, _| {
+        let body = "<html>\r\n<head><title>502 Bad Gateway</title></head>\r\n<body>\r\n<center><h1>502 Bad Gateway</h1></center>\r\n<hr><center>nginx</center>\r\n</body>\r\n</html>\r\n";
+        Reply::Bytes(
+            format!(
+                "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    })
+}
+
+#[test]
+fn openai_chat_and_sse_cat_report_an_html_error_page_on_one_line() {
+    let server = html_502_server();
+    let out = run_with_env(
+        "openai_chat",
+        &["--base-url", &server.url(""), "--prompt", "hi"],
+        Stdin::Null,
+        Some("sk-test"),
+    );
+    assert_eq!(out.code(), Some(1), "{out:?}");
+    let stderr = out.stderr_text();
+    let failure: Vec<&str> = stderr.lines().filter(|l| !l.contains("backend:")).collect();
+    assert_eq!(failure.len(), 1, "{stderr}");
+    assert!(
+        failure[0].contains("502") && failure[0].contains("<title>502 Bad Gateway</title>"),
+        "{stderr}"
+    );
+
+    let out = run(
+        "sse_cat",
+        &["--no-reconnect", &server.url("/events")],
+        Stdin::Null,
+    );
+    assert_eq!(out.code(), Some(2), "{out:?}");
+    let stderr = out.stderr_text();
+    let failure: Vec<&str> = stderr
+        .lines()
+        .filter(|l| !l.contains("connecting to") && *l != "sse_cat: closed")
+        .collect();
+    assert_eq!(failure.len(), 1, "{stderr}");
+    assert!(failure[0].contains("502"), "{stderr}");
+}
+
 #[test]
 fn openai_chat_reports_response_failed() {
     let server = ScriptServer::start(|_, _| {

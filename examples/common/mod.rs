@@ -55,3 +55,35 @@ pub fn redact_url(url: &str) -> String {
         None => url.to_string(),
     }
 }
+
+/// `message` on one line, for stderr: every run of white space that holds a line break (an HTML
+/// error page quoted by `SseError::BadStatus`, say) becomes one space, trailing white space goes,
+/// and anything past `max_chars` characters is cut with `…`.
+pub fn one_line(message: &str, max_chars: usize) -> String {
+    let mut out = String::with_capacity(message.len().min(max_chars + 4));
+    let mut pending_space = false;
+    let mut count = 0;
+    for piece in message.split(['\r', '\n']) {
+        if pending_space && !out.is_empty() && !piece.trim().is_empty() {
+            out.truncate(out.trim_end().len());
+            out.push(' ');
+        }
+        let piece = if pending_space {
+            piece.trim_start()
+        } else {
+            piece
+        };
+        for c in piece.chars() {
+            if count == max_chars {
+                out.truncate(out.trim_end().len());
+                out.push('…');
+                return out;
+            }
+            out.push(c);
+            count += 1;
+        }
+        pending_space = true;
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
