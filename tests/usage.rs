@@ -19,6 +19,7 @@ use kdnet::foundation::{EventLoop, FileDescriptorNotifier, LoopError, Notificati
 use kdnet::network::http::{
     AuthType, DEFAULT_MAX_REDIRECTS, DEFAULT_REQUEST_TIMEOUT, HttpClient, HttpCookie,
     HttpCookieJar, HttpError, HttpMethod, HttpRequest, HttpSession, RedirectPolicy, SameSitePolicy,
+    StreamEvent,
 };
 use kdnet::network::sse::{ReadyState, SseClient, SseError, SseEvent, SseParser, SseWriter};
 use kdnet::network::{
@@ -1514,4 +1515,177 @@ fn llm_bad_status_with_an_html_page_displays_on_one_line() {
     let shown = transcript.borrow().errors[0].to_string();
     assert!(shown.contains("502"), "{shown}");
     assert!(!shown.contains(['\n', '\r']), "{shown:?}");
+}
+
+/// The Server-Sent Events rows and the HTTP client's signal rows.
+#[test]
+fn porting_sse_and_http_client_signal_rows() {
+    let mut event_loop = EventLoop::new().unwrap();
+    // SseEvent: id()/last_event_id(), event()/event_type() default "message", data, retry.
+    let event = SseEvent::new("", "d")
+        .with_id("5")
+        .with_retry(Duration::from_millis(70));
+    assert_eq!((event.id(), event.last_event_id()), ("5", "5"));
+    assert_eq!((event.event(), event.event_type()), ("message", "message"));
+    assert_eq!(event.retry(), Some(Duration::from_millis(70)));
+    assert_eq!(event.into_data(), "d");
+    // SseParser: feed/finish with an owned sink, feed_borrowed/finish_borrowed, reset.
+    let mut parser = SseParser::new();
+    let mut owned: Vec<SseEvent> = Vec::new();
+    parser
+        .feed(b"\xEF\xBB\xBFdata: a\r\n\r\ndata: b", &mut owned)
+        .unwrap();
+    parser.finish(&mut owned).unwrap();
+    assert_eq!(
+        owned.len(),
+        1,
+        "an unterminated event is dropped at the end (WHATWG)"
+    );
+    let mut types = Vec::new();
+    parser.reset();
+    parser
+        .feed_borrowed(
+            b"event: x\ndata: 1\n\n",
+            &mut |e: kdnet::network::sse::SseEventRef<'_>| types.push(e.event_type().to_string()),
+        )
+        .unwrap();
+    parser
+        .finish_borrowed(&mut |_: kdnet::network::sse::SseEventRef<'_>| {})
+        .unwrap();
+    assert_eq!(types, ["x"]);
+    // SseWriter: write_event, write_comment, write_retry.
+    let mut writer = SseWriter::new();
+    let mut out = String::new();
+    writer.write_retry(&mut out, Duration::from_secs(1));
+    writer
+        .write_event(&mut out, &SseEvent::new("e", "x").with_id("1"))
+        .unwrap();
+    writer.write_comment(&mut out, "c");
+    let mut parser = SseParser::new();
+    let parsed = parser.parse_all(out.as_bytes()).unwrap();
+    assert_eq!(parsed.len(), 1);
+    assert_eq!(parser.reconnection_time(), Some(Duration::from_secs(1)));
+
+    // SseClient through an HttpClient: create_sse_client / with_http_client; the client's
+    // about_to_send_request, download_progress and response signals; state_changed,
+    // last_event_id, set_last_event_id, add_event_listener, is_connected.
+    let heads = Arc::new(std::sync::Mutex::new(Vec::new()));
+    let h = heads.clone();
+    let address = serve(move |head| {
+        h.lock().unwrap().push(head.to_string());
+        vec![
+            sse_head(),
+            b"id: 41\nevent: tick\ndata: 1\n\n".to_vec(),
+            b"id: 42\nevent: done\ndata: 2\n\n".to_vec(),
+            Vec::new(),
+            Vec::new(),
+        ]
+    });
+    let http = HttpClient::new().unwrap();
+    let announced = Rc::new(Cell::new(0));
+    let a = announced.clone();
+    http.about_to_send_request
+        .connect(move |(_, request)| {
+            if request.url().path() == "/events" {
+                assert_eq!(request.header("accept"), Some("text/event-stream"));
+            }
+            a.set(a.get() + 1)
+        })
+        .release();
+    let sse = http.create_sse_client();
+    assert!(Rc::ptr_eq(sse.http_client(), &http));
+    let _other = SseClient::with_http_client(http.clone());
+    sse.set_auto_reconnect(false);
+    sse.set_last_event_id("40");
+    sse.set_reconnection_time(Duration::from_millis(100));
+    sse.set_max_reconnection_delay(Duration::from_secs(1));
+    sse.set_retry_on_throttle(false);
+    sse.set_read_timeout(Some(Duration::from_secs(5)));
+    sse.set_max_event_size(1024);
+    sse.set_flush_unterminated_event(false);
+    let states = Rc::new(RefCell::new(Vec::new()));
+    let s = states.clone();
+    sse.state_changed
+        .connect(move |state| s.borrow_mut().push(*state))
+        .release();
+    let opened = Rc::new(Cell::new(false));
+    let o = opened.clone();
+    sse.connected.connect(move |_| o.set(true)).release();
+    let done = Rc::new(Cell::new(false));
+    let d = done.clone();
+    let me = Rc::downgrade(&sse);
+    sse.add_event_listener("done", move |_| {
+        let sse = me.upgrade().unwrap();
+        assert!(sse.is_connected());
+        assert_eq!(sse.last_event_id(), "42");
+        sse.disconnect();
+        d.set(true);
+    })
+    .release();
+    sse.connect(HttpRequest::get(&format!("http://{address}/events")).unwrap());
+    spin(&mut event_loop, || done.get());
+    assert!(opened.get());
+    assert_eq!(announced.get(), 1);
+    assert_eq!(
+        *states.borrow(),
+        [ReadyState::Connecting, ReadyState::Open, ReadyState::Closed]
+    );
+    assert!(
+        heads.lock().unwrap()[0]
+            .to_ascii_lowercase()
+            .contains("last-event-id: 40\r\n")
+    );
+
+    // send_streaming: StreamEvent::Head then Data pieces, on_done with an empty body;
+    // download_progress counts decoded bytes; cancel_all reaches queued requests.
+    let address = serve(|_| {
+        vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nabc".to_vec(),
+            Vec::new(),
+            b"def".to_vec(),
+        ]
+    });
+    let progress = Rc::new(Cell::new(0u64));
+    let p = progress.clone();
+    http.download_progress
+        .connect(move |(_, received, total)| {
+            assert_eq!(*total, Some(6));
+            p.set(*received)
+        })
+        .release();
+    let pieces = Rc::new(RefCell::new(Vec::new()));
+    let outcome = Rc::new(RefCell::new(None));
+    let (pc, oc) = (pieces.clone(), outcome.clone());
+    http.send_streaming(
+        HttpRequest::get(&format!("http://{address}/s")).unwrap(),
+        move |event| match event {
+            StreamEvent::Head(response) => {
+                pc.borrow_mut().push(format!("head {}", response.status()))
+            }
+            StreamEvent::Data(data) => pc
+                .borrow_mut()
+                .push(String::from_utf8_lossy(data).into_owned()),
+        },
+        move |result| *oc.borrow_mut() = Some(result.map(|r| r.body().len())),
+    );
+    spin(&mut event_loop, || outcome.borrow().is_some());
+    assert_eq!(outcome.borrow_mut().take().unwrap().unwrap(), 0);
+    assert_eq!(pieces.borrow()[0], "head 200");
+    assert_eq!(pieces.borrow()[1..].concat(), "abcdef");
+    assert_eq!(progress.get(), 6);
+    let cancelled = Rc::new(Cell::new(false));
+    let c = cancelled.clone();
+    http.get("http://127.0.0.1:9/never", move |result| {
+        c.set(matches!(result, Err(HttpError::Cancelled)))
+    });
+    http.cancel_all();
+    spin(&mut event_loop, || cancelled.get());
+    http.update_session(|session| session.set_max_connections_per_host(2));
+    assert_eq!(http.session().max_connections_per_host(), 2);
+    let jar = http.session().cookie_jar().clone();
+    assert!(jar.lock().is_empty());
+    let mut session = HttpSession::new();
+    session.set_cookie_jar(HttpCookieJar::new());
+    http.set_session(session);
+    assert!(!http.session().cookie_jar().ptr_eq(&jar));
 }
