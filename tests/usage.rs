@@ -1689,3 +1689,61 @@ fn porting_sse_and_http_client_signal_rows() {
     http.set_session(session);
     assert!(!http.session().cookie_jar().ptr_eq(&jar));
 }
+
+/// A GUI drops a connection's last `Rc` from one of its slots (`connected`: "no longer needed";
+/// `error_occurred`: "give up on it"). Like `SseClient` ("dropped from a `message_received`
+/// slot, it delivers no later event"), the socket should then emit nothing more; today the rest
+/// of the event's signals still run on the dropped socket.
+#[test]
+#[ignore = "r6api: a TcpSocket dropped from its connected slot still emits state_changed and bytes_written, and one dropped from error_occurred still emits state_changed and disconnected; check that the socket is held by more than the emission between signals (as SseClient does) and stop"]
+fn gui_socket_dropped_from_its_slot_emits_nothing_more() {
+    let mut event_loop = EventLoop::new().unwrap();
+    for drop_on in ["connected", "error_occurred"] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let address = listener.local_addr().unwrap();
+        std::thread::spawn(move || {
+            let (mut peer, _) = listener.accept().unwrap();
+            let _ = peer.write_all(b"hello");
+            std::thread::sleep(Duration::from_millis(100));
+            // Closing with the client's byte unread resets the connection: an error.
+        });
+        let holder: Rc<RefCell<Option<Rc<TcpSocket>>>> = Rc::default();
+        let after_drop = Rc::new(RefCell::new(Vec::new()));
+        let socket = TcpSocket::new().unwrap();
+        let record = |name: &'static str| {
+            let holder = holder.clone();
+            let after_drop = after_drop.clone();
+            move || {
+                if holder.borrow().is_none() {
+                    after_drop.borrow_mut().push(name);
+                } else if name == drop_on {
+                    holder.borrow_mut().take();
+                }
+            }
+        };
+        let f = record("connected");
+        socket.connected.connect(move |_| f()).release();
+        let f = record("bytes_written");
+        socket.bytes_written.connect(move |_| f()).release();
+        let f = record("error_occurred");
+        socket.error_occurred.connect(move |_| f()).release();
+        let f = record("state_changed");
+        socket.state_changed.connect(move |_| f()).release();
+        let f = record("disconnected");
+        socket.disconnected.connect(move |_| f()).release();
+        socket
+            .connect_to_address(address.ip(), address.port())
+            .unwrap();
+        socket.write(b"x").unwrap();
+        *holder.borrow_mut() = Some(socket);
+        spin(&mut event_loop, || holder.borrow().is_none());
+        event_loop
+            .process_events(Some(Duration::from_millis(100)))
+            .unwrap();
+        assert!(
+            after_drop.borrow().is_empty(),
+            "dropped in {drop_on}, then: {:?}",
+            after_drop.borrow()
+        );
+    }
+}
