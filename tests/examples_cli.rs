@@ -343,6 +343,25 @@ fn http_get_refuses_a_cacert_file_that_holds_no_certificate() {
 }
 
 #[test]
+fn http_get_and_sse_cat_refuse_a_malformed_header_argument_as_a_bad_argument() {
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("plain", "")));
+    for (example, header) in [
+        ("http_get", "Bad Name: v"),
+        ("http_get", "X-Ok: line\u{1}break"),
+        ("sse_cat", "Bad Name: v"),
+    ] {
+        let out = run(example, &["-H", &header, &server.url("/")], Stdin::Null);
+        assert_eq!(out.code(), Some(2), "{example} -H {header:?}: {out:?}");
+        assert!(
+            out.stderr_text().contains("bad -H") && out.stderr_text().contains("usage:"),
+            "{out:?}"
+        );
+        assert!(out.stdout.is_empty(), "{out:?}");
+    }
+    assert!(server.requests().is_empty(), "sent despite the bad -H");
+}
+
+#[test]
 fn http_get_trusts_the_ca_given_with_cacert_and_only_then() {
     let server = TlsServer::start(b"HTTP/1.1 200 OK\r\nContent-Length: 6\r\n\r\nsecure");
     let ca_file = std::env::temp_dir().join(format!(

@@ -24,14 +24,29 @@ pub fn json_quote(text: &str) -> String {
     out
 }
 
-/// A `-H 'Name: value'` argument as a trimmed (name, value) pair.
+/// A `-H 'Name: value'` argument as a trimmed (name, value) pair. A name that is not an HTTP
+/// token (RFC 9110 §5.1: no spaces, no separators) or a value holding a control character other
+/// than tab is a bad argument, refused here rather than failing every request later.
 pub fn parse_header(header: &str) -> Result<(String, String), String> {
-    match header.split_once(':') {
-        Some((name, value)) if !name.trim().is_empty() => {
-            Ok((name.trim().to_string(), value.trim().to_string()))
-        }
-        _ => Err(format!("bad -H {header:?}: expected 'Name: value'")),
+    let Some((name, value)) = header.split_once(':') else {
+        return Err(format!("bad -H {header:?}: expected 'Name: value'"));
+    };
+    let (name, value) = (name.trim(), value.trim());
+    let is_tchar = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+    if name.is_empty() {
+        return Err(format!("bad -H {header:?}: expected 'Name: value'"));
     }
+    if !name.chars().all(is_tchar) {
+        return Err(format!(
+            "bad -H {header:?}: the name {name:?} is not an HTTP token"
+        ));
+    }
+    if value.chars().any(|c| c.is_control() && c != '\t') {
+        return Err(format!(
+            "bad -H {header:?}: the value holds a control character"
+        ));
+    }
+    Ok((name.to_string(), value.to_string()))
 }
 
 /// `url` for messages: a password in its user info (`http://user:secret@host/`) becomes `***`,
