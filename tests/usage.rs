@@ -1747,3 +1747,66 @@ fn gui_socket_dropped_from_its_slot_emits_nothing_more() {
         );
     }
 }
+
+/// A chat session: one `SseClient`, many prompts, each answer stopped at `response.completed`
+/// while the server keeps the stream open. Every answer arrives (the per-host cap of 6 never
+/// fills with abandoned streams) and no connection is left open behind.
+#[test]
+fn llm_many_prompts_on_one_client_do_not_leak_connections() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { return };
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                let mut length = 0;
+                loop {
+                    let mut line = String::new();
+                    if reader.read_line(&mut line).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                        length = v.trim().parse().unwrap_or(0);
+                    }
+                    if line == "\r\n" {
+                        break;
+                    }
+                }
+                let mut body = vec![0; length];
+                let _ = reader.read_exact(&mut body);
+                for piece in responses_stream().into_iter().filter(|p| !p.is_empty()) {
+                    let _ = stream.write_all(&piece);
+                }
+                // Keep the stream open until the client goes.
+                let mut sink = [0; 64];
+                while matches!(reader.read(&mut sink), Ok(n) if n > 0) {}
+            });
+        }
+    });
+    let transcript = Rc::new(RefCell::new(Transcript::default()));
+    let sse = llm_client(&transcript);
+    let completed = Rc::new(Cell::new(0));
+    let c = completed.clone();
+    let me = Rc::downgrade(&sse);
+    sse.add_event_listener("response.completed", move |_| {
+        c.set(c.get() + 1);
+        if let Some(sse) = me.upgrade() {
+            sse.disconnect();
+        }
+    })
+    .release();
+    for prompt in 1..=9 {
+        sse.connect(openai_request(address));
+        spin(&mut event_loop, || completed.get() == prompt);
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+        assert!(
+            sse.http_client().open_connections() <= 1,
+            "after prompt {prompt}: {} open",
+            sse.http_client().open_connections()
+        );
+    }
+    assert_eq!(transcript.borrow().text, "Hello, wörld".repeat(9));
+    assert!(transcript.borrow().errors.is_empty());
+}
