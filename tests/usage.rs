@@ -1810,3 +1810,53 @@ fn llm_many_prompts_on_one_client_do_not_leak_connections() {
     assert_eq!(transcript.borrow().text, "Hello, wörld".repeat(9));
     assert!(transcript.borrow().errors.is_empty());
 }
+
+/// The host's own code (a GTK button handler, outside any kdnet turn) starts a timer and posts a
+/// closure while the host sleeps on a timeout read earlier: as `as_raw_fd`'s doc says, the fd
+/// becomes readable, so the host wakes and runs them.
+#[test]
+fn gui_embedding_work_added_by_host_code_between_turns_wakes_the_host() {
+    use mio::unix::SourceFd;
+    use mio::{Events, Interest, Poll, Token};
+    let mut event_loop = EventLoop::new().unwrap();
+    let mut host = Poll::new().unwrap();
+    let fd = event_loop.as_raw_fd();
+    host.registry()
+        .register(&mut SourceFd(&fd), Token(0), Interest::READABLE)
+        .unwrap();
+    let mut events = Events::with_capacity(8);
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    // Nothing to do: kdnet asks for no wake-up.
+    assert_eq!(event_loop.next_timeout(), None);
+
+    // "Host code" between turns starts a 300 ms timer; the host, asleep on the timeout it had
+    // (none), must be woken to learn the new deadline.
+    let fired = Rc::new(Cell::new(false));
+    let f = fired.clone();
+    let _timer = Timer::create_timeout(Duration::from_millis(300), move || f.set(true)).unwrap();
+    let started = Instant::now();
+    host.poll(&mut events, Some(Duration::from_secs(3)))
+        .unwrap();
+    assert!(!events.is_empty(), "starting a timer did not wake the host");
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    let asked = event_loop.next_timeout().expect("a timer is pending");
+    assert!(asked <= Duration::from_millis(300), "{asked:?}");
+    // Sleeping as asked (a wake a millisecond early only asks again) fires the timer.
+    let mut asked = Some(asked);
+    while !fired.get() && started.elapsed() < Duration::from_secs(3) {
+        host.poll(&mut events, asked).unwrap();
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+        asked = event_loop.next_timeout();
+    }
+    assert!(fired.get(), "not fired after {:?}", started.elapsed());
+
+    // Then a closure posted from the loop's own thread between turns.
+    let posted = Rc::new(Cell::new(false));
+    let p = posted.clone();
+    event_loop.post(move || p.set(true));
+    host.poll(&mut events, Some(Duration::from_secs(3)))
+        .unwrap();
+    assert!(!events.is_empty(), "posting did not wake the host");
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert!(posted.get());
+}
