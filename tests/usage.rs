@@ -914,10 +914,10 @@ fn gui_embedding_in_a_host_loop_through_fd_and_next_timeout() {
         let timeout = asked.map_or(Duration::from_secs(1), |t| t.min(Duration::from_secs(1)));
         host.poll(&mut events, Some(timeout)).unwrap();
         host_wakeups += 1;
-        if events.is_empty() && asked.is_none_or(|t| t > Duration::from_secs(1)) {
+        let ran = event_loop.process_events(Some(Duration::ZERO)).unwrap();
+        if ran > 0 && events.is_empty() && asked.is_none_or(|t| t > Duration::from_secs(1)) {
             stalls += 1; // kdnet had work but neither the fd nor next_timeout said so
         }
-        event_loop.process_events(Some(Duration::ZERO)).unwrap();
     }
     assert_eq!(body_len.get(), Some(SIZE));
     assert!(
@@ -978,10 +978,10 @@ fn gui_embedding_edge_triggered_host_with_more_ready_sources_than_one_poll() {
             t.min(Duration::from_millis(500))
         });
         host.poll(&mut events, Some(timeout)).unwrap();
-        if events.is_empty() && asked.is_none() {
-            stalls += 1;
+        let ran = event_loop.process_events(Some(Duration::ZERO)).unwrap();
+        if ran > 0 && events.is_empty() && asked.is_none() {
+            stalls += 1; // datagrams were waiting, and nothing told the host
         }
-        event_loop.process_events(Some(Duration::ZERO)).unwrap();
     }
     assert_eq!(received.get(), SOCKETS);
     assert_eq!(stalls, 0, "the host slept while datagrams were waiting");
