@@ -350,7 +350,7 @@ fn http_get_and_sse_cat_refuse_a_malformed_header_argument_as_a_bad_argument() {
         ("http_get", "X-Ok: line\u{1}break"),
         ("sse_cat", "Bad Name: v"),
     ] {
-        let out = run(example, &["-H", &header, &server.url("/")], Stdin::Null);
+        let out = run(example, &["-H", header, &server.url("/")], Stdin::Null);
         assert_eq!(out.code(), Some(2), "{example} -H {header:?}: {out:?}");
         assert!(
             out.stderr_text().contains("bad -H") && out.stderr_text().contains("usage:"),
