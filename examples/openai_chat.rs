@@ -12,8 +12,10 @@
 //! The backend: `--mock` picks the mock; otherwise `OPENAI_API_KEY` or `--base-url` picks a real
 //! server (`--base-url`, default `https://api.openai.com`), sent the key as a bearer token when
 //! there is one (local OpenAI-compatible servers need none); with neither, the mock answers.
-//! Requests go to `{base}/v1/responses`, so the base is an `http`/`https` URL with a host, perhaps
-//! a path, and no query or fragment.
+//! Requests go to `{base}/v1/responses`, or to `{base}/responses` when the base already ends in
+//! `/v1` (the OpenAI SDKs' `OPENAI_BASE_URL` convention: `https://api.openai.com/v1`,
+//! `http://localhost:11434/v1` for Ollama), so the base is an `http`/`https` URL with a host,
+//! perhaps a path, and no query or fragment.
 //!
 //! What it shows, top to bottom:
 //!
@@ -50,7 +52,7 @@ use kdnet::network::sse::{SseClient, SseError, SseEvent, SseWriter};
 use kdnet::network::{TcpServer, TcpSocket};
 use kdnet::{EventLoop, LoopHandle, Timer};
 
-const USAGE: &str = "usage: openai_chat [--prompt TEXT] [--model NAME] [--base-url URL | --mock] [--help]  (env OPENAI_API_KEY or --base-url selects a real server; neither, the offline mock)";
+const USAGE: &str = "usage: openai_chat [--prompt TEXT] [--model NAME] [--base-url URL | --mock] [--help]  (env OPENAI_API_KEY or --base-url selects a real server; neither, the offline mock; requests go to {base}/v1/responses, or {base}/responses for a base ending in /v1)";
 const DEFAULT_BASE_URL: &str = "https://api.openai.com";
 const DEFAULT_MODEL: &str = "gpt-4o-mini";
 /// Asked when stdin is empty, so that a bare `cargo run --example openai_chat` visibly works.
@@ -152,7 +154,8 @@ fn main() {
 
 // ---- command line ------------------------------------------------------------------------------
 
-/// `POST` goes here: `{base}/v1/responses`. The base must be an `http`/`https` URL with a host
+/// `POST` goes here: `{base}/v1/responses`, or `{base}/responses` for a base that already ends in
+/// `/v1` (as the OpenAI SDKs' base URLs do). The base must be an `http`/`https` URL with a host
 /// and no query or fragment: appended to `http://` the path would become the host
 /// (`http:///v1/responses` names a host called `v1`), and after a query or fragment it would be
 /// part of those instead of the path.
@@ -164,7 +167,12 @@ fn responses_endpoint(base_url: &str) -> Result<String, String> {
             redact_url(base_url)
         ));
     }
-    let endpoint = format!("{}/v1/responses", base_url.trim_end_matches('/'));
+    let base = base_url.trim_end_matches('/');
+    let endpoint = if base.ends_with("/v1") {
+        format!("{base}/responses")
+    } else {
+        format!("{base}/v1/responses")
+    };
     HttpRequest::new(&endpoint).map_err(|e| e.to_string())?;
     Ok(endpoint)
 }

@@ -482,6 +482,41 @@ fn openai_chat_reads_a_compatible_server_without_event_lines_and_with_done() {
 }
 
 #[test]
+fn openai_chat_base_url_ending_in_v1_is_not_given_a_second_v1() {
+    // The OpenAI SDKs' base URL convention includes /v1 (OPENAI_BASE_URL=http://localhost:11434/v1
+    // for Ollama, https://api.openai.com/v1 for OpenAI): the endpoint is {base}/responses then.
+    let server = ScriptServer::start(|_, _| {
+        let body = "event: response.output_text.delta\n\
+                    data: {\"type\":\"response.output_text.delta\",\"delta\":\"ok\",\"sequence_number\":0}\n\n\
+                    event: response.completed\n\
+                    data: {\"type\":\"response.completed\",\"response\":{},\"sequence_number\":1}\n\n";
+        Reply::Bytes(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    for (base, path) in [
+        ("/v1", "/v1/responses"),
+        ("/v1/", "/v1/responses"),
+        ("/proxy", "/proxy/v1/responses"),
+        ("", "/v1/responses"),
+    ] {
+        let out = run(
+            "openai_chat",
+            &["--base-url", &server.url(base), "--prompt", "hi"],
+            Stdin::Null,
+        );
+        assert_eq!(out.code(), Some(0), "{base}: {out:?}");
+        let seen = server.requests();
+        let line = &seen.last().expect("a request").line;
+        assert_eq!(line, &format!("POST {path} HTTP/1.1"), "{base}");
+    }
+}
+
+#[test]
 fn openai_chat_base_url_without_a_key_talks_to_that_server_without_authorization() {
     // A local OpenAI-compatible server (llama.cpp, vLLM, Ollama) needs no key.
     let server = ScriptServer::start(|_, _| {
