@@ -1895,3 +1895,38 @@ fn llm_https_to_a_plain_http_server_says_so() {
         .to_string();
     assert!(error.contains("plain HTTP"), "{error}");
 }
+
+/// A worker thread reports progress through a signal of its own, connected deferred to the GUI
+/// loop's evaluator: the slot runs on the loop's thread, and the loop wakes for it by itself.
+#[test]
+fn gui_worker_thread_signal_delivered_on_the_loop_thread_through_its_evaluator() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let evaluator = event_loop.connection_evaluator();
+    let loop_thread = std::thread::current().id();
+    let (tx, rx) = std::sync::mpsc::channel();
+    let worker = std::thread::spawn(move || {
+        let progress: Signal<u32> = Signal::new();
+        progress
+            .connect_deferred(&evaluator, move |percent| {
+                tx.send((*percent, std::thread::current().id())).unwrap();
+            })
+            .release();
+        for percent in [10, 50, 100] {
+            std::thread::sleep(Duration::from_millis(20));
+            progress.emit(&percent);
+        }
+        // Keep the signal (and its connection) until the loop has run the slots.
+        std::thread::sleep(Duration::from_millis(500));
+    });
+    let mut seen = Vec::new();
+    let started = Instant::now();
+    while seen.len() < 3 && started.elapsed() < Duration::from_secs(10) {
+        event_loop.process_events(None).unwrap();
+        seen.extend(rx.try_iter());
+    }
+    assert_eq!(
+        seen,
+        [(10, loop_thread), (50, loop_thread), (100, loop_thread)]
+    );
+    worker.join().unwrap();
+}
