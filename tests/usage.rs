@@ -1930,3 +1930,50 @@ fn gui_worker_thread_signal_delivered_on_the_loop_thread_through_its_evaluator()
     );
     worker.join().unwrap();
 }
+
+/// The next prompt sent straight from the `response.completed` listener (no post): the old
+/// stream's later events (in the same read) are not delivered, the new answer arrives whole.
+#[test]
+fn llm_next_question_from_the_completed_listener() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let count = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let c = count.clone();
+    let address = serve(move |_| {
+        let n = c.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+        let mut reply = sse_head();
+        reply.extend(responses_event(
+            "response.output_text.delta",
+            &format!(r#"{{"type":"response.output_text.delta","delta":"answer {n}."}}"#),
+        ));
+        reply.extend(responses_event(
+            "response.completed",
+            r#"{"type":"response.completed"}"#,
+        ));
+        reply.extend(responses_event("stale", "{}"));
+        vec![reply, Vec::new(), Vec::new(), Vec::new()]
+    });
+    let transcript = Rc::new(RefCell::new(Transcript::default()));
+    let sse = llm_client(&transcript);
+    let completed = Rc::new(Cell::new(0));
+    let c = completed.clone();
+    let me = Rc::downgrade(&sse);
+    sse.add_event_listener("response.completed", move |_| {
+        c.set(c.get() + 1);
+        if c.get() < 3 {
+            if let Some(sse) = me.upgrade() {
+                sse.connect(openai_request(address)); // straight from the slot
+            }
+        }
+    })
+    .release();
+    sse.connect(openai_request(address));
+    spin(&mut event_loop, || completed.get() == 3);
+    let t = transcript.borrow();
+    assert_eq!(t.text, "answer 0.answer 1.answer 2.");
+    assert!(
+        !t.events.iter().take(5).any(|e| e == "stale"),
+        "{:?}",
+        t.events
+    );
+    assert!(t.errors.is_empty(), "{:?}", t.errors);
+}
