@@ -2035,3 +2035,48 @@ fn llm_throttled_refusal_keeps_the_api_message() {
     let shown = format!("{:?}", t.errors[0]);
     assert!(shown.contains("insufficient_quota"), "{shown}");
 }
+
+/// `HttpClient`'s doc: "Dropping the last `Rc<HttpClient>` closes its connections and drops the
+/// callbacks of its unfinished requests without calling them". Dropped from a streaming
+/// request's `on_event` at the head, the body bytes that came in the same read are still
+/// handed to `on_event`.
+#[test]
+#[ignore = "r6api: an HttpClient dropped from send_streaming's on_event(Head) still calls on_event(Data) with the body bytes of the same read, although its doc says the callbacks of unfinished requests are dropped without being called; stop delivering once the client is held only by the delivery (src/network/http/client/receive.rs)"]
+fn gui_http_client_dropped_from_its_streaming_callback_calls_nothing_more() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let address = serve(|_| {
+        vec![
+            b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabcde".to_vec(),
+            Vec::new(),
+            b"fghij".to_vec(),
+        ]
+    });
+    let holder: Rc<RefCell<Option<Rc<HttpClient>>>> = Rc::default();
+    let client = HttpClient::new().unwrap();
+    let after_drop = Rc::new(RefCell::new(Vec::new()));
+    let heads = Rc::new(Cell::new(0));
+    let (h, a, n) = (holder.clone(), after_drop.clone(), heads.clone());
+    let (h2, a2) = (holder.clone(), after_drop.clone());
+    client.send_streaming(
+        HttpRequest::get(&format!("http://{address}/")).unwrap(),
+        move |event| {
+            if h.borrow().is_none() {
+                a.borrow_mut().push(format!("{event:?}"));
+            } else if let StreamEvent::Head(_) = event {
+                n.set(1);
+                h.borrow_mut().take(); // the last Rc of the client
+            }
+        },
+        move |_| {
+            if h2.borrow().is_none() {
+                a2.borrow_mut().push("on_done".to_string());
+            }
+        },
+    );
+    *holder.borrow_mut() = Some(client);
+    spin(&mut event_loop, || heads.get() == 1);
+    event_loop
+        .process_events(Some(Duration::from_millis(200)))
+        .unwrap();
+    assert!(after_drop.borrow().is_empty(), "{:?}", after_drop.borrow());
+}
