@@ -2901,3 +2901,33 @@ fn a_stream_held_back_by_a_waiting_slot_does_not_time_out() {
     assert!(count.get() > 1000, "{} events", count.get());
     assert_eq!(sse.ready_state(), ReadyState::Open);
 }
+
+/// A client whose event loop was dropped (a GUI tearing down, a test making a new loop) can
+/// never stream: `connect` stayed `Connecting` for ever, with no error and no `disconnected`.
+/// It fails at once, with the lifecycle of any fatal failure, and a loop created later does not
+/// revive it (the client belongs to the loop it was made on).
+#[test]
+fn connect_after_the_loop_was_dropped_fails_at_once_with_loop_gone() {
+    let event_loop = EventLoop::new().unwrap();
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    let log = lifecycle(&sse);
+    drop(event_loop);
+    sse.connect(HttpRequest::get("http://127.0.0.1:1/events").unwrap());
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+    assert_eq!(*log.borrow(), CLOSED_WITH_AN_ERROR);
+    {
+        let errors = rec.errors.borrow();
+        assert!(matches!(errors[..], [SseError::LoopGone]), "{errors:?}");
+        assert!(errors[0].is_fatal());
+        let shown = errors[0].to_string();
+        assert!(shown.contains("event loop has been dropped"), "{shown}");
+    }
+    // A new loop on the thread does not help the old client.
+    let _second = EventLoop::new().unwrap();
+    log.borrow_mut().clear();
+    sse.connect(HttpRequest::get("http://127.0.0.1:1/events").unwrap());
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+    assert_eq!(*log.borrow(), CLOSED_WITH_AN_ERROR);
+    assert_eq!(rec.errors.borrow().len(), 2);
+}

@@ -222,6 +222,9 @@ impl SseClient {
     /// stream this client had (an open one ends with `disconnected`, as with
     /// [`disconnect`](Self::disconnect)). A `Last-Event-ID` header in `request` sets the ID to
     /// resume from, as [`set_last_event_id`](Self::set_last_event_id) does.
+    ///
+    /// When the event loop the client was created on has been dropped, it fails at once with
+    /// [`SseError::LoopGone`] (state `Closed`, `error`, `disconnected`).
     pub fn connect(&self, mut request: HttpRequest) {
         let stopped = self.stop(false);
         // A `state_changed` slot of the old stream's close that connected or disconnected has
@@ -441,6 +444,12 @@ impl SseClient {
             let mut inner = self.inner.borrow_mut();
             if inner.state == ReadyState::Closed || inner.current.is_some() {
                 return;
+            }
+            if self.core.is_closed() {
+                // No request could ever be answered: nothing would wake it. Said at once,
+                // instead of `Connecting` for ever.
+                drop(inner);
+                return self.fail(SseError::LoopGone);
             }
             let Some(mut request) = inner.request.clone() else {
                 return;

@@ -76,6 +76,10 @@ pub enum SseError {
         /// The wait the server asked for, if it said.
         retry_after: Option<std::time::Duration>,
     },
+    /// The event loop the client was created on has been dropped (a client belongs to the loop
+    /// of its thread at creation, not to one created later), so no stream can run. Fatal:
+    /// [`connect`](super::SseClient::connect) reports it at once.
+    LoopGone,
 }
 
 impl SseError {
@@ -105,6 +109,9 @@ impl fmt::Display for SseError {
             },
             SseError::Redirect(e) => write!(f, "cannot follow the event stream's redirect: {e}"),
             SseError::Request(e) => write!(f, "the event stream's request cannot be sent: {e}"),
+            SseError::LoopGone => f.write_str(
+                "the event stream cannot start: the client's event loop has been dropped (create the client on the current loop)",
+            ),
             SseError::EventTooLarge { limit } => {
                 write!(f, "an event exceeded the limit of {limit} bytes")
             }
