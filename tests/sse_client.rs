@@ -2931,3 +2931,55 @@ fn connect_after_the_loop_was_dropped_fails_at_once_with_loop_gone() {
     assert_eq!(*log.borrow(), CLOSED_WITH_AN_ERROR);
     assert_eq!(rec.errors.borrow().len(), 2);
 }
+
+/// A refused stream's error message quotes the start of the body on one line: a proxy's HTML
+/// page (line breaks, indentation, a terminal escape sequence) was written raw, up to 1 KiB,
+/// so one `eprintln!("{error}")` spilled over many lines and could drive the terminal. White
+/// space and control characters collapse into single spaces, the ends are trimmed, and a long
+/// body is cut with `…`; the body itself (line breaks included) stays in the error.
+#[test]
+fn a_refused_stream_message_quotes_the_body_on_one_short_line() {
+    let mut ev = EventLoop::new().unwrap();
+    let page = format!(
+        "\r\n<html>\r\n  <head><title>502 Bad Gateway</title></head>\r\n\t<body>\x1b[2J\x1b[31m{}</body>\r\n</html>\r\n",
+        "x".repeat(2000)
+    );
+    let body = page.clone();
+    let server = ScriptServer::start(move |_, _| {
+        Reply::Bytes(
+            format!(
+                "HTTP/1.1 502 Bad Gateway\r\nContent-Type: text/html\r\nContent-Length: {}\r\n\r\n{body}",
+                body.len()
+            )
+            .into_bytes(),
+        )
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .errors
+        .borrow()
+        .is_empty()));
+    let error = rec.errors.borrow()[0].clone();
+    let shown = error.to_string();
+    assert!(
+        shown.starts_with(
+            "server answered with status 502 instead of 200: <html> <head><title>502 Bad Gateway</title></head> <body> [2J [31mxxx"
+        ),
+        "{shown:?}"
+    );
+    assert!(!shown.contains(char::is_control), "{shown:?}");
+    assert!(shown.ends_with("x…"), "{shown:?}");
+    assert!(
+        shown.chars().count() < 400,
+        "{} chars",
+        shown.chars().count()
+    );
+    // The body itself is kept as received (its first KiB).
+    let SseError::BadStatus { body, .. } = &error else {
+        panic!("{error:?}")
+    };
+    assert_eq!(body.as_str(), &page[..1024]);
+    assert_eq!(error.body(), Some(&page[..1024]));
+}

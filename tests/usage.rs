@@ -1496,7 +1496,6 @@ fn sse_connect_after_the_loop_is_gone_does_not_stay_connecting() {
 /// `eprintln!("{error}")` shows, as the SseClient doc example does) should stay one line, with
 /// the body's start quoted, not the raw page with its line breaks.
 #[test]
-#[ignore = "r6api: SseError::BadStatus Display (src/network/sse/error.rs) writes up to 1 KiB of the body raw, line breaks included, so one error spills over many log lines; quote it on one line (escape or collapse control characters, trim, shorten)"]
 fn llm_bad_status_with_an_html_page_displays_on_one_line() {
     let mut event_loop = EventLoop::new().unwrap();
     let address = serve(|_| {

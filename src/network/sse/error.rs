@@ -32,6 +32,15 @@ pub(super) fn is_permanent(error: &HttpError) -> bool {
 /// assert!(stop.is_fatal());
 /// assert_eq!(stop.to_string(), "server answered with status 204 instead of 200");
 ///
+/// // The message quotes the body on one line; `body()` has it as received.
+/// let page = "<html>\r\n  <h1>502 Bad Gateway</h1>\r\n</html>\r\n";
+/// let refused = SseError::BadStatus { status: 502, body: page.to_string() };
+/// assert_eq!(
+///     refused.to_string(),
+///     "server answered with status 502 instead of 200: <html> <h1>502 Bad Gateway</h1> </html>"
+/// );
+/// assert_eq!(refused.body(), Some(page));
+///
 /// let throttled = SseError::Throttled { status: 503, retry_after: Some(Duration::from_secs(5)) };
 /// assert!(!throttled.is_fatal());
 /// assert_eq!(throttled.to_string(), "server throttled us (status 503, retry-after 5s)");
@@ -47,7 +56,8 @@ pub enum SseError {
     BadStatus {
         /// The status code.
         status: u16,
-        /// The start of the response body (at most 1 KiB, lossily decoded), for diagnosis.
+        /// The start of the response body (at most 1 KiB, lossily decoded), for diagnosis. The
+        /// message quotes at most its first 300 characters, on one line.
         body: String,
     },
     /// The response was not `text/event-stream`. Fatal.
@@ -88,6 +98,48 @@ impl SseError {
     pub fn is_fatal(&self) -> bool {
         !matches!(self, SseError::Http(_) | SseError::Throttled { .. })
     }
+
+    /// The start of the refused response's body as received (at most 1 KiB, lossily decoded,
+    /// line breaks included), for the errors that carry one; the message
+    /// ([`Display`](fmt::Display)) quotes it shortened, on one line.
+    pub fn body(&self) -> Option<&str> {
+        match self {
+            SseError::BadStatus { body, .. } | SseError::BadContentType { body, .. } => Some(body),
+            _ => None,
+        }
+    }
+}
+
+/// How many characters of a refused response's body a message quotes.
+const QUOTED_BODY_CHARS: usize = 300;
+
+/// Writes `body` for a one-line message: every run of white space, control characters and
+/// invisible format characters (bidi overrides, zero-width spaces, BOMs) becomes one space, the
+/// ends are trimmed, and what is left past [`QUOTED_BODY_CHARS`] is replaced by `…`. Without
+/// this an HTML error page spilled over many lines, and an escape sequence reached the terminal.
+fn write_quoted_body(f: &mut fmt::Formatter<'_>, body: &str) -> fmt::Result {
+    use fmt::Write;
+    let mut written = 0;
+    let mut gap = false;
+    for c in body.chars() {
+        if c.is_whitespace()
+            || c.is_control()
+            || matches!(c, '\u{200B}'..='\u{200F}' | '\u{202A}'..='\u{202E}' | '\u{2060}'..='\u{2069}' | '\u{FEFF}')
+        {
+            gap = written > 0;
+            continue;
+        }
+        if written + usize::from(gap) >= QUOTED_BODY_CHARS {
+            return f.write_char('…');
+        }
+        if std::mem::take(&mut gap) {
+            f.write_char(' ')?;
+            written += 1;
+        }
+        f.write_char(c)?;
+        written += 1;
+    }
+    Ok(())
 }
 
 impl fmt::Display for SseError {
@@ -98,10 +150,8 @@ impl fmt::Display for SseError {
                 write!(f, "server answered with status {status} instead of 200")
             }
             SseError::BadStatus { status, body } => {
-                write!(
-                    f,
-                    "server answered with status {status} instead of 200: {body}"
-                )
+                write!(f, "server answered with status {status} instead of 200: ")?;
+                write_quoted_body(f, body)
             }
             SseError::BadContentType { content_type, .. } => match content_type {
                 Some(ct) => write!(f, "response is {ct:?}, not text/event-stream"),
