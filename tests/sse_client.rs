@@ -1544,7 +1544,8 @@ fn retry_after_zero_backs_off_like_any_failed_attempt() {
         rec.errors.borrow()[0],
         SseError::Throttled {
             status: 503,
-            retry_after: Some(Duration::ZERO)
+            retry_after: Some(Duration::ZERO),
+            ..
         }
     ));
 }
@@ -2982,4 +2983,108 @@ fn a_refused_stream_message_quotes_the_body_on_one_short_line() {
     };
     assert_eq!(body.as_str(), &page[..1024]);
     assert_eq!(error.body(), Some(&page[..1024]));
+}
+
+fn refusal(status: &str, extra_headers: &str, body: &str) -> Vec<u8> {
+    format!(
+        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\n{extra_headers}Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .into_bytes()
+}
+
+/// A throttled answer keeps the start of its body, as a refused one does: OpenAI says in it why
+/// (which limit, for how long), and `Throttled` dropped it. The message quotes it on one line;
+/// logs do not show it (promise 7).
+#[test]
+fn a_throttled_answer_keeps_its_body_for_the_message_but_not_for_the_logs() {
+    let logs = captured_logs();
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| {
+        if n == 0 {
+            Reply::Bytes(refusal(
+                "429 Too Many Requests",
+                "",
+                "{\n  \"error\": {\n    \"message\": \"Rate limit reached (throttle-marker-5e2a)\",\n    \"type\": \"requests\",\n    \"code\": \"rate_limit_exceeded\"\n  }\n}\n",
+            ))
+        } else {
+            Reply::Bytes(stream("data: finally\n\n"))
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_retry_on_throttle(true);
+    sse.set_reconnection_time(Duration::from_millis(10));
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    sse.disconnect();
+    let error = rec.errors.borrow()[0].clone();
+    assert!(
+        matches!(&error, SseError::Throttled { status: 429, body, .. } if body.contains("rate_limit_exceeded")),
+        "{error:?}"
+    );
+    assert!(!error.is_fatal());
+    assert_eq!(
+        error.to_string(),
+        "server throttled us (status 429): { \"error\": { \"message\": \"Rate limit reached (throttle-marker-5e2a)\", \"type\": \"requests\", \"code\": \"rate_limit_exceeded\" } }"
+    );
+    assert!(error.body().is_some_and(|body| body.contains('\n')));
+    let logs = logs.0.lock().unwrap();
+    let leaks: Vec<&String> = logs
+        .iter()
+        .filter(|line| line.contains("throttle-marker-5e2a"))
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:?}");
+}
+
+/// OpenAI answers 429 both for a rate limit and for `insufficient_quota` (out of credit), where
+/// no wait helps; a server may also say `x-should-retry: false` (the header OpenAI's and
+/// Anthropic's SDKs obey). With retrying on throttle on, such an answer was retried for ever
+/// (backing off up to a minute between asks, the user seeing only "throttled"). It fails for
+/// good, as any refused status, with the body that says why.
+#[test]
+fn a_throttled_answer_that_says_waiting_will_not_help_fails_for_good() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|request, _| {
+        if request.line.contains("/quota") {
+            Reply::Bytes(refusal(
+                "429 Too Many Requests",
+                "",
+                r#"{"error":{"message":"You exceeded your current quota, please check your plan and billing details.","type":"insufficient_quota","param":null,"code":"insufficient_quota"}}"#,
+            ))
+        } else {
+            Reply::Bytes(refusal(
+                "503 Service Unavailable",
+                "Retry-After: 0\r\nx-should-retry: false\r\n",
+                r#"{"error":{"message":"down for maintenance"}}"#,
+            ))
+        }
+    });
+    for (path, status, says) in [
+        ("/quota", 429, "insufficient_quota"),
+        ("/maintenance", 503, "down for maintenance"),
+    ] {
+        let sse = SseClient::new().unwrap();
+        sse.set_retry_on_throttle(true);
+        sse.set_reconnection_time(Duration::from_millis(10));
+        let rec = record(&sse);
+        let log = lifecycle(&sse);
+        let asked = server.requests().len();
+        sse.connect(HttpRequest::get(&server.url(path)).unwrap());
+        assert!(run_until(&mut ev, Duration::from_secs(10), || sse
+            .ready_state()
+            == ReadyState::Closed));
+        run_until(&mut ev, Duration::from_millis(300), || false);
+        assert_eq!(server.requests().len(), asked + 1, "{path}: asked again");
+        assert_eq!(*log.borrow(), CLOSED_WITH_AN_ERROR, "{path}");
+        let errors = rec.errors.borrow();
+        assert!(
+            matches!(&errors[..], [SseError::BadStatus { status: s, body }] if *s == status && body.contains(says)),
+            "{path}: {errors:?}"
+        );
+        assert!(errors[0].to_string().contains(says), "{}", errors[0]);
+    }
 }

@@ -2003,10 +2003,11 @@ fn porting_post_without_a_content_type_sends_no_empty_content_type() {
 
 /// OpenAI answers 429 both for a rate limit (wait and retry) and for `insufficient_quota` (no
 /// amount of waiting helps): only the JSON body tells them apart. With `set_retry_on_throttle`
-/// the refusal arrives as `SseError::Throttled`, which keeps the status and `Retry-After` but
-/// drops the body, so a client cannot tell the user why, nor stop retrying a quota error.
+/// the refusal arrived as `SseError::Throttled`, which kept the status and `Retry-After` but
+/// dropped the body, so a client could not tell the user why, nor stop retrying a quota error.
+/// Now `Throttled` keeps the body, and a quota refusal, which no wait helps, is not retried: it
+/// fails for good as `BadStatus` (its body says why).
 #[test]
-#[ignore = "r6api: SseError::Throttled (src/network/sse/error.rs) carries no body, unlike BadStatus, so a 429 insufficient_quota is indistinguishable from a rate limit; add the start of the body (as BadStatus has) to Throttled"]
 fn llm_throttled_refusal_keeps_the_api_message() {
     let mut event_loop = EventLoop::new().unwrap();
     let address = serve(|_| {
@@ -2025,11 +2026,12 @@ fn llm_throttled_refusal_keeps_the_api_message() {
     let t = transcript.borrow();
     assert_eq!(t.errors.len(), 1, "{:?}", t.errors);
     assert!(
-        matches!(t.errors[0], SseError::Throttled { status: 429, .. }),
+        matches!(t.errors[0], SseError::BadStatus { status: 429, .. }),
         "{:?}",
         t.errors[0]
     );
-    // Wanted: the body, as BadStatus has it.
+    assert!(t.errors[0].is_fatal());
+    // The body, as BadStatus has it.
     let shown = format!("{:?}", t.errors[0]);
     assert!(shown.contains("insufficient_quota"), "{shown}");
 }

@@ -78,7 +78,8 @@ pub enum ReadyState {
 ///
 /// Only a `200` response of type `text/event-stream` opens the stream; any other status (204
 /// included, the usual "stop") or type fails for good, except 429 and 503 when
-/// [`set_retry_on_throttle`](Self::set_retry_on_throttle) is on. A clean end of stream or a network
+/// [`set_retry_on_throttle`](Self::set_retry_on_throttle) is on (and the answer does not say
+/// that waiting will not help, as OpenAI's `insufficient_quota` does). A clean end of stream or a network
 /// error reconnects after the reconnection time (3 s unless the server's `retry:` says otherwise)
 /// plus up to 25 % jitter, doubled per consecutive failed attempt (counting at least 100 ms, so
 /// `retry: 0` does not hammer a server that is down) up to the maximum delay. An attempt fails
@@ -340,6 +341,12 @@ impl SseClient {
     /// says, or, when it says nothing or `0`, the backoff of any failed attempt (off by default;
     /// a retry is a reconnect, so with auto reconnect off such a response closes the client with
     /// [`SseError::Throttled`]).
+    ///
+    /// An answer that says no wait will help still fails for good, with
+    /// [`SseError::BadStatus`]: a body naming `insufficient_quota` (OpenAI refuses an account
+    /// out of credit with 429, as it does a rate limit; retrying would ask again for ever) or an
+    /// `x-should-retry: false` header (which OpenAI's and Anthropic's SDKs obey). Either way the
+    /// error's [`body`](SseError::body) says why.
     pub fn set_retry_on_throttle(&self, enabled: bool) {
         self.inner.borrow_mut().retry_throttled = enabled;
     }
@@ -898,7 +905,10 @@ impl SseClient {
     fn on_rejected(&self, response: HttpResponse) {
         let body = String::from_utf8_lossy(response.body()).into_owned();
         let status = response.status();
-        if self.inner.borrow().retry_throttled && matches!(status, 429 | 503) {
+        if self.inner.borrow().retry_throttled
+            && matches!(status, 429 | 503)
+            && !waiting_will_not_help(&response, &body)
+        {
             let retry_after = response.header("retry-after").and_then(parse_retry_after);
             {
                 let mut inner = self.inner.borrow_mut();
@@ -911,6 +921,7 @@ impl SseClient {
                 Some(SseError::Throttled {
                     status,
                     retry_after,
+                    body,
                 }),
                 wait,
             );
@@ -923,6 +934,16 @@ impl SseClient {
             body,
         });
     }
+}
+
+/// Whether a 429/503 answer says that no wait will help: OpenAI's `insufficient_quota` (out of
+/// credit, refused with 429 like a rate limit: retrying it would ask again for ever), or
+/// `x-should-retry: false` (the header OpenAI's and Anthropic's SDKs obey).
+fn waiting_will_not_help(response: &HttpResponse, body: &str) -> bool {
+    response
+        .header("x-should-retry")
+        .is_some_and(|value| value.trim().eq_ignore_ascii_case("false"))
+        || body.contains("\"insufficient_quota\"")
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by the servers we target).

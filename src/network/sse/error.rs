@@ -41,7 +41,11 @@ pub(super) fn is_permanent(error: &HttpError) -> bool {
 /// );
 /// assert_eq!(refused.body(), Some(page));
 ///
-/// let throttled = SseError::Throttled { status: 503, retry_after: Some(Duration::from_secs(5)) };
+/// let throttled = SseError::Throttled {
+///     status: 503,
+///     retry_after: Some(Duration::from_secs(5)),
+///     body: String::new(),
+/// };
 /// assert!(!throttled.is_fatal());
 /// assert_eq!(throttled.to_string(), "server throttled us (status 503, retry-after 5s)");
 /// ```
@@ -79,12 +83,18 @@ pub enum SseError {
     },
     /// The server is overloaded or rate-limits us (429/503) and retrying on it is enabled:
     /// the client waits as long as `Retry-After` asks, or backs off as after any failed attempt
-    /// when it asks for no wait (or does not say).
+    /// when it asks for no wait (or does not say). An answer that says waiting will not help
+    /// (OpenAI's `insufficient_quota`, `x-should-retry: false`) is a [`BadStatus`](Self::BadStatus)
+    /// instead; see [`SseClient::set_retry_on_throttle`](super::SseClient::set_retry_on_throttle).
     Throttled {
         /// The status code.
         status: u16,
         /// The wait the server asked for, if it said.
         retry_after: Option<std::time::Duration>,
+        /// The start of the response body (at most 1 KiB, lossily decoded): what the server
+        /// said about the limit. The message quotes at most its first 300 characters, on one
+        /// line.
+        body: String,
     },
     /// The event loop the client was created on has been dropped (a client belongs to the loop
     /// of its thread at creation, not to one created later), so no stream can run. Fatal:
@@ -104,7 +114,9 @@ impl SseError {
     /// ([`Display`](fmt::Display)) quotes it shortened, on one line.
     pub fn body(&self) -> Option<&str> {
         match self {
-            SseError::BadStatus { body, .. } | SseError::BadContentType { body, .. } => Some(body),
+            SseError::BadStatus { body, .. }
+            | SseError::BadContentType { body, .. }
+            | SseError::Throttled { body, .. } => Some(body),
             _ => None,
         }
     }
@@ -168,15 +180,23 @@ impl fmt::Display for SseError {
             SseError::Throttled {
                 status,
                 retry_after,
-            } => match retry_after {
-                // What the server asked: the client may close instead (auto reconnect off), or
-                // wait longer (a `Retry-After` of 0 gets the failure backoff).
-                Some(d) => write!(
-                    f,
-                    "server throttled us (status {status}, retry-after {d:?})"
-                ),
-                None => write!(f, "server throttled us (status {status})"),
-            },
+                body,
+            } => {
+                match retry_after {
+                    // What the server asked: the client may close instead (auto reconnect off),
+                    // or wait longer (a `Retry-After` of 0 gets the failure backoff).
+                    Some(d) => write!(
+                        f,
+                        "server throttled us (status {status}, retry-after {d:?})"
+                    )?,
+                    None => write!(f, "server throttled us (status {status})")?,
+                }
+                if body.is_empty() {
+                    return Ok(());
+                }
+                f.write_str(": ")?;
+                write_quoted_body(f, body)
+            }
         }
     }
 }
