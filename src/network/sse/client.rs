@@ -89,6 +89,8 @@ pub enum ReadyState {
 /// [`SseError::Request`].
 ///
 /// ```no_run
+/// use std::io::Write;
+///
 /// use kdnet::EventLoop;
 /// use kdnet::network::http::HttpRequest;
 /// use kdnet::network::sse::SseClient;
@@ -96,17 +98,58 @@ pub enum ReadyState {
 /// let mut event_loop = EventLoop::new().unwrap();
 /// let sse = SseClient::new().unwrap();
 /// sse.set_auto_reconnect(false); // a reconnect would ask for a second answer
-/// sse.add_event_listener("response.output_text.delta", |event| print!("{}", event.data())).release();
+/// // An event's data is JSON, not text:
+/// // {"type":"response.output_text.delta","item_id":"msg_1",…,"delta":"Hel",…}
+/// sse.add_event_listener("response.output_text.delta", |event| {
+///     if let Some(text) = json_string_member(event.data(), "delta") {
+///         print!("{text}");
+///         let _ = std::io::stdout().flush(); // now, not at the next line break
+///     }
+/// })
+/// .release();
+/// // A refused request's message quotes the start of its body: the API's reason.
 /// sse.error.connect(|error| eprintln!("{error}")).release();
 /// // With auto reconnect off, `disconnected` ends every outcome: the server closing the stream
 /// // after `response.completed`, a refused request (401, 429, ...) or a broken connection.
 /// let handle = event_loop.handle();
 /// sse.disconnected.connect(move |_| handle.quit()).release();
-/// let request = HttpRequest::post("http://127.0.0.1:8080/v1/responses", r#"{"stream":true}"#)
+/// let body = r#"{"model":"gpt-4o-mini","input":"Say hello","stream":true}"#;
+/// let request = HttpRequest::post("http://127.0.0.1:8080/v1/responses", body)
 ///     .unwrap()
 ///     .with_header("Content-Type", "application/json");
 /// sse.connect(request);
 /// event_loop.run();
+///
+/// /// The string member `name` of a JSON object, unescaped: enough for OpenAI's events (no
+/// /// string before their "delta" holds that key). Real code would use a JSON crate
+/// /// (`serde_json::from_str::<serde_json::Value>(json)?[name]`); `examples/openai_chat.rs`
+/// /// has a complete reader.
+/// fn json_string_member(json: &str, name: &str) -> Option<String> {
+///     let key = format!("\"{name}\":");
+///     let value = json[json.find(&key)? + key.len()..].trim_start();
+///     let mut chars = value.strip_prefix('"')?.chars();
+///     let mut text = String::new();
+///     loop {
+///         match chars.next()? {
+///             '"' => return Some(text),
+///             '\\' => match chars.next()? {
+///                 'n' => text.push('\n'),
+///                 'r' => text.push('\r'),
+///                 't' => text.push('\t'),
+///                 'b' => text.push('\u{8}'),
+///                 'f' => text.push('\u{c}'),
+///                 'u' => {
+///                     let hex: String = chars.by_ref().take(4).collect();
+///                     let unit = u32::from_str_radix(&hex, 16).ok()?;
+///                     // (Each half of a UTF-16 surrogate pair becomes U+FFFD.)
+///                     text.push(char::from_u32(unit).unwrap_or('\u{fffd}'));
+///                 }
+///                 escaped => text.push(escaped), // \" \\ \/
+///             },
+///             c => text.push(c),
+///         }
+///     }
+/// }
 /// ```
 pub struct SseClient {
     /// The stream opened (WHATWG `open`).
