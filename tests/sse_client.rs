@@ -3088,3 +3088,47 @@ fn a_throttled_answer_that_says_waiting_will_not_help_fails_for_good() {
         assert!(errors[0].to_string().contains(says), "{}", errors[0]);
     }
 }
+
+/// A `200` that is not an event stream (a captive portal's sign-in page, an API answering JSON
+/// because the request lacked `"stream": true`) said only its type: "response is "text/html",
+/// not text/event-stream", with nothing a user could act on. The message quotes the start of
+/// the body, on one line, as for a refused status; logs still show no body (promise 7).
+#[test]
+fn a_response_of_the_wrong_type_quotes_its_body_in_the_message_only() {
+    let logs = captured_logs();
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Bytes(ok_response(
+            "<html>\n<head><title>Sign in to Hotel WiFi (portal-marker-7d3b)</title></head>\n</html>\n",
+            "Content-Type: text/html\r\n",
+        ))
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .errors
+        .borrow()
+        .is_empty()));
+    let error = rec.errors.borrow()[0].clone();
+    assert!(
+        matches!(&error, SseError::BadContentType { content_type: Some(ct), .. } if ct == "text/html"),
+        "{error:?}"
+    );
+    assert_eq!(
+        error.to_string(),
+        "response is \"text/html\", not text/event-stream: <html> <head><title>Sign in to Hotel WiFi (portal-marker-7d3b)</title></head> </html>"
+    );
+    assert!(error.body().is_some_and(|body| body.contains('\n')));
+    let logs = logs.0.lock().unwrap();
+    assert!(
+        logs.iter()
+            .any(|line| line.contains("event stream failed") && line.contains("text/html")),
+        "the failure was not logged: {logs:?}"
+    );
+    let leaks: Vec<&String> = logs
+        .iter()
+        .filter(|line| line.contains("portal-marker-7d3b"))
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:?}");
+}

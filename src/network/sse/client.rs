@@ -24,7 +24,7 @@ use std::time::Duration;
 
 use smol_str::SmolStr;
 
-use super::error::is_permanent;
+use super::error::{WithoutBody, is_permanent};
 use super::{DEFAULT_MAX_EVENT_SIZE, SseBatch, SseError, SseEvent, SseParser};
 use crate::bindings::{ConnectionHandle, Signal};
 use crate::foundation::{LoopCore, LoopError, TimerKey};
@@ -590,13 +590,8 @@ impl SseClient {
 
     /// The WHATWG "fail the connection": closed for good.
     fn fail(&self, error: SseError) {
-        match &error {
-            // Not the body: logs never show one (the `error` signal carries it).
-            SseError::BadStatus { status, .. } => {
-                log::debug!("event stream failed: server answered with status {status}")
-            }
-            _ => log::debug!("event stream failed: {error}"),
-        }
+        // Not the body: logs never show one (the `error` signal carries it).
+        log::debug!("event stream failed: {}", WithoutBody(&error));
         self.close_for_good(Some(error));
     }
 

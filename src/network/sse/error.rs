@@ -68,7 +68,9 @@ pub enum SseError {
     BadContentType {
         /// The `Content-Type` received, if any.
         content_type: Option<String>,
-        /// The start of the response body.
+        /// The start of the response body (at most 1 KiB, lossily decoded), for diagnosis: a
+        /// sign-in page, or an API's JSON answer to a request that did not ask for a stream. The
+        /// message quotes at most its first 300 characters, on one line.
         body: String,
     },
     /// Redirects could not be followed (too many, or a bad `Location`). Fatal.
@@ -156,14 +158,33 @@ fn write_quoted_body(f: &mut fmt::Formatter<'_>, body: &str) -> fmt::Result {
 
 impl fmt::Display for SseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.write_message(f)?;
+        match self.body() {
+            Some(body) if !body.is_empty() => {
+                f.write_str(": ")?;
+                write_quoted_body(f, body)
+            }
+            _ => Ok(()),
+        }
+    }
+}
+
+/// An error's message without the body it may quote: what logs show (RELIABILITY promise 7).
+pub(super) struct WithoutBody<'a>(pub(super) &'a SseError);
+
+impl fmt::Display for WithoutBody<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        self.0.write_message(f)
+    }
+}
+
+impl SseError {
+    /// The message up to the quoted body.
+    fn write_message(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             SseError::Http(e) => write!(f, "event stream connection failed: {e}"),
-            SseError::BadStatus { status, body } if body.is_empty() => {
+            SseError::BadStatus { status, .. } => {
                 write!(f, "server answered with status {status} instead of 200")
-            }
-            SseError::BadStatus { status, body } => {
-                write!(f, "server answered with status {status} instead of 200: ")?;
-                write_quoted_body(f, body)
             }
             SseError::BadContentType { content_type, .. } => match content_type {
                 Some(ct) => write!(f, "response is {ct:?}, not text/event-stream"),
@@ -180,23 +201,16 @@ impl fmt::Display for SseError {
             SseError::Throttled {
                 status,
                 retry_after,
-                body,
-            } => {
-                match retry_after {
-                    // What the server asked: the client may close instead (auto reconnect off),
-                    // or wait longer (a `Retry-After` of 0 gets the failure backoff).
-                    Some(d) => write!(
-                        f,
-                        "server throttled us (status {status}, retry-after {d:?})"
-                    )?,
-                    None => write!(f, "server throttled us (status {status})")?,
-                }
-                if body.is_empty() {
-                    return Ok(());
-                }
-                f.write_str(": ")?;
-                write_quoted_body(f, body)
-            }
+                ..
+            } => match retry_after {
+                // What the server asked: the client may close instead (auto reconnect off), or
+                // wait longer (a `Retry-After` of 0 gets the failure backoff).
+                Some(d) => write!(
+                    f,
+                    "server throttled us (status {status}, retry-after {d:?})"
+                ),
+                None => write!(f, "server throttled us (status {status})"),
+            },
         }
     }
 }
