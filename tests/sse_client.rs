@@ -3132,3 +3132,26 @@ fn a_response_of_the_wrong_type_quotes_its_body_in_the_message_only() {
         .collect();
     assert!(leaks.is_empty(), "{leaks:?}");
 }
+
+/// A refused status whose body holds only line breaks and white space (an empty page with a
+/// trailing CRLF) ended its message in a dangling ": ": the message stops at the status.
+#[test]
+fn a_refused_stream_with_a_blank_body_quotes_nothing() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Bytes(refusal("500 Internal Server Error", "", "\r\n \t\r\n"))
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .errors
+        .borrow()
+        .is_empty()));
+    let error = rec.errors.borrow()[0].clone();
+    assert_eq!(error.body(), Some("\r\n \t\r\n"));
+    assert_eq!(
+        error.to_string(),
+        "server answered with status 500 instead of 200"
+    );
+}

@@ -127,10 +127,11 @@ impl SseError {
 /// How many characters of a refused response's body a message quotes.
 const QUOTED_BODY_CHARS: usize = 300;
 
-/// Writes `body` for a one-line message: every run of white space, control characters and
-/// invisible format characters (bidi overrides, zero-width spaces, BOMs) becomes one space, the
-/// ends are trimmed, and what is left past [`QUOTED_BODY_CHARS`] is replaced by `…`. Without
-/// this an HTML error page spilled over many lines, and an escape sequence reached the terminal.
+/// Writes `": "` and `body` for a one-line message, or nothing when the body shows nothing:
+/// every run of white space, control characters and invisible format characters (bidi
+/// overrides, zero-width spaces, BOMs) becomes one space, the ends are trimmed, and what is left
+/// past [`QUOTED_BODY_CHARS`] is replaced by `…`. Without this an HTML error page spilled over
+/// many lines, and an escape sequence reached the terminal.
 fn write_quoted_body(f: &mut fmt::Formatter<'_>, body: &str) -> fmt::Result {
     use fmt::Write;
     let mut written = 0;
@@ -142,6 +143,9 @@ fn write_quoted_body(f: &mut fmt::Formatter<'_>, body: &str) -> fmt::Result {
         {
             gap = written > 0;
             continue;
+        }
+        if written == 0 {
+            f.write_str(": ")?;
         }
         if written + usize::from(gap) >= QUOTED_BODY_CHARS {
             return f.write_char('…');
@@ -160,11 +164,8 @@ impl fmt::Display for SseError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         self.write_message(f)?;
         match self.body() {
-            Some(body) if !body.is_empty() => {
-                f.write_str(": ")?;
-                write_quoted_body(f, body)
-            }
-            _ => Ok(()),
+            Some(body) => write_quoted_body(f, body),
+            None => Ok(()),
         }
     }
 }
