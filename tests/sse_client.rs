@@ -3155,3 +3155,21 @@ fn a_refused_stream_with_a_blank_body_quotes_nothing() {
         "server answered with status 500 instead of 200"
     );
 }
+
+/// `Retry-After: 0` showed as "retry-after 0ns" (`Duration`'s debug form), a unit the header
+/// never uses: the message gives the seconds the server sent.
+#[test]
+fn a_throttled_answer_message_gives_retry_after_in_seconds() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Bytes(refusal("503 Service Unavailable", "Retry-After: 0\r\n", ""))
+    });
+    let (_sse, rec, _log) = run_until_closed_without_auto_reconnect(&mut ev, &server, |sse| {
+        sse.set_retry_on_throttle(true)
+    });
+    let messages: Vec<String> = rec.errors.borrow().iter().map(|e| e.to_string()).collect();
+    assert_eq!(
+        messages,
+        ["server throttled us (status 503, retry-after 0s)"]
+    );
+}

@@ -205,7 +205,13 @@ impl SseError {
                 ..
             } => match retry_after {
                 // What the server asked: the client may close instead (auto reconnect off), or
-                // wait longer (a `Retry-After` of 0 gets the failure backoff).
+                // wait longer (a `Retry-After` of 0 gets the failure backoff). The header counts
+                // whole seconds: `0s`, not `Duration`'s `0ns`.
+                Some(d) if d.subsec_nanos() == 0 => write!(
+                    f,
+                    "server throttled us (status {status}, retry-after {}s)",
+                    d.as_secs()
+                ),
                 Some(d) => write!(
                     f,
                     "server throttled us (status {status}, retry-after {d:?})"
