@@ -94,12 +94,13 @@
 //!
 //! - `WARN`: problems the caller may not see otherwise — certificate verification turned off, a
 //!   descriptor that could not be re-armed, a loop that could not be woken, an event ID that
-//!   cannot be sent back as `Last-Event-ID` (the ID is quoted).
+//!   cannot be sent back as `Last-Event-ID` (its length, not the ID).
 //! - `DEBUG`: lifecycle — connects and their failures, connections opened and closed, a retry on
 //!   a pooled connection the server had closed, redirects (with the new URL), event streams
 //!   opening, ending and reconnecting, cookies refused (by name) — and every failed request with
 //!   its error. URLs appear with their query; an error may quote a few bytes of a malformed
-//!   response (a bad `Content-Length` value, the start of a refused event stream's body).
+//!   response head (a bad `Content-Length` value), never of a body: a refused event stream is
+//!   logged by its status alone (the body is in the `SseError` the `error` slot gets).
 //! - `TRACE`: descriptor clean-up only.
 //!
 //! Bodies and event data are never logged, nor are request header values (credentials).
