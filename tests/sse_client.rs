@@ -3173,3 +3173,51 @@ fn a_throttled_answer_message_gives_retry_after_in_seconds() {
         ["server throttled us (status 503, retry-after 0s)"]
     );
 }
+
+/// The response that opened a stream reaches `opened` before `connected`, with its status and
+/// headers (an API's `x-request-id`, its rate limits), once per connection.
+#[test]
+fn opened_gives_the_response_head_of_each_stream_before_connected() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(move |_, n| {
+        Reply::Bytes(
+            format!(
+                "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nx-request-id: req_{n}\r\nContent-Length: 23\r\n\r\nretry: 10\ndata: hello\n\n"
+            )
+            .into_bytes(),
+        )
+    });
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    let log: Rc<RefCell<Vec<String>>> = Rc::default();
+    let l = log.clone();
+    sse.opened
+        .connect(move |response| {
+            l.borrow_mut().push(format!(
+                "opened {} {}",
+                response.status(),
+                response.headers().get("x-request-id").unwrap_or("-")
+            ))
+        })
+        .release();
+    let l = log.clone();
+    sse.connected
+        .connect(move |_| l.borrow_mut().push("connected".into()))
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || log
+        .borrow()
+        .len()
+        >= 4));
+    sse.disconnect();
+    let log = log.borrow();
+    assert_eq!(
+        log[..4],
+        [
+            "opened 200 req_0",
+            "connected",
+            "opened 200 req_1",
+            "connected"
+        ]
+    );
+}

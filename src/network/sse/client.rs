@@ -152,6 +152,10 @@ pub enum ReadyState {
 /// }
 /// ```
 pub struct SseClient {
+    /// The response that opened a stream (status 200, its headers, no body), just before
+    /// `connected`: where to read headers such as an API's `x-request-id` or rate limits. Once
+    /// per connection, reconnects included.
+    pub opened: Signal<HttpResponse>,
     /// The stream opened (WHATWG `open`).
     pub connected: Signal<()>,
     /// An event arrived. A slot may run a nested loop: the stream's later events (and its end)
@@ -228,6 +232,7 @@ impl SseClient {
             .map_or(0, |d| d.as_nanos() as u64);
         let seed = now ^ (Rc::as_ptr(&http) as u64);
         Rc::new_cyclic(|weak| SseClient {
+            opened: Signal::new(),
             connected: Signal::new(),
             message_received: Signal::new(),
             disconnected: Signal::new(),
@@ -790,12 +795,15 @@ impl SseTarget for SseClient {
             }
             log::debug!("event stream open");
             self.set_state(ReadyState::Open);
-            // A `state_changed` slot may have disconnected or connected elsewhere.
-            let still_open = {
+            // A `state_changed` or `opened` slot may have disconnected or connected elsewhere.
+            let still_open = || {
                 let inner = self.inner.borrow();
                 inner.current == Some(id) && inner.state == ReadyState::Open
             };
-            if still_open {
+            if still_open() {
+                self.opened.emit(response);
+            }
+            if still_open() {
                 self.connected.emit(&());
             }
         }
