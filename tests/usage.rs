@@ -931,7 +931,6 @@ fn gui_embedding_in_a_host_loop_through_fd_and_next_timeout() {
 /// once than one turn polls (256): the rest must show, through the fd or `next_timeout() ==
 /// Some(ZERO)`, or the host sleeps while datagrams wait.
 #[test]
-#[ignore = "r6api: after a poll that filled its 256-event buffer, next_timeout() is None although the kernel holds more readiness, and an edge-triggered host never sees the fd readable again; return Some(ZERO) after a full poll (or document that the host must watch the fd level-triggered)"]
 fn gui_embedding_edge_triggered_host_with_more_ready_sources_than_one_poll() {
     use mio::unix::SourceFd;
     use mio::{Events, Interest, Poll, Token};

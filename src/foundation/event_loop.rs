@@ -43,6 +43,9 @@ pub(crate) struct LoopCore {
     /// dispatches the rest of the batch, whose edges the kernel will not report again.
     ready: RefCell<Vec<(Token, Readiness)>>,
     ready_next: Cell<usize>,
+    /// The last poll filled its event buffer: the kernel may hold more readiness, which brings
+    /// no new edge on the poller's descriptor, so the next turn must not wait for one.
+    poll_was_full: Cell<bool>,
     /// One read buffer per loop, lent to sockets while they drain the kernel (not one per connection).
     read_buffer: RefCell<Vec<u8>>,
     fd_watches: FdWatchTable,
@@ -228,6 +231,7 @@ impl LoopCore {
         !self.posted.borrow().is_empty()
             || self.shared.has_remote_work()
             || self.ready_next.get() < self.ready.borrow().len()
+            || self.poll_was_full.get()
             || self.evaluator().has_runnable()
     }
 
@@ -324,9 +328,11 @@ impl LoopCore {
                 Err(e) => return Err(LoopError::io("poll", e)),
             }
             // Appended: readiness an outer turn polled and has not dispatched yet goes first.
-            self.ready
-                .borrow_mut()
-                .extend(events.iter().map(|e| (e.token(), Readiness::from_event(e))));
+            let mut ready = self.ready.borrow_mut();
+            let before = ready.len();
+            ready.extend(events.iter().map(|e| (e.token(), Readiness::from_event(e))));
+            self.poll_was_full
+                .set(ready.len() - before >= events.capacity());
         }
         let mut dispatched = 0;
         loop {
@@ -474,12 +480,13 @@ impl TimerHandler for OnceTimer {
 ///    to the next timer (whole milliseconds, rounded up), or `None` when only the descriptor can
 ///    bring work. Read it again before every wait: work a turn left behind (a closure a slot
 ///    posted, a timer a slot started) shows there, not on the descriptor;
-/// 2. sleeps until [`as_raw_fd`](Self::as_raw_fd) is readable or that timeout passed. Watch the
-///    descriptor level-triggered, as poll(2), GLib's `unix_fd_add` and Qt's `QSocketNotifier` do:
-///    it stays readable while readiness is waiting that a turn has not taken yet (a turn takes at
-///    most 256 events), which brings no new edge, so an edge-triggered watcher (`EPOLLET`, mio)
-///    must re-arm it before every wait. It also becomes readable when work arrives from outside
-///    a turn: a closure posted from any thread, a timer started, a deferred slot queued;
+/// 2. sleeps until [`as_raw_fd`](Self::as_raw_fd) is readable or that timeout passed. The
+///    descriptor may be watched level-triggered (poll(2), GLib's `unix_fd_add`, Qt's
+///    `QSocketNotifier`) or edge-triggered (`EPOLLET`, mio, tokio's `AsyncFd`): readiness a turn
+///    left for the next one (a turn takes at most 256 events) brings no new edge, and
+///    `next_timeout` is zero while it waits. The descriptor becomes readable when work arrives
+///    from outside a turn: I/O, a closure posted from any thread, a timer started, a deferred
+///    slot queued;
 /// 3. calls `process_events(Some(Duration::ZERO))`, which never blocks and runs the slots on
 ///    the host's thread. A slot may turn the loop itself ([`foundation::process_events`](process_events)
 ///    for a nested wait); what it handles is not left for the host. If the host's dispatch can be
@@ -496,7 +503,7 @@ impl TimerHandler for OnceTimer {
 /// [`quit`](Self::quit) and [`exit`](Self::exit) only end `run()`: a host decides itself when to
 /// stop driving the loop.
 ///
-/// The host below is a second mio poller (edge-triggered, so it re-arms before every wait):
+/// The host below is a second mio poller (edge-triggered):
 ///
 /// ```
 /// use kdnet::{EventLoop, Timer};
@@ -517,7 +524,6 @@ impl TimerHandler for OnceTimer {
 /// host.registry().register(&mut SourceFd(&fd), Token(0), Interest::READABLE)?;
 /// let mut events = Events::with_capacity(4);
 /// while ticks.get() < 3 || !posted.load(Ordering::SeqCst) {
-///     host.registry().reregister(&mut SourceFd(&fd), Token(0), Interest::READABLE)?;
 ///     host.poll(&mut events, event_loop.next_timeout())?;
 ///     event_loop.process_events(Some(Duration::ZERO))?;
 /// }
@@ -555,6 +561,7 @@ impl EventLoop {
             depth: Cell::new(0),
             ready: RefCell::new(Vec::with_capacity(EVENTS_PER_POLL)),
             ready_next: Cell::new(0),
+            poll_was_full: Cell::new(false),
             read_buffer: RefCell::new(Vec::new()),
             fd_watches: FdWatchTable::default(),
         });
@@ -630,7 +637,8 @@ impl EventLoop {
     }
 
     /// How long a host loop may sleep before calling [`process_events`](Self::process_events):
-    /// zero when work is pending, the time to the next timer, or `None` when only I/O can wake us.
+    /// zero when work is pending (including readiness the last poll had no room for: a poll
+    /// takes at most 256 events), the time to the next timer, or `None` when only I/O can wake us.
     ///
     /// The time to a timer is rounded up to whole milliseconds, as the loop's own wait in
     /// [`run`](Self::run) is: a host that waits in milliseconds (poll(2), GLib, Qt) may drop the
@@ -640,12 +648,12 @@ impl EventLoop {
         self.core.next_timeout()
     }
 
-    /// The poller's descriptor, for a host loop to watch for readability, level-triggered (see
-    /// [Embedding](Self#embedding-in-another-main-loop)). It becomes readable when work arrives
-    /// between turns: I/O, a closure posted (from any thread), a timer started, a deferred slot
-    /// queued; it stays readable while readiness waits that a turn has not taken. Work left by a
-    /// turn (a closure posted while it ran, a timer due meanwhile) need not make it readable:
-    /// [`next_timeout`](Self::next_timeout), read after every
+    /// The poller's descriptor, for a host loop to watch for readability, level- or
+    /// edge-triggered (see [Embedding](Self#embedding-in-another-main-loop)). It becomes readable
+    /// when work arrives between turns: I/O, a closure posted (from any thread), a timer
+    /// started, a deferred slot queued. Work left by a turn (a closure posted while it ran, a
+    /// timer due meanwhile, readiness beyond the 256 events one poll takes) need not make it
+    /// readable again: [`next_timeout`](Self::next_timeout), read after every
     /// [`process_events`](Self::process_events), is zero then.
     pub fn as_raw_fd(&self) -> sys::RawFd {
         sys::poll_fd(&self.core.poll.borrow())
