@@ -1487,42 +1487,45 @@ fn llm_next_question_from_the_error_slot() {
 }
 
 /// KDFoundation code runs a nested loop from a slot (`EventLoop::instance()->processEvents()`,
-/// a modal dialog waiting for its answer); PORTING says nesting is allowed. From a slot, the only
-/// route to `process_events` is a shared `EventLoop`, which `run()` holds mutably borrowed.
+/// a modal dialog waiting for its answer); PORTING says nesting is allowed. `run()` holds the
+/// `EventLoop` mutably borrowed, so the slot turns the loop with the free
+/// `kdnet::foundation::process_events` (the calling thread's loop).
 #[test]
-#[ignore = "r6api: no way for user code in a slot to run a nested turn: process_events/run take &mut EventLoop; add a free kdnet::foundation::process_events(timeout) for the current thread's loop (like post), or make them take &self"]
 fn gui_slot_runs_a_nested_loop_like_a_modal_dialog() {
-    let event_loop = Rc::new(RefCell::new(EventLoop::new().unwrap()));
+    let mut event_loop = EventLoop::new().unwrap();
     let answered = Rc::new(Cell::new(false));
     let nested_ok = Rc::new(Cell::new(None));
-    let (l, a, n) = (event_loop.clone(), answered.clone(), nested_ok.clone());
-    let handle = event_loop.borrow().handle();
+    let depth_in_dialog = Rc::new(Cell::new(0));
+    let (a, n, d) = (answered.clone(), nested_ok.clone(), depth_in_dialog.clone());
+    let handle = event_loop.handle();
     let _dialog = Timer::create_timeout(Duration::from_millis(1), move || {
         // The "dialog": answered 20 ms later; wait for it without returning to the main loop.
         let a2 = a.clone();
-        let _answer = Timer::create_timeout(Duration::from_millis(20), move || a2.set(true));
+        let d2 = d.clone();
+        let _answer = Timer::create_timeout(Duration::from_millis(20), move || {
+            d2.set(kdnet::foundation::dispatch_depth());
+            a2.set(true);
+        })
+        .unwrap();
         let mut turns = 0;
         while !a.get() && turns < 100 {
-            match l.try_borrow_mut() {
-                Ok(mut nested) => {
-                    nested
-                        .process_events(Some(Duration::from_millis(10)))
-                        .unwrap();
-                }
-                Err(_) => break, // run() holds the loop
-            }
+            kdnet::foundation::process_events(Some(Duration::from_millis(10))).unwrap();
             turns += 1;
         }
         n.set(Some(a.get()));
         handle.quit();
     })
     .unwrap();
-    let mut main = event_loop.borrow_mut();
-    main.run();
+    assert_eq!(event_loop.run(), 0);
     assert_eq!(
         nested_ok.get(),
         Some(true),
         "the slot could not wait in a nested loop"
+    );
+    assert_eq!(
+        depth_in_dialog.get(),
+        2,
+        "the answer came from the nested turn"
     );
 }
 
