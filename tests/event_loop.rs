@@ -1602,7 +1602,11 @@ fn embedding_readiness_beyond_one_turns_batch_keeps_the_descriptor_readable() {
     }
     let mut turns = 0;
     while delivered.get() < PAIRS {
-        assert_eq!(event_loop.next_timeout(), None);
+        // After a turn whose poll was full, next_timeout says so too (for edge-triggered hosts).
+        assert_eq!(
+            event_loop.next_timeout(),
+            (turns > 0).then_some(Duration::ZERO)
+        );
         assert!(
             host.wait(&event_loop, Duration::from_secs(2)),
             "the host slept with {} of {PAIRS} descriptors dispatched",
@@ -1615,4 +1619,108 @@ fn embedding_readiness_beyond_one_turns_batch_keeps_the_descriptor_readable() {
     assert_eq!(turns, 2, "256 per turn");
     assert_eq!(delivered.get(), PAIRS);
     assert!(!host.wait(&event_loop, Duration::from_millis(50)));
+    assert_eq!(
+        event_loop.next_timeout(),
+        None,
+        "the last poll had room to spare"
+    );
+}
+
+// ---- an embedding host learns about quit/exit ---------------------------------------------------
+
+/// Drives `event_loop` as an embedding host does (an edge-triggered mio poller on its descriptor,
+/// `next_timeout`, `process_events(ZERO)`) until `take_exit_request` reports a code; `None` after
+/// `limit`.
+fn host_until_exit(event_loop: &mut EventLoop, limit: Duration) -> Option<i32> {
+    let mut host = mio::Poll::new().unwrap();
+    let fd = event_loop.as_raw_fd();
+    host.registry()
+        .register(
+            &mut mio::unix::SourceFd(&fd),
+            mio::Token(0),
+            mio::Interest::READABLE,
+        )
+        .unwrap();
+    let mut events = mio::Events::with_capacity(4);
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        let wait = event_loop
+            .next_timeout()
+            .map_or(Duration::from_millis(100), |t| {
+                t.min(Duration::from_millis(100))
+            });
+        host.poll(&mut events, Some(wait)).unwrap();
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+        if let Some(code) = event_loop.take_exit_request() {
+            return Some(code);
+        }
+    }
+    None
+}
+
+/// A slot asks to exit through a `LoopHandle` (all a slot can reach): a host driving the loop
+/// with `process_events` learns the code from `take_exit_request`, promptly, once.
+#[test]
+fn an_embedding_host_learns_the_exit_code_a_slot_asked_for() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let handle = event_loop.handle();
+    let _quitter =
+        Timer::create_timeout(Duration::from_millis(20), move || handle.exit(5)).unwrap();
+    let started = Instant::now();
+    assert_eq!(
+        host_until_exit(&mut event_loop, Duration::from_secs(5)),
+        Some(5)
+    );
+    assert!(
+        started.elapsed() < Duration::from_secs(2),
+        "{:?}",
+        started.elapsed()
+    );
+    assert_eq!(event_loop.take_exit_request(), None, "taken once");
+    // Taken by the host: run() does not see it again.
+    let _safety = safety_timer(&event_loop, 1);
+    assert_eq!(event_loop.run(), SAFETY_EXIT);
+}
+
+/// A quit from another thread reaches the host after the closures posted before it ran, as it
+/// ends `run()` only after they ran.
+#[test]
+fn an_embedding_host_learns_a_cross_thread_quit_after_the_closures_posted_before_it() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let handle = event_loop.handle();
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let poster = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(20));
+        for _ in 0..100 {
+            let r = r.clone();
+            handle
+                .post(move || {
+                    r.fetch_add(1, Ordering::SeqCst);
+                })
+                .unwrap();
+        }
+        handle.quit();
+    });
+    assert_eq!(
+        host_until_exit(&mut event_loop, Duration::from_secs(5)),
+        Some(0)
+    );
+    poster.join().unwrap();
+    assert_eq!(ran.load(Ordering::SeqCst), 100);
+}
+
+/// `quit`/`exit` on the `EventLoop` itself: the latest code is taken, as `run()` would return it.
+#[test]
+fn take_exit_request_takes_what_run_would_return() {
+    let mut event_loop = EventLoop::new().unwrap();
+    assert_eq!(event_loop.take_exit_request(), None);
+    event_loop.exit(3);
+    event_loop.exit(4);
+    assert_eq!(event_loop.take_exit_request(), Some(4));
+    assert_eq!(event_loop.take_exit_request(), None);
+    // Not taken: still there for run().
+    event_loop.exit(6);
+    assert_eq!(event_loop.run(), 6);
+    assert_eq!(event_loop.take_exit_request(), None, "run() took it");
 }

@@ -500,8 +500,10 @@ impl TimerHandler for OnceTimer {
 /// `process_events` before waiting again (the descriptor stays readable until then); the main
 /// thread sets `ControlFlow::WaitUntil(now + next_timeout)`.
 ///
-/// [`quit`](Self::quit) and [`exit`](Self::exit) only end `run()`: a host decides itself when to
-/// stop driving the loop.
+/// [`quit`](Self::quit) and [`exit`](Self::exit) (and a [`LoopHandle`]'s, which slots and other
+/// threads call) end `run()`; a host learns of them from
+/// [`take_exit_request`](Self::take_exit_request) after each `process_events`, and decides itself
+/// what stopping means.
 ///
 /// The host below is a second mio poller (edge-triggered):
 ///
@@ -605,12 +607,14 @@ impl EventLoop {
         self.core.turn(timeout)
     }
 
-    /// Asks [`run`](Self::run) to return 0.
+    /// Asks [`run`](Self::run) to return 0 (a host driving the loop learns it from
+    /// [`take_exit_request`](Self::take_exit_request)).
     pub fn quit(&self) {
         self.exit(0);
     }
 
-    /// Asks [`run`](Self::run) to return `code`.
+    /// Asks [`run`](Self::run) to return `code` (a host driving the loop learns it from
+    /// [`take_exit_request`](Self::take_exit_request)).
     pub fn exit(&self, code: i32) {
         self.core.quit.set(Some(code));
     }
@@ -622,6 +626,40 @@ impl EventLoop {
     /// before this call (that thread was joined, or said so through a channel) runs before `f`.
     pub fn post(&self, f: impl FnOnce() + 'static) {
         self.core.post(Box::new(f));
+    }
+
+    /// Takes the pending request to quit, as [`run`](Self::run) does between turns: for a host
+    /// that drives the loop with [`process_events`](Self::process_events) (see
+    /// [Embedding](Self#embedding-in-another-main-loop)) and must learn that a slot, or another
+    /// thread, asked to stop. Check it after every `process_events`.
+    ///
+    /// Returns the code `run()` would have returned (the latest [`exit`](Self::exit) code, 0 for
+    /// [`quit`](Self::quit)), once: the request is consumed, so a later `run()` or
+    /// `take_exit_request` does not see it again. A quit asked through a [`LoopHandle`] (which is
+    /// what a slot can reach, or another thread) is taken by the next turn, after the closures
+    /// posted before it ran, exactly as it ends `run()`; its wake-up makes
+    /// [`as_raw_fd`](Self::as_raw_fd) readable, so that turn comes at once.
+    ///
+    /// ```
+    /// use kdnet::{EventLoop, Timer};
+    /// use std::time::Duration;
+    ///
+    /// let mut event_loop = EventLoop::new()?;
+    /// let handle = event_loop.handle();
+    /// // A slot ends the program, as it would end run().
+    /// let _timer = Timer::create_timeout(Duration::from_millis(5), move || handle.exit(2))?;
+    /// let code = loop {
+    ///     // A host would sleep here on as_raw_fd() for at most next_timeout().
+    ///     event_loop.process_events(event_loop.next_timeout())?;
+    ///     if let Some(code) = event_loop.take_exit_request() {
+    ///         break code;
+    ///     }
+    /// };
+    /// assert_eq!(code, 2);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn take_exit_request(&self) -> Option<i32> {
+        self.take_quit()
     }
 
     /// A `Send + Sync` handle for posting, waking and quitting from any thread.

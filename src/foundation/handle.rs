@@ -166,12 +166,16 @@ impl LoopHandle {
         Ok(())
     }
 
-    /// Makes the loop's `run()` return 0.
+    /// Makes the loop's `run()` return 0 (or its
+    /// [`take_exit_request`](super::EventLoop::take_exit_request) report it), after the closures
+    /// posted before this call ran.
     pub fn quit(&self) {
         self.exit(0);
     }
 
-    /// Makes the loop's `run()` return `code`.
+    /// Makes the loop's `run()` return `code` (or its
+    /// [`take_exit_request`](super::EventLoop::take_exit_request) report it), after the closures
+    /// posted before this call ran.
     pub fn exit(&self, code: i32) {
         self.shared.request_quit(code);
     }
