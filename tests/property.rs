@@ -363,3 +363,82 @@ fn value_about_to_change_slots_after_one_that_set_the_property_do_not_hear_the_i
     assert_eq!(*about.borrow(), [(0, 10), (10, 9), (9, 3)]);
     assert_eq!(*changed.borrow(), [10, 9, 3]);
 }
+
+/// Two properties wired as `b = a + 1` and `a = b + 1`, as `(a, b, the last value an observer of
+/// each heard)`, after `a.set(1)`; `stop` ends the chain (`None`: never settles).
+fn ping_pong(stop: Option<u64>) -> (u64, u64, u64, u64) {
+    let a = Rc::new(Property::new(0u64));
+    let b = Rc::new(Property::new(0u64));
+    let (a_seen, b_seen) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+    let weak_b = Rc::downgrade(&b);
+    a.value_changed
+        .connect(move |v| {
+            if stop.is_none_or(|stop| *v < stop) {
+                weak_b.upgrade().unwrap().set(v + 1);
+            }
+        })
+        .release();
+    let weak_a = Rc::downgrade(&a);
+    b.value_changed
+        .connect(move |v| {
+            weak_a.upgrade().unwrap().set(v + 1);
+        })
+        .release();
+    let s = a_seen.clone();
+    a.value_changed.connect(move |v| s.set(*v)).release();
+    let s = b_seen.clone();
+    b.value_changed.connect(move |v| s.set(*v)).release();
+    a.set(1);
+    (a.get(), b.get(), a_seen.get(), b_seen.get())
+}
+
+/// Two properties updating each other for ever (KDBindings throws on the nested emit, Qt
+/// overflows its stack) spun at full CPU. The propagation is bounded: after 100 re-announcements
+/// of one change, a further set from a slot is refused (logged), and every observer has heard
+/// each property's value last.
+#[test]
+fn properties_updating_each_other_for_ever_are_stopped() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || tx.send(ping_pong(None)).unwrap());
+    let (a, b, a_seen, b_seen) = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("the properties never settled");
+    assert_eq!((a_seen, b_seen), (a, b), "observers heard the values last");
+    assert_eq!(b, a + 1, "the refused set was a's: b = a + 1 holds");
+    assert!(a > 100 && a < 1_000, "a = {a}");
+}
+
+/// A chain that settles within the bound is not cut short, and the property works normally
+/// after a refusal.
+#[test]
+fn properties_updating_each_other_until_they_settle_are_not_cut_short() {
+    assert_eq!(ping_pong(Some(181)), (181, 180, 181, 180));
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let property = Rc::new(Property::new(0u64));
+        let p = Rc::downgrade(&property);
+        let handle = property.value_changed.connect(move |v| {
+            p.upgrade().unwrap().set(v + 1);
+        });
+        property.set(1);
+        let stopped_at = property.get();
+        handle.disconnect();
+        // A new change is announced (and may be re-announced) again.
+        let p = Rc::downgrade(&property);
+        property
+            .value_changed
+            .connect(move |v| {
+                if *v < 1_050 {
+                    p.upgrade().unwrap().set(v + 1);
+                }
+            })
+            .release();
+        property.set(1_000);
+        tx.send((stopped_at, property.get())).unwrap();
+    });
+    let (stopped_at, after) = rx
+        .recv_timeout(std::time::Duration::from_secs(20))
+        .expect("a property setting itself for ever never settled");
+    assert_eq!(stopped_at, 101, "1, then 100 re-announcements");
+    assert_eq!(after, 1_050);
+}

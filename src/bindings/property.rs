@@ -21,6 +21,13 @@ use super::Signal;
 /// `value_about_to_change` slots after that slot do not hear the interrupted `(old, new)` pair
 /// (a change that does not happen); they heard the slot's own change, if any.
 ///
+/// Slots that keep changing the property never let the announcement end (two properties bound
+/// to each other as `b = a + 1` and `a = b + 1`; KDBindings throws at the first nested set, Qt
+/// recurses until the stack overflows). After 100 newer values in one announcement, a further
+/// change from its slots is refused: `set` returns `false` and logs an error, the property
+/// keeps (and every slot has heard) its value, and the next `set` from outside the announcement
+/// works as usual.
+///
 /// ```
 /// use kdnet::Property;
 /// use std::{cell::RefCell, rc::Rc};
@@ -45,6 +52,9 @@ pub struct Property<T: 'static> {
     /// A `value_changed` announcement is running: a set from one of its slots stores its value
     /// and leaves announcing it to that announcement.
     announcing: Cell<bool>,
+    /// How many times the running announcement announced a newer value a slot stored; at
+    /// `MAX_REANNOUNCEMENTS` further sets from its slots are refused.
+    reannounced: Cell<u32>,
     /// How many `value_about_to_change` emits of this property are running: a set made from
     /// one of their slots supersedes their change, so they stop announcing it.
     about_depth: Cell<u32>,
@@ -67,6 +77,7 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
             stores: Cell::new(0),
             sets: Cell::new(0),
             announcing: Cell::new(false),
+            reannounced: Cell::new(0),
             about_depth: Cell::new(0),
             about_skipped: Cell::new(false),
             value_about_to_change: Signal::new(),
@@ -101,6 +112,15 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
             if *current == value {
                 return false;
             }
+            if self.announcing.get() && self.reannounced.get() >= MAX_REANNOUNCEMENTS {
+                // Slots keep changing the property they are told about (two properties bound
+                // to each other, b = a + 1 and a = b + 1): the change never settles.
+                log::error!(
+                    "property change refused: its slots changed it {MAX_REANNOUNCEMENTS} times \
+                     while it announced a change (a binding cycle that never settles?)"
+                );
+                return false;
+            }
             // Only pay for the (old, new) copies when somebody listens.
             (self.value_about_to_change.connection_count() > 0).then(|| current.clone())
         };
@@ -126,7 +146,7 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
             // Set from a `value_changed` slot: the running announcement ends with this value.
             return true;
         }
-        let _announcing = Announcing::start(&self.announcing);
+        let _announcing = Announcing::start(&self.announcing, &self.reannounced);
         let mut announced = self.stores.get();
         let mut value = value;
         loop {
@@ -136,6 +156,7 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
             }
             // A slot stored a newer value meanwhile: every slot hears it, so the last value each
             // observer saw is the property's.
+            self.reannounced.set(self.reannounced.get() + 1);
             announced = self.stores.get();
             value = self.get();
         }
@@ -164,21 +185,27 @@ impl<T: 'static> Drop for AboutToChange<'_, T> {
 }
 
 /// Marks a `value_changed` announcement as running until dropped (also when a slot panics, so
-/// that the property announces again afterwards).
-struct Announcing<'a>(&'a Cell<bool>);
+/// that the property announces again afterwards), and counts its re-announcements from zero.
+struct Announcing<'a>(&'a Cell<bool>, &'a Cell<u32>);
 
 impl<'a> Announcing<'a> {
-    fn start(flag: &'a Cell<bool>) -> Self {
+    fn start(flag: &'a Cell<bool>, reannounced: &'a Cell<u32>) -> Self {
         flag.set(true);
-        Announcing(flag)
+        reannounced.set(0);
+        Announcing(flag, reannounced)
     }
 }
 
 impl Drop for Announcing<'_> {
     fn drop(&mut self) {
         self.0.set(false);
+        self.1.set(0);
     }
 }
+
+/// How many times one `value_changed` announcement re-announces a newer value its slots stored
+/// before it refuses their further changes: a change that has not settled by then never will.
+const MAX_REANNOUNCEMENTS: u32 = 100;
 
 impl<T: Clone + PartialEq + Default + 'static> Default for Property<T> {
     fn default() -> Self {
