@@ -141,7 +141,16 @@ impl fmt::Debug for ConnectionHandle {
 /// }
 /// assert_eq!(signal.connection_count(), 0);
 /// ```
+///
+/// Dropped at once, it disconnects at once; the compiler says so:
+///
+/// ```compile_fail
+/// # use kdnet::{ScopedConnection, Signal};
+/// # let signal: Signal<i32> = Signal::new();
+/// ScopedConnection::new(signal.connect(|v| println!("{v}"))); // unused_must_use
+/// ```
 #[derive(Debug, Default)]
+#[must_use = "dropping a ScopedConnection disconnects it at once; keep it as long as the slot should run"]
 pub struct ScopedConnection {
     handle: ConnectionHandle,
 }
@@ -207,7 +216,17 @@ impl Drop for ScopedConnection {
 /// }
 /// assert_eq!(handle.is_blocked(), Ok(false));
 /// ```
+///
+/// Dropped at once, it blocks nothing; the compiler says so:
+///
+/// ```compile_fail
+/// # use kdnet::{ConnectionBlocker, Signal};
+/// # let signal: Signal<()> = Signal::new();
+/// # let handle = signal.connect(|_| {});
+/// ConnectionBlocker::new(&handle).unwrap(); // unused_must_use
+/// ```
 #[derive(Debug)]
+#[must_use = "dropping a ConnectionBlocker unblocks the connection at once; keep it for the scope to block"]
 pub struct ConnectionBlocker {
     handle: ConnectionHandle,
     was_blocked: bool,

@@ -111,6 +111,10 @@ impl FileDescriptorNotifier {
     /// reconnect whose new socket took the number): the old notifier, kept alive by its running
     /// emission until the slot returns, is not counted as the descriptor's notifier of that type
     /// any more (it reports itself disabled).
+    ///
+    /// Dropping the returned notifier stops the watch: keep it as long as `triggered` should be
+    /// emitted.
+    #[must_use = "dropping the returned notifier stops watching the descriptor; keep it"]
     pub fn new(fd: RawFd, kind: NotificationType) -> Result<Rc<Self>, LoopError> {
         let core = LoopCore::current()?;
         if sys::interest_for(kind).is_none() {

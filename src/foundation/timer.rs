@@ -120,7 +120,9 @@ impl Timer {
     }
 
     /// A running single-shot timer that calls `f` after `delay` (KDFoundation `createTimeout`).
-    /// Dropping the returned timer cancels it.
+    /// Dropping the returned timer cancels it: keep it (`let _timer = …`, not `let _ = …`) until
+    /// it fired, or use [`set_timeout`](Self::set_timeout), whose timer lives on its own.
+    #[must_use = "dropping the returned timer cancels it; keep it until it fired, or use Timer::set_timeout"]
     pub fn create_timeout(
         delay: Duration,
         f: impl FnMut() + 'static,
@@ -129,7 +131,9 @@ impl Timer {
     }
 
     /// A running periodic timer that calls `f` every `interval` (KDFoundation `createRecurring`).
-    /// Dropping the returned timer cancels it.
+    /// Dropping the returned timer cancels it: keep it as long as it should tick, or use
+    /// [`set_recurring`](Self::set_recurring), whose timer lives until cancelled.
+    #[must_use = "dropping the returned timer cancels it; keep it as long as it should tick, or use Timer::set_recurring"]
     pub fn create_recurring(
         interval: Duration,
         f: impl FnMut() + 'static,
