@@ -681,7 +681,8 @@ impl EventLoop {
     /// The time to a timer is rounded up to whole milliseconds, as the loop's own wait in
     /// [`run`](Self::run) is: a host that waits in milliseconds (poll(2), GLib, Qt) may drop the
     /// fraction and still finds the timer due when it wakes. It is zero only when something can
-    /// be done at once.
+    /// be done at once (or, after a poll that filled its buffer, may be: the next turn finds out
+    /// without waiting).
     pub fn next_timeout(&self) -> Option<Duration> {
         self.core.next_timeout()
     }
