@@ -957,3 +957,41 @@ fn disconnect_all_on_a_timers_property_signals_leaves_the_timer_working() {
     // The timer's own wiring is not counted as a connection the user can see or drop.
     assert_eq!(timer.running.value_changed.connection_count(), 0);
 }
+
+/// A zero-interval periodic timer (Qt's idle-work idiom) whose slot waits in a nested loop (a
+/// modal dialog): the timer is due at every nested turn, is not fired inside its own emission,
+/// and was re-armed for "now" each time, so the wait polled without sleeping (hundreds of
+/// thousands of turns at full CPU). It now waits until the slot returns, then ticks again.
+#[test]
+fn a_zero_interval_timer_whose_slot_waits_in_a_nested_loop_does_not_make_it_spin() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let nested_turns = Rc::new(Cell::new(0u32));
+    let fired = Rc::new(Cell::new(0u32));
+    let (n, f, handle) = (nested_turns.clone(), fired.clone(), event_loop.handle());
+    let timer = Timer::new().unwrap();
+    timer
+        .timeout
+        .connect(move |_| {
+            f.set(f.get() + 1);
+            if f.get() == 1 {
+                let started = Instant::now();
+                while started.elapsed() < ms(200) {
+                    kdnet::foundation::process_events(Some(ms(200))).unwrap();
+                    n.set(n.get() + 1);
+                }
+            } else if f.get() == 3 {
+                handle.quit();
+            }
+        })
+        .release();
+    timer.start();
+    assert_eq!(event_loop.run(), 0, "the timer did not tick after the wait");
+    assert!(fired.get() >= 3);
+    assert!(
+        nested_turns.get() < 50,
+        "the nested wait spun: {} turns in 200 ms",
+        nested_turns.get()
+    );
+    assert!(timer.running.get());
+}

@@ -28,9 +28,10 @@ use crate::bindings::{Property, Signal};
 /// [`Signal::disconnect_all`] leaves in place and [`Signal::connection_count`] does not count.
 ///
 /// A timer is not fired inside its own `timeout` emission (a slot that waits in a nested loop,
-/// such as [`HttpClient::send_and_wait`](crate::network::http::HttpClient::send_and_wait)): a
-/// periodic tick due meanwhile is skipped, and a single-shot countdown the slot restarted that
-/// ends meanwhile fires on the first turn after the slot returns.
+/// such as [`HttpClient::send_and_wait`](crate::network::http::HttpClient::send_and_wait)): the
+/// periodic ticks due meanwhile are skipped (the next one comes an interval after the last tick
+/// or, if that has passed, an interval after the slot returned), and a single-shot countdown the
+/// slot restarted that ends meanwhile fires on the first turn after the slot returns.
 ///
 /// ```
 /// use kdnet::{EventLoop, Timer};
@@ -269,12 +270,10 @@ impl TimerHandler for Timer {
             // Due again while a slot of this timer still runs (it waits in a nested loop): a
             // busy slot would be skipped and the others called inside it. A periodic tick is
             // skipped whole (as Qt skips a timer whose activation is on the stack); a single-shot
-            // countdown (restarted by the slot) is delivered when the emission ends.
-            if self.single_shot.get() {
-                self.overdue.set(true);
-            } else {
-                self.rearm_periodic();
-            }
+            // countdown (restarted by the slot) is delivered when the emission ends. Neither is
+            // re-armed meanwhile: a periodic timer due again every period (every turn, with a
+            // zero interval) would keep the nested wait from sleeping. See `Emitting::drop`.
+            self.overdue.set(true);
             return;
         }
         if self.single_shot.get() {
@@ -318,9 +317,15 @@ impl Drop for Emitting<'_> {
         let timer = self.0;
         timer.emitting.set(false);
         if timer.overdue.take() && timer.running.get() {
-            let deadline = timer.deadline.get().unwrap_or_else(Instant::now);
-            timer.deadline.set(Some(deadline));
-            timer.core.timer_arm(timer.key, deadline);
+            if timer.single_shot.get() {
+                // The restarted countdown ended: fire on the next turn.
+                let deadline = timer.deadline.get().unwrap_or_else(Instant::now);
+                timer.deadline.set(Some(deadline));
+                timer.core.timer_arm(timer.key, deadline);
+            } else {
+                // The ticks due meanwhile were skipped: take up the period again.
+                timer.rearm_periodic();
+            }
         }
     }
 }
