@@ -995,3 +995,70 @@ fn a_zero_interval_timer_whose_slot_waits_in_a_nested_loop_does_not_make_it_spin
     );
     assert!(timer.running.get());
 }
+
+/// The same for a zero-interval `set_recurring` callback that waits in a nested loop: it was
+/// re-armed before each call, found busy at every nested turn and re-armed for "now" again.
+#[test]
+fn a_zero_interval_recurring_callback_waiting_in_a_nested_loop_does_not_make_it_spin() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let nested_turns = Rc::new(Cell::new(0u32));
+    let fired = Rc::new(Cell::new(0u32));
+    let (n, f, handle) = (nested_turns.clone(), fired.clone(), event_loop.handle());
+    let id = Timer::set_recurring(Duration::ZERO, move || {
+        f.set(f.get() + 1);
+        if f.get() == 1 {
+            let started = Instant::now();
+            while started.elapsed() < ms(200) {
+                kdnet::foundation::process_events(Some(ms(200))).unwrap();
+                n.set(n.get() + 1);
+            }
+        } else if f.get() == 3 {
+            handle.quit();
+        }
+    })
+    .unwrap();
+    assert_eq!(event_loop.run(), 0, "the timer did not run after the wait");
+    assert!(fired.get() >= 3);
+    assert!(
+        nested_turns.get() < 50,
+        "the nested wait spun: {} turns in 200 ms",
+        nested_turns.get()
+    );
+    assert!(Timer::is_timer_active(id));
+    assert!(Timer::cancel_timer(id));
+}
+
+/// A recurring callback that panics while it waited in a nested loop past its period still
+/// runs on when the loop goes on.
+#[test]
+fn a_recurring_callback_that_panics_after_a_nested_wait_runs_on() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let fired = Rc::new(Cell::new(0u32));
+    let f = fired.clone();
+    let id = Timer::set_recurring(ms(5), move || {
+        f.set(f.get() + 1);
+        if f.get() == 1 {
+            let started = Instant::now();
+            while started.elapsed() < ms(50) {
+                kdnet::foundation::process_events(Some(ms(50))).unwrap();
+            }
+            panic!("deliberate panic after a nested wait");
+        }
+    })
+    .unwrap();
+    let started = Instant::now();
+    while fired.get() == 0 && started.elapsed() < Duration::from_secs(5) {
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            event_loop.process_events(Some(ms(100)))
+        }));
+    }
+    while fired.get() < 3 && started.elapsed() < Duration::from_secs(5) {
+        event_loop.process_events(Some(ms(100))).unwrap();
+    }
+    assert!(
+        fired.get() >= 3,
+        "the recurring timer stopped after the panic"
+    );
+    assert!(Timer::cancel_timer(id));
+}

@@ -232,6 +232,7 @@ impl Timer {
             interval,
             recurring,
             deadline: Cell::new(deadline_after(Instant::now(), interval)),
+            overdue: Cell::new(false),
         });
         let deadline = handler.deadline.get();
         let key = core.timer_insert(TimerTarget::Owned(handler), true);
@@ -364,6 +365,17 @@ struct ManagedTimer {
     interval: Duration,
     recurring: bool,
     deadline: Cell<Instant>,
+    /// Due while its callback was running (waiting in a nested loop): re-armed when it returns.
+    overdue: Cell<bool>,
+}
+
+impl ManagedTimer {
+    /// Arms the next period; false if the timer was cancelled.
+    fn rearm(&self, core: &LoopCore, key: TimerKey) -> bool {
+        let next = next_periodic_deadline(Some(self.deadline.get()), self.interval, Instant::now());
+        self.deadline.set(next);
+        core.timer_arm(key, next)
+    }
 }
 
 impl TimerHandler for ManagedTimer {
@@ -371,11 +383,15 @@ impl TimerHandler for ManagedTimer {
         let Ok(core) = LoopCore::current() else {
             return;
         };
+        // Not re-entered if a nested loop inside the callback reaches this timer again; nor
+        // re-armed then: due again every period (every turn, with a zero interval), it would keep
+        // the nested wait from sleeping. The callback's return re-arms it (see `RearmOverdue`).
+        let Ok(mut f) = self.f.try_borrow_mut() else {
+            self.overdue.set(self.recurring);
+            return;
+        };
         let pending = if self.recurring {
-            let next =
-                next_periodic_deadline(Some(self.deadline.get()), self.interval, Instant::now());
-            self.deadline.set(next);
-            core.timer_arm(key, next)
+            self.rearm(&core, key)
         } else {
             // Removing the slot drops the queue's reference; `self` lives on through the caller's clone.
             core.timer_remove(key)
@@ -384,9 +400,27 @@ impl TimerHandler for ManagedTimer {
         if !pending {
             return;
         }
-        // Not re-entered if a nested loop inside the callback reaches this timer again.
-        if let Ok(mut f) = self.f.try_borrow_mut() {
-            f();
+        let _rearm = RearmOverdue {
+            timer: self,
+            core: &core,
+            key,
+        };
+        f();
+    }
+}
+
+/// Re-arms a recurring managed timer that came due while its callback ran, once the callback
+/// returns (also when it panics). Does nothing for one cancelled meanwhile (a stale key).
+struct RearmOverdue<'a> {
+    timer: &'a ManagedTimer,
+    core: &'a LoopCore,
+    key: TimerKey,
+}
+
+impl Drop for RearmOverdue<'_> {
+    fn drop(&mut self) {
+        if self.timer.overdue.take() {
+            self.timer.rearm(self.core, self.key);
         }
     }
 }
