@@ -2028,7 +2028,6 @@ fn llm_next_question_from_the_completed_listener() {
 /// KDNetwork porter passes for `post(url, data, cb)`): an empty `Content-Type` is not a media
 /// type (RFC 9110 §8.3), so the request should carry none rather than `Content-Type: `.
 #[test]
-#[ignore = "r6api: HttpClient::post/put/patch with content_type \"\" send an empty 'Content-Type: ' field (not a valid media type); send no Content-Type when it is empty (src/network/http/client/mod.rs send_method)"]
 fn porting_post_without_a_content_type_sends_no_empty_content_type() {
     let mut event_loop = EventLoop::new().unwrap();
     let heads = Arc::new(std::sync::Mutex::new(Vec::new()));

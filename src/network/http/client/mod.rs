@@ -324,7 +324,7 @@ impl HttpClient {
         self.send_method(HttpMethod::Head, url, None, callback)
     }
 
-    /// `POST url` with `body` of `content_type`.
+    /// `POST url` with `body` of `content_type` (`""`: the request carries no `Content-Type`).
     pub fn post(
         &self,
         url: &str,
@@ -340,7 +340,7 @@ impl HttpClient {
         )
     }
 
-    /// `PUT url` with `body` of `content_type`.
+    /// `PUT url` with `body` of `content_type` (`""`: the request carries no `Content-Type`).
     pub fn put(
         &self,
         url: &str,
@@ -356,7 +356,7 @@ impl HttpClient {
         )
     }
 
-    /// `PATCH url` with `body` of `content_type`.
+    /// `PATCH url` with `body` of `content_type` (`""`: the request carries no `Content-Type`).
     pub fn patch(
         &self,
         url: &str,

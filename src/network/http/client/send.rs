@@ -31,7 +31,10 @@ impl HttpClient {
                 request.set_method(method);
                 if let Some((body, content_type)) = body {
                     request.set_body(body);
-                    request.set_header("Content-Type", content_type);
+                    // No type to give: no field (an empty one is not a media type).
+                    if !content_type.is_empty() {
+                        request.set_header("Content-Type", content_type);
+                    }
                 }
                 self.send(request, callback)
             }
