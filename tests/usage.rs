@@ -2088,7 +2088,6 @@ fn llm_throttled_refusal_keeps_the_api_message() {
 /// request's `on_event` at the head, the body bytes that came in the same read are still
 /// handed to `on_event`.
 #[test]
-#[ignore = "r6api: an HttpClient dropped from send_streaming's on_event(Head) still calls on_event(Data) with the body bytes of the same read, although its doc says the callbacks of unfinished requests are dropped without being called; stop delivering once the client is held only by the delivery (src/network/http/client/receive.rs)"]
 fn gui_http_client_dropped_from_its_streaming_callback_calls_nothing_more() {
     let mut event_loop = EventLoop::new().unwrap();
     let address = serve(|_| {

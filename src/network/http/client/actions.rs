@@ -117,14 +117,29 @@ impl HttpClient {
         }
     }
 
-    /// Runs and empties `actions` (keeping its capacity).
+    /// Runs and empties `actions` (keeping its capacity). Once user code dropped the last
+    /// handle of the client, only socket closes run: the rest (callbacks, signals) is dropped
+    /// without being called, as the client's drop promises.
     pub(super) fn run_action_list(&self, actions: &mut Vec<Action>) {
         for action in actions.drain(..) {
-            match action.request() {
-                Some(id) => self.deliver(id, action),
-                None => self.run_action(action),
+            match action {
+                Action::Close(socket) => socket.abort(),
+                _ if self.dropped_by_user() => {}
+                action => match action.request() {
+                    Some(id) => self.deliver(id, action),
+                    None => self.run_action(action),
+                },
             }
         }
+    }
+
+    /// Whether user code dropped the last handle of the client while it delivers: only the
+    /// delivery's own (upgraded) handle is left. Every delivery runs on such a handle (the
+    /// socket sinks, timers and posted work upgrade a weak one; `abandon` takes one besides its
+    /// caller's), so a count of one means nobody outside holds the client any more.
+    #[inline(always)]
+    pub(super) fn dropped_by_user(&self) -> bool {
+        self.self_weak.strong_count() <= 1
     }
 
     /// Runs an action of request `id`, unless user code of that request is running further up
@@ -151,6 +166,10 @@ impl HttpClient {
         let mut next = Some(action);
         while let Some(action) = next {
             self.run_action(action);
+            if self.dropped_by_user() {
+                // What waited is dropped with the turn, uncalled.
+                break;
+            }
             next = self
                 .delivering
                 .borrow_mut()

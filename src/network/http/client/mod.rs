@@ -557,6 +557,10 @@ impl HttpClient {
 
     /// Ends one request silently (no callback): for owners that stop a stream themselves.
     pub(crate) fn abandon(&self, id: RequestId) {
+        // The caller's handle is not a delivery's: with this one besides it, the actions below
+        // (another request started on the freed connection) are not taken for a dropped
+        // client's (see `dropped_by_user`).
+        let _caller = self.self_weak.upgrade();
         let mut actions = Vec::new();
         {
             let mut inner = self.inner.borrow_mut();

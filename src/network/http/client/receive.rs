@@ -85,6 +85,10 @@ impl HttpClient {
         let mut later = Vec::new();
         let mut rest = data.len();
         while rest > 0 {
+            if sliced && self.dropped_by_user() {
+                // User code run by a slice dropped the client: nobody wants the rest.
+                break;
+            }
             let start = data.len() - rest;
             let len = if sliced {
                 self.slice_len(conn_id)
@@ -114,7 +118,7 @@ impl HttpClient {
             later.extend_from_slice(&self.continuing_take(conn_id, true));
         }
         self.spare_actions.set(actions);
-        if !later.is_empty() {
+        if !later.is_empty() && !self.dropped_by_user() {
             self.on_data(conn_id, &later);
         }
     }
