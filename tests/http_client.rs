@@ -2513,3 +2513,196 @@ fn a_delivery_dropped_by_a_panicking_slot_leaves_nothing_cancellable_behind() {
         "body"
     );
 }
+
+/// A server answering `/chunked` with an endless chunked body and `/close` with an endless body
+/// delimited by the connection's close, as fast as the socket takes them (counting the bytes the
+/// kernel accepted), and anything else with a small keep-alive `ok`; a thread per connection.
+fn endless_body_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::Write;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let base = format!("http://{}", listener.local_addr().unwrap());
+    let written = std::sync::Arc::new(AtomicUsize::new(0));
+    let w = written.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let w = w.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+                while let Some(head) = support::read_request_head(&mut reader) {
+                    let (head, piece) = match head.target() {
+                        "/chunked" => {
+                            let data = "x".repeat(4096);
+                            let piece = format!("1000\r\n{data}\r\n").repeat(16);
+                            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", piece)
+                        }
+                        "/close" => (
+                            "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
+                            "y".repeat(64 * 1024),
+                        ),
+                        _ => {
+                            let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
+                            if conn.write_all(ok.as_bytes()).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
+                    };
+                    if conn.write_all(head.as_bytes()).is_err() {
+                        return;
+                    }
+                    while conn.write_all(piece.as_bytes()).is_ok() {
+                        w.fetch_add(piece.len(), Ordering::Relaxed);
+                    }
+                    return;
+                }
+            });
+        }
+    });
+    (base, written)
+}
+
+/// What a streaming request whose first `on_event(Data)` waits in a nested loop saw.
+#[derive(Default)]
+struct HeldStream {
+    received: Cell<usize>,
+    /// The bytes the server had written when the nested wait ended.
+    written_during_wait: Cell<Option<usize>>,
+    done: RefCell<Option<Result<HttpResponse, HttpError>>>,
+}
+
+/// Streams `url` on `client`; the first `on_event(Data)` runs `wait` (a nested loop) once.
+fn stream_with_a_waiting_callback(
+    client: &HttpClient,
+    url: &str,
+    written: std::sync::Arc<std::sync::atomic::AtomicUsize>,
+    wait: impl Fn() + 'static,
+) -> (Rc<HeldStream>, kdnet::network::http::RequestId) {
+    let seen = Rc::new(HeldStream::default());
+    let (s, s2) = (seen.clone(), seen.clone());
+    let id = client.send_streaming(
+        HttpRequest::get(url).unwrap(),
+        move |event| {
+            if let StreamEvent::Data(data) = event {
+                let first = s.received.get() == 0;
+                s.received.set(s.received.get() + data.len());
+                if first {
+                    wait();
+                    let now = written.load(std::sync::atomic::Ordering::Relaxed);
+                    s.written_during_wait.set(Some(now));
+                }
+            }
+        },
+        move |result| *s2.done.borrow_mut() = Some(result),
+    );
+    (seen, id)
+}
+
+fn nested_wait(how_long: Duration) {
+    let until = Instant::now() + how_long;
+    while Instant::now() < until {
+        kdnet::foundation::process_events(Some(Duration::from_millis(10))).unwrap();
+    }
+}
+
+/// An `on_event(Data)` callback that waits in a nested loop (a modal dialog, `send_and_wait`)
+/// while the server keeps sending an endless body, chunked or delimited by the close: the
+/// client stops reading that connection until the callback returns, so TCP flow control holds
+/// the server back, instead of queueing all it sends in memory. The body goes on afterwards.
+#[test]
+fn a_streaming_callback_waiting_in_a_nested_loop_holds_its_body_back_instead_of_queueing_it() {
+    for path in ["/chunked", "/close"] {
+        let mut ev = EventLoop::new().unwrap();
+        let (base, written) = endless_body_server();
+        let client = HttpClient::new().unwrap();
+        let (seen, id) = stream_with_a_waiting_callback(
+            &client,
+            &format!("{base}{path}"),
+            written.clone(),
+            || nested_wait(Duration::from_millis(1500)),
+        );
+        let ok = run_until(&mut ev, Duration::from_secs(20), || {
+            seen.written_during_wait.get().is_some() && seen.received.get() > 16 * 1024 * 1024
+        });
+        let during = seen.written_during_wait.get();
+        assert!(ok, "{path}: {during:?} {} bytes", seen.received.get());
+        let during = during.unwrap();
+        assert!(
+            during < 32 * 1024 * 1024,
+            "{path}: the server wrote {during} bytes while the callback waited: the client kept reading"
+        );
+        assert!(seen.done.borrow().is_none(), "{path}: {:?}", seen.done.borrow());
+        client.cancel(id);
+    }
+}
+
+/// While a waiting `on_event` holds its body back, the request's read timeout does not run (the
+/// silence is the client's own); the body goes on once the callback returns.
+#[test]
+fn a_streamed_body_held_back_by_a_waiting_callback_does_not_time_out() {
+    for path in ["/chunked", "/close"] {
+        let mut ev = EventLoop::new().unwrap();
+        let (base, written) = endless_body_server();
+        let mut session = HttpSession::new();
+        session.set_read_timeout(Duration::from_millis(200));
+        let client = HttpClient::with_session(session).unwrap();
+        let (seen, id) = stream_with_a_waiting_callback(
+            &client,
+            &format!("{base}{path}"),
+            written,
+            || nested_wait(Duration::from_millis(800)),
+        );
+        run_until(&mut ev, Duration::from_secs(20), || {
+            seen.received.get() > 16 * 1024 * 1024 || seen.done.borrow().is_some()
+        });
+        assert!(seen.done.borrow().is_none(), "{path}: {:?}", seen.done.borrow());
+        assert!(seen.written_during_wait.get().is_some(), "{path}");
+        assert!(seen.received.get() > 16 * 1024 * 1024, "{path}");
+        client.cancel(id);
+    }
+}
+
+/// A request to the same host sent from inside that nested loop (a callback asking the server
+/// something while its stream is held back) is answered on another connection: the held
+/// connection does not block it.
+#[test]
+fn a_request_sent_from_a_waiting_streaming_callback_is_answered() {
+    for path in ["/chunked", "/close"] {
+        let mut ev = EventLoop::new().unwrap();
+        let (base, written) = endless_body_server();
+        let client = HttpClient::new().unwrap();
+        let answer: Outcome = Rc::default();
+        let (a, c, url) = (answer.clone(), Rc::downgrade(&client), format!("{base}/small"));
+        let (seen, id) = stream_with_a_waiting_callback(
+            &client,
+            &format!("{base}{path}"),
+            written,
+            move || {
+                let client = c.upgrade().unwrap();
+                let a2 = a.clone();
+                client.send(HttpRequest::get(&url).unwrap(), move |r| {
+                    *a2.borrow_mut() = Some(r)
+                });
+                let until = Instant::now() + Duration::from_secs(10);
+                while a.borrow().is_none() && Instant::now() < until {
+                    kdnet::foundation::process_events(Some(Duration::from_millis(10))).unwrap();
+                }
+            },
+        );
+        run_until(&mut ev, Duration::from_secs(20), || {
+            seen.written_during_wait.get().is_some()
+        });
+        let answer = answer.borrow_mut().take();
+        match answer {
+            Some(Ok(response)) => assert_eq!(response.text(), "ok", "{path}"),
+            other => panic!("{path}: {other:?}"),
+        }
+        // The stream goes on after the callback returned.
+        let before = seen.received.get();
+        assert!(run_until(&mut ev, Duration::from_secs(10), || {
+            seen.received.get() > before + 1024 * 1024
+        }));
+        client.cancel(id);
+    }
+}
