@@ -1104,9 +1104,10 @@ fn a_connection_still_sending_its_request_body_is_not_reused() {
     assert_eq!(second.text(), "second");
 }
 
-/// A redirect hop that has to wait for its host's only connection (another request got it
-/// first) is not timed out by the read timeout while it waits: the head deadline runs from the
-/// request write.
+/// A redirect hop and a request queued for the host's only connection after the redirected
+/// request was sent: the hop belongs to the earlier request, so the connection its redirect
+/// frees goes to it (`send`: "served in the order they were sent"), and the later request,
+/// which the read timeout does not end while it waits, follows.
 #[test]
 fn a_redirect_hop_waiting_for_a_busy_connection_is_not_timed_out_while_queued() {
     let mut ev = EventLoop::new().unwrap();
@@ -1128,7 +1129,7 @@ fn a_redirect_hop_waiting_for_a_busy_connection_is_not_timed_out_while_queued() 
     let client = client_with_one_connection_per_host();
     client.update_session(|s| s.set_read_timeout(Duration::from_millis(400)));
     let redirected = send(&client, HttpRequest::get(&server.url("/from")).unwrap());
-    // Queued behind /from; gets the connection before /from's second hop does.
+    // Queued behind /from; gets the connection after /from's second hop.
     let slow = send(&client, HttpRequest::get(&server.url("/slow")).unwrap());
     assert_eq!(
         wait_at_most(&mut ev, &slow, Duration::from_secs(5))
@@ -1144,10 +1145,54 @@ fn a_redirect_hop_waiting_for_a_busy_connection_is_not_timed_out_while_queued() 
         lines,
         [
             "GET /from HTTP/1.1",
-            "GET /slow HTTP/1.1",
-            "GET /to HTTP/1.1"
+            "GET /to HTTP/1.1",
+            "GET /slow HTTP/1.1"
         ],
-        "the second hop did not wait for /slow"
+        "the second hop went after a request sent later"
+    );
+}
+
+/// A redirect hop to another host whose only connection is busy waits first in that host's
+/// line, ahead of a request sent to it after the redirected request (it went behind it), and
+/// the read timeout does not end it while it waits: the head deadline runs from its write.
+#[test]
+fn a_redirect_hop_to_a_busy_host_waits_first_in_line_and_is_not_timed_out() {
+    let mut ev = EventLoop::new().unwrap();
+    let target = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /slow ") {
+            // The head at once, then the body in pieces, each well inside the read timeout,
+            // for far longer than it.
+            let mut pieces = vec![b"HTTP/1.1 200 OK\r\nContent-Length: 8\r\n\r\n".to_vec()];
+            pieces.extend((0..8).map(|_| b"x".to_vec()));
+            Reply::Pieces(pieces, Duration::from_millis(150))
+        } else {
+            Reply::Bytes(ok_response(&req.line, ""))
+        }
+    });
+    let to = target.url("/to");
+    let origin = ScriptServer::start(move |_, _| {
+        let head = format!("HTTP/1.1 302 Found\r\nLocation: {to}\r\nContent-Length: 0\r\n\r\n");
+        Reply::Bytes(head.into_bytes())
+    });
+    let client = client_with_one_connection_per_host();
+    client.update_session(|s| s.set_read_timeout(Duration::from_millis(400)));
+    let slow = send(&client, HttpRequest::get(&target.url("/slow")).unwrap());
+    let redirected = send(&client, HttpRequest::get(&origin.url("/from")).unwrap());
+    let later = send(&client, HttpRequest::get(&target.url("/later")).unwrap());
+    assert_eq!(wait(&mut ev, &slow).unwrap().text(), "xxxxxxxx");
+    assert_eq!(
+        wait(&mut ev, &redirected).unwrap().text(),
+        "GET /to HTTP/1.1"
+    );
+    assert_eq!(wait(&mut ev, &later).unwrap().text(), "GET /later HTTP/1.1");
+    let lines: Vec<String> = target.requests().into_iter().map(|r| r.line).collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /slow HTTP/1.1",
+            "GET /to HTTP/1.1",
+            "GET /later HTTP/1.1"
+        ]
     );
 }
 

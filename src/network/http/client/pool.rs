@@ -74,8 +74,20 @@ pub(super) struct HostState {
 }
 
 impl HttpClient {
-    /// Puts the request on a connection of its host, or queues it.
+    /// Puts the request on a connection of its host, or queues it (last in line).
     pub(super) fn schedule(&self, inner: &mut ClientInner, id: u64, actions: &mut Vec<Action>) {
+        self.schedule_in_line(inner, id, false, actions);
+    }
+
+    /// [`schedule`](Self::schedule), queueing the request `first` in its host's line when it
+    /// must wait: a redirect hop belongs to a request sent before anything queued there.
+    pub(super) fn schedule_in_line(
+        &self,
+        inner: &mut ClientInner,
+        id: u64,
+        first: bool,
+        actions: &mut Vec<Action>,
+    ) {
         let Some((host, sent)) = inner.requests.get(&id).map(|s| (s.host.clone(), s.started))
         else {
             return;
@@ -117,7 +129,11 @@ impl HttpClient {
         }
         let host_state = inner.hosts.entry(host.clone()).or_default();
         if host_state.active >= max {
-            host_state.queue.push_back(id);
+            if first {
+                host_state.queue.push_front(id);
+            } else {
+                host_state.queue.push_back(id);
+            }
             return;
         }
         match self.open_conn(inner, &host) {
@@ -322,7 +338,18 @@ impl HttpClient {
         reusable: bool,
         actions: &mut Vec<Action>,
     ) {
-        let Some(conn_id) = state.conn.take() else {
+        self.release_conn_id(inner, state.conn.take(), reusable, actions);
+    }
+
+    /// [`release_conn`](Self::release_conn) for connection `conn` (if any).
+    pub(super) fn release_conn_id(
+        &self,
+        inner: &mut ClientInner,
+        conn: Option<u64>,
+        reusable: bool,
+        actions: &mut Vec<Action>,
+    ) {
+        let Some(conn_id) = conn else {
             return;
         };
         let current = inner.tls.as_ref();

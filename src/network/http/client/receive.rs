@@ -647,19 +647,35 @@ impl HttpClient {
             .and_then(|c| inner.conns.get(&c))
             .is_some_and(|c| c.socket.has_unsent_output());
         let reusable = reusable && !unsent;
-        self.release_conn(inner, &mut state, reusable, actions);
         if let Some(next) = state.redirect_next.take() {
             log::debug!("request {id}: redirect to {}", next.url());
+            let old_conn = state.conn.take();
             state.redirects += 1;
             // A new request: it may be sent again once if its connection turns out stale (or
             // answers 408), whatever happened to the previous hop (`max_redirects` bounds it).
             state.retried = false;
             state.request = *next;
-            state.host = intern_host(&mut inner.hosts, host_key(state.request.url()));
+            let host = intern_host(&mut inner.hosts, host_key(state.request.url()));
+            state.host = Rc::clone(&host);
             state.reset_for_hop();
             inner.requests.insert(id, Box::new(state));
-            return self.schedule(inner, id, actions);
+            // The hop belongs to a request sent before anything queued for its host: first in
+            // that line, so the connection freed here (same host) goes to it, not to a later
+            // request, and it waits ahead of those if it must wait.
+            inner.hosts.entry(Rc::clone(&host)).or_default().queue.push_front(id);
+            self.release_conn_id(inner, old_conn, reusable, actions);
+            let still_queued = inner
+                .hosts
+                .get_mut(&host)
+                .and_then(|h| (h.queue.front() == Some(&id)).then(|| h.queue.pop_front()))
+                .is_some();
+            if still_queued {
+                // Not started by the freed connection (another host, or it closed).
+                self.schedule_in_line(inner, id, true, actions);
+            }
+            return;
         }
+        self.release_conn(inner, &mut state, reusable, actions);
         if let Some(key) = state.total_timer.take() {
             self.core.timer_remove(key);
         }
