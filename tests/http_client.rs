@@ -2580,7 +2580,10 @@ fn endless_body_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsi
                         "/chunked" => {
                             let data = "x".repeat(4096);
                             let piece = format!("1000\r\n{data}\r\n").repeat(16);
-                            ("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n", piece)
+                            (
+                                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n",
+                                piece,
+                            )
                         }
                         "/close" => (
                             "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
@@ -2677,7 +2680,11 @@ fn a_streaming_callback_waiting_in_a_nested_loop_holds_its_body_back_instead_of_
             during < 32 * 1024 * 1024,
             "{path}: the server wrote {during} bytes while the callback waited: the client kept reading"
         );
-        assert!(seen.done.borrow().is_none(), "{path}: {:?}", seen.done.borrow());
+        assert!(
+            seen.done.borrow().is_none(),
+            "{path}: {:?}",
+            seen.done.borrow()
+        );
         client.cancel(id);
     }
 }
@@ -2692,16 +2699,18 @@ fn a_streamed_body_held_back_by_a_waiting_callback_does_not_time_out() {
         let mut session = HttpSession::new();
         session.set_read_timeout(Duration::from_millis(200));
         let client = HttpClient::with_session(session).unwrap();
-        let (seen, id) = stream_with_a_waiting_callback(
-            &client,
-            &format!("{base}{path}"),
-            written,
-            || nested_wait(Duration::from_millis(800)),
-        );
+        let (seen, id) =
+            stream_with_a_waiting_callback(&client, &format!("{base}{path}"), written, || {
+                nested_wait(Duration::from_millis(800))
+            });
         run_until(&mut ev, Duration::from_secs(20), || {
             seen.received.get() > 16 * 1024 * 1024 || seen.done.borrow().is_some()
         });
-        assert!(seen.done.borrow().is_none(), "{path}: {:?}", seen.done.borrow());
+        assert!(
+            seen.done.borrow().is_none(),
+            "{path}: {:?}",
+            seen.done.borrow()
+        );
         assert!(seen.written_during_wait.get().is_some(), "{path}");
         assert!(seen.received.get() > 16 * 1024 * 1024, "{path}");
         client.cancel(id);
@@ -2718,12 +2727,13 @@ fn a_request_sent_from_a_waiting_streaming_callback_is_answered() {
         let (base, written) = endless_body_server();
         let client = HttpClient::new().unwrap();
         let answer: Outcome = Rc::default();
-        let (a, c, url) = (answer.clone(), Rc::downgrade(&client), format!("{base}/small"));
-        let (seen, id) = stream_with_a_waiting_callback(
-            &client,
-            &format!("{base}{path}"),
-            written,
-            move || {
+        let (a, c, url) = (
+            answer.clone(),
+            Rc::downgrade(&client),
+            format!("{base}/small"),
+        );
+        let (seen, id) =
+            stream_with_a_waiting_callback(&client, &format!("{base}{path}"), written, move || {
                 let client = c.upgrade().unwrap();
                 let a2 = a.clone();
                 client.send(HttpRequest::get(&url).unwrap(), move |r| {
@@ -2733,8 +2743,7 @@ fn a_request_sent_from_a_waiting_streaming_callback_is_answered() {
                 while a.borrow().is_none() && Instant::now() < until {
                     kdnet::foundation::process_events(Some(Duration::from_millis(10))).unwrap();
                 }
-            },
-        );
+            });
         run_until(&mut ev, Duration::from_secs(20), || {
             seen.written_during_wait.get().is_some()
         });
@@ -2750,4 +2759,50 @@ fn a_request_sent_from_a_waiting_streaming_callback_is_answered() {
         }));
         client.cancel(id);
     }
+}
+
+/// A redirect with several `Location` fields that differ (a response-splitting sign: which one
+/// is meant?) is refused, as browsers refuse it (Chrome's ERR_RESPONSE_HEADERS_MULTIPLE_LOCATION),
+/// with a `BadRedirect` naming the reason, and neither target is requested; repeated identical
+/// fields are one location and are followed.
+#[test]
+fn a_redirect_with_differing_location_fields_is_refused() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /split ") {
+            Reply::Bytes(
+                b"HTTP/1.1 302 Found\r\nLocation: /a\r\nLocation: /b\r\nContent-Length: 0\r\n\r\n"
+                    .to_vec(),
+            )
+        } else if req.line.starts_with("GET /same ") {
+            Reply::Bytes(
+                b"HTTP/1.1 302 Found\r\nLocation: /a\r\nLocation: /a \r\nContent-Length: 0\r\n\r\n"
+                    .to_vec(),
+            )
+        } else {
+            Reply::Bytes(ok_response(&req.line, ""))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    match get(&mut ev, &client, &server.url("/split")) {
+        Err(HttpError::BadRedirect(reason)) => {
+            assert!(reason.contains("Location"), "{reason}");
+            let shown = HttpError::BadRedirect(reason).to_string();
+            assert!(!shown.ends_with('.'), "{shown}");
+        }
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/same")).unwrap().text(),
+        "GET /a HTTP/1.1"
+    );
+    let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
+    assert_eq!(
+        lines,
+        [
+            "GET /split HTTP/1.1",
+            "GET /same HTTP/1.1",
+            "GET /a HTTP/1.1"
+        ]
+    );
 }

@@ -10,7 +10,9 @@
 //! | 307, 308 | kept | kept |
 //!
 //! - `Location` is resolved against the request URL with [`Url::join`] (relative paths,
-//!   `//host/x`, `?query`, absolute URLs); its fragment is never sent.
+//!   `//host/x`, `?query`, absolute URLs); its fragment is never sent. The client refuses a
+//!   redirect with several differing `Location` fields ([`HttpError::BadRedirect`]), as browsers
+//!   do: which one is meant cannot be told.
 //! - A hop to another origin (scheme, host or port differ) drops `Authorization`,
 //!   `Proxy-Authorization`, `WWW-Authenticate` and `Host`; `Cookie` is dropped on every hop
 //!   because the client recomputes it from the cookie jar for the new URL.
@@ -117,6 +119,34 @@ pub fn redirect_action(
     match next_request(request, status, target) {
         Ok(next) => RedirectAction::Follow(next),
         Err(e) => RedirectAction::Error(e),
+    }
+}
+
+/// The `Location` of a response to `request` that redirects (status and policy as in
+/// [`redirect_action`]): its first `Location` field, or, when the response has several that
+/// differ, `BadRedirect` — which one the server meant cannot be told (a response-splitting
+/// sign), and browsers refuse such a response too. Identical repeats (blanks aside) are one.
+pub(crate) fn redirect_location<'a>(
+    request: &HttpRequest,
+    status: u16,
+    mut locations: impl Iterator<Item = &'a str>,
+) -> Result<Option<&'a str>, HttpError> {
+    let first = locations.next();
+    if !REDIRECT_STATUSES.contains(&status)
+        || request.redirect_policy() == RedirectPolicy::DontFollow
+    {
+        return Ok(first);
+    }
+    let Some(first) = first else {
+        return Ok(None);
+    };
+    match locations.find(|other| other.trim() != first.trim()) {
+        None => Ok(Some(first)),
+        Some(other) => Err(HttpError::BadRedirect(format!(
+            "the response has several differing Location fields ({:?} and {:?})",
+            shorten(&redact_userinfo(first.trim())),
+            shorten(&redact_userinfo(other.trim()))
+        ))),
     }
 }
 

@@ -17,7 +17,7 @@ use crate::network::http::framing::{BodyFraming, body_framing, has_connection_op
 use crate::network::http::head::{HeadParser, HeadStatus, ResponseHead};
 use crate::network::http::headers::HeaderMap;
 use crate::network::http::method::is_token;
-use crate::network::http::redirect::{RedirectAction, redirect_action};
+use crate::network::http::redirect::{RedirectAction, redirect_action, redirect_location};
 use crate::network::http::{HttpError, HttpMethod};
 use crate::network::sse::SseBatch;
 use crate::network::tcp::TcpSocket;
@@ -380,12 +380,12 @@ impl HttpClient {
             .cookie_jar()
             .lock()
             .store_response_cookies(state.request.url(), head.headers.get_all("set-cookie"));
-        match redirect_action(
+        let location = redirect_location(
             &state.request,
             head.status,
-            head.headers.get("location"),
-            state.redirects,
-        ) {
+            head.headers.get_all("location"),
+        )?;
+        match redirect_action(&state.request, head.status, location, state.redirects) {
             RedirectAction::Follow(next) => {
                 // Read (and discard) this body so the connection can be reused: its framing is
                 // followed, but it is neither decoded (a bad gzip body must not stop the
@@ -662,7 +662,12 @@ impl HttpClient {
             // The hop belongs to a request sent before anything queued for its host: first in
             // that line, so the connection freed here (same host) goes to it, not to a later
             // request, and it waits ahead of those if it must wait.
-            inner.hosts.entry(Rc::clone(&host)).or_default().queue.push_front(id);
+            inner
+                .hosts
+                .entry(Rc::clone(&host))
+                .or_default()
+                .queue
+                .push_front(id);
             self.release_conn_id(inner, old_conn, reusable, actions);
             let still_queued = inner
                 .hosts
