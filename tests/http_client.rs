@@ -2589,6 +2589,28 @@ fn endless_body_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsi
                             "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
                             "y".repeat(64 * 1024),
                         ),
+                        "/finite" => {
+                            // 8 MiB and 16 bytes, chunked, then the connection serves the next
+                            // request.
+                            let data = "z".repeat(64 * 1024);
+                            let mut body = String::new();
+                            for _ in 0..128 {
+                                body.push_str(&format!("10000\r\n{data}\r\n"));
+                            }
+                            body.push_str("0\r\n\r\n");
+                            // The head and a first small piece alone, as a trickling stream
+                            // (an LLM's answer) starts.
+                            let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                                        10\r\n0123456789abcdef\r\n";
+                            if conn.write_all(head.as_bytes()).is_err() {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(300));
+                            if conn.write_all(body.as_bytes()).is_err() {
+                                return;
+                            }
+                            continue;
+                        }
                         _ => {
                             let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
                             if conn.write_all(ok.as_bytes()).is_err() {
@@ -2804,5 +2826,48 @@ fn a_redirect_with_differing_location_fields_is_refused() {
             "GET /same HTTP/1.1",
             "GET /a HTTP/1.1"
         ]
+    );
+}
+
+/// `send_and_wait`'s doc: from a streaming request's `on_event`, a request to the same host at
+/// its `max_connections_per_host` waits for a connection, possibly that stream's own, "and
+/// returns only once that stream has ended". The stream waiting for it must then go on being
+/// read (not held back for the waiting callback), or neither ever ends.
+#[test]
+fn a_request_queued_behind_a_waiting_streaming_callback_s_own_connection_is_answered() {
+    let mut ev = EventLoop::new().unwrap();
+    let (base, written) = endless_body_server();
+    let client = client_with_one_connection_per_host();
+    let answer: Outcome = Rc::default();
+    let (a, c, url) = (
+        answer.clone(),
+        Rc::downgrade(&client),
+        format!("{base}/small"),
+    );
+    let (seen, _id) =
+        stream_with_a_waiting_callback(&client, &format!("{base}/finite"), written, move || {
+            let client = c.upgrade().unwrap();
+            let a2 = a.clone();
+            client.send(HttpRequest::get(&url).unwrap(), move |r| {
+                *a2.borrow_mut() = Some(r)
+            });
+            let until = Instant::now() + Duration::from_secs(10);
+            while a.borrow().is_none() && Instant::now() < until {
+                kdnet::foundation::process_events(Some(Duration::from_millis(10))).unwrap();
+            }
+        });
+    run_until(&mut ev, Duration::from_secs(20), || {
+        seen.written_during_wait.get().is_some() && seen.done.borrow().is_some()
+    });
+    let answer = answer.borrow_mut().take();
+    match answer {
+        Some(Ok(response)) => assert_eq!(response.text(), "ok"),
+        other => panic!("{other:?}"),
+    }
+    assert_eq!(seen.received.get(), (8 << 20) + 16);
+    assert!(
+        matches!(*seen.done.borrow(), Some(Ok(_))),
+        "{:?}",
+        seen.done.borrow()
     );
 }

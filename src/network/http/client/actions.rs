@@ -58,6 +58,11 @@ impl Delivering {
     pub(super) fn contains(&self, id: u64) -> bool {
         self.0.iter().any(|q| q.id == id)
     }
+
+    /// The connections held back for the running user code (see [`DeliveryQueue::held`]).
+    pub(super) fn held_mut(&mut self) -> impl Iterator<Item = &mut Option<(u64, Rc<TcpSocket>)>> {
+        self.0.iter_mut().map(|q| &mut q.held)
+    }
 }
 
 /// What waits for one request's running user code.

@@ -395,7 +395,11 @@ impl HttpClient {
     ///
     /// It may be called from a callback of this client. From a streaming request's `on_event`,
     /// a request to the same host at its `max_connections_per_host` waits for a connection,
-    /// possibly that stream's own: it then returns only once that stream has ended.
+    /// possibly that stream's own: it then returns only once that stream has been read to its
+    /// end — and never when the piece `on_event` is handling came from a read of more than
+    /// 16 KiB, which is handed out a piece at a time: the rest of that read, and all the stream
+    /// sends after it, wait for `on_event` to return. Raise `max_connections_per_host`, or send
+    /// such a request without waiting, instead.
     pub fn send_and_wait(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let result: Rc<RefCell<Option<Result<HttpResponse, HttpError>>>> = Rc::default();
         let slot = result.clone();

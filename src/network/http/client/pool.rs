@@ -40,7 +40,7 @@ impl Hash for HostKey {
 pub(super) type HostMap = HashMap<Rc<HostKey>, HostState, BuildHasherDefault<IdHasher>>;
 
 pub(super) struct Conn {
-    host: Rc<HostKey>,
+    pub(super) host: Rc<HostKey>,
     pub(super) socket: Rc<TcpSocket>,
     pub(super) request: Option<u64>,
     /// Requests this connection completed.
@@ -134,7 +134,7 @@ impl HttpClient {
             } else {
                 host_state.queue.push_back(id);
             }
-            return;
+            return self.release_holds_of_host(inner, &host);
         }
         match self.open_conn(inner, &host) {
             Ok(conn_id) => self.assign(inner, conn_id, id, actions),
@@ -501,6 +501,7 @@ impl HttpClient {
                 .or_default()
                 .queue
                 .push_front(id);
+            self.release_holds_of_host(inner, &host);
             return self.start_next_queued(inner, &host, actions);
         }
         if let Some(e) = error {

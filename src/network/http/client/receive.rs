@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::actions::Action;
-use super::pool::{host_key, intern_host};
+use super::pool::{HostKey, host_key, intern_host};
 use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient};
 use crate::network::http::body::BodyDecoder;
@@ -167,10 +167,54 @@ impl HttpClient {
     /// memory until the code returns — without bound, against a fast stream. TCP flow control
     /// holds the server back instead. Returns the socket to hand to
     /// [`unhold_conn`](Self::unhold_conn).
+    ///
+    /// Not while requests wait for a connection of its host (the waiting code may be waiting
+    /// for one of them: `send_and_wait` from a streaming callback): reading this one to its end
+    /// is what frees a connection for them (see
+    /// [`release_holds_of_host`](Self::release_holds_of_host)).
     pub(super) fn hold_conn(&self, conn_id: u64) -> Option<Rc<TcpSocket>> {
-        let socket = Rc::clone(&self.inner.borrow().conns.get(&conn_id)?.socket);
+        let socket = {
+            let inner = self.inner.borrow();
+            let conn = inner.conns.get(&conn_id)?;
+            if inner
+                .hosts
+                .get(&conn.host)
+                .is_some_and(|h| !h.queue.is_empty())
+            {
+                return None;
+            }
+            Rc::clone(&conn.socket)
+        };
         socket.hold_sink_reads(true);
         Some(socket)
+    }
+
+    /// A request now waits for a connection of `host`: connections of that host held back for
+    /// waiting user code read again (see [`hold_conn`](Self::hold_conn)), or a callback waiting
+    /// in a nested loop for that request would wait for ever on its own held stream.
+    pub(super) fn release_holds_of_host(&self, inner: &mut ClientInner, host: &HostKey) {
+        let of_host = |held: &Option<(u64, Rc<TcpSocket>)>| {
+            held.as_ref()
+                .and_then(|(conn, _)| inner.conns.get(conn))
+                .is_some_and(|conn| *conn.host == *host)
+        };
+        let mut released = Vec::new();
+        for held in self.delivering.borrow_mut().held_mut() {
+            if of_host(held) {
+                released.extend(held.take());
+            }
+        }
+        for entry in self.continuing.borrow_mut().iter_mut() {
+            if of_host(&entry.held) {
+                released.extend(entry.held.take());
+            }
+        }
+        for (conn_id, socket) in released {
+            if let Some(id) = inner.conns.get(&conn_id).and_then(|conn| conn.request) {
+                self.arm_idle_timer(inner, id);
+            }
+            socket.hold_sink_reads(false);
+        }
     }
 
     /// Undoes [`hold_conn`](Self::hold_conn): reading resumes on a later turn, and the read
@@ -319,7 +363,13 @@ impl HttpClient {
         state.reset_for_hop();
         let host = Rc::clone(&state.host);
         // First in its host's queue: the slot the closed connection frees goes to it.
-        inner.hosts.entry(host).or_default().queue.push_front(id);
+        inner
+            .hosts
+            .entry(Rc::clone(&host))
+            .or_default()
+            .queue
+            .push_front(id);
+        self.release_holds_of_host(inner, &host);
         self.drop_conn(inner, conn_id, actions);
         true
     }
