@@ -1152,11 +1152,12 @@ fn a_redirect_hop_waiting_for_a_busy_connection_is_not_timed_out_while_queued() 
     );
 }
 
-/// A redirect hop to another host whose only connection is busy waits first in that host's
-/// line, ahead of a request sent to it after the redirected request (it went behind it), and
-/// the read timeout does not end it while it waits: the head deadline runs from its write.
+/// A redirect hop to another host whose only connection is busy waits in that host's line in
+/// the order its request was sent: behind a request sent to it before the redirected request,
+/// ahead of one sent after it (it went behind it); and the read timeout does not end it while
+/// it waits: the head deadline runs from its write.
 #[test]
-fn a_redirect_hop_to_a_busy_host_waits_first_in_line_and_is_not_timed_out() {
+fn a_redirect_hop_to_a_busy_host_waits_in_send_order_and_is_not_timed_out() {
     let mut ev = EventLoop::new().unwrap();
     let target = ScriptServer::start(|req, _| {
         if req.line.starts_with("GET /slow ") {
@@ -1177,6 +1178,7 @@ fn a_redirect_hop_to_a_busy_host_waits_first_in_line_and_is_not_timed_out() {
     let client = client_with_one_connection_per_host();
     client.update_session(|s| s.set_read_timeout(Duration::from_millis(400)));
     let slow = send(&client, HttpRequest::get(&target.url("/slow")).unwrap());
+    let earlier = send(&client, HttpRequest::get(&target.url("/earlier")).unwrap());
     let redirected = send(&client, HttpRequest::get(&origin.url("/from")).unwrap());
     let later = send(&client, HttpRequest::get(&target.url("/later")).unwrap());
     assert_eq!(wait(&mut ev, &slow).unwrap().text(), "xxxxxxxx");
@@ -1185,11 +1187,16 @@ fn a_redirect_hop_to_a_busy_host_waits_first_in_line_and_is_not_timed_out() {
         "GET /to HTTP/1.1"
     );
     assert_eq!(wait(&mut ev, &later).unwrap().text(), "GET /later HTTP/1.1");
+    assert_eq!(
+        wait(&mut ev, &earlier).unwrap().text(),
+        "GET /earlier HTTP/1.1"
+    );
     let lines: Vec<String> = target.requests().into_iter().map(|r| r.line).collect();
     assert_eq!(
         lines,
         [
             "GET /slow HTTP/1.1",
+            "GET /earlier HTTP/1.1",
             "GET /to HTTP/1.1",
             "GET /later HTTP/1.1"
         ]

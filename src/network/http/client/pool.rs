@@ -79,13 +79,14 @@ impl HttpClient {
         self.schedule_in_line(inner, id, false, actions);
     }
 
-    /// [`schedule`](Self::schedule), queueing the request `first` in its host's line when it
-    /// must wait: a redirect hop belongs to a request sent before anything queued there.
+    /// [`schedule`](Self::schedule), queueing the request, when it must wait, `in_send_order`
+    /// in its host's line (by id: before the first request sent after it) rather than last: a
+    /// redirect hop belongs to a request that may have been sent before others queued there.
     pub(super) fn schedule_in_line(
         &self,
         inner: &mut ClientInner,
         id: u64,
-        first: bool,
+        in_send_order: bool,
         actions: &mut Vec<Action>,
     ) {
         let Some((host, sent)) = inner.requests.get(&id).map(|s| (s.host.clone(), s.started))
@@ -129,8 +130,8 @@ impl HttpClient {
         }
         let host_state = inner.hosts.entry(host.clone()).or_default();
         if host_state.active >= max {
-            if first {
-                host_state.queue.push_front(id);
+            if in_send_order {
+                queue_in_send_order(&mut host_state.queue, id);
             } else {
                 host_state.queue.push_back(id);
             }
@@ -610,6 +611,13 @@ impl TlsObserver for ConnSink {
 
     // The socket closes after a failed handshake; `on_closed` reports it.
     fn handshake_failed(&self, _error: &SocketError) {}
+}
+
+/// Queues request `id` before the first request in `queue` sent after it (ids grow with each
+/// `send`), so that it is served in the order it was sent.
+pub(super) fn queue_in_send_order(queue: &mut VecDeque<u64>, id: u64) {
+    let at = queue.iter().position(|&queued| queued > id);
+    queue.insert(at.unwrap_or(queue.len()), id);
 }
 
 /// The pool map's shared copy of `key` (added, with an empty pool, if new).

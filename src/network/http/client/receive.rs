@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::actions::Action;
-use super::pool::{HostKey, host_key, intern_host};
+use super::pool::{HostKey, host_key, intern_host, queue_in_send_order};
 use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient};
 use crate::network::http::body::BodyDecoder;
@@ -709,23 +709,25 @@ impl HttpClient {
             state.host = Rc::clone(&host);
             state.reset_for_hop();
             inner.requests.insert(id, Box::new(state));
-            // The hop belongs to a request sent before anything queued for its host: first in
-            // that line, so the connection freed here (same host) goes to it, not to a later
-            // request, and it waits ahead of those if it must wait.
-            inner
-                .hosts
-                .entry(Rc::clone(&host))
-                .or_default()
-                .queue
-                .push_front(id);
+            // The hop belongs to a request sent before the ones queued after it: in its host's
+            // line in send order, so the connection freed here (same host) goes to it rather
+            // than to a later request, and it waits ahead of those if it must wait.
+            queue_in_send_order(
+                &mut inner.hosts.entry(Rc::clone(&host)).or_default().queue,
+                id,
+            );
             self.release_conn_id(inner, old_conn, reusable, actions);
             let still_queued = inner
                 .hosts
                 .get_mut(&host)
-                .and_then(|h| (h.queue.front() == Some(&id)).then(|| h.queue.pop_front()))
+                .and_then(|h| {
+                    let at = h.queue.iter().position(|&queued| queued == id)?;
+                    h.queue.remove(at)
+                })
                 .is_some();
             if still_queued {
-                // Not started by the freed connection (another host, or it closed).
+                // Not started by the freed connection (another host, an earlier request got it,
+                // or it closed): scheduled as any request, waiting in send order if it must.
                 self.schedule_in_line(inner, id, true, actions);
             }
             return;
