@@ -2836,6 +2836,36 @@ fn a_redirect_with_differing_location_fields_is_refused() {
     );
 }
 
+/// A caller following redirects itself (`DontFollow`) gets the response with differing
+/// `Location` fields as it is, but `redirect_url` names no target for it: which one the server
+/// meant cannot be told (it named the first). Identical repeats name theirs.
+#[test]
+fn redirect_url_of_a_response_with_differing_location_fields_is_none() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        let second = if req.line.starts_with("GET /split ") {
+            "/b"
+        } else {
+            "/a"
+        };
+        Reply::Bytes(
+            format!("HTTP/1.1 302 Found\r\nLocation: /a\r\nLocation: {second}\r\nContent-Length: 0\r\n\r\n")
+                .into_bytes(),
+        )
+    });
+    let client = HttpClient::new().unwrap();
+    let manual = |path: &str| {
+        HttpRequest::get(&server.url(path))
+            .unwrap()
+            .with_redirect_policy(kdnet::network::http::RedirectPolicy::DontFollow)
+    };
+    let split = wait(&mut ev, &send(&client, manual("/split"))).unwrap();
+    assert_eq!(split.status(), 302);
+    assert_eq!(split.redirect_url(), None);
+    let same = wait(&mut ev, &send(&client, manual("/same"))).unwrap();
+    assert_eq!(same.redirect_url().unwrap().path(), "/a");
+}
+
 /// `send_and_wait`'s doc: from a streaming request's `on_event`, a request to the same host at
 /// its `max_connections_per_host` waits for a connection, possibly that stream's own, "and
 /// returns only once that stream has ended". The stream waiting for it must then go on being

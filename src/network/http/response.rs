@@ -214,9 +214,13 @@ impl HttpResponse {
     }
 
     /// The `Location` header resolved against [`HttpResponse::url`], when present and valid.
+    /// `None` too when the response has several `Location` fields that differ: which one the
+    /// server meant cannot be told (the client refuses to follow such a redirect, as browsers
+    /// do); identical repeats count as one.
     pub fn redirect_url(&self) -> Option<Url> {
-        let location = self.headers.get("location")?.trim();
-        if location.is_empty() {
+        let mut locations = self.headers.get_all("location").map(str::trim);
+        let location = locations.next()?;
+        if location.is_empty() || locations.any(|other| other != location) {
             return None;
         }
         self.url.join(location).ok()
