@@ -2764,14 +2764,11 @@ fn a_request_sent_from_a_waiting_streaming_callback_is_answered() {
         let (seen, id) =
             stream_with_a_waiting_callback(&client, &format!("{base}{path}"), written, move || {
                 let client = c.upgrade().unwrap();
-                let a2 = a.clone();
-                client.send(HttpRequest::get(&url).unwrap(), move |r| {
-                    *a2.borrow_mut() = Some(r)
-                });
-                let until = Instant::now() + Duration::from_secs(10);
-                while a.borrow().is_none() && Instant::now() < until {
-                    kdnet::foundation::process_events(Some(Duration::from_millis(10))).unwrap();
-                }
+                // The total timeout turns a wait that would never end into a failure.
+                let request = HttpRequest::get(&url)
+                    .unwrap()
+                    .with_timeout(Duration::from_secs(10));
+                *a.borrow_mut() = Some(client.send_and_wait(request));
             });
         run_until(&mut ev, Duration::from_secs(20), || {
             seen.written_during_wait.get().is_some()
@@ -2872,39 +2869,45 @@ fn redirect_url_of_a_response_with_differing_location_fields_is_none() {
 /// read (not held back for the waiting callback), or neither ever ends.
 #[test]
 fn a_request_queued_behind_a_waiting_streaming_callback_s_own_connection_is_answered() {
-    let mut ev = EventLoop::new().unwrap();
-    let (base, written) = endless_body_server();
-    let client = client_with_one_connection_per_host();
-    let answer: Outcome = Rc::default();
-    let (a, c, url) = (
-        answer.clone(),
-        Rc::downgrade(&client),
-        format!("{base}/small"),
-    );
-    let (seen, _id) =
-        stream_with_a_waiting_callback(&client, &format!("{base}/finite"), written, move || {
-            let client = c.upgrade().unwrap();
-            let a2 = a.clone();
-            client.send(HttpRequest::get(&url).unwrap(), move |r| {
-                *a2.borrow_mut() = Some(r)
-            });
-            let until = Instant::now() + Duration::from_secs(10);
-            while a.borrow().is_none() && Instant::now() < until {
-                kdnet::foundation::process_events(Some(Duration::from_millis(10))).unwrap();
-            }
+    // Sent at once, or after a first wait during which the rest of the stream arrived (its
+    // connection was held back then).
+    for first_wait in [Duration::ZERO, Duration::from_millis(800)] {
+        let mut ev = EventLoop::new().unwrap();
+        let (base, written) = endless_body_server();
+        let client = client_with_one_connection_per_host();
+        let answer: Outcome = Rc::default();
+        let (a, c, url) = (
+            answer.clone(),
+            Rc::downgrade(&client),
+            format!("{base}/small"),
+        );
+        let (seen, _id) = stream_with_a_waiting_callback(
+            &client,
+            &format!("{base}/finite"),
+            written,
+            move || {
+                nested_wait(first_wait);
+                let client = c.upgrade().unwrap();
+                // The total timeout turns a wait that would never end into a failure.
+                let request = HttpRequest::get(&url)
+                    .unwrap()
+                    .with_timeout(Duration::from_secs(10));
+                *a.borrow_mut() = Some(client.send_and_wait(request));
+            },
+        );
+        run_until(&mut ev, Duration::from_secs(20), || {
+            seen.written_during_wait.get().is_some() && seen.done.borrow().is_some()
         });
-    run_until(&mut ev, Duration::from_secs(20), || {
-        seen.written_during_wait.get().is_some() && seen.done.borrow().is_some()
-    });
-    let answer = answer.borrow_mut().take();
-    match answer {
-        Some(Ok(response)) => assert_eq!(response.text(), "ok"),
-        other => panic!("{other:?}"),
+        let answer = answer.borrow_mut().take();
+        match answer {
+            Some(Ok(response)) => assert_eq!(response.text(), "ok", "{first_wait:?}"),
+            other => panic!("{first_wait:?}: {other:?}"),
+        }
+        assert_eq!(seen.received.get(), (8 << 20) + 16, "{first_wait:?}");
+        assert!(
+            matches!(*seen.done.borrow(), Some(Ok(_))),
+            "{first_wait:?}: {:?}",
+            seen.done.borrow()
+        );
     }
-    assert_eq!(seen.received.get(), (8 << 20) + 16);
-    assert!(
-        matches!(*seen.done.borrow(), Some(Ok(_))),
-        "{:?}",
-        seen.done.borrow()
-    );
 }
