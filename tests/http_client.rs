@@ -2596,6 +2596,19 @@ fn endless_body_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsi
                             "HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n",
                             "y".repeat(64 * 1024),
                         ),
+                        "/burst" => {
+                            // The head with 1 MiB of body in one write: the client's first
+                            // read is a large one, handed out a piece at a time.
+                            let data = "w".repeat(64 * 1024);
+                            let piece = format!("10000\r\n{data}\r\n").repeat(16);
+                            let first = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n"
+                                .to_string()
+                                + &piece;
+                            if conn.write_all(first.as_bytes()).is_err() {
+                                return;
+                            }
+                            ("", piece)
+                        }
                         "/finite" => {
                             // 8 MiB and 16 bytes, chunked, then the connection serves the next
                             // request.
@@ -2910,4 +2923,49 @@ fn a_request_queued_behind_a_waiting_streaming_callback_s_own_connection_is_answ
             seen.done.borrow()
         );
     }
+}
+
+/// A streaming callback handed a piece of a large read (handed out a piece at a time) that
+/// waits in a nested loop for a request queued behind its own connection: that request cannot
+/// be served before the callback returns (the rest of the read waits for it; `send_and_wait`'s
+/// doc), so the connection stays held back meanwhile instead of reading the endless stream into
+/// memory for nothing.
+#[test]
+fn a_stream_whose_read_waits_for_its_callback_stays_held_while_a_request_queues_behind_it() {
+    let mut ev = EventLoop::new().unwrap();
+    let (base, written) = endless_body_server();
+    let client = client_with_one_connection_per_host();
+    let answer: Outcome = Rc::default();
+    let (a, c, url) = (
+        answer.clone(),
+        Rc::downgrade(&client),
+        format!("{base}/small"),
+    );
+    let (seen, id) =
+        stream_with_a_waiting_callback(&client, &format!("{base}/burst"), written, move || {
+            let client = c.upgrade().unwrap();
+            let request = HttpRequest::get(&url)
+                .unwrap()
+                .with_timeout(Duration::from_millis(1500));
+            *a.borrow_mut() = Some(client.send_and_wait(request));
+        });
+    assert!(run_until(&mut ev, Duration::from_secs(20), || {
+        seen.written_during_wait.get().is_some()
+    }));
+    let during = seen.written_during_wait.get().unwrap();
+    assert!(
+        during < 32 * 1024 * 1024,
+        "the server wrote {during} bytes while the callback waited: the client kept reading"
+    );
+    let answer = answer.borrow_mut().take();
+    assert!(
+        matches!(answer, Some(Err(HttpError::Timeout(_)))),
+        "{answer:?}"
+    );
+    // The stream goes on after the callback returned.
+    let before = seen.received.get();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || {
+        seen.received.get() > before + 1024 * 1024
+    }));
+    client.cancel(id);
 }

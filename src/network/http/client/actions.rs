@@ -194,7 +194,8 @@ impl HttpClient {
             .requests
             .get(&id)
             .and_then(|state| state.conn);
-        let Some((conn, socket)) = conn.and_then(|conn| Some((conn, self.hold_conn(conn)?))) else {
+        let Some((conn, socket)) = conn.and_then(|conn| Some((conn, self.hold_conn(conn, true)?)))
+        else {
             return;
         };
         if let Some(queue) = self

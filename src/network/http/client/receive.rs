@@ -55,7 +55,7 @@ impl HttpClient {
         if let Some(not_held_yet) = hold {
             // The user code waits: hold the connection back until its read is delivered.
             if not_held_yet {
-                let socket = self.hold_conn(conn_id);
+                let socket = self.hold_conn(conn_id, false);
                 let mut continuing = self.continuing.borrow_mut();
                 if let Some(entry) = continuing.iter_mut().find(|e| e.conn == conn_id) {
                     entry.held = socket.map(|socket| (conn_id, socket));
@@ -168,18 +168,21 @@ impl HttpClient {
     /// holds the server back instead. Returns the socket to hand to
     /// [`unhold_conn`](Self::unhold_conn).
     ///
-    /// Not while requests wait for a connection of its host (the waiting code may be waiting
-    /// for one of them: `send_and_wait` from a streaming callback): reading this one to its end
-    /// is what frees a connection for them (see
-    /// [`release_holds_of_host`](Self::release_holds_of_host)).
-    pub(super) fn hold_conn(&self, conn_id: u64) -> Option<Rc<TcpSocket>> {
+    /// With `unless_queued`, not while requests wait for a connection of its host (the waiting
+    /// code may be waiting for one of them: `send_and_wait` from a streaming callback): reading
+    /// this one to its end is what frees a connection for them (see
+    /// [`release_holds_of_host`](Self::release_holds_of_host)). Bytes that could only wait for
+    /// the rest of a read further up the stack (`continuing`) are held back regardless: reading
+    /// them would not move the stream on.
+    pub(super) fn hold_conn(&self, conn_id: u64, unless_queued: bool) -> Option<Rc<TcpSocket>> {
         let socket = {
             let inner = self.inner.borrow();
             let conn = inner.conns.get(&conn_id)?;
-            if inner
-                .hosts
-                .get(&conn.host)
-                .is_some_and(|h| !h.queue.is_empty())
+            if unless_queued
+                && inner
+                    .hosts
+                    .get(&conn.host)
+                    .is_some_and(|h| !h.queue.is_empty())
             {
                 return None;
             }
@@ -191,7 +194,8 @@ impl HttpClient {
 
     /// A request now waits for a connection of `host`: connections of that host held back for
     /// waiting user code read again (see [`hold_conn`](Self::hold_conn)), or a callback waiting
-    /// in a nested loop for that request would wait for ever on its own held stream.
+    /// in a nested loop for that request would wait for ever on its own held stream. (Those
+    /// whose bytes wait for the rest of a read up the stack stay held: reading would not help.)
     pub(super) fn release_holds_of_host(&self, inner: &mut ClientInner, host: &HostKey) {
         let of_host = |held: &Option<(u64, Rc<TcpSocket>)>| {
             held.as_ref()
@@ -202,11 +206,6 @@ impl HttpClient {
         for held in self.delivering.borrow_mut().held_mut() {
             if of_host(held) {
                 released.extend(held.take());
-            }
-        }
-        for entry in self.continuing.borrow_mut().iter_mut() {
-            if of_host(&entry.held) {
-                released.extend(entry.held.take());
             }
         }
         for (conn_id, socket) in released {
