@@ -2810,7 +2810,7 @@ fn a_redirect_with_differing_location_fields_is_refused() {
     let server = ScriptServer::start(|req, _| {
         if req.line.starts_with("GET /split ") {
             Reply::Bytes(
-                b"HTTP/1.1 302 Found\r\nLocation: /a\r\nLocation: /b\r\nContent-Length: 0\r\n\r\n"
+                b"HTTP/1.1 302 Found\r\nSet-Cookie: planted=1\r\nLocation: /a\r\nLocation: /b\r\nContent-Length: 0\r\n\r\n"
                     .to_vec(),
             )
         } else if req.line.starts_with("GET /same ") {
@@ -2835,7 +2835,8 @@ fn a_redirect_with_differing_location_fields_is_refused() {
         get(&mut ev, &client, &server.url("/same")).unwrap().text(),
         "GET /a HTTP/1.1"
     );
-    let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
+    let seen = server.requests();
+    let lines: Vec<&str> = seen.iter().map(|r| r.line.as_str()).collect();
     assert_eq!(
         lines,
         [
@@ -2844,6 +2845,8 @@ fn a_redirect_with_differing_location_fields_is_refused() {
             "GET /a HTTP/1.1"
         ]
     );
+    // The refused response set no cookie (a browser refuses it before looking at its fields).
+    assert_eq!(seen[1].header("cookie"), None);
 }
 
 /// A caller following redirects itself (`DontFollow`) gets the response with differing

@@ -425,15 +425,16 @@ impl HttpClient {
             head.headers.remove("content-encoding");
             head.headers.remove("content-length");
         }
-        session
-            .cookie_jar()
-            .lock()
-            .store_response_cookies(state.request.url(), head.headers.get_all("set-cookie"));
+        // A redirect refused for its ambiguous target is refused whole: its cookies too.
         let location = redirect_location(
             &state.request,
             head.status,
             head.headers.get_all("location"),
         )?;
+        session
+            .cookie_jar()
+            .lock()
+            .store_response_cookies(state.request.url(), head.headers.get_all("set-cookie"));
         match redirect_action(&state.request, head.status, location, state.redirects) {
             RedirectAction::Follow(next) => {
                 // Read (and discard) this body so the connection can be reused: its framing is
