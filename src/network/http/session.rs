@@ -294,7 +294,9 @@ impl HttpSession {
     /// body bytes afterwards; also for streaming requests. It fails the request with
     /// `Timeout(SendRequest)` when the body stopped going out, `Timeout(ResponseHead)` when the
     /// head did not come, `Timeout(BodyIdle)` when the body paused. Default `None` (no limit
-    /// beyond the request's total timeout).
+    /// beyond the request's total timeout). It does not run while the request's own callback or
+    /// slot waits in a nested loop (the client holds its connection back then, so the silence
+    /// is not the server's); it runs again once that code returns.
     pub fn read_timeout(&self) -> Option<Duration> {
         self.read_timeout
     }
