@@ -68,9 +68,10 @@ pub enum RedirectAction {
 
 /// Decides whether to follow a response to `request`.
 ///
-/// `status` and `location` (the first `Location` value, if any) come from the response;
-/// `redirects_followed` counts the hops already made for the original request. The policy and
-/// limit are the request's own (the session applies its settings to the request before it is
+/// `status` and `location` (the `Location` value, if any) come from the response (the client
+/// refuses a redirect with several differing `Location` fields before asking: pass the first
+/// only when they agree); `redirects_followed` counts the hops already made for the original
+/// request. The policy and limit are the request's own (the session applies its settings to the request before it is
 /// sent, see `HttpSession::apply_redirect_settings`).
 ///
 /// Checks, in order: a redirect status and a policy other than
