@@ -1175,3 +1175,104 @@ fn a_socket_aborted_in_bytes_received_emits_no_ready_read_for_that_batch() {
         assert_eq!(ready_reads.get(), 0, "reconnect {reconnect}");
     }
 }
+
+/// The socket held in an `Option` that a slot empties (a GUI dropping its connection object).
+type Holder<T> = Rc<RefCell<Option<Rc<T>>>>;
+
+/// Watches every signal of `socket` (owned by `owner`, which the returned holder holds): the
+/// emission named `drop_on` (`state_changed` as `state_changed(State)`) drops the holder's
+/// handle, the last one; what is emitted after that is recorded in the returned list.
+fn drop_on_signal<T: 'static>(
+    owner: Rc<T>,
+    socket: &TcpSocket,
+    drop_on: &'static str,
+) -> (Holder<T>, Rc<RefCell<Vec<String>>>) {
+    let holder: Holder<T> = Rc::new(RefCell::new(Some(owner)));
+    let after: Rc<RefCell<Vec<String>>> = Rc::default();
+    let seen = {
+        let (holder, after) = (holder.clone(), after.clone());
+        Rc::new(move |name: String| {
+            if holder.borrow().is_none() {
+                after.borrow_mut().push(name);
+            } else if name == drop_on {
+                let last = holder.borrow_mut().take();
+                drop(last);
+            }
+        })
+    };
+    macro_rules! watch {
+        ($($signal:ident),*) => {$({
+            let seen = seen.clone();
+            socket.$signal.connect(move |_| seen(stringify!($signal).to_string())).release();
+        })*};
+    }
+    watch!(
+        connected,
+        disconnected,
+        ready_read,
+        bytes_received,
+        bytes_written,
+        error_occurred,
+        handshake_completed,
+        handshake_error
+    );
+    socket
+        .state_changed
+        .connect(move |s| seen(format!("state_changed({s:?})")))
+        .release();
+    (holder, after)
+}
+
+/// A peer that sends `hello`, then reads the client's byte and closes (an end of stream), or
+/// with `reset` closes after a pause without reading it (a reset).
+fn hello_peer(reset: bool) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        let _ = peer.write_all(b"hello");
+        if reset {
+            std::thread::sleep(Duration::from_millis(200));
+        } else {
+            let _ = peer.set_read_timeout(Some(Duration::from_secs(5)));
+            let _ = std::io::Read::read(&mut peer, &mut [0; 1]);
+        }
+    });
+    address
+}
+
+/// Once a slot drops the last handle of a socket (a window closing in a `connected` slot), the
+/// socket emits nothing more: not the rest of that emission sequence (`connected` after
+/// `state_changed`, the flush's `bytes_written`, `ready_read` after `bytes_received`, the close's
+/// `state_changed` and `disconnected` after `error_occurred`).
+#[test]
+fn a_socket_dropped_from_its_own_slot_emits_nothing_more() {
+    let mut ev = EventLoop::new().unwrap();
+    for (drop_on, reset) in [
+        ("state_changed(Connected)", false),
+        ("connected", false),
+        ("bytes_received", false),
+        ("error_occurred", true),
+    ] {
+        let address = hello_peer(reset);
+        let socket = TcpSocket::new().unwrap();
+        let (holder, after) = drop_on_signal(socket.clone(), &socket, drop_on);
+        socket
+            .connect_to_address(address.ip(), address.port())
+            .unwrap();
+        socket.write(b"x").unwrap();
+        drop(socket);
+        assert!(
+            run_until(&mut ev, Duration::from_secs(5), || holder
+                .borrow()
+                .is_none()),
+            "{drop_on} was not emitted"
+        );
+        run_until(&mut ev, Duration::from_millis(300), || false);
+        assert!(
+            after.borrow().is_empty(),
+            "dropped in {drop_on}, then: {:?}",
+            after.borrow()
+        );
+    }
+}

@@ -1447,3 +1447,130 @@ fn a_trailing_dot_host_verifies_against_the_name_without_it() {
     );
     assert!(client.is_encrypted(), "{:?}", error.borrow());
 }
+
+/// The socket held in an `Option` that a slot empties (a GUI dropping its connection object).
+type Holder<T> = Rc<RefCell<Option<Rc<T>>>>;
+
+/// Watches every signal of `socket` (owned by `owner`, which the returned holder holds): the
+/// emission named `drop_on` drops the holder's handle, the last one; what is emitted after
+/// that is recorded in the returned list.
+fn drop_on_signal<T: 'static>(
+    owner: Rc<T>,
+    socket: &TcpSocket,
+    drop_on: &'static str,
+) -> (Holder<T>, Rc<RefCell<Vec<String>>>) {
+    let holder: Holder<T> = Rc::new(RefCell::new(Some(owner)));
+    let after: Rc<RefCell<Vec<String>>> = Rc::default();
+    let seen = {
+        let (holder, after) = (holder.clone(), after.clone());
+        Rc::new(move |name: String| {
+            if holder.borrow().is_none() {
+                after.borrow_mut().push(name);
+            } else if name == drop_on {
+                let last = holder.borrow_mut().take();
+                drop(last);
+            }
+        })
+    };
+    macro_rules! watch {
+        ($($signal:ident),*) => {$({
+            let seen = seen.clone();
+            socket.$signal.connect(move |_| seen(stringify!($signal).to_string())).release();
+        })*};
+    }
+    watch!(
+        connected,
+        disconnected,
+        ready_read,
+        bytes_received,
+        bytes_written,
+        error_occurred,
+        handshake_completed,
+        handshake_error
+    );
+    socket
+        .state_changed
+        .connect(move |s| seen(format!("state_changed({s:?})")))
+        .release();
+    (holder, after)
+}
+
+/// An `SslSocket` dropped from its `handshake_completed` slot does not report the flush of the
+/// writes queued for the handshake (`bytes_written`), and one dropped from `handshake_error`
+/// emits no `error_occurred`, `state_changed` or `disconnected` after it.
+#[test]
+fn an_ssl_socket_dropped_from_its_handshake_slots_emits_nothing_more() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    for drop_on in ["handshake_completed", "handshake_error"] {
+        let (server, _peers, _) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, true);
+        let client = if drop_on == "handshake_error" {
+            // Does not trust the test CA: the handshake fails.
+            SslSocket::with_config(
+                TlsClientConfig::with_only_ca_certificates(pki.untrusted_cert_pem.as_bytes())
+                    .unwrap(),
+            )
+            .unwrap()
+        } else {
+            client_trusting_test_ca()
+        };
+        let (holder, after) = drop_on_signal(client.clone(), client.tcp_socket(), drop_on);
+        client
+            .connect_to_host("localhost", server.server_port().unwrap())
+            .unwrap();
+        client.write(b"queued for the handshake").unwrap();
+        drop(client);
+        assert!(
+            run_until(&mut ev, Duration::from_secs(10), || holder
+                .borrow()
+                .is_none()),
+            "{drop_on} was not emitted"
+        );
+        run_until(&mut ev, Duration::from_millis(300), || false);
+        assert!(
+            after.borrow().is_empty(),
+            "dropped in {drop_on}, then: {:?}",
+            after.borrow()
+        );
+    }
+}
+
+/// A socket a TLS server accepted, dropped from its `handshake_completed` slot (the server
+/// rejecting the client), does not announce the data that came with the client's last
+/// handshake flight (`bytes_received`, `ready_read`).
+#[test]
+fn an_accepted_tls_socket_dropped_from_handshake_completed_emits_nothing_more() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let server = TcpServer::new().unwrap();
+    server.set_tls_config(
+        TlsServerConfig::from_pem(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+        )
+        .unwrap(),
+    );
+    server.listen("127.0.0.1", 0).unwrap();
+    type Watched = (Holder<TcpSocket>, Rc<RefCell<Vec<String>>>);
+    let watched: Rc<RefCell<Option<Watched>>> = Rc::default();
+    let w = watched.clone();
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| {
+            *w.borrow_mut() = Some(drop_on_signal(peer.clone(), peer, "handshake_completed"));
+        })
+        .release();
+    let client = client_trusting_test_ca();
+    client
+        .connect_to_host("localhost", server.server_port().unwrap())
+        .unwrap();
+    // Sent right after the client's Finished: usually in the server's same read.
+    client.write(b"data after the handshake").unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || watched
+        .borrow()
+        .as_ref()
+        .is_some_and(|(holder, _)| holder.borrow().is_none())));
+    run_until(&mut ev, Duration::from_millis(300), || false);
+    let (_, after) = watched.borrow_mut().take().unwrap();
+    assert!(after.borrow().is_empty(), "then: {:?}", after.borrow());
+}

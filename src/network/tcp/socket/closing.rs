@@ -61,17 +61,17 @@ impl TcpSocket {
                 if let Some(observer) = observer.as_ref().and_then(Weak::upgrade) {
                     observer.handshake_failed(e);
                 }
-                self.handshake_error.emit(e);
+                self.emit_held(&self.handshake_error, e);
             }
-            self.error_occurred.emit(e);
+            self.emit_held(&self.error_occurred, e);
         }
         // An `error_occurred` slot may have connected again (a retry): the socket is no longer
         // Unconnected, and observers already heard of the new state, so this one is not reported.
         if was_state != SocketState::Unconnected && self.connection() == connection {
-            self.state_changed.emit(&SocketState::Unconnected);
+            self.emit_held(&self.state_changed, &SocketState::Unconnected);
         }
         if announced {
-            self.disconnected.emit(&());
+            self.emit_held(&self.disconnected, &());
         }
         if let Some(sink) = sink {
             sink.on_closed(error.as_ref());

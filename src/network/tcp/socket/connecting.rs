@@ -95,6 +95,7 @@ impl TcpSocket {
         let weak = self.self_weak.clone();
         self.core.post(Box::new(move || {
             if let Some(s) = weak.upgrade() {
+                let _call = s.loop_call();
                 // Unless aborted (and maybe connected anew) or timed out meanwhile.
                 if s.connection() == connection && s.state() == SocketState::Connecting {
                     s.close_with(Some(e));
@@ -195,14 +196,14 @@ impl TcpSocket {
         let connection = self.connection();
         let still_connected =
             || self.state() == SocketState::Connected && self.connection() == connection;
-        self.state_changed.emit(&SocketState::Connected);
+        self.emit_held(&self.state_changed, &SocketState::Connected);
         // A `state_changed` slot may have closed the socket (or connected it anew): then this
         // connection is never announced, so its close emitted no `disconnected` either.
         if !still_connected() {
             return;
         }
         self.inner.borrow_mut().announced = true;
-        self.connected.emit(&());
+        self.emit_held(&self.connected, &());
         // A `connected` slot may have closed the socket already.
         if still_connected() {
             if let Some(sink) = self.sink() {
@@ -215,6 +216,7 @@ impl TcpSocket {
 
 impl AttemptOwner for TcpSocket {
     fn attempt_ready(&self, id: u64, readiness: Readiness) {
+        let _call = self.loop_call();
         let outcome = {
             let mut inner = self.inner.borrow_mut();
             match inner.connecting.as_mut().and_then(|c| c.race.as_mut()) {

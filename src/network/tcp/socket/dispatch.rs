@@ -5,6 +5,7 @@ use std::rc::Weak;
 use std::time::{Duration, Instant};
 
 use super::{SocketState, TcpSocket};
+use crate::bindings::Signal;
 use crate::foundation::{
     Readiness, ReadyHandler, TimerHandler, TimerKey, TimerTarget, deadline_after,
 };
@@ -25,8 +26,45 @@ impl TcpSocket {
     }
 }
 
+/// A call from the loop into a socket (readiness, a timer, a posted report, a lookup's answer),
+/// counted while it runs: the caller holds one `Rc` of the socket for it.
+pub(super) struct LoopCall<'a>(&'a TcpSocket);
+
+impl Drop for LoopCall<'_> {
+    fn drop(&mut self) {
+        self.0.loop_calls.set(self.0.loop_calls.get() - 1);
+    }
+}
+
+impl TcpSocket {
+    /// Counts a call from the loop for as long as the returned guard lives. Taken at every
+    /// entry from the loop, with the one `Rc` upgraded for that call held.
+    pub(super) fn loop_call(&self) -> LoopCall<'_> {
+        self.loop_calls.set(self.loop_calls.get() + 1);
+        LoopCall(self)
+    }
+
+    /// Whether anyone holds the socket besides the loop's calls into it: false once a slot
+    /// dropped the last handle of its user (the socket is gone when the call returns), and
+    /// then it emits nothing more. Always true inside a call made by user code, whose handle
+    /// counts.
+    #[inline]
+    pub(super) fn held(&self) -> bool {
+        self.self_weak.strong_count() > self.loop_calls.get()
+    }
+
+    /// Emits `value` on `signal` unless no one holds the socket any more (see [`held`](Self::held)).
+    #[inline]
+    pub(super) fn emit_held<T>(&self, signal: &Signal<T>, value: &T) {
+        if self.held() {
+            signal.emit(value);
+        }
+    }
+}
+
 impl ReadyHandler for TcpSocket {
     fn on_ready(&self, r: Readiness) {
+        let _call = self.loop_call();
         // Reads first: when the peer answered and then reset the connection (an early answer
         // to an upload it does not want), a flush of queued writes fails with the reset, and
         // closing then would drop the answer still waiting in the kernel.
@@ -48,6 +86,7 @@ enum SocketTimer {
 
 impl TimerHandler for TcpSocket {
     fn fire(&self, key: TimerKey) {
+        let _call = self.loop_call();
         // One-shot: the slot is done whichever timer it was.
         self.core.timer_remove(key);
         let fired = {

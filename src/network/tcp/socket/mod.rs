@@ -26,7 +26,7 @@
 //! Internal users (the HTTP client) install a data sink instead and parse straight from the
 //! shared buffer, so a connection costs no read buffer of its own.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::net::{IpAddr, SocketAddr};
 use std::rc::{Rc, Weak};
@@ -82,6 +82,11 @@ pub enum SocketState {
 /// Writes may be queued from `connect_to_host` on and are flushed once connected.
 /// `ready_read` fires once per batch of newly arrived data: read what you need then (for example
 /// with [`read_all`](Self::read_all)); data left in the buffer stays there for later reads.
+///
+/// A slot may drop the last handle of its socket (a window closing on `connected` or
+/// `error_occurred`): the socket then emits nothing more, not even the rest of the signals of
+/// that event (`bytes_written` after `connected`, `state_changed` and `disconnected` after
+/// `error_occurred`), and it closes when the slot returns.
 ///
 /// ```
 /// use kdnet::EventLoop;
@@ -147,6 +152,9 @@ pub struct TcpSocket {
     core: Rc<LoopCore>,
     inner: RefCell<Inner>,
     self_weak: Weak<TcpSocket>,
+    /// How many calls from the loop into this socket are running, each holding one `Rc` of it
+    /// for its length (see [`TcpSocket::held`]).
+    loop_calls: Cell<usize>,
 }
 
 struct Inner {
@@ -230,6 +238,7 @@ impl TcpSocket {
                 last_error: None,
             }),
             self_weak: weak.clone(),
+            loop_calls: Cell::new(0),
         })
     }
 
@@ -293,11 +302,12 @@ impl TcpSocket {
             inner.forget_previous_connection();
             inner.connection
         };
-        self.state_changed.emit(&SocketState::HostLookup);
+        self.emit_held(&self.state_changed, &SocketState::HostLookup);
         self.arm_connect_timer();
         let weak = self.self_weak.clone();
         let id = resolver.lookup(host, move |result| {
             if let Some(socket) = weak.upgrade() {
+                let _call = socket.loop_call();
                 // Only for this connect: the socket may have been aborted and connected anew.
                 if socket.connection() == connection {
                     socket.on_lookup(result, port);
@@ -342,7 +352,7 @@ impl TcpSocket {
             resolver.cancel(id);
         }
         if was != SocketState::Connecting {
-            self.state_changed.emit(&SocketState::Connecting);
+            self.emit_held(&self.state_changed, &SocketState::Connecting);
         }
         if was == SocketState::Unconnected {
             self.arm_connect_timer();
@@ -415,6 +425,7 @@ impl TcpSocket {
                     let weak = self.self_weak.clone();
                     self.core.post(Box::new(move || {
                         if let Some(s) = weak.upgrade() {
+                            let _call = s.loop_call();
                             if s.connection() == connection {
                                 s.fail_write(e);
                             }
@@ -461,7 +472,7 @@ impl TcpSocket {
             inner.state = SocketState::Closing;
             inner.close_when_flushed = true;
         }
-        self.state_changed.emit(&SocketState::Closing);
+        self.emit_held(&self.state_changed, &SocketState::Closing);
         self.flush();
     }
 

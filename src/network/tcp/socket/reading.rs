@@ -164,14 +164,14 @@ impl TcpSocket {
                 && inner.state != SocketState::Unconnected
         };
         if announce {
-            self.bytes_received.emit(&received);
+            self.emit_held(&self.bytes_received, &received);
             // Unless a `bytes_received` slot closed the socket (or connected it anew).
             let still_open = {
                 let inner = self.inner.borrow();
                 inner.connection == connection && inner.state != SocketState::Unconnected
             };
             if still_open {
-                self.ready_read.emit(&());
+                self.emit_held(&self.ready_read, &());
             }
         }
         Drained {
@@ -290,6 +290,7 @@ impl TcpSocket {
             let weak = self.self_weak.clone();
             self.core.post(Box::new(move || {
                 if let Some(s) = weak.upgrade() {
+                    let _call = s.loop_call();
                     s.drain_reads();
                 }
             }));

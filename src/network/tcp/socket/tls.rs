@@ -77,6 +77,6 @@ impl TcpSocket {
         if let Some(observer) = observer {
             observer.handshake_completed();
         }
-        self.handshake_completed.emit(&());
+        self.emit_held(&self.handshake_completed, &());
     }
 }

@@ -30,6 +30,7 @@ impl TcpSocket {
             let weak = self.self_weak.clone();
             self.core.post(Box::new(move || {
                 if let Some(s) = weak.upgrade() {
+                    let _call = s.loop_call();
                     s.report_unreported_written();
                 }
             }));
@@ -45,7 +46,7 @@ impl TcpSocket {
     }
 
     pub(super) fn report_written(&self, n: usize) {
-        self.bytes_written.emit(&n);
+        self.emit_held(&self.bytes_written, &n);
         if let Some(sink) = self.sink() {
             sink.on_written(n);
         }
