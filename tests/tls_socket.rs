@@ -1574,3 +1574,47 @@ fn an_accepted_tls_socket_dropped_from_handshake_completed_emits_nothing_more() 
     let (_, after) = watched.borrow_mut().take().unwrap();
     assert!(after.borrow().is_empty(), "then: {:?}", after.borrow());
 }
+
+/// A `handshake_error` slot that connects again (a retry, say with other trust settings): the
+/// failed connection's `error_occurred` is not emitted after it, while the new connection is
+/// under way (a slot there would take it for the retry's failure).
+#[test]
+fn error_occurred_is_not_emitted_for_the_old_connection_after_a_handshake_error_slot_reconnected() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, _peers, _) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, true);
+    let port = server.server_port().unwrap();
+    let client = SslSocket::with_config(
+        TlsClientConfig::with_only_ca_certificates(pki.untrusted_cert_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let events: Rc<RefCell<Vec<&'static str>>> = Rc::default();
+    let (e, weak) = (events.clone(), Rc::downgrade(&client));
+    client
+        .handshake_error
+        .connect(move |_| {
+            e.borrow_mut().push("handshake_error");
+            if e.borrow().len() == 1 {
+                weak.upgrade()
+                    .unwrap()
+                    .connect_to_host("localhost", port)
+                    .unwrap();
+            }
+        })
+        .release();
+    let e = events.clone();
+    client
+        .error_occurred
+        .connect(move |_| e.borrow_mut().push("error_occurred"))
+        .release();
+    client.connect_to_host("localhost", port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || events
+        .borrow()
+        .len()
+        >= 3));
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    assert_eq!(
+        *events.borrow(),
+        ["handshake_error", "handshake_error", "error_occurred"]
+    );
+}

@@ -10,10 +10,9 @@ use crate::network::error::SocketError;
 
 impl TcpSocket {
     /// Closes the connection and reports: `bytes_written` still due from `write`,
-    /// `handshake_error` (if `error` ends a TLS handshake), `error_occurred` (if `error`),
-    /// `state_changed` (unless
-    /// an `error_occurred` slot connected again), `disconnected` (if `connected` was emitted),
-    /// and the data sink.
+    /// `handshake_error` (if `error` ends a TLS handshake), `error_occurred` (if `error`, unless
+    /// a `handshake_error` slot connected again), `state_changed` (unless one of those slots
+    /// connected again), `disconnected` (if `connected` was emitted), and the data sink.
     pub(super) fn close_with(&self, error: Option<SocketError>) {
         // Bytes `write` handed to the kernel are reported before the close, not after it.
         let unreported = self.inner.borrow().unreported_written > 0;
@@ -63,7 +62,11 @@ impl TcpSocket {
                 }
                 self.emit_held(&self.handshake_error, e);
             }
-            self.emit_held(&self.error_occurred, e);
+            // A `handshake_error` slot may have connected again: this error is the old
+            // connection's, already reported, and must not pass for the new one's.
+            if self.connection() == connection {
+                self.emit_held(&self.error_occurred, e);
+            }
         }
         // An `error_occurred` slot may have connected again (a retry): the socket is no longer
         // Unconnected, and observers already heard of the new state, so this one is not reported.

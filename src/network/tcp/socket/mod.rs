@@ -127,7 +127,9 @@ pub struct TcpSocket {
     /// [`TcpServer`](super::TcpServer) accepted: they are connected from the start).
     pub connected: Signal<()>,
     /// A connection that had emitted `connected`, or was accepted by a
-    /// [`TcpServer`](super::TcpServer), is closed.
+    /// [`TcpServer`](super::TcpServer), is closed. Emitted after `error_occurred` when that
+    /// closed it, also when a slot there already connected again (each `connected` has its
+    /// `disconnected`).
     pub disconnected: Signal<()>,
     /// New data can be read.
     pub ready_read: Signal<()>,
@@ -147,7 +149,8 @@ pub struct TcpSocket {
     pub handshake_completed: Signal<()>,
     /// The TLS handshake failed (certificate, alert, garbage, the peer closing, or the handshake
     /// timeout): emitted just before `error_occurred` with the same error, the socket already
-    /// closed. Not emitted for an [`abort`](Self::abort) or a failure after the handshake.
+    /// closed (a slot that connects again here gets no `error_occurred` for the failed
+    /// connection). Not emitted for an [`abort`](Self::abort) or a failure after the handshake.
     pub handshake_error: Signal<SocketError>,
     core: Rc<LoopCore>,
     inner: RefCell<Inner>,
