@@ -1618,3 +1618,37 @@ fn error_occurred_is_not_emitted_for_the_old_connection_after_a_handshake_error_
         ["handshake_error", "handshake_error", "error_occurred"]
     );
 }
+
+/// One connect timeout covers the whole way to an encrypted connection, TCP connect and TLS
+/// handshake together (curl's CONNECTTIMEOUT, reqwest's connect_timeout): a server that accepts
+/// and never answers the ClientHello fails the connect once the connect timeout is spent, not
+/// after the handshake's own 30 s default.
+#[test]
+fn the_connect_timeout_covers_the_tls_handshake() {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (_silent, _) = listener.accept().unwrap();
+        std::thread::sleep(Duration::from_secs(10));
+    });
+    let client = client_trusting_test_ca();
+    client.set_connect_timeout(Some(Duration::from_millis(300)));
+    let error = latest(&client.error_occurred);
+    let started = std::time::Instant::now();
+    client.connect_to_host("localhost", port).unwrap();
+    assert!(
+        run_until(&mut ev, Duration::from_secs(8), || error.borrow().is_some()),
+        "no error 8 s after a connect limited to 300 ms"
+    );
+    let elapsed = started.elapsed();
+    let error = error.borrow().clone().unwrap();
+    assert!(
+        matches!(
+            error,
+            SocketError::Timeout(kdnet::network::TimeoutPhase::TlsHandshake)
+        ),
+        "{error:?}"
+    );
+    assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
+}

@@ -266,8 +266,9 @@ impl HttpSession {
 
     // ---- timeouts and limits ---------------------------------------------------------------
 
-    /// Time allowed for the name lookup and the TCP connect over all addresses, and again for
-    /// the TLS handshake of an https connection; default [`DEFAULT_CONNECT_TIMEOUT`] (30 s).
+    /// Time allowed for the name lookup, the TCP connect over all addresses and the TLS
+    /// handshake of an https connection, together (as curl's connect timeout); default
+    /// [`DEFAULT_CONNECT_TIMEOUT`] (30 s).
     pub fn connect_timeout(&self) -> Duration {
         self.connect_timeout
     }

@@ -105,7 +105,9 @@ impl SslSocket {
             .dangerous_disable_certificate_verification();
     }
 
-    /// Limits the TLS handshake (default 30 s; `None` = no limit).
+    /// Limits the TLS handshake (default 30 s; `None` = no limit). A connect timeout
+    /// ([`TcpSocket::set_connect_timeout`]) covers the handshake as well: whichever ends first
+    /// fails it.
     pub fn set_handshake_timeout(&self, timeout: Option<Duration>) {
         self.socket.set_handshake_timeout(timeout);
     }

@@ -4,13 +4,14 @@
 use std::net::{IpAddr, SocketAddr};
 use std::rc::Weak;
 use std::sync::Arc;
+use std::time::Instant;
 
 use mio::Interest;
 use mio::net::TcpStream;
 
 use super::tls::TlsState;
 use super::{Inner, SocketState, TcpSocket};
-use crate::foundation::{Readiness, ReadyHandler, TimerKey};
+use crate::foundation::{Readiness, ReadyHandler, TimerKey, deadline_after};
 use crate::network::dns::LookupId;
 use crate::network::error::{SocketError, SocketOperation};
 use crate::network::tcp::connect::{
@@ -25,6 +26,8 @@ pub(super) struct Connecting {
     pub(super) race: Option<ConnectRace>,
     pub(super) stagger_timer: Option<TimerKey>,
     pub(super) connect_timer: Option<TimerKey>,
+    /// When the connect timeout runs out; a TLS handshake must complete by then too.
+    pub(super) deadline: Option<Instant>,
     pub(super) lookup: Option<LookupId>,
     /// Set by `enable_client_tls`; the session is made when the TCP connection is up. Boxed: a
     /// plain connection never sets it.
@@ -133,8 +136,11 @@ impl TcpSocket {
         let Some(timeout) = inner.connect_timeout else {
             return;
         };
-        let key = self.start_timer(timeout);
-        inner.connecting().connect_timer = Some(key);
+        let deadline = deadline_after(Instant::now(), timeout);
+        let key = self.start_timer_at(deadline);
+        let connecting = inner.connecting();
+        connecting.connect_timer = Some(key);
+        connecting.deadline = Some(deadline);
     }
 
     fn on_connected(&self, mut stream: TcpStream, peer: SocketAddr) {
@@ -174,19 +180,19 @@ impl TcpSocket {
             inner.stream = Some(stream);
             inner.key = Some(key);
             inner.state = SocketState::Connected;
-            // Connected: nothing of the way here is needed any more.
+            // Connected: nothing of the way here is needed any more (but the connect
+            // timeout's deadline, which a TLS handshake has to meet as well).
             inner
                 .connecting
                 .take()
-                .and_then(|c| c.tls_pending)
-                .map(|t| *t)
+                .and_then(|c| c.tls_pending.map(|t| (*t, c.deadline)))
         };
         log::debug!("connected to {peer}");
-        if let Some((config, host)) = tls_start {
+        if let Some(((config, host), connect_deadline)) = tls_start {
             match TlsSession::client(config, &host) {
                 Ok(session) => {
                     self.inner.borrow_mut().tls = Some(TlsState::new(session));
-                    self.arm_handshake_timer();
+                    self.arm_handshake_timer(connect_deadline);
                 }
                 // Closed before `connected` is announced: no slot can write to a stream that
                 // was to be encrypted and carry its bytes in plain text.

@@ -16,12 +16,16 @@ impl TcpSocket {
     /// socket's timers apart by key. Not `call_after`: that costs every connecting socket a
     /// closure and a handler allocation besides the timer slot.
     pub(super) fn start_timer(&self, delay: Duration) -> TimerKey {
+        self.start_timer_at(deadline_after(Instant::now(), delay))
+    }
+
+    /// [`start_timer`](Self::start_timer) firing at `deadline`.
+    pub(super) fn start_timer_at(&self, deadline: Instant) -> TimerKey {
         let handler: Weak<dyn TimerHandler> = self.self_weak.clone();
         let key = self
             .core
             .timer_insert(TimerTarget::Borrowed(handler), false);
-        self.core
-            .timer_arm(key, deadline_after(Instant::now(), delay));
+        self.core.timer_arm(key, deadline);
         key
     }
 }

@@ -277,7 +277,7 @@ impl TcpSocket {
             inner.tls = tls.map(TlsState::new);
         }
         if socket.inner.borrow().tls.is_some() {
-            socket.arm_handshake_timer();
+            socket.arm_handshake_timer(None);
         }
         Ok(socket)
     }
@@ -556,8 +556,13 @@ impl TcpSocket {
         self.resume_reading_if_paused();
     }
 
-    /// Fails the connect with a timeout after `timeout` (lookup and all attempts; default none).
-    /// A timeout too large to be a point in time, such as `Duration::MAX`, means none.
+    /// Fails the connect with a timeout after `timeout` (default none): one budget for the name
+    /// lookup, all connection attempts and, for TLS, the handshake (as curl's connect timeout
+    /// and reqwest's `connect_timeout`), reported as
+    /// [`SocketError::Timeout`] with the phase it ran out in. The handshake is also limited by
+    /// its own timeout ([`DEFAULT_HANDSHAKE_TIMEOUT`]), whichever ends first. A timeout too
+    /// large to be a point in time, such as `Duration::MAX`, means none. Applies from the next
+    /// connect.
     pub fn set_connect_timeout(&self, timeout: Option<Duration>) {
         self.inner.borrow_mut().connect_timeout = timeout;
     }

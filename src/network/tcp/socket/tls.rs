@@ -2,11 +2,12 @@
 //! about the handshake, and handing decrypted plaintext to a data sink.
 
 use std::rc::Weak;
+use std::time::Instant;
 
 use bytes::BytesMut;
 
 use super::TcpSocket;
-use crate::foundation::TimerKey;
+use crate::foundation::{TimerKey, deadline_after};
 use crate::network::error::SocketError;
 use crate::network::tls::session::TlsSession;
 
@@ -35,15 +36,22 @@ impl TlsState {
 }
 
 impl TcpSocket {
-    pub(super) fn arm_handshake_timer(&self) {
+    /// Limits the handshake starting now to the handshake timeout and to `connect_deadline`
+    /// (what is left of the connect timeout), whichever ends first.
+    pub(super) fn arm_handshake_timer(&self, connect_deadline: Option<Instant>) {
         let mut inner = self.inner.borrow_mut();
-        let Some(timeout) = inner.handshake_timeout else {
-            return;
+        let handshake_deadline = inner
+            .handshake_timeout
+            .map(|timeout| deadline_after(Instant::now(), timeout));
+        let deadline = match (handshake_deadline, connect_deadline) {
+            (Some(a), Some(b)) => a.min(b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => return,
         };
         let Some(tls) = inner.tls.as_mut() else {
             return;
         };
-        tls.handshake_timer = Some(self.start_timer(timeout));
+        tls.handshake_timer = Some(self.start_timer_at(deadline));
     }
 
     /// Hands plaintext decrypted into the scratch buffer to the sink (without a sink it went
