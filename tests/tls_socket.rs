@@ -1652,3 +1652,74 @@ fn the_connect_timeout_covers_the_tls_handshake() {
     );
     assert!(elapsed >= Duration::from_millis(250), "{elapsed:?}");
 }
+
+/// A server that answers with `reply` (after reading the ClientHello unless `first`), then
+/// holds the connection open.
+fn server_answering(reply: &'static [u8], first: bool) -> u16 {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    std::thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        if !first {
+            let _ = std::io::Read::read(&mut peer, &mut [0; 1024]);
+        }
+        let _ = std::io::Write::write_all(&mut peer, reply);
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    port
+}
+
+/// An https:// address of a plain-HTTP server (a common slip): the server answers the
+/// ClientHello with an HTTP error. The failure says so, with the status line, instead of
+/// "peer misbehaved: received corrupt message of type InvalidContentType". A server speaking
+/// another protocol (an SSH banner) is named as not speaking TLS, with what it sent.
+#[test]
+fn a_server_that_does_not_speak_tls_is_named_as_such() {
+    let mut ev = EventLoop::new().unwrap();
+    let http = server_answering(
+        b"HTTP/1.1 400 Bad Request\r\nContent-Length: 11\r\nConnection: close\r\n\r\nBad Request",
+        false,
+    );
+    let ssh = server_answering(b"SSH-2.0-OpenSSH_9.6\r\n", true);
+    for (port, expected) in [
+        (
+            http,
+            TlsFailure::PlainHttp {
+                first_line: "HTTP/1.1 400 Bad Request".into(),
+            },
+        ),
+        (
+            ssh,
+            TlsFailure::NotTls {
+                first_line: "SSH-2.0-OpenSSH_9.6".into(),
+            },
+        ),
+    ] {
+        let client = client_trusting_test_ca();
+        let handshake_error = latest(&client.handshake_error);
+        client.connect_to_host("localhost", port).unwrap();
+        assert!(run_until(&mut ev, Duration::from_secs(10), || {
+            handshake_error.borrow().is_some()
+        }));
+        let error = handshake_error.borrow().clone().unwrap();
+        match &error {
+            SocketError::Tls(failure) => assert_eq!(*failure, expected),
+            other => panic!("{other:?}"),
+        }
+        assert!(!error.is_retryable(), "{error}");
+    }
+    let plain_http = TlsFailure::PlainHttp {
+        first_line: "HTTP/1.1 400 Bad Request".into(),
+    };
+    assert_eq!(
+        plain_http.to_string(),
+        "the server answered in plain HTTP, not TLS (is the URL http://?): \"HTTP/1.1 400 Bad Request\""
+    );
+    let ssh = TlsFailure::NotTls {
+        first_line: "SSH-2.0-OpenSSH_9.6".into(),
+    };
+    assert_eq!(
+        ssh.to_string(),
+        "the server does not speak TLS; it sent \"SSH-2.0-OpenSSH_9.6\""
+    );
+}

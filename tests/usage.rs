@@ -1914,7 +1914,6 @@ fn gui_embedding_work_added_by_host_code_between_turns_wakes_the_host() {
 /// HTTP 400; the error should say so, not only "peer misbehaved: received corrupt message of type
 /// InvalidContentType".
 #[test]
-#[ignore = "r6api: https:// to a plain-HTTP server fails with 'TLS failed: peer misbehaved: received corrupt message of type InvalidContentType'; when the first bytes read are 'HTTP/', say that the server answered in plain HTTP (is the URL http://?) (src/network/tls, TlsFailure mapping)"]
 fn llm_https_to_a_plain_http_server_says_so() {
     let mut event_loop = EventLoop::new().unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();

@@ -121,6 +121,21 @@ pub enum TlsFailure {
     PeerMisbehaved(String),
     /// The local TLS configuration is unusable (bad PEM, key mismatch, …).
     Configuration(String),
+    /// The server answered the TLS handshake in plain HTTP (`HTTP/1.1 400 …`): it does not
+    /// speak TLS on that port, typically an `https://` URL of an `http://` server.
+    PlainHttp {
+        /// The first line the server sent, its status line (shortened to 64 bytes; quotes and
+        /// backslashes escaped).
+        first_line: String,
+    },
+    /// The server does not speak TLS: it answered with a line of text, not a TLS record
+    /// (another protocol's greeting on that port, such as an SSH or SMTP banner). Binary
+    /// garbage is [`PeerMisbehaved`](Self::PeerMisbehaved).
+    NotTls {
+        /// The first line the server sent (shortened to 64 bytes; quotes and backslashes
+        /// escaped).
+        first_line: String,
+    },
     /// The peer closed the TCP connection without sending close_notify first, so the end of its
     /// data is not authenticated: what arrived may be cut short (by an attacker or a broken
     /// path). Reported by a TLS [`TcpSocket`](crate::network::TcpSocket) whose peer ends the
@@ -147,6 +162,13 @@ impl fmt::Display for TlsFailure {
             TlsFailure::AlertReceived(alert) => write!(f, "peer sent alert: {alert}"),
             TlsFailure::PeerMisbehaved(reason) => write!(f, "peer misbehaved: {reason}"),
             TlsFailure::Configuration(reason) => write!(f, "TLS configuration: {reason}"),
+            TlsFailure::PlainHttp { first_line } => write!(
+                f,
+                "the server answered in plain HTTP, not TLS (is the URL http://?): \"{first_line}\""
+            ),
+            TlsFailure::NotTls { first_line } => {
+                write!(f, "the server does not speak TLS; it sent \"{first_line}\"")
+            }
             TlsFailure::Truncated => f.write_str(
                 "the peer closed the connection without close_notify (the data may be truncated)",
             ),

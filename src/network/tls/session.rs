@@ -45,7 +45,14 @@ pub(crate) struct TlsSession {
     close_notify_received: bool,
     /// We queued close_notify: nothing written after it reaches the peer's reader.
     close_notify_sent: bool,
+    /// The first bytes the peer sent (`first_len` of them), to name a peer that does not speak
+    /// TLS at all (a plain-HTTP server behind an https:// URL) instead of "corrupt message".
+    first: [u8; FIRST_BYTES],
+    first_len: u8,
 }
+
+/// How many of the peer's first bytes are kept to describe a peer that does not speak TLS.
+const FIRST_BYTES: usize = 64;
 
 impl TlsSession {
     pub(crate) fn client(
@@ -64,6 +71,8 @@ impl TlsSession {
             unconfirmed: 0,
             close_notify_received: false,
             close_notify_sent: false,
+            first: [0; FIRST_BYTES],
+            first_len: 0,
         })
     }
 
@@ -76,6 +85,8 @@ impl TlsSession {
             unconfirmed: 0,
             close_notify_received: false,
             close_notify_sent: false,
+            first: [0; FIRST_BYTES],
+            first_len: 0,
         })
     }
 
@@ -101,12 +112,20 @@ impl TlsSession {
         plaintext: &mut BytesMut,
     ) -> Result<Received, SocketError> {
         let was_handshaking = self.conn.is_handshaking();
+        let kept = usize::from(self.first_len);
+        if kept < FIRST_BYTES && was_handshaking {
+            let n = ciphertext.len().min(FIRST_BYTES - kept);
+            self.first[kept..kept + n].copy_from_slice(&ciphertext[..n]);
+            self.first_len += n as u8;
+        }
         let mut result = Received::default();
         while !ciphertext.is_empty() {
-            let taken = self
-                .conn
-                .read_tls(&mut ciphertext)
-                .map_err(|e| SocketError::Tls(TlsFailure::PeerMisbehaved(e.to_string())))?;
+            let taken = self.conn.read_tls(&mut ciphertext).map_err(|e| {
+                SocketError::Tls(
+                    self.not_tls(was_handshaking)
+                        .unwrap_or_else(|| TlsFailure::PeerMisbehaved(e.to_string())),
+                )
+            })?;
             if taken == 0 {
                 // rustls takes nothing after close_notify: what follows it means nothing, and
                 // offering it again would spin forever.
@@ -118,7 +137,10 @@ impl TlsSession {
                     // The records before the bad one were decrypted: their plaintext is the
                     // peer's data all the same, handed out before the error.
                     drain_plaintext(&mut self.conn, plaintext);
-                    return Err(SocketError::Tls(tls_failure(&e, &self.expected_name)));
+                    let failure = self
+                        .not_tls(was_handshaking)
+                        .unwrap_or_else(|| tls_failure(&e, &self.expected_name));
+                    return Err(SocketError::Tls(failure));
                 }
             };
             let available = state.plaintext_bytes_to_read();
@@ -135,6 +157,36 @@ impl TlsSession {
         }
         result.handshake_completed = was_handshaking && !self.conn.is_handshaking();
         Ok(result)
+    }
+
+    /// When a client's handshake failed on a server that answered with a line of text (a
+    /// protocol's greeting or an HTTP status line) rather than a TLS record: that line, and
+    /// whether it is plain HTTP. Binary garbage keeps rustls' words, as does a server for a
+    /// client that is no TLS client.
+    fn not_tls(&self, handshaking: bool) -> Option<TlsFailure> {
+        let first = &self.first[..usize::from(self.first_len)];
+        let client = matches!(self.conn, rustls::Connection::Client(_));
+        if !client || !handshaking {
+            return None;
+        }
+        let line = first
+            .split(|&b| b == b'\r' || b == b'\n')
+            .next()
+            .unwrap_or(first);
+        // A TLS record starts with its content type (20 to 24), which is not printable.
+        let text = !line.is_empty()
+            && line
+                .iter()
+                .all(|&b| b == b'\t' || (0x20..0x7f).contains(&b));
+        if !text {
+            return None;
+        }
+        let first_line = line.escape_ascii().to_string();
+        Some(if line.starts_with(b"HTTP/") {
+            TlsFailure::PlainHttp { first_line }
+        } else {
+            TlsFailure::NotTls { first_line }
+        })
     }
 
     /// Moves plaintext from `pending` into rustls and records to `stream` until one side blocks.
