@@ -1276,3 +1276,40 @@ fn a_socket_dropped_from_its_own_slot_emits_nothing_more() {
         );
     }
 }
+
+/// A peer that sends `greeting` and keeps the connection open a while.
+fn greeting_peer(greeting: &'static [u8]) -> SocketAddr {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        let _ = peer.write_all(greeting);
+        std::thread::sleep(Duration::from_secs(2));
+    });
+    address
+}
+
+/// Bytes of a connection left unread when the socket connects again (an abort, a reconnect
+/// after an error) belong to that connection: they are not handed out as the new
+/// connection's first bytes (Qt clears its read buffer on `connectToHost`).
+#[test]
+fn a_new_connect_does_not_deliver_the_previous_connections_unread_bytes() {
+    let mut ev = EventLoop::new().unwrap();
+    let client = TcpSocket::new().unwrap();
+    let batches = Rc::new(Cell::new(0u32));
+    let b = batches.clone();
+    client
+        .bytes_received
+        .connect(move |_| b.set(b.get() + 1))
+        .release();
+    let old = greeting_peer(b"old connection's greeting");
+    client.connect_to_address(old.ip(), old.port()).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || batches.get() == 1));
+    // Not read: the user gives up on this connection and connects elsewhere.
+    client.abort();
+    let new = greeting_peer(b"new");
+    client.connect_to_address(new.ip(), new.port()).unwrap();
+    assert_eq!(client.bytes_available(), 0, "while connecting anew");
+    assert!(run_until(&mut ev, Duration::from_secs(5), || batches.get() == 2));
+    assert_eq!(&client.read_all()[..], b"new");
+}

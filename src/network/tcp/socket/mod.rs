@@ -81,7 +81,8 @@ pub enum SocketState {
 ///
 /// Writes may be queued from `connect_to_host` on and are flushed once connected.
 /// `ready_read` fires once per batch of newly arrived data: read what you need then (for example
-/// with [`read_all`](Self::read_all)); data left in the buffer stays there for later reads.
+/// with [`read_all`](Self::read_all)); data left in the buffer stays there for later reads, also
+/// once the connection is closed, until the next connect discards it.
 ///
 /// A slot may drop the last handle of its socket (a window closing on `connected` or
 /// `error_occurred`): the socket then emits nothing more, not even the rest of the signals of
@@ -624,11 +625,12 @@ impl TcpSocket {
 }
 
 impl Inner {
-    /// A new connect starts: the ends and the TLS session of the connection before are over
-    /// (they stay readable after a close until then).
+    /// A new connect starts: the ends, the TLS session and the unread bytes of the connection
+    /// before are over (they stay readable after a close until then).
     fn forget_previous_connection(&mut self) {
         self.addresses = None;
         self.tls = None;
+        self.read_buf = BytesMut::new();
     }
 }
 
