@@ -576,3 +576,40 @@ fn malformed_hosts_are_refused_with_the_specific_reason() {
     }
     assert_eq!(resolver.pool_lookups(), 0);
 }
+
+/// Internationalized names are looked up in their IDNA form, as Qt (`QUrl::toAce`) does:
+/// `ｌｏｃａｌｈｏｓｔ` (full-width letters) is `localhost`, and full-width digits and dots an IPv4
+/// literal; none of them reaches the system resolver in Unicode. A name IDNA refuses fails with
+/// `InvalidAddress`.
+#[test]
+fn internationalized_names_are_looked_up_in_their_ascii_form() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    let v6 = IpAddr::V6(Ipv6Addr::LOCALHOST);
+    let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
+    let result = lookup_and_wait(
+        &mut event_loop,
+        &resolver,
+        "ｌｏｃａｌｈｏｓｔ",
+        AddressFamily::Any,
+    );
+    assert_eq!(result.unwrap(), vec![v6, v4]);
+    let result = lookup_and_wait(
+        &mut event_loop,
+        &resolver,
+        "１２７．０．０．１",
+        AddressFamily::Any,
+    );
+    assert_eq!(result.unwrap(), vec![v4]);
+    let result = lookup_and_wait(
+        &mut event_loop,
+        &resolver,
+        "bü cher.example",
+        AddressFamily::Any,
+    );
+    assert!(
+        matches!(result, Err(SocketError::InvalidAddress(_))),
+        "{result:?}"
+    );
+    assert_eq!(resolver.pool_lookups(), 0);
+}

@@ -1723,3 +1723,41 @@ fn a_server_that_does_not_speak_tls_is_named_as_such() {
         "the server does not speak TLS; it sent \"SSH-2.0-OpenSSH_9.6\""
     );
 }
+
+/// An internationalized host name (`bücher.localhost`) is connected to as Qt does: resolved
+/// and verified (SNI and certificate name) in its ASCII form (`xn--bcher-kva.localhost`), not
+/// refused as "not a valid TLS server name".
+#[test]
+fn an_internationalized_host_name_is_verified_in_its_ascii_form() {
+    use rcgen::{CertificateParams, IsCa, KeyPair};
+    let ca_key = KeyPair::generate().unwrap();
+    let mut ca_params = CertificateParams::new(Vec::<String>::new()).unwrap();
+    ca_params.is_ca = IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+    let ca_pem = ca_params.self_signed(&ca_key).unwrap().pem();
+    let ca = rcgen::Issuer::new(ca_params, ca_key);
+    let key = KeyPair::generate().unwrap();
+    let cert = CertificateParams::new(vec!["xn--bcher-kva.localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &ca)
+        .unwrap();
+    let mut ev = EventLoop::new().unwrap();
+    let (server, _peers, _) = tls_server(&cert.pem(), &key.serialize_pem(), true);
+    let client = SslSocket::with_config(
+        TlsClientConfig::with_only_ca_certificates(ca_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let completed = Rc::new(Cell::new(false));
+    let c = completed.clone();
+    client
+        .handshake_completed
+        .connect(move |_| c.set(true))
+        .release();
+    let error = latest(&client.error_occurred);
+    client
+        .connect_to_host("bücher.localhost", server.server_port().unwrap())
+        .unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || completed
+        .get()
+        || error.borrow().is_some()));
+    assert!(completed.get(), "{:?}", error.borrow());
+}

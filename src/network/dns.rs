@@ -50,7 +50,7 @@ use std::time::{Duration, Instant};
 use self::cache::AddressCache;
 use self::in_flight::{InFlight, TaskKey};
 use self::names::cache_key;
-pub(crate) use self::names::{check_host_name, is_localhost};
+pub(crate) use self::names::{ascii_host, check_host_name, is_localhost};
 use self::pool::WorkerPool;
 use super::{SocketError, TimeoutPhase};
 use crate::foundation::{LoopCore, LoopError, LoopHandle, TimerKey};
@@ -193,7 +193,8 @@ impl DnsResolver {
     }
 
     /// Looks up `host` (a name or an IP literal, IPv6 optionally in brackets) and calls
-    /// `callback` with its addresses on a later loop turn.
+    /// `callback` with its addresses on a later loop turn. An internationalized name
+    /// (`bücher.example`) is looked up in its IDNA form (`xn--bcher-kva.example`), as Qt does.
     ///
     /// `localhost`, `localhost.` and names under it (`app.localhost`, any case) are answered
     /// with `[::1, 127.0.0.1]` (the order RFC 6724 gives them) without asking the system, as
@@ -244,7 +245,13 @@ impl DnsResolver {
             deadline: None,
             task: None,
         };
-        match self.route(host) {
+        // An internationalized name is resolved in its IDNA form.
+        let ascii = ascii_host(host);
+        let (host, route) = match &ascii {
+            Ok(ascii) => (&**ascii, self.route(ascii)),
+            Err(e) => (host, Route::Now(Err(e.clone()))),
+        };
+        match route {
             Route::Now(result) => {
                 self.pending.borrow_mut().insert(id, pending);
                 let resolver = self.self_weak.clone();
@@ -472,8 +479,10 @@ impl DnsResolver {
             }
             let new_task = self.in_flight.borrow_mut().join(key.clone(), id);
             if let Some(nobody_waits) = new_task {
+                // The name as the user gave it: resolved in its IDNA form, as at first.
                 let host = self.pending_host(id);
-                self.start_pool_lookup(&core, key.clone(), &host, nobody_waits);
+                let ascii = ascii_host(&host).map_or(host.clone(), |h| h.into_owned());
+                self.start_pool_lookup(&core, key.clone(), &ascii, nobody_waits);
             }
         }
     }

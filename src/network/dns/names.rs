@@ -76,6 +76,24 @@ fn is_forbidden_in_host(c: char) -> bool {
         )
 }
 
+/// `host` in the ASCII form resolvers and certificates use: an internationalized name
+/// (`bücher.example`) becomes its IDNA form (`xn--bcher-kva.example`), as Qt (`QUrl::toAce`),
+/// curl and browsers do; ASCII hosts are returned as they are. Fails with
+/// [`SocketError::InvalidAddress`] for a name IDNA refuses.
+pub(crate) fn ascii_host(host: &str) -> Result<std::borrow::Cow<'_, str>, SocketError> {
+    if host.is_ascii() {
+        return Ok(std::borrow::Cow::Borrowed(host));
+    }
+    match url::Host::parse(host) {
+        Ok(url::Host::Domain(ascii)) => Ok(std::borrow::Cow::Owned(ascii)),
+        // Full-width digits and dots map to an IPv4 address.
+        Ok(ip) => Ok(std::borrow::Cow::Owned(ip.to_string())),
+        Err(e) => Err(SocketError::InvalidAddress(format!(
+            "{host:?} is not a valid internationalized host name: {e}"
+        ))),
+    }
+}
+
 /// Whether `host` is `localhost` or a name under it (`app.localhost`), any case, with or
 /// without the trailing dot: RFC 6761 §6.3 reserves them for loopback, so they are answered
 /// without asking the system (as curl and browsers do): a broken /etc/hosts or a name server
@@ -99,6 +117,25 @@ pub(super) fn cache_key(host: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn internationalized_names_become_ascii() {
+        assert_eq!(ascii_host("example.com").unwrap(), "example.com");
+        assert_eq!(
+            ascii_host("bücher.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(
+            ascii_host("ＢÜCHER.example").unwrap(),
+            "xn--bcher-kva.example"
+        );
+        assert_eq!(ascii_host("１２７．０．０．１").unwrap(), "127.0.0.1");
+        assert!(ascii_host("a\u{200b}b.example").is_ok_and(|h| h.is_ascii()));
+        assert!(matches!(
+            ascii_host("bü cher.example"),
+            Err(SocketError::InvalidAddress(_))
+        ));
+    }
 
     #[test]
     fn host_name_checks() {

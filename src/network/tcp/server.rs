@@ -14,7 +14,7 @@ use mio::net::TcpListener;
 use super::{DEFAULT_HANDSHAKE_TIMEOUT, TcpSocket};
 use crate::bindings::Signal;
 use crate::foundation::{LoopCore, LoopError, Readiness, ReadyHandler, SourceKey, TimerKey};
-use crate::network::dns::{check_host_name, is_localhost, resolve_literal};
+use crate::network::dns::{ascii_host, check_host_name, is_localhost, resolve_literal};
 use crate::network::error::{SocketError, SocketOperation};
 use crate::network::tls::session::TlsSession;
 
@@ -119,7 +119,9 @@ impl TcpServer {
     /// must work). `::` listens on all interfaces for both families and `0.0.0.0` for IPv4
     /// only (see [`listen_on`](Self::listen_on)).
     pub fn listen(&self, host_or_ip: &str, port: u16) -> Result<(), SocketError> {
-        let host = host_or_ip;
+        // An internationalized name is resolved in its IDNA form.
+        let ascii = ascii_host(host_or_ip)?;
+        let host = &*ascii;
         let addrs: Vec<SocketAddr> = if let Some(ip) = resolve_literal(host) {
             vec![SocketAddr::new(ip, port)]
         } else if host.starts_with('[') || host.ends_with(']') {

@@ -312,8 +312,11 @@ impl TlsServerConfig {
 
 /// The name to verify the server certificate against: IP literals (`127.0.0.1`, `::1`, `[::1]`)
 /// become IP addresses (checked against IP SANs; rustls sends no SNI for them), anything else a
-/// DNS name. Fails with [`SocketError::InvalidAddress`] for strings that are neither.
+/// DNS name (an internationalized one in its IDNA form). Fails with [`SocketError::InvalidAddress`] for strings that are neither.
 pub(crate) fn server_name_for(host: &str) -> Result<ServerName<'static>, SocketError> {
+    // An internationalized name is sent (SNI) and verified in its IDNA form, which is the
+    // one certificates carry.
+    let host = &*crate::network::dns::ascii_host(host)?;
     let unbracketed = host
         .strip_prefix('[')
         .and_then(|h| h.strip_suffix(']'))
