@@ -1313,3 +1313,57 @@ fn a_new_connect_does_not_deliver_the_previous_connections_unread_bytes() {
     assert!(run_until(&mut ev, Duration::from_secs(5), || batches.get() == 2));
     assert_eq!(&client.read_all()[..], b"new");
 }
+
+/// A graceful close (`disconnect_from_host`) while the peer's data waits unread in the kernel (an
+/// upload the application stopped reading, say to answer it with an error): closing the
+/// descriptor then would make the kernel reset the connection and throw away the part of the
+/// answer it had not sent yet. Everything written reaches the peer, followed by a clean end of
+/// stream (the socket reads and discards what the peer still sends until it closes, as a web
+/// server's lingering close does).
+#[test]
+fn a_graceful_close_with_unread_peer_data_delivers_every_written_byte() {
+    const ANSWER: usize = 16 * 1024 * 1024;
+    let mut ev = EventLoop::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (peer, _) = listener.accept().unwrap();
+        let mut upload = peer.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let _ = upload.write_all(&vec![b'u'; 256 * 1024]);
+        });
+        // Reads only once the answer is all queued and the close is under way.
+        std::thread::sleep(Duration::from_millis(500));
+        let mut reader = peer;
+        let mut got = 0usize;
+        let mut buf = vec![0; 64 * 1024];
+        let end = loop {
+            match std::io::Read::read(&mut reader, &mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => got += n,
+                Err(e) => break Err(e.kind()),
+            }
+        };
+        done_tx.send((got, end)).unwrap();
+    });
+    let client = TcpSocket::new().unwrap();
+    // Reads pause at once: the upload stays in the kernel, unread.
+    client.set_read_buffer_limit(1);
+    client
+        .connect_to_address(address.ip(), address.port())
+        .unwrap();
+    client.write(&vec![b'a'; ANSWER]).unwrap();
+    let c = client.clone();
+    client
+        .bytes_received
+        .connect(move |_| c.disconnect_from_host())
+        .release();
+    let mut outcome = None;
+    let started = Instant::now();
+    while outcome.is_none() && started.elapsed() < Duration::from_secs(20) {
+        ev.process_events(Some(Duration::from_millis(20))).unwrap();
+        outcome = done_rx.try_recv().ok();
+    }
+    assert_eq!(outcome, Some((ANSWER, Ok(()))));
+}

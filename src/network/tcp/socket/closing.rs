@@ -3,6 +3,7 @@
 
 use std::rc::Weak;
 
+use super::lingering::{Lingering, has_unread_data};
 use super::{Inner, SocketState, TcpSocket};
 use crate::foundation::LoopCore;
 use crate::network::dns::DnsResolver;
@@ -24,13 +25,22 @@ impl TcpSocket {
                 return;
             }
         }
-        let (stream, was_state, announced, sink, handshaking) = {
+        let (stream, was_state, announced, sink, handshaking, linger) = {
             let mut inner = self.inner.borrow_mut();
             let inner = &mut *inner;
+            let linger = std::mem::take(&mut inner.linger);
             if inner.state == SocketState::Unconnected && inner.stream.is_none() {
                 return;
             }
             inner.release_loop_resources(&self.core);
+            // A graceful close with the peer's data unread (reading paused, or arrived since):
+            // closing the descriptor would reset the connection and lose what the kernel has
+            // not sent yet, so it lingers.
+            let linger = linger
+                && error.is_none()
+                && (inner.read_paused
+                    || inner.sink_read_holds > 0
+                    || inner.stream.as_ref().is_some_and(has_unread_data));
             let handshaking = inner
                 .tls
                 .as_ref()
@@ -49,9 +59,13 @@ impl TcpSocket {
                 std::mem::take(&mut inner.announced),
                 inner.sink.take().and_then(|w| w.upgrade()),
                 handshaking,
+                linger,
             )
         };
-        drop(stream);
+        match stream {
+            Some(stream) if linger => Lingering::start(&self.core, stream),
+            stream => drop(stream),
+        }
         let connection = self.connection();
         if let Some(e) = &error {
             log::debug!("socket error: {e}");

@@ -48,6 +48,7 @@ use crate::network::tls::session::TlsSession;
 mod closing;
 mod connecting;
 mod dispatch;
+mod lingering;
 mod reading;
 mod tls;
 mod writing;
@@ -176,6 +177,9 @@ struct Inner {
     /// flow control holds the peer back.
     sink_read_holds: u32,
     close_when_flushed: bool,
+    /// Set by a graceful close once flushed: the close hands the stream to a lingering close
+    /// if the peer's data waits unread (see `lingering`).
+    linger: bool,
     announced: bool,
     /// Bytes `write` handed to the kernel whose `bytes_written` report is posted (one report for
     /// all of them; a close reports them first).
@@ -228,6 +232,7 @@ impl TcpSocket {
                 read_paused: false,
                 sink_read_holds: 0,
                 close_when_flushed: false,
+                linger: false,
                 announced: false,
                 unreported_written: 0,
                 connection: 0,
@@ -458,6 +463,12 @@ impl TcpSocket {
     /// Closes gracefully: pending writes (and TLS close_notify) are flushed first, then the
     /// connection closes and `disconnected` is emitted. While still looking up or connecting,
     /// the attempt is cancelled.
+    ///
+    /// If the peer's data then waits unread (reading was paused at the read buffer limit, or
+    /// more arrived), closing the descriptor would make the kernel reset the connection and
+    /// drop the written bytes it has not sent yet; instead the descriptor lingers: what the
+    /// peer still sends is read and discarded until it closes too, is quiet for 2 s, or 30 s
+    /// have passed (as web servers' lingering close). The socket is closed all the same.
     pub fn disconnect_from_host(&self) {
         let state = self.state();
         match state {
@@ -497,6 +508,8 @@ impl TcpSocket {
             let mut inner = self.inner.borrow_mut();
             inner.sink = None;
             inner.unreported_written = 0;
+            // Even from a slot of a graceful close's last report: at once, no lingering.
+            inner.linger = false;
         }
         self.close_with(None);
     }
@@ -631,6 +644,7 @@ impl Inner {
         self.addresses = None;
         self.tls = None;
         self.read_buf = BytesMut::new();
+        self.linger = false;
     }
 }
 

@@ -123,8 +123,12 @@ impl TcpSocket {
                         && inner.tls.as_ref().is_none_or(|t| !t.session.wants_write())
                 };
                 if finish {
-                    if let Some(stream) = self.inner.borrow().stream.as_ref() {
-                        let _ = stream.shutdown(Shutdown::Write);
+                    {
+                        let mut inner = self.inner.borrow_mut();
+                        if let Some(stream) = inner.stream.as_ref() {
+                            let _ = stream.shutdown(Shutdown::Write);
+                        }
+                        inner.linger = true;
                     }
                     self.close_with(None);
                 }
