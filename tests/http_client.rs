@@ -1918,8 +1918,8 @@ fn a_range_request_does_not_offer_compressed_codings() {
 }
 
 /// The session's connect timeout bounds the TCP connect (`Timeout(Connect)`: a listener whose
-/// accept queue is full drops the SYN) and, again, an https connection's TLS handshake
-/// (`Timeout(TlsHandshake)`: a server that accepts and never answers the ClientHello).
+/// accept queue is full drops the SYN) and, for https, the TLS handshake too — one budget for
+/// both (`Timeout(TlsHandshake)`: a server that accepts and never answers the ClientHello).
 #[test]
 fn connect_and_handshake_timeouts_fire_and_name_their_phase() {
     use kdnet::network::TimeoutPhase;

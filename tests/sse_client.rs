@@ -3221,3 +3221,43 @@ fn opened_gives_the_response_head_of_each_stream_before_connected() {
         ]
     );
 }
+
+/// An `https://` stream URL whose server speaks plain HTTP fails for good: the URL is wrong,
+/// and asking again cannot help (it reconnected for ever).
+#[test]
+fn an_https_stream_to_a_plain_http_server_fails_for_good() {
+    let mut ev = EventLoop::new().unwrap();
+    // What a plain-HTTP server answers to a TLS ClientHello, to every connection.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/events", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            let mut hello = [0u8; 512];
+            let _ = conn.read(&mut hello);
+            let _ = conn.write_all(
+                b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
+            );
+        }
+    });
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    sse.set_reconnection_time(Duration::from_millis(10));
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&url).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .errors
+        .borrow()
+        .is_empty()));
+    run_until(&mut ev, Duration::from_millis(300), || false);
+    let errors = rec.errors.borrow();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].is_fatal(), "{}", errors[0]);
+    assert!(
+        errors[0].to_string().contains("plain HTTP"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+}

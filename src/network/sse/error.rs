@@ -12,7 +12,13 @@ pub(super) fn is_permanent(error: &HttpError) -> bool {
         HttpError::InvalidUrl { .. }
             | HttpError::InvalidRequest(_)
             | HttpError::Transport(
-                SocketError::InvalidAddress(_) | SocketError::Tls(TlsFailure::Configuration(_))
+                SocketError::InvalidAddress(_)
+                    | SocketError::Tls(
+                        TlsFailure::Configuration(_)
+                            // The server does not speak TLS: the URL's scheme is wrong.
+                            | TlsFailure::PlainHttp { .. }
+                            | TlsFailure::NotTls { .. }
+                    )
             )
     )
 }
@@ -53,7 +59,9 @@ pub(super) fn is_permanent(error: &HttpError) -> bool {
 #[non_exhaustive]
 pub enum SseError {
     /// The connection failed or broke (network error, timeout, truncated response).
-    /// The client reconnects.
+    /// The client reconnects — unless asking again cannot help: a request that cannot be sent
+    /// (bad URL, header or host name, unusable TLS settings) or an `https://` server that does
+    /// not speak TLS ([`TlsFailure::PlainHttp`], [`TlsFailure::NotTls`]) is fatal.
     Http(HttpError),
     /// The server answered with a status other than 200 (204 is the usual "stop" signal).
     /// Fatal.
