@@ -2507,6 +2507,124 @@ fn a_stream_that_delivers_an_event_again_resets_the_backoff_of_empty_streams() {
     );
 }
 
+/// A stream replaced by `connect` after it delivered an event ends without an end of its own;
+/// the new stream that opens and ends empty is a failed attempt all the same (its backoff is
+/// not reset by the old stream's events).
+#[test]
+fn an_empty_stream_after_a_replaced_one_that_delivered_backs_off() {
+    use std::sync::{Arc, Mutex};
+    let mut ev = EventLoop::new().unwrap();
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let a = arrivals.clone();
+    let server = ScriptServer::start(move |_, n| {
+        a.lock().unwrap().push(Instant::now());
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n";
+        match n {
+            // Open until the client leaves it.
+            0 => Reply::Bytes(format!("{head}data: first\n\n").into_bytes()),
+            // Opens and ends at once, empty: a failed attempt.
+            1 => Reply::BytesThenClose(head.as_bytes().to_vec()),
+            _ => Reply::Bytes(head.as_bytes().to_vec()),
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_reconnection_time(Duration::from_millis(600));
+    let rec = record(&sse);
+    let request = HttpRequest::get(&server.url("/events")).unwrap();
+    sse.connect(request.clone());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    sse.connect(request);
+    assert!(run_until(&mut ev, Duration::from_secs(10), || arrivals
+        .lock()
+        .unwrap()
+        .len()
+        >= 3));
+    sse.disconnect();
+    let at = arrivals.lock().unwrap().clone();
+    // 600 ms doubled for the failure (750 ms at most without it).
+    assert!(
+        at[2] - at[1] >= Duration::from_millis(1000),
+        "{:?}",
+        at[2] - at[1]
+    );
+}
+
+/// Events of a stream replaced from a slot that waited in a nested loop still reach the client
+/// after that slot returns (they were read meanwhile and wait for it); they are not delivered,
+/// and they do not make the new stream's attempt a success: that one opens and ends empty, and
+/// backs off.
+#[test]
+fn events_of_a_replaced_stream_do_not_reset_the_backoff_of_the_next() {
+    use std::sync::{Arc, Mutex};
+    let mut ev = EventLoop::new().unwrap();
+    let arrivals: Arc<Mutex<Vec<Instant>>> = Arc::default();
+    let a = arrivals.clone();
+    let server = ScriptServer::start(move |_, n| {
+        a.lock().unwrap().push(Instant::now());
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n";
+        match n {
+            0 => Reply::Pieces(
+                vec![
+                    format!("{head}\r\ndata: one\n\n").into_bytes(),
+                    b"data: two\n\n".to_vec(),
+                ],
+                Duration::from_millis(100),
+            ),
+            // Opens, and ends empty 300 ms later: a failed attempt.
+            1 => Reply::Pieces(
+                vec![
+                    format!("{head}Transfer-Encoding: chunked\r\n\r\n").into_bytes(),
+                    b"0\r\n\r\n".to_vec(),
+                ],
+                Duration::from_millis(300),
+            ),
+            _ => Reply::Bytes(format!("{head}\r\n").into_bytes()),
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_reconnection_time(Duration::from_millis(600));
+    let rec = record(&sse);
+    let request = HttpRequest::get(&server.url("/events")).unwrap();
+    let (weak, again) = (Rc::downgrade(&sse), request.clone());
+    sse.message_received
+        .connect(move |event| {
+            if event.data() != "one" {
+                return;
+            }
+            let sse = weak.upgrade().unwrap();
+            // "two" arrives meanwhile and waits for this slot.
+            let until = Instant::now() + Duration::from_millis(500);
+            while Instant::now() < until {
+                kdnet::foundation::process_events(Some(Duration::from_millis(10))).unwrap();
+            }
+            sse.connect(again.clone());
+            let until = Instant::now() + Duration::from_secs(5);
+            while !sse.is_connected() && Instant::now() < until {
+                kdnet::foundation::process_events(Some(Duration::from_millis(10))).unwrap();
+            }
+        })
+        .release();
+    sse.connect(request);
+    assert!(run_until(&mut ev, Duration::from_secs(10), || arrivals
+        .lock()
+        .unwrap()
+        .len()
+        >= 3));
+    sse.disconnect();
+    let at = arrivals.lock().unwrap().clone();
+    assert_eq!(*rec.events.borrow(), ["message:one:"]);
+    // The new stream lasted 300 ms, then waited 600 ms doubled for the failure (750 ms at most
+    // without it).
+    assert!(
+        at[2] - at[1] >= Duration::from_millis(1300),
+        "{:?}",
+        at[2] - at[1]
+    );
+}
+
 #[test]
 fn cancel_all_from_the_slot_of_a_flushed_final_event_closes_the_client() {
     let mut ev = EventLoop::new().unwrap();
@@ -3089,6 +3207,60 @@ fn a_throttled_answer_that_says_waiting_will_not_help_fails_for_good() {
     }
 }
 
+/// `x-should-retry` is compared as the SDKs that obey it do, without regard to case: a
+/// `False` from a proxy that rewrote it still means that waiting will not help.
+#[test]
+fn x_should_retry_false_counts_in_any_case() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Bytes(refusal(
+            "429 Too Many Requests",
+            "Retry-After: 0\r\nX-Should-Retry: False\r\n",
+            "",
+        ))
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_retry_on_throttle(true);
+    sse.set_reconnection_time(Duration::from_millis(10));
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || sse
+        .ready_state()
+        == ReadyState::Closed));
+    run_until(&mut ev, Duration::from_millis(300), || false);
+    assert_eq!(server.requests().len(), 1, "asked again");
+    let errors = rec.errors.borrow();
+    assert!(
+        matches!(&errors[..], [SseError::BadStatus { status: 429, .. }]),
+        "{errors:?}"
+    );
+}
+
+/// A refused body's quote stops at exactly 300 visible characters (then `…`), and invisible
+/// format characters (a BOM, a bidi override that would turn the rest of a terminal line
+/// around, zero-width spaces) count as white space.
+#[test]
+fn a_refused_body_is_quoted_to_300_visible_characters() {
+    let message = |body: String| SseError::BadStatus { status: 500, body }.to_string();
+    let prefix = "server answered with status 500 instead of 200: ";
+    assert_eq!(
+        message("c".repeat(300)),
+        format!("{prefix}{}", "c".repeat(300))
+    );
+    assert_eq!(
+        message("c".repeat(301)),
+        format!("{prefix}{}…", "c".repeat(300))
+    );
+    assert_eq!(
+        message(format!(
+            "\u{feff}{}\u{202e}\u{200b}{}\u{2066}",
+            "a".repeat(10),
+            "b".repeat(400)
+        )),
+        format!("{prefix}{} {}…", "a".repeat(10), "b".repeat(289))
+    );
+}
+
 /// A `200` that is not an event stream (a captive portal's sign-in page, an API answering JSON
 /// because the request lacked `"stream": true`) said only its type: "response is "text/html",
 /// not text/event-stream", with nothing a user could act on. The message quotes the start of
@@ -3256,6 +3428,45 @@ fn an_https_stream_to_a_plain_http_server_fails_for_good() {
     assert!(errors[0].is_fatal(), "{}", errors[0]);
     assert!(
         errors[0].to_string().contains("plain HTTP"),
+        "{}",
+        errors[0]
+    );
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+}
+
+/// An `https://` URL of a server that speaks another protocol on that port (an SSH banner)
+/// fails for good, as one of a plain-HTTP server does: asking again gets the same banner.
+#[test]
+fn an_https_stream_to_a_server_of_another_protocol_fails_for_good() {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/events", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        for conn in listener.incoming() {
+            let Ok(mut conn) = conn else { return };
+            // The banner first, as an SSH server sends it; then it waits for the client's.
+            let _ = conn.write_all(b"SSH-2.0-OpenSSH_9.6\r\n");
+            let mut hello = [0u8; 512];
+            let _ = conn.read(&mut hello);
+            std::thread::sleep(Duration::from_millis(500));
+        }
+    });
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    sse.set_reconnection_time(Duration::from_millis(10));
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&url).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .errors
+        .borrow()
+        .is_empty()));
+    run_until(&mut ev, Duration::from_millis(300), || false);
+    let errors = rec.errors.borrow();
+    assert_eq!(errors.len(), 1, "{errors:?}");
+    assert!(errors[0].is_fatal(), "{}", errors[0]);
+    assert!(
+        errors[0].to_string().contains("does not speak TLS"),
         "{}",
         errors[0]
     );
