@@ -1031,3 +1031,73 @@ fn a_slot_may_replace_its_own_notifier_with_one_of_the_same_type() {
         );
     }
 }
+
+/// A notifier replaced from its own slot (see above) will never be triggered again: it reports
+/// itself disabled to code that still reaches it (a weak reference, a later slot of the same
+/// emission), instead of claiming to watch a descriptor another notifier now watches.
+#[test]
+fn a_notifier_replaced_from_its_own_slot_reports_itself_disabled() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let (local, mut remote) = socket_pair();
+    let fd = local.as_raw_fd();
+    let first = FileDescriptorNotifier::new(fd, NotificationType::Read).unwrap();
+    let weak_first = Rc::downgrade(&first);
+    let holder = Rc::new(RefCell::new(Some(first)));
+    let seen: Rc<Cell<Option<Option<bool>>>> = Rc::default();
+    let (h, s) = (holder.clone(), seen.clone());
+    let slot = move |&fd: &RawFd| {
+        if s.get().is_some() {
+            return;
+        }
+        h.borrow_mut().take();
+        let second = FileDescriptorNotifier::new(fd, NotificationType::Read).unwrap();
+        s.set(Some(weak_first.upgrade().map(|old| old.is_enabled())));
+        *h.borrow_mut() = Some(second);
+    };
+    let triggered = holder.borrow().as_ref().unwrap().triggered.connect(slot);
+    triggered.release();
+    remote.write_all(b"x").unwrap();
+    event_loop
+        .process_events(Some(Duration::from_secs(1)))
+        .unwrap();
+    assert_eq!(
+        seen.get(),
+        Some(Some(false)),
+        "the replaced notifier, still held by its emission"
+    );
+    drop(local);
+}
+
+/// Only a notifier its owner dropped gives its place from its own slot: one still held (the
+/// slot did not drop it) keeps refusing a second notifier of its type, as outside a slot.
+#[test]
+fn a_slot_cannot_add_a_second_notifier_while_its_own_is_still_held() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let (local, mut remote) = socket_pair();
+    let fd = local.as_raw_fd();
+    let first = FileDescriptorNotifier::new(fd, NotificationType::Read).unwrap();
+    let outcome: Rc<RefCell<Option<Result<(), LoopError>>>> = Rc::default();
+    let o = outcome.clone();
+    first
+        .triggered
+        .connect(move |&fd| {
+            if o.borrow().is_none() {
+                let second = FileDescriptorNotifier::new(fd, NotificationType::Read);
+                *o.borrow_mut() = Some(second.map(drop));
+            }
+        })
+        .release();
+    remote.write_all(b"x").unwrap();
+    event_loop
+        .process_events(Some(Duration::from_secs(1)))
+        .unwrap();
+    assert!(
+        matches!(
+            outcome.borrow_mut().take(),
+            Some(Err(LoopError::DuplicateNotifier { .. }))
+        ),
+        "a second notifier was accepted beside the held one"
+    );
+    assert!(first.is_enabled());
+    drop(local);
+}
