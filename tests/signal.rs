@@ -1824,3 +1824,57 @@ fn connect_weak_then_disconnect_in_a_loop_does_not_pile_up_owner_references() {
         Rc::weak_count(&owner)
     );
 }
+
+/// Every log record of this test binary with the thread that wrote it (the tests run in
+/// parallel: each counts its own thread's records).
+struct ThreadLogs(Mutex<Vec<(thread::ThreadId, String)>>);
+
+impl log::Log for ThreadLogs {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push((thread::current().id(), record.args().to_string()));
+        }
+    }
+    fn flush(&self) {}
+}
+
+static LOGS: ThreadLogs = ThreadLogs(Mutex::new(Vec::new()));
+
+/// The records this thread logged that contain `marker`.
+fn logged_here(marker: &str) -> usize {
+    let me = thread::current().id();
+    LOGS.0
+        .lock()
+        .unwrap()
+        .iter()
+        .filter(|(id, line)| *id == me && line.contains(marker))
+        .count()
+}
+
+/// A deferred connection whose evaluator is gone cannot run its slot again; it stays connected
+/// (its handle active, as `queued_invocations_die_with_their_evaluator` pins), but said so with a
+/// warning at every emit: a signal emitted per event filled the log with one line per event.
+/// It warns once per connection.
+#[test]
+fn a_deferred_connection_whose_evaluator_is_gone_warns_once() {
+    if log::set_logger(&LOGS).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+    let evaluator = ConnectionEvaluator::new();
+    let signal: Signal<u32> = Signal::new();
+    let first = signal.connect_deferred(&evaluator, |_| {});
+    let second = signal.connect_deferred(&evaluator, |_| {});
+    drop(evaluator);
+    for value in 0..50 {
+        signal.emit(&value);
+    }
+    assert_eq!(
+        logged_here("ConnectionEvaluator is gone"),
+        2,
+        "one warning per connection"
+    );
+    assert!(first.is_active() && second.is_active());
+}

@@ -251,8 +251,9 @@ impl<A: 'static> Signal<A> {
     /// [`EventLoop`](crate::EventLoop) owns an evaluator and runs it each turn, so
     /// `connect_deferred(&event_loop.connection_evaluator(), …)` runs the slot on the loop's thread.
     ///
-    /// If the evaluator is gone when the signal is emitted, the invocation is dropped with a
-    /// warning (KDBindings throws and leaves the signal unusable).
+    /// If the evaluator is gone when the signal is emitted, the invocation is dropped, with a
+    /// warning the first time for this connection (KDBindings throws and leaves the signal
+    /// unusable). The connection stays until disconnected: its handle is still active.
     pub fn connect_deferred<F>(
         &self,
         evaluator: &Arc<ConnectionEvaluator>,
@@ -267,9 +268,16 @@ impl<A: 'static> Signal<A> {
             evaluator: Arc::downgrade(evaluator),
         };
         let slot = Arc::new(std::sync::Mutex::new(slot));
+        let mut warned = false;
         self.connect(move |args: &A| {
             let Some(evaluator) = alive.evaluator.upgrade() else {
-                log::warn!("deferred slot not queued: its ConnectionEvaluator is gone");
+                // Once: a signal emitted per event would fill the log with one line per event.
+                if !std::mem::replace(&mut warned, true) {
+                    log::warn!(
+                        "deferred slot not queued, nor will any later call of this connection be: \
+                         its ConnectionEvaluator is gone"
+                    );
+                }
                 return;
             };
             let slot = Arc::clone(&slot);
