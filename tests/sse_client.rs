@@ -3472,3 +3472,42 @@ fn an_https_stream_to_a_server_of_another_protocol_fails_for_good() {
     );
     assert_eq!(sse.ready_state(), ReadyState::Closed);
 }
+
+/// A `Retry-After` of a day (or a typo's billions of seconds) left a client retrying on throttle
+/// in `Connecting` for that long, asking nothing. The wait is bounded by the maximum
+/// reconnection delay (60 s unless set, as openai-python ignores a wait over a minute); the
+/// error still says what the server asked.
+#[test]
+fn retry_after_is_bounded_by_the_maximum_reconnection_delay() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| match n {
+        0 => Reply::Bytes(refusal(
+            "429 Too Many Requests",
+            "Retry-After: 86400\r\n",
+            "",
+        )),
+        _ => Reply::Bytes(stream("data: finally\n\n")),
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_retry_on_throttle(true);
+    sse.set_max_reconnection_delay(Duration::from_millis(300));
+    let rec = record(&sse);
+    let started = Instant::now();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(
+        run_until(&mut ev, Duration::from_secs(10), || !rec
+            .events
+            .borrow()
+            .is_empty()),
+        "still waiting the day Retry-After asked for"
+    );
+    assert!(started.elapsed() >= Duration::from_millis(250));
+    assert!(matches!(
+        rec.errors.borrow()[..],
+        [SseError::Throttled {
+            status: 429,
+            retry_after: Some(asked),
+            ..
+        }] if asked == Duration::from_secs(86400)
+    ));
+}

@@ -372,7 +372,8 @@ impl SseClient {
         self.inner.borrow_mut().reconnection_time = time;
     }
 
-    /// Caps the backoff delay between failing attempts (default 60 s).
+    /// Caps the backoff delay between failing attempts, and the wait a throttled answer asks
+    /// for (see [`set_retry_on_throttle`](Self::set_retry_on_throttle)) (default 60 s).
     pub fn set_max_reconnection_delay(&self, max: Duration) {
         self.inner.borrow_mut().max_delay = max;
     }
@@ -386,7 +387,9 @@ impl SseClient {
     }
 
     /// Retry (instead of failing) on 429 and 503 responses, waiting as long as `Retry-After`
-    /// says, or, when it says nothing or `0`, the backoff of any failed attempt (off by default;
+    /// says (at most the [maximum reconnection delay](Self::set_max_reconnection_delay), 60 s
+    /// unless set, as OpenAI's SDK ignores a longer wait), or, when it says nothing or `0`, the
+    /// backoff of any failed attempt (off by default;
     /// a retry is a reconnect, so with auto reconnect off such a response closes the client with
     /// [`SseError::Throttled`]).
     ///
@@ -962,7 +965,12 @@ impl SseClient {
             }
             // `Retry-After: 0` asks for no wait at all: a server that keeps answering so would
             // be asked again in a tight loop. It gets the backoff of any failed attempt instead.
-            let wait = retry_after.filter(|wait| !wait.is_zero());
+            // A wait of a day (or a typo's billions of seconds) would leave the client
+            // `Connecting` that long, asking nothing: like any backoff, it is capped.
+            let max_delay = self.inner.borrow().max_delay;
+            let wait = retry_after
+                .filter(|wait| !wait.is_zero())
+                .map(|wait| wait.min(max_delay));
             return self.reestablish(
                 Some(SseError::Throttled {
                     status,

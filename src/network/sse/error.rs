@@ -92,7 +92,8 @@ pub enum SseError {
         limit: usize,
     },
     /// The server is overloaded or rate-limits us (429/503) and retrying on it is enabled:
-    /// the client waits as long as `Retry-After` asks, or backs off as after any failed attempt
+    /// the client waits as long as `Retry-After` asks (at most the maximum reconnection delay,
+    /// 60 s unless set), or backs off as after any failed attempt
     /// when it asks for no wait (or does not say). An answer that says waiting will not help
     /// (OpenAI's `insufficient_quota`, `x-should-retry: false`) is a [`BadStatus`](Self::BadStatus)
     /// instead; see [`SseClient::set_retry_on_throttle`](super::SseClient::set_retry_on_throttle).
