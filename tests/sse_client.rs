@@ -3511,3 +3511,66 @@ fn retry_after_is_bounded_by_the_maximum_reconnection_delay() {
         }] if asked == Duration::from_secs(86400)
     ));
 }
+
+/// OpenAI and Azure send `retry-after-ms` (milliseconds) with `Retry-After`, or instead of it,
+/// and OpenAI's SDK prefers it. The client read `Retry-After` only: with `retry-after-ms` alone
+/// it waited the failure backoff (6 s and more after a first throttle at the default 3 s), and
+/// with both it waited the coarser header's whole seconds. It now waits what `retry-after-ms`
+/// says, bounded as `Retry-After` is.
+#[test]
+fn retry_on_throttle_prefers_retry_after_ms() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| match n {
+        0 => Reply::Bytes(refusal(
+            "429 Too Many Requests",
+            "retry-after-ms: 300\r\n",
+            "",
+        )),
+        1 => Reply::Bytes(refusal(
+            "429 Too Many Requests",
+            "Retry-After: 30\r\nretry-after-ms: 250\r\n",
+            "",
+        )),
+        2 => Reply::Bytes(refusal(
+            "503 Service Unavailable",
+            "retry-after-ms: 86400000\r\n",
+            "",
+        )),
+        _ => Reply::Bytes(stream("data: finally\n\n")),
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_retry_on_throttle(true);
+    sse.set_max_reconnection_delay(Duration::from_millis(400));
+    let rec = record(&sse);
+    let started = Instant::now();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(
+        run_until(&mut ev, Duration::from_secs(20), || !rec
+            .events
+            .borrow()
+            .is_empty()),
+        "retry-after-ms not honoured"
+    );
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= Duration::from_millis(850) && elapsed < Duration::from_secs(5),
+        "{elapsed:?}"
+    );
+    let asked: Vec<_> = rec
+        .errors
+        .borrow()
+        .iter()
+        .map(|e| match e {
+            SseError::Throttled { retry_after, .. } => *retry_after,
+            other => panic!("{other}"),
+        })
+        .collect();
+    assert_eq!(
+        asked,
+        [
+            Some(Duration::from_millis(300)),
+            Some(Duration::from_millis(250)),
+            Some(Duration::from_secs(86400)),
+        ]
+    );
+}

@@ -386,8 +386,8 @@ impl SseClient {
         self.inner.borrow_mut().read_timeout = timeout;
     }
 
-    /// Retry (instead of failing) on 429 and 503 responses, waiting as long as `Retry-After`
-    /// says (at most the [maximum reconnection delay](Self::set_max_reconnection_delay), 60 s
+    /// Retry (instead of failing) on 429 and 503 responses, waiting as long as `retry-after-ms`
+    /// (which OpenAI and Azure send) or else `Retry-After` says (at most the [maximum reconnection delay](Self::set_max_reconnection_delay), 60 s
     /// unless set, as OpenAI's SDK ignores a longer wait), or, when it says nothing or `0`, the
     /// backoff of any failed attempt (off by default;
     /// a retry is a reconnect, so with auto reconnect off such a response closes the client with
@@ -958,7 +958,7 @@ impl SseClient {
             && matches!(status, 429 | 503)
             && !waiting_will_not_help(&response, &body)
         {
-            let retry_after = response.header("retry-after").and_then(parse_retry_after);
+            let retry_after = requested_wait(&response);
             {
                 let mut inner = self.inner.borrow_mut();
                 inner.failures = inner.failures.saturating_add(1);
@@ -998,6 +998,31 @@ fn waiting_will_not_help(response: &HttpResponse, body: &str) -> bool {
         .header("x-should-retry")
         .is_some_and(|value| value.trim().eq_ignore_ascii_case("false"))
         || body.contains("\"insufficient_quota\"")
+}
+
+/// The wait a throttled answer asks for: `retry-after-ms` (milliseconds, which OpenAI and Azure
+/// send and OpenAI's SDK prefers), or else `Retry-After`.
+fn requested_wait(response: &HttpResponse) -> Option<Duration> {
+    response
+        .header("retry-after-ms")
+        .and_then(parse_retry_after_ms)
+        .or_else(|| response.header("retry-after").and_then(parse_retry_after))
+}
+
+/// `retry-after-ms`: a decimal number of milliseconds (a fraction rounds up to the next one).
+fn parse_retry_after_ms(value: &str) -> Option<Duration> {
+    let value = value.trim();
+    let (whole, fraction) = value.split_once('.').unwrap_or((value, ""));
+    if whole.is_empty()
+        || !whole.bytes().all(|b| b.is_ascii_digit())
+        || !fraction.bytes().all(|b| b.is_ascii_digit())
+    {
+        return None;
+    }
+    // Too many digits for a u64 is a wait beyond any bound anyway.
+    let millis = whole.parse::<u64>().unwrap_or(u64::MAX);
+    let part = u64::from(fraction.bytes().any(|b| b != b'0'));
+    Some(Duration::from_millis(millis.saturating_add(part)))
 }
 
 /// `Retry-After` in seconds (the HTTP-date form is not used by the servers we target).

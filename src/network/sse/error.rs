@@ -92,7 +92,7 @@ pub enum SseError {
         limit: usize,
     },
     /// The server is overloaded or rate-limits us (429/503) and retrying on it is enabled:
-    /// the client waits as long as `Retry-After` asks (at most the maximum reconnection delay,
+    /// the client waits as long as `retry-after-ms` or else `Retry-After` asks (at most the maximum reconnection delay,
     /// 60 s unless set), or backs off as after any failed attempt
     /// when it asks for no wait (or does not say). An answer that says waiting will not help
     /// (OpenAI's `insufficient_quota`, `x-should-retry: false`) is a [`BadStatus`](Self::BadStatus)
@@ -100,7 +100,7 @@ pub enum SseError {
     Throttled {
         /// The status code.
         status: u16,
-        /// The wait the server asked for, if it said.
+        /// The wait the server asked for, if it said (`retry-after-ms`, or else `Retry-After`).
         retry_after: Option<std::time::Duration>,
         /// The start of the response body (at most 1 KiB, lossily decoded): what the server
         /// said about the limit. The message quotes at most its first 300 characters, on one
