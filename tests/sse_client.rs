@@ -3394,6 +3394,47 @@ fn opened_gives_the_response_head_of_each_stream_before_connected() {
     );
 }
 
+/// A `state_changed(Open)` slot that disconnects ends the stream there: neither `opened` nor
+/// `connected` follows (nor any event), as nothing follows `EventSource.close()`.
+#[test]
+fn disconnect_from_the_open_state_slot_is_followed_by_neither_opened_nor_connected() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(stream("data: hello\n\n")));
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    let log: Rc<RefCell<Vec<String>>> = Rc::default();
+    let (l, weak) = (log.clone(), Rc::downgrade(&sse));
+    sse.state_changed
+        .connect(move |state| {
+            l.borrow_mut().push(format!("{state:?}"));
+            if *state == ReadyState::Open {
+                weak.upgrade().unwrap().disconnect();
+            }
+        })
+        .release();
+    let l = log.clone();
+    sse.opened
+        .connect(move |_| l.borrow_mut().push("opened".into()))
+        .release();
+    let l = log.clone();
+    sse.connected
+        .connect(move |_| l.borrow_mut().push("connected".into()))
+        .release();
+    let l = log.clone();
+    sse.disconnected
+        .connect(move |_| l.borrow_mut().push("disconnected".into()))
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || sse
+        .ready_state()
+        == ReadyState::Closed));
+    run_until(&mut ev, Duration::from_millis(200), || false);
+    // (`Closed` is not heard by the slot that is still running.)
+    assert_eq!(*log.borrow(), ["Connecting", "Open", "disconnected"]);
+    assert!(rec.events.borrow().is_empty());
+    assert_eq!(server.requests().len(), 1);
+}
+
 /// An `https://` stream URL whose server speaks plain HTTP fails for good: the URL is wrong,
 /// and asking again cannot help (it reconnected for ever).
 #[test]
