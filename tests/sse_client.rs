@@ -3577,6 +3577,12 @@ fn retry_on_throttle_prefers_retry_after_ms() {
             "retry-after-ms: 86400000\r\n",
             "",
         )),
+        // A fraction rounds up: not a `0` that asks for no wait.
+        3 => Reply::Bytes(refusal(
+            "429 Too Many Requests",
+            "retry-after-ms: 0.25\r\n",
+            "",
+        )),
         _ => Reply::Bytes(stream("data: finally\n\n")),
     });
     let sse = SseClient::new().unwrap();
@@ -3612,6 +3618,7 @@ fn retry_on_throttle_prefers_retry_after_ms() {
             Some(Duration::from_millis(300)),
             Some(Duration::from_millis(250)),
             Some(Duration::from_secs(86400)),
+            Some(Duration::from_millis(1)),
         ]
     );
 }
