@@ -2972,3 +2972,64 @@ fn a_stream_whose_read_waits_for_its_callback_stays_held_while_a_request_queues_
     }));
     client.cancel(id);
 }
+
+/// A client whose event loop was dropped (a GUI tearing down, a test re-creating its loop) can
+/// never get an answer: `send` posted its failure to that loop, which dropped it, so the
+/// callback was dropped uncalled (no error, no `error` signal), and `send_and_wait` waited for
+/// ever. Every request fails at once with `LoopGone` — the callback runs inside `send`, since
+/// nothing could run it later — then the `error` signal; a loop made later does not help.
+#[test]
+fn send_after_the_event_loop_is_gone_fails_at_once_with_loop_gone() {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let event_loop = EventLoop::new().unwrap();
+        let client = HttpClient::new().unwrap();
+        drop(event_loop);
+        let log: Rc<RefCell<Vec<String>>> = Rc::default();
+        let l = log.clone();
+        client
+            .error
+            .connect(move |(_, e)| l.borrow_mut().push(format!("signal {e:?}")))
+            .release();
+        let l = log.clone();
+        client.get("http://127.0.0.1:1/", move |r| {
+            l.borrow_mut().push(format!("get {:?}", r.err()))
+        });
+        let (l, l2) = (log.clone(), log.clone());
+        client.send_streaming(
+            HttpRequest::get("http://127.0.0.1:1/").unwrap(),
+            move |_| l.borrow_mut().push("event".into()),
+            move |r| l2.borrow_mut().push(format!("stream {:?}", r.err())),
+        );
+        let waited = client.send_and_wait(HttpRequest::get("http://127.0.0.1:1/").unwrap());
+        log.borrow_mut()
+            .push(format!("send_and_wait {:?}", waited.err()));
+        let _second = EventLoop::new().unwrap();
+        let l = log.clone();
+        client.get("http://127.0.0.1:1/", move |r| {
+            l.borrow_mut().push(format!("later {:?}", r.err()))
+        });
+        let shown = HttpError::LoopGone.to_string();
+        let _ = tx.send((log.take(), shown));
+    });
+    let (log, shown) = rx
+        .recv_timeout(Duration::from_secs(10))
+        .expect("send_and_wait after the loop was dropped waited for ever");
+    assert_eq!(
+        log,
+        [
+            "get Some(LoopGone)",
+            "signal LoopGone",
+            "stream Some(LoopGone)",
+            "signal LoopGone",
+            "signal LoopGone",
+            "send_and_wait Some(LoopGone)",
+            "later Some(LoopGone)",
+            "signal LoopGone",
+        ]
+    );
+    assert_eq!(
+        shown,
+        "the client's event loop has been dropped: no request can be sent"
+    );
+}

@@ -80,6 +80,10 @@ pub enum HttpError {
     Cancelled,
     /// The body's `Content-Encoding` could not be decoded.
     Decode(String),
+    /// The event loop the client was created on has been dropped (a client belongs to the loop
+    /// of its thread at creation, not to one created later): no request can be sent or answered.
+    /// Reported at once, from inside the call that sent the request.
+    LoopGone,
 }
 
 impl HttpError {
@@ -141,6 +145,9 @@ impl fmt::Display for HttpError {
             HttpError::Timeout(phase) => write!(f, "timed out during {phase}"),
             HttpError::Cancelled => f.write_str("request cancelled"),
             HttpError::Decode(reason) => write!(f, "cannot decode response body: {reason}"),
+            HttpError::LoopGone => {
+                f.write_str("the client's event loop has been dropped: no request can be sent")
+            }
         }
     }
 }

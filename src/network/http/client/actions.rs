@@ -98,9 +98,17 @@ impl Drop for DeliveryTurn<'_> {
 impl HttpClient {
     // ---- delivering --------------------------------------------------------------------------
 
+    /// Runs `actions` from the loop (on its next turn); when that loop has been dropped they run
+    /// at once instead: nothing would ever run them, and a callback dropped uncalled would leave
+    /// its caller waiting for ever.
     pub(super) fn post_actions(&self, actions: Vec<Action>) {
         if actions.is_empty() {
             return;
+        }
+        if self.core.is_closed() {
+            // The caller's handle is not a delivery's (see `dropped_by_user`).
+            let _caller = self.self_weak.upgrade();
+            return self.run_actions(actions);
         }
         let weak = self.self_weak.clone();
         self.core.post(Box::new(move || {

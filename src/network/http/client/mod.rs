@@ -117,7 +117,9 @@ struct ClientInner {
 /// An HTTP/1.1 client on the current thread's loop (KDNetwork `HttpClient`).
 ///
 /// Results arrive through the callback given to [`send`](Self::send) (or its `get`/`post`/…
-/// shortcuts) on the loop's thread — never from inside `send`. The client keeps connections alive
+/// shortcuts) on the loop's thread — never from inside `send`, except once the event loop the
+/// client was created on has been dropped: nothing could call it later, so it gets
+/// [`HttpError::LoopGone`] at once. The client keeps connections alive
 /// per (scheme, host, port), follows redirects, stores and sends cookies, decodes gzip/deflate,
 /// and applies the [`HttpSession`]'s defaults.
 ///
@@ -265,7 +267,8 @@ impl HttpClient {
         self.set_session(session);
     }
 
-    /// Sends `request`; `callback` receives the final response or the error.
+    /// Sends `request`; `callback` receives the final response or the error (on a later turn of
+    /// the loop; [`HttpError::LoopGone`] from inside this call when that loop has been dropped).
     ///
     /// Requests to a host at its `max_connections_per_host` wait for a connection, and are
     /// served in the order they were sent. The request's total timeout counts from this call
@@ -427,7 +430,9 @@ impl HttpClient {
     /// callback — the request's own `on_event`, a `download_progress` slot — cancels it even when
     /// the whole response has already arrived (that connection stays reusable then: the response
     /// was read to its end). A cancelled request's callback runs on a later turn (or, when its
-    /// response was complete, where its outcome would have been delivered), never inside `cancel`.
+    /// response was complete, where its outcome would have been delivered), never inside `cancel`
+    /// while the client's event loop exists (once it has been dropped, at once: nothing else
+    /// could run it).
     pub fn cancel(&self, id: RequestId) -> bool {
         let mut actions = Vec::new();
         // An event stream's owner, told once the borrow is released.

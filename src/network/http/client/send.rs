@@ -71,6 +71,17 @@ impl HttpClient {
 
     pub(super) fn submit(&self, mut request: HttpRequest, delivery: Delivery) -> RequestId {
         let id = self.next_id();
+        if self.core.is_closed() {
+            // No connection could be made or read: said at once (`post_actions` runs it now).
+            let finish = self.finish_action(
+                &mut self.inner.borrow_mut(),
+                id.0,
+                delivery,
+                Err(HttpError::LoopGone),
+            );
+            self.post_actions(vec![finish]);
+            return id;
+        }
         {
             let inner = self.inner.borrow();
             inner.session.prepare_request(&mut request);
