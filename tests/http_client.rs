@@ -2631,6 +2631,18 @@ fn endless_body_server() -> (String, std::sync::Arc<std::sync::atomic::AtomicUsi
                             }
                             continue;
                         }
+                        "/pause" => {
+                            // The head and a small first piece alone, then (once the client
+                            // has taken them in a read of their own) an endless body.
+                            let head = "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n\
+                                        10\r\n0123456789abcdef\r\n";
+                            if conn.write_all(head.as_bytes()).is_err() {
+                                return;
+                            }
+                            std::thread::sleep(Duration::from_millis(300));
+                            let data = "p".repeat(4096);
+                            ("", format!("1000\r\n{data}\r\n").repeat(16))
+                        }
                         _ => {
                             let ok = "HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok";
                             if conn.write_all(ok.as_bytes()).is_err() {
@@ -2729,6 +2741,44 @@ fn a_streaming_callback_waiting_in_a_nested_loop_holds_its_body_back_instead_of_
         );
         client.cancel(id);
     }
+}
+
+/// An `on_event(Head)` that waits in a nested loop, its head having come in a small read of its
+/// own (not one handed out a piece at a time): what the loop reads for the request meanwhile
+/// waits for the callback, so the connection is held back (TCP flow control stops the server)
+/// rather than read into memory, and it reads again once the callback returns.
+#[test]
+fn a_head_callback_waiting_in_a_nested_loop_holds_its_body_back_and_releases_it_on_return() {
+    use std::sync::atomic::Ordering;
+    let mut ev = EventLoop::new().unwrap();
+    let (base, written) = endless_body_server();
+    let client = HttpClient::new().unwrap();
+    let received = Rc::new(Cell::new(0usize));
+    let during = Rc::new(Cell::new(None));
+    let done: Outcome = Rc::default();
+    let (r, d, o) = (received.clone(), during.clone(), done.clone());
+    let id = client.send_streaming(
+        HttpRequest::get(&format!("{base}/pause")).unwrap(),
+        move |event| match event {
+            StreamEvent::Head(_) => {
+                nested_wait(Duration::from_millis(1500));
+                d.set(Some(written.load(Ordering::Relaxed)));
+            }
+            StreamEvent::Data(data) => r.set(r.get() + data.len()),
+        },
+        move |result| *o.borrow_mut() = Some(result),
+    );
+    let ok = run_until(&mut ev, Duration::from_secs(20), || {
+        during.get().is_some() && received.get() > 16 * 1024 * 1024
+    });
+    assert!(ok, "{:?} {} bytes", during.get(), received.get());
+    let during = during.get().unwrap();
+    assert!(
+        during < 32 * 1024 * 1024,
+        "the server wrote {during} bytes while the callback waited: the client kept reading"
+    );
+    assert!(done.borrow().is_none(), "{:?}", done.borrow());
+    client.cancel(id);
 }
 
 /// While a waiting `on_event` holds its body back, the request's read timeout does not run (the
