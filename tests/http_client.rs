@@ -1380,6 +1380,58 @@ fn a_redirect_whose_body_does_not_end_is_followed_anyway() {
     assert_eq!(streamed.unwrap().redirect_count(), 1);
 }
 
+/// The 64 KiB bound on reading a followed redirect's body, from both sides: a redirect announcing
+/// a larger body is given up once more than 64 KiB of it came (here the rest never comes, and
+/// the request is still answered at once), while one of 60 KiB is read to its end and its
+/// connection carries the next hop.
+#[test]
+fn a_redirect_body_is_read_for_reuse_up_to_64_kib_only() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        let (announced, sent) = if req.line.starts_with("GET /large ") {
+            (1024 * 1024, 100 * 1024)
+        } else if req.line.starts_with("GET /small ") {
+            (60 * 1024, 60 * 1024)
+        } else {
+            return Reply::Bytes(ok_response("arrived", ""));
+        };
+        let mut reply = format!(
+            "HTTP/1.1 302 Found\r\nLocation: /target\r\nContent-Length: {announced}\r\n\r\n"
+        )
+        .into_bytes();
+        reply.extend(std::iter::repeat_n(b'x', sent));
+        Reply::Bytes(reply)
+    });
+    let client = HttpClient::new().unwrap();
+    let started = Instant::now();
+    let request = HttpRequest::get(&server.url("/large"))
+        .unwrap()
+        .with_timeout(Duration::from_secs(5));
+    let response = wait(&mut ev, &send(&client, request)).expect("the redirect is followed");
+    assert_eq!(response.text(), "arrived");
+    assert!(
+        started.elapsed() < Duration::from_secs(4),
+        "{:?}",
+        started.elapsed()
+    );
+    let small = get(&mut ev, &client, &server.url("/small")).unwrap();
+    assert_eq!(small.text(), "arrived");
+    let seen: Vec<(String, usize)> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.line, r.connection))
+        .collect();
+    assert_eq!(seen.len(), 4, "{seen:?}");
+    assert_ne!(
+        seen[0].1, seen[1].1,
+        "the large redirect's connection is given up: {seen:?}"
+    );
+    assert_eq!(
+        seen[2].1, seen[3].1,
+        "the small redirect's connection serves its hop: {seen:?}"
+    );
+}
+
 /// A redirect whose body runs to the end of the connection (no `Content-Length`, not chunked)
 /// is followed at once: its connection can never serve again, so there is nothing to wait for.
 /// The client waited for the server to close it, and a server that kept it open made the
