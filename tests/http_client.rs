@@ -1443,17 +1443,22 @@ fn a_redirect_read_to_close_is_followed_without_waiting_for_the_close() {
         if req.line.starts_with("GET /moved ") {
             // Keeps the connection open after it.
             Reply::Bytes(b"HTTP/1.1 302 Found\r\nLocation: /target\r\n\r\nmoved".to_vec())
+        } else if req.line.starts_with("GET /bare ") {
+            // The head alone, no body byte yet (none ever comes): followed all the same.
+            Reply::Bytes(b"HTTP/1.1 302 Found\r\nLocation: /target\r\n\r\n".to_vec())
         } else {
             Reply::Bytes(ok_response("arrived", ""))
         }
     });
     let client = HttpClient::new().unwrap();
-    let request = HttpRequest::get(&server.url("/moved"))
-        .unwrap()
-        .with_timeout(Duration::from_secs(3));
-    let response = wait(&mut ev, &send(&client, request)).expect("the redirect is followed");
-    assert_eq!(response.text(), "arrived");
-    assert_eq!(response.redirect_count(), 1);
+    for path in ["/moved", "/bare"] {
+        let request = HttpRequest::get(&server.url(path))
+            .unwrap()
+            .with_timeout(Duration::from_secs(3));
+        let response = wait(&mut ev, &send(&client, request)).expect("the redirect is followed");
+        assert_eq!(response.text(), "arrived", "{path}");
+        assert_eq!(response.redirect_count(), 1, "{path}");
+    }
 }
 
 /// A streaming request's `on_event` sees the final response only: the head, then its body.
