@@ -2840,6 +2840,44 @@ fn a_head_callback_waiting_in_a_nested_loop_holds_its_body_back_and_releases_it_
     client.cancel(id);
 }
 
+/// A client dropped by a callback that waited in a nested loop: what arrived for the request
+/// while it waited (queued for after the callback) is dropped uncalled with the client, as the
+/// client's drop promises, not handed to `on_event` once the callback returns.
+#[test]
+fn a_client_dropped_by_a_waiting_callback_delivers_nothing_that_waited() {
+    let mut ev = EventLoop::new().unwrap();
+    let (base, _written) = endless_body_server();
+    let holder: Rc<RefCell<Option<Rc<HttpClient>>>> = Rc::default();
+    let client = HttpClient::new().unwrap();
+    let after_drop: Rc<RefCell<Vec<String>>> = Rc::default();
+    let dropped = Rc::new(Cell::new(false));
+    let (h, a, d) = (holder.clone(), after_drop.clone(), dropped.clone());
+    let a2 = after_drop.clone();
+    let d2 = dropped.clone();
+    client.send_streaming(
+        HttpRequest::get(&format!("{base}/pause")).unwrap(),
+        move |event| {
+            if d.get() {
+                a.borrow_mut().push(format!("{event:?}"));
+            } else if let StreamEvent::Head(_) = event {
+                // The body comes while this waits, and waits for it.
+                nested_wait(Duration::from_millis(800));
+                d.set(true);
+                h.borrow_mut().take(); // the last Rc of the client
+            }
+        },
+        move |r| {
+            if d2.get() {
+                a2.borrow_mut().push(format!("on_done {r:?}"));
+            }
+        },
+    );
+    *holder.borrow_mut() = Some(client);
+    assert!(run_until(&mut ev, Duration::from_secs(20), || dropped.get()));
+    ev.process_events(Some(Duration::from_millis(200))).unwrap();
+    assert!(after_drop.borrow().is_empty(), "{:?}", after_drop.borrow());
+}
+
 /// While a waiting `on_event` holds its body back, the request's read timeout does not run (the
 /// silence is the client's own); the body goes on once the callback returns.
 #[test]
