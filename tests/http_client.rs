@@ -2878,6 +2878,53 @@ fn a_client_dropped_by_a_waiting_callback_delivers_nothing_that_waited() {
     assert!(after_drop.borrow().is_empty(), "{:?}", after_drop.borrow());
 }
 
+/// Body bytes that came in the same read as the head reach `on_event` before those a nested loop
+/// run by `on_event(Head)` read meanwhile: the head's own bytes were delivered after the later
+/// ones (the callback's turn ended, and what waited for it ran, before the rest of the head's
+/// read), so the body came out of order ("bac" for "abc").
+#[test]
+fn a_head_callback_waiting_in_a_nested_loop_gets_the_body_in_order() {
+    use std::io::Write;
+    let mut ev = EventLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+        support::read_request_head(&mut reader);
+        let pieces = [
+            "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n",
+            "1\r\nb\r\n",
+            "1\r\nc\r\n",
+            "0\r\n\r\n",
+        ];
+        for piece in pieces {
+            if conn.write_all(piece.as_bytes()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let client = HttpClient::new().unwrap();
+    let body = Rc::new(RefCell::new(Vec::new()));
+    let done: Outcome = Rc::default();
+    let (b, o) = (body.clone(), done.clone());
+    client.send_streaming(
+        HttpRequest::get(&url).unwrap(),
+        move |event| match event {
+            StreamEvent::Head(_) => nested_wait(Duration::from_millis(250)),
+            StreamEvent::Data(data) => b.borrow_mut().extend_from_slice(data),
+        },
+        move |result| *o.borrow_mut() = Some(result),
+    );
+    let result = wait(&mut ev, &done);
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(String::from_utf8_lossy(&body.borrow()), "abc");
+}
+
 /// While a waiting `on_event` holds its body back, the request's read timeout does not run (the
 /// silence is the client's own); the body goes on once the callback returns.
 #[test]

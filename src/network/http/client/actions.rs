@@ -48,26 +48,34 @@ impl Action {
 }
 
 /// The requests whose user code is running (further up the stack), each with what arrived for
-/// it meanwhile (from a nested loop run by that code): delivered after that code returns, so a
+/// it meanwhile (from a nested loop run by that code): delivered after that code returns — and
+/// after the request's later actions in the list that ran it, which were read first — so a
 /// request's events never overtake one another and a streaming callback is never re-entered.
 #[derive(Default)]
-pub(super) struct Delivering(Vec<DeliveryQueue>);
+pub(super) struct Delivering {
+    queues: Vec<DeliveryQueue>,
+    /// How many action lists are being run, nested ones included: the innermost one's depth.
+    lists: u32,
+}
 
 impl Delivering {
     /// Whether user code of request `id` is running.
     pub(super) fn contains(&self, id: u64) -> bool {
-        self.0.iter().any(|q| q.id == id)
+        self.queues.iter().any(|q| q.id == id)
     }
 
     /// The connections held back for the running user code (see [`DeliveryQueue::held`]).
     pub(super) fn held_mut(&mut self) -> impl Iterator<Item = &mut Option<(u64, Rc<TcpSocket>)>> {
-        self.0.iter_mut().map(|q| &mut q.held)
+        self.queues.iter_mut().map(|q| &mut q.held)
     }
 }
 
 /// What waits for one request's running user code.
 pub(super) struct DeliveryQueue {
     id: u64,
+    /// The depth of the action list that runs this request's actions (see
+    /// [`Delivering::lists`]): actions of inner lists (nested loops) wait.
+    list: u32,
     waiting: VecDeque<Action>,
     /// The request's connection (id and socket), held back from reading while something waits
     /// (see [`HttpClient::hold_conn`]); released when the queue is delivered.
@@ -84,14 +92,46 @@ impl Drop for DeliveryTurn<'_> {
     fn drop(&mut self) {
         let ended = {
             let mut delivering = self.client.delivering.borrow_mut();
-            let at = delivering.0.iter().position(|q| q.id == self.id);
-            at.map(|at| delivering.0.swap_remove(at))
+            let at = delivering.queues.iter().position(|q| q.id == self.id);
+            at.map(|at| delivering.queues.swap_remove(at))
         };
-        if let Some((conn, socket)) = ended.as_ref().and_then(|q| q.held.as_ref()) {
-            self.client.unhold_conn(*conn, socket);
+        self.client.end_queue(ended);
+    }
+}
+
+/// One action list being run (see [`HttpClient::run_action_list`]); at its end, turns it kept
+/// open for actions it then did not run (its client was dropped, or user code panicked) end.
+struct ActionList<'a> {
+    client: &'a HttpClient,
+    depth: u32,
+}
+
+impl<'a> ActionList<'a> {
+    fn enter(client: &'a HttpClient) -> Self {
+        let mut delivering = client.delivering.borrow_mut();
+        delivering.lists += 1;
+        let depth = delivering.lists;
+        ActionList { client, depth }
+    }
+}
+
+impl Drop for ActionList<'_> {
+    fn drop(&mut self) {
+        loop {
+            let left = {
+                let mut delivering = self.client.delivering.borrow_mut();
+                let at = delivering.queues.iter().position(|q| q.list == self.depth);
+                let left = at.map(|at| delivering.queues.swap_remove(at));
+                if left.is_none() {
+                    delivering.lists -= 1;
+                }
+                left
+            };
+            if left.is_none() {
+                return;
+            }
+            self.client.end_queue(left);
         }
-        // Anything still queued (only after a panic) is dropped outside the borrow.
-        drop(ended);
     }
 }
 
@@ -134,16 +174,35 @@ impl HttpClient {
     /// handle of the client, only socket closes run: the rest (callbacks, signals) is dropped
     /// without being called, as the client's drop promises.
     pub(super) fn run_action_list(&self, actions: &mut Vec<Action>) {
-        for action in actions.drain(..) {
+        let list = ActionList::enter(self);
+        let mut rest = actions.drain(..);
+        while let Some(action) = rest.next() {
             match action {
                 Action::Close(socket) => socket.abort(),
                 _ if self.dropped_by_user() => {}
                 action => match action.request() {
-                    Some(id) => self.deliver(id, action),
+                    Some(id) => {
+                        // The request's later actions in this list were read before anything a
+                        // nested loop run by this one's user code reads: they go first.
+                        let more = rest.as_slice().iter().any(|a| a.request() == Some(id));
+                        self.deliver(id, action, list.depth, more);
+                    }
                     None => self.run_action(action),
                 },
             }
         }
+        drop(rest);
+        drop(list);
+    }
+
+    /// Ends a request's turn in [`Delivering`]: its connection reads again. Anything still
+    /// queued (only when its client was dropped, or after a panic) is dropped uncalled, outside
+    /// the borrow.
+    fn end_queue(&self, ended: Option<DeliveryQueue>) {
+        if let Some((conn, socket)) = ended.as_ref().and_then(|q| q.held.as_ref()) {
+            self.unhold_conn(*conn, socket);
+        }
+        drop(ended);
     }
 
     /// Whether user code dropped the last handle of the client while it delivers: only the
@@ -155,41 +214,51 @@ impl HttpClient {
         self.self_weak.strong_count() <= 1
     }
 
-    /// Runs an action of request `id`, unless user code of that request is running further up
-    /// the stack (a nested loop in its callback or slot): then the action waits for that code
-    /// to return, and is run by it, in order.
-    fn deliver(&self, id: u64, action: Action) {
+    /// Runs an action of request `id` from the action list at depth `list`, unless user code of
+    /// that request is running further up the stack (a nested loop in its callback or slot), or
+    /// an outer list has more of its actions: then the action waits for that code to return, and
+    /// is run after it, in order. With `more` (the list has more actions of the request), the
+    /// request's turn stays open for them: what arrives meanwhile waits behind them.
+    fn deliver(&self, id: u64, action: Action, list: u32, more: bool) {
         let mut delivering = self.delivering.borrow_mut();
-        if let Some(queue) = delivering.0.iter_mut().find(|q| q.id == id) {
-            queue.waiting.push_back(action);
-            let hold = queue.held.is_none();
-            drop(delivering);
-            if hold {
-                self.hold_connection(id);
+        match delivering.queues.iter_mut().find(|q| q.id == id) {
+            Some(queue) if queue.list != list => {
+                queue.waiting.push_back(action);
+                let hold = queue.held.is_none();
+                drop(delivering);
+                if hold {
+                    self.hold_connection(id);
+                }
+                return;
             }
+            // This list's turn, kept open for this action.
+            Some(_) => {}
+            None => delivering.queues.push(DeliveryQueue {
+                id,
+                list,
+                waiting: VecDeque::new(),
+                held: None,
+            }),
+        }
+        drop(delivering);
+        let turn = DeliveryTurn { client: self, id };
+        self.run_action(action);
+        if more && !self.dropped_by_user() {
+            // Ended by the list's last action of the request (or by the list, see `ActionList`).
+            std::mem::forget(turn);
             return;
         }
-        delivering.0.push(DeliveryQueue {
-            id,
-            waiting: VecDeque::new(),
-            held: None,
-        });
-        drop(delivering);
-        let _turn = DeliveryTurn { client: self, id };
-        let mut next = Some(action);
-        while let Some(action) = next {
-            self.run_action(action);
-            if self.dropped_by_user() {
-                // What waited is dropped with the turn, uncalled.
-                break;
-            }
-            next = self
+        // What waited is dropped with the turn, uncalled, once the client was dropped.
+        while !self.dropped_by_user() {
+            let next = self
                 .delivering
                 .borrow_mut()
-                .0
+                .queues
                 .iter_mut()
                 .find(|q| q.id == id)
                 .and_then(|q| q.waiting.pop_front());
+            let Some(action) = next else { break };
+            self.run_action(action);
         }
     }
 
@@ -209,7 +278,7 @@ impl HttpClient {
         if let Some(queue) = self
             .delivering
             .borrow_mut()
-            .0
+            .queues
             .iter_mut()
             .find(|q| q.id == id)
         {
