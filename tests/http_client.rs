@@ -2925,6 +2925,59 @@ fn a_head_callback_waiting_in_a_nested_loop_gets_the_body_in_order() {
     assert_eq!(String::from_utf8_lossy(&body.borrow()), "abc");
 }
 
+/// The read timeout of a request whose connection was held back for its waiting callback starts
+/// afresh when the callback returns (the silence until then was the client's own): the body's
+/// next bytes, due well within one timeout after the return, are waited for. (Time line, read
+/// timeout 1 s: the callback waits from 0 to 2.6 s; the timer deferred for it at 1 and 2 s
+/// would have expired at 3 s; the next piece comes at 3.3 s.)
+#[test]
+fn a_held_back_request_gets_a_whole_read_timeout_after_its_callback_returns() {
+    use std::io::Write;
+    let mut ev = EventLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("http://{}/", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        let Ok((mut conn, _)) = listener.accept() else {
+            return;
+        };
+        let mut reader = std::io::BufReader::new(conn.try_clone().unwrap());
+        support::read_request_head(&mut reader);
+        let steps: [(&str, u64); 3] = [
+            (
+                "HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n1\r\na\r\n",
+                100,
+            ),
+            // Arrives while the callback waits: the connection is held back from here on.
+            ("1\r\nb\r\n", 3200),
+            ("1\r\nc\r\n0\r\n\r\n", 0),
+        ];
+        for (piece, pause) in steps {
+            if conn.write_all(piece.as_bytes()).is_err() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(pause));
+        }
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let mut session = HttpSession::new();
+    session.set_read_timeout(Duration::from_secs(1));
+    let client = HttpClient::with_session(session).unwrap();
+    let body = Rc::new(RefCell::new(Vec::new()));
+    let done: Outcome = Rc::default();
+    let (b, o) = (body.clone(), done.clone());
+    client.send_streaming(
+        HttpRequest::get(&url).unwrap(),
+        move |event| match event {
+            StreamEvent::Head(_) => nested_wait(Duration::from_millis(2600)),
+            StreamEvent::Data(data) => b.borrow_mut().extend_from_slice(data),
+        },
+        move |result| *o.borrow_mut() = Some(result),
+    );
+    let result = wait(&mut ev, &done);
+    assert!(result.is_ok(), "{result:?}");
+    assert_eq!(&body.borrow()[..], b"abc");
+}
+
 /// While a waiting `on_event` holds its body back, the request's read timeout does not run (the
 /// silence is the client's own); the body goes on once the callback returns.
 #[test]
