@@ -3280,3 +3280,20 @@ fn send_after_the_event_loop_is_gone_fails_at_once_with_loop_gone() {
         "the client's event loop has been dropped: no request can be sent"
     );
 }
+
+/// A request sent before its client's event loop was dropped can never be answered; cancelling
+/// it then runs its callback at once with `Cancelled`: the cancel's delivery went to the dead
+/// loop, which dropped it, so the callback was dropped uncalled.
+#[test]
+fn cancelling_a_request_after_the_event_loop_is_gone_calls_its_callback_at_once() {
+    let event_loop = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let got: Rc<RefCell<Option<String>>> = Rc::default();
+    let g = got.clone();
+    let id = client.get("http://127.0.0.1:1/", move |r| {
+        *g.borrow_mut() = Some(format!("{:?}", r.err()))
+    });
+    drop(event_loop);
+    assert!(client.cancel(id));
+    assert_eq!(got.borrow().as_deref(), Some("Some(Cancelled)"));
+}
