@@ -496,13 +496,7 @@ impl HttpClient {
             state.reset_for_hop();
             // First in its host's line: it was sent before anything queued there.
             let host = Rc::clone(&state.host);
-            inner
-                .hosts
-                .entry(Rc::clone(&host))
-                .or_default()
-                .queue
-                .push_front(id);
-            self.release_holds_of_host(inner, &host);
+            self.queue_first(inner, &host, id);
             return self.start_next_queued(inner, &host, actions);
         }
         if let Some(e) = error {
@@ -535,6 +529,19 @@ impl HttpClient {
             ),
             _ => self.fail(inner, id, HttpError::EmptyResponse, false, actions),
         }
+    }
+
+    /// Puts request `id`, sent again on a new connection, first in `host`'s line (it was sent
+    /// before anything queued there), and lets go of connections held back for that host (a
+    /// request now waits for it; see `release_holds_of_host`).
+    pub(super) fn queue_first(&self, inner: &mut ClientInner, host: &Rc<HostKey>, id: u64) {
+        inner
+            .hosts
+            .entry(Rc::clone(host))
+            .or_default()
+            .queue
+            .push_front(id);
+        self.release_holds_of_host(inner, host);
     }
 }
 

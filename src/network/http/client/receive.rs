@@ -362,13 +362,7 @@ impl HttpClient {
         state.reset_for_hop();
         let host = Rc::clone(&state.host);
         // First in its host's queue: the slot the closed connection frees goes to it.
-        inner
-            .hosts
-            .entry(Rc::clone(&host))
-            .or_default()
-            .queue
-            .push_front(id);
-        self.release_holds_of_host(inner, &host);
+        self.queue_first(inner, &host, id);
         self.drop_conn(inner, conn_id, actions);
         true
     }
