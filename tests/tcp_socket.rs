@@ -1367,3 +1367,173 @@ fn a_graceful_close_with_unread_peer_data_delivers_every_written_byte() {
     }
     assert_eq!(outcome, Some((ANSWER, Ok(()))));
 }
+
+/// The peer's side of a lingering-close test: uploads `upload` bytes the socket leaves unread,
+/// reads the answer to its end, then runs `after_end` with the stream (to probe whether the
+/// socket's descriptor still lingers) and sends back what the read saw and what `after_end` says.
+fn lingering_peer<R: Send + 'static>(
+    upload: usize,
+    after_end: impl FnOnce(&mut std::net::TcpStream) -> R + Send + 'static,
+) -> (
+    SocketAddr,
+    mpsc::Receiver<(usize, Result<(), std::io::ErrorKind>, R)>,
+) {
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        let mut uploader = peer.try_clone().unwrap();
+        std::thread::spawn(move || {
+            let chunk = vec![b'u'; 64 * 1024];
+            let mut sent = 0;
+            while sent < upload
+                && uploader
+                    .write_all(&chunk[..chunk.len().min(upload - sent)])
+                    .is_ok()
+            {
+                sent += chunk.len();
+            }
+        });
+        let mut got = 0usize;
+        let mut buf = vec![0; 64 * 1024];
+        let end = loop {
+            match std::io::Read::read(&mut peer, &mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => got += n,
+                Err(e) => break Err(e.kind()),
+            }
+        };
+        let probed = after_end(&mut peer);
+        let _ = done_tx.send((got, end, probed));
+    });
+    (address, done_rx)
+}
+
+/// Whether the socket at the other end of `peer` has closed its descriptor: a byte sent to a
+/// closed socket is answered with a reset, so the write after it fails.
+fn peer_descriptor_closed(peer: &mut std::net::TcpStream) -> bool {
+    if peer.write_all(b"?").is_err() {
+        return true;
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    peer.write_all(b"?").is_err()
+}
+
+fn run_until_received<T>(ev: &mut EventLoop, rx: &mpsc::Receiver<T>, limit: Duration) -> Option<T> {
+    let started = Instant::now();
+    while started.elapsed() < limit {
+        ev.process_events(Some(Duration::from_millis(20))).unwrap();
+        if let Ok(value) = rx.try_recv() {
+            return Some(value);
+        }
+    }
+    None
+}
+
+/// `abort()` closes at once, even from a `bytes_written` slot of a graceful close whose peer's
+/// data waits unread (which would otherwise linger): the descriptor is closed there and then
+/// (the peer's next bytes are answered with a reset).
+#[test]
+fn abort_from_a_graceful_close_s_last_report_does_not_linger() {
+    let mut ev = EventLoop::new().unwrap();
+    let (address, done) = lingering_peer(256 * 1024, peer_descriptor_closed);
+    let client = TcpSocket::new().unwrap();
+    // Reads pause at once: the upload stays in the kernel, unread.
+    client.set_read_buffer_limit(1);
+    let c = client.clone();
+    client.bytes_written.connect(move |_| c.abort()).release();
+    let c = client.clone();
+    client
+        .bytes_received
+        .connect(move |_| {
+            // Written now, reported from the loop: the close's report comes first, then
+            // `abort` from its slot.
+            c.write(b"answer").unwrap();
+            c.disconnect_from_host();
+        })
+        .release();
+    client
+        .connect_to_address(address.ip(), address.port())
+        .unwrap();
+    let (_, _, closed) = run_until_received(&mut ev, &done, Duration::from_secs(10)).unwrap();
+    assert_eq!(client.state(), SocketState::Unconnected);
+    assert!(closed, "the aborted socket's descriptor lingers");
+}
+
+/// A lingering close ends once the peer has been quiet for 2 s: the descriptor is still open
+/// (the peer's bytes are read and discarded) shortly after the close, and closed some seconds
+/// after the peer's last byte.
+#[test]
+fn a_lingering_close_ends_after_the_peer_is_quiet_for_two_seconds() {
+    let mut ev = EventLoop::new().unwrap();
+    let (address, done) = lingering_peer(256 * 1024, |peer| {
+        std::thread::sleep(Duration::from_millis(500));
+        let early = peer_descriptor_closed(peer);
+        std::thread::sleep(Duration::from_secs(4));
+        let late = peer_descriptor_closed(peer);
+        (early, late)
+    });
+    let client = TcpSocket::new().unwrap();
+    client.set_read_buffer_limit(1);
+    let c = client.clone();
+    client
+        .bytes_received
+        .connect(move |_| {
+            c.write(b"answer").unwrap();
+            c.disconnect_from_host();
+        })
+        .release();
+    client
+        .connect_to_address(address.ip(), address.port())
+        .unwrap();
+    let (got, end, (early, late)) =
+        run_until_received(&mut ev, &done, Duration::from_secs(20)).unwrap();
+    assert_eq!((got, end), (6, Ok(())));
+    assert!(
+        !early,
+        "the descriptor closed while the peer was still sending"
+    );
+    assert!(
+        late,
+        "the descriptor still lingers 4 s after the peer's last byte"
+    );
+}
+
+/// A lingering close ends after 30 s however long the peer keeps sending (a peer trickling a
+/// byte every 200 ms never goes quiet): the descriptor is then closed, not kept for ever.
+#[test]
+fn a_lingering_close_ends_after_thirty_seconds_of_a_peer_that_keeps_sending() {
+    let mut ev = EventLoop::new().unwrap();
+    let (address, done) = lingering_peer(256 * 1024, |peer| {
+        let end = Instant::now();
+        while end.elapsed() < Duration::from_secs(50) {
+            if peer.write_all(b"?").is_err() {
+                return Some(end.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        None
+    });
+    let client = TcpSocket::new().unwrap();
+    client.set_read_buffer_limit(1);
+    let c = client.clone();
+    client
+        .bytes_received
+        .connect(move |_| {
+            c.write(b"answer").unwrap();
+            c.disconnect_from_host();
+        })
+        .release();
+    client
+        .connect_to_address(address.ip(), address.port())
+        .unwrap();
+    let (got, end, closed_after) =
+        run_until_received(&mut ev, &done, Duration::from_secs(60)).unwrap();
+    assert_eq!((got, end), (6, Ok(())));
+    let closed_after = closed_after.expect("the descriptor still lingers after 50 s");
+    assert!(
+        closed_after >= Duration::from_secs(20),
+        "closed after {closed_after:?}, while the peer was still sending"
+    );
+}
