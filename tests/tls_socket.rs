@@ -1389,7 +1389,13 @@ fn a_socket_aborted_in_handshake_completed_announces_no_data_that_came_with_the_
     let peers: Peers = Rc::default();
     let rejected = Rc::new(Cell::new(0u32));
     let announced = Rc::new(Cell::new(0u32));
-    let (keep, r, a) = (peers.clone(), rejected.clone(), announced.clone());
+    let received = Rc::new(Cell::new(0u32));
+    let (keep, r, a, b) = (
+        peers.clone(),
+        rejected.clone(),
+        announced.clone(),
+        received.clone(),
+    );
     server
         .new_connection
         .connect(move |peer: &Rc<TcpSocket>| {
@@ -1404,6 +1410,10 @@ fn a_socket_aborted_in_handshake_completed_announces_no_data_that_came_with_the_
             let a = a.clone();
             peer.ready_read
                 .connect(move |_| a.set(a.get() + 1))
+                .release();
+            let b = b.clone();
+            peer.bytes_received
+                .connect(move |_| b.set(b.get() + 1))
                 .release();
             keep.borrow_mut().push(peer.clone());
         })
@@ -1425,6 +1435,11 @@ fn a_socket_aborted_in_handshake_completed_announces_no_data_that_came_with_the_
         == 5));
     run_until(&mut ev, Duration::from_millis(200), || false);
     assert_eq!(announced.get(), 0, "ready_read fired on an aborted socket");
+    assert_eq!(
+        received.get(),
+        0,
+        "bytes_received fired on an aborted socket"
+    );
     drop(clients);
 }
 
@@ -1760,4 +1775,40 @@ fn an_internationalized_host_name_is_verified_in_its_ascii_form() {
         .get()
         || error.borrow().is_some()));
     assert!(completed.get(), "{:?}", error.borrow());
+}
+
+/// `handshake_error` reports failed handshakes only: a connection that fails after its
+/// handshake (the server drops it without close_notify) gets `error_occurred` (a truncation
+/// or a reset) and no `handshake_error`.
+#[test]
+fn a_failure_after_the_handshake_is_no_handshake_error() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, peers, _) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, true);
+    let client = client_trusting_test_ca();
+    let handshake_errors = Rc::new(Cell::new(0u32));
+    let h = handshake_errors.clone();
+    client
+        .handshake_error
+        .connect(move |_| h.set(h.get() + 1))
+        .release();
+    let error = latest(&client.error_occurred);
+    let completed = Rc::new(Cell::new(false));
+    let c = completed.clone();
+    client
+        .handshake_completed
+        .connect(move |_| c.set(true))
+        .release();
+    client
+        .connect_to_host("localhost", server.server_port().unwrap())
+        .unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || completed
+        .get()
+        && peers.borrow().len() == 1));
+    // The server side drops the connection without close_notify.
+    peers.borrow()[0].abort();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || error
+        .borrow()
+        .is_some()));
+    assert_eq!(handshake_errors.get(), 0, "{:?}", error.borrow());
 }
