@@ -913,13 +913,18 @@ fn a_plain_client_at_a_tls_server_fails_typed_and_the_server_serves_the_next() {
     assert!(run_until(&mut ev, Duration::from_secs(10), || plain_closed
         .get()
         && peer_error.borrow().is_some()));
+    // Named for what it is (not rustls' "peer misbehaved: received corrupt message").
+    let expected = TlsFailure::NotTlsClient {
+        first_line: "GET / HTTP/1.1".into(),
+    };
     assert!(
-        matches!(
-            &*peer_error.borrow(),
-            Some(SocketError::Tls(TlsFailure::PeerMisbehaved(_)))
-        ),
+        matches!(&*peer_error.borrow(), Some(SocketError::Tls(failure)) if *failure == expected),
         "{:?}",
         peer_error.borrow()
+    );
+    assert_eq!(
+        expected.to_string(),
+        "the client does not speak TLS; it sent \"GET / HTTP/1.1\""
     );
     let client = client_trusting_test_ca();
     let got = Rc::new(RefCell::new(Vec::new()));

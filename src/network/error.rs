@@ -136,6 +136,15 @@ pub enum TlsFailure {
         /// escaped).
         first_line: String,
     },
+    /// The client does not speak TLS: it sent a line of text rather than a TLS ClientHello
+    /// (typically a plain-HTTP request, `GET / HTTP/1.1`, for an `http://` URL of an
+    /// `https://` server). Reported by the server's side of a connection; binary garbage is
+    /// [`PeerMisbehaved`](Self::PeerMisbehaved).
+    NotTlsClient {
+        /// The first line the client sent (shortened to 64 bytes; quotes and backslashes
+        /// escaped).
+        first_line: String,
+    },
     /// The peer closed the TCP connection without sending close_notify first, so the end of its
     /// data is not authenticated: what arrived may be cut short (by an attacker or a broken
     /// path). Reported by a TLS [`TcpSocket`](crate::network::TcpSocket) whose peer ends the
@@ -168,6 +177,9 @@ impl fmt::Display for TlsFailure {
             ),
             TlsFailure::NotTls { first_line } => {
                 write!(f, "the server does not speak TLS; it sent \"{first_line}\"")
+            }
+            TlsFailure::NotTlsClient { first_line } => {
+                write!(f, "the client does not speak TLS; it sent \"{first_line}\"")
             }
             TlsFailure::Truncated => f.write_str(
                 "the peer closed the connection without close_notify (the data may be truncated)",

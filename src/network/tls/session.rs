@@ -159,14 +159,14 @@ impl TlsSession {
         Ok(result)
     }
 
-    /// When a client's handshake failed on a server that answered with a line of text (a
-    /// protocol's greeting or an HTTP status line) rather than a TLS record: that line, and
-    /// whether it is plain HTTP. Binary garbage keeps rustls' words, as does a server for a
-    /// client that is no TLS client.
+    /// When a handshake failed on a peer that sent a line of text rather than a TLS record:
+    /// for a client, the server's line (a protocol's greeting or an HTTP status line) and
+    /// whether it is plain HTTP; for a server, the client's line (a plain-HTTP request).
+    /// Binary garbage keeps rustls' words.
     fn not_tls(&self, handshaking: bool) -> Option<TlsFailure> {
         let first = &self.first[..usize::from(self.first_len)];
         let client = matches!(self.conn, rustls::Connection::Client(_));
-        if !client || !handshaking {
+        if !handshaking {
             return None;
         }
         let line = first
@@ -182,7 +182,9 @@ impl TlsSession {
             return None;
         }
         let first_line = line.escape_ascii().to_string();
-        Some(if line.starts_with(b"HTTP/") {
+        Some(if !client {
+            TlsFailure::NotTlsClient { first_line }
+        } else if line.starts_with(b"HTTP/") {
             TlsFailure::PlainHttp { first_line }
         } else {
             TlsFailure::NotTls { first_line }
