@@ -1368,16 +1368,16 @@ fn a_graceful_close_with_unread_peer_data_delivers_every_written_byte() {
     assert_eq!(outcome, Some((ANSWER, Ok(()))));
 }
 
+/// What a [`lingering_peer`] read (bytes, how the stream ended) and what its probe said.
+type PeerSaw<R> = (usize, Result<(), std::io::ErrorKind>, R);
+
 /// The peer's side of a lingering-close test: uploads `upload` bytes the socket leaves unread,
 /// reads the answer to its end, then runs `after_end` with the stream (to probe whether the
 /// socket's descriptor still lingers) and sends back what the read saw and what `after_end` says.
 fn lingering_peer<R: Send + 'static>(
     upload: usize,
     after_end: impl FnOnce(&mut std::net::TcpStream) -> R + Send + 'static,
-) -> (
-    SocketAddr,
-    mpsc::Receiver<(usize, Result<(), std::io::ErrorKind>, R)>,
-) {
+) -> (SocketAddr, mpsc::Receiver<PeerSaw<R>>) {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let address = listener.local_addr().unwrap();
     let (done_tx, done_rx) = mpsc::channel();
