@@ -1537,3 +1537,103 @@ fn a_lingering_close_ends_after_thirty_seconds_of_a_peer_that_keeps_sending() {
         "closed after {closed_after:?}, while the peer was still sending"
     );
 }
+
+/// The loop calls a socket from more places than readiness: a name lookup's answer, a connect
+/// that failed at once (reported from the loop), and reading resumed after a pause. A socket
+/// whose last handle a slot drops there emits nothing more either.
+#[test]
+fn a_socket_dropped_from_a_slot_of_any_loop_call_emits_nothing_more() {
+    let mut ev = EventLoop::new().unwrap();
+    let refused = {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.local_addr().unwrap()
+    };
+    type Connect = fn(&TcpSocket, SocketAddr);
+    let cases: [(&str, Connect); 3] = [
+        // The lookup fails (a malformed name): reported by the lookup's answer.
+        ("lookup", |s, _| s.connect_to_host("bad..name", 80).unwrap()),
+        // Nothing listens: refused (reported by the attempt's readiness).
+        ("refused", |s, a| {
+            s.connect_to_address(a.ip(), a.port()).unwrap()
+        }),
+        // A connect the kernel refuses within the call (the broadcast address): reported by a
+        // posted call.
+        ("broadcast", |s, _| {
+            s.connect_to_address(Ipv4Addr::BROADCAST.into(), 80)
+                .unwrap()
+        }),
+    ];
+    for (case, connect) in cases {
+        let socket = TcpSocket::new().unwrap();
+        let (holder, after) = drop_on_signal(socket.clone(), &socket, "error_occurred");
+        connect(&socket, refused);
+        drop(socket);
+        assert!(
+            run_until(&mut ev, Duration::from_secs(5), || holder
+                .borrow()
+                .is_none()),
+            "{case}: error_occurred was not emitted"
+        );
+        run_until(&mut ev, Duration::from_millis(200), || false);
+        assert!(
+            after.borrow().is_empty(),
+            "{case}: dropped in error_occurred, then: {:?}",
+            after.borrow()
+        );
+    }
+}
+
+/// Reading resumed by `read_all` after the read buffer limit paused it runs from the loop: a
+/// `bytes_received` slot there that drops the socket's last handle gets no `ready_read` after.
+#[test]
+fn a_socket_dropped_from_bytes_received_after_a_resume_emits_no_ready_read() {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        let _ = peer.write_all(b"first");
+        std::thread::sleep(Duration::from_millis(200));
+        let _ = peer.write_all(b"second");
+        std::thread::sleep(Duration::from_secs(3));
+    });
+    let socket = TcpSocket::new().unwrap();
+    socket.set_read_buffer_limit(1);
+    let holder = Rc::new(RefCell::new(Some(socket.clone())));
+    let batches = Rc::new(Cell::new(0u32));
+    let ready_after_drop = Rc::new(Cell::new(0u32));
+    let (h, b) = (holder.clone(), batches.clone());
+    socket
+        .bytes_received
+        .connect(move |_| {
+            b.set(b.get() + 1);
+            if b.get() == 2 {
+                drop(h.borrow_mut().take());
+            }
+        })
+        .release();
+    let (h, r) = (holder.clone(), ready_after_drop.clone());
+    socket
+        .ready_read
+        .connect(move |_| {
+            if h.borrow().is_none() {
+                r.set(r.get() + 1);
+            }
+        })
+        .release();
+    socket
+        .connect_to_address(address.ip(), address.port())
+        .unwrap();
+    let weak = Rc::downgrade(&socket);
+    drop(socket);
+    assert!(run_until(&mut ev, Duration::from_secs(5), || batches.get() == 1));
+    // "second" arrives and finds the buffer full: reading pauses.
+    run_until(&mut ev, Duration::from_millis(500), || false);
+    assert_eq!(batches.get(), 1);
+    let first = weak.upgrade().unwrap().read_all();
+    assert_eq!(&first[..], b"first");
+    assert!(run_until(&mut ev, Duration::from_secs(5), || batches.get() == 2));
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    assert_eq!(ready_after_drop.get(), 0);
+    assert!(weak.upgrade().is_none());
+}

@@ -1817,3 +1817,39 @@ fn a_failure_after_the_handshake_is_no_handshake_error() {
         .is_some()));
     assert_eq!(handshake_errors.get(), 0, "{:?}", error.borrow());
 }
+
+/// The handshake timeout fires from the loop's timer: an SSL socket whose last handle a
+/// `handshake_error` slot drops there gets no `error_occurred` after it.
+#[test]
+fn an_ssl_socket_dropped_when_its_handshake_times_out_emits_nothing_more() {
+    let mut ev = EventLoop::new().unwrap();
+    // Accepts (the kernel does) but never says anything.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = silent.local_addr().unwrap().port();
+    let client = client_trusting_test_ca();
+    client.set_handshake_timeout(Some(Duration::from_millis(200)));
+    let holder = Rc::new(RefCell::new(Some(client.clone())));
+    let errors_after = Rc::new(Cell::new(0u32));
+    let h = holder.clone();
+    client
+        .handshake_error
+        .connect(move |_| drop(h.borrow_mut().take()))
+        .release();
+    let (h, e) = (holder.clone(), errors_after.clone());
+    client
+        .error_occurred
+        .connect(move |_| {
+            if h.borrow().is_none() {
+                e.set(e.get() + 1);
+            }
+        })
+        .release();
+    client.connect_to_host("localhost", port).unwrap();
+    drop(client);
+    assert!(run_until(&mut ev, Duration::from_secs(10), || holder
+        .borrow()
+        .is_none()));
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    assert_eq!(errors_after.get(), 0);
+    drop(silent);
+}
