@@ -318,3 +318,19 @@ fn listen_refuses_malformed_host_names_as_invalid_addresses() {
         assert!(!server.is_listening());
     }
 }
+
+/// `listen` takes an internationalized name in its IDNA form, as `connect_to_host` does: the
+/// full-width `ｌｏｃａｌｈｏｓｔ` is `localhost`, so the server listens on loopback (not a
+/// lookup failure for the Unicode name).
+#[test]
+fn listen_maps_an_internationalized_name_to_its_ascii_form() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = TcpServer::new().unwrap();
+    server.listen("ｌｏｃａｌｈｏｓｔ", 0).unwrap();
+    let addresses = server.server_addresses();
+    assert!(
+        !addresses.is_empty() && addresses.iter().all(|a| a.ip().is_loopback()),
+        "{addresses:?}"
+    );
+    accept_from(&mut ev, &server, &["127.0.0.1"]);
+}
