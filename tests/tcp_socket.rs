@@ -1637,3 +1637,49 @@ fn a_socket_dropped_from_bytes_received_after_a_resume_emits_no_ready_read() {
     assert_eq!(ready_after_drop.get(), 0);
     assert!(weak.upgrade().is_none());
 }
+
+/// A write the kernel refuses within the call (the peer reset the connection meanwhile) is
+/// reported from the loop: an `error_occurred` slot there that drops the socket's last handle
+/// gets no `state_changed` nor `disconnected` after it.
+#[test]
+fn a_socket_dropped_from_a_failed_write_s_error_emits_nothing_more() {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap();
+    let (reset_tx, reset_rx) = mpsc::channel();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (peer, _) = listener.accept().unwrap();
+        let _ = go_rx.recv();
+        // Closing with a zero linger sends a reset.
+        socket2::SockRef::from(&peer)
+            .set_linger(Some(Duration::ZERO))
+            .unwrap();
+        drop(peer);
+        reset_tx.send(()).unwrap();
+    });
+    let socket = TcpSocket::new().unwrap();
+    let (holder, after) = drop_on_signal(socket.clone(), &socket, "error_occurred");
+    socket
+        .connect_to_address(address.ip(), address.port())
+        .unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(5), || socket
+        .state()
+        == SocketState::Connected));
+    // The reset arrives while the loop does not run; the write finds it.
+    go_tx.send(()).unwrap();
+    reset_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+    std::thread::sleep(Duration::from_millis(100));
+    let _ = socket.write(b"x");
+    let weak = Rc::downgrade(&socket);
+    drop(socket);
+    assert!(
+        run_until(&mut ev, Duration::from_secs(5), || holder
+            .borrow()
+            .is_none()),
+        "{:?}",
+        weak.upgrade().map(|s| (s.state(), s.last_error()))
+    );
+    run_until(&mut ev, Duration::from_millis(200), || false);
+    assert!(after.borrow().is_empty(), "{:?}", after.borrow());
+}
