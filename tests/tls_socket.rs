@@ -1853,3 +1853,35 @@ fn an_ssl_socket_dropped_when_its_handshake_times_out_emits_nothing_more() {
     assert_eq!(errors_after.get(), 0);
     drop(silent);
 }
+
+/// The request line a plain-HTTP client sends to a TLS server is named in the server's error
+/// without its query, where credentials travel (`?api_key=…`): diagnostics carry no secrets.
+#[test]
+fn a_plain_client_s_query_stays_out_of_the_server_s_error() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, peers, _) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, true);
+    let port = server.server_port().unwrap();
+    let plain = TcpSocket::new().unwrap();
+    plain.connect_to_host("127.0.0.1", port).unwrap();
+    plain
+        .write(b"GET /v1/items?api_key=SECRET123 HTTP/1.1\r\nHost: x\r\n\r\n")
+        .unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || peers
+        .borrow()
+        .len()
+        == 1));
+    let peer_error = latest(&peers.borrow()[0].error_occurred);
+    assert!(run_until(&mut ev, Duration::from_secs(10), || peer_error
+        .borrow()
+        .is_some()));
+    let error = peer_error.borrow().clone().unwrap();
+    assert!(
+        !format!("{error} {error:?}").contains("SECRET123"),
+        "{error:?}"
+    );
+    assert!(
+        matches!(&error, SocketError::Tls(TlsFailure::NotTlsClient { first_line }) if first_line == "GET /v1/items?… HTTP/1.1"),
+        "{error:?}"
+    );
+}

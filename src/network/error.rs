@@ -142,7 +142,7 @@ pub enum TlsFailure {
     /// [`PeerMisbehaved`](Self::PeerMisbehaved).
     NotTlsClient {
         /// The first line the client sent (shortened to 64 bytes; quotes and backslashes
-        /// escaped).
+        /// escaped; a query replaced by `?…`, since credentials travel there).
         first_line: String,
     },
     /// The peer closed the TCP connection without sending close_notify first, so the end of its

@@ -183,7 +183,9 @@ impl TlsSession {
         }
         let first_line = line.escape_ascii().to_string();
         Some(if !client {
-            TlsFailure::NotTlsClient { first_line }
+            TlsFailure::NotTlsClient {
+                first_line: without_query(&first_line),
+            }
         } else if line.starts_with(b"HTTP/") {
             TlsFailure::PlainHttp { first_line }
         } else {
@@ -284,4 +286,16 @@ fn read_plaintext(conn: &mut rustls::Connection, buf: &mut [u8]) -> Result<usize
         }
     }
     Ok(filled)
+}
+
+/// A request line without the query of its target (`GET /a?key=x HTTP/1.1` → `GET /a?… HTTP/1.1`):
+/// credentials travel there, and the line goes into an error.
+fn without_query(line: &str) -> String {
+    let Some(query) = line.find('?') else {
+        return line.to_string();
+    };
+    let rest = line[query..]
+        .find(' ')
+        .map_or("", |end| &line[query + end..]);
+    format!("{}?…{rest}", &line[..query])
 }
