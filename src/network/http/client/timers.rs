@@ -93,26 +93,23 @@ impl HttpClient {
             let Some(state) = inner.requests.get_mut(&id) else {
                 return;
             };
+            // The request's own callback or slot is running (waiting in a nested loop): the
+            // client is not reading for it, so the silence is not the server's.
+            let waiting_for_user_code = self.user_code_running(id, state.conn);
+            let read_timeout = state.read_timeout;
             let Some(watch) = state.idle.as_deref_mut() else {
                 return;
             };
             watch.timer = None;
             let now = Instant::now();
-            let conn = state.conn;
-            if self.user_code_running(id, conn) {
-                // The request's own callback or slot is running (waiting in a nested loop): the
-                // client is not reading for it, so the silence is not the server's.
-                if let Some(timeout) = state.read_timeout {
-                    let watch = state.idle.as_deref_mut().expect("checked above");
+            if waiting_for_user_code {
+                if let Some(timeout) = read_timeout {
                     let deadline = deadline_after(now, timeout);
                     watch.deadline = deadline;
                     self.start_idle_timer(watch, id, timeout, deadline);
                 }
                 return;
             }
-            let Some(watch) = state.idle.as_deref_mut() else {
-                return;
-            };
             if now < watch.deadline {
                 let deadline = watch.deadline;
                 self.start_idle_timer(watch, id, deadline - now, deadline);
