@@ -95,16 +95,12 @@ impl TcpSocket {
             return;
         };
         let connection = self.connection();
-        let weak = self.self_weak.clone();
-        self.core.post(Box::new(move || {
-            if let Some(s) = weak.upgrade() {
-                let _call = s.loop_call();
-                // Unless aborted (and maybe connected anew) or timed out meanwhile.
-                if s.connection() == connection && s.state() == SocketState::Connecting {
-                    s.close_with(Some(e));
-                }
+        self.post_call(move |s| {
+            // Unless aborted (and maybe connected anew) or timed out meanwhile.
+            if s.connection() == connection && s.state() == SocketState::Connecting {
+                s.close_with(Some(e));
             }
-        }));
+        });
     }
 
     /// [`advance_race`](Self::advance_race) without the close: returns the error to fail with.

@@ -57,6 +57,19 @@ impl TcpSocket {
         self.self_weak.strong_count() > self.loop_calls.get()
     }
 
+    /// Runs `f` on a later turn, as a call from the loop (counted, see
+    /// [`loop_call`](Self::loop_call)), unless the socket is gone by then. Every closure the
+    /// socket posts to itself goes through here, so none can forget the count.
+    pub(super) fn post_call(&self, f: impl FnOnce(&TcpSocket) + 'static) {
+        let weak = self.self_weak.clone();
+        self.core.post(Box::new(move || {
+            if let Some(socket) = weak.upgrade() {
+                let _call = socket.loop_call();
+                f(&socket);
+            }
+        }));
+    }
+
     /// Emits `value` on `signal` unless no one holds the socket any more (see [`held`](Self::held)).
     #[inline]
     pub(super) fn emit_held<T>(&self, signal: &Signal<T>, value: &T) {

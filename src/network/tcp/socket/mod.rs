@@ -431,15 +431,11 @@ impl TcpSocket {
                 }
                 Ok(_) => {}
                 Err(e) => {
-                    let weak = self.self_weak.clone();
-                    self.core.post(Box::new(move || {
-                        if let Some(s) = weak.upgrade() {
-                            let _call = s.loop_call();
-                            if s.connection() == connection {
-                                s.fail_write(e);
-                            }
+                    self.post_call(move |s| {
+                        if s.connection() == connection {
+                            s.fail_write(e);
                         }
-                    }));
+                    });
                 }
             }
         }

@@ -287,13 +287,7 @@ impl TcpSocket {
         };
         if resume {
             // Edge-triggered: no new edge will come for data already waiting, so read on a later turn.
-            let weak = self.self_weak.clone();
-            self.core.post(Box::new(move || {
-                if let Some(s) = weak.upgrade() {
-                    let _call = s.loop_call();
-                    s.drain_reads();
-                }
-            }));
+            self.post_call(|s| s.drain_reads());
         }
     }
 

@@ -27,13 +27,7 @@ impl TcpSocket {
             first
         };
         if first {
-            let weak = self.self_weak.clone();
-            self.core.post(Box::new(move || {
-                if let Some(s) = weak.upgrade() {
-                    let _call = s.loop_call();
-                    s.report_unreported_written();
-                }
-            }));
+            self.post_call(|s| s.report_unreported_written());
         }
     }
 
