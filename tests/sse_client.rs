@@ -3439,58 +3439,47 @@ fn disconnect_from_the_open_state_slot_is_followed_by_neither_opened_nor_connect
 /// and asking again cannot help (it reconnected for ever).
 #[test]
 fn an_https_stream_to_a_plain_http_server_fails_for_good() {
-    let mut ev = EventLoop::new().unwrap();
     // What a plain-HTTP server answers to a TLS ClientHello, to every connection.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("https://{}/events", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
+    assert_an_https_stream_fails_for_good(
+        |mut conn| {
+            use std::io::{Read, Write};
             let mut hello = [0u8; 512];
             let _ = conn.read(&mut hello);
             let _ = conn.write_all(
                 b"HTTP/1.1 400 Bad Request\r\nContent-Length: 0\r\nConnection: close\r\n\r\n",
             );
-        }
-    });
-    let http = HttpClient::new().unwrap();
-    let sse = http.create_sse_client();
-    sse.set_reconnection_time(Duration::from_millis(10));
-    let rec = record(&sse);
-    sse.connect(HttpRequest::get(&url).unwrap());
-    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
-        .errors
-        .borrow()
-        .is_empty()));
-    run_until(&mut ev, Duration::from_millis(300), || false);
-    let errors = rec.errors.borrow();
-    assert_eq!(errors.len(), 1, "{errors:?}");
-    assert!(errors[0].is_fatal(), "{}", errors[0]);
-    assert!(
-        errors[0].to_string().contains("plain HTTP"),
-        "{}",
-        errors[0]
+        },
+        "plain HTTP",
     );
-    assert_eq!(sse.ready_state(), ReadyState::Closed);
 }
 
 /// An `https://` URL of a server that speaks another protocol on that port (an SSH banner)
 /// fails for good, as one of a plain-HTTP server does: asking again gets the same banner.
 #[test]
 fn an_https_stream_to_a_server_of_another_protocol_fails_for_good() {
-    let mut ev = EventLoop::new().unwrap();
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let url = format!("https://{}/events", listener.local_addr().unwrap());
-    std::thread::spawn(move || {
-        use std::io::{Read, Write};
-        for conn in listener.incoming() {
-            let Ok(mut conn) = conn else { return };
+    assert_an_https_stream_fails_for_good(
+        |mut conn| {
+            use std::io::{Read, Write};
             // The banner first, as an SSH server sends it; then it waits for the client's.
             let _ = conn.write_all(b"SSH-2.0-OpenSSH_9.6\r\n");
             let mut hello = [0u8; 512];
             let _ = conn.read(&mut hello);
             std::thread::sleep(Duration::from_millis(500));
+        },
+        "does not speak TLS",
+    );
+}
+
+/// Streams from an `https://` URL whose server hands every connection to `answer` (it does not
+/// speak TLS): one error, fatal, whose message contains `says`, and the client `Closed`.
+fn assert_an_https_stream_fails_for_good(answer: fn(std::net::TcpStream), says: &str) {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("https://{}/events", listener.local_addr().unwrap());
+    std::thread::spawn(move || {
+        for conn in listener.incoming() {
+            let Ok(conn) = conn else { return };
+            answer(conn);
         }
     });
     let http = HttpClient::new().unwrap();
@@ -3506,11 +3495,7 @@ fn an_https_stream_to_a_server_of_another_protocol_fails_for_good() {
     let errors = rec.errors.borrow();
     assert_eq!(errors.len(), 1, "{errors:?}");
     assert!(errors[0].is_fatal(), "{}", errors[0]);
-    assert!(
-        errors[0].to_string().contains("does not speak TLS"),
-        "{}",
-        errors[0]
-    );
+    assert!(errors[0].to_string().contains(says), "{}", errors[0]);
     assert_eq!(sse.ready_state(), ReadyState::Closed);
 }
 
