@@ -301,23 +301,23 @@ impl HttpClient {
             }
             Action::SseHead(id, target, response) => {
                 if let Some(t) = target.upgrade() {
-                    t.on_head(RequestId(id), &response);
+                    t.on_head(RequestId::from_raw(id), &response);
                 }
             }
             Action::SseEvents(id, target, batch) => {
                 if let Some(t) = target.upgrade() {
-                    t.on_events(RequestId(id), &batch);
+                    t.on_events(RequestId::from_raw(id), &batch);
                 }
                 self.recycle_batch(batch);
             }
             Action::Progress(id, received, total) => {
                 if self.download_progress.connection_count() > 0 {
                     self.download_progress
-                        .emit(&(RequestId(id), received, total));
+                        .emit(&(RequestId::from_raw(id), received, total));
                 }
             }
             Action::ResponseReceived(response) => self.response_received.emit(&response),
-            Action::Failed(id, e) => self.error.emit(&(RequestId(id), e)),
+            Action::Failed(id, e) => self.error.emit(&(RequestId::from_raw(id), e)),
             Action::Finish(id, delivery, result, guard) => {
                 if let Some(guard) = guard {
                     guard.disarm();
@@ -356,7 +356,7 @@ impl HttpClient {
             }
             Delivery::Sse { target, parser } => {
                 if let Some(t) = target.upgrade() {
-                    t.on_end(RequestId(id), result, parser);
+                    t.on_end(RequestId::from_raw(id), result, parser);
                 }
             }
         }

@@ -23,6 +23,7 @@ mod timers;
 
 use std::cell::{Cell, RefCell};
 use std::fmt;
+use std::num::NonZeroU64;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
 use std::time::Duration;
@@ -44,8 +45,26 @@ use crate::network::tcp::SocketState;
 pub(crate) use self::receive::is_event_stream_response;
 
 /// Identifies one request of an [`HttpClient`] (it keeps its id across redirects and retries).
+///
+/// Never zero, so an `Option<RequestId>` takes 8 bytes: an SSE client keeps two per stream.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct RequestId(u64);
+pub struct RequestId(NonZeroU64);
+
+const _: () = assert!(std::mem::size_of::<Option<RequestId>>() == 8);
+
+impl RequestId {
+    /// The id of the client's request `raw`. The client counts from 1, so `raw` is never 0;
+    /// a 0 would name no request (it maps to `u64::MAX`, which is never handed out either).
+    pub(crate) fn from_raw(raw: u64) -> RequestId {
+        debug_assert_ne!(raw, 0, "request ids start at 1");
+        RequestId(NonZeroU64::new(raw).unwrap_or(NonZeroU64::MAX))
+    }
+
+    /// The number the client's tables are keyed by.
+    pub(crate) fn raw(self) -> u64 {
+        self.0.get()
+    }
+}
 
 impl fmt::Display for RequestId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -439,7 +458,7 @@ impl HttpClient {
         let mut sse_owner = None;
         let found = {
             let mut inner = self.inner.borrow_mut();
-            let state = inner.requests.get(&id.0);
+            let state = inner.requests.get(&id.raw());
             match state.map(|s| &s.delivery) {
                 Some(Delivery::Streaming { on_event, .. }) => on_event.cancelled.set(true),
                 Some(Delivery::Sse { target, .. }) => sse_owner = Some(target.clone()),
@@ -448,12 +467,18 @@ impl HttpClient {
             if state.is_some() {
                 // Its response may be on the way: the connection cannot serve another request
                 // (closing it also lets a request queued for its host start).
-                self.fail(&mut inner, id.0, HttpError::Cancelled, true, &mut actions);
+                self.fail(
+                    &mut inner,
+                    id.raw(),
+                    HttpError::Cancelled,
+                    true,
+                    &mut actions,
+                );
                 true
             } else if let Some(entry) = inner
                 .finishing
                 .iter_mut()
-                .find(|f| f.id == id.0 && f.fate == Fate::Deliver)
+                .find(|f| f.id == id.raw() && f.fate == Fate::Deliver)
             {
                 // Decided, with the callback still to come: it gets `Cancelled` instead.
                 entry.fate = Fate::Cancelled;
@@ -491,7 +516,7 @@ impl HttpClient {
         };
         ids.sort_unstable();
         for id in ids {
-            self.cancel(RequestId(id));
+            self.cancel(RequestId::from_raw(id));
         }
     }
 
@@ -540,7 +565,7 @@ impl HttpClient {
         let mut inner = self.inner.borrow_mut();
         let inner = &mut *inner;
         let mut written = false;
-        if let Some(state) = inner.requests.get_mut(&id.0) {
+        if let Some(state) = inner.requests.get_mut(&id.raw()) {
             state.sse_parser = Some(parser);
             state.read_timeout = read_timeout;
             // `submit` may already have written the request on an idle connection and armed the
@@ -559,7 +584,7 @@ impl HttpClient {
         // The head deadline runs from the request write: a request queued or on a connection
         // still on its way up gets it once it can go out (`assign`, `on_conn_ready`).
         if written {
-            self.arm_idle_timer(inner, id.0);
+            self.arm_idle_timer(inner, id.raw());
         }
         id
     }
@@ -573,9 +598,9 @@ impl HttpClient {
         let mut actions = Vec::new();
         {
             let mut inner = self.inner.borrow_mut();
-            if let Some(mut state) = self.take_request(&mut inner, id.0) {
+            if let Some(mut state) = self.take_request(&mut inner, id.raw()) {
                 self.release_conn(&mut inner, &mut state, false, &mut actions);
-            } else if let Some(entry) = inner.finishing.iter_mut().find(|f| f.id == id.0) {
+            } else if let Some(entry) = inner.finishing.iter_mut().find(|f| f.id == id.raw()) {
                 // Its outcome is on the way: it is dropped instead.
                 entry.fate = Fate::Dropped;
             }

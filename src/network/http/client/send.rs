@@ -43,7 +43,7 @@ impl HttpClient {
                 let id = self.next_id();
                 let delivery = Delivery::Buffered(Some(Box::new(callback)));
                 let finish =
-                    self.finish_action(&mut self.inner.borrow_mut(), id.0, delivery, Err(e));
+                    self.finish_action(&mut self.inner.borrow_mut(), id.raw(), delivery, Err(e));
                 self.post_actions(vec![finish]);
                 id
             }
@@ -66,7 +66,7 @@ impl HttpClient {
         let mut inner = self.inner.borrow_mut();
         let id = inner.next_id;
         inner.next_id += 1;
-        RequestId(id)
+        RequestId::from_raw(id)
     }
 
     pub(super) fn submit(&self, mut request: HttpRequest, delivery: Delivery) -> RequestId {
@@ -75,7 +75,7 @@ impl HttpClient {
             // No connection could be made or read: said at once (`post_actions` runs it now).
             let finish = self.finish_action(
                 &mut self.inner.borrow_mut(),
-                id.0,
+                id.raw(),
                 delivery,
                 Err(HttpError::LoopGone),
             );
@@ -88,7 +88,8 @@ impl HttpClient {
         }
         request.take_url_credentials();
         if let Err(e) = request.validate() {
-            let finish = self.finish_action(&mut self.inner.borrow_mut(), id.0, delivery, Err(e));
+            let finish =
+                self.finish_action(&mut self.inner.borrow_mut(), id.raw(), delivery, Err(e));
             self.post_actions(vec![finish]);
             return id;
         }
@@ -132,10 +133,10 @@ impl HttpClient {
                 sse_mode: false,
                 sse_parser: None,
             };
-            inner.requests.insert(id.0, Box::new(state));
+            inner.requests.insert(id.raw(), Box::new(state));
             if announce.is_none() {
-                self.arm_total_timer(&mut inner, id.0);
-                self.schedule(&mut inner, id.0, &mut actions);
+                self.arm_total_timer(&mut inner, id.raw());
+                self.schedule(&mut inner, id.raw(), &mut actions);
             }
             announced_host
         };
@@ -145,15 +146,15 @@ impl HttpClient {
             let mut inner = self.inner.borrow_mut();
             let inner = &mut *inner;
             let limits = head_limits(inner);
-            match inner.requests.get_mut(&id.0) {
+            match inner.requests.get_mut(&id.raw()) {
                 Some(state) => {
                     // A slot may have changed the session: its limits apply, as they did when
                     // the signal came before the request was made.
                     state.head_limits = limits;
                     state.max_body = inner.session.max_response_body_bytes();
                     state.read_timeout = inner.session.read_timeout();
-                    self.arm_total_timer(inner, id.0);
-                    self.schedule(inner, id.0, &mut actions);
+                    self.arm_total_timer(inner, id.raw());
+                    self.schedule(inner, id.raw(), &mut actions);
                 }
                 None => forget_host_if_unused(&mut inner.hosts, &host),
             }
@@ -250,7 +251,7 @@ impl HttpClient {
             update
         };
         self.upload_progress
-            .emit(&(RequestId(update.0), update.1, update.2));
+            .emit(&(RequestId::from_raw(update.0), update.1, update.2));
     }
 }
 
