@@ -285,6 +285,54 @@ fn redirect_post_to_get_and_cross_origin_drops_authorization() {
     );
 }
 
+/// A `Cookie` field the caller set goes with a redirect that stays on the origin, as the first
+/// request combined it: the caller's field wins and the jar adds none, so no cookie is sent
+/// twice (it was dropped on every hop, logging the caller out after any same-origin redirect).
+/// A hop to another origin drops it (curl CVE-2022-27776) and sends what the jar holds for the
+/// new URL instead.
+#[test]
+fn a_user_cookie_is_kept_on_a_same_origin_redirect_and_dropped_cross_origin() {
+    let mut ev = EventLoop::new().unwrap();
+    let other = ScriptServer::start(|_, _| Reply::Bytes(ok_response("other", "")));
+    let target = other.url("/final");
+    let server = ScriptServer::start(move |req, _| {
+        let path = req.line.split(' ').nth(1).unwrap_or_default();
+        match path {
+            "/start" => Reply::Bytes(
+                b"HTTP/1.1 302 Found\r\nSet-Cookie: jar=1; Path=/\r\nLocation: /same\r\nContent-Length: 0\r\n\r\n"
+                    .to_vec(),
+            ),
+            _ => Reply::Bytes(
+                format!("HTTP/1.1 302 Found\r\nLocation: {target}\r\nContent-Length: 0\r\n\r\n")
+                    .into_bytes(),
+            ),
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let request = HttpRequest::get(&server.url("/start"))
+        .unwrap()
+        .with_header("Cookie", "mine=1");
+    let r = wait(&mut ev, &send(&client, request)).unwrap();
+    assert_eq!(r.text(), "other");
+    assert_eq!(r.redirect_count(), 2);
+    let cookies = |seen: &support::SeenRequest| -> Vec<String> {
+        seen.headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+            .map(|(_, value)| value.clone())
+            .collect()
+    };
+    let here = server.requests();
+    assert_eq!(here.len(), 2);
+    assert_eq!(cookies(&here[0]), ["mine=1"]);
+    assert_eq!(cookies(&here[1]), ["mine=1"], "same-origin hop");
+    let there = other.requests();
+    assert_eq!(there.len(), 1);
+    // Cookies are not isolated by port (RFC 6265 §8.5): the jar's cookie for 127.0.0.1 goes to
+    // the other port, the caller's field does not.
+    assert_eq!(cookies(&there[0]), ["jar=1"], "cross-origin hop");
+}
+
 /// A redirect that drops the body drops `Expect: 100-continue` with it: RFC 9110 §10.1.1 says a
 /// client MUST NOT send that expectation without content, and the bodiless GET after a 303 went
 /// out with it (a server may then wait for a body that never comes, or refuse with 417). A 307,

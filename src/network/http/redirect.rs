@@ -14,8 +14,10 @@
 //!   redirect with several differing `Location` fields ([`HttpError::BadRedirect`]), as browsers
 //!   do: which one is meant cannot be told.
 //! - A hop to another origin (scheme, host or port differ) drops `Authorization`,
-//!   `Proxy-Authorization`, `WWW-Authenticate` and `Host`; `Cookie` is dropped on every hop
-//!   because the client recomputes it from the cookie jar for the new URL.
+//!   `Proxy-Authorization`, `WWW-Authenticate`, `Cookie` and `Host` (curl CVE-2022-27776).
+//!   A `Cookie` field the caller set stays on a same-origin hop (as in reqwest and curl), and
+//!   there, as on the first request, it stands instead of the jar's cookies: the client adds the
+//!   jar's `Cookie` per hop only to a request without one.
 //! - Whenever the body is dropped, the headers describing it go too, and so does `Expect`.
 
 use bytes::Bytes;
@@ -165,10 +167,11 @@ const BODY_HEADERS: [&str; 7] = [
 
 /// Headers that must not reach another origin (the reqwest/curl rule), plus `Host`, which would
 /// name the old one.
-const ORIGIN_BOUND_HEADERS: [&str; 4] = [
+const ORIGIN_BOUND_HEADERS: [&str; 5] = [
     "authorization",
     "proxy-authorization",
     "www-authenticate",
+    "cookie",
     "host",
 ];
 
@@ -229,7 +232,6 @@ fn next_request(request: &HttpRequest, status: u16, target: Url) -> Result<HttpR
             next.remove_header(name);
         }
     }
-    next.remove_header("cookie");
     if cross_origin {
         for name in ORIGIN_BOUND_HEADERS {
             next.remove_header(name);

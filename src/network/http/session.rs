@@ -241,7 +241,7 @@ impl HttpSession {
     }
 
     /// Everything the session contributes before a request is sent: default headers and
-    /// redirect settings. (The `Cookie` header is added per hop from the jar by the client.)
+    /// redirect settings. (The client adds the jar's `Cookie` per hop, to a request without one.)
     pub fn prepare_request(&self, request: &mut HttpRequest) {
         self.apply_default_headers(request);
         self.apply_redirect_settings(request);
