@@ -1032,6 +1032,63 @@ fn a_connection_whose_request_was_cancelled_is_not_leaked() {
     }
 }
 
+/// A pooled connection the server closed while the client's loop was busy (no turn since, so
+/// its end of stream is still unread) is not given a request: a POST sent then went out on it
+/// and failed (the server never saw it; a POST is never replayed), where curl and ureq check an
+/// idle connection for an end of stream before reusing it. It now goes out on a new connection.
+#[test]
+fn a_post_does_not_go_out_on_a_pooled_connection_the_server_closed_meanwhile() {
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (close_tx, close_rx) = mpsc::channel::<()>();
+    let (closed_tx, closed_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        support::read_request_head(&mut reader).unwrap();
+        (&stream).write_all(&ok_response("warm", "")).unwrap();
+        // The client's loop stops turning; then the server's keep-alive timeout ends.
+        close_rx.recv().unwrap();
+        drop(reader);
+        drop(stream);
+        closed_tx.send(()).unwrap();
+        // Whatever comes next comes on a new connection.
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+        let head = support::read_request_head(&mut reader).unwrap();
+        let mut body = vec![0; head.header("content-length").unwrap().parse().unwrap()];
+        reader.read_exact(&mut body).unwrap();
+        let reply = format!("{} {}", head.request_line, String::from_utf8_lossy(&body));
+        stream.write_all(&ok_response(&reply, "")).unwrap();
+        std::thread::sleep(Duration::from_secs(5));
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let warm = send(
+        &client,
+        HttpRequest::get(&format!("http://{addr}/warm")).unwrap(),
+    );
+    assert_eq!(wait(&mut ev, &warm).unwrap().text(), "warm");
+    assert_eq!(client.open_connections(), 1);
+    close_tx.send(()).unwrap();
+    closed_rx.recv().unwrap();
+    // The FIN crosses loopback within the server's close; this leaves it time to, without the
+    // client's loop turning (which would read it and close the connection: no race left).
+    std::thread::sleep(Duration::from_millis(50));
+    let pay = send(
+        &client,
+        HttpRequest::post(&format!("http://{addr}/pay"), "amount=100").unwrap(),
+    );
+    let result = wait_at_most(&mut ev, &pay, Duration::from_secs(5));
+    assert_eq!(
+        result.unwrap().text(),
+        "POST /pay HTTP/1.1 amount=100",
+        "the POST went out on the closed connection"
+    );
+}
+
 /// A POST written in full on a reused keep-alive connection that the server closes without
 /// answering is not sent again (RFC 9112 §9.3.1: no automatic retry of a non-idempotent method —
 /// the server may have applied it); it fails instead.

@@ -95,7 +95,8 @@ impl HttpClient {
         };
         let max = inner.session.max_connections_per_host().max(1);
         // Most recently used idle connection first (warmest); skip ones the server already closed
-        // (their close notice may still be queued).
+        // (their close notice may still be queued, or still unread in the kernel: the loop may
+        // not have turned since it came — a request sent on it would fail, a POST for good).
         while let Some(conn_id) = inner.hosts.get_mut(&host).and_then(|h| h.idle.pop()) {
             let current = inner.tls.as_ref();
             // Idle past the idle timeout (judged at the request's send time, which a new
@@ -106,6 +107,8 @@ impl HttpClient {
                 c.tls_current(current)
                     && c.idle_until.is_none_or(|until| sent < until)
                     && !over_limit
+                    // Last: the one check that costs a system call (a peek).
+                    && !c.socket.has_unread_input()
             };
             match inner
                 .conns
@@ -117,8 +120,9 @@ impl HttpClient {
                 }
                 Some((SocketState::Connected, false)) => {
                     // Made with TLS settings since replaced, idle for longer than the idle
-                    // timeout (its timer did not get to run), or over a lowered limit: closed,
-                    // its slot used below.
+                    // timeout (its timer did not get to run), over a lowered limit, or with
+                    // unread input (the server's close, or bytes nobody asked for): closed, its
+                    // slot used below.
                     if let Some(conn) = inner.conns.get(&conn_id) {
                         actions.push(Action::Close(Rc::clone(&conn.socket)));
                     }

@@ -456,6 +456,18 @@ impl TcpSocket {
         !inner.write_buf.is_empty() || inner.tls.as_ref().is_some_and(|t| t.session.wants_write())
     }
 
+    /// Whether the kernel holds something from the peer that this socket has not read yet —
+    /// data, its end of stream or a reset — found with one non-blocking peek (nothing is read).
+    /// The HTTP pool asks before giving an idle connection a request: there should be nothing
+    /// to read on it, and the server's close may wait there unseen while the loop has not
+    /// turned since it came.
+    pub(crate) fn has_unread_input(&self) -> bool {
+        let inner = self.inner.borrow();
+        inner.stream.as_ref().is_some_and(|stream| {
+            !matches!(stream.peek(&mut [0; 1]), Err(e) if e.kind() == std::io::ErrorKind::WouldBlock)
+        })
+    }
+
     /// Closes gracefully: pending writes (and TLS close_notify) are flushed first, then the
     /// connection closes and `disconnected` is emitted. While still looking up or connecting,
     /// the attempt is cancelled.
