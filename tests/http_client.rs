@@ -1089,6 +1089,57 @@ fn a_post_does_not_go_out_on_a_pooled_connection_the_server_closed_meanwhile() {
     );
 }
 
+/// A server that closes right after a response without announcing it (no `Connection: close`):
+/// its end of stream comes in the same read as the response. A POST queued for the host's only
+/// connection was handed that connection as the response completed, went out on it and failed
+/// with `EmptyResponse`. The pool looks for unread input before handing a connection on, as it
+/// does before reusing an idle one.
+#[test]
+fn a_queued_post_is_not_handed_a_connection_whose_close_waits_unread() {
+    use std::io::{Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming() {
+            let Ok(mut stream) = stream else { continue };
+            let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+            let Some(head) = support::read_request_head(&mut reader) else {
+                continue;
+            };
+            let length = head
+                .header("content-length")
+                .map_or(0, |l| l.parse().unwrap());
+            let mut body = vec![0; length];
+            reader.read_exact(&mut body).unwrap();
+            let reply = format!("{} {}", head.request_line, String::from_utf8_lossy(&body));
+            // One request per connection, closed at once, unannounced. Corked, the response and
+            // the end of stream leave in one segment: the client reads both in one go.
+            socket2::SockRef::from(&stream).set_tcp_cork(true).unwrap();
+            let _ = stream.write_all(&ok_response(&reply, ""));
+        }
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = client_with_one_connection_per_host();
+    let first = send(
+        &client,
+        HttpRequest::get(&format!("http://{addr}/first")).unwrap(),
+    );
+    let pay = send(
+        &client,
+        HttpRequest::post(&format!("http://{addr}/pay"), "amount=100").unwrap(),
+    );
+    assert_eq!(
+        wait(&mut ev, &first).unwrap().text(),
+        "GET /first HTTP/1.1 "
+    );
+    assert_eq!(
+        wait_at_most(&mut ev, &pay, Duration::from_secs(5))
+            .unwrap()
+            .text(),
+        "POST /pay HTTP/1.1 amount=100"
+    );
+}
+
 /// A POST written in full on a reused keep-alive connection that the server closes without
 /// answering is not sent again (RFC 9112 §9.3.1: no automatic retry of a non-idempotent method —
 /// the server may have applied it); it fails instead.

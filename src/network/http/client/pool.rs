@@ -359,10 +359,16 @@ impl HttpClient {
         };
         let current = inner.tls.as_ref();
         let max = inner.session.max_connections_per_host().max(1);
-        // A host over a lowered limit loses the connections its requests finish with.
+        // A host over a lowered limit loses the connections its requests finish with. One
+        // handed straight to a queued request must not have the server's close (or stray bytes)
+        // waiting unread: it came with the response, which did not announce it, and the request
+        // would go out on a closed connection (an idle one is checked when reused).
         if !reusable
             || inner.conns.get(&conn_id).is_some_and(|c| {
-                !c.tls_current(current) || inner.hosts.get(&c.host).is_some_and(|h| h.active > max)
+                !c.tls_current(current)
+                    || inner.hosts.get(&c.host).is_some_and(|h| {
+                        h.active > max || (!h.queue.is_empty() && c.socket.has_unread_input())
+                    })
             })
         {
             return self.drop_conn(inner, conn_id, actions);
