@@ -89,14 +89,19 @@ impl HttpClient {
         in_send_order: bool,
         actions: &mut Vec<Action>,
     ) {
-        let Some((host, sent)) = inner.requests.get(&id).map(|s| (s.host.clone(), s.started))
-        else {
+        let Some((host, sent, replayable)) = inner.requests.get(&id).map(|s| {
+            let replayable = s.request.method().is_idempotent() && !s.retried;
+            (s.host.clone(), s.started, replayable)
+        }) else {
             return;
         };
         let max = inner.session.max_connections_per_host().max(1);
         // Most recently used idle connection first (warmest); skip ones the server already closed
         // (their close notice may still be queued, or still unread in the kernel: the loop may
-        // not have turned since it came — a request sent on it would fail, a POST for good).
+        // not have turned since it came). A request that could not be replayed (a POST, or a
+        // replay) is not sent on one whose close waits unread: it would fail for good. Others
+        // skip that peek (a system call per reuse, on the keep-alive path): should the server
+        // have closed, they are replayed once on a new connection.
         while let Some(conn_id) = inner.hosts.get_mut(&host).and_then(|h| h.idle.pop()) {
             let current = inner.tls.as_ref();
             // Idle past the idle timeout (judged at the request's send time, which a new
@@ -108,7 +113,7 @@ impl HttpClient {
                     && c.idle_until.is_none_or(|until| sent < until)
                     && !over_limit
                     // Last: the one check that costs a system call (a peek).
-                    && !c.socket.has_unread_input()
+                    && (replayable || !c.socket.has_unread_input())
             };
             match inner
                 .conns
