@@ -1062,3 +1062,74 @@ fn a_recurring_callback_that_panics_after_a_nested_wait_runs_on() {
     );
     assert!(Timer::cancel_timer(id));
 }
+
+/// A `running.value_about_to_change` slot may veto a change by setting the current value (see
+/// `Property`). Vetoing the stop a single-shot timer makes when it fires left the timer saying
+/// it runs (`running` true) while nothing was armed (`remaining()` `None`): it never fired again,
+/// and `start()` was the only way out. A timer whose stop is refused keeps running: it counts
+/// down again and fires once more, then stops for good when the veto is lifted.
+#[test]
+fn a_single_shot_timer_whose_stop_is_vetoed_keeps_running_and_fires_again() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 10);
+    let timer = Timer::new().unwrap();
+    timer.single_shot.set(true);
+    timer.interval.set(ms(5));
+    let vetoes = Rc::new(Cell::new(1));
+    let (v, weak) = (vetoes.clone(), Rc::downgrade(&timer));
+    timer
+        .running
+        .value_about_to_change
+        .connect(move |&(_, running)| {
+            if !running && v.get() > 0 {
+                v.set(v.get() - 1);
+                weak.upgrade().unwrap().running.set(true);
+            }
+        })
+        .release();
+    let fired = Rc::new(Cell::new(0));
+    let (f, weak, handle) = (fired.clone(), Rc::downgrade(&timer), event_loop.handle());
+    timer
+        .timeout
+        .connect(move |_| {
+            let timer = weak.upgrade().unwrap();
+            f.set(f.get() + 1);
+            // Consistent inside the slot already: running means a countdown is armed.
+            assert_eq!(timer.running.get(), timer.remaining().is_some());
+            if f.get() == 2 {
+                handle.quit();
+            }
+        })
+        .release();
+    timer.start();
+    assert_eq!(event_loop.run(), 0, "the vetoed timer never fired again");
+    assert_eq!(fired.get(), 2);
+    assert!(!timer.running.get());
+    assert_eq!(timer.remaining(), None);
+}
+
+/// `start()` on a stopped timer whose `running.value_about_to_change` slot vetoes the start left
+/// it armed while `running` said `false`: `remaining()` reported a countdown that never ended
+/// in a `timeout`. A vetoed start leaves the timer stopped, nothing armed.
+#[test]
+fn a_vetoed_start_leaves_the_timer_stopped_and_unarmed() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let timer = Timer::new().unwrap();
+    timer.interval.set(ms(1));
+    let weak = Rc::downgrade(&timer);
+    timer
+        .running
+        .value_about_to_change
+        .connect(move |&(_, running)| {
+            if running {
+                weak.upgrade().unwrap().running.set(false);
+            }
+        })
+        .release();
+    let fired = counting_slot(&timer);
+    timer.start();
+    assert!(!timer.running.get());
+    assert_eq!(timer.remaining(), None, "stopped, yet a countdown is armed");
+    spin_for(&mut event_loop, ms(20));
+    assert_eq!(fired.get(), 0);
+}

@@ -23,7 +23,10 @@ use crate::bindings::{Property, Signal};
 /// - [`start`](Self::start) on a running timer restarts the countdown (as `QTimer::start`).
 ///
 /// Changing `interval` of a running timer restarts it from now. A single-shot timer sets `running`
-/// to `false` before emitting `timeout`, so a slot may start it again. The timer follows
+/// to `false` before emitting `timeout`, so a slot may start it again. `running` is `true` exactly
+/// while a countdown is armed (as long as the loop lives): a `value_about_to_change` slot that refuses a change of `running`
+/// (see [`Property`]) keeps the timer as it was: a refused start leaves it stopped, a refused
+/// stop (also the one a single-shot timer makes when it fires) leaves it counting down. The timer follows
 /// `running` and `interval` through connections of its own on their `value_changed`, which
 /// [`Signal::disconnect_all`] leaves in place and [`Signal::connection_count`] does not count.
 ///
@@ -162,8 +165,12 @@ impl Timer {
         if self.core.is_closed() {
             return;
         }
-        if !self.running.set(true) {
+        if self.running.get() {
             self.arm_from_now();
+        } else {
+            // Armed by the timer's wiring on `value_changed`; a `value_about_to_change` slot
+            // that refuses the start leaves the timer stopped and nothing armed.
+            self.running.set(true);
         }
     }
 
@@ -278,8 +285,14 @@ impl TimerHandler for Timer {
             return;
         }
         if self.single_shot.get() {
-            self.deadline.set(None);
+            let due = self.deadline.take();
             self.running.set(false);
+            if self.running.get() && self.deadline.get().is_none() {
+                // A `value_about_to_change` slot refused the stop (see `Property`): the timer
+                // still runs, so it counts down again, from the deadline that just passed.
+                self.deadline.set(due);
+                self.rearm_periodic();
+            }
         } else {
             self.rearm_periodic();
         }
