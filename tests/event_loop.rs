@@ -1177,6 +1177,31 @@ fn deferred_calls_queued_after_the_loop_is_gone_are_dropped() {
     );
 }
 
+/// A deferred connection to a loop that is gone (its evaluator kept alive by a `LoopHandle` or an
+/// `Arc`) can never run its slot again, but stayed connected, keeping what the slot captured: a
+/// worker waiting for the end of a channel whose sender the slot held waited for ever. The first
+/// emit after the loop is gone disconnects it (Qt drops a queued connection whose receiver is
+/// gone), dropping the slot and its captures.
+#[test]
+fn a_deferred_connection_to_a_dropped_loop_disconnects_at_its_next_emit() {
+    let event_loop = EventLoop::new().unwrap();
+    let evaluator = event_loop.connection_evaluator();
+    let signal: Signal<u32> = Signal::new();
+    let (tx, rx) = mpsc::channel::<u32>();
+    let handle = signal.connect_deferred(&evaluator, move |&v| tx.send(v).unwrap());
+    signal.emit(&1);
+    drop(event_loop);
+    assert!(handle.is_active(), "not emitted since: nothing told it yet");
+    signal.emit(&2);
+    assert!(!handle.is_active());
+    assert_eq!(signal.connection_count(), 0);
+    assert_eq!(
+        rx.try_recv(),
+        Err(mpsc::TryRecvError::Disconnected),
+        "the slot (and the sender it held) is dropped, and nothing was delivered"
+    );
+}
+
 /// `set_on_invocation_added` on a loop's evaluator (KDBindings' hook, e.g. to log or count) adds
 /// to what happens on each queued call: the loop still wakes for it. It replaced the loop's own
 /// wake-up, and a deferred slot emitted from another thread then waited for an unrelated event.

@@ -145,18 +145,20 @@ impl ConnectionEvaluator {
         self.queued.load(Ordering::Acquire) && !self.evaluating.load(Ordering::Acquire)
     }
 
-    pub(crate) fn enqueue(&self, alive: Arc<AtomicBool>, call: Box<dyn FnOnce() + Send>) {
+    /// Queues `call`; false (dropping it) when the evaluator is closed: nothing will run it.
+    pub(crate) fn enqueue(&self, alive: Arc<AtomicBool>, call: Box<dyn FnOnce() + Send>) -> bool {
         let mut queue = lock(&self.queue);
         if self.closed.load(Ordering::Acquire) {
             drop(queue);
             // Dropped outside the lock: its captures' `Drop` may emit again.
             drop(call);
-            return;
+            return false;
         }
         queue.push(Invocation { alive, call });
         drop(queue);
         self.queued.store(true, Ordering::Release);
         self.notify();
+        true
     }
 
     /// Removes the invocations of the connection whose flag is `alive` (it was disconnected),

@@ -251,9 +251,11 @@ impl<A: 'static> Signal<A> {
     /// [`EventLoop`](crate::EventLoop) owns an evaluator and runs it each turn, so
     /// `connect_deferred(&event_loop.connection_evaluator(), …)` runs the slot on the loop's thread.
     ///
-    /// If the evaluator is gone when the signal is emitted, the invocation is dropped, with a
-    /// warning the first time for this connection (KDBindings throws and leaves the signal
-    /// unusable). The connection stays until disconnected: its handle is still active.
+    /// If the evaluator is gone when the signal is emitted (dropped, or closed because its
+    /// [`EventLoop`](crate::EventLoop) was dropped), nothing will ever run the slot: the emit
+    /// drops the invocation and disconnects the connection, which drops the slot and what it
+    /// captured, and makes its handle inactive (as Qt drops a queued connection whose receiver
+    /// is gone; KDBindings throws and leaves the signal unusable).
     pub fn connect_deferred<F>(
         &self,
         evaluator: &Arc<ConnectionEvaluator>,
@@ -268,27 +270,26 @@ impl<A: 'static> Signal<A> {
             evaluator: Arc::downgrade(evaluator),
         };
         let slot = Arc::new(std::sync::Mutex::new(slot));
-        let mut warned = false;
-        self.connect(move |args: &A| {
-            let Some(evaluator) = alive.evaluator.upgrade() else {
-                // Once: a signal emitted per event would fill the log with one line per event.
-                if !std::mem::replace(&mut warned, true) {
-                    log::warn!(
-                        "deferred slot not queued, nor will any later call of this connection be: \
-                         its ConnectionEvaluator is gone"
-                    );
-                }
-                return;
-            };
+        self.connect_reflective(move |own: &ConnectionHandle, args: &A| {
             let slot = Arc::clone(&slot);
             let args = args.clone();
-            evaluator.enqueue(
-                Arc::clone(&alive.alive),
-                Box::new(move || {
-                    let mut f = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
-                    f(&args);
-                }),
-            );
+            let call = Box::new(move || {
+                let mut f = slot.lock().unwrap_or_else(|poisoned| poisoned.into_inner());
+                f(&args);
+            });
+            let queued = alive
+                .evaluator
+                .upgrade()
+                .is_some_and(|evaluator| evaluator.enqueue(Arc::clone(&alive.alive), call));
+            if !queued {
+                // Nothing will ever evaluate this connection's calls: it ends here, dropping the
+                // slot (and what it captured) once this call returns.
+                log::debug!(
+                    "deferred connection disconnected: its ConnectionEvaluator is gone \
+                     (or its event loop was dropped)"
+                );
+                own.disconnect();
+            }
         })
     }
 
