@@ -18,7 +18,8 @@ struct Invocation {
 /// Emitting threads enqueue; one thread calls [`evaluate_deferred_connections`](Self::evaluate_deferred_connections)
 /// to run them in FIFO order. Each [`EventLoop`](crate::EventLoop) owns one, wakes itself when an
 /// invocation is added, and evaluates it every turn; once that loop is dropped, invocations queued
-/// on its evaluator are dropped without running.
+/// on its evaluator are dropped without running, and a connection to it disconnects itself at its
+/// next emit.
 ///
 /// ```
 /// use kdnet::{ConnectionEvaluator, Signal};

@@ -669,7 +669,8 @@ impl EventLoop {
 
     /// The evaluator this loop runs every turn; connect deferred slots to it to run them on this
     /// loop's thread. When the loop is dropped, the calls still queued are dropped without
-    /// running, and so is every call queued afterwards.
+    /// running, and a deferred connection to it disconnects itself at its next emit
+    /// (see [`Signal::connect_deferred`](crate::Signal::connect_deferred)).
     pub fn connection_evaluator(&self) -> Arc<ConnectionEvaluator> {
         Arc::clone(self.core.evaluator())
     }

@@ -195,7 +195,8 @@ impl LoopHandle {
     }
 
     /// The loop's connection evaluator (for [`Signal::connect_deferred`](crate::Signal::connect_deferred)).
-    /// Once the loop is gone, calls queued on it are dropped without running.
+    /// Once the loop is gone, calls queued on it are dropped without running, and a deferred
+    /// connection to it disconnects itself at its next emit.
     pub fn connection_evaluator(&self) -> Arc<ConnectionEvaluator> {
         Arc::clone(&self.shared.evaluator)
     }
