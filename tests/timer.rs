@@ -1133,3 +1133,41 @@ fn a_vetoed_start_leaves_the_timer_stopped_and_unarmed() {
     spin_for(&mut event_loop, ms(20));
     assert_eq!(fired.get(), 0);
 }
+
+/// A timer whose loop is gone can never fire, whatever its `running` observers want: a
+/// `running.value_about_to_change` slot refusing every stop (see `Property`) kept a timer of a
+/// dropped loop saying it runs (`running` true, nothing armed, no `timeout` ever). The slot
+/// still hears the stop, and it happens.
+#[test]
+fn a_timer_whose_loop_was_dropped_stops_even_if_a_slot_refuses_the_stop() {
+    let event_loop = EventLoop::new().unwrap();
+    let timer = Timer::new().unwrap();
+    timer.interval.set(ms(5));
+    let heard = Rc::new(RefCell::new(Vec::new()));
+    let (h, weak) = (heard.clone(), Rc::downgrade(&timer));
+    timer
+        .running
+        .value_about_to_change
+        .connect(move |&(old, new)| {
+            h.borrow_mut().push((old, new));
+            if !new {
+                weak.upgrade().unwrap().running.set(true);
+            }
+        })
+        .release();
+    timer.start();
+    timer.stop();
+    assert!(timer.running.get(), "an ordinary stop is refused");
+    drop(event_loop);
+    assert!(!timer.running.get(), "running after its loop was dropped");
+    assert_eq!(timer.remaining(), None);
+    assert_eq!(
+        *heard.borrow(),
+        [(false, true), (true, false), (true, false)]
+    );
+    timer.running.set(true);
+    assert!(
+        !timer.running.get(),
+        "running = true on a timer without a loop"
+    );
+}

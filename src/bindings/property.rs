@@ -94,7 +94,18 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
     /// Stores `value` and emits the change signals, unless it equals the current value.
     /// Returns whether the value changed.
     pub fn set(&self, value: T) -> bool {
-        let changed = self.store_and_announce(value);
+        self.set_inner(value, false)
+    }
+
+    /// Sets `value` as [`set`](Self::set) does, except that a `value_about_to_change` slot cannot
+    /// refuse it: for an owner whose property states a fact (a timer whose loop is gone does not
+    /// run). The slots hear the change; whatever they set, `value` is stored after them.
+    pub(crate) fn force_set(&self, value: T) -> bool {
+        self.set_inner(value, true)
+    }
+
+    fn set_inner(&self, value: T, forced: bool) -> bool {
+        let changed = self.store_and_announce(value, forced);
         if self.about_depth.get() > 0 {
             // Set from a `value_about_to_change` slot (or further down): the change being
             // announced there does not happen, so its remaining slots must not hear of it.
@@ -104,7 +115,7 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
         changed
     }
 
-    fn store_and_announce(&self, value: T) -> bool {
+    fn store_and_announce(&self, value: T, forced: bool) -> bool {
         let sets = self.sets.get().wrapping_add(1);
         self.sets.set(sets);
         let old = {
@@ -133,9 +144,10 @@ impl<T: Clone + PartialEq + 'static> Property<T> {
             let about = AboutToChange::start(self);
             self.value_about_to_change.emit(&(old, value.clone()));
             drop(about);
-            if self.sets.get() != sets {
+            if self.sets.get() != sets && !(forced && *self.value.borrow() != value) {
                 // A slot set a value of its own (announced by that set), or the current one to
-                // reject this change: it stands.
+                // reject this change: it stands (unless this set is forced and the slot's value
+                // is not this one).
                 return self.stores.get() != stores;
             }
         }

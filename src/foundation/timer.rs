@@ -24,7 +24,7 @@ use crate::bindings::{Property, Signal};
 ///
 /// Changing `interval` of a running timer restarts it from now. A single-shot timer sets `running`
 /// to `false` before emitting `timeout`, so a slot may start it again. `running` is `true` exactly
-/// while a countdown is armed (as long as the loop lives): a `value_about_to_change` slot that refuses a change of `running`
+/// while a countdown is armed: a `value_about_to_change` slot that refuses a change of `running`
 /// (see [`Property`]) keeps the timer as it was: a refused start leaves it stopped, a refused
 /// stop (also the one a single-shot timer makes when it fires) leaves it counting down. The timer follows
 /// `running` and `interval` through connections of its own on their `value_changed`, which
@@ -79,7 +79,8 @@ impl Timer {
     /// A stopped timer on the current thread's loop.
     ///
     /// The timer belongs to that loop for good. When the loop is dropped the timer stops
-    /// (`running` becomes `false`, announced on [`running`](Self::running)'s `value_changed`) and
+    /// (`running` becomes `false`, announced on [`running`](Self::running)'s `value_changed`; a
+    /// `value_about_to_change` slot cannot refuse this stop) and
     /// cannot be started again: `start()` and `running = true` leave it stopped, also once the
     /// thread has a new loop.
     ///
@@ -109,8 +110,9 @@ impl Timer {
                 if !running {
                     t.disarm();
                 } else if !t.arm_from_now() {
-                    // Its loop is gone: it can never fire, so it does not run.
-                    t.running.set(false);
+                    // Its loop is gone: it can never fire, so it does not run (no slot can
+                    // refuse that).
+                    t.running.force_set(false);
                 }
             });
         timer.running.value_changed.pin(&running);
@@ -303,7 +305,8 @@ impl TimerHandler for Timer {
     fn loop_gone(&self) {
         self.overdue.set(false);
         self.deadline.set(None);
-        self.running.set(false);
+        // A fact, not a request: a `value_about_to_change` slot cannot refuse it.
+        self.running.force_set(false);
     }
 }
 
