@@ -20,6 +20,10 @@ use crate::bindings::{Property, Signal};
 /// - timers live in the loop's deadline heap, not one kernel timer each;
 /// - an interval of zero fires on the next loop turn (KDFoundation's never fires);
 /// - a periodic timer that falls behind fires once and re-aligns, never a burst of missed ticks;
+/// - the loop sleeps in whole milliseconds (the poller's unit; KDFoundation's timerfd counts in
+///   nanoseconds), so a non-zero interval under a millisecond ticks about once per millisecond,
+///   its missed ticks coalesced as above (a 100 µs timer ticks some 850 times a second, not
+///   10,000); intervals of a few milliseconds and more keep their rate;
 /// - [`start`](Self::start) on a running timer restarts the countdown (as `QTimer::start`).
 ///
 /// Changing `interval` of a running timer restarts it from now. A single-shot timer sets `running`
