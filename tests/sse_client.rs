@@ -3607,3 +3607,60 @@ fn retry_on_throttle_prefers_retry_after_ms() {
         ]
     );
 }
+
+/// An open stream, or one waiting to reconnect, whose event loop is dropped can never go on:
+/// nothing reads its socket and its reconnect timer never fires. `ready_state()` said `Open` or
+/// `Connecting` (and `is_connected()` true) for ever. It says `Closed` once the loop is gone;
+/// the loop's drop runs no slot, and `disconnect()` afterwards ends the stream's request with
+/// the usual `state_changed(Closed)` and `disconnected`.
+#[test]
+fn a_client_whose_loop_was_dropped_reports_closed() {
+    for waiting in [false, true] {
+        let mut ev = EventLoop::new().unwrap();
+        let server = ScriptServer::start(move |_, _| {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nretry: 60000\ndata: a\n\n";
+            if waiting {
+                Reply::BytesThenClose(head.as_bytes().to_vec())
+            } else {
+                Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(5))
+            }
+        });
+        let sse = SseClient::new().unwrap();
+        let rec = record(&sse);
+        let log = lifecycle(&sse);
+        sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+        let (expected_state, expected_log): (_, &[&str]) = if waiting {
+            (
+                ReadyState::Connecting,
+                &[
+                    "state Connecting",
+                    "state Open",
+                    "connected",
+                    "state Connecting",
+                    "disconnected",
+                ],
+            )
+        } else {
+            (
+                ReadyState::Open,
+                &["state Connecting", "state Open", "connected"],
+            )
+        };
+        assert!(run_until(&mut ev, Duration::from_secs(5), || *log.borrow()
+            == expected_log
+            && !rec.events.borrow().is_empty()));
+        assert_eq!(sse.ready_state(), expected_state, "waiting: {waiting}");
+        drop(ev);
+        assert_eq!(*log.borrow(), expected_log, "the loop's drop ran a slot");
+        assert_eq!(sse.ready_state(), ReadyState::Closed, "waiting: {waiting}");
+        assert!(!sse.is_connected());
+        assert!(format!("{sse:?}").contains("Closed"), "{sse:?}");
+        sse.disconnect();
+        let mut after = expected_log.to_vec();
+        after.extend(["state Closed", "disconnected"]);
+        assert_eq!(*log.borrow(), after, "waiting: {waiting}");
+        assert_eq!(sse.ready_state(), ReadyState::Closed);
+        assert_eq!(sse.http_client().pending_requests(), 0);
+        assert!(rec.errors.borrow().is_empty());
+    }
+}

@@ -320,7 +320,22 @@ impl SseClient {
     }
 
     /// The ready state.
+    ///
+    /// `Closed` once the event loop the client was created on has been dropped, whatever was
+    /// under way: nothing reads an open stream's socket or fires a pending reconnect any more.
+    /// No signal says so then (the loop's drop runs no slot); [`disconnect`](Self::disconnect)
+    /// or dropping the client ends the stream's request, and `disconnect` emits
+    /// `state_changed(Closed)` and `disconnected` for a stream that was open or connecting.
     pub fn ready_state(&self) -> ReadyState {
+        if self.core.is_closed() {
+            return ReadyState::Closed;
+        }
+        self.state()
+    }
+
+    /// The state as the client's own transitions left it (what its signals said last), the
+    /// loop being gone or not.
+    fn state(&self) -> ReadyState {
         self.inner.borrow().state
     }
 
@@ -613,7 +628,7 @@ impl SseClient {
         }
         // A `state_changed` or `error` slot that connected again has started a new stream: this
         // client did not stop after all.
-        if self.ready_state() != ReadyState::Closed {
+        if self.state() != ReadyState::Closed {
             return;
         }
         self.disconnected.emit(&());
@@ -622,7 +637,7 @@ impl SseClient {
     /// The WHATWG "reestablish the connection": wait, then connect again (or, with auto
     /// reconnect off, close).
     fn reestablish(&self, cause: Option<SseError>, delay_override: Option<Duration>) {
-        if self.ready_state() == ReadyState::Closed {
+        if self.state() == ReadyState::Closed {
             return;
         }
         if !self.inner.borrow().auto_reconnect {
@@ -649,7 +664,7 @@ impl SseClient {
             self.disconnected.emit(&());
         }
         // A slot may have disconnected or reconnected meanwhile.
-        if self.ready_state() != ReadyState::Connecting || self.inner.borrow().current.is_some() {
+        if self.state() != ReadyState::Connecting || self.inner.borrow().current.is_some() {
             return;
         }
         // ...or turned auto reconnect off.
@@ -919,7 +934,7 @@ impl SseTarget for SseClient {
         match result {
             // (Unless a slot closed the client already.)
             Ok(_) if cancelled_in_flush => {
-                if self.ready_state() != ReadyState::Closed {
+                if self.state() != ReadyState::Closed {
                     self.close_for_good(None);
                 }
             }
@@ -1051,7 +1066,14 @@ impl fmt::Debug for SseClient {
         match self.inner.try_borrow() {
             Ok(inner) => f
                 .debug_struct("SseClient")
-                .field("state", &inner.state)
+                .field(
+                    "state",
+                    &if self.core.is_closed() {
+                        ReadyState::Closed
+                    } else {
+                        inner.state
+                    },
+                )
                 .field("last_event_id", &inner.last_event_id)
                 .field("reconnection_time", &inner.reconnection_time)
                 .finish(),
