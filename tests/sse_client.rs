@@ -3664,3 +3664,29 @@ fn a_client_whose_loop_was_dropped_reports_closed() {
         assert!(rec.errors.borrow().is_empty());
     }
 }
+
+/// RELIABILITY promise 7: an event ID is part of the stream's body (a resume token may be a
+/// credential), which diagnostics never show. The client's and the parser's `Debug` printed it
+/// in full; they give its length.
+#[test]
+fn debug_output_shows_no_event_id() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::BytesThenClose(stream("retry: 60000\nid: id-marker-3b7d\ndata: x\n\n"))
+    });
+    let sse = SseClient::new().unwrap();
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || sse
+        .last_event_id()
+        == "id-marker-3b7d"));
+    let shown = format!("{sse:?}");
+    assert!(!shown.contains("marker-3b7d"), "{shown}");
+    assert!(shown.contains("last_event_id_len: 14"), "{shown}");
+    sse.disconnect();
+    let mut parser = kdnet::network::sse::SseParser::new();
+    parser.parse_all(b"id: id-marker-3b7d\n\n").unwrap();
+    assert_eq!(parser.last_event_id(), "id-marker-3b7d");
+    let shown = format!("{parser:?}");
+    assert!(!shown.contains("marker-3b7d"), "{shown}");
+    assert!(shown.contains("last_event_id_len: 14"), "{shown}");
+}

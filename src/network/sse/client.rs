@@ -1074,7 +1074,8 @@ impl fmt::Debug for SseClient {
                         inner.state
                     },
                 )
-                .field("last_event_id", &inner.last_event_id)
+                // Not the ID: it is part of the stream's body, which diagnostics never show.
+                .field("last_event_id_len", &inner.last_event_id.len())
                 .field("reconnection_time", &inner.reconnection_time)
                 .finish(),
             Err(_) => f.write_str("SseClient { <busy> }"),

@@ -413,7 +413,8 @@ impl Default for SseParser {
     }
 }
 
-/// Shows settings and buffer sizes, not buffer contents (they may be megabytes of peer data).
+/// Shows settings and buffer sizes, not buffer contents (they may be megabytes of peer data),
+/// nor the last event ID.
 impl fmt::Debug for SseParser {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("SseParser")
@@ -423,7 +424,8 @@ impl fmt::Debug for SseParser {
             .field("failed", &self.failed)
             .field("partial_line_len", &self.partial_line_len())
             .field("data_len", &self.complete_data_len())
-            .field("last_event_id", &self.last_event_id())
+            // Not the ID itself: it is peer data too (a resume token may be a credential).
+            .field("last_event_id_len", &self.last_event_id().len())
             .field("reconnection_time", &self.reconnection_time)
             .finish_non_exhaustive()
     }
