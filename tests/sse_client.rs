@@ -3690,3 +3690,34 @@ fn debug_output_shows_no_event_id() {
     assert!(!shown.contains("marker-3b7d"), "{shown}");
     assert!(shown.contains("last_event_id_len: 14"), "{shown}");
 }
+
+/// RELIABILITY promise 7: credentials travel in queries too (Gemini's `?key=`, signed URLs),
+/// and the client logged each stream's URL whole at `DEBUG`. Its query is replaced by `?…`.
+#[test]
+fn logs_show_no_query_of_the_stream_url() {
+    let logs = captured_logs();
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(stream("data: x\n\n")));
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(
+        HttpRequest::get(&server.url("/v1/stream?alt=sse&key=query-marker-5e2a#frag")).unwrap(),
+    );
+    assert!(run_until(&mut ev, Duration::from_secs(10), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    sse.disconnect();
+    assert!(
+        server.requests()[0].line.contains("query-marker-5e2a"),
+        "the query is sent"
+    );
+    let logs = logs.0.lock().unwrap();
+    let path = format!("opening event stream {}?…", server.url("/v1/stream"));
+    assert!(logs.iter().any(|line| line.contains(&path)), "{logs:?}");
+    let leaks: Vec<&String> = logs
+        .iter()
+        .filter(|line| line.contains("marker-5e2a"))
+        .collect();
+    assert!(leaks.is_empty(), "{leaks:?}");
+}

@@ -551,7 +551,7 @@ impl SseClient {
             };
             (request, parser, inner.read_timeout, inner.epoch)
         };
-        log::debug!("opening event stream {}", request.url());
+        log::debug!("opening event stream {}", LoggedUrl(request.url()));
         let target: Weak<dyn SseTarget> = self.self_weak.clone();
         // Runs the HTTP client's `about_to_send_request` slots, which may use this client.
         let id = self.http.send_sse(request, parser, read_timeout, target);
@@ -1047,6 +1047,30 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
         .then(|| value.parse::<u64>().ok())
         .flatten()
         .map(Duration::from_secs)
+}
+
+/// A URL as logs show it: scheme, host, port and path, with a query or fragment replaced by
+/// `?…` / `#…`, since credentials travel there (`?key=` of some LLM APIs, signed URLs).
+struct LoggedUrl<'a>(&'a url::Url);
+
+impl fmt::Display for LoggedUrl<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        use url::Position;
+        let url = self.0;
+        write!(
+            f,
+            "{}://{}",
+            url.scheme(),
+            &url[Position::BeforeHost..Position::AfterPath]
+        )?;
+        if url.query().is_some() {
+            f.write_str("?…")?;
+        }
+        if url.fragment().is_some() {
+            f.write_str("#…")?;
+        }
+        Ok(())
+    }
 }
 
 impl Drop for SseClient {
