@@ -3721,3 +3721,107 @@ fn logs_show_no_query_of_the_stream_url() {
         .collect();
     assert!(leaks.is_empty(), "{leaks:?}");
 }
+
+/// A slot that drops the client's last handle hears nothing more from it (as with sockets):
+/// `opened` and `connected` followed a drop in `state_changed(Open)` or `opened`, the broken
+/// stream's `error` and `disconnected` a drop in `state_changed(Connecting)` or `error` of its
+/// end, and `error` and `disconnected` a drop in `state_changed(Closed)` of a stream that ended
+/// with auto reconnect off or was refused; `state_changed` of the stream's end a drop in the
+/// slot of its flushed unterminated last event.
+#[test]
+fn a_slot_that_drops_the_client_hears_nothing_more_from_it() {
+    // (the slot that drops it and which of its calls, auto reconnect, the server's answer)
+    let cases = [
+        ("state Open", 1, true, "cut"),
+        ("opened", 1, true, "cut"),
+        ("state Connecting", 2, true, "cut"),
+        ("error", 1, true, "cut"),
+        ("state Closed", 1, false, "cut"),
+        ("state Closed", 1, false, "refused"),
+        ("state Closed", 1, false, "ended"),
+        ("disconnected", 1, true, "cut"),
+        ("message", 1, true, "cut"),
+        // The stream's unterminated last event, flushed at its end.
+        ("message", 3, true, "flushed"),
+        ("message", 3, false, "flushed"),
+    ];
+    for (slot, nth, auto_reconnect, answer) in cases {
+        let case = format!("{slot} #{nth}, auto reconnect {auto_reconnect}, {answer}");
+        let mut ev = EventLoop::new().unwrap();
+        let server = ScriptServer::start(move |_, n| {
+            let body = "retry: 10\ndata: a\n\ndata: b\n\ndata: c";
+            match (n, answer) {
+                (0, "cut") => Reply::BytesThenClose(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len() + 5
+                    )
+                    .into_bytes(),
+                ),
+                (0, "ended" | "flushed") => Reply::BytesThenClose(stream(body)),
+                (0, _) => Reply::BytesThenClose(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope".to_vec(),
+                ),
+                _ => Reply::Close,
+            }
+        });
+        let http = HttpClient::new().unwrap();
+        let sse = http.create_sse_client();
+        sse.set_auto_reconnect(auto_reconnect);
+        sse.set_flush_unterminated_event(answer == "flushed");
+        let holder = Rc::new(RefCell::new(Some(sse.clone())));
+        let log: Rc<RefCell<Vec<String>>> = Rc::default();
+        let calls = Rc::new(std::cell::Cell::new(0));
+        let note = {
+            let (holder, log) = (holder.clone(), log.clone());
+            move |name: String| {
+                let drops = name == slot && {
+                    calls.set(calls.get() + 1);
+                    calls.get() == nth
+                };
+                log.borrow_mut().push(name);
+                if drops {
+                    holder.borrow_mut().take();
+                    log.borrow_mut().push("dropped".into());
+                }
+            }
+        };
+        let n = note.clone();
+        sse.state_changed
+            .connect(move |state| n(format!("state {state:?}")))
+            .release();
+        let n = note.clone();
+        sse.opened.connect(move |_| n("opened".into())).release();
+        let n = note.clone();
+        sse.connected
+            .connect(move |_| n("connected".into()))
+            .release();
+        let n = note.clone();
+        sse.message_received
+            .connect(move |_| n("message".into()))
+            .release();
+        let n = note.clone();
+        sse.error.connect(move |_| n("error".into())).release();
+        let n = note;
+        sse.disconnected
+            .connect(move |_| n("disconnected".into()))
+            .release();
+        sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+        drop(sse);
+        assert!(
+            run_until(&mut ev, Duration::from_secs(5), || holder
+                .borrow()
+                .is_none()),
+            "{case}: {:?}",
+            log.borrow()
+        );
+        run_until(&mut ev, Duration::from_millis(100), || false);
+        let log = log.borrow();
+        assert_eq!(
+            log.last().map(String::as_str),
+            Some("dropped"),
+            "{case}: {log:?}"
+        );
+        assert_eq!(http.pending_requests(), 0, "{case}");
+    }
+}

@@ -47,6 +47,15 @@ const BACKOFF_RESET_THRESHOLD: Duration = Duration::from_secs(5);
 /// The longest wait between reconnection attempts after repeated failures.
 pub const DEFAULT_MAX_RECONNECTION_DELAY: Duration = Duration::from_secs(60);
 
+/// Who runs a step that ends a stream: a delivery (the HTTP client's, or the reconnect timer's)
+/// or a user's call (`connect`, `set_auto_reconnect`). See
+/// [`SseClient::dropped_in_delivery`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Caller {
+    Delivery,
+    User,
+}
+
 /// The connection state (WHATWG `EventSource.readyState`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum ReadyState {
@@ -451,7 +460,7 @@ impl SseClient {
         // Off while waiting to reconnect: the reconnect is cancelled and the client closes.
         if let Some(key) = waiting {
             self.core.timer_remove(key);
-            self.close_for_good(None);
+            self.close_for_good(None, Caller::User);
         }
     }
 
@@ -522,7 +531,7 @@ impl SseClient {
                 // No request could ever be answered: nothing would wake it. Said at once,
                 // instead of `Connecting` for ever.
                 drop(inner);
-                return self.fail(SseError::LoopGone);
+                return self.fail(SseError::LoopGone, Caller::User);
             }
             let Some(mut request) = inner.request.clone() else {
                 return;
@@ -611,38 +620,56 @@ impl SseClient {
         epoch
     }
 
+    /// Whether a slot dropped the client's last handle: only the delivery running this (the
+    /// HTTP client's, or the reconnect timer's, each holding a handle of its own for the call)
+    /// keeps it alive. Nothing is emitted after that, as a socket dropped from its slot emits
+    /// nothing more. Meaningless in a user's call, whose only handle may be the caller's.
+    fn dropped_in_delivery(&self) -> bool {
+        self.self_weak.strong_count() <= 1
+    }
+
     /// The WHATWG "fail the connection": closed for good.
-    fn fail(&self, error: SseError) {
+    fn fail(&self, error: SseError, from: Caller) {
         // Not the body: logs never show one (the `error` signal carries it).
         log::debug!("event stream failed: {}", WithoutBody(&error));
-        self.close_for_good(Some(error));
+        self.close_for_good(Some(error), from);
     }
 
     /// State `Closed` first, so that an `error` slot sees that no reconnect follows; then the
-    /// error, if any, and `disconnected`.
-    fn close_for_good(&self, error: Option<SseError>) {
+    /// error, if any, and `disconnected`, unless a slot dropped the client meanwhile.
+    fn close_for_good(&self, error: Option<SseError>, from: Caller) {
+        let dropped = || from == Caller::Delivery && self.dropped_in_delivery();
+        if dropped() {
+            // (Its `Drop` ends what is left.)
+            return;
+        }
         self.inner.borrow_mut().opened = false;
         self.set_state(ReadyState::Closed);
         if let Some(error) = &error {
+            if dropped() {
+                return;
+            }
             self.error.emit(error);
         }
         // A `state_changed` or `error` slot that connected again has started a new stream: this
         // client did not stop after all.
-        if self.state() != ReadyState::Closed {
+        if self.state() != ReadyState::Closed || dropped() {
             return;
         }
         self.disconnected.emit(&());
     }
 
     /// The WHATWG "reestablish the connection": wait, then connect again (or, with auto
-    /// reconnect off, close).
+    /// reconnect off, close). Run by deliveries only (the end of a stream or of a refused
+    /// answer).
     fn reestablish(&self, cause: Option<SseError>, delay_override: Option<Duration>) {
-        if self.state() == ReadyState::Closed {
+        // (A slot of the stream's flushed last event may have dropped the client.)
+        if self.state() == ReadyState::Closed || self.dropped_in_delivery() {
             return;
         }
         if !self.inner.borrow().auto_reconnect {
             log::debug!("event stream ended; auto reconnect is off");
-            return self.close_for_good(cause);
+            return self.close_for_good(cause, Caller::Delivery);
         }
         let (was_open, epoch) = {
             let mut inner = self.inner.borrow_mut();
@@ -651,8 +678,9 @@ impl SseClient {
         self.set_state(ReadyState::Connecting);
         // A `state_changed` slot that called disconnect() has ended it all: nothing follows its
         // `disconnected` (as no event follows `EventSource.close()`). One that connected again
-        // has the last word too: nothing of the old stream follows the new one's start.
-        if self.inner.borrow().epoch != epoch {
+        // has the last word too: nothing of the old stream follows the new one's start. One
+        // that dropped the client hears nothing more of it.
+        if self.inner.borrow().epoch != epoch || self.dropped_in_delivery() {
             return;
         }
         if let Some(e) = &cause {
@@ -660,16 +688,19 @@ impl SseClient {
         }
         // A slot that called disconnect() meanwhile has reported the end already; one that
         // connected again has started a new stream.
-        if was_open && self.inner.borrow().epoch == epoch {
+        if was_open && self.inner.borrow().epoch == epoch && !self.dropped_in_delivery() {
             self.disconnected.emit(&());
         }
-        // A slot may have disconnected or reconnected meanwhile.
-        if self.state() != ReadyState::Connecting || self.inner.borrow().current.is_some() {
+        // A slot may have disconnected, reconnected or dropped the client meanwhile.
+        if self.state() != ReadyState::Connecting
+            || self.inner.borrow().current.is_some()
+            || self.dropped_in_delivery()
+        {
             return;
         }
         // ...or turned auto reconnect off.
         if !self.inner.borrow().auto_reconnect {
-            return self.close_for_good(None);
+            return self.close_for_good(None, Caller::Delivery);
         }
         let delay = delay_override.unwrap_or_else(|| self.next_delay());
         log::debug!("event stream reconnecting in {delay:?}");
@@ -814,9 +845,12 @@ impl SseTarget for SseClient {
             log::debug!("event stream open");
             self.set_state(ReadyState::Open);
             // A `state_changed` or `opened` slot may have disconnected or connected elsewhere.
+            // (Or dropped the client: it emits nothing more.)
             let still_open = || {
                 let inner = self.inner.borrow();
-                inner.current == Some(id) && inner.state == ReadyState::Open
+                inner.current == Some(id)
+                    && inner.state == ReadyState::Open
+                    && !self.dropped_in_delivery()
             };
             if still_open() {
                 self.opened.emit(response);
@@ -935,7 +969,7 @@ impl SseTarget for SseClient {
             // (Unless a slot closed the client already.)
             Ok(_) if cancelled_in_flush => {
                 if self.state() != ReadyState::Closed {
-                    self.close_for_good(None);
+                    self.close_for_good(None, Caller::Delivery);
                 }
             }
             Ok(_) if opened => {
@@ -945,15 +979,15 @@ impl SseTarget for SseClient {
             Ok(response) => self.on_rejected(response),
             // Only a user's cancel of the stream's request gets here (this client abandons its
             // requests silently): stopped from outside, it closes, as with `disconnect`.
-            Err(HttpError::Cancelled) => self.close_for_good(None),
+            Err(HttpError::Cancelled) => self.close_for_good(None, Caller::Delivery),
             Err(e @ (HttpError::TooManyRedirects { .. } | HttpError::BadRedirect(_))) => {
-                self.fail(SseError::Redirect(e))
+                self.fail(SseError::Redirect(e), Caller::Delivery)
             }
             Err(HttpError::LimitExceeded {
                 what: "server-sent event",
                 limit,
-            }) => self.fail(SseError::EventTooLarge { limit }),
-            Err(e) if is_permanent(&e) => self.fail(SseError::Request(e)),
+            }) => self.fail(SseError::EventTooLarge { limit }, Caller::Delivery),
+            Err(e) if is_permanent(&e) => self.fail(SseError::Request(e), Caller::Delivery),
             Err(e) => {
                 if !opened {
                     let mut inner = self.inner.borrow_mut();
@@ -996,12 +1030,15 @@ impl SseClient {
             );
         }
         if status != 200 {
-            return self.fail(SseError::BadStatus { status, body });
+            return self.fail(SseError::BadStatus { status, body }, Caller::Delivery);
         }
-        self.fail(SseError::BadContentType {
-            content_type: response.content_type().map(str::to_string),
-            body,
-        });
+        self.fail(
+            SseError::BadContentType {
+                content_type: response.content_type().map(str::to_string),
+                body,
+            },
+            Caller::Delivery,
+        );
     }
 }
 
