@@ -3825,3 +3825,15 @@ fn a_slot_that_drops_the_client_hears_nothing_more_from_it() {
         assert_eq!(http.pending_requests(), 0, "{case}");
     }
 }
+
+/// An event over the size limit ended the stream with "an event exceeded the limit of N bytes":
+/// what went wrong, but not what to do about it. The message names the setting that raises it.
+#[test]
+fn an_event_too_large_message_names_the_setting_that_raises_the_limit() {
+    let error = SseError::EventTooLarge { limit: 8 };
+    assert_eq!(
+        error.to_string(),
+        "an event exceeded the limit of 8 bytes (SseClient::set_max_event_size raises it)"
+    );
+    assert!(error.is_fatal());
+}

@@ -206,7 +206,10 @@ impl SseError {
                 "the event stream cannot start: the client's event loop has been dropped (create the client on the current loop)",
             ),
             SseError::EventTooLarge { limit } => {
-                write!(f, "an event exceeded the limit of {limit} bytes")
+                write!(
+                    f,
+                    "an event exceeded the limit of {limit} bytes (SseClient::set_max_event_size raises it)"
+                )
             }
             SseError::Throttled {
                 status,
