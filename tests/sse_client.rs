@@ -3837,3 +3837,72 @@ fn an_event_too_large_message_names_the_setting_that_raises_the_limit() {
     );
     assert!(error.is_fatal());
 }
+
+/// A `state_changed(Closed)` slot that connects again when a stream fails for good (refused,
+/// or broken with auto reconnect off) has the last word, as one of `Connecting` does: the old
+/// stream's `error` came after the new stream's start, seen by its slots in `Connecting` (a
+/// fatal error of a client that was not closed).
+#[test]
+fn connect_from_the_closed_state_slot_of_a_failed_stream_is_not_followed_by_its_error() {
+    for answer in ["refused", "cut"] {
+        let mut ev = EventLoop::new().unwrap();
+        let server = ScriptServer::start(move |req, _| {
+            if req.line.contains("/b") {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: b\n\n";
+                Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(3))
+            } else if answer == "refused" {
+                Reply::BytesThenClose(
+                    b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope".to_vec(),
+                )
+            } else {
+                Reply::BytesThenClose(
+                    b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 99\r\n\r\ndata: a\n\n"
+                        .to_vec(),
+                )
+            }
+        });
+        let sse = SseClient::new().unwrap();
+        sse.set_auto_reconnect(false);
+        let rec = record(&sse);
+        let log = lifecycle(&sse);
+        let weak = Rc::downgrade(&sse);
+        let url_b = server.url("/b");
+        let reconnected = Rc::new(std::cell::Cell::new(false));
+        let r = reconnected.clone();
+        sse.state_changed
+            .connect(move |s| {
+                if *s == ReadyState::Closed && !r.replace(true) {
+                    weak.upgrade()
+                        .unwrap()
+                        .connect(HttpRequest::get(&url_b).unwrap());
+                }
+            })
+            .release();
+        sse.connect(HttpRequest::get(&server.url("/a")).unwrap());
+        assert!(run_until(&mut ev, Duration::from_secs(5), || rec
+            .events
+            .borrow()
+            .iter()
+            .any(|e| e == "message:b:")));
+        run_until(&mut ev, Duration::from_millis(100), || false);
+        assert_eq!(sse.ready_state(), ReadyState::Open, "{answer}");
+        let opened: &[&str] = if answer == "cut" {
+            &["state Connecting", "state Open", "connected"]
+        } else {
+            &["state Connecting"]
+        };
+        let mut expected = opened.to_vec();
+        expected.extend([
+            "state Closed",
+            "state Connecting",
+            "state Open",
+            "connected",
+        ]);
+        assert_eq!(*log.borrow(), expected, "{answer}");
+        assert!(
+            rec.errors.borrow().is_empty(),
+            "{answer}: {:?}",
+            rec.errors.borrow()
+        );
+    }
+}

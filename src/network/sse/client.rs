@@ -174,7 +174,8 @@ pub struct SseClient {
     /// or `error` slot already connected again: the new stream carries on from there.
     pub disconnected: Signal<()>,
     /// Something went wrong; see [`SseError::is_fatal`] for whether a reconnect follows (with
-    /// auto reconnect off none does: the state is already `Closed` when this is emitted).
+    /// auto reconnect off none does: the state is already `Closed` when this is emitted). Not
+    /// emitted for a failure whose `state_changed` slot already connected again.
     pub error: Signal<SseError>,
     /// The ready state changed.
     pub state_changed: Signal<ReadyState>,
@@ -645,15 +646,17 @@ impl SseClient {
         }
         self.inner.borrow_mut().opened = false;
         self.set_state(ReadyState::Closed);
+        // A `state_changed` or `error` slot that connected again has started a new stream: this
+        // client did not stop after all, and nothing of the old stream follows the new one's
+        // start (as in `reestablish`).
+        let carried_on = || self.state() != ReadyState::Closed || dropped();
         if let Some(error) = &error {
-            if dropped() {
+            if carried_on() {
                 return;
             }
             self.error.emit(error);
         }
-        // A `state_changed` or `error` slot that connected again has started a new stream: this
-        // client did not stop after all.
-        if self.state() != ReadyState::Closed || dropped() {
+        if carried_on() {
             return;
         }
         self.disconnected.emit(&());
