@@ -3906,3 +3906,45 @@ fn connect_from_the_closed_state_slot_of_a_failed_stream_is_not_followed_by_its_
         );
     }
 }
+
+/// A refused answer's body is quoted to 300 characters by the message, but `Debug` (what
+/// `unwrap()` and `{:?}` print) showed all of it, up to 1 KiB: whatever the server put there
+/// (an echoed request, a token). `Debug` quotes the same 300 characters and gives the length.
+#[test]
+fn debug_of_an_error_quotes_no_more_of_the_body_than_the_message() {
+    let body = format!("{}body-marker-2c9e{}", "a".repeat(300), "b".repeat(600));
+    let errors = [
+        SseError::BadStatus {
+            status: 400,
+            body: body.clone(),
+        },
+        SseError::BadContentType {
+            content_type: Some("text/html".into()),
+            body: body.clone(),
+        },
+        SseError::Throttled {
+            status: 429,
+            retry_after: None,
+            body: body.clone(),
+        },
+    ];
+    for error in errors {
+        let shown = format!("{error:?}");
+        assert!(!shown.contains("marker-2c9e"), "{shown}");
+        assert!(shown.contains(&"a".repeat(300)), "{shown}");
+        assert!(shown.contains("916 bytes"), "{shown}");
+        assert_eq!(error.body(), Some(body.as_str()), "the error keeps it");
+    }
+    let short = SseError::BadStatus {
+        status: 401,
+        body: "no\nkey".into(),
+    };
+    assert_eq!(
+        format!("{short:?}"),
+        r#"BadStatus { status: 401, body: "no\nkey" }"#
+    );
+    assert_eq!(
+        format!("{:?}", SseError::EventTooLarge { limit: 8 }),
+        "EventTooLarge { limit: 8 }"
+    );
+}

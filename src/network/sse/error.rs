@@ -55,7 +55,10 @@ pub(super) fn is_permanent(error: &HttpError) -> bool {
 /// assert!(!throttled.is_fatal());
 /// assert_eq!(throttled.to_string(), "server throttled us (status 503, retry-after 5s)");
 /// ```
-#[derive(Debug, Clone)]
+///
+/// `Debug` (what `unwrap()` prints) quotes a body no further than the message does: its first
+/// 300 characters, escaped, then `…` and its length.
+#[derive(Clone)]
 #[non_exhaustive]
 pub enum SseError {
     /// The connection failed or broke (network error, timeout, truncated response).
@@ -175,6 +178,53 @@ impl fmt::Display for SseError {
         match self.body() {
             Some(body) => write_quoted_body(f, body),
             None => Ok(()),
+        }
+    }
+}
+
+/// A body as `Debug` shows it: escaped, cut after [`QUOTED_BODY_CHARS`] characters.
+struct DebugBody<'a>(&'a str);
+
+impl fmt::Debug for DebugBody<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.0.char_indices().nth(QUOTED_BODY_CHARS) {
+            None => fmt::Debug::fmt(self.0, f),
+            Some((cut, _)) => write!(f, "{:?}… ({} bytes)", &self.0[..cut], self.0.len()),
+        }
+    }
+}
+
+impl fmt::Debug for SseError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            SseError::Http(e) => f.debug_tuple("Http").field(e).finish(),
+            SseError::BadStatus { status, body } => f
+                .debug_struct("BadStatus")
+                .field("status", status)
+                .field("body", &DebugBody(body))
+                .finish(),
+            SseError::BadContentType { content_type, body } => f
+                .debug_struct("BadContentType")
+                .field("content_type", content_type)
+                .field("body", &DebugBody(body))
+                .finish(),
+            SseError::Redirect(e) => f.debug_tuple("Redirect").field(e).finish(),
+            SseError::Request(e) => f.debug_tuple("Request").field(e).finish(),
+            SseError::EventTooLarge { limit } => f
+                .debug_struct("EventTooLarge")
+                .field("limit", limit)
+                .finish(),
+            SseError::Throttled {
+                status,
+                retry_after,
+                body,
+            } => f
+                .debug_struct("Throttled")
+                .field("status", status)
+                .field("retry_after", retry_after)
+                .field("body", &DebugBody(body))
+                .finish(),
+            SseError::LoopGone => f.write_str("LoopGone"),
         }
     }
 }
