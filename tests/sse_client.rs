@@ -3948,3 +3948,60 @@ fn debug_of_an_error_quotes_no_more_of_the_body_than_the_message() {
         "EventTooLarge { limit: 8 }"
     );
 }
+
+/// Each connection's body is decoded afresh (WHATWG "UTF-8 decode" per response): its own
+/// leading BOM is removed (the client's parser expected a BOM only at the start of its first
+/// body unless reset between connections), a second one is text (the block's `data` line is
+/// then an unknown field), the unterminated block before a CR ending one connection is dropped,
+/// and a CR ending one read swallows the LF starting the next read of the same connection (one
+/// line end: one event `f\ng`, not two).
+#[test]
+fn every_connection_is_decoded_afresh_and_line_ends_span_reads_only_within_one() {
+    let mut ev = EventLoop::new().unwrap();
+    // Bodies cut short of their Content-Length (the connection breaks: the parser is not
+    // finished, only reset), or close-delimited (the last one).
+    let cut = |body: &[u8]| {
+        let mut reply = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: {}\r\n\r\n",
+            body.len() + 10
+        )
+        .into_bytes();
+        reply.extend_from_slice(body);
+        reply
+    };
+    let server = ScriptServer::start(move |_, n| match n {
+        0 => Reply::BytesThenClose(cut(b"\xEF\xBB\xBFretry: 10\ndata: a\n\n")),
+        1 => Reply::BytesThenClose(cut(b"\xEF\xBB\xBFdata: b\n\n")),
+        2 => Reply::BytesThenClose(cut(
+            b"\xEF\xBB\xBF\xEF\xBB\xBFdata: second BOM\n\ndata: c\n\ndata: d\r",
+        )),
+        3 => Reply::BytesThenClose(cut(b"\ndata: e\n\n")),
+        _ => Reply::Pieces(
+            vec![
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: f\r".to_vec(),
+                b"\ndata: g\n\n".to_vec(),
+            ],
+            Duration::from_millis(100),
+        ),
+    });
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || rec
+        .events
+        .borrow()
+        .len()
+        >= 5));
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    sse.disconnect();
+    assert_eq!(
+        *rec.events.borrow(),
+        [
+            "message:a:",
+            "message:b:",
+            "message:c:",
+            "message:e:",
+            "message:f\ng:"
+        ]
+    );
+}
