@@ -78,7 +78,9 @@ pub enum ReadyState {
 /// URL, as the WHATWG rules reuse the request (npm `eventsource` does the same).
 ///
 /// Dropping the last handle to the client stops its stream and any pending reconnect; dropped
-/// from a `message_received` slot, it delivers no later event.
+/// from one of its slots, it emits nothing after that slot (no later event, no `connected`,
+/// `error` or `disconnected` of that stream). Once the event loop it was created on is dropped,
+/// its [`ready_state`](Self::ready_state) is `Closed`.
 ///
 /// An open stream holds one of its [`HttpClient`]'s connections for as long as it lasts, and
 /// the per-host cap ([`HttpSession::set_max_connections_per_host`], 6 by default) counts it:
