@@ -10,7 +10,7 @@ use kdnet::EventLoop;
 use kdnet::network::http::{
     HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession, StreamEvent,
 };
-use support::{Reply, ScriptServer, ok_response, run_until, wait_until};
+use support::{Reply, ScriptServer, captured_logs, ok_response, run_until, wait_until};
 
 type Outcome = Rc<RefCell<Option<Result<HttpResponse, HttpError>>>>;
 
@@ -283,6 +283,40 @@ fn redirect_post_to_get_and_cross_origin_drops_authorization() {
         Some("Bearer secret"),
         "same origin keeps credentials"
     );
+}
+
+/// RELIABILITY promise 7: a redirect's log line names the next URL without its query or
+/// fragment (signed URLs and `?key=` carry credentials there), as the SSE client's does.
+#[test]
+fn the_redirect_log_line_shows_no_query_of_the_next_url() {
+    let logs = captured_logs();
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /start") {
+            Reply::Bytes(
+                b"HTTP/1.1 302 Found\r\nLocation: /next?sig=redirect-marker-71d0#frag\r\nContent-Length: 0\r\n\r\n"
+                    .to_vec(),
+            )
+        } else {
+            Reply::Bytes(ok_response("done", ""))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let r = wait(
+        &mut ev,
+        &send(&client, HttpRequest::get(&server.url("/start")).unwrap()),
+    )
+    .unwrap();
+    assert_eq!(r.text(), "done");
+    assert!(
+        server.requests()[1].line.contains("redirect-marker-71d0"),
+        "the query is followed"
+    );
+    let logs = logs.0.lock().unwrap();
+    let line = format!("redirect to {}?…", server.url("/next"));
+    assert!(logs.iter().any(|l| l.contains(&line)), "{logs:?}");
+    let leaks: Vec<&String> = logs.iter().filter(|l| l.contains("marker-71d0")).collect();
+    assert!(leaks.is_empty(), "{leaks:?}");
 }
 
 /// A `Cookie` field the caller set goes with a redirect that stays on the origin, as the first

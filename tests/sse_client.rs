@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use kdnet::EventLoop;
 use kdnet::network::http::{HttpClient, HttpRequest, HttpSession};
 use kdnet::network::sse::{ReadyState, SseClient, SseError};
-use support::{Reply, ScriptServer, ok_response, run_until};
+use support::{Reply, ScriptServer, captured_logs, ok_response, run_until};
 
 fn stream(body: &str) -> Vec<u8> {
     format!(
@@ -2667,31 +2667,6 @@ fn cancel_all_from_the_slot_of_a_flushed_final_event_closes_the_client() {
     assert_eq!(*rec.events.borrow(), ["message:a:", "message:b:"]);
     assert_eq!(disconnected.get(), 1);
     assert!(rec.errors.borrow().is_empty(), "{:?}", rec.errors.borrow());
-}
-
-/// Every log record of this test binary (its tests run in parallel: each looks for its own
-/// markers).
-struct CapturedLogs(std::sync::Mutex<Vec<String>>);
-
-impl log::Log for CapturedLogs {
-    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
-        true
-    }
-    fn log(&self, record: &log::Record<'_>) {
-        if let Ok(mut lines) = self.0.lock() {
-            lines.push(record.args().to_string());
-        }
-    }
-    fn flush(&self) {}
-}
-
-static LOGS: CapturedLogs = CapturedLogs(std::sync::Mutex::new(Vec::new()));
-
-fn captured_logs() -> &'static CapturedLogs {
-    if log::set_logger(&LOGS).is_ok() {
-        log::set_max_level(log::LevelFilter::Trace);
-    }
-    &LOGS
 }
 
 /// RELIABILITY promise 7: logs never show bodies. A refused stream's error body (which the

@@ -283,3 +283,28 @@ pub fn rss_bytes() -> Option<u64> {
         .ok()?;
     Some(kib * 1024)
 }
+
+/// Every log record of this test binary (its tests run in parallel: each looks for its own
+/// markers).
+pub struct CapturedLogs(pub std::sync::Mutex<Vec<String>>);
+
+impl log::Log for CapturedLogs {
+    fn enabled(&self, _: &log::Metadata<'_>) -> bool {
+        true
+    }
+    fn log(&self, record: &log::Record<'_>) {
+        if let Ok(mut lines) = self.0.lock() {
+            lines.push(record.args().to_string());
+        }
+    }
+    fn flush(&self) {}
+}
+
+static LOGS: CapturedLogs = CapturedLogs(std::sync::Mutex::new(Vec::new()));
+
+pub fn captured_logs() -> &'static CapturedLogs {
+    if log::set_logger(&LOGS).is_ok() {
+        log::set_max_level(log::LevelFilter::Trace);
+    }
+    &LOGS
+}

@@ -16,6 +16,7 @@ mod framing;
 mod head;
 mod headers;
 mod id_map;
+mod logged_url;
 mod method;
 mod redirect;
 mod request;
@@ -37,6 +38,7 @@ pub use cookie_jar::{
 pub use error::HttpError;
 pub use head::{DEFAULT_MAX_HEAD_BYTES, DEFAULT_MAX_HEADERS, HeadLimits, ResponseHead};
 pub use headers::HeaderMap;
+pub(crate) use logged_url::LoggedUrl;
 pub use method::{ExtensionMethod, HttpMethod};
 pub use redirect::{REDIRECT_STATUSES, RedirectAction, RedirectPolicy, redirect_action};
 pub use request::{AuthType, DEFAULT_MAX_REDIRECTS, DEFAULT_REQUEST_TIMEOUT, HttpRequest};

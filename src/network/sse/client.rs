@@ -31,7 +31,7 @@ use crate::foundation::{LoopCore, LoopError, TimerKey};
 #[cfg(doc)]
 use crate::network::http::HttpSession;
 use crate::network::http::{
-    HttpClient, HttpError, HttpRequest, HttpResponse, RequestId, SseTarget,
+    HttpClient, HttpError, HttpRequest, HttpResponse, LoggedUrl, RequestId, SseTarget,
     is_event_stream_response,
 };
 
@@ -1089,30 +1089,6 @@ fn parse_retry_after(value: &str) -> Option<Duration> {
         .then(|| value.parse::<u64>().ok())
         .flatten()
         .map(Duration::from_secs)
-}
-
-/// A URL as logs show it: scheme, host, port and path, with a query or fragment replaced by
-/// `?…` / `#…`, since credentials travel there (`?key=` of some LLM APIs, signed URLs).
-struct LoggedUrl<'a>(&'a url::Url);
-
-impl fmt::Display for LoggedUrl<'_> {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        use url::Position;
-        let url = self.0;
-        write!(
-            f,
-            "{}://{}",
-            url.scheme(),
-            &url[Position::BeforeHost..Position::AfterPath]
-        )?;
-        if url.query().is_some() {
-            f.write_str("?…")?;
-        }
-        if url.fragment().is_some() {
-            f.write_str("#…")?;
-        }
-        Ok(())
-    }
 }
 
 impl Drop for SseClient {

@@ -11,6 +11,7 @@ use super::actions::Action;
 use super::pool::{HostKey, host_key, intern_host, queue_in_send_order};
 use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient};
+use crate::network::http::LoggedUrl;
 use crate::network::http::body::BodyDecoder;
 use crate::network::http::content::ContentDecoder;
 use crate::network::http::framing::{BodyFraming, body_framing, has_connection_option};
@@ -692,7 +693,7 @@ impl HttpClient {
             .is_some_and(|c| c.socket.has_unsent_output());
         let reusable = reusable && !unsent;
         if let Some(next) = state.redirect_next.take() {
-            log::debug!("request {id}: redirect to {}", next.url());
+            log::debug!("request {id}: redirect to {}", LoggedUrl(next.url()));
             let old_conn = state.conn.take();
             state.redirects += 1;
             // A new request: it may be sent again once if its connection turns out stale (or
