@@ -64,7 +64,8 @@ pub enum SseError {
     /// The connection failed or broke (network error, timeout, truncated response).
     /// The client reconnects — unless asking again cannot help: a request that cannot be sent
     /// (bad URL, header or host name, unusable TLS settings) or an `https://` server that does
-    /// not speak TLS ([`TlsFailure::PlainHttp`], [`TlsFailure::NotTls`]) is fatal.
+    /// not speak TLS ([`TlsFailure::PlainHttp`], [`TlsFailure::NotTls`]) is fatal, reported as
+    /// [`Request`](Self::Request) instead.
     Http(HttpError),
     /// The server answered with a status other than 200 (204 is the usual "stop" signal).
     /// Fatal.
@@ -86,8 +87,9 @@ pub enum SseError {
     },
     /// Redirects could not be followed (too many, or a bad `Location`). Fatal.
     Redirect(HttpError),
-    /// The request can never be sent as it is: an invalid URL, header or host name, or an unusable
-    /// TLS configuration. Reconnecting would fail the same way. Fatal.
+    /// The request can never be sent as it is: an invalid URL, header or host name, an unusable
+    /// TLS configuration, or an `https://` URL of a server that does not speak TLS. Reconnecting
+    /// would fail the same way. Fatal.
     Request(HttpError),
     /// One event exceeded the parser's size limit. Fatal.
     EventTooLarge {

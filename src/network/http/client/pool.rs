@@ -642,7 +642,6 @@ pub(super) fn queue_in_send_order(queue: &mut VecDeque<u64>, id: u64) {
     queue.insert(at.unwrap_or(queue.len()), id);
 }
 
-/// The pool map's shared copy of `key` (added, with an empty pool, if new).
 /// Drops the books of a host with no connection and nothing queued: a client meeting ever new
 /// hosts (or redirects to ever new names) keeps only those it still talks to. Its requests keep
 /// their `Rc<HostKey>`; a later one interns the name anew.
@@ -655,6 +654,7 @@ pub(super) fn forget_host_if_unused(hosts: &mut HostMap, host: &HostKey) {
     }
 }
 
+/// The pool map's shared copy of `key` (added, with an empty pool, if new).
 pub(super) fn intern_host(hosts: &mut HostMap, key: HostKey) -> Rc<HostKey> {
     if let Some((shared, _)) = hosts.get_key_value(&key) {
         return Rc::clone(shared);
