@@ -751,6 +751,56 @@ fn send_and_wait_runs_the_loop_until_done() {
     assert_eq!(r.text(), "waited");
 }
 
+/// A server that accepts and never answers (its connections held for 10 s).
+fn silent_server() -> std::net::SocketAddr {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = silent.local_addr().unwrap();
+    std::thread::spawn(move || {
+        let _held: Vec<_> = silent.incoming().take(4).collect();
+        std::thread::sleep(Duration::from_secs(10));
+    });
+    addr
+}
+
+/// A quit (from another thread, or from a slot) ends `send_and_wait`'s nested loop, as Qt's
+/// `exit()` ends nested loops: the request is cancelled and the quit stays for `run()`. It
+/// waited for the response (here, for ever), so a program asked to end did not.
+#[test]
+fn a_quit_ends_send_and_wait_and_stays_for_run() {
+    let mut ev = EventLoop::new().unwrap();
+    let addr = silent_server();
+    let client = HttpClient::new().unwrap();
+    let handle = ev.handle();
+    std::thread::spawn(move || {
+        std::thread::sleep(Duration::from_millis(200));
+        handle.exit(3);
+    });
+    let started = Instant::now();
+    let r = client.send_and_wait(HttpRequest::get(&format!("http://{addr}/")).unwrap());
+    assert!(matches!(r, Err(HttpError::Cancelled)), "{r:?}");
+    assert!(started.elapsed() < Duration::from_secs(5));
+    assert_eq!(client.pending_requests(), 0);
+    assert_eq!(kdnet::foundation::exit_requested(), Some(3));
+    assert_eq!(ev.run(), 3, "the quit is left for run()");
+    assert_eq!(kdnet::foundation::exit_requested(), None);
+
+    // From a slot that asked for the quit before waiting: at once.
+    let handle = ev.handle();
+    let outcome = Rc::new(RefCell::new(None));
+    let o = outcome.clone();
+    let c = client.clone();
+    ev.post(move || {
+        handle.quit();
+        let started = Instant::now();
+        let r = c.send_and_wait(HttpRequest::get(&format!("http://{addr}/")).unwrap());
+        *o.borrow_mut() = Some((r.map(|_| ()), started.elapsed()));
+    });
+    assert_eq!(ev.run(), 0);
+    let (r, took) = outcome.borrow_mut().take().unwrap();
+    assert!(matches!(r, Err(HttpError::Cancelled)), "{r:?}");
+    assert!(took < Duration::from_secs(5), "{took:?}");
+}
+
 #[test]
 fn upload_progress_counts_body_bytes_only_and_ends_at_the_total() {
     let mut ev = EventLoop::new().unwrap();

@@ -71,6 +71,11 @@ impl LoopCore {
         self.shared.evaluator()
     }
 
+    /// The exit code of a quit taken by a turn and not yet by `run()` (see [`exit_requested`]).
+    pub(crate) fn exit_requested(&self) -> Option<i32> {
+        self.quit.get()
+    }
+
     // ---- I/O sources -------------------------------------------------------------------------
 
     pub(crate) fn register<S: mio::event::Source + ?Sized>(
@@ -791,6 +796,20 @@ pub fn post(f: impl FnOnce() + 'static) -> Result<(), LoopError> {
 /// ```
 pub fn process_events(timeout: Option<Duration>) -> Result<usize, LoopError> {
     LoopCore::current()?.turn(timeout)
+}
+
+/// The exit code a quit or exit asked of the calling thread's loop will make
+/// [`run`](EventLoop::run) return, while that request is pending (`None` without one, or
+/// without a loop). A nested loop that a slot runs with [`process_events`] checks it to stop
+/// waiting when the program is asked to end, as Qt's `exit()` ends nested loops; the request is
+/// not taken, so the outer `run()` still ends. A quit through a [`LoopHandle`] (from a slot or
+/// another thread) shows here once a turn has begun since it was asked, as it ends `run()`.
+/// [`HttpClient::send_and_wait`](crate::network::http::HttpClient::send_and_wait) stops this
+/// way.
+pub fn exit_requested() -> Option<i32> {
+    LoopCore::current()
+        .ok()
+        .and_then(|core| core.exit_requested())
 }
 
 /// How many turns of the calling thread's loop are on the stack: 0 outside any turn (or without

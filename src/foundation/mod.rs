@@ -32,7 +32,7 @@ mod timer;
 mod timer_queue;
 
 pub use error::LoopError;
-pub use event_loop::{EventLoop, dispatch_depth, post, process_events};
+pub use event_loop::{EventLoop, dispatch_depth, exit_requested, post, process_events};
 pub use handle::LoopHandle;
 pub use notifier::{FileDescriptorNotifier, NotificationType};
 pub use sys::RawFd;

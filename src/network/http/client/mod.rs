@@ -413,7 +413,10 @@ impl HttpClient {
     }
 
     /// Sends `request` and runs the current thread's loop until it completes (for scripts and
-    /// tests). Other work on the loop keeps running meanwhile.
+    /// tests). Other work on the loop keeps running meanwhile. A quit or exit asked of the loop
+    /// (from a slot, or another thread through a [`LoopHandle`](crate::LoopHandle)) ends the
+    /// wait: the request is cancelled ([`HttpError::Cancelled`]) and the quit stays pending for
+    /// [`EventLoop::run`](crate::EventLoop::run) (see [`foundation::exit_requested`](crate::foundation::exit_requested)).
     ///
     /// It may be called from a callback of this client. From a streaming request's `on_event`,
     /// a request to the same host at its `max_connections_per_host` waits for a connection,
@@ -425,10 +428,19 @@ impl HttpClient {
     pub fn send_and_wait(&self, request: HttpRequest) -> Result<HttpResponse, HttpError> {
         let result: Rc<RefCell<Option<Result<HttpResponse, HttpError>>>> = Rc::default();
         let slot = result.clone();
-        self.send(request, move |r| *slot.borrow_mut() = Some(r));
+        let id = self.send(request, move |r| *slot.borrow_mut() = Some(r));
+        let mut cancelled = false;
         loop {
             if let Some(r) = result.borrow_mut().take() {
                 return r;
+            }
+            // The program is asked to end: the wait ends, as Qt's `exit()` ends nested loops
+            // (the quit stays for `run()`). The cancelled request's callback comes next turn.
+            if !cancelled && self.core.exit_requested().is_some() {
+                cancelled = true;
+                if !self.cancel(id) {
+                    return Err(HttpError::Cancelled);
+                }
             }
             if let Err(e) = self.core.turn(None) {
                 log::error!("event loop failed while waiting for a response: {e}");
