@@ -35,6 +35,7 @@ pub use error::LoopError;
 pub use event_loop::{EventLoop, dispatch_depth, exit_requested, post, process_events};
 pub use handle::LoopHandle;
 pub use notifier::{FileDescriptorNotifier, NotificationType};
+pub(crate) use sys::EAFNOSUPPORT;
 pub use sys::RawFd;
 pub use timer::{Timer, TimerId};
 

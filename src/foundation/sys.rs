@@ -63,3 +63,19 @@ pub(crate) fn file_identity(fd: RawFd) -> Option<(u64, u64)> {
     // metadata follows the descriptor's link to the open file itself.
     std::fs::metadata(path).ok().map(|m| (m.dev(), m.ino()))
 }
+
+/// The errno of a socket of an address family the system does not have (`socket(AF_INET6, …)`
+/// on a kernel without IPv6): the same on the BSDs and macOS, different on Linux and Solaris.
+#[cfg(any(target_os = "linux", target_os = "android"))]
+pub(crate) const EAFNOSUPPORT: i32 = 97;
+/// The errno of a socket of an address family the system does not have.
+#[cfg(any(target_os = "solaris", target_os = "illumos"))]
+pub(crate) const EAFNOSUPPORT: i32 = 124;
+/// The errno of a socket of an address family the system does not have.
+#[cfg(not(any(
+    target_os = "linux",
+    target_os = "android",
+    target_os = "solaris",
+    target_os = "illumos"
+)))]
+pub(crate) const EAFNOSUPPORT: i32 = 47;

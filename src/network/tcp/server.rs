@@ -116,8 +116,8 @@ impl TcpServer {
     /// [`DnsResolver::lookup`](crate::network::dns::DnsResolver::lookup) does. A name listens
     /// on every address it has, on one port: `localhost` (and `*.localhost`) on `::1` and `127.0.0.1`, so clients of either family
     /// reach the server; addresses whose family the machine lacks are skipped (at least one
-    /// must work). `::` listens on all interfaces for both families and `0.0.0.0` for IPv4
-    /// only (see [`listen_on`](Self::listen_on)).
+    /// must work). `::` listens on all interfaces for both families (only IPv4 on a machine
+    /// without IPv6) and `0.0.0.0` for IPv4 only (see [`listen_on`](Self::listen_on)).
     pub fn listen(&self, host_or_ip: &str, port: u16) -> Result<(), SocketError> {
         // An internationalized name is resolved in its IDNA form.
         let ascii = ascii_host(host_or_ip)?;
@@ -171,8 +171,11 @@ impl TcpServer {
     /// The unspecified IPv6 address `::` listens for IPv6 and IPv4 (IPv4 clients are reported
     /// with their IPv4 addresses), as Qt's `QHostAddress::Any`, Go and Node do, unless
     /// [`set_ipv6_only`](Self::set_ipv6_only) asks for IPv6 only (Qt's `AnyIPv6`); `0.0.0.0`
-    /// listens for IPv4 only. Fails with [`SocketError::InvalidState`] while already listening
-    /// (close first).
+    /// listens for IPv4 only. On a machine without IPv6 (no IPv6 socket can be made, or `::`
+    /// cannot be bound) the dual-stack `::` listens on `0.0.0.0` instead, as Qt's `Any` does
+    /// ([`server_address`](Self::server_address) says so); any other failure, such as the port
+    /// being in use, is an error. Fails with [`SocketError::InvalidState`] while already
+    /// listening (close first).
     pub fn listen_on(&self, addr: SocketAddr) -> Result<(), SocketError> {
         self.listen_on_all(&[addr])
     }
@@ -193,7 +196,7 @@ impl TcpServer {
         let mut attempts = if port == 0 && addrs.len() > 1 { 8 } else { 1 };
         let bound = loop {
             attempts -= 1;
-            match bind_all(addrs, backlog, ipv6_only) {
+            match bind_all(addrs, backlog, ipv6_only, &mut bind_listener) {
                 Err(e) if attempts > 0 && is_addr_in_use(&e) => continue,
                 result => break result?,
             }
@@ -424,24 +427,28 @@ fn is_addr_in_use(e: &SocketError) -> bool {
 }
 
 /// Whether binding failed because the machine lacks the address or its family: no socket of
-/// that family can be made (a kernel without IPv6), or the address is not configured (IPv6
-/// disabled on loopback).
+/// that family can be made (EAFNOSUPPORT: a kernel without IPv6), or the address cannot be
+/// bound (EADDRNOTAVAIL: not configured here, such as `::1` with IPv6 disabled). Not any other
+/// failure: a socket that cannot be made for want of descriptors or memory is an error.
 fn family_unavailable(e: &SocketError) -> bool {
     match e {
         SocketError::Io {
             operation: SocketOperation::Configure,
-            ..
-        } => true,
+            source,
+        } if source.raw_os_error() == Some(crate::foundation::EAFNOSUPPORT) => true,
         _ => e.io_kind() == Some(io::ErrorKind::AddrNotAvailable),
     }
 }
 
 /// Binds a listener on each of `addrs`, all on their (common) port, or the one the first gets
 /// when it is 0, skipping addresses whose family is unavailable when there is more than one.
+/// The dual-stack `::` alone falls back to `0.0.0.0` on a machine without IPv6 (as Qt's
+/// `QHostAddress::Any` does); not with `ipv6_only` (Qt's `AnyIPv6`).
 fn bind_all(
     addrs: &[SocketAddr],
     backlog: i32,
     ipv6_only: bool,
+    bind: &mut dyn FnMut(SocketAddr, i32, bool) -> Result<TcpListener, SocketError>,
 ) -> Result<Vec<TcpListener>, SocketError> {
     let mut port = addrs.first().map_or(0, SocketAddr::port);
     let mut listeners: Vec<TcpListener> = Vec::with_capacity(addrs.len());
@@ -449,7 +456,7 @@ fn bind_all(
     for &addr in addrs {
         let mut addr = addr;
         addr.set_port(port);
-        match bind_listener(addr, backlog, ipv6_only) {
+        match bind(addr, backlog, ipv6_only) {
             Ok(listener) => {
                 if port == 0 {
                     port = listener
@@ -458,6 +465,16 @@ fn bind_all(
                         .port();
                 }
                 listeners.push(listener);
+            }
+            Err(e)
+                if addrs.len() == 1
+                    && addr.ip() == IpAddr::V6(std::net::Ipv6Addr::UNSPECIFIED)
+                    && !ipv6_only
+                    && family_unavailable(&e) =>
+            {
+                log::debug!("no IPv6 ({e}): listening on 0.0.0.0 instead of ::");
+                let any = SocketAddr::new(IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), port);
+                return Ok(vec![bind(any, backlog, ipv6_only)?]);
             }
             Err(e) if addrs.len() > 1 && family_unavailable(&e) => {
                 log::debug!("not listening on {addr}: {e}");
@@ -520,5 +537,163 @@ impl fmt::Debug for TcpServer {
         f.debug_struct("TcpServer")
             .field("address", &self.server_address())
             .finish()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::net::{Ipv4Addr, Ipv6Addr, SocketAddrV6};
+
+    const ANY_V6: IpAddr = IpAddr::V6(Ipv6Addr::UNSPECIFIED);
+
+    /// A binder for a machine without IPv6: every IPv6 address fails as `fail` says (the real
+    /// OS error and the step it comes from), IPv4 binds for real.
+    fn without_ipv6(
+        fail: fn() -> SocketError,
+    ) -> impl FnMut(SocketAddr, i32, bool) -> Result<TcpListener, SocketError> {
+        move |addr, backlog, ipv6_only| {
+            if addr.is_ipv6() {
+                Err(fail())
+            } else {
+                bind_listener(addr, backlog, ipv6_only)
+            }
+        }
+    }
+
+    /// What socket(AF_INET6, …) fails with on a kernel without IPv6 (`ipv6.disable=1`).
+    fn no_ipv6_family() -> SocketError {
+        SocketError::io(
+            SocketOperation::Configure,
+            io::Error::from_raw_os_error(crate::foundation::EAFNOSUPPORT),
+        )
+    }
+
+    /// What bind fails with when the address cannot be had here.
+    fn ipv6_address_unavailable() -> SocketError {
+        SocketError::io(
+            SocketOperation::Bind,
+            io::Error::from(io::ErrorKind::AddrNotAvailable),
+        )
+    }
+
+    fn in_use() -> SocketError {
+        SocketError::io(
+            SocketOperation::Bind,
+            io::Error::from(io::ErrorKind::AddrInUse),
+        )
+    }
+
+    /// socket() out of descriptors (EMFILE is 24 on every Unix kdnet supports).
+    fn out_of_descriptors() -> SocketError {
+        SocketError::io(SocketOperation::Configure, io::Error::from_raw_os_error(24))
+    }
+
+    fn bound(listeners: &[TcpListener]) -> Vec<SocketAddr> {
+        listeners.iter().map(|l| l.local_addr().unwrap()).collect()
+    }
+
+    /// Without IPv6, `::` (dual stack, Qt's `QHostAddress::Any`) listens on `0.0.0.0` instead,
+    /// whether the IPv6 socket cannot be made or `::` cannot be bound; an IPv4 client gets in.
+    #[test]
+    fn listening_on_the_dual_stack_any_address_falls_back_to_ipv4_without_ipv6() {
+        for fail in [
+            no_ipv6_family as fn() -> SocketError,
+            ipv6_address_unavailable,
+        ] {
+            let listeners = bind_all(
+                &[SocketAddr::new(ANY_V6, 0)],
+                DEFAULT_BACKLOG,
+                false,
+                &mut without_ipv6(fail),
+            )
+            .unwrap_or_else(|e| panic!("{}: {e}", fail()));
+            let addrs = bound(&listeners);
+            assert_eq!(addrs.len(), 1);
+            assert_eq!(addrs[0].ip(), IpAddr::V4(Ipv4Addr::UNSPECIFIED));
+            assert_ne!(addrs[0].port(), 0);
+            std::net::TcpStream::connect((Ipv4Addr::LOCALHOST, addrs[0].port())).unwrap();
+        }
+    }
+
+    /// The fallback keeps the port asked for.
+    #[test]
+    fn the_ipv4_fallback_keeps_the_port() {
+        let free = std::net::TcpListener::bind("0.0.0.0:0").unwrap();
+        let port = free.local_addr().unwrap().port();
+        drop(free);
+        let listeners = bind_all(
+            &[SocketAddr::new(ANY_V6, port)],
+            DEFAULT_BACKLOG,
+            false,
+            &mut without_ipv6(no_ipv6_family),
+        )
+        .unwrap();
+        assert_eq!(
+            bound(&listeners),
+            [SocketAddr::new(IpAddr::V4(Ipv4Addr::UNSPECIFIED), port)]
+        );
+    }
+
+    /// Only a missing IPv6 falls back: a port in use, or a socket() out of descriptors, is the
+    /// error it is; so is `::` with `set_ipv6_only(true)` (Qt's `AnyIPv6` does not fall
+    /// back), and an IPv6 address other than `::`.
+    #[test]
+    fn other_failures_and_other_addresses_do_not_fall_back() {
+        let any = [SocketAddr::new(ANY_V6, 0)];
+        for (fail, kind) in [
+            (in_use as fn() -> SocketError, io::ErrorKind::AddrInUse),
+            (out_of_descriptors, io::Error::from_raw_os_error(24).kind()),
+        ] {
+            let e = bind_all(&any, DEFAULT_BACKLOG, false, &mut without_ipv6(fail)).unwrap_err();
+            assert_eq!(e.io_kind(), Some(kind), "{e}");
+        }
+        let e = bind_all(
+            &any,
+            DEFAULT_BACKLOG,
+            true,
+            &mut without_ipv6(no_ipv6_family),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), no_ipv6_family().to_string());
+        for ip in [
+            Ipv6Addr::LOCALHOST,
+            Ipv6Addr::new(0xfd00, 0, 0, 0, 0, 0, 0, 2),
+        ] {
+            let addr = SocketAddr::V6(SocketAddrV6::new(ip, 0, 0, 0));
+            for fail in [
+                no_ipv6_family as fn() -> SocketError,
+                ipv6_address_unavailable,
+            ] {
+                let e =
+                    bind_all(&[addr], DEFAULT_BACKLOG, false, &mut without_ipv6(fail)).unwrap_err();
+                assert_eq!(e.to_string(), fail().to_string());
+            }
+        }
+    }
+
+    /// `localhost` (`::1` and `127.0.0.1`) skips `::1` only when IPv6 is missing, not when
+    /// its socket fails for another reason (such as running out of descriptors).
+    #[test]
+    fn listening_on_localhost_skips_ipv6_only_when_it_is_missing() {
+        let localhost = LOCALHOST_LISTEN.map(|ip| SocketAddr::new(ip, 0));
+        for fail in [
+            no_ipv6_family as fn() -> SocketError,
+            ipv6_address_unavailable,
+        ] {
+            let listeners =
+                bind_all(&localhost, DEFAULT_BACKLOG, false, &mut without_ipv6(fail)).unwrap();
+            let addrs = bound(&listeners);
+            assert_eq!(addrs.len(), 1);
+            assert_eq!(addrs[0].ip(), IpAddr::V4(Ipv4Addr::LOCALHOST));
+        }
+        let e = bind_all(
+            &localhost,
+            DEFAULT_BACKLOG,
+            false,
+            &mut without_ipv6(out_of_descriptors),
+        )
+        .unwrap_err();
+        assert_eq!(e.to_string(), out_of_descriptors().to_string());
     }
 }
