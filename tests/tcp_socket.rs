@@ -1368,6 +1368,75 @@ fn a_graceful_close_with_unread_peer_data_delivers_every_written_byte() {
     assert_eq!(outcome, Some((ANSWER, Ok(()))));
 }
 
+/// A graceful close with reading not paused, while bytes the peer sent after the socket's last
+/// read wait in the kernel unseen (they arrived while a `ready_read` slot ran): the close lingers
+/// as it does with reading paused. The answer the kernel still holds for a slow peer reaches it
+/// whole, followed by a clean end of stream, not a reset that drops its tail.
+#[test]
+fn a_graceful_close_with_data_arrived_after_the_last_read_delivers_every_written_byte() {
+    const ANSWER: usize = 256 * 1024;
+    let mut ev = EventLoop::new().unwrap();
+    // The peer's small receive buffer keeps most of the answer in our kernel's send queue.
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.set_recv_buffer_size(4096).unwrap();
+    listener
+        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    listener.listen(8).unwrap();
+    let listener: TcpListener = listener.into();
+    let address = listener.local_addr().unwrap();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (sent_tx, sent_rx) = mpsc::channel::<()>();
+    let (closed_tx, closed_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        peer.write_all(b"first").unwrap();
+        go_rx.recv().unwrap();
+        peer.write_all(b"second").unwrap();
+        sent_tx.send(()).unwrap();
+        // Reads once the socket has closed, so the answer waits in its kernel meanwhile.
+        closed_rx.recv().unwrap();
+        let mut got = 0usize;
+        let mut buf = vec![0; 64 * 1024];
+        let end = loop {
+            match std::io::Read::read(&mut peer, &mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => got += n,
+                Err(e) => break Err(e.kind()),
+            }
+        };
+        done_tx.send((got, end)).unwrap();
+    });
+    let client = TcpSocket::new().unwrap();
+    let queued_at_close = Rc::new(Cell::new(None));
+    let (c, q) = (client.clone(), queued_at_close.clone());
+    client
+        .ready_read
+        .connect(move |_| {
+            assert_eq!(&c.read_all()[..], b"first");
+            go_tx.send(()).unwrap();
+            sent_rx.recv().unwrap();
+            // Loopback delivers within the peer's send; a margin for a loaded machine.
+            std::thread::sleep(Duration::from_millis(50));
+            c.write(&vec![b'a'; ANSWER]).unwrap();
+            q.set(Some(c.bytes_to_write()));
+            c.disconnect_from_host();
+            closed_tx.send(()).unwrap();
+        })
+        .release();
+    client
+        .connect_to_address(address.ip(), address.port())
+        .unwrap();
+    let outcome = run_until_received(&mut ev, &done_rx, Duration::from_secs(10));
+    // The close came straight from the slot: nothing was queued, nothing read since.
+    assert_eq!(queued_at_close.get(), Some(0));
+    assert_eq!(client.state(), SocketState::Unconnected);
+    assert_eq!(client.bytes_available(), 0);
+    assert_eq!(outcome, Some((ANSWER, Ok(()))));
+}
+
 /// What a [`lingering_peer`] read (bytes, how the stream ended) and what its probe said.
 type PeerSaw<R> = (usize, Result<(), std::io::ErrorKind>, R);
 
