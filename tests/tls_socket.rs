@@ -1885,3 +1885,91 @@ fn a_plain_client_s_query_stays_out_of_the_server_s_error() {
         "{error:?}"
     );
 }
+
+/// The read that completes the handshake can also bring the server's close_notify and end of
+/// stream; the writes queued for the handshake go out after that read, and a `bytes_written`
+/// slot of theirs that aborts and connects elsewhere starts a connection the old one's end must
+/// not close: it connects and completes its handshake.
+#[test]
+fn a_reconnect_from_bytes_written_after_a_read_that_ended_the_stream_is_not_closed_by_it() {
+    use std::io::{Read, Write};
+    use std::sync::mpsc;
+    let mut ev = EventLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let pki = test_pki();
+    let config = TlsServerConfig::from_pem(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+    )
+    .unwrap();
+    let (ready_tx, ready_rx) = mpsc::channel::<()>();
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (sent_tx, sent_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut conn = rustls::ServerConnection::new(config).unwrap();
+        // The ClientHello; the server's whole flight, then close_notify, go out in one write.
+        while !conn.wants_write() {
+            conn.read_tls(&mut tcp).unwrap();
+            conn.process_new_packets().unwrap();
+        }
+        conn.send_close_notify();
+        let mut wire = Vec::new();
+        while conn.wants_write() {
+            conn.write_tls(&mut wire).unwrap();
+        }
+        ready_tx.send(()).unwrap();
+        go_rx.recv().unwrap();
+        tcp.write_all(&wire).unwrap();
+        tcp.shutdown(std::net::Shutdown::Write).unwrap();
+        sent_tx.send(()).unwrap();
+        let _ = tcp.read_to_end(&mut Vec::new());
+    });
+    let (second, _peers, _) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, true);
+    let second_port = second.server_port().unwrap();
+    let client = client_trusting_test_ca();
+    let weak = Rc::downgrade(&client);
+    let reconnected = Rc::new(Cell::new(false));
+    let r = reconnected.clone();
+    client
+        .bytes_written
+        .connect(move |_| {
+            if !r.replace(true) {
+                let client = weak.upgrade().unwrap();
+                client.abort();
+                client.connect_to_host("localhost", second_port).unwrap();
+            }
+        })
+        .release();
+    let states = Rc::new(RefCell::new(Vec::new()));
+    let s = states.clone();
+    client
+        .state_changed
+        .connect(move |state| s.borrow_mut().push(*state))
+        .release();
+    let handshakes = Rc::new(Cell::new(0));
+    let h = handshakes.clone();
+    client
+        .handshake_completed
+        .connect(move |_| h.set(h.get() + 1))
+        .release();
+    client.connect_to_host("localhost", port).unwrap();
+    client.write(b"queued for the handshake").unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || ready_rx
+        .try_recv()
+        .is_ok()));
+    // The flight, close_notify and the end of stream all wait in the kernel for one read.
+    go_tx.send(()).unwrap();
+    sent_rx.recv_timeout(Duration::from_secs(10)).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    assert!(
+        run_until(&mut ev, Duration::from_secs(10), || handshakes.get() == 2),
+        "states {:?}, error {:?}",
+        states.borrow(),
+        client.last_error()
+    );
+    assert!(reconnected.get());
+    assert!(client.is_encrypted());
+    assert_eq!(client.peer_port(), Some(second_port));
+}

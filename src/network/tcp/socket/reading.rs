@@ -75,6 +75,11 @@ impl TcpSocket {
         if drained.used_tls {
             // The handshake (or a key update) may have produced records to send.
             self.flush();
+            // A slot of that flush (`bytes_written` of writes queued for the handshake) may
+            // have aborted and connected again: the end of stream read is the old connection's.
+            if self.connection() != connection {
+                return;
+            }
         }
         match drained.end {
             Some(Ok(())) => self.on_peer_closed(),
