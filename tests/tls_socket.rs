@@ -1973,3 +1973,59 @@ fn a_reconnect_from_bytes_written_after_a_read_that_ended_the_stream_is_not_clos
     assert!(client.is_encrypted());
     assert_eq!(client.peer_port(), Some(second_port));
 }
+
+/// An IPv4 address in one of the shorter or other-base forms URLs and `inet_aton` accept
+/// (`127.1`, `0x7f.1`, `0177.0.0.1`, `2130706433`: all 127.0.0.1, as a browser reads them)
+/// is an address, not a name: no SNI is sent (RFC 6066 allows no address there), and the
+/// certificate is verified against the address (its IP SAN), so the connection succeeds.
+#[test]
+fn an_ipv4_address_in_a_short_or_other_base_form_is_verified_as_an_address_without_sni() {
+    let mut ev = EventLoop::new().unwrap();
+    for host in ["127.1", "0x7f.1", "0177.0.0.1", "2130706433", "0x7F000001"] {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let config = server_config_for_versions(&[&rustls::version::TLS13]);
+        let server = std::thread::spawn(move || {
+            use std::io::{Read, Write};
+            let (mut tcp, _) = listener.accept().unwrap();
+            let mut conn = rustls::ServerConnection::new(config).unwrap();
+            while conn.is_handshaking() {
+                if conn.complete_io(&mut tcp).is_err() {
+                    return Err(conn.server_name().map(str::to_owned));
+                }
+            }
+            let sni = conn.server_name().map(str::to_owned);
+            conn.writer().write_all(b"hi").unwrap();
+            conn.complete_io(&mut tcp).unwrap();
+            let _ = tcp.read(&mut [0u8; 1]); // until the client goes
+            Ok(sni)
+        });
+        let client = client_trusting_test_ca();
+        let weak = Rc::downgrade(client.tcp_socket());
+        let got = Rc::new(RefCell::new(Vec::new()));
+        let g = got.clone();
+        client
+            .ready_read
+            .connect(move |_| {
+                g.borrow_mut()
+                    .extend_from_slice(&weak.upgrade().unwrap().read_all())
+            })
+            .release();
+        let error = latest(&client.error_occurred);
+        if let Err(e) = client.connect_to_host(host, port) {
+            panic!("{host}: {e}");
+        }
+        let done = run_until(&mut ev, Duration::from_secs(10), || {
+            got.borrow().len() >= 2 || error.borrow().is_some()
+        });
+        let error = error.borrow().clone();
+        client.abort();
+        let sni = server.join().unwrap();
+        assert!(done && error.is_none(), "{host}: {error:?}, SNI {sni:?}");
+        assert_eq!(sni, Ok(None), "SNI sent connecting to {host}");
+        assert_eq!(
+            client.peer_address(),
+            Some(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+        );
+    }
+}

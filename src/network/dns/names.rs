@@ -94,6 +94,30 @@ pub(crate) fn ascii_host(host: &str) -> Result<std::borrow::Cow<'_, str>, Socket
     }
 }
 
+/// An IPv4 address in a form the WHATWG URL standard reads as one (as browsers, curl and
+/// `inet_aton` do) besides the dotted-decimal [`resolve_literal`](super::resolve_literal)
+/// takes: fewer parts (`127.1`), hex or octal parts (`0x7f.1`, `0177.0.0.1`), one number
+/// (`2130706433`), a trailing dot. `None` for anything else, names included. An
+/// [`SslSocket`](crate::network::SslSocket) given such a host connects to and verifies that
+/// address (no SNI), as `https://127.1/` does; as a name it was refused as a TLS server name.
+pub(crate) fn numeric_ipv4(host: &str) -> Option<std::net::Ipv4Addr> {
+    // WHATWG's "ends in a number": only then is a host read as IPv4 (else it is a domain).
+    let name = host.strip_suffix('.').unwrap_or(host);
+    let last = name.rsplit('.').next().unwrap_or(name);
+    let hex = last
+        .strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
+    let decimal = !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit());
+    if !(hex || decimal) {
+        return None;
+    }
+    match url::Host::parse(host) {
+        Ok(url::Host::Ipv4(ip)) => Some(ip),
+        _ => None,
+    }
+}
+
 /// Whether `host` is `localhost` or a name under it (`app.localhost`), any case, with or
 /// without the trailing dot: RFC 6761 §6.3 reserves them for loopback, so they are answered
 /// without asking the system (as curl and browsers do): a broken /etc/hosts or a name server
@@ -135,6 +159,39 @@ mod tests {
             ascii_host("bü cher.example"),
             Err(SocketError::InvalidAddress(_))
         ));
+    }
+
+    #[test]
+    fn ipv4_addresses_in_url_forms() {
+        use std::net::Ipv4Addr;
+        let loopback = Some(Ipv4Addr::LOCALHOST);
+        for host in [
+            "127.1",
+            "0x7f.1",
+            "0X7F.0.0.1",
+            "0177.0.0.1",
+            "2130706433",
+            "0x7F000001",
+            "127.0.0.1.",
+            "127.000.000.001",
+        ] {
+            assert_eq!(numeric_ipv4(host), loopback, "{host}");
+        }
+        // Octal, as URLs (and inet_aton) read a leading zero.
+        assert_eq!(numeric_ipv4("010.0.0.1"), Some(Ipv4Addr::new(8, 0, 0, 1)));
+        for host in [
+            "example.com",
+            "1.example",
+            "0x7f.example",
+            "256.0.0.1",
+            "1.2.3.4.5",
+            "4294967296",
+            "",
+            ".",
+            "::1",
+        ] {
+            assert_eq!(numeric_ipv4(host), None, "{host}");
+        }
     }
 
     #[test]

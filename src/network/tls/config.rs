@@ -324,6 +324,10 @@ pub(crate) fn server_name_for(host: &str) -> Result<ServerName<'static>, SocketE
     if let Ok(ip) = unbracketed.unwrap_or(host).parse::<IpAddr>() {
         return Ok(ServerName::from(ip));
     }
+    // `127.1`, `0x7f.1`: an address as URLs read it, connected to as one (no SNI).
+    if let Some(ip) = crate::network::dns::numeric_ipv4(host) {
+        return Ok(ServerName::from(IpAddr::V4(ip)));
+    }
     ServerName::try_from(host.to_owned()).map_err(|e| {
         SocketError::InvalidAddress(format!("{host:?} is not a valid TLS server name: {e}"))
     })

@@ -27,7 +27,8 @@ use crate::network::tcp::{SocketState, TcpSocket};
 ///
 /// Trust comes from the [`TlsClientConfig`]: by default the operating system's store (falling
 /// back to the Mozilla roots when it is empty); verification can only be turned off through its
-/// `dangerous_…` method. SNI is sent for host names; IP literals are verified against IP SANs.
+/// `dangerous_…` method. SNI is sent for host names; IP literals (IPv4 also in the forms URLs
+/// allow, such as `127.1`) are verified against IP SANs and sent no SNI.
 pub struct SslSocket {
     socket: Rc<TcpSocket>,
     config: std::cell::RefCell<TlsClientConfig>,

@@ -41,7 +41,7 @@ use super::connect::ConnectRace;
 use super::server::unmapped;
 use crate::bindings::Signal;
 use crate::foundation::{LoopCore, LoopError, ReadyHandler, SourceKey};
-use crate::network::dns::{DnsResolver, resolve_literal};
+use crate::network::dns::{DnsResolver, numeric_ipv4, resolve_literal};
 use crate::network::error::{SocketError, SocketOperation};
 use crate::network::tls::session::TlsSession;
 
@@ -293,13 +293,17 @@ impl TcpSocket {
         self.inner.borrow().state
     }
 
-    /// Resolves `host` (off the loop thread; IP literals skip the resolver, and `localhost` is
+    /// Resolves `host` (off the loop thread; IP literals skip the resolver, also IPv4 written
+    /// as URLs allow, `127.1`, `0x7f.1` or `0177.0.0.1`, read as browsers read them; `localhost` is
     /// `::1` and `127.0.0.1` without asking the system, see
     /// [`DnsResolver::lookup`](crate::network::dns::DnsResolver::lookup)) and connects to the
     /// first address that answers, racing them (Happy Eyeballs, RFC 8305).
     pub fn connect_to_host(&self, host: &str, port: u16) -> Result<(), SocketError> {
         self.ensure_unconnected()?;
-        if let Some(ip) = resolve_literal(host) {
+        // Also `127.1` or `0x7f.1` (an address as URLs read it): the address a TLS socket
+        // verifies, whatever the system resolver would make of the string.
+        let literal = resolve_literal(host).or_else(|| numeric_ipv4(host).map(IpAddr::V4));
+        if let Some(ip) = literal {
             return self.connect_to_address(ip, port);
         }
         let resolver = DnsResolver::instance()
