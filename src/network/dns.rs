@@ -318,8 +318,9 @@ impl DnsResolver {
         self.timeout.get()
     }
 
-    /// Sets how long answers are reused ([`DEFAULT_CACHE_TTL`] by default); zero disables the
-    /// cache and empties it.
+    /// Sets how long answers are reused ([`DEFAULT_CACHE_TTL`] by default), counted from when
+    /// each came, for the answers already cached too (a TTL lowered after a DNS change stops
+    /// older answers at once); zero disables the cache and empties it.
     pub fn set_cache_ttl(&self, ttl: Duration) {
         self.cache.borrow_mut().set_ttl(ttl);
     }

@@ -12,7 +12,9 @@ pub(super) struct AddressCache {
 
 struct CacheEntry {
     addresses: Vec<IpAddr>,
-    expires: Instant,
+    /// When the answer came: it is reused while younger than the TTL of the moment, so a TTL
+    /// lowered later applies to it as well.
+    answered: Instant,
 }
 
 impl AddressCache {
@@ -24,7 +26,8 @@ impl AddressCache {
         }
     }
 
-    /// A zero TTL disables the cache and forgets what it held.
+    /// A zero TTL disables the cache and forgets what it held. A new TTL applies to the answers
+    /// already held as well.
     pub(super) fn set_ttl(&mut self, ttl: Duration) {
         self.ttl = ttl;
         if ttl.is_zero() {
@@ -47,7 +50,7 @@ impl AddressCache {
     /// The unexpired addresses for `key` (an expired entry is dropped on the way).
     pub(super) fn get(&mut self, key: &str, now: Instant) -> Option<Vec<IpAddr>> {
         let entry = self.entries.get(key)?;
-        if entry.expires > now {
+        if self.fresh(entry, now) {
             return Some(entry.addresses.clone());
         }
         self.entries.remove(key);
@@ -60,34 +63,41 @@ impl AddressCache {
         if !self.is_enabled() || addresses.is_empty() || self.capacity == 0 {
             return;
         }
-        // A TTL too large for Instant arithmetic means "until evicted".
-        let expires = now.checked_add(self.ttl).unwrap_or_else(|| far_future(now));
         if !self.entries.contains_key(&key) && self.entries.len() >= self.capacity {
             self.make_room(now);
         }
-        self.entries.insert(key, CacheEntry { addresses, expires });
+        let answered = now;
+        self.entries.insert(
+            key,
+            CacheEntry {
+                addresses,
+                answered,
+            },
+        );
+    }
+
+    /// Whether `entry` is younger than the TTL (never overflows, whatever the TTL).
+    fn fresh(&self, entry: &CacheEntry, now: Instant) -> bool {
+        now.saturating_duration_since(entry.answered) < self.ttl
     }
 
     fn make_room(&mut self, now: Instant) {
-        self.entries.retain(|_, e| e.expires > now);
+        let ttl = self.ttl;
+        self.entries
+            .retain(|_, e| now.saturating_duration_since(e.answered) < ttl);
         if self.entries.len() < self.capacity {
             return;
         }
+        // All share one TTL: the oldest answer is the one closest to expiry.
         let oldest = self
             .entries
             .iter()
-            .min_by_key(|(_, e)| e.expires)
+            .min_by_key(|(_, e)| e.answered)
             .map(|(k, _)| k.clone());
         if let Some(oldest) = oldest {
             self.entries.remove(&oldest);
         }
     }
-}
-
-/// About thirty years ahead, or `now` itself if even that does not fit.
-fn far_future(now: Instant) -> Instant {
-    now.checked_add(Duration::from_secs(60 * 60 * 24 * 365 * 30))
-        .unwrap_or(now)
 }
 
 #[cfg(test)]
@@ -187,6 +197,19 @@ mod tests {
         let later = now + Duration::from_secs(3);
         assert_eq!(cache.get("b", later), Some(ip(3)));
         assert_eq!(cache.get("a", later), Some(ip(1)), "a was evicted");
+    }
+
+    /// `set_cache_ttl` lowered (say after a DNS change) applies to the answers cached already,
+    /// not only to later ones: an answer older than the new TTL is not reused (as curl's
+    /// `CURLOPT_DNS_CACHE_TIMEOUT`).
+    #[test]
+    fn a_lowered_ttl_applies_to_answers_cached_before() {
+        let now = Instant::now();
+        let mut cache = AddressCache::new(Duration::from_secs(60), 8);
+        cache.insert("a".into(), ip(1), now);
+        cache.set_ttl(Duration::from_secs(5));
+        assert_eq!(cache.get("a", now + Duration::from_secs(4)), Some(ip(1)));
+        assert_eq!(cache.get("a", now + Duration::from_secs(6)), None);
     }
 
     #[test]
