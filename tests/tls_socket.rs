@@ -2029,3 +2029,52 @@ fn an_ipv4_address_in_a_short_or_other_base_form_is_verified_as_an_address_witho
         );
     }
 }
+
+/// An `SslSocket`'s connection is always encrypted: connecting its [`SslSocket::tcp_socket`]
+/// directly (a `connect_weak` slot gets that socket, and `connect_to_host` there is
+/// `TcpSocket`'s) is refused with `InvalidState`, before and after a TLS connection, instead
+/// of connecting in plain TCP and sending what was written in clear text.
+#[test]
+fn an_ssl_socket_cannot_be_connected_in_plain_text_through_its_tcp_socket() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, _peers, collected) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, false);
+    let port = server.server_port().unwrap();
+    let client = client_trusting_test_ca();
+    let plain = client.tcp_socket().clone();
+    let refused = |result: Result<(), SocketError>| {
+        assert!(
+            matches!(result, Err(SocketError::InvalidState(_))),
+            "{result:?}"
+        );
+    };
+    refused(plain.connect_to_host("localhost", port));
+    refused(plain.connect_to_address(std::net::Ipv4Addr::LOCALHOST.into(), port));
+    refused(plain.connect_to_addresses(&[std::net::SocketAddr::from(([127, 0, 0, 1], port))]));
+    assert_eq!(plain.state(), kdnet::network::SocketState::Unconnected);
+    // Through the SslSocket: encrypted; then, from a slot, again through the TcpSocket.
+    let reconnect = Rc::new(RefCell::new(None));
+    let r = reconnect.clone();
+    client
+        .disconnected
+        .connect_weak(client.tcp_socket(), move |socket, _| {
+            *r.borrow_mut() = Some(socket.connect_to_host("localhost", port));
+            if socket.state() != kdnet::network::SocketState::Unconnected {
+                socket.write(b"secret").unwrap();
+            }
+        })
+        .release();
+    client.connect_to_host("localhost", port).unwrap();
+    client.write(b"hello").unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || collected
+        .borrow()
+        .len()
+        == 5));
+    client.disconnect_from_host();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || reconnect
+        .borrow()
+        .is_some()));
+    refused(reconnect.borrow_mut().take().unwrap());
+    run_until(&mut ev, Duration::from_millis(300), || false);
+    assert_eq!(&collected.borrow()[..], b"hello");
+}

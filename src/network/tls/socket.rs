@@ -44,6 +44,7 @@ impl SslSocket {
     /// An unconnected TLS socket with `config`.
     pub fn with_config(config: TlsClientConfig) -> Result<Rc<SslSocket>, LoopError> {
         let socket = TcpSocket::new()?;
+        socket.set_ssl_owned();
         Ok(Rc::new(SslSocket {
             socket,
             config: std::cell::RefCell::new(config),

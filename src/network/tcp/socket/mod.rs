@@ -196,6 +196,9 @@ struct Inner {
     tls_observer: Option<Weak<dyn TlsObserver>>,
     no_delay: bool,
     keep_alive: bool,
+    /// The socket of an [`SslSocket`](crate::network::SslSocket): it connects only through the
+    /// SslSocket, which asks for TLS first (see [`TcpSocket::ensure_encrypted_if_ssl`]).
+    ssl_owned: bool,
     connect_timeout: Option<Duration>,
     handshake_timeout: Option<Duration>,
     /// Boxed: rarely set, and an error is large.
@@ -242,6 +245,7 @@ impl TcpSocket {
                 tls_observer: None,
                 no_delay: true,
                 keep_alive: false,
+                ssl_owned: false,
                 connect_timeout: None,
                 handshake_timeout: Some(DEFAULT_HANDSHAKE_TIMEOUT),
                 last_error: None,
@@ -298,8 +302,14 @@ impl TcpSocket {
     /// `::1` and `127.0.0.1` without asking the system, see
     /// [`DnsResolver::lookup`](crate::network::dns::DnsResolver::lookup)) and connects to the
     /// first address that answers, racing them (Happy Eyeballs, RFC 8305).
+    ///
+    /// The socket of an [`SslSocket`](crate::network::SslSocket) (its
+    /// [`tcp_socket`](crate::network::SslSocket::tcp_socket), which `connect_weak` slots get)
+    /// refuses to connect this way with [`SocketError::InvalidState`]: connect through the
+    /// SslSocket, so the connection is encrypted. The same holds for the other connects.
     pub fn connect_to_host(&self, host: &str, port: u16) -> Result<(), SocketError> {
         self.ensure_unconnected()?;
+        self.ensure_encrypted_if_ssl()?;
         // Also `127.1` or `0x7f.1` (an address as URLs read it): the address a TLS socket
         // verifies, whatever the system resolver would make of the string.
         let literal = resolve_literal(host).or_else(|| numeric_ipv4(host).map(IpAddr::V4));
@@ -343,6 +353,7 @@ impl TcpSocket {
         if self.state() != SocketState::HostLookup {
             self.ensure_unconnected()?;
         }
+        self.ensure_encrypted_if_ssl()?;
         if addrs.is_empty() {
             return Err(SocketError::InvalidAddress(
                 "no address to connect to".into(),
@@ -606,6 +617,29 @@ impl TcpSocket {
 
     pub(crate) fn set_tls_observer(&self, observer: Weak<dyn TlsObserver>) {
         self.inner.borrow_mut().tls_observer = Some(observer);
+    }
+
+    /// Marks this as an [`SslSocket`](crate::network::SslSocket)'s socket (see
+    /// [`ensure_encrypted_if_ssl`](Self::ensure_encrypted_if_ssl)).
+    pub(crate) fn set_ssl_owned(&self) {
+        self.inner.borrow_mut().ssl_owned = true;
+    }
+
+    /// Refuses a connect of an SslSocket's socket that did not come through the SslSocket (no
+    /// TLS was asked for): it would be made, and written to, in plain text.
+    fn ensure_encrypted_if_ssl(&self) -> Result<(), SocketError> {
+        let inner = self.inner.borrow();
+        let tls_asked = inner
+            .connecting
+            .as_ref()
+            .is_some_and(|c| c.tls_pending.is_some());
+        if inner.ssl_owned && !tls_asked {
+            return Err(SocketError::InvalidState(
+                "this is an SslSocket's socket: connect through the SslSocket, or the connection \
+                 would not be encrypted",
+            ));
+        }
+        Ok(())
     }
 
     /// Makes the next connect a TLS client connection to `host`.
