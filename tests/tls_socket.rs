@@ -2078,3 +2078,115 @@ fn an_ssl_socket_cannot_be_connected_in_plain_text_through_its_tcp_socket() {
     run_until(&mut ev, Duration::from_millis(300), || false);
     assert_eq!(&collected.borrow()[..], b"hello");
 }
+
+/// A TLS client that sends its request then close_notify, keeping the connection open for the
+/// answer (a half-close, as TLS 1.3 allows): the answer a `ready_read` slot writes reaches it,
+/// followed by the server's own close_notify (RFC 8446 §6.1: each party sends one before closing
+/// its side), not a bare end of stream the client must take for a truncation.
+#[test]
+fn a_peer_s_close_notify_is_answered_with_close_notify_after_the_last_data() {
+    use rustls::pki_types::pem::PemObject;
+    use std::io::{Read, Write};
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let server = TcpServer::new().unwrap();
+    server.set_tls_config(
+        TlsServerConfig::from_pem(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+        )
+        .unwrap(),
+    );
+    server.listen("127.0.0.1", 0).unwrap();
+    let port = server.server_port().unwrap();
+    let peers: Peers = Rc::default();
+    let keep = peers.clone();
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| {
+            let weak = Rc::downgrade(peer);
+            peer.ready_read
+                .connect(move |_| {
+                    let s = weak.upgrade().unwrap();
+                    if &s.read_all()[..] == b"request" {
+                        s.write(b"answer").unwrap();
+                    }
+                })
+                .release();
+            keep.borrow_mut().push(peer.clone());
+        })
+        .release();
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(rustls::pki_types::CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let config = std::sync::Arc::new(
+        rustls::ClientConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_root_certificates(roots)
+        .with_no_client_auth(),
+    );
+    let client = std::thread::spawn(move || {
+        let mut tcp = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+        let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+        let mut conn = rustls::ClientConnection::new(config, name).unwrap();
+        while conn.is_handshaking() {
+            conn.complete_io(&mut tcp).unwrap();
+        }
+        conn.writer().write_all(b"request").unwrap();
+        conn.send_close_notify();
+        while conn.wants_write() {
+            conn.write_tls(&mut tcp).unwrap();
+        }
+        let mut answer = Vec::new();
+        let end = loop {
+            let mut buf = [0u8; 1024];
+            match conn.reader().read(&mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => {
+                    answer.extend_from_slice(&buf[..n]);
+                    continue;
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) => break Err(e.to_string()),
+            }
+            match conn.read_tls(&mut tcp) {
+                Ok(0) => {
+                    // The end of stream: a clean one only after the server's close_notify.
+                    let _ = conn.process_new_packets();
+                    match conn.reader().read(&mut buf) {
+                        Ok(0) => break Ok(()),
+                        Ok(n) => answer.extend_from_slice(&buf[..n]),
+                        Err(e) => break Err(e.to_string()),
+                    }
+                }
+                Ok(_) => {
+                    if let Err(e) = conn.process_new_packets() {
+                        break Err(e.to_string());
+                    }
+                }
+                Err(e) => break Err(e.to_string()),
+            }
+        };
+        (String::from_utf8_lossy(&answer).into_owned(), end)
+    });
+    let mut outcome = None;
+    let started = std::time::Instant::now();
+    while outcome.is_none() && started.elapsed() < Duration::from_secs(10) {
+        ev.process_events(Some(Duration::from_millis(20))).unwrap();
+        if client.is_finished() {
+            outcome = Some(client.join().unwrap());
+            break;
+        }
+    }
+    let client_error = peers.borrow().first().and_then(|p| p.last_error());
+    assert_eq!(
+        outcome,
+        Some(("answer".to_owned(), Ok(()))),
+        "server socket error: {client_error:?}"
+    );
+    assert!(client_error.is_none(), "{client_error:?}");
+}

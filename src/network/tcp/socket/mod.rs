@@ -16,6 +16,8 @@
 //! Over TLS the peer's end of data is its close_notify: a bare end of stream (while connected,
 //! not while closing) is reported after the last data as `error_occurred` with
 //! [`TlsFailure::Truncated`](crate::network::TlsFailure::Truncated), queued writes dropped.
+//! A peer's close_notify is answered with ours, after what is queued (through `Closing`), as
+//! RFC 8446 §6.1 asks.
 //!
 //! # From the kernel to a slot
 //!

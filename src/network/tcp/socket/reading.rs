@@ -338,15 +338,27 @@ impl TcpSocket {
         // A peer that shut down only its sending side still reads (a request followed by a
         // half-close waits for its answer): bytes still queued are flushed, then the socket
         // closes; a peer that closed entirely makes the flush fail, which reports the loss.
+        // A TLS peer's close_notify is answered with ours, after what is queued (RFC 8446
+        // §6.1: each side sends one before closing its writing side; a half-closed TLS 1.3
+        // client waiting for its answer takes a bare end of stream for a truncation).
         // The HTTP client (a data sink) is done with a connection its server closed.
-        let (queued, closing, has_sink) = {
+        let (queued, closing, has_sink, owes_close_notify) = {
             let inner = self.inner.borrow();
             let queued = !inner.write_buf.is_empty()
                 || inner.tls.as_ref().is_some_and(|t| t.session.wants_write());
-            (queued, inner.close_when_flushed, inner.sink.is_some())
+            let owes_close_notify = inner
+                .tls
+                .as_ref()
+                .is_some_and(|t| !t.session.close_notify_sent());
+            (
+                queued,
+                inner.close_when_flushed,
+                inner.sink.is_some(),
+                owes_close_notify,
+            )
         };
-        match (queued, closing) {
-            (true, true) => {}
+        match (queued || owes_close_notify, closing) {
+            (true, true) if queued => {}
             (true, false) if !has_sink && self.state() == SocketState::Connected => {
                 self.close_gracefully();
             }
