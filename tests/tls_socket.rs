@@ -2190,3 +2190,38 @@ fn a_peer_s_close_notify_is_answered_with_close_notify_after_the_last_data() {
     );
     assert!(client_error.is_none(), "{client_error:?}");
 }
+
+/// No application protocol in common (the client offers `http/1.1` with ALPN, the server speaks
+/// only `h2`): both sides' errors say it is about ALPN, not only the alert's name
+/// (`NoApplicationProtocol`) or "peer doesn't support any known protocol". The alert's name
+/// stays what [`TlsFailure::AlertReceived`] carries.
+#[test]
+fn no_application_protocol_in_common_is_named_as_alpn_on_both_sides() {
+    let mut ev = EventLoop::new().unwrap();
+    let (server, peers) = https_server_with_alpn(&[b"h2"]);
+    let pki = test_pki();
+    let mut config = TlsClientConfig::with_only_ca_certificates(pki.ca_pem.as_bytes()).unwrap();
+    config.set_alpn_protocols(vec![b"http/1.1".to_vec()]);
+    let client = SslSocket::with_config(config).unwrap();
+    let error = latest(&client.error_occurred);
+    client
+        .connect_to_host("localhost", server.server_port().unwrap())
+        .unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || {
+        error.borrow().is_some() && peers.borrow().iter().any(|p| p.last_error().is_some())
+    }));
+    let client_error = error.borrow().clone().unwrap();
+    assert!(
+        matches!(&client_error, SocketError::Tls(TlsFailure::AlertReceived(a)) if a == "NoApplicationProtocol"),
+        "{client_error:?}"
+    );
+    assert!(
+        client_error.to_string().contains("ALPN"),
+        "client: {client_error}"
+    );
+    let server_error = peers.borrow()[0].last_error().unwrap();
+    assert!(
+        server_error.to_string().contains("ALPN"),
+        "server: {server_error}"
+    );
+}

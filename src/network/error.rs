@@ -168,7 +168,13 @@ impl fmt::Display for TlsFailure {
             }
             TlsFailure::Revoked => f.write_str("certificate was revoked"),
             TlsFailure::BadCertificate(reason) => write!(f, "bad certificate: {reason}"),
-            TlsFailure::AlertReceived(alert) => write!(f, "peer sent alert: {alert}"),
+            TlsFailure::AlertReceived(alert) => {
+                write!(f, "peer sent alert: {alert}")?;
+                match alert_meaning(alert) {
+                    Some(meaning) => write!(f, " ({meaning})"),
+                    None => Ok(()),
+                }
+            }
             TlsFailure::PeerMisbehaved(reason) => write!(f, "peer misbehaved: {reason}"),
             TlsFailure::Configuration(reason) => write!(f, "TLS configuration: {reason}"),
             TlsFailure::PlainHttp { first_line } => write!(
@@ -187,6 +193,25 @@ impl fmt::Display for TlsFailure {
             TlsFailure::Other(reason) => f.write_str(reason),
         }
     }
+}
+
+/// What an alert whose name alone says little to a person means for this connection.
+fn alert_meaning(alert: &str) -> Option<&'static str> {
+    Some(match alert {
+        "NoApplicationProtocol" => {
+            "the peer speaks none of the application protocols offered with ALPN"
+        }
+        "ProtocolVersion" => "no TLS version in common with the peer",
+        "HandshakeFailure" => "no cipher suite or key exchange in common with the peer",
+        "CertificateRequired" => "the server requires a client certificate",
+        "UnknownCA" => "the peer does not trust the issuer of our certificate",
+        "BadCertificate" | "UnsupportedCertificate" | "CertificateUnknown" => {
+            "the peer refused our certificate"
+        }
+        "CertificateExpired" => "the peer says our certificate has expired",
+        "UnrecognisedName" => "the server does not serve the name sent with SNI",
+        _ => return None,
+    })
 }
 
 impl std::error::Error for TlsFailure {}

@@ -361,6 +361,12 @@ pub(crate) fn tls_failure(err: &rustls::Error, expected_name: &str) -> TlsFailur
             TlsFailure::BadCertificate("the peer presented no certificate".to_owned())
         }
         E::AlertReceived(alert) => TlsFailure::AlertReceived(format!("{alert:?}")),
+        // A server whose ALPN list has nothing the client offered (rustls: "peer doesn't
+        // support any known protocol").
+        E::NoApplicationProtocol => TlsFailure::Other(
+            "the client offered none of the application protocols (ALPN) this server speaks"
+                .to_owned(),
+        ),
         E::InvalidMessage(_)
         | E::PeerMisbehaved(_)
         | E::InappropriateMessage { .. }
@@ -719,6 +725,36 @@ mod tests {
                 "h"
             ),
             TlsFailure::AlertReceived("HandshakeFailure".to_owned())
+        );
+        // Alerts whose names say little get their meaning; the others stay as they are.
+        for (alert, meaning) in [
+            (
+                AlertDescription::CertificateRequired,
+                "requires a client certificate",
+            ),
+            (
+                AlertDescription::UnknownCA,
+                "does not trust the issuer of our certificate",
+            ),
+            (
+                AlertDescription::ProtocolVersion,
+                "no TLS version in common",
+            ),
+            (
+                AlertDescription::UnrecognisedName,
+                "does not serve the name sent with SNI",
+            ),
+        ] {
+            let text = tls_failure(&rustls::Error::AlertReceived(alert), "h").to_string();
+            assert!(text.contains(meaning), "{text}");
+        }
+        assert_eq!(
+            tls_failure(
+                &rustls::Error::AlertReceived(AlertDescription::DecryptError),
+                "h"
+            )
+            .to_string(),
+            "peer sent alert: DecryptError"
         );
         for err in [
             rustls::Error::InvalidMessage(InvalidMessage::InvalidContentType),
