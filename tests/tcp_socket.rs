@@ -558,6 +558,76 @@ fn connected_is_not_emitted_after_a_state_changed_slot_aborted_the_socket() {
     );
 }
 
+/// `abort()` (or `disconnect_from_host()`) from the slot of the `state_changed` a connect
+/// emits (`HostLookup`, `Connecting`) ends that connect: no attempt is made afterwards (no
+/// `Connected`, no `connected`, nothing accepted by the server), and no name is looked up.
+#[test]
+fn a_connect_aborted_from_its_own_state_changed_slot_does_not_go_on() {
+    let mut ev = EventLoop::new().unwrap();
+    for (state, disconnect) in [
+        (SocketState::Connecting, false),
+        (SocketState::Connecting, true),
+        (SocketState::HostLookup, false),
+    ] {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        listener.set_nonblocking(true).unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let client = TcpSocket::new().unwrap();
+        let log: Rc<RefCell<Vec<String>>> = Rc::default();
+        let weak = Rc::downgrade(&client);
+        let l = log.clone();
+        client
+            .state_changed
+            .connect(move |st| {
+                l.borrow_mut().push(format!("state_changed({st:?})"));
+                if *st == state {
+                    let socket = weak.upgrade().unwrap();
+                    if disconnect {
+                        socket.disconnect_from_host();
+                    } else {
+                        socket.abort();
+                    }
+                }
+            })
+            .release();
+        let l = log.clone();
+        client
+            .connected
+            .connect(move |_| l.borrow_mut().push("connected".into()))
+            .release();
+        let l = log.clone();
+        client
+            .error_occurred
+            .connect(move |e| l.borrow_mut().push(format!("error {e}")))
+            .release();
+        let resolver = kdnet::network::dns::DnsResolver::instance().unwrap();
+        if state == SocketState::HostLookup {
+            client.connect_to_host("localhost", port).unwrap();
+        } else {
+            client.connect_to_address(LOCALHOST, port).unwrap();
+        }
+        assert_eq!(client.state(), SocketState::Unconnected, "{state:?}");
+        assert_eq!(resolver.pending_lookups(), 0, "{state:?}: a lookup goes on");
+        run_until(&mut ev, Duration::from_millis(300), || false);
+        let accepted = listener.accept().is_ok();
+        let log = log.borrow();
+        assert_eq!(
+            client.state(),
+            SocketState::Unconnected,
+            "{state:?}: {log:?}"
+        );
+        assert!(
+            !log.iter()
+                .any(|e| e == "connected" || e.starts_with("error")),
+            "{state:?}: {log:?}"
+        );
+        assert!(
+            !accepted,
+            "{state:?}: the aborted connect reached the server"
+        );
+    }
+}
+
 /// The reports `write` posts for the loop (bytes written, a write error) belong to the connection
 /// written to: after `abort()` and a new connect in the same turn they do not reach the new
 /// connection (an old error closing it, old bytes counted as its own).

@@ -328,6 +328,10 @@ impl TcpSocket {
             inner.connection
         };
         self.emit_held(&self.state_changed, &SocketState::HostLookup);
+        // A slot aborted (and maybe connected again): this connect is over before its lookup.
+        if self.connection() != connection || self.state() != SocketState::HostLookup {
+            return Ok(());
+        }
         self.arm_connect_timer();
         let weak = self.self_weak.clone();
         let id = resolver.lookup(host, move |result| {
@@ -378,7 +382,12 @@ impl TcpSocket {
             resolver.cancel(id);
         }
         if was != SocketState::Connecting {
+            let connection = self.connection();
             self.emit_held(&self.state_changed, &SocketState::Connecting);
+            // A slot aborted (and maybe connected again): no timer, no attempt for this one.
+            if self.connection() != connection || self.state() != SocketState::Connecting {
+                return Ok(());
+            }
         }
         if was == SocketState::Unconnected {
             self.arm_connect_timer();
