@@ -211,7 +211,8 @@ impl DnsResolver {
     }
 
     /// Like [`lookup`](Self::lookup), keeping only addresses of `family` (reason
-    /// `"no addresses (IPv6 requested)"` when none is left).
+    /// `"no addresses (IPv6 requested)"` when none is left). Asked for IPv4, an IPv4-mapped
+    /// IPv6 address (`::ffff:127.0.0.1`) is answered as its IPv4 address.
     ///
     /// ```
     /// use kdnet::EventLoop;
@@ -597,10 +598,23 @@ fn unique_ips(found: impl Iterator<Item = SocketAddr>) -> Vec<IpAddr> {
 fn keep_family(host: &str, family: AddressFamily, addresses: Vec<IpAddr>) -> LookupResult {
     let (addresses, reason) = match family {
         AddressFamily::Any => (addresses, "no addresses"),
-        AddressFamily::IPv4 => (
-            addresses.into_iter().filter(IpAddr::is_ipv4).collect(),
-            "no addresses (IPv4 requested)",
-        ),
+        AddressFamily::IPv4 => {
+            // An IPv4-mapped IPv6 address is its IPv4 address (once).
+            let mut v4: Vec<IpAddr> = Vec::with_capacity(addresses.len());
+            for address in addresses {
+                let address = match address {
+                    IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+                        Some(mapped) => IpAddr::V4(mapped),
+                        None => continue,
+                    },
+                    ipv4 => ipv4,
+                };
+                if !v4.contains(&address) {
+                    v4.push(address);
+                }
+            }
+            (v4, "no addresses (IPv4 requested)")
+        }
         AddressFamily::IPv6 => (
             addresses.into_iter().filter(IpAddr::is_ipv6).collect(),
             "no addresses (IPv6 requested)",
@@ -663,6 +677,32 @@ mod tests {
             Err(SocketError::Lookup { reason, .. }) => assert_eq!(reason, "no addresses"),
             other => panic!("unexpected {other:?}"),
         }
+    }
+
+    /// An IPv4-mapped IPv6 address (`::ffff:127.0.0.1`) is an IPv4 address written as IPv6:
+    /// asked for IPv4 it is answered as that IPv4 address (as Go's `LookupIP("ip4", …)`), not
+    /// refused with "no addresses (IPv4 requested)".
+    #[test]
+    fn a_mapped_address_asked_for_as_ipv4_is_its_ipv4_address() {
+        let mapped = IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped());
+        let v4 = IpAddr::V4(Ipv4Addr::LOCALHOST);
+        assert_eq!(
+            keep_family("h", AddressFamily::IPv4, vec![mapped]).unwrap(),
+            vec![v4]
+        );
+        // Once, when the answer also has it as IPv4.
+        assert_eq!(
+            keep_family("h", AddressFamily::IPv4, vec![mapped, v4]).unwrap(),
+            vec![v4]
+        );
+        assert_eq!(
+            keep_family("h", AddressFamily::Any, vec![mapped]).unwrap(),
+            vec![mapped]
+        );
+        assert_eq!(
+            keep_family("h", AddressFamily::IPv6, vec![mapped]).unwrap(),
+            vec![mapped]
+        );
     }
 
     #[test]
