@@ -448,6 +448,43 @@ fn one_resolver_per_loop() {
     assert_eq!(Rc::strong_count(&dropped), 1, "old callbacks were released");
 }
 
+/// A host that ends in a number but is no IPv4 address (`192.168.1.256`, `1.2.3.4.5`, `08.0.0.1`,
+/// `4294967296`, `127.0.0.1.0x100`) is what URLs refuse as an invalid IPv4 address (WHATWG; curl
+/// and rustls refuse it too): it fails with `InvalidAddress` saying so, from the loop, rather
+/// than going to getaddrinfo, which sends such a typo to the network's DNS servers and answers
+/// "Name or service not known" much later.
+#[test]
+fn a_host_ending_in_a_number_that_is_no_ipv4_address_fails_without_the_pool() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    for host in [
+        "192.168.1.256",
+        "1.2.3.4.5",
+        "08.0.0.1",
+        "4294967296",
+        "127.0.0.1.0x100",
+        "example.1",
+    ] {
+        let (result, callback) = slot();
+        resolver.lookup(host, callback);
+        wait_until(&mut event_loop, || result.borrow().is_some());
+        match result.take().unwrap() {
+            Err(SocketError::InvalidAddress(why)) => {
+                assert!(why.contains("IPv4"), "{host:?}: {why}")
+            }
+            other => panic!("{host:?}: unexpected {other:?}"),
+        }
+    }
+    assert_eq!(
+        resolver.pool_lookups(),
+        0,
+        "an invalid IPv4 address reached the resolver"
+    );
+    // Valid IPv4 in URL forms still resolve (to 127.0.0.1).
+    let answer = lookup_and_wait(&mut event_loop, &resolver, SYSTEM_NAME, AddressFamily::Any);
+    assert_eq!(answer.unwrap(), vec![IpAddr::V4(Ipv4Addr::LOCALHOST)]);
+}
+
 /// Names no resolver can answer (a label over 63 bytes, an empty label, a port or path glued on,
 /// whitespace or control characters, an IPv6 zone id) fail with `InvalidAddress` from the loop,
 /// without a getaddrinfo call that may send the name to the network's DNS servers.

@@ -204,7 +204,10 @@ impl DnsResolver {
     /// it found none), [`SocketError::Timeout`]`(`[`TimeoutPhase::Resolve`]`)`, or
     /// [`SocketError::InvalidAddress`] for an empty, too long or malformed host (a label over 63
     /// bytes or empty, a character no URL host may hold such as a space, `:`, `/` or `%`, an IPv6
-    /// zone id); those never reach the system resolver. If the loop
+    /// zone id, a host ending in a number that is no IPv4 address such as `192.168.1.256`, as
+    /// URLs refuse it); those never reach the system resolver. IPv4 in the forms URLs accept
+    /// (`127.1`, `0x7f.1`, `010.0.0.1` = 8.0.0.1, octal) are read by getaddrinfo as URLs read
+    /// them (`inet_aton`). If the loop
     /// this resolver belongs to is gone, the callback is dropped without running.
     pub fn lookup(&self, host: &str, callback: impl FnOnce(LookupResult) + 'static) -> LookupId {
         self.lookup_family(host, AddressFamily::Any, callback)

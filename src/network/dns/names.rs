@@ -8,8 +8,9 @@ use crate::network::SocketError;
 const MAX_LABEL_LEN: usize = 63;
 
 /// Refuses, with the reason, a host no resolver can answer: empty, too long, a label empty or
-/// over 63 bytes, brackets around a non-IPv6 name, NUL, a port, an IPv6 zone id, or a character
-/// no URL host may hold.
+/// over 63 bytes, brackets around a non-IPv6 name, NUL, a port, an IPv6 zone id, a character
+/// no URL host may hold, or a host ending in a number that is no IPv4 address (`1.2.3.256`:
+/// URLs refuse it, and getaddrinfo would send it to the DNS servers as a name).
 pub(crate) fn check_host_name(host: &str) -> Result<(), SocketError> {
     let name = host.strip_suffix('.').unwrap_or(host);
     if name.is_empty() {
@@ -47,6 +48,13 @@ pub(crate) fn check_host_name(host: &str) -> Result<(), SocketError> {
     if let Some(c) = host.chars().find(|&c| is_forbidden_in_host(c)) {
         return Err(SocketError::InvalidAddress(format!(
             "{host:?}: {c:?} cannot appear in a host name"
+        )));
+    }
+    // WHATWG: a host ending in a number is an IPv4 address or invalid (never a name).
+    if ends_in_a_number(host) && numeric_ipv4(host).is_none() {
+        return Err(SocketError::InvalidAddress(format!(
+            "{host:?} ends in a number but is not an IPv4 address (a part out of range, too \
+             many parts, or a bad digit)"
         )));
     }
     for label in name.split('.') {
@@ -101,7 +109,19 @@ pub(crate) fn ascii_host(host: &str) -> Result<std::borrow::Cow<'_, str>, Socket
 /// [`SslSocket`](crate::network::SslSocket) given such a host connects to and verifies that
 /// address (no SNI), as `https://127.1/` does; as a name it was refused as a TLS server name.
 pub(crate) fn numeric_ipv4(host: &str) -> Option<std::net::Ipv4Addr> {
-    // WHATWG's "ends in a number": only then is a host read as IPv4 (else it is a domain).
+    // Only a host that ends in a number is read as IPv4 (else it is a domain).
+    if !ends_in_a_number(host) {
+        return None;
+    }
+    match url::Host::parse(host) {
+        Ok(url::Host::Ipv4(ip)) => Some(ip),
+        _ => None,
+    }
+}
+
+/// WHATWG's "ends in a number": the last label (a trailing dot aside) is decimal digits, or
+/// `0x` and hex digits. Such a host is an IPv4 address or invalid, never a domain name.
+fn ends_in_a_number(host: &str) -> bool {
     let name = host.strip_suffix('.').unwrap_or(host);
     let last = name.rsplit('.').next().unwrap_or(name);
     let hex = last
@@ -109,13 +129,7 @@ pub(crate) fn numeric_ipv4(host: &str) -> Option<std::net::Ipv4Addr> {
         .or_else(|| last.strip_prefix("0X"))
         .is_some_and(|h| h.bytes().all(|b| b.is_ascii_hexdigit()));
     let decimal = !last.is_empty() && last.bytes().all(|b| b.is_ascii_digit());
-    if !(hex || decimal) {
-        return None;
-    }
-    match url::Host::parse(host) {
-        Ok(url::Host::Ipv4(ip)) => Some(ip),
-        _ => None,
-    }
+    hex || decimal
 }
 
 /// Whether `host` is `localhost` or a name under it (`app.localhost`), any case, with or
