@@ -142,7 +142,16 @@ fn wrong_host_name_is_named() {
         "localhost",
     );
     assert!(
-        matches!(&err, SocketError::Tls(TlsFailure::NameMismatch { expected }) if expected == "localhost"),
+        matches!(&err, SocketError::Tls(TlsFailure::NameMismatch { expected, presented })
+            if expected == "localhost" && presented == &["wrong.example"]),
+        "{err:?}"
+    );
+    // The message says what the certificate is valid for: the usual cause is connecting by
+    // another name (or an address) than the certificate's.
+    assert!(
+        err.to_string().contains(
+            r#"certificate is not valid for name "localhost" (it is valid for wrong.example)"#
+        ),
         "{err}"
     );
 }

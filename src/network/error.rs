@@ -91,8 +91,14 @@ impl fmt::Display for SocketOperation {
 /// ```
 /// use kdnet::network::TlsFailure;
 ///
-/// let mismatch = TlsFailure::NameMismatch { expected: "example.com".into() };
-/// assert_eq!(mismatch.to_string(), r#"certificate is not valid for name "example.com""#);
+/// let mismatch = TlsFailure::NameMismatch {
+///     expected: "example.com".into(),
+///     presented: vec!["www.example.com".into()],
+/// };
+/// assert_eq!(
+///     mismatch.to_string(),
+///     r#"certificate is not valid for name "example.com" (it is valid for www.example.com)"#
+/// );
 /// ```
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
@@ -110,6 +116,9 @@ pub enum TlsFailure {
     NameMismatch {
         /// The name that was expected.
         expected: String,
+        /// The names and addresses the certificate is valid for (its subjectAltName entries),
+        /// when the TLS library reported them; often the name to connect by instead.
+        presented: Vec<String>,
     },
     /// The certificate was revoked.
     Revoked,
@@ -163,8 +172,12 @@ impl fmt::Display for TlsFailure {
             TlsFailure::SelfSigned => f.write_str("certificate is self-signed (not trusted)"),
             TlsFailure::Expired => f.write_str("certificate has expired"),
             TlsFailure::NotValidYet => f.write_str("certificate is not valid yet"),
-            TlsFailure::NameMismatch { expected } => {
-                write!(f, "certificate is not valid for name {expected:?}")
+            TlsFailure::NameMismatch {
+                expected,
+                presented,
+            } => {
+                write!(f, "certificate is not valid for name {expected:?}")?;
+                write_presented_names(f, presented)
             }
             TlsFailure::Revoked => f.write_str("certificate was revoked"),
             TlsFailure::BadCertificate(reason) => write!(f, "bad certificate: {reason}"),
@@ -193,6 +206,23 @@ impl fmt::Display for TlsFailure {
             TlsFailure::Other(reason) => f.write_str(reason),
         }
     }
+}
+
+/// ` (it is valid for a, b and 3 more)`: a certificate may list hundreds of names (a CDN's),
+/// and they come from the peer, so a few are shown, control characters escaped.
+fn write_presented_names(f: &mut fmt::Formatter<'_>, presented: &[String]) -> fmt::Result {
+    const SHOWN: usize = 5;
+    let Some((first, rest)) = presented.split_first() else {
+        return Ok(());
+    };
+    write!(f, " (it is valid for {}", first.escape_debug())?;
+    for name in rest.iter().take(SHOWN - 1) {
+        write!(f, ", {}", name.escape_debug())?;
+    }
+    if presented.len() > SHOWN {
+        write!(f, " and {} more", presented.len() - SHOWN)?;
+    }
+    f.write_str(")")
 }
 
 /// What an alert whose name alone says little to a person means for this connection.

@@ -333,6 +333,26 @@ pub(crate) fn server_name_for(host: &str) -> Result<ServerName<'static>, SocketE
     })
 }
 
+/// A name a certificate presents, as one could connect by it: webpki reports each
+/// subjectAltName entry in its `Debug` form (`DnsName("example.com")`, `IpAddress(127.0.0.1)`);
+/// entries no connection can be made to (a directory name, a URI) are left out. A plain name (a
+/// later webpki may give one) is kept as it is.
+fn connectable_name(presented: &str) -> Option<String> {
+    if let Some(name) = presented
+        .strip_prefix("DnsName(\"")
+        .and_then(|rest| rest.strip_suffix("\")"))
+    {
+        return Some(name.to_owned());
+    }
+    if let Some(address) = presented
+        .strip_prefix("IpAddress(")
+        .and_then(|rest| rest.strip_suffix(')'))
+    {
+        return Some(address.to_owned());
+    }
+    (!presented.contains('(') && presented != "DirectoryName").then(|| presented.to_owned())
+}
+
 /// Translates a rustls error into the reason a person needs; `expected_name` is the host the
 /// certificate was checked against.
 pub(crate) fn tls_failure(err: &rustls::Error, expected_name: &str) -> TlsFailure {
@@ -346,9 +366,17 @@ pub(crate) fn tls_failure(err: &rustls::Error, expected_name: &str) -> TlsFailur
             CertificateError::NotValidYet | CertificateError::NotValidYetContext { .. } => {
                 TlsFailure::NotValidYet
             }
-            CertificateError::NotValidForName | CertificateError::NotValidForNameContext { .. } => {
+            CertificateError::NotValidForName => TlsFailure::NameMismatch {
+                expected: expected_name.to_owned(),
+                presented: Vec::new(),
+            },
+            CertificateError::NotValidForNameContext { presented, .. } => {
                 TlsFailure::NameMismatch {
                     expected: expected_name.to_owned(),
+                    presented: presented
+                        .iter()
+                        .filter_map(|p| connectable_name(p))
+                        .collect(),
                 }
             }
             CertificateError::Revoked => TlsFailure::Revoked,
@@ -695,16 +723,58 @@ mod tests {
             }),
             TlsFailure::NotValidYet
         );
-        let mismatch = TlsFailure::NameMismatch {
-            expected: "h".to_owned(),
-        };
-        assert_eq!(cert(CertificateError::NotValidForName), mismatch);
         assert_eq!(
-            cert(CertificateError::NotValidForNameContext {
-                expected: ServerName::try_from("h").unwrap(),
-                presented: vec!["other".to_owned()],
-            }),
-            mismatch
+            cert(CertificateError::NotValidForName),
+            TlsFailure::NameMismatch {
+                expected: "h".to_owned(),
+                presented: Vec::new(),
+            }
+        );
+        // webpki's forms of each subjectAltName entry, as names one could connect by.
+        let mismatch = cert(CertificateError::NotValidForNameContext {
+            expected: ServerName::try_from("h").unwrap(),
+            presented: [
+                r#"DnsName("other")"#,
+                "IpAddress(127.0.0.1)",
+                "IpAddress(::1)",
+                "DirectoryName",
+                r#"UniformResourceIdentifier("https://x/")"#,
+                "Unsupported(0x80)",
+                "plain.example",
+            ]
+            .map(str::to_owned)
+            .to_vec(),
+        });
+        assert_eq!(
+            mismatch,
+            TlsFailure::NameMismatch {
+                expected: "h".to_owned(),
+                presented: ["other", "127.0.0.1", "::1", "plain.example"]
+                    .map(str::to_owned)
+                    .to_vec(),
+            }
+        );
+        assert_eq!(
+            mismatch.to_string(),
+            r#"certificate is not valid for name "h" (it is valid for other, 127.0.0.1, ::1, plain.example)"#
+        );
+        // Many names: five shown, the rest counted; a control character cannot reach a log or
+        // terminal as itself.
+        let many = TlsFailure::NameMismatch {
+            expected: "h".to_owned(),
+            presented: (1..=8).map(|i| format!("n{i}")).collect(),
+        };
+        assert_eq!(
+            many.to_string(),
+            r#"certificate is not valid for name "h" (it is valid for n1, n2, n3, n4, n5 and 3 more)"#
+        );
+        let escaped = TlsFailure::NameMismatch {
+            expected: "h".to_owned(),
+            presented: vec!["evil\u{1b}[2J".to_owned()],
+        };
+        assert_eq!(
+            escaped.to_string(),
+            r#"certificate is not valid for name "h" (it is valid for evil\u{1b}[2J)"#
         );
         assert_eq!(cert(CertificateError::Revoked), TlsFailure::Revoked);
         match cert(CertificateError::BadSignature) {
