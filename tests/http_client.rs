@@ -3537,3 +3537,194 @@ fn cancelling_a_request_after_the_event_loop_is_gone_calls_its_callback_at_once(
     assert!(client.cancel(id));
     assert_eq!(got.borrow().as_deref(), Some("Some(Cancelled)"));
 }
+
+/// A server answering every request with `extra` header lines (each ending in CRLF).
+fn server_answering_with(extra: &'static str) -> ScriptServer {
+    ScriptServer::start(move |_, _| Reply::Bytes(ok_response("ok", extra)))
+}
+
+/// The connection index each request the server saw came on, in order.
+fn connections_seen(server: &ScriptServer) -> Vec<usize> {
+    server.requests().iter().map(|r| r.connection).collect()
+}
+
+/// A response's `Keep-Alive: timeout=N` (the server drops an idle connection after N s; nginx
+/// sends 75, Node 5) retires the idle connection a second before that, as undici does: reused
+/// when the next request comes at once, not when it comes 1.3 s later with `timeout=2` (it used
+/// to be kept for the session's 60 s idle timeout, racing the server's close: a POST sent just
+/// as the server closed failed with `EmptyResponse`). With the loop running, the idle timer
+/// closes it about a second after the response. Parameter names in any case, whitespace, a
+/// quoted value, other parameters and several fields are all understood.
+#[test]
+fn a_keep_alive_timeout_retires_the_idle_connection_a_second_before_the_server_would() {
+    let mut ev = EventLoop::new().unwrap();
+    let forms = [
+        "Keep-Alive: timeout=2\r\n",
+        "keep-alive:  Timeout = 2 , MAX=100\r\n",
+        "Keep-Alive: max=100, TIMEOUT=\"2\"\r\n",
+        "Keep-Alive: max=100\r\nKeep-Alive: timeout=2\r\n",
+        "Keep-Alive: timeout=2; max=100\r\n",
+        "Keep-Alive: timeout=abc, timeout=2\r\n",
+    ];
+    let cases: Vec<(ScriptServer, Rc<HttpClient>)> = forms
+        .iter()
+        .map(|form| (server_answering_with(form), HttpClient::new().unwrap()))
+        .collect();
+    for (server, client) in &cases {
+        for path in ["/1", "/2"] {
+            assert_eq!(
+                get(&mut ev, client, &server.url(path)).unwrap().text(),
+                "ok"
+            );
+        }
+    }
+    // Busy elsewhere: the loop does not turn for longer than the server's timeout minus a second.
+    std::thread::sleep(Duration::from_millis(1300));
+    for (server, client) in &cases {
+        assert_eq!(
+            get(&mut ev, client, &server.url("/3")).unwrap().text(),
+            "ok"
+        );
+    }
+    for ((server, _), form) in cases.iter().zip(forms) {
+        let conns = connections_seen(server);
+        assert_eq!(conns[0], conns[1], "{form:?}: not reused at once");
+        assert_ne!(
+            conns[1], conns[2],
+            "{form:?}: reused 1.3 s later, past timeout=2 minus a second"
+        );
+    }
+    // With the loop running, the idle timer retires each connection about a second after its
+    // response (not after the session's 60 s).
+    let started = Instant::now();
+    assert!(
+        run_until(&mut ev, Duration::from_secs(10), || cases
+            .iter()
+            .all(|(_, client)| client.open_connections() == 0)),
+        "idle connections kept past the server's keep-alive timeout"
+    );
+    let took = started.elapsed();
+    assert!(
+        took >= Duration::from_millis(500),
+        "retired after {took:?}, before timeout=2 minus a second"
+    );
+}
+
+/// `Keep-Alive: timeout=1` (or less): the server may close as soon as the response is out, so the
+/// connection is not kept for reuse at all; the next request opens a new one.
+#[test]
+fn a_keep_alive_timeout_of_one_second_keeps_no_connection_for_reuse() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = server_answering_with("Keep-Alive: timeout=1, max=100\r\n");
+    let client = HttpClient::new().unwrap();
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/1")).unwrap().text(),
+        "ok"
+    );
+    assert_eq!(client.open_connections(), 0, "kept for reuse");
+    let post = HttpRequest::post(&server.url("/2"), "x".as_bytes().to_vec()).unwrap();
+    assert_eq!(wait(&mut ev, &send(&client, post)).unwrap().text(), "ok");
+    let conns = connections_seen(&server);
+    assert_ne!(conns[0], conns[1], "reused despite timeout=1");
+}
+
+/// Keep-Alive values that say nothing usable — `timeout=0`, malformed or absent — change nothing:
+/// the connection is kept for the session's idle timeout (still reused 1.3 s later). A server
+/// timeout longer than the session's idle timeout does not lengthen it.
+#[test]
+fn keep_alive_values_that_say_nothing_usable_leave_the_idle_timeout_alone() {
+    let mut ev = EventLoop::new().unwrap();
+    let forms = [
+        "",
+        "Keep-Alive: timeout=0\r\n",
+        "Keep-Alive: timeout=\r\n",
+        "Keep-Alive: timeout=abc\r\n",
+        "Keep-Alive: timeout=-5\r\n",
+        "Keep-Alive: timeout=2.5\r\n",
+        "Keep-Alive: timeout=\"2\r\n",
+        "Keep-Alive: timeout=99999999999999999999999999\r\n",
+        "Keep-Alive: max=5\r\n",
+        "Keep-Alive: =2, , timeout\r\n",
+        "Keep-Alive: xtimeout=2\r\n",
+        "X-Keep-Alive: timeout=2\r\n",
+    ];
+    let cases: Vec<(ScriptServer, Rc<HttpClient>)> = forms
+        .iter()
+        .map(|form| (server_answering_with(form), HttpClient::new().unwrap()))
+        .collect();
+    for (server, client) in &cases {
+        assert_eq!(
+            get(&mut ev, client, &server.url("/1")).unwrap().text(),
+            "ok"
+        );
+    }
+    std::thread::sleep(Duration::from_millis(1300));
+    for ((server, client), form) in cases.iter().zip(forms) {
+        let second = get(&mut ev, client, &server.url("/2"));
+        assert_eq!(second.unwrap().text(), "ok", "{form:?}");
+        let conns = connections_seen(server);
+        assert_eq!(conns[0], conns[1], "{form:?}: not reused 1.3 s later");
+    }
+}
+
+/// The session's idle timeout still wins when it is shorter than the server's keep-alive timeout.
+#[test]
+fn a_session_idle_timeout_shorter_than_the_keep_alive_timeout_wins() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = server_answering_with("Keep-Alive: timeout=75\r\n");
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.set_idle_connection_timeout(Duration::from_millis(200)));
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/1")).unwrap().text(),
+        "ok"
+    );
+    std::thread::sleep(Duration::from_millis(600));
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/2")).unwrap().text(),
+        "ok"
+    );
+    let conns = connections_seen(&server);
+    assert_ne!(conns[0], conns[1], "kept past the session's idle timeout");
+    assert!(run_until(&mut ev, Duration::from_secs(5), || client
+        .open_connections()
+        == 0));
+}
+
+/// `Keep-Alive: max=M` (requests the server still takes on the connection): after M more
+/// requests it is not reused, even when later responses do not repeat the field; `max=0` ends it
+/// at once. A later response's `max` replaces an earlier one.
+#[test]
+fn a_keep_alive_max_retires_the_connection_after_that_many_more_requests() {
+    let mut ev = EventLoop::new().unwrap();
+    // max=1 on the first response only: one more request, then a new connection.
+    let once = ScriptServer::start(|_, n| {
+        let extra = if n == 0 { "Keep-Alive: max=1\r\n" } else { "" };
+        Reply::Bytes(ok_response("ok", extra))
+    });
+    // max=0: none more.
+    let none = server_answering_with("Keep-Alive: timeout=30, max=0\r\n");
+    // max=1 then max=5: the second replaces the first.
+    let raised = ScriptServer::start(|_, n| {
+        let extra = if n == 0 {
+            "Keep-Alive: max=1\r\n"
+        } else {
+            "Keep-Alive: max=5\r\n"
+        };
+        Reply::Bytes(ok_response("ok", extra))
+    });
+    for (server, expected) in [
+        (&once, [0, 0, 1, 1]),
+        (&none, [0, 1, 2, 3]),
+        (&raised, [0, 0, 0, 0]),
+    ] {
+        let client = HttpClient::new().unwrap();
+        for i in 0..4 {
+            let path = format!("/{i}");
+            assert_eq!(
+                get(&mut ev, &client, &server.url(&path)).unwrap().text(),
+                "ok"
+            );
+        }
+        assert_eq!(connections_seen(server), expected);
+    }
+}

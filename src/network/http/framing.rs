@@ -112,6 +112,79 @@ pub(crate) fn has_connection_option(headers: &HeaderMap, option: &str) -> bool {
         .any(|token| token.eq_ignore_ascii_case(option))
 }
 
+/// What a response's `Keep-Alive` fields say about its connection (RFC 2068 §19.7.1.1; nginx,
+/// Apache and Node's http server still send it): `timeout=N`, the seconds the server keeps the
+/// connection idle before closing it, and `max=M`, how many more requests it takes on it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub(crate) struct KeepAlive {
+    /// `timeout`, at least 1 (0 says nothing usable and is ignored, as a malformed value is).
+    pub(crate) timeout_secs: Option<u64>,
+    /// `max`.
+    pub(crate) max: Option<u64>,
+}
+
+/// The `Keep-Alive` fields of `headers`, read leniently: parameter names in any case, whitespace
+/// around elements and `=`, elements separated by `,` or `;`, quoted values, other parameters
+/// ignored. A value that is not digits only is ignored (never an error: the field is advice); an
+/// overlong one counts as the largest number; of several, the smallest counts.
+pub(crate) fn keep_alive(headers: &HeaderMap) -> KeepAlive {
+    let mut found = KeepAlive::default();
+    for field in headers.get_all("keep-alive") {
+        for element in keep_alive_elements(field) {
+            let Some((name, value)) = element.split_once('=') else {
+                continue;
+            };
+            let value = trim_ows(value);
+            let value = value
+                .strip_prefix('"')
+                .and_then(|v| v.strip_suffix('"'))
+                .unwrap_or(value);
+            let Some(number) = parse_decimal_saturating(value) else {
+                continue;
+            };
+            let slot = match trim_ows(name) {
+                n if n.eq_ignore_ascii_case("timeout") && number > 0 => &mut found.timeout_secs,
+                n if n.eq_ignore_ascii_case("max") => &mut found.max,
+                _ => continue,
+            };
+            *slot = Some(slot.map_or(number, |before| before.min(number)));
+        }
+    }
+    found
+}
+
+/// The elements of a `Keep-Alive` field: split at `,` and `;` outside `"…"` (with `\` escapes).
+fn keep_alive_elements(field: &str) -> impl Iterator<Item = &str> {
+    let mut rest = Some(field);
+    std::iter::from_fn(move || {
+        let text = rest?;
+        let bytes = text.as_bytes();
+        let (mut i, mut quoted) = (0, false);
+        while i < bytes.len() {
+            match bytes[i] {
+                b'"' => quoted = !quoted,
+                b'\\' if quoted => i += 1,
+                b',' | b';' if !quoted => {
+                    rest = text.get(i + 1..);
+                    return Some(&text[..i]);
+                }
+                _ => {}
+            }
+            i += 1;
+        }
+        rest = None;
+        Some(text)
+    })
+}
+
+/// Digits only (no sign, no spaces, not empty); past `u64::MAX`, `u64::MAX`.
+fn parse_decimal_saturating(digits: &str) -> Option<u64> {
+    if digits.is_empty() || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    Some(parse_decimal(digits).unwrap_or(u64::MAX))
+}
+
 /// Whether the last transfer coding over all `Transfer-Encoding` fields is `chunked`.
 /// `chunked` anywhere else is an error: RFC 9112 §6.1 forbids applying it twice, and before
 /// another coding it would hide where the body ends.
@@ -203,6 +276,51 @@ mod tests {
             "0x10",
         ] {
             assert_eq!(parse_decimal(bad), None, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn keep_alive_is_read_leniently_and_ignores_what_it_cannot_read() {
+        let read = |fields: &[&str]| {
+            let mut headers = HeaderMap::new();
+            for field in fields {
+                headers.append("Keep-Alive", field);
+            }
+            let k = keep_alive(&headers);
+            (k.timeout_secs, k.max)
+        };
+        assert_eq!(read(&[]), (None, None));
+        assert_eq!(read(&["timeout=5, max=1000"]), (Some(5), Some(1000)));
+        assert_eq!(read(&[" Timeout = \"75\" ;MAX=3 "]), (Some(75), Some(3)));
+        assert_eq!(read(&["max=3", "timeout=4"]), (Some(4), Some(3)));
+        assert_eq!(
+            read(&["timeout=9, timeout=4", "timeout=7"]),
+            (Some(4), None)
+        );
+        assert_eq!(
+            read(&["x=\"a, timeout=1; \\\" b\", timeout=6"]),
+            (Some(6), None)
+        );
+        assert_eq!(
+            read(&["timeout=99999999999999999999999"]),
+            (Some(u64::MAX), None)
+        );
+        assert_eq!(read(&["max=0"]), (None, Some(0)));
+        for bad in [
+            "timeout=0",
+            "timeout=",
+            "timeout",
+            "timeout=-5",
+            "timeout=+5",
+            "timeout=2.5",
+            "timeout=\"2",
+            "timeout=2 s",
+            "xtimeout=2",
+            "=2",
+            ",,;",
+            "timeout=\"\"",
+        ] {
+            assert_eq!(read(&[bad]), (None, None), "{bad:?}");
         }
     }
 

@@ -19,7 +19,8 @@ pub const DEFAULT_USER_AGENT: &str = concat!("kdnet/", env!("CARGO_PKG_VERSION")
 /// as long again (`Timeout(TlsHandshake)`).
 pub const DEFAULT_CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How long an unused pooled connection is kept: 60 s.
+/// How long an unused pooled connection is kept: 60 s (less when the server's `Keep-Alive:
+/// timeout` is shorter, see [`HttpSession::set_idle_connection_timeout`]).
 pub const DEFAULT_IDLE_CONNECTION_TIMEOUT: Duration = Duration::from_secs(60);
 
 /// Most connections open at once to one host (scheme, host, port): 6. Requests beyond it wait in
@@ -278,13 +279,20 @@ impl HttpSession {
         self.connect_timeout = timeout;
     }
 
-    /// How long idle pooled connections are kept; default [`DEFAULT_IDLE_CONNECTION_TIMEOUT`]
-    /// (60 s).
+    /// How long idle pooled connections are kept at most; default
+    /// [`DEFAULT_IDLE_CONNECTION_TIMEOUT`] (60 s). A server's `Keep-Alive: timeout=N` shortens
+    /// it for that server's connections (see [`set_idle_connection_timeout`](Self::set_idle_connection_timeout)).
     pub fn idle_connection_timeout(&self) -> Duration {
         self.idle_connection_timeout
     }
 
-    /// Sets the idle connection timeout.
+    /// Sets the idle connection timeout: how long a connection is kept after its last response
+    /// for a later request to reuse. It is the most: a response carrying `Keep-Alive:
+    /// timeout=N` (as nginx, Apache and Node's http server send) has its connection retired a
+    /// second before the server would close it, after N − 1 s when that is sooner, so that a
+    /// request (a POST cannot be sent again) is not sent just as the server closes it; with
+    /// N = 1 the connection is not kept at all. `Keep-Alive: max=M` retires it after M more
+    /// requests. A malformed value, or `timeout=0`, is ignored.
     pub fn set_idle_connection_timeout(&mut self, timeout: Duration) {
         self.idle_connection_timeout = timeout;
     }

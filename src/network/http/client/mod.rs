@@ -611,7 +611,7 @@ impl HttpClient {
         {
             let mut inner = self.inner.borrow_mut();
             if let Some(mut state) = self.take_request(&mut inner, id.raw()) {
-                self.release_conn(&mut inner, &mut state, false, &mut actions);
+                self.release_conn(&mut inner, &mut state, None, &mut actions);
             } else if let Some(entry) = inner.finishing.iter_mut().find(|f| f.id == id.raw()) {
                 // Its outcome is on the way: it is dropped instead.
                 entry.fate = Fate::Dropped;

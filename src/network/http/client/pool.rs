@@ -1,12 +1,19 @@
 //! The per-host connection pool: requests are dispatched to a connection of their host (an idle
 //! one, a new one, or a queue when the host is at its limit), and connections are released,
 //! reused, expired and closed.
+//!
+//! An idle connection is kept for the session's idle timeout, or until a second before the
+//! server's `Keep-Alive: timeout=N` when that is sooner (undici's `keepAliveTimeoutThreshold`):
+//! reused just as the server closes it, a request that cannot be replayed would fail. One idle
+//! timer per connection serves both (armed with the deadline at release). `timeout=1` keeps no
+//! connection for reuse; `max=M` retires it after M more requests. The field is read once per
+//! response, of a response that leaves its connection reusable (`HttpClient::complete`).
 
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use super::actions::Action;
 use super::state::{Phase, RequestState};
@@ -14,6 +21,7 @@ use super::{ClientInner, HttpClient};
 use crate::foundation::{LoopError, TimerHandler, TimerKey, TimerTarget, deadline_after};
 use crate::network::error::{SocketError, TlsFailure};
 use crate::network::http::HttpError;
+use crate::network::http::framing::KeepAlive;
 use crate::network::http::id_map::IdHasher;
 use crate::network::tcp::{DataSink, SocketState, TcpSocket, TlsObserver};
 use crate::network::tls::TlsClientConfig;
@@ -45,11 +53,15 @@ pub(super) struct Conn {
     pub(super) request: Option<u64>,
     /// Requests this connection completed.
     pub(super) served: u32,
+    /// Not reused once `served` reaches this: the server's `Keep-Alive: max` said it takes no
+    /// more (`u32::MAX`: it never said). Fits in the padding beside `served`.
+    retire_after: u32,
     /// Closes the connection when it stayed idle for the idle timeout. One slot per connection,
     /// made when it first goes idle, armed whenever it goes idle and disarmed when reused (no
     /// timer made and dropped per request).
     pub(super) idle_timer: Option<TimerKey>,
-    /// While idle: when the idle timeout ends. A request sent later does not get the
+    /// While idle: when the idle timeout ends (the session's, or a second before the server's
+    /// `Keep-Alive: timeout` if that is sooner). A request sent later does not get the
     /// connection even if its timer has not run yet (the loop did not turn meanwhile).
     idle_until: Option<Instant>,
     /// The TLS settings an https connection was made with: it is reused only while they are
@@ -57,6 +69,10 @@ pub(super) struct Conn {
     tls: Option<Arc<rustls::ClientConfig>>,
     sink: Rc<ConnSink>,
 }
+
+// `retire_after` sits in the padding beside `served`: a pooled connection's books stay 88 bytes.
+#[cfg(all(target_os = "linux", target_pointer_width = "64"))]
+const _: () = assert!(std::mem::size_of::<Conn>() == 88);
 
 impl Conn {
     fn tls_current(&self, current: Option<&Arc<rustls::ClientConfig>>) -> bool {
@@ -253,6 +269,7 @@ impl HttpClient {
                 socket,
                 request: None,
                 served: 0,
+                retire_after: u32::MAX,
                 idle_timer: None,
                 idle_until: None,
                 tls,
@@ -340,27 +357,35 @@ impl HttpClient {
     }
 
     /// Frees the request's connection: back to the pool (or to the next queued request) when
-    /// `reusable`, else closed.
+    /// `reuse` is given (reusable, with what the response's `Keep-Alive` said), else closed.
     pub(super) fn release_conn(
         &self,
         inner: &mut ClientInner,
         state: &mut RequestState,
-        reusable: bool,
+        reuse: Option<KeepAlive>,
         actions: &mut Vec<Action>,
     ) {
-        self.release_conn_id(inner, state.conn.take(), reusable, actions);
+        self.release_conn_id(inner, state.conn.take(), reuse, actions);
     }
 
     /// [`release_conn`](Self::release_conn) for connection `conn` (if any).
+    ///
+    /// The server's `Keep-Alive` is honoured: the connection is kept idle until a second before
+    /// its `timeout` if that is sooner than the session's idle timeout (undici's rule), so that
+    /// it is not reused just as the server closes it; with `timeout=1` it is not kept at all;
+    /// after `max` more requests it is not reused.
     pub(super) fn release_conn_id(
         &self,
         inner: &mut ClientInner,
         conn: Option<u64>,
-        reusable: bool,
+        reuse: Option<KeepAlive>,
         actions: &mut Vec<Action>,
     ) {
         let Some(conn_id) = conn else {
             return;
+        };
+        let Some(keep_alive) = reuse else {
+            return self.drop_conn(inner, conn_id, actions);
         };
         let current = inner.tls.as_ref();
         let max = inner.session.max_connections_per_host().max(1);
@@ -368,7 +393,8 @@ impl HttpClient {
         // handed straight to a queued request must not have the server's close (or stray bytes)
         // waiting unread: it came with the response, which did not announce it, and the request
         // would go out on a closed connection (an idle one is checked when reused).
-        if !reusable
+        // With `Keep-Alive: timeout=1` the server closes it within a second: not worth racing.
+        if keep_alive.timeout_secs.is_some_and(|secs| secs <= 1)
             || inner.conns.get(&conn_id).is_some_and(|c| {
                 !c.tls_current(current)
                     || inner.hosts.get(&c.host).is_some_and(|h| {
@@ -382,13 +408,26 @@ impl HttpClient {
             return;
         };
         conn.request = None;
-        conn.served += 1;
+        conn.served = conn.served.saturating_add(1);
+        if let Some(more) = keep_alive.max {
+            conn.retire_after = conn
+                .served
+                .saturating_add(u32::try_from(more).unwrap_or(u32::MAX));
+        }
+        if conn.served >= conn.retire_after {
+            // The server's `Keep-Alive: max` said it takes no more requests on it.
+            return self.drop_conn(inner, conn_id, actions);
+        }
         let host = conn.host.clone();
         let next = inner.hosts.get_mut(&host).and_then(|h| h.queue.pop_front());
         if let Some(next) = next {
             return self.assign(inner, conn_id, next, actions);
         }
-        let until = deadline_after(Instant::now(), inner.session.idle_connection_timeout());
+        let idle = inner.session.idle_connection_timeout();
+        let idle = keep_alive.timeout_secs.map_or(idle, |secs| {
+            idle.min(Duration::from_secs(secs.saturating_sub(1)))
+        });
+        let until = deadline_after(Instant::now(), idle);
         if let Some(conn) = inner.conns.get_mut(&conn_id) {
             let key = *conn.idle_timer.get_or_insert_with(|| {
                 let handler: Weak<dyn TimerHandler> = Rc::downgrade(&conn.sink) as _;

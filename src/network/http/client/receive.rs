@@ -14,7 +14,7 @@ use super::{ClientInner, HttpClient};
 use crate::network::http::LoggedUrl;
 use crate::network::http::body::BodyDecoder;
 use crate::network::http::content::ContentDecoder;
-use crate::network::http::framing::{BodyFraming, body_framing, has_connection_option};
+use crate::network::http::framing::{BodyFraming, body_framing, has_connection_option, keep_alive};
 use crate::network::http::head::{HeadParser, HeadStatus, ResponseHead};
 use crate::network::http::headers::HeaderMap;
 use crate::network::http::method::is_token;
@@ -692,6 +692,15 @@ impl HttpClient {
             .and_then(|c| inner.conns.get(&c))
             .is_some_and(|c| c.socket.has_unsent_output());
         let reusable = reusable && !unsent;
+        // What the server said of keeping the connection (`Keep-Alive: timeout, max`): one look
+        // through the head's fields, for a response that leaves its connection reusable.
+        let reuse = reusable.then(|| {
+            state
+                .response_head
+                .as_deref()
+                .map(|head| keep_alive(&head.headers))
+                .unwrap_or_default()
+        });
         if let Some(next) = state.redirect_next.take() {
             log::debug!("request {id}: redirect to {}", LoggedUrl(next.url()));
             let old_conn = state.conn.take();
@@ -711,7 +720,7 @@ impl HttpClient {
                 &mut inner.hosts.entry(Rc::clone(&host)).or_default().queue,
                 id,
             );
-            self.release_conn_id(inner, old_conn, reusable, actions);
+            self.release_conn_id(inner, old_conn, reuse, actions);
             let still_queued = inner
                 .hosts
                 .get_mut(&host)
@@ -727,7 +736,7 @@ impl HttpClient {
             }
             return;
         }
-        self.release_conn(inner, &mut state, reusable, actions);
+        self.release_conn(inner, &mut state, reuse, actions);
         if let Some(key) = state.total_timer.take() {
             self.core.timer_remove(key);
         }

@@ -136,7 +136,7 @@ impl HttpClient {
             self.core.timer_remove(key);
         }
         if close_conn {
-            self.release_conn(inner, &mut state, false, actions);
+            self.release_conn(inner, &mut state, None, actions);
         } else {
             state.conn = None;
         }
