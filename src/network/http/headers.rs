@@ -61,16 +61,31 @@ impl HeaderMap {
 
     /// The first value of `name`.
     pub fn get(&self, name: &str) -> Option<&str> {
-        self.iter()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        let mut start = 0usize;
+        self.fields
+            .iter()
+            .find_map(|field| self.value_if_named(&mut start, field, name))
     }
 
     /// Every value of `name`, in order.
     pub fn get_all<'a>(&'a self, name: &'a str) -> impl Iterator<Item = &'a str> + 'a {
-        self.iter()
-            .filter(move |(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        let mut start = 0usize;
+        self.fields
+            .iter()
+            .filter_map(move |field| self.value_if_named(&mut start, field, name))
+    }
+
+    /// The value of `field` (which starts at `start`, moved past it) if its name is `name`.
+    /// Several lookups run on every response head (framing, coding, cookies, redirects,
+    /// keep-alive): a name is compared only when its length matches, and the text is cut into
+    /// a `str` (a char-boundary check per end) only for a field that matched.
+    #[inline]
+    fn value_if_named(&self, start: &mut usize, field: &FieldEnds, name: &str) -> Option<&str> {
+        let (name_start, name_end) = (*start, field.name as usize);
+        *start = field.value as usize;
+        (name_end - name_start == name.len()
+            && self.text.as_bytes()[name_start..name_end].eq_ignore_ascii_case(name.as_bytes()))
+        .then(|| &self.text[name_end..*start])
     }
 
     /// Whether `name` is present.
