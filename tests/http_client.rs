@@ -3728,3 +3728,43 @@ fn a_keep_alive_max_retires_the_connection_after_that_many_more_requests() {
         assert_eq!(connections_seen(server), expected);
     }
 }
+
+// ---- http10: Cookie fields, Content-Type, interim-only responses, redirect policy ----
+
+/// RFC 6265 §5.4: a user agent sends at most one `Cookie` field. Several a caller added went out
+/// as several fields (a server reading the first only lost the rest); they go out as one, the
+/// values joined with "; " in the order added, on the first request and on a same-origin
+/// redirect hop alike (where the caller's cookies stay).
+#[test]
+fn several_cookie_fields_a_caller_adds_go_out_as_one_field() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /start") {
+            Reply::Bytes(
+                b"HTTP/1.1 302 Found\r\nLocation: /next\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            )
+        } else {
+            Reply::Bytes(ok_response("ok", ""))
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let mut request = HttpRequest::get(&server.url("/start")).unwrap();
+    request.add_header("Cookie", "a=1");
+    request.add_header("X-Between", "x");
+    request.add_header("cookie", "b=2; c=3");
+    request.add_header("Cookie", "d=4");
+    let response = wait(&mut ev, &send(&client, request)).unwrap();
+    assert_eq!(response.text(), "ok");
+    assert_eq!(response.redirect_count(), 1);
+    let seen = server.requests();
+    assert_eq!(seen.len(), 2);
+    for request in &seen {
+        let cookies: Vec<&str> = request
+            .headers
+            .iter()
+            .filter(|(name, _)| name.eq_ignore_ascii_case("cookie"))
+            .map(|(_, value)| value.as_str())
+            .collect();
+        assert_eq!(cookies, ["a=1; b=2; c=3; d=4"], "{}", request.line);
+    }
+}

@@ -16,7 +16,12 @@ pub(crate) type AddedField<'a> = (&'a str, &'a [&'a str]);
 /// Appends the request head for `method` on `url` with `headers`, then `added`, to `out`: request
 /// line with the origin-form target (path and query, never the fragment), each field as
 /// `name: value`, and the blank line. The caller chose `Host`, `Content-Length` and friends for
-/// `added` (only those `headers` lacks), so the request's own map is never copied.
+/// `added` (only those `headers` lacks, `Cookie` included), so the request's own map is never
+/// copied.
+///
+/// Several `Cookie` fields in `headers` go out as one (RFC 6265 §5.4: a user agent must not
+/// attach more than one), where the first was, with the name as spelled there: their values in
+/// order, each trimmed of blanks and `;` at its ends, the empty ones left out, joined with `; `.
 ///
 /// [`HttpError::InvalidRequest`] when the method or a header name is not a token, a value holds
 /// a control character other than HTAB (CR, LF and NUL above all), the target is not an absolute
@@ -53,9 +58,11 @@ pub(crate) fn encode_request_head(
     }
     let mut head_len =
         method.len() + path.len() + query.map_or(0, |q| q.len() + 1) + " HTTP/1.1\r\n".len() + 1;
+    let mut cookie_fields = 0;
     for (name, value) in headers.iter() {
         validate_field(name, value)?;
         head_len += name.len() + value.len() + 4;
+        cookie_fields += usize::from(is_cookie(name));
     }
     for &(name, value) in added {
         validate_name(name)?;
@@ -86,7 +93,14 @@ pub(crate) fn encode_request_head(
         out.extend_from_slice(query.as_bytes());
     }
     out.extend_from_slice(b" HTTP/1.1\r\n");
+    let mut cookies_written = false;
     for (name, value) in headers.iter() {
+        if cookie_fields > 1 && is_cookie(name) {
+            if !std::mem::replace(&mut cookies_written, true) {
+                write_joined_cookies(name, headers, out);
+            }
+            continue;
+        }
         out.extend_from_slice(name.as_bytes());
         out.extend_from_slice(b": ");
         out.extend_from_slice(value.as_bytes());
@@ -102,6 +116,30 @@ pub(crate) fn encode_request_head(
     }
     out.extend_from_slice(b"\r\n");
     Ok(())
+}
+
+/// Whether a field is named `Cookie` (the length is compared first: most names differ in it).
+fn is_cookie(name: &str) -> bool {
+    name.len() == 6 && name.eq_ignore_ascii_case("cookie")
+}
+
+/// Writes every `Cookie` value of `headers` as one `name: …` field, the values trimmed of blanks
+/// and `;` at their ends, empty ones left out, joined with `; ` (the cookie-string of RFC 6265
+/// §5.4).
+fn write_joined_cookies(name: &str, headers: &HeaderMap, out: &mut Vec<u8>) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b":");
+    let mut separator: &[u8] = b" ";
+    for value in headers.get_all("cookie") {
+        let value = value.trim_matches([' ', '\t', ';']);
+        if value.is_empty() {
+            continue;
+        }
+        out.extend_from_slice(separator);
+        out.extend_from_slice(value.as_bytes());
+        separator = b"; ";
+    }
+    out.extend_from_slice(b"\r\n");
 }
 
 /// The `Host` field value for `url` (RFC 9112 §3.2): the host (an IPv6 literal in brackets),
@@ -234,6 +272,28 @@ mod tests {
             matches!(both, Err(HttpError::InvalidRequest(_))),
             "{both:?}"
         );
+    }
+
+    #[test]
+    fn several_cookie_fields_are_written_as_one_where_the_first_was() {
+        let url = url::Url::parse("http://h/").unwrap();
+        let headers: HeaderMap = [
+            ("Cookie", "a=1;"),
+            ("X", "y"),
+            ("cookie", " "),
+            ("COOKIE", "b=2"),
+        ]
+        .into_iter()
+        .collect();
+        let mut out = Vec::new();
+        encode_request_head("GET", &url, &headers, &[], &mut out).unwrap();
+        assert_eq!(out, b"GET / HTTP/1.1\r\nCookie: a=1; b=2\r\nX: y\r\n\r\n");
+
+        // One field is written as it is.
+        let headers: HeaderMap = [("cookie", "a=1;")].into_iter().collect();
+        let mut out = Vec::new();
+        encode_request_head("GET", &url, &headers, &[], &mut out).unwrap();
+        assert_eq!(out, b"GET / HTTP/1.1\r\ncookie: a=1;\r\n\r\n");
     }
 
     #[test]
