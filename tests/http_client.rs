@@ -3768,3 +3768,49 @@ fn several_cookie_fields_a_caller_adds_go_out_as_one_field() {
         assert_eq!(cookies, ["a=1; b=2; c=3; d=4"], "{}", request.line);
     }
 }
+
+/// `text()` took its charset from the first `Content-Type` field, while the SSE client's check
+/// took the last, as WHATWG Fetch's "extract a MIME type" does: a response with two fields
+/// decoded by one and streamed by the other. All of them now follow Fetch: the last value
+/// (fields and comma lists alike) that parses as a MIME type other than `*/*` counts, and it
+/// keeps the charset of the value that began its run of the same type when it names none.
+#[test]
+fn text_and_content_type_use_the_last_content_type_as_fetch_does() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        let fields: &[u8] = match req.line.split(' ').nth(1).unwrap() {
+            "/two-fields" => {
+                b"Content-Type: text/plain; charset=utf-8\r\nContent-Type: text/plain; charset=iso-8859-1\r\n"
+            }
+            "/list" => b"Content-Type: text/plain; charset=utf-8, text/html; charset=latin1\r\n",
+            "/inherits" => b"Content-Type: text/plain; charset=latin1\r\nContent-Type: text/plain\r\n",
+            "/star" => b"Content-Type: text/plain; charset=latin1\r\nContent-Type: */*\r\n",
+            "/run" => {
+                b"Content-Type: text/plain; charset=latin1, text/plain; charset=utf-8, text/plain\r\n"
+            }
+            "/other-type" => {
+                b"Content-Type: text/html; charset=latin1\r\nContent-Type: text/plain\r\n"
+            }
+            _ => b"Content-Type: garbage\r\n",
+        };
+        let mut reply = b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n".to_vec();
+        reply.extend_from_slice(fields);
+        reply.extend_from_slice(b"\r\ncaf\xe9");
+        Reply::Bytes(reply)
+    });
+    let client = HttpClient::new().unwrap();
+    for (path, content_type, text) in [
+        ("/two-fields", "text/plain; charset=iso-8859-1", "café"),
+        ("/list", "text/html; charset=latin1", "café"),
+        ("/inherits", "text/plain", "café"),
+        ("/star", "text/plain; charset=latin1", "café"),
+        // Fetch keeps the charset of the value that began the run of `text/plain`.
+        ("/run", "text/plain", "café"),
+        ("/other-type", "text/plain", "caf\u{fffd}"),
+        ("/garbage", "garbage", "caf\u{fffd}"),
+    ] {
+        let response = get(&mut ev, &client, &server.url(path)).unwrap();
+        assert_eq!(response.content_type(), Some(content_type), "{path}");
+        assert_eq!(response.text(), text, "{path}");
+    }
+}

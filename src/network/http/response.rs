@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::Bytes;
 use url::Url;
 
-use crate::network::http::{HeaderMap, HttpVersion, REDIRECT_STATUSES};
+use crate::network::http::{HeaderMap, HttpVersion, REDIRECT_STATUSES, extract_mime_type};
 
 /// A response: status, headers, body, and where and how it was obtained.
 ///
@@ -101,10 +101,12 @@ impl HttpResponse {
 
     /// The body as text, decoded as a browser would (the WHATWG *decode* algorithm): a byte
     /// order mark (UTF-8, UTF-16BE, UTF-16LE) decides and is dropped; otherwise the `charset` of
-    /// `Content-Type` does, for UTF-8, UTF-16 (`utf-16`/`utf-16le`, `utf-16be`) and the Latin-1
-    /// family (`iso-8859-1`, `latin1`, `us-ascii`, `windows-1252`, … — all decoded as
-    /// windows-1252, as WHATWG specifies); any other or no charset means UTF-8. Malformed
-    /// sequences become U+FFFD. Borrows when the body is UTF-8 (or ASCII) and valid.
+    /// `Content-Type` does (with several values, of the one WHATWG Fetch's "extract a MIME type"
+    /// finds, see [`HttpResponse::content_type`]), for UTF-8, UTF-16 (`utf-16`/`utf-16le`,
+    /// `utf-16be`) and the Latin-1 family (`iso-8859-1`, `latin1`, `us-ascii`, `windows-1252`,
+    /// … — all decoded as windows-1252, as WHATWG specifies); any other or no charset means
+    /// UTF-8. Malformed sequences become U+FFFD. Borrows when the body is UTF-8 (or ASCII) and
+    /// valid.
     ///
     /// [`HttpResponse::body_as_str`] is the strict UTF-8 view, [`HttpResponse::body`] the bytes.
     pub fn text(&self) -> Cow<'_, str> {
@@ -114,8 +116,8 @@ impl HttpResponse {
             [0xfe, 0xff, rest @ ..] => (Charset::Utf16Be, rest),
             [0xff, 0xfe, rest @ ..] => (Charset::Utf16Le, rest),
             _ => (
-                self.content_type()
-                    .and_then(charset_parameter)
+                extract_mime_type(&self.headers)
+                    .and_then(|mime| mime.charset)
                     .map_or(Charset::Utf8, Charset::from_label),
                 body,
             ),
@@ -170,8 +172,18 @@ impl HttpResponse {
     }
 
     /// The `Content-Type` header, parameters included (e.g. `text/html; charset=utf-8`).
+    ///
+    /// With several fields, or a comma-separated list, the one that counts is the one WHATWG
+    /// Fetch's "extract a MIME type" finds (as for [`HttpResponse::text`] and the SSE client's
+    /// check): the last value that parses as `type/subtype` and is not `*/*`, blanks trimmed.
+    /// When none parses, the last field as sent. (Fetch also lends a value that names no
+    /// `charset` the one of an earlier value of its type; [`HttpResponse::text`] decodes with it,
+    /// but it is not added to the value returned here.)
     pub fn content_type(&self) -> Option<&str> {
-        self.headers.get("content-type")
+        match extract_mime_type(&self.headers) {
+            Some(mime) => Some(mime.value),
+            None => self.headers.get_all("content-type").last(),
+        }
     }
 
     /// The `Content-Length` header as a number: ASCII digits only (surrounding spaces allowed;
@@ -341,7 +353,7 @@ impl Charset {
 
 /// The `charset` parameter of a media type (`text/html; charset="ISO-8859-1"` →
 /// `ISO-8859-1`), unquoted and trimmed.
-fn charset_parameter(content_type: &str) -> Option<&str> {
+pub(crate) fn charset_parameter(content_type: &str) -> Option<&str> {
     content_type.split(';').skip(1).find_map(|parameter| {
         let (name, value) = parameter.split_once('=')?;
         name.trim_matches([' ', '\t'])

@@ -42,7 +42,7 @@ use crate::network::error::SocketError;
 use crate::network::sse::{SseBatch, SseParser};
 use crate::network::tcp::SocketState;
 
-pub(crate) use self::receive::is_event_stream_response;
+pub(crate) use self::receive::{extract_mime_type, is_event_stream_response};
 
 /// Identifies one request of an [`HttpClient`] (it keeps its id across redirects and retries).
 ///

@@ -19,6 +19,7 @@ use crate::network::http::head::{HeadParser, HeadStatus, ResponseHead};
 use crate::network::http::headers::HeaderMap;
 use crate::network::http::method::is_token;
 use crate::network::http::redirect::{RedirectAction, redirect_action, redirect_location};
+use crate::network::http::response::charset_parameter;
 use crate::network::http::{HttpError, HttpMethod};
 use crate::network::sse::SseBatch;
 use crate::network::tcp::TcpSocket;
@@ -790,24 +791,59 @@ const DELIVERY_SLICE: usize = 16 * 1024;
 const DECODED_SLICE: usize = 1024;
 
 /// Whether a response's MIME type is `text/event-stream` (parameters and case ignored), the type
-/// extracted as WHATWG Fetch does for `EventSource`: the values of every `Content-Type` field,
-/// split on commas outside quoted strings, and the last one that parses as `type/subtype` and is
-/// not `*/*` counts.
+/// [`extract_mime_type`] finds, as WHATWG Fetch does for `EventSource`.
 pub(crate) fn is_event_stream_response(headers: &HeaderMap) -> bool {
-    let mut last = None;
+    extract_mime_type(headers).is_some_and(|mime| {
+        let (kind, subtype) = mime.essence;
+        kind.eq_ignore_ascii_case("text") && subtype.eq_ignore_ascii_case("event-stream")
+    })
+}
+
+/// The MIME type of a response, found by [`extract_mime_type`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ExtractedMime<'a> {
+    /// The value that counts, blanks trimmed, parameters included.
+    pub(crate) value: &'a str,
+    /// Its `type` and `subtype`, as sent.
+    pub(crate) essence: (&'a str, &'a str),
+    /// Its `charset`, or, when it names none, that of the earlier value that began the run of
+    /// values with this type.
+    pub(crate) charset: Option<&'a str>,
+}
+
+/// WHATWG Fetch's "extract a MIME type" from a response's `Content-Type`: the values of every
+/// field, split on commas outside quoted strings, and the last one that parses as
+/// `type/subtype` and is not `*/*` counts; naming no `charset`, it takes the one that the value
+/// which began the run of values of its type (types compared without case) named. `None`
+/// when no value parses.
+pub(crate) fn extract_mime_type(headers: &HeaderMap) -> Option<ExtractedMime<'_>> {
+    let mut found: Option<ExtractedMime<'_>> = None;
+    // Fetch's `essence` and `charset` variables: set when the type changes, not otherwise.
+    let mut run_charset = None;
     for field in headers.get_all("content-type") {
         for value in split_outside_quotes(field) {
-            if let Some((kind, subtype)) = mime_essence(value)
-                && !(kind == "*" && subtype == "*")
-            {
-                last = Some(
-                    kind.eq_ignore_ascii_case("text")
-                        && subtype.eq_ignore_ascii_case("event-stream"),
-                );
+            let Some((kind, subtype)) = mime_essence(value) else {
+                continue;
+            };
+            if kind == "*" && subtype == "*" {
+                continue;
             }
+            let own = charset_parameter(value);
+            let same_type = found.is_some_and(|previous| {
+                previous.essence.0.eq_ignore_ascii_case(kind)
+                    && previous.essence.1.eq_ignore_ascii_case(subtype)
+            });
+            if !same_type {
+                run_charset = own;
+            }
+            found = Some(ExtractedMime {
+                value: value.trim_matches(is_http_whitespace),
+                essence: (kind, subtype),
+                charset: own.or(run_charset),
+            });
         }
     }
-    last == Some(true)
+    found
 }
 
 /// The comma-separated values of a header field, commas inside `"…"` (with `\` escapes) kept.
