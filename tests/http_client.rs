@@ -3814,3 +3814,42 @@ fn text_and_content_type_use_the_last_content_type_as_fetch_does() {
         assert_eq!(response.text(), text, "{path}");
     }
 }
+
+/// A server that sent an interim response (`100 Continue`, `103 Early Hints`) and then closed
+/// was reported as having "closed in the middle of the response head" (a syntax error, though
+/// no byte of the final head had come). It is now `NoFinalResponse`, naming the interim status;
+/// a close inside the final head after an interim one is still a cut head.
+#[test]
+fn a_close_after_an_interim_response_says_no_final_response_came() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        let reply: &[u8] = match req.line.split(' ').nth(1).unwrap() {
+            "/continue" => b"HTTP/1.1 100 Continue\r\n\r\n",
+            "/hints" => {
+                b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\nLink: </a.css>\r\n\r\n"
+            }
+            _ => b"HTTP/1.1 103 Early Hints\r\n\r\nHTTP/1.1 200 OK\r\nContent-Le",
+        };
+        Reply::BytesThenClose(reply.to_vec())
+    });
+    let client = HttpClient::new().unwrap();
+    for (path, interim) in [("/continue", 100), ("/hints", 103)] {
+        let e = get(&mut ev, &client, &server.url(path)).unwrap_err();
+        assert!(
+            matches!(e, HttpError::NoFinalResponse { interim: status } if status == interim),
+            "{path}: {e:?}"
+        );
+        assert_eq!(
+            e.to_string(),
+            format!(
+                "connection closed after an interim {interim} response, before the final response"
+            )
+        );
+        assert!(e.is_retryable(), "{path}");
+    }
+    let e = get(&mut ev, &client, &server.url("/cut")).unwrap_err();
+    assert!(
+        matches!(&e, HttpError::Protocol(reason) if reason.contains("closed in the middle of the response head")),
+        "{e:?}"
+    );
+}

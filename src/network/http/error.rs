@@ -67,6 +67,13 @@ pub enum HttpError {
     },
     /// The connection closed before any response byte arrived.
     EmptyResponse,
+    /// The connection closed after an interim response (`100 Continue`, `103 Early Hints`, …)
+    /// and before any byte of the final one. The server had received the request (it may have
+    /// started on it) and closed without answering it.
+    NoFinalResponse {
+        /// The status of the last interim response received.
+        interim: u16,
+    },
     /// More redirects than allowed.
     TooManyRedirects {
         /// The limit that was hit.
@@ -101,9 +108,10 @@ impl HttpError {
     pub fn is_retryable(&self) -> bool {
         match self {
             HttpError::Transport(e) => e.is_retryable(),
-            HttpError::Timeout(_) | HttpError::IncompleteBody { .. } | HttpError::EmptyResponse => {
-                true
-            }
+            HttpError::Timeout(_)
+            | HttpError::IncompleteBody { .. }
+            | HttpError::EmptyResponse
+            | HttpError::NoFinalResponse { .. } => true,
             _ => false,
         }
     }
@@ -138,6 +146,10 @@ impl fmt::Display for HttpError {
             HttpError::EmptyResponse => {
                 f.write_str("connection closed before any response byte arrived")
             }
+            HttpError::NoFinalResponse { interim } => write!(
+                f,
+                "connection closed after an interim {interim} response, before the final response"
+            ),
             HttpError::TooManyRedirects { limit } => {
                 write!(f, "more than the limit of {limit} redirects")
             }

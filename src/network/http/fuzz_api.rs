@@ -153,6 +153,11 @@ pub fn read_response(
                 return Err(HttpError::Protocol("test input ended inside a head".into()));
             }
             None if raw.is_empty() => return Err(HttpError::EmptyResponse),
+            None if head_buf.is_empty() && !informational.is_empty() => {
+                return Err(HttpError::NoFinalResponse {
+                    interim: informational[informational.len() - 1],
+                });
+            }
             None => {
                 return Err(HttpError::Protocol(
                     "connection closed before the response head was complete".into(),
@@ -251,6 +256,26 @@ impl From<Framing> for BodyFraming {
             Framing::Length(n) => BodyFraming::Length(n),
             Framing::Chunked => BodyFraming::Chunked,
             Framing::UntilClose => BodyFraming::UntilClose,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_close_after_interim_heads_only_is_no_final_response() {
+        for read_size in [1, 7, 1000] {
+            let raw = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 103 Early Hints\r\n\r\n";
+            let e = read_response("GET", raw, read_size, true).unwrap_err();
+            assert!(
+                matches!(e, HttpError::NoFinalResponse { interim: 103 }),
+                "{e:?}"
+            );
+            let cut = b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 2";
+            let e = read_response("GET", cut, read_size, true).unwrap_err();
+            assert!(matches!(e, HttpError::Protocol(_)), "{e:?}");
         }
     }
 }

@@ -574,13 +574,15 @@ impl HttpClient {
                     None => self.fail(inner, id, HttpError::EmptyResponse, false, actions),
                 }
             }
-            Phase::RecvHead if state.got_bytes => self.fail(
-                inner,
-                id,
-                HttpError::Protocol("connection closed in the middle of the response head".into()),
-                false,
-                actions,
-            ),
+            Phase::RecvHead if state.got_bytes => {
+                let e = match state.partial_head.as_deref().and_then(|p| p.only_interim()) {
+                    Some(interim) => HttpError::NoFinalResponse { interim },
+                    None => HttpError::Protocol(
+                        "connection closed in the middle of the response head".into(),
+                    ),
+                };
+                self.fail(inner, id, e, false, actions)
+            }
             _ => self.fail(inner, id, HttpError::EmptyResponse, false, actions),
         }
     }

@@ -35,6 +35,16 @@ const SSE_ERROR_BODY_WAIT: Duration = Duration::from_secs(1);
 pub(super) struct PartialHead {
     buf: BytesMut,
     parser: HeadParser,
+    /// The status of the last interim (1xx) response skipped, 0 when none was.
+    interim: u16,
+}
+
+impl PartialHead {
+    /// The status of the interim response that is all the server sent, when it sent one and no
+    /// byte of the final head after it: a close now is [`HttpError::NoFinalResponse`].
+    pub(super) fn only_interim(&self) -> Option<u16> {
+        (self.buf.is_empty() && self.interim != 0).then_some(self.interim)
+    }
 }
 
 impl HttpClient {
@@ -285,6 +295,7 @@ impl HttpClient {
             let bytes: &[u8] = partial.as_deref().map_or(input, |p| &p.buf[..]);
             // Where the current head starts in `bytes` (after any 1xx heads).
             let mut start = 0;
+            let mut interim = partial.as_deref().map_or(0, |p| p.interim);
             let outcome = loop {
                 match parser.parse(&bytes[start..]) {
                     Ok(HeadStatus::Partial) => break Ok(None),
@@ -292,6 +303,7 @@ impl HttpClient {
                         start += consumed;
                         if head.is_informational() {
                             // 1xx: skip it and parse the next head from what follows.
+                            interim = head.status;
                             parser = HeadParser::new(limits);
                             continue;
                         }
@@ -307,11 +319,13 @@ impl HttpClient {
                         Some(mut p) => {
                             let _ = p.buf.split_to(start);
                             p.parser = parser;
+                            p.interim = interim;
                             p
                         }
                         None => Box::new(PartialHead {
                             buf: BytesMut::from(&input[start..]),
                             parser,
+                            interim,
                         }),
                     };
                     state.partial_head = Some(p);
