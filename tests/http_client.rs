@@ -3853,3 +3853,48 @@ fn a_close_after_an_interim_response_says_no_final_response_came() {
         "{e:?}"
     );
 }
+
+/// A redirect to an unsupported scheme (`ftp://…`) failed with `BadRedirect` even under a policy
+/// that would not follow that hop anyway, where the 3xx is the caller's answer. The policy now
+/// decides first (KDNetwork's names: `FollowSameHost` follows any scheme or port on the same
+/// host, `FollowSameHostAndProtocol` the same host and scheme); only a hop it would follow fails
+/// for its scheme.
+#[test]
+fn a_redirect_to_an_unsupported_scheme_the_policy_would_not_follow_is_returned() {
+    use kdnet::network::http::RedirectPolicy::{self, *};
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        let location = match req.line.split(' ').nth(1).unwrap() {
+            "/other-host" => "ftp://files.example/x",
+            _ => "ftp://127.0.0.1/x",
+        };
+        Reply::Bytes(
+            format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n")
+                .into_bytes(),
+        )
+    });
+    let client = HttpClient::new().unwrap();
+    let fetch = |ev: &mut EventLoop, path: &str, policy: RedirectPolicy| {
+        let request = HttpRequest::get(&server.url(path))
+            .unwrap()
+            .with_redirect_policy(policy);
+        wait(ev, &send(&client, request))
+    };
+    for (path, policy) in [
+        ("/other-host", FollowSameHost),
+        ("/other-host", FollowSameHostAndProtocol),
+        ("/same-host", FollowSameHostAndProtocol),
+        ("/same-host", DontFollow),
+    ] {
+        let response = fetch(&mut ev, path, policy).unwrap();
+        assert_eq!(response.status(), 302, "{path} {policy:?}");
+        assert_eq!(response.redirect_count(), 0);
+    }
+    for (path, policy) in [("/same-host", FollowSameHost), ("/other-host", FollowAll)] {
+        let e = fetch(&mut ev, path, policy).unwrap_err();
+        assert!(
+            matches!(&e, HttpError::BadRedirect(reason) if reason.contains("not an http or https URL")),
+            "{path} {policy:?}: {e:?}"
+        );
+    }
+}

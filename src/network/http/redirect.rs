@@ -78,8 +78,11 @@ pub enum RedirectAction {
 ///
 /// Checks, in order: a redirect status and a policy other than
 /// [`RedirectPolicy::DontFollow`], else `Return`; a non-empty `Location`, else `Return`; a
-/// `Location` that parses to an `http`/`https` URL, else `Error(BadRedirect)`; a hop the policy
-/// allows, else `Return`; fewer than `max_redirects` hops so far, else `Error(TooManyRedirects)`.
+/// `Location` that parses as a URL, else `Error(BadRedirect)`; a hop the policy allows, else
+/// `Return` (whatever the URL's scheme: `ftp://other.example/` under
+/// [`RedirectPolicy::FollowSameHost`] is returned); an `http`/`https` URL with a host, else
+/// `Error(BadRedirect)`; fewer than `max_redirects` hops so far, else
+/// `Error(TooManyRedirects)`.
 ///
 /// ```
 /// use kdnet::network::http::{redirect_action, HttpMethod, HttpRequest, RedirectAction};
@@ -112,8 +115,13 @@ pub fn redirect_action(
         Ok(target) => target,
         Err(e) => return RedirectAction::Error(e),
     };
+    // The policy decides first: a hop it would not follow is the caller's answer, whatever its
+    // scheme; only one it would follow fails for an unsupported scheme.
     if !policy_allows(policy, request.url(), &target) {
         return RedirectAction::Return;
+    }
+    if let Err(e) = check_requestable_location(&target, location) {
+        return RedirectAction::Error(e);
     }
     let limit = request.max_redirects();
     if redirects_followed >= limit {
@@ -178,6 +186,7 @@ const ORIGIN_BOUND_HEADERS: [&str; 5] = [
 /// Longest piece of a peer's `Location` quoted in an error message.
 const MAX_QUOTED_LOCATION_CHARS: usize = 200;
 
+/// `location` resolved against `base`, its fragment dropped; `BadRedirect` when it is not a URL.
 fn resolve_location(base: &Url, location: &str) -> Result<Url, HttpError> {
     let mut target = base.join(location).map_err(|e| {
         HttpError::BadRedirect(format!(
@@ -185,15 +194,21 @@ fn resolve_location(base: &Url, location: &str) -> Result<Url, HttpError> {
             shorten(&redact_userinfo(location))
         ))
     })?;
-    if check_url_is_requestable(&target).is_err() {
+    // Fragments are never sent; RFC 9110's fragment inheritance only matters for display.
+    target.set_fragment(None);
+    Ok(target)
+}
+
+/// `BadRedirect` when `target` (resolved from `location`) is not an `http`/`https` URL with a
+/// host.
+fn check_requestable_location(target: &Url, location: &str) -> Result<(), HttpError> {
+    if check_url_is_requestable(target).is_err() {
         return Err(HttpError::BadRedirect(format!(
             "Location {:?} is not an http or https URL",
             shorten(&redact_userinfo(location))
         )));
     }
-    // Fragments are never sent; RFC 9110's fragment inheritance only matters for display.
-    target.set_fragment(None);
-    Ok(target)
+    Ok(())
 }
 
 fn policy_allows(policy: RedirectPolicy, from: &Url, to: &Url) -> bool {
