@@ -130,7 +130,7 @@ pub(crate) struct KeepAlive {
 pub(crate) fn keep_alive(headers: &HeaderMap) -> KeepAlive {
     let mut found = KeepAlive::default();
     for field in headers.get_all("keep-alive") {
-        for element in keep_alive_elements(field) {
+        for element in split_outside_quotes(field, b",;") {
             let Some((name, value)) = element.split_once('=') else {
                 continue;
             };
@@ -153,8 +153,13 @@ pub(crate) fn keep_alive(headers: &HeaderMap) -> KeepAlive {
     found
 }
 
-/// The elements of a `Keep-Alive` field: split at `,` and `;` outside `"…"` (with `\` escapes).
-fn keep_alive_elements(field: &str) -> impl Iterator<Item = &str> {
+/// The pieces of a header field split at any of `separators` (ASCII) outside `"…"` quoted
+/// strings (with `\` escapes): the elements of a `Keep-Alive` field (`,` and `;`), the values
+/// of a comma-separated list such as `Content-Type` (`,`).
+pub(crate) fn split_outside_quotes<'a>(
+    field: &'a str,
+    separators: &'static [u8],
+) -> impl Iterator<Item = &'a str> {
     let mut rest = Some(field);
     std::iter::from_fn(move || {
         let text = rest?;
@@ -164,7 +169,7 @@ fn keep_alive_elements(field: &str) -> impl Iterator<Item = &str> {
             match bytes[i] {
                 b'"' => quoted = !quoted,
                 b'\\' if quoted => i += 1,
-                b',' | b';' if !quoted => {
+                b if !quoted && separators.contains(&b) => {
                     rest = text.get(i + 1..);
                     return Some(&text[..i]);
                 }

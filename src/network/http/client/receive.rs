@@ -14,7 +14,9 @@ use super::{ClientInner, HttpClient};
 use crate::network::http::LoggedUrl;
 use crate::network::http::body::BodyDecoder;
 use crate::network::http::content::ContentDecoder;
-use crate::network::http::framing::{BodyFraming, body_framing, has_connection_option, keep_alive};
+use crate::network::http::framing::{
+    BodyFraming, body_framing, has_connection_option, keep_alive, split_outside_quotes,
+};
 use crate::network::http::head::{HeadParser, HeadStatus, ResponseHead};
 use crate::network::http::headers::HeaderMap;
 use crate::network::http::method::is_token;
@@ -835,7 +837,7 @@ pub(crate) fn extract_mime_type(headers: &HeaderMap) -> Option<ExtractedMime<'_>
     // Fetch's `essence` and `charset` variables: set when the type changes, not otherwise.
     let mut run_charset = None;
     for field in headers.get_all("content-type") {
-        for value in split_outside_quotes(field) {
+        for value in split_outside_quotes(field, b",") {
             let Some((kind, subtype)) = mime_essence(value) else {
                 continue;
             };
@@ -858,30 +860,6 @@ pub(crate) fn extract_mime_type(headers: &HeaderMap) -> Option<ExtractedMime<'_>
         }
     }
     found
-}
-
-/// The comma-separated values of a header field, commas inside `"…"` (with `\` escapes) kept.
-fn split_outside_quotes(field: &str) -> impl Iterator<Item = &str> {
-    let mut rest = Some(field);
-    std::iter::from_fn(move || {
-        let text = rest?;
-        let bytes = text.as_bytes();
-        let (mut i, mut quoted) = (0, false);
-        while i < bytes.len() {
-            match bytes[i] {
-                b'"' => quoted = !quoted,
-                b'\\' if quoted => i += 1,
-                b',' if !quoted => {
-                    rest = Some(&text[i + 1..]);
-                    return Some(&text[..i]);
-                }
-                _ => {}
-            }
-            i += 1;
-        }
-        rest = None;
-        Some(text)
-    })
 }
 
 /// `type` and `subtype` of a MIME type (WHATWG "parse a MIME type", parameters ignored), or `None`
