@@ -3898,3 +3898,22 @@ fn a_redirect_to_an_unsupported_scheme_the_policy_would_not_follow_is_returned()
         );
     }
 }
+
+/// `Keep-Alive: timeout=1` keeps the connection for no later request, a request already queued
+/// for it included: it goes out on a new connection (mutation audit: handing the connection to
+/// the queued request failed no test).
+#[test]
+fn a_keep_alive_timeout_of_one_second_does_not_hand_the_connection_to_a_queued_request() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = server_answering_with("Keep-Alive: timeout=1\r\n");
+    let client = client_with_one_connection_per_host();
+    let first = send(&client, HttpRequest::get(&server.url("/1")).unwrap());
+    let queued = send(&client, HttpRequest::get(&server.url("/2")).unwrap());
+    assert_eq!(wait(&mut ev, &first).unwrap().text(), "ok");
+    assert_eq!(wait(&mut ev, &queued).unwrap().text(), "ok");
+    assert_eq!(
+        connections_seen(&server),
+        [0, 1],
+        "handed to the queued request"
+    );
+}
