@@ -3980,3 +3980,81 @@ fn every_connection_is_decoded_afresh_and_line_ends_span_reads_only_within_one()
         ]
     );
 }
+
+/// `Debug` quotes exactly the characters the message quotes (300), not one more (mutation
+/// audit: cutting after 301 failed no test), and counts a body's length in bytes.
+#[test]
+fn debug_of_an_error_cuts_the_body_after_exactly_300_characters() {
+    // 'é' is two bytes: 299 of them and a marker past the cut.
+    let body = format!("{}ab-marker-41f0", "é".repeat(299));
+    let error = SseError::BadStatus {
+        status: 400,
+        body: body.clone(),
+    };
+    let quoted = format!("{}a", "é".repeat(299));
+    assert_eq!(
+        format!("{error:?}"),
+        format!(
+            "BadStatus {{ status: 400, body: {quoted:?}… ({} bytes) }}",
+            body.len()
+        )
+    );
+    assert!(error.to_string().contains(&quoted), "{error}");
+    assert!(!error.to_string().contains("ab-marker"), "{error}");
+    // Exactly 300 characters: nothing cut.
+    let whole = SseError::BadStatus {
+        status: 400,
+        body: "é".repeat(300),
+    };
+    assert_eq!(
+        format!("{whole:?}"),
+        format!("BadStatus {{ status: 400, body: {:?} }}", "é".repeat(300))
+    );
+}
+
+/// A slot of the flushed final event that calls `HttpClient::cancel_all` and drops the client's
+/// last handle hears nothing more from it: the stream it stopped closes without a
+/// `state_changed(Closed)` or `disconnected` after the drop (mutation audit: `close_for_good`
+/// without its check for a dropped client failed no test).
+#[test]
+fn a_slot_of_the_flushed_final_event_that_cancels_all_and_drops_the_client_hears_nothing_more() {
+    let mut ev = EventLoop::new().unwrap();
+    let server =
+        ScriptServer::start(|_, _| Reply::BytesThenClose(stream("retry: 10\ndata: a\n\ndata: b")));
+    let http = HttpClient::new().unwrap();
+    let sse = http.create_sse_client();
+    sse.set_flush_unterminated_event(true);
+    let log = lifecycle(&sse);
+    let holder = Rc::new(RefCell::new(Some(sse.clone())));
+    let (h, l, weak_http) = (holder.clone(), log.clone(), Rc::downgrade(&http));
+    sse.message_received
+        .connect(move |event| {
+            l.borrow_mut().push(format!("message {}", event.data()));
+            if event.data() == "b" {
+                weak_http.upgrade().unwrap().cancel_all();
+                h.borrow_mut().take();
+                l.borrow_mut().push("dropped".into());
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+    drop(sse);
+    assert!(run_until(&mut ev, Duration::from_secs(10), || holder
+        .borrow()
+        .is_none()));
+    // Long enough for several reconnects at `retry: 10`.
+    run_until(&mut ev, Duration::from_millis(300), || false);
+    assert_eq!(
+        *log.borrow(),
+        [
+            "state Connecting",
+            "state Open",
+            "connected",
+            "message a",
+            "message b",
+            "dropped"
+        ]
+    );
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(http.pending_requests(), 0);
+}
