@@ -344,6 +344,48 @@ fn a_stalled_connect_fails_with_the_connect_timeout() {
     assert_eq!(client.state(), SocketState::Unconnected);
 }
 
+/// `connect_to_addresses` called from the `state_changed(HostLookup)` slot of
+/// `connect_to_host` replaces the lookup's answer with those addresses (see its docs); the
+/// connect timeout still applies to that connect: a stalled one fails with
+/// `Timeout(Connect)`, not whenever the kernel gives up (minutes later).
+#[test]
+fn addresses_given_from_the_host_lookup_slot_keep_the_connect_timeout() {
+    let mut ev = EventLoop::new().unwrap();
+    let stalled = StalledListener::new();
+    let stalled_addr = stalled.addr;
+    let client = TcpSocket::new().unwrap();
+    client.set_connect_timeout(Some(Duration::from_millis(300)));
+    let error = latest(&client.error_occurred);
+    let weak = Rc::downgrade(&client);
+    client
+        .state_changed
+        .connect(move |state| {
+            if *state == SocketState::HostLookup {
+                let socket = weak.upgrade().unwrap();
+                socket.connect_to_addresses(&[stalled_addr]).unwrap();
+            }
+        })
+        .release();
+    let start = Instant::now();
+    client
+        .connect_to_host("localhost", stalled_addr.port())
+        .unwrap();
+    assert_eq!(client.state(), SocketState::Connecting);
+    assert!(run_until(&mut ev, Duration::from_secs(10), || error
+        .borrow()
+        .is_some()));
+    assert!(
+        matches!(
+            error.borrow().as_ref(),
+            Some(SocketError::Timeout(kdnet::network::TimeoutPhase::Connect))
+        ),
+        "{:?}",
+        error.borrow()
+    );
+    assert!(start.elapsed() >= Duration::from_millis(250));
+    assert_eq!(client.state(), SocketState::Unconnected);
+}
+
 /// A listener with a tiny backlog that never accepts, its queue filled so that new connects stall
 /// (the kernel answers no SYN). Kept alive as long as the value.
 struct StalledListener {

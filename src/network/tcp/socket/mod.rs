@@ -329,8 +329,18 @@ impl TcpSocket {
         };
         self.emit_held(&self.state_changed, &SocketState::HostLookup);
         // A slot aborted (and maybe connected again): this connect is over before its lookup.
-        if self.connection() != connection || self.state() != SocketState::HostLookup {
+        if self.connection() != connection {
             return Ok(());
+        }
+        match self.state() {
+            SocketState::HostLookup => {}
+            // The slot gave the addresses (`connect_to_addresses`, which replaces a lookup's
+            // answer and leaves the connect timer to this connect): no lookup, the same timeout.
+            SocketState::Connecting => {
+                self.arm_connect_timer();
+                return Ok(());
+            }
+            _ => return Ok(()),
         }
         self.arm_connect_timer();
         let weak = self.self_weak.clone();
