@@ -670,6 +670,72 @@ fn a_connect_aborted_from_its_own_state_changed_slot_does_not_go_on() {
     }
 }
 
+/// An abort from the `state_changed(Connecting)` slot leaves no connect timer behind: a later
+/// connect made without a connect timeout is not failed by the aborted connect's timer
+/// (`Timeout(Connect)` 200 ms after the aborted one began).
+#[test]
+fn a_connect_aborted_from_its_connecting_slot_leaves_no_connect_timer() {
+    let mut ev = EventLoop::new().unwrap();
+    let stalled = StalledListener::new();
+    let client = TcpSocket::new().unwrap();
+    client.set_connect_timeout(Some(Duration::from_millis(200)));
+    let error = latest(&client.error_occurred);
+    let weak = Rc::downgrade(&client);
+    let abort = Rc::new(Cell::new(true));
+    client
+        .state_changed
+        .connect(move |state| {
+            if *state == SocketState::Connecting && abort.replace(false) {
+                weak.upgrade().unwrap().abort();
+            }
+        })
+        .release();
+    client.connect_to_addresses(&[stalled.addr]).unwrap();
+    assert_eq!(client.state(), SocketState::Unconnected);
+    client.set_connect_timeout(None);
+    client.connect_to_addresses(&[stalled.addr]).unwrap();
+    run_until(&mut ev, Duration::from_millis(800), || false);
+    assert!(error.borrow().is_none(), "{:?}", error.borrow());
+    assert_eq!(client.state(), SocketState::Connecting);
+}
+
+/// An IPv4 address in a form URLs allow (`127.1`, `0x7f.1`, `2130706433`) is a literal to
+/// `connect_to_host`, as `127.0.0.1` is: no `HostLookup`, no lookup in the resolver's pool
+/// (whose system resolver may read such a string differently, or not at all), straight to
+/// `Connecting` and connected to 127.0.0.1.
+#[test]
+fn an_ipv4_address_in_url_form_is_connected_to_without_a_lookup() {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let resolver = kdnet::network::dns::DnsResolver::instance().unwrap();
+    for host in ["127.1", "0x7f.1", "2130706433"] {
+        let client = TcpSocket::new().unwrap();
+        let states: Rc<RefCell<Vec<SocketState>>> = Rc::default();
+        let s = states.clone();
+        client
+            .state_changed
+            .connect(move |st| s.borrow_mut().push(*st))
+            .release();
+        client.connect_to_host(host, port).unwrap();
+        assert_eq!(resolver.pending_lookups(), 0, "{host}");
+        assert!(run_until(&mut ev, Duration::from_secs(10), || client
+            .state()
+            == SocketState::Connected));
+        assert_eq!(
+            states.borrow()[..],
+            [SocketState::Connecting, SocketState::Connected],
+            "{host}"
+        );
+        assert_eq!(
+            client.peer_address().map(|a| a.ip()),
+            Some(IpAddr::V4(Ipv4Addr::LOCALHOST)),
+            "{host}"
+        );
+        listener.accept().unwrap();
+    }
+}
+
 /// The reports `write` posts for the loop (bytes written, a write error) belong to the connection
 /// written to: after `abort()` and a new connect in the same turn they do not reach the new
 /// connection (an old error closing it, old bytes counted as its own).

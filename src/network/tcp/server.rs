@@ -672,6 +672,34 @@ mod tests {
         }
     }
 
+    /// Only `::` alone falls back to `0.0.0.0`: in a list of addresses a missing `::` is
+    /// skipped like any address of a missing family, and the others are listened on as they
+    /// are (not replaced by all interfaces).
+    #[test]
+    fn the_any_address_in_a_list_is_skipped_without_ipv6_not_replaced() {
+        for addrs in [
+            [
+                SocketAddr::new(ANY_V6, 0),
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+            ],
+            [
+                SocketAddr::new(IpAddr::V4(Ipv4Addr::LOCALHOST), 0),
+                SocketAddr::new(ANY_V6, 0),
+            ],
+        ] {
+            let listeners = bind_all(
+                &addrs,
+                DEFAULT_BACKLOG,
+                false,
+                &mut without_ipv6(no_ipv6_family),
+            )
+            .unwrap();
+            let bound = bound(&listeners);
+            assert_eq!(bound.len(), 1, "{addrs:?}: {bound:?}");
+            assert_eq!(bound[0].ip(), IpAddr::V4(Ipv4Addr::LOCALHOST), "{addrs:?}");
+        }
+    }
+
     /// `localhost` (`::1` and `127.0.0.1`) skips `::1` only when IPv6 is missing, not when
     /// its socket fails for another reason (such as running out of descriptors).
     #[test]
