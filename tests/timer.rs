@@ -1108,6 +1108,53 @@ fn a_single_shot_timer_whose_stop_is_vetoed_keeps_running_and_fires_again() {
     assert_eq!(timer.remaining(), None);
 }
 
+/// A single-shot timer whose stop is vetoed counts down again from the deadline that just
+/// passed, as a periodic timer does, not from when the late `timeout` was handled: fired 100 ms
+/// or more late (the thread was busy), its next countdown has at most the rest of an interval
+/// to run, not a whole one.
+#[test]
+fn a_vetoed_single_shot_timer_counts_down_again_from_its_deadline() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 10);
+    let timer = Timer::new().unwrap();
+    timer.single_shot.set(true);
+    timer.interval.set(ms(200));
+    let vetoed = Rc::new(Cell::new(false));
+    let (v, weak) = (vetoed.clone(), Rc::downgrade(&timer));
+    timer
+        .running
+        .value_about_to_change
+        .connect(move |&(_, running)| {
+            if !running && !v.replace(true) {
+                weak.upgrade().unwrap().running.set(true);
+            }
+        })
+        .release();
+    let remaining = Rc::new(Cell::new(None));
+    let (r, weak, handle) = (
+        remaining.clone(),
+        Rc::downgrade(&timer),
+        event_loop.handle(),
+    );
+    timer
+        .timeout
+        .connect(move |_| {
+            r.set(weak.upgrade().unwrap().remaining());
+            handle.quit();
+        })
+        .release();
+    timer.start();
+    // Busy past the deadline: the timeout comes at least 100 ms late.
+    std::thread::sleep(ms(300));
+    assert_eq!(event_loop.run(), 0);
+    let remaining = remaining.get().expect("the vetoed timer counts down again");
+    assert!(
+        remaining < ms(150),
+        "{remaining:?} left: the countdown restarted from the late timeout"
+    );
+    timer.stop();
+}
+
 /// `start()` on a stopped timer whose `running.value_about_to_change` slot vetoes the start left
 /// it armed while `running` said `false`: `remaining()` reported a countdown that never ended
 /// in a `timeout`. A vetoed start leaves the timer stopped, nothing armed.
