@@ -768,13 +768,27 @@ mod tests {
             many.to_string(),
             r#"certificate is not valid for name "h" (it is valid for n1, n2, n3, n4, n5 and 3 more)"#
         );
+        // Five are all shown (none "more"), six are five and one more.
+        for (count, tail) in [(5, "n5)"), (6, "n5 and 1 more)")] {
+            let names = TlsFailure::NameMismatch {
+                expected: "h".to_owned(),
+                presented: (1..=count).map(|i| format!("n{i}")).collect(),
+            };
+            assert_eq!(
+                names.to_string(),
+                format!(
+                    r#"certificate is not valid for name "h" (it is valid for n1, n2, n3, n4, {tail}"#
+                )
+            );
+        }
+        // Every name shown is escaped, the first and the others.
         let escaped = TlsFailure::NameMismatch {
             expected: "h".to_owned(),
-            presented: vec!["evil\u{1b}[2J".to_owned()],
+            presented: vec!["evil\u{1b}[2J".to_owned(), "bad\u{7}\n".to_owned()],
         };
         assert_eq!(
             escaped.to_string(),
-            r#"certificate is not valid for name "h" (it is valid for evil\u{1b}[2J)"#
+            r#"certificate is not valid for name "h" (it is valid for evil\u{1b}[2J, bad\u{7}\n)"#
         );
         assert_eq!(cert(CertificateError::Revoked), TlsFailure::Revoked);
         match cert(CertificateError::BadSignature) {
@@ -813,6 +827,30 @@ mod tests {
             (
                 AlertDescription::UnrecognisedName,
                 "does not serve the name sent with SNI",
+            ),
+            (
+                AlertDescription::NoApplicationProtocol,
+                "none of the application protocols offered with ALPN",
+            ),
+            (
+                AlertDescription::HandshakeFailure,
+                "no cipher suite or key exchange in common",
+            ),
+            (
+                AlertDescription::BadCertificate,
+                "the peer refused our certificate",
+            ),
+            (
+                AlertDescription::UnsupportedCertificate,
+                "the peer refused our certificate",
+            ),
+            (
+                AlertDescription::CertificateUnknown,
+                "the peer refused our certificate",
+            ),
+            (
+                AlertDescription::CertificateExpired,
+                "says our certificate has expired",
             ),
         ] {
             let text = tls_failure(&rustls::Error::AlertReceived(alert), "h").to_string();
