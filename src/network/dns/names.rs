@@ -251,6 +251,31 @@ mod tests {
         }
     }
 
+    /// Only the last label (a trailing dot aside) makes a host a number: other numeric labels
+    /// are names; `0x` and `0X` both start a hex number; an empty last label is an empty label,
+    /// not a number.
+    #[test]
+    fn only_the_last_label_makes_a_host_a_number() {
+        use std::net::Ipv4Addr;
+        for name in [
+            "1.example",
+            "123.example.com",
+            "0x10.example",
+            "example.1a",
+            "example.0xg",
+        ] {
+            assert!(check_host_name(name).is_ok(), "{name:?}");
+            assert_eq!(numeric_ipv4(name), None, "{name:?}");
+        }
+        assert_eq!(numeric_ipv4("0X7F000001"), Some(Ipv4Addr::LOCALHOST));
+        for not_an_address in ["example.0X1", "example.0x1", "example.1."] {
+            let why = check_host_name(not_an_address).unwrap_err().to_string();
+            assert!(why.contains("IPv4"), "{not_an_address:?}: {why}");
+        }
+        let why = check_host_name("example..").unwrap_err().to_string();
+        assert!(why.contains("empty label"), "{why}");
+    }
+
     #[test]
     fn localhost_names_are_localhost_and_its_subdomains() {
         for yes in ["localhost", "LOCALHOST.", "a.localhost", "b.A.LocalHost."] {
