@@ -78,14 +78,14 @@ impl Shared {
     pub(crate) fn move_remote_into(&self, dst: &mut VecDeque<Box<dyn FnOnce()>>) {
         // A post racing with us sets `remote_queued` after pushing, so its closure moves now or
         // on the next turn, and its wake-up (if written) keeps the next poll from waiting.
-        if !self.remote_queued.swap(false, Ordering::AcqRel) {
+        if !self.remote_queued.load(Ordering::Acquire) {
             return;
         }
-        dst.extend(
-            lock(&self.remote)
-                .drain(..)
-                .map(|f| -> Box<dyn FnOnce()> { f }),
-        );
+        let mut remote = lock(&self.remote);
+        // Cleared under the lock posts push under: a post is drained now or flagged for the next
+        // turn, never flagged with nothing queued (a stale flag made `next_timeout` zero).
+        self.remote_queued.store(false, Ordering::Release);
+        dst.extend(remote.drain(..).map(|f| -> Box<dyn FnOnce()> { f }));
     }
 
     /// Whether something was posted since the loop last drained. Lock-free (asked every turn): a
