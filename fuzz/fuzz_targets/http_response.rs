@@ -16,14 +16,18 @@
 //!    a response with a body and both `Content-Length` and `Transfer-Encoding` never does either.
 //! 4. Body bookkeeping: head + body + leftover never exceed the input; a complete length body
 //!    has exactly that length; a read-to-close body after EOF is complete with nothing left.
+//! 5. Header lookups on the final head: `get`, `get_all` and `contains` (which compare a name's
+//!    length first) equal a naive case-insensitive scan over `iter()`, for every field name of
+//!    the head in its own, upper and lower case and for the names the client looks up; the
+//!    `Keep-Alive` reader never panics and never reports `timeout=0`.
 #![no_main]
 
 use std::mem::discriminant;
 
 use kdnet::network::http::__fuzz::{
-    Framing, WireResponse, framing, parse_head, parse_head_in_steps, read_response,
+    Framing, WireResponse, framing, keep_alive, parse_head, parse_head_in_steps, read_response,
 };
-use kdnet::network::http::{HeadLimits, HttpError, HttpVersion};
+use kdnet::network::http::{HeadLimits, HeaderMap, HttpError, HttpVersion};
 use libfuzzer_sys::fuzz_target;
 
 const HEADER_LEN: usize = 2;
@@ -63,6 +67,51 @@ fn check_head_parsers(raw: &[u8], step: usize) {
     }
 }
 
+/// Names the client looks up in a response head.
+const CLIENT_NAMES: [&str; 12] = [
+    "content-length",
+    "transfer-encoding",
+    "connection",
+    "keep-alive",
+    "content-encoding",
+    "content-type",
+    "location",
+    "set-cookie",
+    "retry-after",
+    "www-authenticate",
+    "upgrade",
+    "",
+];
+
+fn check_lookup(headers: &HeaderMap, name: &str) {
+    let naive: Vec<&str> = headers
+        .iter()
+        .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+        .map(|(_, v)| v)
+        .collect();
+    let all: Vec<&str> = headers.get_all(name).collect();
+    assert_eq!(all, naive, "get_all({name:?})");
+    assert_eq!(headers.get(name), naive.first().copied(), "get({name:?})");
+    assert_eq!(
+        headers.contains(name),
+        !naive.is_empty(),
+        "contains({name:?})"
+    );
+}
+
+fn check_headers(headers: &HeaderMap) {
+    for name in CLIENT_NAMES {
+        check_lookup(headers, name);
+    }
+    for (name, _) in headers.iter() {
+        check_lookup(headers, name);
+        check_lookup(headers, &name.to_ascii_uppercase());
+        check_lookup(headers, &name.to_ascii_lowercase());
+    }
+    let (timeout, _max) = keep_alive(headers);
+    assert_ne!(timeout, Some(0), "Keep-Alive timeout=0 reported");
+}
+
 fn check_response(is_head: bool, eof: bool, raw: &[u8], response: &WireResponse) {
     let head = &response.head;
     assert!(!head.is_informational(), "final head is 1xx");
@@ -77,6 +126,7 @@ fn check_response(is_head: bool, eof: bool, raw: &[u8], response: &WireResponse)
     assert_eq!(decided, (response.framing, response.reusable), "framing");
 
     let headers = &head.headers;
+    check_headers(headers);
     let has_te = headers.contains("transfer-encoding");
     let has_cl = headers.contains("content-length");
     let no_body = is_head || (100..200).contains(&head.status) || matches!(head.status, 204 | 304);

@@ -50,7 +50,9 @@ use std::time::{Duration, Instant};
 use self::cache::AddressCache;
 use self::in_flight::{InFlight, TaskKey};
 use self::names::cache_key;
-pub(crate) use self::names::{ascii_host, check_host_name, is_localhost, numeric_ipv4};
+pub(crate) use self::names::{
+    ascii_host, check_host_name, ends_in_a_number, is_localhost, numeric_ipv4,
+};
 use self::pool::WorkerPool;
 use super::{SocketError, TimeoutPhase};
 use crate::foundation::{LoopCore, LoopError, LoopHandle, TimerKey};

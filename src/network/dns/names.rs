@@ -121,7 +121,7 @@ pub(crate) fn numeric_ipv4(host: &str) -> Option<std::net::Ipv4Addr> {
 
 /// WHATWG's "ends in a number": the last label (a trailing dot aside) is decimal digits, or
 /// `0x` and hex digits. Such a host is an IPv4 address or invalid, never a domain name.
-fn ends_in_a_number(host: &str) -> bool {
+pub(crate) fn ends_in_a_number(host: &str) -> bool {
     let name = host.strip_suffix('.').unwrap_or(host);
     let last = name.rsplit('.').next().unwrap_or(name);
     let hex = last

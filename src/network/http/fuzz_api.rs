@@ -1,4 +1,5 @@
-//! Entry points into the crate-internal HTTP/1.1 wire codec for integration tests and fuzz
+//! Entry points into the crate-internal HTTP/1.1 wire codec (and the host-name and TLS-name
+//! helpers the client's URLs and certificates go through) for integration tests and fuzz
 //! targets. Thin wrappers with owned, public result types; not a stable API.
 
 use crate::network::http::body::BodyDecoder;
@@ -231,6 +232,39 @@ pub fn encode_request(
     let mut out = Vec::new();
     encode_request_head(method, url, headers, &[], &mut out)?;
     Ok(out)
+}
+
+/// The `Keep-Alive` fields of `headers` as the connection pool reads them:
+/// `(timeout seconds, max requests)`.
+pub fn keep_alive(headers: &HeaderMap) -> (Option<u64>, Option<u64>) {
+    let found = crate::network::http::framing::keep_alive(headers);
+    (found.timeout_secs, found.max)
+}
+
+/// Whether `host` may be handed to the resolver (the check a lookup runs on its IDNA form).
+pub fn check_host_name(host: &str) -> Result<(), crate::network::SocketError> {
+    crate::network::dns::check_host_name(host)
+}
+
+/// `host` read as an IPv4 address in one of the forms URLs accept (`127.1`, `0x7f.0.0.1`).
+pub fn numeric_ipv4(host: &str) -> Option<std::net::Ipv4Addr> {
+    crate::network::dns::numeric_ipv4(host)
+}
+
+/// WHATWG's "ends in a number": such a host is an IPv4 address or invalid.
+pub fn ends_in_a_number(host: &str) -> bool {
+    crate::network::dns::ends_in_a_number(host)
+}
+
+/// `host` in its IDNA (ASCII) form, as lookups and TLS use it.
+pub fn ascii_host(host: &str) -> Result<String, crate::network::SocketError> {
+    crate::network::dns::ascii_host(host).map(|h| h.into_owned())
+}
+
+/// The display name of a name a certificate presents (rustls' `Debug` form of a
+/// subjectAltName entry), or `None` for an entry no connection can be made to.
+pub fn connectable_name(presented: &str) -> Option<String> {
+    crate::network::tls::config::connectable_name(presented)
 }
 
 /// The `Host` header value for `url`.

@@ -337,7 +337,7 @@ pub(crate) fn server_name_for(host: &str) -> Result<ServerName<'static>, SocketE
 /// subjectAltName entry in its `Debug` form (`DnsName("example.com")`, `IpAddress(127.0.0.1)`);
 /// entries no connection can be made to (a directory name, a URI) are left out. A plain name (a
 /// later webpki may give one) is kept as it is.
-fn connectable_name(presented: &str) -> Option<String> {
+pub(crate) fn connectable_name(presented: &str) -> Option<String> {
     if let Some(name) = presented
         .strip_prefix("DnsName(\"")
         .and_then(|rest| rest.strip_suffix("\")"))
