@@ -4,10 +4,18 @@
 //! now expects: a crate bug that was fixed, a harness assumption that was corrected (the test
 //! then pins the crate's documented behaviour), or a known mismatch (`#[ignore]`d).
 
-use kdnet::network::http::__fuzz::{Framing, framing, read_response};
+mod support;
+
+use std::time::Duration;
+
+use kdnet::EventLoop;
+use kdnet::network::http::__fuzz::{
+    Framing, check_host_name, framing, numeric_ipv4, read_response,
+};
 use kdnet::network::http::{
     HttpCookie, HttpCookieJar, HttpRequest, RedirectAction, redirect_action,
 };
+use kdnet::network::{SocketError, TcpSocket};
 use url::Url;
 
 /// `http_response`, crash-4cdbd4e0e70b30684ac54e324b3a14a32f03a088: the oracle assumed that
@@ -141,4 +149,38 @@ fn credentials_in_a_cross_origin_location_become_basic_auth_for_the_new_host() {
         panic!("expected to follow");
     };
     assert_eq!(next.header("authorization"), None);
+}
+
+/// `host_name`, crash-c1f729cab837ad3ec843462831754193e1f1e5c9 (`%313.3.`): `numeric_ipv4`
+/// handed the host to `url::Host::parse`, which percent-decodes first, so `%313.3.` was read as
+/// `13.3.` = 13.0.0.3. `TcpSocket::connect_to_host("%3127.0.0.1", port)` therefore connected to
+/// 127.0.0.1 (and an `SslSocket` verified that address), while `DnsResolver::lookup` refused the
+/// same host (`'%' cannot appear in a host name`). A host with `%` is now no address: the
+/// connect fails with `InvalidAddress`, as the lookup does, and nothing is connected to.
+#[test]
+fn a_percent_encoded_host_is_not_read_as_an_ipv4_address() {
+    for host in ["%313.3.", "%3127.0.0.1", "127.0.0.%31", "%31"] {
+        assert_eq!(numeric_ipv4(host), None, "{host:?}");
+        assert!(check_host_name(host).is_err(), "{host:?}");
+    }
+    assert_eq!(numeric_ipv4("13.3."), Some([13, 0, 0, 3].into()));
+
+    let mut ev = EventLoop::new().unwrap();
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    listener.set_nonblocking(true).unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let client = TcpSocket::new().unwrap();
+    let error = support::latest(&client.error_occurred);
+    let result = client.connect_to_host("%3127.0.0.1", port);
+    let done = support::run_until(&mut ev, Duration::from_secs(10), || {
+        result.is_err() || error.borrow().is_some() || client.peer_address().is_some()
+    });
+    assert!(done, "neither connected nor failed");
+    let failure = result.err().or_else(|| error.borrow().clone());
+    assert!(
+        matches!(&failure, Some(SocketError::InvalidAddress(why)) if why.contains('%')),
+        "{failure:?}, peer {:?}",
+        client.peer_address()
+    );
+    assert!(listener.accept().is_err(), "a connection reached 127.0.0.1");
 }

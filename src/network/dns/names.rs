@@ -108,9 +108,11 @@ pub(crate) fn ascii_host(host: &str) -> Result<std::borrow::Cow<'_, str>, Socket
 /// (`2130706433`), a trailing dot. `None` for anything else, names included. An
 /// [`SslSocket`](crate::network::SslSocket) given such a host connects to and verifies that
 /// address (no SNI), as `https://127.1/` does; as a name it was refused as a TLS server name.
+/// A host with `%` is no address: `url::Host::parse` would percent-decode it first (`%3127.1`
+/// as `127.1`), but a host given to a socket is not a URL's text, and the resolver refuses it.
 pub(crate) fn numeric_ipv4(host: &str) -> Option<std::net::Ipv4Addr> {
     // Only a host that ends in a number is read as IPv4 (else it is a domain).
-    if !ends_in_a_number(host) {
+    if !ends_in_a_number(host) || host.contains('%') {
         return None;
     }
     match url::Host::parse(host) {
