@@ -15,7 +15,7 @@ use kdnet::network::http::__fuzz::{
 use kdnet::network::http::{
     HttpCookie, HttpCookieJar, HttpRequest, RedirectAction, redirect_action,
 };
-use kdnet::network::{SocketError, TcpSocket};
+use kdnet::network::{DnsResolver, SocketError, TcpSocket};
 use url::Url;
 
 /// `http_response`, crash-4cdbd4e0e70b30684ac54e324b3a14a32f03a088: the oracle assumed that
@@ -183,4 +183,36 @@ fn a_percent_encoded_host_is_not_read_as_an_ipv4_address() {
         client.peer_address()
     );
     assert!(listener.accept().is_err(), "a connection reached 127.0.0.1");
+}
+
+/// `host_name`, crash on `000…034` (70 zeros, then `34`): an IPv4 address written with many
+/// leading zeros (`0…0177.1`, which URLs, `inet_aton` and `numeric_ipv4` read as 127.0.0.1) was
+/// connected to by `TcpSocket::connect_to_host`, but `DnsResolver::lookup` refused it because
+/// its first label was over 63 bytes (or the whole over 253): DNS limits, applied to an address
+/// that never goes to DNS as a name. A host that is an IPv4 address now passes the name check
+/// whatever its length, and the lookup answers with the address.
+#[test]
+fn an_ipv4_address_with_long_leading_zeros_passes_the_name_check() {
+    let label = format!("{}177.1", "0".repeat(70));
+    let whole = format!("{}177.1", "0".repeat(300));
+    let mut ev = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    for host in [label.as_str(), whole.as_str()] {
+        assert_eq!(numeric_ipv4(host), Some([127, 0, 0, 1].into()));
+        let checked = check_host_name(host);
+        assert!(checked.is_ok(), "{host:?}: {checked:?}");
+        let answer = std::rc::Rc::new(std::cell::RefCell::new(None));
+        let sink = answer.clone();
+        resolver.lookup(host, move |r| *sink.borrow_mut() = Some(r));
+        let done = support::run_until(&mut ev, Duration::from_secs(10), || {
+            answer.borrow().is_some()
+        });
+        assert!(done, "{host:?}: no answer");
+        let answer = answer.take().unwrap();
+        assert_eq!(
+            answer.as_deref().ok(),
+            Some(&[std::net::IpAddr::from([127, 0, 0, 1])][..]),
+            "{host:?}: {answer:?}"
+        );
+    }
 }

@@ -8,20 +8,15 @@ use crate::network::SocketError;
 const MAX_LABEL_LEN: usize = 63;
 
 /// Refuses, with the reason, a host no resolver can answer: empty, too long, a label empty or
-/// over 63 bytes, brackets around a non-IPv6 name, NUL, a port, an IPv6 zone id, a character
-/// no URL host may hold, or a host ending in a number that is no IPv4 address (`1.2.3.256`:
-/// URLs refuse it, and getaddrinfo would send it to the DNS servers as a name).
+/// over 63 bytes (DNS limits, which an IPv4 address in a URL form such as `0…0177.1` is not
+/// held to), brackets around a non-IPv6 name, NUL, a port, an IPv6 zone id, a character no URL
+/// host may hold, or a host ending in a number that is no IPv4 address (`1.2.3.256`: URLs
+/// refuse it, and getaddrinfo would send it to the DNS servers as a name).
 pub(crate) fn check_host_name(host: &str) -> Result<(), SocketError> {
     let name = host.strip_suffix('.').unwrap_or(host);
     if name.is_empty() {
         return Err(SocketError::InvalidAddress(format!(
             "empty host name {host:?}"
-        )));
-    }
-    if name.len() > MAX_HOST_NAME_LEN {
-        return Err(SocketError::InvalidAddress(format!(
-            "host name is {} bytes long, the limit is {MAX_HOST_NAME_LEN}",
-            name.len()
         )));
     }
     // Also in brackets (`[fe80::1%25eth0]` in a URL): the brackets are not the problem.
@@ -50,11 +45,22 @@ pub(crate) fn check_host_name(host: &str) -> Result<(), SocketError> {
             "{host:?}: {c:?} cannot appear in a host name"
         )));
     }
-    // WHATWG: a host ending in a number is an IPv4 address or invalid (never a name).
-    if ends_in_a_number(host) && numeric_ipv4(host).is_none() {
+    // WHATWG: a host ending in a number is an IPv4 address or invalid (never a name). An
+    // address is not held to the DNS limits below: `0…0177.1` (any number of leading zeros) is
+    // 127.0.0.1 to URLs, to `inet_aton` and to `numeric_ipv4`, which a socket connects by.
+    if ends_in_a_number(host) {
+        return match numeric_ipv4(host) {
+            Some(_) => Ok(()),
+            None => Err(SocketError::InvalidAddress(format!(
+                "{host:?} ends in a number but is not an IPv4 address (a part out of range, \
+                 too many parts, or a bad digit)"
+            ))),
+        };
+    }
+    if name.len() > MAX_HOST_NAME_LEN {
         return Err(SocketError::InvalidAddress(format!(
-            "{host:?} ends in a number but is not an IPv4 address (a part out of range, too \
-             many parts, or a bad digit)"
+            "host name is {} bytes long, the limit is {MAX_HOST_NAME_LEN}",
+            name.len()
         )));
     }
     for label in name.split('.') {
