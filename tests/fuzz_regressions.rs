@@ -216,3 +216,32 @@ fn an_ipv4_address_with_long_leading_zeros_passes_the_name_check() {
         );
     }
 }
+
+/// Found reading `host_name`'s first crash: `ascii_host` gave a non-ASCII host to
+/// `url::Host::parse`, which percent-decodes first, so `DnsResolver::lookup("%3127.0.0.１")`
+/// (a full-width `1` at the end) answered 127.0.0.1 and `lookup("ex%61mple.test\u{200b}")`
+/// looked up `example.test`, while the same hosts without the non-ASCII character were refused
+/// (`'%' cannot appear in a host name`). A host with `%` is now refused either way.
+#[test]
+fn a_percent_in_an_internationalized_host_is_refused_as_in_an_ascii_one() {
+    let mut ev = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    for host in [
+        "%3127.0.0.\u{ff11}",
+        "%31\u{ff12}7.0.0.1",
+        "ex%61mple.test\u{200b}",
+    ] {
+        let answer = std::rc::Rc::new(std::cell::RefCell::new(None));
+        let sink = answer.clone();
+        resolver.lookup(host, move |r| *sink.borrow_mut() = Some(r));
+        let done = support::run_until(&mut ev, Duration::from_secs(10), || {
+            answer.borrow().is_some()
+        });
+        assert!(done, "{host:?}: no answer");
+        let answer = answer.take().unwrap();
+        assert!(
+            matches!(&answer, Err(SocketError::InvalidAddress(why)) if why.contains('%')),
+            "{host:?}: {answer:?}"
+        );
+    }
+}

@@ -93,10 +93,17 @@ fn is_forbidden_in_host(c: char) -> bool {
 /// `host` in the ASCII form resolvers and certificates use: an internationalized name
 /// (`bücher.example`) becomes its IDNA form (`xn--bcher-kva.example`), as Qt (`QUrl::toAce`),
 /// curl and browsers do; ASCII hosts are returned as they are. Fails with
-/// [`SocketError::InvalidAddress`] for a name IDNA refuses.
+/// [`SocketError::InvalidAddress`] for a name IDNA refuses, and for one with `%`, which
+/// `url::Host::parse` would percent-decode (`ex%61mple.test` is no host name, whether or not
+/// non-ASCII characters come with it).
 pub(crate) fn ascii_host(host: &str) -> Result<std::borrow::Cow<'_, str>, SocketError> {
     if host.is_ascii() {
         return Ok(std::borrow::Cow::Borrowed(host));
+    }
+    if host.contains('%') {
+        return Err(SocketError::InvalidAddress(format!(
+            "{host:?}: '%' cannot appear in a host name"
+        )));
     }
     match url::Host::parse(host) {
         Ok(url::Host::Domain(ascii)) => Ok(std::borrow::Cow::Owned(ascii)),
