@@ -8,7 +8,8 @@
 //! Oracles (besides "no panic"):
 //! 1. `numeric_ipv4(x) == Some(ip)` implies that `x` ends in a number, that `url::Host::parse(x)`
 //!    is that IPv4 address, and that `check_host_name(x)` accepts it: what a socket connects to
-//!    as an address, the resolver also accepts (and URLs read the same way).
+//!    as an address, the resolver also accepts (and URLs read the same way); and the lookup's
+//!    path (`ascii_host`, then `resolve_literal` or `numeric_ipv4`) reaches the same address.
 //! 2. For an ASCII host without `%` (which URLs percent-decode first): `url::Host::parse(x)` is
 //!    `Ipv4(ip)` exactly when `numeric_ipv4(x) == Some(ip)`; a host that ends in a number is
 //!    never read by URLs as a domain.
@@ -21,6 +22,7 @@
 //!    name without `(` is kept as it is.
 #![no_main]
 
+use kdnet::network::dns::resolve_literal;
 use kdnet::network::http::__fuzz::{
     ascii_host, check_host_name, connectable_name, ends_in_a_number, numeric_ipv4,
 };
@@ -48,6 +50,16 @@ fn check_hosts(host: &str) {
         assert!(
             checked.is_ok(),
             "{host:?} is connected to as {ip} but the resolver refuses it: {checked:?}"
+        );
+        let ascii = ascii_host(host);
+        let looked_up = ascii
+            .as_deref()
+            .ok()
+            .and_then(|a| resolve_literal(a).or_else(|| numeric_ipv4(a).map(std::net::IpAddr::V4)));
+        assert_eq!(
+            looked_up,
+            Some(std::net::IpAddr::V4(ip)),
+            "{host:?}: connected to as {ip}, looked up as {ascii:?}"
         );
     }
 
