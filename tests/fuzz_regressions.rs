@@ -245,3 +245,25 @@ fn a_percent_in_an_internationalized_host_is_refused_as_in_an_ascii_one() {
         );
     }
 }
+
+/// `location`, crash-6b747d5384347902d09b81a6b0f07cc4bd86e13a (a seed-sized input: Location
+/// `#top` on the same URL): the oracle still said `Cookie` is dropped on every hop, from before
+/// the caller's `Cookie` was kept on a same-origin hop (as reqwest and curl keep it; the jar's
+/// cookies are added per hop only to a request without one). The oracle was corrected; this pins
+/// both halves.
+#[test]
+fn the_callers_cookie_stays_on_a_same_origin_hop_only() {
+    let mut request = HttpRequest::new("http://example.com/a").unwrap();
+    request.set_header("Cookie", "stale=1");
+    let RedirectAction::Follow(next) = redirect_action(&request, 302, Some("#top"), 0) else {
+        panic!("expected to follow");
+    };
+    assert_eq!(next.url().as_str(), "http://example.com/a");
+    assert_eq!(next.header("cookie"), Some("stale=1"));
+    let RedirectAction::Follow(next) =
+        redirect_action(&request, 302, Some("http://example.com:8080/a"), 0)
+    else {
+        panic!("expected to follow");
+    };
+    assert_eq!(next.header("cookie"), None);
+}
