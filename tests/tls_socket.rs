@@ -11,10 +11,27 @@ use kdnet::network::http::{HttpClient, HttpRequest, HttpSession};
 use kdnet::network::{
     SocketError, SslSocket, TcpServer, TcpSocket, TlsClientConfig, TlsFailure, TlsServerConfig,
 };
-use support::certs::test_pki;
+use support::certs::{TestPki, test_pki};
 use support::{latest, pattern, run_until};
 
 type Peers = Rc<RefCell<Vec<Rc<TcpSocket>>>>;
+
+/// The test PKI's server certificate and key, as a server configuration.
+fn test_server_config(pki: &TestPki) -> std::sync::Arc<rustls::ServerConfig> {
+    TlsServerConfig::from_pem(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+    )
+    .unwrap()
+}
+
+/// A `TcpServer` with the test PKI's certificate, listening on a free loopback port.
+fn listening_tls_server(pki: &TestPki) -> Rc<TcpServer> {
+    let server = TcpServer::new().unwrap();
+    server.set_tls_config(test_server_config(pki));
+    server.listen("127.0.0.1", 0).unwrap();
+    server
+}
 
 /// A TLS server whose connections echo (or collect) what they read.
 fn tls_server(cert: &str, key: &str, echo: bool) -> (Rc<TcpServer>, Peers, Rc<RefCell<Vec<u8>>>) {
@@ -196,15 +213,7 @@ fn a_peer_sending_garbage_is_a_typed_error() {
 fn eight_mib_upload_to_a_slow_reader_arrives_byte_exact() {
     let mut ev = EventLoop::new().unwrap();
     let pki = test_pki();
-    let server = TcpServer::new().unwrap();
-    server.set_tls_config(
-        TlsServerConfig::from_pem(
-            pki.server_cert_pem.as_bytes(),
-            pki.server_key_pem.as_bytes(),
-        )
-        .unwrap(),
-    );
-    server.listen("127.0.0.1", 0).unwrap();
+    let server = listening_tls_server(pki);
     let collected: Rc<RefCell<Vec<u8>>> = Rc::default();
     let peers: Peers = Rc::default();
     let (sink, keep) = (collected.clone(), peers.clone());
@@ -245,15 +254,7 @@ fn eight_mib_upload_to_a_slow_reader_arrives_byte_exact() {
 /// `response`; the accepted connections are kept in the returned list.
 fn https_server(response: &'static [u8]) -> (Rc<TcpServer>, Peers) {
     let pki = test_pki();
-    let server = TcpServer::new().unwrap();
-    server.set_tls_config(
-        TlsServerConfig::from_pem(
-            pki.server_cert_pem.as_bytes(),
-            pki.server_key_pem.as_bytes(),
-        )
-        .unwrap(),
-    );
-    server.listen("127.0.0.1", 0).unwrap();
+    let server = listening_tls_server(pki);
     let peers: Peers = Rc::default();
     let keep = peers.clone();
     server
@@ -409,11 +410,7 @@ fn bytes_after_close_notify_in_the_same_read_do_not_hang_the_loop() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let pki = test_pki();
-    let config = TlsServerConfig::from_pem(
-        pki.server_cert_pem.as_bytes(),
-        pki.server_key_pem.as_bytes(),
-    )
-    .unwrap();
+    let config = test_server_config(pki);
     std::thread::spawn(move || {
         use std::io::Write;
         let (mut tcp, _) = listener.accept().unwrap();
@@ -960,11 +957,7 @@ fn data_decrypted_before_a_bad_record_is_delivered_before_the_error() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let pki = test_pki();
-    let config = TlsServerConfig::from_pem(
-        pki.server_cert_pem.as_bytes(),
-        pki.server_key_pem.as_bytes(),
-    )
-    .unwrap();
+    let config = test_server_config(pki);
     std::thread::spawn(move || {
         use std::io::Write;
         let (mut tcp, _) = listener.accept().unwrap();
@@ -1391,15 +1384,7 @@ fn an_accepted_tls_socket_that_times_out_in_its_handshake_signals_handshake_erro
 fn a_socket_aborted_in_handshake_completed_announces_no_data_that_came_with_the_handshake() {
     let mut ev = EventLoop::new().unwrap();
     let pki = test_pki();
-    let server = TcpServer::new().unwrap();
-    server.set_tls_config(
-        TlsServerConfig::from_pem(
-            pki.server_cert_pem.as_bytes(),
-            pki.server_key_pem.as_bytes(),
-        )
-        .unwrap(),
-    );
-    server.listen("127.0.0.1", 0).unwrap();
+    let server = listening_tls_server(pki);
     let peers: Peers = Rc::default();
     let rejected = Rc::new(Cell::new(0u32));
     let announced = Rc::new(Cell::new(0u32));
@@ -1571,15 +1556,7 @@ fn an_ssl_socket_dropped_from_its_handshake_slots_emits_nothing_more() {
 fn an_accepted_tls_socket_dropped_from_handshake_completed_emits_nothing_more() {
     let mut ev = EventLoop::new().unwrap();
     let pki = test_pki();
-    let server = TcpServer::new().unwrap();
-    server.set_tls_config(
-        TlsServerConfig::from_pem(
-            pki.server_cert_pem.as_bytes(),
-            pki.server_key_pem.as_bytes(),
-        )
-        .unwrap(),
-    );
-    server.listen("127.0.0.1", 0).unwrap();
+    let server = listening_tls_server(pki);
     type Watched = (Holder<TcpSocket>, Rc<RefCell<Vec<String>>>);
     let watched: Rc<RefCell<Option<Watched>>> = Rc::default();
     let w = watched.clone();
@@ -1907,11 +1884,7 @@ fn a_reconnect_from_bytes_written_after_a_read_that_ended_the_stream_is_not_clos
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
     let pki = test_pki();
-    let config = TlsServerConfig::from_pem(
-        pki.server_cert_pem.as_bytes(),
-        pki.server_key_pem.as_bytes(),
-    )
-    .unwrap();
+    let config = test_server_config(pki);
     let (ready_tx, ready_rx) = mpsc::channel::<()>();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let (sent_tx, sent_rx) = mpsc::channel::<()>();
@@ -2098,15 +2071,7 @@ fn a_peer_s_close_notify_is_answered_with_close_notify_after_the_last_data() {
     use std::io::{Read, Write};
     let mut ev = EventLoop::new().unwrap();
     let pki = test_pki();
-    let server = TcpServer::new().unwrap();
-    server.set_tls_config(
-        TlsServerConfig::from_pem(
-            pki.server_cert_pem.as_bytes(),
-            pki.server_key_pem.as_bytes(),
-        )
-        .unwrap(),
-    );
-    server.listen("127.0.0.1", 0).unwrap();
+    let server = listening_tls_server(pki);
     let port = server.server_port().unwrap();
     let peers: Peers = Rc::default();
     let keep = peers.clone();
