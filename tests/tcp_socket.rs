@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use kdnet::EventLoop;
 use kdnet::network::{SocketError, SocketState, TcpServer, TcpSocket};
-use support::{latest, pattern, run_until};
+use support::{drop_on_signal, latest, pattern, run_until};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -1352,53 +1352,6 @@ fn a_socket_aborted_in_bytes_received_emits_no_ready_read_for_that_batch() {
         run_until(&mut ev, Duration::from_millis(100), || false);
         assert_eq!(ready_reads.get(), 0, "reconnect {reconnect}");
     }
-}
-
-/// The socket held in an `Option` that a slot empties (a GUI dropping its connection object).
-type Holder<T> = Rc<RefCell<Option<Rc<T>>>>;
-
-/// Watches every signal of `socket` (owned by `owner`, which the returned holder holds): the
-/// emission named `drop_on` (`state_changed` as `state_changed(State)`) drops the holder's
-/// handle, the last one; what is emitted after that is recorded in the returned list.
-fn drop_on_signal<T: 'static>(
-    owner: Rc<T>,
-    socket: &TcpSocket,
-    drop_on: &'static str,
-) -> (Holder<T>, Rc<RefCell<Vec<String>>>) {
-    let holder: Holder<T> = Rc::new(RefCell::new(Some(owner)));
-    let after: Rc<RefCell<Vec<String>>> = Rc::default();
-    let seen = {
-        let (holder, after) = (holder.clone(), after.clone());
-        Rc::new(move |name: String| {
-            if holder.borrow().is_none() {
-                after.borrow_mut().push(name);
-            } else if name == drop_on {
-                let last = holder.borrow_mut().take();
-                drop(last);
-            }
-        })
-    };
-    macro_rules! watch {
-        ($($signal:ident),*) => {$({
-            let seen = seen.clone();
-            socket.$signal.connect(move |_| seen(stringify!($signal).to_string())).release();
-        })*};
-    }
-    watch!(
-        connected,
-        disconnected,
-        ready_read,
-        bytes_received,
-        bytes_written,
-        error_occurred,
-        handshake_completed,
-        handshake_error
-    );
-    socket
-        .state_changed
-        .connect(move |s| seen(format!("state_changed({s:?})")))
-        .release();
-    (holder, after)
 }
 
 /// A peer that sends `hello`, then reads the client's byte and closes (an end of stream), or

@@ -308,3 +308,50 @@ pub fn captured_logs() -> &'static CapturedLogs {
     }
     &LOGS
 }
+
+/// The socket held in an `Option` that a slot empties (a GUI dropping its connection object).
+pub type Holder<T> = Rc<RefCell<Option<Rc<T>>>>;
+
+/// Watches every signal of `socket` (owned by `owner`, which the returned holder holds): the
+/// emission named `drop_on` (`state_changed` as `state_changed(State)`) drops the holder's
+/// handle, the last one; what is emitted after that is recorded in the returned list.
+pub fn drop_on_signal<T: 'static>(
+    owner: Rc<T>,
+    socket: &kdnet::network::TcpSocket,
+    drop_on: &'static str,
+) -> (Holder<T>, Rc<RefCell<Vec<String>>>) {
+    let holder: Holder<T> = Rc::new(RefCell::new(Some(owner)));
+    let after: Rc<RefCell<Vec<String>>> = Rc::default();
+    let seen = {
+        let (holder, after) = (holder.clone(), after.clone());
+        Rc::new(move |name: String| {
+            if holder.borrow().is_none() {
+                after.borrow_mut().push(name);
+            } else if name == drop_on {
+                let last = holder.borrow_mut().take();
+                drop(last);
+            }
+        })
+    };
+    macro_rules! watch {
+        ($($signal:ident),*) => {$({
+            let seen = seen.clone();
+            socket.$signal.connect(move |_| seen(stringify!($signal).to_string())).release();
+        })*};
+    }
+    watch!(
+        connected,
+        disconnected,
+        ready_read,
+        bytes_received,
+        bytes_written,
+        error_occurred,
+        handshake_completed,
+        handshake_error
+    );
+    socket
+        .state_changed
+        .connect(move |s| seen(format!("state_changed({s:?})")))
+        .release();
+    (holder, after)
+}
