@@ -2718,24 +2718,29 @@ fn logs_show_neither_an_error_body_nor_an_event_id() {
     assert!(leaks.is_empty(), "{leaks:?}");
 }
 
+/// A server whose stream at `/b` opens with one event and stays open 3 s, and whose other
+/// streams deliver one event and break (they announce more than they send: an error).
+fn breaking_then_open_server() -> ScriptServer {
+    ScriptServer::start(|req, _| {
+        if req.line.contains("/b") {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: b\n\n";
+            Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(3))
+        } else {
+            Reply::BytesThenClose(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 100\r\n\r\ndata: a\n\n"
+                    .to_vec(),
+            )
+        }
+    })
+}
+
 /// A `state_changed(Connecting)` slot of an open stream's end that connects elsewhere has the
 /// last word, as one of `Closed` does: neither the old stream's error nor its `disconnected`
 /// follows the new stream's start.
 #[test]
 fn connect_from_the_connecting_slot_of_an_ended_stream_is_followed_by_nothing_of_it() {
     let mut ev = EventLoop::new().unwrap();
-    let server = ScriptServer::start(|req, _| {
-        if req.line.contains("/b") {
-            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: b\n\n";
-            Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(3))
-        } else {
-            // Announces more than it sends: the stream breaks (an error) after its event.
-            Reply::BytesThenClose(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 100\r\n\r\ndata: a\n\n"
-                    .to_vec(),
-            )
-        }
-    });
+    let server = breaking_then_open_server();
     let sse = SseClient::new().unwrap();
     let log = Rc::new(RefCell::new(Vec::<String>::new()));
     let l = log.clone();
@@ -2790,17 +2795,7 @@ fn connect_from_the_connecting_slot_of_an_ended_stream_is_followed_by_nothing_of
 #[test]
 fn connect_from_the_error_slot_of_a_broken_open_stream_is_not_followed_by_its_disconnected() {
     let mut ev = EventLoop::new().unwrap();
-    let server = ScriptServer::start(|req, _| {
-        if req.line.contains("/b") {
-            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: b\n\n";
-            Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(3))
-        } else {
-            Reply::BytesThenClose(
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 100\r\n\r\ndata: a\n\n"
-                    .to_vec(),
-            )
-        }
-    });
+    let server = breaking_then_open_server();
     let sse = SseClient::new().unwrap();
     let log = Rc::new(RefCell::new(Vec::<String>::new()));
     let l = log.clone();
