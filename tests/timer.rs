@@ -958,6 +958,28 @@ fn disconnect_all_on_a_timers_property_signals_leaves_the_timer_working() {
     assert_eq!(timer.running.value_changed.connection_count(), 0);
 }
 
+/// A timer callback that counts its calls in `fired`: the first waits 200 ms in a nested loop
+/// (counting its turns in `nested`), the third quits.
+fn wait_nested_then_quit(
+    fired: &Rc<Cell<u32>>,
+    nested: &Rc<Cell<u32>>,
+    handle: kdnet::LoopHandle,
+) -> impl FnMut() + 'static {
+    let (f, n) = (fired.clone(), nested.clone());
+    move || {
+        f.set(f.get() + 1);
+        if f.get() == 1 {
+            let started = Instant::now();
+            while started.elapsed() < ms(200) {
+                kdnet::foundation::process_events(Some(ms(200))).unwrap();
+                n.set(n.get() + 1);
+            }
+        } else if f.get() == 3 {
+            handle.quit();
+        }
+    }
+}
+
 /// A zero-interval periodic timer (Qt's idle-work idiom) whose slot waits in a nested loop (a
 /// modal dialog): the timer is due at every nested turn, is not fired inside its own emission,
 /// and was re-armed for "now" each time, so the wait polled without sleeping (hundreds of
@@ -968,23 +990,9 @@ fn a_zero_interval_timer_whose_slot_waits_in_a_nested_loop_does_not_make_it_spin
     let _safety = safety_timer(&event_loop, 5);
     let nested_turns = Rc::new(Cell::new(0u32));
     let fired = Rc::new(Cell::new(0u32));
-    let (n, f, handle) = (nested_turns.clone(), fired.clone(), event_loop.handle());
+    let mut callback = wait_nested_then_quit(&fired, &nested_turns, event_loop.handle());
     let timer = Timer::new().unwrap();
-    timer
-        .timeout
-        .connect(move |_| {
-            f.set(f.get() + 1);
-            if f.get() == 1 {
-                let started = Instant::now();
-                while started.elapsed() < ms(200) {
-                    kdnet::foundation::process_events(Some(ms(200))).unwrap();
-                    n.set(n.get() + 1);
-                }
-            } else if f.get() == 3 {
-                handle.quit();
-            }
-        })
-        .release();
+    timer.timeout.connect(move |_| callback()).release();
     timer.start();
     assert_eq!(event_loop.run(), 0, "the timer did not tick after the wait");
     assert!(fired.get() >= 3);
@@ -1004,19 +1012,10 @@ fn a_zero_interval_recurring_callback_waiting_in_a_nested_loop_does_not_make_it_
     let _safety = safety_timer(&event_loop, 5);
     let nested_turns = Rc::new(Cell::new(0u32));
     let fired = Rc::new(Cell::new(0u32));
-    let (n, f, handle) = (nested_turns.clone(), fired.clone(), event_loop.handle());
-    let id = Timer::set_recurring(Duration::ZERO, move || {
-        f.set(f.get() + 1);
-        if f.get() == 1 {
-            let started = Instant::now();
-            while started.elapsed() < ms(200) {
-                kdnet::foundation::process_events(Some(ms(200))).unwrap();
-                n.set(n.get() + 1);
-            }
-        } else if f.get() == 3 {
-            handle.quit();
-        }
-    })
+    let id = Timer::set_recurring(
+        Duration::ZERO,
+        wait_nested_then_quit(&fired, &nested_turns, event_loop.handle()),
+    )
     .unwrap();
     assert_eq!(event_loop.run(), 0, "the timer did not run after the wait");
     assert!(fired.get() >= 3);
