@@ -21,8 +21,8 @@ use std::io::Write;
 
 use flate2::Compression;
 use flate2::write::{DeflateEncoder, GzEncoder, ZlibEncoder};
-use kdnet::network::http::HttpError;
 use kdnet::network::http::__fuzz::decode_content_with;
+use kdnet::network::http::HttpError;
 use libfuzzer_sys::fuzz_target;
 
 const HEADER_LEN: usize = 5;
@@ -60,7 +60,11 @@ fn decode(encoding: &str, pieces: &[&[u8]]) -> Option<(Vec<u8>, bool)> {
     let mut overflow = false;
     let result = decode_content_with(encoding, pieces, &mut |piece| {
         assert!(!piece.is_empty(), "empty decoded piece");
-        assert!(piece.len() <= LARGEST_PIECE, "decoded piece of {}", piece.len());
+        assert!(
+            piece.len() <= LARGEST_PIECE,
+            "decoded piece of {}",
+            piece.len()
+        );
         if body.len() + piece.len() <= MAX_OUTPUT {
             body.extend_from_slice(piece);
         } else {
@@ -143,7 +147,11 @@ fuzz_target!(|input: &[u8]| {
         "whole vs {sizes:?}"
     );
     if body.len() <= 4096 {
-        assert_eq!(whole, decode(encoding, &split(&body, &[1])), "whole vs bytes");
+        assert_eq!(
+            whole,
+            decode(encoding, &split(&body, &[1])),
+            "whole vs bytes"
+        );
     }
 
     // 3. Round trip.
@@ -174,5 +182,9 @@ fuzz_target!(|input: &[u8]| {
         );
     }
     let longer = [body.as_slice(), &header[4..5]].concat();
-    assert_eq!(decode(encoding, &[&longer]), None, "one byte after the body");
+    assert_eq!(
+        decode(encoding, &[&longer]),
+        None,
+        "one byte after the body"
+    );
 });

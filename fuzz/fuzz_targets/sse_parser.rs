@@ -289,7 +289,10 @@ fuzz_target!(|input: &[u8]| {
     let split = run(options, stream, &sizes);
     assert_eq!(whole, split, "whole vs chunks of {sizes:?}");
     let borrowed = run_with(options, stream, &sizes, Events::Borrowed);
-    assert_eq!(whole, borrowed, "owned vs borrowed events, chunks of {sizes:?}");
+    assert_eq!(
+        whole, borrowed,
+        "owned vs borrowed events, chunks of {sizes:?}"
+    );
     // Byte-at-a-time hits every split point at once; bounded to keep executions fast.
     if stream.len() <= 4096 {
         let bytes = run(options, stream, &[1]);
