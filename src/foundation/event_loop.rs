@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 use mio::{Events, Interest, Poll, Registry, Token};
 
 use super::LoopError;
-use super::handle::{LoopHandle, Shared};
+use super::handle::{LoopHandle, RemoteFn, Shared, unbox};
 use super::notifier::FdWatchTable;
 use super::registry::{Readiness, ReadyHandler, SourceKey, SourceRegistry, WAKER_TOKEN};
 use super::sys;
@@ -629,8 +629,11 @@ impl EventLoop {
     ///
     /// Posting order spans threads: a closure another thread posted through a [`LoopHandle`]
     /// before this call (that thread was joined, or said so through a channel) runs before `f`.
+    ///
+    /// A closure that already is a `Box<dyn FnOnce()>` (or `Box<dyn FnOnce() + Send>`) is queued
+    /// as it is, not boxed again.
     pub fn post(&self, f: impl FnOnce() + 'static) {
-        self.core.post(Box::new(f));
+        self.core.post(posted_box(f));
     }
 
     /// Takes the pending request to quit, as [`run`](Self::run) does between turns: for a host
@@ -755,8 +758,15 @@ impl fmt::Debug for EventLoop {
 
 /// Queues `f` on the calling thread's loop (KDFoundation `postEvent` for closures).
 pub fn post(f: impl FnOnce() + 'static) -> Result<(), LoopError> {
-    LoopCore::current()?.post(Box::new(f));
+    LoopCore::current()?.post(posted_box(f));
     Ok(())
+}
+
+/// `f` boxed for the posted queue, or `f` itself when the caller already boxed it.
+fn posted_box<F: FnOnce() + 'static>(f: F) -> Posted {
+    unbox::<Posted, F>(f)
+        .or_else(|f| unbox::<RemoteFn, F>(f).map(|f| -> Posted { f }))
+        .unwrap_or_else(|f| Box::new(f))
 }
 
 /// Runs one turn of the calling thread's loop, as [`EventLoop::process_events`] does, from code

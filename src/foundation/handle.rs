@@ -1,5 +1,6 @@
 //! [`LoopHandle`]: reaching a loop from other threads (post, wake, quit).
 
+use std::any::Any;
 use std::collections::VecDeque;
 use std::fmt;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -8,7 +9,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use super::LoopError;
 use crate::bindings::ConnectionEvaluator;
 
-type RemoteFn = Box<dyn FnOnce() + Send>;
+pub(crate) type RemoteFn = Box<dyn FnOnce() + Send>;
 
 /// The part of a loop that other threads may touch.
 pub(crate) struct Shared {
@@ -119,6 +120,28 @@ impl Shared {
     }
 }
 
+/// `f` itself when it already is the box `B` a queue holds (a closure the caller boxed, such as
+/// a `Box<dyn FnOnce() + Send>` handed on through a trait object); else `f` back, to be boxed.
+///
+/// Boxing a box again cost an allocation on the posting thread, and on the loop's a second
+/// indirect call and a second free (of memory another thread allocated: glibc takes that arena's
+/// lock, which the posting thread's next allocation contends for). The type test is resolved at
+/// compile time.
+pub(crate) fn unbox<B: 'static, F: 'static>(f: F) -> Result<B, F> {
+    let mut slot = Some(f);
+    if let Some(boxed) = (&mut slot as &mut dyn Any)
+        .downcast_mut::<Option<B>>()
+        .and_then(Option::take)
+    {
+        return Ok(boxed);
+    }
+    match slot {
+        Some(f) => Err(f),
+        // The downcast succeeds only when `F` is `B`, and then returned above.
+        None => unreachable!("taken only when F is B"),
+    }
+}
+
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -154,12 +177,18 @@ impl LoopHandle {
     /// closures posted before it, from any thread (through a handle or on the loop's own thread).
     ///
     /// Fails with [`LoopError::LoopGone`] (dropping `f`) when the loop no longer exists.
+    ///
+    /// A closure that already is a `Box<dyn FnOnce() + Send>` is queued as it is, not boxed again.
     pub fn post(&self, f: impl FnOnce() + Send + 'static) -> Result<(), LoopError> {
+        let f = unbox::<RemoteFn, _>(f).unwrap_or_else(|f| -> RemoteFn { Box::new(f) });
         let mut queue = lock(&self.shared.remote);
         if self.shared.closed.load(Ordering::Acquire) {
+            drop(queue);
+            // Dropped outside the lock: its captures' `Drop` may post again.
+            drop(f);
             return Err(LoopError::LoopGone);
         }
-        queue.push_back(Box::new(f));
+        queue.push_back(f);
         self.shared.remote_queued.store(true, Ordering::Release);
         drop(queue);
         self.shared.wake();
