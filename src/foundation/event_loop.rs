@@ -305,7 +305,11 @@ impl LoopCore {
         };
         dispatched += self.poll_and_dispatch(timeout)?;
         dispatched += self.fire_timers();
-        dispatched += self.evaluator().evaluate_deferred_connections();
+        // Asked first with a load: evaluating begins with a swap (a locked read-modify-write),
+        // which every turn paid when no deferred slot was queued.
+        if self.evaluator().has_pending() {
+            dispatched += self.evaluator().evaluate_deferred_connections();
+        }
         Ok(dispatched)
     }
 
@@ -370,6 +374,10 @@ impl LoopCore {
         // at a time (see `TimerQueue::pop_due`): what an earlier handler did to a later timer
         // counts, and a loop nested in a handler (a slot waiting in `send_and_wait`) fires the
         // rest instead of leaving them to wait for the handler's return.
+        if !self.timers.borrow().has_armed() {
+            // Nothing can be due: no clock read (a turn per event or post when no timer runs).
+            return 0;
+        }
         let now = Instant::now();
         let limit = self.timers.borrow().seq_limit();
         let mut n = 0;

@@ -248,6 +248,11 @@ impl TimerQueue {
         self.slots.len()
     }
 
+    /// Whether any timer is armed (a loop without one reads no clock to fire timers).
+    pub(crate) fn has_armed(&self) -> bool {
+        self.armed > 0
+    }
+
     #[cfg(test)]
     pub(crate) fn armed_len(&self) -> usize {
         self.armed
