@@ -275,7 +275,11 @@ impl LoopCore {
         if let Some(code) = self.shared.take_quit() {
             self.quit.set(Some(code));
         }
-        self.shared.move_remote_into(&mut self.posted.borrow_mut());
+        // Asked here (one load) before borrowing the queue and calling out: most turns of a
+        // loop busy with I/O have nothing from other threads.
+        if self.shared.has_remote_work() {
+            self.shared.move_remote_into(&mut self.posted.borrow_mut());
+        }
         let ran_posted = self.run_posted();
         dispatched += ran_posted;
 
