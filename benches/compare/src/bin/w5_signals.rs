@@ -14,6 +14,11 @@
 //!   10 000 posts (after 200 warm-up posts) per run, median over runs. `burst`: 100 000 posts in a
 //!   row, each closure/task bumping a static counter; posts/s = 100 000 / (time from before the
 //!   first post until the last one has run).
+//! * The same latency pinned: the loop's thread on CPU 0 and the poster on CPU 1
+//!   (`sched_setaffinity`). Left to the scheduler, a post either wakes the loop on the other CPU
+//!   or preempts the poster on its own, and which of the two a run's median lands in changes from
+//!   run to run (one-way ~3 µs against ~6 µs on one CPU, ~12–24 µs across CPUs on these VMs); pinned,
+//!   every post takes the cross-CPU path, so the rows compare like with like.
 //!
 //! kdnet and tokio runs alternate within each repetition, so a load change on the shared machine
 //! hits both. `w5_signals profile <emit|post|burst|post-tokio> [n]` runs one part, for callgrind.
@@ -35,6 +40,48 @@ const SLOT_CALLS: u64 = 16 * 1024 * 1024;
 const LATENCY_POSTS: usize = 10_000;
 const LATENCY_WARMUP: usize = 200;
 const BURST_POSTS: u64 = 100_000;
+
+/// Where the two threads of a post run run: left to the scheduler, or pinned to CPUs 0 and 1.
+#[derive(Clone, Copy, PartialEq)]
+enum Placement {
+    Free,
+    TwoCpus,
+}
+
+/// The calling thread's CPU set (to be restored after a pinned run).
+fn cpu_set() -> libc::cpu_set_t {
+    // SAFETY: cpu_set_t is a plain bit array, valid all zero; the call writes at most its size.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        let rc = libc::sched_getaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), &mut set);
+        assert_eq!(rc, 0, "sched_getaffinity");
+        set
+    }
+}
+
+fn set_cpu_set(set: &libc::cpu_set_t) {
+    // SAFETY: reads `set`, a valid cpu_set_t, for its size.
+    let rc = unsafe { libc::sched_setaffinity(0, std::mem::size_of::<libc::cpu_set_t>(), set) };
+    assert_eq!(rc, 0, "sched_setaffinity");
+}
+
+/// Pins the calling thread to `cpu`.
+fn pin_to(cpu: usize) {
+    // SAFETY: cpu_set_t is a plain bit array, valid all zero; CPU_SET writes bit `cpu` < 1024.
+    let set = unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(cpu, &mut set);
+        set
+    };
+    set_cpu_set(&set);
+}
+
+/// Whether CPUs 0 and 1 are both available to this process.
+fn two_cpus() -> bool {
+    let set = cpu_set();
+    // SAFETY: CPU_ISSET reads bit 0 or 1 of a valid set.
+    unsafe { libc::CPU_ISSET(0, &set) && libc::CPU_ISSET(1, &set) }
+}
 
 // ----- emit -----
 
@@ -200,10 +247,17 @@ struct PostFigures {
 }
 
 /// Runs the latency and burst measurements from a poster thread against kdnet's loop on this thread.
-fn post_kdnet(latency: bool, burst: bool) -> PostFigures {
+fn post_kdnet(latency: bool, burst: bool, placement: Placement) -> PostFigures {
+    let restore = cpu_set();
+    if placement == Placement::TwoCpus {
+        pin_to(0);
+    }
     let mut event_loop = EventLoop::new().expect("one loop on this thread");
     let handle = event_loop.handle();
     let poster = thread::spawn(move || {
+        if placement == Placement::TwoCpus {
+            pin_to(1);
+        }
         let p = KdnetPoster(handle.clone());
         let mut figures = PostFigures::default();
         if latency {
@@ -216,11 +270,17 @@ fn post_kdnet(latency: bool, burst: bool) -> PostFigures {
         figures
     });
     assert_eq!(event_loop.run(), 0);
-    poster.join().expect("poster thread")
+    let figures = poster.join().expect("poster thread");
+    set_cpu_set(&restore);
+    figures
 }
 
 /// The same against a tokio current-thread runtime driven by `block_on` on this thread.
-fn post_tokio(latency: bool, burst: bool) -> PostFigures {
+fn post_tokio(latency: bool, burst: bool, placement: Placement) -> PostFigures {
+    let restore = cpu_set();
+    if placement == Placement::TwoCpus {
+        pin_to(0);
+    }
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -228,6 +288,9 @@ fn post_tokio(latency: bool, burst: bool) -> PostFigures {
     let handle = runtime.handle().clone();
     let (done_tx, done_rx) = tokio::sync::oneshot::channel();
     let poster = thread::spawn(move || {
+        if placement == Placement::TwoCpus {
+            pin_to(1);
+        }
         let p = TokioPoster(handle);
         let mut figures = PostFigures::default();
         if latency {
@@ -240,25 +303,45 @@ fn post_tokio(latency: bool, burst: bool) -> PostFigures {
         figures
     });
     runtime.block_on(async { done_rx.await.expect("poster finished") });
-    poster.join().expect("poster thread")
+    let figures = poster.join().expect("poster thread");
+    set_cpu_set(&restore);
+    figures
 }
 
 fn post_rows() {
-    let mut samples: [[Vec<f64>; 3]; 2] = Default::default();
+    let pinned = two_cpus();
+    // [kdnet, tokio] × [one-way, RTT, burst, pinned one-way, pinned RTT]
+    let mut samples: [[Vec<f64>; 5]; 2] = Default::default();
     for _ in 0..reps() {
-        for (which, run) in [post_kdnet as fn(bool, bool) -> PostFigures, post_tokio]
-            .iter()
-            .enumerate()
+        for (which, run) in [
+            post_kdnet as fn(bool, bool, Placement) -> PostFigures,
+            post_tokio,
+        ]
+        .iter()
+        .enumerate()
         {
-            let f = run(true, true);
+            let f = run(true, true, Placement::Free);
             samples[which][0].push(f.one_way_us);
             samples[which][1].push(f.rtt_us);
             samples[which][2].push(f.posts_per_sec);
         }
+        if pinned {
+            for (which, run) in [
+                post_kdnet as fn(bool, bool, Placement) -> PostFigures,
+                post_tokio,
+            ]
+            .iter()
+            .enumerate()
+            {
+                let f = run(true, false, Placement::TwoCpus);
+                samples[which][3].push(f.one_way_us);
+                samples[which][4].push(f.rtt_us);
+            }
+        }
     }
     let names = ["kdnet", "tokio current-thread spawn"];
     for (which, name) in names.iter().enumerate() {
-        let [one_way, rtt, burst] = &mut samples[which];
+        let [one_way, rtt, burst, pinned_one_way, pinned_rtt] = &mut samples[which];
         Row::new(
             "5 post one-way latency",
             name,
@@ -276,6 +359,24 @@ fn post_rows() {
             Better::Higher,
         )
         .emit();
+        if pinned {
+            Row::new(
+                "5 post one-way, pinned to 2 CPUs",
+                name,
+                median(pinned_one_way),
+                "µs",
+                Better::Lower,
+            )
+            .emit();
+            Row::new(
+                "5 post RTT, pinned to 2 CPUs",
+                name,
+                median(pinned_rtt),
+                "µs",
+                Better::Lower,
+            )
+            .emit();
+        }
     }
 }
 
@@ -290,17 +391,17 @@ fn profile(args: &[String]) {
         }
         Some("post") => {
             for _ in 0..n {
-                post_kdnet(true, false);
+                post_kdnet(true, false, Placement::Free);
             }
         }
         Some("post-tokio") => {
             for _ in 0..n {
-                post_tokio(true, false);
+                post_tokio(true, false, Placement::Free);
             }
         }
         Some("burst") => {
             for _ in 0..n {
-                post_kdnet(false, true);
+                post_kdnet(false, true, Placement::Free);
             }
         }
         other => panic!("profile: unknown part {other:?}"),
