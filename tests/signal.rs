@@ -1876,3 +1876,222 @@ fn a_deferred_connection_whose_evaluator_is_gone_logs_once_and_disconnects() {
     assert!(!first.is_active() && !second.is_active());
     assert_eq!(signal.connection_count(), 0);
 }
+
+// ---- The emit's fast paths (tenth round) --------------------------------------------------------
+// An emit calls the slots without looking at their state while nothing is out of the ordinary
+// (one byte of signal-wide state says so; the first connection sits inline and needs no list
+// borrow). These pin down that every change a slot makes under such an emit still takes effect
+// as the module docs say, wherever in the list it happens.
+
+/// A lone slot that emits its own signal: the nested emit finds it running and calls nothing, and
+/// the signal is back to normal afterwards (the slot runs on the next emit, a connect goes
+/// straight into the list).
+#[test]
+fn a_lone_slot_emitting_its_own_signal_is_not_re_entered() {
+    let signal = Rc::new(Signal::<u32>::new());
+    let log = Log::default();
+    let (sig, l) = (Rc::downgrade(&signal), log.clone());
+    signal
+        .connect(move |depth| {
+            l.push(format!("a{depth}"));
+            if *depth < 3 {
+                let sig = sig.upgrade().unwrap();
+                assert!(format!("{sig:?}").contains("emitting: true"));
+                sig.emit(&(depth + 1));
+            }
+        })
+        .release();
+    signal.emit(&0);
+    assert_eq!(log.take(), ["a0"], "the running slot is not called again");
+    assert!(format!("{signal:?}").contains("emitting: false"));
+    signal.emit(&5);
+    assert_eq!(log.take(), ["a5"]);
+    let _b = signal.connect(log.slot("b"));
+    signal.emit(&5);
+    assert_eq!(log.take(), ["a5", "b"]);
+}
+
+/// Several slots that each emit the signal again, recursively, until a depth: every nested emit
+/// runs exactly the slots not running further up the stack, in order.
+#[test]
+fn slots_emitting_their_own_signal_recursively_run_once_per_emit_that_can_reach_them() {
+    let signal = Rc::new(Signal::<u32>::new());
+    let log = Log::default();
+    for name in ["a", "b", "c"] {
+        let (sig, l) = (Rc::downgrade(&signal), log.clone());
+        signal
+            .connect(move |depth| {
+                l.push(format!("{name}{depth}"));
+                if *depth < 2 {
+                    sig.upgrade().unwrap().emit(&(depth + 1));
+                }
+            })
+            .release();
+    }
+    signal.emit(&0);
+    assert_eq!(
+        log.take(),
+        [
+            "a0", "b1", "c2", "c1", "b2", "b0", "a1", "c2", "c1", "a2", "c0", "a1", "b2", "b1",
+            "a2"
+        ]
+    );
+    assert!(format!("{signal:?}").contains("emitting: false"));
+    signal.emit(&9);
+    assert_eq!(log.take(), ["a9", "b9", "c9"]);
+}
+
+/// A lone slot that connects a second one and then emits again: the new slot runs neither in the
+/// nested emit nor in the rest of this one, and from the next emit on after the first.
+#[test]
+fn a_slot_connected_by_a_lone_slot_waits_for_the_next_emit_also_in_a_nested_one() {
+    let signal = Rc::new(Signal::<u32>::new());
+    let log = Log::default();
+    let (sig, l) = (Rc::downgrade(&signal), log.clone());
+    signal
+        .connect(move |v| {
+            l.push(format!("a{v}"));
+            if *v == 0 {
+                let sig = sig.upgrade().unwrap();
+                sig.connect(l.slot("new")).release();
+                assert_eq!(sig.connection_count(), 2);
+                sig.emit(&1);
+            }
+        })
+        .release();
+    signal.emit(&0);
+    assert_eq!(log.take(), ["a0"]);
+    signal.emit(&2);
+    assert_eq!(log.take(), ["a2", "new"]);
+}
+
+/// Slots that disconnect themselves at the first, a middle and the last position: each one's
+/// closure is dropped right after it returns (before the next slot runs), the others run, and
+/// the order of the remaining slots (and of slots connected later) is kept.
+#[test]
+fn slots_disconnecting_themselves_anywhere_in_the_list_are_dropped_at_once_and_the_order_stays() {
+    for position in 0..4 {
+        let signal: Signal<()> = Signal::new();
+        let log = Log::default();
+        let drops = Rc::new(Cell::new(0));
+        for i in 0..4 {
+            let (l, d) = (log.clone(), drops.clone());
+            let tracker = DropTracker(drops.clone());
+            signal
+                .connect_reflective(move |own, _| {
+                    let _keep = &tracker;
+                    l.push(format!("s{i} saw {} drops", d.get()));
+                    if i == position {
+                        own.disconnect();
+                    }
+                })
+                .release();
+        }
+        signal.emit(&());
+        let expected: Vec<String> = (0..4)
+            .map(|i| format!("s{i} saw {} drops", u32::from(i > position)))
+            .collect();
+        assert_eq!(log.take(), expected, "position {position}");
+        assert_eq!(
+            drops.get(),
+            1,
+            "position {position}: dropped before emit returned"
+        );
+        assert_eq!(signal.connection_count(), 3);
+        let _late = signal.connect(log.slot("late"));
+        signal.emit(&());
+        let mut expected: Vec<String> = (0..4)
+            .filter(|&i| i != position)
+            .map(|i| format!("s{i} saw 1 drops"))
+            .collect();
+        expected.push("late".into());
+        assert_eq!(log.take(), expected, "position {position}, next emit");
+    }
+}
+
+/// The first connection, disconnected from outside, leaves its place to the next one; the
+/// signal emptied and refilled works as a new one.
+#[test]
+fn disconnecting_the_first_connection_moves_the_next_one_up() {
+    let signal: Signal<()> = Signal::new();
+    let log = Log::default();
+    let a = signal.connect(log.slot("a"));
+    let b = signal.connect(log.slot("b"));
+    let c = signal.connect(log.slot("c"));
+    a.disconnect();
+    assert!(!a.is_active() && b.is_active());
+    assert_eq!(b.block(true), Ok(false));
+    let d = signal.connect(log.slot("d"));
+    signal.emit(&());
+    assert_eq!(log.take(), ["c", "d"]);
+    assert_eq!(b.block(false), Ok(true));
+    signal.emit(&());
+    assert_eq!(log.take(), ["b", "c", "d"]);
+    for handle in [&b, &c, &d] {
+        handle.disconnect();
+    }
+    assert_eq!(signal.connection_count(), 0);
+    signal.emit(&());
+    assert!(log.take().is_empty());
+    let e = signal.connect(log.slot("e"));
+    let _f = signal.connect(log.slot("f"));
+    assert_eq!(signal.connection_count(), 2);
+    signal.emit(&());
+    assert_eq!(log.take(), ["e", "f"]);
+    assert!(e.is_active() && e.belongs_to(&signal));
+    assert!(!a.belongs_to(&signal));
+}
+
+/// A slot that blocks a later slot and unblocks it again within one call leaves it to run; one
+/// that only blocks it stops it for this emit, wherever the two sit.
+#[test]
+fn blocking_and_unblocking_within_one_slot_call_is_seen_by_the_running_emit() {
+    for (controller_at, target_at) in [(0, 1), (0, 3), (1, 2), (2, 3)] {
+        for unblock in [false, true] {
+            let signal: Signal<()> = Signal::new();
+            let log = Log::default();
+            let target: Rc<RefCell<ConnectionHandle>> = Rc::default();
+            let mut handles = Vec::new();
+            for i in 0..4 {
+                let l = log.clone();
+                let t = target.clone();
+                handles.push(signal.connect(move |_| {
+                    l.push(format!("s{i}"));
+                    if i == controller_at {
+                        t.borrow().block(true).unwrap();
+                        if unblock {
+                            t.borrow().block(false).unwrap();
+                        }
+                    }
+                }));
+            }
+            *target.borrow_mut() = handles[target_at].clone();
+            signal.emit(&());
+            let ran: Vec<String> = (0..4)
+                .filter(|&i| unblock || i != target_at)
+                .map(|i| format!("s{i}"))
+                .collect();
+            assert_eq!(log.take(), ran, "{controller_at} → {target_at}, {unblock}");
+        }
+    }
+}
+
+/// A lone slot that panics: the signal is not left "emitting" (a connect made afterwards runs
+/// at the next emit, not one later), and the slot runs again.
+#[test]
+fn a_lone_panicking_slot_leaves_the_signal_usable() {
+    let signal: Signal<bool> = Signal::new();
+    let log = Log::default();
+    let l = log.clone();
+    let panicker = signal.connect(move |&fail| {
+        l.push("panicker");
+        assert!(!fail, "deliberate panic in a slot");
+    });
+    let result = catch_unwind(AssertUnwindSafe(|| signal.emit(&true)));
+    assert!(result.is_err());
+    assert!(panicker.is_active());
+    assert!(format!("{signal:?}").contains("emitting: false"));
+    let _after = signal.connect(log.slot("after"));
+    signal.emit(&false);
+    assert_eq!(log.take(), ["panicker", "panicker", "after"]);
+}

@@ -17,10 +17,14 @@
 //! Slots always run in the order they were connected (KDBindings reuses freed entries
 //! last-in-first-out, so its order changes after a disconnect; kdnet's does not).
 //!
-//! An emit walks the slot list under a shared borrow and calls each closure through its own
-//! `RefCell`: nothing a slot can do to the signal needs a mutable borrow of the list (connections
-//! made during an emit wait in a side list; disconnects and blocks only flip per-entry cells), a
-//! nested emit sees a running slot as busy, and a steady-state emit allocates nothing.
+//! The first connection sits inline in the signal's internals and the others in a list; an emit
+//! calls each closure through its own `RefCell`, so a nested emit sees a running slot as busy.
+//! Nothing a slot can do to the signal changes the list's structure while an emit runs
+//! (connections made during an emit wait in a side list; disconnects and blocks only flip
+//! per-entry cells), and a steady-state emit allocates nothing. One byte of signal-wide state
+//! says whether anything is out of the ordinary (an emit running, an entry blocked, removed or
+//! skipped, connections waiting); when nothing is, an emit calls the slots without looking at
+//! their per-entry state, and looks at that byte again after each call.
 
 use std::any::Any;
 use std::cell::{Cell, OnceCell, RefCell};
@@ -63,7 +67,9 @@ pub struct Signal<A: 'static> {
 /// a shared borrow held, while slots block, unblock and disconnect entries (which only touch
 /// these cells). The list itself is never resized during an emit (see [`SignalInner`]).
 struct SlotEntry<A> {
-    id: u64,
+    /// The connection id (a `Cell` for [`SignalInner::first`], which settling refills; 0 there
+    /// while the signal has no connection).
+    id: Cell<u64>,
     /// [`BLOCKED`], [`REMOVED`] and [`SKIPPED`] bits; an emit runs the slot only when this is
     /// zero.
     state: Cell<u8>,
@@ -85,20 +91,42 @@ const REMOVED: u8 = 2;
 /// Set by [`Signal::skip_running_emits`] until [`Signal::clear_skipped`].
 const SKIPPED: u8 = 4;
 
+// Bits of `SignalInner::mode`. An emit takes the fast path (no per-entry state checks) when the
+// mode is at most `HAS_REST`, and leaves it as soon as the mode changes under it.
+/// `rest` is not empty.
+const HAS_REST: u8 = 1;
+/// An emit is running (connections wait in `pending`; the list keeps its structure).
+const EMITTING: u8 = 2;
+/// Entries are removed but not compacted away, connections wait in `pending`, or an entry was
+/// unblocked: the next operation while no emit runs settles the list and recomputes the mode.
+const UNSETTLED: u8 = 4;
+/// An entry may be blocked (exact after settling).
+const ANY_BLOCKED: u8 = 8;
+/// Entries are marked [`SKIPPED`].
+const ANY_SKIPPED: u8 = 16;
+/// `first` holds no connection (and `rest` is empty once settled).
+const VACANT: u8 = 32;
+
 pub(crate) struct SignalInner<A> {
-    /// Sorted by `id` (ids only grow), so lookups are binary searches and order is connection
-    /// order. Structurally changed only while no emit runs: an emit holds a shared borrow of it
-    /// across the slot calls.
-    slots: RefCell<Vec<SlotEntry<A>>>,
-    /// Connections made during an emit; moved to the end of `slots` when the outermost emit ends.
+    /// The first connection, stored inline: most signals have one slot, and an emit reaches it
+    /// without borrowing the list. Vacant (id 0, [`REMOVED`], a no-op closure) while the signal
+    /// has no connection ([`VACANT`]); when it is removed, settling moves `rest`'s first entry
+    /// here.
+    first: SlotEntry<A>,
+    /// The connections after `first`, sorted by `id` (ids only grow), so lookups are binary
+    /// searches and order is connection order. Structurally changed only while no emit runs:
+    /// an emit holds a shared borrow of it across the slot calls.
+    rest: RefCell<Vec<SlotEntry<A>>>,
+    /// Connections made during an emit; moved to the end of the list by the first operation
+    /// after the outermost emit ends.
     pending: RefCell<Vec<SlotEntry<A>>>,
     next_id: Cell<u64>,
-    /// Entries of `slots` marked removed but not yet compacted away.
-    removed: Cell<usize>,
+    /// Entries (`first` included) marked removed but not yet compacted away.
+    removed: Cell<u32>,
     /// Live pinned entries (see [`Signal::pin`]).
-    pinned: Cell<usize>,
-    /// `removed > 0` or `pending` is not empty: the list needs settling once no emit runs.
-    unsettled: Cell<bool>,
+    pinned: Cell<u32>,
+    /// [`HAS_REST`], [`EMITTING`], [`UNSETTLED`], [`ANY_BLOCKED`], [`ANY_SKIPPED`], [`VACANT`].
+    mode: Cell<u8>,
     /// The owners of [`Signal::connect_weak`] connections (see [`WeakOwners`]); allocated by
     /// the first `connect_weak`, so other signals pay one word for it.
     weak_owners: OnceCell<Box<RefCell<WeakOwners>>>,
@@ -127,12 +155,13 @@ impl<A: 'static> Signal<A> {
     fn core(&self) -> &Rc<SignalInner<A>> {
         self.inner.get_or_init(|| {
             Rc::new(SignalInner {
-                slots: RefCell::new(Vec::new()),
+                first: SlotEntry::new(0, REMOVED, noop()),
+                rest: RefCell::new(Vec::new()),
                 pending: RefCell::new(Vec::new()),
                 next_id: Cell::new(1),
                 removed: Cell::new(0),
                 pinned: Cell::new(0),
-                unsettled: Cell::new(false),
+                mode: Cell::new(VACANT),
                 weak_owners: OnceCell::new(),
             })
         })
@@ -294,6 +323,7 @@ impl<A: 'static> Signal<A> {
     }
 
     /// Calls every connected, unblocked slot with `args`, in connection order.
+    #[inline]
     pub fn emit(&self, args: &A) {
         if let Some(inner) = self.inner.get() {
             inner.emit(args);
@@ -361,28 +391,35 @@ impl<A: 'static> Signal<A> {
     /// [`disconnect_all`](Self::disconnect_all), excluded).
     pub fn connection_count(&self) -> usize {
         self.inner.get().map_or(0, |inner| {
-            inner.slots.borrow().len() - inner.removed.get() + inner.pending.borrow().len()
-                - inner.pinned.get()
+            let first = usize::from(inner.mode.get() & VACANT == 0);
+            first + inner.rest.borrow().len() + inner.pending.borrow().len()
+                - inner.removed.get() as usize
+                - inner.pinned.get() as usize
         })
     }
 
     /// Makes the emits running now (further up the stack) call no further slot, until
     /// [`clear_skipped`](Self::clear_skipped): `Property` stops announcing a change a slot has
-    /// superseded. Costs the emit nothing: skipped slots carry a state bit it checks anyway.
+    /// superseded. Skipped slots carry a state bit; the signal's mode says some do, so running
+    /// emits check each slot's state from their next slot on.
     pub(crate) fn skip_running_emits(&self) {
         if let Some(inner) = self.inner.get() {
-            for entry in inner.slots.borrow().iter() {
+            let rest = inner.rest.borrow();
+            for entry in std::iter::once(&inner.first).chain(rest.iter()) {
                 entry.state.set(entry.state.get() | SKIPPED);
             }
+            inner.mode.set(inner.mode.get() | ANY_SKIPPED);
         }
     }
 
     /// Undoes [`skip_running_emits`](Self::skip_running_emits).
     pub(crate) fn clear_skipped(&self) {
         if let Some(inner) = self.inner.get() {
-            for entry in inner.slots.borrow().iter() {
+            let rest = inner.rest.borrow();
+            for entry in std::iter::once(&inner.first).chain(rest.iter()) {
                 entry.state.set(entry.state.get() & !SKIPPED);
             }
+            inner.mode.set(inner.mode.get() & !ANY_SKIPPED);
         }
     }
 
@@ -441,7 +478,7 @@ impl<A: 'static> fmt::Debug for Signal<A> {
                 &self
                     .inner
                     .get()
-                    .is_some_and(|inner| inner.slots.try_borrow_mut().is_err()),
+                    .is_some_and(|inner| inner.mode.get() & EMITTING != 0),
             )
             .finish()
     }
@@ -465,6 +502,49 @@ impl Drop for AliveFlag {
     }
 }
 
+impl<A> SlotEntry<A> {
+    fn new(id: u64, state: u8, func: SlotFn<A>) -> Self {
+        SlotEntry {
+            id: Cell::new(id),
+            state: Cell::new(state),
+            pinned: Cell::new(false),
+            func: RefCell::new(func),
+        }
+    }
+
+    /// Calls the slot unless it is blocked, removed, skipped or already running (further up
+    /// the stack); drops its closure right after the call if it was disconnected meanwhile.
+    fn call_checked(&self, args: &A) {
+        if self.state.get() != 0 {
+            return;
+        }
+        // Busy: the slot is running further up the stack (nested emit); skip it.
+        let Ok(mut func) = self.func.try_borrow_mut() else {
+            return;
+        };
+        func(args);
+        if self.state.get() & REMOVED != 0 {
+            // Disconnected while running: drop its closure now, outside its own borrow.
+            let finished = std::mem::replace(&mut *func, noop());
+            drop(func);
+            drop(finished);
+        }
+    }
+
+    /// Drops the closure of a removed entry that is not running (a no-op closure is left).
+    fn drop_closure_if_removed(&self) {
+        if self.state.get() & REMOVED == 0 {
+            return;
+        }
+        // Busy: still running further up the stack; that frame drops it.
+        if let Ok(mut func) = self.func.try_borrow_mut() {
+            let finished = std::mem::replace(&mut *func, noop());
+            drop(func);
+            drop(finished);
+        }
+    }
+}
+
 impl<A> SignalInner<A> {
     fn reserve_id(&self) -> u64 {
         let id = self.next_id.get();
@@ -479,33 +559,53 @@ impl<A> SignalInner<A> {
     }
 
     fn push_with_id(&self, id: u64, func: SlotFn<A>) {
-        let entry = SlotEntry {
-            id,
-            state: Cell::new(0),
-            pinned: Cell::new(false),
-            func: RefCell::new(func),
-        };
         // Slots connected during an earlier emit go first: the list stays in connection order.
         self.settle_if_idle();
-        // Borrowed means an emit is walking the list: the new slot waits for the next emit.
-        match self.slots.try_borrow_mut() {
-            Ok(mut slots) => {
-                // Most signals get one slot: skip Vec's default first capacity of four.
-                if slots.capacity() == 0 {
-                    slots.reserve_exact(1);
+        let mode = self.mode.get();
+        // An emit is running (or the list could not be settled): the new slot waits for the
+        // next emit.
+        if mode & (EMITTING | UNSETTLED) == 0 {
+            if mode & VACANT != 0 {
+                if let Ok(mut first) = self.first.func.try_borrow_mut() {
+                    let old = std::mem::replace(&mut *first, func);
+                    self.first.id.set(id);
+                    self.first.state.set(0);
+                    self.first.pinned.set(false);
+                    self.mode.set(mode & !VACANT);
+                    drop(first);
+                    drop(old);
+                    return;
                 }
-                slots.push(entry)
-            }
-            Err(_) => {
-                self.pending.borrow_mut().push(entry);
-                self.unsettled.set(true);
+            } else if let Ok(mut rest) = self.rest.try_borrow_mut() {
+                // Most signals get one slot more: skip Vec's default first capacity of four.
+                if rest.capacity() == 0 {
+                    rest.reserve_exact(1);
+                }
+                rest.push(SlotEntry::new(id, 0, func));
+                self.mode.set(mode | HAS_REST);
+                return;
             }
         }
+        self.pending.borrow_mut().push(SlotEntry::new(id, 0, func));
+        self.mode.set(self.mode.get() | UNSETTLED);
+    }
+
+    /// Runs `f` on the live entry with `id` in `first` or `rest`.
+    fn with_slot<R>(&self, id: u64, f: impl FnOnce(&SlotEntry<A>) -> R) -> Option<R> {
+        if self.first.id.get() == id {
+            return Some(&self.first)
+                .filter(|e| e.state.get() & REMOVED == 0)
+                .map(f);
+        }
+        find_live(&self.rest.borrow(), id).map(f)
     }
 
     /// Runs `f` on the live entry with `id`, wherever it is.
     fn with_entry<R>(&self, id: u64, f: impl FnOnce(&SlotEntry<A>) -> R) -> Option<R> {
-        if let Some(entry) = find_live(&self.slots.borrow(), id) {
+        if self.first.id.get() == id {
+            return self.with_slot(id, f);
+        }
+        if let Some(entry) = find_live(&self.rest.borrow(), id) {
             return Some(f(entry));
         }
         find_live(&self.pending.borrow(), id).map(f)
@@ -551,7 +651,7 @@ impl<A> SignalInner<A> {
     }
 
     fn remove(&self, id: u64) -> bool {
-        let taken = find_live(&self.slots.borrow(), id).map(|entry| {
+        let taken = self.with_slot(id, |entry| {
             entry.state.set(entry.state.get() | REMOVED);
             self.unpin(entry);
             // A running slot keeps its closure until it returns; the emit drops it then.
@@ -564,12 +664,12 @@ impl<A> SignalInner<A> {
         let func = match taken {
             Some(func) => {
                 self.removed.set(self.removed.get() + 1);
-                self.unsettled.set(true);
+                self.mode.set(self.mode.get() | UNSETTLED);
                 func
             }
             None => {
                 let mut pending = self.pending.borrow_mut();
-                let Ok(pos) = pending.binary_search_by_key(&id, |e| e.id) else {
+                let Ok(pos) = pending.binary_search_by_key(&id, |e| e.id.get()) else {
                     return false;
                 };
                 let entry = pending.remove(pos);
@@ -588,10 +688,10 @@ impl<A> SignalInner<A> {
         let mut funcs: Vec<SlotFn<A>> = Vec::new();
         let gone = |e: &SlotEntry<A>| !(keep_pinned && e.pinned.get());
         {
-            let slots = self.slots.borrow();
+            let rest = self.rest.borrow();
             let mut removed = self.removed.get();
-            for entry in slots
-                .iter()
+            for entry in std::iter::once(&self.first)
+                .chain(rest.iter())
                 .filter(|e| e.state.get() & REMOVED == 0 && gone(e))
             {
                 entry.state.set(entry.state.get() | REMOVED);
@@ -602,8 +702,9 @@ impl<A> SignalInner<A> {
                 }
             }
             self.removed.set(removed);
-            self.unsettled
-                .set(removed > 0 || !self.pending.borrow().is_empty());
+            if removed > 0 || !self.pending.borrow().is_empty() {
+                self.mode.set(self.mode.get() | UNSETTLED);
+            }
         }
         let pending: Vec<SlotEntry<A>> = {
             let mut pending = self.pending.borrow_mut();
@@ -643,7 +744,7 @@ impl<A> SignalInner<A> {
     /// Once no emit runs: drops removed entries and appends connections made during an emit.
     #[inline]
     fn settle_if_idle(&self) {
-        if self.unsettled.get() {
+        if self.mode.get() & UNSETTLED != 0 {
             self.settle();
         }
     }
@@ -651,20 +752,52 @@ impl<A> SignalInner<A> {
     #[cold]
     #[inline(never)]
     fn settle(&self) {
-        // Borrowed: an emit is still walking the list; the next operation after it settles.
-        let Ok(mut slots) = self.slots.try_borrow_mut() else {
+        // An emit is still walking the list; the next operation after it settles.
+        if self.mode.get() & EMITTING != 0 {
+            return;
+        }
+        let (Ok(mut rest), Ok(mut first_func)) =
+            (self.rest.try_borrow_mut(), self.first.func.try_borrow_mut())
+        else {
             return;
         };
-        self.unsettled.set(false);
         if self.removed.get() > 0 {
-            slots.retain(|e| e.state.get() & REMOVED == 0);
+            rest.retain(|e| e.state.get() & REMOVED == 0);
             self.removed.set(0);
         }
-        slots.append(&mut self.pending.borrow_mut());
+        rest.append(&mut self.pending.borrow_mut());
+        let mut mode = self.mode.get() & !(UNSETTLED | HAS_REST | ANY_BLOCKED | VACANT);
+        let mut old = None;
+        if self.first.state.get() & REMOVED != 0 {
+            if rest.is_empty() {
+                self.first.id.set(0);
+                mode |= VACANT;
+            } else {
+                // The next connection in order moves up into `first`.
+                let next = rest.remove(0);
+                self.first.id.set(next.id.get());
+                self.first.state.set(next.state.get());
+                self.first.pinned.set(next.pinned.get());
+                old = Some(std::mem::replace(&mut *first_func, next.func.into_inner()));
+            }
+        }
+        if !rest.is_empty() {
+            mode |= HAS_REST;
+        }
+        if std::iter::once(&self.first)
+            .chain(rest.iter())
+            .any(|e| e.state.get() & (BLOCKED | REMOVED) == BLOCKED)
+        {
+            mode |= ANY_BLOCKED;
+        }
+        self.mode.set(mode);
+        drop(first_func);
+        drop(rest);
+        drop(old);
     }
 
     fn set_blocked(&self, id: u64, blocked: bool) -> Option<bool> {
-        self.with_entry(id, |entry| {
+        let was = self.with_entry(id, |entry| {
             let state = entry.state.get();
             entry.state.set(if blocked {
                 state | BLOCKED
@@ -672,39 +805,150 @@ impl<A> SignalInner<A> {
                 state & !BLOCKED
             });
             state & BLOCKED != 0
-        })
+        })?;
+        // Unblocking leaves `ANY_BLOCKED` to the next settle, which recomputes it.
+        let mode = self.mode.get();
+        self.mode
+            .set(mode | if blocked { ANY_BLOCKED } else { UNSETTLED });
+        Some(was)
     }
 
     fn is_blocked(&self, id: u64) -> Option<bool> {
         self.with_entry(id, |entry| entry.state.get() & BLOCKED != 0)
     }
 
+    #[inline(always)]
     fn emit(&self, args: &A) {
-        self.settle_if_idle();
-        // Held across the slot calls. It doubles as the "emit running" mark: while it exists,
-        // connects go to `pending` and removals only mark entries (see `push_with_id`, `settle`).
-        let slots = self.slots.borrow();
-        let unwinding = DropClosuresOnUnwind(self);
-        for entry in slots.iter() {
-            if entry.state.get() != 0 {
-                continue;
-            }
-            // Busy: the slot is running further up the stack (nested emit); skip it.
-            let Ok(mut func) = entry.func.try_borrow_mut() else {
-                continue;
-            };
+        match self.mode.get() {
+            0 => self.emit_one(args),
+            HAS_REST => self.emit_many(args),
+            _ => self.emit_slow(args),
+        }
+    }
+
+    /// The emit when nothing is out of the ordinary and `first` is the only slot (the mode is
+    /// 0): no emit runs, so its closure is not borrowed, and it is not blocked, removed or
+    /// skipped, so it is called without looking at its state. Whatever the slot does to the
+    /// signal changes the mode; the emit then ends in [`finish_slow`](Self::finish_slow).
+    #[inline(always)]
+    fn emit_one(&self, args: &A) {
+        // It doubles as the "emit running" mark: while it is set, connects go to `pending` and
+        // removals only mark entries (see `push_with_id`, `settle`).
+        self.mode.set(EMITTING);
+        let unwinding = DropClosuresOnUnwind {
+            inner: self,
+            was_emitting: false,
+        };
+        if let Ok(mut func) = self.first.func.try_borrow_mut() {
             func(args);
-            if entry.state.get() & REMOVED != 0 {
-                // Disconnected while running: drop its closure now, outside its own borrow.
-                let finished = std::mem::replace(&mut *func, noop());
-                drop(func);
-                drop(finished);
-            }
+        }
+        if self.mode.get() != EMITTING {
+            return self.finish_slow(args, 1, unwinding);
         }
         // Not dropped on this path: no slot panicked.
         std::mem::forget(unwinding);
+        self.mode.set(0);
+    }
+
+    /// [`emit_one`](Self::emit_one) for a signal with more slots (the mode is [`HAS_REST`]):
+    /// it looks at the mode after each slot and goes on in [`finish_slow`](Self::finish_slow)
+    /// once it changed.
+    #[inline(always)]
+    fn emit_many(&self, args: &A) {
+        const RUNNING: u8 = HAS_REST | EMITTING;
+        self.mode.set(RUNNING);
+        let unwinding = DropClosuresOnUnwind {
+            inner: self,
+            was_emitting: false,
+        };
+        if let Ok(mut func) = self.first.func.try_borrow_mut() {
+            func(args);
+        }
+        if self.mode.get() != RUNNING {
+            return self.finish_slow(args, 1, unwinding);
+        }
+        let changed = {
+            let rest = self.rest.borrow();
+            let mut slots = rest.iter();
+            loop {
+                let Some(entry) = slots.next() else {
+                    break None;
+                };
+                if let Ok(mut func) = entry.func.try_borrow_mut() {
+                    func(args);
+                }
+                if self.mode.get() != RUNNING {
+                    // The position of the slot after `entry` (`first` being 0).
+                    break Some(rest.len() - slots.len() + 1);
+                }
+            }
+        };
+        if let Some(next) = changed {
+            return self.finish_slow(args, next, unwinding);
+        }
+        // Not dropped on this path: no slot panicked.
+        std::mem::forget(unwinding);
+        self.mode.set(HAS_REST);
+    }
+
+    /// A fast emit after the signal changed under it: the slot just called (at position
+    /// `next - 1`, `first` being 0) may have been disconnected meanwhile (its closure is dropped
+    /// now); the slots from `next` on are called with their state checked.
+    #[inline(never)]
+    fn finish_slow(&self, args: &A, next: usize, unwinding: DropClosuresOnUnwind<'_, A>) {
+        if next == 1 {
+            self.first.drop_closure_if_removed();
+        } else {
+            let rest = self.rest.borrow();
+            rest[next - 2].drop_closure_if_removed();
+        }
+        self.run_from(args, next);
+        // Not dropped on this path: no slot panicked.
+        std::mem::forget(unwinding);
+        self.end_emit();
+    }
+
+    /// An emit while something is out of the ordinary (see [`emit_one`](Self::emit_one)):
+    /// settles first if no emit runs, then checks each entry's state before calling it.
+    #[inline(never)]
+    fn emit_slow(&self, args: &A) {
+        self.settle_if_idle();
+        let mode = self.mode.get();
+        match mode {
+            0 => return self.emit_one(args),
+            HAS_REST => return self.emit_many(args),
+            _ => {}
+        }
+        let was_emitting = mode & EMITTING != 0;
+        self.mode.set(mode | EMITTING);
+        let unwinding = DropClosuresOnUnwind {
+            inner: self,
+            was_emitting,
+        };
+        self.run_from(args, 0);
+        // Not dropped on this path: no slot panicked.
+        std::mem::forget(unwinding);
+        if !was_emitting {
+            self.end_emit();
+        }
         // Entries removed or connected during this emit are settled by the next operation on
         // the signal; their closures are already dropped (or queued in `pending`).
+    }
+
+    /// Calls the slots from position `start` on (`first` being 0), checking each one's state.
+    fn run_from(&self, args: &A, start: usize) {
+        if start == 0 {
+            self.first.call_checked(args);
+        }
+        let rest = self.rest.borrow();
+        for entry in rest.iter().skip(start.saturating_sub(1)) {
+            entry.call_checked(args);
+        }
+    }
+
+    /// The outermost emit has ended.
+    fn end_emit(&self) {
+        self.mode.set(self.mode.get() & !EMITTING);
     }
 }
 
@@ -712,28 +956,30 @@ impl<A> SignalInner<A> {
 /// steady path pays nothing): a slot that disconnected itself and then panicked never reached
 /// the drop of its closure after the call, so its closure is dropped here — as it would have
 /// been had it returned — rather than later by `settle`, under the list's mutable borrow that
-/// its captures' destructors could run into.
-struct DropClosuresOnUnwind<'a, A>(&'a SignalInner<A>);
+/// its captures' destructors could run into. The outermost emit also clears the "emit running"
+/// mark.
+struct DropClosuresOnUnwind<'a, A> {
+    inner: &'a SignalInner<A>,
+    was_emitting: bool,
+}
 
 impl<A> Drop for DropClosuresOnUnwind<'_, A> {
     fn drop(&mut self) {
-        let Ok(slots) = self.0.slots.try_borrow() else {
-            return;
-        };
-        for entry in slots.iter().filter(|e| e.state.get() & REMOVED != 0) {
-            // Busy: still running further up the stack; that frame drops it.
-            if let Ok(mut func) = entry.func.try_borrow_mut() {
-                let finished = std::mem::replace(&mut *func, noop());
-                drop(func);
-                drop(finished);
+        let inner = self.inner;
+        if let Ok(rest) = inner.rest.try_borrow() {
+            for entry in std::iter::once(&inner.first).chain(rest.iter()) {
+                entry.drop_closure_if_removed();
             }
+        }
+        if !self.was_emitting {
+            inner.end_emit();
         }
     }
 }
 
 /// The entry with `id` in a list sorted by id, unless it was removed.
 fn find_live<A>(list: &[SlotEntry<A>], id: u64) -> Option<&SlotEntry<A>> {
-    let pos = list.binary_search_by_key(&id, |e| e.id).ok()?;
+    let pos = list.binary_search_by_key(&id, |e| e.id.get()).ok()?;
     Some(&list[pos]).filter(|e| e.state.get() & REMOVED == 0)
 }
 
