@@ -894,6 +894,7 @@ impl<A> SignalInner<A> {
     /// A fast emit after the signal changed under it: the slot just called (at position
     /// `next - 1`, `first` being 0) may have been disconnected meanwhile (its closure is dropped
     /// now); the slots from `next` on are called with their state checked.
+    #[cold]
     #[inline(never)]
     fn finish_slow(&self, args: &A, next: usize, unwinding: DropClosuresOnUnwind<'_, A>) {
         if next == 1 {
