@@ -9,6 +9,8 @@
 //! whole buffer on each call. [`HeadStatus::Complete`] says how many bytes the head took; the
 //! rest of the buffer is body (or the next response).
 
+use std::mem::MaybeUninit;
+
 use memchr::{memchr, memchr_iter, memmem};
 
 use crate::network::http::error::HttpError;
@@ -223,16 +225,23 @@ impl HeadParser {
         // A field line takes at least three bytes (`a:` LF), so more slots than that could never
         // fill: this keeps a huge configured limit from turning into a huge allocation.
         let slots = self.limits.max_headers.min(head_bytes.len() / 3 + 1);
-        let mut inline = [httparse::EMPTY_HEADER; INLINE_HEADER_SLOTS];
+        // Left uninitialised: httparse writes the slots it fills, and filling 128 empty ones
+        // first cost more than the parse of a short head.
+        let mut inline =
+            [const { MaybeUninit::<httparse::Header<'_>>::uninit() }; INLINE_HEADER_SLOTS];
         let mut heap = Vec::new();
-        let headers: &mut [httparse::Header<'_>] = if slots <= INLINE_HEADER_SLOTS {
+        let headers: &mut [MaybeUninit<httparse::Header<'_>>] = if slots <= INLINE_HEADER_SLOTS {
             &mut inline[..slots]
         } else {
-            heap.resize(slots, httparse::EMPTY_HEADER);
+            heap.resize_with(slots, MaybeUninit::uninit);
             &mut heap
         };
-        let mut response = httparse::Response::new(headers);
-        match response.parse(head_bytes) {
+        let mut response = httparse::Response::new(&mut []);
+        match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+            &mut response,
+            head_bytes,
+            headers,
+        ) {
             Ok(httparse::Status::Complete(_)) => {}
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
