@@ -760,7 +760,8 @@ impl HttpClient {
         let Some(head) = state.response_head.take().map(|h| *h) else {
             return;
         };
-        let body = state.body.split().freeze();
+        // Taken whole, not split off: a split shares the buffer through an allocated header.
+        let body = std::mem::take(&mut state.body).freeze();
         let response = state.response_from(head, body);
         actions.push(self.finish_action(inner, id, state.into_delivery(), Ok(response)));
     }
