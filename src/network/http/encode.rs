@@ -8,6 +8,7 @@
 use crate::network::decimal::{MAX_DECIMAL_LEN, decimal};
 use crate::network::http::error::HttpError;
 use crate::network::http::headers::HeaderMap;
+use crate::network::http::method::is_token;
 
 /// A field written after the request's own: its name and its value in pieces (so that a value
 /// such as `host:port` needs no allocation of its own).
@@ -190,13 +191,6 @@ fn validate_value(name: &str, value: &str) -> Result<(), HttpError> {
         )));
     }
     Ok(())
-}
-
-/// `token = 1*tchar` (RFC 9110 §5.6.2).
-fn is_token(s: &str) -> bool {
-    !s.is_empty()
-        && s.bytes()
-            .all(|b| b.is_ascii_alphanumeric() || b"!#$%&'*+-.^_`|~".contains(&b))
 }
 
 #[cfg(test)]
