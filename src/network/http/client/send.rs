@@ -281,7 +281,8 @@ fn encode_request_head_for(
         count += 1;
     };
     let host = host_header_parts(request.url(), &mut port_digits);
-    let length = [decimal(request.body().len() as u64, &mut length_digits)];
+    // Written out only when the field goes out (most requests have no body).
+    let length;
     let encodings = [accepted_encodings()];
     let cookie = cookie.map(|cookie| [cookie]);
     // Every HTTP/1.1 request names its host (RFC 9112 §3.2; servers answer 400 otherwise),
@@ -307,6 +308,7 @@ fn encode_request_head_for(
         && !headers.contains("Transfer-Encoding")
         && !headers.contains("Content-Length")
     {
+        length = [decimal(request.body().len() as u64, &mut length_digits)];
         add("Content-Length", &length);
     }
     if let Some(cookie) = &cookie
