@@ -214,6 +214,11 @@ impl HttpSession {
     /// has are left alone.
     pub fn apply_default_headers(&self, request: &mut HttpRequest) {
         let headers = request.headers_mut();
+        if headers.is_empty() {
+            // Nothing of its own (the usual `get(url)`): the defaults are copied whole.
+            headers.clone_from(&self.default_headers);
+            return;
+        }
         // The request's own fields come first; a default is added unless one of them has its name.
         let own = headers.len();
         // One allocation for all of them rather than regrowing per field.
