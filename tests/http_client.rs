@@ -544,6 +544,44 @@ fn total_timeout_fires() {
     assert!(started.elapsed() < Duration::from_secs(3));
 }
 
+/// Requests with different total timeouts each end at their own deadline, whatever the order
+/// they were sent in: a later request with a shorter timeout ends first, and none ends before
+/// its deadline (the client watches every deadline with one timer; tenth round).
+#[test]
+fn total_timeouts_of_several_requests_each_fire_at_their_own_deadline() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Stall(Duration::from_secs(5)));
+    let client = HttpClient::new().unwrap();
+    let started = Instant::now();
+    let with_timeout = |ms| {
+        let request = HttpRequest::get(&server.url("/")).unwrap();
+        send(&client, request.with_timeout(Duration::from_millis(ms)))
+    };
+    let long = with_timeout(1500);
+    let short = with_timeout(200);
+    let middle = with_timeout(700);
+    let is_total = |r: &Result<HttpResponse, HttpError>| {
+        matches!(
+            r,
+            Err(HttpError::Timeout(kdnet::network::TimeoutPhase::Total))
+        )
+    };
+    let r = wait_at_most(&mut ev, &short, Duration::from_secs(10));
+    assert!(is_total(&r), "{r:?}");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    assert!(middle.borrow().is_none() && long.borrow().is_none());
+    let r = wait_at_most(&mut ev, &middle, Duration::from_secs(10));
+    assert!(is_total(&r), "{r:?}");
+    assert!(started.elapsed() >= Duration::from_millis(700));
+    assert!(long.borrow().is_none());
+    let r = wait_at_most(&mut ev, &long, Duration::from_secs(10));
+    assert!(is_total(&r), "{r:?}");
+    let elapsed = started.elapsed();
+    assert!(elapsed >= Duration::from_millis(1500), "{elapsed:?}");
+    assert!(elapsed < Duration::from_secs(4), "{elapsed:?}");
+    assert_eq!(client.pending_requests(), 0);
+}
+
 #[test]
 fn read_timeout_names_the_phase_it_fired_in() {
     use kdnet::network::TimeoutPhase;

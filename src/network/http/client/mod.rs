@@ -26,7 +26,7 @@ use std::fmt;
 use std::num::NonZeroU64;
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use url::Url;
@@ -37,7 +37,7 @@ use self::state::{Delivery, Fate, Finishing, RequestState, StreamCallback};
 use super::id_map::IdMap;
 use super::{HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession};
 use crate::bindings::Signal;
-use crate::foundation::{LoopCore, LoopError};
+use crate::foundation::{LoopCore, LoopError, TimerKey};
 use crate::network::error::SocketError;
 use crate::network::sse::{SseBatch, SseParser};
 use crate::network::tcp::SocketState;
@@ -131,6 +131,10 @@ struct ClientInner {
     /// Requests whose outcome is decided but whose callback has not run yet (still cancellable).
     /// Usually empty or one: an entry lives from the end of a response to its callback.
     finishing: Vec<Finishing>,
+    /// The one timer of every request's total timeout, and when it fires: at the earliest
+    /// deadline it was armed for. A request only notes its deadline (see `arm_total_timer`):
+    /// a timer made and removed per request cost two allocations and the timer queue's work.
+    total_timer: Option<(TimerKey, Instant)>,
 }
 
 /// An HTTP/1.1 client on the current thread's loop (KDNetwork `HttpClient`).
@@ -230,6 +234,7 @@ impl HttpClient {
                 read_continues: None,
                 wire: Vec::new(),
                 finishing: Vec::new(),
+                total_timer: None,
             }),
             continuing: RefCell::default(),
             delivering: RefCell::default(),
@@ -624,9 +629,11 @@ impl HttpClient {
 impl Drop for HttpClient {
     fn drop(&mut self) {
         let inner = self.inner.get_mut();
+        if let Some((key, _)) = inner.total_timer.take() {
+            self.core.timer_remove(key);
+        }
         for (_, state) in inner.requests.drain() {
-            let idle_timer = state.idle.as_ref().and_then(|w| w.timer);
-            for key in [state.total_timer, idle_timer].into_iter().flatten() {
+            if let Some(key) = state.idle.as_ref().and_then(|w| w.timer) {
                 self.core.timer_remove(key);
             }
         }

@@ -754,9 +754,6 @@ impl HttpClient {
             return;
         }
         self.release_conn(inner, &mut state, reuse, actions);
-        if let Some(key) = state.total_timer.take() {
-            self.core.timer_remove(key);
-        }
         let Some(head) = state.response_head.take().map(|h| *h) else {
             return;
         };

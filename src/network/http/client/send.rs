@@ -123,7 +123,7 @@ impl HttpClient {
                 started: now,
                 got_bytes: false,
                 retried: false,
-                total_timer: None,
+                total_deadline: None,
                 idle: None,
                 upload_total: 0,
                 upload_head_len: 0,

@@ -12,7 +12,6 @@ use super::pool::HostKey;
 use super::receive::PartialHead;
 use super::timers::IdleWatch;
 use super::{ClientInner, HttpClient, SseTarget, StreamEvent};
-use crate::foundation::TimerKey;
 use crate::network::http::body::BodyDecoder;
 use crate::network::http::content::ContentDecoder;
 use crate::network::http::head::{HeadLimits, ResponseHead};
@@ -79,7 +78,8 @@ pub(super) struct RequestState {
     pub(super) started: Instant,
     pub(super) got_bytes: bool,
     pub(super) retried: bool,
-    pub(super) total_timer: Option<TimerKey>,
+    /// When the total timeout ends the request (the client's one timer watches every deadline).
+    pub(super) total_deadline: Option<Instant>,
     /// The read timeout's timer; made on first use, so a request without one carries none of it.
     pub(super) idle: Option<Box<IdleWatch>>,
     pub(super) upload_total: u64,
@@ -132,9 +132,6 @@ impl HttpClient {
         let Some(mut state) = self.take_request(inner, id) else {
             return;
         };
-        if let Some(key) = state.total_timer.take() {
-            self.core.timer_remove(key);
-        }
         if close_conn {
             self.release_conn(inner, &mut state, None, actions);
         } else {

@@ -27,14 +27,72 @@ impl HttpClient {
         if state.request.is_streaming() {
             return;
         }
-        if let Some(timeout) = state.request.timeout() {
-            let weak = self.self_weak.clone();
-            state.total_timer = Some(self.core.call_after(timeout, move || {
-                if let Some(client) = weak.upgrade() {
-                    client.on_timeout(id, TimeoutPhase::Total);
-                }
-            }));
+        let Some(timeout) = state.request.timeout() else {
+            return;
+        };
+        let deadline = deadline_after(Instant::now(), timeout);
+        state.total_deadline = Some(deadline);
+        // The client's timer fires first (the usual case: requests share one timeout), and then
+        // looks for the next deadline.
+        if inner.total_timer.is_some_and(|(_, at)| at <= deadline) {
+            return;
         }
+        if let Some((key, _)) = inner.total_timer.take() {
+            self.core.timer_remove(key);
+        }
+        self.start_total_timer(inner, deadline);
+    }
+
+    fn start_total_timer(&self, inner: &mut ClientInner, at: Instant) {
+        let weak = self.self_weak.clone();
+        let delay = at.saturating_duration_since(Instant::now());
+        let key = self.core.call_after(delay, move || {
+            if let Some(client) = weak.upgrade() {
+                client.on_total_timer();
+            }
+        });
+        inner.total_timer = Some((key, at));
+    }
+
+    /// The total-timeout timer fired: every request past its deadline fails (in the order they
+    /// were sent), and the timer is armed for the earliest deadline left.
+    fn on_total_timer(&self) {
+        let mut actions = Vec::new();
+        {
+            let mut inner = self.inner.borrow_mut();
+            let inner = &mut *inner;
+            inner.total_timer = None;
+            let now = Instant::now();
+            let mut expired: Vec<u64> = (inner.requests.iter())
+                .filter(|(_, state)| state.total_deadline.is_some_and(|d| d <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            expired.sort_unstable();
+            for id in expired {
+                if let Some(state) = inner.requests.get_mut(&id) {
+                    state.total_deadline = None;
+                    self.fail(
+                        inner,
+                        id,
+                        HttpError::Timeout(TimeoutPhase::Total),
+                        true,
+                        &mut actions,
+                    );
+                }
+            }
+            let next = (inner.requests.values())
+                .filter_map(|state| state.total_deadline)
+                .min();
+            if let Some(at) = next
+                && inner.total_timer.is_none_or(|(_, armed)| armed > at)
+            {
+                if let Some((key, _)) = inner.total_timer.take() {
+                    self.core.timer_remove(key);
+                }
+                self.start_total_timer(inner, at);
+            }
+        }
+        self.run_actions(actions);
     }
 
     pub(super) fn arm_idle_timer(&self, inner: &mut ClientInner, id: u64) {
@@ -133,13 +191,8 @@ impl HttpClient {
         {
             let mut inner = self.inner.borrow_mut();
             if let Some(state) = inner.requests.get_mut(&id) {
-                match phase {
-                    TimeoutPhase::Total => state.total_timer = None,
-                    _ => {
-                        if let Some(watch) = state.idle.as_deref_mut() {
-                            watch.timer = None;
-                        }
-                    }
+                if let Some(watch) = state.idle.as_deref_mut() {
+                    watch.timer = None;
                 }
                 self.fail(
                     &mut inner,
