@@ -3,6 +3,7 @@
 
 use std::borrow::Cow;
 use std::fmt;
+use std::sync::Arc;
 use std::time::Duration;
 
 use base64::Engine as _;
@@ -80,7 +81,9 @@ pub enum AuthType {
 /// ```
 #[derive(Clone)]
 pub struct HttpRequest {
-    url: Url,
+    /// Shared, not copied: the client's last parse of the same text, the request (also the
+    /// copy an SSE client keeps for reconnects) and its response point at one URL.
+    url: Arc<Url>,
     method: HttpMethod,
     headers: HeaderMap,
     body: Bytes,
@@ -113,6 +116,12 @@ impl HttpRequest {
     /// assert!(HttpRequest::from_url(Url::parse("ftp://example.com/").unwrap()).is_err());
     /// ```
     pub fn from_url(url: Url) -> Result<Self, HttpError> {
+        Self::from_shared_url(Arc::new(url))
+    }
+
+    /// [`HttpRequest::from_url`] for a URL shared with its other users (a URL with credentials
+    /// is copied before they are taken out of it).
+    pub(crate) fn from_shared_url(url: Arc<Url>) -> Result<Self, HttpError> {
         check_url_is_requestable(&url)?;
         let mut request = HttpRequest {
             url,
@@ -156,11 +165,16 @@ impl HttpRequest {
         &self.url
     }
 
+    /// The URL, to share with a response.
+    pub(crate) fn shared_url(&self) -> &Arc<Url> {
+        &self.url
+    }
+
     /// Replaces the URL. Same rules as [`HttpRequest::new`]: only `http`/`https`, and URL
     /// credentials become Basic auth.
     pub fn set_url(&mut self, url: Url) -> Result<(), HttpError> {
         check_url_is_requestable(&url)?;
-        self.url = url;
+        self.url = Arc::new(url);
         self.take_url_credentials();
         Ok(())
     }
@@ -181,6 +195,10 @@ impl HttpRequest {
     /// assert!(!request.take_url_credentials());
     /// ```
     pub fn take_url_credentials(&mut self) -> bool {
+        // Every request passes here twice (made, then sent): most URLs carry no credentials.
+        if self.url.username().is_empty() && self.url.password().is_none() {
+            return false;
+        }
         let username = percent_decode(self.url.username());
         let password = self.url.password().map(percent_decode);
         if username.is_empty() && password.is_none() {
@@ -189,8 +207,9 @@ impl HttpRequest {
         self.set_basic_auth_bytes(&username, password.as_deref().unwrap_or_default());
         // Cannot fail for http(s) URLs, which always have a host; ignoring is safe either way
         // because the credentials are then already part of the Authorization header.
-        let _ = self.url.set_username("");
-        let _ = self.url.set_password(None);
+        let url = Arc::make_mut(&mut self.url);
+        let _ = url.set_username("");
+        let _ = url.set_password(None);
         true
     }
 

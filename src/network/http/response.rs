@@ -3,6 +3,7 @@
 use std::borrow::Cow;
 use std::fmt;
 use std::str::Utf8Error;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -36,7 +37,8 @@ use crate::network::http::{HeaderMap, HttpVersion, REDIRECT_STATUSES, extract_mi
 /// token endpoint's answer), and hides credential headers as [`HeaderMap`] does.
 #[derive(Clone)]
 pub struct HttpResponse {
-    url: Url,
+    /// Shared with the request it answers (see `HttpRequest`'s).
+    url: Arc<Url>,
     status: u16,
     reason: String,
     version: HttpVersion,
@@ -259,7 +261,7 @@ impl fmt::Debug for HttpResponse {
 impl HttpResponse {
     /// A response from its parts; redirect count and elapsed time start at zero.
     pub(crate) fn new(
-        url: Url,
+        url: Arc<Url>,
         status: u16,
         reason: String,
         version: HttpVersion,
@@ -420,7 +422,7 @@ mod tests {
 
     fn response(version: HttpVersion, status: u16, headers: &[(&str, &str)]) -> HttpResponse {
         HttpResponse::new(
-            Url::parse("http://example.com/a/b?q#frag").unwrap(),
+            Arc::new(Url::parse("http://example.com/a/b?q#frag").unwrap()),
             status,
             "Reason".to_string(),
             version,

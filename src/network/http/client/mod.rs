@@ -204,7 +204,7 @@ pub struct HttpClient {
     /// over and over (polling, keep-alive loops) parses it once (a parse was ~6,000 instructions,
     /// a fifth of a keep-alive request). Parsing is a pure function of the text, so the copy is
     /// exactly what a new parse would give.
-    last_url: RefCell<Option<(Box<str>, Url)>>,
+    last_url: RefCell<Option<(Box<str>, Arc<Url>)>>,
     self_weak: Weak<HttpClient>,
 }
 

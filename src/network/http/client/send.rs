@@ -2,6 +2,7 @@
 //! and written on its connection, and reports its upload progress.
 
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
@@ -26,7 +27,7 @@ impl HttpClient {
         body: Option<(Bytes, &str)>,
         callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
     ) -> RequestId {
-        match self.parse_url(url).and_then(HttpRequest::from_url) {
+        match self.parse_url(url).and_then(HttpRequest::from_shared_url) {
             Ok(mut request) => {
                 request.set_method(method);
                 if let Some((body, content_type)) = body {
@@ -51,14 +52,14 @@ impl HttpClient {
     }
 
     /// `url` parsed, reusing the last parse when the text is the same.
-    fn parse_url(&self, url: &str) -> Result<Url, HttpError> {
+    fn parse_url(&self, url: &str) -> Result<Arc<Url>, HttpError> {
         if let Some((text, parsed)) = &*self.last_url.borrow()
             && **text == *url
         {
-            return Ok(parsed.clone());
+            return Ok(Arc::clone(parsed));
         }
-        let parsed = parse_url(url)?;
-        *self.last_url.borrow_mut() = Some((url.into(), parsed.clone()));
+        let parsed = Arc::new(parse_url(url)?);
+        *self.last_url.borrow_mut() = Some((url.into(), Arc::clone(&parsed)));
         Ok(parsed)
     }
 

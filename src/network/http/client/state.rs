@@ -3,6 +3,7 @@
 
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
@@ -250,7 +251,7 @@ impl RequestState {
     /// The response made of `head` and `body`, for this request's URL as it stands.
     pub(super) fn response_from(&self, head: ResponseHead, body: Bytes) -> HttpResponse {
         HttpResponse::new(
-            self.request.url().clone(),
+            Arc::clone(self.request.shared_url()),
             head.status,
             head.reason,
             head.version,
