@@ -695,27 +695,87 @@ pub(super) fn forget_host_if_unused(hosts: &mut HostMap, host: &HostKey) {
     }
 }
 
-/// The pool map's shared copy of `key` (added, with an empty pool, if new).
-pub(super) fn intern_host(hosts: &mut HostMap, key: HostKey) -> Rc<HostKey> {
-    if let Some((shared, _)) = hosts.get_key_value(&key) {
+/// The pool map's shared key for `url`'s host (added, with an empty pool, if new). The map is
+/// searched with the URL's parts as they are: a key (and its copy of the name) is made only
+/// for a host the map does not know.
+pub(super) fn intern_host(hosts: &mut HostMap, url: &url::Url) -> Rc<HostKey> {
+    let https = url.scheme() == "https";
+    let host = url.host_str().unwrap_or_default();
+    let port = url.port_or_known_default().unwrap_or(80);
+    let digest = host_digest(https, host, port);
+    let parts = HostParts {
+        https,
+        host,
+        port,
+        digest,
+    };
+    if let Some((shared, _)) = hosts.get_key_value(&parts as &dyn KeyParts) {
         return Rc::clone(shared);
     }
-    let shared = Rc::new(key);
+    let shared = Rc::new(HostKey {
+        https,
+        host: host.to_owned(),
+        port,
+        digest,
+    });
     hosts.insert(Rc::clone(&shared), HostState::default());
     shared
 }
 
-pub(super) fn host_key(url: &url::Url) -> HostKey {
-    let https = url.scheme() == "https";
-    let host = url.host_str().unwrap_or_default();
-    let port = url.port_or_known_default().unwrap_or(80);
-    HostKey {
-        https,
-        host: host.to_string(),
-        port,
-        digest: host_digest(https, host, port),
+/// A host key's parts: what the pool map compares and hashes, for an owned key and a borrowed
+/// one alike (the map's keys lend themselves as this, see `intern_host`).
+trait KeyParts {
+    fn parts(&self) -> (bool, &str, u16);
+    fn digest(&self) -> u64;
+}
+
+/// A host key's parts borrowed from a URL.
+struct HostParts<'a> {
+    https: bool,
+    host: &'a str,
+    port: u16,
+    digest: u64,
+}
+
+impl KeyParts for HostParts<'_> {
+    fn parts(&self) -> (bool, &str, u16) {
+        (self.https, self.host, self.port)
+    }
+    fn digest(&self) -> u64 {
+        self.digest
     }
 }
+
+impl KeyParts for HostKey {
+    fn parts(&self) -> (bool, &str, u16) {
+        (self.https, &self.host, self.port)
+    }
+    fn digest(&self) -> u64 {
+        self.digest
+    }
+}
+
+impl<'a> std::borrow::Borrow<dyn KeyParts + 'a> for Rc<HostKey> {
+    fn borrow(&self) -> &(dyn KeyParts + 'a) {
+        &**self
+    }
+}
+
+/// Hashes as [`HostKey`] does (its digest), as `Borrow` requires.
+impl Hash for dyn KeyParts + '_ {
+    fn hash<H: Hasher>(&self, state: &mut H) {
+        state.write_u64(self.digest());
+    }
+}
+
+/// Equal as [`HostKey`]s are (the digest follows from the parts).
+impl PartialEq for dyn KeyParts + '_ {
+    fn eq(&self, other: &Self) -> bool {
+        self.parts() == other.parts()
+    }
+}
+
+impl Eq for dyn KeyParts + '_ {}
 
 /// FNV-1a over the key's parts. Not flood-resistant, and need not be: hosts come from the
 /// application's URLs and a few redirect hops per request, and the books of a host go when

@@ -8,7 +8,7 @@ use std::time::Duration;
 use bytes::{Bytes, BytesMut};
 
 use super::actions::Action;
-use super::pool::{HostKey, host_key, intern_host, queue_in_send_order};
+use super::pool::{HostKey, intern_host, queue_in_send_order};
 use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient};
 use crate::network::http::LoggedUrl;
@@ -726,7 +726,7 @@ impl HttpClient {
             // answers 408), whatever happened to the previous hop (`max_redirects` bounds it).
             state.retried = false;
             state.request = *next;
-            let host = intern_host(&mut inner.hosts, host_key(state.request.url()));
+            let host = intern_host(&mut inner.hosts, state.request.url());
             state.host = Rc::clone(&host);
             state.reset_for_hop();
             inner.requests.insert(id, Box::new(state));

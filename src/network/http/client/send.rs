@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use url::Url;
 
-use super::pool::{forget_host_if_unused, host_key, intern_host};
+use super::pool::{forget_host_if_unused, intern_host};
 use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient, RequestId};
 use crate::network::decimal::{MAX_DECIMAL_LEN, decimal};
@@ -100,7 +100,7 @@ impl HttpClient {
         let host = {
             let mut inner = self.inner.borrow_mut();
             let limits = head_limits(&inner);
-            let host = intern_host(&mut inner.hosts, host_key(request.url()));
+            let host = intern_host(&mut inner.hosts, request.url());
             // Kept to forget the host if a slot cancels the request before it is scheduled.
             let announced_host = announce.as_ref().map(|_| Rc::clone(&host));
             let now = Instant::now();
