@@ -729,7 +729,7 @@ impl HttpClient {
             let host = intern_host(&mut inner.hosts, state.request.url());
             state.host = Rc::clone(&host);
             state.reset_for_hop();
-            inner.requests.insert(id, Box::new(state));
+            inner.requests.insert(id, state);
             // The hop belongs to a request sent before the ones queued after it: in its host's
             // line in send order, so the connection freed here (same host) goes to it rather
             // than to a later request, and it waits ahead of those if it must wait.
