@@ -156,9 +156,6 @@ impl HeadParser {
         // A head must end within the limit, so nothing past it is ever examined.
         let window = &buf[..buf.len().min(self.limits.max_head_bytes)];
         if let Some(lead) = self.leading_blank(window) {
-            if !self.status_line_checked {
-                self.check_status_line_start(window, lead)?;
-            }
             let mut from = self.searched.max(lead);
             loop {
                 match find_blank_line(window, from) {
@@ -174,6 +171,12 @@ impl HeadParser {
                         None => from = end - 1,
                     },
                     BlankLine::NotYet { resume_at } => {
+                        // An unfinished head is checked as far as its status line goes, so that
+                        // garbage fails now rather than at the byte limit. A complete one was
+                        // just parsed whole: its status line errs there, the same way.
+                        if !self.status_line_checked {
+                            self.check_status_line_start(window, lead)?;
+                        }
                         self.searched = resume_at;
                         break;
                     }
