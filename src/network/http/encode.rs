@@ -7,7 +7,7 @@
 
 use crate::network::decimal::{MAX_DECIMAL_LEN, decimal};
 use crate::network::http::error::HttpError;
-use crate::network::http::headers::HeaderMap;
+use crate::network::http::headers::{HeaderMap, forbidden_value_byte};
 use crate::network::http::method::is_token;
 
 /// A field written after the request's own: its name and its value in pieces (so that a value
@@ -182,10 +182,7 @@ fn validate_name(name: &str) -> Result<(), HttpError> {
 fn validate_value(name: &str, value: &str) -> Result<(), HttpError> {
     // field-value is VCHAR / obs-text / SP / HTAB (RFC 9110 §5.5); CR and LF would end the
     // field early and let the value inject fields of its own.
-    if let Some(bad) = value
-        .bytes()
-        .find(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
-    {
+    if let Some(bad) = forbidden_value_byte(value.as_bytes()) {
         return Err(HttpError::InvalidRequest(format!(
             "value of header {name:?} contains byte 0x{bad:02x}"
         )));

@@ -273,9 +273,61 @@ impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, V)> for HeaderMap {
     }
 }
 
+/// The first byte a field value may not hold (RFC 9110 §5.5: a control character other than
+/// HTAB, or DEL; CR and LF above all), looked for eight bytes at a time: every request's values
+/// are checked when it is sent and again when it is encoded.
+pub(crate) fn forbidden_value_byte(value: &[u8]) -> Option<u8> {
+    const ONES: u64 = 0x0101_0101_0101_0101;
+    const HIGH: u64 = 0x8080_8080_8080_8080;
+    let forbidden = |b: u8| (b < b' ' && b != b'\t') || b == 0x7f;
+    let mut words = value.chunks_exact(8);
+    for chunk in &mut words {
+        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
+        // Whether any byte is below 0x20 (a high byte is not: `!word` clears it), or is 0x7f.
+        let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+        let del = word ^ (ONES * 0x7f);
+        let is_del = del.wrapping_sub(ONES) & !del & HIGH;
+        if below_space | is_del != 0
+            && let Some(bad) = chunk.iter().copied().find(|&b| forbidden(b))
+        {
+            // (A tab alone sets the flag too: the bytes say whether it was only that.)
+            return Some(bad);
+        }
+    }
+    words.remainder().iter().copied().find(|&b| forbidden(b))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn forbidden_value_bytes_are_found_wherever_they_sit() {
+        let bytewise = |v: &[u8]| {
+            v.iter()
+                .copied()
+                .find(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
+        };
+        // Every byte value at every position of values of 1 to 20 bytes, amid plain text,
+        // tabs and bytes above 0x7f (UTF-8, allowed).
+        for len in 1..=20 {
+            for at in 0..len {
+                for b in 0..=255u8 {
+                    for filler in [b'a', b'\t', 0xc3] {
+                        let mut value = vec![filler; len];
+                        value[at] = b;
+                        assert_eq!(
+                            forbidden_value_byte(&value),
+                            bytewise(&value),
+                            "byte 0x{b:02x} at {at} of {len}, filler 0x{filler:02x}"
+                        );
+                    }
+                }
+            }
+        }
+        assert_eq!(forbidden_value_byte(b"ok\t\x7fnot\r\n"), Some(0x7f));
+        assert_eq!(forbidden_value_byte(b""), None);
+    }
 
     fn pairs(map: &HeaderMap) -> Vec<(&str, &str)> {
         map.iter().collect()

@@ -11,6 +11,7 @@ use base64::engine::general_purpose::STANDARD as BASE64;
 use bytes::Bytes;
 use url::Url;
 
+use crate::network::http::headers::forbidden_value_byte;
 use crate::network::http::method::is_token;
 use crate::network::http::response::parse_content_length;
 use crate::network::http::{HeaderMap, HttpError, HttpMethod, RedirectPolicy};
@@ -456,7 +457,7 @@ impl HttpRequest {
                     "header name {name:?} is not a valid token"
                 )));
             }
-            if value.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            if forbidden_value_byte(value.as_bytes()).is_some() {
                 return Err(HttpError::InvalidRequest(format!(
                     "value of header {name:?} contains a control character"
                 )));
