@@ -558,7 +558,8 @@ impl HttpClient {
         }
         match state.phase {
             Phase::RecvBody => {
-                let finished = state.decoder.as_mut().map(|d| {
+                let finished = state.arrived.as_deref_mut().map(|a| {
+                    let d = &mut a.decoder;
                     if unauthenticated_eof {
                         d.finish_at_unauthenticated_eof()
                     } else {

@@ -9,7 +9,7 @@ use bytes::{Bytes, BytesMut};
 
 use super::actions::Action;
 use super::pool::{HostKey, intern_host, queue_in_send_order};
-use super::state::{Delivery, Phase, RequestState};
+use super::state::{Arrived, Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient};
 use crate::network::http::LoggedUrl;
 use crate::network::http::body::BodyDecoder;
@@ -389,8 +389,7 @@ impl HttpClient {
     /// waited for (see [`gives_up_redirect_body`]).
     fn body_done(&self, inner: &ClientInner, id: u64) -> bool {
         inner.requests.get(&id).is_some_and(|s| {
-            s.decoder
-                .as_ref()
+            s.decoder()
                 .is_some_and(|d| d.is_complete() || gives_up_redirect_body(s, d))
         })
     }
@@ -421,7 +420,7 @@ impl HttpClient {
         // A request that sent `Connection: close` is the last on its connection (RFC 9112 §9.6).
         state.reusable =
             framing.reusable && !has_connection_option(state.request.headers(), "close");
-        state.decoder = Some(Box::new(BodyDecoder::new(framing.body)));
+        let decoder = BodyDecoder::new(framing.body);
         // An identity "decoder" would only copy: bytes then go to the body as received, and no
         // stream carries a boxed decoder for nothing.
         state.content = if framing.body == BodyFraming::NoBody {
@@ -506,7 +505,7 @@ impl HttpClient {
                 Delivery::Buffered(_) => {}
             }
         }
-        state.response_head = Some(Box::new(head));
+        state.arrived = Some(Box::new(Arrived { head, decoder }));
         Ok(())
     }
 
@@ -521,7 +520,7 @@ impl HttpClient {
             return;
         };
         let RequestState {
-            decoder,
+            arrived,
             content,
             body,
             body_limit,
@@ -532,7 +531,7 @@ impl HttpClient {
             redirect_next,
             ..
         } = &mut **state;
-        let Some(decoder) = decoder.as_mut() else {
+        let Some(Arrived { decoder, .. }) = arrived.as_deref_mut() else {
             return;
         };
         let received_before = decoder.received();
@@ -617,8 +616,7 @@ impl HttpClient {
         // one (or one that never ends) is not worth waiting for: give the connection up and go.
         let complete = complete
             || (state
-                .decoder
-                .as_deref()
+                .decoder()
                 .is_some_and(|d| gives_up_redirect_body(state, d))
                 && {
                     state.reusable = false;
@@ -642,7 +640,7 @@ impl HttpClient {
         // count once, and the end with its total. A followed redirect's body is thrown away and
         // not reported. Checked here, not when run: no action (and no list allocation) per chunk
         // otherwise.
-        let progress = match state.decoder.as_ref() {
+        let progress = match state.decoder() {
             Some(decoder)
                 if self.download_progress.connection_count() > 0
                     && state.redirect_next.is_none()
@@ -713,9 +711,9 @@ impl HttpClient {
         // through the head's fields, for a response that leaves its connection reusable.
         let reuse = reusable.then(|| {
             state
-                .response_head
+                .arrived
                 .as_deref()
-                .map(|head| keep_alive(&head.headers))
+                .map(|a| keep_alive(&a.head.headers))
                 .unwrap_or_default()
         });
         if let Some(next) = state.redirect_next.take() {
@@ -754,7 +752,7 @@ impl HttpClient {
             return;
         }
         self.release_conn(inner, &mut state, reuse, actions);
-        let Some(head) = state.response_head.take().map(|h| *h) else {
+        let Some(head) = state.arrived.take().map(|a| a.head) else {
             return;
         };
         // Taken whole, not split off: a split shares the buffer through an allocated header.

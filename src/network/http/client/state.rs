@@ -49,6 +49,15 @@ pub(super) enum Phase {
     RecvBody,
 }
 
+/// What the final head brought, kept until the response is complete: the head (not an
+/// `HttpResponse`: that would carry a second copy of the URL for as long as a stream lasts) and
+/// the decoder of the body's framing. One box for both, made when the head arrives: a request
+/// waiting for its connection (thousands may at once) would otherwise carry their size.
+pub(super) struct Arrived {
+    pub(super) head: ResponseHead,
+    pub(super) decoder: BodyDecoder,
+}
+
 /// Everything one request needs while in flight (the seed design's `RequestState`).
 pub(super) struct RequestState {
     pub(super) request: HttpRequest,
@@ -60,12 +69,8 @@ pub(super) struct RequestState {
     /// A head that arrived in pieces: its bytes so far and the parser's progress. Boxed and
     /// only made then; a head that arrives in one read is parsed where it lies.
     pub(super) partial_head: Option<Box<PartialHead>>,
-    /// The final head, kept until the response is complete. Not an `HttpResponse`: that would
-    /// carry a second copy of the URL for as long as a stream lasts.
-    /// Boxed, like `decoder`: made when the head arrives, and a request waiting for its
-    /// connection (thousands may at once) would otherwise carry their size.
-    pub(super) response_head: Option<Box<ResponseHead>>,
-    pub(super) decoder: Option<Box<BodyDecoder>>,
+    /// The final head and its body's decoder, made when the head arrives (see [`Arrived`]).
+    pub(super) arrived: Option<Box<Arrived>>,
     /// Boxed (like `redirect_next`): rarely present, and every request would carry its size.
     pub(super) content: Option<Box<ContentDecoder>>,
     pub(super) body: BytesMut,
@@ -241,7 +246,7 @@ impl RequestState {
     pub(super) fn refused_event_stream(&self) -> bool {
         matches!(self.delivery, Delivery::Sse { .. })
             && !self.sse_mode
-            && self.response_head.is_some()
+            && self.arrived.is_some()
             && self.redirect_next.is_none()
     }
 
@@ -267,13 +272,17 @@ impl RequestState {
         .with_elapsed(self.started.elapsed())
     }
 
+    /// The body's framing decoder, once the head arrived.
+    pub(super) fn decoder(&self) -> Option<&BodyDecoder> {
+        self.arrived.as_deref().map(|a| &a.decoder)
+    }
+
     /// Clears everything a response wrote, for a redirect hop or a retry.
     pub(super) fn reset_for_hop(&mut self) {
         self.phase = Phase::Queued;
         self.conn = None;
         self.partial_head = None;
-        self.response_head = None;
-        self.decoder = None;
+        self.arrived = None;
         self.content = None;
         self.body = BytesMut::new();
         self.body_limit = None;
