@@ -54,14 +54,24 @@ impl<'a> ChunkText<'a> {
 
     /// [`text_of`](Self::text_of), but only for a `part` known to hold no NUL byte either (an
     /// event ID, which is ignored when it holds one).
-    #[inline]
+    #[inline(always)]
     pub(super) fn nul_free_text_of(&mut self, part: &'a [u8]) -> Option<&'a str> {
         let text = self.text_of(part)?;
-        let window = self.window.as_bytes();
-        let nul_free = *self
-            .window_nul_free
-            .get_or_insert_with(|| memchr::memchr(0, window).is_none());
+        let nul_free = match self.window_nul_free {
+            Some(known) => known,
+            None => self.look_for_nul(),
+        };
         nul_free.then_some(text)
+    }
+
+    /// Whether the window holds no NUL byte, looked for once per window (out of line: the
+    /// usual ID finds the answer known).
+    #[cold]
+    #[inline(never)]
+    fn look_for_nul(&mut self) -> bool {
+        let nul_free = memchr::memchr(0, self.window.as_bytes()).is_none();
+        self.window_nul_free = Some(nul_free);
+        nul_free
     }
 
     /// Takes `line`, a complete line of the chunk that the search for its end already proved
