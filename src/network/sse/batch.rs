@@ -79,6 +79,7 @@ impl SseBatch {
 }
 
 impl SseBorrowedSink for SseBatch {
+    #[inline(always)]
     fn on_event(&mut self, event: SseEventRef<'_>) {
         let (event_type, last_event_id) = event.shared_parts();
         match self.events.get_mut(self.len) {

@@ -122,6 +122,7 @@ impl SseEvent {
 
     /// Overwrites this event with the given parts, reusing its data buffer (unless a huge event
     /// left it large) and keeping its shared type when it is the same allocation.
+    #[inline(always)]
     pub(crate) fn assign(
         &mut self,
         event_type: Option<&Arc<str>>,
