@@ -143,6 +143,32 @@ mod tests {
     }
 
     #[test]
+    fn a_reused_event_takes_the_new_events_id_or_none() {
+        let mut batch = SseBatch::default();
+        let mut parser = SseParser::new();
+        let long = "a-long-event-id-that-is-not-inline-0123456789";
+        let first = format!("id: 1\ndata: a\n\nid: {long}\ndata: b\n\nid\ndata: c\n\n");
+        parser.feed_borrowed(first.as_bytes(), &mut batch).unwrap();
+        let ids: Vec<&str> = batch.events().iter().map(SseEvent::last_event_id).collect();
+        assert_eq!(ids, ["1", long, ""]);
+        assert!(batch.clear());
+        // The same pooled events again, each now with another kind of ID than it held.
+        let second = format!("id: {long}\ndata: d\n\nid\ndata: e\n\nid: 2\ndata: f\n\n");
+        parser.feed_borrowed(second.as_bytes(), &mut batch).unwrap();
+        let expected = [
+            SseEvent::new("", "d").with_id(long),
+            SseEvent::new("", "e"),
+            SseEvent::new("", "f").with_id("2"),
+        ];
+        assert_eq!(batch.events(), expected);
+        let mut copied = SmolStr::new("old");
+        for event in batch.events() {
+            event.copy_last_event_id_to(&mut copied);
+            assert_eq!(copied, event.shared_last_event_id());
+        }
+    }
+
+    #[test]
     fn retries_keep_their_place_among_the_events() {
         let mut batch = SseBatch::default();
         let mut parser = SseParser::new();

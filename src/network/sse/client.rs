@@ -770,7 +770,7 @@ impl SseClient {
                     return false;
                 }
                 // The event's own (shared or inline) ID: a copy of at most 24 bytes, no compare.
-                inner.follow_stream_id(event.shared_last_event_id());
+                inner.follow_event_id(event);
             }
             self.message_received.emit(event);
         }
@@ -809,6 +809,17 @@ impl SseClient {
 }
 
 impl Inner {
+    /// [`follow_stream_id`](Self::follow_stream_id) of `event`'s ID, copied straight from the
+    /// event in the usual case (no ID set by the user pending).
+    #[inline(always)]
+    fn follow_event_id(&mut self, event: &SseEvent) {
+        if self.user_last_event_id.is_none() {
+            event.copy_last_event_id_to(&mut self.last_event_id);
+        } else {
+            self.follow_stream_id(event.shared_last_event_id());
+        }
+    }
+
     /// Makes `stream_id`, the stream's last event ID as of what was just delivered, the
     /// client's, unless the user set one that the stream has not moved past.
     #[inline(always)]

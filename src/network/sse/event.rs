@@ -144,7 +144,11 @@ impl SseEvent {
         }
         self.data.clear();
         self.data.push_str(data);
-        self.last_event_id = last_event_id.cloned();
+        // In place when both have an ID (every event of a stream with IDs): no temporary.
+        match (&mut self.last_event_id, last_event_id) {
+            (Some(mine), Some(theirs)) => mine.clone_from(theirs),
+            (mine, theirs) => *mine = theirs.cloned(),
+        }
         self.retry = retry;
     }
 
@@ -156,6 +160,16 @@ impl SseEvent {
     /// The last event ID as the parser shares it (cheap to clone; empty for none).
     pub(crate) fn shared_last_event_id(&self) -> SmolStr {
         self.last_event_id.clone().unwrap_or_default()
+    }
+
+    /// Makes `to` this event's last event ID (empty for none), as
+    /// [`shared_last_event_id`](Self::shared_last_event_id) would, without the temporary.
+    #[inline(always)]
+    pub(crate) fn copy_last_event_id_to(&self, to: &mut SmolStr) {
+        match &self.last_event_id {
+            Some(id) => to.clone_from(id),
+            None => *to = SmolStr::default(),
+        }
     }
 
     /// Takes the data out of the event without copying it.
