@@ -125,7 +125,13 @@ impl SseParser {
     /// is still in the chunk, else the data buffer.
     #[inline(always)]
     pub(super) fn dispatch(&mut self, in_chunk: Option<InChunkData<'_>>, out: &mut impl Emit) {
-        self.last_event_id = self.id_buffer.clone();
+        // In place when both hold an ID (every event of a stream with IDs): no temporary
+        // copied through the stack.
+        match (&self.id_buffer, &mut self.last_event_id) {
+            (None, last) => *last = None,
+            (Some(buffer), Some(last)) => last.clone_from(buffer),
+            (Some(buffer), last) => *last = Some(buffer.clone()),
+        }
         let retry = self.block_retry.take();
         let custom_type = std::mem::take(&mut self.custom_type);
         if !self.has_data && in_chunk.is_none() {
