@@ -2,67 +2,21 @@
 //! parallel threads): `SseParser::feed_borrowed` and a whole `SseClient` (read, parse, emit)
 //! allocate nothing per event once warmed up; `feed` allocates each owned event's data.
 
+#[path = "support/counting_alloc.rs"]
+mod counting_alloc;
 mod support;
 
-use std::alloc::{GlobalAlloc, Layout, System};
 use std::cell::{Cell, RefCell};
 use std::io::Write;
 use std::net::TcpListener;
 use std::rc::Rc;
 use std::time::Duration;
 
+use counting_alloc::{allocations, largest_allocation};
 use kdnet::EventLoop;
 use kdnet::network::http::HttpRequest;
 use kdnet::network::sse::{SseClient, SseEventRef, SseParser};
 use support::{read_request_head, run_until};
-
-struct CountingAllocator;
-
-thread_local! {
-    /// Allocations (and reallocations) made by this thread; const-initialised, so reading it never
-    /// allocates.
-    static ALLOCATIONS: Cell<usize> = const { Cell::new(0) };
-    /// The largest block this thread asked for (allocation or reallocation), in bytes.
-    static LARGEST: Cell<usize> = const { Cell::new(0) };
-}
-
-fn count_one(size: usize) {
-    ALLOCATIONS.with(|count| count.set(count.get() + 1));
-    LARGEST.with(|largest| largest.set(largest.get().max(size)));
-}
-
-fn largest_allocation() -> usize {
-    LARGEST.with(Cell::get)
-}
-
-fn allocations() -> usize {
-    ALLOCATIONS.with(Cell::get)
-}
-
-// SAFETY: every call is forwarded unchanged to the system allocator, which upholds the
-// `GlobalAlloc` contract; the wrapper only updates thread-local counters, which never
-// allocate.
-unsafe impl GlobalAlloc for CountingAllocator {
-    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-        count_one(layout.size());
-        // SAFETY: same layout, as the caller guaranteed for this call.
-        unsafe { System.alloc(layout) }
-    }
-
-    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-        // SAFETY: `ptr` came from `System.alloc` with this layout (via `alloc`/`realloc` above).
-        unsafe { System.dealloc(ptr, layout) }
-    }
-
-    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        count_one(new_size);
-        // SAFETY: forwarded with the caller's guarantees for `ptr`, `layout` and `new_size`.
-        unsafe { System.realloc(ptr, layout, new_size) }
-    }
-}
-
-#[global_allocator]
-static GLOBAL: CountingAllocator = CountingAllocator;
 
 /// OpenAI-like events (type, single data line, short changing IDs) plus multi-line events, fed in
 /// 4 KiB chunks so some events straddle chunks.
