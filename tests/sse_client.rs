@@ -4053,3 +4053,42 @@ fn a_slot_of_the_flushed_final_event_that_cancels_all_and_drops_the_client_hears
     assert_eq!(server.requests().len(), 1);
     assert_eq!(http.pending_requests(), 0);
 }
+
+/// A stream that ended cleanly on a connection the server keeps open (its chunked body ended):
+/// the reconnect goes out on that connection, unless the stream's head said
+/// `Keep-Alive: timeout=1` (too short to race), read when the stream ends (hours after its
+/// head, which the client need not keep whole).
+#[test]
+fn the_reconnect_after_a_clean_end_reuses_the_connection_as_the_stream_s_keep_alive_allows() {
+    for (keep_alive, reused) in [("", true), ("Keep-Alive: timeout=1, max=50\r\n", false)] {
+        let mut ev = EventLoop::new().unwrap();
+        let head = format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nX-Padding: {}\r\n{keep_alive}Transfer-Encoding: chunked\r\n\r\n",
+            "p".repeat(200)
+        );
+        let server = ScriptServer::start(move |_, n| {
+            let event = format!("retry: 20\ndata: {n}\n\n");
+            let body = format!("{:x}\r\n{event}\r\n0\r\n\r\n", event.len());
+            Reply::Bytes([head.as_bytes(), body.as_bytes()].concat())
+        });
+        let sse = SseClient::new().unwrap();
+        let rec = record(&sse);
+        sse.connect(HttpRequest::get(&server.url("/events")).unwrap());
+        assert!(run_until(&mut ev, Duration::from_secs(10), || rec
+            .events
+            .borrow()
+            .len()
+            >= 2));
+        sse.disconnect();
+        assert_eq!(rec.events.borrow()[..2], ["message:0:", "message:1:"]);
+        assert!(rec.errors.borrow().is_empty(), "{:?}", rec.errors.borrow());
+        let requests = server.requests();
+        assert_eq!(
+            requests[1].connection == requests[0].connection,
+            reused,
+            "with {keep_alive:?}: connections {} and {}",
+            requests[0].connection,
+            requests[1].connection
+        );
+    }
+}

@@ -482,9 +482,16 @@ impl HttpClient {
                     actions.push(Action::StreamHead(id, Rc::clone(on_event), response));
                 }
                 Delivery::Sse { target, .. } => {
-                    let response = state.response_from(head.clone(), Bytes::new());
-                    let opens =
-                        response.status() == 200 && is_event_stream_response(response.headers());
+                    let opens = head.status == 200 && is_event_stream_response(&head.headers);
+                    // An open stream may last for hours: its `opened` slot gets the head, and
+                    // the request keeps only what the stream's end reads.
+                    let for_response = if opens {
+                        let kept = head_for_stream_end(&head);
+                        std::mem::replace(&mut head, kept)
+                    } else {
+                        head.clone()
+                    };
+                    let response = state.response_from(for_response, Bytes::new());
                     if opens {
                         state.sse_mode = true;
                         // Nothing reads the request again (no retry after bytes, no redirect
@@ -869,4 +876,20 @@ fn mime_essence(value: &str) -> Option<(&str, &str)> {
 
 fn is_http_whitespace(c: char) -> bool {
     matches!(c, ' ' | '\t' | '\r' | '\n')
+}
+
+/// What an open event stream keeps of its response head: the status line without its reason
+/// and the `Keep-Alive` fields, which decide whether its connection is reused when the stream
+/// ends. The rest (often several hundred bytes) would be held for the stream's whole life.
+fn head_for_stream_end(head: &ResponseHead) -> ResponseHead {
+    let mut headers = HeaderMap::new();
+    for value in head.headers.get_all("keep-alive") {
+        headers.append("Keep-Alive", value);
+    }
+    ResponseHead {
+        version: head.version,
+        status: head.status,
+        reason: String::new(),
+        headers,
+    }
 }
