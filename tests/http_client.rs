@@ -3955,3 +3955,32 @@ fn a_keep_alive_timeout_of_one_second_does_not_hand_the_connection_to_a_queued_r
         "handed to the queued request"
     );
 }
+
+/// Credentials in a URL go out as Basic auth and never in the request line or `Host` (taken out
+/// when the request is made or its URL set; the client does not look for them again).
+#[test]
+fn url_credentials_are_sent_as_basic_auth_and_not_in_the_request_line() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("ok", "")));
+    let client = HttpClient::new().unwrap();
+    let with_user = server
+        .url("/p?q=1")
+        .replacen("http://", "http://Aladdin:open%20sesame@", 1);
+    let made = HttpRequest::get(&with_user).unwrap();
+    let mut set = HttpRequest::get(&server.url("/other")).unwrap();
+    set.set_url(url::Url::parse(&with_user).unwrap()).unwrap();
+    for request in [made, set] {
+        assert_eq!(wait(&mut ev, &send(&client, request)).unwrap().text(), "ok");
+    }
+    let seen = server.requests();
+    assert_eq!(seen.len(), 2);
+    for request in &seen {
+        assert_eq!(request.line, "GET /p?q=1 HTTP/1.1");
+        assert_eq!(
+            request.header("authorization"),
+            Some("Basic QWxhZGRpbjpvcGVuIHNlc2FtZQ==")
+        );
+        let host = request.header("host").unwrap();
+        assert!(!host.contains('@') && !host.contains("Aladdin"), "{host}");
+    }
+}

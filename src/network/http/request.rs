@@ -196,7 +196,8 @@ impl HttpRequest {
     /// assert!(!request.take_url_credentials());
     /// ```
     pub fn take_url_credentials(&mut self) -> bool {
-        // Every request passes here twice (made, then sent): most URLs carry no credentials.
+        // Every request passes here when made (the client does not look again): most URLs carry
+        // no credentials.
         if self.url.username().is_empty() && self.url.password().is_none() {
             return false;
         }
