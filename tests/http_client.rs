@@ -3984,3 +3984,44 @@ fn url_credentials_are_sent_as_basic_auth_and_not_in_the_request_line() {
         assert!(!host.contains('@') && !host.contains("Aladdin"), "{host}");
     }
 }
+
+/// A connection's written bytes are counted per request: after a request without a body (whose
+/// writes post no report) a POST on the same connection still reports its whole body, and one
+/// without a body after it reports nothing.
+#[test]
+fn upload_progress_of_a_post_after_a_get_on_the_same_connection_reaches_its_total() {
+    let mut ev = EventLoop::new().unwrap();
+    let server =
+        ScriptServer::start(|req, _| Reply::Bytes(ok_response(&req.body.len().to_string(), "")));
+    let client = HttpClient::new().unwrap();
+    let progress = Rc::new(RefCell::new(Vec::new()));
+    let p = progress.clone();
+    client
+        .upload_progress
+        .connect(move |&(id, sent, total)| p.borrow_mut().push((id, sent, total)))
+        .release();
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/a")).unwrap().text(),
+        "0"
+    );
+    let post = HttpRequest::post(&server.url("/up"), vec![b'u'; 1000]).unwrap();
+    let out: Outcome = Rc::default();
+    let o = out.clone();
+    let post_id = client.send(post, move |r| *o.borrow_mut() = Some(r));
+    assert_eq!(wait(&mut ev, &out).unwrap().text(), "1000");
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/b")).unwrap().text(),
+        "0"
+    );
+    let seen = server.requests();
+    assert_eq!(seen.len(), 3);
+    assert!(seen.iter().all(|r| r.connection == 0), "not one connection");
+    let progress = progress.borrow();
+    assert!(!progress.is_empty(), "the POST's body was not reported");
+    assert!(
+        progress
+            .iter()
+            .all(|&(id, _, total)| id == post_id && total == 1000)
+    );
+    assert_eq!(progress.last().unwrap().1, 1000);
+}

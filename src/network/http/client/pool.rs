@@ -9,6 +9,7 @@
 //! connection for reuse; `max=M` retires it after M more requests. The field is read once per
 //! response, of a response that leaves its connection reusable (`HttpClient::complete`).
 
+use std::cell::Cell;
 use std::collections::{HashMap, VecDeque};
 use std::hash::{BuildHasherDefault, Hash, Hasher};
 use std::rc::{Rc, Weak};
@@ -75,6 +76,12 @@ pub(super) struct Conn {
 const _: () = assert!(std::mem::size_of::<Conn>() == 88);
 
 impl Conn {
+    /// Says whether the bytes written next are a request body's, whose written-bytes reports
+    /// the client counts (`HttpClient::on_bytes_written` ignores all others).
+    pub(super) fn count_written(&self, body: bool) {
+        self.sink.counts_written.set(body);
+    }
+
     fn tls_current(&self, current: Option<&Arc<rustls::ClientConfig>>) -> bool {
         self.tls
             .as_ref()
@@ -254,6 +261,7 @@ impl HttpClient {
             client: self.self_weak.clone(),
             conn: conn_id,
             tls: host.https,
+            counts_written: Cell::new(false),
         });
         let weak_sink: Weak<dyn DataSink> = Rc::downgrade(&sink) as Weak<dyn DataSink>;
         socket.set_data_sink(Some(weak_sink));
@@ -618,6 +626,9 @@ struct ConnSink {
     conn: u64,
     /// An https connection: ready for its request only after the TLS handshake.
     tls: bool,
+    /// The request being written has a body, whose progress the written bytes report (see
+    /// `HttpClient::on_bytes_written`); without one the socket posts no report for them.
+    counts_written: Cell<bool>,
 }
 
 impl DataSink for ConnSink {
@@ -631,6 +642,10 @@ impl DataSink for ConnSink {
         if let Some(client) = self.client.upgrade() {
             client.on_bytes_written(self.conn, n);
         }
+    }
+
+    fn counts_written(&self) -> bool {
+        self.counts_written.get()
     }
 
     fn on_connected(&self) {

@@ -195,6 +195,8 @@ impl HttpClient {
         state.upload_head_len = wire.len() as u64;
         state.wire_written = 0;
         wire.extend_from_slice(body);
+        // Without a body the socket posts no written-bytes report (nothing to count).
+        conn.count_written(!body.is_empty());
         let written = conn.socket.write(wire);
         // A large body is not kept for the next request.
         if wire.capacity() > MAX_RETAINED_WIRE {

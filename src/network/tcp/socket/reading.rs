@@ -23,6 +23,11 @@ pub(crate) trait DataSink {
     /// rather than a `bytes_written` connection: a signal with a slot costs every connection
     /// three allocations.
     fn on_written(&self, n: usize);
+    /// Whether bytes that `write` hands to the kernel now should reach
+    /// [`on_written`](Self::on_written): when neither the sink nor a `bytes_written` slot wants
+    /// them, `write` posts no report (a report costs a posted box and a turn's work). Asked at
+    /// each `write`; reports from the writability flush are always made.
+    fn counts_written(&self) -> bool;
     /// The connection is up (a TLS handshake may still be running); called before the first
     /// flush, so what the sink writes now goes out with it.
     fn on_connected(&self);

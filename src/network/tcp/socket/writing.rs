@@ -3,6 +3,7 @@
 
 use std::io::{self, Write};
 use std::net::Shutdown;
+use std::rc::Weak;
 
 use bytes::{Buf, BytesMut};
 use mio::net::TcpStream;
@@ -12,9 +13,13 @@ use crate::network::error::{SocketError, SocketOperation};
 use crate::network::tls::session::Flushed;
 
 impl TcpSocket {
-    /// Whether anyone hears about written bytes (the signal or the data sink).
+    /// Whether anyone hears about the bytes `write` hands to the kernel now (a `bytes_written`
+    /// slot, or the data sink if it counts them: the HTTP client does only for a request body).
     pub(super) fn reports_written(&self) -> bool {
-        self.bytes_written.connection_count() > 0 || self.inner.borrow().sink.is_some()
+        self.bytes_written.connection_count() > 0
+            || (self.inner.borrow().sink.as_ref())
+                .and_then(Weak::upgrade)
+                .is_some_and(|sink| sink.counts_written())
     }
 
     /// Reports `n` bytes taken by the kernel inside `write` from a later turn (never from inside
