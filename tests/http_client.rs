@@ -4025,3 +4025,83 @@ fn upload_progress_of_a_post_after_a_get_on_the_same_connection_reaches_its_tota
     );
     assert_eq!(progress.last().unwrap().1, 1000);
 }
+
+/// Idle connections of one client with different deadlines each close at their own: one
+/// released later with an earlier deadline (`Keep-Alive: timeout=2`, kept 1 s) closes first,
+/// while one released before it (the session's 4 s) stays open until its own.
+#[test]
+fn idle_connections_released_in_any_order_each_close_at_their_own_deadline() {
+    let mut ev = EventLoop::new().unwrap();
+    let long = server_answering_with("");
+    let short = server_answering_with("Keep-Alive: timeout=2\r\n");
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.set_idle_connection_timeout(Duration::from_secs(4)));
+    let started = Instant::now();
+    for server in [&long, &short] {
+        assert_eq!(
+            get(&mut ev, &client, &server.url("/")).unwrap().text(),
+            "ok"
+        );
+    }
+    assert_eq!(client.open_connections(), 2);
+    assert!(
+        run_until(&mut ev, Duration::from_secs(3), || client
+            .open_connections()
+            == 1),
+        "the connection with the earlier deadline was not closed at it"
+    );
+    let first = started.elapsed();
+    assert!(
+        first < Duration::from_millis(3500),
+        "first close after {first:?}: the later deadline's"
+    );
+    assert!(
+        run_until(&mut ev, Duration::from_secs(10), || client
+            .open_connections()
+            == 0),
+        "the other idle connection was never closed"
+    );
+    let second = started.elapsed();
+    assert!(
+        second >= Duration::from_millis(3900),
+        "closed after {second:?}, before the session's 4 s idle timeout"
+    );
+}
+
+/// Reusing an idle connection moves its deadline: the idle timeout runs from its last release,
+/// not its first (the idle timer, armed for the first, must not close it then).
+#[test]
+fn a_reused_connection_s_idle_timeout_runs_from_its_last_release() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = server_answering_with("");
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.set_idle_connection_timeout(Duration::from_millis(1500)));
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/1")).unwrap().text(),
+        "ok"
+    );
+    run_until(&mut ev, Duration::from_millis(900), || false);
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/2")).unwrap().text(),
+        "ok"
+    );
+    let released = Instant::now();
+    // Past the first release's deadline, before the second's.
+    run_until(&mut ev, Duration::from_millis(1000), || false);
+    if released.elapsed() < Duration::from_millis(1450) {
+        assert_eq!(
+            client.open_connections(),
+            1,
+            "closed at the first release's deadline"
+        );
+    }
+    assert!(
+        run_until(&mut ev, Duration::from_secs(10), || client
+            .open_connections()
+            == 0),
+        "the idle connection was never closed"
+    );
+    assert!(released.elapsed() >= Duration::from_millis(1450));
+    let conns = connections_seen(&server);
+    assert_eq!(conns[0], conns[1], "not reused");
+}

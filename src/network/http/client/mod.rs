@@ -135,6 +135,9 @@ struct ClientInner {
     /// deadline it was armed for. A request only notes its deadline (see `arm_total_timer`):
     /// a timer made and removed per request cost two allocations and the timer queue's work.
     total_timer: Option<(TimerKey, Instant)>,
+    /// The one timer that closes idle connections past their deadline (`Conn::idle_until`),
+    /// and when it fires (see `HttpClient::watch_idle_until`).
+    idle_timer: Option<(TimerKey, Instant)>,
 }
 
 /// An HTTP/1.1 client on the current thread's loop (KDNetwork `HttpClient`).
@@ -235,6 +238,7 @@ impl HttpClient {
                 wire: Vec::new(),
                 finishing: Vec::new(),
                 total_timer: None,
+                idle_timer: None,
             }),
             continuing: RefCell::default(),
             delivering: RefCell::default(),
@@ -629,7 +633,10 @@ impl HttpClient {
 impl Drop for HttpClient {
     fn drop(&mut self) {
         let inner = self.inner.get_mut();
-        if let Some((key, _)) = inner.total_timer.take() {
+        for (key, _) in [inner.total_timer.take(), inner.idle_timer.take()]
+            .into_iter()
+            .flatten()
+        {
             self.core.timer_remove(key);
         }
         for (_, state) in inner.requests.drain() {
@@ -638,9 +645,6 @@ impl Drop for HttpClient {
             }
         }
         for (_, conn) in inner.conns.drain() {
-            if let Some(key) = conn.idle_timer {
-                self.core.timer_remove(key);
-            }
             conn.socket.abort();
         }
     }

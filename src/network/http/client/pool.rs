@@ -4,8 +4,9 @@
 //!
 //! An idle connection is kept for the session's idle timeout, or until a second before the
 //! server's `Keep-Alive: timeout=N` when that is sooner (undici's `keepAliveTimeoutThreshold`):
-//! reused just as the server closes it, a request that cannot be replayed would fail. One idle
-//! timer per connection serves both (armed with the deadline at release). `timeout=1` keeps no
+//! reused just as the server closes it, a request that cannot be replayed would fail. Each idle
+//! connection notes its deadline at release; one timer of the client watches them all (armed
+//! for the earliest, and left alone while it fires before the new deadline). `timeout=1` keeps no
 //! connection for reuse; `max=M` retires it after M more requests. The field is read once per
 //! response, of a response that leaves its connection reusable (`HttpClient::complete`).
 
@@ -19,7 +20,7 @@ use std::time::{Duration, Instant};
 use super::actions::Action;
 use super::state::{Phase, RequestState};
 use super::{ClientInner, HttpClient};
-use crate::foundation::{LoopError, TimerHandler, TimerKey, TimerTarget, deadline_after};
+use crate::foundation::{LoopError, deadline_after};
 use crate::network::error::{SocketError, TlsFailure};
 use crate::network::http::HttpError;
 use crate::network::http::framing::KeepAlive;
@@ -57,13 +58,10 @@ pub(super) struct Conn {
     /// Not reused once `served` reaches this: the server's `Keep-Alive: max` said it takes no
     /// more (`u32::MAX`: it never said). Fits in the padding beside `served`.
     retire_after: u32,
-    /// Closes the connection when it stayed idle for the idle timeout. One slot per connection,
-    /// made when it first goes idle, armed whenever it goes idle and disarmed when reused (no
-    /// timer made and dropped per request).
-    pub(super) idle_timer: Option<TimerKey>,
     /// While idle: when the idle timeout ends (the session's, or a second before the server's
-    /// `Keep-Alive: timeout` if that is sooner). A request sent later does not get the
-    /// connection even if its timer has not run yet (the loop did not turn meanwhile).
+    /// `Keep-Alive: timeout` if that is sooner), and the client's idle timer closes it. A
+    /// request sent later does not get the connection even if that timer has not run yet (the
+    /// loop did not turn meanwhile).
     idle_until: Option<Instant>,
     /// The TLS settings an https connection was made with: it is reused only while they are
     /// the client's (a session change may have dropped a trusted CA or the verification).
@@ -71,9 +69,10 @@ pub(super) struct Conn {
     sink: Rc<ConnSink>,
 }
 
-// `retire_after` sits in the padding beside `served`: a pooled connection's books stay 88 bytes.
+// `retire_after` sits in the padding beside `served`; the idle timer is the client's: a pooled
+// connection's books are 72 bytes.
 #[cfg(all(target_os = "linux", target_pointer_width = "64"))]
-const _: () = assert!(std::mem::size_of::<Conn>() == 88);
+const _: () = assert!(std::mem::size_of::<Conn>() == 72);
 
 impl Conn {
     /// Says whether the bytes written next are a request body's, whose written-bytes reports
@@ -278,7 +277,6 @@ impl HttpClient {
                 request: None,
                 served: 0,
                 retire_after: u32::MAX,
-                idle_timer: None,
                 idle_until: None,
                 tls,
                 sink,
@@ -323,9 +321,7 @@ impl HttpClient {
         else {
             return;
         };
-        if let Some(key) = conn.idle_timer {
-            self.core.timer_disarm(key);
-        }
+        // The client's idle timer stays armed: it skips connections in use when it fires.
         conn.idle_until = None;
         conn.request = Some(id);
         state.conn = Some(conn_id);
@@ -437,16 +433,31 @@ impl HttpClient {
         });
         let until = deadline_after(Instant::now(), idle);
         if let Some(conn) = inner.conns.get_mut(&conn_id) {
-            let key = *conn.idle_timer.get_or_insert_with(|| {
-                let handler: Weak<dyn TimerHandler> = Rc::downgrade(&conn.sink) as _;
-                self.core
-                    .timer_insert(TimerTarget::Borrowed(handler), false)
-            });
-            self.core.timer_arm(key, until);
             conn.idle_until = Some(until);
         }
         let host_state = inner.hosts.entry(host).or_default();
         host_state.idle.push(conn_id);
+        self.watch_idle_until(inner, until);
+    }
+
+    /// Makes the client's idle timer fire by `until` (an idle connection's deadline). Usually
+    /// it is armed for an earlier deadline already, which then re-arms it for the rest: a timer
+    /// armed (and disarmed on reuse) per release cost the timer queue's work per request.
+    fn watch_idle_until(&self, inner: &mut ClientInner, until: Instant) {
+        if inner.idle_timer.is_some_and(|(_, at)| at <= until) {
+            return;
+        }
+        if let Some((key, _)) = inner.idle_timer.take() {
+            self.core.timer_remove(key);
+        }
+        let weak = self.self_weak.clone();
+        let delay = until.saturating_duration_since(Instant::now());
+        let key = self.core.call_after(delay, move || {
+            if let Some(client) = weak.upgrade() {
+                client.on_idle_timer();
+            }
+        });
+        inner.idle_timer = Some((key, until));
     }
 
     /// Closes a connection (after the borrow) and lets a queued request of its host start.
@@ -456,12 +467,9 @@ impl HttpClient {
         conn_id: u64,
         actions: &mut Vec<Action>,
     ) {
-        let Some(mut conn) = inner.conns.remove(&conn_id) else {
+        let Some(conn) = inner.conns.remove(&conn_id) else {
             return;
         };
-        if let Some(key) = conn.idle_timer.take() {
-            self.core.timer_remove(key);
-        }
         if let Some(host) = inner.hosts.get_mut(&conn.host) {
             host.active = host.active.saturating_sub(1);
             host.idle.retain(|c| *c != conn_id);
@@ -473,10 +481,7 @@ impl HttpClient {
 
     /// Removes a connection that is already closed from the pool's books.
     fn forget_conn(&self, inner: &mut ClientInner, conn_id: u64) {
-        if let Some(mut conn) = inner.conns.remove(&conn_id) {
-            if let Some(key) = conn.idle_timer.take() {
-                self.core.timer_remove(key);
-            }
+        if let Some(conn) = inner.conns.remove(&conn_id) {
             if let Some(host) = inner.hosts.get_mut(&conn.host) {
                 host.active = host.active.saturating_sub(1);
                 host.idle.retain(|c| *c != conn_id);
@@ -485,17 +490,27 @@ impl HttpClient {
         }
     }
 
-    fn on_idle_expired(&self, conn_id: u64) {
+    /// The client's idle timer fired: every idle connection past its deadline closes (oldest
+    /// first), and the timer is armed for the earliest deadline left.
+    fn on_idle_timer(&self) {
         let mut actions = Vec::new();
         {
             let mut inner = self.inner.borrow_mut();
-            if inner
-                .conns
-                .get(&conn_id)
-                .is_some_and(|c| c.request.is_none())
-            {
+            let inner = &mut *inner;
+            inner.idle_timer = None;
+            let now = Instant::now();
+            let idle_until = |c: &Conn| c.idle_until.filter(|_| c.request.is_none());
+            let mut expired: Vec<u64> = (inner.conns.iter())
+                .filter(|(_, c)| idle_until(c).is_some_and(|until| until <= now))
+                .map(|(id, _)| *id)
+                .collect();
+            expired.sort_unstable();
+            for conn_id in expired {
                 log::debug!("closing idle connection {conn_id}");
-                self.drop_conn(&mut inner, conn_id, &mut actions);
+                self.drop_conn(inner, conn_id, &mut actions);
+            }
+            if let Some(next) = inner.conns.values().filter_map(|c| idle_until(c)).min() {
+                self.watch_idle_until(inner, next);
             }
         }
         self.run_actions(actions);
@@ -668,15 +683,6 @@ impl DataSink for ConnSink {
                     client.on_conn_closed(conn, error);
                 }
             }));
-        }
-    }
-}
-
-/// The idle timer of the connection.
-impl TimerHandler for ConnSink {
-    fn fire(&self, _key: TimerKey) {
-        if let Some(client) = self.client.upgrade() {
-            client.on_idle_expired(self.conn);
         }
     }
 }
