@@ -444,20 +444,7 @@ impl HttpClient {
     /// it is armed for an earlier deadline already, which then re-arms it for the rest: a timer
     /// armed (and disarmed on reuse) per release cost the timer queue's work per request.
     fn watch_idle_until(&self, inner: &mut ClientInner, until: Instant) {
-        if inner.idle_timer.is_some_and(|(_, at)| at <= until) {
-            return;
-        }
-        if let Some((key, _)) = inner.idle_timer.take() {
-            self.core.timer_remove(key);
-        }
-        let weak = self.self_weak.clone();
-        let delay = until.saturating_duration_since(Instant::now());
-        let key = self.core.call_after(delay, move || {
-            if let Some(client) = weak.upgrade() {
-                client.on_idle_timer();
-            }
-        });
-        inner.idle_timer = Some((key, until));
+        self.watch_deadline(&mut inner.idle_timer, until, HttpClient::on_idle_timer);
     }
 
     /// Closes a connection (after the borrow) and lets a queued request of its host start.

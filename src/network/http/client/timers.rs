@@ -34,24 +34,34 @@ impl HttpClient {
         state.total_deadline = Some(deadline);
         // The client's timer fires first (the usual case: requests share one timeout), and then
         // looks for the next deadline.
-        if inner.total_timer.is_some_and(|(_, at)| at <= deadline) {
-            return;
-        }
-        if let Some((key, _)) = inner.total_timer.take() {
-            self.core.timer_remove(key);
-        }
-        self.start_total_timer(inner, deadline);
+        self.watch_deadline(&mut inner.total_timer, deadline, HttpClient::on_total_timer);
     }
 
-    fn start_total_timer(&self, inner: &mut ClientInner, at: Instant) {
+    /// Makes `timer`, one of the client's shared deadline timers (every request's total
+    /// timeout, every idle connection's deadline), fire by `at`, calling `fire` on the client:
+    /// left alone when it is armed for `at` or sooner (the usual case; it re-arms itself for what
+    /// is left when it fires), else armed anew. One timer per client instead of one per request
+    /// or connection saves the timer queue's work (and an allocation) on every request.
+    pub(super) fn watch_deadline(
+        &self,
+        timer: &mut Option<(TimerKey, Instant)>,
+        at: Instant,
+        fire: fn(&HttpClient),
+    ) {
+        if timer.is_some_and(|(_, armed)| armed <= at) {
+            return;
+        }
+        if let Some((key, _)) = timer.take() {
+            self.core.timer_remove(key);
+        }
         let weak = self.self_weak.clone();
         let delay = at.saturating_duration_since(Instant::now());
         let key = self.core.call_after(delay, move || {
             if let Some(client) = weak.upgrade() {
-                client.on_total_timer();
+                fire(&client);
             }
         });
-        inner.total_timer = Some((key, at));
+        *timer = Some((key, at));
     }
 
     /// The total-timeout timer fired: every request past its deadline fails (in the order they
@@ -83,13 +93,8 @@ impl HttpClient {
             let next = (inner.requests.values())
                 .filter_map(|state| state.total_deadline)
                 .min();
-            if let Some(at) = next
-                && inner.total_timer.is_none_or(|(_, armed)| armed > at)
-            {
-                if let Some((key, _)) = inner.total_timer.take() {
-                    self.core.timer_remove(key);
-                }
-                self.start_total_timer(inner, at);
+            if let Some(at) = next {
+                self.watch_deadline(&mut inner.total_timer, at, HttpClient::on_total_timer);
             }
         }
         self.run_actions(actions);
