@@ -12,7 +12,7 @@ use kdnet::network::dns::{
 };
 use kdnet::network::{SocketError, TimeoutPhase};
 use kdnet::{EventLoop, LoopError};
-use support::{SAFETY_TIMEOUT, wait_until};
+use support::{SAFETY_TIMEOUT, lookup_and_wait, wait_until};
 
 /// A name only the system resolver answers, without the network: getaddrinfo reads it as
 /// 127.0.0.1 (inet_aton's shorthand: hex, two parts), the resolver's own literal parser does not.
@@ -30,18 +30,6 @@ fn slot() -> (
     let result = Rc::new(RefCell::new(None));
     let sink = Rc::clone(&result);
     (result, move |r| *sink.borrow_mut() = Some(r))
-}
-
-fn lookup_and_wait(
-    event_loop: &mut EventLoop,
-    resolver: &DnsResolver,
-    host: &str,
-    family: AddressFamily,
-) -> LookupResult {
-    let (result, callback) = slot();
-    resolver.lookup_family(host, family, callback);
-    wait_until(event_loop, || result.borrow().is_some());
-    result.take().unwrap()
 }
 
 #[test]

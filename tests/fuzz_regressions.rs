@@ -15,7 +15,7 @@ use kdnet::network::http::__fuzz::{
 use kdnet::network::http::{
     HttpCookie, HttpCookieJar, HttpRequest, RedirectAction, redirect_action,
 };
-use kdnet::network::{DnsResolver, SocketError, TcpSocket};
+use kdnet::network::{AddressFamily, DnsResolver, SocketError, TcpSocket};
 use url::Url;
 
 /// `http_response`, crash-4cdbd4e0e70b30684ac54e324b3a14a32f03a088: the oracle assumed that
@@ -201,14 +201,7 @@ fn an_ipv4_address_with_long_leading_zeros_passes_the_name_check() {
         assert_eq!(numeric_ipv4(host), Some([127, 0, 0, 1].into()));
         let checked = check_host_name(host);
         assert!(checked.is_ok(), "{host:?}: {checked:?}");
-        let answer = std::rc::Rc::new(std::cell::RefCell::new(None));
-        let sink = answer.clone();
-        resolver.lookup(host, move |r| *sink.borrow_mut() = Some(r));
-        let done = support::run_until(&mut ev, Duration::from_secs(10), || {
-            answer.borrow().is_some()
-        });
-        assert!(done, "{host:?}: no answer");
-        let answer = answer.take().unwrap();
+        let answer = support::lookup_and_wait(&mut ev, &resolver, host, AddressFamily::Any);
         assert_eq!(
             answer.as_deref().ok(),
             Some(&[std::net::IpAddr::from([127, 0, 0, 1])][..]),
@@ -231,14 +224,7 @@ fn a_percent_in_an_internationalized_host_is_refused_as_in_an_ascii_one() {
         "%31\u{ff12}7.0.0.1",
         "ex%61mple.test\u{200b}",
     ] {
-        let answer = std::rc::Rc::new(std::cell::RefCell::new(None));
-        let sink = answer.clone();
-        resolver.lookup(host, move |r| *sink.borrow_mut() = Some(r));
-        let done = support::run_until(&mut ev, Duration::from_secs(10), || {
-            answer.borrow().is_some()
-        });
-        assert!(done, "{host:?}: no answer");
-        let answer = answer.take().unwrap();
+        let answer = support::lookup_and_wait(&mut ev, &resolver, host, AddressFamily::Any);
         assert!(
             matches!(&answer, Err(SocketError::InvalidAddress(why)) if why.contains('%')),
             "{host:?}: {answer:?}"

@@ -10,6 +10,7 @@ use std::time::{Duration, Instant};
 
 use kdnet::EventLoop;
 use kdnet::bindings::Signal;
+use kdnet::network::dns::{AddressFamily, DnsResolver, LookupResult};
 
 /// How long [`wait_until`] waits before it fails the test.
 pub const SAFETY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -20,6 +21,20 @@ pub fn wait_until(event_loop: &mut EventLoop, done: impl FnMut() -> bool) {
         run_until(event_loop, SAFETY_TIMEOUT, done),
         "not done within {SAFETY_TIMEOUT:?}"
     );
+}
+
+/// Looks `host` up and turns the loop until the answer comes (see [`wait_until`]).
+pub fn lookup_and_wait(
+    event_loop: &mut EventLoop,
+    resolver: &DnsResolver,
+    host: &str,
+    family: AddressFamily,
+) -> LookupResult {
+    let result = Rc::new(RefCell::new(None));
+    let sink = Rc::clone(&result);
+    resolver.lookup_family(host, family, move |r| *sink.borrow_mut() = Some(r));
+    wait_until(event_loop, || result.borrow().is_some());
+    result.take().expect("answered")
 }
 
 /// The latest value `signal` emits, recorded by a slot that stays connected for the signal's life.
