@@ -1606,6 +1606,85 @@ fn tiny_pieces_keep_the_size_limit_at_every_offset() {
     }
 }
 
+/// Events of many short `data: ` lines, ended and followed in every way a run of them can be:
+/// LF, CRLF, lone CR, `data:` without its space and with two, empty values, UTF-8 (valid and
+/// invalid) in values, a long line in the middle, other fields and lines that only start like
+/// `data`, single-line events, and an unterminated last event.
+fn many_short_data_lines() -> Vec<u8> {
+    let mut input = Vec::new();
+    input.extend_from_slice(b"data: one\ndata: two\ndata: three\ndata: four\n\n");
+    input.extend_from_slice(b"data: a\r\ndata: bb\r\ndata: ccc\r\ndata: dddd\r\n\r\n");
+    input.extend_from_slice(b"data: a\rdata: bb\rdata: ccc\rdata: dddd\r\r");
+    input.extend_from_slice(b"data: a\ndata: bb\r\ndata: ccc\rdata: dddd\r\n\n");
+    input.extend_from_slice(b"data: x\ndata: \ndata:  two spaces\ndata:no space\ndata: y\n\n");
+    input.extend_from_slice("data: café\ndata: ok\ndata: €uro\n\n".as_bytes());
+    input.extend_from_slice(b"data: before\ndata: \xFF\xFE bad\ndata: \xE2\x82\ndata: after\n\n");
+    input.extend_from_slice(b"data: before\ndata: ");
+    input.extend_from_slice(&[b'L'; 300]);
+    input.extend_from_slice(b"\ndata: after\ndata: more\ndata: ");
+    input.extend_from_slice(&[b'M'; 300]);
+    input.extend_from_slice(b"\n\n");
+    input.extend_from_slice(b"data: 1\ndata: 2\nid: 9\ndata: 3\nevent: t\ndata: 4\n: c\ndata: 5\n");
+    input.extend_from_slice(b"date: no\ndata: 6\nDATA: no\ndata: 7\nd\ndata: 8\ndata\ndata: 9\n\n");
+    input.extend_from_slice(b"data: only\n\ndata: solo\r\n\r\ndata: lone\rdata: then\n\n");
+    input.extend_from_slice(
+        b"data: 0123456789012345678901234567890123456789\n"
+            .repeat(12)
+            .as_slice(),
+    );
+    input.extend_from_slice(b"\ndata: last\ndata: line\ndata: unterminated");
+    input
+}
+
+#[test]
+fn runs_of_short_data_lines_parse_like_the_reference_however_split() {
+    // A block's short `data: ` lines that lie whole in a chunk are appended in a run, without
+    // the line loop's general steps: whole, in pieces of every size and split anywhere, they
+    // must give what the reference parser gives.
+    let input = many_short_data_lines();
+    for (options, flush) in [(COMMENTS, false), (FLUSH, true)] {
+        let outcome = parse_every_way(options, &input);
+        let mut expected = reference_parse(&input, flush);
+        if !options.comments {
+            expected
+                .seen
+                .retain(|seen| !matches!(seen, Seen::Comment(_)));
+        }
+        assert_eq!(outcome, expected, "flush {flush}");
+    }
+}
+
+#[test]
+fn runs_of_short_data_lines_keep_the_size_limit() {
+    // Lines are appended in a run only while they surely fit the limit (data decoded, so an
+    // invalid byte counts three times); near it the general path decides, and a stream must
+    // be refused exactly where it is when fed a byte at a time, which never takes the run.
+    let input =
+        b"data: 0123456789\ndata: abc\ndata: \xFF\xFF\xFF\ndata: \ndata: 0123456789abcdef\n\
+        data: \xFF\ndata: 0123456789\ndata: 0123456789\ndata: 0123456789\n\ndata: x\ndata: y\n\n";
+    let (mut refused, mut accepted) = (false, false);
+    for limit in 1..=4 * input.len() {
+        let options = Options {
+            max_event_size: Some(limit),
+            ..DEFAULTS
+        };
+        let bytes: Vec<&[u8]> = input.chunks(1).collect();
+        let expected = run_chunks(options, &bytes);
+        assert_eq!(run_chunks(options, &[input]), expected, "limit {limit}");
+        for split in [1, 17, 40, 100] {
+            let (head, tail) = input.split_at(split);
+            assert_eq!(
+                run_chunks(options, &[head, tail]),
+                expected,
+                "limit {limit}, split at {split}"
+            );
+        }
+        refused |= expected.error.is_some();
+        accepted |= expected.error.is_none();
+    }
+    assert!(refused && accepted);
+}
+
 #[test]
 fn a_resuming_writer_omits_the_id_the_client_already_has() {
     let mut writer = SseWriter::resuming("7");
