@@ -17,7 +17,7 @@ use std::fmt;
 /// assert_eq!(h.get("content-type"), Some("text/plain"));
 /// assert_eq!(h.get_all("SET-COOKIE").collect::<Vec<_>>(), ["a=1", "b=2"]);
 /// ```
-#[derive(Clone, Default, PartialEq, Eq)]
+#[derive(Default, PartialEq, Eq)]
 pub struct HeaderMap {
     /// Every name and value back to back, in order: one allocation for the whole map rather
     /// than two per field (a long-lived stream keeps its request's and its response's headers).
@@ -31,6 +31,23 @@ pub struct HeaderMap {
 struct FieldEnds {
     name: u32,
     value: u32,
+}
+
+impl Clone for HeaderMap {
+    fn clone(&self) -> Self {
+        HeaderMap {
+            text: self.text.clone(),
+            fields: self.fields.clone(),
+        }
+    }
+
+    /// Copies `source` into this map's buffers, allocating only where they are too small (the
+    /// derived `clone_from` would make a new map): the client copies the session's default
+    /// headers into an emptied map it kept from an earlier request.
+    fn clone_from(&mut self, source: &Self) {
+        self.text.clone_from(&source.text);
+        self.fields.clone_from(&source.fields);
+    }
 }
 
 impl HeaderMap {
@@ -52,6 +69,17 @@ impl HeaderMap {
     pub(crate) fn reserve(&mut self, fields: usize, text_bytes: usize) {
         self.fields.reserve(fields);
         self.text.reserve(text_bytes);
+    }
+
+    /// Whether the map holds no allocation (nothing to reuse).
+    pub(crate) fn has_no_capacity(&self) -> bool {
+        self.text.capacity() == 0 && self.fields.capacity() == 0
+    }
+
+    /// Whether the map's buffers are small enough to keep for reuse once emptied (a map made
+    /// large by one request is not kept for all the following ones).
+    pub(crate) fn small_enough_to_keep(&self) -> bool {
+        self.text.capacity() <= MAX_KEPT_TEXT && self.fields.capacity() <= MAX_KEPT_FIELDS
     }
 
     /// The text bytes (names plus values) the map holds.
@@ -192,6 +220,11 @@ impl HeaderMap {
         });
     }
 }
+
+/// The largest text buffer [`HeaderMap::small_enough_to_keep`] accepts.
+const MAX_KEPT_TEXT: usize = 1024;
+/// The most field slots [`HeaderMap::small_enough_to_keep`] accepts.
+const MAX_KEPT_FIELDS: usize = 32;
 
 /// Header fields whose values are credentials: [`HeaderMap`]'s `Debug` prints `<redacted>`
 /// instead of their values.

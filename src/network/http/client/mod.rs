@@ -35,7 +35,7 @@ use self::actions::Action;
 use self::pool::{Conn, HostMap};
 use self::state::{Delivery, Fate, Finishing, RequestState, StreamCallback};
 use super::id_map::IdMap;
-use super::{HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession};
+use super::{HeaderMap, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession};
 use crate::bindings::Signal;
 use crate::foundation::{LoopCore, LoopError, TimerKey};
 use crate::network::error::SocketError;
@@ -138,6 +138,10 @@ struct ClientInner {
     /// The one timer that closes idle connections past their deadline (`Conn::idle_until`),
     /// and when it fires (see `HttpClient::watch_idle_until`).
     idle_timer: Option<(TimerKey, Instant)>,
+    /// The emptied header map of the last request that finished, handed to the next request
+    /// sent without headers of its own (the usual `get(url)`): the session's default headers
+    /// are copied into its buffers instead of two new allocations per request.
+    spare_headers: HeaderMap,
 }
 
 /// An HTTP/1.1 client on the current thread's loop (KDNetwork `HttpClient`).
@@ -239,6 +243,7 @@ impl HttpClient {
                 finishing: Vec::new(),
                 total_timer: None,
                 idle_timer: None,
+                spare_headers: HeaderMap::new(),
             }),
             continuing: RefCell::default(),
             delivering: RefCell::default(),

@@ -765,7 +765,18 @@ impl HttpClient {
         // Taken whole, not split off: a split shares the buffer through an allocated header.
         let body = std::mem::take(&mut state.body).freeze();
         let response = state.response_from(head, body);
+        keep_spare_headers(inner, &mut state);
         actions.push(self.finish_action(inner, id, state.into_delivery(), Ok(response)));
+    }
+}
+
+/// Keeps a finished request's header map, emptied, for the next request to take (see
+/// `ClientInner::spare_headers`), unless one is kept already or it grew large.
+fn keep_spare_headers(inner: &mut ClientInner, state: &mut RequestState) {
+    let headers = state.request.headers_mut();
+    if inner.spare_headers.has_no_capacity() && headers.small_enough_to_keep() {
+        headers.clear();
+        inner.spare_headers = std::mem::take(headers);
     }
 }
 

@@ -84,7 +84,11 @@ impl HttpClient {
             return id;
         }
         {
-            let inner = self.inner.borrow();
+            let mut inner = self.inner.borrow_mut();
+            if request.headers().is_empty() && request.headers().has_no_capacity() {
+                // The last finished request's buffers take the session's defaults.
+                *request.headers_mut() = std::mem::take(&mut inner.spare_headers);
+            }
             inner.session.prepare_request(&mut request);
         }
         // No `take_url_credentials` here: the constructors and `set_url`, the only ways to give
