@@ -89,3 +89,119 @@ fn a_request_after_one_with_its_own_fields_carries_only_the_defaults() {
         ]
     );
 }
+
+/// Each hop's `Host` names that hop's host and port (the value the client keeps per host): an
+/// explicit port, a redirect to another host and port, and an IPv6 literal in brackets.
+#[test]
+fn every_hop_names_its_own_host_and_port() {
+    let v6 = std::net::TcpListener::bind("[::1]:0").ok().map(|l| {
+        let port = l.local_addr().unwrap().port();
+        drop(l);
+        port
+    });
+    let last = ScriptServer::start(|_, _| Reply::Bytes(ok_response("end", "")));
+    let last_url = last.url("/end");
+    let middle = ScriptServer::start(move |_, _| {
+        Reply::Bytes(
+            format!("HTTP/1.1 302 Found\r\nLocation: {last_url}\r\nContent-Length: 0\r\n\r\n")
+                .into_bytes(),
+        )
+    });
+    let middle_url = middle.url("/middle").replace("127.0.0.1", "localhost");
+    let first = ScriptServer::start(move |_, _| {
+        Reply::Bytes(
+            format!("HTTP/1.1 301 Moved\r\nLocation: {middle_url}\r\nContent-Length: 0\r\n\r\n")
+                .into_bytes(),
+        )
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    for _ in 0..2 {
+        let out = send(&client, HttpRequest::get(&first.url("/start")).unwrap());
+        let response = wait(&mut ev, &out).unwrap();
+        assert_eq!(response.body().as_ref(), b"end");
+    }
+    let hosts = |server: &ScriptServer| -> Vec<String> {
+        server
+            .requests()
+            .iter()
+            .map(|r| r.header("Host").unwrap_or("<none>").to_owned())
+            .collect()
+    };
+    assert_eq!(
+        hosts(&first),
+        vec![format!("127.0.0.1:{}", first.addr.port()); 2]
+    );
+    assert_eq!(
+        hosts(&middle),
+        vec![format!("localhost:{}", middle.addr.port()); 2]
+    );
+    assert_eq!(
+        hosts(&last),
+        vec![format!("127.0.0.1:{}", last.addr.port()); 2]
+    );
+    // A default port is not written, even when the URL spells it.
+    assert_eq!(
+        kdnet::network::http::__fuzz::host_header(&url::Url::parse("http://h:80/").unwrap()),
+        "h"
+    );
+
+    if v6.is_some() {
+        let listener = std::net::TcpListener::bind("[::1]:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = std::thread::spawn(move || {
+            use std::io::{BufReader, Write};
+            let (stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let head = support::read_request_head(&mut reader).unwrap();
+            let mut stream = stream;
+            stream.write_all(&ok_response("v6", "")).unwrap();
+            head
+        });
+        let out = send(
+            &client,
+            HttpRequest::get(&format!("http://[::1]:{port}/six")).unwrap(),
+        );
+        assert_eq!(wait(&mut ev, &out).unwrap().body().as_ref(), b"v6");
+        let head = server.join().unwrap();
+        assert_eq!(head.header("host"), Some(format!("[::1]:{port}").as_str()));
+    }
+}
+
+/// A session default header whose value could split the request is refused when the request
+/// is sent (the encoder does not look at the request's own fields again on its first hop: the
+/// check at `send` is the one that catches it), and nothing reaches the server.
+#[test]
+fn a_default_header_that_could_split_the_request_is_refused() {
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("ok", "")));
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let out = send(&client, HttpRequest::get(&server.url("/ok")).unwrap());
+    assert_eq!(wait(&mut ev, &out).unwrap().status(), 200);
+
+    for bad in ["v\r\nX-Injected: 1", "nul\0byte", "del\x7f"] {
+        client.update_session(|s| s.set_default_header("X-Bad", bad));
+        let out = send(&client, HttpRequest::get(&server.url("/bad")).unwrap());
+        let result = wait(&mut ev, &out);
+        assert!(
+            matches!(result, Err(HttpError::InvalidRequest(_))),
+            "{bad:?}: {result:?}"
+        );
+        // On a request with fields of its own too.
+        let own = HttpRequest::get(&server.url("/bad"))
+            .unwrap()
+            .with_header("X-Own", "fine");
+        let result = wait(&mut ev, &send(&client, own));
+        assert!(
+            matches!(result, Err(HttpError::InvalidRequest(_))),
+            "{bad:?}: {result:?}"
+        );
+    }
+    client.update_session(|s| {
+        s.remove_default_header("X-Bad");
+    });
+    let out = send(&client, HttpRequest::get(&server.url("/after")).unwrap());
+    assert_eq!(wait(&mut ev, &out).unwrap().status(), 200);
+    let lines: Vec<String> = server.requests().iter().map(|r| r.line.clone()).collect();
+    assert_eq!(lines, ["GET /ok HTTP/1.1", "GET /after HTTP/1.1"]);
+}

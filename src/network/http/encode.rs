@@ -35,6 +35,32 @@ pub(crate) fn encode_request_head(
     added: &[AddedField<'_>],
     out: &mut Vec<u8>,
 ) -> Result<(), HttpError> {
+    encode_head(method, url, headers, added, false, out)
+}
+
+/// [`encode_request_head`] for a request whose own fields (`headers`) passed
+/// [`HttpRequest::validate`](crate::network::http::HttpRequest::validate) and have not changed
+/// since: their names and values are not looked at again (the fields in `added`, the method and
+/// the target still are). The client sends a request this way only on its first hop, which
+/// `send` validated; a redirect hop's request is a new one, checked here in full.
+pub(crate) fn encode_validated_request_head(
+    method: &str,
+    url: &url::Url,
+    headers: &HeaderMap,
+    added: &[AddedField<'_>],
+    out: &mut Vec<u8>,
+) -> Result<(), HttpError> {
+    encode_head(method, url, headers, added, true, out)
+}
+
+fn encode_head(
+    method: &str,
+    url: &url::Url,
+    headers: &HeaderMap,
+    added: &[AddedField<'_>],
+    own_fields_validated: bool,
+    out: &mut Vec<u8>,
+) -> Result<(), HttpError> {
     if !is_token(method) {
         return Err(HttpError::InvalidRequest(format!(
             "method {method:?} is not an HTTP token"
@@ -61,7 +87,9 @@ pub(crate) fn encode_request_head(
         method.len() + path.len() + query.map_or(0, |q| q.len() + 1) + " HTTP/1.1\r\n".len() + 1;
     let mut cookie_fields = 0;
     for (name, value) in headers.iter() {
-        validate_field(name, value)?;
+        if !own_fields_validated {
+            validate_field(name, value)?;
+        }
         head_len += name.len() + value.len() + 4;
         cookie_fields += usize::from(is_cookie(name));
     }
@@ -263,6 +291,49 @@ mod tests {
             matches!(both, Err(HttpError::InvalidRequest(_))),
             "{both:?}"
         );
+    }
+
+    #[test]
+    fn a_validated_request_still_has_its_added_fields_method_and_target_checked() {
+        let url = url::Url::parse("http://h/p").unwrap();
+        let headers: HeaderMap = [("A", "1")].into_iter().collect();
+        let mut out = b"keep".to_vec();
+        let cookie = encode_validated_request_head(
+            "GET",
+            &url,
+            &headers,
+            &[("Cookie", &["a=1\r\nX: y"])],
+            &mut out,
+        );
+        assert!(
+            matches!(cookie, Err(HttpError::InvalidRequest(_))),
+            "{cookie:?}"
+        );
+        let method = encode_validated_request_head("G T", &url, &headers, &[], &mut out);
+        assert!(
+            matches!(method, Err(HttpError::InvalidRequest(_))),
+            "{method:?}"
+        );
+        let chunked: HeaderMap = [("Transfer-Encoding", "chunked")].into_iter().collect();
+        let both = encode_validated_request_head(
+            "GET",
+            &url,
+            &chunked,
+            &[("Content-Length", &["0"])],
+            &mut out,
+        );
+        assert!(
+            matches!(both, Err(HttpError::InvalidRequest(_))),
+            "{both:?}"
+        );
+        assert_eq!(out, b"keep");
+        // The same head as the full check writes.
+        let mut full = Vec::new();
+        encode_request_head("GET", &url, &headers, &[("Host", &["h"])], &mut full).unwrap();
+        let mut fast = Vec::new();
+        encode_validated_request_head("GET", &url, &headers, &[("Host", &["h"])], &mut fast)
+            .unwrap();
+        assert_eq!(full, fast);
     }
 
     #[test]

@@ -23,6 +23,7 @@ use super::{ClientInner, HttpClient};
 use crate::foundation::{LoopError, deadline_after};
 use crate::network::error::{SocketError, TlsFailure};
 use crate::network::http::HttpError;
+use crate::network::http::encode::host_header_value;
 use crate::network::http::framing::KeepAlive;
 use crate::network::http::id_map::IdHasher;
 use crate::network::tcp::{DataSink, SocketState, TcpSocket, TlsObserver};
@@ -33,11 +34,28 @@ use crate::network::tls::TlsClientConfig;
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(super) struct HostKey {
     https: bool,
-    host: String,
+    /// The request's `Host` field value: the host name (an IPv6 literal in brackets), then
+    /// `:port` when the port is not the scheme's default. Made once per host, where every
+    /// request had written the port's digits out anew.
+    host_field: String,
+    /// Where the name ends in `host_field`.
+    name_len: u32,
     port: u16,
     /// Computed once when the key is made: the pool map is consulted several times per
     /// request, and SipHash over the name each time cost about a thousand instructions.
     digest: u64,
+}
+
+impl HostKey {
+    /// The host name (an IPv6 literal in brackets), as the URL spells it.
+    pub(super) fn name(&self) -> &str {
+        &self.host_field[..self.name_len as usize]
+    }
+
+    /// The `Host` field value of a request to this host (see [`host_header_value`]).
+    pub(super) fn host_field(&self) -> &str {
+        &self.host_field
+    }
 }
 
 impl Hash for HostKey {
@@ -250,7 +268,7 @@ impl HttpClient {
         let mut tls = None;
         if host.https {
             let config = self.tls_config(inner)?;
-            socket.enable_client_tls(Arc::clone(&config), &host.host);
+            socket.enable_client_tls(Arc::clone(&config), host.name());
             socket.set_handshake_timeout(Some(connect_timeout));
             tls = Some(config);
         }
@@ -268,7 +286,7 @@ impl HttpClient {
             let observer: Weak<dyn TlsObserver> = Rc::downgrade(&sink) as Weak<dyn TlsObserver>;
             socket.set_tls_observer(observer);
         }
-        socket.connect_to_host(&host.host, host.port)?;
+        socket.connect_to_host(host.name(), host.port)?;
         inner.conns.insert(
             conn_id,
             Box::new(Conn {
@@ -283,7 +301,11 @@ impl HttpClient {
             }),
         );
         inner.hosts.entry(host.clone()).or_default().active += 1;
-        log::debug!("opened connection {conn_id} to {}:{}", host.host, host.port);
+        log::debug!(
+            "opened connection {conn_id} to {}:{}",
+            host.name(),
+            host.port
+        );
         Ok(conn_id)
     }
 
@@ -721,9 +743,14 @@ pub(super) fn intern_host(hosts: &mut HostMap, url: &url::Url) -> Rc<HostKey> {
     if let Some((shared, _)) = hosts.get_key_value(&parts as &dyn KeyParts) {
         return Rc::clone(shared);
     }
+    let host_field = host_header_value(url);
+    // The field starts with the name (`host_str`) whatever follows it.
+    debug_assert!(host_field.starts_with(host));
     let shared = Rc::new(HostKey {
         https,
-        host: host.to_owned(),
+        // The url crate addresses a URL's text with `u32` offsets: a host name fits.
+        name_len: u32::try_from(host.len()).unwrap_or(u32::MAX),
+        host_field,
         port,
         digest,
     });
@@ -757,7 +784,7 @@ impl KeyParts for HostParts<'_> {
 
 impl KeyParts for HostKey {
     fn parts(&self) -> (bool, &str, u16) {
-        (self.https, &self.host, self.port)
+        (self.https, self.name(), self.port)
     }
     fn digest(&self) -> u64 {
         self.digest

@@ -12,7 +12,9 @@ use super::pool::{forget_host_if_unused, intern_host};
 use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient, RequestId};
 use crate::network::decimal::{MAX_DECIMAL_LEN, decimal};
-use crate::network::http::encode::{AddedField, encode_request_head, host_header_parts};
+use crate::network::http::encode::{
+    AddedField, encode_request_head, encode_validated_request_head,
+};
 use crate::network::http::head::HeadLimits;
 use crate::network::http::request::parse_url;
 use crate::network::http::{HttpError, HttpMethod, HttpRequest, HttpResponse};
@@ -191,7 +193,16 @@ impl HttpClient {
         let wire = &mut inner.wire;
         wire.clear();
         wire.reserve(256 + if check_only { 0 } else { body.len() });
-        encode_request_head_for(&state.request, cookie.as_deref(), wire)?;
+        // Only the first hop's request went through `validate` (in `submit`): a redirect hop's
+        // is made from the response and checked in full.
+        let validated = state.redirects == 0;
+        encode_request_head_for(
+            &state.request,
+            state.host.host_field(),
+            validated,
+            cookie.as_deref(),
+            wire,
+        )?;
         if check_only {
             return Ok(());
         }
@@ -274,11 +285,12 @@ fn head_limits(inner: &ClientInner) -> HeadLimits {
 /// Serialises the request head with the automatic headers (the body goes after it).
 fn encode_request_head_for(
     request: &HttpRequest,
+    host_field: &str,
+    validated: bool,
     cookie: Option<&str>,
     out: &mut Vec<u8>,
 ) -> Result<(), HttpError> {
     let headers = request.headers();
-    let mut port_digits = [0; MAX_DECIMAL_LEN];
     let mut length_digits = [0; MAX_DECIMAL_LEN];
     // The fields the client adds when the request lacks them, written after its own (the
     // request's map is not copied to add them).
@@ -288,7 +300,9 @@ fn encode_request_head_for(
         added[count] = (name, value);
         count += 1;
     };
-    let host = host_header_parts(request.url(), &mut port_digits);
+    // The request's host's (see `HostKey::host_field`), the value `host_header_value` gives
+    // for its URL.
+    let host = [host_field];
     // Written out only when the field goes out (most requests have no body).
     let length;
     let encodings = [accepted_encodings()];
@@ -324,7 +338,12 @@ fn encode_request_head_for(
     {
         add("Cookie", cookie);
     }
-    encode_request_head(
+    let encode = if validated {
+        encode_validated_request_head
+    } else {
+        encode_request_head
+    };
+    encode(
         request.method().as_str(),
         request.url(),
         headers,
