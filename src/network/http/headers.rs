@@ -307,27 +307,68 @@ impl<N: AsRef<str>, V: AsRef<str>> FromIterator<(N, V)> for HeaderMap {
 }
 
 /// The first byte a field value may not hold (RFC 9110 §5.5: a control character other than
-/// HTAB, or DEL; CR and LF above all), looked for eight bytes at a time: every request's values
-/// are checked when it is sent and again when it is encoded.
+/// HTAB, or DEL; CR and LF above all). Every request's values are checked when it is sent, so
+/// the common answer (none) is found eight bytes at a time: the value's words, its last eight
+/// bytes as one more (overlapping) word, and a value shorter than a word as one word padded
+/// with spaces. Only a value with a suspect word (a tab flags it too) is looked at bytewise.
 pub(crate) fn forbidden_value_byte(value: &[u8]) -> Option<u8> {
+    let suspect = if value.len() >= 8 {
+        let mut words = value.chunks_exact(8);
+        words.any(|chunk| suspect_word(load_word(chunk)))
+            || (!words.remainder().is_empty() && suspect_word(load_word(&value[value.len() - 8..])))
+    } else {
+        suspect_word(load_short(value))
+    };
+    if !suspect {
+        return None;
+    }
+    value
+        .iter()
+        .copied()
+        .find(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
+}
+
+/// Eight bytes as a little-endian word (`bytes` holds exactly eight).
+#[inline(always)]
+fn load_word(bytes: &[u8]) -> u64 {
+    u64::from_le_bytes(bytes.try_into().unwrap_or_default())
+}
+
+/// Fewer than eight bytes as one word, the missing bytes spaces (which a value may hold): the
+/// first and last four (or two) bytes, overlapping where the value is shorter than their sum.
+#[inline(always)]
+fn load_short(v: &[u8]) -> u64 {
+    const SPACES: u64 = 0x2020_2020_2020_2020;
+    let n = v.len();
+    let u32_at = |at: usize| {
+        u64::from(u32::from_le_bytes(
+            v[at..at + 4].try_into().unwrap_or_default(),
+        ))
+    };
+    let u16_at = |at: usize| {
+        u64::from(u16::from_le_bytes(
+            v[at..at + 2].try_into().unwrap_or_default(),
+        ))
+    };
+    match n {
+        4.. => u32_at(0) | (u32_at(n - 4) << 32),
+        2.. => u16_at(0) | (u16_at(n - 2) << 16) | (SPACES << 32),
+        1 => u64::from(v[0]) | (SPACES << 8),
+        0 => SPACES,
+    }
+}
+
+/// Whether any byte of `word` is below 0x20 or is 0x7f (exact as a yes/no answer, though not
+/// in which byte: a borrow may flag the byte after a real one).
+#[inline(always)]
+fn suspect_word(word: u64) -> bool {
     const ONES: u64 = 0x0101_0101_0101_0101;
     const HIGH: u64 = 0x8080_8080_8080_8080;
-    let forbidden = |b: u8| (b < b' ' && b != b'\t') || b == 0x7f;
-    let mut words = value.chunks_exact(8);
-    for chunk in &mut words {
-        let word = u64::from_le_bytes(chunk.try_into().unwrap_or_default());
-        // Whether any byte is below 0x20 (a high byte is not: `!word` clears it), or is 0x7f.
-        let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
-        let del = word ^ (ONES * 0x7f);
-        let is_del = del.wrapping_sub(ONES) & !del & HIGH;
-        if below_space | is_del != 0
-            && let Some(bad) = chunk.iter().copied().find(|&b| forbidden(b))
-        {
-            // (A tab alone sets the flag too: the bytes say whether it was only that.)
-            return Some(bad);
-        }
-    }
-    words.remainder().iter().copied().find(|&b| forbidden(b))
+    // Below 0x20 (a byte with its high bit set is not: `!word` clears it), or equal to 0x7f.
+    let below_space = word.wrapping_sub(ONES * 0x20) & !word & HIGH;
+    let del = word ^ (ONES * 0x7f);
+    let is_del = del.wrapping_sub(ONES) & !del & HIGH;
+    below_space | is_del != 0
 }
 
 #[cfg(test)]
