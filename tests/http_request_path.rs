@@ -205,3 +205,43 @@ fn a_default_header_that_could_split_the_request_is_refused() {
     let lines: Vec<String> = server.requests().iter().map(|r| r.line.clone()).collect();
     assert_eq!(lines, ["GET /ok HTTP/1.1", "GET /after HTTP/1.1"]);
 }
+
+/// Responses on one keep-alive connection, each different from the one before (status, reason,
+/// fields, framing): each is delivered with exactly its own head and body, nothing of the one
+/// before (whose head's box the client keeps for the next).
+#[test]
+fn each_response_on_a_kept_connection_has_only_its_own_head() {
+    let replies: [&[u8]; 4] = [
+        b"HTTP/1.1 201 Created\r\nX-A: 1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n",
+        b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nX-B: 2\r\n\r\nde",
+        b"HTTP/1.1 204 \r\nX-C: 3\r\n\r\n",
+        b"HTTP/1.1 299 Odd Reason Here\r\nContent-Length: 1\r\n\r\nf",
+    ];
+    let server = ScriptServer::start(move |_, n| Reply::Bytes(replies[n % 4].to_vec()));
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    type Expected<'a> = (u16, &'a str, &'a [(&'a str, &'a str)], &'a [u8]);
+    let expected: [Expected; 4] = [
+        (
+            201,
+            "Created",
+            &[("X-A", "1"), ("Transfer-Encoding", "chunked")],
+            b"abc",
+        ),
+        (200, "OK", &[("Content-Length", "2"), ("X-B", "2")], b"de"),
+        (204, "", &[("X-C", "3")], b""),
+        (299, "Odd Reason Here", &[("Content-Length", "1")], b"f"),
+    ];
+    for round in 0..8 {
+        let out = send(&client, HttpRequest::get(&server.url("/r")).unwrap());
+        let response = wait(&mut ev, &out).unwrap();
+        let (status, reason, fields, body) = expected[round % 4];
+        assert_eq!(response.status(), status, "round {round}");
+        assert_eq!(response.reason(), reason, "round {round}");
+        let got: Vec<(&str, &str)> = response.headers().iter().collect();
+        assert_eq!(got, fields, "round {round}");
+        assert_eq!(response.body().as_ref(), body, "round {round}");
+    }
+    let connections: Vec<usize> = server.requests().iter().map(|r| r.connection).collect();
+    assert_eq!(connections, [0; 8], "one kept connection");
+}

@@ -88,6 +88,17 @@ pub struct ResponseHead {
 }
 
 impl ResponseHead {
+    /// A head with nothing in it (status 0), to stand in for one taken out of a box that is
+    /// kept for reuse; allocates nothing.
+    pub(crate) fn empty() -> Self {
+        ResponseHead {
+            version: HttpVersion::Http11,
+            status: 0,
+            reason: String::new(),
+            headers: HeaderMap::new(),
+        }
+    }
+
     /// Whether this is an interim `1xx` response that the client skips before the final one
     /// (`100 Continue`, `103 Early Hints`, …). `101 Switching Protocols` is not: after it the
     /// connection speaks another protocol, so it ends the HTTP exchange.

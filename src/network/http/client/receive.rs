@@ -403,7 +403,10 @@ impl HttpClient {
         actions: &mut Vec<Action>,
     ) -> Result<(), HttpError> {
         let ClientInner {
-            session, requests, ..
+            session,
+            requests,
+            spare_arrived,
+            ..
         } = inner;
         let Some(state) = requests.get_mut(&id) else {
             return Ok(());
@@ -512,7 +515,14 @@ impl HttpClient {
                 Delivery::Buffered(_) => {}
             }
         }
-        state.arrived = Some(Box::new(Arrived { head, decoder }));
+        state.arrived = Some(match spare_arrived.take() {
+            Some(mut kept) => {
+                kept.head = head;
+                kept.decoder = decoder;
+                kept
+            }
+            None => Box::new(Arrived { head, decoder }),
+        });
         Ok(())
     }
 
@@ -759,9 +769,12 @@ impl HttpClient {
             return;
         }
         self.release_conn(inner, &mut state, reuse, actions);
-        let Some(head) = state.arrived.take().map(|a| a.head) else {
+        let Some(mut arrived) = state.arrived.take() else {
             return;
         };
+        let head = std::mem::replace(&mut arrived.head, ResponseHead::empty());
+        // Its box serves the next response (see `ClientInner::spare_arrived`).
+        inner.spare_arrived.get_or_insert(arrived);
         // Taken whole, not split off: a split shares the buffer through an allocated header.
         let body = std::mem::take(&mut state.body).freeze();
         let response = state.response_from(head, body);
