@@ -245,3 +245,41 @@ fn each_response_on_a_kept_connection_has_only_its_own_head() {
     let connections: Vec<usize> = server.requests().iter().map(|r| r.connection).collect();
     assert_eq!(connections, [0; 8], "one kept connection");
 }
+
+/// Drops set a flag: tells when the client let go of a request's body.
+struct Owned(Vec<u8>, std::sync::Arc<std::sync::atomic::AtomicBool>);
+
+impl AsRef<[u8]> for Owned {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl Drop for Owned {
+    fn drop(&mut self) {
+        self.1.store(true, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+/// A finished request's body is let go of when its response is delivered, although the
+/// client keeps the request's state box for the next request: a large upload is not held
+/// until some later request replaces it.
+#[test]
+fn a_finished_requests_body_is_not_kept() {
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("ok", "")));
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let dropped = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let body = bytes::Bytes::from_owner(Owned(vec![7; 256 * 1024], dropped.clone()));
+    let out = send(
+        &client,
+        HttpRequest::post(&server.url("/upload"), body).unwrap(),
+    );
+    let response = wait(&mut ev, &out).unwrap();
+    assert_eq!(response.status(), 200);
+    assert!(
+        dropped.load(std::sync::atomic::Ordering::SeqCst),
+        "the body is still held after its response"
+    );
+    assert_eq!(server.requests()[0].body.len(), 256 * 1024);
+}

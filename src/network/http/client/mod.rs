@@ -145,6 +145,9 @@ struct ClientInner {
     /// The box that held the last finished response's head and body decoder, emptied, for the
     /// next response's (`RequestState::arrived`): one allocation less per response.
     spare_arrived: Option<Box<Arrived>>,
+    /// The box of the last request that finished with a response, its large parts dropped,
+    /// for the next request's state (`requests`): one allocation less per request.
+    spare_state: Option<Box<RequestState>>,
 }
 
 /// An HTTP/1.1 client on the current thread's loop (KDNetwork `HttpClient`).
@@ -248,6 +251,7 @@ impl HttpClient {
                 idle_timer: None,
                 spare_headers: HeaderMap::new(),
                 spare_arrived: None,
+                spare_state: None,
             }),
             continuing: RefCell::default(),
             delivering: RefCell::default(),

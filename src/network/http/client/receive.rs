@@ -779,7 +779,12 @@ impl HttpClient {
         let body = std::mem::take(&mut state.body).freeze();
         let response = state.response_from(head, body);
         keep_spare_headers(inner, &mut state);
-        actions.push(self.finish_action(inner, id, state.into_delivery(), Ok(response)));
+        let delivery = state.take_delivery();
+        if inner.spare_state.is_none() {
+            state.shed_for_reuse();
+            inner.spare_state = Some(state);
+        }
+        actions.push(self.finish_action(inner, id, delivery, Ok(response)));
     }
 }
 

@@ -141,9 +141,17 @@ impl HttpClient {
                 sse_mode: false,
                 sse_parser: None,
             };
-            inner.requests.insert(id.raw(), Box::new(state));
+            // In the last finished request's box when there is one (`ClientInner::spare_state`).
+            let state = match inner.spare_state.take() {
+                Some(mut kept) => {
+                    *kept = state;
+                    kept
+                }
+                None => Box::new(state),
+            };
+            inner.requests.insert(id.raw(), state);
             if announce.is_none() {
-                self.arm_total_timer(&mut inner, id.raw());
+                self.arm_total_timer(&mut inner, id.raw(), now);
                 self.schedule(&mut inner, id.raw(), &mut actions);
             }
             announced_host
@@ -161,7 +169,8 @@ impl HttpClient {
                     state.head_limits = limits;
                     state.max_body = inner.session.max_response_body_bytes();
                     state.read_timeout = inner.session.read_timeout();
-                    self.arm_total_timer(inner, id.raw());
+                    // The slots took their time: the deadline runs from now.
+                    self.arm_total_timer(inner, id.raw(), Instant::now());
                     self.schedule(inner, id.raw(), &mut actions);
                 }
                 None => forget_host_if_unused(&mut inner.hosts, &host),

@@ -252,10 +252,31 @@ impl RequestState {
 
     /// The delivery, with an SSE request's parser handed back to its owner.
     pub(super) fn into_delivery(mut self: Box<Self>) -> Delivery {
+        self.take_delivery()
+    }
+
+    /// [`into_delivery`](Self::into_delivery) for a state whose box is kept: an empty
+    /// delivery is left behind.
+    pub(super) fn take_delivery(&mut self) -> Delivery {
         if let Delivery::Sse { parser, .. } = &mut self.delivery {
             *parser = self.sse_parser.take();
         }
-        self.delivery
+        std::mem::replace(&mut self.delivery, Delivery::Buffered(None))
+    }
+
+    /// Drops what a finished request's state may hold of any size (its request's fields and
+    /// body, the boxes of its response's handling), so that its box can wait for the next
+    /// request (`ClientInner::spare_state`) holding nothing but small parts (the URL's and host's
+    /// shared handles), which the next request's state replaces.
+    pub(super) fn shed_for_reuse(&mut self) {
+        self.request.shed_headers_and_body();
+        self.partial_head = None;
+        self.arrived = None;
+        self.content = None;
+        self.body = BytesMut::new();
+        self.redirect_next = None;
+        self.idle = None;
+        self.sse_parser = None;
     }
 
     /// The response made of `head` and `body`, for this request's URL as it stands.

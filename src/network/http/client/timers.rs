@@ -20,7 +20,9 @@ pub(super) struct IdleWatch {
 }
 
 impl HttpClient {
-    pub(super) fn arm_total_timer(&self, inner: &mut ClientInner, id: u64) {
+    /// Notes request `id`'s total deadline, its timeout from `now` (the caller's clock reading:
+    /// `submit` has just taken one for the request's start).
+    pub(super) fn arm_total_timer(&self, inner: &mut ClientInner, id: u64, now: Instant) {
         let Some(state) = inner.requests.get_mut(&id) else {
             return;
         };
@@ -30,7 +32,7 @@ impl HttpClient {
         let Some(timeout) = state.request.timeout() else {
             return;
         };
-        let deadline = deadline_after(Instant::now(), timeout);
+        let deadline = deadline_after(now, timeout);
         state.total_deadline = Some(deadline);
         // The client's timer fires first (the usual case: requests share one timeout), and then
         // looks for the next deadline.
