@@ -283,3 +283,48 @@ fn a_finished_requests_body_is_not_kept() {
     );
     assert_eq!(server.requests()[0].body.len(), 256 * 1024);
 }
+
+/// The fields the client adds (`Host`, `Accept-Encoding`, `Content-Length`) are left out when
+/// the request has them, however spelled, and `Range` keeps `Accept-Encoding` out: the one pass
+/// over the request's fields that finds them must find each.
+#[test]
+fn fields_the_request_has_are_not_added_again() {
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("ok", "")));
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let requests = [
+        HttpRequest::get(&server.url("/a"))
+            .unwrap()
+            .with_header("HOST", "custom.example")
+            .with_header("rAnGe", "bytes=0-1"),
+        HttpRequest::get(&server.url("/b"))
+            .unwrap()
+            .with_header("accept-ENCODING", "identity"),
+        HttpRequest::post(&server.url("/c"), "abc")
+            .unwrap()
+            .with_header("CONTENT-length", "3"),
+        HttpRequest::get(&server.url("/d")).unwrap(),
+    ];
+    for request in requests {
+        let out = send(&client, request);
+        assert_eq!(wait(&mut ev, &out).unwrap().status(), 200);
+    }
+    let seen = server.requests();
+    let count = |i: usize, name: &str| {
+        seen[i]
+            .headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .count()
+    };
+    assert_eq!(seen[0].header("host"), Some("custom.example"));
+    assert_eq!((count(0, "host"), count(0, "accept-encoding")), (1, 0));
+    assert_eq!(seen[1].header("accept-encoding"), Some("identity"));
+    assert_eq!(count(1, "accept-encoding"), 1);
+    assert_eq!(
+        (count(2, "content-length"), seen[2].body.as_slice()),
+        (1, &b"abc"[..])
+    );
+    assert_eq!((count(3, "host"), count(3, "accept-encoding")), (1, 1));
+    assert_eq!(count(3, "content-length"), 0);
+}

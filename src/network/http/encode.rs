@@ -35,30 +35,71 @@ pub(crate) fn encode_request_head(
     added: &[AddedField<'_>],
     out: &mut Vec<u8>,
 ) -> Result<(), HttpError> {
-    encode_head(method, url, headers, added, false, out)
+    encode_head(method, url, headers, None, added, out)
 }
 
 /// [`encode_request_head`] for a request whose own fields (`headers`) passed
 /// [`HttpRequest::validate`](crate::network::http::HttpRequest::validate) and have not changed
 /// since: their names and values are not looked at again (the fields in `added`, the method and
 /// the target still are). The client sends a request this way only on its first hop, which
-/// `send` validated; a redirect hop's request is a new one, checked here in full.
+/// `send` validated; a redirect hop's request is a new one, checked here in full. `own` is
+/// [`OwnFields::of`] `headers`, which the caller needed too.
 pub(crate) fn encode_validated_request_head(
     method: &str,
     url: &url::Url,
     headers: &HeaderMap,
+    own: &OwnFields,
     added: &[AddedField<'_>],
     out: &mut Vec<u8>,
 ) -> Result<(), HttpError> {
-    encode_head(method, url, headers, added, true, out)
+    encode_head(method, url, headers, Some(own), added, out)
 }
 
+/// What one pass over a request's own fields finds: which of the fields the client may add or
+/// must not mix are there, and how many bytes they take on the wire. Names are compared only
+/// when their length matches.
+#[derive(Debug, Clone, Copy, Default)]
+pub(crate) struct OwnFields {
+    /// Bytes of `name: value` CRLF lines.
+    pub(crate) wire_len: usize,
+    /// `Cookie` fields (several go out as one).
+    pub(crate) cookies: usize,
+    pub(crate) host: bool,
+    pub(crate) accept_encoding: bool,
+    pub(crate) range: bool,
+    pub(crate) content_length: bool,
+    pub(crate) transfer_encoding: bool,
+}
+
+impl OwnFields {
+    /// The pass over `headers`.
+    pub(crate) fn of(headers: &HeaderMap) -> Self {
+        let mut own = OwnFields::default();
+        for (name, value) in headers.iter() {
+            own.wire_len += name.len() + value.len() + 4;
+            let is = |known: &str| name.eq_ignore_ascii_case(known);
+            match name.len() {
+                4 => own.host |= is("host"),
+                5 => own.range |= is("range"),
+                6 => own.cookies += usize::from(is("cookie")),
+                14 => own.content_length |= is("content-length"),
+                15 => own.accept_encoding |= is("accept-encoding"),
+                17 => own.transfer_encoding |= is("transfer-encoding"),
+                _ => {}
+            }
+        }
+        own
+    }
+}
+
+/// With `own` (the request's fields validated), `headers` is only written; without, it is
+/// checked and scanned here.
 fn encode_head(
     method: &str,
     url: &url::Url,
     headers: &HeaderMap,
+    own: Option<&OwnFields>,
     added: &[AddedField<'_>],
-    own_fields_validated: bool,
     out: &mut Vec<u8>,
 ) -> Result<(), HttpError> {
     if !is_token(method) {
@@ -76,23 +117,29 @@ fn encode_head(
         )));
     }
     let query = url.query();
-    for part in [Some(path), query].into_iter().flatten() {
-        if let Some(bad) = part.bytes().find(|&b| b <= b' ' || b == 0x7f) {
+    for part in [path, query.unwrap_or_default()] {
+        if let Some(&bad) = part.as_bytes().iter().find(|&&b| b <= b' ' || b == 0x7f) {
             return Err(HttpError::InvalidRequest(format!(
                 "request target contains byte 0x{bad:02x}"
             )));
         }
     }
-    let mut head_len =
-        method.len() + path.len() + query.map_or(0, |q| q.len() + 1) + " HTTP/1.1\r\n".len() + 1;
-    let mut cookie_fields = 0;
-    for (name, value) in headers.iter() {
-        if !own_fields_validated {
-            validate_field(name, value)?;
+    let own = match own {
+        Some(own) => *own,
+        None => {
+            for (name, value) in headers.iter() {
+                validate_field(name, value)?;
+            }
+            OwnFields::of(headers)
         }
-        head_len += name.len() + value.len() + 4;
-        cookie_fields += usize::from(is_cookie(name));
-    }
+    };
+    let mut head_len = method.len()
+        + path.len()
+        + query.map_or(0, |q| q.len() + 1)
+        + " HTTP/1.1\r\n".len()
+        + 1
+        + own.wire_len;
+    let (mut content_length, mut transfer_encoding) = (own.content_length, own.transfer_encoding);
     for &(name, value) in added {
         validate_name(name)?;
         for part in value {
@@ -100,14 +147,10 @@ fn encode_head(
             head_len += part.len();
         }
         head_len += name.len() + 4;
+        content_length |= name.eq_ignore_ascii_case("content-length");
+        transfer_encoding |= name.eq_ignore_ascii_case("transfer-encoding");
     }
-    let named = |field: &str| {
-        headers.contains(field)
-            || added
-                .iter()
-                .any(|(name, _)| name.eq_ignore_ascii_case(field))
-    };
-    if named("content-length") && named("transfer-encoding") {
+    if content_length && transfer_encoding {
         return Err(HttpError::InvalidRequest(
             "both content-length and transfer-encoding are set".into(),
         ));
@@ -124,7 +167,7 @@ fn encode_head(
     out.extend_from_slice(b" HTTP/1.1\r\n");
     let mut cookies_written = false;
     for (name, value) in headers.iter() {
-        if cookie_fields > 1 && is_cookie(name) {
+        if own.cookies > 1 && is_cookie(name) {
             if !std::mem::replace(&mut cookies_written, true) {
                 write_joined_cookies(name, headers, out);
             }
@@ -302,6 +345,7 @@ mod tests {
             "GET",
             &url,
             &headers,
+            &OwnFields::of(&headers),
             &[("Cookie", &["a=1\r\nX: y"])],
             &mut out,
         );
@@ -309,7 +353,14 @@ mod tests {
             matches!(cookie, Err(HttpError::InvalidRequest(_))),
             "{cookie:?}"
         );
-        let method = encode_validated_request_head("G T", &url, &headers, &[], &mut out);
+        let method = encode_validated_request_head(
+            "G T",
+            &url,
+            &headers,
+            &OwnFields::of(&headers),
+            &[],
+            &mut out,
+        );
         assert!(
             matches!(method, Err(HttpError::InvalidRequest(_))),
             "{method:?}"
@@ -319,6 +370,7 @@ mod tests {
             "GET",
             &url,
             &chunked,
+            &OwnFields::of(&chunked),
             &[("Content-Length", &["0"])],
             &mut out,
         );
@@ -331,8 +383,15 @@ mod tests {
         let mut full = Vec::new();
         encode_request_head("GET", &url, &headers, &[("Host", &["h"])], &mut full).unwrap();
         let mut fast = Vec::new();
-        encode_validated_request_head("GET", &url, &headers, &[("Host", &["h"])], &mut fast)
-            .unwrap();
+        encode_validated_request_head(
+            "GET",
+            &url,
+            &headers,
+            &OwnFields::of(&headers),
+            &[("Host", &["h"])],
+            &mut fast,
+        )
+        .unwrap();
         assert_eq!(full, fast);
     }
 

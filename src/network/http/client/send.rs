@@ -13,7 +13,7 @@ use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient, RequestId};
 use crate::network::decimal::{MAX_DECIMAL_LEN, decimal};
 use crate::network::http::encode::{
-    AddedField, encode_request_head, encode_validated_request_head,
+    AddedField, OwnFields, encode_request_head, encode_validated_request_head,
 };
 use crate::network::http::head::HeadLimits;
 use crate::network::http::request::parse_url;
@@ -300,6 +300,8 @@ fn encode_request_head_for(
     out: &mut Vec<u8>,
 ) -> Result<(), HttpError> {
     let headers = request.headers();
+    // One pass over the request's fields finds the ones the client would add.
+    let own = OwnFields::of(headers);
     let mut length_digits = [0; MAX_DECIMAL_LEN];
     // The fields the client adds when the request lacks them, written after its own (the
     // request's map is not copied to add them).
@@ -318,13 +320,13 @@ fn encode_request_head_for(
     let cookie = cookie.map(|cookie| [cookie]);
     // Every HTTP/1.1 request names its host (RFC 9112 §3.2; servers answer 400 otherwise),
     // whatever the setting, as KDNetwork's did.
-    if !headers.contains("Host") {
+    if !own.host {
         add("Host", &host);
     }
     if request.auto_add_common_headers() {
         // A range of a compressed representation cannot be decoded on its own: ask for the
         // identity one (as reqwest does).
-        if !headers.contains("Accept-Encoding") && !headers.contains("Range") {
+        if !own.accept_encoding && !own.range {
             add("Accept-Encoding", &encodings);
         }
     }
@@ -336,29 +338,23 @@ fn encode_request_head_for(
         HttpMethod::Post | HttpMethod::Put | HttpMethod::Patch
     );
     if (!request.body().is_empty() || (method_has_body && request.auto_add_common_headers()))
-        && !headers.contains("Transfer-Encoding")
-        && !headers.contains("Content-Length")
+        && !own.transfer_encoding
+        && !own.content_length
     {
         length = [decimal(request.body().len() as u64, &mut length_digits)];
         add("Content-Length", &length);
     }
     if let Some(cookie) = &cookie
-        && !headers.contains("Cookie")
+        && own.cookies == 0
     {
         add("Cookie", cookie);
     }
-    let encode = if validated {
-        encode_validated_request_head
+    let (method, url, added) = (request.method().as_str(), request.url(), &added[..count]);
+    if validated {
+        encode_validated_request_head(method, url, headers, &own, added, out)
     } else {
-        encode_request_head
-    };
-    encode(
-        request.method().as_str(),
-        request.url(),
-        headers,
-        &added[..count],
-        out,
-    )
+        encode_request_head(method, url, headers, added, out)
+    }
 }
 
 /// The largest encoded request (head and body) whose buffer is kept for the next one.
