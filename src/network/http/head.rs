@@ -166,12 +166,26 @@ impl HeadParser {
     pub(crate) fn parse(&mut self, buf: &[u8]) -> Result<HeadStatus, HttpError> {
         // A head must end within the limit, so nothing past it is ever examined.
         let window = &buf[..buf.len().min(self.limits.max_head_bytes)];
+        if self.searched == 0
+            && !self.status_line_checked
+            // (Header slots on the stack: a larger limit over a large read would allocate.)
+            && self.limits.max_headers <= INLINE_HEADER_SLOTS
+            && window.first().is_some_and(|&b| b != b'\r' && b != b'\n')
+        {
+            // A head that came whole (the usual case: one read) is tokenized where it lies,
+            // without a search for its end first. Anything else (a partial head, a malformed one)
+            // takes the path below, which gives it the same answer as if this had not been
+            // tried.
+            if let Ok(Some((head, consumed))) = self.tokenize(window) {
+                return Ok(HeadStatus::Complete { head, consumed });
+            }
+        }
         if let Some(lead) = self.leading_blank(window) {
             let mut from = self.searched.max(lead);
             loop {
                 match find_blank_line(window, from) {
                     BlankLine::EndsAt(end) => match self.tokenize(&window[..end])? {
-                        Some(head) => {
+                        Some((head, _)) => {
                             return Ok(HeadStatus::Complete {
                                 head,
                                 consumed: end,
@@ -226,9 +240,10 @@ impl HeadParser {
         Ok(())
     }
 
-    /// Runs httparse over a candidate head (ending in a blank line). `None` if httparse still
-    /// wants more, which only leading empty lines can cause.
-    fn tokenize(&self, head_bytes: &[u8]) -> Result<Option<ResponseHead>, HttpError> {
+    /// Runs httparse over a candidate head (ending in a blank line), or over everything received
+    /// (the head and what follows it). `None` if httparse still wants more, which for a candidate
+    /// head only leading empty lines can cause; with the head, how many bytes it took.
+    fn tokenize(&self, head_bytes: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError> {
         // A HeaderMap addresses its text with 32-bit offsets, and lossy decoding can triple a
         // byte: refuse heads that could not fit, whatever limit was configured.
         if head_bytes.len() > MAX_HEAD_BYTES_ANY_LIMIT {
@@ -251,12 +266,12 @@ impl HeadParser {
             &mut heap
         };
         let mut response = httparse::Response::new(&mut []);
-        match httparse::ParserConfig::default().parse_response_with_uninit_headers(
+        let consumed = match httparse::ParserConfig::default().parse_response_with_uninit_headers(
             &mut response,
             head_bytes,
             headers,
         ) {
-            Ok(httparse::Status::Complete(_)) => {}
+            Ok(httparse::Status::Complete(consumed)) => consumed,
             Ok(httparse::Status::Partial) => return Ok(None),
             Err(httparse::Error::TooManyHeaders) => {
                 return Err(HttpError::TooManyHeaders {
@@ -264,7 +279,7 @@ impl HeadParser {
                 });
             }
             Err(e) => return Err(malformed(e, head_bytes)),
-        }
+        };
         let version = match response.version {
             Some(0) => HttpVersion::Http10,
             Some(1) => HttpVersion::Http11,
@@ -299,12 +314,15 @@ impl HeadParser {
                 Err(_) => headers.push(h.name, &String::from_utf8_lossy(h.value)),
             }
         }
-        Ok(Some(ResponseHead {
-            version,
-            status,
-            reason: response.reason.unwrap_or_default().to_owned(),
-            headers,
-        }))
+        Ok(Some((
+            ResponseHead {
+                version,
+                status,
+                reason: response.reason.unwrap_or_default().to_owned(),
+                headers,
+            },
+            consumed,
+        )))
     }
 }
 
@@ -413,6 +431,55 @@ mod tests {
             parser.parse(full),
             Ok(HeadStatus::Complete { consumed: 25, .. })
         ));
+    }
+
+    /// The outcome of parsing `buf` a byte at a time, as a string to compare.
+    fn in_steps(buf: &[u8], limits: HeadLimits) -> String {
+        let mut parser = HeadParser::new(limits);
+        for end in 1..=buf.len() {
+            match parser.parse(&buf[..end]) {
+                Ok(HeadStatus::Partial) => continue,
+                other => return format!("{other:?}"),
+            }
+        }
+        "Partial".into()
+    }
+
+    #[test]
+    fn a_head_parsed_where_it_lies_gives_what_it_gives_in_pieces() {
+        let cases: [&[u8]; 10] = [
+            b"HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\nabc",
+            b"HTTP/1.1 200 OK\nA: 1\n\nbody\r\n\r\n",
+            b"HTTP/1.0 204 No Content\r\nA: \xff\xfe\r\nLocation: /\xe9\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA: 1\r\n\r\nNOT A HEADER\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA: 1\r\n folded\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nBad Name: 1\r\n\r\n",
+            b"HTTP/1.1 99 Low\r\n\r\n",
+            b"HTTP/2.0 200 OK\r\n\r\n",
+            b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\n\r\n",
+            b"HTTP/1.1 200 OK\r\nA: 1\r\nB: 2\r\nC: 3\r\n\r\n",
+        ];
+        for limits in [
+            HeadLimits::default(),
+            HeadLimits {
+                max_headers: 2,
+                ..HeadLimits::default()
+            },
+            HeadLimits {
+                max_head_bytes: 24,
+                ..HeadLimits::default()
+            },
+        ] {
+            for case in cases {
+                let whole = format!("{:?}", HeadParser::new(limits).parse(case));
+                assert_eq!(
+                    whole,
+                    in_steps(case, limits),
+                    "{:?} under {limits:?}",
+                    String::from_utf8_lossy(case)
+                );
+            }
+        }
     }
 
     #[test]
