@@ -474,7 +474,14 @@ impl HttpClient {
             // A buffered body reserves the announced size up front (bounded: a lying header
             // must not allocate much); a streamed one goes to its consumer and is never held.
             if buffered {
-                state.body.reserve(n.min(16 * 1024 * 1024) as usize);
+                let announced = n.min(16 * 1024 * 1024) as usize;
+                if state.body.capacity() == 0 {
+                    // Made at its size: `reserve` on an empty buffer takes BytesMut's general
+                    // growth path (~300 instructions a response).
+                    state.body = BytesMut::with_capacity(announced);
+                } else {
+                    state.body.reserve(announced);
+                }
             }
         }
         state.phase = Phase::RecvBody;
