@@ -328,3 +328,42 @@ fn fields_the_request_has_are_not_added_again() {
     assert_eq!((count(3, "host"), count(3, "accept-encoding")), (1, 1));
     assert_eq!(count(3, "content-length"), 0);
 }
+
+/// `get` with the same URL text again (the client reuses its parse and, for a plain http(s)
+/// URL, the checks it passed) refuses what it refused the first time, and moves credentials
+/// out of the URL every time.
+#[test]
+fn the_same_url_text_again_gets_the_same_checks() {
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("ok", "")));
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let get = |ev: &mut EventLoop, url: &str| {
+        let out: Outcome = Rc::default();
+        let o = out.clone();
+        client.get(url, move |r| *o.borrow_mut() = Some(r));
+        wait(ev, &out)
+    };
+    for _ in 0..3 {
+        let refused = get(&mut ev, "ftp://127.0.0.1/file");
+        assert!(
+            matches!(refused, Err(HttpError::InvalidUrl { .. })),
+            "{refused:?}"
+        );
+    }
+    let with_user = server.url("/user").replace("http://", "http://user:pw@");
+    let plain = server.url("/plain");
+    for _ in 0..3 {
+        let response = get(&mut ev, &with_user).unwrap();
+        assert_eq!(response.url().as_str(), server.url("/user"));
+    }
+    for _ in 0..3 {
+        let response = get(&mut ev, &plain).unwrap();
+        assert_eq!(response.url().as_str(), plain);
+    }
+    let seen = server.requests();
+    assert_eq!(seen.len(), 6);
+    for (i, request) in seen.iter().enumerate() {
+        let expected = (i < 3).then_some("Basic dXNlcjpwdw==");
+        assert_eq!(request.header("Authorization"), expected, "{request:?}");
+    }
+}

@@ -124,7 +124,15 @@ impl HttpRequest {
     /// is copied before they are taken out of it).
     pub(crate) fn from_shared_url(url: Arc<Url>) -> Result<Self, HttpError> {
         check_url_is_requestable(&url)?;
-        let mut request = HttpRequest {
+        let mut request = Self::from_checked_url(url);
+        request.take_url_credentials();
+        Ok(request)
+    }
+
+    /// A GET request for a URL known to be requestable and free of credentials: one that
+    /// [`HttpRequest::from_shared_url`] took as it was before (the client's cached parse).
+    pub(crate) fn from_checked_url(url: Arc<Url>) -> Self {
+        HttpRequest {
             url,
             method: HttpMethod::Get,
             headers: HeaderMap::new(),
@@ -134,9 +142,7 @@ impl HttpRequest {
             max_redirects: None,
             auto_add_common_headers: true,
             streaming: false,
-        };
-        request.take_url_credentials();
-        Ok(request)
+        }
     }
 
     /// A GET request (alias of [`HttpRequest::new`] that reads well in call chains).

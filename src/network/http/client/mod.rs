@@ -112,6 +112,10 @@ pub(crate) trait SseTarget {
     );
 }
 
+/// A URL's text, its parse, and whether a request took that parse as it was (see
+/// `HttpClient::last_url`).
+type LastUrl = (Box<str>, Arc<Url>, bool);
+
 struct ClientInner {
     session: HttpSession,
     requests: IdMap<Box<RequestState>>,
@@ -216,8 +220,9 @@ pub struct HttpClient {
     /// The URL text of the last `get`/`post`/… call and its parse: a client that sends to one URL
     /// over and over (polling, keep-alive loops) parses it once (a parse was ~6,000 instructions,
     /// a fifth of a keep-alive request). Parsing is a pure function of the text, so the copy is
-    /// exactly what a new parse would give.
-    last_url: RefCell<Option<(Box<str>, Arc<Url>)>>,
+    /// exactly what a new parse would give. With it, whether that URL was taken for a request
+    /// as it was (an http(s) URL without credentials): a request is then made of it unchecked.
+    last_url: RefCell<Option<LastUrl>>,
     self_weak: Weak<HttpClient>,
 }
 

@@ -6,7 +6,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
-use url::Url;
 
 use super::pool::{forget_host_if_unused, intern_host};
 use super::state::{Delivery, Phase, RequestState};
@@ -29,7 +28,7 @@ impl HttpClient {
         body: Option<(Bytes, &str)>,
         callback: impl FnOnce(Result<HttpResponse, HttpError>) + 'static,
     ) -> RequestId {
-        match self.parse_url(url).and_then(HttpRequest::from_shared_url) {
+        match self.request_for(url) {
             Ok(mut request) => {
                 request.set_method(method);
                 if let Some((body, content_type)) = body {
@@ -53,16 +52,30 @@ impl HttpClient {
         }
     }
 
-    /// `url` parsed, reusing the last parse when the text is the same.
-    fn parse_url(&self, url: &str) -> Result<Arc<Url>, HttpError> {
-        if let Some((text, parsed)) = &*self.last_url.borrow()
-            && **text == *url
-        {
-            return Ok(Arc::clone(parsed));
+    /// A GET request for `url`, reusing the last parse when the text is the same (and, when
+    /// that URL was taken as it was, the checks it passed).
+    fn request_for(&self, url: &str) -> Result<HttpRequest, HttpError> {
+        let cached = match &*self.last_url.borrow() {
+            Some((text, parsed, as_it_was)) if **text == *url => {
+                Some((Arc::clone(parsed), *as_it_was))
+            }
+            _ => None,
+        };
+        let was_cached = cached.is_some();
+        let parsed = match cached {
+            Some((parsed, true)) => return Ok(HttpRequest::from_checked_url(parsed)),
+            Some((parsed, false)) => parsed,
+            None => Arc::new(parse_url(url)?),
+        };
+        let request = HttpRequest::from_shared_url(Arc::clone(&parsed));
+        // Taken as it was: requestable, and no credentials moved out (that copies the URL).
+        let as_it_was = request
+            .as_ref()
+            .is_ok_and(|r| Arc::ptr_eq(r.shared_url(), &parsed));
+        if !was_cached {
+            *self.last_url.borrow_mut() = Some((url.into(), parsed, as_it_was));
         }
-        let parsed = Arc::new(parse_url(url)?);
-        *self.last_url.borrow_mut() = Some((url.into(), Arc::clone(&parsed)));
-        Ok(parsed)
+        request
     }
 
     fn next_id(&self) -> RequestId {
