@@ -383,12 +383,13 @@ impl HttpClient {
     }
 
     /// Frees the request's connection: back to the pool (or to the next queued request) when
-    /// `reuse` is given (reusable, with what the response's `Keep-Alive` said), else closed.
+    /// `reuse` is given (reusable, with what the response's `Keep-Alive` said, and the clock
+    /// reading its idle deadline runs from), else closed.
     pub(super) fn release_conn(
         &self,
         inner: &mut ClientInner,
         state: &mut RequestState,
-        reuse: Option<KeepAlive>,
+        reuse: Option<(KeepAlive, Instant)>,
         actions: &mut Vec<Action>,
     ) {
         self.release_conn_id(inner, state.conn.take(), reuse, actions);
@@ -404,13 +405,13 @@ impl HttpClient {
         &self,
         inner: &mut ClientInner,
         conn: Option<u64>,
-        reuse: Option<KeepAlive>,
+        reuse: Option<(KeepAlive, Instant)>,
         actions: &mut Vec<Action>,
     ) {
         let Some(conn_id) = conn else {
             return;
         };
-        let Some(keep_alive) = reuse else {
+        let Some((keep_alive, now)) = reuse else {
             return self.drop_conn(inner, conn_id, actions);
         };
         let current = inner.tls.as_ref();
@@ -453,7 +454,7 @@ impl HttpClient {
         let idle = keep_alive.timeout_secs.map_or(idle, |secs| {
             idle.min(Duration::from_secs(secs.saturating_sub(1)))
         });
-        let until = deadline_after(Instant::now(), idle);
+        let until = deadline_after(now, idle);
         if let Some(conn) = inner.conns.get_mut(&conn_id) {
             conn.idle_until = Some(until);
         }

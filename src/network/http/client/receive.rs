@@ -3,7 +3,7 @@
 //! request or follows its redirect.
 
 use std::rc::Rc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
 
@@ -488,7 +488,7 @@ impl HttpClient {
         if state.redirect_next.is_none() {
             match &state.delivery {
                 Delivery::Streaming { on_event, .. } => {
-                    let response = state.response_from(head.clone(), Bytes::new());
+                    let response = state.response_from(head.clone(), Bytes::new(), Instant::now());
                     actions.push(Action::StreamHead(id, Rc::clone(on_event), response));
                 }
                 Delivery::Sse { target, .. } => {
@@ -501,7 +501,7 @@ impl HttpClient {
                     } else {
                         head.clone()
                     };
-                    let response = state.response_from(for_response, Bytes::new());
+                    let response = state.response_from(for_response, Bytes::new(), Instant::now());
                     if opens {
                         state.sse_mode = true;
                         // Nothing reads the request again (no retry after bytes, no redirect
@@ -733,12 +733,15 @@ impl HttpClient {
         let reusable = reusable && !unsent;
         // What the server said of keeping the connection (`Keep-Alive: timeout, max`): one look
         // through the head's fields, for a response that leaves its connection reusable.
+        // One clock reading for the connection's idle deadline and the response's elapsed time.
+        let now = Instant::now();
         let reuse = reusable.then(|| {
-            state
+            let keep_alive = state
                 .arrived
                 .as_deref()
                 .map(|a| keep_alive(&a.head.headers))
-                .unwrap_or_default()
+                .unwrap_or_default();
+            (keep_alive, now)
         });
         if let Some(next) = state.redirect_next.take() {
             log::debug!("request {id}: redirect to {}", LoggedUrl(next.url()));
@@ -784,7 +787,7 @@ impl HttpClient {
         inner.spare_arrived.get_or_insert(arrived);
         // Taken whole, not split off: a split shares the buffer through an allocated header.
         let body = std::mem::take(&mut state.body).freeze();
-        let response = state.response_from(head, body);
+        let response = state.response_from(head, body, now);
         keep_spare_headers(inner, &mut state);
         let delivery = state.take_delivery();
         if inner.spare_state.is_none() {

@@ -279,8 +279,14 @@ impl RequestState {
         self.sse_parser = None;
     }
 
-    /// The response made of `head` and `body`, for this request's URL as it stands.
-    pub(super) fn response_from(&self, head: ResponseHead, body: Bytes) -> HttpResponse {
+    /// The response made of `head` and `body`, for this request's URL as it stands, `now`
+    /// being when it is complete.
+    pub(super) fn response_from(
+        &self,
+        head: ResponseHead,
+        body: Bytes,
+        now: Instant,
+    ) -> HttpResponse {
         HttpResponse::new(
             Arc::clone(self.request.shared_url()),
             head.status,
@@ -290,7 +296,7 @@ impl RequestState {
             body,
         )
         .with_redirect_count(self.redirects)
-        .with_elapsed(self.started.elapsed())
+        .with_elapsed(now.saturating_duration_since(self.started))
     }
 
     /// The body's framing decoder, once the head arrived.
