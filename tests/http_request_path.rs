@@ -367,3 +367,33 @@ fn the_same_url_text_again_gets_the_same_checks() {
         assert_eq!(request.header("Authorization"), expected, "{request:?}");
     }
 }
+
+/// A response's reason phrase is exactly the server's, whether it is its status's standard one
+/// (which responses share rather than copy), another text, another case, or empty.
+#[test]
+fn reason_phrases_are_the_servers_exactly() {
+    let replies: [&[u8]; 6] = [
+        b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 All Good\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 404 not found\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 200 \r\nContent-Length: 0\r\n\r\n",
+        b"HTTP/1.1 503 Service Unavailable\r\nContent-Length: 0\r\n\r\n",
+    ];
+    let expected = [
+        "OK",
+        "All Good",
+        "not found",
+        "Not Found",
+        "",
+        "Service Unavailable",
+    ];
+    let server = ScriptServer::start(move |_, n| Reply::Bytes(replies[n % 6].to_vec()));
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    for round in 0..12 {
+        let out = send(&client, HttpRequest::get(&server.url("/r")).unwrap());
+        let response = wait(&mut ev, &out).unwrap();
+        assert_eq!(response.reason(), expected[round % 6], "round {round}");
+    }
+}

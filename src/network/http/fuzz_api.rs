@@ -62,7 +62,7 @@ pub fn parse_head(
 ) -> Result<Option<(ResponseHead, usize)>, HttpError> {
     Ok(match parse_response_head(buf, limits)? {
         HeadStatus::Partial => None,
-        HeadStatus::Complete { head, consumed } => Some((head, consumed)),
+        HeadStatus::Complete { head, consumed, .. } => Some((head, consumed)),
     })
 }
 
@@ -78,7 +78,7 @@ pub fn parse_head_in_steps(
     let mut end = 0;
     loop {
         end = (end + step).min(buf.len());
-        if let HeadStatus::Complete { head, consumed } = parser.parse(&buf[..end])? {
+        if let HeadStatus::Complete { head, consumed, .. } = parser.parse(&buf[..end])? {
             return Ok(Some((head, consumed)));
         }
         if end == buf.len() {
@@ -140,7 +140,7 @@ pub fn read_response(
     let mut informational = Vec::new();
 
     let (head, rest) = 'head: loop {
-        while let HeadStatus::Complete { head, consumed } = parser.parse(&head_buf)? {
+        while let HeadStatus::Complete { head, consumed, .. } = parser.parse(&head_buf)? {
             head_buf.drain(..consumed);
             if !head.is_informational() {
                 break 'head (head, head_buf);

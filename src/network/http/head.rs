@@ -118,6 +118,10 @@ pub(crate) enum HeadStatus {
         head: ResponseHead,
         /// Bytes of the buffer that belong to the head.
         consumed: usize,
+        /// The reason phrase is its status's standard one ([`standard_reason`]) and was left
+        /// out of `head` (empty there, not allocated), as a parser made with
+        /// [`HeadParser::sharing_standard_reasons`] does.
+        standard_reason: bool,
     },
 }
 
@@ -145,6 +149,8 @@ pub(crate) struct HeadParser {
     status_line_checked: bool,
     /// Offset from which the search for the end of the head resumes.
     searched: usize,
+    /// Leave a standard reason phrase out of the head (see [`HeadStatus::Complete`]).
+    share_standard_reason: bool,
 }
 
 impl HeadParser {
@@ -155,6 +161,17 @@ impl HeadParser {
             leading_blank: None,
             status_line_checked: false,
             searched: 0,
+            share_standard_reason: false,
+        }
+    }
+
+    /// A parser for one head that leaves a standard reason phrase (`200 OK`, `404 Not Found`,
+    /// …) out of the head it returns and says so instead: the client's responses then share the
+    /// static text (an allocation less per response).
+    pub(crate) fn sharing_standard_reasons(limits: HeadLimits) -> Self {
+        HeadParser {
+            share_standard_reason: true,
+            ..HeadParser::new(limits)
         }
     }
 
@@ -176,8 +193,12 @@ impl HeadParser {
             // without a search for its end first. Anything else (a partial head, a malformed one)
             // takes the path below, which gives it the same answer as if this had not been
             // tried.
-            if let Ok(Some((head, consumed))) = self.tokenize(window) {
-                return Ok(HeadStatus::Complete { head, consumed });
+            if let Ok(Some((head, consumed, standard_reason))) = self.tokenize(window) {
+                return Ok(HeadStatus::Complete {
+                    head,
+                    consumed,
+                    standard_reason,
+                });
             }
         }
         if let Some(lead) = self.leading_blank(window) {
@@ -185,10 +206,11 @@ impl HeadParser {
             loop {
                 match find_blank_line(window, from) {
                     BlankLine::EndsAt(end) => match self.tokenize(&window[..end])? {
-                        Some((head, _)) => {
+                        Some((head, _, standard_reason)) => {
                             return Ok(HeadStatus::Complete {
                                 head,
                                 consumed: end,
+                                standard_reason,
                             });
                         }
                         // Not reachable for input past the leading empty lines; move on
@@ -242,8 +264,12 @@ impl HeadParser {
 
     /// Runs httparse over a candidate head (ending in a blank line), or over everything received
     /// (the head and what follows it). `None` if httparse still wants more, which for a candidate
-    /// head only leading empty lines can cause; with the head, how many bytes it took.
-    fn tokenize(&self, head_bytes: &[u8]) -> Result<Option<(ResponseHead, usize)>, HttpError> {
+    /// head only leading empty lines can cause; with the head, how many bytes it took, and
+    /// whether its reason phrase was left out as the standard one.
+    fn tokenize(
+        &self,
+        head_bytes: &[u8],
+    ) -> Result<Option<(ResponseHead, usize, bool)>, HttpError> {
         // A HeaderMap addresses its text with 32-bit offsets, and lossy decoding can triple a
         // byte: refuse heads that could not fit, whatever limit was configured.
         if head_bytes.len() > MAX_HEAD_BYTES_ANY_LIMIT {
@@ -322,16 +348,51 @@ impl HeadParser {
                 Err(_) => headers.push(h.name, &String::from_utf8_lossy(h.value)),
             }
         }
+        let reason = response.reason.unwrap_or_default();
+        let standard =
+            self.share_standard_reason && standard_reason(status).is_some_and(|r| r == reason);
         Ok(Some((
             ResponseHead {
                 version,
                 status,
-                reason: response.reason.unwrap_or_default().to_owned(),
+                reason: if standard {
+                    String::new()
+                } else {
+                    reason.to_owned()
+                },
                 headers,
             },
             consumed,
+            standard,
         )))
     }
+}
+
+/// The reason phrase RFC 9110 §15 gives `status`, for the statuses most responses carry.
+pub(crate) fn standard_reason(status: u16) -> Option<&'static str> {
+    Some(match status {
+        200 => "OK",
+        201 => "Created",
+        202 => "Accepted",
+        204 => "No Content",
+        206 => "Partial Content",
+        301 => "Moved Permanently",
+        302 => "Found",
+        303 => "See Other",
+        304 => "Not Modified",
+        307 => "Temporary Redirect",
+        308 => "Permanent Redirect",
+        400 => "Bad Request",
+        401 => "Unauthorized",
+        403 => "Forbidden",
+        404 => "Not Found",
+        429 => "Too Many Requests",
+        500 => "Internal Server Error",
+        502 => "Bad Gateway",
+        503 => "Service Unavailable",
+        504 => "Gateway Timeout",
+        _ => return None,
+    })
 }
 
 /// The largest head accepted even under a larger configured limit (about 1.4 GiB).
@@ -402,7 +463,7 @@ mod tests {
 
     fn complete(buf: &[u8]) -> (ResponseHead, usize) {
         match parse_response_head(buf, &HeadLimits::default()) {
-            Ok(HeadStatus::Complete { head, consumed }) => (head, consumed),
+            Ok(HeadStatus::Complete { head, consumed, .. }) => (head, consumed),
             other => panic!("expected a complete head, got {other:?}"),
         }
     }

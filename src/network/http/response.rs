@@ -40,7 +40,8 @@ pub struct HttpResponse {
     /// Shared with the request it answers (see `HttpRequest`'s).
     url: Arc<Url>,
     status: u16,
-    reason: String,
+    /// A standard phrase is shared, not copied (see `HeadParser::sharing_standard_reasons`).
+    reason: Cow<'static, str>,
     version: HttpVersion,
     headers: HeaderMap,
     body: Bytes,
@@ -263,11 +264,12 @@ impl HttpResponse {
     pub(crate) fn new(
         url: Arc<Url>,
         status: u16,
-        reason: String,
+        reason: impl Into<Cow<'static, str>>,
         version: HttpVersion,
         headers: HeaderMap,
         body: Bytes,
     ) -> Self {
+        let reason = reason.into();
         HttpResponse {
             url,
             status,

@@ -292,7 +292,7 @@ impl HttpClient {
                     p.buf.extend_from_slice(input);
                     p.parser.clone()
                 }
-                None => HeadParser::new(limits),
+                None => HeadParser::sharing_standard_reasons(limits),
             };
             let bytes: &[u8] = partial.as_deref().map_or(input, |p| &p.buf[..]);
             // Where the current head starts in `bytes` (after any 1xx heads).
@@ -301,15 +301,19 @@ impl HttpClient {
             let outcome = loop {
                 match parser.parse(&bytes[start..]) {
                     Ok(HeadStatus::Partial) => break Ok(None),
-                    Ok(HeadStatus::Complete { head, consumed }) => {
+                    Ok(HeadStatus::Complete {
+                        head,
+                        consumed,
+                        standard_reason,
+                    }) => {
                         start += consumed;
                         if head.is_informational() {
                             // 1xx: skip it and parse the next head from what follows.
                             interim = head.status;
-                            parser = HeadParser::new(limits);
+                            parser = HeadParser::sharing_standard_reasons(limits);
                             continue;
                         }
-                        break Ok(Some(head));
+                        break Ok(Some((head, standard_reason)));
                     }
                     Err(e) => break Err(e),
                 }
@@ -333,7 +337,9 @@ impl HttpClient {
                     state.partial_head = Some(p);
                     return;
                 }
-                Ok(Some(head)) => {
+                Ok(Some((head, standard_reason))) => {
+                    // Until the next head (a redirect hop's, a retry's) says otherwise.
+                    state.standard_reason = standard_reason;
                     if head.status == 408 && self.repeat_after_408(inner, id, conn_id, actions) {
                         return;
                     }
@@ -395,6 +401,7 @@ impl HttpClient {
     }
 
     /// The final head arrived: framing, cookies, redirect decision, streaming hand-off.
+    #[inline(never)]
     fn on_head(
         &self,
         inner: &mut ClientInner,
@@ -503,6 +510,9 @@ impl HttpClient {
                     };
                     let response = state.response_from(for_response, Bytes::new(), Instant::now());
                     if opens {
+                        // The head kept for the stream's end has an empty reason, not the
+                        // standard one left out.
+                        state.standard_reason = false;
                         state.sse_mode = true;
                         // Nothing reads the request again (no retry after bytes, no redirect
                         // from a 200); its owner keeps the copy it reconnects with.

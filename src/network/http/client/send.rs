@@ -152,6 +152,7 @@ impl HttpClient {
                 read_timeout: inner.session.read_timeout(),
                 write_when_connected: false,
                 sse_mode: false,
+                standard_reason: false,
                 sse_parser: None,
             };
             // In the last finished request's box when there is one (`ClientInner::spare_state`).

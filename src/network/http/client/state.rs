@@ -1,6 +1,7 @@
 //! The state of one request in flight ([`RequestState`]): its phase, how its result is
 //! delivered, and how it leaves the client (removed, or failed).
 
+use std::borrow::Cow;
 use std::cell::{Cell, RefCell};
 use std::rc::{Rc, Weak};
 use std::sync::Arc;
@@ -15,7 +16,7 @@ use super::timers::IdleWatch;
 use super::{ClientInner, HttpClient, SseTarget, StreamEvent};
 use crate::network::http::body::BodyDecoder;
 use crate::network::http::content::ContentDecoder;
-use crate::network::http::head::{HeadLimits, ResponseHead};
+use crate::network::http::head::{HeadLimits, ResponseHead, standard_reason};
 use crate::network::http::{HttpError, HttpRequest, HttpResponse};
 use crate::network::sse::SseParser;
 
@@ -99,6 +100,9 @@ pub(super) struct RequestState {
     pub(super) write_when_connected: bool,
     /// Set once the head opened an event stream: body bytes go to `sse_parser`.
     pub(super) sse_mode: bool,
+    /// The final head's reason phrase is its status's standard one, left out of the head
+    /// (see `HeadParser::sharing_standard_reasons`): responses share the static text.
+    pub(super) standard_reason: bool,
     pub(super) sse_parser: Option<Box<SseParser>>,
 }
 
@@ -287,10 +291,14 @@ impl RequestState {
         body: Bytes,
         now: Instant,
     ) -> HttpResponse {
+        let reason: Cow<'static, str> = match standard_reason(head.status) {
+            Some(text) if self.standard_reason && head.reason.is_empty() => Cow::Borrowed(text),
+            _ => Cow::Owned(head.reason),
+        };
         HttpResponse::new(
             Arc::clone(self.request.shared_url()),
             head.status,
-            head.reason,
+            reason,
             head.version,
             head.headers,
             body,
