@@ -397,3 +397,36 @@ fn reason_phrases_are_the_servers_exactly() {
         assert_eq!(response.reason(), expected[round % 6], "round {round}");
     }
 }
+
+/// Requests to one URL whose connections all close (so the client forgets the host between
+/// them) and then to one that keeps them: each finds its host's books (the key the client
+/// remembers for the last URL is used only while the host is still known).
+#[test]
+fn the_same_url_after_its_host_was_forgotten_still_pools() {
+    let closing = ScriptServer::start(|_, _| {
+        Reply::BytesThenClose(ok_response("bye", "Connection: close\r\n"))
+    });
+    let keeping = ScriptServer::start(|_, _| Reply::Bytes(ok_response("hi", "")));
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let get = |ev: &mut EventLoop, url: &str| {
+        let out: Outcome = Rc::default();
+        let o = out.clone();
+        client.get(url, move |r| *o.borrow_mut() = Some(r));
+        wait(ev, &out).unwrap().body().clone()
+    };
+    let (closing_url, keeping_url) = (closing.url("/c"), keeping.url("/k"));
+    for _ in 0..3 {
+        assert_eq!(get(&mut ev, &closing_url).as_ref(), b"bye");
+    }
+    for _ in 0..3 {
+        assert_eq!(get(&mut ev, &keeping_url).as_ref(), b"hi");
+    }
+    assert_eq!(get(&mut ev, &closing_url).as_ref(), b"bye");
+    assert_eq!(get(&mut ev, &keeping_url).as_ref(), b"hi");
+    let connections =
+        |s: &ScriptServer| -> Vec<usize> { s.requests().iter().map(|r| r.connection).collect() };
+    assert_eq!(connections(&closing), [0, 1, 2, 3]);
+    assert_eq!(connections(&keeping), [0, 0, 0, 0]);
+    assert_eq!(client.open_connections(), 1);
+}

@@ -32,7 +32,7 @@ use bytes::Bytes;
 use url::Url;
 
 use self::actions::Action;
-use self::pool::{Conn, HostMap};
+use self::pool::{Conn, HostKey, HostMap};
 use self::state::{Arrived, Delivery, Fate, Finishing, RequestState, StreamCallback};
 use super::id_map::IdMap;
 use super::{HeaderMap, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession};
@@ -152,6 +152,10 @@ struct ClientInner {
     /// The box of the last request that finished with a response, its large parts dropped,
     /// for the next request's state (`requests`): one allocation less per request.
     spare_state: Option<Box<RequestState>>,
+    /// The URL the last request was sent to and its host's key: a request for the same
+    /// (shared) URL finds its key with one lookup by the key itself rather than by the URL's
+    /// parts (a digest over the name, and its comparison).
+    last_host: Option<(Arc<Url>, Rc<HostKey>)>,
 }
 
 /// An HTTP/1.1 client on the current thread's loop (KDNetwork `HttpClient`).
@@ -257,6 +261,7 @@ impl HttpClient {
                 spare_headers: HeaderMap::new(),
                 spare_arrived: None,
                 spare_state: None,
+                last_host: None,
             }),
             continuing: RefCell::default(),
             delivering: RefCell::default(),

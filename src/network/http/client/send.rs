@@ -6,8 +6,9 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use bytes::{Bytes, BytesMut};
+use url::Url;
 
-use super::pool::{forget_host_if_unused, intern_host};
+use super::pool::{HostKey, forget_host_if_unused, intern_host};
 use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient, RequestId};
 use crate::network::decimal::{MAX_DECIMAL_LEN, decimal};
@@ -121,7 +122,7 @@ impl HttpClient {
         let host = {
             let mut inner = self.inner.borrow_mut();
             let limits = head_limits(&inner);
-            let host = intern_host(&mut inner.hosts, request.url());
+            let host = host_of(&mut inner, request.shared_url());
             // Kept to forget the host if a slot cancels the request before it is scheduled.
             let announced_host = announce.as_ref().map(|_| Rc::clone(&host));
             let now = Instant::now();
@@ -295,6 +296,20 @@ impl HttpClient {
         self.upload_progress
             .emit(&(RequestId::from_raw(update.0), update.1, update.2));
     }
+}
+
+/// The pool's key for `url`'s host: the last request's when `url` is the very URL it was
+/// sent to and its host is still in the books (the map's own key then, as `intern_host` gives).
+fn host_of(inner: &mut ClientInner, url: &Arc<Url>) -> Rc<HostKey> {
+    if let Some((last, key)) = &inner.last_host
+        && Arc::ptr_eq(last, url)
+        && let Some((key, _)) = inner.hosts.get_key_value(key)
+    {
+        return Rc::clone(key);
+    }
+    let key = intern_host(&mut inner.hosts, url);
+    inner.last_host = Some((Arc::clone(url), Rc::clone(&key)));
+    key
 }
 
 /// The session's limits on a response head.
