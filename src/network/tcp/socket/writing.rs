@@ -109,6 +109,13 @@ impl TcpSocket {
     }
 
     pub(super) fn flush(&self) {
+        // Nothing queued, plain TCP, not closing: the usual case, since the kernel reports a
+        // connected socket writable along with every read. Nothing to write, report or finish
+        // (what `flush_to_kernel` and the close check below would conclude), so no more of the
+        // socket's state is touched for it.
+        if self.nothing_to_flush() {
+            return;
+        }
         match self.flush_to_kernel() {
             Ok((written, blocked)) => {
                 if written > 0 {
@@ -134,6 +141,14 @@ impl TcpSocket {
             }
             Err(e) => self.fail_write(e),
         }
+    }
+
+    /// Whether a [`flush`](Self::flush) has nothing to do: no queued bytes, no TLS session
+    /// (which may hold records of its own), no graceful close waiting for the queue to empty.
+    #[inline]
+    fn nothing_to_flush(&self) -> bool {
+        let inner = self.inner.borrow();
+        inner.write_buf.is_empty() && inner.tls.is_none() && !inner.close_when_flushed
     }
 
     /// A write failed (typically: the peer reset the connection). What the peer sent before
