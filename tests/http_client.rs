@@ -10,20 +10,10 @@ use kdnet::EventLoop;
 use kdnet::network::http::{
     HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession, StreamEvent,
 };
-use support::{Reply, ScriptServer, captured_logs, ok_response, run_until, wait_until};
-
-type Outcome = Rc<RefCell<Option<Result<HttpResponse, HttpError>>>>;
-
-fn send(client: &HttpClient, request: HttpRequest) -> Outcome {
-    let out: Outcome = Rc::default();
-    let o = out.clone();
-    client.send(request, move |r| *o.borrow_mut() = Some(r));
-    out
-}
-
-fn wait(ev: &mut EventLoop, out: &Outcome) -> Result<HttpResponse, HttpError> {
-    wait_at_most(ev, out, Duration::from_secs(20))
-}
+use support::{
+    Outcome, Reply, ScriptServer, captured_logs, ok_response, run_until, send, wait, wait_at_most,
+    wait_until,
+};
 
 fn get(ev: &mut EventLoop, client: &HttpClient, url: &str) -> Result<HttpResponse, HttpError> {
     let out = send(client, HttpRequest::get(url).unwrap());
@@ -1068,18 +1058,6 @@ fn a_redirect_whose_body_is_not_valid_gzip_is_still_followed() {
     let response = get(&mut ev, &client, &server.url("/old")).unwrap();
     assert_eq!(response.text(), "arrived");
     assert_eq!(server.requests().len(), 2);
-}
-
-fn wait_at_most(
-    ev: &mut EventLoop,
-    out: &Outcome,
-    limit: Duration,
-) -> Result<HttpResponse, HttpError> {
-    assert!(
-        run_until(ev, limit, || out.borrow().is_some()),
-        "request did not finish within {limit:?}"
-    );
-    out.borrow_mut().take().unwrap()
 }
 
 fn client_with_one_connection_per_host() -> Rc<HttpClient> {

@@ -4,30 +4,11 @@
 
 mod support;
 
-use std::cell::RefCell;
 use std::rc::Rc;
-use std::time::Duration;
 
 use kdnet::EventLoop;
-use kdnet::network::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
-use support::{Reply, ScriptServer, ok_response, wait_until};
-
-type Outcome = Rc<RefCell<Option<Result<HttpResponse, HttpError>>>>;
-
-fn send(client: &HttpClient, request: HttpRequest) -> Outcome {
-    let out: Outcome = Rc::default();
-    let o = out.clone();
-    client.send(request, move |r| *o.borrow_mut() = Some(r));
-    out
-}
-
-fn wait(ev: &mut EventLoop, out: &Outcome) -> Result<HttpResponse, HttpError> {
-    let deadline = std::time::Instant::now() + Duration::from_secs(20);
-    wait_until(ev, || {
-        out.borrow().is_some() || std::time::Instant::now() > deadline
-    });
-    out.borrow_mut().take().expect("no outcome within 20 s")
-}
+use kdnet::network::http::{HttpClient, HttpError, HttpRequest};
+use support::{Outcome, Reply, ScriptServer, ok_response, send, wait};
 
 /// A request sent after one that had fields of its own (and after the session's defaults
 /// changed) carries exactly the session's current defaults: nothing of the earlier request's

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use kdnet::EventLoop;
 use kdnet::bindings::Signal;
 use kdnet::network::dns::{AddressFamily, DnsResolver, LookupResult};
+use kdnet::network::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 
 /// How long [`wait_until`] waits before it fails the test.
 pub const SAFETY_TIMEOUT: Duration = Duration::from_secs(20);
@@ -21,6 +22,35 @@ pub fn wait_until(event_loop: &mut EventLoop, done: impl FnMut() -> bool) {
         run_until(event_loop, SAFETY_TIMEOUT, done),
         "not done within {SAFETY_TIMEOUT:?}"
     );
+}
+
+/// Where a request's callback puts its outcome (see [`send`]).
+pub type Outcome = Rc<RefCell<Option<Result<HttpResponse, HttpError>>>>;
+
+/// Sends `request` on `client`; its outcome lands in the returned cell.
+pub fn send(client: &HttpClient, request: HttpRequest) -> Outcome {
+    let out: Outcome = Rc::default();
+    let o = out.clone();
+    client.send(request, move |r| *o.borrow_mut() = Some(r));
+    out
+}
+
+/// Turns the loop until `out` holds an outcome and takes it; fails the test after [`SAFETY_TIMEOUT`].
+pub fn wait(event_loop: &mut EventLoop, out: &Outcome) -> Result<HttpResponse, HttpError> {
+    wait_at_most(event_loop, out, SAFETY_TIMEOUT)
+}
+
+/// [`wait`] with its own limit.
+pub fn wait_at_most(
+    event_loop: &mut EventLoop,
+    out: &Outcome,
+    limit: Duration,
+) -> Result<HttpResponse, HttpError> {
+    assert!(
+        run_until(event_loop, limit, || out.borrow().is_some()),
+        "request did not finish within {limit:?}"
+    );
+    out.borrow_mut().take().unwrap()
 }
 
 /// Looks `host` up and turns the loop until the answer comes (see [`wait_until`]).
