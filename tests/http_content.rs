@@ -378,3 +378,51 @@ fn a_streamed_compressed_body_comes_in_pieces_of_bounded_size() {
         largest.get()
     );
 }
+
+/// A kept-alive connection serves responses of every framing and coding in turn, a followed
+/// redirect's chunked body among them: each response is decoded with its own framing and coding
+/// (none carries the previous response's decoder state, whose place in the request's books is
+/// reused), and the connection serves them all.
+#[test]
+fn responses_of_every_framing_and_coding_in_turn_on_one_connection_decode_afresh() {
+    let text = sample_text();
+    let packed = gzip(&text);
+    let script: Vec<Vec<u8>> = vec![
+        encoded("gzip", &packed, Frame::Chunked),
+        support::ok_response("plain after gzip", ""),
+        encoded("gzip", &packed, Frame::Length),
+        b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n5;x=y\r\nchunk\r\n6\r\ned too\r\n0\r\nT: 1\r\n\r\n"
+            .to_vec(),
+        b"HTTP/1.1 302 Found\r\nLocation: /next\r\nTransfer-Encoding: chunked\r\n\r\n4\r\nmove\r\n0\r\n\r\n"
+            .to_vec(),
+        support::ok_response("after the redirect", ""),
+        encoded("gzip", &packed, Frame::Chunked),
+    ];
+    let replies = script.clone();
+    let server = ScriptServer::start(move |_, n| Reply::Bytes(replies[n].clone()));
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let expected: [&[u8]; 6] = [
+        &text,
+        b"plain after gzip",
+        &text,
+        b"chunked too",
+        b"after the redirect",
+        &text,
+    ];
+    for (i, want) in expected.iter().enumerate() {
+        let request = HttpRequest::get(&server.url("/")).unwrap();
+        let response = support::wait(&mut ev, &support::send(&client, request))
+            .unwrap_or_else(|e| panic!("response {i}: {e}"));
+        assert_eq!(response.status(), 200, "response {i}");
+        assert_eq!(response.body().len(), want.len(), "response {i}'s length");
+        assert!(response.body()[..] == want[..], "response {i}'s body");
+    }
+    let seen = server.requests();
+    assert_eq!(seen.len(), script.len());
+    assert!(
+        seen.iter().all(|r| r.connection == 0),
+        "every response left the connection reusable: {:?}",
+        seen.iter().map(|r| r.connection).collect::<Vec<_>>()
+    );
+}
