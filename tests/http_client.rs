@@ -11,8 +11,8 @@ use kdnet::network::http::{
     HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession, StreamEvent,
 };
 use support::{
-    Outcome, Reply, ScriptServer, captured_logs, ok_response, run_until, send, wait, wait_at_most,
-    wait_until,
+    Outcome, Reply, ScriptServer, captured_logs, get_text, ok_response, run_until, send, wait,
+    wait_at_most, wait_until,
 };
 
 fn get(ev: &mut EventLoop, client: &HttpClient, url: &str) -> Result<HttpResponse, HttpError> {
@@ -151,18 +151,14 @@ fn repeated_and_alternating_urls_each_reach_their_own_path() {
     let client = HttpClient::new().unwrap();
     let paths = ["/a", "/a", "/b", "/a?q=1", "/a", "/b"];
     for path in paths {
-        let out: Outcome = Rc::default();
-        let o = out.clone();
-        client.get(&server.url(path), move |r| *o.borrow_mut() = Some(r));
+        let out = get_text(&client, &server.url(path));
         wait(&mut ev, &out).unwrap();
     }
     let lines: Vec<String> = server.requests().iter().map(|r| r.line.clone()).collect();
     let expected: Vec<String> = paths.iter().map(|p| format!("GET {p} HTTP/1.1")).collect();
     assert_eq!(lines, expected);
     for _ in 0..2 {
-        let out: Outcome = Rc::default();
-        let o = out.clone();
-        client.get("http://[::1", move |r| *o.borrow_mut() = Some(r));
+        let out = get_text(&client, "http://[::1");
         match wait(&mut ev, &out) {
             Err(HttpError::InvalidUrl { url, .. }) => assert_eq!(url, "http://[::1"),
             other => panic!("expected InvalidUrl, got {other:?}"),

@@ -4,11 +4,9 @@
 
 mod support;
 
-use std::rc::Rc;
-
 use kdnet::EventLoop;
 use kdnet::network::http::{HttpClient, HttpError, HttpRequest};
-use support::{Outcome, Reply, ScriptServer, ok_response, send, wait};
+use support::{Reply, ScriptServer, get_text, ok_response, send, wait};
 
 /// A request sent after one that had fields of its own (and after the session's defaults
 /// changed) carries exactly the session's current defaults: nothing of the earlier request's
@@ -318,12 +316,7 @@ fn the_same_url_text_again_gets_the_same_checks() {
     let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("ok", "")));
     let mut ev = EventLoop::new().unwrap();
     let client = HttpClient::new().unwrap();
-    let get = |ev: &mut EventLoop, url: &str| {
-        let out: Outcome = Rc::default();
-        let o = out.clone();
-        client.get(url, move |r| *o.borrow_mut() = Some(r));
-        wait(ev, &out)
-    };
+    let get = |ev: &mut EventLoop, url: &str| wait(ev, &get_text(&client, url));
     for _ in 0..3 {
         let refused = get(&mut ev, "ftp://127.0.0.1/file");
         assert!(
@@ -390,12 +383,8 @@ fn the_same_url_after_its_host_was_forgotten_still_pools() {
     let keeping = ScriptServer::start(|_, _| Reply::Bytes(ok_response("hi", "")));
     let mut ev = EventLoop::new().unwrap();
     let client = HttpClient::new().unwrap();
-    let get = |ev: &mut EventLoop, url: &str| {
-        let out: Outcome = Rc::default();
-        let o = out.clone();
-        client.get(url, move |r| *o.borrow_mut() = Some(r));
-        wait(ev, &out).unwrap().body().clone()
-    };
+    let get =
+        |ev: &mut EventLoop, url: &str| wait(ev, &get_text(&client, url)).unwrap().body().clone();
     let (closing_url, keeping_url) = (closing.url("/c"), keeping.url("/k"));
     for _ in 0..3 {
         assert_eq!(get(&mut ev, &closing_url).as_ref(), b"bye");

@@ -35,6 +35,15 @@ pub fn send(client: &HttpClient, request: HttpRequest) -> Outcome {
     out
 }
 
+/// Sends a GET through `HttpClient::get` (the URL-text path, with its cached parse); its
+/// outcome lands in the returned cell.
+pub fn get_text(client: &HttpClient, url: &str) -> Outcome {
+    let out: Outcome = Rc::default();
+    let o = out.clone();
+    client.get(url, move |r| *o.borrow_mut() = Some(r));
+    out
+}
+
 /// Turns the loop until `out` holds an outcome and takes it; fails the test after [`SAFETY_TIMEOUT`].
 pub fn wait(event_loop: &mut EventLoop, out: &Outcome) -> Result<HttpResponse, HttpError> {
     wait_at_most(event_loop, out, SAFETY_TIMEOUT)
