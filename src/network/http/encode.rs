@@ -218,21 +218,14 @@ fn write_joined_cookies(name: &str, headers: &HeaderMap, out: &mut Vec<u8>) {
 /// plus `:port` only when the URL names a port other than its scheme's default. Userinfo never
 /// appears. Empty for a URL without a host (http and https URLs always have one).
 pub(crate) fn host_header_value(url: &url::Url) -> String {
-    let mut digits = [0; MAX_DECIMAL_LEN];
-    host_header_parts(url, &mut digits).concat()
-}
-
-/// [`host_header_value`] in pieces (host, then `:` and the port if any), without allocating;
-/// the port's digits are written into `digits`.
-pub(crate) fn host_header_parts<'a>(
-    url: &'a url::Url,
-    digits: &'a mut [u8; MAX_DECIMAL_LEN],
-) -> [&'a str; 3] {
     // `host_str` keeps IPv6 brackets; `port` is `None` for the scheme's default port.
     let host = url.host_str().unwrap_or_default();
     match url.port() {
-        Some(port) => [host, ":", decimal(u64::from(port), digits)],
-        None => [host, "", ""],
+        Some(port) => {
+            let mut digits = [0; MAX_DECIMAL_LEN];
+            [host, ":", decimal(u64::from(port), &mut digits)].concat()
+        }
+        None => host.to_owned(),
     }
 }
 
@@ -287,14 +280,13 @@ mod tests {
     fn added_fields_follow_the_requests_own_and_are_checked_alike() {
         let url = url::Url::parse("http://h:8080/p?q").unwrap();
         let headers: HeaderMap = [("A", "1")].into_iter().collect();
-        let mut digits = [0; MAX_DECIMAL_LEN];
-        let host = host_header_parts(&url, &mut digits);
+        let host = host_header_value(&url);
         let mut out = Vec::new();
         encode_request_head(
             "GET",
             &url,
             &headers,
-            &[("Host", &host), ("B", &["2"])],
+            &[("Host", &[host.as_str()]), ("B", &["2"])],
             &mut out,
         )
         .unwrap();
