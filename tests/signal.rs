@@ -1965,6 +1965,39 @@ fn a_slot_connected_by_a_lone_slot_waits_for_the_next_emit_also_in_a_nested_one(
     assert_eq!(log.take(), ["a2", "new"]);
 }
 
+/// The fast emit marks itself as running only by the borrows it holds: the first slot's closure
+/// while it runs, the list while the later ones run. A slot connected by the first of three
+/// slots (before the list is borrowed) still waits for the next emit, also when a later slot
+/// emits again from inside; the nested emit skips the running slot, and the signal says it is
+/// emitting from inside every slot and not afterwards.
+#[test]
+fn a_slot_connected_by_the_first_of_several_waits_for_the_next_emit_also_in_a_nested_one() {
+    let signal = Rc::new(Signal::<u32>::new());
+    let log = Log::default();
+    for name in ["a", "b", "c"] {
+        let (sig, l) = (Rc::downgrade(&signal), log.clone());
+        signal
+            .connect(move |v| {
+                let sig = sig.upgrade().unwrap();
+                l.push(format!("{name}{v}"));
+                assert!(format!("{sig:?}").contains("emitting: true"), "{name}{v}");
+                if name == "a" && *v == 0 {
+                    sig.connect(l.slot("new")).release();
+                    assert_eq!(sig.connection_count(), 4);
+                }
+                if name == "c" && *v == 0 {
+                    sig.emit(&1);
+                }
+            })
+            .release();
+    }
+    signal.emit(&0);
+    assert_eq!(log.take(), ["a0", "b0", "c0", "a1", "b1"]);
+    assert!(format!("{signal:?}").contains("emitting: false"));
+    signal.emit(&2);
+    assert_eq!(log.take(), ["a2", "b2", "c2", "new"]);
+}
+
 /// Slots that disconnect themselves at the first, a middle and the last position: each one's
 /// closure is dropped right after it returns (before the next slot runs), the others run, and
 /// the order of the remaining slots (and of slots connected later) is kept.

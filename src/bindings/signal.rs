@@ -22,9 +22,12 @@
 //! Nothing a slot can do to the signal changes the list's structure while an emit runs
 //! (connections made during an emit wait in a side list; disconnects and blocks only flip
 //! per-entry cells), and a steady-state emit allocates nothing. One byte of signal-wide state
-//! says whether anything is out of the ordinary (an emit running, an entry blocked, removed or
-//! skipped, connections waiting); when nothing is, an emit calls the slots without looking at
-//! their per-entry state, and looks at that byte again after each call.
+//! says whether anything is out of the ordinary (an entry blocked, removed or skipped,
+//! connections waiting, a checked emit running); when nothing is, an emit calls the slots
+//! without looking at their per-entry state, and looks at that byte again after each call.
+//! Such an emit writes nothing to the signal but the borrow flag of the closure it calls: the
+//! borrows it holds (the running closure's, and the list's while it calls the later slots) are
+//! what tells a connect or a settle that an emit is under way.
 
 use std::any::Any;
 use std::cell::{Cell, OnceCell, RefCell};
@@ -95,7 +98,9 @@ const SKIPPED: u8 = 4;
 // mode is at most `HAS_REST`, and leaves it as soon as the mode changes under it.
 /// `rest` is not empty.
 const HAS_REST: u8 = 1;
-/// An emit is running (connections wait in `pending`; the list keeps its structure).
+/// A checked emit ([`SignalInner::emit_slow`]) is running. The fast emits do not set it: the
+/// borrows they hold say they run (see [`SignalInner::emit_running`]). Either way, connections
+/// wait in `pending` and the list keeps its structure.
 const EMITTING: u8 = 2;
 /// Entries are removed but not compacted away, connections wait in `pending`, or an entry was
 /// unblocked: the next operation while no emit runs settles the list and recomputes the mode.
@@ -475,10 +480,7 @@ impl<A: 'static> fmt::Debug for Signal<A> {
             .field("connections", &self.connection_count())
             .field(
                 "emitting",
-                &self
-                    .inner
-                    .get()
-                    .is_some_and(|inner| inner.mode.get() & EMITTING != 0),
+                &self.inner.get().is_some_and(|inner| inner.emit_running()),
             )
             .finish()
     }
@@ -563,8 +565,9 @@ impl<A> SignalInner<A> {
         self.settle_if_idle();
         let mode = self.mode.get();
         // An emit is running (or the list could not be settled): the new slot waits for the
-        // next emit.
-        if mode & (EMITTING | UNSETTLED) == 0 {
+        // next emit. (A fast emit calling `first` holds no borrow of `rest` yet: it is seen by
+        // `first`'s borrow.)
+        if mode & (EMITTING | UNSETTLED) == 0 && self.first.func.try_borrow_mut().is_ok() {
             if mode & VACANT != 0 {
                 if let Ok(mut first) = self.first.func.try_borrow_mut() {
                     let old = std::mem::replace(&mut *first, func);
@@ -741,6 +744,14 @@ impl<A> SignalInner<A> {
         }
     }
 
+    /// Whether an emit is under way: a checked one says so in the mode; a fast one holds the
+    /// running closure's borrow (`first`'s, or a later slot's under a shared borrow of `rest`).
+    fn emit_running(&self) -> bool {
+        self.mode.get() & EMITTING != 0
+            || self.first.func.try_borrow_mut().is_err()
+            || self.rest.try_borrow_mut().is_err()
+    }
+
     /// Once no emit runs: drops removed entries and appends connections made during an emit.
     #[inline]
     fn settle_if_idle(&self) {
@@ -752,7 +763,8 @@ impl<A> SignalInner<A> {
     #[cold]
     #[inline(never)]
     fn settle(&self) {
-        // An emit is still walking the list; the next operation after it settles.
+        // An emit is still walking the list; the next operation after it settles. (A fast emit
+        // holds `first`'s closure or the list borrowed, so the borrows below fail for it.)
         if self.mode.get() & EMITTING != 0 {
             return;
         }
@@ -827,14 +839,16 @@ impl<A> SignalInner<A> {
     }
 
     /// The emit when nothing is out of the ordinary and `first` is the only slot (the mode is
-    /// 0): no emit runs, so its closure is not borrowed, and it is not blocked, removed or
-    /// skipped, so it is called without looking at its state. Whatever the slot does to the
-    /// signal changes the mode; the emit then ends in [`finish_slow`](Self::finish_slow).
+    /// 0): no checked emit runs, and `first` is not blocked, removed or skipped, so it is called
+    /// without looking at its state (its closure is busy only when this is a nested emit, which
+    /// then skips it). Whatever the slot does to the signal changes the mode; the emit then
+    /// ends in [`finish_slow`](Self::finish_slow).
+    ///
+    /// It writes no "emit running" mark: while the slot runs, its closure's borrow is that mark
+    /// (connects then go to `pending`, and removals only mark entries: see `push_with_id`,
+    /// `settle`). Stores are what a one-slot emit costs on top of the call.
     #[inline(always)]
     fn emit_one(&self, args: &A) {
-        // It doubles as the "emit running" mark: while it is set, connects go to `pending` and
-        // removals only mark entries (see `push_with_id`, `settle`).
-        self.mode.set(EMITTING);
         let unwinding = DropClosuresOnUnwind {
             inner: self,
             was_emitting: false,
@@ -842,21 +856,20 @@ impl<A> SignalInner<A> {
         if let Ok(mut func) = self.first.func.try_borrow_mut() {
             func(args);
         }
-        if self.mode.get() != EMITTING {
+        if self.mode.get() != 0 {
             return self.finish_slow(args, 1, unwinding);
         }
         // Not dropped on this path: no slot panicked.
         std::mem::forget(unwinding);
-        self.mode.set(0);
     }
 
     /// [`emit_one`](Self::emit_one) for a signal with more slots (the mode is [`HAS_REST`]):
     /// it looks at the mode after each slot and goes on in [`finish_slow`](Self::finish_slow)
-    /// once it changed.
+    /// once it changed. The later slots are called under a shared borrow of `rest`, which marks
+    /// the emit as running while they run, as `first`'s borrow does while it runs.
     #[inline(always)]
     fn emit_many(&self, args: &A) {
-        const RUNNING: u8 = HAS_REST | EMITTING;
-        self.mode.set(RUNNING);
+        const RUNNING: u8 = HAS_REST;
         let unwinding = DropClosuresOnUnwind {
             inner: self,
             was_emitting: false,
@@ -888,7 +901,6 @@ impl<A> SignalInner<A> {
         }
         // Not dropped on this path: no slot panicked.
         std::mem::forget(unwinding);
-        self.mode.set(HAS_REST);
     }
 
     /// A fast emit after the signal changed under it: the slot just called (at position
