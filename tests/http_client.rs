@@ -42,6 +42,53 @@ fn set_cookie_response_completes_and_the_cookie_is_sent_next_time() {
     assert_eq!(second.text(), "session=abc");
 }
 
+/// A jar shared between clients is one jar: a cookie another client stored (on another thread,
+/// with its own loop) or user code put in through the jar's lock goes out with the next request
+/// of a client that found the jar empty before, and one taken out no longer does. (The client
+/// skips the jar's lock while the jar is known to be empty: that knowledge must be the jar's,
+/// not one client's.)
+#[test]
+fn a_cookie_stored_through_a_shared_jar_goes_out_with_the_next_request() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /login") {
+            Reply::Bytes(ok_response("in", "Set-Cookie: session=abc; Path=/\r\n"))
+        } else {
+            Reply::Bytes(ok_response(req.header("cookie").unwrap_or("none"), ""))
+        }
+    });
+    let session = HttpSession::new();
+    let client = HttpClient::with_session(session.clone()).unwrap();
+    let me = server.url("/me");
+    assert_eq!(get(&mut ev, &client, &me).unwrap().text(), "none");
+
+    // Another client on another thread, sharing the jar, logs in.
+    let (other_session, login) = (session.clone(), server.url("/login"));
+    std::thread::spawn(move || {
+        let mut ev = EventLoop::new().unwrap();
+        let other = HttpClient::with_session(other_session).unwrap();
+        assert_eq!(get(&mut ev, &other, &login).unwrap().text(), "in");
+    })
+    .join()
+    .unwrap();
+    assert_eq!(get(&mut ev, &client, &me).unwrap().text(), "session=abc");
+
+    // User code empties the jar, then puts a cookie in through the lock.
+    session.cookie_jar().lock().clear();
+    assert_eq!(get(&mut ev, &client, &me).unwrap().text(), "none");
+    let url = url::Url::parse(&me).unwrap();
+    assert!(
+        session
+            .cookie_jar()
+            .lock()
+            .insert_cookie(kdnet::network::http::HttpCookie::new("mine", "1"), &url)
+    );
+    assert_eq!(get(&mut ev, &client, &me).unwrap().text(), "mine=1");
+
+    // A response without Set-Cookie leaves the jar as it was.
+    assert_eq!(get(&mut ev, &client, &me).unwrap().text(), "mine=1");
+}
+
 #[test]
 fn head_with_content_length_completes_and_the_connection_is_reused() {
     let mut ev = EventLoop::new().unwrap();

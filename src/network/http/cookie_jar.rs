@@ -270,6 +270,11 @@ impl HttpCookieJar {
         self.store.iter_unexpired().next().is_none()
     }
 
+    /// Whether the jar holds no cookie at all, expired ones included.
+    pub(crate) fn holds_no_cookie(&self) -> bool {
+        self.store.iter_any().next().is_none()
+    }
+
     /// The limit on stored cookies (default [`DEFAULT_MAX_COOKIES`]).
     pub fn max_cookies(&self) -> usize {
         self.max_cookies
@@ -311,7 +316,7 @@ impl HttpCookieJar {
     fn matching(&self, url: &Url) -> Vec<&StoreCookie<'static>> {
         // The common case is a jar with nothing in it: the store's matching would still hash
         // the URL's domain a dozen times per request.
-        if !matches!(url.scheme(), "http" | "https") || self.store.iter_any().next().is_none() {
+        if !matches!(url.scheme(), "http" | "https") || self.holds_no_cookie() {
             return Vec::new();
         }
         let secure_ok = url.scheme() == "https";

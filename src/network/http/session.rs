@@ -2,6 +2,7 @@
 //! [`SharedCookieJar`], the handle through which the session and client share cookies.
 
 use std::fmt;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
@@ -56,24 +57,89 @@ pub const DEFAULT_MAX_RESPONSE_BODY_BYTES: usize = 1 << 30;
 /// jar.lock().store_response_cookies(&url, ["a=1"]);
 /// assert_eq!(same_jar.lock().cookie_header_for_url(&url).as_deref(), Some("a=1"));
 /// ```
-#[derive(Clone, Default)]
-pub struct SharedCookieJar(Arc<Mutex<HttpCookieJar>>);
+#[derive(Clone)]
+pub struct SharedCookieJar(Arc<JarCell>);
+
+/// The jar behind a [`SharedCookieJar`], and whether it may hold cookies.
+struct JarCell {
+    jar: Mutex<HttpCookieJar>,
+    /// False only while the jar holds no cookie at all (expired ones included): the client's
+    /// lookup for a request then takes no lock. Written only with the lock held: set by every
+    /// [`SharedCookieJar::lock`] (its holder may add cookies), and made exact again by the
+    /// client's own lookups and stores. A cookie stored through another handle (another
+    /// client's, on any thread) sets it before that lock is released, so a request sent after
+    /// the store finds it set, and the cookie.
+    may_hold_cookies: AtomicBool,
+}
 
 impl SharedCookieJar {
     /// Wraps `jar` for sharing.
     pub fn new(jar: HttpCookieJar) -> Self {
-        SharedCookieJar(Arc::new(Mutex::new(jar)))
+        let may_hold_cookies = AtomicBool::new(!jar.holds_no_cookie());
+        SharedCookieJar(Arc::new(JarCell {
+            jar: Mutex::new(jar),
+            may_hold_cookies,
+        }))
     }
 
     /// Access to the jar. Keep the guard short-lived (never across a callback). A panic while
     /// it was held elsewhere does not poison it: the jar is still consistent between calls.
     pub fn lock(&self) -> MutexGuard<'_, HttpCookieJar> {
-        self.0.lock().unwrap_or_else(PoisonError::into_inner)
+        let guard = self.lock_unmarked();
+        // The holder may add cookies: from now on requests look (see `JarCell`).
+        self.0.may_hold_cookies.store(true, Ordering::Relaxed);
+        guard
     }
 
     /// Whether both handles share one jar.
     pub fn ptr_eq(&self, other: &SharedCookieJar) -> bool {
         Arc::ptr_eq(&self.0, &other.0)
+    }
+
+    /// The lock, for the client's own reads and stores, which keep `may_hold_cookies` exact
+    /// themselves (see [`note_contents`](Self::note_contents)).
+    fn lock_unmarked(&self) -> MutexGuard<'_, HttpCookieJar> {
+        self.0.jar.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Records whether `jar` (this handle's, locked) holds any cookie.
+    fn note_contents(&self, jar: &HttpCookieJar) {
+        self.0
+            .may_hold_cookies
+            .store(!jar.holds_no_cookie(), Ordering::Relaxed);
+    }
+
+    /// [`HttpCookieJar::cookie_header_for_url`], without taking the lock when the jar holds no
+    /// cookie (the usual case for a client that talks to APIs).
+    pub(crate) fn cookie_header_for_url(&self, url: &Url) -> Option<String> {
+        if !self.0.may_hold_cookies.load(Ordering::Relaxed) {
+            return None;
+        }
+        let jar = self.lock_unmarked();
+        self.note_contents(&jar);
+        jar.cookie_header_for_url(url)
+    }
+
+    /// [`HttpCookieJar::store_response_cookies`], without taking the lock for a response that
+    /// sets no cookie.
+    pub(crate) fn store_response_cookies<'a>(
+        &self,
+        url: &Url,
+        set_cookie_values: impl IntoIterator<Item = &'a str>,
+    ) {
+        let mut values = set_cookie_values.into_iter().peekable();
+        if values.peek().is_none() {
+            return;
+        }
+        let mut jar = self.lock_unmarked();
+        jar.store_response_cookies(url, values);
+        self.note_contents(&jar);
+    }
+}
+
+impl Default for SharedCookieJar {
+    fn default() -> Self {
+        SharedCookieJar::new(HttpCookieJar::new())
     }
 }
 
@@ -85,7 +151,7 @@ impl From<HttpCookieJar> for SharedCookieJar {
 
 impl fmt::Debug for SharedCookieJar {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match self.0.try_lock() {
+        match self.0.jar.try_lock() {
             Ok(jar) => f.debug_tuple("SharedCookieJar").field(&*jar).finish(),
             Err(_) => f.write_str("SharedCookieJar(<locked>)"),
         }
@@ -267,7 +333,7 @@ impl HttpSession {
 
     /// The `Cookie` header value for `url` from the jar.
     pub fn cookie_header_for_url(&self, url: &Url) -> Option<String> {
-        self.cookie_jar.lock().cookie_header_for_url(url)
+        self.cookie_jar.cookie_header_for_url(url)
     }
 
     // ---- timeouts and limits ---------------------------------------------------------------

@@ -454,7 +454,6 @@ impl HttpClient {
         )?;
         session
             .cookie_jar()
-            .lock()
             .store_response_cookies(state.request.url(), head.headers.get_all("set-cookie"));
         match redirect_action(&state.request, head.status, location, state.redirects) {
             RedirectAction::Follow(next) => {
