@@ -22,7 +22,7 @@ use crate::network::http::headers::HeaderMap;
 use crate::network::http::method::is_token;
 use crate::network::http::redirect::{RedirectAction, redirect_action, redirect_location};
 use crate::network::http::response::charset_parameter;
-use crate::network::http::{HttpError, HttpMethod};
+use crate::network::http::{HttpError, HttpMethod, HttpSession};
 use crate::network::sse::SseBatch;
 use crate::network::tcp::TcpSocket;
 
@@ -268,18 +268,17 @@ impl HttpClient {
             self.drop_conn(inner, conn_id, actions);
             return;
         };
-        // The head wait is a deadline from the request write (a peer dripping bytes cannot stretch
-        // it); only body waits restart on each arrival.
-        let in_head = inner
-            .requests
-            .get(&id)
-            .is_some_and(|s| s.phase == Phase::RecvHead);
-        if !in_head {
-            self.arm_idle_timer(inner, id);
-        }
+        // Looked up once for the whole read (a lookup each for the phase, the read timeout, the
+        // head and the body cost ~25 instructions apiece); only a step that needs the whole
+        // client (failing, completing, repeating after a 408) ends its use.
         let Some(state) = inner.requests.get_mut(&id) else {
             return;
         };
+        // The head wait is a deadline from the request write (a peer dripping bytes cannot stretch
+        // it); only body waits restart on each arrival.
+        if state.phase != Phase::RecvHead {
+            self.arm_idle(state, id);
+        }
         state.got_bytes = true;
         let mut input = data;
         // Holds the bytes `input` points into when the head came in pieces.
@@ -340,13 +339,17 @@ impl HttpClient {
                 Ok(Some((head, standard_reason))) => {
                     // Until the next head (a redirect hop's, a retry's) says otherwise.
                     state.standard_reason = standard_reason;
-                    if head.status == 408 && self.repeat_after_408(inner, id, conn_id, actions) {
-                        return;
+                    if head.status == 408
+                        && !state.retried
+                        && inner.conns.get(&conn_id).is_some_and(|c| c.served > 0)
+                    {
+                        return self.repeat_after_408(inner, id, conn_id, actions);
                     }
-                    if let Err(e) = self.on_head(inner, id, head, actions) {
+                    let (session, spare_arrived) = (&inner.session, &mut inner.spare_arrived);
+                    if let Err(e) = self.on_head(state, session, spare_arrived, id, head, actions) {
                         return self.fail(inner, id, e, true, actions);
                     }
-                    self.arm_idle_timer(inner, id);
+                    self.arm_idle(state, id);
                     match partial {
                         Some(p) => {
                             partial_holder = p;
@@ -358,29 +361,30 @@ impl HttpClient {
                 Err(e) => return self.fail(inner, id, e, true, actions),
             }
         }
-        if !input.is_empty() || self.body_done(inner, id) {
-            self.feed_body(inner, id, input, actions);
+        if !input.is_empty() || body_done(state) {
+            match self.feed_state_body(state, id, input, actions) {
+                BodyStep::Reading => {}
+                BodyStep::Failed(e) => self.fail(inner, id, e, true, actions),
+                BodyStep::Complete => self.complete(inner, id, actions),
+            }
         }
     }
 
-    /// A `408 Request Timeout` on a reused connection: the server gave up on the idle connection
-    /// just as the request reached it, so the request was not received (RFC 9110 §15.5.9: the
-    /// client may repeat it). It is sent again once, on another connection, whatever its method;
-    /// returns whether it was. A 408 on a fresh connection is the server's answer.
+    /// A `408 Request Timeout` on a reused connection (`conn_id` served before) to a request not
+    /// repeated yet: the server gave up on the idle connection just as the request reached it,
+    /// so the request was not received (RFC 9110 §15.5.9: the client may repeat it). It is sent
+    /// again once, on another connection, whatever its method. A 408 on a fresh connection is
+    /// the server's answer (the caller checks both).
     fn repeat_after_408(
         &self,
         inner: &mut ClientInner,
         id: u64,
         conn_id: u64,
         actions: &mut Vec<Action>,
-    ) -> bool {
-        let reused = inner.conns.get(&conn_id).is_some_and(|c| c.served > 0);
+    ) {
         let Some(state) = inner.requests.get_mut(&id) else {
-            return false;
+            return;
         };
-        if !reused || state.retried {
-            return false;
-        }
         log::debug!("request {id}: 408 on a reused connection; sending it again");
         state.retried = true;
         state.reset_for_hop();
@@ -388,36 +392,19 @@ impl HttpClient {
         // First in its host's queue: the slot the closed connection frees goes to it.
         self.queue_first(inner, &host, id);
         self.drop_conn(inner, conn_id, actions);
-        true
-    }
-
-    /// Whether the body needs no more bytes: complete, or a followed redirect's that is not
-    /// waited for (see [`gives_up_redirect_body`]).
-    fn body_done(&self, inner: &ClientInner, id: u64) -> bool {
-        inner.requests.get(&id).is_some_and(|s| {
-            s.decoder()
-                .is_some_and(|d| d.is_complete() || gives_up_redirect_body(s, d))
-        })
     }
 
     /// The final head arrived: framing, cookies, redirect decision, streaming hand-off.
     #[inline(never)]
     fn on_head(
         &self,
-        inner: &mut ClientInner,
+        state: &mut RequestState,
+        session: &HttpSession,
+        spare_arrived: &mut Option<Box<Arrived>>,
         id: u64,
         mut head: ResponseHead,
         actions: &mut Vec<Action>,
     ) -> Result<(), HttpError> {
-        let ClientInner {
-            session,
-            requests,
-            spare_arrived,
-            ..
-        } = inner;
-        let Some(state) = requests.get_mut(&id) else {
-            return Ok(());
-        };
         if head.status == 101 && !state.request.headers().contains("upgrade") {
             // Only an answer to a request that asked to upgrade (RFC 9110 §15.2.2): the real
             // response follows in another protocol.
@@ -542,6 +529,7 @@ impl HttpClient {
         Ok(())
     }
 
+    /// Feeds `input` to request `id`'s body; fails or completes the request when that says so.
     pub(super) fn feed_body(
         &self,
         inner: &mut ClientInner,
@@ -552,6 +540,22 @@ impl HttpClient {
         let Some(state) = inner.requests.get_mut(&id) else {
             return;
         };
+        match self.feed_state_body(state, id, input, actions) {
+            BodyStep::Reading => {}
+            BodyStep::Failed(e) => self.fail(inner, id, e, true, actions),
+            BodyStep::Complete => self.complete(inner, id, actions),
+        }
+    }
+
+    /// Feeds `input` to the body of `state` (request `id`), queueing what it gave for delivery;
+    /// says what becomes of the request, which the caller (holding the whole client) does.
+    fn feed_state_body(
+        &self,
+        state: &mut RequestState,
+        id: u64,
+        input: &[u8],
+        actions: &mut Vec<Action>,
+    ) -> BodyStep {
         let RequestState {
             arrived,
             content,
@@ -563,9 +567,9 @@ impl HttpClient {
             sse_parser,
             redirect_next,
             ..
-        } = &mut **state;
+        } = &mut *state;
         let Some(Arrived { decoder, .. }) = arrived.as_deref_mut() else {
-            return;
+            return BodyStep::Reading;
         };
         let received_before = decoder.received();
         let mut collected = self.spare_batch.take();
@@ -666,8 +670,8 @@ impl HttpClient {
                     true
                 });
         if let Some(e) = failure {
-            self.flush_stream_outputs(inner, id, collected, stream_chunk, actions);
-            return self.fail(inner, id, e, true, actions);
+            self.flush_stream_outputs(state, id, collected, stream_chunk, actions);
+            return BodyStep::Failed(e);
         }
         // Progress is the delivered body's, as transferred (before content decoding): each new
         // count once, and the end with its total. A followed redirect's body is thrown away and
@@ -689,24 +693,23 @@ impl HttpClient {
             }
             _ => None,
         };
-        self.flush_stream_outputs(inner, id, collected, stream_chunk, actions);
+        self.flush_stream_outputs(state, id, collected, stream_chunk, actions);
         actions.extend(progress);
         if complete {
-            self.complete(inner, id, actions);
+            BodyStep::Complete
+        } else {
+            BodyStep::Reading
         }
     }
 
     fn flush_stream_outputs(
         &self,
-        inner: &mut ClientInner,
+        state: &RequestState,
         id: u64,
         collected: SseBatch,
         chunk: BytesMut,
         actions: &mut Vec<Action>,
     ) {
-        let Some(state) = inner.requests.get(&id) else {
-            return;
-        };
         match &state.delivery {
             Delivery::Sse { target, .. } => {
                 if !collected.has_news() {
@@ -837,6 +840,25 @@ impl Drop for ContinuingRead<'_> {
     fn drop(&mut self) {
         let _ = self.client.continuing_take(self.conn, true);
     }
+}
+
+/// What becomes of a request after bytes were fed to its body (see
+/// `HttpClient::feed_state_body`).
+enum BodyStep {
+    /// It waits for more.
+    Reading,
+    /// It fails with this error (its connection closed).
+    Failed(HttpError),
+    /// Its body is complete: it follows its redirect or finishes.
+    Complete,
+}
+
+/// Whether `state`'s body needs no more bytes: complete, or a followed redirect's that is not
+/// waited for (see [`gives_up_redirect_body`]).
+fn body_done(state: &RequestState) -> bool {
+    state
+        .decoder()
+        .is_some_and(|d| d.is_complete() || gives_up_redirect_body(state, d))
 }
 
 /// The most body bytes of a followed redirect read before its connection is given up (64 KiB).

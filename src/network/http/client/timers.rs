@@ -3,7 +3,7 @@
 
 use std::time::{Duration, Instant};
 
-use super::state::Phase;
+use super::state::{Phase, RequestState};
 use super::{ClientInner, HttpClient};
 use crate::foundation::{TimerKey, deadline_after};
 use crate::network::error::TimeoutPhase;
@@ -102,10 +102,16 @@ impl HttpClient {
         self.run_actions(actions);
     }
 
+    /// Starts request `id`'s read timeout afresh, when it has one (see [`arm_idle`](Self::arm_idle)).
     pub(super) fn arm_idle_timer(&self, inner: &mut ClientInner, id: u64) {
-        let Some(state) = inner.requests.get_mut(&id) else {
-            return;
-        };
+        if let Some(state) = inner.requests.get_mut(&id) {
+            self.arm_idle(state, id);
+        }
+    }
+
+    /// Starts the read timeout of `state` (request `id`) afresh: it expires one read timeout
+    /// from now. The armed timer is left alone when it fires sooner (it then waits out the rest).
+    pub(super) fn arm_idle(&self, state: &mut RequestState, id: u64) {
         let Some(timeout) = state.read_timeout else {
             return;
         };
