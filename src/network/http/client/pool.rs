@@ -347,6 +347,15 @@ impl HttpClient {
         conn.idle_until = None;
         conn.request = Some(id);
         state.conn = Some(conn_id);
+        // Leaving `Queued` for good (until a new hop): `take_request` relies on it having left its
+        // host's line.
+        debug_assert!(
+            inner
+                .hosts
+                .get(&state.host)
+                .is_none_or(|h| !h.queue.contains(&id)),
+            "request {id} assigned while still in its host's line"
+        );
         state.phase = Phase::RecvHead;
         let connecting = matches!(
             conn.socket.state(),

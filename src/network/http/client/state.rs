@@ -118,8 +118,20 @@ impl HttpClient {
         if let Some(key) = state.idle.as_deref_mut().and_then(|w| w.timer.take()) {
             self.core.timer_remove(key);
         }
-        if let Some(host) = inner.hosts.get_mut(&state.host) {
-            host.queue.retain(|q| *q != id);
+        // Only a request waiting for a connection is in its host's line (`assign`, the one step
+        // out of `Queued`, takes requests that left it): others skip the host's books.
+        if state.phase == Phase::Queued {
+            if let Some(host) = inner.hosts.get_mut(&state.host) {
+                host.queue.retain(|q| *q != id);
+            }
+        } else {
+            debug_assert!(
+                inner
+                    .hosts
+                    .get(&state.host)
+                    .is_none_or(|h| !h.queue.contains(&id)),
+                "request {id} in its host's line after it left `Queued`"
+            );
         }
         Some(state)
     }
