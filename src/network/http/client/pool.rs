@@ -18,6 +18,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::actions::Action;
+use super::send::write_request_to;
 use super::state::{Phase, RequestState};
 use super::{ClientInner, HttpClient};
 use crate::foundation::{LoopError, deadline_after};
@@ -142,12 +143,15 @@ impl HttpClient {
         // replay) is not sent on one whose close waits unread: it would fail for good. Others
         // skip that peek (a system call per reuse, on the keep-alive path): should the server
         // have closed, they are replayed once on a new connection.
-        while let Some(conn_id) = inner.hosts.get_mut(&host).and_then(|h| h.idle.pop()) {
+        // Idle past the idle timeout (judged at the request's send time, which a new request's
+        // is; a redirect hop's or a retry's is earlier, and its timer stands in). Over a lowered
+        // connection limit: closed rather than reused.
+        while let Some((conn_id, over_limit)) = inner
+            .hosts
+            .get_mut(&host)
+            .and_then(|h| Some((h.idle.pop()?, h.active > max)))
+        {
             let current = inner.tls.as_ref();
-            // Idle past the idle timeout (judged at the request's send time, which a new
-            // request's is; a redirect hop's or a retry's is earlier, and its timer stands in).
-            // Over a lowered connection limit: closed rather than reused.
-            let over_limit = inner.hosts.get(&host).is_some_and(|h| h.active > max);
             let usable = |c: &Conn| {
                 c.tls_current(current)
                     && c.idle_until.is_none_or(|until| sent < until)
@@ -338,6 +342,7 @@ impl HttpClient {
     /// as before) and written once connected: thousands of connecting sockets then don't each
     /// hold a copy of their request's bytes.
     fn assign(&self, inner: &mut ClientInner, conn_id: u64, id: u64, actions: &mut Vec<Action>) {
+        // Both looked up once: writing the request and starting its head deadline use them too.
         let (Some(conn), Some(state)) =
             (inner.conns.get_mut(&conn_id), inner.requests.get_mut(&id))
         else {
@@ -362,16 +367,16 @@ impl HttpClient {
             SocketState::HostLookup | SocketState::Connecting
         );
         state.write_when_connected = connecting;
-        if let Err(e) = self.write_request(inner, conn_id, id, connecting) {
+        if let Err(e) = write_request_to(conn, state, &inner.session, &mut inner.wire, connecting) {
             return self.fail(inner, id, e, true, actions);
         }
         // The head deadline runs from the request write: on a connection still on its way up it
         // starts once connected (after the TLS handshake for https, see `ConnSink`), so a slow
         // connect does not eat into it (that has its own timeout).
         if connecting {
-            self.disarm_idle_timer(inner, id);
+            self.disarm_idle(state);
         } else {
-            self.arm_idle_timer(inner, id);
+            self.arm_idle(state, id);
         }
     }
 
@@ -425,24 +430,25 @@ impl HttpClient {
         };
         let current = inner.tls.as_ref();
         let max = inner.session.max_connections_per_host().max(1);
+        // The connection and its host's books, each looked up once for the checks, the
+        // hand-over to a queued request and the idle list.
+        let Some(conn) = inner.conns.get_mut(&conn_id) else {
+            return;
+        };
+        let mut host = inner.hosts.get_mut(&conn.host);
         // A host over a lowered limit loses the connections its requests finish with. One
         // handed straight to a queued request must not have the server's close (or stray bytes)
         // waiting unread: it came with the response, which did not announce it, and the request
         // would go out on a closed connection (an idle one is checked when reused).
         // With `Keep-Alive: timeout=1` the server closes it within a second: not worth racing.
         if keep_alive.timeout_secs.is_some_and(|secs| secs <= 1)
-            || inner.conns.get(&conn_id).is_some_and(|c| {
-                !c.tls_current(current)
-                    || inner.hosts.get(&c.host).is_some_and(|h| {
-                        h.active > max || (!h.queue.is_empty() && c.socket.has_unread_input())
-                    })
+            || !conn.tls_current(current)
+            || host.as_ref().is_some_and(|h| {
+                h.active > max || (!h.queue.is_empty() && conn.socket.has_unread_input())
             })
         {
             return self.drop_conn(inner, conn_id, actions);
         }
-        let Some(conn) = inner.conns.get_mut(&conn_id) else {
-            return;
-        };
         conn.request = None;
         conn.served = conn.served.saturating_add(1);
         if let Some(more) = keep_alive.max {
@@ -454,9 +460,7 @@ impl HttpClient {
             // The server's `Keep-Alive: max` said it takes no more requests on it.
             return self.drop_conn(inner, conn_id, actions);
         }
-        let host = conn.host.clone();
-        let next = inner.hosts.get_mut(&host).and_then(|h| h.queue.pop_front());
-        if let Some(next) = next {
+        if let Some(next) = host.as_mut().and_then(|h| h.queue.pop_front()) {
             return self.assign(inner, conn_id, next, actions);
         }
         let idle = inner.session.idle_connection_timeout();
@@ -464,11 +468,14 @@ impl HttpClient {
             idle.min(Duration::from_secs(secs.saturating_sub(1)))
         });
         let until = deadline_after(now, idle);
-        if let Some(conn) = inner.conns.get_mut(&conn_id) {
-            conn.idle_until = Some(until);
+        conn.idle_until = Some(until);
+        match host {
+            Some(host) => host.idle.push(conn_id),
+            None => {
+                let key = Rc::clone(&conn.host);
+                inner.hosts.entry(key).or_default().idle.push(conn_id);
+            }
         }
-        let host_state = inner.hosts.entry(host).or_default();
-        host_state.idle.push(conn_id);
         self.watch_idle_until(inner, until);
     }
 

@@ -8,7 +8,7 @@ use std::time::Instant;
 use bytes::{Bytes, BytesMut};
 use url::Url;
 
-use super::pool::{HostKey, forget_host_if_unused, intern_host};
+use super::pool::{Conn, HostKey, forget_host_if_unused, intern_host};
 use super::state::{Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient, RequestId};
 use crate::network::decimal::{MAX_DECIMAL_LEN, decimal};
@@ -17,7 +17,7 @@ use crate::network::http::encode::{
 };
 use crate::network::http::head::HeadLimits;
 use crate::network::http::request::parse_url;
-use crate::network::http::{HttpError, HttpMethod, HttpRequest, HttpResponse};
+use crate::network::http::{HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession};
 
 impl HttpClient {
     // ---- submitting --------------------------------------------------------------------------
@@ -205,44 +205,11 @@ impl HttpClient {
         id: u64,
         check_only: bool,
     ) -> Result<(), HttpError> {
-        let cookie = inner
-            .requests
-            .get(&id)
-            .and_then(|s| inner.session.cookie_header_for_url(s.request.url()));
         let (Some(conn), Some(state)) = (inner.conns.get(&conn_id), inner.requests.get_mut(&id))
         else {
             return Ok(());
         };
-        let body = state.request.body();
-        let wire = &mut inner.wire;
-        wire.clear();
-        wire.reserve(256 + if check_only { 0 } else { body.len() });
-        // Only the first hop's request went through `validate` (in `submit`): a redirect hop's
-        // is made from the response and checked in full.
-        let validated = state.redirects == 0;
-        encode_request_head_for(
-            &state.request,
-            state.host.host_field(),
-            validated,
-            cookie.as_deref(),
-            wire,
-        )?;
-        if check_only {
-            return Ok(());
-        }
-        state.upload_total = body.len() as u64;
-        state.upload_head_len = wire.len() as u64;
-        state.wire_written = 0;
-        wire.extend_from_slice(body);
-        // Without a body the socket posts no written-bytes report (nothing to count).
-        conn.count_written(!body.is_empty());
-        let written = conn.socket.write(wire);
-        // A large body is not kept for the next request.
-        if wire.capacity() > MAX_RETAINED_WIRE {
-            *wire = Vec::new();
-        }
-        written?;
-        Ok(())
+        write_request_to(conn, state, &inner.session, &mut inner.wire, check_only)
     }
 
     /// A new connection is up: write the request that was waiting for it.
@@ -384,6 +351,48 @@ fn encode_request_head_for(
     } else {
         encode_request_head(method, url, headers, added, out)
     }
+}
+
+/// Encodes `state`'s request and writes it to `conn` (through `wire`, the client's reused
+/// buffer); with `check_only`, encodes just its head, to report what would fail. The jar's
+/// cookies for its URL go with it.
+pub(super) fn write_request_to(
+    conn: &Conn,
+    state: &mut RequestState,
+    session: &HttpSession,
+    wire: &mut Vec<u8>,
+    check_only: bool,
+) -> Result<(), HttpError> {
+    let cookie = session.cookie_header_for_url(state.request.url());
+    let body = state.request.body();
+    wire.clear();
+    wire.reserve(256 + if check_only { 0 } else { body.len() });
+    // Only the first hop's request went through `validate` (in `submit`): a redirect hop's
+    // is made from the response and checked in full.
+    let validated = state.redirects == 0;
+    encode_request_head_for(
+        &state.request,
+        state.host.host_field(),
+        validated,
+        cookie.as_deref(),
+        wire,
+    )?;
+    if check_only {
+        return Ok(());
+    }
+    state.upload_total = body.len() as u64;
+    state.upload_head_len = wire.len() as u64;
+    state.wire_written = 0;
+    wire.extend_from_slice(body);
+    // Without a body the socket posts no written-bytes report (nothing to count).
+    conn.count_written(!body.is_empty());
+    let written = conn.socket.write(wire);
+    // A large body is not kept for the next request.
+    if wire.capacity() > MAX_RETAINED_WIRE {
+        *wire = Vec::new();
+    }
+    written?;
+    Ok(())
 }
 
 /// The largest encoded request (head and body) whose buffer is kept for the next one.

@@ -134,11 +134,8 @@ impl HttpClient {
         self.start_idle_timer(watch, id, timeout, deadline);
     }
 
-    /// Stops the read timeout until [`HttpClient::arm_idle_timer`] starts it again.
-    pub(super) fn disarm_idle_timer(&self, inner: &mut ClientInner, id: u64) {
-        let Some(state) = inner.requests.get_mut(&id) else {
-            return;
-        };
+    /// Stops the read timeout of `state` until [`HttpClient::arm_idle`] starts it again.
+    pub(super) fn disarm_idle(&self, state: &mut RequestState) {
         if let Some(key) = state.idle.take().and_then(|watch| watch.timer) {
             self.core.timer_remove(key);
         }
