@@ -572,7 +572,9 @@ impl HttpClient {
             return BodyStep::Reading;
         };
         let received_before = decoder.received();
-        let mut collected = self.spare_batch.take();
+        // The client's pool of event buffers, taken only by an event stream's read: another
+        // request's would drop it, and the stream's next read allocate its events anew.
+        let mut collected = (*sse_mode && sse_parser.is_some()).then(|| self.spare_batch.take());
         // The stream's last event ID before this read: one copy per read (see below).
         let id_before = match (*sse_mode, sse_parser.as_ref()) {
             (true, Some(parser)) => Some(parser.shared_last_event_id()),
@@ -588,8 +590,8 @@ impl HttpClient {
                 return;
             }
             if *sse_mode {
-                if let Some(parser) = sse_parser.as_mut() {
-                    if let Err(e) = parser.feed_borrowed(plain, &mut collected) {
+                if let (Some(parser), Some(batch)) = (sse_parser.as_mut(), collected.as_mut()) {
+                    if let Err(e) = parser.feed_borrowed(plain, batch) {
                         parse_failure = Some(HttpError::LimitExceeded {
                             what: "server-sent event",
                             limit: match e {
@@ -642,8 +644,10 @@ impl HttpClient {
         // The ID after this read's last blank line goes along: a block without data sets it
         // without an event (WHATWG "dispatch the event" step 1), and the client takes it once
         // the batch's events were all delivered.
-        if let (Some(before), Some(parser)) = (id_before, sse_parser.as_ref()) {
-            collected.set_ids(&before, parser.shared_last_event_id());
+        if let (Some(before), Some(parser), Some(batch)) =
+            (id_before, sse_parser.as_ref(), collected.as_mut())
+        {
+            batch.set_ids(&before, parser.shared_last_event_id());
         }
         if bytes_beyond {
             // Bytes beyond the response (pipelining garbage): never reuse this connection.
@@ -706,19 +710,17 @@ impl HttpClient {
         &self,
         state: &RequestState,
         id: u64,
-        collected: SseBatch,
+        collected: Option<SseBatch>,
         chunk: BytesMut,
         actions: &mut Vec<Action>,
     ) {
-        match &state.delivery {
-            Delivery::Sse { target, .. } => {
-                if !collected.has_news() {
-                    self.recycle_batch(collected);
-                } else {
-                    actions.push(Action::SseEvents(id, target.clone(), collected));
-                }
+        match (&state.delivery, collected) {
+            (Delivery::Sse { target, .. }, Some(batch)) if batch.has_news() => {
+                actions.push(Action::SseEvents(id, target.clone(), batch));
             }
-            Delivery::Streaming { on_event, .. } if !chunk.is_empty() => {
+            // Back to the pool (see `feed_state_body`).
+            (_, Some(batch)) => self.recycle_batch(batch),
+            (Delivery::Streaming { on_event, .. }, None) if !chunk.is_empty() => {
                 actions.push(Action::StreamData(id, Rc::clone(on_event), chunk.freeze()));
             }
             _ => {}
