@@ -10,6 +10,7 @@ use url::Url;
 
 use super::pool::{Conn, HostKey, forget_host_if_unused, intern_host};
 use super::state::{Delivery, Phase, RequestState};
+use super::timers::note_total_deadline;
 use super::{ClientInner, HttpClient, RequestId};
 use crate::network::decimal::{MAX_DECIMAL_LEN, decimal};
 use crate::network::http::encode::{
@@ -157,16 +158,23 @@ impl HttpClient {
                 sse_parser: None,
             };
             // In the last finished request's box when there is one (`ClientInner::spare_state`).
-            let state = match inner.spare_state.take() {
+            let mut state = match inner.spare_state.take() {
                 Some(mut kept) => {
                     *kept = state;
                     kept
                 }
                 None => Box::new(state),
             };
+            // Its deadline noted before it goes into the books (one lookup less).
+            let deadline = announce
+                .is_none()
+                .then(|| note_total_deadline(&mut state, now))
+                .flatten();
             inner.requests.insert(id.raw(), state);
             if announce.is_none() {
-                self.arm_total_timer(&mut inner, id.raw(), now);
+                if let Some(deadline) = deadline {
+                    self.watch_total_deadline(&mut inner, deadline);
+                }
                 self.schedule(&mut inner, id.raw(), &mut actions);
             }
             announced_host

@@ -9,6 +9,17 @@ use crate::foundation::{TimerKey, deadline_after};
 use crate::network::error::TimeoutPhase;
 use crate::network::http::HttpError;
 
+/// Notes the total deadline of `state`'s request, its timeout from `now`, and returns it for
+/// [`HttpClient::watch_total_deadline`]; `None` for a streaming request or one without a timeout.
+pub(super) fn note_total_deadline(state: &mut RequestState, now: Instant) -> Option<Instant> {
+    if state.request.is_streaming() {
+        return None;
+    }
+    let deadline = deadline_after(now, state.request.timeout()?);
+    state.total_deadline = Some(deadline);
+    Some(deadline)
+}
+
 /// A request's read (idle) timeout.
 pub(super) struct IdleWatch {
     pub(super) timer: Option<TimerKey>,
@@ -23,19 +34,19 @@ impl HttpClient {
     /// Notes request `id`'s total deadline, its timeout from `now` (the caller's clock reading:
     /// `submit` has just taken one for the request's start).
     pub(super) fn arm_total_timer(&self, inner: &mut ClientInner, id: u64, now: Instant) {
-        let Some(state) = inner.requests.get_mut(&id) else {
-            return;
-        };
-        if state.request.is_streaming() {
-            return;
+        let deadline = inner
+            .requests
+            .get_mut(&id)
+            .and_then(|state| note_total_deadline(state, now));
+        if let Some(deadline) = deadline {
+            self.watch_total_deadline(inner, deadline);
         }
-        let Some(timeout) = state.request.timeout() else {
-            return;
-        };
-        let deadline = deadline_after(now, timeout);
-        state.total_deadline = Some(deadline);
-        // The client's timer fires first (the usual case: requests share one timeout), and then
-        // looks for the next deadline.
+    }
+
+    /// Makes the client's total-timeout timer fire by `deadline`, a request's (see
+    /// [`note_total_deadline`]). Usually it fires first (requests share one timeout), and then
+    /// looks for the next deadline.
+    pub(super) fn watch_total_deadline(&self, inner: &mut ClientInner, deadline: Instant) {
         self.watch_deadline(&mut inner.total_timer, deadline, HttpClient::on_total_timer);
     }
 
