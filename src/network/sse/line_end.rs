@@ -16,9 +16,13 @@
 //!
 //! Checking the CPU's features and calling the AVX2 search for every line cost more than the
 //! search itself (~40 instructions around ~15 on a 47-byte line). So the parser's line loop is
-//! compiled twice, generic over a [`LineEndSearch`]: once inside a function compiled for AVX2
-//! (picked once per chunk by [`with_best_search`]), where the AVX2 search is inlined into it,
-//! and once with [`Portable`], which is the search above.
+//! compiled three times, generic over a [`LineEndSearch`] picked once per chunk by
+//! [`with_best_search`]: for chunks under 16 bytes with [`Portable`], which is the search above
+//! (a word check, as every search in such a chunk is); for larger chunks inside a function
+//! compiled for AVX2, where the AVX2 search is inlined into it, where the CPU has AVX2, else with
+//! [`PortableLarge`], the SSE2 search (x86_64) or `memchr2` (elsewhere) with no feature check per
+//! line. The copies for large chunks share the loop's structure for them (the run of short
+//! `data: ` lines, the rare paths out of line); only the search differs.
 //!
 //! The SIMD code is `unsafe` (as are `long_line` and `data_buffer`; nothing else is): unaligned
 //! loads from references to fixed-size arrays, and AVX2 code run only after the CPU was seen to
@@ -60,17 +64,41 @@ pub(super) trait LineEndSearch: Copy {
     fn find_line_end(self, bytes: &[u8]) -> Option<usize>;
 }
 
-/// [`find_line_end`] as is: it checks the CPU's features on every call.
+/// [`find_line_end`] as is: it checks the CPU's features on every call (in chunks under one
+/// SIMD block, the only ones it serves, it never gets that far).
 #[derive(Clone, Copy)]
 pub(super) struct Portable;
 
 impl LineEndSearch for Portable {
-    // Every chunk under one SIMD block is parsed with it (and on CPUs without AVX2, all chunks).
+    // Every chunk under one SIMD block is parsed with it, whatever the CPU.
     const SERVES_TINY_CHUNKS: bool = true;
 
     #[inline(always)]
     fn find_line_end(self, bytes: &[u8]) -> Option<usize> {
         find_line_end(bytes)
+    }
+}
+
+/// The search for chunks of at least one SIMD block where the CPU has no AVX2 (and on every
+/// target but x86_64): SSE2 on x86_64 (every x86_64 CPU has it), `memchr2` elsewhere, as
+/// [`find_line_end`] there, without its feature check per line.
+#[derive(Clone, Copy)]
+pub(super) struct PortableLarge;
+
+impl LineEndSearch for PortableLarge {
+    // Picked only for chunks of at least one block (see `with_best_search`).
+    const SERVES_TINY_CHUNKS: bool = false;
+
+    #[inline(always)]
+    fn find_line_end(self, bytes: &[u8]) -> Option<usize> {
+        #[cfg(target_arch = "x86_64")]
+        {
+            sse2::find_line_end(bytes)
+        }
+        #[cfg(not(target_arch = "x86_64"))]
+        {
+            find_line_end(bytes)
+        }
     }
 }
 
@@ -84,31 +112,35 @@ pub(super) trait WithLineEndSearch {
     fn run<S: LineEndSearch>(self, search: S) -> Self::Output;
 }
 
-/// Runs `work`, which searches `len` bytes, with the best line-end search this CPU has. With
-/// AVX2, `work` runs inside a function compiled for AVX2, so that the search is inlined into it:
-/// no call and no feature check per line (the parser's loop spent ~40 instructions per line on
-/// those around a ~15-instruction search). Under one SIMD block (tiny chunks) every search is
-/// a word at a time anyway, and entering that function would cost more than it saves.
+/// Runs `work`, which searches `len` bytes, with the best line-end search this CPU has. Under
+/// one SIMD block (tiny chunks) every search is a word at a time anyway: [`Portable`], whatever
+/// the CPU. With AVX2, `work` runs inside a function compiled for AVX2, so that the search is
+/// inlined into it: no call and no feature check per line (the parser's loop spent ~40
+/// instructions per line on those around a ~15-instruction search); entering that function
+/// would cost tiny chunks more than it saves. Without AVX2 (and off x86_64), [`PortableLarge`].
 #[inline(always)]
 pub(super) fn with_best_search<W: WithLineEndSearch>(len: usize, work: W) -> W::Output {
+    if len < SCALAR_SCAN_BELOW {
+        return work.run(Portable);
+    }
     #[cfg(target_arch = "x86_64")]
-    if len >= SCALAR_SCAN_BELOW
-        && !tests_force_portable()
-        && let Some(search) = avx2::Avx2Search::detect()
-    {
+    if let Some(search) = avx2::Avx2Search::detect() {
         return avx2::run_with(search, work);
     }
-    let _ = len;
-    work.run(Portable)
+    work.run(PortableLarge)
 }
 
 #[cfg(test)]
 thread_local! {
-    /// Set by tests that run the parser on the portable search, as on a CPU without AVX2.
-    pub(super) static FORCE_PORTABLE: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+    /// Set by tests that run the parser as on a CPU without AVX2: while it is set, `avx2::available`
+    /// says no on this thread, so every search, the line loop's choice and `long_line`'s scan
+    /// included, takes the path such a CPU takes.
+    pub(in crate::network::sse) static FORCE_PORTABLE: std::cell::Cell<bool> =
+        const { std::cell::Cell::new(false) };
 }
 
-/// Whether a test asked for the portable search on this thread (never outside tests).
+/// Whether a test asked on this thread to be treated as a CPU without AVX2 (never outside tests).
+#[cfg(target_arch = "x86_64")]
 #[inline(always)]
 fn tests_force_portable() -> bool {
     #[cfg(test)]
@@ -160,10 +192,11 @@ pub(super) mod avx2 {
     /// How far the inline blocks look before `memchr2` takes over.
     const INLINE_SCAN: usize = super::SHORT_LINE;
 
-    /// Whether this CPU has AVX2 (std caches the answer after the first call).
+    /// Whether this CPU has AVX2 (std caches the answer after the first call); in tests, no
+    /// while `FORCE_PORTABLE` is set on this thread.
     #[inline(always)]
     pub(in crate::network::sse) fn available() -> bool {
-        std::is_x86_feature_detected!("avx2")
+        !super::tests_force_portable() && std::is_x86_feature_detected!("avx2")
     }
 
     /// The AVX2 line-end search; it exists only where the CPU has AVX2 ([`Self::detect`] is
@@ -471,6 +504,7 @@ mod tests {
             assert_eq!(with_best_search(hay.len(), AllLineEnds(hay)), expected);
             FORCE_PORTABLE.with(|force| force.set(false));
             assert_eq!(AllLineEnds(hay).run(Portable), expected);
+            assert_eq!(AllLineEnds(hay).run(PortableLarge), expected);
         }
     }
 

@@ -139,8 +139,8 @@ impl SseParser {
                             self.push_data_value(value);
                         }
                         // Not in the copy of the loop that serves tiny chunks: they hold no
-                        // run of lines, and the code would only crowd their path (CPUs without
-                        // AVX2, whose large chunks that copy serves too, go without the run).
+                        // run of lines, and the code would only crowd their path (large chunks
+                        // take another copy, with or without AVX2).
                         if !S::SERVES_TINY_CHUNKS && !self.long_data_lines {
                             rest = self.more_short_data_lines(rest, search);
                         }

@@ -4,6 +4,42 @@ use super::followed::strip_prefix_short;
 use super::*;
 use crate::network::sse::event::SseEventRef;
 
+/// The parser's integration suite, run again here as on a CPU without AVX2 (which only a test
+/// inside the crate can choose): every split, every piece size, flushed or not, every size
+/// limit, the runs of short data lines, on the line loops and scans such a CPU takes.
+#[path = "../../../../tests/sse_parser/suite.rs"]
+mod suite_without_avx2;
+
+/// The API the suite tests, for [`suite_without_avx2`].
+use crate::network::sse;
+
+/// Runs one parse of [`suite_without_avx2`] as on a CPU without AVX2.
+fn on_the_search<T>(parse: impl FnOnce() -> T) -> T {
+    /// Puts the switch back as it was, even when `parse` panics.
+    struct Restore(bool);
+    impl Drop for Restore {
+        fn drop(&mut self) {
+            super::super::line_end::FORCE_PORTABLE.with(|force| force.set(self.0));
+        }
+    }
+    let _restore =
+        Restore(super::super::line_end::FORCE_PORTABLE.with(|force| force.replace(true)));
+    parse()
+}
+
+/// [`suite_without_avx2`]'s property tests' configuration: `cases` cases, and the suite's own
+/// file of failure seeds (proptest would look for it under `src/` for code compiled here).
+fn proptest_config(cases: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        failure_persistence: Some(Box::new(
+            proptest::test_runner::FileFailurePersistence::Direct(
+                "tests/sse_parser/suite.proptest-regressions",
+            ),
+        )),
+        ..proptest::test_runner::Config::with_cases(cases)
+    }
+}
+
 /// The events of `stream` fed in `chunk`-byte pieces.
 fn events_in_chunks(stream: &[u8], chunk: usize) -> Vec<SseEvent> {
     let mut parser = SseParser::new();
