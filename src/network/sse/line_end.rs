@@ -336,14 +336,14 @@ pub(super) mod avx2 {
 /// 16 bytes per step with SSE2, which every x86_64 CPU has.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
-mod sse2 {
+pub(super) mod sse2 {
     use super::array_at;
     use std::arch::x86_64::{
         _mm_cmpeq_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
     };
 
     /// Bytes per SSE2 block.
-    const BLOCK: usize = 16;
+    pub(in crate::network::sse) const BLOCK: usize = 16;
 
     /// How far the inline blocks look before `memchr2` takes over.
     const INLINE_SCAN: usize = super::SHORT_LINE;
@@ -389,7 +389,7 @@ mod sse2 {
 
     /// Bit `i` set when byte `i` of `block` is CR or LF.
     #[inline(always)]
-    fn line_end_mask(block: &[u8; BLOCK]) -> u32 {
+    pub(in crate::network::sse) fn line_end_mask(block: &[u8; BLOCK]) -> u32 {
         // SAFETY: `block` is a reference to 16 initialised bytes, so the 16-byte read from its
         // start stays inside it, and `_mm_loadu_si128` accepts any alignment. The intrinsics only
         // need SSE2, which every x86_64 target has (it is in the baseline `target_feature` set

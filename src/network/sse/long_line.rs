@@ -12,11 +12,12 @@
 //! that lies whole in a chunk, `DataBuffer` for the pieces of a line that spans chunks).
 //!
 //! Once a byte ≥ 0x80 shows up no proof is possible any more, and the rest of the search is
-//! `memchr2`'s; the dispatch then checks the text as before. Without AVX2 (or off x86_64) the
-//! search is `memchr2` alone, with no proof.
+//! `memchr2`'s; the dispatch then checks the text as before. On x86_64 CPUs without AVX2 the same
+//! scan runs with SSE2 (16 bytes per compare, which every x86_64 CPU has); off x86_64 the search
+//! is `memchr2` alone, with no proof.
 //!
-//! `unsafe` here: the AVX2 loads (as in `line_end`) and the conversion of a line proven ASCII
-//! into `&str` in [`ascii_text`], the only place a `&str` is made without a check.
+//! `unsafe` here: the AVX2 and SSE2 loads (as in `line_end`) and the conversion of a line proven
+//! ASCII into `&str` in [`ascii_text`], the only place a `&str` is made without a check.
 
 /// What [`scan_long_line`] found.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -109,11 +110,11 @@ mod avx2 {
     /// Signed bytes below this are flagged: controls up to CR, and every byte ≥ 0x80.
     const FLAG_BELOW: i8 = 0x0E;
 
-    /// [`scan`] where the CPU has AVX2, else the search without proof.
+    /// [`scan`] where the CPU has AVX2, else the SSE2 scan.
     #[inline(always)]
     pub(super) fn scan_checked(bytes: &[u8]) -> LineScan<'_> {
         if !available() {
-            return super::without_proof(bytes);
+            return super::sse2::scan(bytes);
         }
         // SAFETY: `available()` just confirmed the CPU supports AVX2, the only requirement of
         // `scan`.
@@ -226,6 +227,116 @@ mod avx2 {
     }
 }
 
+/// 16 bytes per compare, eight blocks per step: the AVX2 scan's structure with SSE2, which every
+/// x86_64 CPU has (for those without AVX2).
+#[cfg(target_arch = "x86_64")]
+#[allow(unsafe_code)]
+mod sse2 {
+    use std::arch::x86_64::{
+        __m128i, _mm_cmpgt_epi8, _mm_loadu_si128, _mm_movemask_epi8, _mm_or_si128, _mm_set1_epi8,
+    };
+
+    use super::super::line_end::array_at;
+    use super::super::line_end::sse2::{BLOCK, line_end_mask};
+    use super::{LineScan, ascii_text, scan_rest};
+    /// Bytes per step of the fast loop: one branch for eight blocks (128 bytes, as with AVX2).
+    const GROUP: usize = 8 * BLOCK;
+    /// Signed bytes below this are flagged: controls up to CR, and every byte ≥ 0x80.
+    const FLAG_BELOW: i8 = 0x0E;
+
+    /// [`scan_long_line`](super::scan_long_line) with SSE2.
+    pub(super) fn scan(bytes: &[u8]) -> LineScan<'_> {
+        // Invariant: `bytes[..offset]` is ASCII and holds no CR or LF.
+        let mut offset = 0;
+        while let Some(group) = array_at::<GROUP>(bytes, offset) {
+            if !any_flagged(group) {
+                offset += GROUP;
+                continue;
+            }
+            for block in group.chunks_exact(BLOCK) {
+                let Ok(block) = <&[u8; BLOCK]>::try_from(block) else {
+                    // Never (the blocks are exact); the plain scan would still be right.
+                    return scan_rest(bytes, offset);
+                };
+                let line_ends = line_end_mask(block);
+                let non_ascii = non_ascii_mask(block);
+                if line_ends != 0 {
+                    let at = line_ends.trailing_zeros();
+                    let end = offset + at as usize;
+                    // The bytes of this block before the line end: ASCII if none has its top bit.
+                    let before = (1u32 << at) - 1;
+                    let ascii = non_ascii & before == 0;
+                    return LineScan {
+                        end: Some(end),
+                        // Proven: `bytes[..offset]` by the invariant, the rest of the block
+                        // before `at` just now.
+                        ascii_text: ascii.then(|| ascii_text(bytes.get(..end).unwrap_or_default())),
+                    };
+                }
+                offset += BLOCK;
+                if non_ascii != 0 {
+                    // No proof possible any more: find the end only.
+                    let rest = bytes.get(offset..).unwrap_or_default();
+                    return LineScan {
+                        end: super::without_proof(rest).end.map(|found| offset + found),
+                        ascii_text: None,
+                    };
+                }
+                // Only other control bytes (a tab): ASCII all the same; go on.
+            }
+        }
+        // Fewer than 128 bytes left (`bytes[..offset]` still ASCII without a line end).
+        scan_rest(bytes, offset)
+    }
+
+    /// The 16 bytes at `at` of `group`, loaded.
+    ///
+    /// # Safety
+    ///
+    /// `at + 16 <= 128`.
+    #[inline(always)]
+    unsafe fn load(group: &[u8; GROUP], at: usize) -> __m128i {
+        debug_assert!(at + BLOCK <= GROUP);
+        // SAFETY: `group` is a reference to 128 initialised bytes and the caller keeps `at + 16`
+        // within them, so the 16-byte read stays inside; `_mm_loadu_si128` accepts any alignment
+        // and needs only SSE2, which every x86_64 target has (it is in the baseline
+        // `target_feature` set of all of them), so it is available wherever this is compiled.
+        unsafe { _mm_loadu_si128(group.as_ptr().add(at).cast()) }
+    }
+
+    /// Whether any byte of `group` is flagged (a control up to CR, or ≥ 0x80).
+    #[inline(always)]
+    fn any_flagged(group: &[u8; GROUP]) -> bool {
+        // SAFETY: every `at` is a multiple of 16 below 128 (what `load` asks); the intrinsics
+        // need only SSE2, in the baseline of every x86_64 target (see `load`).
+        unsafe {
+            let limit = _mm_set1_epi8(FLAG_BELOW);
+            let flagged = |at| _mm_cmpgt_epi8(limit, load(group, at));
+            let first = _mm_or_si128(
+                _mm_or_si128(flagged(0), flagged(BLOCK)),
+                _mm_or_si128(flagged(2 * BLOCK), flagged(3 * BLOCK)),
+            );
+            let second = _mm_or_si128(
+                _mm_or_si128(flagged(4 * BLOCK), flagged(5 * BLOCK)),
+                _mm_or_si128(flagged(6 * BLOCK), flagged(7 * BLOCK)),
+            );
+            _mm_movemask_epi8(_mm_or_si128(first, second)) != 0
+        }
+    }
+
+    /// Bit `i` set when byte `i` of `block` is ≥ 0x80 (its top bit, which `movemask` gathers).
+    #[inline(always)]
+    fn non_ascii_mask(block: &[u8; BLOCK]) -> u32 {
+        // SAFETY: `block` is a reference to 16 initialised bytes, so the 16-byte read from its
+        // start stays inside it, and `_mm_loadu_si128` accepts any alignment; the intrinsics
+        // need only SSE2, in the baseline of every x86_64 target (see `load`).
+        unsafe {
+            // Only the low 16 bits can be set; the sign extension of `i32` never happens.
+            _mm_movemask_epi8(_mm_loadu_si128(block.as_ptr().cast())) as u32
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -244,6 +355,9 @@ mod tests {
 
     fn found(bytes: &[u8]) -> (Option<usize>, Option<&str>) {
         let scan = scan_long_line(bytes);
+        // The scan of CPUs without AVX2, whatever this one has.
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(sse2::scan(bytes), scan, "the SSE2 scan agrees");
         let piece = scan_line_piece(bytes);
         assert_eq!(piece.end, scan.end, "the piece search finds the same end");
         if bytes.len() >= crate::network::sse::swar::SHORT {
