@@ -93,6 +93,45 @@ fn ascii_text(line: &[u8]) -> &str {
     unsafe { std::str::from_utf8_unchecked(line) }
 }
 
+/// What a flagged SIMD block of `WIDTH` bytes at `offset` of `bytes` says, given its masks (bit
+/// `i` for the block's byte `i`: `line_ends` CR or LF, `non_ascii` a byte ≥ 0x80), while
+/// `bytes[..offset]` is known to be ASCII without a line end: the line's end (proven text when
+/// no byte of the block before it is non-ASCII), the end found without proof once a non-ASCII
+/// byte was seen, or `None` when the block held only other control bytes (a tab) and the scan
+/// goes on after it.
+#[cfg(target_arch = "x86_64")]
+#[inline(always)]
+fn after_flagged_block<const WIDTH: usize>(
+    bytes: &[u8],
+    offset: usize,
+    line_ends: u32,
+    non_ascii: u32,
+) -> Option<LineScan<'_>> {
+    if line_ends != 0 {
+        let at = line_ends.trailing_zeros();
+        let end = offset + at as usize;
+        // The bytes of this block before the line end: ASCII if none has its top bit.
+        let before = (1u32 << at) - 1;
+        let ascii = non_ascii & before == 0;
+        return Some(LineScan {
+            end: Some(end),
+            // Proven: `bytes[..offset]` by the invariant, the rest of the block before `at`
+            // just now.
+            ascii_text: ascii.then(|| ascii_text(bytes.get(..end).unwrap_or_default())),
+        });
+    }
+    if non_ascii != 0 {
+        // No proof possible any more: find the end only, after this block (it has none).
+        let after = offset + WIDTH;
+        let rest = bytes.get(after..).unwrap_or_default();
+        return Some(LineScan {
+            end: without_proof(rest).end.map(|found| after + found),
+            ascii_text: None,
+        });
+    }
+    None
+}
+
 /// 32 bytes per compare, four blocks per step.
 #[cfg(target_arch = "x86_64")]
 #[allow(unsafe_code)]
@@ -104,7 +143,7 @@ mod avx2 {
 
     use super::super::line_end::array_at;
     use super::super::line_end::avx2::{BLOCK, available, line_end_mask};
-    use super::{LineScan, ascii_text, scan_rest};
+    use super::{LineScan, scan_rest};
     /// Bytes per step of the fast loop: one branch for four blocks.
     const GROUP: usize = 4 * BLOCK;
     /// Signed bytes below this are flagged: controls up to CR, and every byte ≥ 0x80.
@@ -145,29 +184,12 @@ mod avx2 {
                 let line_ends = unsafe { line_end_mask(block) };
                 // SAFETY: as above.
                 let non_ascii = unsafe { non_ascii_mask(block) };
-                if line_ends != 0 {
-                    let at = line_ends.trailing_zeros();
-                    let end = offset + at as usize;
-                    // The bytes of this block before the line end: ASCII if none has its top bit.
-                    let before = (1u32 << at) - 1;
-                    let ascii = non_ascii & before == 0;
-                    return LineScan {
-                        end: Some(end),
-                        // Proven: `bytes[..offset]` by the invariant, the rest of the block
-                        // before `at` just now.
-                        ascii_text: ascii.then(|| ascii_text(bytes.get(..end).unwrap_or_default())),
-                    };
+                if let Some(found) =
+                    super::after_flagged_block::<BLOCK>(bytes, offset, line_ends, non_ascii)
+                {
+                    return found;
                 }
                 offset += BLOCK;
-                if non_ascii != 0 {
-                    // No proof possible any more: find the end only.
-                    let rest = bytes.get(offset..).unwrap_or_default();
-                    return LineScan {
-                        end: super::without_proof(rest).end.map(|found| offset + found),
-                        ascii_text: None,
-                    };
-                }
-                // Only other control bytes (a tab): ASCII all the same; go on.
             }
         }
         // Fewer than 128 bytes left (`bytes[..offset]` still ASCII without a line end).
@@ -238,7 +260,7 @@ mod sse2 {
 
     use super::super::line_end::array_at;
     use super::super::line_end::sse2::{BLOCK, line_end_mask};
-    use super::{LineScan, ascii_text, scan_rest};
+    use super::{LineScan, scan_rest};
     /// Bytes per step of the fast loop: one branch for eight blocks (128 bytes, as with AVX2).
     const GROUP: usize = 8 * BLOCK;
     /// Signed bytes below this are flagged: controls up to CR, and every byte ≥ 0x80.
@@ -260,29 +282,12 @@ mod sse2 {
                 };
                 let line_ends = line_end_mask(block);
                 let non_ascii = non_ascii_mask(block);
-                if line_ends != 0 {
-                    let at = line_ends.trailing_zeros();
-                    let end = offset + at as usize;
-                    // The bytes of this block before the line end: ASCII if none has its top bit.
-                    let before = (1u32 << at) - 1;
-                    let ascii = non_ascii & before == 0;
-                    return LineScan {
-                        end: Some(end),
-                        // Proven: `bytes[..offset]` by the invariant, the rest of the block
-                        // before `at` just now.
-                        ascii_text: ascii.then(|| ascii_text(bytes.get(..end).unwrap_or_default())),
-                    };
+                if let Some(found) =
+                    super::after_flagged_block::<BLOCK>(bytes, offset, line_ends, non_ascii)
+                {
+                    return found;
                 }
                 offset += BLOCK;
-                if non_ascii != 0 {
-                    // No proof possible any more: find the end only.
-                    let rest = bytes.get(offset..).unwrap_or_default();
-                    return LineScan {
-                        end: super::without_proof(rest).end.map(|found| offset + found),
-                        ascii_text: None,
-                    };
-                }
-                // Only other control bytes (a tab): ASCII all the same; go on.
             }
         }
         // Fewer than 128 bytes left (`bytes[..offset]` still ASCII without a line end).
