@@ -20,16 +20,22 @@ fn get(ev: &mut EventLoop, client: &HttpClient, url: &str) -> Result<HttpRespons
     wait(ev, &out)
 }
 
-#[test]
-fn set_cookie_response_completes_and_the_cookie_is_sent_next_time() {
-    let mut ev = EventLoop::new().unwrap();
-    let server = ScriptServer::start(|req, _| {
+/// A server whose `/login` sets the cookie `session=abc`, and whose other paths answer with the
+/// `Cookie` field they got (`none` without one).
+fn login_server() -> ScriptServer {
+    ScriptServer::start(|req, _| {
         if req.line.starts_with("GET /login") {
             Reply::Bytes(ok_response("in", "Set-Cookie: session=abc; Path=/\r\n"))
         } else {
             Reply::Bytes(ok_response(req.header("cookie").unwrap_or("none"), ""))
         }
-    });
+    })
+}
+
+#[test]
+fn set_cookie_response_completes_and_the_cookie_is_sent_next_time() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = login_server();
     let client = HttpClient::new().unwrap();
     let started = Instant::now();
     let first = get(&mut ev, &client, &server.url("/login")).unwrap();
@@ -50,13 +56,7 @@ fn set_cookie_response_completes_and_the_cookie_is_sent_next_time() {
 #[test]
 fn a_cookie_stored_through_a_shared_jar_goes_out_with_the_next_request() {
     let mut ev = EventLoop::new().unwrap();
-    let server = ScriptServer::start(|req, _| {
-        if req.line.starts_with("GET /login") {
-            Reply::Bytes(ok_response("in", "Set-Cookie: session=abc; Path=/\r\n"))
-        } else {
-            Reply::Bytes(ok_response(req.header("cookie").unwrap_or("none"), ""))
-        }
-    });
+    let server = login_server();
     let session = HttpSession::new();
     let client = HttpClient::with_session(session.clone()).unwrap();
     let me = server.url("/me");
