@@ -17,7 +17,7 @@ use counting_alloc::allocations;
 use kdnet::EventLoop;
 use kdnet::network::http::{HttpClient, HttpRequest};
 use kdnet::network::sse::SseClient;
-use support::{Reply, ScriptServer, get_text, ok_response, read_request_head, run_until, wait};
+use support::{Reply, ScriptServer, accept_event_stream, get_text, ok_response, run_until, wait};
 
 /// Events per burst of the stream.
 const BURST: usize = 100;
@@ -35,12 +35,7 @@ fn plain_requests_between_deliveries_keep_the_streams_event_pool() {
     let addr = listener.local_addr().unwrap();
     let (go, bursts) = mpsc::channel::<usize>();
     std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-        read_request_head(&mut reader).unwrap();
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
-            .unwrap();
+        let mut stream = accept_event_stream(&listener);
         while let Ok(cycle) = bursts.recv() {
             let mut burst = String::new();
             for n in 0..BURST {

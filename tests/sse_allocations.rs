@@ -16,7 +16,7 @@ use counting_alloc::{allocations, largest_allocation};
 use kdnet::EventLoop;
 use kdnet::network::http::HttpRequest;
 use kdnet::network::sse::{SseClient, SseEventRef, SseParser};
-use support::{read_request_head, run_until};
+use support::{accept_event_stream, read_request_head, run_until};
 
 /// OpenAI-like events (type, single data line, short changing IDs) plus multi-line events, fed in
 /// 4 KiB chunks so some events straddle chunks.
@@ -94,12 +94,7 @@ fn a_streaming_sse_client_allocates_nothing_per_event() {
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     std::thread::spawn(move || {
-        let (mut stream, _) = listener.accept().unwrap();
-        let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-        read_request_head(&mut reader).unwrap();
-        stream
-            .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
-            .unwrap();
+        let mut stream = accept_event_stream(&listener);
         let mut burst = String::new();
         for n in 0..EVENTS {
             burst.push_str(&format!(

@@ -109,6 +109,20 @@ impl RawHead {
     }
 }
 
+/// Accepts one connection on `listener`, reads its request head and answers `200` with
+/// `Content-Type: text/event-stream` (no length: the stream runs until the server closes it).
+/// Returns the connection, for the caller to write events into.
+pub fn accept_event_stream(listener: &std::net::TcpListener) -> std::net::TcpStream {
+    use std::io::Write;
+    let (mut stream, _) = listener.accept().unwrap();
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    read_request_head(&mut reader).unwrap();
+    stream
+        .write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n")
+        .unwrap();
+    stream
+}
+
 /// Reads one request head line by line up to its blank line; `None` when the peer closes first.
 pub fn read_request_head(reader: &mut impl std::io::BufRead) -> Option<RawHead> {
     let mut lines = Vec::new();
