@@ -13,7 +13,8 @@ use kdnet::network::http::__fuzz::{
     Framing, check_host_name, framing, numeric_ipv4, read_response,
 };
 use kdnet::network::http::{
-    HttpCookie, HttpCookieJar, HttpRequest, RedirectAction, redirect_action,
+    HttpCookie, HttpCookieJar, HttpError, HttpRequest, RedirectAction, RedirectPolicy,
+    redirect_action,
 };
 use kdnet::network::{AddressFamily, DnsResolver, SocketError, TcpSocket};
 use url::Url;
@@ -252,4 +253,26 @@ fn the_callers_cookie_stays_on_a_same_origin_hop_only() {
         panic!("expected to follow");
     };
     assert_eq!(next.header("cookie"), None);
+}
+
+/// `location`, crash-4581120ba4f687438c7d6d5675306a35eb496324 (found by the twentieth session's
+/// soak within 26 executions: Location `vascript:ample\x` on `https://example.com/` under
+/// `FollowSameHostAndProtocol`): the oracle still expected `BadRedirect` for every Location that
+/// is not an http(s) URL with a host, from before the policy decided first (d8ca55b: a hop the
+/// policy would not follow is the caller's answer, whatever its scheme). The oracle was
+/// corrected; this pins both halves.
+#[test]
+fn a_hop_to_another_scheme_is_returned_unless_the_policy_would_follow_it() {
+    let location = Some("vascript:ample\\x");
+    let mut request = HttpRequest::new("https://example.com/").unwrap();
+    request.set_redirect_policy(RedirectPolicy::FollowSameHostAndProtocol);
+    assert!(matches!(
+        redirect_action(&request, 302, location, 2),
+        RedirectAction::Return
+    ));
+    request.set_redirect_policy(RedirectPolicy::FollowAll);
+    assert!(matches!(
+        redirect_action(&request, 302, location, 2),
+        RedirectAction::Error(HttpError::BadRedirect(_))
+    ));
 }

@@ -6,9 +6,11 @@
 //! and the part before it is a requestable URL, otherwise it is all `location`.
 //!
 //! Oracles:
-//! 1. Decision: a non-redirect status, `DontFollow` or an empty `Location` return the response;
-//!    a `Location` that does not resolve to an http(s) URL with a host is `BadRedirect`; the hop
-//!    limit gives `TooManyRedirects`; a hop the policy forbids returns the response.
+//! 1. Decision, in the documented order: a non-redirect status, `DontFollow` or an empty
+//!    `Location` return the response; a `Location` that does not resolve against the base is
+//!    `BadRedirect`; a hop the policy forbids returns the response, whatever its scheme; one it
+//!    allows that is not an http(s) URL with a host is `BadRedirect`; the hop limit gives
+//!    `TooManyRedirects`.
 //! 2. The followed URL: http or https, with a host, no fragment, no credentials, equal to the
 //!    WHATWG resolution of the trimmed `Location` against the base (minus fragment and
 //!    credentials), stable when serialised and parsed again, and encodable as a request head
@@ -64,6 +66,19 @@ fn same_origin(a: &Url, b: &Url) -> bool {
     a.scheme() == b.scheme()
         && a.host() == b.host()
         && a.port_or_known_default() == b.port_or_known_default()
+}
+
+/// Whether `policy` lets a hop go from `from` to `to` (any scheme: the policy is asked before
+/// the scheme is checked).
+fn policy_follows(policy: RedirectPolicy, from: &Url, to: &Url) -> bool {
+    match policy {
+        RedirectPolicy::FollowAll => true,
+        RedirectPolicy::FollowSameHost => from.host() == to.host(),
+        RedirectPolicy::FollowSameHostAndProtocol => {
+            from.host() == to.host() && from.scheme() == to.scheme()
+        }
+        RedirectPolicy::DontFollow => false,
+    }
 }
 
 /// What the followed URL must be: the WHATWG join, without fragment or credentials.
@@ -211,12 +226,15 @@ fuzz_target!(|input: &[u8]| {
         }
         RedirectAction::Return => {
             if redirects && !trimmed.is_empty() {
-                // Only a policy refusal returns a resolvable redirect.
-                let target = expected_target(request.url(), trimmed)
+                // Only a policy refusal returns a redirect: its Location resolves (to any
+                // scheme), and the policy does not follow that hop.
+                let joined = request
+                    .url()
+                    .join(trimmed)
                     .expect("an unresolvable Location must be an error");
                 assert!(
-                    policy != RedirectPolicy::FollowAll,
-                    "FollowAll refused {target}"
+                    !policy_follows(policy, request.url(), &joined),
+                    "{policy:?} refused {joined}"
                 );
             }
         }
@@ -227,6 +245,13 @@ fuzz_target!(|input: &[u8]| {
                 None,
                 "valid Location refused"
             );
+            // Unresolvable, or resolved to a hop the policy would follow but cannot be made.
+            if let Ok(joined) = request.url().join(trimmed) {
+                assert!(
+                    policy_follows(policy, request.url(), &joined),
+                    "{policy:?} would return {joined}, not fail"
+                );
+            }
         }
         RedirectAction::Error(HttpError::TooManyRedirects { limit }) => {
             assert!(redirects);
