@@ -2128,3 +2128,67 @@ fn a_lone_panicking_slot_leaves_the_signal_usable() {
     signal.emit(&false);
     assert_eq!(log.take(), ["panicker", "panicker", "after"]);
 }
+
+// ---- Model-based review (thirteenth round) ------------------------------------------------------
+// Regressions found by tests/signal_model.rs.
+
+/// A first slot that disconnects itself has its closure dropped right after its call, and what
+/// it captured may touch the same signal when dropped: here a `ScopedConnection` to a third
+/// slot, which disconnects it. The fast emit marked itself as
+/// running only by the borrows it held, and dropped that closure while holding none: the
+/// disconnect settled the list under the running emit, the second slot moved up into the first
+/// one's place (already passed), and this emit skipped it.
+#[test]
+fn a_first_slot_whose_dropped_captures_disconnect_a_later_slot_skips_no_other_slot() {
+    let signal: Signal<()> = Signal::new();
+    let log = Log::default();
+    let owned: Rc<RefCell<Option<ScopedConnection>>> = Rc::default();
+    let (l, o) = (log.clone(), owned.clone());
+    let _a = signal.connect_reflective(move |own, _| {
+        let _owned = &o;
+        l.push("a");
+        own.disconnect();
+    });
+    let _b = signal.connect(log.slot("b"));
+    let c = signal.connect(log.slot("c"));
+    *owned.borrow_mut() = Some(c.clone().into());
+    drop(owned);
+    signal.emit(&());
+    assert_eq!(
+        log.take(),
+        ["a", "b"],
+        "c was disconnected before its turn, b was not"
+    );
+    assert!(!c.is_active());
+    signal.emit(&());
+    assert_eq!(log.take(), ["b"]);
+}
+
+/// The same with a slot that disconnects itself and whose dropped captures connect a slot: the
+/// new slot waits for the next emit, and the second slot runs in this one.
+#[test]
+fn a_first_slot_whose_dropped_captures_connect_a_slot_skips_no_other_slot() {
+    struct ConnectOnDrop(Rc<Signal<()>>, Log);
+    impl Drop for ConnectOnDrop {
+        fn drop(&mut self) {
+            self.0.connect(self.1.slot("new")).release();
+        }
+    }
+    let signal = Rc::new(Signal::<()>::new());
+    let log = Log::default();
+    let on_drop = ConnectOnDrop(signal.clone(), log.clone());
+    let l = log.clone();
+    signal
+        .connect_reflective(move |own, _| {
+            let _on_drop = &on_drop;
+            l.push("a");
+            own.disconnect();
+        })
+        .release();
+    let _b = signal.connect(log.slot("b"));
+    signal.emit(&());
+    assert_eq!(log.take(), ["a", "b"]);
+    signal.emit(&());
+    assert_eq!(log.take(), ["b", "new"]);
+    signal.disconnect_all();
+}
