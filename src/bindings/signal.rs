@@ -906,9 +906,16 @@ impl<A> SignalInner<A> {
     /// A fast emit after the signal changed under it: the slot just called (at position
     /// `next - 1`, `first` being 0) may have been disconnected meanwhile (its closure is dropped
     /// now); the slots from `next` on are called with their state checked.
+    ///
+    /// From here on the emit marks itself as running in the mode, as a checked emit does: when
+    /// `first` was the slot just called, its closure is dropped with no borrow held, and what it
+    /// captured may connect or disconnect on this signal when dropped (a `ScopedConnection` it
+    /// owns), which must not settle the list under this emit. (No checked emit runs further up
+    /// the stack: a fast emit starts only when the mode says none does.)
     #[cold]
     #[inline(never)]
     fn finish_slow(&self, args: &A, next: usize, unwinding: DropClosuresOnUnwind<'_, A>) {
+        self.mode.set(self.mode.get() | EMITTING);
         if next == 1 {
             self.first.drop_closure_if_removed();
         } else {
