@@ -14,6 +14,11 @@
 //! | emits the same signal again (nested emit) | the nested emit runs every slot except the ones already running further up the stack and those connected during the outer emit | — |
 //! | panics | the panic propagates to the caller of `emit` | the signal is fully usable; the panicking slot stays connected |
 //!
+//! A slot's closure (with what it captured) is dropped when it is disconnected, or, if it is
+//! running then, right after its call returns (also when the call panics). What it captured may
+//! act on the signal as it is dropped (a [`ScopedConnection`](super::ScopedConnection) it owns
+//! disconnects another slot): that counts as done at that moment, under the rules above.
+//!
 //! Slots always run in the order they were connected (KDBindings reuses freed entries
 //! last-in-first-out, so its order changes after a disconnect; kdnet's does not).
 //!
