@@ -666,6 +666,44 @@ fn quit_is_consumed_by_run() {
     assert_eq!(event_loop.run(), SAFETY_EXIT);
 }
 
+/// A quit a slot asks for through a `LoopHandle` ends `run()` once the closures posted before it
+/// ran: nothing that became due or ready after the slot's turn is dispatched by that run (it
+/// used to take one more turn that also polled and fired due timers, so a periodic timer could
+/// tick once more after its slot quit, on a loaded machine); the next turn picks it up.
+#[test]
+fn run_dispatches_nothing_after_a_slots_quit_but_the_closures_posted_before_it() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let log = Rc::new(RefCell::new(Vec::<&str>::new()));
+    let later = Timer::new().unwrap();
+    later.single_shot.set(true);
+    let l = log.clone();
+    later
+        .timeout
+        .connect(move |_| l.borrow_mut().push("later"))
+        .release();
+    let quitter = Timer::new().unwrap();
+    quitter.single_shot.set(true);
+    let (l, handle, later) = (log.clone(), event_loop.handle(), later.clone());
+    quitter
+        .timeout
+        .connect(move |_| {
+            l.borrow_mut().push("quitter");
+            let posted = l.clone();
+            post(move || posted.borrow_mut().push("posted")).unwrap();
+            handle.quit();
+            // Due on the next turn: after the quit.
+            later.start();
+        })
+        .release();
+    quitter.start();
+    assert_eq!(event_loop.run(), 0);
+    assert_eq!(*log.borrow(), ["quitter", "posted"]);
+    // Not lost: the next turn fires it.
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(*log.borrow(), ["quitter", "posted", "later"]);
+}
+
 #[test]
 fn exit_code_from_a_slot() {
     let mut event_loop = EventLoop::new().unwrap();
