@@ -282,6 +282,13 @@ impl LoopCore {
         }
         let ran_posted = self.run_posted();
         dispatched += ran_posted;
+        if !return_after_posted && (self.quit.get().is_some() || self.shared.quit_requested()) {
+            // run() ends once the closures posted before the quit ran: nothing that became
+            // ready or due after the turn that asked for it is dispatched (a quit asked for
+            // during those closures is taken by the next turn, which runs what other threads
+            // posted before it, then ends here too). It stays ready or due for a later turn.
+            return Ok(dispatched);
+        }
 
         // run() must see a quit that came during this turn (taken above, asked for by a posted
         // closure, or taken by a nested turn one of them ran) without waiting for an unrelated
@@ -596,9 +603,12 @@ impl EventLoop {
 
     /// Runs until [`quit`](Self::quit) or [`exit`](Self::exit) (from here, a slot, or any thread
     /// through a [`LoopHandle`]) and returns the exit code. A quit requested before `run` makes it
-    /// return at once (after one non-blocking turn if it came through a [`LoopHandle`], so that
-    /// closures posted before it still run). Returns `-1` if the poller itself fails (logged at
-    /// error level).
+    /// return at once (after running the closures posted before it, if it came through a
+    /// [`LoopHandle`]). A quit a slot asks for ends `run` after that slot's turn, once the
+    /// closures posted before the quit ran: no I/O, timer or deferred slot that became ready or
+    /// due after that turn is dispatched (it stays pending for the next `run` or
+    /// [`process_events`](Self::process_events)). Returns `-1` if the poller itself fails
+    /// (logged at error level).
     pub fn run(&mut self) -> i32 {
         loop {
             if let Some(code) = self.take_quit() {

@@ -106,6 +106,11 @@ impl Shared {
         self.wake();
     }
 
+    /// Whether a quit was asked for and not taken yet (one load).
+    pub(crate) fn quit_requested(&self) -> bool {
+        self.quit_requested.load(Ordering::Acquire)
+    }
+
     pub(crate) fn take_quit(&self) -> Option<i32> {
         // Looked at before it is taken: every turn asks, and a plain load is cheaper than the
         // swap (a locked read-modify-write) when nobody asked to quit.
