@@ -1282,13 +1282,16 @@ fn a_user_callback_on_the_loops_evaluator_does_not_stop_the_loop_waking() {
     let started = Instant::now();
     assert_eq!(event_loop.run(), 5, "the deferred slot woke the loop");
     assert!(started.elapsed() < Duration::from_secs(5));
+    // The hook runs on the emitting thread after the call is queued (and the loop woken), so
+    // the loop may run the slot before the hook returns: the worker's emit has returned once
+    // the worker is joined.
+    release_tx.send(()).unwrap();
+    worker.join().unwrap();
     assert_eq!(
         added.load(Ordering::SeqCst),
         1,
         "the user's callback ran too"
     );
-    release_tx.send(()).unwrap();
-    worker.join().unwrap();
 }
 
 /// An embedding host driving a periodic timer sleeps between ticks: it wakes about once per tick,

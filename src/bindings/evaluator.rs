@@ -126,7 +126,9 @@ impl ConnectionEvaluator {
     }
 
     /// Sets a callback run on the emitting thread each time an invocation is queued
-    /// (KDBindings `onInvocationAdded`), replacing the one set before. It also runs, on the
+    /// (KDBindings `onInvocationAdded`), replacing the one set before. It runs after the
+    /// invocation is queued (and, on an event loop's evaluator, after the loop was woken), so the
+    /// call may already be under way or done on the evaluating thread when it runs. It also runs, on the
     /// evaluating thread, when an evaluation that turned a call away ends, so that the owner
     /// comes back for what is left: it may run more often than invocations are queued. On an
     /// event loop's evaluator it runs in addition to the loop's own wake-up.
