@@ -63,7 +63,12 @@ enum Answer {
         chunked: bool,
         /// With a `Set-Cookie` of a name of this request's own.
         set_cookie: bool,
+        /// With `Keep-Alive`: 0 none, 1 `timeout=1`, 2 `max=0`, 3 `max=1`.
+        keep_alive: u8,
     },
+    /// Answers `307` to the same path with an `h` after it on host `.0` (the hop is answered
+    /// 200).
+    Redirect(usize),
     /// Closes the connection without answering.
     Silent,
     /// Answers 200 as a keep-alive response, then closes the connection (an idle connection
@@ -81,6 +86,8 @@ enum CancelPlan {
     FromCallbackOf(usize),
     /// From a timer this many milliseconds after it was sent.
     AfterMs(u8),
+    /// From an `about_to_send_request` slot: it is never sent.
+    WhenAnnounced,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -113,6 +120,8 @@ struct Script {
     idle_ms: u64,
     /// The callback of request `.1` sets `max_connections_per_host` to `.0`.
     new_max: Option<(usize, usize)>,
+    /// An `about_to_send_request` slot is connected (requests are then scheduled after it ran).
+    announce: bool,
     requests: Vec<ReqScript>,
 }
 
@@ -125,19 +134,24 @@ fn answer_strategy() -> impl Strategy<Value = Answer> {
             prop_oneof![4 => Just(0u8), 1 => 1u8..20],
             prop::bool::weighted(0.3),
             prop::bool::weighted(0.15),
+            prop_oneof![7 => Just(0u8), 1 => Just(1u8), 1 => Just(2u8), 1 => Just(3u8)],
         )
-            .prop_map(|(status, close, pieces, delay_ms, chunked, set_cookie)| {
-                Answer::Reply {
-                    status,
-                    close,
-                    pieces,
-                    delay_ms,
-                    chunked,
-                    set_cookie,
+            .prop_map(
+                |(status, close, pieces, delay_ms, chunked, set_cookie, keep_alive)| {
+                    Answer::Reply {
+                        status,
+                        close,
+                        pieces,
+                        delay_ms,
+                        chunked,
+                        set_cookie,
+                        keep_alive,
+                    }
                 }
-            }),
+            ),
         2 => Just(Answer::Silent),
         1 => Just(Answer::ReplyThenDrop),
+        1 => (0usize..HOSTS).prop_map(Answer::Redirect),
     ]
 }
 
@@ -153,6 +167,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
             1 => Just(1u8),
             2 => Just(2u8),
             1 => Just(3u8),
+            1 => Just(4u8),
         ],
         any::<prop::sample::Index>(),
         0u8..30,
@@ -163,65 +178,87 @@ fn script_strategy() -> impl Strategy<Value = Script> {
         1usize..=3,
         prop_oneof![3 => Just(5_000u64), 1 => Just(30u64)],
         prop::option::weighted(0.25, (1usize..=3, any::<prop::sample::Index>())),
+        prop::bool::weighted(0.2),
+        prop::bool::weighted(0.3),
         prop::collection::vec(request, 1..12),
     )
-        .prop_map(|(max_per_host, idle_ms, new_max, raw)| {
-            let n = raw.len();
-            let requests = raw
-                .into_iter()
-                .enumerate()
-                .map(
-                    |(
-                        i,
-                        (
-                            host,
-                            method,
-                            body_len,
-                            parent,
-                            wait,
-                            cancel,
-                            target,
-                            ms,
-                            cancel_all,
-                            (a1, a2),
-                        ),
-                    )| {
-                        let parent = parent.filter(|_| i > 0).map(|p| p.index(i));
-                        let wait = wait && parent.is_some();
-                        let cancel = match cancel {
-                            _ if wait => CancelPlan::Never,
-                            1 => CancelPlan::AtOnce,
-                            2 => {
-                                let j = target.index(n);
-                                if j == i {
-                                    CancelPlan::Never
-                                } else {
-                                    CancelPlan::FromCallbackOf(j)
+        .prop_map(
+            |(max_per_host, idle_ms, new_max, announce, one_host, raw)| {
+                let n = raw.len();
+                let first_host = raw[0].0;
+                let mut requests: Vec<ReqScript> = raw
+                    .into_iter()
+                    .enumerate()
+                    .map(
+                        |(
+                            i,
+                            (
+                                host,
+                                method,
+                                body_len,
+                                parent,
+                                wait,
+                                cancel,
+                                target,
+                                ms,
+                                cancel_all,
+                                (a1, a2),
+                            ),
+                        )| {
+                            let parent = parent.filter(|_| i > 0).map(|p| p.index(i));
+                            let wait = wait && parent.is_some();
+                            let cancel = match cancel {
+                                _ if wait => CancelPlan::Never,
+                                1 => CancelPlan::AtOnce,
+                                2 => {
+                                    let j = target.index(n);
+                                    if j == i {
+                                        CancelPlan::Never
+                                    } else {
+                                        CancelPlan::FromCallbackOf(j)
+                                    }
                                 }
+                                3 => CancelPlan::AfterMs(ms),
+                                4 => CancelPlan::WhenAnnounced,
+                                _ => CancelPlan::Never,
+                            };
+                            ReqScript {
+                                host,
+                                method,
+                                body_len,
+                                parent,
+                                wait,
+                                cancel,
+                                cancel_all,
+                                answers: [a1, a2],
                             }
-                            3 => CancelPlan::AfterMs(ms),
-                            _ => CancelPlan::Never,
-                        };
-                        ReqScript {
-                            host,
-                            method,
-                            body_len,
-                            parent,
-                            wait,
-                            cancel,
-                            cancel_all,
-                            answers: [a1, a2],
+                        },
+                    )
+                    .collect();
+                if one_host {
+                    // All to one host, where the client's count of connections is that host's.
+                    for r in &mut requests {
+                        r.host = first_host;
+                        for a in &mut r.answers {
+                            if let Answer::Redirect(to) = a {
+                                *to = first_host;
+                            }
                         }
-                    },
-                )
-                .collect();
-            Script {
-                max_per_host,
-                idle_ms,
-                new_max: new_max.map(|(max, at)| (max, at.index(n))),
-                requests,
-            }
-        })
+                    }
+                }
+                let announce = announce
+                    || requests
+                        .iter()
+                        .any(|r: &ReqScript| r.cancel == CancelPlan::WhenAnnounced);
+                Script {
+                    max_per_host,
+                    idle_ms,
+                    new_max: new_max.map(|(max, at)| (max, at.index(n))),
+                    announce,
+                    requests,
+                }
+            },
+        )
 }
 
 // ---- the servers -----------------------------------------------------------------------------
@@ -234,7 +271,9 @@ struct Arrival {
     case: u64,
     /// The script's index of the request (`None` for the checks after the script).
     req: Option<usize>,
-    /// 1 for the first time the server saw this request, 2 for the second, ...
+    /// A redirect hop's request (`/c{case}/r{req}h`).
+    hop: bool,
+    /// 1 for the first time the server saw this request (this path), 2 for the second, ...
     attempt: u32,
     method: String,
     body: Vec<u8>,
@@ -251,6 +290,8 @@ struct HostBook {
     open: usize,
     /// The most connections allowed now (set per case).
     limit: usize,
+    /// The client's idle connection timeout now (set per case).
+    idle: Duration,
     arrivals: Vec<Arrival>,
     violations: Vec<String>,
 }
@@ -275,17 +316,15 @@ impl Servers {
             attempts: Mutex::default(),
         });
         let binds = ["127.0.0.1:0", "127.0.0.1:0", "[::1]:0"];
-        let addrs = binds
+        let listeners: Vec<TcpListener> = binds
             .iter()
-            .enumerate()
-            .map(|(host, bind)| {
-                let listener = TcpListener::bind(bind).unwrap();
-                let addr = listener.local_addr().unwrap();
-                let shared = Arc::clone(&shared);
-                std::thread::spawn(move || accept_loop(listener, host, shared));
-                addr
-            })
+            .map(|bind| TcpListener::bind(bind).unwrap())
             .collect();
+        let addrs: Vec<SocketAddr> = listeners.iter().map(|l| l.local_addr().unwrap()).collect();
+        for (host, listener) in listeners.into_iter().enumerate() {
+            let (shared, all) = (Arc::clone(&shared), addrs.clone());
+            std::thread::spawn(move || accept_loop(listener, host, shared, all));
+        }
         Servers { addrs, shared }
     }
 
@@ -315,7 +354,7 @@ impl Servers {
     }
 }
 
-fn accept_loop(listener: TcpListener, host: usize, shared: Arc<Shared>) {
+fn accept_loop(listener: TcpListener, host: usize, shared: Arc<Shared>, addrs: Vec<SocketAddr>) {
     let serial = AtomicU64::new(0);
     for stream in listener.incoming() {
         let Ok(stream) = stream else { continue };
@@ -347,9 +386,9 @@ fn accept_loop(listener: TcpListener, host: usize, shared: Arc<Shared>) {
                 }
             });
         }
-        let shared = Arc::clone(&shared);
+        let (shared, addrs) = (Arc::clone(&shared), addrs.clone());
         std::thread::spawn(move || {
-            serve(stream, host, conn, &shared);
+            serve(stream, host, conn, &shared, &addrs);
             shared.books[host].lock().unwrap().open -= 1;
         });
     }
@@ -399,14 +438,27 @@ fn read_one(reader: &mut BufReader<TcpStream>) -> Option<Read1> {
     })
 }
 
-/// `/c{case}/r{req}` or `/c{case}/fresh`.
-fn parse_path(path: &str) -> Option<(u64, Option<usize>)> {
+/// `/c{case}/r{req}`, `/c{case}/r{req}h` (a redirect hop) or `/c{case}/fresh{host}`.
+fn parse_path(path: &str) -> Option<(u64, Option<usize>, bool)> {
     let rest = path.strip_prefix("/c")?;
     let (case, what) = rest.split_once('/')?;
     let case = case.parse().ok()?;
-    let req = what.strip_prefix('r').and_then(|r| r.parse().ok());
-    Some((case, req))
+    let req = what.strip_prefix('r');
+    let hop = req.is_some_and(|r| r.ends_with('h'));
+    let req = req.and_then(|r| r.trim_end_matches('h').parse().ok());
+    Some((case, req, hop))
 }
+
+/// The answer to requests the script says nothing of (redirect hops, the checks after it).
+const PLAIN: Answer = Answer::Reply {
+    status: 200,
+    close: false,
+    pieces: 1,
+    delay_ms: 0,
+    chunked: false,
+    set_cookie: false,
+    keep_alive: 0,
+};
 
 /// What a response's body says of its request (HEAD: what it would have said).
 fn response_text(method: &str, path: &str, attempt: u32, body: &[u8]) -> String {
@@ -420,14 +472,39 @@ fn cookie_name(case: u64, req: usize) -> String {
     format!("k{case}r{req}")
 }
 
-fn serve(stream: TcpStream, host: usize, conn: u64, shared: &Shared) {
+fn serve(stream: TcpStream, host: usize, conn: u64, shared: &Shared, addrs: &[SocketAddr]) {
     let mut writer = stream.try_clone().unwrap();
     let mut reader = BufReader::new(stream);
     let mut served = 0;
+    // How many more requests the client may send on this connection after what the last
+    // response's `Keep-Alive` said, and when that response was written.
+    let mut allowed_more: Option<u32> = None;
+    let mut answered_at: Option<Instant> = None;
     while let Some(read) = read_one(&mut reader) {
-        let Some((case, req)) = parse_path(&read.path) else {
+        let arrived = Instant::now();
+        let Some((case, req, hop)) = parse_path(&read.path) else {
             return;
         };
+        {
+            let mut book = shared.books[host].lock().unwrap();
+            if allowed_more == Some(0) {
+                book.violations.push(format!(
+                    "host {host}: {} on a connection the server's Keep-Alive retired",
+                    read.path
+                ));
+            }
+            let idle = book.idle;
+            if let Some(at) = answered_at
+                && arrived - at > idle + Duration::from_millis(300)
+            {
+                book.violations.push(format!(
+                    "host {host}: {} on a connection idle for {:?} (idle timeout {idle:?})",
+                    read.path,
+                    arrived - at
+                ));
+            }
+        }
+        allowed_more = allowed_more.map(|n| n.saturating_sub(1));
         let attempt = {
             let mut attempts = shared.attempts.lock().unwrap();
             let n = attempts.entry((case, read.path.clone())).or_insert(0);
@@ -435,18 +512,9 @@ fn serve(stream: TcpStream, host: usize, conn: u64, shared: &Shared) {
             *n
         };
         let answer = req
+            .filter(|_| !hop)
             .and_then(|r| shared.scripts.lock().unwrap().get(&(case, r)).copied())
-            .map_or(
-                Answer::Reply {
-                    status: 200,
-                    close: false,
-                    pieces: 1,
-                    delay_ms: 0,
-                    chunked: false,
-                    set_cookie: false,
-                },
-                |answers| answers[(attempt as usize - 1).min(1)],
-            );
+            .map_or(PLAIN, |answers| answers[(attempt as usize - 1).min(1)]);
         let cookie = read
             .headers
             .iter()
@@ -455,6 +523,7 @@ fn serve(stream: TcpStream, host: usize, conn: u64, shared: &Shared) {
         shared.books[host].lock().unwrap().arrivals.push(Arrival {
             case,
             req,
+            hop,
             attempt,
             method: read.method.clone(),
             body: read.body.clone(),
@@ -463,31 +532,54 @@ fn serve(stream: TcpStream, host: usize, conn: u64, shared: &Shared) {
             reused: served > 0,
         });
         served += 1;
-        let (status, close, pieces, delay_ms, chunked, set_cookie, drop_after) = match answer {
-            Answer::Silent => return,
-            Answer::ReplyThenDrop => (200, false, 1, 0, false, false, true),
-            Answer::Reply {
-                status,
-                close,
-                pieces,
-                delay_ms,
-                chunked,
-                set_cookie,
-            } => (status, close, pieces, delay_ms, chunked, set_cookie, false),
-        };
+        let mut location = None;
+        let (status, close, pieces, delay_ms, chunked, set_cookie, keep_alive, drop_after) =
+            match answer {
+                Answer::Silent => return,
+                Answer::ReplyThenDrop => (200, false, 1, 0, false, false, 0, true),
+                Answer::Redirect(to) => {
+                    location = Some(format!("http://{}{}h", addrs[to], read.path));
+                    (307, false, 1, 0, false, false, 0, false)
+                }
+                Answer::Reply {
+                    status,
+                    close,
+                    pieces,
+                    delay_ms,
+                    chunked,
+                    set_cookie,
+                    keep_alive,
+                } => (
+                    status, close, pieces, delay_ms, chunked, set_cookie, keep_alive, false,
+                ),
+            };
         if delay_ms > 0 {
             std::thread::sleep(Duration::from_millis(delay_ms.into()));
         }
         let text = response_text(&read.method, &read.path, attempt, &read.body);
         let mut head = format!(
             "HTTP/1.1 {status} {}\r\nX-Req: {} attempt={attempt}\r\n",
-            if status == 200 {
-                "OK"
-            } else {
-                "Service Unavailable"
+            match status {
+                200 => "OK",
+                307 => "Temporary Redirect",
+                _ => "Service Unavailable",
             },
             read.path
         );
+        if let Some(location) = &location {
+            head.push_str(&format!("Location: {location}\r\n"));
+        }
+        match keep_alive {
+            1 => head.push_str("Keep-Alive: timeout=1\r\n"),
+            2 => head.push_str("Keep-Alive: max=0\r\n"),
+            3 => head.push_str("Keep-Alive: max=1\r\n"),
+            _ => {}
+        }
+        allowed_more = match keep_alive {
+            1 | 2 => Some(0),
+            3 => Some(1),
+            _ => allowed_more,
+        };
         if close {
             head.push_str("Connection: close\r\n");
         }
@@ -530,6 +622,7 @@ fn serve(stream: TcpStream, host: usize, conn: u64, shared: &Shared) {
             }
             let _ = writer.flush();
         }
+        answered_at = Some(Instant::now());
         if close || drop_after {
             return;
         }
@@ -571,6 +664,9 @@ struct Ctx {
     clock: Cell<u64>,
     /// Set while `send` or `cancel` runs: no callback may run then.
     in_client_call: Cell<bool>,
+    /// The most connections the client may have open (all hosts together): the larger limit
+    /// while it changes, times the hosts the script uses.
+    most_open: usize,
     violations: RefCell<Vec<String>>,
 }
 
@@ -625,7 +721,7 @@ fn submit(ctx: &Rc<Ctx>, r: usize) {
             let c = Rc::clone(ctx);
             Timer::set_timeout(Duration::from_millis(ms.into()), move || cancel(&c, r)).unwrap();
         }
-        CancelPlan::Never | CancelPlan::FromCallbackOf(_) => {}
+        CancelPlan::Never | CancelPlan::FromCallbackOf(_) | CancelPlan::WhenAnnounced => {}
     }
 }
 
@@ -638,9 +734,9 @@ fn cancel(ctx: &Rc<Ctx>, r: usize) {
         let Some(id) = seen[r].id else { return };
         (id, seen[r].done_at.is_none() && !seen[r].cancelled)
     };
-    ctx.in_client_call.set(true);
+    let was = ctx.in_client_call.replace(true);
     let got = client.cancel(id);
-    ctx.in_client_call.set(false);
+    ctx.in_client_call.set(was);
     if got != expected {
         ctx.violation(format!(
             "cancel of request {r} returned {got}, expected {expected}"
@@ -651,7 +747,45 @@ fn cancel(ctx: &Rc<Ctx>, r: usize) {
     }
 }
 
+/// The `about_to_send_request` slot: cancels the requests the script says to.
+fn on_announce(ctx: &Rc<Ctx>, id: RequestId, request: &HttpRequest) {
+    check_open(ctx);
+    let Some((_, Some(r), false)) = parse_path(request.url().path()) else {
+        return;
+    };
+    if ctx.script.requests[r].cancel != CancelPlan::WhenAnnounced {
+        return;
+    }
+    let Some(client) = ctx.client.upgrade() else {
+        return;
+    };
+    let was = ctx.in_client_call.replace(true);
+    let got = client.cancel(id);
+    ctx.in_client_call.set(was);
+    if !got {
+        ctx.violation(format!(
+            "cancel of request {r} from about_to_send_request returned false"
+        ));
+    }
+    ctx.seen.borrow_mut()[r].cancelled = got;
+}
+
+/// The client's own count of open connections is within the limit (sampled at every callback,
+/// slot and timer tick of the script).
+fn check_open(ctx: &Ctx) {
+    if let Some(client) = ctx.client.upgrade() {
+        let open = client.open_connections();
+        if open > ctx.most_open {
+            ctx.violation(format!(
+                "{open} connections open, at most {} allowed",
+                ctx.most_open
+            ));
+        }
+    }
+}
+
 fn on_done(ctx: &Rc<Ctx>, r: usize, result: Result<HttpResponse, HttpError>) {
+    check_open(ctx);
     if ctx.in_client_call.get() {
         ctx.violation(format!("callback of request {r} ran inside send or cancel"));
     }
@@ -722,6 +856,24 @@ fn on_done(ctx: &Rc<Ctx>, r: usize, result: Result<HttpResponse, HttpError>) {
 
 static CASES: AtomicU64 = AtomicU64::new(0);
 
+/// What the cases exercised (printed at the end, to see that they do): requests, requests sent
+/// again, redirect hops, cancelled requests, failed ones, requests on a reused connection,
+/// requests that carried a cookie.
+static STATS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
+const STAT_NAMES: [&str; 7] = [
+    "requests",
+    "replays",
+    "hops",
+    "cancelled",
+    "failed",
+    "on reused",
+    "with cookie",
+];
+
+fn count(stat: usize, n: usize) {
+    STATS[stat].fetch_add(n as u64, Ordering::Relaxed);
+}
+
 fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
     let case = CASES.fetch_add(1, Ordering::SeqCst);
     let max = script.max_per_host;
@@ -740,6 +892,7 @@ fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
     for h in 0..HOSTS {
         let mut book = servers.book(h);
         book.limit = most;
+        book.idle = Duration::from_millis(script.idle_ms);
         book.arrivals.clear();
         book.violations.clear();
     }
@@ -760,14 +913,39 @@ fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
         ),
         clock: Cell::new(0),
         in_client_call: Cell::new(false),
+        most_open: most * {
+            let mut hosts: Vec<usize> = (script.requests.iter())
+                .flat_map(|r| {
+                    let to = r.answers.iter().filter_map(|a| match a {
+                        Answer::Redirect(to) => Some(*to),
+                        _ => None,
+                    });
+                    std::iter::once(r.host).chain(to)
+                })
+                .collect();
+            hosts.sort_unstable();
+            hosts.dedup();
+            hosts.len()
+        },
         violations: RefCell::default(),
     });
+    if script.announce {
+        let c = Rc::clone(&ctx);
+        client
+            .about_to_send_request
+            .connect(move |(id, request)| on_announce(&c, *id, request))
+            .release();
+    }
     for (r, s) in script.requests.iter().enumerate() {
         if s.parent.is_none() {
             submit(&ctx, r);
         }
     }
     let all_done = || ctx.seen.borrow().iter().all(|s| s.calls > 0);
+    let sampler = {
+        let c = Rc::clone(&ctx);
+        Timer::create_recurring(Duration::from_millis(1), move || check_open(&c)).unwrap()
+    };
     let finished = support::run_until(&mut event_loop, Duration::from_secs(30), all_done);
     prop_assert!(
         finished,
@@ -780,6 +958,7 @@ fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
     );
     // A moment more, for a callback that would run twice.
     support::run_until(&mut event_loop, Duration::from_millis(10), || false);
+    drop(sampler);
     let violations = ctx.violations.borrow().clone();
     prop_assert!(violations.is_empty(), "case {case}: {violations:?}");
     prop_assert_eq!(client.pending_requests(), 0, "case {}: requests left", case);
@@ -857,6 +1036,19 @@ fn check_model(
 ) -> Result<(), TestCaseError> {
     let seen = ctx.seen.borrow();
     let fail = |msg: String| Err(TestCaseError::fail(format!("case {case}: {msg}")));
+    let all = || arrivals.iter().flatten().filter(|a| a.req.is_some());
+    count(0, seen.len());
+    count(1, all().filter(|a| a.attempt == 2).count());
+    count(2, all().filter(|a| a.hop).count());
+    count(3, seen.iter().filter(|s| s.was_cancelled()).count());
+    count(
+        4,
+        (seen.iter())
+            .filter(|s| !s.was_cancelled() && matches!(s.result, Some(Err(_))))
+            .count(),
+    );
+    count(5, all().filter(|a| a.reused).count());
+    count(6, all().filter(|a| a.cookie.is_some()).count());
     // A host where a server dropped an idle connection: a request may have gone out on it
     // before the client saw the close, and never reached the server.
     let stale: Vec<bool> = (0..HOSTS)
@@ -874,44 +1066,73 @@ fn check_model(
         if me.calls != 1 {
             return fail(format!("request {r}: callback ran {} times", me.calls));
         }
+        let method = match s.method {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+        };
+        let body = ctx.request(r).body().to_vec();
+        let answer_of = |a: &Arrival| s.answers[(a.attempt as usize - 1).min(1)];
         let attempts: Vec<&Arrival> = arrivals[s.host]
             .iter()
-            .filter(|a| a.req == Some(r))
+            .filter(|a| a.req == Some(r) && !a.hop)
             .collect();
-        for (i, a) in attempts.iter().enumerate() {
-            if a.attempt as usize != i + 1 {
-                return fail(format!("request {r}: attempts out of order {attempts:?}"));
-            }
-            let method = match s.method {
-                Method::Get => "GET",
-                Method::Head => "HEAD",
-                Method::Post => "POST",
-            };
-            if a.method != method {
-                return fail(format!("request {r}: server saw {}", a.method));
-            }
-            let body = ctx.request(r).body().to_vec();
-            if a.body != body {
-                return fail(format!("request {r}: server got body {:?}", a.body));
+        // Where its last attempt was redirected to, and the redirect hop's attempts there.
+        let target = attempts.last().and_then(|a| match answer_of(a) {
+            Answer::Redirect(to) => Some(to),
+            _ => None,
+        });
+        let hops: Vec<&Arrival> = target.map_or(Vec::new(), |t| {
+            (arrivals[t].iter())
+                .filter(|a| a.req == Some(r) && a.hop)
+                .collect()
+        });
+        for list in [&attempts, &hops] {
+            for (i, a) in list.iter().enumerate() {
+                if a.attempt as usize != i + 1 {
+                    return fail(format!("request {r}: attempts out of order {list:?}"));
+                }
+                // A 307 keeps the method and the body.
+                if a.method != method || a.body != body {
+                    return fail(format!(
+                        "request {r}: server saw {} with body {:?}",
+                        a.method, a.body
+                    ));
+                }
             }
         }
-        for other in (0..HOSTS).filter(|&h| h != s.host) {
-            if arrivals[other].iter().any(|a| a.req == Some(r)) {
-                return fail(format!("request {r} reached host {other}"));
+        for (h, arrivals) in arrivals.iter().enumerate() {
+            let stray = arrivals.iter().any(|a| {
+                a.req == Some(r)
+                    && if a.hop {
+                        Some(h) != target
+                    } else {
+                        h != s.host
+                    }
+            });
+            if stray {
+                return fail(format!("request {r} reached host {h}"));
             }
         }
-        let answer_of = |a: &Arrival| s.answers[(a.attempt as usize - 1).min(1)];
         let result = me.result.as_ref().unwrap();
+        if s.cancel == CancelPlan::WhenAnnounced && !(attempts.is_empty() && me.cancelled) {
+            return fail(format!(
+                "request {r}: cancelled from about_to_send_request, yet sent ({attempts:?}, cancel {})",
+                me.cancelled
+            ));
+        }
         if me.was_cancelled() {
             if !matches!(result, Err(HttpError::Cancelled)) {
                 return fail(format!("request {r}: cancelled but got {result:?}"));
             }
             // At most one replay, cancelled or not.
-            if attempts.len() > 2 {
-                return fail(format!("request {r}: {} attempts", attempts.len()));
+            if attempts.len() > 2 || hops.len() > 2 {
+                return fail(format!("request {r}: attempts {attempts:?} {hops:?}"));
             }
             continue;
         }
+        // A connection of a host the request went to was dropped by its server while idle.
+        let stale_any = stale[s.host] || target.is_some_and(|t| stale[t]);
         match result {
             Err(HttpError::Cancelled) => {
                 return fail(format!("request {r}: Cancelled without a cancel"));
@@ -920,29 +1141,39 @@ fn check_model(
                 let Some(last) = attempts.last() else {
                     return fail(format!("request {r}: a response the server never sent"));
                 };
-                let n = last.attempt;
-                let path = format!("/c{case}/r{r}");
-                let tag = format!("{path} attempt={n}");
+                let (path, last, status, redirects) = match answer_of(last) {
+                    Answer::Reply { status, .. } => (format!("/c{case}/r{r}"), *last, status, 0),
+                    Answer::ReplyThenDrop => (format!("/c{case}/r{r}"), *last, 200, 0),
+                    Answer::Redirect(_) => match hops.as_slice() {
+                        [hop] => (format!("/c{case}/r{r}h"), *hop, 200, 1),
+                        _ => {
+                            return fail(format!(
+                                "request {r}: a response after redirect hops {hops:?}"
+                            ));
+                        }
+                    },
+                    Answer::Silent => {
+                        return fail(format!("request {r}: a response to a silent attempt"));
+                    }
+                };
+                let tag = format!("{path} attempt={}", last.attempt);
                 if response.header("x-req") != Some(tag.as_str()) {
                     return fail(format!(
                         "request {r}: response of {:?}, expected {tag}",
                         response.header("x-req")
                     ));
                 }
-                let status = match answer_of(last) {
-                    Answer::Reply { status, .. } => status,
-                    Answer::ReplyThenDrop => 200,
-                    Answer::Silent => {
-                        return fail(format!("request {r}: a response to a silent attempt"));
-                    }
-                };
-                if response.status() != status {
-                    return fail(format!("request {r}: status {}", response.status()));
+                if response.status() != status || response.redirect_count() != redirects {
+                    return fail(format!(
+                        "request {r}: status {} after {} redirects",
+                        response.status(),
+                        response.redirect_count()
+                    ));
                 }
                 let expected = if s.method == Method::Head {
                     String::new()
                 } else {
-                    response_text(&last.method, &path, n, &last.body)
+                    response_text(&last.method, &path, last.attempt, &last.body)
                 };
                 if response.text() != expected {
                     return fail(format!(
@@ -956,16 +1187,18 @@ fn check_model(
                 let last_silent = attempts
                     .last()
                     .is_some_and(|a| answer_of(a) == Answer::Silent);
-                let explained = last_silent || (stale[s.host] && attempts.is_empty());
+                let explained = last_silent
+                    || (stale[s.host] && attempts.is_empty())
+                    || (target.is_some_and(|t| stale[t]) && hops.is_empty());
                 if !explained {
                     return fail(format!(
-                        "request {r}: failed with {e:?} after attempts {attempts:?}"
+                        "request {r}: failed with {e:?} after attempts {attempts:?} {hops:?}"
                     ));
                 }
-                if !stale[s.host] && !matches!(e, HttpError::EmptyResponse) {
-                    return fail(format!("request {r}: {e:?}, expected EmptyResponse"));
-                }
-                if !stale[s.host] {
+                if !stale_any {
+                    if !matches!(e, HttpError::EmptyResponse) {
+                        return fail(format!("request {r}: {e:?}, expected EmptyResponse"));
+                    }
                     // Not replayed though it could have been.
                     let last = attempts.last().unwrap();
                     let idempotent = s.method != Method::Post;
@@ -986,7 +1219,12 @@ fn check_model(
         for (h, arrivals) in arrivals.iter().enumerate() {
             let firsts: Vec<usize> = arrivals
                 .iter()
-                .filter(|a| a.attempt == 1)
+                // A hop to another host may come after requests sent later to this one.
+                .filter(|a| {
+                    a.attempt == 1
+                        && a.req
+                            .is_some_and(|r| !a.hop || script.requests[r].host == h)
+                })
                 .filter_map(|a| a.req)
                 // A cancelled request's connection was closed under it, and the next one opened:
                 // the server may read the two connections in either order.
@@ -1109,6 +1347,9 @@ fn scheduling_and_pool_match_the_model() {
         CASES.load(Ordering::SeqCst),
         started.elapsed()
     );
+    for (name, stat) in STAT_NAMES.iter().zip(&STATS) {
+        eprintln!("  {name}: {}", stat.load(Ordering::Relaxed));
+    }
     if let Err(e) = result {
         panic!("{e}");
     }
