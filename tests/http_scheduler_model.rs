@@ -39,6 +39,7 @@ use std::time::{Duration, Instant};
 
 use kdnet::network::http::{
     HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession, RequestId,
+    StreamEvent,
 };
 use kdnet::{EventLoop, Timer};
 use proptest::prelude::*;
@@ -109,6 +110,8 @@ struct ReqScript {
     cancel: CancelPlan,
     /// Its callback calls `cancel_all`.
     cancel_all: bool,
+    /// Sent with `send_streaming`.
+    stream: bool,
     /// The server's answer to its first and second attempt (a third gets the second's).
     answers: [Answer; 2],
 }
@@ -171,7 +174,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
         ],
         any::<prop::sample::Index>(),
         0u8..30,
-        prop::bool::weighted(0.04),
+        (prop::bool::weighted(0.04), prop::bool::weighted(0.25)),
         (answer_strategy(), answer_strategy()),
     );
     (
@@ -201,7 +204,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                                 cancel,
                                 target,
                                 ms,
-                                cancel_all,
+                                (cancel_all, stream),
                                 (a1, a2),
                             ),
                         )| {
@@ -230,6 +233,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                                 wait,
                                 cancel,
                                 cancel_all,
+                                stream: stream && !wait,
                                 answers: [a1, a2],
                             }
                         },
@@ -645,6 +649,9 @@ struct Seen {
     /// Sent with `send_and_wait`, which was still waiting when a `cancel_all` came: its own
     /// callback (which `send_and_wait` returns the result of) may have run before, or not.
     maybe_cancelled: bool,
+    /// A streaming request's heads and data, as `on_event` got them.
+    heads: Vec<HttpResponse>,
+    data: Vec<u8>,
 }
 
 impl Seen {
@@ -712,7 +719,16 @@ fn submit(ctx: &Rc<Ctx>, r: usize) {
     ctx.seen.borrow_mut()[r].sent_at = Some(at);
     let c = Rc::clone(ctx);
     ctx.in_client_call.set(true);
-    let id = client.send(request, move |result| on_done(&c, r, result));
+    let id = if ctx.script.requests[r].stream {
+        let e = Rc::clone(ctx);
+        client.send_streaming(
+            request,
+            move |event| on_event(&e, r, event),
+            move |result| on_done(&c, r, result),
+        )
+    } else {
+        client.send(request, move |result| on_done(&c, r, result))
+    };
     ctx.in_client_call.set(false);
     ctx.seen.borrow_mut()[r].id = Some(id);
     match ctx.script.requests[r].cancel {
@@ -744,6 +760,36 @@ fn cancel(ctx: &Rc<Ctx>, r: usize) {
     }
     if got {
         ctx.seen.borrow_mut()[r].cancelled = true;
+    }
+}
+
+/// A streaming request's `on_event`: never after its `on_done` or a cancel, never inside `send`
+/// or `cancel`, the head once and before any data.
+fn on_event(ctx: &Rc<Ctx>, r: usize, event: StreamEvent<'_>) {
+    check_open(ctx);
+    let mut seen = ctx.seen.borrow_mut();
+    let me = &mut seen[r];
+    let wrong = if ctx.in_client_call.get() {
+        Some("inside send or cancel")
+    } else if me.done_at.is_some() {
+        Some("after on_done")
+    } else if me.cancelled {
+        Some("after a cancel")
+    } else {
+        match event {
+            StreamEvent::Head(response) => {
+                me.heads.push(response.clone());
+                (me.heads.len() > 1).then_some("a second head")
+            }
+            StreamEvent::Data(data) => {
+                me.data.extend_from_slice(data);
+                me.heads.is_empty().then_some("data before the head")
+            }
+        }
+    };
+    drop(seen);
+    if let Some(wrong) = wrong {
+        ctx.violation(format!("request {r}: on_event {wrong}"));
     }
 }
 
@@ -1175,11 +1221,25 @@ fn check_model(
                 } else {
                     response_text(&last.method, &path, last.attempt, &last.body)
                 };
-                if response.text() != expected {
-                    return fail(format!(
-                        "request {r}: body {:?}, expected {expected:?}",
-                        response.text()
-                    ));
+                // A stream's body went to `on_event`, after its head (the response's, without
+                // the body).
+                let body = if s.stream {
+                    let head_ok = matches!(me.heads.as_slice(), [head]
+                        if head.status() == status
+                            && head.header("x-req") == Some(tag.as_str())
+                            && head.body().is_empty());
+                    if !head_ok || !response.body().is_empty() {
+                        return fail(format!(
+                            "request {r}: stream heads {:?}, response {response:?}",
+                            me.heads
+                        ));
+                    }
+                    String::from_utf8_lossy(&me.data).into_owned()
+                } else {
+                    response.text().into_owned()
+                };
+                if body != expected {
+                    return fail(format!("request {r}: body {body:?}, expected {expected:?}"));
                 }
                 check_replays(r, s, &attempts, &answer_of).or_else(&fail)?;
             }
