@@ -112,6 +112,9 @@ struct ReqScript {
     cancel_all: bool,
     /// Sent with `send_streaming`.
     stream: bool,
+    /// Sent (when not from a callback) from a timer this many milliseconds after the start
+    /// (after idle connections' deadlines, in cases with a short idle timeout).
+    later: Option<u8>,
     /// The server's answer to its first and second attempt (a third gets the second's).
     answers: [Answer; 2],
 }
@@ -174,7 +177,11 @@ fn script_strategy() -> impl Strategy<Value = Script> {
         ],
         any::<prop::sample::Index>(),
         0u8..30,
-        (prop::bool::weighted(0.04), prop::bool::weighted(0.25)),
+        (
+            prop::bool::weighted(0.04),
+            prop::bool::weighted(0.25),
+            prop::option::weighted(0.3, 1u8..80),
+        ),
         (answer_strategy(), answer_strategy()),
     );
     (
@@ -204,7 +211,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                                 cancel,
                                 target,
                                 ms,
-                                (cancel_all, stream),
+                                (cancel_all, stream, later),
                                 (a1, a2),
                             ),
                         )| {
@@ -234,6 +241,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                                 cancel,
                                 cancel_all,
                                 stream: stream && !wait,
+                                later: later.filter(|_| parent.is_none()),
                                 answers: [a1, a2],
                             }
                         },
@@ -983,8 +991,14 @@ fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
             .release();
     }
     for (r, s) in script.requests.iter().enumerate() {
-        if s.parent.is_none() {
-            submit(&ctx, r);
+        match (s.parent, s.later) {
+            (Some(_), _) => {}
+            (None, None) => submit(&ctx, r),
+            (None, Some(ms)) => {
+                let c = Rc::clone(&ctx);
+                Timer::set_timeout(Duration::from_millis(ms.into()), move || submit(&c, r))
+                    .unwrap();
+            }
         }
     }
     let all_done = || ctx.seen.borrow().iter().all(|s| s.calls > 0);
