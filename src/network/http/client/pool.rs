@@ -142,7 +142,8 @@ impl HttpClient {
         // not have turned since it came). A request that could not be replayed (a POST, or a
         // replay) is not sent on one whose close waits unread: it would fail for good. Others
         // skip that peek (a system call per reuse, on the keep-alive path): should the server
-        // have closed, they are replayed once on a new connection.
+        // have closed, they are replayed once on another connection (an idle one that passes
+        // this peek, or a new one).
         // Idle past the idle timeout (judged at the request's send time, which a new request's
         // is; a redirect hop's or a retry's is earlier, and its timer stands in). Over a lowered
         // connection limit: closed rather than reused.
@@ -586,8 +587,9 @@ impl HttpClient {
             return;
         };
         state.conn = None;
-        // A reused keep-alive connection the server had already closed: replay once on a fresh one
-        // — an idempotent request only: the server may have carried out a POST before closing
+        // A reused keep-alive connection the server had already closed: replay once on another
+        // connection (an idle one only when no close waits unread on it, see `schedule_in_line`;
+        // else a new one) — an idempotent request only: the server may have carried out a POST before closing
         // (RFC 9112 §9.3.1: never retried automatically).
         if !state.got_bytes
             && served > 0
@@ -637,7 +639,7 @@ impl HttpClient {
         }
     }
 
-    /// Puts request `id`, sent again on a new connection, first in `host`'s line (it was sent
+    /// Puts request `id`, to be sent again on another connection, first in `host`'s line (it was sent
     /// before anything queued there), and lets go of connections held back for that host (a
     /// request now waits for it; see `release_holds_of_host`).
     pub(super) fn queue_first(&self, inner: &mut ClientInner, host: &Rc<HostKey>, id: u64) {
