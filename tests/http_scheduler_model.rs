@@ -292,7 +292,6 @@ struct Arrival {
     cookie: Option<String>,
     /// The connection it came on (a serial of the host's), and whether that connection had
     /// answered a request before.
-    #[allow(dead_code)]
     conn: u64,
     reused: bool,
 }
@@ -912,9 +911,9 @@ static CASES: AtomicU64 = AtomicU64::new(0);
 
 /// What the cases exercised (printed at the end, to see that they do): requests, requests sent
 /// again, redirect hops, cancelled requests, failed ones, requests on a reused connection,
-/// requests that carried a cookie.
-static STATS: [AtomicU64; 7] = [const { AtomicU64::new(0) }; 7];
-const STAT_NAMES: [&str; 7] = [
+/// requests that carried a cookie, replays on an idle pooled connection.
+static STATS: [AtomicU64; 8] = [const { AtomicU64::new(0) }; 8];
+const STAT_NAMES: [&str; 8] = [
     "requests",
     "replays",
     "hops",
@@ -922,6 +921,7 @@ const STAT_NAMES: [&str; 7] = [
     "failed",
     "on reused",
     "with cookie",
+    "replays on reused",
 ];
 
 fn count(stat: usize, n: usize) {
@@ -1109,6 +1109,7 @@ fn check_model(
     );
     count(5, all().filter(|a| a.reused).count());
     count(6, all().filter(|a| a.cookie.is_some()).count());
+    count(7, all().filter(|a| a.attempt == 2 && a.reused).count());
     // A host where a server dropped an idle connection: a request may have gone out on it
     // before the client saw the close, and never reached the server.
     let stale: Vec<bool> = (0..HOSTS)
@@ -1388,6 +1389,14 @@ fn check_replays(
             return Err(format!(
                 "request {r}: sent again after {first:?} ({:?})",
                 answer_of(first)
+            ));
+        }
+        // On another connection: a new one, or an idle pooled one (peeked for a close first,
+        // as a request that cannot be replayed again is).
+        if attempts[1].conn == first.conn {
+            return Err(format!(
+                "request {r}: sent again on the connection that closed ({:?})",
+                attempts[1]
             ));
         }
     }
