@@ -506,7 +506,7 @@ fn serve(stream: TcpStream, host: usize, conn: u64, shared: &Shared, addrs: &[So
             }
             let idle = book.idle;
             if let Some(at) = answered_at
-                && arrived - at > idle + Duration::from_millis(300)
+                && arrived - at > idle + Duration::from_secs(1)
             {
                 book.violations.push(format!(
                     "host {host}: {} on a connection idle for {:?} (idle timeout {idle:?})",
