@@ -1,30 +1,43 @@
 //! A randomised, model-based test of `HttpClient`'s request scheduling and connection pool.
 //!
-//! Each generated case is a script: requests (GET/HEAD/POST with small bodies) across three
-//! loopback hosts (two ports of 127.0.0.1 and one of ::1), some submitted from other requests'
-//! callbacks (some through a nested `send_and_wait`), some cancelled (at once, from another
-//! request's callback, or from a timer), and for each attempt of each request what its server
-//! does: answer (200 or 503, keep-alive or `Connection: close`, after a delay, in pieces,
-//! chunked or not, with a `Set-Cookie` or not), close without answering, or answer and then
-//! close the idle connection. The servers record every request they read (on which connection,
-//! whether that connection served before, its `Cookie`) and count the connections open to each
-//! host.
+//! Each generated case is a script: requests (GET/HEAD/POST with small bodies, buffered or
+//! streaming) across three loopback hosts (two ports of 127.0.0.1 and one of ::1), with a
+//! `max_connections_per_host` of 1–3 (changed by one callback in some cases) and a long or
+//! short idle timeout. Requests are sent at the start, from timers, or from other requests'
+//! callbacks (some through a nested `send_and_wait`); some are cancelled (at once, from an
+//! `about_to_send_request` slot, from another request's callback, from a timer, or by a
+//! `cancel_all` from a callback). For each attempt of each request the script says what its
+//! server does: answer (200 or 503, keep-alive or `Connection: close`, `Keep-Alive: timeout=1`,
+//! `max=0` or `max=1`, after a delay, in pieces, chunked or not, with a `Set-Cookie` or not),
+//! redirect (307, to the same host or another), close without answering, or answer and then
+//! close the idle connection. The servers record every request they read (on which
+//! connection, whether that connection served before, its `Cookie`) and count the connections
+//! open to each host.
 //!
 //! The checks are those of a plain model of the documented behaviour:
 //! - every request's callback runs exactly once, never inside `send` or `cancel`; `cancel`
 //!   returns true exactly when the callback has not run yet and the request was not cancelled
-//!   before, and a cancelled request gets `Cancelled` (and only a cancelled one does);
-//! - a response is its own request's (path, attempt, method, echoed body, status): no cross-talk
-//!   on a reused connection;
-//! - a request that the server closed on without answering is sent again once when it was an
-//!   idempotent request on a reused connection, and otherwise fails with `EmptyResponse`;
-//!   nothing else fails;
-//! - never more connections open to a host than `max_connections_per_host` (seen by the
-//!   server, allowing the closes of the client a moment to reach it);
-//! - with a limit of one, requests reach the host in the order they were sent;
+//!   before, and a cancelled request gets `Cancelled` (and only a cancelled one does); one
+//!   cancelled from `about_to_send_request` never reaches its server;
+//! - a response is its own request's (path, attempt, method, echoed body, status, redirect
+//!   count): no cross-talk on a reused connection; a stream's `on_event` gets its head once,
+//!   before its data, never after `on_done` or a cancel, and the data is its own body;
+//! - a request that the server closed on without answering is sent again once, on another
+//!   connection, when it was an idempotent request on a reused connection, and otherwise fails
+//!   with `EmptyResponse`; nothing else fails (where a server dropped an idle connection, a
+//!   request sent on it before the client saw the close may fail instead of reaching it);
+//! - the client never has more connections open than the limit (its own count, sampled every
+//!   millisecond and in every callback, in scripts that use one host exactly), and a server
+//!   never sees more than the limit open for longer than the client's closes take to reach it;
+//!   a connection retired by `Keep-Alive` is not reused;
+//! - with a limit of one, requests (and same-host redirect hops) reach the host in the order
+//!   they were sent;
 //! - afterwards: nothing queued or in flight, at most the limit of idle connections per host, a
 //!   fresh request to every host works, and dropping the client closes every connection;
-//! - a cookie set by a host goes back to that host name (cookies ignore ports) and to no other.
+//! - a cookie set by a host goes back to that host name (cookies ignore ports) and to no other,
+//!   with every request sent after the callback of the response that set it.
+//!
+//! `PROPTEST_CASES` sets the number of cases (default 200, about 12 s in a debug build).
 
 mod support;
 
