@@ -295,7 +295,9 @@ impl ScriptServer {
     }
 }
 
-fn read_request(reader: &mut impl std::io::BufRead) -> Option<SeenRequest> {
+/// Reads one request (line, header fields, a `Content-Length` body) from `reader`; `None` at
+/// the end of the stream or on a malformed head. `connection` is left 0.
+pub fn read_request(reader: &mut impl std::io::BufRead) -> Option<SeenRequest> {
     let mut line = String::new();
     if reader.read_line(&mut line).ok()? == 0 {
         return None;
