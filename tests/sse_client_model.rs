@@ -1,0 +1,653 @@
+//! A randomised, model-based test of `SseClient` against a scripted loopback server.
+//!
+//! Each generated case scripts the server's answers, one per request: a `200 text/event-stream`
+//! with 1–4 events (IDs counting up from the `Last-Event-ID` the client sent; some with a
+//! `retry:` of 1–30 ms, a comment line, an `event:` type, up to three `data:` lines; LF, CRLF
+//! or CR line ends; written in one to three pieces) that then ends in one of four ways: a clean
+//! close of a close-delimited body, a close cut inside the next event (before its blank line),
+//! a `Content-Length` body cut short the same way (a network error), or an exact
+//! `Content-Length` body (the connection may be reused). The last answer is a 204, 404 or 500
+//! (fatal: no reconnect) or a stream kept open. In some cases a `message_received` slot calls
+//! `disconnect()` at a chosen event.
+//!
+//! The model is the documented behaviour: every event the server sent whole is delivered
+//! exactly once and in order across reconnects, a cut-off one never; each request carries the
+//! `Last-Event-ID` of the last delivered event (none before the first); a slot sees
+//! `last_event_id()` equal to its event's ID and the state `Open`; the signals come in the
+//! order of the module docs' diagram (`state_changed`, `opened`, `connected`, events, then
+//! `state_changed(Connecting)`, `error` for a network error, `disconnected`, ... and
+//! `state_changed(Closed)`, fatal `error`, `disconnected` for a refused answer); after a
+//! refusal or a `disconnect()` nothing more is emitted and no request is made.
+//!
+//! Not covered: redirects, throttling (429/503 with retry on), read timeouts, backoff timing,
+//! chunked bodies, events without an `id:`, user calls other than `disconnect()`.
+//!
+//! `PROPTEST_CASES` sets the number of cases (default 100, about 7 s in a debug build).
+
+mod support;
+
+use std::cell::RefCell;
+use std::io::{Read, Write};
+use std::net::{TcpListener, TcpStream};
+use std::rc::Rc;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kdnet::EventLoop;
+use kdnet::network::http::HttpRequest;
+use kdnet::network::sse::{ReadyState, SseClient, SseError};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use support::{read_request, run_until};
+
+/// One event as the server writes it (its ID comes from its place in the stream).
+#[derive(Debug, Clone)]
+struct Ev {
+    /// A block before the event that dispatches nothing: a comment only, or a `retry:` only.
+    ping: Option<Option<u8>>,
+    lines: u8,
+    retry: Option<u8>,
+    comment: bool,
+    typed: bool,
+}
+
+/// How an answer that opens a stream ends.
+#[derive(Debug, Clone, Copy)]
+enum End {
+    /// Close-delimited body, closed after its events.
+    Close,
+    /// Close-delimited body, closed inside the next event (the number picks where).
+    Cut(u16),
+    /// `Content-Length` of the events and the whole next event; closed inside that event.
+    CutLength(u16),
+    /// `Content-Length` of exactly the events; the connection stays open for reuse.
+    ExactLength,
+}
+
+/// One answer that opens a stream, which then ends (and the client reconnects).
+#[derive(Debug, Clone)]
+struct Conn {
+    events: Vec<Ev>,
+    eol: u8,
+    end: End,
+    /// The event that is cut off (for `Cut`, `CutLength`).
+    cut: Ev,
+    pieces: u64,
+}
+
+/// The last answer.
+#[derive(Debug, Clone)]
+enum Last {
+    /// A refusal: fatal.
+    Status(u16),
+    /// A stream with these events, kept open (the test disconnects).
+    KeepOpen(Vec<Ev>, u8),
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    conns: Vec<Conn>,
+    last: Last,
+    /// A `message_received` slot disconnects at this event (an index into all events).
+    disconnect_at: Option<prop::sample::Index>,
+    reconnection_ms: u64,
+}
+
+fn eol(code: u8) -> &'static str {
+    ["\n", "\r\n", "\r"][code as usize % 3]
+}
+
+fn event_bytes(id: u64, ev: &Ev, eol: &str) -> String {
+    let mut s = String::new();
+    match ev.ping {
+        Some(None) => s += &format!(": ping{eol}{eol}"),
+        Some(Some(retry)) => s += &format!("retry: {retry}{eol}{eol}"),
+        None => {}
+    }
+    if ev.comment {
+        s += &format!(": comment {id}{eol}");
+    }
+    s += &format!("id: {id}{eol}");
+    if ev.typed {
+        s += &format!("event: t{}{eol}", id % 3);
+    }
+    if let Some(retry) = ev.retry {
+        s += &format!("retry: {retry}{eol}");
+    }
+    for j in 0..ev.lines {
+        s += &format!("data: e{id}.{j}{eol}");
+    }
+    s + eol
+}
+
+/// The part of event `id` the server sends before it cuts the stream: never its blank line
+/// (nor, for CRLF, the blank line's CR). Also the `retry:` value whose line it sends whole.
+fn cut_part(id: u64, ev: &Ev, eol: &str, at: u16) -> (String, Option<u8>) {
+    let mut cut = event_bytes(id, ev, eol);
+    let keep = at as usize % (cut.len() - eol.len() + 1);
+    cut.truncate(keep);
+    // The last one whose line end's first character arrived (a CR ends a line).
+    let retry = cut
+        .match_indices("retry: ")
+        .filter_map(|(at, field)| {
+            let digits = &cut[at + field.len()..];
+            let end = digits.find(['\r', '\n'])?;
+            digits[..end].parse().ok()
+        })
+        .last();
+    (cut, retry)
+}
+
+/// What a slot should see for event `id`: `type|data|id`.
+fn expected_event(id: u64, ev: &Ev) -> String {
+    let event_type = if ev.typed {
+        format!("t{}", id % 3)
+    } else {
+        "message".to_string()
+    };
+    let data: Vec<String> = (0..ev.lines).map(|j| format!("e{id}.{j}")).collect();
+    format!("msg {event_type}|{}|{id}", data.join("\n"))
+}
+
+// ---- the server ------------------------------------------------------------------------------
+
+struct Server {
+    port: u16,
+    stop: Arc<AtomicBool>,
+    /// The `Last-Event-ID` of each request, in order.
+    seen: Arc<Mutex<Vec<Option<String>>>>,
+}
+
+impl Server {
+    fn start(case: &Case) -> Server {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let stop = Arc::new(AtomicBool::new(false));
+        let seen: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
+        let count = Arc::new(AtomicUsize::new(0));
+        let case = Arc::new(case.clone());
+        let (stop2, seen2) = (stop.clone(), seen.clone());
+        std::thread::spawn(move || {
+            for stream in listener.incoming() {
+                if stop2.load(Ordering::SeqCst) {
+                    return;
+                }
+                let Ok(stream) = stream else { continue };
+                let (case, seen, count) = (case.clone(), seen2.clone(), count.clone());
+                std::thread::spawn(move || serve(stream, &case, &seen, &count));
+            }
+        });
+        Server { port, stop, seen }
+    }
+
+    fn seen(&self) -> Vec<Option<String>> {
+        self.seen.lock().unwrap().clone()
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wakes the accept loop, which then sees `stop`.
+        let _ = TcpStream::connect(("127.0.0.1", self.port));
+    }
+}
+
+/// Writes `bytes` in up to three pieces (split where `seed` says), flushing each.
+fn write_pieces(stream: &mut TcpStream, bytes: &[u8], seed: u64) -> std::io::Result<()> {
+    let mut cuts = vec![0, bytes.len()];
+    if !bytes.is_empty() {
+        for k in 0..(seed % 3) {
+            cuts.push(((seed >> (8 + 16 * k)) as usize) % bytes.len());
+        }
+    }
+    cuts.sort_unstable();
+    for w in cuts.windows(2) {
+        stream.write_all(&bytes[w[0]..w[1]])?;
+        stream.flush()?;
+    }
+    Ok(())
+}
+
+fn serve(
+    mut stream: TcpStream,
+    case: &Case,
+    seen: &Mutex<Vec<Option<String>>>,
+    count: &AtomicUsize,
+) {
+    let _ = stream.set_nodelay(true);
+    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
+    while let Some(request) = read_request(&mut reader) {
+        let last_id = request.header("last-event-id").map(str::to_string);
+        seen.lock().unwrap().push(last_id.clone());
+        let n = count.fetch_add(1, Ordering::SeqCst);
+        let mut id: u64 = last_id.and_then(|v| v.parse().ok()).unwrap_or(0);
+        let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n";
+        if let Some(conn) = case.conns.get(n) {
+            let eol = eol(conn.eol);
+            let mut body = String::new();
+            for ev in &conn.events {
+                id += 1;
+                body += &event_bytes(id, ev, eol);
+            }
+            let whole = body.len();
+            let cut_len = match conn.end {
+                End::Cut(at) | End::CutLength(at) => {
+                    body += &cut_part(id + 1, &conn.cut, eol, at).0;
+                    event_bytes(id + 1, &conn.cut, eol).len()
+                }
+                _ => 0,
+            };
+            let head = match conn.end {
+                End::Close | End::Cut(_) => format!("{head}\r\n"),
+                End::CutLength(_) => format!("{head}Content-Length: {}\r\n\r\n", whole + cut_len),
+                End::ExactLength => format!("{head}Content-Length: {whole}\r\n\r\n"),
+            };
+            let mut bytes = head.into_bytes();
+            bytes.extend_from_slice(body.as_bytes());
+            if write_pieces(&mut stream, &bytes, conn.pieces).is_err() {
+                return;
+            }
+            if !matches!(conn.end, End::ExactLength) {
+                return;
+            }
+        } else if n == case.conns.len() {
+            match &case.last {
+                Last::Status(status) => {
+                    let answer = if *status == 204 {
+                        "HTTP/1.1 204 No Content\r\n\r\n".to_string()
+                    } else {
+                        format!("HTTP/1.1 {status} Oops\r\nContent-Length: 4\r\n\r\nnope")
+                    };
+                    if stream.write_all(answer.as_bytes()).is_err() {
+                        return;
+                    }
+                }
+                Last::KeepOpen(events, code) => {
+                    let mut body = format!("{head}\r\n");
+                    for ev in events {
+                        id += 1;
+                        body += &event_bytes(id, ev, eol(*code));
+                    }
+                    if stream.write_all(body.as_bytes()).is_err() {
+                        return;
+                    }
+                    // Open until the client closes.
+                    let mut sink = [0; 256];
+                    while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
+                    return;
+                }
+            }
+        } else {
+            // A request the model does not expect (recorded above): refuse it.
+            let _ = stream.write_all(b"HTTP/1.1 204 No Content\r\n\r\n");
+        }
+    }
+}
+
+// ---- the model -------------------------------------------------------------------------------
+
+struct Expected {
+    /// The whole signal log.
+    log: Vec<String>,
+    /// The `Last-Event-ID` of each request.
+    requests: Vec<Option<String>>,
+    /// `last_event_id()` at the end.
+    last_id: String,
+    /// Whether the test must call `disconnect()` itself (a stream kept open, no slot's
+    /// disconnect).
+    test_disconnects: bool,
+    /// `reconnection_time()` at the end.
+    reconnection: Duration,
+    /// The number of events after which a slot disconnects.
+    slot_disconnect: Option<usize>,
+}
+
+fn model(case: &Case) -> Expected {
+    let total: usize = case.conns.iter().map(|c| c.events.len()).sum::<usize>()
+        + match &case.last {
+            Last::KeepOpen(events, _) => events.len(),
+            Last::Status(_) => 0,
+        };
+    let disconnect_at = case
+        .disconnect_at
+        .filter(|_| total > 0)
+        .map(|i| i.index(total));
+    let mut log = vec!["state Connecting".to_string()];
+    let mut requests = Vec::new();
+    let mut id: u64 = 0;
+    let mut delivered = 0;
+    // The last `retry:` line received whole (before a slot's disconnect), in milliseconds.
+    let reconnection = std::cell::Cell::new(case.reconnection_ms);
+    let open = |log: &mut Vec<String>| {
+        log.extend(["state Open", "opened", "connected"].map(String::from));
+    };
+    let request = |id: u64| (id > 0).then(|| id.to_string());
+    // Events of one stream; true when a slot disconnected at one of them.
+    let mut events = |log: &mut Vec<String>, id: &mut u64, evs: &[Ev]| {
+        for ev in evs {
+            *id += 1;
+            if let Some(Some(retry)) = ev.ping {
+                reconnection.set(u64::from(retry));
+            }
+            log.push(expected_event(*id, ev));
+            if let Some(retry) = ev.retry {
+                reconnection.set(u64::from(retry));
+            }
+            if Some(delivered) == disconnect_at {
+                log.extend(["state Closed", "disconnected"].map(String::from));
+                return true;
+            }
+            delivered += 1;
+        }
+        false
+    };
+    for conn in &case.conns {
+        requests.push(request(id));
+        open(&mut log);
+        if events(&mut log, &mut id, &conn.events) {
+            return Expected {
+                log,
+                requests,
+                last_id: id.to_string(),
+                reconnection: Duration::from_millis(reconnection.get()),
+                test_disconnects: false,
+                slot_disconnect: disconnect_at.map(|i| i + 1),
+            };
+        }
+        if let End::Cut(at) | End::CutLength(at) = conn.end {
+            if let Some(retry) = cut_part(id + 1, &conn.cut, eol(conn.eol), at).1 {
+                count(10, 1);
+                reconnection.set(u64::from(retry));
+            }
+        }
+        log.push("state Connecting".into());
+        if matches!(conn.end, End::CutLength(_)) {
+            log.push("error http (not fatal)".into());
+        }
+        log.push("disconnected".into());
+    }
+    requests.push(request(id));
+    let test_disconnects = match &case.last {
+        Last::Status(status) => {
+            log.push("state Closed".into());
+            log.push(format!("error status {status} (fatal)"));
+            log.push("disconnected".into());
+            false
+        }
+        Last::KeepOpen(evs, _) => {
+            open(&mut log);
+            if events(&mut log, &mut id, evs) {
+                false
+            } else {
+                log.extend(["state Closed", "disconnected"].map(String::from));
+                true
+            }
+        }
+    };
+    Expected {
+        log,
+        requests,
+        last_id: if id == 0 {
+            String::new()
+        } else {
+            id.to_string()
+        },
+        reconnection: Duration::from_millis(reconnection.get()),
+        test_disconnects,
+        slot_disconnect: disconnect_at.map(|i| i + 1),
+    }
+}
+
+fn describe(error: &SseError) -> String {
+    let what = match error {
+        SseError::Http(_) => "http".to_string(),
+        SseError::BadStatus { status, .. } => format!("status {status}"),
+        other => format!("{other:?}"),
+    };
+    let fatal = if error.is_fatal() {
+        "fatal"
+    } else {
+        "not fatal"
+    };
+    format!("error {what} ({fatal})")
+}
+
+// ---- a case ----------------------------------------------------------------------------------
+
+static CASES: AtomicUsize = AtomicUsize::new(0);
+
+/// What the cases exercised (printed at the end, to see that they do).
+const STAT_NAMES: [&str; 11] = [
+    "events delivered",
+    "ends: close",
+    "ends: cut",
+    "ends: cut Content-Length",
+    "ends: exact Content-Length",
+    "last: refused",
+    "last: kept open",
+    "slot disconnects",
+    "retry fields",
+    "ping blocks",
+    "retry lines in cut-off events",
+];
+static STATS: [AtomicUsize; 11] = [const { AtomicUsize::new(0) }; 11];
+
+fn count(stat: usize, n: usize) {
+    STATS[stat].fetch_add(n, Ordering::Relaxed);
+}
+
+fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError> {
+    CASES.fetch_add(1, Ordering::SeqCst);
+    let expected = model(case);
+    count(
+        0,
+        expected
+            .log
+            .iter()
+            .filter(|l| l.starts_with("msg "))
+            .count(),
+    );
+    for conn in &case.conns {
+        count(
+            match conn.end {
+                End::Close => 1,
+                End::Cut(_) => 2,
+                End::CutLength(_) => 3,
+                End::ExactLength => 4,
+            },
+            1,
+        );
+        count(8, conn.events.iter().filter(|e| e.retry.is_some()).count());
+        count(9, conn.events.iter().filter(|e| e.ping.is_some()).count());
+    }
+    count(
+        if matches!(case.last, Last::Status(_)) {
+            5
+        } else {
+            6
+        },
+        1,
+    );
+    count(7, usize::from(expected.slot_disconnect.is_some()));
+    let server = Server::start(case);
+    let sse = SseClient::new().unwrap();
+    sse.set_reconnection_time(Duration::from_millis(case.reconnection_ms));
+    let log: Rc<RefCell<Vec<String>>> = Rc::default();
+    let disconnect_after = expected.slot_disconnect;
+    {
+        let (l, weak) = (log.clone(), Rc::downgrade(&sse));
+        sse.message_received
+            .connect(move |event| {
+                let sse = weak.upgrade().unwrap();
+                l.borrow_mut().push(format!(
+                    "msg {}|{}|{}",
+                    event.event_type(),
+                    event.data(),
+                    event.last_event_id()
+                ));
+                if sse.last_event_id() != event.last_event_id() {
+                    l.borrow_mut().push(format!(
+                        "slot saw last_event_id {:?}, its event's is {:?}",
+                        sse.last_event_id(),
+                        event.last_event_id()
+                    ));
+                }
+                if sse.ready_state() != ReadyState::Open {
+                    l.borrow_mut()
+                        .push(format!("slot saw state {:?}", sse.ready_state()));
+                }
+                let count = l.borrow().iter().filter(|l| l.starts_with("msg ")).count();
+                if Some(count) == disconnect_after {
+                    sse.disconnect();
+                }
+            })
+            .release();
+    }
+    macro_rules! log_signal {
+        ($signal:ident, $text:expr) => {{
+            let l = log.clone();
+            sse.$signal
+                .connect(move |_| l.borrow_mut().push($text.to_string()))
+                .release();
+        }};
+    }
+    log_signal!(opened, "opened");
+    log_signal!(connected, "connected");
+    log_signal!(disconnected, "disconnected");
+    {
+        let l = log.clone();
+        sse.state_changed
+            .connect(move |s| l.borrow_mut().push(format!("state {s:?}")))
+            .release();
+        let l = log.clone();
+        sse.error
+            .connect(move |e| l.borrow_mut().push(describe(e)))
+            .release();
+    }
+    let url = format!("http://127.0.0.1:{}/events", server.port);
+    sse.connect(HttpRequest::get(&url).unwrap());
+    let wanted = expected.log.len() - if expected.test_disconnects { 2 } else { 0 };
+    let reached = run_until(event_loop, Duration::from_secs(10), || {
+        log.borrow().len() >= wanted
+    });
+    if reached && expected.test_disconnects {
+        sse.disconnect();
+    }
+    // Anything more (a reconnect, a late signal) would show within this.
+    run_until(event_loop, Duration::from_millis(50), || false);
+    let state = sse.ready_state();
+    let reconnection = sse.reconnection_time();
+    let last_id = sse.last_event_id();
+    sse.disconnect();
+    drop(sse);
+    let got = log.borrow().clone();
+    prop_assert_eq!(&got, &expected.log, "signal log (left: got)");
+    prop_assert_eq!(state, ReadyState::Closed);
+    prop_assert_eq!(&last_id, &expected.last_id, "last_event_id()");
+    prop_assert_eq!(reconnection, expected.reconnection, "reconnection_time()");
+    prop_assert_eq!(
+        server.seen(),
+        expected.requests,
+        "Last-Event-ID per request"
+    );
+    Ok(())
+}
+
+// ---- strategies ------------------------------------------------------------------------------
+
+fn ev() -> impl Strategy<Value = Ev> {
+    (
+        prop::option::weighted(0.2, prop::option::of(1u8..=30)),
+        1u8..=3,
+        prop::option::weighted(0.3, 1u8..=30),
+        prop::bool::weighted(0.3),
+        prop::bool::weighted(0.3),
+    )
+        .prop_map(|(ping, lines, retry, comment, typed)| Ev {
+            ping,
+            lines,
+            retry,
+            comment,
+            typed,
+        })
+}
+
+fn conn() -> impl Strategy<Value = Conn> {
+    let end = prop_oneof![
+        Just(End::Close),
+        any::<u16>().prop_map(End::Cut),
+        any::<u16>().prop_map(End::CutLength),
+        Just(End::ExactLength),
+    ];
+    (
+        prop::collection::vec(ev(), 1..=4),
+        0u8..3,
+        end,
+        ev(),
+        any::<u64>(),
+    )
+        .prop_map(|(events, eol, end, cut, pieces)| Conn {
+            events,
+            eol,
+            end,
+            cut,
+            pieces,
+        })
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    let last = prop_oneof![
+        prop::sample::select(vec![204u16, 404, 500]).prop_map(Last::Status),
+        (prop::collection::vec(ev(), 0..=3), 0u8..3).prop_map(|(e, c)| Last::KeepOpen(e, c)),
+    ];
+    (
+        prop::collection::vec(conn(), 0..=3),
+        last,
+        prop::option::weighted(0.3, any::<prop::sample::Index>()),
+        1u64..=5,
+    )
+        .prop_map(|(conns, last, disconnect_at, reconnection_ms)| Case {
+            conns,
+            last,
+            disconnect_at,
+            reconnection_ms,
+        })
+}
+
+/// `PROPTEST_CASES` when set, else `default`.
+fn config(default: u32) -> Config {
+    let cases = std::env::var("PROPTEST_CASES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default);
+    Config {
+        cases,
+        failure_persistence: None,
+        max_shrink_iters: 500,
+        max_shrink_time: 60_000,
+        ..Config::default()
+    }
+}
+
+#[test]
+fn sse_client_matches_the_model_across_reconnects() {
+    let event_loop = RefCell::new(EventLoop::new().unwrap());
+    let mut runner = TestRunner::new(config(100));
+    let started = Instant::now();
+    let result = runner.run(&case(), |case| {
+        run_case(&mut event_loop.borrow_mut(), &case)
+    });
+    eprintln!(
+        "{} cases in {:?}",
+        CASES.load(Ordering::SeqCst),
+        started.elapsed()
+    );
+    for (name, stat) in STAT_NAMES.iter().zip(&STATS) {
+        eprintln!("  {name}: {}", stat.load(Ordering::Relaxed));
+    }
+    if let Err(e) = result {
+        panic!("{e}");
+    }
+}
