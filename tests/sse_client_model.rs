@@ -1,26 +1,31 @@
 //! A randomised, model-based test of `SseClient` against a scripted loopback server.
 //!
 //! Each generated case scripts the server's answers, one per request: a `200 text/event-stream`
-//! with 1–4 events (IDs counting up from the `Last-Event-ID` the client sent; some with a
-//! `retry:` of 1–30 ms, a comment line, an `event:` type, up to three `data:` lines; LF, CRLF
-//! or CR line ends; written in one to three pieces) that then ends in one of four ways: a clean
-//! close of a close-delimited body, a close cut inside the next event (before its blank line),
-//! a `Content-Length` body cut short the same way (a network error), or an exact
+//! with 1–4 events numbered on from the `Last-Event-ID` the client sent (some without an `id:`
+//! field; some with a `retry:` of 1–30 ms, a comment line, an `event:` type, up to three `data:`
+//! lines, a block before them that dispatches nothing: a comment, a `retry:` or an `id:` only;
+//! LF, CRLF or CR line ends; written in one to three pieces) that then ends in one of four
+//! ways: a clean close of a close-delimited body, a close cut inside the next event (before its
+//! blank line), a `Content-Length` body cut short the same way (a network error), or an exact
 //! `Content-Length` body (the connection may be reused). The last answer is a 204, 404 or 500
 //! (fatal: no reconnect) or a stream kept open. In some cases a `message_received` slot calls
 //! `disconnect()` at a chosen event.
 //!
-//! The model is the documented behaviour: every event the server sent whole is delivered
-//! exactly once and in order across reconnects, a cut-off one never; each request carries the
-//! `Last-Event-ID` of the last delivered event (none before the first); a slot sees
-//! `last_event_id()` equal to its event's ID and the state `Open`; the signals come in the
-//! order of the module docs' diagram (`state_changed`, `opened`, `connected`, events, then
+//! The model is the documented behaviour (module and `SseClient` docs, WHATWG rules): every
+//! event the server sent whole is delivered once per time it was sent, in order, across
+//! reconnects (an event without an ID is sent again after a reconnect: the server resumes after
+//! the last ID), a cut-off one never; an `id:` counts once its block ends, one in a cut-off
+//! block never; each request carries the `Last-Event-ID` counted so far (none while it is
+//! empty); a slot sees `last_event_id()` equal to its event's and the state `Open`;
+//! `reconnection_time()` ends as the last `retry:` line received whole (a cut-off event's
+//! included; none after a slot's disconnect); the signals come in the order of the module docs'
+//! diagram (`state_changed(Open)`, `opened`, `connected`, events, then
 //! `state_changed(Connecting)`, `error` for a network error, `disconnected`, ... and
 //! `state_changed(Closed)`, fatal `error`, `disconnected` for a refused answer); after a
 //! refusal or a `disconnect()` nothing more is emitted and no request is made.
 //!
 //! Not covered: redirects, throttling (429/503 with retry on), read timeouts, backoff timing,
-//! chunked bodies, events without an `id:`, user calls other than `disconnect()`.
+//! chunked bodies, `set_last_event_id`, user calls other than `disconnect()`.
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 100, about 7 s in a debug build).
 
@@ -44,12 +49,25 @@ use support::{read_request, run_until};
 /// One event as the server writes it (its ID comes from its place in the stream).
 #[derive(Debug, Clone)]
 struct Ev {
-    /// A block before the event that dispatches nothing: a comment only, or a `retry:` only.
-    ping: Option<Option<u8>>,
+    /// A block before the event that dispatches nothing.
+    ping: Option<Ping>,
+    /// The event has no `id:` field (its last event ID is the one before).
+    no_id: bool,
     lines: u8,
     retry: Option<u8>,
     comment: bool,
     typed: bool,
+}
+
+/// A block without data, which dispatches no event.
+#[derive(Debug, Clone, Copy)]
+enum Ping {
+    /// A comment only.
+    Comment,
+    /// A `retry:` only.
+    Retry(u8),
+    /// An `id:` only: it takes the next number, and counts as the last event ID.
+    Id,
 }
 
 /// How an answer that opens a stream ends.
@@ -98,17 +116,26 @@ fn eol(code: u8) -> &'static str {
     ["\n", "\r\n", "\r"][code as usize % 3]
 }
 
-fn event_bytes(id: u64, ev: &Ev, eol: &str) -> String {
+/// An event (and its ping block), numbered from `seq` on (which it advances).
+fn event_bytes(seq: &mut u64, ev: &Ev, eol: &str) -> String {
     let mut s = String::new();
     match ev.ping {
-        Some(None) => s += &format!(": ping{eol}{eol}"),
-        Some(Some(retry)) => s += &format!("retry: {retry}{eol}{eol}"),
+        Some(Ping::Comment) => s += &format!(": ping{eol}{eol}"),
+        Some(Ping::Retry(retry)) => s += &format!("retry: {retry}{eol}{eol}"),
+        Some(Ping::Id) => {
+            *seq += 1;
+            s += &format!("id: {seq}{eol}{eol}");
+        }
         None => {}
     }
+    *seq += 1;
+    let id = *seq;
     if ev.comment {
         s += &format!(": comment {id}{eol}");
     }
-    s += &format!("id: {id}{eol}");
+    if !ev.no_id {
+        s += &format!("id: {id}{eol}");
+    }
     if ev.typed {
         s += &format!("event: t{}{eol}", id % 3);
     }
@@ -121,10 +148,12 @@ fn event_bytes(id: u64, ev: &Ev, eol: &str) -> String {
     s + eol
 }
 
-/// The part of event `id` the server sends before it cuts the stream: never its blank line
-/// (nor, for CRLF, the blank line's CR). Also the `retry:` value whose line it sends whole.
-fn cut_part(id: u64, ev: &Ev, eol: &str, at: u16) -> (String, Option<u8>) {
-    let mut cut = event_bytes(id, ev, eol);
+/// The part of an event (numbered after `seq`) the server sends before it cuts the stream:
+/// never its blank line (nor, for CRLF, the blank line's CR). Also the last `retry:` value whose
+/// line it sends whole, and the ID of an `id:`-only ping block it sends whole.
+fn cut_part(seq: u64, ev: &Ev, eol: &str, at: u16) -> (String, Option<u8>, Option<u64>) {
+    let mut next = seq;
+    let mut cut = event_bytes(&mut next, ev, eol);
     let keep = at as usize % (cut.len() - eol.len() + 1);
     cut.truncate(keep);
     // The last one whose line end's first character arrived (a CR ends a line).
@@ -136,18 +165,23 @@ fn cut_part(id: u64, ev: &Ev, eol: &str, at: u16) -> (String, Option<u8>) {
             digits[..end].parse().ok()
         })
         .last();
-    (cut, retry)
+    // An `id:` block counts once its blank line's first character arrived.
+    let id = matches!(ev.ping, Some(Ping::Id))
+        .then(|| format!("id: {}{eol}{eol}", seq + 1).len() - eol.len() + 1)
+        .filter(|&whole| keep >= whole)
+        .map(|_| seq + 1);
+    (cut, retry, id)
 }
 
-/// What a slot should see for event `id`: `type|data|id`.
-fn expected_event(id: u64, ev: &Ev) -> String {
+/// What a slot should see for event `seq`: `type|data|last event ID`.
+fn expected_event(seq: u64, ev: &Ev, last_id: &str) -> String {
     let event_type = if ev.typed {
-        format!("t{}", id % 3)
+        format!("t{}", seq % 3)
     } else {
         "message".to_string()
     };
-    let data: Vec<String> = (0..ev.lines).map(|j| format!("e{id}.{j}")).collect();
-    format!("msg {event_type}|{}|{id}", data.join("\n"))
+    let data: Vec<String> = (0..ev.lines).map(|j| format!("e{seq}.{j}")).collect();
+    format!("msg {event_type}|{}|{last_id}", data.join("\n"))
 }
 
 // ---- the server ------------------------------------------------------------------------------
@@ -228,14 +262,13 @@ fn serve(
             let eol = eol(conn.eol);
             let mut body = String::new();
             for ev in &conn.events {
-                id += 1;
-                body += &event_bytes(id, ev, eol);
+                body += &event_bytes(&mut id, ev, eol);
             }
             let whole = body.len();
             let cut_len = match conn.end {
                 End::Cut(at) | End::CutLength(at) => {
-                    body += &cut_part(id + 1, &conn.cut, eol, at).0;
-                    event_bytes(id + 1, &conn.cut, eol).len()
+                    body += &cut_part(id, &conn.cut, eol, at).0;
+                    event_bytes(&mut id.clone(), &conn.cut, eol).len()
                 }
                 _ => 0,
             };
@@ -267,8 +300,7 @@ fn serve(
                 Last::KeepOpen(events, code) => {
                     let mut body = format!("{head}\r\n");
                     for ev in events {
-                        id += 1;
-                        body += &event_bytes(id, ev, eol(*code));
+                        body += &event_bytes(&mut id, ev, eol(*code));
                     }
                     if stream.write_all(body.as_bytes()).is_err() {
                         return;
@@ -316,22 +348,33 @@ fn model(case: &Case) -> Expected {
         .map(|i| i.index(total));
     let mut log = vec!["state Connecting".to_string()];
     let mut requests = Vec::new();
-    let mut id: u64 = 0;
+    // The last event ID the client counted.
+    let mut last: Option<u64> = None;
     let mut delivered = 0;
     // The last `retry:` line received whole (before a slot's disconnect), in milliseconds.
     let reconnection = std::cell::Cell::new(case.reconnection_ms);
     let open = |log: &mut Vec<String>| {
         log.extend(["state Open", "opened", "connected"].map(String::from));
     };
-    let request = |id: u64| (id > 0).then(|| id.to_string());
-    // Events of one stream; true when a slot disconnected at one of them.
-    let mut events = |log: &mut Vec<String>, id: &mut u64, evs: &[Ev]| {
+    let text = |last: Option<u64>| last.map(|id| id.to_string()).unwrap_or_default();
+    // Events of one stream (numbered from the ID the client sent); true when a slot
+    // disconnected at one of them.
+    let mut events = |log: &mut Vec<String>, last: &mut Option<u64>, evs: &[Ev]| {
+        let mut seq = last.unwrap_or(0);
         for ev in evs {
-            *id += 1;
-            if let Some(Some(retry)) = ev.ping {
-                reconnection.set(u64::from(retry));
+            match ev.ping {
+                Some(Ping::Retry(retry)) => reconnection.set(u64::from(retry)),
+                Some(Ping::Id) => {
+                    seq += 1;
+                    *last = Some(seq);
+                }
+                _ => {}
             }
-            log.push(expected_event(*id, ev));
+            seq += 1;
+            if !ev.no_id {
+                *last = Some(seq);
+            }
+            log.push(expected_event(seq, ev, &text(*last)));
             if let Some(retry) = ev.retry {
                 reconnection.set(u64::from(retry));
             }
@@ -344,22 +387,32 @@ fn model(case: &Case) -> Expected {
         false
     };
     for conn in &case.conns {
-        requests.push(request(id));
+        requests.push(last.map(|id| id.to_string()));
+        let start = last.unwrap_or(0);
         open(&mut log);
-        if events(&mut log, &mut id, &conn.events) {
+        if events(&mut log, &mut last, &conn.events) {
             return Expected {
                 log,
                 requests,
-                last_id: id.to_string(),
+                last_id: text(last),
                 reconnection: Duration::from_millis(reconnection.get()),
                 test_disconnects: false,
                 slot_disconnect: disconnect_at.map(|i| i + 1),
             };
         }
         if let End::Cut(at) | End::CutLength(at) = conn.end {
-            if let Some(retry) = cut_part(id + 1, &conn.cut, eol(conn.eol), at).1 {
+            let mut seq = start;
+            for ev in &conn.events {
+                event_bytes(&mut seq, ev, "\n");
+            }
+            let (_, retry, id) = cut_part(seq, &conn.cut, eol(conn.eol), at);
+            if let Some(retry) = retry {
                 count(10, 1);
                 reconnection.set(u64::from(retry));
+            }
+            if let Some(id) = id {
+                count(11, 1);
+                last = Some(id);
             }
         }
         log.push("state Connecting".into());
@@ -368,7 +421,7 @@ fn model(case: &Case) -> Expected {
         }
         log.push("disconnected".into());
     }
-    requests.push(request(id));
+    requests.push(last.map(|id| id.to_string()));
     let test_disconnects = match &case.last {
         Last::Status(status) => {
             log.push("state Closed".into());
@@ -378,7 +431,7 @@ fn model(case: &Case) -> Expected {
         }
         Last::KeepOpen(evs, _) => {
             open(&mut log);
-            if events(&mut log, &mut id, evs) {
+            if events(&mut log, &mut last, evs) {
                 false
             } else {
                 log.extend(["state Closed", "disconnected"].map(String::from));
@@ -389,11 +442,7 @@ fn model(case: &Case) -> Expected {
     Expected {
         log,
         requests,
-        last_id: if id == 0 {
-            String::new()
-        } else {
-            id.to_string()
-        },
+        last_id: text(last),
         reconnection: Duration::from_millis(reconnection.get()),
         test_disconnects,
         slot_disconnect: disconnect_at.map(|i| i + 1),
@@ -419,7 +468,7 @@ fn describe(error: &SseError) -> String {
 static CASES: AtomicUsize = AtomicUsize::new(0);
 
 /// What the cases exercised (printed at the end, to see that they do).
-const STAT_NAMES: [&str; 11] = [
+const STAT_NAMES: [&str; 13] = [
     "events delivered",
     "ends: close",
     "ends: cut",
@@ -431,8 +480,10 @@ const STAT_NAMES: [&str; 11] = [
     "retry fields",
     "ping blocks",
     "retry lines in cut-off events",
+    "id blocks before a cut",
+    "events without id",
 ];
-static STATS: [AtomicUsize; 11] = [const { AtomicUsize::new(0) }; 11];
+static STATS: [AtomicUsize; 13] = [const { AtomicUsize::new(0) }; 13];
 
 fn count(stat: usize, n: usize) {
     STATS[stat].fetch_add(n, Ordering::Relaxed);
@@ -461,6 +512,7 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
         );
         count(8, conn.events.iter().filter(|e| e.retry.is_some()).count());
         count(9, conn.events.iter().filter(|e| e.ping.is_some()).count());
+        count(12, conn.events.iter().filter(|e| e.no_id).count());
     }
     count(
         if matches!(case.last, Last::Status(_)) {
@@ -559,14 +611,23 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
 
 fn ev() -> impl Strategy<Value = Ev> {
     (
-        prop::option::weighted(0.2, prop::option::of(1u8..=30)),
+        prop::option::weighted(
+            0.25,
+            prop_oneof![
+                Just(Ping::Comment),
+                (1u8..=30).prop_map(Ping::Retry),
+                Just(Ping::Id)
+            ],
+        ),
+        prop::bool::weighted(0.2),
         1u8..=3,
         prop::option::weighted(0.3, 1u8..=30),
         prop::bool::weighted(0.3),
         prop::bool::weighted(0.3),
     )
-        .prop_map(|(ping, lines, retry, comment, typed)| Ev {
+        .prop_map(|(ping, no_id, lines, retry, comment, typed)| Ev {
             ping,
+            no_id,
             lines,
             retry,
             comment,
