@@ -8,8 +8,9 @@
 //! ways: a clean close of a close-delimited body, a close cut inside the next event (before its
 //! blank line), a `Content-Length` body cut short the same way (a network error), or an exact
 //! `Content-Length` body (the connection may be reused). The last answer is a 204, 404 or 500
-//! (fatal: no reconnect) or a stream kept open. In some cases a `message_received` slot calls
-//! `disconnect()` at a chosen event.
+//! (fatal: no reconnect) or a stream kept open. In some cases a slot of `message_received`,
+//! `connected` or `state_changed(Connecting)` (of `connect()` or of a reconnect) calls
+//! `disconnect()` at a chosen emission.
 //!
 //! The model is the documented behaviour (module and `SseClient` docs, WHATWG rules): every
 //! event the server sent whole is delivered once per time it was sent, in order, across
@@ -103,12 +104,34 @@ enum Last {
     KeepOpen(Vec<Ev>, u8),
 }
 
+/// The signal whose slot disconnects.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Trigger {
+    /// `message_received`.
+    Message,
+    /// `connected`.
+    Connected,
+    /// `state_changed(Connecting)`: from `connect()`, or a reconnect after a stream's end.
+    Connecting,
+}
+
+impl Trigger {
+    /// Whether `line` of the log is this trigger's emission.
+    fn matches(self, line: &str) -> bool {
+        match self {
+            Trigger::Message => line.starts_with("msg "),
+            Trigger::Connected => line == "connected",
+            Trigger::Connecting => line == "state Connecting",
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Case {
     conns: Vec<Conn>,
     last: Last,
-    /// A `message_received` slot disconnects at this event (an index into all events).
-    disconnect_at: Option<prop::sample::Index>,
+    /// A slot disconnects at this emission (an index into all emissions of that kind).
+    disconnect_at: Option<(Trigger, prop::sample::Index)>,
     reconnection_ms: u64,
 }
 
@@ -327,125 +350,143 @@ struct Expected {
     requests: Vec<Option<String>>,
     /// `last_event_id()` at the end.
     last_id: String,
+    /// `reconnection_time()` at the end.
+    reconnection: Duration,
     /// Whether the test must call `disconnect()` itself (a stream kept open, no slot's
     /// disconnect).
     test_disconnects: bool,
-    /// `reconnection_time()` at the end.
-    reconnection: Duration,
-    /// The number of events after which a slot disconnects.
-    slot_disconnect: Option<usize>,
+    /// The slot that disconnects, and at which of its emissions (counted from 1).
+    slot_disconnect: Option<(Trigger, usize)>,
 }
 
+/// The model: the log of a run without a slot's disconnect, with the client's last event ID and
+/// reconnection time after each line (and the `Last-Event-ID` of each request, by the number
+/// of log lines before it), then cut at the slot's disconnect if there is one.
 fn model(case: &Case) -> Expected {
-    let total: usize = case.conns.iter().map(|c| c.events.len()).sum::<usize>()
-        + match &case.last {
-            Last::KeepOpen(events, _) => events.len(),
-            Last::Status(_) => 0,
-        };
-    let disconnect_at = case
-        .disconnect_at
-        .filter(|_| total > 0)
-        .map(|i| i.index(total));
-    let mut log = vec!["state Connecting".to_string()];
-    let mut requests = Vec::new();
-    // The last event ID the client counted.
-    let mut last: Option<u64> = None;
-    let mut delivered = 0;
-    // The last `retry:` line received whole (before a slot's disconnect), in milliseconds.
-    let reconnection = std::cell::Cell::new(case.reconnection_ms);
-    let open = |log: &mut Vec<String>| {
-        log.extend(["state Open", "opened", "connected"].map(String::from));
-    };
-    let text = |last: Option<u64>| last.map(|id| id.to_string()).unwrap_or_default();
-    // Events of one stream (numbered from the ID the client sent); true when a slot
-    // disconnected at one of them.
-    let mut events = |log: &mut Vec<String>, last: &mut Option<u64>, evs: &[Ev]| {
-        let mut seq = last.unwrap_or(0);
-        for ev in evs {
-            match ev.ping {
-                Some(Ping::Retry(retry)) => reconnection.set(u64::from(retry)),
-                Some(Ping::Id) => {
-                    seq += 1;
-                    *last = Some(seq);
+    struct Run {
+        log: Vec<(String, Option<u64>, u64)>,
+        requests: Vec<(usize, Option<String>)>,
+        last: Option<u64>,
+        reconnection: u64,
+    }
+    impl Run {
+        fn push(&mut self, line: impl Into<String>) {
+            self.log.push((line.into(), self.last, self.reconnection));
+        }
+        fn request(&mut self) {
+            let id = self.last.map(|id| id.to_string());
+            self.requests.push((self.log.len(), id));
+        }
+        fn text(&self) -> String {
+            self.last.map(|id| id.to_string()).unwrap_or_default()
+        }
+        /// The events of one stream, numbered on from the ID the client sent.
+        fn events(&mut self, evs: &[Ev]) -> u64 {
+            let mut seq = self.last.unwrap_or(0);
+            for ev in evs {
+                match ev.ping {
+                    Some(Ping::Retry(retry)) => self.reconnection = u64::from(retry),
+                    Some(Ping::Id) => {
+                        seq += 1;
+                        self.last = Some(seq);
+                    }
+                    _ => {}
                 }
-                _ => {}
+                seq += 1;
+                if !ev.no_id {
+                    self.last = Some(seq);
+                }
+                if let Some(retry) = ev.retry {
+                    self.reconnection = u64::from(retry);
+                }
+                let line = expected_event(seq, ev, &self.text());
+                self.push(line);
             }
-            seq += 1;
-            if !ev.no_id {
-                *last = Some(seq);
-            }
-            log.push(expected_event(seq, ev, &text(*last)));
-            if let Some(retry) = ev.retry {
-                reconnection.set(u64::from(retry));
-            }
-            if Some(delivered) == disconnect_at {
-                log.extend(["state Closed", "disconnected"].map(String::from));
-                return true;
-            }
-            delivered += 1;
+            seq
         }
-        false
+        fn open(&mut self) {
+            for line in ["state Open", "opened", "connected"] {
+                self.push(line);
+            }
+        }
+    }
+    let mut run = Run {
+        log: Vec::new(),
+        requests: Vec::new(),
+        last: None,
+        reconnection: case.reconnection_ms,
     };
+    run.push("state Connecting");
     for conn in &case.conns {
-        requests.push(last.map(|id| id.to_string()));
-        let start = last.unwrap_or(0);
-        open(&mut log);
-        if events(&mut log, &mut last, &conn.events) {
-            return Expected {
-                log,
-                requests,
-                last_id: text(last),
-                reconnection: Duration::from_millis(reconnection.get()),
-                test_disconnects: false,
-                slot_disconnect: disconnect_at.map(|i| i + 1),
-            };
-        }
+        run.request();
+        run.open();
+        let seq = run.events(&conn.events);
         if let End::Cut(at) | End::CutLength(at) = conn.end {
-            let mut seq = start;
-            for ev in &conn.events {
-                event_bytes(&mut seq, ev, "\n");
-            }
             let (_, retry, id) = cut_part(seq, &conn.cut, eol(conn.eol), at);
             if let Some(retry) = retry {
                 count(10, 1);
-                reconnection.set(u64::from(retry));
+                run.reconnection = u64::from(retry);
             }
             if let Some(id) = id {
                 count(11, 1);
-                last = Some(id);
+                run.last = Some(id);
             }
         }
-        log.push("state Connecting".into());
+        run.push("state Connecting");
         if matches!(conn.end, End::CutLength(_)) {
-            log.push("error http (not fatal)".into());
+            run.push("error http (not fatal)");
         }
-        log.push("disconnected".into());
+        run.push("disconnected");
     }
-    requests.push(last.map(|id| id.to_string()));
-    let test_disconnects = match &case.last {
+    run.request();
+    let mut test_disconnects = false;
+    match &case.last {
         Last::Status(status) => {
-            log.push("state Closed".into());
-            log.push(format!("error status {status} (fatal)"));
-            log.push("disconnected".into());
-            false
+            run.push("state Closed");
+            run.push(format!("error status {status} (fatal)"));
+            run.push("disconnected");
         }
         Last::KeepOpen(evs, _) => {
-            open(&mut log);
-            if events(&mut log, &mut last, evs) {
-                false
-            } else {
-                log.extend(["state Closed", "disconnected"].map(String::from));
-                true
-            }
+            run.open();
+            run.events(evs);
+            run.push("state Closed");
+            run.push("disconnected");
+            test_disconnects = true;
         }
+    }
+    // A slot's disconnect: the log ends with its `state_changed(Closed)` and `disconnected`.
+    let cut = case.disconnect_at.and_then(|(trigger, index)| {
+        let at: Vec<usize> = (0..run.log.len())
+            .filter(|&i| trigger.matches(&run.log[i].0))
+            .collect();
+        (!at.is_empty()).then(|| {
+            let n = index.index(at.len());
+            (trigger, n + 1, at[n])
+        })
+    });
+    let (end, slot_disconnect) = match cut {
+        Some((trigger, n, line)) => {
+            test_disconnects = false;
+            run.log.truncate(line + 1);
+            run.push("state Closed");
+            run.push("disconnected");
+            (line, Some((trigger, n)))
+        }
+        None => (run.log.len() - 1, None),
     };
+    let (_, last, reconnection) = run.log[end].clone();
     Expected {
-        log,
-        requests,
-        last_id: text(last),
-        reconnection: Duration::from_millis(reconnection.get()),
+        log: run.log.into_iter().map(|(line, _, _)| line).collect(),
+        requests: run
+            .requests
+            .into_iter()
+            .filter(|&(before, _)| before <= end)
+            .map(|(_, id)| id)
+            .collect(),
+        last_id: last.map(|id| id.to_string()).unwrap_or_default(),
+        reconnection: Duration::from_millis(reconnection),
         test_disconnects,
-        slot_disconnect: disconnect_at.map(|i| i + 1),
+        slot_disconnect,
     }
 }
 
@@ -527,56 +568,68 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
     let sse = SseClient::new().unwrap();
     sse.set_reconnection_time(Duration::from_millis(case.reconnection_ms));
     let log: Rc<RefCell<Vec<String>>> = Rc::default();
-    let disconnect_after = expected.slot_disconnect;
+    let note: Rc<dyn Fn(String)> = {
+        let log = log.clone();
+        Rc::new(move |line| log.borrow_mut().push(line))
+    };
     {
-        let (l, weak) = (log.clone(), Rc::downgrade(&sse));
+        let (note, weak) = (note.clone(), Rc::downgrade(&sse));
         sse.message_received
             .connect(move |event| {
                 let sse = weak.upgrade().unwrap();
-                l.borrow_mut().push(format!(
-                    "msg {}|{}|{}",
-                    event.event_type(),
-                    event.data(),
-                    event.last_event_id()
-                ));
                 if sse.last_event_id() != event.last_event_id() {
-                    l.borrow_mut().push(format!(
+                    note(format!(
                         "slot saw last_event_id {:?}, its event's is {:?}",
                         sse.last_event_id(),
                         event.last_event_id()
                     ));
                 }
                 if sse.ready_state() != ReadyState::Open {
-                    l.borrow_mut()
-                        .push(format!("slot saw state {:?}", sse.ready_state()));
+                    note(format!("slot saw state {:?}", sse.ready_state()));
                 }
-                let count = l.borrow().iter().filter(|l| l.starts_with("msg ")).count();
-                if Some(count) == disconnect_after {
-                    sse.disconnect();
-                }
+                let line = format!(
+                    "msg {}|{}|{}",
+                    event.event_type(),
+                    event.data(),
+                    event.last_event_id()
+                );
+                note(line);
             })
             .release();
     }
     macro_rules! log_signal {
-        ($signal:ident, $text:expr) => {{
-            let l = log.clone();
-            sse.$signal
-                .connect(move |_| l.borrow_mut().push($text.to_string()))
-                .release();
+        ($signal:ident, |$value:ident| $text:expr) => {{
+            let note = note.clone();
+            sse.$signal.connect(move |$value| note($text)).release();
         }};
     }
-    log_signal!(opened, "opened");
-    log_signal!(connected, "connected");
-    log_signal!(disconnected, "disconnected");
-    {
-        let l = log.clone();
-        sse.state_changed
-            .connect(move |s| l.borrow_mut().push(format!("state {s:?}")))
-            .release();
-        let l = log.clone();
-        sse.error
-            .connect(move |e| l.borrow_mut().push(describe(e)))
-            .release();
+    log_signal!(opened, |_r| "opened".to_string());
+    log_signal!(connected, |_u| "connected".to_string());
+    log_signal!(disconnected, |_u| "disconnected".to_string());
+    log_signal!(state_changed, |state| format!("state {state:?}"));
+    log_signal!(error, |error| describe(error));
+    // The slot that disconnects: one of its own, after the logging slot (a nested emit of
+    // `state_changed(Closed)` skips the slot running further up the stack, as the signal docs say,
+    // but not the logging one).
+    if let Some((trigger, n)) = expected.slot_disconnect {
+        let (log, weak) = (log.clone(), Rc::downgrade(&sse));
+        let disconnect = move || {
+            let sse = weak.upgrade().unwrap();
+            let at = {
+                let log = log.borrow();
+                let seen = log.iter().filter(|l| trigger.matches(l)).count();
+                seen == n && log.last().is_some_and(|l| trigger.matches(l))
+            };
+            if at {
+                sse.disconnect();
+            }
+        };
+        match trigger {
+            Trigger::Message => sse.message_received.connect(move |_| disconnect()),
+            Trigger::Connected => sse.connected.connect(move |_| disconnect()),
+            Trigger::Connecting => sse.state_changed.connect(move |_| disconnect()),
+        }
+        .release();
     }
     let url = format!("http://127.0.0.1:{}/events", server.port);
     sse.connect(HttpRequest::get(&url).unwrap());
@@ -666,7 +719,17 @@ fn case() -> impl Strategy<Value = Case> {
     (
         prop::collection::vec(conn(), 0..=3),
         last,
-        prop::option::weighted(0.3, any::<prop::sample::Index>()),
+        prop::option::weighted(
+            0.35,
+            (
+                prop_oneof![
+                    2 => Just(Trigger::Message),
+                    1 => Just(Trigger::Connected),
+                    1 => Just(Trigger::Connecting)
+                ],
+                any::<prop::sample::Index>(),
+            ),
+        ),
         1u64..=5,
     )
         .prop_map(|(conns, last, disconnect_at, reconnection_ms)| Case {
