@@ -179,7 +179,9 @@ pub struct SseClient {
     /// auto reconnect off none does: the state is already `Closed` when this is emitted). Not
     /// emitted for a failure whose `state_changed` slot already connected again.
     pub error: Signal<SseError>,
-    /// The ready state changed.
+    /// The ready state changed. A slot of it that calls [`disconnect`](Self::disconnect) is
+    /// still running when the `Closed` that follows is emitted, so that nested emission skips
+    /// it (the signal's re-entrancy rule); the other slots and `disconnected` see it.
     pub state_changed: Signal<ReadyState>,
     http: Rc<HttpClient>,
     core: Rc<LoopCore>,
