@@ -1402,12 +1402,8 @@ fn check_replays(
 
 /// `PROPTEST_CASES` when set, else `default`.
 fn config(default: u32) -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
     Config {
-        cases,
+        cases: support::model::cases(default),
         failure_persistence: None,
         max_shrink_iters: 2000,
         // A failing case may take its guards' time (a request stuck in its queue): shrinking
@@ -1423,15 +1419,12 @@ fn scheduling_and_pool_match_the_model() {
     let mut runner = TestRunner::new(config(200));
     let started = Instant::now();
     let result = runner.run(&script_strategy(), |script| run_case(&servers, &script));
-    eprintln!(
-        "{} cases in {:?}",
+    support::model::finish_run(
+        started,
         CASES.load(Ordering::SeqCst),
-        started.elapsed()
+        STAT_NAMES
+            .into_iter()
+            .zip(STATS.iter().map(|stat| stat.load(Ordering::Relaxed))),
+        result,
     );
-    for (name, stat) in STAT_NAMES.iter().zip(&STATS) {
-        eprintln!("  {name}: {}", stat.load(Ordering::Relaxed));
-    }
-    if let Err(e) = result {
-        panic!("{e}");
-    }
 }

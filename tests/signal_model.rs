@@ -37,6 +37,8 @@
 //!
 //! `PROPTEST_CASES` sets the number of scripts (default below, sized for debug `cargo test`).
 
+mod support;
+
 use std::cell::{Cell, RefCell};
 use std::panic::{AssertUnwindSafe, catch_unwind, resume_unwind};
 use std::rc::{Rc, Weak};
@@ -791,12 +793,8 @@ fn script() -> impl Strategy<Value = Script> {
 }
 
 fn config() -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|n| n.parse().ok())
-        .unwrap_or(DEFAULT_CASES);
     Config {
-        cases,
+        cases: support::model::cases(DEFAULT_CASES),
         // A failure becomes a named test; no regression files.
         failure_persistence: None,
         ..Config::default()

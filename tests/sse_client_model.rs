@@ -742,12 +742,8 @@ fn case() -> impl Strategy<Value = Case> {
 
 /// `PROPTEST_CASES` when set, else `default`.
 fn config(default: u32) -> Config {
-    let cases = std::env::var("PROPTEST_CASES")
-        .ok()
-        .and_then(|v| v.parse().ok())
-        .unwrap_or(default);
     Config {
-        cases,
+        cases: support::model::cases(default),
         failure_persistence: None,
         max_shrink_iters: 500,
         max_shrink_time: 60_000,
@@ -763,15 +759,12 @@ fn sse_client_matches_the_model_across_reconnects() {
     let result = runner.run(&case(), |case| {
         run_case(&mut event_loop.borrow_mut(), &case)
     });
-    eprintln!(
-        "{} cases in {:?}",
-        CASES.load(Ordering::SeqCst),
-        started.elapsed()
+    support::model::finish_run(
+        started,
+        CASES.load(Ordering::SeqCst) as u64,
+        STAT_NAMES
+            .into_iter()
+            .zip(STATS.iter().map(|stat| stat.load(Ordering::Relaxed) as u64)),
+        result,
     );
-    for (name, stat) in STAT_NAMES.iter().zip(&STATS) {
-        eprintln!("  {name}: {}", stat.load(Ordering::Relaxed));
-    }
-    if let Err(e) = result {
-        panic!("{e}");
-    }
 }

@@ -3,6 +3,7 @@
 
 pub mod certs;
 pub mod chaos;
+pub mod model;
 
 use std::cell::RefCell;
 use std::rc::Rc;
