@@ -114,6 +114,12 @@ pub(super) struct HostState {
     pub(super) queue: VecDeque<u64>,
 }
 
+/// Whether request `id` waits in `host`'s line: for the debug checks that a request out of
+/// `Queued` has left it.
+pub(super) fn in_host_line(hosts: &HostMap, host: &HostKey, id: u64) -> bool {
+    hosts.get(host).is_some_and(|h| h.queue.contains(&id))
+}
+
 impl HttpClient {
     /// Puts the request on a connection of its host, or queues it (last in line).
     pub(super) fn schedule(&self, inner: &mut ClientInner, id: u64, actions: &mut Vec<Action>) {
@@ -356,10 +362,7 @@ impl HttpClient {
         // Leaving `Queued` for good (until a new hop): `take_request` relies on it having left its
         // host's line.
         debug_assert!(
-            inner
-                .hosts
-                .get(&state.host)
-                .is_none_or(|h| !h.queue.contains(&id)),
+            !in_host_line(&inner.hosts, &state.host, id),
             "request {id} assigned while still in its host's line"
         );
         state.phase = Phase::RecvHead;

@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::actions::Action;
-use super::pool::HostKey;
+use super::pool::{HostKey, in_host_line};
 use super::receive::PartialHead;
 use super::timers::IdleWatch;
 use super::{ClientInner, HttpClient, SseTarget, StreamEvent};
@@ -126,10 +126,7 @@ impl HttpClient {
             }
         } else {
             debug_assert!(
-                inner
-                    .hosts
-                    .get(&state.host)
-                    .is_none_or(|h| !h.queue.contains(&id)),
+                !in_host_line(&inner.hosts, &state.host, id),
                 "request {id} in its host's line after it left `Queued`"
             );
         }
