@@ -20,6 +20,21 @@ fn get(ev: &mut EventLoop, client: &HttpClient, url: &str) -> Result<HttpRespons
     wait(ev, &out)
 }
 
+/// A client limited to two connections per host, with two idle connections to `server` (two
+/// concurrent GETs of `/warm`, answered).
+fn client_with_two_idle_connections(ev: &mut EventLoop, server: &ScriptServer) -> Rc<HttpClient> {
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.set_max_connections_per_host(2));
+    let warm: Vec<_> = (0..2)
+        .map(|_| send(&client, HttpRequest::get(&server.url("/warm")).unwrap()))
+        .collect();
+    assert!(run_until(ev, Duration::from_secs(5), || warm
+        .iter()
+        .all(|o| o.borrow().is_some())));
+    assert_eq!(client.open_connections(), 2);
+    client
+}
+
 /// A server whose `/login` sets the cookie `session=abc`, and whose other paths answer with the
 /// `Cookie` field they got (`none` without one).
 fn login_server() -> ScriptServer {
@@ -474,6 +489,43 @@ fn stale_pooled_connection_is_retried_once_on_a_fresh_one() {
         get(&mut ev, &client, &server.url("/b")).unwrap().text(),
         "second"
     );
+}
+
+/// A GET replayed because its reused connection turned out closed goes on a new connection,
+/// not on another idle one: servers time idle connections out together, so the next idle one
+/// is as likely to be closed as the request reaches it, and a replay that fails is final. Here
+/// every reused connection is closed by the server as the request arrives; the GET failed with
+/// `EmptyResponse` after its replay went on the second idle connection.
+#[test]
+fn a_replayed_get_goes_on_a_new_connection_not_on_another_idle_one() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        let path = req.line.split(' ').nth(1).unwrap_or_default();
+        match (path, req.connection) {
+            ("/warm", _) => Reply::Bytes(ok_response("warm", "")),
+            // The two warmed connections: closed as their next request arrives.
+            (_, 0 | 1) => Reply::Close,
+            _ => Reply::Bytes(ok_response(&format!("{path} on {}", req.connection), "")),
+        }
+    });
+    let client = client_with_two_idle_connections(&mut ev, &server);
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/r")).unwrap().text(),
+        "/r on 2"
+    );
+    let lines: Vec<(usize, String)> = server
+        .requests()
+        .into_iter()
+        .map(|r| (r.connection, r.line))
+        .collect();
+    assert_eq!(lines.len(), 4, "{lines:?}");
+    assert!(
+        lines[2].0 < 2,
+        "the first try went on a pooled connection: {lines:?}"
+    );
+    // The idle connection the replay passed over stays pooled (and is closed by the server
+    // only when a request reaches it).
+    assert_eq!(client.open_connections(), 2);
 }
 
 /// The retry budget is per hop: a GET that was already sent again once (its pooled connection
@@ -2864,15 +2916,7 @@ fn a_request_replayed_after_a_stale_connection_keeps_its_place_in_the_queue() {
         }
         Reply::Bytes(ok_response("ok", ""))
     });
-    let client = HttpClient::new().unwrap();
-    client.update_session(|s| s.set_max_connections_per_host(2));
-    let warm: Vec<_> = (0..2)
-        .map(|_| send(&client, HttpRequest::get(&server.url("/warm")).unwrap()))
-        .collect();
-    assert!(run_until(&mut ev, Duration::from_secs(5), || warm
-        .iter()
-        .all(|o| o.borrow().is_some())));
-    assert_eq!(client.open_connections(), 2);
+    let client = client_with_two_idle_connections(&mut ev, &server);
     // Both go out at once on the two idle connections; /r1's is closed without an answer.
     let r1 = send(&client, HttpRequest::get(&server.url("/r1")).unwrap());
     let r2 = send(&client, HttpRequest::get(&server.url("/r2")).unwrap());

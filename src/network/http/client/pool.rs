@@ -136,27 +136,34 @@ impl HttpClient {
         in_send_order: bool,
         actions: &mut Vec<Action>,
     ) {
-        let Some((host, sent, replayable)) = inner.requests.get(&id).map(|s| {
+        let Some((host, sent, replay, replayable)) = inner.requests.get(&id).map(|s| {
             let replayable = s.request.method().is_idempotent() && !s.retried;
-            (s.host.clone(), s.started, replayable)
+            (s.host.clone(), s.started, s.retried, replayable)
         }) else {
             return;
         };
         let max = inner.session.max_connections_per_host().max(1);
+        // A replay (its reused connection was closed by the server, or answered 408) goes on a
+        // new connection while its host is under the limit: servers time idle connections out
+        // together, so another idle one may be closed just as the request reaches it, and a
+        // replay that fails is final. At the limit it takes an idle one that passes the peek
+        // below, as a request that cannot be replayed does, rather than wait.
+        let new_for_replay = replay && inner.hosts.get(&host).is_none_or(|h| h.active < max);
         // Most recently used idle connection first (warmest); skip ones the server already closed
         // (their close notice may still be queued, or still unread in the kernel: the loop may
         // not have turned since it came). A request that could not be replayed (a POST, or a
         // replay) is not sent on one whose close waits unread: it would fail for good. Others
         // skip that peek (a system call per reuse, on the keep-alive path): should the server
         // have closed, they are replayed once on another connection (an idle one that passes
-        // this peek, or a new one).
+        // this peek only when the host is at its limit, else a new one).
         // Idle past the idle timeout (judged at the request's send time, which a new request's
         // is; a redirect hop's or a retry's is earlier, and its timer stands in). Over a lowered
         // connection limit: closed rather than reused.
-        while let Some((conn_id, over_limit)) = inner
-            .hosts
-            .get_mut(&host)
-            .and_then(|h| Some((h.idle.pop()?, h.active > max)))
+        while !new_for_replay
+            && let Some((conn_id, over_limit)) = inner
+                .hosts
+                .get_mut(&host)
+                .and_then(|h| Some((h.idle.pop()?, h.active > max)))
         {
             let current = inner.tls.as_ref();
             let usable = |c: &Conn| {
@@ -591,8 +598,8 @@ impl HttpClient {
         };
         state.conn = None;
         // A reused keep-alive connection the server had already closed: replay once on another
-        // connection (an idle one only when no close waits unread on it, see `schedule_in_line`;
-        // else a new one) — an idempotent request only: the server may have carried out a POST before closing
+        // connection (a new one; an idle one only at the host's limit and when no close waits
+        // unread on it, see `schedule_in_line`) — an idempotent request only: the server may have carried out a POST before closing
         // (RFC 9112 §9.3.1: never retried automatically).
         if !state.got_bytes
             && served > 0
