@@ -4092,3 +4092,58 @@ fn the_reconnect_after_a_clean_end_reuses_the_connection_as_the_stream_s_keep_al
         );
     }
 }
+
+/// `disconnect()` (or `connect()`) of an open stream whose `state_changed(Closed)` slot connects
+/// again: the old stream's `disconnected` is not emitted after the new stream's
+/// `state_changed(Connecting)`, as it is not for a stream that ended or failed (the new stream
+/// carries on from there). It came last, with the client `Connecting`. (The reconnect model met
+/// it.)
+#[test]
+fn a_user_s_stop_whose_closed_slot_connects_again_is_not_followed_by_disconnected() {
+    for replace in [false, true] {
+        let mut ev = EventLoop::new().unwrap();
+        let server = ScriptServer::start(|_, _| {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: 1\n\n";
+            Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(3))
+        });
+        let sse = SseClient::new().unwrap();
+        let log = lifecycle(&sse);
+        let rec = record(&sse);
+        sse.connect(HttpRequest::get(&server.url("/a")).unwrap());
+        assert!(run_until(&mut ev, Duration::from_secs(5), || !rec
+            .events
+            .borrow()
+            .is_empty()));
+        let (weak, url_b) = (Rc::downgrade(&sse), server.url("/b"));
+        let once = Rc::new(std::cell::Cell::new(true));
+        sse.state_changed
+            .connect(move |state| {
+                if *state == ReadyState::Closed && once.replace(false) {
+                    weak.upgrade()
+                        .unwrap()
+                        .connect(HttpRequest::get(&url_b).unwrap());
+                }
+            })
+            .release();
+        log.borrow_mut().clear();
+        if replace {
+            sse.connect(HttpRequest::get(&server.url("/c")).unwrap());
+        } else {
+            sse.disconnect();
+        }
+        assert_eq!(
+            *log.borrow(),
+            ["state Closed", "state Connecting"],
+            "replace: {replace}"
+        );
+        assert_eq!(sse.ready_state(), ReadyState::Connecting);
+        assert!(run_until(&mut ev, Duration::from_secs(5), || rec
+            .events
+            .borrow()
+            .len()
+            >= 2));
+        let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
+        assert_eq!(lines, ["GET /a HTTP/1.1", "GET /b HTTP/1.1"]);
+        sse.disconnect();
+    }
+}
