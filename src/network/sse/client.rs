@@ -173,11 +173,13 @@ pub struct SseClient {
     /// wait until the slot returns, then arrive in order.
     pub message_received: Signal<SseEvent>,
     /// An open stream ended, or the client stopped. Not emitted for an end whose `state_changed`
-    /// or `error` slot already connected again: the new stream carries on from there.
+    /// or `error` slot already connected again (so that the client is no longer `Closed`): the
+    /// new stream carries on from there.
     pub disconnected: Signal<()>,
     /// Something went wrong; see [`SseError::is_fatal`] for whether a reconnect follows (with
     /// auto reconnect off none does: the state is already `Closed` when this is emitted). Not
-    /// emitted for a failure whose `state_changed` slot already connected again.
+    /// emitted for a failure whose `state_changed` slot already connected again (so that the
+    /// client is no longer `Closed`).
     pub error: Signal<SseError>,
     /// The ready state changed. A slot of it that calls [`disconnect`](Self::disconnect) is
     /// still running when the `Closed` that follows is emitted, so that nested emission skips
@@ -323,7 +325,9 @@ impl SseClient {
     }
 
     /// Stops the stream and any pending reconnect; no other request of the shared
-    /// [`HttpClient`] is touched. Emits `disconnected` if the client was not closed already.
+    /// [`HttpClient`] is touched. Emits `state_changed(Closed)`, then `disconnected`, if the
+    /// client was not closed already (no `disconnected` when a slot of that `Closed` connected
+    /// again: the new stream carries on from there).
     pub fn disconnect(&self) {
         self.stop(true);
     }
@@ -617,8 +621,9 @@ impl SseClient {
         if was != ReadyState::Closed {
             self.set_state(ReadyState::Closed);
             // An open stream's end is always reported (`connect` replacing it, too, as
-            // KDNetwork's `connect` disconnects first).
-            if notify || was == ReadyState::Open {
+            // KDNetwork's `connect` disconnects first), unless a `state_changed` slot connected
+            // again: the new stream carries on from there (as in `close_for_good`).
+            if (notify || was == ReadyState::Open) && self.state() == ReadyState::Closed {
                 self.disconnected.emit(&());
             }
         }
