@@ -44,7 +44,8 @@ const MIN_FAILURE_BACKOFF: Duration = Duration::from_millis(100);
 /// success (LaunchDarkly's "backoff reset threshold"): one that opens and ends sooner is a
 /// failed attempt, so that a server cutting every stream at once is not asked again in a loop.
 const BACKOFF_RESET_THRESHOLD: Duration = Duration::from_secs(5);
-/// The longest wait between reconnection attempts after repeated failures.
+/// The longest backoff between reconnection attempts after repeated failures, before the up to
+/// 25 % jitter that every reconnect waits on top (so at most 75 s).
 pub const DEFAULT_MAX_RECONNECTION_DELAY: Duration = Duration::from_secs(60);
 
 /// Who runs a step that ends a stream: a delivery (the HTTP client's, or the reconnect timer's)
@@ -91,9 +92,9 @@ pub enum ReadyState {
 /// included, the usual "stop") or type fails for good, except 429 and 503 when
 /// [`set_retry_on_throttle`](Self::set_retry_on_throttle) is on (and the answer does not say
 /// that waiting will not help, as OpenAI's `insufficient_quota` does). A clean end of stream or a network
-/// error reconnects after the reconnection time (3 s unless the server's `retry:` says otherwise)
-/// plus up to 25 % jitter, doubled per consecutive failed attempt (counting at least 100 ms, so
-/// `retry: 0` does not hammer a server that is down) up to the maximum delay. An attempt fails
+/// error reconnects after the reconnection time (3 s unless the server's `retry:` says otherwise),
+/// doubled per consecutive failed attempt (counting at least 100 ms, so `retry: 0` does not
+/// hammer a server that is down) up to the maximum delay, plus up to 25 % jitter. An attempt fails
 /// unless its stream delivers an event or stays open for 5 s: a server that opens streams and
 /// cuts them at once is backed off from too. A request that can never be sent (an invalid
 /// header, URL or host name, an unusable TLS configuration) fails for good with
@@ -406,7 +407,10 @@ impl SseClient {
     }
 
     /// Caps the backoff delay between failing attempts, and the wait a throttled answer asks
-    /// for (see [`set_retry_on_throttle`](Self::set_retry_on_throttle)) (default 60 s).
+    /// for (see [`set_retry_on_throttle`](Self::set_retry_on_throttle)) (default 60 s). The
+    /// backoff's up to 25 % jitter comes on top (a throttled answer's wait has none), and a
+    /// reconnection time longer than the cap (a server's `retry:`) is not shortened: it is the
+    /// least the backoff waits.
     pub fn set_max_reconnection_delay(&self, max: Duration) {
         self.inner.borrow_mut().max_delay = max;
     }
