@@ -1,5 +1,6 @@
 //! What the model-based tests (`signal_model.rs`, `http_scheduler_model.rs`,
-//! `sse_client_model.rs`) share: the case count and the report of a run.
+//! `sse_client_model.rs`, `sse_client_reconnect_model.rs`) share: the case count, the report of
+//! a run, and loopback listeners for scripted servers.
 
 use std::fmt::Display;
 use std::time::Instant;
@@ -27,5 +28,58 @@ pub fn finish_run(
     }
     if let Err(e) = result {
         panic!("{e}");
+    }
+}
+
+/// Loopback listeners on threads for a model's scripted servers: each accepted connection is
+/// handed to `serve(listener index, stream)` on a thread of its own. Dropping it stops the
+/// accept loops (the connections' threads end with their connections).
+pub struct Listeners {
+    /// The port of each listener, in order.
+    pub ports: Vec<u16>,
+    stop: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Listeners {
+    /// Binds `count` listeners on 127.0.0.1 and starts accepting.
+    pub fn start<F>(count: usize, serve: F) -> Listeners
+    where
+        F: Fn(usize, std::net::TcpStream) + Send + Sync + 'static,
+    {
+        use std::sync::Arc;
+        use std::sync::atomic::{AtomicBool, Ordering};
+        let listeners: Vec<std::net::TcpListener> = (0..count)
+            .map(|_| std::net::TcpListener::bind("127.0.0.1:0").unwrap())
+            .collect();
+        let ports = listeners
+            .iter()
+            .map(|l| l.local_addr().unwrap().port())
+            .collect();
+        let stop = Arc::new(AtomicBool::new(false));
+        let serve = Arc::new(serve);
+        for (index, listener) in listeners.into_iter().enumerate() {
+            let (stop, serve) = (stop.clone(), serve.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        return;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    let serve = serve.clone();
+                    std::thread::spawn(move || serve(index, stream));
+                }
+            });
+        }
+        Listeners { ports, stop }
+    }
+}
+
+impl Drop for Listeners {
+    fn drop(&mut self) {
+        self.stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        // Wakes each accept loop, which then sees `stop`.
+        for port in &self.ports {
+            let _ = std::net::TcpStream::connect(("127.0.0.1", *port));
+        }
     }
 }
