@@ -25,8 +25,9 @@
 //! `state_changed(Closed)`, fatal `error`, `disconnected` for a refused answer); after a
 //! refusal or a `disconnect()` nothing more is emitted and no request is made.
 //!
-//! Not covered: redirects, throttling (429/503 with retry on), read timeouts, backoff timing,
-//! chunked bodies, `set_last_event_id`, user calls other than `disconnect()`.
+//! Not covered here: redirects, throttling (429/503 with retry on), read timeouts, backoff
+//! timing, `set_last_event_id`, user calls other than `disconnect()` (those are
+//! `sse_client_reconnect_model.rs`'s), chunked bodies.
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 100, about 7 s in a debug build).
 

@@ -12,10 +12,12 @@
 //! beside it that must lose), some saying `x-should-retry: false`; a 204, 404 or 500; a 200 of another
 //! type or none. The request is a GET or a POST with a body, with `Authorization`, at most 1–3
 //! redirects; retrying on throttling is on or off; the reconnection time is 1–8 ms, the
-//! maximum delay 10–30 ms or (in some cases) 250–400 ms. In some cases one or two slots (of
+//! maximum delay 10–30 ms or (in some cases) 250–400 ms; auto reconnect is on or (in some
+//! cases) off. In some cases one or two slots (of
 //! different signals: `state_changed` for a given state, `opened`, `connected`,
 //! `message_received`, `error`, `disconnected`) call `disconnect()`, `connect()` (another path,
-//! some with a `Last-Event-ID` header) or `set_last_event_id` at their n-th emission.
+//! some with a `Last-Event-ID` header), `set_last_event_id`, `set_reconnection_time` or
+//! `set_auto_reconnect(false)` at their n-th emission.
 //!
 //! The model is the documented behaviour (module, `SseClient`, signal and `SseError` docs; the
 //! WHATWG rules; the redirect table of `http::redirect`): each redirect is followed up to the
@@ -26,7 +28,8 @@
 //! retrying off or saying that waiting will not help fail for good (state `Closed`, fatal
 //! `error`, `disconnected`); a stream's end, a network error, a read timeout and (retrying on) a
 //! throttled answer reconnect (state `Connecting`, `error` if any, `disconnected` for an open
-//! stream) after the reconnection time (the last `retry:` delivered) plus up to 25 % jitter,
+//! stream; with auto reconnect off, they close the client: `Closed`, `error` if any,
+//! `disconnected`) after the reconnection time (the last `retry:` delivered) plus up to 25 % jitter,
 //! or, after n consecutive failed attempts (an answer that opened no stream, or a stream that
 //! delivered no event), at least 100 ms doubled n times, capped at the maximum delay (unless the
 //! reconnection time is longer); a throttled answer's wait (`retry-after-ms`, else
@@ -39,10 +42,12 @@
 //! `disconnected` of it, but `disconnected` for an open stream the call ended); a failure's
 //! `error` and `disconnected` still come after a `disconnect()` in its `state_changed(Closed)`
 //! slot; `set_last_event_id` sets the ID sent next unless the stream in flight delivers an ID of
-//! its own after the call. Each signal's line carries `ready_state()` as its slot saw it, each
+//! its own after the call; `set_reconnection_time` holds until a later `retry:`; auto reconnect
+//! turned off closes the client at the next reconnect, or (from a slot of that reconnect's
+//! signals) instead of waiting (`Closed`, `disconnected`). Each signal's line carries `ready_state()` as its slot saw it, each
 //! event line its own and the client's last event ID.
 //!
-//! Not covered: `set_auto_reconnect`, `set_reconnection_time` and `set_read_timeout` from slots,
+//! Not covered: `set_auto_reconnect(true)` and `set_read_timeout` from slots,
 //! user calls outside slots (during the reconnect wait, say), a stream that stays open 5 s (which
 //! counts as a success), a `Retry-After` wait under the maximum delay in whole seconds (too slow
 //! for a unit test), redirect policies other than the
@@ -176,6 +181,10 @@ enum What {
     Connect(Option<u32>),
     /// `set_last_event_id` of `1000+k`, or of `""`.
     SetId(Option<u32>),
+    /// `set_reconnection_time` of this many ms.
+    SetTime(u8),
+    /// `set_auto_reconnect(false)`.
+    AutoOff,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -194,6 +203,7 @@ struct Case {
     reconnection_ms: u64,
     max_delay_ms: u64,
     retry_throttled: bool,
+    auto_reconnect: bool,
     actions: Vec<Act>,
 }
 
@@ -414,6 +424,7 @@ struct Model<'a> {
     opened: bool,
     failures: u32,
     reconnection: u64,
+    auto_reconnect: bool,
     /// The pending reconnect: the log line it is measured from, and its bounds (ms).
     timer: Option<(usize, u64, u64)>,
     counts: [usize; 8],
@@ -460,6 +471,7 @@ impl<'a> Model<'a> {
             opened: false,
             failures: 0,
             reconnection: case.reconnection_ms,
+            auto_reconnect: case.auto_reconnect,
             timer: None,
             counts: [0; 8],
             fired: vec![false; case.actions.len()],
@@ -498,6 +510,9 @@ impl<'a> Model<'a> {
                     }
                     What::SetId(id) => self
                         .set_last_event_id(id.map(|k| (1000 + k).to_string()).unwrap_or_default()),
+                    What::SetTime(ms) => self.reconnection = ms.into(),
+                    // (No reconnect is pending while a slot runs: the wait starts after them.)
+                    What::AutoOff => self.auto_reconnect = false,
                 }
             }
         }
@@ -606,7 +621,7 @@ impl<'a> Model<'a> {
                 Answer::Redirect(status, Location::Server(to, _)) => {
                     if hops == self.case.max_redirects {
                         count(Stat::RedirectLimit);
-                        return self.fail(Failure::Redirect);
+                        return self.fail(Some(Failure::Redirect));
                     }
                     hops += 1;
                     count(Stat::Redirects);
@@ -629,9 +644,9 @@ impl<'a> Model<'a> {
                     });
                 }
                 Answer::Redirect(status, Location::Missing) => {
-                    return self.fail(Failure::Status(status));
+                    return self.fail(Some(Failure::Status(status)));
                 }
-                Answer::Redirect(_, Location::Bad) => return self.fail(Failure::Redirect),
+                Answer::Redirect(_, Location::Bad) => return self.fail(Some(Failure::Redirect)),
                 Answer::Stream(events, end) => return self.stream(&last, &events, end),
                 Answer::PartialHead => {
                     self.end_request();
@@ -644,7 +659,7 @@ impl<'a> Model<'a> {
                     futile,
                 } => {
                     if !self.case.retry_throttled || futile {
-                        return self.fail(Failure::Status(status));
+                        return self.fail(Some(Failure::Status(status)));
                     }
                     self.end_request();
                     self.failures += 1;
@@ -659,8 +674,8 @@ impl<'a> Model<'a> {
                         .map(|wait| (wait.as_millis() as u64).min(self.case.max_delay_ms));
                     return self.reestablish(Some(Failure::Throttled(status, asked)), wait);
                 }
-                Answer::Refuse(status) => return self.fail(Failure::Status(status)),
-                Answer::WrongType(_) => return self.fail(Failure::Type),
+                Answer::Refuse(status) => return self.fail(Some(Failure::Status(status))),
+                Answer::WrongType(_) => return self.fail(Some(Failure::Type)),
             }
         }
     }
@@ -726,6 +741,9 @@ impl<'a> Model<'a> {
     /// Wait, then connect again: `Connecting`, `error`, `disconnected` for an open stream
     /// (nothing more once a slot connected or disconnected), then the timer.
     fn reestablish(&mut self, error: Option<Failure>, wait: Option<u64>) {
+        if !self.auto_reconnect {
+            return self.fail(error);
+        }
         let was_open = std::mem::take(&mut self.opened);
         let stopped = self.stops;
         self.set_state(ReadyState::Connecting);
@@ -740,6 +758,10 @@ impl<'a> Model<'a> {
         }
         if self.stops != stopped {
             return;
+        }
+        // Turned off by a slot meanwhile: the reconnect is cancelled and the client closes.
+        if !self.auto_reconnect {
+            return self.fail(None);
         }
         let (least, most) = match wait {
             Some(wait) => (wait, wait),
@@ -756,16 +778,19 @@ impl<'a> Model<'a> {
         self.timer = Some((self.log.len() - 1, least, most));
     }
 
-    /// Closed for good: `Closed`, fatal `error`, `disconnected` (nothing more once a slot
-    /// connected again: the client is not `Closed` any more).
-    fn fail(&mut self, error: Failure) {
+    /// Closed for good (a fatal error, or any end with auto reconnect off): `Closed`, `error` if
+    /// any, `disconnected` (nothing more once a slot connected again: the client is not `Closed`
+    /// any more).
+    fn fail(&mut self, error: Option<Failure>) {
         self.end_request();
         self.opened = false;
         self.set_state(ReadyState::Closed);
         if self.state != ReadyState::Closed {
             return;
         }
-        self.emit(On::Error, error.line());
+        if let Some(error) = error {
+            self.emit(On::Error, error.line());
+        }
         if self.state != ReadyState::Closed {
             return;
         }
@@ -859,6 +884,7 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
     sse.set_reconnection_time(Duration::from_millis(case.reconnection_ms));
     sse.set_max_reconnection_delay(Duration::from_millis(case.max_delay_ms));
     sse.set_retry_on_throttle(case.retry_throttled);
+    sse.set_auto_reconnect(case.auto_reconnect);
     sse.set_read_timeout(case.read_timeout());
     let log: Rc<RefCell<Vec<(String, Instant)>>> = Rc::default();
     let note: Rc<dyn Fn(String)> = {
@@ -935,6 +961,8 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
                 What::SetId(id) => {
                     sse.set_last_event_id(&id.map(|k| (1000 + k).to_string()).unwrap_or_default())
                 }
+                What::SetTime(ms) => sse.set_reconnection_time(Duration::from_millis(ms.into())),
+                What::AutoOff => sse.set_auto_reconnect(false),
             }
         };
         match act.on {
@@ -1056,6 +1084,8 @@ fn act() -> impl Strategy<Value = Act> {
         Just(What::Disconnect),
         prop::option::of(0u32..10).prop_map(What::Connect),
         prop::option::weighted(0.8, 0u32..10).prop_map(What::SetId),
+        (1u8..=8).prop_map(What::SetTime),
+        Just(What::AutoOff),
     ];
     (prop::sample::select(On::ALL.to_vec()), 1usize..=3, what).prop_map(|(on, n, what)| Act {
         on,
@@ -1071,11 +1101,12 @@ fn case() -> impl Strategy<Value = Case> {
         1u32..=3,
         1u64..=8,
         prop_oneof![9 => 10u64..=30, 1 => 250u64..=400],
-        prop::bool::weighted(0.7),
+        (prop::bool::weighted(0.7), prop::bool::weighted(0.85)),
         prop::collection::vec(act(), 0..=2),
     )
         .prop_map(
-            |(script, post, max_redirects, reconnection_ms, max_delay_ms, retry, mut actions)| {
+            |(script, post, max_redirects, reconnection_ms, max_delay_ms, flags, mut actions)| {
+                let (retry_throttled, auto_reconnect) = flags;
                 // One acting slot per signal.
                 if actions.len() == 2 && actions[0].on.signal() == actions[1].on.signal() {
                     actions.pop();
@@ -1086,7 +1117,8 @@ fn case() -> impl Strategy<Value = Case> {
                     max_redirects,
                     reconnection_ms,
                     max_delay_ms,
-                    retry_throttled: retry,
+                    retry_throttled,
+                    auto_reconnect,
                     actions,
                 }
             },
