@@ -4147,3 +4147,51 @@ fn a_user_s_stop_whose_closed_slot_connects_again_is_not_followed_by_disconnecte
         sse.disconnect();
     }
 }
+
+/// `connect()` outside any slot while the client waits to reconnect: the pending reconnect is
+/// cancelled (the old URL is not asked again), the new request goes out, and the signals say
+/// `Closed` then `Connecting` (no `disconnected`: no stream was open). (The reconnect model's
+/// user calls all come from slots, when no reconnect is pending.)
+#[test]
+fn connect_during_the_reconnect_wait_replaces_the_pending_reconnect() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.contains("/a") {
+            Reply::BytesThenClose(stream("retry: 300\ndata: a\n\n"))
+        } else {
+            let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: b\n\n";
+            Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(3))
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    let log = lifecycle(&sse);
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/a")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || log
+        .borrow()
+        .iter()
+        .any(|l| l == "disconnected")));
+    assert_eq!(sse.ready_state(), ReadyState::Connecting);
+    log.borrow_mut().clear();
+    sse.connect(HttpRequest::get(&server.url("/b")).unwrap());
+    assert_eq!(server.requests().len(), 1);
+    assert!(run_until(&mut ev, Duration::from_secs(5), || rec
+        .events
+        .borrow()
+        .len()
+        >= 2));
+    run_until(&mut ev, Duration::from_millis(600), || false);
+    let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
+    assert_eq!(lines, ["GET /a HTTP/1.1", "GET /b HTTP/1.1"]);
+    assert_eq!(
+        *log.borrow(),
+        [
+            "state Closed",
+            "state Connecting",
+            "state Open",
+            "connected"
+        ]
+    );
+    assert_eq!(*rec.events.borrow(), ["message:a:", "message:b:"]);
+    sse.disconnect();
+}
