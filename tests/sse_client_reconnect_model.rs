@@ -17,7 +17,9 @@
 //! different signals: `state_changed` for a given state, `opened`, `connected`,
 //! `message_received`, `error`, `disconnected`) call `disconnect()`, `connect()` (another path,
 //! some with a `Last-Event-ID` header), `set_last_event_id`, `set_reconnection_time` or
-//! `set_auto_reconnect(false)` at their n-th emission.
+//! `set_auto_reconnect(false)` at their n-th emission; in some, the test makes one such call
+//! from outside any slot while the client waits: on a silent stream after its events, or for a
+//! reconnect of at least 100 ms (a later loop turn's timer, whatever a loaded machine does).
 //!
 //! The model is the documented behaviour (module, `SseClient`, signal and `SseError` docs; the
 //! WHATWG rules; the redirect table of `http::redirect`): each redirect is followed up to the
@@ -44,11 +46,12 @@
 //! slot; `set_last_event_id` sets the ID sent next unless the stream in flight delivers an ID of
 //! its own after the call; `set_reconnection_time` holds until a later `retry:`; auto reconnect
 //! turned off closes the client at the next reconnect, or (from a slot of that reconnect's
-//! signals) instead of waiting (`Closed`, `disconnected`). Each signal's line carries `ready_state()` as its slot saw it, each
+//! signals, or during its wait) instead of waiting (`Closed`, `disconnected`). Each signal's line carries `ready_state()` as its slot saw it, each
 //! event line its own and the client's last event ID.
 //!
 //! Not covered: `set_auto_reconnect(true)` and `set_read_timeout` from slots,
-//! user calls outside slots (during the reconnect wait, say), a stream that stays open 5 s (which
+//! user calls outside slots in other states (while a request waits for its answer, or during a
+//! short reconnect wait), a stream that stays open 5 s (which
 //! counts as a success), a `Retry-After` wait under the maximum delay in whole seconds (too slow
 //! for a unit test), redirect policies other than the
 //! default, HTTPS, chunked bodies, parser details (`sse_client_model.rs` and `sse_parser`).
@@ -205,6 +208,9 @@ struct Case {
     retry_throttled: bool,
     auto_reconnect: bool,
     actions: Vec<Act>,
+    /// A call outside any slot at this quiet point (counted from 0): a silent stream open after
+    /// its events, or a reconnect wait of at least [`QUIET_WAIT_MS`].
+    outside: Option<(usize, What)>,
 }
 
 impl Case {
@@ -219,6 +225,9 @@ impl Case {
 /// The read timeout of a case with a silent stream: long enough that a loaded machine's slow
 /// answer is not taken for silence.
 const READ_TIMEOUT: Duration = Duration::from_millis(250);
+/// The least reconnect wait the test calls into from outside: a wait that short cannot have
+/// ended within the loop turn that began it.
+const QUIET_WAIT_MS: u64 = 100;
 /// How far over the model's longest wait a measured one may be (a loaded machine's delays).
 const WAIT_SLACK_MS: u64 = 700;
 
@@ -429,6 +438,9 @@ struct Model<'a> {
     timer: Option<(usize, u64, u64)>,
     counts: [usize; 8],
     fired: Vec<bool>,
+    /// Quiet points met so far, and the log length at the one where the outside call came.
+    quiet: usize,
+    outside_at: Option<usize>,
 }
 
 #[derive(Debug, Clone)]
@@ -475,13 +487,20 @@ impl<'a> Model<'a> {
             timer: None,
             counts: [0; 8],
             fired: vec![false; case.actions.len()],
+            quiet: 0,
+            outside_at: None,
         };
         m.connect("/events", None);
         loop {
             if m.in_flight {
                 m.answer();
-            } else if let Some(wait) = m.timer.take() {
-                m.open(Some(wait));
+            } else if let Some((_, least, _)) = m.timer {
+                if least >= QUIET_WAIT_MS {
+                    m.quiet_point();
+                }
+                if let Some(wait) = m.timer.take() {
+                    m.open(Some(wait));
+                }
             } else {
                 break;
             }
@@ -501,21 +520,43 @@ impl<'a> Model<'a> {
             let act = self.case.actions[i];
             if !self.fired[i] && act.on == on && act.n == self.counts[k] {
                 self.fired[i] = true;
-                match act.what {
-                    What::Disconnect => {
-                        self.stop(true);
-                    }
-                    What::Connect(id) => {
-                        self.connect("/again", id.map(|k| (2000 + k).to_string()));
-                    }
-                    What::SetId(id) => self
-                        .set_last_event_id(id.map(|k| (1000 + k).to_string()).unwrap_or_default()),
-                    What::SetTime(ms) => self.reconnection = ms.into(),
-                    // (No reconnect is pending while a slot runs: the wait starts after them.)
-                    What::AutoOff => self.auto_reconnect = false,
+                self.call(act.what);
+            }
+        }
+    }
+
+    /// A user's call (from a slot, or from outside at a quiet point).
+    fn call(&mut self, what: What) {
+        match what {
+            What::Disconnect => {
+                self.stop(true);
+            }
+            What::Connect(id) => self.connect("/again", id.map(|k| (2000 + k).to_string())),
+            What::SetId(id) => {
+                self.set_last_event_id(id.map(|k| (1000 + k).to_string()).unwrap_or_default())
+            }
+            What::SetTime(ms) => self.reconnection = ms.into(),
+            What::AutoOff => {
+                self.auto_reconnect = false;
+                // Waiting to reconnect (never so while a slot runs: the wait starts after
+                // them): the reconnect is cancelled and the client closes.
+                if self.timer.take().is_some() {
+                    self.fail(None);
                 }
             }
         }
+    }
+
+    /// The client waits (for a silent stream, or to reconnect): the test's outside call comes
+    /// here if this is its point.
+    fn quiet_point(&mut self) {
+        if let Some((at, what)) = self.case.outside {
+            if at == self.quiet {
+                self.outside_at = Some(self.log.len());
+                self.call(what);
+            }
+        }
+        self.quiet += 1;
     }
 
     fn set_state(&mut self, state: ReadyState) {
@@ -724,6 +765,12 @@ impl<'a> Model<'a> {
         if self.stops != stopped {
             return;
         }
+        if end == End::Silent {
+            self.quiet_point();
+            if self.stops != stopped {
+                return;
+            }
+        }
         self.end_request();
         if delivered {
             self.failures = 0;
@@ -798,6 +845,25 @@ impl<'a> Model<'a> {
     }
 }
 
+/// The test's side of [`Model::call`].
+fn user_call(sse: &SseClient, what: What, again: &HttpRequest) {
+    match what {
+        What::Disconnect => sse.disconnect(),
+        What::Connect(id) => {
+            let mut request = again.clone();
+            if let Some(k) = id {
+                request.set_header("Last-Event-ID", (2000 + k).to_string());
+            }
+            sse.connect(request);
+        }
+        What::SetId(id) => {
+            sse.set_last_event_id(&id.map(|k| (1000 + k).to_string()).unwrap_or_default())
+        }
+        What::SetTime(ms) => sse.set_reconnection_time(Duration::from_millis(ms.into())),
+        What::AutoOff => sse.set_auto_reconnect(false),
+    }
+}
+
 fn describe(error: &SseError) -> String {
     let what = match error {
         SseError::Http(e) if e.is_timeout() => "http timeout".to_string(),
@@ -835,9 +901,10 @@ enum Stat {
     Timeouts,
     Fatal,
     Actions,
+    Outside,
 }
 
-const STAT_NAMES: [&str; 9] = [
+const STAT_NAMES: [&str; 10] = [
     "requests",
     "redirects followed",
     "redirect limits hit",
@@ -847,8 +914,9 @@ const STAT_NAMES: [&str; 9] = [
     "read timeouts",
     "fatal ends",
     "slot calls",
+    "calls from outside (waiting)",
 ];
-static STATS: [AtomicUsize; 9] = [const { AtomicUsize::new(0) }; 9];
+static STATS: [AtomicUsize; 10] = [const { AtomicUsize::new(0) }; 10];
 
 fn count(stat: Stat) {
     STATS[stat as usize].fetch_add(1, Ordering::Relaxed);
@@ -877,6 +945,9 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
     }
     for _ in model.fired.iter().filter(|&&f| f) {
         count(Stat::Actions);
+    }
+    if model.outside_at.is_some() {
+        count(Stat::Outside);
     }
 
     let servers = Servers::start(&case.script);
@@ -948,22 +1019,7 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
             if seen.get() != act.n {
                 return;
             }
-            let sse = weak.upgrade().unwrap();
-            match act.what {
-                What::Disconnect => sse.disconnect(),
-                What::Connect(id) => {
-                    let mut request = again.clone();
-                    if let Some(k) = id {
-                        request.set_header("Last-Event-ID", (2000 + k).to_string());
-                    }
-                    sse.connect(request);
-                }
-                What::SetId(id) => {
-                    sse.set_last_event_id(&id.map(|k| (1000 + k).to_string()).unwrap_or_default())
-                }
-                What::SetTime(ms) => sse.set_reconnection_time(Duration::from_millis(ms.into())),
-                What::AutoOff => sse.set_auto_reconnect(false),
-            }
+            user_call(&weak.upgrade().unwrap(), act.what, &again);
         };
         match act.on {
             On::State(wanted) => sse.state_changed.connect(move |state| {
@@ -988,6 +1044,11 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
         .filter_map(|r| r.wait.map(|(_, _, most)| most))
         .sum();
     let limit = Duration::from_millis(10_000 + waits * 2);
+    if let Some(at) = model.outside_at {
+        // Between loop turns, the client waiting as the model says (or the log shows otherwise).
+        run_until(event_loop, limit, || log.borrow().len() >= at);
+        user_call(&sse, case.outside.unwrap().1, &request("/again"));
+    }
     let wanted = model.log.len();
     run_until(event_loop, limit, || log.borrow().len() >= wanted);
     // Anything more (a reconnect, a late signal) would show within this.
@@ -1079,15 +1140,18 @@ fn answer() -> impl Strategy<Value = Answer> {
     ]
 }
 
-fn act() -> impl Strategy<Value = Act> {
-    let what = prop_oneof![
+fn what() -> impl Strategy<Value = What> {
+    prop_oneof![
         Just(What::Disconnect),
         prop::option::of(0u32..10).prop_map(What::Connect),
         prop::option::weighted(0.8, 0u32..10).prop_map(What::SetId),
         (1u8..=8).prop_map(What::SetTime),
         Just(What::AutoOff),
-    ];
-    (prop::sample::select(On::ALL.to_vec()), 1usize..=3, what).prop_map(|(on, n, what)| Act {
+    ]
+}
+
+fn act() -> impl Strategy<Value = Act> {
+    (prop::sample::select(On::ALL.to_vec()), 1usize..=3, what()).prop_map(|(on, n, what)| Act {
         on,
         n,
         what,
@@ -1102,11 +1166,15 @@ fn case() -> impl Strategy<Value = Case> {
         1u64..=8,
         prop_oneof![9 => 10u64..=30, 1 => 250u64..=400],
         (prop::bool::weighted(0.7), prop::bool::weighted(0.85)),
-        prop::collection::vec(act(), 0..=2),
+        (
+            prop::collection::vec(act(), 0..=2),
+            prop::option::weighted(0.4, (0usize..=1, what())),
+        ),
     )
         .prop_map(
-            |(script, post, max_redirects, reconnection_ms, max_delay_ms, flags, mut actions)| {
+            |(script, post, max_redirects, reconnection_ms, max_delay_ms, flags, calls)| {
                 let (retry_throttled, auto_reconnect) = flags;
+                let (mut actions, outside) = calls;
                 // One acting slot per signal.
                 if actions.len() == 2 && actions[0].on.signal() == actions[1].on.signal() {
                     actions.pop();
@@ -1120,6 +1188,7 @@ fn case() -> impl Strategy<Value = Case> {
                     retry_throttled,
                     auto_reconnect,
                     actions,
+                    outside,
                 }
             },
         )
