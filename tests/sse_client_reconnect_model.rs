@@ -1,60 +1,58 @@
-//! A randomised, model-based test of how `SseClient` reconnects: redirects, refusals,
-//! throttling, read timeouts, the backoff schedule, and user calls from its slots.
+//! A randomised, model-based test of how `SseClient` reconnects: redirects, refusals, throttling,
+//! read timeouts, the backoff schedule, and user calls from its slots.
 //!
-//! Three loopback servers answer the client's requests, one scripted answer per request in
-//! arrival order (after the script, `204`): a redirect (301, 302, 303, 307, 308) to a path on
-//! any of the three servers (by a relative or absolute `Location`), or without a `Location`, or
-//! to an `ftp:` URL; a `200 text/event-stream` with 0–3 events numbered on from the
-//! `Last-Event-ID` received (some without `id:`, some with a `retry:` of 1–8 ms) that ends
-//! cleanly (closed, or an exact `Content-Length`), is cut short of its `Content-Length`, or goes
-//! silent until the client's read timeout; a response head cut off (a network error); a 429 or
-//! 503, with no wait, a `Retry-After` of 0–3 s, or `retry-after-ms` (with a `Retry-After: 2`
-//! beside it that must lose), some saying `x-should-retry: false`; a 204, 404 or 500; a 200 of another
-//! type or none. The request is a GET or a POST with a body, with `Authorization`, at most 1–3
-//! redirects; retrying on throttling is on or off; the reconnection time is 1–8 ms, the
-//! maximum delay 10–30 ms or (in some cases) 250–400 ms; auto reconnect is on or (in some
-//! cases) off. In some cases one or two slots (of
-//! different signals: `state_changed` for a given state, `opened`, `connected`,
-//! `message_received`, `error`, `disconnected`) call `disconnect()`, `connect()` (another path,
-//! some with a `Last-Event-ID` header), `set_last_event_id`, `set_reconnection_time` or
-//! `set_auto_reconnect(false)` at their n-th emission; in some, the test makes one such call
-//! from outside any slot while the client waits: on a silent stream after its events, or for a
-//! reconnect of at least 100 ms (a later loop turn's timer, whatever a loaded machine does).
+//! Three loopback servers answer the client's requests, one scripted answer per request in arrival
+//! order (after the script, `204`): a redirect (301, 302, 303, 307, 308) to a path on any of the
+//! three servers (by a relative or absolute `Location`), or without a `Location`, or to an `ftp:`
+//! URL; a `200 text/event-stream` with 0–3 events numbered on from the `Last-Event-ID` received
+//! (some without `id:`, some with a `retry:` of 1–8 ms) that ends cleanly (closed, or an exact
+//! `Content-Length`), is cut short of its `Content-Length`, or goes silent until the client's read
+//! timeout; a response head cut off (a network error); a 429 or 503, with no wait, a `Retry-After`
+//! of 0–3 s, or `retry-after-ms` (with a `Retry-After: 2` beside it that must lose), some saying
+//! `x-should-retry: false`; a 204, 404 or 500; a 200 of another type or none. The request is a GET
+//! or a POST with a body, with `Authorization`, at most 1–3 redirects; retrying on throttling is on
+//! or off; the reconnection time is 1–8 ms, the maximum delay 10–30 ms or (in some cases) 250–400
+//! ms; auto reconnect is on or (in some cases) off. In some cases one or two slots (of different
+//! signals: `state_changed` for a given state, `opened`, `connected`, `message_received`, `error`,
+//! `disconnected`) call `disconnect()`, `connect()` (another path, some with a `Last-Event-ID`
+//! header), `set_last_event_id`, `set_reconnection_time` or `set_auto_reconnect(false)` at their
+//! n-th emission; in some, the test makes one such call from outside any slot while the client
+//! waits: on a silent stream after its events, or for a reconnect of at least 100 ms (a later loop
+//! turn's timer, whatever a loaded machine does).
 //!
 //! The model is the documented behaviour (module, `SseClient`, signal and `SseError` docs; the
 //! WHATWG rules; the redirect table of `http::redirect`): each redirect is followed up to the
 //! request's limit, with the method and body the table gives, `Last-Event-ID` on every hop and
 //! `Authorization` until a hop leaves the first server's origin; every reconnect and `connect()`
-//! starts again from its request's own URL; only a 200 `text/event-stream` opens the stream;
-//! 204, other statuses, other types, a redirect that cannot be followed, a throttled answer with
-//! retrying off or saying that waiting will not help fail for good (state `Closed`, fatal
-//! `error`, `disconnected`); a stream's end, a network error, a read timeout and (retrying on) a
-//! throttled answer reconnect (state `Connecting`, `error` if any, `disconnected` for an open
-//! stream; with auto reconnect off, they close the client: `Closed`, `error` if any,
-//! `disconnected`) after the reconnection time (the last `retry:` delivered) plus up to 25 % jitter,
-//! or, after n consecutive failed attempts (an answer that opened no stream, or a stream that
-//! delivered no event), at least 100 ms doubled n times, capped at the maximum delay (unless the
-//! reconnection time is longer); a throttled answer's wait (`retry-after-ms`, else
-//! `Retry-After`), capped at the maximum delay and without jitter, instead when it asks for one
-//! that is not 0; `connect()` resets the count. The measured waits (from
-//! the last signal before the wait to the server's receipt of the next request) are checked
-//! against generous bounds: never shorter than the model's least, never more than 700 ms over
-//! its most. A user call in a slot acts as documented: `disconnect()` and `connect()` end what
-//! runs (nothing of the old stream follows: no later event, `opened`, `connected`, `error` or
-//! `disconnected` of it, but `disconnected` for an open stream the call ended); a failure's
-//! `error` and `disconnected` still come after a `disconnect()` in its `state_changed(Closed)`
-//! slot; `set_last_event_id` sets the ID sent next unless the stream in flight delivers an ID of
-//! its own after the call; `set_reconnection_time` holds until a later `retry:`; auto reconnect
-//! turned off closes the client at the next reconnect, or (from a slot of that reconnect's
-//! signals, or during its wait) instead of waiting (`Closed`, `disconnected`). Each signal's line carries `ready_state()` as its slot saw it, each
-//! event line its own and the client's last event ID.
+//! starts again from its request's own URL; only a 200 `text/event-stream` opens the stream; 204,
+//! other statuses, other types, a redirect that cannot be followed, a throttled answer with
+//! retrying off or saying that waiting will not help fail for good (state `Closed`, fatal `error`,
+//! `disconnected`); a stream's end, a network error, a read timeout and (retrying on) a throttled
+//! answer reconnect (state `Connecting`, `error` if any, `disconnected` for an open stream; with
+//! auto reconnect off, they close the client: `Closed`, `error` if any, `disconnected`) after the
+//! reconnection time (the last `retry:` delivered) or, after n consecutive failed attempts (an
+//! answer that opened no stream, or a stream that delivered no event), at least 100 ms doubled n
+//! times, capped at the maximum delay (unless the reconnection time is longer), plus up to 25 %
+//! jitter; a throttled answer's wait (`retry-after-ms`, else `Retry-After`), capped at the maximum
+//! delay and without jitter, instead when it asks for one that is not 0; `connect()` resets the
+//! count. The measured waits (from the last signal before the wait to the server's receipt of the
+//! next request) are checked against generous bounds: never shorter than the model's least, never
+//! more than 700 ms over its most. A user call in a slot acts as documented: `disconnect()` and
+//! `connect()` end what runs (nothing of the old stream follows: no later event, `opened`,
+//! `connected`, `error` or `disconnected` of it, but `disconnected` for an open stream the call
+//! ended, unless a slot of its `state_changed(Closed)` connected again); a failure's `error` and
+//! `disconnected` still come after a `disconnect()` in its `state_changed(Closed)` slot;
+//! `set_last_event_id` sets the ID sent next unless the stream in flight delivers an ID of its own
+//! after the call; `set_reconnection_time` holds until a later `retry:`; auto reconnect turned off
+//! closes the client at the next reconnect, or (from a slot of that reconnect's signals, or during
+//! its wait) instead of waiting (`Closed`, `disconnected`). Each signal's line carries
+//! `ready_state()` as its slot saw it, each event line its own and the client's last event ID.
 //!
-//! Not covered: `set_auto_reconnect(true)` and `set_read_timeout` from slots,
-//! user calls outside slots in other states (while a request waits for its answer, or during a
-//! short reconnect wait), a stream that stays open 5 s (which
-//! counts as a success), a `Retry-After` wait under the maximum delay in whole seconds (too slow
-//! for a unit test), redirect policies other than the
-//! default, HTTPS, chunked bodies, parser details (`sse_client_model.rs` and `sse_parser`).
+//! Not covered: `set_auto_reconnect(true)` and `set_read_timeout` from slots, user calls outside
+//! slots in other states (while a request waits for its answer, or during a short reconnect wait),
+//! a stream that stays open 5 s (which counts as a success), a `Retry-After` wait under the maximum
+//! delay in whole seconds (too slow for a unit test), redirect policies other than the default,
+//! HTTPS, chunked bodies, parser details (`sse_client_model.rs` and `sse_parser`).
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 48, about 6 s in a debug build).
 
