@@ -2192,3 +2192,81 @@ fn a_first_slot_whose_dropped_captures_connect_a_slot_skips_no_other_slot() {
     assert_eq!(log.take(), ["b", "new"]);
     signal.disconnect_all();
 }
+
+// ---- Model-based review (fourteenth round) ------------------------------------------------------
+// Regressions found by tests/signal_model.rs once it covered connect_weak, connect_deferred,
+// dropped signals and captured values whose `Drop` panics.
+
+/// Panics when dropped (unless a panic unwinds already, where a second one would abort).
+struct PanicOnDrop;
+
+impl Drop for PanicOnDrop {
+    fn drop(&mut self) {
+        if !thread::panicking() {
+            std::panic::resume_unwind(Box::new("deliberate panic in a captured value's Drop"));
+        }
+    }
+}
+
+/// A `connect_weak` sweeps the connections of owners that are gone. It connected its own slot
+/// first and then disconnected the gone ones one by one: when a swept closure's captured value
+/// panicked in its `Drop`, the panic left `connect_weak` with the rest of the gone connections
+/// still connected (and no longer remembered for a later sweep, so each stayed until the next
+/// emit), and with the new slot connected but its handle lost. Now the sweep comes first and
+/// disconnects every gone connection before it drops their closures (together: the others are
+/// dropped while the panic unwinds); the panic then propagates with nothing connected.
+#[test]
+fn a_panicking_drop_in_a_connect_weak_sweep_leaves_no_swept_slot_and_connects_nothing() {
+    let signal: Signal<()> = Signal::new();
+    let drops = Rc::new(Cell::new(0));
+    let live = Rc::new(Cell::new(0u32));
+    let _kept = signal.connect_weak(&live, |l, _| l.set(l.get() + 1));
+    let gone = Rc::new(());
+    let panics = PanicOnDrop;
+    signal
+        .connect_weak(&gone, move |_, _| {
+            let _keep = &panics;
+        })
+        .release();
+    // Eight remembered owners: the next connect_weak sweeps.
+    for _ in 0..6 {
+        let tracker = DropTracker(drops.clone());
+        signal
+            .connect_weak(&gone, move |_, _| {
+                let _keep = &tracker;
+            })
+            .release();
+    }
+    drop(gone);
+    assert_eq!(
+        signal.connection_count(),
+        8,
+        "not swept before a connect_weak"
+    );
+
+    let new_slot = DropTracker(drops.clone());
+    let swept = catch_unwind(AssertUnwindSafe(|| {
+        signal.connect_weak(&live, move |_, _| {
+            let _keep = &new_slot;
+            panic!("the slot of a connect_weak that panicked must not run");
+        })
+    }));
+    assert!(swept.is_err(), "the captured value's panic propagates");
+    assert_eq!(
+        drops.get(),
+        7,
+        "every swept closure and the new slot are dropped"
+    );
+    assert_eq!(
+        signal.connection_count(),
+        1,
+        "only the live owner's connection is left"
+    );
+    signal.emit(&());
+    assert_eq!(live.get(), 1);
+    // The signal is usable: the next connect_weak works.
+    let again = signal.connect_weak(&live, |l, _| l.set(l.get() + 10));
+    signal.emit(&());
+    assert_eq!(live.get(), 12);
+    assert!(again.is_active());
+}

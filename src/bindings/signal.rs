@@ -245,10 +245,19 @@ impl<A: 'static> Signal<A> {
 
     /// Connects a method-like slot on an `Rc` owner without keeping the owner alive.
     ///
-    /// The slot holds only a `Weak` to `owner`; once the owner is dropped the connection
-    /// disconnects itself: at the next emit, or when a later `connect_weak` on this signal finds
-    /// the owner gone (so connections of short-lived owners to a rarely emitted signal do not
-    /// pile up). This breaks the usual owner → signal → closure → owner reference cycle.
+    /// The slot holds only a `Weak` to `owner`, and a strong reference while it runs (an owner
+    /// a slot drops meanwhile goes when that call returns). Once the owner is dropped the
+    /// connection disconnects itself: at its next turn in an emit (which does not call the
+    /// slot), or when a later `connect_weak` on this signal finds the owner gone (so
+    /// connections of short-lived owners to a rarely emitted signal do not pile up). Until
+    /// then it is active and counted. This breaks the usual owner → signal → closure → owner
+    /// reference cycle.
+    ///
+    /// That later `connect_weak` sweeps before it connects: the swept closures are dropped
+    /// (each one's captures may act on the signal) before the new slot is connected. If a
+    /// captured value panics when dropped, the panic propagates out of `connect_weak` once every
+    /// swept connection is gone (the other closures are dropped as it unwinds), and nothing is
+    /// connected: `slot` is dropped.
     ///
     /// ```
     /// use kdnet::Signal;
@@ -270,6 +279,8 @@ impl<A: 'static> Signal<A> {
         T: 'static,
         F: FnMut(&T, &A) + 'static,
     {
+        // First: a swept closure's `Drop` may panic, and then nothing is connected.
+        self.core().sweep_weak_owners();
         let weak: Weak<T> = Rc::downgrade(owner);
         let probe: Weak<dyn Any> = weak.clone();
         let id = self.connect_reflective_id(move |handle, args| match weak.upgrade() {
@@ -619,10 +630,8 @@ impl<A> SignalInner<A> {
         find_live(&self.pending.borrow(), id).map(f)
     }
 
-    /// Remembers the owner of `connect_weak` connection `id`. When the list has doubled since
-    /// the last sweep, first disconnects the connections whose owner is gone (and forgets the
-    /// ones disconnected otherwise): amortised constant work per call, and a list (and slot
-    /// count) bounded by twice the live `connect_weak` connections.
+    /// Remembers the owner of `connect_weak` connection `id` (see
+    /// [`sweep_weak_owners`](Self::sweep_weak_owners)).
     fn add_weak_owner(&self, id: u64, owner: Weak<dyn Any>) {
         let weak_owners = self.weak_owners.get_or_init(|| {
             Box::new(RefCell::new(WeakOwners {
@@ -630,10 +639,29 @@ impl<A> SignalInner<A> {
                 sweep_at: MIN_SWEEP,
             }))
         });
-        let mut weak_owners = weak_owners.borrow_mut();
-        let WeakOwners { owners, sweep_at } = &mut *weak_owners;
-        let mut gone = Vec::new();
-        if owners.len() >= *sweep_at {
+        weak_owners.borrow_mut().owners.push((id, owner));
+    }
+
+    /// Before a `connect_weak`: when the list of weak owners has doubled since the last sweep,
+    /// disconnects the connections whose owner is gone (and forgets the ones disconnected
+    /// otherwise): amortised constant work per call, and a list (and slot count) bounded by
+    /// twice the live `connect_weak` connections.
+    ///
+    /// Every gone connection is disconnected before any of their closures is dropped, and the
+    /// closures are dropped together, outside every borrow (their captures may act on this
+    /// signal): one whose captured value panics when dropped leaves no other connected, and the
+    /// others are dropped as the panic unwinds.
+    fn sweep_weak_owners(&self) {
+        let Some(weak_owners) = self.weak_owners.get() else {
+            return;
+        };
+        let gone: Vec<u64> = {
+            let mut weak_owners = weak_owners.borrow_mut();
+            let WeakOwners { owners, sweep_at } = &mut *weak_owners;
+            if owners.len() < *sweep_at {
+                return;
+            }
+            let mut gone = Vec::new();
             owners.retain(|(id, owner)| {
                 if !self.contains(*id) {
                     false
@@ -645,13 +673,15 @@ impl<A> SignalInner<A> {
                 }
             });
             *sweep_at = (owners.len() * 2).max(MIN_SWEEP);
+            gone
+        };
+        if gone.is_empty() {
+            return;
         }
-        owners.push((id, owner));
-        drop(weak_owners);
-        // Outside the borrow: dropping a closure may connect to this signal again.
-        for id in gone {
-            self.remove(id);
-        }
+        let funcs: Vec<Option<SlotFn<A>>> =
+            gone.into_iter().filter_map(|id| self.detach(id)).collect();
+        self.settle_if_idle();
+        drop(funcs);
     }
 
     fn contains(&self, id: u64) -> bool {
@@ -659,6 +689,19 @@ impl<A> SignalInner<A> {
     }
 
     fn remove(&self, id: u64) -> bool {
+        let Some(func) = self.detach(id) else {
+            return false;
+        };
+        self.settle_if_idle();
+        // Dropped outside every borrow: a closure's captures may touch this signal when dropped.
+        drop(func);
+        true
+    }
+
+    /// Marks connection `id` removed and takes its closure, for the caller to drop once it is
+    /// done with the signal (none if it is running: the emit drops it after the call); `None`
+    /// if there is no such connection.
+    fn detach(&self, id: u64) -> Option<Option<SlotFn<A>>> {
         let taken = self.with_slot(id, |entry| {
             entry.state.set(entry.state.get() | REMOVED);
             self.unpin(entry);
@@ -669,26 +712,20 @@ impl<A> SignalInner<A> {
                 .ok()
                 .map(|mut f| std::mem::replace(&mut *f, noop()))
         });
-        let func = match taken {
+        match taken {
             Some(func) => {
                 self.removed.set(self.removed.get() + 1);
                 self.mode.set(self.mode.get() | UNSETTLED);
-                func
+                Some(func)
             }
             None => {
                 let mut pending = self.pending.borrow_mut();
-                let Ok(pos) = pending.binary_search_by_key(&id, |e| e.id.get()) else {
-                    return false;
-                };
+                let pos = pending.binary_search_by_key(&id, |e| e.id.get()).ok()?;
                 let entry = pending.remove(pos);
                 self.unpin(&entry);
-                Some(entry.func.into_inner())
+                Some(Some(entry.func.into_inner()))
             }
-        };
-        self.settle_if_idle();
-        // Dropped outside every borrow: a closure's captures may touch this signal when dropped.
-        drop(func);
-        true
+        }
     }
 
     /// Removes every connection, or (`keep_pinned`) every one but the pinned ones.
