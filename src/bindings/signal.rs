@@ -19,6 +19,15 @@
 //! act on the signal as it is dropped (a [`ScopedConnection`](super::ScopedConnection) it owns
 //! disconnects another slot): that counts as done at that moment, under the rules above.
 //!
+//! A captured value whose `Drop` panics: the panic propagates out of the call that dropped the
+//! closure (a disconnect, [`Signal::disconnect_all`], dropping the signal, the emit that called
+//! a slot which disconnected itself, a [`Signal::connect_weak`] sweeping, and for a deferred
+//! slot the evaluation or the event loop's drop) once that call has done its work: every
+//! connection it removes is gone, the other closures it drops are dropped as the panic unwinds
+//! (each closure is dropped once), and the signal stays fully usable (an emit stops there, as
+//! after a slot's panic). A `Drop` that panics while a panic unwinds aborts the process (Rust's
+//! rule): such a value must check [`std::thread::panicking`].
+//!
 //! Slots always run in the order they were connected (KDBindings reuses freed entries
 //! last-in-first-out, so its order changes after a disconnect; kdnet's does not).
 //!
@@ -300,6 +309,13 @@ impl<A: 'static> Signal<A> {
     /// evaluation already under way on another thread is skipped when its turn comes). Every
     /// [`EventLoop`](crate::EventLoop) owns an evaluator and runs it each turn, so
     /// `connect_deferred(&event_loop.connection_evaluator(), …)` runs the slot on the loop's thread.
+    ///
+    /// The slot's closure (with what it captured) is dropped once the connection and every
+    /// call of it are gone: at the disconnect, or when the call running then returns, or when
+    /// an evaluation that had already taken a call of it reaches that call. (After a deferred
+    /// slot panics, the calls its evaluation had taken and not reached go back to the queue,
+    /// those of connections disconnected meanwhile too: they, and so their closures, are
+    /// dropped at the next evaluation, or with the evaluator.)
     ///
     /// If the evaluator is gone when the signal is emitted (dropped, or closed because its
     /// [`EventLoop`](crate::EventLoop) was dropped), nothing will ever run the slot: the emit
