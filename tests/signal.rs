@@ -2270,3 +2270,78 @@ fn a_panicking_drop_in_a_connect_weak_sweep_leaves_no_swept_slot_and_connects_no
     assert_eq!(live.get(), 12);
     assert!(again.is_active());
 }
+
+thread_local! {
+    static DISCONNECTED_BY_A_PANICKING_SLOT: RefCell<Option<ConnectionHandle>> =
+        const { RefCell::new(None) };
+}
+
+/// Counts its drops; `Send`, for deferred slots.
+struct SendDropTracker(Arc<AtomicUsize>);
+
+impl Drop for SendDropTracker {
+    fn drop(&mut self) {
+        self.0.fetch_add(1, Ordering::SeqCst);
+    }
+}
+
+/// A deferred slot that panics leaves the rest of its batch queued. The calls of a connection
+/// that slot had disconnected went back too, though the disconnect removes a connection's
+/// queued calls at once: they kept the slot's closure (and their copies of the arguments)
+/// alive until the evaluator ran again (for good, if nothing does), and `has_pending` said
+/// there was work with none left. They are dropped with the panic now; the live calls stay
+/// queued, in order.
+#[test]
+fn a_panicking_deferred_slot_does_not_put_back_calls_of_a_connection_it_disconnected() {
+    let evaluator = ConnectionEvaluator::new();
+    let signal: Signal<Arc<()>> = Signal::new();
+    signal
+        .connect_deferred(&evaluator, |_| {
+            if let Some(victim) = DISCONNECTED_BY_A_PANICKING_SLOT.with(|v| v.borrow_mut().take()) {
+                victim.disconnect();
+            }
+            std::panic::resume_unwind(Box::new("deliberate panic in a deferred slot"));
+        })
+        .release();
+    let drops = Arc::new(AtomicUsize::new(0));
+    let tracker = SendDropTracker(drops.clone());
+    let victim = signal.connect_deferred(&evaluator, move |_| {
+        let _keep = &tracker;
+        panic!("disconnected before its call's turn: must not run");
+    });
+    DISCONNECTED_BY_A_PANICKING_SLOT.with(|v| *v.borrow_mut() = Some(victim.clone()));
+    let ran = Arc::new(AtomicUsize::new(0));
+    let r = ran.clone();
+    let other: Signal<()> = Signal::new();
+    other
+        .connect_deferred(&evaluator, move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .release();
+    let argument = Arc::new(());
+    signal.emit(&argument);
+    other.emit(&());
+
+    let result = catch_unwind(AssertUnwindSafe(|| {
+        evaluator.evaluate_deferred_connections()
+    }));
+    assert!(result.is_err());
+    assert!(!victim.is_active());
+    assert_eq!(
+        drops.load(Ordering::SeqCst),
+        1,
+        "the disconnected slot's closure is dropped with its call"
+    );
+    assert_eq!(
+        Arc::strong_count(&argument),
+        1,
+        "no copy of the argument is left: one call ran, the other was cancelled"
+    );
+    assert!(
+        evaluator.has_pending(),
+        "the other signal's call is still queued"
+    );
+    assert_eq!(evaluator.evaluate_deferred_connections(), 1);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    assert!(!evaluator.has_pending());
+}

@@ -56,7 +56,8 @@
 //!   a turn nested in a deferred slot; a disconnect (or dropping the signal) removes the
 //!   connection's queued calls at once, and one taken by the running evaluation is skipped; the
 //!   slot's closure is dropped once the connection and every call of it are gone; a deferred slot
-//!   that panics leaves the rest of its batch queued, ahead of newer calls; once the loop is
+//!   that panics leaves the rest of its batch queued, ahead of newer calls (but for the calls of
+//!   connections disconnected meanwhile, which are dropped); once the loop is
 //!   dropped, its queued calls are dropped and each connection to it disconnects itself at its
 //!   next emit;
 //! - a stale handle gets [`ConnectionError::Inactive`], a live one of the other signal
@@ -690,7 +691,8 @@ struct Model {
     evals: Vec<MEval>,
     /// The calls the running evaluation took and has not reached yet.
     batch: VecDeque<(usize, u32)>,
-    /// The calls a dropped loop's evaluator took out of its queue and is dropping.
+    /// The calls an evaluator took out of its queue and is dropping (its loop was dropped, or
+    /// they were cancelled while a panicking evaluation had taken them).
     closing: VecDeque<(usize, u32)>,
     evaluating: bool,
     /// The thread has a loop (not while one is being dropped).
@@ -1341,13 +1343,21 @@ impl Model {
                     break;
                 }
             }
-            // After a panic the rest goes back to the front of the queue.
+            // After a panic the rest goes back to the front of the queue, but for the calls of
+            // connections disconnected meanwhile: those are dropped (as the panic unwinds).
             let rest = std::mem::take(&mut self.batch);
             if !rest.is_empty() {
                 self.count_stat(Stat::BatchesPutBack);
             }
-            for call in rest.into_iter().rev() {
+            let (live, cancelled): (VecDeque<_>, VecDeque<_>) =
+                rest.into_iter().partition(|&(k, _)| self.slots[k].wrapped);
+            for call in live.into_iter().rev() {
                 self.evals[cur].queue.push_front(call);
+            }
+            self.closing = cancelled;
+            while let Some((k, _)) = self.closing.pop_front() {
+                // While the panic unwinds: nothing panics again.
+                let _ = self.maybe_drop_deferred(k, true);
             }
             self.evaluating = false;
         }
@@ -1456,9 +1466,8 @@ fn run(script: &Script) -> Result<(), TestCaseError> {
             diff(&real_log, &model.log)
         );
     }
-    // Last, the loop. Its queued calls of live connections went with the signals; calls of a
-    // connection disconnected while an evaluation had taken them, put back by a slot's panic,
-    // are dropped here (with the slot's closure, whose `Drop` may panic).
+    // Last, the loop. Its queued calls went with the signals (each disconnect drops the
+    // connection's queued calls): nothing is left to drop here, as the model says.
     if catch_unwind(AssertUnwindSafe(|| real.restart_loop(false, false))).is_err() {
         log(Ev::Caught);
     }

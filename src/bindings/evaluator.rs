@@ -92,7 +92,8 @@ impl ConnectionEvaluator {
     /// does: it would run later invocations before the rest of the running batch; when the running
     /// evaluation ends, the [`set_on_invocation_added`](Self::set_on_invocation_added) callback is
     /// called again, so that the owner comes back for what is left. If a slot
-    /// panics, the invocations after it stay queued, ahead of newer ones.
+    /// panics, the invocations after it stay queued, ahead of newer ones (those of connections
+    /// disconnected meanwhile are dropped, as a disconnect drops the queued ones).
     pub fn evaluate_deferred_connections(&self) -> usize {
         // Cleared before taking: an enqueue racing with us sets it again after pushing, so its
         // invocation runs in this call or the next one.
@@ -218,8 +219,9 @@ impl ConnectionEvaluator {
 }
 
 /// The invocations of a running evaluation not yet run. Dropped with some left only when a slot
-/// panicked: they go back to the front of the queue (before anything queued since). Either way
-/// the evaluation ends.
+/// panicked: they go back to the front of the queue (before anything queued since), except the
+/// ones of connections disconnected meanwhile, which are dropped (their disconnect would have
+/// removed them from the queue at once). Either way the evaluation ends.
 struct Batch<'a> {
     evaluator: &'a ConnectionEvaluator,
     rest: std::vec::IntoIter<Invocation>,
@@ -228,11 +230,23 @@ struct Batch<'a> {
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
         if self.rest.len() > 0 {
+            let (live, cancelled): (Vec<_>, Vec<_>) = self
+                .rest
+                .by_ref()
+                .partition(|invocation| invocation.alive.load(Ordering::Acquire));
             let mut queue = lock(&self.evaluator.queue);
-            if !self.evaluator.closed.load(Ordering::Acquire) {
-                queue.splice(0..0, self.rest.by_ref());
+            let closed = self.evaluator.closed.load(Ordering::Acquire);
+            if !closed && !live.is_empty() {
+                queue.splice(0..0, live);
                 self.evaluator.queued.store(true, Ordering::Release);
+                drop(queue);
+            } else {
+                drop(queue);
+                // Nothing will run them (closed): dropped outside the lock.
+                drop(live);
             }
+            // Outside the lock too: their captures' `Drop` may emit again.
+            drop(cancelled);
         }
         self.evaluator.evaluating.store(false, Ordering::Release);
         // A call refused meanwhile (on another thread, say) left work for a later call: tell the

@@ -312,10 +312,8 @@ impl<A: 'static> Signal<A> {
     ///
     /// The slot's closure (with what it captured) is dropped once the connection and every
     /// call of it are gone: at the disconnect, or when the call running then returns, or when
-    /// an evaluation that had already taken a call of it reaches that call. (After a deferred
-    /// slot panics, the calls its evaluation had taken and not reached go back to the queue,
-    /// those of connections disconnected meanwhile too: they, and so their closures, are
-    /// dropped at the next evaluation, or with the evaluator.)
+    /// an evaluation that had already taken a call of it reaches that call (or a slot's panic
+    /// ends that evaluation first).
     ///
     /// If the evaluator is gone when the signal is emitted (dropped, or closed because its
     /// [`EventLoop`](crate::EventLoop) was dropped), nothing will ever run the slot: the emit
