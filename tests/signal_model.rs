@@ -951,6 +951,10 @@ impl Model {
             self.count_stat(Stat::SweptSlots);
             self.slots[k].connected = false;
         }
+        // One may be running: its owner went as its call ended (its slot's reference to it
+        // was the last), and that owner's `Drop` made this `connect_weak`. The emit drops its
+        // closure when the call returns.
+        gone.retain(|&k| !self.slots[k].running);
         let result = self.drop_wrappers(gone, false);
         if result.is_err() {
             self.count_stat(Stat::SweepsPanicked);
@@ -1594,16 +1598,27 @@ fn script() -> impl Strategy<Value = Script> {
     prop::bool::weighted(0.25).prop_flat_map(script_of)
 }
 
+/// A script; a `weak_heavy` one begins with a burst of connects and an owner's drop, so that the
+/// next `connect_weak`s sweep.
 fn script_of(weak_heavy: bool) -> impl Strategy<Value = Script> {
+    let burst = if weak_heavy { 8..12 } else { 0..1 };
     (
         prop::collection::vec(spec(weak_heavy), 1..6),
         prop::collection::vec(drop_action(), OWNERS),
+        prop::collection::vec((0..8usize).prop_map(Act::Connect), burst),
+        (0..OWNERS).prop_map(Act::DropOwner),
         prop::collection::vec(act(false), 1..32),
     )
-        .prop_map(|(specs, owner_drops, ops)| Script {
-            specs,
-            owner_drops,
-            ops,
+        .prop_map(move |(specs, owner_drops, mut prefix, drop_owner, ops)| {
+            if weak_heavy {
+                prefix.push(drop_owner);
+            }
+            prefix.extend(ops);
+            Script {
+                specs,
+                owner_drops,
+                ops: prefix,
+            }
         })
 }
 
