@@ -32,8 +32,8 @@
 //! auto reconnect off, they close the client: `Closed`, `error` if any, `disconnected`) after the
 //! reconnection time (the last `retry:` delivered) or, after n consecutive failed attempts (an
 //! answer that opened no stream, or a stream that delivered no event), at least 100 ms doubled n
-//! times, capped at the maximum delay (unless the reconnection time is longer), plus up to 25 %
-//! jitter; a throttled answer's wait (`retry-after-ms`, else `Retry-After`), capped at the maximum
+//! times, plus up to 25 % jitter, the whole capped at the maximum delay (unless the reconnection
+//! time is longer); a throttled answer's wait (`retry-after-ms`, else `Retry-After`), capped at the maximum
 //! delay and without jitter, instead when it asks for one that is not 0; `connect()` resets the
 //! count. The measured waits (from the last signal before the wait to the server's receipt of the
 //! next request) are checked against generous bounds: never shorter than the model's least, never
@@ -812,12 +812,13 @@ impl<'a> Model<'a> {
             Some(wait) => (wait, wait),
             None => {
                 let base = self.reconnection;
+                let cap = self.case.max_delay_ms.max(base);
                 let delay = if self.failures == 0 {
                     base
                 } else {
-                    (base.max(100) << self.failures.min(16)).min(self.case.max_delay_ms.max(base))
+                    (base.max(100) << self.failures.min(16)).min(cap)
                 };
-                (delay, delay + delay / 4)
+                (delay, (delay + delay / 4).min(cap))
             }
         };
         self.timer = Some((self.log.len() - 1, least, most));

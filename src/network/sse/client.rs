@@ -44,8 +44,8 @@ const MIN_FAILURE_BACKOFF: Duration = Duration::from_millis(100);
 /// success (LaunchDarkly's "backoff reset threshold"): one that opens and ends sooner is a
 /// failed attempt, so that a server cutting every stream at once is not asked again in a loop.
 const BACKOFF_RESET_THRESHOLD: Duration = Duration::from_secs(5);
-/// The longest backoff between reconnection attempts after repeated failures, before the up to
-/// 25 % jitter that every reconnect waits on top (so at most 75 s).
+/// The longest wait between reconnection attempts after repeated failures, jitter included
+/// (a server's longer `retry:` is still waited in full).
 pub const DEFAULT_MAX_RECONNECTION_DELAY: Duration = Duration::from_secs(60);
 
 /// Who runs a step that ends a stream: a delivery (the HTTP client's, or the reconnect timer's)
@@ -94,7 +94,8 @@ pub enum ReadyState {
 /// that waiting will not help, as OpenAI's `insufficient_quota` does). A clean end of stream or a network
 /// error reconnects after the reconnection time (3 s unless the server's `retry:` says otherwise),
 /// doubled per consecutive failed attempt (counting at least 100 ms, so `retry: 0` does not
-/// hammer a server that is down) up to the maximum delay, plus up to 25 % jitter. An attempt fails
+/// hammer a server that is down), plus up to 25 % jitter, and never longer than the maximum
+/// delay (or the reconnection time, when that is longer). An attempt fails
 /// unless its stream delivers an event or stays open for 5 s: a server that opens streams and
 /// cuts them at once is backed off from too. A request that can never be sent (an invalid
 /// header, URL or host name, an unusable TLS configuration) fails for good with
@@ -406,11 +407,10 @@ impl SseClient {
         self.inner.borrow_mut().reconnection_time = time;
     }
 
-    /// Caps the backoff delay between failing attempts, and the wait a throttled answer asks
-    /// for (see [`set_retry_on_throttle`](Self::set_retry_on_throttle)) (default 60 s). The
-    /// backoff's up to 25 % jitter comes on top (a throttled answer's wait has none), and a
-    /// reconnection time longer than the cap (a server's `retry:`) is not shortened: it is the
-    /// least the backoff waits.
+    /// Caps the wait before a reconnect, the backoff's up to 25 % jitter included, and the wait
+    /// a throttled answer asks for (see [`set_retry_on_throttle`](Self::set_retry_on_throttle))
+    /// (default 60 s). A reconnection time longer than the cap (a server's `retry:`) is not
+    /// shortened: it is then both the least and the most a reconnect waits.
     pub fn set_max_reconnection_delay(&self, max: Duration) {
         self.inner.borrow_mut().max_delay = max;
     }
@@ -730,10 +730,12 @@ impl SseClient {
         self.inner.borrow_mut().reconnect_timer = Some(key);
     }
 
-    /// Reconnection time, doubled per consecutive failure (capped), plus up to 25 % jitter.
+    /// Reconnection time, doubled per consecutive failure, plus up to 25 % jitter; never more
+    /// than the maximum delay, or the reconnection time when that is longer.
     fn next_delay(&self) -> Duration {
         let inner = self.inner.borrow();
         let base = inner.reconnection_time;
+        let cap = inner.max_delay.max(base);
         let factor = 1u32 << inner.failures.min(16);
         let backoff = if inner.failures == 0 {
             base
@@ -742,7 +744,7 @@ impl SseClient {
             // against a server that is down.
             base.max(MIN_FAILURE_BACKOFF)
                 .saturating_mul(factor)
-                .min(inner.max_delay.max(base))
+                .min(cap)
         };
         // xorshift: enough to spread many clients' reconnects apart; no crypto needed.
         let mut x = inner.jitter_seed.get();
@@ -756,7 +758,11 @@ impl SseClient {
         } else {
             x % (jitter_range + 1)
         };
-        backoff.saturating_add(Duration::from_millis(jitter))
+        // Capped after the jitter: clients that fail together were spread apart by the jitter
+        // of the waits that led up to the cap, and keep that spread while they wait the cap.
+        backoff
+            .saturating_add(Duration::from_millis(jitter))
+            .min(cap)
     }
 
     /// Whether request `id`'s stream still delivers to this client: it is the current one, open,
@@ -1151,5 +1157,59 @@ impl HttpClient {
     /// A new [`SseClient`] whose streams go through this client (KDNetwork `createSseClient`).
     pub fn create_sse_client(self: &Rc<Self>) -> Rc<SseClient> {
         SseClient::with_http_client(Rc::clone(self))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::EventLoop;
+
+    const MS: Duration = Duration::from_millis(1);
+
+    /// `count` waits the client would take before its next attempt after `failures` failed ones.
+    fn next_delays(client: &SseClient, failures: u32, count: usize) -> Vec<Duration> {
+        client.inner.borrow_mut().failures = failures;
+        (0..count).map(|_| client.next_delay()).collect()
+    }
+
+    /// The maximum reconnection delay bounds the whole wait, jitter included: it is what a user
+    /// sets it for. The jitter came on top of the capped backoff, so a 300 ms cap waited up to
+    /// 375 ms (and the 60 s default up to 75 s).
+    #[test]
+    fn the_maximum_delay_bounds_the_wait_jitter_included() {
+        let _event_loop = EventLoop::new().unwrap();
+        let client = SseClient::new().unwrap();
+        client.set_reconnection_time(100 * MS);
+        client.set_max_reconnection_delay(300 * MS);
+        // Under the cap: the reconnection time, or the doubled backoff, plus up to 25 %.
+        for (failures, least) in [(0, 100 * MS), (1, 200 * MS)] {
+            let delays = next_delays(&client, failures, 200);
+            assert!(
+                delays.iter().all(|d| *d >= least && *d <= least * 5 / 4),
+                "{failures} failures: {delays:?}"
+            );
+            assert!(
+                delays.iter().any(|d| *d > least),
+                "{failures} failures: no jitter: {delays:?}"
+            );
+        }
+        // At the cap: the cap.
+        for failures in [2, 3, 10, 40] {
+            let delays = next_delays(&client, failures, 200);
+            assert!(
+                delays.iter().all(|d| *d == 300 * MS),
+                "{failures} failures: {delays:?}"
+            );
+        }
+        // A reconnection time above the cap (a server's `retry:`) is waited, and no longer.
+        client.set_reconnection_time(500 * MS);
+        for failures in [0, 1, 5] {
+            let delays = next_delays(&client, failures, 200);
+            assert!(
+                delays.iter().all(|d| *d == 500 * MS),
+                "{failures} failures: {delays:?}"
+            );
+        }
     }
 }
