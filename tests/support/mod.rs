@@ -4,6 +4,7 @@
 pub mod certs;
 pub mod chaos;
 pub mod model;
+pub mod served;
 
 use std::cell::RefCell;
 use std::rc::Rc;

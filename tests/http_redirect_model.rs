@@ -1,0 +1,1135 @@
+//! A randomised, model-based test of `HttpClient`'s redirects, TLS connections, host names and
+//! timeouts (what `http_scheduler_model.rs` leaves out).
+//!
+//! Five loopback hosts: `http://localhost`, `http://[::1]`, `https://localhost`,
+//! `https://127.0.0.1` and `http://127.0.0.1`, each on a port of its own (`localhost` is looked
+//! up; the https ones use rcgen certificates made at test time). Each generated case is a
+//! script of requests (GET, HEAD, POST or PUT; with or without a body, an `Authorization`, a
+//! `Cookie` of the caller's, a redirect policy and limit, a short total timeout) in two
+//! phases; between them the session's TLS settings may be replaced (another CA added,
+//! verification off, or only an unrelated CA trusted). For each request the script says what
+//! its chain of hosts answers: a list of redirects (301, 302, 303, 307 or 308, to any host,
+//! with the `Location` absolute, a path or scheme-relative, some without a `Location`, some with
+//! a `Set-Cookie`, Secure or not), then a final answer (200, or a server that stalls before the
+//! head or in the body). The session may have `follow_redirects` off, its own redirect limit, a
+//! read timeout, a connection limit of 1 or 2 per host and a short idle timeout. The servers
+//! record every request they read (method, body, headers, connection, when).
+//!
+//! The checks are those of a plain model of the documented behaviour (`redirect.rs`'s table and
+//! rules, the session's and request's docs):
+//! - the hops the model follows are the requests the servers saw, in order: 301/302 turn a
+//!   POST into a GET without its body, 303 turns all but HEAD into a GET without a body, 307/308
+//!   keep both; `Content-Type` goes with the body; `Authorization` and the caller's `Cookie`
+//!   go at the first hop to another origin and do not come back; `Host` is the hop's own;
+//! - the policy (`DontFollow`, the session's `follow_redirects` off, same host, same host and
+//!   scheme) and a 3xx without `Location` hand the 3xx to the caller with the hops made so far
+//!   counted; the limit (the request's, else the session's, else 5) fails with
+//!   `TooManyRedirects`; the response's URL is the last hop's;
+//! - cookies: a `Set-Cookie` on a redirect is sent with every later hop to that host name (not
+//!   another name, whatever the port or scheme), a Secure one only over https and never when an
+//!   http host set it; a caller's `Cookie` on a same-origin hop stands instead of the jar's;
+//!   cookies of the first phase go with every request of the second;
+//! - TLS: https connections are pooled and reused; after the TLS settings change, no request
+//!   goes on a connection made before; with only an unrelated CA trusted, a request (or hop) to
+//!   an https host fails with a TLS error and reaches no server;
+//! - timeouts: a stalled head fails with `Timeout(ResponseHead)`, a stalled body with
+//!   `Timeout(BodyIdle)` (with the session's read timeout; `Timeout(Total)` when the request's
+//!   short total timeout comes first), never before the timeout; a request with a short total
+//!   timeout may fail with `Timeout(Total)` anywhere, including while queued behind the
+//!   connection limit, but not before its time; nothing else fails;
+//! - a request sent more than the idle timeout after every earlier use of a pooled
+//!   connection does not go on it (the idle timeout retired it);
+//! - afterwards nothing is pending and a fresh request to every host works.
+//!
+//! Not covered: cancellation, replays and the connection limit's accounting (the scheduler
+//! model), connect timeouts (a loopback listener that never accepts still completes the TCP
+//! handshake; `http_client.rs` tests them with a full accept queue), IPv6 `localhost`, client
+//! certificates.
+//!
+//! `PROPTEST_CASES` sets the number of cases (default 25, about 9 s: most of it is the timeouts).
+
+mod support;
+
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::io::BufReader;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use kdnet::network::http::{
+    HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession, RedirectPolicy,
+};
+use kdnet::network::{SocketError, TimeoutPhase, TlsFailure};
+use kdnet::{EventLoop, Timer};
+use proptest::prelude::*;
+use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use support::served::{self, Stream};
+
+// ---- the hosts -------------------------------------------------------------------------------
+
+/// The hosts: whether https, the URL's host name, and where the server listens (`None`:
+/// 127.0.0.1, with the port refused on `::1`, which `localhost` tries first).
+const HOSTS: [(bool, &str, Option<&str>); 5] = [
+    (false, "localhost", None),
+    (false, "[::1]", Some("[::1]:0")),
+    (true, "localhost", Some("[::1]:0")),
+    (true, "127.0.0.1", Some("127.0.0.1:0")),
+    (false, "127.0.0.1", Some("127.0.0.1:0")),
+];
+
+fn https(h: usize) -> bool {
+    HOSTS[h].0
+}
+
+fn name(h: usize) -> &'static str {
+    HOSTS[h].1
+}
+
+/// How long a stalling server says nothing before it closes.
+const STALL: Duration = Duration::from_millis(2500);
+/// The session's read timeout, when the case has one.
+const READ_TIMEOUT: Duration = Duration::from_millis(300);
+/// Every other request's total timeout (a guard: nothing in a script takes this long).
+const GUARD_TOTAL: Duration = Duration::from_secs(6);
+/// Timers fire late, never early; this covers the clock's granularity.
+const EARLY: Duration = Duration::from_millis(5);
+/// How late a timeout may fire on a loaded machine.
+const LATE: Duration = Duration::from_millis(1500);
+
+// ---- the script ------------------------------------------------------------------------------
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Method {
+    Get,
+    Head,
+    Post,
+    Put,
+}
+
+impl Method {
+    fn as_str(self) -> &'static str {
+        match self {
+            Method::Get => "GET",
+            Method::Head => "HEAD",
+            Method::Post => "POST",
+            Method::Put => "PUT",
+        }
+    }
+}
+
+/// How a redirect's `Location` is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Form {
+    Absolute,
+    /// `/path` (only to the same host).
+    Path,
+    /// `//host:port/path` (only to a host of the same scheme).
+    SchemeRelative,
+    /// No `Location` at all.
+    Missing,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Hop {
+    status: u16,
+    to: usize,
+    form: Form,
+    /// A `Set-Cookie` with the response; `Some(true)`: a Secure one.
+    cookie: Option<bool>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Final {
+    /// 200, echoing the request; a `Set-Cookie` (Secure or not) with it.
+    Ok(Option<bool>),
+    /// Reads the request and says nothing.
+    StallHead,
+    /// Sends the head and half the body, then says nothing.
+    StallBody,
+}
+
+#[derive(Debug, Clone)]
+struct ReqScript {
+    host: usize,
+    method: Method,
+    body_len: u8,
+    auth: bool,
+    /// A `Cookie` of the caller's.
+    cookie: bool,
+    policy: RedirectPolicy,
+    /// Set with `set_max_redirects`.
+    max_redirects: Option<u32>,
+    /// A short total timeout (milliseconds) instead of the guard.
+    short_total: Option<u64>,
+    /// Sent from a timer this many milliseconds after its phase starts.
+    later: Option<u8>,
+    phase: u8,
+    hops: Vec<Hop>,
+    fin: Final,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum TlsChange {
+    None,
+    /// Another CA added to the one trusted.
+    AddCa,
+    /// Certificate verification off.
+    NoVerify,
+    /// Only an unrelated CA trusted: https fails in the second phase.
+    OnlyOtherCa,
+}
+
+#[derive(Debug, Clone)]
+struct Script {
+    max_per_host: usize,
+    idle_ms: u64,
+    read_timeout: bool,
+    follow: bool,
+    session_max: Option<u32>,
+    tls_change: TlsChange,
+    requests: Vec<ReqScript>,
+}
+
+fn hop_strategy() -> impl Strategy<Value = (u16, usize, u8, Option<bool>)> {
+    (
+        prop::sample::select(vec![301u16, 302, 303, 307, 308]),
+        0..HOSTS.len(),
+        0u8..10,
+        prop::option::weighted(0.25, any::<bool>()),
+    )
+}
+
+fn script_strategy() -> impl Strategy<Value = Script> {
+    let request = (
+        (
+            0..HOSTS.len(),
+            prop_oneof![
+                3 => Just(Method::Get),
+                1 => Just(Method::Head),
+                3 => Just(Method::Post),
+                2 => Just(Method::Put)
+            ],
+            prop_oneof![1 => Just(0u8), 4 => 1u8..30],
+            prop::bool::weighted(0.4),
+            prop::bool::weighted(0.3),
+        ),
+        (
+            prop_oneof![
+                1 => Just(RedirectPolicy::DontFollow),
+                2 => Just(RedirectPolicy::FollowSameHost),
+                2 => Just(RedirectPolicy::FollowSameHostAndProtocol),
+                6 => Just(RedirectPolicy::FollowAll)
+            ],
+            prop::option::weighted(0.3, 0u32..4),
+            prop_oneof![6 => Just(None), 1 => Just(Some(700u64)), 1 => Just(Some(150u64))],
+            prop::option::weighted(0.3, 0u8..200),
+            0u8..2,
+        ),
+        prop::collection::vec(hop_strategy(), 0..5),
+        prop_oneof![
+            6 => prop::option::weighted(0.3, any::<bool>()).prop_map(Final::Ok),
+            1 => Just(Final::StallHead),
+            1 => Just(Final::StallBody)
+        ],
+    );
+    (
+        1usize..=2,
+        prop_oneof![2 => Just(5_000u64), 1 => Just(60u64)],
+        prop::bool::weighted(0.5),
+        prop::bool::weighted(0.1),
+        prop::option::weighted(0.2, 0u32..4),
+        prop_oneof![
+            4 => Just(TlsChange::None),
+            1 => Just(TlsChange::AddCa),
+            1 => Just(TlsChange::NoVerify),
+            1 => Just(TlsChange::OnlyOtherCa)
+        ],
+        prop::collection::vec(request, 1..8),
+        prop::bool::weighted(0.3),
+    )
+        .prop_map(
+            |(
+                max_per_host,
+                idle_ms,
+                read_timeout,
+                no_follow,
+                session_max,
+                tls_change,
+                raw,
+                one_host,
+            )| {
+                let first_host = raw[0].0.0;
+                let requests = raw
+                    .into_iter()
+                    .map(
+                        |(
+                            (mut host, method, body_len, auth, cookie),
+                            (policy, max_redirects, short_total, later, phase),
+                            hops,
+                            fin,
+                        )| {
+                            if one_host {
+                                // Requests queue behind each other's connections.
+                                host = first_host;
+                            }
+                            let body_len = match method {
+                                Method::Post | Method::Put => body_len,
+                                _ => 0,
+                            };
+                            let mut from = host;
+                            let hops = hops
+                                .into_iter()
+                                .map(|(status, to, form, cookie)| {
+                                    let form = match form {
+                                        0 => Form::Missing,
+                                        1..=3 if to == from => Form::Path,
+                                        4..=5 if https(to) == https(from) => Form::SchemeRelative,
+                                        _ => Form::Absolute,
+                                    };
+                                    from = to;
+                                    Hop {
+                                        status,
+                                        to,
+                                        form,
+                                        cookie,
+                                    }
+                                })
+                                .collect();
+                            // A stall must end in a timeout: without a read timeout, the
+                            // request's own short one.
+                            let stalls = matches!(fin, Final::StallHead | Final::StallBody);
+                            let short_total = match short_total {
+                                None if stalls && !read_timeout => Some(700),
+                                other => other,
+                            };
+                            ReqScript {
+                                host,
+                                method,
+                                body_len,
+                                auth,
+                                cookie,
+                                policy,
+                                max_redirects,
+                                short_total,
+                                later,
+                                phase,
+                                hops,
+                                fin,
+                            }
+                        },
+                    )
+                    .collect();
+                Script {
+                    max_per_host,
+                    idle_ms,
+                    read_timeout,
+                    follow: !no_follow,
+                    session_max,
+                    tls_change,
+                    requests,
+                }
+            },
+        )
+}
+
+// ---- the model -------------------------------------------------------------------------------
+
+/// One request the model says a server reads.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Visit {
+    host: usize,
+    /// Index in the request's chain (the path's last segment).
+    hop: usize,
+    method: &'static str,
+    body: Vec<u8>,
+    content_type: bool,
+    auth: bool,
+    /// The caller's `Cookie` still stands.
+    caller_cookie: bool,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+enum Outcome {
+    /// A response with this status after this many hops.
+    Status(u16, u32),
+    TooMany(u32),
+    /// A timeout of the read phase (or the total one).
+    Stall(TimeoutPhase),
+    /// A TLS failure on the way to an https host.
+    Tls,
+}
+
+fn body_of(r: usize, len: u8) -> Vec<u8> {
+    (0..len).map(|i| b'a' + (r as u8 + i) % 26).collect()
+}
+
+/// What the documented behaviour makes of request `r`.
+fn expect(script: &Script, r: usize) -> (Vec<Visit>, Outcome) {
+    let s = &script.requests[r];
+    let policy = if script.follow {
+        s.policy
+    } else {
+        RedirectPolicy::DontFollow
+    };
+    let limit = s.max_redirects.or(script.session_max).unwrap_or(5);
+    let mut visit = Visit {
+        host: s.host,
+        hop: 0,
+        method: s.method.as_str(),
+        body: body_of(r, s.body_len),
+        content_type: s.body_len > 0,
+        auth: s.auth,
+        caller_cookie: s.cookie,
+    };
+    let mut visits = Vec::new();
+    loop {
+        if s.phase == 1 && script.tls_change == TlsChange::OnlyOtherCa && https(visit.host) {
+            return (visits, Outcome::Tls);
+        }
+        visits.push(visit.clone());
+        let k = visit.hop;
+        let Some(hop) = s.hops.get(k) else {
+            let outcome = match s.fin {
+                Final::Ok(_) => Outcome::Status(200, k as u32),
+                Final::StallHead => Outcome::Stall(TimeoutPhase::ResponseHead),
+                // A HEAD's response has no body to stall in.
+                Final::StallBody if visit.method == "HEAD" => Outcome::Status(200, k as u32),
+                Final::StallBody => Outcome::Stall(TimeoutPhase::BodyIdle),
+            };
+            return (visits, outcome);
+        };
+        let (from, to) = (visit.host, hop.to);
+        let allowed = match policy {
+            RedirectPolicy::DontFollow => false,
+            RedirectPolicy::FollowSameHost => name(from) == name(to),
+            RedirectPolicy::FollowSameHostAndProtocol => {
+                name(from) == name(to) && https(from) == https(to)
+            }
+            RedirectPolicy::FollowAll => true,
+        };
+        if !allowed || hop.form == Form::Missing {
+            return (visits, Outcome::Status(hop.status, k as u32));
+        }
+        if k as u32 >= limit {
+            return (visits, Outcome::TooMany(limit));
+        }
+        let post = visit.method == "POST";
+        let (to_get, drop_body) = match hop.status {
+            301 | 302 => (post, post),
+            303 => (visit.method != "HEAD", true),
+            _ => (false, false),
+        };
+        if to_get {
+            visit.method = "GET";
+        }
+        if drop_body {
+            visit.body.clear();
+            visit.content_type = false;
+        }
+        if from != to {
+            visit.auth = false;
+            visit.caller_cookie = false;
+        }
+        visit.host = to;
+        visit.hop = k + 1;
+    }
+}
+
+// ---- the servers -----------------------------------------------------------------------------
+
+/// One request as a server read it.
+#[derive(Debug, Clone)]
+struct Arrival {
+    case: u64,
+    req: Option<usize>,
+    hop: usize,
+    method: String,
+    body: Vec<u8>,
+    headers: Vec<(String, String)>,
+    /// The connection's serial (per host) and whether it had served before.
+    conn: u64,
+    reused: bool,
+    at: Instant,
+}
+
+impl Arrival {
+    fn header(&self, name: &str) -> Option<&str> {
+        (self.headers.iter())
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+}
+
+/// A cookie a server set: its name, the host that set it, Secure or not.
+#[derive(Debug, Clone)]
+struct SetCookie {
+    case: u64,
+    name: String,
+    host: usize,
+    secure: bool,
+}
+
+#[derive(Default)]
+struct Shared {
+    scripts: Mutex<HashMap<(u64, usize), ReqScript>>,
+    arrivals: Mutex<Vec<Vec<Arrival>>>,
+    cookies: Mutex<Vec<SetCookie>>,
+}
+
+struct Servers {
+    ports: Vec<u16>,
+    shared: Arc<Shared>,
+}
+
+fn origin(h: usize, ports: &[u16]) -> String {
+    let scheme = if https(h) { "https" } else { "http" };
+    format!("{scheme}://{}:{}", name(h), ports[h])
+}
+
+impl Servers {
+    fn start() -> Servers {
+        let shared = Arc::new(Shared::default());
+        *shared.arrivals.lock().unwrap() = vec![Vec::new(); HOSTS.len()];
+        let ports = Arc::new(Mutex::new(Vec::new()));
+        for (h, (tls, _, bind)) in HOSTS.iter().enumerate() {
+            let (shared, all) = (Arc::clone(&shared), Arc::clone(&ports));
+            let listener = match *bind {
+                Some(bind) => std::net::TcpListener::bind(bind).unwrap(),
+                None => served::ipv4_only_listener(),
+            };
+            let addr = served::listen(listener, *tls, move |reader, conn| {
+                let ports = all.lock().unwrap().clone();
+                serve(reader, h, conn, &shared, &ports);
+            });
+            ports.lock().unwrap().push(addr.port());
+        }
+        let ports = ports.lock().unwrap().clone();
+        Servers { ports, shared }
+    }
+
+    fn url(&self, h: usize, path: &str) -> String {
+        format!("{}{path}", origin(h, &self.ports))
+    }
+}
+
+/// `/c{case}/r{req}/{hop}` or `/c{case}/fresh`.
+fn parse_path(path: &str) -> Option<(u64, Option<(usize, usize)>)> {
+    let rest = path.strip_prefix("/c")?;
+    let (case, what) = rest.split_once('/')?;
+    let case = case.parse().ok()?;
+    if what == "fresh" {
+        return Some((case, None));
+    }
+    let (req, hop) = what.strip_prefix('r')?.split_once('/')?;
+    Some((case, Some((req.parse().ok()?, hop.parse().ok()?))))
+}
+
+fn response_text(method: &str, path: &str, body: &[u8]) -> String {
+    format!("{method} {path} body={}", String::from_utf8_lossy(body))
+}
+
+fn serve(
+    reader: &mut BufReader<Box<dyn Stream>>,
+    host: usize,
+    conn: u64,
+    shared: &Shared,
+    ports: &[u16],
+) {
+    let mut served = 0;
+    while let Some(seen) = support::read_request(reader) {
+        let at = Instant::now();
+        let mut parts = seen.line.split_whitespace();
+        let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
+            return;
+        };
+        let (method, path) = (method.to_string(), path.to_string());
+        let Some((case, which)) = parse_path(&path) else {
+            return;
+        };
+        shared.arrivals.lock().unwrap()[host].push(Arrival {
+            case,
+            req: which.map(|(r, _)| r),
+            hop: which.map_or(0, |(_, k)| k),
+            method: method.clone(),
+            body: seen.body.clone(),
+            headers: seen.headers.clone(),
+            conn,
+            reused: served > 0,
+            at,
+        });
+        served += 1;
+        let script = which.and_then(|(r, k)| {
+            let s = shared.scripts.lock().unwrap().get(&(case, r)).cloned()?;
+            Some((r, k, s))
+        });
+        let head_only = method == "HEAD";
+        let mut head;
+        let mut body = Vec::new();
+        let mut stall = false;
+        let mut cookie = None;
+        match &script {
+            Some((r, k, s)) if *k < s.hops.len() => {
+                let hop = s.hops[*k];
+                let next = format!("/c{case}/r{r}/{}", k + 1);
+                head = format!("HTTP/1.1 {} Moved\r\n", hop.status);
+                match hop.form {
+                    Form::Absolute => {
+                        head.push_str(&format!("Location: {}{next}\r\n", origin(hop.to, ports)))
+                    }
+                    Form::Path => head.push_str(&format!("Location: {next}\r\n")),
+                    Form::SchemeRelative => head.push_str(&format!(
+                        "Location: //{}:{}{next}\r\n",
+                        name(hop.to),
+                        ports[hop.to]
+                    )),
+                    Form::Missing => {}
+                }
+                if !head_only {
+                    body = b"moved".to_vec();
+                }
+                head.push_str("Content-Length: 5\r\n");
+                cookie = hop
+                    .cookie
+                    .map(|secure| (format!("k{case}r{r}h{k}"), secure));
+            }
+            Some((r, _, s)) => match s.fin {
+                Final::Ok(set) => {
+                    head = "HTTP/1.1 200 OK\r\n".to_string();
+                    let text = response_text(&method, &path, &seen.body);
+                    head.push_str(&format!("Content-Length: {}\r\n", text.len()));
+                    if !head_only {
+                        body = text.into_bytes();
+                    }
+                    cookie = set.map(|secure| (format!("k{case}r{r}f"), secure));
+                }
+                Final::StallHead => {
+                    std::thread::sleep(STALL);
+                    return;
+                }
+                Final::StallBody => {
+                    head = "HTTP/1.1 200 OK\r\nContent-Length: 40\r\n".to_string();
+                    if !head_only {
+                        body = vec![b'x'; 20];
+                        stall = true;
+                    }
+                }
+            },
+            None => {
+                head = "HTTP/1.1 200 OK\r\n".to_string();
+                let text = response_text(&method, &path, &seen.body);
+                head.push_str(&format!("Content-Length: {}\r\n", text.len()));
+                if !head_only {
+                    body = text.into_bytes();
+                }
+            }
+        }
+        if let Some((name, secure)) = cookie {
+            let attrs = if secure { "; Secure" } else { "" };
+            head.push_str(&format!("Set-Cookie: {name}=v; Path=/{attrs}\r\n"));
+            shared.cookies.lock().unwrap().push(SetCookie {
+                case,
+                name,
+                host,
+                secure,
+            });
+        }
+        head.push_str("\r\n");
+        let mut bytes = head.into_bytes();
+        bytes.extend_from_slice(&body);
+        if !served::write_all(reader, &bytes) {
+            return;
+        }
+        if stall {
+            std::thread::sleep(STALL);
+            return;
+        }
+    }
+}
+
+// ---- the client side -------------------------------------------------------------------------
+
+#[derive(Default)]
+struct Seen {
+    sent_at: Option<Instant>,
+    done_at: Option<Instant>,
+    calls: u32,
+    result: Option<Result<HttpResponse, HttpError>>,
+}
+
+struct Ctx {
+    case: u64,
+    script: Script,
+    client: Rc<HttpClient>,
+    ports: Vec<u16>,
+    seen: RefCell<Vec<Seen>>,
+}
+
+impl Ctx {
+    fn request(&self, r: usize) -> HttpRequest {
+        let s = &self.script.requests[r];
+        let url = format!("{}/c{}/r{r}/0", origin(s.host, &self.ports), self.case);
+        let mut request = HttpRequest::new(&url).unwrap();
+        request.set_method(match s.method {
+            Method::Get => HttpMethod::Get,
+            Method::Head => HttpMethod::Head,
+            Method::Post => HttpMethod::Post,
+            Method::Put => HttpMethod::Put,
+        });
+        if s.body_len > 0 {
+            request.set_body(body_of(r, s.body_len));
+            request.set_header("Content-Type", "text/plain");
+        }
+        if s.auth {
+            request.set_header("Authorization", format!("Bearer t{r}"));
+        }
+        if s.cookie {
+            request.set_header("Cookie", format!("own=r{r}"));
+        }
+        request.set_header("X-Custom", "keep");
+        request.set_redirect_policy(s.policy);
+        if let Some(max) = s.max_redirects {
+            request.set_max_redirects(max);
+        }
+        request.set_timeout(s.short_total.map_or(GUARD_TOTAL, Duration::from_millis));
+        request
+    }
+}
+
+fn submit(ctx: &Rc<Ctx>, r: usize) {
+    let request = ctx.request(r);
+    ctx.seen.borrow_mut()[r].sent_at = Some(Instant::now());
+    let c = Rc::clone(ctx);
+    ctx.client.send(request, move |result| {
+        let mut seen = c.seen.borrow_mut();
+        seen[r].calls += 1;
+        seen[r].done_at.get_or_insert_with(Instant::now);
+        seen[r].result.get_or_insert(result);
+    });
+}
+
+// ---- one case --------------------------------------------------------------------------------
+
+static CASES: AtomicU64 = AtomicU64::new(0);
+
+static STATS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
+const STAT_NAMES: [&str; 10] = [
+    "requests",
+    "hops followed",
+    "cross-origin hops",
+    "3xx returned",
+    "too many redirects",
+    "timeouts (read)",
+    "timeouts (total)",
+    "total timeouts before reaching any server",
+    "https requests on reused connections",
+    "tls failures",
+];
+
+fn count(stat: usize, n: usize) {
+    STATS[stat].fetch_add(n as u64, Ordering::Relaxed);
+}
+
+fn trust(session: &mut HttpSession, change: TlsChange) {
+    let pki = support::certs::test_pki();
+    match change {
+        TlsChange::None => {
+            session.enable_certificate_verification();
+            session.clear_ca_certificates();
+            session.add_ca_certificate(pki.ca_pem.as_bytes()).unwrap();
+        }
+        TlsChange::AddCa => {
+            session
+                .add_ca_certificate(pki.other_ca_pem.as_bytes())
+                .unwrap();
+        }
+        TlsChange::NoVerify => session.dangerous_disable_certificate_verification(),
+        TlsChange::OnlyOtherCa => {
+            session.clear_ca_certificates();
+            session
+                .add_ca_certificate(pki.other_ca_pem.as_bytes())
+                .unwrap();
+        }
+    }
+}
+
+fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
+    let case = CASES.fetch_add(1, Ordering::SeqCst);
+    {
+        let mut scripts = servers.shared.scripts.lock().unwrap();
+        for (r, s) in script.requests.iter().enumerate() {
+            scripts.insert((case, r), s.clone());
+        }
+    }
+    let mut event_loop = EventLoop::new().unwrap();
+    let mut session = HttpSession::new();
+    session.set_max_connections_per_host(script.max_per_host);
+    session.set_idle_connection_timeout(Duration::from_millis(script.idle_ms));
+    if script.read_timeout {
+        session.set_read_timeout(READ_TIMEOUT);
+    }
+    session.set_follow_redirects(script.follow);
+    if let Some(max) = script.session_max {
+        session.set_max_redirects(max);
+    }
+    trust(&mut session, TlsChange::None);
+    let client = HttpClient::with_session(session).unwrap();
+    let ctx = Rc::new(Ctx {
+        case,
+        script: script.clone(),
+        client: Rc::clone(&client),
+        ports: servers.ports.clone(),
+        seen: RefCell::new(
+            (0..script.requests.len())
+                .map(|_| Seen::default())
+                .collect(),
+        ),
+    });
+    // The arrivals before the TLS change (none when there is none).
+    let mut before_change: Vec<usize> = vec![0; HOSTS.len()];
+    for phase in 0..2u8 {
+        if phase == 1 && script.tls_change != TlsChange::None {
+            let arrivals = servers.shared.arrivals.lock().unwrap();
+            before_change = arrivals.iter().map(Vec::len).collect();
+            drop(arrivals);
+            client.update_session(|s| trust(s, script.tls_change));
+        }
+        let mine: Vec<usize> = (0..script.requests.len())
+            .filter(|&r| script.requests[r].phase == phase)
+            .collect();
+        for &r in &mine {
+            match script.requests[r].later {
+                None => submit(&ctx, r),
+                Some(ms) => {
+                    let c = Rc::clone(&ctx);
+                    Timer::set_timeout(Duration::from_millis(ms.into()), move || submit(&c, r))
+                        .unwrap();
+                }
+            }
+        }
+        let done = || mine.iter().all(|&r| ctx.seen.borrow()[r].calls > 0);
+        let finished = support::run_until(&mut event_loop, Duration::from_secs(15), done);
+        prop_assert!(
+            finished,
+            "case {case}: phase {phase}: callbacks still to run (pending {})",
+            client.pending_requests()
+        );
+    }
+    // A moment more, for a callback that would run twice.
+    support::run_until(&mut event_loop, Duration::from_millis(5), || false);
+    prop_assert_eq!(client.pending_requests(), 0, "case {}: requests left", case);
+
+    let arrivals: Vec<Vec<(usize, Arrival)>> = {
+        let all = servers.shared.arrivals.lock().unwrap();
+        all.iter()
+            .map(|list| {
+                (list.iter().enumerate())
+                    .filter(|(_, a)| a.case == case)
+                    .map(|(i, a)| (i, a.clone()))
+                    .collect()
+            })
+            .collect()
+    };
+    let cookies: Vec<SetCookie> = (servers.shared.cookies.lock().unwrap().iter())
+        .filter(|c| c.case == case)
+        .cloned()
+        .collect();
+    check_model(case, script, &ctx, &arrivals, &cookies, &before_change)?;
+
+    // Afterwards: every host still serves (with the test CA trusted again).
+    if script.tls_change == TlsChange::OnlyOtherCa {
+        client.update_session(|s| trust(s, TlsChange::None));
+    }
+    for h in 0..HOSTS.len() {
+        let path = format!("/c{case}/fresh");
+        let out = support::get_text(&client, &servers.url(h, &path));
+        match support::wait(&mut event_loop, &out) {
+            Ok(response) => {
+                prop_assert_eq!(response.status(), 200);
+                prop_assert_eq!(response.text(), response_text("GET", &path, b""));
+            }
+            Err(e) => {
+                return Err(TestCaseError::fail(format!(
+                    "case {case}: fresh request to host {h} failed: {e:?}"
+                )));
+            }
+        }
+    }
+    prop_assert_eq!(client.pending_requests(), 0);
+    drop(ctx);
+    drop(client);
+    drop(event_loop);
+    Ok(())
+}
+
+/// The pairs of a `Cookie` field.
+fn cookie_pairs(value: Option<&str>) -> Vec<String> {
+    value.map_or(Vec::new(), |v| {
+        v.split(';').map(|p| p.trim().to_string()).collect()
+    })
+}
+
+fn check_model(
+    case: u64,
+    script: &Script,
+    ctx: &Ctx,
+    arrivals: &[Vec<(usize, Arrival)>],
+    cookies: &[SetCookie],
+    before_change: &[usize],
+) -> Result<(), TestCaseError> {
+    let seen = ctx.seen.borrow();
+    let fail = |msg: String| Err(TestCaseError::fail(format!("case {case}: {msg}")));
+    // Which cookies the jar may send to host `h`: set by a host of the same name, a Secure one
+    // only by an https host and only to one.
+    let may_go = |c: &SetCookie, h: usize| {
+        name(c.host) == name(h) && (!c.secure || (https(c.host) && https(h)))
+    };
+    for (r, s) in script.requests.iter().enumerate() {
+        let me = &seen[r];
+        if me.calls != 1 {
+            return fail(format!("request {r}: callback ran {} times", me.calls));
+        }
+        let (visits, outcome) = expect(script, r);
+        let mut got: Vec<&Arrival> = (arrivals.iter().flatten())
+            .filter(|(_, a)| a.req == Some(r))
+            .map(|(_, a)| a)
+            .collect();
+        // In chain order (the hosts' lists are apart).
+        got.sort_by_key(|a| (a.hop, a.at));
+        let result = me.result.as_ref().unwrap();
+        let elapsed = me.done_at.unwrap() - me.sent_at.unwrap();
+        count(0, 1);
+        if got.iter().any(|a| https(host_of(arrivals, a)) && a.reused) {
+            count(8, 1);
+        }
+        // A request with a short total timeout may end anywhere along its chain.
+        let total_timeout = matches!(result, Err(HttpError::Timeout(TimeoutPhase::Total)));
+        if total_timeout {
+            count(6, 1);
+            if got.is_empty() {
+                count(7, 1);
+            }
+            let Some(short) = s.short_total.map(Duration::from_millis) else {
+                return fail(format!(
+                    "request {r}: Timeout(Total) after {elapsed:?} (expected {outcome:?}, arrivals {got:?})"
+                ));
+            };
+            if elapsed + EARLY < short || elapsed > short + LATE {
+                return fail(format!("request {r}: Timeout(Total) after {elapsed:?}"));
+            }
+        }
+        // The hops the servers saw: the model's, in order (a prefix of them when the total
+        // timeout ended the request).
+        if got.len() > visits.len() || (!total_timeout && got.len() != visits.len()) {
+            return fail(format!(
+                "request {r}: servers saw {} requests, the model {} ({visits:?}; saw {got:?})",
+                got.len(),
+                visits.len()
+            ));
+        }
+        for (v, a) in visits.iter().zip(&got) {
+            let h = host_of(arrivals, a);
+            let cookie = a.header("cookie");
+            let wrong = if h != v.host || a.hop != v.hop {
+                Some("at another host or hop".to_string())
+            } else if a.method != v.method || a.body != v.body {
+                Some(format!("{} with body {:?}", a.method, a.body))
+            } else if a.header("content-type").is_some() != v.content_type {
+                Some(format!("content-type {:?}", a.header("content-type")))
+            } else if a.header("authorization").is_some() != v.auth {
+                Some(format!("authorization {:?}", a.header("authorization")))
+            } else if a.header("x-custom") != Some("keep") {
+                Some("no X-Custom".to_string())
+            } else if a.header("host") != Some(&format!("{}:{}", name(h), ctx.ports[h])[..]) {
+                Some(format!("host {:?}", a.header("host")))
+            } else {
+                let own = format!("own=r{r}");
+                let pairs = cookie_pairs(cookie);
+                if v.caller_cookie {
+                    (pairs != [own]).then(|| format!("cookie {cookie:?}, the caller's expected"))
+                } else {
+                    // Only jar cookies that may go here; all that must.
+                    let stray = pairs.iter().find(|p| {
+                        !cookies
+                            .iter()
+                            .any(|c| **p == format!("{}=v", c.name) && may_go(c, h))
+                    });
+                    let hops_before: Vec<String> =
+                        (0..v.hop).map(|k| format!("k{case}r{r}h{k}")).collect();
+                    let missing = cookies.iter().find(|c| {
+                        let needed = hops_before.contains(&c.name)
+                            || (s.phase == 1 && set_in_phase0(script, &seen, case, &c.name));
+                        needed && may_go(c, h) && !pairs.contains(&format!("{}=v", c.name))
+                    });
+                    match (stray, missing) {
+                        (Some(p), _) => Some(format!("cookie pair {p:?} should not go here")),
+                        (_, Some(c)) => Some(format!("cookie {} missing ({cookie:?})", c.name)),
+                        _ => None,
+                    }
+                }
+            };
+            if let Some(wrong) = wrong {
+                return fail(format!(
+                    "request {r} hop {}: server {h} saw {wrong}; model {v:?}",
+                    a.hop
+                ));
+            }
+            // No request after the TLS settings changed goes on an https connection made
+            // before.
+            if s.phase == 1 && script.tls_change != TlsChange::None && https(h) {
+                let old = arrivals[h]
+                    .iter()
+                    .any(|(i, b)| *i < before_change[h] && b.conn == a.conn);
+                if old {
+                    return fail(format!(
+                        "request {r} hop {}: on an https connection made before the TLS settings changed",
+                        a.hop
+                    ));
+                }
+            }
+        }
+        if total_timeout {
+            continue;
+        }
+        count(1, visits.len().saturating_sub(1));
+        count(
+            2,
+            visits.windows(2).filter(|w| w[0].host != w[1].host).count(),
+        );
+        match (&outcome, result) {
+            (Outcome::Status(status, hops), Ok(response)) => {
+                if response.status() != *status || response.redirect_count() != *hops {
+                    return fail(format!(
+                        "request {r}: status {} after {} redirects, expected {outcome:?}",
+                        response.status(),
+                        response.redirect_count()
+                    ));
+                }
+                if *status != 200 {
+                    count(3, 1);
+                }
+                let last = visits.last().unwrap();
+                let path = format!("/c{case}/r{r}/{}", last.hop);
+                let url = format!("{}{path}", origin(last.host, &ctx.ports));
+                if response.url().as_str() != url {
+                    return fail(format!(
+                        "request {r}: response URL {}, expected {url}",
+                        response.url()
+                    ));
+                }
+                let text = if s.method == Method::Head {
+                    String::new()
+                } else if *status == 200 {
+                    response_text(last.method, &path, &last.body)
+                } else {
+                    "moved".to_string()
+                };
+                if response.text() != text {
+                    return fail(format!(
+                        "request {r}: body {:?}, expected {text:?}",
+                        response.text()
+                    ));
+                }
+            }
+            (Outcome::TooMany(limit), Err(HttpError::TooManyRedirects { limit: l }))
+                if limit == l =>
+            {
+                count(4, 1);
+            }
+            (Outcome::Stall(phase), Err(HttpError::Timeout(p))) if phase == p => {
+                count(5, 1);
+                // The read timeout runs from when the request was written: after the hops.
+                if !script.read_timeout
+                    || elapsed + EARLY < READ_TIMEOUT
+                    || (visits.len() == 1 && elapsed > READ_TIMEOUT + LATE)
+                {
+                    return fail(format!("request {r}: {p:?} after {elapsed:?}"));
+                }
+            }
+            (
+                Outcome::Tls,
+                Err(HttpError::Transport(SocketError::Tls(TlsFailure::UnknownIssuer))),
+            ) => {
+                count(9, 1);
+            }
+            _ => {
+                return fail(format!(
+                    "request {r}: {result:?}, expected {outcome:?} (sent after {elapsed:?})"
+                ));
+            }
+        }
+    }
+    // A request sent long after every earlier use of a connection ended does not reuse it: the
+    // idle timeout retired it.
+    let idle = Duration::from_millis(script.idle_ms);
+    for (h, list) in arrivals.iter().enumerate() {
+        for (n, (_, a)) in list.iter().enumerate() {
+            let (Some(r), 0, true) = (a.req, a.hop, a.reused) else {
+                continue;
+            };
+            let sent = seen[r].sent_at.unwrap();
+            let last_use = list[..n]
+                .iter()
+                .filter(|(_, b)| b.conn == a.conn)
+                .map(|(_, b)| match b.req {
+                    Some(q) => seen[q].done_at.unwrap(),
+                    None => b.at,
+                })
+                .max();
+            if let Some(last_use) = last_use
+                && sent > last_use + idle + Duration::from_millis(30)
+            {
+                return fail(format!(
+                    "request {r}: sent {:?} after the last use of connection {} of host {h} ended, on it (idle timeout {idle:?})",
+                    sent - last_use,
+                    a.conn
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
+fn host_of(arrivals: &[Vec<(usize, Arrival)>], a: &Arrival) -> usize {
+    (0..HOSTS.len())
+        .find(|&h| arrivals[h].iter().any(|(_, b)| std::ptr::eq(b, a)))
+        .unwrap()
+}
+
+/// Whether cookie `name` (`k{case}r{req}…`) was set by a request of the first phase that did
+/// not time out (which may have been before the response with the cookie was read).
+fn set_in_phase0(script: &Script, seen: &[Seen], case: u64, name: &str) -> bool {
+    let Some(rest) = name.strip_prefix(&format!("k{case}r")) else {
+        return false;
+    };
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse::<usize>().is_ok_and(|r| {
+        script.requests.get(r).is_some_and(|s| s.phase == 0)
+            && !matches!(seen[r].result, Some(Err(HttpError::Timeout(_))))
+    })
+}
+
+// ---- the tests -------------------------------------------------------------------------------
+
+#[test]
+fn redirects_tls_and_timeouts_match_the_model() {
+    let servers = Servers::start();
+    let mut runner = TestRunner::new(Config {
+        cases: support::model::cases(25),
+        failure_persistence: None,
+        max_shrink_iters: 1000,
+        max_shrink_time: 60_000,
+        ..Config::default()
+    });
+    let started = Instant::now();
+    let result = runner.run(&script_strategy(), |script| run_case(&servers, &script));
+    support::model::finish_run(
+        started,
+        CASES.load(Ordering::SeqCst),
+        STAT_NAMES
+            .into_iter()
+            .zip(STATS.iter().map(|stat| stat.load(Ordering::Relaxed))),
+        result,
+    );
+}

@@ -1,0 +1,77 @@
+//! Loopback servers for the model-based HTTP tests: plain or TLS (the test PKI's server
+//! certificate, good for `localhost`, `127.0.0.1` and `::1`), one thread per connection,
+//! reading requests with [`read_request`](super::read_request).
+#![allow(dead_code)]
+
+use std::io::{BufReader, Read, Write};
+use std::net::{SocketAddr, TcpListener};
+
+/// A served connection's byte stream: a `TcpStream`, or rustls over one.
+pub trait Stream: Read + Write + Send {}
+
+impl<T: Read + Write + Send> Stream for T {}
+
+/// Listens with `listener` and calls `serve(reader, connection_serial)` on
+/// a thread of its own for each connection, after a TLS handshake (server side, the test PKI's
+/// server certificate) when `tls`. Write through `reader.get_mut()`. Returns the bound address.
+pub fn listen<F>(listener: TcpListener, tls: bool, serve: F) -> SocketAddr
+where
+    F: Fn(&mut BufReader<Box<dyn Stream>>, u64) + Send + Sync + 'static,
+{
+    let addr = listener.local_addr().unwrap();
+    let config = tls.then(|| {
+        let pki = super::certs::test_pki();
+        kdnet::network::TlsServerConfig::from_pem(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+        )
+        .unwrap()
+    });
+    let serve = std::sync::Arc::new(serve);
+    std::thread::spawn(move || {
+        for (serial, tcp) in (0u64..).zip(listener.incoming()) {
+            let Ok(tcp) = tcp else { continue };
+            let (config, serve) = (config.clone(), std::sync::Arc::clone(&serve));
+            std::thread::spawn(move || {
+                let stream: Box<dyn Stream> = match config {
+                    Some(config) => {
+                        let Ok(conn) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        Box::new(rustls::StreamOwned::new(conn, tcp))
+                    }
+                    None => Box::new(tcp),
+                };
+                let mut reader = BufReader::new(stream);
+                serve(&mut reader, serial);
+            });
+        }
+    });
+    addr
+}
+
+/// Writes `bytes` to the connection and flushes; false when the peer is gone.
+pub fn write_all(reader: &mut BufReader<Box<dyn Stream>>, bytes: &[u8]) -> bool {
+    let stream = reader.get_mut();
+    stream
+        .write_all(bytes)
+        .and_then(|()| stream.flush())
+        .is_ok()
+}
+
+/// A listener on 127.0.0.1 whose port is refused on `::1` (a socket bound there that never
+/// listens, kept for the process): `localhost`, which resolves to `::1` first, then reaches it
+/// only after a refused connect, whatever else runs on the machine.
+pub fn ipv4_only_listener() -> TcpListener {
+    use socket2::{Domain, Socket, Type};
+    loop {
+        let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let v6 = Socket::new(Domain::IPV6, Type::STREAM, None).unwrap();
+        let at: SocketAddr = (std::net::Ipv6Addr::LOCALHOST, port).into();
+        if v6.bind(&at.into()).is_ok() {
+            std::mem::forget(v6);
+            return listener;
+        }
+    }
+}
