@@ -1,16 +1,20 @@
 //! A randomised, model-based test of `HttpClient`'s redirects, TLS connections, host names and
 //! timeouts (what `http_scheduler_model.rs` leaves out).
 //!
-//! Five loopback hosts: `http://localhost`, `http://[::1]`, `https://localhost`,
-//! `https://127.0.0.1` and `http://127.0.0.1`, each on a port of its own (`localhost` is looked
-//! up; the https ones use rcgen certificates made at test time). Each generated case is a
-//! script of requests (GET, HEAD, POST or PUT; with or without a body, an `Authorization`, a
-//! `Cookie` of the caller's, a redirect policy and limit, a short total timeout) in two
-//! phases; between them the session's TLS settings may be replaced (another CA added,
-//! verification off, or only an unrelated CA trusted). For each request the script says what
-//! its chain of hosts answers: a list of redirects (301, 302, 303, 307 or 308, to any host,
-//! with the `Location` absolute, a path or scheme-relative, some without a `Location`, some with
-//! a `Set-Cookie`, Secure or not), then a final answer (200, or a server that stalls before the
+//! Five loopback hosts: `http://localhost` (served on 127.0.0.1 only: `localhost` resolves to
+//! `::1` first, refused there), `http://[::1]`, `https://localhost` (served on `::1`),
+//! `https://127.0.0.1` and `http://127.0.0.1`, each on a port of its own, the https ones with
+//! rcgen certificates made at test time; and a sixth, `http://127.0.0.1` on a listener whose
+//! accept queue is full, where connects time out. Each generated case is a script of requests
+//! (GET, HEAD, POST or PUT; buffered or streaming; with or without a body and its
+//! `Content-Type`/`Content-Language`, an `Authorization` and `Proxy-Authorization`, a `Cookie`
+//! of the caller's, a redirect policy and limit, a short total timeout, sent at once or from a
+//! timer) in two phases; in the second the session's TLS settings may be replaced (another CA
+//! added, verification off, or only an unrelated CA trusted), before its requests or while they
+//! are in flight. For each request the script says what its chain of hosts answers: a list of
+//! redirects (301, 302, 303, 307 or 308, to any host; the `Location` absolute, a path,
+//! scheme-relative, with `user:password@`, with a fragment, or missing; some with a
+//! `Set-Cookie`, Secure or not), then a final answer (200, or a server that stalls before the
 //! head or in the body). The session may have `follow_redirects` off, its own redirect limit, a
 //! read timeout, a connection limit of 1 or 2 per host and a short idle timeout. The servers
 //! record every request they read (method, body, headers, connection, when).
@@ -19,32 +23,36 @@
 //! rules, the session's and request's docs):
 //! - the hops the model follows are the requests the servers saw, in order: 301/302 turn a
 //!   POST into a GET without its body, 303 turns all but HEAD into a GET without a body, 307/308
-//!   keep both; `Content-Type` goes with the body; `Authorization` and the caller's `Cookie`
-//!   go at the first hop to another origin and do not come back; `Host` is the hop's own;
+//!   keep both; the body's headers go with the body; `Authorization`, `Proxy-Authorization` and
+//!   the caller's `Cookie` go at the first hop to another origin and do not come back;
+//!   credentials in a `Location` become the hop's Basic `Authorization`; `Host` is the hop's own;
+//!   a fragment is never sent;
 //! - the policy (`DontFollow`, the session's `follow_redirects` off, same host, same host and
 //!   scheme) and a 3xx without `Location` hand the 3xx to the caller with the hops made so far
 //!   counted; the limit (the request's, else the session's, else 5) fails with
-//!   `TooManyRedirects`; the response's URL is the last hop's;
+//!   `TooManyRedirects`; the response's URL is the last hop's; a stream's `on_event` gets the
+//!   final response's head once (never a followed redirect's) and its body, never after
+//!   `on_done`;
 //! - cookies: a `Set-Cookie` on a redirect is sent with every later hop to that host name (not
 //!   another name, whatever the port or scheme), a Secure one only over https and never when an
 //!   http host set it; a caller's `Cookie` on a same-origin hop stands instead of the jar's;
 //!   cookies of the first phase go with every request of the second;
-//! - TLS: https connections are pooled and reused; after the TLS settings change, no request
-//!   goes on a connection made before; with only an unrelated CA trusted, a request (or hop) to
-//!   an https host fails with a TLS error and reaches no server;
+//! - TLS: https connections are pooled and reused; no request sent after the TLS settings
+//!   changed goes on a connection made before; with only an unrelated CA trusted, a request (or
+//!   hop) to an https host fails with `UnknownIssuer` and reaches no server (one in flight at the
+//!   change may also fail so at a later hop);
 //! - timeouts: a stalled head fails with `Timeout(ResponseHead)`, a stalled body with
-//!   `Timeout(BodyIdle)` (with the session's read timeout; `Timeout(Total)` when the request's
-//!   short total timeout comes first), never before the timeout; a request with a short total
-//!   timeout may fail with `Timeout(Total)` anywhere, including while queued behind the
-//!   connection limit, but not before its time; nothing else fails;
+//!   `Timeout(BodyIdle)` (the session's read timeout, counted from the request's write), a hop to
+//!   the full listener with `Timeout(Connect)`, never before their time; a request with a short
+//!   total timeout (not a stream) may fail with `Timeout(Total)` anywhere, including while queued
+//!   behind the connection limit, but within its time; nothing else fails;
 //! - a request sent more than the idle timeout after every earlier use of a pooled
 //!   connection does not go on it (the idle timeout retired it);
-//! - afterwards nothing is pending and a fresh request to every host works.
+//! - afterwards nothing is pending and a fresh request to every serving host works.
 //!
 //! Not covered: cancellation, replays and the connection limit's accounting (the scheduler
-//! model), connect timeouts (a loopback listener that never accepts still completes the TCP
-//! handshake; `http_client.rs` tests them with a full accept queue), IPv6 `localhost`, client
-//! certificates.
+//! model); TLS handshake timeouts; `localhost` answering on both `::1` and 127.0.0.1; client
+//! certificates; 1xx responses; `Expect: 100-continue`; request bodies that stall.
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 25, about 9 s: most of it is the timeouts).
 
@@ -60,6 +68,7 @@ use std::time::{Duration, Instant};
 
 use kdnet::network::http::{
     HttpClient, HttpError, HttpMethod, HttpRequest, HttpResponse, HttpSession, RedirectPolicy,
+    StreamEvent,
 };
 use kdnet::network::{SocketError, TimeoutPhase, TlsFailure};
 use kdnet::{EventLoop, Timer};
@@ -70,14 +79,21 @@ use support::served::{self, Stream};
 // ---- the hosts -------------------------------------------------------------------------------
 
 /// The hosts: whether https, the URL's host name, and where the server listens (`None`:
-/// 127.0.0.1, with the port refused on `::1`, which `localhost` tries first).
-const HOSTS: [(bool, &str, Option<&str>); 5] = [
+/// 127.0.0.1, with the port refused on `::1`, which `localhost` tries first). The last one,
+/// [`BLACKHOLE`], never completes a connect (its accept queue is full); only redirects go there.
+const HOSTS: [(bool, &str, Option<&str>); 6] = [
     (false, "localhost", None),
     (false, "[::1]", Some("[::1]:0")),
     (true, "localhost", Some("[::1]:0")),
     (true, "127.0.0.1", Some("127.0.0.1:0")),
     (false, "127.0.0.1", Some("127.0.0.1:0")),
+    (false, "127.0.0.1", Some("full")),
 ];
+
+/// The host whose connects time out.
+const BLACKHOLE: usize = 5;
+/// The hosts that answer.
+const SERVING: usize = BLACKHOLE;
 
 fn https(h: usize) -> bool {
     HOSTS[h].0
@@ -91,6 +107,8 @@ fn name(h: usize) -> &'static str {
 const STALL: Duration = Duration::from_millis(2500);
 /// The session's read timeout, when the case has one.
 const READ_TIMEOUT: Duration = Duration::from_millis(300);
+/// The session's connect timeout (lookup, connect and TLS handshake).
+const CONNECT_TIMEOUT: Duration = Duration::from_millis(600);
 /// Every other request's total timeout (a guard: nothing in a script takes this long).
 const GUARD_TOTAL: Duration = Duration::from_secs(6);
 /// Timers fire late, never early; this covers the clock's granularity.
@@ -129,6 +147,10 @@ enum Form {
     SchemeRelative,
     /// No `Location` at all.
     Missing,
+    /// Absolute, with `u:p@` before the host: Basic auth for the hop.
+    Credentials,
+    /// Absolute, with a fragment (never sent).
+    Fragment,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -155,7 +177,10 @@ struct ReqScript {
     host: usize,
     method: Method,
     body_len: u8,
+    /// With `Authorization: Bearer …` and a `Proxy-Authorization`.
     auth: bool,
+    /// Sent with `send_streaming` (no total timeout).
+    stream: bool,
     /// A `Cookie` of the caller's.
     cookie: bool,
     policy: RedirectPolicy,
@@ -189,13 +214,16 @@ struct Script {
     follow: bool,
     session_max: Option<u32>,
     tls_change: TlsChange,
+    /// The TLS settings change this many milliseconds into the second phase (requests are in
+    /// flight then), else before it.
+    change_at: Option<u8>,
     requests: Vec<ReqScript>,
 }
 
 fn hop_strategy() -> impl Strategy<Value = (u16, usize, u8, Option<bool>)> {
     (
         prop::sample::select(vec![301u16, 302, 303, 307, 308]),
-        0..HOSTS.len(),
+        prop_oneof![14 => 0..SERVING, 1 => Just(BLACKHOLE)],
         0u8..10,
         prop::option::weighted(0.25, any::<bool>()),
     )
@@ -204,7 +232,7 @@ fn hop_strategy() -> impl Strategy<Value = (u16, usize, u8, Option<bool>)> {
 fn script_strategy() -> impl Strategy<Value = Script> {
     let request = (
         (
-            0..HOSTS.len(),
+            0..SERVING,
             prop_oneof![
                 3 => Just(Method::Get),
                 1 => Just(Method::Head),
@@ -214,6 +242,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
             prop_oneof![1 => Just(0u8), 4 => 1u8..30],
             prop::bool::weighted(0.4),
             prop::bool::weighted(0.3),
+            prop::bool::weighted(0.25),
         ),
         (
             prop_oneof![
@@ -248,6 +277,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
         ],
         prop::collection::vec(request, 1..8),
         prop::bool::weighted(0.3),
+        prop::option::weighted(0.5, 0u8..80),
     )
         .prop_map(
             |(
@@ -259,13 +289,14 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                 tls_change,
                 raw,
                 one_host,
+                change_at,
             )| {
                 let first_host = raw[0].0.0;
                 let requests = raw
                     .into_iter()
                     .map(
                         |(
-                            (mut host, method, body_len, auth, cookie),
+                            (mut host, method, body_len, auth, cookie, stream),
                             (policy, max_redirects, short_total, later, phase),
                             hops,
                             fin,
@@ -286,6 +317,8 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                                         0 => Form::Missing,
                                         1..=3 if to == from => Form::Path,
                                         4..=5 if https(to) == https(from) => Form::SchemeRelative,
+                                        6 => Form::Credentials,
+                                        7 => Form::Fragment,
                                         _ => Form::Absolute,
                                     };
                                     from = to;
@@ -304,11 +337,14 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                                 None if stalls && !read_timeout => Some(700),
                                 other => other,
                             };
+                            // A stream has no total timeout: its stall needs the read timeout.
+                            let stream = stream && (read_timeout || !stalls);
                             ReqScript {
                                 host,
                                 method,
                                 body_len,
                                 auth,
+                                stream,
                                 cookie,
                                 policy,
                                 max_redirects,
@@ -328,6 +364,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                     follow: !no_follow,
                     session_max,
                     tls_change,
+                    change_at,
                     requests,
                 }
             },
@@ -344,8 +381,11 @@ struct Visit {
     hop: usize,
     method: &'static str,
     body: Vec<u8>,
+    /// `Content-Type` and `Content-Language`, which go with the body.
     content_type: bool,
-    auth: bool,
+    /// The `Authorization` value.
+    auth: Option<String>,
+    proxy_auth: bool,
     /// The caller's `Cookie` still stands.
     caller_cookie: bool,
 }
@@ -366,7 +406,8 @@ fn body_of(r: usize, len: u8) -> Vec<u8> {
 }
 
 /// What the documented behaviour makes of request `r`.
-fn expect(script: &Script, r: usize) -> (Vec<Visit>, Outcome) {
+/// `tls_fails`: an https hop fails (only an unrelated CA trusted).
+fn expect(script: &Script, r: usize, tls_fails: bool) -> (Vec<Visit>, Outcome) {
     let s = &script.requests[r];
     let policy = if script.follow {
         s.policy
@@ -380,13 +421,17 @@ fn expect(script: &Script, r: usize) -> (Vec<Visit>, Outcome) {
         method: s.method.as_str(),
         body: body_of(r, s.body_len),
         content_type: s.body_len > 0,
-        auth: s.auth,
+        auth: s.auth.then(|| format!("Bearer t{r}")),
+        proxy_auth: s.auth,
         caller_cookie: s.cookie,
     };
     let mut visits = Vec::new();
     loop {
-        if s.phase == 1 && script.tls_change == TlsChange::OnlyOtherCa && https(visit.host) {
+        if tls_fails && https(visit.host) {
             return (visits, Outcome::Tls);
+        }
+        if visit.host == BLACKHOLE {
+            return (visits, Outcome::Stall(TimeoutPhase::Connect));
         }
         visits.push(visit.clone());
         let k = visit.hop;
@@ -429,8 +474,12 @@ fn expect(script: &Script, r: usize) -> (Vec<Visit>, Outcome) {
             visit.content_type = false;
         }
         if from != to {
-            visit.auth = false;
+            visit.auth = None;
+            visit.proxy_auth = false;
             visit.caller_cookie = false;
+        }
+        if hop.form == Form::Credentials {
+            visit.auth = Some("Basic dTpw".to_string());
         }
         visit.host = to;
         visit.hop = k + 1;
@@ -481,6 +530,8 @@ struct Shared {
 struct Servers {
     ports: Vec<u16>,
     shared: Arc<Shared>,
+    /// The blackhole's listener and the connections that fill its queue.
+    _held: Vec<socket2::Socket>,
 }
 
 fn origin(h: usize, ports: &[u16]) -> String {
@@ -493,8 +544,15 @@ impl Servers {
         let shared = Arc::new(Shared::default());
         *shared.arrivals.lock().unwrap() = vec![Vec::new(); HOSTS.len()];
         let ports = Arc::new(Mutex::new(Vec::new()));
+        let mut held = Vec::new();
         for (h, (tls, _, bind)) in HOSTS.iter().enumerate() {
             let (shared, all) = (Arc::clone(&shared), Arc::clone(&ports));
+            if *bind == Some("full") {
+                let (addr, sockets) = served::full_listener();
+                held = sockets;
+                ports.lock().unwrap().push(addr.port());
+                continue;
+            }
             let listener = match *bind {
                 Some(bind) => std::net::TcpListener::bind(bind).unwrap(),
                 None => served::ipv4_only_listener(),
@@ -506,7 +564,11 @@ impl Servers {
             ports.lock().unwrap().push(addr.port());
         }
         let ports = ports.lock().unwrap().clone();
-        Servers { ports, shared }
+        Servers {
+            ports,
+            shared,
+            _held: held,
+        }
     }
 
     fn url(&self, h: usize, path: &str) -> String {
@@ -585,6 +647,14 @@ fn serve(
                         ports[hop.to]
                     )),
                     Form::Missing => {}
+                    Form::Credentials => {
+                        let to = origin(hop.to, ports).replacen("://", "://u:p@", 1);
+                        head.push_str(&format!("Location: {to}{next}\r\n"))
+                    }
+                    Form::Fragment => head.push_str(&format!(
+                        "Location: {}{next}#top\r\n",
+                        origin(hop.to, ports)
+                    )),
                 }
                 if !head_only {
                     body = b"moved".to_vec();
@@ -656,6 +726,11 @@ struct Seen {
     done_at: Option<Instant>,
     calls: u32,
     result: Option<Result<HttpResponse, HttpError>>,
+    /// A stream's heads and data as `on_event` got them, and whether an event came after
+    /// `on_done`.
+    heads: Vec<HttpResponse>,
+    data: Vec<u8>,
+    late_event: bool,
 }
 
 struct Ctx {
@@ -664,6 +739,8 @@ struct Ctx {
     client: Rc<HttpClient>,
     ports: Vec<u16>,
     seen: RefCell<Vec<Seen>>,
+    /// When the TLS settings changed, and how many requests each server had read by then.
+    changed: RefCell<Option<(Instant, Vec<usize>)>>,
 }
 
 impl Ctx {
@@ -680,9 +757,11 @@ impl Ctx {
         if s.body_len > 0 {
             request.set_body(body_of(r, s.body_len));
             request.set_header("Content-Type", "text/plain");
+            request.set_header("Content-Language", "en");
         }
         if s.auth {
             request.set_header("Authorization", format!("Bearer t{r}"));
+            request.set_header("Proxy-Authorization", "Basic cDp4");
         }
         if s.cookie {
             request.set_header("Cookie", format!("own=r{r}"));
@@ -701,20 +780,35 @@ fn submit(ctx: &Rc<Ctx>, r: usize) {
     let request = ctx.request(r);
     ctx.seen.borrow_mut()[r].sent_at = Some(Instant::now());
     let c = Rc::clone(ctx);
-    ctx.client.send(request, move |result| {
+    let on_done = move |result| {
         let mut seen = c.seen.borrow_mut();
         seen[r].calls += 1;
         seen[r].done_at.get_or_insert_with(Instant::now);
         seen[r].result.get_or_insert(result);
-    });
+    };
+    if ctx.script.requests[r].stream {
+        let e = Rc::clone(ctx);
+        let on_event = move |event: StreamEvent<'_>| {
+            let mut seen = e.seen.borrow_mut();
+            let me = &mut seen[r];
+            me.late_event |= me.calls > 0;
+            match event {
+                StreamEvent::Head(head) => me.heads.push(head.clone()),
+                StreamEvent::Data(data) => me.data.extend_from_slice(data),
+            }
+        };
+        ctx.client.send_streaming(request, on_event, on_done);
+    } else {
+        ctx.client.send(request, on_done);
+    }
 }
 
 // ---- one case --------------------------------------------------------------------------------
 
 static CASES: AtomicU64 = AtomicU64::new(0);
 
-static STATS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
-const STAT_NAMES: [&str; 10] = [
+static STATS: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
+const STAT_NAMES: [&str; 14] = [
     "requests",
     "hops followed",
     "cross-origin hops",
@@ -725,6 +819,10 @@ const STAT_NAMES: [&str; 10] = [
     "total timeouts before reaching any server",
     "https requests on reused connections",
     "tls failures",
+    "streams answered",
+    "requests in flight at a TLS change",
+    "connect timeouts",
+    "requests sent past another connection's idle timeout",
 ];
 
 fn count(stat: usize, n: usize) {
@@ -770,6 +868,7 @@ fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
         session.set_read_timeout(READ_TIMEOUT);
     }
     session.set_follow_redirects(script.follow);
+    session.set_connect_timeout(CONNECT_TIMEOUT);
     if let Some(max) = script.session_max {
         session.set_max_redirects(max);
     }
@@ -785,15 +884,32 @@ fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
                 .map(|_| Seen::default())
                 .collect(),
         ),
+        changed: RefCell::new(None),
     });
     // The arrivals before the TLS change (none when there is none).
-    let mut before_change: Vec<usize> = vec![0; HOSTS.len()];
+    let change_tls = {
+        let (c, shared) = (Rc::clone(&ctx), Arc::clone(&servers.shared));
+        move || {
+            let read = shared
+                .arrivals
+                .lock()
+                .unwrap()
+                .iter()
+                .map(Vec::len)
+                .collect();
+            *c.changed.borrow_mut() = Some((Instant::now(), read));
+            c.client.update_session(|s| trust(s, c.script.tls_change));
+        }
+    };
     for phase in 0..2u8 {
         if phase == 1 && script.tls_change != TlsChange::None {
-            let arrivals = servers.shared.arrivals.lock().unwrap();
-            before_change = arrivals.iter().map(Vec::len).collect();
-            drop(arrivals);
-            client.update_session(|s| trust(s, script.tls_change));
+            match script.change_at {
+                None => change_tls(),
+                Some(ms) => {
+                    Timer::set_timeout(Duration::from_millis(ms.into()), change_tls.clone())
+                        .unwrap();
+                }
+            }
         }
         let mine: Vec<usize> = (0..script.requests.len())
             .filter(|&r| script.requests[r].phase == phase)
@@ -808,7 +924,12 @@ fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
                 }
             }
         }
-        let done = || mine.iter().all(|&r| ctx.seen.borrow()[r].calls > 0);
+        let done = || {
+            mine.iter().all(|&r| ctx.seen.borrow()[r].calls > 0)
+                && (phase == 0
+                    || script.tls_change == TlsChange::None
+                    || ctx.changed.borrow().is_some())
+        };
         let finished = support::run_until(&mut event_loop, Duration::from_secs(15), done);
         prop_assert!(
             finished,
@@ -835,13 +956,13 @@ fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
         .filter(|c| c.case == case)
         .cloned()
         .collect();
-    check_model(case, script, &ctx, &arrivals, &cookies, &before_change)?;
+    check_model(case, script, &ctx, &arrivals, &cookies)?;
 
     // Afterwards: every host still serves (with the test CA trusted again).
     if script.tls_change == TlsChange::OnlyOtherCa {
         client.update_session(|s| trust(s, TlsChange::None));
     }
-    for h in 0..HOSTS.len() {
+    for h in 0..SERVING {
         let path = format!("/c{case}/fresh");
         let out = support::get_text(&client, &servers.url(h, &path));
         match support::wait(&mut event_loop, &out) {
@@ -876,8 +997,8 @@ fn check_model(
     ctx: &Ctx,
     arrivals: &[Vec<(usize, Arrival)>],
     cookies: &[SetCookie],
-    before_change: &[usize],
 ) -> Result<(), TestCaseError> {
+    let changed = ctx.changed.borrow().clone();
     let seen = ctx.seen.borrow();
     let fail = |msg: String| Err(TestCaseError::fail(format!("case {case}: {msg}")));
     // Which cookies the jar may send to host `h`: set by a host of the same name, a Secure one
@@ -887,10 +1008,47 @@ fn check_model(
     };
     for (r, s) in script.requests.iter().enumerate() {
         let me = &seen[r];
-        if me.calls != 1 {
-            return fail(format!("request {r}: callback ran {} times", me.calls));
+        if me.calls != 1 || me.late_event {
+            return fail(format!(
+                "request {r}: callback ran {} times (an event after it: {})",
+                me.calls, me.late_event
+            ));
         }
-        let (visits, outcome) = expect(script, r);
+        // Sent after the TLS settings changed (all of it under the new ones), or while
+        // they changed (a hop or connection after the change is under the new ones).
+        let after_change = s.phase == 1
+            && changed
+                .as_ref()
+                .is_some_and(|(at, _)| me.sent_at.unwrap() >= *at);
+        let in_flight = s.phase == 1 && changed.is_some() && !after_change;
+        let other_ca = script.tls_change == TlsChange::OnlyOtherCa;
+        let (mut visits, mut outcome) = expect(script, r, after_change && other_ca);
+        if in_flight {
+            count(11, 1);
+            let got_len = (arrivals.iter().flatten())
+                .filter(|(_, a)| a.req == Some(r))
+                .count();
+            if other_ca
+                && matches!(
+                    me.result,
+                    Some(Err(HttpError::Transport(SocketError::Tls(_))))
+                )
+                && visits.get(got_len).is_some_and(|v| https(v.host))
+            {
+                visits.truncate(got_len);
+                outcome = Outcome::Tls;
+            }
+        }
+        // A stream's head is the final response's, once: a followed redirect's never shows.
+        if me.heads.len() > 1
+            || me.heads.first().is_some_and(|head| {
+                head.status() != 200
+                    && !matches!(outcome, Outcome::Status(status, _) if status == head.status())
+            })
+            || (!s.stream && !me.heads.is_empty())
+        {
+            return fail(format!("request {r}: stream heads {:?}", me.heads));
+        }
         let mut got: Vec<&Arrival> = (arrivals.iter().flatten())
             .filter(|(_, a)| a.req == Some(r))
             .map(|(_, a)| a)
@@ -910,7 +1068,11 @@ fn check_model(
             if got.is_empty() {
                 count(7, 1);
             }
-            let Some(short) = s.short_total.map(Duration::from_millis) else {
+            let Some(short) = s
+                .short_total
+                .map(Duration::from_millis)
+                .filter(|_| !s.stream)
+            else {
                 return fail(format!(
                     "request {r}: Timeout(Total) after {elapsed:?} (expected {outcome:?}, arrivals {got:?})"
                 ));
@@ -935,10 +1097,18 @@ fn check_model(
                 Some("at another host or hop".to_string())
             } else if a.method != v.method || a.body != v.body {
                 Some(format!("{} with body {:?}", a.method, a.body))
-            } else if a.header("content-type").is_some() != v.content_type {
+            } else if a.header("content-type").is_some() != v.content_type
+                || a.header("content-language").is_some() != v.content_type
+            {
                 Some(format!("content-type {:?}", a.header("content-type")))
-            } else if a.header("authorization").is_some() != v.auth {
-                Some(format!("authorization {:?}", a.header("authorization")))
+            } else if a.header("authorization") != v.auth.as_deref()
+                || a.header("proxy-authorization").is_some() != v.proxy_auth
+            {
+                Some(format!(
+                    "authorization {:?}, proxy {:?}",
+                    a.header("authorization"),
+                    a.header("proxy-authorization")
+                ))
             } else if a.header("x-custom") != Some("keep") {
                 Some("no X-Custom".to_string())
             } else if a.header("host") != Some(&format!("{}:{}", name(h), ctx.ports[h])[..]) {
@@ -977,7 +1147,8 @@ fn check_model(
             }
             // No request after the TLS settings changed goes on an https connection made
             // before.
-            if s.phase == 1 && script.tls_change != TlsChange::None && https(h) {
+            if let Some((_, before_change)) = changed.as_ref().filter(|_| after_change && https(h))
+            {
                 let old = arrivals[h]
                     .iter()
                     .any(|(i, b)| *i < before_change[h] && b.conn == a.conn);
@@ -1025,11 +1196,22 @@ fn check_model(
                 } else {
                     "moved".to_string()
                 };
-                if response.text() != text {
-                    return fail(format!(
-                        "request {r}: body {:?}, expected {text:?}",
-                        response.text()
-                    ));
+                let body = if s.stream {
+                    let head_ok = matches!(me.heads.as_slice(), [head]
+                        if head.status() == *status && head.body().is_empty());
+                    if !head_ok || !response.body().is_empty() {
+                        return fail(format!(
+                            "request {r}: stream heads {:?}, response {response:?}",
+                            me.heads
+                        ));
+                    }
+                    count(10, 1);
+                    String::from_utf8_lossy(&me.data).into_owned()
+                } else {
+                    response.text().into_owned()
+                };
+                if body != text {
+                    return fail(format!("request {r}: body {body:?}, expected {text:?}"));
                 }
             }
             (Outcome::TooMany(limit), Err(HttpError::TooManyRedirects { limit: l }))
@@ -1037,12 +1219,23 @@ fn check_model(
             {
                 count(4, 1);
             }
+            (
+                Outcome::Stall(TimeoutPhase::Connect),
+                Err(HttpError::Timeout(TimeoutPhase::Connect)),
+            ) => {
+                count(12, 1);
+                if elapsed + EARLY < CONNECT_TIMEOUT {
+                    return fail(format!("request {r}: Timeout(Connect) after {elapsed:?}"));
+                }
+            }
             (Outcome::Stall(phase), Err(HttpError::Timeout(p))) if phase == p => {
                 count(5, 1);
-                // The read timeout runs from when the request was written: after the hops.
+                // The read timeout runs from when the request was written (after the hops
+                // and any wait for a connection; before the server read it).
+                let written_by = got.last().map_or(me.sent_at.unwrap(), |a| a.at);
                 if !script.read_timeout
                     || elapsed + EARLY < READ_TIMEOUT
-                    || (visits.len() == 1 && elapsed > READ_TIMEOUT + LATE)
+                    || me.done_at.unwrap() > written_by + READ_TIMEOUT + LATE
                 {
                     return fail(format!("request {r}: {p:?} after {elapsed:?}"));
                 }
@@ -1065,18 +1258,29 @@ fn check_model(
     let idle = Duration::from_millis(script.idle_ms);
     for (h, list) in arrivals.iter().enumerate() {
         for (n, (_, a)) in list.iter().enumerate() {
-            let (Some(r), 0, true) = (a.req, a.hop, a.reused) else {
+            let (Some(r), 0) = (a.req, a.hop) else {
                 continue;
             };
             let sent = seen[r].sent_at.unwrap();
-            let last_use = list[..n]
-                .iter()
-                .filter(|(_, b)| b.conn == a.conn)
-                .map(|(_, b)| match b.req {
+            // When each connection's last use before this request ended, at the latest.
+            let mut last_uses: HashMap<u64, Instant> = HashMap::new();
+            for (_, b) in &list[..n] {
+                let end = match b.req {
                     Some(q) => seen[q].done_at.unwrap(),
                     None => b.at,
-                })
-                .max();
+                };
+                let at = last_uses.entry(b.conn).or_insert(end);
+                *at = (*at).max(end);
+            }
+            if !a.reused {
+                let past =
+                    |(_, at): (&u64, &Instant)| sent > *at + idle + Duration::from_millis(30);
+                if last_uses.iter().any(past) {
+                    count(13, 1);
+                }
+                continue;
+            }
+            let last_use = last_uses.get(&a.conn).copied();
             if let Some(last_use) = last_use
                 && sent > last_use + idle + Duration::from_millis(30)
             {

@@ -75,3 +75,25 @@ pub fn ipv4_only_listener() -> TcpListener {
         }
     }
 }
+
+/// A listener on 127.0.0.1 whose accept queue is full (a backlog of 0, filled by connections
+/// never accepted), so that a further connect's SYN is dropped and the connect never completes:
+/// for connect timeouts. Keep the returned sockets for as long as it is used.
+pub fn full_listener() -> (SocketAddr, Vec<socket2::Socket>) {
+    use socket2::{Domain, Socket, Type};
+    let full = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+    let any: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    full.bind(&any.into()).unwrap();
+    full.listen(0).unwrap();
+    let addr = full.local_addr().unwrap().as_socket().unwrap();
+    let mut held = vec![full];
+    for _ in 0..4 {
+        let filler = Socket::new(Domain::IPV4, Type::STREAM, None).unwrap();
+        filler.set_nonblocking(true).unwrap();
+        let _ = filler.connect(&addr.into());
+        held.push(filler);
+    }
+    // Give the fillers' handshakes time to fill the queue.
+    std::thread::sleep(std::time::Duration::from_millis(100));
+    (addr, held)
+}
