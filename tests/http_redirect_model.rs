@@ -525,6 +525,8 @@ struct Shared {
     scripts: Mutex<HashMap<(u64, usize), ReqScript>>,
     arrivals: Mutex<Vec<Vec<Arrival>>>,
     cookies: Mutex<Vec<SetCookie>>,
+    /// When the client closed each (host, connection), as its server saw.
+    closed: Mutex<HashMap<(usize, u64), Instant>>,
 }
 
 struct Servers {
@@ -716,6 +718,11 @@ fn serve(
             return;
         }
     }
+    shared
+        .closed
+        .lock()
+        .unwrap()
+        .insert((host, conn), Instant::now());
 }
 
 // ---- the client side -------------------------------------------------------------------------
@@ -807,8 +814,8 @@ fn submit(ctx: &Rc<Ctx>, r: usize) {
 
 static CASES: AtomicU64 = AtomicU64::new(0);
 
-static STATS: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
-const STAT_NAMES: [&str; 14] = [
+static STATS: [AtomicU64; 15] = [const { AtomicU64::new(0) }; 15];
+const STAT_NAMES: [&str; 15] = [
     "requests",
     "hops followed",
     "cross-origin hops",
@@ -823,6 +830,7 @@ const STAT_NAMES: [&str; 14] = [
     "requests in flight at a TLS change",
     "connect timeouts",
     "requests sent past another connection's idle timeout",
+    "connections seen closed by the idle timeout",
 ];
 
 fn count(stat: usize, n: usize) {
@@ -940,6 +948,50 @@ fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
     // A moment more, for a callback that would run twice.
     support::run_until(&mut event_loop, Duration::from_millis(5), || false);
     prop_assert_eq!(client.pending_requests(), 0, "case {}: requests left", case);
+    if script.idle_ms < 1000 {
+        // The idle timeout closes the connections it retires: every one whose last request
+        // was answered (not stalled on) is closed soon.
+        let answered: Vec<(usize, u64)> = {
+            let all = servers.shared.arrivals.lock().unwrap();
+            let mut last: HashMap<(usize, u64), &Arrival> = HashMap::new();
+            for (h, list) in all.iter().enumerate() {
+                for a in list.iter().filter(|a| a.case == case) {
+                    last.insert((h, a.conn), a);
+                }
+            }
+            last.into_iter()
+                .filter(|(_, a)| {
+                    let Some(s) = a.req.map(|r| &script.requests[r]) else {
+                        return true;
+                    };
+                    a.hop < s.hops.len()
+                        || matches!(s.fin, Final::Ok(_))
+                        || (s.fin == Final::StallBody && a.method == "HEAD")
+                })
+                .map(|(key, _)| key)
+                .collect()
+        };
+        let all_closed = || {
+            let closed = servers.shared.closed.lock().unwrap();
+            answered.iter().all(|key| closed.contains_key(key))
+        };
+        let limit = Duration::from_millis(script.idle_ms) + LATE;
+        prop_assert!(
+            support::run_until(&mut event_loop, limit, all_closed),
+            "case {}: connections idle past the idle timeout still open: {:?} of {:?} (client: {} open)",
+            case,
+            {
+                let closed = servers.shared.closed.lock().unwrap();
+                answered
+                    .iter()
+                    .filter(|key| !closed.contains_key(key))
+                    .collect::<Vec<_>>()
+            },
+            answered,
+            client.open_connections()
+        );
+        count(14, answered.len());
+    }
 
     let arrivals: Vec<Vec<(usize, Arrival)>> = {
         let all = servers.shared.arrivals.lock().unwrap();
