@@ -14,8 +14,9 @@
 //! are in flight. For each request the script says what its chain of hosts answers: a list of
 //! redirects (301, 302, 303, 307 or 308, to any host; the `Location` absolute, a path,
 //! scheme-relative, with `user:password@`, with a fragment, or missing; some with a
-//! `Set-Cookie`, Secure or not), then a final answer (200, or a server that stalls before the
-//! head or in the body). The session may have `follow_redirects` off, its own redirect limit, a
+//! `Set-Cookie`, Secure or not; the body framed by length, chunked, or by the close, some with
+//! `Connection: close`), then a final answer (200, some with `Connection: close`, or a server
+//! that stalls before the head or in the body). The session may have `follow_redirects` off, its own redirect limit, a
 //! read timeout, a connection limit of 1 or 2 per host and a short idle timeout. The servers
 //! record every request they read (method, body, headers, connection, when).
 //!
@@ -47,7 +48,9 @@
 //!   total timeout (not a stream) may fail with `Timeout(Total)` anywhere, including while queued
 //!   behind the connection limit, but within its time; nothing else fails;
 //! - a request sent more than the idle timeout after every earlier use of a pooled
-//!   connection does not go on it (the idle timeout retired it);
+//!   connection does not go on it, and the client closes the connections the idle timeout
+//!   retires (their servers see the close); a connection the server closed after a response is
+//!   not used again (a request sent on it would be replayed: an extra arrival);
 //! - afterwards nothing is pending and a fresh request to every serving host works.
 //!
 //! Not covered: cancellation, replays and the connection limit's accounting (the scheduler
@@ -160,6 +163,18 @@ struct Hop {
     form: Form,
     /// A `Set-Cookie` with the response; `Some(true)`: a Secure one.
     cookie: Option<bool>,
+    frame: Frame,
+}
+
+/// How a redirect's body (`moved`) is framed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Frame {
+    Length,
+    Chunked,
+    /// With `Connection: close`; the server closes after it.
+    LengthThenClose,
+    /// No length: the body ends with the connection.
+    ToClose,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -193,6 +208,8 @@ struct ReqScript {
     phase: u8,
     hops: Vec<Hop>,
     fin: Final,
+    /// The final 200 comes with `Connection: close`.
+    fin_close: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -220,12 +237,18 @@ struct Script {
     requests: Vec<ReqScript>,
 }
 
-fn hop_strategy() -> impl Strategy<Value = (u16, usize, u8, Option<bool>)> {
+fn hop_strategy() -> impl Strategy<Value = (u16, usize, u8, Option<bool>, Frame)> {
     (
         prop::sample::select(vec![301u16, 302, 303, 307, 308]),
         prop_oneof![14 => 0..SERVING, 1 => Just(BLACKHOLE)],
         0u8..10,
         prop::option::weighted(0.25, any::<bool>()),
+        prop_oneof![
+            6 => Just(Frame::Length),
+            2 => Just(Frame::Chunked),
+            1 => Just(Frame::LengthThenClose),
+            1 => Just(Frame::ToClose)
+        ],
     )
 }
 
@@ -255,6 +278,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
             prop_oneof![6 => Just(None), 1 => Just(Some(700u64)), 1 => Just(Some(150u64))],
             prop::option::weighted(0.3, 0u8..200),
             0u8..2,
+            prop::bool::weighted(0.15),
         ),
         prop::collection::vec(hop_strategy(), 0..5),
         prop_oneof![
@@ -297,7 +321,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                     .map(
                         |(
                             (mut host, method, body_len, auth, cookie, stream),
-                            (policy, max_redirects, short_total, later, phase),
+                            (policy, max_redirects, short_total, later, phase, fin_close),
                             hops,
                             fin,
                         )| {
@@ -312,7 +336,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                             let mut from = host;
                             let hops = hops
                                 .into_iter()
-                                .map(|(status, to, form, cookie)| {
+                                .map(|(status, to, form, cookie, frame)| {
                                     let form = match form {
                                         0 => Form::Missing,
                                         1..=3 if to == from => Form::Path,
@@ -327,6 +351,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                                         to,
                                         form,
                                         cookie,
+                                        frame,
                                     }
                                 })
                                 .collect();
@@ -353,6 +378,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                                 phase,
                                 hops,
                                 fin,
+                                fin_close,
                             }
                         },
                     )
@@ -632,6 +658,7 @@ fn serve(
         let mut head;
         let mut body = Vec::new();
         let mut stall = false;
+        let mut close = false;
         let mut cookie = None;
         match &script {
             Some((r, k, s)) if *k < s.hops.len() => {
@@ -661,7 +688,20 @@ fn serve(
                 if !head_only {
                     body = b"moved".to_vec();
                 }
-                head.push_str("Content-Length: 5\r\n");
+                match hop.frame {
+                    Frame::Length => head.push_str("Content-Length: 5\r\n"),
+                    Frame::Chunked => {
+                        head.push_str("Transfer-Encoding: chunked\r\n");
+                        if !head_only {
+                            body = b"2\r\nmo\r\n3\r\nved\r\n0\r\n\r\n".to_vec();
+                        }
+                    }
+                    Frame::LengthThenClose => {
+                        head.push_str("Content-Length: 5\r\nConnection: close\r\n");
+                        close = true;
+                    }
+                    Frame::ToClose => close = true,
+                }
                 cookie = hop
                     .cookie
                     .map(|secure| (format!("k{case}r{r}h{k}"), secure));
@@ -675,6 +715,10 @@ fn serve(
                         body = text.into_bytes();
                     }
                     cookie = set.map(|secure| (format!("k{case}r{r}f"), secure));
+                    if s.fin_close {
+                        head.push_str("Connection: close\r\n");
+                        close = true;
+                    }
                 }
                 Final::StallHead => {
                     std::thread::sleep(STALL);
@@ -716,6 +760,10 @@ fn serve(
         if stall {
             std::thread::sleep(STALL);
             return;
+        }
+        if close {
+            reader.get_mut().finish();
+            break;
         }
     }
     shared

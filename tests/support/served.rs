@@ -4,12 +4,28 @@
 #![allow(dead_code)]
 
 use std::io::{BufReader, Read, Write};
-use std::net::{SocketAddr, TcpListener};
+use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 
 /// A served connection's byte stream: a `TcpStream`, or rustls over one.
-pub trait Stream: Read + Write + Send {}
+pub trait Stream: Read + Write + Send {
+    /// Ends the stream cleanly: over TLS with a `close_notify` first (without one, the end of a
+    /// close-delimited body is a truncation).
+    fn finish(&mut self);
+}
 
-impl<T: Read + Write + Send> Stream for T {}
+impl Stream for TcpStream {
+    fn finish(&mut self) {
+        let _ = self.shutdown(Shutdown::Both);
+    }
+}
+
+impl Stream for rustls::StreamOwned<rustls::ServerConnection, TcpStream> {
+    fn finish(&mut self) {
+        self.conn.send_close_notify();
+        let _ = self.flush();
+        let _ = self.sock.shutdown(Shutdown::Both);
+    }
+}
 
 /// Listens with `listener` and calls `serve(reader, connection_serial)` on
 /// a thread of its own for each connection, after a TLS handshake (server side, the test PKI's
