@@ -316,7 +316,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                 change_at,
             )| {
                 let first_host = raw[0].0.0;
-                let requests = raw
+                let mut requests: Vec<ReqScript> = raw
                     .into_iter()
                     .map(
                         |(
@@ -383,6 +383,29 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                         },
                     )
                     .collect();
+                if one_host && max_per_host == 1 {
+                    // First a request the host stalls on: the others wait for its connection,
+                    // and those with a short total timeout time out while queued.
+                    requests.insert(
+                        0,
+                        ReqScript {
+                            host: first_host,
+                            method: Method::Get,
+                            body_len: 0,
+                            auth: false,
+                            stream: false,
+                            cookie: false,
+                            policy: RedirectPolicy::FollowAll,
+                            max_redirects: None,
+                            short_total: (!read_timeout).then_some(700),
+                            later: None,
+                            phase: 0,
+                            hops: Vec::new(),
+                            fin: Final::StallHead,
+                            fin_close: false,
+                        },
+                    );
+                }
                 Script {
                     max_per_host,
                     idle_ms,
