@@ -4170,3 +4170,54 @@ fn a_reused_connection_s_idle_timeout_runs_from_its_last_release() {
     let conns = connections_seen(&server);
     assert_eq!(conns[0], conns[1], "not reused");
 }
+
+/// New TLS settings apply to every connection opened after the change, also one opened for a
+/// request sent before it: here a request queued behind the host's only (https) connection when
+/// the session comes to trust only an unrelated CA. The connection made under the old settings
+/// serves its request and is not reused; the queued request's new connection fails with
+/// `UnknownIssuer` and never reaches the server.
+#[test]
+fn new_tls_settings_apply_to_a_request_queued_before_the_change() {
+    use kdnet::network::{SocketError, TlsFailure};
+    use std::sync::{Arc, Mutex};
+    let mut ev = EventLoop::new().unwrap();
+    let pki = support::certs::test_pki();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = {
+        let seen = Arc::clone(&seen);
+        support::served::listen(listener, true, move |reader, _| {
+            while let Some(request) = support::read_request(reader) {
+                seen.lock().unwrap().push(request.line.clone());
+                if request.line.starts_with("GET /slow ") {
+                    std::thread::sleep(Duration::from_millis(200));
+                }
+                if !support::served::write_all(reader, &ok_response("done", "")) {
+                    return;
+                }
+            }
+        })
+    };
+    let client = client_with_one_connection_per_host();
+    client.update_session(|s| s.add_ca_certificate(pki.ca_pem.as_bytes()).unwrap());
+    let url = |path: &str| format!("https://localhost:{}{path}", addr.port());
+    let slow = send(&client, HttpRequest::get(&url("/slow")).unwrap());
+    let queued = send(&client, HttpRequest::get(&url("/queued")).unwrap());
+    // The first request is on its connection (made with the test CA trusted) ...
+    wait_until(&mut ev, || !seen.lock().unwrap().is_empty());
+    // ... when the session comes to trust only another CA.
+    client.update_session(|s| {
+        s.clear_ca_certificates();
+        s.add_ca_certificate(pki.other_ca_pem.as_bytes()).unwrap();
+    });
+    assert_eq!(wait(&mut ev, &slow).unwrap().text(), "done");
+    let e = wait(&mut ev, &queued).unwrap_err();
+    assert!(
+        matches!(
+            e,
+            HttpError::Transport(SocketError::Tls(TlsFailure::UnknownIssuer))
+        ),
+        "{e:?}"
+    );
+    assert_eq!(*seen.lock().unwrap(), ["GET /slow HTTP/1.1"]);
+}

@@ -278,7 +278,11 @@ impl HttpClient {
         self.inner.borrow().session.clone()
     }
 
-    /// Replaces the session settings (for requests sent afterwards). A higher
+    /// Replaces the session settings (for requests sent afterwards). Changed TLS settings
+    /// (trusted CAs, client certificate, verification) apply to every connection opened
+    /// afterwards, also one opened for a request sent before (still waiting for a connection,
+    /// or following a redirect); https connections made with the old settings finish the
+    /// request they serve and are not reused. A higher
     /// `max_connections_per_host` also starts, at once, the requests queued behind the old limit;
     /// a lower one applies to the connections already open: idle ones over it close at once,
     /// busy ones when their request ends (requests queued meanwhile keep their order).
@@ -288,7 +292,7 @@ impl HttpClient {
             let mut inner = self.inner.borrow_mut();
             // New TLS settings need a new config; https connections made with the old one are
             // then not reused (see `Conn::tls`): trust or identity changes apply to the next
-            // request.
+            // connection opened, whichever request it is for.
             let old = &inner.session;
             let (new_max, old_max) = (
                 session.max_connections_per_host().max(1),
