@@ -57,7 +57,7 @@
 //! model); TLS handshake timeouts; `localhost` answering on both `::1` and 127.0.0.1; client
 //! certificates; 1xx responses; `Expect: 100-continue`; request bodies that stall.
 //!
-//! `PROPTEST_CASES` sets the number of cases (default 25, about 9 s: most of it is the timeouts).
+//! `PROPTEST_CASES` sets the number of cases (default 15, about 6–9 s in a debug build: most of it is the timeouts).
 
 mod support;
 
@@ -1443,7 +1443,7 @@ fn set_in_phase0(script: &Script, seen: &[Seen], case: u64, name: &str) -> bool 
 fn redirects_tls_and_timeouts_match_the_model() {
     let servers = Servers::start();
     let mut runner = TestRunner::new(Config {
-        cases: support::model::cases(25),
+        cases: support::model::cases(15),
         failure_persistence: None,
         max_shrink_iters: 1000,
         max_shrink_time: 60_000,
