@@ -57,7 +57,8 @@
 //! model); TLS handshake timeouts; `localhost` answering on both `::1` and 127.0.0.1; client
 //! certificates; 1xx responses; `Expect: 100-continue`; request bodies that stall.
 //!
-//! `PROPTEST_CASES` sets the number of cases (default 15, about 6–9 s in a debug build: most of it is the timeouts).
+//! `PROPTEST_CASES` sets the number of cases (default 15, about 6–9 s in a debug build: most of
+//! it is the timeouts).
 
 mod support;
 
