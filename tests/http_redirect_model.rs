@@ -724,6 +724,13 @@ fn serve(
                         head.push_str("Content-Length: 5\r\nConnection: close\r\n");
                         close = true;
                     }
+                    // A HEAD's response has no body, so nothing ends with the close: the
+                    // server says it closes (else the client may send its next request on the
+                    // connection as it closes, a race no client can win).
+                    Frame::ToClose if head_only => {
+                        head.push_str("Connection: close\r\n");
+                        close = true;
+                    }
                     Frame::ToClose => close = true,
                 }
                 cookie = hop
@@ -1209,7 +1216,7 @@ fn check_model(
         // timeout ended the request).
         if got.len() > visits.len() || (!total_timeout && got.len() != visits.len()) {
             return fail(format!(
-                "request {r}: servers saw {} requests, the model {} ({visits:?}; saw {got:?})",
+                "request {r}: servers saw {} requests, the model {} ({visits:?}; saw {got:?}; result {result:?})",
                 got.len(),
                 visits.len()
             ));
