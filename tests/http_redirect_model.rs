@@ -1451,20 +1451,11 @@ fn set_in_phase0(script: &Script, seen: &[Seen], case: u64, name: &str) -> bool 
 fn redirects_tls_and_timeouts_match_the_model() {
     let servers = Servers::start();
     let mut runner = TestRunner::new(Config {
-        cases: support::model::cases(15),
-        failure_persistence: None,
         max_shrink_iters: 1000,
         max_shrink_time: 60_000,
-        ..Config::default()
+        ..support::model::config(15)
     });
     let started = Instant::now();
     let result = runner.run(&script_strategy(), |script| run_case(&servers, &script));
-    support::model::finish_run(
-        started,
-        CASES.load(Ordering::SeqCst),
-        STAT_NAMES
-            .into_iter()
-            .zip(STATS.iter().map(|stat| stat.load(Ordering::Relaxed))),
-        result,
-    );
+    support::model::finish_counted(started, &CASES, STAT_NAMES, &STATS, result);
 }

@@ -1403,13 +1403,11 @@ fn check_replays(
 /// `PROPTEST_CASES` when set, else `default`.
 fn config(default: u32) -> Config {
     Config {
-        cases: support::model::cases(default),
-        failure_persistence: None,
         max_shrink_iters: 2000,
         // A failing case may take its guards' time (a request stuck in its queue): shrinking
         // stops after a minute, with the smallest case found by then.
         max_shrink_time: 60_000,
-        ..Config::default()
+        ..support::model::config(default)
     }
 }
 
@@ -1419,12 +1417,5 @@ fn scheduling_and_pool_match_the_model() {
     let mut runner = TestRunner::new(config(200));
     let started = Instant::now();
     let result = runner.run(&script_strategy(), |script| run_case(&servers, &script));
-    support::model::finish_run(
-        started,
-        CASES.load(Ordering::SeqCst),
-        STAT_NAMES
-            .into_iter()
-            .zip(STATS.iter().map(|stat| stat.load(Ordering::Relaxed))),
-        result,
-    );
+    support::model::finish_counted(started, &CASES, STAT_NAMES, &STATS, result);
 }

@@ -83,7 +83,7 @@ use kdnet::{
     foundation,
 };
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestRunner};
+use proptest::test_runner::TestRunner;
 
 /// Signals in a script.
 const SIGNALS: usize = 2;
@@ -1622,18 +1622,9 @@ fn script_of(weak_heavy: bool) -> impl Strategy<Value = Script> {
         })
 }
 
-fn config() -> Config {
-    Config {
-        cases: support::model::cases(DEFAULT_CASES),
-        // A failure becomes a named test; no regression files.
-        failure_persistence: None,
-        ..Config::default()
-    }
-}
-
 #[test]
 fn signal_matches_the_model() {
-    let mut runner = TestRunner::new(config());
+    let mut runner = TestRunner::new(support::model::config(DEFAULT_CASES));
     let started = Instant::now();
     let result = runner.run(&script(), |script| run(&script));
     let stats = STATS.with(|stats| *stats.borrow());

@@ -29,7 +29,7 @@ use std::time::Instant;
 
 use kdnet::Property;
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 
 /// Scripts run by a plain `cargo test`.
 const DEFAULT_CASES: u32 = 5000;
@@ -348,13 +348,7 @@ fn script() -> impl Strategy<Value = Script> {
 
 #[test]
 fn property_keeps_its_re_entrancy_promises() {
-    let config = Config {
-        cases: support::model::cases(DEFAULT_CASES),
-        // A failure becomes a named test; no regression files.
-        failure_persistence: None,
-        ..Config::default()
-    };
-    let mut runner = TestRunner::new(config);
+    let mut runner = TestRunner::new(support::model::config(DEFAULT_CASES));
     let started = Instant::now();
     let cases = Cell::new(0u64);
     let result = runner.run(&script(), |script| {

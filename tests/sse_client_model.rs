@@ -744,11 +744,9 @@ fn case() -> impl Strategy<Value = Case> {
 /// `PROPTEST_CASES` when set, else `default`.
 fn config(default: u32) -> Config {
     Config {
-        cases: support::model::cases(default),
-        failure_persistence: None,
         max_shrink_iters: 500,
         max_shrink_time: 60_000,
-        ..Config::default()
+        ..support::model::config(default)
     }
 }
 
@@ -760,12 +758,5 @@ fn sse_client_matches_the_model_across_reconnects() {
     let result = runner.run(&case(), |case| {
         run_case(&mut event_loop.borrow_mut(), &case)
     });
-    support::model::finish_run(
-        started,
-        CASES.load(Ordering::SeqCst) as u64,
-        STAT_NAMES
-            .into_iter()
-            .zip(STATS.iter().map(|stat| stat.load(Ordering::Relaxed) as u64)),
-        result,
-    );
+    support::model::finish_counted(started, &CASES, STAT_NAMES, &STATS, result);
 }

@@ -1196,11 +1196,9 @@ fn case() -> impl Strategy<Value = Case> {
 /// `PROPTEST_CASES` when set, else `default`.
 fn config(default: u32) -> Config {
     Config {
-        cases: support::model::cases(default),
-        failure_persistence: None,
         max_shrink_iters: 500,
         max_shrink_time: 120_000,
-        ..Config::default()
+        ..support::model::config(default)
     }
 }
 
@@ -1212,12 +1210,5 @@ fn sse_client_reconnects_as_the_model_says() {
     let result = runner.run(&case(), |case| {
         run_case(&mut event_loop.borrow_mut(), &case)
     });
-    support::model::finish_run(
-        started,
-        CASES.load(Ordering::SeqCst) as u64,
-        STAT_NAMES
-            .into_iter()
-            .zip(STATS.iter().map(|stat| stat.load(Ordering::Relaxed) as u64)),
-        result,
-    );
+    support::model::finish_counted(started, &CASES, STAT_NAMES, &STATS, result);
 }

@@ -1,6 +1,7 @@
-//! What the model-based tests (`signal_model.rs`, `http_scheduler_model.rs`,
-//! `sse_client_model.rs`, `sse_client_reconnect_model.rs`) share: the case count, the report of
-//! a run, and loopback listeners for scripted servers.
+//! What the model-based tests (`signal_model.rs`, `signal_model_property.rs`,
+//! `http_scheduler_model.rs`, `http_redirect_model.rs`, `sse_client_model.rs`,
+//! `sse_client_reconnect_model.rs`) share: the configuration and case count, the report of a
+//! run, and loopback listeners for scripted servers.
 
 use std::fmt::Display;
 use std::time::Instant;
@@ -12,6 +13,50 @@ pub fn cases(default: u32) -> u32 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
+}
+
+/// A model test's proptest configuration: [`cases`]`(default)` cases, and no regression file
+/// (a failure becomes a named test). Shrinking settings are the caller's, by struct update.
+pub fn config(default: u32) -> proptest::test_runner::Config {
+    proptest::test_runner::Config {
+        cases: cases(default),
+        failure_persistence: None,
+        ..proptest::test_runner::Config::default()
+    }
+}
+
+/// A counter a model test keeps in a static, read for its run report.
+pub trait Counter {
+    /// The count so far.
+    fn count(&self) -> u64;
+}
+
+impl Counter for std::sync::atomic::AtomicU64 {
+    fn count(&self) -> u64 {
+        self.load(std::sync::atomic::Ordering::Relaxed)
+    }
+}
+
+impl Counter for std::sync::atomic::AtomicUsize {
+    fn count(&self) -> u64 {
+        self.load(std::sync::atomic::Ordering::Relaxed) as u64
+    }
+}
+
+/// [`finish_run`] with the case count and the named counters read from their statics.
+pub fn finish_counted<C: Counter, const N: usize>(
+    started: Instant,
+    cases: &C,
+    names: [&'static str; N],
+    counters: &[C; N],
+    result: Result<(), impl Display>,
+) {
+    finish_run(
+        started,
+        cases.count(),
+        names.into_iter().zip(counters.iter().map(C::count)),
+        result,
+    );
 }
 
 /// Prints how many cases ran since `started` and the run's counters, then fails with
