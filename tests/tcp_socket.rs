@@ -1568,6 +1568,69 @@ fn a_graceful_close_with_data_arrived_after_the_last_read_delivers_every_written
     assert_eq!(outcome, Some((ANSWER, Ok(()))));
 }
 
+/// A graceful close with nothing of the peer's unread at that moment, while the kernel still
+/// holds written bytes for a slow peer: when the peer then sends something (a request it
+/// pipelined, a TLS session ticket), it reaches a closed descriptor, the kernel answers with a
+/// reset and throws away the written bytes it had not sent yet, with no error anywhere (found by
+/// `tcp_socket_model.rs`). The close lingers whatever was unread at that moment: the peer gets
+/// every written byte and a clean end of stream.
+#[test]
+fn a_graceful_close_delivers_every_written_byte_when_the_peer_sends_after_it() {
+    const ANSWER: usize = 12 * 1024;
+    let mut ev = EventLoop::new().unwrap();
+    // The peer's small receive buffer keeps part of the answer in our kernel's send queue.
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.set_recv_buffer_size(4096).unwrap();
+    listener
+        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    listener.listen(8).unwrap();
+    let listener: TcpListener = listener.into();
+    let address = listener.local_addr().unwrap();
+    let (closed_tx, closed_rx) = mpsc::channel::<()>();
+    let (done_tx, done_rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let (mut peer, _) = listener.accept().unwrap();
+        // Sends only once the socket has closed, and reads only after that.
+        closed_rx.recv().unwrap();
+        let _ = peer.write_all(b"late");
+        let mut got = 0usize;
+        let mut buf = vec![0; 64 * 1024];
+        let end = loop {
+            match std::io::Read::read(&mut peer, &mut buf) {
+                Ok(0) => break Ok(()),
+                Ok(n) => got += n,
+                Err(e) => break Err(e.kind()),
+            }
+        };
+        done_tx.send((got, end)).unwrap();
+    });
+    let client = TcpSocket::new().unwrap();
+    let written = Rc::new(Cell::new(0));
+    let w = written.clone();
+    client
+        .bytes_written
+        .connect(move |n| w.set(w.get() + n))
+        .release();
+    client
+        .connect_to_address(address.ip(), address.port())
+        .unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || {
+        client.state() == SocketState::Connected
+    }));
+    client.write(&pattern(ANSWER, 7)).unwrap();
+    // Closed once every byte is in the kernel (`Closing` until then).
+    client.disconnect_from_host();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || {
+        client.state() == SocketState::Unconnected
+    }));
+    assert_eq!(written.get(), ANSWER, "every byte handed to the kernel");
+    closed_tx.send(()).unwrap();
+    let outcome = run_until_received(&mut ev, &done_rx, Duration::from_secs(10));
+    assert_eq!(outcome, Some((ANSWER, Ok(()))));
+}
+
 /// What a [`lingering_peer`] read (bytes, how the stream ended) and what its probe said.
 type PeerSaw<R> = (usize, Result<(), std::io::ErrorKind>, R);
 

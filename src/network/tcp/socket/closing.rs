@@ -3,7 +3,7 @@
 
 use std::rc::Weak;
 
-use super::lingering::{Lingering, has_unread_data};
+use super::lingering::Lingering;
 use super::{Inner, SocketState, TcpSocket};
 use crate::foundation::LoopCore;
 use crate::network::dns::DnsResolver;
@@ -33,14 +33,11 @@ impl TcpSocket {
                 return;
             }
             inner.release_loop_resources(&self.core);
-            // A graceful close with the peer's data unread (reading paused, or arrived since):
-            // closing the descriptor would reset the connection and lose what the kernel has
-            // not sent yet, so it lingers.
-            let linger = linger
-                && error.is_none()
-                && (inner.read_paused
-                    || inner.sink_read_holds > 0
-                    || inner.stream.as_ref().is_some_and(has_unread_data));
+            // A graceful close: closing the descriptor while the peer's data waits unread, or
+            // before more of it arrives (a pipelined request, a TLS session ticket, data in
+            // flight), would reset the connection and lose what the kernel has not sent yet,
+            // so it lingers until the peer's end of stream (at once when that was read).
+            let linger = linger && error.is_none();
             let handshaking = inner
                 .tls
                 .as_ref()

@@ -1,12 +1,15 @@
 //! A lingering close: after a graceful close, the peer's data still arriving is read and
 //! discarded until the peer closes too (or goes quiet), as web servers do.
 //!
-//! Closing a descriptor while received data waits unread in the kernel makes the kernel reset
-//! the connection, and a reset throws away whatever written data it had not sent yet: the end
-//! of an answer the peer was still receiving. So a graceful close that finds data unread (the
-//! application stopped reading, say an upload it answers with an error) hands the stream, its
-//! sending side already shut down, to a [`Lingering`] that drains it. The socket itself is
-//! closed (`Unconnected`, `disconnected`) as before; only the descriptor stays open a while.
+//! Closing a descriptor while received data waits unread in the kernel, or before more of it
+//! arrives, makes the kernel reset the connection, and a reset throws away whatever written data
+//! it had not sent yet: the end of an answer the peer was still receiving. So a graceful close
+//! hands the stream, its sending side already shut down, to a [`Lingering`] that drains it until
+//! the peer's end of stream: data left unread (the application stopped reading, say an upload
+//! it answers with an error) or sent later (a pipelined request, a TLS session ticket) is
+//! discarded instead of answered with a reset. A peer whose end of stream was already read ends
+//! it at once. The socket itself is closed (`Unconnected`, `disconnected`) as before; only the
+//! descriptor stays open a while.
 
 use std::cell::{Cell, RefCell};
 use std::io::{self, Read};
@@ -24,11 +27,6 @@ const LINGER_IDLE: Duration = Duration::from_secs(2);
 const LINGER_MAX: Duration = Duration::from_secs(30);
 /// Bytes discarded per readiness event before yielding to other sources.
 const DISCARD_BUDGET_PER_TURN: usize = 1024 * 1024;
-
-/// Whether closing `stream` now would find received data unread (and so reset the connection).
-pub(super) fn has_unread_data(stream: &TcpStream) -> bool {
-    matches!(stream.peek(&mut [0; 1]), Ok(n) if n > 0)
-}
 
 /// A gracefully closed stream whose peer's data is still read and discarded.
 pub(super) struct Lingering {

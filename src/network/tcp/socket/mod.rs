@@ -180,7 +180,7 @@ struct Inner {
     sink_read_holds: u32,
     close_when_flushed: bool,
     /// Set by a graceful close once flushed: the close hands the stream to a lingering close
-    /// if the peer's data waits unread (see `lingering`).
+    /// (see `lingering`).
     linger: bool,
     announced: bool,
     /// Bytes `write` handed to the kernel whose `bytes_written` report is posted (one report for
@@ -508,11 +508,12 @@ impl TcpSocket {
     /// connection closes and `disconnected` is emitted. While still looking up or connecting,
     /// the attempt is cancelled.
     ///
-    /// If the peer's data then waits unread (reading was paused at the read buffer limit, or
-    /// more arrived), closing the descriptor would make the kernel reset the connection and
-    /// drop the written bytes it has not sent yet; instead the descriptor lingers: what the
-    /// peer still sends is read and discarded until it closes too, is quiet for 2 s, or 30 s
-    /// have passed (as web servers' lingering close). The socket is closed all the same.
+    /// Closing the descriptor then while the peer's data waits unread (reading was paused at
+    /// the read buffer limit, or more arrived), or before more of it arrives, would make the
+    /// kernel reset the connection and drop the written bytes it has not sent yet; instead the
+    /// descriptor lingers: what the peer still sends is read and discarded until it closes too
+    /// (at once if its end of stream was already read), is quiet for 2 s, or 30 s have passed
+    /// (as web servers' lingering close). The socket is closed all the same.
     pub fn disconnect_from_host(&self) {
         let state = self.state();
         match state {
