@@ -141,7 +141,9 @@ pub struct TcpSocket {
     pub bytes_received: Signal<usize>,
     /// This many bytes were handed to the kernel (plaintext for TLS, counted when its records left).
     /// Never emitted from inside [`write`](Self::write): bytes it hands over are reported on a
-    /// later turn (several writes in one report), or before the close if one comes first.
+    /// later turn (several writes in one report), or before the close if one comes first (a
+    /// graceful close made in a `bytes_written` slot ends on that later turn, after the report,
+    /// so the slot hears of the last write's bytes too).
     pub bytes_written: Signal<usize>,
     /// The connection failed; the socket is already closed (`Unconnected`) when this is emitted,
     /// so a slot may connect again.

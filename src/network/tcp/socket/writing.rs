@@ -32,7 +32,13 @@ impl TcpSocket {
             first
         };
         if first {
-            self.post_call(|s| s.report_unreported_written());
+            self.post_call(|s| {
+                s.report_unreported_written();
+                // A graceful close that waited for this report (see `flush`) ends now.
+                if s.inner.borrow().close_when_flushed {
+                    s.flush();
+                }
+            });
         }
     }
 
@@ -121,11 +127,16 @@ impl TcpSocket {
                 if written > 0 {
                     self.report_written(written);
                 }
+                // Not while a report of bytes `write` handed over is due: the close would emit
+                // it from inside this call, which may run in a `bytes_written` slot (a last
+                // chunk written and closed there), and a nested emit skips the running slot, so
+                // it would never hear of them. The posted report ends the close instead.
                 let finish = {
                     let inner = self.inner.borrow();
                     !blocked
                         && inner.close_when_flushed
                         && inner.write_buf.is_empty()
+                        && inner.unreported_written == 0
                         && inner.tls.as_ref().is_none_or(|t| !t.session.wants_write())
                 };
                 if finish {
