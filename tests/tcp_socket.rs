@@ -1351,6 +1351,73 @@ fn the_last_write_made_and_closed_from_a_bytes_written_slot_is_reported_to_it() 
     );
 }
 
+/// The peer sends a byte and half-closes; a `ready_read` slot answers, and the `bytes_written`
+/// slot of that answer's report (emitted by the close the peer's end of stream starts) writes
+/// once more. That write's report came after `disconnected`, from a closed socket, and a write
+/// there that the kernel did not take whole was dropped with the close, no error (found by
+/// `tcp_socket_model.rs`). The close now reports until nothing is due and, with bytes queued
+/// by such a slot, flushes them first (through `Closing`), as for any half-closed peer.
+#[test]
+fn a_write_from_the_report_emitted_by_the_peer_s_end_is_reported_and_flushed_before_the_close() {
+    const MORE: usize = 4 * 1024 * 1024;
+    let mut ev = EventLoop::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (sent_tx, sent_rx) = mpsc::channel::<()>();
+    let reader = std::thread::spawn(move || {
+        use std::io::Read;
+        let (mut s, _) = listener.accept().unwrap();
+        s.write_all(b"x").unwrap();
+        s.shutdown(std::net::Shutdown::Write).unwrap();
+        sent_tx.send(()).unwrap();
+        let mut all = Vec::new();
+        s.read_to_end(&mut all).map(|_| all.len())
+    });
+    let client = TcpSocket::new().unwrap();
+    let events = Rc::new(RefCell::new(Vec::<String>::new()));
+    let written = Rc::new(Cell::new(0));
+    let (e1, e2, w) = (events.clone(), events.clone(), written.clone());
+    let weak = Rc::downgrade(&client);
+    client
+        .ready_read
+        .connect(move |_| {
+            let client = weak.upgrade().unwrap();
+            client.read_all();
+            client.write(b"a").unwrap();
+        })
+        .release();
+    let weak = Rc::downgrade(&client);
+    client
+        .bytes_written
+        .connect(move |n| {
+            e1.borrow_mut().push(format!("written {n}"));
+            w.set(w.get() + n);
+            if w.get() == 1 {
+                let client = weak.upgrade().unwrap();
+                client.write(&vec![b'b'; MORE]).unwrap();
+            }
+        })
+        .release();
+    client
+        .disconnected
+        .connect(move |_| e2.borrow_mut().push("disconnected".into()))
+        .release();
+    client.connect_to_address(LOCALHOST, port).unwrap();
+    // The byte and the end of stream wait together when the socket first reads.
+    sent_rx.recv().unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(20), || events
+        .borrow()
+        .iter()
+        .any(|e| e == "disconnected")));
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    assert_eq!(reader.join().unwrap().unwrap(), 1 + MORE);
+    assert_eq!(written.get(), 1 + MORE, "{:?}", events.borrow());
+    assert_eq!(
+        events.borrow().last().map(String::as_str),
+        Some("disconnected")
+    );
+}
+
 #[test]
 fn a_new_connect_forgets_the_previous_connections_addresses() {
     // peer_address() and local_address() went on naming the previous connection's ends while

@@ -15,10 +15,10 @@ impl TcpSocket {
     /// a `handshake_error` slot connected again), `state_changed` (unless one of those slots
     /// connected again), `disconnected` (if `connected` was emitted), and the data sink.
     pub(super) fn close_with(&self, error: Option<SocketError>) {
-        // Bytes `write` handed to the kernel are reported before the close, not after it.
-        let unreported = self.inner.borrow().unreported_written > 0;
-        if unreported {
-            let connection = self.connection();
+        // Bytes `write` handed to the kernel are reported before the close, not after it; a
+        // slot of that report may write again (reported in turn, until nothing is due).
+        let connection = self.connection();
+        while self.inner.borrow().unreported_written > 0 {
             self.report_unreported_written();
             // A slot connected again: the close was for the connection before.
             if self.connection() != connection {

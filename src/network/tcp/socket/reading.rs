@@ -347,6 +347,16 @@ impl TcpSocket {
         // §6.1: each side sends one before closing its writing side; a half-closed TLS 1.3
         // client waiting for its answer takes a bare end of stream for a truncation).
         // The HTTP client (a data sink) is done with a connection its server closed.
+        // What `write` handed to the kernel is reported first: a slot of that report may write
+        // more, which is flushed too (the close would report it, but drop what the kernel did
+        // not take).
+        let connection = self.connection();
+        while self.inner.borrow().unreported_written > 0 {
+            self.report_unreported_written();
+            if self.connection() != connection || self.state() == SocketState::Unconnected {
+                return;
+            }
+        }
         let (queued, closing, has_sink, owes_close_notify) = {
             let inner = self.inner.borrow();
             let queued = !inner.write_buf.is_empty()
