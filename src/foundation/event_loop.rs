@@ -607,8 +607,11 @@ impl EventLoop {
     /// [`LoopHandle`]). A quit a slot asks for ends `run` after that slot's turn, once the
     /// closures posted before the quit ran: no I/O, timer or deferred slot that became ready or
     /// due after that turn is dispatched (it stays pending for the next `run` or
-    /// [`process_events`](Self::process_events)). Returns `-1` if the poller itself fails
-    /// (logged at error level).
+    /// [`process_events`](Self::process_events)). The last turn runs every closure queued when it
+    /// began, also those posted after the quit by the slots of the turn that asked for it; a
+    /// quit asked by a posted closure ends its turn once that turn's closures ran (no timer of
+    /// that turn fires), and the next turn runs the closures queued by then. Returns `-1` if the
+    /// poller itself fails (logged at error level).
     pub fn run(&mut self) -> i32 {
         loop {
             if let Some(code) = self.take_quit() {
