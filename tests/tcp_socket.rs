@@ -1548,6 +1548,34 @@ fn greeting_peer(greeting: &'static [u8]) -> SocketAddr {
     address
 }
 
+/// Reads `stream` to its end: the bytes read, and how it ended (cleanly, or the error's kind).
+fn read_to_end_counting(
+    stream: &mut std::net::TcpStream,
+) -> (usize, Result<(), std::io::ErrorKind>) {
+    let mut got = 0usize;
+    let mut buf = vec![0; 64 * 1024];
+    loop {
+        match std::io::Read::read(stream, &mut buf) {
+            Ok(0) => return (got, Ok(())),
+            Ok(n) => got += n,
+            Err(e) => return (got, Err(e.kind())),
+        }
+    }
+}
+
+/// A listener on 127.0.0.1 whose connections have a 4 KiB receive buffer: a slow peer, for
+/// which written bytes wait in the socket's kernel send queue.
+fn slow_reader_listener() -> TcpListener {
+    let listener =
+        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+    listener.set_recv_buffer_size(4096).unwrap();
+    listener
+        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
+        .unwrap();
+    listener.listen(8).unwrap();
+    listener.into()
+}
+
 /// Bytes of a connection left unread when the socket connects again (an abort, a reconnect
 /// after an error) belong to that connection: they are not handed out as the new
 /// connection's first bytes (Qt clears its read buffer on `connectToHost`).
@@ -1595,15 +1623,7 @@ fn a_graceful_close_with_unread_peer_data_delivers_every_written_byte() {
         // Reads only once the answer is all queued and the close is under way.
         std::thread::sleep(Duration::from_millis(500));
         let mut reader = peer;
-        let mut got = 0usize;
-        let mut buf = vec![0; 64 * 1024];
-        let end = loop {
-            match std::io::Read::read(&mut reader, &mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => got += n,
-                Err(e) => break Err(e.kind()),
-            }
-        };
+        let (got, end) = read_to_end_counting(&mut reader);
         done_tx.send((got, end)).unwrap();
     });
     let client = TcpSocket::new().unwrap();
@@ -1636,14 +1656,7 @@ fn a_graceful_close_with_data_arrived_after_the_last_read_delivers_every_written
     const ANSWER: usize = 256 * 1024;
     let mut ev = EventLoop::new().unwrap();
     // The peer's small receive buffer keeps most of the answer in our kernel's send queue.
-    let listener =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    listener.set_recv_buffer_size(4096).unwrap();
-    listener
-        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
-        .unwrap();
-    listener.listen(8).unwrap();
-    let listener: TcpListener = listener.into();
+    let listener = slow_reader_listener();
     let address = listener.local_addr().unwrap();
     let (go_tx, go_rx) = mpsc::channel::<()>();
     let (sent_tx, sent_rx) = mpsc::channel::<()>();
@@ -1657,15 +1670,7 @@ fn a_graceful_close_with_data_arrived_after_the_last_read_delivers_every_written
         sent_tx.send(()).unwrap();
         // Reads once the socket has closed, so the answer waits in its kernel meanwhile.
         closed_rx.recv().unwrap();
-        let mut got = 0usize;
-        let mut buf = vec![0; 64 * 1024];
-        let end = loop {
-            match std::io::Read::read(&mut peer, &mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => got += n,
-                Err(e) => break Err(e.kind()),
-            }
-        };
+        let (got, end) = read_to_end_counting(&mut peer);
         done_tx.send((got, end)).unwrap();
     });
     let client = TcpSocket::new().unwrap();
@@ -1707,14 +1712,7 @@ fn a_graceful_close_delivers_every_written_byte_when_the_peer_sends_after_it() {
     const ANSWER: usize = 12 * 1024;
     let mut ev = EventLoop::new().unwrap();
     // The peer's small receive buffer keeps part of the answer in our kernel's send queue.
-    let listener =
-        socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
-    listener.set_recv_buffer_size(4096).unwrap();
-    listener
-        .bind(&SocketAddr::from((Ipv4Addr::LOCALHOST, 0)).into())
-        .unwrap();
-    listener.listen(8).unwrap();
-    let listener: TcpListener = listener.into();
+    let listener = slow_reader_listener();
     let address = listener.local_addr().unwrap();
     let (closed_tx, closed_rx) = mpsc::channel::<()>();
     let (done_tx, done_rx) = mpsc::channel();
@@ -1723,15 +1721,7 @@ fn a_graceful_close_delivers_every_written_byte_when_the_peer_sends_after_it() {
         // Sends only once the socket has closed, and reads only after that.
         closed_rx.recv().unwrap();
         let _ = peer.write_all(b"late");
-        let mut got = 0usize;
-        let mut buf = vec![0; 64 * 1024];
-        let end = loop {
-            match std::io::Read::read(&mut peer, &mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => got += n,
-                Err(e) => break Err(e.kind()),
-            }
-        };
+        let (got, end) = read_to_end_counting(&mut peer);
         done_tx.send((got, end)).unwrap();
     });
     let client = TcpSocket::new().unwrap();
@@ -1786,15 +1776,7 @@ fn lingering_peer<R: Send + 'static>(
                 sent += chunk.len();
             }
         });
-        let mut got = 0usize;
-        let mut buf = vec![0; 64 * 1024];
-        let end = loop {
-            match std::io::Read::read(&mut peer, &mut buf) {
-                Ok(0) => break Ok(()),
-                Ok(n) => got += n,
-                Err(e) => break Err(e.kind()),
-            }
-        };
+        let (got, end) = read_to_end_counting(&mut peer);
         let probed = after_end(&mut peer);
         let _ = done_tx.send((got, end, probed));
     });
