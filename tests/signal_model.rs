@@ -1142,14 +1142,7 @@ impl Model {
                 }
             }
             Act::Query { slot } => {
-                for sig in 0..SIGNALS {
-                    if self.sig_held[sig] {
-                        let count = self.count(sig);
-                        self.log.push(Ev::Count { sig, count });
-                    } else {
-                        self.log.push(Ev::NoSignal(sig));
-                    }
-                }
+                self.log_counts();
                 let Some(slot) = self.slot_index(slot) else {
                     return Ok(());
                 };
@@ -1372,7 +1365,8 @@ impl Model {
         result
     }
 
-    fn query_all(&mut self) {
+    /// Each signal's connection count, or that the script dropped it.
+    fn log_counts(&mut self) {
         for sig in 0..SIGNALS {
             if self.sig_held[sig] {
                 let count = self.count(sig);
@@ -1381,6 +1375,10 @@ impl Model {
                 self.log.push(Ev::NoSignal(sig));
             }
         }
+    }
+
+    fn query_all(&mut self) {
+        self.log_counts();
         let cur = self.evals.len() - 1;
         let pending = !self.evals[cur].queue.is_empty();
         self.log.push(Ev::Pending(pending));
