@@ -18,6 +18,9 @@
 //! running then, right after its call returns (also when the call panics). What it captured may
 //! act on the signal as it is dropped (a [`ScopedConnection`](super::ScopedConnection) it owns
 //! disconnects another slot): that counts as done at that moment, under the rules above.
+//! [`Signal::disconnect_all`] and dropping the signal first disconnect every connection they
+//! remove, then drop the closures in the order they were connected, so a `Drop` that looks at
+//! the signal sees every one of them disconnected already.
 //!
 //! A captured value whose `Drop` panics: the panic propagates out of the call that dropped the
 //! closure (a disconnect, [`Signal::disconnect_all`], dropping the signal, the emit that called
