@@ -2152,3 +2152,158 @@ fn no_application_protocol_in_common_is_named_as_alpn_on_both_sides() {
         "server: {server_error}"
     );
 }
+
+/// What each end of a TLS connection in one loop saw when one end closed gracefully during the
+/// handshake: (closer's events, other end's events, bytes the other end read).
+fn close_during_handshake(
+    closer_is_client: bool,
+    queued: &[u8],
+) -> (Vec<String>, Vec<String>, Vec<u8>) {
+    type Log = Rc<RefCell<Vec<String>>>;
+    fn log_socket(socket: &Rc<TcpSocket>, log: &Log, read: &Rc<RefCell<Vec<u8>>>) {
+        let l = log.clone();
+        socket
+            .state_changed
+            .connect(move |s| l.borrow_mut().push(format!("{s:?}")))
+            .release();
+        let l = log.clone();
+        socket
+            .handshake_completed
+            .connect(move |_| l.borrow_mut().push("handshake_completed".into()))
+            .release();
+        let l = log.clone();
+        socket
+            .handshake_error
+            .connect(move |e| l.borrow_mut().push(format!("handshake_error({e:?})")))
+            .release();
+        let l = log.clone();
+        socket
+            .error_occurred
+            .connect(move |e| l.borrow_mut().push(format!("error_occurred({e:?})")))
+            .release();
+        let l = log.clone();
+        socket
+            .disconnected
+            .connect(move |_| l.borrow_mut().push("disconnected".into()))
+            .release();
+        let (r, weak) = (read.clone(), Rc::downgrade(socket));
+        socket
+            .ready_read
+            .connect(move |_| {
+                let s = weak.upgrade().unwrap();
+                r.borrow_mut().extend_from_slice(&s.read_all());
+            })
+            .release();
+    }
+    let mut ev = EventLoop::new().unwrap();
+    let server = listening_tls_server(test_pki());
+    let client = client_trusting_test_ca();
+    let (client_log, server_log): (Log, Log) = Default::default();
+    type Read = Rc<RefCell<Vec<u8>>>;
+    let (client_read, server_read): (Read, Read) = Default::default();
+    log_socket(client.tcp_socket(), &client_log, &client_read);
+    let accepted: Peers = Rc::default();
+    let (keep, l, r, queued_s) = (
+        accepted.clone(),
+        server_log.clone(),
+        server_read.clone(),
+        queued.to_vec(),
+    );
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| {
+            log_socket(peer, &l, &r);
+            if !closer_is_client {
+                assert!(!peer.is_encrypted());
+                if !queued_s.is_empty() {
+                    peer.write(&queued_s).unwrap();
+                }
+                peer.disconnect_from_host();
+            }
+            keep.borrow_mut().push(peer.clone());
+        })
+        .release();
+    let (weak, queued_c) = (Rc::downgrade(&client), queued.to_vec());
+    if closer_is_client {
+        // `connected` is TCP's: the handshake has not completed.
+        client
+            .connected
+            .connect(move |_| {
+                let c = weak.upgrade().unwrap();
+                assert!(!c.is_encrypted());
+                if !queued_c.is_empty() {
+                    c.write(&queued_c).unwrap();
+                }
+                c.disconnect_from_host();
+            })
+            .release();
+    }
+    client
+        .connect_to_host("127.0.0.1", server.server_port().unwrap())
+        .unwrap();
+    let done = |log: &Log| log.borrow().iter().any(|e| e == "disconnected");
+    assert!(
+        run_until(&mut ev, Duration::from_secs(20), || done(&client_log)
+            && accepted.borrow().len() == 1
+            && done(&server_log)),
+        "client {:?}, server {:?}",
+        client_log.borrow(),
+        server_log.borrow()
+    );
+    let (closer, other, read) = if closer_is_client {
+        (client_log, server_log, server_read)
+    } else {
+        (server_log, client_log, client_read)
+    };
+    let (a, b, c) = (
+        closer.borrow().clone(),
+        other.borrow().clone(),
+        read.borrow().clone(),
+    );
+    (a, b, c)
+}
+
+/// `disconnect_from_host` during a TLS handshake, as its doc says: with nothing queued it
+/// cancels the handshake (close_notify at once; the closing end closes without an error, the
+/// other end's handshake fails with `ClosedByPeer`); with bytes queued it waits for the
+/// handshake, sends them, and closes cleanly. Either end, in one loop.
+#[test]
+fn a_graceful_close_during_the_handshake_cancels_it_unless_bytes_are_queued() {
+    for closer_is_client in [true, false] {
+        let (closer, other, read) = close_during_handshake(closer_is_client, b"");
+        let ctx = format!("client closes {closer_is_client}: {closer:?} / {other:?}");
+        assert!(!closer.iter().any(|e| e.contains("rror")), "{ctx}");
+        assert!(
+            !closer
+                .iter()
+                .chain(&other)
+                .any(|e| e == "handshake_completed"),
+            "{ctx}"
+        );
+        assert_eq!(
+            other
+                .iter()
+                .filter(|e| e.contains("rror"))
+                .collect::<Vec<_>>(),
+            [
+                "handshake_error(ClosedByPeer)",
+                "error_occurred(ClosedByPeer)"
+            ],
+            "{ctx}"
+        );
+        assert!(read.is_empty(), "{ctx}");
+
+        let (closer, other, read) = close_during_handshake(closer_is_client, b"queued");
+        let ctx = format!("client closes {closer_is_client}, bytes queued: {closer:?} / {other:?}");
+        for log in [&closer, &other] {
+            assert!(log.iter().any(|e| e == "handshake_completed"), "{ctx}");
+            assert!(!log.iter().any(|e| e.contains("rror")), "{ctx}");
+            assert_eq!(
+                log.last().map(String::as_str),
+                Some("disconnected"),
+                "{ctx}"
+            );
+        }
+        assert_eq!(read, b"queued", "{ctx}");
+    }
+}
