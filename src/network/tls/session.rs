@@ -137,6 +137,15 @@ impl TlsSession {
                     // The records before the bad one were decrypted: their plaintext is the
                     // peer's data all the same, handed out before the error.
                     drain_plaintext(&mut self.conn, plaintext);
+                    // close_notify that rustls refuses (it came during the handshake): the peer
+                    // closed, as a close_notify it takes followed by the end of stream is
+                    // reported, so both ends of a cancelled handshake see the same error.
+                    if matches!(
+                        e,
+                        rustls::Error::AlertReceived(rustls::AlertDescription::CloseNotify)
+                    ) {
+                        return Err(SocketError::ClosedByPeer);
+                    }
                     let failure = self
                         .not_tls(was_handshaking)
                         .unwrap_or_else(|| tls_failure(&e, &self.expected_name));

@@ -23,7 +23,9 @@ use crate::network::tcp::{SocketState, TcpSocket};
 /// with a [`TlsFailure`](crate::network::TlsFailure) naming the reason. A peer that ends the
 /// stream without close_notify is reported after its last data as `error_occurred` with
 /// [`TlsFailure::Truncated`](crate::network::TlsFailure::Truncated) (then `disconnected`): only a
-/// close_notify proves that nothing was cut off.
+/// close_notify proves that nothing was cut off. A
+/// [`disconnect_from_host`](TcpSocket::disconnect_from_host) before the handshake completed
+/// cancels it when nothing is queued, and waits for it otherwise (see there).
 ///
 /// Trust comes from the [`TlsClientConfig`]: by default the operating system's store (falling
 /// back to the Mozilla roots when it is empty); verification can only be turned off through its

@@ -154,9 +154,12 @@ pub struct TcpSocket {
     /// over before its handshake, so a slot connected there sees this). Never for plain TCP.
     pub handshake_completed: Signal<()>,
     /// The TLS handshake failed (certificate, alert, garbage, the peer closing, or the handshake
-    /// timeout): emitted just before `error_occurred` with the same error, the socket already
-    /// closed (a slot that connects again here gets no `error_occurred` for the failed
-    /// connection). Not emitted for an [`abort`](Self::abort) or a failure after the handshake.
+    /// timeout; a peer that closed or sent close_notify, such as one whose
+    /// [`disconnect_from_host`](Self::disconnect_from_host) cancelled the handshake, is
+    /// [`SocketError::ClosedByPeer`]): emitted just before `error_occurred` with the same
+    /// error, the socket already closed (a slot that connects again here gets no
+    /// `error_occurred` for the failed connection). Not emitted for an [`abort`](Self::abort)
+    /// or a failure after the handshake.
     pub handshake_error: Signal<SocketError>,
     core: Rc<LoopCore>,
     inner: RefCell<Inner>,
@@ -509,6 +512,17 @@ impl TcpSocket {
     /// Closes gracefully: pending writes (and TLS close_notify) are flushed first, then the
     /// connection closes and `disconnected` is emitted. While still looking up or connecting,
     /// the attempt is cancelled.
+    ///
+    /// During a TLS handshake (`Connected`, not yet [`is_encrypted`](Self::is_encrypted)) it
+    /// depends on what is queued. With bytes queued the close waits for the handshake (at most
+    /// its timeout), then sends them and close_notify: both ends complete the handshake and
+    /// close cleanly. With nothing queued it cancels the handshake, as a close while connecting
+    /// does: close_notify goes out at once and this socket closes through `Closing` with
+    /// `disconnected` and no error (neither `handshake_completed` nor `handshake_error`), while
+    /// the peer's handshake fails: a kdnet peer reports `handshake_error` and `error_occurred`
+    /// with [`SocketError::ClosedByPeer`], other TLS stacks their own handshake error (rustls:
+    /// `InvalidData`, an unexpected close_notify). Write something first, or close from
+    /// [`handshake_completed`](Self::handshake_completed), for the peer to see a clean end.
     ///
     /// Closing the descriptor then while the peer's data waits unread (reading was paused at
     /// the read buffer limit, or more arrived), or before more of it arrives, would make the
