@@ -334,3 +334,128 @@ fn listen_maps_an_internationalized_name_to_its_ascii_form() {
     );
     accept_from(&mut ev, &server, &["127.0.0.1"]);
 }
+
+/// A handler written on `TcpServer` serves, in the loop its clients run in, an `HttpClient`
+/// request (a chunked body written piece by piece from `bytes_written`, then a graceful close)
+/// and an `SseClient` stream (events written the same way, then a graceful close): both arrive
+/// whole and in order, and the stream's end is a plain `disconnected`.
+#[test]
+fn a_tcp_server_handler_serves_an_http_request_and_an_event_stream_in_the_same_loop() {
+    use kdnet::network::http::{HttpClient, HttpRequest};
+    use kdnet::network::sse::{SseClient, SseEvent, SseWriter};
+
+    /// What one connection still has to write, piece by piece.
+    type Pieces = Rc<RefCell<std::collections::VecDeque<Vec<u8>>>>;
+    fn write_next(socket: &TcpSocket, pieces: &Pieces) {
+        let next = pieces.borrow_mut().pop_front();
+        match next {
+            Some(piece) => {
+                socket.write(&piece).unwrap();
+            }
+            None => socket.disconnect_from_host(),
+        }
+    }
+
+    let body: Vec<u8> = support::pattern(64 * 4096, 9)
+        .iter()
+        .map(|b| b'a' + b % 26)
+        .collect();
+    let events: Vec<SseEvent> = (0..50)
+        .map(|i| SseEvent::new("tick", format!("event {i}")).with_id(&i.to_string()))
+        .collect();
+    let mut ev = EventLoop::new().unwrap();
+    let server = TcpServer::new().unwrap();
+    server.listen("127.0.0.1", 0).unwrap();
+    let peers: Rc<RefCell<Vec<Rc<TcpSocket>>>> = Rc::default();
+    let (keep, body_s, events_s) = (peers.clone(), body.clone(), events.clone());
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| {
+            let request = Rc::new(RefCell::new(Vec::new()));
+            let pieces: Pieces = Rc::default();
+            let (weak, p) = (Rc::downgrade(peer), pieces.clone());
+            peer.bytes_written
+                .connect(move |_| {
+                    if let Some(s) = weak.upgrade() {
+                        write_next(&s, &p);
+                    }
+                })
+                .release();
+            let (weak, body, events) = (Rc::downgrade(peer), body_s.clone(), events_s.clone());
+            peer.ready_read
+                .connect(move |_| {
+                    let s = weak.upgrade().unwrap();
+                    request.borrow_mut().extend_from_slice(&s.read_all());
+                    let head = String::from_utf8_lossy(&request.borrow()).into_owned();
+                    if !head.contains("\r\n\r\n") || !pieces.borrow().is_empty() {
+                        return;
+                    }
+                    let mut out = pieces.borrow_mut();
+                    if head.starts_with("GET /body ") {
+                        out.push_back(
+                            b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\
+                              Connection: close\r\n\r\n"
+                                .to_vec(),
+                        );
+                        for chunk in body.chunks(4096) {
+                            let mut piece = format!("{:x}\r\n", chunk.len()).into_bytes();
+                            piece.extend_from_slice(chunk);
+                            piece.extend_from_slice(b"\r\n");
+                            out.push_back(piece);
+                        }
+                        out.push_back(b"0\r\n\r\n".to_vec());
+                    } else {
+                        out.push_back(
+                            b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                              Cache-Control: no-cache\r\n\r\n"
+                                .to_vec(),
+                        );
+                        let mut writer = SseWriter::new();
+                        for event in &events {
+                            let mut piece = Vec::new();
+                            writer.write_event(&mut piece, event).unwrap();
+                            out.push_back(piece);
+                        }
+                    }
+                    drop(out);
+                    write_next(&s, &pieces);
+                })
+                .release();
+            keep.borrow_mut().push(peer.clone());
+        })
+        .release();
+    let port = server.server_port().unwrap();
+
+    let http = HttpClient::new().unwrap();
+    let out = support::send(
+        &http,
+        HttpRequest::get(&format!("http://127.0.0.1:{port}/body")).unwrap(),
+    );
+    let response = support::wait(&mut ev, &out).expect("the response");
+    assert_eq!(response.status(), 200);
+    assert!(response.body() == &body[..], "body differs");
+
+    let sse = SseClient::new().unwrap();
+    sse.set_auto_reconnect(false);
+    let got: Rc<RefCell<Vec<SseEvent>>> = Rc::default();
+    let g = got.clone();
+    sse.message_received
+        .connect(move |e| g.borrow_mut().push(e.clone()))
+        .release();
+    let ended = Rc::new(Cell::new(false));
+    let e = ended.clone();
+    sse.disconnected.connect(move |_| e.set(true)).release();
+    let errors = Rc::new(RefCell::new(Vec::new()));
+    let er = errors.clone();
+    sse.error
+        .connect(move |e| er.borrow_mut().push(e.to_string()))
+        .release();
+    sse.connect(HttpRequest::get(&format!("http://127.0.0.1:{port}/events")).unwrap());
+    support::wait_until(&mut ev, || ended.get());
+    assert_eq!(*got.borrow(), events, "errors {:?}", errors.borrow());
+    assert!(errors.borrow().is_empty(), "{:?}", errors.borrow());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || peers
+        .borrow()
+        .iter()
+        .all(|p| p.state() == kdnet::network::SocketState::Unconnected)));
+}
