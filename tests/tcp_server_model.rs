@@ -259,11 +259,20 @@ struct EndRec {
     closed: bool,
     /// Closed gracefully by the script.
     graceful: bool,
-    /// Aborted, dropped, or a connect cancelled by the script; or a graceful close during a TLS
-    /// handshake with nothing queued (which cancels the handshake: see `disconnect_from_host`).
-    cut: bool,
+    /// Aborted, dropped, left by `new_connection`, or a connect cancelled by the script.
+    hard: bool,
+    /// Closed gracefully during a TLS handshake with nothing queued, which cancels the
+    /// handshake (see `disconnect_from_host`): the other end's handshake may fail, as
+    /// `ClosedByPeer`.
+    cancelled: bool,
     /// The client's local address (the accepted socket's peer), or the accepted socket's peer.
     addr: Option<SocketAddr>,
+}
+
+impl EndRec {
+    fn cut(&self) -> bool {
+        self.hard || self.cancelled
+    }
 }
 
 #[derive(Default)]
@@ -578,16 +587,15 @@ fn make(drv: &Drv, op: Op) {
                         e.graceful |= state == SocketState::Connected;
                         // Documented: while connecting a graceful close cancels the attempt;
                         // during a TLS handshake with nothing queued it ends the handshake.
-                        let cancels =
-                            matches!(state, SocketState::HostLookup | SocketState::Connecting)
-                                || (tls
-                                    && state == SocketState::Connected
-                                    && !socket.is_encrypted()
-                                    && socket.bytes_to_write() == 0);
-                        e.cut |= cancels;
+                        e.hard |=
+                            matches!(state, SocketState::HostLookup | SocketState::Connecting);
+                        e.cancelled |= tls
+                            && state == SocketState::Connected
+                            && !socket.is_encrypted()
+                            && socket.bytes_to_write() == 0;
                     }
-                    How::Abort => e.cut |= state != SocketState::Unconnected,
-                    How::Drop => e.cut = true,
+                    How::Abort => e.hard |= state != SocketState::Unconnected,
+                    How::Drop => e.hard = true,
                 }
             }
             match how {
@@ -801,7 +809,7 @@ fn start_server(drv: &Drv) -> Result<(), TestCaseError> {
                 let e = dm.end(id);
                 if !e.dropped {
                     e.dropped = true;
-                    e.cut = true;
+                    e.hard = true;
                     e.events.push(Ev::Dropped);
                 }
             }
@@ -1082,7 +1090,7 @@ fn check_model(d: &Driver) -> Result<(), TestCaseError> {
                 .iter()
                 .filter(|e| matches!(e, Ev::Error(_)))
                 .collect();
-            if !c.client.cut {
+            if !c.client.cut() {
                 prop_assert!(
                     matches!(
                         errors[..],
@@ -1102,7 +1110,7 @@ fn check_model(d: &Driver) -> Result<(), TestCaseError> {
             // Not handed over: only when the server stopped first, or the client gave up.
             stat(Stat::Unaccepted);
             prop_assert!(
-                c.stopped_after || c.client.cut,
+                c.stopped_after || c.client.cut(),
                 "a client of a listening server was never accepted: {}",
                 ctx()
             );
@@ -1112,7 +1120,7 @@ fn check_model(d: &Driver) -> Result<(), TestCaseError> {
         if !a.kept {
             stat(Stat::Left);
         }
-        let cut = c.client.cut || a.end.cut || !a.kept;
+        let cut = c.client.cut() || a.end.cut() || !a.kept;
         let errors = [&c.client, &a.end]
             .iter()
             .flat_map(|e| e.events.iter())
@@ -1127,11 +1135,31 @@ fn check_model(d: &Driver) -> Result<(), TestCaseError> {
         {
             stat(Stat::HandshakeErrors);
         }
-        prop_assert!(
-            cut || errors == 0,
-            "an error while nothing cut the connection: {}",
-            ctx()
-        );
+        // An end's errors come from the other end's cut: an abort or drop (a reset, an end
+        // without close_notify) or, when that end only cancelled the handshake with a graceful
+        // close, the handshake failing as `ClosedByPeer`. Never from its own close.
+        for (x, peer, what) in [(&c.client, &a.end, "client"), (&a.end, &c.client, "server")] {
+            let errs: Vec<&Ev> = x
+                .events
+                .iter()
+                .filter(|e| matches!(e, Ev::Error(_) | Ev::HandshakeError(_)))
+                .collect();
+            if errs.is_empty() || peer.hard {
+                continue;
+            }
+            let closed_by_peer = errs.iter().all(|e| {
+                matches!(
+                    e,
+                    Ev::Error(SocketError::ClosedByPeer)
+                        | Ev::HandshakeError(SocketError::ClosedByPeer)
+                )
+            });
+            prop_assert!(
+                peer.cancelled && closed_by_peer && errs.len() == 2,
+                "{what} end: an error the other end's actions do not explain: {}",
+                ctx()
+            );
+        }
         // Each direction: a prefix of what was accepted, in order.
         for (from, to, what) in [
             (&c.client, &a.end, "client to server"),
@@ -1189,7 +1217,7 @@ fn check_model(d: &Driver) -> Result<(), TestCaseError> {
     let unknown = d
         .conns
         .iter()
-        .filter(|c| c.server.is_none() && c.client.cut && c.client.addr.is_none())
+        .filter(|c| c.server.is_none() && c.client.cut() && c.client.addr.is_none())
         .count();
     prop_assert!(
         unclaimed <= unknown,
