@@ -127,6 +127,10 @@ struct Case {
     /// Whether `new_connection` keeps the k-th connection (k modulo the length).
     keep: Vec<bool>,
     steps: Vec<Step>,
+    /// Slow readers (clients, accepted sockets): they cap their read buffers at 16 KiB and
+    /// read 4 KiB at a time (per `ready_read`, and per loop turn from outside), so the other
+    /// end's queue fills.
+    slow: (bool, bool),
     seed: u64,
 }
 
@@ -136,6 +140,7 @@ fn size() -> impl Strategy<Value = usize> {
         3 => 1usize..200,
         3 => 200usize..20_000,
         1 => 20_000usize..300_000,
+        1 => 300_000usize..1_500_000,
     ]
 }
 
@@ -184,9 +189,10 @@ fn case() -> impl Strategy<Value = Case> {
             ),
             1..14,
         ),
+        (prop::bool::weighted(0.3), prop::bool::weighted(0.3)),
         any::<u64>(),
     )
-        .prop_map(|(family, tls, keep, mut steps, seed)| {
+        .prop_map(|(family, tls, keep, mut steps, slow, seed)| {
             // A connection first, so the script has something to act on.
             steps.insert(
                 0,
@@ -201,6 +207,7 @@ fn case() -> impl Strategy<Value = Case> {
                 tls,
                 keep,
                 steps,
+                slow,
                 seed,
             }
         })
@@ -238,6 +245,8 @@ enum ServerEv {
         listening: bool,
     },
     Error(String),
+    /// The test dropped the server here (it emits nothing for that).
+    Dropped,
 }
 
 enum Handle {
@@ -393,6 +402,9 @@ fn record(drv: &Drv, id: EndId, ev: Ev) {
 }
 
 fn watch(drv: &Drv, id: EndId, socket: &Rc<TcpSocket>) {
+    if slow(drv, id) {
+        socket.set_read_buffer_limit(16 * 1024);
+    }
     macro_rules! slot {
         ($signal:ident, |$d:ident, $s:ident, $v:ident| $body:block) => {{
             let $d = drv.clone();
@@ -453,7 +465,11 @@ fn watch(drv: &Drv, id: EndId, socket: &Rc<TcpSocket>) {
     });
     slot!(ready_read, |d, s, _v| {
         record(&d, id, Ev::ReadyRead);
-        let data = s.read_all();
+        let data = if slow(&d, id) {
+            s.read(4096)
+        } else {
+            s.read_all()
+        };
         d.borrow_mut().end(id).received.extend_from_slice(&data);
         fired(&d, id, Fired::ReadyRead);
     });
@@ -664,7 +680,12 @@ fn make(drv: &Drv, op: Op) {
             let server = {
                 let mut d = drv.borrow_mut();
                 stop_listening(&mut d);
-                d.server.take()
+                let server = d.server.take();
+                if server.is_some() {
+                    d.server_events.push(ServerEv::Dropped);
+                    d.expected_server_events.push(ServerEv::Dropped);
+                }
+                server
             };
             drop(server);
         }
@@ -868,6 +889,31 @@ fn stat(s: Stat) {
     STATS[s as usize].fetch_add(1, Ordering::Relaxed);
 }
 
+fn slow(drv: &Drv, id: EndId) -> bool {
+    let (client, server) = drv.borrow().case.slow;
+    match id {
+        EndId::Client(_) => client,
+        EndId::Accepted(_) => server,
+    }
+}
+
+/// A slow reader's reads from outside: 4 KiB per end and turn.
+fn read_slowly(drv: &Drv) {
+    let ids: Vec<EndId> = {
+        let d = drv.borrow();
+        (0..d.conns.len())
+            .map(EndId::Client)
+            .chain((0..d.accepted.len()).map(EndId::Accepted))
+            .collect()
+    };
+    for id in ids.into_iter().filter(|&id| slow(drv, id)) {
+        if let Some(s) = socket_of(drv, id) {
+            let data = s.read(4096);
+            drv.borrow_mut().end(id).received.extend_from_slice(&data);
+        }
+    }
+}
+
 /// Whether an end is done: its handle dropped, or closed.
 fn gone(drv: &Drv, id: EndId) -> bool {
     socket_of(drv, id).is_none_or(|s| s.state() == SocketState::Unconnected)
@@ -964,6 +1010,7 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
         event_loop
             .process_events(Some(Duration::from_millis(5)))
             .expect("loop turn");
+        read_slowly(&drv);
         let step = {
             let mut d = drv.borrow_mut();
             d.idle_turns += 1;
@@ -985,6 +1032,7 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
         event_loop
             .process_events(Some(Duration::from_millis(5)))
             .expect("loop turn");
+        read_slowly(&drv);
         hung(&drv, "settling")?;
     }
     let n = drv.borrow().conns.len();
@@ -1006,6 +1054,7 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
         event_loop
             .process_events(Some(Duration::from_millis(5)))
             .expect("loop turn");
+        read_slowly(&drv);
         hung(&drv, "closing")?;
     }
     for _ in 0..3 {
@@ -1016,6 +1065,20 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
     let n = drv.borrow().conns.len();
     for i in 0..n {
         drv.borrow_mut().pair(i);
+    }
+    // What is left unread.
+    let ids: Vec<EndId> = {
+        let d = drv.borrow();
+        (0..d.conns.len())
+            .map(EndId::Client)
+            .chain((0..d.accepted.len()).map(EndId::Accepted))
+            .collect()
+    };
+    for id in ids {
+        if let Some(s) = socket_of(&drv, id) {
+            let data = s.read_all();
+            drv.borrow_mut().end(id).received.extend_from_slice(&data);
+        }
     }
     let server = drv.borrow_mut().server.take();
     drop(server);
@@ -1042,6 +1105,7 @@ fn check_model(d: &Driver) -> Result<(), TestCaseError> {
     for e in &d.server_events {
         match e {
             ServerEv::State(s) => listening = *s == ServerState::Listening,
+            ServerEv::Dropped => listening = false,
             ServerEv::NewConnection { listening: said } => {
                 prop_assert!(
                     listening && *said,
