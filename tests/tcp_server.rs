@@ -459,3 +459,41 @@ fn a_tcp_server_handler_serves_an_http_request_and_an_event_stream_in_the_same_l
         .iter()
         .all(|p| p.state() == kdnet::network::SocketState::Unconnected)));
 }
+
+/// A burst of connections larger than what one readiness event accepts (256, so other sources
+/// get their turn) is accepted in full: the server re-arms itself for the rest, which wait in
+/// the backlog with no new readiness edge coming.
+#[test]
+fn a_burst_of_connections_beyond_one_turns_accepts_is_accepted_in_full() {
+    const BURST: usize = 300;
+    let mut ev = EventLoop::new().unwrap();
+    let server = TcpServer::new().unwrap();
+    server.set_backlog(1024);
+    server.listen("127.0.0.1", 0).unwrap();
+    let accepted: Rc<RefCell<Vec<Rc<TcpSocket>>>> = Rc::default();
+    let a = accepted.clone();
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| a.borrow_mut().push(peer.clone()))
+        .release();
+    let port = server.server_port().unwrap();
+    // Every connect completes in the backlog before the loop turns once.
+    let clients: Vec<std::net::TcpStream> = (0..BURST)
+        .map(|_| std::net::TcpStream::connect(("127.0.0.1", port)).unwrap())
+        .collect();
+    assert!(
+        run_until(&mut ev, Duration::from_secs(10), || accepted.borrow().len()
+            == BURST),
+        "{} of {BURST} accepted",
+        accepted.borrow().len()
+    );
+    let mut locals: Vec<_> = clients.iter().map(|c| c.local_addr().unwrap()).collect();
+    let mut peers: Vec<_> = accepted
+        .borrow()
+        .iter()
+        .map(|s| s.peer_address().unwrap())
+        .collect();
+    locals.sort();
+    peers.sort();
+    assert_eq!(locals, peers, "each client accepted once");
+}
