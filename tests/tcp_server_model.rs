@@ -1,7 +1,7 @@
 //! A randomised, model-based test of `TcpServer` and of kdnet client sockets talking to the
 //! sockets it accepted, both ends in the SAME event loop, over real loopback (127.0.0.1, ::1, or
-//! a server on `localhost` reached over both), plain TCP or TLS (`SslSocket` clients, a TLS
-//! server with the test PKI).
+//! a server on `localhost` or the dual-stack `::` reached over both), plain TCP or TLS
+//! (`SslSocket` clients, a TLS server with the test PKI).
 //!
 //! Each generated case listens, then runs a script of 1–14 steps, each made from outside (between
 //! loop turns), from a `new_connection` slot, from a `ready_read` or `bytes_written` slot of the
@@ -65,6 +65,8 @@ enum Family {
     V6,
     /// The server listens on `localhost` (both loopbacks); clients alternate families.
     Localhost,
+    /// The server listens on `::` (dual stack); clients alternate `::1` and `127.0.0.1`.
+    DualStack,
 }
 
 /// Which end of a connection a step acts on.
@@ -178,7 +180,12 @@ fn trigger() -> impl Strategy<Value = Trigger> {
 
 fn case() -> impl Strategy<Value = Case> {
     (
-        prop_oneof![Just(Family::V4), Just(Family::V6), Just(Family::Localhost)],
+        prop_oneof![
+            Just(Family::V4),
+            Just(Family::V6),
+            Just(Family::Localhost),
+            Just(Family::DualStack)
+        ],
         any::<bool>(),
         prop::collection::vec(prop::bool::weighted(0.85), 1..4),
         prop::collection::vec(
@@ -654,6 +661,7 @@ fn make(drv: &Drv, op: Op) {
                     Family::V4 => "127.0.0.1",
                     Family::V6 => "::1",
                     Family::Localhost => "localhost",
+                    Family::DualStack => "::",
                 };
                 (host, d.listening)
             };
@@ -708,8 +716,8 @@ fn connect(drv: &Drv) {
         let ip = match d.case.family {
             Family::V4 => d.ip_v4,
             Family::V6 => d.ip_v6,
-            Family::Localhost if i % 2 == 0 => d.ip_v6,
-            Family::Localhost => d.ip_v4,
+            Family::Localhost | Family::DualStack if i % 2 == 0 => d.ip_v6,
+            Family::Localhost | Family::DualStack => d.ip_v4,
         };
         let refused = !d.listening;
         d.conns.push(Conn {
@@ -811,7 +819,10 @@ fn start_server(drv: &Drv) -> Result<(), TestCaseError> {
                 match (dm.case.family, socket.peer_address()) {
                     (Family::V4, Some(a)) => a.ip() == dm.ip_v4,
                     (Family::V6, Some(a)) => a.ip() == dm.ip_v6,
-                    (Family::Localhost, Some(a)) => a.ip() == dm.ip_v4 || a.ip() == dm.ip_v6,
+                    // Over `::` too: an IPv4 client is reported as IPv4, not `::ffff:…`.
+                    (Family::Localhost | Family::DualStack, Some(a)) => {
+                        a.ip() == dm.ip_v4 || a.ip() == dm.ip_v6
+                    }
                     (_, None) => false,
                 }
             };
