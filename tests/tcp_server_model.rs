@@ -1192,6 +1192,15 @@ fn check_model(d: &Driver) -> Result<(), TestCaseError> {
                 ctx()
             );
             prop_assert!(c.client.received.is_empty(), "{}", ctx());
+            // Documented: connections waiting in the backlog are refused (reset), which the
+            // client reports, unless it gave up first.
+            if !c.client.cut() && !c.client.dropped {
+                prop_assert!(
+                    c.client.events.iter().any(|e| matches!(e, Ev::Error(_))),
+                    "a client left in the backlog of a stopped server saw no error: {}",
+                    ctx()
+                );
+            }
             continue;
         };
         if !a.kept {
