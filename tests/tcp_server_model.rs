@@ -651,6 +651,12 @@ fn make(drv: &Drv, op: Op) {
                 }
             }
             server.close();
+            if server.is_listening()
+                || server.state() != ServerState::NotListening
+                || !server.server_addresses().is_empty()
+            {
+                violation(drv, "still listening after close".into());
+            }
         }
         Op::ServerListen => {
             let server = drv.borrow().server.clone();
@@ -811,8 +817,14 @@ fn start_server(drv: &Drv) -> Result<(), TestCaseError> {
             };
             let id = EndId::Accepted(j);
             let state = socket.state();
-            if state != SocketState::Connected {
-                violation(&d, format!("{id:?}: accepted in state {state:?}"));
+            if state != SocketState::Connected || socket.is_encrypted() {
+                violation(
+                    &d,
+                    format!(
+                        "{id:?}: accepted in state {state:?}, encrypted {}",
+                        socket.is_encrypted()
+                    ),
+                );
             }
             let family_ok = {
                 let dm = d.borrow();
