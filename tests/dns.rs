@@ -638,3 +638,43 @@ fn internationalized_names_are_looked_up_in_their_ascii_form() {
     );
     assert_eq!(resolver.pool_lookups(), 0);
 }
+
+/// A lookup made from a callback (inside a turn, before its timer stage) with a timeout that
+/// ran out at once is answered on a later turn, as every answer is: its `Timeout` came in the
+/// same turn, from the timer stage, although `lookup` promises a later turn.
+#[test]
+fn a_lookup_timing_out_at_once_from_a_callback_is_answered_on_a_later_turn() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    resolver.set_cache_ttl(Duration::ZERO);
+    for timeout in [Duration::ZERO, Duration::from_nanos(1)] {
+        resolver.set_timeout(timeout);
+        let turn = Rc::new(Cell::new(0u32));
+        let turns: Rc<RefCell<Option<(u32, u32)>>> = Rc::default();
+        let (r, t, sink) = (resolver.clone(), turn.clone(), turns.clone());
+        resolver.lookup("127.0.0.1", move |_| {
+            let started = t.get();
+            let t = t.clone();
+            r.lookup(SYSTEM_NAME, move |result| {
+                assert!(
+                    matches!(result, Err(SocketError::Timeout(TimeoutPhase::Resolve))),
+                    "{result:?}"
+                );
+                *sink.borrow_mut() = Some((started, t.get()));
+            });
+        });
+        let deadline = Instant::now() + SAFETY_TIMEOUT;
+        while turns.borrow().is_none() {
+            assert!(Instant::now() < deadline, "never answered");
+            turn.set(turn.get() + 1);
+            event_loop
+                .process_events(Some(Duration::from_millis(5)))
+                .unwrap();
+        }
+        let (started, answered) = turns.take().unwrap();
+        assert!(
+            answered > started,
+            "{timeout:?}: started in turn {started}, answered in the same turn"
+        );
+    }
+}

@@ -277,7 +277,7 @@ impl DnsResolver {
                     let resolver = self.self_weak.clone();
                     pending.timer = Some(core.call_after(timeout, move || {
                         if let Some(resolver) = resolver.upgrade() {
-                            resolver.expire(id);
+                            resolver.timer_fired(id);
                         }
                     }));
                 }
@@ -494,6 +494,24 @@ impl DnsResolver {
         }
     }
 
+    /// The timeout timer of lookup `id` fired (and removed itself). The lookup ends on the next
+    /// turn: one made from a slot earlier in this turn, with a timeout that ran out at once,
+    /// would otherwise be answered in the turn of its `lookup` call.
+    fn timer_fired(&self, id: u64) {
+        match self.pending.borrow_mut().get_mut(&id) {
+            Some(lookup) => lookup.timer = None,
+            None => return,
+        }
+        let (Some(core), resolver) = (self.core.upgrade(), self.self_weak.clone()) else {
+            return;
+        };
+        core.post(Box::new(move || {
+            if let Some(resolver) = resolver.upgrade() {
+                resolver.expire(id);
+            }
+        }));
+    }
+
     fn expire(&self, id: u64) {
         let Some(lookup) = self.pending.borrow_mut().remove(&id) else {
             return;
@@ -502,7 +520,6 @@ impl DnsResolver {
             self.in_flight.borrow_mut().leave(task, id);
         }
         log::debug!("DNS lookup of {:?} timed out", lookup.host);
-        // The timer that called us has already removed itself.
         (lookup.callback)(Err(SocketError::Timeout(TimeoutPhase::Resolve)));
     }
 
