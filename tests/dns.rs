@@ -678,3 +678,59 @@ fn a_lookup_timing_out_at_once_from_a_callback_is_answered_on_a_later_turn() {
         );
     }
 }
+
+/// A lookup made from a callback that joins the pool task of its name, whose answer came in
+/// before that turn began, is answered on a later turn: it was answered with the others in the
+/// same turn, though `lookup` promises a later one.
+#[test]
+fn a_lookup_joining_a_task_whose_answer_is_in_is_answered_on_a_later_turn() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let resolver = DnsResolver::instance().unwrap();
+    resolver.set_cache_ttl(Duration::ZERO);
+    resolver.set_timeout(SAFETY_TIMEOUT);
+    // The answer must be in before the turn: retried if the pool was slower than the pause.
+    for _attempt in 0..20 {
+        let turn = Rc::new(Cell::new(0u32));
+        let first: Rc<Cell<Option<u32>>> = Rc::default();
+        let joined: Rc<RefCell<Option<(u32, u32)>>> = Rc::default();
+        let (t, f) = (turn.clone(), first.clone());
+        resolver.lookup(SYSTEM_NAME, move |result| {
+            assert!(result.is_ok(), "{result:?}");
+            f.set(Some(t.get()));
+        });
+        let (r, t, sink) = (resolver.clone(), turn.clone(), joined.clone());
+        resolver.lookup("127.0.0.1", move |_| {
+            let started = t.get();
+            let t = t.clone();
+            r.lookup(SYSTEM_NAME, move |result| {
+                assert!(result.is_ok(), "{result:?}");
+                *sink.borrow_mut() = Some((started, t.get()));
+            });
+        });
+        // Lets the pool answer the first lookup before the loop turns.
+        std::thread::sleep(Duration::from_millis(100));
+        let deadline = Instant::now() + SAFETY_TIMEOUT;
+        while joined.borrow().is_none() {
+            assert!(Instant::now() < deadline, "never answered");
+            turn.set(turn.get() + 1);
+            event_loop
+                .process_events(Some(Duration::from_millis(5)))
+                .unwrap();
+        }
+        let (started, answered) = joined.take().unwrap();
+        assert!(
+            answered > started,
+            "started in turn {started}, answered in the same turn"
+        );
+        if first.get() == Some(started) {
+            // The case this test is about: the task's answer came in the turn of the join.
+            return;
+        }
+        while resolver.pending_lookups() > 0 {
+            event_loop
+                .process_events(Some(Duration::from_millis(5)))
+                .unwrap();
+        }
+    }
+    panic!("the pool never answered within the pause");
+}

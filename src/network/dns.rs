@@ -86,6 +86,12 @@ const IDLE_THREAD_EXIT: Duration = Duration::from_secs(30);
 
 static POOL: WorkerPool = WorkerPool::new("kdnet-dns", MAX_RESOLVER_THREADS, IDLE_THREAD_EXIT);
 
+/// Orders lookups joining a pool task against the task sending its answer: a lookup that
+/// joined after the answer was sent may have been made in the turn that delivers it (from a
+/// slot, after the answer was taken from the other thread's queue), and is answered on the next
+/// turn instead, since no callback runs in the turn of its `lookup` call.
+static ANSWER_SEQUENCE: AtomicU64 = AtomicU64::new(1);
+
 /// Tells the answers of one resolver from those of a replaced one (the loop was re-created).
 static NEXT_RESOLVER_SERIAL: AtomicU64 = AtomicU64::new(1);
 
@@ -156,6 +162,8 @@ struct PendingLookup {
     timer: Option<TimerKey>,
     deadline: Option<Instant>,
     task: Option<TaskKey>,
+    /// [`ANSWER_SEQUENCE`] when it went to the pool (0 for the others).
+    joined: u64,
 }
 
 /// What the pool sends back: addresses in resolver order (deduplicated), or its message.
@@ -250,6 +258,7 @@ impl DnsResolver {
             timer: None,
             deadline: None,
             task: None,
+            joined: 0,
         };
         // An internationalized name is resolved in its IDNA form.
         let ascii = ascii_host(host);
@@ -270,6 +279,7 @@ impl DnsResolver {
             Route::Pool => {
                 let key: TaskKey = (cache_key(host), self.cache_epoch.get());
                 pending.task = Some(key.clone());
+                pending.joined = ANSWER_SEQUENCE.fetch_add(1, Ordering::SeqCst);
                 let timeout = self.timeout.get();
                 // A timeout too large for Instant arithmetic means "no timeout".
                 pending.deadline = Instant::now().checked_add(timeout);
@@ -415,7 +425,8 @@ impl DnsResolver {
             // Everyone waiting left while this was queued: say so rather than resolve.
             let answer = (!nobody_waits.load(Ordering::Acquire)).then(|| resolve_blocking(&host));
             // Fails only when the loop is gone, and then nobody is waiting.
-            let _ = handle.post(move || deliver_pool_answer(serial, task_key, answer));
+            let sent = ANSWER_SEQUENCE.fetch_add(1, Ordering::SeqCst);
+            let _ = handle.post(move || deliver_pool_answer(serial, task_key, answer, sent));
         });
         if let Err(e) = POOL.submit(task) {
             // The task never runs: the lookups waiting for it fail (on a later turn).
@@ -445,7 +456,7 @@ impl DnsResolver {
     /// The pool task of `key` ended: cache its answer (unless the cache was cleared since it
     /// started), then answer every lookup waiting for it. `None`: it skipped getaddrinfo because
     /// nobody waited; lookups that joined since then start it again.
-    fn pool_answered(&self, key: TaskKey, answer: Option<PoolAnswer>) {
+    fn pool_answered(&self, key: TaskKey, answer: Option<PoolAnswer>, sent: u64) {
         let waiters = self.in_flight.borrow_mut().finish(&key);
         let Some(answer) = answer else {
             return self.restart(key, waiters);
@@ -458,7 +469,12 @@ impl DnsResolver {
         }
         for id in waiters {
             // Each callback may have cancelled the lookups after it.
-            let Some(deadline) = self.pending.borrow().get(&id).map(|l| l.deadline) else {
+            let Some((deadline, joined)) = self
+                .pending
+                .borrow()
+                .get(&id)
+                .map(|l| (l.deadline, l.joined))
+            else {
                 continue;
             };
             // Past the deadline the answer counts as late even if the timer has not fired yet
@@ -471,6 +487,18 @@ impl DnsResolver {
                     reason,
                 })
             };
+            if joined > sent {
+                // Perhaps made in this turn: answered on the next (see ANSWER_SEQUENCE).
+                if let Some(core) = self.core.upgrade() {
+                    let resolver = self.self_weak.clone();
+                    core.post(Box::new(move || {
+                        if let Some(resolver) = resolver.upgrade() {
+                            resolver.finish(id, result);
+                        }
+                    }));
+                }
+                continue;
+            }
             self.finish(id, result);
         }
     }
@@ -588,7 +616,7 @@ pub fn resolve_literal(host: &str) -> Option<IpAddr> {
 }
 
 /// Runs on the loop thread: hands a pool answer to the resolver that asked, if it still exists.
-fn deliver_pool_answer(serial: u64, key: TaskKey, answer: Option<PoolAnswer>) {
+fn deliver_pool_answer(serial: u64, key: TaskKey, answer: Option<PoolAnswer>, sent: u64) {
     let resolver = INSTANCE.with(|slot| {
         slot.borrow()
             .as_ref()
@@ -596,7 +624,7 @@ fn deliver_pool_answer(serial: u64, key: TaskKey, answer: Option<PoolAnswer>) {
             .cloned()
     });
     if let Some(resolver) = resolver {
-        resolver.pool_answered(key, answer);
+        resolver.pool_answered(key, answer, sent);
     }
 }
 
