@@ -173,7 +173,15 @@ impl UdpSocket {
     ///
     /// Nothing is queued: the datagram has reached the kernel when this returns `Ok`. A full
     /// kernel send buffer fails with an `Io` error whose [`io_kind`](SocketError::io_kind) is
-    /// `WouldBlock` (the datagram was not sent; see the [module docs](self)).
+    /// `WouldBlock` (the datagram was not sent; see the [module docs](self)). A datagram larger
+    /// than the path allows (over 65,507 bytes to IPv4, 65,527 to IPv6) fails with an `Io` error
+    /// of [`SocketOperation::Write`] ("message too long").
+    ///
+    /// A datagram to a port nobody listens on is sent all the same (`Ok`): UDP reports no
+    /// delivery. The ICMP "port unreachable" that comes back is not reported to an unconnected
+    /// socket on Linux, so receiving goes on undisturbed; where the system reports it on a later
+    /// receive (Windows), it comes as one [`error_occurred`](Self::error_occurred) with
+    /// `ConnectionRefused` or `ConnectionReset`, and receiving goes on too.
     ///
     /// An unbound socket is first bound to an ephemeral port on the unspecified address of
     /// `address`'s family. Broadcast addresses are allowed (`SO_BROADCAST` is set on every
