@@ -486,3 +486,48 @@ fn a_destination_of_a_family_the_bound_socket_cannot_reach_is_an_invalid_address
         other => panic!("socket bound to ::1 to 127.0.0.1: {other:?}"),
     }
 }
+
+/// An IPv4-mapped destination (`::ffff:127.0.0.1`) is the IPv4 address it holds, as senders
+/// are reported and lookups answered: a socket bound to IPv4 sends to it (it was refused as
+/// "IPv6"), and one bound to `::1`, which cannot reach IPv4, refuses it as an invalid address
+/// naming both (it failed with the kernel's "network is unreachable"); a socket bound to a
+/// mapped address reaches IPv4 only, and refuses `::1` the same way.
+#[test]
+fn a_mapped_destination_is_its_ipv4_address() {
+    if !has_ipv6_loopback() {
+        return;
+    }
+    let mut event_loop = EventLoop::new().unwrap();
+    let receiver = bound("127.0.0.1:0");
+    let port = port_of(&receiver);
+    let mapped = IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped());
+
+    let v4 = bound("127.0.0.1:0");
+    assert_eq!(v4.write_datagram(b"four", mapped, port).unwrap(), 4);
+    wait_until(&mut event_loop, || receiver.has_pending_datagrams());
+    assert_eq!(
+        receiver.read_datagram().unwrap(),
+        (b"four".to_vec(), v4.local_address().unwrap())
+    );
+
+    let v6 = bound("[::1]:0");
+    match v6.write_datagram(b"x", mapped, port) {
+        Err(err @ SocketError::InvalidAddress(_)) => {
+            let message = err.to_string();
+            assert!(
+                message.contains("127.0.0.1") && message.contains("::1"),
+                "{message}"
+            );
+        }
+        other => panic!("socket bound to ::1 to {mapped}: {other:?}"),
+    }
+
+    let bound_mapped = bound("[::ffff:127.0.0.1]:0");
+    assert_eq!(bound_mapped.write_datagram(b"m", mapped, port).unwrap(), 1);
+    wait_until(&mut event_loop, || receiver.has_pending_datagrams());
+    assert_eq!(receiver.read_datagram().unwrap().0, b"m");
+    match bound_mapped.write_datagram(b"x", IpAddr::V6(Ipv6Addr::LOCALHOST), port) {
+        Err(SocketError::InvalidAddress(_)) => {}
+        other => panic!("socket bound to a mapped address to ::1: {other:?}"),
+    }
+}

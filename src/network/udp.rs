@@ -186,8 +186,9 @@ impl UdpSocket {
     /// An unbound socket is first bound to an ephemeral port on the unspecified address of
     /// `address`'s family. Broadcast addresses are allowed (`SO_BROADCAST` is set on every
     /// socket, as QUdpSocket does). On a socket bound to `::`, IPv4 destinations are sent to as
-    /// IPv4-mapped addresses (works unless the socket is IPv6-only); a destination of a family
-    /// the bound address cannot reach (IPv6 from IPv4, IPv4 from `::1`) fails with
+    /// IPv4-mapped addresses (works unless the socket is IPv6-only); an IPv4-mapped destination
+    /// (`::ffff:127.0.0.1`) is its IPv4 address; a destination of a family the bound address
+    /// cannot reach (IPv6 from IPv4 or from a mapped address, IPv4 from `::1`) fails with
     /// [`SocketError::InvalidAddress`] naming both.
     pub fn write_datagram(
         &self,
@@ -206,6 +207,11 @@ impl UdpSocket {
         let Some(bound) = bound.as_ref() else {
             return Err(SocketError::InvalidState("the UDP socket is not bound"));
         };
+        // An IPv4-mapped destination is the IPv4 address it holds (as senders are reported).
+        let address = match address {
+            IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(address, IpAddr::V4),
+            v4 => v4,
+        };
         let local = bound.socket.local_addr().ok();
         let destination = match (local, address) {
             // Only a socket bound to `::` (or to a mapped address) reaches IPv4 through mapping;
@@ -214,6 +220,15 @@ impl UdpSocket {
                 if local.ip().is_unspecified() || local.ip().to_ipv4_mapped().is_some() =>
             {
                 SocketAddr::new(IpAddr::V6(v4.to_ipv6_mapped()), port)
+            }
+            // A socket bound to a mapped address reaches IPv4 only.
+            (Some(local @ SocketAddr::V6(v6)), IpAddr::V6(_))
+                if v6.ip().to_ipv4_mapped().is_some() =>
+            {
+                return Err(SocketError::InvalidAddress(format!(
+                    "{address} cannot be reached from a socket bound to {local}, an IPv4 \
+                     address (bind to :: to reach both families)"
+                )));
             }
             (Some(local), _) if local.is_ipv4() != address.is_ipv4() => {
                 return Err(SocketError::InvalidAddress(format!(
