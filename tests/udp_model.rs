@@ -85,6 +85,8 @@ enum Fam {
     V6,
     /// `[::]`: IPv6 and IPv4 (mapped).
     Dual,
+    /// `[::ffff:127.0.0.1]`: IPv4 through an IPv6 socket.
+    Mapped,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -127,6 +129,8 @@ enum Target {
     Peer(usize),
     /// A port nobody holds (IPv6 if `.0`).
     Closed(bool),
+    /// Node `.0`'s port at `::ffff:127.0.0.1`.
+    Mapped(usize),
 }
 
 #[derive(Clone, Debug)]
@@ -142,7 +146,12 @@ enum Step {
 }
 
 fn fam() -> impl Strategy<Value = Fam> {
-    prop_oneof![Just(Fam::V4), Just(Fam::V6), Just(Fam::Dual)]
+    prop_oneof![
+        3 => Just(Fam::V4),
+        3 => Just(Fam::V6),
+        3 => Just(Fam::Dual),
+        1 => Just(Fam::Mapped),
+    ]
 }
 
 fn policy() -> impl Strategy<Value = Policy> {
@@ -187,6 +196,7 @@ fn step() -> impl Strategy<Value = Step> {
                 6 => (0..NODES, any::<bool>()).prop_map(|(n, v4)| Target::Node(n, v4)),
                 1 => (0..2usize).prop_map(Target::Peer),
                 1 => any::<bool>().prop_map(Target::Closed),
+                1 => (0..NODES).prop_map(Target::Mapped),
             ],
             prop::collection::vec(size(), 1..8),
         )
@@ -320,11 +330,24 @@ fn fam_ip(fam: Fam) -> IpAddr {
         Fam::V4 => loopback(false),
         Fam::V6 => loopback(true),
         Fam::Dual => unspecified(true),
+        Fam::Mapped => IpAddr::V6(Ipv4Addr::LOCALHOST.to_ipv6_mapped()),
+    }
+}
+
+/// An IPv4-mapped address as the IPv4 address it holds.
+fn plain(address: SocketAddr) -> SocketAddr {
+    match address.ip() {
+        IpAddr::V6(v6) => match v6.to_ipv4_mapped() {
+            Some(v4) => SocketAddr::new(IpAddr::V4(v4), address.port()),
+            None => address,
+        },
+        IpAddr::V4(_) => address,
     }
 }
 
 /// Whether a socket bound to `a` keeps `b` from binding (no `SO_REUSEADDR`).
 fn conflicts(a: SocketAddr, b: SocketAddr) -> bool {
+    let (a, b) = (plain(a), plain(b));
     if a.port() != b.port() {
         return false;
     }
@@ -338,6 +361,7 @@ fn conflicts(a: SocketAddr, b: SocketAddr) -> bool {
 
 /// Whether a socket bound to `bound` receives a datagram to `dest`.
 fn receives(bound: SocketAddr, dest: SocketAddr) -> bool {
+    let (bound, dest) = (plain(bound), plain(dest));
     if bound.port() != dest.port() {
         return false;
     }
@@ -800,6 +824,7 @@ impl Run {
                     Some(a) => {
                         let v6 = match a.ip() {
                             IpAddr::V4(_) => false,
+                            IpAddr::V6(ip) if ip.to_ipv4_mapped().is_some() => false,
                             IpAddr::V6(ip) if ip.is_unspecified() => !via_v4,
                             IpAddr::V6(_) => true,
                         };
@@ -809,11 +834,20 @@ impl Run {
             }
             Target::Peer(p) => self.model.peers[p],
             Target::Closed(v6) => self.closed[usize::from(v6)],
+            Target::Mapped(k) => {
+                let n = &self.model.nodes[k];
+                match n.bound.or(n.last) {
+                    None => return Ok(()),
+                    Some(a) => SocketAddr::new(fam_ip(Fam::Mapped), a.port()),
+                }
+            }
         };
-        if self.model.route(dest).is_none() {
+        // Where it goes: a mapped destination is its IPv4 address.
+        let to = plain(dest);
+        if self.model.route(to).is_none() {
             stat(7, 1);
         }
-        let max = if dest.is_ipv4() { MAX_V4 } else { MAX_V6 };
+        let max = if to.is_ipv4() { MAX_V4 } else { MAX_V6 };
         let lens: Vec<usize> = sizes.iter().map(|s| SIZES[*s]).collect();
         match from {
             Sender::Node(i) => {
@@ -825,13 +859,15 @@ impl Run {
                     let data = payload(i as u8, self.seq, len);
                     let m = &self.model.nodes[i];
                     let local = m.bound;
-                    let expected = match local {
-                        Some(l) if l.is_ipv4() && dest.is_ipv6() => Sent::InvalidAddress,
-                        Some(l) if l.is_ipv6() && !l.ip().is_unspecified() && dest.is_ipv4() => {
+                    // A socket bound to a mapped address reaches IPv4 only, one bound to `::`
+                    // both families.
+                    let expected = match local.map(plain) {
+                        Some(l) if l.is_ipv4() && to.is_ipv6() => Sent::InvalidAddress,
+                        Some(l) if l.is_ipv6() && !l.ip().is_unspecified() && to.is_ipv4() => {
                             Sent::InvalidAddress
                         }
                         _ if len > max => Sent::TooLong,
-                        _ if !self.model.fits_kernel(dest, len) => Sent::Skipped,
+                        _ if !self.model.fits_kernel(to, len) => Sent::Skipped,
                         _ => Sent::Ok(len),
                     };
                     if expected == Sent::Skipped {
@@ -855,8 +891,8 @@ impl Run {
                     if expected == Sent::Ok(len) {
                         stat(0, 1);
                         let port = self.model.nodes[i].bound.unwrap().port();
-                        let source = SocketAddr::new(loopback(dest.is_ipv6()), port);
-                        self.model.deliver(dest, (data, source));
+                        let source = SocketAddr::new(loopback(to.is_ipv6()), port);
+                        self.model.deliver(to, (data, source));
                     } else {
                         stat(6, 1);
                     }
@@ -864,7 +900,8 @@ impl Run {
             }
             Sender::Peer(p) => {
                 let source = self.model.peers[p];
-                if source.is_ipv6() != dest.is_ipv6() {
+                // A std socket bound to ::1 cannot reach IPv4, mapped or not.
+                if source.is_ipv6() != to.is_ipv6() || dest != to {
                     return Ok(());
                 }
                 for len in lens {
@@ -899,7 +936,7 @@ impl Run {
                     }
                     // Count the ones planned before this in the budget.
                     let before: usize = staged.iter().map(|(l, _)| cost(*l)).sum();
-                    if let Some(waiting) = self.model.waiting(dest) {
+                    if let Some(waiting) = self.model.waiting(to) {
                         let waiting_cost: usize = waiting.iter().map(|(d, _)| cost(d.len())).sum();
                         let empty = waiting.is_empty() && staged.is_empty();
                         if !empty && waiting_cost + before + cost(len) > KERNEL_BUDGET {
@@ -909,7 +946,12 @@ impl Run {
                     staged.push((len, data.clone()));
                     plan.push((data, Sent::Ok(len)));
                 }
-                let bind = SocketAddr::new(loopback(dest.is_ipv6()), 0);
+                // To a mapped address from `::` (the only IPv6 socket that reaches IPv4).
+                let bind = if dest != to {
+                    SocketAddr::new(unspecified(true), 0)
+                } else {
+                    SocketAddr::new(loopback(dest.is_ipv6()), 0)
+                };
                 let datagrams: Vec<Vec<u8>> = plan.iter().map(|(d, _)| d.clone()).collect();
                 let (source, results) = std::thread::spawn(move || {
                     let socket = std::net::UdpSocket::bind(bind).unwrap();
@@ -917,7 +959,8 @@ impl Run {
                         .iter()
                         .map(|d| std_sent(socket.send_to(d, dest)))
                         .collect();
-                    (socket.local_addr().unwrap(), results)
+                    let port = socket.local_addr().unwrap().port();
+                    (SocketAddr::new(loopback(to.is_ipv6()), port), results)
                 })
                 .join()
                 .unwrap();
@@ -926,7 +969,7 @@ impl Run {
                     prop_assert_eq!(&got, &expected, "thread to {}", dest);
                     if let Sent::Ok(_) = got {
                         stat(0, 1);
-                        self.model.deliver(dest, (data, source));
+                        self.model.deliver(to, (data, source));
                     }
                 }
             }
