@@ -143,6 +143,9 @@ enum Step {
     Read(usize, u8),
     Close(usize),
     Drop(usize),
+    /// Std sockets on threads of their own send these datagrams to the node at once, while the
+    /// loop turns.
+    Flood(usize, Vec<Vec<usize>>),
 }
 
 fn fam() -> impl Strategy<Value = Fam> {
@@ -204,7 +207,12 @@ fn step() -> impl Strategy<Value = Step> {
         5 => (1..4u8).prop_map(Step::Turns),
         3 => (node.clone(), 1..4u8).prop_map(|(n, k)| Step::Read(n, k)),
         1 => node.clone().prop_map(Step::Close),
-        1 => node.prop_map(Step::Drop),
+        1 => node.clone().prop_map(Step::Drop),
+        2 => (
+            node,
+            prop::collection::vec(prop::collection::vec(0..8usize, 1..12), 1..4)
+        )
+            .prop_map(|(n, threads)| Step::Flood(n, threads)),
     ]
 }
 
@@ -307,6 +315,8 @@ struct Model {
     peer_kernel: [Vec<Datagram>; 2],
     /// Repeated `ready_read`s posted for the next turn: (node, incarnation).
     posts: Vec<(usize, u32)>,
+    /// A node being flooded: the model leaves it to the run for now.
+    flooded: Option<usize>,
 }
 
 fn loopback(v6: bool) -> IpAddr {
@@ -448,7 +458,7 @@ impl Model {
         let mut emitted = Vec::new();
         for (i, incarnation) in std::mem::take(&mut self.posts) {
             let n = &mut self.nodes[i];
-            if !n.alive || n.incarnation != incarnation {
+            if !n.alive || n.incarnation != incarnation || self.flooded == Some(i) {
                 continue;
             }
             n.reannounce = false;
@@ -459,7 +469,7 @@ impl Model {
         }
         for i in 0..NODES {
             let n = &mut self.nodes[i];
-            if !n.alive || n.bound.is_none() || n.kernel.is_empty() {
+            if !n.alive || n.bound.is_none() || n.kernel.is_empty() || self.flooded == Some(i) {
                 continue;
             }
             let mut queued = 0;
@@ -632,7 +642,7 @@ fn payload(tag: u8, seq: u32, len: usize) -> Vec<u8> {
 // ---- lockstep ---------------------------------------------------------------------------------
 
 static CASES: AtomicU64 = AtomicU64::new(0);
-const STAT_NAMES: [&str; 9] = [
+const STAT_NAMES: [&str; 10] = [
     "datagrams sent",
     "datagrams queued",
     "datagrams dropped by a limit",
@@ -642,8 +652,9 @@ const STAT_NAMES: [&str; 9] = [
     "sends refused",
     "sends to closed ports",
     "echoes",
+    "datagrams from threads at once",
 ];
-static STATS: [AtomicU64; 9] = [const { AtomicU64::new(0) }; 9];
+static STATS: [AtomicU64; 10] = [const { AtomicU64::new(0) }; 10];
 
 fn stat(i: usize, n: u64) {
     STATS[i].fetch_add(n, Ordering::Relaxed);
@@ -655,6 +666,8 @@ struct Run {
     seq: u32,
     /// Addresses of ports nobody holds (a std socket bound and closed at the start).
     closed: [SocketAddr; 2],
+    /// Emissions of the flooded node.
+    flood_log: Vec<Emission>,
 }
 
 fn fail(what: String) -> TestCaseError {
@@ -664,6 +677,9 @@ fn fail(what: String) -> TestCaseError {
 impl Run {
     fn compare_nodes(&self, ctx: &str) -> Result<(), TestCaseError> {
         for (i, m) in self.model.nodes.iter().enumerate() {
+            if self.model.flooded == Some(i) {
+                continue;
+            }
             let real = self.real.node(i);
             prop_assert_eq!(real.is_some(), m.alive, "{}: node {} alive", ctx, i);
             let Some(s) = real else { continue };
@@ -725,7 +741,24 @@ impl Run {
     fn turn(&mut self, event_loop: &mut EventLoop, ctx: &str) -> Result<(), TestCaseError> {
         let expected = self.model.turn();
         event_loop.process_events(Some(Duration::ZERO)).unwrap();
-        let got = std::mem::take(&mut *self.real.log.borrow_mut());
+        let mut got = std::mem::take(&mut *self.real.log.borrow_mut());
+        if let Some(f) = self.model.flooded {
+            let (flood, rest): (Vec<Emission>, Vec<Emission>) =
+                got.into_iter().partition(|e| e.node == f);
+            // Its echoes reach the peers: expected there as the slot saw them sent.
+            let port = self.model.nodes[f].bound.map(|b| b.port());
+            for e in &flood {
+                if let (Some(Ok(len)), Some((data, from)), Some(port)) =
+                    (&e.echo, e.read.first(), port)
+                {
+                    prop_assert_eq!(*len, data.len(), "{}: echo of node {}", ctx, f);
+                    let source = SocketAddr::new(loopback(from.is_ipv6()), port);
+                    self.model.deliver(*from, (data.clone(), source));
+                }
+            }
+            self.flood_log.extend(flood);
+            got = rest;
+        }
         // Nodes are dispatched in the order the poll reported them: compare per node.
         for i in 0..NODES {
             let e: Vec<&Emission> = expected.iter().filter(|e| e.node == i).collect();
@@ -978,6 +1011,168 @@ impl Run {
         self.compare_nodes("after sending")
     }
 
+    /// Threads send to node `i` at once while the loop turns. The other nodes go on under the
+    /// model; node `i`'s queue is read out afterwards and checked against what was queued
+    /// before and sent: in the kernel's order, each thread's datagrams in its order, none twice,
+    /// every datagram sent queued or counted as dropped, the limits held at every emission.
+    fn flood(
+        &mut self,
+        event_loop: &mut EventLoop,
+        i: usize,
+        threads: &[Vec<usize>],
+    ) -> Result<(), TestCaseError> {
+        let Some(socket) = self.real.node(i) else {
+            return Ok(());
+        };
+        let m = &self.model.nodes[i];
+        // A node that closes or drops itself would leave later datagrams to a closed port.
+        let Some(local) = m.bound else { return Ok(()) };
+        if matches!(m.policy, Policy::ReadOneThenClose | Policy::ReadAllThenDrop) {
+            return Ok(());
+        }
+        let (max_d, max_b) = (m.max_d, m.max_b);
+        let before: Vec<Datagram> = m.queue.iter().cloned().collect();
+        let waiting: Vec<Datagram> = m.kernel.clone();
+        let dropped_before = m.dropped;
+        let mut budget: usize = waiting.iter().map(|(d, _)| cost(d.len())).sum();
+        let mut plans: Vec<(SocketAddr, Vec<Vec<u8>>)> = Vec::new();
+        for (t, sizes) in threads.iter().enumerate() {
+            let v6 = match local.ip() {
+                IpAddr::V4(_) => false,
+                IpAddr::V6(ip) if ip.to_ipv4_mapped().is_some() => false,
+                IpAddr::V6(ip) if ip.is_unspecified() => t % 2 == 1,
+                IpAddr::V6(_) => true,
+            };
+            let dest = SocketAddr::new(loopback(v6), local.port());
+            let mut datagrams = Vec::new();
+            for size in sizes {
+                let len = SIZES[*size];
+                if budget > 0 && budget + cost(len) > KERNEL_BUDGET {
+                    continue;
+                }
+                budget += cost(len);
+                self.seq += 1;
+                datagrams.push(payload(30 + t as u8, self.seq, len));
+            }
+            plans.push((dest, datagrams));
+        }
+        self.model.flooded = Some(i);
+        let start = std::sync::Arc::new(std::sync::Barrier::new(plans.len()));
+        let senders: Vec<_> = plans
+            .iter()
+            .cloned()
+            .map(|(dest, datagrams)| {
+                let start = start.clone();
+                std::thread::spawn(move || {
+                    let socket =
+                        std::net::UdpSocket::bind(SocketAddr::new(loopback(dest.is_ipv6()), 0))
+                            .unwrap();
+                    let port = socket.local_addr().unwrap().port();
+                    start.wait();
+                    for d in &datagrams {
+                        assert_eq!(socket.send_to(d, dest).unwrap(), d.len());
+                    }
+                    SocketAddr::new(loopback(dest.is_ipv6()), port)
+                })
+            })
+            .collect();
+        let mut emitted: Vec<Emission> = Vec::new();
+        let mut turns = 0;
+        loop {
+            let done = senders.iter().all(|s| s.is_finished());
+            self.turn(event_loop, "flood")?;
+            turns += 1;
+            emitted.extend(std::mem::take(&mut self.flood_log));
+            if done {
+                break;
+            }
+            prop_assert!(turns < 100_000, "the threads never finished");
+        }
+        let sources: Vec<SocketAddr> = senders.into_iter().map(|s| s.join().unwrap()).collect();
+        // All is in the kernel now (loopback delivers within the send): one more turn drains it.
+        self.turn(event_loop, "flood")?;
+        emitted.extend(std::mem::take(&mut self.flood_log));
+        self.model.flooded = None;
+        // What the slots read, then what is left: the queue before, then the arrivals.
+        let mut consumed: Vec<Datagram> = Vec::new();
+        for e in &emitted {
+            prop_assert!(
+                e.pending >= 1 && e.pending <= max_d.max(before.len()).max(1),
+                "flood: emission with {} queued (limit {})",
+                e.pending,
+                max_d
+            );
+            consumed.extend(e.read.iter().cloned());
+        }
+        while let Some(d) = socket.read_datagram() {
+            consumed.push(d);
+        }
+        let ctx = || format!("flood of node {i} (limits {max_d}, {max_b})");
+        prop_assert!(
+            consumed.len() >= before.len() && consumed[..before.len()] == before[..],
+            "{}: the datagrams queued before came first",
+            ctx()
+        );
+        let arrived = &consumed[before.len()..];
+        // The kernel's order: what waited before the flood first, then each thread in order.
+        let mut streams: Vec<VecDeque<Datagram>> = vec![waiting.iter().cloned().collect()];
+        for ((_, datagrams), source) in plans.iter().zip(&sources) {
+            streams.push(datagrams.iter().map(|d| (d.clone(), *source)).collect());
+        }
+        let total: usize = streams.iter().map(VecDeque::len).sum();
+        for d in arrived {
+            // Each arrival is the next of its sender's that was not dropped.
+            let mut found = false;
+            for (k, stream) in streams.iter_mut().enumerate() {
+                if k == 0 && stream.is_empty() {
+                    continue;
+                }
+                if let Some(pos) = stream.iter().position(|x| x == d) {
+                    // Skipped ones were dropped; what waited before precedes every thread's.
+                    stream.drain(..=pos);
+                    found = true;
+                    break;
+                }
+            }
+            prop_assert!(
+                found,
+                "{}: {:?} arrived out of order, twice or from nowhere",
+                ctx(),
+                summary(std::slice::from_ref(d))
+            );
+        }
+        let dropped = socket.dropped_datagram_count() - dropped_before;
+        prop_assert_eq!(
+            arrived.len() as u64 + dropped,
+            total as u64,
+            "{}: every datagram queued or counted as dropped",
+            ctx()
+        );
+        let fits_all = before.len() + total <= max_d
+            && before
+                .iter()
+                .chain(&waiting)
+                .map(|(d, _)| d.len())
+                .sum::<usize>()
+                + plans
+                    .iter()
+                    .flat_map(|(_, ds)| ds.iter().map(Vec::len))
+                    .sum::<usize>()
+                <= max_b;
+        if fits_all {
+            prop_assert_eq!(dropped, 0, "{}: dropped with room for all", ctx());
+        }
+        stat(9, total as u64);
+        let n = &mut self.model.nodes[i];
+        n.queue.clear();
+        n.kernel.clear();
+        n.dropped = socket.dropped_datagram_count();
+        n.reannounce = false;
+        // A repeated ready_read posted for the read-out queue finds it empty: no emission.
+        self.model.posts.retain(|(k, _)| *k != i);
+        self.compare_nodes("after the flood")
+    }
+
     fn step(&mut self, event_loop: &mut EventLoop, step: &Step) -> Result<(), TestCaseError> {
         match *step {
             Step::Create(i, policy) => {
@@ -1030,6 +1225,7 @@ impl Run {
                     self.model.close(i);
                 }
             }
+            Step::Flood(i, ref threads) => self.flood(event_loop, i, threads)?,
             Step::Drop(i) => {
                 let old = self.real.holders[i].borrow_mut().take();
                 drop(old);
@@ -1093,6 +1289,7 @@ fn run_case(event_loop: &mut EventLoop, script: &Script) -> Result<(), TestCaseE
             peers: peer_addresses,
             peer_kernel: [Vec::new(), Vec::new()],
             posts: Vec::new(),
+            flooded: None,
         },
         real: Real {
             holders: (0..NODES).map(|_| Rc::new(RefCell::new(None))).collect(),
@@ -1102,6 +1299,7 @@ fn run_case(event_loop: &mut EventLoop, script: &Script) -> Result<(), TestCaseE
         },
         seq: 0,
         closed,
+        flood_log: Vec::new(),
     };
     for (i, policy) in script.policies.iter().enumerate() {
         make_node(&mut run.real, i, *policy);
