@@ -28,6 +28,9 @@
 //!   between the tasks certainly and possibly running, and is zero once all has been answered;
 //!   the pool never runs more than `MAX_RESOLVER_THREADS` threads.
 //!
+//! Meanwhile another thread's loop resolves names through the same process-wide pool, checking
+//! that each answer reaches the resolver that asked.
+//!
 //! Where the timing decides (a 2 ms timeout, a task that may or may not have ended, an entry
 //! with a 1 ms TTL), the model keeps every allowed outcome.
 //!
@@ -848,6 +851,42 @@ fn run_case(steps: &[Step]) -> Result<(), TestCaseError> {
     Ok(())
 }
 
+/// Another thread's loop resolving pool names (uncached, some cancelled) all along: the pool is
+/// shared by every loop of the process, and each answer goes to the resolver that asked.
+fn neighbour(stop: std::sync::Arc<std::sync::atomic::AtomicBool>) -> std::thread::JoinHandle<u64> {
+    std::thread::spawn(move || {
+        let mut event_loop = EventLoop::new().unwrap();
+        let resolver = DnsResolver::instance().unwrap();
+        resolver.set_cache_ttl(Duration::ZERO);
+        let answered = Rc::new(Cell::new(0u64));
+        let mut n = 0usize;
+        while !stop.load(Ordering::Relaxed) {
+            let hosts = pool_hosts();
+            let (name, _, ips) = &hosts[n % hosts.len()];
+            let (expected, a) = (ips.clone(), answered.clone());
+            let id = resolver.lookup(name, move |result| {
+                assert_eq!(
+                    result.unwrap(),
+                    expected,
+                    "the neighbour got another's answer"
+                );
+                a.set(a.get() + 1);
+            });
+            if n % 5 == 0 {
+                resolver.cancel(id);
+            }
+            n += 1;
+            event_loop
+                .process_events(Some(Duration::from_millis(1)))
+                .unwrap();
+            // Pacing (about a lookup a millisecond), not a wait for anything.
+            std::thread::sleep(Duration::from_millis(1));
+            assert!(DnsResolver::pool_threads() <= MAX_RESOLVER_THREADS);
+        }
+        answered.get()
+    })
+}
+
 #[test]
 fn dns_resolver_matches_the_model() {
     assert!(
@@ -858,8 +897,13 @@ fn dns_resolver_matches_the_model() {
         "pool hosts: {:?}",
         pool_hosts().iter().map(|h| &h.0).collect::<Vec<_>>()
     );
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let neighbour = neighbour(stop.clone());
     let mut runner = TestRunner::new(support::model::config(DEFAULT_CASES));
     let started = Instant::now();
     let result = runner.run(&script(), |steps| run_case(&steps));
+    stop.store(true, Ordering::Relaxed);
+    let answered = neighbour.join().expect("the neighbour loop failed");
+    eprintln!("  neighbour answers: {answered}");
     support::model::finish_counted(started, &CASES, STAT_NAMES, &STATS, result);
 }

@@ -56,7 +56,7 @@ use kdnet::network::{SocketError, SocketOperation};
 use proptest::prelude::*;
 use proptest::test_runner::TestRunner;
 
-const DEFAULT_CASES: u32 = 300;
+const DEFAULT_CASES: u32 = 200;
 /// Sockets under test.
 const NODES: usize = 2;
 /// Bytes the script lets wait in one kernel receive buffer (half of Linux's default 212,992).
