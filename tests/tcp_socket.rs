@@ -207,6 +207,12 @@ fn happy_eyeballs_skips_a_stalled_address_after_the_stagger_delay() {
 fn a_thousand_simultaneous_connections_on_one_loop() {
     let mut ev = EventLoop::new().unwrap();
     let (server, peers) = echo_server();
+    // Every connect below is made before the loop first turns: with the default backlog (128)
+    // the kernel would drop most of them, and the test would time TCP's retransmission backoff
+    // (up to a minute when the machine is loaded), not the loop.
+    server.close();
+    server.set_backlog(1024);
+    server.listen("127.0.0.1", 0).unwrap();
     let port = server.server_port().unwrap();
     let echoed = Rc::new(Cell::new(0usize));
     let mut clients = Vec::new();

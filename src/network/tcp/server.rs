@@ -318,7 +318,12 @@ impl TcpServer {
         self.inner.borrow_mut().handshake_timeout = timeout;
     }
 
-    /// The listen backlog for the next `listen` (default [`DEFAULT_BACKLOG`]).
+    /// The listen backlog for the next `listen` (default [`DEFAULT_BACKLOG`]): how many
+    /// connections the kernel holds for the server until the loop accepts them. A burst larger
+    /// than that arriving before the loop's next turn is not refused but dropped by the kernel
+    /// (Linux), and those clients wait for TCP to retransmit, from a second up to a minute when the
+    /// loop stays busy: raise it for servers that expect bursts (the kernel caps it at
+    /// `net.core.somaxconn`).
     pub fn set_backlog(&self, backlog: i32) {
         self.inner.borrow_mut().backlog = backlog.max(0);
     }
