@@ -2642,6 +2642,77 @@ fn a_connection_idle_past_the_idle_timeout_is_not_reused_even_if_its_timer_did_n
         == 0));
 }
 
+/// A redirect hop judges a pooled connection's idleness by the time of the hop, not by when its
+/// request was first sent: in the turn in which an idle connection's deadline passes, the
+/// redirect answer is read before the client's idle timer fires, and the hop took the expired
+/// connection (which the server may have closed meanwhile: a GET hop was then replayed, a
+/// POST's failed). It now goes out on a new connection, and the expired one is closed.
+#[test]
+fn a_redirect_hop_does_not_take_a_connection_whose_idle_deadline_passed_before_the_hop() {
+    use std::io::{BufReader, Write};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    use std::sync::{Arc, mpsc};
+    let mut ev = EventLoop::new().unwrap();
+    let target = ScriptServer::start(|_, _| Reply::Bytes(ok_response("ok", "")));
+    let idle = Duration::from_millis(500);
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.set_idle_connection_timeout(idle));
+    assert_eq!(
+        get(&mut ev, &client, &target.url("/warm")).unwrap().text(),
+        "ok"
+    );
+    // Released no later than this: its idle deadline has passed by `expired`.
+    let expired = Instant::now() + idle + Duration::from_millis(100);
+
+    // The redirecting server answers only when told to, and says when its answer is written.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let redirector = listener.local_addr().unwrap();
+    let (asked, go, written) = (
+        Arc::new(AtomicBool::new(false)),
+        mpsc::channel(),
+        mpsc::channel(),
+    );
+    let (asked2, go_rx, written_tx, location) =
+        (asked.clone(), go.1, written.0, target.url("/hop"));
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        support::read_request(&mut reader).unwrap();
+        asked2.store(true, Ordering::SeqCst);
+        go_rx.recv().unwrap();
+        let answer =
+            format!("HTTP/1.1 302 Found\r\nLocation: {location}\r\nContent-Length: 0\r\n\r\n");
+        stream.write_all(answer.as_bytes()).unwrap();
+        written_tx.send(()).unwrap();
+        // Held open until the test ends.
+        let _ = go_rx.recv();
+    });
+    let out = send(
+        &client,
+        HttpRequest::get(&format!("http://{redirector}/go")).unwrap(),
+    );
+    assert!(run_until(&mut ev, Duration::from_secs(5), || asked
+        .load(Ordering::SeqCst)));
+    assert!(
+        Instant::now() < expired - Duration::from_millis(100),
+        "the machine is too slow for this test: the idle deadline passed while the request went out"
+    );
+    assert_eq!(client.open_connections(), 2);
+    // The loop does not turn while the idle connection's deadline passes; then the redirect
+    // answer and the idle timer are due in the same turn.
+    std::thread::sleep(expired.saturating_duration_since(Instant::now()));
+    go.0.send(()).unwrap();
+    written.1.recv().unwrap();
+    assert_eq!(wait(&mut ev, &out).unwrap().text(), "ok");
+    let conns: Vec<usize> = target.requests().iter().map(|r| r.connection).collect();
+    assert_eq!(
+        conns,
+        [0, 1],
+        "the hop went out on the connection whose idle deadline had passed"
+    );
+    drop(go.0);
+}
+
 /// Lowering `max_connections_per_host` applies to connections already open: idle ones over the
 /// new limit close, busy ones close when their request ends, and from then on at most the new
 /// number of connections serve the host (the old ones went on serving requests side by side).

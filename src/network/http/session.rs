@@ -363,7 +363,9 @@ impl HttpSession {
     /// second before the server would close it, after N − 1 s when that is sooner, so that a
     /// request (a POST cannot be sent again) is not sent just as the server closes it; with
     /// N = 1 the connection is not kept at all. `Keep-Alive: max=M` retires it after M more
-    /// requests. A malformed value, or `timeout=0`, is ignored.
+    /// requests. A malformed value, or `timeout=0`, is ignored. Once a connection's idle time is
+    /// up, no request gets it (a new one, a redirect hop, a replay, a queued one), even before
+    /// the client's loop has had the turn that closes it.
     pub fn set_idle_connection_timeout(&mut self, timeout: Duration) {
         self.idle_connection_timeout = timeout;
     }

@@ -78,9 +78,10 @@ pub(super) struct Conn {
     /// more (`u32::MAX`: it never said). Fits in the padding beside `served`.
     retire_after: u32,
     /// While idle: when the idle timeout ends (the session's, or a second before the server's
-    /// `Keep-Alive: timeout` if that is sooner), and the client's idle timer closes it. A
-    /// request sent later does not get the connection even if that timer has not run yet (the
-    /// loop did not turn meanwhile).
+    /// `Keep-Alive: timeout` if that is sooner), and the client's idle timer closes it. Once it
+    /// has passed, no request gets the connection (a new one, a redirect hop, a replay or a
+    /// queued one: each is judged at the time it is scheduled), even if that timer has not run
+    /// yet (the loop did not turn meanwhile, or read a redirect in the turn the deadline passed).
     idle_until: Option<Instant>,
     /// The TLS settings an https connection was made with: it is reused only while they are
     /// the client's (a session change may have dropped a trusted CA or the verification).
@@ -121,9 +122,17 @@ pub(super) fn in_host_line(hosts: &HostMap, host: &HostKey, id: u64) -> bool {
 }
 
 impl HttpClient {
-    /// Puts the request on a connection of its host, or queues it (last in line).
-    pub(super) fn schedule(&self, inner: &mut ClientInner, id: u64, actions: &mut Vec<Action>) {
-        self.schedule_in_line(inner, id, false, actions);
+    /// Puts the request on a connection of its host, or queues it (last in line). `now` is the
+    /// caller's clock reading if it has just taken one (an idle connection is judged expired
+    /// against it); with `None` the clock is read only if an idle connection is there to judge.
+    pub(super) fn schedule(
+        &self,
+        inner: &mut ClientInner,
+        id: u64,
+        now: Option<Instant>,
+        actions: &mut Vec<Action>,
+    ) {
+        self.schedule_in_line(inner, id, false, now, actions);
     }
 
     /// [`schedule`](Self::schedule), queueing the request, when it must wait, `in_send_order`
@@ -134,11 +143,12 @@ impl HttpClient {
         inner: &mut ClientInner,
         id: u64,
         in_send_order: bool,
+        mut now: Option<Instant>,
         actions: &mut Vec<Action>,
     ) {
-        let Some((host, sent, replay, replayable)) = inner.requests.get(&id).map(|s| {
+        let Some((host, replay, replayable)) = inner.requests.get(&id).map(|s| {
             let replayable = s.request.method().is_idempotent() && !s.retried;
-            (s.host.clone(), s.started, s.retried, replayable)
+            (s.host.clone(), s.retried, replayable)
         }) else {
             return;
         };
@@ -156,19 +166,23 @@ impl HttpClient {
         // skip that peek (a system call per reuse, on the keep-alive path): should the server
         // have closed, they are replayed once on another connection (an idle one that passes
         // this peek only when the host is at its limit, else a new one).
-        // Idle past the idle timeout (judged at the request's send time, which a new request's
-        // is; a redirect hop's or a retry's is earlier, and its timer stands in). Over a lowered
-        // connection limit: closed rather than reused.
+        // Idle past the idle timeout (judged now, for a new request, a redirect hop, a replay
+        // and a queued request alike: the loop may have read a redirect in the turn in which
+        // the deadline passed, before the idle timer's turn to fire). Over a lowered connection
+        // limit: closed rather than reused.
         while !new_for_replay
             && let Some((conn_id, over_limit)) = inner
                 .hosts
                 .get_mut(&host)
                 .and_then(|h| Some((h.idle.pop()?, h.active > max)))
         {
+            // Read once, and only when there is an idle connection to judge (a new request
+            // brings the reading its send took).
+            let now = *now.get_or_insert_with(Instant::now);
             let current = inner.tls.as_ref();
             let usable = |c: &Conn| {
                 c.tls_current(current)
-                    && c.idle_until.is_none_or(|until| sent < until)
+                    && c.idle_until.is_none_or(|until| now < until)
                     && !over_limit
                     // Last: the one check that costs a system call (a peek).
                     && (replayable || !c.socket.has_unread_input())
@@ -232,7 +246,7 @@ impl HttpClient {
                     .filter(|h| h.active < max)
                     .and_then(|h| h.queue.pop_front());
                 let Some(id) = next else { break };
-                self.schedule(inner, id, actions);
+                self.schedule(inner, id, None, actions);
             }
         }
     }
@@ -252,7 +266,7 @@ impl HttpClient {
             .filter(|h| h.active < max)
             .and_then(|h| h.queue.pop_front());
         if let Some(next) = next {
-            self.schedule(inner, next, actions);
+            self.schedule(inner, next, None, actions);
         }
     }
 

@@ -788,7 +788,9 @@ impl HttpClient {
             if still_queued {
                 // Not started by the freed connection (another host, an earlier request got it,
                 // or it closed): scheduled as any request, waiting in send order if it must.
-                self.schedule_in_line(inner, id, true, actions);
+                // Judged by this reading: an idle connection of its host whose deadline passed
+                // since the request was sent is not reused, though its timer may not have run.
+                self.schedule_in_line(inner, id, true, Some(now), actions);
             }
             return;
         }

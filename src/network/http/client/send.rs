@@ -175,7 +175,7 @@ impl HttpClient {
                 if let Some(deadline) = deadline {
                     self.watch_total_deadline(&mut inner, deadline);
                 }
-                self.schedule(&mut inner, id.raw(), &mut actions);
+                self.schedule(&mut inner, id.raw(), Some(now), &mut actions);
             }
             announced_host
         };
@@ -193,8 +193,9 @@ impl HttpClient {
                     state.max_body = inner.session.max_response_body_bytes();
                     state.read_timeout = inner.session.read_timeout();
                     // The slots took their time: the deadline runs from now.
-                    self.arm_total_timer(inner, id.raw(), Instant::now());
-                    self.schedule(inner, id.raw(), &mut actions);
+                    let now = Instant::now();
+                    self.arm_total_timer(inner, id.raw(), now);
+                    self.schedule(inner, id.raw(), Some(now), &mut actions);
                 }
                 None => forget_host_if_unused(&mut inner.hosts, &host),
             }
