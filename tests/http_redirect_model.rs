@@ -1,24 +1,31 @@
 //! A randomised, model-based test of `HttpClient`'s redirects, TLS connections, host names and
 //! timeouts (what `http_scheduler_model.rs` leaves out).
 //!
-//! Five loopback hosts: `http://localhost` (served on 127.0.0.1 only: `localhost` resolves to
-//! `::1` first, refused there), `http://[::1]`, `https://localhost` (served on `::1`),
-//! `https://127.0.0.1` and `http://127.0.0.1`, each on a port of its own, the https ones with
-//! rcgen certificates made at test time; and a sixth, `http://127.0.0.1` on a listener whose
-//! accept queue is full, where connects time out. Each generated case is a script of requests
-//! (GET, HEAD, POST or PUT; buffered or streaming; with or without a body and its
-//! `Content-Type`/`Content-Language`, an `Authorization` and `Proxy-Authorization`, a `Cookie`
-//! of the caller's, a redirect policy and limit, a short total timeout, sent at once or from a
-//! timer) in two phases; in the second the session's TLS settings may be replaced (another CA
-//! added, verification off, or only an unrelated CA trusted), before its requests or while they
-//! are in flight. For each request the script says what its chain of hosts answers: a list of
-//! redirects (301, 302, 303, 307 or 308, to any host; the `Location` absolute, a path,
-//! scheme-relative, with `user:password@`, with a fragment, or missing; some with a
-//! `Set-Cookie`, Secure or not; the body framed by length, chunked, or by the close, some with
-//! `Connection: close`), then a final answer (200, some with `Connection: close`, or a server
-//! that stalls before the head or in the body). The session may have `follow_redirects` off, its own redirect limit, a
-//! read timeout, a connection limit of 1 or 2 per host and a short idle timeout. The servers
-//! record every request they read (method, body, headers, connection, when).
+//! Five loopback hosts that answer: `http://localhost` (served on 127.0.0.1 only: `localhost`
+//! resolves to `::1` first, refused there), `http://[::1]`, `https://localhost` (served on
+//! `::1`), `https://127.0.0.1` and `http://127.0.0.1`, each on a port of its own, the https ones
+//! with rcgen certificates made at test time; a sixth, `http://127.0.0.1` on a listener whose
+//! accept queue is full, where connects time out; two https hosts whose TLS handshakes never
+//! end (`https://localhost`, served on 127.0.0.1 only, accepts and never answers the
+//! ClientHello; `https://[::1]` answers it with its ServerHello and stops there); and
+//! `https://127.0.0.1` on a server that requires a client certificate from the test CA. The
+//! session's client certificate is the test CA's, none, or a server certificate of an
+//! unrelated CA. Each generated case is a script of requests (GET, HEAD, POST or PUT; buffered
+//! or streaming; with or without a body and its `Content-Type`/`Content-Language`, an
+//! `Authorization` and `Proxy-Authorization`, a `Cookie` of the caller's, a redirect policy and
+//! limit, a short total timeout, sent at once or from a timer) in two phases; in the second the
+//! session's TLS settings may be replaced (another CA added, verification off, or only an
+//! unrelated CA trusted), before its requests or while they are in flight. For each request the
+//! script says what its chain of hosts answers: a list of redirects (301, 302, 303, 307 or 308,
+//! to any host; the `Location` absolute, a path, scheme-relative, with `user:password@`, with a
+//! fragment, or missing; some with a `Set-Cookie`, Secure or not; the body framed by length,
+//! chunked, or by the close, some with `Connection: close`), then a final answer (200, some
+//! with `Connection: close`, a server that stalls before the head or in the body, or one that
+//! closes after interim responses); any answer may come after up to four interim responses
+//! (100, 102, 103 with a `Link`, 199), each written on its own. The session may have
+//! `follow_redirects` off, its own redirect limit, a read timeout, a connection limit of 1 or 2
+//! per host and a short idle timeout. The servers record every request they read (method,
+//! body, headers, connection, client certificate, when).
 //!
 //! The checks are those of a plain model of the documented behaviour (`redirect.rs`'s table and
 //! rules, the session's and request's docs):
@@ -42,20 +49,32 @@
 //!   changed goes on a connection made before; with only an unrelated CA trusted, a request (or
 //!   hop) to an https host fails with `UnknownIssuer` and reaches no server (one in flight at the
 //!   change may also fail so at a later hop);
+//! - client certificates: the host that asks for one gets the session's, and only it does; a
+//!   hop to it with none fails with the alert `CertificateRequired`, with the wrong one with
+//!   `UnsupportedCertificate` (`TlsFailure::AlertReceived`), and its server reads no request;
+//!   hops to hosts that ask for none work whatever the session's certificate;
+//! - interim responses are skipped on every hop (never a stream's head, never counted as a
+//!   redirect; the head deadline is not stretched by them); a close after only interim
+//!   responses fails with `NoFinalResponse` naming the last one;
 //! - timeouts: a stalled head fails with `Timeout(ResponseHead)`, a stalled body with
-//!   `Timeout(BodyIdle)` (the session's read timeout, counted from the request's write), a hop to
-//!   the full listener with `Timeout(Connect)`, never before their time; a request with a short
-//!   total timeout (not a stream) may fail with `Timeout(Total)` anywhere, including while queued
-//!   behind the connection limit, but within its time; nothing else fails;
-//! - a request sent more than the idle timeout after every earlier use of a pooled
-//!   connection does not go on it, and the client closes the connections the idle timeout
-//!   retires (their servers see the close); a connection the server closed after a response is
-//!   not used again (a request sent on it would be replayed: an extra arrival);
-//! - afterwards nothing is pending and a fresh request to every serving host works.
+//!   `Timeout(BodyIdle)` (the session's read timeout, counted from the request's write), a hop
+//!   to the full listener with `Timeout(Connect)`, to a host whose handshake never ends with
+//!   `Timeout(TlsHandshake)` (the connect timeout covers the handshake), never before their
+//!   time; a request with a short total timeout (not a stream) may fail with `Timeout(Total)`
+//!   anywhere, including while queued behind the connection limit, but within its time;
+//!   nothing else fails;
+//! - a request (or redirect hop, sent after its previous hop's server read it) sent more than
+//!   the idle timeout after every earlier use of a pooled connection does not go on it, and the
+//!   client closes the connections the idle timeout retires (their servers see the close); a
+//!   connection the server closed after a response is not used again (a request sent on it
+//!   would be replayed: an extra arrival);
+//! - afterwards nothing is pending and a fresh request to every serving host works (to the one
+//!   that requires a client certificate, with the right one; it refuses the others again).
 //!
 //! Not covered: cancellation, replays and the connection limit's accounting (the scheduler
-//! model); TLS handshake timeouts; `localhost` answering on both `::1` and 127.0.0.1; client
-//! certificates; 1xx responses; `Expect: 100-continue`; request bodies that stall.
+//! model); `localhost` answering on both `::1` and 127.0.0.1; the session's client certificate
+//! replaced mid-flight; `101 Switching Protocols`; `Expect: 100-continue`; request bodies that
+//! stall.
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 15, about 6–9 s in a debug build: most of
 //! it is the timeouts).
@@ -83,21 +102,38 @@ use support::served::{self, Stream};
 // ---- the hosts -------------------------------------------------------------------------------
 
 /// The hosts: whether https, the URL's host name, and where the server listens (`None`:
-/// 127.0.0.1, with the port refused on `::1`, which `localhost` tries first). The last one,
-/// [`BLACKHOLE`], never completes a connect (its accept queue is full); only redirects go there.
-const HOSTS: [(bool, &str, Option<&str>); 6] = [
+/// 127.0.0.1, with the port refused on `::1`, which `localhost` tries first). The first
+/// [`SERVING`] answer; then [`BLACKHOLE`] never completes a connect (its accept queue is full),
+/// [`SILENT`] accepts and never answers the ClientHello, [`MIDWAY`] answers it with its
+/// ServerHello and stops there (only redirects go to these three), and [`MTLS`] asks for a
+/// client certificate from the test CA.
+const HOSTS: [(bool, &str, Option<&str>); 9] = [
     (false, "localhost", None),
     (false, "[::1]", Some("[::1]:0")),
     (true, "localhost", Some("[::1]:0")),
     (true, "127.0.0.1", Some("127.0.0.1:0")),
     (false, "127.0.0.1", Some("127.0.0.1:0")),
     (false, "127.0.0.1", Some("full")),
+    (true, "localhost", None),
+    (true, "[::1]", Some("[::1]:0")),
+    (true, "127.0.0.1", Some("127.0.0.1:0")),
 ];
 
 /// The host whose connects time out.
 const BLACKHOLE: usize = 5;
-/// The hosts that answer.
+/// The https host that never answers a ClientHello.
+const SILENT: usize = 6;
+/// The https host that stops after its ServerHello.
+const MIDWAY: usize = 7;
+/// The https host that requires a client certificate (from the test CA).
+const MTLS: usize = 8;
+/// The hosts that answer any client (before [`BLACKHOLE`]).
 const SERVING: usize = BLACKHOLE;
+
+/// Whether a hop to host `h` stalls in the TLS handshake.
+fn handshake_stalls(h: usize) -> bool {
+    h == SILENT || h == MIDWAY
+}
 
 fn https(h: usize) -> bool {
     HOSTS[h].0
@@ -165,6 +201,46 @@ struct Hop {
     /// A `Set-Cookie` with the response; `Some(true)`: a Secure one.
     cookie: Option<bool>,
     frame: Frame,
+    /// Interim responses before it.
+    interim: Interim,
+}
+
+/// Interim (1xx) responses a server sends, each written (and flushed) on its own, before a
+/// response: `count` of them, the statuses picked by two bits each of `codes`.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Interim {
+    count: u8,
+    codes: u8,
+}
+
+impl Interim {
+    fn statuses(self) -> impl Iterator<Item = u16> {
+        (0..self.count).map(move |i| [100, 103, 102, 199][usize::from((self.codes >> (2 * i)) & 3)])
+    }
+
+    /// The heads, in order.
+    fn heads(self) -> Vec<Vec<u8>> {
+        self.statuses()
+            .map(|status| match status {
+                100 => b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+                103 => b"HTTP/1.1 103 Early Hints\r\nLink: </s.css>; rel=preload\r\n\r\n".to_vec(),
+                102 => b"HTTP/1.1 102 Processing\r\n\r\n".to_vec(),
+                _ => b"HTTP/1.1 199 Something\r\nX-Interim: yes\r\n\r\n".to_vec(),
+            })
+            .collect()
+    }
+
+    fn last(self) -> Option<u16> {
+        self.statuses().last()
+    }
+}
+
+fn interim_strategy() -> impl Strategy<Value = Interim> {
+    (
+        prop_oneof![6 => Just(0u8), 2 => Just(1u8), 1 => 2u8..=4],
+        any::<u8>(),
+    )
+        .prop_map(|(count, codes)| Interim { count, codes })
 }
 
 /// How a redirect's body (`moved`) is framed.
@@ -186,6 +262,18 @@ enum Final {
     StallHead,
     /// Sends the head and half the body, then says nothing.
     StallBody,
+    /// Sends its interim responses (at least one), then closes.
+    OnlyInterim,
+}
+
+/// The session's client certificate.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum ClientCert {
+    None,
+    /// The test CA's client certificate: [`MTLS`] accepts it.
+    Good,
+    /// A certificate of an unrelated CA: [`MTLS`] refuses it.
+    Wrong,
 }
 
 #[derive(Debug, Clone)]
@@ -211,6 +299,8 @@ struct ReqScript {
     fin: Final,
     /// The final 200 comes with `Connection: close`.
     fin_close: bool,
+    /// Interim responses before the final answer.
+    fin_interim: Interim,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -235,13 +325,20 @@ struct Script {
     /// The TLS settings change this many milliseconds into the second phase (requests are in
     /// flight then), else before it.
     change_at: Option<u8>,
+    client_cert: ClientCert,
     requests: Vec<ReqScript>,
 }
 
-fn hop_strategy() -> impl Strategy<Value = (u16, usize, u8, Option<bool>, Frame)> {
-    (
+fn hop_strategy() -> impl Strategy<Value = ((u16, usize, u8, Option<bool>, Frame), Interim)> {
+    let hop = (
         prop::sample::select(vec![301u16, 302, 303, 307, 308]),
-        prop_oneof![14 => 0..SERVING, 1 => Just(BLACKHOLE)],
+        prop_oneof![
+            28 => 0..SERVING,
+            2 => Just(BLACKHOLE),
+            2 => Just(SILENT),
+            2 => Just(MIDWAY),
+            4 => Just(MTLS)
+        ],
         0u8..10,
         prop::option::weighted(0.25, any::<bool>()),
         prop_oneof![
@@ -250,13 +347,14 @@ fn hop_strategy() -> impl Strategy<Value = (u16, usize, u8, Option<bool>, Frame)
             1 => Just(Frame::LengthThenClose),
             1 => Just(Frame::ToClose)
         ],
-    )
+    );
+    (hop, interim_strategy())
 }
 
 fn script_strategy() -> impl Strategy<Value = Script> {
     let request = (
         (
-            0..SERVING,
+            prop_oneof![5 => 0..SERVING, 1 => Just(MTLS)],
             prop_oneof![
                 3 => Just(Method::Get),
                 1 => Just(Method::Head),
@@ -282,11 +380,15 @@ fn script_strategy() -> impl Strategy<Value = Script> {
             prop::bool::weighted(0.15),
         ),
         prop::collection::vec(hop_strategy(), 0..5),
-        prop_oneof![
-            6 => prop::option::weighted(0.3, any::<bool>()).prop_map(Final::Ok),
-            1 => Just(Final::StallHead),
-            1 => Just(Final::StallBody)
-        ],
+        (
+            prop_oneof![
+                12 => prop::option::weighted(0.3, any::<bool>()).prop_map(Final::Ok),
+                2 => Just(Final::StallHead),
+                2 => Just(Final::StallBody),
+                2 => Just(Final::OnlyInterim)
+            ],
+            interim_strategy(),
+        ),
     );
     (
         1usize..=2,
@@ -303,6 +405,11 @@ fn script_strategy() -> impl Strategy<Value = Script> {
         prop::collection::vec(request, 1..8),
         prop::bool::weighted(0.3),
         prop::option::weighted(0.5, 0u8..80),
+        prop_oneof![
+            2 => Just(ClientCert::Good),
+            1 => Just(ClientCert::None),
+            1 => Just(ClientCert::Wrong)
+        ],
     )
         .prop_map(
             |(
@@ -315,6 +422,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                 raw,
                 one_host,
                 change_at,
+                client_cert,
             )| {
                 let first_host = raw[0].0.0;
                 let mut requests: Vec<ReqScript> = raw
@@ -324,7 +432,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                             (mut host, method, body_len, auth, cookie, stream),
                             (policy, max_redirects, short_total, later, phase, fin_close),
                             hops,
-                            fin,
+                            (fin, mut fin_interim),
                         )| {
                             if one_host {
                                 // Requests queue behind each other's connections.
@@ -337,7 +445,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                             let mut from = host;
                             let hops = hops
                                 .into_iter()
-                                .map(|(status, to, form, cookie, frame)| {
+                                .map(|((status, to, form, cookie, frame), interim)| {
                                     let form = match form {
                                         0 => Form::Missing,
                                         1..=3 if to == from => Form::Path,
@@ -353,6 +461,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                                         form,
                                         cookie,
                                         frame,
+                                        interim,
                                     }
                                 })
                                 .collect();
@@ -365,6 +474,9 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                             };
                             // A stream has no total timeout: its stall needs the read timeout.
                             let stream = stream && (read_timeout || !stalls);
+                            if fin == Final::OnlyInterim {
+                                fin_interim.count = fin_interim.count.max(1);
+                            }
                             ReqScript {
                                 host,
                                 method,
@@ -380,6 +492,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                                 hops,
                                 fin,
                                 fin_close,
+                                fin_interim,
                             }
                         },
                     )
@@ -404,6 +517,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                             hops: Vec::new(),
                             fin: Final::StallHead,
                             fin_close: false,
+                            fin_interim: Interim::default(),
                         },
                     );
                 }
@@ -415,6 +529,7 @@ fn script_strategy() -> impl Strategy<Value = Script> {
                     session_max,
                     tls_change,
                     change_at,
+                    client_cert,
                     requests,
                 }
             },
@@ -449,6 +564,10 @@ enum Outcome {
     Stall(TimeoutPhase),
     /// A TLS failure on the way to an https host.
     Tls,
+    /// [`MTLS`] refused the session's client certificate (or its lack of one).
+    CertRefused,
+    /// The server closed after interim responses only, the last of this status.
+    NoFinal(u16),
 }
 
 fn body_of(r: usize, len: u8) -> Vec<u8> {
@@ -477,11 +596,18 @@ fn expect(script: &Script, r: usize, tls_fails: bool) -> (Vec<Visit>, Outcome) {
     };
     let mut visits = Vec::new();
     loop {
+        // No certificate comes from these to be refused.
+        if handshake_stalls(visit.host) {
+            return (visits, Outcome::Stall(TimeoutPhase::TlsHandshake));
+        }
         if tls_fails && https(visit.host) {
             return (visits, Outcome::Tls);
         }
         if visit.host == BLACKHOLE {
             return (visits, Outcome::Stall(TimeoutPhase::Connect));
+        }
+        if visit.host == MTLS && script.client_cert != ClientCert::Good {
+            return (visits, Outcome::CertRefused);
         }
         visits.push(visit.clone());
         let k = visit.hop;
@@ -492,6 +618,7 @@ fn expect(script: &Script, r: usize, tls_fails: bool) -> (Vec<Visit>, Outcome) {
                 // A HEAD's response has no body to stall in.
                 Final::StallBody if visit.method == "HEAD" => Outcome::Status(200, k as u32),
                 Final::StallBody => Outcome::Stall(TimeoutPhase::BodyIdle),
+                Final::OnlyInterim => Outcome::NoFinal(s.fin_interim.last().unwrap_or(100)),
             };
             return (visits, outcome);
         };
@@ -551,6 +678,8 @@ struct Arrival {
     conn: u64,
     reused: bool,
     at: Instant,
+    /// The DER of the client certificate presented on the connection, if any.
+    client_cert: Option<Vec<u8>>,
 }
 
 impl Arrival {
@@ -577,6 +706,8 @@ struct Shared {
     cookies: Mutex<Vec<SetCookie>>,
     /// When the client closed each (host, connection), as its server saw.
     closed: Mutex<HashMap<(usize, u64), Instant>>,
+    /// [`MTLS`]'s refused handshakes, with the reason its side saw.
+    refused: Mutex<Vec<String>>,
 }
 
 struct Servers {
@@ -609,10 +740,34 @@ impl Servers {
                 Some(bind) => std::net::TcpListener::bind(bind).unwrap(),
                 None => served::ipv4_only_listener(),
             };
-            let addr = served::listen(listener, *tls, move |reader, conn| {
-                let ports = all.lock().unwrap().clone();
-                serve(reader, h, conn, &shared, &ports);
-            });
+            let addr = match h {
+                SILENT => served::silent(listener, STALL),
+                MIDWAY => served::stalls_mid_handshake(listener, STALL),
+                MTLS => {
+                    let pki = support::certs::test_pki();
+                    let config = kdnet::network::TlsServerConfig::with_client_certificates(
+                        pki.server_cert_pem.as_bytes(),
+                        pki.server_key_pem.as_bytes(),
+                        pki.ca_pem.as_bytes(),
+                        Vec::new(),
+                    )
+                    .unwrap();
+                    let refusals = Arc::clone(&shared);
+                    served::listen_tls_with(
+                        listener,
+                        config,
+                        move |reader, conn, cert| {
+                            let ports = all.lock().unwrap().clone();
+                            serve(reader, h, conn, cert, &shared, &ports);
+                        },
+                        move |_, e| refusals.refused.lock().unwrap().push(e.to_string()),
+                    )
+                }
+                _ => served::listen(listener, *tls, move |reader, conn| {
+                    let ports = all.lock().unwrap().clone();
+                    serve(reader, h, conn, None, &shared, &ports);
+                }),
+            };
             ports.lock().unwrap().push(addr.port());
         }
         let ports = ports.lock().unwrap().clone();
@@ -648,6 +803,7 @@ fn serve(
     reader: &mut BufReader<Box<dyn Stream>>,
     host: usize,
     conn: u64,
+    client_cert: Option<Vec<u8>>,
     shared: &Shared,
     ports: &[u16],
 ) {
@@ -672,6 +828,7 @@ fn serve(
             conn,
             reused: served > 0,
             at,
+            client_cert: client_cert.clone(),
         });
         served += 1;
         let script = which.and_then(|(r, k)| {
@@ -684,6 +841,15 @@ fn serve(
         let mut stall = false;
         let mut close = false;
         let mut cookie = None;
+        let interim = match &script {
+            Some((_, k, s)) => s.hops.get(*k).map_or(s.fin_interim, |hop| hop.interim),
+            None => Interim::default(),
+        };
+        for head in interim.heads() {
+            if !served::write_all(reader, &head) {
+                return;
+            }
+        }
         match &script {
             Some((r, k, s)) if *k < s.hops.len() => {
                 let hop = s.hops[*k];
@@ -761,6 +927,10 @@ fn serve(
                         body = vec![b'x'; 20];
                         stall = true;
                     }
+                }
+                Final::OnlyInterim => {
+                    reader.get_mut().finish();
+                    break;
                 }
             },
             None => {
@@ -893,8 +1063,8 @@ fn submit(ctx: &Rc<Ctx>, r: usize) {
 
 static CASES: AtomicU64 = AtomicU64::new(0);
 
-static STATS: [AtomicU64; 15] = [const { AtomicU64::new(0) }; 15];
-const STAT_NAMES: [&str; 15] = [
+static STATS: [AtomicU64; 21] = [const { AtomicU64::new(0) }; 21];
+const STAT_NAMES: [&str; 21] = [
     "requests",
     "hops followed",
     "cross-origin hops",
@@ -910,6 +1080,12 @@ const STAT_NAMES: [&str; 15] = [
     "connect timeouts",
     "requests sent past another connection's idle timeout",
     "connections seen closed by the idle timeout",
+    "TLS handshake timeouts",
+    "interim responses before a response the model follows",
+    "closes after interim responses only",
+    "client certificates refused (none or a wrong one)",
+    "requests answered by the host requiring a client certificate",
+    "hops checked against the idle timeout",
 ];
 
 fn count(stat: usize, n: usize) {
@@ -960,6 +1136,22 @@ fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
         session.set_max_redirects(max);
     }
     trust(&mut session, TlsChange::None);
+    let pki = support::certs::test_pki();
+    match script.client_cert {
+        ClientCert::None => {}
+        ClientCert::Good => session
+            .set_client_certificate(
+                pki.client_cert_pem.as_bytes(),
+                pki.client_key_pem.as_bytes(),
+            )
+            .unwrap(),
+        ClientCert::Wrong => session
+            .set_client_certificate(
+                pki.untrusted_cert_pem.as_bytes(),
+                pki.untrusted_key_pem.as_bytes(),
+            )
+            .unwrap(),
+    }
     let client = HttpClient::with_session(session).unwrap();
     let ctx = Rc::new(Ctx {
         case,
@@ -1093,17 +1285,19 @@ fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
     if script.tls_change == TlsChange::OnlyOtherCa {
         client.update_session(|s| trust(s, TlsChange::None));
     }
-    for h in 0..SERVING {
+    for h in (0..SERVING).chain([MTLS]) {
         let path = format!("/c{case}/fresh");
         let out = support::get_text(&client, &servers.url(h, &path));
         match support::wait(&mut event_loop, &out) {
-            Ok(response) => {
+            Ok(response) if h != MTLS || script.client_cert == ClientCert::Good => {
                 prop_assert_eq!(response.status(), 200);
                 prop_assert_eq!(response.text(), response_text("GET", &path, b""));
             }
-            Err(e) => {
+            Err(e) if h == MTLS && is_cert_refusal(&e, script.client_cert) => {}
+            other => {
                 return Err(TestCaseError::fail(format!(
-                    "case {case}: fresh request to host {h} failed: {e:?}"
+                    "case {case}: fresh request to host {h}: {other:?} (client certificate {:?})",
+                    script.client_cert
                 )));
             }
         }
@@ -1226,6 +1420,20 @@ fn check_model(
             let cookie = a.header("cookie");
             let wrong = if h != v.host || a.hop != v.hop {
                 Some("at another host or hop".to_string())
+            } else if (h == MTLS) != a.client_cert.is_some()
+                || a.client_cert
+                    .as_ref()
+                    .is_some_and(|c| *c != client_cert_der())
+            {
+                // Only the host that asks for one gets it, and the session's.
+                Some(format!(
+                    "a client certificate: {}",
+                    if a.client_cert.is_some() {
+                        "another"
+                    } else {
+                        "none"
+                    }
+                ))
             } else if a.method != v.method || a.body != v.body {
                 Some(format!("{} with body {:?}", a.method, a.body))
             } else if a.header("content-type").is_some() != v.content_type
@@ -1276,6 +1484,11 @@ fn check_model(
                     a.hop
                 ));
             }
+            if h == MTLS {
+                count(19, 1);
+            }
+            let interim = s.hops.get(v.hop).map_or(s.fin_interim, |hop| hop.interim);
+            count(16, interim.count.into());
             // No request after the TLS settings changed goes on an https connection made
             // before.
             if let Some((_, before_change)) = changed.as_ref().filter(|_| after_change && https(h))
@@ -1359,6 +1572,26 @@ fn check_model(
                     return fail(format!("request {r}: Timeout(Connect) after {elapsed:?}"));
                 }
             }
+            (
+                Outcome::Stall(TimeoutPhase::TlsHandshake),
+                Err(HttpError::Timeout(TimeoutPhase::TlsHandshake)),
+            ) => {
+                // The connect timeout covers the connect and the handshake together.
+                count(15, 1);
+                if elapsed + EARLY < CONNECT_TIMEOUT {
+                    return fail(format!(
+                        "request {r}: Timeout(TlsHandshake) after {elapsed:?}"
+                    ));
+                }
+            }
+            (Outcome::CertRefused, Err(e)) if is_cert_refusal(e, script.client_cert) => {
+                count(18, 1);
+            }
+            (Outcome::NoFinal(status), Err(HttpError::NoFinalResponse { interim }))
+                if status == interim =>
+            {
+                count(17, 1);
+            }
             (Outcome::Stall(phase), Err(HttpError::Timeout(p))) if phase == p => {
                 count(5, 1);
                 // The read timeout runs from when the request was written (after the hops
@@ -1384,15 +1617,28 @@ fn check_model(
             }
         }
     }
-    // A request sent long after every earlier use of a connection ended does not reuse it: the
-    // idle timeout retired it.
+    // A request (or redirect hop) sent long after every earlier use of a connection ended does
+    // not reuse it: the idle timeout retired it, whether or not its timer has run yet.
     let idle = Duration::from_millis(script.idle_ms);
     for (h, list) in arrivals.iter().enumerate() {
         for (n, (_, a)) in list.iter().enumerate() {
-            let (Some(r), 0) = (a.req, a.hop) else {
+            let Some(r) = a.req else {
                 continue;
             };
-            let sent = seen[r].sent_at.unwrap();
+            // A hop goes out once the previous hop's answer came: after its server read it.
+            let sent = if a.hop == 0 {
+                seen[r].sent_at.unwrap()
+            } else {
+                let previous = (arrivals.iter().flatten())
+                    .filter(|(_, b)| b.req == Some(r) && b.hop + 1 == a.hop)
+                    .map(|(_, b)| b.at)
+                    .max();
+                let Some(previous) = previous else {
+                    continue;
+                };
+                count(20, 1);
+                previous
+            };
             // When each connection's last use before this request ended, at the latest.
             let mut last_uses: HashMap<u64, Instant> = HashMap::new();
             for (_, b) in &list[..n] {
@@ -1424,6 +1670,28 @@ fn check_model(
         }
     }
     Ok(())
+}
+
+/// Whether `e` is [`MTLS`]'s refusal of the session's client certificate `cert` (none, or one
+/// of an unrelated CA), as the TLS alert it sends: the wrong one is a server certificate
+/// (serverAuth only), refused for its purpose before its issuer is looked at.
+fn is_cert_refusal(e: &HttpError, cert: ClientCert) -> bool {
+    let expected = match cert {
+        ClientCert::None => "CertificateRequired",
+        ClientCert::Wrong => "UnsupportedCertificate",
+        ClientCert::Good => return false,
+    };
+    matches!(e, HttpError::Transport(SocketError::Tls(TlsFailure::AlertReceived(alert))) if alert == expected)
+}
+
+/// The DER of the test PKI's client certificate.
+fn client_cert_der() -> Vec<u8> {
+    use rustls::pki_types::pem::PemObject;
+    let pem = &support::certs::test_pki().client_cert_pem;
+    (rustls::pki_types::CertificateDer::pem_slice_iter(pem.as_bytes()).next())
+        .unwrap()
+        .unwrap()
+        .to_vec()
 }
 
 fn host_of(arrivals: &[Vec<(usize, Arrival)>], a: &Arrival) -> usize {
