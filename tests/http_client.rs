@@ -4289,3 +4289,52 @@ fn new_tls_settings_apply_to_a_request_queued_before_the_change() {
     );
     assert_eq!(*seen.lock().unwrap(), ["GET /slow HTTP/1.1"]);
 }
+
+/// A response whose body ends with the connection, all of it read before the read timeout,
+/// is delivered whole even when user code kept the loop busy past that timeout meanwhile: the
+/// end of stream read in the turn after is the response's end. The close was handled a turn
+/// later than the read timeout that fired in the same turn, and the complete response failed
+/// with `Timeout(BodyIdle)`.
+#[test]
+fn a_close_read_in_the_turn_its_read_timeout_fires_ends_the_response_rather_than_the_timeout() {
+    use std::io::{BufReader, Write};
+    use std::sync::mpsc;
+    let mut ev = EventLoop::new().unwrap();
+    let read_timeout = Duration::from_millis(300);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (close_tx, close_rx) = mpsc::channel::<()>();
+    let (closed_tx, closed_rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        support::read_request(&mut reader).unwrap();
+        stream
+            .write_all(b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\nhello")
+            .unwrap();
+        close_rx.recv().unwrap();
+        drop(reader);
+        stream.shutdown(std::net::Shutdown::Both).unwrap();
+        drop(stream);
+        closed_tx.send(()).unwrap();
+    });
+    let client = HttpClient::new().unwrap();
+    client.update_session(|s| s.set_read_timeout(read_timeout));
+    let received = Rc::new(Cell::new(false));
+    let r = received.clone();
+    client
+        .download_progress
+        .connect(move |_| r.set(true))
+        .release();
+    let out = send(
+        &client,
+        HttpRequest::get(&format!("http://{addr}/")).unwrap(),
+    );
+    assert!(run_until(&mut ev, Duration::from_secs(10), || received.get()));
+    // Busy user code: the server ends the response meanwhile, and the read timeout passes.
+    let busy_until = Instant::now() + read_timeout + Duration::from_millis(200);
+    close_tx.send(()).unwrap();
+    closed_rx.recv().unwrap();
+    std::thread::sleep(busy_until.saturating_duration_since(Instant::now()));
+    assert_eq!(wait(&mut ev, &out).unwrap().text(), "hello");
+}

@@ -8,6 +8,7 @@ use super::{ClientInner, HttpClient};
 use crate::foundation::{TimerKey, deadline_after};
 use crate::network::error::TimeoutPhase;
 use crate::network::http::HttpError;
+use crate::network::tcp::SocketState;
 
 /// Notes the total deadline of `state`'s request, its timeout from `now`, and returns it for
 /// [`HttpClient::watch_total_deadline`]; `None` for a streaming request or one without a timeout.
@@ -86,8 +87,12 @@ impl HttpClient {
             let inner = &mut *inner;
             inner.total_timer = None;
             let now = Instant::now();
+            // One whose connection's close was read (in this turn, before the timers) is left
+            // to that close, whose report comes first in the next turn: what arrived before
+            // the deadline (the end of a body read to the close) counts.
             let mut expired: Vec<u64> = (inner.requests.iter())
                 .filter(|(_, state)| state.total_deadline.is_some_and(|d| d <= now))
+                .filter(|(_, state)| !close_unreported(inner, state.conn))
                 .map(|(id, _)| *id)
                 .collect();
             expired.sort_unstable();
@@ -194,6 +199,16 @@ impl HttpClient {
                 self.start_idle_timer(watch, id, deadline - now, deadline);
                 return;
             }
+            // The connection's close was read before this timer's turn came (the loop was
+            // late: busy user code): the close, reported first in the next turn, ends the
+            // request (a body read to the close is complete) rather than the timeout.
+            let conn = state.conn;
+            if close_unreported(&inner, conn) {
+                return;
+            }
+            let Some(state) = inner.requests.get_mut(&id) else {
+                return;
+            };
             let unsent = state.upload_head_len + state.upload_total;
             match state.phase {
                 Phase::RecvBody => TimeoutPhase::BodyIdle,
@@ -226,4 +241,12 @@ impl HttpClient {
         }
         self.run_actions(actions);
     }
+}
+
+/// Whether connection `conn` (a request's) has closed and the client has not yet taken its
+/// report: the socket reports a close through a closure posted for the next turn, so a timer
+/// of the same turn would otherwise decide what a close read before it already settled.
+fn close_unreported(inner: &ClientInner, conn: Option<u64>) -> bool {
+    conn.and_then(|c| inner.conns.get(&c))
+        .is_some_and(|c| c.socket.state() == SocketState::Unconnected)
 }
