@@ -378,7 +378,10 @@ impl HttpSession {
     /// head did not come, `Timeout(BodyIdle)` when the body paused. Default `None` (no limit
     /// beyond the request's total timeout). It does not run while the request's own callback or
     /// slot waits in a nested loop (the client holds its connection back then, so the silence
-    /// is not the server's); it runs again once that code returns.
+    /// is not the server's); it runs again once that code returns. A close of the connection
+    /// that the client read before the timeout's turn came (the loop was late: other user code
+    /// kept it busy) ends the request as that close does (a body read to the close complete,
+    /// else its error), not with a timeout; the total timeout alike.
     pub fn read_timeout(&self) -> Option<Duration> {
         self.read_timeout
     }
