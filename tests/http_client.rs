@@ -4290,17 +4290,23 @@ fn new_tls_settings_apply_to_a_request_queued_before_the_change() {
     assert_eq!(*seen.lock().unwrap(), ["GET /slow HTTP/1.1"]);
 }
 
-/// A response whose body ends with the connection, all of it read before the read timeout,
-/// is delivered whole even when user code kept the loop busy past that timeout meanwhile: the
-/// end of stream read in the turn after is the response's end. The close was handled a turn
-/// later than the read timeout that fired in the same turn, and the complete response failed
-/// with `Timeout(BodyIdle)`.
+/// A response whose body ends with the connection, all of it read before the read timeout (or
+/// the total timeout), is delivered whole even when user code kept the loop busy past that
+/// timeout meanwhile: the end of stream read in the turn after is the response's end. The close
+/// was handled a turn later than the timeout that fired in the same turn, and the complete
+/// response failed with `Timeout(BodyIdle)` (`Timeout(Total)`).
 #[test]
 fn a_close_read_in_the_turn_its_read_timeout_fires_ends_the_response_rather_than_the_timeout() {
+    for total in [false, true] {
+        close_read_in_the_turn_a_timeout_fires(total);
+    }
+}
+
+fn close_read_in_the_turn_a_timeout_fires(total: bool) {
     use std::io::{BufReader, Write};
     use std::sync::mpsc;
     let mut ev = EventLoop::new().unwrap();
-    let read_timeout = Duration::from_millis(300);
+    let timeout = Duration::from_millis(300);
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let addr = listener.local_addr().unwrap();
     let (close_tx, close_rx) = mpsc::channel::<()>();
@@ -4319,22 +4325,30 @@ fn a_close_read_in_the_turn_its_read_timeout_fires_ends_the_response_rather_than
         closed_tx.send(()).unwrap();
     });
     let client = HttpClient::new().unwrap();
-    client.update_session(|s| s.set_read_timeout(read_timeout));
+    if !total {
+        client.update_session(|s| s.set_read_timeout(timeout));
+    }
     let received = Rc::new(Cell::new(false));
     let r = received.clone();
     client
         .download_progress
         .connect(move |_| r.set(true))
         .release();
-    let out = send(
-        &client,
-        HttpRequest::get(&format!("http://{addr}/")).unwrap(),
-    );
+    let mut request = HttpRequest::get(&format!("http://{addr}/")).unwrap();
+    if total {
+        request.set_timeout(timeout);
+    }
+    let sent = Instant::now();
+    let out = send(&client, request);
     assert!(run_until(&mut ev, Duration::from_secs(10), || received.get()));
-    // Busy user code: the server ends the response meanwhile, and the read timeout passes.
-    let busy_until = Instant::now() + read_timeout + Duration::from_millis(200);
+    // Busy user code: the server ends the response meanwhile, and the timeout passes.
+    let busy_until = Instant::now().max(sent + timeout) + Duration::from_millis(200);
     close_tx.send(()).unwrap();
     closed_rx.recv().unwrap();
     std::thread::sleep(busy_until.saturating_duration_since(Instant::now()));
-    assert_eq!(wait(&mut ev, &out).unwrap().text(), "hello");
+    let result = wait(&mut ev, &out);
+    assert!(
+        result.as_ref().is_ok_and(|r| r.text() == "hello"),
+        "total timeout: {total}: {result:?}"
+    );
 }
