@@ -4195,3 +4195,92 @@ fn connect_during_the_reconnect_wait_replaces_the_pending_reconnect() {
     assert_eq!(*rec.events.borrow(), ["message:a:", "message:b:"]);
     sse.disconnect();
 }
+
+/// A `state_changed(Closed)` slot connects again and a `state_changed(Connecting)` slot of that
+/// new stream disconnects it: the new stream's `Closed` and `disconnected` end everything. The
+/// old stream's end (a user's `disconnect()` or replacing `connect()` of an open stream, a
+/// refused answer, a broken stream with auto reconnect off) then still emitted its `error` and
+/// `disconnected`, after the new stream's: a user saw signals of a stream already replaced.
+#[test]
+fn an_old_stream_s_end_is_not_reported_after_a_newer_stream_connected_and_disconnected_in_its_slots()
+ {
+    for end in ["disconnect", "replace", "refused", "cut"] {
+        let mut ev = EventLoop::new().unwrap();
+        let server = ScriptServer::start(move |_, _| {
+            match end {
+            "refused" => Reply::BytesThenClose(
+                b"HTTP/1.1 401 Unauthorized\r\nContent-Length: 4\r\n\r\nnope".to_vec(),
+            ),
+            "cut" => Reply::BytesThenClose(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nContent-Length: 99\r\n\r\ndata: a\n\n"
+                    .to_vec(),
+            ),
+            _ => {
+                let head = "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\ndata: a\n\n";
+                Reply::Pieces(vec![head.as_bytes().to_vec()], Duration::from_secs(3))
+            }
+        }
+        });
+        let sse = SseClient::new().unwrap();
+        sse.set_auto_reconnect(false);
+        let rec = record(&sse);
+        let log = lifecycle(&sse);
+        let armed = Rc::new(std::cell::Cell::new(false));
+        for (on, call) in [
+            (ReadyState::Closed, "connect"),
+            (ReadyState::Connecting, "stop"),
+        ] {
+            let (weak, url_b, armed) = (Rc::downgrade(&sse), server.url("/b"), armed.clone());
+            sse.state_changed
+                .connect(move |state| {
+                    if *state != on || !armed.get() {
+                        return;
+                    }
+                    let sse = weak.upgrade().unwrap();
+                    if call == "connect" {
+                        sse.connect(HttpRequest::get(&url_b).unwrap());
+                    } else {
+                        armed.set(false);
+                        sse.disconnect();
+                    }
+                })
+                .release();
+        }
+        sse.connect(HttpRequest::get(&server.url("/a")).unwrap());
+        if matches!(end, "disconnect" | "replace") {
+            assert!(run_until(&mut ev, Duration::from_secs(5), || !rec
+                .events
+                .borrow()
+                .is_empty()));
+        }
+        log.borrow_mut().clear();
+        armed.set(true);
+        match end {
+            "disconnect" => sse.disconnect(),
+            "replace" => sse.connect(HttpRequest::get(&server.url("/c")).unwrap()),
+            _ => assert!(run_until(&mut ev, Duration::from_secs(5), || !armed.get())),
+        }
+        run_until(&mut ev, Duration::from_millis(100), || false);
+        // (A cut stream opened after the log was cleared.)
+        let mut expected = if end == "cut" {
+            vec!["state Open", "connected"]
+        } else {
+            vec![]
+        };
+        expected.extend([
+            "state Closed",
+            "state Connecting",
+            "state Closed",
+            "disconnected",
+        ]);
+        assert_eq!(*log.borrow(), expected, "{end}");
+        assert!(
+            rec.errors.borrow().is_empty(),
+            "{end}: {:?}",
+            rec.errors.borrow()
+        );
+        assert_eq!(sse.ready_state(), ReadyState::Closed, "{end}");
+        let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
+        assert_eq!(lines, ["GET /a HTTP/1.1"], "{end}");
+    }
+}
