@@ -175,13 +175,15 @@ pub struct SseClient {
     /// wait until the slot returns, then arrive in order.
     pub message_received: Signal<SseEvent>,
     /// An open stream ended, or the client stopped. Not emitted for an end whose `state_changed`
-    /// or `error` slot already connected again (so that the client is no longer `Closed`): the
-    /// new stream carries on from there.
+    /// or `error` slot already connected again: the new stream carries on from there, and no
+    /// signal of the old stream follows the new one's (also when a slot of the new stream
+    /// disconnected it in turn: its own `Closed` and `disconnected` end the story).
     pub disconnected: Signal<()>,
     /// Something went wrong; see [`SseError::is_fatal`] for whether a reconnect follows (with
     /// auto reconnect off none does: the state is already `Closed` when this is emitted). Not
-    /// emitted for a failure whose `state_changed` slot already connected again (so that the
-    /// client is no longer `Closed`).
+    /// emitted for a failure whose `state_changed` slot already connected again, whatever that
+    /// new stream did meanwhile (a slot of it may have disconnected it in turn): no signal of
+    /// the old stream follows the new one's.
     pub error: Signal<SseError>,
     /// The ready state changed. A slot of it that calls [`disconnect`](Self::disconnect) is
     /// still running when the `Closed` that follows is emitted, so that nested emission skips
@@ -232,6 +234,13 @@ struct Inner {
     /// `about_to_send_request` slot of the HTTP client) sees from it whether that code
     /// connected or disconnected meanwhile, and then leaves the stream to it.
     epoch: u64,
+    /// Counts `connect`s that started a stream: an end being reported (`stop`,
+    /// `close_for_good`) sees from it whether a slot of its `Closed` connected again, even when a
+    /// slot of that new stream disconnected it in turn (the client is `Closed` again then, but
+    /// the new stream's `disconnected` came already: nothing of the old one may follow it). The
+    /// `epoch` cannot tell: a `disconnect` from such a slot moves it too, and the end is
+    /// reported then. (Fits in `Inner`'s padding: the struct does not grow.)
+    connects: u32,
     jitter_seed: Cell<u64>,
 }
 
@@ -279,6 +288,7 @@ impl SseClient {
                 auto_reconnect: true,
                 opened: false,
                 epoch: 0,
+                connects: 0,
                 jitter_seed: Cell::new(seed | 1),
             }),
             self_weak: weak.clone(),
@@ -317,6 +327,7 @@ impl SseClient {
             let mut inner = self.inner.borrow_mut();
             inner.request = Some(request);
             inner.failures = 0;
+            inner.connects = inner.connects.wrapping_add(1);
             inner.epoch
         };
         self.set_state(ReadyState::Connecting);
@@ -329,7 +340,8 @@ impl SseClient {
     /// Stops the stream and any pending reconnect; no other request of the shared
     /// [`HttpClient`] is touched. Emits `state_changed(Closed)`, then `disconnected`, if the
     /// client was not closed already (no `disconnected` when a slot of that `Closed` connected
-    /// again: the new stream carries on from there).
+    /// again: the new stream carries on from there, and its own signals, a `disconnected` of its
+    /// own included if a slot stopped it in turn, are the last).
     pub fn disconnect(&self) {
         self.stop(true);
     }
@@ -595,7 +607,7 @@ impl SseClient {
     /// Stops the stream, with `disconnected` if it was open or if `notify` (and it was not
     /// closed already); returns the stop count it set (before any slot ran).
     fn stop(&self, notify: bool) -> u64 {
-        let (current, timer, was, epoch) = {
+        let (current, timer, was, epoch, connects) = {
             let mut inner = self.inner.borrow_mut();
             inner.opened = false;
             inner.epoch += 1;
@@ -604,6 +616,7 @@ impl SseClient {
                 inner.reconnect_timer.take(),
                 inner.state,
                 inner.epoch,
+                inner.connects,
             )
         };
         if let Some(key) = timer {
@@ -626,8 +639,12 @@ impl SseClient {
             self.set_state(ReadyState::Closed);
             // An open stream's end is always reported (`connect` replacing it, too, as
             // KDNetwork's `connect` disconnects first), unless a `state_changed` slot connected
-            // again: the new stream carries on from there (as in `close_for_good`).
-            if (notify || was == ReadyState::Open) && self.state() == ReadyState::Closed {
+            // again: the new stream carries on from there (as in `close_for_good`), and if a
+            // slot of it disconnected that in turn, its `disconnected` came already.
+            if (notify || was == ReadyState::Open)
+                && self.state() == ReadyState::Closed
+                && self.inner.borrow().connects == connects
+            {
                 self.disconnected.emit(&());
             }
         }
@@ -657,12 +674,21 @@ impl SseClient {
             // (Its `Drop` ends what is left.)
             return;
         }
-        self.inner.borrow_mut().opened = false;
+        let connects = {
+            let mut inner = self.inner.borrow_mut();
+            inner.opened = false;
+            inner.connects
+        };
         self.set_state(ReadyState::Closed);
         // A `state_changed` or `error` slot that connected again has started a new stream: this
         // client did not stop after all, and nothing of the old stream follows the new one's
-        // start (as in `reestablish`).
-        let carried_on = || self.state() != ReadyState::Closed || dropped();
+        // start (as in `reestablish`), also when a slot of the new stream disconnected it (its
+        // `Closed` and `disconnected` came already).
+        let carried_on = || {
+            self.state() != ReadyState::Closed
+                || self.inner.borrow().connects != connects
+                || dropped()
+        };
         if let Some(error) = &error {
             if carried_on() {
                 return;
