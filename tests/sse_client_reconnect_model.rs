@@ -1,22 +1,32 @@
 //! A randomised, model-based test of how `SseClient` reconnects: redirects, refusals, throttling,
-//! read timeouts, the backoff schedule, and user calls from its slots.
+//! read timeouts and keep-alive comments, the backoff schedule, event IDs and `retry:` across
+//! reconnects, plain HTTP and HTTPS, chunked and gzip-encoded streams, and user calls from its
+//! slots, nested ones included.
 //!
-//! Three loopback servers answer the client's requests, one scripted answer per request in arrival
+//! Three loopback servers (all plain, or all HTTPS with the test PKI's certificate) answer the client's requests, one scripted answer per request in arrival
 //! order (after the script, `204`): a redirect (301, 302, 303, 307, 308) to a path on any of the
 //! three servers (by a relative or absolute `Location`), or without a `Location`, or to an `ftp:`
-//! URL; a `200 text/event-stream` with 0–3 events numbered on from the `Last-Event-ID` received
-//! (some without `id:`, some with a `retry:` of 1–8 ms) that ends cleanly (closed, or an exact
-//! `Content-Length`), is cut short of its `Content-Length`, or goes silent until the client's read
-//! timeout; a response head cut off (a network error); a 429 or 503, with no wait, a `Retry-After`
+//! URL; a `200 text/event-stream` with 0–4 blocks, events and `id:`-only blocks numbered on from
+//! the `Last-Event-ID` received (events with `id:` of their number, an empty `id:` that resets the
+//! ID, or none, some with a `retry:` of 1–8 ms), `retry:`-only and comment-only blocks, framed
+//! by the close, `Content-Length` or chunks, some gzip-encoded (sync-flushed), the head and body
+//! written in up to four pieces split at arbitrary byte offsets (inside the head, a chunk's
+//! size line, the gzip header), that ends cleanly (closed, an exact `Content-Length` or the last
+//! chunk), is cut short (of its `Content-Length`, or inside a chunk), goes silent until the
+//! client's read timeout (300 ms), or stays open and idle 350–900 ms (and, with
+//! `SSE_MODEL_LONG_IDLE` set, 5.6 s) with a keep-alive comment every 40 ms, then ends cleanly;
+//! a response head cut off (a network error); a 429 or 503, with no wait, a `Retry-After`
 //! of 0–3 s, or `retry-after-ms` (with a `Retry-After: 2` beside it that must lose), some saying
 //! `x-should-retry: false`; a 204, 404 or 500; a 200 of another type or none. The request is a GET
 //! or a POST with a body, with `Authorization`, at most 1–3 redirects; retrying on throttling is on
 //! or off; the reconnection time is 1–8 ms, the maximum delay 10–30 ms or (in some cases) 250–400
-//! ms; auto reconnect is on or (in some cases) off. In some cases one or two slots (of different
+//! ms; auto reconnect is on or (in some cases) off. In some cases up to three slots (of any
 //! signals: `state_changed` for a given state, `opened`, `connected`, `message_received`, `error`,
 //! `disconnected`) call `disconnect()`, `connect()` (another path, some with a `Last-Event-ID`
 //! header), `set_last_event_id`, `set_reconnection_time` or `set_auto_reconnect(false)` at their
-//! n-th emission; in some, the test makes one such call from outside any slot while the client
+//! n-th emission; in some, a slot of a stream's end (`state_changed(Closed)` or `(Connecting)`,
+//! `error`, `disconnected`) connects again and a slot of one of the new stream's signals
+//! disconnects or connects in turn, inside the first call; in some, the test makes one such call from outside any slot while the client
 //! waits: on a silent stream after its events, or for a reconnect of at least 100 ms (a later loop
 //! turn's timer, whatever a loaded machine does).
 //!
@@ -35,32 +45,40 @@
 //! times, plus up to 25 % jitter, the whole capped at the maximum delay (unless the reconnection
 //! time is longer); a throttled answer's wait (`retry-after-ms`, else `Retry-After`), capped at the maximum
 //! delay and without jitter, instead when it asks for one that is not 0; `connect()` resets the
-//! count. The measured waits (from the last signal before the wait to the server's receipt of the
+//! count; an attempt whose stream stayed open 5 s succeeded too. The measured waits (from the last signal before the wait to the server's receipt of the
 //! next request) are checked against generous bounds: never shorter than the model's least, never
 //! more than 700 ms over its most. A user call in a slot acts as documented: `disconnect()` and
 //! `connect()` end what runs (nothing of the old stream follows: no later event, `opened`,
 //! `connected`, `error` or `disconnected` of it, but `disconnected` for an open stream the call
-//! ended, unless a slot of its `state_changed(Closed)` connected again); a failure's `error` and
-//! `disconnected` still come after a `disconnect()` in its `state_changed(Closed)` slot;
+//! ended, unless a slot of its `state_changed(Closed)` connected again, even when a slot of that
+//! new stream stopped it in turn: nothing of a stream follows a newer stream's signals); a
+//! failure's `error` and `disconnected` still come after a `disconnect()` in its
+//! `state_changed(Closed)` slot; a nested emission skips the slots that are running (the
+//! signal's re-entrancy rule), and they do not count it;
 //! `set_last_event_id` sets the ID sent next unless the stream in flight delivers an ID of its own
 //! after the call; `set_reconnection_time` holds until a later `retry:`; auto reconnect turned off
 //! closes the client at the next reconnect, or (from a slot of that reconnect's signals, or during
-//! its wait) instead of waiting (`Closed`, `disconnected`). Each signal's line carries
-//! `ready_state()` as its slot saw it, each event line its own and the client's last event ID.
+//! its wait) instead of waiting (`Closed`, `disconnected`). The client's last event ID follows
+//! the stream's as its events are delivered, an `id:`-only block's at its blank line, an empty
+//! `id:` resets it (no `Last-Event-ID` is sent then); each `retry:` counts in its place, also one
+//! in a block that dispatches nothing; comments, keep-alive ones included, dispatch nothing and
+//! keep an idle stream from its read timeout. Framing, encoding and how the bytes were split
+//! change nothing. Each signal's line carries `ready_state()` as its slot saw it, each event
+//! line its own and the client's last event ID.
 //!
 //! Not covered: `set_auto_reconnect(true)` and `set_read_timeout` from slots, user calls outside
 //! slots in other states (while a request waits for its answer, or during a short reconnect wait),
-//! a stream that stays open 5 s (which counts as a success), a `Retry-After` wait under the maximum
-//! delay in whole seconds (too slow for a unit test), redirect policies other than the default,
-//! HTTPS, chunked bodies, parser details (`sse_client_model.rs` and `sse_parser`).
+//! a `Retry-After` wait under the maximum delay in whole seconds (too slow for a unit test),
+//! redirect policies other than the default, redirects between HTTP and HTTPS, a gzip stream
+//! cut inside its compressed data, parser details (`sse_client_model.rs` and `sse_parser`).
 //!
-//! `PROPTEST_CASES` sets the number of cases (default 48, about 6 s in a debug build).
+//! `PROPTEST_CASES` sets the number of cases (default 48, about 6 s in a debug build);
+//! `SSE_MODEL_LONG_IDLE` adds idle streams that outlast 5 s (slow: for long runs).
 
 mod support;
 
 use std::cell::{Cell, RefCell};
 use std::io::{Read, Write};
-use std::net::TcpStream;
 use std::rc::Rc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
@@ -72,28 +90,61 @@ use kdnet::network::sse::{ReadyState, SseClient, SseError};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use support::model::Listeners;
+use support::served::{self, Stream};
 use support::{read_request, run_until};
 
 // ---- the script ------------------------------------------------------------------------------
 
-/// One event as the server writes it (its ID comes from its place in the stream).
+/// An event's `id:` field.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Id {
+    /// `id: <its number>`.
+    Seq,
+    /// `id:` with no value: the last event ID is reset to `""`.
+    Empty,
+    /// No `id:` field: the event carries the ID before it.
+    Absent,
+}
+
+/// One block as the server writes it. An event and an `id:`-only block take the next number
+/// of the stream (counted on from the `Last-Event-ID` the request carried).
 #[derive(Debug, Clone, Copy)]
-struct Ev {
-    id: bool,
-    retry: Option<u8>,
+enum Item {
+    Event {
+        id: Id,
+        retry: Option<u8>,
+    },
+    /// `id: <its number>` and the blank line: no event, but the ID counts.
+    IdOnly,
+    /// `retry: n` and the blank line.
+    RetryOnly(u8),
+    /// A comment and the blank line.
+    Comment,
 }
 
 /// How a stream ends.
 #[derive(Debug, Clone, Copy, PartialEq)]
 enum End {
-    /// Close-delimited, closed after its events.
+    /// Closed after its blocks (chunked: after the last chunk).
     Close,
-    /// An exact `Content-Length`; the connection stays open.
+    /// An exact `Content-Length` (or chunked, the last chunk); the connection stays open.
     Length,
-    /// A `Content-Length` 20 bytes longer than the events: closed short (a network error).
+    /// Closed short: 20 bytes short of its `Content-Length`, or inside a chunk.
     Cut,
-    /// Close-delimited, then silent until the client gives up (its read timeout).
+    /// Silent until the client gives up (its read timeout).
     Silent,
+    /// Open and idle this long (ms) after its blocks, with a keep-alive comment every
+    /// [`PING_MS`], then closed as `Close`.
+    Idle(u16),
+}
+
+/// How a stream's body is framed, encoded and written.
+#[derive(Debug, Clone)]
+struct Body {
+    chunked: bool,
+    gzip: bool,
+    /// Where the head and the first part of the body are split into separate writes.
+    splits: Vec<prop::sample::Index>,
 }
 
 /// Where a redirect points.
@@ -123,7 +174,7 @@ enum Wait {
 #[derive(Debug, Clone)]
 enum Answer {
     Redirect(u16, Location),
-    Stream(Vec<Ev>, End),
+    Stream(Vec<Item>, End, Body),
     /// A response head cut off: a network error before the stream opens.
     PartialHead,
     /// 429 or 503; `futile` adds `x-should-retry: false`.
@@ -160,18 +211,6 @@ impl On {
         On::Error,
         On::Disconnected,
     ];
-
-    fn index(self) -> usize {
-        On::ALL.iter().position(|&on| on == self).unwrap()
-    }
-
-    /// Which signal: one action slot per signal at most.
-    fn signal(self) -> usize {
-        match self {
-            On::State(_) => 0,
-            other => other.index(),
-        }
-    }
 }
 
 /// What a slot does.
@@ -209,35 +248,109 @@ struct Case {
     /// A call outside any slot at this quiet point (counted from 0): a silent stream open after
     /// its events, or a reconnect wait of at least [`QUIET_WAIT_MS`].
     outside: Option<(usize, What)>,
+    /// The three servers speak HTTPS (the test PKI's certificate, its CA trusted).
+    tls: bool,
 }
 
 impl Case {
     fn read_timeout(&self) -> Option<Duration> {
         self.script
             .iter()
-            .any(|a| matches!(a, Answer::Stream(_, End::Silent)))
+            .any(|a| matches!(a, Answer::Stream(_, End::Silent | End::Idle(_), _)))
             .then_some(READ_TIMEOUT)
     }
 }
 
-/// The read timeout of a case with a silent stream: long enough that a loaded machine's slow
-/// answer is not taken for silence.
-const READ_TIMEOUT: Duration = Duration::from_millis(250);
+/// The read timeout of a case with a silent or idle stream: long enough that a loaded
+/// machine's slow answer is not taken for silence.
+const READ_TIMEOUT: Duration = Duration::from_millis(300);
+/// How often an idle stream's server sends a keep-alive comment: well within the read timeout.
+const PING_MS: u64 = 40;
 /// The least reconnect wait the test calls into from outside: a wait that short cannot have
 /// ended within the loop turn that began it.
 const QUIET_WAIT_MS: u64 = 100;
 /// How far over the model's longest wait a measured one may be (a loaded machine's delays).
 const WAIT_SLACK_MS: u64 = 700;
 
-fn event_bytes(seq: u64, ev: Ev) -> String {
+/// The blocks' text; the first block's number is `first + 1`.
+fn items_text(first: u64, items: &[Item]) -> String {
     let mut s = String::new();
-    if ev.id {
-        s += &format!("id: {seq}\n");
+    let mut seq = first;
+    for item in items {
+        match *item {
+            Item::Event { id, retry } => {
+                seq += 1;
+                match id {
+                    Id::Seq => s += &format!("id: {seq}\n"),
+                    Id::Empty => s += "id:\n",
+                    Id::Absent => {}
+                }
+                if let Some(retry) = retry {
+                    s += &format!("retry: {retry}\n");
+                }
+                s += &format!("data: e{seq}\n\n");
+            }
+            Item::IdOnly => {
+                seq += 1;
+                s += &format!("id: {seq}\n\n");
+            }
+            Item::RetryOnly(retry) => s += &format!("retry: {retry}\n\n"),
+            Item::Comment => s += ": hello\n\n",
+        }
     }
-    if let Some(retry) = ev.retry {
-        s += &format!("retry: {retry}\n");
+    s
+}
+
+/// A stream body's encoder: gzip (sync-flushed per piece, so that each piece decodes whole
+/// when it arrives) and chunked framing, as a case asks.
+struct Encoder {
+    gzip: Option<flate2::write::GzEncoder<Vec<u8>>>,
+    chunked: bool,
+}
+
+impl Encoder {
+    fn new(body: &Body) -> Encoder {
+        Encoder {
+            gzip: body
+                .gzip
+                .then(|| flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast())),
+            chunked: body.chunked,
+        }
     }
-    s + &format!("data: e{seq}\n\n")
+
+    fn piece(&mut self, text: &[u8]) -> Vec<u8> {
+        let bytes = match &mut self.gzip {
+            Some(gzip) => {
+                gzip.write_all(text).unwrap();
+                gzip.flush().unwrap();
+                std::mem::take(gzip.get_mut())
+            }
+            None => text.to_vec(),
+        };
+        self.frame(bytes)
+    }
+
+    fn frame(&self, bytes: Vec<u8>) -> Vec<u8> {
+        if !self.chunked || bytes.is_empty() {
+            return bytes;
+        }
+        let mut framed = format!("{:x}\r\n", bytes.len()).into_bytes();
+        framed.extend(bytes);
+        framed.extend(b"\r\n");
+        framed
+    }
+
+    /// The gzip trailer and the last chunk.
+    fn end(&mut self) -> Vec<u8> {
+        let mut bytes = match self.gzip.take() {
+            Some(gzip) => self.frame(gzip.finish().unwrap()),
+            None => Vec::new(),
+        };
+        if self.chunked {
+            bytes.extend(b"0\r\n\r\n");
+        }
+        bytes
+    }
 }
 
 // ---- the servers -----------------------------------------------------------------------------
@@ -256,27 +369,55 @@ struct Req {
 struct Servers {
     listeners: Listeners,
     seen: Arc<Mutex<Vec<(Req, Instant)>>>,
+    scheme: &'static str,
 }
 
 impl Servers {
-    fn start(script: &[Answer]) -> Servers {
+    fn start(script: &[Answer], tls: bool) -> Servers {
         let script = Arc::new(script.to_vec());
         let seen: Arc<Mutex<Vec<(Req, Instant)>>> = Arc::default();
         let count = Arc::new(AtomicUsize::new(0));
         let ports: Arc<Mutex<Vec<u16>>> = Arc::default();
+        let scheme = if tls { "https" } else { "http" };
+        let config = tls.then(|| {
+            let pki = support::certs::test_pki();
+            kdnet::network::TlsServerConfig::from_pem(
+                pki.server_cert_pem.as_bytes(),
+                pki.server_key_pem.as_bytes(),
+            )
+            .unwrap()
+        });
         let listeners = {
             let (seen, ports) = (seen.clone(), ports.clone());
-            Listeners::start(3, move |me, stream| {
+            Listeners::start(3, move |me, tcp| {
+                let _ = tcp.set_nodelay(true);
+                let stream: Box<dyn Stream> = match config.clone() {
+                    Some(config) => {
+                        let Ok(conn) = rustls::ServerConnection::new(config) else {
+                            return;
+                        };
+                        Box::new(rustls::StreamOwned::new(conn, tcp))
+                    }
+                    None => Box::new(tcp),
+                };
                 let ports = ports.lock().unwrap().clone();
-                serve(me, stream, &script, &seen, &count, &ports);
+                let mut reader = std::io::BufReader::new(stream);
+                serve(me, &mut reader, &script, &seen, &count, &ports, scheme);
             })
         };
         *ports.lock().unwrap() = listeners.ports.clone();
-        Servers { listeners, seen }
+        Servers {
+            listeners,
+            seen,
+            scheme,
+        }
     }
 
     fn url(&self, path: &str) -> String {
-        format!("http://127.0.0.1:{}{path}", self.listeners.ports[0])
+        format!(
+            "{}://127.0.0.1:{}{path}",
+            self.scheme, self.listeners.ports[0]
+        )
     }
 
     fn seen(&self) -> Vec<(Req, Instant)> {
@@ -284,17 +425,38 @@ impl Servers {
     }
 }
 
+/// Writes `bytes` in pieces split at `splits` (each its own write, a moment apart, so that
+/// the client reads them apart); false when the client is gone.
+fn write_split(
+    reader: &mut std::io::BufReader<Box<dyn Stream>>,
+    bytes: &[u8],
+    splits: &[prop::sample::Index],
+) -> bool {
+    let mut at: Vec<usize> = splits.iter().map(|i| i.index(bytes.len() + 1)).collect();
+    at.extend([0, bytes.len()]);
+    at.sort_unstable();
+    at.dedup();
+    for (i, range) in at.windows(2).enumerate() {
+        if i > 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        if !served::write_all(reader, &bytes[range[0]..range[1]]) {
+            return false;
+        }
+    }
+    true
+}
+
 fn serve(
     me: usize,
-    mut stream: TcpStream,
+    reader: &mut std::io::BufReader<Box<dyn Stream>>,
     script: &[Answer],
     seen: &Mutex<Vec<(Req, Instant)>>,
     count: &AtomicUsize,
     ports: &[u16],
+    scheme: &str,
 ) {
-    let _ = stream.set_nodelay(true);
-    let mut reader = std::io::BufReader::new(stream.try_clone().unwrap());
-    while let Some(request) = read_request(&mut reader) {
+    while let Some(request) = read_request(reader) {
         let at = Instant::now();
         let mut words = request.line.split(' ');
         let method = words.next().unwrap_or("").to_string();
@@ -322,7 +484,7 @@ fn serve(
                 let field = match *location {
                     Location::Server(to, true) if to == me => format!("Location: /hop{n}\r\n"),
                     Location::Server(to, _) => {
-                        format!("Location: http://127.0.0.1:{}/hop{n}\r\n", ports[to])
+                        format!("Location: {scheme}://127.0.0.1:{}/hop{n}\r\n", ports[to])
                     }
                     Location::Missing => String::new(),
                     Location::Bad => "Location: ftp://127.0.0.1/x\r\n".to_string(),
@@ -332,19 +494,11 @@ fn serve(
                     true,
                 )
             }
-            Answer::Stream(events, end) => {
-                let mut body = String::new();
-                for (i, ev) in events.iter().enumerate() {
-                    body += &event_bytes(first + 1 + i as u64, *ev);
+            Answer::Stream(items, end, body) => {
+                if stream(reader, first, items, *end, body) {
+                    continue;
                 }
-                let length = match end {
-                    End::Length => format!("Content-Length: {}\r\n", body.len()),
-                    End::Cut => format!("Content-Length: {}\r\n", body.len() + 20),
-                    End::Close | End::Silent => String::new(),
-                };
-                let head =
-                    format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n{length}\r\n");
-                (head + &body, *end == End::Length)
+                return;
             }
             Answer::PartialHead => ("HTTP/1.1 200 OK\r\nContent-Ty".to_string(), false),
             Answer::Throttle {
@@ -387,20 +541,76 @@ fn serve(
                 )
             }
         };
-        if stream.write_all(bytes.as_bytes()).is_err() || stream.flush().is_err() {
-            return;
-        }
-        if matches!(answer, Answer::Stream(_, End::Silent)) {
-            // Silent until the client closes (or, should it never, for a while).
-            let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
-            let mut sink = [0; 256];
-            while matches!(stream.read(&mut sink), Ok(n) if n > 0) {}
-            return;
-        }
-        if !keep {
+        if !served::write_all(reader, bytes.as_bytes()) || !keep {
+            // (A cut-off head ends without close_notify: a truncation either way.)
             return;
         }
     }
+}
+
+/// Answers with an event stream; true when the connection stays for the next request.
+fn stream(
+    reader: &mut std::io::BufReader<Box<dyn Stream>>,
+    first: u64,
+    items: &[Item],
+    end: End,
+    body: &Body,
+) -> bool {
+    let mut encoder = Encoder::new(body);
+    let mut bytes = encoder.piece(items_text(first, items).as_bytes());
+    let mut fields = String::new();
+    match end {
+        End::Close | End::Length => bytes.extend(encoder.end()),
+        End::Cut if body.chunked => bytes.extend(b"14\r\nabc"),
+        End::Cut => bytes.extend(encoder.end()),
+        End::Silent | End::Idle(_) => {}
+    }
+    if !body.chunked {
+        match end {
+            End::Length => fields += &format!("Content-Length: {}\r\n", bytes.len()),
+            End::Cut => fields += &format!("Content-Length: {}\r\n", bytes.len() + 20),
+            _ => {}
+        }
+    }
+    if body.chunked {
+        fields += "Transfer-Encoding: chunked\r\n";
+        if matches!(end, End::Close | End::Idle(_)) {
+            // A whole chunked body leaves the connection reusable: the server says that it
+            // closes it (else a POST sent on it in the meantime fails, not to be replayed).
+            fields += "Connection: close\r\n";
+        }
+    }
+    if body.gzip {
+        fields += "Content-Encoding: gzip\r\n";
+    }
+    let mut all =
+        format!("HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n{fields}\r\n").into_bytes();
+    all.extend(bytes);
+    if !write_split(reader, &all, &body.splits) {
+        return false;
+    }
+    match end {
+        End::Length => return true,
+        End::Silent => {
+            // Silent until the client closes.
+            let mut sink = [0; 256];
+            while matches!(reader.get_mut().read(&mut sink), Ok(n) if n > 0) {}
+        }
+        End::Idle(ms) => {
+            let until = Instant::now() + Duration::from_millis(ms.into());
+            while Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(PING_MS));
+                if !served::write_all(reader, &encoder.piece(b": ping\n\n")) {
+                    return false;
+                }
+            }
+            if served::write_all(reader, &encoder.end()) {
+                reader.get_mut().finish();
+            }
+        }
+        End::Close | End::Cut => reader.get_mut().finish(),
+    }
+    false
 }
 
 // ---- the model -------------------------------------------------------------------------------
@@ -421,11 +631,20 @@ struct Model<'a> {
     state: ReadyState,
     /// Counts `connect()` and `disconnect()` calls (each stops what ran).
     stops: u64,
+    /// Counts `connect()` calls that started a stream: an end being reported is replaced by
+    /// a stream a slot of it started, even one that a slot of that stream stopped in turn.
+    connects: u64,
     last_id: String,
     /// An ID set while a request was in flight, and the client's ID at that call.
     pending: Option<(String, String)>,
     path: &'static str,
     in_flight: bool,
+    /// The request in flight went out in this delivery (nothing answered it yet).
+    fresh: bool,
+    /// A request was stopped in the delivery that sent it: whether it reached its server
+    /// (written at once on an idle pooled connection, or not yet, a connection still to be
+    /// opened) is the pool's business, which the model does not follow. The case is set aside.
+    unsure: bool,
     /// The stream's own last event ID (the parser's) while a request is in flight.
     stream_id: String,
     opened: bool,
@@ -434,8 +653,13 @@ struct Model<'a> {
     auto_reconnect: bool,
     /// The pending reconnect: the log line it is measured from, and its bounds (ms).
     timer: Option<(usize, u64, u64)>,
-    counts: [usize; 8],
+    /// Per acting slot: the emissions it ran for, whether it acted, whether it runs now (a
+    /// nested emission of its signal skips it, and it does not count that one).
+    seen: Vec<usize>,
     fired: Vec<bool>,
+    running: Vec<bool>,
+    /// Slot calls made while another slot's call ran.
+    nested: usize,
     /// Quiet points met so far, and the log length at the one where the outside call came.
     quiet: usize,
     outside_at: Option<usize>,
@@ -473,18 +697,23 @@ impl<'a> Model<'a> {
             requests: Vec::new(),
             state: ReadyState::Closed,
             stops: 0,
+            connects: 0,
             last_id: String::new(),
             pending: None,
             path: "/events",
             in_flight: false,
+            fresh: false,
+            unsure: false,
             stream_id: String::new(),
             opened: false,
             failures: 0,
             reconnection: case.reconnection_ms,
             auto_reconnect: case.auto_reconnect,
             timer: None,
-            counts: [0; 8],
+            seen: vec![0; case.actions.len()],
             fired: vec![false; case.actions.len()],
+            running: vec![false; case.actions.len()],
+            nested: 0,
             quiet: 0,
             outside_at: None,
         };
@@ -512,13 +741,20 @@ impl<'a> Model<'a> {
             _ => format!("{line} @{:?}", self.state),
         };
         self.log.push(line);
-        let k = on.index();
-        self.counts[k] += 1;
         for i in 0..self.case.actions.len() {
             let act = self.case.actions[i];
-            if !self.fired[i] && act.on == on && act.n == self.counts[k] {
+            if act.on != on || self.running[i] {
+                continue;
+            }
+            self.seen[i] += 1;
+            if !self.fired[i] && act.n == self.seen[i] {
                 self.fired[i] = true;
+                if self.running.contains(&true) {
+                    self.nested += 1;
+                }
+                self.running[i] = true;
                 self.call(act.what);
+                self.running[i] = false;
             }
         }
     }
@@ -576,6 +812,7 @@ impl<'a> Model<'a> {
         }
         self.path = path;
         self.failures = 0;
+        self.connects += 1;
         self.set_state(ReadyState::Connecting);
         if self.stops == stopped {
             self.open(None);
@@ -583,19 +820,24 @@ impl<'a> Model<'a> {
     }
 
     /// Stops the stream and any reconnect: `Closed`, then `disconnected` if the client was open
-    /// or `notify`, unless a slot of the `Closed` connected again (the client is not `Closed`
-    /// any more). Returns the stop count.
+    /// or `notify`, unless a slot of the `Closed` connected again (nothing of the old stream
+    /// follows the new one's signals). Returns the stop count.
     fn stop(&mut self, notify: bool) -> u64 {
         self.stops += 1;
         let stopped = self.stops;
+        let connects = self.connects;
         let was = self.state;
         self.opened = false;
+        self.unsure |= self.in_flight && self.fresh;
         self.in_flight = false;
         self.timer = None;
         self.pending = None;
         if was != ReadyState::Closed {
             self.set_state(ReadyState::Closed);
-            if (notify || was == ReadyState::Open) && self.state == ReadyState::Closed {
+            if (notify || was == ReadyState::Open)
+                && self.state == ReadyState::Closed
+                && self.connects == connects
+            {
                 self.emit(On::Disconnected, "disconnected".to_string());
             }
         }
@@ -630,6 +872,7 @@ impl<'a> Model<'a> {
             return;
         }
         self.in_flight = true;
+        self.fresh = true;
         self.stream_id = self.last_id.clone();
         self.requests.push(Expected {
             req: Req {
@@ -646,6 +889,7 @@ impl<'a> Model<'a> {
 
     /// The answers to the request in flight: redirects followed, then its end.
     fn answer(&mut self) {
+        self.fresh = false;
         let mut hops = 0;
         loop {
             let n = self.requests.len() - 1;
@@ -686,7 +930,7 @@ impl<'a> Model<'a> {
                     return self.fail(Some(Failure::Status(status)));
                 }
                 Answer::Redirect(_, Location::Bad) => return self.fail(Some(Failure::Redirect)),
-                Answer::Stream(events, end) => return self.stream(&last, &events, end),
+                Answer::Stream(items, end, _) => return self.stream(&last, &items, end),
                 Answer::PartialHead => {
                     self.end_request();
                     self.failures += 1;
@@ -727,7 +971,7 @@ impl<'a> Model<'a> {
         self.pending = None;
     }
 
-    fn stream(&mut self, request: &Req, events: &[Ev], end: End) {
+    fn stream(&mut self, request: &Req, items: &[Item], end: End) {
         let stopped = self.stops;
         self.opened = true;
         self.set_state(ReadyState::Open);
@@ -738,45 +982,62 @@ impl<'a> Model<'a> {
         if open(self) {
             self.emit(On::Connected, "connected".to_string());
         }
-        let first: u64 = request
+        let mut seq: u64 = request
             .last_event_id
             .as_deref()
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let mut delivered = false;
-        for (i, ev) in events.iter().enumerate() {
+        for item in items {
             if !open(self) {
                 break;
             }
-            let seq = first + 1 + i as u64;
-            if let Some(retry) = ev.retry {
-                self.reconnection = retry.into();
+            match *item {
+                Item::Event { id, retry } => {
+                    seq += 1;
+                    match id {
+                        Id::Seq => self.stream_id = seq.to_string(),
+                        Id::Empty => self.stream_id.clear(),
+                        Id::Absent => {}
+                    }
+                    // Each `retry` in its place: a slot sees the values before its event.
+                    if let Some(retry) = retry {
+                        self.reconnection = retry.into();
+                    }
+                    delivered = true;
+                    self.follow();
+                    let line = format!("msg e{seq}|{}|{}", self.stream_id, self.last_id);
+                    self.emit(On::Message, line);
+                }
+                Item::IdOnly => {
+                    // Counts at its blank line, once the events before it were delivered.
+                    seq += 1;
+                    self.stream_id = seq.to_string();
+                    self.follow();
+                }
+                Item::RetryOnly(retry) => self.reconnection = retry.into(),
+                Item::Comment => {}
             }
-            if ev.id {
-                self.stream_id = seq.to_string();
-            }
-            delivered = true;
-            self.follow();
-            let line = format!("msg e{seq}|{}|{}", self.stream_id, self.last_id);
-            self.emit(On::Message, line);
         }
         if self.stops != stopped {
             return;
         }
-        if end == End::Silent {
+        if matches!(end, End::Silent | End::Idle(_)) {
             self.quiet_point();
             if self.stops != stopped {
                 return;
             }
         }
         self.end_request();
-        if delivered {
+        // An attempt succeeds when its stream delivered an event or stayed open 5 s.
+        let lasted = matches!(end, End::Idle(ms) if ms >= LASTING_IDLE_MS);
+        if delivered || lasted {
             self.failures = 0;
         } else {
             self.failures += 1;
         }
         let error = match end {
-            End::Close | End::Length => None,
+            End::Close | End::Length | End::Idle(_) => None,
             End::Cut => Some(Failure::Http { timeout: false }),
             End::Silent => Some(Failure::Http { timeout: true }),
         };
@@ -825,19 +1086,21 @@ impl<'a> Model<'a> {
     }
 
     /// Closed for good (a fatal error, or any end with auto reconnect off): `Closed`, `error` if
-    /// any, `disconnected` (nothing more once a slot connected again: the client is not `Closed`
-    /// any more).
+    /// any, `disconnected` (nothing more once a slot connected again, whatever that new stream
+    /// did since).
     fn fail(&mut self, error: Option<Failure>) {
         self.end_request();
         self.opened = false;
+        let connects = self.connects;
         self.set_state(ReadyState::Closed);
-        if self.state != ReadyState::Closed {
+        let carried_on = |m: &Self| m.state != ReadyState::Closed || m.connects != connects;
+        if carried_on(self) {
             return;
         }
         if let Some(error) = error {
             self.emit(On::Error, error.line());
         }
-        if self.state != ReadyState::Closed {
+        if carried_on(self) {
             return;
         }
         self.emit(On::Disconnected, "disconnected".to_string());
@@ -901,9 +1164,16 @@ enum Stat {
     Fatal,
     Actions,
     Outside,
+    Tls,
+    Chunked,
+    Gzip,
+    Split,
+    Idle,
+    Nested,
+    SetAside,
 }
 
-const STAT_NAMES: [&str; 10] = [
+const STAT_NAMES: [&str; 17] = [
     "requests",
     "redirects followed",
     "redirect limits hit",
@@ -914,16 +1184,33 @@ const STAT_NAMES: [&str; 10] = [
     "fatal ends",
     "slot calls",
     "calls from outside (waiting)",
+    "HTTPS cases",
+    "chunked streams",
+    "gzip streams",
+    "streams written in split pieces",
+    "idle streams kept alive by comments",
+    "slot calls inside another slot's call",
+    "cases set aside (a request stopped in the delivery that sent it)",
 ];
-static STATS: [AtomicUsize; 10] = [const { AtomicUsize::new(0) }; 10];
+static STATS: [AtomicUsize; 17] = [const { AtomicUsize::new(0) }; 17];
 
 fn count(stat: Stat) {
-    STATS[stat as usize].fetch_add(1, Ordering::Relaxed);
+    count_n(stat, 1);
+}
+
+fn count_n(stat: Stat, n: usize) {
+    STATS[stat as usize].fetch_add(n, Ordering::Relaxed);
 }
 
 fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError> {
-    CASES.fetch_add(1, Ordering::SeqCst);
     let model = Model::run(case);
+    if model.unsure {
+        count(Stat::SetAside);
+        return Err(TestCaseError::reject(
+            "a request stopped in the delivery that sent it",
+        ));
+    }
+    CASES.fetch_add(1, Ordering::SeqCst);
     for line in &model.log {
         if line.starts_with("error throttled") {
             count(Stat::Throttled);
@@ -948,9 +1235,33 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
     if model.outside_at.is_some() {
         count(Stat::Outside);
     }
+    if case.tls {
+        count(Stat::Tls);
+    }
+    count_n(Stat::Nested, model.nested);
+    // The streams the client asked for (the script's first answers).
+    for answer in case.script.iter().take(model.requests.len()) {
+        if let Answer::Stream(_, end, body) = answer {
+            for (on, stat) in [
+                (body.chunked, Stat::Chunked),
+                (body.gzip, Stat::Gzip),
+                (!body.splits.is_empty(), Stat::Split),
+                (matches!(end, End::Idle(_)), Stat::Idle),
+            ] {
+                if on {
+                    count(stat);
+                }
+            }
+        }
+    }
 
-    let servers = Servers::start(&case.script);
+    let servers = Servers::start(&case.script, case.tls);
     let sse = SseClient::new().unwrap();
+    if case.tls {
+        let pki = support::certs::test_pki();
+        sse.http_client()
+            .update_session(|s| s.add_ca_certificate(pki.ca_pem.as_bytes()).unwrap());
+    }
     sse.set_reconnection_time(Duration::from_millis(case.reconnection_ms));
     sse.set_max_reconnection_delay(Duration::from_millis(case.max_delay_ms));
     sse.set_retry_on_throttle(case.retry_throttled);
@@ -1095,20 +1406,53 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
 
 // ---- strategies ------------------------------------------------------------------------------
 
-fn ev() -> impl Strategy<Value = Ev> {
+fn item() -> impl Strategy<Value = Item> {
+    let id = prop_oneof![7 => Just(Id::Seq), 1 => Just(Id::Empty), 2 => Just(Id::Absent)];
+    prop_oneof![
+        8 => (id, prop::option::weighted(0.25, 1u8..=8))
+            .prop_map(|(id, retry)| Item::Event { id, retry }),
+        1 => Just(Item::IdOnly),
+        1 => (1u8..=8).prop_map(Item::RetryOnly),
+        1 => Just(Item::Comment),
+    ]
+}
+
+/// Whether idle streams may outlast the 5 s that make an attempt a success (slow: only when
+/// `SSE_MODEL_LONG_IDLE` is set, for long runs).
+fn long_idle() -> bool {
+    std::env::var_os("SSE_MODEL_LONG_IDLE").is_some()
+}
+
+/// An idle stream that stays open at least this long counts as a success, one of at most
+/// [`SHORT_IDLE_MS`] as a failure (unless it delivered an event): 5 s lies between.
+const LASTING_IDLE_MS: u16 = 5_600;
+const SHORT_IDLE_MS: u16 = 900;
+
+fn body() -> impl Strategy<Value = Body> {
     (
-        prop::bool::weighted(0.8),
-        prop::option::weighted(0.25, 1u8..=8),
+        prop::bool::weighted(0.3),
+        prop::bool::weighted(0.3),
+        prop::collection::vec(any::<prop::sample::Index>(), 0..=3),
     )
-        .prop_map(|(id, retry)| Ev { id, retry })
+        .prop_map(|(chunked, gzip, splits)| Body {
+            chunked,
+            gzip,
+            splits,
+        })
 }
 
 fn answer() -> impl Strategy<Value = Answer> {
+    let idle = if long_idle() {
+        prop_oneof![3 => 350..=SHORT_IDLE_MS, 1 => Just(LASTING_IDLE_MS)].boxed()
+    } else {
+        (350..=SHORT_IDLE_MS).boxed()
+    };
     let end = prop_oneof![
         4 => Just(End::Close),
         3 => Just(End::Length),
         2 => Just(End::Cut),
         1 => Just(End::Silent),
+        1 => idle.prop_map(End::Idle),
     ];
     let location = prop_oneof![
         8 => (0usize..3, any::<bool>()).prop_map(|(to, relative)| Location::Server(to, relative)),
@@ -1122,8 +1466,8 @@ fn answer() -> impl Strategy<Value = Answer> {
         (0u8..=40, any::<bool>()).prop_map(|(ms, seconds)| Wait::Ms(ms, seconds)),
     ];
     prop_oneof![
-        8 => (prop::collection::vec(ev(), 0..=3), end)
-            .prop_map(|(events, end)| Answer::Stream(events, end)),
+        8 => (prop::collection::vec(item(), 0..=4), end, body())
+            .prop_map(|(items, end, body)| Answer::Stream(items, end, body)),
         3 => (prop::sample::select(vec![301u16, 302, 303, 307, 308]), location)
             .prop_map(|(status, location)| Answer::Redirect(status, location)),
         2 => Just(Answer::PartialHead),
@@ -1166,18 +1510,18 @@ fn case() -> impl Strategy<Value = Case> {
         prop_oneof![9 => 10u64..=30, 1 => 250u64..=400],
         (prop::bool::weighted(0.7), prop::bool::weighted(0.85)),
         (
-            prop::collection::vec(act(), 0..=2),
+            prop_oneof![
+                3 => prop::collection::vec(act(), 0..=3),
+                2 => nested(),
+            ],
             prop::option::weighted(0.4, (0usize..=1, what())),
+            prop::bool::weighted(0.3),
         ),
     )
         .prop_map(
             |(script, post, max_redirects, reconnection_ms, max_delay_ms, flags, calls)| {
                 let (retry_throttled, auto_reconnect) = flags;
-                let (mut actions, outside) = calls;
-                // One acting slot per signal.
-                if actions.len() == 2 && actions[0].on.signal() == actions[1].on.signal() {
-                    actions.pop();
-                }
+                let (actions, outside, tls) = calls;
                 Case {
                     script,
                     post,
@@ -1188,9 +1532,59 @@ fn case() -> impl Strategy<Value = Case> {
                     auto_reconnect,
                     actions,
                     outside,
+                    tls,
                 }
             },
         )
+}
+
+/// A slot that connects again (from a stream's end: `state_changed(Closed)`, `error`,
+/// `disconnected`, or `state_changed(Connecting)`) and a slot of another of the new stream's
+/// signals that disconnects or connects again in turn, sometimes a third call after them.
+fn nested() -> impl Strategy<Value = Vec<Act>> {
+    let first = prop::sample::select(vec![
+        On::State(ReadyState::Closed),
+        On::State(ReadyState::Connecting),
+        On::Error,
+        On::Disconnected,
+    ]);
+    let second = prop::sample::select(vec![
+        On::State(ReadyState::Connecting),
+        On::State(ReadyState::Closed),
+        On::State(ReadyState::Open),
+        On::Opened,
+        On::Connected,
+        On::Message,
+    ]);
+    let again = prop_oneof![
+        3 => Just(What::Disconnect),
+        1 => prop::option::of(0u32..10).prop_map(What::Connect),
+    ];
+    (
+        first,
+        1usize..=2,
+        prop::option::of(0u32..10),
+        second,
+        1usize..=3,
+        again,
+        prop::option::weighted(0.3, act()),
+    )
+        .prop_map(|(on, n, id, then_on, then_n, then, third)| {
+            let mut acts = vec![
+                Act {
+                    on,
+                    n,
+                    what: What::Connect(id),
+                },
+                Act {
+                    on: then_on,
+                    n: then_n,
+                    what: then,
+                },
+            ];
+            acts.extend(third);
+            acts
+        })
 }
 
 /// `PROPTEST_CASES` when set, else `default`.
