@@ -13,7 +13,7 @@
 //! written in up to four pieces split at arbitrary byte offsets (inside the head, a chunk's
 //! size line, the gzip header), that ends cleanly (closed, an exact `Content-Length` or the last
 //! chunk), is cut short (of its `Content-Length`, or inside a chunk), goes silent until the
-//! client's read timeout (300 ms), or stays open and idle 350–900 ms (and, with
+//! client's read timeout (300 ms), or stays open and idle 350–700 ms (and, with
 //! `SSE_MODEL_LONG_IDLE` set, 5.6 s) with a keep-alive comment every 40 ms, then ends cleanly;
 //! a response head cut off (a network error); a 429 or 503, with no wait, a `Retry-After`
 //! of 0–3 s, or `retry-after-ms` (with a `Retry-After: 2` beside it that must lose), some saying
@@ -660,6 +660,9 @@ struct Model<'a> {
     running: Vec<bool>,
     /// Slot calls made while another slot's call ran.
     nested: usize,
+    /// The client's last event ID while an idle stream is open after its blocks (its
+    /// `id:`-only blocks counted), and the log length then.
+    probes: Vec<(usize, String)>,
     /// Quiet points met so far, and the log length at the one where the outside call came.
     quiet: usize,
     outside_at: Option<usize>,
@@ -714,6 +717,7 @@ impl<'a> Model<'a> {
             fired: vec![false; case.actions.len()],
             running: vec![false; case.actions.len()],
             nested: 0,
+            probes: Vec::new(),
             quiet: 0,
             outside_at: None,
         };
@@ -1022,6 +1026,9 @@ impl<'a> Model<'a> {
         if self.stops != stopped {
             return;
         }
+        if matches!(end, End::Idle(_)) {
+            self.probes.push((self.log.len(), self.last_id.clone()));
+        }
         if matches!(end, End::Silent | End::Idle(_)) {
             self.quiet_point();
             if self.stops != stopped {
@@ -1171,9 +1178,10 @@ enum Stat {
     Idle,
     Nested,
     SetAside,
+    Probes,
 }
 
-const STAT_NAMES: [&str; 17] = [
+const STAT_NAMES: [&str; 18] = [
     "requests",
     "redirects followed",
     "redirect limits hit",
@@ -1191,8 +1199,9 @@ const STAT_NAMES: [&str; 17] = [
     "idle streams kept alive by comments",
     "slot calls inside another slot's call",
     "cases set aside (a request stopped in the delivery that sent it)",
+    "last event IDs read while a stream was idle",
 ];
-static STATS: [AtomicUsize; 17] = [const { AtomicUsize::new(0) }; 17];
+static STATS: [AtomicUsize; 18] = [const { AtomicUsize::new(0) }; 18];
 
 fn count(stat: Stat) {
     count_n(stat, 1);
@@ -1354,7 +1363,27 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
         .filter_map(|r| r.wait.map(|(_, _, most)| most))
         .sum();
     let limit = Duration::from_millis(10_000 + waits * 2);
-    if let Some(at) = model.outside_at {
+    let mut outside = model.outside_at;
+    for (at, expected) in &model.probes {
+        if let Some(o) = outside.filter(|o| o < at) {
+            // Between loop turns, the client waiting as the model says (or the log shows
+            // otherwise).
+            run_until(event_loop, limit, || log.borrow().len() >= o);
+            user_call(&sse, case.outside.unwrap().1, &request("/again"));
+            outside = None;
+        }
+        // An idle stream's blocks all came (in reads a moment apart, maybe): the client's ID
+        // counts their `id:`-only blocks. (Unless a loaded machine let the stream end first.)
+        run_until(event_loop, limit, || log.borrow().len() >= *at);
+        run_until(event_loop, Duration::from_millis(120), || {
+            log.borrow().len() > *at
+        });
+        if log.borrow().len() == *at {
+            count(Stat::Probes);
+            prop_assert_eq!(&sse.last_event_id(), expected, "last_event_id() while idle");
+        }
+    }
+    if let Some(at) = outside {
         // Between loop turns, the client waiting as the model says (or the log shows otherwise).
         run_until(event_loop, limit, || log.borrow().len() >= at);
         user_call(&sse, case.outside.unwrap().1, &request("/again"));
@@ -1426,7 +1455,7 @@ fn long_idle() -> bool {
 /// An idle stream that stays open at least this long counts as a success, one of at most
 /// [`SHORT_IDLE_MS`] as a failure (unless it delivered an event): 5 s lies between.
 const LASTING_IDLE_MS: u16 = 5_600;
-const SHORT_IDLE_MS: u16 = 900;
+const SHORT_IDLE_MS: u16 = 700;
 
 fn body() -> impl Strategy<Value = Body> {
     (
