@@ -4284,3 +4284,62 @@ fn an_old_stream_s_end_is_not_reported_after_a_newer_stream_connected_and_discon
         assert_eq!(lines, ["GET /a HTTP/1.1"], "{end}");
     }
 }
+
+/// A slot of a flushed unterminated final event connects again with a `Last-Event-ID` and a
+/// `state_changed(Connecting)` slot of that new stream disconnects it: the ID the user gave is
+/// the client's (no stream delivered one since). The old stream's end took its parser back
+/// after that and put the old stream's ID in its place, so the next `connect()` resumed from
+/// the replaced stream.
+#[test]
+fn a_flushed_final_event_s_slot_that_connects_and_is_disconnected_keeps_the_id_it_gave() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::BytesThenClose(stream("id: 7\ndata: tail")));
+    let sse = SseClient::new().unwrap();
+    sse.set_flush_unterminated_event(true);
+    let rec = record(&sse);
+    let log = lifecycle(&sse);
+    let (weak, url_b) = (Rc::downgrade(&sse), server.url("/b"));
+    sse.message_received
+        .connect(move |_| {
+            let request = HttpRequest::get(&url_b)
+                .unwrap()
+                .with_header("Last-Event-ID", "x");
+            weak.upgrade().unwrap().connect(request);
+        })
+        .release();
+    let weak = Rc::downgrade(&sse);
+    let once = Rc::new(std::cell::Cell::new(true));
+    sse.state_changed
+        .connect(move |state| {
+            let sse = weak.upgrade().unwrap();
+            if *state == ReadyState::Connecting && sse.last_event_id() == "x" && once.replace(false)
+            {
+                sse.disconnect();
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/a")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(5), || !rec
+        .events
+        .borrow()
+        .is_empty()));
+    run_until(&mut ev, Duration::from_millis(100), || false);
+    assert_eq!(*rec.events.borrow(), ["message:tail:7"]);
+    assert_eq!(
+        *log.borrow(),
+        [
+            "state Connecting",
+            "state Open",
+            "connected",
+            "state Closed",
+            "disconnected",
+            "state Connecting",
+            "state Closed",
+            "disconnected"
+        ]
+    );
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+    assert_eq!(sse.last_event_id(), "x");
+    let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
+    assert_eq!(lines, ["GET /a HTTP/1.1"]);
+}
