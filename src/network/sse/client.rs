@@ -235,11 +235,12 @@ struct Inner {
     /// connected or disconnected meanwhile, and then leaves the stream to it.
     epoch: u64,
     /// Counts `connect`s that started a stream: an end being reported (`stop`,
-    /// `close_for_good`) sees from it whether a slot of its `Closed` connected again, even when a
-    /// slot of that new stream disconnected it in turn (the client is `Closed` again then, but
-    /// the new stream's `disconnected` came already: nothing of the old one may follow it). The
-    /// `epoch` cannot tell: a `disconnect` from such a slot moves it too, and the end is
-    /// reported then. (Fits in `Inner`'s padding: the struct does not grow.)
+    /// `close_for_good`, a flushed final event's slots in `on_end`) sees from it whether a slot
+    /// connected again, even when a slot of that new stream disconnected it in turn (the client
+    /// is `Closed` again then, but the new stream's `disconnected` came already: nothing of the
+    /// old one may follow it, nor its parser replace the new one's ID). The `epoch` cannot
+    /// tell: a `disconnect` from such a slot moves it too, and the end is reported then. (Fits
+    /// in `Inner`'s padding: the struct does not grow.)
     connects: u32,
     jitter_seed: Cell<u64>,
 }
@@ -996,12 +997,20 @@ impl SseTarget for SseClient {
                 // A `retry:` on the flushed last line counts like any other, in its place.
                 if tail.has_news() {
                     let cancel_alls = self.http.cancel_all_calls();
-                    self.inner.borrow_mut().current = Some(id);
+                    let connects = {
+                        let mut inner = self.inner.borrow_mut();
+                        inner.current = Some(id);
+                        inner.connects
+                    };
                     self.on_events(id, &tail);
                     let mut inner = self.inner.borrow_mut();
-                    if inner.current != Some(id) && inner.current.is_some() {
-                        // A slot started a new stream: this one's end is settled; the new
-                        // request made its own parser from the ID the events left.
+                    if inner.connects != connects
+                        || (inner.current != Some(id) && inner.current.is_some())
+                    {
+                        // A slot started a new stream (which a slot of it may have stopped in
+                        // turn): this one's end is settled; the new stream made its own parser
+                        // from the ID the events (or the user) left, which this one's parser
+                        // must not overwrite.
                         return;
                     }
                     inner.current = None;
