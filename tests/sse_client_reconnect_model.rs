@@ -3,32 +3,34 @@
 //! reconnects, plain HTTP and HTTPS, chunked and gzip-encoded streams, and user calls from its
 //! slots, nested ones included.
 //!
-//! Three loopback servers (all plain, or all HTTPS with the test PKI's certificate) answer the client's requests, one scripted answer per request in arrival
-//! order (after the script, `204`): a redirect (301, 302, 303, 307, 308) to a path on any of the
-//! three servers (by a relative or absolute `Location`), or without a `Location`, or to an `ftp:`
-//! URL; a `200 text/event-stream` with 0–4 blocks, events and `id:`-only blocks numbered on from
-//! the `Last-Event-ID` received (events with `id:` of their number, an empty `id:` that resets the
-//! ID, or none, some with a `retry:` of 1–8 ms), `retry:`-only and comment-only blocks, framed
-//! by the close, `Content-Length` or chunks, some gzip-encoded (sync-flushed), the head and body
-//! written in up to four pieces split at arbitrary byte offsets (inside the head, a chunk's
-//! size line, the gzip header), that ends cleanly (closed, an exact `Content-Length` or the last
-//! chunk), is cut short (of its `Content-Length`, or inside a chunk), goes silent until the
-//! client's read timeout (300 ms), or stays open and idle 350–700 ms (and, with
-//! `SSE_MODEL_LONG_IDLE` set, 5.6 s) with a keep-alive comment every 40 ms, then ends cleanly;
-//! a response head cut off (a network error); a 429 or 503, with no wait, a `Retry-After`
-//! of 0–3 s, or `retry-after-ms` (with a `Retry-After: 2` beside it that must lose), some saying
-//! `x-should-retry: false`; a 204, 404 or 500; a 200 of another type or none. The request is a GET
-//! or a POST with a body, with `Authorization`, at most 1–3 redirects; retrying on throttling is on
-//! or off; the reconnection time is 1–8 ms, the maximum delay 10–30 ms or (in some cases) 250–400
-//! ms; auto reconnect is on or (in some cases) off. In some cases up to three slots (of any
-//! signals: `state_changed` for a given state, `opened`, `connected`, `message_received`, `error`,
-//! `disconnected`) call `disconnect()`, `connect()` (another path, some with a `Last-Event-ID`
-//! header), `set_last_event_id`, `set_reconnection_time` or `set_auto_reconnect(false)` at their
-//! n-th emission; in some, a slot of a stream's end (`state_changed(Closed)` or `(Connecting)`,
-//! `error`, `disconnected`) connects again and a slot of one of the new stream's signals
-//! disconnects or connects in turn, inside the first call; in some, the test makes one such call from outside any slot while the client
-//! waits: on a silent stream after its events, or for a reconnect of at least 100 ms (a later loop
-//! turn's timer, whatever a loaded machine does).
+//! Three loopback servers (all plain, or all HTTPS with the test PKI's certificate) answer the
+//! client's requests, one scripted answer per request in arrival order (after the script, `204`): a
+//! redirect (301, 302, 303, 307, 308) to a path on any of the three servers (by a relative or
+//! absolute `Location`), or without a `Location`, or to an `ftp:` URL; a `200 text/event-stream`
+//! with 0–4 blocks, events and `id:`-only blocks numbered on from the `Last-Event-ID` received
+//! (events with `id:` of their number, an empty `id:` that resets the ID, or none, some with a
+//! `retry:` of 1–8 ms), `retry:`-only and comment-only blocks, framed by the close,
+//! `Content-Length` or chunks, some gzip-encoded (sync-flushed), the head and body written in up to
+//! four pieces split at arbitrary byte offsets (inside the head, a chunk's size line, the gzip
+//! header), that ends cleanly (closed, an exact `Content-Length` or the last chunk; or closed with
+//! a last event's blank line missing, the client flushing such an event or not), is cut short (of
+//! its `Content-Length`, or inside a chunk), goes silent until the client's read timeout (300 ms),
+//! or stays open and idle 350–700 ms (and, with `SSE_MODEL_LONG_IDLE` set, 5.6 s) with a keep-alive
+//! comment every 40 ms, then ends cleanly; a response head cut off (a network error); a 429 or 503,
+//! with no wait, a `Retry-After` of 0–3 s, or `retry-after-ms` (with a `Retry-After: 2` beside it
+//! that must lose), some saying `x-should-retry: false`; a 204, 404 or 500; a 200 of another type
+//! or none. The request is a GET or a POST with a body, with `Authorization`, at most 1–3
+//! redirects; retrying on throttling is on or off; the reconnection time is 1–8 ms, the maximum
+//! delay 10–30 ms or (in some cases) 250–400 ms; auto reconnect is on or (in some cases) off. In
+//! some cases up to three slots (of any signals: `state_changed` for a given state, `opened`,
+//! `connected`, `message_received`, `error`, `disconnected`) call `disconnect()`, `connect()`
+//! (another path, some with a `Last-Event-ID` header), `set_last_event_id`, `set_reconnection_time`
+//! or `set_auto_reconnect(false)` at their n-th emission; in some, a slot of a stream's end
+//! (`state_changed(Closed)` or `(Connecting)`, `error`, `disconnected`) or of an event (a flushed
+//! last one too) connects again and a slot of one of the new stream's signals disconnects or
+//! connects in turn, inside the first call; in some, the test makes one such call from outside any
+//! slot while the client waits: on a silent stream after its events, or for a reconnect of at least
+//! 100 ms (a later loop turn's timer, whatever a loaded machine does).
 //!
 //! The model is the documented behaviour (module, `SseClient`, signal and `SseError` docs; the
 //! WHATWG rules; the redirect table of `http::redirect`): each redirect is followed up to the
@@ -43,34 +45,34 @@
 //! reconnection time (the last `retry:` delivered) or, after n consecutive failed attempts (an
 //! answer that opened no stream, or a stream that delivered no event), at least 100 ms doubled n
 //! times, plus up to 25 % jitter, the whole capped at the maximum delay (unless the reconnection
-//! time is longer); a throttled answer's wait (`retry-after-ms`, else `Retry-After`), capped at the maximum
-//! delay and without jitter, instead when it asks for one that is not 0; `connect()` resets the
-//! count; an attempt whose stream stayed open 5 s succeeded too. The measured waits (from the last signal before the wait to the server's receipt of the
-//! next request) are checked against generous bounds: never shorter than the model's least, never
-//! more than 700 ms over its most. A user call in a slot acts as documented: `disconnect()` and
-//! `connect()` end what runs (nothing of the old stream follows: no later event, `opened`,
-//! `connected`, `error` or `disconnected` of it, but `disconnected` for an open stream the call
-//! ended, unless a slot of its `state_changed(Closed)` connected again, even when a slot of that
-//! new stream stopped it in turn: nothing of a stream follows a newer stream's signals); a
-//! failure's `error` and `disconnected` still come after a `disconnect()` in its
-//! `state_changed(Closed)` slot; a nested emission skips the slots that are running (the
-//! signal's re-entrancy rule), and they do not count it;
+//! time is longer); a throttled answer's wait (`retry-after-ms`, else `Retry-After`), capped at the
+//! maximum delay and without jitter, instead when it asks for one that is not 0; `connect()` resets
+//! the count; an attempt whose stream stayed open 5 s succeeded too. The measured waits (from the
+//! last signal before the wait to the server's receipt of the next request) are checked against
+//! generous bounds: never shorter than the model's least, never more than 700 ms over its most. A
+//! user call in a slot acts as documented: `disconnect()` and `connect()` end what runs (nothing of
+//! the old stream follows: no later event, `opened`, `connected`, `error` or `disconnected` of it,
+//! but `disconnected` for an open stream the call ended, unless a slot of its
+//! `state_changed(Closed)` connected again, even when a slot of that new stream stopped it in turn:
+//! nothing of a stream follows a newer stream's signals); a failure's `error` and `disconnected`
+//! still come after a `disconnect()` in its `state_changed(Closed)` slot; a nested emission skips
+//! the slots that are running (the signal's re-entrancy rule), and they do not count it;
 //! `set_last_event_id` sets the ID sent next unless the stream in flight delivers an ID of its own
 //! after the call; `set_reconnection_time` holds until a later `retry:`; auto reconnect turned off
 //! closes the client at the next reconnect, or (from a slot of that reconnect's signals, or during
-//! its wait) instead of waiting (`Closed`, `disconnected`). The client's last event ID follows
-//! the stream's as its events are delivered, an `id:`-only block's at its blank line, an empty
-//! `id:` resets it (no `Last-Event-ID` is sent then); each `retry:` counts in its place, also one
-//! in a block that dispatches nothing; comments, keep-alive ones included, dispatch nothing and
-//! keep an idle stream from its read timeout. Framing, encoding and how the bytes were split
-//! change nothing. Each signal's line carries `ready_state()` as its slot saw it, each event
-//! line its own and the client's last event ID.
+//! its wait) instead of waiting (`Closed`, `disconnected`). The client's last event ID follows the
+//! stream's as its events are delivered, an `id:`-only block's at its blank line, an empty `id:`
+//! resets it (no `Last-Event-ID` is sent then); each `retry:` counts in its place, also one in a
+//! block that dispatches nothing; comments, keep-alive ones included, dispatch nothing and keep an
+//! idle stream from its read timeout. Framing, encoding and how the bytes were split change
+//! nothing. Each signal's line carries `ready_state()` as its slot saw it, each event line its own
+//! and the client's last event ID.
 //!
 //! Not covered: `set_auto_reconnect(true)` and `set_read_timeout` from slots, user calls outside
 //! slots in other states (while a request waits for its answer, or during a short reconnect wait),
 //! a `Retry-After` wait under the maximum delay in whole seconds (too slow for a unit test),
-//! redirect policies other than the default, redirects between HTTP and HTTPS, a gzip stream
-//! cut inside its compressed data, parser details (`sse_client_model.rs` and `sse_parser`).
+//! redirect policies other than the default, redirects between HTTP and HTTPS, a gzip stream cut
+//! inside its compressed data, parser details (`sse_client_model.rs` and `sse_parser`).
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 48, about 6 s in a debug build);
 //! `SSE_MODEL_LONG_IDLE` adds idle streams that outlast 5 s (slow: for long runs).
@@ -127,6 +129,10 @@ enum Item {
 enum End {
     /// Closed after its blocks (chunked: after the last chunk).
     Close,
+    /// As `Close`, but a last event's blank line never comes (its last line ends): delivered
+    /// only with `set_flush_unterminated_event(true)`, its `id:` too; its `retry:` counts
+    /// either way (a field line counts when it ends).
+    Unterminated,
     /// An exact `Content-Length` (or chunked, the last chunk); the connection stays open.
     Length,
     /// Closed short: 20 bytes short of its `Content-Length`, or inside a chunk.
@@ -250,6 +256,8 @@ struct Case {
     outside: Option<(usize, What)>,
     /// The three servers speak HTTPS (the test PKI's certificate, its CA trusted).
     tls: bool,
+    /// `set_flush_unterminated_event(true)`.
+    flush: bool,
 }
 
 impl Case {
@@ -272,8 +280,9 @@ const QUIET_WAIT_MS: u64 = 100;
 /// How far over the model's longest wait a measured one may be (a loaded machine's delays).
 const WAIT_SLACK_MS: u64 = 700;
 
-/// The blocks' text; the first block's number is `first + 1`.
-fn items_text(first: u64, items: &[Item]) -> String {
+/// The blocks' text; the first block's number is `first + 1`. When `unterminated`, a last
+/// event's blank line is left out.
+fn items_text(first: u64, items: &[Item], unterminated: bool) -> String {
     let mut s = String::new();
     let mut seq = first;
     for item in items {
@@ -289,6 +298,9 @@ fn items_text(first: u64, items: &[Item]) -> String {
                     s += &format!("retry: {retry}\n");
                 }
                 s += &format!("data: e{seq}\n\n");
+                if unterminated && std::ptr::eq(item, items.last().unwrap()) {
+                    s.pop();
+                }
             }
             Item::IdOnly => {
                 seq += 1;
@@ -557,10 +569,11 @@ fn stream(
     body: &Body,
 ) -> bool {
     let mut encoder = Encoder::new(body);
-    let mut bytes = encoder.piece(items_text(first, items).as_bytes());
+    let text = items_text(first, items, end == End::Unterminated);
+    let mut bytes = encoder.piece(text.as_bytes());
     let mut fields = String::new();
     match end {
-        End::Close | End::Length => bytes.extend(encoder.end()),
+        End::Close | End::Unterminated | End::Length => bytes.extend(encoder.end()),
         End::Cut if body.chunked => bytes.extend(b"14\r\nabc"),
         End::Cut => bytes.extend(encoder.end()),
         End::Silent | End::Idle(_) => {}
@@ -574,7 +587,7 @@ fn stream(
     }
     if body.chunked {
         fields += "Transfer-Encoding: chunked\r\n";
-        if matches!(end, End::Close | End::Idle(_)) {
+        if matches!(end, End::Close | End::Unterminated | End::Idle(_)) {
             // A whole chunked body leaves the connection reusable: the server says that it
             // closes it (else a POST sent on it in the meantime fails, not to be replayed).
             fields += "Connection: close\r\n";
@@ -608,7 +621,7 @@ fn stream(
                 reader.get_mut().finish();
             }
         }
-        End::Close | End::Cut => reader.get_mut().finish(),
+        End::Close | End::Unterminated | End::Cut => reader.get_mut().finish(),
     }
     false
 }
@@ -992,11 +1005,18 @@ impl<'a> Model<'a> {
             .and_then(|v| v.parse().ok())
             .unwrap_or(0);
         let mut delivered = false;
-        for item in items {
+        for (i, item) in items.iter().enumerate() {
             if !open(self) {
                 break;
             }
+            let cut_off = end == End::Unterminated && !self.case.flush && i + 1 == items.len();
             match *item {
+                Item::Event { retry, .. } if cut_off => {
+                    // Never dispatched, its `id:` never counts; its `retry:` line ended.
+                    if let Some(retry) = retry {
+                        self.reconnection = retry.into();
+                    }
+                }
                 Item::Event { id, retry } => {
                     seq += 1;
                     match id {
@@ -1044,7 +1064,7 @@ impl<'a> Model<'a> {
             self.failures += 1;
         }
         let error = match end {
-            End::Close | End::Length | End::Idle(_) => None,
+            End::Close | End::Unterminated | End::Length | End::Idle(_) => None,
             End::Cut => Some(Failure::Http { timeout: false }),
             End::Silent => Some(Failure::Http { timeout: true }),
         };
@@ -1276,6 +1296,7 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
     sse.set_retry_on_throttle(case.retry_throttled);
     sse.set_auto_reconnect(case.auto_reconnect);
     sse.set_read_timeout(case.read_timeout());
+    sse.set_flush_unterminated_event(case.flush);
     let log: Rc<RefCell<Vec<(String, Instant)>>> = Rc::default();
     let note: Rc<dyn Fn(String)> = {
         let log = log.clone();
@@ -1477,7 +1498,8 @@ fn answer() -> impl Strategy<Value = Answer> {
         (350..=SHORT_IDLE_MS).boxed()
     };
     let end = prop_oneof![
-        4 => Just(End::Close),
+        3 => Just(End::Close),
+        1 => Just(End::Unterminated),
         3 => Just(End::Length),
         2 => Just(End::Cut),
         1 => Just(End::Silent),
@@ -1545,12 +1567,13 @@ fn case() -> impl Strategy<Value = Case> {
             ],
             prop::option::weighted(0.4, (0usize..=1, what())),
             prop::bool::weighted(0.3),
+            any::<bool>(),
         ),
     )
         .prop_map(
             |(script, post, max_redirects, reconnection_ms, max_delay_ms, flags, calls)| {
                 let (retry_throttled, auto_reconnect) = flags;
-                let (actions, outside, tls) = calls;
+                let (actions, outside, tls, flush) = calls;
                 Case {
                     script,
                     post,
@@ -1562,13 +1585,15 @@ fn case() -> impl Strategy<Value = Case> {
                     actions,
                     outside,
                     tls,
+                    flush,
                 }
             },
         )
 }
 
 /// A slot that connects again (from a stream's end: `state_changed(Closed)`, `error`,
-/// `disconnected`, or `state_changed(Connecting)`) and a slot of another of the new stream's
+/// `disconnected`, or `state_changed(Connecting)`; or from an event, a stream's flushed last
+/// one included) and a slot of another of the new stream's
 /// signals that disconnects or connects again in turn, sometimes a third call after them.
 fn nested() -> impl Strategy<Value = Vec<Act>> {
     let first = prop::sample::select(vec![
@@ -1576,6 +1601,7 @@ fn nested() -> impl Strategy<Value = Vec<Act>> {
         On::State(ReadyState::Connecting),
         On::Error,
         On::Disconnected,
+        On::Message,
     ]);
     let second = prop::sample::select(vec![
         On::State(ReadyState::Connecting),
