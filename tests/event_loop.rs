@@ -84,6 +84,45 @@ fn a5_a_closure_posted_while_processing_waits_for_the_next_turn() {
     assert_eq!(count.get(), 12);
 }
 
+/// A closure posted by one that a nested turn ran (a posted closure waiting in
+/// `foundation::process_events`, the next closure of its batch posting again) was posted after
+/// the outer turn's posted stage began: it waits for the next turn, as one posted by the outer
+/// turn's own closures does. The outer stage ran it (it kept popping as many closures as were
+/// queued when it began, and counted the ones the nested turn ran as its own).
+#[test]
+fn a_closure_posted_inside_a_nested_turn_waits_for_the_next_turn() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let log = Rc::new(RefCell::new(Vec::new()));
+    let l = log.clone();
+    event_loop.post(move || {
+        l.borrow_mut().push("a");
+        let nested = kdnet::foundation::process_events(Some(Duration::ZERO)).unwrap();
+        l.borrow_mut().push(if nested == 1 {
+            "nested ran 1"
+        } else {
+            "nested ran ?"
+        });
+    });
+    let l = log.clone();
+    event_loop.post(move || {
+        l.borrow_mut().push("b");
+        let l = l.clone();
+        post(move || l.borrow_mut().push("c")).unwrap();
+    });
+    let outer = event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(
+        *log.borrow(),
+        ["a", "b", "nested ran 1"],
+        "c ran in the outer turn"
+    );
+    assert_eq!(
+        outer, 1,
+        "the outer turn ran only a (b ran in the nested one)"
+    );
+    assert_eq!(event_loop.process_events(Some(Duration::ZERO)).unwrap(), 1);
+    assert_eq!(*log.borrow(), ["a", "b", "nested ran 1", "c"]);
+}
+
 #[test]
 fn post_without_a_loop_fails() {
     thread::spawn(|| {

@@ -35,6 +35,9 @@ pub(crate) struct LoopCore {
     sources: RefCell<SourceRegistry>,
     timers: RefCell<TimerQueue>,
     posted: RefCell<VecDeque<Posted>>,
+    /// How many posted closures were taken off `posted` so far (by any turn, nested or not): a
+    /// posted stage runs those whose number is below the count queued when it began.
+    posted_taken: Cell<u64>,
     shared: Arc<Shared>,
     quit: Cell<Option<i32>>,
     depth: Cell<u32>,
@@ -324,15 +327,22 @@ impl LoopCore {
         Ok(dispatched)
     }
 
+    /// Runs the closures queued when it began; returns how many it ran itself. A closure of the
+    /// batch that nests a turn lets that turn run the rest of the batch (and what was queued
+    /// since): this stage then stops at the end of its batch, so a closure posted meanwhile waits
+    /// for the next turn, as one posted by this stage's own closures does.
     fn run_posted(&self) -> usize {
-        let n = self.posted.borrow().len();
-        for _ in 0..n {
+        let end = self.posted_taken.get() + self.posted.borrow().len() as u64;
+        let mut ran = 0;
+        while self.posted_taken.get() < end {
             let Some(f) = self.posted.borrow_mut().pop_front() else {
                 break;
             };
+            self.posted_taken.set(self.posted_taken.get() + 1);
             f();
+            ran += 1;
         }
-        n
+        ran
     }
 
     fn poll_and_dispatch(&self, timeout: Option<Duration>) -> Result<usize, LoopError> {
@@ -582,6 +592,7 @@ impl EventLoop {
             sources: RefCell::new(SourceRegistry::new()),
             timers: RefCell::new(TimerQueue::new()),
             posted: RefCell::new(VecDeque::new()),
+            posted_taken: Cell::new(0),
             shared,
             quit: Cell::new(None),
             depth: Cell::new(0),
@@ -804,7 +815,10 @@ fn posted_box<F: FnOnce() + 'static>(f: F) -> Posted {
 /// waiting is not delivered inside it (it is once the slot returns, if its condition still
 /// holds), and deferred slots wait for the evaluation that runs them to end. What the nested
 /// turns handle is not handled again by the outer one, so an embedding host (see
-/// [`EventLoop::as_raw_fd`]) finds nothing left over when the slot returns.
+/// [`EventLoop::as_raw_fd`]) finds nothing left over when the slot returns. Each turn counts
+/// only the callbacks it ran itself, and a stage the nested turn interrupted goes on only with
+/// the work that was there when it began: a closure posted while the nested turn ran (say by the
+/// rest of the outer turn's batch, which the nested turn runs) waits for the next turn.
 ///
 /// ```
 /// use kdnet::{EventLoop, foundation};
