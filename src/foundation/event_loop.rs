@@ -636,7 +636,11 @@ impl EventLoop {
     }
 
     /// Runs one turn, waiting at most `timeout` (`None`: until something happens,
-    /// `Some(Duration::ZERO)`: not at all). Returns how many callbacks ran.
+    /// `Some(Duration::ZERO)`: not at all). Returns how many callbacks this turn dispatched
+    /// itself (not those of a turn nested in one of them): posted closures, readiness events
+    /// handed to a descriptor's handler (one each, also when a slot earlier in the turn disabled
+    /// the notifier it was for), timers taken off the heap (also one whose own slot waits in a
+    /// nested loop, which is not fired again) and deferred slots.
     ///
     /// It does not wait when work is already there: closures queued (a turn that runs closures
     /// posted earlier returns without waiting, since one may have done what the caller waits
