@@ -829,6 +829,8 @@ struct Model<'a> {
     core_quit: Option<i32>,
     /// The `Run` step running (its min_ticks, code, ticks so far, quit sent).
     run: Option<(u32, i32, u32, bool)>,
+    /// Timer objects dropped while their emission is on the stack (timer, incarnation).
+    ghosts: Vec<(usize, u32)>,
     /// Turns on the stack.
     depth: u32,
     /// The latest instant the log showed: the loop's clock is at least this from then on.
@@ -902,6 +904,16 @@ impl Model<'_> {
         t.maybe_taken = false;
     }
 
+    /// Drops a timer object; one whose emission is on the stack stays on the loop's heap until
+    /// that emission ends (not fired, but a nested turn may take it off the heap and count it).
+    fn drop_timer(&mut self, i: usize) {
+        if let Some(t) = self.timers[i].take() {
+            if t.emitting && t.running {
+                self.ghosts.push((i, t.inc));
+            }
+        }
+    }
+
     fn act(&mut self, act: &Act) -> Check {
         match *act {
             Act::Start(i)
@@ -944,8 +956,9 @@ impl Model<'_> {
                 self.expect_act()?;
                 self.timers[i].as_mut().unwrap().single = b;
             }
-            Act::Drop(i) => self.timers[i] = None,
+            Act::Drop(i) => self.drop_timer(i),
             Act::Create(i, k, single) => {
+                self.drop_timer(i);
                 self.incs[i] += 1;
                 self.timers[i] = Some(MTimer {
                     inc: self.incs[i],
@@ -1227,6 +1240,7 @@ impl Model<'_> {
                 self.act(&act)?;
             }
         }
+        self.ghosts.retain(|&g| g != (timer, inc));
         let seq = self.seq;
         if let Some(t) = self.timers[timer].as_mut().filter(|t| t.inc == inc) {
             t.emitting = false;
@@ -1352,6 +1366,7 @@ impl Model<'_> {
                 slack += 1;
             }
         }
+        slack += self.ghosts.len();
         while let Some(&Ev::Fire {
             timer,
             inc,
@@ -1574,6 +1589,7 @@ fn check(script: &Script, evs: &[Ev]) -> Result<[u64; STATS_LEN], String> {
         shared_quit: None,
         core_quit: None,
         run: None,
+        ghosts: Vec::new(),
         depth: 0,
         // The earliest instant of the log: before the first timer stage.
         clock: evs
