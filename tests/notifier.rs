@@ -1101,3 +1101,61 @@ fn a_slot_cannot_add_a_second_notifier_while_its_own_is_still_held() {
     assert!(first.is_enabled());
     drop(local);
 }
+
+/// A descriptor reported by a turn's poll and not dispatched yet when an earlier slot of the
+/// batch waits in a nested loop, which gets new data before the nested turn polls: the nested
+/// poll reports it again, and it was dispatched twice in that one turn, the second time with
+/// nothing left to read (a slot trusting the readiness, reading a blocking descriptor, would
+/// hang there). It is dispatched once, with what both polls reported.
+#[test]
+fn a_descriptor_waiting_in_the_batch_is_not_triggered_twice_by_a_nested_turn() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 10);
+    let (a, mut a_peer) = socket_pair();
+    let (b, b_peer) = socket_pair();
+    let b = Rc::new(b);
+    let b_peer = Rc::new(RefCell::new(b_peer));
+    // b's slot reads all there is, and notes a trigger that found nothing.
+    let b_notifier = FileDescriptorNotifier::new(b.as_raw_fd(), NotificationType::Read).unwrap();
+    let (b_triggers, b_empty) = (Rc::new(Cell::new(0)), Rc::new(Cell::new(0)));
+    let (bt, be, br) = (b_triggers.clone(), b_empty.clone(), b.clone());
+    b_notifier
+        .triggered
+        .connect(move |_| {
+            bt.set(bt.get() + 1);
+            let mut buf = [0u8; 64];
+            let mut got = 0;
+            while let Ok(n) = (&*br).read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                got += n;
+            }
+            if got == 0 {
+                be.set(be.get() + 1);
+            }
+        })
+        .release();
+    // a's slot: more for b, then a nested turn.
+    let a_notifier = FileDescriptorNotifier::new(a.as_raw_fd(), NotificationType::Read).unwrap();
+    let (ar, bp) = (Rc::new(a), b_peer.clone());
+    a_notifier
+        .triggered
+        .connect(move |_| {
+            let mut buf = [0u8; 64];
+            let _ = (&*ar).read(&mut buf);
+            bp.borrow_mut().write_all(b"more").unwrap();
+            kdnet::foundation::process_events(Some(Duration::ZERO)).unwrap();
+        })
+        .release();
+    // a became readable first, so the poll reports it first.
+    a_peer.write_all(b"a").unwrap();
+    b_peer.borrow_mut().write_all(b"b").unwrap();
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(
+        b_triggers.get(),
+        1,
+        "b was triggered more than once in one turn"
+    );
+    assert_eq!(b_empty.get(), 0, "b was triggered with nothing to read");
+}

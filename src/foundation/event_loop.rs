@@ -360,9 +360,27 @@ impl LoopCore {
             // Appended: readiness an outer turn polled and has not dispatched yet goes first.
             let mut ready = self.ready.borrow_mut();
             let before = ready.len();
-            ready.extend(events.iter().map(|e| (e.token(), Readiness::from_event(e))));
-            self.poll_was_full
-                .set(ready.len() - before >= events.capacity());
+            let pending = self.ready_next.get()..before;
+            let polled = if pending.is_empty() {
+                ready.extend(events.iter().map(|e| (e.token(), Readiness::from_event(e))));
+                ready.len() - before
+            } else {
+                // A turn nested in a handler: a source still waiting in the outer batch that the
+                // kernel reports again (new data since) is dispatched once, with both reports,
+                // not twice in this turn (the second time finding nothing).
+                for e in events.iter() {
+                    let readiness = Readiness::from_event(e);
+                    match ready[pending.clone()]
+                        .iter_mut()
+                        .find(|(t, _)| *t == e.token())
+                    {
+                        Some((_, waiting)) => waiting.merge(readiness),
+                        None => ready.push((e.token(), readiness)),
+                    }
+                }
+                events.iter().count()
+            };
+            self.poll_was_full.set(polled >= events.capacity());
         }
         let mut dispatched = 0;
         loop {

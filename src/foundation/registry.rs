@@ -23,6 +23,16 @@ pub(crate) struct Readiness {
 }
 
 impl Readiness {
+    /// Adds what `other` reports (a later poll's report of the same source).
+    pub(crate) fn merge(&mut self, other: Readiness) {
+        self.readable |= other.readable;
+        self.writable |= other.writable;
+        self.error |= other.error;
+        self.read_closed |= other.read_closed;
+        self.write_closed |= other.write_closed;
+        self.priority |= other.priority;
+    }
+
     pub(crate) fn from_event(event: &mio::event::Event) -> Self {
         Readiness {
             readable: event.is_readable(),
