@@ -58,6 +58,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use support::certs::test_pki;
 use support::pattern;
+use support::socket_events::SocketEvent as Ev;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Family {
@@ -223,27 +224,6 @@ fn case() -> impl Strategy<Value = Case> {
 }
 
 // ---- recording ---------------------------------------------------------------------------------
-
-#[derive(Debug, Clone)]
-enum Ev {
-    State(SocketState),
-    Connected,
-    Written(usize),
-    Received(usize),
-    ReadyRead,
-    Error(SocketError),
-    Disconnected,
-    Handshake,
-    HandshakeError(SocketError),
-    /// The test dropped the last handle here.
-    Dropped,
-}
-
-impl PartialEq for Ev {
-    fn eq(&self, other: &Ev) -> bool {
-        format!("{self:?}") == format!("{other:?}")
-    }
-}
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 enum ServerEv {

@@ -51,6 +51,7 @@ use proptest::prelude::*;
 use proptest::test_runner::{Config, TestCaseError, TestRunner};
 use support::certs::test_pki;
 use support::pattern;
+use support::socket_events::SocketEvent as Ev;
 
 /// Where the kdnet side's socket comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -442,28 +443,6 @@ fn start_peer(
 }
 
 // ---- the kdnet side ----------------------------------------------------------------------------
-
-#[derive(Debug, Clone)]
-enum Ev {
-    State(SocketState),
-    Connected,
-    Written(usize),
-    Received(usize),
-    ReadyRead,
-    Error(SocketError),
-    Disconnected,
-    Handshake,
-    HandshakeError(SocketError),
-    /// The test dropped the last handle here.
-    Dropped,
-}
-
-/// Errors compare by their description (`SocketError` has no `PartialEq`).
-impl PartialEq for Ev {
-    fn eq(&self, other: &Ev) -> bool {
-        format!("{self:?}") == format!("{other:?}")
-    }
-}
 
 /// Keeps the kdnet socket alive: the `SslSocket` (which holds its `TcpSocket`) or the socket.
 enum Owner {

@@ -5,6 +5,7 @@ pub mod certs;
 pub mod chaos;
 pub mod model;
 pub mod served;
+pub mod socket_events;
 
 use std::cell::RefCell;
 use std::rc::Rc;
