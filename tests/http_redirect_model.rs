@@ -733,6 +733,9 @@ struct Shared {
     cookies: Mutex<Vec<SetCookie>>,
     /// When the client closed each (host, connection), as its server saw.
     closed: Mutex<HashMap<(usize, u64), Instant>>,
+    /// Why the server stopped serving a (host, connection) without seeing it close (a failure
+    /// message names it).
+    left: Mutex<HashMap<(usize, u64), &'static str>>,
 }
 
 struct Servers {
@@ -836,11 +839,11 @@ fn serve(
         let at = Instant::now();
         let mut parts = seen.line.split_whitespace();
         let (Some(method), Some(path)) = (parts.next(), parts.next()) else {
-            return;
+            return leave(shared, host, conn, "unparsable request line");
         };
         let (method, path) = (method.to_string(), path.to_string());
         let Some((case, which)) = parse_path(&path) else {
-            return;
+            return leave(shared, host, conn, "unknown path");
         };
         shared.arrivals.lock().unwrap()[host].push(Arrival {
             case,
@@ -873,7 +876,7 @@ fn serve(
         };
         for head in interim.heads() {
             if !served::write_all(reader, &head) {
-                return;
+                return leave(shared, host, conn, "an interim head's write failed");
             }
         }
         match &script {
@@ -945,7 +948,7 @@ fn serve(
                 }
                 Final::StallHead => {
                     std::thread::sleep(STALL);
-                    return;
+                    return leave(shared, host, conn, "stalled its head");
                 }
                 Final::StallBody => {
                     head = "HTTP/1.1 200 OK\r\nContent-Length: 40\r\n".to_string();
@@ -988,11 +991,11 @@ fn serve(
         let mut bytes = head.into_bytes();
         bytes.extend_from_slice(&body);
         if !served::write_all(reader, &bytes) {
-            return;
+            return leave(shared, host, conn, "the response's write failed");
         }
         if stall {
             std::thread::sleep(STALL);
-            return;
+            return leave(shared, host, conn, "stalled its body");
         }
         if close {
             reader.get_mut().finish();
@@ -1004,6 +1007,11 @@ fn serve(
         .lock()
         .unwrap()
         .insert((host, conn), Instant::now());
+}
+
+/// Notes why the server stopped serving `(host, conn)` without seeing it close.
+fn leave(shared: &Shared, host: usize, conn: u64, why: &'static str) {
+    shared.left.lock().unwrap().insert((host, conn), why);
 }
 
 // ---- the client side -------------------------------------------------------------------------
@@ -1309,9 +1317,28 @@ fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
             case,
             {
                 let closed = servers.shared.closed.lock().unwrap();
+                let left = servers.shared.left.lock().unwrap();
+                let arrivals = servers.shared.arrivals.lock().unwrap();
                 answered
                     .iter()
                     .filter(|key| !closed.contains_key(key))
+                    .map(|&(h, c)| {
+                        let on_it: Vec<String> = arrivals[h]
+                            .iter()
+                            .filter(|a| a.case == case && a.conn == c)
+                            .map(|a| {
+                                format!(
+                                    "{} r{:?} hop {} reused {} answered {}",
+                                    a.method,
+                                    a.req,
+                                    a.hop,
+                                    a.reused,
+                                    a.answering.is_some()
+                                )
+                            })
+                            .collect();
+                        (h, c, left.get(&(h, c)).copied(), on_it)
+                    })
                     .collect::<Vec<_>>()
             },
             answered,
