@@ -344,15 +344,21 @@ fn on_fire(i: usize, inc: u32) {
         at: Instant::now(),
         depth: foundation::dispatch_depth(),
     });
+    react(&r, &r.fires, &r.slots, i);
+}
+
+/// Counts callback `i`'s call in `calls` and runs the reaction of that call from `reactions`
+/// (they repeat in turn).
+fn react(r: &Real, calls: &RefCell<Vec<usize>>, reactions: &[Vec<Vec<Act>>], i: usize) {
     let k = {
-        let mut fires = r.fires.borrow_mut();
-        fires[i] += 1;
-        fires[i] - 1
+        let mut calls = calls.borrow_mut();
+        calls[i] += 1;
+        calls[i] - 1
     };
-    let slot = &r.slots[i];
-    if !slot.is_empty() {
-        for act in slot[k % slot.len()].clone() {
-            exec(&r, &act);
+    let reaction = &reactions[i];
+    if !reaction.is_empty() {
+        for act in reaction[k % reaction.len()].clone() {
+            exec(r, &act);
         }
     }
 }
@@ -380,17 +386,7 @@ fn on_trigger(n: usize, inc: u32) {
         at: Instant::now(),
         depth: foundation::dispatch_depth(),
     });
-    let k = {
-        let mut triggers = r.triggers.borrow_mut();
-        triggers[n] += 1;
-        triggers[n] - 1
-    };
-    let reaction = &r.reactions[n];
-    if !reaction.is_empty() {
-        for act in reaction[k % reaction.len()].clone() {
-            exec(&r, &act);
-        }
-    }
+    react(&r, &r.triggers, &r.reactions, n);
 }
 
 fn run_closure(id: u32, acts: Vec<Act>) {
