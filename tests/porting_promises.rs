@@ -302,6 +302,63 @@ fn tcp_server_close_leaves_accepted_connections_open() {
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
+/// PORTING.md `close, isListening, …, lastError` row: "errors through `error_occurred` and
+/// `listen`'s `Result`". A failed `listen` (the port is taken) is its `Err` only: no
+/// `error_occurred` (KDN's `setError` emitted `errorOccurred` for it too), no state change; the
+/// server stays `NotListening` and can listen elsewhere.
+#[test]
+fn tcp_server_failed_listen_is_its_result_only() {
+    let _ev = EventLoop::new().unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let server = TcpServer::new().unwrap();
+    let log: Log = Rc::default();
+    let l = log.clone();
+    server
+        .error_occurred
+        .connect(move |e| push(&l, format!("error_occurred {e}")))
+        .release();
+    let l = log.clone();
+    server
+        .state_changed
+        .connect(move |s| push(&l, format!("state {s:?}")))
+        .release();
+    let result = server.listen("127.0.0.1", port);
+    assert!(
+        matches!(&result, Err(e) if e.io_kind() == Some(std::io::ErrorKind::AddrInUse)),
+        "{result:?}"
+    );
+    assert_eq!(server.state(), ServerState::NotListening);
+    assert!(log.borrow().is_empty(), "{:?}", log.borrow());
+    server.listen("127.0.0.1", 0).unwrap();
+    assert_eq!(*log.borrow(), ["state Listening"]);
+}
+
+/// KDN `TcpServer`: "socket closed if no callback"; kdnet's `TcpServer` docs: "keep the `Rc` to
+/// keep the connection (a connection nobody keeps is closed)". A server whose `new_connection`
+/// has no slot closes what it accepts: the client reads the end of the stream.
+#[test]
+fn tcp_server_closes_a_connection_nobody_keeps() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = TcpServer::new().unwrap();
+    server.listen("127.0.0.1", 0).unwrap();
+    let mut client = TcpStream::connect(("127.0.0.1", server.server_port().unwrap())).unwrap();
+    client
+        .set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    let mut end = None;
+    wait_until(&mut ev, || {
+        let mut byte = [0u8; 1];
+        match client.read(&mut byte) {
+            Ok(n) => end = Some(n),
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => end = Some(0),
+            Err(_) => {}
+        }
+        end.is_some()
+    });
+    assert_eq!(end, Some(0));
+}
+
 // ---- TcpSocket -----------------------------------------------------------------------------------
 
 /// PORTING.md `Socket::stateChanged`, `connected()`, `bytesWritten`, `bytesReceived`,
@@ -413,6 +470,89 @@ fn tcp_socket_refused_connect_emits_error_without_disconnected() {
     assert_eq!(log[0], "state Connecting", "{log:?}");
     assert!(log[1].starts_with("error_occurred"), "{log:?}");
     assert_eq!(log[2..], ["state Unconnected"], "{log:?}");
+}
+
+/// PORTING.md `write(ByteArray)` row: writes are accepted "from `connect_to_host` on",
+/// "queued until connected" (T6), with `InvalidState` "when unconnected or closing"; the `write`
+/// docs: "until `disconnect_from_host`". A write after a graceful close began is refused and
+/// changes nothing: the peer gets exactly what was written before.
+#[test]
+fn tcp_socket_write_while_closing_is_invalid_state() {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).unwrap();
+        all
+    });
+    let socket = TcpSocket::new().unwrap();
+    socket
+        .connect_to_address(IpAddr::V4(Ipv4Addr::LOCALHOST), port)
+        .unwrap();
+    wait_until(&mut ev, || socket.state() == SocketState::Connected);
+    assert_eq!(socket.write(b"before").unwrap(), 6);
+    socket.disconnect_from_host();
+    assert!(
+        matches!(socket.write(b"after"), Err(SocketError::InvalidState(_))),
+        "a write while {:?}",
+        socket.state()
+    );
+    wait_until(&mut ev, || socket.state() == SocketState::Unconnected);
+    assert!(matches!(
+        socket.write(b"later"),
+        Err(SocketError::InvalidState(_))
+    ));
+    assert_eq!(&server.join().unwrap(), b"before");
+}
+
+/// PORTING.md `disconnectFromHost()` row: "flushes pending writes … first (KDN dropped them)",
+/// with T6: writes are "queued until connected". Bytes written while the socket still looks the
+/// host up, then a graceful close: the connect goes on, the bytes go out, and the socket closes
+/// (as Qt's `disconnectFromHost` while connecting, and as kdnet's own close during a TLS
+/// handshake with bytes queued). They were dropped without a word: `write` had accepted them.
+/// A write after the close is refused, although the socket still connects.
+#[test]
+fn disconnect_from_host_while_connecting_sends_the_queued_writes_first() {
+    let mut ev = EventLoop::new().unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut all = Vec::new();
+        stream.read_to_end(&mut all).unwrap();
+        all
+    });
+    let socket = TcpSocket::new().unwrap();
+    let log = record_socket(&socket);
+    socket.connect_to_host("localhost", port).unwrap();
+    assert_eq!(socket.write(b"fire and forget").unwrap(), 15);
+    socket.disconnect_from_host();
+    assert!(
+        matches!(socket.write(b"after"), Err(SocketError::InvalidState(_))),
+        "a write after disconnect_from_host while {:?}",
+        socket.state()
+    );
+    wait_until(&mut ev, || {
+        log.borrow().last().map(String::as_str) == Some("disconnected")
+            || log.borrow().iter().any(|e| e == "state Unconnected")
+    });
+    run_until(&mut ev, Duration::from_millis(50), || false);
+    assert_eq!(
+        *log.borrow(),
+        [
+            "state HostLookup",
+            "state Connecting",
+            "state Connected",
+            "connected",
+            "state Closing",
+            "bytes_written 15",
+            "state Unconnected",
+            "disconnected"
+        ]
+    );
+    assert_eq!(&server.join().unwrap(), b"fire and forget");
 }
 
 /// T5 ("`disconnectFromHost` during DNS does nothing") → PORTING.md: "cancels the lookup/connect".
@@ -1162,4 +1302,26 @@ fn dns_resolver_defaults() {
         Duration::from_secs(60)
     );
     assert!(kdnet::network::dns::DnsResolver::pool_threads() <= 4);
+}
+
+// ---- KDBindings ----------------------------------------------------------------------------------
+
+/// PORTING.md `connectSingleShot(f)` row: "disconnected just before it is called, as in KDB"
+/// (the reference notes, §2.1: a reflective wrapper that disconnects itself before calling `f`).
+/// Inside the slot its handle is already inactive and the signal counts no connection.
+#[test]
+fn single_shot_slot_is_disconnected_before_it_runs() {
+    use kdnet::bindings::{ConnectionHandle, Signal};
+    let signal = Rc::new(Signal::<u8>::new());
+    let handle: Slot<ConnectionHandle> = Rc::default();
+    let seen: Slot<(bool, usize)> = Rc::default();
+    let (h, s, sig) = (handle.clone(), seen.clone(), Rc::downgrade(&signal));
+    let connection = signal.connect_single_shot(move |_| {
+        let active = h.borrow().as_ref().unwrap().is_active();
+        let count = sig.upgrade().unwrap().connection_count();
+        *s.borrow_mut() = Some((active, count));
+    });
+    *handle.borrow_mut() = Some(connection);
+    signal.emit(&1);
+    assert_eq!(*seen.borrow(), Some((false, 0)));
 }
