@@ -26,6 +26,9 @@ type Log = Rc<RefCell<Vec<String>>>;
 /// Where a slot puts what it saw.
 type Slot<T> = Rc<RefCell<Option<T>>>;
 
+/// An accepted socket and the log of its signals.
+type Peer = (Rc<TcpSocket>, Log);
+
 fn push(log: &Log, entry: impl Into<String>) {
     log.borrow_mut().push(entry.into());
 }
@@ -228,7 +231,7 @@ fn tcp_server_lifecycle_signals_come_in_order() {
         .listening_started
         .connect(move |_| push(&l, "listening_started"))
         .release();
-    let accepted: Slot<(Rc<TcpSocket>, Log)> = Rc::default();
+    let accepted: Slot<Peer> = Rc::default();
     let (l, a) = (log.clone(), accepted.clone());
     server
         .new_connection
@@ -1324,4 +1327,87 @@ fn single_shot_slot_is_disconnected_before_it_runs() {
     *handle.borrow_mut() = Some(connection);
     signal.emit(&1);
     assert_eq!(*seen.borrow(), Some((false, 0)));
+}
+
+/// The same over TLS (`SslSocket`, whose connect state outlives a close to keep its TLS
+/// request): bytes queued before a `disconnect_from_host` made while connecting arrive
+/// encrypted, the close is clean (close_notify); after a failed connect closed the same way, the
+/// next connect of the socket, with nothing queued, is an ordinary connection rather than one
+/// closed on arrival.
+#[test]
+fn ssl_socket_disconnect_while_connecting_sends_the_queued_writes_and_reconnects_normally() {
+    let mut ev = EventLoop::new().unwrap();
+    let pki = support::certs::test_pki();
+    let server = TcpServer::new().unwrap();
+    server.set_tls_config(
+        kdnet::network::TlsServerConfig::from_pem(
+            pki.server_cert_pem.as_bytes(),
+            pki.server_key_pem.as_bytes(),
+        )
+        .unwrap(),
+    );
+    let received: Rc<RefCell<Vec<u8>>> = Rc::default();
+    let peers: Rc<RefCell<Vec<Peer>>> = Rc::default();
+    let (p, r) = (peers.clone(), received.clone());
+    server
+        .new_connection
+        .connect(move |peer| {
+            let (weak, r) = (Rc::downgrade(peer), r.clone());
+            peer.ready_read
+                .connect(move |_| {
+                    if let Some(peer) = weak.upgrade() {
+                        r.borrow_mut().extend_from_slice(&peer.read_all());
+                    }
+                })
+                .release();
+            p.borrow_mut().push((peer.clone(), record_socket(peer)));
+        })
+        .release();
+    server.listen("127.0.0.1", 0).unwrap();
+    let port = server.server_port().unwrap();
+    let client = kdnet::network::SslSocket::with_config(
+        kdnet::network::TlsClientConfig::with_only_ca_certificates(pki.ca_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    client.connect_to_host("localhost", port).unwrap();
+    client.write(b"sealed").unwrap();
+    client.disconnect_from_host();
+    wait_until(&mut ev, || {
+        peers
+            .borrow()
+            .first()
+            .is_some_and(|(_, log)| log.borrow().last().map(String::as_str) == Some("disconnected"))
+    });
+    assert_eq!(&received.borrow()[..], b"sealed");
+    let first_peer_log = peers.borrow()[0].1.clone();
+    assert!(
+        !first_peer_log
+            .borrow()
+            .iter()
+            .any(|e| e.starts_with("error_occurred")),
+        "not a clean close: {:?}",
+        first_peer_log.borrow()
+    );
+    wait_until(&mut ev, || client.state() == SocketState::Unconnected);
+    // A close asked for while connecting to a port that refuses: the failed connect is an
+    // error as ever, and the close it asked for does not carry over to the next connect.
+    let errors = Rc::new(Cell::new(0));
+    let e = errors.clone();
+    client
+        .error_occurred
+        .connect(move |_| e.set(e.get() + 1))
+        .release();
+    client.connect_to_host("localhost", closed_port()).unwrap();
+    client.write(b"lost").unwrap();
+    client.disconnect_from_host();
+    wait_until(&mut ev, || errors.get() == 1);
+    assert_eq!(client.state(), SocketState::Unconnected);
+    // Again, nothing queued: an ordinary connection that stays open.
+    client.connect_to_host("localhost", port).unwrap();
+    wait_until(&mut ev, || client.is_encrypted());
+    run_until(&mut ev, Duration::from_millis(50), || false);
+    assert_eq!(client.state(), SocketState::Connected);
+    client.write(b"!").unwrap();
+    wait_until(&mut ev, || received.borrow().len() == 7);
+    assert_eq!(&received.borrow()[..], b"sealed!");
 }

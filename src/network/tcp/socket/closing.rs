@@ -123,6 +123,8 @@ impl Inner {
                 resolver.cancel(id);
             }
         }
+        // A close asked for while connecting was for this connection only.
+        connecting.close_when_connected = false;
         // A TLS request made before connecting still holds for the next connect.
         if connecting.tls_pending.is_none() {
             self.connecting = None;

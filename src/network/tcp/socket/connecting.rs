@@ -32,6 +32,9 @@ pub(super) struct Connecting {
     /// Set by `enable_client_tls`; the session is made when the TCP connection is up. Boxed: a
     /// plain connection never sets it.
     pub(super) tls_pending: Option<Box<(Arc<rustls::ClientConfig>, String)>>,
+    /// Set by `disconnect_from_host` while bytes were queued: the connect goes on, and once
+    /// connected the socket sends them and closes (as Qt's `disconnectFromHost` does).
+    pub(super) close_when_connected: bool,
 }
 
 /// The two ends of a connection, kept after it closes.
@@ -166,7 +169,7 @@ impl TcpSocket {
                 return self.close_with(Some(SocketError::io(SocketOperation::Configure, e)));
             }
         };
-        let tls_start = {
+        let (tls_start, close_when_connected) = {
             let mut inner = self.inner.borrow_mut();
             let _ = stream.set_nodelay(inner.no_delay);
             if inner.keep_alive {
@@ -177,11 +180,15 @@ impl TcpSocket {
             inner.key = Some(key);
             inner.state = SocketState::Connected;
             // Connected: nothing of the way here is needed any more (but the connect
-            // timeout's deadline, which a TLS handshake has to meet as well).
-            inner
-                .connecting
-                .take()
-                .and_then(|c| c.tls_pending.map(|t| (*t, c.deadline)))
+            // timeout's deadline, which a TLS handshake has to meet as well, and whether a
+            // graceful close waits for the connection).
+            match inner.connecting.take() {
+                Some(c) => (
+                    c.tls_pending.map(|t| (*t, c.deadline)),
+                    c.close_when_connected,
+                ),
+                None => (None, false),
+            }
         };
         log::debug!("connected to {peer}");
         if let Some(((config, host), connect_deadline)) = tls_start {
@@ -210,6 +217,11 @@ impl TcpSocket {
         if still_connected() {
             if let Some(sink) = self.sink() {
                 sink.on_connected();
+            }
+            // `disconnect_from_host` came while connecting, with bytes queued: they go out
+            // first (over TLS once the handshake is through), then the socket closes.
+            if close_when_connected {
+                return self.close_gracefully();
             }
         }
         self.flush();

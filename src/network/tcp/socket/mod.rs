@@ -447,6 +447,16 @@ impl TcpSocket {
                 SocketState::Closing => {
                     return Err(SocketError::InvalidState("write on a closing socket"));
                 }
+                SocketState::HostLookup | SocketState::Connecting
+                    if inner
+                        .connecting
+                        .as_ref()
+                        .is_some_and(|c| c.close_when_connected) =>
+                {
+                    return Err(SocketError::InvalidState(
+                        "write after disconnect_from_host",
+                    ));
+                }
                 _ => {}
             }
             // Plain TCP with nothing queued: the kernel takes the data straight from `data`
@@ -511,7 +521,11 @@ impl TcpSocket {
 
     /// Closes gracefully: pending writes (and TLS close_notify) are flushed first, then the
     /// connection closes and `disconnected` is emitted. While still looking up or connecting,
-    /// the attempt is cancelled.
+    /// the attempt is cancelled when nothing is queued (`Unconnected` at once, no signal but
+    /// `state_changed`). With bytes queued (written since `connect_to_host`) it goes on, as Qt's
+    /// `disconnectFromHost` does: once connected the socket emits `connected`, sends them and
+    /// closes through `Closing`; further writes are refused meanwhile, a failed connect is
+    /// `error_occurred` as ever, and [`abort`](Self::abort) still cancels at once.
     ///
     /// During a TLS handshake (`Connected`, not yet [`is_encrypted`](Self::is_encrypted)) it
     /// depends on what is queued. With bytes queued the close waits for the handshake (at most
@@ -534,7 +548,15 @@ impl TcpSocket {
         let state = self.state();
         match state {
             SocketState::Unconnected | SocketState::Closing => {}
-            SocketState::HostLookup | SocketState::Connecting => self.abort(),
+            SocketState::HostLookup | SocketState::Connecting => {
+                let mut inner = self.inner.borrow_mut();
+                if inner.write_buf.is_empty() {
+                    drop(inner);
+                    self.abort();
+                } else {
+                    inner.connecting().close_when_connected = true;
+                }
+            }
             SocketState::Connected => self.close_gracefully(),
         }
     }
