@@ -536,12 +536,14 @@ fn close(drv: &Drv, socket: &TcpSocket) {
         d.closed = true;
         match d.case.close {
             Close::Nothing => return,
-            // Documented: while looking up or connecting, a graceful close cancels (an abort).
+            // Documented: while looking up or connecting, a graceful close with nothing
+            // queued cancels (an abort); with bytes queued it connects, sends them and closes.
             Close::Graceful
-                if matches!(
-                    socket.state(),
-                    SocketState::HostLookup | SocketState::Connecting
-                ) =>
+                if d.accepted.is_empty()
+                    && matches!(
+                        socket.state(),
+                        SocketState::HostLookup | SocketState::Connecting
+                    ) =>
             {
                 d.aborted_or_dropped = true;
                 (Close::Graceful, None)
