@@ -50,7 +50,10 @@ pub enum ServerState {
 pub struct TcpServer {
     /// A connection was accepted.
     pub new_connection: Signal<Rc<TcpSocket>>,
-    /// Listening or accepting failed.
+    /// Accepting failed: an accept error such as running out of descriptors (accepting pauses
+    /// for 100 ms, then goes on), or an accepted connection that could not be set up. A failed
+    /// [`listen`](Self::listen) or [`listen_on`](Self::listen_on) is their `Err` only, not
+    /// emitted here (KDNetwork's `setError` emitted `errorOccurred` for it too).
     pub error_occurred: Signal<SocketError>,
     /// `listen` succeeded (after `state_changed(Listening)`; not emitted when a slot of that
     /// closed the server again).
