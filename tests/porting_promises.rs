@@ -1411,3 +1411,48 @@ fn ssl_socket_disconnect_while_connecting_sends_the_queued_writes_and_reconnects
     wait_until(&mut ev, || received.borrow().len() == 7);
     assert_eq!(&received.borrow()[..], b"sealed!");
 }
+
+// ---- KDFoundation --------------------------------------------------------------------------------
+
+/// PORTING.md `Timer::createTimeout(f, ms)` row: "dropping the returned timer cancels it".
+#[test]
+fn create_timeout_dropped_before_it_fires_never_runs() {
+    use kdnet::foundation::Timer;
+    let mut ev = EventLoop::new().unwrap();
+    let fired = Rc::new(Cell::new(false));
+    let f = fired.clone();
+    let timer = Timer::create_timeout(Duration::from_millis(5), move || f.set(true)).unwrap();
+    let kept = Rc::new(Cell::new(false));
+    let k = kept.clone();
+    let _control = Timer::create_timeout(Duration::from_millis(30), move || k.set(true)).unwrap();
+    drop(timer);
+    wait_until(&mut ev, || kept.get());
+    assert!(!fired.get());
+}
+
+/// D1 ("an emitter destroyed during its own emit": KDU's managed single-shot timer erased
+/// itself from the map inside its own `timeout`) → PORTING.md `setTimeout … cancelTimer` row:
+/// "a single-shot timer removing itself while it fires is safe". Its callback cancels its own
+/// id: no crash, the id is no longer active, and nothing is left registered.
+#[test]
+fn d1_a_managed_single_shot_timer_may_cancel_itself_while_it_fires() {
+    use kdnet::foundation::{Timer, TimerId};
+    let mut ev = EventLoop::new().unwrap();
+    let before = ev.timer_count();
+    let own: Slot<TimerId> = Rc::default();
+    let seen: Slot<(bool, bool)> = Rc::default();
+    let (o, s) = (own.clone(), seen.clone());
+    let id = Timer::set_timeout(Duration::from_millis(1), move || {
+        let id = o.borrow().unwrap();
+        let active = Timer::is_timer_active(id);
+        *s.borrow_mut() = Some((active, Timer::cancel_timer(id)));
+    })
+    .unwrap();
+    *own.borrow_mut() = Some(id);
+    wait_until(&mut ev, || seen.borrow().is_some());
+    // It is firing: no longer pending, so there is nothing left to cancel.
+    assert_eq!(*seen.borrow(), Some((false, false)));
+    assert!(!Timer::is_timer_active(id));
+    run_until(&mut ev, Duration::from_millis(10), || false);
+    assert_eq!(ev.timer_count(), before);
+}
