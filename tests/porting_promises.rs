@@ -29,6 +29,9 @@ type Slot<T> = Rc<RefCell<Option<T>>>;
 /// An accepted socket and the log of its signals.
 type Peer = (Rc<TcpSocket>, Log);
 
+/// A download progress report: bytes received, total if known.
+type Progress = (u64, Option<u64>);
+
 fn push(log: &Log, entry: impl Into<String>) {
     log.borrow_mut().push(entry.into());
 }
@@ -244,6 +247,9 @@ fn tcp_server_lifecycle_signals_come_in_order() {
     let port = server.server_port().unwrap();
     let client = TcpStream::connect(("127.0.0.1", port)).unwrap();
     wait_until(&mut ev, || accepted.borrow().is_some());
+    // The signal's argument: the accepted socket, whose peer is the client.
+    let peer_address = accepted.borrow().as_ref().unwrap().0.peer_address();
+    assert_eq!(peer_address, Some(client.local_addr().unwrap()));
     assert_eq!(server.state(), ServerState::Listening);
     server.close();
     assert_eq!(server.state(), ServerState::NotListening);
@@ -777,6 +783,60 @@ fn http_request_signals_come_in_order() {
     );
 }
 
+/// PORTING.md `downloadProgress` row (H17): "the total is the announced length (0 for a
+/// bodiless response) and the end comes as `(n, Some(n))`". A `HEAD` announcing 100 bytes ends
+/// at `(0, Some(0))`; a chunked body of unknown length reports `None` until it ends, then
+/// `(n, Some(n))` with `n` the body bytes without the chunk framing.
+#[test]
+fn h17_download_progress_totals_for_bodiless_and_chunked_responses() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("HEAD") {
+            Reply::Bytes(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n".to_vec())
+        } else {
+            Reply::Pieces(
+                vec![
+                    b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n".to_vec(),
+                    b"4\r\ndefg\r\n0\r\n\r\n".to_vec(),
+                ],
+                Duration::from_millis(30),
+            )
+        }
+    });
+    let client = HttpClient::new().unwrap();
+    let reports: Rc<RefCell<Vec<Progress>>> = Rc::default();
+    let r = reports.clone();
+    client
+        .download_progress
+        .connect(move |(_, got, total)| r.borrow_mut().push((*got, *total)))
+        .release();
+    let head = HttpRequest::new(&server.url("/h"))
+        .unwrap()
+        .with_method("HEAD".parse().unwrap());
+    support::wait(&mut ev, &support::send(&client, head)).unwrap();
+    assert_eq!(
+        reports.borrow().last(),
+        Some(&(0, Some(0))),
+        "{:?}",
+        reports.borrow()
+    );
+    reports.borrow_mut().clear();
+    let body = support::wait(&mut ev, &support::get_text(&client, &server.url("/c"))).unwrap();
+    assert_eq!(body.text(), "abcdefg");
+    let reports = reports.borrow();
+    assert_eq!(reports.last(), Some(&(7, Some(7))), "{reports:?}");
+    assert!(
+        reports[..reports.len() - 1]
+            .iter()
+            .all(|(_, total)| total.is_none()),
+        "{reports:?}"
+    );
+    assert!(
+        reports.windows(2).all(|w| w[0].0 < w[1].0),
+        "each count once: {reports:?}"
+    );
+}
+
 /// PORTING.md `error(const HttpRequest&, const std::string&)` row: the `error` signal comes
 /// "after the request's callback", with the request's id; `response_received` does not come.
 #[test]
@@ -1023,6 +1083,36 @@ fn s3_the_default_reconnect_waits_three_seconds_and_resumes_from_the_id() {
             "state Open",
             "opened 200",
             "connected",
+        ]
+    );
+}
+
+/// PORTING.md `(no reconnect; retry parsed but unused, S3)` row: `set_retry_on_throttle` is
+/// "off by default": with auto reconnect on, a `429` (even one saying when to come back) fails
+/// the client for good, as any non-200 status does (sse-spec.md §1.6), with one request only.
+#[test]
+fn sse_client_does_not_retry_a_throttled_answer_by_default() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Bytes(
+            b"HTTP/1.1 429 Too Many Requests\r\nRetry-After: 0\r\nContent-Length: 0\r\n\r\n"
+                .to_vec(),
+        )
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_reconnection_time(Duration::from_millis(10));
+    let log = record_sse(&sse);
+    sse.connect(HttpRequest::get(&server.url("/s")).unwrap());
+    wait_until(&mut ev, || sse.ready_state() == ReadyState::Closed);
+    run_until(&mut ev, Duration::from_millis(200), || false);
+    assert_eq!(server.requests().len(), 1);
+    assert_eq!(
+        *log.borrow(),
+        [
+            "state Connecting",
+            "state Closed",
+            "error fatal=true",
+            "disconnected"
         ]
     );
 }
