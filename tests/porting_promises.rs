@@ -280,6 +280,38 @@ fn tcp_server_lifecycle_signals_come_in_order() {
     );
 }
 
+/// PORTING.md Defaults "Listen backlog" row and the `listen(host, port, backlog = 128)` row:
+/// `DEFAULT_BACKLOG` = 128, as KDN. Over loopback while the loop does not turn: the kernel
+/// completes about 128 handshakes (Linux: backlog + 1) and holds the rest of a burst of 200 back
+/// (their SYNs dropped until the server accepts).
+#[test]
+fn tcp_server_default_backlog_holds_about_128_connections_for_the_loop() {
+    let _ev = EventLoop::new().unwrap();
+    let server = TcpServer::new().unwrap();
+    server.listen("127.0.0.1", 0).unwrap();
+    let addr: std::net::SocketAddr = server.server_address().unwrap();
+    let clients: Vec<socket2::Socket> = (0..200)
+        .map(|_| {
+            let s =
+                socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            s.set_nonblocking(true).unwrap();
+            let _ = s.connect(&addr.into()); // in progress
+            s
+        })
+        .collect();
+    // Handshakes over loopback complete at once; give the kernel a moment all the same.
+    let deadline = Instant::now() + Duration::from_millis(300);
+    let mut established = 0;
+    while Instant::now() < deadline {
+        established = clients.iter().filter(|s| s.peer_addr().is_ok()).count();
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    assert!(
+        (120..=136).contains(&established),
+        "{established} of 200 connections completed with the default backlog"
+    );
+}
+
 /// PORTING.md `close, isListening, …` row: "`close` leaves accepted connections open".
 #[test]
 fn tcp_server_close_leaves_accepted_connections_open() {
