@@ -1018,9 +1018,21 @@ fn sse_client_lifecycle_signals_come_in_order() {
     let sse = SseClient::new().unwrap();
     sse.set_auto_reconnect(false);
     let log = record_sse(&sse);
+    // PORTING.md `responseReceived` row: "once per final response (KDN re-emitted it per SSE
+    // chunk); for an `SseClient`'s stream it comes once the stream has ended (after
+    // `disconnected`)".
+    let l = log.clone();
+    sse.http_client()
+        .response_received
+        .connect(move |r| push(&l, format!("response_received {}", r.status())))
+        .release();
     sse.connect(HttpRequest::get(&server.url("/s")).unwrap());
     assert_eq!(sse.ready_state(), ReadyState::Connecting);
-    wait_until(&mut ev, || sse.ready_state() == ReadyState::Closed);
+    wait_until(&mut ev, || {
+        log.borrow()
+            .iter()
+            .any(|e| e.starts_with("response_received"))
+    });
     run_until(&mut ev, Duration::from_millis(30), || false);
     assert_eq!(
         *log.borrow(),
@@ -1032,7 +1044,8 @@ fn sse_client_lifecycle_signals_come_in_order() {
             "message message:a",
             "message tick:b",
             "state Closed",
-            "disconnected"
+            "disconnected",
+            "response_received 200"
         ]
     );
     // sse-spec.md §1.5: the request asks for the stream: `Accept: text/event-stream`,
