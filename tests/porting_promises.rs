@@ -925,6 +925,21 @@ fn h12_the_default_redirect_limit_follows_five_hops_and_refuses_the_sixth() {
         }
     });
     let client = HttpClient::new().unwrap();
+    // `responseReceived` row: "once per final response": no report of the hops' 3xx.
+    let log: Log = Rc::default();
+    let l = log.clone();
+    client
+        .response_received
+        .connect(move |r| push(&l, format!("response_received {}", r.status())))
+        .release();
+    let l = log.clone();
+    client
+        .error
+        .connect(move |(_, e)| {
+            let too_many = matches!(e, HttpError::TooManyRedirects { .. });
+            push(&l, format!("error too_many_redirects={too_many}"))
+        })
+        .release();
     let five = support::wait(&mut ev, &support::get_text(&client, &server.url("/r/5"))).unwrap();
     assert_eq!(
         (five.text().as_ref(), five.redirect_count()),
@@ -934,6 +949,10 @@ fn h12_the_default_redirect_limit_follows_five_hops_and_refuses_the_sixth() {
     assert!(
         matches!(six, Err(HttpError::TooManyRedirects { .. })),
         "{six:?}"
+    );
+    assert_eq!(
+        *log.borrow(),
+        ["response_received 200", "error too_many_redirects=true"]
     );
 }
 
