@@ -490,7 +490,9 @@ fn tcp_socket_graceful_close_signals_come_in_order() {
 
 /// PORTING.md `connected(), disconnected(), …` row: "`disconnected` only for a connection that
 /// emitted `connected`"; and `Socket::errorOccurred`: "the socket is already `Unconnected` when
-/// it is emitted". A refused connect: no `connected`, no `disconnected`.
+/// it is emitted". A refused connect: no `connected`, no `disconnected` (KDN's
+/// `handleConnectionResult` emitted `disconnected` for it, through `disconnectFromHost`). The
+/// order is KDN's: `errorOccurred` (its `setError`), then `stateChanged(Unconnected)`.
 #[test]
 fn tcp_socket_refused_connect_emits_error_without_disconnected() {
     let mut ev = EventLoop::new().unwrap();
