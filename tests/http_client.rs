@@ -4352,3 +4352,84 @@ fn close_read_in_the_turn_a_timeout_fires(total: bool) {
         "total timeout: {total}: {result:?}"
     );
 }
+
+/// The bytes a request hands to the kernel are reported from a later turn. A request written by
+/// user code that runs in the loop's posted stage (here the callback of a request the client
+/// refused, which comes from a posted closure), on an idle pooled connection, may get its whole
+/// response in the same turn's poll, before that report: the report then found the connection
+/// idle (or serving the next request) and was dropped (or counted as the next request's body),
+/// so `upload_progress` never reported the body that went out. The callback keeps the loop busy
+/// for a moment after sending, so that the answer is there by that poll.
+#[test]
+fn upload_progress_reaches_its_total_when_the_answer_comes_before_the_written_report() {
+    let mut ev = EventLoop::new().unwrap();
+    let server =
+        ScriptServer::start(|req, _| Reply::Bytes(ok_response(&req.body.len().to_string(), "")));
+    let client = HttpClient::new().unwrap();
+    let progress = Rc::new(RefCell::new(Vec::new()));
+    let p = progress.clone();
+    client
+        .upload_progress
+        .connect(move |&(id, sent, total)| p.borrow_mut().push((id, sent, total)))
+        .release();
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/warm")).unwrap().text(),
+        "0"
+    );
+    assert_eq!(client.open_connections(), 1);
+
+    let ids: Rc<RefCell<Vec<kdnet::network::http::RequestId>>> = Rc::default();
+    let answers: Rc<RefCell<Vec<String>>> = Rc::default();
+    let refused: Outcome = Rc::default();
+    let (weak, url) = (Rc::downgrade(&client), server.url("/up"));
+    let (i, a, r) = (ids.clone(), answers.clone(), refused.clone());
+    let bad = HttpRequest::get(&server.url("/bad"))
+        .unwrap()
+        .with_header("Transfer-Encoding", "chunked");
+    client.send(bad, move |result| {
+        *r.borrow_mut() = Some(result);
+        let client = weak.upgrade().unwrap();
+        // A POST of 1,000 bytes whose callback sends a second one of 500 on the same connection.
+        let (weak, url2, i2, a2) = (Rc::downgrade(&client), url.clone(), i.clone(), a.clone());
+        let first = HttpRequest::post(&url, vec![b'a'; 1000]).unwrap();
+        let id = client.send(first, move |result| {
+            a2.borrow_mut().push(result.unwrap().text().into_owned());
+            let client = weak.upgrade().unwrap();
+            let second = HttpRequest::post(&url2, vec![b'b'; 500]).unwrap();
+            let a3 = a2.clone();
+            let id = client.send(second, move |result| {
+                a3.borrow_mut().push(result.unwrap().text().into_owned())
+            });
+            i2.borrow_mut().push(id);
+        });
+        i.borrow_mut().push(id);
+        // User code busy for a moment: the answer arrives meanwhile.
+        std::thread::sleep(Duration::from_millis(100));
+    });
+    wait_until(&mut ev, || answers.borrow().len() == 2);
+    assert!(matches!(
+        refused.borrow_mut().take(),
+        Some(Err(HttpError::InvalidRequest(_)))
+    ));
+    assert_eq!(*answers.borrow(), ["1000", "500"]);
+    let seen = server.requests();
+    assert!(seen.iter().all(|r| r.connection == 0), "not one connection");
+    // A moment more for a report that would come late.
+    run_until(&mut ev, Duration::from_millis(50), || false);
+    let progress = progress.borrow();
+    for (&id, total) in ids.borrow().iter().zip([1000, 500]) {
+        let reports: Vec<(u64, u64)> = (progress.iter())
+            .filter(|r| r.0 == id)
+            .map(|r| (r.1, r.2))
+            .collect();
+        assert!(
+            reports.iter().all(|&(sent, t)| t == total && sent <= total),
+            "{id}: {reports:?}"
+        );
+        assert_eq!(
+            reports.last().map(|r| r.0),
+            Some(total),
+            "{id}: {reports:?} of {progress:?}"
+        );
+    }
+}

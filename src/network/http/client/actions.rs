@@ -26,6 +26,8 @@ pub(super) enum Action {
     SseHead(u64, Weak<dyn SseTarget>, HttpResponse),
     SseEvents(u64, Weak<dyn SseTarget>, SseBatch),
     Progress(u64, u64, Option<u64>),
+    /// The end of a request body's upload progress (see `HttpClient::settle_upload`).
+    Upload(u64, u64),
     Close(Rc<TcpSocket>),
     ResponseReceived(HttpResponse),
     Failed(u64, HttpError),
@@ -41,7 +43,8 @@ impl Action {
             | Action::StreamData(id, ..)
             | Action::SseHead(id, ..)
             | Action::SseEvents(id, ..)
-            | Action::Progress(id, ..) => Some(*id),
+            | Action::Progress(id, ..)
+            | Action::Upload(id, ..) => Some(*id),
             Action::Close(_) | Action::ResponseReceived(_) | Action::Failed(..) => None,
         }
     }
@@ -309,6 +312,10 @@ impl HttpClient {
                     t.on_events(RequestId::from_raw(id), &batch);
                 }
                 self.recycle_batch(batch);
+            }
+            Action::Upload(id, total) => {
+                self.upload_progress
+                    .emit(&(RequestId::from_raw(id), total, total));
             }
             Action::Progress(id, received, total) => {
                 if self.download_progress.connection_count() > 0 {

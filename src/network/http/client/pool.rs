@@ -101,6 +101,26 @@ impl Conn {
         self.sink.counts_written.set(body);
     }
 
+    /// Notes `n` more written bytes of a finished request still to be reported by the socket.
+    pub(super) fn owe_written(&self, n: u64) {
+        let owed = u64::from(self.sink.owed_written.get()).saturating_add(n);
+        self.sink
+            .owed_written
+            .set(u32::try_from(owed).unwrap_or(u32::MAX));
+    }
+
+    /// Takes the owed bytes out of a report of `n` written bytes; returns the rest (the
+    /// current request's).
+    pub(super) fn settle_written(&self, n: usize) -> usize {
+        let owed = self.sink.owed_written.get();
+        if owed == 0 {
+            return n;
+        }
+        let taken = owed.min(u32::try_from(n).unwrap_or(u32::MAX));
+        self.sink.owed_written.set(owed - taken);
+        n - taken as usize
+    }
+
     fn tls_current(&self, current: Option<&Arc<rustls::ClientConfig>>) -> bool {
         self.tls
             .as_ref()
@@ -311,6 +331,7 @@ impl HttpClient {
             conn: conn_id,
             tls: host.https,
             counts_written: Cell::new(false),
+            owed_written: Cell::new(0),
         });
         let weak_sink: Weak<dyn DataSink> = Rc::downgrade(&sink) as Weak<dyn DataSink>;
         socket.set_data_sink(Some(weak_sink));
@@ -696,7 +717,15 @@ struct ConnSink {
     /// The request being written has a body, whose progress the written bytes report (see
     /// `HttpClient::on_bytes_written`); without one the socket posts no report for them.
     counts_written: Cell<bool>,
+    /// Bytes of finished requests that the kernel took but the socket has not reported yet
+    /// (its reports come from a later turn): the next reports are theirs, not the current
+    /// request's (see `HttpClient::settle_upload`). In the padding beside the flags.
+    owed_written: Cell<u32>,
 }
+
+// The sink is one small allocation per connection: the owed count must not grow it.
+#[cfg(target_pointer_width = "64")]
+const _: () = assert!(std::mem::size_of::<ConnSink>() == 24);
 
 impl DataSink for ConnSink {
     fn on_data(&self, data: &[u8]) {

@@ -745,6 +745,9 @@ impl HttpClient {
             .and_then(|c| inner.conns.get(&c))
             .is_some_and(|c| c.socket.has_unsent_output());
         let reusable = reusable && !unsent;
+        if !unsent {
+            self.settle_upload(inner, &mut state, id, actions);
+        }
         // What the server said of keeping the connection (`Keep-Alive: timeout, max`): one look
         // through the head's fields, for a response that leaves its connection reusable.
         // One clock reading for the connection's idle deadline and the response's elapsed time.
@@ -811,6 +814,35 @@ impl HttpClient {
             inner.spare_state = Some(state);
         }
         actions.push(self.finish_action(inner, id, delivery, Ok(response)));
+    }
+}
+
+impl HttpClient {
+    /// Request `id`'s response is complete and its body has all left (nothing of it waits
+    /// unsent): the kernel took every byte, but the socket reports written bytes from a later
+    /// turn, and the answer may come first (the request went out from a posted closure, the
+    /// answer in that turn's poll). Its upload progress ends now, before its callback, with its
+    /// total; the bytes not reported yet are owed to its connection's next reports, which would
+    /// otherwise be dropped (the connection idle) or counted as the next request's body.
+    fn settle_upload(
+        &self,
+        inner: &ClientInner,
+        state: &mut RequestState,
+        id: u64,
+        actions: &mut Vec<Action>,
+    ) {
+        let wire = state.upload_head_len.saturating_add(state.upload_total);
+        if state.upload_total == 0 || state.wire_written >= wire {
+            return;
+        }
+        let Some(conn) = state.conn.and_then(|c| inner.conns.get(&c)) else {
+            return;
+        };
+        conn.owe_written(wire - state.wire_written);
+        state.wire_written = wire;
+        if self.upload_progress.connection_count() > 0 {
+            actions.push(Action::Upload(id, state.upload_total));
+        }
     }
 }
 

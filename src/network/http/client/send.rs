@@ -245,7 +245,12 @@ impl HttpClient {
     pub(super) fn on_bytes_written(&self, conn_id: u64, n: usize) {
         let update = {
             let mut inner = self.inner.borrow_mut();
-            let Some(id) = inner.conns.get(&conn_id).and_then(|c| c.request) else {
+            let Some(conn) = inner.conns.get(&conn_id) else {
+                return;
+            };
+            // Bytes of a request that finished before their report came are not this one's.
+            let n = conn.settle_written(n);
+            let Some(id) = conn.request.filter(|_| n > 0) else {
                 return;
             };
             let Some(state) = inner.requests.get_mut(&id) else {
