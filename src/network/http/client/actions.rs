@@ -313,10 +313,7 @@ impl HttpClient {
                 }
                 self.recycle_batch(batch);
             }
-            Action::Upload(id, total) => {
-                self.upload_progress
-                    .emit(&(RequestId::from_raw(id), total, total));
-            }
+            Action::Upload(id, total) => self.emit_upload_end(id, total),
             Action::Progress(id, received, total) => {
                 if self.download_progress.connection_count() > 0 {
                     self.download_progress
@@ -332,6 +329,15 @@ impl HttpClient {
                 self.finish(id, delivery, result)
             }
         }
+    }
+
+    /// The last upload report of a request whose answer came before its written bytes were
+    /// reported (see `HttpClient::settle_upload`). Out of line: rare.
+    #[cold]
+    #[inline(never)]
+    fn emit_upload_end(&self, id: u64, total: u64) {
+        self.upload_progress
+            .emit(&(RequestId::from_raw(id), total, total));
     }
 
     fn finish(&self, id: u64, delivery: Delivery, mut result: Result<HttpResponse, HttpError>) {

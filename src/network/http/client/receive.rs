@@ -745,7 +745,7 @@ impl HttpClient {
             .and_then(|c| inner.conns.get(&c))
             .is_some_and(|c| c.socket.has_unsent_output());
         let reusable = reusable && !unsent;
-        if !unsent {
+        if !unsent && state.upload_total > 0 {
             self.settle_upload(inner, &mut state, id, actions);
         }
         // What the server said of keeping the connection (`Keep-Alive: timeout, max`): one look
@@ -824,6 +824,9 @@ impl HttpClient {
     /// answer in that turn's poll). Its upload progress ends now, before its callback, with its
     /// total; the bytes not reported yet are owed to its connection's next reports, which would
     /// otherwise be dropped (the connection idle) or counted as the next request's body.
+    /// Out of line: most requests have no body.
+    #[cold]
+    #[inline(never)]
     fn settle_upload(
         &self,
         inner: &ClientInner,
@@ -832,7 +835,7 @@ impl HttpClient {
         actions: &mut Vec<Action>,
     ) {
         let wire = state.upload_head_len.saturating_add(state.upload_total);
-        if state.upload_total == 0 || state.wire_written >= wire {
+        if state.wire_written >= wire {
             return;
         }
         let Some(conn) = state.conn.and_then(|c| inner.conns.get(&c)) else {
