@@ -202,7 +202,11 @@ pub struct HttpClient {
     /// as a HEAD's), or `None` until a body of unknown length ends; the last report of a complete
     /// body has `received == total`. A followed redirect's body is not reported.
     pub download_progress: Signal<(RequestId, u64, Option<u64>)>,
-    /// `(request, body bytes sent, total)` as the request body leaves.
+    /// `(request, body bytes sent, total)` as the request body leaves: bytes the kernel took (the
+    /// head not counted), never for a request without a body. A request whose whole body left
+    /// has its last report, `(total, total)`, before its callback (also when its answer came
+    /// before the socket reported its last bytes); one answered before its body all left (a
+    /// server's early 413, say) stops short.
     pub upload_progress: Signal<(RequestId, u64, u64)>,
     core: Rc<LoopCore>,
     inner: RefCell<ClientInner>,
