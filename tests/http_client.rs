@@ -4433,3 +4433,85 @@ fn upload_progress_reaches_its_total_when_the_answer_comes_before_the_written_re
         );
     }
 }
+
+/// As above for a request whose answer fails after the server began it: a body over the
+/// session's limit (the client closes the connection) and a body cut short by the server's
+/// close. Its body all left before the answer, yet its upload progress stopped at nothing:
+/// the written-bytes report came after the connection was gone.
+#[test]
+fn upload_progress_reaches_its_total_when_the_answer_fails_before_the_written_report() {
+    for (path, limit) in [("/big", 100), ("/cut", usize::MAX)] {
+        let mut ev = EventLoop::new().unwrap();
+        let server = ScriptServer::start(|req, _| match req.line.split(' ').nth(1) {
+            Some("/big") => Reply::Bytes(ok_response(&"x".repeat(5000), "")),
+            Some("/cut") => {
+                Reply::BytesThenClose(b"HTTP/1.1 200 OK\r\nContent-Length: 10\r\n\r\nabc".to_vec())
+            }
+            _ => Reply::Bytes(ok_response("0", "")),
+        });
+        let mut session = HttpSession::new();
+        session.set_max_response_body_bytes(limit);
+        let client = HttpClient::with_session(session).unwrap();
+        let progress = Rc::new(RefCell::new(Vec::new()));
+        let p = progress.clone();
+        client
+            .upload_progress
+            .connect(move |&(id, sent, total)| p.borrow_mut().push((id, sent, total)))
+            .release();
+        get(&mut ev, &client, &server.url("/warm")).unwrap();
+        assert_eq!(client.open_connections(), 1);
+
+        let id = Rc::new(Cell::new(None));
+        let outcome: Outcome = Rc::default();
+        let (weak, url, i, o) = (
+            Rc::downgrade(&client),
+            server.url(path),
+            id.clone(),
+            outcome.clone(),
+        );
+        let bad = HttpRequest::get(&server.url("/bad"))
+            .unwrap()
+            .with_header("Transfer-Encoding", "chunked");
+        client.send(bad, move |_| {
+            let client = weak.upgrade().unwrap();
+            let post = HttpRequest::post(&url, vec![b'a'; 1000]).unwrap();
+            i.set(Some(client.send(post, move |r| *o.borrow_mut() = Some(r))));
+            // User code busy for a moment: the answer arrives meanwhile.
+            std::thread::sleep(Duration::from_millis(100));
+        });
+        let result = wait(&mut ev, &outcome);
+        match path {
+            "/big" => assert!(
+                matches!(result, Err(HttpError::LimitExceeded { .. })),
+                "{result:?}"
+            ),
+            _ => assert!(
+                matches!(
+                    result,
+                    Err(HttpError::IncompleteBody {
+                        received: 3,
+                        expected: Some(10)
+                    })
+                ),
+                "{result:?}"
+            ),
+        }
+        run_until(&mut ev, Duration::from_millis(50), || false);
+        let id = id.get().unwrap();
+        let reports: Vec<(u64, u64)> = (progress.borrow().iter())
+            .filter(|r| r.0 == id)
+            .map(|r| (r.1, r.2))
+            .collect();
+        assert!(
+            reports
+                .iter()
+                .all(|&(sent, total)| total == 1000 && sent <= total),
+            "{path}: {reports:?}"
+        );
+        assert_eq!(
+            reports.last().map(|r| r.0),
+            Some(1000),
+            "{path}: {reports:?}"
+        );
+    }
+}

@@ -204,9 +204,10 @@ pub struct HttpClient {
     pub download_progress: Signal<(RequestId, u64, Option<u64>)>,
     /// `(request, body bytes sent, total)` as the request body leaves: bytes the kernel took (the
     /// head not counted), never for a request without a body. A request whose whole body left
-    /// has its last report, `(total, total)`, before its callback (also when its answer came
-    /// before the socket reported its last bytes); one answered before its body all left (a
-    /// server's early 413, say) stops short.
+    /// and whose server began to answer has its last report, `(total, total)`, before its
+    /// callback, whether the answer succeeds or fails (also when it came before the socket
+    /// reported the last bytes); one answered before its body all left (a server's early 413,
+    /// say) or cancelled stops short.
     pub upload_progress: Signal<(RequestId, u64, u64)>,
     core: Rc<LoopCore>,
     inner: RefCell<ClientInner>,

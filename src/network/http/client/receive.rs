@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use bytes::{Bytes, BytesMut};
 
 use super::actions::Action;
-use super::pool::{HostKey, intern_host, queue_in_send_order};
+use super::pool::{Conn, HostKey, intern_host, queue_in_send_order};
 use super::state::{Arrived, Delivery, Phase, RequestState};
 use super::{ClientInner, HttpClient};
 use crate::network::http::LoggedUrl;
@@ -19,6 +19,7 @@ use crate::network::http::framing::{
 };
 use crate::network::http::head::{HeadParser, HeadStatus, ResponseHead};
 use crate::network::http::headers::HeaderMap;
+use crate::network::http::id_map::IdMap;
 use crate::network::http::method::is_token;
 use crate::network::http::redirect::{RedirectAction, redirect_action, redirect_location};
 use crate::network::http::response::charset_parameter;
@@ -746,7 +747,7 @@ impl HttpClient {
             .is_some_and(|c| c.socket.has_unsent_output());
         let reusable = reusable && !unsent;
         if !unsent && state.upload_total > 0 {
-            self.settle_upload(inner, &mut state, id, actions);
+            self.settle_upload(&inner.conns, &mut state, id, actions);
         }
         // What the server said of keeping the connection (`Keep-Alive: timeout, max`): one look
         // through the head's fields, for a response that leaves its connection reusable.
@@ -818,29 +819,33 @@ impl HttpClient {
 }
 
 impl HttpClient {
-    /// Request `id`'s response is complete and its body has all left (nothing of it waits
-    /// unsent): the kernel took every byte, but the socket reports written bytes from a later
-    /// turn, and the answer may come first (the request went out from a posted closure, the
-    /// answer in that turn's poll). Its upload progress ends now, before its callback, with its
-    /// total; the bytes not reported yet are owed to its connection's next reports, which would
-    /// otherwise be dropped (the connection idle) or counted as the next request's body.
-    /// Out of line: most requests have no body.
+    /// Request `id` was answered (its response is complete, or failed after the server began
+    /// it) and its body has all left (nothing of it waits unsent on its connection): the kernel
+    /// took every byte, but the socket reports written bytes from a later turn, and the answer
+    /// may come first (the request went out from a posted closure, the answer in that turn's
+    /// poll). Its upload progress ends now, before its callback, with its total; the bytes not
+    /// reported yet are owed to its connection's next reports, which would otherwise be dropped
+    /// (the connection idle or closed) or counted as the next request's body. Out of line: most
+    /// requests have no body.
     #[cold]
     #[inline(never)]
-    fn settle_upload(
+    pub(super) fn settle_upload(
         &self,
-        inner: &ClientInner,
+        conns: &IdMap<Box<Conn>>,
         state: &mut RequestState,
         id: u64,
         actions: &mut Vec<Action>,
     ) {
         let wire = state.upload_head_len.saturating_add(state.upload_total);
-        if state.wire_written >= wire {
+        if state.upload_total == 0 || state.wire_written >= wire {
             return;
         }
-        let Some(conn) = state.conn.and_then(|c| inner.conns.get(&c)) else {
+        let Some(conn) = state.conn.and_then(|c| conns.get(&c)) else {
             return;
         };
+        if conn.socket.has_unsent_output() {
+            return;
+        }
         conn.owe_written(wire - state.wire_written);
         state.wire_written = wire;
         if self.upload_progress.connection_count() > 0 {

@@ -156,6 +156,10 @@ impl HttpClient {
         let Some(mut state) = self.take_request(inner, id) else {
             return;
         };
+        // The server answered (some of it): a body that all left is reported whole.
+        if state.got_bytes && state.upload_total > 0 && !matches!(error, HttpError::Cancelled) {
+            self.settle_upload(&inner.conns, &mut state, id, actions);
+        }
         if close_conn {
             self.release_conn(inner, &mut state, None, actions);
         } else {
