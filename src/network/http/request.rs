@@ -410,6 +410,22 @@ impl HttpRequest {
         self.auto_add_common_headers = enabled;
     }
 
+    /// Builder form of [`HttpRequest::set_auto_add_common_headers`].
+    ///
+    /// ```
+    /// use kdnet::network::http::HttpRequest;
+    ///
+    /// let request = HttpRequest::new("http://127.0.0.1/")
+    ///     .unwrap()
+    ///     .with_auto_add_common_headers(false);
+    /// assert!(!request.auto_add_common_headers());
+    /// ```
+    #[must_use = "the changed value is returned; the one this was called on is consumed"]
+    pub fn with_auto_add_common_headers(mut self, enabled: bool) -> Self {
+        self.auto_add_common_headers = enabled;
+        self
+    }
+
     /// Whether this is a streaming request (default false): one with no total timeout.
     /// [`HttpClient::send_streaming`](super::HttpClient::send_streaming) and the `SseClient` set
     /// it, and they deliver the body piece by piece; a request given to
