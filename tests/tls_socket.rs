@@ -2307,3 +2307,63 @@ fn a_graceful_close_during_the_handshake_cancels_it_unless_bytes_are_queued() {
         assert_eq!(read, b"queued", "{ctx}");
     }
 }
+
+/// The handshake error of a client trusting exactly `ca_pem` that connects to `host` on a
+/// server presenting `cert` and `key`.
+fn handshake_error_trusting(ca_pem: &str, cert: &str, key: &str, host: &str) -> SocketError {
+    let mut ev = EventLoop::new().unwrap();
+    let server = TcpServer::new().unwrap();
+    server.set_tls_config(TlsServerConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap());
+    server.listen("127.0.0.1", 0).unwrap();
+    let peers: Peers = Rc::default();
+    let keep = peers.clone();
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| keep.borrow_mut().push(peer.clone()))
+        .release();
+    let client = SslSocket::with_config(
+        TlsClientConfig::with_only_ca_certificates(ca_pem.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let error = latest(&client.handshake_error);
+    client
+        .connect_to_host(host, server.server_port().unwrap())
+        .unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || error
+        .borrow()
+        .is_some()));
+    error.borrow().clone().unwrap()
+}
+
+/// A self-signed certificate is `SelfSigned` also when a trusted root happens to carry its
+/// name (`CN=localhost`: some systems trust a "snakeoil" certificate of that name) with another
+/// key: webpki then tries that root's key, and the reason read `bad certificate:
+/// UnsupportedSignatureAlgorithmForPublicKeyContext { signature_algorithm_id: [6, 8, 42, …] }`
+/// (a root of another key type) or `bad certificate: BadSignature` (same type).
+#[test]
+fn a_self_signed_certificate_is_self_signed_even_when_a_trusted_root_has_its_name() {
+    let leaf_key = rcgen::KeyPair::generate().unwrap(); // P-256
+    let mut params = rcgen::CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+    params
+        .distinguished_name
+        .push(rcgen::DnType::CommonName, "localhost");
+    let leaf = params.self_signed(&leaf_key).unwrap().pem();
+    for namesake_alg in [
+        &rcgen::PKCS_ED25519,
+        &rcgen::PKCS_ECDSA_P384_SHA384,
+        &rcgen::PKCS_ECDSA_P256_SHA256,
+    ] {
+        let key = rcgen::KeyPair::generate_for(namesake_alg).unwrap();
+        let mut ca = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        ca.distinguished_name
+            .push(rcgen::DnType::CommonName, "localhost");
+        ca.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let namesake = ca.self_signed(&key).unwrap().pem();
+        let err =
+            handshake_error_trusting(&namesake, &leaf, &leaf_key.serialize_pem(), "localhost");
+        assert!(
+            matches!(err, SocketError::Tls(TlsFailure::SelfSigned)),
+            "a root named like the certificate, {namesake_alg:?}: {err:?}"
+        );
+    }
+}

@@ -438,13 +438,16 @@ impl ServerCertVerifier for NamingSelfSigned {
         self.webpki
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             .map_err(|e| match e {
-                rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer)
-                    if is_self_issued(end_entity) =>
-                {
-                    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
-                        Arc::new(SelfSigned),
-                    )))
-                }
+                rustls::Error::InvalidCertificate(
+                    CertificateError::UnknownIssuer
+                    | CertificateError::BadSignature
+                    | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. },
+                ) if is_self_issued(end_entity) => rustls::Error::InvalidCertificate(
+                    // Not signed by a trusted certificate: webpki reports a trusted root that
+                    // merely carries the same name (a "snakeoil" `CN=localhost`) by that root's
+                    // key failing to check the signature.
+                    CertificateError::Other(OtherError(Arc::new(SelfSigned))),
+                ),
                 e => e,
             })
     }
