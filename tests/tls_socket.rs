@@ -2367,3 +2367,36 @@ fn a_self_signed_certificate_is_self_signed_even_when_a_trusted_root_has_its_nam
         );
     }
 }
+
+/// The addresses a `NameMismatch` lists are the certificate's IP SANs as one writes them
+/// (RFC 5952): webpki's text for an IPv6 SAN wrote `::1` as `0::1`, dropped a run of zeros at
+/// the end (`fe80::` became `fe80`) and wrote two runs as `::` each (`2001:db8::1:0:0:1` became
+/// `2001:db8::1::1`, no address at all).
+#[test]
+fn a_name_mismatch_lists_ipv6_addresses_as_they_are_written() {
+    let key = rcgen::KeyPair::generate().unwrap();
+    let names = [
+        "::1",
+        "fe80::",
+        "2001:db8::1:0:0:1",
+        "1::",
+        "10.0.0.1",
+        "a.example",
+    ];
+    let cert = rcgen::CertificateParams::new(names.map(str::to_owned).to_vec())
+        .unwrap()
+        .self_signed(&key)
+        .unwrap()
+        .pem();
+    let err = handshake_error_trusting(&cert, &cert, &key.serialize_pem(), "localhost");
+    match err {
+        SocketError::Tls(TlsFailure::NameMismatch {
+            expected,
+            presented,
+        }) => {
+            assert_eq!(expected, "localhost");
+            assert_eq!(presented, names);
+        }
+        other => panic!("{other:?}"),
+    }
+}

@@ -438,6 +438,13 @@ impl ServerCertVerifier for NamingSelfSigned {
         self.webpki
             .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
             .map_err(|e| match e {
+                rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                    expected,
+                    presented,
+                }) => rustls::Error::InvalidCertificate(CertificateError::NotValidForNameContext {
+                    expected,
+                    presented: with_ip_addresses_written_out(presented, end_entity),
+                }),
                 rustls::Error::InvalidCertificate(
                     CertificateError::UnknownIssuer
                     | CertificateError::BadSignature
@@ -492,6 +499,85 @@ fn is_self_issued(certificate: &[u8]) -> bool {
         Some((issuer, subject))
     }
     names(certificate).is_some_and(|(issuer, subject)| issuer == subject)
+}
+
+/// The subjectAltName entries webpki reports for a name mismatch, with each `IpAddress(…)`
+/// written as the address is usually written (RFC 5952): webpki's text for an IPv6 address
+/// is no such form and at times another address (`::1` reads `0::1`, `fe80::` reads `fe80`,
+/// `2001:db8::1:0:0:1` reads `2001:db8::1::1`). The addresses come from the certificate
+/// itself; the list stays as it is when they cannot be matched up.
+fn with_ip_addresses_written_out(presented: Vec<String>, certificate: &[u8]) -> Vec<String> {
+    let addresses = ip_address_sans(certificate).unwrap_or_default();
+    let is_address = |name: &String| name.starts_with("IpAddress(");
+    if presented.iter().filter(|name| is_address(name)).count() != addresses.len() {
+        return presented;
+    }
+    let mut addresses = addresses.into_iter();
+    presented
+        .into_iter()
+        .map(|name| match is_address(&name) {
+            true => addresses
+                .next()
+                .map_or(name, |address| format!("IpAddress({address})")),
+            false => name,
+        })
+        .collect()
+}
+
+/// The iPAddress entries (IPv4 and IPv6) of the DER certificate's subjectAltName extension,
+/// in order (none without the extension); `None` when the certificate does not parse.
+fn ip_address_sans(certificate: &[u8]) -> Option<Vec<IpAddr>> {
+    const SUBJECT_ALT_NAME: &[u8] = &[0x06, 0x03, 0x55, 0x1D, 0x11]; // OID 2.5.29.17
+    let (certificate, _) = der_contents(certificate)?;
+    let (mut tbs, _) = der_contents(certificate)?;
+    if tbs.first() == Some(&0xA0) {
+        tbs = der_element(tbs)?.1; // [0] version
+    }
+    // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo
+    for _ in 0..6 {
+        tbs = der_element(tbs)?.1;
+    }
+    // Then the optional [1] issuerUniqueID, [2] subjectUniqueID and [3] extensions.
+    while let Some(&tag) = tbs.first() {
+        let (element, rest) = der_element(tbs)?;
+        tbs = rest;
+        if tag != 0xA3 {
+            continue;
+        }
+        let (sequence, _) = der_contents(element)?;
+        let (mut extensions, _) = der_contents(sequence)?;
+        while !extensions.is_empty() {
+            let (extension, rest) = der_element(extensions)?;
+            extensions = rest;
+            let (fields, _) = der_contents(extension)?;
+            let (oid, mut fields) = der_element(fields)?;
+            if oid != SUBJECT_ALT_NAME {
+                continue;
+            }
+            if fields.first() == Some(&0x01) {
+                fields = der_element(fields)?.1; // critical
+            }
+            let (value, _) = der_contents(fields)?; // the OCTET STRING's contents
+            let (mut names, _) = der_contents(value)?; // GeneralNames
+            let mut addresses = Vec::new();
+            while !names.is_empty() {
+                let (name, rest) = der_element(names)?;
+                names = rest;
+                if name.first() != Some(&0x87) {
+                    continue; // [7] iPAddress
+                }
+                let (header, _) = der_header(name)?;
+                let bytes = &name[header..];
+                if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
+                    addresses.push(IpAddr::from(v4));
+                } else if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
+                    addresses.push(IpAddr::from(v6));
+                }
+            }
+            return Some(addresses);
+        }
+    }
+    Some(Vec::new())
 }
 
 /// The first DER element of `der` (tag, length and contents) and what follows it.
@@ -950,6 +1036,28 @@ mod tests {
         long_length[1] = 0x85; // a five-byte length
         assert!(!is_self_issued(&long_length));
         assert!(!is_self_issued(&[0x30, 0x84, 0xFF, 0xFF, 0xFF, 0xFF]));
+    }
+
+    #[test]
+    fn ip_address_sans_are_read_from_any_bytes_without_panicking() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let names = ["a.example", "::1", "10.0.0.1"].map(str::to_owned).to_vec();
+        let der = rcgen::CertificateParams::new(names)
+            .unwrap()
+            .self_signed(&key)
+            .unwrap()
+            .der()
+            .to_vec();
+        assert_eq!(
+            ip_address_sans(&der),
+            Some(vec![
+                IpAddr::V6(Ipv6Addr::LOCALHOST),
+                IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
+            ])
+        );
+        for end in 0..der.len() {
+            assert_eq!(ip_address_sans(&der[..end]), None, "a {end}-byte prefix");
+        }
     }
 
     #[test]
