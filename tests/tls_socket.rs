@@ -2400,3 +2400,34 @@ fn a_name_mismatch_lists_ipv6_addresses_as_they_are_written() {
         other => panic!("{other:?}"),
     }
 }
+
+/// A certificate signed by a CA that carries a trusted root's name but not its key is signed
+/// by an unknown issuer (trust is in the root's key, not its name); with a key of another type
+/// the reason read `bad certificate: UnsupportedSignatureAlgorithmForPublicKeyContext {
+/// signature_algorithm_id: [6, 3, 43, 101, 112], … }`.
+#[test]
+fn a_certificate_from_a_ca_that_only_has_a_trusted_root_s_name_is_from_an_unknown_issuer() {
+    let ca = |alg: &'static rcgen::SignatureAlgorithm| {
+        let key = rcgen::KeyPair::generate_for(alg).unwrap();
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "kdnet name-twin CA");
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let pem = params.self_signed(&key).unwrap().pem();
+        (pem, rcgen::Issuer::new(params, key))
+    };
+    let (trusted, _) = ca(&rcgen::PKCS_ECDSA_P256_SHA256);
+    let (_, impostor) = ca(&rcgen::PKCS_ED25519);
+    let key = rcgen::KeyPair::generate().unwrap();
+    let leaf = rcgen::CertificateParams::new(vec!["localhost".to_string()])
+        .unwrap()
+        .signed_by(&key, &impostor)
+        .unwrap()
+        .pem();
+    let err = handshake_error_trusting(&trusted, &leaf, &key.serialize_pem(), "localhost");
+    assert!(
+        matches!(err, SocketError::Tls(TlsFailure::UnknownIssuer)),
+        "{err:?}"
+    );
+}

@@ -455,6 +455,11 @@ impl ServerCertVerifier for NamingSelfSigned {
                     // key failing to check the signature.
                     CertificateError::Other(OtherError(Arc::new(SelfSigned))),
                 ),
+                // A CA with a trusted root's name and a key of another type signed it: that
+                // root's key cannot have made the signature, so the issuer is unknown.
+                rustls::Error::InvalidCertificate(
+                    CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. },
+                ) => rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
                 e => e,
             })
     }
