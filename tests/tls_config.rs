@@ -870,3 +870,31 @@ fn a_pkcs12_file_is_named_with_the_command_that_converts_it() {
         configuration_reason(TlsClientConfig::with_only_ca_certificates(&payload).unwrap_err());
     assert!(reason.contains("it looks like binary DER"), "{reason}");
 }
+
+/// A key of a supported kind whose DER is broken (a base64 line lost in a copy and paste, a
+/// file cut inside its base64) is named as damaged; it was "of a kind that cannot be used
+/// (supported: … ECDSA on P-256 …)" for a P-256 key.
+#[test]
+fn a_damaged_key_is_named_damaged_not_unsupported() {
+    let pki = test_pki();
+    let lines: Vec<&str> = pki.client_key_pem.lines().collect();
+    assert!(lines.len() >= 5, "{lines:?}");
+    // Without its second base64 line; and with the last one cut to a multiple of 4 characters.
+    let mut missing_line = lines.clone();
+    missing_line.remove(2);
+    let mut cut = lines.clone();
+    let last = cut.len() - 2;
+    let shortened = &cut[last][..(cut[last].len() / 2) & !3];
+    cut[last] = shortened;
+    for damaged in [missing_line.join("\n"), cut.join("\n")] {
+        let reason = configuration_reason(
+            TlsClientConfig::new()
+                .set_client_certificate(pki.client_cert_pem.as_bytes(), damaged.as_bytes())
+                .unwrap_err(),
+        );
+        assert!(
+            reason.starts_with("the client key is damaged"),
+            "{reason}\n{damaged}"
+        );
+    }
+}

@@ -586,21 +586,21 @@ fn ip_address_sans(certificate: &[u8]) -> Option<Vec<IpAddr>> {
 }
 
 /// The first DER element of `der` (tag, length and contents) and what follows it.
-fn der_element(der: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(super) fn der_element(der: &[u8]) -> Option<(&[u8], &[u8])> {
     let (header, length) = der_header(der)?;
     let end = header.checked_add(length).filter(|&end| end <= der.len())?;
     Some(der.split_at(end))
 }
 
 /// The contents of the first DER element of `der` (without tag and length), and what follows.
-fn der_contents(der: &[u8]) -> Option<(&[u8], &[u8])> {
+pub(super) fn der_contents(der: &[u8]) -> Option<(&[u8], &[u8])> {
     let (element, rest) = der_element(der)?;
     let (header, _) = der_header(element)?;
     Some((&element[header..], rest))
 }
 
 /// The size of the tag and length bytes that start `der`, and the contents' length.
-fn der_header(der: &[u8]) -> Option<(usize, usize)> {
+pub(super) fn der_header(der: &[u8]) -> Option<(usize, usize)> {
     let length_byte = *der.get(1)?;
     if length_byte < 0x80 {
         return Some((2, usize::from(length_byte)));

@@ -10,7 +10,7 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
-use super::config::{certificate_text, configuration, provider};
+use super::config::{certificate_text, configuration, der_contents, der_element, provider};
 use crate::network::SocketError;
 
 pub(super) fn parse_certificates(
@@ -61,11 +61,19 @@ pub(super) fn certified_key(
         e => configuration(format!("{role} key PEM: {}", pem_error_text(&e))),
     })?;
     // What `CertifiedKey::from_der` does, in steps, so that each failure can be named.
+    let damaged = key_is_damaged(&key);
     let key = provider().key_provider.load_private_key(key).map_err(|_| {
-        configuration(format!(
-            "the {role} key is of a kind that cannot be used (supported: RSA of 2048 bits or \
-             more, ECDSA on P-256 or P-384, Ed25519)"
-        ))
+        configuration(if damaged {
+            format!(
+                "the {role} key is damaged: its DER encoding is broken (is the file cut short, \
+                 or a line of it lost?)"
+            )
+        } else {
+            format!(
+                "the {role} key is of a kind that cannot be used (supported: RSA of 2048 bits \
+                 or more, ECDSA on P-256 or P-384, Ed25519)"
+            )
+        })
     })?;
     let certified = CertifiedKey::new(chain, key);
     match certified.keys_match() {
@@ -91,6 +99,35 @@ pub(super) fn certified_key(
             "{role} certificate 1 cannot be parsed: {}",
             local_certificate_text(&e)
         ))),
+    }
+}
+
+/// Whether a key that *ring* refused is broken rather than of an unsupported kind: its DER is
+/// not one whole element (a line of base64 lost, the text cut short), or it is a PKCS#8 key of
+/// a kind that is supported (ECDSA on P-256 or P-384, Ed25519) and still refused.
+fn key_is_damaged(key: &PrivateKeyDer<'_>) -> bool {
+    const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
+    const P256: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+    const P384: &[u8] = &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22];
+    const ED25519: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
+    let der = key.secret_der();
+    if !der_element(der).is_some_and(|(_, rest)| rest.is_empty()) {
+        return true;
+    }
+    let PrivateKeyDer::Pkcs8(_) = key else {
+        return false;
+    };
+    // PrivateKeyInfo: SEQUENCE { version, AlgorithmIdentifier { algorithm, parameters }, … }
+    let algorithm = der_contents(der)
+        .and_then(|(info, _)| der_element(info))
+        .and_then(|(_, rest)| der_contents(rest))
+        .and_then(|(identifier, _)| der_element(identifier));
+    match algorithm {
+        Some((ED25519, _)) => true,
+        Some((EC_PUBLIC_KEY, parameters)) => {
+            der_element(parameters).is_some_and(|(curve, _)| curve == P256 || curve == P384)
+        }
+        _ => false,
     }
 }
 
