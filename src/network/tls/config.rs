@@ -114,6 +114,10 @@ impl TlsClientConfig {
     /// Presents `cert_chain_pem` (end-entity certificate first) with `key_pem` (PKCS#8, PKCS#1 or
     /// SEC1) when a server asks for a client certificate (KDNetwork `setClientCertificate`).
     ///
+    /// A server that refuses the certificate fails the connection with
+    /// [`TlsFailure::AlertReceived`]; in TLS 1.3 after `handshake_completed` (see
+    /// [`SslSocket`](crate::network::SslSocket)).
+    ///
     /// Fails if either PEM is unusable or the key does not belong to the certificate. An
     /// encrypted key (PKCS#8 `ENCRYPTED PRIVATE KEY`, or OpenSSL's legacy `Proc-Type:
     /// 4,ENCRYPTED` form) is refused as such: decrypt it first.

@@ -20,7 +20,12 @@ use crate::network::tcp::{SocketState, TcpSocket};
 /// [`TcpServer`](crate::network::TcpServer) accepts have them too). Writes made earlier are sent
 /// once the handshake completes.
 /// Certificate problems arrive as [`handshake_error`](TcpSocket::handshake_error) and `error_occurred`
-/// with a [`TlsFailure`](crate::network::TlsFailure) naming the reason. A peer that ends the
+/// with a [`TlsFailure`](crate::network::TlsFailure) naming the reason. A server that refuses
+/// the client certificate (none, or one it does not trust) does so in TLS 1.3 only after the
+/// client's handshake completed (RFC 8446 §4.4.2.4): the client then sees `handshake_completed`
+/// and, when the server's alert arrives, `error_occurred` with
+/// [`TlsFailure::AlertReceived`](crate::network::TlsFailure::AlertReceived) (no
+/// `handshake_error`); what it wrote never reaches the server's reader. A peer that ends the
 /// stream without close_notify is reported after its last data as `error_occurred` with
 /// [`TlsFailure::Truncated`](crate::network::TlsFailure::Truncated) (then `disconnected`): only a
 /// close_notify proves that nothing was cut off. A
