@@ -104,6 +104,8 @@ enum Signer {
     /// A CA with the root's name and a key of another type (never trusted: a trust anchor is
     /// its key, not its name).
     Impostor,
+    /// A CA with the root's name and another key of the same type (a CA made again).
+    Twin,
     SelfSigned,
 }
 
@@ -166,6 +168,7 @@ struct Cas {
     intermediate: Ca,
     other: Ca,
     impostor: Ca,
+    twin: Ca,
     namesake: Ca,
 }
 
@@ -207,12 +210,14 @@ fn cas(alg: Alg) -> &'static Cas {
             _ => Alg::Ed25519,
         };
         let impostor = make_ca(format!("kdnet model root {alg:?}"), another, None);
+        let twin = make_ca(format!("kdnet model root {alg:?}"), alg, None);
         let namesake = make_ca("localhost".to_owned(), alg, None);
         Cas {
             root,
             intermediate,
             other,
             impostor,
+            twin,
             namesake,
         }
     })
@@ -290,6 +295,7 @@ fn make_leaf(spec: &LeafSpec) -> Leaf {
         Signer::Intermediate => params.signed_by(&key, &cas.intermediate.issuer),
         Signer::Other => params.signed_by(&key, &cas.other.issuer),
         Signer::Impostor => params.signed_by(&key, &cas.impostor.issuer),
+        Signer::Twin => params.signed_by(&key, &cas.twin.issuer),
         Signer::SelfSigned => params.self_signed(&key),
     }
     .expect("leaf certificate");
@@ -483,6 +489,7 @@ fn leaf_spec() -> impl Strategy<Value = LeafSpec> {
             3 => Just(Signer::Intermediate),
             1 => Just(Signer::Other),
             1 => Just(Signer::Impostor),
+            1 => Just(Signer::Twin),
             1 => Just(Signer::SelfSigned),
         ],
         alg(),
@@ -719,7 +726,7 @@ fn chain_trusted(case: &Case) -> bool {
                 || (case.send_intermediate && anchors.contains(&Anchor::Root))
         }
         Signer::Other => anchors.contains(&Anchor::Other),
-        Signer::Impostor => false,
+        Signer::Impostor | Signer::Twin => false,
         Signer::SelfSigned => anchors.contains(&Anchor::Leaf),
     }
 }

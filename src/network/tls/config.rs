@@ -411,7 +411,10 @@ pub(crate) fn tls_failure(err: &rustls::Error, expected_name: &str) -> TlsFailur
 
 /// rustls' verification (webpki, the trusted roots), telling a self-signed certificate apart
 /// from one whose issuer is merely unknown: the remedy differs (trust that very certificate, or
-/// its CA), and OpenSSL, KDNetwork's TLS library, names it too.
+/// its CA), and OpenSSL, KDNetwork's TLS library, names it too. Like OpenSSL it also calls a
+/// certificate from a CA that merely has a trusted root's name (another key) one of an unknown
+/// issuer, where webpki reports the trusted root's key failing to check its signature; and it
+/// lists a name mismatch's IP addresses as they are written.
 #[derive(Debug)]
 struct NamingSelfSigned {
     webpki: Arc<WebPkiServerVerifier>,
@@ -459,10 +462,13 @@ impl ServerCertVerifier for NamingSelfSigned {
                     // key failing to check the signature.
                     CertificateError::Other(OtherError(Arc::new(SelfSigned))),
                 ),
-                // A CA with a trusted root's name and a key of another type signed it: that
-                // root's key cannot have made the signature, so the issuer is unknown.
+                // A CA with a trusted root's name but another key signed it (a CA made again
+                // under the same name, an impostor): the signature is not that root's, so the
+                // issuer is unknown, as OpenSSL says (the certificate's authority key
+                // identifier names another key).
                 rustls::Error::InvalidCertificate(
-                    CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. },
+                    CertificateError::BadSignature
+                    | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. },
                 ) => rustls::Error::InvalidCertificate(CertificateError::UnknownIssuer),
                 e => e,
             })
