@@ -11,8 +11,9 @@
 //! given, in one PEM or added one by one, on the config or on the socket; or nothing checked,
 //! through the dangerous switch), how it connects (`localhost`, `127.0.0.1`, `::1`, or an
 //! address with `set_peer_verify_name`), the ALPN lists of both sides, and whether the server
-//! asks for a client certificate (required, optional, not) and which one the client has (one
-//! the server trusts, an untrusted one, none). PEM inputs are given in a benign variant
+//! asks for a client certificate (required, optional, not; trusting one CA or two) and which
+//! one the client has (one the server trusts, of any key type; an untrusted or expired one;
+//! none). PEM inputs are given in a benign variant
 //! (CRLF line ends, text around the sections, a byte order mark). Some cases connect a second
 //! time with the same socket (KDNetwork T2: settings survive a disconnect).
 //!
@@ -26,7 +27,9 @@
 //! for the name is `NameMismatch` listing its subjectAltNames (the common name never counts;
 //! a wildcard stands for exactly one label and needs two labels after it; IP literals match
 //! IP-address SANs only and send no SNI, KDNetwork T4); then the server checks the client
-//! certificate (none when required: `BadCertificate`; an untrusted one: `UnknownIssuer`).
+//! certificate (none when required: `BadCertificate`; an untrusted one: `UnknownIssuer`; an
+//! expired one: `Expired`). A CA that only has a trusted root's name (another key) vouches for
+//! nothing: its certificates are `UnknownIssuer`, a self-signed one still `SelfSigned`.
 //! The end that finds the problem reports `handshake_error` then `error_occurred` with the same
 //! typed error, the other end the alert it received; TLS 1.3 completes the client's handshake
 //! before the server judges its certificate, so there the client sees `handshake_completed`
@@ -306,13 +309,13 @@ fn make_leaf(spec: &LeafSpec) -> Leaf {
     }
 }
 
-/// The client certificate signed by the root (`trusted`) or by the unrelated CA.
-fn client_leaf(ca_alg: Alg, trusted: bool) -> Arc<Leaf> {
+/// A client certificate with a key of type `alg`, signed by the root or by the unrelated CA.
+fn client_leaf(ca_alg: Alg, signer: Signer, alg: Alg, validity: Validity) -> Arc<Leaf> {
     leaf(&LeafSpec {
-        signer: if trusted { Signer::Root } else { Signer::Other },
+        signer,
         ca_alg,
-        alg: Alg::P256,
-        validity: Validity::Valid,
+        alg,
+        validity,
         sans: Vec::new(),
         client: true,
     })
@@ -425,8 +428,12 @@ enum ClientAuth {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum ClientCert {
     None,
-    Trusted,
+    /// Signed by the root, with a key of this type.
+    Trusted(Alg),
+    /// Signed by the unrelated CA.
     Untrusted,
+    /// Signed by the root, expired.
+    Expired,
 }
 
 #[derive(Debug, Clone)]
@@ -439,6 +446,9 @@ struct Case {
     server: ServerKind,
     client_auth: ClientAuth,
     client_cert: ClientCert,
+    /// The server trusts client certificates of the unrelated CA too (its client CA PEM holds
+    /// both).
+    server_trusts_other: bool,
     client_alpn: Vec<&'static [u8]>,
     server_alpn: Vec<&'static [u8]>,
     /// Through `HttpClient` (which offers `http/1.1`) instead of an `SslSocket`.
@@ -576,7 +586,15 @@ fn case() -> impl Strategy<Value = Case> {
             1 => Just(ServerKind::Thread(Version::Tls12)),
         ],
         prop_oneof![2 => Just(ClientAuth::None), 1 => Just(ClientAuth::Optional), 1 => Just(ClientAuth::Required)],
-        prop_oneof![2 => Just(ClientCert::None), 2 => Just(ClientCert::Trusted), 1 => Just(ClientCert::Untrusted)],
+        (
+            prop_oneof![
+                2 => Just(ClientCert::None),
+                3 => alg().prop_map(ClientCert::Trusted),
+                1 => Just(ClientCert::Untrusted),
+                1 => Just(ClientCert::Expired),
+            ],
+            prop_oneof![3 => Just(false), 1 => Just(true)],
+        ),
         (alpn_list(), alpn_list()),
         prop_oneof![4 => Just(false), 1 => Just(true)],
         prop_oneof![3 => Just(false), 1 => Just(true)],
@@ -590,7 +608,7 @@ fn case() -> impl Strategy<Value = Case> {
                 target,
                 server,
                 client_auth,
-                client_cert,
+                (client_cert, server_trusts_other),
                 (client_alpn, server_alpn),
                 http,
                 twice,
@@ -608,6 +626,7 @@ fn case() -> impl Strategy<Value = Case> {
                     server,
                     client_auth,
                     client_cert,
+                    server_trusts_other,
                     client_alpn,
                     server_alpn,
                     http,
@@ -672,6 +691,8 @@ enum ServerFailure {
     NoClientCertificate,
     /// The client's certificate does not lead to its client CA.
     UntrustedClient,
+    /// The client's certificate has expired.
+    ExpiredClient,
 }
 
 #[derive(Debug, Clone, PartialEq)]
@@ -771,8 +792,13 @@ fn predict(case: &Case) -> Predicted {
         (ClientAuth::Required, ClientCert::None) => {
             Predicted::ServerRefuses(ServerFailure::NoClientCertificate, "CertificateRequired")
         }
-        (ClientAuth::Required | ClientAuth::Optional, ClientCert::Untrusted) => {
+        (ClientAuth::Required | ClientAuth::Optional, ClientCert::Untrusted)
+            if !case.server_trusts_other =>
+        {
             Predicted::ServerRefuses(ServerFailure::UntrustedClient, "UnknownCA")
+        }
+        (ClientAuth::Required | ClientAuth::Optional, ClientCert::Expired) => {
+            Predicted::ServerRefuses(ServerFailure::ExpiredClient, "CertificateExpired")
         }
         _ => Predicted::Up {
             alpn,
@@ -782,6 +808,16 @@ fn predict(case: &Case) -> Predicted {
 }
 
 // ---- servers -------------------------------------------------------------------------------
+
+/// The CA certificates whose client certificates the server accepts (PEM).
+fn client_ca_pem(case: &Case) -> String {
+    let cas = cas(case.leaf.ca_alg);
+    if case.server_trusts_other {
+        format!("{}{}", cas.root.pem, cas.other.pem)
+    } else {
+        cas.root.pem.clone()
+    }
+}
 
 /// What the server sent as its certificate chain (PEM).
 fn server_chain_pem(case: &Case) -> String {
@@ -821,11 +857,9 @@ fn hand_built_server_config(
         ClientAuth::None => builder.with_no_client_auth(),
         auth => {
             let mut roots = rustls::RootCertStore::empty();
-            roots
-                .add(CertificateDer::from(first_der(
-                    &cas(case.leaf.ca_alg).root.pem,
-                )))
-                .unwrap();
+            for pem in CertificateDer::pem_slice_iter(client_ca_pem(case).as_bytes()) {
+                roots.add(pem.unwrap()).unwrap();
+            }
             let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
                 Arc::new(roots),
                 provider.clone(),
@@ -882,7 +916,7 @@ fn kdnet_server_config(
         ClientAuth::Required => TlsServerConfig::with_client_certificates(
             &chain,
             &key,
-            cas(case.leaf.ca_alg).root.pem.as_bytes(),
+            client_ca_pem(case).as_bytes(),
             alpn,
         )
         .unwrap(),
@@ -1145,8 +1179,24 @@ fn anchor_pems(case: &Case) -> Vec<Vec<u8>> {
 fn client_certificate(case: &Case) -> Option<Arc<Leaf>> {
     match case.client_cert {
         ClientCert::None => None,
-        ClientCert::Trusted => Some(client_leaf(case.leaf.ca_alg, true)),
-        ClientCert::Untrusted => Some(client_leaf(case.leaf.ca_alg, false)),
+        ClientCert::Trusted(alg) => Some(client_leaf(
+            case.leaf.ca_alg,
+            Signer::Root,
+            alg,
+            Validity::Valid,
+        )),
+        ClientCert::Untrusted => Some(client_leaf(
+            case.leaf.ca_alg,
+            Signer::Other,
+            Alg::P256,
+            Validity::Valid,
+        )),
+        ClientCert::Expired => Some(client_leaf(
+            case.leaf.ca_alg,
+            Signer::Root,
+            Alg::P256,
+            Validity::Expired,
+        )),
     }
 }
 
@@ -1257,6 +1307,7 @@ fn server_failure_of(error: &SocketError) -> Option<ServerFailure> {
             Some(ServerFailure::NoClientCertificate)
         }
         SocketError::Tls(TlsFailure::UnknownIssuer) => Some(ServerFailure::UntrustedClient),
+        SocketError::Tls(TlsFailure::Expired) => Some(ServerFailure::ExpiredClient),
         _ => None,
     }
 }
@@ -1269,6 +1320,9 @@ fn thread_failure_of(error: &rustls::Error) -> Option<ServerFailure> {
         rustls::Error::InvalidCertificate(rustls::CertificateError::UnknownIssuer) => {
             Some(ServerFailure::UntrustedClient)
         }
+        rustls::Error::InvalidCertificate(
+            rustls::CertificateError::Expired | rustls::CertificateError::ExpiredContext { .. },
+        ) => Some(ServerFailure::ExpiredClient),
         _ => None,
     }
 }
@@ -1502,7 +1556,9 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                 let completed = matches!(
                     predicted,
                     Predicted::ServerRefuses(
-                        ServerFailure::NoClientCertificate | ServerFailure::UntrustedClient,
+                        ServerFailure::NoClientCertificate
+                            | ServerFailure::UntrustedClient
+                            | ServerFailure::ExpiredClient,
                         _
                     )
                 ) && case.version() == Version::Tls13;
