@@ -112,7 +112,11 @@ pub enum TlsFailure {
     Expired,
     /// The peer's certificate is not valid yet.
     NotValidYet,
-    /// The certificate is not valid for the name (or address) that was connected to.
+    /// The certificate is not valid for the name (or address) that was connected to. Names are
+    /// matched as browsers match them: without regard to case, against the subjectAltName entries
+    /// only (the common name never counts), and a wildcard only as a whole first label with at
+    /// least two labels after it (`*.example.test` covers `a.example.test`; `*.localhost`
+    /// covers nothing).
     NameMismatch {
         /// The name that was expected.
         expected: String,
