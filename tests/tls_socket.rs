@@ -2437,3 +2437,106 @@ fn a_certificate_from_a_ca_that_only_has_a_trusted_root_s_name_is_from_an_unknow
         );
     }
 }
+
+// Made with OpenSSL (rcgen on ring can make neither key): a root with a key ring cannot check
+// signatures with (P-521; RSA of 1024 bits), and a P-256 `localhost` certificate it signed
+// (ecdsa-with-SHA256; sha256WithRSAEncryption), both valid for 100 years from 2026-11-26.
+const P521_CA_PEM: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIICHTCCAYCgAwIBAgIUIcCxC09XoGbvy6qTqr1nY7e2L8kwCgYIKoZIzj0EAwIw\n\
+GDEWMBQGA1UEAwwNa2RuZXQgcDUyMSBDQTAgFw0yNjExMjYxNDI5MDZaGA8yMTI2\n\
+MTEwMjE0MjkwNlowGDEWMBQGA1UEAwwNa2RuZXQgcDUyMSBDQTCBmzAQBgcqhkjO\n\
+PQIBBgUrgQQAIwOBhgAEAakCsV7LXNJA30+9DUK74ebnqt6WsziJ+S12rBtGQTw8\n\
+XgqzWojFuXXni6vrZ7AnFQbkVzZKXYR2nNaX+dRsgg4dAU0QPm/m5WFCIhVpqCf0\n\
+3pMx9YlRU/9mpkw/cWXiODQWPdPZ3mhXOqR/0IrpSJqu5ft0FcKANSvrfGrcN5EK\n\
+rLTho2MwYTAdBgNVHQ4EFgQUoxVXiJldd52LfyU8tw4P8QCGK2wwHwYDVR0jBBgw\n\
+FoAUoxVXiJldd52LfyU8tw4P8QCGK2wwDwYDVR0TAQH/BAUwAwEB/zAOBgNVHQ8B\n\
+Af8EBAMCAQYwCgYIKoZIzj0EAwIDgYoAMIGGAkFf6FGfKywVT0xghmmyl5IMrZeY\n\
+2t/fbiZogsilcwKv/Bjc5DXmBhzchqoArr9hERnBvrj2Fvu8m5MXxp8KJBK0IAJB\n\
+Gofm8nLwdIqh9/cCFEXYJMIVG3jf5ri4O7qpusMo6dIhfbrnZq605hGqD+Nsgdyg\n\
+pUPprlkyiIKCyY+DeTyPG0M=\n\
+-----END CERTIFICATE-----\n\
+";
+const P521_LEAF_PEM: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIB1zCCATmgAwIBAgIUJSfmlM9VcDewS2wRYoyog6DrcSQwCgYIKoZIzj0EAwIw\n\
+GDEWMBQGA1UEAwwNa2RuZXQgcDUyMSBDQTAgFw0yNjExMjYxNDI5MDZaGA8yMTI2\n\
+MTEwMjE0MjkwNlowFDESMBAGA1UEAwwJbG9jYWxob3N0MFkwEwYHKoZIzj0CAQYI\n\
+KoZIzj0DAQcDQgAEeYxHAE9B5TcHaBpV7s5AzVWvLIsCBGp+yLI6c5aH6THn3mjL\n\
+Rupt/Gn/6WVmZ49QIXCD6NN1xDbCMQJ+PzFySKNjMGEwFAYDVR0RBA0wC4IJbG9j\n\
+YWxob3N0MAkGA1UdEwQCMAAwHwYDVR0jBBgwFoAUoxVXiJldd52LfyU8tw4P8QCG\n\
+K2wwHQYDVR0OBBYEFJKM3I+SWy3m+XDXqgN4cfEDx84NMAoGCCqGSM49BAMCA4GL\n\
+ADCBhwJCARRc6xyvYpEAM15mm/ThlPicfNIlO7/b7Uk6FjPK+WsneOgV4S4DjO2k\n\
+In2Emzwr9mRps/HqYgS+JKu5pqRLomubAkEzBsp+F9+xIDc/O+cuaz72PunJIA54\n\
+lBFUXd6KfIBi0NVZTOlagnkcDSvpSts4ZXor+r2BEZHrUNJQiVus4p9Fyw==\n\
+-----END CERTIFICATE-----\n\
+";
+const P521_LEAF_KEY: &str = "\
+-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgr/IDEDkH6+iru/Z/\n\
+b0ucQa3REx9jCZveN181IjuS4MmhRANCAAR5jEcAT0HlNwdoGlXuzkDNVa8siwIE\n\
+an7IsjpzlofpMefeaMtG6m38af/pZWZnj1AhcIPo03XENsIxAn4/MXJI\n\
+-----END PRIVATE KEY-----\n\
+";
+const RSA1024_CA_PEM: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIICJDCCAY2gAwIBAgIULnnWov6N5lYmMfI3X/u0sDwLmkswDQYJKoZIhvcNAQEL\n\
+BQAwGzEZMBcGA1UEAwwQa2RuZXQgcnNhMTAyNCBDQTAgFw0yNjExMjYxNDI5MDZa\n\
+GA8yMTI2MTEwMjE0MjkwNlowGzEZMBcGA1UEAwwQa2RuZXQgcnNhMTAyNCBDQTCB\n\
+nzANBgkqhkiG9w0BAQEFAAOBjQAwgYkCgYEArJ5crVKm0Rhp2dL3PYlYXK2kZT2z\n\
+MtqQ9MxBkWmjpNMnbKVzGEaYqpJ8wLhrrFcUiT0ptY3Ikwa8YndcOyLLAXBIRcRk\n\
+kyGmVXKYxuHRXCgzDW7d3+pMsbY8j8mDqynEsGuzYtIzLmqySc/uXtQqBFAubAR0\n\
+obUfJrxlAHS1q3kCAwEAAaNjMGEwHQYDVR0OBBYEFAYYDKSMggpoCW8O2UWJtIvk\n\
+qdZGMB8GA1UdIwQYMBaAFAYYDKSMggpoCW8O2UWJtIvkqdZGMA8GA1UdEwEB/wQF\n\
+MAMBAf8wDgYDVR0PAQH/BAQDAgEGMA0GCSqGSIb3DQEBCwUAA4GBAKD6KrsD/X6F\n\
+20Fgi2zvqtalfxYpQPQY8r+3PN1h/Y85WnZFO+XUUxODw8zKR49TbcrwMtC7HgOi\n\
+0lpBQQmHs8SJWrXXlGqWmak+kwS98kY6/LQgm5V6eabM0v4mZjtc2//hnsMjvS7F\n\
+51dm2UvwJ/LdPCMWsXyp2tREKrhbMPFW\n\
+-----END CERTIFICATE-----\n\
+";
+const RSA1024_LEAF_PEM: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIIB1jCCAT+gAwIBAgIUA3KdzapdpHQcxrAjWpe8JIt7k2UwDQYJKoZIhvcNAQEL\n\
+BQAwGzEZMBcGA1UEAwwQa2RuZXQgcnNhMTAyNCBDQTAgFw0yNjExMjYxNDI5MDZa\n\
+GA8yMTI2MTEwMjE0MjkwNlowFDESMBAGA1UEAwwJbG9jYWxob3N0MFkwEwYHKoZI\n\
+zj0CAQYIKoZIzj0DAQcDQgAEyrCSUUWQlSrYmbXJBjtRF8Pp7jRouoVpFXC8Kpz0\n\
+Jxs/2C7MnLXrz2BqaT7VW+jQv7LPcR1cXvVcaPNfczNMZKNjMGEwFAYDVR0RBA0w\n\
+C4IJbG9jYWxob3N0MAkGA1UdEwQCMAAwHwYDVR0jBBgwFoAUBhgMpIyCCmgJbw7Z\n\
+RYm0i+Sp1kYwHQYDVR0OBBYEFDnprJC5NkIcpHn62gpcyRy009jjMA0GCSqGSIb3\n\
+DQEBCwUAA4GBAGS61B0VhUMocrbOG4QDV//WMhuFHfTjlggm60moQBte3aR7DFP/\n\
+7Gjoh9UY9HKCcJrv/fCI+7obn/TXfHkoFTUir37uKPolqjYvz1BAAp3mX02DOTRo\n\
+3HC0WgKjQUc2n4Q+lhZtUniWdtewOF1noqpvvUcGWdsSMXOBy8s5BfeJ\n\
+-----END CERTIFICATE-----\n\
+";
+const RSA1024_LEAF_KEY: &str = "\
+-----BEGIN PRIVATE KEY-----\n\
+MIGHAgEAMBMGByqGSM49AgEGCCqGSM49AwEHBG0wawIBAQQgsU/+B/5mNYIlYrfo\n\
+xYmUYhbE7yeOfhbnPtOQ8Drc5FWhRANCAATKsJJRRZCVKtiZtckGO1EXw+nuNGi6\n\
+hWkVcLwqnPQnGz/YLsyctevPYGppPtVb6NC/ss9xHVxe9Vxo819zM0xk\n\
+-----END PRIVATE KEY-----\n\
+";
+
+/// A certificate signed by a trusted root whose key this TLS stack cannot check signatures
+/// with (an old CA's RSA key of 1024 bits, an ECDSA key on P-521) is not one from an unknown
+/// issuer: the issuer is trusted, the remedy is another CA key, not trusting one more CA.
+/// Naming a CA that only carries a trusted root's name (webpki's BadSignature or
+/// UnsupportedSignatureAlgorithmForPublicKey) an unknown issuer also named these so.
+#[test]
+fn a_certificate_from_a_trusted_root_with_an_unusable_key_is_not_from_an_unknown_issuer() {
+    for (what, ca, leaf, key) in [
+        (
+            "RSA-1024 root",
+            RSA1024_CA_PEM,
+            RSA1024_LEAF_PEM,
+            RSA1024_LEAF_KEY,
+        ),
+        ("P-521 root", P521_CA_PEM, P521_LEAF_PEM, P521_LEAF_KEY),
+    ] {
+        let err = handshake_error_trusting(ca, leaf, key, "localhost");
+        assert!(
+            matches!(&err, SocketError::Tls(TlsFailure::BadCertificate(why))
+                if why.contains("issuer's key")),
+            "{what}: {err:?}"
+        );
+    }
+}
