@@ -183,13 +183,16 @@ impl TlsClientConfig {
             if roots.is_empty() {
                 return Err(configuration("no trusted root certificate"));
             }
-            let webpki =
-                WebPkiServerVerifier::builder_with_provider(Arc::new(roots), Arc::clone(&provider))
-                    .build()
-                    .map_err(|e| configuration(format!("server certificate verifier: {e}")))?;
+            let roots = Arc::new(roots);
+            let webpki = WebPkiServerVerifier::builder_with_provider(
+                Arc::clone(&roots),
+                Arc::clone(&provider),
+            )
+            .build()
+            .map_err(|e| configuration(format!("server certificate verifier: {e}")))?;
             builder
                 .dangerous()
-                .with_custom_certificate_verifier(Arc::new(NamingSelfSigned { webpki }))
+                .with_custom_certificate_verifier(Arc::new(NamingSelfSigned { webpki, roots }))
         } else {
             builder
                 .dangerous()
@@ -414,11 +417,56 @@ pub(crate) fn tls_failure(err: &rustls::Error, expected_name: &str) -> TlsFailur
 /// its CA), and OpenSSL, KDNetwork's TLS library, names it too. Like OpenSSL it also calls a
 /// certificate from a CA that merely has a trusted root's name (another key) one of an unknown
 /// issuer, where webpki reports the trusted root's key failing to check its signature; and it
-/// lists a name mismatch's IP addresses as they are written.
+/// lists a name mismatch's IP addresses as they are written. A signature that the issuer's key
+/// cannot check because that key is of a kind this TLS stack cannot use (an old CA's RSA key of
+/// 1024 bits, ECDSA on P-521) is named as such, not as an unknown issuer.
 #[derive(Debug)]
 struct NamingSelfSigned {
     webpki: Arc<WebPkiServerVerifier>,
+    /// The roots `webpki` trusts, looked at only when a signature fails to check.
+    roots: Arc<RootCertStore>,
 }
+
+impl NamingSelfSigned {
+    /// Whether a CA named as the issuer of a certificate of the chain (a trusted root, or a
+    /// certificate the peer sent) has a key of a kind that cannot check signatures here.
+    fn issuer_key_unusable(
+        &self,
+        end_entity: &CertificateDer<'_>,
+        intermediates: &[CertificateDer<'_>],
+    ) -> bool {
+        let chain = || std::iter::once(end_entity).chain(intermediates);
+        chain()
+            .filter_map(|c| issuer_subject_key(c))
+            .any(|(issuer, _, _)| {
+                let roots = self.roots.roots.iter();
+                let root_keys = roots
+                    .filter(|root| root.subject.as_ref() == issuer)
+                    .map(|root| root.subject_public_key_info.as_ref());
+                let sent_keys = chain()
+                    .filter_map(|c| issuer_subject_key(c))
+                    .filter(|&(_, subject, _)| subject == issuer)
+                    .map(|(_, _, key)| key);
+                root_keys.chain(sent_keys).any(|key| !key_is_usable(key))
+            })
+    }
+}
+
+/// The certificate's key is of a kind that cannot check signatures here (carried through
+/// rustls as a `CertificateError::Other`).
+#[derive(Debug)]
+struct UnusableIssuerKey;
+
+impl fmt::Display for UnusableIssuerKey {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(
+            "its issuer's key is of a kind that cannot check signatures (supported: RSA of 2048 \
+             to 8192 bits, ECDSA on P-256 or P-384, Ed25519): the CA needs another key",
+        )
+    }
+}
+
+impl std::error::Error for UnusableIssuerKey {}
 
 /// The certificate names itself as its issuer and is not trusted (carried through rustls as a
 /// `CertificateError::Other`, told apart in [`tls_failure`]).
@@ -462,6 +510,16 @@ impl ServerCertVerifier for NamingSelfSigned {
                     // key failing to check the signature.
                     CertificateError::Other(OtherError(Arc::new(SelfSigned))),
                 ),
+                // The issuer's key cannot check signatures at all (RSA of 1024 bits, P-521): the
+                // issuer may well be the trusted one, and another trusted CA would not help.
+                rustls::Error::InvalidCertificate(
+                    CertificateError::BadSignature
+                    | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. },
+                ) if self.issuer_key_unusable(end_entity, intermediates) => {
+                    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
+                        Arc::new(UnusableIssuerKey),
+                    )))
+                }
                 // A CA with a trusted root's name but another key signed it (a CA made again
                 // under the same name, an impostor): the signature is not that root's, so the
                 // issuer is unknown, as OpenSSL says (the certificate's authority key
@@ -514,6 +572,64 @@ fn is_self_issued(certificate: &[u8]) -> bool {
         Some((issuer, subject))
     }
     names(certificate).is_some_and(|(issuer, subject)| issuer == subject)
+}
+
+/// The contents of the DER certificate's issuer name, subject name and subjectPublicKeyInfo
+/// (without their tags and lengths, as a trust anchor keeps them).
+fn issuer_subject_key(certificate: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
+    let (certificate, _) = der_contents(certificate)?;
+    let (mut tbs, _) = der_contents(certificate)?;
+    if tbs.first() == Some(&0xA0) {
+        tbs = der_element(tbs)?.1; // [0] version
+    }
+    let rest = der_element(tbs)?.1; // serialNumber
+    let rest = der_element(rest)?.1; // signature algorithm
+    let (issuer, rest) = der_contents(rest)?;
+    let rest = der_element(rest)?.1; // validity
+    let (subject, rest) = der_contents(rest)?;
+    let (key, _) = der_contents(rest)?;
+    Some((issuer, subject, key))
+}
+
+/// Whether a subjectPublicKeyInfo's contents hold a key that can check signatures here: RSA
+/// (rsaEncryption) of 2048 to 8192 bits, ECDSA on P-256 or P-384, Ed25519 (what *ring*'s
+/// webpki algorithms take). One that does not parse counts as usable (nothing to say of it).
+fn key_is_usable(spki: &[u8]) -> bool {
+    const RSA: &[u8] = &[
+        0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01,
+    ];
+    const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
+    const P256: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
+    const P384: &[u8] = &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22];
+    const ED25519: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
+    let Some((identifier, key)) = der_contents(spki) else {
+        return true;
+    };
+    let Some((algorithm, parameters)) = der_element(identifier) else {
+        return true;
+    };
+    match algorithm {
+        ED25519 => true,
+        EC_PUBLIC_KEY => der_element(parameters).is_some_and(|(c, _)| c == P256 || c == P384),
+        RSA => {
+            // BIT STRING { 0 unused bits, RSAPublicKey SEQUENCE { modulus INTEGER, … } }
+            let modulus = der_contents(key)
+                .and_then(|(bits, _)| bits.split_first())
+                .and_then(|(_, public_key)| der_contents(public_key))
+                .and_then(|(fields, _)| der_contents(fields));
+            let Some((modulus, _)) = modulus else {
+                return true;
+            };
+            let modulus = match modulus.iter().position(|&b| b != 0) {
+                Some(first) => &modulus[first..],
+                None => &[],
+            };
+            let bits = modulus.len().saturating_mul(8)
+                - modulus.first().map_or(0, |b| b.leading_zeros() as usize);
+            (2048..=8192).contains(&bits)
+        }
+        _ => false,
+    }
 }
 
 /// The subjectAltName entries webpki reports for a name mismatch, with each `IpAddress(…)`
@@ -1072,6 +1188,32 @@ mod tests {
         );
         for end in 0..der.len() {
             assert_eq!(ip_address_sans(&der[..end]), None, "a {end}-byte prefix");
+        }
+    }
+
+    #[test]
+    fn issuer_keys_are_read_from_any_bytes_without_panicking() {
+        for alg in [
+            &rcgen::PKCS_ECDSA_P256_SHA256,
+            &rcgen::PKCS_ECDSA_P384_SHA384,
+            &rcgen::PKCS_ED25519,
+        ] {
+            let key = rcgen::KeyPair::generate_for(alg).unwrap();
+            let der = rcgen::CertificateParams::new(vec!["a.example".to_owned()])
+                .unwrap()
+                .self_signed(&key)
+                .unwrap()
+                .der()
+                .to_vec();
+            let (issuer, subject, spki) = issuer_subject_key(&der).unwrap();
+            assert_eq!(issuer, subject);
+            assert!(key_is_usable(spki), "{alg:?}");
+            for end in 0..spki.len() {
+                key_is_usable(&spki[..end]);
+            }
+            for end in 0..der.len() {
+                assert_eq!(issuer_subject_key(&der[..end]), None, "a {end}-byte prefix");
+            }
         }
     }
 
