@@ -898,3 +898,34 @@ fn a_damaged_key_is_named_damaged_not_unsupported() {
         );
     }
 }
+
+/// An ECDSA key without its public key (optional in the format, RFC 5915; Java's encoder and
+/// `openssl ec -no_public` leave it out), which *ring* refuses, is named for what it lacks and
+/// how to add it: as PKCS#8 it was "damaged: its DER encoding is broken (is the file cut short,
+/// or a line of it lost?)", as SEC1 "of a kind that cannot be used (supported: … P-256 …)" for a
+/// P-256 key. (A throwaway P-256 key made with OpenSSL for this test.)
+#[test]
+fn an_ecdsa_key_without_its_public_key_is_named_so() {
+    const SEC1: &str = "-----BEGIN EC PRIVATE KEY-----
+MDECAQEEIBUIhL7NbkFAXWkfJINj2clbcXSLzspUxpNNDmZp5s+aoAoGCCqGSM49
+AwEH
+-----END EC PRIVATE KEY-----
+";
+    const PKCS8: &str = "-----BEGIN PRIVATE KEY-----
+MEECAQAwEwYHKoZIzj0CAQYIKoZIzj0DAQcEJzAlAgEBBCAVCIS+zW5BQF1pHySD
+Y9nJW3F0i87KVMaTTQ5maebPmg==
+-----END PRIVATE KEY-----
+";
+    let pki = test_pki();
+    for key in [PKCS8, SEC1] {
+        let reason = configuration_reason(
+            TlsClientConfig::new()
+                .set_client_certificate(pki.client_cert_pem.as_bytes(), key.as_bytes())
+                .unwrap_err(),
+        );
+        assert!(
+            reason.starts_with("the client key lacks its public key"),
+            "{reason}\n{key}"
+        );
+    }
+}
