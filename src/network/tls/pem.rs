@@ -62,8 +62,15 @@ pub(super) fn certified_key(
     })?;
     // What `CertifiedKey::from_der` does, in steps, so that each failure can be named.
     let damaged = key_is_damaged(&key);
+    let no_public_key = ec_key_lacks_public_key(&key);
     let key = provider().key_provider.load_private_key(key).map_err(|_| {
-        configuration(if damaged {
+        configuration(if no_public_key {
+            format!(
+                "the {role} key lacks its public key, which is optional in an ECDSA key's \
+                 encoding but needed here: write it out with it, e.g. with \
+                 `openssl ec -in key.pem -out key-with-public-key.pem`"
+            )
+        } else if damaged {
             format!(
                 "the {role} key is damaged: its DER encoding is broken (is the file cut short, \
                  or a line of it lost?)"
@@ -129,6 +136,41 @@ fn key_is_damaged(key: &PrivateKeyDer<'_>) -> bool {
         }
         _ => false,
     }
+}
+
+/// Whether an ECDSA key (PKCS#8 of id-ecPublicKey, or SEC1) leaves out its public key, the
+/// optional `[1] publicKey` of its ECPrivateKey (RFC 5915), which *ring* requires.
+fn ec_key_lacks_public_key(key: &PrivateKeyDer<'_>) -> bool {
+    const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
+    let ec_private_key = match key {
+        PrivateKeyDer::Sec1(key) => Some(key.secret_sec1_der()),
+        // PrivateKeyInfo: SEQUENCE { version, AlgorithmIdentifier, privateKey OCTET STRING }
+        PrivateKeyDer::Pkcs8(key) => der_contents(key.secret_pkcs8_der())
+            .and_then(|(info, _)| der_element(info))
+            .and_then(|(_, rest)| der_element(rest))
+            .filter(|(identifier, _)| {
+                der_contents(identifier)
+                    .and_then(|(fields, _)| der_element(fields))
+                    .is_some_and(|(algorithm, _)| algorithm == EC_PUBLIC_KEY)
+            })
+            .and_then(|(_, rest)| der_contents(rest))
+            .map(|(private_key, _)| private_key),
+        _ => None,
+    };
+    if !der_element(key.secret_der()).is_some_and(|(_, rest)| rest.is_empty()) {
+        return false; // damaged
+    }
+    // ECPrivateKey: SEQUENCE { version, privateKey, [0] parameters OPTIONAL, [1] publicKey OPTIONAL }
+    let Some((mut fields, _)) = ec_private_key.and_then(der_contents) else {
+        return false;
+    };
+    while let Some((field, rest)) = der_element(fields) {
+        if field.first() == Some(&0xA1) {
+            return false;
+        }
+        fields = rest;
+    }
+    fields.is_empty()
 }
 
 /// rustls' text for a problem with a certificate from a local file, without the "invalid peer
