@@ -2540,3 +2540,76 @@ fn a_certificate_from_a_trusted_root_with_an_unusable_key_is_not_from_an_unknown
         );
     }
 }
+const SELF_SIGNED_RSA1024_PEM: &str = "\
+-----BEGIN CERTIFICATE-----\n\
+MIICGTCCAYKgAwIBAgIUPs91J7z+eboyb0OJTCbu7XPgid4wDQYJKoZIhvcNAQEL\n\
+BQAwFDESMBAGA1UEAwwJbG9jYWxob3N0MCAXDTI2MTEyNjE0MzIzM1oYDzIxMjYx\n\
+MTAyMTQzMjMzWjAUMRIwEAYDVQQDDAlsb2NhbGhvc3QwgZ8wDQYJKoZIhvcNAQEB\n\
+BQADgY0AMIGJAoGBANd6bVLUSPdfFWEKNeXBd1z/kAU7cZ/A7mksi687evv5abOS\n\
+74uESxcAD8rshCoaimKFJZ3eBduJ/HgmPNoiUVbVLoYAUMdMkg8JoKbxUEWCQcsL\n\
+fG3eSe25fLmh0mBaWu37hyAsd28zPUBS++R1bwTjs1ExeoF34SrNjidTtdyhAgMB\n\
+AAGjZjBkMB0GA1UdDgQWBBSp6elU1pSyy5XN6+yCaoRgH9p9oTAfBgNVHSMEGDAW\n\
+gBSp6elU1pSyy5XN6+yCaoRgH9p9oTAUBgNVHREEDTALgglsb2NhbGhvc3QwDAYD\n\
+VR0TAQH/BAIwADANBgkqhkiG9w0BAQsFAAOBgQCgjM9EgBCOt+lpOwK106PlYlk+\n\
+jwZ2JF3hVdIxrJCJM5CNfrRtXrCPYRPSMkb9HV0KQWAhhklqnky0g7PQy7gwMToP\n\
+w4whLneKGFTjkB3YHZwKi/X7IRwxM4p6cstn3odjnEqXpZOwQKaA5E02XaOB9UsA\n\
+108G6tx3G5IUujIYEA==\n\
+-----END CERTIFICATE-----\n\
+";
+
+/// A self-signed certificate that is trusted itself (added as a CA: an old device's, made with
+/// an RSA key of 1024 bits) but whose key cannot check its signature here is not "self-signed
+/// (not trusted)": it is trusted, the key is the trouble. (The server is plain rustls with
+/// another key for the handshake: no stack here signs with such a key, and the chain is
+/// verified before the handshake's signature.)
+#[test]
+fn a_trusted_self_signed_certificate_with_an_unusable_key_is_not_named_untrusted() {
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::Arc;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let handshake_key = rcgen::KeyPair::generate().unwrap();
+    let signing_key = provider
+        .key_provider
+        .load_private_key(
+            rustls::pki_types::PrivateKeyDer::from_pem_slice(
+                handshake_key.serialize_pem().as_bytes(),
+            )
+            .unwrap(),
+        )
+        .unwrap();
+    let chain = vec![
+        rustls::pki_types::CertificateDer::from_pem_slice(SELF_SIGNED_RSA1024_PEM.as_bytes())
+            .unwrap(),
+    ];
+    let certified = rustls::sign::CertifiedKey::new(chain, signing_key);
+    let config = Arc::new(
+        rustls::ServerConfig::builder_with_provider(provider)
+            .with_safe_default_protocol_versions()
+            .unwrap()
+            .with_no_client_auth()
+            .with_cert_resolver(Arc::new(rustls::sign::SingleCertAndKey::from(certified))),
+    );
+    std::thread::spawn(move || {
+        let (mut tcp, _) = listener.accept().unwrap();
+        let mut conn = rustls::ServerConnection::new(config).unwrap();
+        while conn.is_handshaking() && conn.complete_io(&mut tcp).is_ok() {}
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = SslSocket::with_config(
+        TlsClientConfig::with_only_ca_certificates(SELF_SIGNED_RSA1024_PEM.as_bytes()).unwrap(),
+    )
+    .unwrap();
+    let error = latest(&client.handshake_error);
+    client.connect_to_host("localhost", port).unwrap();
+    assert!(run_until(&mut ev, Duration::from_secs(10), || error
+        .borrow()
+        .is_some()));
+    let err = error.borrow().clone().unwrap();
+    assert!(
+        matches!(&err, SocketError::Tls(TlsFailure::BadCertificate(why))
+            if why.contains("issuer's key")),
+        "{err:?}"
+    );
+}
