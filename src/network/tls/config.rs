@@ -443,9 +443,10 @@ impl NamingSelfSigned {
                 let root_keys = roots
                     .filter(|root| root.subject.as_ref() == issuer)
                     .map(|root| root.subject_public_key_info.as_ref());
+                // A self-issued one's own key counts only when it is trusted (a root).
                 let sent_keys = chain()
                     .filter_map(|c| issuer_subject_key(c))
-                    .filter(|&(_, subject, _)| subject == issuer)
+                    .filter(|&(own_issuer, subject, _)| subject == issuer && own_issuer != subject)
                     .map(|(_, _, key)| key);
                 root_keys.chain(sent_keys).any(|key| !key_is_usable(key))
             })
@@ -500,6 +501,17 @@ impl ServerCertVerifier for NamingSelfSigned {
                     expected,
                     presented: with_ip_addresses_written_out(presented, end_entity),
                 }),
+                // The issuer's key cannot check signatures at all (RSA of 1024 bits, P-521): the
+                // issuer may well be the trusted one, and another trusted CA would not help. Also a
+                // self-signed certificate trusted itself: it is trusted, its key is the trouble.
+                rustls::Error::InvalidCertificate(
+                    CertificateError::BadSignature
+                    | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. },
+                ) if self.issuer_key_unusable(end_entity, intermediates) => {
+                    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
+                        Arc::new(UnusableIssuerKey),
+                    )))
+                }
                 rustls::Error::InvalidCertificate(
                     CertificateError::UnknownIssuer
                     | CertificateError::BadSignature
@@ -510,16 +522,6 @@ impl ServerCertVerifier for NamingSelfSigned {
                     // key failing to check the signature.
                     CertificateError::Other(OtherError(Arc::new(SelfSigned))),
                 ),
-                // The issuer's key cannot check signatures at all (RSA of 1024 bits, P-521): the
-                // issuer may well be the trusted one, and another trusted CA would not help.
-                rustls::Error::InvalidCertificate(
-                    CertificateError::BadSignature
-                    | CertificateError::UnsupportedSignatureAlgorithmForPublicKeyContext { .. },
-                ) if self.issuer_key_unusable(end_entity, intermediates) => {
-                    rustls::Error::InvalidCertificate(CertificateError::Other(OtherError(
-                        Arc::new(UnusableIssuerKey),
-                    )))
-                }
                 // A CA with a trusted root's name but another key signed it (a CA made again
                 // under the same name, an impostor): the signature is not that root's, so the
                 // issuer is unknown, as OpenSSL says (the certificate's authority key
