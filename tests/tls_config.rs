@@ -523,7 +523,7 @@ fn unusable_keys_and_certificates_are_named_without_rustls_jargon() {
     );
     assert_eq!(
         reason,
-        "the client key is of a kind that cannot be used (supported: RSA of 2048 bits or more, \
+        "the client key is of a kind that cannot be used (supported: RSA of 2048 to 4096 bits, \
          ECDSA on P-256 or P-384, Ed25519)"
     );
 
@@ -928,4 +928,81 @@ Y9nJW3F0i87KVMaTTQ5maebPmg==
             "{reason}\n{key}"
         );
     }
+}
+
+/// A private RSA key over 4096 bits, which *ring* cannot sign with, is named with the sizes that
+/// can be used; the reason said "supported: RSA of 2048 bits or more", which it is. (A throwaway
+/// key of 4608 bits made with OpenSSL for this test.)
+#[test]
+fn an_rsa_key_over_4096_bits_is_named_with_the_sizes_that_can_be_used() {
+    const KEY: &str = "\
+-----BEGIN PRIVATE KEY-----\n\
+MIIKYgIBADANBgkqhkiG9w0BAQEFAASCCkwwggpIAgEAAoICQQDLWctnQZkBFm96\n\
+i4CFVoUNSiV4XL2AQuG3BE6PN9fSV3gvS9J2/s0dMnCmB5txfRz8L0SfRyXfM7jt\n\
+eAec5RtvCsBV8XP7GbNEX8WDjMieXu7V0rObYpor5oNhBOY5zZMIWRVsmCJ6GmTl\n\
+tFQL0TMIzLopcaN+91yprPifGTEUXl4VnB81yAkFT2+P9biRktcVgI6roldjrED5\n\
+WuQHCbXxDrV6slulRls6CngDORFiu8RKpFaHoECkbU1BsHBEFuYy3A3VnUR4bQ2U\n\
+GFcFR+SO5E12Vz7yKEmAsyyWG6XwzBGt5p3nI7y9lLCDM3/n/DuwlCu8Tx4NHHyv\n\
+22KtL3/lYU28C6Hjs+ZfWFb8yrqyPt5iVzHyoedwHDHM2L7+BlUXNz4eGLPYDV7O\n\
++i1hu8bVeu1ypjTlxELzpJnf+uZcAMYMbAzMq9M8gb+9zAIGzZla6IJYbDQYlhVa\n\
+eNibwdAOl7QyEb64i+ws+iW682EY0Gy73AAjyYydlF7wJw+oGbm3Gvu+Nfz9vDW7\n\
+5aNyTThuCgf0J4WYEMjXKJhxKWEWESpJZ1kMb3wIde6SvoKbLeMfb2XXbb1z/AsQ\n\
+RKxhBYSnKTmqONBNyOU/f8UcyPhy06cNPunV+MsJwqFZOj2ldMMvHYCJ+vWRWqqW\n\
+W8J8pvnrQgcqAjeVpOigbCaIJs9qra6ifH98JFa+qzYZhRviE4dQ+hO98+8YurgU\n\
+yu3fJAO/rJl+Ib145mAnQ3/UMAA194SbFfMG4OU3dlCi4xOxuRsCAwEAAQKCAkBE\n\
+ywTn0qZLWuatw2HgOevbGhlhBabKLFYlzxwwkUi/DP5IqdLylLKZTQYU9P/ePeA/\n\
+ZFJHvA8Q2nOWSoPwzQUh5LY6nOuKqCAgYnH0Vf1MrnsH9Tbzu0DC10Hc4YZtSaGT\n\
+MmfwC+ul+SXnG8FPGh+0u2XDPYF9I3vCnxSg5inXZTFZCC76x8hddokcX5loDhAb\n\
+Yxlg8RO1UYHNmbUIuH1Hpp04e/xLBmk4UnBVTsoV58W5Jq1rRoh3185KCcGBF2ob\n\
+DJzVhlWyk9oDHtTZoX+t44hdH5jY3U44buUHhyT1OGRGu3zxxAJG9HVefV6pAYjD\n\
+7Ox60R0ufFOmPoa8ZhRTaj6c/iZvXN3zpXQQIxlT0bbz9+Ga3rDoGXGzhiPe1g76\n\
+qtyewQhmMFX0fUPZKiSV8U+Z1Ab7OLVcAUUbQNTTeNoC5FyLPwds6DyUgMF5b0Sr\n\
++JYZDcGeb9vT99vd1zQjS2ecyVurRmEth2vjn5X0E1HfOK9eRdLyq13Jkhm//8bz\n\
+OMLICm1N9M/bhLhOZ3TVW8xQRp44CPVqsxc7PgjYPypKDyu1EGtnmUfFEpUBJlKv\n\
+4OqumrKmytJI5t21clVm5O9hT1ND/WikFG30RWV+wGiSBaZNMv//Z4WJLxfXM5GD\n\
+wqS6HQZ9Ls3jgebG3tWwNiBv3fPcH4JDnCYe5EYRJjjdGx4KiiMPWRrjib/Icza4\n\
+xcQ5a1uZ8dsuAJMuHVp5Uf/QewOVByABsKwQmLiBjm8nvjDdOKWSHJRMh/UIBMEC\n\
+ggEhAPCYurpvX3YPn/6rT8AfppOlxARowTE4y4PgDwK+Zl4p5Y28UWtsaofo0BsH\n\
+svluElHu7XKVElVoVRNehfKcC+E2Uo5cpkbEJyd05KHJL0eB5rlMTwvIJ3u1VsUk\n\
+2VlUpEK23vRLLOPJ4OT4sa+yZoIOkbequezgksM0qXrfGRJUiwnJY7tPIawH7WLy\n\
+Mwc4hCBIX/a+cd1s2RU1/nl413nsi4CrJHeDOzcW6ArdyxaYG41bcM2NkDoysXQ7\n\
+wCIXkOeSTw7Y6RJkIoSYl8MlA075b+wddZhKq+cVeI2hAAgCunjhMb5VLTqHB3J3\n\
+TMzfYtSidgh8m+q4HJdcwpxwsN0GgyQwj0jpo0udlqOyIeyHvm0K9w3DYtRD5TcF\n\
+c9MHOwKCASEA2F6fXBFZ7yPb7Lu5LHVAXgfbU+Uca+ibPAIwQ2+mis3dcB8yrCfP\n\
+v4k0NtNAGOBl5L0Zg8y7byAZlM25fJ96vCvOYh97EX4Y0/Sd1xbwklQODrmZY5lS\n\
+putS4wo10lNuWiA35BRXksfUmVozUgcrsulfQfYcMuTFoSChlZiCNM9PUft9EVdm\n\
+3abJYLqEQbg+xIvgTImL4rQtm5Oet5Kl14uzwnUDN9hDp6jjntFlc7gyzhdcCoRR\n\
+eN1BAFc8vqmpT0ooOTFx7jkKCNPlCCruFqsTb+6fKgicFgql9Ado54Ic/NFLQFd2\n\
+ib1Sf1ODGpKpP7SQ+3picNwcCkF1WOMM+W+zgbvVlvyHjKZdMfXn3grQWbJYbwMJ\n\
+DAG5CVLufbehAoIBIBwVl+ZfTcNYO5LcqGiCyUz+0oy5NaPrP0ZbhyUI2KYxOcx7\n\
+qP1jIGRQ9snQ8kFPafAKdckkQYmariOeqwAQ2wok7yoTAo3MI83lRTLlaxFrxmTm\n\
+1WtIp+M23bQRgxV8XdgzxH67r7e/PvM7XHJn3rNbxAKueRl/dWI36XigRirvl3ND\n\
+ANNCf2m3WyxrnS1AmZuzFxCUVnJEXGqvbM79HhnrVLVmRNF2jhj2IYvzK9utUboE\n\
+bHxyA93nQPOSbfEM0ytU1smi5EHzUlwr+7sZvPMhBsGHBs0KGlrVFMdjfb9xohau\n\
+IsJW6vqj/GiOKHbZtI2hkSmYchLJ/vxkJYthVCPYuMImsPMP4rHW6VieWHtltQLB\n\
+fukqX4Trj/wGNOjzNQKCASEAybzH1v7ynI8RshOB3trgDgxDSmC3dEFn47aiq23B\n\
+mW/CxJTCGVPxVsOlpGypOciYGILb9FCCfmUulNiP1ouX0zUA8+ooRDIPEijktjRU\n\
+UAsBJGeWhg/hyXJmUPwnHJjfrjaWBhmVYWziY61/Zj77VpBTWdwPhMBbKBWVszaE\n\
+SJr2eRkEDpQwe//TiVW+lMwl8fn9Qz+H5vNaBtHHzZ9085j1HR0eyAXjZsKIoH7a\n\
+md+ntxJ+peujTw70WU39fEQScbRR9qmMcbJLEdoHlOr6HLabo+SYEIgAiGibPQFf\n\
+pWNihbLa9/3Ury6PadpCxhbyqUxBVchRWqtPlZxcvmjMoxGsDA1HY8TG2bQP9tIx\n\
+w4zPoKIx5CevWruMfA4QAbWhAoIBIHkJrU53NukLCbt57IHieLagRIoe/Xud0aaT\n\
+XTkYgSxq28gSqoAJJh4elcSMqM6fxdTrgYeoOje4mbjvHrp5Ewc6hQBN0wFimU2N\n\
+n18Mg4Iq8+54eMuHQE7YMnvC/jCMDwEJr9rhp5FbfdfDs318Idl03/ERpNUQbwIS\n\
+s/YywfpQH6F+4hrS5jcOxztPLQqlKSCyk0yQr1xf3S1CUf3tGIUd0AdkuGlEZFa6\n\
+RQKwx10d0DPCCQrM3tLKQ9Mk46YSJsHy1zWeKNInHFCZ7iv2owqwUV8wLkDXDV9q\n\
+vefStkZzEZBB9gQnSwgZ4vcrP4WTVoVxrQjJM9lWL86lMMRbzCD0ZKsOkgIqaWXr\n\
+83D0jYnlKI5OFx/fPEDrZCQrIVKPtw==\n\
+-----END PRIVATE KEY-----\n\
+";
+    let pki = test_pki();
+    let reason = configuration_reason(
+        TlsClientConfig::new()
+            .set_client_certificate(pki.client_cert_pem.as_bytes(), KEY.as_bytes())
+            .unwrap_err(),
+    );
+    assert!(
+        reason.contains("cannot be used") && reason.contains("RSA of 2048 to 4096 bits"),
+        "{reason}"
+    );
 }
