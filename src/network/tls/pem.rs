@@ -77,8 +77,8 @@ pub(super) fn certified_key(
             )
         } else {
             format!(
-                "the {role} key is of a kind that cannot be used (supported: RSA of 2048 bits \
-                 or more, ECDSA on P-256 or P-384, Ed25519)"
+                "the {role} key is of a kind that cannot be used (supported: RSA of 2048 to \
+                 4096 bits, ECDSA on P-256 or P-384, Ed25519)"
             )
         })
     })?;
