@@ -524,8 +524,10 @@ impl TcpSocket {
     /// the attempt is cancelled when nothing is queued (`Unconnected` at once, no signal but
     /// `state_changed`). With bytes queued (written since `connect_to_host`) it goes on, as Qt's
     /// `disconnectFromHost` does: once connected the socket emits `connected`, sends them and
-    /// closes through `Closing`; further writes are refused meanwhile, a failed connect is
-    /// `error_occurred` as ever, and [`abort`](Self::abort) still cancels at once.
+    /// closes through `Closing`. Until connected, further writes and `connect_to_host` are
+    /// refused (`InvalidState`); a write from a `connected` slot is still sent before the close.
+    /// A failed connect is `error_occurred` as ever, and [`abort`](Self::abort) still cancels at
+    /// once.
     ///
     /// During a TLS handshake (`Connected`, not yet [`is_encrypted`](Self::is_encrypted)) it
     /// depends on what is queued. With bytes queued the close waits for the handshake (at most
