@@ -2093,3 +2093,27 @@ fn stream_event_debug_gives_the_data_length_not_the_data() {
     assert!(!shown.contains("s3cr3t"), "{shown}");
     assert!(shown.contains("19"), "{shown}");
 }
+
+/// RFC 6265 §5.2 step 4 trims only spaces and tabs around a cookie's name and value: other
+/// white space (a no-break space, an em space, …) is part of them. The jar trimmed all Unicode
+/// white space, so a server's `a=\u{a0}x\u{a0}` came back as `a=x`.
+#[test]
+fn set_cookie_name_and_value_keep_white_space_other_than_spaces_and_tabs() {
+    let u = url("https://example.com/");
+    let mut jar = HttpCookieJar::new();
+    let set = ["a=\u{a0}x\u{2003}", " \t\u{a0}b = \t y \t", "c\u{3000}=z"];
+    assert_eq!(jar.store_response_cookies(&u, set), 3);
+    assert_eq!(
+        header_for(&jar, "https://example.com/").as_deref(),
+        Some("a=\u{a0}x\u{2003}; \u{a0}b=y; c\u{3000}=z")
+    );
+    let cookie = HttpCookie::from_set_cookie_header(" \u{a0} = v; Path=/p", &u).unwrap();
+    assert_eq!(
+        (
+            cookie.name.as_str(),
+            cookie.value.as_str(),
+            cookie.path.as_str()
+        ),
+        ("\u{a0}", "v", "/p")
+    );
+}
