@@ -248,7 +248,7 @@ pub(super) fn prepare_set_cookie(
     {
         return None;
     }
-    let mut cookie = StoreCookie::parse(value, url).ok()?.into_owned();
+    let mut cookie = parse_rfc_6265(value, url)?;
     if !is_sendable(cookie.name()) || !is_sendable(cookie.value()) {
         return None;
     }
@@ -270,6 +270,30 @@ pub(super) fn prepare_set_cookie(
         return None;
     }
     Some(cookie)
+}
+
+/// Parses a `Set-Cookie` value into the store's form: the name and value as RFC 6265 §5.2
+/// reads them (the text before the first `;`, split at its first `=`, each trimmed of spaces
+/// and tabs only; `None` without `=` or with an empty name), the attributes as the `cookie`
+/// crate reads them. The crate trimmed all Unicode white space off the name and value, so a
+/// value starting or ending with a no-break space lost it.
+fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
+    let (pair, attributes) = value.split_at(value.find(';').unwrap_or(value.len()));
+    let (name, pair_value) = pair.split_once('=')?;
+    let wsp = |c| c == ' ' || c == '\t';
+    let (name, pair_value) = (name.trim_matches(wsp), pair_value.trim_matches(wsp));
+    if name.is_empty() {
+        return None;
+    }
+    // The crate reads the attributes after a stand-in pair; the real one is put in after.
+    let mut raw = RawCookie::parse(format!("n=v{attributes}")).ok()?;
+    raw.set_name(name.to_string());
+    raw.set_value(pair_value.to_string());
+    Some(
+        StoreCookie::try_from_raw_cookie(&raw, url)
+            .ok()?
+            .into_owned(),
+    )
 }
 
 /// Builds the store's form of a cookie given through the API.
