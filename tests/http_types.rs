@@ -2117,3 +2117,43 @@ fn set_cookie_name_and_value_keep_white_space_other_than_spaces_and_tabs() {
         ("\u{a0}", "v", "/p")
     );
 }
+
+/// An expired cookie is gone (RFC 6265 §5.3 evicts it): a cookie stored later under its name,
+/// domain and path is a new cookie, listed after the cookies created before it. Only an
+/// unexpired cookie's creation time carries over to its replacement. The jar kept the expired
+/// one's place, so the new cookie went out before older ones.
+#[test]
+fn a_cookie_replacing_an_expired_one_is_newer_than_the_cookies_before_it() {
+    let u = url("https://example.com/");
+    let mut jar = HttpCookieJar::new();
+    let expires = SystemTime::now() + Duration::from_millis(300);
+    let mut brief = HttpCookie::new("old", "1");
+    brief.expiration = Some(expires);
+    assert!(jar.insert_cookie(brief.clone(), &u));
+    assert_eq!(jar.store_response_cookies(&u, ["mid=2"]), 1);
+    while SystemTime::now() <= expires {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        header_for(&jar, "https://example.com/").as_deref(),
+        Some("mid=2")
+    );
+    assert_eq!(jar.store_response_cookies(&u, ["old=3"]), 1);
+    assert_eq!(
+        header_for(&jar, "https://example.com/").as_deref(),
+        Some("mid=2; old=3")
+    );
+    assert_eq!(names(&jar.all_cookies()), ["mid", "old"]);
+
+    // The same through the API.
+    let expires = SystemTime::now() + Duration::from_millis(300);
+    brief.name = "api".into();
+    brief.expiration = Some(expires);
+    assert!(jar.insert_cookie(brief, &u));
+    assert_eq!(jar.store_response_cookies(&u, ["late=4"]), 1);
+    while SystemTime::now() <= expires {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(jar.insert_cookie(HttpCookie::new("api", "5"), &u));
+    assert_eq!(names(&jar.all_cookies()), ["mid", "old", "late", "api"]);
+}
