@@ -53,7 +53,8 @@ impl std::error::Error for PublicSuffixListError {}
 ///   ignored, and beyond [`DEFAULT_MAX_COOKIES_PER_DOMAIN`] per domain or [`DEFAULT_MAX_COOKIES`]
 ///   in all, expired cookies and then the oldest ones are evicted (RFC 6265 §6.1).
 /// - The `Cookie` header lists longer paths first, then older cookies first (RFC 6265 §5.4), so
-///   the order is deterministic.
+///   the order is deterministic. A cookie that replaces an unexpired one keeps its creation
+///   time; one stored where an expired cookie was is a new cookie.
 ///
 /// The jar is `Send`; share it through the session's handle rather than cloning it (a clone is
 /// an independent copy).
@@ -342,6 +343,16 @@ impl HttpCookieJar {
         };
         if mode == InsertMode::New && self.store.contains(&domain, &path, &name) {
             return false;
+        }
+        // An expired cookie is gone (RFC 6265 §5.3): one stored under its key is a new cookie,
+        // with a creation time of its own. The store would update it in place, and the
+        // creation order would keep the expired one's place.
+        if self
+            .store
+            .get_any(&domain, &path, &name)
+            .is_some_and(|old| old.is_expired())
+        {
+            self.remove_key(&domain, &path, &name);
         }
         match self.store.insert(cookie, url) {
             Ok(StoreAction::Inserted) => {
