@@ -2157,3 +2157,24 @@ fn a_cookie_replacing_an_expired_one_is_newer_than_the_cookies_before_it() {
     assert!(jar.insert_cookie(HttpCookie::new("api", "5"), &u));
     assert_eq!(names(&jar.all_cookies()), ["mid", "old", "late", "api"]);
 }
+
+/// RFC 6265 §5.2: an attribute without `=` has an empty value, and §5.2.4 makes a `Path` with an
+/// empty value the default path; the last `Path` decides (§5.3 step 7). A bare `Path` after
+/// `Path=/a` therefore gives the default path; the jar ignored it and kept `/a`.
+#[test]
+fn a_bare_path_attribute_sets_the_default_path() {
+    let u = url("https://example.com/docs/page");
+    let cookie = HttpCookie::from_set_cookie_header("a=1; Path=/a; Path", &u).unwrap();
+    assert_eq!(cookie.path, "/docs");
+    let cookie = HttpCookie::from_set_cookie_header("a=1; Path=/a; path ", &u).unwrap();
+    assert_eq!(cookie.path, "/docs");
+    let cookie = HttpCookie::from_set_cookie_header("a=1; Path; Path=/a", &u).unwrap();
+    assert_eq!(cookie.path, "/a");
+    let mut jar = HttpCookieJar::new();
+    assert_eq!(jar.store_response_cookies(&u, ["b=2; Path=/a; Path"]), 1);
+    assert_eq!(
+        header_for(&jar, "https://example.com/docs/x").as_deref(),
+        Some("b=2")
+    );
+    assert_eq!(header_for(&jar, "https://example.com/a"), None);
+}
