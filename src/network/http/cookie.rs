@@ -275,7 +275,7 @@ pub(super) fn prepare_set_cookie(
 /// Parses a `Set-Cookie` value into the store's form: the name and value as RFC 6265 §5.2
 /// reads them (the text before the first `;`, split at its first `=`, each trimmed of spaces
 /// and tabs only; `None` without `=` or with an empty name), the attributes as the `cookie`
-/// crate reads them. The crate trimmed all Unicode white space off the name and value, so a
+/// crate reads them, but for a bare `Path`, which sets the default path. The crate trimmed all Unicode white space off the name and value, so a
 /// value starting or ending with a no-break space lost it.
 fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
     let (pair, attributes) = value.split_at(value.find(';').unwrap_or(value.len()));
@@ -285,8 +285,19 @@ fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
     if name.is_empty() {
         return None;
     }
-    // The crate reads the attributes after a stand-in pair; the real one is put in after.
-    let mut raw = RawCookie::parse(format!("n=v{attributes}")).ok()?;
+    // The crate reads the attributes after a stand-in pair; the real one is put in after. A
+    // bare `Path` has the empty value (§5.2), which means the default path (§5.2.4); the crate
+    // would skip it and keep an earlier `Path`: it gets its `=`.
+    let mut text = String::with_capacity(3 + attributes.len() + 1);
+    text.push_str("n=v");
+    for attribute in attributes.split(';').skip(1) {
+        text.push(';');
+        text.push_str(attribute);
+        if !attribute.contains('=') && attribute.trim_matches(wsp).eq_ignore_ascii_case("path") {
+            text.push('=');
+        }
+    }
+    let mut raw = RawCookie::parse(text).ok()?;
     raw.set_name(name.to_string());
     raw.set_value(pair_value.to_string());
     Some(
