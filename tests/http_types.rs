@@ -2178,3 +2178,44 @@ fn a_bare_path_attribute_sets_the_default_path() {
     );
     assert_eq!(header_for(&jar, "https://example.com/a"), None);
 }
+
+/// The last `SameSite` attribute decides (RFC 6265bis §5.6.7 appends each, §5.7 takes the
+/// last); one with an unknown value, or none, means the default, which the jar reports as
+/// `SameSitePolicy::None` (as the type's docs say). The jar skipped unknown and bare ones, so
+/// `SameSite=Lax; SameSite=bogus` was reported `Lax`.
+#[test]
+fn the_last_same_site_attribute_decides_even_with_an_unknown_value() {
+    let u = url("https://example.com/");
+    let policy = |text: &str| {
+        HttpCookie::from_set_cookie_header(text, &u)
+            .unwrap()
+            .same_site
+    };
+    assert_eq!(
+        policy("a=1; SameSite=Lax; SameSite=bogus"),
+        SameSitePolicy::None
+    );
+    assert_eq!(
+        policy("a=1; SameSite=Strict; samesite"),
+        SameSitePolicy::None
+    );
+    assert_eq!(
+        policy("a=1; SameSite=Strict; SameSite="),
+        SameSitePolicy::None
+    );
+    assert_eq!(
+        policy("a=1; SameSite=bogus; SameSite=Lax"),
+        SameSitePolicy::Lax
+    );
+    assert_eq!(
+        policy("a=1; SameSite=Lax; SameSite=None"),
+        SameSitePolicy::None
+    );
+    assert_eq!(
+        policy("a=1; SAMESITE = strict ; Path=/"),
+        SameSitePolicy::Strict
+    );
+    let mut jar = HttpCookieJar::new();
+    jar.store_response_cookies(&u, ["b=2; SameSite=Strict; SameSite=x"]);
+    assert_eq!(jar.all_cookies()[0].same_site, SameSitePolicy::None);
+}
