@@ -275,7 +275,8 @@ pub(super) fn prepare_set_cookie(
 /// Parses a `Set-Cookie` value into the store's form: the name and value as RFC 6265 §5.2
 /// reads them (the text before the first `;`, split at its first `=`, each trimmed of spaces
 /// and tabs only; `None` without `=` or with an empty name), the attributes as the `cookie`
-/// crate reads them, but for a bare `Path`, which sets the default path. The crate trimmed all Unicode white space off the name and value, so a
+/// crate reads them, but for a bare `Path`, which sets the default path, and a `SameSite` with
+/// an unknown value or none, which sets the default. The crate trimmed all Unicode white space off the name and value, so a
 /// value starting or ending with a no-break space lost it.
 fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
     let (pair, attributes) = value.split_at(value.find(';').unwrap_or(value.len()));
@@ -285,15 +286,32 @@ fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
     if name.is_empty() {
         return None;
     }
-    // The crate reads the attributes after a stand-in pair; the real one is put in after. A
-    // bare `Path` has the empty value (§5.2), which means the default path (§5.2.4); the crate
-    // would skip it and keep an earlier `Path`: it gets its `=`.
-    let mut text = String::with_capacity(3 + attributes.len() + 1);
+    // The crate reads the attributes after a stand-in pair; the real one is put in after. It
+    // skips two kinds of attribute that count: a bare `Path` has the empty value (§5.2), which
+    // means the default path (§5.2.4), and gets its `=`; a `SameSite` with an unknown value or
+    // none means the default (RFC 6265bis §5.6.7), reported as `None`, and becomes that. The
+    // last of each decides.
+    let mut text = String::with_capacity(3 + attributes.len() + 8);
     text.push_str("n=v");
     for attribute in attributes.split(';').skip(1) {
         text.push(';');
+        let (key, attribute_value) = match attribute.split_once('=') {
+            Some((key, v)) => (key, Some(v.trim_matches(wsp))),
+            None => (attribute, None),
+        };
+        let key = key.trim_matches(wsp);
+        if key.eq_ignore_ascii_case("samesite")
+            && !attribute_value.is_some_and(|v| {
+                ["lax", "strict", "none"]
+                    .iter()
+                    .any(|known| v.eq_ignore_ascii_case(known))
+            })
+        {
+            text.push_str("SameSite=None");
+            continue;
+        }
         text.push_str(attribute);
-        if !attribute.contains('=') && attribute.trim_matches(wsp).eq_ignore_ascii_case("path") {
+        if attribute_value.is_none() && key.eq_ignore_ascii_case("path") {
             text.push('=');
         }
     }
