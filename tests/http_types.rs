@@ -2219,3 +2219,28 @@ fn the_last_same_site_attribute_decides_even_with_an_unknown_value() {
     jar.store_response_cookies(&u, ["b=2; SameSite=Strict; SameSite=x"]);
     assert_eq!(jar.all_cookies()[0].same_site, SameSitePolicy::None);
 }
+
+/// An expired cookie is not in the jar (`len`, `all_cookies` and the headers leave it out):
+/// removing it reports nothing removed, as for a cookie that was never there.
+#[test]
+fn removing_an_expired_cookie_reports_nothing_removed() {
+    let u = url("https://example.com/");
+    let mut jar = HttpCookieJar::new();
+    let expires = SystemTime::now() + Duration::from_millis(200);
+    for name in ["one", "two"] {
+        let mut brief = cookie_at(name, "1", "example.com");
+        brief.expiration = Some(expires);
+        assert!(jar.insert_cookie(brief, &u));
+    }
+    let mut lasting = cookie_at("two", "2", "example.com");
+    lasting.path = "/p".into();
+    assert!(jar.insert_cookie(lasting, &u));
+    while SystemTime::now() <= expires {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(jar.len(), 1);
+    assert!(!jar.remove_cookie(&cookie_at("one", "", "example.com")));
+    assert_eq!(jar.remove_cookies("two", "example.com"), 1);
+    assert!(jar.is_empty());
+    assert_eq!(jar.remove_expired_cookies(), 0);
+}
