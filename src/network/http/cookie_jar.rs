@@ -213,7 +213,8 @@ impl HttpCookieJar {
         }
     }
 
-    /// Removes the cookie with `cookie`'s name, domain and path; returns whether one was there.
+    /// Removes the cookie with `cookie`'s name, domain and path; returns whether one was there
+    /// (an expired cookie is not: like [`len`](Self::len), this counts unexpired ones only).
     pub fn remove_cookie(&mut self, cookie: &HttpCookie) -> bool {
         let domain = domain_key(&cookie.domain);
         let path = if cookie.path.is_empty() {
@@ -221,10 +222,13 @@ impl HttpCookieJar {
         } else {
             &cookie.path
         };
-        self.remove_key(&domain, path, &cookie.name)
+        let unexpired = self.store.contains(&domain, path, &cookie.name);
+        self.remove_key(&domain, path, &cookie.name);
+        unexpired
     }
 
-    /// Removes every cookie called `name` stored for `domain` (any path); returns how many.
+    /// Removes every cookie called `name` stored for `domain` (any path); returns how many
+    /// unexpired ones there were.
     pub fn remove_cookies(&mut self, name: &str, domain: &str) -> usize {
         let domain = domain_key(domain);
         let paths: Vec<String> = self
@@ -236,7 +240,11 @@ impl HttpCookieJar {
             .collect();
         paths
             .iter()
-            .filter(|path| self.remove_key(&domain, path, name))
+            .filter(|path| {
+                let unexpired = self.store.contains(&domain, path, name);
+                self.remove_key(&domain, path, name);
+                unexpired
+            })
             .count()
     }
 
