@@ -2140,3 +2140,52 @@ fn cookies_end_to_end_match_the_rfc_6265_model() {
     let result = runner.run(&script(), |s| run_case(&servers, &s));
     support::model::finish_counted(started, &CASES, STAT_NAMES, &STATS, result);
 }
+
+/// A cookie value is octets (RFC 6265 §4.1.1 allows none above 0x7E, but §5.2 stores what
+/// comes): a server's `Set-Cookie: a=\xE9t\xE9` (Latin-1) should come back as those bytes. The
+/// client reads a field value that is not UTF-8 lossily (`head.rs`), so the jar stores
+/// `a=\u{FFFD}t\u{FFFD}` and sends its UTF-8, bytes the server never set. The fix lies in the
+/// response head and header types (values are `str`), outside the cookie code.
+#[test]
+#[ignore = "response field values that are not UTF-8 are read lossily (head.rs): a Latin-1 cookie value comes back changed"]
+fn a_cookie_value_that_is_not_utf8_comes_back_as_the_server_set_it() {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    // Answers two requests on one connection, the first setting the cookie; returns the raw
+    // head of the second.
+    let server = std::thread::spawn(move || {
+        let (mut stream, _) = listener.accept().unwrap();
+        let mut reader = BufReader::new(stream.try_clone().unwrap());
+        let mut second = Vec::new();
+        for answer in [&b"Set-Cookie: a=\xE9t\xE9\r\n"[..], b""] {
+            second.clear();
+            while !second.ends_with(b"\r\n\r\n") {
+                if reader.read_until(b'\n', &mut second).unwrap() == 0 {
+                    return second;
+                }
+            }
+            let head = [
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n"[..],
+                answer,
+                b"\r\n",
+            ];
+            stream.write_all(&head.concat()).unwrap();
+        }
+        second
+    });
+    let mut event_loop = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let url = format!("http://127.0.0.1:{port}/");
+    for _ in 0..2 {
+        let out = support::send(&client, HttpRequest::new(&url).unwrap());
+        support::wait(&mut event_loop, &out).unwrap();
+    }
+    let second = server.join().unwrap();
+    let wanted = b"\r\nCookie: a=\xE9t\xE9\r\n";
+    assert!(
+        second.windows(wanted.len()).any(|w| w == wanted),
+        "{}",
+        String::from_utf8_lossy(&second)
+    );
+}
