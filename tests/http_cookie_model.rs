@@ -273,6 +273,9 @@ enum ApiOp {
     /// The per-domain and total limits (not in cases with 1-second cookies: whether an
     /// expiring cookie is evicted first would depend on timing).
     Limits(Option<usize>, Option<usize>),
+    /// `remove_cookie` (or, when true, `remove_cookies` by name and domain) of the n-th cookie
+    /// the reference jar holds, expired ones included.
+    RemoveHeld(usize, bool),
 }
 
 #[derive(Debug, Clone)]
@@ -477,6 +480,7 @@ fn api_op(short_ok: bool) -> impl Strategy<Value = ApiOp> {
         1 => (0..REMOVABLE.len(), domain_kind(), host.clone())
             .prop_map(|(n, d, h)| ApiOp::RemoveNamed(n, d, h)),
         1 => Just(ApiOp::Clear),
+        2 => (0..64usize, any::<bool>()).prop_map(|(n, named)| ApiOp::RemoveHeld(n, named)),
         1 => (
             prop::option::of(0..5usize),
             prop::option::of(0..9usize)
@@ -532,11 +536,23 @@ fn script() -> impl Strategy<Value = Script> {
             } else {
                 Just(usize::MAX).boxed()
             };
-            (Just(shared_jar), steps, wait_at)
+            // Right after a wait, a look at the expired cookies: read, removed, or dropped.
+            let after_wait = (
+                0..2usize,
+                prop_oneof![
+                    3 => (0..64usize, any::<bool>()).prop_map(|(n, named)| ApiOp::RemoveHeld(n, named)),
+                    1 => Just(ApiOp::All),
+                    1 => Just(ApiOp::Len),
+                    1 => Just(ApiOp::RemoveExpired),
+                ],
+            );
+            (Just(shared_jar), steps, wait_at, after_wait)
         })
-        .prop_map(|(shared_jar, mut steps, wait_at)| {
+        .prop_map(|(shared_jar, mut steps, wait_at, (jar, op))| {
             if wait_at != usize::MAX {
-                steps.insert(wait_at.min(steps.len()), Step::Wait);
+                let at = wait_at.min(steps.len());
+                steps.insert(at, Step::Api(jar, op));
+                steps.insert(at, Step::Wait);
             }
             Script { shared_jar, steps }
         })
@@ -1360,8 +1376,8 @@ fn start_servers() -> Servers {
 // ---- running a case --------------------------------------------------------------------------
 
 static CASES: AtomicU64 = AtomicU64::new(0);
-static STATS: [AtomicU64; 13] = [const { AtomicU64::new(0) }; 13];
-const STAT_NAMES: [&str; 13] = [
+static STATS: [AtomicU64; 14] = [const { AtomicU64::new(0) }; 14];
+const STAT_NAMES: [&str; 14] = [
     "requests",
     "hops",
     "Cookie fields predicted",
@@ -1375,6 +1391,7 @@ const STAT_NAMES: [&str; 13] = [
     "1-second cookies",
     "cases ended early (undecidable)",
     "cookies evicted by a limit (model)",
+    "removals of an expired cookie still held",
 ];
 
 fn count(stat: usize, n: usize) {
@@ -1493,6 +1510,31 @@ impl Runner<'_> {
                 c.domain = domain_text(*d, *h);
                 call.cookie = Some(c);
             }
+            ApiOp::RemoveHeld(n, named) => {
+                // Expired ones first, when there are any (they are what a removal gets wrong).
+                let t = now();
+                let all = &self.jars[jar].cookies;
+                let dead: Vec<&MCookie> =
+                    all.iter().filter(|c| c.alive((t, t)) == Tri::No).collect();
+                let held: Vec<&MCookie> = if dead.is_empty() || n % 2 == 1 {
+                    all.iter().collect()
+                } else {
+                    dead
+                };
+                let (name, domain, path) = match held.get(n / 2 % held.len().max(1)) {
+                    Some(c) => (c.name.clone(), c.domain.clone(), c.path.clone()),
+                    None => ("a".to_string(), "127.0.0.1".to_string(), "/".to_string()),
+                };
+                let mut c = HttpCookie::new(name, "");
+                c.domain = domain;
+                c.path = path;
+                call.op = if *named {
+                    ApiOp::RemoveNamed(0, DomainKind::Empty, 0)
+                } else {
+                    ApiOp::Remove(0, DomainKind::Empty, 0, PathKind::Root)
+                };
+                call.cookie = Some(c);
+            }
             ApiOp::Store(h, p, specs) => {
                 call.url = Some(url_of(*h, *p, ports));
                 call.set_cookies = self.render_all(specs, *h, jar);
@@ -1577,7 +1619,13 @@ impl Runner<'_> {
                 // An expired cookie is not there (RFC 6265 §5.3 evicts it): only an unexpired
                 // one is reported removed.
                 let expected = match model.position(&domain_key(&c.domain), path, &c.name) {
-                    Some(i) => model.cookies.remove(i).alive(window),
+                    Some(i) => {
+                        let alive = model.cookies.remove(i).alive(window);
+                        if alive == Tri::No {
+                            count(13, 1);
+                        }
+                        alive
+                    }
                     None => Tri::No,
                 };
                 prop_assert!(
@@ -1745,6 +1793,7 @@ fn run_api(jar: &SharedCookieJar, call: &ApiCall) -> ApiResult {
             let c = call.cookie.as_ref().unwrap();
             ApiResult::Count(jar.remove_cookies(&c.name, &c.domain))
         }
+        ApiOp::RemoveHeld(..) => unreachable!("made a Remove or RemoveNamed"),
         ApiOp::Clear => {
             jar.clear();
             ApiResult::Unit
