@@ -276,8 +276,8 @@ pub(super) fn prepare_set_cookie(
 /// reads them (the text before the first `;`, split at its first `=`, each trimmed of spaces
 /// and tabs only; `None` without `=` or with an empty name), the attributes as the `cookie`
 /// crate reads them, but for a bare `Path`, which sets the default path, and a `SameSite` with
-/// an unknown value or none, which sets the default. The crate trimmed all Unicode white space off the name and value, so a
-/// value starting or ending with a no-break space lost it.
+/// an unknown value or none, which sets the default. The crate trimmed all Unicode white space
+/// off the name and value, so a value starting or ending with a no-break space lost it.
 fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
     let (pair, attributes) = value.split_at(value.find(';').unwrap_or(value.len()));
     let (name, pair_value) = pair.split_once('=')?;
