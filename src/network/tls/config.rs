@@ -560,20 +560,7 @@ impl ServerCertVerifier for NamingSelfSigned {
 /// Whether the DER certificate's issuer name is its subject name (byte for byte, as a
 /// self-signed certificate writes it). False for anything that does not parse.
 fn is_self_issued(certificate: &[u8]) -> bool {
-    fn names(certificate: &[u8]) -> Option<(&[u8], &[u8])> {
-        let (certificate, _) = der_contents(certificate)?;
-        let (mut tbs, _) = der_contents(certificate)?;
-        if tbs.first() == Some(&0xA0) {
-            tbs = der_element(tbs)?.1; // [0] version
-        }
-        let rest = der_element(tbs)?.1; // serialNumber
-        let rest = der_element(rest)?.1; // signature algorithm
-        let (issuer, rest) = der_element(rest)?;
-        let rest = der_element(rest)?.1; // validity
-        let (subject, _) = der_element(rest)?;
-        Some((issuer, subject))
-    }
-    names(certificate).is_some_and(|(issuer, subject)| issuer == subject)
+    issuer_subject_key(certificate).is_some_and(|(issuer, subject, _)| issuer == subject)
 }
 
 /// The contents of the DER certificate's issuer name, subject name and subjectPublicKeyInfo
