@@ -25,6 +25,7 @@ use rustls::{
     SignatureScheme,
 };
 
+use super::der::{ip_address_sans, is_self_issued, issuer_subject_key, key_is_usable};
 use super::pem::{certified_key, local_certificate_text, parse_certificates};
 use crate::network::{SocketError, TlsFailure};
 
@@ -435,21 +436,21 @@ impl NamingSelfSigned {
         end_entity: &CertificateDer<'_>,
         intermediates: &[CertificateDer<'_>],
     ) -> bool {
-        let chain = || std::iter::once(end_entity).chain(intermediates);
-        chain()
+        // Each certificate of the chain as (issuer, subject, key), read once.
+        let chain: Vec<_> = std::iter::once(end_entity)
+            .chain(intermediates)
             .filter_map(|c| issuer_subject_key(c))
-            .any(|(issuer, _, _)| {
-                let roots = self.roots.roots.iter();
-                let root_keys = roots
-                    .filter(|root| root.subject.as_ref() == issuer)
-                    .map(|root| root.subject_public_key_info.as_ref());
-                // A self-issued one's own key counts only when it is trusted (a root).
-                let sent_keys = chain()
-                    .filter_map(|c| issuer_subject_key(c))
-                    .filter(|&(own_issuer, subject, _)| subject == issuer && own_issuer != subject)
-                    .map(|(_, _, key)| key);
-                root_keys.chain(sent_keys).any(|key| !key_is_usable(key))
-            })
+            .collect();
+        chain.iter().any(|&(issuer, _, _)| {
+            let root_keys = (self.roots.roots.iter())
+                .filter(|root| root.subject.as_ref() == issuer)
+                .map(|root| root.subject_public_key_info.as_ref());
+            // A self-issued one's own key counts only when it is trusted (a root).
+            let sent_keys = (chain.iter())
+                .filter(|&&(own_issuer, subject, _)| subject == issuer && own_issuer != subject)
+                .map(|&(_, _, key)| key);
+            root_keys.chain(sent_keys).any(|key| !key_is_usable(key))
+        })
     }
 }
 
@@ -557,70 +558,6 @@ impl ServerCertVerifier for NamingSelfSigned {
     }
 }
 
-/// Whether the DER certificate's issuer name is its subject name (byte for byte, as a
-/// self-signed certificate writes it). False for anything that does not parse.
-fn is_self_issued(certificate: &[u8]) -> bool {
-    issuer_subject_key(certificate).is_some_and(|(issuer, subject, _)| issuer == subject)
-}
-
-/// The contents of the DER certificate's issuer name, subject name and subjectPublicKeyInfo
-/// (without their tags and lengths, as a trust anchor keeps them).
-fn issuer_subject_key(certificate: &[u8]) -> Option<(&[u8], &[u8], &[u8])> {
-    let (certificate, _) = der_contents(certificate)?;
-    let (mut tbs, _) = der_contents(certificate)?;
-    if tbs.first() == Some(&0xA0) {
-        tbs = der_element(tbs)?.1; // [0] version
-    }
-    let rest = der_element(tbs)?.1; // serialNumber
-    let rest = der_element(rest)?.1; // signature algorithm
-    let (issuer, rest) = der_contents(rest)?;
-    let rest = der_element(rest)?.1; // validity
-    let (subject, rest) = der_contents(rest)?;
-    let (key, _) = der_contents(rest)?;
-    Some((issuer, subject, key))
-}
-
-/// Whether a subjectPublicKeyInfo's contents hold a key that can check signatures here: RSA
-/// (rsaEncryption) of 2048 to 8192 bits, ECDSA on P-256 or P-384, Ed25519 (what *ring*'s
-/// webpki algorithms take). One that does not parse counts as usable (nothing to say of it).
-fn key_is_usable(spki: &[u8]) -> bool {
-    const RSA: &[u8] = &[
-        0x06, 0x09, 0x2A, 0x86, 0x48, 0x86, 0xF7, 0x0D, 0x01, 0x01, 0x01,
-    ];
-    const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
-    const P256: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
-    const P384: &[u8] = &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22];
-    const ED25519: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
-    let Some((identifier, key)) = der_contents(spki) else {
-        return true;
-    };
-    let Some((algorithm, parameters)) = der_element(identifier) else {
-        return true;
-    };
-    match algorithm {
-        ED25519 => true,
-        EC_PUBLIC_KEY => der_element(parameters).is_some_and(|(c, _)| c == P256 || c == P384),
-        RSA => {
-            // BIT STRING { 0 unused bits, RSAPublicKey SEQUENCE { modulus INTEGER, … } }
-            let modulus = der_contents(key)
-                .and_then(|(bits, _)| bits.split_first())
-                .and_then(|(_, public_key)| der_contents(public_key))
-                .and_then(|(fields, _)| der_contents(fields));
-            let Some((modulus, _)) = modulus else {
-                return true;
-            };
-            let modulus = match modulus.iter().position(|&b| b != 0) {
-                Some(first) => &modulus[first..],
-                None => &[],
-            };
-            let bits = modulus.len().saturating_mul(8)
-                - modulus.first().map_or(0, |b| b.leading_zeros() as usize);
-            (2048..=8192).contains(&bits)
-        }
-        _ => false,
-    }
-}
-
 /// The subjectAltName entries webpki reports for a name mismatch, with each `IpAddress(…)`
 /// written as the address is usually written (RFC 5952): webpki's text for an IPv6 address
 /// is no such form and at times another address (`::1` reads `0::1`, `fe80::` reads `fe80`,
@@ -642,91 +579,6 @@ fn with_ip_addresses_written_out(presented: Vec<String>, certificate: &[u8]) -> 
             false => name,
         })
         .collect()
-}
-
-/// The iPAddress entries (IPv4 and IPv6) of the DER certificate's subjectAltName extension,
-/// in order (none without the extension); `None` when the certificate does not parse.
-fn ip_address_sans(certificate: &[u8]) -> Option<Vec<IpAddr>> {
-    const SUBJECT_ALT_NAME: &[u8] = &[0x06, 0x03, 0x55, 0x1D, 0x11]; // OID 2.5.29.17
-    let (certificate, _) = der_contents(certificate)?;
-    let (mut tbs, _) = der_contents(certificate)?;
-    if tbs.first() == Some(&0xA0) {
-        tbs = der_element(tbs)?.1; // [0] version
-    }
-    // serialNumber, signature, issuer, validity, subject, subjectPublicKeyInfo
-    for _ in 0..6 {
-        tbs = der_element(tbs)?.1;
-    }
-    // Then the optional [1] issuerUniqueID, [2] subjectUniqueID and [3] extensions.
-    while let Some(&tag) = tbs.first() {
-        let (element, rest) = der_element(tbs)?;
-        tbs = rest;
-        if tag != 0xA3 {
-            continue;
-        }
-        let (sequence, _) = der_contents(element)?;
-        let (mut extensions, _) = der_contents(sequence)?;
-        while !extensions.is_empty() {
-            let (extension, rest) = der_element(extensions)?;
-            extensions = rest;
-            let (fields, _) = der_contents(extension)?;
-            let (oid, mut fields) = der_element(fields)?;
-            if oid != SUBJECT_ALT_NAME {
-                continue;
-            }
-            if fields.first() == Some(&0x01) {
-                fields = der_element(fields)?.1; // critical
-            }
-            let (value, _) = der_contents(fields)?; // the OCTET STRING's contents
-            let (mut names, _) = der_contents(value)?; // GeneralNames
-            let mut addresses = Vec::new();
-            while !names.is_empty() {
-                let (name, rest) = der_element(names)?;
-                names = rest;
-                if name.first() != Some(&0x87) {
-                    continue; // [7] iPAddress
-                }
-                let (header, _) = der_header(name)?;
-                let bytes = &name[header..];
-                if let Ok(v4) = <[u8; 4]>::try_from(bytes) {
-                    addresses.push(IpAddr::from(v4));
-                } else if let Ok(v6) = <[u8; 16]>::try_from(bytes) {
-                    addresses.push(IpAddr::from(v6));
-                }
-            }
-            return Some(addresses);
-        }
-    }
-    Some(Vec::new())
-}
-
-/// The first DER element of `der` (tag, length and contents) and what follows it.
-pub(super) fn der_element(der: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (header, length) = der_header(der)?;
-    let end = header.checked_add(length).filter(|&end| end <= der.len())?;
-    Some(der.split_at(end))
-}
-
-/// The contents of the first DER element of `der` (without tag and length), and what follows.
-pub(super) fn der_contents(der: &[u8]) -> Option<(&[u8], &[u8])> {
-    let (element, rest) = der_element(der)?;
-    let (header, _) = der_header(element)?;
-    Some((&element[header..], rest))
-}
-
-/// The size of the tag and length bytes that start `der`, and the contents' length.
-pub(super) fn der_header(der: &[u8]) -> Option<(usize, usize)> {
-    let length_byte = *der.get(1)?;
-    if length_byte < 0x80 {
-        return Some((2, usize::from(length_byte)));
-    }
-    let count = usize::from(length_byte & 0x7F);
-    if count == 0 || count > 4 {
-        return None;
-    }
-    let bytes = der.get(2..2 + count)?;
-    let length = bytes.iter().fold(0usize, |n, &b| (n << 8) | usize::from(b));
-    Some((2 + count, length))
 }
 
 /// Accepts every server certificate but checks the handshake signatures with the provider's
@@ -1141,69 +993,6 @@ mod tests {
         assert_eq!(config.extra_roots.len(), 0);
         assert!(config.set_client_certificate(b"", b"").is_err());
         assert!(config.client_certificate.is_none());
-    }
-
-    #[test]
-    fn self_issued_names_are_read_from_any_bytes_without_panicking() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let params = rcgen::CertificateParams::new(vec!["a.example".to_string()]).unwrap();
-        let der = params.self_signed(&key).unwrap().der().to_vec();
-        assert!(is_self_issued(&der));
-        for end in 0..der.len() {
-            assert!(!is_self_issued(&der[..end]), "a {end}-byte prefix");
-        }
-        let mut long_length = der.clone();
-        long_length[1] = 0x85; // a five-byte length
-        assert!(!is_self_issued(&long_length));
-        assert!(!is_self_issued(&[0x30, 0x84, 0xFF, 0xFF, 0xFF, 0xFF]));
-    }
-
-    #[test]
-    fn ip_address_sans_are_read_from_any_bytes_without_panicking() {
-        let key = rcgen::KeyPair::generate().unwrap();
-        let names = ["a.example", "::1", "10.0.0.1"].map(str::to_owned).to_vec();
-        let der = rcgen::CertificateParams::new(names)
-            .unwrap()
-            .self_signed(&key)
-            .unwrap()
-            .der()
-            .to_vec();
-        assert_eq!(
-            ip_address_sans(&der),
-            Some(vec![
-                IpAddr::V6(Ipv6Addr::LOCALHOST),
-                IpAddr::V4(Ipv4Addr::new(10, 0, 0, 1))
-            ])
-        );
-        for end in 0..der.len() {
-            assert_eq!(ip_address_sans(&der[..end]), None, "a {end}-byte prefix");
-        }
-    }
-
-    #[test]
-    fn issuer_keys_are_read_from_any_bytes_without_panicking() {
-        for alg in [
-            &rcgen::PKCS_ECDSA_P256_SHA256,
-            &rcgen::PKCS_ECDSA_P384_SHA384,
-            &rcgen::PKCS_ED25519,
-        ] {
-            let key = rcgen::KeyPair::generate_for(alg).unwrap();
-            let der = rcgen::CertificateParams::new(vec!["a.example".to_owned()])
-                .unwrap()
-                .self_signed(&key)
-                .unwrap()
-                .der()
-                .to_vec();
-            let (issuer, subject, spki) = issuer_subject_key(&der).unwrap();
-            assert_eq!(issuer, subject);
-            assert!(key_is_usable(spki), "{alg:?}");
-            for end in 0..spki.len() {
-                key_is_usable(&spki[..end]);
-            }
-            for end in 0..der.len() {
-                assert_eq!(issuer_subject_key(&der[..end]), None, "a {end}-byte prefix");
-            }
-        }
     }
 
     #[test]

@@ -8,6 +8,7 @@
 //! ```
 
 pub(crate) mod config;
+mod der;
 mod pem;
 pub(crate) mod session;
 mod socket;

@@ -10,7 +10,8 @@ use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::sign::CertifiedKey;
 
-use super::config::{certificate_text, configuration, der_contents, der_element, provider};
+use super::config::{certificate_text, configuration, provider};
+use super::der::{ec_key_lacks_public_key, key_is_damaged};
 use crate::network::SocketError;
 
 pub(super) fn parse_certificates(
@@ -107,70 +108,6 @@ pub(super) fn certified_key(
             local_certificate_text(&e)
         ))),
     }
-}
-
-/// Whether a key that *ring* refused is broken rather than of an unsupported kind: its DER is
-/// not one whole element (a line of base64 lost, the text cut short), or it is a PKCS#8 key of
-/// a kind that is supported (ECDSA on P-256 or P-384, Ed25519) and still refused.
-fn key_is_damaged(key: &PrivateKeyDer<'_>) -> bool {
-    const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
-    const P256: &[u8] = &[0x06, 0x08, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x03, 0x01, 0x07];
-    const P384: &[u8] = &[0x06, 0x05, 0x2B, 0x81, 0x04, 0x00, 0x22];
-    const ED25519: &[u8] = &[0x06, 0x03, 0x2B, 0x65, 0x70];
-    let der = key.secret_der();
-    if !der_element(der).is_some_and(|(_, rest)| rest.is_empty()) {
-        return true;
-    }
-    let PrivateKeyDer::Pkcs8(_) = key else {
-        return false;
-    };
-    // PrivateKeyInfo: SEQUENCE { version, AlgorithmIdentifier { algorithm, parameters }, … }
-    let algorithm = der_contents(der)
-        .and_then(|(info, _)| der_element(info))
-        .and_then(|(_, rest)| der_contents(rest))
-        .and_then(|(identifier, _)| der_element(identifier));
-    match algorithm {
-        Some((ED25519, _)) => true,
-        Some((EC_PUBLIC_KEY, parameters)) => {
-            der_element(parameters).is_some_and(|(curve, _)| curve == P256 || curve == P384)
-        }
-        _ => false,
-    }
-}
-
-/// Whether an ECDSA key (PKCS#8 of id-ecPublicKey, or SEC1) leaves out its public key, the
-/// optional `[1] publicKey` of its ECPrivateKey (RFC 5915), which *ring* requires.
-fn ec_key_lacks_public_key(key: &PrivateKeyDer<'_>) -> bool {
-    const EC_PUBLIC_KEY: &[u8] = &[0x06, 0x07, 0x2A, 0x86, 0x48, 0xCE, 0x3D, 0x02, 0x01];
-    let ec_private_key = match key {
-        PrivateKeyDer::Sec1(key) => Some(key.secret_sec1_der()),
-        // PrivateKeyInfo: SEQUENCE { version, AlgorithmIdentifier, privateKey OCTET STRING }
-        PrivateKeyDer::Pkcs8(key) => der_contents(key.secret_pkcs8_der())
-            .and_then(|(info, _)| der_element(info))
-            .and_then(|(_, rest)| der_element(rest))
-            .filter(|(identifier, _)| {
-                der_contents(identifier)
-                    .and_then(|(fields, _)| der_element(fields))
-                    .is_some_and(|(algorithm, _)| algorithm == EC_PUBLIC_KEY)
-            })
-            .and_then(|(_, rest)| der_contents(rest))
-            .map(|(private_key, _)| private_key),
-        _ => None,
-    };
-    if !der_element(key.secret_der()).is_some_and(|(_, rest)| rest.is_empty()) {
-        return false; // damaged
-    }
-    // ECPrivateKey: SEQUENCE { version, privateKey, [0] parameters OPTIONAL, [1] publicKey OPTIONAL }
-    let Some((mut fields, _)) = ec_private_key.and_then(der_contents) else {
-        return false;
-    };
-    while let Some((field, rest)) = der_element(fields) {
-        if field.first() == Some(&0xA1) {
-            return false;
-        }
-        fields = rest;
-    }
-    fields.is_empty()
 }
 
 /// rustls' text for a problem with a certificate from a local file, without the "invalid peer
