@@ -343,8 +343,8 @@ fn tcp_server_close_leaves_accepted_connections_open() {
     assert!(TcpStream::connect(("127.0.0.1", port)).is_err());
 }
 
-/// PORTING.md `close, isListening, …, lastError` row: "errors through `error_occurred` and
-/// `listen`'s `Result`". A failed `listen` (the port is taken) is its `Err` only: no
+/// PORTING.md `close, isListening, …, lastError` row: "a failed `listen` is its `Err` only
+/// (KDN also emitted `errorOccurred`, …)". A failed `listen` (the port is taken) is its `Err`: no
 /// `error_occurred` (KDN's `setError` emitted `errorOccurred` for it too), no state change; the
 /// server stays `NotListening` and can listen elsewhere.
 #[test]
