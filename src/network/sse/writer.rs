@@ -14,6 +14,67 @@
 //!
 //! Every value is written after `: ` (colon and one space), so values that start with a space
 //! keep it: the parser removes exactly one.
+//!
+//! # On a live connection
+//!
+//! The writer only appends text; sending it is the caller's. On a [`TcpSocket`], write each
+//! block with [`TcpSocket::write`]: the socket queues what the kernel does not take **without
+//! bound** (it accepts every byte), so a client that stops reading makes the queue grow with
+//! every event. A server learns of it from [`TcpSocket::bytes_to_write`] (what waits) and
+//! [`TcpSocket::bytes_written`] (which stops while the client stalls); nothing else reports it,
+//! and no write fails. Check `bytes_to_write()` before writing an event, and skip, coalesce or
+//! disconnect past a limit of your choosing:
+//!
+//! ```
+//! use kdnet::EventLoop;
+//! use kdnet::network::{TcpServer, TcpSocket};
+//! use kdnet::network::sse::{SseEvent, SseWriter};
+//! use std::{cell::RefCell, rc::Rc};
+//!
+//! /// Sends `event` unless the client is already `limit` bytes behind; false if skipped.
+//! fn send_if_keeping_up(
+//!     socket: &TcpSocket,
+//!     writer: &mut SseWriter,
+//!     event: &SseEvent,
+//!     limit: usize,
+//! ) -> bool {
+//!     if socket.bytes_to_write() > limit {
+//!         return false; // a live view sends the latest state once the client catches up
+//!     }
+//!     let mut block = Vec::new();
+//!     writer.write_event(&mut block, event).expect("type and ID without line breaks or NUL");
+//!     socket.write(&block).is_ok()
+//! }
+//!
+//! let mut event_loop = EventLoop::new().unwrap();
+//! let server = TcpServer::new().unwrap();
+//! server.listen("127.0.0.1", 0).unwrap();
+//! let peer: Rc<RefCell<Option<Rc<TcpSocket>>>> = Rc::default();
+//! let p = peer.clone();
+//! server
+//!     .new_connection
+//!     .connect(move |s: &Rc<TcpSocket>| *p.borrow_mut() = Some(s.clone()))
+//!     .release();
+//! let client = TcpSocket::new().unwrap();
+//! client.connect_to_host("127.0.0.1", server.server_port().unwrap()).unwrap();
+//! while peer.borrow().is_none() {
+//!     event_loop.process_events(None).unwrap();
+//! }
+//! let socket = peer.borrow().clone().unwrap();
+//! let mut writer = SseWriter::new();
+//! let tick = SseEvent::new("tick", "1").with_id("1");
+//! assert!(send_if_keeping_up(&socket, &mut writer, &tick, 64 * 1024));
+//! ```
+//!
+//! Build a block only once it will be sent, as above: `write_event` records the ID it wrote as
+//! the client's, so after a block built and then dropped the writer is wrong about the client's
+//! ID (a later event carrying the dropped block's ID would go out without its `id` field and
+//! reach the client with the older ID).
+//!
+//! [`TcpSocket`]: crate::network::TcpSocket
+//! [`TcpSocket::write`]: crate::network::TcpSocket::write
+//! [`TcpSocket::bytes_to_write`]: crate::network::TcpSocket::bytes_to_write
+//! [`TcpSocket::bytes_written`]: crate::network::TcpSocket::bytes_written
 
 use std::fmt;
 use std::time::Duration;
@@ -179,6 +240,15 @@ impl SseWriter {
 
     /// A writer for a client that reconnected with `Last-Event-ID: last_event_id`; events carrying
     /// that same ID are written without an `id` field.
+    ///
+    /// `last_event_id` must be exactly the ID the client holds. An ID that does not come back
+    /// intact in the header breaks that: one with leading or trailing spaces or tabs (an HTTP
+    /// server reads a field value without them, RFC 9110 §5.5), or one holding a control
+    /// character other than TAB (kdnet's [`SseClient`](crate::network::sse::SseClient) then
+    /// sends no header, so the server resumes from `""`). The writer then believes the client
+    /// holds another ID than it does, and an event carrying the believed ID reaches the client
+    /// with the client's older one. Give events IDs without surrounding whitespace and control
+    /// characters (sequence numbers, timestamps, UUIDs).
     ///
     /// # Example
     ///
