@@ -1,0 +1,1394 @@
+//! A randomised, model-based test of the server side of server-sent events: a kdnet `TcpServer`
+//! (plain or TLS, the test PKI's certificate) on the same loop as one to three `SseClient`s (each
+//! with its own `HttpClient` or all sharing one) answers each request with a `text/event-stream`
+//! that `SseWriter` writes, and the clients' slots must see what a plain reference parser
+//! (written here from the WHATWG rules, `/work/shared/reference/sse-spec.md` §1.2–1.4) reads from
+//! the bytes the server wrote.
+//!
+//! Each client has its own path and the same script: one segment per connection, each a list
+//! of writer calls (events whose type, ID and data are drawn from text with CR, LF, CRLF, NUL,
+//! spaces, tabs, colons, a BOM, non-BMP and other control characters, some empty, some data
+//! lines of 70–200 KiB; comments; `retry` blocks and event retries of 0, sub-millisecond,
+//! 1–40 ms and huge times up to `Duration::MAX`; `id`-only blocks, written by hand, after which
+//! the segment goes on with `SseWriter::resuming`; events the writer must refuse), written in
+//! pieces cut at random offsets (one per `bytes_written`, so a read holds many events or part
+//! of one), framed by the close or by chunks, some without their last blank line, then closed.
+//! After the script the server answers `204` (the documented stop). The server reads
+//! `Last-Event-ID` as an HTTP server does (surrounding whitespace trimmed, RFC 9110 §5.5) and
+//! resumes with `SseWriter::resuming`. In some cases a `message_received` slot of one client
+//! calls `disconnect()` or `connect()` at its n-th event, in the middle of a read's batch (or
+//! of the flushed final event); the clients flush an unterminated final event or not.
+//!
+//! The model: the writer refuses an event type with CR/LF and an ID with CR/LF/NUL with the
+//! documented error (first offending byte, a message naming the field) before writing
+//! anything, and its ID tracking stands; the reference reading of every connection's bytes
+//! gives back the events the writer was given (type, data with line ends as LF, last event ID,
+//! retry truncated to whole ms, capped; an ID the client holds but the trimmed header does not
+//! carry is followed as `resuming` documents); each client's slots see exactly the reference's
+//! events of each connection, in order, none lost or repeated, each with `last_event_id()`
+//! equal to its event's, state `Open`, and `reconnection_time()` equal to the last `retry`
+//! before it; a reconnect sends `Last-Event-ID` equal to the reference's last event ID at the
+//! end of the previous connection (none while it is empty or holds a control character other
+//! than TAB); each reconnect's `state_changed(Connecting)` sees the reference's reconnection
+//! time, and after a connection that delivered events the next request comes no sooner; a
+//! slot's `disconnect()` ends delivery at once (no later event, ID or `retry` of that read, no
+//! further request), a slot's `connect()` ends the old stream's delivery and resumes from the
+//! slot's event's ID; at the end each client's `last_event_id()` and `reconnection_time()` are
+//! the model's.
+//!
+//! Also here: a stalled reader (a client that stops reading) and what a server learns from
+//! `TcpSocket` when its writes back up; a huge `retry` waited in full; a mid-batch stop by name;
+//! an ID the writer accepts that does not come back intact in `Last-Event-ID`.
+//!
+//! `PROPTEST_CASES` sets the number of cases (default 16, about 2 s in a debug build).
+
+mod support;
+
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::rc::Rc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use kdnet::EventLoop;
+use kdnet::network::http::{HttpClient, HttpRequest};
+use kdnet::network::sse::{ReadyState, SseClient, SseEvent, SseWriteError, SseWriter};
+use kdnet::network::{TcpServer, TcpSocket, TlsServerConfig};
+use proptest::prelude::*;
+use proptest::test_runner::TestCaseError;
+use support::model::{Counter, config, finish_counted};
+use support::run_until;
+
+// ---- the reference parser (WHATWG §9.2.6) ----------------------------------------------------
+
+/// One event as the reference dispatches it.
+#[derive(Debug, Clone, PartialEq)]
+struct RefEvent {
+    event_type: String,
+    data: String,
+    id: String,
+    /// A valid `retry` in the event's own block.
+    retry: Option<u64>,
+    /// The reconnection time in effect at dispatch (the last valid `retry` so far).
+    reconnection: Option<u64>,
+}
+
+/// The reference's reading of one connection's body.
+#[derive(Debug, Clone, Default)]
+struct Reading {
+    events: Vec<RefEvent>,
+    /// The last event ID string at the end of the body (an `id` in a final block without its
+    /// blank line counts only when that block is flushed).
+    last_id: String,
+    /// The last valid `retry` of the body, if any.
+    retry: Option<u64>,
+}
+
+/// Reads a whole body by the WHATWG rules, starting from the last event ID `last_id` and the
+/// reconnection time `reconnection`.
+fn read_body(body: &[u8], last_id: &str, reconnection: Option<u64>) -> Reading {
+    read_stream(body, last_id, reconnection, false)
+}
+
+/// [`read_body`], and with `flush` a final block whose blank line never came is dispatched as
+/// if it had (`SseClient::set_flush_unterminated_event`).
+fn read_stream(body: &[u8], last_id: &str, reconnection: Option<u64>, flush: bool) -> Reading {
+    let text = String::from_utf8_lossy(body);
+    let text = text.strip_prefix('\u{feff}').unwrap_or(&text);
+    let mut lines = Vec::new();
+    let mut rest = text;
+    // Only complete lines: an unterminated last line is never processed.
+    while let Some(end) = rest.find(['\r', '\n']) {
+        lines.push(&rest[..end]);
+        let skip = if rest[end..].starts_with("\r\n") {
+            2
+        } else {
+            1
+        };
+        rest = &rest[end + skip..];
+    }
+    if flush {
+        // (The writer's bodies end with a line end: no partial line is left.)
+        lines.push("");
+    }
+    let mut out = Reading {
+        last_id: last_id.to_owned(),
+        retry: reconnection,
+        ..Reading::default()
+    };
+    let (mut data, mut event_type, mut id_buffer) =
+        (String::new(), String::new(), last_id.to_owned());
+    let mut block_retry = None;
+    for line in lines {
+        if line.is_empty() {
+            // Dispatch: the ID first, even without data.
+            out.last_id = id_buffer.clone();
+            if !data.is_empty() {
+                data.pop();
+                out.events.push(RefEvent {
+                    event_type: if event_type.is_empty() {
+                        "message".to_owned()
+                    } else {
+                        event_type.clone()
+                    },
+                    data: std::mem::take(&mut data),
+                    id: out.last_id.clone(),
+                    retry: block_retry,
+                    reconnection: out.retry,
+                });
+            }
+            data.clear();
+            event_type.clear();
+            block_retry = None;
+            continue;
+        }
+        if line.starts_with(':') {
+            continue;
+        }
+        let (name, value) = match line.find(':') {
+            Some(colon) => {
+                let value = &line[colon + 1..];
+                (&line[..colon], value.strip_prefix(' ').unwrap_or(value))
+            }
+            None => (line, ""),
+        };
+        match name {
+            "event" => value.clone_into(&mut event_type),
+            "data" => {
+                data.push_str(value);
+                data.push('\n');
+            }
+            "id" if !value.contains('\0') => value.clone_into(&mut id_buffer),
+            "retry" if !value.is_empty() && value.bytes().all(|b| b.is_ascii_digit()) => {
+                // Our choice for values past u64: saturate (kdnet's parser does).
+                let ms = value
+                    .bytes()
+                    .try_fold(0u64, |n, d| {
+                        n.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+                    })
+                    .unwrap_or(u64::MAX);
+                out.retry = Some(ms);
+                block_retry = Some(ms);
+            }
+            _ => {}
+        }
+    }
+    out
+}
+
+#[test]
+fn the_reference_reads_the_specs_examples() {
+    let r = read_body(b"data: YHOO\ndata: +2\ndata: 10\n\n", "", None);
+    assert_eq!(r.events[0].data, "YHOO\n+2\n10");
+    let r = read_body(b"\xef\xbb\xbfdata\n\ndata\ndata\n\ndata:", "", None);
+    let data: Vec<&str> = r.events.iter().map(|e| e.data.as_str()).collect();
+    assert_eq!(data, ["", "\n"]);
+    let r = read_body(
+        b"id: 1\r\rretry: 07\rdata:x\r\n\r\nid\n\nid: 2\0\n\n",
+        "0",
+        None,
+    );
+    assert_eq!(r.last_id, "");
+    assert_eq!(r.retry, Some(7));
+    assert_eq!(r.events[0].id, "1");
+    assert_eq!(r.events[0].retry, Some(7));
+}
+
+// ---- the script --------------------------------------------------------------------------------
+
+/// How an event's ID is chosen.
+#[derive(Debug, Clone)]
+enum IdChoice {
+    /// The ID the client holds already (no `id` field is written).
+    Same,
+    /// A new ID (may equal the current one by chance).
+    New(String),
+}
+
+/// One writer call.
+#[derive(Debug, Clone)]
+enum Op {
+    Event {
+        event_type: String,
+        data: String,
+        id: IdChoice,
+        retry: Option<Duration>,
+    },
+    Comment(String),
+    Retry(Duration),
+    /// `id: <id>` and the blank line, written by hand (the writer has no call for a block that
+    /// moves the ID without an event); the rest of the segment goes through
+    /// `SseWriter::resuming(id)`.
+    IdOnly(String),
+    /// An event the writer must refuse.
+    Refused {
+        event_type: String,
+        id: String,
+        expected: SseWriteError,
+    },
+}
+
+#[derive(Debug, Clone)]
+struct Segment {
+    ops: Vec<Op>,
+    chunked: bool,
+    /// Cut points (per mille of the body) for the pieces it is written in.
+    cuts: Vec<u16>,
+    /// The body's last blank line is left out (a gateway that drops it).
+    unterminated: bool,
+}
+
+/// A slot's call at its client's n-th event (counted over all its connections).
+#[derive(Debug, Clone, Copy)]
+enum Action {
+    Disconnect,
+    Connect,
+}
+
+#[derive(Debug, Clone)]
+struct Case {
+    tls: bool,
+    clients: usize,
+    shared_http: bool,
+    /// `set_flush_unterminated_event`.
+    flush: bool,
+    segments: Vec<Segment>,
+    trigger: Option<(usize, usize, Action)>,
+}
+
+fn text(alphabet: &'static [&'static str], max: usize) -> impl Strategy<Value = String> {
+    proptest::collection::vec(proptest::sample::select(alphabet), 0..=max)
+        .prop_map(|parts| parts.concat())
+}
+
+const DATA_CHARS: &[&str] = &[
+    "a", "b", " ", "  ", "\r", "\n", "\r\n", "\0", "é", "😀", ":", "\u{feff}", "\t", "\u{1}",
+    "data: x", "\n\n",
+];
+const TYPE_CHARS: &[&str] = &["t", "message", " ", "\0", "é", "😀", ":", "\t", "\u{feff}"];
+const ID_CHARS: &[&str] = &["1", "7", " ", "\t", "é", "😀", ":", "\u{1}", "\u{7f}", "id"];
+
+fn retry_time() -> impl Strategy<Value = Duration> {
+    prop_oneof![
+        3 => (0u64..=40).prop_map(Duration::from_millis),
+        1 => Just(Duration::ZERO),
+        1 => (1u64..1000).prop_map(Duration::from_micros),
+        1 => (1u32..1_000_000).prop_map(|n| Duration::from_nanos(u64::from(n) + 3_000_000)),
+        1 => Just(Duration::MAX),
+        1 => Just(Duration::from_millis(u64::MAX)),
+        1 => (1u64..u64::MAX).prop_map(Duration::from_secs),
+    ]
+}
+
+fn data() -> impl Strategy<Value = String> {
+    prop_oneof![
+        8 => text(DATA_CHARS, 6),
+        1 => (70_000usize..200_000, text(DATA_CHARS, 3))
+            .prop_map(|(n, tail)| format!("{}{tail}", "x".repeat(n))),
+    ]
+}
+
+fn refused() -> impl Strategy<Value = Op> {
+    (
+        text(TYPE_CHARS, 3),
+        text(ID_CHARS, 3),
+        0usize..3,
+        text(ID_CHARS, 3),
+        proptest::sample::select(&["\r", "\n", "\r\n", "\0"][..]),
+    )
+        .prop_map(|(before, id, which, after, bad)| {
+            // Where the bad byte goes: the type (only CR/LF refuse there), the ID.
+            let bad = if which == 0 && bad == "\0" { "\n" } else { bad };
+            let (event_type, id, expected) = if which == 0 {
+                let event_type = format!("{before}{bad}{after}");
+                let position = before.len();
+                (
+                    event_type,
+                    id,
+                    SseWriteError::LineBreakInEventType { position },
+                )
+            } else {
+                let full = format!("{id}{bad}{after}");
+                let expected = match full.find(['\r', '\n']) {
+                    Some(position) => SseWriteError::LineBreakInId { position },
+                    None => SseWriteError::NulInId {
+                        position: full.find('\0').unwrap(),
+                    },
+                };
+                (before, full, expected)
+            };
+            Op::Refused {
+                event_type,
+                id,
+                expected,
+            }
+        })
+}
+
+fn op() -> impl Strategy<Value = Op> {
+    let id = prop_oneof![
+        2 => Just(IdChoice::Same),
+        3 => text(ID_CHARS, 3).prop_map(IdChoice::New),
+    ];
+    prop_oneof![
+        8 => (text(TYPE_CHARS, 3), data(), id, proptest::option::weighted(0.2, retry_time()))
+            .prop_map(|(event_type, data, id, retry)| Op::Event { event_type, data, id, retry }),
+        1 => text(DATA_CHARS, 5).prop_map(Op::Comment),
+        1 => retry_time().prop_map(Op::Retry),
+        1 => text(ID_CHARS, 3).prop_map(Op::IdOnly),
+        1 => refused(),
+    ]
+}
+
+fn segment() -> impl Strategy<Value = Segment> {
+    (
+        proptest::collection::vec(op(), 0..10),
+        any::<bool>(),
+        proptest::collection::vec(0u16..1000, 0..6),
+        proptest::bool::weighted(0.3),
+    )
+        .prop_map(|(ops, chunked, cuts, unterminated)| Segment {
+            ops,
+            chunked,
+            cuts,
+            unterminated,
+        })
+}
+
+fn case() -> impl Strategy<Value = Case> {
+    (
+        any::<bool>(),
+        1usize..=3,
+        any::<bool>(),
+        any::<bool>(),
+        proptest::collection::vec(segment(), 1..4),
+        proptest::option::weighted(
+            0.6,
+            (
+                0usize..3,
+                0usize..12,
+                prop_oneof![Just(Action::Disconnect), Just(Action::Connect)],
+            ),
+        ),
+    )
+        .prop_map(
+            |(tls, clients, shared_http, flush, segments, trigger)| Case {
+                tls,
+                clients,
+                shared_http,
+                flush,
+                segments,
+                trigger: trigger.map(|(c, n, a)| (c % clients, n, a)),
+            },
+        )
+}
+
+// ---- the server --------------------------------------------------------------------------------
+
+/// The longest reconnection time a segment may end with (a longer one is followed by a short
+/// `retry` block, or the case would wait for it).
+const LONGEST_WAIT_MS: u64 = 100;
+
+/// Writes one segment with `writer`, checking each refusal as it comes; returns the body.
+fn write_segment(
+    segment: &Segment,
+    writer: &mut SseWriter,
+    reconnection: Option<u64>,
+) -> Result<Vec<u8>, String> {
+    let mut body = Vec::new();
+    let mut last_retry = reconnection;
+    let ms = |d: Duration| u64::try_from(d.as_millis()).unwrap_or(u64::MAX);
+    for op in &segment.ops {
+        match op {
+            Op::Event {
+                event_type,
+                data,
+                id,
+                retry,
+            } => {
+                let id = match id {
+                    IdChoice::Same => writer.client_last_event_id().to_owned(),
+                    IdChoice::New(id) => id.clone(),
+                };
+                let mut event = SseEvent::new(event_type, data.as_str()).with_id(&id);
+                if let Some(retry) = retry {
+                    event = event.with_retry(*retry);
+                    last_retry = Some(ms(*retry));
+                }
+                writer
+                    .write_event(&mut body, &event)
+                    .map_err(|e| format!("{event:?} refused: {e}"))?;
+            }
+            Op::Comment(comment) => writer.write_comment(&mut body, comment),
+            Op::Retry(retry) => {
+                writer.write_retry(&mut body, *retry);
+                last_retry = Some(ms(*retry));
+            }
+            Op::IdOnly(id) => {
+                body.extend_from_slice(format!("id: {id}\n\n").as_bytes());
+                *writer = SseWriter::resuming(id);
+            }
+            Op::Refused {
+                event_type,
+                id,
+                expected,
+            } => {
+                let before = (body.len(), writer.client_last_event_id().to_owned());
+                let event = SseEvent::new(event_type, "data").with_id(id);
+                let got = writer.write_event(&mut body, &event);
+                if got != Err(*expected) {
+                    return Err(format!("{event:?}: {got:?}, expected {expected:?}"));
+                }
+                let message = expected.to_string();
+                let field = match expected {
+                    SseWriteError::LineBreakInEventType { .. } => "event type",
+                    _ => "event id",
+                };
+                if !message.starts_with(field) {
+                    return Err(format!("{expected:?} says {message:?}"));
+                }
+                if (body.len(), writer.client_last_event_id().to_owned()) != before {
+                    return Err(format!("{event:?}: refused, but something changed"));
+                }
+                COUNTS.refused.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+    }
+    if last_retry.is_some_and(|ms| ms > LONGEST_WAIT_MS) {
+        writer.write_retry(&mut body, Duration::from_millis(2));
+    }
+    if segment.unterminated && body.ends_with(b"\n\n") {
+        body.pop();
+    }
+    Ok(body)
+}
+
+/// What the writer was asked to write, as a client should read it: the model's side of the
+/// round trip (independent of the reference parser).
+fn intended(segment: &Segment, client_id: &str) -> Vec<(String, String, String, Option<u64>)> {
+    let mut id = client_id.to_owned();
+    let mut out = Vec::new();
+    for op in &segment.ops {
+        if let Op::IdOnly(new) = op {
+            new.clone_into(&mut id);
+        }
+        if let Op::Event {
+            event_type,
+            data,
+            id: choice,
+            retry,
+        } = op
+        {
+            if let IdChoice::New(new) = choice {
+                new.clone_into(&mut id);
+            }
+            let event_type = if event_type.is_empty() {
+                "message".to_owned()
+            } else {
+                event_type.clone()
+            };
+            let data = data.replace("\r\n", "\n").replace('\r', "\n");
+            let retry = retry.map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+            out.push((event_type, data, id.clone(), retry));
+        }
+    }
+    out
+}
+
+/// One connection the server answered.
+#[derive(Debug, Clone)]
+struct Served {
+    client: usize,
+    /// The `Last-Event-ID` header as received (raw, before trimming), if any.
+    last_event_id: Option<String>,
+    /// Which segment (None: the closing 204).
+    segment: Option<usize>,
+    body: Vec<u8>,
+    at: Instant,
+}
+
+/// Per client: connections so far, and the reconnection time its last segment left.
+type Progress = HashMap<usize, (usize, Option<u64>)>;
+
+struct Server {
+    server: Rc<TcpServer>,
+    served: Rc<RefCell<Vec<Served>>>,
+    failures: Rc<RefCell<Vec<String>>>,
+    _peers: Rc<RefCell<Vec<Rc<TcpSocket>>>>,
+}
+
+fn server_config() -> std::sync::Arc<rustls::ServerConfig> {
+    let pki = support::certs::test_pki();
+    TlsServerConfig::from_pem(
+        pki.server_cert_pem.as_bytes(),
+        pki.server_key_pem.as_bytes(),
+    )
+    .unwrap()
+}
+
+/// The header `name` of a request head, raw (only the one space after the colon removed).
+fn raw_header<'a>(head: &'a str, name: &str) -> Option<&'a str> {
+    head.split("\r\n").skip(1).find_map(|line| {
+        let (n, v) = line.split_once(':')?;
+        n.eq_ignore_ascii_case(name)
+            .then(|| v.strip_prefix(' ').unwrap_or(v))
+    })
+}
+
+/// Splits `body` into pieces at the segment's cut points, framed.
+fn pieces(segment: &Segment, body: &[u8]) -> Vec<Vec<u8>> {
+    let mut cuts: Vec<usize> = segment
+        .cuts
+        .iter()
+        .map(|&c| body.len() * usize::from(c) / 1000)
+        .collect();
+    cuts.push(body.len());
+    cuts.sort_unstable();
+    let mut out = Vec::new();
+    let mut from = 0;
+    for cut in cuts {
+        if cut <= from {
+            continue;
+        }
+        let piece = &body[from..cut];
+        from = cut;
+        if segment.chunked {
+            let mut framed = format!("{:x}\r\n", piece.len()).into_bytes();
+            framed.extend_from_slice(piece);
+            framed.extend_from_slice(b"\r\n");
+            out.push(framed);
+        } else {
+            out.push(piece.to_vec());
+        }
+    }
+    if segment.chunked {
+        out.push(b"0\r\n\r\n".to_vec());
+    }
+    out
+}
+
+impl Server {
+    fn start(case: &Case) -> Server {
+        let server = TcpServer::new().unwrap();
+        if case.tls {
+            server.set_tls_config(server_config());
+        }
+        server.listen("127.0.0.1", 0).unwrap();
+        let served: Rc<RefCell<Vec<Served>>> = Rc::default();
+        let failures: Rc<RefCell<Vec<String>>> = Rc::default();
+        let peers: Rc<RefCell<Vec<Rc<TcpSocket>>>> = Rc::default();
+        let segments = Rc::new(case.segments.clone());
+        // Per client: connections so far, and the reconnection time its last segment left.
+        let progress: Rc<RefCell<Progress>> = Rc::default();
+        let (s, f, p) = (served.clone(), failures.clone(), peers.clone());
+        server
+            .new_connection
+            .connect(move |peer: &Rc<TcpSocket>| {
+                p.borrow_mut().push(peer.clone());
+                let head = Rc::new(RefCell::new(Vec::new()));
+                let queue: Rc<RefCell<std::collections::VecDeque<Vec<u8>>>> = Rc::default();
+                let answered = Rc::new(Cell::new(false));
+                let weak = Rc::downgrade(peer);
+                let q = queue.clone();
+                peer.bytes_written
+                    .connect(move |_| {
+                        let Some(socket) = weak.upgrade() else { return };
+                        if socket.bytes_to_write() != 0 {
+                            return;
+                        }
+                        let next = q.borrow_mut().pop_front();
+                        match next {
+                            Some(piece) => {
+                                let _ = socket.write(&piece);
+                            }
+                            None => socket.disconnect_from_host(),
+                        }
+                    })
+                    .release();
+                let weak = Rc::downgrade(peer);
+                let (s, f, segments, progress) =
+                    (s.clone(), f.clone(), segments.clone(), progress.clone());
+                peer.ready_read
+                    .connect(move |_| {
+                        let Some(socket) = weak.upgrade() else { return };
+                        head.borrow_mut().extend_from_slice(&socket.read_all());
+                        if answered.get() {
+                            return;
+                        }
+                        let text = String::from_utf8_lossy(&head.borrow()).into_owned();
+                        if !text.contains("\r\n\r\n") {
+                            return;
+                        }
+                        answered.set(true);
+                        let path = text.split(' ').nth(1).unwrap_or("");
+                        let Some(client) = path.strip_prefix("/c").and_then(|c| c.parse().ok())
+                        else {
+                            f.borrow_mut().push(format!("unexpected request {text:?}"));
+                            return;
+                        };
+                        let raw_id = raw_header(&text, "Last-Event-ID").map(str::to_owned);
+                        let (index, reconnection) = {
+                            let mut progress = progress.borrow_mut();
+                            let entry = progress.entry(client).or_insert((0, None));
+                            entry.0 += 1;
+                            (entry.0 - 1, entry.1)
+                        };
+                        let mut served = Served {
+                            client,
+                            last_event_id: raw_id.clone(),
+                            segment: None,
+                            body: Vec::new(),
+                            at: Instant::now(),
+                        };
+                        let Some(segment) = segments.get(index) else {
+                            let _ = socket
+                                .write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+                            s.borrow_mut().push(served);
+                            return;
+                        };
+                        // As an HTTP server reads a field value: surrounding whitespace trimmed.
+                        let resume = raw_id.as_deref().unwrap_or("").trim_matches([' ', '\t']);
+                        let mut writer = SseWriter::resuming(resume);
+                        let body = match write_segment(segment, &mut writer, reconnection) {
+                            Ok(body) => body,
+                            Err(e) => {
+                                f.borrow_mut().push(e);
+                                socket.abort();
+                                return;
+                            }
+                        };
+                        // (Its last `retry`, whether its last block counts or not.)
+                        let reading = read_stream(&body, "", reconnection, true);
+                        progress.borrow_mut().entry(client).or_default().1 = reading.retry;
+                        let framing = if segment.chunked {
+                            "Transfer-Encoding: chunked\r\n"
+                        } else {
+                            ""
+                        };
+                        let head = format!(
+                            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
+                             Cache-Control: no-cache\r\n{framing}Connection: close\r\n\r\n"
+                        );
+                        queue.borrow_mut().extend(pieces(segment, &body));
+                        let _ = socket.write(head.as_bytes());
+                        served.segment = Some(index);
+                        served.body = body;
+                        s.borrow_mut().push(served);
+                    })
+                    .release();
+            })
+            .release();
+        Server {
+            server,
+            served,
+            failures,
+            _peers: peers,
+        }
+    }
+
+    fn url(&self, client: usize, tls: bool) -> String {
+        let scheme = if tls { "https" } else { "http" };
+        let port = self.server.server_port().unwrap();
+        format!("{scheme}://127.0.0.1:{port}/c{client}")
+    }
+}
+
+// ---- running a case ------------------------------------------------------------------------
+
+/// What one client's slots saw.
+#[derive(Debug, Clone, PartialEq)]
+enum Seen {
+    Event(RefEvent),
+    /// `state_changed(Connecting)` after an open stream, with `reconnection_time()` then.
+    Reconnecting(Option<u64>, Instant),
+    Closed,
+    /// After the run: `reconnection_time()` and `last_event_id()`.
+    Final(Option<u64>, String),
+}
+
+#[derive(Default)]
+struct Counts {
+    cases: AtomicU64,
+    events: AtomicU64,
+    connections: AtomicU64,
+    refused: AtomicU64,
+    triggers: AtomicU64,
+    long_data: AtomicU64,
+    diverged: AtomicU64,
+    flushed_or_lost: AtomicU64,
+}
+
+static COUNTS: Counts = Counts {
+    cases: AtomicU64::new(0),
+    events: AtomicU64::new(0),
+    connections: AtomicU64::new(0),
+    refused: AtomicU64::new(0),
+    triggers: AtomicU64::new(0),
+    long_data: AtomicU64::new(0),
+    diverged: AtomicU64::new(0),
+    flushed_or_lost: AtomicU64::new(0),
+};
+
+fn ms_of(d: Duration) -> u64 {
+    u64::try_from(d.as_millis()).unwrap_or(u64::MAX)
+}
+
+/// Whether `id` goes out as `Last-Event-ID` (kdnet's client: non-empty, no control character
+/// other than TAB).
+fn sendable(id: &str) -> bool {
+    !id.is_empty() && !id.bytes().any(|b| b.is_ascii_control() && b != b'\t')
+}
+
+fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError> {
+    COUNTS.cases.fetch_add(1, Ordering::Relaxed);
+    let server = Server::start(case);
+    let shared = HttpClient::new().unwrap();
+    let pki = support::certs::test_pki();
+    let mut clients = Vec::new();
+    let logs: Vec<Rc<RefCell<Vec<Seen>>>> = (0..case.clients).map(|_| Rc::default()).collect();
+    let violations: Rc<RefCell<Vec<String>>> = Rc::default();
+    for (k, log) in logs.iter().enumerate() {
+        let sse = if case.shared_http {
+            SseClient::with_http_client(shared.clone())
+        } else {
+            SseClient::new().unwrap()
+        };
+        if case.tls && (!case.shared_http || k == 0) {
+            sse.http_client()
+                .update_session(|s| s.add_ca_certificate(pki.ca_pem.as_bytes()).unwrap());
+        }
+        sse.set_reconnection_time(Duration::from_millis(1));
+        sse.set_max_reconnection_delay(Duration::from_millis(150));
+        sse.set_flush_unterminated_event(case.flush);
+        let weak = Rc::downgrade(&sse);
+        let (l, v) = (log.clone(), violations.clone());
+        let trigger = case.trigger.filter(|t| t.0 == k);
+        let url = server.url(k, case.tls);
+        let delivered = Cell::new(0usize);
+        sse.message_received
+            .connect(move |event| {
+                let sse = weak.upgrade().unwrap();
+                if sse.last_event_id() != event.last_event_id() {
+                    v.borrow_mut().push(format!(
+                        "client {k}: slot sees last_event_id {:?}, its event {:?}",
+                        sse.last_event_id(),
+                        event.last_event_id()
+                    ));
+                }
+                if sse.ready_state() != ReadyState::Open {
+                    v.borrow_mut()
+                        .push(format!("client {k}: event while {:?}", sse.ready_state()));
+                }
+                l.borrow_mut().push(Seen::Event(RefEvent {
+                    event_type: event.event_type().to_owned(),
+                    data: event.data().to_owned(),
+                    id: event.last_event_id().to_owned(),
+                    retry: event.retry().map(ms_of),
+                    // 1 ms is the time set before any `retry`.
+                    reconnection: Some(ms_of(sse.reconnection_time())),
+                }));
+                let n = delivered.get();
+                delivered.set(n + 1);
+                if let Some((_, at, action)) = trigger {
+                    if at == n {
+                        COUNTS.triggers.fetch_add(1, Ordering::Relaxed);
+                        match action {
+                            Action::Disconnect => sse.disconnect(),
+                            Action::Connect => {
+                                // (A retry before the event may be huge: the next wait must
+                                // not be.)
+                                sse.set_reconnection_time(Duration::from_millis(1));
+                                sse.connect(HttpRequest::get(&url).unwrap());
+                            }
+                        }
+                    }
+                }
+            })
+            .release();
+        let weak = Rc::downgrade(&sse);
+        let l = log.clone();
+        sse.state_changed
+            .connect(move |state| {
+                let sse = weak.upgrade().unwrap();
+                match state {
+                    ReadyState::Connecting => l.borrow_mut().push(Seen::Reconnecting(
+                        Some(ms_of(sse.reconnection_time())),
+                        Instant::now(),
+                    )),
+                    ReadyState::Closed => l.borrow_mut().push(Seen::Closed),
+                    ReadyState::Open => {}
+                }
+            })
+            .release();
+        clients.push(sse);
+    }
+    for (k, sse) in clients.iter().enumerate() {
+        sse.connect(HttpRequest::get(&server.url(k, case.tls)).unwrap());
+    }
+    let done = run_until(event_loop, Duration::from_secs(60), || {
+        !server.failures.borrow().is_empty()
+            || clients
+                .iter()
+                .all(|c| c.ready_state() == ReadyState::Closed)
+    });
+    // A little longer: a request that should not come would come now.
+    run_until(event_loop, Duration::from_millis(20), || false);
+    prop_assert!(
+        server.failures.borrow().is_empty(),
+        "{:?}",
+        server.failures.borrow()
+    );
+    prop_assert!(done, "the clients did not all close");
+    prop_assert!(violations.borrow().is_empty(), "{:?}", violations.borrow());
+    for (sse, log) in clients.iter().zip(&logs) {
+        log.borrow_mut().push(Seen::Final(
+            Some(ms_of(sse.reconnection_time())),
+            sse.last_event_id(),
+        ));
+    }
+    check(case, &server.served.borrow(), &logs)?;
+    for sse in &clients {
+        sse.disconnect();
+    }
+    Ok(())
+}
+
+/// Checks every client's log against the reference reading of what the server wrote to it.
+fn check(
+    case: &Case,
+    served: &[Served],
+    logs: &[Rc<RefCell<Vec<Seen>>>],
+) -> Result<(), TestCaseError> {
+    for (k, log) in logs.iter().enumerate() {
+        let log = log.borrow();
+        let conns: Vec<&Served> = served.iter().filter(|s| s.client == k).collect();
+        COUNTS
+            .connections
+            .fetch_add(conns.len() as u64, Ordering::Relaxed);
+        let trigger = case.trigger.filter(|t| t.0 == k);
+        // The model, connection by connection.
+        let mut expected: Vec<RefEvent> = Vec::new();
+        let mut client_id = String::new();
+        let mut reconnection = Some(1u64);
+        let mut stopped = false;
+        // The reconnection time at the end of each connection.
+        let mut ends = Vec::new();
+        for (i, conn) in conns.iter().enumerate() {
+            prop_assert!(!stopped, "client {k}: request {i} after disconnect()");
+            let want_header = sendable(&client_id).then(|| client_id.clone());
+            prop_assert_eq!(
+                &conn.last_event_id,
+                &want_header,
+                "client {} connection {} Last-Event-ID",
+                k,
+                i
+            );
+            let Some(index) = conn.segment else {
+                prop_assert_eq!(i, conns.len() - 1, "client {}: the 204 is the last", k);
+                prop_assert_eq!(i, case.segments.len(), "client {}: 204 early", k);
+                continue;
+            };
+            prop_assert_eq!(index, i, "client {}: segments in order", k);
+            let reading = read_stream(&conn.body, &client_id, reconnection, case.flush);
+            let whole = read_stream(&conn.body, &client_id, reconnection, true);
+            if whole.events.len() != reading.events.len() {
+                COUNTS.flushed_or_lost.fetch_add(1, Ordering::Relaxed);
+            }
+            // The writer's round trip: the reference reads back what it was given.
+            let resumed = conn
+                .last_event_id
+                .as_deref()
+                .unwrap_or("")
+                .trim_matches([' ', '\t']);
+            let mut writer_view = intended(&case.segments[index], &client_id);
+            if client_id != resumed {
+                // The writer skips an `id` equal to what it thinks the client holds; what the
+                // client holds then is its own ID (see `an_id_with_surrounding_whitespace_...`).
+                let mut id = client_id.clone();
+                let mut writer_id = resumed.to_owned();
+                let mut events = writer_view.iter_mut();
+                for op in &case.segments[index].ops {
+                    match op {
+                        Op::IdOnly(new) => {
+                            new.clone_into(&mut id);
+                            new.clone_into(&mut writer_id);
+                        }
+                        Op::Event { id: choice, .. } => {
+                            if let IdChoice::New(new) = choice {
+                                if *new != writer_id {
+                                    new.clone_into(&mut id);
+                                    new.clone_into(&mut writer_id);
+                                }
+                            }
+                            // `Same`: the writer's own view, written as no `id` field.
+                            if let Some(event) = events.next() {
+                                event.2.clone_from(&id);
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+                COUNTS.diverged.fetch_add(1, Ordering::Relaxed);
+            }
+            let read_back: Vec<(String, String, String, Option<u64>)> = whole
+                .events
+                .iter()
+                .map(|e| (e.event_type.clone(), e.data.clone(), e.id.clone(), e.retry))
+                .collect();
+            prop_assert_eq!(
+                &read_back,
+                &writer_view,
+                "client {} connection {}: the writer's output read back",
+                k,
+                i
+            );
+            let before = expected.len();
+            expected.extend(reading.events.iter().cloned());
+            let mut cut = false;
+            if let Some((_, at, action)) = trigger {
+                if at >= before && at < expected.len() {
+                    expected.truncate(at + 1);
+                    client_id = expected[at].id.clone();
+                    cut = true;
+                    stopped = matches!(action, Action::Disconnect);
+                    // What was received after the slot's event counts for nothing; a
+                    // `connect()` slot set 1 ms.
+                    reconnection = if stopped {
+                        expected[at].reconnection
+                    } else {
+                        Some(1)
+                    };
+                }
+            }
+            if !cut {
+                client_id = reading.last_id.clone();
+                reconnection = reading.retry;
+            }
+            ends.push(reconnection);
+        }
+        let finals: Vec<&Seen> = log
+            .iter()
+            .filter(|s| matches!(s, Seen::Final(..)))
+            .collect();
+        prop_assert_eq!(
+            finals,
+            [&Seen::Final(reconnection, client_id.clone())],
+            "client {}: reconnection time and last event ID at the end",
+            k
+        );
+        let events: Vec<&RefEvent> = log
+            .iter()
+            .filter_map(|s| match s {
+                Seen::Event(e) => Some(e),
+                _ => None,
+            })
+            .collect();
+        COUNTS
+            .events
+            .fetch_add(events.len() as u64, Ordering::Relaxed);
+        if expected.iter().any(|e| e.data.len() > 65_536) {
+            COUNTS.long_data.fetch_add(1, Ordering::Relaxed);
+        }
+        let expected_refs: Vec<&RefEvent> = expected.iter().collect();
+        prop_assert_eq!(events, expected_refs, "client {}: events", k);
+        // Each reconnect after a stream that delivered: the reconnection time the reference
+        // read, and at least that long a wait before the next request. (The first
+        // `Connecting` is `connect()`'s; a slot's `connect()` is a reconnect of its own.)
+        if trigger.is_none() {
+            let reconnects: Vec<(Option<u64>, Instant, bool)> = log
+                .iter()
+                .scan(false, |delivered, seen| {
+                    Some(match seen {
+                        Seen::Event(_) => {
+                            *delivered = true;
+                            None
+                        }
+                        Seen::Reconnecting(time, at) => {
+                            Some((*time, *at, std::mem::take(delivered)))
+                        }
+                        Seen::Closed | Seen::Final(..) => None,
+                    })
+                })
+                .flatten()
+                .skip(1)
+                .collect();
+            for (i, (time, at, delivered)) in reconnects.iter().enumerate() {
+                prop_assert_eq!(
+                    *time,
+                    ends[i],
+                    "client {}: reconnection time after connection {}",
+                    k,
+                    i
+                );
+                let Some(next) = conns.get(i + 1) else {
+                    continue;
+                };
+                if *delivered {
+                    let wait = next.at.saturating_duration_since(*at);
+                    let least = Duration::from_millis(time.unwrap_or(0));
+                    prop_assert!(
+                        wait + Duration::from_millis(1) >= least,
+                        "client {}: reconnected after {:?}, reconnection time {:?}",
+                        k,
+                        wait,
+                        least
+                    );
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn sse_writer_streams_reach_every_client_as_the_reference_reads_them() {
+    let started = Instant::now();
+    let event_loop = RefCell::new(EventLoop::new().unwrap());
+    let mut runner = proptest::test_runner::TestRunner::new(config(16));
+    let result = runner.run(&case(), |case| {
+        run_case(&mut event_loop.borrow_mut(), &case)
+    });
+    finish_counted(
+        started,
+        &COUNTS.cases,
+        [
+            "events",
+            "connections",
+            "refused",
+            "triggers",
+            "long data",
+            "resumed from another ID than the client's",
+            "final events without their blank line",
+        ],
+        &[
+            AtomicU64::new(COUNTS.events.count()),
+            AtomicU64::new(COUNTS.connections.count()),
+            AtomicU64::new(COUNTS.refused.count()),
+            AtomicU64::new(COUNTS.triggers.count()),
+            AtomicU64::new(COUNTS.long_data.count()),
+            AtomicU64::new(COUNTS.diverged.count()),
+            AtomicU64::new(COUNTS.flushed_or_lost.count()),
+        ],
+        result,
+    );
+}
+
+// ---- refusals ----------------------------------------------------------------------------------
+
+proptest! {
+    #![proptest_config(config(256))]
+
+    /// Whatever is refused, the error names the field and the first offending byte, says why,
+    /// and nothing changed: not the output (which held earlier events), not the ID the writer
+    /// thinks the client holds; the writer goes on as if the call had not been made.
+    #[test]
+    fn the_writer_refuses_what_the_format_cannot_carry_before_writing_anything(
+        earlier in text(ID_CHARS, 3),
+        bad in refused(),
+        data in text(DATA_CHARS, 4),
+        comment in text(DATA_CHARS, 4),
+    ) {
+        let Op::Refused { event_type, id, expected } = bad else { unreachable!() };
+        let mut writer = SseWriter::new();
+        let mut out = String::new();
+        writer.write_event(&mut out, &SseEvent::new("", "x").with_id(&earlier)).unwrap();
+        writer.write_comment(&mut out, &comment);
+        let before = out.clone();
+        let event = SseEvent::new(&event_type, data.as_str()).with_id(&id);
+        let got = writer.write_event(&mut out, &event);
+        prop_assert_eq!(got, Err(expected));
+        prop_assert_eq!(&out, &before);
+        prop_assert_eq!(writer.client_last_event_id(), earlier.as_str());
+        // What is reported is what the docs promise: the first CR or LF of the type, else the
+        // first CR or LF of the ID, else its first NUL.
+        let (field, bytes) = match expected {
+            SseWriteError::LineBreakInEventType { position } => {
+                ("event type", (&event_type, position))
+            }
+            SseWriteError::LineBreakInId { position } | SseWriteError::NulInId { position } => {
+                ("event id", (&id, position))
+            }
+            _ => unreachable!(),
+        };
+        let (text, position) = bytes;
+        let first = match expected {
+            SseWriteError::NulInId { .. } => text.find('\0'),
+            _ => text.find(['\r', '\n']),
+        };
+        prop_assert_eq!(first, Some(position));
+        let message = expected.to_string();
+        prop_assert!(message.starts_with(field), "{}", message);
+        prop_assert!(message.contains(&format!("at byte {position}")), "{}", message);
+        // The writer carries on, and the stream reads as if the refused call had not been made.
+        writer.write_event(&mut out, &SseEvent::new("", data.as_str()).with_id("after")).unwrap();
+        let reading = read_body(out.as_bytes(), "", None);
+        let ids: Vec<&str> = reading.events.iter().map(|e| e.id.as_str()).collect();
+        prop_assert_eq!(ids, [earlier.as_str(), "after"]);
+    }
+}
+
+// ---- a stalled reader --------------------------------------------------------------------------
+
+/// The body bytes of a response read whole from a std stream (head up to the blank line cut).
+fn body_of(bytes: &[u8]) -> &[u8] {
+    let at = bytes
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a head");
+    &bytes[at + 4..]
+}
+
+/// A stream reader that stops reading: the server's writes are queued by its `TcpSocket`
+/// without bound (`write` takes every byte: "Returns the number of bytes accepted (all of
+/// them)"), and what tells the server is `bytes_to_write()`, which grows, and `bytes_written`,
+/// which stops. Once the reader reads again, every event arrives, in order, and the queue
+/// empties. A server that bounds its memory checks `bytes_to_write()` before each event (the
+/// pattern `SseWriter`'s docs show; here: skipping ticks while the queue is over a limit, as a
+/// live-update server coalesces).
+#[test]
+fn a_stalled_reader_backs_up_the_servers_writes_in_the_sockets_queue() {
+    use std::io::{Read, Write};
+    const EVENTS: usize = 10_000;
+    const LIMIT: usize = 256 * 1024;
+
+    for bounded in [false, true] {
+        let mut event_loop = EventLoop::new().unwrap();
+        let server = TcpServer::new().unwrap();
+        server.listen("127.0.0.1", 0).unwrap();
+        let port = server.server_port().unwrap();
+        let peer: Rc<RefCell<Option<Rc<TcpSocket>>>> = Rc::default();
+        let p = peer.clone();
+        server
+            .new_connection
+            .connect(move |socket: &Rc<TcpSocket>| *p.borrow_mut() = Some(socket.clone()))
+            .release();
+        let (go, wait) = std::sync::mpsc::channel::<()>();
+        let reader = std::thread::spawn(move || {
+            let mut stream = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+            stream
+                .write_all(b"GET /live HTTP/1.1\r\nHost: x\r\nAccept: text/event-stream\r\n\r\n")
+                .unwrap();
+            // Stalled: nothing is read until the test says so.
+            wait.recv().unwrap();
+            let mut all = Vec::new();
+            stream.read_to_end(&mut all).unwrap();
+            all
+        });
+        assert!(run_until(&mut event_loop, Duration::from_secs(10), || {
+            peer.borrow()
+                .as_ref()
+                .is_some_and(|s| s.bytes_available() > 0)
+        }));
+        let socket = peer.borrow().clone().unwrap();
+        let written = Rc::new(Cell::new(0usize));
+        let w = written.clone();
+        socket
+            .bytes_written
+            .connect(move |n| w.set(w.get() + n))
+            .release();
+        socket
+            .write(
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n",
+            )
+            .unwrap();
+        let mut writer = SseWriter::new();
+        let mut sent = Vec::new();
+        let mut skipped = 0;
+        let mut most_queued = 0;
+        let padding = "p".repeat(1000);
+        for i in 0..EVENTS {
+            if bounded && socket.bytes_to_write() > LIMIT {
+                skipped += 1;
+                continue;
+            }
+            let event = SseEvent::new("tick", format!("{i} {padding}")).with_id(&i.to_string());
+            let mut block = Vec::new();
+            writer.write_event(&mut block, &event).unwrap();
+            assert_eq!(
+                socket.write(&block).unwrap(),
+                block.len(),
+                "write takes every byte"
+            );
+            sent.push(event);
+            most_queued = most_queued.max(socket.bytes_to_write());
+            // Let the loop flush what the kernel takes.
+            if i % 1000 == 0 {
+                event_loop.process_events(Some(Duration::ZERO)).unwrap();
+            }
+        }
+        // The kernel's buffers are full, the reader reads nothing: the rest waits in the queue.
+        run_until(&mut event_loop, Duration::from_millis(200), || false);
+        let total: usize = sent.len() * 1000;
+        if bounded {
+            assert!(skipped > 0, "the bound never held a tick back");
+            assert!(
+                most_queued <= LIMIT + 2048,
+                "queued {most_queued} bytes past the limit"
+            );
+        } else {
+            assert_eq!(skipped, 0);
+            assert!(
+                socket.bytes_to_write() > total / 3,
+                "queued {} of {total} bytes: the queue did not grow",
+                socket.bytes_to_write()
+            );
+        }
+        let queued = socket.bytes_to_write();
+        assert!(queued > 0, "a stalled reader leaves bytes queued");
+        let written_while_stalled = written.get();
+        run_until(&mut event_loop, Duration::from_millis(100), || false);
+        assert_eq!(
+            written.get(),
+            written_while_stalled,
+            "bytes_written stops while the reader stalls"
+        );
+        // The reader reads again: everything arrives, the queue empties.
+        go.send(()).unwrap();
+        assert!(run_until(&mut event_loop, Duration::from_secs(60), || {
+            socket.bytes_to_write() == 0
+        }));
+        socket.disconnect_from_host();
+        assert!(run_until(&mut event_loop, Duration::from_secs(30), || {
+            reader.is_finished()
+        }));
+        let received = reader.join().unwrap();
+        let reading = read_body(body_of(&received), "", None);
+        assert_eq!(reading.events.len(), sent.len(), "bounded: {bounded}");
+        for (got, event) in reading.events.iter().zip(&sent) {
+            assert_eq!(got.data, event.data());
+            assert_eq!(got.id, event.last_event_id());
+        }
+    }
+}
+
+// ---- IDs that do not come back -----------------------------------------------------------------
+
+/// An ID the writer accepts but that does not come back intact in `Last-Event-ID`: one with
+/// surrounding whitespace (an HTTP server reads a field value without it, RFC 9110 §5.5) or
+/// with a control character other than TAB (kdnet's client does not send it). A server that
+/// resumes with `SseWriter::resuming(header)` then holds another ID than the client, and an
+/// event whose ID equals the one the server holds is written without an `id` field: the client
+/// sees it with its own, older ID. The writer's docs say so (`resuming`); this pins it.
+#[test]
+fn an_id_that_does_not_survive_last_event_id_desynchronises_a_resuming_writer() {
+    // The client read `id: 5 ` (value "5 "): it holds "5 ", sends `Last-Event-ID: 5 `, which
+    // the server reads as "5".
+    let mut writer = SseWriter::resuming("5");
+    let mut out = String::new();
+    writer
+        .write_event(&mut out, &SseEvent::new("", "x").with_id("5"))
+        .unwrap();
+    assert_eq!(
+        out, "data: x\n\n",
+        "no id field: the writer thinks the client holds 5"
+    );
+    let reading = read_body(out.as_bytes(), "5 ", None);
+    assert_eq!(reading.events[0].id, "5 ", "the client keeps its own ID");
+    // A fresh writer (or an ID without surrounding whitespace) has no such gap.
+    let mut out = String::new();
+    SseWriter::new()
+        .write_event(&mut out, &SseEvent::new("", "x").with_id("5"))
+        .unwrap();
+    assert_eq!(read_body(out.as_bytes(), "5 ", None).events[0].id, "5");
+}
+
+// ---- named cases -------------------------------------------------------------------------------
+
+/// A stream of `blocks` written with `SseWriter`, then closed: the answer to every request.
+fn stream_reply(blocks: &str) -> support::Reply {
+    support::Reply::BytesThenClose(
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\n{blocks}"
+        )
+        .into_bytes(),
+    )
+}
+
+/// `retry` of `Duration::MAX` (written as `u64::MAX` ms) is taken as it is written: the client
+/// waits that long (no panic on the huge deadline, no early reconnect) until `disconnect()`.
+#[test]
+fn a_huge_retry_is_waited_in_full_until_disconnect() {
+    let mut out = String::new();
+    let writer = SseWriter::new();
+    writer.write_retry(&mut out, Duration::MAX);
+    assert_eq!(out, format!("retry: {}\n\n", u64::MAX));
+    let server = support::ScriptServer::start(move |_, _| stream_reply(&out));
+    let mut event_loop = EventLoop::new().unwrap();
+    let sse = SseClient::new().unwrap();
+    sse.connect(HttpRequest::get(&server.url("/huge")).unwrap());
+    assert!(run_until(&mut event_loop, Duration::from_secs(10), || {
+        sse.reconnection_time() == Duration::from_millis(u64::MAX)
+            && sse.ready_state() == ReadyState::Connecting
+    }));
+    run_until(&mut event_loop, Duration::from_millis(300), || false);
+    assert_eq!(server.requests().len(), 1, "no early reconnect");
+    assert_eq!(sse.ready_state(), ReadyState::Connecting);
+    sse.disconnect();
+    assert_eq!(sse.ready_state(), ReadyState::Closed);
+}
+
+/// One read holding several events, `retry` and `id`-only blocks: a slot that stops the client
+/// at the second event sees nothing more of that read, and what came after its event (IDs,
+/// `retry`) does not count; one that connects again resumes from its event's ID with the
+/// reconnection time its event saw.
+#[test]
+fn a_slot_that_stops_or_reconnects_mid_batch_ends_that_reads_delivery_there() {
+    let mut writer = SseWriter::new();
+    let mut blocks = String::new();
+    writer.write_retry(&mut blocks, Duration::from_millis(5));
+    for (i, retry) in [(1, None), (2, None), (3, Some(7))] {
+        let mut event = SseEvent::new("tick", format!("n{i}")).with_id(&i.to_string());
+        if let Some(ms) = retry {
+            event = event.with_retry(Duration::from_millis(ms));
+        }
+        writer.write_event(&mut blocks, &event).unwrap();
+    }
+    blocks.push_str("id: 4\n\n");
+    writer.write_retry(&mut blocks, Duration::from_millis(9));
+    for action in [Action::Disconnect, Action::Connect] {
+        let blocks = blocks.clone();
+        let server = support::ScriptServer::start(move |_, n| {
+            if n == 0 {
+                stream_reply(&blocks)
+            } else {
+                support::Reply::BytesThenClose(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec())
+            }
+        });
+        let mut event_loop = EventLoop::new().unwrap();
+        let sse = SseClient::new().unwrap();
+        let seen: Rc<RefCell<Vec<String>>> = Rc::default();
+        let (s, weak, url) = (seen.clone(), Rc::downgrade(&sse), server.url("/again"));
+        sse.message_received
+            .connect(move |event| {
+                s.borrow_mut().push(event.data().to_owned());
+                if event.data() == "n2" {
+                    let sse = weak.upgrade().unwrap();
+                    match action {
+                        Action::Disconnect => sse.disconnect(),
+                        Action::Connect => sse.connect(HttpRequest::get(&url).unwrap()),
+                    }
+                }
+            })
+            .release();
+        sse.connect(HttpRequest::get(&server.url("/first")).unwrap());
+        assert!(run_until(&mut event_loop, Duration::from_secs(10), || {
+            sse.ready_state() == ReadyState::Closed
+        }));
+        run_until(&mut event_loop, Duration::from_millis(50), || false);
+        assert_eq!(*seen.borrow(), ["n1", "n2"], "{action:?}");
+        assert_eq!(sse.last_event_id(), "2", "{action:?}");
+        assert_eq!(
+            sse.reconnection_time(),
+            Duration::from_millis(5),
+            "{action:?}"
+        );
+        let requests = server.requests();
+        match action {
+            Action::Disconnect => assert_eq!(requests.len(), 1),
+            Action::Connect => {
+                assert_eq!(requests.len(), 2);
+                assert_eq!(requests[1].header("Last-Event-ID"), Some("2"));
+            }
+        }
+    }
+}
