@@ -12,7 +12,8 @@
 //! 1–40 ms and huge times up to `Duration::MAX`; `id`-only blocks, written by hand, after which
 //! the segment goes on with `SseWriter::resuming`; events the writer must refuse), written in
 //! pieces cut at random offsets (one per `bytes_written`, so a read holds many events or part
-//! of one), framed by the close or by chunks, some without their last blank line, then closed.
+//! of one), framed by the close or by chunks, some without their last blank line, then closed
+//! (or, chunked, left open for the next request, which the client's pool may send on it).
 //! After the script the server answers `204` (the documented stop). The server reads
 //! `Last-Event-ID` as an HTTP server does (surrounding whitespace trimmed, RFC 9110 §5.5) and
 //! resumes with `SseWriter::resuming`. In some cases a `message_received` slot of one client
@@ -236,6 +237,8 @@ struct Segment {
     cuts: Vec<u16>,
     /// The body's last blank line is left out (a gateway that drops it).
     unterminated: bool,
+    /// A chunked answer leaves the connection open for the next request.
+    keep_alive: bool,
 }
 
 /// A slot's call at its client's n-th event (counted over all its connections).
@@ -346,12 +349,14 @@ fn segment() -> impl Strategy<Value = Segment> {
         any::<bool>(),
         proptest::collection::vec(0u16..1000, 0..6),
         proptest::bool::weighted(0.3),
+        any::<bool>(),
     )
-        .prop_map(|(ops, chunked, cuts, unterminated)| Segment {
+        .prop_map(|(ops, chunked, cuts, unterminated, keep_alive)| Segment {
             ops,
             chunked,
             cuts,
             unterminated,
+            keep_alive,
         })
 }
 
@@ -567,6 +572,111 @@ fn pieces(segment: &Segment, body: &[u8]) -> Vec<Vec<u8>> {
     out
 }
 
+/// One accepted connection.
+#[derive(Default)]
+struct Conn {
+    /// Request bytes not yet answered.
+    head: Vec<u8>,
+    /// The rest of the response being written, piece by piece.
+    queue: std::collections::VecDeque<Vec<u8>>,
+    /// A response is being written.
+    busy: bool,
+    /// The connection stays open after that response.
+    keep_alive: bool,
+    /// Requests answered on it so far.
+    answered: usize,
+}
+
+/// What every connection of a case's server shares.
+struct Shared {
+    served: Rc<RefCell<Vec<Served>>>,
+    failures: Rc<RefCell<Vec<String>>>,
+    segments: Vec<Segment>,
+    progress: RefCell<Progress>,
+}
+
+/// Answers the next request waiting in `conn`, if one is there whole and none is being
+/// answered.
+fn answer(shared: &Shared, conn: &RefCell<Conn>, socket: &TcpSocket) {
+    let request = {
+        let mut conn = conn.borrow_mut();
+        if conn.busy {
+            return;
+        }
+        let Some(end) = conn.head.windows(4).position(|w| w == b"\r\n\r\n") else {
+            return;
+        };
+        conn.busy = true;
+        conn.answered += 1;
+        if conn.answered > 1 {
+            COUNTS.reused.fetch_add(1, Ordering::Relaxed);
+        }
+        let request: Vec<u8> = conn.head.drain(..end + 4).collect();
+        String::from_utf8_lossy(&request).into_owned()
+    };
+    let path = request.split(' ').nth(1).unwrap_or("");
+    let Some(client) = path.strip_prefix("/c").and_then(|c| c.parse().ok()) else {
+        shared
+            .failures
+            .borrow_mut()
+            .push(format!("unexpected request {request:?}"));
+        return;
+    };
+    let raw_id = raw_header(&request, "Last-Event-ID").map(str::to_owned);
+    let (index, reconnection) = {
+        let mut progress = shared.progress.borrow_mut();
+        let entry = progress.entry(client).or_insert((0, None));
+        entry.0 += 1;
+        (entry.0 - 1, entry.1)
+    };
+    let mut served = Served {
+        client,
+        last_event_id: raw_id.clone(),
+        segment: None,
+        body: Vec::new(),
+        at: Instant::now(),
+    };
+    let Some(segment) = shared.segments.get(index) else {
+        conn.borrow_mut().keep_alive = false;
+        let _ = socket.write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
+        shared.served.borrow_mut().push(served);
+        return;
+    };
+    // As an HTTP server reads a field value: surrounding whitespace trimmed.
+    let resume = raw_id.as_deref().unwrap_or("").trim_matches([' ', '\t']);
+    let mut writer = SseWriter::resuming(resume);
+    let body = match write_segment(segment, &mut writer, reconnection) {
+        Ok(body) => body,
+        Err(e) => {
+            shared.failures.borrow_mut().push(e);
+            socket.abort();
+            return;
+        }
+    };
+    // (Its last `retry`, whether its last block counts or not.)
+    let reading = read_stream(&body, "", reconnection, true);
+    shared.progress.borrow_mut().entry(client).or_default().1 = reading.retry;
+    let keep_alive = segment.chunked && segment.keep_alive;
+    let framing = match (segment.chunked, keep_alive) {
+        (false, _) => "Connection: close\r\n",
+        (true, false) => "Transfer-Encoding: chunked\r\nConnection: close\r\n",
+        (true, true) => "Transfer-Encoding: chunked\r\n",
+    };
+    let head = format!(
+        "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\n\
+         {framing}\r\n"
+    );
+    {
+        let mut conn = conn.borrow_mut();
+        conn.keep_alive = keep_alive;
+        conn.queue.extend(pieces(segment, &body));
+    }
+    let _ = socket.write(head.as_bytes());
+    served.segment = Some(index);
+    served.body = body;
+    shared.served.borrow_mut().push(served);
+}
+
 impl Server {
     fn start(case: &Case) -> Server {
         let server = TcpServer::new().unwrap();
@@ -574,114 +684,54 @@ impl Server {
             server.set_tls_config(server_config());
         }
         server.listen("127.0.0.1", 0).unwrap();
-        let served: Rc<RefCell<Vec<Served>>> = Rc::default();
-        let failures: Rc<RefCell<Vec<String>>> = Rc::default();
+        let shared = Rc::new(Shared {
+            served: Rc::default(),
+            failures: Rc::default(),
+            segments: case.segments.clone(),
+            progress: RefCell::default(),
+        });
         let peers: Rc<RefCell<Vec<Rc<TcpSocket>>>> = Rc::default();
-        let segments = Rc::new(case.segments.clone());
-        // Per client: connections so far, and the reconnection time its last segment left.
-        let progress: Rc<RefCell<Progress>> = Rc::default();
-        let (s, f, p) = (served.clone(), failures.clone(), peers.clone());
+        let (sh, p) = (shared.clone(), peers.clone());
         server
             .new_connection
             .connect(move |peer: &Rc<TcpSocket>| {
                 p.borrow_mut().push(peer.clone());
-                let head = Rc::new(RefCell::new(Vec::new()));
-                let queue: Rc<RefCell<std::collections::VecDeque<Vec<u8>>>> = Rc::default();
-                let answered = Rc::new(Cell::new(false));
-                let weak = Rc::downgrade(peer);
-                let q = queue.clone();
+                let conn: Rc<RefCell<Conn>> = Rc::default();
+                let (weak, c, shared) = (Rc::downgrade(peer), conn.clone(), sh.clone());
                 peer.bytes_written
                     .connect(move |_| {
                         let Some(socket) = weak.upgrade() else { return };
-                        if socket.bytes_to_write() != 0 {
+                        if socket.bytes_to_write() != 0 || !c.borrow().busy {
                             return;
                         }
-                        let next = q.borrow_mut().pop_front();
+                        let next = c.borrow_mut().queue.pop_front();
                         match next {
                             Some(piece) => {
                                 let _ = socket.write(&piece);
+                            }
+                            None if c.borrow().keep_alive => {
+                                // The answer is out: the connection takes the next request.
+                                c.borrow_mut().busy = false;
+                                answer(&shared, &c, &socket);
                             }
                             None => socket.disconnect_from_host(),
                         }
                     })
                     .release();
-                let weak = Rc::downgrade(peer);
-                let (s, f, segments, progress) =
-                    (s.clone(), f.clone(), segments.clone(), progress.clone());
+                let (weak, shared) = (Rc::downgrade(peer), sh.clone());
                 peer.ready_read
                     .connect(move |_| {
                         let Some(socket) = weak.upgrade() else { return };
-                        head.borrow_mut().extend_from_slice(&socket.read_all());
-                        if answered.get() {
-                            return;
-                        }
-                        let text = String::from_utf8_lossy(&head.borrow()).into_owned();
-                        if !text.contains("\r\n\r\n") {
-                            return;
-                        }
-                        answered.set(true);
-                        let path = text.split(' ').nth(1).unwrap_or("");
-                        let Some(client) = path.strip_prefix("/c").and_then(|c| c.parse().ok())
-                        else {
-                            f.borrow_mut().push(format!("unexpected request {text:?}"));
-                            return;
-                        };
-                        let raw_id = raw_header(&text, "Last-Event-ID").map(str::to_owned);
-                        let (index, reconnection) = {
-                            let mut progress = progress.borrow_mut();
-                            let entry = progress.entry(client).or_insert((0, None));
-                            entry.0 += 1;
-                            (entry.0 - 1, entry.1)
-                        };
-                        let mut served = Served {
-                            client,
-                            last_event_id: raw_id.clone(),
-                            segment: None,
-                            body: Vec::new(),
-                            at: Instant::now(),
-                        };
-                        let Some(segment) = segments.get(index) else {
-                            let _ = socket
-                                .write(b"HTTP/1.1 204 No Content\r\nConnection: close\r\n\r\n");
-                            s.borrow_mut().push(served);
-                            return;
-                        };
-                        // As an HTTP server reads a field value: surrounding whitespace trimmed.
-                        let resume = raw_id.as_deref().unwrap_or("").trim_matches([' ', '\t']);
-                        let mut writer = SseWriter::resuming(resume);
-                        let body = match write_segment(segment, &mut writer, reconnection) {
-                            Ok(body) => body,
-                            Err(e) => {
-                                f.borrow_mut().push(e);
-                                socket.abort();
-                                return;
-                            }
-                        };
-                        // (Its last `retry`, whether its last block counts or not.)
-                        let reading = read_stream(&body, "", reconnection, true);
-                        progress.borrow_mut().entry(client).or_default().1 = reading.retry;
-                        let framing = if segment.chunked {
-                            "Transfer-Encoding: chunked\r\n"
-                        } else {
-                            ""
-                        };
-                        let head = format!(
-                            "HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\
-                             Cache-Control: no-cache\r\n{framing}Connection: close\r\n\r\n"
-                        );
-                        queue.borrow_mut().extend(pieces(segment, &body));
-                        let _ = socket.write(head.as_bytes());
-                        served.segment = Some(index);
-                        served.body = body;
-                        s.borrow_mut().push(served);
+                        conn.borrow_mut().head.extend_from_slice(&socket.read_all());
+                        answer(&shared, &conn, &socket);
                     })
                     .release();
             })
             .release();
         Server {
             server,
-            served,
-            failures,
+            served: shared.served.clone(),
+            failures: shared.failures.clone(),
             _peers: peers,
         }
     }
@@ -716,6 +766,7 @@ struct Counts {
     long_data: AtomicU64,
     diverged: AtomicU64,
     flushed_or_lost: AtomicU64,
+    reused: AtomicU64,
 }
 
 static COUNTS: Counts = Counts {
@@ -727,6 +778,7 @@ static COUNTS: Counts = Counts {
     long_data: AtomicU64::new(0),
     diverged: AtomicU64::new(0),
     flushed_or_lost: AtomicU64::new(0),
+    reused: AtomicU64::new(0),
 };
 
 fn ms_of(d: Duration) -> u64 {
@@ -1059,6 +1111,7 @@ fn sse_writer_streams_reach_every_client_as_the_reference_reads_them() {
             "long data",
             "resumed from another ID than the client's",
             "final events without their blank line",
+            "requests on a kept-alive connection",
         ],
         &[
             AtomicU64::new(COUNTS.events.count()),
@@ -1068,6 +1121,7 @@ fn sse_writer_streams_reach_every_client_as_the_reference_reads_them() {
             AtomicU64::new(COUNTS.long_data.count()),
             AtomicU64::new(COUNTS.diverged.count()),
             AtomicU64::new(COUNTS.flushed_or_lost.count()),
+            AtomicU64::new(COUNTS.reused.count()),
         ],
         result,
     );
