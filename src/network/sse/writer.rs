@@ -321,6 +321,12 @@ impl SseWriter {
 
     /// Appends a block holding only `retry` (whole milliseconds, truncated and capped at
     /// `u64::MAX` ms), which sets the client's reconnection time without dispatching an event.
+    ///
+    /// A time under 1 ms is written as `retry: 0` (reconnect at once). A huge time is not a way
+    /// to stop reconnects: kdnet's [`SseClient`](crate::network::sse::SseClient) waits it in
+    /// full, but a client that waits with a JavaScript timer (Node's `undici` `EventSource` uses
+    /// `setTimeout`) turns anything over 2³¹ − 1 ms (about 24.8 days) into 1 ms and reconnects
+    /// at once. To stop a client for good, answer its next request with `204 No Content`.
     pub fn write_retry(&self, out: &mut impl SseOutput, retry: Duration) {
         write_retry_field(out, retry);
         out.append_str("\n");
