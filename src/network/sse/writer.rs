@@ -248,7 +248,9 @@ impl SseWriter {
     /// sends no header, so the server resumes from `""`). The writer then believes the client
     /// holds another ID than it does, and an event carrying the believed ID reaches the client
     /// with the client's older one. Give events IDs without surrounding whitespace and control
-    /// characters (sequence numbers, timestamps, UUIDs).
+    /// characters (sequence numbers, timestamps, UUIDs), and short ones: the client sends the ID
+    /// back in a request header of any size, and servers commonly refuse request heads over
+    /// 8 KiB (a `431` or `400`, which ends an `EventSource` or an `SseClient` for good).
     ///
     /// # Example
     ///
