@@ -90,6 +90,46 @@ fn reconnects_after_the_stream_ends_sending_last_event_id_and_honouring_retry() 
     assert_eq!(sse.last_event_id(), "3");
 }
 
+/// A checkpoint written with `SseWriter::write_id` (an `id`-only block) dispatches nothing but
+/// moves the client's last event ID, so the reconnect resumes from it.
+#[test]
+fn a_writer_checkpoint_moves_the_id_a_reconnect_resumes_from() {
+    use kdnet::network::sse::{SseEvent, SseWriter};
+    let mut first = String::new();
+    let mut writer = SseWriter::new();
+    writer.write_retry(&mut first, Duration::from_millis(20));
+    writer
+        .write_event(&mut first, &SseEvent::new("", "a").with_id("1"))
+        .unwrap();
+    writer.write_id(&mut first, "cp-2").unwrap();
+    assert_eq!(writer.client_last_event_id(), "cp-2");
+    let mut resumed = SseWriter::resuming("cp-2");
+    let mut second = String::new();
+    resumed
+        .write_event(&mut second, &SseEvent::new("", "b").with_id("cp-2"))
+        .unwrap();
+    assert_eq!(
+        second, "data: b\n\n",
+        "the resumed writer knows the client's ID"
+    );
+    let server = ScriptServer::start(move |_, n| match n {
+        0 => Reply::BytesThenClose(stream(&first)),
+        _ => Reply::Bytes(stream(&second)),
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let sse = SseClient::new().unwrap();
+    let rec = record(&sse);
+    sse.connect(HttpRequest::get(&server.url("/")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || rec
+        .events
+        .borrow()
+        .len()
+        >= 2));
+    assert_eq!(*rec.events.borrow(), ["message:a:1", "message:b:cp-2"]);
+    assert_eq!(server.requests()[1].header("last-event-id"), Some("cp-2"));
+    sse.disconnect();
+}
+
 #[test]
 fn no_last_event_id_header_when_no_id_was_seen() {
     let mut ev = EventLoop::new().unwrap();

@@ -288,12 +288,7 @@ impl SseWriter {
             return Err(SseWriteError::LineBreakInEventType { position });
         }
         let id = event.last_event_id();
-        if let Some(position) = memchr2(b'\r', b'\n', id.as_bytes()) {
-            return Err(SseWriteError::LineBreakInId { position });
-        }
-        if let Some(position) = memchr(0, id.as_bytes()) {
-            return Err(SseWriteError::NulInId { position });
-        }
+        check_id(id)?;
 
         if is_custom_event_type(event_type) {
             write_field(out, "event", event_type);
@@ -310,6 +305,37 @@ impl SseWriter {
             write_field(out, "data", line);
         }
         out.append_str("\n");
+        Ok(())
+    }
+
+    /// Appends a block holding only `id` (a checkpoint): the client's last event ID becomes
+    /// `id` without an event being dispatched (WHATWG: a block without data still sets the last
+    /// event ID), so a reconnect resumes from there. An empty `id` clears it. The block is
+    /// written even when the client already holds `id`.
+    ///
+    /// Fails without writing anything if the ID cannot be carried (a line break or NUL).
+    ///
+    /// # Example
+    ///
+    /// ```
+    /// use kdnet::network::sse::{SseParser, SseWriter};
+    ///
+    /// let mut out = Vec::new();
+    /// let mut writer = SseWriter::new();
+    /// writer.write_id(&mut out, "checkpoint-7").unwrap();
+    /// assert_eq!(writer.client_last_event_id(), "checkpoint-7");
+    ///
+    /// let mut parser = SseParser::new();
+    /// assert!(parser.parse_all(&out).unwrap().is_empty());
+    /// assert_eq!(parser.last_event_id(), "checkpoint-7");
+    /// assert!(writer.write_id(&mut out, "a\nb").is_err());
+    /// ```
+    pub fn write_id(&mut self, out: &mut impl SseOutput, id: &str) -> Result<(), SseWriteError> {
+        check_id(id)?;
+        write_field(out, "id", id);
+        out.append_str("\n");
+        self.client_last_event_id.clear();
+        self.client_last_event_id.push_str(id);
         Ok(())
     }
 
@@ -333,6 +359,17 @@ impl SseWriter {
         write_retry_field(out, retry);
         out.append_str("\n");
     }
+}
+
+/// Refuses an ID that would end its line early (injecting fields) or that clients ignore.
+fn check_id(id: &str) -> Result<(), SseWriteError> {
+    if let Some(position) = memchr2(b'\r', b'\n', id.as_bytes()) {
+        return Err(SseWriteError::LineBreakInId { position });
+    }
+    if let Some(position) = memchr(0, id.as_bytes()) {
+        return Err(SseWriteError::NulInId { position });
+    }
+    Ok(())
 }
 
 /// Writes `name: value`, or `name:` when the value is empty (a comment has an empty name).
