@@ -534,12 +534,18 @@ fn unusable_keys_and_certificates_are_named_without_rustls_jargon() {
             .set_client_certificate(broken.as_bytes(), pki.client_key_pem.as_bytes())
             .unwrap_err(),
     );
-    assert_eq!(reason, "client certificate 1 cannot be parsed: BadEncoding");
+    let malformed = "its content is not a well-formed X.509 certificate (its base64 text \
+                     decodes, but not to a certificate): was a line of it lost or changed? Get \
+                     the file again";
+    assert_eq!(
+        reason,
+        format!("client certificate 1 cannot be parsed: {malformed}")
+    );
     let bundle = format!("{}{broken}", pki.ca_pem);
     let reason = configuration_reason(config.add_ca_certificate(bundle.as_bytes()).unwrap_err());
     assert_eq!(
         reason,
-        "CA certificate 2 is not usable as a trust anchor: BadEncoding"
+        format!("CA certificate 2 is not usable as a trust anchor: {malformed}")
     );
     assert!(
         !format!("{config:?}").contains("extra_roots: 1"),
@@ -605,7 +611,7 @@ fn pem_syntax_errors_quote_the_line_instead_of_listing_bytes() {
     assert_eq!(
         reason,
         "CA certificate PEM, section 1: missing section end \"-----END CERTIFICATE-----\" \
-         (is the file cut short?)"
+         for the section that begins at line 1 (is the file cut short?)"
     );
 
     let tab_after_begin = pki.ca_pem.replacen("-----\n", "-----\t\n", 1);
@@ -616,7 +622,9 @@ fn pem_syntax_errors_quote_the_line_instead_of_listing_bytes() {
     );
     assert_eq!(
         reason,
-        "CA certificate PEM, section 1: malformed section start \"-----BEGIN CERTIFICATE-----\\t\""
+        "CA certificate PEM, section 1: line 1, \"-----BEGIN CERTIFICATE-----\\t\", is not a \
+         valid BEGIN line: it must read \"-----BEGIN <label>-----\", five dashes on each side \
+         and nothing after them"
     );
 
     let truncated_key = &pki.client_key_pem[..pki.client_key_pem.len() - 10];
@@ -627,8 +635,8 @@ fn pem_syntax_errors_quote_the_line_instead_of_listing_bytes() {
     );
     assert_eq!(
         reason,
-        "client key PEM: missing section end \"-----END PRIVATE KEY-----\" \
-         (is the file cut short?)"
+        "client key PEM: missing section end \"-----END PRIVATE KEY-----\" for the section \
+         that begins at line 1 (is the file cut short?)"
     );
 }
 
@@ -698,12 +706,164 @@ fn a_broken_entry_in_a_ca_bundle_is_located() {
     let corrupt = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
     let bundle = format!("{}{}{corrupt}{}", pki.ca_pem, pki.other_ca_pem, pki.ca_pem);
     let reason = configuration_reason(config.add_ca_certificate(bundle.as_bytes()).unwrap_err());
-    assert!(
-        reason.starts_with("CA certificate PEM, section 3: base64 decode error"),
-        "{reason}"
+    let line = pki.ca_pem.lines().count() + pki.other_ca_pem.lines().count() + 2;
+    assert_eq!(
+        reason,
+        format!(
+            "CA certificate PEM, section 3: base64 decode error at line {line}, column 1: '!' is \
+             not a base64 character (between its BEGIN and END lines a section holds only A-Z, \
+             a-z, 0-9, +, / and =): remove it, or get the file again"
+        )
     );
     // Nothing of a bundle that fails is trusted.
     assert!(format!("{config:?}").contains("extra_roots: 0"));
+}
+
+/// The base64 decoder's own words (`base64 decode error: InvalidCharacter(33)`,
+/// `PrematurePadding`, `InvalidTrailingPadding`) told nobody which line to look at or what to do.
+#[test]
+fn base64_errors_name_the_line_the_character_and_what_to_do() {
+    let pki = test_pki();
+    let reason = |pem: &str| {
+        configuration_reason(
+            TlsClientConfig::new()
+                .add_ca_certificate(pem.as_bytes())
+                .unwrap_err(),
+        )
+    };
+    let lines: Vec<&str> = pki.ca_pem.lines().collect();
+    let with_line = |index: usize, line: &str| {
+        let mut changed = lines.clone();
+        changed[index] = line;
+        changed.join("\n") + "\n"
+    };
+
+    // A no-break space pasted from a web page, in line 3.
+    let nbsp = format!("{}\u{a0}{}", &lines[2][..4], &lines[2][5..]);
+    assert_eq!(
+        reason(&with_line(2, &nbsp)),
+        "CA certificate PEM, section 1: base64 decode error at line 3, column 5: '\\u{a0}' \
+         (U+00A0) is not a base64 character (between its BEGIN and END lines a section holds \
+         only A-Z, a-z, 0-9, +, / and =): remove it, or get the file again"
+    );
+
+    // Lines joined with a written-out `\n`, as in a JSON string.
+    let joined = format!("{}\\n{}", lines[1], lines[2]);
+    let mut escaped: Vec<&str> = lines.clone();
+    escaped.splice(1..3, [joined.as_str()]);
+    assert_eq!(
+        reason(&(escaped.join("\n") + "\n")),
+        "CA certificate PEM, section 1: base64 decode error at line 2: it holds \"\\n\" (a \
+         backslash and an n) where line breaks belong, as a PEM copied out of a quoted string \
+         (JSON, YAML, an environment variable) does: replace each \"\\n\" with a line break"
+    );
+    // The whole PEM on one line, so: no BEGIN line of its own.
+    let one_line = lines.join("\\n");
+    let shown: String = one_line
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .replace('\\', "\\\\");
+    assert_eq!(
+        reason(&one_line),
+        format!(
+            "CA certificate PEM, section 1: line 1, \"{shown}…\", is not a valid BEGIN line: \
+             it holds \"\\n\" (a backslash and an n) where line breaks belong, as \
+             a PEM copied out of a quoted string (JSON, YAML, an environment variable) does: \
+             replace each \"\\n\" with a line break"
+        )
+    );
+
+    let without_end = lines[..lines.len() - 1].join("\\n");
+    let shown: String = without_end
+        .chars()
+        .take(64)
+        .collect::<String>()
+        .replace('\\', "\\\\");
+    assert!(
+        reason(&without_end).starts_with(&format!(
+            "CA certificate PEM, section 1: line 1, \"{shown}…\", is not a valid BEGIN line: it \
+             holds \"\\n\""
+        )),
+        "{}",
+        reason(&without_end)
+    );
+
+    // A character lost from line 3.
+    let short = format!("{}{}", &lines[2][..10], &lines[2][11..]);
+    assert_eq!(
+        reason(&with_line(2, &short)),
+        format!(
+            "CA certificate PEM, section 1: base64 decode error at line 3: it is {} characters \
+             long where the lines before it have {}, and the base64 text does not decode: a \
+             character was lost or added there (get the file again)",
+            lines[2].len() - 1,
+            lines[1].len()
+        )
+    );
+
+    // Two certificates' contents in one section.
+    let mut run_together: Vec<&str> = pki.ca_pem.lines().collect();
+    run_together.pop();
+    let other: Vec<&str> = pki.other_ca_pem.lines().collect();
+    run_together.extend(&other[1..]);
+    let padded = pki.ca_pem.lines().count() - 1;
+    assert!(
+        lines[padded - 1].ends_with('='),
+        "the test CA's base64 ends in padding"
+    );
+    assert_eq!(
+        reason(&(run_together.join("\n") + "\n")),
+        format!(
+            "CA certificate PEM, section 1: base64 decode error at line {padded}: the base64 \
+             text ends there (with '=') but goes on after it (the contents of two sections run \
+             together?): each certificate or key needs its own BEGIN and END lines"
+        )
+    );
+
+    // An END line that does not match its BEGIN line.
+    let last = lines.len() - 1;
+    assert_eq!(
+        reason(&with_line(last, "-----END CERTIFICATE----")),
+        format!(
+            "CA certificate PEM, section 1: the section that begins at line 1 ends at line {} \
+             with \"-----END CERTIFICATE----\", which does not match its BEGIN line: it must \
+             read \"-----END CERTIFICATE-----\"",
+            last + 1
+        )
+    );
+
+    // The last line cut short: no line is odd, the text does not end on a group of four.
+    let cut = &lines[last - 1][..lines[last - 1].len() - 3];
+    let text = with_line(last - 1, cut);
+    let reason = reason(&text);
+    assert!(
+        reason.starts_with(&format!(
+            "CA certificate PEM, section 1: base64 decode error: the base64 text of lines 2 to \
+             {last} does not end on a whole group of four characters"
+        )),
+        "{reason}"
+    );
+
+    // The same words for a key.
+    let key: Vec<&str> = pki.client_key_pem.lines().collect();
+    let mut bad_key = key.clone();
+    let changed = format!("{}!{}", &key[1][..3], &key[1][4..]);
+    bad_key[1] = &changed;
+    let reason = configuration_reason(
+        TlsClientConfig::new()
+            .set_client_certificate(
+                pki.client_cert_pem.as_bytes(),
+                (bad_key.join("\n") + "\n").as_bytes(),
+            )
+            .unwrap_err(),
+    );
+    assert_eq!(
+        reason,
+        "client key PEM: base64 decode error at line 2, column 4: '!' is not a base64 character \
+         (between its BEGIN and END lines a section holds only A-Z, a-z, 0-9, +, / and =): \
+         remove it, or get the file again"
+    );
 }
 
 #[test]

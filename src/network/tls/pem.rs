@@ -23,10 +23,11 @@ pub(super) fn parse_certificates(
     let certificates = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
+            let failure = failure(pem);
             configuration(format!(
                 "{what} PEM, section {}: {}",
-                failing_section(pem),
-                pem_error_text(&e)
+                failure.section,
+                pem_error_text(&e, &failure)
             ))
         })?;
     if certificates.is_empty() {
@@ -59,7 +60,10 @@ pub(super) fn certified_key(
             "no PRIVATE KEY section found in the {role} key PEM{}",
             pem_contents_hint(key_pem, "openssl pkey -inform der -in key.der -out key.pem")
         )),
-        e => configuration(format!("{role} key PEM: {}", pem_error_text(&e))),
+        e => configuration(format!(
+            "{role} key PEM: {}",
+            pem_error_text(&e, &failure(key_pem))
+        )),
     })?;
     // What `CertifiedKey::from_der` does, in steps, so that each failure can be named.
     let damaged = key_is_damaged(&key);
@@ -111,10 +115,36 @@ pub(super) fn certified_key(
 }
 
 /// rustls' text for a problem with a certificate from a local file, without the "invalid peer
-/// certificate" prefix (there is no peer yet).
+/// certificate" prefix (there is no peer yet), and in words for a certificate whose DER cannot
+/// be read (rustls says `BadEncoding`, webpki names the part it stopped at).
 pub(super) fn local_certificate_text(error: &rustls::Error) -> String {
+    use rustls::CertificateError as C;
+    const MALFORMED: &str = "its content is not a well-formed X.509 certificate (its base64 \
+                             text decodes, but not to a certificate): was a line of it lost or \
+                             changed? Get the file again";
     match error {
-        rustls::Error::InvalidCertificate(certificate) => certificate_text(certificate),
+        rustls::Error::InvalidCertificate(C::BadEncoding) => MALFORMED.to_owned(),
+        rustls::Error::InvalidCertificate(certificate) => {
+            let text = certificate_text(certificate);
+            // webpki's names for the part of a certificate it could not read, which
+            // `certificate_text` passes on as they are.
+            let unreadable = [
+                "MalformedExtensions",
+                "ExtensionValueInvalid",
+                "InvalidSerialNumber",
+                "SignatureAlgorithmMismatch",
+                "UnsupportedNameType",
+                "MalformedDnsIdentifier",
+                "MalformedNameConstraint",
+                "EmptyEkuExtension",
+                "TrailingData",
+            ];
+            if unreadable.iter().any(|name| text.starts_with(name)) {
+                format!("{MALFORMED} (webpki: {text})")
+            } else {
+                text
+            }
+        }
         other => other.to_string(),
     }
 }
@@ -200,17 +230,6 @@ fn looks_like_pkcs12(bytes: &[u8]) -> bool {
             })
 }
 
-/// The number (from 1) of the first PEM section in `pem` that fails to decode, counting the
-/// sections the decoder reads (those of the kinds it knows), so that a broken entry of a
-/// bundle of hundreds can be found.
-fn failing_section(pem: &[u8]) -> usize {
-    use rustls::pki_types::pem::SectionKind;
-    <(SectionKind, Vec<u8>)>::pem_slice_iter(pem)
-        .take_while(Result::is_ok)
-        .count()
-        + 1
-}
-
 /// `pem` as the PEM decoder can read all of it: without a leading UTF-8 byte order mark
 /// (Windows editors write one; the decoder would take the first `-----BEGIN` line for text
 /// outside any section and skip the section), and with a line break between an END line and a
@@ -236,20 +255,235 @@ fn normalized(pem: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(separated)
 }
 
-/// A PEM syntax error in words: the PEM decoder's own text lists the offending line as a byte
-/// array (`missing section end marker: [67, 69, 82, …]`).
-fn pem_error_text(error: &rustls::pki_types::pem::Error) -> String {
+/// Where the PEM decoder failed: the number (from 1) of the section, counting the sections it
+/// reads (those of the kinds it knows), so that a broken entry of a bundle of hundreds can be
+/// found; the line (from 1) of its BEGIN line; and its text from that line to where the
+/// decoder stopped (the END line, a malformed BEGIN line, or the end of the input).
+struct Failure<'a> {
+    section: usize,
+    first_line: usize,
+    text: &'a [u8],
+}
+
+fn failure(pem: &[u8]) -> Failure<'_> {
+    let mut rest = pem;
+    let mut section = 1;
+    loop {
+        let start = pem.len() - rest.len();
+        match rustls::pki_types::pem::from_buf(&mut rest) {
+            Ok(Some(_)) => section += 1,
+            Ok(None) => break,
+            Err(_) => {
+                let read = &pem[start..pem.len() - rest.len()];
+                // Unknown sections and text before the failing one are read in the same call:
+                // the failing section starts at the last BEGIN line read.
+                let begin = line_starts(read)
+                    .filter(|&at| read[at..].starts_with(b"-----BEGIN "))
+                    .last()
+                    .unwrap_or(0);
+                let first_line = line_number(pem, start + begin);
+                return Failure {
+                    section,
+                    first_line,
+                    text: &read[begin..],
+                };
+            }
+        }
+    }
+    Failure {
+        section,
+        first_line: 1,
+        text: &[],
+    }
+}
+
+/// The offsets at which the lines of `text` start.
+fn line_starts(text: &[u8]) -> impl Iterator<Item = usize> + '_ {
+    std::iter::once(0).chain(
+        text.iter()
+            .enumerate()
+            .filter(|&(at, &b)| b == b'\n' && at + 1 < text.len())
+            .map(|(at, _)| at + 1),
+    )
+}
+
+/// The number (from 1) of the line holding offset `at` of `text`.
+fn line_number(text: &[u8], at: usize) -> usize {
+    1 + text[..at].iter().filter(|&&b| b == b'\n').count()
+}
+
+/// A PEM syntax error in words a person can act on: which line, what is wrong with it, what to
+/// do. The PEM decoder's own text lists the offending line as a byte array
+/// (`missing section end marker: [67, 69, 82, …]`) or names the base64 decoder's state
+/// (`base64 decode error: InvalidCharacter(33)`).
+fn pem_error_text(error: &rustls::pki_types::pem::Error, failure: &Failure<'_>) -> String {
     use rustls::pki_types::pem::Error as E;
+    let text = failure.text.strip_suffix(b"\n");
+    let terminated = text.is_some();
+    let lines: Vec<(usize, &[u8])> = text
+        .unwrap_or(failure.text)
+        .split(|&b| b == b'\n')
+        .enumerate()
+        .map(|(index, line)| (failure.first_line + index, line))
+        .collect();
+    let begin_line = lines.first().map_or(&[][..], |&(_, line)| line);
+    let escaped = escaped_line_breaks_hint(begin_line);
     match error {
-        E::MissingSectionEnd { end_marker } => format!(
-            "missing section end \"-----END {}-----\" (is the file cut short?)",
-            String::from_utf8_lossy(end_marker)
-        ),
+        // A PEM written on one line, its line breaks as `\n`: the decoder reads a BEGIN line
+        // (with the whole PEM in its label, if it ends in five dashes) and no END line.
+        E::MissingSectionEnd { .. } | E::IllegalSectionStart { .. } if !escaped.is_empty() => {
+            format!(
+                "line {}, {:?}, is not a valid BEGIN line{escaped}",
+                failure.first_line,
+                quoted(begin_line)
+            )
+        }
+        E::MissingSectionEnd { end_marker } => {
+            let end_marker = format!("-----END {}-----", String::from_utf8_lossy(end_marker));
+            // An END line that does not match its BEGIN line is read as base64 text, and the
+            // section then runs to the end of the input. (An END line the input ends in, without
+            // a line break, is one cut short.)
+            let complete = if terminated {
+                &lines[..]
+            } else {
+                &lines[..lines.len() - 1]
+            };
+            let wrong_end = complete
+                .iter()
+                .skip(1)
+                .find(|(_, line)| line.starts_with(b"-----END "));
+            match wrong_end {
+                Some((number, line)) => format!(
+                    "the section that begins at line {} ends at line {number} with {:?}, which \
+                     does not match its BEGIN line: it must read \"{end_marker}\"",
+                    failure.first_line,
+                    quoted(line)
+                ),
+                None => format!(
+                    "missing section end \"{end_marker}\" for the section that begins at line {} \
+                     (is the file cut short?)",
+                    failure.first_line
+                ),
+            }
+        }
         E::IllegalSectionStart { line } => format!(
-            "malformed section start {:?}",
-            String::from_utf8_lossy(line)
+            "line {}, {:?}, is not a valid BEGIN line: it must read \"-----BEGIN <label>-----\", \
+             five dashes on each side and nothing after them",
+            failure.first_line,
+            quoted(line)
+        ),
+        E::Base64Decode(reason) => base64_error_text(reason, &lines),
+        E::SectionTooLarge => format!(
+            "the section that begins at line {} is larger than 256 MB: is this a certificate \
+             or key file?",
+            failure.first_line
         ),
         other => other.to_string(),
+    }
+}
+
+/// Why the base64 text between a section's BEGIN and END lines (`lines`, with their numbers,
+/// from the BEGIN line to the END line) does not decode. `reason` is the decoder's name for it.
+fn base64_error_text(reason: &str, lines: &[(usize, &[u8])]) -> String {
+    let body = match lines {
+        [_, body @ .., _] => body,
+        _ => &[],
+    };
+    let is_space = |b: u8| matches!(b, b'\t'..=b'\r' | b' ');
+    let is_base64 = |b: u8| b.is_ascii_alphanumeric() || matches!(b, b'+' | b'/');
+    if reason.starts_with("InvalidCharacter") {
+        let invalid = body.iter().find_map(|&(number, line)| {
+            let at = line
+                .iter()
+                .position(|&b| !is_base64(b) && b != b'=' && !is_space(b))?;
+            Some((number, line, at))
+        });
+        if let Some((number, line, at)) = invalid {
+            let hint = escaped_line_breaks_hint(line);
+            if !hint.is_empty() {
+                return format!("base64 decode error at line {number}{hint}");
+            }
+            let (column, what) = match std::str::from_utf8(line) {
+                Ok(text) => {
+                    let column = text[..at].chars().count() + 1;
+                    let c = text[at..].chars().next().unwrap_or('?');
+                    let what = if c.is_ascii() {
+                        format!("{c:?}")
+                    } else {
+                        format!("{c:?} (U+{:04X})", u32::from(c))
+                    };
+                    (column, what)
+                }
+                Err(_) => (at + 1, format!("byte 0x{:02X}", line[at])),
+            };
+            return format!(
+                "base64 decode error at line {number}, column {column}: {what} is not a base64 \
+                 character (between its BEGIN and END lines a section holds only A-Z, a-z, 0-9, \
+                 +, / and =): remove it, or get the file again"
+            );
+        }
+    }
+    if reason == "PrematurePadding" {
+        let padded = body.iter().position(|&(_, line)| line.contains(&b'='));
+        if let Some(index) = padded {
+            return format!(
+                "base64 decode error at line {}: the base64 text ends there (with '=') but goes \
+                 on after it (the contents of two sections run together?): each certificate or \
+                 key needs its own BEGIN and END lines",
+                body[index].0
+            );
+        }
+    }
+    // The lines of a PEM section are all as long as the first, but for the last: one that is
+    // not is where a character was lost or added.
+    let lengths: Vec<(usize, usize)> = body
+        .iter()
+        .map(|&(number, line)| (number, line.iter().filter(|&&b| !is_space(b)).count()))
+        .collect();
+    if let [(_, width), .., _] = lengths[..] {
+        let odd = lengths[..lengths.len() - 1]
+            .iter()
+            .find(|&&(_, length)| length != width);
+        if let Some(&(number, length)) = odd {
+            return format!(
+                "base64 decode error at line {number}: it is {length} characters long where the \
+                 lines before it have {width}, and the base64 text does not decode: a character \
+                 was lost or added there (get the file again)"
+            );
+        }
+    }
+    match (body.first(), body.last()) {
+        (Some((first, _)), Some((last, _))) => format!(
+            "base64 decode error: the base64 text of lines {first} to {last} does not end on a \
+             whole group of four characters: a character was lost or added (is a line cut \
+             short? get the file again)"
+        ),
+        _ => "base64 decode error: the section's base64 text does not decode (get the file \
+              again)"
+            .to_owned(),
+    }
+}
+
+/// A hint for a line holding `\n` (a backslash and an `n`) where line breaks belong, as a PEM
+/// copied out of a JSON or YAML string has: empty if it holds none.
+fn escaped_line_breaks_hint(line: &[u8]) -> &'static str {
+    if line.windows(2).any(|w| w == b"\\n") {
+        ": it holds \"\\n\" (a backslash and an n) where line breaks belong, as a PEM copied \
+         out of a quoted string (JSON, YAML, an environment variable) does: replace each \"\\n\" \
+         with a line break"
+    } else {
+        ""
+    }
+}
+
+/// `line` for an error message: without its line break, and cut after 64 characters (a PEM
+/// written on one line would fill a screen).
+fn quoted(line: &[u8]) -> String {
+    let text = String::from_utf8_lossy(line);
+    let text = text.trim_end_matches(['\r', '\n']);
+    match text.char_indices().nth(64) {
+        Some((at, _)) => format!("{}…", &text[..at]),
+        None => text.to_owned(),
     }
 }
 
