@@ -25,8 +25,9 @@
 //! `HttpOnly`, `SameSite` (any value, bare). Between requests, before one is sent (from
 //! `about_to_send_request`) and from its callback, the script uses the jar's API: the header
 //! and the cookies for a URL, all cookies, `len`/`is_empty`, `insert_cookie`/`update_cookie`
-//! (valid and invalid cookies, host-only or not, Secure, expired), `remove_cookie` and
-//! `remove_cookies` (1-second cookies too, expired or not), `clear`, `remove_expired_cookies`,
+//! (valid and invalid cookies, names and values padded with spaces or tabs, host-only or not,
+//! Secure, expired), `remove_cookie` and `remove_cookies` (1-second cookies too, expired or
+//! not), `clear`, `remove_expired_cookies`,
 //! `store_response_cookies`, and small per-domain and total limits (`set_max_cookies_per_domain`,
 //! `set_max_cookies`). Some cases wait until their 1-second cookies expired.
 //!
@@ -227,6 +228,8 @@ enum ApiName {
     Empty,
     WithEquals,
     WithSemicolon,
+    /// A pool name with a space or tab at one end or both.
+    Padded(usize, u8),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -235,6 +238,8 @@ enum ApiValue {
     WithSemicolon,
     Empty,
     NonAscii,
+    /// A plain value with a space or tab at one end or both.
+    Padded(u8),
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -421,12 +426,14 @@ fn api_cookie() -> impl Strategy<Value = ApiCookie> {
         8 => (0..NAMES.len()).prop_map(ApiName::Pool),
         1 => Just(ApiName::Empty),
         1 => Just(ApiName::WithEquals),
-        1 => Just(ApiName::WithSemicolon),];
+        1 => Just(ApiName::WithSemicolon),
+        1 => (0..NAMES.len(), 0..6u8).prop_map(|(n, p)| ApiName::Padded(n, p)),];
     let value = prop_oneof![
         6 => Just(ApiValue::Plain),
         1 => Just(ApiValue::WithSemicolon),
         1 => Just(ApiValue::Empty),
-        1 => Just(ApiValue::NonAscii),];
+        1 => Just(ApiValue::NonAscii),
+        1 => (0..6u8).prop_map(ApiValue::Padded),];
     let domain = prop_oneof![3 => Just(DomainKind::Empty), 4 => domain_kind()];
     let same_site = prop_oneof![
         Just(SameSitePolicy::None),
@@ -714,19 +721,28 @@ fn render(spec: &SetCookieSpec, h: usize, serial: u64, short_name: &str) -> Stri
 }
 
 fn api_cookie_of(spec: &ApiCookie, h: usize, serial: u64) -> HttpCookie {
+    // `" a "` from the pool is padded: the jar refuses it, as a server would read it as `a`.
+    let pad = |text: &str, p: u8| {
+        let ws = if p % 2 == 0 { " " } else { "\t" };
+        match p / 2 {
+            0 => format!("{ws}{text}"),
+            1 => format!("{text}{ws}"),
+            _ => format!("{ws}{text}{ws}"),
+        }
+    };
     let name = match spec.name {
-        // Not `" a "`: a name with spaces around it cannot go out as it is (a server reads the
-        // field without them); see the report of the seventeenth round.
-        ApiName::Pool(n) => NAMES[n].trim().to_string(),
+        ApiName::Pool(n) => NAMES[n].to_string(),
         ApiName::Empty => String::new(),
         ApiName::WithEquals => "x=y".to_string(),
         ApiName::WithSemicolon => "x;y".to_string(),
+        ApiName::Padded(n, p) => pad(NAMES[n].trim(), p),
     };
     let value = match spec.value {
         ApiValue::Plain => format!("api{serial}"),
         ApiValue::WithSemicolon => format!("a;{serial}"),
         ApiValue::Empty => String::new(),
         ApiValue::NonAscii => format!("ü{serial}"),
+        ApiValue::Padded(p) => pad(&format!("api{serial}"), p),
     };
     let mut cookie = HttpCookie::new(name, value);
     cookie.domain = domain_text(spec.domain, h);
@@ -1208,6 +1224,10 @@ fn api_to_model(cookie: &HttpCookie, url: &Url) -> Option<MCookie> {
         || cookie.name.contains('=')
         || cookie.name.contains(';')
         || cookie.value.contains(';')
+        // A server reads the `Cookie` field without spaces and tabs around names and values
+        // (RFC 6265 §5.2): such a cookie would reach it as another one.
+        || trim_wsp(&cookie.name) != cookie.name
+        || trim_wsp(&cookie.value) != cookie.value
     {
         return None;
     }

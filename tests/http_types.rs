@@ -764,6 +764,59 @@ fn control_characters_in_cookies_are_refused() {
     assert!(!jar.insert_cookie(cookie_at("x", "line\nbreak", "example.com"), &u));
 }
 
+/// A cookie given through the API with white space at either end of its name or value went
+/// out as it was (`Cookie:  a=1`, `a= x`), and a server reads the field as RFC 6265 §5.2 does,
+/// without spaces and tabs around the name and value: as the cookie `a` with the value `x`,
+/// which is not the cookie the jar holds (and `" a"` and `"a"` were two cookies in the jar that
+/// the server saw as two `a`s). Such cookies are refused, as control characters are; white
+/// space inside a name or value, and other characters RFC 6265 §4.1.1 does not allow a server
+/// to send, go out as they are and are read back the same (the jar keeps them from servers too).
+#[test]
+fn api_cookies_a_server_would_read_as_another_cookie_are_refused() {
+    use kdnet::EventLoop;
+    use kdnet::network::http::HttpClient;
+    use support::{Reply, ScriptServer, ok_response, send, wait};
+
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        Reply::Bytes(ok_response(req.header("cookie").unwrap_or("none"), ""))
+    });
+    let session = HttpSession::new();
+    let client = HttpClient::with_session(session.clone()).unwrap();
+    let me = server.url("/me");
+    let u = url(&me);
+    {
+        let mut jar = session.cookie_jar().lock();
+        for (name, value) in [
+            (" a", "1"),
+            ("a ", "1"),
+            ("\ta", "1"),
+            (" ", "1"),
+            ("a", " x"),
+            ("a", "x\t"),
+            ("a", " "),
+        ] {
+            assert!(
+                !jar.insert_cookie(HttpCookie::new(name, value), &u),
+                "insert {name:?}={value:?}"
+            );
+            assert!(
+                !jar.update_cookie(HttpCookie::new(name, value), &u),
+                "update {name:?}={value:?}"
+            );
+        }
+        assert!(jar.is_empty());
+        assert!(jar.insert_cookie(HttpCookie::new("a b", "x y"), &u));
+        assert!(jar.insert_cookie(HttpCookie::new("q", "{\"j\":1,\"k\":[2]}"), &u));
+        assert!(jar.insert_cookie(HttpCookie::new("nb", "\u{a0}x"), &u));
+    }
+    let response = wait(&mut ev, &send(&client, HttpRequest::get(&me).unwrap())).unwrap();
+    assert_eq!(
+        response.text(),
+        "a b=x y; q={\"j\":1,\"k\":[2]}; nb=\u{a0}x"
+    );
+}
+
 #[test]
 fn oversized_set_cookie_is_ignored() {
     let mut jar = HttpCookieJar::new();

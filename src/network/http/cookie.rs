@@ -333,6 +333,8 @@ pub(super) fn to_store_cookie(cookie: &HttpCookie, url: &Url) -> Option<StoreCoo
         || cookie.name.contains('=')
         || cookie.name.contains(';')
         || cookie.value.contains(';')
+        || is_padded(&cookie.name)
+        || is_padded(&cookie.value)
         || !matches!(url.scheme(), "http" | "https")
     {
         return None;
@@ -623,6 +625,13 @@ pub(super) fn path_matches(request_path: &str, cookie_path: &str) -> bool {
 /// other than tab (RFC 6265bis §5.6 step 3).
 fn is_sendable(text: &str) -> bool {
     !text.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
+/// Whether a cookie name or value has a space or tab at either end, which a server reading the
+/// `Cookie` header (RFC 6265 §5.2, and every common server) drops: it would read another cookie.
+fn is_padded(text: &str) -> bool {
+    let wsp = |c| c == ' ' || c == '\t';
+    text.starts_with(wsp) || text.ends_with(wsp)
 }
 
 /// RFC 6265bis compares cookie name prefixes case-insensitively.

@@ -48,7 +48,14 @@ impl std::error::Error for PublicSuffixListError {}
 ///   request host itself, in which case the cookie becomes host-only. No public suffix list is
 ///   bundled, so multi-label public suffixes (`co.uk`, `github.io`) are only refused after
 ///   [`HttpCookieJar::with_public_suffix_list`] was given the list.
-/// - Names and values with control characters are refused (they could not be sent back).
+/// - Names and values with control characters are refused (they could not be sent back). A
+///   cookie given through the API ([`insert_cookie`](Self::insert_cookie),
+///   [`update_cookie`](Self::update_cookie)) is also refused when a server would read its
+///   `Cookie` field as another cookie: a name with `=` or `;`, a value with `;`, a space or tab
+///   at either end of the name or value (RFC 6265 §5.2 drops them, so `" a"` would be read as
+///   `a`). Other characters RFC 6265 §4.1.1 does not let a server send (white space inside, `"`,
+///   `,`, `\`, non-ASCII) are kept and sent as they are, as browsers do: they are read back the
+///   same, and the jar keeps them from `Set-Cookie` too.
 /// - Memory is bounded: a `Set-Cookie` value longer than [`DEFAULT_MAX_SET_COOKIE_BYTES`] is
 ///   ignored, and beyond [`DEFAULT_MAX_COOKIES_PER_DOMAIN`] per domain or [`DEFAULT_MAX_COOKIES`]
 ///   in all, expired cookies and then the oldest ones are evicted (RFC 6265 §6.1).
@@ -193,8 +200,11 @@ impl HttpCookieJar {
 
     /// Adds `cookie` as if received from `url` (an empty `domain` means the host of `url`,
     /// host-only). Returns false, changing nothing, when an unexpired cookie with the same name,
-    /// domain and path exists, or when the cookie is invalid for `url` (empty name, control
-    /// characters, a domain `url` is not in, a single-label domain) or already expired. The rules
+    /// domain and path exists, or when the cookie is invalid for `url` (an empty name, control
+    /// characters, a name with `=` or `;` or a value with `;`, a space or tab at either end of
+    /// the name or value, a domain `url` is not in, a single-label domain) or already expired.
+    /// Names and values are not trimmed for you: `" a"` is refused rather than stored as `a`,
+    /// since reading the cookie back would not give what was put in. The rules
     /// that guard against servers (Secure only from `https`, name prefixes, no shadowing of
     /// Secure cookies) do not apply: the caller is trusted.
     pub fn insert_cookie(&mut self, cookie: HttpCookie, url: &Url) -> bool {
@@ -205,7 +215,8 @@ impl HttpCookieJar {
     }
 
     /// Adds `cookie` or replaces the one with the same name, domain and path (an expired
-    /// `cookie` deletes it). Returns false when the cookie is invalid for `url`.
+    /// `cookie` deletes it). Returns false, changing nothing, when the cookie is invalid for
+    /// `url` (see [`insert_cookie`](Self::insert_cookie)).
     pub fn update_cookie(&mut self, cookie: HttpCookie, url: &Url) -> bool {
         match to_store_cookie(&cookie, url) {
             Some(c) => self.insert_store_cookie(c, url, InsertMode::Upsert),
