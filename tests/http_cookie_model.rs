@@ -22,8 +22,10 @@
 //! `/a/`, not starting with `/`, empty, bare), `Max-Age` (0, negative, an hour, huge, garbage,
 //! `+5`, empty, bare, and 1 s in the cases that wait for it), `Expires` (past and future in the
 //! three formats of RFC 6265 §5.1.1's examples, garbage, bare), `Secure` (from http and https),
-//! `HttpOnly`, `SameSite` (any value, bare). Between requests, before one is sent (from
-//! `about_to_send_request`) and from its callback, the script uses the jar's API: the header
+//! `HttpOnly`, `SameSite` (any value, bare), and those with white space RFC 6265 §5.2 does not
+//! trim (no-break, em and ideographic spaces, U+0085) before or after their name or value.
+//! Between requests, before one is sent (from `about_to_send_request`) and from its callback,
+//! the script uses the jar's API: the header
 //! and the cookies for a URL, all cookies, `len`/`is_empty`, `insert_cookie`/`update_cookie`
 //! (valid and invalid cookies, names and values padded with spaces or tabs, host-only or not,
 //! Secure, expired), `remove_cookie` and `remove_cookies` (1-second cookies too, expired or
@@ -207,7 +209,35 @@ enum Attr {
     Secure,
     HttpOnly,
     SameSite(SameSiteKind),
+    /// An attribute with white space that is not a space or tab ([`UNICODE_WS`]`[ws]`) before
+    /// (`place` 0) or after (1) its name, or before (2) or after (3) its value, which RFC 6265
+    /// §5.2 does not trim.
+    Unicode {
+        attr: UAttr,
+        place: u8,
+        ws: u8,
+    },
 }
+
+/// The attributes [`Attr::Unicode`] pads.
+#[derive(Debug, Clone, Copy)]
+enum UAttr {
+    /// `Path=/a`.
+    Path,
+    /// `Max-Age=0`.
+    MaxAgeZero,
+    /// `Domain=` the host.
+    Domain,
+    Secure,
+    /// `SameSite=Strict`.
+    SameSiteStrict,
+    /// `Expires=` a past RFC 1123 date.
+    ExpiresPast,
+}
+
+/// White space other than spaces and tabs: no-break space, em space, ideographic space, next
+/// line (U+0085).
+const UNICODE_WS: [char; 4] = ['\u{a0}', '\u{2003}', '\u{3000}', '\u{85}'];
 
 #[derive(Debug, Clone)]
 struct SetCookieSpec {
@@ -374,6 +404,19 @@ fn attr() -> impl Strategy<Value = Attr> {
             Just(SameSiteKind::Bare),
         ]
         .prop_map(Attr::SameSite),
+        2 => (
+            prop_oneof![
+                Just(UAttr::Path),
+                Just(UAttr::MaxAgeZero),
+                Just(UAttr::Domain),
+                Just(UAttr::Secure),
+                Just(UAttr::SameSiteStrict),
+                Just(UAttr::ExpiresPast),
+            ],
+            0..4u8,
+            0..UNICODE_WS.len() as u8,
+        )
+            .prop_map(|(attr, place, ws)| Attr::Unicode { attr, place, ws }),
     ]
 }
 
@@ -712,6 +755,27 @@ fn render(spec: &SetCookieSpec, h: usize, serial: u64, short_name: &str) -> Stri
             Attr::Secure => push("Secure", None),
             Attr::HttpOnly => push("HttpOnly", None),
             Attr::SameSite(s) => push("SameSite", same_site_text(s)),
+            Attr::Unicode { attr, place, ws } => {
+                let w = UNICODE_WS[usize::from(ws)];
+                let (n, v) = match attr {
+                    UAttr::Path => ("Path", Some("/a".to_string())),
+                    UAttr::MaxAgeZero => ("Max-Age", Some("0".to_string())),
+                    UAttr::Domain => ("Domain", Some(domain_text(DomainKind::Host, h))),
+                    UAttr::Secure => ("Secure", None),
+                    UAttr::SameSiteStrict => ("SameSite", Some("Strict".to_string())),
+                    UAttr::ExpiresPast => (
+                        "Expires",
+                        Some(expires_text(ExpiresKind::Past1123).0.to_string()),
+                    ),
+                };
+                let (n, v) = match place {
+                    0 => (format!("{w}{n}"), v),
+                    1 => (format!("{n}{w}"), v),
+                    2 => (n.to_string(), Some(format!("{w}{}", v.unwrap_or_default()))),
+                    _ => (n.to_string(), Some(format!("{}{w}", v.unwrap_or_default()))),
+                };
+                push(&n, v.as_deref());
+            }
         }
     }
     if spec.short {
@@ -945,6 +1009,34 @@ fn parse_set_cookie(
             }
             Attr::Secure => secure = true,
             Attr::HttpOnly => http_only = true,
+            // White space other than spaces and tabs is not trimmed (RFC 6265 §5.2): around the
+            // name, it is no attribute the RFC knows, and ignored.
+            Attr::Unicode { place: 0 | 1, .. } => {}
+            Attr::Unicode { attr, place, ws } => {
+                let w = UNICODE_WS[usize::from(ws)];
+                match attr {
+                    // Not starting with `/`: the default path; else the path with it.
+                    UAttr::Path if place == 2 => path = Some((default_path(url), false)),
+                    UAttr::Path => path = Some((format!("/a{w}"), true)),
+                    // Not all digits: ignored.
+                    UAttr::MaxAgeZero => {}
+                    // No host domain-matches it: the cookie is ignored (below).
+                    UAttr::Domain => {
+                        let d = domain_text(DomainKind::Host, h).to_ascii_lowercase();
+                        domain = Some(if place == 2 {
+                            format!("{w}{d}")
+                        } else {
+                            format!("{d}{w}")
+                        });
+                    }
+                    // Its value is not looked at.
+                    UAttr::Secure => secure = true,
+                    // An unknown value.
+                    UAttr::SameSiteStrict => same_site = SameSitePolicy::None,
+                    // The cookie-date algorithm skips what is not a date token.
+                    UAttr::ExpiresPast => expires = expires_text(ExpiresKind::Past1123).1,
+                }
+            }
             Attr::SameSite(s) => {
                 same_site = match s {
                     SameSiteKind::Lax => SameSitePolicy::Lax,

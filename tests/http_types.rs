@@ -817,6 +817,70 @@ fn api_cookies_a_server_would_read_as_another_cookie_are_refused() {
     );
 }
 
+/// RFC 6265 §5.2 trims only spaces and tabs off attribute names and values; the `cookie` crate
+/// under the jar trimmed all Unicode white space, so `\u{a0}Path=/x` set the path `/x` (a
+/// browser ignores the attribute: the cookie gets the default path), `Max-Age\u{2003}=0`
+/// deleted a cookie a browser keeps, `Secure\u{a0}` made a cookie from plain http Secure (and
+/// so refused), `Domain=\u{a0}127.0.0.1` was the host itself (a browser ignores the cookie: no
+/// host matches that domain, unless a later `Domain` decides).
+#[test]
+fn set_cookie_attributes_are_trimmed_of_spaces_and_tabs_only() {
+    use kdnet::EventLoop;
+    use kdnet::network::http::HttpClient;
+    use support::{Reply, ScriptServer, ok_response, send, wait};
+
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        if req.line.starts_with("GET /p/set") {
+            Reply::Bytes(ok_response(
+                "set",
+                "Set-Cookie: a=1; \u{a0}Path=/x\r\n\
+                 Set-Cookie: b=2; Path=\u{a0}/x\r\n\
+                 Set-Cookie: c=3; Max-Age\u{2003}=0\r\n\
+                 Set-Cookie: d=4; Max-Age=\u{2003}0\r\n\
+                 Set-Cookie: e=5; Domain=\u{a0}127.0.0.1\r\n\
+                 Set-Cookie: f=6; Secure\u{a0}\r\n\
+                 Set-Cookie: g=7; Path=/p\u{a0}\r\n\
+                 Set-Cookie: h=8; \u{a0}Path=/x; Path=/p/z; Path=\u{a0}/x\r\n\
+                 Set-Cookie: i=9; Path=/x\u{3000}; Path=/p/z \t\r\n\
+                 Set-Cookie: j=10; Domain=\u{a0}127.0.0.1; Domain=.\r\n",
+            ))
+        } else {
+            Reply::Bytes(ok_response(req.header("cookie").unwrap_or("none"), ""))
+        }
+    });
+    let session = HttpSession::new();
+    let client = HttpClient::with_session(session.clone()).unwrap();
+    let set = wait(
+        &mut ev,
+        &send(&client, HttpRequest::get(&server.url("/p/set")).unwrap()),
+    );
+    assert_eq!(set.unwrap().text(), "set");
+    let sent = wait(
+        &mut ev,
+        &send(&client, HttpRequest::get(&server.url("/p/z")).unwrap()),
+    );
+    assert_eq!(
+        sent.unwrap().text(),
+        "i=9; a=1; b=2; c=3; d=4; f=6; h=8; j=10"
+    );
+
+    let jar = session.cookie_jar().lock();
+    let all = jar.all_cookies();
+    let path_of = |name: &str| all.iter().find(|c| c.name == name).map(|c| c.path.clone());
+    assert_eq!(
+        path_of("g").as_deref(),
+        Some("/p\u{a0}"),
+        "kept, never sent"
+    );
+    assert_eq!(path_of("h").as_deref(), Some("/p"), "the last Path decides");
+    assert_eq!(path_of("i").as_deref(), Some("/p/z"));
+    assert_eq!(path_of("e"), None);
+    let cookie = |name: &str| all.iter().find(|c| c.name == name).unwrap();
+    assert!(cookie("c").is_session_cookie() && cookie("d").is_session_cookie());
+    assert!(!cookie("f").secure);
+}
+
 #[test]
 fn oversized_set_cookie_is_ignored() {
     let mut jar = HttpCookieJar::new();

@@ -5,7 +5,7 @@ use std::borrow::Cow;
 use std::fmt;
 use std::time::{Duration, SystemTime};
 
-use cookie_store::{Cookie as StoreCookie, CookieDomain, CookieExpiration, RawCookie};
+use cookie_store::{Cookie as StoreCookie, CookieDomain, CookieExpiration, CookiePath, RawCookie};
 use url::{Host, Url};
 
 /// Longest `Set-Cookie` value (name, value and attributes) that is stored: 8192 bytes. RFC 6265
@@ -275,9 +275,12 @@ pub(super) fn prepare_set_cookie(
 /// Parses a `Set-Cookie` value into the store's form: the name and value as RFC 6265 §5.2
 /// reads them (the text before the first `;`, split at its first `=`, each trimmed of spaces
 /// and tabs only; `None` without `=` or with an empty name), the attributes as the `cookie`
-/// crate reads them, but for a bare `Path`, which sets the default path, and a `SameSite` with
-/// an unknown value or none, which sets the default. The crate trimmed all Unicode white space
-/// off the name and value, so a value starting or ending with a no-break space lost it.
+/// crate reads them, but for a bare `Path`, which sets the default path, a `SameSite` with
+/// an unknown value or none, which sets the default, and attribute names and values with
+/// white space other than spaces and tabs at an end, which are read as RFC 6265 §5.2 reads
+/// them (the crate trims all Unicode white space: `\u{a0}Secure` made a cookie Secure,
+/// `Max-Age\u{2003}=0` deleted one, `Path=\u{a0}/x` gave it the path `/x`). The crate trimmed
+/// the name and value that way too, so a value starting or ending with a no-break space lost it.
 fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
     let (pair, attributes) = value.split_at(value.find(';').unwrap_or(value.len()));
     let (name, pair_value) = pair.split_once('=')?;
@@ -293,13 +296,47 @@ fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
     // last of each decides.
     let mut text = String::with_capacity(3 + attributes.len() + 8);
     text.push_str("n=v");
+    // The path of the last `Path`, if the crate would read its value differently, and whether
+    // the last `Domain` with a value is one no host can match.
+    let mut padded_path: Option<&str> = None;
+    let mut padded_domain = false;
     for attribute in attributes.split(';').skip(1) {
-        text.push(';');
         let (key, attribute_value) = match attribute.split_once('=') {
             Some((key, v)) => (key, Some(v.trim_matches(wsp))),
             None => (attribute, None),
         };
         let key = key.trim_matches(wsp);
+        // The crate trims all Unicode white space off attribute names and values; RFC 6265
+        // §5.2 only spaces and tabs. A name with other white space at an end is none the RFC
+        // knows (ignored); a value with it at an end makes a `Max-Age` no number (ignored),
+        // a `Domain` one no host can match (the cookie is ignored, §5.3 step 6), a `Path`
+        // one that does not start with `/` (the default path) or one with the white space in
+        // it; `Expires` and `SameSite` are read from the RFC's value below. (The last of each
+        // decides.)
+        if key.trim() != key {
+            continue;
+        }
+        if let Some(v) = attribute_value.filter(|v| v.trim() != *v) {
+            if key.eq_ignore_ascii_case("max-age") {
+                continue;
+            }
+            if key.eq_ignore_ascii_case("domain") {
+                padded_domain = true;
+                continue;
+            }
+            if key.eq_ignore_ascii_case("path") {
+                padded_path = Some(v);
+                continue;
+            }
+        } else if key.eq_ignore_ascii_case("path") {
+            padded_path = None;
+        } else if key.eq_ignore_ascii_case("domain")
+            && attribute_value.is_some_and(|v| !v.is_empty())
+        {
+            // The last `Domain` with a value decides (an empty one is ignored, §5.2.3).
+            padded_domain = false;
+        }
+        text.push(';');
         if key.eq_ignore_ascii_case("samesite")
             && !attribute_value.is_some_and(|v| {
                 ["lax", "strict", "none"]
@@ -315,14 +352,19 @@ fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
             text.push('=');
         }
     }
+    if padded_domain {
+        return None;
+    }
     let mut raw = RawCookie::parse(text).ok()?;
     raw.set_name(name.to_string());
     raw.set_value(pair_value.to_string());
-    Some(
-        StoreCookie::try_from_raw_cookie(&raw, url)
-            .ok()?
-            .into_owned(),
-    )
+    let mut cookie = StoreCookie::try_from_raw_cookie(&raw, url)
+        .ok()?
+        .into_owned();
+    if let Some(path) = padded_path {
+        cookie.path = CookiePath::new(path, url);
+    }
+    Some(cookie)
 }
 
 /// Builds the store's form of a cookie given through the API.
@@ -418,7 +460,8 @@ fn apply_rfc_6265_expiry(cookie: &mut StoreCookie<'_>, set_cookie: &str) {
         let Some((name, value)) = attribute.split_once('=') else {
             continue;
         };
-        let (name, value) = (name.trim(), value.trim());
+        let wsp = |c| c == ' ' || c == '\t';
+        let (name, value) = (name.trim_matches(wsp), value.trim_matches(wsp));
         if name.eq_ignore_ascii_case("max-age") {
             let digits = value.strip_prefix('-').unwrap_or(value);
             if value.is_empty() {
