@@ -497,3 +497,69 @@ fn a_burst_of_connections_beyond_one_turns_accepts_is_accepted_in_full() {
     peers.sort();
     assert_eq!(locals, peers, "each client accepted once");
 }
+
+/// KDNetwork's `TcpServer` emitted `errorOccurred` for a failed `listen` (its `setError`), and a
+/// failed name lookup reached only that signal; kdnet's `listen` and `listen_on` returned the
+/// error as their `Err` only, so a porter's `error_occurred` slot heard nothing. Each failure is
+/// now also emitted, the same error, before `listen` returns; the state does not change
+/// (`NotListening` after a failed listen, `Listening` for one on a listening server), and a
+/// slot can listen again from there.
+#[test]
+fn a_failed_listen_is_also_emitted_as_error_occurred() {
+    let _ev = EventLoop::new().unwrap();
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let server = TcpServer::new().unwrap();
+    let log: Rc<RefCell<Vec<String>>> = Rc::default();
+    let l = log.clone();
+    server
+        .error_occurred
+        .connect(move |e| l.borrow_mut().push(format!("error_occurred {e:?}")))
+        .release();
+    let l = log.clone();
+    server
+        .state_changed
+        .connect(move |s| l.borrow_mut().push(format!("state {s:?}")))
+        .release();
+    let mut failures = vec![
+        server.listen("127.0.0.1", port).unwrap_err(),
+        server
+            .listen_on(std::net::SocketAddr::from(([127, 0, 0, 1], port)))
+            .unwrap_err(),
+        server.listen("not a host", 0).unwrap_err(),
+        server.listen("[127.0.0.1]", 0).unwrap_err(),
+    ];
+    assert_eq!(server.state(), kdnet::network::ServerState::NotListening);
+    server.listen("127.0.0.1", 0).unwrap();
+    failures.push(server.listen("127.0.0.1", 0).unwrap_err());
+    assert!(
+        server.is_listening(),
+        "a listen on a listening server changes nothing"
+    );
+    let mut expected: Vec<String> = failures
+        .iter()
+        .map(|e| format!("error_occurred {e:?}"))
+        .collect();
+    expected.insert(4, "state Listening".to_owned());
+    assert_eq!(*log.borrow(), expected);
+    assert!(
+        matches!(failures[0].io_kind(), Some(std::io::ErrorKind::AddrInUse)),
+        "{:?}",
+        failures[0]
+    );
+
+    // A slot that listens elsewhere: the server listens; the `Err` still tells of the attempt.
+    let retry = TcpServer::new().unwrap();
+    let weak = Rc::downgrade(&retry);
+    retry
+        .error_occurred
+        .connect(move |_| {
+            if let Some(server) = weak.upgrade() {
+                server.listen("127.0.0.1", 0).unwrap();
+            }
+        })
+        .release();
+    assert!(retry.listen("127.0.0.1", port).is_err());
+    assert!(retry.is_listening());
+    assert_ne!(retry.server_port(), Some(port));
+}

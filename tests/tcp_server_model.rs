@@ -19,7 +19,8 @@
 //! The model is the documented behaviour (`TcpServer` and `TcpSocket` docs, the `tcp::socket`
 //! module doc, PORTING.md's socket and server rows):
 //! - server: `listen` succeeds exactly when not listening and emits `state_changed(Listening)`
-//!   then `listening_started`, a second one fails with `InvalidState`; `close` emits
+//!   then `listening_started`, a second one fails with `InvalidState` (also emitted as
+//!   `error_occurred`, the server listening on); `close` emits
 //!   `state_changed(NotListening)` only when listening; `new_connection` hands over sockets
 //!   only while listening (never after `close` or the drop of the server, also when they came
 //!   from a `new_connection` slot), each `Connected`, from the listened family, and only once
@@ -657,6 +658,12 @@ fn make(drv: &Drv, op: Op) {
                     .push(ServerEv::State(ServerState::Listening));
                 d.expected_server_events.push(ServerEv::ListeningStarted);
                 d.listening = true;
+            } else {
+                // Also emitted (KDNetwork's `setError`), the server listening on.
+                let error = SocketError::InvalidState("server is already listening");
+                drv.borrow_mut()
+                    .expected_server_events
+                    .push(ServerEv::Error(error.to_string()));
             }
             let result = server.listen(host, 0);
             match (&result, was) {

@@ -50,10 +50,11 @@ pub enum ServerState {
 pub struct TcpServer {
     /// A connection was accepted.
     pub new_connection: Signal<Rc<TcpSocket>>,
-    /// Accepting failed: an accept error such as running out of descriptors (accepting pauses
-    /// for 100 ms, then goes on), or an accepted connection that could not be set up. A failed
-    /// [`listen`](Self::listen) or [`listen_on`](Self::listen_on) is their `Err` only, not
-    /// emitted here (KDNetwork's `setError` emitted `errorOccurred` for it too).
+    /// Listening or accepting failed: a failed [`listen`](Self::listen) or
+    /// [`listen_on`](Self::listen_on) (the error its `Err` also returns, emitted before it
+    /// returns, as KDNetwork's `setError` emitted `errorOccurred`), an accept error such as
+    /// running out of descriptors (accepting pauses for 100 ms, then goes on), or an accepted
+    /// connection that could not be set up.
     pub error_occurred: Signal<SocketError>,
     /// `listen` succeeded (after `state_changed(Listening)`; not emitted when a slot of that
     /// closed the server again).
@@ -121,7 +122,19 @@ impl TcpServer {
     /// reach the server; addresses whose family the machine lacks are skipped (at least one
     /// must work). `::` listens on all interfaces for both families (only IPv4 on a machine
     /// without IPv6) and `0.0.0.0` for IPv4 only (see [`listen_on`](Self::listen_on)).
+    ///
+    /// A failure (a malformed host, a failed lookup, no address that can be bound, the port in
+    /// use, [`SocketError::InvalidState`] while already listening) is returned and also emitted
+    /// as [`error_occurred`](Self::error_occurred) before `listen` returns (KDNetwork reported
+    /// it there, and a failed lookup only there). The state does not change: a server that was
+    /// not listening stays [`ServerState::NotListening`] (no `state_changed`), one that was
+    /// listening goes on. A slot may listen again; the `Err` still reports the failed attempt.
     pub fn listen(&self, host_or_ip: &str, port: u16) -> Result<(), SocketError> {
+        let result = self.resolve_and_listen(host_or_ip, port);
+        self.report(result)
+    }
+
+    fn resolve_and_listen(&self, host_or_ip: &str, port: u16) -> Result<(), SocketError> {
         // An internationalized name is resolved in its IDNA form.
         let ascii = ascii_host(host_or_ip)?;
         let host = &*ascii;
@@ -178,9 +191,20 @@ impl TcpServer {
     /// cannot be bound) the dual-stack `::` listens on `0.0.0.0` instead, as Qt's `Any` does
     /// ([`server_address`](Self::server_address) says so); any other failure, such as the port
     /// being in use, is an error. Fails with [`SocketError::InvalidState`] while already
-    /// listening (close first).
+    /// listening (close first). A failure is also emitted as
+    /// [`error_occurred`](Self::error_occurred), and leaves the state as it was, as for
+    /// [`listen`](Self::listen).
     pub fn listen_on(&self, addr: SocketAddr) -> Result<(), SocketError> {
-        self.listen_on_all(&[addr])
+        let result = self.listen_on_all(&[addr]);
+        self.report(result)
+    }
+
+    /// Emits a failed listen's error as `error_occurred`, and returns the result.
+    fn report(&self, result: Result<(), SocketError>) -> Result<(), SocketError> {
+        if let Err(e) = &result {
+            self.error_occurred.emit(e);
+        }
+        result
     }
 
     /// Listens on each of `addrs` (all with one port); an address whose family the machine
