@@ -950,7 +950,8 @@ fn parse_set_cookie(
     url: &Url,
     window: (f64, f64),
 ) -> Option<MCookie> {
-    if text.len() > 8192 {
+    // A control character (but tab) anywhere: ignored (RFC 6265bis §5.6 step 1).
+    if text.len() > 8192 || has_control(text) {
         return None;
     }
     let pair = text.split(';').next().unwrap();

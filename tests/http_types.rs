@@ -881,6 +881,33 @@ fn set_cookie_attributes_are_trimmed_of_spaces_and_tabs_only() {
     assert!(!cookie("f").secure);
 }
 
+/// RFC 6265bis §5.6 step 1 (browsers since 2021, web-platform-tests `cookies/*/*-ctl.html`):
+/// a `Set-Cookie` string with a control character other than tab anywhere, attributes
+/// included, is ignored entirely. The jar looked only at the name and value, so
+/// `a=1; Secure\u{1}` stored `a` as a plain cookie (the attribute named `Secure\u{1}` being
+/// unknown) and `a=1; Path=/\u{7f}` stored one, where a browser stores nothing.
+#[test]
+fn a_set_cookie_string_with_a_control_character_anywhere_is_ignored() {
+    let u = url("https://example.com/");
+    let mut jar = HttpCookieJar::new();
+    for text in [
+        "a=1; Secure\u{1}",
+        "a=1; Path=/\u{7f}",
+        "a=1; Max-Age=5\u{0}",
+        "a=1; \u{1b}[31m",
+        "a=1;\u{b}",
+    ] {
+        assert_eq!(
+            HttpCookie::from_set_cookie_header(text, &u),
+            None,
+            "{text:?}"
+        );
+        assert_eq!(jar.store_response_cookies(&u, [text]), 0, "{text:?}");
+    }
+    assert!(jar.is_empty());
+    assert_eq!(jar.store_response_cookies(&u, ["a=1; Path=/\t; Secure"]), 1);
+}
+
 #[test]
 fn oversized_set_cookie_is_ignored() {
     let mut jar = HttpCookieJar::new();

@@ -248,10 +248,12 @@ pub(super) fn prepare_set_cookie(
     {
         return None;
     }
-    let mut cookie = parse_rfc_6265(value, url)?;
-    if !is_sendable(cookie.name()) || !is_sendable(cookie.value()) {
+    // RFC 6265bis §5.6 step 1: a control character (but tab) anywhere, attributes included,
+    // and the whole string is ignored (as browsers do).
+    if !is_sendable(value) {
         return None;
     }
+    let mut cookie = parse_rfc_6265(value, url)?;
     apply_rfc_6265_expiry(&mut cookie, value);
     apply_single_label_rule(&mut cookie, url)?;
     let secure = cookie.secure() == Some(true);
@@ -664,8 +666,8 @@ pub(super) fn path_matches(request_path: &str, cookie_path: &str) -> bool {
     }
 }
 
-/// Whether a cookie name or value can be sent back in a `Cookie` header: no control characters
-/// other than tab (RFC 6265bis §5.6 step 3).
+/// Whether a cookie name or value can be sent back in a `Cookie` header, or a `Set-Cookie`
+/// string is one to read: no control characters other than tab (RFC 6265bis §5.6 step 1).
 fn is_sendable(text: &str) -> bool {
     !text.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
 }

@@ -48,8 +48,10 @@ impl std::error::Error for PublicSuffixListError {}
 ///   request host itself, in which case the cookie becomes host-only. No public suffix list is
 ///   bundled, so multi-label public suffixes (`co.uk`, `github.io`) are only refused after
 ///   [`HttpCookieJar::with_public_suffix_list`] was given the list.
-/// - Names and values with control characters are refused (they could not be sent back). A
-///   cookie given through the API ([`insert_cookie`](Self::insert_cookie),
+/// - A `Set-Cookie` value with a control character other than tab anywhere, attributes
+///   included, is ignored (RFC 6265bis §5.6, as browsers do), and so is a name or value with
+///   one given through the API (it could not be sent back).
+/// - A cookie given through the API ([`insert_cookie`](Self::insert_cookie),
 ///   [`update_cookie`](Self::update_cookie)) is also refused when a server would read its
 ///   `Cookie` field as another cookie: a name with `=` or `;`, a value with `;`, a space or tab
 ///   at either end of the name or value (RFC 6265 §5.2 drops them, so `" a"` would be read as
