@@ -789,36 +789,36 @@ fn base64_errors_name_the_line_the_character_and_what_to_do() {
         reason(&without_end)
     );
 
-    // A character lost from line 3.
-    let short = format!("{}{}", &lines[2][..10], &lines[2][11..]);
+    // A character added to line 3 (a PEM's base64 text is a whole number of groups of four,
+    // so one more is never a whole number).
+    let long = format!("{}A{}", &lines[2][..10], &lines[2][10..]);
     assert_eq!(
-        reason(&with_line(2, &short)),
+        reason(&with_line(2, &long)),
         format!(
             "CA certificate PEM, section 1: base64 decode error at line 3: it is {} characters \
              long where the lines before it have {}, and the base64 text does not decode: a \
              character was lost or added there (get the file again)",
-            lines[2].len() - 1,
+            lines[2].len() + 1,
             lines[1].len()
         )
     );
 
-    // Two certificates' contents in one section.
-    let mut run_together: Vec<&str> = pki.ca_pem.lines().collect();
-    run_together.pop();
-    let other: Vec<&str> = pki.other_ca_pem.lines().collect();
-    run_together.extend(&other[1..]);
-    let padded = pki.ca_pem.lines().count() - 1;
-    assert!(
-        lines[padded - 1].ends_with('='),
-        "the test CA's base64 ends in padding"
-    );
+    // The same before a final `==` (the decoder calls it misplaced padding, not a bad length).
     assert_eq!(
-        reason(&(run_together.join("\n") + "\n")),
-        format!(
-            "CA certificate PEM, section 1: base64 decode error at line {padded}: the base64 \
-             text ends there (with '=') but goes on after it (the contents of two sections run \
-             together?): each certificate or key needs its own BEGIN and END lines"
-        )
+        reason(
+            "-----BEGIN CERTIFICATE-----\nAAAAAAAA\nAAAAAAAAA\nAAAAAA==\n-----END CERTIFICATE-----\n"
+        ),
+        "CA certificate PEM, section 1: base64 decode error at line 3: it is 9 characters long \
+         where the lines before it have 8, and the base64 text does not decode: a character was \
+         lost or added there (get the file again)"
+    );
+
+    // Two contents in one section: padding, then more base64.
+    assert_eq!(
+        reason("-----BEGIN CERTIFICATE-----\nAAAAAA==\nAAAA\n-----END CERTIFICATE-----\n"),
+        "CA certificate PEM, section 1: base64 decode error at line 2: the base64 text ends \
+         there (with '=') but goes on after it (the contents of two sections run together?): \
+         each certificate or key needs its own BEGIN and END lines"
     );
 
     // An END line that does not match its BEGIN line.
@@ -833,7 +833,8 @@ fn base64_errors_name_the_line_the_character_and_what_to_do() {
         )
     );
 
-    // The last line cut short: no line is odd, the text does not end on a group of four.
+    // The last line cut short by three characters (it has four at least): no line is odd, the
+    // text does not end on a whole group of four.
     let cut = &lines[last - 1][..lines[last - 1].len() - 3];
     let text = with_line(last - 1, cut);
     let reason = reason(&text);

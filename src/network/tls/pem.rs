@@ -423,14 +423,20 @@ fn base64_error_text(reason: &str, lines: &[(usize, &[u8])]) -> String {
             );
         }
     }
-    if reason == "PrematurePadding" {
-        let padded = body.iter().position(|&(_, line)| line.contains(&b'='));
-        if let Some(index) = padded {
+    // Padding with base64 text after it (the decoder also says `PrematurePadding` for a
+    // misplaced final `==`, when a character was added before it).
+    let padded = body.iter().position(|&(_, line)| line.contains(&b'='));
+    if let Some(index) = padded {
+        let (number, line) = body[index];
+        let after_padding = line.iter().skip_while(|&&b| b != b'=');
+        let continues = after_padding
+            .chain(body[index + 1..].iter().flat_map(|&(_, line)| line.iter()))
+            .any(|&b| is_base64(b));
+        if continues {
             return format!(
-                "base64 decode error at line {}: the base64 text ends there (with '=') but goes \
-                 on after it (the contents of two sections run together?): each certificate or \
-                 key needs its own BEGIN and END lines",
-                body[index].0
+                "base64 decode error at line {number}: the base64 text ends there (with '=') but \
+                 goes on after it (the contents of two sections run together?): each \
+                 certificate or key needs its own BEGIN and END lines"
             );
         }
     }
