@@ -2642,6 +2642,37 @@ fn a_connection_idle_past_the_idle_timeout_is_not_reused_even_if_its_timer_did_n
         == 0));
 }
 
+/// An idle timeout lowered while a connection sits in the pool applies to that connection
+/// too, as a lowered connection limit does: with the timeout set to 0 ("keep nothing idle")
+/// the next request goes out on a new connection. The pooled one kept the deadline it was
+/// given under the old timeout (60 s) and was reused.
+#[test]
+fn an_idle_timeout_lowered_while_a_connection_is_pooled_applies_to_it() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| Reply::Bytes(ok_response("ok", "")));
+    let client = HttpClient::new().unwrap();
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/1")).unwrap().text(),
+        "ok"
+    );
+    assert_eq!(client.open_connections(), 1);
+    client.update_session(|s| s.set_idle_connection_timeout(Duration::ZERO));
+    assert_eq!(
+        get(&mut ev, &client, &server.url("/2")).unwrap().text(),
+        "ok"
+    );
+    let conns: Vec<usize> = server.requests().iter().map(|r| r.connection).collect();
+    assert_eq!(conns.len(), 2);
+    assert_ne!(
+        conns[0], conns[1],
+        "a connection idle past the lowered timeout was reused"
+    );
+    // Nothing is kept idle under a timeout of 0.
+    assert!(run_until(&mut ev, Duration::from_secs(3), || client
+        .open_connections()
+        == 0));
+}
+
 /// A redirect hop judges a pooled connection's idleness by the time of the hop, not by when its
 /// request was first sent: in the turn in which an idle connection's deadline passes, the
 /// redirect answer is read before the client's idle timer fires, and the hop took the expired
