@@ -290,7 +290,10 @@ impl HttpClient {
     /// request they serve and are not reused. A higher
     /// `max_connections_per_host` also starts, at once, the requests queued behind the old limit;
     /// a lower one applies to the connections already open: idle ones over it close at once,
-    /// busy ones when their request ends (requests queued meanwhile keep their order).
+    /// busy ones when their request ends (requests queued meanwhile keep their order). A
+    /// shorter idle connection timeout applies to the connections already idle too: none is
+    /// kept (or reused) past the new timeout counted from the change, and with 0 none is
+    /// reused.
     pub fn set_session(&self, session: HttpSession) {
         let mut actions = Vec::new();
         {
@@ -299,6 +302,8 @@ impl HttpClient {
             // then not reused (see `Conn::tls`): trust or identity changes apply to the next
             // connection opened, whichever request it is for.
             let old = &inner.session;
+            let lowered_idle = (session.idle_connection_timeout() < old.idle_connection_timeout())
+                .then(|| session.idle_connection_timeout());
             let (new_max, old_max) = (
                 session.max_connections_per_host().max(1),
                 old.max_connections_per_host().max(1),
@@ -310,6 +315,9 @@ impl HttpClient {
                 inner.tls = None;
             }
             inner.session = session;
+            if let Some(idle) = lowered_idle {
+                self.shorten_idle_deadlines(&mut inner, idle);
+            }
             if new_max > old_max {
                 self.start_queued_within_limit(&mut inner, &mut actions);
             } else if new_max < old_max {

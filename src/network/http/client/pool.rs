@@ -305,6 +305,26 @@ impl HttpClient {
         }
     }
 
+    /// The idle timeout was lowered to `idle`: no idle connection is kept for longer than
+    /// that from now (each deadline was set under the old timeout), and none is reused once
+    /// its deadline passed; with 0 none is reused at all.
+    pub(super) fn shorten_idle_deadlines(&self, inner: &mut ClientInner, idle: Duration) {
+        let latest = deadline_after(Instant::now(), idle);
+        let mut shortened = false;
+        for conn in inner.conns.values_mut() {
+            if conn.request.is_none()
+                && let Some(until) = conn.idle_until.as_mut()
+                && *until > latest
+            {
+                *until = latest;
+                shortened = true;
+            }
+        }
+        if shortened {
+            self.watch_idle_until(inner, latest);
+        }
+    }
+
     fn open_conn(&self, inner: &mut ClientInner, host: &Rc<HostKey>) -> Result<u64, HttpError> {
         let socket = TcpSocket::new().map_err(|e| {
             HttpError::Transport(SocketError::InvalidState(
