@@ -4546,3 +4546,63 @@ fn upload_progress_reaches_its_total_when_the_answer_fails_before_the_written_re
         );
     }
 }
+
+/// CA certificates can be given as DER (`HttpSession::add_ca_certificate_der`), and the system
+/// roots can be left out (`set_trust_default_roots(false)`, reqwest's
+/// `tls_built_in_root_certs(false)`). With only the added CAs trusted and none added, an https
+/// request fails with a configuration error before any connection; with the test CA added as
+/// DER it succeeds. A DER that is no certificate is refused and adds nothing.
+#[test]
+fn a_der_ca_certificate_is_trusted_and_the_system_roots_can_be_left_out() {
+    use kdnet::network::{SocketError, TlsFailure};
+    use rustls::pki_types::pem::PemObject;
+    use std::sync::{Arc, Mutex};
+    let mut ev = EventLoop::new().unwrap();
+    let pki = support::certs::test_pki();
+    let seen = Arc::new(Mutex::new(Vec::<String>::new()));
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = {
+        let seen = Arc::clone(&seen);
+        support::served::listen(listener, true, move |reader, _| {
+            while let Some(request) = support::read_request(reader) {
+                seen.lock().unwrap().push(request.line.clone());
+                if !support::served::write_all(reader, &ok_response("done", "")) {
+                    return;
+                }
+            }
+        })
+    };
+    let url = format!("https://127.0.0.1:{}/", addr.port());
+    let client = HttpClient::new().unwrap();
+    assert!(client.session().trusts_default_roots());
+    client.update_session(|s| s.set_trust_default_roots(false));
+    let e = get(&mut ev, &client, &url).unwrap_err();
+    assert!(
+        matches!(
+            &e,
+            HttpError::Transport(SocketError::Tls(TlsFailure::Configuration(reason)))
+                if reason == "no trusted root certificate"
+        ),
+        "{e:?}"
+    );
+    assert!(seen.lock().unwrap().is_empty());
+
+    let mut session = client.session();
+    assert!(
+        session
+            .add_ca_certificate_der(b"\x30\x03\x02\x01\x01")
+            .is_err()
+    );
+    assert!(session.extra_ca_certificates().is_empty());
+    let der = rustls::pki_types::CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap();
+    session.add_ca_certificate_der(&der).unwrap();
+    // Kept in its PEM form, which reads back as the same certificate.
+    let kept = &session.extra_ca_certificates()[0];
+    assert_eq!(
+        rustls::pki_types::CertificateDer::from_pem_slice(kept).unwrap(),
+        der
+    );
+    client.set_session(session);
+    assert_eq!(get(&mut ev, &client, &url).unwrap().text(), "done");
+    assert_eq!(*seen.lock().unwrap(), ["GET / HTTP/1.1"]);
+}

@@ -426,3 +426,58 @@ fn responses_of_every_framing_and_coding_in_turn_on_one_connection_decode_afresh
         seen.iter().map(|r| r.connection).collect::<Vec<_>>()
     );
 }
+
+/// Content decoding can be turned off (`HttpSession::set_decompress(false)`, reqwest's
+/// `gzip(false)`): no `Accept-Encoding` is added then, and a gzip body the caller asked for
+/// with an `Accept-Encoding` of its own comes as the server sent it, with its `Content-Encoding`
+/// and `Content-Length`. Turned on again, the next request asks for the codings and gets the
+/// body decoded. Before, a caller who wanted the raw bytes still got them decoded.
+#[test]
+fn with_decoding_off_no_codings_are_asked_for_and_a_gzip_body_comes_as_sent() {
+    let text = sample_text();
+    let packed = gzip(&text);
+    let reply = [
+        format!(
+            "HTTP/1.1 200 OK\r\nContent-Encoding: gzip\r\nContent-Length: {}\r\n\r\n",
+            packed.len()
+        )
+        .into_bytes(),
+        packed.clone(),
+    ]
+    .concat();
+    let server = ScriptServer::start(move |_, _| Reply::Bytes(reply.clone()));
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    assert!(client.session().decompresses(), "on by default");
+    client.update_session(|s| s.set_decompress(false));
+    let fetch = |request: HttpRequest, ev: &mut EventLoop| {
+        support::wait(ev, &support::send(&client, request)).unwrap()
+    };
+
+    let raw = fetch(HttpRequest::get(&server.url("/a")).unwrap(), &mut ev);
+    let own = HttpRequest::get(&server.url("/b"))
+        .unwrap()
+        .with_header("Accept-Encoding", "gzip");
+    let raw_asked = fetch(own, &mut ev);
+    for response in [&raw, &raw_asked] {
+        assert!(response.body()[..] == packed[..], "the body as sent");
+        assert_eq!(response.header("content-encoding"), Some("gzip"));
+        assert_eq!(
+            response.header("content-length"),
+            Some(packed.len().to_string().as_str())
+        );
+    }
+    client.update_session(|s| s.set_decompress(true));
+    let decoded = fetch(HttpRequest::get(&server.url("/c")).unwrap(), &mut ev);
+    assert!(decoded.body()[..] == text[..], "decoded again");
+    assert!(!decoded.has_header("content-encoding"));
+
+    let seen = server.requests();
+    let accepted: Vec<Option<&str>> = seen.iter().map(|r| r.header("accept-encoding")).collect();
+    let codings = if cfg!(feature = "brotli") {
+        "gzip, deflate, br"
+    } else {
+        "gzip, deflate"
+    };
+    assert_eq!(accepted, [None, Some("gzip"), Some(codings)]);
+}

@@ -164,7 +164,8 @@ impl fmt::Debug for SharedCookieJar {
 /// Defaults (KDNetwork's where it had one): `User-Agent: kdnet/<version>`, `Accept: */*`,
 /// connect timeout 30 s, idle pooled connections kept 60 s, 6 connections per host,
 /// redirects followed up to 5 hops, no read (idle) timeout, response heads up to 64 KiB and 100
-/// fields, certificates verified against the system roots.
+/// fields, gzip/deflate bodies decoded (see [`HttpSession::set_decompress`]), certificates
+/// verified against the system roots and the added CA certificates.
 ///
 /// **Redirects, one source of truth:** before a request is sent the client calls
 /// [`HttpSession::prepare_request`], which applies [`HttpSession::apply_redirect_settings`]:
@@ -205,8 +206,10 @@ pub struct HttpSession {
     max_response_headers: usize,
     max_response_body_bytes: usize,
     extra_ca_certificates: Vec<Vec<u8>>,
+    trust_default_roots: bool,
     client_certificate: Option<(Vec<u8>, Vec<u8>)>,
     verify_certificates: bool,
+    decompress: bool,
 }
 
 impl Default for HttpSession {
@@ -234,8 +237,10 @@ impl HttpSession {
             max_response_headers: DEFAULT_MAX_RESPONSE_HEADERS,
             max_response_body_bytes: DEFAULT_MAX_RESPONSE_BODY_BYTES,
             extra_ca_certificates: Vec::new(),
+            trust_default_roots: true,
             client_certificate: None,
             verify_certificates: true,
+            decompress: true,
         }
     }
 
@@ -462,9 +467,34 @@ impl HttpSession {
         self.max_response_body_bytes = max;
     }
 
+    /// Whether response bodies are decoded (default true): see
+    /// [`set_decompress`](Self::set_decompress).
+    pub fn decompresses(&self) -> bool {
+        self.decompress
+    }
+
+    /// Turns automatic content decoding on (the default) or off, as reqwest's `gzip(false)`
+    /// and `deflate(false)` together.
+    ///
+    /// On, a request without an `Accept-Encoding` of its own (or a default one) is sent with
+    /// `Accept-Encoding: gzip, deflate` (and `br` with the `brotli` feature), and a response
+    /// body in one of those codings is handed out decoded, its `Content-Encoding` and
+    /// `Content-Length` fields removed (they describe the encoded body). Off, no
+    /// `Accept-Encoding` is added and every body is handed out as it was received, its fields
+    /// kept: set `Accept-Encoding` yourself to get, say, the gzip bytes as the server sent them.
+    ///
+    /// The request's `Accept-Encoding` follows the setting when the request is sent (a
+    /// redirect hop: when the hop is sent); the body's decoding follows it when the response
+    /// head arrives.
+    pub fn set_decompress(&mut self, enabled: bool) {
+        self.decompress = enabled;
+    }
+
     // ---- TLS -------------------------------------------------------------------------------
 
-    /// PEM certificates trusted in addition to the system roots.
+    /// The added CA certificates, as PEM (one added as DER is kept in its PEM form), trusted
+    /// in addition to the system roots (instead of them after
+    /// [`set_trust_default_roots(false)`](Self::set_trust_default_roots)).
     pub fn extra_ca_certificates(&self) -> &[Vec<u8>] {
         &self.extra_ca_certificates
     }
@@ -480,9 +510,52 @@ impl HttpSession {
         Ok(())
     }
 
+    /// Trusts the CA certificate `der` (one certificate, DER: binary, as a `.der`/`.cer` file
+    /// holds it), as [`add_ca_certificate`](Self::add_ca_certificate) does a PEM one. Fails,
+    /// saying why, when it is not a usable certificate; nothing is added then.
+    ///
+    /// ```
+    /// use kdnet::network::http::HttpSession;
+    ///
+    /// let mut session = HttpSession::new();
+    /// assert!(session.add_ca_certificate_der(b"not DER").is_err());
+    /// assert!(session.extra_ca_certificates().is_empty());
+    /// ```
+    pub fn add_ca_certificate_der(&mut self, der: impl AsRef<[u8]>) -> Result<(), SocketError> {
+        use base64::Engine as _;
+        let der = der.as_ref();
+        // Checked now, not when the first https request builds the TLS configuration.
+        TlsClientConfig::new().add_ca_certificate_der(der)?;
+        let text = base64::engine::general_purpose::STANDARD.encode(der);
+        let mut pem = Vec::with_capacity(text.len() + text.len() / 64 + 64);
+        pem.extend_from_slice(b"-----BEGIN CERTIFICATE-----\n");
+        for line in text.as_bytes().chunks(64) {
+            pem.extend_from_slice(line);
+            pem.push(b'\n');
+        }
+        pem.extend_from_slice(b"-----END CERTIFICATE-----\n");
+        self.extra_ca_certificates.push(pem);
+        Ok(())
+    }
+
     /// Forgets every added CA certificate.
     pub fn clear_ca_certificates(&mut self) {
         self.extra_ca_certificates.clear();
+    }
+
+    /// Whether the system roots are trusted besides the added CA certificates (default true).
+    pub fn trusts_default_roots(&self) -> bool {
+        self.trust_default_roots
+    }
+
+    /// Trusts the system roots (the default store: the system's, else Mozilla's) besides the
+    /// added CA certificates (`true`, the default), or only the added ones (`false`: a private
+    /// PKI's servers, where a certificate from a public CA must not be accepted; reqwest's
+    /// `tls_built_in_root_certs(false)`). With `false` and no CA certificate added, every https
+    /// request fails with `Transport(Tls(Configuration("no trusted root certificate")))`
+    /// (unless verification is off).
+    pub fn set_trust_default_roots(&mut self, trusted: bool) {
+        self.trust_default_roots = trusted;
     }
 
     /// The client certificate chain and private key (both PEM), if set.
@@ -546,7 +619,9 @@ impl fmt::Debug for HttpSession {
             .field("max_response_head_bytes", &self.max_response_head_bytes)
             .field("max_response_headers", &self.max_response_headers)
             .field("max_response_body_bytes", &self.max_response_body_bytes)
+            .field("decompress", &self.decompress)
             .field("extra_ca_certificates", &self.extra_ca_certificates.len())
+            .field("trust_default_roots", &self.trust_default_roots)
             .field("client_certificate", &self.client_certificate.is_some())
             .field("verify_certificates", &self.verify_certificates)
             .finish()

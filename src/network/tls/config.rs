@@ -112,6 +112,48 @@ impl TlsClientConfig {
         Ok(())
     }
 
+    /// [`add_ca_certificate`](Self::add_ca_certificate) for one certificate in DER (binary,
+    /// as a `.der`/`.cer` file or another library hands it out).
+    ///
+    /// ```
+    /// use kdnet::network::tls::TlsClientConfig;
+    ///
+    /// let err = TlsClientConfig::new().add_ca_certificate_der(b"not DER").unwrap_err();
+    /// assert!(err.to_string().contains("CA certificate (DER) is not usable as a trust anchor"));
+    /// ```
+    pub fn add_ca_certificate_der(&mut self, der: &[u8]) -> Result<(), SocketError> {
+        let mut added = self.extra_roots.clone();
+        added.add(CertificateDer::from(der.to_vec())).map_err(|e| {
+            configuration(format!(
+                "CA certificate (DER) is not usable as a trust anchor: {}",
+                local_certificate_text(&e)
+            ))
+        })?;
+        self.extra_roots = added;
+        self.changed();
+        Ok(())
+    }
+
+    /// Whether the default roots (system store, or Mozilla's) are trusted besides the added CA
+    /// certificates: true from [`new`](Self::new), false from
+    /// [`with_only_ca_certificates`](Self::with_only_ca_certificates).
+    pub fn trusts_default_roots(&self) -> bool {
+        self.trust == Trust::Default
+    }
+
+    /// Trusts the default roots besides the added CA certificates (`true`), or only the added
+    /// ones (`false`: for a private PKI, where a public CA's certificate must not be accepted).
+    /// With neither a default root nor an added one, [`build`](Self::build) fails (with
+    /// verification on).
+    pub fn set_trust_default_roots(&mut self, trusted: bool) {
+        self.trust = if trusted {
+            Trust::Default
+        } else {
+            Trust::OnlyExtra
+        };
+        self.changed();
+    }
+
     /// Presents `cert_chain_pem` (end-entity certificate first) with `key_pem` (PKCS#8, PKCS#1 or
     /// SEC1) when a server asks for a client certificate (KDNetwork `setClientCertificate`).
     ///

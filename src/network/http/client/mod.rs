@@ -164,7 +164,8 @@ struct ClientInner {
 /// shortcuts) on the loop's thread — never from inside `send`, except once the event loop the
 /// client was created on has been dropped: nothing could call it later, so it gets
 /// [`HttpError::LoopGone`] at once. The client keeps connections alive
-/// per (scheme, host, port), follows redirects, stores and sends cookies, decodes gzip/deflate,
+/// per (scheme, host, port), follows redirects, stores and sends cookies, decodes gzip/deflate
+/// (unless [`HttpSession::set_decompress`] turned it off),
 /// and applies the [`HttpSession`]'s defaults.
 ///
 /// Dropping the last `Rc<HttpClient>` closes its connections and drops the callbacks of its
@@ -309,6 +310,7 @@ impl HttpClient {
                 old.max_connections_per_host().max(1),
             );
             if old.extra_ca_certificates() != session.extra_ca_certificates()
+                || old.trusts_default_roots() != session.trusts_default_roots()
                 || old.client_certificate() != session.client_certificate()
                 || old.verifies_certificates() != session.verifies_certificates()
             {

@@ -391,6 +391,7 @@ impl HttpClient {
         // Say what will be spoken: a server that speaks only h2 then refuses the handshake
         // rather than being sent HTTP/1.1 (and rustls refuses any other protocol it picks).
         config.set_alpn_protocols(vec![b"http/1.1".to_vec()]);
+        config.set_trust_default_roots(session.trusts_default_roots());
         for pem in session.extra_ca_certificates() {
             config.add_ca_certificate(pem)?;
         }

@@ -420,8 +420,9 @@ impl HttpClient {
             framing.reusable && !has_connection_option(state.request.headers(), "close");
         let decoder = BodyDecoder::new(framing.body);
         // An identity "decoder" would only copy: bytes then go to the body as received, and no
-        // stream carries a boxed decoder for nothing.
-        state.content = if framing.body == BodyFraming::NoBody {
+        // stream carries a boxed decoder for nothing. With the session's decoding off, the body
+        // goes out as received, its fields kept.
+        state.content = if framing.body == BodyFraming::NoBody || !session.decompresses() {
             None
         } else {
             ContentDecoder::for_headers(&head.headers)

@@ -307,6 +307,7 @@ fn encode_request_head_for(
     host_field: &str,
     validated: bool,
     cookie: Option<&str>,
+    decompress: bool,
     out: &mut Vec<u8>,
 ) -> Result<(), HttpError> {
     let headers = request.headers();
@@ -335,8 +336,9 @@ fn encode_request_head_for(
     }
     if request.auto_add_common_headers() {
         // A range of a compressed representation cannot be decoded on its own: ask for the
-        // identity one (as reqwest does).
-        if !own.accept_encoding && !own.range {
+        // identity one (as reqwest does). Without decoding, nothing is asked for that would
+        // come back encoded (the session's `decompress`).
+        if !own.accept_encoding && !own.range && decompress {
             add("Accept-Encoding", &encodings);
         }
     }
@@ -389,6 +391,7 @@ pub(super) fn write_request_to(
         state.host.host_field(),
         validated,
         cookie.as_deref(),
+        session.decompresses(),
         wire,
     )?;
     if check_only {
