@@ -370,7 +370,8 @@ impl HttpSession {
     /// N = 1 the connection is not kept at all. `Keep-Alive: max=M` retires it after M more
     /// requests. A malformed value, or `timeout=0`, is ignored. Once a connection's idle time is
     /// up, no request gets it (a new one, a redirect hop, a replay, a queued one), even before
-    /// the client's loop has had the turn that closes it. 0 keeps no connection for reuse.
+    /// the client's loop has had the turn that closes it. 0 keeps no connection idle: one is
+    /// reused only by a request already waiting for it (a redirect hop, a queued request).
     /// Lowered on a client's session ([`HttpClient::set_session`](super::HttpClient::set_session)),
     /// it applies to the connections idle at the time too: none is kept past the new timeout
     /// counted from the change.

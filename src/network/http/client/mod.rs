@@ -294,7 +294,7 @@ impl HttpClient {
     /// busy ones when their request ends (requests queued meanwhile keep their order). A
     /// shorter idle connection timeout applies to the connections already idle too: none is
     /// kept (or reused) past the new timeout counted from the change, and with 0 none is
-    /// reused.
+    /// reused by a later request.
     pub fn set_session(&self, session: HttpSession) {
         let mut actions = Vec::new();
         {
