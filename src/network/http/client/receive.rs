@@ -421,12 +421,12 @@ impl HttpClient {
         let decoder = BodyDecoder::new(framing.body);
         // An identity "decoder" would only copy: bytes then go to the body as received, and no
         // stream carries a boxed decoder for nothing. With the session's decoding off, the body
-        // goes out as received, its fields kept.
-        state.content = if framing.body == BodyFraming::NoBody || !session.decompresses() {
+        // goes out as received, its fields kept (asked only of a coded body: most have none).
+        state.content = if framing.body == BodyFraming::NoBody {
             None
         } else {
             ContentDecoder::for_headers(&head.headers)
-                .filter(|d| !d.is_identity())
+                .filter(|d| !d.is_identity() && session.decompresses())
                 .map(Box::new)
         };
         if state.content.is_some() {
