@@ -1843,3 +1843,40 @@ fn take_exit_request_takes_what_run_would_return() {
     assert_eq!(event_loop.run(), 6);
     assert_eq!(event_loop.take_exit_request(), None, "run() took it");
 }
+
+/// A posted closure asks to quit through a `LoopHandle` (a GUI's "quit once this turn is done"):
+/// its wake-up is spent by the poll of the very turn that ran it, before any turn could take the
+/// quit. The host must still learn of it without another event: `next_timeout()` is zero until a
+/// turn takes it (it was `None` with the descriptor unreadable, so a host slept until some
+/// unrelated event, for ever in an idle program).
+#[test]
+fn an_embedding_host_learns_a_quit_a_posted_closure_asked_for_without_another_event() {
+    /// One host iteration after the turn that ran the closure: the quit is taken, or the host
+    /// would not sleep, and the next turn takes it.
+    fn host_learns(event_loop: &mut EventLoop, code: i32) {
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+        if event_loop.take_exit_request().is_none() {
+            assert!(
+                event_loop.next_timeout() == Some(Duration::ZERO)
+                    || is_readable(event_loop.as_raw_fd()),
+                "a quit is pending, yet the host would sleep: next_timeout {:?}, descriptor \
+                 unreadable",
+                event_loop.next_timeout()
+            );
+            event_loop.process_events(Some(Duration::ZERO)).unwrap();
+            assert_eq!(event_loop.take_exit_request(), Some(code));
+        }
+        assert_eq!(event_loop.next_timeout(), None, "nothing left once taken");
+    }
+    let mut event_loop = EventLoop::new().unwrap();
+    let handle = event_loop.handle();
+    event_loop.post(move || handle.exit(3));
+    host_learns(&mut event_loop, 3);
+    // The same from a closure a nested turn runs.
+    let handle = event_loop.handle();
+    event_loop.post(move || {
+        kdnet::foundation::post(move || handle.exit(4)).unwrap();
+        kdnet::foundation::process_events(Some(Duration::ZERO)).unwrap();
+    });
+    host_learns(&mut event_loop, 4);
+}

@@ -703,8 +703,10 @@ impl EventLoop {
     /// [`quit`](Self::quit)), once: the request is consumed, so a later `run()` or
     /// `take_exit_request` does not see it again. A quit asked through a [`LoopHandle`] (which is
     /// what a slot can reach, or another thread) is taken by the next turn, after the closures
-    /// posted before it ran, exactly as it ends `run()`; its wake-up makes
-    /// [`as_raw_fd`](Self::as_raw_fd) readable, so that turn comes at once.
+    /// posted before it ran, exactly as it ends `run()`; until then
+    /// [`next_timeout`](Self::next_timeout) is zero (and, asked from outside a turn or from a
+    /// slot after the turn's poll, [`as_raw_fd`](Self::as_raw_fd) readable), so that turn comes
+    /// at once.
     ///
     /// ```
     /// use kdnet::{EventLoop, Timer};
@@ -750,7 +752,17 @@ impl EventLoop {
     /// fraction and still finds the timer due when it wakes. It is zero only when something can
     /// be done at once (or, after a poll that filled its buffer, may be: the next turn finds out
     /// without waiting).
+    ///
+    /// A quit asked through a [`LoopHandle`] and not yet taken by a turn makes it zero too: a
+    /// closure posted before the poll of a turn (`post(move || handle.quit())`) writes its
+    /// wake-up before that poll, which spends it, so only the timeout tells the host that the
+    /// next turn has something to take (see [`take_exit_request`](Self::take_exit_request)).
     pub fn next_timeout(&self) -> Option<Duration> {
+        // Asked here, not in the turn's own timeout: a turn that ran posted closures does not
+        // wait anyway, and run() checks for the quit itself.
+        if self.core.shared.quit_requested() {
+            return Some(Duration::ZERO);
+        }
         self.core.next_timeout()
     }
 
