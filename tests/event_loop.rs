@@ -1880,3 +1880,71 @@ fn an_embedding_host_learns_a_quit_a_posted_closure_asked_for_without_another_ev
     });
     host_learns(&mut event_loop, 4);
 }
+
+/// A GLib-shaped host, as the `EventLoop` docs describe a custom `GSource`: `prepare` reports
+/// ready when `next_timeout()` is zero, else that timeout; the host polls; `check` reports ready
+/// when the descriptor is readable or `next_timeout()` is zero by then; only then `dispatch`
+/// calls `process_events`. A due timer and a closure a slot posted do not make the descriptor
+/// readable, so a `check` that looked at the descriptor alone (as the docs once said) never
+/// dispatched them: GLib spun with a zero timeout and the timer never fired.
+#[test]
+fn embedding_a_glib_shaped_source_runs_timers_and_work_a_turn_left() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let fd = event_loop.as_raw_fd();
+    let mut poll = mio::Poll::new().unwrap();
+    poll.registry()
+        .register(
+            &mut mio::unix::SourceFd(&fd),
+            mio::Token(0),
+            mio::Interest::READABLE,
+        )
+        .unwrap();
+    let mut events = mio::Events::with_capacity(4);
+    let done = Rc::new(Cell::new(0));
+    let d = done.clone();
+    let _timer = Timer::create_timeout(Duration::from_millis(10), move || {
+        let d = d.clone();
+        // Work the turn leaves behind.
+        post(move || d.set(d.get() + 1)).unwrap();
+    })
+    .unwrap();
+    let mut fd_alone_would_dispatch = true;
+    let mut iterations = 0;
+    while done.get() == 0 {
+        iterations += 1;
+        assert!(iterations < 1000, "the GLib-shaped host spun");
+        // prepare
+        let timeout = event_loop.next_timeout();
+        let ready = timeout == Some(Duration::ZERO);
+        // GLib's poll, level-triggered, for the timeout in whole milliseconds (-1: none).
+        let wait = if ready {
+            Duration::ZERO
+        } else {
+            timeout.unwrap_or(Duration::from_secs(5))
+        };
+        poll.registry()
+            .reregister(
+                &mut mio::unix::SourceFd(&fd),
+                mio::Token(0),
+                mio::Interest::READABLE,
+            )
+            .unwrap();
+        poll.poll(&mut events, Some(wait)).unwrap();
+        let readable = !events.is_empty();
+        // check
+        let due = event_loop.next_timeout() == Some(Duration::ZERO);
+        if !readable && due {
+            fd_alone_would_dispatch = false;
+        }
+        if ready || readable || due {
+            // dispatch
+            event_loop.process_events(Some(Duration::ZERO)).unwrap();
+        }
+    }
+    assert!(
+        !fd_alone_would_dispatch,
+        "the timer's turn came with the descriptor readable: a check on the descriptor alone \
+         would do, and this test shows nothing"
+    );
+    assert!(iterations < 50, "{iterations} iterations");
+}

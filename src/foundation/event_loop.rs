@@ -545,8 +545,20 @@ impl TimerHandler for OnceTimer {
 ///    re-entered (a slot opens a modal dialog that runs the toolkit's loop), the dispatch calls
 ///    [`foundation::process_events`](process_events) too, which needs no `&mut EventLoop`.
 ///
-/// With GLib, a custom `Source` fits: `prepare` returns `next_timeout()`, `check` looks at the
-/// descriptor (added with `add_unix_fd`), `dispatch` calls `process_events`. With winit, which
+/// With GLib, a custom `Source` fits: `prepare` reports ready when `next_timeout()` is zero,
+/// else gives it as the timeout (whole milliseconds; none for `None`); `check` reports ready
+/// when the descriptor (added with `add_unix_fd`, `G_IO_IN`) is readable **or** `next_timeout()`
+/// is zero by then; `dispatch` calls `process_events(Some(ZERO))` and keeps the source. GLib
+/// dispatches only what `prepare` or `check` reported ready, and a timer falling due or a
+/// closure a slot posted does not make the descriptor readable: a `check` that looked at the
+/// descriptor alone would never dispatch them, and GLib would spin with a zero timeout.
+///
+/// With Qt, a `QSocketNotifier` (`Read`) on the descriptor and a single-shot `QTimer` set to
+/// `next_timeout()` after every `process_events` (stopped for `None`), both calling
+/// `process_events`, suffice without an "about to block" hook: work a Qt slot or another
+/// thread adds between turns (a post, a timer started, a quit) makes the descriptor readable.
+///
+/// With winit, which
 /// watches no descriptors, a helper thread waits for the descriptor to be readable, wakes the
 /// event loop with an `EventLoopProxy` user event and waits until the main thread has called
 /// `process_events` before waiting again (the descriptor stays readable until then); the main
