@@ -1948,3 +1948,30 @@ fn embedding_a_glib_shaped_source_runs_timers_and_work_a_turn_left() {
     );
     assert!(iterations < 50, "{iterations} iterations");
 }
+
+/// Two requests to quit before `run()`: another thread's through a `LoopHandle`, then the
+/// loop's own `exit`. The latest code ends `run()`, and the earlier request is spent with it: it
+/// ended the next `run()` at once too, a stale quit (likewise a host's second
+/// `take_exit_request`).
+#[test]
+fn an_exit_supersedes_a_handle_quit_asked_before_it_and_does_not_leave_it_for_the_next_run() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let handle = event_loop.handle();
+    thread::spawn(move || handle.exit(1)).join().unwrap();
+    event_loop.exit(2);
+    assert_eq!(event_loop.run(), 2);
+    let _safety = safety_timer(&event_loop, 1);
+    assert_eq!(
+        event_loop.run(),
+        SAFETY_EXIT,
+        "a stale quit ended the next run()"
+    );
+    // The same for a host.
+    let handle = event_loop.handle();
+    thread::spawn(move || handle.exit(3)).join().unwrap();
+    event_loop.exit(4);
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(event_loop.take_exit_request(), Some(4));
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(event_loop.take_exit_request(), None, "a stale quit");
+}

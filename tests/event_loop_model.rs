@@ -23,7 +23,8 @@
 //! - `EventLoop::exit` before `run` makes it return at once; a `LoopHandle` quit is taken by the
 //!   next turn, which runs the closures queued then and, under `run()`, ends it there (as a quit
 //!   asked by a posted closure ends `run()`'s turn after its closures: no timer fires); a host
-//!   learns of it from `take_exit_request` after that turn; the latest code wins.
+//!   learns of it from `take_exit_request` after that turn; the latest code wins (an
+//!   `EventLoop::exit` spends a handle's quit not taken yet).
 //!
 //! Time is real: the log records when each timer was armed (an instant before and one after the
 //! call) and when each slot ran, and each turn records an instant before its timer stage (for a
@@ -1459,7 +1460,11 @@ impl Model<'_> {
     fn step(&mut self, step: &Step) -> Check {
         match *step {
             Step::Act(ref act) => self.act(act)?,
-            Step::LoopQuit(code) => self.core_quit = Some(code),
+            Step::LoopQuit(code) => {
+                // The latest request wins: a handle's quit not taken yet is spent with it.
+                self.shared_quit = None;
+                self.core_quit = Some(code);
+            }
             Step::Turn(_) => self.turn(Kind::Host)?,
             Step::Run {
                 min_ticks, code, ..

@@ -690,7 +690,13 @@ impl EventLoop {
 
     /// Asks [`run`](Self::run) to return `code` (a host driving the loop learns it from
     /// [`take_exit_request`](Self::take_exit_request)).
+    ///
+    /// The latest request wins: one asked through a [`LoopHandle`] before this call and not yet
+    /// taken by a turn is spent with this one (it does not end the `run()` after this one, nor
+    /// replace `code`).
     pub fn exit(&self, code: i32) {
+        // Not on a hot path: one lock-free load when no handle asked.
+        let _superseded = self.core.shared.take_quit();
         self.core.quit.set(Some(code));
     }
 
