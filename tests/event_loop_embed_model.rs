@@ -858,7 +858,7 @@ fn run_case(steps: &[Step], level: bool, free: bool) -> Result<(), String> {
 #[test]
 fn an_embedding_host_runs_gui_scripts_as_run_would() {
     let started = Instant::now();
-    let result = proptest::test_runner::TestRunner::new(config(12)).run(
+    let result = proptest::test_runner::TestRunner::new(config(32)).run(
         &(
             proptest::collection::vec(step(), 1..14),
             any::<bool>(),
