@@ -13,8 +13,9 @@
 //! quit/exit requests (the host's `EventLoop::exit`, a posted closure's, a timer slot's and
 //! another thread's `LoopHandle::exit`), bytes written by a kdnet `TcpSocket` to a kdnet
 //! `TcpServer`'s peer in the same loop (from the host and from posted closures), bytes a std
-//! server thread writes to a kdnet `TcpSocket`, and events a std server thread writes to an
-//! `SseClient`, each after a delay.
+//! server thread writes to a kdnet `TcpSocket` (sometimes more than one turn reads), events a
+//! std server thread writes to an `SseClient`, each after a delay, and a posted closure waiting
+//! in a nested loop for another thread's answer.
 //!
 //! What the reference says (the docs):
 //! - every timer fires as under `run()`: never before its interval since it was (re)started (a
@@ -24,7 +25,8 @@
 //!   `remaining()` (rounded up to the millisecond), so a timer started from a slot shortens it;
 //! - every posted closure runs once; those posted on the loop's thread in posting order, those
 //!   of one other thread in its posting order;
-//! - bytes arrive in full and in order; SSE events arrive once each, in order;
+//! - bytes arrive in full and in order; SSE events arrive once each, in order; a nested wait
+//!   gets its answer;
 //! - a quit or exit is reported by `take_exit_request()` once, promptly, with a code that was
 //!   asked for; every request is reported;
 //! - never sleeps through work: the host's wait is unbounded by us when `next_timeout()` is
@@ -40,8 +42,7 @@
 //!   readable.
 //!
 //! Not covered here: more readiness than one poll takes (256 events; `tests/usage.rs` and
-//! `tests/event_loop.rs` cover it), deferred slots, slots waiting in nested loops
-//! (`event_loop_model.rs`).
+//! `tests/event_loop.rs` cover it), deferred slots, notifiers (`event_loop_model.rs`).
 //!
 //! `PROPTEST_CASES` sets the number of scripts (default below, sized for debug `cargo test`).
 
@@ -110,10 +111,16 @@ enum Step {
         len: u16,
         posted: bool,
     },
-    /// The std server thread writes `len` bytes to the kdnet socket after `delay_ms`.
+    /// The std server thread writes `len` bytes to the kdnet socket after `delay_ms` (some more
+    /// than one turn's read budget of 1 MiB: the rest waits for later turns, with no new edge).
     ServerWrite {
         delay_ms: u8,
-        len: u16,
+        len: u32,
+    },
+    /// A posted closure waits in a nested loop (`foundation::process_events`) for a closure
+    /// another thread posts after `delay_ms`; what the nested turns handle is not left for the host.
+    NestedWait {
+        delay_ms: u8,
     },
     /// The SSE server thread writes `n` events after `delay_ms`.
     Sse {
@@ -146,7 +153,9 @@ fn step() -> impl Strategy<Value = Step> {
         ]
         .prop_map(Step::Quit),
         1 => (1u16..=40_000, any::<bool>()).prop_map(|(len, posted)| Step::TcpWrite { len, posted }),
-        1 => (0u8..=20, 1u16..=40_000).prop_map(|(delay_ms, len)| Step::ServerWrite { delay_ms, len }),
+        1 => (0u8..=20, prop_oneof![9 => 1u32..=40_000, 1 => Just(1_500_000u32)])
+            .prop_map(|(delay_ms, len)| Step::ServerWrite { delay_ms, len }),
+        1 => (0u8..=10).prop_map(|delay_ms| Step::NestedWait { delay_ms }),
         1 => (0u8..=20, 1u8..=5).prop_map(|(delay_ms, n)| Step::Sse { delay_ms, n }),
         2 => (0u8..=25).prop_map(|ms| Step::Pause { ms }),
     ]
@@ -435,16 +444,20 @@ impl Host {
                 self.empty_in_a_row = 0;
             }
         }
-        // A running timer's turn is never later than next_timeout says.
+        // A running timer's turn is never later than next_timeout says. The timers are asked
+        // first: next_timeout, asked later, is rounded up from a shorter wait.
+        let soonest = world
+            .borrow()
+            .timers
+            .iter()
+            .filter_map(|(timer, _)| timer.remaining())
+            .min();
         let next = event_loop.next_timeout();
-        for (timer, _) in &world.borrow().timers {
-            if let Some(remaining) = timer.remaining() {
-                let limit = remaining + Duration::from_millis(1);
-                if next.is_none_or(|n| n > limit) {
-                    return Err(format!(
-                        "a timer is due in {remaining:?}, but next_timeout says {next:?}"
-                    ));
-                }
+        if let Some(remaining) = soonest {
+            if next.is_none_or(|n| n > remaining + Duration::from_millis(1)) {
+                return Err(format!(
+                    "a timer is due in {remaining:?}, but next_timeout says {next:?}"
+                ));
             }
         }
         Ok(())
@@ -518,13 +531,13 @@ fn run_case(steps: &[Step], level: bool, free: bool) -> Result<(), String> {
     // A std server writing to a kdnet socket, on command.
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    let (write_tx, write_rx) = mpsc::channel::<(u8, u16)>();
+    let (write_tx, write_rx) = mpsc::channel::<(u8, u32)>();
     let writer = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
         for (seed, (delay, len)) in (0u64..).zip(write_rx) {
             std::thread::sleep(Duration::from_millis(u64::from(delay)));
             if stream
-                .write_all(&support::pattern(usize::from(len), seed))
+                .write_all(&support::pattern(len as usize, seed))
                 .is_err()
             {
                 return; // the case failed and dropped its socket
@@ -610,6 +623,8 @@ fn run_case(steps: &[Step], level: bool, free: bool) -> Result<(), String> {
     let mut write_seed = 0u64;
     let mut server_seed = 0u64;
     let mut sse_wanted = 0u32;
+    let mut nested_wanted = 0u32;
+    let nested_done = Rc::new(std::cell::Cell::new(0u32));
 
     for (i, step) in steps.iter().enumerate() {
         may_wake_empty += 2;
@@ -692,9 +707,26 @@ fn run_case(steps: &[Step], level: bool, free: bool) -> Result<(), String> {
                 }
             }
             Step::ServerWrite { delay_ms, len } => {
-                download_wanted.extend(support::pattern(usize::from(len), server_seed));
+                download_wanted.extend(support::pattern(len as usize, server_seed));
                 server_seed += 1;
                 write_tx.send((delay_ms, len)).unwrap();
+            }
+            Step::NestedWait { delay_ms } => {
+                nested_wanted += 1;
+                let (handle, waited) = (handle.clone(), nested_done.clone());
+                event_loop.post(move || {
+                    let answer = Arc::new(std::sync::atomic::AtomicBool::new(false));
+                    let a = answer.clone();
+                    std::thread::spawn(move || {
+                        std::thread::sleep(Duration::from_millis(u64::from(delay_ms)));
+                        let _ = handle.post(move || a.store(true, Ordering::SeqCst));
+                    });
+                    let started = Instant::now();
+                    while !answer.load(Ordering::SeqCst) && started.elapsed() < WATCHDOG {
+                        kdnet::foundation::process_events(Some(WATCHDOG)).unwrap();
+                    }
+                    waited.set(waited.get() + u32::from(answer.load(Ordering::SeqCst)));
+                });
             }
             Step::Sse { delay_ms, n } => {
                 sse_wanted += u32::from(n);
@@ -725,6 +757,7 @@ fn run_case(steps: &[Step], level: bool, free: bool) -> Result<(), String> {
                 .all(|(_, at)| world.takes.iter().any(|(_, taken)| taken > at))
             && downloaded.borrow().len() >= download_wanted.len()
             && events.borrow().len() as u32 >= sse_wanted
+            && nested_done.get() >= nested_wanted
             && remote_ran.lock().unwrap().len() >= remote_wanted
             && remote_quits.lock().unwrap().len() == remote_quits_wanted
     };
@@ -736,7 +769,7 @@ fn run_case(steps: &[Step], level: bool, free: bool) -> Result<(), String> {
         if finishing.elapsed() > Duration::from_secs(20) {
             let w = world.borrow();
             return Err(format!(
-                "not done after 20 s: timers {:?}, local posts {}/{}, bytes {}/{}, download {}/{}, events {}/{sse_wanted}, remote {}/{remote_wanted}, quits asked {:?} taken {:?}",
+                "not done after 20 s: timers {:?}, local posts {}/{}, bytes {}/{}, download {}/{}, events {}/{sse_wanted}, remote {}/{remote_wanted}, nested waits {}/{nested_wanted}, quits asked {:?} taken {:?}",
                 w.timers
                     .iter()
                     .map(|(_, l)| (l.borrow().fires.len(), l.borrow().wanted))
@@ -749,6 +782,7 @@ fn run_case(steps: &[Step], level: bool, free: bool) -> Result<(), String> {
                 download_wanted.len(),
                 events.borrow().len(),
                 remote_ran.lock().unwrap().len(),
+                nested_done.get(),
                 all_quits(&w, &remote_quits),
                 w.takes
             ));
