@@ -543,7 +543,9 @@ impl TimerHandler for OnceTimer {
 ///    the host's thread. A slot may turn the loop itself ([`foundation::process_events`](process_events)
 ///    for a nested wait); what it handles is not left for the host. If the host's dispatch can be
 ///    re-entered (a slot opens a modal dialog that runs the toolkit's loop), the dispatch calls
-///    [`foundation::process_events`](process_events) too, which needs no `&mut EventLoop`.
+///    [`foundation::process_events`](process_events) too, which needs no `&mut EventLoop`; a
+///    toolkit that does not re-enter a source by default (GLib: `g_source_set_can_recurse`)
+///    must be told to, or kdnet's slots wait until the dialog closes.
 ///
 /// With GLib, a custom `Source` fits: `prepare` reports ready when `next_timeout()` is zero,
 /// else gives it as the timeout (whole milliseconds; none for `None`); `check` reports ready
