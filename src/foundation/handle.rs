@@ -46,7 +46,8 @@ impl Shared {
     }
 
     pub(crate) fn wake(&self) {
-        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+        // SeqCst, with the flags a waker sets before it and `wake_consumed`: see there.
+        if !self.wake_pending.swap(true, Ordering::SeqCst) {
             if let Err(e) = self.waker.wake() {
                 log::warn!("waking the event loop failed: {e}");
             }
@@ -61,8 +62,16 @@ impl Shared {
     /// consumed by that poll, and a flag still set afterwards made every later waker skip its
     /// write, so a host sleeping on the loop's descriptor never woke. A waker that sets the flag
     /// after this store writes after the poll returned: its wake-up stays pending for the next poll.
+    ///
+    /// A store-buffering pair: a waker sets its flag (`remote_queued`, `quit_requested`), then
+    /// reads `wake_pending`; the loop clears `wake_pending`, then reads those flags. With
+    /// acquire/release alone both reads may see the old values (x86 lets a load pass an earlier
+    /// store to another address): the waker skips its write, the loop misses the work, and it
+    /// sleeps with a closure queued. All four accesses are SeqCst, which forbids that outcome:
+    /// one side sees the other's store. Here that is a locked exchange instead of a plain
+    /// store, once per poll.
     pub(crate) fn wake_consumed(&self) {
-        self.wake_pending.store(false, Ordering::Release);
+        self.wake_pending.swap(false, Ordering::SeqCst);
     }
 
     /// Moves closures posted from other threads to `sink`, oldest first.
@@ -79,7 +88,7 @@ impl Shared {
     pub(crate) fn move_remote_into(&self, dst: &mut VecDeque<Box<dyn FnOnce()>>) {
         // A post racing with us sets `remote_queued` after pushing, so its closure moves now or
         // on the next turn, and its wake-up (if written) keeps the next poll from waiting.
-        if !self.remote_queued.load(Ordering::Acquire) {
+        if !self.remote_queued.load(Ordering::SeqCst) {
             return;
         }
         let mut remote = lock(&self.remote);
@@ -97,24 +106,25 @@ impl Shared {
     /// post sets the flag after pushing, and one racing with this check writes the waker, so the
     /// next poll returns at once either way.
     pub(crate) fn has_remote_work(&self) -> bool {
-        self.remote_queued.load(Ordering::Acquire)
+        self.remote_queued.load(Ordering::SeqCst)
     }
 
     pub(crate) fn request_quit(&self, code: i32) {
         *lock(&self.quit) = Some(code);
-        self.quit_requested.store(true, Ordering::Release);
+        // SeqCst: read by the loop after it cleared `wake_pending` (see `wake_consumed`).
+        self.quit_requested.store(true, Ordering::SeqCst);
         self.wake();
     }
 
     /// Whether a quit was asked for and not taken yet (one load).
     pub(crate) fn quit_requested(&self) -> bool {
-        self.quit_requested.load(Ordering::Acquire)
+        self.quit_requested.load(Ordering::SeqCst)
     }
 
     pub(crate) fn take_quit(&self) -> Option<i32> {
         // Looked at before it is taken: every turn asks, and a plain load is cheaper than the
         // swap (a locked read-modify-write) when nobody asked to quit.
-        if !self.quit_requested.load(Ordering::Acquire)
+        if !self.quit_requested.load(Ordering::SeqCst)
             || !self.quit_requested.swap(false, Ordering::AcqRel)
         {
             return None;
@@ -202,7 +212,8 @@ impl LoopHandle {
             return Err(LoopError::LoopGone);
         }
         queue.push_back(f);
-        self.shared.remote_queued.store(true, Ordering::Release);
+        // SeqCst: read by the loop after it cleared `wake_pending` (see `Shared::wake_consumed`).
+        self.shared.remote_queued.store(true, Ordering::SeqCst);
         drop(queue);
         self.shared.wake();
         Ok(())
