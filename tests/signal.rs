@@ -2345,3 +2345,112 @@ fn a_panicking_deferred_slot_does_not_put_back_calls_of_a_connection_it_disconne
     assert_eq!(ran.load(Ordering::SeqCst), 1);
     assert!(!evaluator.has_pending());
 }
+
+/// A call refused because another thread's evaluation runs must lead to a notification once
+/// that evaluation ends (the wake-up that led to the refused call was spent on it). The refusing
+/// thread marked the refusal only after it saw the evaluation running; when the evaluation
+/// ended in between (it stopped running and looked for refusals before the mark was set),
+/// nobody was notified and the call waited, queued, for an unrelated wake-up. The race is
+/// narrow: this test runs the interleaving many times and checks each round.
+#[test]
+fn a_call_refused_just_as_another_threads_evaluation_ends_is_not_lost() {
+    use std::sync::atomic::AtomicBool;
+    use std::time::{Duration, Instant};
+
+    let evaluator = ConnectionEvaluator::new();
+    let notified = Arc::new(AtomicUsize::new(0));
+    let n = notified.clone();
+    evaluator.set_on_invocation_added(move || {
+        n.fetch_add(1, Ordering::SeqCst);
+    });
+    // The evaluating slot queues a second call (from inside the evaluation), says so, and
+    // returns as soon as the other thread lets it: the other thread then evaluates at once,
+    // racing with the end of this evaluation.
+    let in_slot = Arc::new(AtomicBool::new(false));
+    let release = Arc::new(AtomicBool::new(false));
+    let round_done = Arc::new(AtomicUsize::new(0));
+    let stop = Arc::new(AtomicBool::new(false));
+    let delay = Arc::new(AtomicUsize::new(0));
+    let racer = thread::spawn({
+        let (evaluator, in_slot, release, round_done, stop, delay) = (
+            evaluator.clone(),
+            in_slot.clone(),
+            release.clone(),
+            round_done.clone(),
+            stop.clone(),
+            delay.clone(),
+        );
+        move || {
+            let mut round = 0;
+            while !stop.load(Ordering::SeqCst) {
+                if !in_slot.swap(false, Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                    continue;
+                }
+                release.store(true, Ordering::SeqCst);
+                // A delay that follows the boundary between "refused" (the other thread's
+                // evaluation still ran) and "evaluated" (it had ended), where the race is.
+                for _ in 0..delay.load(Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+                evaluator.evaluate_deferred_connections();
+                round += 1;
+                round_done.store(round, Ordering::SeqCst);
+            }
+        }
+    });
+    let second: Rc<Signal<()>> = Rc::new(Signal::new());
+    second.connect_deferred(&evaluator, |_| {}).release();
+    let first: Signal<()> = Signal::new();
+    first
+        .connect_deferred(&evaluator, {
+            let (in_slot, release) = (in_slot.clone(), release.clone());
+            // `Signal` is not `Send`: the slot reaches `second` through a thread-local.
+            move |_| {
+                SECOND.with(|s| s.borrow().as_ref().unwrap().emit(&()));
+                in_slot.store(true, Ordering::SeqCst);
+                while !release.swap(false, Ordering::SeqCst) {
+                    std::hint::spin_loop();
+                }
+            }
+        })
+        .release();
+    thread_local! {
+        static SECOND: RefCell<Option<Rc<Signal<()>>>> = const { RefCell::new(None) };
+    }
+    SECOND.with(|s| *s.borrow_mut() = Some(second));
+    let started = Instant::now();
+    let mut rounds = 0;
+    let mut lost = 0;
+    let mut refused = 0;
+    while started.elapsed() < Duration::from_secs(2) && rounds < 200_000 {
+        let before = notified.load(Ordering::SeqCst);
+        first.emit(&());
+        evaluator.evaluate_deferred_connections();
+        rounds += 1;
+        while round_done.load(Ordering::SeqCst) != rounds {
+            std::hint::spin_loop();
+        }
+        // Queued: the first call, the second (from the slot). If the second is still waiting,
+        // somebody must have been told after it was queued (a third notification).
+        let after = notified.load(Ordering::SeqCst) - before;
+        if evaluator.has_pending() {
+            refused += 1;
+            if after < 3 {
+                lost += 1;
+            }
+            evaluator.evaluate_deferred_connections();
+            delay.fetch_add(1, Ordering::SeqCst);
+        } else {
+            let _ = delay.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |d| d.checked_sub(1));
+        }
+    }
+    stop.store(true, Ordering::SeqCst);
+    racer.join().unwrap();
+    SECOND.with(|s| s.borrow_mut().take());
+    eprintln!("{rounds} rounds, {refused} refused, {lost} lost");
+    assert_eq!(
+        lost, 0,
+        "{lost} of {rounds} rounds left a call queued without a notification"
+    );
+}
