@@ -103,7 +103,14 @@ impl ConnectionEvaluator {
         if self.evaluating.swap(true, Ordering::AcqRel) {
             // Nested (or concurrent): what is queued waits for the next call.
             self.queued.store(true, Ordering::Release);
-            self.refused.store(true, Ordering::Release);
+            self.refused.store(true, Ordering::SeqCst);
+            // A concurrent evaluation may have ended since we saw it run, and looked for a
+            // refusal before we marked ours: then nobody would tell the owner. Either it sees
+            // the mark or we see it ended (both SeqCst), and whoever takes the mark notifies.
+            if !self.evaluating.load(Ordering::SeqCst) && self.refused.swap(false, Ordering::SeqCst)
+            {
+                self.notify();
+            }
             return 0;
         }
         let mut batch = Batch {
@@ -129,9 +136,11 @@ impl ConnectionEvaluator {
     /// Sets a callback run on the emitting thread each time an invocation is queued
     /// (KDBindings `onInvocationAdded`), replacing the one set before. It runs after the
     /// invocation is queued (and, on an event loop's evaluator, after the loop was woken), so the
-    /// call may already be under way or done on the evaluating thread when it runs. It also runs, on the
-    /// evaluating thread, when an evaluation that turned a call away ends, so that the owner
-    /// comes back for what is left: it may run more often than invocations are queued. On an
+    /// call may already be under way or done on the evaluating thread when it runs. It also runs
+    /// once more when an evaluation that turned a call away ends, so that the owner comes back
+    /// for what is left: on the thread of that evaluation (or, if it ended just as the call was
+    /// turned away, on the thread of the turned-away call). It may run more often than
+    /// invocations are queued. On an
     /// event loop's evaluator it runs in addition to the loop's own wake-up.
     pub fn set_on_invocation_added<F>(&self, callback: F)
     where
@@ -248,11 +257,12 @@ impl Drop for Batch<'_> {
             // Outside the lock too: their captures' `Drop` may emit again.
             drop(cancelled);
         }
-        self.evaluator.evaluating.store(false, Ordering::Release);
+        // SeqCst, as the refused call's mark and check (see `evaluate_deferred_connections`).
+        self.evaluator.evaluating.store(false, Ordering::SeqCst);
         // A call refused meanwhile (on another thread, say) left work for a later call: tell the
         // owner, whose wake-up was spent on the refused call. Not while unwinding: a panicking
         // callback would abort the process.
-        if self.evaluator.refused.swap(false, Ordering::AcqRel) && !std::thread::panicking() {
+        if self.evaluator.refused.swap(false, Ordering::SeqCst) && !std::thread::panicking() {
             self.evaluator.notify();
         }
     }
