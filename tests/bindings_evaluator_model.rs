@@ -59,9 +59,9 @@ use proptest::prelude::*;
 use proptest::test_runner::{TestCaseError, TestRunner};
 
 /// Scripts run by a plain `cargo test`.
-const DEFAULT_CASES: u32 = 800;
+const DEFAULT_CASES: u32 = 1000;
 /// Threaded scripts run by a plain `cargo test`.
-const DEFAULT_THREAD_CASES: u32 = 40;
+const DEFAULT_THREAD_CASES: u32 = 80;
 /// Connections a script makes at most.
 const MAX_CONNS: usize = 16;
 /// Emits and sets a script makes at most (deferred slots emitting their own signal).
@@ -1112,22 +1112,61 @@ struct Queued {
 
 type Observed = Arc<Mutex<Vec<(usize, usize, u32)>>>;
 
+/// What a worker's script queues (a deferred connection is active until disconnected: the
+/// evaluator outlives the workers).
+fn queued_by(worker: &Worker) -> Queued {
+    // (signal, active, blocked)
+    let mut conns: Vec<(usize, bool, bool)> = Vec::new();
+    let mut queued = Queued {
+        drop_early: worker.drop_early,
+        ..Queued::default()
+    };
+    for act in &worker.acts {
+        match *act {
+            TAct::Connect(s) => {
+                conns.push((s, true, false));
+                queued.per_conn.push((Vec::new(), None));
+            }
+            TAct::Emit { s, v } => {
+                for (c, &(cs, active, blocked)) in conns.iter().enumerate() {
+                    if cs == s && active && !blocked {
+                        queued.per_conn[c].0.push(v);
+                        queued.order.push((c, v));
+                    }
+                }
+            }
+            TAct::Disconnect(c) => {
+                if !conns.is_empty() {
+                    let c = c % conns.len();
+                    conns[c].1 = false;
+                    let (values, cut) = &mut queued.per_conn[c];
+                    cut.get_or_insert(values.len());
+                }
+            }
+            TAct::Block(c, b) => {
+                if !conns.is_empty() {
+                    let c = c % conns.len();
+                    if conns[c].1 {
+                        conns[c].2 = b;
+                    }
+                }
+            }
+            TAct::Yield => {}
+        }
+    }
+    queued
+}
+
 fn run_worker(
     t: usize,
     worker: Worker,
     evaluator: Arc<ConnectionEvaluator>,
     observed: Observed,
     (closures, args): (Arc<AtomicIsize>, Arc<AtomicIsize>),
-    report: mpsc::Sender<(usize, Queued)>,
     permit: mpsc::Receiver<()>,
 ) {
     let sigs: [Signal<Tracked>; 2] = [Signal::new(), Signal::new()];
-    // (signal, handle, blocked)
-    let mut conns: Vec<(usize, ConnectionHandle, bool)> = Vec::new();
-    let mut queued = Queued {
-        drop_early: worker.drop_early,
-        ..Queued::default()
-    };
+    let mut conns: Vec<ConnectionHandle> = Vec::new();
     for act in worker.acts {
         match act {
             TAct::Connect(s) => {
@@ -1138,51 +1177,32 @@ fn run_worker(
                     let _token = &token;
                     observed.lock().unwrap().push((t, c, a.v));
                 });
-                conns.push((s, h, false));
-                queued.per_conn.push((Vec::new(), None));
+                conns.push(h);
             }
-            TAct::Emit { s, v } => {
-                for (c, (cs, h, blocked)) in conns.iter().enumerate() {
-                    if *cs == s && !*blocked && h.is_active() {
-                        queued.per_conn[c].0.push(v);
-                        queued.order.push((c, v));
-                    }
-                }
-                sigs[s].emit(&Tracked {
-                    v,
-                    _live: Live::new(&args),
-                });
-            }
+            TAct::Emit { s, v } => sigs[s].emit(&Tracked {
+                v,
+                _live: Live::new(&args),
+            }),
             TAct::Disconnect(c) => {
-                if let Some((_, h, _)) = conns.get(c % conns.len().max(1)) {
-                    h.disconnect();
-                    let (values, cut) = &mut queued.per_conn[c % conns.len()];
-                    cut.get_or_insert(values.len());
+                if !conns.is_empty() {
+                    conns[c % conns.len()].disconnect();
                 }
             }
             TAct::Block(c, b) => {
-                let n = conns.len().max(1);
-                if let Some((_, h, blocked)) = conns.get_mut(c % n) {
-                    if h.block(b).is_ok() {
-                        *blocked = b;
-                    }
+                if !conns.is_empty() {
+                    let _ = conns[c % conns.len()].block(b);
                 }
             }
             TAct::Yield => std::thread::yield_now(),
         }
     }
     drop(evaluator);
-    if worker.drop_early {
-        drop(conns);
-        drop(sigs);
-        report.send((t, queued)).unwrap();
-    } else {
-        report.send((t, queued)).unwrap();
+    if !worker.drop_early {
         // Dropping the signals would cancel what is still queued.
         permit.recv().unwrap();
-        drop(conns);
-        drop(sigs);
     }
+    drop(conns);
+    drop(sigs);
 }
 
 /// Whether every call a worker that waits queued for a connection it kept has run.
@@ -1251,7 +1271,7 @@ fn run_threaded(script: &ThreadScript) -> Result<(), TestCaseError> {
         Some(l) => l.connection_evaluator(),
         None => {
             let ev = ConnectionEvaluator::new();
-            let wake_tx = Mutex::new(wake_tx);
+            let wake_tx = Mutex::new(wake_tx.clone());
             ev.set_on_invocation_added(move || {
                 let _ = wake_tx.lock().unwrap().send(());
             });
@@ -1268,58 +1288,69 @@ fn run_threaded(script: &ThreadScript) -> Result<(), TestCaseError> {
             }
         })
     });
-    let (report_tx, report_rx) = mpsc::channel();
     let mut permits = Vec::new();
     let mut threads = Vec::new();
     for (t, worker) in script.workers.iter().cloned().enumerate() {
         let (permit_tx, permit_rx) = mpsc::channel();
         permits.push(permit_tx);
-        let (ev, obs, cl, ar, rep) = (
+        let (ev, obs, cl, ar) = (
             evaluator.clone(),
             observed.clone(),
             closures.clone(),
             args.clone(),
-            report_tx.clone(),
         );
         threads.push(std::thread::spawn(move || {
-            run_worker(t, worker, ev, obs, (cl, ar), rep, permit_rx)
+            run_worker(t, worker, ev, obs, (cl, ar), permit_rx)
         }));
     }
-    let mut reports: Vec<Option<Queued>> = script.workers.iter().map(|_| None).collect();
+    drop(wake_tx);
+    // The workers' scripts say what they queue; only a queued call's wake-up (the
+    // notification, or the loop's own) makes the main thread evaluate.
+    let reports: Vec<Option<Queued>> = script.workers.iter().map(|w| Some(queued_by(w))).collect();
     let limit = Duration::from_secs(30);
     let started = Instant::now();
+    let fail = |what: &str, reports: &[Option<Queued>]| {
+        stop.store(true, Ordering::SeqCst);
+        Err(TestCaseError::fail(format!(
+            "{what}: queued {reports:?}, ran {:?}",
+            observed.lock().unwrap()
+        )))
+    };
     loop {
-        while let Ok((t, q)) = report_rx.try_recv() {
-            reports[t] = Some(q);
-        }
+        let left = limit.saturating_sub(started.elapsed());
         if all_seen(&reports, &observed.lock().unwrap()) {
+            if left.is_zero() {
+                // The last wait ran out: a turn that slept through a queued call's wake-up
+                // still evaluates when its timeout ends.
+                return fail("deferred calls run only when the wait timed out", &reports);
+            }
             break;
         }
-        if started.elapsed() > limit {
-            stop.store(true, Ordering::SeqCst);
-            return Err(TestCaseError::fail(format!(
-                "deferred calls not all run within {limit:?}: queued {reports:?}, ran {:?}",
-                observed.lock().unwrap()
-            )));
+        if left.is_zero() {
+            return fail(
+                &format!("deferred calls not all run within {limit:?}"),
+                &reports,
+            );
         }
-        // Wait for news: a queued call (the notification, or the loop's own wake-up), or a
-        // report. Once every worker has reported, all its calls are queued: then only the
-        // wake-up can end the wait (unless a second thread evaluates, which takes calls
-        // without the main thread hearing of it), and a lost one fails the time limit.
-        let reported = reports.iter().all(Option::is_some);
-        let wait = if reported && second.is_none() {
-            limit.saturating_sub(started.elapsed())
+        // Wait for a queued call's wake-up (the notification, or the loop's own), and evaluate
+        // only then: a lost wake-up fails the time limit. A second evaluating thread takes
+        // calls without the main thread hearing of it: then look again every few milliseconds.
+        let wait = if second.is_some() {
+            left.min(Duration::from_millis(5))
         } else {
-            Duration::from_millis(5)
+            left
         };
         match &mut event_loop {
             Some(l) => {
                 l.process_events(Some(wait)).unwrap();
             }
-            None => {
-                evaluator.evaluate_deferred_connections();
-                let _ = wake_rx.recv_timeout(wait);
-            }
+            None => match wake_rx.recv_timeout(wait) {
+                Ok(()) => {
+                    evaluator.evaluate_deferred_connections();
+                }
+                Err(_) if second.is_some() => {}
+                Err(_) => return fail("no notification for a queued call", &reports),
+            },
         }
     }
     for permit in permits {
@@ -1333,10 +1364,16 @@ fn run_threaded(script: &ThreadScript) -> Result<(), TestCaseError> {
         second.join().unwrap();
     }
     // Whatever the workers' drops cancelled is gone; nothing else may be queued.
-    let ran_late = match &mut event_loop {
-        Some(l) => l.process_events(Some(Duration::ZERO)).unwrap(),
-        None => evaluator.evaluate_deferred_connections(),
-    };
+    let seen = observed.lock().unwrap().len();
+    match &mut event_loop {
+        Some(l) => {
+            l.process_events(Some(Duration::ZERO)).unwrap();
+        }
+        None => {
+            evaluator.evaluate_deferred_connections();
+        }
+    }
+    let ran_late = observed.lock().unwrap().len() - seen;
     let observed = observed.lock().unwrap().clone();
     check_threaded(&reports, &observed).map_err(TestCaseError::fail)?;
     prop_assert_eq!(ran_late, 0, "calls left after every signal was dropped");
