@@ -21,6 +21,12 @@ struct Invocation {
 /// on its evaluator are dropped without running, and a connection to it disconnects itself at its
 /// next emit.
 ///
+/// A standalone evaluator is dropped with its last `Arc` (deferred connections hold only a weak
+/// reference): the invocations still queued are dropped without running, and each connection
+/// to it disconnects itself at its next emit, as for a dropped loop. An evaluation under way
+/// holds the evaluator until it returns; invocations queued meanwhile on an evaluator nobody
+/// else holds are dropped then.
+///
 /// ```
 /// use kdnet::{ConnectionEvaluator, Signal};
 /// use std::sync::{Arc, mpsc, atomic::{AtomicI32, Ordering}};

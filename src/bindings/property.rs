@@ -66,6 +66,11 @@ pub struct Property<T: 'static> {
     /// Emitted after a change with the new value.
     pub value_changed: Signal<T>,
     /// Emitted when the property is dropped.
+    ///
+    /// Connect a slot that runs at once: the property's signals go with it right after this
+    /// emit, and dropping a signal cancels its deferred calls still queued (as in KDBindings),
+    /// so a [`connect_deferred`](Signal::connect_deferred) slot here never runs (nor do the
+    /// queued deferred calls of `value_changed` and `value_about_to_change`).
     pub destroyed: Signal<()>,
 }
 
