@@ -15,7 +15,8 @@
 //! (replaced, released, dropped in any order). A deferred slot may, when it runs, emit, set the
 //! property (a property set from its own change slot, deferred), disconnect or block a
 //! connection, evaluate an evaluator (its own: refused), drop or replace an evaluator, drop a
-//! signal or the property. What the model says (from the docs of `connect_deferred`,
+//! signal or the property, connect, make a blocker, or drop or replace what the script's
+//! blockers and scoped connections hold. What the model says (from the docs of `connect_deferred`,
 //! `ConnectionEvaluator`, `ScopedConnection`, `ConnectionBlocker`, `Property`):
 //! - an emit queues one call per unblocked deferred connection (blocking is checked at emit
 //!   time: a call queued before a block still runs), in connection order, and calls
@@ -1034,11 +1035,24 @@ fn script_act() -> impl Strategy<Value = Act> {
     ]
 }
 
+/// What a deferred slot does when it runs: the shared acts, and (less often) connect, or drop
+/// or replace what the script's scoped connections and blockers hold, or make a blocker.
+fn program_act() -> impl Strategy<Value = Act> {
+    prop_oneof![
+        12 => shared_act(),
+        1 => (0..SOURCES, kind(), any::<usize>()).prop_map(|(src, kind, program)| Act::Connect { src, kind, program }),
+        1 => any::<usize>().prop_map(Act::ScopeDrop),
+        1 => (any::<usize>(), any::<usize>()).prop_map(|(i, k)| Act::ScopeSet { i, k }),
+        1 => any::<usize>().prop_map(Act::Blocker),
+        1 => any::<usize>().prop_map(Act::BlockerDrop),
+    ]
+}
+
 fn program() -> impl Strategy<Value = Vec<Step>> {
     prop_oneof![
         2 => Just(Vec::new()),
         3 => prop::collection::vec(
-            (shared_act(), any::<bool>()).prop_map(|(act, once)| Step { act, once }),
+            (program_act(), any::<bool>()).prop_map(|(act, once)| Step { act, once }),
             1..3
         ),
     ]
