@@ -1434,3 +1434,64 @@ fn deferred_calls_from_other_threads_match_the_model() {
     let result = runner.run(&thread_script(), |script| run_threaded(&script));
     support::model::finish_run(started, THREAD_CASES.load(Ordering::Relaxed), [], result);
 }
+
+/// An emitting thread that keeps the loop's evaluator alive after the loop is gone: the calls
+/// queued then are dropped with the loop, the next emit disconnects the connection, and further
+/// emits queue nothing (no queue grows for a loop that will never run it).
+#[test]
+fn emits_from_another_thread_after_its_loop_is_dropped_queue_nothing() {
+    let closures = Arc::new(AtomicIsize::new(0));
+    let args = Arc::new(AtomicIsize::new(0));
+    let event_loop = EventLoop::new().unwrap();
+    let evaluator = event_loop.connection_evaluator();
+    let (loop_gone_tx, loop_gone_rx) = mpsc::channel::<()>();
+    let (emitted_tx, emitted_rx) = mpsc::channel::<()>();
+    let worker = std::thread::spawn({
+        let (closures, args, evaluator) = (closures.clone(), args.clone(), evaluator.clone());
+        move || {
+            let sig: Signal<Tracked> = Signal::new();
+            let token = Live::new(&closures);
+            let handle = sig.connect_deferred(&evaluator, move |_| {
+                let _token = &token;
+                panic!("the loop never turned");
+            });
+            let emit = |v| {
+                sig.emit(&Tracked {
+                    v,
+                    _live: Live::new(&args),
+                })
+            };
+            for v in 0..100 {
+                emit(v);
+            }
+            emitted_tx.send(()).unwrap();
+            loop_gone_rx.recv().unwrap();
+            assert!(handle.is_active(), "active until its next emit");
+            emit(100);
+            assert!(
+                !handle.is_active(),
+                "the emit after the loop was dropped disconnects"
+            );
+            for v in 0..1000 {
+                emit(v);
+            }
+            assert_eq!(args.load(Ordering::SeqCst), 0, "nothing queued");
+            assert_eq!(closures.load(Ordering::SeqCst), 0, "the slot was dropped");
+            // The evaluator itself is still held here.
+            assert!(!evaluator.has_pending());
+        }
+    });
+    emitted_rx.recv().unwrap();
+    assert_eq!(
+        args.load(Ordering::SeqCst),
+        100,
+        "one argument copy per queued call"
+    );
+    assert!(evaluator.has_pending());
+    drop(event_loop);
+    assert_eq!(args.load(Ordering::SeqCst), 0, "dropped with the loop");
+    assert!(!evaluator.has_pending());
+    loop_gone_tx.send(()).unwrap();
+    worker.join().unwrap();
+    assert_eq!(closures.load(Ordering::SeqCst), 0);
+}
