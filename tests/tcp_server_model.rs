@@ -556,11 +556,15 @@ fn make(drv: &Drv, op: Op) {
                 pattern(size, d.case.seed ^ (offset << 8) ^ size as u64)
             };
             let state = socket.state();
+            let closed = drv.borrow().end_ref(id).closed;
             let result = socket.write(&data);
-            let open = matches!(
-                state,
-                SocketState::HostLookup | SocketState::Connecting | SocketState::Connected
-            );
+            // Documented: after a graceful close made while connecting with bytes queued (the
+            // socket stays `Connecting` until it has sent them), writes are refused.
+            let open = match state {
+                SocketState::HostLookup | SocketState::Connecting => !closed,
+                SocketState::Connected => true,
+                _ => false,
+            };
             match (&result, open) {
                 (Ok(n), true) if *n == data.len() => {
                     drv.borrow_mut().end(id).accepted.extend_from_slice(&data);
@@ -590,11 +594,15 @@ fn make(drv: &Drv, op: Op) {
                 e.closed = true;
                 match how {
                     How::Graceful => {
-                        e.graceful |= state == SocketState::Connected;
-                        // Documented: while connecting a graceful close cancels the attempt;
-                        // during a TLS handshake with nothing queued it ends the handshake.
-                        e.hard |=
+                        let connecting =
                             matches!(state, SocketState::HostLookup | SocketState::Connecting);
+                        // Documented: while connecting a graceful close with nothing queued
+                        // cancels the attempt; with bytes queued it connects, sends them and
+                        // closes. During a TLS handshake with nothing queued it ends the
+                        // handshake.
+                        e.graceful |= state == SocketState::Connected
+                            || (connecting && !e.accepted.is_empty());
+                        e.hard |= connecting && e.accepted.is_empty();
                         e.cancelled |= tls
                             && state == SocketState::Connected
                             && !socket.is_encrypted()

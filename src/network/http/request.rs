@@ -396,7 +396,8 @@ impl HttpRequest {
     }
 
     /// Whether the client adds `Accept-Encoding` (not for a `Range` request: a range of a
-    /// compressed body cannot be decoded alone) and `Content-Length: 0` for an empty POST, PUT or
+    /// compressed body cannot be decoded alone; nor when the session's decoding is off, see
+    /// [`HttpSession::set_decompress`](super::HttpSession::set_decompress)) and `Content-Length: 0` for an empty POST, PUT or
     /// PATCH, when they are missing (default true). `Host` is added whenever it is missing (an
     /// HTTP/1.1 request must have it, RFC 9112 §3.2), a non-empty body always gets its
     /// `Content-Length` (the server could not tell where it ends otherwise), and the session's
