@@ -14,28 +14,15 @@ use std::time::{Duration, Instant};
 use kdnet::foundation::post;
 use kdnet::{EventLoop, LoopError, Signal, Timer};
 
+mod support;
+use support::is_readable;
+
 const SAFETY_EXIT: i32 = 99;
 
 /// A timer that makes `run()` return [`SAFETY_EXIT`] if the test has not finished after `secs`.
 fn safety_timer(event_loop: &EventLoop, secs: u64) -> Rc<Timer> {
     let handle = event_loop.handle();
     Timer::create_timeout(Duration::from_secs(secs), move || handle.exit(SAFETY_EXIT)).unwrap()
-}
-
-/// Whether `fd` (the loop's poller descriptor) is readable right now, asked through a second,
-/// independent poller: registering evaluates the current readiness.
-fn is_readable(fd: std::os::fd::RawFd) -> bool {
-    let mut poll = mio::Poll::new().unwrap();
-    poll.registry()
-        .register(
-            &mut mio::unix::SourceFd(&fd),
-            mio::Token(0),
-            mio::Interest::READABLE,
-        )
-        .unwrap();
-    let mut events = mio::Events::with_capacity(4);
-    poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
-    !events.is_empty()
 }
 
 /// Sets a flag when dropped (to see whether a closure was dropped rather than leaked).

@@ -62,6 +62,7 @@ use kdnet::network::{TcpServer, TcpSocket};
 use kdnet::{EventLoop, LoopHandle, Timer};
 use proptest::prelude::*;
 
+use support::is_readable;
 use support::model::{config, finish_counted};
 
 /// How late a timer may fire, a turn may come or a quit may be reported (a loaded machine).
@@ -308,21 +309,6 @@ fn start_timer(
     log.borrow_mut().starts.push((Instant::now(), 0));
     timer.start();
     world.borrow_mut().timers.push((timer, log));
-}
-
-/// Whether `fd` is readable now, asked through a poller of its own.
-fn is_readable(fd: std::os::fd::RawFd) -> bool {
-    let mut poll = mio::Poll::new().unwrap();
-    poll.registry()
-        .register(
-            &mut mio::unix::SourceFd(&fd),
-            mio::Token(0),
-            mio::Interest::READABLE,
-        )
-        .unwrap();
-    let mut events = mio::Events::with_capacity(2);
-    poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
-    !events.is_empty()
 }
 
 /// The host: a mio poller on the loop's descriptor, the only place the test sleeps.

@@ -16,6 +16,22 @@ use kdnet::bindings::Signal;
 use kdnet::network::dns::{AddressFamily, DnsResolver, LookupResult};
 use kdnet::network::http::{HttpClient, HttpError, HttpRequest, HttpResponse};
 
+/// Whether `fd` (an event loop's poller descriptor) is readable right now, asked through a
+/// second, independent poller: registering evaluates the current readiness.
+pub fn is_readable(fd: std::os::fd::RawFd) -> bool {
+    let mut poll = mio::Poll::new().unwrap();
+    poll.registry()
+        .register(
+            &mut mio::unix::SourceFd(&fd),
+            mio::Token(0),
+            mio::Interest::READABLE,
+        )
+        .unwrap();
+    let mut events = mio::Events::with_capacity(4);
+    poll.poll(&mut events, Some(Duration::ZERO)).unwrap();
+    !events.is_empty()
+}
+
 /// How long [`wait_until`] waits before it fails the test.
 pub const SAFETY_TIMEOUT: Duration = Duration::from_secs(20);
 
