@@ -1962,3 +1962,44 @@ fn an_exit_supersedes_a_handle_quit_asked_before_it_and_does_not_leave_it_for_th
     event_loop.process_events(Some(Duration::ZERO)).unwrap();
     assert_eq!(event_loop.take_exit_request(), None, "a stale quit");
 }
+
+/// The mirror image: the loop's own `exit`, then another thread's quit through a `LoopHandle`,
+/// both before `run()` (or a quit a posted closure asks during the turn that took an earlier
+/// one). The latest code ends `run()` and the earlier is spent: `run()` returned the older code
+/// and left the handle's quit pending, which ended the next `run()` at once (and reached a
+/// host's second `take_exit_request`).
+#[test]
+fn a_handle_quit_asked_after_an_exit_wins_and_does_not_end_the_next_run() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let handle = event_loop.handle();
+    event_loop.exit(1);
+    thread::spawn(move || handle.exit(2)).join().unwrap();
+    assert_eq!(event_loop.run(), 2);
+    let _safety = safety_timer(&event_loop, 1);
+    assert_eq!(
+        event_loop.run(),
+        SAFETY_EXIT,
+        "a stale quit ended the next run()"
+    );
+
+    // A posted closure quits again during the turn that took another thread's quit.
+    let handle = event_loop.handle();
+    let again = event_loop.handle();
+    event_loop.post(move || again.exit(4));
+    thread::spawn(move || handle.exit(3)).join().unwrap();
+    assert_eq!(event_loop.run(), 4);
+    let _safety = safety_timer(&event_loop, 1);
+    assert_eq!(
+        event_loop.run(),
+        SAFETY_EXIT,
+        "a stale quit ended the next run()"
+    );
+
+    // The same for a host.
+    let handle = event_loop.handle();
+    event_loop.exit(5);
+    thread::spawn(move || handle.exit(6)).join().unwrap();
+    assert_eq!(event_loop.take_exit_request(), Some(6));
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(event_loop.take_exit_request(), None, "a stale quit");
+}
