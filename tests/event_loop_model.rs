@@ -24,7 +24,8 @@
 //!   next turn, which runs the closures queued then and, under `run()`, ends it there (as a quit
 //!   asked by a posted closure ends `run()`'s turn after its closures: no timer fires); a host
 //!   learns of it from `take_exit_request` after that turn; the latest code wins (an
-//!   `EventLoop::exit` spends a handle's quit not taken yet).
+//!   `EventLoop::exit` spends a handle's quit not taken yet, and a handle's quit asked while
+//!   the loop's is pending is returned instead of it and spent with it).
 //!
 //! Time is real: the log records when each timer was armed (an instant before and one after the
 //! call) and when each slot ran, and each turn records an instant before its timer stage (for a
@@ -1415,7 +1416,12 @@ impl Model<'_> {
             Kind::Run => return Ok(()),
             Kind::Host => match *self.next("the end of a host turn")? {
                 Ev::TurnEnd { count, exit } => {
-                    let expected = self.core_quit.take();
+                    // A handle's quit asked while the loop's was pending is later: it wins
+                    // and is spent with it.
+                    let expected = self
+                        .core_quit
+                        .take()
+                        .map(|code| self.shared_quit.take().unwrap_or(code));
                     if expected.is_some() {
                         self.stats[4] += 1;
                     }
@@ -1474,6 +1480,7 @@ impl Model<'_> {
                 self.stats[3] += 1;
                 loop {
                     if let Some(code) = self.core_quit.take() {
+                        let code = self.shared_quit.take().unwrap_or(code);
                         self.expect_return(code)?;
                         break;
                     }

@@ -695,7 +695,9 @@ impl EventLoop {
     ///
     /// The latest request wins: one asked through a [`LoopHandle`] before this call and not yet
     /// taken by a turn is spent with this one (it does not end the `run()` after this one, nor
-    /// replace `code`).
+    /// replace `code`); one asked through a handle after it, before `run()` (or
+    /// [`take_exit_request`](Self::take_exit_request)) took this one, replaces `code` and is
+    /// spent with it.
     pub fn exit(&self, code: i32) {
         // Not on a hot path: one lock-free load when no handle asked.
         let _superseded = self.core.shared.take_quit();
@@ -726,7 +728,8 @@ impl EventLoop {
     /// posted before it ran, exactly as it ends `run()`; until then
     /// [`next_timeout`](Self::next_timeout) is zero (and, asked from outside a turn or from a
     /// slot after the turn's poll, [`as_raw_fd`](Self::as_raw_fd) readable), so that turn comes
-    /// at once.
+    /// at once. While an earlier request is pending here (an [`exit`](Self::exit), or a quit a
+    /// turn took), a later one through a handle is the code returned, and is spent with it.
     ///
     /// ```
     /// use kdnet::{EventLoop, Timer};
@@ -817,7 +820,11 @@ impl EventLoop {
     fn take_quit(&self) -> Option<i32> {
         // A quit from another thread is only taken at the start of a turn, just before that turn
         // drains the closures posted from other threads: everything posted before `quit()` runs.
-        self.core.quit.take()
+        let code = self.core.quit.take()?;
+        // But one asked through a handle while this one was pending is later (`exit` spends a
+        // handle's earlier quit, a turn takes it): the latest wins, and it is spent with this
+        // one rather than left to end the next `run()` at once. One load, only when quitting.
+        Some(self.core.shared.take_quit().unwrap_or(code))
     }
 }
 
