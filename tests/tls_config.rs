@@ -1167,3 +1167,37 @@ vefStkZzEZBB9gQnSwgZ4vcrP4WTVoVxrQjJM9lWL86lMMRbzCD0ZKsOkgIqaWXr\n\
         "{reason}"
     );
 }
+
+/// A character lost from the *first* line of a section's base64 text: the lines after it are
+/// the regular ones. The length check took the first line's length as the rule and named the
+/// second line, which is intact, as the odd one.
+#[test]
+fn a_character_lost_from_the_first_base64_line_names_that_line() {
+    let reason = |pem: &str| {
+        configuration_reason(
+            TlsClientConfig::new()
+                .add_ca_certificate(pem.as_bytes())
+                .unwrap_err(),
+        )
+    };
+    assert_eq!(
+        reason(
+            "-----BEGIN CERTIFICATE-----\nAAAAAAA\nAAAAAAAA\nAAAAAAAA\nAAAAAA==\n\
+             -----END CERTIFICATE-----\n"
+        ),
+        "CA certificate PEM, section 1: base64 decode error at line 2: it is 7 characters long \
+         where the lines after it have 8, and the base64 text does not decode: a character was \
+         lost or added there (get the file again)"
+    );
+    // Two full lines only: the one that is not 64 characters long (as PEM writers make them).
+    let full = "A".repeat(64);
+    let short = "A".repeat(63);
+    assert_eq!(
+        reason(&format!(
+            "-----BEGIN CERTIFICATE-----\n{short}\n{full}\nAAAAAA==\n-----END CERTIFICATE-----\n"
+        )),
+        "CA certificate PEM, section 1: base64 decode error at line 2: it is 63 characters long \
+         where the lines after it have 64, and the base64 text does not decode: a character was \
+         lost or added there (get the file again)"
+    );
+}
