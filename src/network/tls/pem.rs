@@ -446,15 +446,24 @@ fn base64_error_text(reason: &str, lines: &[(usize, &[u8])]) -> String {
         .iter()
         .map(|&(number, line)| (number, line.iter().filter(|&&b| !is_space(b)).count()))
         .collect();
-    if let [(_, width), .., _] = lengths[..] {
-        let odd = lengths[..lengths.len() - 1]
-            .iter()
-            .find(|&&(_, length)| length != width);
-        if let Some(&(number, length)) = odd {
+    if lengths.len() >= 2 {
+        let rows = &lengths[..lengths.len() - 1];
+        // The first line's length is the rule unless the first line is the odd one: the next
+        // two agree without it, or (two lines only) the next one has the 64 PEM writers use.
+        let width = match rows {
+            [(_, a), (_, b), (_, c), ..] if a != b && b == c => *b,
+            [(_, a), (_, b)] if a != b && *b == 64 => *b,
+            [(_, a), ..] => *a,
+            [] => 0,
+        };
+        let odd = rows.iter().position(|&(_, length)| length != width);
+        if let Some(index) = odd {
+            let (number, length) = rows[index];
+            let others = if index == 0 { "after" } else { "before" };
             return format!(
                 "base64 decode error at line {number}: it is {length} characters long where the \
-                 lines before it have {width}, and the base64 text does not decode: a character \
-                 was lost or added there (get the file again)"
+                 lines {others} it have {width}, and the base64 text does not decode: a \
+                 character was lost or added there (get the file again)"
             );
         }
     }
