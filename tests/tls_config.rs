@@ -1201,3 +1201,45 @@ fn a_character_lost_from_the_first_base64_line_names_that_line() {
          lost or added there (get the file again)"
     );
 }
+
+/// `cat a.pem b.pem` with `a.pem` lacking its final line break glues an END line to the next
+/// BEGIN line; the decoder is given a line break there, but the lines an error names are the
+/// file's: they were counted in the text with the break added, one too many per glued pair.
+#[test]
+fn pem_error_lines_count_the_file_as_written_when_sections_are_glued() {
+    let pki = test_pki();
+    let corrupt = "-----BEGIN CERTIFICATE-----\n!!!!\n-----END CERTIFICATE-----\n";
+    let bundle = format!(
+        "{}{}{corrupt}",
+        pki.ca_pem.trim_end(),
+        pki.other_ca_pem.trim_end()
+    );
+    let reason = configuration_reason(
+        TlsClientConfig::new()
+            .add_ca_certificate(bundle.as_bytes())
+            .unwrap_err(),
+    );
+    let line = bundle.lines().position(|l| l == "!!!!").unwrap() + 1;
+    assert_eq!(
+        reason,
+        format!(
+            "CA certificate PEM, section 3: base64 decode error at line {line}, column 1: '!' is \
+             not a base64 character (between its BEGIN and END lines a section holds only A-Z, \
+             a-z, 0-9, +, / and =): remove it, or get the file again"
+        )
+    );
+    // A key's section is located the same way (the key PEM is normalised too).
+    let key = format!(
+        "-----BEGIN FOO-----\nAAAA\n-----END FOO-----{}",
+        "-----BEGIN PRIVATE KEY-----\nAA!A\n-----END PRIVATE KEY-----\n"
+    );
+    let reason = configuration_reason(
+        TlsClientConfig::new()
+            .set_client_certificate(pki.client_cert_pem.as_bytes(), key.as_bytes())
+            .unwrap_err(),
+    );
+    assert!(
+        reason.starts_with("client key PEM: base64 decode error at line 4, column 3:"),
+        "{reason}"
+    );
+}
