@@ -15,15 +15,15 @@ use super::der::{ec_key_lacks_public_key, key_is_damaged};
 use crate::network::SocketError;
 
 pub(super) fn parse_certificates(
-    pem: &[u8],
+    given: &[u8],
     what: &str,
 ) -> Result<Vec<CertificateDer<'static>>, SocketError> {
-    let pem = normalized(pem);
+    let pem = normalized(given);
     let pem = &pem[..];
     let certificates = CertificateDer::pem_slice_iter(pem)
         .collect::<Result<Vec<_>, _>>()
         .map_err(|e| {
-            let failure = failure(pem);
+            let failure = failure(pem, given);
             configuration(format!(
                 "{what} PEM, section {}: {}",
                 failure.section,
@@ -46,6 +46,7 @@ pub(super) fn certified_key(
     role: &str,
 ) -> Result<CertifiedKey, SocketError> {
     let chain = parse_certificates(cert_chain_pem, &format!("{role} certificate"))?;
+    let given_key_pem = key_pem;
     let key_pem = normalized(key_pem);
     let key_pem = &key_pem[..];
     if let Some(form) = encrypted_key_form(key_pem) {
@@ -62,7 +63,7 @@ pub(super) fn certified_key(
         )),
         e => configuration(format!(
             "{role} key PEM: {}",
-            pem_error_text(&e, &failure(key_pem))
+            pem_error_text(&e, &failure(key_pem, given_key_pem))
         )),
     })?;
     // What `CertifiedKey::from_der` does, in steps, so that each failure can be named.
@@ -238,7 +239,6 @@ fn looks_like_pkcs12(bytes: &[u8]) -> bool {
 /// END marker, ignore the rest of the line and so drop the next section without a word).
 /// Borrowed unless a break is inserted.
 fn normalized(pem: &[u8]) -> Cow<'_, [u8]> {
-    const GLUED: &[u8] = b"----------BEGIN ";
     let pem = pem.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(pem);
     if !pem.windows(GLUED.len()).any(|w| w == GLUED) {
         return Cow::Borrowed(pem);
@@ -255,17 +255,39 @@ fn normalized(pem: &[u8]) -> Cow<'_, [u8]> {
     Cow::Owned(separated)
 }
 
+/// An END line's dashes and the BEGIN line glued to it (see [`normalized`]).
+const GLUED: &[u8] = b"----------BEGIN ";
+
+/// How many line breaks [`normalized`] added to `given` before offset `at` of its result: the
+/// lines an error names are those of the file as written.
+fn breaks_added_before(given: &[u8], at: usize) -> usize {
+    let given = given.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(given);
+    let mut added = 0;
+    let mut from = 0;
+    while let Some(found) = given[from..].windows(GLUED.len()).position(|w| w == GLUED) {
+        // In the result, this break follows the END line's five dashes and the breaks before.
+        let glued = from + found + 5;
+        if glued + added >= at {
+            break;
+        }
+        added += 1;
+        from = glued;
+    }
+    added
+}
+
 /// Where the PEM decoder failed: the number (from 1) of the section, counting the sections it
 /// reads (those of the kinds it knows), so that a broken entry of a bundle of hundreds can be
 /// found; the line (from 1) of its BEGIN line; and its text from that line to where the
-/// decoder stopped (the END line, a malformed BEGIN line, or the end of the input).
+/// decoder stopped (the END line, a malformed BEGIN line, or the end of the input). `pem` is
+/// what the decoder read ([`normalized`]), `given` what the caller gave.
 struct Failure<'a> {
     section: usize,
     first_line: usize,
     text: &'a [u8],
 }
 
-fn failure(pem: &[u8]) -> Failure<'_> {
+fn failure<'a>(pem: &'a [u8], given: &[u8]) -> Failure<'a> {
     let mut rest = pem;
     let mut section = 1;
     loop {
@@ -281,7 +303,8 @@ fn failure(pem: &[u8]) -> Failure<'_> {
                     .filter(|&at| read[at..].starts_with(b"-----BEGIN "))
                     .last()
                     .unwrap_or(0);
-                let first_line = line_number(pem, start + begin);
+                let first_line =
+                    line_number(pem, start + begin) - breaks_added_before(given, start + begin);
                 return Failure {
                     section,
                     first_line,
