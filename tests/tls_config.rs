@@ -1243,3 +1243,65 @@ fn pem_error_lines_count_the_file_as_written_when_sections_are_glued() {
         "{reason}"
     );
 }
+
+/// A section whose END line was lost (or mistyped) before the next section of a bundle: the
+/// decoder reads on into the next section, and the error named that section's lines, which are
+/// intact ("the base64 text of lines 11 to 19 does not end on a whole group of four").
+#[test]
+fn a_section_without_its_end_line_before_the_next_one_is_named() {
+    let pki = test_pki();
+    let reason = |pem: &str| {
+        configuration_reason(
+            TlsClientConfig::new()
+                .add_ca_certificate(pem.as_bytes())
+                .unwrap_err(),
+        )
+    };
+    assert_eq!(
+        reason(
+            "-----BEGIN CERTIFICATE-----\nAAAAAA==\n-----BEGIN CERTIFICATE-----\nAAAA\n\
+             -----END CERTIFICATE-----\n"
+        ),
+        "CA certificate PEM, section 1: the section that begins at line 1 has no END line: \
+         line 3 begins another section before it (add \"-----END CERTIFICATE-----\" before \
+         line 3)"
+    );
+    // In a bundle, after a complete certificate and a section of a kind the decoder skips.
+    let lines: Vec<&str> = pki.ca_pem.lines().collect();
+    let n = lines.len();
+    let bundle = format!(
+        "{}-----BEGIN FOO-----\nAAAA\n-----END FOO-----\n-----BEGIN CERTIFICATE-----\n\
+         AAAAAA==\n{}",
+        pki.ca_pem, pki.other_ca_pem
+    );
+    assert_eq!(
+        reason(&bundle),
+        format!(
+            "CA certificate PEM, section 2: the section that begins at line {} has no END \
+             line: line {} begins another section before it (add \"-----END CERTIFICATE-----\" \
+             before line {})",
+            n + 4,
+            n + 6,
+            n + 6
+        )
+    );
+    // A mistyped END line before the next section.
+    let mut typo: Vec<&str> = lines.clone();
+    typo[n - 1] = "-----END CERTIFICATE----";
+    let bundle = format!("{}\n{}", typo.join("\n"), pki.other_ca_pem);
+    assert_eq!(
+        reason(&bundle),
+        format!(
+            "CA certificate PEM, section 1: the section that begins at line 1 ends at line {n} \
+             with \"-----END CERTIFICATE----\", which does not match its BEGIN line: it must \
+             read \"-----END CERTIFICATE-----\""
+        )
+    );
+    // A malformed BEGIN line inside an open section is named by its own line.
+    assert_eq!(
+        reason("-----BEGIN CERTIFICATE-----\nAAAA\n-----BEGIN CERTIFICATE----- x\n"),
+        "CA certificate PEM, section 1: line 3, \"-----BEGIN CERTIFICATE----- x\", is not a \
+         valid BEGIN line: it must read \"-----BEGIN <label>-----\", five dashes on each side \
+         and nothing after them"
+    );
+}
