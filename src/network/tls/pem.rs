@@ -298,11 +298,22 @@ fn failure<'a>(pem: &'a [u8], given: &[u8]) -> Failure<'a> {
             Err(_) => {
                 let read = &pem[start..pem.len() - rest.len()];
                 // Unknown sections and text before the failing one are read in the same call:
-                // the failing section starts at the last BEGIN line read.
-                let begin = line_starts(read)
-                    .filter(|&at| read[at..].starts_with(b"-----BEGIN "))
-                    .last()
-                    .unwrap_or(0);
+                // the failing section starts at the first BEGIN line after the last section
+                // closed. (A BEGIN line inside an open section, whose END line was lost, does
+                // not close it: the decoder reads on with the new label.)
+                let mut begin = 0;
+                let mut open: Option<&[u8]> = None;
+                for at in line_starts(read) {
+                    let line = read[at..].split(|&b| b == b'\n').next().unwrap_or(&[]);
+                    if line.starts_with(b"-----BEGIN ") {
+                        if open.is_none() {
+                            begin = at;
+                        }
+                        open = Some(section_label(line));
+                    } else if open.is_some_and(|label| is_end_of(line, label)) {
+                        open = None;
+                    }
+                }
                 let first_line =
                     line_number(pem, start + begin) - breaks_added_before(given, start + begin);
                 return Failure {
@@ -318,6 +329,25 @@ fn failure<'a>(pem: &'a [u8], given: &[u8]) -> Failure<'a> {
         first_line: 1,
         text: &[],
     }
+}
+
+/// The label of a BEGIN line, as the decoder reads it (between `-----BEGIN ` and the final
+/// five dashes, trailing spaces and line breaks ignored).
+fn section_label(line: &[u8]) -> &[u8] {
+    let mut end = line.len();
+    while end > 0 && matches!(line[end - 1], b'\n' | b'\r' | b' ') {
+        end -= 1;
+    }
+    let line = &line[..end];
+    let line = line.strip_suffix(b"-----").unwrap_or(line);
+    line.get(11..).unwrap_or(&[])
+}
+
+/// Whether `line` ends a section labelled `label`, as the decoder reads it.
+fn is_end_of(line: &[u8], label: &[u8]) -> bool {
+    line.strip_prefix(b"-----END ")
+        .and_then(|rest| rest.strip_prefix(label))
+        .is_some_and(|rest| rest.starts_with(b"-----"))
 }
 
 /// The offsets at which the lines of `text` start.
@@ -350,52 +380,75 @@ fn pem_error_text(error: &rustls::pki_types::pem::Error, failure: &Failure<'_>) 
         .map(|(index, line)| (failure.first_line + index, line))
         .collect();
     let begin_line = lines.first().map_or(&[][..], |&(_, line)| line);
-    let escaped = escaped_line_breaks_hint(begin_line);
+    // A malformed BEGIN line is the last line read (a section may be open before it).
+    let (start_number, start_line) = match error {
+        E::IllegalSectionStart { .. } => lines.last().copied().unwrap_or((failure.first_line, &[])),
+        _ => (failure.first_line, begin_line),
+    };
+    let escaped = escaped_line_breaks_hint(start_line);
+    // The END line the section needs: its BEGIN line's label.
+    let end_marker = format!(
+        "-----END {}-----",
+        String::from_utf8_lossy(section_label(begin_line))
+    );
+    // An END line that does not match its BEGIN line is read as base64 text, and a BEGIN line
+    // before the END line opens no section of its own: the decoder reads on to the next
+    // matching END line, or to the end of the input. The first such line is where to look.
+    // (An END line the input ends in, without a line break, is one cut short.)
+    let unended = |body: &[(usize, &[u8])]| {
+        let (number, line) = *body
+            .iter()
+            .find(|(_, line)| line.starts_with(b"-----END ") || line.starts_with(b"-----BEGIN "))?;
+        Some(if line.starts_with(b"-----END ") {
+            format!(
+                "the section that begins at line {} ends at line {number} with {:?}, which does \
+                 not match its BEGIN line: it must read \"{end_marker}\"",
+                failure.first_line,
+                quoted(line)
+            )
+        } else {
+            format!(
+                "the section that begins at line {} has no END line: line {number} begins \
+                 another section before it (add \"{end_marker}\" before line {number})",
+                failure.first_line
+            )
+        })
+    };
     match error {
         // A PEM written on one line, its line breaks as `\n`: the decoder reads a BEGIN line
         // (with the whole PEM in its label, if it ends in five dashes) and no END line.
         E::MissingSectionEnd { .. } | E::IllegalSectionStart { .. } if !escaped.is_empty() => {
             format!(
-                "line {}, {:?}, is not a valid BEGIN line{escaped}",
-                failure.first_line,
-                quoted(begin_line)
+                "line {start_number}, {:?}, is not a valid BEGIN line{escaped}",
+                quoted(start_line)
             )
         }
-        E::MissingSectionEnd { end_marker } => {
-            let end_marker = format!("-----END {}-----", String::from_utf8_lossy(end_marker));
-            // An END line that does not match its BEGIN line is read as base64 text, and the
-            // section then runs to the end of the input. (An END line the input ends in, without
-            // a line break, is one cut short.)
+        E::MissingSectionEnd { .. } => {
             let complete = if terminated {
                 &lines[..]
             } else {
                 &lines[..lines.len() - 1]
             };
-            let wrong_end = complete
-                .iter()
-                .skip(1)
-                .find(|(_, line)| line.starts_with(b"-----END "));
-            match wrong_end {
-                Some((number, line)) => format!(
-                    "the section that begins at line {} ends at line {number} with {:?}, which \
-                     does not match its BEGIN line: it must read \"{end_marker}\"",
-                    failure.first_line,
-                    quoted(line)
-                ),
-                None => format!(
+            unended(complete.get(1..).unwrap_or(&[])).unwrap_or_else(|| {
+                format!(
                     "missing section end \"{end_marker}\" for the section that begins at line {} \
                      (is the file cut short?)",
                     failure.first_line
-                ),
-            }
+                )
+            })
         }
         E::IllegalSectionStart { line } => format!(
-            "line {}, {:?}, is not a valid BEGIN line: it must read \"-----BEGIN <label>-----\", \
-             five dashes on each side and nothing after them",
-            failure.first_line,
+            "line {start_number}, {:?}, is not a valid BEGIN line: it must read \
+             \"-----BEGIN <label>-----\", five dashes on each side and nothing after them",
             quoted(line)
         ),
-        E::Base64Decode(reason) => base64_error_text(reason, &lines),
+        E::Base64Decode(reason) => {
+            let body = match &lines[..] {
+                [_, body @ .., _] => body,
+                _ => &[],
+            };
+            unended(body).unwrap_or_else(|| base64_error_text(reason, &lines))
+        }
         E::SectionTooLarge => format!(
             "the section that begins at line {} is larger than 256 MB: is this a certificate \
              or key file?",
