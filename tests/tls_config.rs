@@ -1305,3 +1305,37 @@ fn a_section_without_its_end_line_before_the_next_one_is_named() {
          and nothing after them"
     );
 }
+
+/// A certificate given as DER that is not one: the text said "its base64 text decodes, but not
+/// to a certificate: was a line of it lost or changed?", which fits a PEM file, not binary DER
+/// (there is no base64 text and no line), and PEM given to the DER call was told the same.
+#[test]
+fn a_der_ca_certificate_that_is_not_one_is_not_described_as_pem() {
+    let pki = test_pki();
+    let reason = |der: &[u8]| {
+        configuration_reason(
+            TlsClientConfig::new()
+                .add_ca_certificate_der(der)
+                .unwrap_err(),
+        )
+    };
+    for der in [&b"\x30\x03\x02\x01\x01"[..], b"not DER", b""] {
+        let reason = reason(der);
+        assert!(
+            reason.starts_with(
+                "CA certificate (DER) is not usable as a trust anchor: it is not a well-formed \
+                 X.509 certificate in DER"
+            ) && !reason.contains("base64")
+                && !reason.contains("line"),
+            "{reason}"
+        );
+    }
+    let reason = reason(pki.ca_pem.as_bytes());
+    assert!(
+        reason.starts_with(
+            "CA certificate (DER) is not usable as a trust anchor: it is PEM text, not DER: give \
+             it to add_ca_certificate"
+        ),
+        "{reason}"
+    );
+}
