@@ -26,7 +26,7 @@ use rustls::{
 };
 
 use super::der::{ip_address_sans, is_self_issued, issuer_subject_key, key_is_usable};
-use super::pem::{certified_key, local_certificate_text, parse_certificates};
+use super::pem::{certified_key, der_certificate_text, local_certificate_text, parse_certificates};
 use crate::network::{SocketError, TlsFailure};
 
 /// Settings for TLS client connections; [`build`](Self::build) turns them into a shareable
@@ -126,7 +126,7 @@ impl TlsClientConfig {
         added.add(CertificateDer::from(der.to_vec())).map_err(|e| {
             configuration(format!(
                 "CA certificate (DER) is not usable as a trust anchor: {}",
-                local_certificate_text(&e)
+                der_certificate_text(der, &e)
             ))
         })?;
         self.extra_roots = added;

@@ -115,14 +115,34 @@ pub(super) fn certified_key(
     }
 }
 
+/// What [`local_certificate_text`] says of a PEM certificate whose DER cannot be read.
+const MALFORMED: &str = "its content is not a well-formed X.509 certificate (its base64 \
+                         text decodes, but not to a certificate): was a line of it lost or \
+                         changed? Get the file again";
+
+/// [`local_certificate_text`] for a certificate given as DER (`der`): there is no base64 text
+/// or line to speak of, and PEM text given as DER is named as such.
+pub(super) fn der_certificate_text(der: &[u8], error: &rustls::Error) -> String {
+    if der.windows(11).any(|w| w == b"-----BEGIN ") {
+        return "it is PEM text, not DER: give it to add_ca_certificate (or convert it with \
+                `openssl x509 -in cert.pem -outform der -out cert.der`)"
+            .to_owned();
+    }
+    let text = local_certificate_text(error);
+    match text.strip_prefix(MALFORMED) {
+        Some(rest) => format!(
+            "it is not a well-formed X.509 certificate in DER (binary) form: is it cut short, \
+             or another kind of file?{rest}"
+        ),
+        None => text,
+    }
+}
+
 /// rustls' text for a problem with a certificate from a local file, without the "invalid peer
 /// certificate" prefix (there is no peer yet), and in words for a certificate whose DER cannot
 /// be read (rustls says `BadEncoding`, webpki names the part it stopped at).
 pub(super) fn local_certificate_text(error: &rustls::Error) -> String {
     use rustls::CertificateError as C;
-    const MALFORMED: &str = "its content is not a well-formed X.509 certificate (its base64 \
-                             text decodes, but not to a certificate): was a line of it lost or \
-                             changed? Get the file again";
     match error {
         rustls::Error::InvalidCertificate(C::BadEncoding) => MALFORMED.to_owned(),
         rustls::Error::InvalidCertificate(certificate) => {
