@@ -1339,3 +1339,29 @@ fn a_der_ca_certificate_that_is_not_one_is_not_described_as_pem() {
         "{reason}"
     );
 }
+
+/// A certificate whose END line was lost, followed by a section of a kind the decoder skips
+/// (`TRUSTED CERTIFICATE`, `FOO`): the decoder reads the certificate's text into that section
+/// and drops both without a word, so the bundle was accepted with one CA fewer.
+#[test]
+fn a_certificate_without_its_end_line_is_not_dropped_silently() {
+    let pki = test_pki();
+    let lines: Vec<&str> = pki.ca_pem.lines().collect();
+    let n = lines.len();
+    let pem = format!(
+        "{}\n-----BEGIN TRUSTED CERTIFICATE-----\nAAAA\n-----END TRUSTED CERTIFICATE-----\n{}",
+        lines[..n - 1].join("\n"),
+        pki.other_ca_pem
+    );
+    let mut config = TlsClientConfig::new();
+    let reason = configuration_reason(config.add_ca_certificate(pem.as_bytes()).unwrap_err());
+    assert_eq!(
+        reason,
+        format!(
+            "CA certificate PEM: the section that begins at line 1 has no END line: line {n} \
+             begins another section before it (add \"-----END CERTIFICATE-----\" before line \
+             {n})"
+        )
+    );
+    assert!(format!("{config:?}").contains("extra_roots: 0"));
+}
