@@ -30,6 +30,11 @@ pub(super) fn parse_certificates(
                 pem_error_text(&e, &failure)
             ))
         })?;
+    // The decoder reads a section whose END line was lost into the next one; when that is of
+    // a kind it skips, both are dropped without an error.
+    if let Some(lost) = lost_end(pem, given) {
+        return Err(configuration(format!("{what} PEM: {lost}")));
+    }
     if certificates.is_empty() {
         return Err(configuration(format!(
             "no CERTIFICATE section found in the {what} PEM{}",
@@ -349,6 +354,32 @@ fn failure<'a>(pem: &'a [u8], given: &[u8]) -> Failure<'a> {
         first_line: 1,
         text: &[],
     }
+}
+
+/// Where a section of `pem` (as [`normalized`] made `given`) has no END line before the next
+/// BEGIN line, in words; `None` if every section is closed before the next begins. One pass
+/// over the lines, made once a PEM was read (not on a hot path).
+fn lost_end(pem: &[u8], given: &[u8]) -> Option<String> {
+    let mut open: Option<(usize, &[u8])> = None;
+    for at in line_starts(pem) {
+        let line = pem[at..].split(|&b| b == b'\n').next().unwrap_or(&[]);
+        if line.starts_with(b"-----BEGIN ") {
+            if let Some((begin, label)) = open {
+                let number = |at| line_number(pem, at) - breaks_added_before(given, at);
+                let (first, next) = (number(begin), number(at));
+                return Some(format!(
+                    "the section that begins at line {first} has no END line: line {next} \
+                     begins another section before it (add \"-----END {}-----\" before line \
+                     {next})",
+                    String::from_utf8_lossy(label)
+                ));
+            }
+            open = Some((at, section_label(line)));
+        } else if open.is_some_and(|(_, label)| is_end_of(line, label)) {
+            open = None;
+        }
+    }
+    None
 }
 
 /// The label of a BEGIN line, as the decoder reads it (between `-----BEGIN ` and the final
