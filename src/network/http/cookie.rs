@@ -286,8 +286,7 @@ pub(super) fn prepare_set_cookie(
 fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
     let (pair, attributes) = value.split_at(value.find(';').unwrap_or(value.len()));
     let (name, pair_value) = pair.split_once('=')?;
-    let wsp = |c| c == ' ' || c == '\t';
-    let (name, pair_value) = (name.trim_matches(wsp), pair_value.trim_matches(wsp));
+    let (name, pair_value) = (name.trim_matches(is_wsp), pair_value.trim_matches(is_wsp));
     if name.is_empty() {
         return None;
     }
@@ -304,10 +303,10 @@ fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
     let mut padded_domain = false;
     for attribute in attributes.split(';').skip(1) {
         let (key, attribute_value) = match attribute.split_once('=') {
-            Some((key, v)) => (key, Some(v.trim_matches(wsp))),
+            Some((key, v)) => (key, Some(v.trim_matches(is_wsp))),
             None => (attribute, None),
         };
-        let key = key.trim_matches(wsp);
+        let key = key.trim_matches(is_wsp);
         // The crate trims all Unicode white space off attribute names and values; RFC 6265
         // §5.2 only spaces and tabs. A name with other white space at an end is none the RFC
         // knows (ignored); a value with it at an end makes a `Max-Age` no number (ignored),
@@ -462,8 +461,7 @@ fn apply_rfc_6265_expiry(cookie: &mut StoreCookie<'_>, set_cookie: &str) {
         let Some((name, value)) = attribute.split_once('=') else {
             continue;
         };
-        let wsp = |c| c == ' ' || c == '\t';
-        let (name, value) = (name.trim_matches(wsp), value.trim_matches(wsp));
+        let (name, value) = (name.trim_matches(is_wsp), value.trim_matches(is_wsp));
         if name.eq_ignore_ascii_case("max-age") {
             let digits = value.strip_prefix('-').unwrap_or(value);
             if value.is_empty() {
@@ -675,8 +673,12 @@ fn is_sendable(text: &str) -> bool {
 /// Whether a cookie name or value has a space or tab at either end, which a server reading the
 /// `Cookie` header (RFC 6265 §5.2, and every common server) drops: it would read another cookie.
 fn is_padded(text: &str) -> bool {
-    let wsp = |c| c == ' ' || c == '\t';
-    text.starts_with(wsp) || text.ends_with(wsp)
+    text.starts_with(is_wsp) || text.ends_with(is_wsp)
+}
+
+/// RFC 6265's white space (WSP, RFC 5234): a space or a tab, and nothing else.
+fn is_wsp(c: char) -> bool {
+    c == ' ' || c == '\t'
 }
 
 /// RFC 6265bis compares cookie name prefixes case-insensitively.
