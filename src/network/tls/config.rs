@@ -122,14 +122,15 @@ impl TlsClientConfig {
     /// assert!(err.to_string().contains("CA certificate (DER) is not usable as a trust anchor"));
     /// ```
     pub fn add_ca_certificate_der(&mut self, der: &[u8]) -> Result<(), SocketError> {
-        let mut added = self.extra_roots.clone();
-        added.add(CertificateDer::from(der.to_vec())).map_err(|e| {
-            configuration(format!(
-                "CA certificate (DER) is not usable as a trust anchor: {}",
-                der_certificate_text(der, &e)
-            ))
-        })?;
-        self.extra_roots = added;
+        // One certificate: a failed `add` leaves the store as it was (no copy to fall back on).
+        self.extra_roots
+            .add(CertificateDer::from(der.to_vec()))
+            .map_err(|e| {
+                configuration(format!(
+                    "CA certificate (DER) is not usable as a trust anchor: {}",
+                    der_certificate_text(der, &e)
+                ))
+            })?;
         self.changed();
         Ok(())
     }
