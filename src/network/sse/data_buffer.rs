@@ -310,6 +310,7 @@ impl Deref for DataBuffer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::network::sse::MIRI_STRIDE;
 
     #[test]
     fn text_pieces_need_no_check_and_raw_ones_are_checked() {
@@ -355,12 +356,12 @@ mod tests {
 
     #[test]
     fn values_of_every_length_are_copied_whole_and_proven_only_when_ascii() {
-        for len in 0..140 {
+        for len in (0..140).step_by(MIRI_STRIDE) {
             let ascii: Vec<u8> = (0..len).map(|i| b'a' + (i % 26) as u8).collect();
             let mut copied = vec![MaybeUninit::new(0u8); len];
             assert_eq!(copy_to_uninit(&ascii, &mut copied), len <= 64, "len {len}");
             assert_eq!(initialised(&copied), ascii, "len {len}");
-            for at in 0..len {
+            for at in (0..len).step_by(MIRI_STRIDE) {
                 for byte in [0x80, 0xC3, 0xFF] {
                     let mut value = ascii.clone();
                     value[at] = byte;
