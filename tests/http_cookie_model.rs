@@ -2351,3 +2351,63 @@ fn a_cookie_value_that_is_not_utf8_comes_back_as_the_server_set_it() {
         String::from_utf8_lossy(&second)
     );
 }
+
+// ---- RFC 6265bis rules, one at a time over real loopback ---------------------------------------
+
+/// Serves `http://<host>:<port>/` twice from a std listener on 127.0.0.1 (a `localhost` name
+/// reaches it after `::1` refuses): the first answer carries `set_cookies` as `Set-Cookie`
+/// fields, the second reads the client's request. Returns the `Cookie` fields of that second
+/// request and the cookies the session's jar then holds.
+fn round_trip(host: &str, set_cookies: &[&str]) -> (Vec<String>, Vec<HttpCookie>) {
+    use std::io::Write;
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let answer: Vec<u8> = set_cookies
+        .iter()
+        .flat_map(|c| format!("Set-Cookie: {c}\r\n").into_bytes())
+        .collect();
+    let server = std::thread::spawn(move || {
+        let mut last = Vec::new();
+        for extra in [answer, Vec::new()] {
+            let (mut stream, _) = listener.accept().unwrap();
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            last = support::read_request(&mut reader)
+                .map(|r| {
+                    r.headers
+                        .iter()
+                        .filter(|(n, _)| n.eq_ignore_ascii_case("cookie"))
+                        .map(|(_, v)| v.clone())
+                        .collect()
+                })
+                .unwrap_or_default();
+            let head = [
+                &b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\nConnection: close\r\n"[..],
+                &extra,
+                b"\r\n",
+            ];
+            stream.write_all(&head.concat()).unwrap();
+        }
+        last
+    });
+    let mut event_loop = EventLoop::new().unwrap();
+    let client = HttpClient::new().unwrap();
+    let url = format!("http://{host}:{port}/");
+    for _ in 0..2 {
+        let out = support::send(&client, HttpRequest::new(&url).unwrap());
+        support::wait(&mut event_loop, &out).unwrap();
+    }
+    let cookies = client.session().cookie_jar().lock().all_cookies();
+    (server.join().unwrap(), cookies)
+}
+
+/// RFC 6265bis §5.6 step 5: a cookie whose name and value (trimmed) are together longer than
+/// 4,096 bytes is ignored; one of exactly 4,096 is kept. The jar only bounded the whole field
+/// (8 KiB), so a 6 KiB value was stored and sent with every request, where a browser drops it.
+#[test]
+fn a_cookie_whose_name_and_value_exceed_4096_bytes_is_ignored() {
+    let at_limit = format!("a={}", "x".repeat(4095));
+    let over = format!("b= {} ", "y".repeat(4096));
+    let (sent, held) = round_trip("127.0.0.1", &[&at_limit, &over]);
+    assert_eq!(sent, [at_limit.clone()]);
+    assert_eq!(held.len(), 1, "{held:?}");
+}
