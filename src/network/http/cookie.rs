@@ -8,10 +8,14 @@ use std::time::{Duration, SystemTime};
 use cookie_store::{Cookie as StoreCookie, CookieDomain, CookieExpiration, CookiePath, RawCookie};
 use url::{Host, Url};
 
-/// Longest `Set-Cookie` value (name, value and attributes) that is stored: 8192 bytes. RFC 6265
-/// §6.1 asks for at least 4096 bytes per cookie; the rest leaves room for attributes. Longer
-/// values are ignored.
+/// Longest `Set-Cookie` value (name, value and attributes) that is read: 8192 bytes. Longer
+/// values are ignored. The cookie itself is bounded more tightly, as RFC 6265bis §5.6 bounds it:
+/// a name and value longer than [`MAX_NAME_VALUE_BYTES`] together make the cookie ignored.
 pub const DEFAULT_MAX_SET_COOKIE_BYTES: usize = 8192;
+
+/// Longest name and value, together (after trimming), of a cookie from `Set-Cookie`: 4096 bytes
+/// (RFC 6265bis §5.6 step 5, as browsers do). A longer one is ignored.
+pub const MAX_NAME_VALUE_BYTES: usize = 4096;
 
 /// The `SameSite` attribute of a cookie. An HTTP client has no "site" to protect, so the value
 /// is only stored and reported, as in KDNetwork.
@@ -276,7 +280,8 @@ pub(super) fn prepare_set_cookie(
 
 /// Parses a `Set-Cookie` value into the store's form: the name and value as RFC 6265 §5.2
 /// reads them (the text before the first `;`, split at its first `=`, each trimmed of spaces
-/// and tabs only; `None` without `=` or with an empty name), the attributes as the `cookie`
+/// and tabs only; `None` without `=`, with an empty name, or with a name and value longer than
+/// [`MAX_NAME_VALUE_BYTES`] together), the attributes as the `cookie`
 /// crate reads them, but for a bare `Path`, which sets the default path, a `SameSite` with
 /// an unknown value or none, which sets the default, and attribute names and values with
 /// white space other than spaces and tabs at an end, which are read as RFC 6265 §5.2 reads
@@ -287,7 +292,7 @@ fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
     let (pair, attributes) = value.split_at(value.find(';').unwrap_or(value.len()));
     let (name, pair_value) = pair.split_once('=')?;
     let (name, pair_value) = (name.trim_matches(is_wsp), pair_value.trim_matches(is_wsp));
-    if name.is_empty() {
+    if name.is_empty() || name.len() + pair_value.len() > MAX_NAME_VALUE_BYTES {
         return None;
     }
     // The crate reads the attributes after a stand-in pair; the real one is put in after. It

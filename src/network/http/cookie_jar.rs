@@ -59,8 +59,11 @@ impl std::error::Error for PublicSuffixListError {}
 ///   `,`, `\`, non-ASCII) are kept and sent as they are, as browsers do: they are read back the
 ///   same, and the jar keeps them from `Set-Cookie` too.
 /// - Memory is bounded: a `Set-Cookie` value longer than [`DEFAULT_MAX_SET_COOKIE_BYTES`] is
-///   ignored, and beyond [`DEFAULT_MAX_COOKIES_PER_DOMAIN`] per domain or [`DEFAULT_MAX_COOKIES`]
-///   in all, expired cookies and then the oldest ones are evicted (RFC 6265 §6.1).
+///   ignored, and so is a cookie whose name and value are together longer than
+///   [`MAX_NAME_VALUE_BYTES`](crate::network::http::MAX_NAME_VALUE_BYTES) (4,096 bytes,
+///   RFC 6265bis §5.6, as browsers do); beyond [`DEFAULT_MAX_COOKIES_PER_DOMAIN`] per domain
+///   or [`DEFAULT_MAX_COOKIES`] in all, expired cookies and then the oldest ones are evicted
+///   (RFC 6265 §6.1).
 /// - The `Cookie` header lists longer paths first, then older cookies first (RFC 6265 §5.4), so
 ///   the order is deterministic. A cookie that replaces an unexpired one keeps its creation
 ///   time; one stored where an expired cookie was is a new cookie.

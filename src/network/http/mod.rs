@@ -31,7 +31,7 @@ pub mod __fuzz;
 pub use body::{DEFAULT_MAX_CHUNK_EXTENSION, DEFAULT_MAX_TRAILERS};
 pub use client::{HttpClient, RequestId, StreamEvent};
 pub(crate) use client::{SseTarget, extract_mime_type, is_event_stream_response};
-pub use cookie::{DEFAULT_MAX_SET_COOKIE_BYTES, HttpCookie, SameSitePolicy};
+pub use cookie::{DEFAULT_MAX_SET_COOKIE_BYTES, HttpCookie, MAX_NAME_VALUE_BYTES, SameSitePolicy};
 pub use cookie_jar::{
     DEFAULT_MAX_COOKIES, DEFAULT_MAX_COOKIES_PER_DOMAIN, HttpCookieJar, PublicSuffixListError,
 };
