@@ -2423,3 +2423,22 @@ fn a_cookie_whose_name_and_value_exceed_4096_bytes_is_ignored() {
     assert_eq!(sent, [at_limit]);
     assert_eq!(held.len(), 1, "{held:?}");
 }
+
+/// RFC 6265bis §5.6 (attributes, step 5): an attribute whose value is longer than 1,024 bytes
+/// is ignored, as if it were not there; one of exactly 1,024 bytes counts. The jar read any
+/// length, so `Max-Age=000…0` (1,025 zeros) deleted a cookie a browser keeps, and a `Domain`
+/// of 1,025 bytes made the cookie ignored where a browser stores it host-only.
+#[test]
+fn an_attribute_value_over_1024_bytes_is_ignored() {
+    let zeros = |n: usize| "0".repeat(n);
+    let long_domain = format!("{}.127.0.0.1", "d".repeat(1025 - ".127.0.0.1".len()));
+    let kept = format!("a=1; Max-Age={}", zeros(1025));
+    let host_only = format!("b=2; Domain={long_domain}");
+    let deleted = format!("c=3; Max-Age={}", zeros(1024));
+    let (sent, held) = round_trip("127.0.0.1", &[&kept, &host_only, &deleted]);
+    assert_eq!(sent, ["a=1; b=2"]);
+    assert!(
+        held.iter().all(|c| c.host_only && c.expiration.is_none()),
+        "{held:?}"
+    );
+}
