@@ -23,7 +23,8 @@
 //! `/a/`, not starting with `/`, empty, bare), `Max-Age` (0, negative, an hour, huge, garbage,
 //! `+5`, empty, bare, and 1 s in the cases that wait for it), `Expires` (past and future in the
 //! three formats of RFC 6265 §5.1.1's examples, garbage, bare), `Secure` (from http and https),
-//! `HttpOnly`, `SameSite` (any value, bare), and those with white space RFC 6265 §5.2 does not
+//! `HttpOnly`, `SameSite` (any value, bare), `Max-Age=0…0`, `Path` and `Domain` values of
+//! 1,024 bytes (read) and 1,025 (ignored, RFC 6265bis §5.6), and those with white space RFC 6265 §5.2 does not
 //! trim (no-break, em and ideographic spaces, U+0085) before or after their name or value.
 //! Between requests, before one is sent (from `about_to_send_request`) and from its callback,
 //! the script uses the jar's API: the header
@@ -220,6 +221,20 @@ enum Attr {
         place: u8,
         ws: u8,
     },
+    /// An attribute whose value is 1,024 bytes long (false) or 1,025 (true).
+    Long(LAttr, bool),
+}
+
+/// The attributes [`Attr::Long`] makes 1,024 bytes long (RFC 6265bis's limit: it counts) or
+/// 1,025 (ignored).
+#[derive(Debug, Clone, Copy)]
+enum LAttr {
+    /// `Max-Age=00…0`: a deletion.
+    MaxAgeZero,
+    /// `Path=/aa…a`.
+    Path,
+    /// `Domain=dd…d.` the host: one no host matches.
+    Domain,
 }
 
 /// The attributes [`Attr::Unicode`] pads.
@@ -420,7 +435,28 @@ fn attr() -> impl Strategy<Value = Attr> {
             0..UNICODE_WS.len() as u8,
         )
             .prop_map(|(attr, place, ws)| Attr::Unicode { attr, place, ws }),
+        1 => (
+            prop_oneof![Just(LAttr::MaxAgeZero), Just(LAttr::Path), Just(LAttr::Domain)],
+            any::<bool>(),
+        )
+            .prop_map(|(attr, over)| Attr::Long(attr, over)),
     ]
+}
+
+/// The name and value of an [`Attr::Long`] for a cookie from host `h`.
+fn long_attr(attr: LAttr, over: bool, h: usize) -> (&'static str, String) {
+    let len = if over { 1025 } else { 1024 };
+    match attr {
+        LAttr::MaxAgeZero => ("Max-Age", "0".repeat(len)),
+        LAttr::Path => ("Path", format!("/{}", "a".repeat(len - 1))),
+        LAttr::Domain => {
+            let host = host_name(h);
+            (
+                "Domain",
+                format!("{}.{host}", "d".repeat(len - 1 - host.len())),
+            )
+        }
+    }
 }
 
 fn set_cookie(short_ok: bool) -> impl Strategy<Value = SetCookieSpec> {
@@ -784,6 +820,10 @@ fn render(spec: &SetCookieSpec, h: usize, serial: u64, short_name: &str) -> Stri
                 };
                 push(&n, v.as_deref());
             }
+            Attr::Long(attr, over) => {
+                let (n, v) = long_attr(attr, over, h);
+                push(n, Some(&v));
+            }
         }
     }
     if spec.short {
@@ -1048,6 +1088,16 @@ fn parse_set_cookie(
                     UAttr::SameSiteStrict => same_site = SameSitePolicy::None,
                     // The cookie-date algorithm skips what is not a date token.
                     UAttr::ExpiresPast => expires = expires_text(ExpiresKind::Past1123).1,
+                }
+            }
+            // RFC 6265bis §5.6: a value over 1,024 bytes, and the attribute is ignored.
+            Attr::Long(_, true) => {}
+            Attr::Long(attr, false) => {
+                let (_, v) = long_attr(attr, false, h);
+                match attr {
+                    LAttr::MaxAgeZero => max_age = Some(Age::Earliest),
+                    LAttr::Path => path = Some((v, true)),
+                    LAttr::Domain => domain = Some(v),
                 }
             }
             Attr::SameSite(s) => {

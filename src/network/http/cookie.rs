@@ -17,6 +17,10 @@ pub const DEFAULT_MAX_SET_COOKIE_BYTES: usize = 8192;
 /// (RFC 6265bis §5.6 step 5, as browsers do). A longer one is ignored.
 pub const MAX_NAME_VALUE_BYTES: usize = 4096;
 
+/// Longest attribute value (after trimming) of a `Set-Cookie` attribute that counts: 1024 bytes
+/// (RFC 6265bis §5.6, as browsers do). A longer one is ignored, as if it were not there.
+const MAX_ATTRIBUTE_VALUE_BYTES: usize = 1024;
+
 /// The `SameSite` attribute of a cookie. An HTTP client has no "site" to protect, so the value
 /// is only stored and reported, as in KDNetwork.
 ///
@@ -283,7 +287,9 @@ pub(super) fn prepare_set_cookie(
 /// and tabs only; `None` without `=`, with an empty name, or with a name and value longer than
 /// [`MAX_NAME_VALUE_BYTES`] together), the attributes as the `cookie`
 /// crate reads them, but for a bare `Path`, which sets the default path, a `SameSite` with
-/// an unknown value or none, which sets the default, and attribute names and values with
+/// an unknown value or none, which sets the default, an attribute whose value is longer than
+/// [`MAX_ATTRIBUTE_VALUE_BYTES`], which is ignored (RFC 6265bis §5.6), and attribute names and
+/// values with
 /// white space other than spaces and tabs at an end, which are read as RFC 6265 §5.2 reads
 /// them (the crate trims all Unicode white space: `\u{a0}Secure` made a cookie Secure,
 /// `Max-Age\u{2003}=0` deleted one, `Path=\u{a0}/x` gave it the path `/x`). The crate trimmed
@@ -311,6 +317,10 @@ fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
             Some((key, v)) => (key, Some(v.trim_matches(is_wsp))),
             None => (attribute, None),
         };
+        // RFC 6265bis §5.6: a value over 1,024 bytes, and the attribute is ignored.
+        if attribute_value.is_some_and(|v| v.len() > MAX_ATTRIBUTE_VALUE_BYTES) {
+            continue;
+        }
         let key = key.trim_matches(is_wsp);
         // The crate trims all Unicode white space off attribute names and values; RFC 6265
         // §5.2 only spaces and tabs. A name with other white space at an end is none the RFC
@@ -467,6 +477,9 @@ fn apply_rfc_6265_expiry(cookie: &mut StoreCookie<'_>, set_cookie: &str) {
             continue;
         };
         let (name, value) = (name.trim_matches(is_wsp), value.trim_matches(is_wsp));
+        if value.len() > MAX_ATTRIBUTE_VALUE_BYTES {
+            continue;
+        }
         if name.eq_ignore_ascii_case("max-age") {
             let digits = value.strip_prefix('-').unwrap_or(value);
             if value.is_empty() {

@@ -61,7 +61,8 @@ impl std::error::Error for PublicSuffixListError {}
 /// - Memory is bounded: a `Set-Cookie` value longer than [`DEFAULT_MAX_SET_COOKIE_BYTES`] is
 ///   ignored, and so is a cookie whose name and value are together longer than
 ///   [`MAX_NAME_VALUE_BYTES`](crate::network::http::MAX_NAME_VALUE_BYTES) (4,096 bytes,
-///   RFC 6265bis §5.6, as browsers do); beyond [`DEFAULT_MAX_COOKIES_PER_DOMAIN`] per domain
+///   RFC 6265bis §5.6, as browsers do), as is an attribute whose value is longer than 1,024
+///   bytes (the cookie is read as if it were not there); beyond [`DEFAULT_MAX_COOKIES_PER_DOMAIN`] per domain
 ///   or [`DEFAULT_MAX_COOKIES`] in all, expired cookies and then the oldest ones are evicted
 ///   (RFC 6265 §6.1).
 /// - The `Cookie` header lists longer paths first, then older cookies first (RFC 6265 §5.4), so
