@@ -2492,3 +2492,41 @@ fn an_attribute_value_over_1024_bytes_is_ignored() {
         "{held:?}"
     );
 }
+
+/// RFC 6265bis §5.6.1 and §5.6.2: a `Max-Age` or `Expires` further than 400 days ahead is cut
+/// to 400 days (34,560,000 s), as browsers do. The jar kept a cookie until the year 2100 (or
+/// 9999) on a server's word.
+#[test]
+fn max_age_and_expires_are_capped_at_400_days() {
+    const LIMIT: Duration = Duration::from_secs(34_560_000);
+    let before = SystemTime::now();
+    let (sent, held) = round_trip(
+        "127.0.0.1",
+        &[
+            "a=1; Max-Age=99999999999",
+            "b=2; Expires=Wed, 09 Jun 2100 10:18:14 GMT",
+            "c=3; Max-Age=34559000",
+        ],
+    );
+    let after = SystemTime::now();
+    assert_eq!(sent, ["a=1; b=2; c=3"]);
+    let expiry = |name: &str| {
+        held.iter()
+            .find(|c| c.name == name)
+            .and_then(|c| c.expiration)
+            .unwrap()
+    };
+    for name in ["a", "b"] {
+        let at = expiry(name);
+        assert!(
+            at >= before + LIMIT && at <= after + LIMIT,
+            "{name}: {at:?}"
+        );
+    }
+    let at = expiry("c") + Duration::from_secs(1);
+    let c_age = Duration::from_secs(34_559_000);
+    assert!(
+        at >= before + c_age && at <= after + c_age + Duration::from_secs(1),
+        "c: {at:?}"
+    );
+}
