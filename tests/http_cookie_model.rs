@@ -883,8 +883,8 @@ enum Expiry {
     At { lo: f64, hi: f64 },
 }
 
-/// 9999-12-31T23:59:59Z, the latest expiry a jar keeps.
-const LATEST: f64 = 253_402_300_799.0;
+/// 400 days: the longest a server may keep a cookie (RFC 6265bis §5.6.1, §5.6.2).
+const MAX_AGE: f64 = 34_560_000.0;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Tri {
@@ -1111,15 +1111,19 @@ fn parse_set_cookie(
             }
         }
     }
+    // RFC 6265bis §5.6.1, §5.6.2: at most 400 days ahead.
     let expiry = match (max_age, expires) {
         (Some(Age::Earliest), _) => Expiry::At { lo: 0.0, hi: 0.0 },
         (Some(Age::Seconds(s)), _) => Expiry::At {
-            lo: (window.0 + s).min(LATEST),
-            hi: (window.1 + s).min(LATEST),
+            lo: window.0 + s.min(MAX_AGE),
+            hi: window.1 + s.min(MAX_AGE),
         },
         (None, Some(at)) => {
-            let at = (at as f64).min(LATEST);
-            Expiry::At { lo: at, hi: at }
+            let at = at as f64;
+            Expiry::At {
+                lo: at.min(window.0 + MAX_AGE),
+                hi: at.min(window.1 + MAX_AGE),
+            }
         }
         (None, None) => Expiry::Session,
     };
@@ -2517,11 +2521,10 @@ fn max_age_and_expires_are_capped_at_400_days() {
             .unwrap()
     };
     for name in ["a", "b"] {
-        let at = expiry(name);
-        assert!(
-            at >= before + LIMIT && at <= after + LIMIT,
-            "{name}: {at:?}"
-        );
+        // The jar keeps whole seconds.
+        let at = expiry(name) + Duration::from_secs(1);
+        let latest = after + LIMIT + Duration::from_secs(1);
+        assert!(at >= before + LIMIT && at <= latest, "{name}: {at:?}");
     }
     let at = expiry("c") + Duration::from_secs(1);
     let c_age = Duration::from_secs(34_559_000);

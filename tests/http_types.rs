@@ -128,12 +128,12 @@ fn parse_max_age_sets_an_expiry_time() {
 fn parse_expires_and_max_age_precedence() {
     let u = url("https://example.com/");
     let by_date =
-        HttpCookie::from_set_cookie_header("a=1; Expires=Wed, 21 Oct 2099 07:28:00 GMT", &u)
+        HttpCookie::from_set_cookie_header("a=1; Expires=Wed, 21 Oct 2009 07:28:00 GMT", &u)
             .unwrap();
-    let year_2099 = SystemTime::UNIX_EPOCH + Duration::from_secs(4_096_250_880);
-    assert_eq!(by_date.expiration, Some(year_2099));
+    let year_2009 = SystemTime::UNIX_EPOCH + Duration::from_secs(1_256_110_080);
+    assert_eq!(by_date.expiration, Some(year_2009));
     let both = HttpCookie::from_set_cookie_header(
-        "a=1; Expires=Wed, 21 Oct 2099 07:28:00 GMT; Max-Age=60",
+        "a=1; Expires=Wed, 21 Oct 2009 07:28:00 GMT; Max-Age=60",
         &u,
     )
     .unwrap();
@@ -608,7 +608,7 @@ fn an_empty_max_age_is_ignored() {
 }
 
 /// `Expires` is read with the lenient cookie-date algorithm of RFC 6265 §5.1.1, as browsers do:
-/// a one-digit day or hour (Java's RFC_1123_DATE_TIME writes `Tue, 3 Jun 2099 …`), `UTC` or an
+/// a one-digit day or hour (Java's RFC_1123_DATE_TIME writes `Tue, 3 Jun 2009 …`), `UTC` or an
 /// offset instead of `GMT`, any letter case. Such dates were ignored: the cookie became a session
 /// cookie, and a deletion (`Expires=Thu, 01 Jan 1970 00:00:00 UTC`) kept the cookie.
 #[test]
@@ -620,31 +620,32 @@ fn expires_dates_are_read_as_rfc_6265_cookie_dates() {
             .expiration
             .map(|t| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs())
     };
-    // 2099-06-03T11:05:30Z
-    let expected = Some(4_084_167_930);
+    // 2009-06-03T11:05:30Z (dates in the past: one more than 400 days ahead is cut to that,
+    // RFC 6265bis §5.6.1).
+    let expected = Some(1_244_027_130);
     for date in [
-        "Tue, 03 Jun 2099 11:05:30 GMT",
-        "Tue, 3 Jun 2099 11:05:30 GMT",
-        "Tue, 03 Jun 2099 11:05:30 UTC",
-        "Tue, 03 Jun 2099 11:05:30 +0000",
-        "tue, 03 jun 2099 11:05:30 gmt",
-        "Tuesday, 03-June-2099 11:05:30",
-        "Tue Jun  3 11:05:30 2099",
-        "3 Jun 2099 11:5:30",
+        "Tue, 03 Jun 2009 11:05:30 GMT",
+        "Tue, 3 Jun 2009 11:05:30 GMT",
+        "Tue, 03 Jun 2009 11:05:30 UTC",
+        "Tue, 03 Jun 2009 11:05:30 +0000",
+        "tue, 03 jun 2009 11:05:30 gmt",
+        "Tuesday, 03-June-2009 11:05:30",
+        "Tue Jun  3 11:05:30 2009",
+        "3 Jun 2009 11:5:30",
     ] {
         assert_eq!(at(date), expected, "{date:?}");
     }
     assert_eq!(at("Thu, 01-Jan-70 00:00:01 GMT"), Some(1));
     assert_eq!(at("Sat, 01 Jan 2000 00:00:00 GMT"), Some(946_684_800));
-    assert_eq!(at("Tue, 29 Feb 2028 12:00:00 GMT"), Some(1_835_438_400));
+    assert_eq!(at("Fri, 29 Feb 2008 12:00:00 GMT"), Some(1_204_286_400));
     // Not dates: ignored, so a session cookie.
     for date in [
-        "Fri, 30 Feb 2099 11:05:30 GMT",
-        "Tue, 03 Jun 2099 24:00:00 GMT",
+        "Fri, 30 Feb 2009 11:05:30 GMT",
+        "Tue, 03 Jun 2009 24:00:00 GMT",
         "Tue, 03 Jun 1600 11:05:30 GMT",
-        "Tue, 32 Jun 2099 11:05:30 GMT",
-        "Tue, 03 2099 11:05:30 GMT",
-        "Tue, 03 Jun 2099",
+        "Tue, 32 Jun 2009 11:05:30 GMT",
+        "Tue, 03 2009 11:05:30 GMT",
+        "Tue, 03 Jun 2009",
         "tomorrow",
     ] {
         assert_eq!(at(date), None, "{date:?}");
@@ -1974,16 +1975,16 @@ fn cookie_date_edge_cases_follow_rfc_6265() {
             .expiration
             .map(|t| t.duration_since(SystemTime::UNIX_EPOCH).unwrap().as_secs())
     };
-    // Two-digit years 0-69 are 20xx: 2030-01-01T00:00:00Z.
-    assert_eq!(at("Tue, 01 Jan 30 00:00:00 GMT"), Some(1_893_456_000));
-    // '@' is a delimiter; a one-digit hour is a time (2099-06-03T01:05:30Z).
-    assert_eq!(at("Tue,@03@Jun@2099 11:05:30 GMT"), Some(4_084_167_930));
-    assert_eq!(at("Tue, 03 Jun 2099 1:05:30 GMT"), Some(4_084_131_930));
+    // Two-digit years 0-69 are 20xx: 2025-01-01T00:00:00Z.
+    assert_eq!(at("Wed, 01 Jan 25 00:00:00 GMT"), Some(1_735_689_600));
+    // '@' is a delimiter; a one-digit hour is a time (2009-06-03T01:05:30Z).
+    assert_eq!(at("Tue,@03@Jun@2009 11:05:30 GMT"), Some(1_244_027_130));
+    assert_eq!(at("Tue, 03 Jun 2009 1:05:30 GMT"), Some(1_243_991_130));
     // Not dates (RFC 6265 §5.1.1 step 5): a session cookie.
     for date in [
-        "Tue, 03 Jun 2099 11:60:30 GMT",
-        "Tue, 03 Jun 2099 11:05:60 GMT",
-        "Tue, 31 Nov 2099 11:05:30 GMT",
+        "Tue, 03 Jun 2009 11:60:30 GMT",
+        "Tue, 03 Jun 2009 11:05:60 GMT",
+        "Tue, 31 Nov 2009 11:05:30 GMT",
         "Mon, 29 Feb 2100 11:05:30 GMT",
     ] {
         assert_eq!(at(date), None, "{date:?}");

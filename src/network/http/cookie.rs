@@ -21,6 +21,10 @@ pub const MAX_NAME_VALUE_BYTES: usize = 4096;
 /// (RFC 6265bis §5.6, as browsers do). A longer one is ignored, as if it were not there.
 const MAX_ATTRIBUTE_VALUE_BYTES: usize = 1024;
 
+/// The longest a server may keep a cookie for: 400 days (RFC 6265bis §5.6.1, §5.6.2, as
+/// browsers do). A later `Expires` or a longer `Max-Age` is cut to it.
+const MAX_COOKIE_AGE_SECS: u64 = 400 * 24 * 60 * 60;
+
 /// The `SameSite` attribute of a cookie. An HTTP client has no "site" to protect, so the value
 /// is only stored and reported, as in KDNetwork.
 ///
@@ -263,6 +267,7 @@ pub(super) fn prepare_set_cookie(
     }
     let mut cookie = parse_rfc_6265(value, url)?;
     apply_rfc_6265_expiry(&mut cookie, value);
+    cap_expiry(&mut cookie);
     apply_single_label_rule(&mut cookie, url)?;
     let secure = cookie.secure() == Some(true);
     if secure && url.scheme() != "https" {
@@ -508,6 +513,20 @@ fn apply_rfc_6265_expiry(cookie: &mut StoreCookie<'_>, set_cookie: &str) {
         (None, Some(at)) => CookieExpiration::AtUtc(clamp_to_cookie_range(at).into()),
         (None, None) => CookieExpiration::SessionEnd,
     };
+}
+
+/// Cuts an expiry further than [`MAX_COOKIE_AGE_SECS`] ahead to that (RFC 6265bis §5.6.1,
+/// §5.6.2: "cookie-age-limit").
+fn cap_expiry(cookie: &mut StoreCookie<'_>) {
+    if let CookieExpiration::AtUtc(at) = &cookie.expires {
+        let now = SystemTime::now()
+            .duration_since(SystemTime::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
+        let latest = now.saturating_add(MAX_COOKIE_AGE_SECS);
+        if u64::try_from(at.unix_timestamp()).is_ok_and(|at| at > latest) {
+            cookie.expires = CookieExpiration::from(MAX_COOKIE_AGE_SECS);
+        }
+    }
 }
 
 /// Parses a cookie date with the algorithm of RFC 6265 §5.1.1: the first tokens that look like

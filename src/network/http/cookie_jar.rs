@@ -65,6 +65,9 @@ impl std::error::Error for PublicSuffixListError {}
 ///   bytes (the cookie is read as if it were not there); beyond [`DEFAULT_MAX_COOKIES_PER_DOMAIN`] per domain
 ///   or [`DEFAULT_MAX_COOKIES`] in all, expired cookies and then the oldest ones are evicted
 ///   (RFC 6265 §6.1).
+/// - A server keeps a cookie for 400 days at most: a later `Expires` or a longer `Max-Age` is
+///   cut to 400 days from when the response was read (RFC 6265bis §5.6.1, §5.6.2, as browsers
+///   do). A cookie given through the API keeps the expiry the caller gave.
 /// - The `Cookie` header lists longer paths first, then older cookies first (RFC 6265 §5.4), so
 ///   the order is deterministic. A cookie that replaces an unexpired one keeps its creation
 ///   time; one stored where an expired cookie was is a new cookie.
