@@ -2533,3 +2533,29 @@ fn max_age_and_expires_are_capped_at_400_days() {
         "c: {at:?}"
     );
 }
+
+/// RFC 6265bis §5.6 step 3: `Set-Cookie: foo` (no `=`) is a cookie with an empty name and the
+/// value `foo`, and goes back as `Cookie: foo` (§5.8.3), as browsers do; `=bar` is the same
+/// cookie with the value `bar`. One with neither a name nor a value is ignored, and so is a
+/// nameless one whose value starts with a name prefix (§5.7 step 22: it would go back looking
+/// like a `__Host-` or `__Secure-` cookie). The jar ignored every nameless cookie.
+#[test]
+fn a_set_cookie_without_equals_is_a_nameless_cookie() {
+    let (sent, held) = round_trip(
+        "127.0.0.1",
+        &[
+            "foo",
+            "a=1",
+            "=",
+            " ; Path=/",
+            "__Host-x; Secure; Path=/",
+            "=__secure-y=1",
+        ],
+    );
+    assert_eq!(sent, ["foo; a=1"]);
+    assert_eq!(held.len(), 2, "{held:?}");
+    let (_, held) = round_trip("127.0.0.1", &["foo", "=bar; Path=/"]);
+    assert_eq!(held.len(), 1, "{held:?}");
+    assert_eq!((held[0].name.as_str(), held[0].value.as_str()), ("", "bar"));
+    assert_eq!(held[0].to_cookie_header(), "bar");
+}
