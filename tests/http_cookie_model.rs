@@ -14,7 +14,8 @@
 //! jar each) of GET requests, run one at a time: each a chain of one to three hops (a 3xx with
 //! `Location` to the same or another host, then a 200), each hop at a generated path, each
 //! answer with 0–3 `Set-Cookie` fields drawn from a generator: names (plain, padded with
-//! spaces, non-ASCII, `__Secure-`/`__host-` prefixes, empty, no `=` at all), values (quoted,
+//! spaces, non-ASCII, `__Secure-`/`__host-` prefixes, empty, no `=` at all (a nameless cookie,
+//! RFC 6265bis, sent back as its value alone), no `=` and a value like a prefixed name), values (quoted,
 //! with `=`, empty, non-ASCII, padded with spaces or no-break spaces, at or just over RFC
 //! 6265bis's 4,096-byte limit on the name and value together, well over it, over the 8 KiB
 //! limit on the field), and attributes in any number and order, duplicates included (last wins):
@@ -99,7 +100,7 @@ const PATHS: [&str; 9] = [
 const NAMES: [&str; 7] = ["a", "b", "c", " a ", "__Secure-s", "__host-h", "ñ"];
 
 /// Names the API removes: the ordinary ones and the first 1-second ones'.
-const REMOVABLE: [&str; 8] = ["a", "b", "c", "__Secure-s", "__host-h", "ñ", "s0", "s1"];
+const REMOVABLE: [&str; 9] = ["a", "b", "c", "__Secure-s", "__host-h", "ñ", "s0", "s1", ""];
 
 fn host_name(h: usize) -> &'static str {
     HOSTS[h].1
@@ -122,8 +123,10 @@ enum NameKind {
     Pool(usize),
     /// `=value`.
     Empty,
-    /// No `=` at all.
+    /// No `=` at all: a nameless cookie.
     NoEquals,
+    /// No `=`, and a value that starts with a name prefix (`__host-`): ignored.
+    NoEqualsPrefix,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -284,6 +287,8 @@ enum ApiName {
 enum ApiValue {
     Plain,
     WithSemicolon,
+    /// `k=v…`: refused for a nameless cookie only.
+    WithEquals,
     Empty,
     NonAscii,
     /// A plain value with a space or tab at one end or both.
@@ -463,7 +468,8 @@ fn set_cookie(short_ok: bool) -> impl Strategy<Value = SetCookieSpec> {
     let name = prop_oneof![
         12 => (0..NAMES.len()).prop_map(NameKind::Pool),
         1 => Just(NameKind::Empty),
-        1 => Just(NameKind::NoEquals),];
+        1 => Just(NameKind::NoEquals),
+        1 => Just(NameKind::NoEqualsPrefix),];
     let value = prop_oneof![
         6 => Just(ValueKind::Plain),
         1 => Just(ValueKind::Quoted),
@@ -514,6 +520,7 @@ fn api_cookie() -> impl Strategy<Value = ApiCookie> {
     let value = prop_oneof![
         6 => Just(ApiValue::Plain),
         1 => Just(ApiValue::WithSemicolon),
+        1 => Just(ApiValue::WithEquals),
         1 => Just(ApiValue::Empty),
         1 => Just(ApiValue::NonAscii),
         1 => (0..6u8).prop_map(ApiValue::Padded),];
@@ -770,6 +777,7 @@ fn render(spec: &SetCookieSpec, h: usize, serial: u64, short_name: &str) -> Stri
         (false, NameKind::Pool(n)) => format!("{}={value}", NAMES[n]),
         (false, NameKind::Empty) => format!("={value}"),
         (false, NameKind::NoEquals) => format!("novalue{serial}"),
+        (false, NameKind::NoEqualsPrefix) => format!("__host-n{serial}"),
     };
     let separator = if spec.tight { ";" } else { "; " };
     let name = |n: &str| {
@@ -852,6 +860,7 @@ fn api_cookie_of(spec: &ApiCookie, h: usize, serial: u64) -> HttpCookie {
     let value = match spec.value {
         ApiValue::Plain => format!("api{serial}"),
         ApiValue::WithSemicolon => format!("a;{serial}"),
+        ApiValue::WithEquals => format!("k=v{serial}"),
         ApiValue::Empty => String::new(),
         ApiValue::NonAscii => format!("ü{serial}"),
         ApiValue::Padded(p) => pad(&format!("api{serial}"), p),
@@ -939,8 +948,14 @@ impl MCookie {
         domain_ok && path_match(url.path(), &self.path) && (!self.secure || url.scheme() == "https")
     }
 
+    /// As the `Cookie` field carries it: a nameless cookie as its value alone (RFC 6265bis
+    /// §5.8.3).
     fn pair(&self) -> String {
-        format!("{}={}", self.name, self.value)
+        if self.name.is_empty() {
+            self.value.clone()
+        } else {
+            format!("{}={}", self.name, self.value)
+        }
     }
 }
 
@@ -1003,9 +1018,10 @@ fn parse_set_cookie(
         return None;
     }
     let pair = text.split(';').next().unwrap();
-    let (name, value) = pair.split_once('=')?;
+    // RFC 6265bis §5.6 step 3: without `=`, a nameless cookie; neither name nor value: ignored.
+    let (name, value) = pair.split_once('=').unwrap_or(("", pair));
     let (name, value) = (trim_wsp(name), trim_wsp(value));
-    if name.is_empty() || has_control(name) || has_control(value) {
+    if (name.is_empty() && value.is_empty()) || has_control(name) || has_control(value) {
         return None;
     }
     // RFC 6265bis §5.6 step 5: a name and value over 4,096 bytes together are ignored.
@@ -1152,6 +1168,10 @@ fn parse_set_cookie(
         return None;
     }
     if starts_with_ci(name, "__Host-") && !(secure && host_only && path_from_attr && path == "/") {
+        return None;
+    }
+    // RFC 6265bis §5.7 step 22: a nameless cookie must not look like a prefixed one.
+    if name.is_empty() && (starts_with_ci(value, "__Secure-") || starts_with_ci(value, "__Host-")) {
         return None;
     }
     Some(MCookie {
@@ -1377,7 +1397,12 @@ fn domain_key(domain: &str) -> String {
 /// The cookie `HttpCookieJar::insert_cookie`/`update_cookie` makes of `cookie` for `url` by
 /// their docs; `None` when invalid.
 fn api_to_model(cookie: &HttpCookie, url: &Url) -> Option<MCookie> {
-    if cookie.name.is_empty()
+    // A nameless cookie: not empty, no `=` (it would go back as another cookie), no prefix.
+    let nameless_refused = cookie.value.is_empty()
+        || cookie.value.contains('=')
+        || starts_with_ci(&cookie.value, "__Secure-")
+        || starts_with_ci(&cookie.value, "__Host-");
+    if (cookie.name.is_empty() && nameless_refused)
         || has_control(&cookie.name)
         || has_control(&cookie.value)
         || cookie.name.contains('=')

@@ -98,15 +98,22 @@ fn parse_set_cookie_with_every_attribute() {
     assert_eq!(cookie.same_site, SameSitePolicy::Strict);
 }
 
+/// RFC 6265bis §5.6 (RFC 6265 ignored such a string; KDNetwork too): without `=`, the pair is
+/// the value of a nameless cookie, as browsers read it; `=value` is the same. Neither a name
+/// nor a value: ignored.
 #[test]
-fn parse_rejects_a_missing_equals_sign_and_an_empty_name() {
+fn parse_reads_a_pair_without_equals_as_a_nameless_cookie() {
     let u = url("https://example.com/");
-    assert_eq!(
-        HttpCookie::from_set_cookie_header("invalid_cookie", &u),
-        None
-    );
-    assert_eq!(HttpCookie::from_set_cookie_header("=value", &u), None);
-    assert_eq!(HttpCookie::from_set_cookie_header("", &u), None);
+    let nameless = |text: &str| {
+        HttpCookie::from_set_cookie_header(text, &u)
+            .map(|c| (c.name.clone(), c.value.clone(), c.to_cookie_header()))
+    };
+    let token = Some((String::new(), "token".to_string(), "token".to_string()));
+    assert_eq!(nameless("token"), token);
+    assert_eq!(nameless(" token ; Path=/"), token);
+    assert_eq!(nameless("=token"), token);
+    assert_eq!(nameless(""), None);
+    assert_eq!(nameless(" = ; Secure"), None);
     assert!(HttpCookie::from_set_cookie_header("empty=", &u).is_some());
 }
 
@@ -426,14 +433,16 @@ fn parse_single_multiple_update_and_invalid_set_cookie_values() {
     assert_eq!(jar.store_response_cookies(&u, ["single=1"]), 1);
     assert_eq!(jar.store_response_cookies(&u, ["a=1", "b=2; Path=/"]), 2);
     assert_eq!(jar.store_response_cookies(&u, ["a=updated"]), 1);
+    // Without `=`: a nameless cookie (RFC 6265bis), which `=value` replaces; neither name nor
+    // value: ignored.
     assert_eq!(
-        jar.store_response_cookies(&u, ["invalid_cookie", "=novalue", "ok=1"]),
-        1
+        jar.store_response_cookies(&u, ["nameless", "=", " ; Path=/", "=novalue", "ok=1"]),
+        3
     );
-    assert_eq!(jar.len(), 4);
+    assert_eq!(jar.len(), 5);
     assert_eq!(
         header_for(&jar, "https://example.com/").as_deref(),
-        Some("single=1; a=updated; b=2; ok=1")
+        Some("single=1; a=updated; b=2; novalue; ok=1")
     );
 }
 
@@ -761,7 +770,8 @@ fn control_characters_in_cookies_are_refused() {
     );
     assert_eq!(jar.store_response_cookies(&u, ["tab=a\tb"]), 1);
     assert!(!jar.insert_cookie(cookie_at("x", "a;b", "example.com"), &u));
-    assert!(!jar.insert_cookie(cookie_at("", "v", "example.com"), &u));
+    // Nameless with `=` in the value: it would go back as the cookie `k`.
+    assert!(!jar.insert_cookie(cookie_at("", "k=v", "example.com"), &u));
     assert!(!jar.insert_cookie(cookie_at("x", "line\nbreak", "example.com"), &u));
 }
 

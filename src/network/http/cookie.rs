@@ -112,7 +112,8 @@ impl fmt::Display for SameSitePolicy {
 #[derive(Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct HttpCookie {
-    /// The cookie name (never empty in a jar).
+    /// The cookie name; empty for a nameless cookie (`Set-Cookie: token`, RFC 6265bis §5.6),
+    /// which goes back as its value alone.
     pub name: String,
     /// The cookie value, exactly as the server sent it (quotes included).
     pub value: String,
@@ -194,16 +195,23 @@ impl HttpCookie {
 
     /// Parses one `Set-Cookie` header value received from `url`, with the rules
     /// [`HttpCookieJar`](crate::network::http::HttpCookieJar) applies to a single cookie.
-    /// `None` when the cookie would be ignored: no `=`, an empty name, a `Domain` the URL is not
-    /// in, a Secure cookie from plain `http`, …
+    /// `None` when the cookie would be ignored: an empty name and value, a nameless cookie whose
+    /// value starts with `__Host-` or `__Secure-`, a `Domain` the URL is not in, a Secure cookie
+    /// from plain `http`, … Without `=`, the text before the first `;` is the value of a
+    /// nameless cookie (RFC 6265bis §5.6, as browsers read it).
     pub fn from_set_cookie_header(value: &str, url: &Url) -> Option<HttpCookie> {
         let cookie = prepare_set_cookie(value, url, DEFAULT_MAX_SET_COOKIE_BYTES)?;
         Some(from_store_cookie(&cookie))
     }
 
-    /// The `name=value` pair for a `Cookie` request header.
+    /// The `name=value` pair for a `Cookie` request header; the value alone for a nameless
+    /// cookie (RFC 6265bis §5.8.3, as browsers send it).
     pub fn to_cookie_header(&self) -> String {
-        format!("{}={}", self.name, self.value)
+        if self.name.is_empty() {
+            self.value.clone()
+        } else {
+            format!("{}={}", self.name, self.value)
+        }
     }
 
     /// Whether the cookie lasts only for the session (no expiry time).
@@ -273,6 +281,9 @@ pub(super) fn prepare_set_cookie(
     if secure && url.scheme() != "https" {
         return None;
     }
+    if cookie.name().is_empty() && !is_nameless_value_allowed(cookie.value(), false) {
+        return None;
+    }
     if has_prefix(cookie.name(), "__Secure-") && !secure {
         return None;
     }
@@ -289,8 +300,9 @@ pub(super) fn prepare_set_cookie(
 
 /// Parses a `Set-Cookie` value into the store's form: the name and value as RFC 6265 §5.2
 /// reads them (the text before the first `;`, split at its first `=`, each trimmed of spaces
-/// and tabs only; `None` without `=`, with an empty name, or with a name and value longer than
-/// [`MAX_NAME_VALUE_BYTES`] together), the attributes as the `cookie`
+/// and tabs only; without `=`, the text is the value of a nameless cookie, RFC 6265bis §5.6;
+/// `None` when both are empty or they are longer than [`MAX_NAME_VALUE_BYTES`] together), the
+/// attributes as the `cookie`
 /// crate reads them, but for a bare `Path`, which sets the default path, a `SameSite` with
 /// an unknown value or none, which sets the default, an attribute whose value is longer than
 /// [`MAX_ATTRIBUTE_VALUE_BYTES`], which is ignored (RFC 6265bis §5.6), and attribute names and
@@ -301,9 +313,12 @@ pub(super) fn prepare_set_cookie(
 /// the name and value that way too, so a value starting or ending with a no-break space lost it.
 fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
     let (pair, attributes) = value.split_at(value.find(';').unwrap_or(value.len()));
-    let (name, pair_value) = pair.split_once('=')?;
+    // RFC 6265bis §5.6 step 3: without `=`, the pair is the value of a nameless cookie.
+    let (name, pair_value) = pair.split_once('=').unwrap_or(("", pair));
     let (name, pair_value) = (name.trim_matches(is_wsp), pair_value.trim_matches(is_wsp));
-    if name.is_empty() || name.len() + pair_value.len() > MAX_NAME_VALUE_BYTES {
+    if (name.is_empty() && pair_value.is_empty())
+        || name.len() + pair_value.len() > MAX_NAME_VALUE_BYTES
+    {
         return None;
     }
     // The crate reads the attributes after a stand-in pair; the real one is put in after. It
@@ -390,7 +405,7 @@ fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
 
 /// Builds the store's form of a cookie given through the API.
 pub(super) fn to_store_cookie(cookie: &HttpCookie, url: &Url) -> Option<StoreCookie<'static>> {
-    if cookie.name.is_empty()
+    if (cookie.name.is_empty() && !is_nameless_value_allowed(&cookie.value, true))
         || !is_sendable(&cookie.name)
         || !is_sendable(&cookie.value)
         || cookie.name.contains('=')
@@ -716,6 +731,19 @@ fn is_padded(text: &str) -> bool {
 /// RFC 6265's white space (WSP, RFC 5234): a space or a tab, and nothing else.
 fn is_wsp(c: char) -> bool {
     c == ' ' || c == '\t'
+}
+
+/// Whether a nameless cookie may have `value`: not empty, not starting with a name prefix
+/// (RFC 6265bis §5.7 step 22: it goes back as the value alone, which would look like a
+/// `__Host-` or `__Secure-` cookie), and, when `from_api`, without `=` (it would go back
+/// looking like another cookie: the Cookie Store API's rule; a server's `Set-Cookie: =a=b` is
+/// kept and goes back as `a=b`, as in browsers, since the server could set `a` itself).
+fn is_nameless_value_allowed(value: &str, from_api: bool) -> bool {
+    let refused = value.is_empty()
+        || has_prefix(value, "__Secure-")
+        || has_prefix(value, "__Host-")
+        || (from_api && value.contains('='));
+    !refused
 }
 
 /// RFC 6265bis compares cookie name prefixes case-insensitively.

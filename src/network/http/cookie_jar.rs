@@ -51,6 +51,11 @@ impl std::error::Error for PublicSuffixListError {}
 /// - A `Set-Cookie` value with a control character other than tab anywhere, attributes
 ///   included, is ignored (RFC 6265bis §5.6, as browsers do), and so is a name or value with
 ///   one given through the API (it could not be sent back).
+/// - `Set-Cookie: token` (no `=`) is a nameless cookie with the value `token`, sent back as
+///   `Cookie: token` (RFC 6265bis §5.6, §5.8.3, as browsers do); `=token` is the same cookie.
+///   One with neither name nor value is ignored, and so is a nameless one whose value starts
+///   with `__Host-` or `__Secure-` (§5.7). A server's `=a=b` is kept and goes back as `a=b`, as
+///   in browsers; through the API a nameless cookie's value may not contain `=`.
 /// - A cookie given through the API ([`insert_cookie`](Self::insert_cookie),
 ///   [`update_cookie`](Self::update_cookie)) is also refused when a server would read its
 ///   `Cookie` field as another cookie: a name with `=` or `;`, a value with `;`, a space or tab
@@ -178,8 +183,11 @@ impl HttpCookieJar {
             if !header.is_empty() {
                 header.push_str("; ");
             }
-            header.push_str(cookie.name());
-            header.push('=');
+            // A nameless cookie goes as its value alone (RFC 6265bis §5.8.3).
+            if !cookie.name().is_empty() {
+                header.push_str(cookie.name());
+                header.push('=');
+            }
             header.push_str(cookie.value());
         }
         (!header.is_empty()).then_some(header)
@@ -209,7 +217,8 @@ impl HttpCookieJar {
 
     /// Adds `cookie` as if received from `url` (an empty `domain` means the host of `url`,
     /// host-only). Returns false, changing nothing, when an unexpired cookie with the same name,
-    /// domain and path exists, or when the cookie is invalid for `url` (an empty name, control
+    /// domain and path exists, or when the cookie is invalid for `url` (an empty name with an
+    /// empty value, a value with `=` or one starting with `__Host-` or `__Secure-`, control
     /// characters, a name with `=` or `;` or a value with `;`, a space or tab at either end of
     /// the name or value, a domain `url` is not in, a single-label domain) or already expired.
     /// Names and values are not trimmed for you: `" a"` is refused rather than stored as `a`,
