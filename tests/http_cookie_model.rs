@@ -2584,3 +2584,33 @@ fn a_set_cookie_without_equals_is_a_nameless_cookie() {
     assert_eq!((held[0].name.as_str(), held[0].value.as_str()), ("", "bar"));
     assert_eq!(held[0].to_cookie_header(), "bar");
 }
+
+/// Loopback hosts are secure contexts for cookies, as in browsers (a "potentially trustworthy"
+/// origin: `localhost`, names under it, 127.0.0.0/8, `::1`), curl and `cookie_store`: traffic
+/// to them never leaves the machine (kdnet resolves `localhost` names itself, never through
+/// DNS). A local development server over plain http may set `Secure` and prefixed cookies and
+/// gets them back. The jar refused every Secure cookie from `http://localhost`, so a login
+/// that works in a browser against the same server silently failed.
+#[test]
+fn plain_http_to_a_loopback_host_sets_and_gets_secure_cookies() {
+    let set = [
+        "s=1; Secure",
+        "__Host-h=2; Secure; Path=/",
+        "__Secure-t=3; Secure",
+    ];
+    for host in ["127.0.0.1", "localhost", "app.localhost"] {
+        let (sent, held) = round_trip(host, &set);
+        assert_eq!(sent, ["s=1; __Host-h=2; __Secure-t=3"], "{host}");
+        assert!(held.iter().all(|c| c.secure), "{host}: {held:?}");
+    }
+    // Elsewhere, plain http is no secure context.
+    let mut jar = kdnet::network::http::HttpCookieJar::new();
+    let plain = Url::parse("http://example.com/").unwrap();
+    assert_eq!(jar.store_response_cookies(&plain, set), 0);
+    let mut secure = HttpCookie::new("s", "1");
+    secure.domain = "localhost".into();
+    secure.secure = true;
+    assert!(secure.matches_url(&Url::parse("http://localhost:8080/").unwrap()));
+    secure.domain = "example.com".into();
+    assert!(!secure.matches_url(&plain));
+}
