@@ -38,7 +38,8 @@
 //!
 //! The reference jar predicts, for every request a server reads, the exact `Cookie` field
 //! (cookies that domain-match (exactly for host-only ones) and path-match, Secure ones only
-//! over https, expired ones never; longer paths first, then earlier creation, a replaced
+//! to secure contexts (https, and plain http to loopback hosts, which all these hosts are, as
+//! browsers treat them), expired ones never; longer paths first, then earlier creation, a replaced
 //! cookie keeping its creation time, one replacing an expired cookie getting a new one) or its
 //! absence, and each API call's result (an expired cookie is not there to remove; the limits
 //! evict expired cookies first, then the oldest); `HttpCookie::from_set_cookie_header` gives
@@ -945,7 +946,7 @@ impl MCookie {
         } else {
             domain_match(host, &self.domain)
         };
-        domain_ok && path_match(url.path(), &self.path) && (!self.secure || url.scheme() == "https")
+        domain_ok && path_match(url.path(), &self.path) && (!self.secure || secure_context(url))
     }
 
     /// As the `Cookie` field carries it: a nameless cookie as its value alone (RFC 6265bis
@@ -957,6 +958,19 @@ impl MCookie {
             format!("{}={}", self.name, self.value)
         }
     }
+}
+
+/// Whether `url` is a secure context for cookies: https, or http to a loopback host
+/// (`localhost` and names under it, 127.0.0.0/8, `::1`), as browsers treat them. (Every host
+/// the servers answer for is loopback: the rules for plain http elsewhere are tested through
+/// the jar's API in `http_types.rs`.)
+fn secure_context(url: &Url) -> bool {
+    let host = url.host_str().unwrap();
+    url.scheme() == "https"
+        || host == "localhost"
+        || host.ends_with(".localhost")
+        || host == "[::1]"
+        || host.starts_with("127.")
 }
 
 fn is_ip(host: &str) -> bool {
@@ -1029,7 +1043,7 @@ fn parse_set_cookie(
         return None;
     }
     let host = url.host_str().unwrap();
-    let https = url.scheme() == "https";
+    let https = secure_context(url);
     #[derive(Clone, Copy)]
     enum Age {
         Earliest,
@@ -1257,7 +1271,7 @@ impl Jar {
     /// Secure cookie. Returns whether the cookie was stored, updated or deleted another, or
     /// `Err` when the result depends on whether a cookie expiring meanwhile is still there.
     fn store(&mut self, mut c: MCookie, url: &Url, window: (f64, f64)) -> Result<bool, String> {
-        if url.scheme() != "https" {
+        if !secure_context(url) {
             for old in &self.cookies {
                 if old.secure
                     && old.name == c.name

@@ -45,8 +45,8 @@
 //!   final response's head once (never a followed redirect's) and its body, never after
 //!   `on_done`;
 //! - cookies: a `Set-Cookie` on a redirect is sent with every later hop to that host name (not
-//!   another name, whatever the port or scheme), a Secure one only over https and never when an
-//!   http host set it; a caller's `Cookie` on a same-origin hop stands instead of the jar's;
+//!   another name, whatever the port or scheme), a Secure one too (every host is loopback, a
+//!   secure context for cookies over plain http as well, as in browsers); a caller's `Cookie` on a same-origin hop stands instead of the jar's;
 //!   cookies of the first phase go with every request of the second;
 //! - TLS: https connections are pooled and reused; no request sent after the TLS settings
 //!   changed goes on a connection made before; with only an unrelated CA trusted, a request (or
@@ -1411,9 +1411,13 @@ fn check_model(
     let seen = ctx.seen.borrow();
     let fail = |msg: String| Err(TestCaseError::fail(format!("case {case}: {msg}")));
     // Which cookies the jar may send to host `h`: set by a host of the same name, a Secure one
-    // only by an https host and only to one.
+    // only by a secure context and only to one: https, or a loopback host over plain http too
+    // (as browsers treat them; every host here is loopback).
+    let secure_context = |h: usize| {
+        https(h) || matches!(name(h), "localhost" | "[::1]") || name(h).starts_with("127.")
+    };
     let may_go = |c: &SetCookie, h: usize| {
-        name(c.host) == name(h) && (!c.secure || (https(c.host) && https(h)))
+        name(c.host) == name(h) && (!c.secure || (secure_context(c.host) && secure_context(h)))
     };
     for (r, s) in script.requests.iter().enumerate() {
         let me = &seen[r];

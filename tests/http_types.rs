@@ -527,20 +527,54 @@ fn secure_cookie_from_plain_http_is_refused() {
     assert!(jar.is_empty());
 }
 
+/// Plain http to a loopback host is a secure context for cookies, as in browsers: Secure
+/// cookies go to and come from `localhost`, names under it, 127.0.0.0/8 and `::1`, and nowhere
+/// else over plain http.
 #[test]
-fn loopback_http_is_not_treated_as_secure() {
+fn loopback_http_is_treated_as_secure() {
     let mut jar = HttpCookieJar::new();
     jar.store_response_cookies(&url("https://localhost/"), ["s=1; Secure", "p=2"]);
     jar.store_response_cookies(&url("https://127.0.0.1/"), ["s=1; Secure"]);
     assert_eq!(
-        header_for(&jar, "http://localhost/").as_deref(),
-        Some("p=2")
+        jar.store_response_cookies(&url("http://a.localhost./"), ["t=3; Secure"]),
+        1
     );
-    assert_eq!(header_for(&jar, "http://127.0.0.1/"), None);
     assert_eq!(
-        header_for(&jar, "https://127.0.0.1/").as_deref(),
+        jar.store_response_cookies(&url("http://[::1]/"), ["u=4; Secure"]),
+        1
+    );
+    assert_eq!(
+        header_for(&jar, "http://localhost/").as_deref(),
+        Some("s=1; p=2")
+    );
+    assert_eq!(
+        header_for(&jar, "http://127.0.0.1/").as_deref(),
         Some("s=1")
     );
+    assert_eq!(
+        header_for(&jar, "http://a.localhost./").as_deref(),
+        Some("t=3")
+    );
+    assert_eq!(
+        header_for(&jar, "http://[::1]:8080/").as_deref(),
+        Some("u=4")
+    );
+    // 127.0.0.2 is loopback too; a name that merely starts with `localhost` is not.
+    assert_eq!(
+        jar.store_response_cookies(&url("http://127.0.0.2/"), ["v=5; Secure"]),
+        1
+    );
+    for elsewhere in [
+        "http://localhost.example/",
+        "http://10.0.0.1/",
+        "http://[::2]/",
+    ] {
+        assert_eq!(
+            jar.store_response_cookies(&url(elsewhere), ["w=6; Secure"]),
+            0,
+            "{elsewhere}"
+        );
+    }
 }
 
 #[test]

@@ -8,6 +8,8 @@ use std::time::{Duration, SystemTime};
 use cookie_store::{Cookie as StoreCookie, CookieDomain, CookieExpiration, CookiePath, RawCookie};
 use url::{Host, Url};
 
+use crate::network::dns::is_localhost;
+
 /// Longest `Set-Cookie` value (name, value and attributes) that is read: 8192 bytes. Longer
 /// values are ignored. The cookie itself is bounded more tightly, as RFC 6265bis §5.6 bounds it:
 /// a name and value longer than [`MAX_NAME_VALUE_BYTES`] together make the cookie ignored.
@@ -226,7 +228,8 @@ impl HttpCookie {
 
     /// Whether the cookie would be sent to `url`: an `http`/`https` URL whose host
     /// domain-matches (exactly, for host-only cookies), whose path path-matches (RFC 6265
-    /// §5.1.4), over `https` for Secure cookies. Expiry is not considered.
+    /// §5.1.4), over `https` or to a loopback host for Secure cookies (see
+    /// [`HttpCookieJar`](crate::network::http::HttpCookieJar)). Expiry is not considered.
     pub fn matches_url(&self, url: &Url) -> bool {
         let domain = self.domain.strip_prefix('.').unwrap_or(&self.domain);
         let path = if self.path.is_empty() {
@@ -243,7 +246,7 @@ impl HttpCookie {
             domain_matches(url, domain)
         };
         matches!(url.scheme(), "http" | "https")
-            && (!self.secure || url.scheme() == "https")
+            && (!self.secure || is_secure_context(url))
             && !domain.is_empty()
             && domain_ok
             && path_matches(url.path(), path)
@@ -278,7 +281,7 @@ pub(super) fn prepare_set_cookie(
     cap_expiry(&mut cookie);
     apply_single_label_rule(&mut cookie, url)?;
     let secure = cookie.secure() == Some(true);
-    if secure && url.scheme() != "https" {
+    if secure && !is_secure_context(url) {
         return None;
     }
     if cookie.name().is_empty() && !is_nameless_value_allowed(cookie.value(), false) {
@@ -726,6 +729,23 @@ fn is_sendable(text: &str) -> bool {
 /// `Cookie` header (RFC 6265 §5.2, and every common server) drops: it would read another cookie.
 fn is_padded(text: &str) -> bool {
     text.starts_with(is_wsp) || text.ends_with(is_wsp)
+}
+
+/// Whether `url` is a secure context for cookies (RFC 6265bis §5.7: "secure" as the user agent
+/// defines it): `https`, or `http` to a loopback host, which browsers treat as potentially
+/// trustworthy (W3C Secure Contexts §3.2): `localhost` and names under it (kdnet resolves them
+/// to loopback itself, never through DNS), 127.0.0.0/8 and `::1`.
+pub(super) fn is_secure_context(url: &Url) -> bool {
+    match url.scheme() {
+        "https" => true,
+        "http" => match url.host() {
+            Some(Host::Domain(name)) => is_localhost(name),
+            Some(Host::Ipv4(ip)) => ip.is_loopback(),
+            Some(Host::Ipv6(ip)) => ip.is_loopback(),
+            None => false,
+        },
+        _ => false,
+    }
 }
 
 /// RFC 6265's white space (WSP, RFC 5234): a space or a tab, and nothing else.

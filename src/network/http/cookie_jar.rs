@@ -9,8 +9,8 @@ use log::debug;
 use url::Url;
 
 use crate::network::http::cookie::{
-    domain_key, from_store_cookie, labels_match, owned_key, path_matches, path_of,
-    prepare_set_cookie, to_store_cookie,
+    domain_key, from_store_cookie, is_secure_context, labels_match, owned_key, path_matches,
+    path_of, prepare_set_cookie, to_store_cookie,
 };
 use crate::network::http::{DEFAULT_MAX_SET_COOKIE_BYTES, HttpCookie};
 
@@ -40,9 +40,13 @@ impl std::error::Error for PublicSuffixListError {}
 /// matching, Max-Age over Expires, expiry) come from [`cookie_store::CookieStore`]. kdnet adds
 /// what a client library needs on top of it:
 ///
-/// - Secure cookies are only accepted from and only sent to `https` URLs (`cookie_store` also
-///   treats `http://localhost` and loopback addresses as secure; kdnet does not).
-/// - A plain-`http` response cannot overwrite or shadow a Secure cookie (RFC 6265bis §5.7).
+/// - Secure cookies are only accepted from and only sent to secure contexts: `https` URLs, and
+///   plain `http` to a loopback host (`localhost` and names under it, 127.0.0.0/8, `::1`), which
+///   browsers, curl and `cookie_store` treat as secure too: traffic to them never leaves the
+///   machine (kdnet resolves `localhost` names itself), and a development server over plain
+///   http gets its Secure and `__Host-` cookies back.
+/// - A plain-`http` response from elsewhere cannot overwrite or shadow a Secure cookie (RFC
+///   6265bis §5.7).
 /// - `__Secure-` and `__Host-` name prefixes are enforced (RFC 6265bis §4.1.3).
 /// - A `Domain` attribute with a single label (`Domain=com`) is refused unless it names the
 ///   request host itself, in which case the cookie becomes host-only. No public suffix list is
@@ -357,10 +361,22 @@ impl HttpCookieJar {
         if !matches!(url.scheme(), "http" | "https") || self.holds_no_cookie() {
             return Vec::new();
         }
-        let secure_ok = url.scheme() == "https";
+        let secure_ok = is_secure_context(url);
+        // The store treats `http://localhost` and loopback addresses as secure, but not names
+        // under `localhost`: match those as the same URL over https (matching looks at neither
+        // the scheme nor the port otherwise).
+        let as_https;
+        let store_url = if secure_ok && url.scheme() == "http" {
+            let mut https = url.clone();
+            let _ = https.set_scheme("https");
+            as_https = https;
+            &as_https
+        } else {
+            url
+        };
         let mut cookies: Vec<_> = self
             .store
-            .matches(url)
+            .matches(store_url)
             .into_iter()
             .filter(|c| secure_ok || c.secure() != Some(true))
             .map(|c| (path_of(c).len(), self.order.seq_of(c), c))
@@ -415,10 +431,10 @@ impl HttpCookieJar {
         }
     }
 
-    /// RFC 6265bis §5.7 step 16: a cookie set over plain `http` is ignored when a Secure cookie
+    /// RFC 6265bis §5.7 step 16: a cookie set from a context that is not secure is ignored when a Secure cookie
     /// of the same name exists whose domain overlaps and whose path covers the new path.
     fn shadows_secure_cookie(&self, cookie: &StoreCookie<'_>, url: &Url) -> bool {
-        if url.scheme() == "https" {
+        if is_secure_context(url) {
             return false;
         }
         let Some(new_domain) = cookie.domain.as_cow() else {
