@@ -1495,3 +1495,115 @@ fn emits_from_another_thread_after_its_loop_is_dropped_queue_nothing() {
     worker.join().unwrap();
     assert_eq!(closures.load(Ordering::SeqCst), 0);
 }
+
+/// An owner that evaluates a standalone evaluator when told to, coalescing notifications into
+/// one flag (as an event loop's wake-up does): `on_invocation_added` raises it, `serve` evaluates
+/// while it is raised.
+struct CoalescingOwner {
+    evaluator: Arc<ConnectionEvaluator>,
+    asked: Arc<AtomicBool>,
+}
+
+impl CoalescingOwner {
+    fn new() -> Self {
+        let evaluator = ConnectionEvaluator::new();
+        let asked = Arc::new(AtomicBool::new(false));
+        let a = asked.clone();
+        evaluator.set_on_invocation_added(move || a.store(true, Ordering::SeqCst));
+        CoalescingOwner { evaluator, asked }
+    }
+
+    /// Evaluates while asked to; returns how many calls ran.
+    fn serve(&self) -> usize {
+        let mut ran = 0;
+        while self.asked.swap(false, Ordering::SeqCst) {
+            ran += self.evaluator.evaluate_deferred_connections();
+        }
+        ran
+    }
+}
+
+/// A deferred slot that panics after its evaluation turned a call away (a nested loop inside the
+/// slot served the owner's notification), or with calls queued after it: the owner must be told
+/// to come back for them. The refused call's mark was taken without notifying (no callback while
+/// unwinding), and the calls put back after the panicking slot notified nobody, so an owner that
+/// evaluates when notified left them queued until an unrelated emit. (An event loop's next turn
+/// runs them anyway: it asks `has_pending` every turn.)
+#[test]
+fn a_panicking_deferred_slot_does_not_lose_the_owners_notification() {
+    // A call turned away, then the panic. Another thread queues a call while the slot runs (a
+    // slot cannot emit a deferred signal itself: signals stay on their thread).
+    let owner = Arc::new(CoalescingOwner::new());
+    let ran = Arc::new(AtomicU32::new(0));
+    let (go_tx, go_rx) = mpsc::channel::<()>();
+    let (emitted_tx, emitted_rx) = mpsc::channel::<()>();
+    let worker = std::thread::spawn({
+        let (evaluator, ran) = (owner.evaluator.clone(), ran.clone());
+        move || {
+            let later: Signal<()> = Signal::new();
+            later
+                .connect_deferred(&evaluator, move |_| {
+                    ran.fetch_add(1, Ordering::SeqCst);
+                })
+                .release();
+            go_rx.recv().unwrap();
+            later.emit(&());
+            emitted_tx.send(()).unwrap();
+            // Kept until the end: dropping the signal would cancel its queued call.
+            go_rx.recv().unwrap();
+        }
+    });
+    let nested = Arc::new(AtomicU32::new(u32::MAX));
+    let first: Signal<()> = Signal::new();
+    let (o, go, n) = (owner.clone(), go_tx.clone(), nested.clone());
+    first
+        .connect_deferred(&owner.evaluator, move |_| {
+            go.send(()).unwrap();
+            emitted_rx.recv().unwrap();
+            // A nested loop serves the notification the worker's emit raised: refused.
+            n.store(o.serve() as u32, Ordering::SeqCst);
+            panic!("deliberate");
+        })
+        .release();
+    first.emit(&());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| owner.serve()));
+    assert!(result.is_err(), "the slot's panic reaches the owner");
+    assert_eq!(
+        nested.load(Ordering::SeqCst),
+        0,
+        "the nested call is refused"
+    );
+    assert!(owner.evaluator.has_pending());
+    assert_eq!(
+        owner.serve(),
+        1,
+        "the call turned away during the panicking evaluation was never asked for again"
+    );
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+    go_tx.send(()).unwrap();
+    worker.join().unwrap();
+
+    // Calls queued after the panicking slot: put back, and the owner told.
+    let owner = CoalescingOwner::new();
+    let ran = Arc::new(AtomicU32::new(0));
+    let (panicking, after): (Signal<()>, Signal<()>) = (Signal::new(), Signal::new());
+    panicking
+        .connect_deferred(&owner.evaluator, |_| panic!("deliberate"))
+        .release();
+    let r = ran.clone();
+    after
+        .connect_deferred(&owner.evaluator, move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .release();
+    panicking.emit(&());
+    after.emit(&());
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| owner.serve()));
+    assert!(result.is_err(), "the slot's panic reaches the owner");
+    assert_eq!(
+        owner.serve(),
+        1,
+        "the call put back after the panicking slot was never asked for again"
+    );
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
+}
