@@ -1606,4 +1606,38 @@ fn a_panicking_deferred_slot_does_not_lose_the_owners_notification() {
         "the call put back after the panicking slot was never asked for again"
     );
     assert_eq!(ran.load(Ordering::SeqCst), 1);
+
+    // A callback that panics while the slot's panic unwinds: caught there (escaping, it would
+    // abort the process); the slot's panic reaches the caller, the calls stay queued.
+    let evaluator = ConnectionEvaluator::new();
+    let armed = Arc::new(AtomicBool::new(false));
+    let a = armed.clone();
+    evaluator.set_on_invocation_added(move || {
+        if a.load(Ordering::SeqCst) {
+            panic!("the callback's own panic");
+        }
+    });
+    let ran = Arc::new(AtomicU32::new(0));
+    let r = ran.clone();
+    let (panicking, after): (Signal<()>, Signal<()>) = (Signal::new(), Signal::new());
+    panicking
+        .connect_deferred(&evaluator, |_| panic!("deliberate"))
+        .release();
+    after
+        .connect_deferred(&evaluator, move |_| {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .release();
+    panicking.emit(&());
+    after.emit(&());
+    armed.store(true, Ordering::SeqCst);
+    let result = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        evaluator.evaluate_deferred_connections()
+    }));
+    let payload = result.expect_err("the slot's panic reaches the caller");
+    assert_eq!(payload.downcast_ref::<&str>(), Some(&"deliberate"));
+    armed.store(false, Ordering::SeqCst);
+    assert!(evaluator.has_pending());
+    assert_eq!(evaluator.evaluate_deferred_connections(), 1);
+    assert_eq!(ran.load(Ordering::SeqCst), 1);
 }

@@ -99,7 +99,9 @@ impl ConnectionEvaluator {
     /// evaluation ends, the [`set_on_invocation_added`](Self::set_on_invocation_added) callback is
     /// called again, so that the owner comes back for what is left. If a slot
     /// panics, the invocations after it stay queued, ahead of newer ones (those of connections
-    /// disconnected meanwhile are dropped, as a disconnect drops the queued ones).
+    /// disconnected meanwhile are dropped, as a disconnect drops the queued ones), and the panic
+    /// goes on to the caller; the owner is notified as above, for those and for a call turned
+    /// away meanwhile.
     pub fn evaluate_deferred_connections(&self) -> usize {
         // Cleared before taking: an enqueue racing with us sets it again after pushing, so its
         // invocation runs in this call or the next one.
@@ -143,10 +145,13 @@ impl ConnectionEvaluator {
     /// (KDBindings `onInvocationAdded`), replacing the one set before. It runs after the
     /// invocation is queued (and, on an event loop's evaluator, after the loop was woken), so the
     /// call may already be under way or done on the evaluating thread when it runs. It also runs
-    /// once more when an evaluation that turned a call away ends, so that the owner comes back
-    /// for what is left: on the thread of that evaluation (or, if it ended just as the call was
-    /// turned away, on the thread of the turned-away call). It may run more often than
-    /// invocations are queued. On an
+    /// once more when an evaluation ends with work left, so that the owner comes back for it:
+    /// one that turned a call away, on the thread of that evaluation (or, if it ended just as
+    /// the call was turned away, on the thread of the turned-away call), and one that a
+    /// panicking slot ended with invocations left after it. An evaluation that a slot's panic
+    /// ends calls it while the panic unwinds: a panic of the callback's own is caught there
+    /// (the panic hook reports it) and the slot's goes on, since a second panic escaping would
+    /// abort the process. It may run more often than invocations are queued. On an
     /// event loop's evaluator it runs in addition to the loop's own wake-up.
     pub fn set_on_invocation_added<F>(&self, callback: F)
     where
@@ -236,7 +241,8 @@ impl ConnectionEvaluator {
 /// The invocations of a running evaluation not yet run. Dropped with some left only when a slot
 /// panicked: they go back to the front of the queue (before anything queued since), except the
 /// ones of connections disconnected meanwhile, which are dropped (their disconnect would have
-/// removed them from the queue at once). Either way the evaluation ends.
+/// removed them from the queue at once). Either way the evaluation ends, and the owner is told of
+/// the calls put back and of any call turned away meanwhile (also while a panic unwinds).
 struct Batch<'a> {
     evaluator: &'a ConnectionEvaluator,
     rest: std::vec::IntoIter<Invocation>,
@@ -244,6 +250,7 @@ struct Batch<'a> {
 
 impl Drop for Batch<'_> {
     fn drop(&mut self) {
+        let mut put_back = false;
         if self.rest.len() > 0 {
             let (live, cancelled): (Vec<_>, Vec<_>) = self
                 .rest
@@ -255,6 +262,7 @@ impl Drop for Batch<'_> {
                 queue.splice(0..0, live);
                 self.evaluator.queued.store(true, Ordering::Release);
                 drop(queue);
+                put_back = true;
             } else {
                 drop(queue);
                 // Nothing will run them (closed): dropped outside the lock.
@@ -265,11 +273,19 @@ impl Drop for Batch<'_> {
         }
         // SeqCst, as the refused call's mark and check (see `evaluate_deferred_connections`).
         self.evaluator.evaluating.store(false, Ordering::SeqCst);
-        // A call refused meanwhile (on another thread, say) left work for a later call: tell the
-        // owner, whose wake-up was spent on the refused call. Not while unwinding: a panicking
-        // callback would abort the process.
-        if self.evaluator.refused.swap(false, Ordering::SeqCst) && !std::thread::panicking() {
-            self.evaluator.notify();
+        // A call refused meanwhile (on another thread, say) left work for a later call, and so
+        // did a slot that panicked (the calls after it were put back): tell the owner, whose
+        // wake-up was spent on the refused call (or on this one). The mark is taken either way.
+        let refused = self.evaluator.refused.swap(false, Ordering::SeqCst);
+        if refused || put_back {
+            if std::thread::panicking() {
+                // Unwinding from a slot: a callback that panicked too would abort the process.
+                // Its panic is caught here (the panic hook has reported it); the slot's goes on.
+                let notify = std::panic::AssertUnwindSafe(|| self.evaluator.notify());
+                let _ = std::panic::catch_unwind(notify);
+            } else {
+                self.evaluator.notify();
+            }
         }
     }
 }
