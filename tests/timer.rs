@@ -1217,3 +1217,105 @@ fn a_timer_whose_loop_was_dropped_stops_even_if_a_slot_refuses_the_stop() {
         "running = true on a timer without a loop"
     );
 }
+
+/// A `Timer` dropped (its last `Rc`) inside its own `timeout` slot, single-shot or periodic,
+/// with other timers due in the same turn, the slot returning at once or first waiting in a
+/// nested loop: it is freed when its emission ends (the emission under way completes, as after
+/// Qt's `deleteLater`), never fires again (not inside the nested wait either), leaks nothing
+/// (the slot's captures, which held the timer, are freed with it), and the timers due with it
+/// fire (inside the nested wait, when there is one).
+#[test]
+fn a_timer_dropped_inside_its_own_slot_is_freed_and_the_timers_due_with_it_fire() {
+    for single in [false, true] {
+        for nested in [false, true] {
+            let case = format!("single shot {single}, nested wait {nested}");
+            let mut event_loop = EventLoop::new().unwrap();
+            let _safety = safety_timer(&event_loop, 5);
+            let log: Rc<RefCell<Vec<&'static str>>> = Rc::default();
+            let push = |name: &'static str| {
+                let l = log.clone();
+                move || l.borrow_mut().push(name)
+            };
+            let before = Timer::create_timeout(ms(1), push("before")).unwrap();
+            let victim = Timer::new().unwrap();
+            victim.interval.set(ms(2));
+            victim.single_shot.set(single);
+            let holder: Rc<RefCell<Option<Rc<Timer>>>> = Rc::new(RefCell::new(None));
+            let (h, p) = (holder.clone(), push("victim"));
+            victim
+                .timeout
+                .connect(move |_| {
+                    p();
+                    drop(h.borrow_mut().take());
+                    if nested {
+                        let end = Instant::now() + ms(60);
+                        while let Some(left) = end.checked_duration_since(Instant::now()) {
+                            kdnet::foundation::process_events(Some(left)).unwrap();
+                        }
+                    }
+                })
+                .release();
+            let p = push("victim, second slot");
+            victim.timeout.connect(move |_| p()).release();
+            victim.start();
+            let weak = Rc::downgrade(&victim);
+            *holder.borrow_mut() = Some(victim);
+            let after = Timer::create_timeout(ms(3), push("after")).unwrap();
+            Timer::set_timeout(ms(4), push("managed")).unwrap();
+            let ticks = Rc::new(Cell::new(0));
+            let t = ticks.clone();
+            let ticker = Timer::create_recurring(ms(10), move || t.set(t.get() + 1)).unwrap();
+            let timers = event_loop.timer_count();
+            // Every deadline but the ticker's passes before the loop looks: due in one turn.
+            thread::sleep(ms(8));
+            event_loop.process_events(Some(Duration::ZERO)).unwrap();
+            let expected: &[&str] = if nested {
+                &[
+                    "before",
+                    "victim",
+                    "after",
+                    "managed",
+                    "victim, second slot",
+                ]
+            } else {
+                &[
+                    "before",
+                    "victim",
+                    "victim, second slot",
+                    "after",
+                    "managed",
+                ]
+            };
+            assert_eq!(*log.borrow(), expected, "{case}");
+            assert!(
+                weak.upgrade().is_none(),
+                "{case}: the timer outlived its emission"
+            );
+            assert_eq!(
+                Rc::strong_count(&holder),
+                1,
+                "{case}: the slot's captures leaked"
+            );
+            // The victim and the managed timer are gone.
+            assert_eq!(event_loop.timer_count(), timers - 2, "{case}");
+            if nested {
+                assert!(
+                    ticks.get() >= 2,
+                    "{case}: the ticker ticked {}",
+                    ticks.get()
+                );
+            }
+            spin_for(&mut event_loop, ms(30));
+            assert_eq!(
+                log.borrow()
+                    .iter()
+                    .filter(|e| e.starts_with("victim"))
+                    .count(),
+                2,
+                "{case}: the dropped timer fired again"
+            );
+            assert!(!before.running.get() && !after.running.get());
+            assert!(ticker.running.get());
+        }
+    }
+}
