@@ -2003,3 +2003,82 @@ fn a_handle_quit_asked_after_an_exit_wins_and_does_not_end_the_next_run() {
     event_loop.process_events(Some(Duration::ZERO)).unwrap();
     assert_eq!(event_loop.take_exit_request(), None, "a stale quit");
 }
+
+/// Another thread posts a closure, then quits through a `LoopHandle`, while the loop's own quit
+/// is pending (an `EventLoop::exit` before `run()`, or a quit the turn took before a posted
+/// closure posted and quit again). The handle's quit wins, and as `LoopHandle::exit` promises,
+/// the closures posted before it have run when `run()` returns its code: `run()` returned it at
+/// once, and they ran only in the next `run()`, or never when the program then dropped the loop.
+/// Likewise a host learns of the quit only after they ran.
+#[test]
+fn a_handle_quit_that_supersedes_a_pending_exit_runs_the_closures_posted_before_it_first() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let ran = Arc::new(AtomicUsize::new(0));
+    let post_then_quit = |event_loop: &EventLoop, code: i32| {
+        let (handle, r) = (event_loop.handle(), ran.clone());
+        thread::spawn(move || {
+            handle
+                .post(move || {
+                    r.fetch_add(1, Ordering::SeqCst);
+                })
+                .unwrap();
+            handle.exit(code);
+        })
+        .join()
+        .unwrap();
+    };
+    event_loop.exit(1);
+    post_then_quit(&event_loop, 2);
+    assert_eq!(event_loop.run(), 2);
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        1,
+        "run() returned the handle's code before the closure posted before it ran"
+    );
+
+    // A turn takes another thread's quit; a closure it runs posts a closure, then quits.
+    let (handle, r) = (event_loop.handle(), ran.clone());
+    event_loop.post(move || {
+        post(move || {
+            r.fetch_add(1, Ordering::SeqCst);
+        })
+        .unwrap();
+        handle.exit(4);
+    });
+    let handle = event_loop.handle();
+    thread::spawn(move || handle.exit(3)).join().unwrap();
+    assert_eq!(event_loop.run(), 4);
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        2,
+        "run() returned the handle's code before the closure posted before it ran"
+    );
+
+    // A host.
+    event_loop.exit(5);
+    post_then_quit(&event_loop, 6);
+    let mut turns = 0;
+    let code = loop {
+        if let Some(code) = event_loop.take_exit_request() {
+            break code;
+        }
+        assert_eq!(
+            event_loop.next_timeout(),
+            Some(Duration::ZERO),
+            "a quit waits to be taken"
+        );
+        turns += 1;
+        assert!(turns < 10, "the quit was never reported");
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    };
+    assert_eq!(code, 6);
+    assert_eq!(
+        ran.load(Ordering::SeqCst),
+        3,
+        "take_exit_request reported the handle's code before the closure posted before it ran"
+    );
+    // Nothing stale is left: the next run() waits for its own quit.
+    let _safety = safety_timer(&event_loop, 1);
+    assert_eq!(event_loop.run(), SAFETY_EXIT);
+}
