@@ -1995,10 +1995,17 @@ fn a_handle_quit_asked_after_an_exit_wins_and_does_not_end_the_next_run() {
         "a stale quit ended the next run()"
     );
 
-    // The same for a host.
+    // The same for a host, which learns of it from the turn that takes it (and runs the
+    // closures posted before it).
     let handle = event_loop.handle();
     event_loop.exit(5);
     thread::spawn(move || handle.exit(6)).join().unwrap();
+    assert_eq!(
+        event_loop.take_exit_request(),
+        None,
+        "taken by the next turn"
+    );
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
     assert_eq!(event_loop.take_exit_request(), Some(6));
     event_loop.process_events(Some(Duration::ZERO)).unwrap();
     assert_eq!(event_loop.take_exit_request(), None, "a stale quit");
@@ -2081,4 +2088,74 @@ fn a_handle_quit_that_supersedes_a_pending_exit_runs_the_closures_posted_before_
     // Nothing stale is left: the next run() waits for its own quit.
     let _safety = safety_timer(&event_loop, 1);
     assert_eq!(event_loop.run(), SAFETY_EXIT);
+}
+
+/// Closures posted after a quit ended `run()` (on the loop's thread, or by another thread after
+/// its quit) are neither lost nor run twice: the next `run()` runs each once, in posting order;
+/// dropping the loop instead drops them without running them (Qt delivers events posted to a
+/// thread whose loop quit when a loop runs there again, and deletes them with their receiver).
+#[test]
+fn closures_posted_after_a_quit_run_once_in_the_next_run_or_are_dropped_with_the_loop() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    let ran: Arc<Mutex<Vec<&'static str>>> = Arc::default();
+    let rec = |name: &'static str| {
+        let r = ran.clone();
+        move || r.lock().unwrap().push(name)
+    };
+    let remote = |event_loop: &EventLoop, f: Box<dyn FnOnce() + Send>, quit: bool| {
+        let handle = event_loop.handle();
+        thread::spawn(move || {
+            handle.post(f).unwrap();
+            if quit {
+                handle.quit();
+            }
+        })
+        .join()
+        .unwrap();
+    };
+    remote(&event_loop, Box::new(rec("before")), true);
+    assert_eq!(event_loop.run(), 0);
+    assert_eq!(*ran.lock().unwrap(), ["before"]);
+    event_loop.post(rec("local, after"));
+    remote(&event_loop, Box::new(rec("remote, after")), false);
+    assert_eq!(*ran.lock().unwrap(), ["before"], "ran without a turn");
+    let handle = event_loop.handle();
+    event_loop.post(move || handle.quit());
+    assert_eq!(event_loop.run(), 0);
+    assert_eq!(
+        *ran.lock().unwrap(),
+        ["before", "local, after", "remote, after"]
+    );
+    for _ in 0..3 {
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    }
+    assert_eq!(ran.lock().unwrap().len(), 3, "a closure ran twice");
+
+    // Posted after a quit, then the loop is dropped.
+    let (local_dropped, remote_dropped) = (Arc::default(), Arc::default());
+    let (flag, r) = (DropFlag(Arc::clone(&local_dropped)), rec("local, dropped"));
+    event_loop.post(move || {
+        let _keep = &flag;
+        r();
+    });
+    let (flag, r) = (
+        DropFlag(Arc::clone(&remote_dropped)),
+        rec("remote, dropped"),
+    );
+    remote(
+        &event_loop,
+        Box::new(move || {
+            let _keep = &flag;
+            r();
+        }),
+        true,
+    );
+    drop(event_loop);
+    assert!(local_dropped.load(Ordering::SeqCst) && remote_dropped.load(Ordering::SeqCst));
+    assert_eq!(
+        ran.lock().unwrap().len(),
+        3,
+        "ran while the loop was dropped"
+    );
 }

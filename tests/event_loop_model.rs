@@ -25,7 +25,8 @@
 //!   asked by a posted closure ends `run()`'s turn after its closures: no timer fires); a host
 //!   learns of it from `take_exit_request` after that turn; the latest code wins (an
 //!   `EventLoop::exit` spends a handle's quit not taken yet, and a handle's quit asked while
-//!   the loop's is pending is returned instead of it and spent with it).
+//!   the loop's is pending replaces it once a turn took it: `run()` turns once more, ending
+//!   after that turn's closures, and `take_exit_request` says nothing until a turn took it).
 //!
 //! Time is real: the log records when each timer was armed (an instant before and one after the
 //! call) and when each slot ran, and each turn records an instant before its timer stage (for a
@@ -1417,11 +1418,12 @@ impl Model<'_> {
             Kind::Host => match *self.next("the end of a host turn")? {
                 Ev::TurnEnd { count, exit } => {
                     // A handle's quit asked while the loop's was pending is later: it wins
-                    // and is spent with it.
-                    let expected = self
-                        .core_quit
-                        .take()
-                        .map(|code| self.shared_quit.take().unwrap_or(code));
+                    // once a turn took it (after the closures posted before it).
+                    let expected = if self.shared_quit.is_some() {
+                        None
+                    } else {
+                        self.core_quit.take()
+                    };
                     if expected.is_some() {
                         self.stats[4] += 1;
                     }
@@ -1479,7 +1481,13 @@ impl Model<'_> {
                 self.run = Some((min_ticks, code, 0, false));
                 self.stats[3] += 1;
                 loop {
-                    if let Some(code) = self.core_quit.take() {
+                    if self.core_quit.is_some() {
+                        if self.shared_quit.is_some() {
+                            // A later quit through a handle: the turn that takes it runs the
+                            // closures posted before it first.
+                            self.turn(Kind::Run)?;
+                        }
+                        let code = self.core_quit.take().unwrap_or_default();
                         let code = self.shared_quit.take().unwrap_or(code);
                         self.expect_return(code)?;
                         break;

@@ -653,12 +653,29 @@ impl EventLoop {
     /// [`process_events`](Self::process_events)). The last turn runs every closure queued when it
     /// began, also those posted after the quit by the slots of the turn that asked for it; a
     /// quit asked by a posted closure ends its turn once that turn's closures ran (no timer of
-    /// that turn fires), and the next turn runs the closures queued by then. Returns `-1` if the
-    /// poller itself fails (logged at error level).
+    /// that turn fires), and the next turn runs the closures queued by then. Of two quits the
+    /// later wins, and one through a handle ends `run` only after the closures posted before it
+    /// ran, also when it comes while an earlier quit is pending. Closures posted after the last
+    /// turn began stay queued: the next `run` or `process_events` runs each once, and dropping
+    /// the loop drops them without running them (as Qt keeps the events posted to a thread
+    /// whose loop quit for the next loop, and deletes them with their receiver). Returns `-1` if
+    /// the poller itself fails (logged at error level).
     pub fn run(&mut self) -> i32 {
         loop {
-            if let Some(code) = self.take_quit() {
-                return code;
+            if self.core.quit.get().is_some() {
+                if self.core.shared.quit_requested() {
+                    // A quit through a handle asked after this one: it wins, once the closures
+                    // posted before it ran. The turn that takes it runs them and ends there.
+                    if let Err(e) = self.core.turn_inner(None, false) {
+                        log::error!("event loop stopped: {e}");
+                        return -1;
+                    }
+                }
+                // One asked meanwhile (during that turn) is spent with it: a stream of quits
+                // from another thread cannot keep run() from returning.
+                if let Some(code) = self.take_quit() {
+                    return code;
+                }
             }
             if let Err(e) = self.core.turn_inner(None, false) {
                 log::error!("event loop stopped: {e}");
@@ -697,7 +714,8 @@ impl EventLoop {
     /// taken by a turn is spent with this one (it does not end the `run()` after this one, nor
     /// replace `code`); one asked through a handle after it, before `run()` (or
     /// [`take_exit_request`](Self::take_exit_request)) took this one, replaces `code` and is
-    /// spent with it.
+    /// spent with it, once the closures posted before it ran (`run()` runs the turn that takes
+    /// it first).
     pub fn exit(&self, code: i32) {
         // Not on a hot path: one lock-free load when no handle asked.
         let _superseded = self.core.shared.take_quit();
@@ -729,7 +747,9 @@ impl EventLoop {
     /// [`next_timeout`](Self::next_timeout) is zero (and, asked from outside a turn or from a
     /// slot after the turn's poll, [`as_raw_fd`](Self::as_raw_fd) readable), so that turn comes
     /// at once. While an earlier request is pending here (an [`exit`](Self::exit), or a quit a
-    /// turn took), a later one through a handle is the code returned, and is spent with it.
+    /// turn took), a later one through a handle wins, but only once the closures posted before
+    /// it ran, as for `run()`: until a turn took it this returns `None` (and `next_timeout` is
+    /// zero), then its code, and the earlier request is spent with it.
     ///
     /// ```
     /// use kdnet::{EventLoop, Timer};
@@ -750,6 +770,11 @@ impl EventLoop {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn take_exit_request(&self) -> Option<i32> {
+        if self.core.quit.get().is_some() && self.core.shared.quit_requested() {
+            // A later quit through a handle: the next turn takes it, after the closures posted
+            // before it (as `run()` does); `next_timeout` is zero meanwhile.
+            return None;
+        }
         self.take_quit()
     }
 

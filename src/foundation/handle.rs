@@ -231,7 +231,8 @@ impl LoopHandle {
     /// posted before this call ran. The latest request wins: a later one through a handle
     /// replaces it, and so does an [`EventLoop::exit`](super::EventLoop::exit) made before a
     /// turn took it; asked while an earlier request is pending (an `EventLoop::exit`, or a quit
-    /// a turn took and `run()` has not returned for yet), it replaces that one's code. Until a
+    /// a turn took and `run()` has not returned for yet), it replaces that one's code, and
+    /// `run()` still returns only after the closures posted before this call ran. Until a
     /// turn takes it, the loop's
     /// [`next_timeout`](super::EventLoop::next_timeout) is zero.
     pub fn exit(&self, code: i32) {
