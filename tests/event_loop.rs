@@ -2159,3 +2159,63 @@ fn closures_posted_after_a_quit_run_once_in_the_next_run_or_are_dropped_with_the
         "ran while the loop was dropped"
     );
 }
+
+/// A timer started or restarted from host code (between turns) wakes the host only when it is
+/// due before the timeout `next_timeout()` last gave the host: a host that sleeps at most that
+/// long turns the loop by then anyway and reads the new timeout after that turn. Every start
+/// woke it, for nothing when the new deadline was later (a GUI restarting a 30 s watchdog
+/// after each user action while a 1 s timer ran woke the host each time). One due earlier, or
+/// any while the host was told `None` (or never asked), still wakes it.
+#[test]
+fn embedding_a_timer_started_from_host_code_wakes_the_host_only_before_its_timeout() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let fd = event_loop.as_raw_fd();
+    let secs = Duration::from_secs;
+    // Told `None`: the host sleeps on the descriptor alone, so any start must wake it.
+    assert_eq!(event_loop.next_timeout(), None);
+    let watchdog = Timer::new().unwrap();
+    watchdog.start_with(secs(10));
+    assert!(is_readable(fd), "a host told None must be woken");
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert!(!is_readable(fd));
+
+    // Told about 10 s: later deadlines do not wake it.
+    let told = event_loop.next_timeout().unwrap();
+    assert!(told > secs(5) && told <= secs(10), "{told:?}");
+    let later = Timer::new().unwrap();
+    later.start_with(secs(20));
+    watchdog.start(); // restarted: 10 s from now, after what the host was told
+    later.interval.set(secs(30));
+    let managed = Timer::set_timeout(secs(15), || {}).unwrap();
+    assert!(
+        !is_readable(fd),
+        "woke the host for timers due after the timeout it sleeps for"
+    );
+
+    // One due before it does.
+    let sooner = Timer::new().unwrap();
+    sooner.start_with(secs(1));
+    assert!(
+        is_readable(fd),
+        "a timer due before the host's timeout must wake it"
+    );
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    let told = event_loop.next_timeout().unwrap();
+    assert!(told > Duration::ZERO && told <= secs(1), "{told:?}");
+    assert!(!is_readable(fd));
+    // Nothing lost: what the host is told next follows every timer.
+    sooner.stop();
+    let told = event_loop.next_timeout().unwrap();
+    assert!(told > secs(5) && told <= secs(10), "{told:?}");
+    watchdog.stop();
+    let told = event_loop.next_timeout().unwrap();
+    assert!(told > secs(10) && told <= secs(15), "{told:?}");
+    assert!(Timer::cancel_timer(managed));
+    let told = event_loop.next_timeout().unwrap();
+    assert!(told > secs(25) && told <= secs(30), "{told:?}");
+    later.stop();
+    assert_eq!(event_loop.next_timeout(), None);
+    let again = Timer::new().unwrap();
+    again.start_with(secs(40));
+    assert!(is_readable(fd), "a host told None must be woken");
+}
