@@ -35,8 +35,9 @@
 //! - never busy-spins: a wake-up (readable descriptor or `next_timeout()` passed) whose turn
 //!   dispatched nothing and reported no exit is empty; a few are allowed (a wake-up written for
 //!   work a turn then took before its poll, a timer the host starts: `as_raw_fd` promises that
-//!   a timer started between turns makes the descriptor readable, though a host that reads
-//!   `next_timeout()` before every wait would not need it), never more than three in a row
+//!   a timer started between turns and due before the timeout `next_timeout()` last gave makes
+//!   the descriptor readable, though a host that reads it before every wait would not need
+//!   it), never more than three in a row
 //!   without a host action between them, and in all no more than the work items that may cause
 //!   one; at the end, with nothing running, `next_timeout()` is `None` and the descriptor is not
 //!   readable.

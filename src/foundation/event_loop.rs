@@ -52,6 +52,20 @@ pub(crate) struct LoopCore {
     /// One read buffer per loop, lent to sockets while they drain the kernel (not one per connection).
     read_buffer: RefCell<Vec<u8>>,
     fd_watches: FdWatchTable,
+    /// What [`EventLoop::next_timeout`] last told an embedding host: by when it turns the loop.
+    host_wait: Cell<HostWait>,
+}
+
+/// By when an embedding host turns the loop, as the last [`EventLoop::next_timeout`] told it (a
+/// host reads it before every wait and sleeps at most that long).
+#[derive(Clone, Copy)]
+enum HostWait {
+    /// Told `None` (it sleeps until the descriptor is readable), or never asked.
+    Unknown,
+    /// Told zero: it turns the loop without sleeping.
+    Now,
+    /// Told the time to this deadline (rounded up): it turns the loop by then.
+    By(Instant),
 }
 
 impl LoopCore {
@@ -150,8 +164,22 @@ impl LoopCore {
 
     pub(crate) fn timer_arm(&self, key: TimerKey, deadline: Instant) -> bool {
         let armed = self.timers.borrow_mut().arm(key, deadline);
-        self.wake_host_if_idle();
+        // Outside a turn (host code), a timer due before the host turns the loop anyway must
+        // make the descriptor readable; one due later is found by the `next_timeout()` the host
+        // reads after that turn. Inside a turn the caller of `process_events` re-reads it.
+        if self.depth.get() == 0 && self.host_may_sleep_past(deadline) {
+            self.shared.wake();
+        }
         armed
+    }
+
+    /// Whether an embedding host may sleep past `deadline` (see [`HostWait`]).
+    fn host_may_sleep_past(&self, deadline: Instant) -> bool {
+        match self.host_wait.get() {
+            HostWait::Unknown => true,
+            HostWait::Now => false,
+            HostWait::By(turn) => deadline < turn,
+        }
     }
 
     /// Whether the loop was dropped (its timers can no longer be armed).
@@ -219,15 +247,6 @@ impl LoopCore {
         }
     }
 
-    /// Outside a turn, new work must make the loop's descriptor readable so that a foreign main
-    /// loop embedding us notices it. Inside a turn the caller of `process_events` re-reads
-    /// `next_timeout()` anyway, so no syscall is spent.
-    fn wake_host_if_idle(&self) {
-        if self.depth.get() == 0 {
-            self.shared.wake();
-        }
-    }
-
     // ---- running -----------------------------------------------------------------------------
 
     fn has_immediate_work(&self) -> bool {
@@ -251,6 +270,19 @@ impl LoopCore {
         Some(ceil_millis(
             deadline.saturating_duration_since(Instant::now()),
         ))
+    }
+
+    /// [`next_timeout`](Self::next_timeout) for an embedding host, remembered (see
+    /// [`HostWait`]): a timer started between turns wakes the host only if it is due earlier.
+    fn host_next_timeout(&self) -> Option<Duration> {
+        if self.has_immediate_work() {
+            self.host_wait.set(HostWait::Now);
+            return Some(Duration::ZERO);
+        }
+        let deadline = self.timers.borrow_mut().next_deadline();
+        self.host_wait
+            .set(deadline.map_or(HostWait::Unknown, HostWait::By));
+        deadline.map(|d| ceil_millis(d.saturating_duration_since(Instant::now())))
     }
 
     /// One turn: posted closures queued before the turn, a poll, fd readiness, due timers, deferred
@@ -537,8 +569,9 @@ impl TimerHandler for OnceTimer {
 ///    `QSocketNotifier`) or edge-triggered (`EPOLLET`, mio, tokio's `AsyncFd`): readiness a turn
 ///    left for the next one (a turn takes at most 256 events) brings no new edge, and
 ///    `next_timeout` is zero while it waits. The descriptor becomes readable when work arrives
-///    from outside a turn: I/O, a closure posted from any thread, a timer started, a deferred
-///    slot queued;
+///    from outside a turn: I/O, a closure posted from any thread, a deferred slot queued, a
+///    timer started (or restarted) that is due before the timeout `next_timeout` last gave (any
+///    timer when it gave `None`, or was never asked): the host turns the loop by then anyway;
 /// 3. calls `process_events(Some(Duration::ZERO))`, which never blocks and runs the slots on
 ///    the host's thread. A slot may turn the loop itself ([`foundation::process_events`](process_events)
 ///    for a nested wait); what it handles is not left for the host. If the host's dispatch can be
@@ -558,7 +591,8 @@ impl TimerHandler for OnceTimer {
 /// With Qt, a `QSocketNotifier` (`Read`) on the descriptor and a single-shot `QTimer` set to
 /// `next_timeout()` after every `process_events` (stopped for `None`), both calling
 /// `process_events`, suffice without an "about to block" hook: work a Qt slot or another
-/// thread adds between turns (a post, a timer started, a quit) makes the descriptor readable.
+/// thread adds between turns (a post, a quit, a timer started that is due before the `QTimer`)
+/// makes the descriptor readable.
 ///
 /// With winit, which
 /// watches no descriptors, a helper thread waits for the descriptor to be readable, wakes the
@@ -633,6 +667,7 @@ impl EventLoop {
             poll_was_full: Cell::new(false),
             read_buffer: RefCell::new(Vec::new()),
             fd_watches: FdWatchTable::default(),
+            host_wait: Cell::new(HostWait::Unknown),
         });
         let waker_shared = Arc::downgrade(&core.shared);
         core.evaluator().set_wake_owner(move || {
@@ -805,19 +840,28 @@ impl EventLoop {
     /// closure posted before the poll of a turn (`post(move || handle.quit())`) writes its
     /// wake-up before that poll, which spends it, so only the timeout tells the host that the
     /// next turn has something to take (see [`take_exit_request`](Self::take_exit_request)).
+    ///
+    /// The loop takes the host to sleep at most the time given (read before every wait, as
+    /// [Embedding](Self#embedding-in-another-main-loop) says): a timer started or restarted between turns (from host
+    /// code) then makes the descriptor readable only when it is due earlier than that, or
+    /// whenever the last answer was `None` (or none was asked yet). One due later wakes nobody:
+    /// the host turns the loop by the time it was given and reads the new timeout after that
+    /// turn.
     pub fn next_timeout(&self) -> Option<Duration> {
         // Asked here, not in the turn's own timeout: a turn that ran posted closures does not
         // wait anyway, and run() checks for the quit itself.
         if self.core.shared.quit_requested() {
+            self.core.host_wait.set(HostWait::Now);
             return Some(Duration::ZERO);
         }
-        self.core.next_timeout()
+        self.core.host_next_timeout()
     }
 
     /// The poller's descriptor, for a host loop to watch for readability, level- or
     /// edge-triggered (see [Embedding](Self#embedding-in-another-main-loop)). It becomes readable
-    /// when work arrives between turns: I/O, a closure posted (from any thread), a timer
-    /// started, a deferred slot queued. Work left by a turn (a closure posted while it ran, a
+    /// when work arrives between turns: I/O, a closure posted (from any thread), a deferred slot
+    /// queued, a timer started that is due before the timeout
+    /// [`next_timeout`](Self::next_timeout) last gave (see there). Work left by a turn (a closure posted while it ran, a
     /// timer due meanwhile, readiness beyond the 256 events one poll takes) need not make it
     /// readable again: [`next_timeout`](Self::next_timeout), read after every
     /// [`process_events`](Self::process_events), is zero then.
