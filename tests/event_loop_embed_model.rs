@@ -4,7 +4,10 @@
 //! it, or level-triggered in effect by re-registering before every wait) that sleeps only in its
 //! own poll, for at most `next_timeout()`, then calls `process_events(Some(ZERO))` (the
 //! `EventLoop`'s or the free `foundation::process_events`) and `take_exit_request()`, as a
-//! GTK/Qt/winit program does instead of `run()`.
+//! GTK/Qt/winit program does instead of `run()`. Or Qt-shaped (nineteenth round): it reads
+//! `next_timeout()` only after each turn (a single-shot `QTimer` set to it), with no "about to
+//! block" hook, and sleeps for what it read then; a timer the host starts between turns due
+//! before that (any, after `None`) must make the descriptor readable at once.
 //!
 //! Generated scripts of what a GUI program does, from the host between its iterations: timers
 //! (single-shot restarted from their own slot, periodic, 0 ms, stopping themselves after some
@@ -319,6 +322,12 @@ struct Host {
     level: bool,
     /// Turns through `foundation::process_events` rather than the `EventLoop`'s.
     free: bool,
+    /// Qt-shaped: reads `next_timeout()` only after each turn (a single-shot `QTimer` set to it)
+    /// and sleeps for what it read then, through the host's own actions in between, with no
+    /// "about to block" hook: a timer an action starts due before that must wake it.
+    qt: bool,
+    /// The deadline the Qt-shaped host read after its last turn (`None` inside: none given).
+    told: Option<Option<Instant>>,
     fd: std::os::fd::RawFd,
     empty_in_a_row: u32,
     empty: u64,
@@ -326,7 +335,7 @@ struct Host {
 }
 
 impl Host {
-    fn new(event_loop: &EventLoop, level: bool, free: bool) -> Host {
+    fn new(event_loop: &EventLoop, level: bool, free: bool, qt: bool) -> Host {
         let poll = mio::Poll::new().unwrap();
         let fd = event_loop.as_raw_fd();
         poll.registry()
@@ -341,6 +350,8 @@ impl Host {
             events: mio::Events::with_capacity(4),
             level,
             free,
+            qt,
+            told: None,
             fd,
             empty_in_a_row: 0,
             empty: 0,
@@ -357,7 +368,10 @@ impl Host {
         remote_quits: &RemoteQuits,
         until: Option<Instant>,
     ) -> Result<(), String> {
-        let asked = event_loop.next_timeout();
+        let asked = match self.told {
+            Some(told) if self.qt => told.map(|d| d.saturating_duration_since(Instant::now())),
+            _ => event_loop.next_timeout(),
+        };
         let own = until.map(|u| u.saturating_duration_since(Instant::now()));
         let wait = match (asked, own) {
             (Some(a), Some(o)) => Some(a.min(o)),
@@ -439,13 +453,35 @@ impl Host {
             .iter()
             .filter_map(|(timer, _)| timer.remaining())
             .min();
+        let read = Instant::now();
         let next = event_loop.next_timeout();
+        self.told = Some(next.map(|n| read + n));
         if let Some(remaining) = soonest {
             if next.is_none_or(|n| n > remaining + Duration::from_millis(1)) {
                 return Err(format!(
                     "a timer is due in {remaining:?}, but next_timeout says {next:?}"
                 ));
             }
+        }
+        Ok(())
+    }
+}
+
+impl Host {
+    /// After a host action that started a timer due `interval` after it was armed (by `after`):
+    /// a Qt-shaped host sleeps for what it read before the action, so a timer due earlier than
+    /// that (any, if it read `None`) must have made the descriptor readable.
+    fn check_woken_for(&self, interval: Duration, after: Instant) -> Result<(), String> {
+        let Some(told) = self.told.filter(|_| self.qt) else {
+            return Ok(());
+        };
+        let must = told.is_none_or(|deadline| after + interval < deadline);
+        if must && !is_readable(self.fd) {
+            return Err(format!(
+                "a timer the host started, due in {interval:?}, left the Qt-shaped host asleep \
+                 (it was told {:?})",
+                told.map(|d| d.saturating_duration_since(after))
+            ));
         }
         Ok(())
     }
@@ -485,7 +521,7 @@ fn check_timer(index: usize, log: &TimerLog) -> Result<(), String> {
     Ok(())
 }
 
-fn run_case(steps: &[Step], level: bool, free: bool) -> Result<(), String> {
+fn run_case(steps: &[Step], level: bool, free: bool, qt: bool) -> Result<(), String> {
     CASES.fetch_add(1, Ordering::Relaxed);
     let mut event_loop = EventLoop::new().unwrap();
     let handle = event_loop.handle();
@@ -575,7 +611,7 @@ fn run_case(steps: &[Step], level: bool, free: bool) -> Result<(), String> {
     sse.connect(HttpRequest::get(&format!("http://127.0.0.1:{sse_port}/events")).unwrap());
 
     let remote_quits: RemoteQuits = Arc::default();
-    let mut host = Host::new(&event_loop, level, free);
+    let mut host = Host::new(&event_loop, level, free, qt);
     // Connected first (not part of the model: the script starts with a connected program).
     let started = Instant::now();
     while peers.borrow().is_empty()
@@ -625,14 +661,11 @@ fn run_case(steps: &[Step], level: bool, free: bool) -> Result<(), String> {
                 fires,
                 post_in_slot,
                 spawn_ms,
-            } => start_timer(
-                &world,
-                Duration::from_millis(u64::from(interval_ms)),
-                single,
-                fires,
-                post_in_slot,
-                spawn_ms,
-            ),
+            } => {
+                let interval = Duration::from_millis(u64::from(interval_ms));
+                start_timer(&world, interval, single, fires, post_in_slot, spawn_ms);
+                host.check_woken_for(interval, Instant::now())?;
+            }
             Step::Post { n, reposts } => {
                 for _ in 0..n {
                     post_local(&world, reposts);
@@ -660,10 +693,9 @@ fn run_case(steps: &[Step], level: bool, free: bool) -> Result<(), String> {
                 QuitVia::Slot(ms) => {
                     world.borrow_mut().quits_to_come += 1;
                     let (w, h) = (world.clone(), handle.clone());
-                    Timer::set_timeout(Duration::from_millis(u64::from(ms)), move || {
-                        ask_quit(&w, &h)
-                    })
-                    .unwrap();
+                    let delay = Duration::from_millis(u64::from(ms));
+                    Timer::set_timeout(delay, move || ask_quit(&w, &h)).unwrap();
+                    host.check_woken_for(delay, Instant::now())?;
                 }
                 QuitVia::Remote(ms) => {
                     let code = {
@@ -884,9 +916,10 @@ fn an_embedding_host_runs_gui_scripts_as_run_would() {
             proptest::collection::vec(step(), 1..14),
             any::<bool>(),
             any::<bool>(),
+            any::<bool>(),
         ),
-        |(steps, level, free)| {
-            run_case(&steps, level, free).map_err(TestCaseError::fail)?;
+        |(steps, level, free, qt)| {
+            run_case(&steps, level, free, qt).map_err(TestCaseError::fail)?;
             Ok(())
         },
     );
