@@ -696,22 +696,22 @@ impl EventLoop {
     /// whose loop quit for the next loop, and deletes them with their receiver). Returns `-1` if
     /// the poller itself fails (logged at error level).
     pub fn run(&mut self) -> i32 {
+        // Set once a turn was run for a quit through a handle asked while another was pending.
+        let mut took_later = false;
         loop {
             if self.core.quit.get().is_some() {
-                if self.core.shared.quit_requested() {
-                    // A quit through a handle asked after this one: it wins, once the closures
-                    // posted before it ran. The turn that takes it runs them and ends there.
-                    if let Err(e) = self.core.turn_inner(None, false) {
-                        log::error!("event loop stopped: {e}");
-                        return -1;
+                // A quit through a handle asked after the pending one wins, once the closures
+                // posted before it ran: the turn below takes it, runs them and ends there. One
+                // asked during that turn is spent with it (`take_quit`), so a stream of quits
+                // from another thread cannot keep run() from returning.
+                if took_later || !self.core.shared.quit_requested() {
+                    if let Some(code) = self.take_quit() {
+                        return code;
                     }
                 }
-                // One asked meanwhile (during that turn) is spent with it: a stream of quits
-                // from another thread cannot keep run() from returning.
-                if let Some(code) = self.take_quit() {
-                    return code;
-                }
+                took_later = true;
             }
+            // The only call of the turn here, so that it is inlined into this loop.
             if let Err(e) = self.core.turn_inner(None, false) {
                 log::error!("event loop stopped: {e}");
                 return -1;
@@ -723,8 +723,9 @@ impl EventLoop {
     /// `Some(Duration::ZERO)`: not at all). Returns how many callbacks this turn dispatched
     /// itself (not those of a turn nested in one of them): posted closures, readiness events
     /// handed to a descriptor's handler (one each, also when a slot earlier in the turn disabled
-    /// the notifier it was for), timers taken off the heap (also one whose own slot waits in a
-    /// nested loop, which is not fired again) and deferred slots.
+    /// the notifier it was for, or the socket found nothing to read: the count says what the
+    /// loop handed out, not what reached a slot), timers taken off the heap (also one whose own
+    /// slot waits in a nested loop, which is not fired again) and deferred slots.
     ///
     /// It does not wait when work is already there: closures queued (a turn that runs closures
     /// posted earlier returns without waiting, since one may have done what the caller waits
