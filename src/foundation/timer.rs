@@ -40,6 +40,11 @@ use crate::bindings::{Property, Signal};
 /// or, if that has passed, an interval after the slot returned), and a single-shot countdown the
 /// slot restarted that ends meanwhile fires on the first turn after the slot returns.
 ///
+/// Dropping the last `Rc<Timer>` inside its own `timeout` slot stops it for good: the loop holds
+/// it until the emission under way ends (its other slots still run, as after Qt's
+/// `deleteLater`), then frees it with its slots; it never fires again, not even inside a nested
+/// loop the slot runs, and the timers due with it fire.
+///
 /// ```
 /// use kdnet::{EventLoop, Timer};
 /// use std::{cell::Cell, rc::Rc, time::Duration};
