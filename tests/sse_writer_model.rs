@@ -8,9 +8,10 @@
 //! Each client has its own path and the same script: one segment per connection, each a list
 //! of writer calls (events whose type, ID and data are drawn from text with CR, LF, CRLF, NUL,
 //! spaces, tabs, colons, a BOM, non-BMP and other control characters, some empty, some data
-//! lines of 70–200 KiB; comments; `retry` blocks and event retries of 0, sub-millisecond,
-//! 1–40 ms and huge times up to `Duration::MAX`; `id`-only blocks, written by hand, after which
-//! the segment goes on with `SseWriter::resuming`; events the writer must refuse), written in
+//! lines of 70–200 KiB, IDs up to `SseWriter::MAX_ID_LEN`; comments; `retry` blocks and event
+//! retries of 0, sub-millisecond, 1–40 ms and huge times up to `Duration::MAX`; `id`-only
+//! blocks, written by hand (with IDs the writer would refuse too), after which the segment goes
+//! on with `SseWriter::resuming`; events the writer must refuse), written in
 //! pieces cut at random offsets (one per `bytes_written`, so a read holds many events or part
 //! of one), framed by the close or by chunks, some without their last blank line, then closed
 //! (or, chunked, left open for the next request, which the client's pool may send on it).
@@ -20,9 +21,11 @@
 //! calls `disconnect()` or `connect()` at its n-th event, in the middle of a read's batch (or
 //! of the flushed final event); the clients flush an unterminated final event or not.
 //!
-//! The model: the writer refuses an event type with CR/LF and an ID with CR/LF/NUL with the
-//! documented error (first offending byte, a message naming the field) before writing
-//! anything, and its ID tracking stands; the reference reading of every connection's bytes
+//! The model: the writer refuses an event type with CR/LF, and a new ID that would not come back
+//! in `Last-Event-ID` (CR/LF, NUL, another control character, a space or tab at either end, over
+//! `SseWriter::MAX_ID_LEN` bytes) with the documented error (`id_refusal`: the first offending
+//! byte whatever its kind, a message naming the field) before writing anything, and its ID
+//! tracking stands; the reference reading of every connection's bytes
 //! gives back the events the writer was given (type, data with line ends as LF, last event ID,
 //! retry truncated to whole ms, capped; an ID the client holds but the trimmed header does not
 //! carry is followed as `resuming` documents); each client's slots see exactly the reference's
@@ -39,7 +42,7 @@
 //!
 //! Also here: a stalled reader (a client that stops reading) and what a server learns from
 //! `TcpSocket` when its writes back up; a huge `retry` waited in full; a mid-batch stop by name;
-//! an ID the writer accepts that does not come back intact in `Last-Event-ID`.
+//! every ID the writer accepts coming back intact in a kdnet client's `Last-Event-ID`.
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 16, about 2 s in a debug build).
 
@@ -269,7 +272,56 @@ const DATA_CHARS: &[&str] = &[
     "data: x", "\n\n",
 ];
 const TYPE_CHARS: &[&str] = &["t", "message", " ", "\0", "é", "😀", ":", "\t", "\u{feff}"];
+/// IDs written by hand (`id`-only blocks): anything a server may send.
 const ID_CHARS: &[&str] = &["1", "7", " ", "\t", "é", "😀", ":", "\u{1}", "\u{7f}", "id"];
+/// IDs given to the writer: no control characters (spaces and tabs at either end are wrapped).
+const EVENT_ID_CHARS: &[&str] = &[
+    "1", "7", " ", "\t", "é", "😀", ":", "\u{85}", "\u{a0}", "id",
+];
+/// What the writer refuses in an ID.
+const BAD_ID_PARTS: &[&str] = &[
+    "\r", "\n", "\r\n", "\0", "\u{1}", "\u{1b}", "\u{1f}", "\u{7f}", " ", "\t", "\x0b",
+];
+
+/// The refusal the writer's docs promise for an `id` it is asked to write (one the client does
+/// not hold already): at the first offending byte, a space or tab that starts it, a CR or LF,
+/// a NUL, another control character (U+0001–U+001F but TAB, U+007F), or the start of the spaces
+/// and tabs that end it; else an ID over `SseWriter::MAX_ID_LEN` bytes.
+fn id_refusal(id: &str) -> Option<SseWriteError> {
+    let trailing = id.trim_end_matches([' ', '\t']).len();
+    for (position, c) in id.char_indices() {
+        let ws = c == ' ' || c == '\t';
+        if ws && (position == 0 || position == trailing) {
+            return Some(SseWriteError::WhitespaceAroundId { position });
+        }
+        match c {
+            '\r' | '\n' => return Some(SseWriteError::LineBreakInId { position }),
+            '\0' => return Some(SseWriteError::NulInId { position }),
+            '\u{1}'..='\u{1f}' | '\u{7f}' if c != '\t' => {
+                return Some(SseWriteError::ControlInId { position });
+            }
+            _ => {}
+        }
+    }
+    (id.len() > SseWriter::MAX_ID_LEN).then_some(SseWriteError::IdTooLong {
+        len: id.len(),
+        limit: SseWriter::MAX_ID_LEN,
+    })
+}
+
+/// An ID the writer accepts, from `EVENT_ID_CHARS`.
+fn event_id() -> impl Strategy<Value = String> {
+    prop_oneof![
+        12 => text(EVENT_ID_CHARS, 3).prop_map(|id| {
+            if id.starts_with([' ', '\t']) || id.ends_with([' ', '\t']) {
+                format!("<{id}>")
+            } else {
+                id
+            }
+        }),
+        1 => (1usize..=SseWriter::MAX_ID_LEN).prop_map(|n| format!("{}7", "x".repeat(n - 1))),
+    ]
+}
 
 fn retry_time() -> impl Strategy<Value = Duration> {
     prop_oneof![
@@ -295,43 +347,55 @@ fn refused() -> impl Strategy<Value = Op> {
     (
         text(TYPE_CHARS, 3),
         text(ID_CHARS, 3),
-        0usize..3,
+        0usize..4,
+        proptest::collection::vec(proptest::sample::select(BAD_ID_PARTS), 1..3),
         text(ID_CHARS, 3),
-        proptest::sample::select(&["\r", "\n", "\r\n", "\0"][..]),
+        0usize..5000,
     )
-        .prop_map(|(before, id, which, after, bad)| {
-            // Where the bad byte goes: the type (only CR/LF refuse there), the ID.
-            let bad = if which == 0 && bad == "\0" { "\n" } else { bad };
-            let (event_type, id, expected) = if which == 0 {
-                let event_type = format!("{before}{bad}{after}");
-                let position = before.len();
-                (
+        .prop_filter_map(
+            "an ID with inner spaces or tabs only is no refusal",
+            |(before, id, which, bad, after, long)| {
+                // Where the bad bytes go: the type (only CR/LF refuse there), the ID (at one
+                // place, or spread), or a long ID's end.
+                let (event_type, id) = match which {
+                    0 => {
+                        let bad = bad[0];
+                        let bad = if "\r\n".contains(bad) { bad } else { "\n" };
+                        let event_type = format!("{before}{bad}{after}");
+                        let position = before.len();
+                        return Some(Op::Refused {
+                            event_type,
+                            id,
+                            expected: SseWriteError::LineBreakInEventType { position },
+                        });
+                    }
+                    1 => (before, format!("{id}{}{after}", bad.concat())),
+                    2 => (before, format!("{}{id}{after}", bad.join(&after))),
+                    _ => (
+                        before,
+                        format!("{}{id}{}", "x".repeat(SseWriter::MAX_ID_LEN - 6 + long), {
+                            if long % 3 == 0 {
+                                bad.concat()
+                            } else {
+                                String::new()
+                            }
+                        }),
+                    ),
+                };
+                let expected = id_refusal(&id)?;
+                Some(Op::Refused {
                     event_type,
                     id,
-                    SseWriteError::LineBreakInEventType { position },
-                )
-            } else {
-                let full = format!("{id}{bad}{after}");
-                let expected = match full.find(['\r', '\n']) {
-                    Some(position) => SseWriteError::LineBreakInId { position },
-                    None => SseWriteError::NulInId {
-                        position: full.find('\0').unwrap(),
-                    },
-                };
-                (before, full, expected)
-            };
-            Op::Refused {
-                event_type,
-                id,
-                expected,
-            }
-        })
+                    expected,
+                })
+            },
+        )
 }
 
 fn op() -> impl Strategy<Value = Op> {
     let id = prop_oneof![
         2 => Just(IdChoice::Same),
-        3 => text(ID_CHARS, 3).prop_map(IdChoice::New),
+        3 => event_id().prop_map(IdChoice::New),
     ];
     prop_oneof![
         8 => (text(TYPE_CHARS, 3), data(), id, proptest::option::weighted(0.2, retry_time()))
@@ -438,6 +502,11 @@ fn write_segment(
                 id,
                 expected,
             } => {
+                if *id == writer.client_last_event_id() {
+                    // (An `id`-only block written by hand gave the client this ID: the writer
+                    // does not write it again, and does not check it.)
+                    continue;
+                }
                 let before = (body.len(), writer.client_last_event_id().to_owned());
                 let event = SseEvent::new(event_type, "data").with_id(id);
                 let got = writer.write_event(&mut body, &event);
@@ -1137,7 +1206,7 @@ proptest! {
     /// thinks the client holds; the writer goes on as if the call had not been made.
     #[test]
     fn the_writer_refuses_what_the_format_cannot_carry_before_writing_anything(
-        earlier in text(ID_CHARS, 3),
+        earlier in event_id(),
         bad in refused(),
         data in text(DATA_CHARS, 4),
         comment in text(DATA_CHARS, 4),
@@ -1153,26 +1222,27 @@ proptest! {
         prop_assert_eq!(got, Err(expected));
         prop_assert_eq!(&out, &before);
         prop_assert_eq!(writer.client_last_event_id(), earlier.as_str());
-        // What is reported is what the docs promise: the first CR or LF of the type, else the
-        // first CR or LF of the ID, else its first NUL.
-        let (field, bytes) = match expected {
-            SseWriteError::LineBreakInEventType { position } => {
-                ("event type", (&event_type, position))
+        // What is reported is what the docs promise (`id_refusal`), named in the message: the
+        // field, and the offending byte or the length.
+        let message = expected.to_string();
+        let field = match expected {
+            SseWriteError::LineBreakInEventType { .. } => "event type",
+            _ => "event id",
+        };
+        prop_assert!(message.starts_with(field), "{}", message);
+        let said = match expected {
+            SseWriteError::LineBreakInEventType { position }
+            | SseWriteError::LineBreakInId { position }
+            | SseWriteError::NulInId { position }
+            | SseWriteError::ControlInId { position }
+            | SseWriteError::WhitespaceAroundId { position: position @ 0 } => {
+                format!("at byte {position}")
             }
-            SseWriteError::LineBreakInId { position } | SseWriteError::NulInId { position } => {
-                ("event id", (&id, position))
-            }
+            SseWriteError::WhitespaceAroundId { position } => format!("from byte {position}"),
+            SseWriteError::IdTooLong { len, limit } => format!("is {len} bytes, more than the {limit}"),
             _ => unreachable!(),
         };
-        let (text, position) = bytes;
-        let first = match expected {
-            SseWriteError::NulInId { .. } => text.find('\0'),
-            _ => text.find(['\r', '\n']),
-        };
-        prop_assert_eq!(first, Some(position));
-        let message = expected.to_string();
-        prop_assert!(message.starts_with(field), "{}", message);
-        prop_assert!(message.contains(&format!("at byte {position}")), "{}", message);
+        prop_assert!(message.contains(&said), "{}", message);
         // The writer carries on, and the stream reads as if the refused call had not been made.
         writer.write_event(&mut out, &SseEvent::new("", data.as_str()).with_id("after")).unwrap();
         let reading = read_body(out.as_bytes(), "", None);

@@ -7,6 +7,14 @@
 //! * An event type or ID containing CR or LF would end its line early and inject fields; an ID
 //!   containing NUL is ignored by clients. Both are refused with an [`SseWriteError`] before
 //!   anything is written.
+//! * An ID must also come back: a client sends it as `Last-Event-ID` when it reconnects, and the
+//!   server resumes from the header's value. An ID with a space or tab at either end (an HTTP
+//!   server reads a field value without them, RFC 9110 §5.5), with a control character other
+//!   than TAB (no header value carries one: kdnet's client sends no header, a server refuses a
+//!   browser's request), or longer than [`SseWriter::MAX_ID_LEN`] (4 KiB: servers refuse
+//!   request heads over 8 KiB) would come back changed, not at all, or as a refused reconnect.
+//!   Such IDs are refused too. Every other ID a browser sends back as it is: inner spaces and
+//!   tabs, colons, any non-ASCII text (UTF-8).
 //!
 //! * A `retry` time is written in whole milliseconds, as the format carries it: **retry times are
 //!   truncated to milliseconds and capped at `u64::MAX` ms** (the most a client parses; kdnet's
@@ -80,7 +88,7 @@ use std::fmt;
 use std::time::Duration;
 
 use bytes::BytesMut;
-use memchr::{memchr, memchr2};
+use memchr::memchr2;
 
 use super::event::{SseEvent, is_custom_event_type};
 use crate::network::decimal::{MAX_DECIMAL_LEN, decimal};
@@ -162,6 +170,31 @@ pub enum SseWriteError {
         /// Byte offset of the first NUL in the ID.
         position: usize,
     },
+    /// The event ID contains a control character other than CR, LF, NUL and TAB (U+0001 to
+    /// U+001F, U+007F), which no HTTP header value can carry: the client cannot send the ID
+    /// back as `Last-Event-ID` (kdnet's client sends none, and a server refuses a browser's
+    /// request holding one).
+    ControlInId {
+        /// Byte offset of the first such character in the ID.
+        position: usize,
+    },
+    /// The event ID starts or ends with a space or tab, which an HTTP server removes from the
+    /// `Last-Event-ID` header the client sends it back in (RFC 9110 §5.5): the server would
+    /// resume from another ID than the client's.
+    WhitespaceAroundId {
+        /// Byte offset of the white space: 0 when the ID starts with it, else where the run of
+        /// spaces and tabs that ends it starts.
+        position: usize,
+    },
+    /// The event ID is longer than [`SseWriter::MAX_ID_LEN`]: the client sends it back in a
+    /// request header, and servers commonly refuse request heads over 8 KiB (a `431` or `400`,
+    /// which ends an `EventSource` or an `SseClient` for good).
+    IdTooLong {
+        /// The ID's length in bytes.
+        len: usize,
+        /// The most the writer accepts, [`SseWriter::MAX_ID_LEN`].
+        limit: usize,
+    },
 }
 
 impl fmt::Display for SseWriteError {
@@ -178,6 +211,21 @@ impl fmt::Display for SseWriteError {
             SseWriteError::NulInId { position } => write!(
                 f,
                 "event id contains NUL at byte {position}, which clients ignore"
+            ),
+            SseWriteError::ControlInId { position } => write!(
+                f,
+                "event id contains a control character at byte {position}, which the client cannot send back in Last-Event-ID"
+            ),
+            SseWriteError::WhitespaceAroundId { position: 0 } => f.write_str(
+                "event id starts with a space or tab (at byte 0), which the server does not get back: HTTP removes it from the Last-Event-ID header",
+            ),
+            SseWriteError::WhitespaceAroundId { position } => write!(
+                f,
+                "event id ends with spaces or tabs (from byte {position}), which the server does not get back: HTTP removes them from the Last-Event-ID header"
+            ),
+            SseWriteError::IdTooLong { len, limit } => write!(
+                f,
+                "event id is {len} bytes, more than the {limit} the client can send back in Last-Event-ID (servers refuse request heads over 8 KiB)"
             ),
         }
     }
@@ -225,6 +273,13 @@ pub struct SseWriter {
 }
 
 impl SseWriter {
+    /// The longest event ID the writer accepts, in bytes (4 KiB). The client sends the ID back
+    /// in a `Last-Event-ID` request header, and servers commonly refuse request heads over 8 KiB
+    /// (nginx, Apache, Tomcat, Jetty): a longer ID would make the reconnect a `431` or `400`,
+    /// which ends an `EventSource` or an `SseClient` for good. Half of that leaves room for the
+    /// request's other fields (cookies, `Authorization`).
+    pub const MAX_ID_LEN: usize = 4096;
+
     /// A writer for a fresh connection whose client has no last event ID.
     ///
     /// # Example
@@ -241,16 +296,11 @@ impl SseWriter {
     /// A writer for a client that reconnected with `Last-Event-ID: last_event_id`; events carrying
     /// that same ID are written without an `id` field.
     ///
-    /// `last_event_id` must be exactly the ID the client holds. An ID that does not come back
-    /// intact in the header breaks that: one with leading or trailing spaces or tabs (an HTTP
-    /// server reads a field value without them, RFC 9110 §5.5), or one holding a control
-    /// character other than TAB (kdnet's [`SseClient`](crate::network::sse::SseClient) then
-    /// sends no header, so the server resumes from `""`). The writer then believes the client
-    /// holds another ID than it does, and an event carrying the believed ID reaches the client
-    /// with the client's older one. Give events IDs without surrounding whitespace and control
-    /// characters (sequence numbers, timestamps, UUIDs), and short ones: the client sends the ID
-    /// back in a request header of any size, and servers commonly refuse request heads over
-    /// 8 KiB (a `431` or `400`, which ends an `EventSource` or an `SseClient` for good).
+    /// `last_event_id` must be exactly the ID the client holds: the header's value as an HTTP
+    /// server reads it (without surrounding spaces and tabs). Every ID the writer accepts comes
+    /// back so (see [`SseWriteError`]); an ID some other writer gave the client may not, and the
+    /// writer then believes the client holds another ID than it does: an event carrying the
+    /// believed ID reaches the client with the client's older one.
     ///
     /// # Example
     ///
@@ -277,7 +327,9 @@ impl SseWriter {
     /// Appends one event block: `event` (omitted for `message`), `id` (when it changes), `retry`
     /// (when the event carries one), one `data` line per data line, then the blank line.
     ///
-    /// Fails without writing anything if the event type or ID cannot be carried.
+    /// Fails without writing anything if the event type or ID cannot be carried, or if the ID
+    /// would not come back in `Last-Event-ID` (see [`SseWriteError`]). The error names the first
+    /// offending byte. An ID equal to the one the client holds is not written, and not checked.
     pub fn write_event(
         &mut self,
         out: &mut impl SseOutput,
@@ -288,12 +340,17 @@ impl SseWriter {
             return Err(SseWriteError::LineBreakInEventType { position });
         }
         let id = event.last_event_id();
-        check_id(id)?;
+        // An ID the client holds already is not written, and so not checked: it came from the
+        // client (`resuming`) or was checked when it was written.
+        let new_id = id != self.client_last_event_id;
+        if new_id {
+            check_id(id)?;
+        }
 
         if is_custom_event_type(event_type) {
             write_field(out, "event", event_type);
         }
-        if id != self.client_last_event_id {
+        if new_id {
             write_field(out, "id", id);
             self.client_last_event_id.clear();
             self.client_last_event_id.push_str(id);
@@ -313,7 +370,8 @@ impl SseWriter {
     /// event ID), so a reconnect resumes from there. An empty `id` clears it. The block is
     /// written even when the client already holds `id`.
     ///
-    /// Fails without writing anything if the ID cannot be carried (a line break or NUL).
+    /// Fails without writing anything if the ID cannot be carried or would not come back in
+    /// `Last-Event-ID` (see [`SseWriteError`]).
     ///
     /// # Example
     ///
@@ -361,13 +419,38 @@ impl SseWriter {
     }
 }
 
-/// Refuses an ID that would end its line early (injecting fields) or that clients ignore.
+/// Refuses an ID that would end its line early (injecting fields), that clients ignore, or that
+/// a client cannot send back intact in `Last-Event-ID`; the error names the first offending
+/// byte, whatever its kind.
 fn check_id(id: &str) -> Result<(), SseWriteError> {
-    if let Some(position) = memchr2(b'\r', b'\n', id.as_bytes()) {
-        return Err(SseWriteError::LineBreakInId { position });
+    let bytes = id.as_bytes();
+    if let [b' ' | b'\t', ..] = bytes {
+        return Err(SseWriteError::WhitespaceAroundId { position: 0 });
     }
-    if let Some(position) = memchr(0, id.as_bytes()) {
-        return Err(SseWriteError::NulInId { position });
+    // What no header value carries: the C0 controls but TAB, and DEL.
+    if let Some(position) = bytes
+        .iter()
+        .position(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
+    {
+        return Err(match bytes[position] {
+            b'\r' | b'\n' => SseWriteError::LineBreakInId { position },
+            0 => SseWriteError::NulInId { position },
+            _ => SseWriteError::ControlInId { position },
+        });
+    }
+    // (A trailing run holds only spaces and tabs: no control character can follow it.)
+    let kept = bytes
+        .iter()
+        .rposition(|&b| b != b' ' && b != b'\t')
+        .map_or(0, |last| last + 1);
+    if kept < bytes.len() {
+        return Err(SseWriteError::WhitespaceAroundId { position: kept });
+    }
+    if bytes.len() > SseWriter::MAX_ID_LEN {
+        return Err(SseWriteError::IdTooLong {
+            len: bytes.len(),
+            limit: SseWriter::MAX_ID_LEN,
+        });
     }
     Ok(())
 }
@@ -485,6 +568,42 @@ mod tests {
                 SseEvent::new("x\r", ""),
                 SseWriteError::LineBreakInEventType { position: 1 },
             ),
+            // The first offending byte, whatever its kind.
+            (
+                SseEvent::new("ok", "").with_id("a\0b\n"),
+                SseWriteError::NulInId { position: 1 },
+            ),
+            (
+                SseEvent::new("ok", "").with_id("a\u{1b}\r"),
+                SseWriteError::ControlInId { position: 1 },
+            ),
+            (
+                SseEvent::new("ok", "").with_id("a\u{7f}"),
+                SseWriteError::ControlInId { position: 1 },
+            ),
+            (
+                SseEvent::new("ok", "").with_id(" a\n"),
+                SseWriteError::WhitespaceAroundId { position: 0 },
+            ),
+            (
+                SseEvent::new("ok", "").with_id("a\u{1} \t"),
+                SseWriteError::ControlInId { position: 1 },
+            ),
+            (
+                SseEvent::new("ok", "").with_id("a b \t"),
+                SseWriteError::WhitespaceAroundId { position: 3 },
+            ),
+            (
+                SseEvent::new("ok", "").with_id("\t"),
+                SseWriteError::WhitespaceAroundId { position: 0 },
+            ),
+            (
+                SseEvent::new("ok", "").with_id(&"x".repeat(SseWriter::MAX_ID_LEN + 1)),
+                SseWriteError::IdTooLong {
+                    len: SseWriter::MAX_ID_LEN + 1,
+                    limit: SseWriter::MAX_ID_LEN,
+                },
+            ),
         ];
         for (event, expected) in cases {
             assert_eq!(writer.write_event(&mut out, &event), Err(expected));
@@ -500,8 +619,54 @@ mod tests {
             "event id contains a line break (CR or LF) at byte 1, which an event stream cannot carry"
         );
         assert_eq!(
+            SseWriteError::ControlInId { position: 3 }.to_string(),
+            "event id contains a control character at byte 3, which the client cannot send back in Last-Event-ID"
+        );
+        assert_eq!(
+            SseWriteError::WhitespaceAroundId { position: 0 }.to_string(),
+            "event id starts with a space or tab (at byte 0), which the server does not get back: HTTP removes it from the Last-Event-ID header"
+        );
+        assert_eq!(
+            SseWriteError::WhitespaceAroundId { position: 2 }.to_string(),
+            "event id ends with spaces or tabs (from byte 2), which the server does not get back: HTTP removes them from the Last-Event-ID header"
+        );
+        assert_eq!(
+            SseWriteError::IdTooLong {
+                len: 5000,
+                limit: 4096
+            }
+            .to_string(),
+            "event id is 5000 bytes, more than the 4096 the client can send back in Last-Event-ID (servers refuse request heads over 8 KiB)"
+        );
+        assert_eq!(
             SseWriteError::LineBreakInEventType { position: 0 }.to_string(),
             "event type contains a line break (CR or LF) at byte 0, which an event stream cannot carry"
+        );
+    }
+
+    #[test]
+    fn ids_a_browser_sends_back_as_they_are_are_accepted() {
+        let mut out = String::new();
+        let mut writer = SseWriter::new();
+        let longest = "x".repeat(SseWriter::MAX_ID_LEN);
+        for id in [
+            "",
+            "7",
+            "a b\tc",
+            "urn:uuid:1",
+            "é😀\u{feff}",
+            "\u{a0}\u{85}\u{3000}",
+            &longest,
+        ] {
+            writer
+                .write_event(&mut out, &SseEvent::new("", "x").with_id(id))
+                .unwrap();
+            assert_eq!(writer.client_last_event_id(), id);
+            writer.write_id(&mut out, id).unwrap();
+        }
+        assert_eq!(
+            writer.write_id(&mut out, "7 "),
+            Err(SseWriteError::WhitespaceAroundId { position: 1 })
         );
     }
 
