@@ -4383,3 +4383,118 @@ fn a_flushed_final_event_s_slot_that_connects_and_is_disconnected_keeps_the_id_i
     let lines: Vec<String> = server.requests().into_iter().map(|r| r.line).collect();
     assert_eq!(lines, ["GET /a HTTP/1.1"]);
 }
+
+/// Every signal of `sse` that tells the stream's life, in order.
+fn lifecycle_log(sse: &Rc<SseClient>) -> Rc<RefCell<Vec<String>>> {
+    let log: Rc<RefCell<Vec<String>>> = Rc::default();
+    let l = log.clone();
+    sse.state_changed
+        .connect(move |s| l.borrow_mut().push(format!("{s:?}")))
+        .release();
+    let l = log.clone();
+    sse.connected
+        .connect(move |_| l.borrow_mut().push("connected".into()))
+        .release();
+    let l = log.clone();
+    sse.error
+        .connect(move |_| l.borrow_mut().push("error".into()))
+        .release();
+    let l = log.clone();
+    sse.disconnected
+        .connect(move |_| l.borrow_mut().push("disconnected".into()))
+        .release();
+    log
+}
+
+/// `disconnected` pairs with `connected`, as a `TcpSocket`'s do: once for each stream whose
+/// `connected` came, never for one that did not open. It came without a `connected` for a
+/// `disconnect()` while connecting, a refused request, and a `disconnect()` from the
+/// `state_changed(Open)` slot; and twice for one `connected` when the client stopped while
+/// waiting to reconnect (by `disconnect()`, `set_auto_reconnect(false)` or a refused reconnect).
+#[test]
+fn disconnected_comes_once_for_each_connected_and_never_without_one() {
+    #[derive(Debug, Clone, Copy)]
+    enum Path {
+        DisconnectWhileConnecting,
+        Refused,
+        DisconnectFromOpenSlot,
+        DisconnectWhileWaiting,
+        AutoReconnectOffWhileWaiting,
+        ReconnectRefused,
+    }
+    for path in [
+        Path::DisconnectWhileConnecting,
+        Path::Refused,
+        Path::DisconnectFromOpenSlot,
+        Path::DisconnectWhileWaiting,
+        Path::AutoReconnectOffWhileWaiting,
+        Path::ReconnectRefused,
+    ] {
+        let mut ev = EventLoop::new().unwrap();
+        let server = ScriptServer::start(move |_, n| match (path, n) {
+            (Path::DisconnectWhileConnecting, _) => Reply::Stall(Duration::from_secs(5)),
+            (Path::Refused, _) | (Path::ReconnectRefused, 1..) => Reply::BytesThenClose(
+                b"HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\n\r\n".to_vec(),
+            ),
+            (Path::ReconnectRefused, 0) => Reply::BytesThenClose(stream("retry: 20\ndata: a\n\n")),
+            (Path::DisconnectWhileWaiting | Path::AutoReconnectOffWhileWaiting, _) => {
+                Reply::BytesThenClose(stream("retry: 60000\ndata: a\n\n"))
+            }
+            (Path::DisconnectFromOpenSlot, _) => Reply::Bytes(stream("data: a\n\n")),
+        });
+        let sse = SseClient::new().unwrap();
+        let log = lifecycle_log(&sse);
+        if let Path::DisconnectFromOpenSlot = path {
+            let weak = Rc::downgrade(&sse);
+            sse.state_changed
+                .connect(move |s| {
+                    if *s == ReadyState::Open {
+                        weak.upgrade().unwrap().disconnect();
+                    }
+                })
+                .release();
+        }
+        sse.connect(HttpRequest::get(&server.url("/s")).unwrap());
+        match path {
+            Path::DisconnectWhileConnecting => {
+                assert!(run_until(&mut ev, Duration::from_secs(10), || !server
+                    .requests()
+                    .is_empty()));
+                sse.disconnect();
+            }
+            Path::DisconnectWhileWaiting | Path::AutoReconnectOffWhileWaiting => {
+                assert!(run_until(&mut ev, Duration::from_secs(10), || {
+                    log.borrow().iter().any(|e| e == "disconnected")
+                }));
+                if let Path::DisconnectWhileWaiting = path {
+                    sse.disconnect();
+                } else {
+                    sse.set_auto_reconnect(false);
+                }
+            }
+            _ => {}
+        }
+        assert!(
+            run_until(&mut ev, Duration::from_secs(10), || sse.ready_state()
+                == ReadyState::Closed),
+            "{path:?}"
+        );
+        run_until(&mut ev, Duration::from_millis(50), || false);
+        let log = log.borrow();
+        let mut open = false;
+        for entry in log.iter() {
+            match entry.as_str() {
+                "connected" => {
+                    assert!(!open, "{path:?}: connected twice: {log:?}");
+                    open = true;
+                }
+                "disconnected" => {
+                    assert!(open, "{path:?}: disconnected without connected: {log:?}");
+                    open = false;
+                }
+                _ => {}
+            }
+        }
+        assert!(!open, "{path:?}: connected without disconnected: {log:?}");
+    }
+}
