@@ -22,8 +22,9 @@
 //! included; none after a slot's disconnect); the signals come in the order of the module docs'
 //! diagram (`state_changed(Open)`, `opened`, `connected`, events, then
 //! `state_changed(Connecting)`, `error` for a network error, `disconnected`, ... and
-//! `state_changed(Closed)`, fatal `error`, `disconnected` for a refused answer); after a
-//! refusal or a `disconnect()` nothing more is emitted and no request is made.
+//! `state_changed(Closed)`, fatal `error` for a refused answer; `disconnected` once for each
+//! `connected`, never else); after a refusal or a `disconnect()` nothing more is emitted and no
+//! request is made.
 //!
 //! Not covered here: redirects, throttling (429/503 with retry on), read timeouts, backoff
 //! timing, `set_last_event_id`, user calls other than `disconnect()` (those are
@@ -443,9 +444,9 @@ fn model(case: &Case) -> Expected {
     let mut test_disconnects = false;
     match &case.last {
         Last::Status(status) => {
+            // (No `disconnected`: it pairs with a `connected`, and this answer never opened.)
             run.push("state Closed");
             run.push(format!("error status {status} (fatal)"));
-            run.push("disconnected");
         }
         Last::KeepOpen(evs, _) => {
             run.open();
@@ -455,7 +456,8 @@ fn model(case: &Case) -> Expected {
             test_disconnects = true;
         }
     }
-    // A slot's disconnect: the log ends with its `state_changed(Closed)` and `disconnected`.
+    // A slot's disconnect: the log ends with its `state_changed(Closed)`, and `disconnected` if
+    // a `connected` came that no `disconnected` followed yet (one for each `connected`).
     let cut = case.disconnect_at.and_then(|(trigger, index)| {
         let at: Vec<usize> = (0..run.log.len())
             .filter(|&i| trigger.matches(&run.log[i].0))
@@ -469,8 +471,12 @@ fn model(case: &Case) -> Expected {
         Some((trigger, n, line)) => {
             test_disconnects = false;
             run.log.truncate(line + 1);
+            let last = |what: &str| run.log.iter().rposition(|(l, _, _)| l == what);
+            let announced = last("connected") > last("disconnected");
             run.push("state Closed");
-            run.push("disconnected");
+            if announced {
+                run.push("disconnected");
+            }
             (line, Some((trigger, n)))
         }
         None => (run.log.len() - 1, None),

@@ -38,10 +38,11 @@
 //! `Authorization` until a hop leaves the first server's origin; every reconnect and `connect()`
 //! starts again from its request's own URL; only a 200 `text/event-stream` opens the stream; 204,
 //! other statuses, other types, a redirect that cannot be followed, a throttled answer with
-//! retrying off or saying that waiting will not help fail for good (state `Closed`, fatal `error`,
-//! `disconnected`); a stream's end, a network error, a read timeout and (retrying on) a throttled
-//! answer reconnect (state `Connecting`, `error` if any, `disconnected` for an open stream; with
-//! auto reconnect off, they close the client: `Closed`, `error` if any, `disconnected`) after the
+//! retrying off or saying that waiting will not help fail for good (state `Closed`, fatal `error`);
+//! a stream's end, a network error, a read timeout and (retrying on) a throttled answer reconnect
+//! (state `Connecting`, `error` if any; with auto reconnect off, they close the client: `Closed`,
+//! `error` if any), and `disconnected` comes once for each `connected`, when that stream ends,
+//! never else (a slot of an end that connects again gets it inside that call); all after the
 //! reconnection time (the last `retry:` delivered) or, after n consecutive failed attempts (an
 //! answer that opened no stream, or a stream that delivered no event), at least 100 ms doubled n
 //! times, plus up to 25 % jitter, the whole capped at the maximum delay (unless the reconnection
@@ -60,7 +61,7 @@
 //! `set_last_event_id` sets the ID sent next unless the stream in flight delivers an ID of its own
 //! after the call; `set_reconnection_time` holds until a later `retry:`; auto reconnect turned off
 //! closes the client at the next reconnect, or (from a slot of that reconnect's signals, or during
-//! its wait) instead of waiting (`Closed`, `disconnected`). The client's last event ID follows the
+//! its wait) instead of waiting (`Closed`). The client's last event ID follows the
 //! stream's as its events are delivered, an `id:`-only block's at its blank line, an empty `id:`
 //! resets it (no `Last-Event-ID` is sent then); each `retry:` counts in its place, also one in a
 //! block that dispatches nothing; comments, keep-alive ones included, dispatch nothing and keep an
@@ -662,6 +663,8 @@ struct Model<'a> {
     /// The stream's own last event ID (the parser's) while a request is in flight.
     stream_id: String,
     opened: bool,
+    /// `connected` came and its `disconnected` is owed (one for each `connected`, none else).
+    announced: bool,
     failures: u32,
     reconnection: u64,
     auto_reconnect: bool,
@@ -723,6 +726,7 @@ impl<'a> Model<'a> {
             unsure: false,
             stream_id: String::new(),
             opened: false,
+            announced: false,
             failures: 0,
             reconnection: case.reconnection_ms,
             auto_reconnect: case.auto_reconnect,
@@ -781,7 +785,7 @@ impl<'a> Model<'a> {
     fn call(&mut self, what: What) {
         match what {
             What::Disconnect => {
-                self.stop(true);
+                self.stop(false);
             }
             What::Connect(id) => self.connect("/again", id.map(|k| (2000 + k).to_string())),
             What::SetId(id) => {
@@ -826,7 +830,7 @@ impl<'a> Model<'a> {
     /// `connect()`: the old stream stops (a slot of that may have the last word), the backoff
     /// count resets, `Connecting`, then the request (unless a slot connected or disconnected).
     fn connect(&mut self, path: &'static str, header_id: Option<String>) {
-        let stopped = self.stop(false);
+        let stopped = self.stop(true);
         if self.stops != stopped {
             return;
         }
@@ -842,10 +846,11 @@ impl<'a> Model<'a> {
         }
     }
 
-    /// Stops the stream and any reconnect: `Closed`, then `disconnected` if the client was open
-    /// or `notify`, unless a slot of the `Closed` connected again (nothing of the old stream
-    /// follows the new one's signals). Returns the stop count.
-    fn stop(&mut self, notify: bool) -> u64 {
+    /// Stops the stream and any reconnect: `Closed`, then `disconnected` if one is owed (also
+    /// when the client was `Closed` already if `replacing`: a slot of a stream's end that
+    /// connects again reports that end before the new stream starts), unless a slot of the
+    /// `Closed` connected again (it reported it then). Returns the stop count.
+    fn stop(&mut self, replacing: bool) -> u64 {
         self.stops += 1;
         let stopped = self.stops;
         let connects = self.connects;
@@ -857,12 +862,13 @@ impl<'a> Model<'a> {
         self.pending = None;
         if was != ReadyState::Closed {
             self.set_state(ReadyState::Closed);
-            if (notify || was == ReadyState::Open)
-                && self.state == ReadyState::Closed
-                && self.connects == connects
-            {
-                self.emit(On::Disconnected, "disconnected".to_string());
-            }
+        }
+        if self.state == ReadyState::Closed
+            && self.connects == connects
+            && (was != ReadyState::Closed || replacing)
+            && std::mem::take(&mut self.announced)
+        {
+            self.emit(On::Disconnected, "disconnected".to_string());
         }
         stopped
     }
@@ -1003,6 +1009,7 @@ impl<'a> Model<'a> {
             self.emit(On::Opened, "opened".to_string());
         }
         if open(self) {
+            self.announced = true;
             self.emit(On::Connected, "connected".to_string());
         }
         let mut seq: u64 = request
@@ -1088,7 +1095,7 @@ impl<'a> Model<'a> {
         if !self.auto_reconnect {
             return self.fail(error);
         }
-        let was_open = std::mem::take(&mut self.opened);
+        self.opened = false;
         let stopped = self.stops;
         self.set_state(ReadyState::Connecting);
         if self.stops != stopped {
@@ -1097,7 +1104,7 @@ impl<'a> Model<'a> {
         if let Some(error) = error {
             self.emit(On::Error, error.line());
         }
-        if was_open && self.stops == stopped {
+        if self.stops == stopped && std::mem::take(&mut self.announced) {
             self.emit(On::Disconnected, "disconnected".to_string());
         }
         if self.stops != stopped {
@@ -1141,7 +1148,9 @@ impl<'a> Model<'a> {
         if carried_on(self) {
             return;
         }
-        self.emit(On::Disconnected, "disconnected".to_string());
+        if std::mem::take(&mut self.announced) {
+            self.emit(On::Disconnected, "disconnected".to_string());
+        }
     }
 }
 

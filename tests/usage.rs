@@ -1028,11 +1028,14 @@ struct Transcript {
     events: Vec<String>,
     errors: Vec<SseError>,
     disconnected: usize,
+    /// `state_changed(Closed)` (with auto reconnect off: the end of every outcome).
+    closed: usize,
     states_at_error: Vec<ReadyState>,
 }
 
 /// Wires an `SseClient` as the README and `openai_chat` teach: auto reconnect off, one listener
-/// per event type, `error` and `disconnected` for the outcome.
+/// per event type, `error` and `state_changed(Closed)` for the outcome (`disconnected` pairs with
+/// `connected`: a refused request never opened).
 fn llm_client(transcript: &Rc<RefCell<Transcript>>) -> Rc<SseClient> {
     let sse = SseClient::new().unwrap();
     sse.set_auto_reconnect(false);
@@ -1063,6 +1066,14 @@ fn llm_client(transcript: &Rc<RefCell<Transcript>>) -> Rc<SseClient> {
     let t = transcript.clone();
     sse.disconnected
         .connect(move |_| t.borrow_mut().disconnected += 1)
+        .release();
+    let t = transcript.clone();
+    sse.state_changed
+        .connect(move |state| {
+            if *state == ReadyState::Closed {
+                t.borrow_mut().closed += 1;
+            }
+        })
         .release();
     sse
 }
@@ -1140,7 +1151,8 @@ fn llm_streams_a_responses_api_answer_and_stops_at_completed() {
 /// 401, 429 and 500 with OpenAI's JSON error bodies: one fatal `BadStatus` each, carrying the
 /// body so that the API's own message can be shown; the client is `Closed` when `error` is
 /// emitted, no second request is sent (the prompt is not asked again), and — as `SseClient`'s
-/// doc example promises — `disconnected` follows, so a slot on it ends every outcome.
+/// doc example promises — `state_changed(Closed)` comes, so a slot on it ends every outcome
+/// (`disconnected` does not: the stream never opened).
 #[test]
 fn llm_refused_requests_are_fatal_errors_with_the_api_message() {
     let mut event_loop = EventLoop::new().unwrap();
@@ -1169,7 +1181,7 @@ fn llm_refused_requests_are_fatal_errors_with_the_api_message() {
         let transcript = Rc::new(RefCell::new(Transcript::default()));
         let sse = llm_client(&transcript);
         sse.connect(openai_request(address));
-        spin(&mut event_loop, || transcript.borrow().disconnected > 0);
+        spin(&mut event_loop, || transcript.borrow().closed > 0);
         event_loop
             .process_events(Some(Duration::from_millis(1500)))
             .unwrap();
@@ -1185,7 +1197,7 @@ fn llm_refused_requests_are_fatal_errors_with_the_api_message() {
         assert!(t.errors[0].is_fatal());
         assert!(t.errors[0].to_string().contains(&status.to_string()));
         assert_eq!(t.states_at_error, [ReadyState::Closed]);
-        assert_eq!(t.disconnected, 1);
+        assert_eq!((t.closed, t.disconnected), (1, 0));
         assert!(t.events.is_empty());
         assert_eq!(
             requests.load(std::sync::atomic::Ordering::SeqCst),
@@ -1195,10 +1207,11 @@ fn llm_refused_requests_are_fatal_errors_with_the_api_message() {
     }
 }
 
-/// No server at all, and a host that does not resolve: the same shape of outcome (one error,
-/// then `disconnected`), so that the doc example's "`disconnected` ends every outcome" holds.
+/// No server at all, and a host that does not resolve: the same shape of outcome (`Closed`,
+/// one error), so that the doc example's "`state_changed(Closed)` ends every outcome" holds;
+/// no `disconnected`, as no stream opened.
 #[test]
-fn llm_unreachable_server_ends_with_error_then_disconnected() {
+fn llm_unreachable_server_ends_closed_with_one_error() {
     let mut event_loop = EventLoop::new().unwrap();
     let closed_port = TcpListener::bind("127.0.0.1:0")
         .unwrap()
@@ -1207,11 +1220,12 @@ fn llm_unreachable_server_ends_with_error_then_disconnected() {
     let transcript = Rc::new(RefCell::new(Transcript::default()));
     let sse = llm_client(&transcript);
     sse.connect(openai_request(closed_port));
-    spin(&mut event_loop, || transcript.borrow().disconnected > 0);
+    spin(&mut event_loop, || transcript.borrow().closed > 0);
     let t = transcript.borrow();
     assert_eq!(t.errors.len(), 1, "{:?}", t.errors);
     assert!(!t.errors[0].to_string().is_empty());
     assert_eq!(t.states_at_error, [ReadyState::Closed]);
+    assert_eq!((t.closed, t.disconnected), (1, 0));
     assert_eq!(sse.ready_state(), ReadyState::Closed);
 }
 
@@ -1245,7 +1259,7 @@ fn llm_stream_cut_mid_event_is_reported_and_not_retried() {
     let transcript = Rc::new(RefCell::new(Transcript::default()));
     let sse = llm_client(&transcript);
     sse.connect(openai_request(address));
-    spin(&mut event_loop, || transcript.borrow().disconnected > 0);
+    spin(&mut event_loop, || transcript.borrow().closed > 0);
     event_loop
         .process_events(Some(Duration::from_millis(300)))
         .unwrap();
@@ -1282,7 +1296,7 @@ fn llm_in_band_error_event_is_an_event_not_a_connection_error() {
     })
     .release();
     sse.connect(openai_request(address));
-    spin(&mut event_loop, || transcript.borrow().disconnected > 0);
+    spin(&mut event_loop, || transcript.borrow().closed > 0);
     assert!(
         in_band
             .borrow()
@@ -1399,7 +1413,13 @@ fn llm_sse_client_doc_example_prints_the_answer_text() {
     })
     .release();
     let handle = event_loop.handle();
-    sse.disconnected.connect(move |_| handle.quit()).release();
+    sse.state_changed
+        .connect(move |state| {
+            if *state == ReadyState::Closed {
+                handle.quit();
+            }
+        })
+        .release();
     sse.connect(openai_request(address));
     event_loop.run();
     assert_eq!(*printed.borrow(), "Hello, wörld");
@@ -1557,7 +1577,7 @@ fn llm_bad_status_with_an_html_page_displays_on_one_line() {
     let transcript = Rc::new(RefCell::new(Transcript::default()));
     let sse = llm_client(&transcript);
     sse.connect(openai_request(address));
-    spin(&mut event_loop, || transcript.borrow().disconnected > 0);
+    spin(&mut event_loop, || transcript.borrow().closed > 0);
     let shown = transcript.borrow().errors[0].to_string();
     assert!(shown.contains("502"), "{shown}");
     assert!(!shown.contains(['\n', '\r']), "{shown:?}");
@@ -2070,7 +2090,7 @@ fn llm_throttled_refusal_keeps_the_api_message() {
     let sse = llm_client(&transcript);
     sse.set_retry_on_throttle(true);
     sse.connect(openai_request(address));
-    spin(&mut event_loop, || transcript.borrow().disconnected > 0);
+    spin(&mut event_loop, || transcript.borrow().closed > 0);
     let t = transcript.borrow();
     assert_eq!(t.errors.len(), 1, "{:?}", t.errors);
     assert!(

@@ -4,11 +4,13 @@
 //!            connect()                 200 + text/event-stream
 //!  Closed ─────────────▶ Connecting ───────────────────────────▶ Open ──▶ message_received …
 //!    ▲                    ▲   │ other status / type,                │
-//!    │  fail (error,      │   │ 204, redirect trouble               │ end of stream, network
-//!    │  disconnected)     │   ▼                                     │ error, idle timeout
+//!    │  fail (error;      │   │ 204, redirect trouble               │ end of stream, network
+//!    │  disconnected      │   ▼                                     │ error, idle timeout
+//!    │  if it was Open)   │                                         │
 //!    └────────────────────┼─ fail ◀───────────────────────────────  │
 //!                         └──── wait reconnection time (+ backoff) ◀┘   (error, disconnected)
 //!  disconnect(): from any state to Closed; cancels the stream or the pending reconnect.
+//!  `disconnected` comes once for each `connected`, when that open stream ends, and never else.
 //! ```
 //!
 //! The stream's bytes never pass through a buffer of the whole body: the HTTP client's
@@ -106,7 +108,7 @@ pub enum ReadyState {
 ///
 /// use kdnet::EventLoop;
 /// use kdnet::network::http::HttpRequest;
-/// use kdnet::network::sse::SseClient;
+/// use kdnet::network::sse::{ReadyState, SseClient};
 ///
 /// let mut event_loop = EventLoop::new().unwrap();
 /// let sse = SseClient::new().unwrap();
@@ -122,10 +124,17 @@ pub enum ReadyState {
 /// .release();
 /// // A refused request's message quotes the start of its body: the API's reason.
 /// sse.error.connect(|error| eprintln!("{error}")).release();
-/// // With auto reconnect off, `disconnected` ends every outcome: the server closing the stream
-/// // after `response.completed`, a refused request (401, 429, ...) or a broken connection.
+/// // With auto reconnect off, `state_changed(Closed)` ends every outcome: the server closing the
+/// // stream after `response.completed`, a refused request (401, 429, ...) or a broken
+/// // connection. (`disconnected` pairs with `connected`: a refused request never opened.)
 /// let handle = event_loop.handle();
-/// sse.disconnected.connect(move |_| handle.quit()).release();
+/// sse.state_changed
+///     .connect(move |state| {
+///         if *state == ReadyState::Closed {
+///             handle.quit();
+///         }
+///     })
+///     .release();
 /// let body = r#"{"model":"gpt-4o-mini","input":"Say hello","stream":true}"#;
 /// let request = HttpRequest::post("http://127.0.0.1:8080/v1/responses", body)
 ///     .unwrap()
@@ -174,10 +183,13 @@ pub struct SseClient {
     /// An event arrived. A slot may run a nested loop: the stream's later events (and its end)
     /// wait until the slot returns, then arrive in order.
     pub message_received: Signal<SseEvent>,
-    /// An open stream ended, or the client stopped. Not emitted for an end whose `state_changed`
-    /// or `error` slot already connected again: the new stream carries on from there, and no
-    /// signal of the old stream follows the new one's (also when a slot of the new stream
-    /// disconnected it in turn: its own `Closed` and `disconnected` end the story).
+    /// The stream whose `connected` came last ended: once for each `connected`, as a
+    /// [`TcpSocket`](crate::network::TcpSocket)'s, whether the client then reconnects (state
+    /// `Connecting`) or stops (`Closed`), and never for a stream that did not open (a refused
+    /// request, a `disconnect()` while connecting: `state_changed(Closed)` and `error` tell
+    /// those). A slot of a stream's end (`state_changed`, `error`) that connects again gets the
+    /// ended stream's `disconnected` inside that `connect`, before the new stream's first
+    /// signal; nothing of the old stream follows the new one's.
     pub disconnected: Signal<()>,
     /// Something went wrong; see [`SseError::is_fatal`] for whether a reconnect follows (with
     /// auto reconnect off none does: the state is already `Closed` when this is emitted). Not
@@ -230,6 +242,11 @@ struct Inner {
     retry_throttled: bool,
     auto_reconnect: bool,
     opened: bool,
+    /// `connected` was emitted and its `disconnected` is owed: each `connected` gets one
+    /// `disconnected` and nothing else does. The first end to come emits it and clears this; a
+    /// slot that connects again from a stream's end reports that end so, before the new
+    /// stream's first signal.
+    announced: bool,
     /// Counts `stop`s: a `connect` or `open` that ran user code (a `state_changed` slot, an
     /// `about_to_send_request` slot of the HTTP client) sees from it whether that code
     /// connected or disconnected meanwhile, and then leaves the stream to it.
@@ -288,6 +305,7 @@ impl SseClient {
                 retry_throttled: false,
                 auto_reconnect: true,
                 opened: false,
+                announced: false,
                 epoch: 0,
                 connects: 0,
                 jitter_seed: Cell::new(seed | 1),
@@ -302,9 +320,9 @@ impl SseClient {
     /// resume from, as [`set_last_event_id`](Self::set_last_event_id) does.
     ///
     /// When the event loop the client was created on has been dropped, it fails at once with
-    /// [`SseError::LoopGone`] (state `Closed`, `error`, `disconnected`).
+    /// [`SseError::LoopGone`] (state `Closed`, then `error`).
     pub fn connect(&self, mut request: HttpRequest) {
-        let stopped = self.stop(false);
+        let stopped = self.stop(true);
         // A `state_changed` slot of the old stream's close that connected or disconnected has
         // the last word.
         if self.inner.borrow().epoch != stopped {
@@ -339,12 +357,13 @@ impl SseClient {
     }
 
     /// Stops the stream and any pending reconnect; no other request of the shared
-    /// [`HttpClient`] is touched. Emits `state_changed(Closed)`, then `disconnected`, if the
-    /// client was not closed already (no `disconnected` when a slot of that `Closed` connected
-    /// again: the new stream carries on from there, and its own signals, a `disconnected` of its
-    /// own included if a slot stopped it in turn, are the last).
+    /// [`HttpClient`] is touched. Emits `state_changed(Closed)` if the client was not closed
+    /// already, then `disconnected` if the stream was open (its `connected` came; none while
+    /// connecting or waiting to reconnect, whose open stream's `disconnected` came when it
+    /// ended). A slot of that `Closed` that connects again reports the end itself, before the
+    /// new stream's first signal.
     pub fn disconnect(&self) {
-        self.stop(true);
+        self.stop(false);
     }
 
     /// Whether the stream is open.
@@ -358,7 +377,8 @@ impl SseClient {
     /// under way: nothing reads an open stream's socket or fires a pending reconnect any more.
     /// No signal says so then (the loop's drop runs no slot); [`disconnect`](Self::disconnect)
     /// or dropping the client ends the stream's request, and `disconnect` emits
-    /// `state_changed(Closed)` and `disconnected` for a stream that was open or connecting.
+    /// `state_changed(Closed)` for a stream that was open or connecting, and `disconnected` for
+    /// one that was open.
     pub fn ready_state(&self) -> ReadyState {
         if self.core.is_closed() {
             return ReadyState::Closed;
@@ -461,7 +481,8 @@ impl SseClient {
     /// one-shot stream such as an LLM response usually wants this off: its request is sent
     /// again on every reconnect. [`connect`](Self::connect) starts a new stream either way.
     /// Turned off while the client waits to reconnect (in an `error` or `disconnected` slot, say),
-    /// the reconnect is cancelled and the client closes (state `Closed`, then `disconnected`).
+    /// the reconnect is cancelled and the client closes (state `Closed`; the ended stream's
+    /// `disconnected` came already).
     ///
     /// ```
     /// use kdnet::EventLoop;
@@ -605,9 +626,9 @@ impl SseClient {
         }
     }
 
-    /// Stops the stream, with `disconnected` if it was open or if `notify` (and it was not
-    /// closed already); returns the stop count it set (before any slot ran).
-    fn stop(&self, notify: bool) -> u64 {
+    /// Stops the stream, with `disconnected` if its `connected` came; returns the stop count it
+    /// set (before any slot ran). `replacing`: a new stream starts next (`connect`).
+    fn stop(&self, replacing: bool) -> u64 {
         let (current, timer, was, epoch, connects) = {
             let mut inner = self.inner.borrow_mut();
             inner.opened = false;
@@ -638,18 +659,26 @@ impl SseClient {
         }
         if was != ReadyState::Closed {
             self.set_state(ReadyState::Closed);
-            // An open stream's end is always reported (`connect` replacing it, too, as
-            // KDNetwork's `connect` disconnects first), unless a `state_changed` slot connected
-            // again: the new stream carries on from there (as in `close_for_good`), and if a
-            // slot of it disconnected that in turn, its `disconnected` came already.
-            if (notify || was == ReadyState::Open)
-                && self.state() == ReadyState::Closed
-                && self.inner.borrow().connects == connects
-            {
-                self.disconnected.emit(&());
-            }
+        }
+        // An announced stream's end is always reported (`connect` replacing it, too, as
+        // KDNetwork's `connect` disconnects first), once: a slot of the `Closed` that connected
+        // again has reported it already, before the new stream's first signal (and that new
+        // stream is not this one's to report), as one that disconnected has. A `connect` from a
+        // slot of an end under way (the client `Closed` already) reports that end so; a
+        // `disconnect` from one leaves it to that end, after its `error`.
+        if self.state() == ReadyState::Closed
+            && self.inner.borrow().connects == connects
+            && (was != ReadyState::Closed || replacing)
+            && self.take_announced()
+        {
+            self.disconnected.emit(&());
         }
         epoch
+    }
+
+    /// Whether a `disconnected` is owed (see `Inner::announced`), which the caller emits.
+    fn take_announced(&self) -> bool {
+        std::mem::take(&mut self.inner.borrow_mut().announced)
     }
 
     /// Whether a slot dropped the client's last handle: only the delivery running this (the
@@ -668,7 +697,8 @@ impl SseClient {
     }
 
     /// State `Closed` first, so that an `error` slot sees that no reconnect follows; then the
-    /// error, if any, and `disconnected`, unless a slot dropped the client meanwhile.
+    /// error, if any, and `disconnected` if the stream was announced, unless a slot dropped the
+    /// client meanwhile.
     fn close_for_good(&self, error: Option<SseError>, from: Caller) {
         let dropped = || from == Caller::Delivery && self.dropped_in_delivery();
         if dropped() {
@@ -699,7 +729,9 @@ impl SseClient {
         if carried_on() {
             return;
         }
-        self.disconnected.emit(&());
+        if self.take_announced() {
+            self.disconnected.emit(&());
+        }
     }
 
     /// The WHATWG "reestablish the connection": wait, then connect again (or, with auto
@@ -714,9 +746,10 @@ impl SseClient {
             log::debug!("event stream ended; auto reconnect is off");
             return self.close_for_good(cause, Caller::Delivery);
         }
-        let (was_open, epoch) = {
+        let epoch = {
             let mut inner = self.inner.borrow_mut();
-            (std::mem::take(&mut inner.opened), inner.epoch)
+            inner.opened = false;
+            inner.epoch
         };
         self.set_state(ReadyState::Connecting);
         // A `state_changed` slot that called disconnect() has ended it all: nothing follows its
@@ -729,9 +762,12 @@ impl SseClient {
         if let Some(e) = &cause {
             self.error.emit(e);
         }
-        // A slot that called disconnect() meanwhile has reported the end already; one that
-        // connected again has started a new stream.
-        if was_open && self.inner.borrow().epoch == epoch && !self.dropped_in_delivery() {
+        // A slot that called disconnect() or connect() meanwhile has reported the end already
+        // (and a new stream may be under way).
+        if self.inner.borrow().epoch == epoch
+            && !self.dropped_in_delivery()
+            && self.take_announced()
+        {
             self.disconnected.emit(&());
         }
         // A slot may have disconnected, reconnected or dropped the client meanwhile.
@@ -916,6 +952,7 @@ impl SseTarget for SseClient {
                 self.opened.emit(response);
             }
             if still_open() {
+                self.inner.borrow_mut().announced = true;
                 self.connected.emit(&());
             }
         }
