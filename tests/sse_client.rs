@@ -4511,3 +4511,102 @@ fn disconnected_comes_once_for_each_connected_and_never_without_one() {
         assert!(!open, "{path:?}: connected without disconnected: {log:?}");
     }
 }
+
+/// Slots connected and disconnected while one read's events are delivered (one `emit` per
+/// event): a slot connected during event k's delivery gets every later event of that read once,
+/// from event k + 1 (the signal's rule: it first runs on the next emit), until it is
+/// disconnected; one connected and disconnected during the same delivery never runs; one that
+/// disconnects itself gets the event it ran for and nothing after. None is lost or repeated,
+/// also when the connecting slot waits in a nested loop, and the slots connected before see
+/// every event.
+#[test]
+fn slots_connected_and_disconnected_during_one_reads_delivery_see_each_later_event_once() {
+    use kdnet::bindings::ConnectionHandle;
+    let body: String = (1..=6).map(|i| format!("data: {i}\n\n")).collect();
+    // The six events come in one read: one write, and the server waits before closing.
+    let server = ScriptServer::start(move |_, _| {
+        let mut head = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\n".to_vec();
+        head.extend_from_slice(body.as_bytes());
+        Reply::Pieces(vec![head], Duration::from_secs(2))
+    });
+    for nested in [false, true] {
+        let mut ev = EventLoop::new().unwrap();
+        let sse = SseClient::new().unwrap();
+        let all: Rc<RefCell<Vec<String>>> = Rc::default();
+        // B: connected at event 2, disconnected by the first slot at event 4 (before its turn).
+        // C: connected and disconnected during event 2's delivery.
+        // D: connected at event 3, disconnects itself at its first run.
+        let seen: Rc<RefCell<Vec<(char, String)>>> = Rc::default();
+        let handles: Rc<RefCell<Vec<ConnectionHandle>>> = Rc::default();
+        let (a, weak, s, h) = (
+            all.clone(),
+            Rc::downgrade(&sse),
+            seen.clone(),
+            handles.clone(),
+        );
+        sse.message_received
+            .connect(move |event| {
+                let sse = weak.upgrade().unwrap();
+                a.borrow_mut().push(event.data().to_owned());
+                let record = |name: char| {
+                    let s = s.clone();
+                    move |e: &kdnet::network::sse::SseEvent| {
+                        s.borrow_mut().push((name, e.data().to_owned()))
+                    }
+                };
+                match event.data() {
+                    "2" => {
+                        h.borrow_mut()
+                            .push(sse.message_received.connect(record('B')));
+                        let c = sse.message_received.connect(record('C'));
+                        c.disconnect();
+                        if nested {
+                            // A nested loop: the rest of the read waits for this slot.
+                            let until = Instant::now() + Duration::from_millis(50);
+                            while Instant::now() < until {
+                                kdnet::foundation::process_events(Some(Duration::from_millis(5)))
+                                    .unwrap();
+                            }
+                        }
+                    }
+                    "3" => {
+                        let s = s.clone();
+                        let own: Rc<RefCell<Option<ConnectionHandle>>> = Rc::default();
+                        let o = own.clone();
+                        let d = sse.message_received.connect(move |e| {
+                            s.borrow_mut().push(('D', e.data().to_owned()));
+                            if let Some(me) = o.borrow_mut().take() {
+                                me.disconnect();
+                            }
+                        });
+                        *own.borrow_mut() = Some(d);
+                    }
+                    "4" => {
+                        for handle in h.borrow_mut().drain(..) {
+                            handle.disconnect();
+                        }
+                    }
+                    _ => {}
+                }
+            })
+            .release();
+        sse.connect(HttpRequest::get(&server.url("/batch")).unwrap());
+        assert!(run_until(&mut ev, Duration::from_secs(10), || all
+            .borrow()
+            .len()
+            == 6));
+        sse.disconnect();
+        assert_eq!(
+            *all.borrow(),
+            ["1", "2", "3", "4", "5", "6"],
+            "nested: {nested}"
+        );
+        let seen: Vec<String> = seen
+            .borrow()
+            .iter()
+            .map(|(name, data)| format!("{name}{data}"))
+            .collect();
+        // (At event 4 the first slot disconnects B before B's turn: B does not run for it.)
+        assert_eq!(seen, ["B3", "D4"], "nested: {nested}");
+    }
+}

@@ -181,7 +181,10 @@ pub struct SseClient {
     /// The stream opened (WHATWG `open`).
     pub connected: Signal<()>,
     /// An event arrived. A slot may run a nested loop: the stream's later events (and its end)
-    /// wait until the slot returns, then arrive in order.
+    /// wait until the slot returns, then arrive in order. Each event is an emission of its own,
+    /// also among the several one read delivers: a slot connected while an event is delivered
+    /// gets every later one (not that one), and one disconnected gets none after (the signal's
+    /// rules), none lost or repeated.
     pub message_received: Signal<SseEvent>,
     /// The stream whose `connected` came last ended: once for each `connected`, as a
     /// [`TcpSocket`](crate::network::TcpSocket)'s, whether the client then reconnects (state
