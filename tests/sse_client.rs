@@ -1948,6 +1948,8 @@ fn set_last_event_id_twice_during_a_request_keeps_the_second() {
         }
     });
     let sse = SseClient::new().unwrap();
+    // (The server keeps the stream open: the read timeout ends it.)
+    sse.set_read_timeout(Some(Duration::from_millis(600)));
     let rec = record(&sse);
     let weak = Rc::downgrade(&sse);
     sse.message_received
@@ -4609,4 +4611,55 @@ fn slots_connected_and_disconnected_during_one_reads_delivery_see_each_later_eve
         // (At event 4 the first slot disconnects B before B's turn: B does not run for it.)
         assert_eq!(seen, ["B3", "D4"], "nested: {nested}");
     }
+}
+
+/// `set_last_event_id` during a stream: "sent as `Last-Event-ID` with the next connection …
+/// unless the stream in flight sends an ID of its own after this call". An `id:` field repeating
+/// the stream's current ID is such an ID (WHATWG: every `id` field sets the last event ID
+/// buffer, whatever its value), but the client cannot tell it from an event without one: the
+/// events it gets carry only the resulting ID, and the parser that read the field is lent to the
+/// HTTP request. It keeps the user's ID, and the reconnect resumes from "3" instead of "7".
+/// Fixing it needs the HTTP client to let the SSE client set the lent parser's ID (then the
+/// user's ID is the buffer, as when no request is in flight): outside this file area.
+#[test]
+#[ignore = "needs a way to reach the parser lent to the HTTP request (src/network/http/client), outside the SSE client's files"]
+fn an_id_field_repeating_the_streams_id_after_set_last_event_id_overrides_it() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, n| {
+        if n == 0 {
+            let head =
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nretry: 10\nid: 7\ndata: a\n\n"
+                    .to_vec();
+            Reply::Pieces(
+                vec![head, b"id: 7\ndata: b\n\n".to_vec()],
+                Duration::from_millis(300),
+            )
+        } else {
+            Reply::BytesThenClose(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec())
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    // (The server keeps the stream open: the read timeout ends it.)
+    sse.set_read_timeout(Some(Duration::from_millis(600)));
+    let rec = record(&sse);
+    let weak = Rc::downgrade(&sse);
+    sse.message_received
+        .connect(move |event| {
+            if event.data() == "a" {
+                weak.upgrade().unwrap().set_last_event_id("3");
+            }
+        })
+        .release();
+    sse.connect(HttpRequest::get(&server.url("/s")).unwrap());
+    assert!(run_until(&mut ev, Duration::from_secs(10), || server
+        .requests()
+        .len()
+        == 2));
+    sse.disconnect();
+    assert_eq!(*rec.events.borrow(), ["message:a:7", "message:b:7"]);
+    assert_eq!(
+        server.requests()[1].header("last-event-id"),
+        Some("7"),
+        "the stream's `id: 7` came after the call"
+    );
 }

@@ -411,6 +411,10 @@ impl SseClient {
     /// Sets the event ID to resume from: sent as `Last-Event-ID` with the next connection when
     /// non-empty, unless the stream in flight sends an ID of its own after this call, or the ID
     /// holds a control character.
+    ///
+    /// While a stream is in flight, "an ID of its own" is one that differs from the stream's ID
+    /// at the call: an `id` field repeating that ID cannot yet be told from an event without
+    /// one, and leaves the ID set here in place (WHATWG would have every `id` field count).
     pub fn set_last_event_id(&self, id: &str) {
         let mut inner = self.inner.borrow_mut();
         let id = SmolStr::new(id);
