@@ -67,7 +67,8 @@
 //! block that dispatches nothing; comments, keep-alive ones included, dispatch nothing and keep an
 //! idle stream from its read timeout. Framing, encoding and how the bytes were split change
 //! nothing. Each signal's line carries `ready_state()` as its slot saw it, each event line its own
-//! and the client's last event ID.
+//! and the client's last event ID. Independently of the model, `disconnected` must pair with
+//! `connected` (one for each, none else).
 //!
 //! Not covered: `set_auto_reconnect(true)` and `set_read_timeout` from slots, user calls outside
 //! slots in other states (while a request waits for its answer, or during a short reconnect wait),
@@ -1442,6 +1443,23 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
         eprintln!("slow case ({:?}): {case:?}", started.elapsed());
     }
     let got: Vec<String> = log.borrow().iter().map(|(line, _)| line.clone()).collect();
+    // Independent of the model: `disconnected` pairs with `connected`, one for each and none
+    // else, as a `TcpSocket`'s (the client ended `Closed`: no stream is left open).
+    let mut open = false;
+    for line in &got {
+        if line.starts_with("connected @") {
+            prop_assert!(!open, "connected twice: {:?}", got);
+            open = true;
+        } else if line.starts_with("disconnected @") {
+            prop_assert!(open, "disconnected without connected: {:?}", got);
+            open = false;
+        }
+    }
+    prop_assert!(
+        !open || state != ReadyState::Closed,
+        "connected without disconnected: {:?}",
+        got
+    );
     prop_assert_eq!(&got, &model.log, "signal log (left: got)");
     let seen = servers.seen();
     let requests: Vec<Req> = seen.iter().map(|(req, _)| req.clone()).collect();
