@@ -22,10 +22,10 @@
 //! * [`EventLoop`]: one single-threaded loop runs everything; [`EventLoop::run`] returns the code
 //!   given to [`LoopHandle::exit`] (or 0 after [`LoopHandle::quit`]).
 //! * [`SseClient`]: `POST {base}/v1/responses` with `"stream": true`, one
-//!   [`SseClient::add_event_listener`] per event type, the `error` / `disconnected` signals for
-//!   failures. OpenAI streams cannot be resumed (a reconnect would send the prompt again), so
-//!   auto reconnect is off: the client closes when a stream ends or breaks, and is disconnected
-//!   at the end of every answer.
+//!   [`SseClient::add_event_listener`] per event type, the `error` signal for failures and
+//!   `disconnected` (which follows `connected`) for a stream that ends before its answer is
+//!   complete. OpenAI streams cannot be resumed (a reconnect would send the prompt again), so
+//!   auto reconnect is off: the client closes when a stream ends or breaks.
 //! * [`LoopHandle::post`]: stdin is read on a plain thread (a blocking read must not stall the
 //!   loop) and each line is posted to the loop's thread.
 //! * [`TcpServer`], [`TcpSocket`], [`Timer`], [`SseWriter`]: without `OPENAI_API_KEY` and
@@ -500,7 +500,7 @@ impl Chat {
             self.state.borrow_mut().failed_answers += 1;
         }
         // Move on from the loop, not from inside the client's signal: the client may still be
-        // emitting (an `error` is followed by `disconnected`), and that must not end the next
+        // emitting (an `error` of an open stream is followed by `disconnected`), and that must not end the next
         // answer.
         let chat = self.self_weak.clone();
         kdnet::foundation::post(move || {
