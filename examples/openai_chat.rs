@@ -500,8 +500,8 @@ impl Chat {
             self.state.borrow_mut().failed_answers += 1;
         }
         // Move on from the loop, not from inside the client's signal: the client may still be
-        // emitting (an `error` of an open stream is followed by `disconnected`), and that must not end the next
-        // answer.
+        // emitting (an `error` of an open stream is followed by `disconnected`), and that must
+        // not end the next answer.
         let chat = self.self_weak.clone();
         kdnet::foundation::post(move || {
             if let Some(chat) = chat.upgrade() {
