@@ -1238,6 +1238,8 @@ fn run_round(
         }
     }
     let live = SocketAddr::new(ip, port);
+    // Before the call: the timeouts count from inside it.
+    cli.borrow_mut().connect_at = Some(Instant::now());
     let connect = if round.via_addresses {
         stat(S_ADDRESSES);
         // A port nothing listens on (bound, then closed): refused at once, the race moves on.
@@ -1250,7 +1252,6 @@ fn run_round(
         ssl.connect_to_address(ip, port)
     };
     prop_assert!(connect.is_ok(), "connect: {connect:?}");
-    cli.borrow_mut().connect_at = Some(Instant::now());
     let socket = ssl.tcp_socket().clone();
     cli.borrow_mut().started = true;
     client_write(cli, &socket, Some(When::Early));
