@@ -18,7 +18,11 @@ use crate::network::tcp::{SocketState, TcpSocket};
 /// [`handshake_completed`](TcpSocket::handshake_completed) when the TLS session is up (both
 /// handshake signals are the [`TcpSocket`]'s, so sockets a TLS
 /// [`TcpServer`](crate::network::TcpServer) accepts have them too). Writes made earlier are sent
-/// once the handshake completes.
+/// once the handshake completes. Plaintext read together with the end of the handshake (a TLS
+/// 1.3 server's 0.5-RTT data, a TLS 1.2 server's first records sent with its Finished) is
+/// already readable in a `handshake_completed` slot and announced (`bytes_received`,
+/// `ready_read`) right after it; a slot there that closes the socket gets no such signal for
+/// it, but it stays readable ([`read_all`](TcpSocket::read_all), as in `disconnected`).
 /// Certificate problems arrive as [`handshake_error`](TcpSocket::handshake_error) and `error_occurred`
 /// with a [`TlsFailure`](crate::network::TlsFailure) naming the reason. A server that refuses
 /// the client certificate (none, or one it does not trust) does so in TLS 1.3 only after the
