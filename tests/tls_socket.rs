@@ -2624,7 +2624,6 @@ fn a_trusted_self_signed_certificate_with_an_unusable_key_is_not_named_untrusted
 /// layer (`tcp/socket/writing.rs`, `fail_write`: a TLS failure read there should win over the
 /// write error it explains).
 #[test]
-#[ignore = "TCP layer (tcp/socket/writing.rs fail_write): a write error hides the TLS alert read before it"]
 fn a_write_after_the_servers_tls_1_3_certificate_refusal_reports_the_alert_not_the_write_error() {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};

@@ -984,7 +984,7 @@ const STAT_NAMES: [&str; 18] = [
 
 /// Tolerate the known defect that a write error hides the TLS 1.3 alert read just before it
 /// (false: the model fails on it).
-const ALLOW_WRITE_ERROR_HIDING_ALERT: bool = true;
+const ALLOW_WRITE_ERROR_HIDING_ALERT: bool = false;
 
 fn stat(i: usize) {
     STATS[i].fetch_add(1, Ordering::Relaxed);
