@@ -42,7 +42,7 @@ pub(super) struct Drained {
     /// The read budget ran out with data left (re-arm).
     exhausted: bool,
     /// The peer's end of stream (`Ok`) or a read error; `None` while the connection is open.
-    end: Option<Result<(), SocketError>>,
+    pub(super) end: Option<Result<(), SocketError>>,
 }
 
 /// What one read step produced, so signals are emitted after the borrow is released.

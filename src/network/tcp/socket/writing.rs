@@ -165,10 +165,15 @@ impl TcpSocket {
     /// A write failed (typically: the peer reset the connection). What the peer sent before
     /// that (an early answer, then the reset) is still read and delivered first; then the socket
     /// closes with `error` (the read after it may see only an end of stream: the reset was
-    /// reported to the write).
+    /// reported to the write), or with the TLS failure that read ended in: a TLS 1.3 server
+    /// refusing the client certificate sends its alert, then resets, and the alert is the reason
+    /// a user needs, not the write's broken pipe.
     pub(super) fn fail_write(&self, error: SocketError) {
         let connection = self.connection();
-        self.read_available(true);
+        let error = match self.read_available(true).end {
+            Some(Err(tls @ SocketError::Tls(_))) => tls,
+            _ => error,
+        };
         // A slot may have closed the socket, or connected it anew, meanwhile.
         if self.connection() == connection && self.state() != SocketState::Unconnected {
             self.close_with(Some(error));
