@@ -2688,3 +2688,46 @@ fn a_write_after_the_servers_tls_1_3_certificate_refusal_reports_the_alert_not_t
         "{error:?}"
     );
 }
+
+/// `SslSocket` has `TlsClientConfig`'s trust settings as well (a porter of `addCaCertificate`
+/// holds only the socket): a CA in DER is trusted, and without the default roots nothing else
+/// is — with no CA at all the connect is refused with the reason.
+#[test]
+fn an_ssl_socket_trusts_a_der_ca_and_can_trust_nothing_else() {
+    use rustls::pki_types::pem::PemObject;
+    let mut ev = EventLoop::new().unwrap();
+    let pki = test_pki();
+    let (server, _peers, _) = tls_server(&pki.server_cert_pem, &pki.server_key_pem, true);
+    let port = server.server_port().unwrap();
+    let ca_der = rustls::pki_types::CertificateDer::from_pem_slice(pki.ca_pem.as_bytes()).unwrap();
+    let handshake = |client: &Rc<SslSocket>, ev: &mut EventLoop| {
+        let completed = Rc::new(Cell::new(false));
+        let c = completed.clone();
+        client
+            .handshake_completed
+            .connect(move |_| c.set(true))
+            .release();
+        let error = latest(&client.handshake_error);
+        client.connect_to_host("localhost", port).unwrap();
+        assert!(run_until(ev, Duration::from_secs(10), || completed.get()
+            || error.borrow().is_some()));
+        let error = error.borrow().as_ref().map(ToString::to_string);
+        (completed.get(), error)
+    };
+
+    let client = SslSocket::new().unwrap();
+    assert!(client.trusts_default_roots());
+    assert!(client.add_ca_certificate_der(b"not DER").is_err());
+    client.add_ca_certificate_der(&ca_der).unwrap();
+    assert_eq!(handshake(&client, &mut ev), (true, None));
+
+    let only = SslSocket::new().unwrap();
+    only.set_trust_default_roots(false);
+    assert!(!only.trusts_default_roots());
+    let refused = only
+        .connect_to_host("localhost", port)
+        .expect_err("a socket that trusts nothing connected");
+    assert!(refused.to_string().contains("trust"), "{refused}");
+    only.add_ca_certificate_der(&ca_der).unwrap();
+    assert_eq!(handshake(&only, &mut ev), (true, None));
+}

@@ -99,6 +99,24 @@ impl SslSocket {
         self.config.borrow_mut().add_ca_certificate(pem)
     }
 
+    /// Adds a trusted CA certificate in DER (binary) for the next connection (see
+    /// [`TlsClientConfig::add_ca_certificate_der`]).
+    pub fn add_ca_certificate_der(&self, der: &[u8]) -> Result<(), SocketError> {
+        self.config.borrow_mut().add_ca_certificate_der(der)
+    }
+
+    /// Trusts the default roots besides the added CA certificates (`true`, the default), or
+    /// only the added ones from the next connection (see
+    /// [`TlsClientConfig::set_trust_default_roots`]).
+    pub fn set_trust_default_roots(&self, trusted: bool) {
+        self.config.borrow_mut().set_trust_default_roots(trusted);
+    }
+
+    /// Whether the default roots are trusted besides the added CA certificates.
+    pub fn trusts_default_roots(&self) -> bool {
+        self.config.borrow().trusts_default_roots()
+    }
+
     /// Presents a client certificate chain and key (PEM) on the next connection.
     pub fn set_client_certificate(
         &self,
