@@ -276,3 +276,75 @@ fn a_hop_to_another_scheme_is_returned_unless_the_policy_would_follow_it() {
         RedirectAction::Error(HttpError::BadRedirect(_))
     ));
 }
+
+/// The certificates of a PEM bundle a `TlsClientConfig` trusts, as its `Debug` form counts them.
+fn trusted_roots(config: &kdnet::network::tls::TlsClientConfig) -> usize {
+    let text = format!("{config:?}");
+    let count = text.split("extra_roots: ").nth(1).unwrap();
+    count[..count.find(',').unwrap()].parse().unwrap()
+}
+
+/// `pem`, crash-2df158ad41ac821aa6cbcb44ee0e727053a83153 (`[212, 19, 63, 212]`: a certificate
+/// written with a byte order mark after another): a section whose BEGIN line does not start the
+/// line (a BOM or a space before it, as `cat a.pem b.pem` makes of a `b.pem` saved with a BOM),
+/// or whose BEGIN line was lost, is text to the PEM decoder, and its END line too: the bundle was
+/// trusted with one CA fewer, without a word. Such a bundle is refused, naming the END line that
+/// closes no section and the line whose BEGIN is not at its start.
+#[test]
+fn a_certificate_whose_begin_line_is_not_at_a_line_start_is_refused_not_dropped() {
+    use kdnet::network::tls::{TlsClientConfig, TlsServerConfig};
+    let pki = support::certs::test_pki();
+    let two = format!("{}{}", pki.ca_pem, pki.other_ca_pem);
+    assert_eq!(
+        trusted_roots(&TlsClientConfig::with_only_ca_certificates(two.as_bytes()).unwrap()),
+        2
+    );
+    let ca_lines = pki.ca_pem.lines().count();
+    let end_line = ca_lines + pki.other_ca_pem.lines().count();
+    let damaged = [
+        (format!("{}\u{FEFF}{}", pki.ca_pem, pki.other_ca_pem), true),
+        (format!("{} {}", pki.ca_pem, pki.other_ca_pem), true),
+        (
+            format!(
+                "{}{}",
+                pki.ca_pem,
+                pki.other_ca_pem.split_once('\n').unwrap().1
+            ),
+            false,
+        ),
+    ];
+    for (bundle, begin_text_kept) in damaged {
+        let error = TlsClientConfig::with_only_ca_certificates(bundle.as_bytes())
+            .map(|config| trusted_roots(&config))
+            .unwrap_err()
+            .to_string();
+        let end_line = if begin_text_kept {
+            end_line
+        } else {
+            end_line - 1
+        };
+        assert!(
+            error.contains(&format!(
+                "line {end_line}, \"-----END CERTIFICATE-----\", ends a section that did not \
+                 begin"
+            )),
+            "{error}"
+        );
+        assert_eq!(
+            error.contains(&format!(
+                "line {}'s \"-----BEGIN \" is not at the start of the line",
+                ca_lines + 1
+            )),
+            begin_text_kept,
+            "{error}"
+        );
+        let mut config = TlsClientConfig::new();
+        assert!(config.add_ca_certificate(bundle.as_bytes()).is_err());
+        assert_eq!(trusted_roots(&config), 0);
+        // A client or server chain is read the same way.
+        let chain = format!("{}{}", pki.server_cert_pem, &bundle[pki.ca_pem.len()..]);
+        assert!(
+            TlsServerConfig::from_pem(chain.as_bytes(), pki.server_key_pem.as_bytes()).is_err()
+        );
+    }
+}
