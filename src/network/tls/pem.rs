@@ -357,15 +357,41 @@ fn failure<'a>(pem: &'a [u8], given: &[u8]) -> Failure<'a> {
 }
 
 /// Where a section of `pem` (as [`normalized`] made `given`) has no END line before the next
-/// BEGIN line, in words; `None` if every section is closed before the next begins. One pass
-/// over the lines, made once a PEM was read (not on a hot path).
+/// BEGIN line, or an END line closes no section (its BEGIN line was lost, or does not start its
+/// line: a byte order mark or a space before it, and the decoder reads the section as text), in
+/// words; `None` if every section is closed before the next begins and every END line closes
+/// one. One pass over the lines, made once a PEM was read (not on a hot path).
 fn lost_end(pem: &[u8], given: &[u8]) -> Option<String> {
+    let number = |at| line_number(pem, at) - breaks_added_before(given, at);
     let mut open: Option<(usize, &[u8])> = None;
+    // The first line since the last section closed that holds a BEGIN marker not at its start.
+    let mut misplaced_begin: Option<usize> = None;
     for at in line_starts(pem) {
         let line = pem[at..].split(|&b| b == b'\n').next().unwrap_or(&[]);
+        if line.starts_with(b"-----END ") && open.is_none() {
+            let hint = match misplaced_begin {
+                Some(begin) => format!(
+                    "line {}'s \"-----BEGIN \" is not at the start of the line: remove what \
+                     comes before it (a space, or a byte order mark that joining files left)",
+                    number(begin)
+                ),
+                None => "is its BEGIN line missing?".to_owned(),
+            };
+            return Some(format!(
+                "line {}, {:?}, ends a section that did not begin: {hint}",
+                number(at),
+                quoted(line)
+            ));
+        }
+        if open.is_none()
+            && misplaced_begin.is_none()
+            && !line.starts_with(b"-----BEGIN ")
+            && line.windows(11).any(|w| w == b"-----BEGIN ")
+        {
+            misplaced_begin = Some(at);
+        }
         if line.starts_with(b"-----BEGIN ") {
             if let Some((begin, label)) = open {
-                let number = |at| line_number(pem, at) - breaks_added_before(given, at);
                 let (first, next) = (number(begin), number(at));
                 return Some(format!(
                     "the section that begins at line {first} has no END line: line {next} \
@@ -377,6 +403,7 @@ fn lost_end(pem: &[u8], given: &[u8]) -> Option<String> {
             open = Some((at, section_label(line)));
         } else if open.is_some_and(|(_, label)| is_end_of(line, label)) {
             open = None;
+            misplaced_begin = None;
         }
     }
     None
