@@ -348,3 +348,28 @@ fn a_certificate_whose_begin_line_is_not_at_a_line_start_is_refused_not_dropped(
         );
     }
 }
+
+/// `pem`, crash-8c41c56dcc545f2a209d8bff35cf81191545cb72 (`[0xda, 0xff, 0xff, 0x80, 0x00,
+/// 0xf8]`: a chain whose first file lacks its final line break, the next starting with a byte
+/// order mark): the END line and the next BEGIN line end up on one line with the BOM between
+/// them, which the decoder reads as an END line; the next section is text. Refused, naming the
+/// line where its BEGIN marker is.
+#[test]
+fn a_begin_line_after_an_end_line_and_a_byte_order_mark_is_named() {
+    use kdnet::network::tls::TlsClientConfig;
+    let pki = support::certs::test_pki();
+    let bundle = format!("{}\u{FEFF}{}", pki.ca_pem.trim_end(), pki.other_ca_pem);
+    let glued = pki.ca_pem.lines().count();
+    let end = glued + pki.other_ca_pem.lines().count() - 1;
+    let error = TlsClientConfig::with_only_ca_certificates(bundle.as_bytes())
+        .map(|config| trusted_roots(&config))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!(
+            "line {end}, \"-----END CERTIFICATE-----\", ends a section that did not begin: \
+             line {glued}'s \"-----BEGIN \" is not at the start of the line"
+        )),
+        "{error}"
+    );
+}
