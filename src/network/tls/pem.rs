@@ -403,7 +403,12 @@ fn lost_end(pem: &[u8], given: &[u8]) -> Option<String> {
             open = Some((at, section_label(line)));
         } else if open.is_some_and(|(_, label)| is_end_of(line, label)) {
             open = None;
-            misplaced_begin = None;
+            // A BEGIN marker after the END marker (a byte order mark between them) is misplaced.
+            misplaced_begin = line
+                .windows(11)
+                .skip(1)
+                .any(|w| w == b"-----BEGIN ")
+                .then_some(at);
         }
     }
     None
