@@ -373,3 +373,32 @@ fn a_begin_line_after_an_end_line_and_a_byte_order_mark_is_named() {
         "{error}"
     );
 }
+
+/// `pem`, crash-59a9239a5a1a34e592cd8f3b5e2dde7c395141e8 (a damaged END line, `-----ED
+/// CERTIFICATE-----`, glued to the next BEGIN line): the decoder reads on past it, and the error
+/// named the BEGIN line one line too far down: lines inside the failing section were counted in
+/// the text with the line break kdnet inserts between glued END and BEGIN lines, not in the file
+/// as written.
+#[test]
+fn a_line_after_a_glued_begin_line_is_numbered_as_in_the_file() {
+    use kdnet::network::tls::TlsClientConfig;
+    let pki = support::certs::test_pki();
+    let damaged = pki
+        .other_ca_pem
+        .trim_end()
+        .replace("-----END CERTIFICATE-----", "-----ED CERTIFICATE-----");
+    let bundle = format!("{}{damaged}{}", pki.ca_pem, pki.ca_pem);
+    let begin = pki.ca_pem.lines().count() + 1;
+    let glued = begin + damaged.lines().count() - 1;
+    let error = TlsClientConfig::with_only_ca_certificates(bundle.as_bytes())
+        .map(|config| trusted_roots(&config))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!(
+            "the section that begins at line {begin} has no END line: line {glued} begins \
+             another section before it"
+        )),
+        "{error}"
+    );
+}
