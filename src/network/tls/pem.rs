@@ -303,13 +303,16 @@ fn breaks_added_before(given: &[u8], at: usize) -> usize {
 
 /// Where the PEM decoder failed: the number (from 1) of the section, counting the sections it
 /// reads (those of the kinds it knows), so that a broken entry of a bundle of hundreds can be
-/// found; the line (from 1) of its BEGIN line; and its text from that line to where the
-/// decoder stopped (the END line, a malformed BEGIN line, or the end of the input). `pem` is
-/// what the decoder read ([`normalized`]), `given` what the caller gave.
+/// found; the line (from 1) of its BEGIN line; its text from that line to where the decoder
+/// stopped (the END line, a malformed BEGIN line, or the end of the input); and the number in
+/// `given` of each line of that text (a line [`normalized`] split off a glued END line has the
+/// number of the line it was part of). `pem` is what the decoder read ([`normalized`]), `given`
+/// what the caller gave.
 struct Failure<'a> {
     section: usize,
     first_line: usize,
     text: &'a [u8],
+    numbers: Vec<usize>,
 }
 
 fn failure<'a>(pem: &'a [u8], given: &[u8]) -> Failure<'a> {
@@ -339,12 +342,15 @@ fn failure<'a>(pem: &'a [u8], given: &[u8]) -> Failure<'a> {
                         open = None;
                     }
                 }
-                let first_line =
-                    line_number(pem, start + begin) - breaks_added_before(given, start + begin);
+                let number = |at| line_number(pem, at) - breaks_added_before(given, at);
+                let numbers = line_starts(&read[begin..])
+                    .map(|at| number(start + begin + at))
+                    .collect();
                 return Failure {
                     section,
-                    first_line,
+                    first_line: number(start + begin),
                     text: &read[begin..],
+                    numbers,
                 };
             }
         }
@@ -353,6 +359,7 @@ fn failure<'a>(pem: &'a [u8], given: &[u8]) -> Failure<'a> {
         section,
         first_line: 1,
         text: &[],
+        numbers: vec![1],
     }
 }
 
@@ -460,7 +467,10 @@ fn pem_error_text(error: &rustls::pki_types::pem::Error, failure: &Failure<'_>) 
         .unwrap_or(failure.text)
         .split(|&b| b == b'\n')
         .enumerate()
-        .map(|(index, line)| (failure.first_line + index, line))
+        .map(|(index, line)| {
+            let number = failure.numbers.get(index).copied();
+            (number.unwrap_or(failure.first_line + index), line)
+        })
         .collect();
     let begin_line = lines.first().map_or(&[][..], |&(_, line)| line);
     // A malformed BEGIN line is the last line read (a section may be open before it).
