@@ -352,12 +352,14 @@ fn check_positions(text: &str, given: &[u8]) {
             .or_else(|| after.strip_prefix(" with "))
             .filter(|quote| quote.starts_with('"'))
         {
-            // The quoted text starts the line (a line that holds an END and a BEGIN marker
-            // glued together is quoted up to its END marker's end).
+            // The quoted text is the line, or (a line holding an END and a BEGIN marker glued
+            // together) the part of it up to the END marker's end or from the BEGIN marker on.
             let quote = debug_quoted(quote);
             let quote = quote.strip_suffix('…').unwrap_or(&quote);
+            let full = String::from_utf8_lossy(this);
+            let glued = full.contains("----------BEGIN ");
             assert!(
-                quoted(this).starts_with(quote),
+                quoted(this).starts_with(quote) || (glued && full.contains(quote)),
                 "line {n} is {:?}: {text}",
                 quoted(this)
             );
