@@ -402,3 +402,37 @@ fn a_line_after_a_glued_begin_line_is_numbered_as_in_the_file() {
         "{error}"
     );
 }
+
+/// `pem`, crash-498c162e7c0870c3e027f57d77b088a027a9ed9e (a BEGIN line after lone CRs): the PEM
+/// decoder ends lines at a lone CR too (old Mac line ends, or a file whose LFs were lost), but
+/// kdnet's own checks read lines between LFs only, so in such a file a certificate whose END
+/// line was lost before a section of a kind the decoder skips was dropped without a word (the
+/// check for that saw one long line), and errors named line 1 for every line.
+#[test]
+fn a_pem_with_lone_cr_line_ends_is_read_line_by_line_like_any_other() {
+    use kdnet::network::tls::TlsClientConfig;
+    let pki = support::certs::test_pki();
+    let lost_end = pki.ca_pem.replace("-----END CERTIFICATE-----\n", "");
+    let bundle = format!(
+        "{lost_end}-----BEGIN TRUSTED CERTIFICATE-----\nAAAA\n-----END TRUSTED CERTIFICATE-----\n{}",
+        pki.other_ca_pem
+    )
+    .replace('\n', "\r");
+    let begin = lost_end.lines().count() + 1;
+    let error = TlsClientConfig::with_only_ca_certificates(bundle.as_bytes())
+        .map(|config| trusted_roots(&config))
+        .unwrap_err()
+        .to_string();
+    assert!(
+        error.contains(&format!(
+            "the section that begins at line 1 has no END line: line {begin} begins another \
+             section before it"
+        )),
+        "{error}"
+    );
+    let broken = pki.ca_pem.replacen("MII", "M!I", 1).replace('\n', "\r");
+    let error = TlsClientConfig::with_only_ca_certificates(broken.as_bytes())
+        .unwrap_err()
+        .to_string();
+    assert!(error.contains("at line 2, column 2: '!'"), "{error}");
+}
