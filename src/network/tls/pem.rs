@@ -38,7 +38,11 @@ pub(super) fn parse_certificates(
     if certificates.is_empty() {
         return Err(configuration(format!(
             "no CERTIFICATE section found in the {what} PEM{}",
-            pem_contents_hint(pem, "openssl x509 -inform der -in cert.der -out cert.pem")
+            pem_contents_hint(
+                pem,
+                given,
+                "openssl x509 -inform der -in cert.der -out cert.pem"
+            )
         )));
     }
     Ok(certificates)
@@ -64,7 +68,11 @@ pub(super) fn certified_key(
     let key = PrivateKeyDer::from_pem_slice(key_pem).map_err(|e| match e {
         rustls::pki_types::pem::Error::NoItemsFound => configuration(format!(
             "no PRIVATE KEY section found in the {role} key PEM{}",
-            pem_contents_hint(key_pem, "openssl pkey -inform der -in key.der -out key.pem")
+            pem_contents_hint(
+                key_pem,
+                given_key_pem,
+                "openssl pkey -inform der -in key.der -out key.pem"
+            )
         )),
         e => configuration(format!(
             "{role} key PEM: {}",
@@ -198,10 +206,11 @@ fn encrypted_key_form(pem: &[u8]) -> Option<String> {
     None
 }
 
-/// What `pem` holds instead of the section that was looked for, as a suffix for the error:
-/// the distinct labels of its sections (` (it holds: PRIVATE KEY)`), or a note that it looks like DER,
-/// with `convert`, the command that turns it into PEM. Empty if there is nothing to say.
-fn pem_contents_hint(pem: &[u8], convert: &str) -> String {
+/// What `pem` ([`normalized`] from `given`) holds instead of the section that was looked for,
+/// as a suffix for the error: the distinct labels of its sections (` (it holds: PRIVATE KEY)`),
+/// or a note that it looks like DER, with `convert`, the command that turns it into PEM. Empty
+/// if there is nothing to say.
+fn pem_contents_hint(pem: &[u8], given: &[u8], convert: &str) -> String {
     let mut labels: Vec<&str> = Vec::new();
     for label in pem_lines(pem).filter_map(|line| pem_label(line, "-----BEGIN ")) {
         if !labels.contains(&label) {
@@ -211,21 +220,22 @@ fn pem_contents_hint(pem: &[u8], convert: &str) -> String {
     if !labels.is_empty() {
         return format!(" (it holds: {})", labels.join(", "));
     }
-    if pem.starts_with(&[0xFF, 0xFE]) || pem.starts_with(&[0xFE, 0xFF]) {
+    // Binary forms are told from the bytes as given ([`normalized`] changes lone CRs).
+    if given.starts_with(&[0xFF, 0xFE]) || given.starts_with(&[0xFE, 0xFF]) {
         return " (it is UTF-16 text: save it as ASCII or UTF-8)".to_owned();
     }
     if pem_lines(pem).any(|line| line.trim_start().starts_with("-----BEGIN ")) {
         return " (its -----BEGIN lines are indented: they must start at the beginning of a line)"
             .to_owned();
     }
-    if looks_like_pkcs12(pem) {
+    if looks_like_pkcs12(given) {
         return " (it looks like a PKCS#12 bundle (.p12/.pfx), not PEM text: convert it with \
                 `openssl pkcs12 -in bundle.p12 -out bundle.pem -nodes`: it holds \
                 the certificates and the key)"
             .to_owned();
     }
     // Every DER certificate and key is an ASN.1 SEQUENCE: tag 0x30.
-    if pem.first() == Some(&0x30) && std::str::from_utf8(pem).is_err() {
+    if given.first() == Some(&0x30) && std::str::from_utf8(given).is_err() {
         return format!(" (it looks like binary DER, not PEM text: convert it with `{convert}`)");
     }
     String::new()
@@ -262,12 +272,25 @@ fn looks_like_pkcs12(bytes: &[u8]) -> bool {
 /// BEGIN line glued to it (`-----END CERTIFICATE----------BEGIN CERTIFICATE-----`, what
 /// `cat a.pem b.pem` makes when `a.pem` lacks its final line break; the decoder would read the
 /// END marker, ignore the rest of the line and so drop the next section without a word).
-/// Borrowed unless a break is inserted.
+/// A lone CR (one not followed by LF) becomes LF: the decoder ends a line there too (old Mac line
+/// ends), and kdnet's own checks of the lines (a lost END line, where an error is) read lines
+/// between LFs (the offsets stay the same). Borrowed unless a break is inserted or a CR changed.
 fn normalized(pem: &[u8]) -> Cow<'_, [u8]> {
     let pem = pem.strip_prefix(b"\xEF\xBB\xBF").unwrap_or(pem);
-    if !pem.windows(GLUED.len()).any(|w| w == GLUED) {
+    let lone_cr = |at: usize| pem[at] == b'\r' && pem.get(at + 1) != Some(&b'\n');
+    let has_lone_cr = memchr::memchr_iter(b'\r', pem).any(lone_cr);
+    if !has_lone_cr && !pem.windows(GLUED.len()).any(|w| w == GLUED) {
         return Cow::Borrowed(pem);
     }
+    let lf_ends: Vec<u8>;
+    let pem = if has_lone_cr {
+        lf_ends = (0..pem.len())
+            .map(|at| if lone_cr(at) { b'\n' } else { pem[at] })
+            .collect();
+        &lf_ends[..]
+    } else {
+        pem
+    };
     let mut separated = Vec::with_capacity(pem.len() + 16);
     let mut rest = pem;
     while let Some(at) = rest.windows(GLUED.len()).position(|w| w == GLUED) {
