@@ -288,8 +288,8 @@ fn trusted_roots(config: &kdnet::network::tls::TlsClientConfig) -> usize {
 /// written with a byte order mark after another): a section whose BEGIN line does not start the
 /// line (a BOM or a space before it, as `cat a.pem b.pem` makes of a `b.pem` saved with a BOM),
 /// or whose BEGIN line was lost, is text to the PEM decoder, and its END line too: the bundle was
-/// trusted with one CA fewer, without a word. Such a bundle is refused, naming the END line that
-/// closes no section and the line whose BEGIN is not at its start.
+/// trusted with one CA fewer, without a word. Such a bundle is refused, naming the line whose
+/// BEGIN marker is not at its start, or the END line that closes no section.
 #[test]
 fn a_certificate_whose_begin_line_is_not_at_a_line_start_is_refused_not_dropped() {
     use kdnet::network::tls::{TlsClientConfig, TlsServerConfig};
@@ -318,26 +318,20 @@ fn a_certificate_whose_begin_line_is_not_at_a_line_start_is_refused_not_dropped(
             .map(|config| trusted_roots(&config))
             .unwrap_err()
             .to_string();
-        let end_line = if begin_text_kept {
-            end_line
-        } else {
-            end_line - 1
-        };
-        assert!(
-            error.contains(&format!(
-                "line {end_line}, \"-----END CERTIFICATE-----\", ends a section that did not \
-                 begin"
-            )),
-            "{error}"
-        );
-        assert_eq!(
-            error.contains(&format!(
-                "line {}'s \"-----BEGIN \" is not at the start of the line",
+        let expected = if begin_text_kept {
+            format!(
+                "line {} holds \"-----BEGIN CERTIFICATE-----\" but not at its start, so the \
+                 certificate it begins would be skipped",
                 ca_lines + 1
-            )),
-            begin_text_kept,
-            "{error}"
-        );
+            )
+        } else {
+            format!(
+                "line {}, \"-----END CERTIFICATE-----\", ends a section that did not begin: is \
+                 its BEGIN line missing?",
+                end_line - 1
+            )
+        };
+        assert!(error.contains(&expected), "{error}");
         let mut config = TlsClientConfig::new();
         assert!(config.add_ca_certificate(bundle.as_bytes()).is_err());
         assert_eq!(trusted_roots(&config), 0);
@@ -353,25 +347,37 @@ fn a_certificate_whose_begin_line_is_not_at_a_line_start_is_refused_not_dropped(
 /// 0xf8]`: a chain whose first file lacks its final line break, the next starting with a byte
 /// order mark): the END line and the next BEGIN line end up on one line with the BOM between
 /// them, which the decoder reads as an END line; the next section is text. Refused, naming the
-/// line where its BEGIN marker is.
+/// line where its BEGIN marker is. (`pem`, crash-b5f52a07842ef9c1fcaaa27cafb8b8c8747d48c1: also
+/// when that section's END line is damaged too, so that no END line is left over to show it:
+/// that bundle was trusted with one CA fewer.)
 #[test]
 fn a_begin_line_after_an_end_line_and_a_byte_order_mark_is_named() {
     use kdnet::network::tls::TlsClientConfig;
     let pki = support::certs::test_pki();
     let bundle = format!("{}\u{FEFF}{}", pki.ca_pem.trim_end(), pki.other_ca_pem);
     let glued = pki.ca_pem.lines().count();
-    let end = glued + pki.other_ca_pem.lines().count() - 1;
-    let error = TlsClientConfig::with_only_ca_certificates(bundle.as_bytes())
-        .map(|config| trusted_roots(&config))
-        .unwrap_err()
-        .to_string();
-    assert!(
-        error.contains(&format!(
-            "line {end}, \"-----END CERTIFICATE-----\", ends a section that did not begin: \
-             line {glued}'s \"-----BEGIN \" is not at the start of the line"
-        )),
-        "{error}"
-    );
+    let damaged_end = pki
+        .other_ca_pem
+        .replace("-----END CERTIFICATE-----", "----V-END CERTIFICATE-----");
+    for bundle in [
+        format!("{}\u{FEFF}{}", pki.ca_pem.trim_end(), pki.other_ca_pem),
+        format!(
+            "{}\u{FEFF}{damaged_end}{}",
+            pki.ca_pem.trim_end(),
+            pki.ca_pem
+        ),
+    ] {
+        let error = TlsClientConfig::with_only_ca_certificates(bundle.as_bytes())
+            .map(|config| trusted_roots(&config))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains(&format!(
+                "line {glued} holds \"-----BEGIN CERTIFICATE-----\" but not at its start"
+            )),
+            "{error}"
+        );
+    }
 }
 
 /// `pem`, crash-59a9239a5a1a34e592cd8f3b5e2dde7c395141e8 (a damaged END line, `-----ED
