@@ -32,7 +32,7 @@ pub(super) fn parse_certificates(
         })?;
     // The decoder reads a section whose END line was lost into the next one; when that is of
     // a kind it skips, both are dropped without an error.
-    if let Some(lost) = lost_end(pem, given) {
+    if let Some(lost) = lost_end(pem, given, !certificates.is_empty()) {
         return Err(configuration(format!("{what} PEM: {lost}")));
     }
     if certificates.is_empty() {
@@ -387,14 +387,34 @@ fn failure<'a>(pem: &'a [u8], given: &[u8]) -> Failure<'a> {
 }
 
 /// Where a section of `pem` (as [`normalized`] made `given`) has no END line before the next
-/// BEGIN line, or an END line closes no section (its BEGIN line was lost, or does not start its
-/// line: a byte order mark or a space before it, and the decoder reads the section as text), in
-/// words; `None` if every section is closed before the next begins and every END line closes
-/// one. One pass over the lines, made once a PEM was read (not on a hot path).
-fn lost_end(pem: &[u8], given: &[u8]) -> Option<String> {
+/// BEGIN line, a certificate's BEGIN marker does not start its line (a byte order mark or a
+/// space before it, or an END marker: the decoder reads that section as text and skips it), or
+/// an END line closes no section (its BEGIN line was lost), in words; `None` if every section
+/// is closed before the next begins, every END line closes one, and every certificate's BEGIN
+/// marker starts a line. A BEGIN line indented with white space only counts when other
+/// certificates were read (`read_any`): a PEM indented throughout has its own error. One pass
+/// over the lines, made once a PEM was read (not on a hot path).
+fn lost_end(pem: &[u8], given: &[u8], read_any: bool) -> Option<String> {
     let number = |at| line_number(pem, at) - breaks_added_before(given, at);
+    // Where a BEGIN marker on `line` from offset `from` on is, if there is one.
+    let begin_marker = |line: &[u8], from: usize| {
+        let found = line
+            .get(from..)?
+            .windows(11)
+            .position(|w| w == b"-----BEGIN ")?;
+        Some(from + found)
+    };
+    let misplaced_certificate = |at| {
+        format!(
+            "line {} holds \"-----BEGIN CERTIFICATE-----\" but not at its start, so the \
+             certificate it begins would be skipped: start it on a line of its own, with \
+             nothing before it (a space, or a byte order mark that joining files left)",
+            number(at)
+        )
+    };
     let mut open: Option<(usize, &[u8])> = None;
-    // The first line since the last section closed that holds a BEGIN marker not at its start.
+    // The first line since the last section closed that holds a BEGIN marker (of a kind other
+    // than a certificate) not at its start.
     let mut misplaced_begin: Option<usize> = None;
     for at in line_starts(pem) {
         let line = pem[at..].split(|&b| b == b'\n').next().unwrap_or(&[]);
@@ -414,11 +434,14 @@ fn lost_end(pem: &[u8], given: &[u8]) -> Option<String> {
             ));
         }
         if open.is_none()
-            && misplaced_begin.is_none()
             && !line.starts_with(b"-----BEGIN ")
-            && line.windows(11).any(|w| w == b"-----BEGIN ")
+            && let Some(marker) = begin_marker(line, 0)
         {
-            misplaced_begin = Some(at);
+            let indented = line[..marker].iter().all(|&b| b == b' ' || b == b'\t');
+            if line[marker..].starts_with(CERTIFICATE_BEGIN) && (read_any || !indented) {
+                return Some(misplaced_certificate(at));
+            }
+            misplaced_begin.get_or_insert(at);
         }
         if line.starts_with(b"-----BEGIN ") {
             if let Some((begin, label)) = open {
@@ -433,16 +456,20 @@ fn lost_end(pem: &[u8], given: &[u8]) -> Option<String> {
             open = Some((at, section_label(line)));
         } else if open.is_some_and(|(_, label)| is_end_of(line, label)) {
             open = None;
-            // A BEGIN marker after the END marker (a byte order mark between them) is misplaced.
-            misplaced_begin = line
-                .windows(11)
-                .skip(1)
-                .any(|w| w == b"-----BEGIN ")
-                .then_some(at);
+            misplaced_begin = None;
+            // A BEGIN marker after the END marker (a byte order mark between them).
+            if let Some(marker) = begin_marker(line, 1) {
+                if line[marker..].starts_with(CERTIFICATE_BEGIN) {
+                    return Some(misplaced_certificate(at));
+                }
+                misplaced_begin = Some(at);
+            }
         }
     }
     None
 }
+
+const CERTIFICATE_BEGIN: &[u8] = b"-----BEGIN CERTIFICATE-----";
 
 /// The label of a BEGIN line, as the decoder reads it (between `-----BEGIN ` and the final
 /// five dashes, trailing spaces and line breaks ignored).
