@@ -444,6 +444,9 @@ fn read_chain(chain: &[u8], key: &[u8]) -> Option<Vec<Vec<u8>>> {
             assert!(server.is_ok(), "server refused: {:?}", server.err());
             let presented = presented_chain(&config);
             let markers = certificate_markers(chain);
+            if std::env::var_os("PEM_DUMP").is_some() && presented.len() < markers {
+                eprintln!("{}", String::from_utf8_lossy(chain));
+            }
             assert!(
                 presented.len() >= markers,
                 "chain of {} accepted from {markers} certificate lines",
