@@ -354,7 +354,6 @@ fn a_certificate_whose_begin_line_is_not_at_a_line_start_is_refused_not_dropped(
 fn a_begin_line_after_an_end_line_and_a_byte_order_mark_is_named() {
     use kdnet::network::tls::TlsClientConfig;
     let pki = support::certs::test_pki();
-    let bundle = format!("{}\u{FEFF}{}", pki.ca_pem.trim_end(), pki.other_ca_pem);
     let glued = pki.ca_pem.lines().count();
     let damaged_end = pki
         .other_ca_pem
