@@ -441,3 +441,27 @@ fn a_pem_with_lone_cr_line_ends_is_read_line_by_line_like_any_other() {
         .to_string();
     assert!(error.contains("at line 2, column 2: '!'"), "{error}");
 }
+
+/// `set_cookie`, crash-d6d1c5f96f3b615432ebe4eedeb104f1c485fdbf (`Domain=.\t\t      sub.www.example.com`): RFC 6265 §5.2.3 removes
+/// one leading dot from the attribute value (already trimmed of spaces and tabs at its ends)
+/// and lower-cases it, nothing more: a domain that then starts with white space matches no host,
+/// and the cookie is ignored (§5.3 step 6; browsers canonicalise the domain as a host and refuse
+/// it). kdnet reads the domain as `www.example.com` (the `cookie` crate trims white space again
+/// after the dot). The fix is in `cookie.rs` (another helper's file this round).
+#[test]
+#[ignore = "cookie.rs: white space after a Domain attribute's leading dot is trimmed (RFC 6265 §5.2.3 keeps it, so the cookie is ignored)"]
+fn a_domain_with_white_space_after_its_leading_dot_ignores_the_cookie() {
+    let url = Url::parse("https://www.example.com/").unwrap();
+    for line in [
+        "n=v; Domain=. www.example.com",
+        "n=v; Domain=.\twww.example.com",
+    ] {
+        assert_eq!(
+            HttpCookie::from_set_cookie_header(line, &url),
+            None,
+            "{line:?}"
+        );
+    }
+    // Without the white space the cookie is read.
+    assert!(HttpCookie::from_set_cookie_header("n=v; Domain=.www.example.com", &url).is_some());
+}
