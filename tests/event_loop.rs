@@ -2219,3 +2219,47 @@ fn embedding_a_timer_started_from_host_code_wakes_the_host_only_before_its_timeo
     again.start_with(secs(40));
     assert!(is_readable(fd), "a host told None must be woken");
 }
+
+/// A slot that asks to exit through a handle on every turn (a self-posting closure here; a busy
+/// socket's `ready_read` slot or a zero-interval timer that quits once some condition holds do
+/// the same) while a quit is pending: `run()` returns after one more turn ("a stream of quits
+/// cannot keep run() from returning"), and so must `take_exit_request` for a host. It returned
+/// `None` after every turn, each of which took one quit and ran the slot that asked again, so
+/// the host never learnt of the exit.
+#[test]
+fn a_quit_asked_on_every_turn_does_not_keep_a_host_from_learning_of_it() {
+    fn quit_on_every_turn(handle: kdnet::LoopHandle, code: i32) {
+        post(move || {
+            handle.exit(code);
+            quit_on_every_turn(handle, code);
+        })
+        .unwrap();
+    }
+    let mut event_loop = EventLoop::new().unwrap();
+    let _safety = safety_timer(&event_loop, 5);
+    event_loop.post({
+        let handle = event_loop.handle();
+        move || quit_on_every_turn(handle, 7)
+    });
+    assert_eq!(event_loop.run(), 7, "run() returns");
+    drop((_safety, event_loop));
+
+    let mut event_loop = EventLoop::new().unwrap();
+    event_loop.post({
+        let handle = event_loop.handle();
+        move || quit_on_every_turn(handle, 8)
+    });
+    let mut turns = 0;
+    let code = loop {
+        if let Some(code) = event_loop.take_exit_request() {
+            break code;
+        }
+        turns += 1;
+        assert!(
+            turns < 20,
+            "take_exit_request never reported the exit asked on every turn"
+        );
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    };
+    assert_eq!(code, 8);
+}

@@ -26,7 +26,8 @@
 //!   learns of it from `take_exit_request` after that turn; the latest code wins (an
 //!   `EventLoop::exit` spends a handle's quit not taken yet, and a handle's quit asked while
 //!   the loop's is pending replaces it once a turn took it: `run()` turns once more, ending
-//!   after that turn's closures, and `take_exit_request` says nothing until a turn took it).
+//!   after that turn's closures, and `take_exit_request` says nothing until a turn took it,
+//!   then spends one asked since with it, as `run()` does).
 //!
 //! Time is real: the log records when each timer was armed (an instant before and one after the
 //! call) and when each slot ran, and each turn records an instant before its timer stage (for a
@@ -826,6 +827,9 @@ struct Model<'a> {
     shared_quit: Option<i32>,
     /// A quit `run()` or `take_exit_request` will return.
     core_quit: Option<i32>,
+    /// A turn took a handle's quit while `core_quit` was pending: `take_exit_request` takes
+    /// `core_quit` (and a handle's quit asked since) without waiting for another turn.
+    later_taken: bool,
     /// The `Run` step running (its min_ticks, code, ticks so far, quit sent).
     run: Option<(u32, i32, u32, bool)>,
     /// Timer objects dropped while their emission is on the stack (timer, incarnation).
@@ -1263,6 +1267,7 @@ impl Model<'_> {
     /// counted.
     fn turn_stages(&mut self, kind: Kind) -> Result<(usize, usize), String> {
         if let Some(code) = self.shared_quit.take() {
+            self.later_taken |= self.core_quit.is_some();
             self.core_quit = Some(code);
         }
         let mut ran = 0;
@@ -1418,11 +1423,16 @@ impl Model<'_> {
             Kind::Host => match *self.next("the end of a host turn")? {
                 Ev::TurnEnd { count, exit } => {
                     // A handle's quit asked while the loop's was pending is later: it wins
-                    // once a turn took it (after the closures posted before it).
-                    let expected = if self.shared_quit.is_some() {
+                    // once a turn took it (after the closures posted before it); one asked
+                    // after a turn took such a quit is spent with it, as in `run()`.
+                    let expected = if self.core_quit.is_none()
+                        || (self.shared_quit.is_some() && !self.later_taken)
+                    {
                         None
                     } else {
-                        self.core_quit.take()
+                        self.later_taken = false;
+                        let code = self.core_quit.take();
+                        self.shared_quit.take().or(code)
                     };
                     if expected.is_some() {
                         self.stats[4] += 1;
@@ -1471,6 +1481,7 @@ impl Model<'_> {
             Step::LoopQuit(code) => {
                 // The latest request wins: a handle's quit not taken yet is spent with it.
                 self.shared_quit = None;
+                self.later_taken = false;
                 self.core_quit = Some(code);
             }
             Step::Turn(_) => self.turn(Kind::Host)?,
@@ -1489,6 +1500,7 @@ impl Model<'_> {
                         }
                         let code = self.core_quit.take().unwrap_or_default();
                         let code = self.shared_quit.take().unwrap_or(code);
+                        self.later_taken = false;
                         self.expect_return(code)?;
                         break;
                     }
@@ -1604,6 +1616,7 @@ fn check(script: &Script, evs: &[Ev]) -> Result<[u64; STATS_LEN], String> {
         next_closure: 0,
         shared_quit: None,
         core_quit: None,
+        later_taken: false,
         run: None,
         ghosts: Vec::new(),
         depth: 0,

@@ -40,6 +40,11 @@ pub(crate) struct LoopCore {
     posted_taken: Cell<u64>,
     shared: Arc<Shared>,
     quit: Cell<Option<i32>>,
+    /// A turn took a quit through a handle while `quit` was pending: a later one, whose closures
+    /// posted before it ran in that turn. [`EventLoop::take_exit_request`] then takes the
+    /// pending quit (and any asked since) instead of waiting for yet another turn, as `run()`
+    /// does. Cleared when the quit is taken.
+    later_quit_taken: Cell<bool>,
     depth: Cell<u32>,
     /// Readiness polled and not dispatched yet, from `ready_next` on. Kept here, not in the
     /// polling turn's frame: a loop nested in a handler (a slot waiting in `send_and_wait`)
@@ -308,6 +313,10 @@ impl LoopCore {
 
         let quit_was_pending = self.quit.get().is_some();
         if let Some(code) = self.shared.take_quit() {
+            // Only when a quit is taken: no cost to the other turns.
+            if quit_was_pending {
+                self.later_quit_taken.set(true);
+            }
             self.quit.set(Some(code));
         }
         // Asked here (one load) before borrowing the queue and calling out: most turns of a
@@ -661,6 +670,7 @@ impl EventLoop {
             posted_taken: Cell::new(0),
             shared,
             quit: Cell::new(None),
+            later_quit_taken: Cell::new(false),
             depth: Cell::new(0),
             ready: RefCell::new(Vec::with_capacity(EVENTS_PER_POLL)),
             ready_next: Cell::new(0),
@@ -755,6 +765,7 @@ impl EventLoop {
     pub fn exit(&self, code: i32) {
         // Not on a hot path: one lock-free load when no handle asked.
         let _superseded = self.core.shared.take_quit();
+        self.core.later_quit_taken.set(false);
         self.core.quit.set(Some(code));
     }
 
@@ -785,7 +796,9 @@ impl EventLoop {
     /// at once. While an earlier request is pending here (an [`exit`](Self::exit), or a quit a
     /// turn took), a later one through a handle wins, but only once the closures posted before
     /// it ran, as for `run()`: until a turn took it this returns `None` (and `next_timeout` is
-    /// zero), then its code, and the earlier request is spent with it.
+    /// zero), then its code, and the earlier request is spent with it, as is one asked through
+    /// a handle during that turn (so that a slot asking on every turn cannot keep the exit from
+    /// being reported, as it cannot keep `run()` from returning).
     ///
     /// ```
     /// use kdnet::{EventLoop, Timer};
@@ -806,9 +819,14 @@ impl EventLoop {
     /// # Ok::<(), Box<dyn std::error::Error>>(())
     /// ```
     pub fn take_exit_request(&self) -> Option<i32> {
-        if self.core.quit.get().is_some() && self.core.shared.quit_requested() {
+        if self.core.quit.get().is_some()
+            && !self.core.later_quit_taken.get()
+            && self.core.shared.quit_requested()
+        {
             // A later quit through a handle: the next turn takes it, after the closures posted
-            // before it (as `run()` does); `next_timeout` is zero meanwhile.
+            // before it (as `run()` does); `next_timeout` is zero meanwhile. Once a turn took
+            // one, a quit asked since is spent with it, as in `run()`: a slot that asks on every
+            // turn would otherwise keep the host from ever learning of the exit.
             return None;
         }
         self.take_quit()
@@ -891,6 +909,7 @@ impl EventLoop {
         // A quit from another thread is only taken at the start of a turn, just before that turn
         // drains the closures posted from other threads: everything posted before `quit()` runs.
         let code = self.core.quit.take()?;
+        self.core.later_quit_taken.set(false);
         // But one asked through a handle while this one was pending is later (`exit` spends a
         // handle's earlier quit, a turn takes it): the latest wins, and it is spent with this
         // one rather than left to end the next `run()` at once. One load, only when quitting.
