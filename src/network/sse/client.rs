@@ -363,8 +363,11 @@ impl SseClient {
     /// [`HttpClient`] is touched. Emits `state_changed(Closed)` if the client was not closed
     /// already, then `disconnected` if the stream was open (its `connected` came; none while
     /// connecting or waiting to reconnect, whose open stream's `disconnected` came when it
-    /// ended). A slot of that `Closed` that connects again reports the end itself, before the
-    /// new stream's first signal.
+    /// ended). Called from a slot of an open stream's end that comes before that end's
+    /// `disconnected` (`state_changed(Connecting)`, or `error` before a reconnect), it emits
+    /// that `disconnected` itself, after its `Closed`, and the end emits nothing more. A slot of
+    /// that `Closed` that connects again reports the end itself, before the new stream's first
+    /// signal.
     pub fn disconnect(&self) {
         self.stop(false);
     }
