@@ -449,7 +449,6 @@ fn a_pem_with_lone_cr_line_ends_is_read_line_by_line_like_any_other() {
 /// it). kdnet reads the domain as `www.example.com` (the `cookie` crate trims white space again
 /// after the dot). The fix is in `cookie.rs` (another helper's file this round).
 #[test]
-#[ignore = "cookie.rs: white space after a Domain attribute's leading dot is trimmed (RFC 6265 §5.2.3 keeps it, so the cookie is ignored)"]
 fn a_domain_with_white_space_after_its_leading_dot_ignores_the_cookie() {
     let url = Url::parse("https://www.example.com/").unwrap();
     for line in [
