@@ -355,11 +355,18 @@ fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
         if key.trim() != key {
             continue;
         }
-        if let Some(v) = attribute_value.filter(|v| v.trim() != *v) {
+        // So is a `Domain` whose leading dot white space follows: §5.2.3 removes only the dot,
+        // leaving a domain that starts with white space (the crate would trim it again).
+        let is_domain = key.eq_ignore_ascii_case("domain");
+        let padded = |v: &&str| {
+            let after_dot = v.strip_prefix('.').filter(|_| is_domain).unwrap_or(v);
+            v.trim() != *v || after_dot.trim() != after_dot
+        };
+        if let Some(v) = attribute_value.filter(padded) {
             if key.eq_ignore_ascii_case("max-age") {
                 continue;
             }
-            if key.eq_ignore_ascii_case("domain") {
+            if is_domain {
                 padded_domain = true;
                 continue;
             }
