@@ -1,7 +1,8 @@
 //! Fuzz target `set_cookie`: one `Set-Cookie` value read by `HttpCookie::from_set_cookie_header`,
 //! against a plain transcription of RFC 6265 §5.2 and §5.3 (with the rules kdnet documents on
-//! top: RFC 6265bis' control characters and name prefixes, a Secure cookie only from `https`,
-//! an empty name refused, a single-label `Domain` only as the host itself).
+//! top: RFC 6265bis' control characters, name prefixes, nameless cookies, size limits and
+//! 400-day cap, a Secure cookie only from a secure context (`https` or a loopback host), a
+//! single-label `Domain` only as the host itself).
 //!
 //! Input layout: byte 0 picks the request URL from a fixed list; the rest (at most 512 bytes,
 //! read as UTF-8 with replacement) is the header value.
@@ -76,9 +77,16 @@ fn reference(line: &str, url: &Url) -> Option<Option<Expected>> {
         return None;
     }
     let (pair, attributes) = line.split_at(line.find(';').unwrap_or(line.len()));
-    let (name, value) = pair.split_once('=')?;
+    // RFC 6265bis §5.6: without `=` the pair is a nameless cookie's value.
+    let (name, value) = pair.split_once('=').unwrap_or(("", pair));
     let (name, value) = (name.trim_matches(is_wsp), value.trim_matches(is_wsp));
-    if name.is_empty() {
+    if (name.is_empty() && value.is_empty()) || name.len() + value.len() > 4096 {
+        return None;
+    }
+    let lower_value = value.to_ascii_lowercase();
+    if name.is_empty()
+        && (lower_value.starts_with("__secure-") || lower_value.starts_with("__host-"))
+    {
         return None;
     }
     let mut domain: Option<String> = None;
@@ -90,6 +98,9 @@ fn reference(line: &str, url: &Url) -> Option<Option<Expected>> {
     for attribute in attributes.split(';').skip(1) {
         let (key, v) = attribute.split_once('=').unwrap_or((attribute, ""));
         let (key, v) = (key.trim_matches(is_wsp), v.trim_matches(is_wsp));
+        if v.len() > 1024 {
+            continue; // RFC 6265bis §5.6: the attribute is ignored
+        }
         match key.to_ascii_lowercase().as_str() {
             "max-age" => {
                 let digits = v.strip_prefix('-').unwrap_or(v);
@@ -154,7 +165,14 @@ fn reference(line: &str, url: &Url) -> Option<Option<Expected>> {
         }
         None => (host.clone(), true),
     };
-    if secure && url.scheme() != "https" {
+    // A secure context: `https`, or a loopback host (as browsers treat it).
+    let loopback = match url.host() {
+        Some(url::Host::Domain(d)) => d == "localhost" || d.ends_with(".localhost"),
+        Some(url::Host::Ipv4(ip)) => ip.is_loopback(),
+        Some(url::Host::Ipv6(ip)) => ip.is_loopback(),
+        None => false,
+    };
+    if secure && url.scheme() != "https" && !loopback {
         return None;
     }
     let lower = name.to_ascii_lowercase();
@@ -172,7 +190,8 @@ fn reference(line: &str, url: &Url) -> Option<Option<Expected>> {
     }
     let expiry = match max_age {
         Some(delta) if delta <= 0 => Expiry::Past,
-        Some(delta) => Expiry::In(u64::try_from(delta).unwrap_or(u64::MAX)),
+        // RFC 6265bis §5.6.1: at most 400 days.
+        Some(delta) => Expiry::In(u64::try_from(delta).unwrap_or(u64::MAX).min(400 * 86_400)),
         None if expires => Expiry::Unknown,
         None => Expiry::Session,
     };
