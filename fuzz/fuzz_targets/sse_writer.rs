@@ -16,9 +16,10 @@
 //!    capped at `u64::MAX` ms), the `retry` value, each comment line; a `write_id` checkpoint
 //!    dispatches nothing. Afterwards both parsers' last event ID is the writer's
 //!    `client_last_event_id` and the reconnection time is the last retry written.
-//! 2. A refused call is refused for a reason the input has (CR/LF in the type, CR/LF or NUL in
-//!    the ID, at the byte offset it names), writes nothing and leaves the client's ID as it was;
-//!    every type and ID without CR, LF and NUL is accepted.
+//! 2. A refused call is refused for a reason the input has (CR/LF in the type; in the ID the
+//!    first offending byte: CR/LF, NUL or another control character, a space or tab at either
+//!    end, at the byte offset it names), writes nothing and leaves the client's ID as it was;
+//!    everything else is accepted, and so is an event whose ID the client already holds.
 //! 3. The output is UTF-8 and every line it holds ends in LF (no CR ever reaches the wire).
 #![no_main]
 
@@ -125,13 +126,43 @@ fn refusals(event_type: Option<&str>, id: &str) -> Vec<SseWriteError> {
     if let Some(position) = event_type.and_then(|t| first_of(t, b"\r\n")) {
         reasons.push(SseWriteError::LineBreakInEventType { position });
     }
-    if let Some(position) = first_of(id, b"\r\n") {
-        reasons.push(SseWriteError::LineBreakInId { position });
-    }
-    if let Some(position) = first_of(id, b"\0") {
-        reasons.push(SseWriteError::NulInId { position });
-    }
+    reasons.extend(id_refusal(id));
     reasons
+}
+
+/// Why `id` cannot come back in `Last-Event-ID`, at its first offending byte: a line break,
+/// NUL or other control character (no header value carries them), or a space or tab at either
+/// end (HTTP strips them).
+fn id_refusal(id: &str) -> Option<SseWriteError> {
+    let bytes = id.as_bytes();
+    let is_ws = |b: &u8| *b == b' ' || *b == b'\t';
+    let mut found: Vec<(usize, SseWriteError)> = Vec::new();
+    if bytes.first().is_some_and(is_ws) {
+        found.push((0, SseWriteError::WhitespaceAroundId { position: 0 }));
+    }
+    if let Some(position) = bytes
+        .iter()
+        .position(|&b| (b < b' ' && b != b'\t') || b == 0x7f)
+    {
+        let reason = match bytes[position] {
+            b'\r' | b'\n' => SseWriteError::LineBreakInId { position },
+            0 => SseWriteError::NulInId { position },
+            _ => SseWriteError::ControlInId { position },
+        };
+        found.push((position, reason));
+    }
+    let trailing = bytes.iter().rev().take_while(|b| is_ws(b)).count();
+    if trailing > 0 && trailing < bytes.len() {
+        let position = bytes.len() - trailing;
+        found.push((position, SseWriteError::WhitespaceAroundId { position }));
+    }
+    let first = found.into_iter().min_by_key(|(position, _)| *position);
+    first.map(|(_, reason)| reason).or_else(|| {
+        (bytes.len() > SseWriter::MAX_ID_LEN).then_some(SseWriteError::IdTooLong {
+            len: bytes.len(),
+            limit: SseWriter::MAX_ID_LEN,
+        })
+    })
 }
 
 fn check_refusal(result: Result<(), SseWriteError>, reasons: &[SseWriteError], what: &str) -> bool {
@@ -248,7 +279,9 @@ fuzz_target!(|data: &[u8]| {
                 if let Some(retry) = retry {
                     event = event.with_retry(retry);
                 }
-                let reasons = refusals(Some(&event_type), &id);
+                // An ID the client holds already is not written, and so not checked.
+                let held = id == writer.client_last_event_id();
+                let reasons = refusals(Some(&event_type), if held { "" } else { &id });
                 let accepted =
                     check_refusal(writer.write_event(&mut out, &event), &reasons, "event");
                 if accepted {
