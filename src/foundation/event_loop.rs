@@ -706,20 +706,14 @@ impl EventLoop {
     /// whose loop quit for the next loop, and deletes them with their receiver). Returns `-1` if
     /// the poller itself fails (logged at error level).
     pub fn run(&mut self) -> i32 {
-        // Set once a turn was run for a quit through a handle asked while another was pending.
-        let mut took_later = false;
         loop {
-            if self.core.quit.get().is_some() {
-                // A quit through a handle asked after the pending one wins, once the closures
-                // posted before it ran: the turn below takes it, runs them and ends there. One
-                // asked during that turn is spent with it (`take_quit`), so a stream of quits
-                // from another thread cannot keep run() from returning.
-                if took_later || !self.core.shared.quit_requested() {
-                    if let Some(code) = self.take_quit() {
-                        return code;
-                    }
-                }
-                took_later = true;
+            // A quit through a handle asked after the pending one wins, once the closures posted
+            // before it ran: `take_exit_request` leaves it to the turn below, which takes it,
+            // runs them and ends there (one asked during that turn is spent with it).
+            if self.core.quit.get().is_some()
+                && let Some(code) = self.take_exit_request()
+            {
+                return code;
             }
             // The only call of the turn here, so that it is inlined into this loop.
             if let Err(e) = self.core.turn_inner(None, false) {
