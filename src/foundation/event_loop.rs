@@ -42,8 +42,8 @@ pub(crate) struct LoopCore {
     quit: Cell<Option<i32>>,
     /// A turn took a quit through a handle while `quit` was pending: a later one, whose closures
     /// posted before it ran in that turn. [`EventLoop::take_exit_request`] then takes the
-    /// pending quit (and any asked since) instead of waiting for yet another turn, as `run()`
-    /// does. Cleared when the quit is taken.
+    /// pending quit (and any asked since) instead of waiting for yet another turn (`run()` asks it
+    /// too). Cleared when the quit is taken.
     later_quit_taken: Cell<bool>,
     depth: Cell<u32>,
     /// Readiness polled and not dispatched yet, from `ready_next` on. Kept here, not in the
