@@ -30,7 +30,9 @@ pub(crate) struct SseBatch {
     /// when not recorded. It differs from the last event's ID when a block without data set it
     /// (dispatching no event), which is why it is carried: one copy per delivery.
     end_id: Option<SmolStr>,
-    /// Whether `end_id` differs from the ID before this delivery's bytes: a delivery without
+    /// The stream's count of committed `id` fields with `end_id`.
+    end_id_fields: u32,
+    /// Whether the stream committed an `id` field in this delivery's bytes: a delivery without
     /// events or `retry` is worth handing over only then.
     id_moved: bool,
 }
@@ -46,16 +48,19 @@ impl SseBatch {
         &self.retries
     }
 
-    /// Records the stream's last event ID before and after this delivery's bytes.
-    pub(crate) fn set_ids(&mut self, before: &SmolStr, end: SmolStr) {
-        self.id_moved = *before != end;
+    /// Records the stream's last event ID after this delivery's bytes, with its count of
+    /// committed `id` fields before and after them.
+    pub(crate) fn set_ids(&mut self, id_fields_before: u32, end: SmolStr, end_id_fields: u32) {
+        // Every change of the ID is a committed `id` field; a repeated ID is one too.
+        self.id_moved = id_fields_before != end_id_fields;
         self.end_id = Some(end);
+        self.end_id_fields = end_id_fields;
     }
 
-    /// The stream's last event ID at the end of this delivery, if recorded: it counts once
-    /// every event before it was delivered.
-    pub(crate) fn end_id(&self) -> Option<&SmolStr> {
-        self.end_id.as_ref()
+    /// The stream's last event ID at the end of this delivery, if recorded, with its count of
+    /// committed `id` fields: it counts once every event before it was delivered.
+    pub(crate) fn end_id(&self) -> Option<(&SmolStr, u32)> {
+        self.end_id.as_ref().map(|id| (id, self.end_id_fields))
     }
 
     /// Whether the delivery carries anything for the client: an event, a `retry` value, or a
@@ -83,7 +88,12 @@ impl SseBorrowedSink for SseBatch {
     fn on_event(&mut self, event: SseEventRef<'_>) {
         let (event_type, last_event_id) = event.shared_parts();
         match self.events.get_mut(self.len) {
-            Some(pooled) => pooled.assign(event_type, event.data(), last_event_id, event.retry()),
+            Some(pooled) => {
+                pooled.assign(event_type, event.data(), last_event_id, event.retry());
+                // Where it sits among the stream's `id` fields: the client weighs a
+                // `set_last_event_id` by it.
+                pooled.set_committed_id_fields(event.committed_id_fields());
+            }
             None => self.events.push(event.to_event()),
         }
         self.len += 1;

@@ -229,10 +229,14 @@ struct Inner {
     /// costs no allocation.
     last_event_id: SmolStr,
     /// An ID set with `set_last_event_id` while the parser was lent to a request, and the
-    /// stream's ID at that moment: it replaces the parser's ID when the parser comes back,
-    /// unless the stream has moved to another ID since.
+    /// stream's count of committed `id` fields at that moment (`stream_id_fields`): it replaces
+    /// the parser's ID when the parser comes back, unless the stream has sent an `id` since —
+    /// counted, not compared: an `id` repeating the stream's ID is one of its own too.
     /// Boxed: rarely set, and every stream of a client carrying thousands pays for the field.
-    user_last_event_id: Option<Box<(SmolStr, SmolStr)>>,
+    user_last_event_id: Option<Box<(SmolStr, u32)>>,
+    /// The lent parser's count of committed `id` fields (`SseParser::committed_id_fields`) as of
+    /// what was delivered last: where in the stream a `set_last_event_id` is made.
+    stream_id_fields: u32,
     reconnection_time: Duration,
     max_delay: Duration,
     failures: u32,
@@ -298,6 +302,7 @@ impl SseClient {
                 flush_unterminated: false,
                 last_event_id: SmolStr::default(),
                 user_last_event_id: None,
+                stream_id_fields: 0,
                 reconnection_time: DEFAULT_RECONNECTION_TIME,
                 max_delay: DEFAULT_MAX_RECONNECTION_DELAY,
                 failures: 0,
@@ -415,23 +420,23 @@ impl SseClient {
     /// non-empty, unless the stream in flight sends an ID of its own after this call, or the ID
     /// holds a control character.
     ///
-    /// While a stream is in flight, "an ID of its own" is one that differs from the stream's ID
-    /// at the call: an `id` field repeating that ID cannot yet be told from an event without
-    /// one, and leaves the ID set here in place (WHATWG would have every `id` field count).
+    /// While a stream is in flight, "an ID of its own" is any `id` field the stream commits
+    /// after the call (at its block's blank line), whatever its value: one repeating the
+    /// stream's ID counts too, as every `id` field sets the WHATWG last event ID buffer. Called
+    /// from a `message_received` slot, the call sits right after that slot's event: an `id` in
+    /// a later event of the same read wins over it, an event without one does not.
     pub fn set_last_event_id(&self, id: &str) {
         let mut inner = self.inner.borrow_mut();
         let id = SmolStr::new(id);
-        let stream_id = std::mem::replace(&mut inner.last_event_id, id.clone());
+        inner.last_event_id = id.clone();
         match inner.parser.as_mut() {
             Some(parser) => parser.set_last_event_id(&id),
-            // Lent to the request in flight: applied when it comes back. The stream's ID is the
-            // one an earlier call saw, if there was one: `last_event_id` is that call's ID now.
+            // Lent to the request in flight: applied when it comes back, unless the stream sends
+            // an `id` after this point. (An earlier call's ID still pending is replaced: the
+            // stream sent none since, or following it would have dropped that call's.)
             None => {
-                let stream_id = match inner.user_last_event_id.take() {
-                    Some(earlier) => earlier.1,
-                    None => stream_id,
-                };
-                inner.user_last_event_id = Some(Box::new((id, stream_id)));
+                let at = inner.stream_id_fields;
+                inner.user_last_event_id = Some(Box::new((id, at)));
             }
         }
     }
@@ -615,6 +620,7 @@ impl SseClient {
                 Some(parser) => parser,
                 None => inner.fresh_parser(),
             };
+            inner.stream_id_fields = parser.committed_id_fields();
             (request, parser, inner.read_timeout, inner.epoch)
         };
         log::debug!("opening event stream {}", LoggedUrl(request.url()));
@@ -879,7 +885,9 @@ impl SseClient {
         // Whatever a broken block held must not leak into the next connection.
         parser.reset();
         match inner.user_last_event_id.take().map(|ids| *ids) {
-            Some((user, before)) if before == parser.last_event_id() => {
+            // The stream sent no `id` after the call (in what was delivered, or in a block the
+            // connection ended before): the user's ID stands.
+            Some((user, at)) if at == parser.committed_id_fields() => {
                 parser.set_last_event_id(&user);
             }
             _ => {}
@@ -905,19 +913,23 @@ impl Inner {
     fn follow_event_id(&mut self, event: &SseEvent) {
         if self.user_last_event_id.is_none() {
             event.copy_last_event_id_to(&mut self.last_event_id);
+            self.stream_id_fields = event.committed_id_fields();
         } else {
-            self.follow_stream_id(event.shared_last_event_id());
+            self.follow_stream_id(event.shared_last_event_id(), event.committed_id_fields());
         }
     }
 
-    /// Makes `stream_id`, the stream's last event ID as of what was just delivered, the
-    /// client's, unless the user set one that the stream has not moved past.
+    /// Makes `stream_id`, the stream's last event ID as of what was just delivered (after
+    /// `id_fields` committed `id` fields), the client's, unless the user set one since the
+    /// stream's last `id`.
     #[inline(always)]
-    fn follow_stream_id(&mut self, stream_id: SmolStr) {
+    fn follow_stream_id(&mut self, stream_id: SmolStr, id_fields: u32) {
+        self.stream_id_fields = id_fields;
         match &self.user_last_event_id {
             None => self.last_event_id = stream_id,
-            // The stream sent an ID of its own since the user set one: it wins.
-            Some(ids) if ids.1 != stream_id => {
+            // The stream sent an ID of its own since the user set one (the same value or not):
+            // it wins.
+            Some(ids) if ids.1 != id_fields => {
                 self.user_last_event_id = None;
                 self.last_event_id = stream_id;
             }
@@ -998,10 +1010,10 @@ impl SseTarget for SseClient {
         }
         // The ID after the last event (an `id` in a block without data) counts now that every
         // event before it was delivered, not before: one copy and check per batch.
-        if let Some(end_id) = batch.end_id() {
+        if let Some((end_id, end_id_fields)) = batch.end_id() {
             let mut inner = self.inner.borrow_mut();
             if self.delivers(&inner, id) {
-                inner.follow_stream_id(end_id.clone());
+                inner.follow_stream_id(end_id.clone(), end_id_fields);
             }
         }
     }

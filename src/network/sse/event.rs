@@ -43,15 +43,50 @@ const DEFAULT_EVENT_TYPE: &str = "message";
 /// assert_eq!(plain.retry(), None);
 /// assert_eq!(SseEvent::default(), SseEvent::new("message", ""));
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Hash, Default)]
+#[derive(Clone, Default)]
 pub struct SseEvent {
-    /// `None` stands for `message`; never `Some("")` or `Some("message")`, so derived equality
-    /// compares the dispatched type.
+    /// `None` stands for `message`; never `Some("")` or `Some("message")`, so comparing the
+    /// options compares the dispatched type.
     event_type: Option<Arc<str>>,
     data: String,
     /// `None` stands for the empty ID; never `Some("")`.
     last_event_id: Option<SmolStr>,
     retry: Option<Duration>,
+    /// Where the event sits among its stream's `id` fields (see
+    /// [`SseEventRef::committed_id_fields`]); 0 for an event not from a parser. Not part of
+    /// equality, hashing or `Debug`: it is no property of the event.
+    committed_id_fields: u32,
+}
+
+impl PartialEq for SseEvent {
+    fn eq(&self, other: &Self) -> bool {
+        self.event_type == other.event_type
+            && self.data == other.data
+            && self.last_event_id == other.last_event_id
+            && self.retry == other.retry
+    }
+}
+
+impl Eq for SseEvent {}
+
+impl std::hash::Hash for SseEvent {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.event_type.hash(state);
+        self.data.hash(state);
+        self.last_event_id.hash(state);
+        self.retry.hash(state);
+    }
+}
+
+impl std::fmt::Debug for SseEvent {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseEvent")
+            .field("event_type", &self.event_type)
+            .field("data", &self.data)
+            .field("last_event_id", &self.last_event_id)
+            .field("retry", &self.retry)
+            .finish()
+    }
 }
 
 impl SseEvent {
@@ -72,6 +107,7 @@ impl SseEvent {
             data: data.into(),
             last_event_id: None,
             retry: None,
+            committed_id_fields: 0,
         }
     }
 
@@ -191,7 +227,21 @@ impl SseEvent {
             data,
             last_event_id,
             retry,
+            committed_id_fields: 0,
         }
+    }
+
+    /// How many `id` fields of its stream were committed when this event was dispatched
+    /// (wrapping; see [`SseEventRef::committed_id_fields`]).
+    #[inline(always)]
+    pub(crate) fn committed_id_fields(&self) -> u32 {
+        self.committed_id_fields
+    }
+
+    /// Places the event after `count` committed `id` fields of its stream.
+    #[inline(always)]
+    pub(crate) fn set_committed_id_fields(&mut self, count: u32) {
+        self.committed_id_fields = count;
     }
 }
 
@@ -224,7 +274,9 @@ impl SseEvent {
 /// assert_eq!(total, 6);
 /// assert_eq!(kept, [SseEvent::new("done", "!").with_id("1")]);
 /// ```
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+///
+/// Equality and hashing compare what the accessors return, as for [`SseEvent`].
+#[derive(Clone, Copy)]
 pub struct SseEventRef<'a> {
     /// As in [`SseEvent`]: `None` stands for `message`.
     event_type: Option<&'a Arc<str>>,
@@ -232,6 +284,9 @@ pub struct SseEventRef<'a> {
     /// `None` stands for the empty ID.
     last_event_id: Option<&'a SmolStr>,
     retry: Option<Duration>,
+    /// The parser's count of committed `id` fields at this event (see
+    /// `SseParser::committed_id_fields`): where the event sits among the stream's IDs.
+    committed_id_fields: u32,
 }
 
 impl<'a> SseEventRef<'a> {
@@ -257,12 +312,14 @@ impl<'a> SseEventRef<'a> {
 
     /// An owned copy: the data is copied, the event type and ID are shared, not copied.
     pub fn to_event(&self) -> SseEvent {
-        SseEvent::from_parts(
+        let mut event = SseEvent::from_parts(
             self.event_type.cloned(),
             self.data.to_owned(),
             self.last_event_id.cloned(),
             self.retry,
-        )
+        );
+        event.set_committed_id_fields(self.committed_id_fields);
+        event
     }
 
     /// The shared event type and ID behind this event (for owned copies that share them).
@@ -282,7 +339,52 @@ impl<'a> SseEventRef<'a> {
             data,
             last_event_id,
             retry,
+            committed_id_fields: 0,
         }
+    }
+
+    /// The same event placed after `count` committed `id` fields of its stream.
+    #[inline(always)]
+    pub(crate) fn with_committed_id_fields(mut self, count: u32) -> Self {
+        self.committed_id_fields = count;
+        self
+    }
+
+    /// How many `id` fields of its stream were committed when this event was dispatched
+    /// (wrapping): two events with the same count had no `id` field between them.
+    pub(crate) fn committed_id_fields(&self) -> u32 {
+        self.committed_id_fields
+    }
+}
+
+impl PartialEq for SseEventRef<'_> {
+    fn eq(&self, other: &Self) -> bool {
+        self.event_type() == other.event_type()
+            && self.data == other.data
+            && self.last_event_id() == other.last_event_id()
+            && self.retry == other.retry
+    }
+}
+
+impl Eq for SseEventRef<'_> {}
+
+impl std::fmt::Debug for SseEventRef<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("SseEventRef")
+            .field("event_type", &self.event_type())
+            .field("data", &self.data)
+            .field("last_event_id", &self.last_event_id())
+            .field("retry", &self.retry)
+            .finish()
+    }
+}
+
+impl std::hash::Hash for SseEventRef<'_> {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.event_type().hash(state);
+        self.data.hash(state);
+        self.last_event_id().hash(state);
+        self.retry.hash(state);
     }
 }
 
@@ -406,5 +508,29 @@ mod tests {
     fn event_is_send_and_sync() {
         fn assert_send_sync<T: Send + Sync>() {}
         assert_send_sync::<SseEvent>();
+    }
+
+    /// The count of `id` fields an event carries for the SSE client is no property of the
+    /// event: equality, hashing and `Debug` ignore it, owned and borrowed alike.
+    #[test]
+    fn the_id_field_count_is_not_part_of_an_event() {
+        use std::hash::BuildHasher;
+        let hasher = std::collections::hash_map::RandomState::new();
+        let plain = SseEvent::new("a", "x").with_id("7");
+        let mut counted = plain.clone();
+        counted.set_committed_id_fields(3);
+        assert_eq!(plain, counted);
+        assert_eq!(hasher.hash_one(&plain), hasher.hash_one(&counted));
+        assert_eq!(format!("{plain:?}"), format!("{counted:?}"));
+        assert!(!format!("{counted:?}").contains("committed"));
+
+        let id = SmolStr::new("7");
+        let data = String::from("x");
+        let one = SseEventRef::from_parts(None, &data, Some(&id), None);
+        let other = one.with_committed_id_fields(9);
+        assert_eq!(one, other);
+        assert_eq!(hasher.hash_one(one), hasher.hash_one(other));
+        assert_eq!(format!("{one:?}"), format!("{other:?}"));
+        assert_eq!(other.to_event().committed_id_fields(), 9);
     }
 }

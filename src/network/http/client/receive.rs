@@ -577,9 +577,9 @@ impl HttpClient {
         // The client's pool of event buffers, taken only by an event stream's read: another
         // request's would drop it, and the stream's next read allocate its events anew.
         let mut collected = (*sse_mode && sse_parser.is_some()).then(|| self.spare_batch.take());
-        // The stream's last event ID before this read: one copy per read (see below).
+        // How many `id` fields the stream had committed before this read (see below).
         let id_before = match (*sse_mode, sse_parser.as_ref()) {
-            (true, Some(parser)) => Some(parser.shared_last_event_id()),
+            (true, Some(parser)) => Some(parser.committed_id_fields()),
             _ => None,
         };
         let mut stream_chunk = BytesMut::new();
@@ -649,7 +649,11 @@ impl HttpClient {
         if let (Some(before), Some(parser), Some(batch)) =
             (id_before, sse_parser.as_ref(), collected.as_mut())
         {
-            batch.set_ids(&before, parser.shared_last_event_id());
+            batch.set_ids(
+                before,
+                parser.shared_last_event_id(),
+                parser.committed_id_fields(),
+            );
         }
         if bytes_beyond {
             // Bytes beyond the response (pipelining garbage): never reuse this connection.

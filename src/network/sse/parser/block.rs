@@ -81,6 +81,7 @@ impl SseParser {
             && text.len() <= INLINE_ID_LEN
         {
             self.id_buffer = Some(SmolStr::new_inline(text));
+            self.id_fields_buffered = self.id_fields_buffered.wrapping_add(1);
             return;
         }
         self.set_other_id(value, known);
@@ -89,6 +90,12 @@ impl SseParser {
     /// [`set_id`](Self::set_id) for an empty, long, unchecked or invalid ID.
     #[inline(never)]
     fn set_other_id(&mut self, value: &[u8], known: Option<&str>) {
+        // WHATWG ignores an `id` whose value holds NUL: it is no field at all (`known` is
+        // NUL-free text).
+        if known.is_none() && contains_nul(value) {
+            return;
+        }
+        self.id_fields_buffered = self.id_fields_buffered.wrapping_add(1);
         if value.is_empty() {
             self.id_buffer = None;
             return;
@@ -101,7 +108,7 @@ impl SseParser {
         }
         // Compare raw bytes before decoding: equal bytes decode to equal text, and a stored ID
         // never holds NUL, so a repeat needs no other check.
-        if self.id_buffer.as_deref().map(str::as_bytes) == Some(value) || contains_nul(value) {
+        if self.id_buffer.as_deref().map(str::as_bytes) == Some(value) {
             return;
         }
         self.id_buffer = Some(match known.or_else(|| utf8(value)) {
@@ -132,6 +139,7 @@ impl SseParser {
             (Some(buffer), Some(last)) => last.clone_from(buffer),
             (Some(buffer), last) => *last = Some(buffer.clone()),
         }
+        self.id_fields_committed = self.id_fields_buffered;
         let retry = self.block_retry.take();
         let custom_type = std::mem::take(&mut self.custom_type);
         if !self.has_data && in_chunk.is_none() {
@@ -154,6 +162,7 @@ impl SseParser {
             data: DispatchedData::InChunk(in_chunk),
             event_type: self.recent_event_type.as_ref().filter(|_| custom_type),
             last_event_id: self.last_event_id.as_ref(),
+            committed_id_fields: self.id_fields_committed,
             retry,
         });
     }
@@ -172,6 +181,7 @@ impl SseParser {
             data: DispatchedData::Buffer(&mut self.data),
             event_type: self.recent_event_type.as_ref().filter(|_| custom_type),
             last_event_id: self.last_event_id.as_ref(),
+            committed_id_fields: self.id_fields_committed,
             retry,
         });
         // An owned sink took the buffer; a borrowed one left it for reuse.

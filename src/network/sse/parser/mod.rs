@@ -168,6 +168,12 @@ pub struct SseParser {
     block_retry: Option<Duration>,
     /// The committed last event ID; survives `reset`.
     last_event_id: Option<SmolStr>,
+    /// How many `id` fields the buffer took (any value, a repeat too; one with NUL is ignored,
+    /// as WHATWG says), and how many of them were committed by a dispatch. The SSE client tells
+    /// an ID the stream sent after `set_last_event_id` by these, not by the ID's value: a server
+    /// repeating its ID sends one of its own all the same. Wrapping.
+    id_fields_buffered: u32,
+    id_fields_committed: u32,
     /// The last valid `retry`; survives `reset`.
     reconnection_time: Option<Duration>,
     /// The most recent custom event type, shared by consecutive events that repeat it.
@@ -227,6 +233,8 @@ impl SseParser {
             id_buffer: None,
             block_retry: None,
             last_event_id: None,
+            id_fields_buffered: 0,
+            id_fields_committed: 0,
             reconnection_time: None,
             recent_event_type: None,
         }
@@ -258,6 +266,13 @@ impl SseParser {
     /// a reference count, no allocation.
     pub(crate) fn shared_last_event_id(&self) -> SmolStr {
         self.last_event_id.clone().unwrap_or_default()
+    }
+
+    /// How many `id` fields dispatches have committed so far (wrapping): it moves with every
+    /// `id` field that reached [`last_event_id`](Self::last_event_id), whether its value changed
+    /// the ID or not, and not with [`set_last_event_id`](Self::set_last_event_id).
+    pub(crate) fn committed_id_fields(&self) -> u32 {
+        self.id_fields_committed
     }
 
     /// Sets the last event ID, e.g. one persisted from an earlier session. Meant to be called
@@ -403,6 +418,7 @@ impl SseParser {
         self.measured_decoded = 0;
         self.custom_type = false;
         self.id_buffer = self.last_event_id.clone();
+        self.id_fields_buffered = self.id_fields_committed;
         self.block_retry = None;
     }
 }

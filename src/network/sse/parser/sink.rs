@@ -133,6 +133,8 @@ pub(super) struct Dispatched<'a> {
     pub(super) data: DispatchedData<'a>,
     pub(super) event_type: Option<&'a Arc<str>>,
     pub(super) last_event_id: Option<&'a SmolStr>,
+    /// The parser's [`committed_id_fields`](super::SseParser::committed_id_fields) at this event.
+    pub(super) committed_id_fields: u32,
     pub(super) retry: Option<Duration>,
 }
 
@@ -221,12 +223,10 @@ impl<S: SseBorrowedSink + ?Sized> Emit for Borrowed<'_, S> {
                 &replaced
             }
         };
-        self.0.on_event(SseEventRef::from_parts(
-            event.event_type,
-            data,
-            event.last_event_id,
-            event.retry,
-        ));
+        self.0.on_event(
+            SseEventRef::from_parts(event.event_type, data, event.last_event_id, event.retry)
+                .with_committed_id_fields(event.committed_id_fields),
+        );
     }
 
     fn comment(&mut self, comment: &str) {

@@ -308,3 +308,40 @@ fn a_line_starting_like_a_field_name_is_compared_not_buffered() {
     assert_eq!(fresh.partial, Partial::Buffered);
     assert_eq!(fresh.line, b"ev");
 }
+
+/// `committed_id_fields` counts every `id` field a dispatch commits, its value repeating the ID
+/// or not, on every path that reads a field (whole lines, fields split across chunks, one byte
+/// at a time), and nothing else: not an `id` holding NUL (WHATWG ignores it), not one in a
+/// block still open, not one a `reset` dropped, not `set_last_event_id`.
+#[test]
+fn committed_id_fields_count_each_committed_id_field_whatever_its_value() {
+    let stream: &[u8] = b"id: 7\ndata: a\n\nid: 7\ndata: b\n\nid\n\nid: 7\0x\ndata: c\n\nid: a-long-event-id-that-is-not-inline-0123456789\n\nid: a-long-event-id-that-is-not-inline-0123456789\ndata: d\n\nid: 9\n";
+    for piece in [stream.len(), 4096, 7, 1] {
+        let mut parser = SseParser::new();
+        let mut counts = Vec::new();
+        for chunk in stream.chunks(piece) {
+            parser
+                .feed_borrowed(chunk, &mut |event: SseEventRef<'_>| {
+                    counts.push((event.data().to_owned(), event.committed_id_fields()));
+                })
+                .unwrap();
+        }
+        let expected = [("a", 1), ("b", 2), ("c", 3), ("d", 5)];
+        assert_eq!(
+            counts,
+            expected.map(|(data, n)| (data.to_owned(), n)),
+            "pieces of {piece}"
+        );
+        // The open block's `id: 9` is buffered, not committed.
+        assert_eq!(parser.committed_id_fields(), 5, "pieces of {piece}");
+        parser.reset();
+        parser.set_last_event_id("user");
+        parser
+            .feed_borrowed(b"data: e\n\n", &mut |event: SseEventRef<'_>| {
+                assert_eq!(event.last_event_id(), "user");
+                assert_eq!(event.committed_id_fields(), 5, "pieces of {piece}");
+            })
+            .unwrap();
+        assert_eq!(parser.committed_id_fields(), 5, "pieces of {piece}");
+    }
+}
