@@ -4613,29 +4613,20 @@ fn slots_connected_and_disconnected_during_one_reads_delivery_see_each_later_eve
     }
 }
 
-/// `set_last_event_id` during a stream: "sent as `Last-Event-ID` with the next connection …
-/// unless the stream in flight sends an ID of its own after this call". An `id:` field repeating
-/// the stream's current ID is such an ID (WHATWG: every `id` field sets the last event ID
-/// buffer, whatever its value). Until the twenty-sixth session the client compared IDs, could
-/// not tell the repeat from an event without an `id`, and resumed from "3" instead of "7".
-#[test]
-fn an_id_field_repeating_the_streams_id_after_set_last_event_id_overrides_it() {
+/// Serves `first` (the pieces of the first answer, 300 ms apart; the stream stays open and the
+/// client's 600 ms read timeout ends it) and a 204 to the reconnect; a slot calls
+/// `set_last_event_id("3")` at the event whose data is `a`. Returns the events seen
+/// (`type:data:id`) and the `Last-Event-ID` the reconnect sent.
+fn resumed_after_a_user_id_at_event_a(first: Vec<Vec<u8>>) -> (Vec<String>, Option<String>) {
     let mut ev = EventLoop::new().unwrap();
-    let server = ScriptServer::start(|_, n| {
+    let server = ScriptServer::start(move |_, n| {
         if n == 0 {
-            let head =
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nretry: 10\nid: 7\ndata: a\n\n"
-                    .to_vec();
-            Reply::Pieces(
-                vec![head, b"id: 7\ndata: b\n\n".to_vec()],
-                Duration::from_millis(300),
-            )
+            Reply::Pieces(first.clone(), Duration::from_millis(300))
         } else {
             Reply::BytesThenClose(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec())
         }
     });
     let sse = SseClient::new().unwrap();
-    // (The server keeps the stream open: the read timeout ends it.)
     sse.set_read_timeout(Some(Duration::from_millis(600)));
     let rec = record(&sse);
     let weak = Rc::downgrade(&sse);
@@ -4652,9 +4643,35 @@ fn an_id_field_repeating_the_streams_id_after_set_last_event_id_overrides_it() {
         .len()
         == 2));
     sse.disconnect();
-    assert_eq!(*rec.events.borrow(), ["message:a:7", "message:b:7"]);
+    let events = rec.events.borrow().clone();
+    let resumed = server.requests()[1]
+        .header("last-event-id")
+        .map(str::to_owned);
+    (events, resumed)
+}
+
+/// The head of the first answer in [`resumed_after_a_user_id_at_event_a`], with `body` after it.
+fn stream_head_then(body: &str) -> Vec<u8> {
+    let mut reply =
+        b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\n\r\nretry: 10\n".to_vec();
+    reply.extend_from_slice(body.as_bytes());
+    reply
+}
+
+/// `set_last_event_id` during a stream: "sent as `Last-Event-ID` with the next connection …
+/// unless the stream in flight sends an ID of its own after this call". An `id:` field repeating
+/// the stream's current ID is such an ID (WHATWG: every `id` field sets the last event ID
+/// buffer, whatever its value). Until the twenty-sixth session the client compared IDs, could
+/// not tell the repeat from an event without an `id`, and resumed from "3" instead of "7".
+#[test]
+fn an_id_field_repeating_the_streams_id_after_set_last_event_id_overrides_it() {
+    let (events, resumed) = resumed_after_a_user_id_at_event_a(vec![
+        stream_head_then("id: 7\ndata: a\n\n"),
+        b"id: 7\ndata: b\n\n".to_vec(),
+    ]);
+    assert_eq!(events, ["message:a:7", "message:b:7"]);
     assert_eq!(
-        server.requests()[1].header("last-event-id"),
+        resumed.as_deref(),
         Some("7"),
         "the stream's `id: 7` came after the call"
     );
@@ -4663,8 +4680,8 @@ fn an_id_field_repeating_the_streams_id_after_set_last_event_id_overrides_it() {
 /// A stream whose events all come in one read (one batch): a slot's `set_last_event_id` sits
 /// right after its event, so of the events parsed with it in that read, one with its own `id`
 /// (here repeating the stream's) wins over the call and one without does not; an `id` in a
-/// block without data counts too. Each case is one connection; the second request shows which
-/// ID the client resumed from.
+/// block without data counts too, one in a block the stream never finished does not. Each case
+/// is one connection; the second request shows which ID the client resumed from.
 #[test]
 fn set_last_event_id_from_a_slot_weighs_the_rest_of_the_same_read_by_its_id_fields() {
     // (stream after the head, resumed ID)
@@ -4673,41 +4690,12 @@ fn set_last_event_id_from_a_slot_weighs_the_rest_of_the_same_read_by_its_id_fiel
         ("id: 7\ndata: a\n\ndata: b\n\n", "3"),
         ("id: 7\ndata: a\n\nid: 7\n\ndata: b\n\n", "7"),
         ("id: 7\ndata: a\n\nid: 8\ndata: b\n\n", "8"),
-        // An `id` in a block the connection ends before its blank line counts for nothing.
+        // An `id` in a block the stream ends (here: the read timeout) before its blank line
+        // counts for nothing.
         ("id: 7\ndata: a\n\nid: 7\ndata: b\n", "3"),
     ];
-    for (stream, resumed) in cases {
-        let mut ev = EventLoop::new().unwrap();
-        let body = stream.to_string();
-        let server = ScriptServer::start(move |_, n| {
-            if n == 0 {
-                let mut reply = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nretry: 10\n".to_vec();
-                reply.extend_from_slice(body.as_bytes());
-                Reply::BytesThenClose(reply)
-            } else {
-                Reply::BytesThenClose(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec())
-            }
-        });
-        let sse = SseClient::new().unwrap();
-        let weak = Rc::downgrade(&sse);
-        sse.message_received
-            .connect(move |event| {
-                if event.data() == "a" {
-                    weak.upgrade().unwrap().set_last_event_id("3");
-                }
-            })
-            .release();
-        sse.connect(HttpRequest::get(&server.url("/s")).unwrap());
-        assert!(
-            run_until(&mut ev, Duration::from_secs(10), || server.requests().len()
-                == 2),
-            "stream {stream:?}"
-        );
-        sse.disconnect();
-        assert_eq!(
-            server.requests()[1].header("last-event-id"),
-            Some(resumed),
-            "stream {stream:?}"
-        );
+    for (stream, expected) in cases {
+        let (_, resumed) = resumed_after_a_user_id_at_event_a(vec![stream_head_then(stream)]);
+        assert_eq!(resumed.as_deref(), Some(expected), "stream {stream:?}");
     }
 }
