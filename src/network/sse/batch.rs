@@ -89,10 +89,15 @@ impl SseBorrowedSink for SseBatch {
         let (event_type, last_event_id) = event.shared_parts();
         match self.events.get_mut(self.len) {
             Some(pooled) => {
-                pooled.assign(event_type, event.data(), last_event_id, event.retry());
-                // Where it sits among the stream's `id` fields: the client weighs a
+                // With where it sits among the stream's `id` fields: the client weighs a
                 // `set_last_event_id` by it.
-                pooled.set_committed_id_fields(event.committed_id_fields());
+                pooled.assign(
+                    event_type,
+                    event.data(),
+                    last_event_id,
+                    event.retry(),
+                    event.committed_id_fields(),
+                );
             }
             None => self.events.push(event.to_event()),
         }

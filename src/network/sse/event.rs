@@ -156,8 +156,9 @@ impl SseEvent {
         self.retry
     }
 
-    /// Overwrites this event with the given parts, reusing its data buffer (unless a huge event
-    /// left it large) and keeping its shared type when it is the same allocation.
+    /// Overwrites this event with the given parts (and its place among its stream's `id` fields),
+    /// reusing its data buffer (unless a huge event left it large) and keeping its shared type
+    /// when it is the same allocation.
     #[inline(always)]
     pub(crate) fn assign(
         &mut self,
@@ -165,7 +166,9 @@ impl SseEvent {
         data: &str,
         last_event_id: Option<&SmolStr>,
         retry: Option<Duration>,
+        committed_id_fields: u32,
     ) {
+        self.committed_id_fields = committed_id_fields;
         let same_type = match (&self.event_type, event_type) {
             (Some(mine), Some(theirs)) => Arc::ptr_eq(mine, theirs),
             (None, None) => true,
@@ -471,17 +474,17 @@ mod tests {
             .with_id("1")
             .with_retry(Duration::from_millis(5));
         let other_type: Arc<str> = Arc::from("b");
-        event.assign(Some(&other_type), "new", None, None);
+        event.assign(Some(&other_type), "new", None, None, 0);
         assert_eq!(event, SseEvent::new("b", "new"));
         let id = SmolStr::new("2");
-        event.assign(None, "x", Some(&id), None);
+        event.assign(None, "x", Some(&id), None, 0);
         assert_eq!(event, SseEvent::new("", "x").with_id("2"));
     }
 
     #[test]
     fn assign_gives_back_a_huge_data_buffer_for_a_small_event() {
         let mut event = SseEvent::new("", "x".repeat(4 * MAX_REUSED_DATA_CAPACITY));
-        event.assign(None, "small", None, None);
+        event.assign(None, "small", None, None, 0);
         assert_eq!(event.data(), "small");
         assert!(
             event.data_capacity() <= MAX_REUSED_DATA_CAPACITY,
@@ -491,7 +494,7 @@ mod tests {
         // A buffer within the bound is reused.
         let mut event = SseEvent::new("", "y".repeat(1024));
         let buffer = event.data().as_ptr();
-        event.assign(None, "z", None, None);
+        event.assign(None, "z", None, None, 0);
         assert_eq!(event.data().as_ptr(), buffer);
     }
 
