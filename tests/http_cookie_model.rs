@@ -20,7 +20,8 @@
 //! 6265bis's 4,096-byte limit on the name and value together, well over it, over the 8 KiB
 //! limit on the field), and attributes in any number and order, duplicates included (last wins):
 //! `Domain` (the host, with a leading dot or a trailing one, in capitals, its parent,
-//! `localhost`, another host, an IPv4 or IPv6 address, empty, `.`), `Path` (`/`, `/a`, `/a/b`,
+//! `localhost`, another host, an IPv4 or IPv6 address, empty, `.`, a zero-width space alone or
+//! before the host: not ASCII, so the cookie is ignored, RFC 6265bis §5.7 step 8), `Path` (`/`, `/a`, `/a/b`,
 //! `/a/`, not starting with `/`, empty, bare), `Max-Age` (0, negative, an hour, huge, garbage,
 //! `+5`, empty, bare, and 1 s in the cases that wait for it), `Expires` (past and future in the
 //! three formats of RFC 6265 §5.1.1's examples, garbage, bare), `Secure` (from http and https),
@@ -161,6 +162,10 @@ enum DomainKind {
     Ip6Bracketed,
     Empty,
     Dot,
+    /// A zero-width space (IDNA maps it to nothing).
+    ZeroWidth,
+    /// The host in U-label form: `\u{200B}` before it.
+    ZeroWidthHost,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -377,7 +382,9 @@ fn domain_kind() -> impl Strategy<Value = DomainKind> {
         1 => Just(DomainKind::Ip6),
         1 => Just(DomainKind::Ip6Bracketed),
         1 => Just(DomainKind::Empty),
-        1 => Just(DomainKind::Dot),]
+        1 => Just(DomainKind::Dot),
+        1 => Just(DomainKind::ZeroWidth),
+        1 => Just(DomainKind::ZeroWidthHost),]
 }
 
 fn path_kind() -> impl Strategy<Value = PathKind> {
@@ -714,6 +721,8 @@ fn domain_text(kind: DomainKind, h: usize) -> String {
         DomainKind::Ip6Bracketed => "[::1]".to_string(),
         DomainKind::Empty => String::new(),
         DomainKind::Dot => ".".to_string(),
+        DomainKind::ZeroWidth => "\u{200B}".to_string(),
+        DomainKind::ZeroWidthHost => format!("\u{200B}{host}"),
     }
 }
 
@@ -1157,6 +1166,10 @@ fn parse_set_cookie(
         }
         (None, None) => Expiry::Session,
     };
+    // RFC 6265bis §5.7 step 8: the last `Domain` with a value is not ASCII: ignored.
+    if domain.as_ref().is_some_and(|d| !d.is_ascii()) {
+        return None;
+    }
     let (domain, host_only) = match domain.filter(|d| !d.is_empty()) {
         None => (host.to_string(), true),
         Some(d) => {
@@ -1426,6 +1439,8 @@ fn api_to_model(cookie: &HttpCookie, url: &Url) -> Option<MCookie> {
         // (RFC 6265 §5.2): such a cookie would reach it as another one.
         || trim_wsp(&cookie.name) != cookie.name
         || trim_wsp(&cookie.value) != cookie.value
+        // Not ASCII: refused as from `Set-Cookie` (RFC 6265bis §5.7 step 8).
+        || !cookie.domain.is_ascii()
     {
         return None;
     }
@@ -2627,4 +2642,32 @@ fn plain_http_to_a_loopback_host_sets_and_gets_secure_cookies() {
     assert!(secure.matches_url(&Url::parse("http://localhost:8080/").unwrap()));
     secure.domain = "example.com".into();
     assert!(!secure.matches_url(&plain));
+}
+
+/// RFC 6265bis §5.7 step 8 (the storage model): a `Domain` attribute (the last one
+/// with a value) holding a character outside US-ASCII makes the whole cookie ignored, as
+/// Chromium and Firefox do; a server names an internationalised domain by its A-label
+/// (`xn--…`). The jar ran such a value through IDNA instead: `Domain=bücher.localhost` was
+/// stored as `xn--bcher-kva.localhost`, and `Domain=\u{200B}` (a zero-width space, which IDNA
+/// maps to nothing) became no `Domain` at all, so the cookie was stored host-only where a
+/// browser stores nothing.
+#[test]
+fn a_domain_attribute_that_is_not_ascii_makes_the_cookie_ignored() {
+    let (sent, held) = round_trip(
+        "xn--bcher-kva.localhost",
+        &[
+            "zw=1; Domain=\u{200B}",
+            "zwp=1; Domain=\u{200B}xn--bcher-kva.localhost",
+            "u=1; Domain=b\u{fc}cher.localhost",
+            "last=1; Domain=xn--bcher-kva.localhost; Domain=b\u{fc}cher.localhost",
+            "a=1; Domain=xn--bcher-kva.localhost",
+            "b=1; Domain=b\u{fc}cher.localhost; Domain=xn--bcher-kva.localhost",
+            "c=1; Domain=\u{200B}; Domain=",
+        ],
+    );
+    assert_eq!(sent, ["a=1; b=1"], "{held:?}");
+    assert_eq!(held.len(), 2, "{held:?}");
+    assert!(held.iter().all(|c| !c.host_only), "{held:?}");
+    let url = Url::parse("http://xn--bcher-kva.localhost/").unwrap();
+    assert!(HttpCookie::from_set_cookie_header("zw=1; Domain=\u{200B}", &url).is_none());
 }

@@ -198,9 +198,9 @@ impl HttpCookie {
     /// Parses one `Set-Cookie` header value received from `url`, with the rules
     /// [`HttpCookieJar`](crate::network::http::HttpCookieJar) applies to a single cookie.
     /// `None` when the cookie would be ignored: an empty name and value, a nameless cookie whose
-    /// value starts with `__Host-` or `__Secure-`, a `Domain` the URL is not in, a Secure cookie
-    /// from plain `http`, … Without `=`, the text before the first `;` is the value of a
-    /// nameless cookie (RFC 6265bis §5.6, as browsers read it).
+    /// value starts with `__Host-` or `__Secure-`, a `Domain` the URL is not in or that is not
+    /// ASCII, a Secure cookie from plain `http`, … Without `=`, the text before the first `;`
+    /// is the value of a nameless cookie (RFC 6265bis §5.6, as browsers read it).
     pub fn from_set_cookie_header(value: &str, url: &Url) -> Option<HttpCookie> {
         let cookie = prepare_set_cookie(value, url, DEFAULT_MAX_SET_COOKIE_BYTES)?;
         Some(from_store_cookie(&cookie))
@@ -332,7 +332,7 @@ fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
     let mut text = String::with_capacity(3 + attributes.len() + 8);
     text.push_str("n=v");
     // The path of the last `Path`, if the crate would read its value differently, and whether
-    // the last `Domain` with a value is one no host can match.
+    // the last `Domain` with a value is one no host can match or one that is not ASCII.
     let mut padded_path: Option<&str> = None;
     let mut padded_domain = false;
     for attribute in attributes.split(';').skip(1) {
@@ -376,11 +376,13 @@ fn parse_rfc_6265(value: &str, url: &Url) -> Option<StoreCookie<'static>> {
             }
         } else if key.eq_ignore_ascii_case("path") {
             padded_path = None;
-        } else if key.eq_ignore_ascii_case("domain")
-            && attribute_value.is_some_and(|v| !v.is_empty())
-        {
-            // The last `Domain` with a value decides (an empty one is ignored, §5.2.3).
-            padded_domain = false;
+        } else if let Some(v) = attribute_value.filter(|v| is_domain && !v.is_empty()) {
+            // The last `Domain` with a value decides (an empty one is ignored, §5.2.3). One
+            // with a character outside US-ASCII makes the cookie ignored (RFC 6265bis §5.7
+            // step 8, as Chromium and Firefox do): a server writes an internationalised domain
+            // as its A-label, and IDNA would map some characters (`\u{200B}`) to nothing,
+            // turning the attribute into none.
+            padded_domain = !v.is_ascii();
         }
         text.push(';');
         if key.eq_ignore_ascii_case("samesite")
@@ -423,6 +425,9 @@ pub(super) fn to_store_cookie(cookie: &HttpCookie, url: &Url) -> Option<StoreCoo
         || cookie.value.contains(';')
         || is_padded(&cookie.name)
         || is_padded(&cookie.value)
+        // As from `Set-Cookie` (RFC 6265bis §5.7 step 8): IDNA would map some characters to
+        // nothing (`\u{200B}`), making the domain another one or none.
+        || !cookie.domain.is_ascii()
         || !matches!(url.scheme(), "http" | "https")
     {
         return None;

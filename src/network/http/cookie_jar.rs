@@ -48,6 +48,10 @@ impl std::error::Error for PublicSuffixListError {}
 /// - A plain-`http` response from elsewhere cannot overwrite or shadow a Secure cookie (RFC
 ///   6265bis §5.7).
 /// - `__Secure-` and `__Host-` name prefixes are enforced (RFC 6265bis §4.1.3).
+/// - A `Domain` attribute (the last with a value) that is not ASCII makes the cookie ignored
+///   (RFC 6265bis §5.7 step 8, as Chromium and Firefox do): servers write internationalised
+///   domains as A-labels (`xn--…`), and IDNA would map some characters to nothing
+///   (`Domain=\u{200B}` would have become no `Domain` at all).
 /// - A `Domain` attribute with a single label (`Domain=com`) is refused unless it names the
 ///   request host itself, in which case the cookie becomes host-only. No public suffix list is
 ///   bundled, so multi-label public suffixes (`co.uk`, `github.io`) are only refused after
@@ -224,7 +228,8 @@ impl HttpCookieJar {
     /// domain and path exists, or when the cookie is invalid for `url` (an empty name with an
     /// empty value, a value with `=` or one starting with `__Host-` or `__Secure-`, control
     /// characters, a name with `=` or `;` or a value with `;`, a space or tab at either end of
-    /// the name or value, a domain `url` is not in, a single-label domain) or already expired.
+    /// the name or value, a domain `url` is not in, a single-label domain, a domain that is not
+    /// ASCII: write an internationalised one as its A-label, `xn--…`) or already expired.
     /// Names and values are not trimmed for you: `" a"` is refused rather than stored as `a`,
     /// since reading the cookie back would not give what was put in. The rules
     /// that guard against servers (Secure only from `https`, name prefixes, no shadowing of
