@@ -43,7 +43,8 @@
 //! browsers treat them), expired ones never; longer paths first, then earlier creation, a replaced
 //! cookie keeping its creation time, one replacing an expired cookie getting a new one) or its
 //! absence, and each API call's result (an expired cookie is not there to remove; the limits
-//! evict expired cookies first, then the oldest); `HttpCookie::from_set_cookie_header` gives
+//! evict expired cookies first, then the oldest of the domain, or of the largest group of
+//! domains for the total limit); `HttpCookie::from_set_cookie_header` gives
 //! the cookie the reference parse does, and `matches_url` agrees with where the jar sends it.
 //! A cookie whose expiry falls inside an operation's time window may or may not be there;
 //! nothing else is left open. (A 1-second cookie is named so that it never replaces one that
@@ -1335,7 +1336,7 @@ impl Jar {
 
     /// Adds a new cookie, then applies the limits as `HttpCookieJar`'s docs say: beyond the
     /// per-domain limit its domain's expired cookies go, then its oldest; beyond the total
-    /// limit all expired cookies, then the oldest.
+    /// limit all expired cookies, then the oldest of the largest group.
     fn add(&mut self, mut c: MCookie, window: (f64, f64)) -> Result<(), String> {
         c.created = self.next;
         self.next += 1;
@@ -1366,12 +1367,12 @@ impl Jar {
         Ok(())
     }
 
-    fn drop_oldest(&mut self, domain: Option<&str>) {
+    fn drop_oldest(&mut self, domain: &str) {
         let oldest = self
             .cookies
             .iter()
             .enumerate()
-            .filter(|(_, c)| domain.is_none_or(|d| d == c.domain))
+            .filter(|(_, c)| domain == c.domain)
             .min_by_key(|(_, c)| c.created)
             .map(|(i, _)| i);
         if let Some(i) = oldest {
@@ -1387,7 +1388,7 @@ impl Jar {
         }
         self.drop_expired(Some(domain), window)?;
         while count(self) > self.max_per_domain {
-            self.drop_oldest(Some(domain));
+            self.drop_oldest(domain);
         }
         Ok(())
     }
@@ -1398,9 +1399,56 @@ impl Jar {
         }
         self.drop_expired(None, window)?;
         while self.cookies.len() > self.max_total {
-            self.drop_oldest(None);
+            self.drop_from_largest_group();
         }
         Ok(())
+    }
+
+    /// Beyond the total limit, the oldest cookie of the largest group goes, as the jar's docs
+    /// say: sites are the last two labels (an IP address, or a shorter name, is its own); the
+    /// largest (of equal ones, the one with the oldest cookie) is split by one more label, and
+    /// so on, until one domain is left.
+    fn drop_from_largest_group(&mut self) {
+        fn group(domain: &str, labels: usize) -> String {
+            let parts: Vec<&str> = domain.split('.').collect();
+            if domain.starts_with('[')
+                || domain.parse::<std::net::IpAddr>().is_ok()
+                || parts.len() <= labels
+            {
+                return domain.to_string();
+            }
+            parts[parts.len() - labels..].join(".")
+        }
+        let mut members: Vec<usize> = (0..self.cookies.len()).collect();
+        let mut labels = 2;
+        loop {
+            let mut domains: Vec<&str> = members
+                .iter()
+                .map(|&i| self.cookies[i].domain.as_str())
+                .collect();
+            domains.sort_unstable();
+            domains.dedup();
+            if domains.len() <= 1 {
+                break;
+            }
+            let mut groups: HashMap<String, Vec<usize>> = HashMap::new();
+            for &i in &members {
+                groups
+                    .entry(group(&self.cookies[i].domain, labels))
+                    .or_default()
+                    .push(i);
+            }
+            let oldest = |g: &Vec<usize>| g.iter().map(|&i| self.cookies[i].created).min();
+            members = groups
+                .into_values()
+                .max_by(|a, b| a.len().cmp(&b.len()).then(oldest(b).cmp(&oldest(a))))
+                .unwrap_or_default();
+            labels += 1;
+        }
+        if let Some(&i) = members.iter().min_by_key(|&&i| self.cookies[i].created) {
+            count(12, 1);
+            self.cookies.remove(i);
+        }
     }
 
     /// Whether a cookie called `name` might still be unexpired after `now`.
@@ -2670,4 +2718,48 @@ fn a_domain_attribute_that_is_not_ascii_makes_the_cookie_ignored() {
     assert!(held.iter().all(|c| !c.host_only), "{held:?}");
     let url = Url::parse("http://xn--bcher-kva.localhost/").unwrap();
     assert!(HttpCookie::from_set_cookie_header("zw=1; Domain=\u{200B}", &url).is_none());
+}
+
+/// The total limit (3,000 cookies) takes from the largest group of cookies, not from whoever
+/// set cookies first: the per-domain limit (50) counts each host on its own, so one site
+/// could fill the jar from 60 of its subdomains and evict every other site's cookies, where
+/// browsers count per site and keep them. The jar evicted the oldest cookies in the jar,
+/// which were the other site's.
+#[test]
+fn a_site_filling_the_jar_from_its_subdomains_evicts_its_own_cookies() {
+    let mut jar = kdnet::network::http::HttpCookieJar::new();
+    let victim = Url::parse("https://shop.example.com/").unwrap();
+    let victim_cookies: Vec<String> = (0..20).map(|i| format!("v{i}=1")).collect();
+    assert_eq!(
+        jar.store_response_cookies(&victim, victim_cookies.iter().map(String::as_str)),
+        20
+    );
+    let other = Url::parse("https://other.test/").unwrap();
+    assert_eq!(jar.store_response_cookies(&other, ["o=1"]), 1);
+    for sub in 0..70 {
+        let url = Url::parse(&format!("https://s{sub}.evil.test/")).unwrap();
+        let cookies: Vec<String> = (0..50).map(|i| format!("e{i}=1")).collect();
+        jar.store_response_cookies(&url, cookies.iter().map(String::as_str));
+    }
+    // The attack also works through a `Domain` attribute naming the parent.
+    let parent = Url::parse("https://www.evil.test/").unwrap();
+    let cookies: Vec<String> = (0..50)
+        .map(|i| format!("p{i}=1; Domain=evil.test"))
+        .collect();
+    jar.store_response_cookies(&parent, cookies.iter().map(String::as_str));
+    assert_eq!(jar.len(), kdnet::network::http::DEFAULT_MAX_COOKIES);
+    let header = jar.cookie_header_for_url(&victim).unwrap_or_default();
+    assert_eq!(header.split("; ").count(), 20, "{header}");
+    assert_eq!(jar.cookie_header_for_url(&other).as_deref(), Some("o=1"));
+    // Within the hostile site, the largest group gave too: each of its hosts keeps about an
+    // equal share of what is left (2,979 cookies over 71 domains).
+    for host in ["s0.evil.test", "s35.evil.test", "s69.evil.test"] {
+        let url = Url::parse(&format!("https://{host}/")).unwrap();
+        let own = jar
+            .cookies_for_url(&url)
+            .iter()
+            .filter(|c| c.host_only)
+            .count();
+        assert!((41..=43).contains(&own), "{host}: {own}");
+    }
 }

@@ -19,7 +19,7 @@ use crate::network::http::{DEFAULT_MAX_SET_COOKIE_BYTES, HttpCookie};
 pub const DEFAULT_MAX_COOKIES_PER_DOMAIN: usize = 50;
 
 /// Most cookies kept in a jar: 3000 (the RFC 6265 §6.1 minimum). Beyond it the jar drops expired
-/// cookies, then the oldest.
+/// cookies, then the oldest of the site holding the most (see [`HttpCookieJar`]).
 pub const DEFAULT_MAX_COOKIES: usize = 3000;
 
 /// Why [`HttpCookieJar::with_public_suffix_list`] refused its input.
@@ -76,8 +76,15 @@ impl std::error::Error for PublicSuffixListError {}
 ///   [`MAX_NAME_VALUE_BYTES`](crate::network::http::MAX_NAME_VALUE_BYTES) (4,096 bytes,
 ///   RFC 6265bis §5.6, as browsers do), as is an attribute whose value is longer than 1,024
 ///   bytes (the cookie is read as if it were not there); beyond [`DEFAULT_MAX_COOKIES_PER_DOMAIN`] per domain
-///   or [`DEFAULT_MAX_COOKIES`] in all, expired cookies and then the oldest ones are evicted
-///   (RFC 6265 §6.1).
+///   or [`DEFAULT_MAX_COOKIES`] in all, expired cookies are evicted (RFC 6265 §6.1), then the
+///   domain's oldest cookie, or in all the oldest cookie of the largest group: one site
+///   cannot push another's cookies out by setting them from many subdomains (the per-domain
+///   limit counts each host on its own). Without a public suffix list a site is taken to be
+///   the last two labels of the domain (`example.com`; an IP address or a single label is a
+///   group of its own); the group with the most cookies is split by the next label (a
+///   domain's own cookies are one part, each subdomain's another) and the largest part taken,
+///   until one domain is left, so a group such as `co.uk`, which holds many sites, gives from
+///   its largest site. Of groups with as many cookies, the one holding the oldest gives.
 /// - A server keeps a cookie for 400 days at most: a later `Expires` or a longer `Max-Age` is
 ///   cut to 400 days from when the response was read (RFC 6265bis §5.6.1, §5.6.2, as browsers
 ///   do). A cookie given through the API keeps the expiry the caller gave.
@@ -327,7 +334,8 @@ impl HttpCookieJar {
         self.max_cookies
     }
 
-    /// Sets the limit on stored cookies; applied at once by evicting expired, then oldest.
+    /// Sets the limit on stored cookies; applied at once by evicting expired cookies, then the
+    /// oldest of the largest group (see [`HttpCookieJar`]).
     pub fn set_max_cookies(&mut self, max: usize) {
         self.max_cookies = max;
         self.enforce_total_limit();
@@ -495,12 +503,27 @@ impl HttpCookieJar {
             return;
         }
         self.remove_expired_cookies();
+        if self.order.total <= self.max_cookies {
+            return;
+        }
+        // The sites are counted once, then kept up to date: lowering the limit a long way
+        // evicts thousands of cookies.
+        let mut sites = self.order.sites();
         while self.order.total > self.max_cookies {
-            let Some((domain, path, name)) = self.order.oldest() else {
+            let Some(site) = sites
+                .iter_mut()
+                .filter(|site| site.cookies > 0)
+                .max_by(|a, b| a.cookies.cmp(&b.cookies).then(b.oldest.cmp(&a.oldest)))
+            else {
+                break;
+            };
+            let Some((domain, path, name)) = self.order.eviction_candidate(&site.domains) else {
                 break;
             };
             debug!("cookie jar limit reached: evicting {name:?} of {domain:?}");
             self.remove_key(&domain, &path, &name);
+            site.cookies -= 1;
+            site.oldest = self.order.oldest_of(&site.domains);
         }
     }
 }
@@ -533,6 +556,13 @@ struct CreationOrder {
     by_domain: HashMap<String, Vec<OrderEntry>>,
     total: usize,
     next_seq: u64,
+}
+
+/// One site's domains and cookies, for the total limit.
+struct Site {
+    domains: Vec<String>,
+    cookies: usize,
+    oldest: u64,
 }
 
 #[derive(Debug, Clone)]
@@ -593,18 +623,97 @@ impl CreationOrder {
         true
     }
 
+    /// A domain's entries are in creation order: added at the end, removed in place.
     fn oldest_in(&self, domain: &str) -> Option<(String, String)> {
         self.entries_in(domain)
-            .iter()
-            .min_by_key(|e| e.seq)
+            .first()
             .map(|e| (e.path.clone(), e.name.clone()))
     }
 
-    fn oldest(&self) -> Option<(String, String, String)> {
-        self.by_domain
+    /// The domains grouped by site as the total limit sees them: by their last two labels (an
+    /// IP address, or a domain with fewer labels, is a group of its own).
+    fn sites(&self) -> Vec<Site> {
+        let mut sites: HashMap<&str, Site> = HashMap::new();
+        for (domain, entries) in &self.by_domain {
+            let site = sites.entry(group_of(domain, 2)).or_insert(Site {
+                domains: Vec::new(),
+                cookies: 0,
+                oldest: u64::MAX,
+            });
+            site.domains.push(domain.clone());
+            site.cookies += entries.len();
+            site.oldest = site.oldest.min(entries.first().map_or(u64::MAX, |e| e.seq));
+        }
+        sites.into_values().collect()
+    }
+
+    /// The creation sequence number of the oldest cookie of `domains`.
+    fn oldest_of(&self, domains: &[String]) -> u64 {
+        domains
             .iter()
-            .flat_map(|(domain, entries)| entries.iter().map(move |e| (domain, e)))
-            .min_by_key(|(_, e)| e.seq)
-            .map(|(domain, e)| (domain.clone(), e.path.clone(), e.name.clone()))
+            .filter_map(|d| self.entries_in(d).first())
+            .map(|e| e.seq)
+            .min()
+            .unwrap_or(u64::MAX)
+    }
+
+    /// The cookie of `domains` (one site's) the total limit evicts: the oldest of the largest
+    /// group. The domains are grouped by their last three labels (a domain with fewer labels
+    /// is a group of its own); the group with the most cookies (of equal ones, the one holding
+    /// the oldest cookie) is split by one more label, and so on, until the group taken holds
+    /// one domain.
+    fn eviction_candidate(&self, domains: &[String]) -> Option<(String, String, String)> {
+        struct Group<'a> {
+            cookies: usize,
+            oldest: u64,
+            domains: usize,
+            domain: &'a str,
+        }
+        let mut within: Option<&str> = None;
+        for labels in 3.. {
+            let mut groups: HashMap<&str, Group<'_>> = HashMap::new();
+            for domain in domains {
+                if within.is_some_and(|parent| !labels_match(domain, parent)) {
+                    continue;
+                }
+                let entries = self.entries_in(domain);
+                let Some(oldest) = entries.first().map(|e| e.seq) else {
+                    continue;
+                };
+                let group = groups.entry(group_of(domain, labels)).or_insert(Group {
+                    cookies: 0,
+                    oldest,
+                    domains: 0,
+                    domain,
+                });
+                group.cookies += entries.len();
+                group.oldest = group.oldest.min(oldest);
+                group.domains += 1;
+                group.domain = domain;
+            }
+            let (key, largest) = groups
+                .into_iter()
+                .max_by(|(_, a), (_, b)| a.cookies.cmp(&b.cookies).then(b.oldest.cmp(&a.oldest)))?;
+            // More labels than the domain has would not split the group any further.
+            if largest.domains == 1 || labels > largest.domain.len() {
+                let domain = largest.domain;
+                let oldest = self.entries_in(domain).first()?;
+                return Some((domain.to_string(), oldest.path.clone(), oldest.name.clone()));
+            }
+            within = Some(key);
+        }
+        None
+    }
+}
+
+/// The group [`CreationOrder::eviction_candidate`] puts `domain` in at `labels` labels: its last
+/// `labels` labels, or the whole domain when it has no more than that or is an IP address.
+fn group_of(domain: &str, labels: usize) -> &str {
+    if domain.starts_with('[') || domain.parse::<std::net::Ipv4Addr>().is_ok() {
+        return domain;
+    }
+    match domain.rmatch_indices('.').nth(labels - 1) {
+        Some((dot, _)) => &domain[dot + 1..],
+        None => domain,
     }
 }
