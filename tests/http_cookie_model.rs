@@ -54,7 +54,8 @@
 //! Not covered: requests in flight at once (the `Cookie` field is computed when a request is
 //! written, so their order decides it); a caller's own `Cookie` field and redirects' stripping
 //! of it (`http_redirect_model.rs`); the public suffix list; `Set-Cookie` bytes that are not
-//! UTF-8.
+//! UTF-8 (ignored: a regression test below); the total limit's grouping of sites beyond these
+//! hosts (a test below fills the jar from 70 subdomains).
 //!
 //! `PROPTEST_CASES` sets the number of cases (default 20, about 3–4 s in a debug build, half of
 //! it the waits for expiring cookies).
@@ -2472,23 +2473,25 @@ fn cookies_end_to_end_match_the_rfc_6265_model() {
 }
 
 /// A cookie value is octets (RFC 6265 §4.1.1 allows none above 0x7E, but §5.2 stores what
-/// comes): a server's `Set-Cookie: a=\xE9t\xE9` (Latin-1) should come back as those bytes. The
-/// client reads a field value that is not UTF-8 lossily (`head.rs`), so the jar stores
-/// `a=\u{FFFD}t\u{FFFD}` and sends its UTF-8, bytes the server never set. The fix lies in the
-/// response head and header types (values are `str`), outside the cookie code.
+/// comes): a server's `Set-Cookie: a=\xE9t\xE9` (Latin-1) cannot go back as the server set it
+/// (the jar and `HttpCookie` hold text, and the client reads a field value that is not UTF-8
+/// lossily, with U+FFFD), so the cookie is ignored (logged at `DEBUG`) while the response's
+/// other cookies are kept. The jar stored `a=\u{FFFD}t\u{FFFD}` and sent its UTF-8, bytes the server never
+/// set.
 #[test]
-#[ignore = "response field values that are not UTF-8 are read lossily (head.rs): a Latin-1 cookie value comes back changed"]
-fn a_cookie_value_that_is_not_utf8_comes_back_as_the_server_set_it() {
+fn a_cookie_value_that_is_not_utf8_is_ignored_rather_than_sent_back_changed() {
     use std::io::Write;
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
-    // Answers two requests on one connection, the first setting the cookie; returns the raw
+    // Answers two requests on one connection, the first setting the cookies; returns the raw
     // head of the second.
     let server = std::thread::spawn(move || {
         let (mut stream, _) = listener.accept().unwrap();
         let mut reader = BufReader::new(stream.try_clone().unwrap());
         let mut second = Vec::new();
-        for answer in [&b"Set-Cookie: a=\xE9t\xE9\r\n"[..], b""] {
+        let cookies = &b"Set-Cookie: b=1\r\nSet-Cookie: a=\xE9t\xE9\r\nSet-Cookie: c=\xC3\xA9\r\n\
+            Set-Cookie: d=\xEF\xBF\xBD\r\nSet-Cookie: e=1; Path=/\xFF\r\n"[..];
+        for answer in [cookies, b""] {
             second.clear();
             while !second.ends_with(b"\r\n\r\n") {
                 if reader.read_until(b'\n', &mut second).unwrap() == 0 {
@@ -2507,17 +2510,33 @@ fn a_cookie_value_that_is_not_utf8_comes_back_as_the_server_set_it() {
     let mut event_loop = EventLoop::new().unwrap();
     let client = HttpClient::new().unwrap();
     let url = format!("http://127.0.0.1:{port}/");
-    for _ in 0..2 {
-        let out = support::send(&client, HttpRequest::new(&url).unwrap());
-        support::wait(&mut event_loop, &out).unwrap();
-    }
+    let out = support::send(&client, HttpRequest::new(&url).unwrap());
+    let first = support::wait(&mut event_loop, &out).unwrap();
+    // The response still shows every field, the ones that were not UTF-8 lossily.
+    assert_eq!(
+        first.header_values("set-cookie").collect::<Vec<_>>(),
+        [
+            "b=1",
+            "a=\u{FFFD}t\u{FFFD}",
+            "c=\u{e9}",
+            "d=\u{FFFD}",
+            "e=1; Path=/\u{FFFD}"
+        ]
+    );
+    let out = support::send(&client, HttpRequest::new(&url).unwrap());
+    support::wait(&mut event_loop, &out).unwrap();
     let second = server.join().unwrap();
-    let wanted = b"\r\nCookie: a=\xE9t\xE9\r\n";
+    // A U+FFFD the server sent as UTF-8 cannot be told from one standing for other bytes: the
+    // client ignores both.
+    let wanted = "\r\nCookie: b=1; c=\u{e9}\r\n".as_bytes();
     assert!(
         second.windows(wanted.len()).any(|w| w == wanted),
         "{}",
         String::from_utf8_lossy(&second)
     );
+    let url = Url::parse("http://127.0.0.1/").unwrap();
+    let mut jar = kdnet::network::http::HttpCookieJar::new();
+    assert_eq!(jar.store_response_cookies(&url, ["a=\u{FFFD}", "b=1"]), 1);
 }
 
 // ---- RFC 6265bis rules, one at a time over real loopback ---------------------------------------

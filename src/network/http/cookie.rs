@@ -200,7 +200,9 @@ impl HttpCookie {
     /// `None` when the cookie would be ignored: an empty name and value, a nameless cookie whose
     /// value starts with `__Host-` or `__Secure-`, a `Domain` the URL is not in or that is not
     /// ASCII, a Secure cookie from plain `http`, … Without `=`, the text before the first `;`
-    /// is the value of a nameless cookie (RFC 6265bis §5.6, as browsers read it).
+    /// is the value of a nameless cookie (RFC 6265bis §5.6, as browsers read it). (The jar also
+    /// ignores a value holding U+FFFD, which stands for bytes that were not UTF-8: see
+    /// [`HttpCookieJar`](crate::network::http::HttpCookieJar).)
     pub fn from_set_cookie_header(value: &str, url: &Url) -> Option<HttpCookie> {
         let cookie = prepare_set_cookie(value, url, DEFAULT_MAX_SET_COOKIE_BYTES)?;
         Some(from_store_cookie(&cookie))
@@ -735,6 +737,12 @@ pub(super) fn path_matches(request_path: &str, cookie_path: &str) -> bool {
 /// string is one to read: no control characters other than tab (RFC 6265bis §5.6 step 1).
 fn is_sendable(text: &str) -> bool {
     !text.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f)
+}
+
+/// Whether a `Set-Cookie` value holds U+FFFD, which is what the client reads for a field value
+/// that is not UTF-8: stored, the cookie would go back as bytes the server never set.
+pub(super) fn holds_replacement_character(value: &str) -> bool {
+    value.contains(char::REPLACEMENT_CHARACTER)
 }
 
 /// Whether a cookie name or value has a space or tab at either end, which a server reading the

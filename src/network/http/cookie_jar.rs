@@ -9,8 +9,8 @@ use log::debug;
 use url::Url;
 
 use crate::network::http::cookie::{
-    domain_key, from_store_cookie, is_secure_context, labels_match, owned_key, path_matches,
-    path_of, prepare_set_cookie, to_store_cookie,
+    domain_key, from_store_cookie, holds_replacement_character, is_secure_context, labels_match,
+    owned_key, path_matches, path_of, prepare_set_cookie, to_store_cookie,
 };
 use crate::network::http::{DEFAULT_MAX_SET_COOKIE_BYTES, HttpCookie};
 
@@ -59,6 +59,11 @@ impl std::error::Error for PublicSuffixListError {}
 /// - A `Set-Cookie` value with a control character other than tab anywhere, attributes
 ///   included, is ignored (RFC 6265bis §5.6, as browsers do), and so is a name or value with
 ///   one given through the API (it could not be sent back).
+/// - A `Set-Cookie` value holding U+FFFD is ignored, logged at `DEBUG`: the client reads a
+///   field received as bytes that are not UTF-8 (a Latin-1 value, say) with U+FFFD for each
+///   invalid sequence, and cookies are held as text, so the cookie could not go back as the
+///   server set it (browsers and curl keep the bytes; the response still shows the field). A
+///   U+FFFD the server sent as UTF-8 cannot be told apart and goes the same way.
 /// - `Set-Cookie: token` (no `=`) is a nameless cookie with the value `token`, sent back as
 ///   `Cookie: token` (RFC 6265bis §5.6, §5.8.3, as browsers do); `=token` is the same cookie.
 ///   One with neither name nor value is ignored, and so is a nameless one whose value starts
@@ -175,6 +180,13 @@ impl HttpCookieJar {
     ) -> usize {
         let mut accepted = 0;
         for value in set_cookie_values {
+            if holds_replacement_character(value) {
+                debug!(
+                    "ignoring Set-Cookie from {url}: it holds U+FFFD, which stands for bytes \
+                     that are not UTF-8 (it could not go back as the server set it)"
+                );
+                continue;
+            }
             let Some(cookie) = prepare_set_cookie(value, url, self.max_set_cookie_bytes) else {
                 debug!("ignoring Set-Cookie from {url}: invalid or refused");
                 continue;

@@ -83,7 +83,8 @@ pub struct ResponseHead {
     pub reason: String,
     /// Header fields; names keep the server's spelling, empty values are kept. Values that are not
     /// UTF-8 have the offending bytes replaced by U+FFFD, except `Location`, whose bytes above
-    /// 0x7F are then percent-encoded (`%E9`), as browsers request them.
+    /// 0x7F are then percent-encoded (`%E9`), as browsers request them; a `Set-Cookie` holding
+    /// U+FFFD is then not stored in the cookie jar (it could not go back as the server set it).
     pub headers: HeaderMap,
 }
 
