@@ -4606,3 +4606,29 @@ fn a_der_ca_certificate_is_trusted_and_the_system_roots_can_be_left_out() {
     assert_eq!(get(&mut ev, &client, &url).unwrap().text(), "done");
     assert_eq!(*seen.lock().unwrap(), ["GET / HTTP/1.1"]);
 }
+
+/// RELIABILITY promise 7: the cookie jar's log lines about a refused `Set-Cookie` name the URL
+/// without its query (signed URLs and `?key=` carry credentials there), as the redirect's does.
+#[test]
+fn the_cookie_jar_log_lines_show_no_query_of_the_url() {
+    let logs = captured_logs();
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|_, _| {
+        Reply::Bytes(ok_response(
+            "done",
+            "Set-Cookie: a=1; Domain=elsewhere.example\r\nSet-Cookie: b=\u{FFFD}\r\n",
+        ))
+    });
+    let client = HttpClient::new().unwrap();
+    let url = server.url("/page?sig=cookie-marker-93c1");
+    let r = wait(&mut ev, &send(&client, HttpRequest::get(&url).unwrap())).unwrap();
+    assert_eq!(r.text(), "done");
+    let logs = logs.0.lock().unwrap();
+    let refused: Vec<&String> = logs
+        .iter()
+        .filter(|l| l.contains("ignoring Set-Cookie from") && l.contains(&server.url("/page")))
+        .collect();
+    assert_eq!(refused.len(), 2, "{logs:?}");
+    let leaks: Vec<&String> = logs.iter().filter(|l| l.contains("marker-93c1")).collect();
+    assert!(leaks.is_empty(), "{leaks:?}");
+}

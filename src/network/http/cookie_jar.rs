@@ -12,6 +12,7 @@ use crate::network::http::cookie::{
     domain_key, from_store_cookie, holds_replacement_character, is_secure_context, labels_match,
     owned_key, path_matches, path_of, prepare_set_cookie, to_store_cookie,
 };
+use crate::network::http::logged_url::LoggedUrl;
 use crate::network::http::{DEFAULT_MAX_SET_COOKIE_BYTES, HttpCookie};
 
 /// Most cookies kept per cookie domain: 50 (the RFC 6265 §6.1 minimum). Beyond it the jar drops
@@ -182,17 +183,24 @@ impl HttpCookieJar {
         for value in set_cookie_values {
             if holds_replacement_character(value) {
                 debug!(
-                    "ignoring Set-Cookie from {url}: it holds U+FFFD, which stands for bytes \
-                     that are not UTF-8 (it could not go back as the server set it)"
+                    "ignoring Set-Cookie from {}: it holds U+FFFD, which stands for bytes \
+                     that are not UTF-8 (it could not go back as the server set it)",
+                    LoggedUrl(url)
                 );
                 continue;
             }
             let Some(cookie) = prepare_set_cookie(value, url, self.max_set_cookie_bytes) else {
-                debug!("ignoring Set-Cookie from {url}: invalid or refused");
+                debug!(
+                    "ignoring Set-Cookie from {}: invalid or refused",
+                    LoggedUrl(url)
+                );
                 continue;
             };
             if self.shadows_secure_cookie(&cookie, url) {
-                debug!("ignoring Set-Cookie from {url}: would overwrite a Secure cookie");
+                debug!(
+                    "ignoring Set-Cookie from {}: would overwrite a Secure cookie",
+                    LoggedUrl(url)
+                );
                 continue;
             }
             if self.insert_store_cookie(cookie, url, InsertMode::Upsert) {
