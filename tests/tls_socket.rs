@@ -2731,3 +2731,83 @@ fn an_ssl_socket_trusts_a_der_ca_and_can_trust_nothing_else() {
     only.add_ca_certificate_der(&ca_der).unwrap();
     assert_eq!(handshake(&only, &mut ev), (true, None));
 }
+
+/// An `SslSocket` (trusting the test CA) raced to a refused 127.0.0.1 port and a TLS server on
+/// `::1` presenting `cert`: `Ok` once encrypted, or the handshake error.
+fn connect_raced_to_ipv6(
+    cert: &str,
+    key: &str,
+    verify_name: Option<&str>,
+) -> Result<(), SocketError> {
+    let mut ev = EventLoop::new().unwrap();
+    let server = TcpServer::new().unwrap();
+    server.set_tls_config(TlsServerConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap());
+    server.listen("::1", 0).unwrap();
+    let peers: Peers = Rc::default();
+    let keep = peers.clone();
+    server
+        .new_connection
+        .connect(move |peer: &Rc<TcpSocket>| keep.borrow_mut().push(peer.clone()))
+        .release();
+    // A port on 127.0.0.1 nothing listens on: the first attempt is refused at once, so the
+    // second address (::1) wins the race.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let addrs = [
+        dead,
+        std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, server.server_port().unwrap())),
+    ];
+    let client = client_trusting_test_ca();
+    if let Some(name) = verify_name {
+        client.set_peer_verify_name(name);
+    }
+    let error = latest(&client.handshake_error);
+    client.connect_to_addresses(&addrs).unwrap();
+    assert!(
+        run_until(&mut ev, Duration::from_secs(10), || client.is_encrypted()
+            || error.borrow().is_some()),
+        "neither encrypted nor failed: {:?}",
+        client.last_error()
+    );
+    assert_eq!(
+        client.peer_address(),
+        Some(addrs[1]),
+        "the ::1 attempt did not win"
+    );
+    match error.borrow().clone() {
+        None => Ok(()),
+        Some(e) => Err(e),
+    }
+}
+
+/// `connect_to_addresses` without a peer verify name verifies the certificate against the
+/// address whose connection won the race, not the first one given: the certificate of a server
+/// reached on `::1` that names `::1` is accepted, one that names only `127.0.0.1` (the first,
+/// refused, address) is not.
+#[test]
+fn connect_to_addresses_verifies_against_the_address_that_won() {
+    let pki = test_pki();
+    if let Err(e) = connect_raced_to_ipv6(&pki.ipv6_only_cert_pem, &pki.ipv6_only_key_pem, None) {
+        panic!("a certificate for the address connected to was refused: {e:?}");
+    }
+    let err = connect_raced_to_ipv6(&pki.ipv4_only_cert_pem, &pki.ipv4_only_key_pem, None)
+        .expect_err("a certificate for another address was accepted");
+    assert!(
+        matches!(&err, SocketError::Tls(TlsFailure::NameMismatch { expected, presented })
+            if expected == "::1" && presented == &["127.0.0.1"]),
+        "{err:?}"
+    );
+    // A peer verify name still overrides the address.
+    let err = connect_raced_to_ipv6(
+        &pki.ipv6_only_cert_pem,
+        &pki.ipv6_only_key_pem,
+        Some("127.0.0.1"),
+    )
+    .expect_err("the peer verify name was ignored");
+    assert!(
+        matches!(&err, SocketError::Tls(TlsFailure::NameMismatch { expected, .. }) if expected == "127.0.0.1"),
+        "{err:?}"
+    );
+}

@@ -1,5 +1,6 @@
 //! A throw-away PKI made at test time with rcgen (ECDSA P-256): a CA, server certificates good,
-//! expired and for the wrong name, an unrelated CA, and a client certificate.
+//! expired, for the wrong name and for one loopback address each, an unrelated CA, and a client
+//! certificate.
 #![allow(dead_code)]
 
 use std::sync::OnceLock;
@@ -30,6 +31,11 @@ pub struct TestPki {
     /// Client certificate (clientAuth) for `test-client`.
     pub client_cert_pem: String,
     pub client_key_pem: String,
+    /// Server certificates naming one loopback address each: `127.0.0.1` only, `::1` only.
+    pub ipv4_only_cert_pem: String,
+    pub ipv4_only_key_pem: String,
+    pub ipv6_only_cert_pem: String,
+    pub ipv6_only_key_pem: String,
 }
 
 /// The test PKI, generated once per test binary.
@@ -55,6 +61,9 @@ fn generate() -> TestPki {
     let (untrusted_cert_pem, untrusted_key_pem) =
         leaf(&other_ca, &SERVER_NAMES, Validity::Current, false);
     let (client_cert_pem, client_key_pem) = leaf(&ca, &["test-client"], Validity::Current, true);
+    let (ipv4_only_cert_pem, ipv4_only_key_pem) =
+        leaf(&ca, &["127.0.0.1"], Validity::Current, false);
+    let (ipv6_only_cert_pem, ipv6_only_key_pem) = leaf(&ca, &["::1"], Validity::Current, false);
     TestPki {
         ca_pem: ca.pem,
         server_cert_pem,
@@ -68,6 +77,10 @@ fn generate() -> TestPki {
         untrusted_key_pem,
         client_cert_pem,
         client_key_pem,
+        ipv4_only_cert_pem,
+        ipv4_only_key_pem,
+        ipv6_only_cert_pem,
+        ipv6_only_key_pem,
     }
 }
 

@@ -65,27 +65,29 @@ impl SslSocket {
 
     /// Connects to `host` and starts TLS with `host` as the name to verify (and SNI).
     pub fn connect_to_host(&self, host: &str, port: u16) -> Result<(), SocketError> {
-        self.prepare_tls(host)?;
+        self.prepare_tls(Some(host))?;
         self.socket.connect_to_host(host, port)
     }
 
     /// Connects to an address; the name verified is the one set with
     /// [`set_peer_verify_name`](Self::set_peer_verify_name), else the IP address itself.
     pub fn connect_to_address(&self, ip: std::net::IpAddr, port: u16) -> Result<(), SocketError> {
-        self.prepare_tls(&ip.to_string())?;
+        self.prepare_tls(Some(&ip.to_string()))?;
         self.socket.connect_to_address(ip, port)
     }
 
     /// Races connections to `addrs` like [`TcpSocket::connect_to_addresses`] (Happy Eyeballs),
     /// then starts TLS on the winner; the name verified is the one set with
-    /// [`set_peer_verify_name`](Self::set_peer_verify_name), else the first address's IP.
+    /// [`set_peer_verify_name`](Self::set_peer_verify_name), else the IP address of the
+    /// connection that won (its [`peer_address`](TcpSocket::peer_address)): the certificate
+    /// must name the address actually connected to, whichever of `addrs` that is.
     pub fn connect_to_addresses(&self, addrs: &[std::net::SocketAddr]) -> Result<(), SocketError> {
-        let Some(first) = addrs.first() else {
+        if addrs.is_empty() {
             return Err(SocketError::InvalidAddress(
                 "no address to connect to".into(),
             ));
-        };
-        self.prepare_tls(&first.ip().to_string())?;
+        }
+        self.prepare_tls(None)?;
         self.socket.connect_to_addresses(addrs)
     }
 
@@ -177,7 +179,8 @@ impl SslSocket {
         &self.socket
     }
 
-    fn prepare_tls(&self, host: &str) -> Result<(), SocketError> {
+    /// `host: None`: verify against the address connected to.
+    fn prepare_tls(&self, host: Option<&str>) -> Result<(), SocketError> {
         // Checked here, before the TLS settings are replaced: a connect that is refused must not
         // change the name (or trust) the connection already under way verifies against.
         if self.socket.state() != SocketState::Unconnected {
@@ -186,12 +189,9 @@ impl SslSocket {
             ));
         }
         let config = self.config.borrow().build()?;
-        let name = self
-            .peer_verify_name
-            .borrow()
-            .clone()
-            .unwrap_or_else(|| host.to_string());
-        self.socket.enable_client_tls(config, &name);
+        let name = self.peer_verify_name.borrow().clone();
+        self.socket
+            .enable_client_tls_for(config, name.as_deref().or(host));
         Ok(())
     }
 }

@@ -29,9 +29,10 @@ pub(super) struct Connecting {
     /// When the connect timeout runs out; a TLS handshake must complete by then too.
     pub(super) deadline: Option<Instant>,
     pub(super) lookup: Option<LookupId>,
-    /// Set by `enable_client_tls`; the session is made when the TCP connection is up. Boxed: a
-    /// plain connection never sets it.
-    pub(super) tls_pending: Option<Box<(Arc<rustls::ClientConfig>, String)>>,
+    /// Set by `enable_client_tls`: the configuration and the name to verify (`None`: the
+    /// address the connection is made to, known only once an attempt won the race); the
+    /// session is made when the TCP connection is up. Boxed: a plain connection never sets it.
+    pub(super) tls_pending: Option<Box<(Arc<rustls::ClientConfig>, Option<String>)>>,
     /// Set by `disconnect_from_host` while bytes were queued: the connect goes on, and once
     /// connected the socket sends them and closes (as Qt's `disconnectFromHost` does).
     pub(super) close_when_connected: bool,
@@ -192,6 +193,7 @@ impl TcpSocket {
         };
         log::debug!("connected to {peer}");
         if let Some(((config, host), connect_deadline)) = tls_start {
+            let host = host.unwrap_or_else(|| peer.ip().to_string());
             match TlsSession::client(config, &host) {
                 Ok(session) => {
                     self.inner.borrow_mut().tls = Some(TlsState::new(session));

@@ -706,8 +706,18 @@ impl TcpSocket {
 
     /// Makes the next connect a TLS client connection to `host`.
     pub(crate) fn enable_client_tls(&self, config: Arc<rustls::ClientConfig>, host: &str) {
+        self.enable_client_tls_for(config, Some(host));
+    }
+
+    /// [`enable_client_tls`](Self::enable_client_tls) verified against `host`, or with `None`
+    /// against the IP address of the attempt that wins the connect race.
+    pub(crate) fn enable_client_tls_for(
+        &self,
+        config: Arc<rustls::ClientConfig>,
+        host: Option<&str>,
+    ) {
         self.inner.borrow_mut().connecting().tls_pending =
-            Some(Box::new((config, host.to_string())));
+            Some(Box::new((config, host.map(str::to_string))));
     }
 
     pub(crate) fn set_handshake_timeout(&self, timeout: Option<Duration>) {
