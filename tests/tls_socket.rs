@@ -2811,3 +2811,111 @@ fn connect_to_addresses_verifies_against_the_address_that_won() {
         "{err:?}"
     );
 }
+
+/// How a rustls server on a thread saw each of `connections` handshakes of one `SslSocket`
+/// with `config` (then `set_up`) connecting again and again (`versions`: what the server
+/// speaks). The server
+/// writes a greeting after each handshake (its session tickets come before it), the client
+/// disconnects once it read it.
+fn server_handshake_kinds(
+    config: TlsClientConfig,
+    versions: &[&'static rustls::SupportedProtocolVersion],
+    connections: usize,
+    set_up: impl FnOnce(&SslSocket),
+) -> Vec<rustls::HandshakeKind> {
+    use rustls::pki_types::pem::PemObject;
+    let pki = test_pki();
+    let certs = rustls::pki_types::CertificateDer::pem_slice_iter(pki.server_cert_pem.as_bytes())
+        .collect::<Result<Vec<_>, _>>()
+        .unwrap();
+    let key =
+        rustls::pki_types::PrivateKeyDer::from_pem_slice(pki.server_key_pem.as_bytes()).unwrap();
+    let server_config = std::sync::Arc::new(
+        rustls::ServerConfig::builder_with_protocol_versions(versions)
+            .with_no_client_auth()
+            .with_single_cert(certs, key)
+            .unwrap(),
+    );
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let mut kinds = Vec::new();
+        for _ in 0..connections {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let conn = rustls::ServerConnection::new(server_config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            use std::io::{Read, Write};
+            tls.write_all(b"hello").unwrap();
+            tls.flush().unwrap();
+            kinds.push(tls.conn.handshake_kind().unwrap());
+            // Until the client closes.
+            let mut sink = [0u8; 64];
+            while matches!(tls.read(&mut sink), Ok(n) if n > 0) {}
+        }
+        kinds
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = SslSocket::with_config(config).unwrap();
+    set_up(&client);
+    let greeted = Rc::new(Cell::new(0usize));
+    let g = greeted.clone();
+    let weak = Rc::downgrade(client.tcp_socket());
+    client
+        .ready_read
+        .connect(move |_| {
+            let socket = weak.upgrade().unwrap();
+            if socket.read_all().ends_with(b"hello") {
+                g.set(g.get() + 1);
+                socket.disconnect_from_host();
+            }
+        })
+        .release();
+    for round in 1..=connections {
+        client.connect_to_host("localhost", port).unwrap();
+        assert!(
+            run_until(&mut ev, Duration::from_secs(10), || greeted.get() == round
+                && client.state() == kdnet::network::SocketState::Unconnected),
+            "connection {round}: {:?}",
+            client.last_error()
+        );
+    }
+    server.join().unwrap()
+}
+
+/// TLS sessions are resumed by default (TLS 1.3 tickets, TLS 1.2 session IDs or tickets): a
+/// second connection of the same socket skips the full handshake. With
+/// `set_session_resumption(false)` every handshake is a full one (as Qt's
+/// `SslOptionDisableSessionTickets` and curl's `CURLOPT_SSL_SESSIONID_CACHE` 0 allow).
+#[test]
+fn sessions_are_resumed_unless_resumption_is_turned_off() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let trusting = || TlsClientConfig::with_only_ca_certificates(test_pki().ca_pem.as_bytes());
+    for versions in [
+        &[&rustls::version::TLS13][..],
+        &[&rustls::version::TLS12][..],
+    ] {
+        let config = trusting().unwrap();
+        assert!(config.resumes_sessions());
+        assert_eq!(
+            server_handshake_kinds(config, versions, 3, |_| {}),
+            [Full, Resumed, Resumed],
+            "{versions:?}"
+        );
+        let mut config = trusting().unwrap();
+        config.set_session_resumption(false);
+        assert!(!config.resumes_sessions());
+        assert_eq!(
+            server_handshake_kinds(config, versions, 3, |_| {}),
+            [Full, Full, Full],
+            "{versions:?}"
+        );
+        // The same through the socket.
+        assert_eq!(
+            server_handshake_kinds(trusting().unwrap(), versions, 2, |s| s
+                .set_session_resumption(false)),
+            [Full, Full],
+            "{versions:?}"
+        );
+    }
+}

@@ -49,6 +49,7 @@ pub struct TlsClientConfig {
     client_certificate: Option<Arc<CertifiedKey>>,
     verify: bool,
     alpn: Vec<Vec<u8>>,
+    resume_sessions: bool,
     built: OnceLock<Arc<ClientConfig>>,
 }
 
@@ -62,7 +63,7 @@ enum Trust {
 
 impl TlsClientConfig {
     /// Verifies servers against the default roots (system store, falling back to Mozilla's),
-    /// presents no client certificate, offers no ALPN protocol.
+    /// presents no client certificate, offers no ALPN protocol, resumes TLS sessions.
     pub fn new() -> Self {
         TlsClientConfig {
             trust: Trust::Default,
@@ -70,6 +71,7 @@ impl TlsClientConfig {
             client_certificate: None,
             verify: true,
             alpn: Vec::new(),
+            resume_sessions: true,
             built: OnceLock::new(),
         }
     }
@@ -199,6 +201,29 @@ impl TlsClientConfig {
         self.changed();
     }
 
+    /// Resumes TLS sessions (`true`, the default) or makes every handshake a full one (`false`,
+    /// as Qt's `SslOptionDisableSessionTickets` with `SslOptionDisableSessionSharing`, or curl's
+    /// `CURLOPT_SSL_SESSIONID_CACHE` set to 0).
+    ///
+    /// When on, the sessions (TLS 1.3 tickets, TLS 1.2 session IDs and tickets) servers hand out
+    /// are kept in memory (for the last 32 servers, up to 8 tickets each) per built
+    /// configuration: the connections made with
+    /// one [`build`](Self::build) result (the reconnects of an
+    /// [`SslSocket`](crate::network::SslSocket), clones of this configuration made after it was
+    /// built) offer them to the same server name and skip the certificate exchange. The server
+    /// then knows the connection comes from the client it saw before; turn resumption off where
+    /// connections must not be linkable to each other. Off, no session is stored or offered.
+    pub fn set_session_resumption(&mut self, enabled: bool) {
+        self.resume_sessions = enabled;
+        self.changed();
+    }
+
+    /// Whether TLS sessions are resumed (see
+    /// [`set_session_resumption`](Self::set_session_resumption)).
+    pub fn resumes_sessions(&self) -> bool {
+        self.resume_sessions
+    }
+
     /// The `rustls::ClientConfig` for these settings: TLS 1.2 and 1.3, *ring* cryptography.
     /// Built on the first call and shared afterwards (until a setter changes something).
     ///
@@ -250,6 +275,9 @@ impl TlsClientConfig {
             None => builder.with_no_client_auth(),
         };
         config.alpn_protocols = self.alpn.clone();
+        if !self.resume_sessions {
+            config.resumption = rustls::client::Resumption::disabled();
+        }
         Ok(config)
     }
 
@@ -273,6 +301,7 @@ impl fmt::Debug for TlsClientConfig {
             .field("client_certificate", &self.client_certificate.is_some())
             .field("verify", &self.verify)
             .field("alpn", &self.alpn)
+            .field("resume_sessions", &self.resume_sessions)
             .finish()
     }
 }

@@ -130,6 +130,13 @@ impl SslSocket {
             .set_client_certificate(cert_chain_pem, key_pem)
     }
 
+    /// Resumes TLS sessions of earlier connections (`true`, the default) or makes every
+    /// handshake a full one from the next connection (see
+    /// [`TlsClientConfig::set_session_resumption`]).
+    pub fn set_session_resumption(&self, enabled: bool) {
+        self.config.borrow_mut().set_session_resumption(enabled);
+    }
+
     /// Accepts any certificate on the next connection. Only for tests against throw-away
     /// servers: this removes all protection against impostors.
     pub fn dangerous_disable_certificate_verification(&self) {
