@@ -2919,3 +2919,118 @@ fn sessions_are_resumed_unless_resumption_is_turned_off() {
         );
     }
 }
+
+/// What a client saw when its `handshake_completed` slot did `action` while the server's first
+/// data (TLS 1.3 0.5-RTT data: a rustls server writes it with its Finished) came in the same
+/// read as the end of the handshake: (`ready_read` count, `bytes_received` total, `read_all`
+/// after the socket is unconnected again).
+fn data_with_the_handshake_after(action: &'static str) -> (usize, usize, Vec<u8>) {
+    let pki = test_pki();
+    let mut server_config = rustls::ServerConfig::clone(&test_server_config(pki));
+    server_config.send_half_rtt_data = true;
+    let server_config = std::sync::Arc::new(server_config);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let (mut tcp, _) = listener.accept().unwrap();
+        tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+        let mut conn = rustls::ServerConnection::new(server_config).unwrap();
+        // Queued before the handshake: sent right after the server's Finished, in one write.
+        conn.writer().write_all(b"server's first data").unwrap();
+        while conn.is_handshaking() || conn.wants_write() {
+            if conn.wants_write() {
+                // In one write: the client reads its end of the handshake and the data together.
+                let mut flight = Vec::new();
+                while conn.wants_write() {
+                    conn.write_tls(&mut flight).unwrap();
+                }
+                tcp.write_all(&flight).unwrap();
+            } else if conn.read_tls(&mut tcp).unwrap_or(0) == 0
+                || conn.process_new_packets().is_err()
+            {
+                return;
+            }
+        }
+        // Until the client goes.
+        let mut sink = [0u8; 1024];
+        while matches!(tcp.read(&mut sink), Ok(n) if n > 0) {}
+    });
+    let mut ev = EventLoop::new().unwrap();
+    let client = client_trusting_test_ca();
+    let weak = Rc::downgrade(client.tcp_socket());
+    client
+        .handshake_completed
+        .connect(move |_| {
+            let socket = weak.upgrade().unwrap();
+            match action {
+                "abort" => socket.abort(),
+                "disconnect" => socket.disconnect_from_host(),
+                "write, disconnect" => {
+                    // More than the kernel takes at once: the close waits in `Closing`.
+                    socket.write(&pattern(32 << 20, 7)).unwrap();
+                    socket.disconnect_from_host();
+                }
+                _ => {}
+            }
+        })
+        .release();
+    let ready = Rc::new(Cell::new(0usize));
+    let r = ready.clone();
+    client
+        .ready_read
+        .connect(move |_| r.set(r.get() + 1))
+        .release();
+    let received = Rc::new(Cell::new(0usize));
+    let b = received.clone();
+    client
+        .bytes_received
+        .connect(move |n| b.set(b.get() + n))
+        .release();
+    let handshakes = Rc::new(Cell::new(0usize));
+    let h = handshakes.clone();
+    client
+        .handshake_completed
+        .connect(move |_| h.set(h.get() + 1))
+        .release();
+    client.connect_to_host("127.0.0.1", port).unwrap();
+    assert!(
+        run_until(&mut ev, Duration::from_secs(20), || handshakes.get() == 1
+            && (action == "none"
+                || client.state() == kdnet::network::SocketState::Unconnected)
+            && (action != "none" || ready.get() > 0)),
+        "{action}: {:?} {:?}",
+        client.state(),
+        client.last_error()
+    );
+    let data = client.read_all().to_vec();
+    client.abort();
+    server.join().unwrap();
+    (ready.get(), received.get(), data)
+}
+
+/// Data that arrives in the same read as the end of the handshake is announced after
+/// `handshake_completed`, unless a slot there closed the socket: then no `ready_read` or
+/// `bytes_received` follows for it (a closed socket emits nothing more, as a server rejecting a
+/// client there must not be handed its data), yet `read_all` still returns it. A close that has
+/// to wait for queued writes (`Closing`) still announces it.
+#[test]
+fn data_that_came_with_the_handshake_is_announced_unless_a_handshake_slot_closed_the_socket() {
+    let first: &[u8] = b"server's first data";
+    assert_eq!(
+        data_with_the_handshake_after("none"),
+        (1, first.len(), first.to_vec())
+    );
+    assert_eq!(
+        data_with_the_handshake_after("abort"),
+        (0, 0, first.to_vec())
+    );
+    assert_eq!(
+        data_with_the_handshake_after("disconnect"),
+        (0, 0, first.to_vec())
+    );
+    assert_eq!(
+        data_with_the_handshake_after("write, disconnect"),
+        (1, first.len(), first.to_vec())
+    );
+}

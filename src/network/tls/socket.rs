@@ -21,8 +21,12 @@ use crate::network::tcp::{SocketState, TcpSocket};
 /// once the handshake completes. Plaintext read together with the end of the handshake (a TLS
 /// 1.3 server's 0.5-RTT data, a TLS 1.2 server's first records sent with its Finished) is
 /// already readable in a `handshake_completed` slot and announced (`bytes_received`,
-/// `ready_read`) right after it; a slot there that closes the socket gets no such signal for
-/// it, but it stays readable ([`read_all`](TcpSocket::read_all), as in `disconnected`).
+/// `ready_read`) right after it. A slot there that leaves the socket `Unconnected` (by
+/// [`abort`](TcpSocket::abort), or by [`disconnect_from_host`](TcpSocket::disconnect_from_host)
+/// with nothing left to send) gets no such signal for it, as a closed socket emits nothing more
+/// (a server rejecting a client there is not handed its data); it stays readable
+/// ([`read_all`](TcpSocket::read_all), as after `disconnected`) until the next connect. A close
+/// that waits in `Closing` for queued writes still announces it.
 /// Certificate problems arrive as [`handshake_error`](TcpSocket::handshake_error) and `error_occurred`
 /// with a [`TlsFailure`](crate::network::TlsFailure) naming the reason. A server that refuses
 /// the client certificate (none, or one it does not trust) does so in TLS 1.3 only after the
