@@ -48,10 +48,13 @@ use kdnet::network::{
     TlsFailure, TlsServerConfig,
 };
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use support::certs::test_pki;
 use support::pattern;
 use support::socket_events::SocketEvent as Ev;
+use support::socket_model::{
+    self, SocketModel, Writes, check, handshake_errors_reported, state_path, watch,
+};
 
 /// Where the kdnet side's socket comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -452,11 +455,7 @@ enum Owner {
 
 struct Driver {
     case: Case,
-    payload: Vec<u8>,
-    /// Offset of each write in `payload`.
-    offsets: Vec<usize>,
-    next: usize,
-    accepted: Vec<u8>,
+    writes: Writes<When>,
     written: usize,
     received: Vec<u8>,
     events: Vec<Ev>,
@@ -469,16 +468,35 @@ struct Driver {
     aborted_or_dropped: bool,
     owner: Option<Owner>,
     socket: Weak<TcpSocket>,
-    /// Loop turns since the last write was issued (a trigger that does not come is replaced by
-    /// a write from outside).
-    idle_turns: u32,
 }
 
 type Drv = Rc<RefCell<Driver>>;
 
-impl Driver {
-    fn all_issued(&self) -> bool {
-        self.next == self.case.writes.len()
+logged!(Driver, dropped);
+
+impl SocketModel<TcpSocket> for Driver {
+    fn connected(drv: &Drv, s: &Rc<TcpSocket>) {
+        let now = s.state();
+        check(
+            drv,
+            now == SocketState::Connected && s.peer_address().is_some(),
+            || format!("connected while {now:?}, peer {:?}", s.peer_address()),
+        );
+        try_write(drv, s, Some(When::InConnected));
+    }
+
+    fn bytes_written(drv: &Drv, s: &Rc<TcpSocket>) {
+        try_write(drv, s, Some(When::InBytesWritten));
+        if matches!(
+            drv.borrow().case.close_at,
+            CloseAt::AfterAllWritten { in_slot: true }
+        ) {
+            close_if_all_written(drv, s);
+        }
+    }
+
+    fn ready_read(drv: &Drv, s: &Rc<TcpSocket>) {
+        try_write(drv, s, Some(When::InReadyRead));
     }
 }
 
@@ -487,40 +505,26 @@ impl Driver {
 fn try_write(drv: &Drv, socket: &TcpSocket, from: Option<When>) {
     let (data, state) = {
         let mut d = drv.borrow_mut();
-        if d.all_issued() || d.dropped {
+        if d.dropped {
             return;
         }
-        let (size, when) = d.case.writes[d.next];
-        if from.is_some_and(|f| f != when) {
+        let Some(data) = d.writes.take(from) else {
             return;
-        }
-        let offset = d.offsets[d.next];
-        d.next += 1;
-        d.idle_turns = 0;
-        (d.payload[offset..offset + size].to_vec(), socket.state())
+        };
+        (data, socket.state())
     };
     let result = socket.write(&data);
     {
         let mut d = drv.borrow_mut();
-        let open = matches!(
-            state,
-            SocketState::HostLookup | SocketState::Connecting | SocketState::Connected
-        );
-        match (&result, open) {
-            (Ok(n), true) if *n == data.len() => d.accepted.extend_from_slice(&data),
-            (Err(SocketError::InvalidState(_)), false) => stat(3),
-            (r, _) => {
-                let v = format!(
-                    "write of {} B in state {state:?} returned {r:?}",
-                    data.len()
-                );
-                d.violations.push(v);
-            }
+        match d.writes.settle(&data, state, &result) {
+            Ok(true) => stat(3),
+            Ok(false) => {}
+            Err(v) => d.violations.push(v),
         }
     }
     let close_now = {
         let d = drv.borrow();
-        d.all_issued() && d.case.close_at == CloseAt::WithLastWrite
+        d.writes.all_issued() && d.case.close_at == CloseAt::WithLastWrite
     };
     if close_now {
         close(drv, socket);
@@ -539,7 +543,7 @@ fn close(drv: &Drv, socket: &TcpSocket) {
             // Documented: while looking up or connecting, a graceful close with nothing
             // queued cancels (an abort); with bytes queued it connects, sends them and closes.
             Close::Graceful
-                if d.accepted.is_empty()
+                if d.writes.accepted.is_empty()
                     && matches!(
                         socket.state(),
                         SocketState::HostLookup | SocketState::Connecting
@@ -568,7 +572,7 @@ fn close(drv: &Drv, socket: &TcpSocket) {
         d.closed_in_handshake = d.case.tls
             && socket.state() == SocketState::Connected
             && !socket.is_encrypted()
-            && d.accepted.is_empty();
+            && d.writes.accepted.is_empty();
     }
     match how {
         Close::Graceful => socket.disconnect_from_host(),
@@ -581,120 +585,14 @@ fn close(drv: &Drv, socket: &TcpSocket) {
 fn close_if_all_written(drv: &Drv, socket: &TcpSocket) {
     let due = {
         let d = drv.borrow();
-        d.all_issued()
+        d.writes.all_issued()
             && !d.closed
             && matches!(d.case.close_at, CloseAt::AfterAllWritten { .. })
-            && d.written == d.accepted.len()
+            && d.written == d.writes.accepted.len()
     };
     if due {
         close(drv, socket);
     }
-}
-
-fn record(drv: &Drv, ev: Ev) {
-    let mut d = drv.borrow_mut();
-    if d.dropped {
-        d.violations
-            .push(format!("{ev:?} emitted after the last handle was dropped"));
-    }
-    d.events.push(ev);
-}
-
-fn check(drv: &Drv, ok: bool, what: impl FnOnce() -> String) {
-    if !ok {
-        drv.borrow_mut().violations.push(what());
-    }
-}
-
-/// Connects the recording and scripting slots to `socket`.
-fn watch(drv: &Drv, socket: &Rc<TcpSocket>) {
-    macro_rules! slot {
-        ($signal:ident, |$d:ident, $s:ident, $v:ident| $body:block) => {{
-            let $d = drv.clone();
-            let weak = Rc::downgrade(socket);
-            socket
-                .$signal
-                .connect(move |$v| {
-                    let Some($s) = weak.upgrade() else { return };
-                    $body
-                })
-                .release();
-        }};
-    }
-    slot!(state_changed, |d, s, state| {
-        record(&d, Ev::State(*state));
-        let now = s.state();
-        check(&d, now == *state, || {
-            format!("state_changed({state:?}) while state() is {now:?}")
-        });
-    });
-    slot!(connected, |d, s, _v| {
-        record(&d, Ev::Connected);
-        let now = s.state();
-        check(
-            &d,
-            now == SocketState::Connected && s.peer_address().is_some(),
-            || format!("connected while {now:?}, peer {:?}", s.peer_address()),
-        );
-        try_write(&d, &s, Some(When::InConnected));
-    });
-    slot!(handshake_completed, |d, s, _v| {
-        record(&d, Ev::Handshake);
-        check(&d, s.is_encrypted(), || {
-            "handshake_completed, not encrypted".into()
-        });
-    });
-    slot!(handshake_error, |d, _s, e| {
-        record(&d, Ev::HandshakeError(e.clone()));
-    });
-    slot!(bytes_written, |d, s, n| {
-        record(&d, Ev::Written(*n));
-        d.borrow_mut().written += *n;
-        try_write(&d, &s, Some(When::InBytesWritten));
-        if matches!(
-            d.borrow().case.close_at,
-            CloseAt::AfterAllWritten { in_slot: true }
-        ) {
-            close_if_all_written(&d, &s);
-        }
-    });
-    slot!(bytes_received, |d, _s, n| {
-        record(&d, Ev::Received(*n));
-    });
-    slot!(ready_read, |d, s, _v| {
-        record(&d, Ev::ReadyRead);
-        let data = s.read_all();
-        check(&d, s.bytes_available() == 0, || {
-            "read_all left bytes".into()
-        });
-        d.borrow_mut().received.extend_from_slice(&data);
-        try_write(&d, &s, Some(When::InReadyRead));
-    });
-    slot!(error_occurred, |d, s, e| {
-        record(&d, Ev::Error(e.clone()));
-        let now = s.state();
-        check(&d, now == SocketState::Unconnected, || {
-            format!("error_occurred while {now:?}")
-        });
-        let last = s.last_error();
-        let same = last.as_ref().map(|l| format!("{l:?}")) == Some(format!("{e:?}"));
-        check(&d, same, || {
-            format!("error_occurred({e:?}) but last_error() is {last:?}")
-        });
-    });
-    slot!(disconnected, |d, s, _v| {
-        record(&d, Ev::Disconnected);
-        let now = s.state();
-        check(&d, now == SocketState::Unconnected, || {
-            format!("disconnected while {now:?}")
-        });
-        check(&d, s.bytes_to_write() == 0, || {
-            format!("disconnected with {} B to write", s.bytes_to_write())
-        });
-        // What arrived stays readable after the close.
-        let data = s.read_all();
-        d.borrow_mut().received.extend_from_slice(&data);
-    });
 }
 
 static CASES: AtomicU64 = AtomicU64::new(0);
@@ -722,23 +620,10 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
     } else {
         Ipv4Addr::LOCALHOST.into()
     };
-    let sizes: Vec<usize> = case.writes.iter().map(|w| w.0).collect();
-    let total: usize = sizes.iter().sum();
-    let offsets = sizes
-        .iter()
-        .scan(0, |at, s| {
-            let o = *at;
-            *at += s;
-            Some(o)
-        })
-        .collect();
     let reply = pattern(case.reply, case.seed ^ 0x5eed);
     let drv: Drv = Rc::new(RefCell::new(Driver {
         case: case.clone(),
-        payload: pattern(total, case.seed),
-        offsets,
-        next: 0,
-        accepted: Vec::new(),
+        writes: Writes::new(case.writes.clone(), case.seed),
         written: 0,
         received: Vec::new(),
         events: Vec::new(),
@@ -749,7 +634,6 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
         aborted_or_dropped: false,
         owner: None,
         socket: Weak::new(),
-        idle_turns: 0,
     }));
 
     // Set up the connection.
@@ -838,14 +722,14 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
                 try_write(&drv, socket, Some(When::Outside));
                 let stalled = {
                     let mut d = drv.borrow_mut();
-                    d.idle_turns += 1;
-                    d.idle_turns > 4 || socket.state() == SocketState::Unconnected
+                    d.writes.idle_turns += 1;
+                    d.writes.idle_turns > 4 || socket.state() == SocketState::Unconnected
                 };
                 if stalled {
                     try_write(&drv, socket, None);
                 }
                 if matches!(case.close_at, CloseAt::AfterAllWritten { in_slot: false })
-                    || drv.borrow().idle_turns > 4
+                    || drv.borrow().writes.idle_turns > 4
                 {
                     close_if_all_written(&drv, socket);
                 }
@@ -859,7 +743,7 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
         let kdnet_done = {
             let d = drv.borrow();
             d.dropped
-                || (d.all_issued()
+                || (d.writes.all_issued()
                     && socket
                         .as_ref()
                         .is_some_and(|s| s.state() == SocketState::Unconnected))
@@ -874,10 +758,10 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
                 false,
                 "hung: kdnet done {kdnet_done} (state {state:?}, {} of {} writes issued, \
                  written {} of {}), peer reported {}; events {:?}",
-                d.next,
+                d.writes.next,
                 d.case.writes.len(),
                 d.written,
-                d.accepted.len(),
+                d.writes.accepted.len(),
                 report.is_some(),
                 d.events
             );
@@ -911,7 +795,7 @@ fn check_model(
         format!(
             "events {:?}; accepted {} B, written {} B, peer got {} B ({:?}), kdnet got {} of {} B",
             ev,
-            d.accepted.len(),
+            d.writes.accepted.len(),
             d.written,
             peer.received.len(),
             peer.saw,
@@ -983,29 +867,12 @@ fn check_model(
         }
     }
     // State changes follow the diagram.
-    let states: Vec<SocketState> = ev
-        .iter()
-        .filter_map(|e| match e {
-            Ev::State(s) => Some(*s),
-            _ => None,
-        })
-        .collect();
-    let mut prev = match case.side {
+    let start = match case.side {
         Side::Client => SocketState::Unconnected,
         Side::Accepted => SocketState::Connected,
     };
-    for s in &states {
-        let allowed = matches!(
-            (prev, s),
-            (SocketState::Unconnected, SocketState::Connecting)
-                | (SocketState::Connecting, SocketState::Connected)
-                | (SocketState::Connected, SocketState::Closing)
-                | (SocketState::Connected, SocketState::Unconnected)
-                | (SocketState::Closing, SocketState::Unconnected)
-                | (SocketState::Connecting, SocketState::Unconnected)
-        );
-        prop_assert!(allowed, "state {prev:?} -> {s:?}: {}", ctx());
-        prev = *s;
+    if let Err(e) = state_path(ev, start) {
+        prop_assert!(false, "{e}: {}", ctx());
     }
 
     // Errors: at most one, only when the peer reset, typed; before `disconnected`.
@@ -1033,19 +900,12 @@ fn check_model(
     }
 
     // A handshake error comes just before its error_occurred, with the same error.
-    if let Some(h) = pos(&|e| matches!(e, Ev::HandshakeError(_))) {
-        let Ev::HandshakeError(he) = &ev[h] else {
-            unreachable!()
-        };
-        prop_assert!(
-            ev.get(h + 1) == Some(&Ev::Error(he.clone())),
-            "handshake_error not followed by its error_occurred: {}",
-            ctx()
-        );
+    if let Err(e) = handshake_errors_reported(ev) {
+        prop_assert!(false, "{e}: {}", ctx());
     }
 
     // Written: never more than accepted; all of it on a clean end; none after the close.
-    prop_assert!(d.written <= d.accepted.len(), "{}", ctx());
+    prop_assert!(d.written <= d.writes.accepted.len(), "{}", ctx());
     let reported: usize = ev
         .iter()
         .map(|e| if let Ev::Written(n) = e { *n } else { 0 })
@@ -1066,14 +926,14 @@ fn check_model(
     if clean {
         prop_assert_eq!(
             d.written,
-            d.accepted.len(),
+            d.writes.accepted.len(),
             "not all reported written: {}",
             ctx()
         );
     }
     if d.aborted_or_dropped || !errors.is_empty() {
         // Was anything still queued when it was cut?
-        if d.written < d.accepted.len() {
+        if d.written < d.writes.accepted.len() {
             stat(4);
         }
     }
@@ -1081,14 +941,14 @@ fn check_model(
     // The peer got a prefix of the accepted bytes, in order; all of them on a clean end, and
     // (over TLS) ended with close_notify.
     prop_assert!(
-        peer.received.len() <= d.accepted.len()
-            && peer.received[..] == d.accepted[..peer.received.len()],
+        peer.received.len() <= d.writes.accepted.len()
+            && peer.received[..] == d.writes.accepted[..peer.received.len()],
         "the peer got bytes out of order or never accepted: {}",
         ctx()
     );
     if clean {
         prop_assert!(
-            peer.received == d.accepted,
+            peer.received == d.writes.accepted,
             "the peer did not get every accepted byte: {}",
             ctx()
         );
@@ -1124,20 +984,10 @@ fn check_model(
     Ok(())
 }
 
-fn config(default: u32) -> Config {
-    Config {
-        cases: support::model::cases(default),
-        failure_persistence: None,
-        max_shrink_iters: 300,
-        max_shrink_time: 120_000,
-        ..Config::default()
-    }
-}
-
 #[test]
 fn byte_stream_sockets_match_the_model() {
     let event_loop = RefCell::new(EventLoop::new().unwrap());
-    let mut runner = TestRunner::new(config(100));
+    let mut runner = TestRunner::new(socket_model::config(100, 300));
     let started = Instant::now();
     let result = runner.run(&case(), |case| {
         run_case(&mut event_loop.borrow_mut(), &case)

@@ -2308,19 +2308,26 @@ fn a_graceful_close_during_the_handshake_cancels_it_unless_bytes_are_queued() {
     }
 }
 
-/// The handshake error of a client trusting exactly `ca_pem` that connects to `host` on a
-/// server presenting `cert` and `key`.
-fn handshake_error_trusting(ca_pem: &str, cert: &str, key: &str, host: &str) -> SocketError {
-    let mut ev = EventLoop::new().unwrap();
+/// A TLS server presenting `cert` and `key` listening on a free port of `ip`, and the
+/// connections it accepted (kept open).
+fn keeping_tls_server(ip: &str, cert: &str, key: &str) -> (Rc<TcpServer>, Peers) {
     let server = TcpServer::new().unwrap();
     server.set_tls_config(TlsServerConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap());
-    server.listen("127.0.0.1", 0).unwrap();
+    server.listen(ip, 0).unwrap();
     let peers: Peers = Rc::default();
     let keep = peers.clone();
     server
         .new_connection
         .connect(move |peer: &Rc<TcpSocket>| keep.borrow_mut().push(peer.clone()))
         .release();
+    (server, peers)
+}
+
+/// The handshake error of a client trusting exactly `ca_pem` that connects to `host` on a
+/// server presenting `cert` and `key`.
+fn handshake_error_trusting(ca_pem: &str, cert: &str, key: &str, host: &str) -> SocketError {
+    let mut ev = EventLoop::new().unwrap();
+    let (server, _peers) = keeping_tls_server("127.0.0.1", cert, key);
     let client = SslSocket::with_config(
         TlsClientConfig::with_only_ca_certificates(ca_pem.as_bytes()).unwrap(),
     )
@@ -2740,15 +2747,7 @@ fn connect_raced_to_ipv6(
     verify_name: Option<&str>,
 ) -> Result<(), SocketError> {
     let mut ev = EventLoop::new().unwrap();
-    let server = TcpServer::new().unwrap();
-    server.set_tls_config(TlsServerConfig::from_pem(cert.as_bytes(), key.as_bytes()).unwrap());
-    server.listen("::1", 0).unwrap();
-    let peers: Peers = Rc::default();
-    let keep = peers.clone();
-    server
-        .new_connection
-        .connect(move |peer: &Rc<TcpSocket>| keep.borrow_mut().push(peer.clone()))
-        .release();
+    let (server, _peers) = keeping_tls_server("::1", cert, key);
     // A port on 127.0.0.1 nothing listens on: the first attempt is refused at once, so the
     // second address (::1) wins the race.
     let dead = std::net::TcpListener::bind("127.0.0.1:0")

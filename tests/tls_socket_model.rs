@@ -54,10 +54,13 @@ use kdnet::network::{
     TlsClientConfig, TlsFailure, TlsServerConfig,
 };
 use proptest::prelude::*;
-use proptest::test_runner::{Config, TestCaseError, TestRunner};
+use proptest::test_runner::{TestCaseError, TestRunner};
 use support::certs::test_pki;
 use support::pattern;
 use support::socket_events::SocketEvent as Ev;
+use support::socket_model::{
+    self, SocketModel, Writes, check, handshake_errors_reported, state_path, watch,
+};
 
 // ---- the script --------------------------------------------------------------------------------
 
@@ -610,12 +613,8 @@ fn start_silent(listener: std::net::TcpListener) {
 // ---- the crate's server --------------------------------------------------------------------------
 
 struct Server {
-    writes: Vec<(usize, SWhen)>,
+    writes: Writes<SWhen>,
     end: End,
-    payload: Vec<u8>,
-    offsets: Vec<usize>,
-    next: usize,
-    accepted: Vec<u8>,
     written: usize,
     received: Vec<u8>,
     events: Vec<Ev>,
@@ -624,92 +623,29 @@ struct Server {
     connections: usize,
     ended: bool,
     alpn: Option<Option<Vec<u8>>>,
-    idle_turns: u32,
 }
 
 type Srv = Rc<RefCell<Server>>;
 
+logged!(Server);
+
+impl SocketModel<TcpSocket> for Server {
+    fn handshake_completed(srv: &Srv, sock: &Rc<TcpSocket>) {
+        srv.borrow_mut().alpn = Some(sock.alpn_protocol());
+        server_write(srv, sock, Some(SWhen::InHandshake));
+    }
+}
+
 fn server_write(srv: &Srv, socket: &TcpSocket, from: Option<SWhen>) {
-    let data = {
-        let mut s = srv.borrow_mut();
-        if s.next == s.writes.len() {
-            return;
-        }
-        let (size, when) = s.writes[s.next];
-        if from.is_some_and(|f| f != when) {
-            return;
-        }
-        let offset = s.offsets[s.next];
-        s.next += 1;
-        s.idle_turns = 0;
-        s.payload[offset..offset + size].to_vec()
+    let Some(data) = srv.borrow_mut().writes.take(from) else {
+        return;
     };
     let state = socket.state();
     let result = socket.write(&data);
     let mut s = srv.borrow_mut();
-    match (&result, state) {
-        (Ok(n), SocketState::Connected) if *n == data.len() => {
-            s.accepted.extend_from_slice(&data);
-        }
-        (Err(SocketError::InvalidState(_)), SocketState::Unconnected | SocketState::Closing) => {}
-        (r, _) => {
-            let v = format!("server write of {} B while {state:?}: {r:?}", data.len());
-            s.violations.push(v);
-        }
+    if let Err(v) = s.writes.settle(&data, state, &result) {
+        s.violations.push(format!("server: {v}"));
     }
-}
-
-fn watch_server(srv: &Srv, socket: &Rc<TcpSocket>) {
-    macro_rules! slot {
-        ($signal:ident, |$s:ident, $sock:ident, $v:ident| $body:block) => {{
-            let $s = srv.clone();
-            let weak = Rc::downgrade(socket);
-            socket
-                .$signal
-                .connect(move |$v| {
-                    let Some($sock) = weak.upgrade() else { return };
-                    $body
-                })
-                .release();
-        }};
-    }
-    slot!(state_changed, |s, _sock, v| {
-        s.borrow_mut().events.push(Ev::State(*v));
-    });
-    slot!(handshake_completed, |s, sock, _v| {
-        {
-            let mut m = s.borrow_mut();
-            m.events.push(Ev::Handshake);
-            m.alpn = Some(sock.alpn_protocol());
-        }
-        server_write(&s, &sock, Some(SWhen::InHandshake));
-    });
-    slot!(handshake_error, |s, _sock, e| {
-        s.borrow_mut().events.push(Ev::HandshakeError(e.clone()));
-    });
-    slot!(bytes_written, |s, _sock, n| {
-        let mut m = s.borrow_mut();
-        m.events.push(Ev::Written(*n));
-        m.written += *n;
-    });
-    slot!(bytes_received, |s, _sock, n| {
-        s.borrow_mut().events.push(Ev::Received(*n));
-    });
-    slot!(ready_read, |s, sock, _v| {
-        let data = sock.read_all();
-        let mut m = s.borrow_mut();
-        m.events.push(Ev::ReadyRead);
-        m.received.extend_from_slice(&data);
-    });
-    slot!(error_occurred, |s, _sock, e| {
-        s.borrow_mut().events.push(Ev::Error(e.clone()));
-    });
-    slot!(disconnected, |s, sock, _v| {
-        let data = sock.read_all();
-        let mut m = s.borrow_mut();
-        m.events.push(Ev::Disconnected);
-        m.received.extend_from_slice(&data);
-    });
 }
 
 // ---- the client ----------------------------------------------------------------------------------
@@ -734,10 +670,7 @@ enum Closed {
 
 struct Client {
     round: Round,
-    payload: Vec<u8>,
-    offsets: Vec<usize>,
-    next: usize,
-    accepted: Vec<u8>,
+    writes: Writes<When>,
     written: usize,
     received: Vec<u8>,
     events: Vec<Ev>,
@@ -747,7 +680,6 @@ struct Client {
     closed_after: usize,
     alpn: Option<Option<Vec<u8>>>,
     version: Option<Option<rustls::ProtocolVersion>>,
-    idle_turns: u32,
     started: bool,
     connect_at: Option<Instant>,
     error_at: Option<Instant>,
@@ -756,41 +688,92 @@ struct Client {
 type Cli = Rc<RefCell<Client>>;
 
 impl Client {
+    /// A client with nothing done yet for `round`, its writes' payload from `seed`.
+    fn new(round: &Round, seed: u64) -> Client {
+        Client {
+            round: round.clone(),
+            writes: Writes::new(round.writes.clone(), seed),
+            written: 0,
+            received: Vec::new(),
+            events: Vec::new(),
+            violations: Vec::new(),
+            closed: None,
+            closed_after: 0,
+            alpn: None,
+            version: None,
+            started: false,
+            connect_at: None,
+            error_at: None,
+        }
+    }
+
     fn all_issued(&self) -> bool {
-        self.next == self.round.writes.len()
+        self.writes.all_issued()
+    }
+}
+
+logged!(Client);
+
+impl SocketModel<SslSocket> for Client {
+    fn connected(c: &Cli, s: &Rc<SslSocket>) {
+        let now = s.state();
+        check(
+            c,
+            now == SocketState::Connected && !s.is_encrypted(),
+            || format!("connected while {now:?}, encrypted {}", s.is_encrypted()),
+        );
+        client_write(c, s, Some(When::InConnected));
+        maybe_close_at(c, s, When::InConnected);
+    }
+
+    fn handshake_completed(c: &Cli, s: &Rc<SslSocket>) {
+        let chain = s.peer_certificate_chain().len();
+        check(c, chain == 1, || {
+            format!("handshake_completed: {chain} peer certificates")
+        });
+        {
+            let mut m = c.borrow_mut();
+            m.alpn = Some(s.alpn_protocol());
+            m.version = Some(s.protocol_version());
+        }
+        client_write(c, s, Some(When::InHandshake));
+        maybe_close_at(c, s, When::InHandshake);
+    }
+
+    fn bytes_written(c: &Cli, s: &Rc<SslSocket>) {
+        client_write(c, s, Some(When::InBytesWritten));
+        maybe_close_at(c, s, When::InBytesWritten);
+    }
+
+    fn ready_read(c: &Cli, s: &Rc<SslSocket>) {
+        client_write(c, s, Some(When::InReadyRead));
+        maybe_close_at(c, s, When::InReadyRead);
+    }
+
+    fn error_occurred(c: &Cli, _s: &Rc<SslSocket>) {
+        c.borrow_mut().error_at = Some(Instant::now());
     }
 }
 
 fn client_write(cli: &Cli, socket: &TcpSocket, from: Option<When>) {
     let data = {
         let mut c = cli.borrow_mut();
-        if !c.started || c.all_issued() {
+        if !c.started {
             return;
         }
-        let (size, when) = c.round.writes[c.next];
-        if from.is_some_and(|f| f != when) {
+        let Some(data) = c.writes.take(from) else {
             return;
-        }
-        let offset = c.offsets[c.next];
-        c.next += 1;
-        c.idle_turns = 0;
-        c.payload[offset..offset + size].to_vec()
+        };
+        data
     };
     let state = socket.state();
     let result = socket.write(&data);
     {
         let mut c = cli.borrow_mut();
-        let open = matches!(
-            state,
-            SocketState::HostLookup | SocketState::Connecting | SocketState::Connected
-        );
-        match (&result, open) {
-            (Ok(n), true) if *n == data.len() => c.accepted.extend_from_slice(&data),
-            (Err(SocketError::InvalidState(_)), false) => stat(S_REFUSED),
-            (r, _) => {
-                let v = format!("client write of {} B while {state:?}: {r:?}", data.len());
-                c.violations.push(v);
-            }
+        match c.writes.settle(&data, state, &result) {
+            Ok(true) => stat(S_REFUSED),
+            Ok(false) => {}
+            Err(v) => c.violations.push(format!("client: {v}")),
         }
     }
     let close_now = {
@@ -809,7 +792,7 @@ fn client_close(cli: &Cli, socket: &TcpSocket) {
             return;
         }
         let state = socket.state();
-        let queued = !c.accepted.is_empty();
+        let queued = !c.writes.accepted.is_empty();
         let kind = match (c.round.end, state) {
             (_, SocketState::Unconnected | SocketState::Closing) => Closed::NoOp,
             (End::Abort, _) => Closed::Abort,
@@ -835,108 +818,6 @@ fn maybe_close_at(cli: &Cli, socket: &TcpSocket, trigger: When) {
     if cli.borrow().round.close_at == CloseAt::At(trigger) {
         client_close(cli, socket);
     }
-}
-
-fn record(cli: &Cli, ev: Ev) {
-    cli.borrow_mut().events.push(ev);
-}
-
-fn check(cli: &Cli, ok: bool, what: impl FnOnce() -> String) {
-    if !ok {
-        cli.borrow_mut().violations.push(what());
-    }
-}
-
-/// Connects the recording and scripting slots to the client, once: every round reuses them.
-fn watch_client(cli: &Cli, ssl: &Rc<SslSocket>) {
-    macro_rules! slot {
-        ($signal:ident, |$c:ident, $s:ident, $v:ident| $body:block) => {{
-            let $c = cli.clone();
-            let weak = Rc::downgrade(ssl);
-            ssl.$signal
-                .connect(move |$v| {
-                    let Some($s) = weak.upgrade() else { return };
-                    $body
-                })
-                .release();
-        }};
-    }
-    slot!(state_changed, |c, s, state| {
-        record(&c, Ev::State(*state));
-        let now = s.state();
-        check(&c, now == *state, || {
-            format!("state_changed({state:?}) while state() is {now:?}")
-        });
-    });
-    slot!(connected, |c, s, _v| {
-        record(&c, Ev::Connected);
-        let now = s.state();
-        check(
-            &c,
-            now == SocketState::Connected && !s.is_encrypted(),
-            || format!("connected while {now:?}, encrypted {}", s.is_encrypted()),
-        );
-        client_write(&c, &s, Some(When::InConnected));
-        maybe_close_at(&c, &s, When::InConnected);
-    });
-    slot!(handshake_completed, |c, s, _v| {
-        record(&c, Ev::Handshake);
-        let chain = s.peer_certificate_chain().len();
-        check(&c, s.is_encrypted() && chain == 1, || {
-            format!(
-                "handshake_completed: encrypted {}, {chain} peer certificates",
-                s.is_encrypted()
-            )
-        });
-        {
-            let mut m = c.borrow_mut();
-            m.alpn = Some(s.alpn_protocol());
-            m.version = Some(s.protocol_version());
-        }
-        client_write(&c, &s, Some(When::InHandshake));
-        maybe_close_at(&c, &s, When::InHandshake);
-    });
-    slot!(handshake_error, |c, s, e| {
-        record(&c, Ev::HandshakeError(e.clone()));
-        check(&c, !s.is_encrypted(), || {
-            "handshake_error while encrypted".into()
-        });
-    });
-    slot!(bytes_written, |c, s, n| {
-        record(&c, Ev::Written(*n));
-        c.borrow_mut().written += *n;
-        client_write(&c, &s, Some(When::InBytesWritten));
-        maybe_close_at(&c, &s, When::InBytesWritten);
-    });
-    slot!(bytes_received, |c, _s, n| {
-        record(&c, Ev::Received(*n));
-    });
-    slot!(ready_read, |c, s, _v| {
-        record(&c, Ev::ReadyRead);
-        let data = s.read_all();
-        c.borrow_mut().received.extend_from_slice(&data);
-        client_write(&c, &s, Some(When::InReadyRead));
-        maybe_close_at(&c, &s, When::InReadyRead);
-    });
-    slot!(error_occurred, |c, s, e| {
-        record(&c, Ev::Error(e.clone()));
-        c.borrow_mut().error_at = Some(Instant::now());
-        let now = s.state();
-        check(&c, now == SocketState::Unconnected, || {
-            format!("error_occurred while {now:?}")
-        });
-    });
-    slot!(disconnected, |c, s, _v| {
-        record(&c, Ev::Disconnected);
-        let now = s.state();
-        check(
-            &c,
-            now == SocketState::Unconnected && !s.is_encrypted(),
-            || format!("disconnected while {now:?}, encrypted {}", s.is_encrypted()),
-        );
-        let data = s.read_all();
-        c.borrow_mut().received.extend_from_slice(&data);
-    });
 }
 
 // ---- statistics ----------------------------------------------------------------------------------
@@ -992,17 +873,6 @@ fn stat(i: usize) {
 
 // ---- running a case ------------------------------------------------------------------------------
 
-fn offsets_of(sizes: &[usize]) -> Vec<usize> {
-    sizes
-        .iter()
-        .scan(0, |at, s| {
-            let o = *at;
-            *at += s;
-            Some(o)
-        })
-        .collect()
-}
-
 fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError> {
     CASES.fetch_add(1, Ordering::SeqCst);
     let pki = test_pki();
@@ -1011,26 +881,8 @@ fn run_case(event_loop: &mut EventLoop, case: &Case) -> Result<(), TestCaseError
         config.set_alpn_protocols(ALPN[case.client_alpn].iter().map(|p| p.to_vec()).collect());
     }
     let ssl = SslSocket::with_config(config).unwrap();
-    let cli: Cli = Rc::new(RefCell::new(Client {
-        round: case.rounds[0].clone(),
-        payload: Vec::new(),
-        offsets: Vec::new(),
-        next: 0,
-        accepted: Vec::new(),
-        written: 0,
-        received: Vec::new(),
-        events: Vec::new(),
-        violations: Vec::new(),
-        closed: None,
-        closed_after: 0,
-        alpn: None,
-        version: None,
-        idle_turns: 0,
-        started: false,
-        connect_at: None,
-        error_at: None,
-    }));
-    watch_client(&cli, &ssl);
+    let cli: Cli = Rc::new(RefCell::new(Client::new(&case.rounds[0], case.seed)));
+    watch(&cli, &ssl);
     let mut cert = ClientCert::Keep;
     let mut kept: Option<KeptServer> = None;
     for (index, round) in case.rounds.iter().enumerate() {
@@ -1087,48 +939,18 @@ fn run_round(
     } else {
         Ipv4Addr::LOCALHOST.into()
     };
-    let sizes: Vec<usize> = round.writes.iter().map(|w| w.0).collect();
-    {
-        let mut c = cli.borrow_mut();
-        *c = Client {
-            round: round.clone(),
-            payload: pattern(sizes.iter().sum(), seed),
-            offsets: offsets_of(&sizes),
-            next: 0,
-            accepted: Vec::new(),
-            written: 0,
-            received: Vec::new(),
-            events: Vec::new(),
-            violations: Vec::new(),
-            closed: None,
-            closed_after: 0,
-            alpn: None,
-            version: None,
-            idle_turns: 0,
-            started: false,
-            connect_at: None,
-            error_at: None,
-        };
-    }
+    *cli.borrow_mut() = Client::new(round, seed);
     let state = ssl.state();
     prop_assert_eq!(state, SocketState::Unconnected, "before the round");
 
     // The peer.
-    let (server_sizes, server_writes, server_end) = match &round.peer {
-        Peer::Kdnet { writes, end, .. } => (
-            writes.iter().map(|w| w.0).collect::<Vec<_>>(),
-            writes.clone(),
-            *end,
-        ),
-        _ => (Vec::new(), Vec::new(), End::Nothing),
+    let (server_writes, server_end) = match &round.peer {
+        Peer::Kdnet { writes, end, .. } => (writes.clone(), *end),
+        _ => (Vec::new(), End::Nothing),
     };
     let srv: Srv = Rc::new(RefCell::new(Server {
-        writes: server_writes,
+        writes: Writes::new(server_writes, seed ^ 0x5eed),
         end: server_end,
-        payload: pattern(server_sizes.iter().sum(), seed ^ 0x5eed),
-        offsets: offsets_of(&server_sizes),
-        next: 0,
-        accepted: Vec::new(),
         written: 0,
         received: Vec::new(),
         events: Vec::new(),
@@ -1137,7 +959,6 @@ fn run_round(
         connections: 0,
         ended: false,
         alpn: None,
-        idle_turns: 0,
     }));
     if !round.same_server {
         *kept = None;
@@ -1181,7 +1002,7 @@ fn run_round(
                         }
                         m.socket = Some(socket.clone());
                     }
-                    watch_server(&s, socket);
+                    watch(&s, socket);
                     server_write(&s, socket, Some(SWhen::InNewConnection));
                 })
                 .release();
@@ -1269,8 +1090,8 @@ fn run_round(
         client_write(cli, &socket, Some(When::Outside));
         let idle = {
             let mut c = cli.borrow_mut();
-            c.idle_turns += 1;
-            c.idle_turns
+            c.writes.idle_turns += 1;
+            c.writes.idle_turns
         };
         if idle > 4 || socket.state() == SocketState::Unconnected {
             // A trigger that does not come (a handshake that fails, nothing to read).
@@ -1280,7 +1101,7 @@ fn run_round(
             let c = cli.borrow();
             (
                 c.round.close_at,
-                c.all_issued() && c.written == c.accepted.len(),
+                c.all_issued() && c.written == c.writes.accepted.len(),
             )
         };
         match close_at {
@@ -1294,8 +1115,8 @@ fn run_round(
         if let Some(s) = &server_socket {
             let idle = {
                 let mut m = srv.borrow_mut();
-                m.idle_turns += 1;
-                m.idle_turns
+                m.writes.idle_turns += 1;
+                m.writes.idle_turns
             };
             if s.is_encrypted() || idle > 4 {
                 server_write(&srv, s, Some(SWhen::Outside));
@@ -1305,8 +1126,8 @@ fn run_round(
             }
             let end = {
                 let m = srv.borrow();
-                let due = m.next == m.writes.len()
-                    && m.written == m.accepted.len()
+                let due = m.writes.all_issued()
+                    && m.written == m.writes.accepted.len()
                     && !m.ended
                     && s.is_encrypted();
                 if due { Some(m.end) } else { None }
@@ -1354,10 +1175,10 @@ fn run_round(
                 "hung: client {:?} ({} of {} writes issued, written {} of {}), events {:?}; \
                  server events {:?}; raw reported {}",
                 socket.state(),
-                c.next,
+                c.writes.next,
                 c.round.writes.len(),
                 c.written,
-                c.accepted.len(),
+                c.writes.accepted.len(),
                 c.events,
                 m.events,
                 raw_report.is_some()
@@ -1397,10 +1218,10 @@ fn check_round(
              accepted {} B, written {} B, got {} B; raw {:?}",
             c.closed,
             c.closed_after,
-            c.accepted.len(),
+            c.writes.accepted.len(),
             c.written,
             c.received.len(),
-            m.accepted.len(),
+            m.writes.accepted.len(),
             m.written,
             m.received.len(),
             raw.map(|r| (r.handshake, r.received.len(), &r.end)),
@@ -1463,26 +1284,8 @@ fn check_round(
             ctx()
         );
     }
-    let states: Vec<SocketState> = ev
-        .iter()
-        .filter_map(|e| match e {
-            Ev::State(s) => Some(*s),
-            _ => None,
-        })
-        .collect();
-    let mut prev = SocketState::Unconnected;
-    for s in &states {
-        let allowed = matches!(
-            (prev, s),
-            (SocketState::Unconnected, SocketState::Connecting)
-                | (SocketState::Connecting, SocketState::Connected)
-                | (SocketState::Connected, SocketState::Closing)
-                | (SocketState::Connected, SocketState::Unconnected)
-                | (SocketState::Closing, SocketState::Unconnected)
-                | (SocketState::Connecting, SocketState::Unconnected)
-        );
-        prop_assert!(allowed, "state {prev:?} -> {s:?}: {}", ctx());
-        prev = *s;
+    if let Err(e) = state_path(ev, SocketState::Unconnected) {
+        prop_assert!(false, "{e}: {}", ctx());
     }
     let at_connected = pos(ev, &is_connected);
     let at_handshake = pos(ev, &is_handshake);
@@ -1504,15 +1307,8 @@ fn check_round(
         );
     }
     // A handshake error comes right before its error_occurred, with the same error.
-    if let Some(h) = pos(ev, &is_hs_error) {
-        let Ev::HandshakeError(he) = &ev[h] else {
-            unreachable!()
-        };
-        prop_assert!(
-            ev.get(h + 1) == Some(&Ev::Error(he.clone())),
-            "handshake_error not followed by its error_occurred: {}",
-            ctx()
-        );
+    if let Err(e) = handshake_errors_reported(ev) {
+        prop_assert!(false, "{e}: {}", ctx());
     }
     if let Some(e) = pos(ev, &is_error) {
         prop_assert!(
@@ -1539,7 +1335,7 @@ fn check_round(
         .sum();
     prop_assert_eq!(reported, c.written, "{}", ctx());
     prop_assert!(
-        c.written <= c.accepted.len(),
+        c.written <= c.writes.accepted.len(),
         "more written than accepted: {}",
         ctx()
     );
@@ -1561,7 +1357,7 @@ fn check_round(
         stat(S_UNANNOUNCED);
     }
     let sent_to_client: &[u8] = match &round.peer {
-        Peer::Kdnet { .. } => &m.accepted,
+        Peer::Kdnet { .. } => &m.writes.accepted,
         Peer::Raw { .. } => raw_reply,
         Peer::Silent { .. } => &[],
     };
@@ -1577,7 +1373,8 @@ fn check_round(
         _ => &[],
     };
     prop_assert!(
-        peer_got.len() <= c.accepted.len() && peer_got[..] == c.accepted[..peer_got.len()],
+        peer_got.len() <= c.writes.accepted.len()
+            && peer_got[..] == c.writes.accepted[..peer_got.len()],
         "the peer got bytes out of order, duplicated or never accepted: {}",
         ctx()
     );
@@ -1846,13 +1643,13 @@ fn check_round(
                 );
                 prop_assert_eq!(
                     c.written,
-                    c.accepted.len(),
+                    c.writes.accepted.len(),
                     "close_notify answered before every queued byte was written: {}",
                     ctx()
                 );
                 if let Some(r) = raw {
                     prop_assert!(
-                        r.clean_end && r.received == c.accepted,
+                        r.clean_end && r.received == c.writes.accepted,
                         "the raw peer did not get every byte and then close_notify: {}",
                         ctx()
                     );
@@ -1871,9 +1668,9 @@ fn check_round(
             };
             if graceful && server_stays && completed == 1 {
                 prop_assert!(client_error.is_none(), "{}", ctx());
-                prop_assert_eq!(c.written, c.accepted.len(), "{}", ctx());
+                prop_assert_eq!(c.written, c.writes.accepted.len(), "{}", ctx());
                 prop_assert!(
-                    peer_got == c.accepted,
+                    peer_got == c.writes.accepted,
                     "the peer did not get every accepted byte: {}",
                     ctx()
                 );
@@ -1923,11 +1720,8 @@ fn check_round(
                     ctx()
                 );
             }
-            if let Some(h) = pos(sev, &is_hs_error) {
-                let Ev::HandshakeError(he) = &sev[h] else {
-                    unreachable!()
-                };
-                prop_assert!(sev.get(h + 1) == Some(&Ev::Error(he.clone())), "{}", ctx());
+            if let Err(e) = handshake_errors_reported(sev) {
+                prop_assert!(false, "server: {e}: {}", ctx());
             }
             let s_error = error_of(sev);
             match expect {
@@ -1959,31 +1753,21 @@ fn check_round(
                 .map(|e| if let Ev::Written(n) = e { *n } else { 0 })
                 .sum();
             prop_assert_eq!(s_reported, m.written, "{}", ctx());
-            prop_assert!(m.written <= m.accepted.len(), "{}", ctx());
+            prop_assert!(m.written <= m.writes.accepted.len(), "{}", ctx());
             // A server ending gracefully, or a client's graceful close answered: every byte
             // the server accepted was written (and the client got it when it was reading on).
             if m.end == End::Graceful && m.ended && s_error.is_none() {
-                prop_assert_eq!(m.written, m.accepted.len(), "{}", ctx());
+                prop_assert_eq!(m.written, m.writes.accepted.len(), "{}", ctx());
             }
         }
     }
     Ok(())
 }
 
-fn config(default: u32) -> Config {
-    Config {
-        cases: support::model::cases(default),
-        failure_persistence: None,
-        max_shrink_iters: 200,
-        max_shrink_time: 120_000,
-        ..Config::default()
-    }
-}
-
 #[test]
 fn the_tls_life_cycle_matches_the_model() {
     let event_loop = RefCell::new(EventLoop::new().unwrap());
-    let mut runner = TestRunner::new(config(36));
+    let mut runner = TestRunner::new(socket_model::config(36, 200));
     let started = Instant::now();
     let result = runner.run(&case(), |case| {
         run_case(&mut event_loop.borrow_mut(), &case)

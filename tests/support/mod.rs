@@ -6,6 +6,7 @@ pub mod chaos;
 pub mod model;
 pub mod served;
 pub mod socket_events;
+pub mod socket_model;
 
 use std::cell::RefCell;
 use std::rc::Rc;
