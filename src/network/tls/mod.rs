@@ -7,6 +7,9 @@
 //!                       └─▶ handshake_error + error_occurred(TlsFailure) ─▶ closed
 //! ```
 
+#[doc(hidden)]
+#[path = "fuzz_api.rs"]
+pub mod __fuzz;
 pub(crate) mod config;
 mod der;
 mod pem;
