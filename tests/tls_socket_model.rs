@@ -3,7 +3,8 @@
 //! Each generated case makes one `SslSocket` (trusting the test CA, offering one of a few ALPN
 //! lists) and connects it 1–3 times in a row (the same socket, its configuration reused, a
 //! fresh session each time), each round to a new peer over loopback (127.0.0.1 or ::1, by
-//! `connect_to_address` or `connect_to_addresses` with a refused address first):
+//! `connect_to_address` or `connect_to_addresses` with a refused address of the other loopback
+//! family first; every server's certificate names only the address it listens on):
 //! - the crate's `TcpServer` with TLS (TLS 1.2 only, 1.3 only or both; ALPN lists; client
 //!   certificates required or not), which writes 0–3 pieces of 0–150 KiB (in `new_connection`,
 //!   before its handshake; in `handshake_completed`; from outside) and then ends gracefully,
@@ -424,15 +425,24 @@ fn versions(version: Version) -> &'static [&'static rustls::SupportedProtocolVer
 }
 
 /// The server configuration: the crate's builders for TLS 1.2 + 1.3, rustls' for one version.
-fn server_config(version: Version, require_cert: bool, alpn: usize) -> Arc<rustls::ServerConfig> {
+/// Its certificate names only the loopback address it listens on (`::1` when `v6`, else
+/// `127.0.0.1`): a client must verify it against the address it connected to.
+fn server_config(
+    version: Version,
+    require_cert: bool,
+    alpn: usize,
+    v6: bool,
+) -> Arc<rustls::ServerConfig> {
     use rustls::pki_types::pem::PemObject;
     use rustls::pki_types::{CertificateDer, PrivateKeyDer};
     let pki = test_pki();
     let protocols: Vec<Vec<u8>> = ALPN[alpn].iter().map(|p| p.to_vec()).collect();
-    let (cert, key) = (
-        pki.server_cert_pem.as_bytes(),
-        pki.server_key_pem.as_bytes(),
-    );
+    let (cert, key) = if v6 {
+        (&pki.ipv6_only_cert_pem, &pki.ipv6_only_key_pem)
+    } else {
+        (&pki.ipv4_only_cert_pem, &pki.ipv4_only_key_pem)
+    };
+    let (cert, key) = (cert.as_bytes(), key.as_bytes());
     if version == Version::Both {
         return if require_cert {
             TlsServerConfig::with_client_certificates(cert, key, pki.ca_pem.as_bytes(), protocols)
@@ -517,7 +527,8 @@ fn start_raw(
         };
         let _ = tcp.set_read_timeout(Some(Duration::from_secs(15)));
         let _ = tcp.set_write_timeout(Some(Duration::from_secs(15)));
-        let mut config = server_config(version, false, 0);
+        let v6 = tcp.local_addr().is_ok_and(|a| a.is_ipv6());
+        let mut config = server_config(version, false, 0, v6);
         Arc::make_mut(&mut config).send_half_rtt_data = half_rtt;
         let conn = rustls::ServerConnection::new(config).unwrap();
         let mut stream = rustls::StreamOwned::new(conn, tcp);
@@ -985,7 +996,7 @@ fn run_round(
             ..
         } => {
             let server = TcpServer::new().unwrap();
-            server.set_tls_config(server_config(*version, *require_cert, *alpn));
+            server.set_tls_config(server_config(*version, *require_cert, *alpn, round.v6));
             server.listen_on(SocketAddr::new(ip, 0)).unwrap();
             let current = Rc::new(RefCell::new(srv.clone()));
             let c = current.clone();
@@ -1063,8 +1074,15 @@ fn run_round(
     cli.borrow_mut().connect_at = Some(Instant::now());
     let connect = if round.via_addresses {
         stat(S_ADDRESSES);
-        // A port nothing listens on (bound, then closed): refused at once, the race moves on.
-        let dead = std::net::TcpListener::bind(SocketAddr::new(ip, 0))
+        // A port nothing listens on (bound, then closed), on the other loopback address:
+        // refused at once, the race moves on, and the certificate (which names only the
+        // address that won) must be verified against the winner, not this first address.
+        let other: IpAddr = if round.v6 {
+            Ipv4Addr::LOCALHOST.into()
+        } else {
+            Ipv6Addr::LOCALHOST.into()
+        };
+        let dead = std::net::TcpListener::bind(SocketAddr::new(other, 0))
             .unwrap()
             .local_addr()
             .unwrap();
