@@ -12,7 +12,7 @@ use kdnet::network::{
     SocketError, SslSocket, TcpServer, TcpSocket, TlsClientConfig, TlsFailure, TlsServerConfig,
 };
 use support::certs::{TestPki, test_pki};
-use support::{Holder, drop_on_signal, latest, pattern, run_until};
+use support::{Holder, drop_on_signal, emissions, latest, pattern, run_until};
 
 type Peers = Rc<RefCell<Vec<Rc<TcpSocket>>>>;
 
@@ -2974,23 +2974,13 @@ fn data_with_the_handshake_after(action: &'static str) -> (usize, usize, Vec<u8>
             }
         })
         .release();
-    let ready = Rc::new(Cell::new(0usize));
-    let r = ready.clone();
-    client
-        .ready_read
-        .connect(move |_| r.set(r.get() + 1))
-        .release();
+    let ready = emissions(&client.ready_read);
+    let handshakes = emissions(&client.handshake_completed);
     let received = Rc::new(Cell::new(0usize));
     let b = received.clone();
     client
         .bytes_received
         .connect(move |n| b.set(b.get() + n))
-        .release();
-    let handshakes = Rc::new(Cell::new(0usize));
-    let h = handshakes.clone();
-    client
-        .handshake_completed
-        .connect(move |_| h.set(h.get() + 1))
         .release();
     client.connect_to_host("127.0.0.1", port).unwrap();
     assert!(

@@ -106,6 +106,14 @@ pub fn latest<T: Clone + 'static>(signal: &Signal<T>) -> Rc<RefCell<Option<T>>> 
     latest
 }
 
+/// How many times `signal` emits, counted by a slot that stays connected for the signal's life.
+pub fn emissions<T: 'static>(signal: &Signal<T>) -> Rc<std::cell::Cell<usize>> {
+    let count: Rc<std::cell::Cell<usize>> = Rc::default();
+    let slot = count.clone();
+    signal.connect(move |_| slot.set(slot.get() + 1)).release();
+    count
+}
+
 /// A request head read by a blocking test server: the request line and the header lines.
 pub struct RawHead {
     /// `GET /path HTTP/1.1`.
