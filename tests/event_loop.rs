@@ -2263,3 +2263,183 @@ fn a_quit_asked_on_every_turn_does_not_keep_a_host_from_learning_of_it() {
     };
     assert_eq!(code, 8);
 }
+
+// ---- a nested wait begun from host code (twentieth round) ---------------------------------------
+
+/// A host that last read `next_timeout()` before one of its own callbacks waited in a nested loop
+/// (`foundation::process_events` from a GUI handler, `send_and_wait`) sleeps for what it read
+/// then. Work the nested turns left for later (a timer they started, a closure they posted)
+/// wrote no wake-up (it was added inside a turn), so the host slept until its old deadline, or
+/// for ever after `None`: the nested wait must make the descriptor readable when it returns.
+#[test]
+fn embedding_a_timer_started_in_a_nested_wait_from_host_code_wakes_the_host() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let mut host = Host::new(&event_loop);
+    assert_eq!(
+        event_loop.next_timeout(),
+        None,
+        "the host is told: only I/O"
+    );
+    let fired = Rc::new(Cell::new(false));
+    let started = Rc::new(Cell::new(false));
+    let timer: Rc<RefCell<Option<Rc<Timer>>>> = Rc::default();
+    {
+        // Host code (a button's handler, say) waits in a nested loop for a closure, which
+        // starts a timer (a reconnect, an idle timeout) inside the nested turn.
+        let (fired, started, timer) = (fired.clone(), started.clone(), timer.clone());
+        post(move || {
+            let f = fired.clone();
+            *timer.borrow_mut() = Some(
+                Timer::create_timeout(Duration::from_millis(50), move || f.set(true)).unwrap(),
+            );
+            started.set(true);
+        })
+        .unwrap();
+    }
+    while !started.get() {
+        kdnet::foundation::process_events(Some(Duration::from_secs(5))).unwrap();
+    }
+    // The host goes back to sleep for what it was told (`None`: a long wait here).
+    let slept = Instant::now();
+    assert!(
+        host.wait(&event_loop, Duration::from_secs(3)),
+        "the host slept through a timer its nested wait started"
+    );
+    assert!(slept.elapsed() < Duration::from_secs(1));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while !fired.get() && Instant::now() < deadline {
+        assert!(host.iterate(&mut event_loop, Duration::from_secs(3)));
+    }
+    assert!(fired.get(), "the timer fired while the host drove the loop");
+}
+
+/// The same for a closure a nested turn posted and left for the next turn: the host, told
+/// `None`, must not sleep with it queued.
+#[test]
+fn embedding_a_closure_posted_in_a_nested_wait_from_host_code_wakes_the_host() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let mut host = Host::new(&event_loop);
+    assert_eq!(event_loop.next_timeout(), None);
+    let ran = Rc::new(Cell::new(false));
+    let started = Rc::new(Cell::new(false));
+    {
+        let (ran, started) = (ran.clone(), started.clone());
+        post(move || {
+            // Posted inside a turn: it waits for the next one.
+            post(move || ran.set(true)).unwrap();
+            started.set(true);
+        })
+        .unwrap();
+    }
+    while !started.get() {
+        kdnet::foundation::process_events(Some(Duration::from_secs(5))).unwrap();
+    }
+    assert!(!ran.get());
+    assert!(
+        host.wait(&event_loop, Duration::from_secs(3)),
+        "the host slept with a closure queued by its nested wait"
+    );
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert!(ran.get());
+    assert_eq!(event_loop.next_timeout(), None);
+    assert!(
+        !host.wait(&event_loop, Duration::from_millis(50)),
+        "nothing left"
+    );
+}
+
+/// Over loopback: a host callback fetches with `send_and_wait`; the kept-alive connection's
+/// idle timer, started in the nested turn that finished the response, must wake a host that was
+/// told `None`, so that the idle connection closes on time rather than at the next I/O.
+#[test]
+fn embedding_send_and_wait_from_host_code_wakes_the_host_for_the_idle_timer() {
+    use kdnet::network::http::{HttpClient, HttpRequest, HttpSession};
+    let server =
+        support::ScriptServer::start(|_, _| support::Reply::Bytes(support::ok_response("hi", "")));
+    let mut event_loop = EventLoop::new().unwrap();
+    let mut host = Host::new(&event_loop);
+    let mut session = HttpSession::new();
+    session.set_idle_connection_timeout(Duration::from_millis(200));
+    let client = HttpClient::with_session(session).unwrap();
+    assert_eq!(event_loop.next_timeout(), None);
+    let response = client
+        .send_and_wait(HttpRequest::get(&server.url("/")).unwrap())
+        .unwrap();
+    assert_eq!(&response.body()[..], b"hi");
+    assert_eq!(client.open_connections(), 1, "kept alive");
+    let slept = Instant::now();
+    assert!(
+        host.wait(&event_loop, Duration::from_secs(3)),
+        "the host slept through the idle timer send_and_wait started"
+    );
+    assert!(slept.elapsed() < Duration::from_secs(1));
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while client.open_connections() > 0 && Instant::now() < deadline {
+        assert!(host.iterate(&mut event_loop, Duration::from_secs(3)));
+    }
+    assert_eq!(client.open_connections(), 0, "the idle connection closed");
+    assert!(slept.elapsed() < Duration::from_secs(2));
+}
+
+/// The wake-up a nested wait leaves for the host must not make the next nested turn of a wait
+/// that goes on (host code calling `process_events` in a loop) return at once: that wait would
+/// spin at full CPU for as long as the host's deadline is later than the loop's next timer.
+#[test]
+fn embedding_a_nested_wait_from_host_code_does_not_spin_on_the_wake_up_it_leaves() {
+    let event_loop = EventLoop::new().unwrap();
+    assert_eq!(event_loop.next_timeout(), None);
+    let started = Rc::new(Cell::new(false));
+    let timer: Rc<RefCell<Option<Rc<Timer>>>> = Rc::default();
+    {
+        let (started, timer) = (started.clone(), timer.clone());
+        post(move || {
+            *timer.borrow_mut() =
+                Some(Timer::create_timeout(Duration::from_secs(30), || {}).unwrap());
+            started.set(true);
+        })
+        .unwrap();
+    }
+    let began = Instant::now();
+    let mut turns = 0;
+    while began.elapsed() < Duration::from_millis(400) {
+        kdnet::foundation::process_events(Some(Duration::from_millis(100))).unwrap();
+        turns += 1;
+    }
+    assert!(started.get());
+    assert!(turns <= 12, "{turns} turns in 400 ms of waiting");
+    assert!(
+        is_readable(event_loop.as_raw_fd()),
+        "the host is woken once the wait ends"
+    );
+}
+
+/// A quit another thread asks for while host code waits in the loop ends that wait (as
+/// `exit_requested` tells it, and `send_and_wait` stops), and the nested turn took it: the host,
+/// told `None`, learns of it from `take_exit_request` only after a turn of its own, so it must
+/// be woken for one.
+#[test]
+fn embedding_a_quit_taken_by_a_wait_of_host_code_wakes_the_host() {
+    let mut event_loop = EventLoop::new().unwrap();
+    let mut host = Host::new(&event_loop);
+    assert_eq!(event_loop.next_timeout(), None);
+    let handle = event_loop.handle();
+    let asker = thread::spawn(move || {
+        thread::sleep(Duration::from_millis(20));
+        handle.exit(7);
+    });
+    let began = Instant::now();
+    while kdnet::foundation::exit_requested().is_none() {
+        assert!(
+            began.elapsed() < Duration::from_secs(5),
+            "the wait never saw the quit"
+        );
+        kdnet::foundation::process_events(Some(Duration::from_secs(5))).unwrap();
+    }
+    asker.join().unwrap();
+    assert!(
+        host.wait(&event_loop, Duration::from_secs(3)),
+        "the host slept with an exit to report"
+    );
+    event_loop.process_events(Some(Duration::ZERO)).unwrap();
+    assert_eq!(event_loop.take_exit_request(), Some(7));
+}

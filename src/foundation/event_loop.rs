@@ -59,13 +59,19 @@ pub(crate) struct LoopCore {
     fd_watches: FdWatchTable,
     /// What [`EventLoop::next_timeout`] last told an embedding host: by when it turns the loop.
     host_wait: Cell<HostWait>,
+    /// A turn begun from host code wrote a wake-up for the host (see
+    /// [`LoopCore::wake_host_if_behind`]) that no poll has taken yet: a nested turn of the same
+    /// wait that finds only that wake-up polls again instead of returning at once.
+    host_rung: Cell<bool>,
 }
 
 /// By when an embedding host turns the loop, as the last [`EventLoop::next_timeout`] told it (a
 /// host reads it before every wait and sleeps at most that long).
 #[derive(Clone, Copy)]
 enum HostWait {
-    /// Told `None` (it sleeps until the descriptor is readable), or never asked.
+    /// Never asked: no host, or one that reads it before its first wait.
+    Never,
+    /// Told `None`: it sleeps until the descriptor is readable.
     Unknown,
     /// Told zero: it turns the loop without sleeping.
     Now,
@@ -171,7 +177,8 @@ impl LoopCore {
         let armed = self.timers.borrow_mut().arm(key, deadline);
         // Outside a turn (host code), a timer due before the host turns the loop anyway must
         // make the descriptor readable; one due later is found by the `next_timeout()` the host
-        // reads after that turn. Inside a turn the caller of `process_events` re-reads it.
+        // reads after that turn. Inside a turn the host re-reads it after its own turn, and a
+        // wait of host code wakes it on return if need be (see `wake_host_if_behind`).
         if self.depth.get() == 0 && self.host_may_sleep_past(deadline) {
             self.shared.wake();
         }
@@ -181,7 +188,7 @@ impl LoopCore {
     /// Whether an embedding host may sleep past `deadline` (see [`HostWait`]).
     fn host_may_sleep_past(&self, deadline: Instant) -> bool {
         match self.host_wait.get() {
-            HostWait::Unknown => true,
+            HostWait::Never | HostWait::Unknown => true,
             HostWait::Now => false,
             HostWait::By(turn) => deadline < turn,
         }
@@ -296,8 +303,63 @@ impl LoopCore {
     ///
     /// For callers that wait for a condition between turns (`process_events` loops, nested waits
     /// such as `send_and_wait`): a turn that ran posted closures does not wait.
+    ///
+    /// A turn that may wait (`timeout` not zero) begun outside any turn is a wait of host code
+    /// (`send_and_wait`, a GUI handler's `process_events` loop), not an embedding host's own
+    /// turn (`process_events(Some(ZERO))`, after which the host reads `next_timeout()`): work it
+    /// leaves for later wakes the host (see [`Self::wake_host_if_behind`]).
     pub(crate) fn turn(&self, timeout: Option<Duration>) -> Result<usize, LoopError> {
-        self.turn_inner(timeout, true)
+        let host_code_wait = self.depth.get() == 0 && timeout != Some(Duration::ZERO);
+        let result = self.turn_inner(timeout, true);
+        if host_code_wait {
+            self.wake_host_if_behind();
+        }
+        result
+    }
+
+    /// After a turn begun from host code: makes the descriptor readable if the host, sleeping
+    /// for what [`EventLoop::next_timeout`] last told it, would sleep past work the turn left (a
+    /// timer it started that is due earlier, a closure it posted, a quit to report): such work, added
+    /// inside a turn, wrote no wake-up, and the host does not read the timeout again before it
+    /// sleeps (a Qt `QTimer` set after its own last turn, a GLib `prepare` run before the
+    /// handler that waited). Written after every such turn while it holds; a later turn of the
+    /// same wait that its poll finds only this wake-up polls again (see `host_rung`).
+    fn wake_host_if_behind(&self) {
+        if matches!(self.host_wait.get(), HostWait::Never | HostWait::Now) {
+            // No host asked (or it reads the timeout before its first wait), or it turns the
+            // loop at once anyway.
+            return;
+        }
+        // A quit this wait took (it ended the wait, as `exit_requested` told it) is reported
+        // by `take_exit_request` after the host's own turn, which must come.
+        let behind = self.has_immediate_work()
+            || self.shared.quit_requested()
+            || self.quit.get().is_some()
+            || self
+                .timers
+                .borrow_mut()
+                .next_deadline()
+                .is_some_and(|deadline| self.host_may_sleep_past(deadline));
+        if behind {
+            self.host_rung.set(true);
+            self.shared.wake();
+        }
+    }
+
+    /// After a poll that took the wake-up [`Self::wake_host_if_behind`] wrote: whether that was
+    /// all it found, so that the turn should poll again rather than return at once (a wait of
+    /// host code that goes on would spin on the wake-up it writes after each turn). Not when
+    /// the poll found anything else, or something came from another thread meanwhile (whose
+    /// wake-up this poll may have taken with ours).
+    fn found_only_host_wake(&self, events: &Events, timeout: Option<Duration>) -> bool {
+        self.host_rung.set(false);
+        timeout != Some(Duration::ZERO)
+            && !events.is_empty()
+            && events.iter().all(|e| e.token() == WAKER_TOKEN)
+            && !self.shared.has_remote_work()
+            && !self.shared.quit_requested()
+            && !self.evaluator().has_runnable()
+            && !self.shared.take_woken_up()
     }
 
     /// `return_after_posted`: false for `run()`, which checks only for a quit between turns (a quit
@@ -390,13 +452,19 @@ impl LoopCore {
         {
             let mut poll = self.poll.borrow_mut();
             let mut events = self.events.borrow_mut();
-            let polled = poll.poll(&mut events, timeout);
-            // Whatever the result: a wake-up written before this point is spent.
-            self.shared.wake_consumed();
-            match polled {
-                Ok(()) => {}
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                Err(e) => return Err(LoopError::io("poll", e)),
+            loop {
+                let polled = poll.poll(&mut events, timeout);
+                // Whatever the result: a wake-up written before this point is spent.
+                self.shared.wake_consumed();
+                match polled {
+                    Ok(()) => {}
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => return Err(LoopError::io("poll", e)),
+                }
+                // One load per poll; set only by a wait of host code behind its host.
+                if !self.host_rung.get() || !self.found_only_host_wake(&events, timeout) {
+                    break;
+                }
             }
             // Appended: readiness an outer turn polled and has not dispatched yet goes first.
             let mut ready = self.ready.borrow_mut();
@@ -589,6 +657,17 @@ impl TimerHandler for OnceTimer {
 ///    toolkit that does not re-enter a source by default (GLib: `g_source_set_can_recurse`)
 ///    must be told to, or kdnet's slots wait until the dialog closes.
 ///
+/// Host code may also wait in the loop itself, outside the host's own turn: a handler of the
+/// toolkit's that calls [`HttpClient::send_and_wait`](crate::network::http::HttpClient::send_and_wait),
+/// or [`foundation::process_events`](process_events) with a timeout other than zero. The host
+/// then does not read `next_timeout` again before it sleeps (GLib ran `prepare` before the
+/// handler; a Qt `QTimer` was set after the host's last turn), so when such a turn returns and
+/// has left work the host would sleep past (a timer it started that is due before the timeout
+/// the host was last given, or any after `None`; a closure it posted; a quit it took, for
+/// [`take_exit_request`](Self::take_exit_request)), it makes the
+/// descriptor readable, as a post does. A turn with a zero timeout is taken for the host's
+/// own, after which the host reads `next_timeout`, and does not.
+///
 /// With GLib, a custom `Source` fits: `prepare` reports ready when `next_timeout()` is zero,
 /// else gives it as the timeout (whole milliseconds; none for `None`); `check` reports ready
 /// when the descriptor (added with `add_unix_fd`, `G_IO_IN`) is readable **or** `next_timeout()`
@@ -600,8 +679,9 @@ impl TimerHandler for OnceTimer {
 /// With Qt, a `QSocketNotifier` (`Read`) on the descriptor and a single-shot `QTimer` set to
 /// `next_timeout()` after every `process_events` (stopped for `None`), both calling
 /// `process_events`, suffice without an "about to block" hook: work a Qt slot or another
-/// thread adds between turns (a post, a quit, a timer started that is due before the `QTimer`)
-/// makes the descriptor readable.
+/// thread adds between turns (a post, a quit, a timer started that is due before the `QTimer`,
+/// also by the turns of a nested wait such as `send_and_wait` in a Qt slot) makes the
+/// descriptor readable.
 ///
 /// With winit, which
 /// watches no descriptors, a helper thread waits for the descriptor to be readable, wakes the
@@ -677,7 +757,8 @@ impl EventLoop {
             poll_was_full: Cell::new(false),
             read_buffer: RefCell::new(Vec::new()),
             fd_watches: FdWatchTable::default(),
-            host_wait: Cell::new(HostWait::Unknown),
+            host_wait: Cell::new(HostWait::Never),
+            host_rung: Cell::new(false),
         });
         let waker_shared = Arc::downgrade(&core.shared);
         core.evaluator().set_wake_owner(move || {
@@ -737,6 +818,9 @@ impl EventLoop {
     ///
     /// Slots and closures the loop runs cannot reach the `EventLoop`; they turn it (a nested
     /// loop) with [`foundation::process_events`](process_events).
+    ///
+    /// With a timeout other than zero it is taken for a wait of host code, not for an embedding
+    /// host's own turn: see [Embedding](Self#embedding-in-another-main-loop).
     pub fn process_events(&mut self, timeout: Option<Duration>) -> Result<usize, LoopError> {
         self.core.turn(timeout)
     }
@@ -859,7 +943,11 @@ impl EventLoop {
     /// code) then makes the descriptor readable only when it is due earlier than that, or
     /// whenever the last answer was `None` (or none was asked yet). One due later wakes nobody:
     /// the host turns the loop by the time it was given and reads the new timeout after that
-    /// turn.
+    /// turn. The same holds for what a wait of host code in the loop leaves behind (a turn
+    /// begun outside any turn with a timeout other than zero: `send_and_wait` from a GUI
+    /// handler, [`foundation::process_events`](process_events) in its loop): a timer its turns
+    /// started that is due earlier than the last answer (any after `None`), a closure they
+    /// posted and left, a quit to report, make the descriptor readable when such a turn returns.
     pub fn next_timeout(&self) -> Option<Duration> {
         // Asked here, not in the turn's own timeout: a turn that ran posted closures does not
         // wait anyway, and run() checks for the quit itself.
@@ -874,7 +962,9 @@ impl EventLoop {
     /// edge-triggered (see [Embedding](Self#embedding-in-another-main-loop)). It becomes readable
     /// when work arrives between turns: I/O, a closure posted (from any thread), a deferred slot
     /// queued, a timer started that is due before the timeout
-    /// [`next_timeout`](Self::next_timeout) last gave (see there). Work left by a turn (a closure posted while it ran, a
+    /// [`next_timeout`](Self::next_timeout) last gave (see there), and when a wait of host code
+    /// in the loop (`send_and_wait` from a GUI handler) returns with such work left. Work left
+    /// by the host's own turn (a closure posted while it ran, a
     /// timer due meanwhile, readiness beyond the 256 events one poll takes) need not make it
     /// readable again: [`next_timeout`](Self::next_timeout), read after every
     /// [`process_events`](Self::process_events), is zero then.
@@ -963,6 +1053,11 @@ fn posted_box<F: FnOnce() + 'static>(f: F) -> Posted {
 /// only the callbacks it ran itself, and a stage the nested turn interrupted goes on only with
 /// the work that was there when it began: a closure posted while the nested turn ran (say by the
 /// rest of the outer turn's batch, which the nested turn runs) waits for the next turn.
+///
+/// Called outside any turn with a timeout other than zero (host code of an embedding program
+/// waiting in the loop, see [Embedding](EventLoop#embedding-in-another-main-loop)), the turn
+/// makes the loop's descriptor readable when it returns if it left work that the host, sleeping
+/// for what [`EventLoop::next_timeout`] last told it, would sleep past.
 ///
 /// ```
 /// use kdnet::{EventLoop, foundation};

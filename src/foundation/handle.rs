@@ -24,6 +24,8 @@ pub(crate) struct Shared {
     /// `quit` holds a code: lets every turn skip the lock when nobody asked to quit.
     quit_requested: AtomicBool,
     closed: AtomicBool,
+    /// [`LoopHandle::wake_up`] was called since a poll last asked (see [`Shared::take_woken_up`]).
+    woken_up: AtomicBool,
     evaluator: Arc<ConnectionEvaluator>,
 }
 
@@ -37,6 +39,7 @@ impl Shared {
             quit: Mutex::new(None),
             quit_requested: AtomicBool::new(false),
             closed: AtomicBool::new(false),
+            woken_up: AtomicBool::new(false),
             evaluator: ConnectionEvaluator::new(),
         })
     }
@@ -130,6 +133,13 @@ impl Shared {
             return None;
         }
         lock(&self.quit).take()
+    }
+
+    /// Whether [`LoopHandle::wake_up`] was called since the last call: a poll that took the
+    /// wake-up a wait of host code left for its host asks, so as not to take a `wake_up` made
+    /// meanwhile (whose write that poll may have taken with ours) for that one and wait again.
+    pub(crate) fn take_woken_up(&self) -> bool {
+        self.woken_up.load(Ordering::SeqCst) && self.woken_up.swap(false, Ordering::SeqCst)
     }
 
     pub(crate) fn is_closed(&self) -> bool {
@@ -242,6 +252,7 @@ impl LoopHandle {
     /// Interrupts the loop's current wait without queuing anything.
     pub fn wake_up(&self) {
         // Always write: a wake-up must interrupt the wait even if a post is already pending.
+        self.shared.woken_up.store(true, Ordering::SeqCst);
         self.shared.wake_pending.store(true, Ordering::Release);
         if let Err(e) = self.shared.waker.wake() {
             log::warn!("waking the event loop failed: {e}");
