@@ -127,6 +127,16 @@ enum Step {
     NestedWait {
         delay_ms: u8,
     },
+    /// Host code (a GUI handler, between the host's iterations) waits in the loop itself
+    /// (`foundation::process_events` with a timeout, as `send_and_wait` does) until a slot of a
+    /// `delay_ms` timer ran in one of its turns; that slot starts a single-shot timer of
+    /// `timer_ms` and/or posts a closure. The host then sleeps for what it was told before the
+    /// wait: what the wait left must wake it (twentieth round).
+    HostCodeWait {
+        delay_ms: u8,
+        timer_ms: Option<u8>,
+        post: bool,
+    },
     /// The SSE server thread writes `n` events after `delay_ms`.
     Sse {
         delay_ms: u8,
@@ -161,6 +171,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => (0u8..=20, prop_oneof![9 => 1u32..=40_000, 1 => Just(1_500_000u32)])
             .prop_map(|(delay_ms, len)| Step::ServerWrite { delay_ms, len }),
         1 => (0u8..=10).prop_map(|delay_ms| Step::NestedWait { delay_ms }),
+        1 => (0u8..=8, proptest::option::weighted(0.8, 0u8..=12), any::<bool>())
+            .prop_map(|(delay_ms, timer_ms, post)| Step::HostCodeWait { delay_ms, timer_ms, post }),
         1 => (0u8..=20, 1u8..=5).prop_map(|(delay_ms, n)| Step::Sse { delay_ms, n }),
         2 => (0u8..=25).prop_map(|ms| Step::Pause { ms }),
     ]
@@ -746,6 +758,52 @@ fn run_case(steps: &[Step], level: bool, free: bool, qt: bool) -> Result<(), Str
                     }
                     waited.set(waited.get() + u32::from(answer.load(Ordering::SeqCst)));
                 });
+            }
+            Step::HostCodeWait {
+                delay_ms,
+                timer_ms,
+                post,
+            } => {
+                let ran = Rc::new(std::cell::Cell::new(false));
+                let (w, r) = (world.clone(), ran.clone());
+                Timer::set_timeout(Duration::from_millis(u64::from(delay_ms)), move || {
+                    if let Some(ms) = timer_ms {
+                        let interval = Duration::from_millis(u64::from(ms));
+                        start_timer(&w, interval, true, 1, false, None);
+                    }
+                    if post {
+                        post_local(&w, 0);
+                    }
+                    r.set(true);
+                })
+                .unwrap();
+                let began = Instant::now();
+                while !ran.get() {
+                    if began.elapsed() > WATCHDOG {
+                        return Err("host code's wait in the loop never saw its timer".into());
+                    }
+                    kdnet::foundation::process_events(Some(WATCHDOG)).map_err(|e| e.to_string())?;
+                }
+                // The host sleeps for what it read before the wait (every host here does: the
+                // Qt-shaped one by design, the others because a GUI's "about to block" hook ran
+                // before the handler). A timer due before that, or a closure left queued, must
+                // have made the descriptor readable (a millisecond of slack for the rounding).
+                let returned = Instant::now();
+                let slack = Duration::from_millis(1);
+                if let Some(told) = host.told {
+                    let sleeps_past = |due: Instant| told.is_none_or(|t| due + slack < t);
+                    let timer_behind = timer_ms.is_some_and(|ms| {
+                        sleeps_past(returned + Duration::from_millis(u64::from(ms)))
+                    });
+                    let post_behind = post && sleeps_past(returned);
+                    if (timer_behind || post_behind) && !is_readable(host.fd) {
+                        return Err(format!(
+                            "host code's wait left a timer of {timer_ms:?} ms / a post ({post}) \
+                             and the host asleep (it was told {:?})",
+                            told.map(|t| t.saturating_duration_since(returned))
+                        ));
+                    }
+                }
             }
             Step::Sse { delay_ms, n } => {
                 sse_wanted += u32::from(n);
