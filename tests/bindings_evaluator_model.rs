@@ -1641,3 +1641,69 @@ fn a_panicking_deferred_slot_does_not_lose_the_owners_notification() {
     assert_eq!(evaluator.evaluate_deferred_connections(), 1);
     assert_eq!(ran.load(Ordering::SeqCst), 1);
 }
+
+/// An owner whose notification callback evaluates at once (deferred slots run on the emitting
+/// thread, in order) is called while a slot's panic unwinds (the calls after that slot were put
+/// back). Evaluating there ran the next slots during the unwind, and a panic of one of them was
+/// caught by the evaluator (only the panic hook reported it): a slot's panic never reached any
+/// caller, and the rest of the batch ran in the middle of someone else's unwinding. No slot runs
+/// while the thread unwinds: each panic reaches the caller of the evaluation it came from, and
+/// the calls after it stay queued for the next evaluation (twentieth round).
+#[test]
+fn an_owner_evaluating_in_its_notification_runs_no_slot_while_a_panic_unwinds() {
+    let evaluator = ConnectionEvaluator::new();
+    let armed = Arc::new(AtomicBool::new(false));
+    let (a, weak) = (armed.clone(), Arc::downgrade(&evaluator));
+    evaluator.set_on_invocation_added(move || {
+        if a.load(Ordering::SeqCst) {
+            if let Some(evaluator) = weak.upgrade() {
+                evaluator.evaluate_deferred_connections();
+            }
+        }
+    });
+    let log = Arc::new(Mutex::new(Vec::<&'static str>::new()));
+    let signals: Vec<Signal<()>> = (0..3).map(|_| Signal::new()).collect();
+    for (signal, name) in signals.iter().zip(["first", "second", "third"]) {
+        let log = log.clone();
+        signal
+            .connect_deferred(&evaluator, move |_| {
+                log.lock().unwrap().push(name);
+                if name != "third" {
+                    panic!("{name}");
+                }
+            })
+            .release();
+    }
+    for signal in &signals {
+        signal.emit(&());
+    }
+    armed.store(true, Ordering::SeqCst);
+    let payload_of = |r: std::thread::Result<usize>| -> String {
+        let payload = r.expect_err("a slot's panic reaches the caller");
+        payload
+            .downcast_ref::<String>()
+            .cloned()
+            .unwrap_or_default()
+    };
+    let evaluate = || {
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            evaluator.evaluate_deferred_connections()
+        }))
+    };
+    assert_eq!(payload_of(evaluate()), "first");
+    assert_eq!(
+        *log.lock().unwrap(),
+        ["first"],
+        "slots ran while the first slot's panic unwound"
+    );
+    assert!(evaluator.has_pending(), "the rest stays queued");
+    assert_eq!(
+        payload_of(evaluate()),
+        "second",
+        "the second panic was swallowed"
+    );
+    assert_eq!(*log.lock().unwrap(), ["first", "second"]);
+    assert_eq!(evaluate().expect("no panic left"), 1);
+    assert_eq!(*log.lock().unwrap(), ["first", "second", "third"]);
+    assert!(!evaluator.has_pending());
+}

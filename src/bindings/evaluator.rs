@@ -102,7 +102,19 @@ impl ConnectionEvaluator {
     /// disconnected meanwhile are dropped, as a disconnect drops the queued ones), and the panic
     /// goes on to the caller; the owner is notified as above, for those and for a call turned
     /// away meanwhile.
+    ///
+    /// A call made while the thread unwinds from a panic runs nothing and returns 0, leaving the
+    /// calls queued for the next evaluation: an owner whose notification callback evaluates at
+    /// once is called as a slot's panic ends an evaluation, and a slot run then would run in the
+    /// middle of that unwinding, where a panic of its own either aborts the process or, caught,
+    /// never reaches a caller. So every slot's panic reaches the caller of the evaluation that
+    /// ran it. Such an owner evaluates again once it has handled the panic (the next emit
+    /// notifies it too); an event loop's evaluator is evaluated by the loop's next turn.
     pub fn evaluate_deferred_connections(&self) -> usize {
+        // One load of a process-wide count unless some thread is panicking.
+        if std::thread::panicking() {
+            return 0;
+        }
         // Cleared before taking: an enqueue racing with us sets it again after pushing, so its
         // invocation runs in this call or the next one.
         if !self.queued.swap(false, Ordering::AcqRel) {
@@ -151,7 +163,10 @@ impl ConnectionEvaluator {
     /// panicking slot ended with invocations left after it. An evaluation that a slot's panic
     /// ends calls it while the panic unwinds: a panic of the callback's own is caught there
     /// (the panic hook reports it) and the slot's goes on, since a second panic escaping would
-    /// abort the process. It may run more often than invocations are queued. On an
+    /// abort the process; and an evaluation it asks for then runs nothing (see
+    /// [`evaluate_deferred_connections`](Self::evaluate_deferred_connections)), so a callback
+    /// that evaluates at once runs the rest only when it is next called, or evaluated, after
+    /// the panic. It may run more often than invocations are queued. On an
     /// event loop's evaluator it runs in addition to the loop's own wake-up.
     pub fn set_on_invocation_added<F>(&self, callback: F)
     where
