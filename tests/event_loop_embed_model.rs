@@ -17,8 +17,10 @@
 //! another thread's `LoopHandle::exit`), bytes written by a kdnet `TcpSocket` to a kdnet
 //! `TcpServer`'s peer in the same loop (from the host and from posted closures), bytes a std
 //! server thread writes to a kdnet `TcpSocket` (sometimes more than one turn reads), events a
-//! std server thread writes to an `SseClient`, each after a delay, and a posted closure waiting
-//! in a nested loop for another thread's answer.
+//! std server thread writes to an `SseClient`, each after a delay, a posted closure waiting
+//! in a nested loop for another thread's answer, and host code (a GUI handler) waiting in the
+//! loop itself (`foundation::process_events` with a timeout, as `send_and_wait` does) while a
+//! timer slot in one of its turns starts a timer or posts a closure (twentieth round).
 //!
 //! What the reference says (the docs):
 //! - every timer fires as under `run()`: never before its interval since it was (re)started (a
@@ -28,6 +30,9 @@
 //!   `remaining()` (rounded up to the millisecond), so a timer started from a slot shortens it;
 //! - every posted closure runs once; those posted on the loop's thread in posting order, those
 //!   of one other thread in its posting order;
+//! - host code's wait in the loop leaves the descriptor readable when it returns with work the
+//!   host would sleep past by what `next_timeout()` last told it (a timer due earlier, any after
+//!   `None`; a closure queued);
 //! - bytes arrive in full and in order; SSE events arrive once each, in order; a nested wait
 //!   gets its answer;
 //! - a quit or exit is reported by `take_exit_request()` once, promptly, with a code that was
