@@ -346,20 +346,38 @@ impl LoopCore {
         }
     }
 
-    /// After a poll that took the wake-up [`Self::wake_host_if_behind`] wrote: whether that was
-    /// all it found, so that the turn should poll again rather than return at once (a wait of
-    /// host code that goes on would spin on the wake-up it writes after each turn). Not when
-    /// the poll found anything else, or something came from another thread meanwhile (whose
-    /// wake-up this poll may have taken with ours).
-    fn found_only_host_wake(&self, events: &Events, timeout: Option<Duration>) -> bool {
+    /// After a poll that may have taken the wake-up [`Self::wake_host_if_behind`] wrote: if
+    /// that was all it found, polls once more with the same timeout, rather than return at once
+    /// (a wait of host code that goes on would spin on the wake-up it writes after each turn).
+    /// Not when the poll found anything else, or something came from another thread meanwhile
+    /// (whose wake-up this poll may have taken with ours). Out of line: the common turn only
+    /// asks `host_rung`.
+    #[cold]
+    #[inline(never)]
+    fn poll_past_host_wake(
+        &self,
+        poll: &mut Poll,
+        events: &mut Events,
+        timeout: Option<Duration>,
+    ) -> Result<(), LoopError> {
         self.host_rung.set(false);
-        timeout != Some(Duration::ZERO)
+        let only_ours = timeout != Some(Duration::ZERO)
             && !events.is_empty()
             && events.iter().all(|e| e.token() == WAKER_TOKEN)
             && !self.shared.has_remote_work()
             && !self.shared.quit_requested()
             && !self.evaluator().has_runnable()
-            && !self.shared.take_woken_up()
+            && !self.shared.take_woken_up();
+        if only_ours {
+            let polled = poll.poll(events, timeout);
+            self.shared.wake_consumed();
+            match polled {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(LoopError::io("poll", e)),
+            }
+        }
+        Ok(())
     }
 
     /// `return_after_posted`: false for `run()`, which checks only for a quit between turns (a quit
@@ -452,19 +470,17 @@ impl LoopCore {
         {
             let mut poll = self.poll.borrow_mut();
             let mut events = self.events.borrow_mut();
-            loop {
-                let polled = poll.poll(&mut events, timeout);
-                // Whatever the result: a wake-up written before this point is spent.
-                self.shared.wake_consumed();
-                match polled {
-                    Ok(()) => {}
-                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-                    Err(e) => return Err(LoopError::io("poll", e)),
-                }
-                // One load per poll; set only by a wait of host code behind its host.
-                if !self.host_rung.get() || !self.found_only_host_wake(&events, timeout) {
-                    break;
-                }
+            let polled = poll.poll(&mut events, timeout);
+            // Whatever the result: a wake-up written before this point is spent.
+            self.shared.wake_consumed();
+            match polled {
+                Ok(()) => {}
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(LoopError::io("poll", e)),
+            }
+            // One load per poll; set only by a wait of host code behind its host.
+            if self.host_rung.get() {
+                self.poll_past_host_wake(&mut poll, &mut events, timeout)?;
             }
             // Appended: readiness an outer turn polled and has not dispatched yet goes first.
             let mut ready = self.ready.borrow_mut();
