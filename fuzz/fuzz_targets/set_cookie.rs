@@ -95,6 +95,7 @@ fn reference(line: &str, url: &Url) -> Option<Option<Expected>> {
     let mut same_site = SameSitePolicy::None;
     let mut max_age: Option<i128> = None;
     let mut expires = false;
+    let mut domain_not_ascii = false;
     for attribute in attributes.split(';').skip(1) {
         let (key, v) = attribute.split_once('=').unwrap_or((attribute, ""));
         let (key, v) = (key.trim_matches(is_wsp), v.trim_matches(is_wsp));
@@ -120,11 +121,10 @@ fn reference(line: &str, url: &Url) -> Option<Option<Expected>> {
             }
             "expires" => expires = true,
             "domain" if !v.is_empty() => {
+                // RFC 6265bis §5.7 step 8: the last `Domain` with a value decides, and one that
+                // is not ASCII makes the cookie ignored.
+                domain_not_ascii = !v.is_ascii();
                 let v = v.strip_prefix('.').unwrap_or(v);
-                // A non-ASCII domain (IDNA maps some characters to nothing) is not modelled.
-                if !v.is_ascii() {
-                    return Some(None);
-                }
                 domain = Some(v.to_ascii_lowercase());
             }
             "path" => {
@@ -145,6 +145,9 @@ fn reference(line: &str, url: &Url) -> Option<Option<Expected>> {
             }
             _ => {}
         }
+    }
+    if domain_not_ascii {
+        return None;
     }
     let host = url.host_str().unwrap().to_owned();
     let is_ip = url.host_str().unwrap().parse::<std::net::IpAddr>().is_ok();
