@@ -103,7 +103,7 @@ fn a_writer_checkpoint_moves_the_id_a_reconnect_resumes_from() {
         .unwrap();
     writer.write_id(&mut first, "cp-2").unwrap();
     assert_eq!(writer.client_last_event_id(), "cp-2");
-    let mut resumed = SseWriter::resuming("cp-2");
+    let mut resumed = SseWriter::resuming("cp-2").unwrap();
     let mut second = String::new();
     resumed
         .write_event(&mut second, &SseEvent::new("", "b").with_id("cp-2"))

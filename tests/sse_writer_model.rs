@@ -220,9 +220,9 @@ enum Op {
     },
     Comment(String),
     Retry(Duration),
-    /// `id: <id>` and the blank line, written by hand (the writer has no call for a block that
-    /// moves the ID without an event); the rest of the segment goes through
-    /// `SseWriter::resuming(id)`.
+    /// `id: <id>` and the blank line, written by hand (as another writer would); the rest of the
+    /// segment goes through `SseWriter::resuming(id)`, or, when it refuses the ID, through a new
+    /// writer that first clears the client's ID with `write_id("")` (as `resuming` documents).
     IdOnly(String),
     /// An event the writer must refuse.
     Refused {
@@ -307,6 +307,12 @@ fn id_refusal(id: &str) -> Option<SseWriteError> {
         len: id.len(),
         limit: SseWriter::MAX_ID_LEN,
     })
+}
+
+/// The ID a client holds after an `Op::IdOnly(id)` block and what follows it: `id`, unless
+/// `resuming` refuses it and the segment clears it with `write_id("")`.
+fn held_after_id_only(id: &str) -> &str {
+    if id_refusal(id).is_some() { "" } else { id }
 }
 
 /// An ID the writer accepts, from `EVENT_ID_CHARS`.
@@ -495,7 +501,23 @@ fn write_segment(
             }
             Op::IdOnly(id) => {
                 body.extend_from_slice(format!("id: {id}\n\n").as_bytes());
-                *writer = SseWriter::resuming(id);
+                *writer = match SseWriter::resuming(id) {
+                    Ok(resumed) if id_refusal(id).is_none() => resumed,
+                    Err(e) if Some(e) == id_refusal(id) => {
+                        let mut fresh = SseWriter::new();
+                        fresh
+                            .write_id(&mut body, "")
+                            .map_err(|e| format!("write_id(\"\"): {e}"))?;
+                        fresh
+                    }
+                    got => {
+                        return Err(format!(
+                            "resuming({id:?}): {:?}, expected {:?}",
+                            got.map(|w| w.client_last_event_id().to_owned()),
+                            id_refusal(id)
+                        ));
+                    }
+                };
             }
             Op::Refused {
                 event_type,
@@ -544,7 +566,7 @@ fn intended(segment: &Segment, client_id: &str) -> Vec<(String, String, String, 
     let mut out = Vec::new();
     for op in &segment.ops {
         if let Op::IdOnly(new) = op {
-            new.clone_into(&mut id);
+            held_after_id_only(new).clone_into(&mut id);
         }
         if let Op::Event {
             event_type,
@@ -713,7 +735,19 @@ fn answer(shared: &Shared, conn: &RefCell<Conn>, socket: &TcpSocket) {
     };
     // As an HTTP server reads a field value: surrounding whitespace trimmed.
     let resume = raw_id.as_deref().unwrap_or("").trim_matches([' ', '\t']);
-    let mut writer = SseWriter::resuming(resume);
+    // (A client sends no `Last-Event-ID` the writer would refuse: none holding a control
+    // character, and the trimmed header has no white space around it.)
+    let mut writer = match SseWriter::resuming(resume) {
+        Ok(writer) => writer,
+        Err(e) => {
+            shared
+                .failures
+                .borrow_mut()
+                .push(format!("Last-Event-ID {raw_id:?} refused by resuming: {e}"));
+            socket.abort();
+            return;
+        }
+    };
     let body = match write_segment(segment, &mut writer, reconnection) {
         Ok(body) => body,
         Err(e) => {
@@ -1031,6 +1065,7 @@ fn check(
                 for op in &case.segments[index].ops {
                     match op {
                         Op::IdOnly(new) => {
+                            let new = held_after_id_only(new);
                             new.clone_into(&mut id);
                             new.clone_into(&mut writer_id);
                         }
@@ -1597,6 +1632,41 @@ fn an_id_is_refused_at_its_first_offending_byte() {
         );
     }
     assert!(out.is_empty());
+}
+
+/// `SseWriter::resuming` takes a client's `Last-Event-ID`, peer input: an ID the writer would
+/// refuse in an event is refused there with the same error (it took any before, and an event
+/// carrying such an ID then went out without its `id` field, unchecked, as if the client held
+/// it). Every ID the writer accepts resumes, up to `SseWriter::MAX_ID_LEN` bytes.
+#[test]
+fn resuming_refuses_an_id_the_writer_would_refuse_in_an_event() {
+    let too_long = "x".repeat(SseWriter::MAX_ID_LEN + 1);
+    for id in [
+        " 7",
+        "7 \t",
+        "a\nb",
+        "a\rb",
+        "\0",
+        "a\u{1}b",
+        "a\u{7f}",
+        too_long.as_str(),
+    ] {
+        let expected = SseWriter::new()
+            .write_event(&mut String::new(), &SseEvent::new("", "x").with_id(id))
+            .unwrap_err();
+        assert_eq!(Some(expected), id_refusal(id), "{id:?}");
+        let got = SseWriter::resuming(id).map(|w| w.client_last_event_id().to_owned());
+        assert_eq!(got, Err(expected), "{:?}", id.get(..8).unwrap_or(id));
+    }
+    let longest = "x".repeat(SseWriter::MAX_ID_LEN);
+    for id in ["", "7", "a b\tc", "é😀", longest.as_str()] {
+        let mut writer = SseWriter::resuming(id).unwrap();
+        assert_eq!(writer.client_last_event_id(), id);
+        let mut out = String::new();
+        let event = SseEvent::new("", "x").with_id(id);
+        writer.write_event(&mut out, &event).unwrap();
+        assert_eq!(out, "data: x\n\n", "the client holds {id:?} already");
+    }
 }
 
 // ---- named cases -------------------------------------------------------------------------------

@@ -253,11 +253,14 @@ fuzz_target!(|data: &[u8]| {
     let mut resumed = String::new();
     let mut writer = if flags & 1 != 0 {
         resumed = input.string();
-        if !refusals(None, &resumed).is_empty() {
+        let resuming = SseWriter::resuming(&resumed).map(|writer| {
+            assert_eq!(writer.client_last_event_id(), resumed);
+        });
+        if !check_refusal(resuming, &refusals(None, &resumed), "resumed ID") {
             // A client never holds such an ID (the writer would refuse to send it).
             return;
         }
-        SseWriter::resuming(&resumed)
+        SseWriter::resuming(&resumed).unwrap()
     } else {
         SseWriter::new()
     };

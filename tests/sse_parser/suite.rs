@@ -1701,7 +1701,7 @@ fn runs_of_short_data_lines_keep_the_size_limit() {
 
 #[test]
 fn a_resuming_writer_omits_the_id_the_client_already_has() {
-    let mut writer = SseWriter::resuming("7");
+    let mut writer = SseWriter::resuming("7").unwrap();
     assert_eq!(writer.client_last_event_id(), "7");
     let mut out = String::new();
     writer

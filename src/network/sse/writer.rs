@@ -13,8 +13,9 @@
 //!   than TAB (no header value carries one: kdnet's client sends no header, a server refuses a
 //!   browser's request), or longer than [`SseWriter::MAX_ID_LEN`] (4 KiB: servers refuse
 //!   request heads over 8 KiB) would come back changed, not at all, or as a refused reconnect.
-//!   Such IDs are refused too. Every other ID a browser sends back as it is: inner spaces and
-//!   tabs, colons, any non-ASCII text (UTF-8).
+//!   Such IDs are refused too, and [`SseWriter::resuming`] refuses a `Last-Event-ID` holding
+//!   one (no writer sent it, so what the client holds is unknown). Every other ID a browser
+//!   sends back as it is: inner spaces and tabs, colons, any non-ASCII text (UTF-8).
 //!
 //! * A `retry` time is written in whole milliseconds, as the format carries it: **retry times are
 //!   truncated to milliseconds and capped at `u64::MAX` ms** (the most a client parses; kdnet's
@@ -139,7 +140,8 @@ impl SseOutput for String {
     }
 }
 
-/// Why an event could not be serialised. Nothing was written when this is returned.
+/// Why an event could not be serialised (nothing was written when this is returned), or why
+/// [`SseWriter::resuming`] refused a client's `Last-Event-ID`.
 ///
 /// # Example
 ///
@@ -278,6 +280,10 @@ impl SseWriter {
     /// (nginx, Apache, Tomcat, Jetty): a longer ID would make the reconnect a `431` or `400`,
     /// which ends an `EventSource` or an `SseClient` for good. Half of that leaves room for the
     /// request's other fields (cookies, `Authorization`).
+    ///
+    /// The limit is fixed: the header crosses every proxy between the client and the server,
+    /// whose limits the server does not know. A resume point longer than this belongs on the
+    /// server, under a short ID the events carry.
     pub const MAX_ID_LEN: usize = 4096;
 
     /// A writer for a fresh connection whose client has no last event ID.
@@ -302,21 +308,37 @@ impl SseWriter {
     /// writer then believes the client holds another ID than it does: an event carrying the
     /// believed ID reaches the client with the client's older one.
     ///
+    /// # Errors
+    ///
+    /// The header is the peer's: an ID that [`write_event`](Self::write_event) would refuse to
+    /// send (a control character, a space or tab at either end, over [`MAX_ID_LEN`](Self::MAX_ID_LEN)
+    /// bytes) is refused here too, with the same error, naming the first offending byte. No
+    /// writer gave the client such an ID, so the writer cannot know what the client holds (and an
+    /// event carrying it would otherwise go out without its `id` field, unchecked). Answer such a
+    /// request as a new client's ([`new`](Self::new), and an event with an ID or a
+    /// [`write_id`](Self::write_id) before any event without one, so the client's ID is known
+    /// again), or refuse it.
+    ///
     /// # Example
     ///
     /// ```
-    /// use kdnet::network::sse::{SseEvent, SseWriter};
+    /// use kdnet::network::sse::{SseEvent, SseWriteError, SseWriter};
     ///
     /// let mut out = String::new();
-    /// let mut writer = SseWriter::resuming("41");
+    /// let mut writer = SseWriter::resuming("41").unwrap();
     /// writer.write_event(&mut out, &SseEvent::new("", "x").with_id("42")).unwrap();
     /// assert_eq!(out, "id: 42\ndata: x\n\n");
     /// assert_eq!(writer.client_last_event_id(), "42");
+    ///
+    /// // A header value the server did not trim, or one no writer sent.
+    /// let error = SseWriter::resuming("41 ").unwrap_err();
+    /// assert_eq!(error, SseWriteError::WhitespaceAroundId { position: 2 });
     /// ```
-    pub fn resuming(last_event_id: &str) -> Self {
-        SseWriter {
+    pub fn resuming(last_event_id: &str) -> Result<Self, SseWriteError> {
+        check_id(last_event_id)?;
+        Ok(SseWriter {
             client_last_event_id: last_event_id.to_owned(),
-        }
+        })
     }
 
     /// The last event ID the client holds once it has parsed everything written so far.
@@ -340,8 +362,8 @@ impl SseWriter {
             return Err(SseWriteError::LineBreakInEventType { position });
         }
         let id = event.last_event_id();
-        // An ID the client holds already is not written, and so not checked: it came from the
-        // client (`resuming`) or was checked when it was written.
+        // An ID the client holds already is not written, and so not checked: it was checked when
+        // it was written, or by `resuming`.
         let new_id = id != self.client_last_event_id;
         if new_id {
             check_id(id)?;
