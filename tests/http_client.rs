@@ -964,6 +964,58 @@ fn upload_progress_counts_body_bytes_only_and_ends_at_the_total() {
     }
 }
 
+/// Upload progress is per hop, as curl's progress callback counts it (its counters restart with
+/// each followed redirect): a 307 or 308, which sends the body again, reports it again from the
+/// start after the first hop's `(total, total)`, with the same total, each hop's reports
+/// monotonic; a 303 (and a 301/302 of a POST), which sends no body, reports nothing more.
+#[test]
+fn upload_progress_starts_again_on_a_redirect_that_sends_the_body_again() {
+    let mut ev = EventLoop::new().unwrap();
+    let server = ScriptServer::start(|req, _| {
+        let status = ["/307", "/308", "/303"]
+            .into_iter()
+            .find(|p| req.line.contains(&format!("{p} ")));
+        Reply::Bytes(match status {
+            Some(path) => format!(
+                "HTTP/1.1 {} Moved\r\nLocation: /done\r\nContent-Length: 0\r\n\r\n",
+                &path[1..]
+            )
+            .into_bytes(),
+            None => ok_response(&req.body.len().to_string(), ""),
+        })
+    });
+    let client = HttpClient::new().unwrap();
+    let progress = Rc::new(RefCell::new(Vec::new()));
+    let p = progress.clone();
+    client
+        .upload_progress
+        .connect(move |&(_, sent, total)| p.borrow_mut().push((sent, total)))
+        .release();
+    const TOTAL: u64 = 1024 * 1024;
+    for (path, hops_with_body) in [("/307", 2), ("/308", 2), ("/303", 1)] {
+        progress.borrow_mut().clear();
+        let request = HttpRequest::post(&server.url(path), vec![b'u'; TOTAL as usize]).unwrap();
+        let r = wait(&mut ev, &send(&client, request)).unwrap();
+        let sent_last = if hops_with_body == 2 { TOTAL } else { 0 };
+        assert_eq!(r.text(), sent_last.to_string(), "{path}");
+        let progress = progress.borrow();
+        assert!(
+            progress.iter().all(|&(s, t)| t == TOTAL && s <= t),
+            "{path}: {progress:?}"
+        );
+        // Each hop's reports end with its `(total, total)`, once.
+        let runs: Vec<&[(u64, u64)]> = progress.split_inclusive(|&(s, _)| s == TOTAL).collect();
+        assert_eq!(runs.len(), hops_with_body, "{path}: {progress:?}");
+        for run in &runs {
+            assert_eq!(run.last(), Some(&(TOTAL, TOTAL)), "{path}: {progress:?}");
+            assert!(
+                run.windows(2).all(|w| w[0].0 < w[1].0),
+                "{path}: {progress:?}"
+            );
+        }
+    }
+}
+
 /// KDNetwork H17 asks for download progress that reports the bytes actually received, once. The
 /// body of a redirect being followed is read and thrown away: it is not the response's and is
 /// not reported (it came as `(10, Some(10))` before the real body's `(0, …)`). The total is the

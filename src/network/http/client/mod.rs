@@ -209,6 +209,13 @@ pub struct HttpClient {
     /// callback, whether the answer succeeds or fails (also when it came before the socket
     /// reported the last bytes); one answered before its body all left (a server's early 413,
     /// say) or cancelled stops short.
+    ///
+    /// Progress is per hop, as curl's progress callback counts it (its counters restart with
+    /// each followed redirect): a followed `307` or `308`, which sends the body again, reports
+    /// it again from the start, with the same total, after the previous hop's
+    /// `(total, total)`; a `303` (and a `301` or `302` of a POST) sends no body and reports
+    /// nothing more. A progress bar over a request that may be redirected shows the latest
+    /// report (it goes back to the start when the body is sent again).
     pub upload_progress: Signal<(RequestId, u64, u64)>,
     core: Rc<LoopCore>,
     inner: RefCell<ClientInner>,
