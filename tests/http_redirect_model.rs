@@ -1376,12 +1376,17 @@ fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
         .collect();
     check_model(case, script, &ctx, &arrivals, &cookies)?;
 
-    // Afterwards: every host still serves (with the test CA trusted again).
+    // Afterwards: every host still serves (with the test CA trusted again). Without the read
+    // timeout: these requests ask whether the client's connections still work, and on a loaded
+    // machine a server thread may wait longer than the short `READ_TIMEOUT` for a core (a
+    // fresh request failed so once, with `Timeout(ResponseHead)`, under two CPU burners).
     if script.tls_change == TlsChange::OnlyOtherCa {
         client.update_session(|s| trust(s, TlsChange::None));
     }
+    client.update_session(|s| s.set_read_timeout(None));
     for h in (0..SERVING).chain([MTLS]) {
         let path = format!("/c{case}/fresh");
+        let sent = Instant::now();
         let out = support::get_text(&client, &servers.url(h, &path));
         match support::wait(&mut event_loop, &out) {
             Ok(response) if h != MTLS || script.client_cert == ClientCert::Good => {
@@ -1391,7 +1396,8 @@ fn run_case(servers: &Servers, script: &Script) -> Result<(), TestCaseError> {
             Err(e) if h == MTLS && is_cert_refusal(&e, script.client_cert) => {}
             other => {
                 return Err(TestCaseError::fail(format!(
-                    "case {case}: fresh request to host {h}: {other:?} (client certificate {:?})",
+                    "case {case}: fresh request to host {h}: {other:?} after {:?} (client certificate {:?})",
+                    sent.elapsed(),
                     script.client_cert
                 )));
             }
