@@ -3023,3 +3023,66 @@ fn data_that_came_with_the_handshake_is_announced_unless_a_handshake_slot_closed
         (1, first.len(), first.to_vec())
     );
 }
+
+/// The handshake kinds a rustls server (TLS 1.3) saw for `requests` GETs an `HttpClient` with
+/// `session` made one after another, each on a new connection (`Connection: close`).
+fn http_handshake_kinds(mut session: HttpSession, requests: usize) -> Vec<rustls::HandshakeKind> {
+    let pki = test_pki();
+    let server_config = test_server_config(pki);
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        use std::io::{Read, Write};
+        let mut kinds = Vec::new();
+        for _ in 0..requests {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let conn = rustls::ServerConnection::new(server_config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            let mut head = Vec::new();
+            let mut byte = [0u8; 1];
+            while !head.ends_with(b"\r\n\r\n") && matches!(tls.read(&mut byte), Ok(1)) {
+                head.push(byte[0]);
+            }
+            kinds.push(tls.conn.handshake_kind().unwrap());
+            tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+                .unwrap();
+            tls.conn.send_close_notify();
+            let _ = tls.flush();
+        }
+        kinds
+    });
+    session.add_ca_certificate(pki.ca_pem.as_bytes()).unwrap();
+    let mut ev = EventLoop::new().unwrap();
+    let client = HttpClient::with_session(session).unwrap();
+    for n in 0..requests {
+        let done: Rc<RefCell<Option<String>>> = Rc::default();
+        let d = done.clone();
+        client.get(&format!("https://localhost:{port}/{n}"), move |result| {
+            *d.borrow_mut() = Some(match result {
+                Ok(response) => response.text().into_owned(),
+                Err(e) => format!("{e}"),
+            });
+        });
+        assert!(
+            run_until(&mut ev, Duration::from_secs(10), || done.borrow().is_some()),
+            "request {n}"
+        );
+        assert_eq!(done.borrow().as_deref(), Some("ok"), "request {n}");
+    }
+    server.join().unwrap()
+}
+
+/// An `HttpClient` resumes TLS sessions on new connections by default, and never with
+/// `HttpSession::set_tls_session_resumption(false)` (the opt-out `TlsClientConfig` has).
+#[test]
+fn the_http_client_resumes_tls_sessions_unless_its_session_says_not_to() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let session = HttpSession::new();
+    assert!(session.resumes_tls_sessions());
+    assert_eq!(http_handshake_kinds(session, 3), [Full, Resumed, Resumed]);
+    let mut session = HttpSession::new();
+    session.set_tls_session_resumption(false);
+    assert!(!session.resumes_tls_sessions());
+    assert_eq!(http_handshake_kinds(session, 3), [Full, Full, Full]);
+}

@@ -209,6 +209,7 @@ pub struct HttpSession {
     trust_default_roots: bool,
     client_certificate: Option<(Vec<u8>, Vec<u8>)>,
     verify_certificates: bool,
+    resume_tls_sessions: bool,
     decompress: bool,
 }
 
@@ -240,6 +241,7 @@ impl HttpSession {
             trust_default_roots: true,
             client_certificate: None,
             verify_certificates: true,
+            resume_tls_sessions: true,
             decompress: true,
         }
     }
@@ -603,6 +605,23 @@ impl HttpSession {
     pub fn enable_certificate_verification(&mut self) {
         self.verify_certificates = true;
     }
+
+    /// Whether https connections resume TLS sessions (default true; see
+    /// [`set_tls_session_resumption`](Self::set_tls_session_resumption)).
+    pub fn resumes_tls_sessions(&self) -> bool {
+        self.resume_tls_sessions
+    }
+
+    /// Resumes TLS sessions on new https connections (`true`, the default: a later connection
+    /// to a server skips the certificate exchange, as browsers and curl do) or makes every
+    /// handshake a full one (`false`, curl's `CURLOPT_SSL_SESSIONID_CACHE` 0): a resumed
+    /// connection tells the server it comes from the client it saw before, which matters where
+    /// connections must not be linkable. The client's sessions live with its TLS settings (see
+    /// [`TlsClientConfig::set_session_resumption`]); changing them through
+    /// [`HttpClient::set_session`](crate::network::http::HttpClient::set_session) starts anew.
+    pub fn set_tls_session_resumption(&mut self, enabled: bool) {
+        self.resume_tls_sessions = enabled;
+    }
 }
 
 impl fmt::Debug for HttpSession {
@@ -625,6 +644,7 @@ impl fmt::Debug for HttpSession {
             .field("trust_default_roots", &self.trust_default_roots)
             .field("client_certificate", &self.client_certificate.is_some())
             .field("verify_certificates", &self.verify_certificates)
+            .field("resume_tls_sessions", &self.resume_tls_sessions)
             .finish()
     }
 }

@@ -401,6 +401,7 @@ impl HttpClient {
         if !session.verifies_certificates() {
             config.dangerous_disable_certificate_verification();
         }
+        config.set_session_resumption(session.resumes_tls_sessions());
         let built = config.build()?;
         inner.tls = Some(Arc::clone(&built));
         Ok(built)
