@@ -2443,3 +2443,50 @@ fn embedding_a_quit_taken_by_a_wait_of_host_code_wakes_the_host() {
     event_loop.process_events(Some(Duration::ZERO)).unwrap();
     assert_eq!(event_loop.take_exit_request(), Some(7));
 }
+
+/// A wait in the loop made while the thread unwinds from a panic (a guard's `Drop` that flushes
+/// with `process_events` or `send_and_wait`) with a deferred slot queued: the evaluator runs
+/// nothing while the thread panics, so that slot is no work the turn can do, yet the loop took
+/// it for immediate work and turned with a zero timeout: the wait spun at full CPU instead of
+/// sleeping (twentieth round, review).
+#[test]
+fn a_wait_during_unwinding_does_not_spin_on_a_deferred_slot_it_cannot_run() {
+    let event_loop = EventLoop::new().unwrap();
+    let evaluator = event_loop.connection_evaluator();
+    let ran = Arc::new(AtomicBool::new(false));
+    let signal = Signal::<()>::new();
+    let r = ran.clone();
+    signal
+        .connect_deferred(&evaluator, move |_| r.store(true, Ordering::SeqCst))
+        .release();
+    struct WaitOnDrop(Rc<Cell<usize>>);
+    impl Drop for WaitOnDrop {
+        fn drop(&mut self) {
+            assert!(thread::panicking());
+            let start = Instant::now();
+            while start.elapsed() < Duration::from_millis(300) {
+                kdnet::foundation::process_events(Some(Duration::from_millis(100))).unwrap();
+                self.0.set(self.0.get() + 1);
+            }
+        }
+    }
+    let turns = Rc::new(Cell::new(0));
+    let guard_turns = turns.clone();
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _guard = WaitOnDrop(guard_turns);
+        signal.emit(&());
+        panic!("unwinding through a guard that waits");
+    }));
+    assert!(unwound.is_err());
+    assert!(!ran.load(Ordering::SeqCst), "no slot runs while unwinding");
+    // 300 ms of waits of 100 ms each: a few turns, not thousands.
+    assert!(
+        turns.get() <= 20,
+        "the wait spun: {} turns in 300 ms",
+        turns.get()
+    );
+    // Once the panic is over, the loop's next turn runs the slot.
+    kdnet::foundation::process_events(Some(Duration::ZERO)).unwrap();
+    assert!(ran.load(Ordering::SeqCst));
+    drop(event_loop);
+}

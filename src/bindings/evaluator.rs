@@ -179,9 +179,12 @@ impl ConnectionEvaluator {
     /// would run something now: invocations are waiting and no evaluation is running. While one
     /// runs (a deferred slot turning a nested loop), the nested turns cannot run what is queued,
     /// so they must not count it as work to do at once: they would poll without waiting, a busy
-    /// loop for as long as the slot waits.
+    /// loop for as long as the slot waits. Nor while the thread unwinds from a panic, when an
+    /// evaluation runs nothing (a guard's `Drop` that waits in the loop would spin).
     pub(crate) fn has_runnable(&self) -> bool {
-        self.queued.load(Ordering::Acquire) && !self.evaluating.load(Ordering::Acquire)
+        self.queued.load(Ordering::Acquire)
+            && !self.evaluating.load(Ordering::Acquire)
+            && !std::thread::panicking()
     }
 
     /// Queues `call`; false (dropping it) when the evaluator is closed: nothing will run it.
