@@ -4699,3 +4699,101 @@ fn set_last_event_id_from_a_slot_weighs_the_rest_of_the_same_read_by_its_id_fiel
         assert_eq!(resumed.as_deref(), Some(expected), "stream {stream:?}");
     }
 }
+
+/// Serves `first` whole and closes (an orderly end, so a flushed final block is delivered),
+/// then a 204 to the reconnect. `when` picks the call of `set_last_event_id("3")`: in the
+/// `connected` slot, or in the `message_received` slot of the event whose data is `a`. Returns
+/// the events seen (`type:data:id`) and the `Last-Event-ID` the reconnect sent.
+fn resumed_after_a_user_id(
+    first: &str,
+    flush: bool,
+    in_connected: bool,
+) -> (Vec<String>, Option<String>) {
+    let mut ev = EventLoop::new().unwrap();
+    let first = first.to_owned();
+    let server = ScriptServer::start(move |_, n| {
+        if n == 0 {
+            let mut reply =
+                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nretry: 10\n"
+                    .to_vec();
+            reply.extend_from_slice(first.as_bytes());
+            Reply::BytesThenClose(reply)
+        } else {
+            Reply::BytesThenClose(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec())
+        }
+    });
+    let sse = SseClient::new().unwrap();
+    sse.set_flush_unterminated_event(flush);
+    let rec = record(&sse);
+    let weak = Rc::downgrade(&sse);
+    if in_connected {
+        sse.connected
+            .connect(move |_| weak.upgrade().unwrap().set_last_event_id("3"))
+            .release();
+    } else {
+        sse.message_received
+            .connect(move |event| {
+                if event.data() == "a" {
+                    weak.upgrade().unwrap().set_last_event_id("3");
+                }
+            })
+            .release();
+    }
+    let mut request = HttpRequest::get(&server.url("/s")).unwrap();
+    request.set_header("Last-Event-ID", "1");
+    sse.connect(request);
+    assert!(run_until(&mut ev, Duration::from_secs(10), || server
+        .requests()
+        .len()
+        == 2));
+    sse.disconnect();
+    let events = rec.events.borrow().clone();
+    let resumed = server.requests()[1]
+        .header("last-event-id")
+        .map(str::to_owned);
+    (events, resumed)
+}
+
+/// `set_last_event_id` from the other places a user calls it (review, twentieth round): from
+/// the `connected` slot (before any event: every `id` the stream then commits wins, a repeat of
+/// the ID it resumed from too), across a `retry`-only block, twice, and with the final block
+/// flushed at the stream's end (`set_flush_unterminated_event`): a flushed block's `id` is one
+/// the stream sent after the call; a flushed block without one leaves the call's ID.
+#[test]
+fn set_last_event_id_from_connected_across_retry_and_before_a_flushed_final_event() {
+    // (stream after the head, flush, call in `connected`, resumed ID)
+    let cases: [(&str, bool, bool, &str); 9] = [
+        ("data: a\n\n", false, true, "3"),
+        ("id: 1\ndata: a\n\n", false, true, "1"),
+        ("id: 9\n\ndata: a\n\n", false, true, "9"),
+        (
+            "id: 7\ndata: a\n\nretry: 20\n\ndata: b\n\n",
+            false,
+            false,
+            "3",
+        ),
+        (
+            "id: 7\ndata: a\n\nretry: 20\n\nid: 7\ndata: b\n\n",
+            false,
+            false,
+            "7",
+        ),
+        (
+            "id: 7\ndata: a\n\nretry: 20\nid: 7\n\ndata: b\n\n",
+            false,
+            false,
+            "7",
+        ),
+        ("id: 7\ndata: a\n\nid: 7\ndata: b", true, false, "7"),
+        ("id: 7\ndata: a\n\ndata: b", true, false, "3"),
+        ("id: 7\ndata: a\n\nid: 7\ndata: b", false, false, "3"),
+    ];
+    for (stream, flush, in_connected, expected) in cases {
+        let (events, resumed) = resumed_after_a_user_id(stream, flush, in_connected);
+        assert_eq!(
+            resumed.as_deref(),
+            Some(expected),
+            "stream {stream:?} (flush {flush}, call in connected {in_connected}); events {events:?}"
+        );
+    }
+}
