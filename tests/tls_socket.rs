@@ -2812,7 +2812,7 @@ fn connect_to_addresses_verifies_against_the_address_that_won() {
 }
 
 /// How a rustls server on a thread saw each of `connections` handshakes of one `SslSocket`
-/// with `config` (then `set_up`) connecting again and again (`versions`: what the server
+/// with `config` (and `set_up(socket, round)` before each connect) connecting again and again (`versions`: what the server
 /// speaks). The server
 /// writes a greeting after each handshake (its session tickets come before it), the client
 /// disconnects once it read it.
@@ -2820,7 +2820,7 @@ fn server_handshake_kinds(
     config: TlsClientConfig,
     versions: &[&'static rustls::SupportedProtocolVersion],
     connections: usize,
-    set_up: impl FnOnce(&SslSocket),
+    set_up: impl Fn(&SslSocket, usize),
 ) -> Vec<rustls::HandshakeKind> {
     use rustls::pki_types::pem::PemObject;
     let pki = test_pki();
@@ -2856,7 +2856,6 @@ fn server_handshake_kinds(
     });
     let mut ev = EventLoop::new().unwrap();
     let client = SslSocket::with_config(config).unwrap();
-    set_up(&client);
     let greeted = Rc::new(Cell::new(0usize));
     let g = greeted.clone();
     let weak = Rc::downgrade(client.tcp_socket());
@@ -2871,6 +2870,7 @@ fn server_handshake_kinds(
         })
         .release();
     for round in 1..=connections {
+        set_up(&client, round);
         client.connect_to_host("localhost", port).unwrap();
         assert!(
             run_until(&mut ev, Duration::from_secs(10), || greeted.get() == round
@@ -2897,7 +2897,7 @@ fn sessions_are_resumed_unless_resumption_is_turned_off() {
         let config = trusting().unwrap();
         assert!(config.resumes_sessions());
         assert_eq!(
-            server_handshake_kinds(config, versions, 3, |_| {}),
+            server_handshake_kinds(config, versions, 3, |_, _| {}),
             [Full, Resumed, Resumed],
             "{versions:?}"
         );
@@ -2905,13 +2905,13 @@ fn sessions_are_resumed_unless_resumption_is_turned_off() {
         config.set_session_resumption(false);
         assert!(!config.resumes_sessions());
         assert_eq!(
-            server_handshake_kinds(config, versions, 3, |_| {}),
+            server_handshake_kinds(config, versions, 3, |_, _| {}),
             [Full, Full, Full],
             "{versions:?}"
         );
         // The same through the socket.
         assert_eq!(
-            server_handshake_kinds(trusting().unwrap(), versions, 2, |s| s
+            server_handshake_kinds(trusting().unwrap(), versions, 2, |s, _| s
                 .set_session_resumption(false)),
             [Full, Full],
             "{versions:?}"
@@ -3085,4 +3085,28 @@ fn the_http_client_resumes_tls_sessions_unless_its_session_says_not_to() {
     session.set_tls_session_resumption(false);
     assert!(!session.resumes_tls_sessions());
     assert_eq!(http_handshake_kinds(session, 3), [Full, Full, Full]);
+}
+
+/// `SslSocket::set_session_resumption(true)` ("resumes TLS sessions of earlier connections")
+/// called on a socket that resumes already (before each connect, say, to be sure) threw away
+/// the sessions it held: every setter rebuilt the configuration, and with it its session cache,
+/// so the next handshake was a full one (review, twentieth round). Setting the value it has
+/// changes nothing.
+#[test]
+fn turning_resumption_on_when_it_is_on_keeps_the_sessions() {
+    use rustls::HandshakeKind::{Full, Resumed};
+    let config = TlsClientConfig::with_only_ca_certificates(test_pki().ca_pem.as_bytes()).unwrap();
+    assert_eq!(
+        server_handshake_kinds(config, &[&rustls::version::TLS13], 3, |s, _| s
+            .set_session_resumption(true)),
+        [Full, Resumed, Resumed]
+    );
+    // Off and on again: the sessions are gone (a configuration built anew), as documented.
+    let config = TlsClientConfig::with_only_ca_certificates(test_pki().ca_pem.as_bytes()).unwrap();
+    assert_eq!(
+        server_handshake_kinds(config, &[&rustls::version::TLS13], 3, |s, round| {
+            s.set_session_resumption(round != 2);
+        }),
+        [Full, Full, Full]
+    );
 }

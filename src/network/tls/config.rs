@@ -213,7 +213,12 @@ impl TlsClientConfig {
     /// built) offer them to the same server name and skip the certificate exchange. The server
     /// then knows the connection comes from the client it saw before; turn resumption off where
     /// connections must not be linkable to each other. Off, no session is stored or offered.
+    /// Turned off and on again, the sessions kept before are gone; set to the value it has, it
+    /// changes nothing (the sessions kept stay).
     pub fn set_session_resumption(&mut self, enabled: bool) {
+        if self.resume_sessions == enabled {
+            return;
+        }
         self.resume_sessions = enabled;
         self.changed();
     }
