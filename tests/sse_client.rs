@@ -4618,36 +4618,12 @@ fn slots_connected_and_disconnected_during_one_reads_delivery_see_each_later_eve
 /// `set_last_event_id("3")` at the event whose data is `a`. Returns the events seen
 /// (`type:data:id`) and the `Last-Event-ID` the reconnect sent.
 fn resumed_after_a_user_id_at_event_a(first: Vec<Vec<u8>>) -> (Vec<String>, Option<String>) {
-    let mut ev = EventLoop::new().unwrap();
-    let server = ScriptServer::start(move |_, n| {
-        if n == 0 {
-            Reply::Pieces(first.clone(), Duration::from_millis(300))
-        } else {
-            Reply::BytesThenClose(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec())
-        }
-    });
-    let sse = SseClient::new().unwrap();
-    sse.set_read_timeout(Some(Duration::from_millis(600)));
-    let rec = record(&sse);
-    let weak = Rc::downgrade(&sse);
-    sse.message_received
-        .connect(move |event| {
-            if event.data() == "a" {
-                weak.upgrade().unwrap().set_last_event_id("3");
-            }
-        })
-        .release();
-    sse.connect(HttpRequest::get(&server.url("/s")).unwrap());
-    assert!(run_until(&mut ev, Duration::from_secs(10), || server
-        .requests()
-        .len()
-        == 2));
-    sse.disconnect();
-    let events = rec.events.borrow().clone();
-    let resumed = server.requests()[1]
-        .header("last-event-id")
-        .map(str::to_owned);
-    (events, resumed)
+    resumed_after_a_user_id(
+        move || Reply::Pieces(first.clone(), Duration::from_millis(300)),
+        None,
+        false,
+        false,
+    )
 }
 
 /// The head of the first answer in [`resumed_after_a_user_id_at_event_a`], with `body` after it.
@@ -4700,29 +4676,27 @@ fn set_last_event_id_from_a_slot_weighs_the_rest_of_the_same_read_by_its_id_fiel
     }
 }
 
-/// Serves `first` whole and closes (an orderly end, so a flushed final block is delivered),
-/// then a 204 to the reconnect. `when` picks the call of `set_last_event_id("3")`: in the
-/// `connected` slot, or in the `message_received` slot of the event whose data is `a`. Returns
-/// the events seen (`type:data:id`) and the `Last-Event-ID` the reconnect sent.
+/// Serves `first()` to the first request and a 204 to the reconnect (the client's read
+/// timeout is 600 ms). `set_last_event_id("3")` is called in the `connected` slot
+/// (`in_connected`), else in the `message_received` slot of the event whose data is `a`;
+/// `resume_from` is the `Last-Event-ID` of the first request. Returns the events seen
+/// (`type:data:id`) and the `Last-Event-ID` the reconnect sent.
 fn resumed_after_a_user_id(
-    first: &str,
+    first: impl Fn() -> Reply + Send + Sync + 'static,
+    resume_from: Option<&str>,
     flush: bool,
     in_connected: bool,
 ) -> (Vec<String>, Option<String>) {
     let mut ev = EventLoop::new().unwrap();
-    let first = first.to_owned();
     let server = ScriptServer::start(move |_, n| {
         if n == 0 {
-            let mut reply =
-                b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nretry: 10\n"
-                    .to_vec();
-            reply.extend_from_slice(first.as_bytes());
-            Reply::BytesThenClose(reply)
+            first()
         } else {
             Reply::BytesThenClose(b"HTTP/1.1 204 No Content\r\n\r\n".to_vec())
         }
     });
     let sse = SseClient::new().unwrap();
+    sse.set_read_timeout(Some(Duration::from_millis(600)));
     sse.set_flush_unterminated_event(flush);
     let rec = record(&sse);
     let weak = Rc::downgrade(&sse);
@@ -4740,7 +4714,9 @@ fn resumed_after_a_user_id(
             .release();
     }
     let mut request = HttpRequest::get(&server.url("/s")).unwrap();
-    request.set_header("Last-Event-ID", "1");
+    if let Some(id) = resume_from {
+        request.set_header("Last-Event-ID", id);
+    }
     sse.connect(request);
     assert!(run_until(&mut ev, Duration::from_secs(10), || server
         .requests()
@@ -4789,7 +4765,15 @@ fn set_last_event_id_from_connected_across_retry_and_before_a_flushed_final_even
         ("id: 7\ndata: a\n\nid: 7\ndata: b", false, false, "3"),
     ];
     for (stream, flush, in_connected, expected) in cases {
-        let (events, resumed) = resumed_after_a_user_id(stream, flush, in_connected);
+        // Whole, then closed: an orderly end, so a flushed final block is delivered.
+        let mut reply = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nConnection: close\r\n\r\nretry: 10\n".to_vec();
+        reply.extend_from_slice(stream.as_bytes());
+        let (events, resumed) = resumed_after_a_user_id(
+            move || Reply::BytesThenClose(reply.clone()),
+            Some("1"),
+            flush,
+            in_connected,
+        );
         assert_eq!(
             resumed.as_deref(),
             Some(expected),
