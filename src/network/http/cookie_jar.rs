@@ -85,12 +85,19 @@ impl std::error::Error for PublicSuffixListError {}
 ///   or [`DEFAULT_MAX_COOKIES`] in all, expired cookies are evicted (RFC 6265 §6.1), then the
 ///   domain's oldest cookie, or in all the oldest cookie of the largest group: one site
 ///   cannot push another's cookies out by setting them from many subdomains (the per-domain
-///   limit counts each host on its own). Without a public suffix list a site is taken to be
-///   the last two labels of the domain (`example.com`; an IP address or a single label is a
-///   group of its own); the group with the most cookies is split by the next label (a
-///   domain's own cookies are one part, each subdomain's another) and the largest part taken,
-///   until one domain is left, so a group such as `co.uk`, which holds many sites, gives from
-///   its largest site. Of groups with as many cookies, the one holding the oldest gives.
+///   limit counts each host on its own). A site is taken to be the last two labels of the
+///   domain (`example.com`; an IP address or a single label is a group of its own), with or
+///   without a public suffix list (the list decides which `Domain` attributes are refused, not
+///   the grouping); the group with the most cookies is split by the next label (a domain's
+///   own cookies are one part, each subdomain's another) and the largest part taken, until one
+///   domain is left, so a group such as `co.uk`, which holds many sites, gives from its largest
+///   site. Of groups with as many cookies, the one holding the oldest gives. Such a group is
+///   weighed as one against other sites, though: one site with more cookies than all of
+///   `co.uk`'s sites together takes from them until the two are level.
+///
+///   Eviction looks at every domain the jar holds (a few milliseconds for a full jar of
+///   3,000 cookies); lowering the limit by thousands at once takes longer (about a second to
+///   empty a full jar of one site's 3,000 subdomains).
 /// - A server keeps a cookie for 400 days at most: a later `Expires` or a longer `Max-Age` is
 ///   cut to 400 days from when the response was read (RFC 6265bis §5.6.1, §5.6.2, as browsers
 ///   do). A cookie given through the API keeps the expiry the caller gave.
