@@ -930,12 +930,7 @@ fn upload_progress_counts_body_bytes_only_and_ends_at_the_total() {
     let server =
         ScriptServer::start(|req, _| Reply::Bytes(ok_response(&req.body.len().to_string(), "")));
     let client = HttpClient::new().unwrap();
-    let progress = Rc::new(RefCell::new(Vec::new()));
-    let p = progress.clone();
-    client
-        .upload_progress
-        .connect(move |&(_, sent, total)| p.borrow_mut().push((sent, total)))
-        .release();
+    let progress = upload_reports(&client);
     let body = vec![b'u'; 4 * 1024 * 1024];
     let r = wait(
         &mut ev,
@@ -985,12 +980,7 @@ fn upload_progress_starts_again_on_a_redirect_that_sends_the_body_again() {
         })
     });
     let client = HttpClient::new().unwrap();
-    let progress = Rc::new(RefCell::new(Vec::new()));
-    let p = progress.clone();
-    client
-        .upload_progress
-        .connect(move |&(_, sent, total)| p.borrow_mut().push((sent, total)))
-        .release();
+    let progress = upload_reports(&client);
     const TOTAL: u64 = 1024 * 1024;
     for (path, hops_with_body) in [("/307", 2), ("/308", 2), ("/303", 1)] {
         progress.borrow_mut().clear();
@@ -4210,12 +4200,7 @@ fn upload_progress_of_a_post_after_a_get_on_the_same_connection_reaches_its_tota
     let server =
         ScriptServer::start(|req, _| Reply::Bytes(ok_response(&req.body.len().to_string(), "")));
     let client = HttpClient::new().unwrap();
-    let progress = Rc::new(RefCell::new(Vec::new()));
-    let p = progress.clone();
-    client
-        .upload_progress
-        .connect(move |&(id, sent, total)| p.borrow_mut().push((id, sent, total)))
-        .release();
+    let progress = upload_reports_with_ids(&client);
     assert_eq!(
         get(&mut ev, &client, &server.url("/a")).unwrap().text(),
         "0"
@@ -4449,12 +4434,7 @@ fn upload_progress_reaches_its_total_when_the_answer_comes_before_the_written_re
     let server =
         ScriptServer::start(|req, _| Reply::Bytes(ok_response(&req.body.len().to_string(), "")));
     let client = HttpClient::new().unwrap();
-    let progress = Rc::new(RefCell::new(Vec::new()));
-    let p = progress.clone();
-    client
-        .upload_progress
-        .connect(move |&(id, sent, total)| p.borrow_mut().push((id, sent, total)))
-        .release();
+    let progress = upload_reports_with_ids(&client);
     assert_eq!(
         get(&mut ev, &client, &server.url("/warm")).unwrap().text(),
         "0"
@@ -4683,4 +4663,28 @@ fn the_cookie_jar_log_lines_show_no_query_of_the_url() {
     assert_eq!(refused.len(), 2, "{logs:?}");
     let leaks: Vec<&String> = logs.iter().filter(|l| l.contains("marker-93c1")).collect();
     assert!(leaks.is_empty(), "{leaks:?}");
+}
+
+/// Every `(sent, total)` `client.upload_progress` reports, in order.
+fn upload_reports(client: &HttpClient) -> Rc<RefCell<Vec<(u64, u64)>>> {
+    let progress = Rc::new(RefCell::new(Vec::new()));
+    let p = progress.clone();
+    client
+        .upload_progress
+        .connect(move |&(_, sent, total)| p.borrow_mut().push((sent, total)))
+        .release();
+    progress
+}
+
+/// Every `(request, sent, total)` `client.upload_progress` reports, in order.
+fn upload_reports_with_ids(
+    client: &HttpClient,
+) -> Rc<RefCell<Vec<(kdnet::network::http::RequestId, u64, u64)>>> {
+    let progress = Rc::new(RefCell::new(Vec::new()));
+    let p = progress.clone();
+    client
+        .upload_progress
+        .connect(move |&(id, sent, total)| p.borrow_mut().push((id, sent, total)))
+        .release();
+    progress
 }
