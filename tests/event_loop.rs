@@ -2264,6 +2264,69 @@ fn a_quit_asked_on_every_turn_does_not_keep_a_host_from_learning_of_it() {
     assert_eq!(code, 8);
 }
 
+/// Found by the loop model in long release runs (twentieth round): `run()`'s turn takes a
+/// handle's quit (1); a closure asks a later one (2) and waits in a nested turn, which takes it
+/// while 1 is pending and runs the closures queued before it; one of them posts a closure and
+/// asks for 3. The nested turn took the later quit (2) after the closures posted before it, and
+/// 3, asked since, is spent with it: `run()` returns 3 after this turn, as a host's
+/// `take_exit_request` reports 3 after it, and the closure posted meanwhile stays queued for the
+/// next turn (run once there). The model expected `run()` to turn once more for 3, and the
+/// library did until `run()` asked `take_exit_request`.
+#[test]
+fn a_quit_asked_after_a_nested_turn_took_a_later_quit_ends_run_and_a_host_at_the_same_turn() {
+    fn script(event_loop: &EventLoop, late: &Rc<Cell<u32>>) {
+        let handle = event_loop.handle();
+        handle.exit(1);
+        event_loop.post({
+            let handle = handle.clone();
+            move || {
+                handle.exit(2);
+                kdnet::foundation::process_events(Some(Duration::ZERO)).unwrap();
+                assert_eq!(
+                    kdnet::foundation::exit_requested(),
+                    Some(2),
+                    "the nested turn took the later quit"
+                );
+            }
+        });
+        let late = late.clone();
+        event_loop.post(move || {
+            post(move || late.set(late.get() + 1)).unwrap();
+            handle.exit(3);
+        });
+    }
+    for host in [false, true] {
+        let mut event_loop = EventLoop::new().unwrap();
+        let _safety = safety_timer(&event_loop, 5);
+        let late = Rc::new(Cell::new(0));
+        script(&event_loop, &late);
+        let code = if host {
+            event_loop.process_events(Some(Duration::ZERO)).unwrap();
+            event_loop.take_exit_request()
+        } else {
+            Some(event_loop.run())
+        };
+        assert_eq!(code, Some(3), "host: {host}");
+        assert_eq!(
+            late.get(),
+            0,
+            "host: {host}: the loop turned once more for the quit asked after the nested turn \
+             took the later one"
+        );
+        event_loop.process_events(Some(Duration::ZERO)).unwrap();
+        assert_eq!(
+            late.get(),
+            1,
+            "host: {host}: the closure left queued runs once"
+        );
+        assert_eq!(
+            event_loop.take_exit_request(),
+            None,
+            "host: {host}: nothing stale"
+        );
+    }
+}
+
 // ---- a nested wait begun from host code (twentieth round) ---------------------------------------
 
 /// A host that last read `next_timeout()` before one of its own callbacks waited in a nested loop

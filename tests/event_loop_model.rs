@@ -27,7 +27,8 @@
 //!   `EventLoop::exit` spends a handle's quit not taken yet, and a handle's quit asked while
 //!   the loop's is pending replaces it once a turn took it: `run()` turns once more, ending
 //!   after that turn's closures, and `take_exit_request` says nothing until a turn took it,
-//!   then spends one asked since with it, as `run()` does).
+//!   then spends one asked since with it, as `run()` does; the turn that took it may be one
+//!   nested in a callback of `run()`'s turn, which then ends `run()` with a quit asked since).
 //!
 //! Time is real: the log records when each timer was armed (an instant before and one after the
 //! call) and when each slot ran, and each turn records an instant before its timer stage (for a
@@ -1493,9 +1494,11 @@ impl Model<'_> {
                 self.stats[3] += 1;
                 loop {
                     if self.core_quit.is_some() {
-                        if self.shared_quit.is_some() {
+                        if self.shared_quit.is_some() && !self.later_taken {
                             // A later quit through a handle: the turn that takes it runs the
-                            // closures posted before it first.
+                            // closures posted before it first. Once a turn took one (also a
+                            // turn nested in one of run()'s), a quit asked since is spent with
+                            // it, as `take_exit_request` spends it.
                             self.turn(Kind::Run)?;
                         }
                         let code = self.core_quit.take().unwrap_or_default();
@@ -1769,4 +1772,42 @@ fn event_loop_and_timers_match_the_model() {
         STAT_NAMES.into_iter().zip(STATS.with(Cell::get)),
         result,
     );
+}
+
+/// The shrunk script of a long release run, made deterministic: `run()`'s first turn takes a
+/// handle's quit (1), a closure of it asks a later one (2) and nests a turn, which takes that one
+/// while 1 is pending and runs the ticker, which asks for 11. The nested turn took the later quit
+/// after the closures posted before it: the quit the ticker asked since is spent with it, and
+/// `run()` returns 11 after this turn (as `take_exit_request` would report it), without turning
+/// once more for the ticker.
+#[test]
+fn a_quit_asked_after_a_nested_turn_took_a_later_quit_is_spent_with_it_under_run() {
+    let script = Script {
+        initial: vec![(0, false); TIMERS],
+        slots: vec![vec![vec![]]; ALL_TIMERS],
+        enabled: vec![false; NOTIFIERS],
+        chunks: vec![0; NOTIFIERS],
+        reactions: vec![vec![vec![]]; NOTIFIERS],
+        steps: vec![
+            Step::Act(Act::Quit(false, 1)),
+            Step::Act(Act::Post(
+                Via::Handle,
+                vec![Act::Quit(false, 2), Act::Nest(0)],
+            )),
+            Step::Run {
+                min_ticks: 1,
+                min_ms: 0,
+                code: 11,
+            },
+            Step::Turn(0),
+        ],
+    };
+    let evs = run_real(&script);
+    assert!(
+        evs.iter().any(|ev| matches!(ev, Ev::RunReturned(11))),
+        "run() did not return the ticker's code: {evs:?}"
+    );
+    if let Err(e) = check(&script, &evs) {
+        panic!("{e}");
+    }
 }
