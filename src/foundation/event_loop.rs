@@ -40,10 +40,10 @@ pub(crate) struct LoopCore {
     posted_taken: Cell<u64>,
     shared: Arc<Shared>,
     quit: Cell<Option<i32>>,
-    /// A turn took a quit through a handle while `quit` was pending: a later one, whose closures
-    /// posted before it ran in that turn. [`EventLoop::take_exit_request`] then takes the
-    /// pending quit (and any asked since) instead of waiting for yet another turn (`run()` asks it
-    /// too). Cleared when the quit is taken.
+    /// A turn (also one nested in a callback) took a quit through a handle while `quit` was
+    /// pending: a later one, whose closures posted before it ran in that turn.
+    /// [`EventLoop::take_exit_request`] then takes the pending quit (and any asked since) instead
+    /// of waiting for yet another turn (`run()` asks it too). Cleared when the quit is taken.
     later_quit_taken: Cell<bool>,
     depth: Cell<u32>,
     /// Readiness polled and not dispatched yet, from `ready_next` on. Kept here, not in the
@@ -797,7 +797,12 @@ impl EventLoop {
     /// quit asked by a posted closure ends its turn once that turn's closures ran (no timer of
     /// that turn fires), and the next turn runs the closures queued by then. Of two quits the
     /// later wins, and one through a handle ends `run` only after the closures posted before it
-    /// ran, also when it comes while an earlier quit is pending. Closures posted after the last
+    /// ran, also when it comes while an earlier quit is pending (`run` turns once more to take
+    /// it). Once a turn took such a later quit (also a turn nested in a slot or closure, which
+    /// ran the closures posted before it), a quit through a handle asked since is spent with it:
+    /// `run` returns its code after the current turn, without another (as
+    /// [`take_exit_request`](Self::take_exit_request) reports it after that turn), so that a
+    /// slot asking on every turn cannot keep `run` from returning. Closures posted after the last
     /// turn began stay queued: the next `run` or `process_events` runs each once, and dropping
     /// the loop drops them without running them (as Qt keeps the events posted to a thread
     /// whose loop quit for the next loop, and deletes them with their receiver). Returns `-1` if
@@ -806,7 +811,8 @@ impl EventLoop {
         loop {
             // A quit through a handle asked after the pending one wins, once the closures posted
             // before it ran: `take_exit_request` leaves it to the turn below, which takes it,
-            // runs them and ends there (one asked during that turn is spent with it).
+            // runs them and ends there. One asked since a turn took such a quit (this loop's, or
+            // one nested in it) is spent with it.
             if self.core.quit.get().is_some()
                 && let Some(code) = self.take_exit_request()
             {
@@ -891,8 +897,9 @@ impl EventLoop {
     /// turn took), a later one through a handle wins, but only once the closures posted before
     /// it ran, as for `run()`: until a turn took it this returns `None` (and `next_timeout` is
     /// zero), then its code, and the earlier request is spent with it, as is one asked through
-    /// a handle during that turn (so that a slot asking on every turn cannot keep the exit from
-    /// being reported, as it cannot keep `run()` from returning).
+    /// a handle since that turn took it (in that turn, or, when a turn nested in a callback took
+    /// it, in the rest of the turn around it), so that a slot asking on every turn cannot keep the
+    /// exit from being reported, as it cannot keep `run()` from returning.
     ///
     /// ```
     /// use kdnet::{EventLoop, Timer};

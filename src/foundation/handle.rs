@@ -242,9 +242,11 @@ impl LoopHandle {
     /// replaces it, and so does an [`EventLoop::exit`](super::EventLoop::exit) made before a
     /// turn took it; asked while an earlier request is pending (an `EventLoop::exit`, or a quit
     /// a turn took and `run()` has not returned for yet), it replaces that one's code, and
-    /// `run()` still returns only after the closures posted before this call ran. Until a
-    /// turn takes it, the loop's
-    /// [`next_timeout`](super::EventLoop::next_timeout) is zero.
+    /// `run()` still returns only after the closures posted before this call ran, unless a turn
+    /// already took such a later request: then this one is spent with it (`run()` returns this
+    /// code after the current turn, see
+    /// [`take_exit_request`](super::EventLoop::take_exit_request)). Until a turn takes it, the
+    /// loop's [`next_timeout`](super::EventLoop::next_timeout) is zero.
     pub fn exit(&self, code: i32) {
         self.shared.request_quit(code);
     }
