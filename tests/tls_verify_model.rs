@@ -1785,6 +1785,67 @@ fn tls_handshakes_match_the_model() {
     finish_counted(started, &CASES, STAT_NAMES, &STATS, result);
 }
 
+/// The script of a case that failed once on a loaded machine ("not done within 15 s: attempt 0:
+/// handshake outcome"; it passes when run alone): TLS 1.2 from the thread server to a client
+/// connecting to `localhost`, which refuses the chain (the intermediate is not sent).
+fn flaky_localhost_case() -> Case {
+    Case {
+        leaf: LeafSpec {
+            signer: Signer::Intermediate,
+            ca_alg: Alg::P256,
+            alg: Alg::P384,
+            validity: Validity::Valid,
+            sans: vec![San::Localhost, San::Svc, San::WildSvc, San::Ip4, San::Ip6],
+            client: false,
+        },
+        send_intermediate: false,
+        server_form: PemForm::Bom,
+        trust: Trust {
+            system: false,
+            anchors: vec![Anchor::Root],
+            one_pem: false,
+            on_socket: true,
+            form: PemForm::AsIs,
+            dangerous: false,
+        },
+        target: Target::Host("localhost"),
+        server: ServerKind::Thread(Version::Tls12),
+        client_auth: ClientAuth::Optional,
+        client_cert: ClientCert::None,
+        server_trusts_other: false,
+        client_alpn: vec![b"h2", b"http/1.1"],
+        server_alpn: vec![],
+        http: false,
+        twice: false,
+    }
+}
+
+/// A client connecting to `localhost` tries `::1` first (RFC 6761; the crate's resolver), so a
+/// thread server for a `localhost` case must own its port on `::1` as well as on 127.0.0.1:
+/// were `[::1]:port` free, any other process on the machine (another test binary's server) could
+/// listen there, take the client's handshake and never answer it, and the case hung for its 15 s.
+/// No one else can listen on the server's port on either loopback address, and the script runs.
+#[test]
+fn a_localhost_thread_server_leaves_no_one_its_port_on_the_other_loopback_address() {
+    let case = flaky_localhost_case();
+    let server = thread_server(&case, 1);
+    for ip in [
+        IpAddr::from(std::net::Ipv6Addr::LOCALHOST),
+        IpAddr::from(Ipv4Addr::LOCALHOST),
+    ] {
+        let stranger = TcpListener::bind((ip, server.port));
+        assert!(
+            stranger.is_err(),
+            "another listener took {ip} port {} from the case's server",
+            server.port
+        );
+    }
+    // Ends the server's thread (it reads the end of stream as its one connection).
+    drop(TcpStream::connect((Ipv4Addr::LOCALHOST, server.port)).unwrap());
+    assert!(server.results.recv_timeout(Duration::from_secs(15)).is_ok());
+    run_case(&case).unwrap();
+}
+
 // ---- PEM input -----------------------------------------------------------------------------
 
 /// An entry point that takes PEM.
