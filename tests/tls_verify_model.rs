@@ -1063,16 +1063,48 @@ struct ThreadServer {
     port: u16,
     sni: Arc<Mutex<Vec<Option<String>>>>,
     results: mpsc::Receiver<ThreadSaw>,
+    /// For a `localhost` case, `[::1]:port` held (see [`thread_listener`]).
+    _refusing: Option<socket2::Socket>,
+}
+
+/// The thread server's listener for `target`, and for `localhost` the same port on `::1`, bound
+/// but not listening.
+///
+/// A client connecting to `localhost` tries `[::1]:port` first (RFC 6761 §6.3, the crate's
+/// resolver) and 127.0.0.1 when that is refused. Left free, `[::1]:port` is anyone's: another
+/// process on the machine (another test binary's server) that listens there at the same port
+/// number takes the client's handshake, and the case waits for an answer that never comes (a
+/// flaky "not done within 15 s"). Bound without listening, and without `SO_REUSEADDR`, the
+/// address refuses every connect and no one else can listen on it: the client's first attempt is
+/// refused at once and its second reaches this server, every time. The port is picked again
+/// when `::1` has it taken already.
+fn thread_listener(target: Target) -> (TcpListener, Option<socket2::Socket>) {
+    if target == Target::Host("::1") {
+        return (TcpListener::bind("[::1]:0").unwrap(), None);
+    }
+    let listener = || TcpListener::bind("127.0.0.1:0").unwrap();
+    if target != Target::Host("localhost") {
+        return (listener(), None);
+    }
+    for _ in 0..32 {
+        let listener = listener();
+        let port = listener.local_addr().unwrap().port();
+        let refusing =
+            socket2::Socket::new(socket2::Domain::IPV6, socket2::Type::STREAM, None).unwrap();
+        let v6 = std::net::SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port));
+        match refusing.bind(&v6.into()) {
+            Ok(()) => return (listener, Some(refusing)),
+            Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => continue,
+            Err(e) => panic!("holding {v6}: {e}"),
+        }
+    }
+    panic!("no port free on both loopback addresses in 32 tries");
 }
 
 fn thread_server(case: &Case, connections: usize) -> ThreadServer {
     let sni: Arc<Mutex<Vec<Option<String>>>> = Arc::default();
     let config = Arc::new(hand_built_server_config(case, sni.clone()));
-    let listener = TcpListener::bind(match case.target {
-        Target::Host("::1") => "[::1]:0",
-        _ => "127.0.0.1:0",
-    })
-    .unwrap();
+    let (listener, refusing) = thread_listener(case.target);
     let port = listener.local_addr().unwrap().port();
     listener.set_nonblocking(true).unwrap();
     let (tx, results) = mpsc::channel();
@@ -1093,7 +1125,12 @@ fn thread_server(case: &Case, connections: usize) -> ThreadServer {
             }
         }
     });
-    ThreadServer { port, sni, results }
+    ThreadServer {
+        port,
+        sni,
+        results,
+        _refusing: refusing,
+    }
 }
 
 fn serve_one(mut tcp: TcpStream, config: Arc<rustls::ServerConfig>) -> ThreadSaw {
@@ -1430,7 +1467,7 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
             |k: &KdnetServer| k.accepted.borrow().get(attempt).map(|(_, s)| s.clone());
         let mut thread_saw: Option<ThreadSaw> = None;
         // Until both ends know how it went.
-        turn_until(&mut ev, &format!("{label}: handshake outcome"), || {
+        let outcome = turn_until(&mut ev, &format!("{label}: handshake outcome"), || {
             let client_up = seen.data.borrow().as_slice() == b"S";
             let client_done = seen.has_error() || client_up;
             let server_done = match (&kdnet, &thread) {
@@ -1446,7 +1483,28 @@ fn run_case(case: &Case) -> Result<(), TestCaseError> {
                 _ => unreachable!(),
             };
             client_done && server_done
-        })?;
+        });
+        if let Err(TestCaseError::Fail(stalled)) = outcome {
+            // Where each end stands, so that a stall says which end waits for what (and whom
+            // the client reached).
+            let server = match (&kdnet, &thread) {
+                (Some(k), _) => format!(
+                    "kdnet server accepted {}, this connection saw {:?}",
+                    k.accepted.borrow().len(),
+                    server_seen(k).map(|s| s.events.borrow().clone())
+                ),
+                _ => format!("thread server reported {thread_saw:?}"),
+            };
+            return Err(TestCaseError::fail(format!(
+                "{}; client {:?} connected from {:?} to {:?} saw {:?}; {server}",
+                stalled.message(),
+                client.state(),
+                client.local_address(),
+                client.peer_address(),
+                seen.events.borrow()
+            )));
+        }
+        outcome?;
         let up = matches!(predicted, Predicted::Up { .. });
         if !up && seen.data.borrow().as_slice() == b"S" {
             let events = seen.events.borrow();
