@@ -650,8 +650,9 @@ struct Model<'a> {
     /// a stream a slot of it started, even one that a slot of that stream stopped in turn.
     connects: u64,
     last_id: String,
-    /// An ID set while a request was in flight, and the client's ID at that call.
-    pending: Option<(String, String)>,
+    /// An ID set while a request was in flight, and the stream's count of `id` fields at that
+    /// call: any `id` the stream commits after it (a repeat of its ID, an empty one) wins.
+    pending: Option<(String, u64)>,
     path: &'static str,
     in_flight: bool,
     /// The request in flight went out in this delivery (nothing answered it yet).
@@ -663,6 +664,8 @@ struct Model<'a> {
     unsure: bool,
     /// The stream's own last event ID (the parser's) while a request is in flight.
     stream_id: String,
+    /// How many `id` fields the streams committed (dispatched), counted across requests.
+    stream_fields: u64,
     opened: bool,
     /// `connected` came and its `disconnected` is owed (one for each `connected`, none else).
     announced: bool,
@@ -726,6 +729,7 @@ impl<'a> Model<'a> {
             fresh: false,
             unsure: false,
             stream_id: String::new(),
+            stream_fields: 0,
             opened: false,
             announced: false,
             failures: 0,
@@ -875,21 +879,17 @@ impl<'a> Model<'a> {
     }
 
     fn set_last_event_id(&mut self, id: String) {
-        let before = std::mem::replace(&mut self.last_id, id.clone());
+        self.last_id = id.clone();
         if self.in_flight {
-            let at = match self.pending.take() {
-                Some((_, at)) => at,
-                None => before,
-            };
-            self.pending = Some((id, at));
+            self.pending = Some((id, self.stream_fields));
         }
     }
 
     /// The client's ID follows the stream's as its events are delivered, unless the user set
-    /// one that the stream has not moved past.
+    /// one since the stream's last `id` field.
     fn follow(&mut self) {
         match &self.pending {
-            Some((_, at)) if *at == self.stream_id => {}
+            Some((_, at)) if *at == self.stream_fields => {}
             _ => {
                 self.pending = None;
                 self.last_id = self.stream_id.clone();
@@ -997,7 +997,7 @@ impl<'a> Model<'a> {
     fn end_request(&mut self) {
         self.in_flight = false;
         // An ID set during the stream that the stream did not move past is the client's
-        // already; one it moved past was dropped at that event.
+        // already; one the stream sent an `id` after was dropped at that event.
         self.pending = None;
     }
 
@@ -1038,6 +1038,9 @@ impl<'a> Model<'a> {
                         Id::Empty => self.stream_id.clear(),
                         Id::Absent => {}
                     }
+                    if id != Id::Absent {
+                        self.stream_fields += 1;
+                    }
                     // Each `retry` in its place: a slot sees the values before its event.
                     if let Some(retry) = retry {
                         self.reconnection = retry.into();
@@ -1051,6 +1054,7 @@ impl<'a> Model<'a> {
                     // Counts at its blank line, once the events before it were delivered.
                     seq += 1;
                     self.stream_id = seq.to_string();
+                    self.stream_fields += 1;
                     self.follow();
                 }
                 Item::RetryOnly(retry) => self.reconnection = retry.into(),
