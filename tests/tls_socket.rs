@@ -2835,24 +2835,13 @@ fn server_handshake_kinds(
             .with_single_cert(certs, key)
             .unwrap(),
     );
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
-        let mut kinds = Vec::new();
-        for _ in 0..connections {
-            let (tcp, _) = listener.accept().unwrap();
-            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let conn = rustls::ServerConnection::new(server_config.clone()).unwrap();
-            let mut tls = rustls::StreamOwned::new(conn, tcp);
-            use std::io::{Read, Write};
-            tls.write_all(b"hello").unwrap();
-            tls.flush().unwrap();
-            kinds.push(tls.conn.handshake_kind().unwrap());
-            // Until the client closes.
-            let mut sink = [0u8; 64];
-            while matches!(tls.read(&mut sink), Ok(n) if n > 0) {}
-        }
-        kinds
+    let (port, server) = rustls_server_thread(server_config, connections, |tls| {
+        use std::io::{Read, Write};
+        tls.write_all(b"hello").unwrap();
+        tls.flush().unwrap();
+        // Until the client closes.
+        let mut sink = [0u8; 64];
+        while matches!(tls.read(&mut sink), Ok(n) if n > 0) {}
     });
     let mut ev = EventLoop::new().unwrap();
     let client = SslSocket::with_config(config).unwrap();
@@ -3024,33 +3013,47 @@ fn data_that_came_with_the_handshake_is_announced_unless_a_handshake_slot_closed
     );
 }
 
+/// A rustls server on a thread, on a free 127.0.0.1 port: it accepts `connections` connections
+/// one after another, runs `serve` on each, and returns how each handshake went.
+fn rustls_server_thread(
+    config: std::sync::Arc<rustls::ServerConfig>,
+    connections: usize,
+    serve: impl Fn(&mut rustls::StreamOwned<rustls::ServerConnection, std::net::TcpStream>)
+    + Send
+    + 'static,
+) -> (u16, std::thread::JoinHandle<Vec<rustls::HandshakeKind>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = std::thread::spawn(move || {
+        let mut kinds = Vec::new();
+        for _ in 0..connections {
+            let (tcp, _) = listener.accept().unwrap();
+            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+            let conn = rustls::ServerConnection::new(config.clone()).unwrap();
+            let mut tls = rustls::StreamOwned::new(conn, tcp);
+            serve(&mut tls);
+            kinds.push(tls.conn.handshake_kind().unwrap());
+        }
+        kinds
+    });
+    (port, server)
+}
+
 /// The handshake kinds a rustls server (TLS 1.3) saw for `requests` GETs an `HttpClient` with
 /// `session` made one after another, each on a new connection (`Connection: close`).
 fn http_handshake_kinds(mut session: HttpSession, requests: usize) -> Vec<rustls::HandshakeKind> {
     let pki = test_pki();
-    let server_config = test_server_config(pki);
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let port = listener.local_addr().unwrap().port();
-    let server = std::thread::spawn(move || {
+    let (port, server) = rustls_server_thread(test_server_config(pki), requests, |tls| {
         use std::io::{Read, Write};
-        let mut kinds = Vec::new();
-        for _ in 0..requests {
-            let (tcp, _) = listener.accept().unwrap();
-            tcp.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
-            let conn = rustls::ServerConnection::new(server_config.clone()).unwrap();
-            let mut tls = rustls::StreamOwned::new(conn, tcp);
-            let mut head = Vec::new();
-            let mut byte = [0u8; 1];
-            while !head.ends_with(b"\r\n\r\n") && matches!(tls.read(&mut byte), Ok(1)) {
-                head.push(byte[0]);
-            }
-            kinds.push(tls.conn.handshake_kind().unwrap());
-            tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
-                .unwrap();
-            tls.conn.send_close_notify();
-            let _ = tls.flush();
+        let mut head = Vec::new();
+        let mut byte = [0u8; 1];
+        while !head.ends_with(b"\r\n\r\n") && matches!(tls.read(&mut byte), Ok(1)) {
+            head.push(byte[0]);
         }
-        kinds
+        tls.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nok")
+            .unwrap();
+        tls.conn.send_close_notify();
+        let _ = tls.flush();
     });
     session.add_ca_certificate(pki.ca_pem.as_bytes()).unwrap();
     let mut ev = EventLoop::new().unwrap();
